@@ -1,0 +1,42 @@
+/*
+ * cli.h - command-line parsing shared by the subcommands, and the subcommands themselves.
+ *
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (one line naming the
+ * argument or key at fault).
+ */
+#ifndef SOMA_CLI_CLI_H
+#define SOMA_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CLI_MAX_SETS 64
+#define CLI_MAX_ARGS 16
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+struct cli {
+	const char *config_path;          /* --config FILE */
+	const char *sets[CLI_MAX_SETS];   /* --set key=value, in order */
+	size_t nsets;                     /* used entries */
+	const char *role;                 /* --role */
+	bool dry_run;                     /* --dry-run */
+	bool json;                        /* --json */
+	const char *tenant;               /* --tenant */
+	const char *scope;                /* --scope (space or comma separated) */
+	const char *name;                 /* --name */
+	const char *args[CLI_MAX_ARGS];   /* positional arguments after the command */
+	size_t nargs;                     /* used entries */
+};
+
+/* Parses argv[first..argc) into cli; on a usage error prints one line and returns false. */
+bool cli_parse(int argc, char **argv, int first, struct cli *cli);
+/* Loads the configuration from cli (file, env, --set); prints each error line; true when valid. */
+bool cli_load_config(const struct cli *cli);
+
+int cmd_run(const struct cli *cli);
+int cmd_config(const struct cli *cli);
+int cmd_keys(const struct cli *cli);
+int cmd_migrate(const struct cli *cli);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * keys_cmd.c - `somaagent keys create|list|revoke`: API keys in the store under data.dir.
+ * The token is printed once, on creation; only its hash is kept.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "identity/identity.h"
+
+/* "admin,chat" or "admin chat" -> "admin chat"; false when a scope holds odd characters. */
+static bool normalize_scopes(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	bool sep = false;
+	for (const char *p = in ? in : ""; *p; p++) {
+		char c = *p;
+		if (c == ',' || c == ' ') {
+			sep = o > 0;
+			continue;
+		}
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' || c == '-';
+		if (!ok || o + 2 >= cap)
+			return false;
+		if (sep) {
+			out[o++] = ' ';
+			sep = false;
+		}
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+static int keys_create(const struct cli *cli, struct store *st)
+{
+	char scopes[STORE_SCOPES_MAX + 1], why[256];
+	if (!cli->tenant) {
+		fprintf(stderr, "somaagent: keys create needs --tenant NAME\n");
+		return EXIT_USAGE;
+	}
+	const struct cfg_key_def *tenant_def = cfg_def(CFG_AUTH_DEFAULT_TENANT);
+	if (!tenant_def->validate(cli->tenant, why, sizeof(why))) {
+		fprintf(stderr, "somaagent: --tenant %s: %s\n", cli->tenant, why);
+		return EXIT_USAGE;
+	}
+	if (!normalize_scopes(cli->scope, scopes, sizeof(scopes))) {
+		fprintf(stderr, "somaagent: --scope: expected scope names such as admin, separated by commas\n");
+		return EXIT_USAGE;
+	}
+	if (cli->name && strlen(cli->name) > STORE_ID_MAX) {
+		fprintf(stderr, "somaagent: --name: at most %d characters\n", STORE_ID_MAX);
+		return EXIT_USAGE;
+	}
+	char token[IDENTITY_TOKEN_LEN + 1];
+	struct store_key key;
+	if (identity_key_create(st, cli->tenant, scopes, cli->name, token, &key) != SOMA_OK) {
+		fprintf(stderr, "somaagent: cannot store the key under %s\n", cfg_str(CFG_DATA_DIR));
+		return EXIT_RUNTIME;
+	}
+	if (cli->json) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", key.id, "tenant", key.tenant, "scopes", key.scopes,
+				      "token", token);
+		json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		printf("%s\n", token);
+		fprintf(stderr, "created key %s for tenant %s%s%s; the token above is shown only once\n", key.id,
+			key.tenant, key.scopes[0] ? " with scopes " : "", key.scopes);
+	}
+	return EXIT_OK;
+}
+
+static int keys_list(const struct cli *cli, struct store *st)
+{
+	struct store_key *keys;
+	size_t n;
+	if (store_key_list(st, &keys, &n) != SOMA_OK) {
+		fprintf(stderr, "somaagent: cannot read keys under %s\n", cfg_str(CFG_DATA_DIR));
+		return EXIT_RUNTIME;
+	}
+	json_t *arr = json_array();
+	char created[CLOCK_RFC3339_LEN + 1], revoked[CLOCK_RFC3339_LEN + 1];
+	if (!cli->json)
+		printf("%-16s  %-20s  %-16s  %-24s  %s\n", "ID", "TENANT", "SCOPES", "CREATED", "STATUS");
+	for (size_t i = 0; i < n; i++) {
+		const struct store_key *k = &keys[i];
+		clock_rfc3339(k->created_ms, created, sizeof(created));
+		if (k->revoked_ms)
+			clock_rfc3339(k->revoked_ms, revoked, sizeof(revoked));
+		if (cli->json)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "id", k->id, "tenant",
+							     k->tenant, "name", k->name, "scopes", k->scopes,
+							     "created_at", created, "revoked_at",
+							     k->revoked_ms ? revoked : NULL));
+		else
+			printf("%-16s  %-20s  %-16s  %-24s  %s\n", k->id, k->tenant, k->scopes[0] ? k->scopes : "-",
+			       created, k->revoked_ms ? "revoked" : "active");
+	}
+	if (cli->json) {
+		json_dumpf(arr, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+	}
+	json_decref(arr);
+	free(keys);
+	return EXIT_OK;
+}
+
+static int keys_revoke(const struct cli *cli, struct store *st)
+{
+	if (cli->nargs < 2) {
+		fprintf(stderr, "somaagent: keys revoke needs the key id (see `somaagent keys list`)\n");
+		return EXIT_USAGE;
+	}
+	enum soma_err err = store_key_revoke(st, cli->args[1]);
+	if (err == SOMA_ERR_NOT_FOUND) {
+		fprintf(stderr, "somaagent: no active key with id %s\n", cli->args[1]);
+		return EXIT_RUNTIME;
+	}
+	if (err != SOMA_OK) {
+		fprintf(stderr, "somaagent: cannot revoke key %s\n", cli->args[1]);
+		return EXIT_RUNTIME;
+	}
+	printf("revoked key %s\n", cli->args[1]);
+	return EXIT_OK;
+}
+
+int cmd_keys(const struct cli *cli)
+{
+	const char *sub = cli->nargs ? cli->args[0] : "";
+	int (*fn)(const struct cli *, struct store *) = NULL;
+	if (strcmp(sub, "create") == 0)
+		fn = keys_create;
+	else if (strcmp(sub, "list") == 0)
+		fn = keys_list;
+	else if (strcmp(sub, "revoke") == 0)
+		fn = keys_revoke;
+	if (!fn) {
+		fprintf(stderr, "somaagent: keys needs create, list or revoke\n");
+		return EXIT_USAGE;
+	}
+	if (!cli_load_config(cli))
+		return EXIT_USAGE;
+	struct store *st;
+	char why[512];
+	if (store_open(cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK) {
+		fprintf(stderr, "somaagent: %s\n", why);
+		return EXIT_RUNTIME;
+	}
+	int rc = EXIT_RUNTIME;
+	if (store_migrate(st, NULL) == SOMA_OK)
+		rc = fn(cli, st);
+	else
+		fprintf(stderr, "somaagent: cannot prepare the database under %s\n", cfg_str(CFG_DATA_DIR));
+	store_close(st);
+	return rc;
+}

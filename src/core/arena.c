@@ -1,0 +1,114 @@
+/*
+ * arena.c - chunked bump allocator (see arena.h).
+ */
+#include "core/arena.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct arena_chunk {
+	struct arena_chunk *next; /* older chunk */
+	size_t size;              /* usable bytes in data */
+	size_t used;              /* bytes handed out */
+	_Alignas(16) unsigned char data[];
+};
+
+void arena_init(struct arena *a, size_t chunk_size, size_t limit)
+{
+	a->head = NULL;
+	a->chunk_size = chunk_size;
+	a->used_total = 0;
+	a->limit = limit;
+}
+
+void arena_deinit(struct arena *a)
+{
+	if (!a)
+		return;
+	struct arena_chunk *c = a->head;
+	while (c) {
+		struct arena_chunk *next = c->next;
+		free(c);
+		c = next;
+	}
+	a->head = NULL;
+	a->used_total = 0;
+}
+
+void arena_reset(struct arena *a)
+{
+	if (!a->head)
+		return;
+	/* keep the oldest chunk (the regular-sized one) and free the rest */
+	struct arena_chunk *c = a->head, *keep = NULL;
+	while (c) {
+		struct arena_chunk *next = c->next;
+		if (!next)
+			keep = c;
+		else
+			free(c);
+		c = next;
+	}
+	keep->used = 0;
+	keep->next = NULL;
+	a->head = keep;
+	a->used_total = 0;
+}
+
+void *arena_alloc(struct arena *a, size_t size)
+{
+	size_t rounded = (size + 15) & ~(size_t)15;
+	if (rounded < size || a->used_total + rounded > a->limit)
+		return NULL;
+	struct arena_chunk *c = a->head;
+	if (!c || c->size - c->used < rounded) {
+		size_t want = rounded > a->chunk_size ? rounded : a->chunk_size;
+		c = malloc(sizeof(*c) + want);
+		if (!c)
+			return NULL;
+		c->size = want;
+		c->used = 0;
+		if (a->head && rounded > a->chunk_size) {
+			/* oversized: slot it behind the head so the head keeps serving small allocations */
+			c->next = a->head->next;
+			a->head->next = c;
+		} else {
+			c->next = a->head;
+			a->head = c;
+		}
+	}
+	void *p = c->data + c->used;
+	c->used += rounded;
+	a->used_total += rounded;
+	return p;
+}
+
+char *arena_strndup(struct arena *a, const char *s, size_t len)
+{
+	char *p = arena_alloc(a, len + 1);
+	if (!p)
+		return NULL;
+	if (len)
+		memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+char *arena_printf(struct arena *a, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return NULL;
+	char *p = arena_alloc(a, (size_t)n + 1);
+	if (!p)
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}

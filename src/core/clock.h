@@ -1,0 +1,19 @@
+/*
+ * clock.h - time helpers: monotonic clock for durations, RFC 3339 UTC timestamps for humans.
+ */
+#ifndef SOMA_CORE_CLOCK_H
+#define SOMA_CORE_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC); for durations only. */
+uint64_t clock_mono_ns(void);
+/* Wall-clock time in milliseconds since the epoch. */
+int64_t clock_wall_ms(void);
+/* Writes "2026-11-27T12:08:18.123Z" for wall_ms into out (at least 25 bytes). Returns out. */
+char *clock_rfc3339(int64_t wall_ms, char *out, size_t cap);
+
+#define CLOCK_RFC3339_LEN 25
+
+#endif

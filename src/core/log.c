@@ -1,0 +1,159 @@
+/*
+ * log.c - see log.h.
+ */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+
+static enum log_level min_level = LOG_INFO;
+static enum log_format out_format = LOG_FORMAT_JSON;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_setup(enum log_level level, enum log_format format)
+{
+	min_level = level;
+	out_format = format;
+}
+
+bool log_level_parse(const char *s, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcmp(s, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool log_enabled(enum log_level level) { return level >= min_level; }
+
+bool log_json_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t p = *pos;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7];
+		size_t n;
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			n = 2;
+		} else if (c == '\n') {
+			memcpy(esc, "\\n", 2);
+			n = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+		} else {
+			esc[0] = (char)c;
+			n = 1;
+		}
+		if (p + n >= cap) {
+			*pos = p;
+			return false;
+		}
+		memcpy(buf + p, esc, n);
+		p += n;
+	}
+	*pos = p;
+	return true;
+}
+
+/* Appends a raw string; false when it does not fit. */
+static bool put(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	size_t n = strlen(s);
+	if (*pos + n >= cap)
+		return false;
+	memcpy(buf + *pos, s, n);
+	*pos += n;
+	return true;
+}
+
+static bool put_field_json(char *buf, size_t cap, size_t *pos, const struct log_field *f)
+{
+	char num[48];
+	if (f->kind == LOG_FIELD_STR && !f->str)
+		return true;
+	bool ok = put(buf, cap, pos, ",\"") && log_json_escape(buf, cap, pos, f->key, strlen(f->key)) &&
+		  put(buf, cap, pos, "\":");
+	if (!ok)
+		return false;
+	switch (f->kind) {
+	case LOG_FIELD_STR:
+		return put(buf, cap, pos, "\"") && log_json_escape(buf, cap, pos, f->str, strlen(f->str)) &&
+		       put(buf, cap, pos, "\"");
+	case LOG_FIELD_INT:
+		snprintf(num, sizeof(num), "%lld", f->num);
+		return put(buf, cap, pos, num);
+	case LOG_FIELD_DBL:
+		snprintf(num, sizeof(num), "%.3f", f->dbl);
+		return put(buf, cap, pos, num);
+	}
+	return true;
+}
+
+static bool put_field_text(char *buf, size_t cap, size_t *pos, const struct log_field *f)
+{
+	char val[48];
+	const char *v = val;
+	if (f->kind == LOG_FIELD_STR) {
+		if (!f->str)
+			return true;
+		v = f->str;
+	} else if (f->kind == LOG_FIELD_INT) {
+		snprintf(val, sizeof(val), "%lld", f->num);
+	} else {
+		snprintf(val, sizeof(val), "%.3f", f->dbl);
+	}
+	return put(buf, cap, pos, " ") && put(buf, cap, pos, f->key) && put(buf, cap, pos, "=") &&
+	       put(buf, cap, pos, v);
+}
+
+void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n,
+	      const char *fmt, ...)
+{
+	if (level < min_level)
+		return;
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	char ts[CLOCK_RFC3339_LEN + 1];
+	clock_rfc3339(clock_wall_ms(), ts, sizeof(ts));
+	char line[LOG_LINE_MAX];
+	size_t pos = 0, cap = sizeof(line) - 32; /* room for the truncation marker and newline */
+	bool ok;
+	if (out_format == LOG_FORMAT_JSON) {
+		ok = put(line, cap, &pos, "{\"ts\":\"") && put(line, cap, &pos, ts) &&
+		     put(line, cap, &pos, "\",\"level\":\"") && put(line, cap, &pos, level_names[level]) &&
+		     put(line, cap, &pos, "\",\"msg\":\"") &&
+		     log_json_escape(line, cap, &pos, msg, strlen(msg)) &&
+		     put(line, cap, &pos, "\",\"service\":\"") &&
+		     log_json_escape(line, cap, &pos, service, strlen(service)) && put(line, cap, &pos, "\"");
+		for (size_t i = 0; ok && i < n; i++)
+			ok = put_field_json(line, cap, &pos, &fields[i]);
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s}\n", ok ? "" : ",\"truncated\":true");
+	} else {
+		ok = put(line, cap, &pos, ts) && put(line, cap, &pos, " ") &&
+		     put(line, cap, &pos, level_names[level]) && put(line, cap, &pos, " [") &&
+		     put(line, cap, &pos, service) && put(line, cap, &pos, "] ") && put(line, cap, &pos, msg);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = put_field_text(line, cap, &pos, &fields[i]);
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s\n", ok ? "" : " [truncated]");
+	}
+	ssize_t w = write(STDERR_FILENO, line, pos);
+	(void)w;
+}

@@ -1,0 +1,38 @@
+/*
+ * str.h - borrowed string slices.
+ *
+ * A struct str points into memory owned by someone else (a request arena, a config table).
+ * It is never freed and never kept beyond the owner's lifetime; copy what you keep.
+ */
+#ifndef SOMA_CORE_STR_H
+#define SOMA_CORE_STR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+struct str {
+	const char *p; /* first byte; not NUL-terminated in general */
+	size_t len;    /* number of bytes */
+};
+
+#define STR_LIT(s) ((struct str){(s), sizeof(s) - 1})
+#define STR_NULL ((struct str){NULL, 0})
+
+static inline struct str str_from(const char *s) { return (struct str){s, s ? strlen(s) : 0}; }
+
+static inline bool str_eq(struct str a, struct str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static inline bool str_eq_cstr(struct str a, const char *b) { return str_eq(a, str_from(b)); }
+
+static inline bool str_ieq_cstr(struct str a, const char *b)
+{
+	size_t n = strlen(b);
+	return a.len == n && strncasecmp(a.p, b, n) == 0;
+}
+
+#endif

@@ -1,0 +1,339 @@
+/*
+ * conn.c - one client connection: the state machine that reads a request, runs the pipeline and
+ * writes the response, then starts over (keep-alive, pipelining) or closes.
+ *
+ * States: READ_HEAD -> (READ_BODY) -> HANDLING -> READ_HEAD ... or CLOSING (flush, then free).
+ * One timer per connection: while between requests it is the idle timeout (close quietly);
+ * once a request's first byte arrives it is the request timeout (answer 408, close). While a
+ * handler owns the request there is no timer. Everything here runs on the connection's io thread.
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "http/server_int.h"
+
+enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_HANDLING, CONN_CLOSING };
+
+struct http_conn {
+	struct io_thread *thr;        /* owning thread */
+	struct bufferevent *bev;      /* the socket */
+	struct event *timer;          /* idle or request timeout */
+	enum conn_state state;        /* see the file comment */
+	bool req_started;             /* bytes of the current request have arrived */
+	bool in_process;              /* conn_process is on the stack */
+	bool responded;               /* the current request got its response */
+	struct arena arena;           /* per-request memory */
+	struct http_req req;          /* the current request */
+	struct http_conn *prev, *next;/* thread's list */
+};
+
+static void conn_process(struct http_conn *c);
+
+static void conn_free(struct http_conn *c)
+{
+	struct io_thread *thr = c->thr;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		thr->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	event_free(c->timer);
+	bufferevent_free(c->bev);
+	arena_deinit(&c->arena);
+	free(c);
+	atomic_fetch_sub(&thr->srv->nconns, 1);
+}
+
+static void arm_timer(struct http_conn *c, int seconds)
+{
+	struct timeval tv = {seconds, 0};
+	evtimer_add(c->timer, &tv);
+}
+
+static void on_written(struct bufferevent *bev, void *arg)
+{
+	struct http_conn *c = arg;
+	(void)bev;
+	if (c->state == CONN_CLOSING)
+		conn_free(c);
+}
+
+/* Marks the connection for closing once its output is flushed (on_written frees it then).
+ * Never frees: the caller frees at once when nothing is queued (see close_now_if_flushed). */
+static void conn_close_after_flush(struct http_conn *c)
+{
+	c->state = CONN_CLOSING;
+	evtimer_del(c->timer);
+	bufferevent_disable(c->bev, EV_READ);
+}
+
+/* Frees a closing connection whose output is already empty; true when it did. */
+static bool close_now_if_flushed(struct http_conn *c)
+{
+	if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+		return false;
+	conn_free(c);
+	return true;
+}
+
+static void reset_request(struct http_conn *c)
+{
+	arena_reset(&c->arena);
+	memset(&c->req, 0, sizeof(c->req));
+	c->req.arena = &c->arena;
+	c->req.out = bufferevent_get_output(c->bev);
+	c->req.owner = c;
+	c->req.content_length = -1;
+	c->req.keep_alive = true;
+	c->req_started = false;
+	c->responded = false;
+	c->state = CONN_READ_HEAD;
+}
+
+static void on_response(struct http_req *req)
+{
+	struct http_conn *c = req->owner;
+	http_pipeline_complete(req);
+	c->responded = true;
+	if (req->close_after || !req->keep_alive || c->thr->draining) {
+		conn_close_after_flush(c);
+		if (!c->in_process)
+			close_now_if_flushed(c);
+		return;
+	}
+	reset_request(c);
+	if (!c->in_process)
+		conn_process(c); /* an asynchronous response: pick up pipelined input now */
+}
+
+/* Answers a framing error (before the pipeline ran) and closes. */
+static void fail(struct http_conn *c, int status, const char *code, const char *message)
+{
+	if (!c->req.request_id[0])
+		ids_uuid4(c->req.request_id);
+	if (!c->req.start_ns)
+		c->req.start_ns = clock_mono_ns();
+	c->req.close_after = true;
+	c->state = CONN_HANDLING;
+	evtimer_del(c->timer);
+	http_respond_error(&c->req, status, code, "%s", message);
+}
+
+static void dispatch(struct http_conn *c)
+{
+	evtimer_del(c->timer);
+	c->state = CONN_HANDLING;
+	c->req.on_response = on_response;
+	if (c->thr->draining)
+		c->req.close_after = true;
+	http_pipeline_run(c->thr->srv->pipeline, &c->req);
+}
+
+static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	const struct http_server_opts *o = &c->thr->srv->opts;
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	if (end.pos < 0) {
+		if (avail > o->max_header)
+			fail(c, 431, "headers_too_large", "the request line and headers exceed http.max_header bytes");
+		return false;
+	}
+	size_t head_len = (size_t)end.pos + 4;
+	if (head_len > o->max_header) {
+		fail(c, 431, "headers_too_large", "the request line and headers exceed http.max_header bytes");
+		return false;
+	}
+	char *head = arena_alloc(&c->arena, head_len + 1);
+	if (!head) {
+		fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
+		return false;
+	}
+	evbuffer_remove(in, head, head_len);
+	head[head_len] = '\0';
+	const char *why;
+	switch (http_parse_head(head, head_len, &c->req, &c->arena, &why)) {
+	case HTTP_PARSE_OK:
+		break;
+	case HTTP_PARSE_TOO_MANY_HEADERS:
+		fail(c, 431, "headers_too_large", why);
+		return false;
+	case HTTP_PARSE_BAD_VERSION:
+		fail(c, 505, "http_version_not_supported", why);
+		return false;
+	case HTTP_PARSE_NO_LENGTH:
+		fail(c, 411, "length_required", why);
+		return false;
+	case HTTP_PARSE_BAD_REQUEST:
+		fail(c, 400, "bad_request", why);
+		return false;
+	}
+	if (c->req.content_length > 0 && (size_t)c->req.content_length > o->max_body) {
+		fail(c, 413, "body_too_large", "the request body exceeds http.max_body bytes");
+		return false;
+	}
+	if (c->req.content_length > 0) {
+		if (c->req.expect_continue)
+			bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		c->state = CONN_READ_BODY;
+		return true;
+	}
+	dispatch(c);
+	return true;
+}
+
+static bool read_body(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	size_t need = (size_t)c->req.content_length;
+	if (avail < need)
+		return false;
+	char *body = arena_alloc(&c->arena, need + 1);
+	if (!body) {
+		fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
+		return false;
+	}
+	evbuffer_remove(in, body, need);
+	body[need] = '\0';
+	c->req.body = body;
+	c->req.body_len = need;
+	dispatch(c);
+	return true;
+}
+
+/* Reads and handles as many complete requests as the input holds. */
+static void conn_process(struct http_conn *c)
+{
+	const struct http_server_opts *o = &c->thr->srv->opts;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	c->in_process = true;
+	bool progress = true;
+	while (progress) {
+		size_t avail = evbuffer_get_length(in);
+		progress = false;
+		if (c->state == CONN_READ_HEAD && avail == 0) {
+			if (c->thr->draining) {
+				conn_close_after_flush(c);
+				break;
+			}
+			arm_timer(c, o->idle_timeout_s);
+			break;
+		}
+		if ((c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY) && !c->req_started) {
+			c->req_started = true;
+			c->req.start_ns = clock_mono_ns();
+			arm_timer(c, o->request_timeout_s);
+		}
+		if (c->state == CONN_READ_HEAD)
+			progress = read_head(c, in, avail);
+		else if (c->state == CONN_READ_BODY)
+			progress = read_body(c, in, avail);
+		/* after a synchronous response the state is READ_HEAD again (or CLOSING) */
+		progress = progress && (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY);
+	}
+	c->in_process = false;
+	close_now_if_flushed(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	struct http_conn *c = arg;
+	if (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY)
+		conn_process(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	struct http_conn *c = arg;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+		conn_close_after_flush(c); /* client half-closed: still deliver what it asked for */
+		return;
+	}
+	conn_free(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct http_conn *c = arg;
+	if (c->state == CONN_HANDLING || c->state == CONN_CLOSING)
+		return;
+	if (!c->req_started) {
+		conn_close_after_flush(c); /* idle keep-alive connection */
+		close_now_if_flushed(c);
+		return;
+	}
+	fail(c, 408, "request_timeout", "the request did not arrive within http.request_timeout_s seconds");
+}
+
+void http_conn_accept(struct io_thread *thr, int fd)
+{
+	const struct http_server_opts *o = &thr->srv->opts;
+	if (thr->draining || atomic_load(&thr->srv->nconns) >= o->max_connections) {
+		close(fd);
+		return;
+	}
+	struct http_conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->thr = thr;
+	c->bev = bufferevent_socket_new(thr->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(thr->base, on_timer, c);
+	if (!c->bev || !c->timer) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer)
+			event_free(c->timer);
+		free(c);
+		return;
+	}
+	atomic_fetch_add(&thr->srv->nconns, 1);
+	c->next = thr->conns;
+	if (thr->conns)
+		thr->conns->prev = c;
+	thr->conns = c;
+	arena_init(&c->arena, 8192, o->max_header + o->max_body + 65536);
+	reset_request(c);
+	struct timeval wtv = {o->request_timeout_s, 0};
+	bufferevent_set_timeouts(c->bev, NULL, &wtv);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, o->max_header + o->max_body + 1);
+	bufferevent_setcb(c->bev, on_read, on_written, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	arm_timer(c, o->idle_timeout_s);
+}
+
+void http_conn_close_idle(struct io_thread *thr)
+{
+	struct http_conn *c = thr->conns;
+	while (c) {
+		struct http_conn *next = c->next;
+		if (c->state == CONN_READ_HEAD && !c->req_started &&
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+			conn_close_after_flush(c);
+			close_now_if_flushed(c);
+		}
+		c = next;
+	}
+}
+
+void http_conn_close_all(struct io_thread *thr)
+{
+	while (thr->conns)
+		conn_free(thr->conns);
+}

@@ -1,0 +1,206 @@
+/*
+ * http.h - the HTTP/1.1 server: requests, responses, routes, middleware.
+ *
+ * DESIGN: each io thread runs an event_base with its own listening socket (SO_REUSEPORT, so the
+ * kernel spreads connections) and owns its connections outright; no other thread touches them.
+ * A connection reads one request head (bounded by http.max_header -> 431) and body (bounded by
+ * http.max_body -> 413, checked from Content-Length before any body byte is read), then runs the
+ * pipeline on the io thread: request id -> route (404/405) -> auth -> handler. Handlers must not
+ * block; they respond before returning, or keep the request and respond later from the same
+ * thread (work from other threads is posted back with http_thread_post). When the response is
+ * complete the access log and metrics run, the request arena is reset, and the next request on
+ * the connection (keep-alive, pipelining) is read. Every 4xx/5xx carries the JSON envelope
+ * {"error":{"code","message","request_id"}}.
+ * We parse HTTP ourselves on top of libevent bufferevents rather than use evhttp: evhttp 2.1
+ * answers its own limit violations (oversized headers or body) with HTML pages we cannot turn
+ * into our envelope or into 431, and it allocates per header; see docs/architecture.md.
+ */
+#ifndef SOMA_HTTP_HTTP_H
+#define SOMA_HTTP_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/err.h"
+#include "core/str.h"
+#include "identity/identity.h"
+
+#define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_PARAMS 8
+#define HTTP_MAX_RESP_HEADERS 16
+
+struct http_header {
+	struct str name;  /* as sent; compare case-insensitively */
+	struct str value; /* trimmed of surrounding spaces */
+};
+
+struct http_route;
+struct http_conn;
+struct evbuffer;
+
+struct http_req {
+	/* parsed request; every str points into the request arena */
+	struct str method;                          /* "GET", "POST", ... */
+	struct str target;                          /* raw request target */
+	struct str path;                            /* target before '?' */
+	struct str query;                           /* target after '?', without it */
+	int minor_version;                          /* HTTP/1.x */
+	struct http_header *headers;                /* in arrival order */
+	size_t nheaders;                            /* entries in headers */
+	int64_t content_length;                     /* -1 when absent */
+	const char *body;                           /* NUL-terminated copy in the arena, or NULL */
+	size_t body_len;                            /* bytes in body */
+	bool keep_alive;                            /* client wants the connection kept */
+	bool expect_continue;                       /* Expect: 100-continue was sent */
+
+	/* set by the pipeline */
+	const struct http_route *route;             /* matched route, or NULL */
+	struct str params[HTTP_MAX_PARAMS];         /* path parameter values, route order */
+	char request_id[129];                       /* echoed as X-Request-Id */
+	struct identity ident;                      /* caller, once authenticated */
+	bool authenticated;                         /* ident is valid */
+	struct arena *arena;                        /* freed after the response */
+	uint64_t start_ns;                          /* monotonic time of the first byte */
+
+	/* response state */
+	int status;                                 /* 0 until responded */
+	size_t resp_body_len;                       /* bytes of response body */
+	const char *resp_headers[HTTP_MAX_RESP_HEADERS][2]; /* extra headers (arena) */
+	size_t nresp_headers;                       /* entries in resp_headers */
+	bool close_after;                           /* send Connection: close */
+	struct evbuffer *out;                       /* where the response is written */
+	void (*on_response)(struct http_req *req);  /* called once the response is queued */
+	void *owner;                                /* the connection (or a test harness) */
+};
+
+/* ---- request accessors --------------------------------------------------------------------- */
+
+/* Value of the first header with this name (case-insensitive), or STR_NULL. */
+struct str http_req_header(const struct http_req *req, const char *name);
+/* Path parameter by its name in the route pattern ({id}); percent-decoded into the arena. */
+struct str http_req_param(const struct http_req *req, const char *name);
+/* Query parameter, percent-decoded into the arena; false when absent. */
+bool http_req_query(const struct http_req *req, const char *name, struct str *out);
+
+/* ---- responses (io thread of the request) --------------------------------------------------- */
+
+/* Adds a response header; name and value are copied into the arena. */
+void http_resp_header(struct http_req *req, const char *name, const char *value);
+/* Sends a complete response. body may be NULL when len is 0. */
+void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len);
+/* Sends body as JSON; takes ownership of body (json_decref'd here). */
+void http_respond_json(struct http_req *req, int status, json_t *body);
+/* Sends the JSON error envelope with code and a formatted message. */
+void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Reason phrase of a status code. */
+const char *http_status_text(int status);
+
+/* ---- parser (exposed for tests and fuzzing) --------------------------------------------------- */
+
+enum http_parse_status {
+	HTTP_PARSE_OK,
+	HTTP_PARSE_BAD_REQUEST,     /* 400 */
+	HTTP_PARSE_TOO_MANY_HEADERS,/* 431 */
+	HTTP_PARSE_BAD_VERSION,     /* 505 */
+	HTTP_PARSE_NO_LENGTH,       /* 411: chunked request bodies are not accepted */
+};
+
+/* Parses a complete request head (request line + headers, ending in an empty line) held in
+ * head[0..len) into req; strings in req point into head, which must outlive req. On failure
+ * *why is a static sentence for the client. */
+enum http_parse_status http_parse_head(char *head, size_t len, struct http_req *req, struct arena *arena,
+				       const char **why);
+
+/* ---- routes -------------------------------------------------------------------------------- */
+
+typedef void (*http_handler_fn)(struct http_req *req, void *arg);
+
+enum http_route_flags {
+	HTTP_ROUTE_PUBLIC = 1 << 0, /* no credentials needed (health, metrics) */
+	HTTP_ROUTE_ADMIN = 1 << 1,  /* scope admin needed */
+};
+
+struct http_router;
+
+/* The router owns its routes; free with http_router_free(). */
+struct http_router *http_router_new(void);
+void http_router_free(struct http_router *r);
+/* Adds METHOD pattern, e.g. ("GET", "/v1/sessions/{id}/events"). Patterns are segments of
+ * literals and {name} parameters. SOMA_ERR_INVALID for malformed patterns or duplicates. */
+enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern,
+			     http_handler_fn handler, void *arg, unsigned flags) SOMA_MUST_CHECK;
+
+enum http_match { HTTP_MATCH_OK, HTTP_MATCH_NOT_FOUND, HTTP_MATCH_BAD_METHOD };
+/* Matches req's method and path; fills req->route and req->params. On HTTP_MATCH_BAD_METHOD,
+ * allow receives the permitted methods ("GET, HEAD"). */
+enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow,
+				  size_t allow_cap);
+/* Accessors of a matched route. */
+const char *http_route_pattern(const struct http_route *route);
+unsigned http_route_flags(const struct http_route *route);
+void http_route_invoke(const struct http_route *route, struct http_req *req);
+
+/* ---- pipeline (middleware) ------------------------------------------------------------------ */
+
+enum http_mw_result { HTTP_MW_NEXT, HTTP_MW_DONE };
+typedef enum http_mw_result (*http_middleware_fn)(struct http_req *req, void *arg);
+
+struct http_pipeline;
+
+/* Builds the standard pipeline: request id, routing, auth; then the route's handler.
+ * opts come from the configuration; the router is borrowed. */
+struct http_auth_opts {
+	bool anonymous_allowed;   /* loopback with no keys: unauthenticated requests run as default */
+	const char *default_tenant;
+	const char *admin_token;  /* bootstrap token, or "" */
+};
+struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth);
+void http_pipeline_free(struct http_pipeline *p);
+/* Runs the pipeline on a parsed request. */
+void http_pipeline_run(struct http_pipeline *p, struct http_req *req);
+/* Completion hook: access log + metrics. Called by the connection once the response is queued. */
+void http_pipeline_complete(struct http_req *req);
+/* Registers the HTTP metrics families (call once at start-up). */
+void http_metrics_register(void);
+/* Turns the per-request access log line on or off (log.access). */
+void http_access_log_enable(bool on);
+
+/* ---- server -------------------------------------------------------------------------------- */
+
+struct http_server_opts {
+	char host[256];               /* listen address */
+	int port;                     /* listen port */
+	int io_threads;               /* event-loop threads (>= 1) */
+	size_t max_body;              /* bytes */
+	size_t max_header;            /* bytes */
+	int request_timeout_s;        /* whole request must arrive within this */
+	int idle_timeout_s;           /* keep-alive idle limit */
+	long max_connections;         /* open connections per process */
+};
+
+struct http_server;
+struct io_thread;
+
+/* Binds the listening sockets (failing with a sentence in why when the address is in use or not
+ * available) and prepares the threads. The pipeline is borrowed. */
+enum soma_err http_server_new(const struct http_server_opts *opts, struct http_pipeline *pipeline,
+			      struct http_server **out, char *why, size_t why_cap) SOMA_MUST_CHECK;
+/* Starts the io threads. */
+enum soma_err http_server_start(struct http_server *srv) SOMA_MUST_CHECK;
+/* Graceful part of shutdown: stop accepting, close idle connections, let requests in flight
+ * finish; waits up to grace_ms for all connections to end. Returns how many were still open. */
+size_t http_server_drain(struct http_server *srv, int grace_ms);
+/* Stops the threads and frees everything (closing connections still open). Accepts NULL. */
+void http_server_free(struct http_server *srv);
+/* Open connections right now (any thread). */
+size_t http_server_connections(const struct http_server *srv);
+
+/* Runs fn(arg) on the io thread (any thread may call). SOMA_ERR_LIMIT when its queue is full. */
+typedef void (*http_thread_fn)(void *arg);
+enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg) SOMA_MUST_CHECK;
+
+#endif

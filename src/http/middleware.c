@@ -1,0 +1,198 @@
+/*
+ * middleware.c - the request pipeline: request id -> routing -> auth -> handler, and the
+ * completion hook (access log, metrics) that runs once per response.
+ *
+ * DESIGN: middleware are small functions run in order; each either passes the request on
+ * (HTTP_MW_NEXT) or answers it (HTTP_MW_DONE). They run on the io thread and never block:
+ * auth reads the in-memory key cache. Route labels in metrics are route patterns, never raw
+ * paths, so a scan of random URLs cannot explode the series count.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/http.h"
+
+#define MAX_MIDDLEWARE 8
+
+struct middleware {
+	http_middleware_fn fn; /* the step */
+	void *arg;             /* its state */
+};
+
+struct http_pipeline {
+	struct middleware steps[MAX_MIDDLEWARE]; /* run in order */
+	size_t nsteps;                           /* used entries */
+	struct http_router *router;              /* borrowed */
+	struct http_auth_opts auth;              /* strings borrowed from the config */
+};
+
+static struct metric_family *requests_total, *request_duration;
+static bool access_log_enabled = true;
+
+void http_metrics_register(void)
+{
+	static const char *const labels[] = {"route", "method", "status", NULL};
+	static const char *const dlabels[] = {"route", "method", NULL};
+	static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+					 0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+	requests_total = metrics_counter("soma_http_requests_total", "HTTP requests answered, by route, method and status.",
+					 labels);
+	request_duration = metrics_histogram("soma_http_request_duration_seconds",
+					     "Time from the first byte of a request to its response being queued.",
+					     dlabels, buckets, sizeof(buckets) / sizeof(buckets[0]));
+}
+
+static enum http_mw_result mw_request_id(struct http_req *req, void *arg)
+{
+	(void)arg;
+	struct str given = http_req_header(req, "x-request-id");
+	if (given.p && ids_request_id_valid(given.p, given.len)) {
+		memcpy(req->request_id, given.p, given.len);
+		req->request_id[given.len] = '\0';
+	} else {
+		ids_uuid4(req->request_id);
+	}
+	return HTTP_MW_NEXT;
+}
+
+static enum http_mw_result mw_route(struct http_req *req, void *arg)
+{
+	struct http_pipeline *p = arg;
+	char allow[128];
+	switch (http_router_match(p->router, req, allow, sizeof(allow))) {
+	case HTTP_MATCH_OK:
+		return HTTP_MW_NEXT;
+	case HTTP_MATCH_BAD_METHOD:
+		http_resp_header(req, "Allow", allow);
+		http_respond_error(req, 405, "method_not_allowed", "%.*s is not allowed here; allowed: %s",
+				   (int)req->method.len, req->method.p, allow);
+		return HTTP_MW_DONE;
+	case HTTP_MATCH_NOT_FOUND:
+		break;
+	}
+	http_respond_error(req, 404, "not_found", "no route for %.*s %.*s; see docs/api.md for the API",
+			   (int)req->method.len, req->method.p, (int)(req->path.len > 200 ? 200 : req->path.len),
+			   req->path.p);
+	return HTTP_MW_DONE;
+}
+
+static void set_identity(struct http_req *req, const char *tenant, const char *subject, const char *scopes)
+{
+	snprintf(req->ident.tenant, sizeof(req->ident.tenant), "%s", tenant);
+	snprintf(req->ident.subject, sizeof(req->ident.subject), "%s", subject);
+	snprintf(req->ident.scopes, sizeof(req->ident.scopes), "%s", scopes);
+	req->ident.key_id[0] = '\0';
+	req->authenticated = true;
+}
+
+static enum http_mw_result unauthorized(struct http_req *req, const char *message)
+{
+	http_resp_header(req, "WWW-Authenticate", "Bearer");
+	http_respond_error(req, 401, "unauthorized", "%s", message);
+	return HTTP_MW_DONE;
+}
+
+static enum http_mw_result mw_auth(struct http_req *req, void *arg)
+{
+	struct http_pipeline *p = arg;
+	unsigned flags = http_route_flags(req->route);
+	if (flags & HTTP_ROUTE_PUBLIC)
+		return HTTP_MW_NEXT;
+	struct str h = http_req_header(req, "authorization");
+	if (!h.p) {
+		if (p->auth.anonymous_allowed && auth_cache_valid_keys() == 0) {
+			/* loopback, no keys: the single-user default; the start-up log says so */
+			set_identity(req, p->auth.default_tenant, "anonymous", "admin");
+			return HTTP_MW_NEXT;
+		}
+		return unauthorized(req, "missing credentials; send Authorization: Bearer <api key> "
+					 "(create one with `somaagent keys create --tenant NAME`)");
+	}
+	if (h.len < 8 || strncasecmp(h.p, "Bearer ", 7) != 0)
+		return unauthorized(req, "the Authorization header must be: Bearer <api key>");
+	struct str token = {h.p + 7, h.len - 7};
+	size_t admin_len = strlen(p->auth.admin_token);
+	if (admin_len && token.len == admin_len && CRYPTO_memcmp(token.p, p->auth.admin_token, admin_len) == 0) {
+		set_identity(req, p->auth.default_tenant, "admin_token", "admin");
+		return HTTP_MW_NEXT;
+	}
+	switch (auth_cache_lookup(token.p, token.len, &req->ident)) {
+	case AUTH_OK:
+		req->authenticated = true;
+		break;
+	case AUTH_REVOKED:
+		return unauthorized(req, "this API key has been revoked; ask an admin for a new one");
+	case AUTH_INVALID:
+		return unauthorized(req, "invalid API key; check the token or create one with `somaagent keys create`");
+	}
+	if ((flags & HTTP_ROUTE_ADMIN) && !identity_has_scope(&req->ident, "admin")) {
+		http_respond_error(req, 403, "forbidden", "this endpoint needs an API key with scope admin");
+		return HTTP_MW_DONE;
+	}
+	return HTTP_MW_NEXT;
+}
+
+struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth)
+{
+	struct http_pipeline *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->router = router;
+	p->auth = *auth;
+	if (!p->auth.admin_token)
+		p->auth.admin_token = "";
+	p->steps[p->nsteps++] = (struct middleware){mw_request_id, p};
+	p->steps[p->nsteps++] = (struct middleware){mw_route, p};
+	p->steps[p->nsteps++] = (struct middleware){mw_auth, p};
+	return p;
+}
+
+void http_pipeline_free(struct http_pipeline *p) { free(p); }
+
+void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
+{
+	for (size_t i = 0; i < p->nsteps; i++) {
+		if (p->steps[i].fn(req, p->steps[i].arg) == HTTP_MW_DONE)
+			return;
+	}
+	http_route_invoke(req->route, req);
+}
+
+void http_access_log_enable(bool on) { access_log_enabled = on; }
+
+void http_pipeline_complete(struct http_req *req)
+{
+	double secs = (double)(clock_mono_ns() - req->start_ns) / 1e9;
+	char status[8], method[16];
+	snprintf(status, sizeof(status), "%d", req->status);
+	snprintf(method, sizeof(method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.p);
+	const char *route = req->route ? http_route_pattern(req->route) : "unmatched";
+	if (requests_total) {
+		const char *cv[] = {route, method, status};
+		metric_add(metric_series(requests_total, cv), 1);
+		const char *dv[] = {route, method};
+		metric_observe(metric_series(request_duration, dv), secs);
+	}
+	if (!access_log_enabled || !log_enabled(LOG_INFO))
+		return;
+	char path[256];
+	snprintf(path, sizeof(path), "%.*s", (int)(req->path.len < 255 ? req->path.len : 255), req->path.p);
+	struct log_field f[] = {
+		LOG_STR("request_id", req->request_id),
+		LOG_STR("method", method),
+		LOG_STR("path", path),
+		LOG_STR("route", route),
+		LOG_INT("status", req->status),
+		LOG_DBL("duration_ms", secs * 1000.0),
+		LOG_INT("bytes", (long long)req->resp_body_len),
+		LOG_STR("tenant", req->authenticated ? req->ident.tenant : NULL),
+		LOG_STR("subject", req->authenticated ? req->ident.subject : NULL),
+	};
+	log_emit(LOG_INFO, "http", f, sizeof(f) / sizeof(f[0]), "%s %s %d", method, path, req->status);
+}

@@ -1,0 +1,208 @@
+/*
+ * response.c - request accessors and response writing (see http.h).
+ *
+ * DESIGN: a response is formatted into one contiguous block (status line, headers, body) and
+ * appended to req->out with a single evbuffer_add, then req->on_response tells the owner
+ * (the connection, or a test harness) that it is queued. The Date header is cached per thread
+ * and rebuilt once a second.
+ */
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "http/http.h"
+#include "http/router_int.h"
+
+struct str http_req_header(const struct http_req *req, const char *name)
+{
+	for (size_t i = 0; i < req->nheaders; i++) {
+		if (str_ieq_cstr(req->headers[i].name, name))
+			return req->headers[i].value;
+	}
+	return STR_NULL;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes s into the arena ('+' is a space in queries only). */
+static struct str decode(struct arena *a, struct str s, bool plus_is_space)
+{
+	char *out = arena_alloc(a, s.len + 1);
+	if (!out)
+		return STR_NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < s.len; i++) {
+		int hi, lo;
+		if (s.p[i] == '%' && i + 2 < s.len && (hi = hexval(s.p[i + 1])) >= 0 && (lo = hexval(s.p[i + 2])) >= 0) {
+			out[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			out[o++] = (plus_is_space && s.p[i] == '+') ? ' ' : s.p[i];
+		}
+	}
+	out[o] = '\0';
+	return (struct str){out, o};
+}
+
+struct str http_req_param(const struct http_req *req, const char *name)
+{
+	if (!req->route)
+		return STR_NULL;
+	int idx = http_route_param_index(req->route, name);
+	if (idx < 0)
+		return STR_NULL;
+	return decode(req->arena, req->params[idx], false);
+}
+
+bool http_req_query(const struct http_req *req, const char *name, struct str *out)
+{
+	size_t n = strlen(name);
+	const char *p = req->query.p, *end = req->query.p + req->query.len;
+	while (p && p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(stop - p));
+		const char *kend = eq ? eq : stop;
+		if ((size_t)(kend - p) == n && memcmp(p, name, n) == 0) {
+			struct str raw = eq ? (struct str){eq + 1, (size_t)(stop - eq - 1)} : (struct str){stop, 0};
+			*out = decode(req->arena, raw, true);
+			return out->p != NULL;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+const char *http_status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+void http_resp_header(struct http_req *req, const char *name, const char *value)
+{
+	if (req->nresp_headers >= HTTP_MAX_RESP_HEADERS)
+		return;
+	const char *n = arena_strndup(req->arena, name, strlen(name));
+	const char *v = arena_strndup(req->arena, value, strlen(value));
+	if (!n || !v)
+		return;
+	req->resp_headers[req->nresp_headers][0] = n;
+	req->resp_headers[req->nresp_headers][1] = v;
+	req->nresp_headers++;
+}
+
+static __thread time_t date_sec;
+static __thread char date_buf[40];
+
+static const char *http_date(void)
+{
+	time_t now = time(NULL);
+	if (now != date_sec) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(date_buf, sizeof(date_buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		date_sec = now;
+	}
+	return date_buf;
+}
+
+void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len)
+{
+	if (req->status) {
+		log_error("http", "response sent twice for request %s (programming error)", req->request_id);
+		return;
+	}
+	req->status = status;
+	req->resp_body_len = len;
+	bool head = str_eq_cstr(req->method, "HEAD");
+	char hdr[2048];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "X-Request-Id: %s\r\n%s",
+			 status, http_status_text(status), http_date(), content_type ? content_type : "text/plain",
+			 len, req->request_id, (req->close_after || !req->keep_alive) ? "Connection: close\r\n" : "");
+	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
+	for (size_t i = 0; i < req->nresp_headers; i++) {
+		int m = snprintf(hdr + used, sizeof(hdr) - used, "%s: %s\r\n", req->resp_headers[i][0],
+				 req->resp_headers[i][1]);
+		if (m < 0 || (size_t)m >= sizeof(hdr) - used - 2)
+			break;
+		used += (size_t)m;
+	}
+	memcpy(hdr + used, "\r\n", 2);
+	used += 2;
+	if (!head && len <= sizeof(hdr) - used) {
+		if (len)
+			memcpy(hdr + used, body, len);
+		evbuffer_add(req->out, hdr, used + len);
+	} else {
+		evbuffer_add(req->out, hdr, used);
+		if (!head && len)
+			evbuffer_add(req->out, body, len);
+	}
+	if (req->on_response)
+		req->on_response(req);
+}
+
+void http_respond_json(struct http_req *req, int status, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text) {
+		static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+		http_respond(req, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	http_respond(req, status, "application/json", text, strlen(text));
+	free(text);
+}
+
+void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+{
+	char message[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	json_t *body = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", message, "request_id",
+				 req->request_id);
+	http_respond_json(req, status, body);
+}

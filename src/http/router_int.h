@@ -1,0 +1,12 @@
+/*
+ * router_int.h - router internals shared with response.c.
+ */
+#ifndef SOMA_HTTP_ROUTER_INT_H
+#define SOMA_HTTP_ROUTER_INT_H
+
+#include "http/http.h"
+
+/* Index of parameter {name} in the route's pattern, or -1. */
+int http_route_param_index(const struct http_route *route, const char *name);
+
+#endif

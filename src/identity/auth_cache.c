@@ -1,0 +1,105 @@
+/*
+ * auth_cache.c - in-memory snapshot of the API keys for the io threads (see identity.h).
+ */
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "identity/identity.h"
+
+static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct store_key *keys;   /* snapshot; guarded by cache_lock */
+static size_t nkeys;             /* entries in keys */
+static _Atomic size_t nvalid;    /* unrevoked entries */
+static struct store *source;     /* where keys come from; main thread only */
+static int64_t seen_version = -1;
+
+static enum soma_err reload(void)
+{
+	struct store_key *fresh;
+	size_t n;
+	enum soma_err err = store_key_list(source, &fresh, &n);
+	if (err != SOMA_OK)
+		return err;
+	size_t valid = 0;
+	for (size_t i = 0; i < n; i++)
+		valid += fresh[i].revoked_ms == 0;
+	pthread_rwlock_wrlock(&cache_lock);
+	struct store_key *old = keys;
+	keys = fresh;
+	nkeys = n;
+	atomic_store(&nvalid, valid);
+	pthread_rwlock_unlock(&cache_lock);
+	free(old);
+	return SOMA_OK;
+}
+
+enum soma_err auth_cache_init(struct store *st)
+{
+	source = st;
+	seen_version = -1;
+	return auth_cache_refresh();
+}
+
+enum soma_err auth_cache_refresh(void)
+{
+	int64_t v;
+	enum soma_err err = store_data_version(source, &v);
+	if (err != SOMA_OK)
+		return err;
+	if (v == seen_version)
+		return SOMA_OK;
+	err = reload();
+	if (err == SOMA_OK)
+		seen_version = v;
+	return err;
+}
+
+void auth_cache_deinit(void)
+{
+	pthread_rwlock_wrlock(&cache_lock);
+	free(keys);
+	keys = NULL;
+	nkeys = 0;
+	atomic_store(&nvalid, 0);
+	pthread_rwlock_unlock(&cache_lock);
+	source = NULL;
+}
+
+size_t auth_cache_valid_keys(void) { return atomic_load(&nvalid); }
+
+enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out)
+{
+	const size_t plen = strlen(IDENTITY_TOKEN_PREFIX);
+	if (len != IDENTITY_TOKEN_LEN || memcmp(token, IDENTITY_TOKEN_PREFIX, plen) != 0 ||
+	    token[plen + IDENTITY_KEY_ID_LEN] != '_')
+		return AUTH_INVALID;
+	unsigned char hash[32];
+	SHA256((const unsigned char *)token, len, hash);
+	enum auth_result result = AUTH_INVALID;
+	pthread_rwlock_rdlock(&cache_lock);
+	for (size_t i = 0; i < nkeys; i++) {
+		const struct store_key *k = &keys[i];
+		if (strlen(k->id) != IDENTITY_KEY_ID_LEN || memcmp(k->id, token + plen, IDENTITY_KEY_ID_LEN) != 0)
+			continue;
+		if (CRYPTO_memcmp(k->token_hash, hash, sizeof(hash)) != 0)
+			break;
+		if (k->revoked_ms) {
+			result = AUTH_REVOKED;
+			break;
+		}
+		memcpy(out->tenant, k->tenant, sizeof(out->tenant));
+		memcpy(out->key_id, k->id, sizeof(out->key_id));
+		memcpy(out->scopes, k->scopes, sizeof(out->scopes));
+		snprintf(out->subject, sizeof(out->subject), "key:%s", k->id);
+		result = AUTH_OK;
+		break;
+	}
+	pthread_rwlock_unlock(&cache_lock);
+	return result;
+}

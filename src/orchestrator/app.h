@@ -1,0 +1,33 @@
+/*
+ * app.h - the one struct app: what the running process is made of.
+ *
+ * DESIGN: filled by `somaagent run` on the main thread before any other thread starts; after
+ * that, io threads only read the pointers (the objects they point to have their own rules).
+ */
+#ifndef SOMA_ORCHESTRATOR_APP_H
+#define SOMA_ORCHESTRATOR_APP_H
+
+#include <stdbool.h>
+
+#include "http/http.h"
+#include "orchestrator/registry.h"
+#include "store/store.h"
+
+struct app {
+	unsigned role;                  /* enum role mask of this process */
+	struct registry *registry;      /* every service */
+	struct store *store;            /* durable store (service "store") */
+	struct http_router *router;     /* routes (service "http") */
+	struct http_pipeline *pipeline; /* middleware chain */
+	struct http_server *server;     /* listeners and io threads */
+	bool anonymous;                 /* loopback with no keys: unauthenticated = default tenant */
+};
+
+extern struct app app;
+
+/* Registers the services of the process (store, auth, disk, http) with app.registry. */
+enum soma_err services_register(void) SOMA_MUST_CHECK;
+/* Adds the operations routes (/v1/health, /metrics, /v1/admin/config, /v1/runtime-config). */
+enum soma_err gateway_ops_routes(struct http_router *r) SOMA_MUST_CHECK;
+
+#endif

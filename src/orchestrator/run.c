@@ -1,0 +1,207 @@
+/*
+ * run.c - `somaagent run`: configuration -> safety checks -> services in order -> main loop ->
+ * graceful shutdown.
+ *
+ * DESIGN: termination signals are blocked in every thread before any thread starts, and the
+ * main thread takes them with sigtimedwait between its timers (health poll, key-cache refresh),
+ * so no handler ever runs in the middle of other work. After the first SIGTERM/SIGINT a real
+ * handler is installed: a second signal exits at once (128 + signal), even while draining.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/config_show.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "identity/identity.h"
+#include "orchestrator/app.h"
+
+struct app app;
+
+static bool parse_role(const char *s, unsigned *out)
+{
+	if (!s || strcmp(s, "all") == 0)
+		*out = ROLE_ALL;
+	else if (strcmp(s, "gateway") == 0)
+		*out = ROLE_GATEWAY;
+	else if (strcmp(s, "worker") == 0)
+		*out = ROLE_WORKER;
+	else
+		return false;
+	return true;
+}
+
+static const char *role_name(unsigned role)
+{
+	return role == ROLE_ALL ? "all" : role == ROLE_GATEWAY ? "gateway" : "worker";
+}
+
+/* Counts valid keys in the store without creating anything; -1 when there is no database. */
+static long count_keys(void)
+{
+	char path[4200], why[256];
+	snprintf(path, sizeof(path), "%s/somaagent.db", cfg_str(CFG_DATA_DIR));
+	if (access(path, F_OK) != 0)
+		return -1;
+	struct store *st;
+	if (store_open(cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK)
+		return -1;
+	struct store_key *keys = NULL;
+	size_t n = 0;
+	long valid = 0;
+	if (store_key_list(st, &keys, &n) == SOMA_OK) {
+		for (size_t i = 0; i < n; i++)
+			valid += keys[i].revoked_ms == 0;
+	}
+	free(keys);
+	store_close(st);
+	return valid;
+}
+
+/* Decides the auth mode; false (with why) when a public address would have no credentials. */
+static bool check_auth_safety(char *why, size_t cap)
+{
+	char host[256];
+	int port;
+	if (!cfg_parse_listen(cfg_str(CFG_HTTP_LISTEN), host, sizeof(host), &port))
+		return false;
+	bool loopback = cfg_listen_is_loopback(host), has_token = cfg_str(CFG_AUTH_ADMIN_TOKEN)[0] != '\0';
+	app.anonymous = loopback && !cfg_bool(CFG_AUTH_REQUIRE) && !has_token;
+	if (loopback || has_token || count_keys() > 0)
+		return true;
+	snprintf(why, cap,
+		 "http.listen %s is not a loopback address and no API key exists; create one with "
+		 "`somaagent keys create --tenant NAME --scope admin` (or set auth.admin_token), then start again",
+		 cfg_str(CFG_HTTP_LISTEN));
+	return false;
+}
+
+static int print_plan(unsigned role)
+{
+	json_t *plan = json_pack("{s:s, s:s, s:s, s:o, s:s, s:o}", "version", SOMA_VERSION, "role", role_name(role),
+				 "listen", cfg_str(CFG_HTTP_LISTEN), "services", registry_plan_json(app.registry, role),
+				 "auth", app.anonymous ? "anonymous on loopback until a key exists" : "api keys required",
+				 "config", cfg_values_json());
+	json_dumpf(plan, stdout, JSON_INDENT(2));
+	fputc('\n', stdout);
+	json_decref(plan);
+	return EXIT_OK;
+}
+
+static void on_second_signal(int sig)
+{
+	static const char msg[] = "{\"level\":\"warn\",\"msg\":\"second signal: exiting at once\",\"service\":\"orchestrator\"}\n";
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(128 + sig);
+}
+
+static void arm_second_signal(const sigset_t *set)
+{
+	struct sigaction sa = {.sa_handler = on_second_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	pthread_sigmask(SIG_UNBLOCK, set, NULL);
+}
+
+/* Runs timers until a termination signal arrives; returns the signal. */
+static int main_loop(const sigset_t *set)
+{
+	const uint64_t health_ns = (uint64_t)cfg_int(CFG_HEALTH_INTERVAL_MS) * 1000000ull;
+	const uint64_t keys_ns = (uint64_t)cfg_int(CFG_AUTH_KEY_REFRESH_MS) * 1000000ull;
+	uint64_t next_health = clock_mono_ns() + health_ns, next_keys = clock_mono_ns() + keys_ns;
+	for (;;) {
+		uint64_t now = clock_mono_ns(), next = next_health < next_keys ? next_health : next_keys;
+		uint64_t wait = next > now ? next - now : 0;
+		struct timespec ts = {(time_t)(wait / 1000000000ull), (long)(wait % 1000000000ull)};
+		int sig = sigtimedwait(set, NULL, &ts);
+		if (sig > 0)
+			return sig;
+		now = clock_mono_ns();
+		if (now >= next_keys) {
+			if ((app.role & ROLE_ALL) && auth_cache_refresh() != SOMA_OK)
+				log_warn("auth", "cannot refresh API keys from the store; serving the last known keys");
+			next_keys = now + keys_ns;
+		}
+		if (now >= next_health) {
+			registry_poll(app.registry);
+			next_health = now + health_ns;
+		}
+	}
+}
+
+static void register_build_info(void)
+{
+	static const char *const labels[] = {"version", NULL};
+	struct metric_family *f = metrics_gauge("soma_build_info", "Build information; the value is always 1.", labels);
+	const char *v[] = {SOMA_VERSION};
+	if (f)
+		metric_set(metric_series(f, v), 1);
+	metrics_process_register();
+}
+
+int cmd_run(const struct cli *cli)
+{
+	unsigned role;
+	if (!parse_role(cli->role, &role)) {
+		fprintf(stderr, "somaagent: --role %s: expected all, gateway or worker\n", cli->role);
+		return EXIT_USAGE;
+	}
+	if (!cli_load_config(cli))
+		return EXIT_USAGE;
+	char why[1024];
+	app.role = role;
+	if (!check_auth_safety(why, sizeof(why))) {
+		fprintf(stderr, "somaagent: %s\n", why);
+		return EXIT_USAGE;
+	}
+	app.registry = registry_new(SOMA_VERSION);
+	if (!app.registry || services_register() != SOMA_OK) {
+		fprintf(stderr, "somaagent: cannot set up the service registry\n");
+		registry_free(app.registry);
+		return EXIT_RUNTIME;
+	}
+	if (cli->dry_run) {
+		int rc = print_plan(role);
+		registry_free(app.registry);
+		return rc;
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	register_build_info();
+	uint64_t t0 = clock_mono_ns();
+	if (registry_start(app.registry, role, why, sizeof(why)) != SOMA_OK) {
+		fprintf(stderr, "somaagent: %s\n", why);
+		registry_free(app.registry);
+		metrics_reset();
+		return EXIT_RUNTIME;
+	}
+	log_info("orchestrator", "somaagent %s ready in %.1f ms: role %s, http://%s, status %s", SOMA_VERSION,
+		 (double)(clock_mono_ns() - t0) / 1e6, role_name(role), cfg_str(CFG_HTTP_LISTEN),
+		 registry_overall(app.registry));
+	if (app.anonymous && auth_cache_valid_keys() == 0)
+		log_warn("auth", "no API keys exist: requests without credentials run as tenant \"%s\" (loopback only); "
+				 "create a key with `somaagent keys create --tenant NAME` to require keys",
+			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
+	int sig = main_loop(&set);
+	log_info("orchestrator", "received %s; shutting down (shutdown.grace_s = %lld); send it again to exit at once",
+		 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg_int(CFG_SHUTDOWN_GRACE_S));
+	arm_second_signal(&set);
+	registry_stop(app.registry);
+	registry_free(app.registry);
+	metrics_reset();
+	log_info("orchestrator", "shutdown complete");
+	return EXIT_OK;
+}

@@ -1,0 +1,183 @@
+/*
+ * services.c - the services of the foundation and their lifecycles:
+ *   store (10, critical)  opens data.dir/somaagent.db and applies migrations
+ *   auth  (20, critical)  loads the API-key cache (refreshed by the main loop)
+ *   disk  (30)            free space under data.dir; degraded below data.min_free_mb
+ *   http  (90, critical)  listeners, io threads, routes; stop = graceful drain
+ * Later subsystems add theirs here with their order and roles.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "identity/identity.h"
+#include "orchestrator/app.h"
+
+static enum soma_err store_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	enum soma_err err = store_open(cfg_str(CFG_DATA_DIR), &app.store, why, cap);
+	if (err != SOMA_OK)
+		return err;
+	int applied = 0;
+	err = store_migrate(app.store, &applied);
+	if (err != SOMA_OK) {
+		snprintf(why, cap, "database migration failed; the database under %s may be from a newer version",
+			 cfg_str(CFG_DATA_DIR));
+		store_close(app.store);
+		app.store = NULL;
+		return err;
+	}
+	if (applied)
+		log_info("store", "applied %d migration(s)", applied);
+	return SOMA_OK;
+}
+
+static void store_stop(void *ctx)
+{
+	(void)ctx;
+	store_close(app.store);
+	app.store = NULL;
+}
+
+static enum svc_status store_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (store_ping(app.store) != SOMA_OK) {
+		snprintf(detail, cap, "database does not answer");
+		return SVC_DOWN;
+	}
+	snprintf(detail, cap, "sqlite");
+	return SVC_OK;
+}
+
+static enum soma_err auth_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	enum soma_err err = auth_cache_init(app.store);
+	if (err != SOMA_OK)
+		snprintf(why, cap, "cannot read API keys from the store");
+	return err;
+}
+
+static void auth_stop(void *ctx)
+{
+	(void)ctx;
+	auth_cache_deinit();
+}
+
+static enum svc_status auth_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (auth_cache_refresh() != SOMA_OK) {
+		snprintf(detail, cap, "cannot refresh API keys; serving the last known keys");
+		return SVC_DEGRADED;
+	}
+	size_t keys = auth_cache_valid_keys();
+	if (app.anonymous && keys == 0)
+		snprintf(detail, cap, "no API keys: loopback requests run as tenant %s", cfg_str(CFG_AUTH_DEFAULT_TENANT));
+	else
+		snprintf(detail, cap, "%zu API key(s)", keys);
+	return SVC_OK;
+}
+
+static enum svc_status disk_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	struct statvfs sv;
+	if (statvfs(cfg_str(CFG_DATA_DIR), &sv) != 0) {
+		snprintf(detail, cap, "cannot stat %s: %s", cfg_str(CFG_DATA_DIR), strerror(errno));
+		return SVC_DEGRADED;
+	}
+	unsigned long long free_mb = (unsigned long long)sv.f_bavail * sv.f_frsize / (1024 * 1024);
+	snprintf(detail, cap, "%llu MB free under %s", free_mb, cfg_str(CFG_DATA_DIR));
+	if (free_mb < (unsigned long long)cfg_int(CFG_DATA_MIN_FREE_MB)) {
+		snprintf(detail, cap, "only %llu MB free under %s (data.min_free_mb = %lld); free space", free_mb,
+			 cfg_str(CFG_DATA_DIR), cfg_int(CFG_DATA_MIN_FREE_MB));
+		return SVC_DEGRADED;
+	}
+	return SVC_OK;
+}
+
+static enum soma_err http_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	struct http_server_opts o = {0};
+	if (!cfg_parse_listen(cfg_str(CFG_HTTP_LISTEN), o.host, sizeof(o.host), &o.port))
+		return SOMA_ERR_CONFIG;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	o.io_threads = cfg_int(CFG_HTTP_IO_THREADS) ? (int)cfg_int(CFG_HTTP_IO_THREADS) : (int)(cores > 0 ? cores : 1);
+	o.max_body = (size_t)cfg_int(CFG_HTTP_MAX_BODY);
+	o.max_header = (size_t)cfg_int(CFG_HTTP_MAX_HEADER);
+	o.request_timeout_s = (int)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S);
+	o.idle_timeout_s = (int)cfg_int(CFG_HTTP_IDLE_TIMEOUT_S);
+	o.max_connections = (long)cfg_int(CFG_HTTP_MAX_CONNECTIONS);
+	enum soma_err err = SOMA_ERR_NOMEM;
+	struct http_auth_opts auth = {.anonymous_allowed = app.anonymous,
+				      .default_tenant = cfg_str(CFG_AUTH_DEFAULT_TENANT),
+				      .admin_token = cfg_str(CFG_AUTH_ADMIN_TOKEN)};
+	http_metrics_register();
+	http_access_log_enable(cfg_bool(CFG_LOG_ACCESS));
+	app.router = http_router_new();
+	if (!app.router || (err = gateway_ops_routes(app.router)) != SOMA_OK)
+		goto fail;
+	err = SOMA_ERR_NOMEM;
+	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
+		goto fail;
+	if ((err = http_server_new(&o, app.pipeline, &app.server, why, cap)) != SOMA_OK)
+		goto fail;
+	if ((err = http_server_start(app.server)) != SOMA_OK)
+		goto fail;
+	log_info("http", "listening on http://%s:%d with %d io thread(s)", o.host, o.port, o.io_threads);
+	return SOMA_OK;
+fail:
+	http_server_free(app.server);
+	http_pipeline_free(app.pipeline);
+	http_router_free(app.router);
+	app.server = NULL;
+	app.pipeline = NULL;
+	app.router = NULL;
+	return err;
+}
+
+static void http_stop(void *ctx)
+{
+	(void)ctx;
+	int grace_ms = (int)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000;
+	size_t left = http_server_drain(app.server, grace_ms);
+	if (left)
+		log_warn("http", "%zu connection(s) still busy after shutdown.grace_s; closing them", left);
+	http_server_free(app.server);
+	http_pipeline_free(app.pipeline);
+	http_router_free(app.router);
+	app.server = NULL;
+	app.pipeline = NULL;
+	app.router = NULL;
+}
+
+static enum svc_status http_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	snprintf(detail, cap, "%zu open connection(s)", http_server_connections(app.server));
+	return SVC_OK;
+}
+
+enum soma_err services_register(void)
+{
+	const struct service_def defs[] = {
+		{"store", 10, true, ROLE_ALL, store_start, store_stop, store_health, NULL},
+		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
+		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
+		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
+	};
+	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+		enum soma_err err = registry_add(app.registry, &defs[i]);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}

@@ -1,0 +1,252 @@
+/*
+ * sqlite.c - the SQLite driver of the store (see store.h).
+ */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/clock.h"
+#include "store/store.h"
+
+struct embedded_file {
+	const char *name;
+	const char *text;
+};
+extern const struct embedded_file store_migrations[];
+
+struct store {
+	sqlite3 *db; /* serialized-mode connection */
+};
+
+static enum soma_err mkdir_p(const char *dir)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+		return SOMA_ERR_INVALID;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+			return SOMA_ERR_IO;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return SOMA_ERR_IO;
+	return SOMA_OK;
+}
+
+enum soma_err store_open(const char *data_dir, struct store **out, char *why, size_t why_cap)
+{
+	if (mkdir_p(data_dir) != SOMA_OK) {
+		snprintf(why, why_cap, "cannot create data directory %s (%s); check data.dir and its permissions",
+			 data_dir, strerror(errno));
+		return SOMA_ERR_IO;
+	}
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/somaagent.db", data_dir);
+	struct store *st = calloc(1, sizeof(*st));
+	if (!st)
+		return SOMA_ERR_NOMEM;
+	int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+				 NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(st->db,
+				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+				  NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", path,
+			 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		store_close(st);
+		return SOMA_ERR_STORE;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	*out = st;
+	return SOMA_OK;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	free(st);
+}
+
+/* "0001_x.sql" -> 1 */
+static int migration_version(const char *name) { return (int)strtol(name, NULL, 10); }
+
+static enum soma_err exec(struct store *st, const char *sql)
+{
+	return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+enum soma_err store_schema_version(struct store *st, int *current, int *latest)
+{
+	*latest = 0;
+	for (const struct embedded_file *m = store_migrations; m->name; m++)
+		*latest = migration_version(m->name);
+	*current = 0;
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "SELECT max(version) FROM schema_migrations", -1, &s, NULL) != SQLITE_OK)
+		return SOMA_OK; /* no table yet: nothing applied */
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*current = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return SOMA_OK;
+}
+
+enum soma_err store_migrate(struct store *st, int *applied)
+{
+	int count = 0, current, latest;
+	if (exec(st, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+		     "name TEXT NOT NULL, applied_ms INTEGER NOT NULL)") != SOMA_OK)
+		return SOMA_ERR_STORE;
+	if (store_schema_version(st, &current, &latest) != SOMA_OK)
+		return SOMA_ERR_STORE;
+	for (const struct embedded_file *m = store_migrations; m->name; m++) {
+		int v = migration_version(m->name);
+		if (v <= current)
+			continue;
+		if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
+			return SOMA_ERR_STORE;
+		sqlite3_stmt *s = NULL;
+		bool ok = exec(st, m->text) == SOMA_OK &&
+			  sqlite3_prepare_v2(st->db, "INSERT INTO schema_migrations VALUES (?, ?, ?)", -1, &s, NULL) ==
+				  SQLITE_OK;
+		if (ok) {
+			sqlite3_bind_int(s, 1, v);
+			sqlite3_bind_text(s, 2, m->name, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, clock_wall_ms());
+			ok = sqlite3_step(s) == SQLITE_DONE;
+		}
+		sqlite3_finalize(s);
+		if (!ok || exec(st, "COMMIT") != SOMA_OK) {
+			(void)exec(st, "ROLLBACK");
+			return SOMA_ERR_STORE;
+		}
+		count++;
+	}
+	if (applied)
+		*applied = count;
+	return SOMA_OK;
+}
+
+enum soma_err store_ping(struct store *st) { return exec(st, "SELECT 1"); }
+
+enum soma_err store_data_version(struct store *st, int64_t *version)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &s, NULL) != SQLITE_OK)
+		return SOMA_ERR_STORE;
+	enum soma_err err = SOMA_ERR_STORE;
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		*version = sqlite3_column_int64(s, 0);
+		err = SOMA_OK;
+	}
+	sqlite3_finalize(s);
+	return err;
+}
+
+enum soma_err store_key_insert(struct store *st, const struct store_key *key)
+{
+	sqlite3_stmt *s = NULL;
+	if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
+		return SOMA_ERR_STORE;
+	bool ok = sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO tenants(id, created_ms) VALUES (?, ?)", -1, &s,
+				     NULL) == SQLITE_OK;
+	if (ok) {
+		sqlite3_bind_text(s, 1, key->tenant, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, key->created_ms);
+		ok = sqlite3_step(s) == SQLITE_DONE;
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	ok = ok && sqlite3_prepare_v2(st->db,
+				      "INSERT INTO api_keys(id, tenant_id, name, scopes, token_hash, created_ms) "
+				      "VALUES (?, ?, ?, ?, ?, ?)",
+				      -1, &s, NULL) == SQLITE_OK;
+	if (ok) {
+		sqlite3_bind_text(s, 1, key->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, key->tenant, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, key->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, key->scopes, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(s, 5, key->token_hash, sizeof(key->token_hash), SQLITE_STATIC);
+		sqlite3_bind_int64(s, 6, key->created_ms);
+		ok = sqlite3_step(s) == SQLITE_DONE;
+	}
+	sqlite3_finalize(s);
+	if (!ok || exec(st, "COMMIT") != SOMA_OK) {
+		(void)exec(st, "ROLLBACK");
+		return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
+}
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src)
+{
+	snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *n)
+{
+	sqlite3_stmt *s;
+	*keys = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT id, tenant_id, name, scopes, token_hash, created_ms, coalesce(revoked_ms, 0) "
+			       "FROM api_keys ORDER BY created_ms, id",
+			       -1, &s, NULL) != SQLITE_OK)
+		return SOMA_ERR_STORE;
+	size_t cap = 0;
+	enum soma_err err = SOMA_OK;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			struct store_key *grown = realloc(*keys, cap * sizeof(**keys));
+			if (!grown) {
+				err = SOMA_ERR_NOMEM;
+				break;
+			}
+			*keys = grown;
+		}
+		struct store_key *k = &(*keys)[(*n)++];
+		memset(k, 0, sizeof(*k));
+		copy_text(k->id, sizeof(k->id), sqlite3_column_text(s, 0));
+		copy_text(k->tenant, sizeof(k->tenant), sqlite3_column_text(s, 1));
+		copy_text(k->name, sizeof(k->name), sqlite3_column_text(s, 2));
+		copy_text(k->scopes, sizeof(k->scopes), sqlite3_column_text(s, 3));
+		if (sqlite3_column_bytes(s, 4) == (int)sizeof(k->token_hash))
+			memcpy(k->token_hash, sqlite3_column_blob(s, 4), sizeof(k->token_hash));
+		k->created_ms = sqlite3_column_int64(s, 5);
+		k->revoked_ms = sqlite3_column_int64(s, 6);
+	}
+	if (err == SOMA_OK && rc != SQLITE_DONE)
+		err = SOMA_ERR_STORE;
+	sqlite3_finalize(s);
+	if (err != SOMA_OK) {
+		free(*keys);
+		*keys = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+enum soma_err store_key_revoke(struct store *st, const char *id)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1,
+			       &s, NULL) != SQLITE_OK)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, clock_wall_ms());
+	sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+	enum soma_err err = sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+	sqlite3_finalize(s);
+	if (err == SOMA_OK && sqlite3_changes(st->db) == 0)
+		err = SOMA_ERR_NOT_FOUND;
+	return err;
+}
