@@ -16,17 +16,17 @@
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 struct cli {
-	const char *config_path;          /* --config FILE */
-	const char *sets[CLI_MAX_SETS];   /* --set key=value, in order */
-	size_t nsets;                     /* used entries */
-	const char *role;                 /* --role */
-	bool dry_run;                     /* --dry-run */
-	bool json;                        /* --json */
-	const char *tenant;               /* --tenant */
-	const char *scope;                /* --scope (space or comma separated) */
-	const char *name;                 /* --name */
-	const char *args[CLI_MAX_ARGS];   /* positional arguments after the command */
-	size_t nargs;                     /* used entries */
+	const char *config_path;	/* --config FILE */
+	const char *sets[CLI_MAX_SETS]; /* --set key=value, in order */
+	size_t nsets;			/* used entries */
+	const char *role;		/* --role */
+	bool dry_run;			/* --dry-run */
+	bool json;			/* --json */
+	const char *tenant;		/* --tenant */
+	const char *scope;		/* --scope (space or comma separated) */
+	const char *name;		/* --name */
+	const char *args[CLI_MAX_ARGS]; /* positional arguments after the command */
+	size_t nargs;			/* used entries */
 };
 
 /* Parses argv[first..argc) into cli; on a usage error prints one line and returns false. */

@@ -23,7 +23,8 @@ static bool normalize_scopes(const char *in, char *out, size_t cap)
 			sep = o > 0;
 			continue;
 		}
-		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' || c == '-';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' ||
+			  c == '-';
 		if (!ok || o + 2 >= cap)
 			return false;
 		if (sep) {
@@ -94,10 +95,10 @@ static int keys_list(const struct cli *cli, struct store *st)
 		if (k->revoked_ms)
 			clock_rfc3339(k->revoked_ms, revoked, sizeof(revoked));
 		if (cli->json)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "id", k->id, "tenant",
-							     k->tenant, "name", k->name, "scopes", k->scopes,
-							     "created_at", created, "revoked_at",
-							     k->revoked_ms ? revoked : NULL));
+			json_array_append_new(arr,
+					      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "id", k->id, "tenant",
+							k->tenant, "name", k->name, "scopes", k->scopes, "created_at",
+							created, "revoked_at", k->revoked_ms ? revoked : NULL));
 		else
 			printf("%-16s  %-20s  %-16s  %-24s  %s\n", k->id, k->tenant, k->scopes[0] ? k->scopes : "-",
 			       created, k->revoked_ms ? "revoked" : "active");

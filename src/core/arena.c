@@ -10,8 +10,8 @@
 
 struct arena_chunk {
 	struct arena_chunk *next; /* older chunk */
-	size_t size;              /* usable bytes in data */
-	size_t used;              /* bytes handed out */
+	size_t size;		  /* usable bytes in data */
+	size_t used;		  /* bytes handed out */
 	_Alignas(16) unsigned char data[];
 };
 
@@ -41,19 +41,15 @@ void arena_reset(struct arena *a)
 {
 	if (!a->head)
 		return;
-	/* keep the oldest chunk (the regular-sized one) and free the rest */
-	struct arena_chunk *c = a->head, *keep = NULL;
-	while (c) {
+	/* keep the oldest chunk (normally the regular-sized one) and free the newer ones */
+	struct arena_chunk *c = a->head;
+	while (c->next) {
 		struct arena_chunk *next = c->next;
-		if (!next)
-			keep = c;
-		else
-			free(c);
+		free(c);
 		c = next;
 	}
-	keep->used = 0;
-	keep->next = NULL;
-	a->head = keep;
+	c->used = 0;
+	a->head = c;
 	a->used_total = 0;
 }
 

@@ -17,9 +17,9 @@ struct arena_chunk;
 
 struct arena {
 	struct arena_chunk *head; /* newest chunk; allocations come from here */
-	size_t chunk_size;        /* size of a regular chunk */
-	size_t used_total;        /* bytes handed out since the last reset */
-	size_t limit;             /* hard cap on used_total */
+	size_t chunk_size;	  /* size of a regular chunk */
+	size_t used_total;	  /* bytes handed out since the last reset */
+	size_t limit;		  /* hard cap on used_total */
 };
 
 /* Prepares an empty arena; no memory is taken until the first allocation. */

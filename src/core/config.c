@@ -14,11 +14,11 @@
 extern char **environ;
 
 struct cfg_value {
-	char *str;            /* the value as text; owned */
-	long long num;        /* parsed CFG_INT */
-	bool b;               /* parsed CFG_BOOL */
-	enum cfg_source src;  /* which source set it */
-	char origin[160];     /* where exactly: file:line, variable, flag */
+	char *str;	     /* the value as text; owned */
+	long long num;	     /* parsed CFG_INT */
+	bool b;		     /* parsed CFG_BOOL */
+	enum cfg_source src; /* which source set it */
+	char origin[160];    /* where exactly: file:line, variable, flag */
 };
 
 static struct cfg_value values[CFG_KEY_COUNT];
@@ -135,8 +135,8 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 /* ---- INI file ------------------------------------------------------------------------------ */
 
 struct ini_ctx {
-	FILE *f;                 /* the file being read */
-	int line;                /* number of the line last handed to inih */
+	FILE *f;		 /* the file being read */
+	int line;		 /* number of the line last handed to inih */
 	struct cfg_errors *errs; /* where problems go */
 };
 
@@ -232,8 +232,10 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 			known = strlen(name) == n && strncmp(name, *e, n) == 0;
 		}
 		if (!known)
-			add_error(errs, "%.*s: unknown environment variable; SOMA_* variables must name a key, "
-					"e.g. SOMA_HTTP_LISTEN for http.listen", (int)(n > 100 ? 100 : n), *e);
+			add_error(errs,
+				  "%.*s: unknown environment variable; SOMA_* variables must name a key, "
+				  "e.g. SOMA_HTTP_LISTEN for http.listen",
+				  (int)(n > 100 ? 100 : n), *e);
 	}
 }
 
@@ -282,12 +284,30 @@ void cfg_unload(void)
 	file_used = false;
 }
 
-const char *cfg_str(enum cfg_key key) { return values[key].str ? values[key].str : ""; }
-long long cfg_int(enum cfg_key key) { return values[key].num; }
-bool cfg_bool(enum cfg_key key) { return values[key].b; }
-enum cfg_source cfg_source_of(enum cfg_key key) { return values[key].src; }
-const char *cfg_origin(enum cfg_key key) { return values[key].origin; }
-const char *cfg_file_path(void) { return file_used ? file_path : NULL; }
+const char *cfg_str(enum cfg_key key)
+{
+	return values[key].str ? values[key].str : "";
+}
+long long cfg_int(enum cfg_key key)
+{
+	return values[key].num;
+}
+bool cfg_bool(enum cfg_key key)
+{
+	return values[key].b;
+}
+enum cfg_source cfg_source_of(enum cfg_key key)
+{
+	return values[key].src;
+}
+const char *cfg_origin(enum cfg_key key)
+{
+	return values[key].origin;
+}
+const char *cfg_file_path(void)
+{
+	return file_used ? file_path : NULL;
+}
 
 const char *cfg_source_name(enum cfg_source src)
 {

@@ -31,30 +31,30 @@ enum cfg_key {
 typedef bool (*cfg_validate_fn)(const char *value, char *why, size_t why_cap);
 
 struct cfg_key_def {
-	const char *name;         /* "section.key" */
-	enum cfg_type type;       /* how the value is parsed */
-	const char *def;          /* default, as a string */
-	long long min, max;       /* bounds for CFG_INT */
-	const char *choices;      /* "a|b|c" for CFG_ENUM */
+	const char *name;	  /* "section.key" */
+	enum cfg_type type;	  /* how the value is parsed */
+	const char *def;	  /* default, as a string */
+	long long min, max;	  /* bounds for CFG_INT */
+	const char *choices;	  /* "a|b|c" for CFG_ENUM */
 	cfg_validate_fn validate; /* extra check for CFG_STRING, or NULL */
-	bool secret;              /* redacted in every output */
-	const char *alias_env;    /* well-known environment alias, or NULL */
-	const char *doc;          /* one line of documentation */
+	bool secret;		  /* redacted in every output */
+	const char *alias_env;	  /* well-known environment alias, or NULL */
+	const char *doc;	  /* one line of documentation */
 };
 
 #define CFG_MAX_ERRORS 16
-#define CFG_ERROR_LEN 512
+#define CFG_ERROR_LEN  512
 
 struct cfg_errors {
-	int count;                                  /* number of lines filled */
-	char lines[CFG_MAX_ERRORS][CFG_ERROR_LEN];  /* one human line each */
+	int count;				   /* number of lines filled */
+	char lines[CFG_MAX_ERRORS][CFG_ERROR_LEN]; /* one human line each */
 };
 
 struct cfg_load_opts {
-	const char *config_path;  /* --config FILE, or NULL to try ./somaagent.ini */
-	const char *const *sets;  /* --set key=value strings; may be NULL */
-	size_t nsets;             /* number of entries in sets */
-	char *const *env;         /* environment to read; NULL means the process environment */
+	const char *config_path; /* --config FILE, or NULL to try ./somaagent.ini */
+	const char *const *sets; /* --set key=value strings; may be NULL */
+	size_t nsets;		 /* number of entries in sets */
+	char *const *env;	 /* environment to read; NULL means the process environment */
 };
 
 /* The definition of a key (static storage). */

@@ -101,7 +101,7 @@ void cfg_print_docs(FILE *out)
 		else
 			snprintf(form, sizeof(form), "%s", type_name(d));
 		fprintf(out, "| `%s` | %s | `%s` | `%s`%s%s%s | %s%s |\n", d->name, form, d->def, env,
-			d->alias_env ? ", `" : "", d->alias_env ? d->alias_env : "", d->alias_env ? "`" : "",
-			d->doc, d->secret ? " (secret: redacted in output)" : "");
+			d->alias_env ? ", `" : "", d->alias_env ? d->alias_env : "", d->alias_env ? "`" : "", d->doc,
+			d->secret ? " (secret: redacted in output)" : "");
 	}
 }

@@ -90,13 +90,16 @@ static bool validate_admin_token(const char *value, char *why, size_t cap)
 }
 
 static const struct cfg_key_def key_defs[CFG_KEY_COUNT] = {
-#define CFG_DEF_ROW(id, name, type, def, min, max, choices, validate, secret, alias, doc)              \
+#define CFG_DEF_ROW(id, name, type, def, min, max, choices, validate, secret, alias, doc) \
 	[CFG_##id] = {name, type, def, min, max, choices, validate, secret, alias, doc},
 	CFG_KEYS(CFG_DEF_ROW)
 #undef CFG_DEF_ROW
 };
 
-const struct cfg_key_def *cfg_def(enum cfg_key key) { return &key_defs[key]; }
+const struct cfg_key_def *cfg_def(enum cfg_key key)
+{
+	return &key_defs[key];
+}
 
 bool cfg_find(const char *name, enum cfg_key *out)
 {

@@ -4,7 +4,7 @@
 #include "core/err.h"
 
 struct err_info {
-	int status;       /* HTTP status that fits the error */
+	int status;	  /* HTTP status that fits the error */
 	const char *code; /* snake_case name for JSON envelopes */
 	const char *text; /* default human text */
 };
@@ -22,6 +22,15 @@ static const struct err_info *info(enum soma_err err)
 	return &err_table[err];
 }
 
-const char *soma_err_str(enum soma_err err) { return info(err)->text; }
-const char *soma_err_code(enum soma_err err) { return info(err)->code; }
-int soma_err_http_status(enum soma_err err) { return info(err)->status; }
+const char *soma_err_str(enum soma_err err)
+{
+	return info(err)->text;
+}
+const char *soma_err_code(enum soma_err err)
+{
+	return info(err)->code;
+}
+int soma_err_http_status(enum soma_err err)
+{
+	return info(err)->status;
+}

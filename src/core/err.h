@@ -9,19 +9,19 @@
 #ifndef SOMA_CORE_ERR_H
 #define SOMA_CORE_ERR_H
 
-#define SOMA_ERR_TABLE(X)                                                                          \
-	X(SOMA_OK, 200, "ok", "success")                                                           \
-	X(SOMA_ERR_NOMEM, 500, "out_of_memory", "the server ran out of memory")                    \
-	X(SOMA_ERR_INVALID, 400, "invalid_request", "the request is malformed")                    \
-	X(SOMA_ERR_NOT_FOUND, 404, "not_found", "no such resource")                                \
-	X(SOMA_ERR_CONFIG, 500, "config_error", "the configuration is invalid")                    \
-	X(SOMA_ERR_IO, 500, "io_error", "an input/output operation failed")                        \
-	X(SOMA_ERR_STORE, 500, "store_error", "the data store failed")                             \
-	X(SOMA_ERR_LIMIT, 413, "limit_exceeded", "a size limit was exceeded")                      \
-	X(SOMA_ERR_UNAUTHORIZED, 401, "unauthorized", "missing or invalid credentials")            \
-	X(SOMA_ERR_FORBIDDEN, 403, "forbidden", "the credentials do not allow this action")        \
-	X(SOMA_ERR_CONFLICT, 409, "conflict", "the resource already exists or changed")            \
-	X(SOMA_ERR_UNAVAILABLE, 503, "unavailable", "a dependency is unavailable")                 \
+#define SOMA_ERR_TABLE(X)                                                                   \
+	X(SOMA_OK, 200, "ok", "success")                                                    \
+	X(SOMA_ERR_NOMEM, 500, "out_of_memory", "the server ran out of memory")             \
+	X(SOMA_ERR_INVALID, 400, "invalid_request", "the request is malformed")             \
+	X(SOMA_ERR_NOT_FOUND, 404, "not_found", "no such resource")                         \
+	X(SOMA_ERR_CONFIG, 500, "config_error", "the configuration is invalid")             \
+	X(SOMA_ERR_IO, 500, "io_error", "an input/output operation failed")                 \
+	X(SOMA_ERR_STORE, 500, "store_error", "the data store failed")                      \
+	X(SOMA_ERR_LIMIT, 413, "limit_exceeded", "a size limit was exceeded")               \
+	X(SOMA_ERR_UNAUTHORIZED, 401, "unauthorized", "missing or invalid credentials")     \
+	X(SOMA_ERR_FORBIDDEN, 403, "forbidden", "the credentials do not allow this action") \
+	X(SOMA_ERR_CONFLICT, 409, "conflict", "the resource already exists or changed")     \
+	X(SOMA_ERR_UNAVAILABLE, 503, "unavailable", "a dependency is unavailable")          \
 	X(SOMA_ERR_INTERNAL, 500, "internal_error", "an internal error occurred")
 
 enum soma_err {

@@ -84,8 +84,8 @@ bool ids_request_id_valid(const char *s, size_t len)
 		return false;
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			  c == '.' || c == '_' || c == ':' || c == '-';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+			  c == '_' || c == ':' || c == '-';
 		if (!ok)
 			return false;
 	}

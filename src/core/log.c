@@ -32,7 +32,10 @@ bool log_level_parse(const char *s, enum log_level *out)
 	return false;
 }
 
-bool log_enabled(enum log_level level) { return level >= min_level; }
+bool log_enabled(enum log_level level)
+{
+	return level >= min_level;
+}
 
 bool log_json_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
 {
@@ -120,8 +123,7 @@ static bool put_field_text(char *buf, size_t cap, size_t *pos, const struct log_
 	       put(buf, cap, pos, v);
 }
 
-void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n,
-	      const char *fmt, ...)
+void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n, const char *fmt, ...)
 {
 	if (level < min_level)
 		return;
@@ -139,8 +141,7 @@ void log_emit(enum log_level level, const char *service, const struct log_field 
 	if (out_format == LOG_FORMAT_JSON) {
 		ok = put(line, cap, &pos, "{\"ts\":\"") && put(line, cap, &pos, ts) &&
 		     put(line, cap, &pos, "\",\"level\":\"") && put(line, cap, &pos, level_names[level]) &&
-		     put(line, cap, &pos, "\",\"msg\":\"") &&
-		     log_json_escape(line, cap, &pos, msg, strlen(msg)) &&
+		     put(line, cap, &pos, "\",\"msg\":\"") && log_json_escape(line, cap, &pos, msg, strlen(msg)) &&
 		     put(line, cap, &pos, "\",\"service\":\"") &&
 		     log_json_escape(line, cap, &pos, service, strlen(service)) && put(line, cap, &pos, "\"");
 		for (size_t i = 0; ok && i < n; i++)

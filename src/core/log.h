@@ -19,11 +19,11 @@ enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
 enum log_field_kind { LOG_FIELD_STR, LOG_FIELD_INT, LOG_FIELD_DBL };
 
 struct log_field {
-	const char *key;          /* field name; static string */
+	const char *key;	  /* field name; static string */
 	enum log_field_kind kind; /* which of the values below is set */
-	const char *str;          /* LOG_FIELD_STR; NULL fields are skipped */
-	long long num;            /* LOG_FIELD_INT */
-	double dbl;               /* LOG_FIELD_DBL */
+	const char *str;	  /* LOG_FIELD_STR; NULL fields are skipped */
+	long long num;		  /* LOG_FIELD_INT */
+	double dbl;		  /* LOG_FIELD_DBL */
 };
 
 #define LOG_STR(k, v) ((struct log_field){.key = (k), .kind = LOG_FIELD_STR, .str = (v)})
@@ -39,12 +39,12 @@ bool log_level_parse(const char *s, enum log_level *out);
 /* True when a line at this level would be written. */
 bool log_enabled(enum log_level level);
 /* Writes one line; fields may be NULL when n == 0. */
-void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n,
-	      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 
 #define log_debug(svc, ...) log_emit(LOG_DEBUG, svc, NULL, 0, __VA_ARGS__)
-#define log_info(svc, ...) log_emit(LOG_INFO, svc, NULL, 0, __VA_ARGS__)
-#define log_warn(svc, ...) log_emit(LOG_WARN, svc, NULL, 0, __VA_ARGS__)
+#define log_info(svc, ...)  log_emit(LOG_INFO, svc, NULL, 0, __VA_ARGS__)
+#define log_warn(svc, ...)  log_emit(LOG_WARN, svc, NULL, 0, __VA_ARGS__)
 #define log_error(svc, ...) log_emit(LOG_ERROR, svc, NULL, 0, __VA_ARGS__)
 
 /* Appends s as a JSON string body (no quotes) into buf at *pos, escaping as needed and never

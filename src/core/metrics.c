@@ -13,41 +13,41 @@
 #include <string.h>
 
 struct metric_series {
-	const struct metric_family *family;      /* owner; gives the histogram bounds */
-	char *values[METRICS_MAX_LABELS];        /* label values; owned */
-	uint64_t hash;                           /* of the label values */
-	_Atomic uint64_t bits;                   /* counter/gauge value as double bits */
-	_Atomic uint64_t count;                  /* histogram observations */
-	_Atomic uint64_t sum_bits;               /* histogram sum as double bits */
+	const struct metric_family *family;	       /* owner; gives the histogram bounds */
+	char *values[METRICS_MAX_LABELS];	       /* label values; owned */
+	uint64_t hash;				       /* of the label values */
+	_Atomic uint64_t bits;			       /* counter/gauge value as double bits */
+	_Atomic uint64_t count;			       /* histogram observations */
+	_Atomic uint64_t sum_bits;		       /* histogram sum as double bits */
 	_Atomic uint64_t buckets[METRICS_MAX_BUCKETS]; /* non-cumulative counts per bucket */
 };
 
 struct metric_family {
-	char *name, *help;                     /* owned */
-	enum metric_type type;                 /* counter, gauge, histogram */
-	char *labels[METRICS_MAX_LABELS];      /* label names; owned */
-	size_t nlabels;                        /* used entries of labels */
-	double bounds[METRICS_MAX_BUCKETS];    /* histogram upper bounds */
-	size_t nbounds;                        /* used entries of bounds */
-	pthread_mutex_t lock;                  /* guards series and index */
-	struct metric_series **series;         /* in creation order */
-	size_t nseries, cap;                   /* used and allocated */
-	struct metric_series *overflow;        /* target once the cap is reached */
+	char *name, *help;		    /* owned */
+	enum metric_type type;		    /* counter, gauge, histogram */
+	char *labels[METRICS_MAX_LABELS];   /* label names; owned */
+	size_t nlabels;			    /* used entries of labels */
+	double bounds[METRICS_MAX_BUCKETS]; /* histogram upper bounds */
+	size_t nbounds;			    /* used entries of bounds */
+	pthread_mutex_t lock;		    /* guards series and index */
+	struct metric_series **series;	    /* in creation order */
+	size_t nseries, cap;		    /* used and allocated */
+	struct metric_series *overflow;	    /* target once the cap is reached */
 };
 
 struct collector {
 	metrics_collect_fn fn; /* appends families at scrape time */
-	void *arg;             /* passed back to fn */
+	void *arg;	       /* passed back to fn */
 };
 
 struct metrics_buf {
-	char *p;       /* malloc'd text */
-	size_t len;    /* bytes used */
-	size_t cap;    /* bytes allocated */
-	int failed;    /* an allocation failed */
+	char *p;    /* malloc'd text */
+	size_t len; /* bytes used */
+	size_t cap; /* bytes allocated */
+	int failed; /* an allocation failed */
 };
 
-#define MAX_FAMILIES 256
+#define MAX_FAMILIES   256
 #define MAX_COLLECTORS 16
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;

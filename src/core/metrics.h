@@ -17,8 +17,8 @@
 
 #include "core/err.h"
 
-#define METRICS_MAX_LABELS 4
-#define METRICS_MAX_SERIES 2048
+#define METRICS_MAX_LABELS  4
+#define METRICS_MAX_SERIES  2048
 #define METRICS_MAX_BUCKETS 24
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
@@ -38,9 +38,9 @@ struct metric_family *metrics_histogram(const char *name, const char *help, cons
  * The pointer stays valid for the life of the process. */
 struct metric_series *metric_series(struct metric_family *f, const char *const *values);
 
-void metric_add(struct metric_series *s, double v);       /* counter or gauge */
-void metric_set(struct metric_series *s, double v);       /* gauge */
-void metric_observe(struct metric_series *s, double v);   /* histogram */
+void metric_add(struct metric_series *s, double v);	/* counter or gauge */
+void metric_set(struct metric_series *s, double v);	/* gauge */
+void metric_observe(struct metric_series *s, double v); /* histogram */
 /* Reads a counter or gauge value (tests, health). */
 double metric_value(struct metric_series *s);
 

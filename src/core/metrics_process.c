@@ -53,7 +53,9 @@ static void collect(struct metrics_buf *out, void *arg)
 		buf[n] = '\0';
 		char *p = strrchr(buf, ')');
 		if (p)
-			sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %lu %ld",
+			sscanf(p + 2,
+			       "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %lu "
+			       "%ld",
 			       &utime, &stime, &vsize, &rss);
 		fclose(f);
 	}
@@ -86,7 +88,8 @@ void metrics_process_register(void)
 		buf[n] = '\0';
 		char *p = strrchr(buf, ')');
 		if (p)
-			sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+			sscanf(p + 2,
+			       "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
 			       &starttime);
 		fclose(f);
 	}

@@ -51,10 +51,12 @@ static void runtime_config(struct http_req *req, void *arg)
 {
 	(void)arg;
 	json_t *body = json_pack("{s:s, s:{s:b, s:s}, s:{s:I, s:I}, s:{s:s}}", "version", SOMA_VERSION, "auth",
-				 "required", !app.anonymous || auth_cache_valid_keys() > 0, "tenant",
-				 req->ident.tenant, "limits", "max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY),
-				 "request_timeout_s", (json_int_t)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S), "role", "name",
-				 app.role == ROLE_ALL ? "all" : app.role == ROLE_GATEWAY ? "gateway" : "worker");
+				 "required", !app.anonymous || auth_cache_valid_keys() > 0, "tenant", req->ident.tenant,
+				 "limits", "max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY), "request_timeout_s",
+				 (json_int_t)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S), "role", "name",
+				 app.role == ROLE_ALL	    ? "all"
+				 : app.role == ROLE_GATEWAY ? "gateway"
+							    : "worker");
 	http_respond_json(req, 200, body);
 }
 

@@ -22,16 +22,16 @@
 enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_HANDLING, CONN_CLOSING };
 
 struct http_conn {
-	struct io_thread *thr;        /* owning thread */
-	struct bufferevent *bev;      /* the socket */
-	struct event *timer;          /* idle or request timeout */
-	enum conn_state state;        /* see the file comment */
-	bool req_started;             /* bytes of the current request have arrived */
-	bool in_process;              /* conn_process is on the stack */
-	bool responded;               /* the current request got its response */
-	struct arena arena;           /* per-request memory */
-	struct http_req req;          /* the current request */
-	struct http_conn *prev, *next;/* thread's list */
+	struct io_thread *thr;	       /* owning thread */
+	struct bufferevent *bev;       /* the socket */
+	struct event *timer;	       /* idle or request timeout */
+	enum conn_state state;	       /* see the file comment */
+	bool req_started;	       /* bytes of the current request have arrived */
+	bool in_process;	       /* conn_process is on the stack */
+	bool responded;		       /* the current request got its response */
+	struct arena arena;	       /* per-request memory */
+	struct http_req req;	       /* the current request */
+	struct http_conn *prev, *next; /* thread's list */
 };
 
 static void conn_process(struct http_conn *c);

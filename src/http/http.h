@@ -28,8 +28,8 @@
 #include "core/str.h"
 #include "identity/identity.h"
 
-#define HTTP_MAX_HEADERS 100
-#define HTTP_MAX_PARAMS 8
+#define HTTP_MAX_HEADERS      100
+#define HTTP_MAX_PARAMS	      8
 #define HTTP_MAX_RESP_HEADERS 16
 
 struct http_header {
@@ -43,37 +43,37 @@ struct evbuffer;
 
 struct http_req {
 	/* parsed request; every str points into the request arena */
-	struct str method;                          /* "GET", "POST", ... */
-	struct str target;                          /* raw request target */
-	struct str path;                            /* target before '?' */
-	struct str query;                           /* target after '?', without it */
-	int minor_version;                          /* HTTP/1.x */
-	struct http_header *headers;                /* in arrival order */
-	size_t nheaders;                            /* entries in headers */
-	int64_t content_length;                     /* -1 when absent */
-	const char *body;                           /* NUL-terminated copy in the arena, or NULL */
-	size_t body_len;                            /* bytes in body */
-	bool keep_alive;                            /* client wants the connection kept */
-	bool expect_continue;                       /* Expect: 100-continue was sent */
+	struct str method;	     /* "GET", "POST", ... */
+	struct str target;	     /* raw request target */
+	struct str path;	     /* target before '?' */
+	struct str query;	     /* target after '?', without it */
+	int minor_version;	     /* HTTP/1.x */
+	struct http_header *headers; /* in arrival order */
+	size_t nheaders;	     /* entries in headers */
+	int64_t content_length;	     /* -1 when absent */
+	const char *body;	     /* NUL-terminated copy in the arena, or NULL */
+	size_t body_len;	     /* bytes in body */
+	bool keep_alive;	     /* client wants the connection kept */
+	bool expect_continue;	     /* Expect: 100-continue was sent */
 
 	/* set by the pipeline */
-	const struct http_route *route;             /* matched route, or NULL */
-	struct str params[HTTP_MAX_PARAMS];         /* path parameter values, route order */
-	char request_id[129];                       /* echoed as X-Request-Id */
-	struct identity ident;                      /* caller, once authenticated */
-	bool authenticated;                         /* ident is valid */
-	struct arena *arena;                        /* freed after the response */
-	uint64_t start_ns;                          /* monotonic time of the first byte */
+	const struct http_route *route;	    /* matched route, or NULL */
+	struct str params[HTTP_MAX_PARAMS]; /* path parameter values, route order */
+	char request_id[129];		    /* echoed as X-Request-Id */
+	struct identity ident;		    /* caller, once authenticated */
+	bool authenticated;		    /* ident is valid */
+	struct arena *arena;		    /* freed after the response */
+	uint64_t start_ns;		    /* monotonic time of the first byte */
 
 	/* response state */
-	int status;                                 /* 0 until responded */
-	size_t resp_body_len;                       /* bytes of response body */
+	int status;					    /* 0 until responded */
+	size_t resp_body_len;				    /* bytes of response body */
 	const char *resp_headers[HTTP_MAX_RESP_HEADERS][2]; /* extra headers (arena) */
-	size_t nresp_headers;                       /* entries in resp_headers */
-	bool close_after;                           /* send Connection: close */
-	struct evbuffer *out;                       /* where the response is written */
-	void (*on_response)(struct http_req *req);  /* called once the response is queued */
-	void *owner;                                /* the connection (or a test harness) */
+	size_t nresp_headers;				    /* entries in resp_headers */
+	bool close_after;				    /* send Connection: close */
+	struct evbuffer *out;				    /* where the response is written */
+	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
+	void *owner;					    /* the connection (or a test harness) */
 };
 
 /* ---- request accessors --------------------------------------------------------------------- */
@@ -103,10 +103,10 @@ const char *http_status_text(int status);
 
 enum http_parse_status {
 	HTTP_PARSE_OK,
-	HTTP_PARSE_BAD_REQUEST,     /* 400 */
-	HTTP_PARSE_TOO_MANY_HEADERS,/* 431 */
-	HTTP_PARSE_BAD_VERSION,     /* 505 */
-	HTTP_PARSE_NO_LENGTH,       /* 411: chunked request bodies are not accepted */
+	HTTP_PARSE_BAD_REQUEST,	     /* 400 */
+	HTTP_PARSE_TOO_MANY_HEADERS, /* 431 */
+	HTTP_PARSE_BAD_VERSION,	     /* 505 */
+	HTTP_PARSE_NO_LENGTH,	     /* 411: chunked request bodies are not accepted */
 };
 
 /* Parses a complete request head (request line + headers, ending in an empty line) held in
@@ -131,14 +131,13 @@ struct http_router *http_router_new(void);
 void http_router_free(struct http_router *r);
 /* Adds METHOD pattern, e.g. ("GET", "/v1/sessions/{id}/events"). Patterns are segments of
  * literals and {name} parameters. SOMA_ERR_INVALID for malformed patterns or duplicates. */
-enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern,
-			     http_handler_fn handler, void *arg, unsigned flags) SOMA_MUST_CHECK;
+enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern, http_handler_fn handler,
+			     void *arg, unsigned flags) SOMA_MUST_CHECK;
 
 enum http_match { HTTP_MATCH_OK, HTTP_MATCH_NOT_FOUND, HTTP_MATCH_BAD_METHOD };
 /* Matches req's method and path; fills req->route and req->params. On HTTP_MATCH_BAD_METHOD,
  * allow receives the permitted methods ("GET, HEAD"). */
-enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow,
-				  size_t allow_cap);
+enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow, size_t allow_cap);
 /* Accessors of a matched route. */
 const char *http_route_pattern(const struct http_route *route);
 unsigned http_route_flags(const struct http_route *route);
@@ -154,9 +153,9 @@ struct http_pipeline;
 /* Builds the standard pipeline: request id, routing, auth; then the route's handler.
  * opts come from the configuration; the router is borrowed. */
 struct http_auth_opts {
-	bool anonymous_allowed;   /* loopback with no keys: unauthenticated requests run as default */
+	bool anonymous_allowed; /* loopback with no keys: unauthenticated requests run as default */
 	const char *default_tenant;
-	const char *admin_token;  /* bootstrap token, or "" */
+	const char *admin_token; /* bootstrap token, or "" */
 };
 struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth);
 void http_pipeline_free(struct http_pipeline *p);
@@ -172,14 +171,14 @@ void http_access_log_enable(bool on);
 /* ---- server -------------------------------------------------------------------------------- */
 
 struct http_server_opts {
-	char host[256];               /* listen address */
-	int port;                     /* listen port */
-	int io_threads;               /* event-loop threads (>= 1) */
-	size_t max_body;              /* bytes */
-	size_t max_header;            /* bytes */
-	int request_timeout_s;        /* whole request must arrive within this */
-	int idle_timeout_s;           /* keep-alive idle limit */
-	long max_connections;         /* open connections per process */
+	char host[256];	       /* listen address */
+	int port;	       /* listen port */
+	int io_threads;	       /* event-loop threads (>= 1) */
+	size_t max_body;       /* bytes */
+	size_t max_header;     /* bytes */
+	int request_timeout_s; /* whole request must arrive within this */
+	int idle_timeout_s;    /* keep-alive idle limit */
+	long max_connections;  /* open connections per process */
 };
 
 struct http_server;

@@ -22,14 +22,14 @@
 
 struct middleware {
 	http_middleware_fn fn; /* the step */
-	void *arg;             /* its state */
+	void *arg;	       /* its state */
 };
 
 struct http_pipeline {
 	struct middleware steps[MAX_MIDDLEWARE]; /* run in order */
-	size_t nsteps;                           /* used entries */
-	struct http_router *router;              /* borrowed */
-	struct http_auth_opts auth;              /* strings borrowed from the config */
+	size_t nsteps;				 /* used entries */
+	struct http_router *router;		 /* borrowed */
+	struct http_auth_opts auth;		 /* strings borrowed from the config */
 };
 
 static struct metric_family *requests_total, *request_duration;
@@ -40,9 +40,9 @@ void http_metrics_register(void)
 	static const char *const labels[] = {"route", "method", "status", NULL};
 	static const char *const dlabels[] = {"route", "method", NULL};
 	static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-					 0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-	requests_total = metrics_counter("soma_http_requests_total", "HTTP requests answered, by route, method and status.",
-					 labels);
+					 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10};
+	requests_total = metrics_counter("soma_http_requests_total",
+					 "HTTP requests answered, by route, method and status.", labels);
 	request_duration = metrics_histogram("soma_http_request_duration_seconds",
 					     "Time from the first byte of a request to its response being queued.",
 					     dlabels, buckets, sizeof(buckets) / sizeof(buckets[0]));
@@ -153,7 +153,10 @@ struct http_pipeline *http_pipeline_new(struct http_router *router, const struct
 	return p;
 }
 
-void http_pipeline_free(struct http_pipeline *p) { free(p); }
+void http_pipeline_free(struct http_pipeline *p)
+{
+	free(p);
+}
 
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
 {
@@ -164,7 +167,10 @@ void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
 	http_route_invoke(req->route, req);
 }
 
-void http_access_log_enable(bool on) { access_log_enabled = on; }
+void http_access_log_enable(bool on)
+{
+	access_log_enabled = on;
+}
 
 void http_pipeline_complete(struct http_req *req)
 {

@@ -15,7 +15,10 @@ static bool is_tchar(unsigned char c)
 }
 
 /* Visible ASCII or obs-text (>= 0x80) or space/tab: what a header value may hold. */
-static bool is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+static bool is_value_char(unsigned char c)
+{
+	return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
 
 /* Splits off the next line (CRLF, or a bare LF) starting at *pos; false at the end. */
 static bool next_line(char *head, size_t len, size_t *pos, struct str *line)
@@ -67,7 +70,7 @@ static enum http_parse_status parse_request_line(struct str line, struct http_re
 		*why = version.len >= 5 && memcmp(version.p, "HTTP/", 5) == 0 ? "only HTTP/1.0 and HTTP/1.1 are served"
 									      : "the request line must end in HTTP/1.1";
 		return version.len >= 5 && memcmp(version.p, "HTTP/", 5) == 0 ? HTTP_PARSE_BAD_VERSION
-									       : HTTP_PARSE_BAD_REQUEST;
+									      : HTTP_PARSE_BAD_REQUEST;
 	}
 	req->minor_version = version.p[7] - '0';
 	const char *q = memchr(req->target.p, '?', req->target.len);

@@ -46,7 +46,8 @@ static struct str decode(struct arena *a, struct str s, bool plus_is_space)
 	size_t o = 0;
 	for (size_t i = 0; i < s.len; i++) {
 		int hi, lo;
-		if (s.p[i] == '%' && i + 2 < s.len && (hi = hexval(s.p[i + 1])) >= 0 && (lo = hexval(s.p[i + 2])) >= 0) {
+		if (s.p[i] == '%' && i + 2 < s.len && (hi = hexval(s.p[i + 1])) >= 0 &&
+		    (lo = hexval(s.p[i + 2])) >= 0) {
 			out[o++] = (char)(hi * 16 + lo);
 			i += 2;
 		} else {
@@ -89,30 +90,54 @@ bool http_req_query(const struct http_req *req, const char *name, struct str *ou
 const char *http_status_text(int status)
 {
 	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 411: return "Length Required";
-	case 413: return "Content Too Large";
-	case 415: return "Unsupported Media Type";
-	case 422: return "Unprocessable Content";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Unknown";
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Content Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Content";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Unknown";
 	}
 }
 
@@ -157,8 +182,8 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
 	int n = snprintf(hdr, sizeof(hdr),
 			 "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			 "X-Request-Id: %s\r\n%s",
-			 status, http_status_text(status), http_date(), content_type ? content_type : "text/plain",
-			 len, req->request_id, (req->close_after || !req->keep_alive) ? "Connection: close\r\n" : "");
+			 status, http_status_text(status), http_date(), content_type ? content_type : "text/plain", len,
+			 req->request_id, (req->close_after || !req->keep_alive) ? "Connection: close\r\n" : "");
 	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
 	for (size_t i = 0; i < req->nresp_headers; i++) {
 		int m = snprintf(hdr + used, sizeof(hdr) - used, "%s: %s\r\n", req->resp_headers[i][0],

@@ -14,26 +14,29 @@
 #include "http/router_int.h"
 
 #define MAX_SEGMENTS 16
-#define MAX_ROUTES 256
+#define MAX_ROUTES   256
 
 struct http_route {
-	char method[16];                 /* "GET" etc. */
-	char *pattern;                   /* owned copy, e.g. "/v1/sessions/{id}" */
-	struct str segs[MAX_SEGMENTS];   /* segments of pattern (into pattern) */
-	bool is_param[MAX_SEGMENTS];     /* segment is {name} (segs holds name) */
-	size_t nsegs;                    /* used entries */
-	size_t nparams;                  /* parameter segments */
-	http_handler_fn handler;         /* called for matching requests */
-	void *arg;                       /* passed to handler */
-	unsigned flags;                  /* enum http_route_flags */
+	char method[16];	       /* "GET" etc. */
+	char *pattern;		       /* owned copy, e.g. "/v1/sessions/{id}" */
+	struct str segs[MAX_SEGMENTS]; /* segments of pattern (into pattern) */
+	bool is_param[MAX_SEGMENTS];   /* segment is {name} (segs holds name) */
+	size_t nsegs;		       /* used entries */
+	size_t nparams;		       /* parameter segments */
+	http_handler_fn handler;       /* called for matching requests */
+	void *arg;		       /* passed to handler */
+	unsigned flags;		       /* enum http_route_flags */
 };
 
 struct http_router {
 	struct http_route *routes[MAX_ROUTES]; /* owned */
-	size_t n;                              /* used entries */
+	size_t n;			       /* used entries */
 };
 
-struct http_router *http_router_new(void) { return calloc(1, sizeof(struct http_router)); }
+struct http_router *http_router_new(void)
+{
+	return calloc(1, sizeof(struct http_router));
+}
 
 void http_router_free(struct http_router *r)
 {
@@ -66,8 +69,8 @@ static bool split(struct str path, struct str *segs, size_t *n)
 	return true;
 }
 
-enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern,
-			     http_handler_fn handler, void *arg, unsigned flags)
+enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern, http_handler_fn handler,
+			     void *arg, unsigned flags)
 {
 	if (r->n == MAX_ROUTES || pattern[0] != '/' || strlen(method) >= 16)
 		return SOMA_ERR_INVALID;
@@ -127,8 +130,7 @@ static bool method_ok(const struct http_route *rt, struct str method)
 	return str_eq_cstr(method, rt->method) || (str_eq_cstr(method, "HEAD") && strcmp(rt->method, "GET") == 0);
 }
 
-enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow,
-				  size_t allow_cap)
+enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow, size_t allow_cap)
 {
 	struct str segs[MAX_SEGMENTS];
 	size_t nsegs;
@@ -175,9 +177,18 @@ enum http_match http_router_match(const struct http_router *r, struct http_req *
 	return HTTP_MATCH_BAD_METHOD;
 }
 
-const char *http_route_pattern(const struct http_route *route) { return route->pattern; }
-unsigned http_route_flags(const struct http_route *route) { return route->flags; }
-void http_route_invoke(const struct http_route *route, struct http_req *req) { route->handler(req, route->arg); }
+const char *http_route_pattern(const struct http_route *route)
+{
+	return route->pattern;
+}
+unsigned http_route_flags(const struct http_route *route)
+{
+	return route->flags;
+}
+void http_route_invoke(const struct http_route *route, struct http_req *req)
+{
+	route->handler(req, route->arg);
+}
 
 int http_route_param_index(const struct http_route *route, const char *name)
 {

@@ -23,7 +23,8 @@
 
 static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
 	char portstr[8];
 	snprintf(portstr, sizeof(portstr), "%d", port);
@@ -194,7 +195,10 @@ enum soma_err http_server_start(struct http_server *srv)
 	return SOMA_OK;
 }
 
-size_t http_server_connections(const struct http_server *srv) { return (size_t)atomic_load(&srv->nconns); }
+size_t http_server_connections(const struct http_server *srv)
+{
+	return (size_t)atomic_load(&srv->nconns);
+}
 
 static void begin_drain(void *arg)
 {
@@ -207,7 +211,8 @@ static void begin_drain(void *arg)
 size_t http_server_drain(struct http_server *srv, int grace_ms)
 {
 	for (int i = 0; i < srv->opts.io_threads; i++) {
-		if (!srv->threads[i].running || http_thread_post(&srv->threads[i], begin_drain, &srv->threads[i]) != SOMA_OK)
+		if (!srv->threads[i].running ||
+		    http_thread_post(&srv->threads[i], begin_drain, &srv->threads[i]) != SOMA_OK)
 			begin_drain(&srv->threads[i]);
 	}
 	struct timespec step = {0, 10 * 1000000};

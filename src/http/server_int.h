@@ -15,32 +15,32 @@
 
 struct post_item {
 	http_thread_fn fn; /* to run on the io thread */
-	void *arg;         /* its argument */
+	void *arg;	   /* its argument */
 };
 
 struct http_conn;
 
 struct io_thread {
-	struct http_server *srv;            /* owner */
-	int index;                          /* 0..n-1 */
-	pthread_t tid;                      /* running thread */
-	bool running;                       /* tid is valid */
-	struct event_base *base;            /* this thread's loop; touched only by this thread */
-	struct evconnlistener *listener;    /* this thread's SO_REUSEPORT socket */
-	int wake_fd;                        /* eventfd written by http_thread_post */
-	struct event *wake_ev;              /* reads wake_fd */
-	pthread_mutex_t post_lock;          /* guards the ring below */
+	struct http_server *srv;	       /* owner */
+	int index;			       /* 0..n-1 */
+	pthread_t tid;			       /* running thread */
+	bool running;			       /* tid is valid */
+	struct event_base *base;	       /* this thread's loop; touched only by this thread */
+	struct evconnlistener *listener;       /* this thread's SO_REUSEPORT socket */
+	int wake_fd;			       /* eventfd written by http_thread_post */
+	struct event *wake_ev;		       /* reads wake_fd */
+	pthread_mutex_t post_lock;	       /* guards the ring below */
 	struct post_item ring[POST_QUEUE_CAP]; /* posted work */
-	size_t ring_head, ring_count;       /* ring position and fill */
-	struct http_conn *conns;            /* open connections (intrusive list) */
-	bool draining;                      /* shutdown began: answer, then close */
+	size_t ring_head, ring_count;	       /* ring position and fill */
+	struct http_conn *conns;	       /* open connections (intrusive list) */
+	bool draining;			       /* shutdown began: answer, then close */
 };
 
 struct http_server {
-	struct http_server_opts opts;       /* copied at creation */
-	struct http_pipeline *pipeline;     /* borrowed */
-	struct io_thread *threads;          /* opts.io_threads entries */
-	_Atomic long nconns;                /* open connections, all threads */
+	struct http_server_opts opts;	/* copied at creation */
+	struct http_pipeline *pipeline; /* borrowed */
+	struct io_thread *threads;	/* opts.io_threads entries */
+	_Atomic long nconns;		/* open connections, all threads */
 };
 
 /* Takes ownership of an accepted socket. */

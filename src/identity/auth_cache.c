@@ -13,10 +13,10 @@
 #include "identity/identity.h"
 
 static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct store_key *keys;   /* snapshot; guarded by cache_lock */
-static size_t nkeys;             /* entries in keys */
-static _Atomic size_t nvalid;    /* unrevoked entries */
-static struct store *source;     /* where keys come from; main thread only */
+static struct store_key *keys; /* snapshot; guarded by cache_lock */
+static size_t nkeys;	       /* entries in keys */
+static _Atomic size_t nvalid;  /* unrevoked entries */
+static struct store *source;   /* where keys come from; main thread only */
 static int64_t seen_version = -1;
 
 static enum soma_err reload(void)
@@ -71,7 +71,10 @@ void auth_cache_deinit(void)
 	source = NULL;
 }
 
-size_t auth_cache_valid_keys(void) { return atomic_load(&nvalid); }
+size_t auth_cache_valid_keys(void)
+{
+	return atomic_load(&nvalid);
+}
 
 enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out)
 {

@@ -18,15 +18,15 @@
 #include "store/store.h"
 
 #define IDENTITY_TOKEN_PREFIX "sa01_"
-#define IDENTITY_KEY_ID_LEN 16
-#define IDENTITY_SECRET_LEN 40
-#define IDENTITY_TOKEN_LEN (5 + IDENTITY_KEY_ID_LEN + 1 + IDENTITY_SECRET_LEN)
+#define IDENTITY_KEY_ID_LEN   16
+#define IDENTITY_SECRET_LEN   40
+#define IDENTITY_TOKEN_LEN    (5 + IDENTITY_KEY_ID_LEN + 1 + IDENTITY_SECRET_LEN)
 
 struct identity {
-	char tenant[STORE_ID_MAX + 1];         /* tenant the request acts for */
-	char subject[STORE_ID_MAX + 1];        /* "key:<id>", "admin_token" or "anonymous" */
-	char key_id[STORE_ID_MAX + 1];         /* key id, empty when not a key */
-	char scopes[STORE_SCOPES_MAX + 1];     /* space-separated scopes */
+	char tenant[STORE_ID_MAX + 1];	   /* tenant the request acts for */
+	char subject[STORE_ID_MAX + 1];	   /* "key:<id>", "admin_token" or "anonymous" */
+	char key_id[STORE_ID_MAX + 1];	   /* key id, empty when not a key */
+	char scopes[STORE_SCOPES_MAX + 1]; /* space-separated scopes */
 };
 
 /* True when the space-separated scope list contains scope. */

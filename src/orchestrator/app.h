@@ -14,13 +14,13 @@
 #include "store/store.h"
 
 struct app {
-	unsigned role;                  /* enum role mask of this process */
-	struct registry *registry;      /* every service */
-	struct store *store;            /* durable store (service "store") */
-	struct http_router *router;     /* routes (service "http") */
+	unsigned role;			/* enum role mask of this process */
+	struct registry *registry;	/* every service */
+	struct store *store;		/* durable store (service "store") */
+	struct http_router *router;	/* routes (service "http") */
 	struct http_pipeline *pipeline; /* middleware chain */
-	struct http_server *server;     /* listeners and io threads */
-	bool anonymous;                 /* loopback with no keys: unauthenticated = default tenant */
+	struct http_server *server;	/* listeners and io threads */
+	bool anonymous;			/* loopback with no keys: unauthenticated = default tenant */
 };
 
 extern struct app app;

@@ -15,25 +15,25 @@
 #define MAX_SERVICES 32
 
 struct service {
-	struct service_def def;       /* as registered */
-	bool started;                 /* start() succeeded and stop() not yet called */
-	bool selected;                /* part of the running role */
-	enum svc_status status;       /* last known health */
-	char detail[256];             /* last health detail */
-	int64_t since_ms;             /* when status last changed */
-	struct metric_series *up;     /* soma_service_up{service} */
+	struct service_def def;	  /* as registered */
+	bool started;		  /* start() succeeded and stop() not yet called */
+	bool selected;		  /* part of the running role */
+	enum svc_status status;	  /* last known health */
+	char detail[256];	  /* last health detail */
+	int64_t since_ms;	  /* when status last changed */
+	struct metric_series *up; /* soma_service_up{service} */
 };
 
 struct registry {
 	struct service svcs[MAX_SERVICES]; /* sorted by order once started */
-	size_t n;                          /* used entries */
-	char version[32];                  /* reported in /v1/health */
-	int64_t started_ms;                /* wall time of registry_new */
-	pthread_mutex_t lock;              /* guards the cached body */
-	char *body;                        /* cached /v1/health JSON */
-	size_t body_len;                   /* its length */
-	int body_status;                   /* 200 or 503 */
-	const char *overall;               /* "ok" | "degraded" | "down" */
+	size_t n;			   /* used entries */
+	char version[32];		   /* reported in /v1/health */
+	int64_t started_ms;		   /* wall time of registry_new */
+	pthread_mutex_t lock;		   /* guards the cached body */
+	char *body;			   /* cached /v1/health JSON */
+	size_t body_len;		   /* its length */
+	int body_status;		   /* 200 or 503 */
+	const char *overall;		   /* "ok" | "degraded" | "down" */
 };
 
 const char *svc_status_name(enum svc_status s)
@@ -90,8 +90,8 @@ static void set_status(struct service *s, enum svc_status st, const char *detail
 	snprintf(s->detail, sizeof(s->detail), "%s", detail);
 	if (!s->up) {
 		static const char *const labels[] = {"service", NULL};
-		struct metric_family *f =
-			metrics_gauge("soma_service_up", "1 when the service is started and healthy or degraded, else 0.", labels);
+		struct metric_family *f = metrics_gauge(
+			"soma_service_up", "1 when the service is started and healthy or degraded, else 0.", labels);
 		const char *v[] = {s->def.name};
 		s->up = f ? metric_series(f, v) : NULL;
 	}
@@ -147,7 +147,10 @@ enum soma_err registry_start(struct registry *reg, unsigned role, char *why, siz
 	return SOMA_OK;
 }
 
-void registry_stop(struct registry *reg) { stop_started(reg, reg->n); }
+void registry_stop(struct registry *reg)
+{
+	stop_started(reg, reg->n);
+}
 
 static json_t *render(struct registry *reg, int *http_status)
 {
@@ -213,7 +216,10 @@ char *registry_health_copy(struct registry *reg, struct arena *arena, int *http_
 	return copy;
 }
 
-const char *registry_overall(struct registry *reg) { return reg->overall; }
+const char *registry_overall(struct registry *reg)
+{
+	return reg->overall;
+}
 
 json_t *registry_plan_json(struct registry *reg, unsigned role)
 {

@@ -24,17 +24,17 @@ enum svc_status { SVC_STOPPED, SVC_OK, SVC_DEGRADED, SVC_DOWN, SVC_UNCONFIGURED 
 enum role { ROLE_GATEWAY = 1 << 0, ROLE_WORKER = 1 << 1, ROLE_ALL = ROLE_GATEWAY | ROLE_WORKER };
 
 struct service_def {
-	const char *name;  /* unique, e.g. "store" */
-	int order;         /* ascending start order */
-	bool critical;     /* failure to start (or down) stops the process / makes it down */
-	unsigned roles;    /* enum role mask the service runs in */
+	const char *name; /* unique, e.g. "store" */
+	int order;	  /* ascending start order */
+	bool critical;	  /* failure to start (or down) stops the process / makes it down */
+	unsigned roles;	  /* enum role mask the service runs in */
 	/* Starts the service; on failure writes a sentence for the operator into why. */
 	enum soma_err (*start)(void *ctx, char *why, size_t why_cap);
 	/* Stops a started service; must not fail. May be NULL. */
 	void (*stop)(void *ctx);
 	/* Current health with a short detail; NULL means "ok while started". Main thread. */
 	enum svc_status (*health)(void *ctx, char *detail, size_t detail_cap);
-	void *ctx;         /* passed to the callbacks */
+	void *ctx; /* passed to the callbacks */
 };
 
 struct registry;

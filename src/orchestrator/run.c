@@ -85,10 +85,11 @@ static bool check_auth_safety(char *why, size_t cap)
 
 static int print_plan(unsigned role)
 {
-	json_t *plan = json_pack("{s:s, s:s, s:s, s:o, s:s, s:o}", "version", SOMA_VERSION, "role", role_name(role),
-				 "listen", cfg_str(CFG_HTTP_LISTEN), "services", registry_plan_json(app.registry, role),
-				 "auth", app.anonymous ? "anonymous on loopback until a key exists" : "api keys required",
-				 "config", cfg_values_json());
+	json_t *plan =
+		json_pack("{s:s, s:s, s:s, s:o, s:s, s:o}", "version", SOMA_VERSION, "role", role_name(role), "listen",
+			  cfg_str(CFG_HTTP_LISTEN), "services", registry_plan_json(app.registry, role), "auth",
+			  app.anonymous ? "anonymous on loopback until a key exists" : "api keys required", "config",
+			  cfg_values_json());
 	json_dumpf(plan, stdout, JSON_INDENT(2));
 	fputc('\n', stdout);
 	json_decref(plan);
@@ -97,7 +98,8 @@ static int print_plan(unsigned role)
 
 static void on_second_signal(int sig)
 {
-	static const char msg[] = "{\"level\":\"warn\",\"msg\":\"second signal: exiting at once\",\"service\":\"orchestrator\"}\n";
+	static const char msg[] =
+		"{\"level\":\"warn\",\"msg\":\"second signal: exiting at once\",\"service\":\"orchestrator\"}\n";
 	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)w;
 	_exit(128 + sig);
@@ -192,8 +194,9 @@ int cmd_run(const struct cli *cli)
 		 (double)(clock_mono_ns() - t0) / 1e6, role_name(role), cfg_str(CFG_HTTP_LISTEN),
 		 registry_overall(app.registry));
 	if (app.anonymous && auth_cache_valid_keys() == 0)
-		log_warn("auth", "no API keys exist: requests without credentials run as tenant \"%s\" (loopback only); "
-				 "create a key with `somaagent keys create --tenant NAME` to require keys",
+		log_warn("auth",
+			 "no API keys exist: requests without credentials run as tenant \"%s\" (loopback only); "
+			 "create a key with `somaagent keys create --tenant NAME` to require keys",
 			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	int sig = main_loop(&set);
 	log_info("orchestrator", "received %s; shutting down (shutdown.grace_s = %lld); send it again to exit at once",

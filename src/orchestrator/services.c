@@ -79,7 +79,8 @@ static enum svc_status auth_health(void *ctx, char *detail, size_t cap)
 	}
 	size_t keys = auth_cache_valid_keys();
 	if (app.anonymous && keys == 0)
-		snprintf(detail, cap, "no API keys: loopback requests run as tenant %s", cfg_str(CFG_AUTH_DEFAULT_TENANT));
+		snprintf(detail, cap, "no API keys: loopback requests run as tenant %s",
+			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	else
 		snprintf(detail, cap, "%zu API key(s)", keys);
 	return SVC_OK;

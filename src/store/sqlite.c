@@ -54,8 +54,7 @@ enum soma_err store_open(const char *data_dir, struct store **out, char *why, si
 	int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 				 NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(st->db,
-				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+		rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
 				  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", path,
@@ -77,7 +76,10 @@ void store_close(struct store *st)
 }
 
 /* "0001_x.sql" -> 1 */
-static int migration_version(const char *name) { return (int)strtol(name, NULL, 10); }
+static int migration_version(const char *name)
+{
+	return (int)strtol(name, NULL, 10);
+}
 
 static enum soma_err exec(struct store *st, const char *sql)
 {
@@ -135,7 +137,10 @@ enum soma_err store_migrate(struct store *st, int *applied)
 	return SOMA_OK;
 }
 
-enum soma_err store_ping(struct store *st) { return exec(st, "SELECT 1"); }
+enum soma_err store_ping(struct store *st)
+{
+	return exec(st, "SELECT 1");
+}
 
 enum soma_err store_data_version(struct store *st, int64_t *version)
 {
@@ -239,8 +244,8 @@ enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *
 enum soma_err store_key_revoke(struct store *st, const char *id)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1,
-			       &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(st->db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1, &s,
+			       NULL) != SQLITE_OK)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, clock_wall_ms());
 	sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);

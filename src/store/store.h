@@ -20,17 +20,17 @@
 
 struct store;
 
-#define STORE_ID_MAX 64
+#define STORE_ID_MAX	 64
 #define STORE_SCOPES_MAX 128
 
 struct store_key {
-	char id[STORE_ID_MAX + 1];            /* public key id */
-	char tenant[STORE_ID_MAX + 1];        /* owning tenant */
-	char name[STORE_ID_MAX + 1];          /* label given at creation */
-	char scopes[STORE_SCOPES_MAX + 1];    /* space-separated scopes */
-	unsigned char token_hash[32];         /* SHA-256 of the token */
-	int64_t created_ms;                   /* creation time, ms since epoch */
-	int64_t revoked_ms;                   /* 0 while valid */
+	char id[STORE_ID_MAX + 1];	   /* public key id */
+	char tenant[STORE_ID_MAX + 1];	   /* owning tenant */
+	char name[STORE_ID_MAX + 1];	   /* label given at creation */
+	char scopes[STORE_SCOPES_MAX + 1]; /* space-separated scopes */
+	unsigned char token_hash[32];	   /* SHA-256 of the token */
+	int64_t created_ms;		   /* creation time, ms since epoch */
+	int64_t revoked_ms;		   /* 0 while valid */
 };
 
 /* Opens (creating if needed) data_dir/somaagent.db; data_dir is created too. On failure *why

@@ -1,2 +1,5 @@
 #include <criterion/criterion.h>
-Test(placeholder, nothing) { cr_assert(1); }
+Test(placeholder, nothing)
+{
+	cr_assert(1);
+}

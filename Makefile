@@ -1,0 +1,67 @@
+# SomaAgent01 - the two commands (`make run`, `make test`) and the developer targets.
+# Meson + Ninja do the building; this file only sequences them.
+
+BUILD     ?= build
+SAN_BUILD ?= build-san
+FUZZ_BUILD?= build-fuzz
+PYTHON    ?= /usr/bin/python3
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build run test san unit e2e docs docs-check lint bench fuzz fuzz-smoke clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=release >/dev/null
+
+build: deps $(BUILD)/build.ninja
+	@ninja -C $(BUILD) >/dev/null && echo "built $(BUILD)/somaagent"
+
+run: build
+	mkdir -p data
+	./$(BUILD)/somaagent run --set data.dir=./data
+
+# ---- tests: a separate ASan/UBSan build, then every suite ----
+$(SAN_BUILD)/build.ninja:
+	meson setup $(SAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+
+san: deps $(SAN_BUILD)/build.ninja
+	@ninja -C $(SAN_BUILD) >/dev/null && echo "built $(SAN_BUILD) (ASan+UBSan)"
+
+unit: san
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
+
+e2e: san
+	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+docs-check: san
+	@./$(SAN_BUILD)/somaagent config docs | diff -u docs/configuration.md - \
+		|| (echo "docs/configuration.md is stale: run 'make docs'"; exit 1)
+	@echo "docs/configuration.md is current"
+
+docs: build
+	./$(BUILD)/somaagent config docs > docs/configuration.md
+
+lint:
+	@bash scripts/lint.sh
+
+fuzz-smoke: deps
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) 10
+
+test: deps san lint unit docs-check e2e fuzz-smoke
+	@echo "make test: all suites passed"
+
+# ---- longer runs, not part of `make test` ----
+bench: build
+	bash bench/http.sh
+	bash bench/startup.sh
+
+fuzz: deps
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
