@@ -1,0 +1,379 @@
+"""Helpers for the end-to-end tests: the binary, a clean environment, free ports, a running
+server, raw HTTP/1.1 over sockets, a strict Prometheus text parser.
+
+Standard library only (plus httpx in the tests); runs under Debian's /usr/bin/python3.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SOMA_BIN") or str(REPO / "build-san" / "somaagent")
+
+# Well-known names the config module also reads (CONTRACTS.md section 5).
+ALIAS_ENV = ("DATABASE_URL", "REDIS_URL", "GROQ_API_KEY", "OPENAI_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+TOKEN_RE = re.compile(r"^sa01_[0-9a-f]{16}_[0-9a-f]{40}$")
+
+
+def clean_env(extra=None):
+    """The test runner's environment without SOMA_* or alias variables, plus sanitizer options."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOMA_") and k not in ALIAS_ENV}
+    env["ASAN_OPTIONS"] = "detect_leaks=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    env.update(extra or {})
+    return env
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run_cli(args, cwd, env=None, timeout=20, input=None):
+    """Runs `somaagent ARGS` to completion; a hang (e.g. a server that should have refused to
+    start) fails the test instead of blocking the suite."""
+    proc = subprocess.Popen(
+        [BIN, *args],
+        cwd=str(cwd),
+        env=clean_env(env),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = proc.communicate(input=input.encode() if isinstance(input, str) else input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"somaagent {' '.join(args)} did not exit within {timeout} s\n"
+            f"stdout:\n{out.decode(errors='replace')}\nstderr:\n{err.decode(errors='replace')}"
+        )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
+
+
+def describe(cp):
+    return f"exit {cp.returncode}\nstdout:\n{cp.stdout}\nstderr:\n{cp.stderr}"
+
+
+def create_key(data_dir, cwd, tenant, scope=None):
+    """`somaagent keys create`; returns the token printed on stdout."""
+    args = ["keys", "create", "--tenant", tenant, "--set", f"data.dir={data_dir}"]
+    if scope:
+        args += ["--scope", scope]
+    cp = run_cli(args, cwd)
+    assert cp.returncode == 0, describe(cp)
+    token = cp.stdout.strip()
+    assert TOKEN_RE.match(token), f"token {token!r} is not sa01_<16 hex>_<40 hex>"
+    return token
+
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---- a running server ---------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, proc, port, data_dir, log_path, host="127.0.0.1"):
+        self.proc = proc
+        self.port = port
+        self.host = host
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.url = f"http://{host}:{port}"
+        self.checked = False  # the test took care of the exit status itself
+
+    def log_text(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def log_lines(self):
+        return [ln for ln in self.log_text().splitlines() if ln.strip()]
+
+    def json_logs(self):
+        """Every stderr line parsed as JSON; a line that is not JSON fails the test."""
+        out = []
+        for ln in self.log_lines():
+            try:
+                obj = json.loads(ln)
+            except ValueError:
+                raise AssertionError(f"stderr line is not JSON: {ln!r}\nwhole log:\n{self.log_text()}")
+            assert isinstance(obj, dict), f"stderr line is not a JSON object: {ln!r}"
+            out.append(obj)
+        return out
+
+    def logs_quiet(self):
+        """JSON log objects, skipping lines that do not parse (for searching only)."""
+        out = []
+        for ln in self.log_lines():
+            try:
+                obj = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def wait_log(self, pred, timeout=5, what="a log line"):
+        def find():
+            for obj in self.logs_quiet():
+                if pred(obj):
+                    return obj
+            return None
+
+        return wait_until(find, timeout, what=f"{what}; log so far:\n{self.log_text()}")
+
+    def connect(self, timeout=5):
+        return RawConn(self.host, self.port, timeout)
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"somaagent did not exit within {timeout} s; log:\n{self.log_text()}")
+
+    def stop(self, timeout=15, expect=0):
+        """SIGTERM, wait, check the exit status (ASan leak reports make it non-zero)."""
+        self.checked = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"somaagent did not exit within {timeout} s of SIGTERM; log:\n{self.log_text()}")
+        rc = self.proc.returncode
+        if expect is not None:
+            assert rc == expect, f"somaagent exited {rc}, expected {expect}; log:\n{self.log_text()}"
+        return rc
+
+
+def start_server(tmp, sets=(), env=None, role=None, args=(), data_dir=None, listen_host="127.0.0.1",
+                 connect_host="127.0.0.1", port=None, wait=True, timeout=10):
+    """Starts `somaagent run` with stderr in a file; waits until /v1/health answers."""
+    tmp = Path(tmp)
+    port = port or free_port()
+    data_dir = Path(data_dir) if data_dir else tmp / "data"
+    log_path = tmp / f"somaagent-{port}.log"
+    cmd = [BIN, "run", "--set", f"http.listen={listen_host}:{port}", "--set", f"data.dir={data_dir}"]
+    if role:
+        cmd += ["--role", role]
+    for s in sets:
+        cmd += ["--set", s]
+    cmd += list(args)
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, cwd=str(tmp), env=clean_env(env), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=logf)
+    srv = Server(proc, port, data_dir, log_path, host=connect_host)
+    if wait:
+        wait_healthy(srv, timeout)
+    return srv
+
+
+def wait_healthy(srv, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        rc = srv.proc.poll()
+        if rc is not None:
+            srv.checked = True
+            raise AssertionError(f"somaagent exited with {rc} during start-up; log:\n{srv.log_text()}")
+        try:
+            with socket.create_connection((srv.host, srv.port), timeout=1) as s:
+                s.settimeout(2)
+                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                if s.recv(12).startswith(b"HTTP/1.1 "):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"/v1/health did not answer within {timeout} s; log:\n{srv.log_text()}")
+        time.sleep(0.02)
+
+
+# ---- raw HTTP/1.1 ---------------------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status, reason, headers, body, raw_head):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value) as received
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name):
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+class RawConn:
+    """A client socket that can read several responses from one stream (pipelining)."""
+
+    def __init__(self, host, port, timeout=5):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by the server")
+        self.buf += chunk
+
+    def read_response(self, head_request=False, timeout=None):
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        m = re.match(r"^HTTP/1\.1 (\d{3}) (.*)$", lines[0])
+        assert m, f"bad status line {lines[0]!r}"
+        headers = []
+        for ln in lines[1:]:
+            name, _, value = ln.partition(":")
+            headers.append((name.strip(), value.strip()))
+        resp = Response(int(m.group(1)), m.group(2), headers, b"", head)
+        if head_request or resp.status in (100, 204, 304):
+            return resp
+        cl = resp.header("content-length")
+        assert cl is not None, f"response without Content-Length: {head!r}"
+        n = int(cl)
+        while len(self.buf) < n:
+            self._fill()
+        resp.body, self.buf = self.buf[:n], self.buf[n:]
+        return resp
+
+    def closed_by_peer(self, timeout=2):
+        """True when the server closes the connection (EOF or reset) within timeout with no
+        further bytes; False on timeout; AssertionError if more data arrives."""
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+        assert chunk == b"" and self.buf == b"", f"unexpected bytes after the response: {self.buf + chunk!r}"
+        return True
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def raw_request(srv, data, timeout=5, head_request=False):
+    """Sends data on a fresh connection and reads one response."""
+    with srv.connect(timeout) as c:
+        c.send(data)
+        return c.read_response(head_request=head_request)
+
+
+def header(resp, name):
+    """A header of a raw Response or an httpx.Response."""
+    return resp.header(name) if isinstance(resp, Response) else resp.headers.get(name)
+
+
+def check_envelope(resp, status, code=None):
+    """The JSON error envelope of CONTRACTS.md section 1, with request_id == X-Request-Id."""
+    got = resp.status if isinstance(resp, Response) else resp.status_code
+    assert got == status, f"expected {status}, got {got}: {resp.headers} {resp.content if not isinstance(resp, Response) else resp.body!r}"
+    ctype = header(resp, "content-type")
+    assert ctype and ctype.startswith("application/json"), f"error Content-Type {ctype!r}"
+    body = resp.json()
+    assert set(body) == {"error"}, f"envelope has keys {sorted(body)}: {body}"
+    err = body["error"]
+    assert set(err) >= {"code", "message", "request_id"}, f"error object lacks fields: {err}"
+    assert isinstance(err["code"], str) and re.match(r"^[a-z][a-z0-9_]*$", err["code"]), err
+    assert isinstance(err["message"], str) and err["message"].strip(), err
+    rid = header(resp, "x-request-id")
+    assert rid, "error response without X-Request-Id"
+    assert err["request_id"] == rid, f"body request_id {err['request_id']!r} != header {rid!r}"
+    if code:
+        assert err["code"] == code, err
+    return err
+
+
+# ---- Prometheus text format -----------------------------------------------------------------
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
+_SAMPLE_RE = re.compile(rf"^({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*,?)?\}})? (\S+)(?: -?\d+)?$")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\\\|\\"|\\n)*)"')
+
+
+def _unescape(v):
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "\\": "\\", '"': '"'}[m.group(1)], v)
+
+
+def parse_metrics(text):
+    """Strict parse of the text exposition format 0.0.4. Returns (types, samples) where samples
+    is a list of (name, {label: value}, float)."""
+    types, samples = {}, []
+    assert text.endswith("\n"), "exposition must end with a newline"
+    for ln in text.split("\n")[:-1]:
+        if ln.startswith("# TYPE "):
+            parts = ln.split(" ")
+            assert len(parts) == 4 and parts[3] in ("counter", "gauge", "histogram", "summary", "untyped"), ln
+            assert parts[2] not in types, f"duplicate TYPE for {parts[2]}"
+            types[parts[2]] = parts[3]
+            continue
+        if ln.startswith("#") or ln == "":
+            assert ln == "" or ln.startswith("# HELP ") or ln.startswith("# "), ln
+            continue
+        m = _SAMPLE_RE.match(ln)
+        assert m, f"malformed sample line: {ln!r}"
+        labels = {k: _unescape(v) for k, v in _LABEL_RE.findall(m.group(2) or "")}
+        val = m.group(3)
+        value = float(val.replace("Inf", "inf")) if val not in ("NaN",) else float("nan")
+        samples.append((m.group(1), labels, value))
+    return types, samples
+
+
+def find_samples(samples, name, **labels):
+    return [(lbl, v) for n, lbl, v in samples if n == name and all(lbl.get(k) == x for k, x in labels.items())]
