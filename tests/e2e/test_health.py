@@ -1,0 +1,60 @@
+"""GET /v1/health (CONTRACTS.md section 3 Operations)."""
+
+import datetime
+
+import httpx
+
+from e2e_util import TS_RE, run_cli
+
+EXPECTED = {"store": True, "auth": True, "disk": False, "http": True}  # name -> critical
+
+
+def _version(tmp_path):
+    cp = run_cli(["version"], tmp_path)
+    assert cp.returncode == 0
+    return cp.stdout.split()[-1]
+
+
+def test_health_ok(server, tmp_path):
+    r = httpx.get(server.url + "/v1/health", timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers.get("x-request-id"), "X-Request-Id missing on /v1/health"
+    body = r.json()
+    assert body["status"] == "ok", body
+    assert body["version"] == _version(tmp_path)
+    assert isinstance(body["uptime_s"], int) and 0 <= body["uptime_s"] < 60, body
+    assert set(body["services"]) == set(EXPECTED), body["services"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for name, svc in body["services"].items():
+        assert set(svc) >= {"status", "critical", "detail", "since"}, svc
+        assert svc["status"] == "ok", (name, svc)
+        assert svc["critical"] is EXPECTED[name], (name, svc)
+        assert isinstance(svc["detail"], str) and svc["detail"], (name, svc)
+        assert TS_RE.match(svc["since"]), (name, svc["since"])
+        since = datetime.datetime.strptime(svc["since"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+        assert abs((now - since).total_seconds()) < 120, (name, svc["since"])
+
+
+def test_health_head_and_public(server):
+    r = httpx.head(server.url + "/v1/health", timeout=5)
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) > 0
+    assert r.content == b""
+
+
+def test_health_degraded_when_disk_low(soma):
+    srv = soma("data.min_free_mb=1000000000")
+    r = httpx.get(srv.url + "/v1/health", timeout=5)
+    assert r.status_code == 200, "degraded must still answer 200"
+    body = r.json()
+    assert body["status"] == "degraded", body
+    disk = body["services"]["disk"]
+    assert disk["status"] == "degraded", disk
+    assert disk["critical"] is False
+    assert "free" in disk["detail"], disk
+    for name in ("store", "auth", "http"):
+        assert body["services"][name]["status"] == "ok", body
+    # a degraded non-critical service is still up
+    m = httpx.get(srv.url + "/metrics", timeout=5).text
+    assert 'soma_service_up{service="disk"} 1' in m, m
