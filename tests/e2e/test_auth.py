@@ -53,6 +53,9 @@ def test_api_keys(soma, tmp_path):
         # the key cache picks the keys up: anonymous access ends
         wait_until(lambda: c.get("/v1/runtime-config").status_code == 401, 3,
                    what="401 without credentials once keys exist")
+        # both keys may not be in the same cache refresh
+        wait_until(lambda: c.get("/v1/runtime-config", headers=_bearer(admin)).status_code == 200, 3,
+                   what="the second key to be picked up")
         r = c.get("/v1/runtime-config")
         check_envelope(r, 401, "unauthorized")
         assert r.headers.get("www-authenticate", "").startswith("Bearer"), r.headers
