@@ -34,6 +34,8 @@ san: deps $(SAN_BUILD)/build.ninja
 unit: san
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
+	@# Criterion forks each test, so a leak report does not change the exit code: look for it
+	@! grep -n "ERROR: LeakSanitizer" $(SAN_BUILD)/meson-logs/testlog.txt || (echo "unit: leaks found"; exit 1)
 
 e2e: san
 	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e

@@ -56,11 +56,13 @@ void arena_reset(struct arena *a)
 void *arena_alloc(struct arena *a, size_t size)
 {
 	size_t rounded = (size + 15) & ~(size_t)15;
-	if (rounded < size || a->used_total + rounded > a->limit)
+	if (rounded < size || rounded > a->limit - a->used_total)
 		return NULL;
 	struct arena_chunk *c = a->head;
 	if (!c || c->size - c->used < rounded) {
 		size_t want = rounded > a->chunk_size ? rounded : a->chunk_size;
+		if (want > SIZE_MAX - sizeof(*c))
+			return NULL;
 		c = malloc(sizeof(*c) + want);
 		if (!c)
 			return NULL;

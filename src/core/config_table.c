@@ -1,6 +1,8 @@
 /*
  * config_table.c - the key definitions (from config_keys.h) and their validators.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +47,14 @@ bool cfg_parse_listen(const char *value, char *host, size_t host_cap, int *port)
 
 bool cfg_listen_is_loopback(const char *host)
 {
-	return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 || strcmp(host, "localhost") == 0;
+	/* literal addresses only (and "localhost"): a name such as 127.example.com is not loopback */
+	struct in_addr v4;
+	struct in6_addr v6;
+	if (inet_pton(AF_INET, host, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return strcmp(host, "localhost") == 0;
 }
 
 static bool validate_listen(const char *value, char *why, size_t cap)

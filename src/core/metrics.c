@@ -295,6 +295,20 @@ static void put_labels(struct metrics_buf *out, const struct metric_family *f, c
 	metrics_buf_printf(out, "}");
 }
 
+/* Shortest decimal that reads back as exactly v (Prometheus parses Go floats). */
+static void format_double(char *buf, size_t cap, double v)
+{
+	if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+		snprintf(buf, cap, "%.0f", v);
+		return;
+	}
+	for (int precision = 1; precision <= 17; precision++) {
+		snprintf(buf, cap, "%.*g", precision, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
+}
+
 static void put_number(struct metrics_buf *out, double v)
 {
 	if (isnan(v))
@@ -303,8 +317,11 @@ static void put_number(struct metrics_buf *out, double v)
 		metrics_buf_printf(out, " %sInf\n", v > 0 ? "+" : "-");
 	else if (v == floor(v) && fabs(v) < 9007199254740992.0)
 		metrics_buf_printf(out, " %.0f\n", v);
-	else
-		metrics_buf_printf(out, " %.17g\n", v);
+	else {
+		char num[40];
+		format_double(num, sizeof(num), v);
+		metrics_buf_printf(out, " %s\n", num);
+	}
 }
 
 static void render_histogram(struct metrics_buf *out, const struct metric_family *f, const struct metric_series *s)
@@ -314,7 +331,7 @@ static void render_histogram(struct metrics_buf *out, const struct metric_family
 	for (size_t b = 0; b <= f->nbounds; b++) {
 		cumulative += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
 		if (b < f->nbounds)
-			snprintf(le, sizeof(le), "%g", f->bounds[b]);
+			format_double(le, sizeof(le), f->bounds[b]);
 		else
 			snprintf(le, sizeof(le), "+Inf");
 		metrics_buf_printf(out, "%s_bucket", f->name);

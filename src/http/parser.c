@@ -121,6 +121,11 @@ static enum http_parse_status apply_header(struct http_req *req, const struct ht
 			if (strncasecmp(h->value.p + i, "keep-alive", 10) == 0 && req->minor_version == 0)
 				req->keep_alive = true;
 		}
+	} else if (str_ieq_cstr(h->name, "host")) {
+		if (http_req_header(req, "host").p) { /* the new header is not counted yet */
+			*why = "more than one Host header";
+			return HTTP_PARSE_BAD_REQUEST;
+		}
 	} else if (str_ieq_cstr(h->name, "expect")) {
 		req->expect_continue = str_ieq_cstr(h->value, "100-continue");
 	}

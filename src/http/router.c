@@ -69,6 +69,19 @@ static bool split(struct str path, struct str *segs, size_t *n)
 	return true;
 }
 
+/* Two routes clash when method and every segment agree, parameters matching any name:
+ * /v1/keys/{id} and /v1/keys/{name} could never both be reached. */
+static bool same_shape(const struct http_route *a, const struct http_route *b)
+{
+	if (strcmp(a->method, b->method) != 0 || a->nsegs != b->nsegs)
+		return false;
+	for (size_t i = 0; i < a->nsegs; i++) {
+		if (a->is_param[i] != b->is_param[i] || (!a->is_param[i] && !str_eq(a->segs[i], b->segs[i])))
+			return false;
+	}
+	return true;
+}
+
 enum soma_err http_route_add(struct http_router *r, const char *method, const char *pattern, http_handler_fn handler,
 			     void *arg, unsigned flags)
 {
@@ -97,7 +110,7 @@ enum soma_err http_route_add(struct http_router *r, const char *method, const ch
 	}
 	ok = ok && rt->nparams <= HTTP_MAX_PARAMS;
 	for (size_t i = 0; ok && i < r->n; i++)
-		ok = !(strcmp(r->routes[i]->pattern, pattern) == 0 && strcmp(r->routes[i]->method, method) == 0);
+		ok = !same_shape(r->routes[i], rt);
 	if (!ok) {
 		free(rt->pattern);
 		free(rt);
@@ -161,15 +174,26 @@ enum http_match http_router_match(const struct http_router *r, struct http_req *
 	}
 	if (!path_seen)
 		return HTTP_MATCH_NOT_FOUND;
-	size_t used = 0;
-	allow[0] = '\0';
+	/* the distinct methods of every route on this path; GET brings HEAD */
+	const char *methods[MAX_ROUTES + 1];
+	size_t nm = 0;
 	for (size_t i = 0; i < r->n; i++) {
 		const struct http_route *rt = r->routes[i];
-		if (match_score(rt, segs, nsegs) < 0 || (used && strstr(allow, rt->method)))
+		if (match_score(rt, segs, nsegs) < 0)
 			continue;
-		bool get = strcmp(rt->method, "GET") == 0;
-		int n = snprintf(allow + used, allow_cap - used, "%s%s%s", used ? ", " : "", rt->method,
-				 get ? ", HEAD" : "");
+		const char *add[2] = {rt->method, strcmp(rt->method, "GET") == 0 ? "HEAD" : NULL};
+		for (size_t a = 0; a < 2 && add[a]; a++) {
+			size_t j = 0;
+			while (j < nm && strcmp(methods[j], add[a]) != 0)
+				j++;
+			if (j == nm && nm < MAX_ROUTES + 1)
+				methods[nm++] = add[a];
+		}
+	}
+	size_t used = 0;
+	allow[0] = '\0';
+	for (size_t j = 0; j < nm; j++) {
+		int n = snprintf(allow + used, allow_cap - used, "%s%s", used ? ", " : "", methods[j]);
 		if (n < 0 || (size_t)n >= allow_cap - used)
 			break;
 		used += (size_t)n;

@@ -204,7 +204,12 @@ static void begin_drain(void *arg)
 {
 	struct io_thread *thr = arg;
 	thr->draining = true;
-	evconnlistener_disable(thr->listener);
+	/* close the listening socket (not just stop accepting) so that new connections are refused
+	 * at once instead of waiting in the kernel's backlog until we exit */
+	if (thr->listener) {
+		evconnlistener_free(thr->listener);
+		thr->listener = NULL;
+	}
 	http_conn_close_idle(thr);
 }
 

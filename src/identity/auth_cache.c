@@ -71,6 +71,11 @@ void auth_cache_deinit(void)
 	source = NULL;
 }
 
+void auth_cache_mark_stale(void)
+{
+	seen_version = -1;
+}
+
 size_t auth_cache_valid_keys(void)
 {
 	return atomic_load(&nvalid);
@@ -99,7 +104,7 @@ enum auth_result auth_cache_lookup(const char *token, size_t len, struct identit
 		memcpy(out->tenant, k->tenant, sizeof(out->tenant));
 		memcpy(out->key_id, k->id, sizeof(out->key_id));
 		memcpy(out->scopes, k->scopes, sizeof(out->scopes));
-		snprintf(out->subject, sizeof(out->subject), "key:%s", k->id);
+		snprintf(out->subject, sizeof(out->subject), "key:%.*s", IDENTITY_KEY_ID_LEN, k->id);
 		result = AUTH_OK;
 		break;
 	}

@@ -46,6 +46,9 @@ enum soma_err auth_cache_init(struct store *st) SOMA_MUST_CHECK;
 /* Re-reads the keys when the store changed. Main thread, on a timer. */
 enum soma_err auth_cache_refresh(void) SOMA_MUST_CHECK;
 void auth_cache_deinit(void);
+/* Forces the next refresh to re-read the keys. A writer on the cache's own store connection must
+ * call it: PRAGMA data_version only changes for commits made by other connections. */
+void auth_cache_mark_stale(void);
 /* Resolves a bearer token. Any thread; never blocks on I/O. */
 enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out);
 /* Number of valid (unrevoked) keys in the snapshot. */

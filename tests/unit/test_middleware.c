@@ -223,7 +223,7 @@ Test(middleware, request_id_is_generated_when_absent_or_invalid)
 	run_with("GET", "/v1/health", "");
 	cr_assert(is_uuid4(header("X-Request-Id")), "generated id: %s", header("X-Request-Id"));
 	char first[64];
-	snprintf(first, sizeof(first), "%s", header("X-Request-Id"));
+	snprintf(first, sizeof(first), "%.63s", header("X-Request-Id"));
 	run_with("GET", "/v1/health", "");
 	cr_assert_str_neq(header("X-Request-Id"), first, "ids differ per request");
 
