@@ -61,9 +61,18 @@ def run_cli(args, cwd, env=None, timeout=20, input=None):
             f"somaagent {' '.join(args)} did not exit within {timeout} s\n"
             f"stdout:\n{out.decode(errors='replace')}\nstderr:\n{err.decode(errors='replace')}"
         )
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-    )
+    cp = subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(errors="replace"),
+                                     err.decode(errors="replace"))
+    check_sanitizers(cp.stderr, f"somaagent {' '.join(args)}")
+    return cp
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
+
+
+def check_sanitizers(stderr_text, what):
+    for mark in SANITIZER_MARKS:
+        assert mark not in stderr_text, f"{what}: sanitizer report on stderr:\n{stderr_text}"
 
 
 def describe(cp):
@@ -153,9 +162,11 @@ class Server:
 
     def wait_exit(self, timeout):
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"somaagent did not exit within {timeout} s; log:\n{self.log_text()}")
+        check_sanitizers(self.log_text(), "somaagent run")
+        return rc
 
     def stop(self, timeout=15, expect=0):
         """SIGTERM, wait, check the exit status (ASan leak reports make it non-zero)."""
@@ -169,6 +180,7 @@ class Server:
                 self.proc.wait()
                 raise AssertionError(f"somaagent did not exit within {timeout} s of SIGTERM; log:\n{self.log_text()}")
         rc = self.proc.returncode
+        check_sanitizers(self.log_text(), "somaagent run")
         if expect is not None:
             assert rc == expect, f"somaagent exited {rc}, expected {expect}; log:\n{self.log_text()}"
         return rc
