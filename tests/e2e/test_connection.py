@@ -60,3 +60,23 @@ def test_head_has_length_but_no_body(server):
         assert r1.status == 200 and int(r1.header("content-length")) > 0
         r2 = c.read_response()
         assert (r2.status, r2.header("x-request-id")) == (404, "h2"), "HEAD response carried a body"
+
+
+def test_expect_100_continue(server):
+    with server.connect() as c:
+        c.send(b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        interim = c.read_response()
+        assert interim.status == 100, interim
+        c.send(b"abcd")
+        r = c.read_response()
+        assert r.status == 405
+
+
+def test_idle_keep_alive_connection_closed(soma):
+    srv = soma("http.idle_timeout_s=1")
+    with srv.connect() as c:
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.closed_by_peer(timeout=3), "idle keep-alive connection not closed after http.idle_timeout_s"
+    with srv.connect() as c:  # a connection that never sends anything
+        assert c.closed_by_peer(timeout=3)

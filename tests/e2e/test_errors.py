@@ -137,6 +137,7 @@ def test_framing_errors_close_the_connection(srv):
         b"GARBAGE\r\n\r\n",
         b"GET /v1/health HTTP/2.0\r\nHost: t\r\n\r\n",
         b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
+        b"GET /v1/health HTTP/1.1\r\nHost: t\r\n",  # 408 after http.request_timeout_s
     ):
         with srv.connect(timeout=3) as c:
             c.send(bad)
