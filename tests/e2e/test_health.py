@@ -36,7 +36,7 @@ def test_health_ok(server, tmp_path):
         assert abs((now - since).total_seconds()) < 120, (name, svc["since"])
 
 
-def test_health_head_and_public(server):
+def test_health_head(server):
     r = httpx.head(server.url + "/v1/health", timeout=5)
     assert r.status_code == 200
     assert int(r.headers["content-length"]) > 0
