@@ -36,9 +36,20 @@ struct http_conn {
 
 static void conn_process(struct http_conn *c);
 
+/* A handler still holding the request (async or streaming) is told, once, that it is gone. */
+static void abort_handler(struct http_conn *c)
+{
+	if (c->state != CONN_HANDLING || !c->req.on_abort)
+		return;
+	void (*abort_fn)(struct http_req *) = c->req.on_abort;
+	c->req.on_abort = NULL;
+	abort_fn(&c->req);
+}
+
 static void conn_free(struct http_conn *c)
 {
 	struct io_thread *thr = c->thr;
+	abort_handler(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -70,6 +81,7 @@ static void on_written(struct bufferevent *bev, void *arg)
  * Never frees: the caller frees at once when nothing is queued (see close_now_if_flushed). */
 static void conn_close_after_flush(struct http_conn *c)
 {
+	abort_handler(c);
 	c->state = CONN_CLOSING;
 	evtimer_del(c->timer);
 	bufferevent_disable(c->bev, EV_READ);
@@ -91,6 +103,7 @@ static void reset_request(struct http_conn *c)
 	c->req.arena = &c->arena;
 	c->req.out = bufferevent_get_output(c->bev);
 	c->req.owner = c;
+	c->req.thread = c->thr;
 	c->req.content_length = -1;
 	c->req.keep_alive = true;
 	c->req_started = false;
@@ -323,10 +336,14 @@ void http_conn_close_idle(struct io_thread *thr)
 	struct http_conn *c = thr->conns;
 	while (c) {
 		struct http_conn *next = c->next;
-		if (c->state == CONN_READ_HEAD && !c->req_started &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+		bool idle = c->state == CONN_READ_HEAD && !c->req_started &&
+			    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+		if (idle) {
 			conn_close_after_flush(c);
 			close_now_if_flushed(c);
+		} else if (c->state == CONN_HANDLING && c->req.streaming) {
+			/* streams never end by themselves: end them now; clients resume elsewhere */
+			conn_free(c);
 		}
 		c = next;
 	}

@@ -40,6 +40,7 @@ struct http_header {
 struct http_route;
 struct http_conn;
 struct evbuffer;
+struct io_thread;
 
 struct http_req {
 	/* parsed request; every str points into the request arena */
@@ -74,6 +75,15 @@ struct http_req {
 	struct evbuffer *out;				    /* where the response is written */
 	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
 	void *owner;					    /* the connection (or a test harness) */
+	bool streaming;					    /* http_stream_begin was called */
+	bool chunked;					    /* stream framed with chunked encoding */
+
+	/* asynchronous handlers: a handler that returns without responding keeps the request and
+	 * must respond (or end its stream) later on the same io thread; if the client goes away
+	 * first, on_abort runs (on that thread) and the request must not be touched afterwards */
+	void (*on_abort)(struct http_req *req); /* set by a handler that keeps the request */
+	void *handler_ctx;			/* the handler's state for on_abort */
+	struct io_thread *thread;		/* io thread that owns the request */
 };
 
 /* ---- request accessors --------------------------------------------------------------------- */
@@ -96,6 +106,14 @@ void http_respond_json(struct http_req *req, int status, json_t *body);
 /* Sends the JSON error envelope with code and a formatted message. */
 void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Starts a streamed response (no Content-Length: chunked on HTTP/1.1, close-delimited on 1.0)
+ * with the given status and content type; extra headers added before are sent too. */
+void http_stream_begin(struct http_req *req, int status, const char *content_type);
+/* Appends data to a started stream. Returns the bytes still waiting to be sent to the client,
+ * so a producer can tell a slow reader (and end the stream) instead of buffering without bound. */
+size_t http_stream_write(struct http_req *req, const void *data, size_t len);
+/* Ends the stream; the request is complete (access log, metrics) and must not be used again. */
+void http_stream_end(struct http_req *req);
 /* Reason phrase of a status code. */
 const char *http_status_text(int status);
 
@@ -182,7 +200,6 @@ struct http_server_opts {
 };
 
 struct http_server;
-struct io_thread;
 
 /* Binds the listening sockets (failing with a sentence in why when the address is in use or not
  * available) and prepares the threads. The pipeline is borrowed. */

@@ -171,6 +171,7 @@ static const char *http_date(void)
 
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len)
 {
+	req->on_abort = NULL;
 	if (req->status) {
 		log_error("http", "response sent twice for request %s (programming error)", req->request_id);
 		return;
@@ -203,6 +204,61 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
 		if (!head && len)
 			evbuffer_add(req->out, body, len);
 	}
+	if (req->on_response)
+		req->on_response(req);
+}
+
+void http_stream_begin(struct http_req *req, int status, const char *content_type)
+{
+	if (req->status)
+		return;
+	req->status = status;
+	req->streaming = true;
+	req->chunked = req->minor_version >= 1;
+	if (!req->chunked)
+		req->close_after = true;
+	char hdr[2048];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n"
+			 "X-Accel-Buffering: no\r\nX-Request-Id: %s\r\n%s",
+			 status, http_status_text(status), http_date(), content_type, req->request_id,
+			 req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
+	for (size_t i = 0; i < req->nresp_headers; i++) {
+		int m = snprintf(hdr + used, sizeof(hdr) - used, "%s: %s\r\n", req->resp_headers[i][0],
+				 req->resp_headers[i][1]);
+		if (m < 0 || (size_t)m >= sizeof(hdr) - used - 2)
+			break;
+		used += (size_t)m;
+	}
+	memcpy(hdr + used, "\r\n", 2);
+	evbuffer_add(req->out, hdr, used + 2);
+}
+
+size_t http_stream_write(struct http_req *req, const void *data, size_t len)
+{
+	if (!req->streaming || len == 0)
+		return evbuffer_get_length(req->out);
+	if (req->chunked) {
+		char size_line[24];
+		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+		evbuffer_add(req->out, size_line, (size_t)n);
+		evbuffer_add(req->out, data, len);
+		evbuffer_add(req->out, "\r\n", 2);
+	} else {
+		evbuffer_add(req->out, data, len);
+	}
+	return evbuffer_get_length(req->out);
+}
+
+void http_stream_end(struct http_req *req)
+{
+	if (!req->streaming)
+		return;
+	if (req->chunked)
+		evbuffer_add(req->out, "0\r\n\r\n", 5);
+	req->streaming = false;
+	req->on_abort = NULL;
 	if (req->on_response)
 		req->on_response(req);
 }

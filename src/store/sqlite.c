@@ -9,17 +9,13 @@
 #include <sys/stat.h>
 
 #include "core/clock.h"
-#include "store/store.h"
+#include "store/store_int.h"
 
 struct embedded_file {
 	const char *name;
 	const char *text;
 };
 extern const struct embedded_file store_migrations[];
-
-struct store {
-	sqlite3 *db; /* serialized-mode connection */
-};
 
 static enum soma_err mkdir_p(const char *dir)
 {
@@ -39,6 +35,54 @@ static enum soma_err mkdir_p(const char *dir)
 	return SOMA_OK;
 }
 
+enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags)
+{
+	memset(c, 0, sizeof(*c));
+	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | flags, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+				  NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return SOMA_ERR_STORE;
+	sqlite3_busy_timeout(c->db, 10000);
+	return SOMA_OK;
+}
+
+void dbconn_close(struct dbconn *c)
+{
+	for (int i = 0; i < c->n; i++)
+		sqlite3_finalize(c->cache[i].stmt);
+	c->n = 0;
+	sqlite3_close(c->db);
+	c->db = NULL;
+}
+
+sqlite3_stmt *dbconn_stmt(struct dbconn *c, const char *sql)
+{
+	for (int i = 0; i < c->n; i++) {
+		if (c->cache[i].sql == sql) {
+			sqlite3_reset(c->cache[i].stmt);
+			sqlite3_clear_bindings(c->cache[i].stmt);
+			return c->cache[i].stmt;
+		}
+	}
+	sqlite3_stmt *stmt;
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK)
+		return NULL;
+	if (c->n < STORE_STMT_CACHE) {
+		c->cache[c->n].sql = sql;
+		c->cache[c->n].stmt = stmt;
+		c->n++;
+	}
+	/* past the cache size the statement would leak; the cache is sized above the statement count */
+	return stmt;
+}
+
+enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
+{
+	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
+}
+
 enum soma_err store_open(const char *data_dir, struct store **out, char *why, size_t why_cap)
 {
 	if (mkdir_p(data_dir) != SOMA_OK) {
@@ -46,23 +90,16 @@ enum soma_err store_open(const char *data_dir, struct store **out, char *why, si
 			 data_dir, strerror(errno));
 		return SOMA_ERR_IO;
 	}
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/somaagent.db", data_dir);
 	struct store *st = calloc(1, sizeof(*st));
 	if (!st)
 		return SOMA_ERR_NOMEM;
-	int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-				 NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-				  NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", path,
-			 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
+	if (dbconn_open(&st->main, st->path, SQLITE_OPEN_FULLMUTEX) != SOMA_OK) {
+		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", st->path,
+			 st->main.db ? sqlite3_errmsg(st->main.db) : "out of memory");
 		store_close(st);
 		return SOMA_ERR_STORE;
 	}
-	sqlite3_busy_timeout(st->db, 5000);
 	*out = st;
 	return SOMA_OK;
 }
@@ -71,7 +108,8 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	sqlite3_close(st->db);
+	store_exec_stop(st);
+	dbconn_close(&st->main);
 	free(st);
 }
 
@@ -83,7 +121,7 @@ static int migration_version(const char *name)
 
 static enum soma_err exec(struct store *st, const char *sql)
 {
-	return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
+	return sqlite3_exec(st->main.db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
 }
 
 enum soma_err store_schema_version(struct store *st, int *current, int *latest)
@@ -93,7 +131,7 @@ enum soma_err store_schema_version(struct store *st, int *current, int *latest)
 		*latest = migration_version(m->name);
 	*current = 0;
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "SELECT max(version) FROM schema_migrations", -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(st->main.db, "SELECT max(version) FROM schema_migrations", -1, &s, NULL) != SQLITE_OK)
 		return SOMA_OK; /* no table yet: nothing applied */
 	if (sqlite3_step(s) == SQLITE_ROW)
 		*current = sqlite3_column_int(s, 0);
@@ -117,8 +155,8 @@ enum soma_err store_migrate(struct store *st, int *applied)
 			return SOMA_ERR_STORE;
 		sqlite3_stmt *s = NULL;
 		bool ok = exec(st, m->text) == SOMA_OK &&
-			  sqlite3_prepare_v2(st->db, "INSERT INTO schema_migrations VALUES (?, ?, ?)", -1, &s, NULL) ==
-				  SQLITE_OK;
+			  sqlite3_prepare_v2(st->main.db, "INSERT INTO schema_migrations VALUES (?, ?, ?)", -1, &s,
+					     NULL) == SQLITE_OK;
 		if (ok) {
 			sqlite3_bind_int(s, 1, v);
 			sqlite3_bind_text(s, 2, m->name, -1, SQLITE_STATIC);
@@ -145,7 +183,7 @@ enum soma_err store_ping(struct store *st)
 enum soma_err store_data_version(struct store *st, int64_t *version)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(st->main.db, "PRAGMA data_version", -1, &s, NULL) != SQLITE_OK)
 		return SOMA_ERR_STORE;
 	enum soma_err err = SOMA_ERR_STORE;
 	if (sqlite3_step(s) == SQLITE_ROW) {
@@ -161,7 +199,7 @@ enum soma_err store_key_insert(struct store *st, const struct store_key *key)
 	sqlite3_stmt *s = NULL;
 	if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
 		return SOMA_ERR_STORE;
-	bool ok = sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO tenants(id, created_ms) VALUES (?, ?)", -1, &s,
+	bool ok = sqlite3_prepare_v2(st->main.db, "INSERT OR IGNORE INTO tenants(id, created_ms) VALUES (?, ?)", -1, &s,
 				     NULL) == SQLITE_OK;
 	if (ok) {
 		sqlite3_bind_text(s, 1, key->tenant, -1, SQLITE_STATIC);
@@ -170,7 +208,7 @@ enum soma_err store_key_insert(struct store *st, const struct store_key *key)
 	}
 	sqlite3_finalize(s);
 	s = NULL;
-	ok = ok && sqlite3_prepare_v2(st->db,
+	ok = ok && sqlite3_prepare_v2(st->main.db,
 				      "INSERT INTO api_keys(id, tenant_id, name, scopes, token_hash, created_ms) "
 				      "VALUES (?, ?, ?, ?, ?, ?)",
 				      -1, &s, NULL) == SQLITE_OK;
@@ -201,7 +239,7 @@ enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *
 	sqlite3_stmt *s;
 	*keys = NULL;
 	*n = 0;
-	if (sqlite3_prepare_v2(st->db,
+	if (sqlite3_prepare_v2(st->main.db,
 			       "SELECT id, tenant_id, name, scopes, token_hash, created_ms, coalesce(revoked_ms, 0) "
 			       "FROM api_keys ORDER BY created_ms, id",
 			       -1, &s, NULL) != SQLITE_OK)
@@ -244,14 +282,14 @@ enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *
 enum soma_err store_key_revoke(struct store *st, const char *id)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(st->main.db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+			       -1, &s, NULL) != SQLITE_OK)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, clock_wall_ms());
 	sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
 	enum soma_err err = sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 	sqlite3_finalize(s);
-	if (err == SOMA_OK && sqlite3_changes(st->db) == 0)
+	if (err == SOMA_OK && sqlite3_changes(st->main.db) == 0)
 		err = SOMA_ERR_NOT_FOUND;
 	return err;
 }

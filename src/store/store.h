@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "core/err.h"
 
 struct store;
@@ -52,5 +54,86 @@ enum soma_err store_key_insert(struct store *st, const struct store_key *key) SO
 enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *n) SOMA_MUST_CHECK;
 /* Marks a key revoked; SOMA_ERR_NOT_FOUND when no valid key has this id. */
 enum soma_err store_key_revoke(struct store *st, const char *id) SOMA_MUST_CHECK;
+
+/* ---- asynchronous operations (chat, sessions, tasks) ---------------------------------------
+ *
+ * DESIGN: these run on the store's own threads, never on the caller's: writes on one writer
+ * thread that groups the transactions of concurrent callers into one commit (one fsync for many
+ * requests: durability without giving up throughput), each op in its own SAVEPOINT so one
+ * failing op does not undo the others; reads on a small pool of reader connections (WAL lets
+ * them run beside the writer). The caller fills a struct store_op, submits it, and its done()
+ * runs on a store thread once the op's transaction is committed (or failed); done() owns the op
+ * and frees it with store_op_free(). store_op_wait() is the synchronous form for worker threads.
+ * Every op carries the tenant and only ever touches that tenant's rows.
+ */
+
+enum store_op_kind {
+	STORE_OP_MESSAGE,	 /* w: create session if new, append event, enqueue task */
+	STORE_OP_EVENT_APPEND,	 /* w: append event; optionally finish task_id in the same commit */
+	STORE_OP_EVENTS_AFTER,	 /* r: events with seq > after_seq, oldest first */
+	STORE_OP_SESSION_GET,	 /* r: one session */
+	STORE_OP_SESSIONS_LIST,	 /* r: sessions newest first, cursor-paginated */
+	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
+	STORE_OP_SESSION_RESET,	 /* w: events and pending tasks; the session stays */
+	STORE_OP_SESSION_PAUSE,	 /* w: paused = flag */
+	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) */
+	STORE_OP_TASK_RETRY,	 /* w: back to queued after delay_ms, or dead after max_retries */
+	STORE_OP_TASK_FINISH,	 /* w: done (with result row) */
+	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata row */
+	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row */
+};
+
+struct store_op {
+	enum store_op_kind kind;
+	/* inputs */
+	char tenant[STORE_ID_MAX + 1];	   /* every op: whose rows */
+	char subject[STORE_ID_MAX + 1];	   /* MESSAGE: who created the session */
+	char session_id[STORE_ID_MAX + 1]; /* session ops */
+	char task_id[STORE_ID_MAX + 1];	   /* task ops; EVENT_APPEND: task to finish, or "" */
+	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
+	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
+	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
+	json_t *task;			   /* MESSAGE: owned {id, queue, name, payload, max_retries} */
+	json_t *attachments;		   /* MESSAGE: owned array of ids that must be the tenant's */
+	json_t *row;			   /* ATTACHMENT_PUT input / *_GET output; owned */
+	int64_t after_seq;		   /* EVENTS_AFTER */
+	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST */
+	char cursor[128];		   /* SESSIONS_LIST: opaque cursor from the last page */
+	bool flag;			   /* SESSION_PAUSE: paused */
+	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
+	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
+	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS */
+	/* outputs */
+	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
+	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
+	char *event_text;      /* appended event as stored (JSON); owned */
+	json_t *rows;	       /* EVENTS_AFTER/SESSIONS_LIST: array; owned */
+	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
+	bool created;	       /* MESSAGE: the session was new */
+	bool dead;	       /* TASK_RETRY: moved to dead-letter */
+	char next_cursor[128]; /* SESSIONS_LIST: cursor of the next page, "" at the end */
+	/* completion */
+	void (*done)(struct store_op *op); /* runs on a store thread; owns op */
+	void *arg;			   /* caller's context */
+	struct store_op *next;		   /* queue link (store internal) */
+	/* synchronous waiting (store_op_wait) */
+	int waiting; /* internal */
+};
+
+/* Allocates a zeroed op of the given kind for tenant. NULL on OOM. */
+struct store_op *store_op_new(enum store_op_kind kind, const char *tenant);
+/* Frees an op and everything it owns. Accepts NULL. */
+void store_op_free(struct store_op *op);
+/* Starts the store's writer and reader threads. */
+enum soma_err store_exec_start(struct store *st, int readers) SOMA_MUST_CHECK;
+/* Finishes queued ops, then stops the threads. */
+void store_exec_stop(struct store *st);
+/* Queues op; op->done runs later on a store thread. SOMA_ERR_LIMIT when the queue is full
+ * (the op is not taken: the caller still owns it). */
+enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
+/* Runs op and waits for it (worker threads only; never on an io thread). Returns op->err. */
+enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
+/* Called after each committed batch that enqueued tasks (the local queue wakes workers). */
+void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg);
 
 #endif

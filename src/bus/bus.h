@@ -1,0 +1,79 @@
+/*
+ * bus.h - live events of sessions, delivered to subscribers on the io threads, with a short
+ * memory of the ephemeral events (thinking, deltas) so a reconnecting stream misses nothing.
+ *
+ * DESIGN: every published message carries a cursor that orders it among all messages of its
+ * session: a committed event has cursor "<seq>"; an ephemeral one "<seq>.<n>", where seq is
+ * the last committed seq published before it and n counts up from 1. Cursors therefore sort in
+ * publish order. Committed events must be published in commit order (the store's writer does
+ * it); ephemeral ones by whoever produces them. Publishing posts one message per io thread that
+ * has subscribers of the session (not one per subscriber); each io thread then fans it out to
+ * its own subscribers, so 10,000 streams cost 2 cross-thread hand-offs per event, not 10,000.
+ * Subscribers live on one io thread and are only touched there. The ephemeral log of a session
+ * is bounded (BUS_LOG_MAX entries); entries of a finished generation expire resume_window_ms
+ * after its end.
+ */
+#ifndef SOMA_BUS_BUS_H
+#define SOMA_BUS_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+struct io_thread;
+
+#define BUS_LOG_MAX 4096
+
+struct bus_cursor {
+	int64_t seq;   /* last committed seq at or before the message */
+	int64_t minor; /* 0 for a committed event, n >= 1 for the n-th ephemeral after seq */
+};
+
+/* A published message; reference-counted, immutable once published. */
+struct bus_msg {
+	struct bus_cursor cursor; /* position in the session */
+	char *text;		  /* the event JSON; owned */
+	size_t len;		  /* bytes of text */
+	int refs;		  /* atomic reference count */
+};
+
+struct bus_sub;
+/* Called on the subscriber's io thread for each message; msg is borrowed (copy what you keep). */
+typedef void (*bus_deliver_fn)(void *ctx, const struct bus_msg *msg);
+
+/* Sets up the bus for io threads given by http_thread_post targets. */
+enum soma_err bus_init(int64_t resume_window_ms) SOMA_MUST_CHECK;
+void bus_deinit(void);
+
+/* Subscribes on the calling io thread (thr must be the caller's). NULL on OOM. */
+struct bus_sub *bus_subscribe(const char *session_id, struct io_thread *thr, bus_deliver_fn fn, void *ctx);
+/* Unsubscribes (on the same io thread); no delivery happens after it returns. Accepts NULL. */
+void bus_unsubscribe(struct bus_sub *sub);
+
+/* Publishes a committed event (any thread, in commit order). */
+void bus_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len);
+/* Publishes an ephemeral event of a generation; base_seq is the last seq the producer knows
+ * was committed. Writes the cursor it got into *out (may be NULL). */
+void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char *text, size_t len,
+			   struct bus_cursor *out);
+/* Marks the session's current generation finished: its ephemeral entries expire after the
+ * resume window. */
+void bus_generation_end(const char *session_id);
+
+/* Snapshot for a resuming stream: the ephemeral messages after `after` (referenced; release
+ * each with bus_msg_release, free the array with free) and the last committed seq published
+ * (-1 when none since start). */
+enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, struct bus_msg ***msgs, size_t *n,
+			   int64_t *published_seq) SOMA_MUST_CHECK;
+void bus_msg_release(struct bus_msg *msg);
+
+/* Cursor text "<seq>" or "<seq>.<minor>" into out (>= 48 bytes); parse is the reverse. */
+void bus_cursor_format(struct bus_cursor c, char *out, size_t cap);
+bool bus_cursor_parse(const char *s, size_t len, struct bus_cursor *out);
+int bus_cursor_cmp(struct bus_cursor a, struct bus_cursor b);
+/* Number of subscribers in the process (metrics). */
+long bus_subscribers(void);
+
+#endif

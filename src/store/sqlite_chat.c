@@ -1,0 +1,317 @@
+/*
+ * sqlite_chat.c - SQL of the chat ops: sessions and their events (see store.h).
+ * Every statement names the tenant; a session of another tenant is reported as not found.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/store_int.h"
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+static char *rfc3339_dup(int64_t ms)
+{
+	char buf[CLOCK_RFC3339_LEN + 1];
+	return strdup(clock_rfc3339(ms, buf, sizeof(buf)));
+}
+
+/* 1 when the session exists for tenant, 0 when absent, -1 when it belongs to another tenant. */
+static int session_owner(struct dbconn *c, const char *id, const char *tenant, enum soma_err *err)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT tenant FROM sessions WHERE id = ?");
+	if (!s)
+		return *err = SOMA_ERR_STORE, 0;
+	bind_text(s, 1, id);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW)
+		return *err = SOMA_ERR_STORE, 0;
+	return strcmp((const char *)sqlite3_column_text(s, 0), tenant) == 0 ? 1 : -1;
+}
+
+static enum soma_err session_create(struct dbconn *c, struct store_op *op, int64_t now)
+{
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "INSERT INTO sessions(id, tenant, subject, persona_id, created_ms, updated_ms) "
+			       "VALUES (?, ?, ?, ?, ?, ?)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	const char *persona = json_string_value(json_object_get(op->event, "persona_id"));
+	bind_text(s, 1, op->session_id);
+	bind_text(s, 2, op->tenant);
+	bind_text(s, 3, op->subject);
+	if (persona)
+		bind_text(s, 4, persona);
+	sqlite3_bind_int64(s, 5, now);
+	sqlite3_bind_int64(s, 6, now);
+	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* Assigns the next seq of the session and stores op->event; fills op->seq and op->event_text. */
+static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t now)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE sessions SET last_seq = last_seq + 1, updated_ms = ? "
+					 "WHERE id = ? AND tenant = ? RETURNING last_seq");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, now);
+	bind_text(s, 2, op->session_id);
+	bind_text(s, 3, op->tenant);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		return SOMA_ERR_NOT_FOUND;
+	op->seq = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	char created[CLOCK_RFC3339_LEN + 1];
+	json_object_set_new(op->event, "seq", json_integer(op->seq));
+	json_object_set_new(op->event, "session_id", json_string(op->session_id));
+	if (!json_object_get(op->event, "created_at"))
+		json_object_set_new(op->event, "created_at", json_string(clock_rfc3339(now, created, sizeof(created))));
+	free(op->event_text);
+	op->event_text = json_dumps(op->event, JSON_COMPACT);
+	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
+	const char *type = json_string_value(json_object_get(op->event, "type"));
+	if (!op->event_text || !event_id)
+		return SOMA_ERR_INVALID;
+	s = dbconn_stmt(c, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
+			   "VALUES (?, ?, ?, ?, ?, ?, ?)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	sqlite3_bind_int64(s, 2, op->seq);
+	bind_text(s, 3, event_id);
+	bind_text(s, 4, op->tenant);
+	bind_text(s, 5, type ? type : "");
+	bind_text(s, 6, op->event_text);
+	sqlite3_bind_int64(s, 7, now);
+	int rc = sqlite3_step(s);
+	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
+}
+
+static enum soma_err attachments_owned(struct dbconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->attachments, i, id)
+	{
+		sqlite3_stmt *s = dbconn_stmt(c, "SELECT 1 FROM attachments WHERE id = ? AND tenant = ?");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, json_string_value(id));
+		bind_text(s, 2, op->tenant);
+		if (sqlite3_step(s) != SQLITE_ROW) {
+			snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found",
+				 json_string_value(id) ? json_string_value(id) : "?");
+			return SOMA_ERR_NOT_FOUND;
+		}
+	}
+	return SOMA_OK;
+}
+
+static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enqueued)
+{
+	int64_t now = clock_wall_ms();
+	enum soma_err err = SOMA_OK;
+	if (op->attachments && (err = attachments_owned(c, op)) != SOMA_OK)
+		return err;
+	int owner = session_owner(c, op->session_id, op->tenant, &err);
+	if (err != SOMA_OK)
+		return err;
+	if (owner < 0) {
+		snprintf(op->error_text, sizeof(op->error_text), "session %s not found", op->session_id);
+		return SOMA_ERR_NOT_FOUND;
+	}
+	if (owner == 0) {
+		if ((err = session_create(c, op, now)) != SOMA_OK)
+			return err;
+		op->created = true;
+	}
+	if ((err = event_insert(c, op, now)) != SOMA_OK)
+		return err;
+	if (op->task) {
+		if ((err = store_sql_task_insert(c, op->tenant, op->session_id, op->task)) != SOMA_OK)
+			return err;
+		*enqueued = true;
+	}
+	return SOMA_OK;
+}
+
+static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
+{
+	enum soma_err err = event_insert(c, op, clock_wall_ms());
+	if (err != SOMA_OK || !op->task_id[0])
+		return err;
+	/* the task's effect and its completion commit together: ack after the effect is durable */
+	struct store_op finish = {.kind = STORE_OP_TASK_FINISH};
+	memcpy(finish.tenant, op->tenant, sizeof(op->tenant));
+	memcpy(finish.task_id, op->task_id, sizeof(op->task_id));
+	bool unused;
+	return store_sql_task_write(c, &finish, &unused);
+}
+
+static enum soma_err op_session_delete(struct dbconn *c, struct store_op *op, bool reset)
+{
+	static const char *const del_session = "DELETE FROM sessions WHERE id = ? AND tenant = ?";
+	static const char *const del_events = "DELETE FROM events WHERE session_id = ? AND tenant = ?";
+	static const char *const del_tasks =
+		"DELETE FROM tasks WHERE session_id = ? AND tenant = ? AND state = 'queued'";
+	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = ? AND tenant = ?";
+	enum soma_err err = SOMA_OK;
+	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
+		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
+	const char *const all[] = {del_tasks, del_events, del_attach, del_session};
+	size_t n = reset ? 2 : 4;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_stmt *s = dbconn_stmt(c, all[i]);
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->session_id);
+		bind_text(s, 2, op->tenant);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
+}
+
+static enum soma_err op_session_pause(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE sessions SET paused = ?, updated_ms = ? WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int(s, 1, op->flag);
+	sqlite3_bind_int64(s, 2, clock_wall_ms());
+	bind_text(s, 3, op->session_id);
+	bind_text(s, 4, op->tenant);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	return sqlite3_changes(c->db) ? SOMA_OK : SOMA_ERR_NOT_FOUND;
+}
+
+enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enqueued)
+{
+	switch (op->kind) {
+	case STORE_OP_MESSAGE:
+		return op_message(c, op, enqueued);
+	case STORE_OP_EVENT_APPEND:
+		return op_event_append(c, op);
+	case STORE_OP_SESSION_DELETE:
+		return op_session_delete(c, op, false);
+	case STORE_OP_SESSION_RESET:
+		return op_session_delete(c, op, true);
+	case STORE_OP_SESSION_PAUSE:
+		return op_session_pause(c, op);
+	default:
+		return store_sql_task_write(c, op, enqueued);
+	}
+}
+
+/* ---- reads ------------------------------------------------------------------------------------ */
+
+static json_t *session_json(sqlite3_stmt *s)
+{
+	char *created = rfc3339_dup(sqlite3_column_int64(s, 6)), *updated = rfc3339_dup(sqlite3_column_int64(s, 7));
+	const char *persona = (const char *)sqlite3_column_text(s, 3);
+	json_t *meta = json_loads((const char *)sqlite3_column_text(s, 4), 0, NULL);
+	json_t *o = json_pack("{s:s, s:s?, s:s, s:s, s:o, s:b, s:I, s:s, s:s}", "session_id",
+			      (const char *)sqlite3_column_text(s, 0), "persona_id", persona, "tenant",
+			      (const char *)sqlite3_column_text(s, 1), "subject",
+			      (const char *)sqlite3_column_text(s, 2), "metadata", meta ? meta : json_object(),
+			      "paused", sqlite3_column_int(s, 5), "last_seq", (json_int_t)sqlite3_column_int64(s, 8),
+			      "created_at", created ? created : "", "updated_at", updated ? updated : "");
+	free(created);
+	free(updated);
+	return o;
+}
+
+#define SESSION_COLUMNS "id, tenant, subject, persona_id, metadata, paused, created_ms, updated_ms, last_seq"
+
+static enum soma_err op_session_get(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	bind_text(s, 2, op->tenant);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return SOMA_ERR_NOT_FOUND;
+	if (rc != SQLITE_ROW)
+		return SOMA_ERR_STORE;
+	op->session = session_json(s);
+	op->seq = sqlite3_column_int64(s, 8);
+	return op->session ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err op_sessions_list(struct dbconn *c, struct store_op *op)
+{
+	long long cur_ms = INT64_MAX;
+	char cur_id[STORE_ID_MAX + 1] = "\x7f";
+	if (op->cursor[0] && sscanf(op->cursor, "%lld:%64s", &cur_ms, cur_id) != 2)
+		return SOMA_ERR_INVALID;
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT " SESSION_COLUMNS " FROM sessions WHERE tenant = ? AND "
+					 "(updated_ms < ? OR (updated_ms = ? AND id < ?)) "
+					 "ORDER BY updated_ms DESC, id DESC LIMIT ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->tenant);
+	sqlite3_bind_int64(s, 2, cur_ms);
+	sqlite3_bind_int64(s, 3, cur_ms);
+	bind_text(s, 4, cur_id);
+	sqlite3_bind_int64(s, 5, op->limit + 1);
+	op->rows = json_array();
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((int64_t)json_array_size(op->rows) == op->limit) {
+			snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s", (long long)cur_ms, cur_id);
+			break;
+		}
+		cur_ms = sqlite3_column_int64(s, 7);
+		snprintf(cur_id, sizeof(cur_id), "%s", (const char *)sqlite3_column_text(s, 0));
+		json_array_append_new(op->rows, session_json(s));
+	}
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
+{
+	enum soma_err err = SOMA_OK;
+	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
+		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq FROM sessions WHERE id = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	op->seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	s = dbconn_stmt(c, "SELECT body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	sqlite3_bind_int64(s, 2, op->after_seq);
+	sqlite3_bind_int64(s, 3, op->limit);
+	op->rows = json_array();
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(op->rows, json_string((const char *)sqlite3_column_text(s, 0)));
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+enum soma_err store_sql_read(struct dbconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_SESSION_GET:
+		return op_session_get(c, op);
+	case STORE_OP_SESSIONS_LIST:
+		return op_sessions_list(c, op);
+	case STORE_OP_EVENTS_AFTER:
+		return op_events_after(c, op);
+	case STORE_OP_ATTACHMENT_GET:
+		return store_sql_attachment_get(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}

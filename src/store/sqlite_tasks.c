@@ -1,0 +1,188 @@
+/*
+ * sqlite_tasks.c - SQL of the local task queue and of attachment rows (see store.h).
+ *
+ * A task is queued -> reserved (attempts + 1, reserved_until = now + visibility timeout) ->
+ * done, or back to queued with a delay on a retryable failure, or dead after max_retries.
+ * A reserved task whose worker died is reserved again once reserved_until has passed.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/store_int.h"
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+					 "max_retries, available_ms, created_ms, updated_ms) "
+					 "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+	int64_t now = clock_wall_ms();
+	json_t *retries = json_object_get(task, "max_retries");
+	bind_text(s, 1, json_string_value(json_object_get(task, "id")));
+	bind_text(s, 2, json_string_value(json_object_get(task, "queue")));
+	bind_text(s, 3, json_string_value(json_object_get(task, "name")));
+	bind_text(s, 4, tenant);
+	if (session_id && session_id[0])
+		bind_text(s, 5, session_id);
+	bind_text(s, 6, payload ? payload : "{}");
+	sqlite3_bind_int64(s, 7, retries ? json_integer_value(retries) : 3);
+	sqlite3_bind_int64(s, 8, now);
+	sqlite3_bind_int64(s, 9, now);
+	sqlite3_bind_int64(s, 10, now);
+	int rc = sqlite3_step(s);
+	free(payload);
+	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
+}
+
+static enum soma_err task_reserve(struct dbconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms();
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "UPDATE tasks SET state = 'reserved', attempts = attempts + 1, reserved_until_ms = ?, worker = ?, "
+		   "updated_ms = ? WHERE id = (SELECT id FROM tasks WHERE queue = ? AND "
+		   "((state = 'queued' AND available_ms <= ?) OR (state = 'reserved' AND reserved_until_ms <= ?)) "
+		   "ORDER BY available_ms, created_ms LIMIT 1) "
+		   "RETURNING id, name, tenant, session_id, payload, attempts, max_retries");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, now + op->delay_ms);
+	bind_text(s, 2, op->worker);
+	sqlite3_bind_int64(s, 3, now);
+	bind_text(s, 4, op->queue);
+	sqlite3_bind_int64(s, 5, now);
+	sqlite3_bind_int64(s, 6, now);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return SOMA_ERR_NOT_FOUND;
+	if (rc != SQLITE_ROW)
+		return SOMA_ERR_STORE;
+	json_t *payload = json_loads((const char *)sqlite3_column_text(s, 4), JSON_DECODE_ANY, NULL);
+	const char *session = (const char *)sqlite3_column_text(s, 3);
+	op->session = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I}", "id", (const char *)sqlite3_column_text(s, 0),
+				"name", (const char *)sqlite3_column_text(s, 1), "tenant",
+				(const char *)sqlite3_column_text(s, 2), "session_id", session, "payload",
+				payload ? payload : json_object(), "attempts", (json_int_t)sqlite3_column_int64(s, 5),
+				"max_retries", (json_int_t)sqlite3_column_int64(s, 6));
+	sqlite3_reset(s); /* finish the RETURNING statement so the UPDATE completes */
+	return op->session ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET state = CASE WHEN attempts > max_retries THEN 'dead' "
+					 "ELSE 'queued' END, available_ms = ?, last_error = ?, updated_ms = ? "
+					 "WHERE id = ? AND tenant = ? AND state = 'reserved' RETURNING state");
+	if (!s)
+		return SOMA_ERR_STORE;
+	int64_t now = clock_wall_ms();
+	sqlite3_bind_int64(s, 1, now + op->delay_ms);
+	bind_text(s, 2, op->error_text);
+	sqlite3_bind_int64(s, 3, now);
+	bind_text(s, 4, op->task_id);
+	bind_text(s, 5, op->tenant);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		op->dead = strcmp((const char *)sqlite3_column_text(s, 0), "dead") == 0;
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
+}
+
+static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET state = ?, last_error = ?, updated_ms = ? "
+					 "WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	int64_t now = clock_wall_ms();
+	bind_text(s, 1, op->failed ? "dead" : "done");
+	bind_text(s, 2, op->error_text);
+	sqlite3_bind_int64(s, 3, now);
+	bind_text(s, 4, op->task_id);
+	bind_text(s, 5, op->tenant);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	s = dbconn_stmt(c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, completed_ms) "
+			   "VALUES (?, ?, ?, ?, ?, ?)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	char *result = op->row ? json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
+	bind_text(s, 3, op->failed ? "FAILURE" : "SUCCESS");
+	if (result)
+		bind_text(s, 4, result);
+	if (op->failed)
+		bind_text(s, 5, op->error_text);
+	sqlite3_bind_int64(s, 6, now);
+	int rc = sqlite3_step(s);
+	free(result);
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, sha256, "
+			       "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	const char *session = json_string_value(json_object_get(op->row, "session_id"));
+	bind_text(s, 1, json_string_value(json_object_get(op->row, "id")));
+	bind_text(s, 2, op->tenant);
+	if (session)
+		bind_text(s, 3, session);
+	bind_text(s, 4, json_string_value(json_object_get(op->row, "filename")));
+	bind_text(s, 5, json_string_value(json_object_get(op->row, "mime")));
+	sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(op->row, "size")));
+	bind_text(s, 7, json_string_value(json_object_get(op->row, "sha256")));
+	sqlite3_bind_int64(s, 8, clock_wall_ms());
+	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued)
+{
+	(void)enqueued;
+	switch (op->kind) {
+	case STORE_OP_TASK_RESERVE:
+		return task_reserve(c, op);
+	case STORE_OP_TASK_RETRY:
+		return task_retry(c, op);
+	case STORE_OP_TASK_FINISH:
+		return task_finish(c, op);
+	case STORE_OP_ATTACHMENT_PUT:
+		return attachment_put(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
+
+enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT id, session_id, filename, mime, size, sha256, created_ms "
+					 "FROM attachments WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return SOMA_ERR_NOT_FOUND;
+	if (rc != SQLITE_ROW)
+		return SOMA_ERR_STORE;
+	char created[CLOCK_RFC3339_LEN + 1];
+	op->row = json_pack("{s:s, s:s?, s:s, s:s, s:I, s:s, s:s}", "id", (const char *)sqlite3_column_text(s, 0),
+			    "session_id", (const char *)sqlite3_column_text(s, 1), "filename",
+			    (const char *)sqlite3_column_text(s, 2), "mime", (const char *)sqlite3_column_text(s, 3),
+			    "size", (json_int_t)sqlite3_column_int64(s, 4), "sha256",
+			    (const char *)sqlite3_column_text(s, 5), "created_at",
+			    clock_rfc3339(sqlite3_column_int64(s, 6), created, sizeof(created)));
+	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
+}

@@ -1,0 +1,70 @@
+/*
+ * store_int.h - internals shared by the SQLite driver files: the connection with its statement
+ * cache, the op queues, and the per-op SQL entry points.
+ */
+#ifndef SOMA_STORE_STORE_INT_H
+#define SOMA_STORE_STORE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+#define STORE_STMT_CACHE  48
+#define STORE_MAX_READERS 8
+
+/* One SQLite connection and its prepared statements, keyed by the address of the SQL text
+ * (every statement is a string literal, so the address is stable). Used by one thread. */
+struct dbconn {
+	sqlite3 *db; /* the connection */
+	struct {
+		const char *sql;    /* key: the literal's address */
+		sqlite3_stmt *stmt; /* prepared once, reset on reuse */
+	} cache[STORE_STMT_CACHE];
+	int n; /* used entries */
+};
+
+struct op_queue {
+	pthread_mutex_t lock;	      /* guards the fields below */
+	pthread_cond_t ready;	      /* signalled on push and on stop */
+	struct store_op *head, *tail; /* FIFO */
+	size_t len;		      /* queued ops */
+	bool stopping;		      /* drain, then exit */
+};
+
+struct store {
+	struct dbconn main;			  /* CLI, migrations, keys, ping (serialized mode) */
+	char path[4200];			  /* database file */
+	bool exec_running;			  /* writer and readers started */
+	struct dbconn writer;			  /* the writer thread's connection */
+	pthread_t writer_tid;			  /* the group-commit writer */
+	struct op_queue wq;			  /* write ops */
+	int nreaders;				  /* reader threads */
+	struct dbconn readers[STORE_MAX_READERS]; /* one connection each */
+	pthread_t reader_tids[STORE_MAX_READERS]; /* reader threads */
+	struct op_queue rq;			  /* read ops */
+	pthread_mutex_t wait_lock;		  /* store_op_wait */
+	pthread_cond_t wait_cv;			  /* broadcast when a waited op completes */
+	void (*task_hook)(void *arg);		  /* after a commit that enqueued tasks */
+	void *task_hook_arg;			  /* its argument */
+};
+
+/* Opens a connection to path with WAL, synchronous=FULL, foreign keys, busy timeout. */
+enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags) SOMA_MUST_CHECK;
+void dbconn_close(struct dbconn *c);
+/* The cached statement for sql (a string literal), reset and unbound; NULL on error. */
+sqlite3_stmt *dbconn_stmt(struct dbconn *c, const char *sql);
+/* Runs sql (no results) on the connection. */
+enum soma_err dbconn_exec(struct dbconn *c, const char *sql);
+
+/* Per-op SQL. Write ops run inside the writer's transaction and savepoint; *enqueued is set
+ * when the op queued a task. */
+enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+enum soma_err store_sql_read(struct dbconn *c, struct store_op *op);
+/* Task and attachment ops (sqlite_tasks.c), dispatched from the two above. */
+enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
+/* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
+enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);
+
+#endif
