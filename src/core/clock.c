@@ -4,6 +4,7 @@
 #include "core/clock.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t clock_mono_ns(void)
@@ -18,6 +19,33 @@ int64_t clock_wall_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put_digits(char *p, long v, int n)
+{
+	for (int i = n - 1; i >= 0; i--, v /= 10)
+		p[i] = (char)('0' + v % 10);
+}
+
+void clock_rfc3339_now_signal_safe(char out[CLOCK_RFC3339_LEN + 1])
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	long long secs = ts.tv_sec, days = secs / 86400, rem = secs % 86400;
+	/* civil date from days since 1970-01-01 (proleptic Gregorian) */
+	long long z = days + 719468, era = z / 146097, doe = z - era * 146097;
+	long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	long long d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9, y = yoe + era * 400 + (m <= 2);
+	memcpy(out, "0000-00-00T00:00:00.000Z", CLOCK_RFC3339_TEXT);
+	put_digits(out, (long)y, 4);
+	put_digits(out + 5, (long)m, 2);
+	put_digits(out + 8, (long)d, 2);
+	put_digits(out + 11, (long)(rem / 3600), 2);
+	put_digits(out + 14, (long)(rem / 60 % 60), 2);
+	put_digits(out + 17, (long)(rem % 60), 2);
+	put_digits(out + 20, ts.tv_nsec / 1000000, 3);
+	out[CLOCK_RFC3339_TEXT] = '\0';
 }
 
 char *clock_rfc3339(int64_t wall_ms, char *out, size_t cap)

@@ -96,6 +96,8 @@ static bool close_now_if_flushed(struct http_conn *c)
 	return true;
 }
 
+static void on_response(struct http_req *req);
+
 static void reset_request(struct http_conn *c)
 {
 	arena_reset(&c->arena);
@@ -104,6 +106,7 @@ static void reset_request(struct http_conn *c)
 	c->req.out = bufferevent_get_output(c->bev);
 	c->req.owner = c;
 	c->req.thread = c->thr;
+	c->req.on_response = on_response;
 	c->req.content_length = -1;
 	c->req.keep_alive = true;
 	c->req_started = false;
@@ -131,7 +134,7 @@ static void on_response(struct http_req *req)
 static void fail(struct http_conn *c, int status, const char *code, const char *message)
 {
 	if (!c->req.request_id[0])
-		ids_uuid4(c->req.request_id);
+		http_request_id_assign(&c->req); /* the client's X-Request-Id when the head parsed */
 	if (!c->req.start_ns)
 		c->req.start_ns = clock_mono_ns();
 	c->req.close_after = true;

@@ -181,6 +181,8 @@ void http_pipeline_free(struct http_pipeline *p);
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req);
 /* Completion hook: access log + metrics. Called by the connection once the response is queued. */
 void http_pipeline_complete(struct http_req *req);
+/* Sets req->request_id from a valid X-Request-Id header, else a new UUID. */
+void http_request_id_assign(struct http_req *req);
 /* Registers the HTTP metrics families (call once at start-up). */
 void http_metrics_register(void);
 /* Turns the per-request access log line on or off (log.access). */

@@ -48,9 +48,8 @@ void http_metrics_register(void)
 					     dlabels, buckets, sizeof(buckets) / sizeof(buckets[0]));
 }
 
-static enum http_mw_result mw_request_id(struct http_req *req, void *arg)
+void http_request_id_assign(struct http_req *req)
 {
-	(void)arg;
 	struct str given = http_req_header(req, "x-request-id");
 	if (given.p && ids_request_id_valid(given.p, given.len)) {
 		memcpy(req->request_id, given.p, given.len);
@@ -58,6 +57,12 @@ static enum http_mw_result mw_request_id(struct http_req *req, void *arg)
 	} else {
 		ids_uuid4(req->request_id);
 	}
+}
+
+static enum http_mw_result mw_request_id(struct http_req *req, void *arg)
+{
+	(void)arg;
+	http_request_id_assign(req);
 	return HTTP_MW_NEXT;
 }
 
@@ -172,12 +177,23 @@ void http_access_log_enable(bool on)
 	access_log_enabled = on;
 }
 
+/* A bounded label set: the standard methods, else "other" (a garbage method is not a label). */
+static const char *method_label(struct str m)
+{
+	static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (str_eq_cstr(m, known[i]))
+			return known[i];
+	}
+	return "other";
+}
+
 void http_pipeline_complete(struct http_req *req)
 {
 	double secs = (double)(clock_mono_ns() - req->start_ns) / 1e9;
-	char status[8], method[16];
+	char status[8];
+	const char *method = method_label(req->method);
 	snprintf(status, sizeof(status), "%d", req->status);
-	snprintf(method, sizeof(method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.p);
 	const char *route = req->route ? http_route_pattern(req->route) : "unmatched";
 	if (requests_total) {
 		const char *cv[] = {route, method, status};
@@ -187,11 +203,13 @@ void http_pipeline_complete(struct http_req *req)
 	}
 	if (!access_log_enabled || !log_enabled(LOG_INFO))
 		return;
-	char path[256];
+	char path[256], raw_method[16];
+	snprintf(raw_method, sizeof(raw_method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15),
+		 req->method.p ? req->method.p : "");
 	snprintf(path, sizeof(path), "%.*s", (int)(req->path.len < 255 ? req->path.len : 255), req->path.p);
 	struct log_field f[] = {
 		LOG_STR("request_id", req->request_id),
-		LOG_STR("method", method),
+		LOG_STR("method", raw_method),
 		LOG_STR("path", path),
 		LOG_STR("route", route),
 		LOG_INT("status", req->status),
@@ -200,5 +218,5 @@ void http_pipeline_complete(struct http_req *req)
 		LOG_STR("tenant", req->authenticated ? req->ident.tenant : NULL),
 		LOG_STR("subject", req->authenticated ? req->ident.subject : NULL),
 	};
-	log_emit(LOG_INFO, "http", f, sizeof(f) / sizeof(f[0]), "%s %s %d", method, path, req->status);
+	log_emit(LOG_INFO, "http", f, sizeof(f) / sizeof(f[0]), "%s %s %d", raw_method, path, req->status);
 }

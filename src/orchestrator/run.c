@@ -98,9 +98,18 @@ static int print_plan(unsigned role)
 
 static void on_second_signal(int sig)
 {
-	static const char msg[] =
-		"{\"level\":\"warn\",\"msg\":\"second signal: exiting at once\",\"service\":\"orchestrator\"}\n";
-	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	/* async-signal-safe: no stdio, no locks; the line has the fields of every log line */
+	static const char head[] = "{\"ts\":\"";
+	static const char tail[] = "\",\"level\":\"warn\",\"msg\":\"second signal: exiting at once\","
+				   "\"service\":\"orchestrator\"}\n";
+	char line[sizeof(head) + CLOCK_RFC3339_LEN + sizeof(tail)];
+	size_t n = sizeof(head) - 1;
+	memcpy(line, head, n);
+	clock_rfc3339_now_signal_safe(line + n);
+	n += CLOCK_RFC3339_TEXT;
+	memcpy(line + n, tail, sizeof(tail) - 1);
+	n += sizeof(tail) - 1;
+	ssize_t w = write(STDERR_FILENO, line, n);
 	(void)w;
 	_exit(128 + sig);
 }
