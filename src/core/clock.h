@@ -14,7 +14,7 @@ int64_t clock_wall_ms(void);
 /* Writes "2026-11-27T12:08:18.123Z" for wall_ms into out (at least 25 bytes). Returns out. */
 char *clock_rfc3339(int64_t wall_ms, char *out, size_t cap);
 
-#define CLOCK_RFC3339_LEN 25 /* buffer size for the text below, NUL included */
+#define CLOCK_RFC3339_LEN  25 /* buffer size for the text below, NUL included */
 #define CLOCK_RFC3339_TEXT 24 /* characters of "2026-11-27T12:08:18.123Z" */
 
 /* Like clock_rfc3339 for the current time, but async-signal-safe (integer arithmetic only):
