@@ -51,5 +51,49 @@ X(AUTH_ADMIN_TOKEN, "auth.admin_token", CFG_STRING, "", 0, 0, NULL, validate_adm
 X(AUTH_KEY_REFRESH_MS, "auth.key_refresh_ms", CFG_INT, "1000", 100, 60000, NULL, NULL, false, NULL, \
   "How often the key cache re-reads the key store; a revoked key stops working within this time.") \
 X(HEALTH_INTERVAL_MS, "health.interval_ms", CFG_INT, "1000", 100, 60000, NULL, NULL, false, NULL, \
-  "How often services' health is polled for /v1/health and soma_service_up.")
+  "How often services' health is polled for /v1/health and soma_service_up.") \
+X(LLM_PROVIDER, "llm.provider", CFG_ENUM, "groq", 0, 0, "groq|openai|custom", NULL, false, NULL, \
+  "Provider preset: groq and openai fill in llm.base_url, the key variable and a default model.") \
+X(LLM_BASE_URL, "llm.base_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
+  "OpenAI-compatible API root, e.g. https://api.groq.com/openai/v1; empty: the provider's.") \
+X(LLM_API_KEY, "llm.api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, NULL, \
+  "API key of the provider; empty: llm.groq_api_key or llm.openai_api_key by provider.") \
+X(LLM_GROQ_API_KEY, "llm.groq_api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, "GROQ_API_KEY", \
+  "Groq API key (provider groq).") \
+X(LLM_OPENAI_API_KEY, "llm.openai_api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, "OPENAI_API_KEY", \
+  "OpenAI API key (provider openai).") \
+X(LLM_MODEL, "llm.model", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Model name; empty: llama-3.1-8b-instant (groq), gpt-4o-mini (openai).") \
+X(LLM_CONNECT_TIMEOUT_S, "llm.connect_timeout_s", CFG_INT, "10", 1, 300, NULL, NULL, false, NULL, \
+  "Seconds to connect to the provider.") \
+X(LLM_TIMEOUT_S, "llm.timeout_s", CFG_INT, "60", 1, 3600, NULL, NULL, false, NULL, \
+  "Seconds the provider may stay silent before the call fails.") \
+X(LLM_MAX_RETRIES, "llm.max_retries", CFG_INT, "3", 0, 20, NULL, NULL, false, NULL, \
+  "Retries on 429, 5xx and connect errors, only before the first token.") \
+X(LLM_BACKOFF_MS, "llm.backoff_ms", CFG_INT, "500", 1, 60000, NULL, NULL, false, NULL, \
+  "First retry delay (doubles, with jitter, capped at 8 s); Retry-After wins when sent.") \
+X(LLM_CONTEXT_EVENTS, "llm.context_events", CFG_INT, "50", 1, 1000, NULL, NULL, false, NULL, \
+  "Recent session events given to the model as context.") \
+X(LLM_MAX_CONTEXT_TOKENS, "llm.max_context_tokens", CFG_INT, "8000", 100, 10000000, NULL, NULL, false, NULL, \
+  "Context budget (estimated at 4 characters a token); the oldest events are dropped first.") \
+X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a helpful assistant.", 0, 0, NULL, \
+  NULL, false, NULL, "System message that starts every conversation.") \
+X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "8", 1, 256, NULL, NULL, false, \
+  NULL, "Worker threads of the conversation queue.") \
+X(QUEUE_VISIBILITY_TIMEOUT_S, "queue.visibility_timeout_s", CFG_INT, "300", 5, 86400, NULL, NULL, false, NULL, \
+  "Seconds a reserved task stays invisible; a task whose worker died runs again after it.") \
+X(QUEUE_MAX_RETRIES, "queue.max_retries", CFG_INT, "3", 0, 100, NULL, NULL, false, NULL, \
+  "Retries of a task before it is dead-lettered.") \
+X(QUEUE_RETRY_BACKOFF_MS, "queue.retry_backoff_ms", CFG_INT, "1000", 1, 3600000, NULL, NULL, false, NULL, \
+  "First retry delay of a task (doubles per attempt, with jitter, capped at 5 min).") \
+X(STREAM_KEEPALIVE_S, "stream.keepalive_s", CFG_INT, "10", 1, 300, NULL, NULL, false, NULL, \
+  "Seconds between keepalive events on an idle event stream.") \
+X(STREAM_RESUME_WINDOW_S, "stream.resume_window_s", CFG_INT, "60", 0, 3600, NULL, NULL, false, NULL, \
+  "Seconds the deltas of a finished reply stay available to reconnecting streams.") \
+X(STREAM_MAX_BUFFER, "stream.max_buffer", CFG_INT, "1048576", 4096, 1073741824, NULL, NULL, false, NULL, \
+  "Bytes queued for a slow stream reader before its stream is closed (it resumes on reconnect).") \
+X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, NULL, \
+  "Largest uploaded file in MiB.") \
+X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \
+  "Files per upload request.")
 /* clang-format on */

@@ -77,6 +77,17 @@ static const char *type_name(const struct cfg_key_def *d)
 	return "string";
 }
 
+static void escape_pipes(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (; *in && o + 3 < cap; in++) {
+		if (*in == '|')
+			out[o++] = '\\';
+		out[o++] = *in;
+	}
+	out[o] = '\0';
+}
+
 void cfg_print_docs(FILE *out)
 {
 	fputs("# Configuration\n\n"
@@ -97,7 +108,7 @@ void cfg_print_docs(FILE *out)
 		if (d->type == CFG_INT)
 			snprintf(form, sizeof(form), "integer %lld..%lld", d->min, d->max);
 		else if (d->type == CFG_ENUM)
-			snprintf(form, sizeof(form), "%s", d->choices);
+			escape_pipes(d->choices, form, sizeof(form)); /* a bare | would split the table cell */
 		else
 			snprintf(form, sizeof(form), "%s", type_name(d));
 		fprintf(out, "| `%s` | %s | `%s` | `%s`%s%s%s | %s%s |\n", d->name, form, d->def, env,

@@ -98,6 +98,14 @@ static bool validate_admin_token(const char *value, char *why, size_t cap)
 	return false;
 }
 
+static bool validate_url_or_empty(const char *value, char *why, size_t cap)
+{
+	if (!value[0] || strncmp(value, "http://", 7) == 0 || strncmp(value, "https://", 8) == 0)
+		return true;
+	snprintf(why, cap, "expected an http:// or https:// URL, or empty");
+	return false;
+}
+
 static const struct cfg_key_def key_defs[CFG_KEY_COUNT] = {
 #define CFG_DEF_ROW(id, name, type, def, min, max, choices, validate, secret, alias, doc) \
 	[CFG_##id] = {name, type, def, min, max, choices, validate, secret, alias, doc},

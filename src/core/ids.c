@@ -41,6 +41,11 @@ static uint64_t rng_next(void)
 	return result;
 }
 
+uint32_t ids_random_u32(void)
+{
+	return (uint32_t)(rng_next() >> 32);
+}
+
 static const char hexdigits[] = "0123456789abcdef";
 
 void ids_uuid4(char out[IDS_UUID_LEN + 1])

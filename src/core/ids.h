@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
@@ -17,6 +18,8 @@
 
 /* Fills buf with len bytes from the kernel CSPRNG. */
 enum soma_err ids_random_bytes(void *buf, size_t len) SOMA_MUST_CHECK;
+/* A non-cryptographic random number from the per-thread generator (jitter, sampling). */
+uint32_t ids_random_u32(void);
 /* Writes a random UUIDv4 (36 chars + NUL) into out[37], from the per-thread generator. */
 void ids_uuid4(char out[IDS_UUID_LEN + 1]);
 /* Writes len random lower-case hex digits + NUL into out (cap >= len+1), CSPRNG-backed. */

@@ -40,6 +40,7 @@ struct http_header {
 struct http_route;
 struct http_conn;
 struct evbuffer;
+struct event_base;
 struct io_thread;
 
 struct http_req {
@@ -217,6 +218,8 @@ void http_server_free(struct http_server *srv);
 /* Open connections right now (any thread). */
 size_t http_server_connections(const struct http_server *srv);
 
+/* The event_base of an io thread, for timers of requests it owns (that thread only). */
+struct event_base *http_thread_base(struct io_thread *thr);
 /* Runs fn(arg) on the io thread (any thread may call). SOMA_ERR_LIMIT when its queue is full. */
 typedef void (*http_thread_fn)(void *arg);
 enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg) SOMA_MUST_CHECK;

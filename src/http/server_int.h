@@ -11,7 +11,7 @@
 
 #include "http/http.h"
 
-#define POST_QUEUE_CAP 4096
+#define POST_QUEUE_CAP 65536
 
 struct post_item {
 	http_thread_fn fn; /* to run on the io thread */

@@ -113,6 +113,8 @@ static void stop_started(struct registry *reg, size_t upto)
 	}
 }
 
+static void refresh_body(struct registry *reg);
+
 enum soma_err registry_start(struct registry *reg, unsigned role, char *why, size_t why_cap)
 {
 	for (size_t i = 0; i < reg->n; i++) {
@@ -128,6 +130,7 @@ enum soma_err registry_start(struct registry *reg, unsigned role, char *why, siz
 			set_status(s, SVC_OK, "started");
 			log_info("orchestrator", "service %s started in %.1f ms", s->def.name,
 				 (double)(clock_mono_ns() - t0) / 1e6);
+			refresh_body(reg); /* /v1/health tells the truth while the rest starts (503 until ready) */
 			continue;
 		}
 		if (!reason[0])
@@ -175,6 +178,23 @@ static json_t *render(struct registry *reg, int *http_status)
 			 (json_int_t)((clock_wall_ms() - reg->started_ms) / 1000), "services", services);
 }
 
+/* Renders the cached /v1/health body from the statuses known now. */
+static void refresh_body(struct registry *reg)
+{
+	int status;
+	json_t *root = render(reg, &status);
+	char *body = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (!body)
+		return;
+	pthread_mutex_lock(&reg->lock);
+	free(reg->body);
+	reg->body = body;
+	reg->body_len = strlen(body);
+	reg->body_status = status;
+	pthread_mutex_unlock(&reg->lock);
+}
+
 void registry_poll(struct registry *reg)
 {
 	for (size_t i = 0; i < reg->n; i++) {
@@ -189,18 +209,7 @@ void registry_poll(struct registry *reg)
 				 detail);
 		set_status(s, st, detail[0] ? detail : svc_status_name(st));
 	}
-	int status;
-	json_t *root = render(reg, &status);
-	char *body = json_dumps(root, JSON_COMPACT);
-	json_decref(root);
-	if (!body)
-		return;
-	pthread_mutex_lock(&reg->lock);
-	free(reg->body);
-	reg->body = body;
-	reg->body_len = strlen(body);
-	reg->body_status = status;
-	pthread_mutex_unlock(&reg->lock);
+	refresh_body(reg);
 }
 
 char *registry_health_copy(struct registry *reg, struct arena *arena, int *http_status, size_t *len)

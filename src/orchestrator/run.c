@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "identity/identity.h"
+#include "llm/llm.h"
 #include "orchestrator/app.h"
 
 struct app app;
@@ -192,11 +193,17 @@ int cmd_run(const struct cli *cli)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	register_build_info();
+	if (llm_global_init() != SOMA_OK) {
+		fprintf(stderr, "somaagent: cannot initialise libcurl\n");
+		registry_free(app.registry);
+		return EXIT_RUNTIME;
+	}
 	uint64_t t0 = clock_mono_ns();
 	if (registry_start(app.registry, role, why, sizeof(why)) != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
 		registry_free(app.registry);
 		metrics_reset();
+		llm_global_deinit();
 		return EXIT_RUNTIME;
 	}
 	log_info("orchestrator", "somaagent %s ready in %.1f ms: role %s, http://%s, status %s", SOMA_VERSION,
@@ -214,6 +221,7 @@ int cmd_run(const struct cli *cli)
 	registry_stop(app.registry);
 	registry_free(app.registry);
 	metrics_reset();
+	llm_global_deinit();
 	log_info("orchestrator", "shutdown complete");
 	return EXIT_OK;
 }

@@ -1,9 +1,13 @@
 /*
  * services.c - the services of the foundation and their lifecycles:
- *   store (10, critical)  opens data.dir/somaagent.db and applies migrations
- *   auth  (20, critical)  loads the API-key cache (refreshed by the main loop)
- *   disk  (30)            free space under data.dir; degraded below data.min_free_mb
- *   http  (90, critical)  listeners, io threads, routes; stop = graceful drain
+ *   store   (10, critical)  opens data.dir/somaagent.db, applies migrations, starts the
+ *                           group-commit writer and readers; committed events go on the bus
+ *   bus     (15, critical)  live events and the resume log of ephemeral events
+ *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop)
+ *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
+ *   llm     (50)            the language model settings; unconfigured without a key
+ *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
+ *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
  * Later subsystems add theirs here with their order and roles.
  */
 #include <errno.h>
@@ -12,10 +16,21 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "bus/bus.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "gateway/gateway.h"
 #include "identity/identity.h"
+#include "llm/llm.h"
 #include "orchestrator/app.h"
+#include "queue/queue.h"
+#include "tasks/tasks.h"
+
+/* Writer thread, in commit order: every committed event goes live. */
+static void publish_committed(const struct store_op *op)
+{
+	bus_publish_committed(op->session_id, op->seq, op->event_text, strlen(op->event_text));
+}
 
 static enum soma_err store_start(void *ctx, char *why, size_t cap)
 {
@@ -34,7 +49,19 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 	}
 	if (applied)
 		log_info("store", "applied %d migration(s)", applied);
-	return SOMA_OK;
+	int recovered = 0;
+	if ((err = store_tasks_recover(app.store, &recovered)) == SOMA_OK && recovered)
+		log_info("store", "requeued %d task(s) left reserved by the previous run", recovered);
+	store_set_commit_hook(app.store, publish_committed);
+	store_set_task_hook(app.store, queue_notify, NULL);
+	if (err == SOMA_OK)
+		err = store_exec_start(app.store, 2);
+	if (err != SOMA_OK) {
+		snprintf(why, cap, "cannot start the store's threads under %s", cfg_str(CFG_DATA_DIR));
+		store_close(app.store);
+		app.store = NULL;
+	}
+	return err;
 }
 
 static void store_stop(void *ctx)
@@ -52,6 +79,69 @@ static enum svc_status store_health(void *ctx, char *detail, size_t cap)
 		return SVC_DOWN;
 	}
 	snprintf(detail, cap, "sqlite");
+	return SVC_OK;
+}
+
+static enum soma_err bus_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	enum soma_err err = bus_init(cfg_int(CFG_STREAM_RESUME_WINDOW_S) * 1000);
+	if (err != SOMA_OK)
+		snprintf(why, cap, "cannot set up the event bus");
+	return err;
+}
+
+static void bus_stop(void *ctx)
+{
+	(void)ctx;
+	bus_deinit();
+}
+
+static enum svc_status bus_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	snprintf(detail, cap, "local; %ld live subscriber(s)", bus_subscribers());
+	return SVC_OK;
+}
+
+static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	struct llm_config c;
+	llm_config_from_settings(&c);
+	if (!c.api_key[0]) {
+		snprintf(detail, cap,
+			 "no API key: set llm.api_key, or GROQ_API_KEY / OPENAI_API_KEY for the %s provider",
+			 cfg_str(CFG_LLM_PROVIDER));
+		return SVC_UNCONFIGURED;
+	}
+	snprintf(detail, cap, "%s at %s", c.model, c.base_url);
+	return SVC_OK;
+}
+
+static enum soma_err workers_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	struct queue_def queues[] = {{"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)}};
+	enum soma_err err = tasks_register_all();
+	if (err == SOMA_OK)
+		err = queue_start(app.store, queues, 1, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
+				  (int)cfg_int(CFG_QUEUE_RETRY_BACKOFF_MS));
+	if (err != SOMA_OK)
+		snprintf(why, cap, "cannot start the worker threads");
+	return err;
+}
+
+static void workers_stop(void *ctx)
+{
+	(void)ctx;
+	queue_stop((int)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000);
+}
+
+static enum svc_status workers_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	snprintf(detail, cap, "%d task(s) running", queue_running());
 	return SVC_OK;
 }
 
@@ -126,6 +216,9 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	app.router = http_router_new();
 	if (!app.router || (err = gateway_ops_routes(app.router)) != SOMA_OK)
 		goto fail;
+	if ((app.role & ROLE_GATEWAY) && ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
+					  (err = gateway_session_routes(app.router)) != SOMA_OK))
+		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
 		goto fail;
@@ -171,8 +264,11 @@ enum soma_err services_register(void)
 {
 	const struct service_def defs[] = {
 		{"store", 10, true, ROLE_ALL, store_start, store_stop, store_health, NULL},
+		{"bus", 15, true, ROLE_ALL, bus_start, bus_stop, bus_health, NULL},
 		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
 		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
+		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
+		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};
 	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {

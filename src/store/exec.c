@@ -123,6 +123,10 @@ static void run_batch(struct store *st, struct store_op *batch)
 		for (struct store_op *op = batch; op; op = op->next)
 			op->err = SOMA_ERR_STORE;
 	}
+	for (struct store_op *op = batch; st->commit_hook && op; op = op->next) {
+		if (op->err == SOMA_OK && op->event_text)
+			st->commit_hook(op);
+	}
 	if (enqueued && st->task_hook)
 		st->task_hook(st->task_hook_arg);
 	while (batch) {
@@ -252,6 +256,11 @@ enum soma_err store_op_wait(struct store *st, struct store_op *op)
 	pthread_mutex_unlock(&st->wait_lock);
 	op->waiting = 0;
 	return op->err;
+}
+
+void store_set_commit_hook(struct store *st, void (*hook)(const struct store_op *op))
+{
+	st->commit_hook = hook;
 }
 
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg)

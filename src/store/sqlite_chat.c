@@ -287,16 +287,27 @@ static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
 	op->seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	s = dbconn_stmt(c, "SELECT body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-	if (!s)
-		return SOMA_ERR_STORE;
-	bind_text(s, 1, op->session_id);
-	sqlite3_bind_int64(s, 2, op->after_seq);
-	sqlite3_bind_int64(s, 3, op->limit);
+	if (op->after_seq >= 0) {
+		s = dbconn_stmt(c,
+				"SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->session_id);
+		sqlite3_bind_int64(s, 2, op->after_seq);
+		sqlite3_bind_int64(s, 3, op->limit);
+	} else {
+		s = dbconn_stmt(c, "SELECT seq, body FROM (SELECT body, seq FROM events WHERE session_id = ? "
+				   "ORDER BY seq DESC LIMIT ?) ORDER BY seq");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->session_id);
+		sqlite3_bind_int64(s, 2, op->limit);
+	}
 	op->rows = json_array();
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(op->rows, json_string((const char *)sqlite3_column_text(s, 0)));
+		json_array_append_new(op->rows, json_pack("{s:I, s:s}", "seq", (json_int_t)sqlite3_column_int64(s, 0),
+							  "body", (const char *)sqlite3_column_text(s, 1)));
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 

@@ -186,3 +186,21 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op)
 			    clock_rfc3339(sqlite3_column_int64(s, 6), created, sizeof(created)));
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }
+
+enum soma_err store_tasks_recover(struct store *st, int *n)
+{
+	sqlite3_stmt *s;
+	*n = 0;
+	if (sqlite3_prepare_v2(
+		    st->main.db,
+		    "UPDATE tasks SET state = 'queued', available_ms = ?, worker = '' WHERE state = 'reserved'", -1, &s,
+		    NULL) != SQLITE_OK)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, clock_wall_ms());
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	*n = sqlite3_changes(st->main.db);
+	return SOMA_OK;
+}

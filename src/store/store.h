@@ -70,7 +70,7 @@ enum soma_err store_key_revoke(struct store *st, const char *id) SOMA_MUST_CHECK
 enum store_op_kind {
 	STORE_OP_MESSAGE,	 /* w: create session if new, append event, enqueue task */
 	STORE_OP_EVENT_APPEND,	 /* w: append event; optionally finish task_id in the same commit */
-	STORE_OP_EVENTS_AFTER,	 /* r: events with seq > after_seq, oldest first */
+	STORE_OP_EVENTS_AFTER,	 /* r: events with seq > after_seq (< 0: the last `limit`), oldest first */
 	STORE_OP_SESSION_GET,	 /* r: one session */
 	STORE_OP_SESSIONS_LIST,	 /* r: sessions newest first, cursor-paginated */
 	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
@@ -107,7 +107,7 @@ struct store_op {
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
 	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
 	char *event_text;      /* appended event as stored (JSON); owned */
-	json_t *rows;	       /* EVENTS_AFTER/SESSIONS_LIST: array; owned */
+	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session]; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */
@@ -119,6 +119,10 @@ struct store_op {
 	/* synchronous waiting (store_op_wait) */
 	int waiting; /* internal */
 };
+
+/* Embedded store only: puts tasks left reserved by a previous process back in the queue (one
+ * process owns a data.dir, so they are orphans). *n receives how many. Main thread, at start. */
+enum soma_err store_tasks_recover(struct store *st, int *n) SOMA_MUST_CHECK;
 
 /* Allocates a zeroed op of the given kind for tenant. NULL on OOM. */
 struct store_op *store_op_new(enum store_op_kind kind, const char *tenant);
@@ -135,5 +139,8 @@ enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHEC
 enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
 /* Called after each committed batch that enqueued tasks (the local queue wakes workers). */
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg);
+/* Called on the writer thread, in commit order, for every op that appended an event, after the
+ * commit and before the op completes: the one place committed events are published live. */
+void store_set_commit_hook(struct store *st, void (*hook)(const struct store_op *op));
 
 #endif

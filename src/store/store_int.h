@@ -33,20 +33,21 @@ struct op_queue {
 };
 
 struct store {
-	struct dbconn main;			  /* CLI, migrations, keys, ping (serialized mode) */
-	char path[4200];			  /* database file */
-	bool exec_running;			  /* writer and readers started */
-	struct dbconn writer;			  /* the writer thread's connection */
-	pthread_t writer_tid;			  /* the group-commit writer */
-	struct op_queue wq;			  /* write ops */
-	int nreaders;				  /* reader threads */
-	struct dbconn readers[STORE_MAX_READERS]; /* one connection each */
-	pthread_t reader_tids[STORE_MAX_READERS]; /* reader threads */
-	struct op_queue rq;			  /* read ops */
-	pthread_mutex_t wait_lock;		  /* store_op_wait */
-	pthread_cond_t wait_cv;			  /* broadcast when a waited op completes */
-	void (*task_hook)(void *arg);		  /* after a commit that enqueued tasks */
-	void *task_hook_arg;			  /* its argument */
+	struct dbconn main;				/* CLI, migrations, keys, ping (serialized mode) */
+	char path[4200];				/* database file */
+	bool exec_running;				/* writer and readers started */
+	struct dbconn writer;				/* the writer thread's connection */
+	pthread_t writer_tid;				/* the group-commit writer */
+	struct op_queue wq;				/* write ops */
+	int nreaders;					/* reader threads */
+	struct dbconn readers[STORE_MAX_READERS];	/* one connection each */
+	pthread_t reader_tids[STORE_MAX_READERS];	/* reader threads */
+	struct op_queue rq;				/* read ops */
+	pthread_mutex_t wait_lock;			/* store_op_wait */
+	pthread_cond_t wait_cv;				/* broadcast when a waited op completes */
+	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
+	void *task_hook_arg;				/* its argument */
+	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
 };
 
 /* Opens a connection to path with WAL, synchronous=FULL, foreign keys, busy timeout. */

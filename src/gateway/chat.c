@@ -1,0 +1,170 @@
+/*
+ * chat.c - conversation ingress: POST /v1/session/message and POST /v1/session/action.
+ *
+ * One transaction stores the user's event and the conversation.process task it causes (the
+ * local queue lives in the same database), so a 200 means both are durable: a crash after the
+ * answer still produces the reply on restart. The reply arrives on the session's event stream.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/event.h"
+#include "core/ids.h"
+#include "gateway/gateway.h"
+#include "tasks/tasks.h"
+
+#define MAX_MESSAGE_BYTES (256 * 1024)
+#define MAX_ATTACHMENTS	  32
+
+static const struct {
+	const char *action, *text;
+} quick_actions[] = {
+	{"summarize", "Summarize the recent conversation for the operator."},
+	{"next_steps", "Suggest the next three actionable steps."},
+	{"status_report", "Provide a short status report of current progress."},
+	{"nudge", "Please continue from where you left off."},
+};
+
+static void on_message_stored(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK) {
+		gw_store_error(req, op, "session");
+		return;
+	}
+	http_respond_json(req, 200,
+			  json_pack("{s:s, s:s, s:I}", "session_id", op->session_id, "event_id",
+				    json_string_value(json_object_get(op->event, "event_id")), "seq",
+				    (json_int_t)op->seq));
+}
+
+/* Validates the fields both endpoints share; answers 400 and returns false on a problem. */
+static bool read_common(struct http_req *req, json_t *body, char session_id[65], const char **persona,
+			json_t **attachments, json_t **metadata)
+{
+	json_t *sid = json_object_get(body, "session_id"), *pid = json_object_get(body, "persona_id");
+	json_t *att = json_object_get(body, "attachments"), *meta = json_object_get(body, "metadata");
+	if (sid && !json_is_null(sid)) {
+		if (!json_is_string(sid) || !gw_valid_id(json_string_value(sid))) {
+			http_respond_error(req, 400, "invalid_session_id",
+					   "session_id must be 1 to 64 characters of "
+					   "[A-Za-z0-9_-], or absent");
+			return false;
+		}
+		snprintf(session_id, 65, "%s", json_string_value(sid));
+	} else {
+		ids_uuid4(session_id);
+	}
+	if (pid && !json_is_null(pid) && (!json_is_string(pid) || json_string_length(pid) > 64)) {
+		http_respond_error(req, 400, "invalid_persona_id",
+				   "persona_id must be a string of at most 64 characters");
+		return false;
+	}
+	*persona = json_string_value(pid);
+	if (att && !json_is_null(att)) {
+		bool ok = json_is_array(att) && json_array_size(att) <= MAX_ATTACHMENTS;
+		size_t i;
+		json_t *v;
+		json_array_foreach(att, i, v) ok = ok && json_is_string(v) && gw_valid_id(json_string_value(v));
+		if (!ok) {
+			http_respond_error(req, 400, "invalid_attachments",
+					   "attachments must be an array of at most %d attachment ids",
+					   MAX_ATTACHMENTS);
+			return false;
+		}
+	}
+	*attachments = json_is_array(att) ? att : NULL;
+	if (meta && !json_is_null(meta) && !json_is_object(meta)) {
+		http_respond_error(req, 400, "invalid_metadata", "metadata must be a JSON object");
+		return false;
+	}
+	*metadata = json_is_object(meta) ? meta : NULL;
+	return true;
+}
+
+static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)
+{
+	char session_id[65];
+	const char *persona;
+	json_t *attachments, *metadata;
+	if (!read_common(req, body, session_id, &persona, &attachments, &metadata)) {
+		json_decref(extra_meta);
+		return;
+	}
+	json_t *meta = metadata ? json_deep_copy(metadata) : json_object();
+	if (extra_meta)
+		json_object_update(meta, extra_meta);
+	json_decref(extra_meta);
+	json_t *event = chat_event_new(session_id, "user", "user", text, persona, meta);
+	if (attachments)
+		json_object_set(event, "attachments", attachments);
+	char task_id[IDS_UUID_LEN + 1];
+	ids_uuid4(task_id);
+	struct store_op *op = store_op_new(STORE_OP_MESSAGE, req->ident.tenant);
+	if (!op || !event) {
+		json_decref(event);
+		store_op_free(op);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
+	snprintf(op->subject, sizeof(op->subject), "%s", req->ident.subject);
+	op->event = event;
+	op->attachments = attachments ? json_incref(attachments) : NULL;
+	op->task = json_pack("{s:s, s:s, s:s, s:{s:O}, s:I}", "id", task_id, "queue", "conversation", "name",
+			     TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
+			     "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	gw_store(req, op, on_message_stored);
+}
+
+static void post_message(struct http_req *req, void *arg)
+{
+	(void)arg;
+	json_t *body = gw_json_object(req);
+	if (!body)
+		return;
+	json_t *msg = json_object_get(body, "message");
+	const char *text = json_string_value(msg);
+	size_t len = json_string_length(msg);
+	size_t lead = 0;
+	while (text && lead < len &&
+	       (text[lead] == ' ' || text[lead] == '\n' || text[lead] == '\t' || text[lead] == '\r'))
+		lead++;
+	if (!json_is_string(msg) || lead == len) {
+		http_respond_error(req, 400, "invalid_message", "message must be a non-empty string");
+	} else if (len > MAX_MESSAGE_BYTES || memchr(text, '\0', len)) {
+		http_respond_error(req, 400, "invalid_message", "message must be text of at most %d bytes",
+				   MAX_MESSAGE_BYTES);
+	} else {
+		ingest(req, body, text, NULL);
+	}
+	json_decref(body);
+}
+
+static void post_action(struct http_req *req, void *arg)
+{
+	(void)arg;
+	json_t *body = gw_json_object(req);
+	if (!body)
+		return;
+	const char *action = json_string_value(json_object_get(body, "action"));
+	const char *text = NULL;
+	for (size_t i = 0; action && i < sizeof(quick_actions) / sizeof(quick_actions[0]); i++) {
+		if (strcmp(action, quick_actions[i].action) == 0)
+			text = quick_actions[i].text;
+	}
+	if (!text)
+		http_respond_error(req, 400, "unknown_action",
+				   "action must be one of summarize, next_steps, status_report, nudge");
+	else
+		ingest(req, body, text, json_pack("{s:s, s:s}", "source", "quick_action", "action", action));
+	json_decref(body);
+}
+
+enum soma_err gateway_chat_routes(struct http_router *r)
+{
+	enum soma_err err = http_route_add(r, "POST", "/v1/session/message", post_message, NULL, 0);
+	if (err == SOMA_OK)
+		err = http_route_add(r, "POST", "/v1/session/action", post_action, NULL, 0);
+	return err;
+}

@@ -1,0 +1,212 @@
+/*
+ * common.c - helpers shared by the routers (see gateway.h).
+ *
+ * DESIGN: gw_store keeps the request open while its op runs on a store thread; completion is
+ * posted back to the request's io thread. If the client leaves first, on_abort marks the
+ * pending call so the completion only frees it: nothing touches a closed request.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "orchestrator/app.h"
+
+struct pending {
+	struct http_req *req;	  /* the waiting request (invalid once aborted) */
+	struct io_thread *thread; /* its io thread (the request may be gone: never read req here) */
+	struct store_op *op;	  /* the op being run */
+	gw_store_done_fn fn;	  /* answer builder */
+	bool aborted;		  /* the client left */
+};
+
+struct store *gateway_store(void)
+{
+	return app.store;
+}
+
+static void on_io_thread(void *arg)
+{
+	struct pending *p = arg;
+	if (!p->aborted) {
+		p->req->on_abort = NULL;
+		p->fn(p->req, p->op);
+	}
+	store_op_free(p->op);
+	free(p);
+}
+
+static void on_store_done(struct store_op *op)
+{
+	struct pending *p = op->arg;
+	/* the ring is large; should it be full, wait for the io thread to drain it */
+	for (int tries = 0; http_thread_post(p->thread, on_io_thread, p) != SOMA_OK; tries++) {
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+		if (tries == 10000) {
+			log_error("gateway", "io thread unresponsive: dropping a store completion");
+			return;
+		}
+	}
+}
+
+static void on_abort(struct http_req *req)
+{
+	struct pending *p = req->handler_ctx;
+	p->aborted = true;
+}
+
+void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	if (!p) {
+		store_op_free(op);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	*p = (struct pending){req, req->thread, op, fn, false};
+	op->done = on_store_done;
+	op->arg = p;
+	if (store_submit(app.store, op) != SOMA_OK) {
+		free(p);
+		store_op_free(op);
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "store_busy", "the store is saturated or stopping; retry in a second");
+		return;
+	}
+	req->handler_ctx = p;
+	req->on_abort = on_abort;
+}
+
+static int depth_of(const json_t *v)
+{
+	int max = 0;
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *child;
+		json_object_foreach((json_t *)v, k, child)
+		{
+			int d = depth_of(child);
+			max = d > max ? d : max;
+		}
+		return max + 1;
+	}
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *child;
+		json_array_foreach(v, i, child)
+		{
+			int d = depth_of(child);
+			max = d > max ? d : max;
+		}
+		return max + 1;
+	}
+	return 0;
+}
+
+/* Rejects nesting deeper than the limit before parsing, so a hostile body cannot recurse the
+ * parser deeply (jansson parses recursively). Brackets inside strings are skipped. */
+static bool nesting_ok(const char *s, size_t n)
+{
+	int depth = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '{' || c == '[') {
+			if (++depth > GW_JSON_MAX_DEPTH)
+				return false;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return true;
+}
+
+json_t *gw_json_object(struct http_req *req)
+{
+	if (!req->body || req->body_len == 0) {
+		http_respond_error(req, 400, "invalid_json", "the request needs a JSON object body");
+		return NULL;
+	}
+	if (!nesting_ok(req->body, req->body_len)) {
+		http_respond_error(req, 400, "invalid_json", "the JSON body is nested deeper than %d levels",
+				   GW_JSON_MAX_DEPTH);
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!v) {
+		http_respond_error(req, 400, "invalid_json", "the body is not valid JSON (line %d, column %d: %s)",
+				   jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(v) || depth_of(v) > GW_JSON_MAX_DEPTH) {
+		json_decref(v);
+		http_respond_error(req, 400, "invalid_json", "the body must be a JSON object");
+		return NULL;
+	}
+	return v;
+}
+
+void gw_store_error(struct http_req *req, const struct store_op *op, const char *what)
+{
+	switch (op->err) {
+	case SOMA_ERR_NOT_FOUND:
+		http_respond_error(req, 404, "not_found", "%s", op->error_text[0] ? op->error_text : "not found");
+		(void)what;
+		return;
+	case SOMA_ERR_UNAVAILABLE:
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "store_busy", "the store is busy; retry in a second");
+		return;
+	case SOMA_ERR_CONFLICT:
+		http_respond_error(req, 409, "conflict", "the %s already exists", what);
+		return;
+	case SOMA_ERR_INVALID:
+		http_respond_error(req, 400, "invalid_request", "%s",
+				   op->error_text[0] ? op->error_text : "invalid request");
+		return;
+	default:
+		log_error("gateway", "store failure on %s: %s", what, soma_err_str(op->err));
+		http_respond_error(req, 500, "store_error", "the store failed; the request was not applied; retry");
+	}
+}
+
+bool gw_valid_id(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+		      c == '_'))
+			return false;
+	}
+	return true;
+}
+
+bool gw_limit(struct http_req *req, int64_t def, int64_t max, int64_t *out)
+{
+	struct str v;
+	*out = def;
+	if (!http_req_query(req, "limit", &v))
+		return true;
+	char *end;
+	long long n = strtoll(v.p, &end, 10);
+	if (v.len == 0 || *end || n < 1 || n > max) {
+		http_respond_error(req, 400, "invalid_limit", "limit must be an integer from 1 to %lld",
+				   (long long)max);
+		return false;
+	}
+	*out = n;
+	return true;
+}

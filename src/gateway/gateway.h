@@ -1,0 +1,42 @@
+/*
+ * gateway.h - what the routers of the gateway share: running a store op for a request and
+ * answering on the request's io thread, reading JSON bodies, mapping errors to responses.
+ */
+#ifndef SOMA_GATEWAY_GATEWAY_H
+#define SOMA_GATEWAY_GATEWAY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http/http.h"
+#include "store/store.h"
+
+#define GW_JSON_MAX_DEPTH 32
+
+/* Runs with the finished op on the request's io thread; the op is freed after it returns. */
+typedef void (*gw_store_done_fn)(struct http_req *req, struct store_op *op);
+
+/* Submits op on behalf of req (req stays open until fn answers). If the client goes away
+ * first, fn is not called. When the store is saturated, answers 503 itself. Takes op. */
+void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn);
+/* The body as a JSON object, or NULL after answering 400 (malformed JSON, invalid UTF-8, not
+ * an object, nested deeper than GW_JSON_MAX_DEPTH). Caller owns the result. */
+json_t *gw_json_object(struct http_req *req);
+/* Answers the error of a failed store op (404 for not found, 503 + Retry-After when the
+ * store is unavailable, else 500). what names the thing, e.g. "session". */
+void gw_store_error(struct http_req *req, const struct store_op *op, const char *what);
+/* True for ids we accept from clients: 1..64 of [A-Za-z0-9_-]. */
+bool gw_valid_id(const char *s);
+/* Reads ?limit= within [1, max], default def; false after answering 400. */
+bool gw_limit(struct http_req *req, int64_t def, int64_t max, int64_t *out);
+
+/* Route tables of the routers. */
+enum soma_err gateway_chat_routes(struct http_router *r) SOMA_MUST_CHECK;
+enum soma_err gateway_session_routes(struct http_router *r) SOMA_MUST_CHECK;
+/* GET /v1/sessions/{id}/events?stream=true: the SSE stream (stream.c). */
+void gw_stream_open(struct http_req *req, const char *session_id);
+
+/* The store of the running process (set by the orchestrator). */
+struct store *gateway_store(void);
+
+#endif

@@ -1,0 +1,253 @@
+/*
+ * stream.c - GET /v1/sessions/{id}/events?stream=true: the session's events as Server-Sent
+ * Events, resumable without gap or repeat.
+ *
+ * DESIGN: the stream subscribes to the bus first (live messages are held in `pending` while the
+ * replay is prepared), then reads the committed events after the client's cursor from the store
+ * (a store thread; the io loop never waits), then takes the bus snapshot: the ephemeral
+ * messages (thinking, deltas) after the cursor and the last committed seq published so far.
+ * Committed rows up to that seq and the ephemeral ones are merged in cursor order and sent;
+ * rows past it, and everything later, arrive live. A message is written only if its cursor is
+ * past the last one sent, so the overlap between replay and live is sent once. Frames are
+ * `id: <cursor>` + `data: <event>`; keepalives carry no id. A reader too slow to keep up
+ * (more than stream.max_buffer queued) is disconnected and resumes from its last id.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus/bus.h"
+#include "core/config.h"
+#include "gateway/gateway.h"
+
+#define PENDING_MAX 8192
+
+struct stream {
+	struct http_req *req;	  /* the open request */
+	char session_id[65];	  /* whose events */
+	struct bus_sub *sub;	  /* live subscription */
+	struct bus_cursor last;	  /* last cursor sent (or the starting point) */
+	bool has_cursor;	  /* the client gave one (else: start at the present) */
+	bool live;		  /* replay done: write live messages directly */
+	bool closed;		  /* ended; free on the way out */
+	struct bus_msg **pending; /* live messages held during the replay */
+	size_t npending;	  /* held messages */
+	struct event *keepalive;  /* timer */
+	struct io_thread *thread; /* the request's io thread */
+	struct store_op *op;	  /* the replay read while waiting */
+	bool waiting;		  /* the replay read is running */
+	bool aborted;		  /* the client left during the read */
+};
+
+static void stream_free(struct stream *s)
+{
+	bus_unsubscribe(s->sub);
+	for (size_t i = 0; i < s->npending; i++)
+		bus_msg_release(s->pending[i]);
+	free(s->pending);
+	if (s->keepalive)
+		event_free(s->keepalive);
+	free(s);
+}
+
+/* Ends the stream from our side (slow reader, shutdown): the client resumes from its last id. */
+static void stream_end(struct stream *s)
+{
+	struct http_req *req = s->req;
+	req->on_abort = NULL;
+	stream_free(s);
+	http_stream_end(req);
+}
+
+/* Writes one frame if its cursor is new; false when the stream had to be ended. */
+static bool send_frame(struct stream *s, struct bus_cursor c, const char *text, size_t len)
+{
+	if (bus_cursor_cmp(c, s->last) <= 0)
+		return true;
+	char head[64];
+	int n = snprintf(head, sizeof(head), "id: ");
+	bus_cursor_format(c, head + n, sizeof(head) - (size_t)n);
+	n = (int)strlen(head);
+	n += snprintf(head + n, sizeof(head) - (size_t)n, "\ndata: ");
+	http_stream_write(s->req, head, (size_t)n);
+	http_stream_write(s->req, text, len);
+	size_t queued = http_stream_write(s->req, "\n\n", 2);
+	s->last = c;
+	if (queued > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
+		stream_end(s);
+		return false;
+	}
+	return true;
+}
+
+static void on_live(void *ctx, const struct bus_msg *msg)
+{
+	struct stream *s = ctx;
+	if (s->live) {
+		send_frame(s, msg->cursor, msg->text, msg->len);
+		return;
+	}
+	if (s->npending == PENDING_MAX)
+		return; /* the replay will not outrun this; the client resumes by cursor if it must */
+	if (!s->pending && !(s->pending = malloc(PENDING_MAX * sizeof(*s->pending))))
+		return;
+	__atomic_add_fetch(&((struct bus_msg *)msg)->refs, 1, __ATOMIC_SEQ_CST);
+	s->pending[s->npending++] = (struct bus_msg *)msg;
+}
+
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct stream *s = arg;
+	char frame[160];
+	int n = snprintf(frame, sizeof(frame), "data: {\"type\":\"system.keepalive\",\"session_id\":\"%s\"}\n\n",
+			 s->session_id);
+	if (http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
+		stream_end(s);
+}
+
+static int cmp_msg(const void *a, const void *b)
+{
+	return bus_cursor_cmp((*(struct bus_msg *const *)a)->cursor, (*(struct bus_msg *const *)b)->cursor);
+}
+
+/* Sends committed rows (up to published) merged with the ephemeral snapshot, then the pending. */
+static void replay(struct stream *s, json_t *rows)
+{
+	struct bus_msg **eph;
+	size_t neph, e = 0;
+	int64_t published;
+	if (bus_snapshot(s->session_id, s->last, &eph, &neph, &published) != SOMA_OK)
+		neph = 0, eph = NULL;
+	bool ok = true;
+	for (size_t i = 0; ok && i < json_array_size(rows); i++) {
+		json_t *row = json_array_get(rows, i);
+		struct bus_cursor c = {json_integer_value(json_object_get(row, "seq")), 0};
+		if (published >= 0 && c.seq > published)
+			break; /* not published yet: it arrives live, in order */
+		while (ok && e < neph && bus_cursor_cmp(eph[e]->cursor, c) < 0) {
+			ok = send_frame(s, eph[e]->cursor, eph[e]->text, eph[e]->len);
+			e++;
+		}
+		const char *body = json_string_value(json_object_get(row, "body"));
+		if (ok)
+			ok = send_frame(s, c, body, strlen(body));
+	}
+	for (; ok && e < neph; e++)
+		ok = send_frame(s, eph[e]->cursor, eph[e]->text, eph[e]->len);
+	for (size_t i = 0; i < neph; i++)
+		bus_msg_release(eph[i]);
+	free(eph);
+	if (!ok)
+		return;
+	if (s->npending)
+		qsort(s->pending, s->npending, sizeof(*s->pending), cmp_msg);
+	for (size_t i = 0; ok && i < s->npending; i++)
+		ok = send_frame(s, s->pending[i]->cursor, s->pending[i]->text, s->pending[i]->len);
+	if (!ok)
+		return;
+	for (size_t i = 0; i < s->npending; i++)
+		bus_msg_release(s->pending[i]);
+	s->npending = 0;
+	s->live = true;
+}
+
+/* The store answered (on the io thread): start the stream, or answer the error. */
+static void on_rows(void *arg)
+{
+	struct stream *s = arg;
+	struct store_op *op = s->op;
+	s->op = NULL;
+	s->waiting = false;
+	if (s->aborted) { /* the client left while we read */
+		store_op_free(op);
+		stream_free(s);
+		return;
+	}
+	struct http_req *req = s->req;
+	if (op->err != SOMA_OK) {
+		req->on_abort = NULL;
+		stream_free(s);
+		gw_store_error(req, op, "session");
+		store_op_free(op);
+		return;
+	}
+	if (!s->has_cursor)
+		s->last = (struct bus_cursor){op->seq, 0}; /* the present: only what comes next */
+	http_stream_begin(req, 200, "text/event-stream");
+	http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
+	struct timeval tv = {cfg_int(CFG_STREAM_KEEPALIVE_S), 0};
+	s->keepalive = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_keepalive, s);
+	if (s->keepalive)
+		event_add(s->keepalive, &tv);
+	replay(s, op->rows);
+	store_op_free(op);
+}
+
+static void on_store_done(struct store_op *op)
+{
+	struct stream *s = op->arg;
+	while (http_thread_post(s->thread, on_rows, s) != SOMA_OK) {
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void on_abort(struct http_req *req)
+{
+	struct stream *s = req->handler_ctx;
+	if (s->waiting) {
+		s->aborted = true; /* on_rows frees it when the store answers */
+		bus_unsubscribe(s->sub);
+		s->sub = NULL;
+		return;
+	}
+	stream_free(s);
+}
+
+void gw_stream_open(struct http_req *req, const char *session_id)
+{
+	struct stream *s = calloc(1, sizeof(*s));
+	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, req->ident.tenant);
+	if (!s || !op) {
+		free(s);
+		store_op_free(op);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	struct str last = http_req_header(req, "last-event-id"), after;
+	if (!last.p && http_req_query(req, "after", &after))
+		last = after;
+	if (last.p && !bus_cursor_parse(last.p, last.len, &s->last)) {
+		free(s);
+		store_op_free(op);
+		http_respond_error(req, 400, "invalid_cursor",
+				   "Last-Event-ID / after must be an event id of this stream");
+		return;
+	}
+	s->has_cursor = last.p != NULL;
+	s->req = req;
+	s->thread = req->thread;
+	snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
+	s->sub = bus_subscribe(session_id, req->thread, on_live, s);
+	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
+	snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_id);
+	op->after_seq = s->has_cursor ? s->last.seq : 0;
+	op->limit = s->has_cursor ? 10000 : 0;
+	op->done = on_store_done;
+	op->arg = s;
+	s->op = op;
+	s->waiting = true;
+	if (!s->sub || store_submit(gateway_store(), op) != SOMA_OK) {
+		s->op = NULL;
+		store_op_free(op);
+		stream_free(s);
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "store_busy", "the server is saturated; retry in a second");
+		return;
+	}
+	req->handler_ctx = s;
+	req->on_abort = on_abort;
+}

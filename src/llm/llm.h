@@ -1,0 +1,92 @@
+/*
+ * llm.h - OpenAI-compatible chat completions client (Groq, OpenAI, any compatible server).
+ *
+ * DESIGN: a blocking call for worker threads, over libcurl. Streaming replies are parsed with
+ * the SSE parser and each content delta is handed to on_delta as it arrives. Failures before
+ * the first token (connect errors, 429, 5xx) are retried with exponential backoff that honours
+ * Retry-After; after the first token nothing is retried (the user has already seen text), and
+ * a cut stream is reported as LLM_ERR_CUT. should_cancel is polled while waiting so a deleted
+ * session stops its generation promptly. Errors are classified so callers can tell the user
+ * what to do (configure a key, wait for a rate limit, ...).
+ */
+#ifndef SOMA_LLM_LLM_H
+#define SOMA_LLM_LLM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+enum llm_error {
+	LLM_OK,
+	LLM_ERR_UNCONFIGURED, /* no API key */
+	LLM_ERR_UNREACHABLE,  /* connect / DNS / TLS failure */
+	LLM_ERR_RATE_LIMITED, /* 429 after the retries */
+	LLM_ERR_AUTH,	      /* 401 / 403: key missing or rejected */
+	LLM_ERR_BAD_REQUEST,  /* other 4xx: model unknown, context too long, ... */
+	LLM_ERR_SERVER,	      /* 5xx after the retries */
+	LLM_ERR_TIMEOUT,      /* no answer in time */
+	LLM_ERR_CUT,	      /* the stream ended before [DONE] / finish_reason */
+	LLM_ERR_CANCELLED,    /* should_cancel said stop */
+	LLM_ERR_PROTOCOL,     /* the answer was not what the API promises */
+};
+
+struct llm_config {
+	char base_url[512];    /* e.g. https://api.groq.com/openai/v1 */
+	char api_key[512];     /* bearer key; empty = unconfigured */
+	char model[128];       /* default model */
+	int connect_timeout_s; /* connect phase */
+	int timeout_s;	       /* whole request without any byte (idle) */
+	int max_retries;       /* retries before the first token */
+	int backoff_ms;	       /* first backoff; doubles, capped at 8 s */
+};
+
+struct llm_request {
+	json_t *messages;   /* borrowed: [{role, content}] */
+	const char *model;  /* NULL: config model */
+	double temperature; /* < 0: not sent */
+	int64_t max_tokens; /* <= 0: not sent */
+	bool stream;	    /* ask for a streamed reply */
+};
+
+struct llm_callbacks {
+	/* each content delta of a streamed reply; return false to stop (treated as cancel) */
+	bool (*on_delta)(void *ctx, const char *text, size_t len);
+	/* polled while waiting; true stops the call with LLM_ERR_CANCELLED */
+	bool (*should_cancel)(void *ctx);
+	/* each raw chunk object of a streamed reply (for proxies); may be NULL */
+	bool (*on_chunk)(void *ctx, const char *json, size_t len);
+	void *ctx;
+};
+
+struct llm_result {
+	enum llm_error error;	/* LLM_OK or the class of failure */
+	int http_status;	/* last HTTP status, 0 when none */
+	int attempts;		/* calls made */
+	char *content;		/* whole reply text; owned (free) */
+	size_t content_len;	/* bytes of content */
+	int64_t input_tokens;	/* usage.prompt_tokens, -1 when not reported */
+	int64_t output_tokens;	/* usage.completion_tokens, -1 when not reported */
+	char model[128];	/* model that answered */
+	char finish_reason[32]; /* stop, length, ... */
+	char detail[512];	/* provider's error text, for logs and metadata */
+};
+
+/* The effective settings: llm.* keys with the provider preset applied. */
+void llm_config_from_settings(struct llm_config *out);
+/* Sets up libcurl once per process (before threads). */
+enum soma_err llm_global_init(void) SOMA_MUST_CHECK;
+void llm_global_deinit(void);
+/* Runs one chat completion. Blocking: worker threads only. res must be freed with
+ * llm_result_free. Returns SOMA_OK when res->error is LLM_OK. */
+enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
+		       struct llm_result *res);
+void llm_result_free(struct llm_result *res);
+/* A sentence for users about an error class (what happened and what to do). */
+const char *llm_error_message(enum llm_error e);
+/* Stable snake_case name of an error class. */
+const char *llm_error_code(enum llm_error e);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * sse.c - see sse.h.
+ */
+#include "llm/sse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum soma_err sse_parser_init(struct sse_parser *p, size_t max)
+{
+	memset(p, 0, sizeof(*p));
+	p->max = max;
+	p->line = malloc(max + 1);
+	p->data = malloc(max + 1);
+	if (!p->line || !p->data) {
+		sse_parser_deinit(p);
+		return SOMA_ERR_NOMEM;
+	}
+	return SOMA_OK;
+}
+
+void sse_parser_deinit(struct sse_parser *p)
+{
+	free(p->line);
+	free(p->data);
+	p->line = p->data = NULL;
+}
+
+/* Interprets one complete line; returns SOMA_ERR_CONFLICT when the callback stops. */
+static enum soma_err line_done(struct sse_parser *p, sse_event_fn fn, void *ctx)
+{
+	char *l = p->line;
+	size_t n = p->line_len;
+	p->line_len = 0;
+	if (n == 0) {
+		if (!p->has_data)
+			return SOMA_OK;
+		p->has_data = false;
+		if (p->data_len && p->data[p->data_len - 1] == '\n')
+			p->data_len--;
+		p->data[p->data_len] = '\0';
+		size_t len = p->data_len;
+		p->data_len = 0;
+		return fn(ctx, p->data, len) ? SOMA_OK : SOMA_ERR_CONFLICT;
+	}
+	if (l[0] == ':')
+		return SOMA_OK; /* comment */
+	char *colon = memchr(l, ':', n);
+	size_t name_len = colon ? (size_t)(colon - l) : n;
+	if (name_len != 4 || memcmp(l, "data", 4) != 0)
+		return SOMA_OK; /* event, id, retry and unknown fields do not matter here */
+	const char *v = colon ? colon + 1 : l + n;
+	size_t vlen = colon ? n - name_len - 1 : 0;
+	if (vlen && *v == ' ') {
+		v++;
+		vlen--;
+	}
+	if (p->data_len + vlen + 1 > p->max)
+		return SOMA_ERR_LIMIT;
+	memcpy(p->data + p->data_len, v, vlen);
+	p->data_len += vlen;
+	p->data[p->data_len++] = '\n';
+	p->has_data = true;
+	return SOMA_OK;
+}
+
+enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n, sse_event_fn fn, void *ctx)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = bytes[i];
+		if (c == '\n' && p->last_cr) {
+			p->last_cr = false;
+			continue;
+		}
+		p->last_cr = c == '\r';
+		if (c == '\n' || c == '\r') {
+			enum soma_err err = line_done(p, fn, ctx);
+			if (err != SOMA_OK)
+				return err;
+			continue;
+		}
+		if (p->line_len >= p->max)
+			return SOMA_ERR_LIMIT;
+		p->line[p->line_len++] = c;
+	}
+	return SOMA_OK;
+}

@@ -1,0 +1,274 @@
+/*
+ * worker.c - worker thread pools of the local queue (see queue.h).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "queue/queue.h"
+
+#define MAX_HANDLERS 32
+#define MAX_WORKERS  256
+#define IDLE_POLL_MS 1000 /* wake up even without a notify: delayed retries, expired reservations */
+
+struct handler {
+	char name[64];	    /* task name */
+	task_handler_fn fn; /* implementation */
+};
+
+struct worker {
+	pthread_t tid;		  /* the thread */
+	char queue[64];		  /* queue it serves */
+	char id[64];		  /* worker id recorded on reserved tasks */
+	struct task_ctx *current; /* running task (guarded by lock), or NULL */
+};
+
+static struct handler handlers[MAX_HANDLERS];
+static int nhandlers;
+static struct worker workers[MAX_WORKERS];
+static int nworkers;
+static struct store *store;
+static int visibility_ms, backoff_base_ms;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static bool stopping;
+static unsigned long notify_gen;
+static struct metric_family *tasks_total;
+
+enum soma_err queue_task_register(const char *name, task_handler_fn fn)
+{
+	if (nhandlers == MAX_HANDLERS || strlen(name) >= sizeof(handlers[0].name))
+		return SOMA_ERR_LIMIT;
+	snprintf(handlers[nhandlers].name, sizeof(handlers[nhandlers].name), "%s", name);
+	handlers[nhandlers++].fn = fn;
+	return SOMA_OK;
+}
+
+static task_handler_fn find_handler(const char *name)
+{
+	for (int i = 0; i < nhandlers; i++) {
+		if (strcmp(handlers[i].name, name) == 0)
+			return handlers[i].fn;
+	}
+	return NULL;
+}
+
+void queue_notify(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock);
+	notify_gen++;
+	pthread_cond_broadcast(&wake);
+	pthread_mutex_unlock(&lock);
+}
+
+static void count(const char *name, const char *outcome)
+{
+	const char *v[] = {name, outcome};
+	if (tasks_total)
+		metric_add(metric_series(tasks_total, v), 1);
+}
+
+/* Exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)], capped at 5 min. */
+static int64_t backoff_for(int64_t attempts)
+{
+	int64_t cap = backoff_base_ms;
+	for (int64_t i = 1; i < attempts && cap < 300000; i++)
+		cap *= 2;
+	if (cap > 300000)
+		cap = 300000;
+	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
+}
+
+static void settle(struct task_ctx *ctx, enum task_outcome outcome, const char *name)
+{
+	struct store_op *op = NULL;
+	if (outcome == TASK_RETRY) {
+		op = store_op_new(STORE_OP_TASK_RETRY, ctx->tenant);
+		if (op)
+			op->delay_ms = backoff_for(json_integer_value(json_object_get(ctx->task, "attempts")));
+	} else if (outcome != TASK_ACKED) {
+		op = store_op_new(STORE_OP_TASK_FINISH, ctx->tenant);
+		if (op) {
+			op->failed = outcome == TASK_FAIL;
+			op->row = ctx->result;
+			ctx->result = NULL;
+		}
+	}
+	if (op) {
+		snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
+		snprintf(op->error_text, sizeof(op->error_text), "%s", ctx->error);
+		if (store_op_wait(store, op) != SOMA_OK)
+			log_warn("queue",
+				 "could not record the outcome of task %s (%s); it runs again after the "
+				 "visibility timeout",
+				 ctx->id, soma_err_str(op->err));
+		else if (op->dead)
+			log_error("queue", "task %s (%s) dead-lettered after %lld attempts: %s", ctx->id, name,
+				  (long long)json_integer_value(json_object_get(ctx->task, "attempts")), ctx->error);
+		if (op->dead)
+			outcome = TASK_FAIL;
+		store_op_free(op);
+	}
+	count(name, outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
+}
+
+static void run_task(struct worker *w, json_t *task)
+{
+	const char *name = json_string_value(json_object_get(task, "name"));
+	struct task_ctx ctx = {.task = task,
+			       .id = json_string_value(json_object_get(task, "id")),
+			       .tenant = json_string_value(json_object_get(task, "tenant")),
+			       .session_id = json_string_value(json_object_get(task, "session_id")),
+			       .payload = json_object_get(task, "payload"),
+			       .store = store};
+	task_handler_fn fn = find_handler(name ? name : "");
+	pthread_mutex_lock(&lock);
+	w->current = &ctx;
+	pthread_mutex_unlock(&lock);
+	uint64_t t0 = clock_mono_ns();
+	enum task_outcome outcome = TASK_FAIL;
+	if (fn)
+		outcome = fn(&ctx);
+	else
+		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", name ? name : "?");
+	pthread_mutex_lock(&lock);
+	w->current = NULL;
+	pthread_mutex_unlock(&lock);
+	settle(&ctx, outcome, name ? name : "?");
+	json_decref(ctx.result);
+	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?",
+		  (double)(clock_mono_ns() - t0) / 1e6);
+}
+
+/* Reserves the next ready task of the worker's queue, or returns NULL when there is none. */
+static json_t *reserve(struct worker *w)
+{
+	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
+	if (!op)
+		return NULL;
+	snprintf(op->queue, sizeof(op->queue), "%s", w->queue);
+	snprintf(op->worker, sizeof(op->worker), "%s", w->id);
+	op->delay_ms = visibility_ms;
+	json_t *task = NULL;
+	enum soma_err err = store_op_wait(store, op);
+	if (err == SOMA_OK) {
+		task = op->session;
+		op->session = NULL;
+	} else if (err != SOMA_ERR_NOT_FOUND) {
+		log_warn("queue", "cannot reserve from queue %s: %s; retrying", w->queue, soma_err_str(err));
+	}
+	store_op_free(op);
+	return task;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		bool stop = stopping;
+		unsigned long gen = notify_gen;
+		pthread_mutex_unlock(&lock);
+		if (stop)
+			break;
+		json_t *task = reserve(w);
+		if (task) {
+			run_task(w, task);
+			json_decref(task);
+			continue;
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += IDLE_POLL_MS / 1000;
+		pthread_mutex_lock(&lock);
+		while (!stopping && gen == notify_gen) {
+			if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
+				break;
+		}
+		pthread_mutex_unlock(&lock);
+	}
+	return NULL;
+}
+
+enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,
+			  int backoff_ms)
+{
+	static const char *const labels[] = {"task", "outcome", NULL};
+	tasks_total = metrics_counter("soma_tasks_total", "Tasks run by this process's workers, by outcome.", labels);
+	store = st;
+	visibility_ms = visibility_s * 1000;
+	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
+	stopping = false;
+	char host[64] = "host";
+	gethostname(host, sizeof(host) - 1);
+	for (int q = 0; q < nqueues; q++) {
+		for (int i = 0; i < queues[q].concurrency && nworkers < MAX_WORKERS; i++) {
+			struct worker *w = &workers[nworkers];
+			memset(w, 0, sizeof(*w));
+			snprintf(w->queue, sizeof(w->queue), "%s", queues[q].name);
+			snprintf(w->id, sizeof(w->id), "%.32s-%d-%s-%d", host, (int)getpid(), queues[q].name, i);
+			if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+				queue_stop(0);
+				return SOMA_ERR_INTERNAL;
+			}
+			nworkers++;
+		}
+	}
+	return SOMA_OK;
+}
+
+void queue_stop(int grace_ms)
+{
+	pthread_mutex_lock(&lock);
+	stopping = true;
+	pthread_cond_broadcast(&wake);
+	pthread_mutex_unlock(&lock);
+	/* running tasks get the grace period, then are asked to cancel; an unfinished task is not
+	 * acked, so it runs again after its visibility timeout */
+	for (int waited = 0; waited < grace_ms && queue_running() > 0; waited += 20) {
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		if (workers[i].current) {
+			workers[i].current->shutdown = true;
+			workers[i].current->cancel = true;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < nworkers; i++)
+		pthread_join(workers[i].tid, NULL);
+	nworkers = 0;
+	nhandlers = 0;
+}
+
+void queue_cancel_session(const char *tenant, const char *session_id)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		struct task_ctx *t = workers[i].current;
+		if (t && t->session_id && t->tenant && strcmp(t->session_id, session_id) == 0 &&
+		    strcmp(t->tenant, tenant) == 0)
+			t->cancel = true;
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+int queue_running(void)
+{
+	int n = 0;
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++)
+		n += workers[i].current != NULL;
+	pthread_mutex_unlock(&lock);
+	return n;
+}

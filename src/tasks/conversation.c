@@ -1,0 +1,173 @@
+/*
+ * conversation.c - the task conversation.process: a user message in, the assistant's reply out.
+ *
+ * Flow: read the session's recent events (context) -> publish assistant.thinking -> stream the
+ * LLM reply, publishing each delta as assistant.delta (ephemeral: live and kept for resume,
+ * not history) -> commit assistant.final with model and usage, or assistant.error with words a
+ * user understands, in the same transaction as the task's ack. A deleted session stops the
+ * generation (cancel); a shutdown requeues the task instead of finishing it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "core/config.h"
+#include "core/event.h"
+#include "core/log.h"
+#include "llm/llm.h"
+#include "queue/queue.h"
+#include "tasks/tasks.h"
+
+struct generation {
+	struct task_ctx *task; /* the running task */
+	int64_t base_seq;      /* last committed seq when the generation started */
+	int64_t stream_index;  /* deltas published so far */
+};
+
+static void publish(struct generation *g, json_t *event)
+{
+	char *text = json_dumps(event, JSON_COMPACT);
+	if (text)
+		bus_publish_ephemeral(g->task->session_id, g->base_seq, text, strlen(text), NULL);
+	free(text);
+	json_decref(event);
+}
+
+static bool on_delta(void *ctx, const char *text, size_t len)
+{
+	struct generation *g = ctx;
+	json_t *meta =
+		json_pack("{s:I, s:s}", "stream_index", (json_int_t)g->stream_index++, "generation_id", g->task->id);
+	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.delta", "", NULL, meta);
+	json_object_set_new(ev, "message", json_stringn(text, len));
+	publish(g, ev);
+	return !g->task->cancel;
+}
+
+static bool should_cancel(void *ctx)
+{
+	return ((struct generation *)ctx)->task->cancel;
+}
+
+/* OpenAI messages from the stored events: the system prompt, then user and assistant turns,
+ * newest kept first when the estimated token budget (4 characters a token) runs out. */
+static json_t *build_messages(json_t *rows)
+{
+	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
+	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
+	json_t *turns = json_array();
+	budget -= (int64_t)strlen(system);
+	for (size_t i = json_array_size(rows); i-- > 0 && budget > 0;) {
+		json_t *ev = json_loads(json_string_value(json_object_get(json_array_get(rows, i), "body")), 0, NULL);
+		const char *type = json_string_value(json_object_get(ev, "type"));
+		const char *msg = json_string_value(json_object_get(ev, "message"));
+		const char *role = type && strcmp(type, "user") == 0		  ? "user"
+				   : type && strcmp(type, "assistant.final") == 0 ? "assistant"
+										  : NULL;
+		if (role && msg && (int64_t)strlen(msg) <= budget) {
+			budget -= (int64_t)strlen(msg);
+			json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", role, "content", msg));
+		}
+		json_decref(ev);
+	}
+	if (system[0])
+		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
+	return turns;
+}
+
+static json_t *final_event(struct generation *g, const struct llm_result *res, const struct llm_config *cfg)
+{
+	json_t *usage =
+		json_pack("{s:I, s:I}", "input_tokens", (json_int_t)(res->input_tokens > 0 ? res->input_tokens : 0),
+			  "output_tokens", (json_int_t)(res->output_tokens > 0 ? res->output_tokens : 0));
+	json_t *meta = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", "completed", "model",
+				 res->model[0] ? res->model : cfg->model, "usage", usage, "finish_reason",
+				 res->finish_reason[0] ? res->finish_reason : "stop", "generation_id", g->task->id,
+				 "deltas", (json_int_t)g->stream_index);
+	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.final", "", NULL, meta);
+	json_object_set_new(ev, "message", json_stringn(res->content ? res->content : "", res->content_len));
+	return ev;
+}
+
+static json_t *error_event(struct generation *g, const struct llm_result *res)
+{
+	json_t *meta = json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code",
+				 llm_error_code(res->error), "detail", res->detail, "http_status", res->http_status,
+				 "generation_id", g->task->id);
+	return chat_event_new(g->task->session_id, "assistant", "assistant.error", llm_error_message(res->error), NULL,
+			      meta);
+}
+
+/* Commits the reply (or the error) and the task's ack in one transaction. */
+static enum task_outcome commit(struct task_ctx *t, json_t *event)
+{
+	struct store_op *op = store_op_new(STORE_OP_EVENT_APPEND, t->tenant);
+	if (!op) {
+		json_decref(event);
+		snprintf(t->error, sizeof(t->error), "out of memory");
+		return TASK_RETRY;
+	}
+	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
+	snprintf(op->task_id, sizeof(op->task_id), "%s", t->id);
+	op->event = event;
+	enum soma_err err = store_op_wait(t->store, op);
+	store_op_free(op);
+	if (err == SOMA_ERR_NOT_FOUND) {
+		log_info("conversation", "session %s was deleted during the reply; dropping it", t->session_id);
+		return TASK_DONE; /* nothing to keep */
+	}
+	if (err != SOMA_OK) {
+		snprintf(t->error, sizeof(t->error), "cannot store the reply: %s", soma_err_str(err));
+		return TASK_RETRY;
+	}
+	return TASK_ACKED;
+}
+
+enum task_outcome task_conversation_process(struct task_ctx *t)
+{
+	if (!t->session_id)
+		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;
+	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, t->tenant);
+	if (!op)
+		return TASK_RETRY;
+	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
+	op->after_seq = -1;
+	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
+	enum soma_err err = store_op_wait(t->store, op);
+	if (err != SOMA_OK) {
+		store_op_free(op);
+		if (err == SOMA_ERR_NOT_FOUND)
+			return TASK_DONE;
+		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
+		return TASK_RETRY;
+	}
+	struct generation g = {.task = t, .base_seq = op->seq};
+	json_t *messages = build_messages(op->rows);
+	store_op_free(op);
+	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
+				   json_pack("{s:s}", "generation_id", t->id)));
+
+	struct llm_config cfg;
+	llm_config_from_settings(&cfg);
+	struct llm_request req = {.messages = messages, .temperature = -1, .stream = true};
+	struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = &g};
+	struct llm_result res;
+	llm_chat(&cfg, &req, &cb, &res);
+	json_decref(messages);
+	enum task_outcome outcome;
+	if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
+		snprintf(t->error, sizeof(t->error), "interrupted by shutdown");
+		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */
+	} else if (res.error == LLM_ERR_CANCELLED) {
+		log_info("conversation", "session %s: generation cancelled", t->session_id);
+		outcome = TASK_DONE; /* the session was deleted */
+	} else {
+		if (res.error != LLM_OK)
+			log_warn("conversation", "session %s: %s (%s)", t->session_id, llm_error_code(res.error),
+				 res.detail);
+		outcome = commit(t, res.error == LLM_OK ? final_event(&g, &res, &cfg) : error_event(&g, &res));
+	}
+	bus_generation_end(t->session_id);
+	llm_result_free(&res);
+	return outcome;
+}

@@ -1,0 +1,15 @@
+/*
+ * tasks.h - the task implementations and their registration with the queue.
+ */
+#ifndef SOMA_TASKS_TASKS_H
+#define SOMA_TASKS_TASKS_H
+
+#include "queue/queue.h"
+
+#define TASK_CONVERSATION_PROCESS "conversation.process"
+
+enum task_outcome task_conversation_process(struct task_ctx *t);
+/* Registers every task this binary implements. */
+enum soma_err tasks_register_all(void) SOMA_MUST_CHECK;
+
+#endif

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""A stand-in for an OpenAI-compatible LLM provider (Groq, OpenAI), for tests and benchmarks.
+
+Speaks POST /v1/chat/completions (streamed and not) and GET /v1/models like the real APIs, and
+misbehaves on demand. Standard library only.
+
+    server.py --port P [--chunks 12] [--delay-ms 0]
+
+Control (test side):
+    POST /_control {"mode": "ok|429|500|401|hang|cut", "times": N, "retry_after": S,
+                    "chunks": N, "delay_ms": MS, "text": "..."}
+        the next N requests (default 1; -1 = until changed) behave as `mode`; chunks/delay/text
+        change the replies from now on.
+    GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request]}
+    POST /_reset -> back to defaults
+
+Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
+stream_options.include_usage) and `data: [DONE]`. The bytes of the stream are written in pieces
+whose boundaries fall anywhere, inside lines and inside UTF-8 sequences, as real networks do.
+"""
+import argparse
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_TEXT = "Hello from the fake model: héllo wörld ✓ 🚀 — streaming works. "
+
+state_lock = threading.Lock()
+state = {}
+
+
+def reset(args=None):
+    with state_lock:
+        state.clear()
+        state.update({
+            "queue": [],            # [(mode, retry_after)] for the next requests
+            "sticky": None,         # (mode, retry_after) until changed
+            "chunks": args.chunks if args else 12,
+            "delay_ms": args.delay_ms if args else 0,
+            "text": DEFAULT_TEXT,
+            "requests": 0,
+            "last_request": None,
+            "modes": [],
+        })
+
+
+def next_mode():
+    with state_lock:
+        state["requests"] += 1
+        if state["queue"]:
+            mode = state["queue"].pop(0)
+        elif state["sticky"]:
+            mode = state["sticky"]
+        else:
+            mode = ("ok", 0)
+        state["modes"].append(mode[0])
+        return mode, state["chunks"], state["delay_ms"], state["text"]
+
+
+def split_text(text, n):
+    n = max(1, min(n, len(text)))
+    size = max(1, len(text) // n)
+    parts = [text[i:i + size] for i in range(0, len(text), size)]
+    return parts
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send_json(self, status, obj, headers=None):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self):
+        if self.path == "/_stats":
+            with state_lock:
+                self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
+                                     "modes": state["modes"]})
+        elif self.path.rstrip("/").endswith("/models"):
+            self.send_json(200, {"object": "list", "data": [
+                {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
+        else:
+            self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self):
+        body = self.read_body()
+        if self.path == "/_control":
+            ctl = json.loads(body or b"{}")
+            with state_lock:
+                for k in ("chunks", "delay_ms", "text"):
+                    if k in ctl:
+                        state[k] = ctl[k]
+                if "mode" in ctl:
+                    mode = (ctl["mode"], ctl.get("retry_after", 1))
+                    times = ctl.get("times", 1)
+                    if times < 0:
+                        state["sticky"] = None if mode[0] == "ok" else mode
+                    else:
+                        state["queue"].extend([mode] * times)
+            self.send_json(200, {"ok": True})
+            return
+        if self.path == "/_reset":
+            reset(self.server.args)
+            self.send_json(200, {"ok": True})
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        try:
+            req = json.loads(body)
+        except ValueError:
+            self.send_json(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
+            return
+        with state_lock:
+            state["last_request"] = req
+        (mode, retry_after), chunks, delay_ms, text = next_mode()
+        if self.headers.get("Authorization", "") in ("", "Bearer ", "Bearer bad-key") or mode == "401":
+            self.send_json(401, {"error": {"message": "Invalid API Key", "type": "invalid_request_error",
+                                           "code": "invalid_api_key"}})
+            return
+        if mode == "429":
+            self.send_json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
+                           {"Retry-After": str(retry_after)})
+            return
+        if mode == "500":
+            self.send_json(500, {"error": {"message": "internal error", "type": "server_error"}})
+            return
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        model = req.get("model") or "fake-model"
+        user = next((m.get("content", "") for m in reversed(req.get("messages", [])) if m.get("role") == "user"), "")
+        reply = text if text != DEFAULT_TEXT else f"{DEFAULT_TEXT}You said: {user[:200]}"
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
+        completion_tokens = len(reply) // 4 + 1
+        created = int(time.time())
+        if not req.get("stream"):
+            self.send_json(200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                             "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}})
+            return
+        self.stream(req, model, created, reply, chunks, delay_ms, mode == "cut", prompt_tokens, completion_tokens)
+
+    def stream(self, req, model, created, reply, chunks, delay_ms, cut, prompt_tokens, completion_tokens):
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": None}
+        events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                       "finish_reason": None, "logprobs": None}])]
+        for part in split_text(reply, chunks):
+            events.append(dict(base, choices=[{"index": 0, "delta": {"content": part}, "finish_reason": None,
+                                               "logprobs": None}]))
+        events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]))
+        if (req.get("stream_options") or {}).get("include_usage"):
+            events.append(dict(base, choices=[], usage={"prompt_tokens": prompt_tokens,
+                                                        "completion_tokens": completion_tokens,
+                                                        "total_tokens": prompt_tokens + completion_tokens}))
+        frames = [("data: " + json.dumps(e, ensure_ascii=False) + "\n\n").encode() for e in events]
+        frames.append(b"data: [DONE]\n\n")
+        if cut:
+            frames = frames[:max(2, len(frames) // 2)]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        data = b"".join(frames)
+        pos, pieces = 0, max(1, len(frames))
+        try:
+            while pos < len(data):
+                step = random.randint(1, max(2, 2 * len(data) // pieces))
+                self.wfile.write(data[pos:pos + step])
+                self.wfile.flush()
+                pos += step
+                if delay_ms:
+                    time.sleep(delay_ms / 1000.0)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        self.close_connection = True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--chunks", type=int, default=12)
+    ap.add_argument("--delay-ms", type=int, default=0)
+    args = ap.parse_args()
+    reset(args)
+    srv = ThreadingHTTPServer((args.host, args.port), Handler)
+    srv.daemon_threads = True
+    srv.args = args
+    print(f"fake llm listening on {args.host}:{args.port}", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
