@@ -93,7 +93,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct event_base *http_thread_base(struct io_thread *thr) { return thr->base; }
+struct event_base *http_thread_base(struct io_thread *thr)
+{
+	return thr->base;
+}
 
 enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg)
 {

@@ -36,7 +36,7 @@ struct task_ctx {
 	struct store *store;	/* for the handler's own ops */
 	char error[512];	/* failure text for RETRY / FAIL */
 	json_t *result;		/* owned by the worker once set: SUCCESS result */
-	volatile bool cancel;   /* stop: the session was deleted, or the process is stopping */
+	volatile bool cancel;	/* stop: the session was deleted, or the process is stopping */
 	volatile bool shutdown; /* the stop is a shutdown: requeue rather than finish */
 };
 
