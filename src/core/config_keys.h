@@ -78,6 +78,8 @@ X(LLM_MAX_CONTEXT_TOKENS, "llm.max_context_tokens", CFG_INT, "8000", 100, 100000
   "Context budget (estimated at 4 characters a token); the oldest events are dropped first.") \
 X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a helpful assistant.", 0, 0, NULL, \
   NULL, false, NULL, "System message that starts every conversation.") \
+X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \
+  "Provider calls in flight at once for /v1/chat/completions and /v1/llm/invoke.") \
 X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "8", 1, 256, NULL, NULL, false, \
   NULL, "Worker threads of the conversation queue.") \
 X(QUEUE_VISIBILITY_TIMEOUT_S, "queue.visibility_timeout_s", CFG_INT, "300", 5, 86400, NULL, NULL, false, NULL, \

@@ -217,7 +217,9 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	if (!app.router || (err = gateway_ops_routes(app.router)) != SOMA_OK)
 		goto fail;
 	if ((app.role & ROLE_GATEWAY) && ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
-					  (err = gateway_session_routes(app.router)) != SOMA_OK))
+					  (err = gateway_session_routes(app.router)) != SOMA_OK ||
+					  (err = gateway_llm_routes(app.router)) != SOMA_OK ||
+					  (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK))
 		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
@@ -230,6 +232,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	return SOMA_OK;
 fail:
 	http_server_free(app.server);
+	gateway_llm_stop();
 	http_pipeline_free(app.pipeline);
 	http_router_free(app.router);
 	app.server = NULL;
@@ -245,7 +248,8 @@ static void http_stop(void *ctx)
 	size_t left = http_server_drain(app.server, grace_ms);
 	if (left)
 		log_warn("http", "%zu connection(s) still busy after shutdown.grace_s; closing them", left);
-	http_server_free(app.server);
+	http_server_free(app.server); /* aborts what is left: pool jobs stop at their next callback */
+	gateway_llm_stop();
 	http_pipeline_free(app.pipeline);
 	http_router_free(app.router);
 	app.server = NULL;
