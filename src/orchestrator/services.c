@@ -216,10 +216,11 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	app.router = http_router_new();
 	if (!app.router || (err = gateway_ops_routes(app.router)) != SOMA_OK)
 		goto fail;
-	if ((app.role & ROLE_GATEWAY) && ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
-					  (err = gateway_session_routes(app.router)) != SOMA_OK ||
-					  (err = gateway_llm_routes(app.router)) != SOMA_OK ||
-					  (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK))
+	if ((app.role & ROLE_GATEWAY) &&
+	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_llm_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK))
 		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
