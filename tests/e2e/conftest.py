@@ -1,6 +1,9 @@
 """Fixtures for the end-to-end tests of the somaagent binary (env SOMA_BIN, default
 <repo>/build-san/somaagent). Each server gets a free loopback port and its own data dir; on
-teardown it gets SIGTERM and must exit 0 within 15 s (an ASan leak report fails that)."""
+teardown it gets SIGTERM and must exit 0 within 15 s (an ASan leak report fails that).
+
+One fake LLM provider (tests/fakes/llm/server.py) serves the whole session; the `llm` fixture
+resets it for each test. Servers are configured to use it unless started with llm=False."""
 
 import os
 import sys
@@ -14,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 for _var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
     os.environ.pop(_var, None)
 
-from e2e_util import BIN, Server, start_server  # noqa: E402
+from e2e_util import BIN, FakeLLM, Server, start_server  # noqa: E402
 
 
 def pytest_configure(config):
@@ -38,28 +41,51 @@ def _teardown(servers):
         pytest.fail("server teardown failed:\n" + "\n\n".join(failures), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def fake_llm_session(tmp_path_factory):
+    fake = FakeLLM(tmp_path_factory.mktemp("fake-llm"))
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
-def soma(tmp_path):
-    """start(*sets, env=None, role=None, ...) -> Server, run in tmp_path (cwd and data dir)."""
+def llm(fake_llm_session) -> FakeLLM:
+    """The fake LLM provider, reset to its defaults (ok, 12 chunks, no delay) for this test."""
+    assert fake_llm_session.proc.poll() is None, "the fake LLM died"
+    fake_llm_session.reset()
+    yield fake_llm_session
+    fake_llm_session.reset()  # e.g. a sticky "hang" must not outlive its test
+
+
+def _llm_sets(fake, llm_on):
+    return tuple(fake.sets()) if llm_on else ()
+
+
+@pytest.fixture
+def soma(tmp_path, llm):
+    """start(*sets, env=None, role=None, llm=True, ...) -> Server, run in tmp_path (cwd and data
+    dir). llm=True points the server at the fake LLM (later --set values override); llm=False
+    leaves the LLM unconfigured."""
     servers = []
 
-    def start(*sets, **kw):
-        srv = start_server(tmp_path, sets=sets, **kw)
+    def start(*sets, llm=True, **kw):
+        srv = start_server(tmp_path, sets=_llm_sets(llm_fake, llm) + tuple(sets), **kw)
         servers.append(srv)
         return srv
 
+    llm_fake = llm
     yield start
     _teardown(servers)
 
 
 @pytest.fixture(scope="module")
-def module_soma(tmp_path_factory):
+def module_soma(tmp_path_factory, fake_llm_session):
     """Like soma, shared by the tests of one module (each call starts a server)."""
     servers = []
 
-    def start(*sets, **kw):
+    def start(*sets, llm=True, **kw):
         tmp = tmp_path_factory.mktemp("srv")
-        srv = start_server(tmp, sets=sets, **kw)
+        srv = start_server(tmp, sets=_llm_sets(fake_llm_session, llm) + tuple(sets), **kw)
         servers.append(srv)
         return srv
 

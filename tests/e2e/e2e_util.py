@@ -209,7 +209,9 @@ def start_server(tmp, sets=(), env=None, role=None, args=(), data_dir=None, list
 
 
 def wait_healthy(srv, timeout=10):
+    """Waits until /v1/health answers 200 (it answers 503 while services are starting)."""
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while True:
         rc = srv.proc.poll()
         if rc is not None:
@@ -219,12 +221,15 @@ def wait_healthy(srv, timeout=10):
             with socket.create_connection((srv.host, srv.port), timeout=1) as s:
                 s.settimeout(2)
                 s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                if s.recv(12).startswith(b"HTTP/1.1 "):
+                got = s.recv(12)
+                if got.startswith(b"HTTP/1.1 200"):
                     return
-        except OSError:
-            pass
+                last = got.decode("latin-1") or "connection closed"
+        except OSError as e:
+            last = repr(e)
         if time.monotonic() >= deadline:
-            raise AssertionError(f"/v1/health did not answer within {timeout} s; log:\n{srv.log_text()}")
+            raise AssertionError(f"/v1/health did not answer 200 within {timeout} s (last: {last}); "
+                                 f"log:\n{srv.log_text()}")
         time.sleep(0.02)
 
 
@@ -389,3 +394,248 @@ def parse_metrics(text):
 
 def find_samples(samples, name, **labels):
     return [(lbl, v) for n, lbl, v in samples if n == name and all(lbl.get(k) == x for k, x in labels.items())]
+
+
+# ---- the fake LLM provider (tests/fakes/llm/server.py) ---------------------------------------
+
+FAKE_LLM = REPO / "tests" / "fakes" / "llm" / "server.py"
+PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else "python3"
+
+
+class FakeLLM:
+    """An OpenAI-compatible fake on a free loopback port; control(), stats(), reset()."""
+
+    def __init__(self, log_dir, chunks=12, delay_ms=0):
+        self.log_path = Path(log_dir) / "fake-llm.log"
+        for _ in range(5):
+            self.port = free_port()
+            with open(self.log_path, "wb") as logf:
+                self.proc = subprocess.Popen(
+                    [PYTHON, str(FAKE_LLM), "--port", str(self.port), "--chunks", str(chunks),
+                     "--delay-ms", str(delay_ms)],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+            self.url = f"http://127.0.0.1:{self.port}"
+            if self._wait_up(10):
+                return
+            self.stop()
+        raise AssertionError(f"the fake LLM did not start; log:\n{self.log_path.read_text(errors='replace')}")
+
+    def _wait_up(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False  # e.g. the port was taken meanwhile
+            try:
+                if self._call("GET", "/_stats", timeout=1)[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    @property
+    def base_url(self):
+        return self.url + "/v1"
+
+    def sets(self, api_key="test-key", model="fake-model"):
+        """--set values that point somaagent at this fake."""
+        return ["llm.provider=custom", f"llm.base_url={self.base_url}", f"llm.api_key={api_key}",
+                f"llm.model={model}"]
+
+    def _call(self, method, path, body=None, timeout=5):
+        import http.client
+
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def control(self, **kw):
+        status, body = self._call("POST", "/_control", kw)
+        assert status == 200, body
+
+    def reset(self):
+        status, body = self._call("POST", "/_reset", {})
+        assert status == 200, body
+
+    def stats(self):
+        status, body = self._call("GET", "/_stats")
+        assert status == 200, body
+        return json.loads(body)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- Server-Sent Events over a raw socket ----------------------------------------------------
+
+
+class SSEFrame:
+    def __init__(self, id, data, retry, comments):
+        self.id = id  # None when the frame had no id line
+        self.data = data  # the data lines joined by "\n", or None when there were none
+        self.retry = retry
+        self.comments = comments
+
+    def json(self):
+        return json.loads(self.data)
+
+    def __repr__(self):
+        return f"<SSEFrame id={self.id!r} data={(self.data or '')[:200]!r}>"
+
+
+class SSEStream:
+    """GET <path> as an event stream: checks the head (200, text/event-stream, chunked), then
+    parses the chunked body into frames (id, data, retry) per the SSE rules: lines end in LF,
+    CRLF or CR, a blank line ends a frame, ":" lines are comments, one leading space after the
+    colon is dropped, several data lines join with LF."""
+
+    def __init__(self, srv, path, headers=None, timeout=10):
+        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        hdrs = {"Host": "t", "Accept": "text/event-stream"}
+        hdrs.update(headers or {})
+        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        self.sock.sendall(req.encode())
+        self.raw = b""  # undecoded bytes from the socket
+        self.body = b""  # de-chunked body bytes not yet parsed into lines
+        self.text_lines = []  # lines of the current frame
+        self.eof = False
+        self.frames_read = []
+        self.response = None  # a Response when the server answered something else than a stream
+        self._read_head()
+
+    def _recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.raw += chunk
+
+    def _read_head(self):
+        while b"\r\n\r\n" not in self.raw:
+            self._recv()
+        head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        m = re.match(r"^HTTP/1\.1 (\d{3}) (.*)$", lines[0])
+        assert m, f"bad status line {lines[0]!r}"
+        headers = [(n.strip(), v.strip()) for n, _, v in (ln.partition(":") for ln in lines[1:])]
+        self.head = Response(int(m.group(1)), m.group(2), headers, b"", head)
+        if self.head.status != 200:
+            n = int(self.head.header("content-length") or 0)
+            while len(self.raw) < n:
+                self._recv()
+            self.head.body = self.raw[:n]
+            self.response = self.head
+            return
+        ctype = self.head.header("content-type") or ""
+        assert ctype.startswith("text/event-stream"), f"stream Content-Type {ctype!r}"
+        te = (self.head.header("transfer-encoding") or "").lower()
+        assert te == "chunked", f"stream is not chunked: {self.head.headers}"
+        assert self.head.header("content-length") is None, "a stream must not carry Content-Length"
+
+    def _dechunk_some(self):
+        """Moves complete chunks from raw to body; reads the socket when none is complete."""
+        while True:
+            progressed = False
+            while b"\r\n" in self.raw:
+                size_line, rest = self.raw.split(b"\r\n", 1)
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    self.eof = True
+                    self.raw = b""
+                    return
+                if len(rest) < size + 2:
+                    break
+                assert rest[size:size + 2] == b"\r\n", f"bad chunk framing: {rest[:size + 10]!r}"
+                self.body += rest[:size]
+                self.raw = rest[size + 2:]
+                progressed = True
+            if progressed:
+                return
+            self._recv()
+
+    def next_frame(self, timeout=None):
+        """The next frame with at least one field; None at the end of the stream."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        frame_fields = {"id": None, "data": [], "retry": None, "comments": [], "any": False}
+        while True:
+            # split complete lines off the body (LF, CRLF or CR; a trailing CR may precede an LF)
+            m = re.search(rb"\r\n|\n|\r(?!$)", self.body)
+            if m is None:
+                if self.eof:
+                    return None
+                try:
+                    self._dechunk_some()
+                except EOFError:
+                    self.eof = True
+                continue
+            line = self.body[:m.start()].decode("utf-8")
+            self.body = self.body[m.end():]
+            if line == "":
+                if frame_fields["any"]:
+                    f = SSEFrame(frame_fields["id"], "\n".join(frame_fields["data"]) if frame_fields["data"] else None,
+                                 frame_fields["retry"], frame_fields["comments"])
+                    self.frames_read.append(f)
+                    return f
+                continue
+            if line.startswith(":"):
+                frame_fields["comments"].append(line[1:])
+                continue
+            name, colon, value = line.partition(":")
+            if colon and value.startswith(" "):
+                value = value[1:]
+            frame_fields["any"] = True
+            if name == "id":
+                frame_fields["id"] = value
+            elif name == "data":
+                frame_fields["data"].append(value)
+            elif name == "retry":
+                frame_fields["retry"] = value
+
+    def events(self, until, timeout=10, keepalives=False):
+        """Frames with data, parsed as JSON, up to and including the first for which until(event)
+        holds; returns [(id, event)]. Keepalives are skipped unless keepalives=True."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout} s; events so far: {out}")
+            f = self.next_frame(timeout=left)
+            if f is None:
+                raise AssertionError(f"the stream ended; events so far: {out}")
+            if f.data is None:
+                continue
+            ev = f.json()
+            if ev.get("type") == "system.keepalive" and not keepalives:
+                continue
+            out.append((f.id, ev))
+            if until(ev):
+                return out
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def parse_cursor(c):
+    """'12' -> (12, 0, False), '12.3' -> (12, 3, True); asserts the format."""
+    m = re.match(r"^(\d+)(?:\.(\d+))?$", c or "")
+    assert m, f"bad cursor {c!r}"
+    return int(m.group(1)), int(m.group(2) or 0), m.group(2) is not None

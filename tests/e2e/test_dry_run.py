@@ -9,6 +9,15 @@ from e2e_util import describe, free_port, run_cli
 
 SECRET = "dry-run-secret-" + "z" * 30
 
+# (name, order, critical) in start order
+ALL = [("store", 10, True), ("bus", 15, True), ("auth", 20, True), ("disk", 30, False), ("llm", 50, False),
+       ("workers", 60, True), ("http", 90, True)]
+ROLE_SERVICES = {
+    "all": [n for n, _, _ in ALL],
+    "gateway": ["store", "bus", "auth", "disk", "http"],
+    "worker": [n for n, _, _ in ALL],
+}
+
 
 def _dry(tmp_path, *extra, env=None):
     port = free_port()
@@ -23,10 +32,7 @@ def test_dry_run_plan(tmp_path):
     plan = json.loads(cp.stdout)
     assert plan["role"] == "all"
     assert plan["listen"] == f"127.0.0.1:{port}"
-    names = [s["name"] for s in plan["services"]]
-    assert names == ["store", "auth", "disk", "http"], plan["services"]
-    crit = {s["name"]: s["critical"] for s in plan["services"]}
-    assert crit == {"store": True, "auth": True, "disk": False, "http": True}
+    assert plan["services"] == [{"name": n, "order": o, "critical": c} for n, o, c in ALL], plan["services"]
     cfg = plan["config"]
     assert cfg["http.listen"] == f"127.0.0.1:{port}"
     assert cfg["http.max_body"] == 1048576
@@ -51,7 +57,11 @@ def test_dry_run_config_lists_every_key(tmp_path):
 def test_dry_run_roles(tmp_path, role):
     cp, _ = _dry(tmp_path, "--role", role)
     assert cp.returncode == 0, describe(cp)
-    assert json.loads(cp.stdout)["role"] == role
+    plan = json.loads(cp.stdout)
+    assert plan["role"] == role
+    assert [s["name"] for s in plan["services"]] == ROLE_SERVICES[role], plan["services"]
+    orders = [s["order"] for s in plan["services"]]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders), plan["services"]
 
 
 def test_dry_run_bogus_role(tmp_path):

@@ -1,12 +1,14 @@
 """GET /v1/health (CONTRACTS.md section 3 Operations)."""
 
 import datetime
+import time
 
 import httpx
 
 from e2e_util import TS_RE, run_cli
 
-EXPECTED = {"store": True, "auth": True, "disk": False, "http": True}  # name -> critical
+# name -> critical, for the default role "all"
+EXPECTED = {"store": True, "bus": True, "auth": True, "disk": False, "llm": False, "workers": True, "http": True}
 
 
 def _version(tmp_path):
@@ -53,8 +55,56 @@ def test_health_degraded_when_disk_low(soma):
     assert disk["status"] == "degraded", disk
     assert disk["critical"] is False
     assert "free" in disk["detail"], disk
-    for name in ("store", "auth", "http"):
-        assert body["services"][name]["status"] == "ok", body
+    for name in EXPECTED:
+        if name != "disk":
+            assert body["services"][name]["status"] == "ok", body
     # a degraded non-critical service is still up
     m = httpx.get(srv.url + "/metrics", timeout=5).text
     assert 'soma_service_up{service="disk"} 1' in m, m
+
+
+def test_health_degraded_without_llm_key(soma):
+    """No LLM API key: the llm service is "unconfigured", the whole is degraded but serving."""
+    srv = soma(llm=False)
+    r = httpx.get(srv.url + "/v1/health", timeout=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "degraded", body
+    llm = body["services"]["llm"]
+    assert llm["status"] == "unconfigured", llm
+    assert llm["critical"] is False, llm
+    assert "llm.api_key" in llm["detail"], llm
+    for name in EXPECTED:
+        if name != "llm":
+            assert body["services"][name]["status"] == "ok", body
+    m = httpx.get(srv.url + "/metrics", timeout=5).text
+    assert 'soma_service_up{service="llm"} 1' in m or 'soma_service_up{service="llm"} 0' in m, m
+
+
+def test_health_503_while_starting(tmp_path, llm):
+    """Before every service is up, /v1/health answers 503 with status "down" (or the starting
+    envelope); it turns 200 once the start completes. Polled from the moment the port opens."""
+    from e2e_util import start_server, wait_healthy
+
+    srv = start_server(tmp_path, sets=llm.sets(), wait=False)
+    try:
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(srv.url + "/v1/health", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.005)
+                continue
+            seen.append(r.status_code)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"].startswith("application/json")
+            body = r.json()
+            assert body.get("status") == "down" or body.get("error", {}).get("code") == "starting", body
+            time.sleep(0.005)
+        assert seen and seen[-1] == 200, seen
+        wait_healthy(srv)
+    finally:
+        srv.stop()

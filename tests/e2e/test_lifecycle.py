@@ -9,7 +9,7 @@ import pytest
 
 from e2e_util import TS_RE, check_envelope, free_port, start_server
 
-START_ORDER = ["store", "auth", "disk", "http"]
+START_ORDER = ["store", "bus", "auth", "disk", "llm", "workers", "http"]
 
 # a POST whose body is only half sent: the request is in flight until the rest arrives
 HEAD = b"POST /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: inflight-1\r\nContent-Length: 10\r\n\r\n"
@@ -161,6 +161,7 @@ def test_critical_service_start_failure(tmp_path):
     assert "http" in text and "in use" in text, text
     plain = [ln for ln in srv.log_lines() if not ln.startswith("{")]
     assert any("http" in ln and "in use" in ln for ln in plain + srv.log_lines()), text
-    assert _stop_order(srv) == ["disk", "auth", "store"], text
+    # everything before http started; it is stopped in reverse order
+    assert _stop_order(srv) == list(reversed(START_ORDER[:-1])), text
     msgs = [o.get("msg", "") for o in srv.logs_quiet()]
     assert not any(" ready in " in m for m in msgs), "claimed to be ready"
