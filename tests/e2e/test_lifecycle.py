@@ -141,6 +141,7 @@ def test_sigint_is_graceful(soma):
     srv.checked = True
     assert any(o.get("msg", "").startswith("received SIGINT") for o in srv.logs_quiet())
     assert _stop_order(srv) == list(reversed(START_ORDER))
+    assert _start_order(srv) == START_ORDER, srv.log_text()
 
 
 def test_critical_service_start_failure(tmp_path):
@@ -165,3 +166,27 @@ def test_critical_service_start_failure(tmp_path):
     assert _stop_order(srv) == list(reversed(START_ORDER[:-1])), text
     msgs = [o.get("msg", "") for o in srv.logs_quiet()]
     assert not any(" ready in " in m for m in msgs), "claimed to be ready"
+
+
+def _start_order(srv):
+    out = []
+    for o in srv.logs_quiet():
+        m = o.get("msg", "")
+        if m.startswith("service ") and " started in " in m:
+            out.append(m.split()[1])
+    return out
+
+
+@pytest.mark.parametrize("role,services", [
+    ("gateway", ["store", "bus", "auth", "disk", "http"]),
+    ("worker", START_ORDER),
+])
+def test_role_start_and_stop_order(soma, role, services):
+    import httpx
+
+    srv = soma(role=role)
+    body = httpx.get(srv.url + "/v1/health", timeout=5).json()
+    assert list(body["services"]) == services or set(body["services"]) == set(services), body
+    assert _start_order(srv) == services, srv.log_text()
+    srv.stop()
+    assert _stop_order(srv) == list(reversed(services)), srv.log_text()
