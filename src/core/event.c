@@ -10,7 +10,7 @@ json_t *chat_event_new(const char *session_id, const char *role, const char *typ
 		       const char *persona_id, json_t *metadata)
 {
 	char id[IDS_UUID_LEN + 1], created[CLOCK_RFC3339_LEN + 1];
-	ids_uuid4(id);
+	ids_uuid7(id);
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:[], s:o, s:s, s:s}", "event_id", id, "session_id",
 			 session_id, "role", role, "type", type, "message", message ? message : "", "persona_id",
 			 persona_id, "attachments", "metadata", metadata ? metadata : json_object(), "created_at",

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/random.h>
+#include <time.h>
 
 enum soma_err ids_random_bytes(void *buf, size_t len)
 {
@@ -48,6 +49,8 @@ uint32_t ids_random_u32(void)
 
 static const char hexdigits[] = "0123456789abcdef";
 
+static void uuid_format(const unsigned char b[16], char out[IDS_UUID_LEN + 1]);
+
 void ids_uuid4(char out[IDS_UUID_LEN + 1])
 {
 	unsigned char b[16];
@@ -58,6 +61,29 @@ void ids_uuid4(char out[IDS_UUID_LEN + 1])
 	}
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	uuid_format(b, out);
+}
+
+void ids_uuid7(char out[IDS_UUID_LEN + 1])
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	uint64_t r1 = rng_next(), r2 = rng_next();
+	unsigned char b[16];
+	for (int i = 0; i < 6; i++)
+		b[i] = (unsigned char)(ms >> (40 - 8 * i));
+	for (int i = 6; i < 8; i++)
+		b[i] = (unsigned char)(r1 >> (i * 8));
+	for (int i = 0; i < 8; i++)
+		b[8 + i] = (unsigned char)(r2 >> (i * 8));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	uuid_format(b, out);
+}
+
+static void uuid_format(const unsigned char b[16], char out[IDS_UUID_LEN + 1])
+{
 	size_t o = 0;
 	for (int i = 0; i < 16; i++) {
 		if (i == 4 || i == 6 || i == 8 || i == 10)

@@ -53,7 +53,7 @@ static bool read_common(struct http_req *req, json_t *body, char session_id[65],
 		}
 		snprintf(session_id, 65, "%s", json_string_value(sid));
 	} else {
-		ids_uuid4(session_id);
+		ids_uuid7(session_id);
 	}
 	if (pid && !json_is_null(pid) && (!json_is_string(pid) || json_string_length(pid) > 64)) {
 		http_respond_error(req, 400, "invalid_persona_id",
@@ -99,7 +99,7 @@ static void ingest(struct http_req *req, json_t *body, const char *text, json_t 
 	if (attachments)
 		json_object_set(event, "attachments", attachments);
 	char task_id[IDS_UUID_LEN + 1];
-	ids_uuid4(task_id);
+	ids_uuid7(task_id);
 	struct store_op *op = store_op_new(STORE_OP_MESSAGE, req->ident.tenant);
 	if (!op || !event) {
 		json_decref(event);
