@@ -40,7 +40,9 @@ enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags)
 	memset(c, 0, sizeof(*c));
 	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | flags, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;",
+		rc = sqlite3_exec(c->db,
+				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA "
+				  "wal_autocheckpoint=10000;",
 				  NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return SOMA_ERR_STORE;
