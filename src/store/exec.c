@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "store/store_int.h"
 
 #define BATCH_MAX 256
@@ -93,10 +95,64 @@ static void complete(struct store *st, struct store_op *op)
 	}
 }
 
+static struct metric_family *batch_ops, *commit_seconds, *wal_frames;
+
+/* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
+ * the number that bounds ingest throughput (each frame is a page write). */
+#define CHECKPOINT_FRAMES 4000 /* ~16 MB of WAL: then copy it back into the database */
+
+/* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
+ * the number that bounds ingest throughput (each frame is a page write). A registered hook
+ * replaces SQLite's auto-checkpoint, so this also asks the checkpoint thread to run: it copies
+ * the WAL into the database concurrently (PASSIVE), so commits never wait for it, and the
+ * next commit after a complete checkpoint starts the WAL over instead of growing it. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db, (void)name;
+	struct store *st = arg;
+	int written = frames >= st->wal_last_frames ? frames - st->wal_last_frames : frames;
+	st->wal_last_frames = frames;
+	if (wal_frames)
+		metric_observe(metric_series(wal_frames, NULL), written);
+	if (frames >= CHECKPOINT_FRAMES) {
+		pthread_mutex_lock(&st->ckpt_lock);
+		st->ckpt_wanted = true;
+		pthread_cond_signal(&st->ckpt_cv);
+		pthread_mutex_unlock(&st->ckpt_lock);
+	}
+	return SQLITE_OK;
+}
+
+static void *checkpoint_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_mutex_lock(&st->ckpt_lock);
+	for (;;) {
+		while (!st->ckpt_wanted && !st->ckpt_stop)
+			pthread_cond_wait(&st->ckpt_cv, &st->ckpt_lock);
+		if (st->ckpt_stop)
+			break;
+		st->ckpt_wanted = false;
+		pthread_mutex_unlock(&st->ckpt_lock);
+		int log_frames = 0, done = 0;
+		int rc = sqlite3_wal_checkpoint_v2(st->checkpointer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+						   &done);
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+			log_warn("store", "WAL checkpoint failed: %s", sqlite3_errmsg(st->checkpointer.db));
+		pthread_mutex_lock(&st->ckpt_lock);
+	}
+	pthread_mutex_unlock(&st->ckpt_lock);
+	return NULL;
+}
+
 static void run_batch(struct store *st, struct store_op *batch)
 {
 	struct dbconn *c = &st->writer;
 	bool enqueued = false;
+	uint64_t t0 = clock_mono_ns();
+	size_t nops = 0;
+	for (struct store_op *op = batch; op; op = op->next)
+		nops++;
 	enum soma_err txn = dbconn_exec(c, "BEGIN IMMEDIATE");
 	for (struct store_op *op = batch; op && txn == SOMA_OK; op = op->next) {
 		if (dbconn_exec(c, "SAVEPOINT op") != SOMA_OK) {
@@ -105,6 +161,7 @@ static void run_batch(struct store *st, struct store_op *batch)
 		}
 		bool op_enqueued = false;
 		op->err = store_sql_write(c, op, &op_enqueued);
+		dbconn_release(c);
 		if (op->err != SOMA_OK) {
 			(void)dbconn_exec(c, "ROLLBACK TO op");
 			free(op->event_text);
@@ -115,6 +172,8 @@ static void run_batch(struct store *st, struct store_op *batch)
 	}
 	if (txn == SOMA_OK)
 		txn = dbconn_exec(c, "COMMIT");
+	metric_observe(metric_series(batch_ops, NULL), (double)nops);
+	metric_observe(metric_series(commit_seconds, NULL), (double)(clock_mono_ns() - t0) / 1e9);
 	if (txn != SOMA_OK) {
 		log_error("store", "commit failed: %s; %s", sqlite3_errmsg(c->db),
 			  "the requests of this batch were not acknowledged; check disk space under data.dir");
@@ -159,6 +218,7 @@ static void *reader_main(void *arg)
 	struct store_op *op;
 	while ((op = queue_take(&st->rq, 1))) {
 		op->err = store_sql_read(c, op);
+		dbconn_release(c);
 		complete(st, op);
 	}
 	return NULL;
@@ -174,6 +234,22 @@ enum soma_err store_exec_start(struct store *st, int readers)
 	pthread_cond_init(&st->wait_cv, NULL);
 	if (dbconn_open(&st->writer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
 		return SOMA_ERR_STORE;
+	static const double ops_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+	static const double sec_buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5};
+	static const double frame_buckets[] = {1, 4, 16, 64, 256, 1024, 4096};
+	batch_ops = metrics_histogram("soma_store_batch_ops", "Operations grouped into one store commit.", NULL,
+				      ops_buckets, sizeof(ops_buckets) / sizeof(ops_buckets[0]));
+	commit_seconds = metrics_histogram("soma_store_batch_seconds", "Time to run and commit one batch.", NULL,
+					   sec_buckets, sizeof(sec_buckets) / sizeof(sec_buckets[0]));
+	wal_frames = metrics_histogram("soma_store_wal_frames", "Pages written to the WAL per commit.", NULL,
+				       frame_buckets, sizeof(frame_buckets) / sizeof(frame_buckets[0]));
+	pthread_mutex_init(&st->ckpt_lock, NULL);
+	pthread_cond_init(&st->ckpt_cv, NULL);
+	st->ckpt_wanted = st->ckpt_stop = false;
+	if (dbconn_open(&st->checkpointer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK ||
+	    pthread_create(&st->checkpoint_tid, NULL, checkpoint_main, st) != 0)
+		return SOMA_ERR_STORE;
+	sqlite3_wal_hook(st->writer.db, on_wal_commit, st);
 	for (int i = 0; i < readers; i++) {
 		if (dbconn_open(&st->readers[i], st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
 			return SOMA_ERR_STORE;
@@ -214,6 +290,12 @@ void store_exec_stop(struct store *st)
 		if (st->reader_tids[i])
 			pthread_join(st->reader_tids[i], NULL);
 	}
+	pthread_mutex_lock(&st->ckpt_lock);
+	st->ckpt_stop = true;
+	pthread_cond_signal(&st->ckpt_cv);
+	pthread_mutex_unlock(&st->ckpt_lock);
+	pthread_join(st->checkpoint_tid, NULL);
+	dbconn_close(&st->checkpointer);
 	dbconn_close(&st->writer);
 	for (int i = 0; i < st->nreaders; i++)
 		dbconn_close(&st->readers[i]);

@@ -80,6 +80,12 @@ sqlite3_stmt *dbconn_stmt(struct dbconn *c, const char *sql)
 	return stmt;
 }
 
+void dbconn_release(struct dbconn *c)
+{
+	for (int i = 0; i < c->n; i++)
+		sqlite3_reset(c->cache[i].stmt);
+}
+
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
 {
 	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;

@@ -48,6 +48,13 @@ struct store {
 	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
 	void *task_hook_arg;				/* its argument */
 	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
+	int wal_last_frames;				/* WAL frame count after the last commit (metrics) */
+	struct dbconn checkpointer;			/* the checkpoint thread's connection */
+	pthread_t checkpoint_tid;			/* copies the WAL back into the database, off the commit path */
+	pthread_mutex_t ckpt_lock;			/* guards ckpt_wanted */
+	pthread_cond_t ckpt_cv;				/* signalled when the WAL passes the threshold */
+	bool ckpt_wanted;				/* a checkpoint is due */
+	bool ckpt_stop;					/* the thread should exit */
 };
 
 /* Opens a connection to path with WAL, synchronous=FULL, foreign keys, busy timeout. */
@@ -55,6 +62,10 @@ enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags) SOMA_MU
 void dbconn_close(struct dbconn *c);
 /* The cached statement for sql (a string literal), reset and unbound; NULL on error. */
 sqlite3_stmt *dbconn_stmt(struct dbconn *c, const char *sql);
+/* Resets every cached statement. Must run after each op or batch: a statement left stepped
+ * but not reset keeps a read transaction open, which pins an old WAL snapshot and stops
+ * checkpoints (the WAL then grows without bound). */
+void dbconn_release(struct dbconn *c);
 /* Runs sql (no results) on the connection. */
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql);
 
