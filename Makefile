@@ -7,7 +7,7 @@ FUZZ_BUILD?= build-fuzz
 PYTHON    ?= /usr/bin/python3
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test san unit e2e docs docs-check lint bench fuzz fuzz-smoke clean
+.PHONY: all deps build run test san unit e2e interop docs docs-check lint bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -40,6 +40,12 @@ unit: san
 e2e: san
 	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
+tests/interop/node_modules/.package-lock.json: tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+
+interop: san tests/interop/node_modules/.package-lock.json
+	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent node --test --test-concurrency=1 tests/interop/
+
 docs-check: san
 	@./$(SAN_BUILD)/somaagent config docs | diff -u docs/configuration.md - \
 		|| (echo "docs/configuration.md is stale: run 'make docs'"; exit 1)
@@ -54,7 +60,7 @@ lint:
 fuzz-smoke: deps
 	@bash tests/fuzz/run.sh $(FUZZ_BUILD) 10
 
-test: deps san lint unit docs-check e2e fuzz-smoke
+test: deps san lint unit docs-check e2e interop fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- longer runs, not part of `make test` ----

@@ -1,0 +1,68 @@
+// Starts the fake LLM and a somaagent on free loopback ports in a temp dir, for interop tests.
+// The binary comes from SOMA_BIN (default build-san/somaagent); Python is Debian's /usr/bin/python3.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const bin = process.env.SOMA_BIN || join(repo, 'build-san', 'somaagent');
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url, okStatus, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(url);
+      if (okStatus(r.status)) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} did not come up within ${timeoutMs} ms`);
+}
+
+export async function startStack() {
+  const dir = mkdtempSync(join(tmpdir(), 'soma-interop-'));
+  const llmPort = await freePort();
+  const port = await freePort();
+  const llm = spawn('/usr/bin/python3', [join(repo, 'tests/fakes/llm/server.py'), '--port', String(llmPort), '--chunks', '8'],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitFor(`http://127.0.0.1:${llmPort}/v1/models`, (s) => s === 200, 10000);
+  // a real API key, as a deployment would have: the client sends it as its bearer token
+  const token = execFileSync(bin, ['keys', 'create', '--tenant', 'interop', '--set', `data.dir=${dir}/data`],
+    { env: { PATH: process.env.PATH, ASAN_OPTIONS: 'detect_leaks=1' }, stdio: ['ignore', 'pipe', 'ignore'] })
+    .toString().trim();
+  let log = '';
+  const soma = spawn(bin, ['run', '--set', `http.listen=127.0.0.1:${port}`, '--set', `data.dir=${dir}/data`,
+    '--set', 'llm.provider=custom', '--set', `llm.base_url=http://127.0.0.1:${llmPort}/v1`,
+    '--set', 'llm.api_key=test-key', '--set', 'llm.model=fake-model'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH, ASAN_OPTIONS: 'detect_leaks=1' } });
+  soma.stderr.on('data', (d) => { log += d; });
+  await waitFor(`http://127.0.0.1:${port}/v1/health`, (s) => s === 200, 15000);
+  const exited = new Promise((resolve) => soma.on('exit', (code) => resolve(code)));
+  return {
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    llmURL: `http://127.0.0.1:${llmPort}`,
+    apiKey: token,
+    log: () => log,
+    async stop() {
+      soma.kill('SIGTERM');
+      const code = await exited;
+      llm.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+      if (code !== 0 || /Sanitizer/.test(log)) throw new Error(`somaagent exited ${code}\n${log}`);
+    },
+  };
+}
