@@ -120,8 +120,9 @@ static void on_io_post(void *arg)
 		http_stream_write(req, "\n\n", 2);
 		goto out;
 	}
-	/* finished */
+	/* finished: the request is answered below, so the io side's reference goes too */
 	req->on_abort = NULL;
+	job_unref(job);
 	if (job->started) {
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
 			char *err = json_dumps(error_object(job), JSON_COMPACT);
