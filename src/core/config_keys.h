@@ -97,5 +97,7 @@ X(STREAM_MAX_BUFFER, "stream.max_buffer", CFG_INT, "1048576", 4096, 1073741824, 
 X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, NULL, \
   "Largest uploaded file in MiB.") \
 X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \
-  "Files per upload request.")
+  "Files per upload request.") \
+X(UPLOADS_ALLOWED_TYPES, "uploads.allowed_types", CFG_STRING, "*/*", 0, 0, NULL, NULL, false, NULL, \
+  "Comma-separated content types accepted (detected from the bytes), e.g. image/*,application/pdf.")
 /* clang-format on */

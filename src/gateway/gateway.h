@@ -41,6 +41,11 @@ enum soma_err gateway_llm_start(int threads) SOMA_MUST_CHECK;
 void gateway_llm_stop(void);
 enum soma_err gateway_llm_routes(struct http_router *r) SOMA_MUST_CHECK;
 
+/* Uploads and attachments (uploads.c), with their pool. */
+enum soma_err gateway_upload_start(int threads) SOMA_MUST_CHECK;
+void gateway_upload_stop(void);
+enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
+
 /* The store of the running process (set by the orchestrator). */
 struct store *gateway_store(void);
 

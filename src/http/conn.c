@@ -13,13 +13,15 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/ids.h"
 #include "http/server_int.h"
 
-enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_HANDLING, CONN_CLOSING };
+enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_READ_BODY_FILE, CONN_HANDLING, CONN_CLOSING };
 
 struct http_conn {
 	struct io_thread *thr;	       /* owning thread */
@@ -46,10 +48,21 @@ static void abort_handler(struct http_conn *c)
 	abort_fn(&c->req);
 }
 
+/* Removes the temp file of a file body (the handler dup'd the fd if it still needs it). */
+static void drop_body_file(struct http_conn *c)
+{
+	if (c->req.body_fd < 0)
+		return;
+	close(c->req.body_fd);
+	unlink(c->req.body_path);
+	c->req.body_fd = -1;
+}
+
 static void conn_free(struct http_conn *c)
 {
 	struct io_thread *thr = c->thr;
 	abort_handler(c);
+	drop_body_file(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -100,8 +113,10 @@ static void on_response(struct http_req *req);
 
 static void reset_request(struct http_conn *c)
 {
+	drop_body_file(c);
 	arena_reset(&c->arena);
 	memset(&c->req, 0, sizeof(c->req));
+	c->req.body_fd = -1;
 	c->req.arena = &c->arena;
 	c->req.out = bufferevent_get_output(c->bev);
 	c->req.owner = c;
@@ -153,6 +168,37 @@ static void dispatch(struct http_conn *c)
 	http_pipeline_run(c->thr->srv->pipeline, &c->req);
 }
 
+static bool open_body_file(struct http_conn *c)
+{
+	snprintf(c->req.body_path, sizeof(c->req.body_path), "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
+	c->req.body_fd = mkostemp(c->req.body_path, O_CLOEXEC);
+	if (c->req.body_fd >= 0)
+		return true;
+	fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");
+	return false;
+}
+
+/* Spools the body into its temp file; dispatches once all of it is there. */
+static bool read_body_file(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	size_t need = (size_t)c->req.content_length - c->req.body_len;
+	size_t n = avail < need ? avail : need;
+	while (n > 0) {
+		int w = evbuffer_write_atmost(in, c->req.body_fd, (ev_ssize_t)n);
+		if (w <= 0) {
+			fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");
+			return false;
+		}
+		c->req.body_len += (size_t)w;
+		n -= (size_t)w;
+	}
+	if (c->req.body_len < (size_t)c->req.content_length)
+		return false;
+	lseek(c->req.body_fd, 0, SEEK_SET);
+	dispatch(c);
+	return true;
+}
+
 static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 {
 	const struct http_server_opts *o = &c->thr->srv->opts;
@@ -191,14 +237,19 @@ static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 		fail(c, 400, "bad_request", why);
 		return false;
 	}
-	if (c->req.content_length > 0 && (size_t)c->req.content_length > o->max_body) {
-		fail(c, 413, "body_too_large", "the request body exceeds http.max_body bytes");
+	const struct http_route *rt = http_pipeline_peek_route(c->thr->srv->pipeline, &c->req);
+	size_t file_max = rt ? http_route_file_body(rt) : 0;
+	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
+		fail(c, 413, "body_too_large",
+		     file_max ? "the upload exceeds uploads.max_mb x uploads.max_files" : "the request body exceeds http.max_body bytes");
 		return false;
 	}
 	if (c->req.content_length > 0) {
+		if (file_max && !open_body_file(c))
+			return false;
 		if (c->req.expect_continue)
 			bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-		c->state = CONN_READ_BODY;
+		c->state = file_max ? CONN_READ_BODY_FILE : CONN_READ_BODY;
 		return true;
 	}
 	dispatch(c);
@@ -241,7 +292,8 @@ static void conn_process(struct http_conn *c)
 			arm_timer(c, o->idle_timeout_s);
 			break;
 		}
-		if ((c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY) && !c->req_started) {
+		bool reading = c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE;
+		if (reading && !c->req_started) {
 			c->req_started = true;
 			c->req.start_ns = clock_mono_ns();
 			arm_timer(c, o->request_timeout_s);
@@ -250,8 +302,11 @@ static void conn_process(struct http_conn *c)
 			progress = read_head(c, in, avail);
 		else if (c->state == CONN_READ_BODY)
 			progress = read_body(c, in, avail);
+		else if (c->state == CONN_READ_BODY_FILE)
+			progress = read_body_file(c, in, avail);
 		/* after a synchronous response the state is READ_HEAD again (or CLOSING) */
-		progress = progress && (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY);
+		progress = progress && (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY ||
+					c->state == CONN_READ_BODY_FILE);
 	}
 	c->in_process = false;
 	close_now_if_flushed(c);
@@ -261,7 +316,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
 	struct http_conn *c = arg;
-	if (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY)
+	if (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE)
 		conn_process(c);
 }
 
@@ -325,6 +380,7 @@ void http_conn_accept(struct io_thread *thr, int fd)
 		thr->conns->prev = c;
 	thr->conns = c;
 	arena_init(&c->arena, 8192, o->max_header + o->max_body + 65536);
+	c->req.body_fd = -1; /* before reset_request, which closes a spool file it finds */
 	reset_request(c);
 	struct timeval wtv = {o->request_timeout_s, 0};
 	bufferevent_set_timeouts(c->bev, NULL, &wtv);

@@ -55,6 +55,8 @@ struct http_req {
 	int64_t content_length;	     /* -1 when absent */
 	const char *body;	     /* NUL-terminated copy in the arena, or NULL */
 	size_t body_len;	     /* bytes in body */
+	int body_fd;		     /* file-body routes: the body in a temp file, else -1 */
+	char body_path[600];	     /* that file's path; removed after the response */
 	bool keep_alive;	     /* client wants the connection kept */
 	bool expect_continue;	     /* Expect: 100-continue was sent */
 
@@ -107,6 +109,8 @@ void http_respond_json(struct http_req *req, int status, json_t *body);
 /* Sends the JSON error envelope with code and a formatted message. */
 void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Sends the first len bytes of fd as the body (sendfile); takes ownership of fd. */
+void http_respond_file(struct http_req *req, int status, const char *content_type, int fd, size_t len);
 /* Starts a streamed response (no Content-Length: chunked on HTTP/1.1, close-delimited on 1.0)
  * with the given status and content type; extra headers added before are sent too. */
 void http_stream_begin(struct http_req *req, int status, const char *content_type);
@@ -157,6 +161,11 @@ enum http_match { HTTP_MATCH_OK, HTTP_MATCH_NOT_FOUND, HTTP_MATCH_BAD_METHOD };
 /* Matches req's method and path; fills req->route and req->params. On HTTP_MATCH_BAD_METHOD,
  * allow receives the permitted methods ("GET, HEAD"). */
 enum http_match http_router_match(const struct http_router *r, struct http_req *req, char *allow, size_t allow_cap);
+/* Makes an existing route receive its body in a temp file (req->body_fd) instead of memory,
+ * up to max bytes (uploads). */
+enum soma_err http_route_set_file_body(struct http_router *r, const char *method, const char *pattern,
+				       size_t max) SOMA_MUST_CHECK;
+size_t http_route_file_body(const struct http_route *route);
 /* Accessors of a matched route. */
 const char *http_route_pattern(const struct http_route *route);
 unsigned http_route_flags(const struct http_route *route);
@@ -176,6 +185,8 @@ struct http_auth_opts {
 	const char *default_tenant;
 	const char *admin_token; /* bootstrap token, or "" */
 };
+/* The route a request will match (without running anything), or NULL. */
+const struct http_route *http_pipeline_peek_route(struct http_pipeline *p, struct http_req *req);
 struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth);
 void http_pipeline_free(struct http_pipeline *p);
 /* Runs the pipeline on a parsed request. */
@@ -200,6 +211,7 @@ struct http_server_opts {
 	int request_timeout_s; /* whole request must arrive within this */
 	int idle_timeout_s;    /* keep-alive idle limit */
 	long max_connections;  /* open connections per process */
+	char tmp_dir[512];     /* where file bodies are spooled */
 };
 
 struct http_server;

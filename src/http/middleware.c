@@ -163,6 +163,15 @@ void http_pipeline_free(struct http_pipeline *p)
 	free(p);
 }
 
+const struct http_route *http_pipeline_peek_route(struct http_pipeline *p, struct http_req *req)
+{
+	char allow[128];
+	enum http_match m = http_router_match(p->router, req, allow, sizeof(allow));
+	const struct http_route *rt = m == HTTP_MATCH_OK ? req->route : NULL;
+	req->route = NULL;
+	return rt;
+}
+
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
 {
 	for (size_t i = 0; i < p->nsteps; i++) {

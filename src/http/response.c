@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "http/http.h"
@@ -169,11 +170,15 @@ static const char *http_date(void)
 	return date_buf;
 }
 
-void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len)
+/* Writes the whole response: headers, then the body from memory or, when fd >= 0, from the
+ * file (by reference: evbuffer_add_file uses sendfile). Takes ownership of fd. */
+static void respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len, int fd)
 {
 	req->on_abort = NULL;
 	if (req->status) {
 		log_error("http", "response sent twice for request %s (programming error)", req->request_id);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
 	req->status = status;
@@ -195,7 +200,13 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
 	}
 	memcpy(hdr + used, "\r\n", 2);
 	used += 2;
-	if (!head && len <= sizeof(hdr) - used) {
+	if (fd >= 0) {
+		evbuffer_add(req->out, hdr, used);
+		if (!head && len && evbuffer_add_file(req->out, fd, 0, (ev_off_t)len) == 0)
+			fd = -1; /* the evbuffer owns and closes it */
+		if (fd >= 0)
+			close(fd);
+	} else if (!head && len <= sizeof(hdr) - used) {
 		if (len)
 			memcpy(hdr + used, body, len);
 		evbuffer_add(req->out, hdr, used + len);
@@ -206,6 +217,16 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
 	}
 	if (req->on_response)
 		req->on_response(req);
+}
+
+void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len)
+{
+	respond(req, status, content_type, body, len, -1);
+}
+
+void http_respond_file(struct http_req *req, int status, const char *content_type, int fd, size_t len)
+{
+	respond(req, status, content_type, NULL, len, fd);
 }
 
 void http_stream_begin(struct http_req *req, int status, const char *content_type)

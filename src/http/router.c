@@ -26,6 +26,7 @@ struct http_route {
 	http_handler_fn handler;       /* called for matching requests */
 	void *arg;		       /* passed to handler */
 	unsigned flags;		       /* enum http_route_flags */
+	size_t file_body_max;	       /* > 0: the body streams to a temp file, up to this size */
 };
 
 struct http_router {
@@ -199,6 +200,22 @@ enum http_match http_router_match(const struct http_router *r, struct http_req *
 		used += (size_t)n;
 	}
 	return HTTP_MATCH_BAD_METHOD;
+}
+
+size_t http_route_file_body(const struct http_route *route)
+{
+	return route->file_body_max;
+}
+
+enum soma_err http_route_set_file_body(struct http_router *r, const char *method, const char *pattern, size_t max)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		if (strcmp(r->routes[i]->method, method) == 0 && strcmp(r->routes[i]->pattern, pattern) == 0) {
+			r->routes[i]->file_body_max = max;
+			return SOMA_OK;
+		}
+	}
+	return SOMA_ERR_NOT_FOUND;
 }
 
 const char *http_route_pattern(const struct http_route *route)

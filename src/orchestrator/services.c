@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -207,6 +208,11 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	o.request_timeout_s = (int)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S);
 	o.idle_timeout_s = (int)cfg_int(CFG_HTTP_IDLE_TIMEOUT_S);
 	o.max_connections = (long)cfg_int(CFG_HTTP_MAX_CONNECTIONS);
+	snprintf(o.tmp_dir, sizeof(o.tmp_dir), "%s/tmp", cfg_str(CFG_DATA_DIR));
+	if (mkdir(o.tmp_dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(why, cap, "cannot create %s (%s); check data.dir", o.tmp_dir, strerror(errno));
+		return SOMA_ERR_IO;
+	}
 	enum soma_err err = SOMA_ERR_NOMEM;
 	struct http_auth_opts auth = {.anonymous_allowed = app.anonymous,
 				      .default_tenant = cfg_str(CFG_AUTH_DEFAULT_TENANT),
@@ -220,7 +226,8 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_routes(app.router)) != SOMA_OK ||
-	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK))
+	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
+	     (err = gateway_upload_routes(app.router)) != SOMA_OK || (err = gateway_upload_start(2)) != SOMA_OK))
 		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
@@ -234,6 +241,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 fail:
 	http_server_free(app.server);
 	gateway_llm_stop();
+	gateway_upload_stop();
 	http_pipeline_free(app.pipeline);
 	http_router_free(app.router);
 	app.server = NULL;
@@ -251,6 +259,7 @@ static void http_stop(void *ctx)
 		log_warn("http", "%zu connection(s) still busy after shutdown.grace_s; closing them", left);
 	http_server_free(app.server); /* aborts what is left: pool jobs stop at their next callback */
 	gateway_llm_stop();
+	gateway_upload_stop();
 	http_pipeline_free(app.pipeline);
 	http_router_free(app.router);
 	app.server = NULL;

@@ -127,24 +127,42 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+/* Inserts every attachment row of op->row (an array). A session_id that belongs to another
+ * tenant is not found; one that does not exist yet is allowed (its first message comes later). */
 static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s =
-		dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, sha256, "
-			       "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-	if (!s)
-		return SOMA_ERR_STORE;
-	const char *session = json_string_value(json_object_get(op->row, "session_id"));
-	bind_text(s, 1, json_string_value(json_object_get(op->row, "id")));
-	bind_text(s, 2, op->tenant);
-	if (session)
-		bind_text(s, 3, session);
-	bind_text(s, 4, json_string_value(json_object_get(op->row, "filename")));
-	bind_text(s, 5, json_string_value(json_object_get(op->row, "mime")));
-	sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(op->row, "size")));
-	bind_text(s, 7, json_string_value(json_object_get(op->row, "sha256")));
-	sqlite3_bind_int64(s, 8, clock_wall_ms());
-	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+	size_t i;
+	json_t *row;
+	json_array_foreach(op->row, i, row)
+	{
+		const char *session = json_string_value(json_object_get(row, "session_id"));
+		if (session) {
+			sqlite3_stmt *q = dbconn_stmt(c, "SELECT tenant FROM sessions WHERE id = ?");
+			if (!q)
+				return SOMA_ERR_STORE;
+			bind_text(q, 1, session);
+			if (sqlite3_step(q) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(q, 0), op->tenant) != 0) {
+				snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session);
+				return SOMA_ERR_NOT_FOUND;
+			}
+		}
+		sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, "
+						 "sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, json_string_value(json_object_get(row, "id")));
+		bind_text(s, 2, op->tenant);
+		if (session)
+			bind_text(s, 3, session);
+		bind_text(s, 4, json_string_value(json_object_get(row, "filename")));
+		bind_text(s, 5, json_string_value(json_object_get(row, "mime")));
+		sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(row, "size")));
+		bind_text(s, 7, json_string_value(json_object_get(row, "sha256")));
+		sqlite3_bind_int64(s, 8, clock_wall_ms());
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
 }
 
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued)

@@ -79,8 +79,8 @@ enum store_op_kind {
 	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) */
 	STORE_OP_TASK_RETRY,	 /* w: back to queued after delay_ms, or dead after max_retries */
 	STORE_OP_TASK_FINISH,	 /* w: done (with result row) */
-	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata row */
-	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row */
+	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata rows (op->row is an array) */
+	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row, id in op->task_id */
 };
 
 struct store_op {

@@ -1,0 +1,400 @@
+/*
+ * uploads.c - POST /v1/uploads (multipart, field `files`, optional `session_id`) and
+ * GET /v1/attachments/{id}.
+ *
+ * DESIGN: the connection spools the body to a temp file (never into memory); the handler hands
+ * it to the upload pool, where parts are parsed from an mmap of that file, each file is hashed
+ * (SHA-256), typed by its content with libmagic (never by the client's claim), and stored
+ * content-addressed at data.dir/blobs/<2 hex>/<sha256> (written to a temp name, fsync'd,
+ * renamed), so the same bytes are kept once and no client-supplied name ever becomes a path.
+ * Then one store op records every attachment row for the caller's tenant, and the answer is
+ * posted back to the io thread. Downloads check the tenant in the store and send the blob with
+ * sendfile, its stored type, a Content-Disposition and nosniff.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <magic.h>
+#include <openssl/evp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "gateway/gateway.h"
+#include "gateway/multipart.h"
+
+struct upload {
+	_Atomic int refs;	  /* io side + pool side */
+	_Atomic bool aborted;	  /* the client left */
+	struct http_req *req;	  /* valid on the io thread while !aborted */
+	struct io_thread *thread; /* the request's io thread */
+	int fd;			  /* dup of the spool file */
+	size_t len;		  /* body length */
+	char boundary[80];	  /* multipart boundary */
+	char tenant[65];	  /* caller */
+	int status;		  /* answer: 200 or an error status */
+	char code[48];		  /* error code */
+	char message[512];	  /* error message */
+	json_t *result;		  /* 200 body; owned */
+};
+
+static struct pool *upload_pool;
+static __thread magic_t magic_cookie;
+
+static void upload_unref(struct upload *u)
+{
+	if (atomic_fetch_sub(&u->refs, 1) != 1)
+		return;
+	if (u->fd >= 0)
+		close(u->fd);
+	json_decref(u->result);
+	free(u);
+}
+
+static void fail(struct upload *u, int status, const char *code, const char *fmt, const char *arg)
+{
+	u->status = status;
+	snprintf(u->code, sizeof(u->code), "%s", code);
+	snprintf(u->message, sizeof(u->message), fmt, arg);
+}
+
+/* A file name safe to show and to put in Content-Disposition: the last path component, no
+ * control characters, quotes or backslashes, at most 200 bytes. */
+static void clean_filename(struct str in, char *out, size_t cap)
+{
+	const char *p = in.p, *end = in.p + in.len;
+	for (const char *q = in.p; q < end; q++) {
+		if (*q == '/' || *q == '\\')
+			p = q + 1;
+	}
+	size_t o = 0;
+	for (; p < end && o + 1 < cap && o < 200; p++) {
+		unsigned char c = (unsigned char)*p;
+		out[o++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '_' : (char)c;
+	}
+	out[o] = '\0';
+	if (!o || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+		snprintf(out, cap, "upload");
+}
+
+static bool type_allowed(const char *mime)
+{
+	const char *list = cfg_str(CFG_UPLOADS_ALLOWED_TYPES);
+	size_t mlen = strlen(mime);
+	const char *slash = strchr(mime, '/');
+	for (const char *p = list; *p;) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		while (n && p[n - 1] == ' ')
+			n--;
+		if ((n == 3 && strncmp(p, "*/*", 3) == 0) || (n == mlen && strncmp(p, mime, n) == 0) ||
+		    (slash && n >= 2 && p[n - 1] == '*' && p[n - 2] == '/' && (size_t)(slash - mime) == n - 2 &&
+		     strncmp(p, mime, n - 2) == 0))
+			return true;
+		p += n;
+		if (!*p || !e)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Stores data at data.dir/blobs/<aa>/<sha256> unless it is already there; durable on return. */
+static bool store_blob(const char *sha, const char *data, size_t len)
+{
+	char dir[4200], path[4300], tmp[4400];
+	snprintf(dir, sizeof(dir), "%s/blobs/%.2s", cfg_str(CFG_DATA_DIR), sha);
+	snprintf(path, sizeof(path), "%s/%s", dir, sha);
+	if (access(path, F_OK) == 0)
+		return true; /* content-addressed: same bytes, same file */
+	char parent[4200];
+	snprintf(parent, sizeof(parent), "%s/blobs", cfg_str(CFG_DATA_DIR));
+	if ((mkdir(parent, 0700) != 0 && errno != EEXIST) || (mkdir(dir, 0700) != 0 && errno != EEXIST))
+		return false;
+	snprintf(tmp, sizeof(tmp), "%s/.tmp-XXXXXX", dir);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool ok = write_all(fd, data, len) && fsync(fd) == 0;
+	close(fd);
+	ok = ok && rename(tmp, path) == 0;
+	if (!ok) {
+		unlink(tmp);
+		return false;
+	}
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return true;
+}
+
+static const char *detect_mime(const char *data, size_t len)
+{
+	if (!magic_cookie) {
+		magic_cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
+		if (magic_cookie && magic_load(magic_cookie, NULL) != 0) {
+			magic_close(magic_cookie);
+			magic_cookie = NULL;
+		}
+	}
+	const char *m = magic_cookie ? magic_buffer(magic_cookie, data, len < 65536 ? len : 65536) : NULL;
+	return m ? m : "application/octet-stream";
+}
+
+/* Parses, checks, stores the blobs and builds the rows; false (with u->status) on failure. */
+static bool process(struct upload *u, const char *body, json_t *rows, char *session, size_t session_cap)
+{
+	struct multipart_part *pv = calloc(MULTIPART_MAX_PARTS, sizeof(*pv));
+	int n = pv ? multipart_parse(body, u->len, u->boundary, pv, MULTIPART_MAX_PARTS) : -1;
+	bool ok = n >= 0;
+	if (!ok)
+		fail(u, 400, "invalid_multipart", "%s", "the body is not well-formed multipart/form-data");
+	int files = 0;
+	size_t max_bytes = (size_t)cfg_int(CFG_UPLOADS_MAX_MB) << 20;
+	for (int i = 0; ok && i < n; i++) {
+		if (str_eq_cstr(pv[i].name, "session_id")) {
+			snprintf(session, session_cap, "%.*s", (int)(pv[i].len < 64 ? pv[i].len : 64), pv[i].data);
+			ok = gw_valid_id(session);
+			if (!ok)
+				fail(u, 400, "invalid_session_id", "%s",
+				     "session_id must be 1 to 64 characters of [A-Za-z0-9_-]");
+		} else if (str_eq_cstr(pv[i].name, "files")) {
+			files++;
+			if (files > cfg_int(CFG_UPLOADS_MAX_FILES))
+				fail(u, 413, "too_many_files", "%s", "more files than uploads.max_files in one upload"),
+					ok = false;
+			else if (pv[i].len > max_bytes)
+				fail(u, 413, "file_too_large", "%s", "a file exceeds uploads.max_mb"), ok = false;
+		}
+	}
+	if (ok && files == 0)
+		fail(u, 400, "no_files", "%s", "send the files in the multipart field `files`"), ok = false;
+	for (int i = 0; ok && i < n; i++) {
+		if (!str_eq_cstr(pv[i].name, "files"))
+			continue;
+		unsigned char digest[32];
+		unsigned int dlen = 0;
+		char sha[65], id[IDS_UUID_LEN + 1], name[256];
+		EVP_Digest(pv[i].data, pv[i].len, digest, &dlen, EVP_sha256(), NULL);
+		for (int b = 0; b < 32; b++)
+			snprintf(sha + 2 * b, 3, "%02x", digest[b]);
+		const char *mime = detect_mime(pv[i].data, pv[i].len);
+		if (!type_allowed(mime)) {
+			fail(u, 415, "unsupported_type", "files of type %s are not accepted (uploads.allowed_types)",
+			     mime);
+			ok = false;
+		} else if (!store_blob(sha, pv[i].data, pv[i].len)) {
+			fail(u, 507, "storage_failed", "%s", "cannot store the file; check free space under data.dir");
+			ok = false;
+		} else {
+			ids_uuid7(id);
+			clean_filename(pv[i].filename, name, sizeof(name));
+			json_array_append_new(rows,
+					      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?}", "id", id, "filename", name,
+							"mime", mime, "size", (json_int_t)pv[i].len, "sha256", sha,
+							"session_id", session[0] ? session : NULL));
+		}
+	}
+	free(pv);
+	return ok;
+}
+
+static void on_io_done(void *arg)
+{
+	struct upload *u = arg;
+	if (!atomic_load(&u->aborted)) {
+		struct http_req *req = u->req;
+		req->on_abort = NULL;
+		if (u->status == 200)
+			http_respond_json(req, 200, json_incref(u->result));
+		else
+			http_respond_error(req, u->status, u->code, "%s", u->message);
+		upload_unref(u); /* the io side's reference: the request is answered */
+	}
+	upload_unref(u); /* the pool side's */
+}
+
+static void run_upload(void *arg)
+{
+	struct upload *u = arg;
+	json_t *rows = json_array();
+	char session[65] = "";
+	void *map = u->len ? mmap(NULL, u->len, PROT_READ, MAP_PRIVATE, u->fd, 0) : MAP_FAILED;
+	if (map == MAP_FAILED)
+		fail(u, 400, "invalid_multipart", "%s", "the body is empty or unreadable");
+	else if (process(u, map, rows, session, sizeof(session))) {
+		struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_PUT, u->tenant);
+		if (!op) {
+			fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
+		} else {
+			op->row = json_incref(rows);
+			enum soma_err err = store_op_wait(gateway_store(), op);
+			if (err == SOMA_ERR_NOT_FOUND)
+				fail(u, 404, "not_found", "%s", op->error_text);
+			else if (err != SOMA_OK)
+				fail(u, 503, "store_busy", "%s", "the attachments could not be recorded; retry");
+			store_op_free(op);
+		}
+	}
+	if (map != MAP_FAILED)
+		munmap(map, u->len);
+	if (u->status == 0) {
+		char created[CLOCK_RFC3339_LEN + 1];
+		clock_rfc3339(clock_wall_ms(), created, sizeof(created));
+		size_t i;
+		json_t *row;
+		json_array_foreach(rows, i, row)
+		{
+			char path[128];
+			snprintf(path, sizeof(path), "/v1/attachments/%s",
+				 json_string_value(json_object_get(row, "id")));
+			json_object_set_new(row, "path", json_string(path));
+			json_object_set_new(row, "status", json_string("stored"));
+			json_object_set_new(row, "created_at", json_string(created));
+			if (!json_object_get(row, "session_id"))
+				json_object_set_new(row, "session_id", json_null());
+		}
+		u->status = 200;
+		u->result = json_incref(rows);
+	}
+	json_decref(rows);
+	while (http_thread_post(u->thread, on_io_done, u) != SOMA_OK) {
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void on_abort(struct http_req *req)
+{
+	struct upload *u = req->handler_ctx;
+	atomic_store(&u->aborted, true);
+	upload_unref(u);
+}
+
+static void post_upload(struct http_req *req, void *arg)
+{
+	(void)arg;
+	char boundary[80];
+	if (!multipart_boundary(http_req_header(req, "content-type"), boundary, sizeof(boundary))) {
+		http_respond_error(req, 415, "unsupported_media_type",
+				   "send multipart/form-data with the files in the field `files`");
+		return;
+	}
+	struct upload *u = calloc(1, sizeof(*u));
+	if (!u) {
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	atomic_init(&u->refs, 2);
+	u->req = req;
+	u->thread = req->thread;
+	u->len = req->body_len;
+	u->fd = req->body_fd >= 0 ? dup(req->body_fd) : -1;
+	snprintf(u->boundary, sizeof(u->boundary), "%s", boundary);
+	snprintf(u->tenant, sizeof(u->tenant), "%s", req->ident.tenant);
+	if (u->fd < 0 || pool_submit(upload_pool, run_upload, u) != SOMA_OK) {
+		upload_unref(u);
+		upload_unref(u);
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "uploads_busy", "too many uploads in progress; retry shortly");
+		return;
+	}
+	req->handler_ctx = u;
+	req->on_abort = on_abort;
+}
+
+static void on_attachment(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK) {
+		gw_store_error(req, op, "attachment");
+		return;
+	}
+	const char *sha = json_string_value(json_object_get(op->row, "sha256"));
+	const char *mime = json_string_value(json_object_get(op->row, "mime"));
+	const char *name = json_string_value(json_object_get(op->row, "filename"));
+	char path[4300], disposition[512];
+	snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha, sha);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) != 0) {
+		if (fd >= 0)
+			close(fd);
+		log_error("uploads", "attachment %s: blob %s is missing", op->task_id, sha);
+		http_respond_error(req, 500, "blob_missing", "the attachment's content is missing from data.dir");
+		return;
+	}
+	snprintf(disposition, sizeof(disposition), "%s; filename=\"%s\"",
+		 strncmp(mime, "image/", 6) == 0 ? "inline" : "attachment", name);
+	http_resp_header(req, "Content-Disposition", disposition);
+	http_resp_header(req, "X-Content-Type-Options", "nosniff");
+	http_resp_header(req, "Cache-Control", "private, max-age=86400");
+	http_respond_file(req, 200, mime, fd, (size_t)sb.st_size);
+}
+
+static void get_attachment(struct http_req *req, void *arg)
+{
+	(void)arg;
+	struct str id = http_req_param(req, "id");
+	if (!id.p || !gw_valid_id(id.p)) {
+		http_respond_error(req, 404, "not_found", "attachment not found");
+		return;
+	}
+	struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_GET, req->ident.tenant);
+	if (!op) {
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id.p);
+	snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found", id.p);
+	gw_store(req, op, on_attachment);
+}
+
+enum soma_err gateway_upload_start(int threads)
+{
+	upload_pool = pool_new(threads, (size_t)threads * 16);
+	return upload_pool ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+void gateway_upload_stop(void)
+{
+	pool_free(upload_pool);
+	upload_pool = NULL;
+}
+
+enum soma_err gateway_upload_routes(struct http_router *r)
+{
+	size_t max = (size_t)cfg_int(CFG_UPLOADS_MAX_FILES) * ((size_t)cfg_int(CFG_UPLOADS_MAX_MB) << 20) + (1u << 20);
+	enum soma_err err = http_route_add(r, "POST", "/v1/uploads", post_upload, NULL, 0);
+	if (err == SOMA_OK)
+		err = http_route_set_file_body(r, "POST", "/v1/uploads", max);
+	if (err == SOMA_OK)
+		err = http_route_add(r, "GET", "/v1/attachments/{id}", get_attachment, NULL, 0);
+	return err;
+}
