@@ -9,12 +9,12 @@
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -186,7 +186,8 @@ static bool read_body_file(struct http_conn *c, struct evbuffer *in, size_t avai
 	while (n > 0) {
 		int w = evbuffer_write_atmost(in, c->req.body_fd, (ev_ssize_t)n);
 		if (w <= 0) {
-			fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");
+			fail(c, 500, "spool_failed",
+			     "cannot store the request body on disk; check free space under data.dir");
 			return false;
 		}
 		c->req.body_len += (size_t)w;
@@ -241,7 +242,8 @@ static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 	size_t file_max = rt ? http_route_file_body(rt) : 0;
 	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
 		fail(c, 413, "body_too_large",
-		     file_max ? "the upload exceeds uploads.max_mb x uploads.max_files" : "the request body exceeds http.max_body bytes");
+		     file_max ? "the upload exceeds uploads.max_mb x uploads.max_files"
+			      : "the request body exceeds http.max_body bytes");
 		return false;
 	}
 	if (c->req.content_length > 0) {
@@ -292,7 +294,8 @@ static void conn_process(struct http_conn *c)
 			arm_timer(c, o->idle_timeout_s);
 			break;
 		}
-		bool reading = c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE;
+		bool reading =
+			c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE;
 		if (reading && !c->req_started) {
 			c->req_started = true;
 			c->req.start_ns = clock_mono_ns();

@@ -141,13 +141,15 @@ static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 			if (!q)
 				return SOMA_ERR_STORE;
 			bind_text(q, 1, session);
-			if (sqlite3_step(q) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(q, 0), op->tenant) != 0) {
+			if (sqlite3_step(q) == SQLITE_ROW &&
+			    strcmp((const char *)sqlite3_column_text(q, 0), op->tenant) != 0) {
 				snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session);
 				return SOMA_ERR_NOT_FOUND;
 			}
 		}
-		sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, "
-						 "sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+		sqlite3_stmt *s =
+			dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, "
+				       "sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
 		if (!s)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, json_string_value(json_object_get(row, "id")));
