@@ -141,10 +141,11 @@ static enum soma_err events_err(const char *tenant, const char *session)
 static void attach(const char *tenant, const char *id)
 {
 	struct store_op *put = op_new(STORE_OP_ATTACHMENT_PUT, tenant, NULL);
-	put->row = json_pack("{s:s, s:s, s:s, s:i, s:s}", "id", id, "filename", "a.txt", "mime", "text/plain", "size",
+	put->row = json_pack("[{s:s, s:s, s:s, s:i, s:s}]", "id", id, "filename", "a.txt", "mime", "text/plain", "size",
 			     3, "sha256", "00");
 	cr_assert_eq(store_op_wait(st, put), SOMA_OK);
 	store_op_free(put);
+	cr_assert_eq(sql_int("SELECT count(*) FROM attachments WHERE id = ?", id), 1, "attachment %s not stored", id);
 }
 
 static enum soma_err simple(enum store_op_kind kind, const char *tenant, const char *session, bool flag)
