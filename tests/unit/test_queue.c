@@ -192,16 +192,16 @@ Test(task_ops, finish_records_outcome)
 {
 	enqueue("acme", "s1", "t1", "a", 0, 3);
 	enqueue("acme", "s1", "t2", "a", 0, 3);
-	assert_reserved(reserve("q", 50), "t1", 1);
-	assert_reserved(reserve("q", 50), "t2", 1);
+	assert_reserved(reserve("q", 300), "t1", 1);
+	assert_reserved(reserve("q", 300), "t2", 1);
 	cr_assert_eq(task_op(STORE_OP_TASK_FINISH, "acme", "t1", 0, NULL), SOMA_OK);
 	cr_assert_eq(task_op(STORE_OP_TASK_FINISH, "acme", "t2", -1, NULL), SOMA_OK);
 	cr_assert_eq(sql_int(state_sql, "t1"), DONE);
 	cr_assert_eq(sql_int(state_sql, "t2"), DEAD);
 	cr_assert_eq(result_is("t1", "status = 'SUCCESS' AND result->>'by' = 'acme' AND tenant = 'acme'"), 1);
 	cr_assert_eq(result_is("t2", "status = 'FAILURE' AND error = 'boom t2'"), 1);
-	sleep_ms(100);
-	cr_assert_null(reserve("q", 50), "a finished task came back after its visibility timeout");
+	sleep_ms(400);
+	cr_assert_null(reserve("q", 300), "a finished task came back after its visibility timeout");
 }
 
 Test(task_ops, finish_of_unknown_task_is_not_found)
