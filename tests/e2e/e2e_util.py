@@ -639,3 +639,120 @@ def parse_cursor(c):
     m = re.match(r"^(\d+)(?:\.(\d+))?$", c or "")
     assert m, f"bad cursor {c!r}"
     return int(m.group(1)), int(m.group(2) or 0), m.group(2) is not None
+
+
+# ---- chat helpers -----------------------------------------------------------------------------
+
+TERMINAL = ("assistant.final", "assistant.error")
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def post_message(srv, message, token=None, **fields):
+    """POST /v1/session/message; asserts 200 and the answer's shape; returns it."""
+    import httpx
+
+    body = dict(fields, message=message)
+    r = httpx.post(srv.url + "/v1/session/message", json=body, headers=bearer(token), timeout=10)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert set(out) == {"session_id", "event_id", "seq"}, out
+    assert isinstance(out["seq"], int) and out["seq"] >= 1, out
+    if "session_id" in fields:
+        assert out["session_id"] == fields["session_id"], out
+    return out
+
+
+def open_stream(srv, sid, after=None, last_event_id=None, token=None, timeout=10, expect=200):
+    """GET /v1/sessions/{sid}/events?stream=true[&after=]; with expect=200 checks that the first
+    frame is `retry: 2000`."""
+    path = f"/v1/sessions/{sid}/events?stream=true"
+    if after is not None:
+        path += f"&after={after}"
+    headers = bearer(token)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    s = SSEStream(srv, path, headers=headers, timeout=timeout)
+    if expect != 200:
+        assert s.response is not None and s.response.status == expect, f"expected {expect}: {s.head!r}"
+        s.close()
+        return s.response
+    assert s.response is None, f"stream refused: {s.head!r}"
+    first = s.next_frame(timeout=timeout)
+    assert first is not None and first.retry == "2000" and first.data is None and first.id is None, first
+    return s
+
+
+def read_reply(stream, timeout=15):
+    """[(id, event)] up to and including the next assistant.final or assistant.error."""
+    return stream.events(lambda e: e.get("type") in TERMINAL, timeout=timeout)
+
+
+def history(srv, sid, token=None, limit=None):
+    import httpx
+
+    q = f"?limit={limit}" if limit else ""
+    r = httpx.get(f"{srv.url}/v1/sessions/{sid}/history{q}", headers=bearer(token), timeout=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["session_id"] == sid and isinstance(body["events"], list), body
+    return body["events"]
+
+
+def wait_terminal(srv, sid, token=None, timeout=10, count=1):
+    """Polls the history until it holds `count` assistant.final/error events; returns it."""
+    def done():
+        evs = history(srv, sid, token)
+        return evs if sum(e["type"] in TERMINAL for e in evs) >= count else None
+
+    return wait_until(done, timeout, interval=0.05, what=f"{count} reply(ies) in the history of {sid}")
+
+
+def cursor_key(c):
+    seq, minor, _ = parse_cursor(c)
+    return (seq, minor)
+
+
+def check_increasing(ids):
+    """Every frame has an id, and the ids strictly increase as cursors."""
+    assert all(i is not None for i in ids), f"a frame without id: {ids}"
+    keys = [cursor_key(i) for i in ids]
+    assert all(a < b for a, b in zip(keys, keys[1:])), f"cursors do not strictly increase: {ids}"
+    assert len(set(ids)) == len(ids), f"an id repeats: {ids}"
+
+
+def check_reply(frames, sid, model="fake-model"):
+    """The frames of one generation (from assistant.thinking or before, to the final): deltas in
+    order whose concatenation is the final's message, ephemeral cursors for thinking/deltas and
+    the stored seq as the id of committed events. Returns the final event."""
+    ids = [i for i, _ in frames]
+    check_increasing(ids)
+    types = [e["type"] for _, e in frames]
+    assert types[-1] == "assistant.final", types
+    assert "assistant.thinking" in types, types
+    t = types.index("assistant.thinking")
+    deltas = [e for _, e in frames if e["type"] == "assistant.delta"]
+    assert deltas, f"no deltas: {types}"
+    assert types[t + 1:-1] == ["assistant.delta"] * len(deltas), f"thinking, deltas, final expected: {types}"
+    final = frames[-1][1]
+    for fid, ev in frames:
+        assert ev["session_id"] == sid, ev
+        _, _, ephemeral = parse_cursor(fid)
+        if ev["type"] in ("assistant.thinking", "assistant.delta"):
+            assert ephemeral, f"{ev['type']} with a committed cursor {fid}"
+            assert ev["role"] == "assistant"
+        else:
+            assert not ephemeral and int(fid) == ev["seq"], f"committed event {ev['type']} id {fid} seq {ev.get('seq')}"
+    assert [d["metadata"]["stream_index"] for d in deltas] == list(range(len(deltas))), deltas
+    gen = final["metadata"]["generation_id"]
+    assert all(e["metadata"].get("generation_id") == gen for _, e in frames[t:]), "generation_id differs"
+    assert "".join(d["message"] for d in deltas) == final["message"], (deltas, final["message"])
+    meta = final["metadata"]
+    assert final["role"] == "assistant" and meta["status"] == "completed", final
+    assert meta["model"] == model, meta
+    usage = meta["usage"]
+    assert isinstance(usage["input_tokens"], int) and usage["input_tokens"] > 0, usage
+    assert isinstance(usage["output_tokens"], int) and usage["output_tokens"] > 0, usage
+    return final

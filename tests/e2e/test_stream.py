@@ -1,0 +1,129 @@
+"""The session event stream (GET /v1/sessions/{id}/events?stream=true): a message's reply as
+user -> assistant.thinking -> assistant.delta* -> assistant.final, fan-out to several
+subscribers, resuming with Last-Event-ID / ?after= without gap or repeat, keepalives."""
+
+import time
+
+import httpx
+
+from e2e_util import (check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
+                      post_message, read_reply, wait_terminal)
+
+
+def _data_frames(stream):
+    return [(f.id, f.data) for f in stream.frames_read if f.data is not None]
+
+
+def test_message_reply_on_the_stream(soma, llm):
+    srv = soma()
+    out = post_message(srv, "hi there")
+    sid = out["session_id"]
+    with open_stream(srv, sid, after=0) as s:
+        frames = read_reply(s)
+    fid, user = frames[0]
+    assert user["type"] == "user" and user["role"] == "user", user
+    assert (user["event_id"], user["seq"], user["message"]) == (out["event_id"], out["seq"], "hi there"), user
+    assert fid == str(out["seq"]), fid
+    final = check_reply(frames, sid)
+    assert final["message"].endswith("You said: hi there"), final
+    # the history keeps the committed events only, identical to what the stream sent
+    hist = history(srv, sid)
+    assert [e["type"] for e in hist] == ["user", "assistant.final"], hist
+    assert hist == [frames[0][1], frames[-1][1]]
+    # the provider got the system prompt and the message
+    req = llm.stats()["last_request"]
+    assert req["model"] == "fake-model" and req["stream"] is True, req
+    assert [m["role"] for m in req["messages"]] == ["system", "user"], req
+    assert req["messages"][-1]["content"] == "hi there"
+
+
+def test_stream_opened_before_the_message(soma, llm):
+    """A stream without a cursor starts at the present: the next message and its reply only."""
+    srv = soma()
+    sid = post_message(srv, "first")["session_id"]
+    wait_terminal(srv, sid)
+    with open_stream(srv, sid) as s:
+        out = post_message(srv, "second", session_id=sid)
+        frames = read_reply(s)
+    assert frames[0][1]["type"] == "user" and frames[0][1]["message"] == "second", frames[0]
+    assert frames[0][0] == str(out["seq"]) == "3", frames[0]
+    final = check_reply(frames, sid)
+    assert final["seq"] == 4, final
+    # the earlier turns went to the provider as context
+    msgs = llm.stats()["last_request"]["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"], msgs
+    assert msgs[1]["content"] == "first" and msgs[3]["content"] == "second", msgs
+    assert msgs[2]["content"] == history(srv, sid)[1]["message"], msgs
+
+
+def test_two_subscribers_see_the_same_sequence(soma, llm):
+    llm.control(chunks=20, delay_ms=10)
+    srv = soma()
+    sid = post_message(srv, "warm up")["session_id"]
+    wait_terminal(srv, sid)
+    with open_stream(srv, sid) as a, open_stream(srv, sid) as b:
+        post_message(srv, "to both", session_id=sid)
+        fa, fb = read_reply(a), read_reply(b)
+        check_reply(fa, sid)
+        assert _data_frames(a) == _data_frames(b), "the subscribers saw different frames"
+        assert len(fa) >= 20, fa
+
+
+def test_reconnect_mid_reply_without_gap_or_repeat(soma, llm):
+    llm.control(chunks=20, delay_ms=30)  # the reply takes about a second
+    srv = soma()
+    sid = post_message(srv, "take your time")["session_id"]
+    with open_stream(srv, sid, after=0) as s:
+        part1 = s.events(lambda e: sum(1 for f in s.frames_read if f.data and '"assistant.delta"' in f.data) >= 3)
+    last_id = part1[-1][0]
+    assert parse_cursor(last_id)[2], f"the last frame read should be a delta: {part1[-1]}"
+    # still mid-reply: nothing final stored yet
+    assert [e["type"] for e in history(srv, sid)] == ["user"], "the reply finished before the reconnect"
+    with open_stream(srv, sid, last_event_id=last_id) as s2:
+        part2 = read_reply(s2)
+    assert part2[0][0] != last_id
+    both = part1 + part2
+    check_increasing([i for i, _ in both])
+    final = check_reply(both, sid)
+    assert final["message"].endswith("You said: take your time")
+
+    # after the final, resuming from a delta still replays the remaining deltas and the final
+    k = next(i for i, (_, e) in enumerate(both) if e["type"] == "assistant.delta" and e["metadata"]["stream_index"] == 5)
+    with open_stream(srv, sid, last_event_id=both[k][0]) as s3:
+        replay = read_reply(s3)
+    assert replay == both[k + 1:], "Last-Event-ID replay after the final differs"
+    # the same with ?after=
+    with open_stream(srv, sid, after=both[k][0]) as s4:
+        replay = read_reply(s4)
+    assert replay == both[k + 1:], "?after= replay after the final differs"
+    # and from a committed cursor: everything after the user event
+    with open_stream(srv, sid, last_event_id="1") as s5:
+        replay = read_reply(s5)
+    assert replay == both[1:]
+
+
+def test_keepalive_frames(soma, llm):
+    srv = soma("stream.keepalive_s=1")
+    sid = post_message(srv, "hello")["session_id"]
+    wait_terminal(srv, sid)
+    with open_stream(srv, sid) as s:
+        t0 = time.monotonic()
+        for _ in range(2):
+            f = s.next_frame(timeout=3)
+            assert f is not None and f.id is None, f"a keepalive must carry no id: {f}"
+            assert f.json() == {"type": "system.keepalive", "session_id": sid}, f
+        assert 1.5 <= time.monotonic() - t0 <= 4, time.monotonic() - t0
+
+
+def test_stream_errors(soma, llm):
+    srv = soma()
+    sid = post_message(srv, "hello")["session_id"]
+    wait_terminal(srv, sid)
+    check_envelope(open_stream(srv, "no-such-session", expect=404), 404)
+    for bad in ("abc", "1.", ".1", "-1", "1.2.3", "1 2", "99999999999999999999"):
+        r = open_stream(srv, sid, last_event_id=bad, expect=400)
+        check_envelope(r, 400)
+    r = open_stream(srv, sid, after="x", expect=400)
+    check_envelope(r, 400)
+    # the server is still fine
+    assert httpx.get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
