@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/chat.sh - chat end to end: ingest, end-to-end rate, stream latency, LLM proxy overhead
+# and many SSE subscribers. Every comparison is measured in the same run, back to back or
+# interleaved (the machine is shared and noisy), and printed with its ratio or difference.
+#   1. ingest      wrk (2 threads, 64 connections) POST /v1/session/message to `run` (role all)
+#                  whose LLM is nginx returning a fixed SSE body; then finals committed per
+#                  second (soma_tasks_total, from /metrics) and how long the backlog takes to drain
+#   2. stream      time to first content delta and inter-delta gaps of a streamed
+#                  /v1/chat/completions, directly against the python fake LLM (20 chunks, 20 ms
+#                  apart) and through somaagent, alternating
+#   3. proxy       total time of a streamed /v1/chat/completions against the nginx fake: directly,
+#                  through somaagent, through nginx proxy_pass (proxy_buffering off)
+#   4. streams     1000/5000/10000 SSE subscribers of /v1/sessions/{id}/events over 100 sessions
+#                  (role gateway), 50 messages/s posted: delivery latency and RSS
+# Usage: bench/chat.sh [seconds]   (wrk and posting duration, default 10; release build expected at
+# build/somaagent, SOMA_BIN overrides). Takes about 4-5 minutes at the default.
+source "$(dirname "$0")/lib.sh"
+SECS=${1:-10}
+PY=/usr/bin/python3
+B=$ROOT/bench
+T_START=$(date +%s)
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+echo "bench/chat.sh: $("$BIN" version 2>/dev/null | head -1), $(nproc) cores, open-files limit $(ulimit -n)," \
+  "wrk/posting ${SECS}s, $(date -u +%FT%TZ)"
+
+# ---- servers -------------------------------------------------------------------------------------
+SOMA_PID=
+start_soma() { # NAME PORT [--role R] [--set k=v ...] -> SOMA_PID
+  local name=$1 port=$2
+  shift 2
+  "$BIN" run "$@" --set http.listen=127.0.0.1:"$port" --set data.dir="$TMP/$name" \
+    --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/$name.log" &
+  SOMA_PID=$!
+  PIDS+=("$SOMA_PID")
+  wait_http "http://127.0.0.1:$port/v1/health"
+}
+# Stops somaagent PID (NAME for messages); says so when it had died or did not stop cleanly.
+stop_soma() { # PID NAME
+  local pid=$1 name=$2 rc=0 t0
+  if ! kill -0 "$pid" 2>/dev/null; then
+    wait "$pid" || rc=$?
+    echo "  !! somaagent ($name) had exited by itself with status $rc; last log lines:"
+    tail -5 "$TMP/$name.log" | sed 's/^/     /'
+    return 0
+  fi
+  t0=$(date +%s.%N)
+  kill "$pid"
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "  !! somaagent ($name) still running 15 s after SIGTERM; killing it"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "  !! somaagent ($name) exited with status $rc after SIGTERM" \
+      "($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s); last log lines:"
+    tail -5 "$TMP/$name.log" | sed 's/^/     /'
+  fi
+  grep -E '"level":"(error|fatal)"|ERROR|FATAL' "$TMP/$name.log" 2>/dev/null | sort | uniq -c | sort -rn | head -5 |
+    sed "s/^/  !! log ($name): /" || true
+}
+
+nginx_conf() { # NAME PORT LOCATION-BODY
+  mkdir -p "$TMP/$1/logs"
+  cat > "$TMP/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $TMP/$1/nginx.pid;
+error_log $TMP/$1/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMP/$1/body;
+  proxy_temp_path $TMP/$1/proxy;
+  fastcgi_temp_path $TMP/$1/fastcgi;
+  uwsgi_temp_path $TMP/$1/uwsgi;
+  scgi_temp_path $TMP/$1/scgi;
+  server {
+    listen 127.0.0.1:$2;
+    location / { $3 }
+  }
+}
+CONF
+  nginx -c "$TMP/$1/nginx.conf" -p "$TMP/$1" &
+  PIDS+=($!)
+}
+
+# The fast fake LLM: nginx answers every request with one fixed streamed completion.
+C='"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench"'
+SSE="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}\n\n"
+SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world.\"},\"finish_reason\":null}]}\n\n"
+SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+SSE+="data: {$C,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
+SSE+="data: [DONE]\n\n"
+fake_port=$(free_port)
+nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '$SSE';"
+wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
+LLM_FAST=(--set llm.provider=custom --set llm.base_url=http://127.0.0.1:$fake_port/v1 --set llm.api_key=x)
+
+# ---- 1. ingest and end-to-end rate ---------------------------------------------------------------
+echo
+echo "== 1. ingest: POST /v1/session/message (role all, LLM = nginx fixed SSE body), then finals/s"
+port=$(free_port)
+start_soma ingest "$port" "${LLM_FAST[@]}"
+"$PY" "$B/chat_ingest.py" --port "$port" --lua "$B/chat_post.lua" --seconds "$SECS" --drain-timeout 60 \
+  --out "$TMP/ingest.json" || echo "  ingest part FAILED"
+stop_soma "$SOMA_PID" ingest
+
+# ---- 2. stream latency ---------------------------------------------------------------------------
+echo
+echo "== 2. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
+echo "      directly vs through somaagent, 50 requests each, alternating (through minus direct per quantile)"
+slow_port=$(free_port)
+"$PY" "$B/chat_fake_llm.py" --port "$slow_port" --chunks 20 --delay-ms 20 >"$TMP/fake-slow.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$slow_port/v1/models"
+port=$(free_port)
+start_soma latency "$port" --set llm.provider=custom --set llm.base_url=http://127.0.0.1:$slow_port/v1 \
+  --set llm.api_key=x
+"$PY" "$B/chat_sse.py" latency --direct 127.0.0.1:"$slow_port" --through 127.0.0.1:"$port" -n 50 \
+  --out "$TMP/latency.json" || echo "  stream latency part FAILED"
+stop_soma "$SOMA_PID" latency
+
+# ---- 3. proxy overhead versus nginx --------------------------------------------------------------
+echo
+echo "== 3. proxy: streamed POST /v1/chat/completions against the nginx fake: directly, through"
+echo "      somaagent, through nginx proxy_pass (proxy_buffering off; proxy_http_version 1.1)"
+proxy_port=$(free_port)
+nginx_conf nginx-proxy "$proxy_port" \
+  "proxy_pass http://127.0.0.1:$fake_port; proxy_buffering off; proxy_http_version 1.1;"
+wait_http "http://127.0.0.1:$proxy_port/v1/chat/completions"
+port=$(free_port)
+start_soma proxy "$port" "${LLM_FAST[@]}"
+"$PY" "$B/chat_sse.py" proxy --direct 127.0.0.1:"$fake_port" --soma 127.0.0.1:"$port" \
+  --nginx 127.0.0.1:"$proxy_port" -n 1000 --out "$TMP/proxy.json" || echo "  proxy part FAILED"
+stop_soma "$SOMA_PID" proxy
+
+# ---- 4. many SSE subscribers ---------------------------------------------------------------------
+echo
+echo "== 4. streams: N SSE subscribers of /v1/sessions/{id}/events over 100 sessions (role gateway, a fresh"
+echo "      process per N), 50 messages/s for ${SECS} s; delivery latency of the user events in ms"
+echo "      (receive time - created_at; 'from POST' = receive time - when the client sent the message)"
+printf '  %6s %9s %7s %8s %8s %8s %9s %9s %19s %6s %6s %6s\n' N "streams" "open s" "p50" "p99" "max" \
+  "POST p50" "POST p99" "delivered/expected" "RSS MB" "" ""
+printf '  %6s %9s %7s %8s %8s %8s %9s %9s %19s %6s %6s %6s\n' "" "open" "" "" "" "" "" "" "" idle open end
+for n in 1000 5000 10000; do
+  port=$(free_port)
+  start_soma "streams-$n" "$port" --role gateway --set http.max_connections=65536
+  (cd "$B" && "$PY" chat_streams.py --port "$port" --pid "$SOMA_PID" -n "$n" --sessions 100 --rate 50 \
+    --seconds "$SECS" --out "$TMP/streams-$n.json") || echo "  streams N=$n FAILED"
+  stop_soma "$SOMA_PID" "streams-$n"
+done
+
+# ---- summary -------------------------------------------------------------------------------------
+echo
+echo "== summary (all figures from this run; $(($(date +%s) - T_START)) s)"
+"$PY" "$B/chat_summary.py" "$TMP"

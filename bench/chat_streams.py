@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""bench/chat_streams.py - many SSE subscribers of /v1/sessions/{id}/events, for bench/chat.sh.
+
+    chat_streams.py --port P --pid PID -n N [--sessions 100] [--rate 50] [--seconds 10] --out FILE
+
+Creates the sessions (one message each), opens N streams spread evenly over them (asyncio
+protocols on one event loop, at most 200 connects in flight), then posts messages round-robin
+to the sessions at a steady rate and records when each `user` event arrives on each stream.
+Delivery latency = receive time (time.time(), taken in data_received) minus the event's
+created_at (RFC 3339, ms, set by the server when it accepted the message; same machine clock).
+created_at is truncated to the ms, so figures read up to 1 ms high. The same latency measured
+from the moment the client sent the POST is printed too. RSS is VmRSS of PID.
+Events are parsed after the run, so parsing does not delay the timestamps.
+"""
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import sys
+import time
+
+from chat_sse import dechunk, quantile, sse_events
+
+MARK = b'"type":"user"'
+
+
+def rss_kb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Sub(asyncio.Protocol):
+    """One SSE stream: keeps (time, bytes) of everything received."""
+
+    def __init__(self, run, sid, path):
+        self.run, self.sid, self.path = run, sid, path
+        self.pieces, self.head, self.status = [], b"", None
+        self.transport, self.lost, self.ready = None, None, asyncio.get_running_loop().create_future()
+
+    def connection_made(self, tr):
+        self.transport = tr
+        tr.write(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+
+    def data_received(self, d):
+        self.pieces.append((time.time(), d))
+        self.run.marks += d.count(MARK)
+        if self.status is None:
+            self.head += d
+            if b"\r\n" in self.head:
+                try:
+                    self.status = int(self.head.split(b" ", 2)[1])
+                except (IndexError, ValueError):
+                    self.status = -1
+                if not self.ready.done():
+                    self.ready.set_result(self.status)
+
+    def connection_lost(self, exc):
+        self.lost = time.time()
+        if not self.ready.done():
+            self.ready.set_result(-1)
+
+
+class Run:
+    marks = 0
+
+
+async def http_post(pool, path, obj):
+    r, w = await pool.get()
+    try:
+        body = json.dumps(obj).encode()
+        w.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        t = time.time()
+        head = await r.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        n = 0
+        for ln in head.split(b"\r\n"):
+            if ln.lower().startswith(b"content-length:"):
+                n = int(ln.split(b":", 1)[1])
+        await r.readexactly(n)
+        pool.put_nowait((r, w))
+        return status, t
+    except Exception:
+        w.close()
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", pool.port))
+        raise
+
+
+_ts_cache = {}
+
+
+def parse_ts(s):
+    v = _ts_cache.get(s)
+    if v is None:
+        v = datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        _ts_cache[s] = v
+    return v
+
+
+async def main_async(a):
+    res = {"ok": False, "n": a.n}
+    run = Run()
+    loop = asyncio.get_running_loop()
+    pool = asyncio.Queue()
+    pool.port = a.port
+    for _ in range(8):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", a.port))
+    tag = f"{int(time.time() * 1000) % 10**8}"
+    sids = [f"st-{tag}-{k}" for k in range(a.sessions)]
+    created = await asyncio.gather(*(http_post(pool, "/v1/session/message", {"session_id": s, "message": "open"})
+                                     for s in sids), return_exceptions=True)
+    bad = [c for c in created if isinstance(c, Exception) or c[0] != 200]
+    if bad:
+        print(f"  N={a.n}: FAILED to create the sessions: {bad[:3]}")
+        return res
+    rss_idle = rss_kb(a.pid)
+
+    # open the streams
+    subs, sem, t_c0 = [], asyncio.Semaphore(200), time.monotonic()
+    connect_errors = []
+
+    async def open_one(i):
+        sid = sids[i % a.sessions]
+        async with sem:
+            try:
+                _, proto = await loop.create_connection(
+                    lambda: Sub(run, sid, f"/v1/sessions/{sid}/events?stream=true"), "127.0.0.1", a.port)
+            except OSError as e:
+                connect_errors.append(str(e))
+                return
+            subs.append(proto)
+            try:
+                await asyncio.wait_for(asyncio.shield(proto.ready), 30)
+            except asyncio.TimeoutError:
+                pass
+
+    await asyncio.gather(*(open_one(i) for i in range(a.n)))
+    connect_s = time.monotonic() - t_c0
+    ok_subs = [s for s in subs if s.status == 200 and s.lost is None]
+    statuses = {}
+    for s in subs:
+        if s.status != 200:
+            statuses[s.status] = statuses.get(s.status, 0) + 1
+    per_session = {}
+    for s in ok_subs:
+        per_session[s.sid] = per_session.get(s.sid, 0) + 1
+    rss_open = rss_kb(a.pid)
+    await asyncio.sleep(0.5)
+
+    # post at a steady rate
+    gc.collect()
+    gc.disable()
+    total = a.rate * a.seconds
+    sent, tasks, post_errors = {}, [], []
+
+    async def post_one(i):
+        try:
+            status, t = await http_post(pool, "/v1/session/message",
+                                        {"session_id": sids[i % a.sessions], "message": f"stream bench {i}"})
+            if status == 200:
+                sent[i] = t
+            else:
+                post_errors.append(f"HTTP {status}")
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            post_errors.append(repr(e))
+
+    t0 = time.monotonic()
+    for i in range(total):
+        delay = t0 + i / a.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post_one(i)))
+    await asyncio.gather(*tasks)
+    post_s = time.monotonic() - t0
+    expected = sum(per_session.get(sids[i % a.sessions], 0) for i in sent)
+    # let the last deliveries arrive (bounded)
+    t_w = time.monotonic()
+    while run.marks < expected and time.monotonic() - t_w < 5:
+        await asyncio.sleep(0.05)
+    rss_end = rss_kb(a.pid)
+    lost_during = sum(1 for s in ok_subs if s.lost is not None)
+    for s in subs:
+        if s.transport:
+            s.transport.close()
+    while not pool.empty():
+        _, w = pool.get_nowait()
+        w.close()
+    gc.enable()
+
+    # parse
+    lat, lat_send, delivered, dup, unknown = [], [], 0, 0, 0
+    for s in ok_subs:
+        raw = b"".join(d for _, d in s.pieces)
+        hlen = raw.find(b"\r\n\r\n") + 4
+        body, pos = [], 0
+        for t, d in s.pieces:  # drop the head, keep arrival times
+            if pos + len(d) > hlen:
+                body.append((t, d[max(0, hlen - pos):]))
+            pos += len(d)
+        seen = set()
+        for t, ev in sse_events(dechunk(body)[0]):
+            if MARK not in ev:
+                continue
+            for line in ev.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                obj = json.loads(line[5:])
+                msg = obj.get("message", "")
+                if not msg.startswith("stream bench "):
+                    continue
+                i = int(msg.rsplit(" ", 1)[1])
+                if i in seen:
+                    dup += 1
+                    continue
+                seen.add(i)
+                if i not in sent:
+                    unknown += 1
+                    continue
+                delivered += 1
+                lat.append((t - parse_ts(obj["created_at"])) * 1000)
+                lat_send.append((t - sent[i]) * 1000)
+    res.update(ok=bool(lat), connected=len(ok_subs), connect_s=connect_s, connect_errors=len(connect_errors),
+               bad_status=statuses, posted=len(sent), post_errors=len(post_errors), post_s=post_s,
+               expected=expected, delivered=delivered, duplicates=dup, closed_by_server=lost_during,
+               rss_idle_kb=rss_idle, rss_open_kb=rss_open, rss_end_kb=rss_end)
+    if lat:
+        res.update(p50=quantile(lat, 0.5), p99=quantile(lat, 0.99), max=max(lat),
+                   send_p50=quantile(lat_send, 0.5), send_p99=quantile(lat_send, 0.99))
+    mb = (lambda kb: f"{kb / 1024:.1f}" if kb else "?")
+    if lat:
+        print(f"  {a.n:6d} {len(ok_subs):9d} {connect_s:7.1f} {res['p50']:8.2f} {res['p99']:8.2f} {res['max']:8.1f}"
+              f" {res['send_p50']:9.2f} {res['send_p99']:9.2f} {delivered:>9d}/{expected:<9d}"
+              f" {mb(rss_idle):>6s} {mb(rss_open):>6s} {mb(rss_end):>6s}")
+    else:
+        print(f"  {a.n:6d} {len(ok_subs):9d} {connect_s:7.1f}   FAILED: no user event delivered "
+              f"({len(sent)} posted, expected {expected} deliveries)")
+    notes = []
+    if connect_errors:
+        notes.append(f"{len(connect_errors)} connects failed ({connect_errors[0]})")
+    if statuses:
+        notes.append(f"streams not opened, by status: {statuses}")
+    if post_errors:
+        notes.append(f"{len(post_errors)} posts failed ({post_errors[0]})")
+    if len(sent) and post_s > a.seconds * 1.2:
+        notes.append(f"posting took {post_s:.1f} s instead of {a.seconds} s")
+    if lost_during:
+        notes.append(f"{lost_during} streams closed by the server during the run")
+    if dup:
+        notes.append(f"{dup} duplicate deliveries")
+    if unknown:
+        notes.append(f"{unknown} events of posts whose answer was not 200")
+    for n in notes:
+        print(f"         N={a.n}: {n}")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("-n", type=int, required=True)
+    ap.add_argument("--sessions", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=50)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    res = asyncio.run(main_async(a))
+    json.dump(res, open(a.out, "w"))
+    return 0 if res.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
