@@ -66,8 +66,20 @@ static enum soma_err line_done(struct sse_parser *p, sse_event_fn fn, void *ctx)
 
 enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n, sse_event_fn fn, void *ctx)
 {
+	static const unsigned char bom[3] = {0xEF, 0xBB, 0xBF};
 	for (size_t i = 0; i < n; i++) {
 		char c = bytes[i];
+		/* WHATWG: one leading BOM is not part of the stream; hold its bytes until they tell */
+		if (p->fed < 3) {
+			size_t at = p->fed++;
+			if ((unsigned char)c == bom[at] && p->line_len == at) {
+				p->line[p->line_len++] = c; /* tentatively, in case it is not a BOM after all */
+				if (at == 2)
+					p->line_len = 0; /* a whole BOM: drop it */
+				continue;
+			}
+			p->fed = 3;
+		}
 		if (c == '\n' && p->last_cr) {
 			p->last_cr = false;
 			continue;

@@ -24,6 +24,7 @@ struct sse_parser {
 	size_t max;	 /* bound for line and data */
 	bool last_cr;	 /* previous byte was CR (so a following LF is not a second line end) */
 	bool has_data;	 /* a data field was seen in this event */
+	size_t fed;	 /* bytes seen so far (a leading UTF-8 BOM is skipped) */
 };
 
 /* Called per dispatched event with its data (NUL-terminated, borrowed); return false to stop. */

@@ -92,8 +92,11 @@ static void settle(struct task_ctx *ctx, enum task_outcome outcome, const char *
 	struct store_op *op = NULL;
 	if (outcome == TASK_RETRY) {
 		op = store_op_new(STORE_OP_TASK_RETRY, ctx->tenant);
-		if (op)
+		if (op && ctx->shutdown) {
+			op->flag = true; /* interrupted, not failed: requeue at once without using an attempt */
+		} else if (op) {
 			op->delay_ms = backoff_for(json_integer_value(json_object_get(ctx->task, "attempts")));
+		}
 	} else if (outcome != TASK_ACKED) {
 		op = store_op_new(STORE_OP_TASK_FINISH, ctx->tenant);
 		if (op) {

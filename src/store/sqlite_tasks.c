@@ -77,9 +77,14 @@ static enum soma_err task_reserve(struct dbconn *c, struct store_op *op)
 
 static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET state = CASE WHEN attempts > max_retries THEN 'dead' "
-					 "ELSE 'queued' END, available_ms = ?, last_error = ?, updated_ms = ? "
-					 "WHERE id = ? AND tenant = ? AND state = 'reserved' RETURNING state");
+	/* op->flag: an interrupted run (shutdown) goes back without using up an attempt */
+	sqlite3_stmt *s =
+		op->flag ? dbconn_stmt(c, "UPDATE tasks SET state = 'queued', attempts = max(attempts - 1, 0), "
+					  "available_ms = ?, last_error = ?, updated_ms = ? "
+					  "WHERE id = ? AND tenant = ? AND state = 'reserved' RETURNING state")
+			 : dbconn_stmt(c, "UPDATE tasks SET state = CASE WHEN attempts > max_retries THEN 'dead' "
+					  "ELSE 'queued' END, available_ms = ?, last_error = ?, updated_ms = ? "
+					  "WHERE id = ? AND tenant = ? AND state = 'reserved' RETURNING state");
 	if (!s)
 		return SOMA_ERR_STORE;
 	int64_t now = clock_wall_ms();
@@ -109,6 +114,8 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	bind_text(s, 5, op->tenant);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		return SOMA_ERR_STORE;
+	if (sqlite3_changes(c->db) == 0)
+		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing */
 	s = dbconn_stmt(c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, completed_ms) "
 			   "VALUES (?, ?, ?, ?, ?, ?)");
 	if (!s)

@@ -132,8 +132,8 @@ void store_op_free(struct store_op *op);
 enum soma_err store_exec_start(struct store *st, int readers) SOMA_MUST_CHECK;
 /* Finishes queued ops, then stops the threads. */
 void store_exec_stop(struct store *st);
-/* Queues op; op->done runs later on a store thread. SOMA_ERR_LIMIT when the queue is full
- * (the op is not taken: the caller still owns it). */
+/* Queues op; op->done runs later on a store thread. SOMA_ERR_UNAVAILABLE when the queue is
+ * full or stopping (the op is not taken: the caller still owns it). */
 enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
 /* Runs op and waits for it (worker threads only; never on an io thread). Returns op->err. */
 enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
