@@ -174,3 +174,21 @@ def test_reply_survives_kill_9(soma, llm, when):
     assert history(srv2, sid) == evs
     assert llm.stats()["requests"] >= 1
     wait_until(lambda: llm.stats()["modes"][-1] == "ok", 2, what="the retried request")
+
+
+def test_sigterm_mid_reply_requeues(soma, llm):
+    """A shutdown while the provider call hangs: the server still exits 0 within the grace
+    period, and the next start answers the message."""
+    llm.control(mode="hang", times=-1)
+    srv = soma("shutdown.grace_s=2")
+    out = post_message(srv, "finish later")
+    sid = out["session_id"]
+    wait_until(lambda: llm.stats()["requests"] >= 1, 5, what="the provider call")
+    t0 = time.monotonic()
+    srv.stop(timeout=8, expect=0)
+    assert time.monotonic() - t0 < 5, "the hung provider call held the shutdown"
+    llm.control(mode="ok", times=-1)
+    srv2 = soma(data_dir=srv.data_dir)
+    evs = wait_terminal(srv2, sid, timeout=8)
+    assert [e["type"] for e in evs] == ["user", "assistant.final"], evs
+    assert evs[1]["message"].endswith("You said: finish later")

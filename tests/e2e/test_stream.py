@@ -2,6 +2,7 @@
 user -> assistant.thinking -> assistant.delta* -> assistant.final, fan-out to several
 subscribers, resuming with Last-Event-ID / ?after= without gap or repeat, keepalives."""
 
+import signal
 import time
 
 import httpx
@@ -127,3 +128,23 @@ def test_stream_errors(soma, llm):
     check_envelope(r, 400)
     # the server is still fine
     assert httpx.get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
+
+
+def test_sigterm_ends_open_streams(soma, llm):
+    srv = soma("shutdown.grace_s=5")
+    sid = post_message(srv, "hello")["session_id"]
+    wait_terminal(srv, sid)
+    streams = [open_stream(srv, sid), open_stream(srv, sid, after=0)]
+    try:
+        read_reply(streams[1])
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        for s in streams:
+            f = s.next_frame(timeout=6)
+            assert f is None, f"a frame instead of the end of the stream: {f}"
+        assert srv.wait_exit(timeout=6) == 0, srv.log_text()
+        srv.checked = True
+        assert time.monotonic() - t0 < 5, "open streams held the shutdown for the whole grace period"
+    finally:
+        for s in streams:
+            s.close()
