@@ -142,10 +142,9 @@ stop_soma "$SOMA_PID" proxy
 echo
 echo "== 4. streams: N SSE subscribers of /v1/sessions/{id}/events over 100 sessions (role gateway, a fresh"
 echo "      process per N), 50 messages/s for ${SECS} s; delivery latency of the user events in ms"
-echo "      (receive time - created_at; 'from POST' = receive time - when the client sent the message)"
-printf '  %6s %9s %7s %8s %8s %8s %9s %9s %19s %6s %6s %6s\n' N "streams" "open s" "p50" "p99" "max" \
-  "POST p50" "POST p99" "delivered/expected" "RSS MB" "" ""
-printf '  %6s %9s %7s %8s %8s %8s %9s %9s %19s %6s %6s %6s\n' "" "open" "" "" "" "" "" "" "" idle open end
+echo "      (receive time - created_at; POST = receive time - when the client sent the message); RSS in MB"
+printf '  %6s %7s %7s %8s %8s %8s %9s %9s %19s %8s %8s %8s\n' N open "open s" p50 p99 max "POST p50" \
+  "POST p99" "delivered/expected" "RSS idle" "RSS open" "RSS end"
 for n in 1000 5000 10000; do
   port=$(free_port)
   start_soma "streams-$n" "$port" --role gateway --set http.max_connections=65536

@@ -134,7 +134,7 @@ def main():
     print(f"  backlog when wrk stopped: {backlog} messages without a final")
     # drain, bounded
     t_d0 = time.monotonic()
-    last = m1
+    last, drain_samples = m1, [m1]
     while last["success"] - m0["success"] < accepted and time.monotonic() - t_d0 < a.drain_timeout:
         time.sleep(0.25)
         try:
@@ -142,10 +142,15 @@ def main():
         except OSError as e:
             print(f"  /metrics failed while draining: {e}")
             break
+        if last["t"] - drain_samples[-1]["t"] >= 5:
+            drain_samples.append(last)
     drain_s = time.monotonic() - t_d0
     left = accepted - int(last["success"] - m0["success"])
     drained = left <= 0
     drain_rate = (last["success"] - m1["success"]) / drain_s if drain_s > 0 else 0
+    if len(drain_samples) > 2:
+        print("  finals/s while draining, per 5 s: " + " ".join(
+            f"{(b['success'] - x['success']) / (b['t'] - x['t']):.0f}" for x, b in zip(drain_samples, drain_samples[1:])))
     if drained:
         print(f"  backlog drained in {drain_s:.1f} s ({drain_rate:.0f} finals/s while draining)")
     else:

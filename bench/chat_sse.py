@@ -240,7 +240,9 @@ def cmd_latency(a):
 
 
 def cmd_proxy(a):
-    body = json.dumps({"model": "bench", "stream": True,
+    # include_usage: somaagent always asks the provider for usage and drops it unless the client
+    # asked too; asking makes all three replies the same six events
+    body = json.dumps({"model": "bench", "stream": True, "stream_options": {"include_usage": True},
                        "messages": [{"role": "user", "content": "bench proxy"}]}).encode()
     names = ["direct", "somaagent", "nginx"]
     conns = {"direct": Conn(a.direct), "somaagent": Conn(a.soma), "nginx": Conn(a.nginx)}

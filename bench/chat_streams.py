@@ -171,6 +171,16 @@ async def main_async(a):
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             post_errors.append(repr(e))
 
+    lags, stop_lag = [], asyncio.Event()
+
+    async def lag_probe():  # how late this client's event loop runs: its own share of the latency
+        while not stop_lag.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.005)
+            lags.append((loop.time() - t - 0.005) * 1000)
+
+    probe = asyncio.create_task(lag_probe())
+    cpu0 = time.process_time()
     t0 = time.monotonic()
     for i in range(total):
         delay = t0 + i / a.rate - time.monotonic()
@@ -179,6 +189,9 @@ async def main_async(a):
         tasks.append(asyncio.create_task(post_one(i)))
     await asyncio.gather(*tasks)
     post_s = time.monotonic() - t0
+    client_cpu = (time.process_time() - cpu0) / post_s
+    stop_lag.set()
+    await probe
     expected = sum(per_session.get(sids[i % a.sessions], 0) for i in sent)
     # let the last deliveries arrive (bounded)
     t_w = time.monotonic()
@@ -229,19 +242,21 @@ async def main_async(a):
     res.update(ok=bool(lat), connected=len(ok_subs), connect_s=connect_s, connect_errors=len(connect_errors),
                bad_status=statuses, posted=len(sent), post_errors=len(post_errors), post_s=post_s,
                expected=expected, delivered=delivered, duplicates=dup, closed_by_server=lost_during,
-               rss_idle_kb=rss_idle, rss_open_kb=rss_open, rss_end_kb=rss_end)
+               rss_idle_kb=rss_idle, rss_open_kb=rss_open, rss_end_kb=rss_end,
+               client_cpu=client_cpu, loop_lag_p99=quantile(lags, 0.99) if lags else None)
     if lat:
         res.update(p50=quantile(lat, 0.5), p99=quantile(lat, 0.99), max=max(lat),
                    send_p50=quantile(lat_send, 0.5), send_p99=quantile(lat_send, 0.99))
     mb = (lambda kb: f"{kb / 1024:.1f}" if kb else "?")
     if lat:
-        print(f"  {a.n:6d} {len(ok_subs):9d} {connect_s:7.1f} {res['p50']:8.2f} {res['p99']:8.2f} {res['max']:8.1f}"
-              f" {res['send_p50']:9.2f} {res['send_p99']:9.2f} {delivered:>9d}/{expected:<9d}"
-              f" {mb(rss_idle):>6s} {mb(rss_open):>6s} {mb(rss_end):>6s}")
+        print(f"  {a.n:6d} {len(ok_subs):7d} {connect_s:7.1f} {res['p50']:8.2f} {res['p99']:8.2f} {res['max']:8.1f}"
+              f" {res['send_p50']:9.2f} {res['send_p99']:9.2f} {f'{delivered}/{expected}':>19s}"
+              f" {mb(rss_idle):>8s} {mb(rss_open):>8s} {mb(rss_end):>8s}")
     else:
-        print(f"  {a.n:6d} {len(ok_subs):9d} {connect_s:7.1f}   FAILED: no user event delivered "
+        print(f"  {a.n:6d} {len(ok_subs):7d} {connect_s:7.1f}   FAILED: no user event delivered "
               f"({len(sent)} posted, expected {expected} deliveries)")
-    notes = []
+    notes = [f"client: {client_cpu * 100:.0f}% of a core while posting, its event loop late by p50 "
+             f"{quantile(lags, 0.5):.2f} / p99 {quantile(lags, 0.99):.2f} / max {max(lags):.1f} ms"] if lags else []
     if connect_errors:
         notes.append(f"{len(connect_errors)} connects failed ({connect_errors[0]})")
     if statuses:
