@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <magic.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,18 @@ struct upload {
 };
 
 static struct pool *upload_pool;
-static __thread magic_t magic_cookie;
+/* one libmagic handle per pool thread (libmagic is not thread-safe), closed when the thread ends */
+static pthread_key_t magic_key;
+static pthread_once_t magic_once = PTHREAD_ONCE_INIT;
+
+static void magic_free(void *cookie)
+{
+	magic_close(cookie);
+}
+static void magic_key_init(void)
+{
+	(void)pthread_key_create(&magic_key, magic_free);
+}
 
 static void upload_unref(struct upload *u)
 {
@@ -157,12 +169,15 @@ static bool store_blob(const char *sha, const char *data, size_t len)
 
 static const char *detect_mime(const char *data, size_t len)
 {
+	pthread_once(&magic_once, magic_key_init);
+	magic_t magic_cookie = pthread_getspecific(magic_key);
 	if (!magic_cookie) {
 		magic_cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
 		if (magic_cookie && magic_load(magic_cookie, NULL) != 0) {
 			magic_close(magic_cookie);
 			magic_cookie = NULL;
 		}
+		pthread_setspecific(magic_key, magic_cookie);
 	}
 	const char *m = magic_cookie ? magic_buffer(magic_cookie, data, len < 65536 ? len : 65536) : NULL;
 	return m ? m : "application/octet-stream";

@@ -15,11 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/ids.h"
 #include "http/server_int.h"
+
+#define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
 
 enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_READ_BODY_FILE, CONN_HANDLING, CONN_CLOSING };
 
@@ -31,6 +34,8 @@ struct http_conn {
 	bool req_started;	       /* bytes of the current request have arrived */
 	bool in_process;	       /* conn_process is on the stack */
 	bool responded;		       /* the current request got its response */
+	bool linger;		       /* after an early error: drain input briefly before closing */
+	bool lingering;		       /* write side shut; waiting for the client's EOF or the timer */
 	struct arena arena;	       /* per-request memory */
 	struct http_req req;	       /* the current request */
 	struct http_conn *prev, *next; /* thread's list */
@@ -82,12 +87,27 @@ static void arm_timer(struct http_conn *c, int seconds)
 	evtimer_add(c->timer, &tv);
 }
 
+/* Once the last response is out: free the connection, or, after an early error (413 before
+ * the body, 431, 408...), shut our side and keep reading and discarding for a moment so the
+ * client - likely still sending - reads the response instead of a connection reset. */
+static void finish_closing(struct http_conn *c)
+{
+	if (!c->linger) {
+		conn_free(c);
+		return;
+	}
+	c->lingering = true;
+	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	struct timeval tv = {LINGER_S, 0};
+	evtimer_add(c->timer, &tv);
+}
+
 static void on_written(struct bufferevent *bev, void *arg)
 {
 	struct http_conn *c = arg;
 	(void)bev;
-	if (c->state == CONN_CLOSING)
-		conn_free(c);
+	if (c->state == CONN_CLOSING && !c->lingering)
+		finish_closing(c);
 }
 
 /* Marks the connection for closing once its output is flushed (on_written frees it then).
@@ -97,15 +117,16 @@ static void conn_close_after_flush(struct http_conn *c)
 	abort_handler(c);
 	c->state = CONN_CLOSING;
 	evtimer_del(c->timer);
-	bufferevent_disable(c->bev, EV_READ);
+	if (!c->linger)
+		bufferevent_disable(c->bev, EV_READ);
 }
 
 /* Frees a closing connection whose output is already empty; true when it did. */
 static bool close_now_if_flushed(struct http_conn *c)
 {
-	if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+	if (c->state != CONN_CLOSING || c->lingering || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
 		return false;
-	conn_free(c);
+	finish_closing(c);
 	return true;
 }
 
@@ -126,6 +147,7 @@ static void reset_request(struct http_conn *c)
 	c->req.keep_alive = true;
 	c->req_started = false;
 	c->responded = false;
+	c->linger = false;
 	c->state = CONN_READ_HEAD;
 }
 
@@ -153,6 +175,7 @@ static void fail(struct http_conn *c, int status, const char *code, const char *
 	if (!c->req.start_ns)
 		c->req.start_ns = clock_mono_ns();
 	c->req.close_after = true;
+	c->linger = true;
 	c->state = CONN_HANDLING;
 	evtimer_del(c->timer);
 	http_respond_error(&c->req, status, code, "%s", message);
@@ -321,14 +344,21 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct http_conn *c = arg;
 	if (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE)
 		conn_process(c);
+	else if (c->state == CONN_CLOSING) /* lingering: discard what the client still sends */
+		evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev;
 	struct http_conn *c = arg;
+	if (c->lingering) {
+		conn_free(c); /* the client saw our close (EOF) or went away */
+		return;
+	}
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
 	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+		c->linger = false;	   /* it closed its side already: nothing to wait for */
 		conn_close_after_flush(c); /* client half-closed: still deliver what it asked for */
 		return;
 	}
@@ -340,6 +370,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct http_conn *c = arg;
+	if (c->lingering) {
+		conn_free(c);
+		return;
+	}
 	if (c->state == CONN_HANDLING || c->state == CONN_CLOSING)
 		return;
 	if (!c->req_started) {

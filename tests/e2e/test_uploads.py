@@ -78,11 +78,11 @@ def test_upload_limits_and_bad_requests(soma):
     many = upload(srv, [("files", (f"f{i}.txt", b"x", "text/plain")) for i in range(3)])
     check_envelope(many, 413, "too_many_files")
     # more than max_files x max_mb in total is refused from the header, before the body
-    huge = httpx.post(f"{srv.url}/v1/uploads", content=b"x" * (3 * 1024 * 1024),
+    huge = httpx.post(f"{srv.url}/v1/uploads", content=b"x" * (4 * 1024 * 1024),
                       headers={"content-type": "multipart/form-data; boundary=zz"})
     check_envelope(huge, 413, "body_too_large")
     check_envelope(httpx.post(f"{srv.url}/v1/uploads", content=b"x", headers={"content-type": "text/plain"}), 415)
-    check_envelope(upload(srv, [], data={"note": "no files"}), 400, "no_files")
+    check_envelope(upload(srv, [("note", (None, "no files"))]), 400, "no_files")
     bad = httpx.post(f"{srv.url}/v1/uploads", content=b"not multipart at all",
                      headers={"content-type": "multipart/form-data; boundary=abc"})
     check_envelope(bad, 400, "invalid_multipart")
