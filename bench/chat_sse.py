@@ -222,14 +222,14 @@ def cmd_latency(a):
         json.dump(res, open(a.out, "w"))
         print("  FAILED: no complete measurements")
         return 1
-    print(f"  {'ms':32s} {'p50':>9s} {'p99':>9s}")
+    print(f"  {'ms (p99 of 50 samples = the slowest)':38s} {'p50':>9s} {'p99':>9s}")
     for label, dist in (("time to first delta", ttfd), ("inter-delta gap", gaps)):
         row = {}
         for name in ("direct", "through"):
             row[name] = {q: quantile(dist[name], q) for q in (0.5, 0.99)}
-            print(f"  {label + ' ' + name:32s} {fmt(row[name][0.5])} {fmt(row[name][0.99])}")
+            print(f"  {label + ' ' + name:38s} {fmt(row[name][0.5])} {fmt(row[name][0.99])}")
         added = {q: row["through"][q] - row["direct"][q] for q in (0.5, 0.99)}
-        print(f"  {label + ' added':32s} {fmt(added[0.5])} {fmt(added[0.99])}")
+        print(f"  {label + ' added':38s} {fmt(added[0.5])} {fmt(added[0.99])}")
         key = "ttfd" if label.startswith("time") else "gap"
         res[key] = {"direct": row["direct"][0.5], "direct_p99": row["direct"][0.99],
                     "through": row["through"][0.5], "through_p99": row["through"][0.99],
