@@ -644,6 +644,17 @@ def parse_cursor(c):
 # ---- chat helpers -----------------------------------------------------------------------------
 
 TERMINAL = ("assistant.final", "assistant.error")
+_CLIENT = None
+
+
+def http():
+    """One shared httpx.Client (keep-alive; creating a client per call costs ~20 ms)."""
+    global _CLIENT
+    if _CLIENT is None:
+        import httpx
+
+        _CLIENT = httpx.Client(timeout=10)
+    return _CLIENT
 
 
 def bearer(token):
@@ -652,10 +663,8 @@ def bearer(token):
 
 def post_message(srv, message, token=None, **fields):
     """POST /v1/session/message; asserts 200 and the answer's shape; returns it."""
-    import httpx
-
     body = dict(fields, message=message)
-    r = httpx.post(srv.url + "/v1/session/message", json=body, headers=bearer(token), timeout=10)
+    r = http().post(srv.url + "/v1/session/message", json=body, headers=bearer(token), timeout=10)
     assert r.status_code == 200, r.text
     out = r.json()
     assert set(out) == {"session_id", "event_id", "seq"}, out
@@ -691,10 +700,8 @@ def read_reply(stream, timeout=15):
 
 
 def history(srv, sid, token=None, limit=None):
-    import httpx
-
     q = f"?limit={limit}" if limit else ""
-    r = httpx.get(f"{srv.url}/v1/sessions/{sid}/history{q}", headers=bearer(token), timeout=5)
+    r = http().get(f"{srv.url}/v1/sessions/{sid}/history{q}", headers=bearer(token), timeout=5)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["session_id"] == sid and isinstance(body["events"], list), body

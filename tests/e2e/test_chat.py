@@ -5,10 +5,9 @@ session, quick actions, and a reply that survives kill -9 of the server."""
 import signal
 import time
 
-import httpx
 import pytest
 
-from e2e_util import (check_reply, history, open_stream, post_message, read_reply, wait_terminal,
+from e2e_util import (http, check_reply, history, open_stream, post_message, read_reply, wait_terminal,
                       wait_until)
 
 
@@ -106,7 +105,7 @@ def test_quick_action(soma, llm):
     srv = soma()
     sid = post_message(srv, "hello")["session_id"]
     wait_terminal(srv, sid)
-    r = httpx.post(srv.url + "/v1/session/action", json={"session_id": sid, "action": "summarize"}, timeout=5)
+    r = http().post(srv.url + "/v1/session/action", json={"session_id": sid, "action": "summarize"}, timeout=5)
     assert r.status_code == 200, r.text
     assert r.json()["session_id"] == sid and r.json()["seq"] == 3, r.json()
     evs = wait_terminal(srv, sid, count=2)
@@ -126,7 +125,7 @@ def test_delete_stops_the_generation(soma, llm):
     with open_stream(srv, sid, after=0) as s:
         s.events(lambda e: e["type"] == "assistant.delta", timeout=5)
     t0 = time.monotonic()
-    r = httpx.delete(f"{srv.url}/v1/sessions/{sid}", timeout=5)
+    r = http().delete(f"{srv.url}/v1/sessions/{sid}", timeout=5)
     assert r.status_code == 200, r.text
     assert r.json() == {"session_id": sid, "status": "deleted"}, r.json()
     llm.control(chunks=12, delay_ms=0)  # replies from now on are quick
@@ -134,9 +133,9 @@ def test_delete_stops_the_generation(soma, llm):
     wait_terminal(srv, other, timeout=8)
     took = time.monotonic() - t0
     assert took < 3, f"the next reply took {took:.1f} s: the deleted session's generation kept the worker"
-    assert httpx.get(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code == 404
-    assert httpx.get(f"{srv.url}/v1/sessions/{sid}/history", timeout=5).status_code == 404
-    ids = [x["session_id"] for x in httpx.get(srv.url + "/v1/sessions", timeout=5).json()["sessions"]]
+    assert http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code == 404
+    assert http().get(f"{srv.url}/v1/sessions/{sid}/history", timeout=5).status_code == 404
+    ids = [x["session_id"] for x in http().get(srv.url + "/v1/sessions", timeout=5).json()["sessions"]]
     assert ids == [other], ids
     # re-using the id starts from nothing: no late final of the old generation shows up
     out = post_message(srv, "again", session_id=sid)
@@ -146,7 +145,7 @@ def test_delete_stops_the_generation(soma, llm):
     evs = history(srv, sid)
     assert [e["type"] for e in evs] == ["user", "assistant.final"], evs
     assert evs[1]["message"].endswith("You said: again"), evs
-    assert httpx.get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
+    assert http().get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
     srv.stop(expect=0)
 
 

@@ -3,10 +3,9 @@ tenant isolation; and bad input, each answered with its 4xx envelope and changin
 
 import json
 
-import httpx
 import pytest
 
-from e2e_util import (bearer, check_envelope, create_key, history, open_stream, post_message, raw_request,
+from e2e_util import (http, bearer, check_envelope, create_key, history, open_stream, post_message, raw_request,
                       wait_terminal)
 
 MAX_BODY = 1024
@@ -29,15 +28,15 @@ def baseline(srv):
 
 
 def _state(srv, sid):
-    r = httpx.get(srv.url + "/v1/sessions?limit=200", timeout=5)
+    r = http().get(srv.url + "/v1/sessions?limit=200", timeout=5)
     assert r.status_code == 200, r.text
-    s = httpx.get(f"{srv.url}/v1/sessions/{sid}", timeout=5)
+    s = http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5)
     assert s.status_code == 200, s.text
     return r.json(), s.json(), history(srv, sid)
 
 
 def _post_raw(srv, path, body, ctype="application/json"):
-    return httpx.post(srv.url + path, content=body, headers={"Content-Type": ctype}, timeout=5)
+    return http().post(srv.url + path, content=body, headers={"Content-Type": ctype}, timeout=5)
 
 
 def _nested(depth):
@@ -146,12 +145,12 @@ def test_unknown_session_is_404_everywhere(srv, baseline):
         ("POST", base + "/reset", None),
         ("POST", base + "/pause", {"paused": True}),
     ]:
-        r = httpx.request(method, url, json=body, timeout=5)
+        r = http().request(method, url, json=body, timeout=5)
         check_envelope(r, 404, "not_found")
     check_envelope(open_stream(srv, "no-such-session", expect=404), 404)
     # ids that cannot be session ids are not found either
     for bad in ("a%20b", "%2e%2e", "x" * 65, "a%2Fb"):
-        r = httpx.get(f"{srv.url}/v1/sessions/{bad}", timeout=5)
+        r = http().get(f"{srv.url}/v1/sessions/{bad}", timeout=5)
         assert r.status_code in (400, 404), r.text
         check_envelope(r, r.status_code)
     assert _state(srv, baseline) == before
@@ -162,10 +161,10 @@ def test_unknown_route(srv, baseline):
     for method, path in [("POST", "/v1/session/messages"), ("GET", "/v1/sessionz"),
                          ("POST", "/v1/sessions/x/explode"), ("GET", "/v1/sessions/x/nothing-here"),
                          ("POST", "/v1/session")]:
-        r = httpx.request(method, srv.url + path, json={"message": "hi"}, timeout=5)
+        r = http().request(method, srv.url + path, json={"message": "hi"}, timeout=5)
         check_envelope(r, 404, "not_found")
     # a known route with another method
-    r = httpx.get(srv.url + "/v1/session/message", timeout=5)
+    r = http().get(srv.url + "/v1/session/message", timeout=5)
     check_envelope(r, 405)
     assert "POST" in r.headers.get("allow", ""), r.headers
     assert _state(srv, baseline) == before
@@ -182,7 +181,7 @@ def test_unknown_route(srv, baseline):
     "/v1/sessions/{sid}/history?limit=ten",
 ])
 def test_bad_limit_and_cursor(srv, baseline, path):
-    r = httpx.get(srv.url + path.format(sid=baseline), timeout=5)
+    r = http().get(srv.url + path.format(sid=baseline), timeout=5)
     check_envelope(r, 400)
 
 
@@ -190,16 +189,16 @@ def test_pause(srv, baseline):
     url = f"{srv.url}/v1/sessions/{baseline}/pause"
     before = _state(srv, baseline)
     for body in ({"paused": "x"}, {"paused": 1}, {"paused": None}, {}, []):
-        check_envelope(httpx.post(url, json=body, timeout=5), 400)
-    check_envelope(httpx.post(url, content=b"{", timeout=5), 400)
+        check_envelope(http().post(url, json=body, timeout=5), 400)
+    check_envelope(http().post(url, content=b"{", timeout=5), 400)
     assert _state(srv, baseline) == before
-    r = httpx.post(url, json={"paused": True}, timeout=5)
+    r = http().post(url, json={"paused": True}, timeout=5)
     assert r.status_code == 200, r.text
     assert r.json() == {"session_id": baseline, "status": "paused"}
-    assert httpx.get(f"{srv.url}/v1/sessions/{baseline}", timeout=5).json()["paused"] is True
-    r = httpx.post(url, json={"paused": False}, timeout=5)
+    assert http().get(f"{srv.url}/v1/sessions/{baseline}", timeout=5).json()["paused"] is True
+    r = http().post(url, json={"paused": False}, timeout=5)
     assert r.status_code == 200 and r.json()["status"] == "resumed", r.text
-    assert httpx.get(f"{srv.url}/v1/sessions/{baseline}", timeout=5).json()["paused"] is False
+    assert http().get(f"{srv.url}/v1/sessions/{baseline}", timeout=5).json()["paused"] is False
     assert history(srv, baseline) == before[2]
 
 
@@ -216,14 +215,14 @@ def test_session_get_and_event_pages(soma):
     assert [e["type"] for e in hist] == ["user", "assistant.final"] * 2, hist
     assert [e["seq"] for e in hist] == [1, 2, 3, 4]
     assert hist[0]["persona_id"] == "helper" and hist[0]["metadata"] == {"k": "v"}, hist[0]
-    s = httpx.get(f"{srv.url}/v1/sessions/{sid}", timeout=5).json()
+    s = http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5).json()
     assert s["session_id"] == sid and s["persona_id"] == "helper" and s["paused"] is False, s
     assert s["last_seq"] == 4, s
     # JSON pages of committed events follow next_cursor to the end
     got, after, pages = [], None, 0
     while True:
-        q = f"?limit=3" + (f"&after={after}" if after is not None else "")
-        r = httpx.get(f"{srv.url}/v1/sessions/{sid}/events{q}", timeout=5)
+        q = "?limit=3" + (f"&after={after}" if after is not None else "")
+        r = http().get(f"{srv.url}/v1/sessions/{sid}/events{q}", timeout=5)
         assert r.status_code == 200, r.text
         page = r.json()
         assert set(page) == {"session_id", "events", "next_cursor"} and page["session_id"] == sid, page
@@ -235,7 +234,7 @@ def test_session_get_and_event_pages(soma):
         assert after == str(page["events"][-1]["seq"]), page
         assert pages < 5
     assert got == hist
-    r = httpx.get(f"{srv.url}/v1/sessions/{sid}/events?after=2", timeout=5).json()
+    r = http().get(f"{srv.url}/v1/sessions/{sid}/events?after=2", timeout=5).json()
     assert [e["seq"] for e in r["events"]] == [3, 4] and r["next_cursor"] is None, r
     assert history(srv, sid, limit=2) == hist[2:], "history?limit= keeps the newest events"
 
@@ -271,7 +270,7 @@ def test_sessions_list_pagination(soma):
     seen, cursor, pages = [], None, []
     while True:
         q = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        r = httpx.get(srv.url + "/v1/sessions" + q, timeout=5)
+        r = http().get(srv.url + "/v1/sessions" + q, timeout=5)
         assert r.status_code == 200, r.text
         body = r.json()
         assert set(body) == {"sessions", "next_cursor"}, body
@@ -286,7 +285,7 @@ def test_sessions_list_pagination(soma):
     assert pages == [2, 2, 1], pages
     assert len(seen) == len(set(seen)), f"duplicates: {seen}"
     assert seen == list(reversed(created)), "not all sessions, or not newest first"
-    full = httpx.get(srv.url + "/v1/sessions", timeout=5).json()
+    full = http().get(srv.url + "/v1/sessions", timeout=5).json()
     assert [s["session_id"] for s in full["sessions"]] == seen and full["next_cursor"] is None
     updated = [s["updated_at"] for s in full["sessions"]]
     assert updated == sorted(updated, reverse=True), updated
@@ -300,24 +299,24 @@ def test_delete_and_reset(soma):
     wait_terminal(srv, gone)
     keep_hist = history(srv, keep)
 
-    r = httpx.post(f"{srv.url}/v1/sessions/{keep}/reset", timeout=5)
+    r = http().post(f"{srv.url}/v1/sessions/{keep}/reset", timeout=5)
     assert r.status_code == 200 and r.json() == {"session_id": keep, "status": "reset"}, r.text
     assert history(srv, keep) == [], "reset must remove the events"
-    s = httpx.get(f"{srv.url}/v1/sessions/{keep}", timeout=5)
+    s = http().get(f"{srv.url}/v1/sessions/{keep}", timeout=5)
     assert s.status_code == 200 and s.json()["session_id"] == keep, s.text
-    assert httpx.get(f"{srv.url}/v1/sessions/{keep}/events?after=0", timeout=5).json()["events"] == []
+    assert http().get(f"{srv.url}/v1/sessions/{keep}/events?after=0", timeout=5).json()["events"] == []
     # the conversation goes on after a reset, without the old turns as context
     post_message(srv, "fresh start", session_id=keep)
     evs = wait_terminal(srv, keep)
     assert [e["message"] for e in evs][0] == "fresh start" and len(evs) == 2, evs
     assert not {e["event_id"] for e in evs} & {e["event_id"] for e in keep_hist}
 
-    r = httpx.delete(f"{srv.url}/v1/sessions/{gone}", timeout=5)
+    r = http().delete(f"{srv.url}/v1/sessions/{gone}", timeout=5)
     assert r.status_code == 200 and r.json() == {"session_id": gone, "status": "deleted"}, r.text
     for path in ("", "/history", "/events"):
-        check_envelope(httpx.get(f"{srv.url}/v1/sessions/{gone}{path}", timeout=5), 404)
-    check_envelope(httpx.delete(f"{srv.url}/v1/sessions/{gone}", timeout=5), 404)
-    ids = [s["session_id"] for s in httpx.get(srv.url + "/v1/sessions", timeout=5).json()["sessions"]]
+        check_envelope(http().get(f"{srv.url}/v1/sessions/{gone}{path}", timeout=5), 404)
+    check_envelope(http().delete(f"{srv.url}/v1/sessions/{gone}", timeout=5), 404)
+    ids = [s["session_id"] for s in http().get(srv.url + "/v1/sessions", timeout=5).json()["sessions"]]
     assert ids == [keep], ids
 
 
@@ -345,7 +344,7 @@ def test_tenants_are_isolated(soma, tmp_path, llm):
         ("POST", srv.url + "/v1/session/message", {"session_id": sid, "message": "let me in"}),
         ("POST", srv.url + "/v1/session/action", {"session_id": sid, "action": "summarize"}),
     ]:
-        r = httpx.request(method, url, json=body, headers=hb, timeout=5)
+        r = http().request(method, url, json=body, headers=hb, timeout=5)
         check_envelope(r, 404)
         assert sid not in r.text or "not found" in r.text, r.text
         assert "secret" not in r.text
@@ -353,20 +352,20 @@ def test_tenants_are_isolated(soma, tmp_path, llm):
     check_envelope(r, 404)
     r = open_stream(srv, sid, token=kb, after=0, expect=404)
     check_envelope(r, 404)
-    lst = httpx.get(srv.url + "/v1/sessions", headers=hb, timeout=5)
+    lst = http().get(srv.url + "/v1/sessions", headers=hb, timeout=5)
     assert lst.status_code == 200 and lst.json()["sessions"] == [], lst.text
     # b's own session works and a does not see it
     sb = post_message(srv, "b's own", token=kb)["session_id"]
     wait_terminal(srv, sb, token=kb)
-    la = httpx.get(srv.url + "/v1/sessions", headers=bearer(ka), timeout=5).json()["sessions"]
+    la = http().get(srv.url + "/v1/sessions", headers=bearer(ka), timeout=5).json()["sessions"]
     assert [s["session_id"] for s in la] == [sid], la
     assert la[0]["tenant"] == "a"
     # nothing b did changed a's session
     assert history(srv, sid, token=ka) == hist_a
-    assert httpx.get(base, headers=bearer(ka), timeout=5).json()["paused"] is False
+    assert http().get(base, headers=bearer(ka), timeout=5).json()["paused"] is False
     assert llm.stats()["requests"] == requests_before + 1  # only b's own message
     # without a key nothing at all
-    check_envelope(httpx.get(base, timeout=5), 401)
+    check_envelope(http().get(base, timeout=5), 401)
 
 
 def test_foreign_attachment_is_404(soma, tmp_path, llm):
@@ -374,14 +373,14 @@ def test_foreign_attachment_is_404(soma, tmp_path, llm):
     ka = create_key(data, tmp_path, "a")
     kb = create_key(data, tmp_path, "b")
     srv = soma()
-    r = httpx.post(srv.url + "/v1/uploads", files={"files": ("note.txt", b"hello attachments", "text/plain")},
+    r = http().post(srv.url + "/v1/uploads", files={"files": ("note.txt", b"hello attachments", "text/plain")},
                    headers=bearer(ka), timeout=10)
     assert r.status_code == 200, r.text
     att = r.json()[0]["id"]
-    r = httpx.post(srv.url + "/v1/session/message", json={"message": "see file", "attachments": [att]},
+    r = http().post(srv.url + "/v1/session/message", json={"message": "see file", "attachments": [att]},
                    headers=bearer(kb), timeout=5)
     check_envelope(r, 404, "not_found")
-    assert httpx.get(srv.url + "/v1/sessions", headers=bearer(kb), timeout=5).json()["sessions"] == []
+    assert http().get(srv.url + "/v1/sessions", headers=bearer(kb), timeout=5).json()["sessions"] == []
     # the owner can use it
     out = post_message(srv, "see file", token=ka, attachments=[att])
     evs = wait_terminal(srv, out["session_id"], token=ka)

@@ -5,9 +5,8 @@ subscribers, resuming with Last-Event-ID / ?after= without gap or repeat, keepal
 import signal
 import time
 
-import httpx
 
-from e2e_util import (check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
+from e2e_util import (http, check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
                       post_message, read_reply, wait_terminal)
 
 
@@ -66,6 +65,7 @@ def test_two_subscribers_see_the_same_sequence(soma, llm):
         post_message(srv, "to both", session_id=sid)
         fa, fb = read_reply(a), read_reply(b)
         check_reply(fa, sid)
+        check_reply(fb, sid)
         assert _data_frames(a) == _data_frames(b), "the subscribers saw different frames"
         assert len(fa) >= 20, fa
 
@@ -127,7 +127,7 @@ def test_stream_errors(soma, llm):
     r = open_stream(srv, sid, after="x", expect=400)
     check_envelope(r, 400)
     # the server is still fine
-    assert httpx.get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
+    assert http().get(srv.url + "/v1/health", timeout=5).json()["status"] == "ok"
 
 
 def test_sigterm_ends_open_streams(soma, llm):
