@@ -191,3 +191,20 @@ def test_sigterm_mid_reply_requeues(soma, llm):
     evs = wait_terminal(srv2, sid, timeout=8)
     assert [e["type"] for e in evs] == ["user", "assistant.final"], evs
     assert evs[1]["message"].endswith("You said: finish later")
+
+
+def test_message_longer_than_the_context_budget(soma, llm):
+    """llm.max_context_tokens=100 (about 400 characters): a 2000-character message must still
+    reach the provider (cut to fit), or be answered with an assistant.error; the provider must
+    never be asked to reply to a conversation that lacks the message."""
+    srv = soma("llm.max_context_tokens=100")
+    text = "tell me about " + "x" * 1986
+    sid = post_message(srv, text)["session_id"]
+    ev = _only_reply(srv, sid)
+    st = llm.stats()
+    if ev["type"] == "assistant.error":
+        assert st["requests"] == 0, st
+        return
+    msgs = st["last_request"]["messages"]
+    assert msgs[-1]["role"] == "user", f"the provider got no user message: {msgs}"
+    assert msgs[-1]["content"] and msgs[-1]["content"] in text, msgs

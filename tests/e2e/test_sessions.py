@@ -386,3 +386,27 @@ def test_foreign_attachment_is_404(soma, tmp_path, llm):
     evs = wait_terminal(srv, out["session_id"], token=ka)
     assert evs[0]["attachments"] == [att], evs[0]
     srv.stop(timeout=15, expect=0)  # after an upload too
+
+
+def test_message_field_limits(soma, llm):
+    """Exactly at each limit is accepted, one past it is not (on the default http.max_body)."""
+    srv = soma()
+    big = "\u00e9" * (128 * 1024)  # 256 KiB of UTF-8
+    out = post_message(srv, big)
+    evs = wait_terminal(srv, out["session_id"], timeout=15)
+    assert evs[0]["message"] == big and evs[1]["type"] == "assistant.final", evs[1]
+    assert llm.stats()["requests"] == 1
+    sid64 = "s" * 64
+    post_message(srv, "named", session_id=sid64)
+    persona = post_message(srv, "persona", persona_id="p" * 64)["session_id"]
+    wait_terminal(srv, sid64)
+    assert wait_terminal(srv, persona)[0]["persona_id"] == "p" * 64
+    before = http().get(srv.url + "/v1/sessions?limit=200").json()
+    for body, code in [
+        ({"message": big + "x"}, "invalid_message"),
+        ({"message": "hi", "session_id": "s" * 65}, "invalid_session_id"),
+        ({"message": "hi", "persona_id": "p" * 65}, "invalid_persona_id"),
+        ({"message": "hi", "attachments": ["a"] * 33}, "invalid_attachments"),
+    ]:
+        check_envelope(http().post(srv.url + "/v1/session/message", json=body), 400, code)
+    assert http().get(srv.url + "/v1/sessions?limit=200").json() == before

@@ -148,3 +148,27 @@ def test_sigterm_ends_open_streams(soma, llm):
     finally:
         for s in streams:
             s.close()
+
+
+def test_head_on_the_stream_sends_no_body(soma, llm):
+    """HEAD answers with the head of the GET and no content (RFC 9110 9.3.2): the next
+    response on the connection must start right after it."""
+    srv = soma()
+    sid = post_message(srv, "hello")["session_id"]
+    wait_terminal(srv, sid)
+    for path in (f"/v1/sessions/{sid}/events?after=0", "/v1/sessions",
+                 f"/v1/sessions/{sid}/events?stream=true&after=0"):
+        with srv.connect(timeout=3) as c:
+            c.send(f"HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+                   + b"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: after-head\r\n\r\n")
+            r = c.read_response(head_request=True)
+            assert r.status == 200, r
+            if (r.header("connection") or "").lower() == "close":
+                assert c.closed_by_peer(timeout=2), f"HEAD {path}: bytes after the head"
+                continue
+            try:
+                nxt = c.read_response(timeout=3)
+            except (AssertionError, OSError) as e:
+                raise AssertionError(f"HEAD {path}: content after the head of a HEAD response ({e}); "
+                                     f"bytes: {c.buf[:120]!r}")
+            assert nxt.status == 200 and nxt.header("x-request-id") == "after-head", nxt
