@@ -612,7 +612,10 @@ class SSEStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out after {timeout} s; events so far: {out}")
-            f = self.next_frame(timeout=left)
+            try:
+                f = self.next_frame(timeout=left)
+            except socket.timeout:
+                raise AssertionError(f"no frame for {timeout} s; events so far: {out}")
             if f is None:
                 raise AssertionError(f"the stream ended; events so far: {out}")
             if f.data is None:

@@ -2,11 +2,12 @@
 user -> assistant.thinking -> assistant.delta* -> assistant.final, fan-out to several
 subscribers, resuming with Last-Event-ID / ?after= without gap or repeat, keepalives."""
 
+import json
 import signal
 import time
 
 
-from e2e_util import (http, check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
+from e2e_util import (bearer, create_key, http, check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
                       post_message, read_reply, wait_terminal)
 
 
@@ -172,3 +173,78 @@ def test_head_on_the_stream_sends_no_body(soma, llm):
                 raise AssertionError(f"HEAD {path}: content after the head of a HEAD response ({e}); "
                                      f"bytes: {c.buf[:120]!r}")
             assert nxt.status == 200 and nxt.header("x-request-id") == "after-head", nxt
+
+
+def _collect(s, timeout):
+    """Frames until a final/error or the timeout; never raises for a timeout."""
+    try:
+        read_reply(s, timeout=timeout)
+    except AssertionError:
+        pass
+    return [f for f in s.frames_read if f.data is not None]
+
+
+def test_recreated_session_streams_only_its_own_events(soma, llm):
+    """A session deleted and created again under the same id starts over: its stream shows the
+    new conversation only (nothing of the deleted one), and the reply arrives."""
+    srv = soma()
+    sid = "recycled-id"
+    post_message(srv, "old words one", session_id=sid)
+    wait_terminal(srv, sid)
+    post_message(srv, "old words two", session_id=sid)
+    wait_terminal(srv, sid, count=2)
+    assert http().delete(f"{srv.url}/v1/sessions/{sid}").status_code == 200
+    llm.control(text="brand new reply")
+    out = post_message(srv, "new words", session_id=sid)
+    assert out["seq"] == 1, out
+    with open_stream(srv, sid, after=0, timeout=5) as s:
+        frames = _collect(s, 5)
+    text = "".join(json.loads(f.data)["message"] for f in frames)
+    assert "old words" not in text, f"the deleted conversation's events were replayed: {text!r}"
+    got = [(f.id, json.loads(f.data)) for f in frames]
+    assert got and got[-1][1]["type"] == "assistant.final", f"no reply on the stream: {[(i, e['type']) for i, e in got]}"
+    final = check_reply(got, sid)
+    assert final["message"] == "brand new reply"
+    # a live stream on the recreated session gets the next reply too
+    llm.control(text="second new reply")
+    with open_stream(srv, sid, timeout=5) as s:
+        post_message(srv, "more new words", session_id=sid)
+        frames = _collect(s, 5)
+    got = [(f.id, json.loads(f.data)) for f in frames]
+    assert got and got[-1][1]["type"] == "assistant.final", f"no live reply: {[(i, e['type']) for i, e in got]}"
+    assert check_reply(got, sid)["message"] == "second new reply"
+
+
+def test_deleted_session_events_do_not_reach_another_tenant(soma, tmp_path, llm):
+    """Tenant a deletes a session; tenant b creates one under the same id (it is free now):
+    b's stream must not carry anything of a's conversation."""
+    data = tmp_path / "data"
+    ka, kb = create_key(data, tmp_path, "a"), create_key(data, tmp_path, "b")
+    srv = soma()
+    sid = "shared-id"
+    post_message(srv, "a-secret-7781", token=ka, session_id=sid)
+    wait_terminal(srv, sid, token=ka)
+    assert http().delete(f"{srv.url}/v1/sessions/{sid}", headers=bearer(ka)).status_code == 200
+    post_message(srv, "hello from b", token=kb, session_id=sid)
+    with open_stream(srv, sid, after=0, token=kb, timeout=5) as s:
+        frames = _collect(s, 4)
+    text = "".join(json.loads(f.data)["message"] for f in frames)
+    assert "a-secret-7781" not in text, f"tenant b received tenant a's deleted reply: {text!r}"
+    assert [json.loads(f.data)["type"] for f in frames][-1] == "assistant.final", frames
+
+
+def test_reset_session_streams_nothing_of_before(soma, llm):
+    """After a reset the stream from the start carries only what came after it."""
+    srv = soma()
+    sid = post_message(srv, "before the reset")["session_id"]
+    wait_terminal(srv, sid)
+    assert http().post(f"{srv.url}/v1/sessions/{sid}/reset").status_code == 200
+    llm.control(text="after reset reply")
+    post_message(srv, "after the reset", session_id=sid)
+    with open_stream(srv, sid, after=0, timeout=5) as s:
+        frames = _collect(s, 5)
+    text = "".join(json.loads(f.data)["message"] for f in frames)
+    assert "before the reset" not in text, f"the stream replayed events removed by the reset: {text!r}"
+    got = [(f.id, json.loads(f.data)) for f in frames]
+    assert got[0][1]["type"] == "user" and got[0][1]["message"] == "after the reset", got[0]
+    assert check_reply(got, sid)["message"] == "after reset reply"
