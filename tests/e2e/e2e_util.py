@@ -500,8 +500,14 @@ class SSEStream:
     CRLF or CR, a blank line ends a frame, ":" lines are comments, one leading space after the
     colon is dropped, several data lines join with LF."""
 
-    def __init__(self, srv, path, headers=None, timeout=10):
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
+    def __init__(self, srv, path, headers=None, timeout=10, rcvbuf=None):
+        if rcvbuf:  # a small receive buffer makes a reader that does not read slow quickly
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((srv.host, srv.port))
+        else:
+            self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
         self.sock.settimeout(timeout)
         hdrs = {"Host": "t", "Accept": "text/event-stream"}
         hdrs.update(headers or {})
@@ -677,7 +683,7 @@ def post_message(srv, message, token=None, **fields):
     return out
 
 
-def open_stream(srv, sid, after=None, last_event_id=None, token=None, timeout=10, expect=200):
+def open_stream(srv, sid, after=None, last_event_id=None, token=None, timeout=10, expect=200, rcvbuf=None):
     """GET /v1/sessions/{sid}/events?stream=true[&after=]; with expect=200 checks that the first
     frame is `retry: 2000`."""
     path = f"/v1/sessions/{sid}/events?stream=true"
@@ -686,7 +692,7 @@ def open_stream(srv, sid, after=None, last_event_id=None, token=None, timeout=10
     headers = bearer(token)
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
-    s = SSEStream(srv, path, headers=headers, timeout=timeout)
+    s = SSEStream(srv, path, headers=headers, timeout=timeout, rcvbuf=rcvbuf)
     if expect != 200:
         assert s.response is not None and s.response.status == expect, f"expected {expect}: {s.head!r}"
         s.close()

@@ -248,3 +248,47 @@ def test_reset_session_streams_nothing_of_before(soma, llm):
     got = [(f.id, json.loads(f.data)) for f in frames]
     assert got[0][1]["type"] == "user" and got[0][1]["message"] == "after the reset", got[0]
     assert check_reply(got, sid)["message"] == "after reset reply"
+
+
+def test_slow_reader_is_cut_off_and_resumes(soma, llm):
+    """A subscriber that does not read is disconnected once stream.max_buffer bytes wait for it
+    (the server does not buffer without bound); it resumes from its last id with nothing lost."""
+    text = "".join(f"{i:05d} " for i in range(20000))  # 120 KB of reply
+    llm.control(text=text, chunks=200)
+    srv = soma("stream.max_buffer=4096")
+    sid = post_message(srv, "a lot please")["session_id"]
+    s = open_stream(srv, sid, after=0, rcvbuf=4096)
+    try:
+        wait_terminal(srv, sid, timeout=15)  # the reply is complete while the reader sleeps
+        time.sleep(0.3)
+        part1 = []
+        while True:
+            f = s.next_frame(timeout=5)
+            if f is None:
+                break
+            if f.data is not None:
+                part1.append((f.id, json.loads(f.data)))
+    finally:
+        s.close()
+    assert part1 and part1[-1][1]["type"] != "assistant.final", (
+        "the slow reader got the whole reply: the server buffered it all instead of ending the stream")
+    # resume until the final; a replay bigger than max_buffer may be cut again, but every
+    # connection must make progress
+    frames, reconnects = list(part1), 0
+    while frames[-1][1]["type"] != "assistant.final":
+        reconnects += 1
+        assert reconnects <= 1000, "no end to the reconnects"
+        before = len(frames)
+        with open_stream(srv, sid, last_event_id=frames[-1][0]) as s2:
+            while True:
+                f = s2.next_frame(timeout=10)
+                if f is None:
+                    break
+                if f.data is not None:
+                    frames.append((f.id, json.loads(f.data)))
+                    if frames[-1][1]["type"] == "assistant.final":
+                        break
+        assert len(frames) > before, f"a resumed connection made no progress after {frames[-1][0]}"
+    final = check_reply(frames, sid)
+    assert final["message"] == text
+    assert http().get(srv.url + "/v1/health").json()["status"] == "ok"
