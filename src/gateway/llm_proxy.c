@@ -115,9 +115,8 @@ static void on_io_post(void *arg)
 			job->started = true;
 			http_stream_begin(req, 200, "text/event-stream");
 		}
-		http_stream_write(req, "data: ", 6);
-		http_stream_write(req, post->chunk, strlen(post->chunk));
-		http_stream_write(req, "\n\n", 2);
+		struct str frame[] = {STR_LIT("data: "), str_from(post->chunk), STR_LIT("\n\n")};
+		http_stream_writev(req, frame, 3);
 		goto out;
 	}
 	/* finished: the request is answered below, so the io side's reference goes too */
@@ -126,9 +125,8 @@ static void on_io_post(void *arg)
 	if (job->started) {
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
 			char *err = json_dumps(error_object(job), JSON_COMPACT);
-			http_stream_write(req, "data: ", 6);
-			http_stream_write(req, err ? err : "{}", err ? strlen(err) : 2);
-			http_stream_write(req, "\n\n", 2);
+			struct str frame[] = {STR_LIT("data: "), str_from(err ? err : "{}"), STR_LIT("\n\n")};
+			http_stream_writev(req, frame, 3);
 			free(err);
 		}
 		http_stream_write(req, "data: [DONE]\n\n", 14);

@@ -71,9 +71,8 @@ static bool send_frame(struct stream *s, struct bus_cursor c, const char *text, 
 	bus_cursor_format(c, head + n, sizeof(head) - (size_t)n);
 	n = (int)strlen(head);
 	n += snprintf(head + n, sizeof(head) - (size_t)n, "\ndata: ");
-	http_stream_write(s->req, head, (size_t)n);
-	http_stream_write(s->req, text, len);
-	size_t queued = http_stream_write(s->req, "\n\n", 2);
+	struct str frame[] = {{head, (size_t)n}, {text, len}, STR_LIT("\n\n")};
+	size_t queued = http_stream_writev(s->req, frame, 3);
 	s->last = c;
 	if (queued > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
 		stream_end(s);

@@ -117,6 +117,8 @@ void http_stream_begin(struct http_req *req, int status, const char *content_typ
 /* Appends data to a started stream. Returns the bytes still waiting to be sent to the client,
  * so a producer can tell a slow reader (and end the stream) instead of buffering without bound. */
 size_t http_stream_write(struct http_req *req, const void *data, size_t len);
+/* Appends several pieces as one chunk (one SSE frame = one chunk). Returns the bytes queued. */
+size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t nparts);
 /* Ends the stream; the request is complete (access log, metrics) and must not be used again. */
 void http_stream_end(struct http_req *req);
 /* Reason phrase of a status code. */

@@ -272,6 +272,25 @@ size_t http_stream_write(struct http_req *req, const void *data, size_t len)
 	return evbuffer_get_length(req->out);
 }
 
+size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t nparts)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < nparts; i++)
+		total += parts[i].len;
+	if (!req->streaming || total == 0)
+		return evbuffer_get_length(req->out);
+	if (req->chunked) {
+		char size_line[24];
+		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", total);
+		evbuffer_add(req->out, size_line, (size_t)n);
+	}
+	for (size_t i = 0; i < nparts; i++)
+		evbuffer_add(req->out, parts[i].p, parts[i].len);
+	if (req->chunked)
+		evbuffer_add(req->out, "\r\n", 2);
+	return evbuffer_get_length(req->out);
+}
+
 void http_stream_end(struct http_req *req)
 {
 	if (!req->streaming)

@@ -47,9 +47,11 @@ static enum soma_err task_reserve(struct dbconn *c, struct store_op *op)
 	int64_t now = clock_wall_ms();
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "UPDATE tasks SET state = 'reserved', attempts = attempts + 1, reserved_until_ms = ?, worker = ?, "
-		   "updated_ms = ? WHERE id = (SELECT id FROM tasks WHERE queue = ? AND "
-		   "((state = 'queued' AND available_ms <= ?) OR (state = 'reserved' AND reserved_until_ms <= ?)) "
-		   "ORDER BY available_ms, created_ms LIMIT 1) "
+		   "updated_ms = ? WHERE id = coalesce("
+		   "(SELECT id FROM tasks WHERE queue = ? AND state = 'queued' AND available_ms <= ? "
+		   "ORDER BY available_ms LIMIT 1), "
+		   "(SELECT id FROM tasks WHERE queue = ?4 AND state = 'reserved' AND reserved_until_ms <= ?6 "
+		   "ORDER BY reserved_until_ms LIMIT 1)) "
 		   "RETURNING id, name, tenant, session_id, payload, attempts, max_retries");
 	if (!s)
 		return SOMA_ERR_STORE;
@@ -100,18 +102,23 @@ static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }
 
+/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
+ * only ever holds live work; a failed one stays as a dead letter. */
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET state = ?, last_error = ?, updated_ms = ? "
-					 "WHERE id = ? AND tenant = ?");
+	sqlite3_stmt *s = op->failed
+				  ? dbconn_stmt(c, "UPDATE tasks SET state = 'dead', last_error = ?1, updated_ms = ?2 "
+						   "WHERE id = ?3 AND tenant = ?4")
+				  : dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?3 AND tenant = ?4");
 	if (!s)
 		return SOMA_ERR_STORE;
 	int64_t now = clock_wall_ms();
-	bind_text(s, 1, op->failed ? "dead" : "done");
-	bind_text(s, 2, op->error_text);
-	sqlite3_bind_int64(s, 3, now);
-	bind_text(s, 4, op->task_id);
-	bind_text(s, 5, op->tenant);
+	if (op->failed) {
+		bind_text(s, 1, op->error_text);
+		sqlite3_bind_int64(s, 2, now);
+	}
+	bind_text(s, 3, op->task_id);
+	bind_text(s, 4, op->tenant);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		return SOMA_ERR_STORE;
 	if (sqlite3_changes(c->db) == 0)
