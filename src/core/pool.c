@@ -18,6 +18,8 @@ struct pool {
 	struct job *ring;      /* queued jobs */
 	size_t cap, head, len; /* ring geometry */
 	size_t running;	       /* jobs being run */
+	int idle;	       /* threads waiting for a job */
+	int max_threads;       /* threads are started on demand, up to this */
 	bool stopping;	       /* no new jobs; exit when empty */
 	int nthreads;	       /* started threads */
 	pthread_t *tids;       /* their ids */
@@ -28,8 +30,10 @@ static void *pool_main(void *arg)
 	struct pool *p = arg;
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
+		p->idle++;
 		while (p->len == 0 && !p->stopping)
 			pthread_cond_wait(&p->ready, &p->lock);
+		p->idle--;
 		if (p->len == 0)
 			break;
 		struct job j = p->ring[p->head];
@@ -59,13 +63,7 @@ struct pool *pool_new(int nthreads, size_t queue_cap)
 		pool_free(p);
 		return NULL;
 	}
-	for (int i = 0; i < nthreads; i++) {
-		if (pthread_create(&p->tids[i], NULL, pool_main, p) != 0) {
-			pool_free(p);
-			return NULL;
-		}
-		p->nthreads++;
-	}
+	p->max_threads = nthreads; /* started on demand by pool_submit: an idle pool costs nothing */
 	return p;
 }
 
@@ -73,6 +71,14 @@ enum soma_err pool_submit(struct pool *p, pool_job_fn fn, void *arg)
 {
 	pthread_mutex_lock(&p->lock);
 	if (p->stopping || p->len == p->cap) {
+		pthread_mutex_unlock(&p->lock);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	/* a thread for this job unless an idle one will take it */
+	if (p->idle <= (int)p->len && p->nthreads < p->max_threads &&
+	    pthread_create(&p->tids[p->nthreads], NULL, pool_main, p) == 0)
+		p->nthreads++;
+	if (p->nthreads == 0) {
 		pthread_mutex_unlock(&p->lock);
 		return SOMA_ERR_UNAVAILABLE;
 	}
@@ -99,7 +105,10 @@ void pool_free(struct pool *p)
 	p->stopping = true;
 	pthread_cond_broadcast(&p->ready);
 	pthread_mutex_unlock(&p->lock);
-	for (int i = 0; i < p->nthreads; i++)
+	pthread_mutex_lock(&p->lock);
+	int n = p->nthreads; /* no more are started once stopping is set */
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < n; i++)
 		pthread_join(p->tids[i], NULL);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->ready);

@@ -16,7 +16,8 @@
 struct pool;
 typedef void (*pool_job_fn)(void *arg);
 
-/* Starts nthreads threads with room for queue_cap waiting jobs. NULL on failure. */
+/* A pool of up to nthreads threads (started on demand, as jobs arrive) with room for
+ * queue_cap waiting jobs. NULL on failure. */
 struct pool *pool_new(int nthreads, size_t queue_cap);
 /* Queues fn(arg); SOMA_ERR_UNAVAILABLE when full or stopping (then fn is not called). */
 enum soma_err pool_submit(struct pool *p, pool_job_fn fn, void *arg) SOMA_MUST_CHECK;

@@ -1,13 +1,13 @@
 /*
  * client.c - the OpenAI-compatible chat completions call over libcurl (see llm.h).
  */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/ids.h"
+#include "llm/curl_dl.h"
 #include "llm/llm.h"
 #include "llm/sse.h"
 
@@ -64,11 +64,12 @@ const char *llm_error_code(enum llm_error e)
 
 enum soma_err llm_global_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == 0 ? SOMA_OK : SOMA_ERR_INTERNAL;
+	return SOMA_OK;
 }
+
 void llm_global_deinit(void)
 {
-	curl_global_cleanup();
+	curl_api_release();
 }
 
 void llm_result_free(struct llm_result *res)
@@ -146,10 +147,11 @@ static bool on_event(void *ctx, const char *data, size_t len)
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
 {
+	const struct curl_api *curl = curl_api_get(NULL); /* loaded: we are inside a transfer */
 	struct call *c = ctx;
 	size_t n = size * nmemb;
 	if (!c->status)
-		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
 	if (c->status == 200 && c->req->stream) {
 		enum soma_err err = sse_parser_feed(&c->sse, ptr, n, on_event, c);
 		if (err == SOMA_ERR_LIMIT)
@@ -268,48 +270,49 @@ static enum llm_error classify(struct call *c, CURLcode rc)
 
 static enum llm_error attempt(const struct llm_config *cfg, const char *body, struct call *c)
 {
+	const struct curl_api *curl = curl_api_get(NULL); /* llm_chat checked that it loaded */
 	char url[600], auth[600];
 	snprintf(url, sizeof(url), "%s/chat/completions", cfg->base_url);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->api_key);
-	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
-	headers = curl_slist_append(headers, auth);
+	struct curl_slist *headers = curl->slist_append(NULL, "Content-Type: application/json");
+	headers = curl->slist_append(headers, auth);
 	if (c->req->stream)
-		headers = curl_slist_append(headers, "Accept: text/event-stream");
-	c->curl = curl_easy_init();
+		headers = curl->slist_append(headers, "Accept: text/event-stream");
+	c->curl = curl->easy_init();
 	if (!c->curl || !headers || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK) {
-		curl_slist_free_all(headers);
-		curl_easy_cleanup(c->curl);
+		curl->slist_free_all(headers);
+		curl->easy_cleanup(c->curl);
 		return LLM_ERR_PROTOCOL;
 	}
-	curl_easy_setopt(c->curl, CURLOPT_URL, url);
-	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(c->curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, c);
-	curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, (long)cfg->connect_timeout_s);
-	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_TIME, (long)cfg->timeout_s);
-	curl_easy_setopt(c->curl, CURLOPT_TCP_NODELAY, 1L);
+	curl->easy_setopt(c->curl, CURLOPT_URL, url);
+	curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
+	curl->easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
+	curl->easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_write);
+	curl->easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
+	curl->easy_setopt(c->curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl->easy_setopt(c->curl, CURLOPT_HEADERDATA, c);
+	curl->easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl->easy_setopt(c->curl, CURLOPT_XFERINFODATA, c);
+	curl->easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
+	curl->easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl->easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, (long)cfg->connect_timeout_s);
+	curl->easy_setopt(c->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl->easy_setopt(c->curl, CURLOPT_LOW_SPEED_TIME, (long)cfg->timeout_s);
+	curl->easy_setopt(c->curl, CURLOPT_TCP_NODELAY, 1L);
 	c->status = 0;
 	c->retry_after_s = -1;
-	CURLcode rc = curl_easy_perform(c->curl);
-	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	CURLcode rc = curl->easy_perform(c->curl);
+	curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
 	c->res->http_status = (int)c->status;
 	enum llm_error e = classify(c, rc);
 	if (e != LLM_OK && e != LLM_ERR_CANCELLED) {
 		if (c->status && c->status != 200)
 			take_error_detail(c);
 		else if (!c->res->detail[0])
-			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl_easy_strerror(rc));
+			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
 	}
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(c->curl);
+	curl->slist_free_all(headers);
+	curl->easy_cleanup(c->curl);
 	c->curl = NULL;
 	sse_parser_deinit(&c->sse);
 	free(c->body);
@@ -345,6 +348,12 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 	if (!cfg->api_key[0]) {
 		res->error = LLM_ERR_UNCONFIGURED;
 		return SOMA_ERR_UNAVAILABLE;
+	}
+	const char *why = NULL;
+	if (!curl_api_get(&why)) {
+		res->error = LLM_ERR_UNREACHABLE;
+		snprintf(res->detail, sizeof(res->detail), "%s", why);
+		return SOMA_ERR_INTERNAL;
 	}
 	char *body = request_body(cfg, req);
 	if (!body) {

@@ -149,18 +149,20 @@ enum soma_err store_schema_version(struct store *st, int *current, int *latest)
 
 enum soma_err store_migrate(struct store *st, int *applied)
 {
+	/* every pending migration in one transaction: all or none, and one fsync at first start */
 	int count = 0, current, latest;
+	if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
+		return SOMA_ERR_STORE;
 	if (exec(st, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-		     "name TEXT NOT NULL, applied_ms INTEGER NOT NULL)") != SOMA_OK)
+		     "name TEXT NOT NULL, applied_ms INTEGER NOT NULL)") != SOMA_OK ||
+	    store_schema_version(st, &current, &latest) != SOMA_OK) {
+		(void)exec(st, "ROLLBACK");
 		return SOMA_ERR_STORE;
-	if (store_schema_version(st, &current, &latest) != SOMA_OK)
-		return SOMA_ERR_STORE;
+	}
 	for (const struct embedded_file *m = store_migrations; m->name; m++) {
 		int v = migration_version(m->name);
 		if (v <= current)
 			continue;
-		if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
-			return SOMA_ERR_STORE;
 		sqlite3_stmt *s = NULL;
 		bool ok = exec(st, m->text) == SOMA_OK &&
 			  sqlite3_prepare_v2(st->main.db, "INSERT INTO schema_migrations VALUES (?, ?, ?)", -1, &s,
@@ -172,11 +174,15 @@ enum soma_err store_migrate(struct store *st, int *applied)
 			ok = sqlite3_step(s) == SQLITE_DONE;
 		}
 		sqlite3_finalize(s);
-		if (!ok || exec(st, "COMMIT") != SOMA_OK) {
+		if (!ok) {
 			(void)exec(st, "ROLLBACK");
 			return SOMA_ERR_STORE;
 		}
 		count++;
+	}
+	if (exec(st, "COMMIT") != SOMA_OK) {
+		(void)exec(st, "ROLLBACK");
+		return SOMA_ERR_STORE;
 	}
 	if (applied)
 		*applied = count;

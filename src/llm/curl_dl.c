@@ -1,0 +1,65 @@
+/*
+ * curl_dl.c - see curl_dl.h.
+ */
+#include "llm/curl_dl.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+static struct curl_api api;
+static const char *failure = "libcurl was not loaded";
+static bool loaded;
+static void *handle;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* Looks a symbol up into *slot; false when it is missing. */
+static bool bind_sym(void **slot, const char *name)
+{
+	*slot = dlsym(handle, name);
+	return *slot != NULL;
+}
+
+static void load(void)
+{
+	handle = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+	if (!handle) {
+		failure = "cannot load libcurl.so.4; install Debian's libcurl4 (scripts/deps.sh does)";
+		return;
+	}
+	bool ok = bind_sym((void **)&api.easy_init, "curl_easy_init") &&
+		  bind_sym((void **)&api.easy_setopt, "curl_easy_setopt") &&
+		  bind_sym((void **)&api.easy_perform, "curl_easy_perform") &&
+		  bind_sym((void **)&api.easy_getinfo, "curl_easy_getinfo") &&
+		  bind_sym((void **)&api.easy_cleanup, "curl_easy_cleanup") &&
+		  bind_sym((void **)&api.easy_strerror, "curl_easy_strerror") &&
+		  bind_sym((void **)&api.slist_append, "curl_slist_append") &&
+		  bind_sym((void **)&api.slist_free_all, "curl_slist_free_all") &&
+		  bind_sym((void **)&api.global_init, "curl_global_init") &&
+		  bind_sym((void **)&api.global_cleanup, "curl_global_cleanup");
+	if (!ok) {
+		failure = "libcurl.so.4 lacks a function somaagent needs; upgrade libcurl4";
+		return;
+	}
+	if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		failure = "libcurl could not initialise (curl_global_init failed)";
+		return;
+	}
+	loaded = true;
+}
+
+const struct curl_api *curl_api_get(const char **why)
+{
+	pthread_once(&once, load);
+	if (!loaded && why)
+		*why = failure;
+	return loaded ? &api : NULL;
+}
+
+void curl_api_release(void)
+{
+	if (loaded)
+		api.global_cleanup();
+	/* the library stays mapped: threads that used it may still have atexit handlers in it */
+}

@@ -1,0 +1,34 @@
+/*
+ * curl_dl.h - libcurl, loaded when the first provider call is made.
+ *
+ * DESIGN: libcurl brings some thirty libraries with it (TLS, Kerberos, LDAP, ...). Linking it
+ * would load them all at every start: several milliseconds and about 5 MB of resident memory
+ * for processes (gateway nodes, workers without LLM work) that may never call a provider. So
+ * the binary uses libcurl's headers for types only and dlopen()s libcurl.so.4 once, on first
+ * use; the functions are reached through the table below.
+ */
+#ifndef SOMA_LLM_CURL_DL_H
+#define SOMA_LLM_CURL_DL_H
+
+#include <curl/curl.h>
+
+struct curl_api {
+	CURL *(*easy_init)(void);
+	CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
+	CURLcode (*easy_perform)(CURL *curl);
+	CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
+	void (*easy_cleanup)(CURL *curl);
+	const char *(*easy_strerror)(CURLcode code);
+	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
+	void (*slist_free_all)(struct curl_slist *list);
+	CURLcode (*global_init)(long flags);
+	void (*global_cleanup)(void);
+};
+
+/* Loads and initialises libcurl on the first call (thread-safe); NULL when it cannot be
+ * loaded, with a reason in *why (static storage). */
+const struct curl_api *curl_api_get(const char **why);
+/* Releases libcurl's global state if it was loaded (process exit). */
+void curl_api_release(void);
+
+#endif
