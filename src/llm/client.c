@@ -278,10 +278,9 @@ static enum llm_error attempt(const struct llm_config *cfg, const char *body, st
 	headers = curl->slist_append(headers, auth);
 	if (c->req->stream)
 		headers = curl->slist_append(headers, "Accept: text/event-stream");
-	c->curl = curl->easy_init();
+	c->curl = curl_api_thread_handle(); /* owned by the thread: connections are reused */
 	if (!c->curl || !headers || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK) {
 		curl->slist_free_all(headers);
-		curl->easy_cleanup(c->curl);
 		return LLM_ERR_PROTOCOL;
 	}
 	curl->easy_setopt(c->curl, CURLOPT_URL, url);
@@ -312,7 +311,7 @@ static enum llm_error attempt(const struct llm_config *cfg, const char *body, st
 			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
 	}
 	curl->slist_free_all(headers);
-	curl->easy_cleanup(c->curl);
+	curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the list is freed below */
 	c->curl = NULL;
 	sse_parser_deinit(&c->sse);
 	free(c->body);

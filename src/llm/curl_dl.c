@@ -21,6 +21,13 @@ static bool bind_sym(void **slot, const char *name)
 	return *slot != NULL;
 }
 
+static pthread_key_t handle_key;
+
+static void free_handle(void *h)
+{
+	api.easy_cleanup(h);
+}
+
 static void load(void)
 {
 	handle = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
@@ -33,6 +40,7 @@ static void load(void)
 		  bind_sym((void **)&api.easy_perform, "curl_easy_perform") &&
 		  bind_sym((void **)&api.easy_getinfo, "curl_easy_getinfo") &&
 		  bind_sym((void **)&api.easy_cleanup, "curl_easy_cleanup") &&
+		  bind_sym((void **)&api.easy_reset, "curl_easy_reset") &&
 		  bind_sym((void **)&api.easy_strerror, "curl_easy_strerror") &&
 		  bind_sym((void **)&api.slist_append, "curl_slist_append") &&
 		  bind_sym((void **)&api.slist_free_all, "curl_slist_free_all") &&
@@ -40,6 +48,10 @@ static void load(void)
 		  bind_sym((void **)&api.global_cleanup, "curl_global_cleanup");
 	if (!ok) {
 		failure = "libcurl.so.4 lacks a function somaagent needs; upgrade libcurl4";
+		return;
+	}
+	if (pthread_key_create(&handle_key, free_handle) != 0) {
+		failure = "cannot create a thread key for libcurl handles";
 		return;
 	}
 	if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -55,6 +67,23 @@ const struct curl_api *curl_api_get(const char **why)
 	if (!loaded && why)
 		*why = failure;
 	return loaded ? &api : NULL;
+}
+
+CURL *curl_api_thread_handle(void)
+{
+	if (!curl_api_get(NULL))
+		return NULL;
+	CURL *h = pthread_getspecific(handle_key);
+	if (h) {
+		api.easy_reset(h); /* options go, the connection cache stays */
+		return h;
+	}
+	h = api.easy_init();
+	if (h && pthread_setspecific(handle_key, h) != 0) {
+		api.easy_cleanup(h);
+		h = NULL;
+	}
+	return h;
 }
 
 void curl_api_release(void)

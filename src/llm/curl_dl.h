@@ -18,6 +18,7 @@ struct curl_api {
 	CURLcode (*easy_perform)(CURL *curl);
 	CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
 	void (*easy_cleanup)(CURL *curl);
+	void (*easy_reset)(CURL *curl);
 	const char *(*easy_strerror)(CURLcode code);
 	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
 	void (*slist_free_all)(struct curl_slist *list);
@@ -28,6 +29,10 @@ struct curl_api {
 /* Loads and initialises libcurl on the first call (thread-safe); NULL when it cannot be
  * loaded, with a reason in *why (static storage). */
 const struct curl_api *curl_api_get(const char **why);
+/* This thread's easy handle, reset and ready for a new transfer: kept across calls so that
+ * connections to the provider are reused (no TCP/TLS handshake per request); freed when the
+ * thread exits. NULL when libcurl is not loaded or on OOM. */
+CURL *curl_api_thread_handle(void);
 /* Releases libcurl's global state if it was loaded (process exit). */
 void curl_api_release(void);
 

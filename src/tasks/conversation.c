@@ -49,24 +49,45 @@ static bool should_cancel(void *ctx)
 	return ((struct generation *)ctx)->task->cancel;
 }
 
-/* OpenAI messages from the stored events: the system prompt, then user and assistant turns,
- * newest kept first when the estimated token budget (4 characters a token) runs out. */
+/* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
+static size_t utf8_prefix(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+/* OpenAI messages from the stored events: the system prompt, then the most recent user and
+ * assistant turns that fit the budget (estimated at 4 characters a token), as one contiguous
+ * window. The newest turn is always sent, cut to the budget if it alone is larger. */
 static json_t *build_messages(json_t *rows)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
 	json_t *turns = json_array();
 	budget -= (int64_t)strlen(system);
-	for (size_t i = json_array_size(rows); i-- > 0 && budget > 0;) {
+	bool newest = true;
+	for (size_t i = json_array_size(rows); i-- > 0;) {
 		json_t *ev = json_loads(json_string_value(json_object_get(json_array_get(rows, i), "body")), 0, NULL);
 		const char *type = json_string_value(json_object_get(ev, "type"));
 		const char *msg = json_string_value(json_object_get(ev, "message"));
 		const char *role = type && strcmp(type, "user") == 0		  ? "user"
 				   : type && strcmp(type, "assistant.final") == 0 ? "assistant"
 										  : NULL;
-		if (role && msg && (int64_t)strlen(msg) <= budget) {
-			budget -= (int64_t)strlen(msg);
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", role, "content", msg));
+		size_t len = msg ? strlen(msg) : 0;
+		bool fits = (int64_t)len <= budget;
+		if (role && msg && !fits && !newest) {
+			json_decref(ev);
+			break; /* older turns would leave a gap: the window ends here */
+		}
+		if (role && msg) {
+			if (!fits) /* the newest turn alone is over the budget: keep its beginning */
+				len = utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+			budget -= (int64_t)len;
+			newest = false;
+			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
 		}
 		json_decref(ev);
 	}
