@@ -292,3 +292,41 @@ def test_slow_reader_is_cut_off_and_resumes(soma, llm):
     final = check_reply(frames, sid)
     assert final["message"] == text
     assert http().get(srv.url + "/v1/health").json()["status"] == "ok"
+
+
+def test_overlapping_replies_in_one_session(soma, llm):
+    """Two messages in quick succession: both replies are generated at once; the stream keeps
+    strictly increasing ids and each generation's deltas add up to its own final."""
+    llm.control(chunks=20, delay_ms=20)
+    srv = soma()
+    sid = post_message(srv, "warm up")["session_id"]
+    wait_terminal(srv, sid)
+    with open_stream(srv, sid) as s:
+        post_message(srv, "first question", session_id=sid)
+        post_message(srv, "second question", session_id=sid)
+        finals = 0
+        frames = []
+        while finals < 2:
+            got = read_reply(s, timeout=10)
+            frames += got
+            finals += sum(e["type"] == "assistant.final" for _, e in got)
+    check_increasing([i for i, _ in frames])
+    by_gen = {}
+    for _, e in frames:
+        if e["type"].startswith("assistant."):
+            by_gen.setdefault(e["metadata"]["generation_id"], []).append(e)
+    assert len(by_gen) == 2, list(by_gen)
+    for gen, evs in by_gen.items():
+        deltas = [e for e in evs if e["type"] == "assistant.delta"]
+        final = [e for e in evs if e["type"] == "assistant.final"]
+        assert len(final) == 1 and evs[0]["type"] == "assistant.thinking", [e["type"] for e in evs]
+        assert [d["metadata"]["stream_index"] for d in deltas] == list(range(len(deltas)))
+        assert "".join(d["message"] for d in deltas) == final[0]["message"], gen
+    hist = history(srv, sid)
+    assert [e["seq"] for e in hist] == [1, 2, 3, 4, 5, 6], hist
+    # the same sequence replayed from the start after the fact
+    with open_stream(srv, sid, after=2) as s:
+        replay = []
+        while sum(e["type"] == "assistant.final" for _, e in replay) < 2:
+            replay += read_reply(s, timeout=5)
+    assert replay == frames
