@@ -29,7 +29,7 @@ struct thread_count {
 };
 
 struct bus_session {
-	char id[65];				  /* session id */
+	char id[BUS_KEY_MAX];			  /* session id */
 	int64_t last_seq;			  /* last committed seq published, -1 unknown */
 	int64_t minor;				  /* ephemerals published since last_seq */
 	int64_t gen;				  /* current generation number */
@@ -41,22 +41,22 @@ struct bus_session {
 };
 
 struct bus_sub {
-	char session_id[65];	     /* what it follows */
-	struct io_thread *thr;	     /* where it lives */
-	bus_deliver_fn fn;	     /* delivery callback */
-	void *ctx;		     /* its argument */
-	struct bus_sub *prev, *next; /* thread-local list of the session */
+	char session_id[BUS_KEY_MAX]; /* what it follows */
+	struct io_thread *thr;	      /* where it lives */
+	bus_deliver_fn fn;	      /* delivery callback */
+	void *ctx;		      /* its argument */
+	struct bus_sub *prev, *next;  /* thread-local list of the session */
 };
 
 struct local_list {
-	char session_id[65];	 /* key */
-	struct bus_sub *subs;	 /* subscribers on this thread */
-	struct local_list *next; /* bucket chain */
+	char session_id[BUS_KEY_MAX]; /* key */
+	struct bus_sub *subs;	      /* subscribers on this thread */
+	struct local_list *next;      /* bucket chain */
 };
 
 struct delivery {
-	char session_id[65]; /* whose subscribers */
-	struct bus_msg *msg; /* one reference for this delivery */
+	char session_id[BUS_KEY_MAX]; /* whose subscribers */
+	struct bus_msg *msg;	      /* one reference for this delivery */
 };
 
 static pthread_mutex_t bus_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -122,6 +122,27 @@ static void session_maybe_remove(struct bus_session *s)
 	if (*slot)
 		*slot = s->next;
 	free(s);
+}
+
+void bus_key(char out[BUS_KEY_MAX], const char *tenant, const char *session_id)
+{
+	snprintf(out, BUS_KEY_MAX, "%.64s/%.64s", tenant, session_id);
+}
+
+void bus_forget(const char *key)
+{
+	pthread_mutex_lock(&bus_lock);
+	struct bus_session *s = session_find(key, false);
+	if (s) {
+		for (size_t i = 0; i < s->log_len; i++)
+			bus_msg_release(s->log[(s->log_head + i) % BUS_LOG_MAX].msg);
+		s->log_head = s->log_len = 0;
+		s->last_seq = -1;
+		s->minor = 0;
+		s->gen++;
+		session_maybe_remove(s);
+	}
+	pthread_mutex_unlock(&bus_lock);
 }
 
 enum soma_err bus_init(int64_t resume_window_ms)

@@ -25,6 +25,14 @@
 struct io_thread;
 
 #define BUS_LOG_MAX 4096
+#define BUS_KEY_MAX 132 /* "<tenant>/<session id>" */
+
+/* The bus key of a session: tenant and id together, so that two tenants' sessions of the same id
+ * (or a session deleted and created again by someone else) never share live events or the
+ * resume log. Every bus call takes such a key. */
+void bus_key(char out[BUS_KEY_MAX], const char *tenant, const char *session_id);
+/* Forgets a session's resume log and cursors (the session was deleted or reset). */
+void bus_forget(const char *key);
 
 struct bus_cursor {
 	int64_t seq;   /* last committed seq at or before the message */

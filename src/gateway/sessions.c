@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/bus.h"
 #include "gateway/gateway.h"
 #include "queue/queue.h"
 
@@ -187,8 +188,12 @@ static void on_control(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "session");
 		return;
 	}
-	if (op->kind != STORE_OP_SESSION_PAUSE)
+	if (op->kind != STORE_OP_SESSION_PAUSE) {
+		char key[BUS_KEY_MAX];
 		queue_cancel_session(op->tenant, op->session_id); /* stop a reply being generated */
+		bus_key(key, op->tenant, op->session_id);
+		bus_forget(key); /* its deltas must not replay into whatever comes next */
+	}
 	const char *what = op->kind == STORE_OP_SESSION_DELETE	? "deleted"
 			   : op->kind == STORE_OP_SESSION_RESET ? "reset"
 								: (op->flag ? "paused" : "resumed");

@@ -27,6 +27,7 @@
 struct stream {
 	struct http_req *req;	  /* the open request */
 	char session_id[65];	  /* whose events */
+	char key[BUS_KEY_MAX];	  /* bus key: tenant and session */
 	struct bus_sub *sub;	  /* live subscription */
 	struct bus_cursor last;	  /* last cursor sent (or the starting point) */
 	bool has_cursor;	  /* the client gave one (else: start at the present) */
@@ -118,7 +119,7 @@ static void replay(struct stream *s, json_t *rows)
 	struct bus_msg **eph;
 	size_t neph, e = 0;
 	int64_t published;
-	if (bus_snapshot(s->session_id, s->last, &eph, &neph, &published) != SOMA_OK)
+	if (bus_snapshot(s->key, s->last, &eph, &neph, &published) != SOMA_OK)
 		neph = 0, eph = NULL;
 	bool ok = true;
 	for (size_t i = 0; ok && i < json_array_size(rows); i++) {
@@ -208,6 +209,11 @@ static void on_abort(struct http_req *req)
 
 void gw_stream_open(struct http_req *req, const char *session_id)
 {
+	if (str_eq_cstr(req->method, "HEAD")) { /* the headers a stream would have, no body */
+		http_resp_header(req, "Cache-Control", "no-cache");
+		http_respond(req, 200, "text/event-stream", NULL, 0);
+		return;
+	}
 	struct stream *s = calloc(1, sizeof(*s));
 	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, req->ident.tenant);
 	if (!s || !op) {
@@ -230,7 +236,8 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 	s->req = req;
 	s->thread = req->thread;
 	snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
-	s->sub = bus_subscribe(session_id, req->thread, on_live, s);
+	bus_key(s->key, req->ident.tenant, session_id);
+	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
 	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
 	snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_id);
 	op->after_seq = s->has_cursor ? s->last.seq : 0;

@@ -184,7 +184,13 @@ enum http_parse_status http_parse_head(char *head, size_t len, struct http_req *
 		return st;
 	req->keep_alive = req->minor_version == 1;
 
-	req->headers = arena_alloc(arena, sizeof(*req->headers) * HTTP_MAX_HEADERS);
+	/* room for as many headers as there are lines left (bounded), not always the maximum: a
+	 * long-lived request (a stream) keeps its arena, so this is memory per open stream */
+	size_t lines = 0;
+	for (const char *q = head + pos; q && (q = memchr(q, '\n', len - (size_t)(q - head))); q++)
+		lines++;
+	size_t slots = lines < HTTP_MAX_HEADERS ? lines + 1 : HTTP_MAX_HEADERS;
+	req->headers = arena_alloc(arena, sizeof(*req->headers) * slots);
 	if (!req->headers)
 		return HTTP_PARSE_TOO_MANY_HEADERS;
 	bool chunked = false, ended = false;
@@ -193,7 +199,7 @@ enum http_parse_status http_parse_head(char *head, size_t len, struct http_req *
 			ended = true;
 			break;
 		}
-		if (req->nheaders == HTTP_MAX_HEADERS) {
+		if (req->nheaders == slots) {
 			*why = "more than 100 header fields";
 			return HTTP_PARSE_TOO_MANY_HEADERS;
 		}

@@ -30,7 +30,9 @@
 /* Writer thread, in commit order: every committed event goes live. */
 static void publish_committed(const struct store_op *op)
 {
-	bus_publish_committed(op->session_id, op->seq, op->event_text, strlen(op->event_text));
+	char key[BUS_KEY_MAX];
+	bus_key(key, op->tenant, op->session_id);
+	bus_publish_committed(key, op->seq, op->event_text, strlen(op->event_text));
 }
 
 static enum soma_err store_start(void *ctx, char *why, size_t cap)

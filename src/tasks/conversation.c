@@ -19,16 +19,17 @@
 #include "tasks/tasks.h"
 
 struct generation {
-	struct task_ctx *task; /* the running task */
-	int64_t base_seq;      /* last committed seq when the generation started */
-	int64_t stream_index;  /* deltas published so far */
+	struct task_ctx *task;	   /* the running task */
+	int64_t base_seq;	   /* last committed seq when the generation started */
+	int64_t stream_index;	   /* deltas published so far */
+	char bus_key[BUS_KEY_MAX]; /* where its events go live */
 };
 
 static void publish(struct generation *g, json_t *event)
 {
 	char *text = json_dumps(event, JSON_COMPACT);
 	if (text)
-		bus_publish_ephemeral(g->task->session_id, g->base_seq, text, strlen(text), NULL);
+		bus_publish_ephemeral(g->bus_key, g->base_seq, text, strlen(text), NULL);
 	free(text);
 	json_decref(event);
 }
@@ -163,6 +164,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		return TASK_RETRY;
 	}
 	struct generation g = {.task = t, .base_seq = op->seq};
+	bus_key(g.bus_key, t->tenant, t->session_id);
 	json_t *messages = build_messages(op->rows);
 	store_op_free(op);
 	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
@@ -181,14 +183,15 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */
 	} else if (res.error == LLM_ERR_CANCELLED) {
 		log_info("conversation", "session %s: generation cancelled", t->session_id);
-		outcome = TASK_DONE; /* the session was deleted */
+		bus_forget(g.bus_key); /* the session is gone: drop what its stream could replay */
+		outcome = TASK_DONE;
 	} else {
 		if (res.error != LLM_OK)
 			log_warn("conversation", "session %s: %s (%s)", t->session_id, llm_error_code(res.error),
 				 res.detail);
 		outcome = commit(t, res.error == LLM_OK ? final_event(&g, &res, &cfg) : error_event(&g, &res));
 	}
-	bus_generation_end(t->session_id);
+	bus_generation_end(g.bus_key);
 	llm_result_free(&res);
 	return outcome;
 }
