@@ -174,8 +174,10 @@ static void on_rows(void *arg)
 		store_op_free(op);
 		return;
 	}
-	if (!s->has_cursor)
-		s->last = (struct bus_cursor){op->seq, 0}; /* the present: only what comes next */
+	if (!s->has_cursor || s->last.seq > op->seq)
+		/* no cursor: start at the present. A cursor past the session's end (from a deleted
+		 * session of the same id, say) would hide every new event: start at the present too */
+		s->last = (struct bus_cursor){op->seq, 0};
 	http_stream_begin(req, 200, "text/event-stream");
 	http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
 	struct timeval tv = {cfg_int(CFG_STREAM_KEEPALIVE_S), 0};
