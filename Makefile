@@ -67,6 +67,7 @@ test: deps san lint unit docs-check e2e interop fuzz-smoke
 bench: build
 	bash bench/http.sh
 	bash bench/startup.sh
+	bash bench/chat.sh
 
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
