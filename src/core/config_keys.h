@@ -80,7 +80,7 @@ X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a help
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \
   "Provider calls in flight at once for /v1/chat/completions and /v1/llm/invoke.") \
-X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "8", 1, 256, NULL, NULL, false, \
+X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "32", 1, 256, NULL, NULL, false, \
   NULL, "Worker threads of the conversation queue.") \
 X(QUEUE_VISIBILITY_TIMEOUT_S, "queue.visibility_timeout_s", CFG_INT, "300", 5, 86400, NULL, NULL, false, NULL, \
   "Seconds a reserved task stays invisible; a task whose worker died runs again after it.") \
