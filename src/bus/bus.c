@@ -33,7 +33,8 @@ struct bus_session {
 	int64_t last_seq;			  /* last committed seq published, -1 unknown */
 	int64_t minor;				  /* ephemerals published since last_seq */
 	int64_t gen;				  /* current generation number */
-	struct log_entry log[BUS_LOG_MAX];	  /* ring of ephemeral messages */
+	struct log_entry *log;			  /* ring of ephemeral messages; grows to BUS_LOG_MAX */
+	size_t log_cap;				  /* allocated entries of log */
 	size_t log_head, log_len;		  /* ring position and fill */
 	struct thread_count threads[MAX_THREADS]; /* io threads with subscribers */
 	size_t nthreads;			  /* used entries */
@@ -100,6 +101,23 @@ static struct bus_session *session_find(const char *id, bool create)
 	return s;
 }
 
+/* Doubles the ring (from 16 entries up to BUS_LOG_MAX), keeping the order; on OOM it stays. */
+static void log_grow(struct bus_session *s)
+{
+	size_t cap = s->log_cap ? s->log_cap * 2 : 16;
+	if (cap > BUS_LOG_MAX)
+		cap = BUS_LOG_MAX;
+	struct log_entry *grown = malloc(cap * sizeof(*grown));
+	if (!grown)
+		return;
+	for (size_t i = 0; i < s->log_len; i++)
+		grown[i] = s->log[(s->log_head + i) % s->log_cap];
+	free(s->log);
+	s->log = grown;
+	s->log_cap = cap;
+	s->log_head = 0;
+}
+
 static void log_drop_expired(struct bus_session *s, int64_t now)
 {
 	while (s->log_len > 0) {
@@ -107,7 +125,7 @@ static void log_drop_expired(struct bus_session *s, int64_t now)
 		if (e->expire_ms == 0 || e->expire_ms > now)
 			break;
 		bus_msg_release(e->msg);
-		s->log_head = (s->log_head + 1) % BUS_LOG_MAX;
+		s->log_head = (s->log_head + 1) % s->log_cap;
 		s->log_len--;
 	}
 }
@@ -116,6 +134,7 @@ static void session_maybe_remove(struct bus_session *s)
 {
 	if (s->nthreads > 0 || s->log_len > 0)
 		return;
+	free(s->log);
 	struct bus_session **slot = &sessions[hash(s->id) % BUCKETS];
 	while (*slot && *slot != s)
 		slot = &(*slot)->next;
@@ -135,7 +154,7 @@ void bus_forget(const char *key)
 	struct bus_session *s = session_find(key, false);
 	if (s) {
 		for (size_t i = 0; i < s->log_len; i++)
-			bus_msg_release(s->log[(s->log_head + i) % BUS_LOG_MAX].msg);
+			bus_msg_release(s->log[(s->log_head + i) % s->log_cap].msg);
 		s->log_head = s->log_len = 0;
 		s->last_seq = -1;
 		s->minor = 0;
@@ -151,6 +170,20 @@ enum soma_err bus_init(int64_t resume_window_ms)
 	return SOMA_OK;
 }
 
+void bus_sweep(void)
+{
+	int64_t now = clock_wall_ms();
+	pthread_mutex_lock(&bus_lock);
+	for (size_t b = 0; b < BUCKETS; b++) {
+		for (struct bus_session *s = sessions[b], *next; s; s = next) {
+			next = s->next;
+			log_drop_expired(s, now);
+			session_maybe_remove(s);
+		}
+	}
+	pthread_mutex_unlock(&bus_lock);
+}
+
 void bus_deinit(void)
 {
 	pthread_mutex_lock(&bus_lock);
@@ -159,7 +192,8 @@ void bus_deinit(void)
 			struct bus_session *s = sessions[b];
 			sessions[b] = s->next;
 			for (size_t i = 0; i < s->log_len; i++)
-				bus_msg_release(s->log[(s->log_head + i) % BUS_LOG_MAX].msg);
+				bus_msg_release(s->log[(s->log_head + i) % s->log_cap].msg);
+			free(s->log);
 			free(s);
 		}
 	}
@@ -362,14 +396,18 @@ void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char 
 		*out = c;
 	struct bus_msg *msg = msg_new(c, text, len);
 	if (msg) {
-		if (s->log_len == BUS_LOG_MAX) { /* full: the oldest entry goes */
+		if (s->log_len == s->log_cap && s->log_cap < BUS_LOG_MAX)
+			log_grow(s);
+		if (s->log_len == s->log_cap && s->log_cap > 0) { /* full at BUS_LOG_MAX: the oldest goes */
 			bus_msg_release(s->log[s->log_head].msg);
-			s->log_head = (s->log_head + 1) % BUS_LOG_MAX;
+			s->log_head = (s->log_head + 1) % s->log_cap;
 			s->log_len--;
 		}
-		s->log[(s->log_head + s->log_len) % BUS_LOG_MAX] = (struct log_entry){msg, s->gen, 0};
-		s->log_len++;
-		atomic_fetch_add((_Atomic int *)&msg->refs, 1);
+		if (s->log_cap > 0) { /* (no ring at all only when memory ran out: live delivery still works) */
+			s->log[(s->log_head + s->log_len) % s->log_cap] = (struct log_entry){msg, s->gen, 0};
+			s->log_len++;
+			atomic_fetch_add((_Atomic int *)&msg->refs, 1);
+		}
 		fan_out(s, msg);
 		bus_msg_release(msg);
 	}
@@ -383,7 +421,7 @@ void bus_generation_end(const char *session_id)
 	if (s) {
 		int64_t expire = clock_wall_ms() + window_ms;
 		for (size_t i = 0; i < s->log_len; i++) {
-			struct log_entry *e = &s->log[(s->log_head + i) % BUS_LOG_MAX];
+			struct log_entry *e = &s->log[(s->log_head + i) % s->log_cap];
 			if (e->gen == s->gen && e->expire_ms == 0)
 				e->expire_ms = expire;
 		}
@@ -407,7 +445,7 @@ enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, stru
 		if (s->log_len && !(*msgs = malloc(s->log_len * sizeof(**msgs))))
 			err = SOMA_ERR_NOMEM;
 		for (size_t i = 0; err == SOMA_OK && i < s->log_len; i++) {
-			struct bus_msg *m = s->log[(s->log_head + i) % BUS_LOG_MAX].msg;
+			struct bus_msg *m = s->log[(s->log_head + i) % s->log_cap].msg;
 			if (bus_cursor_cmp(m->cursor, after) <= 0)
 				continue;
 			atomic_fetch_add((_Atomic int *)&m->refs, 1);

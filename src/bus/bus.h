@@ -70,6 +70,8 @@ void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char 
  * resume window. */
 void bus_generation_end(const char *session_id);
 
+/* Drops expired resume entries and forgets sessions nobody follows (main thread, every second). */
+void bus_sweep(void);
 /* Snapshot for a resuming stream: the ephemeral messages after `after` (referenced; release
  * each with bus_msg_release, free the array with free) and the last committed seq published
  * (-1 when none since start). */

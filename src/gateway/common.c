@@ -41,13 +41,14 @@ static void on_store_done(struct store_op *op)
 {
 	struct pending *p = op->arg;
 	/* the ring is large; should it be full, wait for the io thread to drain it */
-	for (int tries = 0; http_thread_post(p->thread, on_io_thread, p) != SOMA_OK; tries++) {
-		struct timespec ts = {0, 1000000L};
+	enum soma_err err;
+	while ((err = http_thread_post(p->thread, on_io_thread, p)) == SOMA_ERR_LIMIT) {
+		struct timespec ts = {0, 1000000L}; /* the ring is large; if full, let the loop drain it */
 		nanosleep(&ts, NULL);
-		if (tries == 10000) {
-			log_error("gateway", "io thread unresponsive: dropping a store completion");
-			return;
-		}
+	}
+	if (err != SOMA_OK) { /* the io thread stopped: the request was aborted with it */
+		store_op_free(p->op);
+		free(p);
 	}
 }
 

@@ -157,15 +157,15 @@ static void post_to_io(struct llm_job *job, char *chunk)
 	}
 	*post = (struct job_post){job, chunk};
 	atomic_fetch_add(&job->refs, 1);
-	for (int tries = 0; http_thread_post(job->thread, on_io_post, post) != SOMA_OK; tries++) {
+	enum soma_err err;
+	while ((err = http_thread_post(job->thread, on_io_post, post)) == SOMA_ERR_LIMIT) {
 		struct timespec ts = {0, 1000000L};
 		nanosleep(&ts, NULL);
-		if (tries == 10000) { /* the io thread is gone or wedged: drop */
-			free(chunk);
-			free(post);
-			job_unref(job);
-			return;
-		}
+	}
+	if (err != SOMA_OK) { /* the io thread stopped: the request was aborted with it */
+		free(chunk);
+		free(post);
+		job_unref(job);
 	}
 }
 

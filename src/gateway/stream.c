@@ -191,9 +191,15 @@ static void on_rows(void *arg)
 static void on_store_done(struct store_op *op)
 {
 	struct stream *s = op->arg;
-	while (http_thread_post(s->thread, on_rows, s) != SOMA_OK) {
+	enum soma_err err;
+	while ((err = http_thread_post(s->thread, on_rows, s)) == SOMA_ERR_LIMIT) {
 		struct timespec ts = {0, 1000000L};
 		nanosleep(&ts, NULL);
+	}
+	if (err != SOMA_OK) { /* the io thread stopped, aborting the stream with it */
+		s->op = NULL;
+		store_op_free(op);
+		stream_free(s);
 	}
 }
 

@@ -300,10 +300,13 @@ static void run_upload(void *arg)
 		u->result = json_incref(rows);
 	}
 	json_decref(rows);
-	while (http_thread_post(u->thread, on_io_done, u) != SOMA_OK) {
+	enum soma_err err;
+	while ((err = http_thread_post(u->thread, on_io_done, u)) == SOMA_ERR_LIMIT) {
 		struct timespec ts = {0, 1000000L};
 		nanosleep(&ts, NULL);
 	}
+	if (err != SOMA_OK) /* the io thread stopped: the request was aborted with it */
+		upload_unref(u);
 }
 
 static void on_abort(struct http_req *req)

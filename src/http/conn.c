@@ -269,6 +269,16 @@ static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 			      : "the request body exceeds http.max_body bytes");
 		return false;
 	}
+	if (c->req.content_length > 0 && file_max) {
+		/* a spooled body costs disk: only an authorised caller may send one. If this answers,
+		 * the body stays unread, so the connection closes (lingering) after the answer */
+		c->req.close_after = true;
+		c->linger = true;
+		if (!http_pipeline_authorize(c->thr->srv->pipeline, &c->req))
+			return false;
+		c->req.close_after = false;
+		c->linger = false;
+	}
 	if (c->req.content_length > 0) {
 		if (file_max && !open_body_file(c))
 			return false;

@@ -191,6 +191,9 @@ struct http_auth_opts {
 const struct http_route *http_pipeline_peek_route(struct http_pipeline *p, struct http_req *req);
 struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth);
 void http_pipeline_free(struct http_pipeline *p);
+/* Runs the middleware (request id, routing, auth) without the handler, for a request whose body
+ * is not read yet: true when it may proceed, false when it was answered (401, 403, 404...). */
+bool http_pipeline_authorize(struct http_pipeline *p, struct http_req *req);
 /* Runs the pipeline on a parsed request. */
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req);
 /* Completion hook: access log + metrics. Called by the connection once the response is queued. */
@@ -227,14 +230,20 @@ enum soma_err http_server_start(struct http_server *srv) SOMA_MUST_CHECK;
 /* Graceful part of shutdown: stop accepting, close idle connections, let requests in flight
  * finish; waits up to grace_ms for all connections to end. Returns how many were still open. */
 size_t http_server_drain(struct http_server *srv, int grace_ms);
-/* Stops the threads and frees everything (closing connections still open). Accepts NULL. */
+/* Stops the io threads, closing the connections still open (handlers get on_abort); from then on
+ * http_thread_post refuses with SOMA_ERR_UNAVAILABLE, and the memory stays valid for threads
+ * that still hold io_thread pointers (store and pool completions). Accepts NULL. */
+void http_server_stop(struct http_server *srv);
+/* Stops (if needed) and frees everything; call once no other thread can post. Accepts NULL. */
 void http_server_free(struct http_server *srv);
 /* Open connections right now (any thread). */
 size_t http_server_connections(const struct http_server *srv);
 
 /* The event_base of an io thread, for timers of requests it owns (that thread only). */
 struct event_base *http_thread_base(struct io_thread *thr);
-/* Runs fn(arg) on the io thread (any thread may call). SOMA_ERR_LIMIT when its queue is full. */
+/* Runs fn(arg) on the io thread (any thread may call). SOMA_ERR_LIMIT when its queue is full
+ * (retry shortly), SOMA_ERR_UNAVAILABLE once the thread has stopped (do not retry: free what
+ * the callback would have freed). */
 typedef void (*http_thread_fn)(void *arg);
 enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg) SOMA_MUST_CHECK;
 

@@ -50,6 +50,8 @@ void http_metrics_register(void)
 
 void http_request_id_assign(struct http_req *req)
 {
+	if (req->request_id[0])
+		return; /* assigned already (a request authorised before its body was read) */
 	struct str given = http_req_header(req, "x-request-id");
 	if (given.p && ids_request_id_valid(given.p, given.len)) {
 		memcpy(req->request_id, given.p, given.len);
@@ -170,6 +172,16 @@ const struct http_route *http_pipeline_peek_route(struct http_pipeline *p, struc
 	const struct http_route *rt = m == HTTP_MATCH_OK ? req->route : NULL;
 	req->route = NULL;
 	return rt;
+}
+
+bool http_pipeline_authorize(struct http_pipeline *p, struct http_req *req)
+{
+	for (size_t i = 0; i < p->nsteps; i++) {
+		if (p->steps[i].fn(req, p->steps[i].arg) == HTTP_MW_DONE)
+			return false;
+	}
+	req->route = NULL; /* matched again when the pipeline runs */
+	return true;
 }
 
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req)

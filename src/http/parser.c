@@ -20,7 +20,9 @@ static bool is_value_char(unsigned char c)
 	return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-/* Splits off the next line (CRLF, or a bare LF) starting at *pos; false at the end. */
+/* Splits off the next line, which must end in CRLF, starting at *pos; false at the end or on a
+ * bare LF. Bare LF is refused rather than tolerated: the connection finds the end of a head by
+ * CRLF CRLF, and a parser that ended heads elsewhere would let one request hide another. */
 static bool next_line(char *head, size_t len, size_t *pos, struct str *line)
 {
 	if (*pos >= len)
@@ -30,8 +32,9 @@ static bool next_line(char *head, size_t len, size_t *pos, struct str *line)
 	if (!nl)
 		return false;
 	size_t n = (size_t)(nl - start);
-	if (n > 0 && start[n - 1] == '\r')
-		n--;
+	if (n == 0 || start[n - 1] != '\r')
+		return false;
+	n--;
 	*line = (struct str){start, n};
 	*pos = (size_t)(nl - head) + 1;
 	return true;

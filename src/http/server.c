@@ -101,6 +101,10 @@ struct event_base *http_thread_base(struct io_thread *thr)
 enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg)
 {
 	pthread_mutex_lock(&thr->post_lock);
+	if (thr->stopped) {
+		pthread_mutex_unlock(&thr->post_lock);
+		return SOMA_ERR_UNAVAILABLE;
+	}
 	if (thr->ring_count == POST_QUEUE_CAP) {
 		pthread_mutex_unlock(&thr->post_lock);
 		return SOMA_ERR_LIMIT;
@@ -238,7 +242,26 @@ static void stop_thread(void *arg)
 	event_base_loopbreak(thr->base);
 }
 
-void http_server_free(struct http_server *srv)
+/* Runs what was posted to a stopped thread, on the caller's thread: every posted callback
+ * checks whether its request was aborted (they all were, by close_all) and only frees. */
+static void drain_posts(struct io_thread *thr)
+{
+	for (;;) {
+		pthread_mutex_lock(&thr->post_lock);
+		thr->stopped = true;
+		if (thr->ring_count == 0) {
+			pthread_mutex_unlock(&thr->post_lock);
+			return;
+		}
+		struct post_item it = thr->ring[thr->ring_head];
+		thr->ring_head = (thr->ring_head + 1) % POST_QUEUE_CAP;
+		thr->ring_count--;
+		pthread_mutex_unlock(&thr->post_lock);
+		it.fn(it.arg);
+	}
+}
+
+void http_server_stop(struct http_server *srv)
 {
 	if (!srv)
 		return;
@@ -248,8 +271,20 @@ void http_server_free(struct http_server *srv)
 			pthread_join(thr->tid, NULL);
 		else if (thr->running)
 			pthread_cancel(thr->tid), pthread_join(thr->tid, NULL);
+		thr->running = false;
 		if (thr->base)
 			http_conn_close_all(thr);
+		drain_posts(thr);
+	}
+}
+
+void http_server_free(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	http_server_stop(srv);
+	for (int i = 0; i < srv->opts.io_threads; i++) {
+		struct io_thread *thr = &srv->threads[i];
 		if (thr->listener)
 			evconnlistener_free(thr->listener);
 		if (thr->wake_ev)

@@ -34,6 +34,7 @@ struct io_thread {
 	size_t ring_head, ring_count;	       /* ring position and fill */
 	struct http_conn *conns;	       /* open connections (intrusive list) */
 	bool draining;			       /* shutdown began: answer, then close */
+	bool stopped;			       /* the loop has exited: posts are refused (post_lock) */
 };
 
 struct http_server {

@@ -27,6 +27,8 @@ extern struct app app;
 
 /* Registers the services of the process (store, auth, disk, http) with app.registry. */
 enum soma_err services_register(void) SOMA_MUST_CHECK;
+/* Frees what the services keep until every service has stopped (the HTTP server's memory). */
+void services_free(void);
 /* Adds the operations routes (/v1/health, /metrics, /v1/admin/config, /v1/runtime-config). */
 enum soma_err gateway_ops_routes(struct http_router *r) SOMA_MUST_CHECK;
 

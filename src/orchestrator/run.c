@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus/bus.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -144,6 +145,7 @@ static int main_loop(const sigset_t *set)
 			next_keys = now + keys_ns;
 		}
 		if (now >= next_health) {
+			bus_sweep();
 			registry_poll(app.registry);
 			next_health = now + health_ns;
 		}
@@ -219,6 +221,7 @@ int cmd_run(const struct cli *cli)
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg_int(CFG_SHUTDOWN_GRACE_S));
 	arm_second_signal(&set);
 	registry_stop(app.registry);
+	services_free();
 	registry_free(app.registry);
 	metrics_reset();
 	llm_global_deinit();

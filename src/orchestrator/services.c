@@ -259,9 +259,17 @@ static void http_stop(void *ctx)
 	size_t left = http_server_drain(app.server, grace_ms);
 	if (left)
 		log_warn("http", "%zu connection(s) still busy after shutdown.grace_s; closing them", left);
-	http_server_free(app.server); /* aborts what is left: pool jobs stop at their next callback */
+	/* stop the io threads (their requests are aborted), then the pools (their jobs see the aborts
+	 * and their posts are refused); the server's memory is freed in services_free(), after the
+	 * store, whose late completions may still try to post */
+	http_server_stop(app.server);
 	gateway_llm_stop();
 	gateway_upload_stop();
+}
+
+void services_free(void)
+{
+	http_server_free(app.server);
 	http_pipeline_free(app.pipeline);
 	http_router_free(app.router);
 	app.server = NULL;
