@@ -39,17 +39,21 @@ void arena_deinit(struct arena *a)
 
 void arena_reset(struct arena *a)
 {
-	if (!a->head)
-		return;
-	/* keep the oldest chunk (normally the regular-sized one) and free the newer ones */
-	struct arena_chunk *c = a->head;
-	while (c->next) {
-		struct arena_chunk *next = c->next;
-		free(c);
-		c = next;
+	/* keep one regular-sized chunk for the next request; oversized ones (a big body) go, so an
+	 * idle keep-alive connection holds chunk_size bytes, not its largest request */
+	struct arena_chunk *keep = NULL;
+	for (struct arena_chunk *c = a->head, *next; c; c = next) {
+		next = c->next;
+		if (!keep && c->size == a->chunk_size)
+			keep = c;
+		else
+			free(c);
 	}
-	c->used = 0;
-	a->head = c;
+	if (keep) {
+		keep->used = 0;
+		keep->next = NULL;
+	}
+	a->head = keep;
 	a->used_total = 0;
 }
 

@@ -26,7 +26,7 @@ struct arena {
 void arena_init(struct arena *a, size_t chunk_size, size_t limit);
 /* Releases every chunk. Accepts an arena that was never used. */
 void arena_deinit(struct arena *a);
-/* Forgets every allocation but keeps one chunk for reuse. */
+/* Forgets every allocation; keeps one regular-sized chunk for reuse and frees the rest. */
 void arena_reset(struct arena *a);
 /* Returns size bytes aligned to 16, owned by the arena, or NULL past the limit or on OOM. */
 void *arena_alloc(struct arena *a, size_t size);

@@ -18,7 +18,7 @@
 #define CFG_KEYS(X) \
 X(HTTP_LISTEN, "http.listen", CFG_STRING, "127.0.0.1:8080", 0, 0, NULL, validate_listen, false, NULL, \
   "Address the HTTP server listens on, as host:port (IPv6 as [addr]:port).") \
-X(HTTP_IO_THREADS, "http.io_threads", CFG_INT, "0", 0, 256, NULL, NULL, false, NULL, \
+X(HTTP_IO_THREADS, "http.io_threads", CFG_INT, "0", 0, 64, NULL, NULL, false, NULL, \
   "Number of event-loop threads serving HTTP; 0 means one per CPU core.") \
 X(HTTP_MAX_BODY, "http.max_body", CFG_INT, "1048576", 1024, 2147483647, NULL, NULL, false, NULL, \
   "Largest request body in bytes; larger bodies get 413.") \

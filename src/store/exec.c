@@ -162,6 +162,12 @@ static void run_batch(struct store *st, struct store_op *batch)
 		bool op_enqueued = false;
 		op->err = store_sql_write(c, op, &op_enqueued);
 		dbconn_release(c);
+		if (op->err != SOMA_OK && sqlite3_get_autocommit(c->db)) {
+			/* SQLite rolled the whole transaction back (disk full, I/O error): the ops before
+			 * this one are gone too, and running more would commit each on its own */
+			txn = SOMA_ERR_STORE;
+			break;
+		}
 		if (op->err != SOMA_OK) {
 			(void)dbconn_exec(c, "ROLLBACK TO op");
 			free(op->event_text);

@@ -282,27 +282,30 @@ static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
 	enum soma_err err = SOMA_OK;
 	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
 		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq FROM sessions WHERE id = ?");
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq FROM sessions WHERE id = ? AND tenant = ?");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
+	bind_text(s, 2, op->tenant);
 	op->seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
 	if (op->after_seq >= 0) {
-		s = dbconn_stmt(c,
-				"SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+		s = dbconn_stmt(c, "SELECT seq, body FROM events WHERE session_id = ?1 AND seq > ?2 AND tenant = ?4 "
+				   "ORDER BY seq LIMIT ?3");
 		if (!s)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, op->session_id);
 		sqlite3_bind_int64(s, 2, op->after_seq);
 		sqlite3_bind_int64(s, 3, op->limit);
 	} else {
-		s = dbconn_stmt(c, "SELECT seq, body FROM (SELECT body, seq FROM events WHERE session_id = ? "
-				   "ORDER BY seq DESC LIMIT ?) ORDER BY seq");
+		s = dbconn_stmt(
+			c, "SELECT seq, body FROM (SELECT body, seq FROM events WHERE session_id = ?1 AND tenant = ?4 "
+			   "ORDER BY seq DESC LIMIT ?2) ORDER BY seq");
 		if (!s)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, op->session_id);
 		sqlite3_bind_int64(s, 2, op->limit);
 	}
+	bind_text(s, 4, op->tenant);
 	op->rows = json_array();
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)

@@ -32,7 +32,7 @@ def test_flag_bad_integer(tmp_path):
 def test_env_out_of_bounds(tmp_path):
     line = _one_error_line(_run(tmp_path, env={"SOMA_HTTP_IO_THREADS": "999"}))
     assert "SOMA_HTTP_IO_THREADS" in line and "http.io_threads" in line, line
-    assert "0" in line and "256" in line, f"bounds missing: {line}"
+    assert "0" in line and "64" in line, f"bounds missing: {line}"
 
 
 def test_ini_unknown_key_names_file_and_line(tmp_path):

@@ -241,7 +241,7 @@ Test(config, bad_int_from_set)
 {
 	const char *sets[] = {"http.io_threads=four", "http.io_threads=4x", "http.max_body="};
 	cr_assert_eq(load(ini(""), NULL, sets, 3), SOMA_ERR_CONFIG);
-	assert_error("--set http.io_threads", "\"four\"", "expected an integer from 0 to 256");
+	assert_error("--set http.io_threads", "\"four\"", "expected an integer from 0 to 64");
 	assert_error("--set http.io_threads", "\"4x\"", "expected an integer");
 	assert_error("--set http.max_body", "expected an integer from 1024 to 2147483647", NULL);
 	cr_assert_eq(errs.count, 3, "%s", all_errors());
@@ -251,16 +251,16 @@ Test(config, int_out_of_bounds_from_env)
 {
 	char *env[] = {"SOMA_HTTP_IO_THREADS=257", "SOMA_HTTP_MAX_BODY=1023", NULL};
 	cr_assert_eq(load(ini(""), env, NULL, 0), SOMA_ERR_CONFIG);
-	assert_error("SOMA_HTTP_IO_THREADS", "http.io_threads", "from 0 to 256");
+	assert_error("SOMA_HTTP_IO_THREADS", "http.io_threads", "from 0 to 64");
 	assert_error("SOMA_HTTP_MAX_BODY", "http.max_body", "from 1024 to 2147483647");
 	cr_assert_eq(errs.count, 2, "%s", all_errors());
 }
 
 Test(config, int_bounds_are_inclusive)
 {
-	const char *sets[] = {"http.io_threads=256", "http.max_body=1024"};
+	const char *sets[] = {"http.io_threads=64", "http.max_body=1024"};
 	cr_assert_eq(load(ini(""), NULL, sets, 2), SOMA_OK, "%s", all_errors());
-	cr_assert_eq(cfg_int(CFG_HTTP_IO_THREADS), 256);
+	cr_assert_eq(cfg_int(CFG_HTTP_IO_THREADS), 64);
 	cr_assert_eq(cfg_int(CFG_HTTP_MAX_BODY), 1024);
 }
 
@@ -491,7 +491,7 @@ Test(config, docs_list_every_key)
 		cr_assert_not_null(strstr(text, want), "docs lack %s", env);
 		cr_assert_not_null(strstr(text, cfg_def(k)->doc), "docs lack the doc line of %s", cfg_def(k)->name);
 	}
-	cr_assert_not_null(strstr(text, "integer 0..256"));
+	cr_assert_not_null(strstr(text, "integer 0..64"));
 	cr_assert_not_null(strstr(text, "debug\\|info\\|warn\\|error"), "enum choices, pipes escaped for the table");
 	cr_assert_not_null(strstr(text, "(secret: redacted in output)"));
 	free(text);
