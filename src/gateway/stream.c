@@ -40,6 +40,7 @@ struct stream {
 	struct store_op *op;	  /* the replay read while waiting */
 	bool waiting;		  /* the replay read is running */
 	bool aborted;		  /* the client left during the read */
+	bool overflowed;	  /* live messages were dropped while replaying */
 };
 
 static void stream_free(struct stream *s)
@@ -89,8 +90,10 @@ static void on_live(void *ctx, const struct bus_msg *msg)
 		send_frame(s, msg->cursor, msg->text, msg->len);
 		return;
 	}
-	if (s->npending == PENDING_MAX)
-		return; /* the replay will not outrun this; the client resumes by cursor if it must */
+	if (s->npending == PENDING_MAX) {
+		s->overflowed = true; /* the stream ends after the replay; the client resumes by cursor */
+		return;
+	}
 	if (!s->pending && !(s->pending = malloc(PENDING_MAX * sizeof(*s->pending))))
 		return;
 	__atomic_add_fetch(&((struct bus_msg *)msg)->refs, 1, __ATOMIC_SEQ_CST);
@@ -114,13 +117,20 @@ static int cmp_msg(const void *a, const void *b)
 }
 
 /* Sends committed rows (up to published) merged with the ephemeral snapshot, then the pending. */
-static void replay(struct stream *s, json_t *rows)
+static void replay(struct stream *s, json_t *rows, int64_t limit)
 {
 	struct bus_msg **eph;
-	size_t neph, e = 0;
+	size_t neph, e = 0, nrows = json_array_size(rows);
 	int64_t published;
 	if (bus_snapshot(s->key, s->last, &eph, &neph, &published) != SOMA_OK)
 		neph = 0, eph = NULL;
+	/* a full page means more rows may follow: send up to its last row, then end the stream so
+	 * that the client resumes from there (nothing past that row may be sent, or it would skip) */
+	bool truncated = nrows > 0 && (int64_t)nrows == limit;
+	if (truncated) {
+		int64_t last = json_integer_value(json_object_get(json_array_get(rows, nrows - 1), "seq"));
+		published = published < 0 || last < published ? last : published;
+	}
 	bool ok = true;
 	for (size_t i = 0; ok && i < json_array_size(rows); i++) {
 		json_t *row = json_array_get(rows, i);
@@ -135,13 +145,17 @@ static void replay(struct stream *s, json_t *rows)
 		if (ok)
 			ok = send_frame(s, c, body, strlen(body));
 	}
-	for (; ok && e < neph; e++)
+	for (; ok && !truncated && e < neph; e++)
 		ok = send_frame(s, eph[e]->cursor, eph[e]->text, eph[e]->len);
 	for (size_t i = 0; i < neph; i++)
 		bus_msg_release(eph[i]);
 	free(eph);
 	if (!ok)
 		return;
+	if (truncated || s->overflowed) {
+		stream_end(s);
+		return;
+	}
 	if (s->npending)
 		qsort(s->pending, s->npending, sizeof(*s->pending), cmp_msg);
 	for (size_t i = 0; ok && i < s->npending; i++)
@@ -184,7 +198,7 @@ static void on_rows(void *arg)
 	s->keepalive = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_keepalive, s);
 	if (s->keepalive)
 		event_add(s->keepalive, &tv);
-	replay(s, op->rows);
+	replay(s, op->rows, op->limit);
 	store_op_free(op);
 }
 

@@ -28,16 +28,18 @@ enum task_outcome {
 };
 
 struct task_ctx {
-	json_t *task;		/* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
-	const char *id;		/* task id (in task) */
-	const char *tenant;	/* task tenant (in task) */
-	const char *session_id; /* session, or NULL */
-	json_t *payload;	/* borrowed */
-	struct store *store;	/* for the handler's own ops */
-	char error[512];	/* failure text for RETRY / FAIL */
-	json_t *result;		/* owned by the worker once set: SUCCESS result */
-	volatile bool cancel;	/* stop: the session was deleted, or the process is stopping */
-	volatile bool shutdown; /* the stop is a shutdown: requeue rather than finish */
+	json_t *task;		  /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
+	const char *id;		  /* task id (in task) */
+	const char *tenant;	  /* task tenant (in task) */
+	const char *session_id;	  /* session, or NULL */
+	json_t *payload;	  /* borrowed */
+	struct store *store;	  /* for the handler's own ops */
+	char error[512];	  /* failure text for RETRY / FAIL */
+	json_t *result;		  /* owned by the worker once set: SUCCESS result */
+	volatile bool cancel;	  /* stop: the session was deleted, or the process is stopping */
+	volatile bool shutdown;	  /* the stop is a shutdown: requeue rather than finish */
+	const char *worker;	  /* id of the worker running it (its reservation) */
+	int64_t lease_renewed_ms; /* when the reservation was last extended */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);
@@ -57,6 +59,10 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 void queue_stop(int grace_ms);
 /* Wakes idle workers (store commit hook after tasks were enqueued). */
 void queue_notify(void *arg);
+/* Keeps a long task's reservation alive: extends it when a third of the visibility timeout has
+ * passed since the last extension (asynchronous, cheap to call often). Without it a task that
+ * runs longer than the timeout would be reserved, and run, a second time. Task thread only. */
+void queue_task_heartbeat(struct task_ctx *ctx);
 /* Asks the running tasks of a session to stop (session deleted). */
 void queue_cancel_session(const char *tenant, const char *session_id);
 /* Tasks running now (health, metrics). */

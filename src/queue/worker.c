@@ -131,7 +131,9 @@ static void run_task(struct worker *w, json_t *task)
 			       .tenant = json_string_value(json_object_get(task, "tenant")),
 			       .session_id = json_string_value(json_object_get(task, "session_id")),
 			       .payload = json_object_get(task, "payload"),
-			       .store = store};
+			       .store = store,
+			       .worker = w->id,
+			       .lease_renewed_ms = clock_wall_ms()};
 	task_handler_fn fn = find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
@@ -252,6 +254,24 @@ void queue_stop(int grace_ms)
 		pthread_join(workers[i].tid, NULL);
 	nworkers = 0;
 	nhandlers = 0;
+}
+
+void queue_task_heartbeat(struct task_ctx *ctx)
+{
+	int64_t now = clock_wall_ms();
+	if (now - ctx->lease_renewed_ms < visibility_ms / 3)
+		return;
+	struct store_op *op = store_op_new(STORE_OP_TASK_EXTEND, ctx->tenant);
+	if (!op)
+		return;
+	snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
+	snprintf(op->worker, sizeof(op->worker), "%s", ctx->worker);
+	op->delay_ms = visibility_ms;
+	op->done = store_op_free; /* fire and forget: a late extension is retried at the next beat */
+	if (store_submit(store, op) == SOMA_OK)
+		ctx->lease_renewed_ms = now;
+	else
+		store_op_free(op);
 }
 
 void queue_cancel_session(const char *tenant, const char *session_id)

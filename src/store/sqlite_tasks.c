@@ -104,6 +104,21 @@ static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
 
 /* A finished task leaves the queue table (its outcome stays in task_results), so the queue
  * only ever holds live work; a failed one stays as a dead letter. */
+static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET reserved_until_ms = ? WHERE id = ? AND tenant = ? "
+					 "AND state = 'reserved' AND worker = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, clock_wall_ms() + op->delay_ms);
+	bind_text(s, 2, op->task_id);
+	bind_text(s, 3, op->tenant);
+	bind_text(s, 4, op->worker);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	return sqlite3_changes(c->db) ? SOMA_OK : SOMA_ERR_NOT_FOUND;
+}
+
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = op->failed
@@ -191,6 +206,8 @@ enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *
 		return task_retry(c, op);
 	case STORE_OP_TASK_FINISH:
 		return task_finish(c, op);
+	case STORE_OP_TASK_EXTEND:
+		return task_extend(c, op);
 	case STORE_OP_ATTACHMENT_PUT:
 		return attachment_put(c, op);
 	default:

@@ -79,6 +79,7 @@ enum store_op_kind {
 	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) */
 	STORE_OP_TASK_RETRY,	 /* w: back to queued after delay_ms, or dead after max_retries */
 	STORE_OP_TASK_FINISH,	 /* w: done (with result row) */
+	STORE_OP_TASK_EXTEND,	 /* w: extend a reservation by delay_ms (held by worker) */
 	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata rows (op->row is an array) */
 	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row, id in op->task_id */
 };

@@ -45,9 +45,13 @@ static bool on_delta(void *ctx, const char *text, size_t len)
 	return !g->task->cancel;
 }
 
+/* Polled by the LLM client while it waits (at least once a second): also keeps the task's
+ * reservation alive through long replies. */
 static bool should_cancel(void *ctx)
 {
-	return ((struct generation *)ctx)->task->cancel;
+	struct generation *g = ctx;
+	queue_task_heartbeat(g->task);
+	return g->task->cancel;
 }
 
 /* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
