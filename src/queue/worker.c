@@ -23,7 +23,19 @@ struct handler {
 	task_handler_fn fn; /* implementation */
 };
 
+/* A queue's pool grows on demand: one worker at start, one more whenever all are busy, up to
+ * its concurrency. An idle process keeps one thread per queue, and a busy one has them all. */
+struct queue_slot {
+	char name[64]; /* queue name */
+	int max;       /* queue.<name>.concurrency */
+	int count;     /* workers started */
+	int busy;      /* workers running a task */
+};
+
+#define MAX_QUEUES 16
+
 struct worker {
+	struct queue_slot *slot;  /* its queue */
 	pthread_t tid;		  /* the thread */
 	char queue[64];		  /* queue it serves */
 	char id[64];		  /* worker id recorded on reserved tasks */
@@ -41,6 +53,28 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static unsigned long notify_gen;
 static struct metric_family *tasks_total;
+static struct queue_slot slots[MAX_QUEUES];
+static int nslots;
+static char hostname[64] = "host";
+
+static void *worker_main(void *arg);
+
+/* Starts one more worker for q unless it has its maximum or we are stopping. Lock held. */
+static enum soma_err spawn_locked(struct queue_slot *q)
+{
+	if (stopping || q->count >= q->max || nworkers >= MAX_WORKERS)
+		return SOMA_ERR_LIMIT;
+	struct worker *w = &workers[nworkers];
+	memset(w, 0, sizeof(*w));
+	w->slot = q;
+	snprintf(w->queue, sizeof(w->queue), "%s", q->name);
+	snprintf(w->id, sizeof(w->id), "%.24s-%d-%.16s-%d", hostname, (int)getpid(), q->name, q->count);
+	if (pthread_create(&w->tid, NULL, worker_main, w) != 0)
+		return SOMA_ERR_INTERNAL;
+	nworkers++;
+	q->count++;
+	return SOMA_OK;
+}
 
 enum soma_err queue_task_register(const char *name, task_handler_fn fn)
 {
@@ -186,8 +220,15 @@ static void *worker_main(void *arg)
 			break;
 		json_t *task = reserve(w);
 		if (task) {
+			pthread_mutex_lock(&lock);
+			if (++w->slot->busy == w->slot->count)
+				(void)spawn_locked(w->slot); /* everyone is busy: one more for the next task */
+			pthread_mutex_unlock(&lock);
 			run_task(w, task);
 			json_decref(task);
+			pthread_mutex_lock(&lock);
+			w->slot->busy--;
+			pthread_mutex_unlock(&lock);
 			continue;
 		}
 		struct timespec until;
@@ -212,20 +253,20 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 	visibility_ms = visibility_s * 1000;
 	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
 	stopping = false;
-	char host[64] = "host";
-	gethostname(host, sizeof(host) - 1);
-	for (int q = 0; q < nqueues; q++) {
-		for (int i = 0; i < queues[q].concurrency && nworkers < MAX_WORKERS; i++) {
-			struct worker *w = &workers[nworkers];
-			memset(w, 0, sizeof(*w));
-			snprintf(w->queue, sizeof(w->queue), "%s", queues[q].name);
-			snprintf(w->id, sizeof(w->id), "%.32s-%d-%s-%d", host, (int)getpid(), queues[q].name, i);
-			if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
-				queue_stop(0);
-				return SOMA_ERR_INTERNAL;
-			}
-			nworkers++;
-		}
+	gethostname(hostname, sizeof(hostname) - 1);
+	enum soma_err err = SOMA_OK;
+	pthread_mutex_lock(&lock);
+	nslots = 0;
+	for (int q = 0; q < nqueues && q < MAX_QUEUES && err == SOMA_OK; q++) {
+		struct queue_slot *slot = &slots[nslots++];
+		*slot = (struct queue_slot){.max = queues[q].concurrency};
+		snprintf(slot->name, sizeof(slot->name), "%s", queues[q].name);
+		err = spawn_locked(slot);
+	}
+	pthread_mutex_unlock(&lock);
+	if (err != SOMA_OK) {
+		queue_stop(0);
+		return SOMA_ERR_INTERNAL;
 	}
 	return SOMA_OK;
 }
@@ -250,9 +291,13 @@ void queue_stop(int grace_ms)
 		}
 	}
 	pthread_mutex_unlock(&lock);
-	for (int i = 0; i < nworkers; i++)
+	pthread_mutex_lock(&lock);
+	int n = nworkers; /* no worker is started once stopping is set */
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < n; i++)
 		pthread_join(workers[i].tid, NULL);
 	nworkers = 0;
+	nslots = 0;
 	nhandlers = 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "store/store_int.h"
@@ -102,6 +103,14 @@ enum soma_err store_open(const char *data_dir, struct store **out, char *why, si
 	if (!st)
 		return SOMA_ERR_NOMEM;
 	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
+	if (access(st->path, F_OK) != 0) {
+		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a
+		 * torn first start just starts again), sparing several fsyncs at first start */
+		sqlite3 *fresh = NULL;
+		if (sqlite3_open_v2(st->path, &fresh, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK)
+			(void)sqlite3_exec(fresh, "PRAGMA synchronous=OFF; PRAGMA journal_mode=WAL;", NULL, NULL, NULL);
+		sqlite3_close(fresh);
+	}
 	if (dbconn_open(&st->main, st->path, SQLITE_OPEN_FULLMUTEX) != SOMA_OK) {
 		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", st->path,
 			 st->main.db ? sqlite3_errmsg(st->main.db) : "out of memory");
