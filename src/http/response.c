@@ -170,6 +170,21 @@ static const char *http_date(void)
 	return date_buf;
 }
 
+/* Appends the handler's extra headers and the blank line that ends the head to hdr[0..used);
+ * returns the new length. Headers that do not fit are dropped (the head stays well-formed). */
+static size_t end_head(const struct http_req *req, char *hdr, size_t cap, size_t used)
+{
+	for (size_t i = 0; i < req->nresp_headers; i++) {
+		int m = snprintf(hdr + used, cap - used, "%s: %s\r\n", req->resp_headers[i][0],
+				 req->resp_headers[i][1]);
+		if (m < 0 || (size_t)m >= cap - used - 2)
+			break;
+		used += (size_t)m;
+	}
+	memcpy(hdr + used, "\r\n", 2);
+	return used + 2;
+}
+
 /* Writes the whole response: headers, then the body from memory or, when fd >= 0, from the
  * file (by reference: evbuffer_add_file uses sendfile). Takes ownership of fd. */
 static void respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len, int fd)
@@ -191,15 +206,7 @@ static void respond(struct http_req *req, int status, const char *content_type, 
 			 status, http_status_text(status), http_date(), content_type ? content_type : "text/plain", len,
 			 req->request_id, (req->close_after || !req->keep_alive) ? "Connection: close\r\n" : "");
 	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
-	for (size_t i = 0; i < req->nresp_headers; i++) {
-		int m = snprintf(hdr + used, sizeof(hdr) - used, "%s: %s\r\n", req->resp_headers[i][0],
-				 req->resp_headers[i][1]);
-		if (m < 0 || (size_t)m >= sizeof(hdr) - used - 2)
-			break;
-		used += (size_t)m;
-	}
-	memcpy(hdr + used, "\r\n", 2);
-	used += 2;
+	used = end_head(req, hdr, sizeof(hdr), used);
 	if (fd >= 0) {
 		evbuffer_add(req->out, hdr, used);
 		if (!head && len && evbuffer_add_file(req->out, fd, 0, (ev_off_t)len) == 0)
@@ -245,15 +252,8 @@ void http_stream_begin(struct http_req *req, int status, const char *content_typ
 			 status, http_status_text(status), http_date(), content_type, req->request_id,
 			 req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
 	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
-	for (size_t i = 0; i < req->nresp_headers; i++) {
-		int m = snprintf(hdr + used, sizeof(hdr) - used, "%s: %s\r\n", req->resp_headers[i][0],
-				 req->resp_headers[i][1]);
-		if (m < 0 || (size_t)m >= sizeof(hdr) - used - 2)
-			break;
-		used += (size_t)m;
-	}
-	memcpy(hdr + used, "\r\n", 2);
-	evbuffer_add(req->out, hdr, used + 2);
+	used = end_head(req, hdr, sizeof(hdr), used);
+	evbuffer_add(req->out, hdr, used);
 }
 
 size_t http_stream_write(struct http_req *req, const void *data, size_t len)

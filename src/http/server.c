@@ -72,6 +72,22 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 		 strerror(errno));
 }
 
+/* Takes the oldest posted item; false when there is none. stop: mark the thread stopped first,
+ * so that no post can slip in after the ring was found empty. */
+static bool take_post(struct io_thread *thr, bool stop, struct post_item *out)
+{
+	pthread_mutex_lock(&thr->post_lock);
+	thr->stopped |= stop;
+	bool any = thr->ring_count > 0;
+	if (any) {
+		*out = thr->ring[thr->ring_head];
+		thr->ring_head = (thr->ring_head + 1) % POST_QUEUE_CAP;
+		thr->ring_count--;
+	}
+	pthread_mutex_unlock(&thr->post_lock);
+	return any;
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
@@ -79,18 +95,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	uint64_t n;
 	ssize_t r = read(fd, &n, sizeof(n));
 	(void)r;
-	for (;;) {
-		pthread_mutex_lock(&thr->post_lock);
-		if (thr->ring_count == 0) {
-			pthread_mutex_unlock(&thr->post_lock);
-			return;
-		}
-		struct post_item it = thr->ring[thr->ring_head];
-		thr->ring_head = (thr->ring_head + 1) % POST_QUEUE_CAP;
-		thr->ring_count--;
-		pthread_mutex_unlock(&thr->post_lock);
+	struct post_item it;
+	while (take_post(thr, false, &it))
 		it.fn(it.arg);
-	}
 }
 
 struct event_base *http_thread_base(struct io_thread *thr)
@@ -246,19 +253,9 @@ static void stop_thread(void *arg)
  * checks whether its request was aborted (they all were, by close_all) and only frees. */
 static void drain_posts(struct io_thread *thr)
 {
-	for (;;) {
-		pthread_mutex_lock(&thr->post_lock);
-		thr->stopped = true;
-		if (thr->ring_count == 0) {
-			pthread_mutex_unlock(&thr->post_lock);
-			return;
-		}
-		struct post_item it = thr->ring[thr->ring_head];
-		thr->ring_head = (thr->ring_head + 1) % POST_QUEUE_CAP;
-		thr->ring_count--;
-		pthread_mutex_unlock(&thr->post_lock);
+	struct post_item it;
+	while (take_post(thr, true, &it))
 		it.fn(it.arg);
-	}
 }
 
 void http_server_stop(struct http_server *srv)

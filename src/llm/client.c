@@ -276,6 +276,8 @@ static enum llm_error attempt(const struct llm_config *cfg, const char *body, st
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->api_key);
 	struct curl_slist *headers = curl->slist_append(NULL, "Content-Type: application/json");
 	headers = curl->slist_append(headers, auth);
+	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it */
+	headers = curl->slist_append(headers, "Expect:");
 	if (c->req->stream)
 		headers = curl->slist_append(headers, "Accept: text/event-stream");
 	c->curl = curl_api_thread_handle(); /* owned by the thread: connections are reused */
