@@ -9,9 +9,9 @@ secs=${2:-10}
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang meson setup "$dir" --buildtype=debug -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$dir" fuzz_http fuzz_config >/dev/null
+ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart >/dev/null
 mkdir -p "$dir/crashes"
-for h in http config; do
+for h in http config multipart; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$h/* "$work/"
   if ! "$dir/fuzz_$h" -max_total_time="$secs" -max_len=8192 -artifact_prefix="$dir/crashes/" \

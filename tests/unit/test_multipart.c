@@ -1,0 +1,98 @@
+/*
+ * test_multipart.c - the multipart/form-data parser and the boundary extraction.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway/multipart.h"
+
+static struct multipart_part parts[MULTIPART_MAX_PARTS];
+
+static int parse(const char *body, const char *boundary)
+{
+	return multipart_parse(body, strlen(body), boundary, parts, MULTIPART_MAX_PARTS);
+}
+
+static bool str_is(struct str s, const char *want)
+{
+	return s.p && s.len == strlen(want) && memcmp(s.p, want, s.len) == 0;
+}
+
+Test(multipart, boundary_from_content_type)
+{
+	char b[80];
+	cr_assert(multipart_boundary(str_from("multipart/form-data; boundary=abc123"), b, sizeof(b)));
+	cr_assert_str_eq(b, "abc123");
+	cr_assert(multipart_boundary(str_from("Multipart/Form-Data; charset=utf-8; boundary=\"q u\"; x=1"), b,
+				     sizeof(b)));
+	cr_assert_str_eq(b, "q u");
+	cr_assert(multipart_boundary(str_from("multipart/form-data; boundary=xyz ; other=1"), b, sizeof(b)));
+	cr_assert_str_eq(b, "xyz");
+	cr_assert_not(multipart_boundary(str_from("application/json"), b, sizeof(b)));
+	cr_assert_not(multipart_boundary(str_from("multipart/form-data"), b, sizeof(b)));
+	cr_assert_not(multipart_boundary(str_from("multipart/form-data; boundary="), b, sizeof(b)));
+	cr_assert_not(multipart_boundary(str_from("multipart/form-data; boundary=\"unterminated"), b, sizeof(b)));
+	char long_ct[200];
+	memset(long_ct, 'a', sizeof(long_ct));
+	memcpy(long_ct, "multipart/form-data; boundary=", 30);
+	long_ct[sizeof(long_ct) - 1] = '\0';
+	cr_assert_not(multipart_boundary(str_from(long_ct), b, sizeof(b)), "boundaries are at most 70 characters");
+}
+
+Test(multipart, files_and_fields)
+{
+	const char *body = "--XX\r\n"
+			   "Content-Disposition: form-data; name=\"session_id\"\r\n\r\n"
+			   "s1\r\n"
+			   "--XX\r\n"
+			   "Content-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n"
+			   "Content-Type: text/plain\r\n\r\n"
+			   "line one\r\nline two\r\n"
+			   "--XX\r\n"
+			   "content-disposition: form-data; name=files; filename=b.bin\r\n\r\n"
+			   "\r\n--X not the boundary\r\n"
+			   "--XX--\r\n";
+	cr_assert_eq(parse(body, "XX"), 3);
+	cr_assert(str_is(parts[0].name, "session_id"));
+	cr_assert_eq(parts[0].len, 2);
+	cr_assert_eq(memcmp(parts[0].data, "s1", 2), 0);
+	cr_assert(str_is(parts[1].name, "files") && str_is(parts[1].filename, "a.txt"));
+	cr_assert(str_is(parts[1].content_type, "text/plain"));
+	cr_assert_eq(parts[1].len, strlen("line one\r\nline two"), "the CRLF before the delimiter is not data");
+	cr_assert(str_is(parts[2].name, "files") && str_is(parts[2].filename, "b.bin"), "unquoted parameters");
+	cr_assert_eq(parts[2].len, strlen("\r\n--X not the boundary"), "a near-boundary inside data is data");
+}
+
+Test(multipart, empty_part_and_binary)
+{
+	const char body[] = "--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"z\"\r\n\r\n"
+			    "\0\1\2\r\n--b--";
+	int n = multipart_parse(body, sizeof(body) - 1, "b", parts, MULTIPART_MAX_PARTS);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(parts[0].len, 3);
+	cr_assert_eq(parts[0].data[0], '\0');
+}
+
+Test(multipart, malformed_bodies_are_rejected)
+{
+	cr_assert_eq(parse("", "b"), -1, "no delimiter");
+	cr_assert_eq(parse("junk", "b"), -1);
+	cr_assert_eq(parse("--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nunterminated", "b"), -1);
+	cr_assert_eq(parse("--b\r\nno blank line after headers", "b"), -1);
+	cr_assert_eq(parse("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--", "b"), -1, "a part without a name");
+	cr_assert_eq(parse("--bX\r\n", "b"), -1, "text after the delimiter");
+	cr_assert_eq(parse("--b--", "b"), 0, "no parts at all");
+}
+
+Test(multipart, part_count_is_bounded)
+{
+	char body[8192];
+	size_t used = 0;
+	for (int i = 0; i < 5; i++)
+		used += (size_t)snprintf(body + used, sizeof(body) - used,
+					 "--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n", i);
+	snprintf(body + used, sizeof(body) - used, "--b--");
+	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 5), 5);
+	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 4), -1, "more parts than room: refused");
+}
