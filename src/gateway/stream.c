@@ -229,11 +229,27 @@ static void on_abort(struct http_req *req)
 	stream_free(s);
 }
 
+static void on_head_checked(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK) {
+		gw_store_error(req, op, "session");
+		return;
+	}
+	http_resp_header(req, "Cache-Control", "no-cache");
+	http_respond(req, 200, "text/event-stream", NULL, 0);
+}
+
 void gw_stream_open(struct http_req *req, const char *session_id)
 {
 	if (str_eq_cstr(req->method, "HEAD")) { /* the headers a stream would have, no body */
-		http_resp_header(req, "Cache-Control", "no-cache");
-		http_respond(req, 200, "text/event-stream", NULL, 0);
+		struct store_op *check = store_op_new(STORE_OP_SESSION_GET, req->ident.tenant);
+		if (!check) {
+			http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+			return;
+		}
+		snprintf(check->session_id, sizeof(check->session_id), "%s", session_id);
+		snprintf(check->error_text, sizeof(check->error_text), "session %s not found", session_id);
+		gw_store(req, check, on_head_checked);
 		return;
 	}
 	struct stream *s = calloc(1, sizeof(*s));

@@ -118,6 +118,11 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 			 cfg_str(CFG_LLM_PROVIDER));
 		return SVC_UNCONFIGURED;
 	}
+	if (!c.model[0]) {
+		snprintf(detail, cap, "no model: set llm.model (provider %s has no default)",
+			 cfg_str(CFG_LLM_PROVIDER));
+		return SVC_UNCONFIGURED;
+	}
 	snprintf(detail, cap, "%s at %s", c.model, c.base_url);
 	return SVC_OK;
 }

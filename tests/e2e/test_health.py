@@ -106,3 +106,11 @@ def test_health_503_while_starting(tmp_path, llm):
         wait_healthy(srv)
     finally:
         srv.stop()
+
+
+def test_custom_provider_without_a_model_is_unconfigured(soma, llm):
+    srv = soma("llm.model=")
+    h = httpx.get(f"{srv.url}/v1/health").json()
+    assert h["status"] == "degraded"
+    assert h["services"]["llm"]["status"] == "unconfigured"
+    assert "llm.model" in h["services"]["llm"]["detail"]

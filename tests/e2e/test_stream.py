@@ -6,6 +6,8 @@ import json
 import signal
 import time
 
+import httpx
+
 
 from e2e_util import (bearer, create_key, http, check_envelope, check_increasing, check_reply, history, open_stream, parse_cursor,
                       post_message, read_reply, wait_terminal)
@@ -330,3 +332,9 @@ def test_overlapping_replies_in_one_session(soma, llm):
         while sum(e["type"] == "assistant.final" for _, e in replay) < 2:
             replay += read_reply(s, timeout=5)
     assert replay == frames
+
+
+def test_head_on_the_stream_of_an_unknown_session_is_404(soma):
+    srv = soma()
+    r = httpx.head(f"{srv.url}/v1/sessions/no-such-session/events?stream=true")
+    assert r.status_code == 404 and r.content == b""
