@@ -40,6 +40,10 @@ struct task_ctx {
 	volatile bool shutdown;	  /* the stop is a shutdown: requeue rather than finish */
 	const char *worker;	  /* id of the worker running it (its reservation) */
 	int64_t lease_renewed_ms; /* when the reservation was last extended */
+	const char *queue;	  /* the queue it came from */
+	int64_t visibility_ms;	  /* the queue's reservation time */
+	json_t *next_task;	  /* set by a handler that reserved the worker's next task with its ack;
+				   * owned by the worker once set */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);

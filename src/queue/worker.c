@@ -157,7 +157,21 @@ static void settle(struct task_ctx *ctx, enum task_outcome outcome, const char *
 	count(name, outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
 }
 
-static void run_task(struct worker *w, json_t *task)
+/* Puts a reserved task back at once without using an attempt (the process is stopping). */
+static void requeue(json_t *task)
+{
+	struct task_ctx ctx = {.task = task,
+			       .id = json_string_value(json_object_get(task, "id")),
+			       .tenant = json_string_value(json_object_get(task, "tenant")),
+			       .shutdown = true};
+	snprintf(ctx.error, sizeof(ctx.error), "returned unstarted at shutdown");
+	const char *name = json_string_value(json_object_get(task, "name"));
+	settle(&ctx, TASK_RETRY, name ? name : "?");
+}
+
+/* Runs one task; returns the next task when the handler reserved it together with its ack
+ * (the caller runs it without a separate reservation), else NULL. */
+static json_t *run_task(struct worker *w, json_t *task)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
 	struct task_ctx ctx = {.task = task,
@@ -167,7 +181,9 @@ static void run_task(struct worker *w, json_t *task)
 			       .payload = json_object_get(task, "payload"),
 			       .store = store,
 			       .worker = w->id,
-			       .lease_renewed_ms = clock_wall_ms()};
+			       .lease_renewed_ms = clock_wall_ms(),
+			       .queue = w->queue,
+			       .visibility_ms = visibility_ms};
 	task_handler_fn fn = find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
@@ -185,6 +201,7 @@ static void run_task(struct worker *w, json_t *task)
 	json_decref(ctx.result);
 	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?",
 		  (double)(clock_mono_ns() - t0) / 1e6);
+	return ctx.next_task;
 }
 
 /* Reserves the next ready task of the worker's queue, or returns NULL when there is none. */
@@ -224,8 +241,19 @@ static void *worker_main(void *arg)
 			if (++w->slot->busy == w->slot->count)
 				(void)spawn_locked(w->slot); /* everyone is busy: one more for the next task */
 			pthread_mutex_unlock(&lock);
-			run_task(w, task);
-			json_decref(task);
+			while (task) { /* a handler may hand back the next task, reserved with its ack */
+				json_t *next = run_task(w, task);
+				json_decref(task);
+				task = next;
+				pthread_mutex_lock(&lock);
+				bool stop_now = stopping;
+				pthread_mutex_unlock(&lock);
+				if (task && stop_now) { /* stopping: give it back untouched */
+					requeue(task);
+					json_decref(task);
+					task = NULL;
+				}
+			}
 			pthread_mutex_lock(&lock);
 			w->slot->busy--;
 			pthread_mutex_unlock(&lock);

@@ -151,7 +151,15 @@ static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
 	memcpy(finish.tenant, op->tenant, sizeof(op->tenant));
 	memcpy(finish.task_id, op->task_id, sizeof(op->task_id));
 	bool unused;
-	return store_sql_task_write(c, &finish, &unused);
+	if ((err = store_sql_task_write(c, &finish, &unused)) != SOMA_OK || !op->queue[0])
+		return err;
+	/* and the worker's next task, reserved in the same commit: one round trip per task */
+	struct store_op next = {.kind = STORE_OP_TASK_RESERVE, .delay_ms = op->delay_ms};
+	memcpy(next.queue, op->queue, sizeof(op->queue));
+	memcpy(next.worker, op->worker, sizeof(op->worker));
+	if (store_sql_task_write(c, &next, &unused) == SOMA_OK)
+		op->session = next.session; /* the reserved task, now the op's */
+	return SOMA_OK;			    /* no next task (or it could not be reserved) changes nothing here */
 }
 
 static enum soma_err op_session_delete(struct dbconn *c, struct store_op *op, bool reset)

@@ -69,7 +69,8 @@ enum soma_err store_key_revoke(struct store *st, const char *id) SOMA_MUST_CHECK
 
 enum store_op_kind {
 	STORE_OP_MESSAGE,	 /* w: create session if new, append event, enqueue task */
-	STORE_OP_EVENT_APPEND,	 /* w: append event; optionally finish task_id in the same commit */
+	STORE_OP_EVENT_APPEND,	 /* w: append event; with task_id, finish it in the same commit, and with queue
+				  * and worker also reserve that worker's next task (into session) */
 	STORE_OP_EVENTS_AFTER,	 /* r: events with seq > after_seq (< 0: the last `limit`), oldest first */
 	STORE_OP_SESSION_GET,	 /* r: one session */
 	STORE_OP_SESSIONS_LIST,	 /* r: sessions newest first, cursor-paginated */

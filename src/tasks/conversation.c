@@ -135,8 +135,17 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	}
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
 	snprintf(op->task_id, sizeof(op->task_id), "%s", t->id);
+	if (t->queue && !t->shutdown) { /* reserve this worker's next task in the same commit */
+		snprintf(op->queue, sizeof(op->queue), "%s", t->queue);
+		snprintf(op->worker, sizeof(op->worker), "%s", t->worker);
+		op->delay_ms = t->visibility_ms;
+	}
 	op->event = event;
 	enum soma_err err = store_op_wait(t->store, op);
+	if (err == SOMA_OK) {
+		t->next_task = op->session;
+		op->session = NULL;
+	}
 	store_op_free(op);
 	if (err == SOMA_ERR_NOT_FOUND) {
 		log_info("conversation", "session %s was deleted during the reply; dropping it", t->session_id);
