@@ -41,11 +41,21 @@ struct stream {
 	bool waiting;		  /* the replay read is running */
 	bool aborted;		  /* the client left during the read */
 	bool overflowed;	  /* live messages were dropped while replaying */
+	json_t *rows;		  /* replay: committed rows still to send (owned) */
+	size_t row_i;		  /* replay: next row */
+	struct bus_msg **eph;	  /* replay: ephemeral snapshot (referenced) */
+	size_t neph, eph_i;	  /* replay: its size and next entry */
+	int64_t published;	  /* replay: rows past this seq arrive live instead */
+	bool truncated;		  /* replay: the page was full; end after it */
 };
 
 static void stream_free(struct stream *s)
 {
 	bus_unsubscribe(s->sub);
+	for (size_t i = s->eph_i; i < s->neph; i++)
+		bus_msg_release(s->eph[i]);
+	free(s->eph);
+	json_decref(s->rows);
 	for (size_t i = 0; i < s->npending; i++)
 		bus_msg_release(s->pending[i]);
 	free(s->pending);
@@ -64,8 +74,18 @@ static void stream_end(struct stream *s)
 }
 
 /* Writes one frame if its cursor is new; false when the stream had to be ended. */
+static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char *text, size_t len, size_t *queued);
+
+/* Writes one frame if its cursor is new; false when the stream had to be ended. */
 static bool send_frame(struct stream *s, struct bus_cursor c, const char *text, size_t len)
 {
+	size_t queued;
+	return send_frame_queued(s, c, text, len, &queued);
+}
+
+static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char *text, size_t len, size_t *queued_out)
+{
+	*queued_out = 0;
 	if (bus_cursor_cmp(c, s->last) <= 0)
 		return true;
 	char head[64];
@@ -75,6 +95,7 @@ static bool send_frame(struct stream *s, struct bus_cursor c, const char *text, 
 	n += snprintf(head + n, sizeof(head) - (size_t)n, "\ndata: ");
 	struct str frame[] = {{head, (size_t)n}, {text, len}, STR_LIT("\n\n")};
 	size_t queued = http_stream_writev(s->req, frame, 3);
+	*queued_out = queued;
 	s->last = c;
 	if (queued > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
 		stream_end(s);
@@ -116,48 +137,32 @@ static int cmp_msg(const void *a, const void *b)
 	return bus_cursor_cmp((*(struct bus_msg *const *)a)->cursor, (*(struct bus_msg *const *)b)->cursor);
 }
 
-/* Sends committed rows (up to published) merged with the ephemeral snapshot, then the pending. */
-static void replay(struct stream *s, json_t *rows, int64_t limit)
+static void replay_continue(struct stream *s);
+
+static void on_drain(struct http_req *req)
 {
-	struct bus_msg **eph;
-	size_t neph, e = 0, nrows = json_array_size(rows);
-	int64_t published;
-	if (bus_snapshot(s->key, s->last, &eph, &neph, &published) != SOMA_OK)
-		neph = 0, eph = NULL;
-	/* a full page means more rows may follow: send up to its last row, then end the stream so
-	 * that the client resumes from there (nothing past that row may be sent, or it would skip) */
-	bool truncated = nrows > 0 && (int64_t)nrows == limit;
-	if (truncated) {
-		int64_t last = json_integer_value(json_object_get(json_array_get(rows, nrows - 1), "seq"));
-		published = published < 0 || last < published ? last : published;
-	}
-	bool ok = true;
-	for (size_t i = 0; ok && i < json_array_size(rows); i++) {
-		json_t *row = json_array_get(rows, i);
-		struct bus_cursor c = {json_integer_value(json_object_get(row, "seq")), 0};
-		if (published >= 0 && c.seq > published)
-			break; /* not published yet: it arrives live, in order */
-		while (ok && e < neph && bus_cursor_cmp(eph[e]->cursor, c) < 0) {
-			ok = send_frame(s, eph[e]->cursor, eph[e]->text, eph[e]->len);
-			e++;
-		}
-		const char *body = json_string_value(json_object_get(row, "body"));
-		if (ok)
-			ok = send_frame(s, c, body, strlen(body));
-	}
-	for (; ok && !truncated && e < neph; e++)
-		ok = send_frame(s, eph[e]->cursor, eph[e]->text, eph[e]->len);
-	for (size_t i = 0; i < neph; i++)
-		bus_msg_release(eph[i]);
-	free(eph);
-	if (!ok)
-		return;
-	if (truncated || s->overflowed) {
+	replay_continue(req->handler_ctx);
+}
+
+/* After the replay: send the live messages held meanwhile and go live (or end the stream when the
+ * page was full or live messages were dropped: the client resumes from its last id). */
+static void replay_finish(struct stream *s)
+{
+	s->req->on_drain = NULL;
+	for (size_t i = s->eph_i; i < s->neph; i++)
+		bus_msg_release(s->eph[i]);
+	free(s->eph);
+	s->eph = NULL;
+	s->neph = s->eph_i = 0;
+	json_decref(s->rows);
+	s->rows = NULL;
+	if (s->truncated || s->overflowed) {
 		stream_end(s);
 		return;
 	}
 	if (s->npending)
 		qsort(s->pending, s->npending, sizeof(*s->pending), cmp_msg);
+	bool ok = true;
 	for (size_t i = 0; ok && i < s->npending; i++)
 		ok = send_frame(s, s->pending[i]->cursor, s->pending[i]->text, s->pending[i]->len);
 	if (!ok)
@@ -166,6 +171,60 @@ static void replay(struct stream *s, json_t *rows, int64_t limit)
 		bus_msg_release(s->pending[i]);
 	s->npending = 0;
 	s->live = true;
+}
+
+/* Sends the committed rows (up to `published`) merged with the ephemeral snapshot in cursor
+ * order, pausing whenever half of stream.max_buffer is queued: the rest goes when the client has
+ * read it (on_drain), so a long history reaches a fast reader in one connection and a slow one
+ * holds no more than the buffer. */
+static void replay_continue(struct stream *s)
+{
+	size_t soft = (size_t)cfg_int(CFG_STREAM_MAX_BUFFER) / 2, nrows = json_array_size(s->rows);
+	for (;;) {
+		json_t *row = s->row_i < nrows ? json_array_get(s->rows, s->row_i) : NULL;
+		struct bus_cursor c = {row ? json_integer_value(json_object_get(row, "seq")) : 0, 0};
+		if (row && s->published >= 0 && c.seq > s->published)
+			row = NULL, s->row_i = nrows; /* not published yet: it arrives live, in order */
+		bool eph_next = s->eph_i < s->neph && (!row || bus_cursor_cmp(s->eph[s->eph_i]->cursor, c) < 0) &&
+				(row || !s->truncated);
+		size_t queued = 0;
+		bool ok;
+		if (eph_next) {
+			struct bus_msg *m = s->eph[s->eph_i++];
+			ok = send_frame_queued(s, m->cursor, m->text, m->len, &queued);
+			bus_msg_release(m);
+		} else if (row) {
+			const char *body = json_string_value(json_object_get(row, "body"));
+			s->row_i++;
+			ok = send_frame_queued(s, c, body, strlen(body), &queued);
+		} else {
+			replay_finish(s);
+			return;
+		}
+		if (!ok)
+			return; /* ended: the stream is gone */
+		if (queued > soft) {
+			s->req->on_drain = on_drain; /* continue when the client has read this */
+			return;
+		}
+	}
+}
+
+static void replay(struct stream *s, json_t *rows, int64_t limit)
+{
+	size_t nrows = json_array_size(rows);
+	if (bus_snapshot(s->key, s->last, &s->eph, &s->neph, &s->published) != SOMA_OK)
+		s->neph = 0, s->eph = NULL;
+	/* a full page means more rows may follow: send up to its last row, then end the stream so
+	 * that the client resumes from there (nothing past that row may be sent, or it would skip) */
+	s->truncated = nrows > 0 && (int64_t)nrows == limit;
+	if (s->truncated) {
+		int64_t last = json_integer_value(json_object_get(json_array_get(rows, nrows - 1), "seq"));
+		s->published = s->published < 0 || last < s->published ? last : s->published;
+	}
+	s->rows = json_incref(rows);
+	s->row_i = s->eph_i = 0;
+	replay_continue(s);
 }
 
 /* The store answered (on the io thread): start the stream, or answer the error. */

@@ -108,6 +108,8 @@ static void on_written(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (c->state == CONN_CLOSING && !c->lingering)
 		finish_closing(c);
+	else if (c->state == CONN_HANDLING && c->req.streaming && c->req.on_drain)
+		c->req.on_drain(&c->req); /* may end the stream: c is not touched after this */
 }
 
 /* Marks the connection for closing once its output is flushed (on_written frees it then).

@@ -85,6 +85,7 @@ struct http_req {
 	 * must respond (or end its stream) later on the same io thread; if the client goes away
 	 * first, on_abort runs (on that thread) and the request must not be touched afterwards */
 	void (*on_abort)(struct http_req *req); /* set by a handler that keeps the request */
+	void (*on_drain)(struct http_req *req); /* streaming: all queued output was sent */
 	void *handler_ctx;			/* the handler's state for on_abort */
 	struct io_thread *thread;		/* io thread that owns the request */
 };

@@ -299,6 +299,7 @@ void http_stream_end(struct http_req *req)
 		evbuffer_add(req->out, "0\r\n\r\n", 5);
 	req->streaming = false;
 	req->on_abort = NULL;
+	req->on_drain = NULL;
 	if (req->on_response)
 		req->on_response(req);
 }

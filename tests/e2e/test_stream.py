@@ -338,3 +338,25 @@ def test_head_on_the_stream_of_an_unknown_session_is_404(soma):
     srv = soma()
     r = httpx.head(f"{srv.url}/v1/sessions/no-such-session/events?stream=true")
     assert r.status_code == 404 and r.content == b""
+
+
+def test_long_replay_reaches_a_reading_client_in_one_connection(soma, llm):
+    """A replay bigger than stream.max_buffer is paced by the client's reading (it waits for the
+    output to drain) instead of ending the stream: a client that reads gets it all at once."""
+    text = "".join(f"{i:05d} " for i in range(40000))  # 240 KB of reply, in deltas of 6 KB
+    llm.control(text=text, chunks=40)
+    srv = soma("stream.max_buffer=16384")
+    sid = post_message(srv, "a lot please")["session_id"]
+    wait_terminal(srv, sid, timeout=15)
+    s = open_stream(srv, sid, after=0)
+    frames = []
+    try:
+        while not frames or frames[-1]["type"] != "assistant.final":
+            f = s.next_frame(timeout=5)
+            assert f is not None, f"the stream ended after {len(frames)} events instead of pacing the replay"
+            if f.data is not None:
+                frames.append(json.loads(f.data))
+    finally:
+        s.close()
+    deltas = "".join(e["message"] for e in frames if e["type"] == "assistant.delta")
+    assert deltas == frames[-1]["message"] == text
