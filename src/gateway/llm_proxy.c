@@ -10,6 +10,7 @@
  * shared by the two threads with a reference count; when the client leaves, `aborted` makes
  * the provider call stop at its next callback.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,24 +27,25 @@
 enum job_shape { SHAPE_OPENAI, SHAPE_INVOKE };
 
 struct llm_job {
-	_Atomic int refs;	    /* io side + pool side */
-	_Atomic bool aborted;	    /* the client left */
-	struct http_req *req;	    /* valid on the io thread while !aborted */
-	struct io_thread *thread;   /* the request's io thread */
-	enum job_shape shape;	    /* response shape */
-	bool stream, include_usage; /* what the client asked */
-	bool started;		    /* io side: the stream began */
-	json_t *messages;	    /* owned */
-	char model[128];	    /* requested model, or "" */
-	double temperature;	    /* < 0: not given */
-	int64_t max_tokens;	    /* <= 0: not given */
-	struct llm_config cfg;	    /* effective provider settings */
-	struct llm_result res;	    /* filled by the pool side */
-};
-
-struct job_post {
-	struct llm_job *job; /* one reference */
-	char *chunk;	     /* a chunk to relay, or NULL for "finished" */
+	_Atomic int refs;	       /* io side + pool side */
+	_Atomic bool aborted;	       /* the client left */
+	struct http_req *req;	       /* valid on the io thread while !aborted */
+	struct io_thread *thread;      /* the request's io thread */
+	enum job_shape shape;	       /* response shape */
+	bool stream, include_usage;    /* what the client asked */
+	bool started;		       /* io side: the stream began */
+	json_t *messages;	       /* owned */
+	char model[128];	       /* requested model, or "" */
+	double temperature;	       /* < 0: not given */
+	int64_t max_tokens;	       /* <= 0: not given */
+	struct llm_config cfg;	       /* effective provider settings */
+	struct llm_result res;	       /* filled by the pool side */
+	pthread_mutex_t lock;	       /* guards the outbox fields below */
+	char *outbox;		       /* SSE frames ready for the client, not yet handed to the io thread */
+	size_t outbox_len, outbox_cap; /* bytes used and allocated */
+	bool finished;		       /* the provider call ended (res is final) */
+	bool post_pending;	       /* a hand-off to the io thread is queued: later frames ride on it */
+	bool answered;		       /* io side: the response is complete */
 };
 
 static struct pool *llm_pool;
@@ -54,6 +56,8 @@ static void job_unref(struct llm_job *job)
 		return;
 	json_decref(job->messages);
 	llm_result_free(&job->res);
+	pthread_mutex_destroy(&job->lock);
+	free(job->outbox);
 	free(job);
 }
 
@@ -103,28 +107,42 @@ static json_t *completion_json(struct llm_job *job)
 
 /* ---- io thread side --------------------------------------------------------------------------- */
 
+/* The io side: writes every frame gathered since the last hand-off as one chunk, and answers
+ * the request once the provider call has finished. Frames that arrive together (a provider that
+ * sends a burst) cost one cross-thread wake-up, not one each. */
 static void on_io_post(void *arg)
 {
-	struct job_post *post = arg;
-	struct llm_job *job = post->job;
-	if (atomic_load(&job->aborted))
+	struct llm_job *job = arg;
+	pthread_mutex_lock(&job->lock);
+	char *frames = job->outbox;
+	size_t nframes = job->outbox_len;
+	bool finished = job->finished;
+	job->outbox = NULL;
+	job->outbox_len = job->outbox_cap = 0;
+	job->post_pending = false;
+	pthread_mutex_unlock(&job->lock);
+	if (atomic_load(&job->aborted) || job->answered)
 		goto out;
 	struct http_req *req = job->req;
-	if (post->chunk) {
+	if (nframes) {
 		if (!job->started) {
 			job->started = true;
 			http_stream_begin(req, 200, "text/event-stream");
 		}
-		struct str frame[] = {STR_LIT("data: "), str_from(post->chunk), STR_LIT("\n\n")};
-		http_stream_writev(req, frame, 3);
-		goto out;
+		struct str all = {frames, nframes};
+		http_stream_writev(req, &all, 1);
 	}
+	if (!finished)
+		goto out;
 	/* finished: the request is answered below, so the io side's reference goes too */
+	job->answered = true;
 	req->on_abort = NULL;
 	job_unref(job);
 	if (job->started) {
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
-			char *err = json_dumps(error_object(job), JSON_COMPACT);
+			json_t *obj = error_object(job);
+			char *err = json_dumps(obj, JSON_COMPACT);
+			json_decref(obj);
 			struct str frame[] = {STR_LIT("data: "), str_from(err ? err : "{}"), STR_LIT("\n\n")};
 			http_stream_writev(req, frame, 3);
 			free(err);
@@ -143,30 +161,49 @@ static void on_io_post(void *arg)
 		http_respond_json(req, 200, completion_json(job));
 	}
 out:
-	free(post->chunk);
-	free(post);
+	free(frames);
 	job_unref(job);
 }
 
-static void post_to_io(struct llm_job *job, char *chunk)
+/* Hands the job to its io thread unless a hand-off is already queued (it will carry everything).
+ * Called with job->lock held; posts after unlocking. */
+static void hand_off(struct llm_job *job)
 {
-	struct job_post *post = malloc(sizeof(*post));
-	if (!post) {
-		free(chunk);
+	bool post = !job->post_pending;
+	job->post_pending = true;
+	pthread_mutex_unlock(&job->lock);
+	if (!post)
 		return;
-	}
-	*post = (struct job_post){job, chunk};
 	atomic_fetch_add(&job->refs, 1);
 	enum soma_err err;
-	while ((err = http_thread_post(job->thread, on_io_post, post)) == SOMA_ERR_LIMIT) {
+	while ((err = http_thread_post(job->thread, on_io_post, job)) == SOMA_ERR_LIMIT) {
 		struct timespec ts = {0, 1000000L};
 		nanosleep(&ts, NULL);
 	}
-	if (err != SOMA_OK) { /* the io thread stopped: the request was aborted with it */
-		free(chunk);
-		free(post);
+	if (err != SOMA_OK) /* the io thread stopped: the request was aborted with it */
 		job_unref(job);
+}
+
+/* Appends one SSE frame for the client (pool thread). */
+static void queue_frame(struct llm_job *job, const char *json, size_t len)
+{
+	pthread_mutex_lock(&job->lock);
+	size_t need = job->outbox_len + len + 8;
+	if (need > job->outbox_cap) {
+		size_t cap = need * 2;
+		char *grown = realloc(job->outbox, cap);
+		if (!grown) {
+			pthread_mutex_unlock(&job->lock);
+			return;
+		}
+		job->outbox = grown;
+		job->outbox_cap = cap;
 	}
+	memcpy(job->outbox + job->outbox_len, "data: ", 6);
+	memcpy(job->outbox + job->outbox_len + 6, json, len);
+	memcpy(job->outbox + job->outbox_len + 6 + len, "\n\n", 2);
+	job->outbox_len += len + 8;
+	hand_off(job); /* unlocks */
 }
 
 static void on_abort(struct http_req *req)
@@ -193,12 +230,7 @@ static bool relay_chunk(void *ctx, const char *json, size_t len)
 		if (usage_only)
 			return true;
 	}
-	char *copy = malloc(len + 1);
-	if (copy) {
-		memcpy(copy, json, len);
-		copy[len] = '\0';
-		post_to_io(job, copy);
-	}
+	queue_frame(job, json, len);
 	return true;
 }
 
@@ -219,7 +251,9 @@ static void run_job(void *arg)
 	llm_chat(&job->cfg, &r, &cb, &job->res);
 	if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(job->res.error), job->res.detail);
-	post_to_io(job, NULL);
+	pthread_mutex_lock(&job->lock);
+	job->finished = true;
+	hand_off(job); /* unlocks */
 	job_unref(job);
 }
 
@@ -272,6 +306,7 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 		return;
 	}
 	atomic_init(&job->refs, 2);
+	pthread_mutex_init(&job->lock, NULL);
 	job->req = req;
 	job->thread = req->thread;
 	job->shape = shape;
