@@ -7,7 +7,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/log.h"
 #include "gateway/gateway.h"
@@ -40,12 +39,7 @@ static void on_io_thread(void *arg)
 static void on_store_done(struct store_op *op)
 {
 	struct pending *p = op->arg;
-	/* the ring is large; should it be full, wait for the io thread to drain it */
-	enum soma_err err;
-	while ((err = http_thread_post(p->thread, on_io_thread, p)) == SOMA_ERR_LIMIT) {
-		struct timespec ts = {0, 1000000L}; /* the ring is large; if full, let the loop drain it */
-		nanosleep(&ts, NULL);
-	}
+	enum soma_err err = http_thread_post_wait(p->thread, on_io_thread, p);
 	if (err != SOMA_OK) { /* the io thread stopped: the request was aborted with it */
 		store_op_free(p->op);
 		free(p);

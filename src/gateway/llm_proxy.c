@@ -175,11 +175,7 @@ static void hand_off(struct llm_job *job)
 	if (!post)
 		return;
 	atomic_fetch_add(&job->refs, 1);
-	enum soma_err err;
-	while ((err = http_thread_post(job->thread, on_io_post, job)) == SOMA_ERR_LIMIT) {
-		struct timespec ts = {0, 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	enum soma_err err = http_thread_post_wait(job->thread, on_io_post, job);
 	if (err != SOMA_OK) /* the io thread stopped: the request was aborted with it */
 		job_unref(job);
 }

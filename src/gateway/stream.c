@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bus/bus.h"
 #include "core/config.h"
@@ -264,11 +263,7 @@ static void on_rows(void *arg)
 static void on_store_done(struct store_op *op)
 {
 	struct stream *s = op->arg;
-	enum soma_err err;
-	while ((err = http_thread_post(s->thread, on_rows, s)) == SOMA_ERR_LIMIT) {
-		struct timespec ts = {0, 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	enum soma_err err = http_thread_post_wait(s->thread, on_rows, s);
 	if (err != SOMA_OK) { /* the io thread stopped, aborting the stream with it */
 		s->op = NULL;
 		store_op_free(op);

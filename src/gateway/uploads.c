@@ -300,11 +300,7 @@ static void run_upload(void *arg)
 		u->result = json_incref(rows);
 	}
 	json_decref(rows);
-	enum soma_err err;
-	while ((err = http_thread_post(u->thread, on_io_done, u)) == SOMA_ERR_LIMIT) {
-		struct timespec ts = {0, 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	enum soma_err err = http_thread_post_wait(u->thread, on_io_done, u);
 	if (err != SOMA_OK) /* the io thread stopped: the request was aborted with it */
 		upload_unref(u);
 }

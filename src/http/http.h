@@ -247,5 +247,9 @@ struct event_base *http_thread_base(struct io_thread *thr);
  * the callback would have freed). */
 typedef void (*http_thread_fn)(void *arg);
 enum soma_err http_thread_post(struct io_thread *thr, http_thread_fn fn, void *arg) SOMA_MUST_CHECK;
+/* For store and pool threads handing a result back: like http_thread_post, but waits (1 ms at a
+ * time) while the queue is full. SOMA_ERR_UNAVAILABLE only once the thread has stopped; then
+ * fn will never run, and the caller frees what fn would have freed. */
+enum soma_err http_thread_post_wait(struct io_thread *thr, http_thread_fn fn, void *arg) SOMA_MUST_CHECK;
 
 #endif

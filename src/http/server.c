@@ -100,6 +100,16 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 		it.fn(it.arg);
 }
 
+enum soma_err http_thread_post_wait(struct io_thread *thr, http_thread_fn fn, void *arg)
+{
+	enum soma_err err;
+	while ((err = http_thread_post(thr, fn, arg)) == SOMA_ERR_LIMIT) {
+		struct timespec ts = {0, 1000000L}; /* the ring is large: let the io thread drain it */
+		nanosleep(&ts, NULL);
+	}
+	return err;
+}
+
 struct event_base *http_thread_base(struct io_thread *thr)
 {
 	return thr->base;
