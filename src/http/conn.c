@@ -263,7 +263,10 @@ static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 		fail(c, 400, "bad_request", why);
 		return false;
 	}
-	const struct http_route *rt = http_pipeline_peek_route(c->thr->srv->pipeline, &c->req);
+	/* only a request with a body needs its route now (for its body limit and spooling); the
+	 * others are routed once, by the pipeline */
+	const struct http_route *rt =
+		c->req.content_length > 0 ? http_pipeline_peek_route(c->thr->srv->pipeline, &c->req) : NULL;
 	size_t file_max = rt ? http_route_file_body(rt) : 0;
 	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
 		fail(c, 413, "body_too_large",
