@@ -414,8 +414,16 @@ static void series_free(struct metric_series *s, size_t nlabels)
 	free(s);
 }
 
+static _Atomic unsigned generation;
+
+unsigned metrics_generation(void)
+{
+	return atomic_load_explicit(&generation, memory_order_relaxed);
+}
+
 void metrics_reset(void)
 {
+	atomic_fetch_add(&generation, 1);
 	pthread_mutex_lock(&registry_lock);
 	for (size_t i = 0; i < nfamilies; i++) {
 		struct metric_family *f = families[i];

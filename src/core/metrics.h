@@ -53,6 +53,8 @@ void metrics_buf_printf(struct metrics_buf *out, const char *fmt, ...) __attribu
 
 /* Renders the whole registry; *out is malloc'd and owned by the caller. */
 enum soma_err metrics_render(char **out, size_t *len) SOMA_MUST_CHECK;
+/* Changes on every metrics_reset(): callers that cache series pointers check it. */
+unsigned metrics_generation(void);
 /* Drops every family and collector (tests only; no other thread may be using metrics). */
 void metrics_reset(void);
 

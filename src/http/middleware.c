@@ -8,6 +8,7 @@
  * paths, so a scan of random URLs cannot explode the series count.
  */
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,35 @@ void http_access_log_enable(bool on)
 	access_log_enabled = on;
 }
 
+/* The series of one (route, method, status), cached per io thread so that the request path takes
+ * no lock once a combination has been seen. route and method are stable pointers (a route's
+ * pattern, a method label literal); the metrics generation invalidates the cache on reset. */
+struct series_pair {
+	const char *route, *method;	/* key (pointer identity) */
+	int status;			/* key */
+	unsigned gen;			/* metrics generation the pointers belong to */
+	struct metric_series *count;	/* soma_http_requests_total */
+	struct metric_series *duration; /* soma_http_request_duration_seconds */
+};
+
+#define SERIES_CACHE 64
+
+static __thread struct series_pair series_cache[SERIES_CACHE];
+
+static struct series_pair *series_for(const char *route, const char *method, int status, const char *status_text)
+{
+	size_t slot =
+		(((uintptr_t)route >> 4) ^ ((uintptr_t)method >> 3) ^ (uintptr_t)status * 2654435761u) % SERIES_CACHE;
+	struct series_pair *sp = &series_cache[slot];
+	unsigned gen = metrics_generation();
+	if (sp->route == route && sp->method == method && sp->status == status && sp->gen == gen && sp->count)
+		return sp;
+	const char *cv[] = {route, method, status_text}, *dv[] = {route, method};
+	*sp = (struct series_pair){
+		route, method, status, gen, metric_series(requests_total, cv), metric_series(request_duration, dv)};
+	return sp;
+}
+
 /* A bounded label set: the standard methods, else "other" (a garbage method is not a label). */
 static const char *method_label(struct str m)
 {
@@ -217,10 +247,9 @@ void http_pipeline_complete(struct http_req *req)
 	snprintf(status, sizeof(status), "%d", req->status);
 	const char *route = req->route ? http_route_pattern(req->route) : "unmatched";
 	if (requests_total) {
-		const char *cv[] = {route, method, status};
-		metric_add(metric_series(requests_total, cv), 1);
-		const char *dv[] = {route, method};
-		metric_observe(metric_series(request_duration, dv), secs);
+		struct series_pair *sp = series_for(route, method, req->status, status);
+		metric_add(sp->count, 1);
+		metric_observe(sp->duration, secs);
 	}
 	if (!access_log_enabled || !log_enabled(LOG_INFO))
 		return;
