@@ -9,11 +9,6 @@
 #include "core/clock.h"
 #include "store/store_int.h"
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-}
-
 static char *rfc3339_dup(int64_t ms)
 {
 	char buf[CLOCK_RFC3339_LEN + 1];

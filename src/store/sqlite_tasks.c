@@ -11,11 +11,6 @@
 #include "core/clock.h"
 #include "store/store_int.h"
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-}
-
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task)
 {
 	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "

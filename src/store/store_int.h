@@ -57,6 +57,12 @@ struct store {
 	bool ckpt_stop;					/* the thread should exit */
 };
 
+/* Binds a borrowed string that outlives the statement's step (every caller's strings do). */
+static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
 /* Opens a connection to path with WAL, synchronous=FULL, foreign keys, busy timeout. */
 enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags) SOMA_MUST_CHECK;
 void dbconn_close(struct dbconn *c);
