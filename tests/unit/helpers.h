@@ -12,6 +12,8 @@
 #include <criterion/criterion.h>
 #include <event2/buffer.h>
 #include <ftw.h>
+#include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,23 @@
 #include <unistd.h>
 
 /* Writes text to a new temporary file; its path goes into path[cap]. The caller unlinks it. */
+/* First column of the first row of sql (one text parameter) run read-only on the database in
+ * data_dir, as an integer; -1 when there is no row. */
+static inline int64_t db_query_int(const char *data_dir, const char *sql, const char *arg)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", data_dir);
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+	sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
+	int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return v;
+}
+
 static inline void tmpfile_write(const char *text, char *path, size_t cap)
 {
 	cr_assert(cap > 32);

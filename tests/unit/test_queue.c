@@ -56,17 +56,7 @@ TestSuite(queue, .init = setup, .fini = teardown, .timeout = 60);
 /* First column of the first row of sql (one text parameter) as an integer; -1 when no row. */
 static int64_t sql_int(const char *sql, const char *arg)
 {
-	char path[128];
-	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
-	sqlite3 *db;
-	sqlite3_stmt *s;
-	cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-	sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
-	int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-	sqlite3_finalize(s);
-	sqlite3_close(db);
-	return v;
+	return db_query_int(dir, sql, arg);
 }
 
 /* 1 when the result row of task id meets cond (SQL over its columns), 0 when not, -1 without row. */
