@@ -28,6 +28,7 @@ struct pool {
 static void *pool_main(void *arg)
 {
 	struct pool *p = arg;
+	pthread_setname_np(pthread_self(), "soma-pool");
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		p->idle++;

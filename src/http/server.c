@@ -206,6 +206,7 @@ enum soma_err http_server_new(const struct http_server_opts *opts, struct http_p
 static void *thread_main(void *arg)
 {
 	struct io_thread *thr = arg;
+	pthread_setname_np(pthread_self(), "soma-io");
 	event_base_dispatch(thr->base);
 	return NULL;
 }

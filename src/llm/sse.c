@@ -10,8 +10,11 @@ enum soma_err sse_parser_init(struct sse_parser *p, size_t max)
 {
 	memset(p, 0, sizeof(*p));
 	p->max = max;
-	p->line = malloc(max + 1);
-	p->data = malloc(max + 1);
+	/* start small and grow: a bound of 1 MiB allocated up front per call would come from mmap
+	 * and cost a TLB shootdown across cores when freed */
+	p->line_cap = p->data_cap = max < SSE_INITIAL_CAP ? max + 1 : SSE_INITIAL_CAP;
+	p->line = malloc(p->line_cap);
+	p->data = malloc(p->data_cap);
 	if (!p->line || !p->data) {
 		sse_parser_deinit(p);
 		return SOMA_ERR_NOMEM;
@@ -24,6 +27,24 @@ void sse_parser_deinit(struct sse_parser *p)
 	free(p->line);
 	free(p->data);
 	p->line = p->data = NULL;
+}
+
+/* Makes room for need bytes in *buf (need <= max + 1); false when out of memory. */
+static bool grow(char **buf, size_t *cap, size_t need, size_t max)
+{
+	if (need <= *cap)
+		return true;
+	size_t n = *cap;
+	while (n < need)
+		n *= 2;
+	if (n > max + 1)
+		n = max + 1;
+	char *bigger = realloc(*buf, n);
+	if (!bigger)
+		return false;
+	*buf = bigger;
+	*cap = n;
+	return true;
 }
 
 /* Interprets one complete line; returns SOMA_ERR_CONFLICT when the callback stops. */
@@ -57,6 +78,8 @@ static enum soma_err line_done(struct sse_parser *p, sse_event_fn fn, void *ctx)
 	}
 	if (p->data_len + vlen + 1 > p->max)
 		return SOMA_ERR_LIMIT;
+	if (!grow(&p->data, &p->data_cap, p->data_len + vlen + 2, p->max))
+		return SOMA_ERR_NOMEM;
 	memcpy(p->data + p->data_len, v, vlen);
 	p->data_len += vlen;
 	p->data[p->data_len++] = '\n';
@@ -93,6 +116,8 @@ enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n,
 		}
 		if (p->line_len >= p->max)
 			return SOMA_ERR_LIMIT;
+		if (p->line_len == p->line_cap && !grow(&p->line, &p->line_cap, p->line_len + 1, p->max))
+			return SOMA_ERR_NOMEM;
 		p->line[p->line_len++] = c;
 	}
 	return SOMA_OK;

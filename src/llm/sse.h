@@ -16,11 +16,15 @@
 
 #include "core/err.h"
 
+#define SSE_INITIAL_CAP 4096 /* first allocation of line and data; they grow up to max */
+
 struct sse_parser {
 	char *line;	 /* partial line; owned */
 	size_t line_len; /* bytes in line */
 	char *data;	 /* data of the event being read; owned */
 	size_t data_len; /* bytes in data */
+	size_t line_cap; /* allocated bytes of line */
+	size_t data_cap; /* allocated bytes of data */
 	size_t max;	 /* bound for line and data */
 	bool last_cr;	 /* previous byte was CR (so a following LF is not a second line end) */
 	bool has_data;	 /* a data field was seen in this event */
@@ -32,7 +36,7 @@ typedef bool (*sse_event_fn)(void *ctx, const char *data, size_t len);
 
 enum soma_err sse_parser_init(struct sse_parser *p, size_t max) SOMA_MUST_CHECK;
 void sse_parser_deinit(struct sse_parser *p);
-/* Feeds bytes. SOMA_ERR_LIMIT when a line or event exceeds max; SOMA_ERR_INTERNAL... never;
+/* Feeds bytes. SOMA_ERR_LIMIT when a line or event exceeds max, SOMA_ERR_NOMEM when growing fails;
  * returns SOMA_OK, or SOMA_ERR_CONFLICT when fn asked to stop. */
 enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n, sse_event_fn fn, void *ctx);
 

@@ -228,6 +228,9 @@ static json_t *reserve(struct worker *w)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
+	char thread_name[16];
+	snprintf(thread_name, sizeof(thread_name), "soma-w-%.8s", w->queue);
+	pthread_setname_np(pthread_self(), thread_name);
 	for (;;) {
 		pthread_mutex_lock(&lock);
 		bool stop = stopping;

@@ -45,8 +45,8 @@ void store_op_free(struct store_op *op)
 
 static bool is_write(enum store_op_kind k)
 {
-	return k != STORE_OP_EVENTS_AFTER && k != STORE_OP_SESSION_GET && k != STORE_OP_SESSIONS_LIST &&
-	       k != STORE_OP_ATTACHMENT_GET;
+	return k != STORE_OP_EVENTS_AFTER && k != STORE_OP_CONTEXT && k != STORE_OP_SESSION_GET &&
+	       k != STORE_OP_SESSIONS_LIST && k != STORE_OP_ATTACHMENT_GET;
 }
 
 static void queue_init(struct op_queue *q)
@@ -126,6 +126,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
 static void *checkpoint_main(void *arg)
 {
 	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "soma-checkpoint");
 	pthread_mutex_lock(&st->ckpt_lock);
 	for (;;) {
 		while (!st->ckpt_wanted && !st->ckpt_stop)
@@ -206,6 +207,7 @@ static void *writer_main(void *arg)
 {
 	struct store *st = arg;
 	struct store_op *batch;
+	pthread_setname_np(pthread_self(), "soma-writer");
 	while ((batch = queue_take(&st->wq, BATCH_MAX)))
 		run_batch(st, batch);
 	return NULL;
@@ -221,6 +223,7 @@ static void *reader_main(void *arg)
 	struct store *st = ((struct reader_arg *)arg)->st;
 	struct dbconn *c = &st->readers[((struct reader_arg *)arg)->index];
 	free(arg);
+	pthread_setname_np(pthread_self(), "soma-reader");
 	struct store_op *op;
 	while ((op = queue_take(&st->rq, 1))) {
 		op->err = store_sql_read(c, op);

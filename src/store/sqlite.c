@@ -39,10 +39,11 @@ static enum soma_err mkdir_p(const char *dir)
 enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags)
 {
 	memset(c, 0, sizeof(*c));
-	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | flags, NULL);
+	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | flags, store_vfs());
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(c->db,
 				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA "
+				  "temp_store=MEMORY; PRAGMA "
 				  "wal_autocheckpoint=10000;",
 				  NULL, NULL, NULL);
 	if (rc != SQLITE_OK)

@@ -317,6 +317,37 @@ static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+/* The conversation an LLM call needs, without parsing stored events in C: the message text
+ * comes out of the stored JSON with SQLite's json_extract. op->seq = the session's last seq. */
+static enum soma_err op_context(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq FROM sessions WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	bind_text(s, 2, op->tenant);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		return SOMA_ERR_NOT_FOUND;
+	op->seq = sqlite3_column_int64(s, 0);
+	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message') FROM events WHERE session_id = ?1 AND "
+			   "tenant = ?3 AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT ?2");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->session_id);
+	sqlite3_bind_int64(s, 2, op->limit);
+	bind_text(s, 3, op->tenant);
+	op->rows = json_array();
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *type = (const char *)sqlite3_column_text(s, 0);
+		const char *text = (const char *)sqlite3_column_text(s, 1);
+		json_array_append_new(op->rows,
+				      json_pack("{s:s, s:s}", "role", strcmp(type, "user") == 0 ? "user" : "assistant",
+						"content", text ? text : ""));
+	}
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
 enum soma_err store_sql_read(struct dbconn *c, struct store_op *op)
 {
 	switch (op->kind) {
@@ -326,6 +357,8 @@ enum soma_err store_sql_read(struct dbconn *c, struct store_op *op)
 		return op_sessions_list(c, op);
 	case STORE_OP_EVENTS_AFTER:
 		return op_events_after(c, op);
+	case STORE_OP_CONTEXT:
+		return op_context(c, op);
 	case STORE_OP_ATTACHMENT_GET:
 		return store_sql_attachment_get(c, op);
 	default:

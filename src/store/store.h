@@ -72,6 +72,7 @@ enum store_op_kind {
 	STORE_OP_EVENT_APPEND,	 /* w: append event; with task_id, finish it in the same commit, and with queue
 				  * and worker also reserve that worker's next task (into session) */
 	STORE_OP_EVENTS_AFTER,	 /* r: events with seq > after_seq (< 0: the last `limit`), oldest first */
+	STORE_OP_CONTEXT,	 /* r: the last `limit` turns (user, assistant.final) as rows */
 	STORE_OP_SESSION_GET,	 /* r: one session */
 	STORE_OP_SESSIONS_LIST,	 /* r: sessions newest first, cursor-paginated */
 	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
@@ -109,7 +110,8 @@ struct store_op {
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
 	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
 	char *event_text;      /* appended event as stored (JSON); owned */
-	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session]; owned */
+	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
+				* CONTEXT: [{role, content}] newest first; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */

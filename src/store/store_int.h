@@ -64,6 +64,11 @@ static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
 }
 
 /* Opens a connection to path with WAL, synchronous=FULL, foreign keys, busy timeout. */
+/* The VFS every connection opens with: the default one, writing each WAL commit with one
+ * system call (wal_vfs.c). NULL (SQLite's default VFS) if it could not be registered. */
+#define STORE_VFS_NAME "soma-wal"
+const char *store_vfs(void);
+
 enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags) SOMA_MUST_CHECK;
 void dbconn_close(struct dbconn *c);
 /* The cached statement for sql (a string literal), reset and unbound; NULL on error. */

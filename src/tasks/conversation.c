@@ -64,9 +64,10 @@ static size_t utf8_prefix(const char *s, size_t len, size_t max)
 	return max;
 }
 
-/* OpenAI messages from the stored events: the system prompt, then the most recent user and
- * assistant turns that fit the budget (estimated at 4 characters a token), as one contiguous
- * window. The newest turn is always sent, cut to the budget if it alone is larger. */
+/* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
+ * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
+ * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
+ * larger. */
 static json_t *build_messages(json_t *rows)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
@@ -74,27 +75,19 @@ static json_t *build_messages(json_t *rows)
 	json_t *turns = json_array();
 	budget -= (int64_t)strlen(system);
 	bool newest = true;
-	for (size_t i = json_array_size(rows); i-- > 0;) {
-		json_t *ev = json_loads(json_string_value(json_object_get(json_array_get(rows, i), "body")), 0, NULL);
-		const char *type = json_string_value(json_object_get(ev, "type"));
-		const char *msg = json_string_value(json_object_get(ev, "message"));
-		const char *role = type && strcmp(type, "user") == 0		  ? "user"
-				   : type && strcmp(type, "assistant.final") == 0 ? "assistant"
-										  : NULL;
-		size_t len = msg ? strlen(msg) : 0;
+	for (size_t i = 0; i < json_array_size(rows); i++) {
+		json_t *row = json_array_get(rows, i);
+		const char *role = json_string_value(json_object_get(row, "role"));
+		const char *msg = json_string_value(json_object_get(row, "content"));
+		size_t len = json_string_length(json_object_get(row, "content"));
 		bool fits = (int64_t)len <= budget;
-		if (role && msg && !fits && !newest) {
-			json_decref(ev);
+		if (!fits && !newest)
 			break; /* older turns would leave a gap: the window ends here */
-		}
-		if (role && msg) {
-			if (!fits) /* the newest turn alone is over the budget: keep its beginning */
-				len = utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
-			budget -= (int64_t)len;
-			newest = false;
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
-		}
-		json_decref(ev);
+		if (!fits)     /* the newest turn alone is over the budget: keep its beginning */
+			len = utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+		budget -= (int64_t)len;
+		newest = false;
+		json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
 	}
 	if (system[0])
 		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
@@ -162,11 +155,10 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 {
 	if (!t->session_id)
 		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;
-	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, t->tenant);
+	struct store_op *op = store_op_new(STORE_OP_CONTEXT, t->tenant);
 	if (!op)
 		return TASK_RETRY;
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
-	op->after_seq = -1;
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	enum soma_err err = store_op_wait(t->store, op);
 	if (err != SOMA_OK) {

@@ -320,3 +320,48 @@ Test(sse, leading_bom_is_stripped)
 	cr_assert_eq(ev.n, 1, "an event after a leading UTF-8 BOM was dropped");
 	cr_assert_str_eq(ev.data[0], "after bom");
 }
+
+/* Records the length of each event and checks its bytes: `lines` data lines of 'x' joined by
+ * newlines. */
+struct big_event {
+	size_t len; /* length of the last event */
+	int n;	    /* events seen */
+	bool ok;    /* every byte was as expected */
+};
+
+static bool on_big_event(void *ctx, const char *data, size_t len)
+{
+	struct big_event *b = ctx;
+	b->n++;
+	b->len = len;
+	b->ok = data[len] == '\0';
+	for (size_t i = 0; i < len && b->ok; i++)
+		b->ok = data[i] == 'x' || data[i] == '\n';
+	return true;
+}
+
+Test(sse, lines_and_events_grow_past_the_first_allocation)
+{
+	/* the buffers start at SSE_INITIAL_CAP and grow on demand up to max */
+	size_t line = 3 * SSE_INITIAL_CAP / 2, max = 8 * SSE_INITIAL_CAP;
+	char *text = malloc(3 * (line + 8) + 2);
+	size_t at = 0;
+	for (int l = 0; l < 3; l++) {
+		at += (size_t)sprintf(text + at, "data: ");
+		memset(text + at, 'x', line);
+		at += line;
+		text[at++] = '\n';
+	}
+	text[at++] = '\n';
+	struct sse_parser p;
+	struct big_event b = {0};
+	cr_assert_eq(sse_parser_init(&p, max), SOMA_OK);
+	/* fed in small pieces, so each buffer grows several times */
+	for (size_t i = 0; i < at; i += 1000)
+		cr_assert_eq(sse_parser_feed(&p, text + i, at - i < 1000 ? at - i : 1000, on_big_event, &b), SOMA_OK);
+	sse_parser_deinit(&p);
+	free(text);
+	cr_assert_eq(b.n, 1);
+	cr_assert_eq(b.len, 3 * line + 2, "event of %zu bytes instead of %zu", b.len, 3 * line + 2);
+	cr_assert(b.ok, "the event's bytes were damaged while the buffers grew");
+}
