@@ -45,6 +45,8 @@ enum soma_err gateway_llm_routes(struct http_router *r) SOMA_MUST_CHECK;
 enum soma_err gateway_upload_start(int threads) SOMA_MUST_CHECK;
 void gateway_upload_stop(void);
 enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
+/* The web UI (web.c): /, /ops and /assets/{name}, public, from files embedded at build time. */
+enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;
 
 /* The store of the running process (set by the orchestrator). */
 struct store *gateway_store(void);

@@ -1,0 +1,144 @@
+// markdown.js - a small markdown renderer that is safe by construction.
+//
+// Design: every character of the source is HTML-escaped first (code spans and fenced blocks are
+// escaped on their own, before anything else touches them); only then is a limited subset
+// turned into tags this file writes itself: paragraphs, line breaks, headings, bold, italic,
+// strikethrough, inline code, fenced code blocks, lists, block quotes, rules, and links whose
+// target is http(s) (rel="noopener noreferrer", new tab). No attribute ever holds unescaped
+// text, so `<script>` or `<img onerror=...>` in a message renders as the text it is.
+// The only way the UI writes HTML is setMarkdown(), through the Trusted Types policy
+// "soma-markdown" whose createHTML *is* this renderer (the page's CSP allows no other policy),
+// so even a bug elsewhere cannot hand raw server text to innerHTML.
+
+const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+export function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ESC[c]);
+}
+
+// Placeholders for finished HTML (code spans, links) inside a line being formatted: NUL never
+// survives into the text (it is stripped from the source), so they cannot be forged.
+const SLOT = /\u0000(\d+)\u0000/g;
+
+function emphasis(s) {
+  return s
+    .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, '<strong>$1</strong>')
+    .replace(/(^|[^\w])__(?=\S)([\s\S]*?\S)__(?!\w)/g, '$1<strong>$2</strong>')
+    .replace(/(^|[^*\w])\*(?=[^\s*])([^*]*?[^\s*])\*(?!\*)/g, '$1<em>$2</em>')
+    .replace(/(^|[^\w])_(?=[^\s_])([^_]*?[^\s_])_(?!\w)/g, '$1<em>$2</em>')
+    .replace(/~~(?=\S)([\s\S]*?\S)~~/g, '<del>$1</del>');
+}
+
+// A URL in already-escaped text ends before whitespace or an escaped <, >, " or '.
+const URL_BODY = '(?:(?!&(?:lt|gt|quot|#39);)[^\\s])+';
+const LINK = new RegExp(`\\[([^\\]\\n]+)\\]\\((https?:\\/\\/${URL_BODY}?)\\)`, 'gi');
+const BARE_URL = new RegExp(`(^|[\\s(])(https?:\\/\\/${URL_BODY})`, 'gi');
+
+function anchor(href, label) {
+  return `<a href="${href}" rel="noopener noreferrer" target="_blank">${label}</a>`;
+}
+
+/** One line (or paragraph) of inline markdown to HTML. */
+export function inline(text) {
+  const slots = [];
+  const hold = (html) => `\u0000${slots.push(html) - 1}\u0000`;
+  // 1. code spans, from the raw text: their content is escaped and never formatted
+  let s = String(text).replace(/\u0000/g, '').replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g,
+    (_, ticks, code) => hold(`<code>${escapeHtml(code)}</code>`));
+  // 2. everything else is escaped; from here on s has no raw <, >, ", ' or unescaped &
+  s = escapeHtml(s);
+  // 3. links: [label](http...) and bare http(s) URLs
+  s = s.replace(LINK, (_, label, href) => hold(anchor(href, emphasis(label))));
+  s = s.replace(BARE_URL, (_, lead, url) => {
+    const trail = /[.,;:!?)\]]+$/.exec(url);
+    const href = trail ? url.slice(0, -trail[0].length) : url;
+    return lead + hold(anchor(href, href)) + (trail ? trail[0] : '');
+  });
+  // 4. emphasis, then the held pieces back in
+  s = emphasis(s);
+  // a link's label may hold a code span: resolve nested slots (each only refers to earlier ones)
+  for (let depth = 0; depth < 4 && s.includes('\u0000'); depth++) s = s.replace(SLOT, (_, i) => slots[Number(i)]);
+  return s;
+}
+
+const FENCE = /^\s{0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/;
+const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
+const RULE = /^\s{0,3}([-*_])(?:\s*\1){2,}\s*$/;
+const ITEM = /^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(.*)$/;
+const QUOTE = /^\s{0,3}>\s?(.*)$/;
+
+/** Markdown source to an HTML string (every piece of source text escaped). */
+export function markdownToHtml(source) {
+  const lines = String(source ?? '').replace(/\u0000/g, '').replace(/\r\n?/g, '\n').split('\n');
+  const out = [];
+  let para = [];
+  let list = null;   // {ordered, start, items: [text]}
+  let quote = [];
+  const flushPara = () => {
+    if (para.length) out.push(`<p>${para.map(inline).join('<br>')}</p>`);
+    para = [];
+  };
+  const flushList = () => {
+    if (!list) return;
+    const tag = list.ordered ? 'ol' : 'ul';
+    const start = list.ordered && list.start !== 1 ? ` start="${list.start}"` : '';
+    out.push(`<${tag}${start}>${list.items.map((i) => `<li>${inline(i)}</li>`).join('')}</${tag}>`);
+    list = null;
+  };
+  const flushQuote = () => {
+    if (quote.length) out.push(`<blockquote>${markdownToHtml(quote.join('\n'))}</blockquote>`);
+    quote = [];
+  };
+  const flushAll = () => { flushPara(); flushList(); flushQuote(); };
+
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const fence = FENCE.exec(line);
+    if (fence) {
+      flushAll();
+      const code = [];
+      for (i++; i < lines.length && !lines[i].trimStart().startsWith(fence[1]); i++) code.push(lines[i]);
+      const lang = fence[2] ? ` data-lang="${escapeHtml(fence[2])}"` : '';
+      out.push(`<pre${lang}><code>${escapeHtml(code.join('\n'))}</code></pre>`);
+      continue;
+    }
+    const q = QUOTE.exec(line);
+    if (q) { flushPara(); flushList(); quote.push(q[1]); continue; }
+    flushQuote();
+    if (!line.trim()) { flushPara(); flushList(); continue; }
+    const h = HEADING.exec(line);
+    if (h) {
+      flushAll();
+      out.push(`<h${h[1].length}>${inline(h[2])}</h${h[1].length}>`);
+      continue;
+    }
+    if (RULE.test(line)) { flushAll(); out.push('<hr>'); continue; }
+    const item = ITEM.exec(line);
+    if (item) {
+      flushPara();
+      const ordered = !item[1];
+      if (list && list.ordered !== ordered) flushList();
+      if (!list) list = { ordered, start: ordered ? Number(item[2]) : 1, items: [] };
+      list.items.push(item[3]);
+      continue;
+    }
+    if (list && /^\s+\S/.test(line)) { // an indented line continues the last item
+      list.items[list.items.length - 1] += ` ${line.trim()}`;
+      continue;
+    }
+    flushList();
+    para.push(line.trim());
+  }
+  flushAll();
+  return out.join('');
+}
+
+// The policy's createHTML is the renderer itself: TrustedHTML can only come from escaped markdown.
+const policy = globalThis.trustedTypes && globalThis.trustedTypes.createPolicy
+  ? globalThis.trustedTypes.createPolicy('soma-markdown', { createHTML: (src) => markdownToHtml(src) })
+  : { createHTML: (src) => markdownToHtml(src) };
+
+/** Replaces node's content with source rendered as markdown. */
+export function setMarkdown(node, source) {
+  node.innerHTML = policy.createHTML(source);
+}
