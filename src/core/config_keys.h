@@ -82,6 +82,8 @@ X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, 
   "Provider calls in flight at once for /v1/chat/completions and /v1/llm/invoke.") \
 X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "32", 1, 256, NULL, NULL, false, \
   NULL, "Worker threads of the conversation queue.") \
+X(QUEUE_CELERY_CONCURRENCY, "queue.celery.concurrency", CFG_INT, "4", 1, 256, NULL, NULL, false, NULL, \
+  "Worker threads of the celery queue (tasks sent with POST /v1/tasks, Celery's default queue).") \
 X(QUEUE_VISIBILITY_TIMEOUT_S, "queue.visibility_timeout_s", CFG_INT, "300", 5, 86400, NULL, NULL, false, NULL, \
   "Seconds a reserved task stays invisible; a task whose worker died runs again after it.") \
 X(QUEUE_MAX_RETRIES, "queue.max_retries", CFG_INT, "3", 0, 100, NULL, NULL, false, NULL, \

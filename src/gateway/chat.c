@@ -33,9 +33,10 @@ static void on_message_stored(struct http_req *req, struct store_op *op)
 		return;
 	}
 	http_respond_json(req, 200,
-			  json_pack("{s:s, s:s, s:I}", "session_id", op->session_id, "event_id",
+			  json_pack("{s:s, s:s, s:I, s:s}", "session_id", op->session_id, "event_id",
 				    json_string_value(json_object_get(op->event, "event_id")), "seq",
-				    (json_int_t)op->seq));
+				    (json_int_t)op->seq, "task_id",
+				    json_string_value(json_object_get(op->task, "id"))));
 }
 
 /* Validates the fields both endpoints share; answers 400 and returns false on a problem. */

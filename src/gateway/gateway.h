@@ -48,6 +48,9 @@ enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The web UI (web.c): /, /ops and /assets/{name}, public, from files embedded at build time. */
 enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;
 
+/* The task API: tasks, queues, workers, dead letters (tasks_api.c). */
+enum soma_err gateway_task_routes(struct http_router *r) SOMA_MUST_CHECK;
+
 /* The store of the running process (set by the orchestrator). */
 struct store *gateway_store(void);
 

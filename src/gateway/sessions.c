@@ -1,6 +1,7 @@
 /*
  * sessions.c - session reads and control: list, get, history, events (JSON pages; the
- * ?stream=true form is in stream.c), delete, reset, pause. Every op is scoped to the caller's
+ * ?stream=true form is in stream.c), delete, reset, pause, and cancel (stop the reply being
+ * generated, keeping what was produced so far as its final answer). Every op is scoped to the caller's
  * tenant in the store: another tenant's session is simply not found (404).
  */
 #include <stdio.h>
@@ -190,7 +191,7 @@ static void on_control(struct http_req *req, struct store_op *op)
 	}
 	if (op->kind != STORE_OP_SESSION_PAUSE) {
 		char key[BUS_KEY_MAX];
-		queue_cancel_session(op->tenant, op->session_id); /* stop a reply being generated */
+		(void)queue_cancel_session(op->tenant, op->session_id, false); /* stop a reply being generated */
 		bus_key(key, op->tenant, op->session_id);
 		bus_forget(key); /* its deltas must not replay into whatever comes next */
 	}
@@ -235,6 +236,27 @@ static void pause_session(struct http_req *req, void *arg)
 	json_decref(body);
 }
 
+static void on_cancel(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK) {
+		gw_store_error(req, op, "session");
+		return;
+	}
+	/* the session is the caller's: stop its running reply (on this node's workers) */
+	int n = queue_cancel_session(op->tenant, op->session_id, true);
+	http_respond_json(req, 200,
+			  json_pack("{s:s, s:s}", "session_id", op->session_id, "status", n ? "cancelled" : "idle"));
+}
+
+static void cancel_generation(struct http_req *req, void *arg)
+{
+	(void)arg;
+	const char *id = session_param(req);
+	struct store_op *op = id ? session_op(req, STORE_OP_SESSION_GET, id) : NULL;
+	if (op)
+		gw_store(req, op, on_cancel);
+}
+
 enum soma_err gateway_session_routes(struct http_router *r)
 {
 	static const struct {
@@ -248,6 +270,7 @@ enum soma_err gateway_session_routes(struct http_router *r)
 		{"GET", "/v1/sessions/{id}/events", get_events},
 		{"POST", "/v1/sessions/{id}/reset", reset_session},
 		{"POST", "/v1/sessions/{id}/pause", pause_session},
+		{"POST", "/v1/sessions/{id}/cancel", cancel_generation},
 	};
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		enum soma_err err = http_route_add(r, routes[i].method, routes[i].pattern, routes[i].fn, NULL, 0);

@@ -130,10 +130,11 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 static enum soma_err workers_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
-	struct queue_def queues[] = {{"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)}};
+	struct queue_def queues[] = {{"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)},
+				     {"celery", (int)cfg_int(CFG_QUEUE_CELERY_CONCURRENCY)}};
 	enum soma_err err = tasks_register_all();
 	if (err == SOMA_OK)
-		err = queue_start(app.store, queues, 1, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
+		err = queue_start(app.store, queues, 2, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
 				  (int)cfg_int(CFG_QUEUE_RETRY_BACKOFF_MS));
 	if (err != SOMA_OK)
 		snprintf(why, cap, "cannot start the worker threads");
@@ -232,7 +233,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	if ((app.role & ROLE_GATEWAY) &&
 	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
-	     (err = gateway_llm_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_task_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
 	     (err = gateway_upload_routes(app.router)) != SOMA_OK || (err = gateway_upload_start(2)) != SOMA_OK ||
 	     (err = gateway_web_routes(app.router)) != SOMA_OK))

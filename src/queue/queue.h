@@ -28,22 +28,23 @@ enum task_outcome {
 };
 
 struct task_ctx {
-	json_t *task;		  /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
-	const char *id;		  /* task id (in task) */
-	const char *tenant;	  /* task tenant (in task) */
-	const char *session_id;	  /* session, or NULL */
-	json_t *payload;	  /* borrowed */
-	struct store *store;	  /* for the handler's own ops */
-	char error[512];	  /* failure text for RETRY / FAIL */
-	json_t *result;		  /* owned by the worker once set: SUCCESS result */
-	volatile bool cancel;	  /* stop: the session was deleted, or the process is stopping */
-	volatile bool shutdown;	  /* the stop is a shutdown: requeue rather than finish */
-	const char *worker;	  /* id of the worker running it (its reservation) */
-	int64_t lease_renewed_ms; /* when the reservation was last extended */
-	const char *queue;	  /* the queue it came from */
-	int64_t visibility_ms;	  /* the queue's reservation time */
-	json_t *next_task;	  /* set by a handler that reserved the worker's next task with its ack;
-				   * owned by the worker once set */
+	json_t *task;		    /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
+	const char *id;		    /* task id (in task) */
+	const char *tenant;	    /* task tenant (in task) */
+	const char *session_id;	    /* session, or NULL */
+	json_t *payload;	    /* borrowed */
+	struct store *store;	    /* for the handler's own ops */
+	char error[512];	    /* failure text for RETRY / FAIL */
+	json_t *result;		    /* owned by the worker once set: SUCCESS result */
+	volatile bool cancel;	    /* stop: the session was deleted, or the process is stopping */
+	volatile bool shutdown;	    /* the stop is a shutdown: requeue rather than finish */
+	volatile bool keep_partial; /* the stop is the user's: keep what was produced so far */
+	const char *worker;	    /* id of the worker running it (its reservation) */
+	int64_t lease_renewed_ms;   /* when the reservation was last extended */
+	const char *queue;	    /* the queue it came from */
+	int64_t visibility_ms;	    /* the queue's reservation time */
+	json_t *next_task;	    /* set by a handler that reserved the worker's next task with its ack;
+				     * owned by the worker once set */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);
@@ -67,8 +68,14 @@ void queue_notify(void *arg);
  * passed since the last extension (asynchronous, cheap to call often). Without it a task that
  * runs longer than the timeout would be reserved, and run, a second time. Task thread only. */
 void queue_task_heartbeat(struct task_ctx *ctx);
-/* Asks the running tasks of a session to stop (session deleted). */
-void queue_cancel_session(const char *tenant, const char *session_id);
+/* Asks the running tasks of a session to stop: the session was deleted (keep_partial false),
+ * or the user pressed stop (keep_partial: the reply so far is kept as the final answer).
+ * Returns how many running tasks were asked. */
+int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial);
+/* This process's worker pools: {queue: {consumers, busy, concurrency, finished_1m}}. Caller owns. */
+json_t *queue_pools_json(void);
+/* This process's workers: [{id, queue, state: busy|idle, task_id?, task?}]. Caller owns. */
+json_t *queue_workers_json(void);
 /* Tasks running now (health, metrics). */
 int queue_running(void);
 

@@ -30,6 +30,9 @@ struct queue_slot {
 	int max;       /* queue.<name>.concurrency */
 	int count;     /* workers started */
 	int busy;      /* workers running a task */
+	/* tasks finished per second over the last minute: ring[s % 60] counts second ring_sec[...] */
+	int64_t ring_sec[60];
+	int ring[60];
 };
 
 #define MAX_QUEUES 16
@@ -171,6 +174,18 @@ static void requeue(json_t *task)
 
 /* Runs one task; returns the next task when the handler reserved it together with its ack
  * (the caller runs it without a separate reservation), else NULL. */
+/* One more task finished on q this second. Lock held. */
+static void count_finished_locked(struct queue_slot *q)
+{
+	int64_t sec = clock_wall_ms() / 1000;
+	int i = (int)(sec % 60);
+	if (q->ring_sec[i] != sec) {
+		q->ring_sec[i] = sec;
+		q->ring[i] = 0;
+	}
+	q->ring[i]++;
+}
+
 static json_t *run_task(struct worker *w, json_t *task)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
@@ -196,6 +211,7 @@ static json_t *run_task(struct worker *w, json_t *task)
 		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", name ? name : "?");
 	pthread_mutex_lock(&lock);
 	w->current = NULL;
+	count_finished_locked(w->slot);
 	pthread_mutex_unlock(&lock);
 	settle(&ctx, outcome, name ? name : "?");
 	json_decref(ctx.result);
@@ -350,16 +366,53 @@ void queue_task_heartbeat(struct task_ctx *ctx)
 		store_op_free(op);
 }
 
-void queue_cancel_session(const char *tenant, const char *session_id)
+int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial)
 {
+	int n = 0;
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < nworkers; i++) {
 		struct task_ctx *t = workers[i].current;
 		if (t && t->session_id && t->tenant && strcmp(t->session_id, session_id) == 0 &&
-		    strcmp(t->tenant, tenant) == 0)
+		    strcmp(t->tenant, tenant) == 0 && !t->cancel) {
+			t->keep_partial = keep_partial;
 			t->cancel = true;
+			n++;
+		}
 	}
 	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+json_t *queue_pools_json(void)
+{
+	json_t *out = json_object();
+	int64_t now = clock_wall_ms() / 1000;
+	pthread_mutex_lock(&lock);
+	for (int q = 0; q < nslots; q++) {
+		int done = 0;
+		for (int i = 0; i < 60; i++)
+			done += slots[q].ring_sec[i] > now - 60 ? slots[q].ring[i] : 0;
+		json_object_set_new(out, slots[q].name,
+				    json_pack("{s:i, s:i, s:i, s:i}", "consumers", slots[q].count, "busy",
+					      slots[q].busy, "concurrency", slots[q].max, "finished_1m", done));
+	}
+	pthread_mutex_unlock(&lock);
+	return out;
+}
+
+json_t *queue_workers_json(void)
+{
+	json_t *out = json_array();
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		const struct task_ctx *t = workers[i].current;
+		json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s?, s:s?}", "id", workers[i].id, "queue",
+						     workers[i].queue, "state", t ? "busy" : "idle", "task_id",
+						     t ? t->id : NULL, "task",
+						     t ? json_string_value(json_object_get(t->task, "name")) : NULL));
+	}
+	pthread_mutex_unlock(&lock);
+	return out;
 }
 
 int queue_running(void)

@@ -362,6 +362,6 @@ enum soma_err store_sql_read(struct dbconn *c, struct store_op *op)
 	case STORE_OP_ATTACHMENT_GET:
 		return store_sql_attachment_get(c, op);
 	default:
-		return SOMA_ERR_INVALID;
+		return store_sql_task_admin_read(c, op);
 	}
 }

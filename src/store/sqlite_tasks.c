@@ -21,6 +21,7 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
 	int64_t now = clock_wall_ms();
 	json_t *retries = json_object_get(task, "max_retries");
+	json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
 	bind_text(s, 1, json_string_value(json_object_get(task, "id")));
 	bind_text(s, 2, json_string_value(json_object_get(task, "queue")));
 	bind_text(s, 3, json_string_value(json_object_get(task, "name")));
@@ -29,7 +30,7 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 		bind_text(s, 5, session_id);
 	bind_text(s, 6, payload ? payload : "{}");
 	sqlite3_bind_int64(s, 7, retries ? json_integer_value(retries) : 3);
-	sqlite3_bind_int64(s, 8, now);
+	sqlite3_bind_int64(s, 8, available ? json_integer_value(available) : now);
 	sqlite3_bind_int64(s, 9, now);
 	sqlite3_bind_int64(s, 10, now);
 	int rc = sqlite3_step(s);
@@ -193,7 +194,6 @@ static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued)
 {
-	(void)enqueued;
 	switch (op->kind) {
 	case STORE_OP_TASK_RESERVE:
 		return task_reserve(c, op);
@@ -206,7 +206,7 @@ enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *
 	case STORE_OP_ATTACHMENT_PUT:
 		return attachment_put(c, op);
 	default:
-		return SOMA_ERR_INVALID;
+		return store_sql_task_admin_write(c, op, enqueued);
 	}
 }
 

@@ -84,6 +84,13 @@ enum store_op_kind {
 	STORE_OP_TASK_EXTEND,	 /* w: extend a reservation by delay_ms (held by worker) */
 	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata rows (op->row is an array) */
 	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row, id in op->task_id */
+	/* the task API (sqlite_task_admin.c); with `all_tenants` an operator's view of every tenant */
+	STORE_OP_TASK_GET,     /* r: one task's state and outcome, id in task_id (into row) */
+	STORE_OP_QUEUE_STATS,  /* r: per queue: queued, delayed, reserved, dead (rows) */
+	STORE_OP_DEAD_LIST,    /* r: dead letters, newest first, cursor-paginated (rows) */
+	STORE_OP_DEAD_REQUEUE, /* w: a dead letter back to queued with fresh attempts */
+	STORE_OP_DEAD_DELETE,  /* w: a dead letter dropped */
+	STORE_OP_TASK_PUBLISH, /* w: enqueue op->task {id, queue, name, payload, max_retries, available_ms?} */
 };
 
 struct store_op {
@@ -96,16 +103,17 @@ struct store_op {
 	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
 	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
 	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
-	json_t *task;			   /* MESSAGE: owned {id, queue, name, payload, max_retries} */
+	json_t *task;			   /* MESSAGE, TASK_PUBLISH: owned {id, queue, name, payload, max_retries} */
 	json_t *attachments;		   /* MESSAGE: owned array of ids that must be the tenant's */
 	json_t *row;			   /* ATTACHMENT_PUT input / *_GET output; owned */
 	int64_t after_seq;		   /* EVENTS_AFTER */
-	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST */
-	char cursor[128];		   /* SESSIONS_LIST: opaque cursor from the last page */
+	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST */
+	char cursor[128];		   /* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
 	bool flag;			   /* SESSION_PAUSE: paused */
 	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
 	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
 	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS */
+	bool all_tenants;		   /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	/* outputs */
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
 	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
@@ -115,7 +123,7 @@ struct store_op {
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */
-	char next_cursor[128]; /* SESSIONS_LIST: cursor of the next page, "" at the end */
+	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 	/* completion */
 	void (*done)(struct store_op *op); /* runs on a store thread; owns op */
 	void *arg;			   /* caller's context */

@@ -86,6 +86,9 @@ enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enque
 enum soma_err store_sql_read(struct dbconn *c, struct store_op *op);
 /* Task and attachment ops (sqlite_tasks.c), dispatched from the two above. */
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+/* The task API's ops (sqlite_task_admin.c). */
+enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, bool *enqueued);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);

@@ -94,12 +94,15 @@ static json_t *build_messages(json_t *rows)
 	return turns;
 }
 
-static json_t *final_event(struct generation *g, const struct llm_result *res, const struct llm_config *cfg)
+/* status: "completed", or "cancelled" when the user stopped the reply (content = the part
+ * generated until then). */
+static json_t *final_event(struct generation *g, const struct llm_result *res, const struct llm_config *cfg,
+			   const char *status)
 {
 	json_t *usage =
 		json_pack("{s:I, s:I}", "input_tokens", (json_int_t)(res->input_tokens > 0 ? res->input_tokens : 0),
 			  "output_tokens", (json_int_t)(res->output_tokens > 0 ? res->output_tokens : 0));
-	json_t *meta = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", "completed", "model",
+	json_t *meta = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", status, "model",
 				 res->model[0] ? res->model : cfg->model, "usage", usage, "finish_reason",
 				 res->finish_reason[0] ? res->finish_reason : "stop", "generation_id", g->task->id,
 				 "deltas", (json_int_t)g->stream_index);
@@ -186,6 +189,10 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
 		snprintf(t->error, sizeof(t->error), "interrupted by shutdown");
 		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */
+	} else if (res.error == LLM_ERR_CANCELLED && t->keep_partial) {
+		log_info("conversation", "session %s: stopped by the user after %lld deltas", t->session_id,
+			 (long long)g.stream_index);
+		outcome = commit(t, final_event(&g, &res, &cfg, "cancelled"));
 	} else if (res.error == LLM_ERR_CANCELLED) {
 		log_info("conversation", "session %s: generation cancelled", t->session_id);
 		bus_forget(g.bus_key); /* the session is gone: drop what its stream could replay */
@@ -194,7 +201,8 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		if (res.error != LLM_OK)
 			log_warn("conversation", "session %s: %s (%s)", t->session_id, llm_error_code(res.error),
 				 res.detail);
-		outcome = commit(t, res.error == LLM_OK ? final_event(&g, &res, &cfg) : error_event(&g, &res));
+		outcome = commit(t, res.error == LLM_OK ? final_event(&g, &res, &cfg, "completed")
+							: error_event(&g, &res));
 	}
 	bus_generation_end(g.bus_key);
 	llm_result_free(&res);

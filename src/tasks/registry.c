@@ -5,5 +5,6 @@
 
 enum soma_err tasks_register_all(void)
 {
-	return queue_task_register(TASK_CONVERSATION_PROCESS, task_conversation_process);
+	enum soma_err err = queue_task_register(TASK_CONVERSATION_PROCESS, task_conversation_process);
+	return err == SOMA_OK ? tasks_register_diagnostic() : err;
 }

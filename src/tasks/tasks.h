@@ -9,6 +9,8 @@
 #define TASK_CONVERSATION_PROCESS "conversation.process"
 
 enum task_outcome task_conversation_process(struct task_ctx *t);
+/* soma.echo, soma.sleep, soma.fail, soma.noop (diagnostic.c). */
+enum soma_err tasks_register_diagnostic(void) SOMA_MUST_CHECK;
 /* Registers every task this binary implements. */
 enum soma_err tasks_register_all(void) SOMA_MUST_CHECK;
 

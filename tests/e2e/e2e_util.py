@@ -676,7 +676,7 @@ def post_message(srv, message, token=None, **fields):
     r = http().post(srv.url + "/v1/session/message", json=body, headers=bearer(token), timeout=10)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert set(out) == {"session_id", "event_id", "seq"}, out
+    assert set(out) == {"session_id", "event_id", "seq", "task_id"}, out
     assert isinstance(out["seq"], int) and out["seq"] >= 1, out
     if "session_id" in fields:
         assert out["session_id"] == fields["session_id"], out

@@ -434,17 +434,17 @@ Test(queue, cancel_session_cancels_only_its_running_task)
 	enqueue("acme", "sb", "tb", "wait", 7, 3);
 	cr_assert(wait_for(&started[6], 1) && wait_for(&started[7], 1));
 	cr_assert_eq(queue_running(), 2);
-	queue_cancel_session("evil", "sa"); /* same session id, another tenant */
-	queue_cancel_session("acme", "nope");
+	cr_assert_eq(queue_cancel_session("evil", "sa", false), 0); /* same session id, another tenant */
+	cr_assert_eq(queue_cancel_session("acme", "nope", false), 0);
 	sleep_ms(50);
 	cr_assert_eq(atomic_load(&runs[6]) + atomic_load(&runs[7]), 2);
 	cr_assert_eq(sql_int(state_sql, "ta"), RESERVED, "cancelled by another tenant or session");
-	queue_cancel_session("acme", "sa");
+	cr_assert_eq(queue_cancel_session("acme", "sa", false), 1);
 	cr_assert(wait_state("ta", DONE));
 	cr_assert_eq(atomic_load(&cancelled[6]), 1);
 	cr_assert_eq(atomic_load(&shut[6]), 0, "a session cancel is not a shutdown");
 	cr_assert_eq(sql_int(state_sql, "tb"), RESERVED, "the other session's task was cancelled");
-	queue_cancel_session("acme", "sb");
+	cr_assert_eq(queue_cancel_session("acme", "sb", false), 1);
 	cr_assert(wait_state("tb", DONE));
 	cr_assert_eq(atomic_load(&cancelled[7]), 1);
 }

@@ -347,7 +347,8 @@ Test(sse, lines_and_events_grow_past_the_first_allocation)
 	char *text = malloc(3 * (line + 8) + 2);
 	size_t at = 0;
 	for (int l = 0; l < 3; l++) {
-		at += (size_t)sprintf(text + at, "data: ");
+		memcpy(text + at, "data: ", 6);
+		at += 6;
 		memset(text + at, 'x', line);
 		at += line;
 		text[at++] = '\n';

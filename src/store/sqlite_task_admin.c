@@ -1,0 +1,198 @@
+/*
+ * sqlite_task_admin.c - SQL of the task API on the local queue (see store.h): one task's state,
+ * per-queue counts, and the dead letters (list, requeue, drop).
+ *
+ * Publishing a task on its own (POST /v1/tasks) is here too; a task caused by a state change is
+ * inserted by that change's op (MESSAGE).
+ * A task's status in Celery's words: a queued row is PENDING (RETRY once it has been tried),
+ * a reserved row STARTED, a dead row FAILURE; a finished task has left the queue table and its
+ * outcome is in task_results (SUCCESS or FAILURE). Operators' ops (all_tenants) read and change
+ * every tenant's rows; the gateway allows them to admin callers only.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/store_int.h"
+
+/* RFC 3339 text of ms into buf, or NULL for 0 (never happened). */
+static const char *time_or_null(int64_t ms, char *buf, size_t cap)
+{
+	return ms > 0 ? clock_rfc3339(ms, buf, cap) : NULL;
+}
+
+static json_t *json_or_null(const char *text)
+{
+	json_t *v = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+	return v ? v : json_null();
+}
+
+static enum soma_err task_get(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT name, state, attempts, last_error, updated_ms, queue FROM tasks "
+					 "WHERE id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
+	char at[CLOCK_RFC3339_LEN + 1];
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(s, 1);
+		int64_t attempts = sqlite3_column_int64(s, 2);
+		const char *error = (const char *)sqlite3_column_text(s, 3);
+		const char *status = strcmp(state, "reserved") == 0 ? "STARTED"
+				     : strcmp(state, "dead") == 0   ? "FAILURE"
+				     : attempts > 0		    ? "RETRY"
+								    : "PENDING";
+		bool dead = strcmp(state, "dead") == 0;
+		op->row = json_pack(
+			"{s:s, s:s, s:s, s:s, s:n, s:s?, s:I, s:s?, s:b}", "task_id", op->task_id, "task",
+			(const char *)sqlite3_column_text(s, 0), "queue", (const char *)sqlite3_column_text(s, 5),
+			"status", status, "result", "error", error && error[0] ? error : NULL, "retries",
+			(json_int_t)(attempts > 0 ? attempts - 1 : 0), "completed_at",
+			dead ? time_or_null(sqlite3_column_int64(s, 4), at, sizeof(at)) : NULL, "dead_letter", dead);
+		return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
+	}
+	s = dbconn_stmt(
+		c, "SELECT status, result, error, completed_ms FROM task_results WHERE task_id = ? AND tenant = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
+	op->row = json_pack("{s:s, s:n, s:s, s:o, s:s?, s:s?, s:b}", "task_id", op->task_id, "task", "status",
+			    (const char *)sqlite3_column_text(s, 0), "result",
+			    json_or_null((const char *)sqlite3_column_text(s, 1)), "error",
+			    (const char *)sqlite3_column_text(s, 2), "completed_at",
+			    time_or_null(sqlite3_column_int64(s, 3), at, sizeof(at)), "dead_letter", 0);
+	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err queue_stats(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "SELECT queue, sum(state = 'queued' AND available_ms <= ?1), sum(state = 'queued' AND available_ms "
+		   "> ?1), "
+		   "sum(state = 'reserved'), sum(state = 'dead') FROM tasks WHERE ?2 OR tenant = ?3 GROUP BY queue "
+		   "ORDER BY queue");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, clock_wall_ms());
+	sqlite3_bind_int(s, 2, op->all_tenants);
+	bind_text(s, 3, op->tenant);
+	op->rows = json_array();
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(op->rows, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name",
+							  (const char *)sqlite3_column_text(s, 0), "depth",
+							  (json_int_t)sqlite3_column_int64(s, 1), "delayed",
+							  (json_int_t)sqlite3_column_int64(s, 2), "reserved",
+							  (json_int_t)sqlite3_column_int64(s, 3), "dead",
+							  (json_int_t)sqlite3_column_int64(s, 4)));
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* Dead letters newest first; the cursor is "<updated_ms>:<id>" of the last row served. */
+static enum soma_err dead_list(struct dbconn *c, struct store_op *op)
+{
+	long long cur_ms = INT64_MAX;
+	char cur_id[STORE_ID_MAX + 1] = "";
+	if (op->cursor[0] && sscanf(op->cursor, "%lld:%64s", &cur_ms, cur_id) != 2)
+		return SOMA_ERR_INVALID;
+	sqlite3_stmt *s = dbconn_stmt(
+		c,
+		"SELECT id, name, queue, tenant, session_id, last_error, attempts, updated_ms FROM tasks "
+		"WHERE state = 'dead' AND (?1 OR tenant = ?2) AND (updated_ms < ?3 OR (updated_ms = ?3 AND id < ?4)) "
+		"ORDER BY updated_ms DESC, id DESC LIMIT ?5");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int(s, 1, op->all_tenants);
+	bind_text(s, 2, op->tenant);
+	sqlite3_bind_int64(s, 3, cur_ms);
+	bind_text(s, 4, op->cursor[0] ? cur_id : "\xff");
+	sqlite3_bind_int64(s, 5, op->limit + 1);
+	op->rows = json_array();
+	int rc;
+	char at[CLOCK_RFC3339_LEN + 1];
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(s, 0);
+		int64_t ms = sqlite3_column_int64(s, 7);
+		if ((int64_t)json_array_size(op->rows) == op->limit)
+			break; /* one more exists: the page ends at the last row served */
+		snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s", (long long)ms, id);
+		int64_t attempts = sqlite3_column_int64(s, 6);
+		json_array_append_new(op->rows, json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:s}", "task_id", id,
+							  "task", (const char *)sqlite3_column_text(s, 1), "queue",
+							  (const char *)sqlite3_column_text(s, 2), "tenant",
+							  (const char *)sqlite3_column_text(s, 3), "session_id",
+							  (const char *)sqlite3_column_text(s, 4), "error",
+							  (const char *)sqlite3_column_text(s, 5), "retries",
+							  (json_int_t)(attempts > 0 ? attempts - 1 : 0), "failed_at",
+							  clock_rfc3339(ms, at, sizeof(at))));
+	}
+	if (rc == SQLITE_DONE)
+		op->next_cursor[0] = '\0'; /* no row beyond this page */
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* Requeue: fresh attempts, due now, and its FAILURE outcome forgotten (it is pending again). */
+static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *enqueued)
+{
+	bool requeue = op->kind == STORE_OP_DEAD_REQUEUE;
+	sqlite3_stmt *s =
+		requeue ? dbconn_stmt(c, "UPDATE tasks SET state = 'queued', attempts = 0, available_ms = ?1, "
+					 "reserved_until_ms = 0, worker = '', last_error = '', updated_ms = ?1 "
+					 "WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4)")
+			: dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, clock_wall_ms());
+	bind_text(s, 2, op->task_id);
+	sqlite3_bind_int(s, 3, op->all_tenants);
+	bind_text(s, 4, op->tenant);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	if (sqlite3_changes(c->db) == 0)
+		return SOMA_ERR_NOT_FOUND;
+	if (!requeue)
+		return SOMA_OK;
+	*enqueued = true;
+	s = dbconn_stmt(c, "DELETE FROM task_results WHERE task_id = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_TASK_GET:
+		return task_get(c, op);
+	case STORE_OP_QUEUE_STATS:
+		return queue_stats(c, op);
+	case STORE_OP_DEAD_LIST:
+		return dead_list(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
+
+enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, bool *enqueued)
+{
+	switch (op->kind) {
+	case STORE_OP_DEAD_REQUEUE:
+	case STORE_OP_DEAD_DELETE:
+		return dead_change(c, op, enqueued);
+	case STORE_OP_TASK_PUBLISH: {
+		enum soma_err err = store_sql_task_insert(c, op->tenant, NULL, op->task);
+		*enqueued = err == SOMA_OK;
+		return err;
+	}
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
