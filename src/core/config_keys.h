@@ -50,6 +50,40 @@ X(AUTH_ADMIN_TOKEN, "auth.admin_token", CFG_STRING, "", 0, 0, NULL, validate_adm
   "Bootstrap bearer token with scope admin (at least 32 characters); empty disables it.") \
 X(AUTH_KEY_REFRESH_MS, "auth.key_refresh_ms", CFG_INT, "1000", 100, 60000, NULL, NULL, false, NULL, \
   "How often the key cache re-reads the key store; a revoked key stops working within this time.") \
+X(AUTH_JWT_SECRET, "auth.jwt_secret", CFG_STRING, "", 0, 0, NULL, NULL, true, NULL, \
+  "Shared secret of HS256 JWT bearer tokens; empty: HS256 tokens are refused.") \
+X(AUTH_JWT_PUBLIC_KEY, "auth.jwt_public_key", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "PEM file with the RSA or EC public key of RS256/ES256 JWTs; empty: none.") \
+X(AUTH_JWT_JWKS_URL, "auth.jwt_jwks_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
+  "JWKS URL whose keys verify RS256/ES256 JWTs (by kid); fetched at start and refreshed.") \
+X(AUTH_JWT_JWKS_REFRESH_S, "auth.jwt_jwks_refresh_s", CFG_INT, "300", 10, 86400, NULL, NULL, false, NULL, \
+  "Seconds between JWKS refreshes (an unknown kid also triggers one, at most every 10 s).") \
+X(AUTH_JWT_ISSUER, "auth.jwt_issuer", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Required iss claim of JWTs; empty: not checked.") \
+X(AUTH_JWT_AUDIENCE, "auth.jwt_audience", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Required aud claim of JWTs (or one of the aud list); empty: not checked.") \
+X(AUTH_JWT_LEEWAY_S, "auth.jwt_leeway_s", CFG_INT, "30", 0, 600, NULL, NULL, false, NULL, \
+  "Clock skew allowed when checking exp and nbf, in seconds.") \
+X(AUTH_JWT_TENANT_CLAIMS, "auth.jwt_tenant_claims", CFG_STRING, "tenant,tenant_id,org_id", 0, 0, NULL, \
+  validate_nonempty, false, NULL, "Claims tried in order for the tenant of a JWT; a token without any is refused.") \
+X(POLICY_ENGINE, "policy.engine", CFG_ENUM, "builtin", 0, 0, "builtin|opa", NULL, false, NULL, \
+  "Who decides: builtin (rules from policy.file) or opa (POST policy.opa_url/v1/data/soma/allow).") \
+X(POLICY_FILE, "policy.file", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "JSON rules of the builtin engine; empty: the rules compiled in (policy/default.json).") \
+X(POLICY_OPA_URL, "policy.opa_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
+  "Root URL of the OPA server when policy.engine = opa, e.g. http://127.0.0.1:8181.") \
+X(POLICY_OPA_TIMEOUT_MS, "policy.opa_timeout_ms", CFG_INT, "200", 10, 60000, NULL, NULL, false, NULL, \
+  "Time allowed for one OPA decision; slower is a deny.") \
+X(POLICY_CACHE_TTL_MS, "policy.cache_ttl_ms", CFG_INT, "1000", 0, 3600000, NULL, NULL, false, NULL, \
+  "How long a decision is reused for the same input; 0: never.") \
+X(LIMITS_REQUESTS_PER_S, "limits.requests_per_s", CFG_INT, "0", 0, 10000000, NULL, NULL, false, NULL, \
+  "Requests per second per tenant (token bucket; 429 + Retry-After beyond); 0: unlimited.") \
+X(LIMITS_REQUESTS_BURST, "limits.requests_burst", CFG_INT, "0", 0, 10000000, NULL, NULL, false, NULL, \
+  "Bucket size of limits.requests_per_s; 0: twice the rate.") \
+X(LIMITS_LLM_TOKENS_PER_DAY, "limits.llm_tokens_per_day", CFG_INT, "0", 0, 9000000000000000000, NULL, NULL, false, \
+  NULL, "LLM tokens (input + output) per tenant per UTC day; 0: unlimited.") \
+X(LIMITS_STREAMS_PER_TENANT, "limits.streams_per_tenant", CFG_INT, "0", 0, 10000000, NULL, NULL, false, NULL, \
+  "Event streams a tenant may hold open at once; 0: unlimited.") \
 X(HEALTH_INTERVAL_MS, "health.interval_ms", CFG_INT, "1000", 100, 60000, NULL, NULL, false, NULL, \
   "How often services' health is polled for /v1/health and soma_service_up.") \
 X(LLM_PROVIDER, "llm.provider", CFG_ENUM, "groq", 0, 0, "groq|openai|custom", NULL, false, NULL, \
