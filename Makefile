@@ -7,7 +7,7 @@ FUZZ_BUILD?= build-fuzz
 PYTHON    ?= /usr/bin/python3
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test san unit e2e interop docs docs-check lint bench fuzz fuzz-smoke clean
+.PHONY: all deps build run test san unit e2e interop browser docs docs-check lint bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -46,6 +46,14 @@ tests/interop/node_modules/.package-lock.json: tests/interop/package.json tests/
 interop: san tests/interop/node_modules/.package-lock.json
 	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent node --test --test-concurrency=1 tests/interop/
 
+# playwright-core only: it drives Debian's Chromium (scripts/deps.sh); no browser is ever downloaded
+tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+
+browser: san tests/browser/node_modules/.package-lock.json
+	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent BROWSER_ARTIFACTS=$(CURDIR)/$(SAN_BUILD)/browser-artifacts \
+		node --test --test-concurrency=1 tests/browser/
+
 docs-check: san
 	@./$(SAN_BUILD)/somaagent config docs | diff -u docs/configuration.md - \
 		|| (echo "docs/configuration.md is stale: run 'make docs'"; exit 1)
@@ -60,7 +68,7 @@ lint:
 fuzz-smoke: deps
 	@bash tests/fuzz/run.sh $(FUZZ_BUILD) 10
 
-test: deps san lint unit docs-check e2e interop fuzz-smoke
+test: deps san lint unit docs-check e2e interop browser fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- longer runs, not part of `make test` ----
