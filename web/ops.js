@@ -89,25 +89,32 @@ function renderServices(h) {
   $('panel-services').dataset.troubled = String(troubledServices(h).length);
 }
 
+const rate = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}/s` : '');
+const scopeNote = (d, p) => { p.status.textContent = d.scope ? `Scope: ${d.scope}.` : ''; };
+
 const queues = new Panel('panel-queues', '/v1/queues', (d, p) => {
   const rows = d.queues || [];
+  scopeNote(d, p);
   p.body.replaceChildren(rows.length ? table([
     ['Queue', (r) => r.name],
     ['Depth', (r) => el('span', { class: 'queue-depth', dataset: { queue: r.name } }, String(num(r.depth)))],
+    ['Delayed', (r) => num(r.delayed)],
     ['Reserved', (r) => num(r.reserved)],
     ['Dead', (r) => num(r.dead)],
     ['Consumers', (r) => num(r.consumers)],
-    ['Rate (1 min)', (r) => num(r.rate_1m)],
+    ['Busy', (r) => num(r.busy)],
+    ['Done (1 min avg)', (r) => rate(r.rate_1m)],
   ], rows, 'Queues') : el('p', { class: 'muted' }, 'No queues.'));
 });
 
 const workers = new Panel('panel-workers', '/v1/workers', (d, p) => {
   const rows = d.workers || [];
+  scopeNote(d, p);
   p.body.replaceChildren(rows.length ? table([
     ['Worker', (r) => r.id],
     ['Queue', (r) => r.queue],
     ['State', (r) => statusTag(r.state)],
-    ['Task', (r) => r.task_id || ''],
+    ['Task', (r) => [r.task, r.task_id].filter(Boolean).join(' ')],
   ], rows, 'Workers') : el('p', { class: 'muted' }, 'No workers on this node.'));
 });
 
@@ -123,23 +130,29 @@ function renderDead(d, p, append) {
     ['Task id', (r) => r.task_id],
     ['Task', (r) => r.task],
     ['Queue', (r) => r.queue],
+    ['Tenant', (r) => r.tenant],
     ['Error', (r) => cellText(r.error)],
     ['Retries', (r) => num(r.retries)],
     ['Failed', (r) => shortTime(r.failed_at)],
-    ['', (r) => el('button', { type: 'button', onclick: () => requeue(r.task_id), 'aria-label': `Requeue ${r.task_id}` }, 'Requeue')],
+    ['', (r) => el('span', { class: 'row-actions', dataset: { task: r.task_id } },
+      el('button', { type: 'button', onclick: () => deadAction(r.task_id, 'requeue'), 'aria-label': `Requeue ${r.task_id}` }, 'Requeue'),
+      el('button', { type: 'button', class: 'danger', onclick: () => deadAction(r.task_id, 'drop'), 'aria-label': `Drop ${r.task_id}` }, 'Drop'))],
   ], rows, 'Dead letters');
   if (!append) p.body.replaceChildren(rows.length ? t : el('p', { class: 'muted' }, 'No dead letters.'));
   else if (rows.length) p.body.append(t);
 }
 
-async function requeue(taskId) {
+/** Requeue (POST .../requeue: fresh attempts) or drop (DELETE) a dead letter. */
+async function deadAction(taskId, what) {
+  if (what === 'drop' && !confirm(`Drop dead letter ${taskId}? The task will not run again.`)) return;
   try {
-    await api(`/v1/dead-letters/${enc(taskId)}/requeue`, { method: 'POST' });
-    toast(`Task ${taskId} requeued.`, 'ok');
+    if (what === 'requeue') await api(`/v1/dead-letters/${enc(taskId)}/requeue`, { method: 'POST' });
+    else await api(`/v1/dead-letters/${enc(taskId)}`, { method: 'DELETE' });
+    toast(`Task ${taskId} ${what === 'requeue' ? 'requeued' : 'dropped'}.`, 'ok');
     dead.paused = false;
     refreshAll(true);
   } catch (e) {
-    toastError(e, `Cannot requeue ${taskId}`);
+    toastError(e, `Cannot ${what} ${taskId}`);
   }
 }
 
@@ -192,7 +205,8 @@ async function lookupTask(e) {
   try {
     const t = await api(`/v1/tasks/${enc(id)}`);
     status.textContent = '';
-    const fields = ['task_id', 'task', 'status', 'retries', 'started_at', 'completed_at', 'error'];
+    const fields = ['task_id', 'task', 'queue', 'status', 'retries', 'started_at', 'completed_at', 'error',
+      'dead_letter'];
     const dl = el('dl', { class: 'fields' });
     for (const f of fields) {
       if (t[f] === undefined || t[f] === null) continue;

@@ -77,3 +77,55 @@ browserTest('/ops shows the depth of the conversation queue change', getBrowser,
     '#panel-queues .queue-depth[data-queue="conversation"]').textContent === '0', null, { timeout: 20000 });
   await stack.llmReset();
 }, { timeout: 40000 });
+
+/** Polls GET /v1/tasks/{id} until pred(task) holds. */
+async function waitTask(id, pred, what) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const t = (await stack.api(`/v1/tasks/${id}`)).body;
+    if (pred(t)) return t;
+    assert.ok(Date.now() < deadline, `task ${id} never became ${what}: ${JSON.stringify(t)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+browserTest('task lookup shows a finished task and its result', getBrowser, async (page, context, t) => {
+  if (!(await routeExists('/v1/tasks/x'))) {
+    t.skip('the task API is not in this build yet');
+    return;
+  }
+  const { task_id: id } = (await stack.api('/v1/tasks', { method: 'POST', body: { task: 'soma.echo', kwargs: { hello: 'ops' } } })).body;
+  await waitTask(id, (x) => x.status === 'SUCCESS', 'SUCCESS');
+  await openOps(page);
+  await page.locator('#task-id').fill(id);
+  await page.getByRole('button', { name: 'Look up' }).click();
+  const fields = page.locator('#panel-task dl.fields');
+  await fields.waitFor();
+  assert.match(await fields.textContent(), /SUCCESS/);
+  assert.match(await fields.locator('pre').textContent(), /"hello": "ops"/);
+});
+
+browserTest('dead letters can be requeued and dropped from /ops', getBrowser, async (page, context, t) => {
+  if (!(await routeExists('/v1/dead-letters'))) {
+    t.skip('GET /v1/dead-letters is not in this build yet');
+    return;
+  }
+  const fail = async (message) => (await stack.api('/v1/tasks', { method: 'POST',
+    body: { task: 'soma.fail', kwargs: { message, retryable: true }, max_retries: 0 } })).body.task_id;
+  const a = await fail('first failure');
+  const b = await fail('second failure');
+  await waitTask(a, (x) => x.dead_letter === true, 'a dead letter');
+  await waitTask(b, (x) => x.dead_letter === true, 'a dead letter');
+  await openOps(page);
+  const row = (id) => page.locator('#panel-dead tr', { has: page.locator(`[data-task="${id}"]`) });
+  await row(a).waitFor();
+  assert.match(await row(a).textContent(), /soma\.fail.*first failure/);
+  await page.getByRole('button', { name: `Requeue ${a}` }).click();
+  await page.locator('.toast', { hasText: `Task ${a} requeued` }).waitFor();
+  page.once('dialog', (d) => d.accept());
+  await page.getByRole('button', { name: `Drop ${b}` }).click();
+  await page.locator('.toast', { hasText: `Task ${b} dropped` }).waitFor();
+  await row(b).waitFor({ state: 'detached' });
+  const dead = (await stack.api('/v1/dead-letters')).body.items.map((x) => x.task_id);
+  assert.ok(!dead.includes(b), 'the dropped task is gone');
+});
