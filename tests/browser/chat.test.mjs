@@ -112,6 +112,25 @@ browserTest('a stream cut mid-reply reconnects and shows the complete reply exac
   await page.waitForFunction(() => document.getElementById('conn-badge').dataset.state === 'online');
 });
 
+browserTest('a reload mid-reply picks the reply up where it is and finishes it', getBrowser, async (page) => {
+  const reply = `Reloaded reply: ${Array.from({ length: 30 }, (_, i) => `r${i}`).join(' ')} done.`;
+  await stack.llm({ text: reply, chunks: 60, delay_ms: 60 }); // about 4 s: it outlasts the reload
+  await openChat(page);
+  await send(page, 'reload while you answer');
+  await page.waitForFunction(() => {
+    const b = document.querySelector('.msg-streaming .msg-body');
+    return b && !b.querySelector('.thinking') && b.textContent.length > 10;
+  });
+  await page.reload();
+  await page.locator('.msg-user', { hasText: 'reload while you answer' }).waitFor();
+  // history ends at the user's message; the stream from there replays the deltas so far
+  await page.locator('.msg-streaming .msg-body', { hasText: 'Reloaded reply: r0' }).waitFor();
+  await finals(page).filter({ hasText: 'done.' }).waitFor({ timeout: 15000 });
+  assert.equal((await finals(page).last().textContent()).trim(), reply);
+  assert.equal(await page.locator('.msg-streaming').count(), 0);
+  await stack.llmReset();
+});
+
 browserTest('markdown with <script> and <img onerror> renders as inert text', getBrowser, async (page) => {
   await stack.llmReset(); // the fake model echoes the message: the reply carries the payload too
   await openChat(page);
