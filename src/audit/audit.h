@@ -29,8 +29,11 @@ struct audit_entry {
 void audit_init(struct store *st);
 /* Appends one row; every string is copied. Any thread; does not wait for the commit. */
 void audit_record(const struct audit_entry *e);
+/* Appends one row at once on the store's main connection (the CLI, whose store runs no
+ * threads); SOMA_OK once it is committed. */
+enum soma_err audit_record_now(struct store *st, const struct audit_entry *e) SOMA_MUST_CHECK;
 /* The same, with tenant, subject and key id taken from an authenticated identity. */
-void audit_record_identity(const struct identity *who, const char *action, const char *resource,
-			   const char *decision, const char *request_id, const char *detail);
+void audit_record_identity(const struct identity *who, const char *action, const char *resource, const char *decision,
+			   const char *request_id, const char *detail);
 
 #endif

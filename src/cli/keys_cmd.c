@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/audit.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -63,6 +64,16 @@ static int keys_create(const struct cli *cli, struct store *st)
 		fprintf(stderr, "somaagent: cannot store the key under %s\n", cfg_str(CFG_DATA_DIR));
 		return EXIT_RUNTIME;
 	}
+	char resource[STORE_ID_MAX + 8];
+	snprintf(resource, sizeof(resource), "key:%s", key.id);
+	struct audit_entry e = {.tenant = key.tenant,
+				.subject = "cli",
+				.action = "key.create",
+				.resource = resource,
+				.decision = "done",
+				.detail = key.scopes[0] ? key.scopes : NULL};
+	if (audit_record_now(st, &e) != SOMA_OK)
+		fprintf(stderr, "somaagent: warning: the key was created but its audit row could not be written\n");
 	if (cli->json) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", key.id, "tenant", key.tenant, "scopes", key.scopes,
 				      "token", token);
@@ -118,6 +129,14 @@ static int keys_revoke(const struct cli *cli, struct store *st)
 		fprintf(stderr, "somaagent: keys revoke needs the key id (see `somaagent keys list`)\n");
 		return EXIT_USAGE;
 	}
+	char tenant[STORE_ID_MAX + 1] = "";
+	struct store_key *keys = NULL;
+	size_t n = 0;
+	if (store_key_list(st, &keys, &n) == SOMA_OK) /* the key's tenant, for the audit row */
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(keys[i].id, cli->args[1]) == 0)
+				snprintf(tenant, sizeof(tenant), "%s", keys[i].tenant);
+	free(keys);
 	enum soma_err err = store_key_revoke(st, cli->args[1]);
 	if (err == SOMA_ERR_NOT_FOUND) {
 		fprintf(stderr, "somaagent: no active key with id %s\n", cli->args[1]);
@@ -127,6 +146,12 @@ static int keys_revoke(const struct cli *cli, struct store *st)
 		fprintf(stderr, "somaagent: cannot revoke key %s\n", cli->args[1]);
 		return EXIT_RUNTIME;
 	}
+	char resource[STORE_ID_MAX + 8];
+	snprintf(resource, sizeof(resource), "key:%s", cli->args[1]);
+	struct audit_entry e = {
+		.tenant = tenant, .subject = "cli", .action = "key.revoke", .resource = resource, .decision = "done"};
+	if (audit_record_now(st, &e) != SOMA_OK)
+		fprintf(stderr, "somaagent: warning: the key was revoked but its audit row could not be written\n");
 	printf("revoked key %s\n", cli->args[1]);
 	return EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/audit.h"
 #include "bus/bus.h"
 #include "gateway/gateway.h"
 #include "queue/queue.h"
@@ -190,7 +191,11 @@ static void on_control(struct http_req *req, struct store_op *op)
 		return;
 	}
 	if (op->kind != STORE_OP_SESSION_PAUSE) {
-		char key[BUS_KEY_MAX];
+		char key[BUS_KEY_MAX], resource[STORE_ID_MAX + 16];
+		snprintf(resource, sizeof(resource), "session:%s", op->session_id);
+		audit_record_identity(&req->ident,
+				      op->kind == STORE_OP_SESSION_DELETE ? "session.delete" : "session.reset",
+				      resource, "done", req->request_id, NULL);
 		(void)queue_cancel_session(op->tenant, op->session_id, false); /* stop a reply being generated */
 		bus_key(key, op->tenant, op->session_id);
 		bus_forget(key); /* its deltas must not replay into whatever comes next */

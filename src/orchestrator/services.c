@@ -17,6 +17,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "bus/bus.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -59,6 +60,8 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 	store_set_task_hook(app.store, queue_notify, NULL);
 	if (err == SOMA_OK)
 		err = store_exec_start(app.store, 2);
+	if (err == SOMA_OK)
+		audit_init(app.store);
 	if (err != SOMA_OK) {
 		snprintf(why, cap, "cannot start the store's threads under %s", cfg_str(CFG_DATA_DIR));
 		store_close(app.store);
@@ -70,6 +73,7 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 static void store_stop(void *ctx)
 {
 	(void)ctx;
+	audit_init(NULL);
 	store_close(app.store);
 	app.store = NULL;
 }
@@ -233,7 +237,8 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	if ((app.role & ROLE_GATEWAY) &&
 	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
-	     (err = gateway_task_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_task_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_audit_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
 	     (err = gateway_upload_routes(app.router)) != SOMA_OK || (err = gateway_upload_start(2)) != SOMA_OK ||
 	     (err = gateway_web_routes(app.router)) != SOMA_OK))

@@ -91,6 +91,9 @@ enum store_op_kind {
 	STORE_OP_DEAD_REQUEUE, /* w: a dead letter back to queued with fresh attempts */
 	STORE_OP_DEAD_DELETE,  /* w: a dead letter dropped */
 	STORE_OP_TASK_PUBLISH, /* w: enqueue op->task {id, queue, name, payload, max_retries, available_ms?} */
+	/* the audit trail (sqlite_audit.c) */
+	STORE_OP_AUDIT_APPEND, /* w: one row, op->row {tenant, subject, key_id?, action, resource?, decision, ...} */
+	STORE_OP_AUDIT_LIST,   /* r: rows newest first (all tenants with all_tenants, else op->tenant's) */
 };
 
 struct store_op {
@@ -131,6 +134,10 @@ struct store_op {
 	/* synchronous waiting (store_op_wait) */
 	int waiting; /* internal */
 };
+
+/* Appends an audit row (see src/audit/audit.h) on the main connection, at once: for the CLI,
+ * whose store runs no threads. Main thread only. */
+enum soma_err store_audit_insert_now(struct store *st, json_t *row) SOMA_MUST_CHECK;
 
 /* Embedded store only: puts tasks left reserved by a previous process back in the queue (one
  * process owns a data.dir, so they are orphans). *n receives how many. Main thread, at start. */

@@ -89,6 +89,9 @@ enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *
 /* The task API's ops (sqlite_task_admin.c). */
 enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+/* The audit trail's ops (sqlite_audit.c). */
+enum soma_err store_sql_audit_read(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_audit_write(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);
