@@ -5,7 +5,8 @@ BUILD     ?= build
 SAN_BUILD ?= build-san
 FUZZ_BUILD?= build-fuzz
 PYTHON    ?= /usr/bin/python3
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 1800
+FUZZ_RUNS ?= 1000000
 
 .PHONY: all deps build run test san unit e2e interop browser docs docs-check lint bench fuzz fuzz-smoke clean
 
@@ -78,7 +79,7 @@ bench: build
 	bash bench/chat.sh
 
 fuzz: deps
-	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# tests/fuzz/run.sh BUILD_DIR SECONDS - builds the libFuzzer harnesses with clang (ASan+UBSan)
-# and runs each for SECONDS on a copy of its seed corpus. `make test` runs 10 s each,
-# `make fuzz` longer (FUZZ_SECONDS). New crashes are left in BUILD_DIR/crashes.
+# tests/fuzz/run.sh BUILD_DIR SECONDS [RUNS] - builds the libFuzzer harnesses with clang
+# (ASan+UBSan) and runs each on a copy of its seed corpus for SECONDS, or until it has run RUNS
+# inputs when RUNS is given (SECONDS is then the upper bound). `make test` runs 10 s each;
+# `make fuzz` runs each for 1,000,000 inputs (FUZZ_RUNS). New crashes are left in BUILD_DIR/crashes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-build-fuzz}
 secs=${2:-10}
+runs_arg=()
+[ -n "${3:-}" ] && runs_arg=(-runs="$3")
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang meson setup "$dir" --buildtype=debug -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart >/dev/null
+ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse >/dev/null
 mkdir -p "$dir/crashes"
-for h in http config multipart; do
+for h in http config multipart api sse; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$h/* "$work/"
-  if ! "$dir/fuzz_$h" -max_total_time="$secs" -max_len=8192 -artifact_prefix="$dir/crashes/" \
+  if ! "$dir/fuzz_$h" -max_total_time="$secs" "${runs_arg[@]}" -max_len=8192 -artifact_prefix="$dir/crashes/" \
        -print_final_stats=1 "$work" > "$dir/fuzz_$h.log" 2>&1; then
     tail -40 "$dir/fuzz_$h.log"
     echo "fuzz: fuzz_$h found a failure; reproducer in $dir/crashes/"
@@ -22,6 +25,6 @@ for h in http config multipart; do
     exit 1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/fuzz_$h.log" | grep -o '[0-9]*$' || echo '?')
-  echo "fuzz: fuzz_$h ran $runs inputs in ${secs}s, no failure"
+  echo "fuzz: fuzz_$h ran $runs inputs, no failure"
   rm -rf "$work"
 done
