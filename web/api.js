@@ -39,6 +39,7 @@ export function authHeaders(extra = {}) {
 let signInHandler = null;   // async ({status, message}) => true when a key was entered
 let signInPending = null;   // the dialog currently open, shared by every waiting call
 let promptOn403 = false;    // the dashboard: 403 means "this key is not an admin key"
+let declined = false;       // the user cancelled the dialog: no more prompts until they ask"
 
 /** Installs the sign-in prompt; forbidden: also prompt on 403 (admin pages). */
 export function setSignInHandler(fn, { forbidden = false } = {}) {
@@ -46,13 +47,23 @@ export function setSignInHandler(fn, { forbidden = false } = {}) {
   promptOn403 = forbidden;
 }
 
-/** Opens the sign-in prompt (once, however many callers ask); resolves true when signed in. */
-export function requestSignIn(reason) {
-  if (!signInHandler) return Promise.resolve(false);
+/**
+ * Opens the sign-in prompt (once, however many callers ask); resolves true when signed in.
+ * After a cancel, calls resolve false at once (the page offers a "Sign in" button instead of
+ * prompting on every refused call); force: the user asked for the prompt.
+ */
+export function requestSignIn(reason, { force = false } = {}) {
+  if (!signInHandler || (declined && !force)) return Promise.resolve(false);
   if (!signInPending) {
-    signInPending = Promise.resolve(signInHandler(reason)).finally(() => { signInPending = null; });
+    signInPending = Promise.resolve(signInHandler(reason))
+      .then((ok) => { declined = !ok; return ok; })
+      .finally(() => { signInPending = null; });
   }
   return signInPending;
+}
+
+export function signInDeclined() {
+  return declined;
 }
 
 /** True for a 401, or a 403 on a page that prompts for an admin key. */

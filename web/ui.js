@@ -6,7 +6,7 @@
 // Trusted Types policy). The sign-in dialog is the native <dialog>, which traps focus, closes on
 // Escape and returns focus where it was.
 
-import { apiKey, setApiKey } from './api.js';
+import { apiKey, requestSignIn, setApiKey, signInDeclined } from './api.js';
 
 /** el('button', {class: 'x', onclick: fn, 'aria-label': 'y'}, 'text', child...) */
 export function el(tag, attrs = {}, ...children) {
@@ -73,13 +73,10 @@ export function signInPrompt(reason) {
       dlg.removeEventListener('close', done);
       const key = input.value.trim();
       input.value = '';
-      if (dlg.returnValue === 'ok' && key) {
-        setApiKey(key);
-        updateSignOut();
-        resolve(true);
-      } else {
-        resolve(false);
-      }
+      const ok = dlg.returnValue === 'ok' && !!key;
+      if (ok) setApiKey(key);
+      resolve(ok);
+      queueMicrotask(updateSignOut); // after requestSignIn has recorded a cancel
     };
     dlg.returnValue = '';
     dlg.addEventListener('close', done);
@@ -88,14 +85,22 @@ export function signInPrompt(reason) {
   });
 }
 
-/** Shows the sign-out button while a key is stored; wires it once. */
+/**
+ * The header's account button: "Sign out" while a key is stored, "Sign in" after the prompt
+ * was cancelled, hidden otherwise (no key needed so far). Signing in or out reloads the page.
+ */
 export function updateSignOut() {
   const b = document.getElementById('sign-out');
   if (!b) return;
-  b.hidden = !apiKey();
+  const signedIn = !!apiKey();
+  b.hidden = !signedIn && !signInDeclined();
+  b.textContent = signedIn ? 'Sign out' : 'Sign in';
   if (!b.dataset.wired) {
     b.dataset.wired = '1';
-    b.addEventListener('click', () => { setApiKey(''); location.reload(); });
+    b.addEventListener('click', async () => {
+      if (apiKey()) { setApiKey(''); location.reload(); return; }
+      if (await requestSignIn({ status: 401, message: '' }, { force: true })) location.reload();
+    });
   }
 }
 

@@ -25,7 +25,7 @@ const dialog = (page) => page.locator('#signin-dialog[open]');
 async function signIn(page, key) {
   await dialog(page).waitFor();
   await page.locator('#signin-key').fill(key);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#signin-form').getByRole('button', { name: 'Sign in' }).click();
 }
 
 browserTest('the degraded banner names the unconfigured llm service', getBrowser, async (page) => {
@@ -63,6 +63,20 @@ browserTest('a refused key brings the prompt back with the server\'s reason', ge
   await page.locator('#signin-reason', { hasText: 'refused' }).waitFor();
   await signIn(page, stack.keys.user);
   await page.locator('body[data-ready="1"]').waitFor();
+});
+
+browserTest('cancelling the prompt stops the prompting; "Sign in" brings it back', getBrowser, async (page) => {
+  await page.goto(stack.url + '/');
+  await dialog(page).waitFor();
+  await page.locator('#signin-form').getByRole('button', { name: 'Cancel' }).click();
+  await page.locator('body[data-ready="1"]').waitFor();
+  assert.equal(await dialog(page).count(), 0, 'no second prompt for the calls refused meanwhile');
+  await page.locator('.toast', { hasText: 'missing credentials' }).first().waitFor();
+  await page.locator('#sign-out', { hasText: 'Sign in' }).click();
+  await signIn(page, stack.keys.user);
+  await page.waitForURL(/./); // the page reloads with the key
+  await page.locator('body[data-ready="1"]').waitFor();
+  await page.locator('#sign-out', { hasText: 'Sign out' }).waitFor();
 });
 
 browserTest('/ops with a key without scope admin asks for an admin key', getBrowser, async (page, context, t) => {
