@@ -50,13 +50,17 @@ static void admin_config(struct http_req *req, void *arg)
 static void runtime_config(struct http_req *req, void *arg)
 {
 	(void)arg;
-	json_t *body = json_pack("{s:s, s:{s:b, s:s}, s:{s:I, s:I}, s:{s:s}}", "version", SOMA_VERSION, "auth",
-				 "required", !app.anonymous || auth_cache_valid_keys() > 0, "tenant", req->ident.tenant,
-				 "limits", "max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY), "request_timeout_s",
-				 (json_int_t)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S), "role", "name",
-				 app.role == ROLE_ALL	    ? "all"
-				 : app.role == ROLE_GATEWAY ? "gateway"
-							    : "worker");
+	json_t *body = json_pack(
+		"{s:s, s:{s:b, s:s}, s:{s:I, s:I}, s:{s:s}, s:{s:I, s:I, s:s}, s:{s:I, s:i}}", "version", SOMA_VERSION,
+		"auth", "required", !app.anonymous || auth_cache_valid_keys() > 0, "tenant", req->ident.tenant,
+		"limits", "max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY), "request_timeout_s",
+		(json_int_t)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S), "role", "name",
+		app.role == ROLE_ALL	   ? "all"
+		: app.role == ROLE_GATEWAY ? "gateway"
+					   : "worker",
+		"uploads", "max_mb", (json_int_t)cfg_int(CFG_UPLOADS_MAX_MB), "max_files",
+		(json_int_t)cfg_int(CFG_UPLOADS_MAX_FILES), "allowed_types", cfg_str(CFG_UPLOADS_ALLOWED_TYPES),
+		"stream", "keepalive_s", (json_int_t)cfg_int(CFG_STREAM_KEEPALIVE_S), "retry_ms", 2000);
 	http_respond_json(req, 200, body);
 }
 
