@@ -13,31 +13,6 @@
 #include "core/config.h"
 #include "identity/identity.h"
 
-/* "admin,chat" or "admin chat" -> "admin chat"; false when a scope holds odd characters. */
-static bool normalize_scopes(const char *in, char *out, size_t cap)
-{
-	size_t o = 0;
-	bool sep = false;
-	for (const char *p = in ? in : ""; *p; p++) {
-		char c = *p;
-		if (c == ',' || c == ' ') {
-			sep = o > 0;
-			continue;
-		}
-		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' ||
-			  c == '-';
-		if (!ok || o + 2 >= cap)
-			return false;
-		if (sep) {
-			out[o++] = ' ';
-			sep = false;
-		}
-		out[o++] = c;
-	}
-	out[o] = '\0';
-	return true;
-}
-
 static int keys_create(const struct cli *cli, struct store *st)
 {
 	char scopes[STORE_SCOPES_MAX + 1], why[256];
@@ -50,7 +25,7 @@ static int keys_create(const struct cli *cli, struct store *st)
 		fprintf(stderr, "somaagent: --tenant %s: %s\n", cli->tenant, why);
 		return EXIT_USAGE;
 	}
-	if (!normalize_scopes(cli->scope, scopes, sizeof(scopes))) {
+	if (!identity_scopes_normalize(cli->scope, scopes, sizeof(scopes))) {
 		fprintf(stderr, "somaagent: --scope: expected scope names such as admin, separated by commas\n");
 		return EXIT_USAGE;
 	}

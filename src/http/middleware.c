@@ -106,6 +106,37 @@ static enum http_mw_result unauthorized(struct http_req *req, const char *messag
 	return HTTP_MW_DONE;
 }
 
+/* 401 for a JWT that was refused (RFC 6750: error="invalid_token"; OAuth clients read it). */
+static enum http_mw_result invalid_token(struct http_req *req, const char *message)
+{
+	http_resp_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+	http_respond_error(req, 401, "unauthorized", "%s", message);
+	return HTTP_MW_DONE;
+}
+
+/* A JWT (two dots) or an API key (sa01_<id>_<secret>, no dots) -> req->ident. Both checks read
+ * memory only: the key cache, the JWT keys and this thread's cache of verified tokens. */
+static enum http_mw_result authenticate_bearer(struct http_req *req, struct str token)
+{
+	if (identity_token_is_jwt(token.p, token.len)) {
+		enum jwt_verdict v = jwt_auth_verify(token.p, token.len, &req->ident);
+		if (v != JWT_OK)
+			return invalid_token(req, jwt_verdict_message(v));
+		req->authenticated = true;
+		return HTTP_MW_NEXT;
+	}
+	switch (auth_cache_lookup(token.p, token.len, &req->ident)) {
+	case AUTH_OK:
+		req->authenticated = true;
+		return HTTP_MW_NEXT;
+	case AUTH_REVOKED:
+		return unauthorized(req, "this API key has been revoked; ask an admin for a new one");
+	case AUTH_INVALID:
+		break;
+	}
+	return unauthorized(req, "invalid API key; check the token or create one with `somaagent keys create`");
+}
+
 static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 {
 	struct http_pipeline *p = arg;
@@ -119,28 +150,20 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 			set_identity(req, p->auth.default_tenant, "anonymous", "admin");
 			return HTTP_MW_NEXT;
 		}
-		return unauthorized(req, "missing credentials; send Authorization: Bearer <api key> "
-					 "(create one with `somaagent keys create --tenant NAME`)");
+		return unauthorized(req, "missing credentials; send Authorization: Bearer <api key or JWT> "
+					 "(create a key with `somaagent keys create --tenant NAME`)");
 	}
 	if (h.len < 8 || strncasecmp(h.p, "Bearer ", 7) != 0)
-		return unauthorized(req, "the Authorization header must be: Bearer <api key>");
+		return unauthorized(req, "the Authorization header must be: Bearer <api key or JWT>");
 	struct str token = {h.p + 7, h.len - 7};
 	size_t admin_len = strlen(p->auth.admin_token);
 	if (admin_len && token.len == admin_len && CRYPTO_memcmp(token.p, p->auth.admin_token, admin_len) == 0) {
 		set_identity(req, p->auth.default_tenant, "admin_token", "admin");
-		return HTTP_MW_NEXT;
-	}
-	switch (auth_cache_lookup(token.p, token.len, &req->ident)) {
-	case AUTH_OK:
-		req->authenticated = true;
-		break;
-	case AUTH_REVOKED:
-		return unauthorized(req, "this API key has been revoked; ask an admin for a new one");
-	case AUTH_INVALID:
-		return unauthorized(req, "invalid API key; check the token or create one with `somaagent keys create`");
+	} else if (authenticate_bearer(req, token) == HTTP_MW_DONE) {
+		return HTTP_MW_DONE;
 	}
 	if ((flags & HTTP_ROUTE_ADMIN) && !identity_has_scope(&req->ident, "admin")) {
-		http_respond_error(req, 403, "forbidden", "this endpoint needs an API key with scope admin");
+		http_respond_error(req, 403, "forbidden", "this endpoint needs credentials with scope admin");
 		return HTTP_MW_DONE;
 	}
 	return HTTP_MW_NEXT;

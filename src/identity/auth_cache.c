@@ -1,5 +1,9 @@
 /*
  * auth_cache.c - in-memory snapshot of the API keys for the io threads (see identity.h).
+ *
+ * DESIGN: the main thread swaps in a fresh snapshot when the store changed; the admin API also
+ * patches the snapshot in place (auth_cache_put) right after its own commit, so its changes act
+ * at once. A later refresh reads the same rows back, so the two never disagree for long.
  */
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -79,6 +83,33 @@ void auth_cache_mark_stale(void)
 size_t auth_cache_valid_keys(void)
 {
 	return atomic_load(&nvalid);
+}
+
+enum soma_err auth_cache_put(const struct store_key *key)
+{
+	enum soma_err err = SOMA_OK;
+	pthread_rwlock_wrlock(&cache_lock);
+	size_t i = 0;
+	while (i < nkeys && strcmp(keys[i].id, key->id) != 0)
+		i++;
+	if (i == nkeys) {
+		struct store_key *grown = realloc(keys, (nkeys + 1) * sizeof(*keys));
+		if (grown) {
+			keys = grown;
+			nkeys++;
+		} else {
+			err = SOMA_ERR_NOMEM;
+		}
+	}
+	if (err == SOMA_OK) {
+		keys[i] = *key;
+		size_t valid = 0;
+		for (size_t j = 0; j < nkeys; j++)
+			valid += keys[j].revoked_ms == 0;
+		atomic_store(&nvalid, valid);
+	}
+	pthread_rwlock_unlock(&cache_lock);
+	return err;
 }
 
 enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out)

@@ -75,12 +75,15 @@ static bool check_auth_safety(char *why, size_t cap)
 	if (!cfg_parse_listen(cfg_str(CFG_HTTP_LISTEN), host, sizeof(host), &port))
 		return false;
 	bool loopback = cfg_listen_is_loopback(host), has_token = cfg_str(CFG_AUTH_ADMIN_TOKEN)[0] != '\0';
-	app.anonymous = loopback && !cfg_bool(CFG_AUTH_REQUIRE) && !has_token;
-	if (loopback || has_token || count_keys() > 0)
+	bool jwt = cfg_str(CFG_AUTH_JWT_SECRET)[0] || cfg_str(CFG_AUTH_JWT_PUBLIC_KEY)[0] ||
+		   cfg_str(CFG_AUTH_JWT_JWKS_URL)[0]; /* JWTs configured: credentials are expected */
+	app.anonymous = loopback && !cfg_bool(CFG_AUTH_REQUIRE) && !has_token && !jwt;
+	if (loopback || has_token || jwt || count_keys() > 0)
 		return true;
 	snprintf(why, cap,
 		 "http.listen %s is not a loopback address and no API key exists; create one with "
-		 "`somaagent keys create --tenant NAME --scope admin` (or set auth.admin_token), then start again",
+		 "`somaagent keys create --tenant NAME --scope admin` (or set auth.admin_token, or JWTs with "
+		 "auth.jwt_*), then start again",
 		 cfg_str(CFG_HTTP_LISTEN));
 	return false;
 }

@@ -3,7 +3,8 @@
  *   store   (10, critical)  opens data.dir/somaagent.db, applies migrations, starts the
  *                           group-commit writer and readers; committed events go on the bus
  *   bus     (15, critical)  live events and the resume log of ephemeral events
- *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop)
+ *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop) and the JWT keys
+ *                           (PEM file; JWKS fetched by its own thread)
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
  *   llm     (50)            the language model settings; unconfigured without a key
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
@@ -162,14 +163,28 @@ static enum soma_err auth_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
 	enum soma_err err = auth_cache_init(app.store);
-	if (err != SOMA_OK)
+	if (err != SOMA_OK) {
 		snprintf(why, cap, "cannot read API keys from the store");
+		return err;
+	}
+	struct jwt_config jwt = {.secret = cfg_str(CFG_AUTH_JWT_SECRET),
+				 .public_key_path = cfg_str(CFG_AUTH_JWT_PUBLIC_KEY),
+				 .jwks_url = cfg_str(CFG_AUTH_JWT_JWKS_URL),
+				 .jwks_refresh_s = (int)cfg_int(CFG_AUTH_JWT_JWKS_REFRESH_S),
+				 .jwks_wait_ms = 5000,
+				 .issuer = cfg_str(CFG_AUTH_JWT_ISSUER),
+				 .audience = cfg_str(CFG_AUTH_JWT_AUDIENCE),
+				 .leeway_s = (int)cfg_int(CFG_AUTH_JWT_LEEWAY_S),
+				 .tenant_claims = cfg_str(CFG_AUTH_JWT_TENANT_CLAIMS)};
+	if ((err = jwt_auth_init(&jwt, why, cap)) != SOMA_OK)
+		auth_cache_deinit();
 	return err;
 }
 
 static void auth_stop(void *ctx)
 {
 	(void)ctx;
+	jwt_auth_deinit();
 	auth_cache_deinit();
 }
 
@@ -181,12 +196,14 @@ static enum svc_status auth_health(void *ctx, char *detail, size_t cap)
 		return SVC_DEGRADED;
 	}
 	size_t keys = auth_cache_valid_keys();
+	char jwt[400];
+	bool jwt_ok = jwt_auth_describe(jwt, sizeof(jwt));
 	if (app.anonymous && keys == 0)
 		snprintf(detail, cap, "no API keys: loopback requests run as tenant %s",
 			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	else
-		snprintf(detail, cap, "%zu API key(s)", keys);
-	return SVC_OK;
+		snprintf(detail, cap, "%zu API key(s); %s", keys, jwt);
+	return jwt_ok ? SVC_OK : SVC_DEGRADED;
 }
 
 static enum svc_status disk_health(void *ctx, char *detail, size_t cap)

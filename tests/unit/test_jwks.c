@@ -1,0 +1,433 @@
+/*
+ * test_jwks.c - verification keys (src/identity/jwk.c) and the JWKS key set with its refresh
+ * thread (src/identity/jwks.c): JWK -> PEM for RSA and EC, what is refused, key choice by kid,
+ * rotation, the rate limit on refreshes, and every way a fetch can fail.
+ *
+ * DESIGN: the JWKS is served by a tiny HTTP server on a thread of this test (a static document,
+ * a status code, or a connection that never answers), so the real libcurl fetch path runs.
+ */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "helpers.h"
+#include "identity/jwt_int.h"
+#include "jwt_helpers.h"
+
+/* ---- the JWKS server ------------------------------------------------------------------------- */
+
+static struct {
+	int fd, port;	      /* listening socket */
+	pthread_t tid;	      /* serving thread */
+	atomic_bool stop;     /* ends the thread */
+	atomic_int hits;      /* requests served */
+	pthread_mutex_t lock; /* guards body and status */
+	char *body;	      /* the document (malloc'd) */
+	int status;	      /* 200, 500 ...; 0: never answer */
+} srv = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void serve_one(int c)
+{
+	char req[4096];
+	size_t got = 0;
+	while (got < sizeof(req) - 1 && !memmem(req, got, "\r\n\r\n", 4)) {
+		ssize_t n = read(c, req + got, sizeof(req) - 1 - got);
+		if (n <= 0)
+			return;
+		got += (size_t)n;
+	}
+	atomic_fetch_add(&srv.hits, 1);
+	pthread_mutex_lock(&srv.lock);
+	int status = srv.status;
+	char *body = strdup(srv.body ? srv.body : "");
+	pthread_mutex_unlock(&srv.lock);
+	while (status == 0 && !atomic_load(&srv.stop))
+		usleep(10000); /* a server that never answers */
+	char head[256];
+	int hn = snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			  status, strlen(body));
+	if (status && write(c, head, (size_t)hn) == hn && write(c, body, strlen(body)) < 0)
+		cr_log_warn("short write");
+	free(body);
+}
+
+static void *serve(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&srv.stop)) {
+		struct pollfd p = {srv.fd, POLLIN, 0};
+		if (poll(&p, 1, 20) != 1)
+			continue;
+		int c = accept(srv.fd, NULL, NULL);
+		if (c >= 0) {
+			serve_one(c);
+			close(c);
+		}
+	}
+	return NULL;
+}
+
+static void server_set(int status, const char *body)
+{
+	pthread_mutex_lock(&srv.lock);
+	free(srv.body);
+	srv.body = strdup(body);
+	srv.status = status;
+	pthread_mutex_unlock(&srv.lock);
+}
+
+static void server_start(int status, const char *body)
+{
+	server_set(status, body);
+	srv.fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	cr_assert_eq(bind(srv.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(srv.fd, 16), 0);
+	cr_assert_eq(getsockname(srv.fd, (struct sockaddr *)&a, &len), 0);
+	srv.port = ntohs(a.sin_port);
+	atomic_store(&srv.stop, false);
+	atomic_store(&srv.hits, 0);
+	cr_assert_eq(pthread_create(&srv.tid, NULL, serve, NULL), 0);
+}
+
+static void setup(void)
+{
+	log_setup((enum log_level)(LOG_ERROR + 1), LOG_FORMAT_TEXT);
+}
+
+static void teardown(void)
+{
+	atomic_store(&srv.stop, true); /* first: a fetch stuck on the server must end */
+	jwt_auth_deinit();
+	if (srv.fd >= 0) {
+		pthread_join(srv.tid, NULL);
+		close(srv.fd);
+		srv.fd = -1;
+	}
+	free(srv.body);
+	srv.body = NULL;
+}
+
+TestSuite(jwks, .init = setup, .fini = teardown);
+
+/* Starts JWT verification on the test server's JWKS; waits up to wait_ms for the first fetch. */
+static void init_jwks(int wait_ms)
+{
+	char url[64], why[256] = "";
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/jwks.json", srv.port);
+	struct jwt_config c = {.secret = "",
+			       .public_key_path = "",
+			       .jwks_url = url,
+			       .jwks_refresh_s = 300,
+			       .jwks_wait_ms = wait_ms,
+			       .issuer = "",
+			       .audience = "",
+			       .leeway_s = 0,
+			       .tenant_claims = "tenant"};
+	cr_assert_eq(jwt_auth_init(&c, why, sizeof(why)), SOMA_OK, "%s", why);
+}
+
+/* {"keys": [jwk...]} of the given JWKs (consumed). Caller frees. */
+static char *jwks_doc(json_t *a, json_t *b, json_t *c)
+{
+	json_t *keys = json_array();
+	json_t *all[] = {a, b, c};
+	for (int i = 0; i < 3; i++)
+		if (all[i])
+			json_array_append_new(keys, all[i]);
+	json_t *doc = json_pack("{s:o}", "keys", keys);
+	char *text = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	return text;
+}
+
+static enum jwt_verdict verify_signed(EVP_PKEY *k, const char *alg, const char *kid)
+{
+	char priv[4096];
+	test_key_pem(k, true, priv, sizeof(priv));
+	char *claims = test_claims("{}");
+	char *t = test_token(alg, priv, strlen(priv), kid, claims, NULL);
+	struct identity who;
+	enum jwt_verdict v = jwt_auth_verify(t, strlen(t), &who);
+	free(t);
+	free(claims);
+	return v;
+}
+
+/* ---- keys ------------------------------------------------------------------------------------ */
+
+Test(jwks, base64url_decoding)
+{
+	unsigned char out[16];
+	size_t n;
+	cr_assert(jwt_b64url_decode("aGk", 3, out, sizeof(out), &n) && n == 2 && memcmp(out, "hi", 2) == 0);
+	cr_assert(jwt_b64url_decode("aGk=", 4, out, sizeof(out), &n) && n == 2, "padding is tolerated");
+	cr_assert(jwt_b64url_decode("-_8", 3, out, sizeof(out), &n) && n == 2 && out[0] == 0xfb && out[1] == 0xff);
+	cr_assert_not(jwt_b64url_decode("a+b/", 4, out, sizeof(out), &n), "base64, not base64url");
+	cr_assert_not(jwt_b64url_decode("abcde", 5, out, sizeof(out), &n), "impossible length");
+	cr_assert_not(jwt_b64url_decode("aGVsbG8gd29ybGQh", 16, out, 4, &n), "does not fit");
+	cr_assert(jwt_b64url_decode("", 0, out, sizeof(out), &n) && n == 0);
+}
+
+Test(jwks, jwk_to_pem_for_rsa_p256_and_p384)
+{
+	static const char *const kinds[] = {"RSA", "P-256", "P-384"};
+	static const enum jwt_key_type types[] = {JWT_KEY_RSA, JWT_KEY_EC_P256, JWT_KEY_EC_P384};
+	for (int i = 0; i < 3; i++) {
+		EVP_PKEY *k = test_key_new(kinds[i]);
+		char pem[4096], why[160] = "";
+		test_key_pem(k, false, pem, sizeof(pem));
+		json_t *jwk = test_jwk(k, "kid-1");
+		json_object_set_new(jwk, "use", json_string("sig"));
+		struct jwt_key key;
+		cr_assert(jwk_to_key(jwk, &key, why, sizeof(why)), "%s: %s", kinds[i], why);
+		cr_assert_eq(key.type, types[i]);
+		cr_assert_str_eq(key.kid, "kid-1");
+		cr_assert_str_eq(key.pem, pem, "%s: the JWK is the same public key", kinds[i]);
+		cr_assert_eq(key.pem_len, (int)strlen(pem));
+		struct jwt_key from_pem;
+		cr_assert(jwt_pem_to_key(pem, strlen(pem), &from_pem, why, sizeof(why)), "%s", why);
+		cr_assert_eq(from_pem.type, types[i]);
+		json_decref(jwk);
+		EVP_PKEY_free(k);
+	}
+}
+
+/* A JWK of k with one member changed (value NULL: removed); true when it is accepted. */
+static bool jwk_variant(EVP_PKEY *k, const char *member, json_t *value, char *why, size_t cap)
+{
+	json_t *jwk = test_jwk(k, "k");
+	if (value)
+		json_object_set_new(jwk, member, value);
+	else
+		json_object_del(jwk, member);
+	struct jwt_key key;
+	bool ok = jwk_to_key(jwk, &key, why, cap);
+	json_decref(jwk);
+	return ok;
+}
+
+Test(jwks, unusable_jwks_are_refused_with_a_reason)
+{
+	EVP_PKEY *rsa = test_key_new("RSA"), *ec = test_key_new("P-256");
+	char why[160];
+	cr_assert_not(jwk_variant(rsa, "kty", json_string("oct"), why, sizeof(why)));
+	cr_assert_not_null(strstr(why, "kty oct"), "%s", why);
+	cr_assert_not(jwk_variant(rsa, "kty", NULL, why, sizeof(why)));
+	cr_assert_not(jwk_variant(rsa, "use", json_string("enc"), why, sizeof(why)));
+	cr_assert_not(jwk_variant(rsa, "alg", json_string("ES256"), why, sizeof(why)), "alg of another type");
+	cr_assert_not(jwk_variant(rsa, "alg", json_string("HS256"), why, sizeof(why)), "a symmetric alg");
+	cr_assert(jwk_variant(rsa, "alg", json_string("RS384"), why, sizeof(why)), "%s", why);
+	cr_assert_not(jwk_variant(rsa, "n", json_string("!!"), why, sizeof(why)));
+	cr_assert_not(jwk_variant(rsa, "e", NULL, why, sizeof(why)));
+	cr_assert_not(jwk_variant(rsa, "kid", json_integer(3), why, sizeof(why)));
+	char long_kid[JWT_KID_MAX + 2];
+	memset(long_kid, 'k', sizeof(long_kid) - 1);
+	long_kid[sizeof(long_kid) - 1] = '\0';
+	cr_assert_not(jwk_variant(rsa, "kid", json_string(long_kid), why, sizeof(why)));
+	cr_assert_not(jwk_variant(ec, "crv", json_string("P-521"), why, sizeof(why)));
+	cr_assert_not_null(strstr(why, "P-521"), "%s", why);
+	cr_assert_not(jwk_variant(ec, "x", json_string("AAAA"), why, sizeof(why)), "x of the wrong size");
+	char zeros[64];
+	unsigned char z[32] = {0};
+	test_b64url(z, sizeof(z), zeros, sizeof(zeros));
+	cr_assert_not(jwk_variant(ec, "y", json_string(zeros), why, sizeof(why)), "a point off the curve");
+	cr_assert_not(jwk_variant(ec, "alg", json_string("ES384"), why, sizeof(why)), "ES384 on P-256");
+	struct jwt_key key;
+	json_t *not_object = json_string("x");
+	cr_assert_not(jwk_to_key(not_object, &key, why, sizeof(why)));
+	json_decref(not_object);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(ec);
+}
+
+Test(jwks, small_rsa_and_odd_pems_are_refused)
+{
+	EVP_PKEY *small = EVP_RSA_gen(1024);
+	cr_assert_not_null(small);
+	char pem[4096], why[160];
+	test_key_pem(small, false, pem, sizeof(pem));
+	struct jwt_key key;
+	cr_assert_not(jwt_pem_to_key(pem, strlen(pem), &key, why, sizeof(why)));
+	cr_assert_not_null(strstr(why, "1024 bits"), "%s", why);
+	json_t *jwk = test_jwk(small, NULL);
+	cr_assert_not(jwk_to_key(jwk, &key, why, sizeof(why)));
+	json_decref(jwk);
+	EVP_PKEY_free(small);
+	EVP_PKEY *p521 = test_key_new("P-521");
+	test_key_pem(p521, false, pem, sizeof(pem));
+	cr_assert_not(jwt_pem_to_key(pem, strlen(pem), &key, why, sizeof(why)));
+	cr_assert_not_null(strstr(why, "not supported"), "%s", why);
+	EVP_PKEY_free(p521);
+	cr_assert_not(jwt_pem_to_key("garbage", 7, &key, why, sizeof(why)));
+}
+
+Test(jwks, a_certificate_gives_its_key)
+{
+	EVP_PKEY *k = test_key_new("P-256");
+	X509 *cert = X509_new();
+	X509_set_version(cert, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+	X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+	X509_set_pubkey(cert, k);
+	cr_assert(X509_sign(cert, k, EVP_sha256()) > 0);
+	BIO *b = BIO_new(BIO_s_mem());
+	cr_assert(PEM_write_bio_X509(b, cert));
+	char *data;
+	long n = BIO_get_mem_data(b, &data);
+	struct jwt_key key;
+	char why[160] = "", pem[4096];
+	cr_assert(jwt_pem_to_key(data, (size_t)n, &key, why, sizeof(why)), "%s", why);
+	test_key_pem(k, false, pem, sizeof(pem));
+	cr_assert_str_eq(key.pem, pem);
+	BIO_free(b);
+	X509_free(cert);
+	EVP_PKEY_free(k);
+}
+
+Test(jwks, documents)
+{
+	EVP_PKEY *ec = test_key_new("P-256");
+	struct jwt_key keys[2];
+	size_t n = 9;
+	char why[200];
+	cr_assert_eq(jwks_parse("nope", 4, keys, 2, &n, why, sizeof(why)), SOMA_ERR_INVALID);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(jwks_parse("{\"keys\": {}}", 12, keys, 2, &n, why, sizeof(why)), SOMA_ERR_INVALID);
+	const char *oct = "{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]}";
+	cr_assert_eq(jwks_parse(oct, strlen(oct), keys, 2, &n, why, sizeof(why)), SOMA_ERR_INVALID);
+	cr_assert_not_null(strstr(why, "no usable key"), "%s", why);
+	char *doc = jwks_doc(json_pack("{s:s}", "kty", "oct"), test_jwk(ec, "a"), test_jwk(ec, "b"));
+	cr_assert_eq(jwks_parse(doc, strlen(doc), keys, 2, &n, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_eq(n, 2, "the oct key is skipped");
+	cr_assert_str_eq(keys[1].kid, "b");
+	cr_assert_eq(jwks_parse(doc, strlen(doc), keys, 1, &n, why, sizeof(why)), SOMA_OK);
+	cr_assert_eq(n, 1, "at most max keys");
+	free(doc);
+	EVP_PKEY_free(ec);
+}
+
+/* ---- the key set and its thread ------------------------------------------------------------- */
+
+Test(jwks, keys_chosen_by_kid_and_type)
+{
+	EVP_PKEY *rsa = test_key_new("RSA"), *ec = test_key_new("P-256"), *ec2 = test_key_new("P-256");
+	json_t *pinned = test_jwk(rsa, "rsa-384");
+	json_object_set_new(pinned, "alg", json_string("RS384"));
+	char *doc = jwks_doc(test_jwk(rsa, "rsa-1"), test_jwk(ec, "ec-1"), pinned);
+	server_start(200, doc);
+	init_jwks(3000);
+	char d[300];
+	cr_assert(jwt_auth_describe(d, sizeof(d)), "%s", d);
+	cr_assert_not_null(strstr(d, "JWKS 3 key(s)"), "%s", d);
+	cr_assert_eq(verify_signed(rsa, "RS256", "rsa-1"), JWT_OK);
+	cr_assert_eq(verify_signed(ec, "ES256", "ec-1"), JWT_OK);
+	cr_assert_eq(verify_signed(ec, "ES256", NULL), JWT_OK, "no kid, one EC key");
+	cr_assert_eq(verify_signed(rsa, "RS256", NULL), JWT_NO_KID, "no kid, two RSA keys");
+	cr_assert_eq(verify_signed(ec, "ES256", "rsa-1"), JWT_KEY_MISMATCH);
+	cr_assert_eq(verify_signed(rsa, "RS256", "rsa-384"), JWT_KEY_MISMATCH, "the JWK pins RS384");
+	cr_assert_eq(verify_signed(rsa, "RS384", "rsa-384"), JWT_OK);
+	cr_assert_eq(verify_signed(ec2, "ES256", "ec-1"), JWT_BAD_SIGNATURE);
+	cr_assert_eq(verify_signed(ec2, "ES256", "ec-2"), JWT_UNKNOWN_KID);
+	free(doc);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(ec2);
+}
+
+Test(jwks, rotation_and_the_refresh_rate_limit)
+{
+	EVP_PKEY *old = test_key_new("P-256"), *fresh = test_key_new("P-256");
+	char *doc = jwks_doc(test_jwk(old, "old"), NULL, NULL);
+	server_start(200, doc);
+	free(doc);
+	init_jwks(3000);
+	cr_assert_eq(verify_signed(old, "ES256", "old"), JWT_OK);
+	cr_assert_eq(atomic_load(&srv.hits), 1);
+	doc = jwks_doc(test_jwk(fresh, "new"), NULL, NULL); /* the issuer rotates */
+	server_set(200, doc);
+	free(doc);
+	cr_assert_eq(verify_signed(fresh, "ES256", "new"), JWT_UNKNOWN_KID, "answered at once, refresh asked");
+	enum jwt_verdict v = JWT_UNKNOWN_KID;
+	for (int i = 0; i < 300 && v != JWT_OK; i++) {
+		usleep(10000);
+		v = verify_signed(fresh, "ES256", "new");
+	}
+	cr_assert_eq(v, JWT_OK, "the new key arrives without a restart");
+	cr_assert_eq(atomic_load(&srv.hits), 2);
+	cr_assert_eq(verify_signed(old, "ES256", "old"), JWT_UNKNOWN_KID, "the old key is gone, cache too");
+	usleep(300000);
+	cr_assert_eq(atomic_load(&srv.hits), 2, "no second fetch within 10 s");
+	EVP_PKEY_free(old);
+	EVP_PKEY_free(fresh);
+}
+
+/* Starts on a server answering status with body; returns the health detail (static). */
+static const char *failed_start(int status, const char *body)
+{
+	static char d[300];
+	server_start(status, body);
+	init_jwks(3000);
+	cr_assert_not(jwt_auth_describe(d, sizeof(d)), "%s", d);
+	cr_assert(jwt_auth_enabled(), "JWKS keys may still arrive");
+	return d;
+}
+
+Test(jwks, fetch_refused_status)
+{
+	cr_assert_not_null(strstr(failed_start(500, "{}"), "HTTP status 500"));
+}
+
+Test(jwks, fetch_not_a_jwks)
+{
+	cr_assert_not_null(strstr(failed_start(200, "<html>"), "not a JWKS"));
+}
+
+Test(jwks, fetch_too_large)
+{
+	char *big = malloc(JWKS_DOC_MAX + 100);
+	memset(big, ' ', JWKS_DOC_MAX + 99);
+	big[JWKS_DOC_MAX + 99] = '\0';
+	const char *d = failed_start(200, big);
+	free(big);
+	cr_assert_not_null(strstr(d, "larger than"), "%s", d);
+}
+
+Test(jwks, fetch_connection_refused_then_tokens_get_401)
+{
+	char why[256] = "";
+	struct jwt_config c = {.secret = "",
+			       .public_key_path = "",
+			       .jwks_url = "http://127.0.0.1:1/jwks",
+			       .jwks_refresh_s = 300,
+			       .jwks_wait_ms = 3000,
+			       .issuer = "",
+			       .audience = "",
+			       .leeway_s = 0,
+			       .tenant_claims = "tenant"};
+	cr_assert_eq(jwt_auth_init(&c, why, sizeof(why)), SOMA_OK, "%s", why);
+	char d[300];
+	cr_assert_not(jwt_auth_describe(d, sizeof(d)));
+	cr_assert_not_null(strstr(d, "not loaded"), "%s", d);
+	EVP_PKEY *ec = test_key_new("P-256");
+	cr_assert_eq(verify_signed(ec, "ES256", "k"), JWT_UNKNOWN_KID);
+	cr_assert_eq(verify_signed(ec, "ES256", NULL), JWT_NO_KEY_FOR_ALG);
+	EVP_PKEY_free(ec);
+}
+
+Test(jwks, stop_aborts_a_fetch_that_hangs)
+{
+	server_start(0, "");
+	init_jwks(200); /* gives up waiting; the fetch goes on */
+	uint64_t t0 = clock_mono_ns();
+	jwt_auth_deinit();
+	cr_assert_lt(clock_mono_ns() - t0, 2000000000ull, "stopping took too long");
+}
