@@ -6,6 +6,8 @@
  *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop) and the JWT keys
  *                           (PEM file; JWKS fetched by its own thread)
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
+ *   policy  (35)            the policy engine (builtin rules or OPA) and the per-tenant limits;
+ *                           down when OPA does not answer (decisions are then denied)
  *   llm     (50)            the language model settings; unconfigured without a key
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
  *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
@@ -26,6 +28,7 @@
 #include "identity/identity.h"
 #include "llm/llm.h"
 #include "orchestrator/app.h"
+#include "policy/service.h"
 #include "queue/queue.h"
 #include "tasks/tasks.h"
 
@@ -320,6 +323,7 @@ enum soma_err services_register(void)
 		{"bus", 15, true, ROLE_ALL, bus_start, bus_stop, bus_health, NULL},
 		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
 		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
+		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},
 		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
