@@ -6,12 +6,15 @@
  * answer still produces the reply on restart. The reply arrives on the session's event stream.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "core/event.h"
 #include "core/ids.h"
 #include "gateway/gateway.h"
+#include "limits/limits.h"
+#include "policy/gate.h"
 #include "tasks/tasks.h"
 
 #define MAX_MESSAGE_BYTES (256 * 1024)
@@ -83,39 +86,80 @@ static bool read_common(struct http_req *req, json_t *body, char session_id[65],
 	return true;
 }
 
-static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)
+/* ---- policy (issue 6): a valid message waits here for the token budget and conversation.send ---- */
+struct ingest {
+	json_t *body;			/* the request body (a reference) */
+	json_t *extra_meta;		/* quick-action metadata; owned, or NULL */
+	char *text;			/* the message; owned */
+	char session_id[65];		/* given or new */
+	const char *persona;		/* in body, or NULL */
+	json_t *attachments, *metadata; /* in body, or NULL */
+};
+
+static void ingest_free(void *arg)
 {
-	char session_id[65];
-	const char *persona;
-	json_t *attachments, *metadata;
-	if (!read_common(req, body, session_id, &persona, &attachments, &metadata)) {
-		json_decref(extra_meta);
-		return;
-	}
-	json_t *meta = metadata ? json_deep_copy(metadata) : json_object();
-	if (extra_meta)
-		json_object_update(meta, extra_meta);
-	json_decref(extra_meta);
-	json_t *event = chat_event_new(session_id, "user", "user", text, persona, meta);
-	if (attachments)
-		json_object_set(event, "attachments", attachments);
+	struct ingest *in = arg;
+	json_decref(in->body);
+	json_decref(in->extra_meta);
+	free(in->text);
+	free(in);
+}
+
+static void ingest_allowed(struct http_req *req, void *arg)
+{
+	struct ingest *in = arg;
+	json_t *meta = in->metadata ? json_deep_copy(in->metadata) : json_object();
+	if (in->extra_meta)
+		json_object_update(meta, in->extra_meta);
+	json_t *event = chat_event_new(in->session_id, "user", "user", in->text, in->persona, meta);
+	if (in->attachments)
+		json_object_set(event, "attachments", in->attachments);
 	char task_id[IDS_UUID_LEN + 1];
 	ids_uuid7(task_id);
 	struct store_op *op = store_op_new(STORE_OP_MESSAGE, req->ident.tenant);
 	if (!op || !event) {
 		json_decref(event);
 		store_op_free(op);
+		ingest_free(in);
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
-	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
+	snprintf(op->session_id, sizeof(op->session_id), "%s", in->session_id);
 	snprintf(op->subject, sizeof(op->subject), "%s", req->ident.subject);
 	op->event = event;
-	op->attachments = attachments ? json_incref(attachments) : NULL;
-	op->task = json_pack("{s:s, s:s, s:s, s:{s:O}, s:I}", "id", task_id, "queue", "conversation", "name",
-			     TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
-			     "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	op->attachments = in->attachments ? json_incref(in->attachments) : NULL;
+	/* subject, scopes and persona ride along so the worker asks policy as the same caller */
+	op->task =
+		json_pack("{s:s, s:s, s:s, s:{s:O, s:s, s:s, s:s?}, s:I}", "id", task_id, "queue", "conversation",
+			  "name", TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
+			  "subject", req->ident.subject, "scopes", req->ident.scopes, "persona_id", in->persona,
+			  "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	ingest_free(in);
 	gw_store(req, op, on_message_stored);
+}
+
+static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)
+{
+	struct ingest *in = calloc(1, sizeof(*in));
+	if (in)
+		*in = (struct ingest){.body = json_incref(body), .extra_meta = extra_meta, .text = strdup(text)};
+	if (!in || !in->text) {
+		in ? ingest_free(in) : json_decref(extra_meta);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	if (!read_common(req, body, in->session_id, &in->persona, &in->attachments, &in->metadata) ||
+	    !limits_http_tokens(req)) {
+		ingest_free(in);
+		return;
+	}
+	char resource[80];
+	snprintf(resource, sizeof(resource), "session:%s", in->session_id);
+	json_t *ctx = json_pack("{s:I}", "message_length", (json_int_t)strlen(in->text));
+	struct policy_input pin = {
+		.persona_id = in->persona, .action = POLICY_CONVERSATION_SEND, .resource = resource, .context = ctx};
+	policy_gate_ask(req, &pin, in->session_id, ingest_allowed, in, ingest_free);
+	json_decref(ctx);
 }
 
 static void post_message(struct http_req *req, void *arg)

@@ -22,7 +22,9 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "gateway/gateway.h"
+#include "limits/limits.h"
 #include "llm/llm.h"
+#include "policy/gate.h"
 
 enum job_shape { SHAPE_OPENAI, SHAPE_INVOKE };
 
@@ -36,6 +38,7 @@ struct llm_job {
 	bool started;		       /* io side: the stream began */
 	json_t *messages;	       /* owned */
 	char model[128];	       /* requested model, or "" */
+	char tenant[65];	       /* the caller's tenant (its daily token budget) */
 	double temperature;	       /* < 0: not given */
 	int64_t max_tokens;	       /* <= 0: not given */
 	struct llm_config cfg;	       /* effective provider settings */
@@ -202,6 +205,13 @@ static void queue_frame(struct llm_job *job, const char *json, size_t len)
 	hand_off(job); /* unlocks */
 }
 
+/* A job that never started: both references go. */
+static void job_drop(void *arg)
+{
+	job_unref(arg);
+	job_unref(arg);
+}
+
 static void on_abort(struct http_req *req)
 {
 	struct llm_job *job = req->handler_ctx;
@@ -245,6 +255,8 @@ static void run_job(void *arg)
 				.stream = job->stream};
 	struct llm_callbacks cb = {.on_chunk = relay_chunk, .should_cancel = job_cancelled, .ctx = job};
 	llm_chat(&job->cfg, &r, &cb, &job->res);
+	limits_tokens_add(job->tenant, (job->res.input_tokens > 0 ? job->res.input_tokens : 0) +
+					       (job->res.output_tokens > 0 ? job->res.output_tokens : 0));
 	if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(job->res.error), job->res.detail);
 	pthread_mutex_lock(&job->lock);
@@ -280,6 +292,21 @@ static bool valid_messages(struct http_req *req, json_t *messages)
 		}
 	}
 	return true;
+}
+
+/* Policy allowed the job (issue 6): hand it to the LLM pool. */
+static void job_submit(struct http_req *req, void *arg)
+{
+	struct llm_job *job = arg;
+	if (!llm_pool || pool_submit(llm_pool, run_job, job) != SOMA_OK) {
+		job_drop(job);
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "llm_busy",
+				   "all LLM slots are busy (llm.proxy_concurrency); retry shortly");
+		return;
+	}
+	req->handler_ctx = job;
+	req->on_abort = on_abort;
 }
 
 static void start_job(struct http_req *req, json_t *body, json_t *messages, json_t *options, enum job_shape shape,
@@ -320,16 +347,23 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 		job_unref(job);
 		return;
 	}
-	if (!llm_pool || pool_submit(llm_pool, run_job, job) != SOMA_OK) {
-		job_unref(job);
-		job_unref(job);
-		http_resp_header(req, "Retry-After", "1");
-		http_respond_error(req, 503, "llm_busy",
-				   "all LLM slots are busy (llm.proxy_concurrency); retry shortly");
+	/* ---- policy (issue 6): the token budget, then llm.invoke for the model that will be used ---- */
+	if (!limits_http_tokens(req)) {
+		job_drop(job);
 		return;
 	}
-	req->handler_ctx = job;
-	req->on_abort = on_abort;
+	snprintf(job->tenant, sizeof(job->tenant), "%s", req->ident.tenant);
+	const char *use = job->model[0] ? job->model : job->cfg.model;
+	const char *session = json_string_value(json_object_get(body, "session_id"));
+	char resource[160];
+	snprintf(resource, sizeof(resource), "model:%s", use);
+	json_t *ctx = json_pack("{s:s, s:b}", "model", use, "stream", stream);
+	struct policy_input in = {.persona_id = json_string_value(json_object_get(body, "persona_id")),
+				  .action = POLICY_LLM_INVOKE,
+				  .resource = resource,
+				  .context = ctx};
+	policy_gate_ask(req, &in, shape == SHAPE_INVOKE ? session : NULL, job_submit, job, job_drop);
+	json_decref(ctx);
 }
 
 static void chat_completions(struct http_req *req, void *arg)

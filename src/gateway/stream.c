@@ -20,6 +20,7 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "gateway/gateway.h"
+#include "limits/limits.h"
 
 #define PENDING_MAX 8192
 
@@ -46,10 +47,14 @@ struct stream {
 	size_t neph, eph_i;	  /* replay: its size and next entry */
 	int64_t published;	  /* replay: rows past this seq arrive live instead */
 	bool truncated;		  /* replay: the page was full; end after it */
+	char tenant[65];	  /* whose stream (limits.streams_per_tenant) */
+	bool counted;		  /* holds one of the tenant's streams: released when freed */
 };
 
 static void stream_free(struct stream *s)
 {
+	if (s->counted)
+		limits_stream_release(s->tenant);
 	bus_unsubscribe(s->sub);
 	for (size_t i = s->eph_i; i < s->neph; i++)
 		bus_msg_release(s->eph[i]);
@@ -324,6 +329,13 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 				   "Last-Event-ID / after must be an event id of this stream");
 		return;
 	}
+	if (!limits_http_stream(req)) { /* limits (issue 6): 429 beyond limits.streams_per_tenant */
+		free(s);
+		store_op_free(op);
+		return;
+	}
+	snprintf(s->tenant, sizeof(s->tenant), "%s", req->ident.tenant);
+	s->counted = true;
 	s->has_cursor = last.p != NULL;
 	s->req = req;
 	s->thread = req->thread;

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "gateway/gateway.h"
+#include "policy/gate.h"
 #include "queue/queue.h"
 
 #define DEAD_PAGE_DEFAULT 50
@@ -63,6 +64,27 @@ static void on_published(struct http_req *req, struct store_op *op)
 
 /* POST /v1/tasks {task, args?, kwargs?, queue?, countdown?, max_retries?}. The fields of the
  * full engine that this queue does not implement yet are refused rather than ignored. */
+/* ---- policy (issue 6): task.run for this task name before it is published ---- */
+static void publish_allowed(struct http_req *req, void *arg)
+{
+	gw_store(req, arg, on_published);
+}
+
+static void drop_op(void *arg)
+{
+	store_op_free(arg);
+}
+
+static void ask_task_run(struct http_req *req, struct store_op *op, const char *task, const char *queue)
+{
+	char resource[160];
+	snprintf(resource, sizeof(resource), "task:%s", task);
+	json_t *ctx = json_pack("{s:s, s:s}", "task", task, "queue", queue);
+	struct policy_input in = {.action = POLICY_TASK_RUN, .resource = resource, .context = ctx};
+	policy_gate_ask(req, &in, NULL, publish_allowed, op, drop_op);
+	json_decref(ctx);
+}
+
 static void publish_task(struct http_req *req, void *arg)
 {
 	(void)arg;
@@ -115,7 +137,7 @@ static void publish_task(struct http_req *req, void *arg)
 			store_op_free(op);
 			http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		} else {
-			gw_store(req, op, on_published);
+			ask_task_run(req, op, json_string_value(name), qname);
 		}
 	}
 	json_decref(body);

@@ -32,6 +32,7 @@
 #include "core/pool.h"
 #include "gateway/gateway.h"
 #include "gateway/multipart.h"
+#include "policy/gate.h"
 
 struct upload {
 	_Atomic int refs;	  /* io side + pool side */
@@ -46,6 +47,10 @@ struct upload {
 	char code[48];		  /* error code */
 	char message[512];	  /* error message */
 	json_t *result;		  /* 200 body; owned */
+	/* policy (issue 6): who asks, and the deny if there was one */
+	char subject[65], scopes[129], key_id[65], request_id[129];
+	struct policy_decision denied; /* valid when policy_denied */
+	bool policy_denied;	       /* answer 403 policy_denied */
 };
 
 static struct pool *upload_pool;
@@ -183,6 +188,29 @@ static const char *detect_mime(const char *data, size_t len)
 	return m ? m : "application/octet-stream";
 }
 
+/* ---- policy (issue 6): upload.create asked again with each file's detected type and size. This
+ * runs on an upload thread, so an OPA engine may be asked here (blocking). ---- */
+static bool upload_allowed(struct upload *u, const char *mime, size_t size, const char *session)
+{
+	json_t *ctx = json_pack("{s:s, s:I}", "mime", mime, "size", (json_int_t)size);
+	struct policy_input in = {.tenant = u->tenant,
+				  .subject = u->subject,
+				  .scopes = u->scopes,
+				  .action = POLICY_UPLOAD_CREATE,
+				  .resource = "upload",
+				  .context = ctx};
+	policy_decide(&in, &u->denied);
+	json_decref(ctx);
+	if (u->denied.allow)
+		return true;
+	u->status = 403;
+	u->policy_denied = true;
+	policy_denied_audit(&in, u->key_id, &u->denied, u->request_id);
+	if (session[0])
+		policy_denied_append(u->tenant, session, policy_denied_event(session, &in, &u->denied));
+	return false;
+}
+
 /* Parses, checks, stores the blobs and builds the rows; false (with u->status) on failure. */
 static bool process(struct upload *u, const char *body, json_t *rows, char *session, size_t session_cap)
 {
@@ -225,6 +253,8 @@ static bool process(struct upload *u, const char *body, json_t *rows, char *sess
 			fail(u, 415, "unsupported_type", "files of type %s are not accepted (uploads.allowed_types)",
 			     mime);
 			ok = false;
+		} else if (!upload_allowed(u, mime, pv[i].len, session)) {
+			ok = false;
 		} else if (!store_blob(sha, pv[i].data, pv[i].len)) {
 			fail(u, 507, "storage_failed", "%s", "cannot store the file; check free space under data.dir");
 			ok = false;
@@ -249,6 +279,8 @@ static void on_io_done(void *arg)
 		req->on_abort = NULL;
 		if (u->status == 200)
 			http_respond_json(req, 200, json_incref(u->result));
+		else if (u->policy_denied)
+			policy_gate_respond(req, &u->denied);
 		else
 			http_respond_error(req, u->status, u->code, "%s", u->message);
 		upload_unref(u); /* the io side's reference: the request is answered */
@@ -333,6 +365,10 @@ static void post_upload(struct http_req *req, void *arg)
 	u->fd = req->body_fd >= 0 ? dup(req->body_fd) : -1;
 	snprintf(u->boundary, sizeof(u->boundary), "%s", boundary);
 	snprintf(u->tenant, sizeof(u->tenant), "%s", req->ident.tenant);
+	snprintf(u->subject, sizeof(u->subject), "%s", req->ident.subject);
+	snprintf(u->scopes, sizeof(u->scopes), "%s", req->ident.scopes);
+	snprintf(u->key_id, sizeof(u->key_id), "%s", req->ident.key_id);
+	snprintf(u->request_id, sizeof(u->request_id), "%s", req->request_id);
 	if (u->fd < 0 || pool_submit(upload_pool, run_upload, u) != SOMA_OK) {
 		upload_unref(u);
 		upload_unref(u);

@@ -5,12 +5,12 @@
  * kernel spreads connections) and owns its connections outright; no other thread touches them.
  * A connection reads one request head (bounded by http.max_header -> 431) and body (bounded by
  * http.max_body -> 413, checked from Content-Length before any body byte is read), then runs the
- * pipeline on the io thread: request id -> route (404/405) -> auth -> handler. Handlers must not
- * block; they respond before returning, or keep the request and respond later from the same
- * thread (work from other threads is posted back with http_thread_post). When the response is
- * complete the access log and metrics run, the request arena is reset, and the next request on
- * the connection (keep-alive, pipelining) is read. Every 4xx/5xx carries the JSON envelope
- * {"error":{"code","message","request_id"}}.
+ * pipeline on the io thread: request id -> route (404/405) -> auth -> limits (429) -> policy
+ * (403) -> handler. Handlers must not block; they respond before returning, or keep the request
+ * and respond later from the same thread (work from other threads is posted back with
+ * http_thread_post). When the response is complete the access log and metrics run, the request
+ * arena is reset, and the next request on the connection (keep-alive, pipelining) is read.
+ * Every 4xx/5xx carries the JSON envelope {"error":{"code","message","request_id"}}.
  * We parse HTTP ourselves on top of libevent bufferevents rather than use evhttp: evhttp 2.1
  * answers its own limit violations (oversized headers or body) with HTML pages we cannot turn
  * into our envelope or into 431, and it allocates per header; see docs/architecture.md.
@@ -68,6 +68,7 @@ struct http_req {
 	bool authenticated;		    /* ident is valid */
 	struct arena *arena;		    /* freed after the response */
 	uint64_t start_ns;		    /* monotonic time of the first byte */
+	unsigned mw_passed;		    /* once-only steps (limits, policy) already passed (middleware.c) */
 
 	/* response state */
 	int status;					    /* 0 until responded */

@@ -1,6 +1,6 @@
 /*
- * middleware.c - the request pipeline: request id -> routing -> auth -> handler, and the
- * completion hook (access log, metrics) that runs once per response.
+ * middleware.c - the request pipeline: request id -> routing -> auth -> limits -> policy ->
+ * handler, and the completion hook (access log, metrics) that runs once per response.
  *
  * DESIGN: middleware are small functions run in order; each either passes the request on
  * (HTTP_MW_NEXT) or answers it (HTTP_MW_DONE). They run on the io thread and never block:
@@ -18,6 +18,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/http.h"
+#include "limits/limits.h"
+#include "policy/gate.h"
 
 #define MAX_MIDDLEWARE 8
 
@@ -169,6 +171,62 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 	return HTTP_MW_NEXT;
 }
 
+/* ---- limits and policy (issue 6) ------------------------------------------------------------
+ * Both run once per request: an upload is authorised before its body is spooled
+ * (http_pipeline_authorize) and the pipeline runs again once the body is there; req->mw_passed
+ * remembers what was already passed. The policy step can wait for OPA without blocking: it then
+ * answers DONE and the pipeline resumes after it on the io thread if the decision allows. */
+enum { PASSED_LIMITS = 1u << 0, PASSED_POLICY = 1u << 1 };
+
+static void run_steps(struct http_pipeline *p, struct http_req *req, size_t first);
+
+/* The body is not read yet: the request is being authorised ahead of a spooled upload. */
+static bool before_body(const struct http_req *req)
+{
+	return req->content_length > 0 && !req->body && req->body_fd < 0;
+}
+
+static enum http_mw_result mw_limits(struct http_req *req, void *arg)
+{
+	(void)arg;
+	if (!req->authenticated || (req->mw_passed & PASSED_LIMITS) ||
+	    (http_route_flags(req->route) & HTTP_ROUTE_PUBLIC))
+		return HTTP_MW_NEXT;
+	req->mw_passed |= PASSED_LIMITS;
+	return limits_http_request(req) ? HTTP_MW_NEXT : HTTP_MW_DONE;
+}
+
+static enum http_mw_result mw_policy(struct http_req *req, void *arg);
+
+/* OPA allowed a request that mw_policy left waiting: the steps after it, then the handler. */
+static void policy_resume(struct http_req *req, void *arg)
+{
+	struct http_pipeline *p = arg;
+	size_t i = 0;
+	while (i < p->nsteps && p->steps[i].fn != mw_policy)
+		i++;
+	req->mw_passed |= PASSED_POLICY;
+	run_steps(p, req, i + 1);
+}
+
+static enum http_mw_result mw_policy(struct http_req *req, void *arg)
+{
+	if (req->mw_passed & PASSED_POLICY)
+		return HTTP_MW_NEXT;
+	bool early = before_body(req);
+	switch (policy_gate_route(req, early, policy_resume, arg)) {
+	case POLICY_GATE_PASS:
+		if (early)
+			req->mw_passed |= PASSED_POLICY;
+		return HTTP_MW_NEXT;
+	case POLICY_GATE_DEFER: /* asked again once the body is read */
+		return HTTP_MW_NEXT;
+	case POLICY_GATE_ANSWERED:
+		break;
+	}
+	return HTTP_MW_DONE;
+}
+
 struct http_pipeline *http_pipeline_new(struct http_router *router, const struct http_auth_opts *auth)
 {
 	struct http_pipeline *p = calloc(1, sizeof(*p));
@@ -181,6 +239,8 @@ struct http_pipeline *http_pipeline_new(struct http_router *router, const struct
 	p->steps[p->nsteps++] = (struct middleware){mw_request_id, p};
 	p->steps[p->nsteps++] = (struct middleware){mw_route, p};
 	p->steps[p->nsteps++] = (struct middleware){mw_auth, p};
+	p->steps[p->nsteps++] = (struct middleware){mw_limits, p};
+	p->steps[p->nsteps++] = (struct middleware){mw_policy, p};
 	return p;
 }
 
@@ -208,13 +268,18 @@ bool http_pipeline_authorize(struct http_pipeline *p, struct http_req *req)
 	return true;
 }
 
-void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
+static void run_steps(struct http_pipeline *p, struct http_req *req, size_t first)
 {
-	for (size_t i = 0; i < p->nsteps; i++) {
+	for (size_t i = first; i < p->nsteps; i++) {
 		if (p->steps[i].fn(req, p->steps[i].arg) == HTTP_MW_DONE)
 			return;
 	}
 	http_route_invoke(req->route, req);
+}
+
+void http_pipeline_run(struct http_pipeline *p, struct http_req *req)
+{
+	run_steps(p, req, 0);
 }
 
 void http_access_log_enable(bool on)

@@ -14,7 +14,9 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "limits/limits.h"
 #include "llm/llm.h"
+#include "policy/policy.h"
 #include "queue/queue.h"
 #include "tasks/tasks.h"
 
@@ -154,6 +156,54 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	return TASK_ACKED;
 }
 
+/* ---- policy and limits (issue 6): queued work is asked again, as its sender, before the LLM ----
+ * The message was allowed when it was accepted; policy (or the tenant's budget) may have changed
+ * since. conversation.send and llm.invoke (with the model that will be used) are asked here, on
+ * the worker thread (OPA may be called). A deny is audited and its policy.denied event is
+ * committed instead of a reply; a spent token budget commits an assistant.error. */
+static json_t *recheck(struct task_ctx *t, const struct llm_config *cfg)
+{
+	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
+	char session[80], model[160];
+	snprintf(session, sizeof(session), "session:%s", t->session_id);
+	snprintf(model, sizeof(model), "model:%s", cfg->model);
+	json_t *send_ctx = json_pack("{s:b}", "queued", 1),
+	       *llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
+	struct policy_input in = {.tenant = t->tenant,
+				  .subject = subject ? subject : "",
+				  .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
+				  .scopes = json_string_value(json_object_get(t->payload, "scopes")),
+				  .action = POLICY_CONVERSATION_SEND,
+				  .resource = session,
+				  .context = send_ctx};
+	struct policy_decision d;
+	policy_decide(&in, &d);
+	if (d.allow) {
+		in.action = POLICY_LLM_INVOKE;
+		in.resource = model;
+		in.context = llm_ctx;
+		policy_decide(&in, &d);
+	}
+	json_t *ev = NULL;
+	if (!d.allow) {
+		log_info("conversation", "session %s: %s denied by policy (%s); no reply", t->session_id, in.action,
+			 d.reason);
+		policy_denied_audit(&in, NULL, &d, NULL);
+		ev = policy_denied_event(t->session_id, &in, &d);
+	}
+	json_decref(send_ctx);
+	json_decref(llm_ctx);
+	int64_t retry;
+	if (ev || limits_tokens_available(t->tenant, &retry))
+		return ev;
+	json_t *meta =
+		json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code", "llm_budget_exceeded",
+			  "detail", "limits.llm_tokens_per_day reached", "http_status", 429, "generation_id", t->id);
+	return chat_event_new(t->session_id, "assistant", "assistant.error",
+			      "This tenant has used its LLM tokens for today; the budget renews at 00:00 UTC.", NULL,
+			      meta);
+}
+
 enum task_outcome task_conversation_process(struct task_ctx *t)
 {
 	if (!t->session_id)
@@ -173,17 +223,24 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	}
 	struct generation g = {.task = t, .base_seq = op->seq};
 	bus_key(g.bus_key, t->tenant, t->session_id);
+	struct llm_config cfg;
+	llm_config_from_settings(&cfg);
+	json_t *refused = recheck(t, &cfg); /* issue 6 */
+	if (refused) {
+		store_op_free(op);
+		return commit(t, refused);
+	}
 	json_t *messages = build_messages(op->rows);
 	store_op_free(op);
 	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
 				   json_pack("{s:s}", "generation_id", t->id)));
 
-	struct llm_config cfg;
-	llm_config_from_settings(&cfg);
 	struct llm_request req = {.messages = messages, .temperature = -1, .stream = true};
 	struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = &g};
 	struct llm_result res;
 	llm_chat(&cfg, &req, &cb, &res);
+	limits_tokens_add(t->tenant, (res.input_tokens > 0 ? res.input_tokens : 0) +
+					     (res.output_tokens > 0 ? res.output_tokens : 0)); /* issue 6 */
 	json_decref(messages);
 	enum task_outcome outcome;
 	if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
