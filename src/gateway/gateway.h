@@ -51,6 +51,9 @@ enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The task API: tasks, queues, workers, dead letters (tasks_api.c). */
 enum soma_err gateway_task_routes(struct http_router *r) SOMA_MUST_CHECK;
 
+/* The admin API of identities: /v1/keys, /v1/tenants (admin.c). */
+enum soma_err gateway_admin_routes(struct http_router *r) SOMA_MUST_CHECK;
+
 /* GET /v1/admin/audit (audit_api.c). */
 enum soma_err gateway_audit_routes(struct http_router *r) SOMA_MUST_CHECK;
 

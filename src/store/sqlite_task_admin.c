@@ -177,7 +177,7 @@ enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op)
 	case STORE_OP_DEAD_LIST:
 		return dead_list(c, op);
 	default:
-		return store_sql_audit_read(c, op);
+		return store_sql_identity_read(c, op);
 	}
 }
 
@@ -193,6 +193,6 @@ enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, 
 		return err;
 	}
 	default:
-		return store_sql_audit_write(c, op);
+		return store_sql_identity_write(c, op);
 	}
 }

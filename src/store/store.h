@@ -94,6 +94,14 @@ enum store_op_kind {
 	/* the audit trail (sqlite_audit.c) */
 	STORE_OP_AUDIT_APPEND, /* w: one row, op->row {tenant, subject, key_id?, action, resource?, decision, ...} */
 	STORE_OP_AUDIT_LIST,   /* r: rows newest first (all tenants with all_tenants, else op->tenant's) */
+	/* identity: API keys and tenants for the admin API (sqlite_identity.c); a key or tenant id in
+	 * task_id. KEY_INSERT/KEY_REVOKE leave the key's row in op->row: {id, tenant, name, scopes,
+	 * token_hash (hex), created_ms, revoked_ms} */
+	STORE_OP_KEY_INSERT,	/* w: key op->row (as above); creates its tenant when new */
+	STORE_OP_KEY_REVOKE,	/* w: revoke key task_id; SOMA_ERR_NOT_FOUND unless it is active */
+	STORE_OP_KEYS_LIST,	/* r: keys newest first, cursor-paginated; all_tenants or op->tenant's (rows) */
+	STORE_OP_TENANT_CREATE, /* w: tenant task_id named op->row {name}; SOMA_ERR_CONFLICT if it exists */
+	STORE_OP_TENANTS_LIST,	/* r: tenants by id, cursor-paginated, with their active key counts (rows) */
 };
 
 struct store_op {
@@ -138,6 +146,11 @@ struct store_op {
 /* Appends an audit row (see src/audit/audit.h) on the main connection, at once: for the CLI,
  * whose store runs no threads. Main thread only. */
 enum soma_err store_audit_insert_now(struct store *st, json_t *row) SOMA_MUST_CHECK;
+
+/* A key as the admin API shows it: {id, tenant, name, scopes:[...], created_at, revoked_at, status};
+ * never the token or its hash. Caller owns the result (NULL on OOM). */
+json_t *store_key_row_json(const char *id, const char *tenant, const char *name, const char *scopes, int64_t created_ms,
+			   int64_t revoked_ms);
 
 /* Embedded store only: puts tasks left reserved by a previous process back in the queue (one
  * process owns a data.dir, so they are orphans). *n receives how many. Main thread, at start. */

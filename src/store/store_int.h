@@ -92,6 +92,9 @@ enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, 
 /* The audit trail's ops (sqlite_audit.c). */
 enum soma_err store_sql_audit_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_audit_write(struct dbconn *c, struct store_op *op);
+/* The identity ops (sqlite_identity.c): keys and tenants; other kinds go on to the audit's. */
+enum soma_err store_sql_identity_read(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_identity_write(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);
