@@ -82,10 +82,10 @@ static enum soma_err audit_list(struct dbconn *c, struct store_op *op)
 
 enum soma_err store_sql_audit_read(struct dbconn *c, struct store_op *op)
 {
-	return op->kind == STORE_OP_AUDIT_LIST ? audit_list(c, op) : SOMA_ERR_INVALID;
+	return op->kind == STORE_OP_AUDIT_LIST ? audit_list(c, op) : store_sql_memory_read(c, op);
 }
 
 enum soma_err store_sql_audit_write(struct dbconn *c, struct store_op *op)
 {
-	return op->kind == STORE_OP_AUDIT_APPEND ? audit_insert(c, op->row) : SOMA_ERR_INVALID;
+	return op->kind == STORE_OP_AUDIT_APPEND ? audit_insert(c, op->row) : store_sql_memory_write(c, op);
 }

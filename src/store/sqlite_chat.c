@@ -128,6 +128,9 @@ static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enq
 	}
 	if ((err = event_insert(c, op, now)) != SOMA_OK)
 		return err;
+	/* memory: the turn's outbox row commits with it (src/store/sqlite_memory.c) */
+	if ((err = store_sql_memory_event(c, op->tenant, op->session_id, op->event)) != SOMA_OK)
+		return err;
 	if (op->task) {
 		if ((err = store_sql_task_insert(c, op->tenant, op->session_id, op->task)) != SOMA_OK)
 			return err;
@@ -139,6 +142,8 @@ static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enq
 static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
 {
 	enum soma_err err = event_insert(c, op, clock_wall_ms());
+	if (err == SOMA_OK) /* memory: the reply's outbox row commits with it (sqlite_memory.c) */
+		err = store_sql_memory_event(c, op->tenant, op->session_id, op->event);
 	if (err != SOMA_OK || !op->task_id[0])
 		return err;
 	/* the task's effect and its completion commit together: ack after the effect is durable */

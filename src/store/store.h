@@ -102,6 +102,21 @@ enum store_op_kind {
 	STORE_OP_KEYS_LIST,	/* r: keys newest first, cursor-paginated; all_tenants or op->tenant's (rows) */
 	STORE_OP_TENANT_CREATE, /* w: tenant task_id named op->row {name}; SOMA_ERR_CONFLICT if it exists */
 	STORE_OP_TENANTS_LIST,	/* r: tenants by id, cursor-paginated, with their active key counts (rows) */
+	/* memory (sqlite_memory.c): the memory outbox and the built-in memory; an outbox row id in
+	 * task_id; all_tenants for the relay and admins */
+	STORE_OP_MEMORY_REMEMBER, /* w: an outbox row from op->row {key, namespace, session_id?, value, tags?} */
+	STORE_OP_OUTBOX_CLAIM,	  /* w: up to `limit` ready rows -> sending, in order per session (rows);
+				   * flag: first put every `sending` row back (rows of a dead process) */
+	STORE_OP_OUTBOX_SETTLE,	  /* w: op->row [{id, result: delivered|retry|failed|release, error?, delay_ms?}] */
+	STORE_OP_OUTBOX_STATS,	  /* r: {pending, sending, failed, oldest_ms} (into session) */
+	STORE_OP_OUTBOX_LIST,	  /* r: rows oldest first, cursor-paginated; queue = state filter or "" (rows),
+				   * and their tenant's (or all tenants') counts as STATS does */
+	STORE_OP_OUTBOX_RETRY,	  /* w: a failed row back to pending with fresh attempts; NOT_FOUND otherwise */
+	STORE_OP_OUTBOX_DROP,	  /* w: a failed or pending row deleted; NOT_FOUND otherwise */
+	STORE_OP_MEMORY_PUT,	  /* w: built-in memory: op->row [{key, tenant, namespace, session_id, content,
+				   * payload}] stored once per (tenant, namespace, key) */
+	STORE_OP_MEMORY_SEARCH,	  /* r: built-in recall: op->row {query, namespace, top_k}, op->tenant only;
+				   * rows [{score, payload, source, key}] best first */
 };
 
 struct store_op {

@@ -95,6 +95,12 @@ enum soma_err store_sql_audit_write(struct dbconn *c, struct store_op *op);
 /* The identity ops (sqlite_identity.c): keys and tenants; other kinds go on to the audit's. */
 enum soma_err store_sql_identity_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_identity_write(struct dbconn *c, struct store_op *op);
+/* The memory ops (sqlite_memory.c), at the end of the chain (after the audit's). */
+enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);
+/* The outbox row of a committed event when it is a memory (a user turn or a completed reply);
+ * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
+enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);

@@ -1,0 +1,410 @@
+/*
+ * sqlite_memory.c - SQL of the memory ops (see store.h): the memory outbox and the built-in memory.
+ *
+ * DESIGN: the outbox is the one road every memory write takes. A row is inserted in the
+ * transaction of the event it comes from (store_sql_memory_event, called by sqlite_chat.c) or of
+ * POST /v1/memory/remember, so nothing acknowledged is lost. The relay (src/memory/relay.c)
+ * claims ready rows (pending -> sending) in id order, never a row whose session has an earlier
+ * row still waiting (backoff) or in flight, so each session's memories arrive in order; it then
+ * settles each row: delivered rows are deleted, failures go back to pending with a backoff or to
+ * `failed` (kept for an admin to retry or drop). Failed rows do not hold their session back.
+ * `sending` rows of a dead process are put back by the first claim after a start.
+ * The built-in memory is a table with an FTS5 index (content-only); a recall ranks by bm25 with
+ * a recency factor and reads only the caller's tenant's rows. The PostgreSQL driver will keep
+ * the same ops with a tsvector column (the seam is these functions).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/store_int.h"
+
+#define SEARCH_QUERY_MAX 2048 /* bytes of FTS5 query built from the user's text */
+#define SEARCH_TERMS_MAX 32   /* words of it */
+
+static enum soma_err step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
+}
+
+static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const char *key, const char *session_id,
+				   const char *ns, const char *body)
+{
+	int64_t now = clock_wall_ms();
+	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, "
+					 "available_ms, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+					 "ON CONFLICT(tenant, key) DO NOTHING");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, key);
+	bind_text(s, 2, tenant);
+	bind_text(s, 3, session_id ? session_id : "");
+	bind_text(s, 4, ns && ns[0] ? ns : "wm");
+	bind_text(s, 5, body);
+	sqlite3_bind_int64(s, 6, now);
+	sqlite3_bind_int64(s, 7, now);
+	sqlite3_bind_int64(s, 8, now);
+	return step_done(s);
+}
+
+enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event)
+{
+	const char *type = json_string_value(json_object_get(event, "type"));
+	json_t *meta = json_object_get(event, "metadata");
+	if (!type || (strcmp(type, "user") != 0 && strcmp(type, "assistant.final") != 0))
+		return SOMA_OK;
+	const char *status = json_string_value(json_object_get(meta, "status"));
+	if (strcmp(type, "assistant.final") == 0 && status && strcmp(status, "completed") != 0)
+		return SOMA_OK; /* a stopped reply is not a memory */
+	const char *id = json_string_value(json_object_get(event, "event_id"));
+	if (!id)
+		return SOMA_ERR_INVALID;
+	json_t *persona = json_object_get(event, "persona_id");
+	json_t *body = json_pack("{s:{s:s, s:s, s:O, s:O, s:s, s:O, s:{s:s}, s:O}, s:[s]}", "value", "id", id, "type",
+				 "conversation_event", "role", json_object_get(event, "role"), "content",
+				 json_object_get(event, "message"), "session_id", session_id, "persona_id",
+				 persona ? persona : json_null(), "metadata", "tenant", tenant, "created_at",
+				 json_object_get(event, "created_at"), "tags", "conversation");
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text)
+		return SOMA_ERR_NOMEM;
+	enum soma_err err = outbox_insert(c, tenant, id, session_id, "wm", text);
+	free(text);
+	return err;
+}
+
+static enum soma_err op_remember(struct dbconn *c, struct store_op *op)
+{
+	json_t *body = json_pack("{s:O, s:O?}", "value", json_object_get(op->row, "value"), "tags",
+				 json_object_get(op->row, "tags"));
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text)
+		return SOMA_ERR_NOMEM;
+	enum soma_err err = outbox_insert(c, op->tenant, json_string_value(json_object_get(op->row, "key")),
+					  json_string_value(json_object_get(op->row, "session_id")),
+					  json_string_value(json_object_get(op->row, "namespace")), text);
+	free(text);
+	return err;
+}
+
+static json_t *outbox_row_json(sqlite3_stmt *s)
+{
+	json_t *body = json_loads((const char *)sqlite3_column_text(s, 5), 0, NULL);
+	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:s, s:I, s:s, s:I, s:I}", "id",
+			 (json_int_t)sqlite3_column_int64(s, 0), "key", (const char *)sqlite3_column_text(s, 1),
+			 "tenant", (const char *)sqlite3_column_text(s, 2), "session_id",
+			 (const char *)sqlite3_column_text(s, 3), "namespace", (const char *)sqlite3_column_text(s, 4),
+			 "body", body ? body : json_object(), "state", (const char *)sqlite3_column_text(s, 6),
+			 "attempts", (json_int_t)sqlite3_column_int64(s, 7), "last_error",
+			 (const char *)sqlite3_column_text(s, 8), "created_ms", (json_int_t)sqlite3_column_int64(s, 9),
+			 "available_ms", (json_int_t)sqlite3_column_int64(s, 10));
+}
+
+#define OUTBOX_COLUMNS \
+	"id, key, tenant, session_id, namespace, body, state, attempts, last_error, created_ms, available_ms"
+
+static enum soma_err op_claim(struct dbconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms();
+	if (op->flag) {
+		sqlite3_stmt *r = dbconn_stmt(c, "UPDATE memory_outbox SET state = 'pending', updated_ms = ? "
+						 "WHERE state = 'sending'");
+		if (!r)
+			return SOMA_ERR_STORE;
+		sqlite3_bind_int64(r, 1, now);
+		if (step_done(r) != SOMA_OK)
+			return SOMA_ERR_STORE;
+		op->seq = sqlite3_changes(c->db); /* how many were reclaimed */
+	}
+	/* a row waits while an earlier row of its session waits for its backoff or is in flight */
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox o WHERE state = 'pending' AND available_ms <= ?1 "
+		   "AND (session_id = '' OR NOT EXISTS (SELECT 1 FROM memory_outbox p WHERE p.session_id = "
+		   "o.session_id AND p.id < o.id AND (p.state = 'sending' OR (p.state = 'pending' AND "
+		   "p.available_ms > ?1)))) ORDER BY id LIMIT ?2");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, now);
+	sqlite3_bind_int64(s, 2, op->limit > 0 ? op->limit : 1);
+	op->rows = json_array();
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(op->rows, outbox_row_json(s));
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	size_t i;
+	json_t *row;
+	json_array_foreach(op->rows, i, row)
+	{
+		sqlite3_stmt *u = dbconn_stmt(c, "UPDATE memory_outbox SET state = 'sending', claimed_ms = ?, "
+						 "updated_ms = ? WHERE id = ?");
+		if (!u)
+			return SOMA_ERR_STORE;
+		sqlite3_bind_int64(u, 1, now);
+		sqlite3_bind_int64(u, 2, now);
+		sqlite3_bind_int64(u, 3, json_integer_value(json_object_get(row, "id")));
+		if (step_done(u) != SOMA_OK)
+			return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
+}
+
+static enum soma_err settle_one(struct dbconn *c, json_t *r, int64_t now)
+{
+	static const char *const del = "DELETE FROM memory_outbox WHERE id = ?1 AND state = 'sending'";
+	static const char *const retry = "UPDATE memory_outbox SET state = 'pending', attempts = attempts + 1, "
+					 "available_ms = ?2 + ?3, last_error = ?4, updated_ms = ?2 WHERE id = ?1 AND "
+					 "state = 'sending'";
+	static const char *const fail = "UPDATE memory_outbox SET state = 'failed', attempts = attempts + 1, "
+					"last_error = ?4, updated_ms = ?2 WHERE id = ?1 AND state = 'sending'";
+	static const char *const release = "UPDATE memory_outbox SET state = 'pending', available_ms = ?2 + ?3, "
+					   "updated_ms = ?2 WHERE id = ?1 AND state = 'sending'";
+	const char *result = json_string_value(json_object_get(r, "result"));
+	const char *sql = !result			     ? NULL
+			  : strcmp(result, "delivered") == 0 ? del
+			  : strcmp(result, "retry") == 0     ? retry
+			  : strcmp(result, "failed") == 0    ? fail
+			  : strcmp(result, "release") == 0   ? release
+							     : NULL;
+	if (!sql)
+		return SOMA_ERR_INVALID;
+	sqlite3_stmt *s = dbconn_stmt(c, sql);
+	if (!s)
+		return SOMA_ERR_STORE;
+	const char *error = json_string_value(json_object_get(r, "error"));
+	sqlite3_bind_int64(s, 1, json_integer_value(json_object_get(r, "id")));
+	if (sql != del) {
+		sqlite3_bind_int64(s, 2, now);
+		if (sql != fail)
+			sqlite3_bind_int64(s, 3, json_integer_value(json_object_get(r, "delay_ms")));
+		if (sql != release)
+			bind_text(s, 4, error ? error : "");
+	}
+	return step_done(s);
+}
+
+static enum soma_err op_settle(struct dbconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms();
+	size_t i;
+	json_t *r;
+	json_array_foreach(op->row, i, r)
+	{
+		enum soma_err err = settle_one(c, r, now);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}
+
+/* Admin actions on one row: retry (failed -> pending) or drop (failed or pending). */
+static enum soma_err op_admin(struct dbconn *c, struct store_op *op, bool drop)
+{
+	sqlite3_stmt *s = dbconn_stmt(
+		c,
+		drop ? "DELETE FROM memory_outbox WHERE id = ?1 AND state IN ('failed', 'pending') AND "
+		       "(?3 OR tenant = ?2) RETURNING key"
+		     : "UPDATE memory_outbox SET state = 'pending', attempts = 0, available_ms = ?4, updated_ms = ?4 "
+		       "WHERE id = ?1 AND state = 'failed' AND (?3 OR tenant = ?2) RETURNING key");
+	if (!s)
+		return SOMA_ERR_STORE;
+	char *end;
+	long long id = strtoll(op->task_id, &end, 10);
+	if (!op->task_id[0] || *end)
+		return SOMA_ERR_NOT_FOUND;
+	sqlite3_bind_int64(s, 1, id);
+	bind_text(s, 2, op->tenant);
+	sqlite3_bind_int(s, 3, op->all_tenants);
+	if (!drop)
+		sqlite3_bind_int64(s, 4, clock_wall_ms());
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
+}
+
+/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
+static char *memory_text(json_t *value)
+{
+	const char *t = json_string_value(json_object_get(value, "content"));
+	if (!t)
+		t = json_string_value(json_object_get(value, "text"));
+	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+}
+
+static enum soma_err op_put(struct dbconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *m;
+	json_array_foreach(op->row, i, m)
+	{
+		sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memories(tenant, namespace, key, session_id, content, "
+						 "payload, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+						 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
+		if (!s)
+			return SOMA_ERR_STORE;
+		json_t *value = json_object_get(m, "payload");
+		char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+		const char *sid = json_string_value(json_object_get(m, "session_id"));
+		bind_text(s, 1, json_string_value(json_object_get(m, "tenant")));
+		bind_text(s, 2, json_string_value(json_object_get(m, "namespace")));
+		bind_text(s, 3, json_string_value(json_object_get(m, "key")));
+		bind_text(s, 4, sid ? sid : "");
+		bind_text(s, 5, content ? content : "");
+		bind_text(s, 6, payload ? payload : "{}");
+		sqlite3_bind_int64(s, 7, clock_wall_ms());
+		enum soma_err err = content && payload ? step_done(s) : SOMA_ERR_NOMEM;
+		sqlite3_reset(s);
+		free(content);
+		free(payload);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}
+
+/* An FTS5 query from free text: its words, each quoted, joined by OR (bm25 ranks the rows that
+ * match more of them higher). Empty when the text has no word. */
+static void fts_query(const char *text, char *out, size_t cap)
+{
+	size_t n = 0, terms = 0;
+	out[0] = '\0';
+	for (const unsigned char *p = (const unsigned char *)text; *p && terms < SEARCH_TERMS_MAX;) {
+		while (*p && !(*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')))
+			p++;
+		const unsigned char *w = p;
+		while (*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))
+			p++;
+		size_t len = (size_t)(p - w);
+		if (!len || n + len + 8 >= cap)
+			continue;
+		n += (size_t)snprintf(out + n, cap - n, "%s\"%.*s\"", terms ? " OR " : "", (int)len, (const char *)w);
+		terms++;
+	}
+}
+
+static enum soma_err op_search(struct dbconn *c, struct store_op *op)
+{
+	char q[SEARCH_QUERY_MAX];
+	fts_query(json_string_value(json_object_get(op->row, "query")) ?: "", q, sizeof(q));
+	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
+	op->rows = json_array();
+	if (!q[0])
+		return SOMA_OK;
+	/* bm25 is negative (smaller = better); the score is its opposite, shrunk by age: a memory a
+	 * month old counts half as much as one of today */
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "SELECT -bm25(memories_fts) / (1.0 + (?4 - m.created_ms) / 2592000000.0) AS score, m.payload, "
+		   "m.key FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid WHERE memories_fts MATCH ?1 "
+		   "AND m.tenant = ?2 AND m.namespace = ?3 ORDER BY score DESC LIMIT ?5");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, q);
+	bind_text(s, 2, op->tenant);
+	bind_text(s, 3, ns && ns[0] ? ns : "wm");
+	sqlite3_bind_int64(s, 4, clock_wall_ms());
+	sqlite3_bind_int64(s, 5, json_integer_value(json_object_get(op->row, "top_k")));
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), JSON_DECODE_ANY, NULL);
+		double score = sqlite3_column_double(s, 0);
+		json_array_append_new(op->rows,
+				      json_pack("{s:f, s:o, s:s, s:s}", "score", isfinite(score) ? score : 0.0,
+						"payload", payload ? payload : json_object(), "source", "builtin",
+						"key", (const char *)sqlite3_column_text(s, 2)));
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+static enum soma_err op_stats(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT sum(state = 'pending'), sum(state = 'sending'), sum(state = "
+					 "'failed'), min(CASE WHEN state != 'failed' THEN created_ms END) FROM "
+					 "memory_outbox WHERE (?1 OR tenant = ?2)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int(s, 1, op->all_tenants);
+	bind_text(s, 2, op->tenant);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return SOMA_ERR_STORE;
+	}
+	op->session =
+		json_pack("{s:I, s:I, s:I, s:I}", "pending", (json_int_t)sqlite3_column_int64(s, 0), "sending",
+			  (json_int_t)sqlite3_column_int64(s, 1), "failed", (json_int_t)sqlite3_column_int64(s, 2),
+			  "oldest_ms", (json_int_t)sqlite3_column_int64(s, 3));
+	sqlite3_reset(s);
+	return op->session ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err op_list(struct dbconn *c, struct store_op *op)
+{
+	long long after = 0;
+	if (op->cursor[0] && sscanf(op->cursor, "%lld", &after) != 1)
+		return SOMA_ERR_INVALID;
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox WHERE id > ?1 AND (?2 OR "
+					 "tenant = ?3) AND (?4 = '' OR state = ?4) ORDER BY id LIMIT ?5");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int(s, 2, op->all_tenants);
+	bind_text(s, 3, op->tenant);
+	bind_text(s, 4, op->queue);
+	sqlite3_bind_int64(s, 5, op->limit + 1);
+	op->rows = json_array();
+	op->next_cursor[0] = '\0';
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((int64_t)json_array_size(op->rows) == op->limit) {
+			json_t *last = json_array_get(op->rows, json_array_size(op->rows) - 1);
+			snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld",
+				 (long long)json_integer_value(json_object_get(last, "id")));
+			break;
+		}
+		json_array_append_new(op->rows, outbox_row_json(s));
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	return op_stats(c, op); /* the counts of the same rows, into op->session */
+}
+
+enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_OUTBOX_STATS:
+		return op_stats(c, op);
+	case STORE_OP_OUTBOX_LIST:
+		return op_list(c, op);
+	case STORE_OP_MEMORY_SEARCH:
+		return op_search(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
+
+enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_MEMORY_REMEMBER:
+		return op_remember(c, op);
+	case STORE_OP_OUTBOX_CLAIM:
+		return op_claim(c, op);
+	case STORE_OP_OUTBOX_SETTLE:
+		return op_settle(c, op);
+	case STORE_OP_OUTBOX_RETRY:
+		return op_admin(c, op, false);
+	case STORE_OP_OUTBOX_DROP:
+		return op_admin(c, op, true);
+	case STORE_OP_MEMORY_PUT:
+		return op_put(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
