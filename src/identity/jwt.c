@@ -5,8 +5,8 @@
  * DESIGN: verification (any io thread, never blocking) goes
  *   SHA-256(token) -> this thread's cache -> split and decode header and claims -> alg and key
  *   chosen by us (never by the token alone) -> signature (libjwt) -> claims -> identity,
- * and caches the identity until min(exp + leeway, now + 60 s), tagged with the JWKS generation
- * (a key set change re-verifies) and the configuration epoch. The configuration is written
+ * and caches the identity until min(exp + leeway, now + 60 s) in jwt_cache.c, tagged with the
+ * JWKS generation (a key set change re-verifies) and the configuration epoch. The configuration is written
  * by jwt_auth_init/deinit on the main thread while no io thread runs, and only read after.
  * libjwt 1.10 takes the algorithm from the token's header and the key from us, so the key is
  * picked to fit the alg first: HS* uses the secret only, RS* and ES* an asymmetric key of the
@@ -19,7 +19,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +28,7 @@
 #include "core/log.h"
 #include "identity/jwt_int.h"
 
-#define CACHE_SLOTS 64	 /* per io thread, direct-mapped by the token hash */
-#define HEADER_MAX  1024 /* decoded JOSE header */
-
-struct cached {
-	unsigned char hash[32]; /* SHA-256 of the token */
-	int64_t until_ms;	/* wall time the entry stops being trusted */
-	uint64_t gen;		/* jwks_generation() it was verified under */
-	uint64_t epoch;		/* configuration it was verified under */
-	struct identity ident;	/* what it resolved to */
-};
+#define HEADER_MAX 1024 /* decoded JOSE header */
 
 static struct {
 	bool enabled;				       /* some way of verifying is configured */
@@ -54,26 +44,6 @@ static struct {
 	char no_tenant[400];			       /* message of JWT_NO_TENANT */
 	uint64_t epoch;				       /* bumped by every init: old cache entries die */
 } jc;
-
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
-static void make_cache_key(void)
-{
-	if (pthread_key_create(&cache_key, free) != 0)
-		abort(); /* only fails when the process is out of keys: a programming error */
-}
-
-static struct cached *thread_cache(void)
-{
-	pthread_once(&cache_once, make_cache_key);
-	struct cached *c = pthread_getspecific(cache_key);
-	if (!c && (c = calloc(CACHE_SLOTS, sizeof(*c))) && pthread_setspecific(cache_key, c) != 0) {
-		free(c);
-		c = NULL;
-	}
-	return c; /* NULL on OOM: verify without caching */
-}
 
 static const char *const messages[JWT_VERDICT_COUNT] = {
 	[JWT_OK] = "ok",
@@ -257,22 +227,12 @@ enum jwt_verdict jwt_auth_verify(const char *token, size_t len, struct identity 
 	SHA256((const unsigned char *)token, len, hash);
 	int64_t now_ms = clock_wall_ms();
 	uint64_t gen = jwks_generation();
-	struct cached *cache = thread_cache();
-	struct cached *slot = cache ? &cache[(hash[0] | (unsigned)hash[1] << 8) % CACHE_SLOTS] : NULL;
-	if (slot && slot->epoch == jc.epoch && slot->gen == gen && now_ms < slot->until_ms &&
-	    CRYPTO_memcmp(slot->hash, hash, sizeof(hash)) == 0) {
-		*out = slot->ident;
+	if (jwt_cache_get(hash, jc.epoch, gen, now_ms, out))
 		return JWT_OK;
-	}
 	int64_t until_ms = 0;
 	enum jwt_verdict v = verify_uncached(token, len, now_ms, out, &until_ms);
-	if (v == JWT_OK && slot) {
-		memcpy(slot->hash, hash, sizeof(hash));
-		slot->until_ms = until_ms;
-		slot->gen = gen;
-		slot->epoch = jc.epoch;
-		slot->ident = *out;
-	}
+	if (v == JWT_OK)
+		jwt_cache_put(hash, jc.epoch, gen, until_ms, out);
 	return v;
 }
 
@@ -384,9 +344,7 @@ void jwt_auth_deinit(void)
 	uint64_t epoch = jc.epoch + 1;
 	memset(&jc, 0, sizeof(jc));
 	jc.epoch = epoch;
-	pthread_once(&cache_once, make_cache_key);
-	free(pthread_getspecific(cache_key)); /* this thread's; io threads' go when they exit */
-	pthread_setspecific(cache_key, NULL);
+	jwt_cache_release(); /* this thread's; the io threads' go when they exit */
 }
 
 bool jwt_auth_describe(char *detail, size_t cap)

@@ -75,6 +75,18 @@ struct jwt_rules {
 enum jwt_verdict jwt_claims_check(const json_t *claims, const struct jwt_rules *r, int64_t now_ms, struct identity *out,
 				  int64_t *until_ms);
 
+/* ---- jwt_cache.c: verified tokens, per thread ---------------------------------------------- */
+
+/* The identity a token (by its SHA-256) was verified to under this epoch and key generation,
+ * while now_ms is before its until_ms; false otherwise. This thread's table only. */
+bool jwt_cache_get(const unsigned char hash[32], uint64_t epoch, uint64_t gen, int64_t now_ms, struct identity *out);
+/* Remembers a verified token's identity in this thread's table (the least recently used entry
+ * of its set goes). */
+void jwt_cache_put(const unsigned char hash[32], uint64_t epoch, uint64_t gen, int64_t until_ms,
+		   const struct identity *ident);
+/* Frees this thread's table (other threads' are freed when they exit). */
+void jwt_cache_release(void);
+
 /* ---- jwks.c: the key set and its refresh thread ------------------------------------------- */
 
 enum jwks_find { JWKS_FOUND, JWKS_NOT_FOUND, JWKS_AMBIGUOUS };
