@@ -135,5 +135,29 @@ X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, N
 X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \
   "Files per upload request.") \
 X(UPLOADS_ALLOWED_TYPES, "uploads.allowed_types", CFG_STRING, "*/*", 0, 0, NULL, NULL, false, NULL, \
-  "Comma-separated content types accepted (detected from the bytes), e.g. image/*,application/pdf.")
+  "Comma-separated content types accepted (detected from the bytes), e.g. image/*,application/pdf.") \
+X(MEMORY_DRIVER, "memory.driver", CFG_ENUM, "builtin", 0, 0, "builtin|somabrain", NULL, false, NULL, \
+  "Long-term memory: builtin (full-text search in the store) or somabrain (memory.somabrain_url).") \
+X(MEMORY_SOMABRAIN_URL, "memory.somabrain_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
+  "Base URL of SomaBrain, e.g. http://127.0.0.1:9696 (needed with memory.driver=somabrain).") \
+X(MEMORY_SOMABRAIN_API_KEY, "memory.somabrain_api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, NULL, \
+  "Bearer token sent to SomaBrain (empty: no Authorization header).") \
+X(MEMORY_NAMESPACE, "memory.namespace", CFG_STRING, "wm", 0, 0, NULL, validate_nonempty, false, NULL, \
+  "Memory namespace of conversation turns and of requests that name none.") \
+X(MEMORY_TIMEOUT_MS, "memory.timeout_ms", CFG_INT, "2000", 10, 60000, NULL, NULL, false, NULL, \
+  "Time limit of one SomaBrain call (connect included).") \
+X(MEMORY_MAX_ATTEMPTS, "memory.max_attempts", CFG_INT, "8", 1, 1000, NULL, NULL, false, NULL, \
+  "Delivery attempts of a memory write before it is marked failed (an admin may retry it).") \
+X(MEMORY_RETRY_BACKOFF_MS, "memory.retry_backoff_ms", CFG_INT, "1000", 1, 3600000, NULL, NULL, false, NULL, \
+  "First retry delay of a memory write (doubles per attempt, capped at 60 s).") \
+X(MEMORY_RECALL_TOP_K, "memory.recall_top_k", CFG_INT, "3", 0, 50, NULL, NULL, false, NULL, \
+  "Memories added to the LLM context per turn (half when degraded, none when down; 0: no recall).") \
+X(MEMORY_RELAY_RATE_PER_S, "memory.relay_rate_per_s", CFG_INT, "2000", 1, 1000000, NULL, NULL, false, NULL, \
+  "Most memory writes delivered per second (a long backlog drains without flattening SomaBrain).") \
+X(MEMORY_BREAKER_FAILURES, "memory.breaker_failures", CFG_INT, "3", 1, 1000, NULL, NULL, false, NULL, \
+  "Consecutive failed SomaBrain calls that open the circuit breaker (calls then fail fast).") \
+X(MEMORY_BREAKER_OPEN_MS, "memory.breaker_open_ms", CFG_INT, "15000", 100, 3600000, NULL, NULL, false, NULL, \
+  "How long the breaker stays open before one probe may close it (and a failed call keeps memory degraded).") \
+X(MEMORY_HEALTH_INTERVAL_MS, "memory.health_interval_ms", CFG_INT, "2000", 100, 600000, NULL, NULL, false, NULL, \
+  "Interval of SomaBrain /health probes.")
 /* clang-format on */

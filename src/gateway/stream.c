@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
+#include "memory/memory.h"
 
 #define PENDING_MAX 8192
 
@@ -47,6 +48,8 @@ struct stream {
 	size_t neph, eph_i;	  /* replay: its size and next entry */
 	int64_t published;	  /* replay: rows past this seq arrive live instead */
 	bool truncated;		  /* replay: the page was full; end after it */
+	unsigned memory_gen;	  /* memory state generation last told (a `status` event on change) */
+	struct event *memtick;	  /* checks it every second (a common timeout: O(1) per stream) */
 	char tenant[65];	  /* whose stream (limits.streams_per_tenant) */
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
 };
@@ -65,6 +68,8 @@ static void stream_free(struct stream *s)
 	free(s->pending);
 	if (s->keepalive)
 		event_free(s->keepalive);
+	if (s->memtick)
+		event_free(s->memtick);
 	free(s);
 }
 
@@ -133,6 +138,27 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 	int n = snprintf(frame, sizeof(frame), "data: {\"type\":\"system.keepalive\",\"session_id\":\"%s\"}\n\n",
 			 s->session_id);
 	if (http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
+		stream_end(s);
+}
+
+/* memory (issue 5): when the memory state changed, one unnumbered `status` event (like the
+ * keepalive, it is not part of the session and has no id); the UI refreshes its banner. */
+static void on_status_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct stream *s = arg;
+	if (memory_generation() == s->memory_gen)
+		return;
+	struct memory_status st;
+	memory_snapshot(&st);
+	s->memory_gen = st.generation;
+	char frame[400];
+	int n = snprintf(frame, sizeof(frame),
+			 "data: {\"type\":\"status\",\"session_id\":\"%s\",\"metadata\":{\"somabrain_state\":\"%s\","
+			 "\"somabrain_reason\":\"%s\"},\"version\":\"sa01-v1\"}\n\n",
+			 s->session_id, memory_state_name(st.state), st.reason);
+	if (n > 0 && (size_t)n < sizeof(frame) &&
+	    http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
 		stream_end(s);
 }
 
@@ -261,6 +287,12 @@ static void on_rows(void *arg)
 	s->keepalive = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_keepalive, s);
 	if (s->keepalive)
 		event_add(s->keepalive, &tv);
+	struct timeval one_s = {1, 0};
+	const struct timeval *common = event_base_init_common_timeout(http_thread_base(req->thread), &one_s);
+	s->memory_gen = memory_generation();
+	s->memtick = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_status_tick, s);
+	if (s->memtick)
+		event_add(s->memtick, common ? common : &one_s);
 	replay(s, op->rows, op->limit);
 	store_op_free(op);
 }

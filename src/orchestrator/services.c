@@ -8,6 +8,8 @@
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
  *   policy  (35)            the policy engine (builtin rules or OPA) and the per-tenant limits;
  *                           down when OPA does not answer (decisions are then denied)
+ *   memory  (40)            long-term memory: the outbox relay thread and the SomaBrain state
+ *                           (degraded while SomaBrain is degraded or down; never critical)
  *   llm     (50)            the language model settings; unconfigured without a key
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
  *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
@@ -27,6 +29,7 @@
 #include "gateway/gateway.h"
 #include "identity/identity.h"
 #include "llm/llm.h"
+#include "memory/memory.h"
 #include "orchestrator/app.h"
 #include "policy/service.h"
 #include "queue/queue.h"
@@ -133,6 +136,35 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 	}
 	snprintf(detail, cap, "%s at %s", c.model, c.base_url);
 	return SVC_OK;
+}
+
+/* ---- memory (src/memory) ---- */
+static enum soma_err memory_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	enum soma_err err = memory_init(why, cap);
+	if (err == SOMA_OK) {
+		memory_metrics_register();
+		err = memory_relay_start(app.store, why, cap);
+	}
+	return err;
+}
+
+static void memory_stop(void *ctx)
+{
+	(void)ctx;
+	gateway_memory_stop(); /* after http (stopped before us): no recall comes in any more */
+	memory_relay_stop();
+}
+
+static enum svc_status memory_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	struct memory_status s;
+	memory_snapshot(&s);
+	snprintf(detail, cap, "%s %s (%s); outbox %lld pending, %lld failed", s.driver, memory_state_name(s.state),
+		 s.reason, (long long)s.pending, (long long)s.failed);
+	return s.state == MEMORY_NORMAL && s.failed == 0 ? SVC_OK : SVC_DEGRADED;
 }
 
 static enum soma_err workers_start(void *ctx, char *why, size_t cap)
@@ -262,7 +294,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	     (err = gateway_audit_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
 	     (err = gateway_upload_routes(app.router)) != SOMA_OK || (err = gateway_upload_start(2)) != SOMA_OK ||
-	     (err = gateway_web_routes(app.router)) != SOMA_OK))
+	     (err = gateway_memory_routes(app.router)) != SOMA_OK || (err = gateway_web_routes(app.router)) != SOMA_OK))
 		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))
@@ -325,6 +357,7 @@ enum soma_err services_register(void)
 		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
 		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},
+		{"memory", 40, false, ROLE_ALL, memory_start, memory_stop, memory_health, NULL},
 		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
+#include "memory/memory.h"
 #include "policy/policy.h"
 #include "queue/queue.h"
 #include "tasks/tasks.h"
@@ -204,6 +205,67 @@ static json_t *recheck(struct task_ctx *t, const struct llm_config *cfg)
 			      meta);
 }
 
+/* ---- memory (issue 5): recalled memories in the context, the memory state in the reply ----
+ * The top memory.recall_top_k memories for the user's newest message (fewer when degraded, none
+ * when down: memory_recall applies the rule) go into one system message after the prompt,
+ * except those already in the context (the message itself, once delivered, is a memory too).
+ * Returns what the reply's metadata carries: {somabrain_state, somabrain_reason,
+ * memory:{recalled, top_k, degraded}}; owned by the caller. */
+static bool in_context(json_t *rows, const char *text)
+{
+	for (size_t i = 0; text && i < json_array_size(rows); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "content")) ?: "", text) == 0)
+			return true;
+	return !text;
+}
+
+static json_t *recall_memories(struct task_ctx *t, json_t *rows, json_t *messages)
+{
+	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K), n = 0;
+	const char *query = NULL;
+	for (size_t i = 0; !query && i < json_array_size(rows); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "role")) ?: "", "user") == 0)
+			query = json_string_value(json_object_get(json_array_get(rows, i), "content"));
+	json_t *results = NULL, *r;
+	bool degraded = false;
+	if (query && top_k > 0 &&
+	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &results, &degraded) !=
+		    SOMA_OK)
+		results = NULL;
+	char *text = NULL;
+	size_t len = 0, i;
+	FILE *f = open_memstream(&text, &len);
+	json_array_foreach(results, i, r)
+	{
+		const char *content = json_string_value(json_object_get(json_object_get(r, "payload"), "content"));
+		if (!f || n >= top_k || in_context(rows, content))
+			continue;
+		fprintf(f, "%s- %.*s", n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
+			(int)utf8_prefix(content, strlen(content), 1000), content);
+		n++;
+	}
+	if (f)
+		fclose(f);
+	const char *first = json_string_value(json_object_get(json_array_get(messages, 0), "role"));
+	if (n && text) /* after the system prompt when there is one */
+		json_array_insert_new(messages, first && strcmp(first, "system") == 0 ? 1 : 0,
+				      json_pack("{s:s, s:s}", "role", "system", "content", text));
+	free(text);
+	json_decref(results);
+	struct memory_status st;
+	memory_snapshot(&st);
+	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
+			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
+}
+
+/* The reply event with the memory metadata merged in (takes both). */
+static json_t *with_memory(json_t *event, json_t *meta)
+{
+	json_object_update(json_object_get(event, "metadata"), meta);
+	json_decref(meta);
+	return event;
+}
+
 enum task_outcome task_conversation_process(struct task_ctx *t)
 {
 	if (!t->session_id)
@@ -231,6 +293,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		return commit(t, refused);
 	}
 	json_t *messages = build_messages(op->rows);
+	json_t *memory = recall_memories(t, op->rows, messages); /* issue 5 */
 	store_op_free(op);
 	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
 				   json_pack("{s:s}", "generation_id", t->id)));
@@ -249,7 +312,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	} else if (res.error == LLM_ERR_CANCELLED && t->keep_partial) {
 		log_info("conversation", "session %s: stopped by the user after %lld deltas", t->session_id,
 			 (long long)g.stream_index);
-		outcome = commit(t, final_event(&g, &res, &cfg, "cancelled"));
+		outcome = commit(t, with_memory(final_event(&g, &res, &cfg, "cancelled"), json_incref(memory)));
 	} else if (res.error == LLM_ERR_CANCELLED) {
 		log_info("conversation", "session %s: generation cancelled", t->session_id);
 		bus_forget(g.bus_key); /* the session is gone: drop what its stream could replay */
@@ -258,10 +321,13 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		if (res.error != LLM_OK)
 			log_warn("conversation", "session %s: %s (%s)", t->session_id, llm_error_code(res.error),
 				 res.detail);
-		outcome = commit(t, res.error == LLM_OK ? final_event(&g, &res, &cfg, "completed")
-							: error_event(&g, &res));
+		outcome = commit(t, with_memory(res.error == LLM_OK ? final_event(&g, &res, &cfg, "completed")
+								    : error_event(&g, &res),
+						json_incref(memory)));
 	}
 	bus_generation_end(g.bus_key);
+	json_decref(memory);
+	memory_relay_wake(); /* the reply's memory was committed with it */
 	llm_result_free(&res);
 	return outcome;
 }

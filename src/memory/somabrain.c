@@ -1,0 +1,190 @@
+/*
+ * somabrain.c - the SomaBrain driver: POST /memory/remember, POST /memory/recall, GET /health
+ * (CONTRACTS.md §7) over libcurl (loaded on first use, src/llm/curl_dl.h).
+ *
+ * DESIGN: every call is blocking and runs on the calling thread's reused easy handle (relay
+ * thread, worker threads, the memory API's pool; never an io thread), bounded by
+ * memory.timeout_ms in total. Headers: Authorization: Bearer memory.somabrain_api_key (when
+ * set), X-Tenant-ID, X-Request-ID (the caller's, else a fresh one), and a W3C traceparent.
+ * Outcomes are classified once (memory_int.h); the breaker and the state are the caller's.
+ * Reply bodies are read up to RESP_MAX bytes (more is a protocol failure, UNAVAILABLE).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ids.h"
+#include "llm/curl_dl.h"
+#include "memory/memory_int.h"
+
+#define RESP_MAX (4u << 20)
+
+struct resp {
+	char *buf;   /* body so far; owned */
+	size_t len;  /* bytes in buf */
+	bool over;   /* more than RESP_MAX */
+	long status; /* HTTP status, 0 when none */
+};
+
+static size_t on_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct resp *r = arg;
+	size_t len = size * n;
+	if (r->len + len > RESP_MAX) {
+		r->over = true;
+		return 0;
+	}
+	char *nb = realloc(r->buf, r->len + len + 1);
+	if (!nb)
+		return 0;
+	memcpy(nb + r->len, p, len);
+	r->buf = nb;
+	r->len += len;
+	r->buf[r->len] = '\0';
+	return len;
+}
+
+/* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL). */
+static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
+			     json_t *body, json_t **out, char *err, size_t cap)
+{
+	*out = NULL;
+	const char *why = "libcurl is not available";
+	const struct curl_api *curl = curl_api_get(&why);
+	CURL *h = curl ? curl_api_thread_handle() : NULL;
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	if (!h || (body && !text)) {
+		free(text);
+		snprintf(err, cap, "%s", h ? "out of memory" : why);
+		return MEMORY_CALL_UNAVAILABLE;
+	}
+	char url[700], auth[600], tid[200], rid[200], trace[100], rid_new[IDS_UUID_LEN + 1], hex[49];
+	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
+	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
+	if (!request_id || !request_id[0]) {
+		ids_uuid4(rid_new);
+		request_id = rid_new;
+	}
+	snprintf(rid, sizeof(rid), "X-Request-ID: %s", request_id);
+	if (ids_random_hex(hex, sizeof(hex) - 1) != SOMA_OK)
+		snprintf(hex, sizeof(hex), "%s", "4bf92f3577b34da6a3ce929d0e0e473600f067aa0ba902b7");
+	snprintf(trace, sizeof(trace), "traceparent: 00-%.32s-%.16s-01", hex, hex + 32);
+	struct curl_slist *hs = curl->slist_append(NULL, "Content-Type: application/json");
+	hs = curl->slist_append(hs, "Expect:");
+	hs = curl->slist_append(hs, tid);
+	hs = curl->slist_append(hs, rid);
+	hs = curl->slist_append(hs, trace);
+	if (memory_cfg.api_key[0])
+		hs = curl->slist_append(hs, auth);
+	struct resp r = {0};
+	curl->easy_setopt(h, CURLOPT_URL, url);
+	curl->easy_setopt(h, CURLOPT_HTTPHEADER, hs);
+	if (text)
+		curl->easy_setopt(h, CURLOPT_POSTFIELDS, text);
+	curl->easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+	curl->easy_setopt(h, CURLOPT_WRITEDATA, &r);
+	curl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl->easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)memory_cfg.timeout_ms);
+	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)memory_cfg.timeout_ms);
+	curl->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	CURLcode rc = hs ? curl->easy_perform(h) : CURLE_OUT_OF_MEMORY;
+	curl->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+	curl->easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl->slist_free_all(hs);
+	free(text);
+	enum memory_call res = MEMORY_CALL_OK;
+	if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && r.over)) {
+		snprintf(err, cap, "SomaBrain at %s: %s; check memory.somabrain_url", memory_cfg.url,
+			 curl->easy_strerror(rc));
+		res = MEMORY_CALL_UNAVAILABLE;
+	} else if (r.over) {
+		snprintf(err, cap, "SomaBrain's reply to %s is larger than %u bytes", path, RESP_MAX);
+		res = MEMORY_CALL_UNAVAILABLE;
+	} else if (r.status < 200 || r.status > 299) {
+		snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status, r.buf ? r.buf : "");
+		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429;
+		res = client ? MEMORY_CALL_REJECTED : MEMORY_CALL_UNAVAILABLE;
+	} else {
+		*out = r.buf ? json_loadb(r.buf, r.len, 0, NULL) : NULL;
+		if (!*out) {
+			snprintf(err, cap, "SomaBrain's reply to %s is not JSON", path);
+			res = MEMORY_CALL_UNAVAILABLE;
+		}
+	}
+	free(r.buf);
+	return res;
+}
+
+static void sb_remember(struct store *st, const struct memory_item *items, size_t n, enum memory_call *results,
+			char (*err)[160])
+{
+	(void)st;
+	for (size_t i = 0; i < n; i++) {
+		const struct memory_item *it = &items[i];
+		json_t *body = json_pack("{s:s, s:s, s:s, s:O, s:O?}", "tenant", it->tenant, "namespace", it->ns, "key",
+					 it->key, "value", it->value, "tags", it->tags);
+		json_t *reply = NULL;
+		results[i] = body ? call("POST", "/memory/remember", it->tenant, it->key, body, &reply, err[i],
+					 sizeof(err[i]))
+				  : MEMORY_CALL_UNAVAILABLE;
+		json_decref(body);
+		json_decref(reply);
+	}
+}
+
+static enum memory_call sb_recall(struct store *st, const char *tenant, const char *ns, const char *query, int top_k,
+				  const char *session_id, const char *request_id, json_t **out, bool *degraded,
+				  char *err, size_t cap)
+{
+	(void)st;
+	json_t *body =
+		json_pack("{s:s, s:s, s:s, s:i}", "tenant", tenant, "namespace", ns, "query", query, "top_k", top_k);
+	if (body && session_id && session_id[0])
+		json_object_set_new(body, "session_id", json_string(session_id));
+	json_t *reply = NULL;
+	enum memory_call r = body ? call("POST", "/memory/recall", tenant, request_id, body, &reply, err, cap)
+				  : MEMORY_CALL_UNAVAILABLE;
+	json_decref(body);
+	if (r != MEMORY_CALL_OK)
+		return r;
+	json_t *results = json_object_get(reply, "results"), *item;
+	size_t i;
+	*out = json_array();
+	json_array_foreach(results, i, item)
+	{
+		if ((int)i >= top_k)
+			break;
+		json_t *layer = json_object_get(item, "layer");
+		json_array_append_new(*out, json_pack("{s:O, s:O, s:s}", "score",
+						      json_object_get(item, "score") ?: json_real(0), "payload",
+						      json_object_get(item, "payload") ?: json_object(), "source",
+						      json_is_string(layer) ? json_string_value(layer) : "somabrain"));
+	}
+	*degraded = *degraded || json_is_true(json_object_get(reply, "degraded"));
+	json_decref(reply);
+	return MEMORY_CALL_OK;
+}
+
+static enum memory_call sb_health(char *detail, size_t cap)
+{
+	json_t *reply = NULL;
+	char err[200];
+	enum memory_call r = call("GET", "/health", "", NULL, NULL, &reply, err, sizeof(err));
+	if (r != MEMORY_CALL_OK) {
+		snprintf(detail, cap, "%s", r == MEMORY_CALL_REJECTED ? "health_http_error" : "health_unreachable");
+		return MEMORY_CALL_UNAVAILABLE; /* any non-2xx or transport error is down */
+	}
+	bool ok = json_is_true(json_object_get(reply, "ok")), ready = json_is_true(json_object_get(reply, "ready")),
+	     mem = json_is_true(json_object_get(reply, "memory_ok"));
+	json_decref(reply);
+	if (ok && ready && mem) {
+		snprintf(detail, cap, "ok");
+		return MEMORY_CALL_OK;
+	}
+	snprintf(detail, cap, "%s", !ok ? "not_ok" : !ready ? "not_ready" : "memory_not_ok");
+	return MEMORY_CALL_NOT_READY;
+}
+
+const struct memory_driver memory_somabrain_driver = {"somabrain", sb_remember, sb_recall, sb_health};

@@ -1,0 +1,319 @@
+/*
+ * test_memory.c - the memory outbox and the built-in memory (src/store/sqlite_memory.c) on a real
+ * database, and the one rule of the memory state with its circuit breaker (src/memory/memory.c).
+ *
+ * DESIGN: store ops run on the store's threads (store_op_wait); outbox rows are inspected through
+ * the ops themselves (CLAIM, LIST) and a read-only connection (db_query_int). The state tests
+ * load the configuration with --set values (no environment) and drive memory_note_* directly,
+ * as the relay and the workers do.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "helpers.h"
+#include "memory/memory_int.h"
+#include "store/store.h"
+
+static char dir[64];
+static struct store *st;
+
+static void setup(void)
+{
+	char why[256] = "";
+	tmpdir_make(dir, sizeof(dir));
+	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_eq(store_migrate(st, NULL), SOMA_OK);
+	cr_assert_eq(store_exec_start(st, 2), SOMA_OK);
+}
+
+static void teardown(void)
+{
+	store_close(st);
+	tmpdir_remove(dir);
+}
+
+TestSuite(memory, .init = setup, .fini = teardown, .timeout = 60);
+
+static enum soma_err run(struct store_op *op)
+{
+	return store_op_wait(st, op);
+}
+
+static void remember(const char *tenant, const char *key, const char *session, const char *content)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_REMEMBER, tenant);
+	op->row = json_pack("{s:s, s:s, s:s, s:{s:s}}", "key", key, "namespace", "wm", "session_id", session, "value",
+			    "content", content);
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+}
+
+/* Claims up to limit rows; returns their keys joined by ',' into out. */
+static size_t claim(int64_t limit, bool reclaim, char *out, size_t cap, int64_t *reclaimed)
+{
+	struct store_op *op = store_op_new(STORE_OP_OUTBOX_CLAIM, "");
+	op->limit = limit;
+	op->flag = reclaim;
+	cr_assert_eq(run(op), SOMA_OK);
+	size_t n = json_array_size(op->rows), len = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "",
+					json_string_value(json_object_get(json_array_get(op->rows, i), "key")));
+	if (reclaimed)
+		*reclaimed = op->seq;
+	store_op_free(op);
+	return n;
+}
+
+static int64_t row_id(const char *key)
+{
+	return db_query_int(dir, "SELECT id FROM memory_outbox WHERE key = ?", key);
+}
+
+static void settle(const char *key, const char *result, int64_t delay_ms)
+{
+	struct store_op *op = store_op_new(STORE_OP_OUTBOX_SETTLE, "");
+	op->row = json_pack("[{s:I, s:s, s:s, s:I}]", "id", (json_int_t)row_id(key), "result", result, "error", "boom",
+			    "delay_ms", (json_int_t)delay_ms);
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+}
+
+Test(memory, events_write_their_outbox_row_in_the_same_transaction)
+{
+	struct store_op *op = store_op_new(STORE_OP_MESSAGE, "acme");
+	snprintf(op->session_id, sizeof(op->session_id), "s1");
+	op->event = json_pack("{s:s, s:s, s:s, s:s}", "event_id", "ev-user", "type", "user", "role", "user", "message",
+			      "remember the otters");
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-user"), 1);
+	/* a cancelled reply is not a memory; a completed one is */
+	const char *status[] = {"cancelled", "completed"};
+	for (int i = 0; i < 2; i++) {
+		op = store_op_new(STORE_OP_EVENT_APPEND, "acme");
+		snprintf(op->session_id, sizeof(op->session_id), "s1");
+		op->event = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "event_id", status[i], "type", "assistant.final",
+				      "role", "assistant", "message", "ok", "metadata", "status", status[i]);
+		cr_assert_eq(run(op), SOMA_OK);
+		store_op_free(op);
+	}
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "cancelled"), 0);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "completed"), 1);
+	/* an event that fails (another tenant's session) leaves no outbox row behind */
+	op = store_op_new(STORE_OP_MESSAGE, "evil");
+	snprintf(op->session_id, sizeof(op->session_id), "s1");
+	op->event = json_pack("{s:s, s:s, s:s}", "event_id", "ev-evil", "type", "user", "message", "x");
+	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-evil"), 0);
+	/* the same key twice (a replayed request) is one row */
+	remember("acme", "k1", "", "a");
+	remember("acme", "k1", "", "b");
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "k1"), 1);
+}
+
+Test(memory, claim_keeps_the_order_of_each_session)
+{
+	remember("acme", "a1", "sa", "one");
+	remember("acme", "a2", "sa", "two");
+	remember("acme", "b1", "sb", "three");
+	char keys[256];
+	cr_assert_eq(claim(10, false, keys, sizeof(keys), NULL), 3);
+	cr_assert_str_eq(keys, "a1,a2,b1");
+	cr_assert_eq(claim(10, false, keys, sizeof(keys), NULL), 0, "sending rows are not claimed twice");
+	settle("a1", "retry", 60000); /* a1 waits a minute: a2 must wait behind it */
+	settle("a2", "release", 0);
+	settle("b1", "delivered", 0);
+	cr_assert_eq(claim(10, false, keys, sizeof(keys), NULL), 0, "a2 was claimed before a1: %s", keys);
+	cr_assert_eq(db_query_int(dir, "SELECT attempts FROM memory_outbox WHERE key = ?", "a1"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "b1"), 0);
+}
+
+Test(memory, failed_rows_admin_retry_and_drop_and_reclaim)
+{
+	remember("acme", "p1", "sp", "poison");
+	remember("acme", "p2", "sp", "fine");
+	char keys[256];
+	cr_assert_eq(claim(1, false, keys, sizeof(keys), NULL), 1);
+	settle("p1", "failed", 0);
+	cr_assert_eq(claim(10, false, keys, sizeof(keys), NULL), 1, "a failed row blocked its session");
+	cr_assert_str_eq(keys, "p2");
+	/* p2 is sending: a new start takes it back */
+	int64_t reclaimed = 0;
+	cr_assert_eq(claim(10, true, keys, sizeof(keys), &reclaimed), 1);
+	cr_assert_eq(reclaimed, 1);
+	cr_assert_str_eq(keys, "p2");
+	settle("p2", "delivered", 0);
+	/* retry and drop: the tenant's own rows, or any with all_tenants */
+	char id[32];
+	snprintf(id, sizeof(id), "%lld", (long long)row_id("p1"));
+	struct store_op *op = store_op_new(STORE_OP_OUTBOX_RETRY, "other");
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
+	store_op_free(op);
+	op = store_op_new(STORE_OP_OUTBOX_RETRY, "other");
+	op->all_tenants = true;
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT attempts FROM memory_outbox WHERE key = ?", "p1"), 0);
+	op = store_op_new(STORE_OP_OUTBOX_RETRY, "acme"); /* pending now: not a failed row */
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
+	store_op_free(op);
+	op = store_op_new(STORE_OP_OUTBOX_DROP, "acme");
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	op = store_op_new(STORE_OP_OUTBOX_DROP, "acme");
+	snprintf(op->task_id, sizeof(op->task_id), "not-a-number");
+	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
+	store_op_free(op);
+	op = store_op_new(STORE_OP_OUTBOX_STATS, "");
+	op->all_tenants = true;
+	cr_assert_eq(run(op), SOMA_OK);
+	cr_assert_eq(json_integer_value(json_object_get(op->session, "pending")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(op->session, "failed")), 0);
+	store_op_free(op);
+}
+
+static void put(const char *tenant, const char *key, const char *content)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_PUT, "");
+	op->row = json_pack("[{s:s, s:s, s:s, s:s, s:{s:s}}]", "key", key, "tenant", tenant, "namespace", "wm",
+			    "session_id", "", "payload", "content", content);
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+}
+
+static json_t *search(const char *tenant, const char *query, int top_k)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_SEARCH, tenant);
+	op->row = json_pack("{s:s, s:s, s:i}", "query", query, "namespace", "wm", "top_k", top_k);
+	cr_assert_eq(run(op), SOMA_OK, "query %s", query);
+	json_t *rows = json_incref(op->rows);
+	store_op_free(op);
+	return rows;
+}
+
+Test(memory, builtin_search_is_ranked_and_tenant_scoped)
+{
+	put("acme", "k1", "the otters of monterey bay hold hands while sleeping");
+	put("acme", "k2", "monterey is in california");
+	put("acme", "k2", "a replay of k2 is ignored");
+	put("beta", "k3", "beta otters sleeping secret");
+	json_t *r = search("acme", "sleeping otters", 5);
+	cr_assert_eq(json_array_size(r), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(r, 0), "key")), "k1");
+	json_decref(r);
+	r = search("acme", "Monterey otters", 5);
+	cr_assert_eq(json_array_size(r), 2);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(r, 0), "key")), "k1", "more words match");
+	json_decref(r);
+	r = search("beta", "otters", 5);
+	cr_assert_eq(json_array_size(r), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(r, 0), "key")), "k3");
+	json_decref(r);
+	/* FTS5 syntax in the user's text is only words; nothing in it is an operator */
+	const char *odd[] = {"\"unbalanced", "otters AND (", "NEAR(otters", "*", "", "-- ;drop", "ötter ✓"};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+		json_decref(search("acme", odd[i], 3));
+	r = search("acme", "a replay", 5);
+	cr_assert_eq(json_array_size(r), 0, "the replayed value replaced the first");
+	json_decref(r);
+}
+
+static void load_config(const char *driver)
+{
+	static char *const no_env[] = {NULL};
+	char d[64];
+	snprintf(d, sizeof(d), "memory.driver=%s", driver);
+	const char *sets[] = {d, "memory.somabrain_url=http://127.0.0.1:1", "memory.breaker_failures=2",
+			      "memory.breaker_open_ms=200"};
+	struct cfg_load_opts o = {.sets = sets, .nsets = 4, .env = no_env};
+	struct cfg_errors errs = {0};
+	cr_assert_eq(cfg_load(&o, &errs), SOMA_OK, "%s", errs.count ? errs.lines[0] : "");
+	char why[256];
+	cr_assert_eq(memory_init(why, sizeof(why)), SOMA_OK, "%s", why);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+Test(memory, one_rule_and_the_breaker)
+{
+	load_config("somabrain");
+	struct memory_status s;
+	memory_snapshot(&s);
+	cr_assert_eq(s.probed, false, "no probe yet: unknown");
+	memory_note_health(MEMORY_CALL_OK, "ok");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_NORMAL);
+	unsigned gen = s.generation;
+	memory_note_health(MEMORY_CALL_NOT_READY, "not_ready");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DEGRADED);
+	cr_assert_str_eq(s.reason, "not_ready");
+	cr_assert_neq(memory_generation(), gen);
+	memory_note_health(MEMORY_CALL_UNAVAILABLE, "health_unreachable");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DOWN);
+	memory_note_health(MEMORY_CALL_OK, "ok");
+	/* two failed calls open the breaker: down, calls fail fast */
+	memory_note_call(MEMORY_CALL_UNAVAILABLE, "remember_failure");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DEGRADED);
+	cr_assert_str_eq(s.reason, "remember_failure");
+	memory_note_call(MEMORY_CALL_UNAVAILABLE, "remember_failure");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DOWN);
+	cr_assert_str_eq(s.reason, "circuit_open");
+	cr_assert_eq(memory_breaker_allows(), false);
+	json_t *res = NULL;
+	bool degraded = false;
+	cr_assert_eq(memory_recall(st, "acme", "", "q", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 0, "no recall while down");
+	cr_assert(degraded);
+	json_decref(res);
+	/* after the open period one probe goes through; its failure opens the breaker again */
+	sleep_ms(250);
+	cr_assert_eq(memory_breaker_allows(), true);
+	cr_assert_eq(memory_breaker_allows(), false, "only one probe at a time");
+	memory_note_call(MEMORY_CALL_UNAVAILABLE, "remember_failure");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DOWN);
+	/* a healthy probe after the period closes it; the failure window then ends too */
+	sleep_ms(250);
+	memory_note_health(MEMORY_CALL_OK, "ok");
+	cr_assert_eq(memory_breaker_allows(), true);
+	memory_note_call(MEMORY_CALL_OK, "");
+	sleep_ms(250);
+	memory_note_outbox(0, 0, 0);
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_NORMAL, "state %d (%s)", s.state, s.reason);
+	cfg_unload();
+}
+
+Test(memory, builtin_recall_through_the_interface)
+{
+	load_config("builtin");
+	put("acme", "k1", "penguins live in antarctica");
+	json_t *res = NULL;
+	bool degraded = true;
+	cr_assert_eq(memory_recall(st, "acme", "", "where do penguins live", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 1);
+	cr_assert_eq(degraded, false);
+	json_decref(res);
+	cr_assert_eq(memory_recall(st, "beta", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 0, "another tenant's memory");
+	json_decref(res);
+	cfg_unload();
+}
