@@ -75,6 +75,7 @@ test: deps san lint unit docs-check e2e interop browser fuzz-smoke
 # ---- longer runs, not part of `make test` ----
 bench: build
 	bash bench/http.sh
+	bash bench/auth.sh
 	bash bench/startup.sh
 	bash bench/chat.sh
 
