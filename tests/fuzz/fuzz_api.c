@@ -1,13 +1,15 @@
 /*
  * fuzz_api.c - libFuzzer harness: arbitrary bytes as the JSON body of every endpoint that reads
- * one (messages, actions, pause, tasks, the LLM endpoints), through the real pipeline and
+ * one (messages, actions, pause, tasks, the LLM endpoints, keys, tenants, memory), through the real pipeline and
  * handlers. The first byte picks the endpoint; the rest is the body.
  * Invariants: no crash, no leak, no sanitizer report; every answer is HTTP/1.1, and every 4xx
  * carries the JSON error envelope.
  * DESIGN: the harness provides its own gw_store and gateway_store (the handlers' ways into the
  * store, kept in src/gateway/store_bridge.c so that they can be replaced here): a request that passes
  * validation gets a 202 and its op is freed, so every parser and op builder runs without a store.
- * The LLM has no key, so valid LLM requests end in a 503 before any provider call.
+ * The LLM has no key, so valid LLM requests end in a 503 before any provider call. Not here:
+ * /v1/memory/recall, whose valid requests go to a pool thread that answers through the io
+ * thread's loop (there is none in a harness); its body checks are the e2e tests'.
  */
 #include <event2/buffer.h>
 #include <stdint.h>
@@ -31,8 +33,9 @@ void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
 }
 
 static const char *const endpoints[] = {
-	"/v1/session/message",	"/v1/session/action", "/v1/sessions/s1/pause", "/v1/tasks",
-	"/v1/chat/completions", "/v1/llm/invoke",     "/v1/llm/invoke/stream",
+	"/v1/session/message",	"/v1/session/action",  "/v1/sessions/s1/pause", "/v1/tasks",
+	"/v1/chat/completions", "/v1/llm/invoke",      "/v1/llm/invoke/stream", "/v1/keys",
+	"/v1/tenants",		"/v1/memory/remember",
 };
 #define NENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
 
@@ -49,7 +52,8 @@ static struct http_pipeline *pipeline(void)
 	struct http_router *r = http_router_new();
 	if (cfg_load(&o, &errs) != SOMA_OK || !r || gateway_chat_routes(r) != SOMA_OK ||
 	    gateway_session_routes(r) != SOMA_OK || gateway_task_routes(r) != SOMA_OK ||
-	    gateway_llm_routes(r) != SOMA_OK)
+	    gateway_llm_routes(r) != SOMA_OK || gateway_admin_routes(r) != SOMA_OK ||
+	    gateway_memory_routes(r) != SOMA_OK)
 		abort();
 	struct http_auth_opts auth = {.anonymous_allowed = true, .default_tenant = "default", .admin_token = ""};
 	p = http_pipeline_new(r, &auth);
