@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/ids.h"
 #include "core/pool.h"
 #include "gateway/gateway.h"
@@ -258,7 +259,9 @@ static void recall(struct http_req *req, void *arg)
 		}
 		j->req = req;
 		j->thread = req->thread;
-		j->top_k = top_k ? (int)json_integer_value(top_k) : 3;
+		j->top_k = top_k				  ? (int)json_integer_value(top_k)
+			   : cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 ? (int)cfg_int(CFG_MEMORY_RECALL_TOP_K)
+								  : 3;
 		snprintf(j->tenant, sizeof(j->tenant), "%s", req->ident.tenant);
 		snprintf(j->ns, sizeof(j->ns), "%s", ns);
 		snprintf(j->session_id, sizeof(j->session_id), "%s", sid ? sid : "");

@@ -138,9 +138,10 @@ static json_t *settlement(json_t *row, enum memory_call res, const char *err)
 static struct memory_item item_of(json_t *row)
 {
 	json_t *body = json_object_get(row, "body");
+	const char *ns = json_string_value(json_object_get(row, "namespace"));
 	return (struct memory_item){.key = json_string_value(json_object_get(row, "key")),
 				    .tenant = json_string_value(json_object_get(row, "tenant")),
-				    .ns = json_string_value(json_object_get(row, "namespace")),
+				    .ns = ns && ns[0] ? ns : memory_cfg.ns, /* "": the default namespace */
 				    .session_id = json_string_value(json_object_get(row, "session_id")),
 				    .value = json_object_get(body, "value"),
 				    .tags = json_object_get(body, "tags")};

@@ -42,7 +42,7 @@ static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const c
 	bind_text(s, 1, key);
 	bind_text(s, 2, tenant);
 	bind_text(s, 3, session_id ? session_id : "");
-	bind_text(s, 4, ns && ns[0] ? ns : "wm");
+	bind_text(s, 4, ns ? ns : ""); /* "": memory.namespace when delivered */
 	bind_text(s, 5, body);
 	sqlite3_bind_int64(s, 6, now);
 	sqlite3_bind_int64(s, 7, now);
@@ -72,7 +72,7 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 	json_decref(body);
 	if (!text)
 		return SOMA_ERR_NOMEM;
-	enum soma_err err = outbox_insert(c, tenant, id, session_id, "wm", text);
+	enum soma_err err = outbox_insert(c, tenant, id, session_id, "", text);
 	free(text);
 	return err;
 }
@@ -125,7 +125,8 @@ static enum soma_err op_claim(struct dbconn *c, struct store_op *op)
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox o WHERE state = 'pending' AND available_ms <= ?1 "
 		   "AND (session_id = '' OR NOT EXISTS (SELECT 1 FROM memory_outbox p WHERE p.session_id = "
-		   "o.session_id AND p.id < o.id AND (p.state = 'sending' OR (p.state = 'pending' AND "
+		   "o.session_id AND p.tenant = o.tenant AND p.id < o.id AND (p.state = 'sending' OR (p.state = "
+		   "'pending' AND "
 		   "p.available_ms > ?1)))) ORDER BY id LIMIT ?2");
 	if (!s)
 		return SOMA_ERR_STORE;

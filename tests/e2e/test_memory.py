@@ -7,7 +7,6 @@ say so; a process killed with rows `sending` hands them to the next start; poiso
 `failed` and an admin retries or drops them; recall reaches the LLM's context; tenants never
 see each other's memories."""
 
-import json
 import signal
 import subprocess
 import time

@@ -7,7 +7,7 @@ CREATE TABLE memory_outbox (
   key           TEXT NOT NULL,                      -- idempotency key (event id), per tenant
   tenant        TEXT NOT NULL,
   session_id    TEXT NOT NULL DEFAULT '',           -- rows of one session are delivered in id order
-  namespace     TEXT NOT NULL DEFAULT 'wm',
+  namespace     TEXT NOT NULL DEFAULT '',           -- '' = memory.namespace at delivery
   body          TEXT NOT NULL,                      -- {value:{...}, tags:[...]} as JSON
   state         TEXT NOT NULL DEFAULT 'pending',    -- pending | sending | failed
   attempts      INTEGER NOT NULL DEFAULT 0,
