@@ -7,7 +7,7 @@
  *   GET    /v1/memory/outbox            ?limit&cursor&state -> {pending, failed, oldest_age_s,
  *                                       items, next_cursor} (the caller's tenant; admin: all)
  *   POST   /v1/memory/outbox/{id}/retry admin: a failed row back to pending, attempts reset
- *   DELETE /v1/memory/outbox/{id}       admin: a failed or pending row dropped
+ *   DELETE /v1/memory/outbox/{id}       admin: a failed or pending row dropped (both audited)
  *
  * DESIGN: nothing here blocks the io thread. A remember is a store write op (the row is
  * durable before the 200; the relay delivers it and is woken after the commit). A recall may
@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit/audit.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/ids.h"
@@ -360,6 +361,10 @@ static void on_outbox_change(struct http_req *req, struct store_op *op)
 		return;
 	}
 	bool drop = op->kind == STORE_OP_OUTBOX_DROP;
+	char resource[STORE_ID_MAX + 16];
+	snprintf(resource, sizeof(resource), "memory_outbox:%s", op->task_id);
+	audit_record_identity(&req->ident, drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource,
+			      "done", req->request_id, NULL);
 	if (!drop)
 		memory_relay_wake();
 	http_respond_json(req, 200, json_pack("{s:s, s:s}", "id", op->task_id, "state", drop ? "dropped" : "pending"));

@@ -285,6 +285,9 @@ def test_poison_rows_fail_then_admin_retries_or_drops(soma, llm, brain, tmp_path
     assert r.status_code == 404, r.text
     r = http().post(srv.url + "/v1/memory/outbox/999999/retry", headers=_auth(admin), timeout=5)
     assert r.status_code == 404, r.text
+    audit = http().get(srv.url + "/v1/admin/audit", headers=_auth(admin), timeout=5).json()
+    actions = [row["action"] for row in audit["items"]]
+    assert "admin.memory_outbox.retry" in actions and "admin.memory_outbox.drop" in actions, audit
     wait_until(lambda: outbox(srv, user)["items"] == [], 10, what="the retried row to be delivered")
     stored = [k for _, k in brain.stats()["order"]]
     assert bad1 in stored and bad2 not in stored, stored
