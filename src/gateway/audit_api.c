@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gateway/gateway.h"
+#include "identity/identity.h"
 
 #define AUDIT_PAGE_DEFAULT 100
 #define AUDIT_PAGE_MAX	   1000
@@ -34,9 +35,9 @@ static void list_audit(struct http_req *req, void *arg)
 		return;
 	struct str cursor = STR_NULL, tenant = STR_NULL;
 	bool has_cursor = http_req_query(req, "cursor", &cursor), has_tenant = http_req_query(req, "tenant", &tenant);
-	if (has_tenant && !gw_valid_id(tenant.p)) {
+	if (has_tenant && !identity_tenant_valid(tenant.p)) {
 		http_respond_error(req, 400, "invalid_tenant",
-				   "tenant must be a tenant id (1 to 64 of A-Z a-z 0-9 _ -)");
+				   "tenant must be a tenant id (1 to 64 of A-Z a-z 0-9 . _ -)");
 		return;
 	}
 	struct store_op *op = store_op_new(STORE_OP_AUDIT_LIST, has_tenant ? tenant.p : req->ident.tenant);

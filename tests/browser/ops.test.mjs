@@ -37,7 +37,8 @@ browserTest('services come from /v1/health', getBrowser, async (page) => {
     await services.locator('td', { hasText: new RegExp(`^${name}$`) }).waitFor();
   }
   assert.match(await page.locator('#services-summary').textContent(), /Overall ok; version \d+\.\d+\.\d+/);
-  assert.match(await services.locator('tr', { hasText: 'llm' }).textContent(), /fake-model at http/);
+  const llmRow = services.locator('tr').filter({ has: page.locator('td', { hasText: /^llm$/ }) });
+  assert.match(await llmRow.textContent(), /fake-model at http/);
   assert.equal(await page.locator('#conn-badge').getAttribute('data-state'), 'online');
 });
 
