@@ -44,11 +44,13 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL). */
+/* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
+ * HTTP status (0 when there was no answer). */
 static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
-			     json_t *body, json_t **out, char *err, size_t cap)
+			     json_t *body, json_t **out, long *status, char *err, size_t cap)
 {
 	*out = NULL;
+	*status = 0;
 	const char *why = "libcurl is not available";
 	const struct curl_api *curl = curl_api_get(&why);
 	CURL *h = curl ? curl_api_thread_handle() : NULL;
@@ -114,6 +116,7 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		}
 	}
 	free(r.buf);
+	*status = r.status;
 	return res;
 }
 
@@ -126,7 +129,8 @@ static void sb_remember(struct store *st, const struct memory_item *items, size_
 		json_t *body = json_pack("{s:s, s:s, s:s, s:O, s:O?}", "tenant", it->tenant, "namespace", it->ns, "key",
 					 it->key, "value", it->value, "tags", it->tags);
 		json_t *reply = NULL;
-		results[i] = body ? call("POST", "/memory/remember", it->tenant, it->key, body, &reply, err[i],
+		long status;
+		results[i] = body ? call("POST", "/memory/remember", it->tenant, it->key, body, &reply, &status, err[i],
 					 sizeof(err[i]))
 				  : MEMORY_CALL_UNAVAILABLE;
 		json_decref(body);
@@ -144,7 +148,8 @@ static enum memory_call sb_recall(struct store *st, const char *tenant, const ch
 	if (body && session_id && session_id[0])
 		json_object_set_new(body, "session_id", json_string(session_id));
 	json_t *reply = NULL;
-	enum memory_call r = body ? call("POST", "/memory/recall", tenant, request_id, body, &reply, err, cap)
+	long status;
+	enum memory_call r = body ? call("POST", "/memory/recall", tenant, request_id, body, &reply, &status, err, cap)
 				  : MEMORY_CALL_UNAVAILABLE;
 	json_decref(body);
 	if (r != MEMORY_CALL_OK)
@@ -171,10 +176,16 @@ static enum memory_call sb_health(char *detail, size_t cap)
 {
 	json_t *reply = NULL;
 	char err[200];
-	enum memory_call r = call("GET", "/health", "", NULL, NULL, &reply, err, sizeof(err));
-	if (r != MEMORY_CALL_OK) {
-		snprintf(detail, cap, "%s", r == MEMORY_CALL_REJECTED ? "health_http_error" : "health_unreachable");
-		return MEMORY_CALL_UNAVAILABLE; /* any non-2xx or transport error is down */
+	long status;
+	enum memory_call r = call("GET", "/health", "", NULL, NULL, &reply, &status, err, sizeof(err));
+	if (r != MEMORY_CALL_OK) { /* any non-2xx, unparsable reply or transport error is down */
+		if (!status)
+			snprintf(detail, cap, "health_unreachable");
+		else if (status < 200 || status > 299)
+			snprintf(detail, cap, "health_http_%ld", status);
+		else
+			snprintf(detail, cap, "health_invalid");
+		return MEMORY_CALL_UNAVAILABLE;
 	}
 	bool ok = json_is_true(json_object_get(reply, "ok")), ready = json_is_true(json_object_get(reply, "ready")),
 	     mem = json_is_true(json_object_get(reply, "memory_ok"));

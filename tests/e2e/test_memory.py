@@ -366,3 +366,28 @@ def test_outage_backlog_is_delivered_exactly_once(soma, llm, brain):
         {k: v for k, v in st.items() if k != "order"}
     text = http().get(srv.url + "/metrics", timeout=5).text
     assert 'soma_outbox_delivered_total{sink="somabrain",result="delivered"} 1000' in text
+
+
+@pytest.mark.parametrize("mode,reason", [("down", "health_http_503"), ("garbage", "health_invalid"),
+                                         ("drop", "health_unreachable")])
+def test_health_failures_are_down_with_their_reason(soma, llm, brain, mode, reason):
+    srv = soma(*brain.sets())
+    memory_health(srv, "ok")
+    brain.control(mode=mode)
+    wait_until(lambda: reason in health(srv)["services"]["memory"]["detail"], 10, what=f"memory down ({reason})")
+    assert recall(srv, "anything")["state"] == "down"
+    brain.control(mode="ok")
+    memory_health(srv, "ok")
+
+
+def test_rate_limited_calls_count_against_the_breaker_without_losing_writes(soma, llm, brain):
+    srv = soma(*brain.sets("memory.breaker_open_ms=500"))
+    memory_health(srv, "ok")
+    brain.control(mode="429")
+    keys = [remember(srv, {"content": f"limited {i}"}, session_id="rl")["key"] for i in range(3)]
+    wait_until(lambda: "circuit_open" in health(srv)["services"]["memory"]["detail"], 10,
+               what="429s to open the breaker")
+    assert outbox(srv)["failed"] == 0
+    brain.control(mode="ok")
+    drained(srv)
+    assert [k for _, k in brain.stats()["order"]] == keys

@@ -16,10 +16,11 @@ duplicate and not stored twice, as SomaBrain deduplicates) and misbehaves on dem
     server.py --port P
 
 Control (test side):
-    POST /_control {"mode": "ok|down|5xx|not_ready|drop", "delay_ms": N, "poison": "TEXT"}
+    POST /_control {"mode": "ok|down|5xx|429|not_ready|drop|garbage", "delay_ms": N, "poison": "TEXT"}
         down: every request (health included) answers 503; 5xx: remember/recall answer 500,
         health stays ok; not_ready: health says ready=false (calls still work); drop: the
-        connection is closed without an answer (a transport error). delay_ms: remember and
+        connection is closed without an answer (a transport error); garbage: every request gets 200
+        with an HTML body; 429: remember/recall are rate limited. delay_ms: remember and
         recall wait this long first (slow; /health stays quick). poison: a remember whose value contains TEXT gets 400.
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
                      key]...], recalls, last_headers, last_recall}
@@ -93,6 +94,17 @@ class Handler(BaseHTTPRequestHandler):
             return True
         if mode == "down":
             self.send_json(503, {"detail": "service unavailable"})
+            return True
+        if mode == "garbage":
+            data = b"<html>not json</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return True
+        if mode == "429" and api:
+            self.send_json(429, {"detail": "slow down"})
             return True
         if mode == "5xx" and api:
             self.send_json(500, {"detail": "internal error"})
