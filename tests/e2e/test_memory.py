@@ -227,6 +227,10 @@ def test_not_ready_is_degraded_with_fewer_results(soma, llm, brain):
     assert got["degraded"] is True and len(got["results"]) == 2 and got["state"] == "degraded", got
     remember(srv, {"content": "still written when not ready"})
     drained(srv)  # degraded still delivers (at half rate)
+    sid = post_message(srv, "tell me an apple fact")["session_id"]
+    meta = wait_terminal(srv, sid)[-1]["metadata"]
+    assert meta["somabrain_state"] == "degraded" and meta["somabrain_reason"] == "not_ready", meta
+    assert meta["memory"]["degraded"] is True and 1 <= meta["memory"]["recalled"] <= 2, meta
     system = http().get(srv.url + "/v1/metrics/system", timeout=5).json()
     assert system["components"]["somabrain"]["status"] == "degraded", system
 
