@@ -166,7 +166,7 @@ function genericList(d, p, name) {
 
 const schedules = new Panel('panel-schedules', '/v1/schedules', (d, p) => genericList(d, p, 'schedules'));
 
-// memory outbox: counts, and the failed items with retry / drop (paths as in docs/ui.md)
+// memory outbox: counts, and the failed items with retry / drop (paths as in docs/api.md)
 const outbox = new Panel('panel-outbox', '/v1/memory/outbox', (d, p) => {
   const items = d.items || [];
   const summary = el('p', {}, `${num(d.pending ?? 0)} pending, ${num(d.failed ?? 0)} failed`,
@@ -182,7 +182,9 @@ const outbox = new Panel('panel-outbox', '/v1/memory/outbox', (d, p) => {
 async function outboxAction(id, what) {
   if (what === 'drop' && !confirm(`Drop memory write ${id}? It will not be delivered.`)) return;
   try {
-    await api(`/v1/memory/outbox/${enc(id)}/${what}`, { method: 'POST' });
+    // retry is POST .../{id}/retry; a drop is DELETE .../{id} (docs/api.md, Memory)
+    if (what === 'retry') await api(`/v1/memory/outbox/${enc(id)}/retry`, { method: 'POST' });
+    else await api(`/v1/memory/outbox/${enc(id)}`, { method: 'DELETE' });
     toast(`Outbox item ${id}: ${what === 'retry' ? 'retrying' : 'dropped'}.`, 'ok');
     outbox.refresh(true);
   } catch (e) {
