@@ -153,7 +153,6 @@ static enum soma_err memory_start(void *ctx, char *why, size_t cap)
 static void memory_stop(void *ctx)
 {
 	(void)ctx;
-	gateway_memory_stop(); /* after http (stopped before us): no recall comes in any more */
 	memory_relay_stop();
 }
 
@@ -330,6 +329,7 @@ static void http_stop(void *ctx)
 	http_server_stop(app.server);
 	gateway_llm_stop();
 	gateway_upload_stop();
+	gateway_memory_stop(); /* its recall pool (also when the memory service did not start) */
 }
 
 void services_free(void)

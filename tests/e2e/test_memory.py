@@ -326,6 +326,10 @@ def test_somabrain_without_url_refuses_nothing_but_says_so(soma):
     srv = soma("memory.driver=somabrain")
     h = health(srv)
     assert h["services"]["memory"]["status"] == "down" and "memory.somabrain_url" in h["services"]["memory"]["detail"]
+    got = recall(srv, "anything")  # the recall pool runs even so, and is stopped with the server
+    assert got["results"] == [] and got["degraded"] is True and got["state"] == "down"
+    assert remember(srv, {"content": "kept until SomaBrain is configured"})["status"] == "queued"
+    assert outbox(srv)["pending"] == 1
 
 
 def test_transport_errors_and_timeouts_are_down_and_replays_are_idempotent(soma, llm, brain):
