@@ -93,7 +93,7 @@ async function startProxy(target) {
  * service is `unconfigured` and health is degraded); keys: {name: scope|null} API keys to
  * create first (any key turns auth on); sets: extra --set key=value.
  */
-export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8, delayMs = 0 } = {}) {
+export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8, delayMs = 0, somabrain = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'soma-browser-'));
   // a real API key, as a deployment would have (any key turns auth on)
   const tokens = {};
@@ -114,6 +114,17 @@ export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8,
     llmSets.push('--set', 'llm.provider=custom', '--set', `llm.base_url=${llmURL}/v1`,
       '--set', 'llm.api_key=test-key', '--set', 'llm.model=fake-model');
   }
+  let brain = null;
+  let brainURL = '';
+  if (somabrain) { // the fake memory service; memory.driver=somabrain, health probed every 300 ms
+    const brainPort = await freePort();
+    brain = spawn('/usr/bin/python3', [join(repo, 'tests/fakes/somabrain/server.py'), '--port', String(brainPort)],
+      { stdio: ['ignore', 'ignore', 'inherit'] });
+    brainURL = `http://127.0.0.1:${brainPort}`;
+    await waitFor(`${brainURL}/health`, (s) => s === 200, 10000).catch((e) => { brain.kill('SIGTERM'); throw e; });
+    llmSets.push('--set', 'memory.driver=somabrain', '--set', `memory.somabrain_url=${brainURL}`,
+      '--set', 'memory.health_interval_ms=300');
+  }
   const port = await freePort();
   const args = ['run', '--set', `http.listen=127.0.0.1:${port}`, '--set', `data.dir=${dir}/data`, ...llmSets];
   for (const s of sets) args.push('--set', s);
@@ -127,6 +138,7 @@ export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8,
   } catch (e) {
     soma.kill('SIGKILL');
     if (fake) fake.kill('SIGTERM');
+    if (brain) brain.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`${e.message}\n${log}`);
   }
@@ -153,6 +165,11 @@ export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8,
       const r = await fetch(`${llmURL}/_control`, { method: 'POST', body: JSON.stringify(control) });
       if (!r.ok) throw new Error(`fake llm control: ${r.status}`);
     },
+    /** Makes the fake SomaBrain misbehave ({mode: ok|down|not_ready|...}): tests/fakes/somabrain/server.py. */
+    async brain(control) {
+      const r = await fetch(`${brainURL}/_control`, { method: 'POST', body: JSON.stringify(control) });
+      if (!r.ok) throw new Error(`fake somabrain control: ${r.status}`);
+    },
     /** The fake LLM back to its defaults (echoes "You said: <message>"). */
     async llmReset() {
       const r = await fetch(`${llmURL}/_reset`, { method: 'POST', body: '{}' });
@@ -163,6 +180,7 @@ export async function startStack({ llm = true, keys = {}, sets = [], chunks = 8,
       soma.kill('SIGTERM');
       const code = await exited;
       if (fake) fake.kill('SIGTERM');
+      if (brain) brain.kill('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
       if (code !== 0 || /Sanitizer/.test(log)) throw new Error(`somaagent exited ${code}\n${log}`);
     },
