@@ -105,7 +105,7 @@ void limits_describe(char *out, size_t cap)
 		snprintf(tokens, sizeof(tokens), "%lld/day", (long long)lim.o.llm_tokens_per_day);
 	if (lim.o.streams_per_tenant > 0)
 		snprintf(streams, sizeof(streams), "%lld", (long long)lim.o.streams_per_tenant);
-	snprintf(out, cap, "per tenant (%s): requests %s, LLM tokens %s, streams %s", lim.driver->name, rate, tokens,
+	snprintf(out, cap, "per tenant (%s): requests %s, model tokens %s, streams %s", lim.driver->name, rate, tokens,
 		 streams);
 }
 
