@@ -128,9 +128,10 @@ static void publish_task(struct http_req *req, void *arg)
 		int64_t due = clock_wall_ms() + (int64_t)(countdown ? json_number_value(countdown) * 1000.0 : 0);
 		if (op)
 			op->task = json_pack(
-				"{s:s, s:s, s:O, s:{s:o, s:o}, s:I, s:I}", "id", id, "queue", qname, "name", name,
-				"payload", "args", args ? json_incref(args) : json_array(), "kwargs",
-				kwargs ? json_incref(kwargs) : json_object(), "max_retries",
+				"{s:s, s:s, s:O, s:{s:o, s:o, s:s, s:s}, s:I, s:I}", "id", id, "queue", qname, "name",
+				name, "payload", "args", args ? json_incref(args) : json_array(), "kwargs",
+				kwargs ? json_incref(kwargs) : json_object(), "subject", req->ident.subject, "scopes",
+				req->ident.scopes, "max_retries",
 				(json_int_t)(retries ? json_integer_value(retries) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
 				"available_ms", (json_int_t)due);
 		if (!op || !op->task) {

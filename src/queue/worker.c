@@ -12,6 +12,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "policy/policy.h"
 #include "queue/queue.h"
 
 #define MAX_HANDLERS 32
@@ -186,6 +187,32 @@ static void count_finished_locked(struct queue_slot *q)
 	q->ring[i]++;
 }
 
+/* ---- policy (issue 6): queued work is asked again as its sender (task.run) before it runs ----
+ * conversation.process asks conversation.send and llm.invoke itself (it commits a
+ * policy.denied event); any other task is refused here: FAILURE with the reason, audited. */
+static bool allowed_to_run(struct task_ctx *ctx, const char *name)
+{
+	if (strcmp(name, "conversation.process") == 0)
+		return true;
+	char resource[96];
+	snprintf(resource, sizeof(resource), "task:%s", name);
+	json_t *pctx = json_pack("{s:s, s:s, s:b}", "task", name, "queue", ctx->queue, "queued", 1);
+	struct policy_input in = {.tenant = ctx->tenant,
+				  .subject = json_string_value(json_object_get(ctx->payload, "subject")),
+				  .scopes = json_string_value(json_object_get(ctx->payload, "scopes")),
+				  .action = POLICY_TASK_RUN,
+				  .resource = resource,
+				  .context = pctx};
+	struct policy_decision d;
+	policy_decide(&in, &d);
+	json_decref(pctx);
+	if (d.allow)
+		return true;
+	policy_denied_audit(&in, NULL, &d, NULL);
+	snprintf(ctx->error, sizeof(ctx->error), "policy denied task.run for %s: %s", name, d.reason);
+	return false;
+}
+
 static json_t *run_task(struct worker *w, json_t *task)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
@@ -205,8 +232,10 @@ static json_t *run_task(struct worker *w, json_t *task)
 	pthread_mutex_unlock(&lock);
 	uint64_t t0 = clock_mono_ns();
 	enum task_outcome outcome = TASK_FAIL;
-	if (fn)
+	if (fn && allowed_to_run(&ctx, name))
 		outcome = fn(&ctx);
+	else if (fn)
+		outcome = TASK_FAIL;
 	else
 		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", name ? name : "?");
 	pthread_mutex_lock(&lock);

@@ -257,6 +257,33 @@ def test_worker_rechecks_queued_work_with_opa(soma, tmp_path, opa):
     assert worker and worker[0]["resource"] == "session:w1" and worker[0]["subject"] == "anonymous", worker
 
 
+def test_worker_rechecks_queued_tasks_with_opa(soma, tmp_path, opa):
+    """POST /v1/tasks is allowed; when the worker picks the task up, task.run (asked again with
+    context.queued) is denied: the task fails with the reason, runs nothing, and is audited."""
+    opa.control(table=[
+        {"input": {"action": "task.run", "context": {"queued": True}},
+         "result": {"allow": False, "reason": "tasks_paused_by_ops"}},
+        {"input": {"action": "task.run"}, "result": True},
+        {"input": {"action": "admin.audit"}, "result": True},
+    ])
+    srv = soma(*engine_sets("opa", tmp_path, opa))
+    r = httpx.post(srv.url + "/v1/tasks", json={"task": "soma.echo", "args": ["x"]}, timeout=10)
+    assert r.status_code == 202, r.text
+    tid = r.json()["task_id"]
+
+    def failed():
+        t = httpx.get(f"{srv.url}/v1/tasks/{tid}", timeout=5).json()
+        return t if t["status"] == "FAILURE" else None
+
+    t = wait_until(failed, 10, what="the queued task to be refused by the worker")
+    assert t["result"] is None and "tasks_paused_by_ops" in t["error"], t
+    worker = [i for i in opa.stats()["inputs"] if i["action"] == "task.run" and i["context"].get("queued")]
+    assert worker and worker[0]["context"]["task"] == "soma.echo" and worker[0]["subject"] == "anonymous", worker
+    rows = wait_until(lambda: [a for a in httpx.get(srv.url + "/v1/admin/audit", timeout=5).json()["items"]
+                               if a["action"] == "policy.denied:task.run"], 5, what="the audit row")
+    assert rows[0]["detail"] and "tasks_paused_by_ops" in rows[0]["detail"], rows
+
+
 def _allow_default_reads(opa):
     opa.control(table=[{"input": {"tenant": "default", "action": "session.read"}, "result": True},
                        {"input": {"tenant": "default", "action": "llm.invoke"},
