@@ -5,8 +5,9 @@
  *   health   the last /health probe: unknown, up, not ready (2xx without ok/ready/memory_ok),
  *            unreachable (transport error, non-2xx, unparsable)
  *   breaker  consecutive UNAVAILABLE calls; at memory.breaker_failures it opens for
- *            memory.breaker_open_ms (calls fail fast), then lets one call (or a healthy probe)
- *            through: success closes it, failure opens it again
+ *            memory.breaker_open_ms (calls fail fast), then lets one call through (the probe):
+ *            success closes it, failure opens it again. /health alone never closes it (a
+ *            SomaBrain whose /health is fine may still fail every write)
  *   failure  the time and kind of the last failed call
  * rule():  breaker open or health unreachable -> down; not ready, breaker probing, or a failed
  * call within memory.breaker_open_ms -> degraded; else normal. Every fact change re-applies the rule; a
@@ -87,9 +88,7 @@ void memory_note_health(enum memory_call r, const char *detail)
 	pthread_mutex_lock(&m.lock);
 	m.health = r == MEMORY_CALL_OK ? HEALTH_UP : r == MEMORY_CALL_NOT_READY ? HEALTH_NOT_READY : HEALTH_UNREACHABLE;
 	snprintf(m.health_detail, sizeof(m.health_detail), "%s", detail ? detail : "");
-	if (r == MEMORY_CALL_OK && m.open_until_ms && now >= m.open_until_ms && !m.probing)
-		m.failures = 0, m.open_until_ms = 0; /* a healthy probe closes a breaker whose time is up */
-	rule(now);
+	rule(now); /* a healthy /health does not close the breaker: only a call that works does */
 	pthread_mutex_unlock(&m.lock);
 }
 

@@ -115,7 +115,11 @@ static int64_t backoff_ms(int64_t n)
 	return d * 3 / 4 + (int64_t)(ids_random_u32() % (uint32_t)(d / 2 + 1));
 }
 
-static json_t *settlement(json_t *row, enum memory_call res, const char *err)
+/* How a row settles. A failure the service is to blame for (UNAVAILABLE while the breaker is
+ * open: an outage) does not cost the row an attempt: it waits its backoff and is tried again, so
+ * an outage never turns writes into `failed` ones; a row that fails while the service works
+ * (REJECTED, or UNAVAILABLE with the breaker closed) spends one. */
+static json_t *settlement(json_t *row, enum memory_call res, const char *err, bool outage)
 {
 	json_int_t id = json_integer_value(json_object_get(row, "id"));
 	int64_t attempts = json_integer_value(json_object_get(row, "attempts")) + 1;
@@ -123,6 +127,9 @@ static json_t *settlement(json_t *row, enum memory_call res, const char *err)
 		return json_pack("{s:I, s:s}", "id", id, "result", "delivered");
 	if (res == MEMORY_CALL_SKIPPED)
 		return json_pack("{s:I, s:s, s:I}", "id", id, "result", "release", "delay_ms", (json_int_t)0);
+	if (res == MEMORY_CALL_UNAVAILABLE && outage)
+		return json_pack("{s:I, s:s, s:I}", "id", id, "result", "release", "delay_ms",
+				 (json_int_t)backoff_ms(attempts));
 	if (attempts >= memory_cfg.max_attempts) {
 		log_warn("memory",
 			 "memory write %s of tenant %s failed %lld time(s) and is now failed: %s; an admin "
@@ -182,8 +189,10 @@ static void settle(json_t *rows, size_t n, const enum memory_call *res, char (*e
 		store_op_free(op);
 		return; /* rows stay sending; the next start takes them back */
 	}
+	struct memory_status now;
+	memory_snapshot(&now);
 	for (size_t i = 0; i < n; i++) {
-		json_t *s = settlement(json_array_get(rows, i), res[i], err[i]);
+		json_t *s = settlement(json_array_get(rows, i), res[i], err[i], now.state == MEMORY_DOWN);
 		const char *what = json_string_value(json_object_get(s, "result"));
 		counts[strcmp(what, "delivered") == 0 ? 0
 		       : strcmp(what, "failed") == 0  ? 2
@@ -204,11 +213,14 @@ static void *relay_main(void *arg)
 {
 	(void)arg;
 	pthread_setname_np(pthread_self(), "soma-memrelay");
-	bool somabrain = memory_cfg.driver == &memory_somabrain_driver, first = true;
+	bool somabrain = memory_cfg.driver == &memory_somabrain_driver;
 	int64_t next_health = 0, next_stats = 0, last_ms = clock_wall_ms();
 	double tokens = memory_cfg.rate_per_s;
 	static enum memory_call res[BATCH_MAX];
 	static char err[BATCH_MAX][160];
+	json_t *none = claim(0, true); /* rows a dead process left sending are pending again, at once */
+	bool first = !none;	       /* (if that failed, the first real claim does it) */
+	json_decref(none);
 	while (!stopping()) {
 		int64_t now = clock_wall_ms();
 		if (somabrain && now >= next_health) {

@@ -121,6 +121,9 @@ static enum soma_err op_claim(struct dbconn *c, struct store_op *op)
 			return SOMA_ERR_STORE;
 		op->seq = sqlite3_changes(c->db); /* how many were reclaimed */
 	}
+	op->rows = json_array();
+	if (op->limit <= 0) /* only the reclaim */
+		return op->rows ? SOMA_OK : SOMA_ERR_NOMEM;
 	/* a row waits while an earlier row of its session waits for its backoff or is in flight */
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox o WHERE state = 'pending' AND available_ms <= ?1 "
@@ -131,8 +134,7 @@ static enum soma_err op_claim(struct dbconn *c, struct store_op *op)
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, now);
-	sqlite3_bind_int64(s, 2, op->limit > 0 ? op->limit : 1);
-	op->rows = json_array();
+	sqlite3_bind_int64(s, 2, op->limit);
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		json_array_append_new(op->rows, outbox_row_json(s));

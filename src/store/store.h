@@ -106,7 +106,8 @@ enum store_op_kind {
 	 * task_id; all_tenants for the relay and admins */
 	STORE_OP_MEMORY_REMEMBER, /* w: an outbox row from op->row {key, namespace, session_id?, value, tags?} */
 	STORE_OP_OUTBOX_CLAIM,	  /* w: up to `limit` ready rows -> sending, in order per session (rows);
-				   * flag: first put every `sending` row back (rows of a dead process) */
+				   * flag: first put every `sending` row back (rows of a dead process; how
+				   * many in seq); limit 0: only that */
 	STORE_OP_OUTBOX_SETTLE,	  /* w: op->row [{id, result: delivered|retry|failed|release, error?, delay_ms?}] */
 	STORE_OP_OUTBOX_STATS,	  /* r: {pending, sending, failed, oldest_ms} (into session) */
 	STORE_OP_OUTBOX_LIST,	  /* r: rows oldest first, cursor-paginated; queue = state filter or "" (rows),

@@ -145,8 +145,9 @@ Test(memory, failed_rows_admin_retry_and_drop_and_reclaim)
 	cr_assert_str_eq(keys, "p2");
 	/* p2 is sending: a new start takes it back */
 	int64_t reclaimed = 0;
-	cr_assert_eq(claim(10, true, keys, sizeof(keys), &reclaimed), 1);
+	cr_assert_eq(claim(0, true, keys, sizeof(keys), &reclaimed), 0, "limit 0 only takes rows back");
 	cr_assert_eq(reclaimed, 1);
+	cr_assert_eq(claim(10, false, keys, sizeof(keys), NULL), 1);
 	cr_assert_str_eq(keys, "p2");
 	settle("p2", "delivered", 0);
 	/* retry and drop: the tenant's own rows, or any with all_tenants */
@@ -290,9 +291,12 @@ Test(memory, one_rule_and_the_breaker)
 	memory_note_call(MEMORY_CALL_UNAVAILABLE, "remember_failure");
 	memory_snapshot(&s);
 	cr_assert_eq(s.state, MEMORY_DOWN);
-	/* a healthy probe after the period closes it; the failure window then ends too */
+	/* a healthy /health does not close it; a probe call that works does */
 	sleep_ms(250);
 	memory_note_health(MEMORY_CALL_OK, "ok");
+	memory_snapshot(&s);
+	cr_assert_eq(s.state, MEMORY_DEGRADED);
+	cr_assert_str_eq(s.reason, "circuit_half_open");
 	cr_assert_eq(memory_breaker_allows(), true);
 	memory_note_call(MEMORY_CALL_OK, "");
 	sleep_ms(250);
