@@ -21,10 +21,6 @@
 #include "core/clock.h"
 #include "store/store_int.h"
 
-#define SEARCH_QUERY_MAX 2048 /* bytes of FTS5 query built from the user's text */
-#define SEARCH_TERMS_MAX 32   /* words of it */
-#define SEARCH_WINDOW	 500  /* newest matches of a scope that recall ranks (bounds its cost) */
-
 static enum soma_err step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
@@ -276,80 +272,6 @@ static enum soma_err op_put(struct dbconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
-/* An FTS5 query from free text, within one tenant's namespace: `scope : "s<hex tenant>n<hex
- * namespace>" AND content : ("word" OR ...)` (bm25 ranks the rows that match more words higher;
- * the scope token is how migration 0007 indexes them). Empty when the text has no word. */
-static void fts_query(const char *text, const char *tenant, const char *ns, char *out, size_t cap)
-{
-	size_t n = 0, terms = 0;
-	out[0] = '\0';
-	char scope[2 * (STORE_ID_MAX + 64) + 4];
-	size_t sl = 0;
-	scope[sl++] = 's';
-	for (const unsigned char *p = (const unsigned char *)tenant; *p && sl + 3 < sizeof(scope); p++)
-		sl += (size_t)snprintf(scope + sl, sizeof(scope) - sl, "%02x", *p);
-	scope[sl++] = 'n';
-	for (const unsigned char *p = (const unsigned char *)ns; *p && sl + 3 < sizeof(scope); p++)
-		sl += (size_t)snprintf(scope + sl, sizeof(scope) - sl, "%02x", *p);
-	scope[sl] = '\0';
-	n = (size_t)snprintf(out, cap, "scope : \"%s\" AND content : (", scope);
-	for (const unsigned char *p = (const unsigned char *)text; *p && terms < SEARCH_TERMS_MAX;) {
-		while (*p && !(*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')))
-			p++;
-		const unsigned char *w = p;
-		while (*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))
-			p++;
-		size_t len = (size_t)(p - w);
-		if (!len || n + len + 8 >= cap)
-			continue;
-		n += (size_t)snprintf(out + n, cap - n, "%s\"%.*s\"", terms ? " OR " : "", (int)len, (const char *)w);
-		terms++;
-	}
-	if (!terms || n + 2 > cap)
-		out[0] = '\0';
-	else
-		snprintf(out + n, cap - n, ")");
-}
-
-static enum soma_err op_search(struct dbconn *c, struct store_op *op)
-{
-	char q[SEARCH_QUERY_MAX];
-	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
-	ns = ns && ns[0] ? ns : "wm";
-	fts_query(json_string_value(json_object_get(op->row, "query")) ?: "", op->tenant, ns, q, sizeof(q));
-	op->rows = json_array();
-	if (!q[0])
-		return SOMA_OK;
-	/* The newest SEARCH_WINDOW matches of the scope (the index walks rowids backwards and stops),
-	 * then ranked: bm25 of the content column is negative (smaller = better); the score is its
-	 * opposite, shrunk by age: a memory a month old counts half as much as one of today. The
-	 * tenant and namespace are checked again on the row itself. */
-	sqlite3_stmt *s = dbconn_stmt(
-		c, "SELECT -f.b / (1.0 + (?4 - m.created_ms) / 2592000000.0) AS score, m.payload, m.key FROM "
-		   "(SELECT rowid, bm25(memories_fts, 0.0, 1.0) AS b FROM memories_fts WHERE memories_fts MATCH ?1 "
-		   "ORDER BY rowid DESC LIMIT ?6) f JOIN memories m ON m.id = f.rowid "
-		   "WHERE m.tenant = ?2 AND m.namespace = ?3 ORDER BY score DESC LIMIT ?5");
-	if (!s)
-		return SOMA_ERR_STORE;
-	bind_text(s, 1, q);
-	bind_text(s, 2, op->tenant);
-	bind_text(s, 3, ns);
-	sqlite3_bind_int64(s, 6, SEARCH_WINDOW);
-	sqlite3_bind_int64(s, 4, clock_wall_ms());
-	sqlite3_bind_int64(s, 5, json_integer_value(json_object_get(op->row, "top_k")));
-	int rc;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), JSON_DECODE_ANY, NULL);
-		double score = sqlite3_column_double(s, 0);
-		json_array_append_new(op->rows,
-				      json_pack("{s:f, s:o, s:s, s:s}", "score", isfinite(score) ? score : 0.0,
-						"payload", payload ? payload : json_object(), "source", "builtin",
-						"key", (const char *)sqlite3_column_text(s, 2)));
-	}
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
-}
-
 static enum soma_err op_stats(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = dbconn_stmt(c, "SELECT sum(state = 'pending'), sum(state = 'sending'), sum(state = "
@@ -411,7 +333,7 @@ enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op)
 	case STORE_OP_OUTBOX_LIST:
 		return op_list(c, op);
 	case STORE_OP_MEMORY_SEARCH:
-		return op_search(c, op);
+		return store_sql_memory_search(c, op);
 	default:
 		return SOMA_ERR_INVALID;
 	}

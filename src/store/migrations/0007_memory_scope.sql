@@ -17,3 +17,5 @@ END;
 CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
   INSERT INTO memories_fts(memories_fts, rowid, scope, content) VALUES ('delete', old.id, old.scope, old.content);
 END;
+-- how many rows hold each word: recall leaves out words most memories hold (sqlite_memory.c)
+CREATE VIRTUAL TABLE memories_vocab USING fts5vocab(memories_fts, 'row');

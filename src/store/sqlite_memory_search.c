@@ -1,0 +1,167 @@
+/*
+ * sqlite_memory_search.c - recall in the built-in memory (see src/memory/builtin.c): SQLite FTS5
+ * over the memories table, scoped to one tenant and namespace by an indexed scope token
+ * (migration 0007), ranked by bm25 and recency.
+ *
+ * DESIGN: a recall's cost is the length of the row lists of its words, which grow with every
+ * memory written. So common words are left out (found in more than a quarter of all memories;
+ * their counts come from fts5vocab, cached a minute per thread), at most SEARCH_WORDS_USED of the
+ * rarest are searched, and only the newest SEARCH_WINDOW matches of the scope are ranked.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/store_int.h"
+
+#define SEARCH_QUERY_MAX  2048 /* bytes of FTS5 query built from the user's text */
+#define SEARCH_TERMS_MAX  32   /* words of it */
+#define SEARCH_WINDOW	  500  /* newest matches of a scope that recall ranks (bounds its cost) */
+#define SEARCH_WORDS_USED 8    /* rarest words of the query that are searched */
+
+/* Rows of the index holding term (fts5vocab, all scopes), 0 when unknown or on error. Counting
+ * reads the term's whole row list, as long as the search it spares, so the answers are kept a
+ * minute in a small per-thread cache (reader threads live as long as the store; a word's
+ * frequency changes slowly). */
+#define VOCAB_CACHE	   512
+#define VOCAB_CACHE_TTL_MS 60000
+
+struct vocab_entry {
+	char term[64];	    /* the word, "" = empty slot */
+	int64_t rows;	    /* rows holding it */
+	int64_t expires_ms; /* when to count again */
+};
+
+static _Thread_local struct vocab_entry vocab_cache[VOCAB_CACHE];
+
+static int64_t term_rows(struct dbconn *c, const char *term, int64_t now)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = term; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	struct vocab_entry *e = &vocab_cache[h % VOCAB_CACHE];
+	if (e->expires_ms > now && strcmp(e->term, term) == 0)
+		return e->rows;
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT doc FROM memories_vocab WHERE term = ?");
+	if (!s)
+		return 0;
+	bind_text(s, 1, term);
+	int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_reset(s);
+	size_t len = strlen(term);
+	if (len < sizeof(e->term)) { /* always so: fts_query keeps words under 64 bytes */
+		memcpy(e->term, term, len + 1);
+		e->rows = n;
+		e->expires_ms = now + VOCAB_CACHE_TTL_MS;
+	}
+	return n;
+}
+
+struct word {
+	char text[64]; /* lower-cased as the tokenizer stores it (ASCII; other bytes as they are) */
+	int64_t rows;  /* rows holding it */
+};
+
+static int by_rows(const void *a, const void *b)
+{
+	int64_t x = ((const struct word *)a)->rows, y = ((const struct word *)b)->rows;
+	return (x > y) - (x < y);
+}
+
+/* An FTS5 query from free text, within one tenant's namespace: `scope : "s<hex tenant>n<hex
+ * namespace>" AND content : ("word" OR ...)` (the scope token is how migration 0007 indexes
+ * them). A recall's cost is the length of its words' row lists, so words found in more than a
+ * quarter of all memories (the, is, hello: they tell nothing apart) are left out unless nothing
+ * else is left, and at most SEARCH_WORDS_USED of the rarest words are kept. bm25 ranks the rows
+ * that match more of them higher. Empty when the text has no word. */
+static void fts_query(struct dbconn *c, const char *text, const char *tenant, const char *ns, char *out, size_t cap)
+{
+	struct word words[SEARCH_TERMS_MAX];
+	int nw = 0;
+	out[0] = '\0';
+	for (const unsigned char *p = (const unsigned char *)text; *p && nw < SEARCH_TERMS_MAX;) {
+		while (*p && !(*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')))
+			p++;
+		const unsigned char *w = p;
+		while (*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))
+			p++;
+		size_t len = (size_t)(p - w);
+		if (!len || len >= sizeof(words[0].text))
+			continue;
+		for (size_t i = 0; i < len; i++)
+			words[nw].text[i] = (char)(w[i] < 0x80 && w[i] >= 'A' && w[i] <= 'Z' ? w[i] | 0x20 : w[i]);
+		words[nw].text[len] = '\0';
+		bool seen = false;
+		for (int i = 0; i < nw && !seen; i++)
+			seen = strcmp(words[i].text, words[nw].text) == 0;
+		if (!seen)
+			words[nw++].rows = 0;
+	}
+	if (!nw)
+		return;
+	sqlite3_stmt *m = dbconn_stmt(c, "SELECT max(id) FROM memories");
+	int64_t total = m && sqlite3_step(m) == SQLITE_ROW ? sqlite3_column_int64(m, 0) : 0;
+	if (m)
+		sqlite3_reset(m);
+	int64_t now = clock_wall_ms();
+	for (int i = 0; i < nw; i++)
+		words[i].rows = term_rows(c, words[i].text, now);
+	qsort(words, (size_t)nw, sizeof(words[0]), by_rows);
+	int keep = 0;
+	while (keep < nw && keep < SEARCH_WORDS_USED && (keep == 0 || words[keep].rows * 4 <= total || total < 64))
+		keep++;
+	size_t n = (size_t)snprintf(out, cap, "scope : \"s");
+	for (const unsigned char *p = (const unsigned char *)tenant; *p && n + 3 < cap; p++)
+		n += (size_t)snprintf(out + n, cap - n, "%02x", *p);
+	n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "n");
+	for (const unsigned char *p = (const unsigned char *)ns; *p && n + 3 < cap; p++)
+		n += (size_t)snprintf(out + n, cap - n, "%02x", *p);
+	n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "\" AND content : (");
+	for (int i = 0; i < keep && n < cap; i++)
+		n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", i ? " OR " : "", words[i].text);
+	if (n + 2 > cap)
+		out[0] = '\0'; /* does not fit: no recall rather than a cut query */
+	else
+		snprintf(out + n, cap - n, ")");
+}
+
+enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
+{
+	char q[SEARCH_QUERY_MAX];
+	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
+	ns = ns && ns[0] ? ns : "wm";
+	fts_query(c, json_string_value(json_object_get(op->row, "query")) ?: "", op->tenant, ns, q, sizeof(q));
+	op->rows = json_array();
+	if (!q[0])
+		return SOMA_OK;
+	/* The newest SEARCH_WINDOW matches of the scope (the index walks rowids backwards and stops),
+	 * then ranked: bm25 of the content column is negative (smaller = better); the score is its
+	 * opposite, shrunk by age: a memory a month old counts half as much as one of today. The
+	 * tenant and namespace are checked again on the row itself. */
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "SELECT -f.b / (1.0 + (?4 - m.created_ms) / 2592000000.0) AS score, m.payload, m.key FROM "
+		   "(SELECT rowid, bm25(memories_fts, 0.0, 1.0) AS b FROM memories_fts WHERE memories_fts MATCH ?1 "
+		   "ORDER BY rowid DESC LIMIT ?6) f JOIN memories m ON m.id = f.rowid "
+		   "WHERE m.tenant = ?2 AND m.namespace = ?3 ORDER BY score DESC LIMIT ?5");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, q);
+	bind_text(s, 2, op->tenant);
+	bind_text(s, 3, ns);
+	sqlite3_bind_int64(s, 6, SEARCH_WINDOW);
+	sqlite3_bind_int64(s, 4, clock_wall_ms());
+	sqlite3_bind_int64(s, 5, json_integer_value(json_object_get(op->row, "top_k")));
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), JSON_DECODE_ANY, NULL);
+		double score = sqlite3_column_double(s, 0);
+		json_array_append_new(op->rows,
+				      json_pack("{s:f, s:o, s:s, s:s}", "score", isfinite(score) ? score : 0.0,
+						"payload", payload ? payload : json_object(), "source", "builtin",
+						"key", (const char *)sqlite3_column_text(s, 2)));
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
