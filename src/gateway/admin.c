@@ -160,32 +160,10 @@ static void create_key(struct http_req *req, void *arg)
 	json_decref(body);
 }
 
-/* Copies ?cursor= into op; false after answering 400. */
-static bool take_cursor(struct http_req *req, struct store_op *op)
-{
-	struct str cursor;
-	if (!http_req_query(req, "cursor", &cursor))
-		return true;
-	if (cursor.len == 0 || cursor.len >= sizeof(op->cursor)) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
-		return false;
-	}
-	snprintf(op->cursor, sizeof(op->cursor), "%.*s", (int)cursor.len, cursor.p);
-	return true;
-}
-
 static void respond_page(struct http_req *req, struct store_op *op, const char *what, const char *list)
 {
-	if (op->err == SOMA_ERR_INVALID) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
+	if (gw_page_failed(req, op, what))
 		return;
-	}
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, what);
-		return;
-	}
 	http_respond_json(
 		req, 200,
 		json_pack("{s:O, s:s?}", list, op->rows, "next_cursor", op->next_cursor[0] ? op->next_cursor : NULL));
@@ -208,7 +186,7 @@ static struct store_op *list_op(struct http_req *req, enum store_op_kind kind, c
 		return NULL;
 	}
 	op->limit = limit;
-	if (!take_cursor(req, op)) {
+	if (!gw_cursor(req, op)) {
 		store_op_free(op);
 		return NULL;
 	}

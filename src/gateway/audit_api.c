@@ -13,15 +13,8 @@
 
 static void on_audit(struct http_req *req, struct store_op *op)
 {
-	if (op->err == SOMA_ERR_INVALID) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
+	if (gw_page_failed(req, op, "audit trail"))
 		return;
-	}
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, "audit trail");
-		return;
-	}
 	http_respond_json(req, 200,
 			  json_pack("{s:O, s:s?}", "items", op->rows, "next_cursor",
 				    op->next_cursor[0] ? op->next_cursor : NULL));
@@ -33,8 +26,8 @@ static void list_audit(struct http_req *req, void *arg)
 	int64_t limit;
 	if (!gw_limit(req, AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX, &limit))
 		return;
-	struct str cursor = STR_NULL, tenant = STR_NULL;
-	bool has_cursor = http_req_query(req, "cursor", &cursor), has_tenant = http_req_query(req, "tenant", &tenant);
+	struct str tenant = STR_NULL;
+	bool has_tenant = http_req_query(req, "tenant", &tenant);
 	if (has_tenant && !identity_tenant_valid(tenant.p)) {
 		http_respond_error(req, 400, "invalid_tenant",
 				   "tenant must be a tenant id (1 to 64 of A-Z a-z 0-9 . _ -)");
@@ -45,13 +38,10 @@ static void list_audit(struct http_req *req, void *arg)
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
-	if (has_cursor && cursor.len >= sizeof(op->cursor)) {
+	if (!gw_cursor(req, op)) {
 		store_op_free(op);
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
 		return;
 	}
-	snprintf(op->cursor, sizeof(op->cursor), "%s", has_cursor ? cursor.p : "");
 	op->all_tenants = !has_tenant;
 	op->limit = limit;
 	gw_store(req, op, on_audit);

@@ -139,3 +139,27 @@ bool gw_limit(struct http_req *req, int64_t def, int64_t max, int64_t *out)
 	*out = n;
 	return true;
 }
+
+bool gw_cursor(struct http_req *req, struct store_op *op)
+{
+	struct str cursor;
+	if (!http_req_query(req, "cursor", &cursor))
+		return true;
+	if (cursor.len == 0 || cursor.len >= sizeof(op->cursor)) {
+		http_respond_error(req, 400, "invalid_cursor",
+				   "cursor is not one this server gave out; start without it");
+		return false;
+	}
+	snprintf(op->cursor, sizeof(op->cursor), "%.*s", (int)cursor.len, cursor.p);
+	return true;
+}
+
+bool gw_page_failed(struct http_req *req, const struct store_op *op, const char *what)
+{
+	if (op->err == SOMA_ERR_INVALID)
+		http_respond_error(req, 400, "invalid_cursor",
+				   "cursor is not one this server gave out; start without it");
+	else if (op->err != SOMA_OK)
+		gw_store_error(req, op, what);
+	return op->err != SOMA_OK;
+}

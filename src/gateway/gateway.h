@@ -27,6 +27,11 @@ json_t *gw_json_object(struct http_req *req);
 void gw_store_error(struct http_req *req, const struct store_op *op, const char *what);
 /* True for ids we accept from clients: 1..64 of [A-Za-z0-9_-]. */
 bool gw_valid_id(const char *s);
+/* Copies ?cursor= (an opaque page cursor) into op->cursor; false after answering 400. */
+bool gw_cursor(struct http_req *req, struct store_op *op);
+/* Answers the failure of a page op (400 invalid_cursor for SOMA_ERR_INVALID, else as
+ * gw_store_error); true when it answered, false when op succeeded. */
+bool gw_page_failed(struct http_req *req, const struct store_op *op, const char *what);
 /* Reads ?limit= within [1, max], default def; false after answering 400. */
 bool gw_limit(struct http_req *req, int64_t def, int64_t max, int64_t *out);
 

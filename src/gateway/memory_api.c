@@ -295,15 +295,8 @@ static json_t *item_json(json_t *row)
 
 static void on_outbox(struct http_req *req, struct store_op *op)
 {
-	if (op->err == SOMA_ERR_INVALID) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
+	if (gw_page_failed(req, op, "memory outbox"))
 		return;
-	}
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, "memory outbox");
-		return;
-	}
 	json_t *items = json_array();
 	for (size_t i = 0; i < json_array_size(op->rows); i++)
 		json_array_append_new(items, item_json(json_array_get(op->rows, i)));
@@ -327,16 +320,10 @@ static void outbox_list(struct http_req *req, void *arg)
 {
 	(void)arg;
 	int64_t limit;
-	struct str cursor = STR_NULL, state = STR_NULL;
+	struct str state = STR_NULL;
 	if (!gw_limit(req, OUTBOX_DEFAULT, OUTBOX_MAX, &limit))
 		return;
-	http_req_query(req, "cursor", &cursor);
 	http_req_query(req, "state", &state);
-	if (cursor.p && cursor.len >= sizeof(((struct store_op *)0)->cursor)) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
-		return;
-	}
 	if (state.p && !str_eq_cstr(state, "pending") && !str_eq_cstr(state, "sending") &&
 	    !str_eq_cstr(state, "failed")) {
 		http_respond_error(req, 400, "invalid_state", "state must be pending, sending or failed");
@@ -349,7 +336,10 @@ static void outbox_list(struct http_req *req, void *arg)
 	}
 	op->limit = limit;
 	op->all_tenants = identity_has_scope(&req->ident, "admin");
-	snprintf(op->cursor, sizeof(op->cursor), "%.*s", cursor.p ? (int)cursor.len : 0, cursor.p ? cursor.p : "");
+	if (!gw_cursor(req, op)) {
+		store_op_free(op);
+		return;
+	}
 	snprintf(op->queue, sizeof(op->queue), "%.*s", state.p ? (int)state.len : 0, state.p ? state.p : "");
 	gw_store(req, op, on_outbox);
 }

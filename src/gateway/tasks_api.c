@@ -217,15 +217,8 @@ static void get_workers(struct http_req *req, void *arg)
 
 static void on_dead_list(struct http_req *req, struct store_op *op)
 {
-	if (op->err == SOMA_ERR_INVALID) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
+	if (gw_page_failed(req, op, "dead letter"))
 		return;
-	}
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, "dead letter");
-		return;
-	}
 	http_respond_json(req, 200,
 			  json_pack("{s:O, s:s?}", "items", op->rows, "next_cursor",
 				    op->next_cursor[0] ? op->next_cursor : NULL));
@@ -237,13 +230,6 @@ static void list_dead(struct http_req *req, void *arg)
 	int64_t limit;
 	if (!gw_limit(req, DEAD_PAGE_DEFAULT, DEAD_PAGE_MAX, &limit))
 		return;
-	struct str cursor_arg = STR_NULL;
-	const char *cursor = http_req_query(req, "cursor", &cursor_arg) ? cursor_arg.p : NULL;
-	if (cursor && strlen(cursor) >= sizeof(((struct store_op *)0)->cursor)) {
-		http_respond_error(req, 400, "invalid_cursor",
-				   "cursor is not one this server gave out; start without it");
-		return;
-	}
 	struct store_op *op = store_op_new(STORE_OP_DEAD_LIST, req->ident.tenant);
 	if (!op) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
@@ -251,7 +237,10 @@ static void list_dead(struct http_req *req, void *arg)
 	}
 	op->all_tenants = true;
 	op->limit = limit;
-	snprintf(op->cursor, sizeof(op->cursor), "%s", cursor ? cursor : "");
+	if (!gw_cursor(req, op)) {
+		store_op_free(op);
+		return;
+	}
 	gw_store(req, op, on_dead_list);
 }
 
