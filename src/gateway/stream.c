@@ -27,8 +27,8 @@
 
 struct stream {
 	struct http_req *req;	  /* the open request */
-	char session_id[65];	  /* whose events */
-	char key[BUS_KEY_MAX];	  /* bus key: tenant and session */
+	char key[BUS_KEY_MAX];	  /* bus key "<tenant>/<session id>": whose events (the only copy of both) */
+	unsigned char session_at; /* where the session id starts in key */
 	struct bus_sub *sub;	  /* live subscription */
 	struct bus_cursor last;	  /* last cursor sent (or the starting point) */
 	bool has_cursor;	  /* the client gave one (else: start at the present) */
@@ -36,7 +36,8 @@ struct stream {
 	bool closed;		  /* ended; free on the way out */
 	struct bus_msg **pending; /* live messages held during the replay */
 	size_t npending;	  /* held messages */
-	struct event *keepalive;  /* timer */
+	struct event *tick;	  /* every second: the memory status, and a keepalive each keepalive_s */
+	unsigned ticks;		  /* seconds since the stream began */
 	struct io_thread *thread; /* the request's io thread */
 	struct store_op *op;	  /* the replay read while waiting */
 	bool waiting;		  /* the replay read is running */
@@ -49,15 +50,22 @@ struct stream {
 	int64_t published;	  /* replay: rows past this seq arrive live instead */
 	bool truncated;		  /* replay: the page was full; end after it */
 	unsigned memory_gen;	  /* memory state generation last told (a `status` event on change) */
-	struct event *memtick;	  /* checks it every second (a common timeout: O(1) per stream) */
-	char tenant[65];	  /* whose stream (limits.streams_per_tenant) */
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
 };
 
+/* The stream's session id (the part of its bus key after the tenant). */
+static const char *session_of(const struct stream *s)
+{
+	return s->key + s->session_at;
+}
+
 static void stream_free(struct stream *s)
 {
-	if (s->counted)
-		limits_stream_release(s->tenant);
+	if (s->counted) {
+		char tenant[BUS_KEY_MAX];
+		snprintf(tenant, sizeof(tenant), "%.*s", (int)s->session_at - 1, s->key);
+		limits_stream_release(tenant);
+	}
 	bus_unsubscribe(s->sub);
 	for (size_t i = s->eph_i; i < s->neph; i++)
 		bus_msg_release(s->eph[i]);
@@ -66,10 +74,8 @@ static void stream_free(struct stream *s)
 	for (size_t i = 0; i < s->npending; i++)
 		bus_msg_release(s->pending[i]);
 	free(s->pending);
-	if (s->keepalive)
-		event_free(s->keepalive);
-	if (s->memtick)
-		event_free(s->memtick);
+	if (s->tick)
+		event_free(s->tick);
 	free(s);
 }
 
@@ -130,25 +136,21 @@ static void on_live(void *ctx, const struct bus_msg *msg)
 	s->pending[s->npending++] = (struct bus_msg *)msg;
 }
 
-static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+static void send_keepalive(struct stream *s)
 {
-	(void)fd, (void)what;
-	struct stream *s = arg;
 	char frame[160];
 	int n = snprintf(frame, sizeof(frame), "data: {\"type\":\"system.keepalive\",\"session_id\":\"%s\"}\n\n",
-			 s->session_id);
+			 session_of(s));
 	if (http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
 		stream_end(s);
 }
 
 /* memory (issue 5): when the memory state changed, one unnumbered `status` event (like the
  * keepalive, it is not part of the session and has no id); the UI refreshes its banner. */
-static void on_status_tick(evutil_socket_t fd, short what, void *arg)
+static bool send_status_if_changed(struct stream *s)
 {
-	(void)fd, (void)what;
-	struct stream *s = arg;
 	if (memory_generation() == s->memory_gen)
-		return;
+		return true;
 	struct memory_status st;
 	memory_snapshot(&st);
 	s->memory_gen = st.generation;
@@ -156,10 +158,24 @@ static void on_status_tick(evutil_socket_t fd, short what, void *arg)
 	int n = snprintf(frame, sizeof(frame),
 			 "data: {\"type\":\"status\",\"session_id\":\"%s\",\"metadata\":{\"somabrain_state\":\"%s\","
 			 "\"somabrain_reason\":\"%s\"},\"version\":\"sa01-v1\"}\n\n",
-			 s->session_id, memory_state_name(st.state), st.reason);
+			 session_of(s), memory_state_name(st.state), st.reason);
 	if (n > 0 && (size_t)n < sizeof(frame) &&
-	    http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
-		stream_end(s);
+	    http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
+		stream_end(s); /* frees s */
+		return false;
+	}
+	return true;
+}
+
+/* One timer per stream (a common timeout: O(1) per stream), every second: the memory status
+ * when it changed, and the keepalive every stream.keepalive_s. One event, not two: at 10,000
+ * streams each timer is ~150 bytes of the 64 MB budget. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct stream *s = arg;
+	if (send_status_if_changed(s) && ++s->ticks % (unsigned)cfg_int(CFG_STREAM_KEEPALIVE_S) == 0)
+		send_keepalive(s); /* may end (free) the stream: nothing follows */
 }
 
 static int cmp_msg(const void *a, const void *b)
@@ -283,16 +299,12 @@ static void on_rows(void *arg)
 		s->last = (struct bus_cursor){op->seq, 0};
 	http_stream_begin(req, 200, "text/event-stream");
 	http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
-	struct timeval tv = {cfg_int(CFG_STREAM_KEEPALIVE_S), 0};
-	s->keepalive = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_keepalive, s);
-	if (s->keepalive)
-		event_add(s->keepalive, &tv);
 	struct timeval one_s = {1, 0};
 	const struct timeval *common = event_base_init_common_timeout(http_thread_base(req->thread), &one_s);
 	s->memory_gen = memory_generation();
-	s->memtick = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_status_tick, s);
-	if (s->memtick)
-		event_add(s->memtick, common ? common : &one_s);
+	s->tick = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_tick, s);
+	if (s->tick)
+		event_add(s->tick, common ? common : &one_s);
 	replay(s, op->rows, op->limit);
 	store_op_free(op);
 }
@@ -366,13 +378,12 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 		store_op_free(op);
 		return;
 	}
-	snprintf(s->tenant, sizeof(s->tenant), "%s", req->ident.tenant);
 	s->counted = true;
 	s->has_cursor = last.p != NULL;
 	s->req = req;
 	s->thread = req->thread;
-	snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
 	bus_key(s->key, req->ident.tenant, session_id);
+	s->session_at = (unsigned char)(strlen(req->ident.tenant) + 1);
 	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
 	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
 	snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_id);
