@@ -78,6 +78,7 @@ bench: build
 	bash bench/auth.sh
 	bash bench/startup.sh
 	bash bench/chat.sh
+	bash bench/memory.sh
 
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_RUNS)
