@@ -19,3 +19,8 @@ CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
 END;
 -- how many rows hold each word: recall leaves out words most memories hold (sqlite_memory.c)
 CREATE VIRTUAL TABLE memories_vocab USING fts5vocab(memories_fts, 'row');
+-- the relay's claim asks, per candidate row, for earlier rows of the same tenant and session: with
+-- only (session_id, id) and (tenant, id) SQLite chose the latter, every earlier row of the tenant
+-- per candidate (330 ms per claim with 2,600 pending rows); this index answers it in a few rows
+DROP INDEX memory_outbox_session;
+CREATE INDEX memory_outbox_session ON memory_outbox(tenant, session_id, id);
