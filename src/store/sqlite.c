@@ -88,6 +88,13 @@ void dbconn_release(struct dbconn *c)
 		sqlite3_reset(c->cache[i].stmt);
 }
 
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1])
+{
+	*ms = INT64_MAX;
+	snprintf(id, STORE_ID_MAX + 1, "\x7f");
+	return !op->cursor[0] || sscanf(op->cursor, "%lld:%64s", ms, id) == 2;
+}
+
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
 {
 	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;

@@ -257,9 +257,9 @@ static enum soma_err op_session_get(struct dbconn *c, struct store_op *op)
 
 static enum soma_err op_sessions_list(struct dbconn *c, struct store_op *op)
 {
-	long long cur_ms = INT64_MAX;
-	char cur_id[STORE_ID_MAX + 1] = "\x7f";
-	if (op->cursor[0] && sscanf(op->cursor, "%lld:%64s", &cur_ms, cur_id) != 2)
+	long long cur_ms;
+	char cur_id[STORE_ID_MAX + 1];
+	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s = dbconn_stmt(c, "SELECT " SESSION_COLUMNS " FROM sessions WHERE tenant = ? AND "
 					 "(updated_ms < ? OR (updated_ms = ? AND id < ?)) "

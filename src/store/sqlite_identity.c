@@ -128,9 +128,9 @@ json_t *store_key_row_json(const char *id, const char *tenant, const char *name,
 
 static enum soma_err keys_list(struct dbconn *c, struct store_op *op)
 {
-	long long cur_ms = INT64_MAX;
-	char cur_id[STORE_ID_MAX + 1] = "";
-	if (op->cursor[0] && sscanf(op->cursor, "%lld:%64s", &cur_ms, cur_id) != 2)
+	long long cur_ms;
+	char cur_id[STORE_ID_MAX + 1];
+	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s =
 		dbconn_stmt(c, "SELECT id, tenant_id, name, scopes, created_ms, coalesce(revoked_ms, 0) FROM api_keys "
@@ -141,7 +141,7 @@ static enum soma_err keys_list(struct dbconn *c, struct store_op *op)
 	sqlite3_bind_int(s, 1, op->all_tenants);
 	bind_text(s, 2, op->tenant);
 	sqlite3_bind_int64(s, 3, cur_ms);
-	bind_text(s, 4, op->cursor[0] ? cur_id : "\xff");
+	bind_text(s, 4, cur_id);
 	sqlite3_bind_int64(s, 5, op->limit + 1);
 	op->rows = json_array();
 	int rc;

@@ -97,9 +97,9 @@ static enum soma_err queue_stats(struct dbconn *c, struct store_op *op)
 /* Dead letters newest first; the cursor is "<updated_ms>:<id>" of the last row served. */
 static enum soma_err dead_list(struct dbconn *c, struct store_op *op)
 {
-	long long cur_ms = INT64_MAX;
-	char cur_id[STORE_ID_MAX + 1] = "";
-	if (op->cursor[0] && sscanf(op->cursor, "%lld:%64s", &cur_ms, cur_id) != 2)
+	long long cur_ms;
+	char cur_id[STORE_ID_MAX + 1];
+	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s = dbconn_stmt(
 		c,
@@ -111,7 +111,7 @@ static enum soma_err dead_list(struct dbconn *c, struct store_op *op)
 	sqlite3_bind_int(s, 1, op->all_tenants);
 	bind_text(s, 2, op->tenant);
 	sqlite3_bind_int64(s, 3, cur_ms);
-	bind_text(s, 4, op->cursor[0] ? cur_id : "\xff");
+	bind_text(s, 4, cur_id);
 	sqlite3_bind_int64(s, 5, op->limit + 1);
 	op->rows = json_array();
 	int rc;

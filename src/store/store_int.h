@@ -78,6 +78,10 @@ sqlite3_stmt *dbconn_stmt(struct dbconn *c, const char *sql);
  * checkpoints (the WAL then grows without bound). */
 void dbconn_release(struct dbconn *c);
 /* Runs sql (no results) on the connection. */
+/* Reads a newest-first page cursor "<ms>:<id>" (the last row served) into *ms and id; without a
+ * cursor, a position after every row (INT64_MAX, "\x7f": ids are ASCII). False when malformed. */
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
+
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql);
 
 /* Per-op SQL. Write ops run inside the writer's transaction and savepoint; *enqueued is set
