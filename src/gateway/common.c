@@ -163,3 +163,14 @@ bool gw_page_failed(struct http_req *req, const struct store_op *op, const char 
 		gw_store_error(req, op, what);
 	return op->err != SOMA_OK;
 }
+
+enum soma_err gw_routes_add(struct http_router *r, const struct gw_route *routes, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		enum soma_err err =
+			http_route_add(r, routes[i].method, routes[i].pattern, routes[i].fn, NULL, routes[i].flags);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}

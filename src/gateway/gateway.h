@@ -35,6 +35,15 @@ bool gw_page_failed(struct http_req *req, const struct store_op *op, const char 
 /* Reads ?limit= within [1, max], default def; false after answering 400. */
 bool gw_limit(struct http_req *req, int64_t def, int64_t max, int64_t *out);
 
+/* One row of a router's route table. */
+struct gw_route {
+	const char *method, *pattern; /* e.g. "GET", "/v1/sessions/{id}" */
+	http_handler_fn fn;	      /* the handler */
+	unsigned flags;		      /* HTTP_ROUTE_* */
+};
+/* Adds every route of a table (static storage); the first error is returned. */
+enum soma_err gw_routes_add(struct http_router *r, const struct gw_route *routes, size_t n) SOMA_MUST_CHECK;
+
 /* Route tables of the routers. */
 enum soma_err gateway_chat_routes(struct http_router *r) SOMA_MUST_CHECK;
 enum soma_err gateway_session_routes(struct http_router *r) SOMA_MUST_CHECK;

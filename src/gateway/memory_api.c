@@ -389,22 +389,12 @@ static void outbox_drop(struct http_req *req, void *arg)
 
 enum soma_err gateway_memory_routes(struct http_router *r)
 {
-	static const struct {
-		const char *method, *pattern;
-		http_handler_fn fn;
-		unsigned flags;
-	} routes[] = {
+	static const struct gw_route routes[] = {
 		{"POST", "/v1/memory/remember", remember, 0},
 		{"POST", "/v1/memory/recall", recall, 0},
 		{"GET", "/v1/memory/outbox", outbox_list, 0},
 		{"POST", "/v1/memory/outbox/{id}/retry", outbox_retry, HTTP_ROUTE_ADMIN},
 		{"DELETE", "/v1/memory/outbox/{id}", outbox_drop, HTTP_ROUTE_ADMIN},
 	};
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		enum soma_err err =
-			http_route_add(r, routes[i].method, routes[i].pattern, routes[i].fn, NULL, routes[i].flags);
-		if (err != SOMA_OK)
-			return err;
-	}
-	return SOMA_OK;
+	return gw_routes_add(r, routes, sizeof(routes) / sizeof(routes[0]));
 }

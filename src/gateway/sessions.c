@@ -264,23 +264,15 @@ static void cancel_generation(struct http_req *req, void *arg)
 
 enum soma_err gateway_session_routes(struct http_router *r)
 {
-	static const struct {
-		const char *method, *pattern;
-		http_handler_fn fn;
-	} routes[] = {
-		{"GET", "/v1/sessions", list_sessions},
-		{"GET", "/v1/sessions/{id}", get_session},
-		{"DELETE", "/v1/sessions/{id}", delete_session},
-		{"GET", "/v1/sessions/{id}/history", get_history},
-		{"GET", "/v1/sessions/{id}/events", get_events},
-		{"POST", "/v1/sessions/{id}/reset", reset_session},
-		{"POST", "/v1/sessions/{id}/pause", pause_session},
-		{"POST", "/v1/sessions/{id}/cancel", cancel_generation},
+	static const struct gw_route routes[] = {
+		{"GET", "/v1/sessions", list_sessions, 0},
+		{"GET", "/v1/sessions/{id}", get_session, 0},
+		{"DELETE", "/v1/sessions/{id}", delete_session, 0},
+		{"GET", "/v1/sessions/{id}/history", get_history, 0},
+		{"GET", "/v1/sessions/{id}/events", get_events, 0},
+		{"POST", "/v1/sessions/{id}/reset", reset_session, 0},
+		{"POST", "/v1/sessions/{id}/pause", pause_session, 0},
+		{"POST", "/v1/sessions/{id}/cancel", cancel_generation, 0},
 	};
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		enum soma_err err = http_route_add(r, routes[i].method, routes[i].pattern, routes[i].fn, NULL, 0);
-		if (err != SOMA_OK)
-			return err;
-	}
-	return SOMA_OK;
+	return gw_routes_add(r, routes, sizeof(routes) / sizeof(routes[0]));
 }

@@ -279,11 +279,7 @@ static void delete_dead(struct http_req *req, void *arg)
 
 enum soma_err gateway_task_routes(struct http_router *r)
 {
-	static const struct {
-		const char *method, *pattern;
-		http_handler_fn fn;
-		int flags;
-	} routes[] = {
+	static const struct gw_route routes[] = {
 		{"POST", "/v1/tasks", publish_task, 0},
 		{"GET", "/v1/tasks/{id}", get_task, 0},
 		{"GET", "/v1/queues", get_queues, HTTP_ROUTE_ADMIN},
@@ -292,11 +288,5 @@ enum soma_err gateway_task_routes(struct http_router *r)
 		{"POST", "/v1/dead-letters/{id}/requeue", requeue_dead, HTTP_ROUTE_ADMIN},
 		{"DELETE", "/v1/dead-letters/{id}", delete_dead, HTTP_ROUTE_ADMIN},
 	};
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		enum soma_err err =
-			http_route_add(r, routes[i].method, routes[i].pattern, routes[i].fn, NULL, routes[i].flags);
-		if (err != SOMA_OK)
-			return err;
-	}
-	return SOMA_OK;
+	return gw_routes_add(r, routes, sizeof(routes) / sizeof(routes[0]));
 }
