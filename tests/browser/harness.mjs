@@ -18,34 +18,12 @@ import { join, dirname } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { freePort, waitFor } from '../node/net.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = process.env.SOMA_BIN || join(repo, 'build-san', 'somaagent');
 export const artifacts = process.env.BROWSER_ARTIFACTS || join(repo, 'build-san', 'browser-artifacts');
 const childEnv = { PATH: process.env.PATH, ASAN_OPTIONS: 'detect_leaks=1' };
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url, okStatus, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(url);
-      if (okStatus(r.status)) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} did not come up within ${timeoutMs} ms`);
-}
 
 /** A TCP proxy to 127.0.0.1:target that can cut the event-stream connections it carries. */
 async function startProxy(target) {

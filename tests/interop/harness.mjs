@@ -2,36 +2,13 @@
 // The binary comes from SOMA_BIN (default build-san/somaagent); Python is Debian's /usr/bin/python3.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, waitFor } from '../node/net.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = process.env.SOMA_BIN || join(repo, 'build-san', 'somaagent');
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url, okStatus, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(url);
-      if (okStatus(r.status)) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} did not come up within ${timeoutMs} ms`);
-}
 
 export async function startStack() {
   const dir = mkdtempSync(join(tmpdir(), 'soma-interop-'));
