@@ -124,6 +124,22 @@ X(QUEUE_MAX_RETRIES, "queue.max_retries", CFG_INT, "3", 0, 100, NULL, NULL, fals
   "Retries of a task before it is dead-lettered.") \
 X(QUEUE_RETRY_BACKOFF_MS, "queue.retry_backoff_ms", CFG_INT, "1000", 1, 3600000, NULL, NULL, false, NULL, \
   "First retry delay of a task (doubles per attempt, with jitter, capped at 5 min).") \
+X(STORE_URL, "store.url", CFG_STRING, "", 0, 0, NULL, validate_store_url, true, "DATABASE_URL", \
+  "PostgreSQL URL (postgresql://user:pass@host:port/db) shared by every node; empty: SQLite under data.dir.") \
+X(STORE_POOL_SIZE, "store.pool_size", CFG_INT, "4", 1, 64, NULL, NULL, false, NULL, \
+  "Reader connections of the store (PostgreSQL and SQLite); writes go through one group-commit writer.") \
+X(REDIS_URL, "redis.url", CFG_STRING, "", 0, 0, NULL, validate_redis_url, true, "REDIS_URL", \
+  "Redis URL (redis://[:password@]host:port/db) of the redis queue and bus drivers.") \
+X(QUEUE_DRIVER, "queue.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, false, NULL, \
+  "Task queue: local (in the embedded store, one process) or redis (Celery protocol v2, many nodes).") \
+X(QUEUE_DEFAULT_QUEUE, "queue.default_queue", CFG_STRING, "celery", 0, 0, NULL, validate_nonempty, false, NULL, \
+  "Queue of tasks sent without a queue and not matched by queue.routes (Celery's default is celery).") \
+X(QUEUE_ROUTES, "queue.routes", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Routing table: comma-separated task=queue pairs; a task pattern may end in * (soma.*=ops).") \
+X(QUEUE_RESULT_EXPIRES_S, "queue.result_expires_s", CFG_INT, "86400", 0, 31536000, NULL, NULL, false, NULL, \
+  "Seconds task results are kept (Celery's result_expires); 0 keeps them forever.") \
+X(BUS_DRIVER, "bus.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, false, NULL, \
+  "Live events: local (one process) or redis (streams on any node see events from every node).") \
 X(STREAM_KEEPALIVE_S, "stream.keepalive_s", CFG_INT, "10", 1, 300, NULL, NULL, false, NULL, \
   "Seconds between keepalive events on an idle event stream.") \
 X(STREAM_RESUME_WINDOW_S, "stream.resume_window_s", CFG_INT, "60", 0, 3600, NULL, NULL, false, NULL, \

@@ -106,6 +106,22 @@ static bool validate_url_or_empty(const char *value, char *why, size_t cap)
 	return false;
 }
 
+static bool validate_store_url(const char *value, char *why, size_t cap)
+{
+	if (!value[0] || strncmp(value, "postgresql://", 13) == 0 || strncmp(value, "postgres://", 11) == 0)
+		return true;
+	snprintf(why, cap, "expected a postgresql://user:password@host:port/database URL, or empty for SQLite");
+	return false;
+}
+
+static bool validate_redis_url(const char *value, char *why, size_t cap)
+{
+	if (!value[0] || strncmp(value, "redis://", 8) == 0)
+		return true;
+	snprintf(why, cap, "expected a redis://[:password@]host[:port][/db] URL, or empty");
+	return false;
+}
+
 static const struct cfg_key_def key_defs[CFG_KEY_COUNT] = {
 #define CFG_DEF_ROW(id, name, type, def, min, max, choices, validate, secret, alias, doc) \
 	[CFG_##id] = {name, type, def, min, max, choices, validate, secret, alias, doc},
