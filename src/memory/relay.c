@@ -3,16 +3,20 @@
  *
  * DESIGN: the loop (1) probes SomaBrain's /health every memory.health_interval_ms, (2) reads the
  * outbox counts for health and metrics, (3) unless the state is down, claims a batch of ready
- * rows (the store marks them `sending`, in order per session; the first claim after a start
- * also takes back rows a dead process left `sending`), (4) delivers them, (5) settles each
- * (delivered rows are deleted; failures get an exponential backoff, or `failed` after
- * memory.max_attempts). With SomaBrain the rows go one by one: a session whose row failed has
- * its later rows released untried (order per session), and once the breaker opens the rest of
- * the batch is released without costing an attempt. A token bucket holds deliveries to
+ * rows (the store marks them `sending`, in order per session, never a row whose session has an
+ * earlier row `sending`; the first claim after a start also takes back rows a dead process left
+ * `sending`), (4) delivers them, (5) settles the batch in one store op (delivered rows are
+ * deleted; failures get an exponential backoff, or `failed` after memory.max_attempts). With
+ * SomaBrain a batch goes out over LANES threads, each with its own kept-alive connection; all
+ * rows of a session go to one lane, which sends them one by one in order: a session whose row
+ * failed has its later rows released untried, and once the breaker opens the rest of the batch
+ * is released without costing an attempt. One batch is in flight while the loop claims the
+ * next (other sessions only, by the rule above) and settles the last, so the store's round
+ * trips hide behind the SomaBrain calls. A token bucket holds deliveries to
  * memory.relay_rate_per_s (half while degraded), so a long backlog drains without flattening
  * SomaBrain. The thread sleeps on a condition variable: a committed write wakes it
- * (memory_relay_wake), else it looks again every POLL_MS. Only this thread calls the driver's
- * remember; the state it reports goes through memory.c.
+ * (memory_relay_wake), else it looks again every POLL_MS. Only the relay and its lanes call the
+ * driver's remember; the state they report goes through memory.c.
  */
 #include <pthread.h>
 #include <stdint.h>

@@ -43,7 +43,7 @@ def reset():
         state.clear()
         state.update({"mode": "ok", "delay_ms": 0, "poison": None, "requests": 0, "remembers": 0,
                       "memories": {}, "order": [], "dup": {}, "recalls": 0, "last_headers": {},
-                      "last_recall": None})
+                      "last_recall": None, "index": {}, "seq": {}})
 
 
 def words(text):
@@ -219,6 +219,10 @@ class Handler(socketserver.StreamRequestHandler):
             else:
                 state["memories"][ident] = body["value"]
                 state["order"].append([body["tenant"], body["key"]])
+                state["seq"][ident] = len(state["seq"])
+                index = state["index"].setdefault(ident[:2], {})
+                for w in words(body["value"].get("content", json.dumps(body["value"]))):
+                    index.setdefault(w, []).append(ident)
         self.send_json(200, {"ok": True, "tenant": body["tenant"], "namespace": body["namespace"],
                              "coordinate": [0.0, 0.0, 0.0], "promoted_to_wm": True, "persisted_to_ltm": True,
                              "deduplicated": dup, "trace_id": None,
@@ -233,17 +237,16 @@ class Handler(socketserver.StreamRequestHandler):
             return
         q = words(body["query"])
         top_k = int(body.get("top_k") or 3)
-        scored = []
+        overlap = {}  # through the word index: a recall costs what matches, not every memory
         with lock:
             state["recalls"] += 1
             state["last_recall"] = body
-            for (tenant, ns, key), value in state["memories"].items():
-                if tenant != body["tenant"] or ns != body.get("namespace", "wm"):
-                    continue
-                overlap = len(q & words(value.get("content", json.dumps(value))))
-                if overlap:
-                    scored.append((overlap, key, value))
-        scored.sort(key=lambda t: -t[0])
+            index = state["index"].get((body["tenant"], body.get("namespace", "wm")), {})
+            for w in q:
+                for ident in index.get(w, ()):
+                    overlap[ident] = overlap.get(ident, 0) + 1
+            scored = [(n, state["seq"][ident], state["memories"][ident]) for ident, n in overlap.items()]
+        scored.sort(key=lambda t: (-t[0], t[1]))  # best first, then in the order stored
         results = [{"layer": "wm", "score": float(s), "payload": v, "coordinate": None, "source": "wm"}
                    for s, _, v in scored[:top_k]]
         self.send_json(200, {"tenant": body["tenant"], "namespace": body.get("namespace", "wm"),
