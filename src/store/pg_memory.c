@@ -97,7 +97,9 @@ static json_t *outbox_row_json(const PGresult *r, int i)
 			 (json_int_t)pg_int(r, i, 9), "available_ms", (json_int_t)pg_int(r, i, 10));
 }
 
-/* Rows left `sending` by a backend that no longer exists go back to pending; *n = how many. */
+/* Rows left `sending` by a backend that no longer exists go back to pending; *n = how many.
+ * A backend whose start time we may not see (another role, without pg_read_all_stats) counts
+ * as alive when its pid is there: when in doubt a row waits, it is never sent twice. */
 static enum soma_err reclaim(struct pgconn *c, int64_t now, int64_t *n)
 {
 	struct pg_params p = {0};
@@ -105,7 +107,7 @@ static enum soma_err reclaim(struct pgconn *c, int64_t now, int64_t *n)
 	return pg_run(c,
 		      "UPDATE memory_outbox o SET state = 'pending', updated_ms = $1 WHERE state = 'sending' AND "
 		      "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = o.claimed_pid AND "
-		      "a.backend_start IS NOT DISTINCT FROM o.claimed_start)",
+		      "(a.backend_start IS NULL OR o.claimed_start IS NULL OR a.backend_start = o.claimed_start))",
 		      &p, n);
 }
 
