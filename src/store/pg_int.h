@@ -40,11 +40,11 @@ struct pgconn {
 	const char *role; /* "writer", "reader", "main": for log lines */
 	struct {
 		const char *sql; /* key: the SQL literal's address */
-	} cache[PG_STMT_CACHE]; /* statement i is prepared as "s<i>" on this connection */
-	int n;			/* used cache entries */
-	int64_t retry_ms;	/* monotonic ms before which no reconnect is attempted */
-	int64_t backoff_ms;	/* next backoff: 100 ms doubling to 5 s, reset on success */
-	bool down_logged;	/* the outage was logged (log once per outage, and its end) */
+	} cache[PG_STMT_CACHE];	 /* statement i is prepared as "s<i>" on this connection */
+	int n;			 /* used cache entries */
+	int64_t retry_ms;	 /* monotonic ms before which no reconnect is attempted */
+	int64_t backoff_ms;	 /* next backoff: 100 ms doubling to 5 s, reset on success */
+	bool down_logged;	 /* the outage was logged (log once per outage, and its end) */
 };
 
 /* Text parameters of one statement: values are borrowed (they must outlive pg_exec), numbers are
@@ -91,6 +91,10 @@ enum soma_err pg_err_map(struct pgconn *c, const PGresult *r);
 const char *pg_text(const PGresult *r, int row, int col);
 int64_t pg_int(const PGresult *r, int row, int col);
 bool pg_bool(const PGresult *r, int row, int col);
+
+/* Reads a newest-first page cursor "<ms>:<id>" (store_int.h; defined in sqlite.c, shared by both
+ * drivers). */
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
 
 /* ---- per-op SQL (writes run inside the writer's transaction and the op's savepoint) ---- */
 /* pg_chat.c */
