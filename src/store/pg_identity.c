@@ -13,7 +13,6 @@
 
 #include "core/clock.h"
 #include "store/pg_int.h"
-#include "store/store_int.h" /* store_page_cursor */
 
 static const char *field(const json_t *row, const char *name)
 {

@@ -14,7 +14,6 @@
 
 #include "core/clock.h"
 #include "store/pg_int.h"
-#include "store/store_int.h" /* store_page_cursor */
 
 /* RFC 3339 text of ms into buf, or NULL for 0 (never happened). */
 static const char *time_or_null(int64_t ms, char *buf, size_t cap)
