@@ -73,16 +73,17 @@ static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 	static const char *const keys[] = {
 		"dbname",	    "connect_timeout", "keepalives",	   "keepalives_idle", "keepalives_interval",
 		"keepalives_count", "options",	       "application_name", "client_encoding", NULL};
-	const char *vals[] = {c->url,
-			      "5",
-			      "1",
-			      "10",
-			      "5",
-			      "3",
-			      "-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout=60000",
-			      "somaagent",
-			      "UTF8",
-			      NULL};
+	const char *vals[] = {
+		c->url,
+		"5",
+		"1",
+		"10",
+		"5",
+		"3",
+		"-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout=60000 -c client_min_messages=warning",
+		"somaagent",
+		"UTF8",
+		NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 	if (!conn || PQstatus(conn) != CONNECTION_OK) {
 		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";

@@ -18,7 +18,7 @@ struct embedded_file {
 };
 extern const struct embedded_file store_migrations[];
 
-static enum soma_err mkdir_p(const char *dir)
+enum soma_err store_mkdir_p(const char *dir)
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
@@ -102,11 +102,7 @@ enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
 
 enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *why, size_t why_cap)
 {
-	if (mkdir_p(data_dir) != SOMA_OK) {
-		snprintf(why, why_cap, "cannot create data directory %s (%s); check data.dir and its permissions",
-			 data_dir, strerror(errno));
-		return SOMA_ERR_IO;
-	}
+	/* data_dir exists: store_open_url made it */
 	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
 	if (access(st->path, F_OK) != 0) {
 		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a

@@ -5,6 +5,7 @@
  * DESIGN: an empty URL is the embedded SQLite database under data.dir; a postgresql:// or
  * postgres:// URL is the PostgreSQL driver (pg*.c), which every node of a fleet can share.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,12 @@ enum soma_err store_open_url(const char *url, const char *data_dir, struct store
 	if (url && url[0] && !is_postgres_url(url)) {
 		snprintf(why, why_cap, "store.url must be a postgresql:// URL or empty (SQLite under data.dir)");
 		return SOMA_ERR_CONFIG;
+	}
+	/* the files beside the database (uploads) live under data.dir whichever driver holds the rows */
+	if (store_mkdir_p(data_dir) != SOMA_OK) {
+		snprintf(why, why_cap, "cannot create data directory %s (%s); check data.dir and its permissions",
+			 data_dir, strerror(errno));
+		return SOMA_ERR_IO;
 	}
 	struct store *st = calloc(1, sizeof(*st));
 	if (!st)

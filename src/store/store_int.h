@@ -54,6 +54,8 @@ extern const struct store_driver store_pg_driver;     /* pg.c */
 /* Fills st for the driver (st is zeroed, drv set by the caller); *why for the operator. */
 enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *why, size_t why_cap);
 enum soma_err store_pg_open(struct store *st, const char *url, char *why, size_t why_cap);
+/* mkdir -p dir (mode 0700); SOMA_ERR_IO with errno set on failure. */
+enum soma_err store_mkdir_p(const char *dir);
 
 /* One SQLite connection and its prepared statements, keyed by the address of the SQL text
  * (every statement is a string literal, so the address is stable). Used by one thread. */
