@@ -54,8 +54,9 @@ def test_recall_on_tsvector_ranks_stems_and_stays_in_scope(tmp_path, db, llm):
     try:
         a = _key(srv, tmp_path, db, "acme")
         b = _key(srv, tmp_path, db, "beta")
-        wait_until(lambda: http().get(srv.url + "/v1/memory/outbox", headers={"Authorization": f"Bearer {a}"},
-                                      timeout=5).status_code == 200, 10, what="the keys to be picked up")
+        wait_until(lambda: all(http().get(srv.url + "/v1/memory/outbox", headers={"Authorization": f"Bearer {t}"},
+                                          timeout=5).status_code == 200 for t in (a, b)), 10,
+                   what="the keys to be picked up")
         remember(srv, {"content": "Whales are the largest animals on earth"}, a)
         remember(srv, {"content": "a whale was seen near the harbour"}, a)
         remember(srv, {"content": "paris is the capital of france"}, a)
