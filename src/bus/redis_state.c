@@ -224,7 +224,8 @@ static enum soma_err merge(const redisReply *list, struct bus_cursor after, stru
 	struct bus_msg **all = malloc((*n + list->elements + 1) * sizeof(*all));
 	if (!all)
 		return SOMA_ERR_NOMEM;
-	memcpy(all, *msgs, *n * sizeof(*all));
+	if (*n)
+		memcpy(all, *msgs, *n * sizeof(*all));
 	size_t k = *n;
 	for (size_t i = 0; i < list->elements; i++) {
 		struct bus_msg *m = entry_msg(list->element[i], after);
