@@ -4,11 +4,12 @@
  * any node, also after the node that held the stream died.
  *
  * DESIGN
- * Sequencing. Redis assigns the cursors: one Lua script (bus_redis_lua, redis_state.c) runs a batch of records
- * atomically; for an ephemeral record it takes the session's last cursor from the hash
- * soma:bus:<key>:m {s: seq, n: minor}, raises it to the record's base seq and to the floor the
- * publisher sends (the highest cursor this node saw, so a Redis that lost its data never
- * reuses a cursor this node handed out), counts n up and appends "<seq> <minor> <json>" to
+ * Sequencing. Redis assigns the cursors: one Lua script (bus_redis_lua, redis_state.c) runs a
+ * batch of records atomically; for an ephemeral record it takes the session's last cursor from
+ * the hash soma:bus:<key>:m {s: seq, n: minor}, raises it to the record's base seq and to the
+ * floor the publisher sends (the highest cursor this node saw in the generation it runs there,
+ * so a Redis that lost its data mid-reply never reuses a cursor already handed out; reset when
+ * the generation ends or the session is forgotten), counts n up and appends "<seq> <minor> <json>" to
  * the list soma:bus:<key>:l (LTRIM to BUS_LOG_MAX); a committed record raises s. Because every
  * node's records pass through the one script in one order, cursors of a session sort in the
  * same order on every node, as bus.h requires, even with two workers publishing to a session.
@@ -219,8 +220,13 @@ static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t win
 			floor = pubs[i]->last;
 			start = !pubs[i]->running;
 			pubs[i]->running = true;
-		} else if (r->kind == BUS_REC_END && (pubs[i] = bus_floor_get(r->key, false))) {
-			start = pubs[i]->running ? 0 : -1; /* -1: this node ran no generation there */
+		} else if (r->kind == BUS_REC_END) {
+			pubs[i] = bus_floor_get(r->key, false);
+			start = pubs[i] && pubs[i]->running ? 0 : -1; /* -1: this node ran no generation there */
+			if (pubs[i])
+				pubs[i]->running = false;
+		} else if (r->kind == BUS_REC_FORGET && (pubs[i] = bus_floor_get(r->key, false))) {
+			pubs[i]->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
 			pubs[i]->running = false;
 		}
 		if (r->kind == BUS_REC_END && start < 0)
@@ -261,6 +267,8 @@ static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t win
 				bus_floor_raise(pubs[i], c);
 		} else if (r->kind == BUS_REC_END) {
 			bus_local_generation_end(r->key); /* (for what this node logged while degraded) */
+			if (pubs[i]) /* the floor guards one generation (a Redis restart in the middle) */
+				pubs[i]->last = (struct bus_cursor){-1, 0};
 		}
 	}
 	freeReplyObject(reply);
@@ -285,9 +293,8 @@ static void degrade(struct rec **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct rec *r = recs[i];
-		struct bus_floor *p = r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL
-					      ? bus_floor_get(r->key, true)
-					      : NULL;
+		struct bus_floor *p =
+			bus_floor_get(r->key, r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL);
 		if (r->kind == BUS_REC_COMMITTED) {
 			bus_local_publish_committed(r->key, r->num, r->text, r->len);
 			if (p)
@@ -303,8 +310,10 @@ static void degrade(struct rec **recs, size_t n)
 			bus_local_publish_ephemeral(r->key, r->num, r->text, r->len, NULL);
 		} else if (r->kind == BUS_REC_END) {
 			bus_local_generation_end(r->key);
+			if (p)
+				p->last = (struct bus_cursor){-1, 0};
 		}
-		if (p)
+		if (p && (r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL))
 			bus_floor_lost(p);
 	}
 	pthread_mutex_lock(&R.state_lock);
