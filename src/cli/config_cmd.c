@@ -53,7 +53,7 @@ int cmd_migrate(const struct cli *cli)
 		return EXIT_USAGE;
 	struct store *st;
 	char why[512];
-	if (store_open(cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK) {
+	if (store_open_url(cfg_str(CFG_STORE_URL), cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
 		return EXIT_RUNTIME;
 	}
@@ -63,7 +63,8 @@ int cmd_migrate(const struct cli *cli)
 		err = store_schema_version(st, &current, &latest);
 	store_close(st);
 	if (err != SOMA_OK) {
-		fprintf(stderr, "somaagent: migration failed under %s\n", cfg_str(CFG_DATA_DIR));
+		fprintf(stderr, "somaagent: migration failed (%s)\n",
+			cfg_str(CFG_STORE_URL)[0] ? "PostgreSQL at store.url" : cfg_str(CFG_DATA_DIR));
 		return EXIT_RUNTIME;
 	}
 	printf("applied %d migration(s); schema version %d of %d\n", applied, current, latest);

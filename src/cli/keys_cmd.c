@@ -149,7 +149,7 @@ int cmd_keys(const struct cli *cli)
 		return EXIT_USAGE;
 	struct store *st;
 	char why[512];
-	if (store_open(cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK) {
+	if (store_open_url(cfg_str(CFG_STORE_URL), cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
 		return EXIT_RUNTIME;
 	}
@@ -157,7 +157,8 @@ int cmd_keys(const struct cli *cli)
 	if (store_migrate(st, NULL) == SOMA_OK)
 		rc = fn(cli, st);
 	else
-		fprintf(stderr, "somaagent: cannot prepare the database under %s\n", cfg_str(CFG_DATA_DIR));
+		fprintf(stderr, "somaagent: cannot prepare the database (%s)\n",
+			cfg_str(CFG_STORE_URL)[0] ? "PostgreSQL at store.url" : cfg_str(CFG_DATA_DIR));
 	store_close(st);
 	return rc;
 }

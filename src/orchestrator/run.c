@@ -50,10 +50,10 @@ static long count_keys(void)
 {
 	char path[4200], why[256];
 	snprintf(path, sizeof(path), "%s/somaagent.db", cfg_str(CFG_DATA_DIR));
-	if (access(path, F_OK) != 0)
+	if (!cfg_str(CFG_STORE_URL)[0] && access(path, F_OK) != 0)
 		return -1;
 	struct store *st;
-	if (store_open(cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK)
+	if (store_open_url(cfg_str(CFG_STORE_URL), cfg_str(CFG_DATA_DIR), &st, why, sizeof(why)) != SOMA_OK)
 		return -1;
 	struct store_key *keys = NULL;
 	size_t n = 0;

@@ -47,14 +47,14 @@ static void publish_committed(const struct store_op *op)
 static enum soma_err store_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
-	enum soma_err err = store_open(cfg_str(CFG_DATA_DIR), &app.store, why, cap);
+	enum soma_err err = store_open_url(cfg_str(CFG_STORE_URL), cfg_str(CFG_DATA_DIR), &app.store, why, cap);
 	if (err != SOMA_OK)
 		return err;
 	int applied = 0;
 	err = store_migrate(app.store, &applied);
 	if (err != SOMA_OK) {
-		snprintf(why, cap, "database migration failed; the database under %s may be from a newer version",
-			 cfg_str(CFG_DATA_DIR));
+		snprintf(why, cap, "database migration failed; the database (%s) may be from a newer version",
+			 cfg_str(CFG_STORE_URL)[0] ? "PostgreSQL at store.url" : cfg_str(CFG_DATA_DIR));
 		store_close(app.store);
 		app.store = NULL;
 		return err;
@@ -66,12 +66,14 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 		log_info("store", "requeued %d task(s) left reserved by the previous run", recovered);
 	store_set_commit_hook(app.store, publish_committed);
 	store_set_task_hook(app.store, queue_notify, NULL);
+	/* SQLite: two readers (WAL readers are cheap; more only contend); PostgreSQL: store.pool_size */
 	if (err == SOMA_OK)
-		err = store_exec_start(app.store, 2);
+		err = store_exec_start(app.store, cfg_str(CFG_STORE_URL)[0] ? (int)cfg_int(CFG_STORE_POOL_SIZE) : 2);
 	if (err == SOMA_OK)
 		audit_init(app.store);
 	if (err != SOMA_OK) {
-		snprintf(why, cap, "cannot start the store's threads under %s", cfg_str(CFG_DATA_DIR));
+		snprintf(why, cap, "cannot start the store's threads (%s)",
+			 cfg_str(CFG_STORE_URL)[0] ? "PostgreSQL at store.url" : cfg_str(CFG_DATA_DIR));
 		store_close(app.store);
 		app.store = NULL;
 	}
@@ -90,10 +92,10 @@ static enum svc_status store_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
 	if (store_ping(app.store) != SOMA_OK) {
-		snprintf(detail, cap, "database does not answer");
+		snprintf(detail, cap, "%s database does not answer", store_driver_name(app.store));
 		return SVC_DOWN;
 	}
-	snprintf(detail, cap, "sqlite");
+	snprintf(detail, cap, "%s", store_driver_name(app.store));
 	return SVC_OK;
 }
 

@@ -3,7 +3,8 @@
  *
  * DESIGN: the writer takes every op queued since its last commit (up to BATCH_MAX), opens one
  * transaction, runs each op inside its own SAVEPOINT (a failing op is rolled back alone), and
- * commits once: with synchronous=FULL that is one fsync for the whole batch. Only after the
+ * commits once: with synchronous=FULL (SQLite) or synchronous_commit=on (PostgreSQL) that is one
+ * fsync for the whole batch. The SQL of each step is the driver's (st->drv, store_int.h). Only after the
  * COMMIT returns are the ops completed, so nothing is acknowledged before it is durable.
  * Readers each own a connection and take read ops one at a time. Queues are bounded
  * (QUEUE_MAX): when full, store_submit refuses and the caller answers 503.
@@ -98,99 +99,45 @@ static void complete(struct store *st, struct store_op *op)
 	}
 }
 
-static struct metric_family *batch_ops, *commit_seconds, *wal_frames;
-
-/* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
- * the number that bounds ingest throughput (each frame is a page write). */
-#define CHECKPOINT_FRAMES 4000 /* ~16 MB of WAL: then copy it back into the database */
-
-/* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
- * the number that bounds ingest throughput (each frame is a page write). A registered hook
- * replaces SQLite's auto-checkpoint, so this also asks the checkpoint thread to run: it copies
- * the WAL into the database concurrently (PASSIVE), so commits never wait for it, and the
- * next commit after a complete checkpoint starts the WAL over instead of growing it. */
-static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
-{
-	(void)db, (void)name;
-	struct store *st = arg;
-	int written = frames >= st->wal_last_frames ? frames - st->wal_last_frames : frames;
-	st->wal_last_frames = frames;
-	if (wal_frames)
-		metric_observe(metric_series(wal_frames, NULL), written);
-	if (frames >= CHECKPOINT_FRAMES) {
-		pthread_mutex_lock(&st->ckpt_lock);
-		st->ckpt_wanted = true;
-		pthread_cond_signal(&st->ckpt_cv);
-		pthread_mutex_unlock(&st->ckpt_lock);
-	}
-	return SQLITE_OK;
-}
-
-static void *checkpoint_main(void *arg)
-{
-	struct store *st = arg;
-	pthread_setname_np(pthread_self(), "soma-checkpoint");
-	pthread_mutex_lock(&st->ckpt_lock);
-	for (;;) {
-		while (!st->ckpt_wanted && !st->ckpt_stop)
-			pthread_cond_wait(&st->ckpt_cv, &st->ckpt_lock);
-		if (st->ckpt_stop)
-			break;
-		st->ckpt_wanted = false;
-		pthread_mutex_unlock(&st->ckpt_lock);
-		int log_frames = 0, done = 0;
-		int rc = sqlite3_wal_checkpoint_v2(st->checkpointer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-						   &done);
-		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-			log_warn("store", "WAL checkpoint failed: %s", sqlite3_errmsg(st->checkpointer.db));
-		pthread_mutex_lock(&st->ckpt_lock);
-	}
-	pthread_mutex_unlock(&st->ckpt_lock);
-	return NULL;
-}
+static struct metric_family *batch_ops, *commit_seconds;
 
 static void run_batch(struct store *st, struct store_op *batch)
 {
-	struct dbconn *c = &st->writer;
+	const struct store_driver *drv = st->drv;
 	bool enqueued = false;
 	uint64_t t0 = clock_mono_ns();
 	size_t nops = 0;
 	for (struct store_op *op = batch; op; op = op->next)
 		nops++;
-	enum soma_err txn = dbconn_exec(c, "BEGIN IMMEDIATE");
+	enum soma_err txn = drv->begin(st);
 	for (struct store_op *op = batch; op && txn == SOMA_OK; op = op->next) {
-		if (dbconn_exec(c, "SAVEPOINT op") != SOMA_OK) {
-			op->err = SOMA_ERR_STORE;
-			continue;
-		}
-		bool op_enqueued = false;
-		op->err = store_sql_write(c, op, &op_enqueued);
-		dbconn_release(c);
-		if (op->err != SOMA_OK && sqlite3_get_autocommit(c->db)) {
-			/* SQLite rolled the whole transaction back (disk full, I/O error): the ops before
-			 * this one are gone too, and running more would commit each on its own */
-			txn = SOMA_ERR_STORE;
+		bool op_enqueued = false, lost = false;
+		op->err = drv->write_op(st, op, &op_enqueued, &lost);
+		if (lost) {
+			/* the whole transaction was rolled back under this op (SQLite: disk full, I/O error;
+			 * PostgreSQL: connection lost): the ops before it are gone too, and running more
+			 * would commit each on its own */
+			txn = op->err == SOMA_ERR_UNAVAILABLE ? SOMA_ERR_UNAVAILABLE : SOMA_ERR_STORE;
 			break;
 		}
 		if (op->err != SOMA_OK) {
-			(void)dbconn_exec(c, "ROLLBACK TO op");
 			free(op->event_text);
 			op->event_text = NULL;
 		}
 		enqueued |= op->err == SOMA_OK && op_enqueued;
-		(void)dbconn_exec(c, "RELEASE op");
 	}
 	if (txn == SOMA_OK)
-		txn = dbconn_exec(c, "COMMIT");
+		txn = drv->commit(st);
 	metric_observe(metric_series(batch_ops, NULL), (double)nops);
 	metric_observe(metric_series(commit_seconds, NULL), (double)(clock_mono_ns() - t0) / 1e9);
 	if (txn != SOMA_OK) {
-		log_error("store", "commit failed: %s; %s", sqlite3_errmsg(c->db),
-			  "the requests of this batch were not acknowledged; check disk space under data.dir");
-		(void)dbconn_exec(c, "ROLLBACK");
+		drv->rollback(st, txn);
 		enqueued = false;
-		for (struct store_op *op = batch; op; op = op->next)
-			op->err = SOMA_ERR_STORE;
+		for (struct store_op *op = batch; op; op = op->next) {
+			op->err = txn;
+			free(op->event_text);
+			op->event_text = NULL;
+		}
 	}
 	for (struct store_op *op = batch; st->commit_hook && op; op = op->next) {
 		if (op->err == SOMA_OK && op->event_text)
@@ -224,13 +171,12 @@ struct reader_arg {
 static void *reader_main(void *arg)
 {
 	struct store *st = ((struct reader_arg *)arg)->st;
-	struct dbconn *c = &st->readers[((struct reader_arg *)arg)->index];
+	int index = ((struct reader_arg *)arg)->index;
 	free(arg);
 	pthread_setname_np(pthread_self(), "soma-reader");
 	struct store_op *op;
 	while ((op = queue_take(&st->rq, 1))) {
-		op->err = store_sql_read(c, op);
-		dbconn_release(c);
+		op->err = st->drv->read_op(st, index, op);
 		complete(st, op);
 	}
 	return NULL;
@@ -244,29 +190,16 @@ enum soma_err store_exec_start(struct store *st, int readers)
 	queue_init(&st->rq);
 	pthread_mutex_init(&st->wait_lock, NULL);
 	pthread_cond_init(&st->wait_cv, NULL);
-	if (dbconn_open(&st->writer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
-		return SOMA_ERR_STORE;
 	static const double ops_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 	static const double sec_buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5};
-	static const double frame_buckets[] = {1, 4, 16, 64, 256, 1024, 4096};
 	batch_ops = metrics_histogram("soma_store_batch_ops", "Operations grouped into one store commit.", NULL,
 				      ops_buckets, sizeof(ops_buckets) / sizeof(ops_buckets[0]));
 	commit_seconds = metrics_histogram("soma_store_batch_seconds", "Time to run and commit one batch.", NULL,
 					   sec_buckets, sizeof(sec_buckets) / sizeof(sec_buckets[0]));
-	wal_frames = metrics_histogram("soma_store_wal_frames", "Pages written to the WAL per commit.", NULL,
-				       frame_buckets, sizeof(frame_buckets) / sizeof(frame_buckets[0]));
-	pthread_mutex_init(&st->ckpt_lock, NULL);
-	pthread_cond_init(&st->ckpt_cv, NULL);
-	st->ckpt_wanted = st->ckpt_stop = false;
-	if (dbconn_open(&st->checkpointer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK ||
-	    pthread_create(&st->checkpoint_tid, NULL, checkpoint_main, st) != 0)
-		return SOMA_ERR_STORE;
-	sqlite3_wal_hook(st->writer.db, on_wal_commit, st);
-	for (int i = 0; i < readers; i++) {
-		if (dbconn_open(&st->readers[i], st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
-			return SOMA_ERR_STORE;
-		st->nreaders = i + 1;
-	}
+	enum soma_err err = st->drv->exec_open(st, readers);
+	if (err != SOMA_OK)
+		return err;
+	st->nreaders = readers;
 	if (pthread_create(&st->writer_tid, NULL, writer_main, st) != 0)
 		return SOMA_ERR_INTERNAL;
 	st->exec_running = true;
@@ -302,15 +235,7 @@ void store_exec_stop(struct store *st)
 		if (st->reader_tids[i])
 			pthread_join(st->reader_tids[i], NULL);
 	}
-	pthread_mutex_lock(&st->ckpt_lock);
-	st->ckpt_stop = true;
-	pthread_cond_signal(&st->ckpt_cv);
-	pthread_mutex_unlock(&st->ckpt_lock);
-	pthread_join(st->checkpoint_tid, NULL);
-	dbconn_close(&st->checkpointer);
-	dbconn_close(&st->writer);
-	for (int i = 0; i < st->nreaders; i++)
-		dbconn_close(&st->readers[i]);
+	st->drv->exec_close(st);
 	st->exec_running = false;
 }
 

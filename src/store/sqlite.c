@@ -18,7 +18,7 @@ struct embedded_file {
 };
 extern const struct embedded_file store_migrations[];
 
-static enum soma_err mkdir_p(const char *dir)
+enum soma_err store_mkdir_p(const char *dir)
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
@@ -100,16 +100,9 @@ enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
 	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
 }
 
-enum soma_err store_open(const char *data_dir, struct store **out, char *why, size_t why_cap)
+enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *why, size_t why_cap)
 {
-	if (mkdir_p(data_dir) != SOMA_OK) {
-		snprintf(why, why_cap, "cannot create data directory %s (%s); check data.dir and its permissions",
-			 data_dir, strerror(errno));
-		return SOMA_ERR_IO;
-	}
-	struct store *st = calloc(1, sizeof(*st));
-	if (!st)
-		return SOMA_ERR_NOMEM;
+	/* data_dir exists: store_open_url made it */
 	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
 	if (access(st->path, F_OK) != 0) {
 		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a
@@ -122,20 +115,14 @@ enum soma_err store_open(const char *data_dir, struct store **out, char *why, si
 	if (dbconn_open(&st->main, st->path, SQLITE_OPEN_FULLMUTEX) != SOMA_OK) {
 		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", st->path,
 			 st->main.db ? sqlite3_errmsg(st->main.db) : "out of memory");
-		store_close(st);
 		return SOMA_ERR_STORE;
 	}
-	*out = st;
 	return SOMA_OK;
 }
 
-void store_close(struct store *st)
+void sqlite_close(struct store *st)
 {
-	if (!st)
-		return;
-	store_exec_stop(st);
 	dbconn_close(&st->main);
-	free(st);
 }
 
 /* "0001_x.sql" -> 1 */
@@ -149,7 +136,7 @@ static enum soma_err exec(struct store *st, const char *sql)
 	return sqlite3_exec(st->main.db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
 }
 
-enum soma_err store_schema_version(struct store *st, int *current, int *latest)
+enum soma_err sqlite_schema_version(struct store *st, int *current, int *latest)
 {
 	*latest = 0;
 	for (const struct embedded_file *m = store_migrations; m->name; m++)
@@ -164,7 +151,7 @@ enum soma_err store_schema_version(struct store *st, int *current, int *latest)
 	return SOMA_OK;
 }
 
-enum soma_err store_migrate(struct store *st, int *applied)
+enum soma_err sqlite_migrate(struct store *st, int *applied)
 {
 	/* every pending migration in one transaction: all or none, and one fsync at first start */
 	int count = 0, current, latest;
@@ -172,7 +159,7 @@ enum soma_err store_migrate(struct store *st, int *applied)
 		return SOMA_ERR_STORE;
 	if (exec(st, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
 		     "name TEXT NOT NULL, applied_ms INTEGER NOT NULL)") != SOMA_OK ||
-	    store_schema_version(st, &current, &latest) != SOMA_OK) {
+	    sqlite_schema_version(st, &current, &latest) != SOMA_OK) {
 		(void)exec(st, "ROLLBACK");
 		return SOMA_ERR_STORE;
 	}
@@ -206,12 +193,12 @@ enum soma_err store_migrate(struct store *st, int *applied)
 	return SOMA_OK;
 }
 
-enum soma_err store_ping(struct store *st)
+enum soma_err sqlite_ping(struct store *st)
 {
 	return exec(st, "SELECT 1");
 }
 
-enum soma_err store_data_version(struct store *st, int64_t *version)
+enum soma_err sqlite_data_version(struct store *st, int64_t *version)
 {
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->main.db, "PRAGMA data_version", -1, &s, NULL) != SQLITE_OK)
@@ -225,7 +212,7 @@ enum soma_err store_data_version(struct store *st, int64_t *version)
 	return err;
 }
 
-enum soma_err store_key_insert(struct store *st, const struct store_key *key)
+enum soma_err sqlite_key_insert(struct store *st, const struct store_key *key)
 {
 	sqlite3_stmt *s = NULL;
 	if (exec(st, "BEGIN IMMEDIATE") != SOMA_OK)
@@ -265,7 +252,7 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src)
 	snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }
 
-enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *n)
+enum soma_err sqlite_key_list(struct store *st, struct store_key **keys, size_t *n)
 {
 	sqlite3_stmt *s;
 	*keys = NULL;
@@ -310,7 +297,7 @@ enum soma_err store_key_list(struct store *st, struct store_key **keys, size_t *
 	return err;
 }
 
-enum soma_err store_key_revoke(struct store *st, const char *id)
+enum soma_err sqlite_key_revoke(struct store *st, const char *id)
 {
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->main.db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",

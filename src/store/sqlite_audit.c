@@ -32,7 +32,7 @@ static enum soma_err audit_insert(struct dbconn *c, json_t *row)
 	return err;
 }
 
-enum soma_err store_audit_insert_now(struct store *st, json_t *row)
+enum soma_err sqlite_audit_insert_now(struct store *st, json_t *row)
 {
 	return audit_insert(&st->main, row);
 }

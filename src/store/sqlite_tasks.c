@@ -233,7 +233,7 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op)
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }
 
-enum soma_err store_tasks_recover(struct store *st, int *n)
+enum soma_err sqlite_tasks_recover(struct store *st, int *n)
 {
 	sqlite3_stmt *s;
 	*n = 0;

@@ -1,5 +1,6 @@
 /*
- * store.h - the durable store of somaagent (embedded driver: SQLite under data.dir).
+ * store.h - the durable store of somaagent: SQLite under data.dir (embedded, the default) or
+ * PostgreSQL (store.url, shared by every node); the same ops and semantics on both.
  *
  * DESIGN: one database file, data.dir/somaagent.db, in WAL mode with synchronous=FULL so that
  * whatever a 2xx acknowledged survives a power cut. Schema changes are versioned migrations
@@ -35,9 +36,16 @@ struct store_key {
 	int64_t revoked_ms;		   /* 0 while valid */
 };
 
-/* Opens (creating if needed) data_dir/somaagent.db; data_dir is created too. On failure *why
- * receives a sentence for the operator. The caller owns *out and frees it with store_close(). */
+/* Opens the store store.url names: empty, the SQLite database data_dir/somaagent.db (created,
+ * with data_dir, if needed); postgresql://..., that PostgreSQL database (unreachable at start is
+ * a failure; later outages heal by themselves). On failure *why receives a sentence for the
+ * operator. The caller owns *out and frees it with store_close(). */
+enum soma_err store_open_url(const char *url, const char *data_dir, struct store **out, char *why,
+			     size_t why_cap) SOMA_MUST_CHECK;
+/* store_open_url("", data_dir, ...): the embedded SQLite database. */
 enum soma_err store_open(const char *data_dir, struct store **out, char *why, size_t why_cap) SOMA_MUST_CHECK;
+/* "sqlite" or "postgresql". Static storage. */
+const char *store_driver_name(const struct store *st);
 void store_close(struct store *st);
 /* Applies pending migrations; *applied (may be NULL) receives how many ran. */
 enum soma_err store_migrate(struct store *st, int *applied) SOMA_MUST_CHECK;
@@ -168,8 +176,10 @@ enum soma_err store_audit_insert_now(struct store *st, json_t *row) SOMA_MUST_CH
 json_t *store_key_row_json(const char *id, const char *tenant, const char *name, const char *scopes, int64_t created_ms,
 			   int64_t revoked_ms);
 
-/* Embedded store only: puts tasks left reserved by a previous process back in the queue (one
- * process owns a data.dir, so they are orphans). *n receives how many. Main thread, at start. */
+/* Embedded store: puts tasks left reserved by a previous process back in the queue (one process
+ * owns a data.dir, so they are orphans). *n receives how many. Main thread, at start. On
+ * PostgreSQL other live nodes may hold reservations: nothing is requeued (*n = 0) and a dead
+ * node's tasks come back when their visibility timeout passes. */
 enum soma_err store_tasks_recover(struct store *st, int *n) SOMA_MUST_CHECK;
 
 /* Allocates a zeroed op of the given kind for tenant. NULL on OOM. */

@@ -1,6 +1,12 @@
 /*
- * store_int.h - internals shared by the SQLite driver files: the connection with its statement
- * cache, the op queues, and the per-op SQL entry points.
+ * store_int.h - internals of the store: the driver table both drivers fill (SQLite: sqlite*.c,
+ * PostgreSQL: pg*.c), the op queues the shared threads of exec.c run, and the SQLite driver's
+ * connection with its statement cache and per-op SQL entry points.
+ *
+ * DESIGN: struct store holds what every driver shares (the queues, the writer and reader
+ * threads, the hooks) and a pointer to its driver's table. exec.c's writer runs a batch as
+ * drv->begin, drv->write_op for each op (each in its own savepoint), drv->commit; a reader runs
+ * drv->read_op on its own connection. store.c dispatches the synchronous calls of store.h.
  */
 #ifndef SOMA_STORE_STORE_INT_H
 #define SOMA_STORE_STORE_INT_H
@@ -11,7 +17,45 @@
 #include "store/store.h"
 
 #define STORE_STMT_CACHE  48
-#define STORE_MAX_READERS 8
+#define STORE_MAX_READERS 64
+
+struct store;
+
+/* What a driver does; every function is called with the store it opened. The exec functions run
+ * on the thread named in their comment; the synchronous ones on any thread (the driver locks). */
+struct store_driver {
+	const char *name; /* "sqlite", "postgresql" */
+	/* opens the writer's and the readers' connections (and any helper thread of the driver) */
+	enum soma_err (*exec_open)(struct store *st, int readers);
+	void (*exec_close)(struct store *st); /* after the threads stopped */
+	/* writer thread: the batch's transaction; write_op runs op in its own savepoint and rolls it
+	 * back alone on error; *txn_lost when the whole transaction is gone (the batch fails) */
+	enum soma_err (*begin)(struct store *st);
+	enum soma_err (*write_op)(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost);
+	enum soma_err (*commit)(struct store *st);
+	void (*rollback)(struct store *st, enum soma_err why); /* after a failed batch: logs, rolls back */
+	/* reader thread `reader` (0..readers-1) */
+	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
+	/* synchronous (store.h) */
+	void (*close)(struct store *st);
+	enum soma_err (*migrate)(struct store *st, int *applied);
+	enum soma_err (*schema_version)(struct store *st, int *current, int *latest);
+	enum soma_err (*ping)(struct store *st);
+	enum soma_err (*data_version)(struct store *st, int64_t *version);
+	enum soma_err (*key_insert)(struct store *st, const struct store_key *key);
+	enum soma_err (*key_list)(struct store *st, struct store_key **keys, size_t *n);
+	enum soma_err (*key_revoke)(struct store *st, const char *id);
+	enum soma_err (*audit_insert_now)(struct store *st, json_t *row);
+	enum soma_err (*tasks_recover)(struct store *st, int *n);
+};
+
+extern const struct store_driver store_sqlite_driver; /* sqlite.c */
+extern const struct store_driver store_pg_driver;     /* pg.c */
+/* Fills st for the driver (st is zeroed, drv set by the caller); *why for the operator. */
+enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *why, size_t why_cap);
+enum soma_err store_pg_open(struct store *st, const char *url, char *why, size_t why_cap);
+/* mkdir -p dir (mode 0700); SOMA_ERR_IO with errno set on failure. */
+enum soma_err store_mkdir_p(const char *dir);
 
 /* One SQLite connection and its prepared statements, keyed by the address of the SQL text
  * (every statement is a string literal, so the address is stable). Used by one thread. */
@@ -32,7 +76,11 @@ struct op_queue {
 	bool stopping;		      /* drain, then exit */
 };
 
+struct pg_store;
+
 struct store {
+	const struct store_driver *drv;			/* the driver's table */
+	struct pg_store *pg;				/* PostgreSQL driver state (pg.c); NULL on SQLite */
 	struct dbconn main;				/* CLI, migrations, keys, ping (serialized mode) */
 	char path[4200];				/* database file */
 	bool exec_running;				/* writer and readers started */
@@ -83,6 +131,18 @@ void dbconn_release(struct dbconn *c);
 bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
 
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql);
+
+/* The SQLite driver's synchronous functions (store.h's, on st->main), for its driver table. */
+void sqlite_close(struct store *st);
+enum soma_err sqlite_migrate(struct store *st, int *applied);
+enum soma_err sqlite_schema_version(struct store *st, int *current, int *latest);
+enum soma_err sqlite_ping(struct store *st);
+enum soma_err sqlite_data_version(struct store *st, int64_t *version);
+enum soma_err sqlite_key_insert(struct store *st, const struct store_key *key);
+enum soma_err sqlite_key_list(struct store *st, struct store_key **keys, size_t *n);
+enum soma_err sqlite_key_revoke(struct store *st, const char *id);
+enum soma_err sqlite_audit_insert_now(struct store *st, json_t *row);
+enum soma_err sqlite_tasks_recover(struct store *st, int *n);
 
 /* Per-op SQL. Write ops run inside the writer's transaction and savepoint; *enqueued is set
  * when the op queued a task. */

@@ -2,6 +2,10 @@
 <repo>/build-san/somaagent). Each server gets a free loopback port and its own data dir; on
 teardown it gets SIGTERM and must exit 0 within 15 s (an ASan leak report fails that).
 
+The suite runs on the store SOMA_E2E_STORE names: "sqlite" (default) or "postgres", for which one
+PostgreSQL serves the session and each server's data dir gets a database of its own (e2e_util
+store_url); tests marked sqlite_only (they read the SQLite file itself) are skipped there.
+
 One fake LLM provider (tests/fakes/llm/server.py) serves the whole session; the `llm` fixture
 resets it for each test. Servers are configured to use it unless started with llm=False."""
 
@@ -17,12 +21,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 for _var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
     os.environ.pop(_var, None)
 
-from e2e_util import BIN, FakeLLM, Server, start_server  # noqa: E402
+import e2e_util  # noqa: E402
+from e2e_util import BIN, STORE, FakeLLM, Server, start_server  # noqa: E402
 
 
 def pytest_configure(config):
     if not os.access(BIN, os.X_OK):
         raise pytest.UsageError(f"somaagent binary not found at {BIN}; build it or set SOMA_BIN")
+    if STORE not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"SOMA_E2E_STORE={STORE!r}: expected sqlite or postgres")
+    config.addinivalue_line("markers", "sqlite_only: reads the SQLite database file itself (skipped on postgres)")
+    config.addinivalue_line("markers", "postgres_only: needs the PostgreSQL store (skipped on sqlite)")
+
+
+def pytest_report_header(config):
+    return f"somaagent store: {STORE}"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = "sqlite_only" if STORE == "postgres" else "postgres_only"
+    for item in items:
+        if item.get_closest_marker(skip):
+            item.add_marker(pytest.mark.skip(reason=f"{skip}: this run uses the {STORE} store"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_server():
+    """On SOMA_E2E_STORE=postgres, the session's PostgreSQL (servers.PostgresServer); else None."""
+    if STORE != "postgres":
+        yield None
+        return
+    from servers import PostgresServer
+    pg = PostgresServer()
+    e2e_util.PG = pg
+    yield pg
+    e2e_util.PG = None
+    pg.close()
 
 
 def _teardown(servers):

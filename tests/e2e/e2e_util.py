@@ -24,6 +24,83 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TOKEN_RE = re.compile(r"^sa01_[0-9a-f]{16}_[0-9a-f]{40}$")
 
 
+# Which store the servers of this run use (make e2e runs the suite once per store): "sqlite" (the
+# embedded default) or "postgres" (conftest.py starts one PostgreSQL for the session and sets PG;
+# every data dir then maps to a database of its own, so a restart on the same dir finds its data).
+STORE = os.environ.get("SOMA_E2E_STORE", "sqlite")
+PG = None  # the session's servers.PostgresServer when STORE == "postgres"
+_PG_DATABASES = set()
+
+
+def store_url(data_dir):
+    """The store.url of the database that belongs to data_dir (created on first use); "" on SQLite."""
+    if PG is None:
+        return ""
+    import hashlib
+    name = "d_" + hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:24]
+    if name not in _PG_DATABASES:
+        PG._ensure_db(name)
+        _PG_DATABASES.add(name)
+    return PG.database_url(name)
+
+
+def store_sets(data_dir):
+    """The --set values that point a server or CLI run at data_dir's store: () on SQLite."""
+    url = store_url(data_dir)
+    return (f"store.url={url}",) if url else ()
+
+
+def store_dump(data_dir):
+    """Every byte the store holds for data_dir: the SQLite files, or on PostgreSQL the text of
+    every row of every table of its database (to check that secrets are not stored in clear)."""
+    if PG is None:
+        return b"".join(p.read_bytes() for p in Path(data_dir).glob("somaagent.db*"))
+    conn = PG.connect(store_url(data_dir).rsplit("/", 1)[1])
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        out = []
+        for (table,) in cur.fetchall():
+            cur.execute(f'SELECT t::text FROM "{table}" t')
+            out += [row[0] for row in cur.fetchall()]
+        return "\n".join(out).encode()
+    finally:
+        conn.close()
+
+
+def store_exec(data_dir, sql):
+    """Runs one SQL statement on data_dir's store and commits; the driver's exception on error."""
+    if PG is None:
+        import sqlite3
+        db = sqlite3.connect(f"{data_dir}/somaagent.db")
+        try:
+            db.execute(sql)
+            db.commit()
+        finally:
+            db.close()
+        return
+    conn = PG.connect(store_url(data_dir).rsplit("/", 1)[1])
+    try:
+        conn.cursor().execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _cli_store_sets(args, cwd, env):
+    """run_cli: the store of the data dir a store-using command names (or ./data), unless the
+    test chose a store itself."""
+    if PG is None or not args or args[0] not in ("run", "keys", "migrate") or args[-1] == "--set":
+        return []
+    if any(str(a).startswith("store.url=") for a in args) or env and ({"DATABASE_URL", "SOMA_STORE_URL"} & set(env)):
+        return []
+    data_dir = Path(cwd) / "data"
+    for a in args:
+        if str(a).startswith("data.dir="):
+            data_dir = Path(cwd) / str(a)[len("data.dir="):]
+    return ["--set", store_sets(data_dir)[0]]
+
+
 def clean_env(extra=None):
     """The test runner's environment without SOMA_* or alias variables, plus sanitizer options."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOMA_") and k not in ALIAS_ENV}
@@ -45,7 +122,7 @@ def run_cli(args, cwd, env=None, timeout=20, input=None):
     """Runs `somaagent ARGS` to completion; a hang (e.g. a server that should have refused to
     start) fails the test instead of blocking the suite."""
     proc = subprocess.Popen(
-        [BIN, *args],
+        [BIN, *args, *_cli_store_sets(args, cwd, env)],
         cwd=str(cwd),
         env=clean_env(env),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -196,6 +273,8 @@ def start_server(tmp, sets=(), env=None, role=None, args=(), data_dir=None, list
     cmd = [BIN, "run", "--set", f"http.listen={listen_host}:{port}", "--set", f"data.dir={data_dir}"]
     if role:
         cmd += ["--role", role]
+    if not any(str(s).startswith("store.url=") for s in sets) and not (env and "DATABASE_URL" in env):
+        sets = tuple(store_sets(data_dir)) + tuple(sets)  # the test's own --set comes later and wins
     for s in sets:
         cmd += ["--set", s]
     cmd += list(args)

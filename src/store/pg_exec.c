@@ -1,0 +1,254 @@
+/*
+ * pg_exec.c - the PostgreSQL connection of the store (see pg_int.h): open with timeouts, reconnect
+ * with backoff, prepared statements cached per connection, text parameters, error mapping.
+ *
+ * DESIGN: a connection is used by one thread at a time (the writer's, a reader's, or the main one
+ * behind pg.c's lock). When a query finds the connection gone it is closed at once, the op fails
+ * with SOMA_ERR_UNAVAILABLE, and the next use after the backoff (100 ms, doubling to 5 s) tries to
+ * connect again; the outage and its end are each logged once. A new connection starts with an
+ * empty statement cache (prepared statements live and die with their session).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "store/pg_int.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+static int64_t mono_ms(void)
+{
+	return (int64_t)(clock_mono_ns() / 1000000);
+}
+
+void pg_param_text(struct pg_params *p, const char *v)
+{
+	if (p->n < PG_PARAMS_MAX)
+		p->v[p->n] = v;
+	p->n++;
+}
+
+void pg_param_int(struct pg_params *p, int64_t v)
+{
+	if (p->n < PG_PARAMS_MAX) {
+		snprintf(p->num[p->n], PG_NUM_LEN, "%" PRId64, v);
+		p->v[p->n] = p->num[p->n];
+	}
+	p->n++;
+}
+
+void pg_param_bool(struct pg_params *p, bool v)
+{
+	pg_param_text(p, v ? "t" : "f");
+}
+
+/* Closes the session and schedules the next attempt after the current backoff. */
+static void conn_drop(struct pgconn *c, const char *reason)
+{
+	if (!c->down_logged)
+		log_warn("store",
+			 "PostgreSQL connection (%s) lost: %s; requests answer 503 until it is back; "
+			 "reconnecting with backoff up to %d s; check store.url and the server",
+			 c->role ? c->role : "?", reason && reason[0] ? reason : "no reason given",
+			 BACKOFF_MAX_MS / 1000);
+	c->down_logged = true;
+	if (c->conn)
+		PQfinish(c->conn);
+	c->conn = NULL;
+	c->n = 0;
+	if (c->backoff_ms < BACKOFF_MIN_MS)
+		c->backoff_ms = BACKOFF_MIN_MS;
+	c->retry_ms = mono_ms() + c->backoff_ms;
+	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+/* One connection attempt; SOMA_OK or SOMA_ERR_UNAVAILABLE with the reason in why. */
+static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
+{
+	/* the URL first (expanded), then our settings: later keywords win over the URL's */
+	static const char *const keys[] = {
+		"dbname",	    "connect_timeout", "keepalives",	   "keepalives_idle", "keepalives_interval",
+		"keepalives_count", "options",	       "application_name", "client_encoding", NULL};
+	const char *vals[] = {
+		c->url,
+		"5",
+		"1",
+		"10",
+		"5",
+		"3",
+		"-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout=60000 -c client_min_messages=warning",
+		"somaagent",
+		"UTF8",
+		NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
+		snprintf(why, why_cap, "%.*s", (int)strcspn(msg, "\n"), msg);
+		PQfinish(conn);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	c->conn = conn;
+	c->n = 0;
+	c->backoff_ms = BACKOFF_MIN_MS;
+	c->retry_ms = 0;
+	return SOMA_OK;
+}
+
+enum soma_err pg_conn_open(struct pgconn *c, const char *url, const char *role, char *why, size_t why_cap)
+{
+	memset(c, 0, sizeof(*c));
+	c->url = url;
+	c->role = role;
+	c->backoff_ms = BACKOFF_MIN_MS;
+	char buf[512];
+	enum soma_err err = conn_connect(c, why ? why : buf, why ? why_cap : sizeof(buf));
+	if (err != SOMA_OK) {
+		c->down_logged = true; /* the caller reports this first failure */
+		c->retry_ms = mono_ms() + c->backoff_ms;
+	}
+	return err;
+}
+
+void pg_conn_close(struct pgconn *c)
+{
+	if (c->conn)
+		PQfinish(c->conn);
+	c->conn = NULL;
+	c->n = 0;
+}
+
+bool pg_conn_up(const struct pgconn *c)
+{
+	return c->conn && PQstatus(c->conn) == CONNECTION_OK;
+}
+
+enum soma_err pg_conn_ready(struct pgconn *c)
+{
+	if (pg_conn_up(c))
+		return SOMA_OK;
+	if (c->conn)
+		conn_drop(c, PQerrorMessage(c->conn));
+	if (mono_ms() < c->retry_ms)
+		return SOMA_ERR_UNAVAILABLE;
+	char why[512];
+	if (conn_connect(c, why, sizeof(why)) != SOMA_OK) {
+		conn_drop(c, why);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	if (c->down_logged)
+		log_info("store", "PostgreSQL connection (%s) re-established", c->role ? c->role : "?");
+	c->down_logged = false;
+	return SOMA_OK;
+}
+
+enum soma_err pg_err_map(struct pgconn *c, const PGresult *r)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = r ? PQresultErrorMessage(r) : c->conn ? PQerrorMessage(c->conn) : "no connection";
+	if (!pg_conn_up(c) || (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0))) {
+		conn_drop(c, msg);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	if (state && strcmp(state, "23505") == 0)
+		return SOMA_ERR_CONFLICT;
+	if (state && strncmp(state, "23", 2) == 0)
+		return SOMA_ERR_INVALID;
+	if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
+		      strcmp(state, "57014") == 0)) {
+		log_warn("store", "PostgreSQL (%s): %.*s; the request is answered 503 and may be retried",
+			 c->role ? c->role : "?", (int)strcspn(msg, "\n"), msg);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	log_error("store", "PostgreSQL (%s) [%s]: %.*s", c->role ? c->role : "?", state ? state : "-",
+		  (int)strcspn(msg, "\n"), msg);
+	return SOMA_ERR_STORE;
+}
+
+static bool result_ok(const PGresult *r)
+{
+	ExecStatusType s = PQresultStatus(r);
+	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+PGresult *pg_exec(struct pgconn *c, const char *sql, const struct pg_params *p, enum soma_err *err)
+{
+	if ((*err = pg_conn_ready(c)) != SOMA_OK)
+		return NULL;
+	int n = p ? p->n : 0;
+	if (n > PG_PARAMS_MAX) {
+		*err = SOMA_ERR_INTERNAL;
+		return NULL;
+	}
+	const char *const *vals = p ? p->v : NULL;
+	int i = 0;
+	while (i < c->n && c->cache[i].sql != sql)
+		i++;
+	PGresult *r;
+	char name[16];
+	snprintf(name, sizeof(name), "s%d", i);
+	if (i == c->n && c->n == PG_STMT_CACHE) {
+		r = PQexecParams(c->conn, sql, n, NULL, vals, NULL, NULL, 0); /* cache full: unprepared */
+	} else {
+		if (i == c->n) {
+			r = PQprepare(c->conn, name, sql, 0, NULL);
+			if (!r || !result_ok(r)) {
+				*err = pg_err_map(c, r);
+				PQclear(r);
+				return NULL;
+			}
+			PQclear(r);
+			c->cache[c->n++].sql = sql;
+		}
+		r = PQexecPrepared(c->conn, name, n, vals, NULL, NULL, 0);
+	}
+	if (r && result_ok(r))
+		return r;
+	*err = pg_err_map(c, r);
+	PQclear(r);
+	return NULL;
+}
+
+enum soma_err pg_run(struct pgconn *c, const char *sql, const struct pg_params *p, int64_t *changed)
+{
+	enum soma_err err;
+	PGresult *r = pg_exec(c, sql, p, &err);
+	if (!r)
+		return err;
+	if (changed)
+		*changed = strtoll(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return SOMA_OK;
+}
+
+enum soma_err pg_cmd(struct pgconn *c, const char *sql)
+{
+	enum soma_err err = pg_conn_ready(c);
+	if (err != SOMA_OK)
+		return err;
+	PGresult *r = PQexec(c->conn, sql);
+	err = r && result_ok(r) ? SOMA_OK : pg_err_map(c, r);
+	/* COMMIT of a transaction that failed answers ROLLBACK: nothing was committed */
+	if (err == SOMA_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 && strncmp(sql, "ROLLBACK", 8) != 0)
+		err = SOMA_ERR_STORE;
+	PQclear(r);
+	return err;
+}
+
+const char *pg_text(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+int64_t pg_int(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+bool pg_bool(const PGresult *r, int row, int col)
+{
+	return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+}

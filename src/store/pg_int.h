@@ -1,0 +1,125 @@
+/*
+ * pg_int.h - internals shared by the PostgreSQL driver files of the store (see store.h): the
+ * connection with its prepared-statement cache and reconnect state, text parameters, result
+ * helpers, the error mapping, and the per-op SQL entry points chained like the SQLite ones.
+ *
+ * DESIGN: every store thread owns one struct pgconn (the writer, each reader; the main connection
+ * of the CLI, migrations and health is shared behind a lock in pg.c). A statement is a string
+ * literal with $1..$n placeholders; pg_exec() prepares it once per connection, keyed by the
+ * literal's address (like dbconn_stmt), and runs it with text parameters. A connection that
+ * breaks is closed and every op on it fails with SOMA_ERR_UNAVAILABLE (the caller answers 503:
+ * nothing acknowledged, nothing lost) until pg_conn_ready() re-establishes it, no sooner than its
+ * backoff allows (100 ms doubling to 5 s). Within the writer's transaction each op runs in a
+ * SAVEPOINT (exec.c), so an op's SQL error rolls back only that op.
+ *
+ * The chain of per-op functions (each file handles its kinds and hands the rest on):
+ *   writes: pg_sql_write (pg_chat.c) -> pg_sql_task_write (pg_tasks.c) -> pg_sql_task_admin_write
+ *           (pg_task_admin.c) -> pg_sql_identity_write (pg_identity.c) -> pg_sql_audit_write
+ *           (pg_audit.c) -> pg_sql_memory_write (pg_memory.c) -> SOMA_ERR_INVALID
+ *   reads:  pg_sql_read -> pg_sql_task_admin_read -> pg_sql_identity_read -> pg_sql_audit_read ->
+ *           pg_sql_memory_read -> SOMA_ERR_INVALID
+ * (attachment reads are answered by pg_sql_attachment_get in pg_tasks.c, called by pg_sql_read).
+ */
+#ifndef SOMA_STORE_PG_INT_H
+#define SOMA_STORE_PG_INT_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+#define PG_STMT_CACHE 128 /* prepared statements per connection (above the driver's statement count) */
+#define PG_PARAMS_MAX 16  /* parameters of one statement */
+#define PG_NUM_LEN    24  /* an int64 as text, with sign and NUL */
+
+/* One PostgreSQL connection, used by one thread at a time. */
+struct pgconn {
+	PGconn *conn;	  /* NULL while down */
+	const char *url;  /* the store's URL (borrowed from struct pg_store) */
+	const char *role; /* "writer", "reader", "main": for log lines */
+	struct {
+		const char *sql; /* key: the SQL literal's address */
+	} cache[PG_STMT_CACHE];	 /* statement i is prepared as "s<i>" on this connection */
+	int n;			 /* used cache entries */
+	int64_t retry_ms;	 /* monotonic ms before which no reconnect is attempted */
+	int64_t backoff_ms;	 /* next backoff: 100 ms doubling to 5 s, reset on success */
+	bool down_logged;	 /* the outage was logged (log once per outage, and its end) */
+};
+
+/* Text parameters of one statement: values are borrowed (they must outlive pg_exec), numbers are
+ * formatted into the struct's own buffers. Start with `struct pg_params p = {0};`. */
+struct pg_params {
+	int n;				     /* parameters added */
+	const char *v[PG_PARAMS_MAX];	     /* value of $i+1, NULL = SQL NULL */
+	char num[PG_PARAMS_MAX][PG_NUM_LEN]; /* storage of formatted numbers */
+};
+
+/* Appends $n+1: a borrowed string (NULL for SQL NULL), an integer, a boolean ("t"/"f"). Past
+ * PG_PARAMS_MAX the parameter is dropped and pg_exec fails with SOMA_ERR_INTERNAL. */
+void pg_param_text(struct pg_params *p, const char *v);
+void pg_param_int(struct pg_params *p, int64_t v);
+void pg_param_bool(struct pg_params *p, bool v);
+
+/* Connects c to url (connect_timeout, keepalives, synchronous_commit=on, UTC). On failure *why
+ * (may be NULL) receives libpq's message; the connection stays down and retries with backoff. */
+enum soma_err pg_conn_open(struct pgconn *c, const char *url, const char *role, char *why, size_t why_cap);
+void pg_conn_close(struct pgconn *c);
+/* SOMA_OK when c is up, reconnecting first when it is down and its backoff has passed;
+ * SOMA_ERR_UNAVAILABLE otherwise. pg_exec and pg_cmd call it themselves. */
+enum soma_err pg_conn_ready(struct pgconn *c);
+/* Whether the connection is up (no I/O). */
+bool pg_conn_up(const struct pgconn *c);
+
+/* Runs sql (a string literal with $1..$n) as a prepared statement cached on c, with p (NULL: no
+ * parameters). Returns the result (COMMAND_OK or TUPLES_OK; the caller PQclear()s it), or NULL
+ * with *err set by pg_err_map. A lost connection is closed here (SOMA_ERR_UNAVAILABLE). */
+PGresult *pg_exec(struct pgconn *c, const char *sql, const struct pg_params *p, enum soma_err *err);
+/* pg_exec for statements whose rows are not wanted; *changed (may be NULL) = rows affected. */
+enum soma_err pg_run(struct pgconn *c, const char *sql, const struct pg_params *p, int64_t *changed);
+/* Runs a parameterless command unprepared (BEGIN, SAVEPOINT op, COMMIT, migrations: may hold
+ * several statements). */
+enum soma_err pg_cmd(struct pgconn *c, const char *sql);
+/* Maps a failed result (NULL: no result at all) to the program's error: unique violation ->
+ * SOMA_ERR_CONFLICT, other integrity violations -> SOMA_ERR_INVALID, lost connection, shutdown,
+ * serialization failure or deadlock -> SOMA_ERR_UNAVAILABLE (retry later), else SOMA_ERR_STORE.
+ * Logs the server's message. Closes c when the connection is gone. */
+enum soma_err pg_err_map(struct pgconn *c, const PGresult *r);
+
+/* Column values of row i: text (NULL when SQL NULL; valid until PQclear), int64 (0 when NULL),
+ * boolean ("t"). */
+const char *pg_text(const PGresult *r, int row, int col);
+int64_t pg_int(const PGresult *r, int row, int col);
+bool pg_bool(const PGresult *r, int row, int col);
+
+/* Reads a newest-first page cursor "<ms>:<id>" (store_int.h; defined in sqlite.c, shared by both
+ * drivers). */
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
+
+/* ---- per-op SQL (writes run inside the writer's transaction and the op's savepoint) ---- */
+/* pg_chat.c */
+enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued);
+enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);
+/* pg_tasks.c: the local queue and attachment rows */
+enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued);
+enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const char *session_id, json_t *task);
+/* pg_task_admin.c: the task API (TASK_GET, QUEUE_STATS, DEAD_*, TASK_PUBLISH) */
+enum soma_err pg_sql_task_admin_read(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_task_admin_write(struct pgconn *c, struct store_op *op, bool *enqueued);
+/* pg_identity.c: KEY_INSERT, KEY_REVOKE, KEYS_LIST, TENANT_CREATE, TENANTS_LIST */
+enum soma_err pg_sql_identity_read(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_identity_write(struct pgconn *c, struct store_op *op);
+/* pg_audit.c: AUDIT_APPEND, AUDIT_LIST; pg_audit_insert_now runs on the main connection */
+enum soma_err pg_sql_audit_read(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_audit_write(struct pgconn *c, struct store_op *op);
+enum soma_err pg_audit_insert_now(struct pgconn *c, json_t *row);
+/* pg_memory.c: the memory outbox and built-in memory ops, and the outbox row of a committed
+ * event (runs in the transaction that inserts the event; SOMA_OK without a row for others) */
+enum soma_err pg_sql_memory_read(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_memory_write(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_memory_event(struct pgconn *c, const char *tenant, const char *session_id, json_t *event);
+/* pg_memory_search.c: MEMORY_SEARCH (tsvector) */
+enum soma_err pg_sql_memory_search(struct pgconn *c, struct store_op *op);
+
+#endif

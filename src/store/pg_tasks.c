@@ -1,0 +1,254 @@
+/*
+ * pg_tasks.c - SQL of the local task queue and of attachment rows on PostgreSQL (see store.h, and
+ * sqlite_tasks.c for the same ops on SQLite).
+ *
+ * A task is queued -> reserved (attempts + 1, reserved_until = now + visibility timeout) ->
+ * done, or back to queued with a delay on a retryable failure, or dead after max_retries.
+ * DESIGN: several processes may reserve from one database (queue.driver = local on every node):
+ * the reservation picks its row with FOR UPDATE SKIP LOCKED, so two writers never take the same
+ * task and neither waits for the other. A reserved task whose worker died (on any node) is
+ * reserved again once reserved_until has passed; nothing else ever takes it back.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/pg_int.h"
+
+enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const char *session_id, json_t *task)
+{
+	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+	int64_t now = clock_wall_ms();
+	json_t *retries = json_object_get(task, "max_retries");
+	json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
+	struct pg_params p = {0};
+	pg_param_text(&p, json_string_value(json_object_get(task, "id")));
+	pg_param_text(&p, json_string_value(json_object_get(task, "queue")));
+	pg_param_text(&p, json_string_value(json_object_get(task, "name")));
+	pg_param_text(&p, tenant);
+	pg_param_text(&p, session_id && session_id[0] ? session_id : NULL);
+	pg_param_text(&p, payload ? payload : "{}");
+	pg_param_int(&p, retries ? json_integer_value(retries) : 3);
+	pg_param_int(&p, available ? json_integer_value(available) : now);
+	pg_param_int(&p, now);
+	enum soma_err err = pg_run(c,
+				   "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+				   "max_retries, available_ms, created_ms, updated_ms) "
+				   "VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $9)",
+				   &p, NULL);
+	free(payload);
+	return err;
+}
+
+/* The row a reservation returns, as the op's task object. */
+static enum soma_err reserved_task(struct store_op *op, const PGresult *r)
+{
+	json_t *payload = json_loads(pg_text(r, 0, 4) ? pg_text(r, 0, 4) : "{}", JSON_DECODE_ANY, NULL);
+	op->session = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I}", "id", pg_text(r, 0, 0), "name",
+				pg_text(r, 0, 1), "tenant", pg_text(r, 0, 2), "session_id", pg_text(r, 0, 3), "payload",
+				payload ? payload : json_object(), "attempts", (json_int_t)pg_int(r, 0, 5),
+				"max_retries", (json_int_t)pg_int(r, 0, 6));
+	return op->session ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err task_reserve(struct store_op *op, struct pgconn *c)
+{
+	/* ready tasks first (oldest available first), then reservations whose worker went silent */
+	static const char *const sql[] = {
+		"UPDATE tasks SET state = 'reserved', attempts = attempts + 1, reserved_until_ms = $1, worker = $2, "
+		"updated_ms = $3 WHERE id = (SELECT id FROM tasks WHERE queue = $4 AND state = 'queued' AND "
+		"available_ms <= $3 ORDER BY available_ms LIMIT 1 FOR UPDATE SKIP LOCKED) "
+		"RETURNING id, name, tenant, session_id, payload, attempts, max_retries",
+		"UPDATE tasks SET state = 'reserved', attempts = attempts + 1, reserved_until_ms = $1, worker = $2, "
+		"updated_ms = $3 WHERE id = (SELECT id FROM tasks WHERE queue = $4 AND state = 'reserved' AND "
+		"reserved_until_ms <= $3 ORDER BY reserved_until_ms LIMIT 1 FOR UPDATE SKIP LOCKED) "
+		"RETURNING id, name, tenant, session_id, payload, attempts, max_retries",
+	};
+	int64_t now = clock_wall_ms();
+	struct pg_params p = {0};
+	pg_param_int(&p, now + op->delay_ms);
+	pg_param_text(&p, op->worker);
+	pg_param_int(&p, now);
+	pg_param_text(&p, op->queue);
+	for (int i = 0; i < 2; i++) {
+		enum soma_err err;
+		PGresult *r = pg_exec(c, sql[i], &p, &err);
+		if (!r)
+			return err;
+		if (PQntuples(r) == 1) {
+			err = reserved_task(op, r);
+			PQclear(r);
+			return err;
+		}
+		PQclear(r);
+	}
+	return SOMA_ERR_NOT_FOUND;
+}
+
+static enum soma_err task_retry(struct pgconn *c, struct store_op *op)
+{
+	/* op->flag: an interrupted run (shutdown) goes back without using up an attempt */
+	const char *sql = op->flag ? "UPDATE tasks SET state = 'queued', attempts = greatest(attempts - 1, 0), "
+				     "available_ms = $1, last_error = $2, updated_ms = $3 "
+				     "WHERE id = $4 AND tenant = $5 AND state = 'reserved' RETURNING state"
+				   : "UPDATE tasks SET state = CASE WHEN attempts > max_retries THEN 'dead' "
+				     "ELSE 'queued' END, available_ms = $1, last_error = $2, updated_ms = $3 "
+				     "WHERE id = $4 AND tenant = $5 AND state = 'reserved' RETURNING state";
+	int64_t now = clock_wall_ms();
+	struct pg_params p = {0};
+	pg_param_int(&p, now + op->delay_ms);
+	pg_param_text(&p, op->error_text);
+	pg_param_int(&p, now);
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	enum soma_err err;
+	PGresult *r = pg_exec(c, sql, &p, &err);
+	if (!r)
+		return err;
+	err = PQntuples(r) == 1 ? SOMA_OK : SOMA_ERR_NOT_FOUND;
+	if (err == SOMA_OK)
+		op->dead = strcmp(PQgetvalue(r, 0, 0), "dead") == 0;
+	PQclear(r);
+	return err;
+}
+
+static enum soma_err task_extend(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_int(&p, clock_wall_ms() + op->delay_ms);
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	pg_param_text(&p, op->worker);
+	int64_t changed = 0;
+	enum soma_err err = pg_run(c,
+				   "UPDATE tasks SET reserved_until_ms = $1 WHERE id = $2 AND tenant = $3 "
+				   "AND state = 'reserved' AND worker = $4",
+				   &p, &changed);
+	return err == SOMA_OK && !changed ? SOMA_ERR_NOT_FOUND : err;
+}
+
+/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
+ * only ever holds live work; a failed one stays as a dead letter. */
+static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms(), changed = 0;
+	struct pg_params p = {0};
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	if (op->failed) {
+		pg_param_text(&p, op->error_text);
+		pg_param_int(&p, now);
+	}
+	enum soma_err err = pg_run(c,
+				   op->failed ? "UPDATE tasks SET state = 'dead', last_error = $3, updated_ms = $4 "
+						"WHERE id = $1 AND tenant = $2"
+					      : "DELETE FROM tasks WHERE id = $1 AND tenant = $2",
+				   &p, &changed);
+	if (err != SOMA_OK)
+		return err;
+	if (!changed)
+		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing */
+	char *result = op->row ? json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	struct pg_params q = {0};
+	pg_param_text(&q, op->task_id);
+	pg_param_text(&q, op->tenant);
+	pg_param_text(&q, op->failed ? "FAILURE" : "SUCCESS");
+	pg_param_text(&q, result);
+	pg_param_text(&q, op->failed ? op->error_text : NULL);
+	pg_param_int(&q, now);
+	err = pg_run(c,
+		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) "
+		     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO UPDATE SET tenant = excluded.tenant, "
+		     "status = excluded.status, result = excluded.result, error = excluded.error, "
+		     "completed_ms = excluded.completed_ms",
+		     &q, NULL);
+	free(result);
+	return err;
+}
+
+/* Inserts every attachment row of op->row (an array). A session_id that belongs to another
+ * tenant is not found; one that does not exist yet is allowed (its first message comes later). */
+static enum soma_err attachment_put(struct pgconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *row;
+	json_array_foreach(op->row, i, row)
+	{
+		const char *session = json_string_value(json_object_get(row, "session_id"));
+		enum soma_err err;
+		if (session) {
+			struct pg_params q = {0};
+			pg_param_text(&q, session);
+			PGresult *r = pg_exec(c, "SELECT tenant FROM sessions WHERE id = $1", &q, &err);
+			if (!r)
+				return err;
+			bool other = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), op->tenant) != 0;
+			PQclear(r);
+			if (other) {
+				snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session);
+				return SOMA_ERR_NOT_FOUND;
+			}
+		}
+		struct pg_params p = {0};
+		pg_param_text(&p, json_string_value(json_object_get(row, "id")));
+		pg_param_text(&p, op->tenant);
+		pg_param_text(&p, session);
+		pg_param_text(&p, json_string_value(json_object_get(row, "filename")));
+		pg_param_text(&p, json_string_value(json_object_get(row, "mime")));
+		pg_param_int(&p, json_integer_value(json_object_get(row, "size")));
+		pg_param_text(&p, json_string_value(json_object_get(row, "sha256")));
+		pg_param_int(&p, clock_wall_ms());
+		err = pg_run(
+			c,
+			"INSERT INTO attachments(id, tenant, session_id, filename, mime, size, sha256, created_ms) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+			&p, NULL);
+		if (err != SOMA_OK)
+			return err == SOMA_ERR_UNAVAILABLE ? err : SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
+}
+
+enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued)
+{
+	switch (op->kind) {
+	case STORE_OP_TASK_RESERVE:
+		return task_reserve(op, c);
+	case STORE_OP_TASK_RETRY:
+		return task_retry(c, op);
+	case STORE_OP_TASK_FINISH:
+		return task_finish(c, op);
+	case STORE_OP_TASK_EXTEND:
+		return task_extend(c, op);
+	case STORE_OP_ATTACHMENT_PUT:
+		return attachment_put(c, op);
+	default:
+		return pg_sql_task_admin_write(c, op, enqueued);
+	}
+}
+
+enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "SELECT id, session_id, filename, mime, size, sha256, created_ms "
+			      "FROM attachments WHERE id = $1 AND tenant = $2",
+			      &p, &err);
+	if (!r)
+		return err;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return SOMA_ERR_NOT_FOUND;
+	}
+	char created[CLOCK_RFC3339_LEN + 1];
+	op->row = json_pack("{s:s, s:s?, s:s, s:s, s:I, s:s, s:s}", "id", pg_text(r, 0, 0), "session_id",
+			    pg_text(r, 0, 1), "filename", pg_text(r, 0, 2), "mime", pg_text(r, 0, 3), "size",
+			    (json_int_t)pg_int(r, 0, 4), "sha256", pg_text(r, 0, 5), "created_at",
+			    clock_rfc3339(pg_int(r, 0, 6), created, sizeof(created)));
+	PQclear(r);
+	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
+}

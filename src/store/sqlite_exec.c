@@ -1,0 +1,164 @@
+/*
+ * sqlite_exec.c - the SQLite driver's side of the store's threads (exec.c): the writer's and the
+ * readers' connections, the batch transaction, and the checkpoint thread.
+ *
+ * DESIGN: the writer opens BEGIN IMMEDIATE, runs each op inside SAVEPOINT op (ROLLBACK TO op on
+ * error, then RELEASE op) and commits once; with synchronous=FULL that is one fsync per batch.
+ * Every cached statement is reset after each op: a statement left stepped keeps a read
+ * transaction open, which pins an old WAL snapshot and stops checkpoints. The WAL hook replaces
+ * SQLite's auto-checkpoint with a thread of its own that copies the WAL back concurrently.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "store/store_int.h"
+
+static struct metric_family *wal_frames;
+
+#define CHECKPOINT_FRAMES 4000 /* ~16 MB of WAL: then copy it back into the database */
+
+/* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
+ * the number that bounds ingest throughput (each frame is a page write). A registered hook
+ * replaces SQLite's auto-checkpoint, so this also asks the checkpoint thread to run: it copies
+ * the WAL into the database concurrently (PASSIVE), so commits never wait for it, and the
+ * next commit after a complete checkpoint starts the WAL over instead of growing it. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db, (void)name;
+	struct store *st = arg;
+	int written = frames >= st->wal_last_frames ? frames - st->wal_last_frames : frames;
+	st->wal_last_frames = frames;
+	if (wal_frames)
+		metric_observe(metric_series(wal_frames, NULL), written);
+	if (frames >= CHECKPOINT_FRAMES) {
+		pthread_mutex_lock(&st->ckpt_lock);
+		st->ckpt_wanted = true;
+		pthread_cond_signal(&st->ckpt_cv);
+		pthread_mutex_unlock(&st->ckpt_lock);
+	}
+	return SQLITE_OK;
+}
+
+static void *checkpoint_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "soma-checkpoint");
+	pthread_mutex_lock(&st->ckpt_lock);
+	for (;;) {
+		while (!st->ckpt_wanted && !st->ckpt_stop)
+			pthread_cond_wait(&st->ckpt_cv, &st->ckpt_lock);
+		if (st->ckpt_stop)
+			break;
+		st->ckpt_wanted = false;
+		pthread_mutex_unlock(&st->ckpt_lock);
+		int log_frames = 0, done = 0;
+		int rc = sqlite3_wal_checkpoint_v2(st->checkpointer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+						   &done);
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+			log_warn("store", "WAL checkpoint failed: %s", sqlite3_errmsg(st->checkpointer.db));
+		pthread_mutex_lock(&st->ckpt_lock);
+	}
+	pthread_mutex_unlock(&st->ckpt_lock);
+	return NULL;
+}
+
+static enum soma_err sq_exec_open(struct store *st, int readers)
+{
+	if (dbconn_open(&st->writer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
+		return SOMA_ERR_STORE;
+	static const double frame_buckets[] = {1, 4, 16, 64, 256, 1024, 4096};
+	wal_frames = metrics_histogram("soma_store_wal_frames", "Pages written to the WAL per commit.", NULL,
+				       frame_buckets, sizeof(frame_buckets) / sizeof(frame_buckets[0]));
+	pthread_mutex_init(&st->ckpt_lock, NULL);
+	pthread_cond_init(&st->ckpt_cv, NULL);
+	st->ckpt_wanted = st->ckpt_stop = false;
+	if (dbconn_open(&st->checkpointer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK ||
+	    pthread_create(&st->checkpoint_tid, NULL, checkpoint_main, st) != 0)
+		return SOMA_ERR_STORE;
+	sqlite3_wal_hook(st->writer.db, on_wal_commit, st);
+	for (int i = 0; i < readers; i++) {
+		if (dbconn_open(&st->readers[i], st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
+			return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
+}
+
+static void sq_exec_close(struct store *st)
+{
+	pthread_mutex_lock(&st->ckpt_lock);
+	st->ckpt_stop = true;
+	pthread_cond_signal(&st->ckpt_cv);
+	pthread_mutex_unlock(&st->ckpt_lock);
+	pthread_join(st->checkpoint_tid, NULL);
+	dbconn_close(&st->checkpointer);
+	dbconn_close(&st->writer);
+	for (int i = 0; i < st->nreaders; i++)
+		dbconn_close(&st->readers[i]);
+}
+
+static enum soma_err sq_begin(struct store *st)
+{
+	return dbconn_exec(&st->writer, "BEGIN IMMEDIATE");
+}
+
+static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
+{
+	struct dbconn *c = &st->writer;
+	if (dbconn_exec(c, "SAVEPOINT op") != SOMA_OK)
+		return SOMA_ERR_STORE;
+	enum soma_err err = store_sql_write(c, op, enqueued);
+	dbconn_release(c);
+	if (err != SOMA_OK && sqlite3_get_autocommit(c->db)) {
+		*txn_lost = true; /* SQLite rolled the whole transaction back (disk full, I/O error) */
+		return err;
+	}
+	if (err != SOMA_OK)
+		(void)dbconn_exec(c, "ROLLBACK TO op");
+	(void)dbconn_exec(c, "RELEASE op");
+	return err;
+}
+
+static enum soma_err sq_commit(struct store *st)
+{
+	return dbconn_exec(&st->writer, "COMMIT");
+}
+
+static void sq_rollback(struct store *st, enum soma_err why)
+{
+	(void)why;
+	log_error("store", "commit failed: %s; %s", sqlite3_errmsg(st->writer.db),
+		  "the requests of this batch were not acknowledged; check disk space under data.dir");
+	(void)dbconn_exec(&st->writer, "ROLLBACK");
+}
+
+static enum soma_err sq_read_op(struct store *st, int reader, struct store_op *op)
+{
+	struct dbconn *c = &st->readers[reader];
+	enum soma_err err = store_sql_read(c, op);
+	dbconn_release(c);
+	return err;
+}
+
+/* the driver table; its synchronous part is in sqlite.c */
+const struct store_driver store_sqlite_driver = {
+	.name = "sqlite",
+	.exec_open = sq_exec_open,
+	.exec_close = sq_exec_close,
+	.begin = sq_begin,
+	.write_op = sq_write_op,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.read_op = sq_read_op,
+	.close = sqlite_close,
+	.migrate = sqlite_migrate,
+	.schema_version = sqlite_schema_version,
+	.ping = sqlite_ping,
+	.data_version = sqlite_data_version,
+	.key_insert = sqlite_key_insert,
+	.key_list = sqlite_key_list,
+	.key_revoke = sqlite_key_revoke,
+	.audit_insert_now = sqlite_audit_insert_now,
+	.tasks_recover = sqlite_tasks_recover,
+};
