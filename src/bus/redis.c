@@ -172,7 +172,7 @@ static void set_pub_state(bool ok, const char *why)
 			      "retrying by itself (check redis.url)",
 			 R.where, why);
 	R.pub_ok = ok;
-	snprintf(R.pub_error, sizeof(R.pub_error), "%s", ok ? "" : why);
+	snprintf(R.pub_error, sizeof(R.pub_error), "%.200s", ok ? "" : why);
 	pthread_mutex_unlock(&R.state_lock);
 }
 
