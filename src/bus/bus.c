@@ -1,7 +1,7 @@
 /*
  * bus.c - the local bus driver (see bus.h): one process, subscribers on its io threads.
  */
-#include "bus/bus.h"
+#include "bus/bus_int.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -74,14 +74,6 @@ static uint64_t hash(const char *s)
 	return h;
 }
 
-void bus_msg_release(struct bus_msg *msg)
-{
-	if (msg && atomic_fetch_sub((_Atomic int *)&msg->refs, 1) == 1) {
-		free(msg->text);
-		free(msg);
-	}
-}
-
 static struct bus_session *session_find(const char *id, bool create)
 {
 	struct bus_session **slot = &sessions[hash(id) % BUCKETS];
@@ -143,12 +135,7 @@ static void session_maybe_remove(struct bus_session *s)
 	free(s);
 }
 
-void bus_key(char out[BUS_KEY_MAX], const char *tenant, const char *session_id)
-{
-	snprintf(out, BUS_KEY_MAX, "%.64s/%.64s", tenant, session_id);
-}
-
-void bus_forget(const char *key)
+void bus_local_forget(const char *key)
 {
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(key, false);
@@ -164,10 +151,14 @@ void bus_forget(const char *key)
 	pthread_mutex_unlock(&bus_lock);
 }
 
-enum soma_err bus_init(int64_t resume_window_ms)
+void bus_local_init(int64_t resume_window_ms)
 {
 	window_ms = resume_window_ms;
-	return SOMA_OK;
+}
+
+int64_t bus_local_window_ms(void)
+{
+	return window_ms;
 }
 
 void bus_sweep(void)
@@ -184,7 +175,7 @@ void bus_sweep(void)
 	pthread_mutex_unlock(&bus_lock);
 }
 
-void bus_deinit(void)
+void bus_local_deinit(void)
 {
 	pthread_mutex_lock(&bus_lock);
 	for (size_t b = 0; b < BUCKETS; b++) {
@@ -322,21 +313,6 @@ long bus_subscribers(void)
 
 /* ---- publishing ----------------------------------------------------------------------------- */
 
-static struct bus_msg *msg_new(struct bus_cursor c, const char *text, size_t len)
-{
-	struct bus_msg *m = malloc(sizeof(*m));
-	if (!m || !(m->text = malloc(len + 1))) {
-		free(m);
-		return NULL;
-	}
-	memcpy(m->text, text, len);
-	m->text[len] = '\0';
-	m->len = len;
-	m->cursor = c;
-	m->refs = 1;
-	return m;
-}
-
 /* Posts msg to every io thread with subscribers of s. Called with bus_lock held. */
 static void fan_out(struct bus_session *s, struct bus_msg *msg)
 {
@@ -358,7 +334,7 @@ static void fan_out(struct bus_session *s, struct bus_msg *msg)
 	}
 }
 
-void bus_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len)
+void bus_local_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len)
 {
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, false);
@@ -367,7 +343,7 @@ void bus_publish_committed(const char *session_id, int64_t seq, const char *text
 			s->last_seq = seq;
 			s->minor = 0;
 		}
-		struct bus_msg *msg = s->nthreads ? msg_new((struct bus_cursor){seq, 0}, text, len) : NULL;
+		struct bus_msg *msg = s->nthreads ? bus_msg_new((struct bus_cursor){seq, 0}, text, len) : NULL;
 		if (msg) {
 			fan_out(s, msg);
 			bus_msg_release(msg);
@@ -378,43 +354,99 @@ void bus_publish_committed(const char *session_id, int64_t seq, const char *text
 	pthread_mutex_unlock(&bus_lock);
 }
 
-void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char *text, size_t len,
-			   struct bus_cursor *out)
+/* Raises the session's known position to c (messages from elsewhere: redis, or a cursor
+ * chosen by the redis driver). Called with bus_lock held. */
+static void raise_to(struct bus_session *s, struct bus_cursor c)
+{
+	if (c.seq > s->last_seq)
+		s->last_seq = c.seq, s->minor = c.minor;
+	else if (c.seq == s->last_seq && c.minor > s->minor)
+		s->minor = c.minor;
+}
+
+/* Logs and fans out an ephemeral message at cursor c. Called with bus_lock held. */
+static void put_ephemeral(struct bus_session *s, struct bus_cursor c, const char *text, size_t len)
+{
+	struct bus_msg *msg = bus_msg_new(c, text, len);
+	if (!msg)
+		return;
+	if (s->log_len == s->log_cap && s->log_cap < BUS_LOG_MAX)
+		log_grow(s);
+	if (s->log_len == s->log_cap && s->log_cap > 0) { /* full at BUS_LOG_MAX: the oldest goes */
+		bus_msg_release(s->log[s->log_head].msg);
+		s->log_head = (s->log_head + 1) % s->log_cap;
+		s->log_len--;
+	}
+	if (s->log_cap > 0) { /* (no ring at all only when memory ran out: live delivery still works) */
+		s->log[(s->log_head + s->log_len) % s->log_cap] = (struct log_entry){msg, s->gen, 0};
+		s->log_len++;
+		atomic_fetch_add((_Atomic int *)&msg->refs, 1);
+	}
+	fan_out(s, msg);
+	bus_msg_release(msg);
+}
+
+void bus_local_publish_ephemeral(const char *session_id, int64_t base_seq, const char *text, size_t len,
+				 struct bus_cursor *out)
 {
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, true);
-	if (!s) {
-		pthread_mutex_unlock(&bus_lock);
-		return;
-	}
-	if (base_seq > s->last_seq) {
-		s->last_seq = base_seq;
-		s->minor = 0;
-	}
-	struct bus_cursor c = {s->last_seq, ++s->minor};
-	if (out)
-		*out = c;
-	struct bus_msg *msg = msg_new(c, text, len);
-	if (msg) {
-		if (s->log_len == s->log_cap && s->log_cap < BUS_LOG_MAX)
-			log_grow(s);
-		if (s->log_len == s->log_cap && s->log_cap > 0) { /* full at BUS_LOG_MAX: the oldest goes */
-			bus_msg_release(s->log[s->log_head].msg);
-			s->log_head = (s->log_head + 1) % s->log_cap;
-			s->log_len--;
+	if (s) {
+		if (base_seq > s->last_seq) {
+			s->last_seq = base_seq;
+			s->minor = 0;
 		}
-		if (s->log_cap > 0) { /* (no ring at all only when memory ran out: live delivery still works) */
-			s->log[(s->log_head + s->log_len) % s->log_cap] = (struct log_entry){msg, s->gen, 0};
-			s->log_len++;
-			atomic_fetch_add((_Atomic int *)&msg->refs, 1);
-		}
-		fan_out(s, msg);
-		bus_msg_release(msg);
+		struct bus_cursor c = {s->last_seq, ++s->minor};
+		if (out)
+			*out = c;
+		put_ephemeral(s, c, text, len);
 	}
 	pthread_mutex_unlock(&bus_lock);
 }
 
-void bus_generation_end(const char *session_id)
+void bus_local_put(const char *key, struct bus_cursor c, const char *text, size_t len)
+{
+	pthread_mutex_lock(&bus_lock);
+	struct bus_session *s = session_find(key, true);
+	if (s) {
+		raise_to(s, c);
+		put_ephemeral(s, c, text, len);
+	}
+	pthread_mutex_unlock(&bus_lock);
+}
+
+void bus_local_deliver(const char *key, struct bus_cursor c, const char *text, size_t len)
+{
+	pthread_mutex_lock(&bus_lock);
+	struct bus_session *s = session_find(key, false);
+	if (s) {
+		raise_to(s, c);
+		struct bus_msg *msg = s->nthreads ? bus_msg_new(c, text, len) : NULL;
+		if (msg) {
+			fan_out(s, msg);
+			bus_msg_release(msg);
+		}
+	}
+	pthread_mutex_unlock(&bus_lock);
+}
+
+void bus_local_gap(const char *key)
+{
+	struct bus_msg *gap = bus_msg_new((struct bus_cursor){-1, -1}, "", 0);
+	if (!gap)
+		return;
+	pthread_mutex_lock(&bus_lock);
+	for (size_t b = 0; b < BUCKETS; b++) {
+		for (struct bus_session *s = sessions[b]; s; s = s->next) {
+			if (s->nthreads && (!key || strcmp(key, s->id) == 0))
+				fan_out(s, gap);
+		}
+	}
+	pthread_mutex_unlock(&bus_lock);
+	bus_msg_release(gap);
+}
+
+void bus_local_generation_end(const char *session_id)
 {
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, false);
@@ -430,8 +462,8 @@ void bus_generation_end(const char *session_id)
 	pthread_mutex_unlock(&bus_lock);
 }
 
-enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, struct bus_msg ***msgs, size_t *n,
-			   int64_t *published_seq)
+enum soma_err bus_local_snapshot(const char *session_id, struct bus_cursor after, struct bus_msg ***msgs, size_t *n,
+				 int64_t *published_seq)
 {
 	*msgs = NULL;
 	*n = 0;
@@ -454,46 +486,4 @@ enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, stru
 	}
 	pthread_mutex_unlock(&bus_lock);
 	return err;
-}
-
-/* ---- cursors ---------------------------------------------------------------------------------- */
-
-void bus_cursor_format(struct bus_cursor c, char *out, size_t cap)
-{
-	if (c.minor)
-		snprintf(out, cap, "%lld.%lld", (long long)c.seq, (long long)c.minor);
-	else
-		snprintf(out, cap, "%lld", (long long)c.seq);
-}
-
-bool bus_cursor_parse(const char *s, size_t len, struct bus_cursor *out)
-{
-	int64_t parts[2] = {0, 0};
-	int part = 0;
-	size_t digits = 0;
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
-		if (ch == '.' && part == 0 && digits > 0) {
-			part = 1;
-			digits = 0;
-		} else if (ch >= '0' && ch <= '9' && digits < 15) {
-			parts[part] = parts[part] * 10 + (ch - '0');
-			digits++;
-		} else {
-			return false;
-		}
-	}
-	if (digits == 0)
-		return false;
-	*out = (struct bus_cursor){parts[0], parts[1]};
-	return true;
-}
-
-int bus_cursor_cmp(struct bus_cursor a, struct bus_cursor b)
-{
-	if (a.seq != b.seq)
-		return a.seq < b.seq ? -1 : 1;
-	if (a.minor != b.minor)
-		return a.minor < b.minor ? -1 : 1;
-	return 0;
 }

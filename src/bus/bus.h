@@ -12,6 +12,13 @@
  * Subscribers live on one io thread and are only touched there. The ephemeral log of a session
  * is bounded (BUS_LOG_MAX entries); entries of a finished generation expire resume_window_ms
  * after its end.
+ *
+ * Drivers: the local machinery above is the whole bus with bus.driver = local. With
+ * bus.driver = redis (bus_redis_start) every publish goes through Redis instead, which assigns
+ * the cursors of all nodes and keeps the ephemeral log for resume on any node; what arrives from
+ * Redis is fanned out to the io threads exactly as above (src/bus/redis.c tells the design).
+ * While Redis is unreachable the bus falls back to the local machinery and sends subscribers a
+ * gap marker (bus_msg_is_gap) when it is back: they end their streams, which resume by cursor.
  */
 #ifndef SOMA_BUS_BUS_H
 #define SOMA_BUS_BUS_H
@@ -53,7 +60,15 @@ typedef void (*bus_deliver_fn)(void *ctx, const struct bus_msg *msg);
 
 /* Sets up the bus for io threads given by http_thread_post targets. */
 enum soma_err bus_init(int64_t resume_window_ms) SOMA_MUST_CHECK;
+/* Stops the redis driver (if it runs) and forgets everything. */
 void bus_deinit(void);
+/* Starts the redis driver after bus_init: publishes go through Redis at url; with `subscribe`
+ * (the node serves streams) this node also receives every node's messages. A Redis that does
+ * not answer is not an error (the bus runs degraded and reconnects by itself); a bad URL is
+ * (SOMA_ERR_CONFIG, with a sentence in why). */
+enum soma_err bus_redis_start(const char *url, bool subscribe, char *why, size_t cap) SOMA_MUST_CHECK;
+/* Health: true when ok; detail describes the driver, or why it is degraded. Any thread. */
+bool bus_status(char *detail, size_t cap);
 
 /* Subscribes on the calling io thread (thr must be the caller's). NULL on OOM. */
 struct bus_sub *bus_subscribe(const char *session_id, struct io_thread *thr, bus_deliver_fn fn, void *ctx);
@@ -63,7 +78,8 @@ void bus_unsubscribe(struct bus_sub *sub);
 /* Publishes a committed event (any thread, in commit order). */
 void bus_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len);
 /* Publishes an ephemeral event of a generation; base_seq is the last seq the producer knows
- * was committed. Writes the cursor it got into *out (may be NULL). */
+ * was committed. Writes the cursor it got into *out (may be NULL); with the redis driver the
+ * cursor is assigned later, in Redis, and *out is {-1, 0}. */
 void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char *text, size_t len,
 			   struct bus_cursor *out);
 /* Marks the session's current generation finished: its ephemeral entries expire after the
@@ -72,12 +88,16 @@ void bus_generation_end(const char *session_id);
 
 /* Drops expired resume entries and forgets sessions nobody follows (main thread, every second). */
 void bus_sweep(void);
-/* Snapshot for a resuming stream: the ephemeral messages after `after` (referenced; release
+/* Snapshot for a resuming stream (may ask Redis: call it from a store or pool thread, never
+ * from an io thread): the ephemeral messages after `after` (referenced; release
  * each with bus_msg_release, free the array with free) and the last committed seq published
  * (-1 when none since start). */
 enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, struct bus_msg ***msgs, size_t *n,
 			   int64_t *published_seq) SOMA_MUST_CHECK;
 void bus_msg_release(struct bus_msg *msg);
+/* The gap marker: delivered (cursor {-1, -1}, empty text) when the subscriber may have missed
+ * messages (Redis was unreachable); a stream ends so that its client resumes by cursor. */
+bool bus_msg_is_gap(const struct bus_msg *msg);
 
 /* Cursor text "<seq>" or "<seq>.<minor>" into out (>= 48 bytes); parse is the reverse. */
 void bus_cursor_format(struct bus_cursor c, char *out, size_t cap);

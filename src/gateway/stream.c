@@ -122,6 +122,13 @@ static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char 
 static void on_live(void *ctx, const struct bus_msg *msg)
 {
 	struct stream *s = ctx;
+	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): resume by cursor */
+		if (s->live)
+			stream_end(s);
+		else
+			s->overflowed = true;
+		return;
+	}
 	if (s->live) {
 		send_frame(s, msg->cursor, msg->text, msg->len);
 		return;
@@ -258,9 +265,7 @@ static void replay_continue(struct stream *s)
 
 static void replay(struct stream *s, json_t *rows, int64_t limit)
 {
-	size_t nrows = json_array_size(rows);
-	if (bus_snapshot(s->key, s->last, &s->eph, &s->neph, &s->published) != SOMA_OK)
-		s->neph = 0, s->eph = NULL;
+	size_t nrows = json_array_size(rows); /* (the bus snapshot was taken by on_store_done) */
 	/* a full page means more rows may follow: send up to its last row, then end the stream so
 	 * that the client resumes from there (nothing past that row may be sent, or it would skip) */
 	s->truncated = nrows > 0 && (int64_t)nrows == limit;
@@ -271,6 +276,14 @@ static void replay(struct stream *s, json_t *rows, int64_t limit)
 	s->rows = json_incref(rows);
 	s->row_i = s->eph_i = 0;
 	replay_continue(s);
+}
+
+/* Where the stream starts: the client's cursor, or the present when it gave none. A cursor past
+ * the session's end (from a deleted session of the same id, say) would hide every new event:
+ * the present too. */
+static struct bus_cursor start_cursor(const struct stream *s, const struct store_op *op)
+{
+	return !s->has_cursor || s->last.seq > op->seq ? (struct bus_cursor){op->seq, 0} : s->last;
 }
 
 /* The store answered (on the io thread): start the stream, or answer the error. */
@@ -293,10 +306,7 @@ static void on_rows(void *arg)
 		store_op_free(op);
 		return;
 	}
-	if (!s->has_cursor || s->last.seq > op->seq)
-		/* no cursor: start at the present. A cursor past the session's end (from a deleted
-		 * session of the same id, say) would hide every new event: start at the present too */
-		s->last = (struct bus_cursor){op->seq, 0};
+	s->last = start_cursor(s, op);
 	http_stream_begin(req, 200, "text/event-stream");
 	http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
 	struct timeval one_s = {1, 0};
@@ -312,6 +322,12 @@ static void on_rows(void *arg)
 static void on_store_done(struct store_op *op)
 {
 	struct stream *s = op->arg;
+	/* the bus snapshot, after the rows were read: here on the store thread, since with the redis
+	 * bus it asks Redis and an io thread never waits (on_rows only reads what it finds) */
+	s->published = -1;
+	if (op->err == SOMA_OK &&
+	    bus_snapshot(s->key, start_cursor(s, op), &s->eph, &s->neph, &s->published) != SOMA_OK)
+		s->neph = 0, s->eph = NULL;
 	enum soma_err err = http_thread_post_wait(s->thread, on_rows, s);
 	if (err != SOMA_OK) { /* the io thread stopped, aborting the stream with it */
 		s->op = NULL;

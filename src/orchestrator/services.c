@@ -2,7 +2,8 @@
  * services.c - the services of the foundation and their lifecycles:
  *   store   (10, critical)  opens data.dir/somaagent.db, applies migrations, starts the
  *                           group-commit writer and readers; committed events go on the bus
- *   bus     (15, critical)  live events and the resume log of ephemeral events
+ *   bus     (15, critical)  live events and the resume log of ephemeral events (not critical with
+ *                           bus.driver = redis: degraded to this node's events while Redis is down)
  *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop) and the JWT keys
  *                           (PEM file; JWKS fetched by its own thread)
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
@@ -98,12 +99,19 @@ static enum svc_status store_health(void *ctx, char *detail, size_t cap)
 	return SVC_OK;
 }
 
+static bool bus_redis_driver(void)
+{
+	return strcmp(cfg_str(CFG_BUS_DRIVER), "redis") == 0;
+}
+
 static enum soma_err bus_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
 	enum soma_err err = bus_init(cfg_int(CFG_STREAM_RESUME_WINDOW_S) * 1000);
 	if (err != SOMA_OK)
 		snprintf(why, cap, "cannot set up the event bus");
+	else if (bus_redis_driver()) /* (Redis down is not an error: degraded, reconnecting) */
+		err = bus_redis_start(cfg_str(CFG_REDIS_URL), (app.role & ROLE_GATEWAY) != 0, why, cap);
 	return err;
 }
 
@@ -116,8 +124,7 @@ static void bus_stop(void *ctx)
 static enum svc_status bus_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
-	snprintf(detail, cap, "local; %ld live subscriber(s)", bus_subscribers());
-	return SVC_OK;
+	return bus_status(detail, cap) ? SVC_OK : SVC_DEGRADED;
 }
 
 static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
@@ -355,7 +362,8 @@ enum soma_err services_register(void)
 {
 	const struct service_def defs[] = {
 		{"store", 10, true, ROLE_ALL, store_start, store_stop, store_health, NULL},
-		{"bus", 15, true, ROLE_ALL, bus_start, bus_stop, bus_health, NULL},
+		/* the redis bus is not critical: without Redis, streams still get this node's events */
+		{"bus", 15, !bus_redis_driver(), ROLE_ALL, bus_start, bus_stop, bus_health, NULL},
 		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
 		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},

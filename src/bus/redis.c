@@ -1,0 +1,494 @@
+/*
+ * redis.c - the redis bus driver (bus.driver = redis): the live events of every node reach the
+ * streams of every node, and the deltas of replies in progress stay in Redis for a resume on
+ * any node, also after the node that held the stream died.
+ *
+ * DESIGN
+ * Sequencing. Redis assigns the cursors: one Lua script (bus_redis_lua, redis_state.c) runs a
+ * batch of records atomically; for an ephemeral record it takes the session's last cursor from
+ * the hash soma:bus:<key>:m {s: seq, n: minor}, raises it to the record's base seq and to the
+ * floor the publisher sends (the highest cursor this node saw in the generation it runs there,
+ * so a Redis that lost its data mid-reply never reuses a cursor already handed out; reset when
+ * the generation ends or the session is forgotten), counts n up and appends "<seq> <minor> <json>" to
+ * the list soma:bus:<key>:l (LTRIM to BUS_LOG_MAX); a committed record raises s. Because every
+ * node's records pass through the one script in one order, cursors of a session sort in the
+ * same order on every node, as bus.h requires, even with two workers publishing to a session.
+ *
+ * Publishing. bus_publish_* (worker threads, the store's writer, io threads) only append a
+ * record to a bounded queue (QUEUE_MAX records, QUEUE_MAX_BYTES) and wake the publisher
+ * thread; nobody waits for Redis. The publisher thread takes what is queued (up to BATCH_MAX
+ * records) and sends it as ONE EVALSHA: one round trip per batch, not per delta, and while it
+ * waits the next batch builds up, so batches grow with the load. One queue and one thread keep
+ * a node's records in publish order (the deltas of a reply before its final).
+ *
+ * Channel. The script PUBLISHes the whole batch as one message on one channel per database,
+ * soma:bus:<db>, to which every gateway subscribes once (redis_sub.c). Not one channel per
+ * session, because: subscribing stays a local, synchronous act (a stream is followed the moment
+ * it subscribes, before it reads the store, which is what makes replay + live gap-free, with
+ * no SUBSCRIBE round trip to wait for on an io thread); 10,000 streams cost no subscription
+ * churn; and a batch of many sessions' records is one PUBLISH. The price: every gateway
+ * receives every session's messages and drops those nobody follows on it (one hash lookup);
+ * Redis writes each batch once per gateway. A fleet where that matters would shard the channel
+ * by session hash; at our sizes (a handful of gateways) it does not.
+ *
+ * Framing of a published batch: records back to back, each
+ * "<kind> <keylen> <textlen> <seq> <minor>\n<key><text>" (kinds in bus_int.h).
+ *
+ * Expiry. While a generation runs its list lives window + LIVE_EXTRA_MS, renewed by each
+ * delta (so the log of a worker that crashed mid-reply still goes); the hash counts running
+ * generations (r); when the last one ends the list expires after stream.resume_window_s.
+ *
+ * Resume. bus_snapshot reads s and the list in one pipelined round trip (on the store thread
+ * that read the stream's rows: never an io thread) and merges what this node delivered
+ * locally while degraded.
+ *
+ * Degraded. When a batch fails (Redis down, timeout) its records go to the local machinery
+ * (this node's streams only); the publisher continues the cursors from its floor table, and
+ * marks the sessions lost. Once Redis answers again it publishes a resync record for them, and
+ * the subscriber thread sends a gap marker to all streams after a reconnect: streams end and
+ * their clients resume by cursor (store + Redis), so nothing stays silently missing.
+ *
+ * Threads: the publisher thread owns pub_conn and the floor table (redis_state.c); the snapshot
+ * connection is shared by the store threads under its lock; health state is under state_lock,
+ * the queue under q_lock.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus_int.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "redis/conn.h"
+
+#define QUEUE_MAX	65536
+#define QUEUE_MAX_BYTES (64u << 20)
+#define BATCH_MAX	512
+#define LIVE_EXTRA_MS	600000
+#define FIXED_ARGS	8 /* EVALSHA sha 0 window live_ttl log_max channel prefix */
+
+struct rec {
+	enum bus_rec_kind kind; /* what it is */
+	char tag[2];		/* kind as the script's one-letter string */
+	char key[BUS_KEY_MAX];	/* the session's bus key ("" with a resync of all) */
+	int64_t num;		/* committed: seq; ephemeral: base seq */
+	char *text;		/* event JSON (owned), NULL for records without */
+	size_t len;		/* bytes of text */
+	struct rec *next;	/* queue order */
+};
+
+static _Atomic bool active; /* the driver runs: publishes go to the queue */
+static struct {
+	pthread_mutex_t q_lock;	     /* guards the queue fields and running/stop */
+	pthread_cond_t q_cv;	     /* signalled when records arrive or on stop */
+	struct rec *head, *tail;     /* the queue */
+	size_t nrecs, bytes;	     /* its size */
+	bool running, stop;	     /* thread started / asked to stop */
+	bool overflow;		     /* records were dropped: resync every stream */
+	long long dropped;	     /* records dropped since start */
+	pthread_t thread;	     /* the publisher */
+	struct redis_conn *pub_conn; /* the publisher's connection (its thread only) */
+	bool subscribing;	     /* this node runs the subscriber thread */
+	char channel[48];	     /* soma:bus:<db> */
+	char where[300];	     /* host:port, for messages */
+	pthread_mutex_t state_lock;  /* guards the fields below */
+	bool pub_ok;		     /* the last batch (or connect) succeeded */
+	char pub_error[256];	     /* why not */
+	long long published;	     /* records published through Redis */
+	long long degraded;	     /* records delivered locally only */
+} R = {.q_lock = PTHREAD_MUTEX_INITIALIZER, .q_cv = PTHREAD_COND_INITIALIZER, .state_lock = PTHREAD_MUTEX_INITIALIZER};
+
+bool bus_redis_running(void)
+{
+	return atomic_load(&active);
+}
+
+static void rec_free(struct rec *r)
+{
+	if (r)
+		free(r->text);
+	free(r);
+}
+
+bool bus_redis_enqueue(enum bus_rec_kind kind, const char *key, int64_t num, const char *text, size_t len)
+{
+	if (!atomic_load(&active))
+		return false;
+	struct rec *r = malloc(sizeof(*r));
+	if (!r || (text && !(r->text = malloc(len ? len : 1)))) {
+		free(r);
+		return false; /* out of memory: this node's streams at least get it */
+	}
+	r->kind = kind;
+	r->tag[0] = (char)kind, r->tag[1] = '\0';
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->num = num;
+	r->len = text ? len : 0;
+	if (text)
+		memcpy(r->text, text, len);
+	else
+		r->text = NULL;
+	r->next = NULL;
+	pthread_mutex_lock(&R.q_lock);
+	if (!R.running || R.stop) {
+		pthread_mutex_unlock(&R.q_lock);
+		rec_free(r);
+		return false;
+	}
+	if (R.nrecs >= QUEUE_MAX || R.bytes + r->len > QUEUE_MAX_BYTES) {
+		bool first = !R.overflow;
+		R.overflow = true;
+		R.dropped++;
+		pthread_mutex_unlock(&R.q_lock);
+		rec_free(r);
+		if (first)
+			log_warn("bus",
+				 "the redis publish queue is full (%d records): live events are dropped; "
+				 "streams get a gap marker and resume from the store and Redis",
+				 QUEUE_MAX);
+		return true;
+	}
+	if (R.tail)
+		R.tail->next = r;
+	else
+		R.head = r;
+	R.tail = r;
+	R.nrecs++;
+	R.bytes += r->len;
+	pthread_cond_signal(&R.q_cv);
+	pthread_mutex_unlock(&R.q_lock);
+	return true;
+}
+
+static void set_pub_state(bool ok, const char *why)
+{
+	pthread_mutex_lock(&R.state_lock);
+	if (ok != R.pub_ok)
+		log_info("bus",
+			 ok ? "redis at %s reachable again: live events go to every node"
+			    : "redis at %s unreachable (%s): live events reach this node's streams only; "
+			      "retrying by itself (check redis.url)",
+			 R.where, why);
+	R.pub_ok = ok;
+	snprintf(R.pub_error, sizeof(R.pub_error), "%.200s", ok ? "" : why);
+	pthread_mutex_unlock(&R.state_lock);
+}
+
+/* ---- the publisher thread ----------------------------------------------------------------------- */
+
+/* Builds the EVALSHA of a batch and sends it; the floor table decides the floors and the
+ * generation starts. True when Redis ran it (its cursors noted), false to degrade the batch. */
+static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t window_ms)
+{
+	size_t nres = 0;
+	struct bus_floor **lost = bus_floor_lost_list(&nres);
+	resync_all = resync_all || nres > BUS_RESYNC_MAX; /* (then one resync of every stream) */
+	size_t nr = resync_all ? 1 : nres, argc_max = FIXED_ARGS + 7 * (n + nr);
+	const char **argv = calloc(argc_max, sizeof(*argv));
+	size_t *lens = calloc(argc_max, sizeof(*lens));
+	char(*nums)[24] = calloc(4 * (n + 3) + 3, sizeof(*nums));
+	struct bus_floor **pubs = calloc(n + 1, sizeof(*pubs));
+	bool ok = false;
+	if (!argv || !lens || !nums || !pubs)
+		goto out;
+	int argc = 0;
+	size_t ni = 0;
+#define ARG(p, l) (argv[argc] = (p), lens[argc] = (l), argc++)
+#define NUM(v)	  (snprintf(nums[ni], sizeof(nums[0]), "%lld", (long long)(v)), ARG(nums[ni], strlen(nums[ni])), ni++)
+	ARG("EVALSHA", 7);
+	ARG(bus_redis_lua_sha, 40);
+	ARG("0", 1);
+	NUM(window_ms);
+	NUM(window_ms + LIVE_EXTRA_MS);
+	NUM(BUS_LOG_MAX);
+	ARG(R.channel, strlen(R.channel));
+	ARG(BUS_REDIS_PREFIX, strlen(BUS_REDIS_PREFIX));
+	static const char zero[] = "0";
+	for (size_t i = 0; i < nr; i++) {
+		const char *k = resync_all ? "" : lost[i]->key;
+		const char *r[] = {"r", k, zero, zero, zero, zero, ""};
+		for (int j = 0; j < 7; j++)
+			ARG(r[j], strlen(r[j]));
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct rec *r = recs[i];
+		struct bus_cursor floor = {-1, 0};
+		int start = 0;
+		if (r->kind == BUS_REC_EPHEMERAL && (pubs[i] = bus_floor_get(r->key, true))) {
+			floor = pubs[i]->last;
+			start = !pubs[i]->running;
+			pubs[i]->running = true;
+		} else if (r->kind == BUS_REC_END) {
+			pubs[i] = bus_floor_get(r->key, false);
+			start = pubs[i] && pubs[i]->running ? 0 : -1; /* -1: this node ran no generation there */
+			if (pubs[i])
+				pubs[i]->running = false;
+		} else if (r->kind == BUS_REC_FORGET && (pubs[i] = bus_floor_get(r->key, false))) {
+			pubs[i]->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
+			pubs[i]->running = false;
+		}
+		if (r->kind == BUS_REC_END && start < 0)
+			continue;
+		ARG(r->tag, 1);
+		ARG(r->key, strlen(r->key));
+		NUM(r->num);
+		NUM(floor.seq);
+		NUM(floor.minor);
+		NUM(start);
+		ARG(r->text ? r->text : "", r->len);
+	}
+#undef NUM
+#undef ARG
+	redisReply *reply = redis_cmd_argv(R.pub_conn, argc, argv, lens);
+	if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+		freeReplyObject(reply); /* Redis restarted (or flushed its scripts): send the text once */
+		argv[0] = "EVAL", lens[0] = 4;
+		argv[1] = bus_redis_lua, lens[1] = strlen(bus_redis_lua);
+		reply = redis_cmd_argv(R.pub_conn, argc, argv, lens);
+	}
+	if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+		char why[300];
+		snprintf(why, sizeof(why), "%s",
+			 reply ? (reply->str ? reply->str : "unexpected reply") : redis_conn_error(R.pub_conn));
+		if (reply)
+			freeReplyObject(reply);
+		set_pub_state(false, why);
+		goto out;
+	}
+	size_t ri = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct rec *r = recs[i];
+		if (r->kind == BUS_REC_EPHEMERAL && ri + 1 < reply->elements) {
+			struct bus_cursor c = {reply->element[ri]->integer, reply->element[ri + 1]->integer};
+			ri += 2;
+			if (pubs[i])
+				bus_floor_raise(pubs[i], c);
+		} else if (r->kind == BUS_REC_END) {
+			bus_local_generation_end(r->key); /* (for what this node logged while degraded) */
+			if (pubs[i]) /* the floor guards one generation (a Redis restart in the middle) */
+				pubs[i]->last = (struct bus_cursor){-1, 0};
+		}
+	}
+	freeReplyObject(reply);
+	bus_floor_resynced(lost, nres);
+	set_pub_state(true, NULL);
+	pthread_mutex_lock(&R.state_lock);
+	R.published += (long long)n;
+	pthread_mutex_unlock(&R.state_lock);
+	ok = true;
+out:
+	free(lost);
+	free(argv);
+	free(lens);
+	free(nums);
+	free(pubs);
+	return ok;
+}
+
+/* Redis could not take the batch: this node's streams get it, cursors continued from the floor
+ * table; the sessions are marked for a resync once Redis is back. */
+static void degrade(struct rec **recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct rec *r = recs[i];
+		struct bus_floor *p =
+			bus_floor_get(r->key, r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL);
+		if (r->kind == BUS_REC_COMMITTED) {
+			bus_local_publish_committed(r->key, r->num, r->text, r->len);
+			if (p)
+				bus_floor_raise(p, (struct bus_cursor){r->num, 0});
+		} else if (r->kind == BUS_REC_EPHEMERAL && p) {
+			struct bus_cursor c = r->num > p->last.seq
+						      ? (struct bus_cursor){r->num, 1}
+						      : (struct bus_cursor){p->last.seq, p->last.minor + 1};
+			bus_floor_raise(p, c);
+			p->running = true;
+			bus_local_put(r->key, c, r->text, r->len);
+		} else if (r->kind == BUS_REC_EPHEMERAL) {
+			bus_local_publish_ephemeral(r->key, r->num, r->text, r->len, NULL);
+		} else if (r->kind == BUS_REC_END) {
+			bus_local_generation_end(r->key);
+			if (p)
+				p->last = (struct bus_cursor){-1, 0};
+		}
+		if (p && (r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL))
+			bus_floor_lost(p);
+	}
+	pthread_mutex_lock(&R.state_lock);
+	R.degraded += (long long)n;
+	pthread_mutex_unlock(&R.state_lock);
+}
+
+/* Takes up to BATCH_MAX records off the queue into recs; false when stopping with nothing left.
+ * Waits at most 500 ms for records (then returns with none, for the idle work). */
+static bool take_batch(struct rec **recs, size_t *n, bool *overflow)
+{
+	pthread_mutex_lock(&R.q_lock);
+	if (!R.head && !R.stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 500000000L;
+		if (until.tv_nsec >= 1000000000L)
+			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		pthread_cond_timedwait(&R.q_cv, &R.q_lock, &until);
+	}
+	*n = 0;
+	while (R.head && *n < BATCH_MAX) {
+		struct rec *r = R.head;
+		R.head = r->next;
+		R.nrecs--;
+		R.bytes -= r->len;
+		recs[(*n)++] = r;
+	}
+	if (!R.head)
+		R.tail = NULL;
+	*overflow = R.overflow;
+	R.overflow = false;
+	bool more = *n > 0 || !R.stop;
+	pthread_mutex_unlock(&R.q_lock);
+	return more;
+}
+
+static void *publisher_main(void *arg)
+{
+	(void)arg;
+	struct rec *recs[BATCH_MAX];
+	size_t n;
+	bool overflow;
+	int64_t window = bus_local_window_ms(), next_sweep = 0;
+	while (take_batch(recs, &n, &overflow)) {
+		bool owe = overflow || bus_floor_lost_count() > 0;
+		if (n > 0 || (owe && redis_conn_ensure(R.pub_conn) == SOMA_OK)) {
+			if (!send_batch(recs, n, overflow, window)) {
+				degrade(recs, n);
+				if (overflow) {
+					pthread_mutex_lock(&R.q_lock);
+					R.overflow = true; /* owed until Redis takes it */
+					pthread_mutex_unlock(&R.q_lock);
+				}
+			}
+		} else if (!redis_conn_ok(R.pub_conn)) { /* idle: reconnect, so that health recovers */
+			if (redis_conn_ensure(R.pub_conn) == SOMA_OK)
+				set_pub_state(true, NULL);
+		}
+		for (size_t i = 0; i < n; i++)
+			rec_free(recs[i]);
+		int64_t now = clock_wall_ms();
+		if (now >= next_sweep) {
+			bus_floor_sweep(now - window - 60000);
+			next_sweep = now + 5000;
+		}
+	}
+	return NULL;
+}
+
+/* ---- lifecycle, health ------------------------------------------------------------------------- */
+
+enum soma_err bus_redis_start(const char *url, bool subscribe, char *why, size_t cap)
+{
+	struct redis_url u;
+	char perr[128];
+	if (!redis_url_parse(url, &u, perr, sizeof(perr))) {
+		snprintf(why, cap, "bus.driver = redis needs a valid redis.url: %s", perr);
+		return SOMA_ERR_CONFIG;
+	}
+	snprintf(R.where, sizeof(R.where), "%s:%d", u.host, u.port);
+	snprintf(R.channel, sizeof(R.channel), "soma:bus:%d", u.db);
+	enum soma_err err = redis_conn_open(url, 2000, true, &R.pub_conn, why, cap);
+	if (err == SOMA_OK)
+		err = bus_snap_open(url, why, cap);
+	if (err != SOMA_OK)
+		goto fail;
+	R.pub_ok = redis_conn_ok(R.pub_conn);
+	snprintf(R.pub_error, sizeof(R.pub_error), "%s", R.pub_ok ? "" : redis_conn_error(R.pub_conn));
+	R.stop = false;
+	R.running = true;
+	if (pthread_create(&R.thread, NULL, publisher_main, NULL) != 0) {
+		R.running = false;
+		snprintf(why, cap, "cannot start the bus publisher thread");
+		err = SOMA_ERR_NOMEM;
+		goto fail;
+	}
+	R.subscribing = subscribe;
+	if (subscribe && (err = bus_sub_start(url, R.channel, 2000, why, cap)) != SOMA_OK) {
+		R.subscribing = false;
+		bus_redis_stop();
+		return err;
+	}
+	atomic_store(&active, true);
+	if (R.pub_ok)
+		log_info("bus", "redis driver on %s, channel %s%s", R.where, R.channel,
+			 subscribe ? "" : " (publishing only: this node serves no streams)");
+	else
+		log_warn("bus",
+			 "redis at %s unreachable (%s): live events reach this node's streams only until it "
+			 "answers; check redis.url",
+			 R.where, R.pub_error);
+	return SOMA_OK;
+fail:
+	redis_conn_close(R.pub_conn);
+	R.pub_conn = NULL;
+	bus_snap_close();
+	return err;
+}
+
+void bus_redis_stop(void)
+{
+	pthread_mutex_lock(&R.q_lock);
+	bool was = R.running;
+	R.stop = true;
+	pthread_cond_broadcast(&R.q_cv);
+	pthread_mutex_unlock(&R.q_lock);
+	if (R.subscribing)
+		bus_sub_stop();
+	R.subscribing = false;
+	if (was)
+		pthread_join(R.thread, NULL); /* it drains the queue first: to Redis, or locally */
+	atomic_store(&active, false);
+	pthread_mutex_lock(&R.q_lock);
+	R.running = false;
+	for (struct rec *r = R.head, *next; r; r = next) { /* (published after the drain: none normally) */
+		next = r->next;
+		rec_free(r);
+	}
+	R.head = R.tail = NULL;
+	R.nrecs = R.bytes = 0;
+	pthread_mutex_unlock(&R.q_lock);
+	bus_floor_clear();
+	redis_conn_close(R.pub_conn);
+	R.pub_conn = NULL;
+	bus_snap_close();
+}
+
+bool bus_redis_status(char *detail, size_t cap)
+{
+	char sub_why[256] = "";
+	long long received = 0;
+	bool sub_ok = !R.subscribing || bus_sub_state(sub_why, sizeof(sub_why), &received);
+	pthread_mutex_lock(&R.q_lock);
+	long long dropped = R.dropped;
+	pthread_mutex_unlock(&R.q_lock);
+	pthread_mutex_lock(&R.state_lock);
+	bool ok = R.pub_ok && sub_ok;
+	if (ok)
+		snprintf(detail, cap,
+			 "redis at %s; %ld live subscriber(s) here; %lld published, %lld received, %lld dropped",
+			 R.where, bus_subscribers(), R.published, received, dropped);
+	else
+		snprintf(detail, cap,
+			 "redis at %s unreachable (%s): live events reach this node's streams only; reconnecting by "
+			 "itself (check redis.url)",
+			 R.where, !R.pub_ok ? R.pub_error : sub_why);
+	pthread_mutex_unlock(&R.state_lock);
+	return ok;
+}
+
+bool bus_redis_down(void)
+{
+	pthread_mutex_lock(&R.state_lock);
+	bool down = !R.pub_ok;
+	pthread_mutex_unlock(&R.state_lock);
+	return down;
+}
