@@ -87,7 +87,8 @@ import json, sys
 s = json.load(sys.stdin)
 backlog, t0, t1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 ok = s["stored"] == backlog and s["duplicates"] == 0 and s["remembers"] == backlog
-print(f"{backlog / max(t1 - t0, 1e-9):.0f} {t1 - t0:.2f} {s[\"stored\"]} {s[\"duplicates\"]} {\"exactly-once\" if ok else \"NOT-exactly-once\"}")
+print("%.0f %.2f %d %d %s" % (backlog / max(t1 - t0, 1e-9), t1 - t0, s["stored"], s["duplicates"],
+                              "exactly-once" if ok else "NOT-exactly-once"))
 ' "$backlog" "$t0" "$t1")
   read -r rate took stored dups verdict <<<"$out"
   echo "  round $r: accepted $accepted writes/s during the outage; backlog $backlog drained in $took s =" \
