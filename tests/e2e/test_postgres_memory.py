@@ -134,6 +134,7 @@ def test_node_killed_while_sending_hands_rows_to_a_live_node(tmp_path, db, llm, 
         time.sleep(1)
         assert outbox(live, state="sending")["items"], "the starting node took the live node's rows"
         assert not any("left sending" in o.get("msg", "") for o in live.logs_quiet())
+        reached = brain.stats()["remembers"]  # delivered by the doomed node, not yet settled
         doomed.proc.send_signal(signal.SIGKILL)
         doomed.proc.wait(timeout=5)
         doomed.checked = True
@@ -143,7 +144,8 @@ def test_node_killed_while_sending_hands_rows_to_a_live_node(tmp_path, db, llm, 
                    what="the live node to deliver the dead node's rows")
         st = brain.stats()
         assert sorted(set(k for _, k in st["order"])) == sorted(keys), st
-        assert st["stored"] == 4 and st["duplicates"] <= 1, st  # at most the one in flight
+        # sent again: what the doomed node delivered but had not settled, and the one in flight
+        assert st["stored"] == 4 and st["duplicates"] <= reached + 1, st
         firsts = []
         for _, k in st["order"]:
             if k not in firsts:
