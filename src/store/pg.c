@@ -35,6 +35,8 @@ struct pg_store {
 	struct pgconn main;			  /* CLI, migrations, keys, health */
 	struct pgconn writer;			  /* the writer thread's */
 	struct pgconn readers[STORE_MAX_READERS]; /* one per reader thread */
+	bool txn_open;				  /* writer: the batch's BEGIN was sent */
+	bool release_pending;			  /* writer: the last op's savepoint is still open */
 };
 
 /* "user@host:port/db" of a URL, without its password. */
@@ -354,34 +356,41 @@ static void pg_exec_close(struct store *st)
 		pg_conn_close(&st->pg->readers[i]);
 }
 
+/* The batch's transaction costs one round trip per op beyond the op's own statements: BEGIN goes
+ * out with the first op's SAVEPOINT, and each op's RELEASE with the next op's SAVEPOINT (COMMIT
+ * releases the last). */
 static enum soma_err pg_begin(struct store *st)
 {
-	return pg_cmd(&st->pg->writer, "BEGIN");
+	st->pg->txn_open = false; /* sent with the first SAVEPOINT */
+	return SOMA_OK;
 }
 
 static enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
 {
-	struct pgconn *c = &st->pg->writer;
-	enum soma_err err = pg_cmd(c, "SAVEPOINT op");
+	struct pg_store *pg = st->pg;
+	struct pgconn *c = &pg->writer;
+	enum soma_err err = pg_cmd(c, !pg->txn_open	    ? "BEGIN; SAVEPOINT op"
+				      : pg->release_pending ? "RELEASE SAVEPOINT op; SAVEPOINT op"
+							    : "SAVEPOINT op");
 	if (err != SOMA_OK) {
 		*txn_lost = true;
 		return err;
 	}
+	pg->txn_open = true;
+	pg->release_pending = false;
 	err = pg_sql_write(c, op, enqueued);
 	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
 		*txn_lost = true;
 		return pg_conn_up(c) ? err : SOMA_ERR_UNAVAILABLE;
 	}
-	if (pg_cmd(c, "RELEASE SAVEPOINT op") != SOMA_OK) {
-		*txn_lost = true;
-		return pg_conn_up(c) ? SOMA_ERR_STORE : SOMA_ERR_UNAVAILABLE;
-	}
+	pg->release_pending = true;
 	return err;
 }
 
 static enum soma_err pg_commit(struct store *st)
 {
-	return pg_cmd(&st->pg->writer, "COMMIT");
+	st->pg->release_pending = false;
+	return st->pg->txn_open ? pg_cmd(&st->pg->writer, "COMMIT") : SOMA_OK;
 }
 
 static void pg_rollback(struct store *st, enum soma_err why)
@@ -390,8 +399,9 @@ static void pg_rollback(struct store *st, enum soma_err why)
 	if (why != SOMA_ERR_UNAVAILABLE)
 		log_error("store", "PostgreSQL commit failed (%s); the requests of this batch were not acknowledged",
 			  soma_err_str(why));
-	if (pg_conn_up(c))
+	if (st->pg->txn_open && pg_conn_up(c))
 		(void)pg_cmd(c, "ROLLBACK");
+	st->pg->txn_open = st->pg->release_pending = false;
 }
 
 static enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op)

@@ -66,6 +66,13 @@ static void conn_drop(struct pgconn *c, const char *reason)
 	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
 }
 
+/* The server's notices and warnings go to the log (libpq would print them on stderr). */
+static void notice_log(void *arg, const char *message)
+{
+	struct pgconn *c = arg;
+	log_warn("store", "PostgreSQL (%s): %.*s", c->role ? c->role : "?", (int)strcspn(message, "\n"), message);
+}
+
 /* One connection attempt; SOMA_OK or SOMA_ERR_UNAVAILABLE with the reason in why. */
 static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 {
@@ -91,6 +98,7 @@ static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 		PQfinish(conn);
 		return SOMA_ERR_UNAVAILABLE;
 	}
+	PQsetNoticeProcessor(conn, notice_log, c);
 	c->conn = conn;
 	c->n = 0;
 	c->backoff_ms = BACKOFF_MIN_MS;

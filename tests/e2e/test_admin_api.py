@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from e2e_util import TOKEN_RE, TS_RE, check_envelope, create_key, describe, run_cli, wait_until
+from e2e_util import TOKEN_RE, TS_RE, check_envelope, create_key, describe, run_cli, store_dump, wait_until
 
 ADMIN_TOKEN = "adm-" + secrets.token_hex(20)
 KEY_FIELDS = {"id", "tenant", "name", "scopes", "created_at", "revoked_at", "status"}
@@ -24,7 +24,7 @@ def admin_client(srv):
 
 
 def db_bytes(data_dir):
-    return b"".join(p.read_bytes() for p in Path(data_dir).glob("somaagent.db*"))
+    return store_dump(data_dir)  # the SQLite files, or the rows of the PostgreSQL database
 
 
 def test_keys_create_list_revoke(soma, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from e2e_util import check_envelope, create_key, describe, run_cli, wait_until
+from e2e_util import check_envelope, create_key, describe, run_cli, store_dump, wait_until
 
 ADMIN_TOKEN = "adm-" + secrets.token_hex(20)  # 44 characters
 
@@ -16,9 +16,7 @@ def _bearer(token):
 
 
 def _db_bytes(data_dir):
-    out = b""
-    for p in Path(data_dir).glob("somaagent.db*"):  # the database and any -wal / -journal
-        out += p.read_bytes()
+    out = store_dump(data_dir)  # the SQLite database and any -wal / -journal, or the PostgreSQL rows
     assert out, f"no database under {data_dir}"
     return out
 

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from e2e_util import REPO, describe, run_cli
 
 
@@ -45,6 +47,7 @@ def test_unknown_config_subcommand(tmp_path):
     assert cp.returncode == 2 and "explode" in cp.stderr, describe(cp)
 
 
+@pytest.mark.sqlite_only  # the database file itself; test_postgres.py migrates PostgreSQL
 def test_migrate(tmp_path):
     data = tmp_path / "data"
     cp = run_cli(["migrate", "--set", f"data.dir={data}"], tmp_path)

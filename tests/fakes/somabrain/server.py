@@ -23,7 +23,7 @@ Control (test side):
         with an HTML body; 429: remember/recall are rate limited. delay_ms: remember and
         recall wait this long first (slow; /health stays quick). poison: a remember whose value contains TEXT gets 400.
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
-                     key]...], recalls, last_headers, last_recall}
+                     key]...], recalls, last_headers (of the last remember or recall), last_recall}
     POST /_reset -> empty, mode ok
 """
 import argparse
@@ -85,7 +85,8 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             state["requests"] += 1
             mode, delay = state["mode"], state["delay_ms"]
-            state["last_headers"] = {k.lower(): v for k, v in self.headers.items()}
+            if api:  # a /health probe (no tenant) must not hide the last call's headers
+                state["last_headers"] = {k.lower(): v for k, v in self.headers.items()}
         if delay and api:
             time.sleep(delay / 1000.0)
         if mode == "drop":

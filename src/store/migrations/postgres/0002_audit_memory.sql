@@ -49,7 +49,9 @@ CREATE TABLE memory_outbox (
 );
 CREATE INDEX memory_outbox_ready ON memory_outbox(state, available_ms, id);
 CREATE INDEX memory_outbox_pending ON memory_outbox(id) WHERE state = 'pending';
-CREATE INDEX memory_outbox_session ON memory_outbox(tenant, session_id, id);
+-- the claim asks, per candidate, for earlier rows of its session still waiting or in flight: only
+-- those rows are indexed, so failed rows piling up never lengthen that look-up
+CREATE INDEX memory_outbox_session ON memory_outbox(tenant, session_id, id) WHERE state IN ('pending', 'sending');
 CREATE INDEX memory_outbox_tenant ON memory_outbox(tenant, id);
 
 -- The built-in memory (memory.driver = builtin): full-text recall, tenant-scoped. tsv is the
