@@ -166,11 +166,12 @@ bool bus_redis_enqueue(enum bus_rec_kind kind, const char *key, int64_t num, con
 static void set_pub_state(bool ok, const char *why)
 {
 	pthread_mutex_lock(&R.state_lock);
-	if (ok != R.pub_ok)
-		log_info("bus",
-			 ok ? "redis at %s reachable again: live events go to every node"
-			    : "redis at %s unreachable (%s): live events reach this node's streams only; "
-			      "retrying by itself (check redis.url)",
+	if (ok && !R.pub_ok)
+		log_info("bus", "redis at %s reachable again: live events go to every node", R.where);
+	else if (!ok && R.pub_ok)
+		log_warn("bus",
+			 "redis at %s unreachable (%s): live events reach this node's streams only; retrying by "
+			 "itself (check redis.url)",
 			 R.where, why);
 	R.pub_ok = ok;
 	snprintf(R.pub_error, sizeof(R.pub_error), "%.200s", ok ? "" : why);
