@@ -84,6 +84,8 @@ void bus_floor_resynced(struct bus_floor **list, size_t n);
 /* Drops entries neither running nor lost, untouched since idle_before_ms. */
 void bus_floor_sweep(int64_t idle_before_ms);
 void bus_floor_clear(void);
+/* Delivers one record locally that Redis could not take (publisher thread; see redis.c). */
+void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, const char *text, size_t len);
 /* The snapshot connection (lazy: Redis down is not an error). */
 enum soma_err bus_snap_open(const char *url, char *why, size_t cap) SOMA_MUST_CHECK;
 void bus_snap_close(void);

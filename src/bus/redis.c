@@ -67,6 +67,7 @@
 #define QUEUE_MAX_BYTES (64u << 20)
 #define BATCH_MAX	512
 #define LIVE_EXTRA_MS	600000
+#define IDLE_PING_MS	2000
 #define FIXED_ARGS	8 /* EVALSHA sha 0 window live_ttl log_max channel prefix */
 
 struct rec {
@@ -165,11 +166,12 @@ bool bus_redis_enqueue(enum bus_rec_kind kind, const char *key, int64_t num, con
 static void set_pub_state(bool ok, const char *why)
 {
 	pthread_mutex_lock(&R.state_lock);
-	if (ok != R.pub_ok)
-		log_info("bus",
-			 ok ? "redis at %s reachable again: live events go to every node"
-			    : "redis at %s unreachable (%s): live events reach this node's streams only; "
-			      "retrying by itself (check redis.url)",
+	if (ok && !R.pub_ok)
+		log_info("bus", "redis at %s reachable again: live events go to every node", R.where);
+	else if (!ok && R.pub_ok)
+		log_warn("bus",
+			 "redis at %s unreachable (%s): live events reach this node's streams only; retrying by "
+			 "itself (check redis.url)",
 			 R.where, why);
 	R.pub_ok = ok;
 	snprintf(R.pub_error, sizeof(R.pub_error), "%.200s", ok ? "" : why);
@@ -287,35 +289,11 @@ out:
 	return ok;
 }
 
-/* Redis could not take the batch: this node's streams get it, cursors continued from the floor
- * table; the sessions are marked for a resync once Redis is back. */
+/* Redis could not take the batch: this node's streams get it (redis_state.c). */
 static void degrade(struct rec **recs, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		struct rec *r = recs[i];
-		struct bus_floor *p =
-			bus_floor_get(r->key, r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL);
-		if (r->kind == BUS_REC_COMMITTED) {
-			bus_local_publish_committed(r->key, r->num, r->text, r->len);
-			if (p)
-				bus_floor_raise(p, (struct bus_cursor){r->num, 0});
-		} else if (r->kind == BUS_REC_EPHEMERAL && p) {
-			struct bus_cursor c = r->num > p->last.seq
-						      ? (struct bus_cursor){r->num, 1}
-						      : (struct bus_cursor){p->last.seq, p->last.minor + 1};
-			bus_floor_raise(p, c);
-			p->running = true;
-			bus_local_put(r->key, c, r->text, r->len);
-		} else if (r->kind == BUS_REC_EPHEMERAL) {
-			bus_local_publish_ephemeral(r->key, r->num, r->text, r->len, NULL);
-		} else if (r->kind == BUS_REC_END) {
-			bus_local_generation_end(r->key);
-			if (p)
-				p->last = (struct bus_cursor){-1, 0};
-		}
-		if (p && (r->kind == BUS_REC_COMMITTED || r->kind == BUS_REC_EPHEMERAL))
-			bus_floor_lost(p);
-	}
+	for (size_t i = 0; i < n; i++)
+		bus_redis_degrade(recs[i]->kind, recs[i]->key, recs[i]->num, recs[i]->text, recs[i]->len);
 	pthread_mutex_lock(&R.state_lock);
 	R.degraded += (long long)n;
 	pthread_mutex_unlock(&R.state_lock);
@@ -351,13 +329,22 @@ static bool take_batch(struct rec **recs, size_t *n, bool *overflow)
 	return more;
 }
 
+/* Idle: a PING (or a reconnect), so that the publisher notices Redis going and coming back. */
+static void idle_check(void)
+{
+	redisReply *r = redis_cmd(R.pub_conn, "PING");
+	if (r)
+		freeReplyObject(r);
+	set_pub_state(r != NULL, redis_conn_error(R.pub_conn));
+}
+
 static void *publisher_main(void *arg)
 {
 	(void)arg;
 	struct rec *recs[BATCH_MAX];
 	size_t n;
 	bool overflow;
-	int64_t window = bus_local_window_ms(), next_sweep = 0;
+	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0;
 	while (take_batch(recs, &n, &overflow)) {
 		bool owe = overflow || bus_floor_lost_count() > 0;
 		if (n > 0 || (owe && redis_conn_ensure(R.pub_conn) == SOMA_OK)) {
@@ -369,9 +356,9 @@ static void *publisher_main(void *arg)
 					pthread_mutex_unlock(&R.q_lock);
 				}
 			}
-		} else if (!redis_conn_ok(R.pub_conn)) { /* idle: reconnect, so that health recovers */
-			if (redis_conn_ensure(R.pub_conn) == SOMA_OK)
-				set_pub_state(true, NULL);
+		} else if (clock_wall_ms() >= next_ping) { /* idle: health follows Redis all the same */
+			idle_check();
+			next_ping = clock_wall_ms() + IDLE_PING_MS;
 		}
 		for (size_t i = 0; i < n; i++)
 			rec_free(recs[i]);

@@ -1,7 +1,7 @@
 /*
  * redis_state.c - what the redis bus driver keeps: the batch script that sequences, stores and
- * publishes records in Redis; the publisher's floor table; and the resume snapshot read from
- * Redis (see redis.c for the design).
+ * publishes records in Redis; the publisher's floor table and the local delivery of records
+ * Redis could not take; and the resume snapshot read from Redis (see redis.c for the design).
  *
  * DESIGN: the floor table belongs to the publisher thread (no lock): per session it knows the
  * highest cursor Redis assigned for this node (sent as the floor of the next ephemeral record,
@@ -200,6 +200,33 @@ void bus_floor_clear(void)
 		}
 	}
 	nfloors = nlost = 0;
+}
+
+/* One record Redis could not take (publisher thread): this node's streams get it, the cursors
+ * continued from the floor; the session is marked for a resync once Redis is back. */
+void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, const char *text, size_t len)
+{
+	bool data = kind == BUS_REC_COMMITTED || kind == BUS_REC_EPHEMERAL;
+	struct bus_floor *p = bus_floor_get(key, data);
+	if (kind == BUS_REC_COMMITTED) {
+		bus_local_publish_committed(key, num, text, len);
+		if (p)
+			bus_floor_raise(p, (struct bus_cursor){num, 0});
+	} else if (kind == BUS_REC_EPHEMERAL && p) {
+		struct bus_cursor c = num > p->last.seq ? (struct bus_cursor){num, 1}
+							: (struct bus_cursor){p->last.seq, p->last.minor + 1};
+		bus_floor_raise(p, c);
+		p->running = true;
+		bus_local_put(key, c, text, len);
+	} else if (kind == BUS_REC_EPHEMERAL) {
+		bus_local_publish_ephemeral(key, num, text, len, NULL); /* (floor table full) */
+	} else if (kind == BUS_REC_END) {
+		bus_local_generation_end(key);
+		if (p)
+			p->last = (struct bus_cursor){-1, 0};
+	}
+	if (p && data)
+		bus_floor_lost(p);
 }
 
 /* ---- snapshots (store threads) ---------------------------------------------------------------------- */

@@ -50,10 +50,10 @@ static int64_t mono_ms(void)
 static void set_state(bool ok, const char *why)
 {
 	pthread_mutex_lock(&S.lock);
-	if (S.attempted && ok != S.ok)
-		log_info("bus",
-			 ok ? "subscribed to %s again: streams on this node follow every node"
-			    : "lost the subscription to %s (%s): streams on this node follow its own events only",
+	if (S.attempted && ok && !S.ok)
+		log_info("bus", "subscribed to %s again: streams on this node follow every node", S.channel);
+	else if (S.attempted && !ok && S.ok)
+		log_warn("bus", "lost the subscription to %s (%s): streams on this node follow its own events only",
 			 S.channel, why);
 	S.ok = ok;
 	S.attempted = true;

@@ -110,6 +110,7 @@ def test_redis_down_degrades_the_bus_and_it_recovers(cluster, llm):
     a, b, w, redis = cluster
     redis.kill()
     wait_until(lambda: _bus(b)["status"] == "degraded", 10, what="bus degraded on gateway B")
+    wait_until(lambda: _bus(w)["status"] == "degraded", 10, what="bus degraded on the idle worker")
     bus = _bus(b)
     assert "unreachable" in bus["detail"] and bus["critical"] is False, bus
     health = http().get(b.url + "/v1/health", timeout=5)

@@ -367,21 +367,21 @@ static long long pttl(const char *key)
 
 Test(bus_redis, deltas_expire_a_window_after_the_generation_ends)
 {
-	node_up(1000, true, false);
+	node_up(1500, true, false);
 	eph("t/s", 0, "d1");
 	eph("t/s", 0, "d2");
-	node_restart(1000); /* (a flush: the first node's generation never ended) */
-	sleep_ms(1300);
+	node_restart(1500); /* (a flush: the first node's generation never ended) */
+	sleep_ms(1800);
 	check_snapshot("t/s", (struct bus_cursor){0, 0}, "d1|d2", NULL); /* running: kept past the window */
-	cr_assert_gt(pttl("soma:bus:t/s:l"), 1000 + 500000, "a running generation's log lives window + 10 min");
+	cr_assert_gt(pttl("soma:bus:t/s:l"), 1500 + 500000, "a running generation's log lives window + 10 min");
 	bus_publish_committed("t/u", 1, "{}", 2);
 	eph("t/u", 1, "u1");
 	bus_generation_end("t/u");
-	node_restart(1000);
+	node_restart(1500);
 	check_snapshot("t/u", (struct bus_cursor){0, 0}, "u1", NULL); /* inside the window */
 	long long ttl = pttl("soma:bus:t/u:l");
-	cr_assert(ttl > 0 && ttl <= 1000, "ended: the log expires after the window (PTTL %lld)", ttl);
-	sleep_ms(1200);
+	cr_assert(ttl > 0 && ttl <= 1500, "ended: the log expires after the window (PTTL %lld)", ttl);
+	sleep_ms(1700);
 	cr_assert_eq(check_snapshot("t/u", (struct bus_cursor){0, 0}, "", NULL), 1, "expired; the seq stays");
 }
 
