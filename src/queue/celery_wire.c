@@ -69,9 +69,9 @@ char *celery_envelope_encode(const json_t *body, const json_t *headers, const js
 	}
 	if (!json_object_get(props, "priority"))
 		json_object_set_new(props, "priority", json_integer(0));
-	env = json_pack("{s:s, s:s, s:s, s:O, s:O}", "body", b64, "content-encoding", "utf-8", "content-type",
-			"application/json", "headers", headers ? (json_t *)headers : json_object(), "properties",
-			props);
+	env = json_pack("{s:s, s:s, s:s, s:o, s:O}", "body", b64, "content-encoding", "utf-8", "content-type",
+			"application/json", "headers", headers ? json_incref((json_t *)headers) : json_object(),
+			"properties", props);
 	if (env)
 		text = json_dumps(env, JSON_COMPACT);
 out:
