@@ -59,12 +59,13 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 	json_t *extra = json_is_object(payload) ? json_copy(payload) : json_object();
 	json_object_del(extra, "args");
 	json_object_del(extra, "kwargs");
+	json_object_del(extra, "options"); /* they became headers */
 	int priority = (int)json_integer_value(json_object_get(opts, "priority"));
 	char *argsrepr = json_dumps(args ? args : json_array(), JSON_COMPACT | JSON_ENCODE_ANY);
 	char *kwargsrepr = json_dumps(kwargs ? kwargs : json_object(), JSON_COMPACT | JSON_ENCODE_ANY);
-	json_t *body =
-		json_pack("[O, O, {s:n, s:n, s:n, s:n}]", json_is_array(args) ? args : json_array(),
-			  json_is_object(kwargs) ? kwargs : json_object(), "callbacks", "errbacks", "chain", "chord");
+	json_t *body = json_pack("[o, o, {s:n, s:n, s:n, s:n}]", json_is_array(args) ? json_incref(args) : json_array(),
+				 json_is_object(kwargs) ? json_incref(kwargs) : json_object(), "callbacks", "errbacks",
+				 "chain", "chord");
 	json_t *headers = json_pack(
 		"{s:s, s:s, s:s, s:n, s:o, s:o, s:n, s:n, s:I, s:[o, o], s:s, s:n, s:s, s:s, s:s, s:b, s:s?, s:s?, "
 		"s:I}",

@@ -196,6 +196,9 @@ static bool allowed_to_run(struct task_ctx *ctx, const char *name)
 static bool skipped(struct worker *w, json_t *task, const char *id, const char *name)
 {
 	int64_t expires = json_integer_value(json_object_get(task, "expires_ms"));
+	if (!expires) /* local queue: the option as POST /v1/tasks stored it */
+		expires = json_integer_value(
+			json_object_get(json_object_get(json_object_get(task, "payload"), "options"), "expires_ms"));
 	bool expired = expires > 0 && clock_wall_ms() >= expires;
 	if (!expired && !queue_is_revoked(id))
 		return false;
