@@ -61,8 +61,8 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 	json_object_del(extra, "kwargs");
 	json_object_del(extra, "options"); /* they became headers */
 	int priority = (int)json_integer_value(json_object_get(opts, "priority"));
-	char *argsrepr = json_dumps(args ? args : json_array(), JSON_COMPACT | JSON_ENCODE_ANY);
-	char *kwargsrepr = json_dumps(kwargs ? kwargs : json_object(), JSON_COMPACT | JSON_ENCODE_ANY);
+	char *argsrepr = args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	char *kwargsrepr = kwargs ? json_dumps(kwargs, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	json_t *body = json_pack("[o, o, {s:n, s:n, s:n, s:n}]", json_is_array(args) ? json_incref(args) : json_array(),
 				 json_is_object(kwargs) ? json_incref(kwargs) : json_object(), "callbacks", "errbacks",
 				 "chain", "chord");
@@ -71,10 +71,10 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 		"s:I}",
 		"lang", "c", "task", json_string_value(json_object_get(task, "name")), "id", id, "shadow", "eta",
 		time_or_null(eta_ms), "expires", time_or_null(json_integer_value(json_object_get(opts, "expires_ms"))),
-		"group", "group_index", (json_int_t)retries, "timelimit",
+		"group", "group_index", "retries", (json_int_t)retries, "timelimit",
 		number_or_null(json_object_get(opts, "time_limit")),
 		number_or_null(json_object_get(opts, "soft_time_limit")), "root_id", id, "parent_id", "argsrepr",
-		argsrepr ? argsrepr : "()", "kwargsrepr", kwargsrepr ? kwargsrepr : "{}", "origin", origin,
+		argsrepr ? argsrepr : "[]", "kwargsrepr", kwargsrepr ? kwargsrepr : "{}", "origin", origin,
 		"ignore_result", 0, "soma_tenant", json_string_value(json_object_get(task, "tenant")), "soma_session",
 		json_string_value(json_object_get(task, "session_id")), "soma_max_retries",
 		(json_int_t)(json_object_get(task, "max_retries")

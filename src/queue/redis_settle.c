@@ -29,6 +29,12 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	w->owed += redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
 	rw_ack(w, m->delivery_tag);
+	char lock[160]; /* the run is over: a requeued dead letter runs again with the same retries */
+	rw_lock_key(m, lock, sizeof(lock));
+	const char *d[] = {"DEL", lock};
+	size_t dl[] = {3, strlen(lock)};
+	if (redis_append_argv(w->c, 2, d, dl) == SOMA_OK)
+		w->owed++;
 	rw_send(w);
 }
 

@@ -10,7 +10,7 @@
  * (STORE_OP_TASK_RELAY_DONE). A crash between LPUSH and the delete publishes those rows again
  * when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op.
  * A row's available_ms in the future becomes the message's eta (the worker holds it, as Celery).
- * Redis down: the claimed rows stay relaying; this thread backs off and claims again later.
+ * Redis down: this thread keeps the rows it claimed and retries them with a backoff.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -137,29 +137,39 @@ static void done_rows(json_t *rows)
 	store_op_free(op);
 }
 
-/* One batch; returns how many rows were published (-1: Redis or the store failed). */
+/* One batch; returns how many rows were published (-1: Redis or the store failed). Rows that
+ * could not be published are kept (still claimed) and tried again first, so a Redis restart
+ * costs a backoff, not a lease. */
+static json_t *unsent;
+
 static int relay_once(void)
 {
-	struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_CLAIM, "");
-	if (!op)
-		return -1;
-	op->limit = RELAY_BATCH;
-	op->delay_ms = RELAY_LEASE_MS;
-	op->all_tenants = true;
-	int n = -1;
-	if (store_op_wait(store, op) == SOMA_OK) {
-		n = (int)json_array_size(op->rows);
-		if (n > 0 && publish(op->rows)) {
-			done_rows(op->rows);
-			atomic_fetch_add(&published, n);
-		} else if (n > 0) {
-			log_warn("queue",
-				 "cannot publish %d task(s) to redis (%s); retrying when their %d s claim passes", n,
-				 redis_conn_error(conn), RELAY_LEASE_MS / 1000);
-			n = -1;
+	if (!unsent) {
+		struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_CLAIM, "");
+		if (!op)
+			return -1;
+		op->limit = RELAY_BATCH;
+		op->delay_ms = RELAY_LEASE_MS;
+		op->all_tenants = true;
+		if (store_op_wait(store, op) == SOMA_OK) {
+			unsent = op->rows;
+			op->rows = NULL;
 		}
+		store_op_free(op);
+		if (!unsent)
+			return -1;
 	}
-	store_op_free(op);
+	int n = (int)json_array_size(unsent);
+	if (n > 0 && !publish(unsent)) {
+		log_warn("queue", "cannot publish %d task(s) to redis (%s); retrying", n, redis_conn_error(conn));
+		return -1;
+	}
+	if (n > 0) {
+		done_rows(unsent);
+		atomic_fetch_add(&published, n);
+	}
+	json_decref(unsent);
+	unsent = NULL;
 	return n;
 }
 
@@ -223,6 +233,8 @@ void queue_relay_stop(void)
 	pthread_mutex_unlock(&lock);
 	pthread_join(tid, NULL);
 	running = false;
+	json_decref(unsent); /* still claimed: published again when their lease passes */
+	unsent = NULL;
 	redis_conn_close(conn);
 	conn = NULL;
 }
