@@ -138,6 +138,12 @@ X(QUEUE_ROUTES, "queue.routes", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
   "Routing table: comma-separated task=queue pairs; a task pattern may end in * (soma.*=ops).") \
 X(QUEUE_RESULT_EXPIRES_S, "queue.result_expires_s", CFG_INT, "86400", 0, 31536000, NULL, NULL, false, NULL, \
   "Seconds task results are kept (Celery's result_expires); 0 keeps them forever.") \
+X(QUEUE_QUEUES, "queue.queues", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "More queues this worker consumes beside conversation and celery: comma-separated name=concurrency pairs.") \
+X(QUEUE_RATE_LIMITS, "queue.rate_limits", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Per-task rate limits per worker process, like Celery's rate_limit: comma-separated task=N/s|N/m|N/h.") \
+X(QUEUE_PREFETCH, "queue.prefetch", CFG_INT, "64", 1, 1000, NULL, NULL, false, NULL, \
+  "Redis driver: messages a worker thread takes at once (conversation takes one at a time).") \
 X(BUS_DRIVER, "bus.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, false, NULL, \
   "Live events: local (one process) or redis (streams on any node see events from every node).") \
 X(STREAM_KEEPALIVE_S, "stream.keepalive_s", CFG_INT, "10", 1, 300, NULL, NULL, false, NULL, \

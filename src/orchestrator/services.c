@@ -178,11 +178,11 @@ static enum svc_status memory_health(void *ctx, char *detail, size_t cap)
 static enum soma_err workers_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
-	struct queue_def queues[] = {{"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)},
-				     {"celery", (int)cfg_int(CFG_QUEUE_CELERY_CONCURRENCY)}};
+	struct queue_def queues[16];
+	int nqueues = queue_defs_from_config(queues, 16);
 	enum soma_err err = tasks_register_all();
 	if (err == SOMA_OK)
-		err = queue_start(app.store, queues, 2, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
+		err = queue_start(app.store, queues, nqueues, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
 				  (int)cfg_int(CFG_QUEUE_RETRY_BACKOFF_MS));
 	if (err != SOMA_OK)
 		snprintf(why, cap, "cannot start the worker threads");
@@ -199,6 +199,37 @@ static enum svc_status workers_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
 	snprintf(detail, cap, "%d task(s) running", queue_running());
+	return SVC_OK;
+}
+
+/* redis queue: the outbox relay and the task API's reads (queue.driver = redis only) */
+static enum soma_err queue_svc_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	if (!queue_driver_is_redis())
+		return SOMA_OK;
+	enum soma_err err = queue_relay_start(app.store);
+	if (err == SOMA_OK)
+		err = queue_results_start();
+	if (err != SOMA_OK)
+		snprintf(why, cap, "cannot start the redis queue relay; check redis.url");
+	return err;
+}
+
+static void queue_svc_stop(void *ctx)
+{
+	(void)ctx;
+	queue_results_stop();
+	queue_relay_stop();
+}
+
+static enum svc_status queue_svc_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!queue_driver_is_redis())
+		snprintf(detail, cap, "local (in the store)");
+	else
+		snprintf(detail, cap, "redis; %lld task(s) published by this node", queue_relay_published());
 	return SVC_OK;
 }
 
@@ -369,6 +400,7 @@ enum soma_err services_register(void)
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},
 		{"memory", 40, false, ROLE_ALL, memory_start, memory_stop, memory_health, NULL},
 		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
+		{"queue", 55, true, ROLE_ALL, queue_svc_start, queue_svc_stop, queue_svc_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};

@@ -126,6 +126,17 @@ enum store_op_kind {
 				   * payload}] stored once per (tenant, namespace, key) */
 	STORE_OP_MEMORY_SEARCH,	  /* r: built-in recall: op->row {query, namespace, top_k}, op->tenant only;
 				   * rows [{score, payload, source, key}] best first */
+	/* redis queue relay (sqlite_task_relay.c): with queue.driver=redis the tasks table is the
+	 * outbox of task messages; every tenant's rows (the relay is internal) */
+	STORE_OP_TASK_RELAY_CLAIM, /* w: up to `limit` rows in state 'queued' (any queue, tenant, available_ms)
+				    * or 'relaying' with reserved_until_ms <= now (a dead relay's claim), oldest
+				    * created first -> state 'relaying', reserved_until_ms = now + delay_ms, nothing
+				    * else changed; rows [{id, queue, name, tenant, session_id?, payload, attempts,
+				    * max_retries, available_ms, requeued: updated_ms > created_ms}] */
+	STORE_OP_TASK_RELAY_DONE,  /* w: op->row = [task id...]: those rows in state 'relaying' deleted */
+	STORE_OP_TASK_DEAD_ADD,	   /* w: a dead letter of the redis driver for op->tenant: op->task {id, queue,
+				    * name, session_id?, payload, max_retries, attempts, error}; inserted (or
+				    * replacing the row of that id) in state 'dead', created_ms = updated_ms = now */
 };
 
 struct store_op {
