@@ -11,7 +11,10 @@
  *   memory  (40)            long-term memory: the outbox relay thread and the SomaBrain state
  *                           (degraded while SomaBrain is degraded or down; never critical)
  *   llm     (50)            the language model settings; unconfigured without a key
+ *   celery  (55)            Celery's view of the node on queue.driver=redis (src/sched): events on
+ *                           celeryev, the pidbox, revoke broadcasts, the cluster's workers
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
+ *   beat    (70, critical)  periodic tasks of beat.schedule_file, one leader across nodes
  *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
  * Later subsystems add theirs here with their order and roles.
  */
@@ -33,6 +36,7 @@
 #include "orchestrator/app.h"
 #include "policy/service.h"
 #include "queue/queue.h"
+#include "sched/sched.h"
 #include "tasks/tasks.h"
 
 /* Writer thread, in commit order: every committed event goes live. */
@@ -190,6 +194,52 @@ static enum svc_status workers_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
 	snprintf(detail, cap, "%d task(s) running", queue_running());
+	return SVC_OK;
+}
+
+/* ---- celery and beat (src/sched) ---- */
+static enum soma_err celery_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	return sched_control_start((app.role & ROLE_WORKER) != 0, why, cap);
+}
+
+static void celery_stop(void *ctx)
+{
+	(void)ctx;
+	sched_control_stop();
+}
+
+static enum svc_status celery_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!sched_control_running()) {
+		snprintf(detail, cap, "queue.driver is local: no Celery events or remote control");
+		return SVC_UNCONFIGURED;
+	}
+	snprintf(detail, cap, "node %s", sched_nodename());
+	return SVC_OK;
+}
+
+static enum soma_err beat_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	return sched_beat_start(app.store, (app.role & ROLE_WORKER) != 0, why, cap);
+}
+
+static void beat_stop(void *ctx)
+{
+	(void)ctx;
+	sched_beat_stop();
+}
+
+static enum svc_status beat_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!sched_beat_describe(detail, cap)) {
+		snprintf(detail, cap, "no schedules (set beat.schedule_file)");
+		return SVC_UNCONFIGURED;
+	}
 	return SVC_OK;
 }
 
@@ -359,7 +409,9 @@ enum soma_err services_register(void)
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},
 		{"memory", 40, false, ROLE_ALL, memory_start, memory_stop, memory_health, NULL},
 		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
+		{"celery", 55, false, ROLE_ALL, celery_start, celery_stop, celery_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
+		{"beat", 70, true, ROLE_ALL, beat_start, beat_stop, beat_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};
 	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
