@@ -190,9 +190,7 @@ enum soma_err sched_beat_start(struct store *st, bool lead, char *why, size_t wh
 		return SOMA_OK;
 	if (!beat_file_load(path, &B.e, &B.n, why, why_cap))
 		return SOMA_ERR_CONFIG;
-	char host[64] = "host";
-	gethostname(host, sizeof(host) - 1);
-	snprintf(B.node, sizeof(B.node), "%s@%.48s:%d", sched_nodename(), host, (int)getpid());
+	snprintf(B.node, sizeof(B.node), "%.80s:%d", sched_nodename(), (int)getpid());
 	B.st = st;
 	B.lead = lead;
 	B.leader = false;
