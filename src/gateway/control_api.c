@@ -4,11 +4,12 @@
  * serves on queue.driver=redis (gateway_workers_cluster_json).
  *
  * DESIGN: on the local queue a revoke is one store op: a queued task leaves the queue with a
- * REVOKED outcome, so it never runs. On the redis queue the task is looked up first (it must be
- * the caller's; an admin may revoke any id, as `celery control revoke` may), then the revoke is
- * broadcast on Celery's pidbox - every worker of the cluster, C or Python, skips the task - and
- * a REVOKED result is stored unless the task has one, so GET /v1/tasks/{id} says REVOKED at
- * once. Both are queued to the control publisher (src/sched), so no io thread waits on Redis.
+ * REVOKED outcome, so it never runs. On the redis queue the control publisher (src/sched) checks
+ * the task in Redis (it must be the caller's, unless the caller is an admin, as `celery control
+ * revoke` may revoke anything; and not finished), broadcasts the revoke on Celery's pidbox -
+ * every worker of the cluster, C or Python, skips the task - and stores a REVOKED result, so
+ * GET /v1/tasks/{id} says REVOKED at once; its answer is posted back to the request's io
+ * thread (no io thread waits on Redis; a client that leaves first is only marked aborted).
  * The schedules and the cluster view are snapshots kept by their threads: handlers copy memory.
  */
 #include <stdio.h>
@@ -57,33 +58,77 @@ static void on_local_revoke(struct http_req *req, struct store_op *op)
 	}
 }
 
-static void broadcast(struct http_req *req, const char *id)
+/* A revoke on the redis driver, waiting for the publisher's check (see sched.h). */
+struct pending_revoke {
+	struct http_req *req;	  /* the waiting request (invalid once aborted) */
+	struct io_thread *thread; /* its io thread */
+	char task_id[STORE_ID_MAX + 1];
+	enum soma_err err; /* the outcome */
+	char status[32];   /* the task's status */
+	bool aborted;	   /* the client left */
+};
+
+static void on_revoke_answer(void *arg)
 {
-	if (sched_control_revoke(id) != SOMA_OK || sched_control_result_revoked(id) != SOMA_OK) {
+	struct pending_revoke *p = arg;
+	if (!p->aborted) {
+		struct http_req *req = p->req;
+		req->on_abort = NULL;
+		if (p->err == SOMA_OK) {
+			revoked(req, p->task_id, "REVOKED");
+		} else if (p->err == SOMA_ERR_CONFLICT) {
+			http_respond_error(req, 409, "task_finished",
+					   "task %s already finished (%s); there is nothing to revoke", p->task_id,
+					   p->status);
+		} else if (p->err == SOMA_ERR_NOT_FOUND) {
+			http_respond_error(req, 404, "not_found", "task %s not found", p->task_id);
+		} else {
+			http_resp_header(req, "Retry-After", "1");
+			http_respond_error(req, 503, "redis_unavailable",
+					   "Redis does not answer, so the revoke was not sent; retry in a second "
+					   "(check redis.url)");
+		}
+	}
+	free(p);
+}
+
+/* Publisher thread: hand the outcome to the request's io thread. */
+static void on_revoke_done(enum soma_err err, const char *status, void *arg)
+{
+	struct pending_revoke *p = arg;
+	p->err = err;
+	snprintf(p->status, sizeof(p->status), "%s", status);
+	if (http_thread_post_wait(p->thread, on_revoke_answer, p) != SOMA_OK)
+		free(p); /* the io thread stopped: the request went with it */
+}
+
+static void on_revoke_abort(struct http_req *req)
+{
+	struct pending_revoke *p = req->handler_ctx;
+	p->aborted = true;
+}
+
+static void revoke_redis(struct http_req *req, const char *id)
+{
+	struct pending_revoke *p = calloc(1, sizeof(*p));
+	if (!p) {
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	p->req = req;
+	p->thread = req->thread;
+	snprintf(p->task_id, sizeof(p->task_id), "%s", id);
+	req->handler_ctx = p;
+	req->on_abort = on_revoke_abort;
+	if (sched_control_revoke_checked(id, req->ident.tenant, identity_has_scope(&req->ident, "admin"),
+					 on_revoke_done, p) != SOMA_OK) {
+		req->on_abort = NULL;
+		free(p);
 		http_resp_header(req, "Retry-After", "1");
 		http_respond_error(req, 503, "control_unavailable",
 				   "the revoke could not be queued for Redis (the control publisher is busy or "
 				   "stopped); retry in a second");
-		return;
 	}
-	revoked(req, id, "REVOKED");
-}
-
-/* Redis queue: the task is looked up (tenant) before the broadcast. An admin may revoke an id
- * the store does not know (a task sent by a Python producer straight to Redis). */
-static void on_task_found(struct http_req *req, struct store_op *op)
-{
-	const char *status = json_string_value(json_object_get(op->row, "status"));
-	bool ended = status && (strcmp(status, "SUCCESS") == 0 || strcmp(status, "FAILURE") == 0 ||
-				strcmp(status, "REVOKED") == 0);
-	if (op->err == SOMA_ERR_NOT_FOUND && identity_has_scope(&req->ident, "admin"))
-		broadcast(req, op->task_id);
-	else if (op->err != SOMA_OK)
-		gw_store_error(req, op, "task");
-	else if (ended)
-		finished(req, op);
-	else
-		broadcast(req, op->task_id);
 }
 
 static void revoke_task(struct http_req *req, void *arg)
@@ -94,15 +139,18 @@ static void revoke_task(struct http_req *req, void *arg)
 		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
 		return;
 	}
-	bool redis = redis_driver();
-	struct store_op *op = store_op_new(redis ? STORE_OP_TASK_GET : STORE_OP_TASK_REVOKE, req->ident.tenant);
+	if (redis_driver()) {
+		revoke_redis(req, id);
+		return;
+	}
+	struct store_op *op = store_op_new(STORE_OP_TASK_REVOKE, req->ident.tenant);
 	if (!op) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
 	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
 	snprintf(op->error_text, sizeof(op->error_text), "task %s not found", id);
-	gw_store(req, op, redis ? on_task_found : on_local_revoke);
+	gw_store(req, op, on_local_revoke);
 }
 
 static void list_schedules(struct http_req *req, void *arg)

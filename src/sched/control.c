@@ -28,6 +28,8 @@ struct ctl_msg {
 	enum ctl_kind kind;   /* what to send */
 	json_t *v;	      /* owned body */
 	char *a, *b, *c;      /* owned strings (see enum ctl_kind) */
+	sched_revoke_fn done; /* CTL_REVOKE_CHECKED: completion */
+	void *arg;	      /* its argument */
 };
 
 static struct {
@@ -56,6 +58,8 @@ static char *dup_or_null(const char *s)
 
 static void msg_free(struct ctl_msg *m)
 {
+	if (m->done) /* never sent (stopping): its caller still gets an answer */
+		m->done(SOMA_ERR_UNAVAILABLE, "", m->arg);
 	json_decref(m->v);
 	free(m->a);
 	free(m->b);
@@ -63,11 +67,9 @@ static void msg_free(struct ctl_msg *m)
 	free(m);
 }
 
-bool ctl_enqueue(enum ctl_kind kind, json_t *v, const char *a, const char *b, const char *c)
+/* Appends m to the queue; false (m freed) when full or stopped. */
+static bool push(struct ctl_msg *m)
 {
-	struct ctl_msg *m = calloc(1, sizeof(*m));
-	if (m)
-		*m = (struct ctl_msg){NULL, kind, v, dup_or_null(a), dup_or_null(b), dup_or_null(c)};
 	pthread_mutex_lock(&C.lock);
 	bool ok = m && C.running && !C.stop && C.queued < CTL_QUEUE_MAX;
 	if (ok) {
@@ -82,11 +84,22 @@ bool ctl_enqueue(enum ctl_kind kind, json_t *v, const char *a, const char *b, co
 		C.dropped++;
 	}
 	pthread_mutex_unlock(&C.lock);
-	if (!ok && m)
+	if (!ok && m) {
+		m->done = NULL; /* refused: the caller answers itself */
 		msg_free(m);
-	else if (!ok)
-		json_decref(v);
+	}
 	return ok;
+}
+
+bool ctl_enqueue(enum ctl_kind kind, json_t *v, const char *a, const char *b, const char *c)
+{
+	struct ctl_msg *m = calloc(1, sizeof(*m));
+	if (!m) {
+		json_decref(v);
+		return false;
+	}
+	*m = (struct ctl_msg){.kind = kind, .v = v, .a = dup_or_null(a), .b = dup_or_null(b), .c = dup_or_null(c)};
+	return push(m);
 }
 
 /* Envelope properties of a transient message on exchange/routing_key. */
@@ -194,11 +207,10 @@ static void send_broadcast(struct ctl_msg *m)
 	json_decref(p);
 }
 
-/* A REVOKED result as Celery's worker stores one, unless the task already has a result. */
-static void send_result_revoked(const char *id)
+/* A REVOKED result as Celery's worker stores one, unless the task has a result by then. */
+static void store_revoked(const char *id, const char *key)
 {
-	char key[128], done[CELERY_TIME_LEN];
-	snprintf(key, sizeof(key), "celery-task-meta-%s", id);
+	char done[CELERY_TIME_LEN];
 	json_t *meta = json_pack("{s:s, s:{s:s, s:[s], s:s}, s:n, s:[], s:s, s:s}", "status", "REVOKED", "result",
 				 "exc_type", "TaskRevokedError", "exc_message", "revoked", "exc_module",
 				 "celery.exceptions", "traceback", "children", "date_done",
@@ -208,9 +220,7 @@ static void send_result_revoked(const char *id)
 	redisReply *r = !text	  ? NULL
 			: ttl > 0 ? redis_cmd(C.rc, "SET %s %s NX EX %lld", key, text, ttl)
 				  : redis_cmd(C.rc, "SET %s %s NX", key, text);
-	if (!r) {
-		command_failed("store a REVOKED result");
-	} else if (r->type == REDIS_REPLY_STATUS) { /* stored: wake AsyncResult.get() waiters */
+	if (r && r->type == REDIS_REPLY_STATUS) { /* stored: wake AsyncResult.get() waiters */
 		redisReply *p = redis_cmd(C.rc, "PUBLISH %s %s", key, text);
 		if (p)
 			freeReplyObject(p);
@@ -219,6 +229,43 @@ static void send_result_revoked(const char *id)
 		freeReplyObject(r);
 	free(text);
 	json_decref(meta);
+}
+
+static void revoke_checked(struct ctl_msg *m)
+{
+	char meta_key[128], owner_key[128], status[32] = "";
+	snprintf(meta_key, sizeof(meta_key), "celery-task-meta-%s", m->a);
+	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", m->a);
+	redisReply *r = redis_cmd(C.rc, "MGET %s %s", meta_key, owner_key);
+	enum soma_err err = SOMA_OK;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		err = SOMA_ERR_UNAVAILABLE;
+	} else {
+		redisReply *meta = r->element[0], *owner = r->element[1];
+		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
+		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
+		json_decref(mv);
+		bool mine = owner->type != REDIS_REPLY_STRING || !m->c || m->c[0] ||
+			    (owner->len == strlen(m->b) && memcmp(owner->str, m->b, owner->len) == 0);
+		if (!mine)
+			err = SOMA_ERR_NOT_FOUND;
+		else if (!strcmp(status, "SUCCESS") || !strcmp(status, "FAILURE") || !strcmp(status, "REVOKED"))
+			err = SOMA_ERR_CONFLICT;
+	}
+	if (r)
+		freeReplyObject(r);
+	if (err == SOMA_OK) {
+		json_t *body =
+			json_pack("{s:s, s:{s:s, s:b, s:s}, s:n, s:n, s:n}", "method", "revoke", "arguments", "task_id",
+				  m->a, "terminate", 0, "signal", "SIGTERM", "destination", "pattern", "matcher");
+		struct ctl_msg bm = {.kind = CTL_BROADCAST, .v = body};
+		send_broadcast(&bm);
+		json_decref(body);
+		store_revoked(m->a, meta_key);
+		snprintf(status, sizeof(status), "REVOKED");
+	}
+	m->done(err, status, m->arg);
+	m->done = NULL;
 }
 
 static void send_worker_event(const char *type)
@@ -249,8 +296,8 @@ static void send_list(struct ctl_msg *list, bool *beat_now)
 			send_reply(m);
 		else if (m->kind == CTL_BROADCAST)
 			send_broadcast(m);
-		else if (m->kind == CTL_RESULT_REVOKED)
-			send_result_revoked(m->a);
+		else if (m->kind == CTL_REVOKE_CHECKED)
+			revoke_checked(m);
 		else if (m->kind == CTL_HEARTBEAT)
 			*beat_now = true;
 	}
@@ -368,9 +415,23 @@ enum soma_err sched_control_revoke(const char *task_id)
 	return ctl_enqueue(CTL_BROADCAST, body, NULL, NULL, NULL) ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
 }
 
-enum soma_err sched_control_result_revoked(const char *task_id)
+enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool admin, sched_revoke_fn done,
+					   void *arg)
 {
-	if (!C.running)
-		return SOMA_ERR_UNAVAILABLE;
-	return ctl_enqueue(CTL_RESULT_REVOKED, NULL, task_id, NULL, NULL) ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
+	queue_revoke(task_id, 0);
+	struct ctl_msg *m = calloc(1, sizeof(*m));
+	if (!m)
+		return SOMA_ERR_NOMEM;
+	*m = (struct ctl_msg){.kind = CTL_REVOKE_CHECKED,
+			      .a = strdup(task_id),
+			      .b = strdup(tenant),
+			      .c = strdup(admin ? "admin" : ""),
+			      .done = done,
+			      .arg = arg};
+	if (!m->a || !m->b || !m->c) {
+		m->done = NULL;
+		msg_free(m);
+		return SOMA_ERR_NOMEM;
+	}
+	return push(m) ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
 }

@@ -48,9 +48,17 @@ bool sched_control_running(void);
 /* Broadcasts a pidbox `revoke` of task_id to every worker of the cluster (Python ones too) and
  * marks it revoked here; non-blocking (queued to the publisher). */
 enum soma_err sched_control_revoke(const char *task_id) SOMA_MUST_CHECK;
-/* Stores a REVOKED result for task_id in the Redis result backend unless it has a result;
- * queued to the publisher like the broadcast. */
-enum soma_err sched_control_result_revoked(const char *task_id) SOMA_MUST_CHECK;
+/* The outcome of a checked revoke: SOMA_OK (broadcast, REVOKED stored), SOMA_ERR_NOT_FOUND
+ * (another tenant's task), SOMA_ERR_CONFLICT (finished: status is its state), or
+ * SOMA_ERR_UNAVAILABLE (Redis does not answer). Runs on the publisher thread. */
+typedef void (*sched_revoke_fn)(enum soma_err err, const char *status, void *arg);
+/* The task API's revoke on queue.driver=redis, done by the publisher thread: the task must be
+ * tenant's (its owner key soma-task-owner-<id>, written by the relay; a task without one was sent
+ * by a Python producer and any caller may revoke it; admin: any task) and not finished (its
+ * result meta); then the revoke is broadcast and a REVOKED result stored, so GET /v1/tasks/{id}
+ * says REVOKED at once. SOMA_ERR_UNAVAILABLE when it cannot be queued (done is then not called). */
+enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool admin, sched_revoke_fn done,
+					   void *arg) SOMA_MUST_CHECK;
 /* Every node's workers as of the last heartbeats seen: [{node, pid, active, processed, loadavg,
  * last_heartbeat_at, workers:[...]}]. Any thread; caller owns. */
 json_t *sched_cluster_workers_json(void);

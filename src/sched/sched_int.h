@@ -67,7 +67,7 @@ enum ctl_kind {
 	CTL_EVENT,	    /* v: an event object; published on /<db>.celeryev/<type with . for -> */
 	CTL_REPLY,	    /* v: reply body {node: value}; a: reply exchange; b: routing key (oid); c: ticket */
 	CTL_BROADCAST,	    /* v: a pidbox request body; published on /<db>.celery.pidbox */
-	CTL_RESULT_REVOKED, /* a: task id: a REVOKED result unless the task has one */
+	CTL_REVOKE_CHECKED, /* a: task id, b: tenant, c: "admin" or "": see sched_control_revoke_checked */
 	CTL_HEARTBEAT,	    /* send a worker-heartbeat now (the `heartbeat` cast) */
 };
 

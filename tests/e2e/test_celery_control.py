@@ -6,6 +6,7 @@ queued task from running (REVOKED); GET /v1/workers shows every node's workers.
 
 Reference: shared/reference/interop.md sections 1.9 (events) and 1.10 (pidbox)."""
 
+import json
 import subprocess
 import threading
 import time
@@ -193,3 +194,25 @@ def test_workers_cluster_view(node):
     assert all({"id", "queue", "state"} <= set(w) for w in body["workers"])
     n = body["nodes"][0]
     assert {"node", "pid", "last_heartbeat_at", "active", "processed", "queues"} <= set(n)
+
+
+def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_path):
+    from e2e_util import create_key
+    alice = create_key(tmp_path / "soma-e2e-a", tmp_path, "alice")
+    srv = node("soma@e2e-a")
+    r = redis_server.client()
+    r.set("soma-task-owner-t-bob", "bob")  # as the relay records a task of tenant bob
+    r.set("soma-task-owner-t-done", "alice")
+    r.set("celery-task-meta-t-done", json.dumps({"status": "SUCCESS", "result": 1, "task_id": "t-done"}))
+    hdr = {"Authorization": f"Bearer {alice}"}
+    got = http().post(f"{srv.url}/v1/tasks/t-bob/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 404, got.text
+    got = http().post(f"{srv.url}/v1/tasks/t-done/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 409 and got.json()["error"]["code"] == "task_finished", got.text
+    assert json.loads(r.get("celery-task-meta-t-done"))["status"] == "SUCCESS"
+    r.set("soma-task-owner-t-mine", "alice")
+    got = http().post(f"{srv.url}/v1/tasks/t-mine/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 202 and got.json()["status"] == "REVOKED", got.text
+    meta = json.loads(r.get("celery-task-meta-t-mine"))
+    assert meta["status"] == "REVOKED" and meta["result"]["exc_type"] == "TaskRevokedError"
+    assert not r.exists("celery-task-meta-t-bob")
