@@ -115,13 +115,16 @@ def test_inspect_answers(node, app):
 
 
 def test_heartbeats_and_task_events(node, app):
-    srv = node("soma@e2e-a", "celery.events=true")
     cap = Capture(app)
+    srv = node("soma@e2e-a", "celery.events=true")
     try:
         wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        (online,) = cap.of("worker-online", hostname="soma@e2e-a")
         hb = cap.of("worker-heartbeat")[0]
-        assert set(hb) - {"local_received"} == WORKER, hb
+        for ev in (online, hb):
+            assert set(ev) - {"local_received"} == WORKER, ev
         assert hb["freq"] == 2.0 and hb["pid"] == srv.proc.pid and len(hb["loadavg"]) == 3
+        assert hb["sw_ident"] == "somaagent" and isinstance(hb["processed"], int) and hb["utcoffset"] == 0
         r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "args": [2, 3]}, timeout=5)
         assert r.status_code == 202, r.text
         tid = r.json()["task_id"]
@@ -136,9 +139,11 @@ def test_heartbeats_and_task_events(node, app):
         task = cap.state.tasks[tid]
         assert task.state == "SUCCESS" and task.name == "soma.echo" and task.worker.hostname == "soma@e2e-a"
         assert cap.state.workers["soma@e2e-a"].alive
+        srv.stop()
+        wait_until(lambda: cap.of("worker-offline", hostname="soma@e2e-a"), 5, what="worker-offline")
+        assert not cap.state.workers["soma@e2e-a"].alive
     finally:
         cap.close()
-    srv.stop()
 
 
 def test_enable_events_by_remote_control(node, app):
