@@ -217,8 +217,7 @@ static enum svc_status celery_health(void *ctx, char *detail, size_t cap)
 		snprintf(detail, cap, "queue.driver is local: no Celery events or remote control");
 		return SVC_UNCONFIGURED;
 	}
-	snprintf(detail, cap, "node %s", sched_nodename());
-	return SVC_OK;
+	return sched_control_describe(detail, cap) ? SVC_OK : SVC_DEGRADED;
 }
 
 static enum soma_err beat_start(void *ctx, char *why, size_t cap)

@@ -11,6 +11,7 @@
  * cluster registry (cluster.c).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ static struct {
 	struct redis_conn *rc;	     /* the publisher's connection */
 	uint64_t dropped;	     /* messages dropped on a full queue or a Redis error */
 	uint64_t started_ns;	     /* monotonic start */
+	atomic_bool redis_up;	     /* the publisher's connection worked at the last heartbeat */
 } C = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 double ctl_uptime_s(void)
@@ -286,6 +288,7 @@ static void heartbeat(void)
 		cluster_register(C.rc, (int)cfg_int(CFG_CELERY_HEARTBEAT_S) * 3000);
 	}
 	cluster_refresh(C.rc);
+	atomic_store(&C.redis_up, redis_conn_ok(C.rc));
 }
 
 static void send_list(struct ctl_msg *list, bool *beat_now)
@@ -359,6 +362,7 @@ enum soma_err sched_control_start(bool workers, char *why, size_t why_cap)
 	C.workers = workers;
 	C.stop = false;
 	C.started_ns = clock_mono_ns();
+	atomic_store(&C.redis_up, true);
 	ctl_task_events_set(cfg_bool(CFG_CELERY_EVENTS));
 	if (workers && (err = pidbox_start(cfg_str(CFG_REDIS_URL), why, why_cap)) != SOMA_OK) {
 		redis_conn_close(C.rc);
@@ -403,6 +407,18 @@ void sched_control_stop(void)
 bool sched_control_running(void)
 {
 	return C.running;
+}
+
+bool sched_control_describe(char *out, size_t cap)
+{
+	pthread_mutex_lock(&C.lock);
+	unsigned long long dropped = (unsigned long long)C.dropped;
+	pthread_mutex_unlock(&C.lock);
+	bool up = atomic_load(&C.redis_up);
+	snprintf(out, cap, "node %s; %s; task events %s; %llu message(s) dropped", sched_nodename(),
+		 up ? "redis ok" : "redis does not answer: events and pidbox replies are dropped (check redis.url)",
+		 ctl_task_events() ? "on" : "off", dropped);
+	return up;
 }
 
 enum soma_err sched_control_revoke(const char *task_id)

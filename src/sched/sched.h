@@ -45,6 +45,8 @@ enum soma_err sched_control_start(bool workers, char *why, size_t why_cap) SOMA_
 /* Sends worker-offline (when online), stops the threads, removes the sink. */
 void sched_control_stop(void);
 bool sched_control_running(void);
+/* Health line of the control side into out; false while Redis does not answer. Any thread. */
+bool sched_control_describe(char *out, size_t cap);
 /* Broadcasts a pidbox `revoke` of task_id to every worker of the cluster (Python ones too) and
  * marks it revoked here; non-blocking (queued to the publisher). */
 enum soma_err sched_control_revoke(const char *task_id) SOMA_MUST_CHECK;
