@@ -414,7 +414,12 @@ enum soma_err services_register(void)
 		{"beat", 70, true, ROLE_ALL, beat_start, beat_stop, beat_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};
+	/* celery and beat exist only when configured: the embedded default lists neither */
+	bool celery = strcmp(cfg_str(CFG_QUEUE_DRIVER), "redis") == 0;
+	bool beat = cfg_bool(CFG_BEAT_ENABLED) && cfg_str(CFG_BEAT_SCHEDULE_FILE)[0];
 	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+		if ((!celery && strcmp(defs[i].name, "celery") == 0) || (!beat && strcmp(defs[i].name, "beat") == 0))
+			continue;
 		enum soma_err err = registry_add(app.registry, &defs[i]);
 		if (err != SOMA_OK)
 			return err;
