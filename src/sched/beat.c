@@ -53,11 +53,10 @@ static void build_status(const char *leader_id)
 		const struct beat_entry *e = &B.e[i];
 		char last[CLOCK_RFC3339_LEN + 1], next[CLOCK_RFC3339_LEN + 1];
 		int64_t from = e->last_due > 0 && e->last_due > now - 86400 ? e->last_due : now;
-		json_t *o = json_pack(
-			"{s:s, s:s, s:s, s:s, s:O, s:O, s:s?, s:s?}", "name", e->name, "task", e->task, "queue",
-			e->queue, "tenant", e->tenant, "args", e->args, "kwargs", e->kwargs, "last_run_at",
-			beat_is_due_time(e, e->last_due) ? iso_or_null(e->last_due, last, sizeof(last)) : NULL,
-			"next_run_at", iso_or_null(beat_next_due(e, from), next, sizeof(next)));
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:s?, s:s?}", "name", e->name, "task", e->task,
+				      "queue", e->queue, "tenant", e->tenant, "args", e->args, "kwargs", e->kwargs,
+				      "last_run_at", iso_or_null(e->last_run, last, sizeof(last)), "next_run_at",
+				      iso_or_null(beat_next_due(e, from), next, sizeof(next)));
 		if (e->every_s)
 			json_object_set_new(o, "every_s", json_integer(e->every_s));
 		else
@@ -128,10 +127,11 @@ static bool run_due(struct beat_entry *e, int64_t now)
 				 (long long)due, soma_err_str(err));
 			return true;
 		}
-		int64_t before = e->last_due;
-		e->last_due = due;
+		int64_t before = e->last_due, before_run = e->last_run;
+		e->last_due = e->last_run = due;
 		if (!beat_state_record(B.bs, e)) {
 			e->last_due = before;
+			e->last_run = before_run;
 			return beat_state_lock_valid(B.bs);
 		}
 	}

@@ -21,10 +21,12 @@
 #define RENEW_LUA \
 	"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 #define RELEASE_LUA "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-#define RECORD_LUA                                                           \
-	"if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "        \
-	"local cur = tonumber(redis.call('hget', KEYS[2], ARGV[2]) or '0') " \
-	"if tonumber(ARGV[3]) > cur then redis.call('hset', KEYS[2], ARGV[2], ARGV[3]) end return 1"
+#define RECORD_LUA                                                                           \
+	"if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "                        \
+	"local cur = tonumber(redis.call('hget', KEYS[2], ARGV[2]) or '0') "                 \
+	"if tonumber(ARGV[3]) > cur then redis.call('hset', KEYS[2], ARGV[2], ARGV[3]) end " \
+	"local ran = tonumber(redis.call('hget', KEYS[3], ARGV[2]) or '0') "                 \
+	"if tonumber(ARGV[4]) > ran then redis.call('hset', KEYS[3], ARGV[2], ARGV[4]) end return 1"
 
 struct beat_state {
 	struct redis_conn *rc;	 /* NULL: file state */
@@ -141,27 +143,38 @@ void beat_state_leader(struct beat_state *s, char *out, size_t cap)
 		freeReplyObject(r);
 }
 
-bool beat_state_load(struct beat_state *s, struct beat_entry *e, int n)
+/* HGETALL key into the entries' field at offset (last_due or last_run); false on a Redis error. */
+static bool load_hash(struct beat_state *s, const char *key, struct beat_entry *e, int n, bool ran)
 {
-	if (!s->rc) {
-		for (int i = 0; i < n; i++)
-			e[i].last_due = json_integer_value(json_object_get(s->file, e[i].name));
-		return true;
-	}
-	redisReply *r = redis_cmd(s->rc, "HGETALL %s", BEAT_KEY_LAST);
+	redisReply *r = redis_cmd(s->rc, "HGETALL %s", key);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
 		if (r)
 			freeReplyObject(r);
 		return false;
 	}
 	for (int i = 0; i < n; i++) {
-		e[i].last_due = 0;
+		int64_t v = 0;
 		for (size_t j = 0; j + 1 < r->elements; j += 2)
 			if (r->element[j]->str && strcmp(r->element[j]->str, e[i].name) == 0 && r->element[j + 1]->str)
-				e[i].last_due = strtoll(r->element[j + 1]->str, NULL, 10);
+				v = strtoll(r->element[j + 1]->str, NULL, 10);
+		*(ran ? &e[i].last_run : &e[i].last_due) = v;
 	}
 	freeReplyObject(r);
 	return true;
+}
+
+bool beat_state_load(struct beat_state *s, struct beat_entry *e, int n)
+{
+	if (!s->rc) {
+		for (int i = 0; i < n; i++) {
+			char ran[BEAT_NAME_MAX + 8];
+			snprintf(ran, sizeof(ran), "%s@ran", e[i].name); /* '@' is not allowed in names */
+			e[i].last_due = json_integer_value(json_object_get(s->file, e[i].name));
+			e[i].last_run = json_integer_value(json_object_get(s->file, ran));
+		}
+		return true;
+	}
+	return load_hash(s, BEAT_KEY_LAST, e, n, false) && load_hash(s, BEAT_KEY_RAN, e, n, true);
 }
 
 static bool file_save(struct beat_state *s)
@@ -178,14 +191,18 @@ static bool file_save(struct beat_state *s)
 bool beat_state_record(struct beat_state *s, const struct beat_entry *e)
 {
 	if (!s->rc) {
+		char ran[BEAT_NAME_MAX + 8];
+		snprintf(ran, sizeof(ran), "%s@ran", e->name);
 		json_object_set_new(s->file, e->name, json_integer(e->last_due));
+		json_object_set_new(s->file, ran, json_integer(e->last_run));
 		file_save(s);
 		return true;
 	}
-	char due[32];
+	char due[32], run[32];
 	snprintf(due, sizeof(due), "%lld", (long long)e->last_due);
-	long long ok = int_reply(redis_cmd(s->rc, "EVAL %s 2 %s %s %s %s %s", RECORD_LUA, BEAT_KEY_LOCK, BEAT_KEY_LAST,
-					   s->node, e->name, due),
+	snprintf(run, sizeof(run), "%lld", (long long)e->last_run);
+	long long ok = int_reply(redis_cmd(s->rc, "EVAL %s 3 %s %s %s %s %s %s %s", RECORD_LUA, BEAT_KEY_LOCK,
+					   BEAT_KEY_LAST, BEAT_KEY_RAN, s->node, e->name, due, run),
 				 -1);
 	if (ok == 0)
 		s->held = false;

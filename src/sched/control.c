@@ -313,7 +313,9 @@ static void *publisher_main(void *arg)
 	const uint64_t freq_ns = (uint64_t)cfg_int(CFG_CELERY_HEARTBEAT_S) * 1000000000ull;
 	if (C.workers)
 		send_worker_event("worker-online");
-	uint64_t next_beat = clock_mono_ns();
+	/* the first heartbeat (and registry entry) shortly after start, once the workers (the next
+	 * service) run, so the entry lists them */
+	uint64_t next_beat = clock_mono_ns() + 500000000ull;
 	for (;;) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);

@@ -17,6 +17,7 @@
 #define BEAT_ENTRIES_MAX 256
 #define BEAT_KEY_LOCK	 "soma:beat:lock"
 #define BEAT_KEY_LAST	 "soma:beat:last"
+#define BEAT_KEY_RAN	 "soma:beat:ran"
 
 struct beat_entry {
 	char name[BEAT_NAME_MAX + 1]; /* schedule name, part of every run's task id */
@@ -30,6 +31,7 @@ struct beat_entry {
 	json_t *kwargs;		      /* owned keyword arguments */
 	int max_retries;	      /* retries of each run */
 	int64_t last_due;	      /* watermark (unix s): every due time <= it is accounted for; 0 unknown */
+	int64_t last_run;	      /* due time (unix s) of the last run published; 0 none */
 };
 
 /* Reads the JSON schedule file: [{name, task, every_s | cron, args?, kwargs?, queue?, tenant?,
@@ -55,9 +57,9 @@ bool beat_state_lock_valid(const struct beat_state *s);
 void beat_state_release(struct beat_state *s);
 /* The holder of the lock (node id) into out, "" when none or unknown. */
 void beat_state_leader(struct beat_state *s, char *out, size_t cap);
-/* Loads every schedule's watermark into e[].last_due (0 for those without one). */
+/* Loads every schedule's watermark and last run into e[] (0 for those without one). */
 bool beat_state_load(struct beat_state *s, struct beat_entry *e, int n);
-/* Records e's watermark, fenced by the lock: false when the lock is lost (or Redis failed). */
+/* Records e's watermark and last run, fenced by the lock: false when the lock is lost (or Redis failed). */
 bool beat_state_record(struct beat_state *s, const struct beat_entry *e);
 
 /* ---- the control side (control.c, pidbox.c, cluster.c) ---- */

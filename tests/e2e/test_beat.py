@@ -55,6 +55,7 @@ def test_local_beat_runs_each_due_time_once(soma, tmp_path):
     srv = soma(f"beat.schedule_file={path}")
     first = wait_until(lambda: (s := schedules(srv))["schedules"][0]["last_run_at"] and s, 5, interval=0.1,
                        what="a first run")
+    assert first["schedules"][1]["last_run_at"] is None, "the cron schedule has not run"
     assert first["lock"] == "local" and first["is_leader"] is True and first["leader"] == first["node"]
     tick, nightly = first["schedules"]
     assert tick["every_s"] == 1 and tick["task"] == "soma.echo" and tick["queue"] == "celery"

@@ -192,7 +192,8 @@ def test_workers_cluster_view(node):
 
     def both():
         body = http().get(a.url + "/v1/workers", timeout=5).json()
-        return {n["node"] for n in body["nodes"]} == {"soma@e2e-a", "soma@e2e-b"} and body
+        return ({n["node"] for n in body["nodes"]} == {"soma@e2e-a", "soma@e2e-b"} and
+                {w["node"] for w in body["workers"]} == {"soma@e2e-a", "soma@e2e-b"} and body)
     body = wait_until(both, 8, interval=0.2, what="both nodes in /v1/workers")
     assert body["scope"] == "cluster"
     assert {w["node"] for w in body["workers"]} == {"soma@e2e-a", "soma@e2e-b"}
