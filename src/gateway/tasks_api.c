@@ -94,7 +94,11 @@ static void get_queues(struct http_req *req, void *arg)
 static void get_workers(struct http_req *req, void *arg)
 {
 	(void)arg;
-	http_respond_json(req, 200, json_pack("{s:o, s:s}", "workers", queue_workers_json(), "scope", "this node"));
+	if (strcmp(cfg_str(CFG_QUEUE_DRIVER), "redis") == 0) /* every node's, from their heartbeats */
+		http_respond_json(req, 200, gateway_workers_cluster_json());
+	else
+		http_respond_json(req, 200,
+				  json_pack("{s:o, s:s}", "workers", queue_workers_json(), "scope", "this node"));
 }
 
 static void on_dead_list(struct http_req *req, struct store_op *op)

@@ -99,6 +99,9 @@ enum store_op_kind {
 	STORE_OP_DEAD_REQUEUE, /* w: a dead letter back to queued with fresh attempts */
 	STORE_OP_DEAD_DELETE,  /* w: a dead letter dropped */
 	STORE_OP_TASK_PUBLISH, /* w: enqueue op->task {id, queue, name, payload, max_retries, available_ms?} */
+	STORE_OP_TASK_REVOKE,  /* w: a queued task task_id -> REVOKED (result row; it never runs); op->row
+				* {task_id, status}: REVOKED, or the status it keeps when it already runs
+				* (STARTED) or ended (SOMA_ERR_CONFLICT); SOMA_ERR_NOT_FOUND */
 	/* the audit trail (sqlite_audit.c) */
 	STORE_OP_AUDIT_APPEND, /* w: one row, op->row {tenant, subject, key_id?, action, resource?, decision, ...} */
 	STORE_OP_AUDIT_LIST,   /* r: rows newest first (all tenants with all_tenants, else op->tenant's) */
