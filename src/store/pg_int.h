@@ -104,6 +104,8 @@ enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const char *session_id, json_t *task);
+/* pg_task_relay.c: the redis queue's outbox (TASK_RELAY_CLAIM/DONE, TASK_DEAD_ADD) and TASK_REVOKE */
+enum soma_err pg_sql_task_relay_write(struct pgconn *c, struct store_op *op);
 /* pg_task_admin.c: the task API (TASK_GET, QUEUE_STATS, DEAD_*, TASK_PUBLISH) */
 enum soma_err pg_sql_task_admin_read(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_task_admin_write(struct pgconn *c, struct store_op *op, bool *enqueued);

@@ -223,6 +223,11 @@ enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enq
 		return task_extend(c, op);
 	case STORE_OP_ATTACHMENT_PUT:
 		return attachment_put(c, op);
+	case STORE_OP_TASK_RELAY_CLAIM:
+	case STORE_OP_TASK_RELAY_DONE:
+	case STORE_OP_TASK_DEAD_ADD:
+	case STORE_OP_TASK_REVOKE:
+		return pg_sql_task_relay_write(c, op);
 	default:
 		return pg_sql_task_admin_write(c, op, enqueued);
 	}

@@ -1,0 +1,179 @@
+/*
+ * pg_task_relay.c - PostgreSQL SQL of the redis queue's outbox and of revoke (see store.h:
+ * TASK_RELAY_CLAIM, TASK_RELAY_DONE, TASK_DEAD_ADD, TASK_REVOKE), the same semantics as
+ * sqlite_task_relay.c and sqlite_task_admin.c's revoke.
+ *
+ * With queue.driver=redis a task row is a message waiting to be published. Several nodes' relays
+ * may claim at once: the claim takes its rows FOR UPDATE SKIP LOCKED, so a row is published by
+ * one relay (a relay that dies leaves it 'relaying' until the lease passes; then any relay
+ * publishes it again and the worker dedupes).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/pg_int.h"
+
+static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms();
+	struct pg_params p = {0};
+	pg_param_int(&p, now + op->delay_ms);
+	pg_param_int(&p, now);
+	pg_param_int(&p, op->limit > 0 ? op->limit : 100);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "UPDATE tasks SET state = 'relaying', reserved_until_ms = $1 WHERE id IN ("
+			      "SELECT id FROM tasks WHERE state = 'queued' OR (state = 'relaying' AND "
+			      "reserved_until_ms <= $2) ORDER BY created_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+			      "RETURNING id, queue, name, tenant, session_id, payload, attempts, max_retries, "
+			      "available_ms, updated_ms > created_ms, created_ms",
+			      &p, &err);
+	if (!r)
+		return err;
+	op->rows = json_array();
+	int n = PQntuples(r);
+	/* RETURNING gives no order: the relay publishes oldest first */
+	int *order = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+	if (!op->rows || !order) {
+		free(order);
+		PQclear(r);
+		return SOMA_ERR_NOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		int j = i;
+		for (; j > 0 && pg_int(r, order[j - 1], 10) > pg_int(r, i, 10); j--)
+			order[j] = order[j - 1];
+		order[j] = i;
+	}
+	err = SOMA_OK;
+	for (int k = 0; k < n && err == SOMA_OK; k++) {
+		int i = order[k];
+		json_t *payload = json_loads(pg_text(r, i, 5), JSON_DECODE_ANY, NULL);
+		json_t *row =
+			json_pack("{s:s, s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:I, s:b}", "id", pg_text(r, i, 0),
+				  "queue", pg_text(r, i, 1), "name", pg_text(r, i, 2), "tenant", pg_text(r, i, 3),
+				  "session_id", pg_text(r, i, 4), "payload", payload ? payload : json_object(),
+				  "attempts", (json_int_t)pg_int(r, i, 6), "max_retries", (json_int_t)pg_int(r, i, 7),
+				  "available_ms", (json_int_t)pg_int(r, i, 8), "requeued", pg_bool(r, i, 9));
+		if (!row || json_array_append_new(op->rows, row) != 0)
+			err = SOMA_ERR_NOMEM;
+	}
+	free(order);
+	PQclear(r);
+	return err;
+}
+
+static enum soma_err relay_done(struct pgconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->row, i, id)
+	{
+		if (!json_is_string(id))
+			return SOMA_ERR_INVALID;
+		struct pg_params p = {0};
+		pg_param_text(&p, json_string_value(id));
+		enum soma_err err = pg_run(c, "DELETE FROM tasks WHERE id = $1 AND state = 'relaying'", &p, NULL);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}
+
+static enum soma_err dead_add(struct pgconn *c, struct store_op *op)
+{
+	json_t *t = op->task;
+	char *payload = json_dumps(json_object_get(t, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+	const char *session = json_string_value(json_object_get(t, "session_id"));
+	const char *error = json_string_value(json_object_get(t, "error"));
+	struct pg_params p = {0};
+	pg_param_text(&p, json_string_value(json_object_get(t, "id")));
+	pg_param_text(&p, json_string_value(json_object_get(t, "queue")));
+	pg_param_text(&p, json_string_value(json_object_get(t, "name")));
+	pg_param_text(&p, op->tenant);
+	pg_param_text(&p, session && session[0] ? session : NULL);
+	pg_param_text(&p, payload ? payload : "{}");
+	pg_param_int(&p, json_integer_value(json_object_get(t, "attempts")));
+	pg_param_int(&p, json_integer_value(json_object_get(t, "max_retries")));
+	pg_param_int(&p, clock_wall_ms());
+	pg_param_text(&p, error ? error : "");
+	enum soma_err err = pg_run(c,
+				   "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, attempts, "
+				   "max_retries, available_ms, last_error, created_ms, updated_ms) VALUES ($1, $2, $3, "
+				   "$4, $5, $6, 'dead', $7, $8, $9, $10, $9, $9) ON CONFLICT (id) DO UPDATE SET "
+				   "queue = $2, name = $3, tenant = $4, session_id = $5, payload = $6, state = 'dead', "
+				   "attempts = $7, max_retries = $8, available_ms = $9, reserved_until_ms = 0, "
+				   "worker = '', last_error = $10, created_ms = $9, updated_ms = $9",
+				   &p, NULL);
+	free(payload);
+	return err;
+}
+
+/* A revoke that found no queued task: what it is instead. SOMA_OK for a task that runs (it keeps
+ * running; workers skip it if it comes back), SOMA_ERR_CONFLICT for one that ended. */
+static enum soma_err revoke_not_queued(struct pgconn *c, struct store_op *op, const struct pg_params *p)
+{
+	enum soma_err err;
+	PGresult *r = pg_exec(c, "SELECT state, attempts FROM tasks WHERE id = $1 AND tenant = $2", p, &err);
+	if (!r)
+		return err;
+	if (PQntuples(r) > 0) {
+		bool running = strcmp(pg_text(r, 0, 0), "reserved") == 0;
+		const char *status = running ? (pg_int(r, 0, 1) > 0 ? "RETRY" : "STARTED") : "FAILURE";
+		op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", status);
+		PQclear(r);
+		return !op->row ? SOMA_ERR_NOMEM : running ? SOMA_OK : SOMA_ERR_CONFLICT;
+	}
+	PQclear(r);
+	r = pg_exec(c, "SELECT status FROM task_results WHERE task_id = $1 AND tenant = $2", p, &err);
+	if (!r)
+		return err;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return SOMA_ERR_NOT_FOUND;
+	}
+	op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", pg_text(r, 0, 0));
+	PQclear(r);
+	return op->row ? SOMA_ERR_CONFLICT : SOMA_ERR_NOMEM;
+}
+
+static enum soma_err task_revoke(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	int64_t changed = 0;
+	enum soma_err err =
+		pg_run(c, "DELETE FROM tasks WHERE id = $1 AND tenant = $2 AND state = 'queued'", &p, &changed);
+	if (err != SOMA_OK)
+		return err;
+	if (changed != 1)
+		return revoke_not_queued(c, op, &p);
+	pg_param_int(&p, clock_wall_ms());
+	err = pg_run(c,
+		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) VALUES "
+		     "($1, $2, 'REVOKED', NULL, 'revoked', $3) ON CONFLICT (task_id) DO UPDATE SET "
+		     "status = 'REVOKED', result = NULL, error = 'revoked', completed_ms = $3",
+		     &p, NULL);
+	if (err != SOMA_OK)
+		return err;
+	op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", "REVOKED");
+	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+enum soma_err pg_sql_task_relay_write(struct pgconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_TASK_RELAY_CLAIM:
+		return relay_claim(c, op);
+	case STORE_OP_TASK_RELAY_DONE:
+		return relay_done(c, op);
+	case STORE_OP_TASK_DEAD_ADD:
+		return dead_add(c, op);
+	case STORE_OP_TASK_REVOKE:
+		return task_revoke(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}
