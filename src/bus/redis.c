@@ -49,7 +49,8 @@
  * their clients resume by cursor (store + Redis), so nothing stays silently missing.
  *
  * Limits: a session's Redis state outlives it by up to window + LIVE_EXTRA_MS when its forget
- * could not reach Redis (a recreated session of that id may then start at higher cursors), and
+ * could not reach Redis (the deltas of a session recreated under that id meanwhile may then be
+ * numbered past its committed events, which its streams then skip), and
  * one Redis database must serve one deployment (keys and channel are per database).
  *
  * Threads: the publisher thread owns pub_conn and the floor table (redis_state.c); the snapshot
