@@ -138,6 +138,12 @@ X(QUEUE_ROUTES, "queue.routes", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
   "Routing table: comma-separated task=queue pairs; a task pattern may end in * (soma.*=ops).") \
 X(QUEUE_RESULT_EXPIRES_S, "queue.result_expires_s", CFG_INT, "86400", 0, 31536000, NULL, NULL, false, NULL, \
   "Seconds task results are kept (Celery's result_expires); 0 keeps them forever.") \
+X(QUEUE_QUEUES, "queue.queues", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "More queues this worker consumes beside conversation and celery: comma-separated name=concurrency pairs.") \
+X(QUEUE_RATE_LIMITS, "queue.rate_limits", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "Per-task rate limits per worker process, like Celery's rate_limit: comma-separated task=N/s|N/m|N/h.") \
+X(QUEUE_PREFETCH, "queue.prefetch", CFG_INT, "64", 1, 1000, NULL, NULL, false, NULL, \
+  "Redis driver: messages a worker thread takes at once (conversation takes one at a time).") \
 X(BUS_DRIVER, "bus.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, false, NULL, \
   "Live events: local (one process) or redis (streams on any node see events from every node).") \
 X(STREAM_KEEPALIVE_S, "stream.keepalive_s", CFG_INT, "10", 1, 300, NULL, NULL, false, NULL, \
@@ -152,6 +158,20 @@ X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, fa
   "Files per upload request.") \
 X(UPLOADS_ALLOWED_TYPES, "uploads.allowed_types", CFG_STRING, "*/*", 0, 0, NULL, NULL, false, NULL, \
   "Comma-separated content types accepted (detected from the bytes), e.g. image/*,application/pdf.") \
+X(BEAT_ENABLED, "beat.enabled", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
+  "Run the schedules of beat.schedule_file (one leader across the nodes that run workers).") \
+X(BEAT_SCHEDULE_FILE, "beat.schedule_file", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "JSON file of periodic tasks: [{name, task, every_s | cron, args, kwargs, queue, tenant}]; empty: no beat.") \
+X(BEAT_LOCK_TTL_MS, "beat.lock_ttl_ms", CFG_INT, "10000", 1000, 600000, NULL, NULL, false, NULL, \
+  "Expiry of beat's leader lock in Redis: a dead leader is replaced within this time.") \
+X(BEAT_MAX_CATCHUP, "beat.max_catchup", CFG_INT, "100", 0, 100000, NULL, NULL, false, NULL, \
+  "Runs per schedule published late after a time with no leader; older missed runs are skipped.") \
+X(CELERY_NODENAME, "celery.nodename", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+  "This node's name for Celery's tools (celery inspect, Flower); empty: soma@<hostname>.") \
+X(CELERY_EVENTS, "celery.events", CFG_BOOL, "false", 0, 0, NULL, NULL, false, NULL, \
+  "Send task events on celeryev (like celery worker -E); worker heartbeats are always sent.") \
+X(CELERY_HEARTBEAT_S, "celery.heartbeat_s", CFG_INT, "2", 1, 60, NULL, NULL, false, NULL, \
+  "Seconds between worker-heartbeat events (Flower thinks a worker gone after two missed).") \
 X(MEMORY_DRIVER, "memory.driver", CFG_ENUM, "builtin", 0, 0, "builtin|somabrain", NULL, false, NULL, \
   "Long-term memory: builtin (full-text search in the store) or somabrain (memory.somabrain_url).") \
 X(MEMORY_SOMABRAIN_URL, "memory.somabrain_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \

@@ -65,6 +65,11 @@ enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The task API: tasks, queues, workers, dead letters (tasks_api.c). */
 enum soma_err gateway_task_routes(struct http_router *r) SOMA_MUST_CHECK;
 
+/* Task controls and beat (control_api.c): POST /v1/tasks/{id}/revoke, GET /v1/schedules. */
+enum soma_err gateway_control_routes(struct http_router *r) SOMA_MUST_CHECK;
+/* GET /v1/workers on queue.driver=redis: {workers, nodes, scope: "cluster"}. Caller owns. */
+json_t *gateway_workers_cluster_json(void);
+
 /* The admin API of identities: /v1/keys, /v1/tenants (admin.c). */
 enum soma_err gateway_admin_routes(struct http_router *r) SOMA_MUST_CHECK;
 

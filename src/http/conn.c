@@ -195,8 +195,8 @@ static void dispatch(struct http_conn *c)
 
 static bool open_body_file(struct http_conn *c)
 {
-	snprintf(c->req.body_path, sizeof(c->req.body_path), "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
-	c->req.body_fd = mkostemp(c->req.body_path, O_CLOEXEC);
+	c->req.body_path = arena_printf(&c->arena, "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
+	c->req.body_fd = c->req.body_path ? mkostemp(c->req.body_path, O_CLOEXEC) : -1;
 	if (c->req.body_fd >= 0)
 		return true;
 	fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");

@@ -3,18 +3,23 @@
  *
  * DESIGN: the loop (1) probes SomaBrain's /health every memory.health_interval_ms, (2) reads the
  * outbox counts for health and metrics, (3) unless the state is down, claims a batch of ready
- * rows (the store marks them `sending`, in order per session; the first claim after a start
- * also takes back rows a dead process left `sending`), (4) delivers them, (5) settles each
- * (delivered rows are deleted; failures get an exponential backoff, or `failed` after
- * memory.max_attempts). With SomaBrain the rows go one by one: a session whose row failed has
- * its later rows released untried (order per session), and once the breaker opens the rest of
- * the batch is released without costing an attempt. A token bucket holds deliveries to
+ * rows (the store marks them `sending`, in order per session, never a row whose session has an
+ * earlier row `sending`; the first claim after a start also takes back rows a dead process left
+ * `sending`), (4) delivers them, (5) settles the batch in one store op (delivered rows are
+ * deleted; failures get an exponential backoff, or `failed` after memory.max_attempts). With
+ * SomaBrain a batch goes out over LANES threads, each with its own kept-alive connection; all
+ * rows of a session go to one lane, which sends them one by one in order: a session whose row
+ * failed has its later rows released untried, and once the breaker opens the rest of the batch
+ * is released without costing an attempt. One batch is in flight while the loop claims the
+ * next (other sessions only, by the rule above) and settles the last, so the store's round
+ * trips hide behind the SomaBrain calls. A token bucket holds deliveries to
  * memory.relay_rate_per_s (half while degraded), so a long backlog drains without flattening
  * SomaBrain. The thread sleeps on a condition variable: a committed write wakes it
- * (memory_relay_wake), else it looks again every POLL_MS. Only this thread calls the driver's
- * remember; the state it reports goes through memory.c.
+ * (memory_relay_wake), else it looks again every POLL_MS. Only the relay and its lanes call the
+ * driver's remember; the state they report goes through memory.c.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -24,7 +29,8 @@
 #include "core/log.h"
 #include "memory/memory_int.h"
 
-#define BATCH_MAX 128
+#define BATCH_MAX 512 /* rows per claim */
+#define LANES	  4   /* SomaBrain calls in flight at once (different sessions) */
 #define POLL_MS	  250
 #define STATS_MS  250
 
@@ -154,45 +160,164 @@ static struct memory_item item_of(json_t *row)
 				    .tags = json_object_get(body, "tags")};
 }
 
-/* Delivers rows (SomaBrain: one by one, see DESIGN); results[i] and err[i] per row. */
-static void deliver(json_t *rows, size_t n, enum memory_call *res, char (*err)[160])
+/* One claimed batch: its rows and what became of each. Two exist: one in flight on the lanes
+ * while the relay settles the one before and claims the one after. */
+struct batch {
+	json_t *rows;			     /* claimed rows (owned); items borrow from them */
+	size_t n;			     /* rows */
+	struct memory_item items[BATCH_MAX]; /* what each row asks */
+	unsigned char lane_of[BATCH_MAX];    /* the lane that calls it */
+	enum memory_call res[BATCH_MAX];     /* its outcome */
+	char err[BATCH_MAX][160];	     /* a sentence when it failed */
+};
+
+/* ---- lanes: the SomaBrain calls of a batch, LANES at a time ----
+ * Row i goes to lane hash(tenant, session) % LANES (rows without a session: round robin), so
+ * all rows of a session are in one lane, which calls them in id order: the order per session
+ * holds while different sessions are in flight at once. Each lane is a thread with its own
+ * libcurl handle (curl_api_thread_handle), so each keeps its connection to SomaBrain alive.
+ * A lane skips (SKIPPED) a row whose session already failed in this batch, and everything
+ * once the relay stops or the breaker opens. */
+static struct {
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t go;    /* a new job, or quit */
+	pthread_cond_t done;  /* a lane finished the job */
+	pthread_t tid[LANES]; /* the lane threads */
+	int started;	      /* how many exist */
+	unsigned job;	      /* bumps per batch */
+	int busy;	      /* lanes still on the job */
+	bool quit;	      /* lanes should exit */
+	struct batch *batch;  /* the job (the relay's; untouched by it until done) */
+} lanes = {.lock = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+/* Calls lane me's rows of b in order (lane threads; the relay thread when no lane started). */
+static void lane_run(struct batch *b, unsigned me)
 {
-	struct memory_item items[BATCH_MAX];
-	for (size_t i = 0; i < n; i++) {
-		items[i] = item_of(json_array_get(rows, i));
-		err[i][0] = '\0';
-	}
-	if (memory_cfg.driver == &memory_builtin_driver) {
-		memory_cfg.driver->remember(r.st, items, n, res, err);
-		memory_note_call(res[0], "remember_failure");
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		bool blocked = false; /* an earlier row of this session failed in this batch */
-		for (size_t j = 0; j < i && !blocked; j++)
-			blocked = res[j] != MEMORY_CALL_OK && items[i].session_id[0] &&
-				  strcmp(items[j].session_id, items[i].session_id) == 0;
-		if (blocked || stopping() || !memory_breaker_allows()) {
-			res[i] = MEMORY_CALL_SKIPPED;
+	const struct memory_item *it = b->items;
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->lane_of[i] != me)
 			continue;
-		}
-		memory_cfg.driver->remember(r.st, &items[i], 1, &res[i], &err[i]);
-		memory_note_call(res[i], "remember_failure");
+		bool blocked = false; /* an earlier row of this session failed in this batch (same lane) */
+		for (size_t j = 0; j < i && !blocked && it[i].session_id[0]; j++)
+			blocked = b->lane_of[j] == me && b->res[j] != MEMORY_CALL_OK &&
+				  strcmp(it[j].session_id, it[i].session_id) == 0 &&
+				  strcmp(it[j].tenant, it[i].tenant) == 0;
+		if (blocked || stopping() || !memory_breaker_allows())
+			continue; /* stays SKIPPED */
+		memory_cfg.driver->remember(r.st, &it[i], 1, &b->res[i], &b->err[i]);
+		memory_note_call(b->res[i], "remember_failure");
 	}
 }
 
-static void settle(json_t *rows, size_t n, const enum memory_call *res, char (*err)[160])
+static void *lane_main(void *arg)
+{
+	unsigned me = (unsigned)(uintptr_t)arg, seen = 0;
+	char name[16];
+	snprintf(name, sizeof(name), "soma-memlane%u", me);
+	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&lanes.lock);
+	for (;;) {
+		while (!lanes.quit && lanes.job == seen)
+			pthread_cond_wait(&lanes.go, &lanes.lock);
+		if (lanes.quit)
+			break;
+		seen = lanes.job;
+		struct batch *b = lanes.batch;
+		pthread_mutex_unlock(&lanes.lock);
+		lane_run(b, me);
+		pthread_mutex_lock(&lanes.lock);
+		if (--lanes.busy == 0)
+			pthread_cond_signal(&lanes.done);
+	}
+	pthread_mutex_unlock(&lanes.lock);
+	return NULL;
+}
+
+static void lanes_start(void)
+{
+	lanes.quit = false;
+	for (lanes.started = 0; lanes.started < LANES; lanes.started++)
+		if (pthread_create(&lanes.tid[lanes.started], NULL, lane_main, (void *)(uintptr_t)lanes.started) != 0)
+			break;
+	if (lanes.started < LANES)
+		log_warn("memory", "started %d of %d memory delivery lanes; SomaBrain writes go %d at a time",
+			 lanes.started, LANES, lanes.started ? lanes.started : 1);
+}
+
+static void lanes_stop(void)
+{
+	pthread_mutex_lock(&lanes.lock);
+	lanes.quit = true;
+	pthread_cond_broadcast(&lanes.go);
+	pthread_mutex_unlock(&lanes.lock);
+	for (int i = 0; i < lanes.started; i++)
+		pthread_join(lanes.tid[i], NULL);
+	lanes.started = 0;
+}
+
+/* FNV-1a of tenant and session: the lane of a session. */
+static unsigned session_lane(const char *tenant, const char *session_id, unsigned n)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = tenant; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ 0xffu) * 16777619u;
+	for (const char *p = session_id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % n;
+}
+
+/* Starts delivering b: the built-in driver at once, in one store op; SomaBrain on the lanes
+ * (on this thread when none could start). delivery_wait(b) returns when it is done. */
+static void delivery_begin(struct batch *b)
+{
+	unsigned nl = lanes.started ? (unsigned)lanes.started : 1;
+	for (size_t i = 0; i < b->n; i++) {
+		b->items[i] = item_of(json_array_get(b->rows, i));
+		b->err[i][0] = '\0';
+		b->res[i] = MEMORY_CALL_SKIPPED;
+		b->lane_of[i] = (unsigned char)(b->items[i].session_id[0]
+							? session_lane(b->items[i].tenant, b->items[i].session_id, nl)
+							: i % nl);
+	}
+	if (memory_cfg.driver == &memory_builtin_driver) {
+		memory_cfg.driver->remember(r.st, b->items, b->n, b->res, b->err);
+		memory_note_call(b->res[0], "remember_failure");
+		return;
+	}
+	if (!lanes.started) {
+		lane_run(b, 0);
+		return;
+	}
+	pthread_mutex_lock(&lanes.lock);
+	lanes.batch = b;
+	lanes.busy = lanes.started;
+	lanes.job++;
+	pthread_cond_broadcast(&lanes.go);
+	pthread_mutex_unlock(&lanes.lock);
+}
+
+static void delivery_wait(void)
+{
+	pthread_mutex_lock(&lanes.lock);
+	while (lanes.busy > 0)
+		pthread_cond_wait(&lanes.done, &lanes.lock);
+	pthread_mutex_unlock(&lanes.lock);
+}
+
+/* Settles b's rows in one store op and frees them. */
+static void settle(struct batch *b)
 {
 	struct store_op *op = store_op_new(STORE_OP_OUTBOX_SETTLE, "");
 	double counts[3] = {0};
 	if (!op || !(op->row = json_array())) {
 		store_op_free(op);
-		return; /* rows stay sending; the next start takes them back */
+		goto out; /* rows stay sending; the next start takes them back */
 	}
 	struct memory_status now;
 	memory_snapshot(&now);
-	for (size_t i = 0; i < n; i++) {
-		json_t *s = settlement(json_array_get(rows, i), res[i], err[i], now.state == MEMORY_DOWN);
+	for (size_t i = 0; i < b->n; i++) {
+		json_t *s = settlement(json_array_get(b->rows, i), b->res[i], b->err[i], now.state == MEMORY_DOWN);
 		const char *what = json_string_value(json_object_get(s, "result"));
 		counts[strcmp(what, "delivered") == 0 ? 0
 		       : strcmp(what, "failed") == 0  ? 2
@@ -201,61 +326,112 @@ static void settle(json_t *rows, size_t n, const enum memory_call *res, char (*e
 	}
 	enum soma_err e = store_op_wait(r.st, op);
 	if (e != SOMA_OK)
-		log_error("memory", "cannot settle %zu memory write(s): %s; they are retried after a restart", n,
+		log_error("memory", "cannot settle %zu memory write(s): %s; they are retried after a restart", b->n,
 			  soma_err_str(e));
 	store_op_free(op);
 	memory_count_delivery("delivered", counts[0]);
 	memory_count_delivery("retry", counts[1]);
 	memory_count_delivery("failed", counts[2]);
+out:
+	json_decref(b->rows);
+	b->rows = NULL;
+	b->n = 0;
 }
 
+/* Rows to claim now under the token bucket, or 0 and how long to wait (*wait_ms): at least
+ * 50 ms worth of the rate, so a rate-limited drain claims and settles batches, not single rows. */
+static int64_t batch_limit(double tokens, double rate, int64_t *wait_ms)
+{
+	double want = rate / 20.0;
+	want = want < 1 ? 1 : want > BATCH_MAX ? BATCH_MAX : want;
+	*wait_ms = tokens < want ? (int64_t)((want - tokens) * 1000.0 / rate) + 1 : 0;
+	if (tokens < want)
+		return 0;
+	return tokens < BATCH_MAX ? (int64_t)tokens : BATCH_MAX;
+}
+
+/* The health probe and the outbox counts, when due. */
+static void look_around(bool somabrain, int64_t now, int64_t *next_health, int64_t *next_stats)
+{
+	if (somabrain && now >= *next_health) {
+		char detail[MEMORY_REASON_MAX];
+		memory_note_health(memory_cfg.driver->health(detail, sizeof(detail)), detail);
+		*next_health = now + memory_cfg.health_interval_ms;
+	}
+	if (now >= *next_stats) {
+		refresh_stats();
+		*next_stats = now + STATS_MS;
+	}
+}
+
+/* The loop keeps one batch in flight while it claims the next and settles the last: a claim
+ * never takes a row whose session has an earlier row `sending`, so the next batch holds other
+ * sessions only, and the store's round trips hide behind the SomaBrain calls. */
 static void *relay_main(void *arg)
 {
 	(void)arg;
 	pthread_setname_np(pthread_self(), "soma-memrelay");
-	bool somabrain = memory_cfg.driver == &memory_somabrain_driver;
+	static struct batch batches[2];
+	struct batch *flying = NULL; /* delivering on the lanes */
+	bool somabrain = memory_cfg.driver == &memory_somabrain_driver, dirty = false;
 	int64_t next_health = 0, next_stats = 0, last_ms = clock_wall_ms();
 	double tokens = memory_cfg.rate_per_s;
-	static enum memory_call res[BATCH_MAX];
-	static char err[BATCH_MAX][160];
+	if (somabrain)
+		lanes_start();
 	json_t *none = claim(0, true); /* rows a dead process left sending are pending again, at once */
 	bool first = !none;	       /* (if that failed, the first real claim does it) */
 	json_decref(none);
 	while (!stopping()) {
 		int64_t now = clock_wall_ms();
-		if (somabrain && now >= next_health) {
-			char detail[MEMORY_REASON_MAX];
-			memory_note_health(memory_cfg.driver->health(detail, sizeof(detail)), detail);
-			next_health = now + memory_cfg.health_interval_ms;
-		}
-		if (now >= next_stats) {
-			refresh_stats();
-			next_stats = now + STATS_MS;
-		}
+		look_around(somabrain, now, &next_health, &next_stats);
 		struct memory_status st;
 		memory_snapshot(&st);
 		double rate = st.state == MEMORY_DEGRADED ? memory_cfg.rate_per_s / 2.0 : memory_cfg.rate_per_s;
 		tokens += (double)(now - last_ms) * rate / 1000.0;
 		tokens = tokens > rate ? rate : tokens;
 		last_ms = now;
-		if (st.state == MEMORY_DOWN || tokens < 1) {
-			nap(st.state == MEMORY_DOWN ? POLL_MS : (int64_t)(1000.0 / rate) + 1);
+		int64_t wait_ms, limit = batch_limit(tokens, rate, &wait_ms);
+		if (st.state == MEMORY_DOWN || !limit) {
+			if (flying) { /* finish what is out first */
+				delivery_wait();
+				settle(flying);
+				flying = NULL;
+			} else {
+				nap(st.state == MEMORY_DOWN ? POLL_MS : wait_ms);
+			}
 			continue;
 		}
-		int64_t limit = tokens < BATCH_MAX ? (int64_t)tokens : BATCH_MAX;
-		json_t *rows = claim(limit, first);
-		size_t n = json_array_size(rows);
-		first = first && !rows;
-		if (n) {
-			tokens -= (double)n;
-			deliver(rows, n, res, err);
-			settle(rows, n, res, err);
-			next_stats = 0;
+		struct batch *done = flying, *b = flying == &batches[0] ? &batches[1] : &batches[0];
+		b->rows = claim(limit, first);
+		b->n = json_array_size(b->rows);
+		first = first && !b->rows;
+		tokens -= (double)b->n;
+		if (done)
+			delivery_wait();
+		if (b->n)
+			delivery_begin(b);
+		if (done)
+			settle(done);
+		flying = b->n ? b : NULL;
+		if (!b->n) {
+			json_decref(b->rows);
+			b->rows = NULL;
 		}
-		json_decref(rows);
-		if (!n)
-			nap(POLL_MS);
+		if (b->n || done) {
+			dirty = true;
+			continue; /* (after `done`, its sessions' later rows may be ready) */
+		}
+		if (dirty) /* the backlog just ran out: show it at once */
+			refresh_stats();
+		dirty = false;
+		nap(POLL_MS);
 	}
+	if (flying) {
+		delivery_wait();
+		settle(flying);
+	}
+	if (somabrain)
+		lanes_stop();
 	return NULL;
 }
 

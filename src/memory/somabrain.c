@@ -44,6 +44,14 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* 48 hex digits (a trace id and a span id) from the thread's generator: a getrandom(2) per
+ * call was one of the six system calls of a write. */
+static void trace_hex(char out[49])
+{
+	for (int i = 0; i < 6; i++)
+		snprintf(out + i * 8, 9, "%08x", ids_random_u32());
+}
+
 /* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
  * HTTP status (0 when there was no answer). */
 static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
@@ -69,8 +77,7 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		request_id = rid_new;
 	}
 	snprintf(rid, sizeof(rid), "X-Request-ID: %s", request_id);
-	if (ids_random_hex(hex, sizeof(hex) - 1) != SOMA_OK)
-		snprintf(hex, sizeof(hex), "%s", "4bf92f3577b34da6a3ce929d0e0e473600f067aa0ba902b7");
+	trace_hex(hex);
 	snprintf(trace, sizeof(trace), "traceparent: 00-%.32s-%.16s-01", hex, hex + 32);
 	struct curl_slist *hs = curl->slist_append(NULL, "Content-Type: application/json");
 	hs = curl->slist_append(hs, "Expect:");

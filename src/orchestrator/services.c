@@ -12,7 +12,10 @@
  *   memory  (40)            long-term memory: the outbox relay thread and the SomaBrain state
  *                           (degraded while SomaBrain is degraded or down; never critical)
  *   llm     (50)            the language model settings; unconfigured without a key
+ *   celery  (55)            Celery's view of the node on queue.driver=redis (src/sched): events on
+ *                           celeryev, the pidbox, revoke broadcasts, the cluster's workers
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
+ *   beat    (70, critical)  periodic tasks of beat.schedule_file, one leader across nodes
  *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
  * Later subsystems add theirs here with their order and roles.
  */
@@ -34,6 +37,7 @@
 #include "orchestrator/app.h"
 #include "policy/service.h"
 #include "queue/queue.h"
+#include "sched/sched.h"
 #include "tasks/tasks.h"
 
 /* Writer thread, in commit order: every committed event goes live. */
@@ -178,11 +182,11 @@ static enum svc_status memory_health(void *ctx, char *detail, size_t cap)
 static enum soma_err workers_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
-	struct queue_def queues[] = {{"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)},
-				     {"celery", (int)cfg_int(CFG_QUEUE_CELERY_CONCURRENCY)}};
+	struct queue_def queues[16];
+	int nqueues = queue_defs_from_config(queues, 16);
 	enum soma_err err = tasks_register_all();
 	if (err == SOMA_OK)
-		err = queue_start(app.store, queues, 2, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
+		err = queue_start(app.store, queues, nqueues, (int)cfg_int(CFG_QUEUE_VISIBILITY_TIMEOUT_S),
 				  (int)cfg_int(CFG_QUEUE_RETRY_BACKOFF_MS));
 	if (err != SOMA_OK)
 		snprintf(why, cap, "cannot start the worker threads");
@@ -199,6 +203,82 @@ static enum svc_status workers_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
 	snprintf(detail, cap, "%d task(s) running", queue_running());
+	return SVC_OK;
+}
+
+/* redis queue: the outbox relay and the task API's reads (queue.driver = redis only) */
+static enum soma_err queue_svc_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	if (!queue_driver_is_redis())
+		return SOMA_OK;
+	enum soma_err err = queue_relay_start(app.store);
+	if (err == SOMA_OK)
+		err = queue_results_start();
+	if (err != SOMA_OK)
+		snprintf(why, cap, "cannot start the redis queue relay; check redis.url");
+	return err;
+}
+
+static void queue_svc_stop(void *ctx)
+{
+	(void)ctx;
+	queue_results_stop();
+	queue_relay_stop();
+}
+
+static enum svc_status queue_svc_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!queue_driver_is_redis())
+		snprintf(detail, cap, "local (in the store)");
+	else
+		snprintf(detail, cap, "redis; %lld task(s) published by this node", queue_relay_published());
+	return SVC_OK;
+}
+
+/* ---- celery and beat (src/sched) ---- */
+static enum soma_err celery_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	return sched_control_start((app.role & ROLE_WORKER) != 0, why, cap);
+}
+
+static void celery_stop(void *ctx)
+{
+	(void)ctx;
+	sched_control_stop();
+}
+
+static enum svc_status celery_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!sched_control_running()) {
+		snprintf(detail, cap, "queue.driver is local: no Celery events or remote control");
+		return SVC_UNCONFIGURED;
+	}
+	return sched_control_describe(detail, cap) ? SVC_OK : SVC_DEGRADED;
+}
+
+static enum soma_err beat_start(void *ctx, char *why, size_t cap)
+{
+	(void)ctx;
+	return sched_beat_start(app.store, (app.role & ROLE_WORKER) != 0, why, cap);
+}
+
+static void beat_stop(void *ctx)
+{
+	(void)ctx;
+	sched_beat_stop();
+}
+
+static enum svc_status beat_health(void *ctx, char *detail, size_t cap)
+{
+	(void)ctx;
+	if (!sched_beat_describe(detail, cap)) {
+		snprintf(detail, cap, "no schedules (set beat.schedule_file)");
+		return SVC_UNCONFIGURED;
+	}
 	return SVC_OK;
 }
 
@@ -298,6 +378,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_task_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_control_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_admin_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_audit_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
@@ -369,10 +450,18 @@ enum soma_err services_register(void)
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},
 		{"memory", 40, false, ROLE_ALL, memory_start, memory_stop, memory_health, NULL},
 		{"llm", 50, false, ROLE_WORKER, NULL, NULL, llm_health, NULL},
+		{"queue", 55, true, ROLE_ALL, queue_svc_start, queue_svc_stop, queue_svc_health, NULL},
+		{"celery", 56, false, ROLE_ALL, celery_start, celery_stop, celery_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
+		{"beat", 70, true, ROLE_ALL, beat_start, beat_stop, beat_health, NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};
+	/* celery and beat exist only when configured: the embedded default lists neither */
+	bool celery = strcmp(cfg_str(CFG_QUEUE_DRIVER), "redis") == 0;
+	bool beat = cfg_bool(CFG_BEAT_ENABLED) && cfg_str(CFG_BEAT_SCHEDULE_FILE)[0];
 	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+		if ((!celery && strcmp(defs[i].name, "celery") == 0) || (!beat && strcmp(defs[i].name, "beat") == 0))
+			continue;
 		enum soma_err err = registry_add(app.registry, &defs[i]);
 		if (err != SOMA_OK)
 			return err;

@@ -45,6 +45,13 @@ struct task_ctx {
 	int64_t visibility_ms;	    /* the queue's reservation time */
 	json_t *next_task;	    /* set by a handler that reserved the worker's next task with its ack;
 				     * owned by the worker once set */
+	bool store_ack;		    /* the task is a row of the store's queue: a handler may ack it in
+				     * its own commit (task_id on EVENT_APPEND); false on the redis driver */
+	void *drv;		    /* the driver state of the worker running it */
+	const char *tag;	    /* redis driver: the message's delivery tag */
+	int64_t soft_deadline_ms;   /* soft time limit (wall ms, 0 none): cancel, then FAILURE */
+	int64_t hard_deadline_ms;   /* hard time limit (wall ms, 0 none): FAILURE, the run is abandoned */
+	volatile int limit_hit;	    /* 1 soft, 2 hard time limit passed */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);
@@ -56,7 +63,8 @@ struct queue_def {
 
 /* Registers a task handler by name (before queue_start). */
 enum soma_err queue_task_register(const char *name, task_handler_fn fn) SOMA_MUST_CHECK;
-/* Starts the worker pools of the given queues over the store. */
+/* Starts the worker pools of the given queues over the store, with the driver named by
+ * queue.driver (local: the store's tasks table; redis: Celery messages on redis.url). */
 enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,
 			  int backoff_ms) SOMA_MUST_CHECK;
 /* Stops taking tasks, lets running ones finish up to grace_ms (then asks them to cancel; an
@@ -78,5 +86,36 @@ json_t *queue_pools_json(void);
 json_t *queue_workers_json(void);
 /* Tasks running now (health, metrics). */
 int queue_running(void);
+/* The queues this worker serves: conversation, celery, then queue.queues (name=concurrency
+ * pairs). Names live in static storage. Returns how many were written into out (max >= 2). */
+int queue_defs_from_config(struct queue_def *out, int max);
+/* The driver the pools run ("local" or "redis"), from queue.driver. */
+bool queue_driver_is_redis(void);
+/* The queue a task goes to: queue.routes (task=queue, patterns ending in *), else
+ * queue.default_queue; conversation.process always goes to conversation. Writes into buf. */
+const char *queue_route(const char *task, char *buf, size_t cap);
+
+/* ---- redis driver: the relay that publishes committed task rows (the outbox) ---- */
+/* Starts the relay thread (nodes that commit tasks: role gateway or all). */
+enum soma_err queue_relay_start(struct store *st) SOMA_MUST_CHECK;
+void queue_relay_stop(void);
+/* Wakes the relay (store task hook). */
+void queue_relay_wake(void *arg);
+/* Rows published by the relay since start (tests, metrics). */
+long long queue_relay_published(void);
+
+/* ---- redis driver: reads for the task API, answered on a thread of their own ---- */
+/* done runs on that thread; row is the task as GET /v1/tasks shows it, or NULL when Redis has
+ * no result (PENDING) - err says whether Redis answered (SOMA_OK) - and is freed after done.
+ * *forbidden when the task belongs to another tenant. */
+typedef void (*queue_status_fn)(json_t *row, enum soma_err err, void *arg);
+enum soma_err queue_status_async(const char *task_id, const char *tenant, queue_status_fn done,
+				 void *arg) SOMA_MUST_CHECK;
+/* SET NX of an idempotency key (tenant, key) -> task_id with ttl_s: done gets the task id that
+ * holds the key (task_id itself when it was free) as a JSON string, or NULL on error. */
+enum soma_err queue_idempotency_async(const char *tenant, const char *key, const char *task_id, int ttl_s,
+				      queue_status_fn done, void *arg) SOMA_MUST_CHECK;
+enum soma_err queue_results_start(void) SOMA_MUST_CHECK;
+void queue_results_stop(void);
 
 #endif

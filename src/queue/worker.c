@@ -1,5 +1,11 @@
 /*
- * worker.c - worker thread pools of the local queue (see queue.h).
+ * worker.c - the worker thread pools (see queue.h) over the driver chosen by queue.driver:
+ * local.c (the store's tasks table) or redis_*.c (Celery messages). See queue_int.h.
+ *
+ * DESIGN: a pool per queue grows on demand up to its concurrency; each thread holds its own
+ * driver state (opened on the thread, closed when it exits: the redis driver then gives back
+ * what it prefetched). Before a task runs: revoked or expired -> REVOKED without running; policy
+ * (task.run); the per-task rate limit. The task's lifecycle is reported through queue_emit().
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -13,7 +19,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "policy/policy.h"
-#include "queue/queue.h"
+#include "queue/hooks.h"
+#include "queue/queue_int.h"
 
 #define MAX_HANDLERS 32
 #define MAX_WORKERS  256
@@ -44,6 +51,7 @@ struct worker {
 	char queue[64];		  /* queue it serves */
 	char id[64];		  /* worker id recorded on reserved tasks */
 	struct task_ctx *current; /* running task (guarded by lock), or NULL */
+	void *drv;		  /* driver state (the worker thread's own) */
 };
 
 static struct handler handlers[MAX_HANDLERS];
@@ -60,6 +68,35 @@ static struct metric_family *tasks_total;
 static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
 static char hostname[64] = "host";
+static const struct queue_driver *drv = &queue_local_driver;
+
+int64_t queue_backoff_ms(int64_t attempts)
+{
+	int64_t cap = backoff_base_ms;
+	for (int64_t i = 1; i < attempts && cap < 300000; i++)
+		cap *= 2;
+	if (cap > 300000)
+		cap = 300000;
+	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
+}
+
+struct store *queue_store(void)
+{
+	return store;
+}
+
+int64_t queue_visibility_ms(void)
+{
+	return visibility_ms;
+}
+
+bool queue_stopping(void)
+{
+	pthread_mutex_lock(&lock);
+	bool s = stopping;
+	pthread_mutex_unlock(&lock);
+	return s;
+}
 
 static void *worker_main(void *arg);
 
@@ -105,6 +142,7 @@ void queue_notify(void *arg)
 	notify_gen++;
 	pthread_cond_broadcast(&wake);
 	pthread_mutex_unlock(&lock);
+	queue_relay_wake(NULL); /* redis driver: the committed rows are the relay's to publish */
 }
 
 static void count(const char *name, const char *outcome)
@@ -112,65 +150,6 @@ static void count(const char *name, const char *outcome)
 	const char *v[] = {name, outcome};
 	if (tasks_total)
 		metric_add(metric_series(tasks_total, v), 1);
-}
-
-/* Exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)], capped at 5 min. */
-static int64_t backoff_for(int64_t attempts)
-{
-	int64_t cap = backoff_base_ms;
-	for (int64_t i = 1; i < attempts && cap < 300000; i++)
-		cap *= 2;
-	if (cap > 300000)
-		cap = 300000;
-	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
-}
-
-static void settle(struct task_ctx *ctx, enum task_outcome outcome, const char *name)
-{
-	struct store_op *op = NULL;
-	if (outcome == TASK_RETRY) {
-		op = store_op_new(STORE_OP_TASK_RETRY, ctx->tenant);
-		if (op && ctx->shutdown) {
-			op->flag = true; /* interrupted, not failed: requeue at once without using an attempt */
-		} else if (op) {
-			op->delay_ms = backoff_for(json_integer_value(json_object_get(ctx->task, "attempts")));
-		}
-	} else if (outcome != TASK_ACKED) {
-		op = store_op_new(STORE_OP_TASK_FINISH, ctx->tenant);
-		if (op) {
-			op->failed = outcome == TASK_FAIL;
-			op->row = ctx->result;
-			ctx->result = NULL;
-		}
-	}
-	if (op) {
-		snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
-		snprintf(op->error_text, sizeof(op->error_text), "%s", ctx->error);
-		if (store_op_wait(store, op) != SOMA_OK)
-			log_warn("queue",
-				 "could not record the outcome of task %s (%s); it runs again after the "
-				 "visibility timeout",
-				 ctx->id, soma_err_str(op->err));
-		else if (op->dead)
-			log_error("queue", "task %s (%s) dead-lettered after %lld attempts: %s", ctx->id, name,
-				  (long long)json_integer_value(json_object_get(ctx->task, "attempts")), ctx->error);
-		if (op->dead)
-			outcome = TASK_FAIL;
-		store_op_free(op);
-	}
-	count(name, outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
-}
-
-/* Puts a reserved task back at once without using an attempt (the process is stopping). */
-static void requeue(json_t *task)
-{
-	struct task_ctx ctx = {.task = task,
-			       .id = json_string_value(json_object_get(task, "id")),
-			       .tenant = json_string_value(json_object_get(task, "tenant")),
-			       .shutdown = true};
-	snprintf(ctx.error, sizeof(ctx.error), "returned unstarted at shutdown");
-	const char *name = json_string_value(json_object_get(task, "name"));
-	settle(&ctx, TASK_RETRY, name ? name : "?");
 }
 
 /* Runs one task; returns the next task when the handler reserved it together with its ack
@@ -213,9 +192,42 @@ static bool allowed_to_run(struct task_ctx *ctx, const char *name)
 	return false;
 }
 
+/* Skips a revoked or expired task: REVOKED, not run. True when it was skipped. */
+static bool skipped(struct worker *w, json_t *task, const char *id, const char *name)
+{
+	int64_t expires = json_integer_value(json_object_get(task, "expires_ms"));
+	if (!expires) /* local queue: the option as POST /v1/tasks stored it */
+		expires = json_integer_value(
+			json_object_get(json_object_get(json_object_get(task, "payload"), "options"), "expires_ms"));
+	bool expired = expires > 0 && clock_wall_ms() >= expires;
+	if (!expired && !queue_is_revoked(id))
+		return false;
+	drv->revoke(w->drv, task, expired ? "expired" : "revoked");
+	json_t *f = json_pack("{s:b, s:b, s:b}", "terminated", 0, "signum", 0, "expired", expired);
+	queue_emit("revoked", task, f);
+	json_decref(f);
+	count(name, "revoked");
+	return true;
+}
+
+/* The event after a task's outcome was recorded. */
+static void emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime)
+{
+	json_t *f = outcome == TASK_RETRY  ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
+		    : outcome == TASK_FAIL ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
+					   : json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
+	queue_emit(outcome == TASK_RETRY ? "retried" : outcome == TASK_FAIL ? "failed" : "succeeded", ctx->task, f);
+	json_decref(f);
+}
+
 static json_t *run_task(struct worker *w, json_t *task)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
+	const char *id = json_string_value(json_object_get(task, "id"));
+	queue_emit("received", task, NULL);
+	if (skipped(w, task, id ? id : "", name ? name : "?"))
+		return NULL;
+	queue_rate_wait(name ? name : "");
 	struct task_ctx ctx = {.task = task,
 			       .id = json_string_value(json_object_get(task, "id")),
 			       .tenant = json_string_value(json_object_get(task, "tenant")),
@@ -225,49 +237,40 @@ static json_t *run_task(struct worker *w, json_t *task)
 			       .worker = w->id,
 			       .lease_renewed_ms = clock_wall_ms(),
 			       .queue = w->queue,
-			       .visibility_ms = visibility_ms};
+			       .visibility_ms = visibility_ms,
+			       .store_ack = drv == &queue_local_driver,
+			       .drv = w->drv,
+			       .tag = json_string_value(json_object_get(task, "tag")),
+			       .soft_deadline_ms = json_integer_value(json_object_get(task, "soft_deadline_ms")),
+			       .hard_deadline_ms = json_integer_value(json_object_get(task, "hard_deadline_ms"))};
 	task_handler_fn fn = find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
 	pthread_mutex_unlock(&lock);
 	uint64_t t0 = clock_mono_ns();
 	enum task_outcome outcome = TASK_FAIL;
+	queue_emit("started", task, NULL);
 	if (fn && allowed_to_run(&ctx, name))
 		outcome = fn(&ctx);
 	else if (fn)
 		outcome = TASK_FAIL;
 	else
 		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", name ? name : "?");
+	if (ctx.limit_hit && !ctx.shutdown) { /* Celery: SoftTimeLimitExceeded / TimeLimitExceeded */
+		snprintf(ctx.error, sizeof(ctx.error), "%s time limit exceeded", ctx.limit_hit == 2 ? "hard" : "soft");
+		outcome = TASK_FAIL;
+	}
 	pthread_mutex_lock(&lock);
 	w->current = NULL;
 	count_finished_locked(w->slot);
 	pthread_mutex_unlock(&lock);
-	settle(&ctx, outcome, name ? name : "?");
+	double runtime = (double)(clock_mono_ns() - t0) / 1e9;
+	outcome = drv->settle(w->drv, &ctx, outcome);
+	emit_outcome(&ctx, outcome, runtime);
+	count(name ? name : "?", outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
 	json_decref(ctx.result);
-	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?",
-		  (double)(clock_mono_ns() - t0) / 1e6);
+	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?", runtime * 1e3);
 	return ctx.next_task;
-}
-
-/* Reserves the next ready task of the worker's queue, or returns NULL when there is none. */
-static json_t *reserve(struct worker *w)
-{
-	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
-	if (!op)
-		return NULL;
-	snprintf(op->queue, sizeof(op->queue), "%s", w->queue);
-	snprintf(op->worker, sizeof(op->worker), "%s", w->id);
-	op->delay_ms = visibility_ms;
-	json_t *task = NULL;
-	enum soma_err err = store_op_wait(store, op);
-	if (err == SOMA_OK) {
-		task = op->session;
-		op->session = NULL;
-	} else if (err != SOMA_ERR_NOT_FOUND) {
-		log_warn("queue", "cannot reserve from queue %s: %s; retrying", w->queue, soma_err_str(err));
-	}
-	store_op_free(op);
-	return task;
 }
 
 static void *worker_main(void *arg)
@@ -276,6 +279,11 @@ static void *worker_main(void *arg)
 	char thread_name[16];
 	snprintf(thread_name, sizeof(thread_name), "soma-w-%.8s", w->queue);
 	pthread_setname_np(pthread_self(), thread_name);
+	w->drv = drv->open(w->queue, w->id);
+	if (!w->drv) {
+		log_error("queue", "worker %s cannot start its %s driver state", w->id, drv->name);
+		return NULL;
+	}
 	for (;;) {
 		pthread_mutex_lock(&lock);
 		bool stop = stopping;
@@ -283,7 +291,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&lock);
 		if (stop)
 			break;
-		json_t *task = reserve(w);
+		json_t *task = drv->reserve(w->drv);
 		if (task) {
 			pthread_mutex_lock(&lock);
 			if (++w->slot->busy == w->slot->count)
@@ -297,7 +305,7 @@ static void *worker_main(void *arg)
 				bool stop_now = stopping;
 				pthread_mutex_unlock(&lock);
 				if (task && stop_now) { /* stopping: give it back untouched */
-					requeue(task);
+					drv->requeue(w->drv, task);
 					json_decref(task);
 					task = NULL;
 				}
@@ -307,6 +315,8 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&lock);
 			continue;
 		}
+		if (drv->blocking)
+			continue;
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += IDLE_POLL_MS / 1000;
@@ -317,6 +327,8 @@ static void *worker_main(void *arg)
 		}
 		pthread_mutex_unlock(&lock);
 	}
+	drv->close(w->drv);
+	w->drv = NULL;
 	return NULL;
 }
 
@@ -330,7 +342,10 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
 	stopping = false;
 	gethostname(hostname, sizeof(hostname) - 1);
-	enum soma_err err = SOMA_OK;
+	drv = queue_driver_is_redis() ? &queue_redis_driver : &queue_local_driver;
+	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : SOMA_OK;
+	if (err != SOMA_OK)
+		return err;
 	pthread_mutex_lock(&lock);
 	nslots = 0;
 	for (int q = 0; q < nqueues && q < MAX_QUEUES && err == SOMA_OK; q++) {
@@ -375,24 +390,41 @@ void queue_stop(int grace_ms)
 	nworkers = 0;
 	nslots = 0;
 	nhandlers = 0;
+	if (drv == &queue_redis_driver)
+		redis_queue_deinit();
 }
 
 void queue_task_heartbeat(struct task_ctx *ctx)
 {
-	int64_t now = clock_wall_ms();
-	if (now - ctx->lease_renewed_ms < visibility_ms / 3)
-		return;
-	struct store_op *op = store_op_new(STORE_OP_TASK_EXTEND, ctx->tenant);
-	if (!op)
-		return;
-	snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
-	snprintf(op->worker, sizeof(op->worker), "%s", ctx->worker);
-	op->delay_ms = visibility_ms;
-	op->done = store_op_free; /* fire and forget: a late extension is retried at the next beat */
-	if (store_submit(store, op) == SOMA_OK)
-		ctx->lease_renewed_ms = now;
-	else
-		store_op_free(op);
+	if (ctx->drv)
+		drv->heartbeat(ctx->drv, ctx);
+}
+
+void queue_pool_tick(int64_t now_ms)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		struct task_ctx *t = workers[i].current;
+		if (!t || t->limit_hit == 2)
+			continue;
+		int hit = t->hard_deadline_ms && now_ms >= t->hard_deadline_ms	 ? 2
+			  : t->soft_deadline_ms && now_ms >= t->soft_deadline_ms ? 1
+										 : 0;
+		if (hit > t->limit_hit) {
+			t->limit_hit = hit;
+			t->cancel = true; /* the task is asked to stop; a thread cannot be killed */
+		}
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++)
+		if (workers[i].current && workers[i].current->tag)
+			fn(workers[i].current->tag, arg);
+	pthread_mutex_unlock(&lock);
 }
 
 int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial)

@@ -179,8 +179,8 @@ static enum soma_err op_event_append(struct pgconn *c, struct store_op *op)
 	enum soma_err reserved = pg_sql_task_write(c, &next, &unused);
 	if (reserved == SOMA_OK)
 		op->session = next.session; /* the reserved task, now the op's */
-	else if (reserved == SOMA_ERR_UNAVAILABLE)
-		return reserved; /* the connection is gone: so is the transaction */
+	else if (reserved != SOMA_ERR_NOT_FOUND)
+		return reserved; /* a failed statement aborted the transaction: the op is rolled back */
 	return SOMA_OK;		 /* no next task changes nothing here */
 }
 

@@ -153,9 +153,10 @@ static enum soma_err op_claim(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
-static enum soma_err settle_one(struct pgconn *c, json_t *r, int64_t now)
+/* A row that was not delivered: back to pending (retry, with an attempt; release, without) or
+ * failed. Rare next to deliveries, so one statement each. */
+static enum soma_err settle_other(struct pgconn *c, json_t *r, const char *result, int64_t now)
 {
-	static const char *const del = "DELETE FROM memory_outbox WHERE id = $1 AND state = 'sending'";
 	static const char *const retry = "UPDATE memory_outbox SET state = 'pending', attempts = attempts + 1, "
 					 "available_ms = $2::bigint + $3::bigint, last_error = $4, updated_ms = $2 "
 					 "WHERE id = $1 AND state = 'sending'";
@@ -163,39 +164,57 @@ static enum soma_err settle_one(struct pgconn *c, json_t *r, int64_t now)
 					"last_error = $3, updated_ms = $2 WHERE id = $1 AND state = 'sending'";
 	static const char *const release = "UPDATE memory_outbox SET state = 'pending', available_ms = $2::bigint + "
 					   "$3::bigint, updated_ms = $2 WHERE id = $1 AND state = 'sending'";
-	const char *result = json_string_value(json_object_get(r, "result"));
-	const char *sql = !result			     ? NULL
-			  : strcmp(result, "delivered") == 0 ? del
-			  : strcmp(result, "retry") == 0     ? retry
-			  : strcmp(result, "failed") == 0    ? fail
-			  : strcmp(result, "release") == 0   ? release
-							     : NULL;
+	const char *sql = strcmp(result, "retry") == 0	   ? retry
+			  : strcmp(result, "failed") == 0  ? fail
+			  : strcmp(result, "release") == 0 ? release
+							   : NULL;
 	if (!sql)
 		return SOMA_ERR_INVALID;
 	const char *error = json_string_value(json_object_get(r, "error"));
 	struct pg_params p = {0};
 	pg_param_int(&p, json_integer_value(json_object_get(r, "id")));
-	if (sql != del)
-		pg_param_int(&p, now);
-	if (sql == retry || sql == release)
+	pg_param_int(&p, now);
+	if (sql != fail)
 		pg_param_int(&p, json_integer_value(json_object_get(r, "delay_ms")));
-	if (sql == retry || sql == fail)
+	if (sql != release)
 		pg_param_text(&p, error ? error : "");
 	return pg_run(c, sql, &p, NULL);
 }
 
+/* Delivered rows are deleted by one statement (an array of their ids: one round trip for the
+ * batch, where SQLite pays nothing per statement); the others one by one. */
 static enum soma_err op_settle(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
-	size_t i;
+	size_t i, n = json_array_size(op->row), len = 1;
 	json_t *r;
+	char *ids = malloc(n * (PG_NUM_LEN + 1) + 3); /* "{" id "," ... "}" */
+	if (!ids)
+		return SOMA_ERR_NOMEM;
+	ids[0] = '{';
+	enum soma_err err = SOMA_OK;
 	json_array_foreach(op->row, i, r)
 	{
-		enum soma_err err = settle_one(c, r, now);
+		const char *result = json_string_value(json_object_get(r, "result"));
+		if (!result)
+			err = SOMA_ERR_INVALID;
+		else if (strcmp(result, "delivered") == 0)
+			len += (size_t)snprintf(ids + len, PG_NUM_LEN + 2, "%s%lld", len > 1 ? "," : "",
+						(long long)json_integer_value(json_object_get(r, "id")));
+		else
+			err = settle_other(c, r, result, now);
 		if (err != SOMA_OK)
-			return err;
+			break;
 	}
-	return SOMA_OK;
+	snprintf(ids + len, 2, "}");
+	if (err == SOMA_OK && len > 1) {
+		struct pg_params p = {0};
+		pg_param_text(&p, ids);
+		err = pg_run(c, "DELETE FROM memory_outbox WHERE id = ANY($1::bigint[]) AND state = 'sending'", &p,
+			     NULL);
+	}
+	free(ids);
+	return err;
 }
 
 /* Admin actions on one row: retry (failed -> pending) or drop (failed or pending). */
@@ -236,38 +255,50 @@ static char *memory_text(json_t *value)
 }
 
 /* Built-in memory: each row once per (tenant, namespace, key); its tsvector is a generated
- * column (migration postgres/0002), so the insert is all there is. */
+ * column (migration postgres/0002). The batch is one INSERT of a JSON array of rows (one round
+ * trip); the content is a C string (no NUL, which PostgreSQL's text refuses). */
 static enum soma_err op_put(struct pgconn *c, struct store_op *op)
 {
 	size_t i;
-	json_t *m;
-	int64_t now = clock_wall_ms();
+	json_t *m, *rows = json_array();
+	enum soma_err err = rows ? SOMA_OK : SOMA_ERR_NOMEM;
 	json_array_foreach(op->row, i, m)
 	{
 		json_t *value = json_object_get(m, "payload");
 		char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
 		const char *sid = json_string_value(json_object_get(m, "session_id"));
-		struct pg_params p = {0};
-		pg_param_text(&p, json_string_value(json_object_get(m, "tenant")));
-		pg_param_text(&p, json_string_value(json_object_get(m, "namespace")));
-		pg_param_text(&p, json_string_value(json_object_get(m, "key")));
-		pg_param_text(&p, sid ? sid : "");
-		pg_param_text(&p, content ? content : "");
-		pg_param_text(&p, payload ? payload : "{}");
-		pg_param_int(&p, now);
-		enum soma_err err =
-			content && payload ? pg_run(c,
-						    "INSERT INTO memories(tenant, namespace, key, session_id, content, "
-						    "payload, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-						    "ON CONFLICT (tenant, namespace, key) DO NOTHING",
-						    &p, NULL)
-					   : SOMA_ERR_NOMEM;
+		json_t *row = content && payload
+				      ? json_pack("{s:s?, s:s?, s:s?, s:s, s:s, s:s}", "tenant",
+						  json_string_value(json_object_get(m, "tenant")), "namespace",
+						  json_string_value(json_object_get(m, "namespace")), "key",
+						  json_string_value(json_object_get(m, "key")), "session_id",
+						  sid ? sid : "", "content", content, "payload", payload)
+				      : NULL;
 		free(content);
 		free(payload);
-		if (err != SOMA_OK)
-			return err;
+		if (!row || json_array_append_new(rows, row) != 0) {
+			err = SOMA_ERR_NOMEM; /* (or content that is not UTF-8: no row is better than a cut one) */
+			break;
+		}
 	}
-	return SOMA_OK;
+	char *text = err == SOMA_OK ? json_dumps(rows, JSON_COMPACT) : NULL;
+	json_decref(rows);
+	if (err == SOMA_OK && !text)
+		err = SOMA_ERR_NOMEM;
+	if (err == SOMA_OK && i > 0) {
+		struct pg_params p = {0};
+		pg_param_text(&p, text);
+		pg_param_int(&p, clock_wall_ms());
+		err = pg_run(c,
+			     "INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
+			     "SELECT tenant, namespace, key, session_id, content, payload, $2 FROM "
+			     "json_to_recordset($1::json) "
+			     "AS r(tenant text, namespace text, key text, session_id text, content text, payload text) "
+			     "ON CONFLICT (tenant, namespace, key) DO NOTHING",
+			     &p, NULL);
+	}
+	free(text);
+	return err;
 }
 
 static enum soma_err op_stats(struct pgconn *c, struct store_op *op)

@@ -122,9 +122,12 @@ static enum soma_err op_claim(struct dbconn *c, struct store_op *op)
 	if (op->limit <= 0) /* only the reclaim */
 		return op->rows ? SOMA_OK : SOMA_ERR_NOMEM;
 	/* a row waits while an earlier row of its session waits for its backoff or is in flight
-	 * (looked up by the (tenant, session_id, id) index of migration 0007) */
+	 * (looked up by the (tenant, session_id, id) index of migration 0007). The candidates are
+	 * read in rowid order, stopping at `limit` (the unary + keeps the planner off the
+	 * (state, available_ms, id) index: through it, every ready row of a long backlog was read
+	 * and sorted by id on each claim, 19 ms at 20,000 rows against 0.05 ms this way) */
 	sqlite3_stmt *s = dbconn_stmt(
-		c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox o WHERE state = 'pending' AND available_ms <= ?1 "
+		c, "SELECT " OUTBOX_COLUMNS " FROM memory_outbox o WHERE +state = 'pending' AND +available_ms <= ?1 "
 		   "AND (session_id = '' OR NOT EXISTS (SELECT 1 FROM memory_outbox p WHERE p.tenant = o.tenant AND "
 		   "p.session_id = o.session_id AND p.id < o.id AND (p.state = 'sending' OR "
 		   "(p.state = 'pending' AND p.available_ms > ?1)))) ORDER BY id LIMIT ?2");

@@ -167,6 +167,39 @@ static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *en
 	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+/* Revoke (POST /v1/tasks/{id}/revoke): a queued task leaves the queue with a REVOKED outcome,
+ * so no worker ever reserves it; a running one keeps running (threads are not killed) and a
+ * finished one keeps its outcome. */
+static enum soma_err task_revoke(struct dbconn *c, struct store_op *op)
+{
+	int64_t now = clock_wall_ms();
+	sqlite3_stmt *s = dbconn_stmt(c, "DELETE FROM tasks WHERE id = ? AND tenant = ? AND state = 'queued'");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	if (sqlite3_changes(c->db) == 1) {
+		s = dbconn_stmt(c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, "
+				   "completed_ms) VALUES (?, ?, 'REVOKED', NULL, 'revoked', ?)");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->task_id);
+		bind_text(s, 2, op->tenant);
+		sqlite3_bind_int64(s, 3, now);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return SOMA_ERR_STORE;
+		op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", "REVOKED");
+		return SOMA_OK;
+	}
+	enum soma_err err = task_get(c, op); /* not queued: say what it is */
+	if (err != SOMA_OK)
+		return err;
+	const char *status = json_string_value(json_object_get(op->row, "status"));
+	return status && (strcmp(status, "STARTED") == 0 || strcmp(status, "RETRY") == 0) ? SOMA_OK : SOMA_ERR_CONFLICT;
+}
+
 enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op)
 {
 	switch (op->kind) {
@@ -187,6 +220,8 @@ enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, 
 	case STORE_OP_DEAD_REQUEUE:
 	case STORE_OP_DEAD_DELETE:
 		return dead_change(c, op, enqueued);
+	case STORE_OP_TASK_REVOKE:
+		return task_revoke(c, op);
 	case STORE_OP_TASK_PUBLISH: {
 		enum soma_err err = store_sql_task_insert(c, op->tenant, NULL, op->task);
 		*enqueued = err == SOMA_OK;

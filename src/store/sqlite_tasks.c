@@ -205,6 +205,10 @@ enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *
 		return task_extend(c, op);
 	case STORE_OP_ATTACHMENT_PUT:
 		return attachment_put(c, op);
+	case STORE_OP_TASK_RELAY_CLAIM:
+	case STORE_OP_TASK_RELAY_DONE:
+	case STORE_OP_TASK_DEAD_ADD:
+		return store_sql_task_relay_write(c, op);
 	default:
 		return store_sql_task_admin_write(c, op, enqueued);
 	}

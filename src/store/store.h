@@ -99,6 +99,9 @@ enum store_op_kind {
 	STORE_OP_DEAD_REQUEUE, /* w: a dead letter back to queued with fresh attempts */
 	STORE_OP_DEAD_DELETE,  /* w: a dead letter dropped */
 	STORE_OP_TASK_PUBLISH, /* w: enqueue op->task {id, queue, name, payload, max_retries, available_ms?} */
+	STORE_OP_TASK_REVOKE,  /* w: a queued task task_id -> REVOKED (result row; it never runs); op->row
+				* {task_id, status}: REVOKED, or the status it keeps when it already runs
+				* (STARTED) or ended (SOMA_ERR_CONFLICT); SOMA_ERR_NOT_FOUND */
 	/* the audit trail (sqlite_audit.c) */
 	STORE_OP_AUDIT_APPEND, /* w: one row, op->row {tenant, subject, key_id?, action, resource?, decision, ...} */
 	STORE_OP_AUDIT_LIST,   /* r: rows newest first (all tenants with all_tenants, else op->tenant's) */
@@ -126,6 +129,17 @@ enum store_op_kind {
 				   * payload}] stored once per (tenant, namespace, key) */
 	STORE_OP_MEMORY_SEARCH,	  /* r: built-in recall: op->row {query, namespace, top_k}, op->tenant only;
 				   * rows [{score, payload, source, key}] best first */
+	/* redis queue relay (sqlite_task_relay.c): with queue.driver=redis the tasks table is the
+	 * outbox of task messages; every tenant's rows (the relay is internal) */
+	STORE_OP_TASK_RELAY_CLAIM, /* w: up to `limit` rows in state 'queued' (any queue, tenant, available_ms)
+				    * or 'relaying' with reserved_until_ms <= now (a dead relay's claim), oldest
+				    * created first -> state 'relaying', reserved_until_ms = now + delay_ms, nothing
+				    * else changed; rows [{id, queue, name, tenant, session_id?, payload, attempts,
+				    * max_retries, available_ms, requeued: updated_ms > created_ms}] */
+	STORE_OP_TASK_RELAY_DONE,  /* w: op->row = [task id...]: those rows in state 'relaying' deleted */
+	STORE_OP_TASK_DEAD_ADD,	   /* w: a dead letter of the redis driver for op->tenant: op->task {id, queue,
+				    * name, session_id?, payload, max_retries, attempts, error}; inserted (or
+				    * replacing the row of that id) in state 'dead', created_ms = updated_ms = now */
 };
 
 struct store_op {

@@ -168,6 +168,8 @@ enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);
  * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
+/* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
+enum soma_err store_sql_task_relay_write(struct dbconn *c, struct store_op *op);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);
 

@@ -133,8 +133,9 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		return TASK_RETRY;
 	}
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
-	snprintf(op->task_id, sizeof(op->task_id), "%s", t->id);
-	if (t->queue && !t->shutdown) { /* reserve this worker's next task in the same commit */
+	if (t->store_ack) /* local queue: the task row is acked in this commit (redis: by the worker) */
+		snprintf(op->task_id, sizeof(op->task_id), "%s", t->id);
+	if (t->store_ack && t->queue && !t->shutdown) { /* reserve this worker's next task in the same commit */
 		snprintf(op->queue, sizeof(op->queue), "%s", t->queue);
 		snprintf(op->worker, sizeof(op->worker), "%s", t->worker);
 		op->delay_ms = t->visibility_ms;

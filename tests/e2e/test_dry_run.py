@@ -11,10 +11,10 @@ SECRET = "dry-run-secret-" + "z" * 30
 
 # (name, order, critical) in start order
 ALL = [("store", 10, True), ("bus", 15, True), ("auth", 20, True), ("disk", 30, False), ("policy", 35, False),
-       ("memory", 40, False), ("llm", 50, False), ("workers", 60, True), ("http", 90, True)]
+       ("memory", 40, False), ("llm", 50, False), ("queue", 55, True), ("workers", 60, True), ("http", 90, True)]
 ROLE_SERVICES = {
     "all": [n for n, _, _ in ALL],
-    "gateway": ["store", "bus", "auth", "disk", "policy", "memory", "http"],
+    "gateway": ["store", "bus", "auth", "disk", "policy", "memory", "queue", "http"],
     "worker": [n for n, _, _ in ALL],
 }
 

@@ -9,7 +9,7 @@ from e2e_util import TS_RE, run_cli
 
 # name -> critical, for the default role "all"
 EXPECTED = {"store": True, "bus": True, "auth": True, "disk": False, "policy": False, "memory": False, "llm": False,
-            "workers": True, "http": True}
+            "queue": True, "workers": True, "http": True}
 
 
 def _version(tmp_path):

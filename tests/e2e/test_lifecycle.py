@@ -9,7 +9,7 @@ import pytest
 
 from e2e_util import TS_RE, check_envelope, free_port, start_server
 
-START_ORDER = ["store", "bus", "auth", "disk", "policy", "memory", "llm", "workers", "http"]
+START_ORDER = ["store", "bus", "auth", "disk", "policy", "memory", "llm", "queue", "workers", "http"]
 
 # a POST whose body is only half sent: the request is in flight until the rest arrives
 HEAD = b"POST /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: inflight-1\r\nContent-Length: 10\r\n\r\n"
@@ -178,7 +178,7 @@ def _start_order(srv):
 
 
 @pytest.mark.parametrize("role,services", [
-    ("gateway", ["store", "bus", "auth", "disk", "policy", "memory", "http"]),
+    ("gateway", ["store", "bus", "auth", "disk", "policy", "memory", "queue", "http"]),
     ("worker", START_ORDER),
 ])
 def test_role_start_and_stop_order(soma, role, services):

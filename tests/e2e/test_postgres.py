@@ -182,3 +182,25 @@ def test_bad_store_url_fails_start_up(tmp_path, pg):
     url = pg.database_url("no_such_database")
     cp = run_cli(["migrate", "--set", f"store.url={url}", "--set", f"data.dir={tmp_path / 'c'}"], tmp_path)
     assert cp.returncode == 1 and "no_such_database" in cp.stderr, describe(cp)
+
+
+def test_key_changes_reach_every_node(pg, soma, tmp_path):
+    """The key cache of each node polls store_data_version: a key created or revoked through
+    one node (or the CLI) is honoured by the other within the refresh interval."""
+    db = pg.new_database("keys")
+    sets = (f"store.url={db}", "auth.require=true", "auth.key_refresh_ms=200")
+    a, b = soma(*sets), soma(*sets)
+    cp = run_cli(["keys", "create", "--tenant", "acme", "--set", f"store.url={db}", "--set",
+                  f"data.dir={tmp_path / 'cli'}"], tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    token = cp.stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    for node in (a, b):
+        wait_until(lambda: httpx.get(node.url + "/v1/sessions", headers=auth, timeout=5).status_code == 200, 5,
+                   what="the new key to be honoured")
+    cp = run_cli(["keys", "revoke", token.split("_")[1], "--set", f"store.url={db}", "--set",
+                  f"data.dir={tmp_path / 'cli'}"], tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    for node in (a, b):
+        wait_until(lambda: httpx.get(node.url + "/v1/sessions", headers=auth, timeout=5).status_code == 401, 5,
+                   what="the revoked key to be refused")

@@ -90,16 +90,16 @@ def test_two_nodes_drain_one_outbox_once_and_in_order(tmp_path, db, llm, brain):
     n1 = _start(tmp_path, "n1", db, *sets, llm=llm)
     n2 = _start(tmp_path, "n2", db, *sets, llm=llm)
     try:
-        def session(s):  # one writer per session, its writes alternating between the two nodes
-            return [remember(n1 if i % 2 else n2, {"content": f"shared {s} {i}"}, session_id=f"s{s}")["key"]
-                    for i in range(60)]
+        def sessions(w):  # 8 writers, 5 sessions each, one after the other; writes alternate nodes
+            return [[remember(n1 if i % 2 else n2, {"content": f"shared {s} {i}"}, session_id=f"s{s}")["key"]
+                     for i in range(12)] for s in range(w * 5, w * 5 + 5)]
 
         with ThreadPoolExecutor(8) as pool:
-            per_session = list(pool.map(session, range(8)))
+            per_session = [ks for w in pool.map(sessions, range(8)) for ks in w]
         keys = [k for ks in per_session for k in ks]
         assert outbox(n1)["pending"] == 480 and brain.stats()["remembers"] == 0
-        brain.control(mode="ok")
-        wait_until(lambda: outbox(n1)["pending"] == 0, 60, what="both relays to drain the outbox")
+        brain.control(mode="ok", delay_ms=5)  # a batch takes a while: the other node claims meanwhile
+        wait_until(lambda: outbox(n1)["pending"] == 0, 90, what="both relays to drain the outbox")
         st = brain.stats()
         assert st["stored"] == 480 and st["duplicates"] == 0, {k: v for k, v in st.items() if k != "order"}
         delivered = [k for _, k in st["order"]]
@@ -107,7 +107,8 @@ def test_two_nodes_drain_one_outbox_once_and_in_order(tmp_path, db, llm, brain):
         for ks in per_session:
             mine = set(ks)
             assert [k for k in delivered if k in mine] == ks, "a session's memories arrived out of order"
-        assert _delivered_total(n1) + _delivered_total(n2) == 480
+        d1, d2 = _delivered_total(n1), _delivered_total(n2)
+        assert d1 + d2 == 480 and d1 > 0 and d2 > 0, (d1, d2)  # both claimed, from one table
     finally:
         n1.stop()
         n2.stop()
@@ -134,6 +135,7 @@ def test_node_killed_while_sending_hands_rows_to_a_live_node(tmp_path, db, llm, 
         time.sleep(1)
         assert outbox(live, state="sending")["items"], "the starting node took the live node's rows"
         assert not any("left sending" in o.get("msg", "") for o in live.logs_quiet())
+        reached = brain.stats()["remembers"]  # delivered by the doomed node, not yet settled
         doomed.proc.send_signal(signal.SIGKILL)
         doomed.proc.wait(timeout=5)
         doomed.checked = True
@@ -143,7 +145,8 @@ def test_node_killed_while_sending_hands_rows_to_a_live_node(tmp_path, db, llm, 
                    what="the live node to deliver the dead node's rows")
         st = brain.stats()
         assert sorted(set(k for _, k in st["order"])) == sorted(keys), st
-        assert st["stored"] == 4 and st["duplicates"] <= 1, st  # at most the one in flight
+        # sent again: what the doomed node delivered but had not settled, and the one in flight
+        assert st["stored"] == 4 and st["duplicates"] <= reached + 1, st
         firsts = []
         for _, k in st["order"]:
             if k not in firsts:

@@ -121,7 +121,9 @@ def test_bad_task_requests_change_nothing(server):
         ({"task": "soma.echo", "queue": "nope"}, 422, "unknown_queue"),
         ({"task": "soma.echo", "countdown": -1}, 400, "invalid_countdown"),
         ({"task": "soma.echo", "max_retries": "3"}, 400, "invalid_max_retries"),
-        ({"task": "soma.echo", "eta": "2030-01-01T00:00:00Z"}, 422, "unsupported_field"),
+        ({"task": "soma.echo", "eta": "tomorrow"}, 400, "invalid_eta"),
+        ({"task": "soma.echo", "priority": 10}, 400, "invalid_priority"),
+        ({"task": "soma.echo", "idempotency_key": "k"}, 422, "unsupported_field"),
     ]
     for body, status, code in cases:
         check_envelope(http().post(server.url + "/v1/tasks", json=body, timeout=5), status, code)

@@ -53,7 +53,7 @@ static struct http_pipeline *pipeline(void)
 	if (cfg_load(&o, &errs) != SOMA_OK || !r || gateway_chat_routes(r) != SOMA_OK ||
 	    gateway_session_routes(r) != SOMA_OK || gateway_task_routes(r) != SOMA_OK ||
 	    gateway_llm_routes(r) != SOMA_OK || gateway_admin_routes(r) != SOMA_OK ||
-	    gateway_memory_routes(r) != SOMA_OK)
+	    gateway_memory_routes(r) != SOMA_OK || gateway_control_routes(r) != SOMA_OK)
 		abort();
 	struct http_auth_opts auth = {.anonymous_allowed = true, .default_tenant = "default", .admin_token = ""};
 	p = http_pipeline_new(r, &auth);

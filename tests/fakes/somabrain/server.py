@@ -13,7 +13,7 @@ request/response models of somatechlat/somabrain):
 It stores what it receives (by tenant, namespace, key: a key seen again is counted as a
 duplicate and not stored twice, as SomaBrain deduplicates) and misbehaves on demand.
 
-    server.py --port P
+    server.py --port P [--delay-ms N]   (N: remember and recall answer after N ms, as /_control)
 
 Control (test side):
     POST /_control {"mode": "ok|down|5xx|429|not_ready|drop|garbage", "delay_ms": N, "poison": "TEXT"}
@@ -23,14 +23,17 @@ Control (test side):
         with an HTML body; 429: remember/recall are rate limited. delay_ms: remember and
         recall wait this long first (slow; /health stays quick). poison: a remember whose value contains TEXT gets 400.
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
-                     key]...], recalls, last_headers (of the last remember or recall), last_recall}
+                     key]...], recalls, last_headers (of the last remember or recall), last_recall,
+                     mode, delay_ms}
+    GET  /_count -> {remembers, stored, duplicates} (cheap to poll)
     POST /_reset -> empty, mode ok
 """
 import argparse
 import json
+import socket
+import socketserver
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 lock = threading.Lock()
 state = {}
@@ -41,7 +44,7 @@ def reset():
         state.clear()
         state.update({"mode": "ok", "delay_ms": 0, "poison": None, "requests": 0, "remembers": 0,
                       "memories": {}, "order": [], "dup": {}, "recalls": 0, "last_headers": {},
-                      "last_recall": None})
+                      "last_recall": None, "index": {}, "seq": {}})
 
 
 def words(text):
@@ -57,52 +60,87 @@ def words(text):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as somaagent reuses its connection
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity",
+               429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
-    def log_message(self, fmt, *args):
-        pass
+
+class Dropped(Exception):
+    """The connection is to be closed without an answer."""
+
+
+class Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, one thread per connection. The request line and headers are
+    parsed by hand and each answer goes out in one write: http.server's email-based header parser
+    and its separate header and body writes cost more than half of the fake's time per request,
+    and the fake must be faster than somaagent's relay for bench/memory.sh to measure the relay."""
+
+    def setup(self):
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self):
+        try:
+            while self.one_request():
+                pass
+        except (ConnectionError, Dropped, OSError):
+            pass
+
+    def one_request(self):
+        line = self.rfile.readline(65537)
+        parts = line.split()
+        if len(parts) != 3:
+            return False
+        self.method, self.path = parts[0].decode("latin-1"), parts[1].decode("latin-1")
+        self.headers = {}
+        while True:
+            h = self.rfile.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        n = int(self.headers.get("content-length") or 0)
+        self.raw = self.rfile.read(n) if n else b""
+        self.keep = self.headers.get("connection", "").lower() != "close" and parts[2] == b"HTTP/1.1"
+        if self.method == "GET":
+            self.do_GET()
+        elif self.method == "POST":
+            self.do_POST()
+        else:
+            self.send_json(405, {"detail": "Method Not Allowed"})
+        return self.keep
+
+    def send_raw(self, status, ctype, data):
+        close = "" if self.keep else "Connection: close\r\n"
+        head = (f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(data)}\r\n{close}\r\n")
+        self.request.sendall(head.encode() + data)
 
     def send_json(self, status, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_raw(status, "application/json", json.dumps(obj).encode())
 
     def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
         try:
-            return json.loads(raw or b"{}")
+            return json.loads(self.raw or b"{}")
         except ValueError:
             return None
 
     def misbehave(self, api):
-        """True when the request was answered (or dropped) by the current mode."""
+        """True when the request was answered by the current mode (drop: Dropped is raised)."""
         with lock:
             state["requests"] += 1
             mode, delay = state["mode"], state["delay_ms"]
             if api:  # a /health probe (no tenant) must not hide the last call's headers
-                state["last_headers"] = {k.lower(): v for k, v in self.headers.items()}
+                state["last_headers"] = dict(self.headers)
         if delay and api:
             time.sleep(delay / 1000.0)
         if mode == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return True
+            self.request.shutdown(socket.SHUT_RDWR)
+            raise Dropped()
         if mode == "down":
             self.send_json(503, {"detail": "service unavailable"})
             return True
         if mode == "garbage":
-            data = b"<html>not json</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_raw(200, "text/html", b"<html>not json</html>")
             return True
         if mode == "429" and api:
             self.send_json(429, {"detail": "slow down"})
@@ -120,8 +158,13 @@ class Handler(BaseHTTPRequestHandler):
                                      "stored": len(state["memories"]), "duplicates": sum(dups.values()),
                                      "duplicate_keys": sorted(dups), "order": state["order"],
                                      "recalls": state["recalls"], "last_headers": state["last_headers"],
-                                     "last_recall": state["last_recall"],
-                                     "mode": state["mode"]})
+                                     "last_recall": state["last_recall"], "mode": state["mode"],
+                                     "delay_ms": state["delay_ms"]})
+            return
+        if self.path == "/_count":  # the counts alone: cheap to poll during a drain
+            with lock:
+                self.send_json(200, {"remembers": state["remembers"], "stored": len(state["memories"]),
+                                     "duplicates": sum(state["dup"].values())})
             return
         if self.path == "/health":
             if self.misbehave(False):
@@ -138,7 +181,6 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path == "/_reset":
             reset()
-            self.body()
             self.send_json(200, {"ok": True})
             return
         if self.path == "/_control":
@@ -179,10 +221,14 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 state["memories"][ident] = body["value"]
                 state["order"].append([body["tenant"], body["key"]])
+                state["seq"][ident] = len(state["seq"])
+                index = state["index"].setdefault(ident[:2], {})
+                for w in words(body["value"].get("content", json.dumps(body["value"]))):
+                    index.setdefault(w, []).append(ident)
         self.send_json(200, {"ok": True, "tenant": body["tenant"], "namespace": body["namespace"],
                              "coordinate": [0.0, 0.0, 0.0], "promoted_to_wm": True, "persisted_to_ltm": True,
                              "deduplicated": dup, "trace_id": None,
-                             "request_id": self.headers.get("X-Request-ID"), "warnings": []})
+                             "request_id": self.headers.get("x-request-id"), "warnings": []})
 
     def recall(self):
         body = self.body()
@@ -193,17 +239,16 @@ class Handler(BaseHTTPRequestHandler):
             return
         q = words(body["query"])
         top_k = int(body.get("top_k") or 3)
-        scored = []
+        overlap = {}  # through the word index: a recall costs what matches, not every memory
         with lock:
             state["recalls"] += 1
             state["last_recall"] = body
-            for (tenant, ns, key), value in state["memories"].items():
-                if tenant != body["tenant"] or ns != body.get("namespace", "wm"):
-                    continue
-                overlap = len(q & words(value.get("content", json.dumps(value))))
-                if overlap:
-                    scored.append((overlap, key, value))
-        scored.sort(key=lambda t: -t[0])
+            index = state["index"].get((body["tenant"], body.get("namespace", "wm")), {})
+            for w in q:
+                for ident in index.get(w, ()):
+                    overlap[ident] = overlap.get(ident, 0) + 1
+            scored = [(n, state["seq"][ident], state["memories"][ident]) for ident, n in overlap.items()]
+        scored.sort(key=lambda t: (-t[0], t[1]))  # best first, then in the order stored
         results = [{"layer": "wm", "score": float(s), "payload": v, "coordinate": None, "source": "wm"}
                    for s, _, v in scored[:top_k]]
         self.send_json(200, {"tenant": body["tenant"], "namespace": body.get("namespace", "wm"),
@@ -211,14 +256,24 @@ class Handler(BaseHTTPRequestHandler):
                              "degraded": False})
 
 
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away is no news
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--delay-ms", type=float, default=0, help="remember and recall answer after this long")
     args = ap.parse_args()
     reset()
-    srv = ThreadingHTTPServer((args.host, args.port), Handler)
-    srv.daemon_threads = True
+    state["delay_ms"] = args.delay_ms
+    srv = Server((args.host, args.port), Handler)
     print(f"fake somabrain listening on {args.host}:{args.port}", flush=True)
     srv.serve_forever()
 

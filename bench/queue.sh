@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/queue.sh - the redis queue against Debian's Python Celery 5.2, side by side on one
+# redis-server (issue 4, section 9):
+#   1. enqueue: our direct publisher (bench/queue_bench.c: the driver's envelope + pipelined LPUSH),
+#      our transactional outbox (N tasks committed into the store, fsync'd group commits, then
+#      published by the relay), and Celery's producer (app.send_task in a loop)
+#   2. drain N soma.noop tasks with acks_late and results stored: our worker
+#      (`somaagent run --role worker`, queue.celery.concurrency=2) vs a Celery worker
+#      (`celery -A benchapp worker -c 2`, prefork) -> tasks/s of each and the ratio
+# Usage: bench/queue.sh [N]   (release build; SOMA_BIN overrides build/somaagent)
+source "$(dirname "$0")/lib.sh"
+N=${1:-20000}
+PY=/usr/bin/python3
+QB=${QUEUE_BENCH:-$ROOT/build/queue_bench}
+[ -x "$QB" ] || ninja -C "$ROOT/build" queue_bench >/dev/null
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$TMP" \
+  >"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+URL="redis://127.0.0.1:$rport/0"
+for _ in $(seq 1 300); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.01; done
+rc() { redis-cli -p "$rport" "$@"; }
+
+cat >"$TMP/benchapp.py" <<EOF
+from celery import Celery
+app = Celery("benchapp", broker="$URL", backend="$URL")
+app.conf.update(task_acks_late=True, worker_hijack_root_logger=False)
+
+@app.task(name="soma.noop")
+def noop():
+    return None
+EOF
+
+# drain WHO: waits for the first message to be taken, then for the queue and unacked to be empty
+# and N results to exist; prints "seconds rate"
+drain_watch() {
+  "$PY" - "$rport" "$N" <<'EOF'
+import sys, time, redis
+r = redis.Redis(port=int(sys.argv[1])); n = int(sys.argv[2])
+deadline = time.monotonic() + 600
+while r.llen("celery") >= n and time.monotonic() < deadline: time.sleep(0.002)
+t0 = time.monotonic()
+while (r.llen("celery") or r.hlen("unacked")) and time.monotonic() < deadline: time.sleep(0.002)
+t1 = time.monotonic()
+results = sum(1 for _ in r.scan_iter("celery-task-meta-*", count=5000))
+print(f"{t1 - t0:.3f} {n / (t1 - t0):.0f} {results}")
+EOF
+}
+
+echo "== 1. enqueue $N soma.noop tasks"
+out=$("$QB" publish "$URL" "$N" soma.noop)
+ours_pub=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
+echo "  ours, direct publisher (pipelined LPUSH):        $ours_pub tasks/s"
+rc FLUSHALL >/dev/null
+out=$("$QB" relay "$URL" "$N" soma.noop "$TMP/store")
+commit=$(echo "$out" | awk -F'rate=' '/phase=commit /{print $2}')
+relay=$(echo "$out" | awk -F'rate=' '/phase=relay /{print $2}')
+both=$(echo "$out" | awk -F'rate=' '/phase=commit\+relay /{print $2}')
+echo "  ours, outbox: commit (fsync'd group commits)     $commit tasks/s"
+echo "  ours, outbox: relay store -> redis               $relay tasks/s"
+echo "  ours, outbox: commit + relay end to end          $both tasks/s"
+rc FLUSHALL >/dev/null
+celery_pub=$(cd "$TMP" && "$PY" -c "
+import time, benchapp
+n = $N; t0 = time.monotonic()
+for _ in range(n): benchapp.app.send_task('soma.noop')
+print(f'{n / (time.monotonic() - t0):.0f}')" 2>/dev/null)
+echo "  Celery 5.2 producer (send_task loop):            $celery_pub tasks/s"
+
+echo "== 2. drain $N soma.noop (acks_late, results stored), 2 cores"
+(cd "$TMP" && PYTHONPATH="$TMP" "$PY" -m celery -A benchapp worker -c 2 -P prefork -Q celery --loglevel=WARNING \
+  --without-gossip --without-mingle --without-heartbeat -n "bench@%h" >"$TMP/celery.log" 2>&1) &
+cpid=$!
+read -r c_s c_rate c_res < <(drain_watch)
+kill -TERM "$cpid" 2>/dev/null || true
+pkill -TERM -P "$cpid" 2>/dev/null || true
+wait "$cpid" 2>/dev/null || true
+echo "  Celery worker -c 2 (prefork):  $c_rate tasks/s ($c_s s, $c_res results)"
+rc FLUSHALL >/dev/null
+"$QB" publish "$URL" "$N" soma.noop >/dev/null
+wport=$(free_port)
+"$BIN" run --role worker --set http.listen=127.0.0.1:"$wport" --set data.dir="$TMP/wdata" --set log.access=false \
+  --set log.level=warn --set queue.driver=redis --set redis.url="$URL" --set queue.celery.concurrency=2 \
+  2>"$TMP/soma.log" &
+spid=$!
+PIDS+=($spid)
+read -r s_s s_rate s_res < <(drain_watch)
+kill -TERM "$spid" 2>/dev/null || true
+echo "  ours (queue.celery.concurrency=2): $s_rate tasks/s ($s_s s, $s_res results)"
+"$PY" -c "print(f'  ratio ours / Celery: {$s_rate / $c_rate:.1f}x (target 20x, >= 30,000 tasks/s)')"
+"$PY" -c "print(f'  enqueue ratio ours (direct) / Celery: {$ours_pub / $celery_pub:.1f}x (target >= 50,000 tasks/s)')"

@@ -1,0 +1,362 @@
+/*
+ * tasks_publish.c - sending a task and reading one: POST /v1/tasks, GET /v1/tasks/{id}, and the
+ * original's aliases POST /v1/celery/run {task, payload} and GET /v1/celery/runs/{id}.
+ *
+ * DESIGN: a task is one TASK_PUBLISH op (the store's outbox: the local queue's table, or the
+ * rows the redis relay publishes), after policy (task.run for its name). Options ride in
+ * payload.options {priority, expires_ms, time_limit, soft_time_limit}; countdown and eta become
+ * the row's available_ms. An idempotency key (redis driver) is a SET NX with a TTL on Redis
+ * before the publish: a key already held answers with the task id that holds it, and nothing is
+ * published. Reads on the redis driver: the store first (a task still in the outbox, or a dead
+ * letter), then the task's Celery result meta on Redis; neither -> PENDING, as Celery says of an
+ * id it does not know. Redis calls run on the queue's result threads (queue_*_async) and the
+ * answer is posted back to the request's io thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/ids.h"
+#include "gateway/gateway.h"
+#include "gateway/tasks_int.h"
+#include "policy/gate.h"
+#include "queue/celery_wire.h"
+#include "queue/queue.h"
+
+/* A request waiting for a Redis answer (see store_bridge.c for the same pattern). */
+struct wait {
+	struct http_req *req;	  /* invalid once aborted */
+	struct io_thread *thread; /* the request's io thread */
+	struct store_op *op;	  /* the publish op (idempotency) or the read op (status) */
+	json_t *answer;		  /* what Redis said (owned) */
+	enum soma_err err;	  /* whether Redis answered */
+	void (*fn)(struct wait *w);
+	bool aborted; /* the client left */
+};
+
+static void on_abort(struct http_req *req)
+{
+	((struct wait *)req->handler_ctx)->aborted = true;
+}
+
+static void on_io(void *arg)
+{
+	struct wait *w = arg;
+	if (!w->aborted) {
+		w->req->on_abort = NULL;
+		w->fn(w);
+	}
+	store_op_free(w->op);
+	json_decref(w->answer);
+	free(w);
+}
+
+static void on_redis(json_t *answer, enum soma_err err, void *arg)
+{
+	struct wait *w = arg;
+	w->answer = json_incref(answer);
+	w->err = err;
+	if (http_thread_post_wait(w->thread, on_io, w) != SOMA_OK) {
+		store_op_free(w->op);
+		json_decref(w->answer);
+		free(w);
+	}
+}
+
+static struct wait *wait_new(struct http_req *req, struct store_op *op, void (*fn)(struct wait *))
+{
+	struct wait *w = calloc(1, sizeof(*w));
+	if (!w) {
+		store_op_free(op);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return NULL;
+	}
+	*w = (struct wait){.req = req, .thread = req->thread, .op = op, .fn = fn};
+	req->handler_ctx = w;
+	req->on_abort = on_abort;
+	return w;
+}
+
+static void redis_busy(struct http_req *req, struct wait *w)
+{
+	req->on_abort = NULL;
+	store_op_free(w->op);
+	free(w);
+	http_resp_header(req, "Retry-After", "1");
+	http_respond_error(req, 503, "queue_unavailable",
+			   "the task queue (redis) is busy or unreachable; retry shortly");
+}
+
+/* ---- publish ---- */
+
+static void on_published(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK)
+		gw_store_error(req, op, "task");
+	else
+		http_respond_json(
+			req, 202,
+			json_pack("{s:O, s:s}", "task_id", json_object_get(op->task, "id"), "status", "PENDING"));
+}
+
+static void after_idempotency(struct wait *w)
+{
+	const char *holder = json_string_value(w->answer);
+	const char *mine = json_string_value(json_object_get(w->op->task, "id"));
+	if (w->err != SOMA_OK || !holder) {
+		http_resp_header(w->req, "Retry-After", "1");
+		http_respond_error(w->req, 503, "queue_unavailable",
+				   "the idempotency key could not be checked (redis unreachable); retry shortly");
+	} else if (strcmp(holder, mine) != 0) {
+		http_respond_json(w->req, 202,
+				  json_pack("{s:s, s:s, s:b}", "task_id", holder, "status", "PENDING", "duplicate", 1));
+	} else {
+		gw_store(w->req, w->op, on_published);
+		w->op = NULL;
+	}
+}
+
+static void publish_allowed(struct http_req *req, void *arg)
+{
+	struct store_op *op = arg;
+	json_t *key = json_object_get(op->task, "idempotency_key");
+	if (!key) {
+		gw_store(req, op, on_published);
+		return;
+	}
+	char k[200];
+	snprintf(k, sizeof(k), "%s", json_string_value(key));
+	json_object_del(op->task, "idempotency_key");
+	struct wait *w = wait_new(req, op, after_idempotency);
+	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
+	if (w && queue_idempotency_async(req->ident.tenant, k, json_string_value(json_object_get(op->task, "id")),
+					 ttl > 0 ? (int)ttl : 86400, on_redis, w) != SOMA_OK)
+		redis_busy(req, w);
+}
+
+static void drop_op(void *arg)
+{
+	store_op_free(arg);
+}
+
+/* Task names: 1..128 of letters, digits, '.', '_', '-' (Celery names are dotted paths). */
+static bool valid_name(const char *s, size_t max)
+{
+	size_t n = 0;
+	for (; s && s[n]; n++)
+		if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') ||
+		      s[n] == '.' || s[n] == '_' || s[n] == '-' || s[n] == ':'))
+			return false;
+	return n > 0 && n <= max;
+}
+
+/* A queue this deployment knows: one its workers serve or a target of queue.routes. */
+static bool known_queue(const char *q)
+{
+	struct queue_def defs[16];
+	int n = queue_defs_from_config(defs, 16);
+	for (int i = 0; i < n; i++)
+		if (strcmp(defs[i].name, q) == 0)
+			return true;
+	const char *routes = cfg_str(CFG_QUEUE_ROUTES);
+	size_t len = strlen(q);
+	for (const char *p = strchr(routes, '='); p; p = strchr(p + 1, '='))
+		if (strncmp(p + 1, q, len) == 0 && (p[1 + len] == ',' || p[1 + len] == '\0' || p[1 + len] == ' '))
+			return true;
+	return false;
+}
+
+static bool positive_seconds(json_t *v, double max)
+{
+	return !v || (json_is_number(v) && json_number_value(v) >= 0 && json_number_value(v) <= max);
+}
+
+/* A time given as an ISO-8601 string or as seconds from now; *ms 0 when absent. */
+static bool when(json_t *v, int64_t *ms)
+{
+	*ms = 0;
+	if (!v || json_is_null(v))
+		return true;
+	if (json_is_string(v))
+		return celery_time_parse(json_string_value(v), ms);
+	if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 31536000)
+		return false;
+	*ms = clock_wall_ms() + (int64_t)(json_number_value(v) * 1000.0);
+	return true;
+}
+
+/* Checks the body; answers 4xx and returns false when a field is wrong. */
+static bool valid_body(struct http_req *req, json_t *b, int64_t *eta, int64_t *expires)
+{
+	json_t *name = json_object_get(b, "task"), *args = json_object_get(b, "args"),
+	       *kwargs = json_object_get(b, "kwargs"), *queue = json_object_get(b, "queue"),
+	       *countdown = json_object_get(b, "countdown"), *retries = json_object_get(b, "max_retries"),
+	       *prio = json_object_get(b, "priority"), *key = json_object_get(b, "idempotency_key");
+	const char *err = NULL, *code = NULL;
+	int status = 400;
+	if (!json_is_string(name) || !valid_name(json_string_value(name), 128))
+		code = "invalid_task",
+		err = "task must be a task name such as \"soma.echo\" (letters, digits, . _ - :)";
+	else if (args && !json_is_array(args))
+		code = "invalid_args", err = "args must be an array";
+	else if (kwargs && !json_is_object(kwargs))
+		code = "invalid_kwargs", err = "kwargs must be an object";
+	else if (queue && (!valid_name(json_string_value(queue), 64) || !known_queue(json_string_value(queue))))
+		status = 422, code = "unknown_queue",
+		err = "queue must be one this deployment serves (conversation, celery, queue.queues) or a queue.routes "
+		      "target";
+	else if (!positive_seconds(countdown, 31536000))
+		code = "invalid_countdown", err = "countdown must be a number of seconds within 0..31536000";
+	else if (!when(json_object_get(b, "eta"), eta))
+		code = "invalid_eta", err = "eta must be an ISO-8601 time (2030-01-01T00:00:00Z) or seconds from now";
+	else if (!when(json_object_get(b, "expires"), expires))
+		code = "invalid_expires", err = "expires must be an ISO-8601 time or seconds from now";
+	else if (retries &&
+		 (!json_is_integer(retries) || json_integer_value(retries) < 0 || json_integer_value(retries) > 100))
+		code = "invalid_max_retries", err = "max_retries must be an integer within 0..100";
+	else if (prio && (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > 9))
+		code = "invalid_priority", err = "priority must be an integer within 0..9 (0 is served first)";
+	else if (!positive_seconds(json_object_get(b, "time_limit"), 86400) ||
+		 !positive_seconds(json_object_get(b, "soft_time_limit"), 86400))
+		code = "invalid_time_limit", err = "time_limit and soft_time_limit must be seconds within 0..86400";
+	else if (key && (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > 128))
+		code = "invalid_idempotency_key", err = "idempotency_key must be a string of 1..128 characters";
+	else if (key && !queue_driver_is_redis())
+		status = 422, code = "unsupported_field",
+		err = "idempotency_key needs queue.driver=redis; send the task without it";
+	if (code)
+		http_respond_error(req, status, code, "%s", err);
+	return code == NULL;
+}
+
+static void publish_body(struct http_req *req, json_t *b)
+{
+	int64_t eta, expires;
+	if (!valid_body(req, b, &eta, &expires))
+		return;
+	json_t *name = json_object_get(b, "task"), *args = json_object_get(b, "args"),
+	       *kwargs = json_object_get(b, "kwargs"), *countdown = json_object_get(b, "countdown"),
+	       *retries = json_object_get(b, "max_retries");
+	char routed[64];
+	const char *qname = json_string_value(json_object_get(b, "queue"));
+	if (!qname)
+		qname = queue_route(json_string_value(name), routed, sizeof(routed));
+	int64_t due = countdown ? clock_wall_ms() + (int64_t)(json_number_value(countdown) * 1000.0) : eta;
+	json_t *opts = json_pack("{s:I}", "priority", (json_int_t)json_integer_value(json_object_get(b, "priority")));
+	if (expires)
+		json_object_set_new(opts, "expires_ms", json_integer(expires));
+	if (json_object_get(b, "time_limit"))
+		json_object_set(opts, "time_limit", json_object_get(b, "time_limit"));
+	if (json_object_get(b, "soft_time_limit"))
+		json_object_set(opts, "soft_time_limit", json_object_get(b, "soft_time_limit"));
+	struct store_op *op = store_op_new(STORE_OP_TASK_PUBLISH, req->ident.tenant);
+	char id[IDS_UUID_LEN + 1];
+	ids_uuid7(id); /* time-ordered: the tasks table grows at its end */
+	if (op)
+		op->task =
+			json_pack("{s:s, s:s, s:O, s:{s:o, s:o, s:s, s:s, s:O}, s:I, s:I}", "id", id, "queue", qname,
+				  "name", name, "payload", "args", args ? json_incref(args) : json_array(), "kwargs",
+				  kwargs ? json_incref(kwargs) : json_object(), "subject", req->ident.subject, "scopes",
+				  req->ident.scopes, "options", opts, "max_retries",
+				  (json_int_t)(retries ? json_integer_value(retries) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
+				  "available_ms", (json_int_t)(due ? due : clock_wall_ms()));
+	json_decref(opts);
+	if (!op || !op->task) {
+		store_op_free(op);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	if (json_object_get(b, "idempotency_key"))
+		json_object_set(op->task, "idempotency_key", json_object_get(b, "idempotency_key"));
+	char resource[160];
+	snprintf(resource, sizeof(resource), "task:%s", json_string_value(name));
+	json_t *ctx = json_pack("{s:O, s:s}", "task", name, "queue", qname);
+	struct policy_input in = {.action = POLICY_TASK_RUN, .resource = resource, .context = ctx};
+	policy_gate_ask(req, &in, NULL, publish_allowed, op, drop_op);
+	json_decref(ctx);
+}
+
+void gw_task_publish(struct http_req *req, void *arg)
+{
+	(void)arg;
+	json_t *body = gw_json_object(req);
+	if (body)
+		publish_body(req, body);
+	json_decref(body);
+}
+
+/* POST /v1/celery/run {task, payload}: payload is the kwargs (an object) or the args (an array). */
+void gw_celery_run(struct http_req *req, void *arg)
+{
+	(void)arg;
+	json_t *body = gw_json_object(req);
+	if (!body)
+		return;
+	json_t *payload = json_object_get(body, "payload");
+	json_t *b = json_pack("{s:O?}", "task", json_object_get(body, "task"));
+	if (json_is_array(payload))
+		json_object_set(b, "args", payload);
+	else if (payload && !json_is_null(payload))
+		json_object_set(b, "kwargs", payload);
+	publish_body(req, b);
+	json_decref(b);
+	json_decref(body);
+}
+
+/* ---- read ---- */
+
+static void after_meta(struct wait *w)
+{
+	if (w->err == SOMA_ERR_NOT_FOUND) {
+		http_respond_error(w->req, 404, "not_found", "task %s not found", w->op->task_id);
+	} else if (w->err != SOMA_OK) {
+		http_resp_header(w->req, "Retry-After", "1");
+		http_respond_error(w->req, 503, "queue_unavailable",
+				   "the task results (redis) are unreachable; retry shortly");
+	} else if (w->answer) {
+		http_respond_json(w->req, 200, json_incref(w->answer));
+	} else {
+		http_respond_json(w->req, 200,
+				  json_pack("{s:s, s:n, s:s, s:n, s:n, s:i, s:n, s:n, s:b}", "task_id", w->op->task_id,
+					    "task", "status", "PENDING", "result", "error", "retries", 0, "started_at",
+					    "completed_at", "dead_letter", 0));
+	}
+}
+
+static void on_task(struct http_req *req, struct store_op *op)
+{
+	if (op->err == SOMA_OK) {
+		http_respond_json(req, 200, json_incref(op->row));
+	} else if (op->err == SOMA_ERR_NOT_FOUND && queue_driver_is_redis()) {
+		struct store_op *keep = store_op_new(STORE_OP_TASK_GET, op->tenant);
+		if (!keep)
+			return http_respond_error(req, 500, "out_of_memory",
+						  "the server is out of memory; retry later");
+		snprintf(keep->task_id, sizeof(keep->task_id), "%s", op->task_id);
+		struct wait *w = wait_new(req, keep, after_meta);
+		if (w && queue_status_async(op->task_id, op->tenant, on_redis, w) != SOMA_OK)
+			redis_busy(req, w);
+	} else {
+		gw_store_error(req, op, "task");
+	}
+}
+
+void gw_task_get(struct http_req *req, void *arg)
+{
+	(void)arg;
+	const char *id = http_req_param(req, "id").p;
+	if (!id || !gw_valid_id(id)) {
+		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
+		return;
+	}
+	struct store_op *op = store_op_new(STORE_OP_TASK_GET, req->ident.tenant);
+	if (!op) {
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	snprintf(op->error_text, sizeof(op->error_text), "task %s not found", id);
+	gw_store(req, op, on_task);
+}

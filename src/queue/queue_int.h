@@ -1,0 +1,99 @@
+/*
+ * queue_int.h - internals of the queue: the driver interface under the worker pools, and what
+ * the Redis driver's files share.
+ *
+ * DESIGN: worker.c owns the thread pools (growth, the running task, cancel, metrics, policy);
+ * a driver owns where tasks come from and how their outcome is recorded. The local driver
+ * (local.c) reserves rows of the store's tasks table; the redis driver (redis_*.c) pops Celery
+ * messages. Each worker thread holds its own driver state (a Redis connection, prefetched
+ * messages, acks not yet flushed); nothing in it is touched by another thread except through
+ * the functions that say so. A task is handed to the pool as the JSON object handlers know:
+ * {id, name, tenant, session_id?, payload, attempts, max_retries, queue}.
+ */
+#ifndef SOMA_QUEUE_QUEUE_INT_H
+#define SOMA_QUEUE_QUEUE_INT_H
+
+#include "queue/queue.h"
+
+struct queue_driver {
+	const char *name; /* "local" | "redis" */
+	bool blocking;	  /* reserve waits by itself (else the pool waits for queue_notify) */
+	/* the worker thread's state for queue (NULL: cannot start it). */
+	void *(*open)(const char *queue, const char *worker_id);
+	/* flushes what the worker owes and gives back what it holds unrun; frees the state */
+	void (*close)(void *w);
+	/* the next task of the worker's queue, or NULL (after waiting up to ~1 s if blocking) */
+	json_t *(*reserve)(void *w);
+	/* records the outcome; returns the outcome as it ended (a retry past max_retries: FAIL) */
+	enum task_outcome (*settle)(void *w, struct task_ctx *ctx, enum task_outcome outcome);
+	/* keeps a long task's reservation alive (throttled by the driver) */
+	void (*heartbeat)(void *w, struct task_ctx *ctx);
+	/* gives back a reserved task unstarted (the process is stopping) */
+	void (*requeue)(void *w, json_t *task);
+	/* skips a task without running it, as REVOKED (revoked or expired) */
+	void (*revoke)(void *w, json_t *task, const char *why);
+};
+
+extern const struct queue_driver queue_local_driver;
+extern const struct queue_driver queue_redis_driver;
+
+/* Exponential backoff with full jitter for the attempt-th try: uniform in [cap/2, cap] where
+ * cap = queue.retry_backoff_ms * 2^(attempt-1), at most 5 minutes. */
+int64_t queue_backoff_ms(int64_t attempt);
+/* The store the pools run over (local driver, dead letters of the redis driver). */
+struct store *queue_store(void);
+/* The visibility timeout in ms. */
+int64_t queue_visibility_ms(void);
+/* True once queue_stop has begun. */
+bool queue_stopping(void);
+
+/* Waits until the task's rate limit (queue.rate_limits) lets one more run (routes.c). */
+void queue_rate_wait(const char *task);
+
+/* ---- redis driver, shared by its files ---- */
+struct redis_conn;
+
+/* Starts the redis driver's process-wide part (maintenance thread: visibility restore, held
+ * eta messages, time limits). Called by queue_start before the pools. */
+enum soma_err redis_queue_init(void) SOMA_MUST_CHECK;
+void redis_queue_deinit(void);
+/* Opens a connection to redis.url (lazy: Redis down is not an error). NULL on a bad URL. */
+struct redis_conn *redis_queue_connect(int timeout_ms);
+
+/* Builds a Celery v2 envelope (text, caller frees) for task {id, name, queue, tenant,
+ * session_id?, payload {args?, kwargs?, ...}, max_retries?, options?{priority, expires_ms,
+ * time_limit, soft_time_limit}}, with retries and eta_ms (0: none). *key receives the list key
+ * (band) it goes to. */
+char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, char key[192]);
+/* Appends the result meta of a task to the pipeline of c: SETEX celery-task-meta-<id> (SET
+ * when queue.result_expires_s is 0) and PUBLISH on the channel of that name (Celery wraps the
+ * two in MULTI/EXEC; nothing depends on it, and a batch of results costs half the commands). status SUCCESS, FAILURE,
+ * RETRY, REVOKED; result borrowed; with exc_type the result is the exception dict {exc_type, exc_message: [message],
+ * exc_module}; extra (borrowed, may be NULL) is merged into the meta. Returns how many commands were appended (their
+ * replies are the caller's to read). */
+int redis_meta_append(struct redis_conn *c, const char *task_id, const char *status, const json_t *result,
+		      const char *exc_type, const char *exc_module, const char *message, const json_t *extra);
+/* The result meta key of a task into buf. */
+void redis_meta_key(const char *task_id, char *buf, size_t cap);
+
+/* Held messages (eta in the future): kept unacked by this process until due. */
+struct redis_held;
+/* Registers the visibility restore and the sweep of one process (redis_restore.c). */
+void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms);
+/* Pushes envelope text back to the front of its queue as a restore does (redelivered flags),
+ * and removes its unacked entry, in one MULTI/EXEC. */
+enum soma_err redis_restore_one(struct redis_conn *c, const char *tag, const char *envelope, size_t len,
+				const char *queue) SOMA_MUST_CHECK;
+
+/* Hands a message whose eta is in the future to the holder (takes text); queue_name borrowed. */
+void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms);
+/* The next due held message of queue (caller frees *text), or false; *next_ms receives the
+ * earliest due time of the queue's held messages (INT64_MAX when none). */
+bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], int64_t *next_ms);
+
+/* Time limits and running tags of this process's tasks, for the maintenance thread. */
+void queue_pool_tick(int64_t now_ms);
+/* Calls fn for the delivery tag of every task running now (lock held: fn must not block). */
+void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,379 @@
+/*
+ * redis_consume.c - the redis driver's worker side: taking Celery messages exactly as kombu does
+ * (interop.md 1.5-1.6), and turning them into tasks for the pool (see redis_int.h).
+ *
+ * DESIGN: reserve() serves, in order: the prefetched batch; a held message whose eta has come
+ * (redis_restore.c holds them); a new batch popped by a Lua script (band-major RPOP of up to n
+ * messages, each recorded with ZADD unacked_index + HSET unacked in the same atomic step); and,
+ * when every band is empty, BRPOP over the band keys for up to a second (then recorded as kombu
+ * does, MULTI ZADD HSET EXEC). Each new batch is checked in one more round trip: MGET of the
+ * result metas (a ready result: a duplicate publish, ack without running) and SET NX PX of a
+ * run-lock per (task id, retries) (held: the same message runs elsewhere now). A message whose
+ * eta is in the future is handed to the holder and stays unacked, as Celery holds it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "queue/redis_int.h"
+
+static const char pop_script[] =
+	"local nk = #KEYS - 2 local want = tonumber(ARGV[1]) local out = {} "
+	"for i = 1, nk do "
+	"  if #out >= want then break end "
+	"  local got = redis.call('RPOP', KEYS[i], want - #out) "
+	"  if got then for _, m in ipairs(got) do "
+	"    local tag = string.match(m, '\"delivery_tag\"%s*:%s*\"([^\"]+)\"') "
+	"    if tag then redis.call('ZADD', KEYS[nk + 2], ARGV[2], tag) "
+	"      redis.call('HSET', KEYS[nk + 1], tag, '[' .. m .. ', \"\", ' .. ARGV[3] .. ']') end "
+	"    out[#out + 1] = m end end "
+	"end return out";
+
+void rmsg_free(struct rmsg *m)
+{
+	celery_msg_deinit(&m->m);
+	free(m->text);
+	memset(m, 0, sizeof(*m));
+}
+
+void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "soma-run-%s-%lld", m->id, (long long)m->retries);
+}
+
+void rw_drain(struct rworker *w)
+{
+	for (; w->owed > 0; w->owed--) {
+		redisReply *r = redis_get_reply(w->c);
+		if (!r) {
+			w->owed = 0; /* the connection broke: what was not acked is redelivered later */
+			return;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+			log_warn("queue", "redis refused an ack or result write: %s", r->str);
+		freeReplyObject(r);
+	}
+}
+
+void rw_send(struct rworker *w)
+{
+	redisContext *ctx = redis_conn_ctx(w->c);
+	int done = 0;
+	while (ctx && !done) {
+		if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+			redis_conn_broken(w->c, ctx->errstr[0] ? ctx->errstr : "write failed");
+			w->owed = 0;
+			return;
+		}
+	}
+}
+
+void rw_ack(struct rworker *w, const char *tag)
+{
+	if (!tag || !tag[0])
+		return;
+	const char *z[] = {"ZREM", "unacked_index", tag}, *h[] = {"HDEL", "unacked", tag};
+	size_t zl[] = {4, 13, strlen(tag)}, hl[] = {4, 7, strlen(tag)};
+	if (redis_append_argv(w->c, 3, z, zl) == SOMA_OK)
+		w->owed++;
+	if (redis_append_argv(w->c, 3, h, hl) == SOMA_OK)
+		w->owed++;
+}
+
+static void *rw_open(const char *queue, const char *worker_id)
+{
+	struct rworker *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	snprintf(w->queue, sizeof(w->queue), "%s", queue);
+	snprintf(w->id, sizeof(w->id), "%s", worker_id);
+	static const int bands[REDIS_BANDS] = {0, 3, 6, 9};
+	for (int i = 0; i < REDIS_BANDS; i++)
+		celery_queue_key(queue, bands[i], w->keys[i], sizeof(w->keys[i]));
+	w->slow = strcmp(queue, "conversation") == 0;
+	if (!(w->c = redis_queue_connect(5000))) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* Gives back what the worker holds unrun (front of its queue, redelivered) and frees it. */
+static void rw_close(void *wp)
+{
+	struct rworker *w = wp;
+	rw_drain(w);
+	for (int i = 0; i < w->count; i++) {
+		struct rmsg *m = &w->buf[(w->head + i) % REDIS_PREFETCH_MAX];
+		if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue) != SOMA_OK)
+			log_warn("queue",
+				 "cannot give back message %s at shutdown; it is restored after the "
+				 "visibility timeout",
+				 m->m.id);
+		rmsg_free(m);
+	}
+	w->count = 0;
+	if (w->has_cur)
+		rmsg_free(&w->cur);
+	redis_conn_close(w->c);
+	free(w);
+}
+
+/* Decodes text into the next free slot; false (text freed, logged) when it is not a task. */
+static bool push_msg(struct rworker *w, char *text, size_t len)
+{
+	struct rmsg *m = &w->buf[(w->head + w->count) % REDIS_PREFETCH_MAX];
+	char why[256];
+	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
+		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
+		free(text); /* its unacked entry (if it had a tag) is restored and dropped again: log only */
+		return false;
+	}
+	m->text = text;
+	m->len = len;
+	m->skip = false;
+	w->count++;
+	return true;
+}
+
+/* Kombu's path for a message taken by BRPOP: MULTI ZADD HSET EXEC. */
+static void record_unacked(struct rworker *w, struct rmsg *m)
+{
+	char score[32], *value = NULL;
+	snprintf(score, sizeof(score), "%.6f", (double)clock_wall_ms() / 1000.0);
+	size_t vlen = 0;
+	FILE *f = open_memstream(&value, &vlen);
+	if (!f)
+		return;
+	fprintf(f, "[%.*s, \"\", \"%s\"]", (int)m->len, m->text, w->queue);
+	fclose(f);
+	const char *tag = m->m.delivery_tag;
+	const char *z[] = {"ZADD", "unacked_index", score, tag}, *h[] = {"HSET", "unacked", tag, value};
+	size_t zl[] = {4, 13, strlen(score), strlen(tag)}, hl[] = {4, 7, strlen(tag), vlen};
+	const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+	size_t ml[] = {5}, el[] = {4};
+	if (redis_append_argv(w->c, 1, multi, ml) == SOMA_OK && redis_append_argv(w->c, 4, z, zl) == SOMA_OK &&
+	    redis_append_argv(w->c, 4, h, hl) == SOMA_OK && redis_append_argv(w->c, 1, exec, el) == SOMA_OK)
+		w->owed += 4;
+	free(value);
+}
+
+/* One round trip over the new messages [from, from+n): ready results and run-locks. */
+static void dedupe(struct rworker *w, int from, int n)
+{
+	char lock_px[24];
+	long long px = queue_visibility_ms() - 2000;
+	snprintf(lock_px, sizeof(lock_px), "%lld", px < 1000 ? 1000 : px);
+	int sent = 0;
+	for (int i = 0; i < n; i++) {
+		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
+		char meta[128], lock[160];
+		redis_meta_key(m->m.id, meta, sizeof(meta));
+		rw_lock_key(&m->m, lock, sizeof(lock));
+		const char *g[] = {"GET", meta}, *s[] = {"SET", lock, w->id, "NX", "PX", lock_px};
+		size_t gl[] = {3, strlen(meta)}, sl[] = {3, strlen(lock), strlen(w->id), 2, 2, strlen(lock_px)};
+		if (redis_append_argv(w->c, 2, g, gl) == SOMA_OK && redis_append_argv(w->c, 6, s, sl) == SOMA_OK)
+			sent++;
+		else
+			break;
+	}
+	for (int i = 0; i < sent; i++) {
+		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
+		redisReply *meta = redis_get_reply(w->c), *lock = meta ? redis_get_reply(w->c) : NULL;
+		if (meta && meta->type == REDIS_REPLY_STRING) {
+			json_t *v = json_loadb(meta->str, meta->len, 0, NULL);
+			const char *st = json_string_value(json_object_get(v, "status"));
+			m->skip = st && (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 ||
+					 strcmp(st, "REVOKED") == 0);
+			json_decref(v);
+		}
+		if (lock && lock->type == REDIS_REPLY_NIL && !m->skip) {
+			log_info("queue", "task %s (try %lld) runs on another worker now; acking this copy", m->m.id,
+				 (long long)m->m.retries);
+			m->skip = true;
+		}
+		if (m->skip)
+			log_debug("queue", "task %s already has a result; duplicate acked", m->m.id);
+		freeReplyObject(meta);
+		freeReplyObject(lock);
+	}
+}
+
+/* Pops a batch (Lua, atomic with the unacked records); when empty, BRPOP for up to wait_ms. */
+static int fetch(struct rworker *w, int64_t wait_ms)
+{
+	rw_drain(w);
+	int want = w->slow ? 1 : (int)cfg_int(CFG_QUEUE_PREFETCH);
+	if (want > REDIS_PREFETCH_MAX)
+		want = REDIS_PREFETCH_MAX;
+	char n[16], now[32], rk[96];
+	snprintf(n, sizeof(n), "%d", want);
+	snprintf(now, sizeof(now), "%.6f", (double)clock_wall_ms() / 1000.0);
+	snprintf(rk, sizeof(rk), "\"%s\"", w->queue);
+	const char *argv[4 + REDIS_BANDS + 2 + 3] = {"EVAL", pop_script, "6"};
+	size_t lens[4 + REDIS_BANDS + 2 + 3] = {4, sizeof(pop_script) - 1, 1};
+	int argc = 3;
+	for (int i = 0; i < REDIS_BANDS; i++, argc++)
+		argv[argc] = w->keys[i], lens[argc] = strlen(w->keys[i]);
+	argv[argc] = "unacked", lens[argc++] = 7;
+	argv[argc] = "unacked_index", lens[argc++] = 13;
+	argv[argc] = n, lens[argc++] = strlen(n);
+	argv[argc] = now, lens[argc++] = strlen(now);
+	argv[argc] = rk, lens[argc++] = strlen(rk);
+	int from = (w->head + w->count) % REDIS_PREFETCH_MAX, got = 0;
+	redisReply *r = redis_cmd_argv(w->c, argc, argv, lens);
+	if (!r) { /* Redis is down: the connection backs off; do not spin */
+		struct timespec ts = {0, 200 * 1000000L};
+		nanosleep(&ts, NULL);
+		return 0;
+	}
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i < r->elements; i++)
+			got += push_msg(w, strndup(r->element[i]->str, r->element[i]->len), r->element[i]->len);
+	else if (r->type == REDIS_REPLY_ERROR)
+		log_warn("queue", "redis refused the pop script: %s", r->str);
+	freeReplyObject(r);
+	if (got == 0 && wait_ms > 0) {
+		char timeout[32];
+		snprintf(timeout, sizeof(timeout), "%.3f", (double)(wait_ms > 1000 ? 1000 : wait_ms) / 1000.0);
+		r = redis_cmd(w->c, "BRPOP %s %s %s %s %s", w->keys[0], w->keys[1], w->keys[2], w->keys[3], timeout);
+		if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		    push_msg(w, strndup(r->element[1]->str, r->element[1]->len), r->element[1]->len)) {
+			got = 1;
+			record_unacked(w, &w->buf[from]);
+			rw_drain(w);
+		}
+		freeReplyObject(r);
+	}
+	if (got)
+		dedupe(w, from, got);
+	return got;
+}
+
+/* The task as the pool knows it; Celery's args/kwargs become payload.args/kwargs. */
+static json_t *task_json(struct rworker *w, const struct celery_msg *m)
+{
+	json_t *h = m->headers;
+	json_t *payload = json_object_get(h, "soma_payload");
+	payload = json_is_object(payload) ? json_copy(payload) : json_object();
+	json_object_set(payload, "args", m->args);
+	json_object_set(payload, "kwargs", m->kwargs);
+	const char *tenant = json_string_value(json_object_get(h, "soma_tenant"));
+	json_t *mr = json_object_get(h, "soma_max_retries");
+	int64_t now = clock_wall_ms();
+	json_t *t =
+		json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:s, s:s}", "id", m->id, "name", m->task, "tenant",
+			  tenant && tenant[0] ? tenant : cfg_str(CFG_AUTH_DEFAULT_TENANT), "session_id",
+			  json_string_value(json_object_get(h, "soma_session")), "payload", payload, "attempts",
+			  (json_int_t)(m->retries + 1), "max_retries",
+			  (json_int_t)(json_is_integer(mr) ? json_integer_value(mr) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
+			  "queue", w->queue, "tag", m->delivery_tag);
+	if (t && m->expires_ms)
+		json_object_set_new(t, "expires_ms", json_integer(m->expires_ms));
+	if (t && m->time_limit > 0)
+		json_object_set_new(t, "hard_deadline_ms", json_integer(now + (int64_t)(m->time_limit * 1000.0)));
+	if (t && m->soft_time_limit > 0)
+		json_object_set_new(t, "soft_deadline_ms", json_integer(now + (int64_t)(m->soft_time_limit * 1000.0)));
+	return t;
+}
+
+/* The next message to run from the batch, acking duplicates and holding future etas. */
+static bool next_from_batch(struct rworker *w)
+{
+	while (w->count > 0) {
+		struct rmsg *m = &w->buf[w->head];
+		w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
+		w->count--;
+		if (m->skip) {
+			rw_ack(w, m->m.delivery_tag);
+			rw_send(w);
+			rmsg_free(m);
+		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
+			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms);
+			m->text = NULL;
+			rmsg_free(m);
+		} else {
+			w->cur = *m;
+			w->has_cur = true;
+			memset(m, 0, sizeof(*m));
+			return true;
+		}
+	}
+	return false;
+}
+
+static json_t *rw_reserve(void *wp)
+{
+	struct rworker *w = wp;
+	if (w->has_cur)
+		rmsg_free(&w->cur), w->has_cur = false;
+	w->hb_ms = w->started_ms = clock_wall_ms();
+	for (int round = 0; round < 2; round++) {
+		if (next_from_batch(w))
+			return task_json(w, &w->cur.m);
+		char *text;
+		size_t len;
+		char tag[72];
+		int64_t next_due;
+		if (redis_hold_take(w->queue, &text, &len, tag, &next_due)) {
+			char why[256];
+			struct rmsg *m = &w->cur;
+			if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
+				free(text);
+				continue;
+			}
+			m->text = text, m->len = len, w->has_cur = true;
+			return task_json(w, &m->m);
+		}
+		if (queue_stopping())
+			return NULL;
+		int64_t wait = next_due - clock_wall_ms();
+		if (fetch(w, round == 0 ? (wait < 1000 ? (wait < 10 ? 10 : wait) : 1000) : 0) == 0)
+			return NULL;
+	}
+	return NULL;
+}
+
+/* Keeps the running message's unacked entry fresh (ZADD XX: no sweep restores it) and its
+ * run-lock held, every third of the visibility timeout. */
+static void rw_heartbeat(void *wp, struct task_ctx *ctx)
+{
+	struct rworker *w = wp;
+	int64_t now = clock_wall_ms();
+	(void)ctx;
+	if (!w->has_cur || now - w->hb_ms < queue_visibility_ms() / 3)
+		return;
+	w->hb_ms = now;
+	char score[32], lock[160], px[24];
+	snprintf(score, sizeof(score), "%.6f", (double)now / 1000.0);
+	rw_lock_key(&w->cur.m, lock, sizeof(lock));
+	snprintf(px, sizeof(px), "%lld", (long long)queue_visibility_ms());
+	const char *z[] = {"ZADD", "unacked_index", "XX", score, w->cur.m.delivery_tag}, *p[] = {"PEXPIRE", lock, px};
+	size_t zl[] = {4, 13, 2, strlen(score), strlen(w->cur.m.delivery_tag)}, pl[] = {7, strlen(lock), strlen(px)};
+	if (redis_append_argv(w->c, 5, z, zl) == SOMA_OK)
+		w->owed++;
+	if (redis_append_argv(w->c, 3, p, pl) == SOMA_OK)
+		w->owed++;
+	rw_send(w);
+}
+
+/* The redis driver; settle, requeue and revoke are in redis_settle.c. */
+enum task_outcome redis_settle(void *w, struct task_ctx *ctx, enum task_outcome outcome);
+void redis_requeue(void *w, json_t *task);
+void redis_revoke(void *w, json_t *task, const char *why);
+
+const struct queue_driver queue_redis_driver = {
+	.name = "redis",
+	.blocking = true,
+	.open = rw_open,
+	.close = rw_close,
+	.reserve = rw_reserve,
+	.settle = redis_settle,
+	.heartbeat = rw_heartbeat,
+	.requeue = redis_requeue,
+	.revoke = redis_revoke,
+};

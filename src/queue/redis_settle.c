@@ -1,0 +1,159 @@
+/*
+ * redis_settle.c - the redis driver's outcomes: the result meta in Celery's Redis backend
+ * format, then the ack (ZREM unacked_index, HDEL unacked), written in that order on the worker's
+ * connection so the ack never precedes the effect (acks_late).
+ *
+ * DESIGN: SUCCESS -> meta SUCCESS + ack. Retryable failure -> Celery's retry: the same task id
+ * republished with retries + 1 and an eta (now + exponential backoff with jitter), meta RETRY,
+ * ack of this delivery; past max_retries (and on a permanent failure) -> the dead-letter store
+ * (a 'dead' row in the SQL store, committed first: if it cannot be written nothing is acked and
+ * the message comes back after the visibility timeout), meta FAILURE with the exception dict,
+ * ack. Interrupted by shutdown -> the message goes back to the front of its queue unacked-free.
+ * Revoked or expired -> meta REVOKED + ack, not run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "queue/redis_int.h"
+
+/* Meta + ack of the running message, written out now. */
+static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
+		   const char *exc_module, const char *message)
+{
+	struct celery_msg *m = &w->cur.m;
+	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
+	w->owed += redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
+	json_decref(extra);
+	rw_ack(w, m->delivery_tag);
+	char lock[160]; /* the run is over: a requeued dead letter runs again with the same retries */
+	rw_lock_key(m, lock, sizeof(lock));
+	const char *d[] = {"DEL", lock};
+	size_t dl[] = {3, strlen(lock)};
+	if (redis_append_argv(w->c, 2, d, dl) == SOMA_OK)
+		w->owed++;
+	rw_send(w);
+}
+
+/* The same task again with retries + 1, due after the backoff (LPUSH: back of the queue). */
+static bool republish(struct rworker *w, int64_t delay_ms)
+{
+	struct celery_msg *m = &w->cur.m;
+	json_t *env = json_copy(m->envelope);
+	json_t *headers = json_copy(json_object_get(env, "headers"));
+	json_t *props = json_deep_copy(json_object_get(env, "properties"));
+	char eta[CELERY_TIME_LEN], key[CELERY_KEY_MAX];
+	json_object_set_new(headers, "retries", json_integer(m->retries + 1));
+	json_object_set_new(headers, "eta",
+			    json_string(celery_time_format(clock_wall_ms() + delay_ms, eta, sizeof(eta))));
+	json_object_del(headers, "redelivered");
+	json_object_del(json_object_get(props, "delivery_info"), "redelivered");
+	json_object_del(props, "delivery_tag");
+	char *text = NULL;
+	if (env && headers && props &&
+	    celery_queue_key(m->routing_key ? m->routing_key : w->queue, m->priority, key, sizeof(key))) {
+		char tag[IDS_UUID_LEN + 1];
+		ids_uuid4(tag);
+		json_object_set_new(props, "delivery_tag", json_string(tag));
+		json_object_set(env, "headers", headers);
+		json_object_set(env, "properties", props);
+		text = json_dumps(env, JSON_COMPACT);
+	}
+	json_decref(headers);
+	json_decref(props);
+	json_decref(env);
+	if (!text)
+		return false;
+	const char *argv[] = {"LPUSH", key, text};
+	size_t lens[] = {5, strlen(key), strlen(text)};
+	bool ok = redis_append_argv(w->c, 3, argv, lens) == SOMA_OK;
+	w->owed += ok;
+	free(text);
+	return ok;
+}
+
+/* The dead-letter row, committed before the ack. */
+static bool dead_letter(struct rworker *w, struct task_ctx *ctx)
+{
+	struct store_op *op = store_op_new(STORE_OP_TASK_DEAD_ADD, ctx->tenant ? ctx->tenant : "");
+	if (!op)
+		return false;
+	json_t *t = ctx->task;
+	op->task = json_pack("{s:s, s:s, s:s, s:O?, s:O, s:O, s:I, s:s}", "id", ctx->id, "queue", w->queue, "name",
+			     w->cur.m.task, "session_id", json_object_get(t, "session_id"), "payload",
+			     json_object_get(t, "payload"), "max_retries", json_object_get(t, "max_retries"),
+			     "attempts", (json_int_t)(w->cur.m.retries + 1), "error", ctx->error);
+	enum soma_err err = op->task ? store_op_wait(queue_store(), op) : SOMA_ERR_NOMEM;
+	store_op_free(op);
+	if (err != SOMA_OK)
+		log_error("queue",
+			  "cannot store the dead letter of task %s (%s); it is not acked and comes back "
+			  "after the visibility timeout",
+			  ctx->id, soma_err_str(err));
+	return err == SOMA_OK;
+}
+
+enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome outcome);
+enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome outcome)
+{
+	struct rworker *w = wp;
+	if (!w->has_cur)
+		return outcome;
+	struct celery_msg *m = &w->cur.m;
+	w->slow = strcmp(w->queue, "conversation") == 0 || clock_wall_ms() - w->started_ms > 50;
+	rw_drain(w);
+	if (outcome == TASK_RETRY && ctx->shutdown) {
+		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
+			log_warn("queue",
+				 "cannot give back task %s at shutdown; it comes back after the visibility "
+				 "timeout",
+				 ctx->id);
+		return outcome;
+	}
+	int64_t max = json_integer_value(json_object_get(ctx->task, "max_retries"));
+	if (outcome == TASK_RETRY && m->retries < max) {
+		if (republish(w, queue_backoff_ms(m->retries + 1)))
+			finish(w, "RETRY", NULL, "Retry", "celery.exceptions", ctx->error);
+		return TASK_RETRY; /* not republished: not acked either, it comes back after the timeout */
+	}
+	if (outcome == TASK_RETRY) {
+		char why[sizeof(ctx->error)];
+		snprintf(why, sizeof(why), "%.400s (gave up after %lld retries)", ctx->error, (long long)m->retries);
+		snprintf(ctx->error, sizeof(ctx->error), "%s", why);
+		outcome = TASK_FAIL;
+	}
+	if (outcome != TASK_FAIL) {
+		finish(w, "SUCCESS", ctx->result, NULL, NULL, NULL);
+		return outcome;
+	}
+	if (!dead_letter(w, ctx))
+		return outcome;
+	log_error("queue", "task %s (%s) dead-lettered: %s", ctx->id, m->task, ctx->error);
+	const char *type = ctx->limit_hit == 2 ? "TimeLimitExceeded"
+			   : ctx->limit_hit    ? "SoftTimeLimitExceeded"
+					       : "Exception";
+	finish(w, "FAILURE", NULL, type, ctx->limit_hit ? "billiard.exceptions" : "builtins", ctx->error);
+	return outcome;
+}
+
+void redis_revoke(void *wp, json_t *task, const char *why);
+void redis_revoke(void *wp, json_t *task, const char *why)
+{
+	struct rworker *w = wp;
+	(void)task;
+	if (w->has_cur)
+		finish(w, "REVOKED", NULL, "TaskRevokedError", "celery.exceptions", why);
+}
+
+void redis_requeue(void *wp, json_t *task);
+void redis_requeue(void *wp, json_t *task)
+{
+	struct rworker *w = wp;
+	(void)task;
+	rw_drain(w);
+	if (w->has_cur && redis_restore_one(w->c, w->cur.m.delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
+		log_warn("queue", "cannot give back task %s at shutdown", w->cur.m.id);
+}

@@ -1,0 +1,240 @@
+/*
+ * relay.c - the transactional outbox of the redis queue: committed task rows -> Celery messages.
+ *
+ * DESIGN: a task is committed into the store's tasks table in the same transaction as the
+ * state change that causes it (MESSAGE, TASK_PUBLISH, a dead letter requeued). This thread,
+ * woken by the store's task hook (and every second regardless), claims up to RELAY_BATCH rows
+ * (STORE_OP_TASK_RELAY_CLAIM: queued -> relaying with a lease), LPUSHes their messages to their
+ * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
+ * for a requeued dead letter, DEL of its old result meta first - then deletes the rows
+ * (STORE_OP_TASK_RELAY_DONE). A crash between LPUSH and the delete publishes those rows again
+ * when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op.
+ * A row's available_ms in the future becomes the message's eta (the worker holds it, as Celery).
+ * Redis down: this thread keeps the rows it claimed and retries them with a backoff.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "queue/celery_wire.h"
+#include "queue/queue_int.h"
+#include "redis/conn.h"
+
+#define RELAY_BATCH    1000
+#define RELAY_LEASE_MS 30000
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static bool running, stop;
+static unsigned long gen;
+static pthread_t tid;
+static struct store *store;
+static struct redis_conn *conn;
+static atomic_llong published;
+
+void queue_relay_wake(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock);
+	gen++;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&lock);
+}
+
+long long queue_relay_published(void)
+{
+	return atomic_load(&published);
+}
+
+/* Appends the commands of one row; returns how many. */
+static int append_row(json_t *row, int64_t now)
+{
+	const char *id = json_string_value(json_object_get(row, "id"));
+	json_t *payload = json_object_get(row, "payload");
+	json_t *task = json_pack("{s:O, s:O, s:O, s:O, s:O?, s:O, s:O, s:O?}", "id", json_object_get(row, "id"), "name",
+				 json_object_get(row, "name"), "queue", json_object_get(row, "queue"), "tenant",
+				 json_object_get(row, "tenant"), "session_id", json_object_get(row, "session_id"),
+				 "payload", payload, "max_retries", json_object_get(row, "max_retries"), "options",
+				 json_object_get(payload, "options"));
+	int64_t available = json_integer_value(json_object_get(row, "available_ms"));
+	char key[CELERY_KEY_MAX], meta[128], owner[128], ttl[24];
+	char *env = task ? redis_task_envelope(task, 0, available > now + 5 ? available : 0, key) : NULL;
+	json_decref(task);
+	if (!env) {
+		log_error("queue", "cannot build the message of task %s; it stays in the outbox", id);
+		return 0;
+	}
+	int n = 0;
+	if (json_is_true(json_object_get(row, "requeued"))) {
+		redis_meta_key(id, meta, sizeof(meta));
+		const char *d[] = {"DEL", meta};
+		size_t dl[] = {3, strlen(meta)};
+		n += redis_append_argv(conn, 2, d, dl) == SOMA_OK;
+	}
+	const char *l[] = {"LPUSH", key, env};
+	size_t ll[] = {5, strlen(key), strlen(env)};
+	n += redis_append_argv(conn, 3, l, ll) == SOMA_OK;
+	const char *tenant = json_string_value(json_object_get(row, "tenant"));
+	long long expires = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
+	snprintf(owner, sizeof(owner), "soma-task-owner-%s", id);
+	snprintf(ttl, sizeof(ttl), "%lld", expires > 0 ? expires : 31536000LL);
+	const char *o[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
+	size_t ol[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
+	n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;
+	free(env);
+	return n;
+}
+
+/* Publishes the claimed rows; true when Redis took every message. */
+static bool publish(json_t *rows)
+{
+	int64_t now = clock_wall_ms();
+	int n = 0;
+	size_t i;
+	json_t *row;
+	json_array_foreach(rows, i, row)
+	{
+		n += append_row(row, now);
+	}
+	bool ok = true;
+	for (int k = 0; k < n; k++) {
+		redisReply *r = redis_get_reply(conn);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			if (r)
+				log_warn("queue", "redis refused a task message: %s", r->str);
+			ok = false;
+		}
+		freeReplyObject(r);
+		if (!redis_conn_ok(conn))
+			return false;
+	}
+	return ok;
+}
+
+static void done_rows(json_t *rows)
+{
+	struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_DONE, "");
+	if (!op)
+		return;
+	op->row = json_array();
+	size_t i;
+	json_t *row;
+	json_array_foreach(rows, i, row)
+	{
+		json_array_append(op->row, json_object_get(row, "id"));
+	}
+	if (store_op_wait(store, op) != SOMA_OK)
+		log_warn("queue",
+			 "published tasks could not be removed from the outbox (%s); they are published "
+			 "again after %d s and deduplicated by the workers",
+			 soma_err_str(op->err), RELAY_LEASE_MS / 1000);
+	store_op_free(op);
+}
+
+/* One batch; returns how many rows were published (-1: Redis or the store failed). Rows that
+ * could not be published are kept (still claimed) and tried again first, so a Redis restart
+ * costs a backoff, not a lease. */
+static json_t *unsent;
+
+static int relay_once(void)
+{
+	if (!unsent) {
+		struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_CLAIM, "");
+		if (!op)
+			return -1;
+		op->limit = RELAY_BATCH;
+		op->delay_ms = RELAY_LEASE_MS;
+		op->all_tenants = true;
+		if (store_op_wait(store, op) == SOMA_OK) {
+			unsent = op->rows;
+			op->rows = NULL;
+		}
+		store_op_free(op);
+		if (!unsent)
+			return -1;
+	}
+	int n = (int)json_array_size(unsent);
+	if (n > 0 && !publish(unsent)) {
+		log_warn("queue", "cannot publish %d task(s) to redis (%s); retrying", n, redis_conn_error(conn));
+		return -1;
+	}
+	if (n > 0) {
+		done_rows(unsent);
+		atomic_fetch_add(&published, n);
+	}
+	json_decref(unsent);
+	unsent = NULL;
+	return n;
+}
+
+static void *relay_main(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "soma-q-relay");
+	int backoff_ms = 0;
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		unsigned long seen = gen;
+		bool quit = stop;
+		pthread_mutex_unlock(&lock);
+		if (quit)
+			break;
+		int n = relay_once();
+		backoff_ms = n < 0 ? (backoff_ms ? (backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2) : 100) : 0;
+		if (n == RELAY_BATCH)
+			continue; /* more is waiting */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		int64_t wait_ms = backoff_ms ? backoff_ms : 1000;
+		until.tv_sec += wait_ms / 1000;
+		until.tv_nsec += (wait_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L)
+			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		pthread_mutex_lock(&lock);
+		while (!stop && (backoff_ms || gen == seen))
+			if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
+				break;
+		pthread_mutex_unlock(&lock);
+	}
+	return NULL;
+}
+
+enum soma_err queue_relay_start(struct store *st)
+{
+	if (running)
+		return SOMA_OK;
+	store = st;
+	if (!(conn = redis_queue_connect(5000)))
+		return SOMA_ERR_INVALID;
+	stop = false;
+	if (pthread_create(&tid, NULL, relay_main, NULL) != 0) {
+		redis_conn_close(conn);
+		conn = NULL;
+		return SOMA_ERR_INTERNAL;
+	}
+	running = true;
+	return SOMA_OK;
+}
+
+/* Stops after the batch in hand (rows it claimed but could not publish wait for their lease). */
+void queue_relay_stop(void)
+{
+	if (!running)
+		return;
+	pthread_mutex_lock(&lock);
+	stop = true;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&lock);
+	pthread_join(tid, NULL);
+	running = false;
+	json_decref(unsent); /* still claimed: published again when their lease passes */
+	unsent = NULL;
+	redis_conn_close(conn);
+	conn = NULL;
+}

@@ -1,0 +1,223 @@
+/*
+ * results.c - the task API's reads and writes on Redis (redis driver): a task's status from its
+ * Celery result meta, and idempotency keys.
+ *
+ * DESIGN: io threads never block, so each call is a job on a bounded queue served by
+ * RESULT_THREADS threads, each with its own connection; the job's done() runs on that thread
+ * (the gateway posts its answer back to the request's io thread). A task is shown to the tenant
+ * recorded in soma-task-owner-<id> (written by the relay); a task with no owner key (sent by a
+ * Python producer) is shown to any caller that knows its id, and a task with neither an owner
+ * nor a meta is PENDING, as Celery reports an unknown id.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "queue/celery_wire.h"
+#include "queue/queue_int.h"
+#include "redis/conn.h"
+
+#define RESULT_THREADS 2
+#define RESULT_QUEUE   4096
+
+struct job {
+	char task_id[72];   /* the task */
+	char tenant[72];    /* the caller's tenant */
+	char key[200];	    /* idempotency key ("" for a status read) */
+	int ttl_s;	    /* idempotency key lifetime */
+	queue_status_fn fn; /* completion */
+	void *arg;	    /* its argument */
+	struct job *next;   /* queue link */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready = PTHREAD_COND_INITIALIZER;
+static struct job *head, *tail;
+static int queued;
+static bool running, stop;
+static pthread_t tids[RESULT_THREADS];
+
+static enum soma_err submit(struct job *j)
+{
+	pthread_mutex_lock(&lock);
+	if (!running || stop || queued >= RESULT_QUEUE) {
+		pthread_mutex_unlock(&lock);
+		free(j);
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	if (tail)
+		tail->next = j;
+	else
+		head = j;
+	tail = j;
+	queued++;
+	pthread_cond_signal(&ready);
+	pthread_mutex_unlock(&lock);
+	return SOMA_OK;
+}
+
+static struct job *new_job(const char *task_id, const char *tenant, queue_status_fn fn, void *arg)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (j) {
+		snprintf(j->task_id, sizeof(j->task_id), "%s", task_id);
+		snprintf(j->tenant, sizeof(j->tenant), "%s", tenant);
+		j->fn = fn, j->arg = arg;
+	}
+	return j;
+}
+
+enum soma_err queue_status_async(const char *task_id, const char *tenant, queue_status_fn done, void *arg)
+{
+	struct job *j = new_job(task_id, tenant, done, arg);
+	return j ? submit(j) : SOMA_ERR_NOMEM;
+}
+
+enum soma_err queue_idempotency_async(const char *tenant, const char *key, const char *task_id, int ttl_s,
+				      queue_status_fn done, void *arg)
+{
+	struct job *j = new_job(task_id, tenant, done, arg);
+	if (!j)
+		return SOMA_ERR_NOMEM;
+	snprintf(j->key, sizeof(j->key), "%s", key);
+	j->ttl_s = ttl_s;
+	return submit(j);
+}
+
+/* Celery's meta as GET /v1/tasks shows a task. */
+static json_t *row_from_meta(const char *id, json_t *meta)
+{
+	const char *status = json_string_value(json_object_get(meta, "status"));
+	json_t *res = json_object_get(meta, "result");
+	bool ok = status && strcmp(status, "SUCCESS") == 0;
+	char *error = NULL;
+	if (!ok && json_is_object(res)) {
+		const char *type = json_string_value(json_object_get(res, "exc_type"));
+		json_t *msg = json_object_get(res, "exc_message");
+		char *text = json_dumps(json_is_array(msg) && json_array_size(msg) == 1 ? json_array_get(msg, 0) : msg,
+					JSON_ENCODE_ANY | JSON_COMPACT);
+		const char *plain = json_string_value(json_is_array(msg) ? json_array_get(msg, 0) : msg);
+		size_t cap = 600;
+		if ((error = malloc(cap)))
+			snprintf(error, cap, "%s: %s", type ? type : "Exception", plain ? plain : text ? text : "");
+		free(text);
+	}
+	char done[CLOCK_RFC3339_LEN + 1];
+	int64_t done_ms = 0;
+	const char *dd = json_string_value(json_object_get(meta, "date_done"));
+	bool has_done = dd && celery_time_parse(dd, &done_ms);
+	json_t *row = json_pack("{s:s, s:O?, s:s, s:O, s:s?, s:I, s:n, s:s?, s:b}", "task_id", id, "task",
+				json_object_get(meta, "name"), "status", status ? status : "PENDING", "result",
+				ok ? res : json_null(), "error", error, "retries",
+				(json_int_t)json_integer_value(json_object_get(meta, "retries")), "started_at",
+				"completed_at", has_done ? clock_rfc3339(done_ms, done, sizeof(done)) : NULL,
+				"dead_letter", 0);
+	free(error);
+	return row;
+}
+
+static void run_status(struct redis_conn *c, struct job *j)
+{
+	char meta_key[128], owner_key[128];
+	redis_meta_key(j->task_id, meta_key, sizeof(meta_key));
+	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", j->task_id);
+	redisReply *r = redis_cmd(c, "MGET %s %s", meta_key, owner_key);
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		freeReplyObject(r);
+		j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
+		return;
+	}
+	redisReply *meta = r->element[0], *owner = r->element[1];
+	if (owner->type == REDIS_REPLY_STRING &&
+	    (owner->len != strlen(j->tenant) || memcmp(owner->str, j->tenant, owner->len))) {
+		freeReplyObject(r);
+		j->fn(NULL, SOMA_ERR_NOT_FOUND, j->arg);
+		return;
+	}
+	json_t *m = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
+	json_t *row = m ? row_from_meta(j->task_id, m) : NULL;
+	json_decref(m);
+	freeReplyObject(r);
+	j->fn(row, SOMA_OK, j->arg);
+	json_decref(row);
+}
+
+static void run_idempotency(struct redis_conn *c, struct job *j)
+{
+	char key[300], ttl[16];
+	snprintf(key, sizeof(key), "soma-idem-%s-%s", j->tenant, j->key);
+	snprintf(ttl, sizeof(ttl), "%d", j->ttl_s > 0 ? j->ttl_s : 86400);
+	redisReply *r = redis_cmd(c, "SET %s %s NX EX %s GET", key, j->task_id, ttl);
+	json_t *out = NULL;
+	if (r && r->type == REDIS_REPLY_NIL)
+		out = json_string(j->task_id); /* it was free: ours now */
+	else if (r && r->type == REDIS_REPLY_STRING)
+		out = json_stringn(r->str, r->len);
+	freeReplyObject(r);
+	j->fn(out, out ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);
+	json_decref(out);
+}
+
+static void *serve(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "soma-q-results");
+	struct redis_conn *c = redis_queue_connect(2000);
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		while (!head && !stop)
+			pthread_cond_wait(&ready, &lock);
+		struct job *j = head;
+		if (j) {
+			head = j->next;
+			tail = head ? tail : NULL;
+			queued--;
+		}
+		pthread_mutex_unlock(&lock);
+		if (!j)
+			break;
+		if (!c)
+			j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
+		else if (j->key[0])
+			run_idempotency(c, j);
+		else
+			run_status(c, j);
+		free(j);
+	}
+	redis_conn_close(c);
+	return NULL;
+}
+
+enum soma_err queue_results_start(void)
+{
+	pthread_mutex_lock(&lock);
+	stop = false;
+	running = true;
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < RESULT_THREADS; i++)
+		if (pthread_create(&tids[i], NULL, serve, NULL) != 0)
+			return SOMA_ERR_INTERNAL;
+	return SOMA_OK;
+}
+
+/* Answers what is queued (each done() runs), then stops. */
+void queue_results_stop(void)
+{
+	pthread_mutex_lock(&lock);
+	if (!running) {
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	stop = true;
+	pthread_cond_broadcast(&ready);
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < RESULT_THREADS; i++)
+		pthread_join(tids[i], NULL);
+	pthread_mutex_lock(&lock);
+	running = false;
+	pthread_mutex_unlock(&lock);
+	log_debug("queue", "task API reads on redis stopped");
+}

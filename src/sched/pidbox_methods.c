@@ -1,0 +1,167 @@
+/*
+ * pidbox_methods.c - the remote-control methods this node answers (see sched.h), with the reply
+ * shapes of Celery 5.2's worker (celery/worker/control.py): ping, stats, active, active_queues,
+ * registered, revoked, conf, scheduled, reserved, report; the controls revoke, enable_events,
+ * disable_events, heartbeat. Unknown methods (shutdown, pool_grow, rate_limit, ...) return NULL
+ * and are logged and ignored: this node is managed by its own configuration and signals.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "queue/hooks.h"
+#include "queue/queue.h"
+#include "sched/sched_int.h"
+#include "tasks/tasks.h"
+
+static json_t *ok(const char *text)
+{
+	return json_pack("{s:s}", "ok", text);
+}
+
+static json_t *stats(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	json_t *pools = queue_pools_json(), *pool;
+	const char *name;
+	json_int_t conc = 0;
+	json_object_foreach(pools, name, pool) conc += json_integer_value(json_object_get(pool, "concurrency"));
+	json_decref(pools);
+	char clock[32];
+	snprintf(clock, sizeof(clock), "%llu", (unsigned long long)ctl_clock_next());
+	return json_pack("{s:{s:s, s:s}, s:s, s:i, s:I, s:{s:I, s:[i], s:s}, s:i, "
+			 "s:{s:f, s:f, s:I}, s:o, s:I}",
+			 "broker", "transport", "redis", "hostname", "redis", "clock", clock, "pid", (int)getpid(),
+			 "uptime", (json_int_t)ctl_uptime_s(), "pool", "max-concurrency", conc, "processes",
+			 (int)getpid(), "implementation", "somaagent:threads", "prefetch_count", 0, "rusage", "utime",
+			 (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, "stime",
+			 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, "maxrss", (json_int_t)ru.ru_maxrss,
+			 "total", ctl_totals_json(), "processed", (json_int_t)ctl_processed());
+}
+
+/* Running tasks as Celery's Request.info() describes them. */
+static json_t *active(void)
+{
+	json_t *workers = queue_workers_json(), *out = json_array(), *w;
+	size_t i;
+	json_array_foreach(workers, i, w)
+	{
+		const char *id = json_string_value(json_object_get(w, "task_id"));
+		if (!id)
+			continue;
+		const char *name = json_string_value(json_object_get(w, "task"));
+		json_array_append_new(
+			out, json_pack("{s:s, s:s?, s:s, s:s, s:s?, s:s, s:n, s:b, s:{s:s, s:O, s:i, s:b}, s:i}", "id",
+				       id, "name", name, "args", "()", "kwargs", "{}", "type", name, "hostname",
+				       sched_nodename(), "time_start", "acknowledged", 1, "delivery_info", "exchange",
+				       "", "routing_key", json_object_get(w, "queue"), "priority", 0, "redelivered", 0,
+				       "worker_pid", (int)getpid()));
+	}
+	json_decref(workers);
+	return out;
+}
+
+static json_t *active_queues(void)
+{
+	json_t *pools = queue_pools_json(), *out = json_array(), *pool;
+	const char *name;
+	json_object_foreach(pools, name, pool)
+	{
+		json_array_append_new(
+			out,
+			json_pack("{s:s, s:{s:s, s:s, s:n, s:b, s:b, s:b, s:n, s:b}, s:s, s:n, s:n, s:n, s:b, "
+				  "s:b, s:b, s:b, s:n, s:[], s:b, s:n, s:n, s:n, s:n, s:n}",
+				  "name", name, "exchange", "name", name, "type", "direct", "arguments", "durable", 1,
+				  "passive", 0, "auto_delete", 0, "delivery_mode", "no_declare", 0, "routing_key", name,
+				  "queue_arguments", "binding_arguments", "consumer_arguments", "durable", 1,
+				  "exclusive", 0, "auto_delete", 0, "no_ack", 0, "alias", "bindings", "no_declare", 0,
+				  "expires", "message_ttl", "max_length", "max_length_bytes", "max_priority"));
+	}
+	json_decref(pools);
+	return out;
+}
+
+/* The task names of this binary. The queue keeps its handlers private, so the list is the
+ * one tasks/registry.c registers. */
+static json_t *registered(void)
+{
+	return json_pack("[s, s, s, s, s]", TASK_CONVERSATION_PROCESS, "soma.echo", "soma.fail", "soma.noop",
+			 "soma.sleep");
+}
+
+static json_t *conf(void)
+{
+	return json_pack("{s:s, s:s, s:b, s:I, s:s, s:b, s:s}", "broker_transport", "redis", "task_default_queue",
+			 cfg_str(CFG_QUEUE_DEFAULT_QUEUE), "worker_send_task_events", ctl_task_events(),
+			 "result_expires", (json_int_t)cfg_int(CFG_QUEUE_RESULT_EXPIRES_S), "result_backend", "redis",
+			 "enable_utc", 1, "timezone", "UTC");
+}
+
+static json_t *revoke_tasks(json_t *args)
+{
+	json_t *ids = json_object_get(args, "task_id"), *one = NULL;
+	json_t *list = json_is_array(ids) ? json_incref(ids) : json_is_string(ids) ? json_pack("[O]", ids) : NULL;
+	if (!list)
+		return json_pack("{s:s}", "error", "revoke needs task_id (a string or a list)");
+	char text[512];
+	size_t pos = (size_t)snprintf(text, sizeof(text), "tasks {");
+	size_t i;
+	json_array_foreach(list, i, one)
+	{
+		if (!json_is_string(one))
+			continue;
+		queue_revoke(json_string_value(one), 0);
+		if (pos < sizeof(text))
+			pos += (size_t)snprintf(text + pos, sizeof(text) - pos, "%s'%s'", i ? ", " : "",
+						json_string_value(one));
+	}
+	if (pos < sizeof(text))
+		snprintf(text + pos, sizeof(text) - pos, "} flagged as revoked");
+	if (json_is_true(json_object_get(args, "terminate")))
+		log_info("celery",
+			 "revoke with terminate: running tasks are not killed on this node (threads cannot be); "
+			 "they finish, queued ones never start");
+	json_decref(list);
+	return ok(text);
+}
+
+json_t *pidbox_handle(const char *method, json_t *arguments)
+{
+	if (strcmp(method, "ping") == 0)
+		return ok("pong");
+	if (strcmp(method, "stats") == 0)
+		return stats();
+	if (strcmp(method, "active") == 0)
+		return active();
+	if (strcmp(method, "active_queues") == 0)
+		return active_queues();
+	if (strcmp(method, "registered") == 0)
+		return registered();
+	if (strcmp(method, "revoked") == 0)
+		return queue_revoked_json();
+	if (strcmp(method, "conf") == 0)
+		return conf();
+	if (strcmp(method, "scheduled") == 0 || strcmp(method, "reserved") == 0)
+		return json_array();
+	if (strcmp(method, "report") == 0)
+		return ok("somaagent " SOMA_VERSION " (C worker; Celery protocol v2)");
+	if (strcmp(method, "revoke") == 0)
+		return revoke_tasks(arguments);
+	if (strcmp(method, "enable_events") == 0 || strcmp(method, "disable_events") == 0) {
+		bool on = method[0] == 'e';
+		if (on != ctl_task_events())
+			log_info("celery", "task events %s by remote control", on ? "enabled" : "disabled");
+		ctl_task_events_set(on);
+		return ok(on ? "task events enabled" : "task events disabled");
+	}
+	if (strcmp(method, "heartbeat") == 0) {
+		ctl_enqueue(CTL_HEARTBEAT, NULL, NULL, NULL, NULL);
+		return json_null();
+	}
+	return NULL;
+}

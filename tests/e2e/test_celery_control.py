@@ -1,0 +1,224 @@
+"""Celery's tooling sees our workers (queue.driver=redis): `celery inspect ping` from Debian's
+celery lists the node; the pidbox answers stats, active, active_queues, registered, revoked and
+conf; worker heartbeats and task events on celeryev carry Celery 5.2's fields and drive
+celery.events.state.State to SUCCESS; `control revoke` and POST /v1/tasks/{id}/revoke keep a
+queued task from running (REVOKED); GET /v1/workers shows every node's workers.
+
+Reference: shared/reference/interop.md sections 1.9 (events) and 1.10 (pidbox)."""
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from e2e_util import clean_env, http, wait_until
+from servers import RedisServer
+
+STANDARD = {"type", "hostname", "timestamp", "utcoffset", "pid", "clock"}
+WORKER = STANDARD | {"freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys"}
+TASK_FIELDS = {
+    "task-received": {"uuid", "name", "args", "kwargs", "root_id", "parent_id", "retries", "eta", "expires"},
+    "task-started": {"uuid"},
+    "task-succeeded": {"uuid", "result", "runtime"},
+    "task-failed": {"uuid", "exception", "traceback"},
+    "task-retried": {"uuid", "exception", "traceback"},
+    "task-revoked": {"uuid", "terminated", "signum", "expired"},
+}
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as r:
+        yield r
+
+
+@pytest.fixture
+def node(soma, redis_server, tmp_path):
+    """start(name="soma@e2e-a", *sets) -> a server on the redis driver with that nodename."""
+    redis_server.client().flushdb()
+
+    def start(name="soma@e2e-a", *sets, **kw):
+        return soma("queue.driver=redis", f"redis.url={redis_server.url()}", f"celery.nodename={name}", *sets,
+                    data_dir=tmp_path / name.replace("@", "-"), **kw)
+    return start
+
+
+@pytest.fixture
+def app(redis_server):
+    from celery import Celery
+    a = Celery("e2e", broker=redis_server.url(), backend=redis_server.url())
+    yield a
+    a.close()
+
+
+def celery_cli(redis_server, *args, timeout=30):
+    return subprocess.run(["/usr/bin/python3", "-m", "celery", "-b", redis_server.url(), *args],
+                          capture_output=True, text=True, timeout=timeout, env=clean_env())
+
+
+class Capture:
+    """A celeryev receiver (as `celery events` / Flower run one) in a thread, feeding State."""
+
+    def __init__(self, app):
+        self.app = app
+        self.events = []
+        self.state = app.events.State()
+        self.conn = app.connection()
+        self.recv = app.events.Receiver(self.conn, handlers={"*": self._on})
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        time.sleep(1.0)  # the PSUBSCRIBE is in place
+
+    def _on(self, ev):
+        self.events.append(dict(ev))  # as received (State adds keys to the dict it is given)
+        self.state.event(ev)
+
+    def _run(self):
+        try:
+            self.recv.capture(limit=None, timeout=60, wakeup=False)
+        except Exception:
+            pass
+
+    def of(self, type_, **match):
+        return [e for e in self.events if e["type"] == type_ and all(e.get(k) == v for k, v in match.items())]
+
+    def close(self):
+        self.recv.should_stop = True
+        self.thread.join(5)
+        self.conn.release()
+
+
+def test_celery_inspect_ping_lists_our_worker(node, redis_server):
+    node("soma@e2e-a")
+    cp = celery_cli(redis_server, "inspect", "ping", "--timeout", "3")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "soma@e2e-a: OK" in cp.stdout and "pong" in cp.stdout, cp.stdout
+    # addressed to another node: ours stays silent
+    cp = celery_cli(redis_server, "inspect", "ping", "--timeout", "1.5", "-d", "celery@elsewhere")
+    assert "soma@e2e-a" not in cp.stdout, cp.stdout
+
+
+def test_inspect_answers(node, app):
+    node("soma@e2e-a")
+    i = app.control.inspect(timeout=3, destination=["soma@e2e-a"])
+    stats = i.stats()["soma@e2e-a"]
+    assert stats["pid"] > 0 and stats["pool"]["max-concurrency"] >= 2 and isinstance(stats["total"], dict)
+    assert i.active() == {"soma@e2e-a": []}
+    assert {"soma.echo", "soma.noop", "soma.sleep", "soma.fail"} <= set(i.registered()["soma@e2e-a"])
+    queues = {q["name"] for q in i.active_queues()["soma@e2e-a"]}
+    assert {"celery", "conversation"} <= queues
+    assert i.conf()["soma@e2e-a"]["task_default_queue"] == "celery"
+    assert i.revoked() == {"soma@e2e-a": []}
+    assert app.control.ping(timeout=2) == [{"soma@e2e-a": {"ok": "pong"}}]
+
+
+def test_heartbeats_and_task_events(node, app):
+    cap = Capture(app)
+    srv = node("soma@e2e-a", "celery.events=true")
+    try:
+        wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        (online,) = cap.of("worker-online", hostname="soma@e2e-a")
+        hb = cap.of("worker-heartbeat")[0]
+        for ev in (online, hb):
+            assert set(ev) - {"local_received"} == WORKER, ev
+        assert hb["freq"] == 2.0 and hb["pid"] == srv.proc.pid and len(hb["loadavg"]) == 3
+        assert hb["sw_ident"] == "somaagent" and isinstance(hb["processed"], int) and hb["utcoffset"] == 0
+        r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "args": [2, 3]}, timeout=5)
+        assert r.status_code == 202, r.text
+        tid = r.json()["task_id"]
+        wait_until(lambda: cap.of("task-succeeded", uuid=tid), 10, what="task-succeeded")
+        for t in ("task-received", "task-started", "task-succeeded"):
+            (ev,) = cap.of(t, uuid=tid)
+            assert set(ev) - {"local_received"} == STANDARD | TASK_FIELDS[t], ev
+            assert ev["hostname"] == "soma@e2e-a"
+        assert cap.of("task-received", uuid=tid)[0]["name"] == "soma.echo"
+        clocks = [e["clock"] for e in cap.events if e["hostname"] == "soma@e2e-a"]
+        assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks), clocks
+        task = cap.state.tasks[tid]
+        assert task.state == "SUCCESS" and task.name == "soma.echo" and task.worker.hostname == "soma@e2e-a"
+        assert cap.state.workers["soma@e2e-a"].alive
+        srv.stop()
+        wait_until(lambda: cap.of("worker-offline", hostname="soma@e2e-a"), 5, what="worker-offline")
+        assert not cap.state.workers["soma@e2e-a"].alive
+    finally:
+        cap.close()
+
+
+def test_enable_events_by_remote_control(node, app):
+    srv = node("soma@e2e-a")  # celery.events off: heartbeats only
+    cap = Capture(app)
+    try:
+        r = http().post(srv.url + "/v1/tasks", json={"task": "soma.noop"}, timeout=5)
+        quiet = r.json()["task_id"]
+        wait_until(lambda: http().get(f"{srv.url}/v1/tasks/{quiet}").json()["status"] == "SUCCESS", 10)
+        assert app.control.enable_events(reply=True, timeout=2) == [{"soma@e2e-a": {"ok": "task events enabled"}}]
+        r = http().post(srv.url + "/v1/tasks", json={"task": "soma.noop"}, timeout=5)
+        loud = r.json()["task_id"]
+        wait_until(lambda: cap.of("task-succeeded", uuid=loud), 10, what="task events after enable_events")
+        assert not cap.of("task-succeeded", uuid=quiet)
+    finally:
+        cap.close()
+
+
+def test_control_revoke_keeps_a_queued_task_from_running(node, app):
+    srv = node("soma@e2e-a")
+    r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "countdown": 3}, timeout=5)
+    tid = r.json()["task_id"]
+    app.control.revoke(tid)
+    wait_until(lambda: tid in app.control.inspect(timeout=1).revoked().get("soma@e2e-a", []), 5,
+               what="the revoke to reach the node")
+    wait_until(lambda: http().get(f"{srv.url}/v1/tasks/{tid}").json()["status"] == "REVOKED", 10,
+               interval=0.2, what="REVOKED")
+    time.sleep(0.5)
+    assert http().get(f"{srv.url}/v1/tasks/{tid}").json()["status"] == "REVOKED"
+
+
+def test_api_revoke_broadcasts_to_celery(node, app, redis_server):
+    srv = node("soma@e2e-a")
+    r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "countdown": 5}, timeout=5)
+    tid = r.json()["task_id"]
+    r = http().post(f"{srv.url}/v1/tasks/{tid}/revoke", timeout=5)
+    assert r.status_code == 202 and r.json() == {"task_id": tid, "status": "REVOKED", "revoked": True}, r.text
+    assert tid in app.control.inspect(timeout=2).revoked()["soma@e2e-a"]
+    assert app.AsyncResult(tid).state == "REVOKED"  # the result backend says so for Python clients
+    assert http().get(f"{srv.url}/v1/tasks/{tid}").json()["status"] == "REVOKED"
+
+
+def test_workers_cluster_view(node):
+    a = node("soma@e2e-a")
+    node("soma@e2e-b", role="worker")
+
+    def both():
+        body = http().get(a.url + "/v1/workers", timeout=5).json()
+        return ({n["node"] for n in body["nodes"]} == {"soma@e2e-a", "soma@e2e-b"} and
+                {w["node"] for w in body["workers"]} == {"soma@e2e-a", "soma@e2e-b"} and body)
+    body = wait_until(both, 8, interval=0.2, what="both nodes in /v1/workers")
+    assert body["scope"] == "cluster"
+    assert {w["node"] for w in body["workers"]} == {"soma@e2e-a", "soma@e2e-b"}
+    assert all({"id", "queue", "state"} <= set(w) for w in body["workers"])
+    n = body["nodes"][0]
+    assert {"node", "pid", "last_heartbeat_at", "active", "processed", "queues"} <= set(n)
+
+
+def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_path):
+    from e2e_util import create_key
+    alice = create_key(tmp_path / "soma-e2e-a", tmp_path, "alice")
+    srv = node("soma@e2e-a")
+    r = redis_server.client()
+    r.set("soma-task-owner-t-bob", "bob")  # as the relay records a task of tenant bob
+    r.set("soma-task-owner-t-done", "alice")
+    r.set("celery-task-meta-t-done", json.dumps({"status": "SUCCESS", "result": 1, "task_id": "t-done"}))
+    hdr = {"Authorization": f"Bearer {alice}"}
+    got = http().post(f"{srv.url}/v1/tasks/t-bob/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 404, got.text
+    got = http().post(f"{srv.url}/v1/tasks/t-done/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 409 and got.json()["error"]["code"] == "task_finished", got.text
+    assert json.loads(r.get("celery-task-meta-t-done"))["status"] == "SUCCESS"
+    r.set("soma-task-owner-t-mine", "alice")
+    got = http().post(f"{srv.url}/v1/tasks/t-mine/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 202 and got.json()["status"] == "REVOKED", got.text
+    meta = json.loads(r.get("celery-task-meta-t-mine"))
+    assert meta["status"] == "REVOKED" and meta["result"]["exc_type"] == "TaskRevokedError"
+    assert not r.exists("celery-task-meta-t-bob")
