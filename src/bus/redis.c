@@ -48,6 +48,11 @@
  * the subscriber thread sends a gap marker to all streams after a reconnect: streams end and
  * their clients resume by cursor (store + Redis), so nothing stays silently missing.
  *
+ * Limits: a session's Redis state outlives it by up to window + LIVE_EXTRA_MS when its forget
+ * could not reach Redis (the deltas of a session recreated under that id meanwhile may then be
+ * numbered past its committed events, which its streams then skip), and
+ * one Redis database must serve one deployment (keys and channel are per database).
+ *
  * Threads: the publisher thread owns pub_conn and the floor table (redis_state.c); the snapshot
  * connection is shared by the store threads under its lock; health state is under state_lock,
  * the queue under q_lock.

@@ -1,6 +1,6 @@
 """Cross-node streams (issue 4, section 7): three processes - two `--role gateway` nodes and one
-`--role worker` node - on one PostgreSQL (store.url; the local queue runs over the shared store)
-and one Redis (bus.driver=redis). A message posted to gateway A is processed by the worker and
+`--role worker` node - on one PostgreSQL (store.url) and one Redis (bus.driver=redis), the tasks
+going through the shared store (queue.driver=local) or Redis (queue.driver=redis, Celery). A message posted to gateway A is processed by the worker and
 streamed complete to a subscriber on gateway B; a stream resumes on the other gateway with
 Last-Event-ID (also after the first one was killed with SIGKILL) with no gap and no repeat; and
 with Redis gone the bus says so in /v1/health and recovers by itself."""
@@ -23,14 +23,26 @@ def backends():
 
 @pytest.fixture
 def cluster(soma, backends, tmp_path, request):
-    """(gateway A, gateway B, worker, redis) on a fresh database of the module's PostgreSQL."""
+    """(gateway A, gateway B, worker, redis) on a fresh database of the module's PostgreSQL; the
+    queue driver is the test's parameter (local: over the shared store), or local."""
     pg, redis = backends
-    url = pg.new_database("c_" + request.node.name[:40].lower())
-    common = (f"store.url={url}", "bus.driver=redis", f"redis.url={redis.url(db=1)}", "queue.driver=local")
+    queue = getattr(request, "param", "local")
+    url = pg.new_database("c_" + "".join(ch for ch in request.node.name.lower() if ch.isalnum())[:40])
+    redis.client(db=1).flushdb()
+    common = (f"store.url={url}", "bus.driver=redis", f"redis.url={redis.url(db=1)}", f"queue.driver={queue}")
     a = soma(*common, role="gateway", data_dir=tmp_path / "a")
     b = soma(*common, role="gateway", data_dir=tmp_path / "b")
     w = soma(*common, role="worker", data_dir=tmp_path / "w")
     return a, b, w, redis
+
+
+# queue.driver=redis over store.url=postgresql needs the task outbox relay's store ops on PostgreSQL
+# (STORE_OP_TASK_RELAY_CLAIM / _DONE exist in src/store/sqlite_task_relay.c only): until then the
+# gateway's relay never publishes the task and no reply comes. Remove the skip when they land.
+PG_RELAY_MISSING = ("queue.driver=redis on PostgreSQL: the PostgreSQL store has no STORE_OP_TASK_RELAY_CLAIM/_DONE "
+                    "(SQLite only), so the task outbox is never relayed to Redis")
+QUEUES = pytest.mark.parametrize(
+    "cluster", ["local", pytest.param("redis", marks=pytest.mark.skip(reason=PG_RELAY_MISSING))], indirect=True)
 
 
 def _bus(srv):
@@ -42,6 +54,7 @@ def _deltas_read(s):
     return sum(1 for f in s.frames_read if f.data and '"assistant.delta"' in f.data)
 
 
+@QUEUES
 def test_message_on_a_streams_complete_on_b(cluster, llm):
     a, b, w, _ = cluster
     for srv in (a, b, w):
@@ -71,6 +84,7 @@ def _part_on(srv, sid):
     return s, part
 
 
+@QUEUES
 def test_reconnect_to_the_other_gateway_mid_reply(cluster, llm):
     a, b, _, _ = cluster
     llm.control(chunks=30, delay_ms=60)  # the reply takes about two seconds
@@ -88,6 +102,7 @@ def test_reconnect_to_the_other_gateway_mid_reply(cluster, llm):
     assert final["message"].endswith("You said: take your time")
 
 
+@QUEUES
 def test_kill_9_of_the_gateway_holding_the_stream(cluster, llm):
     a, b, _, _ = cluster
     llm.control(chunks=30, delay_ms=60)
