@@ -36,13 +36,8 @@ def cluster(soma, backends, tmp_path, request):
     return a, b, w, redis
 
 
-# queue.driver=redis over store.url=postgresql needs the task outbox relay's store ops on PostgreSQL
-# (STORE_OP_TASK_RELAY_CLAIM / _DONE exist in src/store/sqlite_task_relay.c only): until then the
-# gateway's relay never publishes the task and no reply comes. Remove the skip when they land.
-PG_RELAY_MISSING = ("queue.driver=redis on PostgreSQL: the PostgreSQL store has no STORE_OP_TASK_RELAY_CLAIM/_DONE "
-                    "(SQLite only), so the task outbox is never relayed to Redis")
-QUEUES = pytest.mark.parametrize(
-    "cluster", ["local", pytest.param("redis", marks=pytest.mark.skip(reason=PG_RELAY_MISSING))], indirect=True)
+# the queue between the nodes: the local one (a table of the shared PostgreSQL) or Redis (Celery)
+QUEUES = pytest.mark.parametrize("cluster", ["local", "redis"], indirect=True)
 
 
 def _bus(srv):
