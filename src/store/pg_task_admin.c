@@ -176,7 +176,9 @@ static enum soma_err dead_change(struct pgconn *c, struct store_op *op, bool *en
 	*enqueued = true;
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
-	return pg_run(c, "DELETE FROM task_results WHERE task_id = $1", &q, NULL);
+	pg_param_bool(&q, op->all_tenants);
+	pg_param_text(&q, op->tenant);
+	return pg_run(c, "DELETE FROM task_results WHERE task_id = $1 AND ($2 OR tenant = $3)", &q, NULL);
 }
 
 enum soma_err pg_sql_task_admin_read(struct pgconn *c, struct store_op *op)

@@ -115,8 +115,8 @@ def test_builtin_recall_by_relevance_never_across_tenants(soma, tmp_path):
     srv = soma()
     a = create_key(srv.data_dir, tmp_path, "acme")
     b = create_key(srv.data_dir, tmp_path, "beta")
-    wait_until(lambda: http().get(srv.url + "/v1/memory/outbox", headers=_auth(a), timeout=5).status_code == 200, 5,
-               what="the keys to be picked up")
+    wait_until(lambda: all(http().get(srv.url + "/v1/memory/outbox", headers=_auth(t), timeout=5).status_code == 200
+                           for t in (a, b)), 5, what="the keys to be picked up")
     remember(srv, {"content": "the blue whale is the largest animal on earth"}, a)
     remember(srv, {"content": "paris is the capital of france"}, a)
     remember(srv, {"content": "an old whale story of the sea"}, a)
