@@ -29,7 +29,7 @@
 #include "core/log.h"
 #include "memory/memory_int.h"
 
-#define BATCH_MAX 512 /* rows per claim */
+#define BATCH_MAX 256 /* rows per claim: two batches bound the replays after a crash */
 #define LANES	  4   /* SomaBrain calls in flight at once (different sessions) */
 #define POLL_MS	  250
 #define STATS_MS  250
