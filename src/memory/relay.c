@@ -29,7 +29,7 @@
 #include "core/log.h"
 #include "memory/memory_int.h"
 
-#define BATCH_MAX 512 /* rows per claim */
+#define BATCH_MAX 256 /* rows per claim: two batches bound the replays after a crash */
 #define LANES	  4   /* SomaBrain calls in flight at once (different sessions) */
 #define POLL_MS	  250
 #define STATS_MS  250
@@ -236,6 +236,8 @@ static void *lane_main(void *arg)
 static void lanes_start(void)
 {
 	lanes.quit = false;
+	lanes.job = 0; /* no lane runs yet: each starts with seen = 0 (a restarted relay's too) */
+	lanes.busy = 0;
 	for (lanes.started = 0; lanes.started < LANES; lanes.started++)
 		if (pthread_create(&lanes.tid[lanes.started], NULL, lane_main, (void *)(uintptr_t)lanes.started) != 0)
 			break;

@@ -475,10 +475,11 @@ def test_kill9_during_the_drain_restart_finishes_it_once(tmp_path, llm, brain):
         assert st["stored"] == 2000 and set(k for _, k in st["order"]) == set(keys.values()), \
             {k: v for k, v in st.items() if k != "order"}
         in_order_per_session([k for _, k in st["order"]], keys, 32)
-        # replays are bounded by what was in flight: two batches of the relay (2 x 512)
-        assert st["duplicates"] <= 1024 and st["remembers"] == 2000 + st["duplicates"], \
+        # replays are bounded by what was in flight: two batches of the relay (2 x 256)
+        assert st["duplicates"] <= 512 and st["remembers"] == 2000 + st["duplicates"], \
             {k: v for k, v in st.items() if k != "order"}
         assert outbox(srv2)["failed"] == 0
+        print(f"kill -9 with {killed_at} of 2000 stored; {st['duplicates']} replays deduplicated by key")
     finally:
         srv2.stop()
 
