@@ -117,7 +117,7 @@ static bool run_due(struct beat_entry *e, int64_t now)
 			log_warn("beat", "schedule %s missed more than %lld runs (beat.max_catchup); skipping to now",
 				 e->name, (long long)B.max_catchup);
 			e->last_due = now;
-			return beat_state_record(B.bs, e);
+			return beat_state_record(B.bs, e) || beat_state_lock_valid(B.bs);
 		}
 		if (!beat_state_lock_valid(B.bs) && !beat_state_lead(B.bs))
 			return false;
@@ -152,9 +152,13 @@ static void tick(void)
 	if (!B.leader)
 		beat_state_load(B.bs, B.e, B.n); /* follow the leader's progress for the snapshot */
 	int64_t now = clock_wall_ms() / 1000;
-	for (int i = 0; B.leader && i < B.n; i++)
-		if (!run_due(&B.e[i], now))
+	for (int i = 0; B.leader && i < B.n; i++) {
+		if (!run_due(&B.e[i], now)) {
 			B.leader = false;
+			log_warn("beat", "this node (%s) lost beat's lock while publishing; another node leads",
+				 B.node);
+		}
+	}
 	char leader_id[96];
 	beat_state_leader(B.bs, leader_id, sizeof(leader_id));
 	build_status(leader_id);

@@ -264,6 +264,7 @@ static void revoke_checked(struct ctl_msg *m)
 		send_broadcast(&bm);
 		json_decref(body);
 		store_revoked(m->a, meta_key);
+		queue_revoke(m->a, 0); /* only once allowed: another tenant's task is not touched here either */
 		snprintf(status, sizeof(status), "REVOKED");
 	}
 	m->done(err, status, m->arg);
@@ -436,7 +437,6 @@ enum soma_err sched_control_revoke(const char *task_id)
 enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool admin, sched_revoke_fn done,
 					   void *arg)
 {
-	queue_revoke(task_id, 0);
 	struct ctl_msg *m = calloc(1, sizeof(*m));
 	if (!m)
 		return SOMA_ERR_NOMEM;

@@ -8,7 +8,9 @@
  * node (destination, or pattern + matcher), runs the method and hands the reply to the
  * publisher (control.c), which pushes it to the client's reply queue only when the client's
  * binding exists. On a broken connection it reconnects (with conn.c's backoff) and subscribes
- * again, declaring the node's binding `_kombu.binding.celery.pidbox` first.
+ * again, declaring the node's binding `_kombu.binding.celery.pidbox` first. The connection has
+ * a reply timeout (a Redis that hangs cannot hold the thread, or a shutdown, for long); messages
+ * are only read after poll() said the socket is readable, so the timeout never cuts a wait.
  */
 #include <fnmatch.h>
 #include <openssl/evp.h>
@@ -175,7 +177,7 @@ static void *pidbox_main(void *arg)
 
 enum soma_err pidbox_start(const char *redis_url, char *why, size_t why_cap)
 {
-	enum soma_err err = redis_conn_open(redis_url, 0, true, &P.rc, why, why_cap);
+	enum soma_err err = redis_conn_open(redis_url, 2000, true, &P.rc, why, why_cap);
 	if (err != SOMA_OK)
 		return err;
 	snprintf(P.channel, sizeof(P.channel), "/%d.celery.pidbox", redis_conn_db(P.rc));

@@ -81,12 +81,30 @@ def test_bad_schedule_file_stops_start(soma, tmp_path):
         soma(f"beat.schedule_file={path}")
 
 
-def test_two_nodes_one_leader_failover_no_missed_or_doubled_run(soma, tmp_path, redis_server):
-    redis_server.client().flushdb()
+def published(srv, name):
+    """Due times of the runs a node's beat published (its log, which survives a kill -9)."""
+    prefix = f"published beat-{name}-"
+    return [int(o["msg"][len(prefix):].split()[0]) for o in srv.logs_quiet()
+            if o.get("service") == "beat" and o.get("msg", "").startswith(prefix)]
+
+
+def ran(data_dirs, redis_client, name, due):
+    """The run due at `due` reached a queue: a row in a node's store, or a result in Redis."""
+    return (any(due in run_ids(d, name) for d in data_dirs) or
+            redis_client.get(f"celery-task-meta-beat-{name}-{due}") is not None)
+
+
+@pytest.mark.parametrize("driver", ["local", "redis"])
+def test_two_nodes_one_leader_failover_no_missed_or_doubled_run(soma, tmp_path, redis_server, driver):
+    """Every due time in the window is published exactly once (counted in both nodes' logs) and
+    its task reached a queue (the embedded store of the node that published it, or Redis)."""
+    rc = redis_server.client()
+    rc.flushdb()
     path = schedule_file(tmp_path, [{"name": "pulse", "task": "soma.noop", "every_s": 1}])
-    sets = (f"beat.schedule_file={path}", f"redis.url={redis_server.url()}", "beat.lock_ttl_ms=2000")
-    a = soma(*sets, data_dir=tmp_path / "a")
-    b = soma(*sets, data_dir=tmp_path / "b")
+    sets = (f"beat.schedule_file={path}", f"redis.url={redis_server.url()}", "beat.lock_ttl_ms=2000",
+            f"queue.driver={driver}")
+    a = soma(*sets, "celery.nodename=soma@beat-a", data_dir=tmp_path / "a")
+    b = soma(*sets, "celery.nodename=soma@beat-b", data_dir=tmp_path / "b")
     sa = wait_until(lambda: (s := schedules(a))["leader"] and s["schedules"][0]["last_run_at"] and s, 10,
                     interval=0.1, what="a beat leader")
     sb = schedules(b)
@@ -94,17 +112,20 @@ def test_two_nodes_one_leader_failover_no_missed_or_doubled_run(soma, tmp_path, 
     assert [sa["is_leader"], sb["is_leader"]].count(True) == 1, (sa, sb)
     leader, follower = (a, b) if sa["is_leader"] else (b, a)
     time.sleep(3)
-    start = min(run_ids(leader.data_dir, "pulse"))
+    start = min(published(leader, "pulse"))
     leader.checked = True
     leader.proc.send_signal(signal.SIGKILL)
     leader.proc.wait()
     wait_until(lambda: schedules(follower)["is_leader"], 6, interval=0.1, what="the follower to take over")
     time.sleep(3)
     end = int(time.time()) - 1
-    runs = run_ids(tmp_path / "a", "pulse") + run_ids(tmp_path / "b", "pulse")
+    runs = published(a, "pulse") + published(b, "pulse")
     window = [t for t in runs if start <= t <= end]
     doubled = sorted({t for t in window if window.count(t) > 1})
     missed = sorted(set(range(start, end + 1)) - set(window))
     assert not doubled and not missed, f"doubled {doubled}, missed {missed} in {start}..{end}"
-    assert len(run_ids(follower.data_dir, "pulse")) >= 3, "the follower published nothing after the takeover"
+    assert len(published(follower, "pulse")) >= 3, "the follower published nothing after the takeover"
+    time.sleep(1)
+    lost = [t for t in range(start, end + 1) if not ran([tmp_path / "a", tmp_path / "b"], rc, "pulse", t)]
+    assert not lost, f"published but in no queue: {lost}"
     follower.stop()

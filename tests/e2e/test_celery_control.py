@@ -202,7 +202,7 @@ def test_workers_cluster_view(node):
     assert {"node", "pid", "last_heartbeat_at", "active", "processed", "queues"} <= set(n)
 
 
-def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_path):
+def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_path, app):
     from e2e_util import create_key
     alice = create_key(tmp_path / "soma-e2e-a", tmp_path, "alice")
     srv = node("soma@e2e-a")
@@ -222,3 +222,6 @@ def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_pa
     meta = json.loads(r.get("celery-task-meta-t-mine"))
     assert meta["status"] == "REVOKED" and meta["result"]["exc_type"] == "TaskRevokedError"
     assert not r.exists("celery-task-meta-t-bob")
+    revoked = wait_until(lambda: (got := app.control.inspect(timeout=1).revoked()) and
+                         "t-mine" in got["soma@e2e-a"] and got["soma@e2e-a"], 5, what="t-mine revoked")
+    assert "t-bob" not in revoked and "t-done" not in revoked, revoked
