@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "queue/queue.h"
 #include "sched/sched_int.h"
 
 static bool valid_name(const char *s)
@@ -41,13 +42,14 @@ static bool parse_entry(json_t *o, struct beat_entry *e, char *why, size_t cap)
 	json_t *args = json_object_get(o, "args"), *kwargs = json_object_get(o, "kwargs");
 	json_t *retries = json_object_get(o, "max_retries");
 	const char *bad = NULL;
+	char route[STORE_ID_MAX + 1]; /* the task's queue by queue.routes, when the entry names none */
 	if (!json_is_object(o))
 		bad = "is not an object";
 	else if (!copy_str(o, "name", NULL, e->name, sizeof(e->name)) || !valid_name(e->name))
 		bad = "needs a name of 1 to 40 of A-Z a-z 0-9 _ -";
 	else if (!copy_str(o, "task", NULL, e->task, sizeof(e->task)))
 		bad = "needs a task name (e.g. \"soma.noop\")";
-	else if (!copy_str(o, "queue", cfg_str(CFG_QUEUE_DEFAULT_QUEUE), e->queue, sizeof(e->queue)))
+	else if (!copy_str(o, "queue", queue_route(e->task, route, sizeof(route)), e->queue, sizeof(e->queue)))
 		bad = "has a queue that is not a name of 1 to 64 bytes";
 	else if (!copy_str(o, "tenant", cfg_str(CFG_AUTH_DEFAULT_TENANT), e->tenant, sizeof(e->tenant)))
 		bad = "has a tenant that is not a name of 1 to 64 bytes";
