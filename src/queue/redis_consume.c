@@ -163,7 +163,10 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
 		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
-		free(text); /* its unacked entry (if it had a tag) is restored and dropped again: log only */
+		json_t *env = json_loadb(text, len, 0, NULL); /* ack it, or every sweep brings it back */
+		rw_ack(w, json_string_value(json_object_get(json_object_get(env, "properties"), "delivery_tag")));
+		json_decref(env);
+		free(text);
 		return false;
 	}
 	m->text = text;
