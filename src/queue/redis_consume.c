@@ -45,8 +45,43 @@ void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
 	snprintf(buf, cap, "soma-run-%s-%lld", m->id, (long long)m->retries);
 }
 
+/* ZREM unacked_index t1..tn, HDEL unacked t1..tn, DEL lock1..lockn for what was recorded. */
+static void append_acks(struct rworker *w)
+{
+	const char *argv[REDIS_PREFETCH_MAX + 2];
+	size_t lens[REDIS_PREFETCH_MAX + 2];
+	if (w->nacks > 0) {
+		for (int i = 0; i < w->nacks; i++)
+			argv[i + 2] = w->acks[i], lens[i + 2] = strlen(w->acks[i]);
+		argv[0] = "ZREM", lens[0] = 4, argv[1] = "unacked_index", lens[1] = 13;
+		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
+			w->owed++;
+		argv[0] = "HDEL", argv[1] = "unacked", lens[1] = 7;
+		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
+			w->owed++;
+		w->nacks = 0;
+	}
+	if (w->nlocks > 0) {
+		for (int i = 0; i < w->nlocks; i++)
+			argv[i + 1] = w->locks[i], lens[i + 1] = strlen(w->locks[i]);
+		argv[0] = "DEL", lens[0] = 3;
+		if (redis_append_argv(w->c, w->nlocks + 1, argv, lens) == SOMA_OK)
+			w->owed++;
+		w->nlocks = 0;
+	}
+}
+
+void rw_unlock(struct rworker *w, const struct celery_msg *m)
+{
+	if (w->nlocks == REDIS_PREFETCH_MAX)
+		append_acks(w);
+	rw_lock_key(m, w->locks[w->nlocks], sizeof(w->locks[0]));
+	w->nlocks++;
+}
+
 void rw_drain(struct rworker *w)
 {
+	append_acks(w);
 	for (; w->owed > 0; w->owed--) {
 		redisReply *r = redis_get_reply(w->c);
 		if (!r) {
@@ -61,6 +96,7 @@ void rw_drain(struct rworker *w)
 
 void rw_send(struct rworker *w)
 {
+	append_acks(w);
 	redisContext *ctx = redis_conn_ctx(w->c);
 	int done = 0;
 	while (ctx && !done) {
@@ -74,14 +110,11 @@ void rw_send(struct rworker *w)
 
 void rw_ack(struct rworker *w, const char *tag)
 {
-	if (!tag || !tag[0])
+	if (!tag || !tag[0] || strlen(tag) >= sizeof(w->acks[0]))
 		return;
-	const char *z[] = {"ZREM", "unacked_index", tag}, *h[] = {"HDEL", "unacked", tag};
-	size_t zl[] = {4, 13, strlen(tag)}, hl[] = {4, 7, strlen(tag)};
-	if (redis_append_argv(w->c, 3, z, zl) == SOMA_OK)
-		w->owed++;
-	if (redis_append_argv(w->c, 3, h, hl) == SOMA_OK)
-		w->owed++;
+	if (w->nacks == REDIS_PREFETCH_MAX)
+		append_acks(w);
+	memcpy(w->acks[w->nacks++], tag, strlen(tag) + 1);
 }
 
 static void *rw_open(const char *queue, const char *worker_id)
@@ -130,7 +163,10 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
 		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
-		free(text); /* its unacked entry (if it had a tag) is restored and dropped again: log only */
+		json_t *env = json_loadb(text, len, 0, NULL); /* ack it, or every sweep brings it back */
+		rw_ack(w, json_string_value(json_object_get(json_object_get(env, "properties"), "delivery_tag")));
+		json_decref(env);
+		free(text);
 		return false;
 	}
 	m->text = text;
@@ -191,6 +227,7 @@ static void dedupe(struct rworker *w, int from, int n)
 					 strcmp(st, "REVOKED") == 0);
 			json_decref(v);
 		}
+		m->locked = lock && lock->type == REDIS_REPLY_STATUS;
 		if (lock && lock->type == REDIS_REPLY_NIL && !m->skip) {
 			log_info("queue", "task %s (try %lld) runs on another worker now; acking this copy", m->m.id,
 				 (long long)m->m.retries);
@@ -290,7 +327,8 @@ static bool next_from_batch(struct rworker *w)
 		w->count--;
 		if (m->skip) {
 			rw_ack(w, m->m.delivery_tag);
-			rw_send(w);
+			if (m->locked)
+				rw_unlock(w, &m->m);
 			rmsg_free(m);
 		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
 			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms);
@@ -312,6 +350,7 @@ static json_t *rw_reserve(void *wp)
 	if (w->has_cur)
 		rmsg_free(&w->cur), w->has_cur = false;
 	w->hb_ms = w->started_ms = clock_wall_ms();
+	w->started_ns = clock_mono_ns();
 	for (int round = 0; round < 2; round++) {
 		if (next_from_batch(w))
 			return task_json(w, &w->cur.m);

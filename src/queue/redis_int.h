@@ -24,6 +24,7 @@ struct rmsg {
 	char *text;	     /* the envelope as received (owned) */
 	size_t len;	     /* its length */
 	bool skip;	     /* done already (a ready result) or running elsewhere: ack, do not run */
+	bool locked;	     /* this worker took its run-lock */
 };
 
 struct rworker {
@@ -39,14 +40,24 @@ struct rworker {
 	bool slow;				/* the last task took long: take one at a time */
 	int64_t hb_ms;				/* last heartbeat */
 	int64_t started_ms;			/* when the running task was taken */
+	uint64_t started_ns;			/* the same, monotonic */
+	char acks[REDIS_PREFETCH_MAX][72];	/* tags acked but not written yet (one ZREM + HDEL for all) */
+	int nacks;				/* entries in acks */
+	char locks[REDIS_PREFETCH_MAX][112];	/* run-locks to release with those acks (one DEL) */
+	int nlocks;				/* entries in locks */
 };
 
-/* Reads every reply still owed on w's connection (errors are logged). */
+/* Appends the pending acks, then reads every reply still owed on w's connection (errors are
+ * logged). */
 void rw_drain(struct rworker *w);
-/* Writes out what was appended (replies are read later by rw_drain). */
+/* Appends the pending acks and writes out what was appended (replies are read later). */
 void rw_send(struct rworker *w);
-/* Appends the ack of tag: ZREM unacked_index, HDEL unacked. */
+/* Records the ack of tag; the acks of a batch go out as one ZREM unacked_index and one HDEL
+ * unacked, after the results appended before them (rw_send, rw_drain). */
 void rw_ack(struct rworker *w, const char *tag);
+/* Records the release of m's run-lock, written with the acks (one DEL for the batch): a
+ * requeued dead letter runs again under the same (id, retries). */
+void rw_unlock(struct rworker *w, const struct celery_msg *m);
 /* Frees a message. */
 void rmsg_free(struct rmsg *m);
 /* The run-lock key of a message into buf. */

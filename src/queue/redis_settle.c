@@ -29,13 +29,12 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	w->owed += redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
 	rw_ack(w, m->delivery_tag);
-	char lock[160]; /* the run is over: a requeued dead letter runs again with the same retries */
-	rw_lock_key(m, lock, sizeof(lock));
-	const char *d[] = {"DEL", lock};
-	size_t dl[] = {3, strlen(lock)};
-	if (redis_append_argv(w->c, 2, d, dl) == SOMA_OK)
-		w->owed++;
-	rw_send(w);
+	rw_unlock(w, m);
+	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their
+	 * acks): one write instead of one per task. Anything slower than a millisecond, the last of a
+	 * batch, or a full batch is written at once, so no result waits behind a long task. */
+	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
+		rw_send(w);
 }
 
 /* The same task again with retries + 1, due after the backoff (LPUSH: back of the queue). */
@@ -104,8 +103,8 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		return outcome;
 	struct celery_msg *m = &w->cur.m;
 	w->slow = strcmp(w->queue, "conversation") == 0 || clock_wall_ms() - w->started_ms > 50;
-	rw_drain(w);
 	if (outcome == TASK_RETRY && ctx->shutdown) {
+		rw_drain(w);
 		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
 			log_warn("queue",
 				 "cannot give back task %s at shutdown; it comes back after the visibility "

@@ -6,7 +6,7 @@
  * woken by the store's task hook (and every second regardless), claims up to RELAY_BATCH rows
  * (STORE_OP_TASK_RELAY_CLAIM: queued -> relaying with a lease), LPUSHes their messages to their
  * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
- * for a requeued dead letter, DEL of its old result meta first - then deletes the rows
+ * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
  * (STORE_OP_TASK_RELAY_DONE). A crash between LPUSH and the delete publishes those rows again
  * when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op.
  * A row's available_ms in the future becomes the message's eta (the worker holds it, as Celery).
@@ -73,9 +73,11 @@ static int append_row(json_t *row, int64_t now)
 	int n = 0;
 	if (json_is_true(json_object_get(row, "requeued"))) {
 		redis_meta_key(id, meta, sizeof(meta));
-		const char *d[] = {"DEL", meta};
-		size_t dl[] = {3, strlen(meta)};
-		n += redis_append_argv(conn, 2, d, dl) == SOMA_OK;
+		char runlock[128];
+		snprintf(runlock, sizeof(runlock), "soma-run-%s-0", id);
+		const char *d[] = {"DEL", meta, runlock};
+		size_t dl[] = {3, strlen(meta), strlen(runlock)};
+		n += redis_append_argv(conn, 3, d, dl) == SOMA_OK;
 	}
 	const char *l[] = {"LPUSH", key, env};
 	size_t ll[] = {5, strlen(key), strlen(env)};

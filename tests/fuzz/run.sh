@@ -12,9 +12,9 @@ runs_arg=()
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang meson setup "$dir" --buildtype=debug -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse >/dev/null
+ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse fuzz_celery >/dev/null
 mkdir -p "$dir/crashes"
-for h in http config multipart api sse; do
+for h in http config multipart api sse celery; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$h/* "$work/"
   if ! "$dir/fuzz_$h" -max_total_time="$secs" "${runs_arg[@]}" -max_len=8192 -artifact_prefix="$dir/crashes/" \
