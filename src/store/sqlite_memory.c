@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "store/memory_rows.h"
 #include "store/store_int.h"
 
 static enum soma_err step_done(sqlite3_stmt *s)
@@ -49,37 +50,19 @@ static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const c
 
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event)
 {
-	const char *type = json_string_value(json_object_get(event, "type"));
-	json_t *meta = json_object_get(event, "metadata");
-	if (!type || (strcmp(type, "user") != 0 && strcmp(type, "assistant.final") != 0))
-		return SOMA_OK;
-	const char *status = json_string_value(json_object_get(meta, "status"));
-	if (strcmp(type, "assistant.final") == 0 && status && strcmp(status, "completed") != 0)
-		return SOMA_OK; /* a stopped reply is not a memory */
-	const char *id = json_string_value(json_object_get(event, "event_id"));
-	if (!id)
-		return SOMA_ERR_INVALID;
-	json_t *persona = json_object_get(event, "persona_id");
-	json_t *body = json_pack("{s:{s:s, s:s, s:O, s:O, s:s, s:O, s:{s:s}, s:O}, s:[s]}", "value", "id", id, "type",
-				 "conversation_event", "role", json_object_get(event, "role"), "content",
-				 json_object_get(event, "message"), "session_id", session_id, "persona_id",
-				 persona ? persona : json_null(), "metadata", "tenant", tenant, "created_at",
-				 json_object_get(event, "created_at"), "tags", "conversation");
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
-	if (!text)
-		return SOMA_ERR_NOMEM;
-	enum soma_err err = outbox_insert(c, tenant, id, session_id, "", text);
+	char *text;
+	const char *id;
+	enum soma_err err = memory_event_body(tenant, session_id, event, &text, &id);
+	if (err != SOMA_OK || !text)
+		return err;
+	err = outbox_insert(c, tenant, id, session_id, "", text);
 	free(text);
 	return err;
 }
 
 static enum soma_err op_remember(struct dbconn *c, struct store_op *op)
 {
-	json_t *body = json_pack("{s:O, s:O?}", "value", json_object_get(op->row, "value"), "tags",
-				 json_object_get(op->row, "tags"));
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
+	char *text = memory_remember_body(op->row);
 	if (!text)
 		return SOMA_ERR_NOMEM;
 	enum soma_err err = outbox_insert(c, op->tenant, json_string_value(json_object_get(op->row, "key")),

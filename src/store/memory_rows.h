@@ -1,0 +1,20 @@
+/*
+ * memory_rows.h - the memory outbox's row bodies, built the same way by both store drivers
+ * (sqlite_memory.c, pg_memory.c): what a committed event or a remember call puts in the outbox.
+ */
+#ifndef SOMA_STORE_MEMORY_ROWS_H
+#define SOMA_STORE_MEMORY_ROWS_H
+
+#include <jansson.h>
+
+#include "core/err.h"
+
+/* The outbox body of a committed event when it is a memory: a user turn or a completed reply.
+ * SOMA_OK with *text NULL for other events; else *text (caller frees) and *key (the event id,
+ * borrowed from event). SOMA_ERR_INVALID for an event without an id. */
+enum soma_err memory_event_body(const char *tenant, const char *session_id, json_t *event, char **text,
+				const char **key) SOMA_MUST_CHECK;
+/* The outbox body of a remember call's row {value, tags?}. Caller frees; NULL on OOM. */
+char *memory_remember_body(json_t *row);
+
+#endif
