@@ -32,6 +32,8 @@ def pytest_configure(config):
         raise pytest.UsageError(f"SOMA_E2E_STORE={STORE!r}: expected sqlite or postgres")
     config.addinivalue_line("markers", "sqlite_only: reads the SQLite database file itself (skipped on postgres)")
     config.addinivalue_line("markers", "postgres_only: needs the PostgreSQL store (skipped on sqlite)")
+    config.addinivalue_line("markers", "own_store: starts its own PostgreSQL whatever the run's store (so it runs "
+                            "in the sqlite pass only: the postgres pass would repeat it unchanged)")
 
 
 def pytest_report_header(config):
@@ -43,6 +45,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker(skip):
             item.add_marker(pytest.mark.skip(reason=f"{skip}: this run uses the {STORE} store"))
+        elif STORE == "postgres" and item.get_closest_marker("own_store"):
+            item.add_marker(pytest.mark.skip(reason="own_store: already ran, on its own PostgreSQL, in the sqlite pass"))
 
 
 @pytest.fixture(scope="session", autouse=True)

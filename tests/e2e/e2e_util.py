@@ -87,6 +87,24 @@ def store_exec(data_dir, sql):
         conn.close()
 
 
+def store_query(data_dir, sql, params=()):
+    """Rows of one read-only query on data_dir's store; `?` placeholders on either driver."""
+    if PG is None:
+        import sqlite3
+        db = sqlite3.connect(f"file:{data_dir}/somaagent.db?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+    conn = PG.connect(store_url(data_dir).rsplit("/", 1)[1])
+    try:
+        cur = conn.cursor()
+        cur.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def _cli_store_sets(args, cwd, env):
     """run_cli: the store of the data dir a store-using command names (or ./data), unless the
     test chose a store itself."""

@@ -8,12 +8,11 @@ window must be in exactly one of them."""
 
 import json
 import signal
-import sqlite3
 import time
 
 import pytest
 
-from e2e_util import http, wait_until
+from e2e_util import http, store_query, wait_until
 from servers import RedisServer
 
 
@@ -37,13 +36,8 @@ def schedules(srv):
 
 def run_ids(data_dir, name):
     """Due times (unix s) of the runs of schedule `name` found in a node's store."""
-    db = sqlite3.connect(f"file:{data_dir}/somaagent.db?mode=ro", uri=True, timeout=5)
-    try:
-        rows = db.execute("SELECT id FROM tasks WHERE id LIKE ? UNION ALL "
-                          "SELECT task_id FROM task_results WHERE task_id LIKE ?",
-                          (f"beat-{name}-%", f"beat-{name}-%")).fetchall()
-    finally:
-        db.close()
+    rows = store_query(data_dir, "SELECT id FROM tasks WHERE id LIKE ? UNION ALL "
+                       "SELECT task_id FROM task_results WHERE task_id LIKE ?", (f"beat-{name}-%", f"beat-{name}-%"))
     return [int(r[0].rsplit("-", 1)[1]) for r in rows]
 
 

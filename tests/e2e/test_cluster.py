@@ -14,6 +14,9 @@ from e2e_util import (check_increasing, check_reply, history, http, open_stream,
                       read_reply, wait_terminal, wait_until)
 from servers import PostgresServer, RedisServer
 
+# every node here runs on the test's own PostgreSQL, whatever SOMA_E2E_STORE says
+pytestmark = pytest.mark.own_store
+
 
 @pytest.fixture(scope="module")
 def backends():
