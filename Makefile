@@ -82,6 +82,7 @@ bench: build
 	bash bench/chat.sh
 	bash bench/memory.sh
 	ninja -C $(BUILD) queue_bench >/dev/null && bash bench/queue.sh
+	bash bench/ingest_pg.sh
 
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_RUNS)

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# bench/ingest_pg.sh - distributed ingest on PostgreSQL + Redis (issue 4, section 9): wrk POST
+# /v1/session/message to `somaagent run --role gateway` (store = PostgreSQL, queue and bus = Redis)
+# against pgbench running one INSERT of an event-sized row per transaction (the ceiling), in one
+# run on the same PostgreSQL (fsync=on, synchronous_commit=on: every acknowledged message durable).
+#   1. pgbench -c 20 -j 2 -n -f bench/ingest_pg_insert.sql (a table shaped like `events`)
+#   2. wrk -t2 -c64 --latency -s bench/chat_post.lua: 600 sessions (300 per wrk thread); the worker
+#      role is off (--role gateway), so only ingest is measured: a message is stored (session seq
+#      update + event row + memory outbox row + task outbox row, one group-committed transaction)
+#      and its task is relayed to the Redis queue, where it stays
+#   3. pgbench again (the machine is shared and noisy: the ceiling before and after)
+# Prints requests/s, p50, p99 and non-2xx of each side and the ratio ours / mean pgbench
+# (target >= 0.7, our p99 <= 10 ms). Usage: bench/ingest_pg.sh [seconds]   (default 10; release
+# build expected at build/somaagent, SOMA_BIN overrides).
+source "$(dirname "$0")/lib.sh"
+SECS=${1:-10}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+B=$ROOT/bench
+ulimit -n 65536 2>/dev/null || true
+
+# postgres runs as the postgres user; it is stopped (fast shutdown) before lib.sh's cleanup removes TMP
+PG_DATA=$TMP/pg/data
+stop_pg() {
+  local pid
+  pid=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
+  [ -n "$pid" ] || return 0
+  kill -INT "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+trap 'stop_pg; cleanup' EXIT
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+echo "bench/ingest_pg.sh: $("$BIN" version 2>/dev/null | head -1), $(nproc) cores, ${SECS}s per side," \
+  "$(date -u +%FT%TZ)"
+echo "  load before: $(uptime | sed 's/.*load average/load average/')"
+
+# ---- servers -------------------------------------------------------------------------------------
+mkdir -p "$TMP/pg"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$TMP/pg"
+as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U soma -A trust -E UTF8 --no-sync --locale=C >"$TMP/initdb.log" 2>&1
+pport=$(free_port)
+as_pg "$PG_BIN/postgres" -D "$PG_DATA" -p "$pport" -k "$TMP/pg" -c listen_addresses=127.0.0.1 \
+  -c max_connections=300 -c fsync=on -c synchronous_commit=on >"$TMP/pg/postgres.log" 2>&1 &
+PIDS+=($!)
+PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pport" -U soma)
+for _ in $(seq 1 300); do "${PSQL[@]}" -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.05; done
+"${PSQL[@]}" -d postgres -c 'CREATE DATABASE soma' -c 'CREATE DATABASE pgb'
+echo "  postgres: $("${PSQL[@]}" -d postgres -Atc 'SHOW server_version'), fsync=$("${PSQL[@]}" -d postgres -Atc \
+  'SHOW fsync'), synchronous_commit=$("${PSQL[@]}" -d postgres -Atc 'SHOW synchronous_commit')"
+
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$TMP" \
+  >"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.01; done
+
+# the pgbench table: events' shape (src/store/migrations/postgres/0001_core.sql), 300 sessions
+"${PSQL[@]}" -d pgb <<'SQL'
+CREATE TABLE sessions_bench (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE events_bench (
+  session_id TEXT NOT NULL REFERENCES sessions_bench(id) ON DELETE CASCADE,
+  seq        BIGINT NOT NULL,
+  event_id   TEXT NOT NULL UNIQUE,
+  tenant     TEXT NOT NULL,
+  type       TEXT NOT NULL,
+  body       TEXT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  PRIMARY KEY (session_id, seq));
+CREATE SEQUENCE events_bench_seq;
+INSERT INTO sessions_bench SELECT 'pgb-' || i, 'default', 0 FROM generate_series(0, 299) i;
+SQL
+
+# pgbench_run N -> "tps p50_ms p99_ms failed" (per-transaction latencies from --log)
+pgbench_run() {
+  local dir=$TMP/pgbench-$1 out
+  mkdir -p "$dir"
+  out=$(cd "$dir" && "$PG_BIN/pgbench" -h 127.0.0.1 -p "$pport" -U soma -n -c 20 -j 2 -T "$SECS" \
+    -f "$B/ingest_pg_insert.sql" --log --log-prefix=tx pgb 2>&1) || { echo "$out" >&2; return 1; }
+  echo "$out" >"$dir/pgbench.out"
+  local tps failed
+  tps=$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')
+  failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
+  # log line: client_id transaction_no time_us script_no epoch epoch_us
+  cat "$dir"/tx.* | awk '{print $3}' | sort -n | awk -v tps="$tps" -v f="${failed:-0}" \
+    '{ a[NR] = $1 } END { printf "%s %.3f %.3f %s %d\n", tps, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, f, NR }'
+}
+
+echo
+echo "== 1. pgbench: one INSERT of an event-sized row per transaction, -c 20 -j 2, ${SECS} s"
+read -r pg1_tps pg1_p50 pg1_p99 pg1_fail pg1_n < <(pgbench_run 1)
+printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' \
+  "$pg1_tps" "$pg1_p50" "$pg1_p99" "$pg1_n" "$pg1_fail"
+
+echo
+echo "== 2. ours: wrk -t2 -c64 POST /v1/session/message, 600 sessions, run --role gateway (no worker)"
+port=$(free_port)
+"$BIN" run --role gateway --set http.listen=127.0.0.1:"$port" --set data.dir="$TMP/soma" \
+  --set store.url="postgresql://soma@127.0.0.1:$pport/soma" --set queue.driver=redis \
+  --set redis.url="redis://127.0.0.1:$rport/0" --set bus.driver=redis \
+  --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/soma.log" &
+SOMA_PID=$!
+PIDS+=("$SOMA_PID")
+wait_http "http://127.0.0.1:$port/v1/health"
+ev0=$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM events')
+out=$(wrk -t2 -c64 -d"$SECS"s --latency -s "$B/chat_post.lua" "http://127.0.0.1:$port/v1/session/message")
+echo "$out" >"$TMP/wrk.log"
+rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+p50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
+p99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+total=$(echo "$out" | awk '/requests in/ {print $1}')
+non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+errs=$(echo "$out" | awk '/Socket errors/ {print $0}')
+sleep 0.5 # the last responses' commits are done; count what was stored
+ev1=$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM events')
+printf '  ours:     %6s req/s p50 %7.3f ms  p99 %7.3f ms  (%s requests, non-2xx %s%s)\n' \
+  "$rps" "$p50" "$p99" "$total" "${non2xx:-0}" "${errs:+, $errs}"
+queued=$(redis-cli -p "$rport" eval "local t = {} for _, k in ipairs(redis.call('keys', '*')) do
+  if redis.call('type', k).ok == 'list' then t[#t + 1] = k .. '=' .. redis.call('llen', k) end end
+  return table.concat(t, ' ')" 0)
+echo "  stored: $((ev1 - ev0)) event rows in PostgreSQL; Redis lists (relayed tasks): ${queued:-none};" \
+  "rows inserted per table (pg_stat, lags a little): $("${PSQL[@]}" -d soma -Atc "SELECT string_agg(relname || '=' || n_tup_ins, ' ' ORDER BY relname)
+    FROM pg_stat_user_tables WHERE n_tup_ins > 0"); tasks left in the table (outbox not yet relayed):" \
+  "$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM tasks'); redis keys: $(redis-cli -p "$rport" dbsize)"
+kill "$SOMA_PID" 2>/dev/null || true
+wait "$SOMA_PID" 2>/dev/null || true
+grep -E '"level":"(error|fatal)"|ERROR|FATAL' "$TMP/soma.log" | sort | uniq -c | sort -rn | head -5 | sed 's/^/  !! log: /' || true
+
+echo
+echo "== 3. pgbench again (the ceiling after)"
+read -r pg2_tps pg2_p50 pg2_p99 pg2_fail pg2_n < <(pgbench_run 2)
+printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' \
+  "$pg2_tps" "$pg2_p50" "$pg2_p99" "$pg2_n" "$pg2_fail"
+
+echo
+echo "== summary"
+/usr/bin/python3 - "$rps" "$p99" "${non2xx:-0}" "$pg1_tps" "$pg2_tps" <<'PY'
+import sys
+rps, p99, non2xx, a, b = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+ceil = (a + b) / 2
+r = rps / ceil
+print(f"  ours {rps:.0f} req/s vs pgbench {ceil:.0f} tx/s (mean of {a:.0f} and {b:.0f}): ratio {r:.2f}"
+      f" (target >= 0.70: {'met' if r >= 0.7 else 'MISSED'}); p99 {p99:.2f} ms (target <= 10 ms:"
+      f" {'met' if p99 <= 10 else 'MISSED'}); non-2xx {non2xx}")
+PY
+echo "  load after: $(uptime | sed 's/.*load average/load average/')"
