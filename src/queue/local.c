@@ -18,6 +18,7 @@
 struct local_worker {
 	char queue[64]; /* the queue it serves */
 	char id[64];	/* worker id recorded on reserved tasks */
+	bool failing;	/* the last reserve failed (logged once per outage, not on every poll) */
 };
 
 static void *local_open(const char *queue, const char *worker_id)
@@ -106,8 +107,15 @@ static json_t *local_reserve(void *wp)
 	if (err == SOMA_OK) {
 		task = op->session;
 		op->session = NULL;
-	} else if (err != SOMA_ERR_NOT_FOUND) {
-		log_warn("queue", "cannot reserve from queue %s: %s; retrying", w->queue, soma_err_str(err));
+	}
+	if (err != SOMA_OK && err != SOMA_ERR_NOT_FOUND) {
+		if (!w->failing)
+			log_warn("queue", "cannot reserve from queue %s: %s; retrying until the store answers",
+				 w->queue, soma_err_str(err));
+		w->failing = true;
+	} else if (w->failing) {
+		log_info("queue", "reserving from queue %s again", w->queue);
+		w->failing = false;
 	}
 	store_op_free(op);
 	return task;
