@@ -34,6 +34,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "postgres_only: needs the PostgreSQL store (skipped on sqlite)")
     config.addinivalue_line("markers", "own_store: starts its own PostgreSQL whatever the run's store (so it runs "
                             "in the sqlite pass only: the postgres pass would repeat it unchanged)")
+    config.addinivalue_line("markers", "store_neutral: what it checks does not involve the store beyond what the "
+                            "rest of the suite covers on both (Celery peers, Redis recovery, the memory relay at "
+                            "scale): it runs in the sqlite pass only, to keep `make test` short")
 
 
 def pytest_report_header(config):
@@ -47,6 +50,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"{skip}: this run uses the {STORE} store"))
         elif STORE == "postgres" and item.get_closest_marker("own_store"):
             item.add_marker(pytest.mark.skip(reason="own_store: already ran, on its own PostgreSQL, in the sqlite pass"))
+        elif STORE == "postgres" and item.get_closest_marker("store_neutral"):
+            item.add_marker(pytest.mark.skip(reason="store_neutral: ran in the sqlite pass"))
 
 
 @pytest.fixture(scope="session", autouse=True)

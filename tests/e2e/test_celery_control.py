@@ -27,6 +27,9 @@ TASK_FIELDS = {
     "task-revoked": {"uuid", "terminated", "signum", "expired"},
 }
 
+# events, the pidbox and revoke broadcasts live in Redis: the store plays no part
+pytestmark = pytest.mark.store_neutral
+
 
 @pytest.fixture(scope="module")
 def redis_server():

@@ -77,6 +77,7 @@ def test_our_publish_runs_on_a_python_worker(soma, redis, tmp_path):
         py.stop()
 
 
+@pytest.mark.store_neutral  # unacked recovery between Celery peers, all in Redis
 def test_python_worker_killed_mid_task_is_recovered_by_ours(soma, redis, tmp_path):
     write_app(tmp_path, redis.url(), vt=5)
     py = PyWorker(tmp_path, queues="shared")
@@ -91,6 +92,7 @@ def test_python_worker_killed_mid_task_is_recovered_by_ours(soma, redis, tmp_pat
     assert redis.client().hlen("unacked") == 0
 
 
+@pytest.mark.store_neutral  # unacked recovery between Celery peers, all in Redis
 def test_our_worker_killed_mid_task_is_recovered_by_python(soma, redis, tmp_path):
     write_app(tmp_path, redis.url(), vt=5)
     srv = soma(*redis_sets(redis, "queue.visibility_timeout_s=5", "queue.queues=shared=1"))

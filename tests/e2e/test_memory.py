@@ -415,6 +415,7 @@ def in_order_per_session(order, keys, sessions):
         assert [pos[k] for k in mine] == sorted(pos[k] for k in mine), f"session {s} out of order"
 
 
+@pytest.mark.store_neutral  # the relay at scale; test_postgres_memory drains on PostgreSQL
 def test_outage_of_30s_with_10000_writes_is_delivered_exactly_once(soma, llm, brain):
     """The issue's load test at full size (the longest test of this file, ~40 s): 10,000 writes
     over 20 sessions while SomaBrain is down for 30 s; after recovery the relay drains them by
