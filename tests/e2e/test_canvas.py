@@ -129,3 +129,23 @@ def test_chord_members_on_both_sides(soma, redis, tmp_path):
         assert r.get(timeout=30) == echo([echo(0), 2])
     finally:
         py.stop()
+
+
+def test_failed_chord_member_fails_the_body_and_errbacks_run(soma, redis, tmp_path):
+    app = app_with_py(tmp_path, redis)
+    srv = soma(*redis_sets(redis))
+    out = post(srv, "/v1/tasks/chord", {"header": [{"task": "soma.echo", "args": [0]},
+                                                   {"task": "soma.fail", "kwargs": {"message": "nope"}}],
+                                        "body": {"task": "soma.echo"}})
+    body = wait_task(srv, out["task_id"], {"FAILURE"}, timeout=30)
+    assert "ChordError" in str(body) or "Dependency" in str(body), body
+    # a Python-built task with a link and a link_error, run by our worker
+    ok = app.signature("soma.echo", args=[1]).set(link=app.signature("soma.echo", args=["cb"]))
+    r = ok.apply_async()
+    assert r.get(timeout=15) == echo(1)
+    err_id = "errback-" + r.id
+    bad = app.signature("soma.fail", kwargs={"message": "x"}).set(
+        link_error=app.signature("soma.echo", args=["eb"]).set(task_id=err_id))
+    with pytest.raises(Exception):
+        bad.apply_async().get(timeout=15)
+    assert app.AsyncResult(err_id).get(timeout=15)["args"][1] == "eb"
