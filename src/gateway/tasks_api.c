@@ -167,6 +167,9 @@ enum soma_err gateway_task_routes(struct http_router *r)
 {
 	static const struct gw_route routes[] = {
 		{"POST", "/v1/tasks", gw_task_publish, 0},
+		{"POST", "/v1/tasks/chain", gw_task_chain, 0},
+		{"POST", "/v1/tasks/group", gw_task_group, 0},
+		{"POST", "/v1/tasks/chord", gw_task_chord, 0},
 		{"GET", "/v1/tasks/{id}", gw_task_get, 0},
 		{"POST", "/v1/celery/run", gw_celery_run, 0},
 		{"GET", "/v1/celery/runs/{id}", gw_task_get, 0},

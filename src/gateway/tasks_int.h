@@ -15,4 +15,13 @@ void gw_celery_run(struct http_req *req, void *arg);
 /* GET /v1/tasks/{id} and GET /v1/celery/runs/{id}. */
 void gw_task_get(struct http_req *req, void *arg);
 
+/* POST /v1/tasks/chain, /group, /chord: Celery's canvas on queue.driver=redis (tasks_canvas.c). */
+void gw_task_chain(struct http_req *req, void *arg);
+void gw_task_group(struct http_req *req, void *arg);
+void gw_task_chord(struct http_req *req, void *arg);
+/* A task or queue name: 1..max of letters, digits, . _ - : */
+bool gw_task_name_ok(const char *s, size_t max);
+/* A queue this deployment knows: one its workers serve or a target of queue.routes. */
+bool gw_task_queue_ok(const char *q);
+
 #endif

@@ -142,7 +142,7 @@ static void drop_op(void *arg)
 }
 
 /* Task names: 1..128 of letters, digits, '.', '_', '-' (Celery names are dotted paths). */
-static bool valid_name(const char *s, size_t max)
+bool gw_task_name_ok(const char *s, size_t max)
 {
 	size_t n = 0;
 	for (; s && s[n]; n++)
@@ -153,7 +153,7 @@ static bool valid_name(const char *s, size_t max)
 }
 
 /* A queue this deployment knows: one its workers serve or a target of queue.routes. */
-static bool known_queue(const char *q)
+bool gw_task_queue_ok(const char *q)
 {
 	struct queue_def defs[16];
 	int n = queue_defs_from_config(defs, 16);
@@ -196,14 +196,15 @@ static bool valid_body(struct http_req *req, json_t *b, int64_t *eta, int64_t *e
 	       *prio = json_object_get(b, "priority"), *key = json_object_get(b, "idempotency_key");
 	const char *err = NULL, *code = NULL;
 	int status = 400;
-	if (!json_is_string(name) || !valid_name(json_string_value(name), 128))
+	if (!json_is_string(name) || !gw_task_name_ok(json_string_value(name), 128))
 		code = "invalid_task",
 		err = "task must be a task name such as \"soma.echo\" (letters, digits, . _ - :)";
 	else if (args && !json_is_array(args))
 		code = "invalid_args", err = "args must be an array";
 	else if (kwargs && !json_is_object(kwargs))
 		code = "invalid_kwargs", err = "kwargs must be an object";
-	else if (queue && (!valid_name(json_string_value(queue), 64) || !known_queue(json_string_value(queue))))
+	else if (queue &&
+		 (!gw_task_name_ok(json_string_value(queue), 64) || !gw_task_queue_ok(json_string_value(queue))))
 		status = 422, code = "unknown_queue",
 		err = "queue must be one this deployment serves (conversation, celery, queue.queues) or a queue.routes "
 		      "target";

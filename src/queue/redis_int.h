@@ -58,6 +58,11 @@ void rw_ack(struct rworker *w, const char *tag);
 /* Records the release of m's run-lock, written with the acks (one DEL for the batch): a
  * requeued dead letter runs again under the same (id, retries). */
 void rw_unlock(struct rworker *w, const struct celery_msg *m);
+/* After the result meta of w's running task (status SUCCESS, FAILURE or REVOKED; RETRY does
+ * nothing) and before its ack: the follow-ups of its Celery embed (chain, callbacks, errbacks)
+ * and, for a chord member, the chord join (redis_canvas.c). result: the return value, or the
+ * exception dict of a failure. */
+void redis_canvas_after(struct rworker *w, const char *status, const json_t *result);
 /* Frees a message. */
 void rmsg_free(struct rmsg *m);
 /* The run-lock key of a message into buf. */

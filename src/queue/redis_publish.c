@@ -60,12 +60,18 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 	json_object_del(extra, "args");
 	json_object_del(extra, "kwargs");
 	json_object_del(extra, "options"); /* they became headers */
+	json_object_del(extra, "celery");  /* canvas: embed and group fields (tasks_canvas.c) */
+	json_t *cel = json_object_get(payload, "celery"), *embed = json_object_get(cel, "embed");
+	json_t *group = json_object_get(cel, "group"), *gindex = json_object_get(cel, "group_index");
+	const char *root = json_string_value(json_object_get(cel, "root_id"));
 	int priority = (int)json_integer_value(json_object_get(opts, "priority"));
 	char *argsrepr = args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	char *kwargsrepr = kwargs ? json_dumps(kwargs, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-	json_t *body = json_pack("[o, o, {s:n, s:n, s:n, s:n}]", json_is_array(args) ? json_incref(args) : json_array(),
-				 json_is_object(kwargs) ? json_incref(kwargs) : json_object(), "callbacks", "errbacks",
-				 "chain", "chord");
+	json_t *body = json_pack(
+		"[o, o, o]", json_is_array(args) ? json_incref(args) : json_array(),
+		json_is_object(kwargs) ? json_incref(kwargs) : json_object(),
+		json_is_object(embed) ? json_incref(embed)
+				      : json_pack("{s:n, s:n, s:n, s:n}", "callbacks", "errbacks", "chain", "chord"));
 	json_t *headers = json_pack(
 		"{s:s, s:s, s:s, s:n, s:o, s:o, s:n, s:n, s:I, s:[o, o], s:s, s:n, s:s, s:s, s:s, s:b, s:s?, s:s?, "
 		"s:I}",
@@ -82,6 +88,12 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 				     : cfg_int(CFG_QUEUE_MAX_RETRIES)));
 	if (headers && json_object_size(extra))
 		json_object_set(headers, "soma_payload", extra);
+	if (headers && json_is_string(group)) {
+		json_object_set(headers, "group", group);
+		json_object_set(headers, "group_index", json_is_integer(gindex) ? gindex : json_null());
+	}
+	if (headers && root)
+		json_object_set_new(headers, "root_id", json_string(root));
 	json_t *props = json_pack("{s:s, s:s, s:i, s:{s:s, s:s}, s:i}", "correlation_id", id, "reply_to", "",
 				  "delivery_mode", 2, "delivery_info", "exchange", "", "routing_key", queue, "priority",
 				  priority < 0	 ? 0

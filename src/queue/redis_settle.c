@@ -28,6 +28,14 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
 	w->owed += redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
+	if (json_object_size(m->embed)) {
+		json_t *r =
+			exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
+					     message ? message : "", "exc_module", exc_module ? exc_module : "builtins")
+				 : json_incref(result ? (json_t *)result : json_null());
+		redis_canvas_after(w, status, r);
+		json_decref(r);
+	}
 	rw_ack(w, m->delivery_tag);
 	rw_unlock(w, m);
 	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their

@@ -79,6 +79,18 @@ static int append_row(json_t *row, int64_t now)
 		size_t dl[] = {3, strlen(meta), strlen(runlock)};
 		n += redis_append_argv(conn, 3, d, dl) == SOMA_OK;
 	}
+	json_t *cel = json_object_get(payload, "celery");
+	const char *gid = json_string_value(json_object_get(cel, "group"));
+	if (gid && json_is_integer(json_object_get(cel, "chord_size"))) { /* the chord's size, as Celery's caller */
+		char skey[160], size[24], sttl[24];
+		long long exp = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
+		snprintf(skey, sizeof(skey), "celery-taskset-meta-%s.s", gid);
+		snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(cel, "chord_size")));
+		snprintf(sttl, sizeof(sttl), "%lld", exp > 0 ? exp : 86400LL);
+		const char *s[] = {"SETEX", skey, sttl, size};
+		size_t sl[] = {5, strlen(skey), strlen(sttl), strlen(size)};
+		n += redis_append_argv(conn, 4, s, sl) == SOMA_OK;
+	}
 	const char *l[] = {"LPUSH", key, env};
 	size_t ll[] = {5, strlen(key), strlen(env)};
 	n += redis_append_argv(conn, 3, l, ll) == SOMA_OK;
@@ -89,6 +101,15 @@ static int append_row(json_t *row, int64_t now)
 	const char *o[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
 	size_t ol[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
 	n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;
+	size_t i;
+	json_t *other;
+	json_array_foreach(json_object_get(cel, "owned"), i, other) /* a canvas's later tasks are the tenant's too */
+	{
+		snprintf(owner, sizeof(owner), "soma-task-owner-%s", json_string_value(other));
+		const char *oo[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
+		size_t ool[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
+		n += redis_append_argv(conn, 4, oo, ool) == SOMA_OK;
+	}
 	free(env);
 	return n;
 }
