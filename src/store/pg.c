@@ -199,7 +199,7 @@ static enum soma_err pg_data_version(struct store *st, int64_t *version)
 {
 	pthread_mutex_lock(&st->pg->main_lock);
 	enum soma_err err;
-	PGresult *r = pg_exec(&st->pg->main, "SELECT last_value FROM keys_version", NULL, &err);
+	PGresult *r = pg_exec(&st->pg->main, "SELECT version FROM keys_version_row", NULL, &err);
 	if (r) {
 		*version = pg_int(r, 0, 0);
 		PQclear(r);
