@@ -280,15 +280,11 @@ static enum soma_err op_session_get(struct pgconn *c, struct store_op *op)
 
 static enum soma_err op_sessions_list(struct pgconn *c, struct store_op *op)
 {
-	long long cur_ms;
 	char cur_id[STORE_ID_MAX + 1];
-	if (!store_page_cursor(op, &cur_ms, cur_id))
-		return SOMA_ERR_INVALID;
 	struct pg_params p = {0};
 	pg_param_text(&p, op->tenant);
-	pg_param_int(&p, cur_ms);
-	pg_param_text(&p, cur_id);
-	pg_param_int(&p, op->limit + 1);
+	if (!pg_page_params(op, &p, cur_id))
+		return SOMA_ERR_INVALID;
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
 			      "SELECT " SESSION_COLUMNS " FROM sessions WHERE tenant = $1 AND "
@@ -299,15 +295,9 @@ static enum soma_err op_sessions_list(struct pgconn *c, struct store_op *op)
 		return err;
 	op->rows = json_array();
 	int n = PQntuples(r);
-	for (int i = 0; i < n; i++) {
-		if ((int64_t)json_array_size(op->rows) == op->limit) {
-			snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s", cur_ms, cur_id);
-			break;
-		}
-		cur_ms = pg_int(r, i, 7);
-		snprintf(cur_id, sizeof(cur_id), "%s", pg_text(r, i, 0));
+	for (int i = 0; i < n && i < op->limit; i++)
 		json_array_append_new(op->rows, session_json(r, i));
-	}
+	pg_page_next(op, r, 7, 0);
 	PQclear(r);
 	return SOMA_OK;
 }

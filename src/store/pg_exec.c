@@ -260,3 +260,22 @@ bool pg_bool(const PGresult *r, int row, int col)
 {
 	return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
+
+bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STORE_ID_MAX + 1])
+{
+	long long ms;
+	if (!store_page_cursor(op, &ms, id))
+		return false;
+	pg_param_int(p, ms);
+	pg_param_text(p, id);
+	pg_param_int(p, op->limit + 1);
+	return true;
+}
+
+void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col)
+{
+	op->next_cursor[0] = '\0';
+	if (op->limit > 0 && PQntuples(r) > op->limit)
+		snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s",
+			 (long long)pg_int(r, (int)op->limit - 1, ms_col), pg_text(r, (int)op->limit - 1, id_col));
+}

@@ -85,16 +85,12 @@ static enum soma_err key_revoke(struct pgconn *c, struct store_op *op)
 
 static enum soma_err keys_list(struct pgconn *c, struct store_op *op)
 {
-	long long cur_ms;
 	char cur_id[STORE_ID_MAX + 1];
-	if (!store_page_cursor(op, &cur_ms, cur_id))
-		return SOMA_ERR_INVALID;
 	struct pg_params p = {0};
 	pg_param_bool(&p, op->all_tenants);
 	pg_param_text(&p, op->tenant);
-	pg_param_int(&p, cur_ms);
-	pg_param_text(&p, cur_id);
-	pg_param_int(&p, op->limit + 1);
+	if (!pg_page_params(op, &p, cur_id))
+		return SOMA_ERR_INVALID;
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
 			      "SELECT id, tenant_id, name, scopes, created_ms, coalesce(revoked_ms, 0) FROM api_keys "
@@ -104,16 +100,11 @@ static enum soma_err keys_list(struct pgconn *c, struct store_op *op)
 	if (!r)
 		return err;
 	op->rows = json_array();
-	op->next_cursor[0] = '\0';
 	int n = PQntuples(r);
-	for (int i = 0; i < n && i < op->limit; i++) {
-		const char *id = pg_text(r, i, 0);
-		int64_t created = pg_int(r, i, 4);
-		if (n > op->limit) /* one more exists: the page ends at the last row served */
-			snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s", (long long)created, id);
-		json_array_append_new(op->rows, store_key_row_json(id, pg_text(r, i, 1), pg_text(r, i, 2),
-								   pg_text(r, i, 3), created, pg_int(r, i, 5)));
-	}
+	for (int i = 0; i < n && i < op->limit; i++)
+		json_array_append_new(op->rows, store_key_row_json(pg_text(r, i, 0), pg_text(r, i, 1), pg_text(r, i, 2),
+								   pg_text(r, i, 3), pg_int(r, i, 4), pg_int(r, i, 5)));
+	pg_page_next(op, r, 4, 0);
 	PQclear(r);
 	return SOMA_OK;
 }

@@ -109,16 +109,12 @@ static enum soma_err queue_stats(struct pgconn *c, struct store_op *op)
 /* Dead letters newest first; the cursor is "<updated_ms>:<id>" of the last row served. */
 static enum soma_err dead_list(struct pgconn *c, struct store_op *op)
 {
-	long long cur_ms;
 	char cur_id[STORE_ID_MAX + 1];
-	if (!store_page_cursor(op, &cur_ms, cur_id))
-		return SOMA_ERR_INVALID;
 	struct pg_params p = {0};
 	pg_param_bool(&p, op->all_tenants);
 	pg_param_text(&p, op->tenant);
-	pg_param_int(&p, cur_ms);
-	pg_param_text(&p, cur_id);
-	pg_param_int(&p, op->limit + 1);
+	if (!pg_page_params(op, &p, cur_id))
+		return SOMA_ERR_INVALID;
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
 			      "SELECT id, name, queue, tenant, session_id, last_error, attempts, updated_ms FROM tasks "
@@ -129,14 +125,11 @@ static enum soma_err dead_list(struct pgconn *c, struct store_op *op)
 	if (!r)
 		return err;
 	op->rows = json_array();
-	op->next_cursor[0] = '\0';
 	int n = PQntuples(r);
 	char at[CLOCK_RFC3339_LEN + 1];
 	for (int i = 0; i < n && i < op->limit; i++) {
 		const char *id = pg_text(r, i, 0);
 		int64_t ms = pg_int(r, i, 7), attempts = pg_int(r, i, 6);
-		if (n > op->limit) /* one more exists: the page ends at the last row served */
-			snprintf(op->next_cursor, sizeof(op->next_cursor), "%lld:%s", (long long)ms, id);
 		json_array_append_new(op->rows,
 				      json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:s}", "task_id", id, "task",
 						pg_text(r, i, 1), "queue", pg_text(r, i, 2), "tenant", pg_text(r, i, 3),
@@ -144,6 +137,7 @@ static enum soma_err dead_list(struct pgconn *c, struct store_op *op)
 						(json_int_t)(attempts > 0 ? attempts - 1 : 0), "failed_at",
 						clock_rfc3339(ms, at, sizeof(at))));
 	}
+	pg_page_next(op, r, 7, 0);
 	PQclear(r);
 	return SOMA_OK;
 }
