@@ -310,7 +310,7 @@ enum soma_err bus_redis_snapshot(const char *key, struct bus_cursor after, struc
 	const char *hget[] = {"HGET", mk, "s"}, *lrange[] = {"LRANGE", lk, "0", "-1"};
 	redisReply *s = NULL, *list = NULL;
 	pthread_mutex_lock(&snap_lock);
-	if (snap && redis_append_argv(snap, 3, hget, NULL) == SOMA_OK &&
+	if (snap && redis_conn_ensure(snap) == SOMA_OK && redis_append_argv(snap, 3, hget, NULL) == SOMA_OK &&
 	    redis_append_argv(snap, 4, lrange, NULL) == SOMA_OK) {
 		s = redis_get_reply(snap); /* s first: the list then holds every ephemeral sequenced before it */
 		list = redis_get_reply(snap);

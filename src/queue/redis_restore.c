@@ -210,6 +210,8 @@ static void refresh_tag(const char *tag, void *arg)
 static void refresh(void)
 {
 	struct refresh a = {.n = 0};
+	if (redis_conn_ensure(conn) != SOMA_OK)
+		return;
 	snprintf(a.score, sizeof(a.score), "%.6f", (double)clock_wall_ms() / 1000.0);
 	queue_pool_running_tags(refresh_tag, &a);
 	pthread_mutex_lock(&lock);

@@ -26,8 +26,16 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 {
 	struct celery_msg *m = &w->cur.m;
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
-	w->owed += redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
+	int sent = redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
+	w->owed += sent;
+	if (sent == 0) { /* no result, no ack: the message comes back after the visibility timeout */
+		log_warn("queue",
+			 "cannot write the result of task %s (redis: %s); it runs again after the "
+			 "visibility timeout",
+			 m->id, redis_conn_error(w->c));
+		return;
+	}
 	if (json_object_size(m->embed)) {
 		json_t *r =
 			exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
@@ -35,6 +43,8 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 				 : json_incref(result ? (json_t *)result : json_null());
 		redis_canvas_after(w, status, r);
 		json_decref(r);
+		if (!redis_conn_ok(w->c)) /* it broke under the result: no ack, it comes back later */
+			return;
 	}
 	rw_ack(w, m->delivery_tag);
 	rw_unlock(w, m);
@@ -111,6 +121,9 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		return outcome;
 	struct celery_msg *m = &w->cur.m;
 	w->slow = strcmp(w->queue, "conversation") == 0 || clock_wall_ms() - w->started_ms > 50;
+	/* this task's pipeline starts here: reconnect now if the last one broke (see conn.h) */
+	if (redis_conn_ensure(w->c) != SOMA_OK)
+		log_debug("queue", "redis is still down; the outcome of task %s waits", m->id);
 	if (outcome == TASK_RETRY && ctx->shutdown) {
 		rw_drain(w);
 		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)

@@ -52,7 +52,7 @@ long long queue_relay_published(void)
 	return atomic_load(&published);
 }
 
-/* Appends the commands of one row; returns how many. */
+/* Appends the commands of one row; returns how many, or -1 when one could not be appended. */
 static int append_row(json_t *row, int64_t now)
 {
 	const char *id = json_string_value(json_object_get(row, "id"));
@@ -70,14 +70,14 @@ static int append_row(json_t *row, int64_t now)
 		log_error("queue", "cannot build the message of task %s; it stays in the outbox", id);
 		return 0;
 	}
-	int n = 0;
+	int n = 0, want = 0;
 	if (json_is_true(json_object_get(row, "requeued"))) {
 		redis_meta_key(id, meta, sizeof(meta));
 		char runlock[128];
 		snprintf(runlock, sizeof(runlock), "soma-run-%s-0", id);
 		const char *d[] = {"DEL", meta, runlock};
 		size_t dl[] = {3, strlen(meta), strlen(runlock)};
-		n += redis_append_argv(conn, 3, d, dl) == SOMA_OK;
+		want++, n += redis_append_argv(conn, 3, d, dl) == SOMA_OK;
 	}
 	json_t *cel = json_object_get(payload, "celery");
 	const char *gid = json_string_value(json_object_get(cel, "group"));
@@ -89,18 +89,18 @@ static int append_row(json_t *row, int64_t now)
 		snprintf(sttl, sizeof(sttl), "%lld", exp > 0 ? exp : 86400LL);
 		const char *s[] = {"SETEX", skey, sttl, size};
 		size_t sl[] = {5, strlen(skey), strlen(sttl), strlen(size)};
-		n += redis_append_argv(conn, 4, s, sl) == SOMA_OK;
+		want++, n += redis_append_argv(conn, 4, s, sl) == SOMA_OK;
 	}
 	const char *l[] = {"LPUSH", key, env};
 	size_t ll[] = {5, strlen(key), strlen(env)};
-	n += redis_append_argv(conn, 3, l, ll) == SOMA_OK;
+	want++, n += redis_append_argv(conn, 3, l, ll) == SOMA_OK;
 	const char *tenant = json_string_value(json_object_get(row, "tenant"));
 	long long expires = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 	snprintf(owner, sizeof(owner), "soma-task-owner-%s", id);
 	snprintf(ttl, sizeof(ttl), "%lld", expires > 0 ? expires : 31536000LL);
 	const char *o[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
 	size_t ol[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
-	n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;
+	want++, n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;
 	size_t i;
 	json_t *other;
 	json_array_foreach(json_object_get(cel, "owned"), i, other) /* a canvas's later tasks are the tenant's too */
@@ -108,24 +108,31 @@ static int append_row(json_t *row, int64_t now)
 		snprintf(owner, sizeof(owner), "soma-task-owner-%s", json_string_value(other));
 		const char *oo[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
 		size_t ool[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
-		n += redis_append_argv(conn, 4, oo, ool) == SOMA_OK;
+		want++, n += redis_append_argv(conn, 4, oo, ool) == SOMA_OK;
 	}
 	free(env);
-	return n;
+	return n == want ? n : -1;
 }
 
 /* Publishes the claimed rows; true when Redis took every message. */
 static bool publish(json_t *rows)
 {
 	int64_t now = clock_wall_ms();
+	if (redis_conn_ensure(conn) != SOMA_OK)
+		return false;
 	int n = 0;
 	size_t i;
 	json_t *row;
 	json_array_foreach(rows, i, row)
 	{
-		n += append_row(row, now);
+		int k = append_row(row, now);
+		if (k < 0) { /* all or nothing: drop what was queued, keep the rows, try again */
+			redis_conn_broken(conn, "a task message could not be queued for redis");
+			return false;
+		}
+		n += k;
 	}
-	bool ok = true;
+	bool ok = n > 0 || json_array_size(rows) == 0;
 	for (int k = 0; k < n; k++) {
 		redisReply *r = redis_get_reply(conn);
 		if (!r || r->type == REDIS_REPLY_ERROR) {

@@ -219,7 +219,7 @@ redisReply *redis_cmd_argv(struct redis_conn *c, int argc, const char **argv, co
 
 enum soma_err redis_append_argv(struct redis_conn *c, int argc, const char **argv, const size_t *lens)
 {
-	if (redis_conn_ensure(c) != SOMA_OK)
+	if (!c->ctx) /* never reconnects: see conn.h */
 		return SOMA_ERR_UNAVAILABLE;
 	return redisAppendCommandArgv(c->ctx, argc, argv, lens) == REDIS_OK ? SOMA_OK : SOMA_ERR_NOMEM;
 }

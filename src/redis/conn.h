@@ -47,7 +47,11 @@ redisReply *redis_cmd(struct redis_conn *c, const char *fmt, ...);
 redisReply *redis_cmd_argv(struct redis_conn *c, int argc, const char **argv, const size_t *lens);
 
 /* Pipelining: queue commands, then read their replies in order with redis_get_reply(). A wire
- * error in the middle marks the connection broken; later replies are then NULL. */
+ * error in the middle marks the connection broken; later replies are then NULL.
+ * An append never reconnects (SOMA_ERR_UNAVAILABLE while broken): call redis_conn_ensure() before
+ * the first command of a pipeline. So a pipeline is in one connection or not sent at all - never
+ * its tail in a new connection after its head was lost with the old one (a result lost while its
+ * ack goes through, or replies read against the wrong commands). */
 enum soma_err redis_append_argv(struct redis_conn *c, int argc, const char **argv, const size_t *lens) SOMA_MUST_CHECK;
 redisReply *redis_get_reply(struct redis_conn *c);
 

@@ -146,6 +146,8 @@ static bool append_event(json_t *ev)
 static void send_events(struct ctl_msg *list)
 {
 	int n = 0;
+	if (redis_conn_ensure(C.rc) != SOMA_OK)
+		return; /* Redis down: events are not kept (Celery does not keep them either) */
 	for (struct ctl_msg *m = list; m; m = m->next)
 		if (m->kind == CTL_EVENT && append_event(m->v))
 			n++;

@@ -6,6 +6,7 @@ dir, stopped at the end. PostgreSQL refuses to run as root: as root the server r
     with PostgresServer() as pg:  pg.url, pg.new_database("name") -> URL, pg.restart(), pg.kill()
 """
 
+import gc
 import os
 import pwd
 import shutil
@@ -84,6 +85,9 @@ class RedisServer:
         self.start()
 
     def close(self):
+        # a Celery AsyncResult left in a reference cycle unsubscribes in __del__, with 20 one-second
+        # reconnect attempts when its Redis is gone: collect it now, while the server still answers
+        gc.collect()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -160,3 +160,18 @@ def test_chat_on_the_redis_queue_and_a_worker_killed_mid_reply(soma, redis, llm,
     time.sleep(1)
     finals = [e for e in history(b, sid) if e["type"] == "assistant.final"]
     assert len(finals) == 1, finals
+
+
+def test_tasks_accepted_while_redis_is_down_run_when_it_is_back(soma, durable_redis):
+    # the outbox keeps what the API acknowledged; the relay must not count a message Redis never
+    # took as published (it once deleted rows whose LPUSH could not even be queued)
+    srv = soma(*redis_sets(durable_redis, "queue.visibility_timeout_s=8"))
+    first = post_task(srv, task="soma.echo", args=["before"])["task_id"]
+    wait_task(srv, first, {"SUCCESS"})
+    durable_redis.stop()
+    ids = [post_task(srv, task="soma.echo", args=[i])["task_id"] for i in range(40)]
+    time.sleep(2.5)  # the relay and the workers try, fail and back off meanwhile
+    ids += [post_task(srv, task="soma.echo", args=[40 + i])["task_id"] for i in range(10)]
+    durable_redis.start()
+    for i, tid in enumerate(ids):
+        assert wait_task(srv, tid, {"SUCCESS"}, timeout=60)["result"]["args"] == [i]
