@@ -1,12 +1,12 @@
 /*
  * tasks_api.c - the task API over the queue this process runs: POST /v1/tasks and
  * GET /v1/tasks/{id} (the caller's tenant; tasks_publish.c, with the Celery aliases), and for operators (scope admin)
- * GET /v1/queues, GET /v1/workers, and the dead letters: GET /v1/dead-letters, POST /v1/dead-letters/{id}/requeue,
- * DELETE /v1/dead-letters/{id}.
+ * GET /v1/queues (queues_api.c), GET /v1/workers, and the dead letters: GET /v1/dead-letters, POST
+ * /v1/dead-letters/{id}/requeue, DELETE /v1/dead-letters/{id}.
  *
- * DESIGN: counts and task rows come from the store (so they are the same on every node that
- * shares it); consumers, busy workers and the finished-per-minute rate come from this process's
- * worker pools (queue_pools_json), and say so with `"scope": "this node"`.
+ * DESIGN: task rows and dead letters come from the store (so they are the same on every node
+ * that shares it); /v1/workers on the local queue shows this process's pools, on redis every
+ * node's heartbeat (the cluster view).
  */
 #include <stdio.h>
 #include <string.h>
@@ -40,55 +40,6 @@ static struct store_op *task_op(struct http_req *req, enum store_op_kind kind, b
 		 kind == STORE_OP_TASK_GET ? "task %s not found" : "no dead letter %s", id);
 	op->all_tenants = all_tenants;
 	return op;
-}
-
-/* Store counts joined with this node's pools; a configured queue with no rows shows zeros. */
-static void on_queue_stats(struct http_req *req, struct store_op *op)
-{
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, "queue");
-		return;
-	}
-	json_t *pools = queue_pools_json(), *queues = json_array();
-	size_t i;
-	json_t *row;
-	json_array_foreach(op->rows, i, row)
-	{
-		json_t *pool = json_object_get(pools, json_string_value(json_object_get(row, "name")));
-		json_t *q = json_deep_copy(row);
-		json_object_set_new(q, "consumers",
-				    json_integer(json_integer_value(json_object_get(pool, "consumers"))));
-		json_object_set_new(q, "busy", json_integer(json_integer_value(json_object_get(pool, "busy"))));
-		json_object_set_new(q, "rate_1m",
-				    json_real((double)json_integer_value(json_object_get(pool, "finished_1m")) / 60.0));
-		json_array_append_new(queues, q);
-		json_object_del(pools, json_string_value(json_object_get(row, "name")));
-	}
-	const char *name;
-	json_t *pool;
-	json_object_foreach(pools, name, pool)
-	{
-		json_array_append_new(
-			queues,
-			json_pack("{s:s, s:i, s:i, s:i, s:i, s:O, s:O, s:f}", "name", name, "depth", 0, "delayed", 0,
-				  "reserved", 0, "dead", 0, "consumers", json_object_get(pool, "consumers"), "busy",
-				  json_object_get(pool, "busy"), "rate_1m",
-				  (double)json_integer_value(json_object_get(pool, "finished_1m")) / 60.0));
-	}
-	json_decref(pools);
-	http_respond_json(req, 200, json_pack("{s:o, s:s}", "queues", queues, "scope", "this node"));
-}
-
-static void get_queues(struct http_req *req, void *arg)
-{
-	(void)arg;
-	struct store_op *op = store_op_new(STORE_OP_QUEUE_STATS, req->ident.tenant);
-	if (!op) {
-		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
-		return;
-	}
-	op->all_tenants = true;
-	gw_store(req, op, on_queue_stats);
 }
 
 static void get_workers(struct http_req *req, void *arg)
@@ -173,7 +124,7 @@ enum soma_err gateway_task_routes(struct http_router *r)
 		{"GET", "/v1/tasks/{id}", gw_task_get, 0},
 		{"POST", "/v1/celery/run", gw_celery_run, 0},
 		{"GET", "/v1/celery/runs/{id}", gw_task_get, 0},
-		{"GET", "/v1/queues", get_queues, HTTP_ROUTE_ADMIN},
+		{"GET", "/v1/queues", gw_queues_get, HTTP_ROUTE_ADMIN},
 		{"GET", "/v1/workers", get_workers, HTTP_ROUTE_ADMIN},
 		{"GET", "/v1/dead-letters", list_dead, HTTP_ROUTE_ADMIN},
 		{"POST", "/v1/dead-letters/{id}/requeue", requeue_dead, HTTP_ROUTE_ADMIN},

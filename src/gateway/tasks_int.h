@@ -12,6 +12,8 @@
 void gw_task_publish(struct http_req *req, void *arg);
 /* POST /v1/celery/run {task, payload}: the original's alias (payload = kwargs, or args). */
 void gw_celery_run(struct http_req *req, void *arg);
+/* GET /v1/queues (queues_api.c). */
+void gw_queues_get(struct http_req *req, void *arg);
 /* GET /v1/tasks/{id} and GET /v1/celery/runs/{id}. */
 void gw_task_get(struct http_req *req, void *arg);
 

@@ -75,6 +75,9 @@ int redis_meta_append(struct redis_conn *c, const char *task_id, const char *sta
 		      const char *exc_type, const char *exc_module, const char *message, const json_t *extra);
 /* The result meta key of a task into buf. */
 void redis_meta_key(const char *task_id, char *buf, size_t cap);
+/* {name: {depth, reserved}} for each name of the array names (redis_stats.c); NULL when Redis
+ * does not answer. The caller owns the result. */
+json_t *redis_queue_stats(struct redis_conn *c, const json_t *names);
 
 /* Held messages (eta in the future): kept unacked by this process until due. */
 struct redis_held;

@@ -28,6 +28,7 @@ struct job {
 	char tenant[72];    /* the caller's tenant */
 	char key[200];	    /* idempotency key ("" for a status read) */
 	int ttl_s;	    /* idempotency key lifetime */
+	json_t *queues;	    /* queue names, for a stats read (owned), else NULL */
 	queue_status_fn fn; /* completion */
 	void *arg;	    /* its argument */
 	struct job *next;   /* queue link */
@@ -45,6 +46,7 @@ static enum soma_err submit(struct job *j)
 	pthread_mutex_lock(&lock);
 	if (!running || stop || queued >= RESULT_QUEUE) {
 		pthread_mutex_unlock(&lock);
+		json_decref(j->queues);
 		free(j);
 		return SOMA_ERR_UNAVAILABLE;
 	}
@@ -84,6 +86,18 @@ enum soma_err queue_idempotency_async(const char *tenant, const char *key, const
 		return SOMA_ERR_NOMEM;
 	snprintf(j->key, sizeof(j->key), "%s", key);
 	j->ttl_s = ttl_s;
+	return submit(j);
+}
+
+enum soma_err queue_stats_async(const json_t *queues, queue_status_fn done, void *arg)
+{
+	struct job *j = new_job("", "", done, arg);
+	if (!j)
+		return SOMA_ERR_NOMEM;
+	if (!(j->queues = json_deep_copy(queues))) {
+		free(j);
+		return SOMA_ERR_NOMEM;
+	}
 	return submit(j);
 }
 
@@ -179,12 +193,17 @@ static void *serve(void *arg)
 		pthread_mutex_unlock(&lock);
 		if (!j)
 			break;
-		if (!c)
+		if (!c) {
 			j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
-		else if (j->key[0])
+		} else if (j->queues) {
+			json_t *stats = redis_queue_stats(c, j->queues);
+			j->fn(stats, stats ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);
+			json_decref(stats);
+		} else if (j->key[0])
 			run_idempotency(c, j);
 		else
 			run_status(c, j);
+		json_decref(j->queues);
 		free(j);
 	}
 	redis_conn_close(c);
