@@ -21,23 +21,36 @@
 #include "core/log.h"
 #include "queue/redis_int.h"
 
+/* One RPOP with a count per band, then one ZADD and one HSET for the whole batch (variadic: a
+ * command per batch, not two per message). The tag is found with a plain find of its key, then
+ * read with the pattern kombu's JSON allows (spaces around the colon); when that first key is not
+ * the property, the whole message is searched as before. */
 static const char pop_script[] =
-	"local nk = #KEYS - 2 local want = tonumber(ARGV[1]) local out = {} "
+	"local nk = #KEYS - 2 local want = tonumber(ARGV[1]) local out = {} local z = {} local h = {} "
 	"for i = 1, nk do "
 	"  if #out >= want then break end "
 	"  local got = redis.call('RPOP', KEYS[i], want - #out) "
 	"  if got then for _, m in ipairs(got) do "
-	"    local tag = string.match(m, '\"delivery_tag\"%s*:%s*\"([^\"]+)\"') "
-	"    if tag then redis.call('ZADD', KEYS[nk + 2], ARGV[2], tag) "
-	"      redis.call('HSET', KEYS[nk + 1], tag, '[' .. m .. ', \"\", ' .. ARGV[3] .. ']') end "
+	"    local at = string.find(m, '\"delivery_tag\"', 1, true) "
+	"    local tag = at and string.match(m, '^\"delivery_tag\"%s*:%s*\"([^\"]+)\"', at) "
+	"    if not tag then tag = string.match(m, '\"delivery_tag\"%s*:%s*\"([^\"]+)\"') end "
+	"    if tag then z[#z + 1] = ARGV[2] z[#z + 1] = tag "
+	"      h[#h + 1] = tag h[#h + 1] = '[' .. m .. ', \"\", ' .. ARGV[3] .. ']' end "
 	"    out[#out + 1] = m end end "
-	"end return out";
+	"end "
+	"if #z > 0 then redis.call('ZADD', KEYS[nk + 2], unpack(z)) redis.call('HSET', KEYS[nk + 1], unpack(h)) end "
+	"return out";
 
 void rmsg_free(struct rmsg *m)
 {
 	celery_msg_deinit(&m->m);
 	free(m->text);
 	memset(m, 0, sizeof(*m));
+}
+
+void redis_unacked_score(int64_t wall_ms, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%lld", (long long)((wall_ms + 999) / 1000));
 }
 
 void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
@@ -180,7 +193,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 static void record_unacked(struct rworker *w, struct rmsg *m)
 {
 	char score[32], *value = NULL;
-	snprintf(score, sizeof(score), "%.6f", (double)clock_wall_ms() / 1000.0);
+	redis_unacked_score(clock_wall_ms(), score, sizeof(score));
 	size_t vlen = 0;
 	FILE *f = open_memstream(&value, &vlen);
 	if (!f)
@@ -249,7 +262,7 @@ static int fetch(struct rworker *w, int64_t wait_ms)
 		want = REDIS_PREFETCH_MAX;
 	char n[16], now[32], rk[96];
 	snprintf(n, sizeof(n), "%d", want);
-	snprintf(now, sizeof(now), "%.6f", (double)clock_wall_ms() / 1000.0);
+	redis_unacked_score(clock_wall_ms(), now, sizeof(now));
 	snprintf(rk, sizeof(rk), "\"%s\"", w->queue);
 	const char *argv[4 + REDIS_BANDS + 2 + 3] = {"EVAL", pop_script, "6"};
 	size_t lens[4 + REDIS_BANDS + 2 + 3] = {4, sizeof(pop_script) - 1, 1};
@@ -388,7 +401,7 @@ static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 		return;
 	w->hb_ms = now;
 	char score[32], lock[160], px[24];
-	snprintf(score, sizeof(score), "%.6f", (double)now / 1000.0);
+	redis_unacked_score(now, score, sizeof(score));
 	rw_lock_key(&w->cur.m, lock, sizeof(lock));
 	snprintf(px, sizeof(px), "%lld", (long long)queue_visibility_ms());
 	const char *z[] = {"ZADD", "unacked_index", "XX", score, w->cur.m.delivery_tag}, *p[] = {"PEXPIRE", lock, px};
