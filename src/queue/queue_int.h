@@ -65,6 +65,11 @@ struct redis_conn *redis_queue_connect(int timeout_ms);
  * time_limit, soft_time_limit}}, with retries and eta_ms (0: none). *key receives the list key
  * (band) it goes to. */
 char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, char key[192]);
+/* The result meta of a task as Celery's Redis backend writes it: {status, result, traceback,
+ * children, date_done, task_id, <extra's keys>} (Celery 5.2's key order; extra must not repeat
+ * those keys); the arguments are those of redis_meta_append. Caller frees; NULL on OOM. */
+char *redis_meta_text(const char *task_id, const char *status, const json_t *result, const char *exc_type,
+		      const char *exc_module, const char *message, const json_t *extra);
 /* Appends the result meta of a task to the pipeline of c: SETEX celery-task-meta-<id> (SET
  * when queue.result_expires_s is 0) and PUBLISH on the channel of that name (Celery wraps the
  * two in MULTI/EXEC; nothing depends on it, and a batch of results costs half the commands). status SUCCESS, FAILURE,

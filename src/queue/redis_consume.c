@@ -4,9 +4,9 @@
  *
  * DESIGN: reserve() serves, in order: the prefetched batch; a held message whose eta has come
  * (redis_restore.c holds them); a new batch popped by a Lua script (band-major RPOP of up to n
- * messages, each recorded with ZADD unacked_index + HSET unacked in the same atomic step); and,
+ * messages, recorded with one ZADD unacked_index + one HSET unacked in the same atomic step); and,
  * when every band is empty, BRPOP over the band keys for up to a second (then recorded as kombu
- * does, MULTI ZADD HSET EXEC). Each new batch is checked in one more round trip: MGET of the
+ * does, MULTI ZADD HSET EXEC). Each new batch is checked in one more round trip: one MGET of the
  * result metas (a ready result: a duplicate publish, ack without running) and SET NX PX of a
  * run-lock per (task id, retries) (held: the same message runs elsewhere now). A message whose
  * eta is in the future is handed to the holder and stays unacked, as Celery holds it.
@@ -21,23 +21,36 @@
 #include "core/log.h"
 #include "queue/redis_int.h"
 
+/* One RPOP with a count per band, then one ZADD and one HSET for the whole batch (variadic: a
+ * command per batch, not two per message). The tag is found with a plain find of its key, then
+ * read with the pattern kombu's JSON allows (spaces around the colon); when that first key is not
+ * the property, the whole message is searched as before. */
 static const char pop_script[] =
-	"local nk = #KEYS - 2 local want = tonumber(ARGV[1]) local out = {} "
+	"local nk = #KEYS - 2 local want = tonumber(ARGV[1]) local out = {} local z = {} local h = {} "
 	"for i = 1, nk do "
 	"  if #out >= want then break end "
 	"  local got = redis.call('RPOP', KEYS[i], want - #out) "
 	"  if got then for _, m in ipairs(got) do "
-	"    local tag = string.match(m, '\"delivery_tag\"%s*:%s*\"([^\"]+)\"') "
-	"    if tag then redis.call('ZADD', KEYS[nk + 2], ARGV[2], tag) "
-	"      redis.call('HSET', KEYS[nk + 1], tag, '[' .. m .. ', \"\", ' .. ARGV[3] .. ']') end "
+	"    local at = string.find(m, '\"delivery_tag\"', 1, true) "
+	"    local tag = at and string.match(m, '^\"delivery_tag\"%s*:%s*\"([^\"]+)\"', at) "
+	"    if not tag then tag = string.match(m, '\"delivery_tag\"%s*:%s*\"([^\"]+)\"') end "
+	"    if tag then z[#z + 1] = ARGV[2] z[#z + 1] = tag "
+	"      h[#h + 1] = tag h[#h + 1] = '[' .. m .. ', \"\", ' .. ARGV[3] .. ']' end "
 	"    out[#out + 1] = m end end "
-	"end return out";
+	"end "
+	"if #z > 0 then redis.call('ZADD', KEYS[nk + 2], unpack(z)) redis.call('HSET', KEYS[nk + 1], unpack(h)) end "
+	"return out";
 
 void rmsg_free(struct rmsg *m)
 {
 	celery_msg_deinit(&m->m);
 	free(m->text);
 	memset(m, 0, sizeof(*m));
+}
+
+void redis_unacked_score(int64_t wall_ms, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%lld", (long long)((wall_ms + 999) / 1000));
 }
 
 void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
@@ -180,7 +193,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 static void record_unacked(struct rworker *w, struct rmsg *m)
 {
 	char score[32], *value = NULL;
-	snprintf(score, sizeof(score), "%.6f", (double)clock_wall_ms() / 1000.0);
+	redis_unacked_score(clock_wall_ms(), score, sizeof(score));
 	size_t vlen = 0;
 	FILE *f = open_memstream(&value, &vlen);
 	if (!f)
@@ -198,28 +211,42 @@ static void record_unacked(struct rworker *w, struct rmsg *m)
 	free(value);
 }
 
-/* One round trip over the new messages [from, from+n): ready results and run-locks. */
+/* One round trip over the new messages [from, from+n): one MGET of their result metas, then a
+ * SET NX PX of each run-lock. Nothing is sent unless all of it was appended (a broken connection
+ * leaves every message unchecked: not skipped, not locked, run - the result write then fails and
+ * the message comes back, see redis_settle.c). */
 static void dedupe(struct rworker *w, int from, int n)
 {
+	const char *argv[REDIS_PREFETCH_MAX + 1];
+	size_t lens[REDIS_PREFETCH_MAX + 1];
+	char(*metas)[128] = malloc((size_t)n * sizeof(*metas));
 	char lock_px[24];
+	if (!metas)
+		return; /* unchecked: run, as when Redis does not answer */
 	long long px = queue_visibility_ms() - 2000;
 	snprintf(lock_px, sizeof(lock_px), "%lld", px < 1000 ? 1000 : px);
-	int sent = 0;
+	argv[0] = "MGET", lens[0] = 4;
 	for (int i = 0; i < n; i++) {
 		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
-		char meta[128], lock[160];
-		redis_meta_key(m->m.id, meta, sizeof(meta));
-		rw_lock_key(&m->m, lock, sizeof(lock));
-		const char *g[] = {"GET", meta}, *s[] = {"SET", lock, w->id, "NX", "PX", lock_px};
-		size_t gl[] = {3, strlen(meta)}, sl[] = {3, strlen(lock), strlen(w->id), 2, 2, strlen(lock_px)};
-		if (redis_append_argv(w->c, 2, g, gl) == SOMA_OK && redis_append_argv(w->c, 6, s, sl) == SOMA_OK)
-			sent++;
-		else
-			break;
+		redis_meta_key(m->m.id, metas[i], sizeof(metas[i]));
+		argv[i + 1] = metas[i], lens[i + 1] = strlen(metas[i]);
 	}
+	int sent = redis_append_argv(w->c, n + 1, argv, lens) == SOMA_OK ? n : 0;
 	for (int i = 0; i < sent; i++) {
 		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
-		redisReply *meta = redis_get_reply(w->c), *lock = meta ? redis_get_reply(w->c) : NULL;
+		char lock[160];
+		rw_lock_key(&m->m, lock, sizeof(lock));
+		const char *s[] = {"SET", lock, w->id, "NX", "PX", lock_px};
+		size_t sl[] = {3, strlen(lock), strlen(w->id), 2, 2, strlen(lock_px)};
+		if (redis_append_argv(w->c, 6, s, sl) != SOMA_OK)
+			sent = i;
+	}
+	redisReply *mget = sent > 0 ? redis_get_reply(w->c) : NULL;
+	for (int i = 0; i < sent; i++) {
+		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
+		redisReply *meta =
+			mget && mget->type == REDIS_REPLY_ARRAY && (size_t)i < mget->elements ? mget->element[i] : NULL;
+		redisReply *lock = redis_get_reply(w->c);
 		if (meta && meta->type == REDIS_REPLY_STRING) {
 			json_t *v = json_loadb(meta->str, meta->len, 0, NULL);
 			const char *st = json_string_value(json_object_get(v, "status"));
@@ -235,9 +262,10 @@ static void dedupe(struct rworker *w, int from, int n)
 		}
 		if (m->skip)
 			log_debug("queue", "task %s already has a result; duplicate acked", m->m.id);
-		freeReplyObject(meta);
 		freeReplyObject(lock);
 	}
+	freeReplyObject(mget);
+	free(metas);
 }
 
 /* Pops a batch (Lua, atomic with the unacked records); when empty, BRPOP for up to wait_ms. */
@@ -249,7 +277,7 @@ static int fetch(struct rworker *w, int64_t wait_ms)
 		want = REDIS_PREFETCH_MAX;
 	char n[16], now[32], rk[96];
 	snprintf(n, sizeof(n), "%d", want);
-	snprintf(now, sizeof(now), "%.6f", (double)clock_wall_ms() / 1000.0);
+	redis_unacked_score(clock_wall_ms(), now, sizeof(now));
 	snprintf(rk, sizeof(rk), "\"%s\"", w->queue);
 	const char *argv[4 + REDIS_BANDS + 2 + 3] = {"EVAL", pop_script, "6"};
 	size_t lens[4 + REDIS_BANDS + 2 + 3] = {4, sizeof(pop_script) - 1, 1};
@@ -388,7 +416,7 @@ static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 		return;
 	w->hb_ms = now;
 	char score[32], lock[160], px[24];
-	snprintf(score, sizeof(score), "%.6f", (double)now / 1000.0);
+	redis_unacked_score(now, score, sizeof(score));
 	rw_lock_key(&w->cur.m, lock, sizeof(lock));
 	snprintf(px, sizeof(px), "%lld", (long long)queue_visibility_ms());
 	const char *z[] = {"ZADD", "unacked_index", "XX", score, w->cur.m.delivery_tag}, *p[] = {"PEXPIRE", lock, px};

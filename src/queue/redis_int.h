@@ -65,6 +65,11 @@ void rw_unlock(struct rworker *w, const struct celery_msg *m);
 void redis_canvas_after(struct rworker *w, const char *status, const json_t *result);
 /* Frees a message. */
 void rmsg_free(struct rmsg *m);
+/* The unacked_index score of a message taken at wall_ms into buf: kombu's time() in seconds,
+ * rounded up to a whole second. A whole number is kept as an integer in a small sorted set
+ * (listpack), where a fractional one is parsed with strtod at every insert's scan (8 us per
+ * ZADD of a 128-entry index); a restore may come at most a second later than kombu's. */
+void redis_unacked_score(int64_t wall_ms, char *buf, size_t cap);
 /* The run-lock key of a message into buf. */
 void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap);
 

@@ -212,7 +212,7 @@ static void refresh(void)
 	struct refresh a = {.n = 0};
 	if (redis_conn_ensure(conn) != SOMA_OK)
 		return;
-	snprintf(a.score, sizeof(a.score), "%.6f", (double)clock_wall_ms() / 1000.0);
+	redis_unacked_score(clock_wall_ms(), a.score, sizeof(a.score));
 	queue_pool_running_tags(refresh_tag, &a);
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < nheld; i++)

@@ -7,10 +7,11 @@
  * (STORE_OP_TASK_RELAY_CLAIM: queued -> relaying with a lease), LPUSHes their messages to their
  * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
  * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
- * (STORE_OP_TASK_RELAY_DONE). A crash between LPUSH and the delete publishes those rows again
- * when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op.
- * A row's available_ms in the future becomes the message's eta (the worker holds it, as Celery).
- * Redis down: this thread keeps the rows it claimed and retries them with a backoff.
+ * (STORE_OP_TASK_RELAY_DONE; after a full batch, the next claim deletes them in its own
+ * transaction, so a backlog costs one commit per batch). A crash between LPUSH and the delete publishes those rows
+ * again when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op. A row's
+ * available_ms in the future becomes the message's eta (the worker holds it, as Celery). Redis down: this thread keeps
+ * the rows it claimed and retries them with a backoff.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -147,18 +148,29 @@ static bool publish(json_t *rows)
 	return ok;
 }
 
-static void done_rows(json_t *rows)
+/* The ids of rows, a new array (NULL on OOM). */
+static json_t *row_ids(json_t *rows)
 {
-	struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_DONE, "");
-	if (!op)
-		return;
-	op->row = json_array();
+	json_t *ids = json_array();
 	size_t i;
 	json_t *row;
 	json_array_foreach(rows, i, row)
 	{
-		json_array_append(op->row, json_object_get(row, "id"));
+		if (ids && json_array_append(ids, json_object_get(row, "id")) != 0)
+			json_decref(ids), ids = NULL;
 	}
+	return ids;
+}
+
+/* Deletes the published rows ids (taken) in a RELAY_DONE of their own. */
+static void done_ids(json_t *ids)
+{
+	struct store_op *op = ids ? store_op_new(STORE_OP_TASK_RELAY_DONE, "") : NULL;
+	if (!op) {
+		json_decref(ids);
+		return;
+	}
+	op->row = ids;
 	if (store_op_wait(store, op) != SOMA_OK)
 		log_warn("queue",
 			 "published tasks could not be removed from the outbox (%s); they are published "
@@ -169,8 +181,10 @@ static void done_rows(json_t *rows)
 
 /* One batch; returns how many rows were published (-1: Redis or the store failed). Rows that
  * could not be published are kept (still claimed) and tried again first, so a Redis restart
- * costs a backoff, not a lease. */
+ * costs a backoff, not a lease. A full batch's rows are deleted by the next claim, in its
+ * transaction (op->row of RELAY_CLAIM: one commit per batch, not two); a smaller one's at once. */
 static json_t *unsent;
+static json_t *published_ids; /* published, to delete with the next claim */
 
 static int relay_once(void)
 {
@@ -181,9 +195,14 @@ static int relay_once(void)
 		op->limit = RELAY_BATCH;
 		op->delay_ms = RELAY_LEASE_MS;
 		op->all_tenants = true;
+		op->row = published_ids;
+		published_ids = NULL;
 		if (store_op_wait(store, op) == SOMA_OK) {
 			unsent = op->rows;
 			op->rows = NULL;
+		} else if (op->row) { /* rolled back with the claim: delete them on their own */
+			done_ids(op->row);
+			op->row = NULL;
 		}
 		store_op_free(op);
 		if (!unsent)
@@ -195,7 +214,10 @@ static int relay_once(void)
 		return -1;
 	}
 	if (n > 0) {
-		done_rows(unsent);
+		if (n == RELAY_BATCH)
+			published_ids = row_ids(unsent); /* more is waiting: the next claim follows at once */
+		else
+			done_ids(row_ids(unsent));
 		atomic_fetch_add(&published, n);
 	}
 	json_decref(unsent);
@@ -232,6 +254,9 @@ static void *relay_main(void *arg)
 				break;
 		pthread_mutex_unlock(&lock);
 	}
+	if (published_ids) /* stopped right after a full batch */
+		done_ids(published_ids);
+	published_ids = NULL;
 	return NULL;
 }
 

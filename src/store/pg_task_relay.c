@@ -6,7 +6,8 @@
  * With queue.driver=redis a task row is a message waiting to be published. Several nodes' relays
  * may claim at once: the claim takes its rows FOR UPDATE SKIP LOCKED, so a row is published by
  * one relay (a relay that dies leaves it 'relaying' until the lease passes; then any relay
- * publishes it again and the worker dedupes).
+ * publishes it again and the worker dedupes). A claim's op->row, when set, is RELAY_DONE's id list:
+ * those rows are deleted first, in the claim's transaction (the relay's previous full batch).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,14 +15,39 @@
 #include "core/clock.h"
 #include "store/pg_int.h"
 
+/* One statement (one round trip) for the batch: the ids go in as a JSON array. */
+static enum soma_err relay_done(struct pgconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->row, i, id)
+	{
+		if (!json_is_string(id))
+			return SOMA_ERR_INVALID;
+	}
+	char *ids = json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (!ids)
+		return SOMA_ERR_NOMEM;
+	struct pg_params p = {0};
+	pg_param_text(&p, ids);
+	enum soma_err err = pg_run(c,
+				   "DELETE FROM tasks WHERE state = 'relaying' AND id IN "
+				   "(SELECT jsonb_array_elements_text($1::jsonb))",
+				   &p, NULL);
+	free(ids);
+	return err;
+}
+
 static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
+	enum soma_err err = op->row ? relay_done(c, op) : SOMA_OK; /* the last batch's, same transaction */
+	if (err != SOMA_OK)
+		return err;
 	struct pg_params p = {0};
 	pg_param_int(&p, now + op->delay_ms);
 	pg_param_int(&p, now);
 	pg_param_int(&p, op->limit > 0 ? op->limit : 100);
-	enum soma_err err;
 	PGresult *r = pg_exec(c,
 			      "UPDATE tasks SET state = 'relaying', reserved_until_ms = $1 WHERE id IN ("
 			      "SELECT id FROM tasks WHERE state = 'queued' OR (state = 'relaying' AND "
@@ -62,23 +88,6 @@ static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
 	free(order);
 	PQclear(r);
 	return err;
-}
-
-static enum soma_err relay_done(struct pgconn *c, struct store_op *op)
-{
-	size_t i;
-	json_t *id;
-	json_array_foreach(op->row, i, id)
-	{
-		if (!json_is_string(id))
-			return SOMA_ERR_INVALID;
-		struct pg_params p = {0};
-		pg_param_text(&p, json_string_value(id));
-		enum soma_err err = pg_run(c, "DELETE FROM tasks WHERE id = $1 AND state = 'relaying'", &p, NULL);
-		if (err != SOMA_OK)
-			return err;
-	}
-	return SOMA_OK;
 }
 
 static enum soma_err dead_add(struct pgconn *c, struct store_op *op)

@@ -3,7 +3,8 @@
  *
  * With queue.driver=redis a task row is a message waiting to be published: the relay claims
  * queued rows (queued -> relaying, with a lease in reserved_until_ms), LPUSHes them to Redis,
- * then deletes them (RELAY_DONE). A relay that dies between the two leaves its rows relaying
+ * then deletes them (RELAY_DONE, or op->row of the next RELAY_CLAIM: ids deleted first, in the
+ * claim's transaction). A relay that dies between the two leaves its rows relaying
  * until the lease passes; they are claimed and published again (the worker dedupes). Dead
  * letters of the redis driver are rows in state 'dead' (DEAD_ADD), listed and requeued by the
  * same ops as the local queue's; a requeued row is queued again, so the relay republishes it.
@@ -15,13 +16,43 @@
 #include "core/clock.h"
 #include "store/store_int.h"
 
+/* One statement for the batch: the ids go in as a JSON array (json_each). */
+static enum soma_err relay_done(struct dbconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->row, i, id)
+	{
+		if (!json_is_string(id))
+			return SOMA_ERR_STORE;
+	}
+	char *ids = json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY);
+	sqlite3_stmt *s = ids ? dbconn_stmt(c, "DELETE FROM tasks WHERE state = 'relaying' AND id IN "
+					       "(SELECT value FROM json_each(?1))")
+			      : NULL;
+	int rc = SQLITE_ERROR;
+	if (s) {
+		bind_text(s, 1, ids);
+		rc = sqlite3_step(s);
+		sqlite3_reset(s);
+	}
+	free(ids);
+	return !ids ? SOMA_ERR_NOMEM : rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* Oldest first: rowid order is insertion order among the rows present (a new row's rowid is above
+ * every live one), so the scan stops at the batch's last row - ORDER BY created_ms sorted the whole
+ * table in a temporary b-tree for every batch (no index starts with state or created_ms). */
 static enum soma_err relay_claim(struct dbconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
+	enum soma_err err = op->row ? relay_done(c, op) : SOMA_OK; /* the last batch's, same transaction */
+	if (err != SOMA_OK)
+		return err;
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "UPDATE tasks SET state = 'relaying', reserved_until_ms = ?1 WHERE id IN ("
 		   "SELECT id FROM tasks WHERE state = 'queued' OR (state = 'relaying' AND reserved_until_ms <= ?2) "
-		   "ORDER BY created_ms, id LIMIT ?3) "
+		   "ORDER BY rowid LIMIT ?3) "
 		   "RETURNING id, queue, name, tenant, session_id, payload, attempts, max_retries, available_ms, "
 		   "updated_ms > created_ms");
 	if (!s)
@@ -48,22 +79,6 @@ static enum soma_err relay_claim(struct dbconn *c, struct store_op *op)
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
-}
-
-static enum soma_err relay_done(struct dbconn *c, struct store_op *op)
-{
-	size_t i;
-	json_t *id;
-	json_array_foreach(op->row, i, id)
-	{
-		sqlite3_stmt *s = dbconn_stmt(c, "DELETE FROM tasks WHERE id = ? AND state = 'relaying'");
-		if (!s || !json_is_string(id))
-			return SOMA_ERR_STORE;
-		bind_text(s, 1, json_string_value(id));
-		if (sqlite3_step(s) != SQLITE_DONE)
-			return SOMA_ERR_STORE;
-	}
-	return SOMA_OK;
 }
 
 static enum soma_err dead_add(struct dbconn *c, struct store_op *op)

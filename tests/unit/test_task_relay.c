@@ -136,3 +136,32 @@ Test(task_relay, dead_letters_are_listed_and_requeued_rows_are_marked)
 	store_op_free(op);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ? AND state = 'dead'", "d1"), 1);
 }
+
+Test(task_relay, a_claim_deletes_the_previous_batch_first_in_its_transaction)
+{
+	publish("acme", "p1", 1);
+	publish("acme", "p2", 1);
+	publish("acme", "p3", 1);
+	json_t *rows = claim(2, 60000);
+	cr_assert_eq(json_array_size(rows), 2);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "p1");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 1), "id")), "p2");
+	json_decref(rows);
+	struct store_op *op = store_op_new(STORE_OP_TASK_RELAY_CLAIM, "");
+	op->limit = 10;
+	op->delay_ms = 60000;
+	op->all_tenants = true;
+	op->row = json_pack("[s, s, s]", "p1", "p2", "p3"); /* p3 is still queued: not deleted */
+	cr_assert_eq(store_op_wait(st, op), SOMA_OK);
+	cr_assert_eq(json_array_size(op->rows), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(op->rows, 0), "id")), "p3");
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id LIKE ?", "p%"), 1);
+	/* a RELAY_DONE list that is not all strings changes nothing */
+	op = store_op_new(STORE_OP_TASK_RELAY_DONE, "");
+	op->row = json_pack("[s, i]", "p3", 7);
+	cr_assert_neq(store_op_wait(st, op), SOMA_OK);
+	store_op_free(op);
+	done(json_pack("[s]", "p3"));
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id LIKE ?", "p%"), 0);
+}
