@@ -5,9 +5,10 @@
 # run on the same PostgreSQL (fsync=on, synchronous_commit=on: every acknowledged message durable).
 #   1. pgbench -c 20 -j 2 -n -f bench/ingest_pg_insert.sql (a table shaped like `events`)
 #   2. wrk -t2 -c64 --latency -s bench/chat_post.lua: 600 sessions (300 per wrk thread); the worker
-#      role is off (--role gateway), so only ingest is measured: a message is stored (session seq
-#      update + event row + memory outbox row + task outbox row, one group-committed transaction)
-#      and its task is relayed to the Redis queue, where it stays
+#      role is off (--role gateway), so only ingest is measured: a message is stored (one statement:
+#      session seq upsert + event row + memory outbox row + task outbox row, pipelined with the rest
+#      of its group commit: src/store/pg_batch.c) and its task is relayed to the Redis queue, where
+#      it stays (the built-in memory's relay delivers its memory row in the same process)
 #   3. pgbench again (the machine is shared and noisy: the ceiling before and after)
 # Prints requests/s, p50, p99 and non-2xx of each side and the ratio ours / mean pgbench
 # (target >= 0.7, our p99 <= 10 ms). Usage: bench/ingest_pg.sh [seconds]   (default 10; release

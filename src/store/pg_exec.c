@@ -182,37 +182,44 @@ static bool result_ok(const PGresult *r)
 	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
 }
 
-PGresult *pg_exec(struct pgconn *c, const char *sql, const struct pg_params *p, enum soma_err *err)
+bool pg_prepared(struct pgconn *c, const char *sql, char name[PG_STMT_NAME], enum soma_err *err)
 {
 	if ((*err = pg_conn_ready(c)) != SOMA_OK)
-		return NULL;
+		return false;
+	int i = 0;
+	while (i < c->n && c->cache[i].sql != sql)
+		i++;
+	if (i == c->n && c->n == PG_STMT_CACHE) {
+		name[0] = '\0'; /* cache full: the caller runs it unprepared */
+		return true;
+	}
+	snprintf(name, PG_STMT_NAME, "s%d", i);
+	if (i < c->n)
+		return true;
+	PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
+	if (!r || !result_ok(r)) {
+		*err = pg_err_map(c, r);
+		PQclear(r);
+		return false;
+	}
+	PQclear(r);
+	c->cache[c->n++].sql = sql;
+	return true;
+}
+
+PGresult *pg_exec(struct pgconn *c, const char *sql, const struct pg_params *p, enum soma_err *err)
+{
 	int n = p ? p->n : 0;
 	if (n > PG_PARAMS_MAX) {
 		*err = SOMA_ERR_INTERNAL;
 		return NULL;
 	}
 	const char *const *vals = p ? p->v : NULL;
-	int i = 0;
-	while (i < c->n && c->cache[i].sql != sql)
-		i++;
-	PGresult *r;
-	char name[16];
-	snprintf(name, sizeof(name), "s%d", i);
-	if (i == c->n && c->n == PG_STMT_CACHE) {
-		r = PQexecParams(c->conn, sql, n, NULL, vals, NULL, NULL, 0); /* cache full: unprepared */
-	} else {
-		if (i == c->n) {
-			r = PQprepare(c->conn, name, sql, 0, NULL);
-			if (!r || !result_ok(r)) {
-				*err = pg_err_map(c, r);
-				PQclear(r);
-				return NULL;
-			}
-			PQclear(r);
-			c->cache[c->n++].sql = sql;
-		}
-		r = PQexecPrepared(c->conn, name, n, vals, NULL, NULL, 0);
-	}
+	char name[PG_STMT_NAME];
+	if (!pg_prepared(c, sql, name, err))
+		return NULL;
+	PGresult *r = name[0] ? PQexecPrepared(c->conn, name, n, vals, NULL, NULL, 0)
+			      : PQexecParams(c->conn, sql, n, NULL, vals, NULL, NULL, 0);
 	if (r && result_ok(r))
 		return r;
 	*err = pg_err_map(c, r);
@@ -243,6 +250,24 @@ enum soma_err pg_cmd(struct pgconn *c, const char *sql)
 	if (err == SOMA_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 && strncmp(sql, "ROLLBACK", 8) != 0)
 		err = SOMA_ERR_STORE;
 	PQclear(r);
+	return err;
+}
+
+enum soma_err pg_commit_result(struct pgconn *c)
+{
+	enum soma_err err = SOMA_OK;
+	PGresult *r;
+	bool any = false;
+	while (c->conn && (r = PQgetResult(c->conn))) {
+		any = true;
+		if (err == SOMA_OK && !result_ok(r))
+			err = pg_err_map(c, r); /* may drop the connection (c->conn NULL) */
+		else if (err == SOMA_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+			err = SOMA_ERR_STORE; /* the transaction had failed: ROLLBACK */
+		PQclear(r);
+	}
+	if (!any && err == SOMA_OK)
+		err = pg_err_map(c, NULL);
 	return err;
 }
 

@@ -10,7 +10,8 @@
  * breaks is closed and every op on it fails with SOMA_ERR_UNAVAILABLE (the caller answers 503:
  * nothing acknowledged, nothing lost) until pg_conn_ready() re-establishes it, no sooner than its
  * backoff allows (100 ms doubling to 5 s). Within the writer's transaction each op runs in a
- * SAVEPOINT (exec.c), so an op's SQL error rolls back only that op.
+ * SAVEPOINT (exec.c), so an op's SQL error rolls back only that op; the common MESSAGE is instead
+ * one statement, pipelined with the rest of its batch on the message connections (pg_batch.c).
  *
  * The chain of per-op functions (each file handles its kinds and hands the rest on):
  *   writes: pg_sql_write (pg_chat.c) -> pg_sql_task_write (pg_tasks.c) -> pg_sql_task_admin_write
@@ -30,7 +31,8 @@
 #include "store/store.h"
 
 #define PG_STMT_CACHE 128 /* prepared statements per connection (above the driver's statement count) */
-#define PG_PARAMS_MAX 16  /* parameters of one statement */
+#define PG_PARAMS_MAX 20  /* parameters of one statement */
+#define PG_STMT_NAME  16  /* a prepared statement's name ("s<i>") with its NUL */
 #define PG_NUM_LEN    24  /* an int64 as text, with sign and NUL */
 
 /* One PostgreSQL connection, used by one thread at a time. */
@@ -75,11 +77,18 @@ bool pg_conn_up(const struct pgconn *c);
  * parameters). Returns the result (COMMAND_OK or TUPLES_OK; the caller PQclear()s it), or NULL
  * with *err set by pg_err_map. A lost connection is closed here (SOMA_ERR_UNAVAILABLE). */
 PGresult *pg_exec(struct pgconn *c, const char *sql, const struct pg_params *p, enum soma_err *err);
+/* The name sql is prepared as on c, preparing it first when it is new on this connection (not in
+ * pipeline mode); name = "" when the cache is full (run it unprepared). False with *err set when
+ * the connection is down or the statement does not prepare. */
+bool pg_prepared(struct pgconn *c, const char *sql, char name[PG_STMT_NAME], enum soma_err *err);
 /* pg_exec for statements whose rows are not wanted; *changed (may be NULL) = rows affected. */
 enum soma_err pg_run(struct pgconn *c, const char *sql, const struct pg_params *p, int64_t *changed);
 /* Runs a parameterless command unprepared (BEGIN, SAVEPOINT op, COMMIT, migrations: may hold
  * several statements). */
 enum soma_err pg_cmd(struct pgconn *c, const char *sql);
+/* The answer to a COMMIT sent with PQsendQuery: SOMA_OK when it committed, else as pg_err_map
+ * (SOMA_ERR_STORE when the transaction had failed and the COMMIT answered ROLLBACK). */
+enum soma_err pg_commit_result(struct pgconn *c);
 /* Maps a failed result (NULL: no result at all) to the program's error: unique violation ->
  * SOMA_ERR_CONFLICT, other integrity violations -> SOMA_ERR_INVALID, lost connection, shutdown,
  * serialization failure or deadlock -> SOMA_ERR_UNAVAILABLE (retry later), else SOMA_ERR_STORE.
@@ -109,6 +118,52 @@ void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col
 /* pg_chat.c */
 enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);
+/* A MESSAGE as one statement (pg_batch.c), for the writer's pipelines: the session upserted
+ * (created, or its seq bumped when it is the tenant's), the event, its memory outbox row and its
+ * task inserted, all using the seq the upsert returns. Nothing of op is changed until
+ * pg_fast_apply: a pipeline that failed is sent again as it was. */
+struct pg_fast {
+	struct store_op *op;	/* the MESSAGE (borrowed) */
+	struct pg_params p;	/* pg_fast_sql's parameters; some point into this struct */
+	char *head, *tail;	/* the event's JSON before and after its seq (owned) */
+	char *memory, *payload; /* the memory outbox body, the task payload (owned, may be NULL) */
+	int conn;		/* which writer connection (by session) */
+	bool done;		/* settled: err (and on SOMA_OK the result below) is final */
+	enum soma_err err;	/* the outcome */
+	bool found, created;	/* the statement returned the session's row; it was new */
+	int64_t seq;		/* the event's seq */
+};
+extern const char *const pg_fast_sql;
+
+#define PG_FAST_MAX 8 /* at most this many message connections */
+/* A batch's messages and the connections they go out on (pg_batch.c; pg.c owns one). */
+struct pg_batch {
+	int nfast;			 /* message connections in use */
+	struct pgconn fast[PG_FAST_MAX]; /* opened and closed by pg.c */
+	struct pg_fast **pend;		 /* the batch's messages, in batch order */
+	size_t npend, pend_cap;		 /* used and allocated entries of pend */
+	struct store_op **other;	 /* the batch's other ops (run by pg.c on the writer) */
+	size_t nother, other_cap;	 /* used and allocated entries of other */
+};
+/* Records op as one of the batch's other ops (false on OOM). */
+bool pg_batch_other(struct pg_batch *b, struct store_op *op);
+/* Their transaction failed: each other op gets err (and no event_text). */
+void pg_batch_fail_others(struct pg_batch *b, enum soma_err err);
+/* pg_batch_clear and frees the arrays (at close). */
+void pg_batch_free(struct pg_batch *b);
+/* Adds f to the batch (false on OOM: f stays the caller's). */
+bool pg_batch_add(struct pg_batch *b, struct pg_fast *f);
+/* Sends the batch's messages, settles each one's op (err, and its outputs on success:
+ * pg_fast_apply) and drops them; the other ops stay recorded. */
+void pg_batch_run(struct pg_batch *b);
+/* Drops the batch's messages unsent (their ops untouched) and forgets its other ops. */
+void pg_batch_clear(struct pg_batch *b);
+/* A pg_fast for op (malloc'd), or NULL when op is not one (attachments, an event the statement
+ * cannot hold) or on OOM: it then runs as pg_sql_write. */
+struct pg_fast *pg_fast_new(struct store_op *op);
+/* After its transaction committed: fills op (seq, event, event_text, created, err) from f. */
+void pg_fast_apply(struct pg_fast *f);
+void pg_fast_free(struct pg_fast *f);
 /* pg_tasks.c: the local queue and attachment rows */
 enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op);

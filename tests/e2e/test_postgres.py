@@ -141,6 +141,42 @@ def test_tasks_reserved_once_across_nodes(pg, soma, llm):
         conn.close()
 
 
+def test_a_failing_message_fails_alone(pg, soma):
+    """Messages are written in pipelines (each writer connection's share of a batch is one
+    transaction): a message whose statement fails gets its own error, every other message of its
+    batch commits, and its session's seqs keep no gap."""
+    db = pg.new_database("poison")
+    srv = soma(f"store.url={db}", role="gateway")
+    sids = [post_message(srv, f"open {i}")["session_id"] for i in range(3)]
+    conn = pg.connect("poison")
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.body LIKE '%poison%' THEN RAISE EXCEPTION 'poisoned message'; END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()")
+    finally:
+        conn.close()
+    jobs = [(sids[n % 3], f"{'poison' if n % 7 == 3 else 'fine'} {n}") for n in range(90)]
+
+    def send(job):
+        with httpx.Client(timeout=30) as c:
+            r = c.post(srv.url + "/v1/session/message", json={"session_id": job[0], "message": job[1]})
+            return job, r.status_code
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=30) as ex:
+        results = list(ex.map(send, jobs))
+    for (sid, text), status in results:
+        assert status == (200 if text.startswith("fine") else 500), (text, status)
+    for i, sid in enumerate(sids):
+        evs = history(srv, sid, limit=200)
+        assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), [e["seq"] for e in evs]
+        got = sorted(e["message"] for e in evs if e["type"] == "user")
+        want = sorted([f"open {i}"] + [t for s, t in jobs if s == sid and t.startswith("fine")])
+        assert got == want, (got, want)
+
+
 def test_migrate_twice_is_a_no_op_and_concurrent_starts_migrate_once(tmp_path, pg):
     db = pg.new_database("mig")
     cp = run_cli(["migrate", "--set", f"store.url={db}", "--set", f"data.dir={tmp_path / 'data'}"], tmp_path)
