@@ -19,6 +19,7 @@
 
 #define MAX_MESSAGE_BYTES (256 * 1024)
 #define MAX_ATTACHMENTS	  32
+#define RECALL_QUERY_MAX  4096 /* longest message the task carries for the recall (bytes) */
 
 static const struct {
 	const char *action, *text;
@@ -134,6 +135,10 @@ static void ingest_allowed(struct http_req *req, void *arg)
 			  "name", TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
 			  "subject", req->ident.subject, "scopes", req->ident.scopes, "persona_id", in->persona,
 			  "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	/* the worker recalls memories for the message while it reads the context (issue 5); a long
+	 * message is not copied: the worker then takes it from the context */
+	if (op->task && cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 && strlen(in->text) <= RECALL_QUERY_MAX)
+		json_object_set_new(json_object_get(op->task, "payload"), "recall_query", json_string(in->text));
 	ingest_free(in);
 	gw_store(req, op, on_message_stored);
 }

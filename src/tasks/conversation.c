@@ -1,12 +1,13 @@
 /*
  * conversation.c - the task conversation.process: a user message in, the assistant's reply out.
  *
- * Flow: read the session's recent events (context) -> publish assistant.thinking -> stream the
- * LLM reply, publishing each delta as assistant.delta (ephemeral: live and kept for resume,
- * not history) -> commit assistant.final with model and usage, or assistant.error with words a
- * user understands, in the same transaction as the task's ack. A deleted session stops the
+ * Flow: read the session's recent events (context; policy and the memory recall run meanwhile)
+ * -> publish assistant.thinking -> stream the LLM reply, publishing each delta as
+ * assistant.delta (ephemeral: live and kept for resume, not history) -> commit assistant.final with model and usage, or
+ * assistant.error with words a user understands, in the same transaction as the task's ack. A deleted session stops the
  * generation (cancel); a shutdown requeues the task instead of finishing it.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -220,19 +221,35 @@ static bool in_context(json_t *rows, const char *text)
 	return !text;
 }
 
-static json_t *recall_memories(struct task_ctx *t, json_t *rows, json_t *messages)
+/* What a recall brought: results (owned; NULL when there was none), whether it was partial. */
+struct recalled {
+	json_t *results; /* [{score, payload, source}] or NULL */
+	bool degraded;	 /* memory_recall's *degraded */
+	bool asked;	 /* a recall was made (else the query comes from the context) */
+};
+
+/* Recalls up to top_k + 1 memories for query (the +1: the message itself may be one of them). */
+static void recall(struct task_ctx *t, const char *query, struct recalled *out)
+{
+	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K);
+	out->asked = true;
+	if (query && top_k > 0 &&
+	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &out->results,
+			  &out->degraded) != SOMA_OK)
+		out->results = NULL;
+}
+
+static json_t *recall_memories(struct task_ctx *t, json_t *rows, json_t *messages, struct recalled *rc)
 {
 	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K), n = 0;
 	const char *query = NULL;
-	for (size_t i = 0; !query && i < json_array_size(rows); i++)
+	for (size_t i = 0; !rc->asked && !query && i < json_array_size(rows); i++)
 		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "role")) ?: "", "user") == 0)
 			query = json_string_value(json_object_get(json_array_get(rows, i), "content"));
-	json_t *results = NULL, *r;
-	bool degraded = false;
-	if (query && top_k > 0 &&
-	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &results, &degraded) !=
-		    SOMA_OK)
-		results = NULL;
+	if (!rc->asked) /* the task did not carry its message: the newest user message of the context */
+		recall(t, query, rc);
+	json_t *results = rc->results, *r;
+	bool degraded = rc->degraded;
 	char *text = NULL;
 	size_t len = 0, i;
 	FILE *f = open_memstream(&text, &len);
@@ -253,10 +270,35 @@ static json_t *recall_memories(struct task_ctx *t, json_t *rows, json_t *message
 				      json_pack("{s:s, s:s}", "role", "system", "content", text));
 	free(text);
 	json_decref(results);
+	rc->results = NULL;
 	struct memory_status st;
 	memory_snapshot(&st);
 	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
 			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
+}
+
+/* ---- the context read, on a store reader while this thread asks policy and SomaBrain ---- */
+struct context_read {
+	pthread_mutex_t lock; /* guards done */
+	pthread_cond_t cv;    /* signalled when done */
+	bool done;	      /* the op completed */
+};
+
+static void context_done(struct store_op *op)
+{
+	struct context_read *c = op->arg;
+	pthread_mutex_lock(&c->lock);
+	c->done = true;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void context_wait(struct context_read *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (!c->done)
+		pthread_cond_wait(&c->cv, &c->lock);
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* The reply event with the memory metadata merged in (takes both). */
@@ -267,6 +309,9 @@ static json_t *with_memory(json_t *event, json_t *meta)
 	return event;
 }
 
+/* The context (recent events, newest first) is read on a store reader while this thread asks
+ * policy again and, when the task carries its message (recall_query), recalls memories for it:
+ * the recall's round trip to SomaBrain overlaps the read instead of following it. */
 enum task_outcome task_conversation_process(struct task_ctx *t)
 {
 	if (!t->session_id)
@@ -274,11 +319,32 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	struct store_op *op = store_op_new(STORE_OP_CONTEXT, t->tenant);
 	if (!op)
 		return TASK_RETRY;
+	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
-	enum soma_err err = store_op_wait(t->store, op);
-	if (err != SOMA_OK) {
+	op->done = context_done;
+	op->arg = &cr;
+	enum soma_err err = store_submit(t->store, op);
+	if (err != SOMA_OK) { /* not taken: still ours */
 		store_op_free(op);
+		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
+		return TASK_RETRY;
+	}
+	struct llm_config cfg;
+	llm_config_from_settings(&cfg);
+	json_t *refused = recheck(t, &cfg); /* issue 6 */
+	struct recalled rc = {0};
+	const char *query = json_string_value(json_object_get(t->payload, "recall_query"));
+	if (!refused && query) /* issue 5 */
+		recall(t, query, &rc);
+	context_wait(&cr);
+	err = op->err;
+	if (err != SOMA_OK || refused) {
+		store_op_free(op);
+		json_decref(rc.results);
+		if (err == SOMA_OK)
+			return commit(t, refused);
+		json_decref(refused);
 		if (err == SOMA_ERR_NOT_FOUND)
 			return TASK_DONE;
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
@@ -286,15 +352,8 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	}
 	struct generation g = {.task = t, .base_seq = op->seq};
 	bus_key(g.bus_key, t->tenant, t->session_id);
-	struct llm_config cfg;
-	llm_config_from_settings(&cfg);
-	json_t *refused = recheck(t, &cfg); /* issue 6 */
-	if (refused) {
-		store_op_free(op);
-		return commit(t, refused);
-	}
 	json_t *messages = build_messages(op->rows);
-	json_t *memory = recall_memories(t, op->rows, messages); /* issue 5 */
+	json_t *memory = recall_memories(t, op->rows, messages, &rc); /* issue 5 */
 	store_op_free(op);
 	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
 				   json_pack("{s:s}", "generation_id", t->id)));
