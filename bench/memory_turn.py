@@ -81,11 +81,12 @@ class Poster:
 
 
 class Stream:
-    """GET /v1/sessions/{id}/events?stream=true; counts the assistant.final events received."""
+    """GET /v1/sessions/{id}/events?stream=true&after=0 (from the start: a stream without a cursor starts
+    at the present and would miss a reply that came first); counts the assistant.final events."""
 
     def __init__(self, hostport, sid):
         self.sock = connect(hostport)
-        self.sock.sendall(f"GET /v1/sessions/{sid}/events?stream=true HTTP/1.1\r\nHost: {hostport}\r\n"
+        self.sock.sendall(f"GET /v1/sessions/{sid}/events?stream=true&after=0 HTTP/1.1\r\nHost: {hostport}\r\n"
                           "Accept: text/event-stream\r\n\r\n".encode())
         self.tail = b""
         self.finals = 0
