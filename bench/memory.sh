@@ -16,6 +16,7 @@
 # Usage: bench/memory.sh [seconds] [rounds]   (defaults 3 and 3; release build at
 # build/somaagent, SOMA_BIN overrides). Takes about 1-2 minutes at the defaults.
 source "$(dirname "$0")/lib.sh"
+unset SOMA_BIN # BIN has it; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-3}
 ROUNDS=${2:-3}
 PY=/usr/bin/python3
