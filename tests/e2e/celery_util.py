@@ -19,7 +19,10 @@ from celery import Celery
 
 app = Celery("{name}", broker="{url}", backend="{url}")
 app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, result_expires=3600,
-                broker_transport_options={{"visibility_timeout": {vt}}},
+                # health_check_interval: the worker's event loop also wakes this often. With one
+                # prefetched message (solo pool, acks_late) kombu stops its BRPOP while a task runs
+                # and starts it again only when the loop next wakes: on its 10 s timer by default
+                broker_transport_options={{"visibility_timeout": {vt}, "health_check_interval": 1}},
                 worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
 
 

@@ -54,6 +54,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="store_neutral: ran in the sqlite pass"))
 
 
+def _memory_tmp(need=6 << 30):
+    """/dev/shm when it has room for the session's PostgreSQL, else None (the default temp dir).
+    Every data dir of the pass is a database of its own (~11 MB each, a few GB in all): on a disk,
+    creating them cost ~0.5 s a test and removing them at the end over a minute."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) and st.f_bavail * st.f_frsize >= need else None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def store_server():
     """On SOMA_E2E_STORE=postgres, the session's PostgreSQL (servers.PostgresServer); else None."""
@@ -61,7 +72,7 @@ def store_server():
         yield None
         return
     from servers import PostgresServer
-    pg = PostgresServer()
+    pg = PostgresServer(tmp_root=_memory_tmp())
     e2e_util.PG = pg
     yield pg
     e2e_util.PG = None

@@ -114,10 +114,10 @@ class PostgresServer:
     """initdb + postgres on a free port, trust auth for user `soma` on loopback. fsync=False
     trades durability against power loss (irrelevant to tests) for speed; benches pass True."""
 
-    def __init__(self, port=None, fsync=False):
+    def __init__(self, port=None, fsync=False, tmp_root=None):
         self.port = port or free_port()
         self.fsync = fsync
-        self.dir = tempfile.mkdtemp(prefix="soma-pg-")
+        self.dir = tempfile.mkdtemp(prefix="soma-pg-", dir=tmp_root)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "postgres.log")
         if os.geteuid() == 0:

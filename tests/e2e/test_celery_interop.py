@@ -82,13 +82,13 @@ def test_python_worker_killed_mid_task_is_recovered_by_ours(soma, redis, tmp_pat
     write_app(tmp_path, redis.url(), vt=5)
     py = PyWorker(tmp_path, queues="shared")
     py.wait_ready()
-    tid = load_app(tmp_path).send_task("soma.sleep", args=[8], queue="shared").id
+    tid = load_app(tmp_path).send_task("soma.sleep", args=[3], queue="shared").id
     wait_until(lambda: os.path.exists(tmp_path / "py-ran.log"), 20, what="the python worker to start the task")
     assert redis.client().hlen("unacked") == 1
     py.kill9()
     srv = soma(*redis_sets(redis, "queue.visibility_timeout_s=5", "queue.queues=shared=1"))
     t = wait_task(srv, tid, {"SUCCESS"}, timeout=90)
-    assert t["result"] == {"slept": 8.0}, t  # our soma.sleep, not python's
+    assert t["result"] == {"slept": 3.0}, t  # our soma.sleep, not python's
     assert redis.client().hlen("unacked") == 0
 
 
@@ -96,7 +96,9 @@ def test_python_worker_killed_mid_task_is_recovered_by_ours(soma, redis, tmp_pat
 def test_our_worker_killed_mid_task_is_recovered_by_python(soma, redis, tmp_path):
     write_app(tmp_path, redis.url(), vt=5)
     srv = soma(*redis_sets(redis, "queue.visibility_timeout_s=5", "queue.queues=shared=1"))
-    tid = post_task(srv, task="soma.sleep", args=[60], queue="shared")["task_id"]
+    # long enough that ours cannot finish before the kill, shorter than python's visibility
+    # timeout (5 s) so that python's own sweep does not restore the message it is running
+    tid = post_task(srv, task="soma.sleep", args=[4], queue="shared")["task_id"]
     wait_until(lambda: redis.client().hlen("unacked") == 1, 20, what="our worker to take the task")
     srv.proc.kill()
     srv.proc.wait()
@@ -106,7 +108,7 @@ def test_our_worker_killed_mid_task_is_recovered_by_python(soma, redis, tmp_path
     try:
         py.wait_ready()
         wait_until(lambda: os.path.exists(tmp_path / "py-ran.log"), 30, what="the python worker to restore and run it")
-        assert load_app(tmp_path).AsyncResult(tid).get(timeout=90) == {"slept": 60, "by": "python"}
+        assert load_app(tmp_path).AsyncResult(tid).get(timeout=90) == {"slept": 4, "by": "python"}
     finally:
         py.stop()
 

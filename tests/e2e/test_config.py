@@ -7,6 +7,9 @@ import pytest
 
 from e2e_util import REPO, describe, free_port, run_cli
 
+# store_neutral: config parsing, precedence and `config` subcommands: no store is opened
+pytestmark = pytest.mark.store_neutral
+
 SECRET = "s3cret-" + "q" * 40
 
 

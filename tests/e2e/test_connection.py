@@ -1,6 +1,11 @@
 """Keep-alive, pipelining, HTTP/1.0, HEAD."""
 
+import pytest
+
 from e2e_util import check_envelope
+
+# store_neutral: HTTP/1.x framing and keep-alive, below any route that reads the store
+pytestmark = pytest.mark.store_neutral
 
 
 def test_pipelined_requests_answered_in_order(server):

@@ -8,6 +8,9 @@ import pytest
 
 from e2e_util import check_envelope, find_samples, parse_metrics, raw_request
 
+# store_neutral: HTTP limits and error envelopes, answered before any route reads the store
+pytestmark = pytest.mark.store_neutral
+
 MAX_BODY = 1024
 MAX_HEADER = 2048
 

@@ -1,8 +1,12 @@
 """X-Request-Id: accepted when valid, generated (a UUID) otherwise, echoed on every response."""
 
 import httpx
+import pytest
 
 from e2e_util import UUID4_RE, check_envelope
+
+# store_neutral: request ids on the HTTP layer
+pytestmark = pytest.mark.store_neutral
 
 
 def test_valid_request_id_echoed(server):

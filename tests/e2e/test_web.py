@@ -2,7 +2,12 @@
 itself): public routes, types, security headers, ETag revalidation with a proper 304 status line,
 the 404 envelope; and /v1/runtime-config carrying the limits the UI checks before an upload."""
 
+import pytest
+
 from e2e_util import check_envelope, http, raw_request
+
+# store_neutral: static UI files and /v1/runtime-config: no store access
+pytestmark = pytest.mark.store_neutral
 
 
 def test_pages_and_assets(soma, tmp_path):
