@@ -14,11 +14,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "queue/redis_int.h"
+
+/* This task's pipeline starts here: waits until Redis answers (or the process stops). The
+ * outcome of a task that ran must reach Redis: the visibility restore is no safety net here, since
+ * a message taken by BRPOP is recorded in `unacked` only afterwards (as kombu does), and a
+ * connection lost in between leaves no record to restore. */
+static void wait_for_redis(struct rworker *w, const char *task_id)
+{
+	bool said = false;
+	while (redis_conn_ensure(w->c) != SOMA_OK && !queue_stopping()) {
+		if (!said)
+			log_warn("queue", "redis is down; the outcome of task %s waits for it (%s)", task_id,
+				 redis_conn_error(w->c));
+		said = true;
+		struct timespec ts = {0, 100 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (said && redis_conn_ok(w->c))
+		log_info("queue", "redis is back; writing the outcome of task %s", task_id);
+}
 
 /* Meta + ack of the running message, written out now. */
 static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
@@ -121,9 +141,7 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		return outcome;
 	struct celery_msg *m = &w->cur.m;
 	w->slow = strcmp(w->queue, "conversation") == 0 || clock_wall_ms() - w->started_ms > 50;
-	/* this task's pipeline starts here: reconnect now if the last one broke (see conn.h) */
-	if (redis_conn_ensure(w->c) != SOMA_OK)
-		log_debug("queue", "redis is still down; the outcome of task %s waits", m->id);
+	wait_for_redis(w, m->id);
 	if (outcome == TASK_RETRY && ctx->shutdown) {
 		rw_drain(w);
 		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)

@@ -177,3 +177,4 @@ def test_tasks_accepted_while_redis_is_down_run_when_it_is_back(soma, durable_re
     durable_redis.start()
     for i, tid in enumerate(ids):
         assert wait_task(srv, tid, {"SUCCESS"}, timeout=60)["result"]["args"] == [i]
+
