@@ -68,6 +68,8 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 /* The result meta of a task as Celery's Redis backend writes it: {status, result, traceback,
  * children, date_done, task_id, <extra's keys>} (Celery 5.2's key order; extra must not repeat
  * those keys); the arguments are those of redis_meta_append. Caller frees; NULL on OOM. */
+/* redis_meta_append with the meta already as text (borrowed). */
+int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char *text);
 char *redis_meta_text(const char *task_id, const char *status, const json_t *result, const char *exc_type,
 		      const char *exc_module, const char *message, const json_t *extra);
 /* Appends the result meta of a task to the pipeline of c: SETEX celery-task-meta-<id> (SET

@@ -95,16 +95,23 @@ void rw_unlock(struct rworker *w, const struct celery_msg *m)
 void rw_drain(struct rworker *w)
 {
 	append_acks(w);
-	for (; w->owed > 0; w->owed--) {
+	bool ok = redis_conn_ok(w->c);
+	for (; ok && w->owed > 0; w->owed--) {
 		redisReply *r = redis_get_reply(w->c);
 		if (!r) {
-			w->owed = 0; /* the connection broke: what was not acked is redelivered later */
-			return;
+			ok = false;
+			break;
 		}
 		if (r->type == REDIS_REPLY_ERROR)
 			log_warn("queue", "redis refused an ack or result write: %s", r->str);
 		freeReplyObject(r);
 	}
+	w->owed = 0;
+	if (ok)
+		rw_outcomes_confirmed(w);
+	else if (w->nsent > 0) /* outcomes were lost with the connection: write them again */
+		rw_outcomes_replay(w);
+	/* (other lost acks are of duplicates: restored later, seen done, acked again) */
 }
 
 void rw_send(struct rworker *w)
@@ -165,6 +172,8 @@ static void rw_close(void *wp)
 	w->count = 0;
 	if (w->has_cur)
 		rmsg_free(&w->cur);
+	rw_outcomes_confirmed(w); /* (stopping: what could not be confirmed waits in unacked) */
+	free(w->sent);
 	redis_conn_close(w->c);
 	free(w);
 }

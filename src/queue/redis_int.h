@@ -45,7 +45,28 @@ struct rworker {
 	int nacks;				/* entries in acks */
 	char locks[REDIS_PREFETCH_MAX][112];	/* run-locks to release with those acks (one DEL) */
 	int nlocks;				/* entries in locks */
+	struct rw_outcome *sent;		/* outcomes written, their replies not read yet (owned) */
+	int nsent, capsent;			/* entries in sent, its size */
 };
+
+/* An outcome written to Redis and not confirmed yet (redis_confirm.c): written again, with its
+ * ack, if the connection turns out to have been lost under it. */
+struct rw_outcome {
+	char id[72];	/* the task */
+	char tag[72];	/* its delivery tag */
+	char lock[112]; /* its run-lock */
+	char *meta;	/* its result meta (owned) */
+};
+
+/* Records that the outcome of task id (delivery tag, run-lock) was appended; takes meta. */
+void rw_outcome_sent(struct rworker *w, const char *id, const char *tag, const char *lock, char *meta);
+/* Every reply owed was read: the recorded outcomes are in Redis; forgets them. */
+void rw_outcomes_confirmed(struct rworker *w);
+/* The connection was lost with outcomes unconfirmed: waits for Redis, writes them and their acks
+ * again (the same meta, idempotent) until Redis confirms them or the process stops. */
+void rw_outcomes_replay(struct rworker *w);
+/* Waits until w's connection is up (or the process stops); task_id names what waits, for logs. */
+void rw_wait_redis(struct rworker *w, const char *task_id);
 
 /* Appends the pending acks, then reads every reply still owed on w's connection (errors are
  * logged). */

@@ -403,8 +403,13 @@ int redis_meta_append(struct redis_conn *c, const char *task_id, const char *sta
 		      const char *exc_type, const char *exc_module, const char *message, const json_t *extra)
 {
 	char *text = redis_meta_text(task_id, status, result, exc_type, exc_module, message, extra);
-	if (!text)
-		return 0;
+	int n = text ? redis_meta_append_text(c, task_id, text) : 0;
+	free(text);
+	return n;
+}
+
+int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char *text)
+{
 	char key[128];
 	redis_meta_key(task_id, key, sizeof(key));
 	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
@@ -426,6 +431,5 @@ int redis_meta_append(struct redis_conn *c, const char *task_id, const char *sta
 	int n = err == SOMA_OK;
 	if (n && redis_append_argv(c, 3, pargv, plens) == SOMA_OK)
 		n++;
-	free(text);
 	return n;
 }

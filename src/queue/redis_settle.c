@@ -21,41 +21,27 @@
 #include "core/log.h"
 #include "queue/redis_int.h"
 
-/* This task's pipeline starts here: waits until Redis answers (or the process stops). The
- * outcome of a task that ran must reach Redis: the visibility restore is no safety net here, since
- * a message taken by BRPOP is recorded in `unacked` only afterwards (as kombu does), and a
- * connection lost in between leaves no record to restore. */
-static void wait_for_redis(struct rworker *w, const char *task_id)
-{
-	bool said = false;
-	while (redis_conn_ensure(w->c) != SOMA_OK && !queue_stopping()) {
-		if (!said)
-			log_warn("queue", "redis is down; the outcome of task %s waits for it (%s)", task_id,
-				 redis_conn_error(w->c));
-		said = true;
-		struct timespec ts = {0, 100 * 1000000L};
-		nanosleep(&ts, NULL);
-	}
-	if (said && redis_conn_ok(w->c))
-		log_info("queue", "redis is back; writing the outcome of task %s", task_id);
-}
-
 /* Meta + ack of the running message, written out now. */
 static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
 		   const char *exc_module, const char *message)
 {
 	struct celery_msg *m = &w->cur.m;
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
-	int sent = redis_meta_append(w->c, m->id, status, result, exc_type, exc_module, message, extra);
+	char *text = redis_meta_text(m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
+	int sent = text ? redis_meta_append_text(w->c, m->id, text) : 0;
 	w->owed += sent;
-	if (sent == 0) { /* no result, no ack: the message comes back after the visibility timeout */
+	if (sent == 0) { /* stopping with Redis down: no result, no ack; it waits in unacked */
 		log_warn("queue",
 			 "cannot write the result of task %s (redis: %s); it runs again after the "
 			 "visibility timeout",
 			 m->id, redis_conn_error(w->c));
+		free(text);
 		return;
 	}
+	char lock[sizeof(w->locks[0])];
+	rw_lock_key(m, lock, sizeof(lock));
+	rw_outcome_sent(w, m->id, m->delivery_tag, lock, text); /* until Redis confirms it */
 	if (json_object_size(m->embed)) {
 		json_t *r =
 			exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
@@ -141,7 +127,7 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		return outcome;
 	struct celery_msg *m = &w->cur.m;
 	w->slow = strcmp(w->queue, "conversation") == 0 || clock_wall_ms() - w->started_ms > 50;
-	wait_for_redis(w, m->id);
+	rw_wait_redis(w, m->id); /* the outcome of a task that ran must reach Redis (redis_confirm.c) */
 	if (outcome == TASK_RETRY && ctx->shutdown) {
 		rw_drain(w);
 		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)

@@ -178,3 +178,18 @@ def test_tasks_accepted_while_redis_is_down_run_when_it_is_back(soma, durable_re
     for i, tid in enumerate(ids):
         assert wait_task(srv, tid, {"SUCCESS"}, timeout=60)["result"]["args"] == [i]
 
+
+def test_a_result_that_meets_a_redis_outage_is_written_when_redis_is_back(soma, durable_redis):
+    # the outcome of a task that ran is kept until Redis confirms it, and written again when Redis is
+    # back, instead of relying on the visibility restore (a message taken by BRPOP is recorded in
+    # unacked only afterwards): with a 120 s visibility timeout only that can make the 30 s below
+    srv = soma(*redis_sets(durable_redis, "queue.visibility_timeout_s=120"))
+    tid = post_task(srv, task="soma.sleep", kwargs={"seconds": 2})["task_id"]
+    wait_task(srv, tid, {"STARTED", "PENDING"}, timeout=10)
+    wait_until(lambda: durable_redis.client().hlen("unacked") == 1, 10, what="the worker to take the task")
+    durable_redis.stop()
+    time.sleep(3.5)  # the task finishes while Redis is down
+    durable_redis.start()
+    assert wait_task(srv, tid, {"SUCCESS"}, timeout=30)["status"] == "SUCCESS"
+    wait_until(lambda: durable_redis.client().hlen("unacked") == 0, 10, what="the ack")
+    assert any("writing the outcome of task " + tid in ln for ln in srv.log_lines()), "it did not wait"
