@@ -150,8 +150,14 @@ static void add_queue(json_t *queues, const char *name, size_t len)
 	}
 }
 
-/* Rows for every queue there is: the store's, every node's pools, queue.default_queue and the
- * targets of queue.routes (a queue no node serves still fills up); returns their names. */
+static void add_route_target(const char *queue, size_t len, void *queues)
+{
+	add_queue(queues, queue, len);
+}
+
+/* Rows for every queue there is: the store's, every node's and this node's pools,
+ * queue.default_queue and the targets of queue.routes (a queue no node serves still fills up);
+ * returns their names. */
 static json_t *queue_names(json_t *queues)
 {
 	json_t *names = json_array(), *q, *node, *pool;
@@ -166,16 +172,15 @@ static json_t *queue_names(json_t *queues)
 		}
 	}
 	json_decref(nodes);
+	json_t *mine = queue_pools_json(); /* this node's, in case its first heartbeat is still to come */
+	json_object_foreach(mine, name, pool)
+	{
+		add_queue(queues, name, strlen(name));
+	}
+	json_decref(mine);
 	const char *def = cfg_str(CFG_QUEUE_DEFAULT_QUEUE);
 	add_queue(queues, def, strlen(def));
-	for (const char *r = cfg_str(CFG_QUEUE_ROUTES); *r;) { /* task=queue,task=queue */
-		const char *end = strchr(r, ','), *eq = strchr(r, '=');
-		if (!end)
-			end = r + strlen(r);
-		if (eq && eq < end)
-			add_queue(queues, eq + 1, (size_t)(end - eq - 1));
-		r = *end ? end + 1 : end;
-	}
+	queue_route_targets(add_route_target, queues);
 	json_array_foreach(queues, i, q)
 	{
 		json_array_append(names, json_object_get(q, "name"));
@@ -198,17 +203,6 @@ static void on_store_counts(struct http_req *req, struct store_op *op)
 		http_respond_json(req, 200, json_pack("{s:o, s:s}", "queues", queues, "scope", "this node"));
 		return;
 	}
-	json_t *pools = queue_pools_json(); /* this node's, in case its first heartbeat is still to come */
-	const char *name;
-	json_t *pool;
-	json_object_foreach(pools, name, pool)
-	{
-		json_object_set_new(pool, "consumers", json_integer(0)); /* counted from the heartbeats */
-		json_object_set_new(pool, "busy", json_integer(0));
-		json_object_set_new(pool, "finished_1m", json_integer(0));
-	}
-	add_pools(queues, pools);
-	json_decref(pools);
 	struct queues_wait *w = calloc(1, sizeof(*w));
 	json_t *names = queue_names(queues);
 	if (!w || !names) {

@@ -153,6 +153,17 @@ bool gw_task_name_ok(const char *s, size_t max)
 }
 
 /* A queue this deployment knows: one its workers serve or a target of queue.routes. */
+struct route_match {
+	const char *queue; /* looked for */
+	bool found;	   /* it is a target */
+};
+
+static void match_target(const char *queue, size_t len, void *arg)
+{
+	struct route_match *m = arg;
+	m->found = m->found || (strlen(m->queue) == len && memcmp(m->queue, queue, len) == 0);
+}
+
 bool gw_task_queue_ok(const char *q)
 {
 	struct queue_def defs[16];
@@ -160,12 +171,9 @@ bool gw_task_queue_ok(const char *q)
 	for (int i = 0; i < n; i++)
 		if (strcmp(defs[i].name, q) == 0)
 			return true;
-	const char *routes = cfg_str(CFG_QUEUE_ROUTES);
-	size_t len = strlen(q);
-	for (const char *p = strchr(routes, '='); p; p = strchr(p + 1, '='))
-		if (strncmp(p + 1, q, len) == 0 && (p[1 + len] == ',' || p[1 + len] == '\0' || p[1 + len] == ' '))
-			return true;
-	return false;
+	struct route_match m = {q, false};
+	queue_route_targets(match_target, &m);
+	return m.found;
 }
 
 static bool positive_seconds(json_t *v, double max)

@@ -91,6 +91,8 @@ int queue_running(void);
 int queue_defs_from_config(struct queue_def *out, int max);
 /* The driver the pools run ("local" or "redis"), from queue.driver. */
 bool queue_driver_is_redis(void);
+/* Calls fn with each target queue of queue.routes (not NUL-terminated: len bytes). */
+void queue_route_targets(void (*fn)(const char *queue, size_t len, void *arg), void *arg);
 /* The queue a task goes to: queue.routes (task=queue, patterns ending in *), else
  * queue.default_queue; conversation.process always goes to conversation. Writes into buf. */
 const char *queue_route(const char *task, char *buf, size_t cap);

@@ -65,6 +65,23 @@ const char *queue_route(const char *task, char *buf, size_t cap)
 	return buf;
 }
 
+void queue_route_targets(void (*fn)(const char *queue, size_t len, void *arg), void *arg)
+{
+	const char *p = cfg_str(CFG_QUEUE_ROUTES);
+	while (p && *p) {
+		const char *end = strchr(p, ','), *eq = strchr(p, '=');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (eq && eq < p + len) {
+			size_t qlen = (size_t)(p + len - eq - 1);
+			while (qlen && eq[qlen] == ' ')
+				qlen--;
+			if (qlen)
+				fn(eq + 1, qlen, arg);
+		}
+		p = end ? end + 1 : NULL;
+	}
+}
+
 /* "task=N/s" pairs; a malformed pair is skipped (the config check reports nothing: documented). */
 static void parse_limits_locked(void)
 {

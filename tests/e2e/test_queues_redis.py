@@ -30,7 +30,7 @@ def test_depth_and_reserved_come_from_redis_and_consumers_from_the_cluster(soma,
     # nobody consumes "parked" (a routing target this node does not serve): its messages wait
     for i in range(5):
         post_task(srv, task="soma.echo")
-    post_task(srv, task="soma.echo", priority=9)
+    post_task(srv, task="soma.noop", queue="parked", priority=9)  # a routes target is a queue one may name
     wait_until(lambda: queues(srv).get("parked", {}).get("depth") == 6, 10, what="6 messages in parked")
     c = redis.client()
     assert sum(c.llen(k) for k in c.keys("parked*")) == 6 and len(c.keys("parked*")) == 2
