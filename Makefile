@@ -38,10 +38,10 @@ unit: san
 	@# Criterion forks each test, so a leak report does not change the exit code: look for it
 	@! grep -n "ERROR: LeakSanitizer" $(SAN_BUILD)/meson-logs/testlog.txt || (echo "unit: leaks found"; exit 1)
 
-# the whole suite twice: on the embedded SQLite store, then on a PostgreSQL the fixtures start
+# the whole suite twice, on the embedded SQLite store and on a PostgreSQL the fixtures start: the
+# two passes run at the same time (E2E_SERIAL=1: one after the other); either failing fails this
 e2e: san
-	SOMA_E2E_STORE=sqlite SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
-	SOMA_E2E_STORE=postgres SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	@bash tests/e2e/run.sh $(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON)
 
 tests/interop/node_modules/.package-lock.json: tests/interop/package.json tests/interop/package-lock.json
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
