@@ -14,7 +14,10 @@ import time
 
 import pytest
 
-from e2e_util import (PYTHON, REPO, create_key, free_port, http, open_stream, post_message, start_server,
+from concurrent.futures import ThreadPoolExecutor
+
+from e2e_util import (PYTHON, REPO, check_reply, create_key, free_port, http, open_stream, post_message,
+                      read_reply, start_server,
                       wait_terminal, wait_until)
 
 FAKE = REPO / "tests" / "fakes" / "somabrain" / "server.py"
@@ -258,6 +261,38 @@ def test_turn_recall_query_with_and_without_the_copy_in_the_task(soma, llm, brai
         msgs = llm.stats()["last_request"]["messages"]
         assert [m for m in msgs if m["role"] == "system" and "Pretzel" in m["content"]], len(text)
         assert meta["memory"]["recalled"] >= 1, meta
+
+
+def test_concurrent_turns_each_prepared_once_whether_the_recall_is_slow_or_fails(soma, llm, brain):
+    """A turn's recall runs beside its context read. Sixteen turns at once (more than the
+    workers), with recalls that answer late and recalls that fail at once: every turn has one
+    thinking, its deltas and one final, in order, and the memory state its recall met."""
+    srv = soma(*brain.sets("memory.breaker_failures=1000"))
+    memory_health(srv, "ok")
+    remember(srv, {"content": "the parrot is called Kiwi"})
+    drained(srv)
+
+    def turn(i):
+        sid = post_message(srv, f"what is my parrot called? ({i})")["session_id"]
+        with open_stream(srv, sid, after=0) as s:
+            frames = read_reply(s, timeout=20)
+        # (a change of the memory state is a `status` frame, without id, on every open stream)
+        frames = [(i, e) for i, e in frames if e["type"] != "status"]
+        types = [e["type"] for _, e in frames]
+        assert types.count("assistant.thinking") == 1, types
+        return check_reply(frames, sid)["metadata"]
+
+    for mode, delay_ms in (("ok", 150), ("5xx", 0)):
+        brain.control(mode=mode, delay_ms=delay_ms)
+        with ThreadPoolExecutor(16) as ex:
+            metas = list(ex.map(turn, range(16)))
+        for meta in metas:
+            if mode == "ok":
+                assert meta["memory"]["recalled"] >= 1 and meta["memory"]["degraded"] is False, meta
+            else:
+                assert meta["memory"]["recalled"] == 0 and meta["memory"]["degraded"] is True, meta
+    brain.control(mode="ok", delay_ms=0)
+    assert brain.stats()["recalls"] >= 16  # (a 5xx answer is not counted as a recall)
 
 
 def test_not_ready_is_degraded_with_fewer_results(soma, llm, brain):

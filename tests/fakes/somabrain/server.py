@@ -13,7 +13,7 @@ request/response models of somatechlat/somabrain):
 It stores what it receives (by tenant, namespace, key: a key seen again is counted as a
 duplicate and not stored twice, as SomaBrain deduplicates) and misbehaves on demand.
 
-    server.py --port P [--delay-ms N]   (N: remember and recall answer after N ms, as /_control)
+    server.py --port P [--delay-ms N]   (N: remember and recall answer N ms after they arrived, as /_control)
 
 Control (test side):
     POST /_control {"mode": "ok|down|5xx|429|not_ready|drop|garbage", "delay_ms": N, "poison": "TEXT"}
@@ -21,7 +21,9 @@ Control (test side):
         health stays ok; not_ready: health says ready=false (calls still work); drop: the
         connection is closed without an answer (a transport error); garbage: every request gets 200
         with an HTML body; 429: remember/recall are rate limited. delay_ms: remember and
-        recall wait this long first (slow; /health stays quick). poison: a remember whose value contains TEXT gets 400.
+        recall are answered this long after their request line arrived (the fake's own work is
+        inside the delay, so a 1 ms SomaBrain answers in 1 ms, not 1 ms plus Python; /health stays
+        quick). poison: a remember whose value contains TEXT gets 400.
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
                      key]...], recalls, last_headers (of the last remember or recall), last_recall,
                      mode, delay_ms}
@@ -87,6 +89,7 @@ class Handler(socketserver.StreamRequestHandler):
 
     def one_request(self):
         line = self.rfile.readline(65537)
+        self.arrived, self.deadline = time.monotonic(), None
         parts = line.split()
         if len(parts) != 3:
             return False
@@ -110,6 +113,9 @@ class Handler(socketserver.StreamRequestHandler):
         return self.keep
 
     def send_raw(self, status, ctype, data):
+        if self.deadline is not None:  # a delayed answer goes out when it is due, not earlier
+            time.sleep(max(0.0, self.deadline - time.monotonic()))
+            self.deadline = None
         close = "" if self.keep else "Connection: close\r\n"
         head = (f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(data)}\r\n{close}\r\n")
@@ -132,8 +138,9 @@ class Handler(socketserver.StreamRequestHandler):
             if api:  # a /health probe (no tenant) must not hide the last call's headers
                 state["last_headers"] = dict(self.headers)
         if delay and api:
-            time.sleep(delay / 1000.0)
+            self.deadline = self.arrived + delay / 1000.0
         if mode == "drop":
+            time.sleep(max(0.0, self.deadline - time.monotonic()) if self.deadline else 0.0)
             self.request.shutdown(socket.SHUT_RDWR)
             raise Dropped()
         if mode == "down":
