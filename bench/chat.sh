@@ -17,6 +17,7 @@
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_STREAM_N sets
 # the requests per side of part 2 (default 50).
 source "$(dirname "$0")/lib.sh"
+unset SOMA_BIN # read into BIN; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
 STREAM_N=${CHAT_STREAM_N:-50}
@@ -38,7 +39,11 @@ start_soma() { # NAME PORT [--role R] [--set k=v ...] -> SOMA_PID
     --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/$name.log" &
   SOMA_PID=$!
   PIDS+=("$SOMA_PID")
-  wait_http "http://127.0.0.1:$port/v1/health"
+  wait_http "http://127.0.0.1:$port/v1/health" || {
+    echo "  !! somaagent ($name) did not answer /v1/health; last log lines:" >&2
+    tail -5 "$TMP/$name.log" | sed 's/^/     /' >&2
+    return 1
+  }
 }
 # Stops somaagent PID (NAME for messages); says so when it had died or did not stop cleanly.
 stop_soma() { # PID NAME
