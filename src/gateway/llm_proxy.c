@@ -51,8 +51,8 @@ struct llm_job {
 
 /* Provider calls in flight (llm.proxy_concurrency) and the jobs waiting for one, process-wide. */
 static struct {
-	pthread_mutex_t lock;	    /* guards everything here and the jobs' state fields */
-	int in_flight, max;	    /* running calls (and grants on their way) and the limit */
+	pthread_mutex_t lock;	     /* guards everything here and the jobs' state fields */
+	int in_flight, max;	     /* running calls (and grants on their way) and the limit */
 	size_t waiting, max_waiting; /* jobs on the list and its bound */
 	struct llm_job *head, *tail; /* wait list, oldest first */
 } slots = {.lock = PTHREAD_MUTEX_INITIALIZER};

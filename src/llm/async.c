@@ -22,25 +22,25 @@
 #define SPARE_HANDLES 8 /* easy handles kept per thread for the next calls */
 
 struct llm_loop {
-	struct event_base *base;     /* the thread's loop (borrowed) */
-	CURLM *multi;		     /* its transfers and connection cache; owned */
-	struct event *timer;	     /* libcurl's timeout; owned */
-	CURL *spare[SPARE_HANDLES];  /* reset handles for the next attempts; owned */
-	int nspare;		     /* entries in spare */
+	struct event_base *base;    /* the thread's loop (borrowed) */
+	CURLM *multi;		    /* its transfers and connection cache; owned */
+	struct event *timer;	    /* libcurl's timeout; owned */
+	CURL *spare[SPARE_HANDLES]; /* reset handles for the next attempts; owned */
+	int nspare;		    /* entries in spare */
 };
 
 struct llm_async {
-	struct llm_loop *loop;	   /* the thread's multi */
-	struct llm_config cfg;	   /* copied settings */
-	struct llm_request req;	   /* copied request (messages NULL once the body is built) */
-	struct llm_callbacks cb;   /* copied hooks */
-	struct llm_call call;	   /* the attempt's state */
-	llm_done_fn done;	   /* end of the call */
-	struct llm_result *res;	   /* caller's storage for the outcome */
-	char *body;		   /* request body; owned */
-	CURL *easy;		   /* the attempt's handle, NULL between attempts */
-	struct event *retry;	   /* backoff timer; owned, NULL when not waiting */
-	long delay_ms;		   /* next backoff */
+	struct llm_loop *loop;	 /* the thread's multi */
+	struct llm_config cfg;	 /* copied settings */
+	struct llm_request req;	 /* copied request (messages NULL once the body is built) */
+	struct llm_callbacks cb; /* copied hooks */
+	struct llm_call call;	 /* the attempt's state */
+	llm_done_fn done;	 /* end of the call */
+	struct llm_result *res;	 /* caller's storage for the outcome */
+	char *body;		 /* request body; owned */
+	CURL *easy;		 /* the attempt's handle, NULL between attempts */
+	struct event *retry;	 /* backoff timer; owned, NULL when not waiting */
+	long delay_ms;		 /* next backoff */
 };
 
 static pthread_key_t loop_key;

@@ -272,8 +272,8 @@ enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 
 bool llm_call_may_retry(const struct llm_call *c, enum llm_error e, int max_retries)
 {
-	bool retryable = e == LLM_ERR_UNREACHABLE || e == LLM_ERR_RATE_LIMITED || e == LLM_ERR_SERVER ||
-			 e == LLM_ERR_TIMEOUT;
+	bool retryable =
+		e == LLM_ERR_UNREACHABLE || e == LLM_ERR_RATE_LIMITED || e == LLM_ERR_SERVER || e == LLM_ERR_TIMEOUT;
 	return retryable && !c->got_token && c->res->attempts <= max_retries;
 }
 
