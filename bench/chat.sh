@@ -126,6 +126,8 @@ if part 2; then
 echo
 echo "== 2. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
 echo "      directly vs through somaagent, $STREAM_N requests each, alternating (through minus direct per quantile)"
+echo "      (the fake ends each stream by closing the connection, so a request through somaagent also opens a"
+echo "      new connection to it, which a direct one does not: a client connection is made before timing starts)"
 slow_port=$(free_port)
 "$PY" "$B/chat_fake_llm.py" --port "$slow_port" --chunks 20 --delay-ms 20 >"$TMP/fake-slow.log" 2>&1 &
 PIDS+=($!)
