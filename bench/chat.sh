@@ -14,8 +14,14 @@
 #                  (role gateway), 50 messages/s posted: delivery latency and RSS
 # Usage: bench/chat.sh [seconds]   (wrk and posting duration, default 10; release build expected at
 # build/somaagent, SOMA_BIN overrides). Takes about 4-5 minutes at the default.
+# CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_STREAM_N sets
+# the requests per side of part 2 (default 50).
 source "$(dirname "$0")/lib.sh"
+unset SOMA_BIN # read into BIN; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-10}
+PARTS=${CHAT_PARTS:-1 2 3 4}
+STREAM_N=${CHAT_STREAM_N:-50}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 PY=/usr/bin/python3
 B=$ROOT/bench
 T_START=$(date +%s)
@@ -33,7 +39,11 @@ start_soma() { # NAME PORT [--role R] [--set k=v ...] -> SOMA_PID
     --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/$name.log" &
   SOMA_PID=$!
   PIDS+=("$SOMA_PID")
-  wait_http "http://127.0.0.1:$port/v1/health"
+  wait_http "http://127.0.0.1:$port/v1/health" || {
+    echo "  !! somaagent ($name) did not answer /v1/health; last log lines:" >&2
+    tail -5 "$TMP/$name.log" | sed 's/^/     /' >&2
+    return 1
+  }
 }
 # Stops somaagent PID (NAME for messages); says so when it had died or did not stop cleanly.
 stop_soma() { # PID NAME
@@ -100,6 +110,7 @@ nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '
 wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
 LLM_FAST=(--set llm.provider=custom --set llm.base_url=http://127.0.0.1:$fake_port/v1 --set llm.api_key=x)
 
+if part 1; then # (part 1 is left as it was: only wrapped)
 # ---- 1. ingest and end-to-end rate ---------------------------------------------------------------
 echo
 echo "== 1. ingest: POST /v1/session/message (role all, LLM = nginx fixed SSE body), then finals/s"
@@ -109,10 +120,14 @@ start_soma ingest "$port" "${LLM_FAST[@]}"
   --out "$TMP/ingest.json" || echo "  ingest part FAILED"
 stop_soma "$SOMA_PID" ingest
 
+fi
 # ---- 2. stream latency ---------------------------------------------------------------------------
+if part 2; then
 echo
 echo "== 2. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
-echo "      directly vs through somaagent, 50 requests each, alternating (through minus direct per quantile)"
+echo "      directly vs through somaagent, $STREAM_N requests each, alternating (through minus direct per quantile)"
+echo "      (the fake ends each stream by closing the connection, so a request through somaagent also opens a"
+echo "      new connection to it, which a direct one does not: a client connection is made before timing starts)"
 slow_port=$(free_port)
 "$PY" "$B/chat_fake_llm.py" --port "$slow_port" --chunks 20 --delay-ms 20 >"$TMP/fake-slow.log" 2>&1 &
 PIDS+=($!)
@@ -120,11 +135,13 @@ wait_http "http://127.0.0.1:$slow_port/v1/models"
 port=$(free_port)
 start_soma latency "$port" --set llm.provider=custom --set llm.base_url=http://127.0.0.1:$slow_port/v1 \
   --set llm.api_key=x
-"$PY" "$B/chat_sse.py" latency --direct 127.0.0.1:"$slow_port" --through 127.0.0.1:"$port" -n 50 \
+"$PY" "$B/chat_sse.py" latency --direct 127.0.0.1:"$slow_port" --through 127.0.0.1:"$port" -n "$STREAM_N" \
   --out "$TMP/latency.json" || echo "  stream latency part FAILED"
 stop_soma "$SOMA_PID" latency
+fi
 
 # ---- 3. proxy overhead versus nginx --------------------------------------------------------------
+if part 3; then
 echo
 echo "== 3. proxy: streamed POST /v1/chat/completions against the nginx fake: directly, through"
 echo "      somaagent, through nginx proxy_pass (proxy_buffering off; proxy_http_version 1.1)"
@@ -137,8 +154,10 @@ start_soma proxy "$port" "${LLM_FAST[@]}"
 "$PY" "$B/chat_sse.py" proxy --direct 127.0.0.1:"$fake_port" --soma 127.0.0.1:"$port" \
   --nginx 127.0.0.1:"$proxy_port" -n 1000 --out "$TMP/proxy.json" || echo "  proxy part FAILED"
 stop_soma "$SOMA_PID" proxy
+fi
 
 # ---- 4. many SSE subscribers ---------------------------------------------------------------------
+if part 4; then
 echo
 echo "== 4. streams: N SSE subscribers of /v1/sessions/{id}/events over 100 sessions (role gateway, a fresh"
 echo "      process per N), 50 messages/s for ${SECS} s; delivery latency of the user events in ms"
@@ -152,8 +171,9 @@ for n in 1000 5000 10000; do
     --seconds "$SECS" --out "$TMP/streams-$n.json") || echo "  streams N=$n FAILED"
   stop_soma "$SOMA_PID" "streams-$n"
 done
+fi
 
 # ---- summary -------------------------------------------------------------------------------------
 echo
 echo "== summary (all figures from this run; $(($(date +%s) - T_START)) s)"
-"$PY" "$B/chat_summary.py" "$TMP"
+"$PY" "$B/chat_summary.py" "$TMP" "$PARTS"

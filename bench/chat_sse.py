@@ -222,7 +222,8 @@ def cmd_latency(a):
         json.dump(res, open(a.out, "w"))
         print("  FAILED: no complete measurements")
         return 1
-    print(f"  {'ms (p99 of 50 samples = the slowest)':38s} {'p50':>9s} {'p99':>9s}")
+    head = f"ms (p99 of {a.n} samples" + (" = the slowest)" if a.n <= 100 else ")")
+    print(f"  {head:38s} {'p50':>9s} {'p99':>9s}")
     for label, dist in (("time to first delta", ttfd), ("inter-delta gap", gaps)):
         row = {}
         for name in ("direct", "through"):

@@ -50,8 +50,8 @@ enum soma_err gateway_session_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* GET /v1/sessions/{id}/events?stream=true: the SSE stream (stream.c). */
 void gw_stream_open(struct http_req *req, const char *session_id);
 
-/* LLM endpoints (llm_proxy.c): their thread pool, started and stopped with the http service. */
-enum soma_err gateway_llm_start(int threads) SOMA_MUST_CHECK;
+/* LLM endpoints (llm_proxy.c): their limit of provider calls in flight, set with the http service. */
+enum soma_err gateway_llm_start(int concurrency) SOMA_MUST_CHECK;
 void gateway_llm_stop(void);
 enum soma_err gateway_llm_routes(struct http_router *r) SOMA_MUST_CHECK;
 

@@ -3,15 +3,17 @@
  * shapes (so the official SDKs work unchanged), and POST /v1/llm/invoke[/stream] for tools and
  * workers of other nodes.
  *
- * DESIGN: the provider call blocks, so it runs on the LLM pool (llm.proxy_concurrency threads);
- * the io thread only parses the request and writes what the pool posts back. A streamed reply
- * is relayed chunk by chunk as the provider's own chat.completion.chunk objects, ending in
- * `data: [DONE]`; errors after the first chunk go in-band as `data: {"error":..}`. The job is
- * shared by the two threads with a reference count; when the client leaves, `aborted` makes
- * the provider call stop at its next callback.
+ * DESIGN: the provider call runs on the request's own io thread (llm_async_start: libcurl's multi
+ * interface on that thread's event loop), so the provider's chunks are parsed and written to the
+ * client by one thread, with no hand-off and no thread held per call. A streamed reply is relayed
+ * chunk by chunk as the provider's own chat.completion.chunk objects, ending in `data: [DONE]`;
+ * errors after the first chunk go in-band as `data: {"error":..}`. At most llm.proxy_concurrency
+ * calls run at once per process (slots, shared by the io threads under one lock); up to 64 times
+ * as many wait in arrival order and are started on their own io thread when a slot frees; beyond
+ * that the answer is 503 llm_busy. When the client leaves, on_abort cancels the call (or takes
+ * the job off the wait list).
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,47 +22,45 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "core/pool.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "policy/gate.h"
 
 enum job_shape { SHAPE_OPENAI, SHAPE_INVOKE };
+enum job_state { JOB_NEW, JOB_WAITING, JOB_GRANTED, JOB_RUNNING };
 
 struct llm_job {
-	_Atomic int refs;	       /* io side + pool side */
-	_Atomic bool aborted;	       /* the client left */
-	struct http_req *req;	       /* valid on the io thread while !aborted */
-	struct io_thread *thread;      /* the request's io thread */
-	enum job_shape shape;	       /* response shape */
-	bool stream, include_usage;    /* what the client asked */
-	bool started;		       /* io side: the stream began */
-	json_t *messages;	       /* owned */
-	char model[128];	       /* requested model, or "" */
-	char tenant[65];	       /* the caller's tenant (its daily token budget) */
-	double temperature;	       /* < 0: not given */
-	int64_t max_tokens;	       /* <= 0: not given */
-	struct llm_config cfg;	       /* effective provider settings */
-	struct llm_result res;	       /* filled by the pool side */
-	pthread_mutex_t lock;	       /* guards the outbox fields below */
-	char *outbox;		       /* SSE frames ready for the client, not yet handed to the io thread */
-	size_t outbox_len, outbox_cap; /* bytes used and allocated */
-	bool finished;		       /* the provider call ended (res is final) */
-	bool post_pending;	       /* a hand-off to the io thread is queued: later frames ride on it */
-	bool answered;		       /* io side: the response is complete */
+	struct http_req *req;	    /* the request (valid until answered or aborted) */
+	struct io_thread *thread;   /* the request's io thread: everything below runs there */
+	enum job_shape shape;	    /* response shape */
+	bool stream, include_usage; /* what the client asked */
+	bool started;		    /* the stream began */
+	json_t *messages;	    /* owned */
+	char model[128];	    /* requested model, or "" */
+	char tenant[65];	    /* the caller's tenant (its daily token budget) */
+	double temperature;	    /* < 0: not given */
+	int64_t max_tokens;	    /* <= 0: not given */
+	struct llm_config cfg;	    /* effective provider settings */
+	struct llm_result res;	    /* the call's outcome */
+	struct llm_async *call;	    /* the provider call while JOB_RUNNING */
+	enum job_state state;	    /* slots.lock */
+	bool aborted;		    /* slots.lock: the client left while the job held an unused grant */
+	struct llm_job *next;	    /* slots.lock: wait list link */
 };
 
-static struct pool *llm_pool;
+/* Provider calls in flight (llm.proxy_concurrency) and the jobs waiting for one, process-wide. */
+static struct {
+	pthread_mutex_t lock;	     /* guards everything here and the jobs' state fields */
+	int in_flight, max;	     /* running calls (and grants on their way) and the limit */
+	size_t waiting, max_waiting; /* jobs on the list and its bound */
+	struct llm_job *head, *tail; /* wait list, oldest first */
+} slots = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void job_unref(struct llm_job *job)
+static void job_free(struct llm_job *job)
 {
-	if (atomic_fetch_sub(&job->refs, 1) != 1)
-		return;
 	json_decref(job->messages);
 	llm_result_free(&job->res);
-	pthread_mutex_destroy(&job->lock);
-	free(job->outbox);
 	free(job);
 }
 
@@ -108,39 +108,69 @@ static json_t *completion_json(struct llm_job *job)
 			 (json_int_t)(in + out));
 }
 
-/* ---- io thread side --------------------------------------------------------------------------- */
+/* ---- slots ------------------------------------------------------------------------------------ */
 
-/* The io side: writes every frame gathered since the last hand-off as one chunk, and answers
- * the request once the provider call has finished. Frames that arrive together (a provider that
- * sends a burst) cost one cross-thread wake-up, not one each. */
-static void on_io_post(void *arg)
+static void start_granted(void *arg);
+
+/* A call ended (or a grant was dropped): the slot goes to the oldest waiting job, started on its
+ * own io thread, or is freed. Any thread. */
+static void slot_release(void)
 {
-	struct llm_job *job = arg;
-	pthread_mutex_lock(&job->lock);
-	char *frames = job->outbox;
-	size_t nframes = job->outbox_len;
-	bool finished = job->finished;
-	job->outbox = NULL;
-	job->outbox_len = job->outbox_cap = 0;
-	job->post_pending = false;
-	pthread_mutex_unlock(&job->lock);
-	if (atomic_load(&job->aborted) || job->answered)
-		goto out;
-	struct http_req *req = job->req;
-	if (nframes) {
-		if (!job->started) {
-			job->started = true;
-			http_stream_begin(req, 200, "text/event-stream");
+	for (;;) {
+		pthread_mutex_lock(&slots.lock);
+		struct llm_job *next = slots.head;
+		if (!next) {
+			slots.in_flight--;
+			pthread_mutex_unlock(&slots.lock);
+			return;
 		}
-		struct str all = {frames, nframes};
-		http_stream_writev(req, &all, 1);
+		slots.head = next->next;
+		if (!slots.head)
+			slots.tail = NULL;
+		slots.waiting--;
+		next->state = JOB_GRANTED;
+		pthread_mutex_unlock(&slots.lock);
+		if (http_thread_post_wait(next->thread, start_granted, next) == SOMA_OK)
+			return;
+		/* its io thread has stopped, so the client was aborted with it (on_abort saw the grant
+		 * and left the job to us): free it and pass the slot on */
+		job_free(next);
 	}
-	if (!finished)
-		goto out;
-	/* finished: the request is answered below, so the io side's reference goes too */
-	job->answered = true;
+}
+
+/* ---- the call (the request's io thread) ---------------------------------------------------------- */
+
+static json_t *error_object(struct llm_job *job);
+static json_t *completion_json(struct llm_job *job);
+
+/* Each chunk object of a streamed reply, relayed as one SSE frame. */
+static bool relay_chunk(void *ctx, const char *json, size_t len)
+{
+	struct llm_job *job = ctx;
+	if (!job->stream)
+		return true;
+	if (!job->include_usage) { /* we always ask for usage upstream; drop it when the client did not */
+		json_t *chunk = json_loadb(json, len, 0, NULL);
+		bool usage_only = json_is_array(json_object_get(chunk, "choices")) &&
+				  json_array_size(json_object_get(chunk, "choices")) == 0;
+		json_decref(chunk);
+		if (usage_only)
+			return true;
+	}
+	if (!job->started) {
+		job->started = true;
+		http_stream_begin(job->req, 200, "text/event-stream");
+	}
+	struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
+	http_stream_writev(job->req, frame, 3);
+	return true;
+}
+
+/* Answers the request from job->res; the request must not be touched afterwards. */
+static void answer(struct llm_job *job)
+{
+	struct http_req *req = job->req;
 	req->on_abort = NULL;
-	job_unref(job);
 	if (job->started) {
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
 			json_t *obj = error_object(job);
@@ -163,106 +193,88 @@ static void on_io_post(void *arg)
 	} else {
 		http_respond_json(req, 200, completion_json(job));
 	}
-out:
-	free(frames);
-	job_unref(job);
 }
 
-/* Hands the job to its io thread unless a hand-off is already queued (it will carry everything).
- * Called with job->lock held; posts after unlocking. */
-static void hand_off(struct llm_job *job)
-{
-	bool post = !job->post_pending;
-	job->post_pending = true;
-	pthread_mutex_unlock(&job->lock);
-	if (!post)
-		return;
-	atomic_fetch_add(&job->refs, 1);
-	enum soma_err err = http_thread_post_wait(job->thread, on_io_post, job);
-	if (err != SOMA_OK) /* the io thread stopped: the request was aborted with it */
-		job_unref(job);
-}
-
-/* Appends one SSE frame for the client (pool thread). */
-static void queue_frame(struct llm_job *job, const char *json, size_t len)
-{
-	pthread_mutex_lock(&job->lock);
-	size_t need = job->outbox_len + len + 8;
-	if (need > job->outbox_cap) {
-		size_t cap = need * 2;
-		char *grown = realloc(job->outbox, cap);
-		if (!grown) {
-			pthread_mutex_unlock(&job->lock);
-			return;
-		}
-		job->outbox = grown;
-		job->outbox_cap = cap;
-	}
-	memcpy(job->outbox + job->outbox_len, "data: ", 6);
-	memcpy(job->outbox + job->outbox_len + 6, json, len);
-	memcpy(job->outbox + job->outbox_len + 6 + len, "\n\n", 2);
-	job->outbox_len += len + 8;
-	hand_off(job); /* unlocks */
-}
-
-/* A job that never started: both references go. */
-static void job_drop(void *arg)
-{
-	job_unref(arg);
-	job_unref(arg);
-}
-
-static void on_abort(struct http_req *req)
-{
-	struct llm_job *job = req->handler_ctx;
-	atomic_store(&job->aborted, true);
-	job_unref(job);
-}
-
-/* ---- pool side ---------------------------------------------------------------------------------- */
-
-static bool relay_chunk(void *ctx, const char *json, size_t len)
+/* The provider call ended. */
+static void on_done(void *ctx, struct llm_result *res)
 {
 	struct llm_job *job = ctx;
-	if (atomic_load(&job->aborted))
-		return false;
-	if (!job->stream)
-		return true;
-	if (!job->include_usage) { /* we always ask for usage upstream; drop it when the client did not */
-		json_t *chunk = json_loadb(json, len, 0, NULL);
-		bool usage_only = json_is_array(json_object_get(chunk, "choices")) &&
-				  json_array_size(json_object_get(chunk, "choices")) == 0;
-		json_decref(chunk);
-		if (usage_only)
-			return true;
-	}
-	queue_frame(job, json, len);
-	return true;
+	limits_tokens_add(job->tenant, (res->input_tokens > 0 ? res->input_tokens : 0) +
+					       (res->output_tokens > 0 ? res->output_tokens : 0));
+	if (res->error != LLM_OK && res->error != LLM_ERR_CANCELLED)
+		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(res->error), res->detail);
+	job->call = NULL;
+	answer(job);
+	job_free(job);
+	slot_release();
 }
 
-static bool job_cancelled(void *ctx)
+/* The job holds a slot: start its provider call. */
+static void run_job(struct llm_job *job)
 {
-	return atomic_load(&((struct llm_job *)ctx)->aborted);
-}
-
-static void run_job(void *arg)
-{
-	struct llm_job *job = arg;
 	struct llm_request r = {.messages = job->messages,
 				.model = job->model,
 				.temperature = job->temperature,
 				.max_tokens = job->max_tokens,
 				.stream = job->stream};
-	struct llm_callbacks cb = {.on_chunk = relay_chunk, .should_cancel = job_cancelled, .ctx = job};
-	llm_chat(&job->cfg, &r, &cb, &job->res);
-	limits_tokens_add(job->tenant, (job->res.input_tokens > 0 ? job->res.input_tokens : 0) +
-					       (job->res.output_tokens > 0 ? job->res.output_tokens : 0));
-	if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED)
-		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(job->res.error), job->res.detail);
-	pthread_mutex_lock(&job->lock);
-	job->finished = true;
-	hand_off(job); /* unlocks */
-	job_unref(job);
+	struct llm_callbacks cb = {.on_chunk = relay_chunk, .ctx = job};
+	if (llm_async_start(http_thread_base(job->thread), &job->cfg, &r, &cb, on_done, &job->res, &job->call) ==
+	    SOMA_OK)
+		return;
+	log_warn("llm", "provider call failed: %s (%s)", llm_error_code(job->res.error), job->res.detail);
+	answer(job);
+	job_free(job);
+	slot_release();
+}
+
+/* A slot freed by another call reached this waiting job (on its io thread). */
+static void start_granted(void *arg)
+{
+	struct llm_job *job = arg;
+	pthread_mutex_lock(&slots.lock);
+	bool aborted = job->aborted;
+	job->state = JOB_RUNNING;
+	pthread_mutex_unlock(&slots.lock);
+	if (aborted) {
+		job_free(job);
+		slot_release();
+		return;
+	}
+	run_job(job);
+}
+
+static void on_abort(struct http_req *req)
+{
+	struct llm_job *job = req->handler_ctx;
+	pthread_mutex_lock(&slots.lock);
+	enum job_state state = job->state;
+	if (state == JOB_WAITING) { /* take it off the wait list */
+		struct llm_job **p = &slots.head, *prev = NULL;
+		while (*p != job)
+			prev = *p, p = &(*p)->next;
+		*p = job->next;
+		if (slots.tail == job)
+			slots.tail = prev;
+		slots.waiting--;
+	} else if (state == JOB_GRANTED) {
+		job->aborted = true; /* start_granted (or slot_release) frees it */
+	}
+	pthread_mutex_unlock(&slots.lock);
+	if (state == JOB_GRANTED)
+		return;
+	if (state == JOB_RUNNING) {
+		llm_async_cancel(job->call);
+		job_free(job);
+		slot_release();
+		return;
+	}
+	job_free(job);
+}
+
+/* A job that never started (policy said no, or the client left first). */
+static void job_drop(void *arg)
+{
+	job_free(arg);
 }
 
 /* ---- handlers ----------------------------------------------------------------------------------- */
@@ -294,12 +306,27 @@ static bool valid_messages(struct http_req *req, json_t *messages)
 	return true;
 }
 
-/* Policy allowed the job (issue 6): hand it to the LLM pool. */
+/* Policy allowed the job (issue 6): start it if a slot is free, else queue it. */
 static void job_submit(struct http_req *req, void *arg)
 {
 	struct llm_job *job = arg;
-	if (!llm_pool || pool_submit(llm_pool, run_job, job) != SOMA_OK) {
-		job_drop(job);
+	pthread_mutex_lock(&slots.lock);
+	bool run = slots.in_flight < slots.max, queued = !run && slots.waiting < slots.max_waiting;
+	if (run) {
+		slots.in_flight++;
+		job->state = JOB_RUNNING;
+	} else if (queued) {
+		job->state = JOB_WAITING;
+		if (slots.tail)
+			slots.tail->next = job;
+		else
+			slots.head = job;
+		slots.tail = job;
+		slots.waiting++;
+	}
+	pthread_mutex_unlock(&slots.lock);
+	if (!run && !queued) {
+		job_free(job);
 		http_resp_header(req, "Retry-After", "1");
 		http_respond_error(req, 503, "llm_busy",
 				   "all LLM slots are busy (llm.proxy_concurrency); retry shortly");
@@ -307,6 +334,8 @@ static void job_submit(struct http_req *req, void *arg)
 	}
 	req->handler_ctx = job;
 	req->on_abort = on_abort;
+	if (run)
+		run_job(job);
 }
 
 static void start_job(struct http_req *req, json_t *body, json_t *messages, json_t *options, enum job_shape shape,
@@ -328,8 +357,6 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
-	atomic_init(&job->refs, 2);
-	pthread_mutex_init(&job->lock, NULL);
 	job->req = req;
 	job->thread = req->thread;
 	job->shape = shape;
@@ -343,8 +370,7 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 	if (!job->cfg.api_key[0]) {
 		job->res.error = LLM_ERR_UNCONFIGURED;
 		http_respond_json(req, 503, error_object(job));
-		job_unref(job);
-		job_unref(job);
+		job_free(job);
 		return;
 	}
 	/* ---- policy (issue 6): the token budget, then llm.invoke for the model that will be used ---- */
@@ -413,16 +439,18 @@ static void models(struct http_req *req, void *arg)
 				    "object", "model", "created", 0, "owned_by", cfg_str(CFG_LLM_PROVIDER)));
 }
 
-enum soma_err gateway_llm_start(int threads)
+enum soma_err gateway_llm_start(int concurrency)
 {
-	llm_pool = pool_new(threads, (size_t)threads * 64);
-	return llm_pool ? SOMA_OK : SOMA_ERR_NOMEM;
+	pthread_mutex_lock(&slots.lock);
+	slots.max = concurrency;
+	slots.max_waiting = (size_t)concurrency * 64;
+	pthread_mutex_unlock(&slots.lock);
+	return SOMA_OK;
 }
 
 void gateway_llm_stop(void)
 {
-	pool_free(llm_pool);
-	llm_pool = NULL;
+	/* nothing to stop: calls run on the io threads, which cancelled them when they stopped */
 }
 
 enum soma_err gateway_llm_routes(struct http_router *r)

@@ -45,7 +45,15 @@ static void load(void)
 		  bind_sym((void **)&api.slist_append, "curl_slist_append") &&
 		  bind_sym((void **)&api.slist_free_all, "curl_slist_free_all") &&
 		  bind_sym((void **)&api.global_init, "curl_global_init") &&
-		  bind_sym((void **)&api.global_cleanup, "curl_global_cleanup");
+		  bind_sym((void **)&api.global_cleanup, "curl_global_cleanup") &&
+		  bind_sym((void **)&api.multi_init, "curl_multi_init") &&
+		  bind_sym((void **)&api.multi_cleanup, "curl_multi_cleanup") &&
+		  bind_sym((void **)&api.multi_setopt, "curl_multi_setopt") &&
+		  bind_sym((void **)&api.multi_add_handle, "curl_multi_add_handle") &&
+		  bind_sym((void **)&api.multi_remove_handle, "curl_multi_remove_handle") &&
+		  bind_sym((void **)&api.multi_socket_action, "curl_multi_socket_action") &&
+		  bind_sym((void **)&api.multi_assign, "curl_multi_assign") &&
+		  bind_sym((void **)&api.multi_info_read, "curl_multi_info_read");
 	if (!ok) {
 		failure = "libcurl.so.4 lacks a function somaagent needs; upgrade libcurl4";
 		return;

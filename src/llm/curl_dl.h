@@ -24,6 +24,15 @@ struct curl_api {
 	void (*slist_free_all)(struct curl_slist *list);
 	CURLcode (*global_init)(long flags);
 	void (*global_cleanup)(void);
+	/* the multi interface, for transfers driven by an io thread's event loop (async.c) */
+	CURLM *(*multi_init)(void);
+	CURLMcode (*multi_cleanup)(CURLM *multi);
+	CURLMcode (*multi_setopt)(CURLM *multi, CURLMoption option, ...);
+	CURLMcode (*multi_add_handle)(CURLM *multi, CURL *curl);
+	CURLMcode (*multi_remove_handle)(CURLM *multi, CURL *curl);
+	CURLMcode (*multi_socket_action)(CURLM *multi, curl_socket_t s, int ev_bitmask, int *running);
+	CURLMcode (*multi_assign)(CURLM *multi, curl_socket_t s, void *sockp);
+	CURLMsg *(*multi_info_read)(CURLM *multi, int *msgs_in_queue);
 };
 
 /* Loads and initialises libcurl on the first call (thread-safe); NULL when it cannot be

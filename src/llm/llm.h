@@ -1,7 +1,10 @@
 /*
  * llm.h - OpenAI-compatible chat completions client (Groq, OpenAI, any compatible server).
  *
- * DESIGN: a blocking call for worker threads, over libcurl. Streaming replies are parsed with
+ * DESIGN: two ways to make the same call over libcurl. llm_chat blocks (worker threads: the
+ * conversation task); llm_async_start runs on an io thread's event loop with libcurl's multi
+ * interface (the HTTP proxy: no thread is held per call, and no hand-off between threads sits
+ * between the provider's socket and the client's). Streaming replies are parsed with
  * the SSE parser and each content delta is handed to on_delta as it arrives. Failures before
  * the first token (connect errors, 429, 5xx) are retried with exponential backoff that honours
  * Retry-After; after the first token nothing is retried (the user has already seen text), and
@@ -84,6 +87,29 @@ void llm_global_deinit(void);
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
 		       struct llm_result *res);
 void llm_result_free(struct llm_result *res);
+/* ---- the event-loop client (io threads) ------------------------------------------------------- */
+
+struct llm_async;
+struct event_base;
+
+/* The end of an asynchronous call: res is final (res->error says how it went). */
+typedef void (*llm_done_fn)(void *ctx, struct llm_result *res);
+
+/* Starts a chat completion driven by base, the event loop of the calling thread: the provider's
+ * socket is watched by that loop, and cb->on_chunk / cb->on_delta run on this thread as data
+ * arrives (cb->should_cancel is not used: cancel instead). cfg and req are copied (req->messages
+ * is read only here); cb is copied, and cb->ctx must stay valid until done or cancel. res is the
+ * caller's storage (free it with llm_result_free afterwards). Retries before the first token wait
+ * on a timer of base, honouring Retry-After. done(cb->ctx, res) runs exactly once, later, on this
+ * thread, and the call is freed after it returns. Returns SOMA_OK with *out set; otherwise
+ * res->error says why and done never runs. */
+enum soma_err llm_async_start(struct event_base *base, const struct llm_config *cfg, const struct llm_request *req,
+			      const struct llm_callbacks *cb, llm_done_fn done, struct llm_result *res,
+			      struct llm_async **out) SOMA_MUST_CHECK;
+/* Stops a call before its done ran, and frees it (done never runs). On the call's thread, not from
+ * inside its own callbacks. */
+void llm_async_cancel(struct llm_async *a);
+
 /* A sentence for users about an error class (what happened and what to do). */
 const char *llm_error_message(enum llm_error e);
 /* Stable snake_case name of an error class. */

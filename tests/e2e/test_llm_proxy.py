@@ -1,8 +1,12 @@
 """/v1/llm/invoke, /v1/llm/invoke/stream and /v1/chat/completions against the fake provider:
-shapes, in-band stream errors, provider errors mapped to statuses, client aborts."""
+shapes, in-band stream errors, provider errors mapped to statuses, client aborts; the provider call on
+the io thread: retries before the first token, timeouts, cancellation, the concurrency slots."""
 
 import json
+import select
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -91,3 +95,116 @@ def test_client_leaving_mid_stream_is_harmless(soma, llm):
     s.close()  # mid-stream
     r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=10)
     assert r.status_code == 200
+
+
+# ---- the provider call on the io thread: retries, timeouts, cancellation, slots ----------------------
+
+def raw_post(port, path, body):
+    """Sends a POST on a fresh socket and returns the socket (the response is read by the caller)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = json.dumps(body).encode()
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return s
+
+
+def read_all(s):
+    out = b""
+    while not out.endswith(b"0\r\n\r\n"):
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    return out
+
+
+def test_retries_before_the_first_token_then_streams(soma, llm):
+    srv = soma("llm.max_retries=3", "llm.backoff_ms=1")
+    llm.control(mode="429", times=1, retry_after=1)
+    llm.control(mode="500", times=1)
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "stream": True}, timeout=20)
+    assert r.status_code == 200, r.text
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]"
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content", "") for d in data[:-1])
+    assert text.endswith("You said: hello proxy")
+    assert llm.stats()["modes"] == ["429", "500", "ok"]
+
+
+def test_retries_exhausted_answer_with_the_last_error(soma, llm):
+    srv = soma("llm.max_retries=1", "llm.backoff_ms=1")
+    llm.control(mode="500", times=2)
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "stream": True}, timeout=20)
+    check_envelope(r, 502)
+    assert r.json()["error"]["code"] == "llm_server_error"
+    assert llm.stats()["modes"] == ["500", "500"]
+
+
+def test_unreachable_provider_is_502(soma, llm):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = soma(f"llm.base_url=http://127.0.0.1:{port}/v1", "llm.max_retries=1", "llm.backoff_ms=1")
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "stream": True}, timeout=20)
+    check_envelope(r, 502)
+    assert r.json()["error"]["code"] == "llm_unreachable"
+
+
+def test_silent_provider_times_out(soma, llm):
+    srv = soma("llm.timeout_s=1", "llm.max_retries=0")
+    llm.control(mode="hang", times=1)
+    r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=30)
+    check_envelope(r, 504)
+    assert r.json()["error"]["code"] == "llm_timeout"
+
+
+def test_usage_chunk_relayed_only_when_asked(soma, llm):
+    srv = soma()
+    r = httpx.post(f"{srv.url}/v1/chat/completions", timeout=10,
+                   json={"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}})
+    chunks = [json.loads(d) for d in sse_data(r.text)[:-1]]
+    usage = [c for c in chunks if c.get("usage")]
+    assert len(usage) == 1 and usage[0]["choices"] == [] and usage[0]["usage"]["completion_tokens"] > 0
+
+
+def test_client_leaving_stops_the_provider_call(soma, llm):
+    srv = soma()
+    llm.control(chunks=60, delay_ms=50)
+    s = raw_post(srv.port, "/v1/chat/completions", {"messages": MESSAGES, "stream": True})
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()
+    deadline = time.monotonic() + 20
+    while llm.stats()["aborted"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.stats()["aborted"] == 1, "somaagent kept reading the provider after its client left"
+
+
+def test_calls_beyond_the_concurrency_wait_their_turn(soma, llm):
+    srv = soma("llm.proxy_concurrency=1")
+    llm.control(chunks=8, delay_ms=20)
+    with ThreadPoolExecutor(4) as ex:
+        rs = list(ex.map(lambda _: httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=30),
+                         range(4)))
+    assert [r.status_code for r in rs] == [200] * 4
+    assert all(r.json()["content"].endswith("You said: hello proxy") for r in rs)
+    assert llm.stats()["requests"] == 4
+
+
+def test_full_wait_list_is_503_and_waiting_clients_that_leave_are_dropped(soma, llm):
+    srv = soma("llm.proxy_concurrency=1")  # one call in flight, 64 waiting
+    llm.control(chunks=100, delay_ms=50)
+    running = raw_post(srv.port, "/v1/chat/completions", {"messages": MESSAGES, "stream": True})
+    assert running.recv(4096).startswith(b"HTTP/1.1 200")
+    waiting = [raw_post(srv.port, "/v1/llm/invoke", {"messages": MESSAGES}) for _ in range(65)]
+    ready, _, _ = select.select(waiting, [], [], 20)
+    assert len(ready) >= 1
+    head = ready[0].recv(65536)
+    assert head.startswith(b"HTTP/1.1 503") and b"llm_busy" in head, head[:200]
+    for s in waiting:
+        s.close()
+    llm.control(delay_ms=0)  # the running stream finishes quickly now
+    assert read_all(running).rstrip().endswith(b"data: [DONE]\n\n\r\n0")
+    running.close()
+    r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert llm.stats()["requests"] == 2, "a waiting job whose client left reached the provider"

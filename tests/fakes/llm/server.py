@@ -11,7 +11,8 @@ Control (test side):
                     "chunks": N, "delay_ms": MS, "text": "..."}
         the next N requests (default 1; -1 = until changed) behave as `mode`; chunks/delay/text
         change the replies from now on.
-    GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request]}
+    GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
+                     "aborted": streams whose client went away before the end}
     POST /_reset -> back to defaults
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
@@ -43,6 +44,7 @@ def reset(args=None):
             "requests": 0,
             "last_request": None,
             "modes": [],
+            "aborted": 0,
         })
 
 
@@ -90,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_stats":
             with state_lock:
                 self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
-                                     "modes": state["modes"]})
+                                     "modes": state["modes"], "aborted": state["aborted"]})
         elif self.path.rstrip("/").endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
@@ -192,6 +194,8 @@ class Handler(BaseHTTPRequestHandler):
                 if delay_ms:
                     time.sleep(delay_ms / 1000.0)
         except (BrokenPipeError, ConnectionResetError):
+            with state_lock:
+                state["aborted"] += 1
             return
         self.close_connection = True
 

@@ -1,0 +1,302 @@
+/*
+ * async.c - chat completions driven by an io thread's event loop (llm_async_start, see llm.h).
+ *
+ * DESIGN: each thread that starts a call gets one libcurl multi handle bound to its event_base
+ * (created on first use, freed when the thread exits). libcurl tells us which sockets to watch
+ * (on_socket) and when to call it back (on_timer); we map that onto libevent events of the same
+ * loop and call curl_multi_socket_action from them. So the provider's bytes are read, parsed and
+ * relayed to the client by the thread that owns the client's connection, with no other thread
+ * woken, and the multi's connection cache keeps provider connections alive between calls.
+ * An attempt is call.c's; when libcurl reports it done (check_done) it is either retried after
+ * a backoff timer (before the first token, as llm_chat does) or reported through done().
+ * Everything here runs on the owning thread; nothing is shared between threads.
+ */
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm/llm_int.h"
+
+#define SPARE_HANDLES 8 /* easy handles kept per thread for the next calls */
+
+struct llm_loop {
+	struct event_base *base;    /* the thread's loop (borrowed) */
+	CURLM *multi;		    /* its transfers and connection cache; owned */
+	struct event *timer;	    /* libcurl's timeout; owned */
+	CURL *spare[SPARE_HANDLES]; /* reset handles for the next attempts; owned */
+	int nspare;		    /* entries in spare */
+};
+
+struct llm_async {
+	struct llm_loop *loop;	 /* the thread's multi */
+	struct llm_config cfg;	 /* copied settings */
+	struct llm_request req;	 /* copied request (messages NULL once the body is built) */
+	struct llm_callbacks cb; /* copied hooks */
+	struct llm_call call;	 /* the attempt's state */
+	llm_done_fn done;	 /* end of the call */
+	struct llm_result *res;	 /* caller's storage for the outcome */
+	char *body;		 /* request body; owned */
+	CURL *easy;		 /* the attempt's handle, NULL between attempts */
+	struct event *retry;	 /* backoff timer; owned, NULL when not waiting */
+	long delay_ms;		 /* next backoff */
+};
+
+static pthread_key_t loop_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static bool key_ok;
+static _Thread_local struct llm_loop *tl_loop;
+
+static void loop_free(void *arg)
+{
+	struct llm_loop *L = arg;
+	const struct curl_api *curl = curl_api_get(NULL);
+	for (int i = 0; i < L->nspare; i++)
+		curl->easy_cleanup(L->spare[i]);
+	if (L->multi)
+		curl->multi_cleanup(L->multi); /* closes cached connections (on_socket removes their events) */
+	if (L->timer)
+		event_free(L->timer);
+	free(L);
+	tl_loop = NULL;
+}
+
+static void make_key(void)
+{
+	key_ok = pthread_key_create(&loop_key, loop_free) == 0;
+}
+
+static void check_done(struct llm_loop *L);
+
+static void on_sock(evutil_socket_t fd, short what, void *arg)
+{
+	struct llm_loop *L = arg;
+	int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running;
+	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
+	check_done(L);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct llm_loop *L = arg;
+	int running;
+	curl_api_get(NULL)->multi_socket_action(L->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(L);
+}
+
+/* libcurl: watch s for what (or stop watching); sockp is our event for s, if any. */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
+{
+	(void)e;
+	struct llm_loop *L = userp;
+	struct event *ev = sockp;
+	if (what == CURL_POLL_REMOVE) {
+		if (ev)
+			event_free(ev);
+		return 0;
+	}
+	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (ev) {
+		event_del(ev);
+		event_assign(ev, L->base, s, flags, on_sock, L);
+	} else {
+		ev = event_new(L->base, s, flags, on_sock, L);
+		if (!ev)
+			return -1;
+		curl_api_get(NULL)->multi_assign(L->multi, s, ev);
+	}
+	event_add(ev, NULL);
+	return 0;
+}
+
+/* libcurl: call socket_action(CURL_SOCKET_TIMEOUT) after ms (-1: never). */
+static int on_timer(CURLM *multi, long ms, void *userp)
+{
+	(void)multi;
+	struct llm_loop *L = userp;
+	if (ms < 0) {
+		evtimer_del(L->timer);
+		return 0;
+	}
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(L->timer, &tv);
+	return 0;
+}
+
+/* This thread's multi, bound to base; NULL on OOM or when the thread already uses another base. */
+static struct llm_loop *loop_get(struct event_base *base)
+{
+	if (tl_loop)
+		return tl_loop->base == base ? tl_loop : NULL;
+	pthread_once(&key_once, make_key);
+	const struct curl_api *curl = curl_api_get(NULL);
+	struct llm_loop *L = key_ok ? calloc(1, sizeof(*L)) : NULL;
+	if (!L)
+		return NULL;
+	L->base = base;
+	L->multi = curl->multi_init();
+	L->timer = evtimer_new(base, on_timeout, L);
+	if (!L->multi || !L->timer || pthread_setspecific(loop_key, L) != 0) {
+		loop_free(L);
+		return NULL;
+	}
+	curl->multi_setopt(L->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl->multi_setopt(L->multi, CURLMOPT_SOCKETDATA, L);
+	curl->multi_setopt(L->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl->multi_setopt(L->multi, CURLMOPT_TIMERDATA, L);
+	tl_loop = L;
+	return L;
+}
+
+static CURL *take_handle(struct llm_loop *L)
+{
+	return L->nspare ? L->spare[--L->nspare] : curl_api_get(NULL)->easy_init();
+}
+
+static void give_handle(struct llm_loop *L, CURL *h)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	if (L->nspare == SPARE_HANDLES) {
+		curl->easy_cleanup(h);
+		return;
+	}
+	curl->easy_reset(h);
+	L->spare[L->nspare++] = h;
+}
+
+/* Starts the next attempt; false when it could not be set up (OOM). */
+static bool start_attempt(struct llm_async *a)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	a->res->attempts++;
+	a->easy = take_handle(a->loop);
+	if (!a->easy)
+		return false;
+	if (llm_call_prepare(&a->call, &a->cfg, a->body, a->easy)) {
+		curl->easy_setopt(a->easy, CURLOPT_PRIVATE, (char *)a);
+		if (curl->multi_add_handle(a->loop->multi, a->easy) == CURLM_OK)
+			return true;
+		llm_call_finish(&a->call, CURLE_FAILED_INIT);
+	}
+	give_handle(a->loop, a->easy);
+	a->easy = NULL;
+	return false;
+}
+
+static void async_free(struct llm_async *a)
+{
+	if (a->retry)
+		event_free(a->retry);
+	free(a->body);
+	free(a);
+}
+
+static void finish(struct llm_async *a, enum llm_error e)
+{
+	a->res->error = e;
+	a->done(a->cb.ctx, a->res);
+	async_free(a);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct llm_async *a = arg;
+	event_free(a->retry);
+	a->retry = NULL;
+	if (!start_attempt(a))
+		finish(a, LLM_ERR_PROTOCOL);
+}
+
+/* libcurl finished an attempt of a with rc: retry it later or report it. */
+static void attempt_ended(struct llm_async *a, CURLcode rc)
+{
+	curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
+	enum llm_error e = llm_call_finish(&a->call, rc);
+	give_handle(a->loop, a->easy);
+	a->easy = NULL;
+	if (e != LLM_OK && llm_call_may_retry(&a->call, e, a->cfg.max_retries)) {
+		long ms = llm_call_backoff_ms(&a->call, &a->delay_ms);
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		a->retry = evtimer_new(a->loop->base, on_retry, a);
+		if (a->retry && evtimer_add(a->retry, &tv) == 0)
+			return;
+	}
+	finish(a, e);
+}
+
+static void check_done(struct llm_loop *L)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	CURLMsg *m;
+	int left;
+	while ((m = curl->multi_info_read(L->multi, &left))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		CURLcode rc = m->data.result; /* m dies with the handle's removal */
+		char *priv = NULL;
+		curl->easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+		attempt_ended((struct llm_async *)priv, rc);
+	}
+}
+
+enum soma_err llm_async_start(struct event_base *base, const struct llm_config *cfg, const struct llm_request *req,
+			      const struct llm_callbacks *cb, llm_done_fn done, struct llm_result *res,
+			      struct llm_async **out)
+{
+	memset(res, 0, sizeof(*res));
+	res->input_tokens = res->output_tokens = -1;
+	*out = NULL;
+	if (!cfg->api_key[0]) {
+		res->error = LLM_ERR_UNCONFIGURED;
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	const char *why = NULL;
+	if (!curl_api_get(&why)) {
+		res->error = LLM_ERR_UNREACHABLE;
+		snprintf(res->detail, sizeof(res->detail), "%s", why);
+		return SOMA_ERR_INTERNAL;
+	}
+	struct llm_loop *L = loop_get(base);
+	struct llm_async *a = L ? calloc(1, sizeof(*a)) : NULL;
+	if (!a) {
+		res->error = LLM_ERR_PROTOCOL;
+		snprintf(res->detail, sizeof(res->detail), "out of memory setting up the provider call");
+		return SOMA_ERR_NOMEM;
+	}
+	a->loop = L;
+	a->cfg = *cfg;
+	a->req = *req;
+	a->req.messages = NULL;
+	a->req.model = NULL; /* only read by the body, built below */
+	a->cb = *cb;
+	a->cb.should_cancel = NULL;
+	a->done = done;
+	a->res = res;
+	a->call = (struct llm_call){.req = &a->req, .cb = &a->cb, .res = res};
+	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
+	a->body = llm_request_body(cfg, req);
+	if (!a->body || !start_attempt(a)) {
+		async_free(a);
+		res->error = LLM_ERR_PROTOCOL;
+		snprintf(res->detail, sizeof(res->detail), "out of memory setting up the provider call");
+		return SOMA_ERR_NOMEM;
+	}
+	*out = a;
+	return SOMA_OK;
+}
+
+void llm_async_cancel(struct llm_async *a)
+{
+	if (!a)
+		return;
+	if (a->easy) {
+		curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
+		llm_call_finish(&a->call, CURLE_ABORTED_BY_CALLBACK);
+		give_handle(a->loop, a->easy);
+	}
+	async_free(a);
+}

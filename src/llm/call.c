@@ -1,0 +1,287 @@
+/*
+ * call.c - one attempt of a chat completion on a libcurl easy handle (see llm_int.h): request
+ * body and headers, the write/header callbacks that parse the reply as it arrives, and the
+ * classification of the outcome. Runs on whichever thread drives the handle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ids.h"
+#include "llm/llm_int.h"
+
+#define MAX_BODY    (8u << 20) /* non-streamed reply or error body */
+#define MAX_CONTENT (4u << 20) /* accumulated reply text */
+#define MAX_EVENT   (1u << 20) /* one SSE event */
+
+static bool append(char **buf, size_t *len, const char *data, size_t n, size_t max)
+{
+	if (*len + n > max)
+		return false;
+	char *grown = realloc(*buf, *len + n + 1);
+	if (!grown)
+		return false;
+	memcpy(grown + *len, data, n);
+	*len += n;
+	grown[*len] = '\0';
+	*buf = grown;
+	return true;
+}
+
+static void take_usage(struct llm_result *res, json_t *usage)
+{
+	json_t *in = json_object_get(usage, "prompt_tokens"), *out = json_object_get(usage, "completion_tokens");
+	if (json_is_integer(in))
+		res->input_tokens = json_integer_value(in);
+	if (json_is_integer(out))
+		res->output_tokens = json_integer_value(out);
+}
+
+static void take_model(struct llm_result *res, json_t *obj)
+{
+	const char *model = json_string_value(json_object_get(obj, "model"));
+	if (model)
+		snprintf(res->model, sizeof(res->model), "%s", model);
+}
+
+/* One streamed chunk: {"choices":[{"delta":{"content":".."},"finish_reason":..}], "usage":..} */
+static bool on_event(void *ctx, const char *data, size_t len)
+{
+	struct llm_call *c = ctx;
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		c->done = true;
+		return true;
+	}
+	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len))
+		return !(c->stopped = true);
+	json_t *chunk = json_loadb(data, len, 0, NULL);
+	if (!chunk)
+		return true; /* not JSON: ignore the event, as OpenAI's clients do */
+	take_model(c->res, chunk);
+	if (json_is_object(json_object_get(chunk, "usage")))
+		take_usage(c->res, json_object_get(chunk, "usage"));
+	json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
+	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+	const char *text = json_string_value(content);
+	const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+	bool keep = true;
+	if (text && *text) {
+		size_t n = json_string_length(content);
+		c->got_token = true;
+		if (!append(&c->res->content, &c->res->content_len, text, n, MAX_CONTENT))
+			keep = !(c->overflow = true);
+		else if (c->cb && c->cb->on_delta && !c->cb->on_delta(c->cb->ctx, text, n))
+			keep = !(c->stopped = true);
+	}
+	if (finish) {
+		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", finish);
+		c->done = true;
+	}
+	json_decref(chunk);
+	return keep;
+}
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
+{
+	const struct curl_api *curl = curl_api_get(NULL); /* loaded: we are inside a transfer */
+	struct llm_call *c = ctx;
+	size_t n = size * nmemb;
+	if (!c->status)
+		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	if (c->status == 200 && c->req->stream) {
+		enum soma_err err = sse_parser_feed(&c->sse, ptr, n, on_event, c);
+		if (err == SOMA_ERR_LIMIT)
+			c->overflow = true;
+		return err == SOMA_OK ? n : 0;
+	}
+	if (!append(&c->body, &c->body_len, ptr, n, MAX_BODY)) {
+		c->overflow = true;
+		return 0;
+	}
+	return n;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *ctx)
+{
+	struct llm_call *c = ctx;
+	size_t n = size * nitems;
+	if (n > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
+		long secs = strtol(buf + 12, NULL, 10);
+		c->retry_after_s = secs >= 0 && secs < 3600 ? (int)secs : -1;
+	}
+	return n;
+}
+
+static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt, (void)dn, (void)ut, (void)un;
+	struct llm_call *c = ctx;
+	return c->cb && c->cb->should_cancel && c->cb->should_cancel(c->cb->ctx);
+}
+
+char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req)
+{
+	json_t *body = json_pack("{s:s, s:O, s:b}", "model", req->model && *req->model ? req->model : cfg->model,
+				 "messages", req->messages, "stream", req->stream);
+	if (!body)
+		return NULL;
+	if (req->stream)
+		json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+	if (req->temperature >= 0)
+		json_object_set_new(body, "temperature", json_real(req->temperature));
+	if (req->max_tokens > 0)
+		json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	return text;
+}
+
+/* Reads the provider's error message out of an error body ({"error":{"message":..}}). */
+static void take_error_detail(struct llm_call *c)
+{
+	json_t *body = c->body ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
+	const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+	snprintf(c->res->detail, sizeof(c->res->detail), "HTTP %ld: %.400s", c->status,
+		 msg ? msg : (c->body ? c->body : ""));
+	json_decref(body);
+}
+
+/* A whole non-streamed reply. */
+static enum llm_error take_reply(struct llm_call *c)
+{
+	json_t *body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
+	json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
+	json_t *content = json_object_get(json_object_get(choice, "message"), "content");
+	enum llm_error e = LLM_ERR_PROTOCOL;
+	if (json_is_string(content) || json_is_null(content)) {
+		const char *text = json_is_string(content) ? json_string_value(content) : "";
+		size_t n = json_is_string(content) ? json_string_length(content) : 0;
+		free(c->res->content);
+		c->res->content = NULL;
+		c->res->content_len = 0;
+		e = append(&c->res->content, &c->res->content_len, text, n, MAX_CONTENT) ? LLM_OK : LLM_ERR_PROTOCOL;
+		const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", finish ? finish : "stop");
+		take_model(c->res, body);
+		take_usage(c->res, json_object_get(body, "usage"));
+	}
+	json_decref(body);
+	return e;
+}
+
+static enum llm_error classify(struct llm_call *c, CURLcode rc)
+{
+	if (c->stopped || rc == CURLE_ABORTED_BY_CALLBACK)
+		return LLM_ERR_CANCELLED;
+	if (c->overflow)
+		return LLM_ERR_PROTOCOL;
+	switch (rc) {
+	case CURLE_OK:
+		break;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return LLM_ERR_UNREACHABLE;
+	case CURLE_OPERATION_TIMEDOUT:
+		return c->got_token ? LLM_ERR_CUT : LLM_ERR_TIMEOUT;
+	default:
+		/* the connection broke: mid-reply it is a cut stream, before it a server failure */
+		return c->got_token ? LLM_ERR_CUT : c->status ? LLM_ERR_SERVER : LLM_ERR_UNREACHABLE;
+	}
+	if (c->status == 429)
+		return LLM_ERR_RATE_LIMITED;
+	if (c->status == 401 || c->status == 403)
+		return LLM_ERR_AUTH;
+	if (c->status >= 500)
+		return LLM_ERR_SERVER;
+	if (c->status != 200)
+		return LLM_ERR_BAD_REQUEST;
+	if (!c->req->stream)
+		return take_reply(c);
+	return c->done ? LLM_OK : LLM_ERR_CUT;
+}
+
+bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const char *body, CURL *h)
+{
+	const struct curl_api *curl = curl_api_get(NULL); /* the caller checked that it loaded */
+	char url[600], auth[600];
+	snprintf(url, sizeof(url), "%s/chat/completions", cfg->base_url);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->api_key);
+	struct curl_slist *headers = curl->slist_append(NULL, "Content-Type: application/json");
+	if (headers && !curl->slist_append(headers, auth))
+		goto fail;
+	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it */
+	if (headers && !curl->slist_append(headers, "Expect:"))
+		goto fail;
+	if (headers && c->req->stream && !curl->slist_append(headers, "Accept: text/event-stream"))
+		goto fail;
+	if (!headers || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK)
+		goto fail;
+	c->curl = h;
+	c->headers = headers;
+	curl->easy_setopt(h, CURLOPT_URL, url);
+	curl->easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl->easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	curl->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+	curl->easy_setopt(h, CURLOPT_WRITEDATA, c);
+	curl->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl->easy_setopt(h, CURLOPT_HEADERDATA, c);
+	if (c->cb && c->cb->should_cancel) {
+		curl->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl->easy_setopt(h, CURLOPT_XFERINFODATA, c);
+		curl->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	}
+	curl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)cfg->connect_timeout_s);
+	curl->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)cfg->timeout_s);
+	curl->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	c->status = 0;
+	c->retry_after_s = -1;
+	c->res->detail[0] = '\0';
+	return true;
+fail:
+	curl->slist_free_all(headers);
+	return false;
+}
+
+enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	c->res->http_status = (int)c->status;
+	enum llm_error e = classify(c, rc);
+	if (e != LLM_OK && e != LLM_ERR_CANCELLED) {
+		if (c->status && c->status != 200)
+			take_error_detail(c);
+		else if (!c->res->detail[0])
+			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
+	}
+	curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the list is freed below */
+	curl->slist_free_all(c->headers);
+	c->headers = NULL;
+	c->curl = NULL;
+	sse_parser_deinit(&c->sse);
+	free(c->body);
+	c->body = NULL;
+	c->body_len = 0;
+	return e;
+}
+
+bool llm_call_may_retry(const struct llm_call *c, enum llm_error e, int max_retries)
+{
+	bool retryable =
+		e == LLM_ERR_UNREACHABLE || e == LLM_ERR_RATE_LIMITED || e == LLM_ERR_SERVER || e == LLM_ERR_TIMEOUT;
+	return retryable && !c->got_token && c->res->attempts <= max_retries;
+}
+
+long llm_call_backoff_ms(const struct llm_call *c, long *delay_ms)
+{
+	long delay = *delay_ms;
+	long wait = c->retry_after_s >= 0 ? c->retry_after_s * 1000L
+					  : delay / 2 + (long)(ids_random_u32() % (uint32_t)(delay / 2 + 1));
+	*delay_ms = delay * 2 > 8000 ? 8000 : delay * 2;
+	return wait > 60000 ? 60000 : wait;
+}

@@ -1,0 +1,50 @@
+/*
+ * llm_int.h - what the blocking client (client.c) and the event-loop client (async.c) share:
+ * one attempt of a chat completion over a libcurl easy handle (call.c).
+ *
+ * DESIGN: an attempt is set up on an easy handle the caller owns (llm_call_prepare), run by
+ * whoever drives the handle (curl_easy_perform on a worker thread, or a curl multi on an io
+ * thread's event loop), and classified when libcurl says it is done (llm_call_finish). The
+ * libcurl callbacks parse a streamed reply as it arrives and hand each chunk to the caller's
+ * llm_callbacks on the thread that drives the transfer. The retry policy (which errors, how long
+ * to wait) is shared too, so both clients retry alike.
+ */
+#ifndef SOMA_LLM_LLM_INT_H
+#define SOMA_LLM_LLM_INT_H
+
+#include "llm/curl_dl.h"
+#include "llm/llm.h"
+#include "llm/sse.h"
+
+struct llm_call {
+	const struct llm_request *req;	/* what was asked (only ->stream is read once started) */
+	const struct llm_callbacks *cb; /* caller's hooks */
+	struct llm_result *res;		/* where results go */
+	CURL *curl;			/* the transfer's easy handle (borrowed during an attempt) */
+	struct curl_slist *headers;	/* request headers of the attempt; owned */
+	struct sse_parser sse;		/* streamed reply parser */
+	char *body;			/* buffered body (error or non-stream reply); owned */
+	size_t body_len;		/* bytes in body */
+	bool got_token;			/* a content delta arrived (no more retries) */
+	bool done;			/* [DONE] or a finish_reason was seen */
+	bool stopped;			/* a callback asked to stop */
+	bool overflow;			/* a bound was hit */
+	long status;			/* HTTP status once headers are in */
+	int retry_after_s;		/* Retry-After of the last answer, -1 none */
+};
+
+/* The JSON body sent to the provider; owned by the caller (free), NULL on OOM. */
+char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req);
+/* Sets curl up for one attempt of c (c->req, c->cb, c->res set by the caller) posting body,
+ * which must outlive the attempt. false on OOM (nothing to undo). */
+bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const char *body, CURL *curl);
+/* The attempt ended with rc: returns its class (res->http_status and res->detail filled) and
+ * releases what prepare allocated. curl stays the caller's. */
+enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc);
+/* Whether an attempt that failed with e may be retried (nothing was relayed yet, attempts left). */
+bool llm_call_may_retry(const struct llm_call *c, enum llm_error e, int max_retries);
+/* Milliseconds to wait before the next attempt: Retry-After when the provider sent one, else
+ * half to all of *delay_ms (jittered), which then doubles up to 8 s. */
+long llm_call_backoff_ms(const struct llm_call *c, long *delay_ms);
+
+#endif
