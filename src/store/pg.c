@@ -1,15 +1,15 @@
 /*
  * pg.c - the PostgreSQL driver of the store (see store.h, pg_int.h): opening, migrations under an
- * advisory lock, the synchronous calls of store.h on the main connection, and the exec side (the
- * writer's and the readers' connections, the batch transaction).
+ * advisory lock, and the synchronous calls of store.h on the main connection; the exec side (the
+ * writer's and the readers' connections, the batch transaction) is pg_writer.c's.
  *
  * DESIGN: one main connection behind a mutex (CLI, migrations, keys, health, key-cache polls), the
  * writer's connections (exec.c's group-commit thread: one for BEGIN, SAVEPOINT per op, COMMIT, and
  * PG_FAST_DEF more for the batch's messages, pipelined: pg_batch.c; every commit durable with
  * synchronous_commit=on) and store.pool_size reader connections. Several nodes share
  * the database: migrations run under pg_advisory_lock so the first node applies them and the
- * others find them done; data_version reads a sequence that triggers bump whenever keys or tenants
- * change (migration 0001), so every node's key cache notices another node's change.
+ * others find them done; data_version reads a row that triggers bump whenever keys or tenants
+ * change (migrations 0001, 0003), so every node's key cache notices another node's change.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -21,7 +21,6 @@
 #include "store/pg_int.h"
 #include "store/store_int.h"
 
-#define PG_FAST_DEF  2		  /* connections the writer pipelines messages on (4 measured no better on 2 cores) */
 #define MIGRATE_LOCK "7079220418" /* pg_advisory_lock key of store_migrate ("soma" migrations) */
 
 struct embedded_file {
@@ -29,18 +28,6 @@ struct embedded_file {
 	const char *text;
 };
 extern const struct embedded_file store_pg_migrations[];
-
-struct pg_store {
-	char url[2048];				  /* store.url (secret: never logged) */
-	char where[512];			  /* user@host:port/db, for messages */
-	pthread_mutex_t main_lock;		  /* guards main */
-	struct pgconn main;			  /* CLI, migrations, keys, health */
-	struct pgconn writer;			  /* the writer thread's */
-	struct pgconn readers[STORE_MAX_READERS]; /* one per reader thread */
-	bool txn_open;				  /* writer: the batch's BEGIN was sent */
-	bool release_pending;			  /* writer: the last op's savepoint is still open */
-	struct pg_batch batch;			  /* the writer's messages and their connections */
-};
 
 /* "user@host:port/db" of a URL, without its password. */
 static void describe_url(const char *url, char *out, size_t cap)
@@ -325,143 +312,6 @@ static enum soma_err pg_tasks_recover(struct store *st, int *n)
 	(void)st;
 	*n = 0;
 	return SOMA_OK;
-}
-
-/* ---- the exec side: exec.c's threads ---------------------------------------------------------- */
-
-static enum soma_err pg_exec_open(struct store *st, int readers)
-{
-	struct pg_store *pg = st->pg;
-	char why[512];
-	if (pg_conn_open(&pg->writer, pg->url, "writer", why, sizeof(why)) != SOMA_OK) {
-		log_error("store", "cannot connect the writer to PostgreSQL at %s (%s)", pg->where, why);
-		return SOMA_ERR_UNAVAILABLE;
-	}
-	pg->batch.nfast = PG_FAST_DEF;
-	for (int i = 0; i < pg->batch.nfast; i++) {
-		if (pg_conn_open(&pg->batch.fast[i], pg->url, "writer", why, sizeof(why)) != SOMA_OK) {
-			log_error("store", "cannot connect the writer to PostgreSQL at %s (%s)", pg->where, why);
-			for (int j = 0; j < i; j++)
-				pg_conn_close(&pg->batch.fast[j]);
-			pg_conn_close(&pg->writer);
-			return SOMA_ERR_UNAVAILABLE;
-		}
-	}
-	for (int i = 0; i < readers; i++) {
-		if (pg_conn_open(&pg->readers[i], pg->url, "reader", why, sizeof(why)) != SOMA_OK) {
-			log_error("store",
-				  "cannot connect reader %d to PostgreSQL at %s (%s); lower store.pool_size "
-				  "or raise the server's max_connections",
-				  i + 1, pg->where, why);
-			for (int j = 0; j < i; j++)
-				pg_conn_close(&pg->readers[j]);
-			for (int j = 0; j < pg->batch.nfast; j++)
-				pg_conn_close(&pg->batch.fast[j]);
-			pg_conn_close(&pg->writer);
-			return SOMA_ERR_UNAVAILABLE;
-		}
-	}
-	return SOMA_OK;
-}
-
-static void pg_exec_close(struct store *st)
-{
-	pg_conn_close(&st->pg->writer);
-	for (int i = 0; i < st->pg->batch.nfast; i++)
-		pg_conn_close(&st->pg->batch.fast[i]);
-	pg_batch_free(&st->pg->batch);
-	for (int i = 0; i < st->nreaders; i++)
-		pg_conn_close(&st->pg->readers[i]);
-}
-
-/* The transaction of the other ops costs one round trip per op beyond the op's own statements:
- * BEGIN goes out with the first op's SAVEPOINT, and each op's RELEASE with the next op's SAVEPOINT
- * (COMMIT releases the last). */
-static enum soma_err pg_begin(struct store *st)
-{
-	st->pg->txn_open = false; /* sent with the first SAVEPOINT */
-	pg_batch_clear(&st->pg->batch);
-	return SOMA_OK;
-}
-
-static enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
-{
-	struct pg_store *pg = st->pg;
-	struct pgconn *c = &pg->writer;
-	struct pg_fast *f = op->kind == STORE_OP_MESSAGE ? pg_fast_new(op) : NULL;
-	if (f && pg_batch_add(&pg->batch, f)) {
-		*enqueued = op->task != NULL; /* settled at the commit */
-		return SOMA_OK;
-	}
-	pg_fast_free(f);
-	if (!pg_batch_other(&pg->batch, op))
-		return SOMA_ERR_NOMEM; /* not run: its outcome could not be settled at the commit */
-	enum soma_err err = pg_cmd(c, !pg->txn_open	    ? "BEGIN; SAVEPOINT op"
-				      : pg->release_pending ? "RELEASE SAVEPOINT op; SAVEPOINT op"
-							    : "SAVEPOINT op");
-	if (err != SOMA_OK) {
-		*txn_lost = true;
-		return err;
-	}
-	pg->txn_open = true;
-	pg->release_pending = false;
-	err = pg_sql_write(c, op, enqueued);
-	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
-		*txn_lost = true;
-		return pg_conn_up(c) ? err : SOMA_ERR_UNAVAILABLE;
-	}
-	pg->release_pending = true;
-	return err;
-}
-
-/* The other ops' COMMIT goes out first and is answered last: the messages' pipelines run while
- * it is flushed (nothing of theirs waits for the writer, which waits for nothing: no deadlock).
- * Each op's outcome is its own err: a failed COMMIT fails the other ops, not the messages, which
- * committed on their own connections. */
-static enum soma_err pg_commit(struct store *st)
-{
-	struct pg_store *pg = st->pg;
-	struct pgconn *c = &pg->writer;
-	pg->release_pending = false;
-	enum soma_err err = SOMA_OK;
-	bool sent = false;
-	if (pg->txn_open) {
-		pg->txn_open = false;
-		sent = pg_conn_up(c) && PQsendQuery(c->conn, "COMMIT");
-		if (!sent)
-			err = pg_err_map(c, NULL);
-	}
-	pg_batch_run(&pg->batch);
-	if (sent)
-		err = pg_commit_result(c);
-	if (err != SOMA_OK) {
-		if (err != SOMA_ERR_UNAVAILABLE)
-			log_error("store",
-				  "PostgreSQL commit failed (%s); the requests of this batch other than its "
-				  "messages were not acknowledged",
-				  soma_err_str(err));
-		pg_batch_fail_others(&pg->batch, err);
-		if (!sent && pg_conn_up(c)) /* an answered COMMIT ended the transaction either way */
-			(void)pg_cmd(c, "ROLLBACK");
-	}
-	return SOMA_OK;
-}
-
-static void pg_rollback(struct store *st, enum soma_err why)
-{
-	struct pgconn *c = &st->pg->writer;
-	if (why != SOMA_ERR_UNAVAILABLE)
-		log_error("store", "PostgreSQL commit failed (%s); the requests of this batch were not acknowledged",
-			  soma_err_str(why));
-	if (st->pg->txn_open && pg_conn_up(c))
-		(void)pg_cmd(c, "ROLLBACK");
-	st->pg->txn_open = st->pg->release_pending = false;
-	pg_batch_clear(&st->pg->batch);
-}
-
-static enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op)
-{
-	return pg_sql_read(&st->pg->readers[reader], op);
 }
 
 const struct store_driver store_pg_driver = {

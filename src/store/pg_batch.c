@@ -4,8 +4,9 @@
  * message connections.
  *
  * DESIGN: a batch's messages (pg_fast_new: a MESSAGE without attachments, one statement each)
- * wait in the batch until the commit (pg.c runs every other op at once on the writer connection,
- * each in its own savepoint, and sends that transaction's COMMIT first). Then the messages go out
+ * wait in the batch until the commit (pg.c runs every other op on the writer connection, each in
+ * its own savepoint: at once, or - the relays' ops - while the pipelines run, and sends that
+ * transaction's COMMIT before reading any pipeline's answer). Then the messages go out
  * hashed by session over the message connections: on each, one pipeline BEGIN, the statements,
  * COMMIT, Sync - one round trip and one WAL flush for its share of the batch, the connections'
  * shares (and the writer's COMMIT) running side by side. Nothing of one waits for the client, so
@@ -29,20 +30,28 @@
  * seq 1; an existing one of the tenant gets seq + 1; one of another tenant is left alone and
  * nothing is returned: not found), then the event (its body is the JSON around the seq, $8 seq
  * $9), the memory outbox row ($10 NULL: none) and the task ($12 NULL: none) using that seq. The
- * upsert's row lock orders every node's appends to a session, as the UPDATE of op_message does. */
-const char *const pg_fast_sql =
-	"WITH s AS (INSERT INTO sessions AS x (id, tenant, subject, persona_id, last_seq, created_ms, updated_ms) "
-	"VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (id) DO UPDATE SET last_seq = x.last_seq + 1, "
-	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "
-	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
+ * upsert's row lock orders every node's appends to a session, as the UPDATE of op_message does.
+ * pg_fast_direct_sql (memory.driver=builtin, pg_memory.c) inserts the memories row instead of the
+ * outbox row: $10 key, $11 the value as JSON, $18 namespace, $19 the text it is found by. */
+#define FAST_SESSION                                                                                                \
+	"WITH s AS (INSERT INTO sessions AS x (id, tenant, subject, persona_id, last_seq, created_ms, updated_ms) " \
+	"VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (id) DO UPDATE SET last_seq = x.last_seq + 1, "             \
+	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "                        \
+	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "                      \
 	"SELECT $1, s.last_seq, $6, $2, $7, $8::text || s.last_seq || $9::text, $5 FROM s), "
-	"m AS (INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, created_ms, "
-	"updated_ms) SELECT $10, $2, $1, '', $11, $5, $5, $5 FROM s WHERE $10::text IS NOT NULL "
-	"ON CONFLICT (tenant, key) DO NOTHING), "
-	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, "
-	"created_ms, updated_ms) SELECT $12, $13, $14, $2, $1, $15, 'queued', $16, $17, $5, $5 FROM s "
-	"WHERE $12::text IS NOT NULL) "
-	"SELECT last_seq, created FROM s";
+#define FAST_TASK                                                                                                  \
+	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, " \
+	"created_ms, updated_ms) SELECT $12, $13, $14, $2, $1, $15, 'queued', $16, $17, $5, $5 FROM s "            \
+	"WHERE $12::text IS NOT NULL) "                                                                            \
+	"SELECT last_seq, created FROM s"
+const char *const pg_fast_sql = FAST_SESSION
+	"m AS (INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, "
+	"created_ms, updated_ms) SELECT $10, $2, $1, '', $11, $5, $5, $5 FROM s WHERE $10::text IS NOT NULL "
+	"ON CONFLICT (tenant, key) DO NOTHING), " FAST_TASK;
+const char *const pg_fast_direct_sql =
+	FAST_SESSION "m AS (INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
+		     "SELECT $2, $18, $10, $1, $19, $11, $5 FROM s WHERE $10::text IS NOT NULL "
+		     "ON CONFLICT (tenant, namespace, key) DO NOTHING), " FAST_TASK;
 
 /* The seq the event is dumped with before its real one is known: the JSON is split around
  * `"seq":<this>`, which must occur exactly once (a key of the event; a string cannot hold it, its
@@ -58,6 +67,7 @@ void pg_fast_free(struct pg_fast *f)
 	free(f->tail);
 	free(f->memory);
 	free(f->payload);
+	free(f->content);
 	free(f);
 }
 
@@ -100,6 +110,15 @@ struct pg_fast *pg_fast_new(struct store_op *op)
 	if (!f->head || !f->tail)
 		goto fallback;
 	free(text);
+	bool direct = pg_memory_direct();
+	f->sql = direct ? pg_fast_direct_sql : pg_fast_sql;
+	if (direct && f->memory) { /* the memories row: its value and text instead of the outbox body */
+		char *body = f->memory;
+		bool ok = pg_memory_direct_row(body, &f->memory, &f->content);
+		free(body);
+		if (!ok)
+			goto out;
+	}
 	const char *persona = json_string_value(json_object_get(op->event, "persona_id"));
 	struct pg_params *p = &f->p;
 	pg_param_text(p, op->session_id);
@@ -126,9 +145,14 @@ struct pg_fast *pg_fast_new(struct store_op *op)
 		for (int i = 0; i < 6; i++)
 			pg_param_text(p, NULL);
 	}
+	if (direct) {
+		pg_param_text(p, pg_memory_ns(NULL));
+		pg_param_text(p, f->content);
+	}
 	return f;
 fallback:
 	free(text);
+out:
 	pg_fast_free(f);
 	return NULL;
 }
@@ -161,23 +185,35 @@ void pg_batch_free(struct pg_batch *b)
 	pg_batch_clear(b);
 	free(b->pend);
 	free(b->other);
+	free(b->later);
 	b->pend = NULL;
-	b->other = NULL;
-	b->pend_cap = b->other_cap = 0;
+	b->other = b->later = NULL;
+	b->pend_cap = b->other_cap = b->later_cap = 0;
+}
+
+/* Appends op to *ops (n used of *cap, doubling from 64); false on OOM. */
+static bool ops_push(struct store_op ***ops, size_t *n, size_t *cap, struct store_op *op)
+{
+	if (*n == *cap) {
+		size_t grown_cap = *cap ? 2 * *cap : 64;
+		struct store_op **grown = realloc(*ops, grown_cap * sizeof(*grown));
+		if (!grown)
+			return false;
+		*ops = grown;
+		*cap = grown_cap;
+	}
+	(*ops)[(*n)++] = op;
+	return true;
 }
 
 bool pg_batch_other(struct pg_batch *b, struct store_op *op)
 {
-	if (b->nother == b->other_cap) {
-		size_t cap = b->other_cap ? 2 * b->other_cap : 64;
-		struct store_op **grown = realloc(b->other, cap * sizeof(*grown));
-		if (!grown)
-			return false;
-		b->other = grown;
-		b->other_cap = cap;
-	}
-	b->other[b->nother++] = op;
-	return true;
+	return ops_push(&b->other, &b->nother, &b->other_cap, op);
+}
+
+bool pg_batch_later(struct pg_batch *b, struct store_op *op)
+{
+	return ops_push(&b->later, &b->nlater, &b->later_cap, op);
 }
 
 void pg_batch_fail_others(struct pg_batch *b, enum soma_err err)
@@ -191,7 +227,7 @@ void pg_batch_fail_others(struct pg_batch *b, enum soma_err err)
 
 void pg_batch_clear(struct pg_batch *b)
 {
-	b->nother = 0;
+	b->nother = b->nlater = 0;
 	for (size_t i = 0; i < b->npend; i++)
 		pg_fast_free(b->pend[i]);
 	b->npend = 0;
@@ -237,13 +273,16 @@ static bool fast_send(struct pg_batch *b, int k)
 {
 	struct pgconn *c = &b->fast[k];
 	size_t n = 0;
-	for (size_t i = 0; i < b->npend; i++)
-		n += b->pend[i]->conn == k && !b->pend[i]->done;
+	const char *sql = NULL; /* prepared: the first message's (all have the same but in a test) */
+	for (size_t i = 0; i < b->npend; i++) {
+		if (b->pend[i]->conn == k && !b->pend[i]->done && !n++)
+			sql = b->pend[i]->sql;
+	}
 	if (!n)
 		return false;
 	enum soma_err err;
 	char name[PG_STMT_NAME];
-	if (!pg_prepared(c, pg_fast_sql, name, &err)) {
+	if (!pg_prepared(c, sql, name, &err)) {
 		fast_fail(b, k, err);
 		return false;
 	}
@@ -252,8 +291,8 @@ static bool fast_send(struct pg_batch *b, int k)
 		struct pg_fast *f = b->pend[i];
 		if (f->conn != k || f->done)
 			continue;
-		ok = name[0] ? PQsendQueryPrepared(c->conn, name, f->p.n, f->p.v, NULL, NULL, 0)
-			     : PQsendQueryParams(c->conn, pg_fast_sql, f->p.n, NULL, f->p.v, NULL, NULL, 0);
+		ok = name[0] && f->sql == sql ? PQsendQueryPrepared(c->conn, name, f->p.n, f->p.v, NULL, NULL, 0)
+					      : PQsendQueryParams(c->conn, f->sql, f->p.n, NULL, f->p.v, NULL, NULL, 0);
 	}
 	ok = ok && PQsendQueryParams(c->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c->conn);
 	if (!ok) {
@@ -349,25 +388,36 @@ static void fast_read(struct pg_batch *b, int k)
 		fast_fail(b, k, SOMA_ERR_UNAVAILABLE);
 }
 
+void pg_batch_start(struct pg_batch *b)
+{
+	if (b->started || !b->npend)
+		return;
+	b->started = true;
+	for (size_t i = 0; i < b->npend; i++)
+		b->pend[i]->conn = (int)(session_hash(b->pend[i]->op->session_id) % (unsigned)b->nfast);
+	for (int k = 0; k < b->nfast; k++)
+		b->sent[k] = fast_send(b, k);
+}
+
 void pg_batch_run(struct pg_batch *b)
 {
 	if (!b->npend)
 		return;
-	for (size_t i = 0; i < b->npend; i++)
-		b->pend[i]->conn = (int)(session_hash(b->pend[i]->op->session_id) % (unsigned)b->nfast);
-	for (;;) {
-		bool sent[PG_FAST_MAX] = {false}, any = false;
+	pg_batch_start(b);
+	for (;;) { /* read what is out; send again what a failed message held back */
 		for (int k = 0; k < b->nfast; k++) {
-			sent[k] = fast_send(b, k);
-			any |= sent[k];
+			if (b->sent[k])
+				fast_read(b, k);
+		}
+		bool any = false;
+		for (int k = 0; k < b->nfast; k++) {
+			b->sent[k] = fast_send(b, k);
+			any |= b->sent[k];
 		}
 		if (!any)
 			break;
-		for (int k = 0; k < b->nfast; k++) {
-			if (sent[k])
-				fast_read(b, k);
-		}
 	}
+	b->started = false;
 	for (size_t i = 0; i < b->npend; i++) {
 		pg_fast_apply(b->pend[i]);
 		pg_fast_free(b->pend[i]);

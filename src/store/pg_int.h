@@ -25,10 +25,12 @@
 #define SOMA_STORE_PG_INT_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
+#include "store/store_int.h"
 
 #define PG_STMT_CACHE 128 /* prepared statements per connection (above the driver's statement count) */
 #define PG_PARAMS_MAX 20  /* parameters of one statement */
@@ -126,14 +128,17 @@ struct pg_fast {
 	struct store_op *op;	/* the MESSAGE (borrowed) */
 	struct pg_params p;	/* pg_fast_sql's parameters; some point into this struct */
 	char *head, *tail;	/* the event's JSON before and after its seq (owned) */
-	char *memory, *payload; /* the memory outbox body, the task payload (owned, may be NULL) */
+	const char *sql;	/* pg_fast_sql, or pg_fast_direct_sql (memory.driver=builtin) */
+	char *memory, *payload; /* the memory outbox body (direct: the memory's value), the task payload
+				   (owned, may be NULL) */
+	char *content;		/* direct: the text the memory is found by (owned, may be NULL) */
 	int conn;		/* which writer connection (by session) */
 	bool done;		/* settled: err (and on SOMA_OK the result below) is final */
 	enum soma_err err;	/* the outcome */
 	bool found, created;	/* the statement returned the session's row; it was new */
 	int64_t seq;		/* the event's seq */
 };
-extern const char *const pg_fast_sql;
+extern const char *const pg_fast_sql, *const pg_fast_direct_sql;
 
 #define PG_FAST_MAX 8 /* at most this many message connections */
 /* A batch's messages and the connections they go out on (pg_batch.c; pg.c owns one). */
@@ -144,6 +149,10 @@ struct pg_batch {
 	size_t npend, pend_cap;		 /* used and allocated entries of pend */
 	struct store_op **other;	 /* the batch's other ops (run by pg.c on the writer) */
 	size_t nother, other_cap;	 /* used and allocated entries of other */
+	struct store_op **later;	 /* of those, the ones run after the pipelines are sent (pg.c) */
+	size_t nlater, later_cap;	 /* used and allocated entries of later */
+	bool started;			 /* pg_batch_start sent the first round of pipelines */
+	bool sent[PG_FAST_MAX];		 /* connection k has a pipeline whose results are unread */
 };
 /* Records op as one of the batch's other ops (false on OOM). */
 bool pg_batch_other(struct pg_batch *b, struct store_op *op);
@@ -155,6 +164,8 @@ void pg_batch_free(struct pg_batch *b);
 bool pg_batch_add(struct pg_batch *b, struct pg_fast *f);
 /* Sends the batch's messages, settles each one's op (err, and its outputs on success:
  * pg_fast_apply) and drops them; the other ops stay recorded. */
+bool pg_batch_later(struct pg_batch *b, struct store_op *op);
+void pg_batch_start(struct pg_batch *b);
 void pg_batch_run(struct pg_batch *b);
 /* Drops the batch's messages unsent (their ops untouched) and forgets its other ops. */
 void pg_batch_clear(struct pg_batch *b);
@@ -185,7 +196,37 @@ enum soma_err pg_audit_insert_now(struct pgconn *c, json_t *row);
 enum soma_err pg_sql_memory_read(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_memory_write(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_memory_event(struct pgconn *c, const char *tenant, const char *session_id, json_t *event);
+/* memory.driver=builtin: memory writes go straight into `memories` in their event's transaction
+ * (pg_memory.c), not through the outbox. */
+bool pg_memory_direct(void);
+/* ns, or memory.namespace when ns is NULL or "" (borrowed; valid while the config is). */
+const char *pg_memory_ns(const char *ns);
+/* The memories row of an outbox body ({value, tags}): *payload the value as JSON and *content the
+ * text it is found by, both malloc'ed (the caller frees); false (both NULL) on OOM or bad JSON. */
+bool pg_memory_direct_row(const char *body, char **payload, char **content);
 /* pg_memory_search.c: MEMORY_SEARCH (tsvector) */
 enum soma_err pg_sql_memory_search(struct pgconn *c, struct store_op *op);
+
+/* The driver's state (pg.c): one per store, freed by its close. */
+struct pg_store {
+	char url[2048];				  /* store.url (secret: never logged) */
+	char where[512];			  /* user@host:port/db, for messages */
+	pthread_mutex_t main_lock;		  /* guards main */
+	struct pgconn main;			  /* CLI, migrations, keys, health */
+	struct pgconn writer;			  /* the writer thread's */
+	struct pgconn readers[STORE_MAX_READERS]; /* one per reader thread */
+	bool txn_open;				  /* writer: the batch's BEGIN was sent */
+	bool release_pending;			  /* writer: the last op's savepoint is still open */
+	struct pg_batch batch;			  /* the writer's messages and their connections */
+};
+
+/* The exec side (pg_writer.c): the store_driver entries of the same names in store_int.h. */
+enum soma_err pg_exec_open(struct store *st, int readers);
+void pg_exec_close(struct store *st);
+enum soma_err pg_begin(struct store *st);
+enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost);
+enum soma_err pg_commit(struct store *st);
+void pg_rollback(struct store *st, enum soma_err why);
+enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op);
 
 #endif

@@ -18,18 +18,85 @@
  *     next claim of any node; rows of live nodes are never taken from them, so a node starting
  *     does not re-send what another node is delivering. (Behind a pooler in transaction mode the
  *     backend is not the process: run the relays on direct connections.)
+ * With memory.driver=builtin the sink is this database's own `memories` table: a write is that
+ * row itself, inserted in the transaction of its event (or of the remember), with the key's
+ * no-op on a replay - durable before the 200 as an outbox row would be, without the outbox row,
+ * its claim, its delivery and its delete (four writes of index churn per message). The relay
+ * still delivers rows already in the outbox (written under memory.driver=somabrain).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/memory_rows.h"
 #include "store/pg_int.h"
+
+bool pg_memory_direct(void)
+{
+	return strcmp(cfg_str(CFG_MEMORY_DRIVER), "builtin") == 0;
+}
+
+const char *pg_memory_ns(const char *ns)
+{
+	return ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE);
+}
+
+/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
+static char *memory_text(json_t *value)
+{
+	const char *t = json_string_value(json_object_get(value, "content"));
+	if (!t)
+		t = json_string_value(json_object_get(value, "text"));
+	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+}
+
+bool pg_memory_direct_row(const char *body, char **payload, char **content)
+{
+	json_t *b = json_loads(body, 0, NULL), *value = json_object_get(b, "value");
+	*payload = value ? json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	*content = value ? memory_text(value) : NULL;
+	json_decref(b);
+	if (*payload && *content)
+		return true;
+	free(*payload);
+	free(*content);
+	*payload = *content = NULL;
+	return false;
+}
+
+/* memory.driver=builtin: the write is the memories row itself, in the caller's transaction (the
+ * same row, and the same no-op on a replayed key, as the relay's MEMORY_PUT would give). */
+static enum soma_err memory_insert(struct pgconn *c, const char *tenant, const char *key, const char *session_id,
+				   const char *ns, const char *body)
+{
+	char *payload, *content;
+	if (!pg_memory_direct_row(body, &payload, &content))
+		return SOMA_ERR_NOMEM;
+	struct pg_params p = {0};
+	pg_param_text(&p, tenant);
+	pg_param_text(&p, pg_memory_ns(ns));
+	pg_param_text(&p, key);
+	pg_param_text(&p, session_id ? session_id : "");
+	pg_param_text(&p, content);
+	pg_param_text(&p, payload);
+	pg_param_int(&p, clock_wall_ms());
+	enum soma_err err =
+		pg_run(c,
+		       "INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
+		       "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, namespace, key) DO NOTHING",
+		       &p, NULL);
+	free(payload);
+	free(content);
+	return err;
+}
 
 static enum soma_err outbox_insert(struct pgconn *c, const char *tenant, const char *key, const char *session_id,
 				   const char *ns, const char *body)
 {
+	if (pg_memory_direct())
+		return memory_insert(c, tenant, key, session_id, ns, body);
 	struct pg_params p = {0};
 	pg_param_text(&p, key);
 	pg_param_text(&p, tenant);
@@ -226,15 +293,6 @@ static enum soma_err op_admin(struct pgconn *c, struct store_op *op, bool drop)
 	if (err != SOMA_OK)
 		return err;
 	return changed ? SOMA_OK : SOMA_ERR_NOT_FOUND;
-}
-
-/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(json_t *value)
-{
-	const char *t = json_string_value(json_object_get(value, "content"));
-	if (!t)
-		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
 }
 
 /* Built-in memory: each row once per (tenant, namespace, key); its tsvector is a generated

@@ -38,6 +38,8 @@ static enum soma_err relay_done(struct pgconn *c, struct store_op *op)
 	return err;
 }
 
+/* The rows whose lease ran out (a relay died after claiming them), then queued rows oldest first
+ * (each half from its index, migration postgres/0004), at most op->limit in all. */
 static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
@@ -50,8 +52,10 @@ static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
 	pg_param_int(&p, op->limit > 0 ? op->limit : 100);
 	PGresult *r = pg_exec(c,
 			      "UPDATE tasks SET state = 'relaying', reserved_until_ms = $1 WHERE id IN ("
-			      "SELECT id FROM tasks WHERE state = 'queued' OR (state = 'relaying' AND "
-			      "reserved_until_ms <= $2) ORDER BY created_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+			      "SELECT id FROM (SELECT id FROM (SELECT id FROM tasks WHERE state = 'relaying' AND "
+			      "reserved_until_ms <= $2 ORDER BY reserved_until_ms LIMIT $3 FOR UPDATE SKIP LOCKED) l "
+			      "UNION ALL SELECT id FROM (SELECT id FROM tasks WHERE state = 'queued' ORDER BY "
+			      "created_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) q) c LIMIT $3) "
 			      "RETURNING id, queue, name, tenant, session_id, payload, attempts, max_retries, "
 			      "available_ms, updated_ms > created_ms, created_ms",
 			      &p, &err);

@@ -240,3 +240,68 @@ def test_key_changes_reach_every_node(pg, soma, tmp_path):
     for node in (a, b):
         wait_until(lambda: httpx.get(node.url + "/v1/sessions", headers=auth, timeout=5).status_code == 401, 5,
                    what="the revoked key to be refused")
+
+
+def test_builtin_memory_row_commits_with_its_message(pg, soma):
+    """memory.driver=builtin (the default): the sink is this database, so a message's memory is its
+    `memories` row, committed in the message's transaction (no outbox row, nothing left to relay):
+    it is there when the 200 comes. A memory that cannot be written fails its message, nothing of
+    that message is stored, and the session's next message takes the next seq (no gap)."""
+    db = pg.new_database("memdirect")
+    srv = soma(f"store.url={db}", role="gateway")
+    first = post_message(srv, "the harbour whale sings at dawn")
+    conn = pg.connect("memdirect")
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT namespace, session_id, content FROM memories WHERE key = %s", (first["event_id"],))
+        assert cur.fetchall() == [("wm", first["session_id"], "the harbour whale sings at dawn")]
+        cur.execute("SELECT count(*) FROM memory_outbox")
+        assert cur.fetchone() == (0,)
+        cur.execute(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.content LIKE '%poison%' THEN RAISE EXCEPTION 'poisoned memory'; END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER poison BEFORE INSERT ON memories FOR EACH ROW EXECUTE FUNCTION poison()")
+        r = httpx.post(srv.url + "/v1/session/message", json={"session_id": first["session_id"],
+                                                               "message": "a poison pill"}, timeout=10)
+        assert r.status_code == 500 and r.json()["error"]["code"], r.text
+        cur.execute("SELECT count(*) FROM events WHERE body LIKE '%%poison pill%%'")
+        assert cur.fetchone() == (0,)
+        after = post_message(srv, "after the pill", session_id=first["session_id"])
+        assert after["seq"] == first["seq"] + 1, (first, after)
+        cur.execute("SELECT content FROM memories ORDER BY id")
+        assert [row[0] for row in cur.fetchall()] == ["the harbour whale sings at dawn", "after the pill"]
+    finally:
+        conn.close()
+
+
+def test_relay_publishes_again_a_row_whose_lease_ran_out(pg, soma):
+    """queue.driver=redis: a task row a dead relay left `relaying` is claimed again once its lease
+    has run out, published to Redis and removed from the outbox; a row whose lease still runs
+    (another relay is publishing it) is left alone."""
+    from celery_util import redis_sets
+    from servers import RedisServer
+    with RedisServer() as redis:
+        db = pg.new_database("lease")
+        srv = soma(f"store.url={db}", *redis_sets(redis, "queue.routes=soma.echo=parked"), role="gateway")
+        conn = pg.connect("lease")
+        conn.autocommit = True
+        try:
+            now = int(time.time() * 1000)
+            cur = conn.cursor()
+            for tid, lease in (("t-lease-over", now - 1000), ("t-lease-runs", now + 600000)):
+                cur.execute("INSERT INTO tasks(id, queue, name, tenant, payload, state, available_ms, "
+                            "reserved_until_ms, created_ms, updated_ms) VALUES (%s, 'parked', 'soma.echo', "
+                            "'default', '{}', 'relaying', %s, %s, %s, %s)", (tid, now, lease, now, now))
+            c = redis.client()
+
+            def published():
+                return b"".join(m for k in c.keys("*") if c.type(k) == b"list" for m in c.lrange(k, 0, -1))
+
+            wait_until(lambda: b"t-lease-over" in published(), 15, what="the row whose lease ran out to be published")
+            wait_until(lambda: (cur.execute("SELECT id FROM tasks ORDER BY id"), cur.fetchall())[1] == [
+                ("t-lease-runs",)], 10, what="the published row to leave the outbox")
+            assert b"t-lease-runs" not in published()
+        finally:
+            conn.close()
+            srv.stop()
