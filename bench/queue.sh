@@ -8,6 +8,10 @@
 #      (`somaagent run --role worker`, queue.celery.concurrency=2) vs a Celery worker
 #      (`celery -A benchapp worker -c 2`, prefork) -> tasks/s of each and the ratio
 # Usage: bench/queue.sh [N]   (release build; SOMA_BIN overrides build/somaagent)
+#   QUEUE_BENCH_ONLY=ours     only our drain (no enqueue phase, no Celery): for A/B rounds
+#   QUEUE_BENCH_PERF=FILE     perf record (QUEUE_BENCH_PERF_OPTS, default -g) of our worker during its drain into FILE, and Redis's
+#                             INFO commandstats of the drain into FILE.redis, perf record of
+#                             redis-server into FILE.redis-perf
 source "$(dirname "$0")/lib.sh"
 N=${1:-20000}
 PY=/usr/bin/python3
@@ -16,7 +20,8 @@ QB=${QUEUE_BENCH:-$ROOT/build/queue_bench}
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$TMP" \
   >"$TMP/redis.log" 2>&1 &
-PIDS+=($!)
+rpid=$!
+PIDS+=($rpid)
 URL="redis://127.0.0.1:$rport/0"
 for _ in $(seq 1 300); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.01; done
 rc() { redis-cli -p "$rport" "$@"; }
@@ -31,12 +36,13 @@ def noop():
     return None
 EOF
 
-# drain WHO: waits for the first message to be taken, then for the queue and unacked to be empty
-# and N results to exist; prints "seconds rate"
+# waits for the first message to be taken, then for the queue and unacked to be empty and N
+# results to exist; prints "ready" once connected, then "seconds rate results"
 drain_watch() {
   "$PY" - "$rport" "$N" <<'EOF'
 import sys, time, redis
 r = redis.Redis(port=int(sys.argv[1])); n = int(sys.argv[2])
+r.ping(); print("ready", flush=True)
 deadline = time.monotonic() + 600
 while r.llen("celery") >= n and time.monotonic() < deadline: time.sleep(0.002)
 t0 = time.monotonic()
@@ -47,6 +53,9 @@ print(f"{t1 - t0:.3f} {n / (t1 - t0):.0f} {results}")
 EOF
 }
 
+ONLY=${QUEUE_BENCH_ONLY:-}
+PERF_OUT=${QUEUE_BENCH_PERF:-}
+if [ "$ONLY" != ours ]; then
 echo "== 1. enqueue $N soma.noop tasks"
 out=$("$QB" publish "$URL" "$N" soma.noop)
 ours_pub=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
@@ -71,21 +80,42 @@ echo "== 2. drain $N soma.noop (acks_late, results stored), 2 cores"
 (cd "$TMP" && PYTHONPATH="$TMP" "$PY" -m celery -A benchapp worker -c 2 -P prefork -Q celery --loglevel=WARNING \
   --without-gossip --without-mingle --without-heartbeat -n "bench@%h" >"$TMP/celery.log" 2>&1) &
 cpid=$!
-read -r c_s c_rate c_res < <(drain_watch)
+read -r c_s c_rate c_res < <(drain_watch | tail -1)
 kill -TERM "$cpid" 2>/dev/null || true
 pkill -TERM -P "$cpid" 2>/dev/null || true
 wait "$cpid" 2>/dev/null || true
 echo "  Celery worker -c 2 (prefork):  $c_rate tasks/s ($c_s s, $c_res results)"
 rc FLUSHALL >/dev/null
+fi
 "$QB" publish "$URL" "$N" soma.noop >/dev/null
 wport=$(free_port)
+# the watcher is up before the worker starts: a loaded machine may start Python slower than the
+# worker drains N tasks
+[ -n "$PERF_OUT" ] && rc CONFIG RESETSTAT >/dev/null
+drain_watch >"$TMP/watch.out" &
+watchpid=$!
+until grep -q ready "$TMP/watch.out" 2>/dev/null; do sleep 0.01; done
 "$BIN" run --role worker --set http.listen=127.0.0.1:"$wport" --set data.dir="$TMP/wdata" --set log.access=false \
   --set log.level=warn --set queue.driver=redis --set redis.url="$URL" --set queue.celery.concurrency=2 \
   2>"$TMP/soma.log" &
 spid=$!
 PIDS+=($spid)
-read -r s_s s_rate s_res < <(drain_watch)
+if [ -n "$PERF_OUT" ]; then
+  perf record ${QUEUE_BENCH_PERF_OPTS:--g} -o "$PERF_OUT" -p "$spid" 2>"$TMP/perf.log" &
+  perfpid=$!
+  perf record -g -o "$PERF_OUT.redis-perf" -p "$rpid" 2>"$TMP/perf-redis.log" &
+  rperfpid=$!
+fi
+wait "$watchpid" || true
+read -r s_s s_rate s_res < <(tail -1 "$TMP/watch.out")
+if [ -n "$PERF_OUT" ]; then
+  kill -INT "$perfpid" "$rperfpid" 2>/dev/null || true
+  wait "$perfpid" "$rperfpid" 2>/dev/null || true
+  rc INFO commandstats >"$PERF_OUT.redis"
+fi
 kill -TERM "$spid" 2>/dev/null || true
 echo "  ours (queue.celery.concurrency=2): $s_rate tasks/s ($s_s s, $s_res results)"
+[ "$s_res" = "$N" ] || { echo "bench: the worker did not store $N results; its log:" >&2; tail -20 "$TMP/soma.log" >&2; }
+[ "$ONLY" = ours ] && exit 0
 "$PY" -c "print(f'  ratio ours / Celery: {$s_rate / $c_rate:.1f}x (target 20x, >= 30,000 tasks/s)')"
 "$PY" -c "print(f'  enqueue ratio ours (direct) / Celery: {$ours_pub / $celery_pub:.1f}x (target >= 50,000 tasks/s)')"
