@@ -84,23 +84,28 @@ read -r c_s c_rate c_res < <(drain_watch | tail -1)
 kill -TERM "$cpid" 2>/dev/null || true
 pkill -TERM -P "$cpid" 2>/dev/null || true
 wait "$cpid" 2>/dev/null || true
+# its pool may take a while to go: our drain starts when no other client is on Redis (a Celery
+# still connected would drain part of our tasks, and its rate would be measured as ours)
+for _ in $(seq 1 600); do [ "$(rc CLIENT LIST | wc -l)" -le 1 ] && break; sleep 0.05; done
 echo "  Celery worker -c 2 (prefork):  $c_rate tasks/s ($c_s s, $c_res results)"
 rc FLUSHALL >/dev/null
 fi
 "$QB" publish "$URL" "$N" soma.noop >/dev/null
 wport=$(free_port)
 # the watcher is up before the worker starts: a loaded machine may start Python slower than the
-# worker drains N tasks
+# worker drains N tasks. The worker does not inherit SOMA_BIN: it refuses to start on an SOMA_*
+# variable that names no setting (the drain then waited for its deadline)
 [ -n "$PERF_OUT" ] && rc CONFIG RESETSTAT >/dev/null
 drain_watch >"$TMP/watch.out" &
 watchpid=$!
 until grep -q ready "$TMP/watch.out" 2>/dev/null; do sleep 0.01; done
-"$BIN" run --role worker --set http.listen=127.0.0.1:"$wport" --set data.dir="$TMP/wdata" --set log.access=false \
+env -u SOMA_BIN "$BIN" run --role worker --set http.listen=127.0.0.1:"$wport" --set data.dir="$TMP/wdata" --set log.access=false \
   --set log.level=warn --set queue.driver=redis --set redis.url="$URL" --set queue.celery.concurrency=2 \
   2>"$TMP/soma.log" &
 spid=$!
 PIDS+=($spid)
-if [ -n "$PERF_OUT" ]; then
+if [ -n "$PERF_OUT" ]; then # once the drain runs: perf -p does not follow threads started later
+  while [ "$(rc LLEN celery)" -ge "$N" ]; do sleep 0.005; done
   perf record ${QUEUE_BENCH_PERF_OPTS:--g} -o "$PERF_OUT" -p "$spid" 2>"$TMP/perf.log" &
   perfpid=$!
   perf record -g -o "$PERF_OUT.redis-perf" -p "$rpid" 2>"$TMP/perf-redis.log" &

@@ -27,7 +27,8 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 {
 	struct celery_msg *m = &w->cur.m;
 	if (m->embed && celery_msg_tree(m) != SOMA_OK) { /* the follow-ups need the headers */
-		log_error("queue", "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
+		log_error("queue",
+			  "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
 			  m->id);
 		return;
 	}

@@ -137,10 +137,12 @@ Test(celery_scan, reads_our_envelopes)
 		"{\"id\":\"a2\",\"name\":\"soma.echo\",\"queue\":\"q\\u00e9\",\"session_id\":\"s\\n\","
 		"\"payload\":{\"args\":[1,\"x\\\"\\\\\\n\\u0001\\u00e9\\ud83d\\ude00/\",2.5,null],"
 		"\"kwargs\":{\"k\\t\":{\"n\":[true,false]}},\"subject\":\"u\\u2028\",\"scopes\":\"a b\","
-		"\"options\":{\"priority\":7,\"expires_ms\":1764273499123,\"time_limit\":30,\"soft_time_limit\":2.25}}}",
+		"\"options\":{\"priority\":7,\"expires_ms\":1764273499123,\"time_limit\":30,\"soft_time_limit\":2.25}}"
+		"}",
 		"{\"id\":\"a3\",\"name\":\"t\",\"queue\":\"celery\",\"tenant\":\"t1\",\"payload\":{\"args\":[3],"
 		"\"celery\":{\"group\":\"g1\",\"group_index\":2,\"root_id\":\"r1\",\"embed\":{\"callbacks\":null,"
-		"\"errbacks\":null,\"chain\":[{\"task\":\"next\"}],\"chord\":null}},\"ev\":[1]},\"options\":{\"priority\":-3}}",
+		"\"errbacks\":null,\"chain\":[{\"task\":\"next\"}],\"chord\":null}},\"ev\":[1]},\"options\":{"
+		"\"priority\":-3}}",
 		"{\"id\":\"a4\",\"name\":\"t\",\"queue\":\"celery\",\"payload\":{\"args\":{\"not\":\"a list\"},"
 		"\"kwargs\":[1],\"celery\":{\"group\":\"g\",\"group_index\":\"x\"}},\"options\":{\"priority\":12}}",
 	};
@@ -167,21 +169,27 @@ Test(celery_scan, odd_but_valid_envelopes)
 		"{\"body\":\"[]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"priority\":5.0}}",
 		"{\"body\":\"[[]]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"priority\":\"5\"}}",
 		"{\"body\":\"[[],{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"priority\":-4}}",
-		"{\"body\":\"[1,2,3,4]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":2.0,\"timelimit\":[30,2.5]},"
+		"{\"body\":\"[1,2,3,4]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":2.0,\"timelimit\":[30,2."
+		"5]},"
 		"\"properties\":{\"priority\":42,\"delivery_info\":{\"routing_key\":\"rk\",\"exchange\":\"ex\"}}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"timelimit\":\"x\",\"retries\":true},"
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"timelimit\":\"x\",\"retries\":"
+		"true},"
 		"\"properties\":{\"delivery_info\":[]}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"timelimit\":[[1],\"2\"],\"eta\":5,"
 		"\"expires\":\"never\"}}",
 		/* no header id: the correlation id; ids and names with escapes */
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\\u00e9\\ud83d\\ude00\"},\"properties\":"
 		"{\"correlation_id\":\"c\\\"\\\\\\/\\b\\f\\n\\r\\t\",\"delivery_tag\":\"\\u0041\"}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":7},\"properties\":{\"correlation_id\":\"c\"}}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":7},\"properties\":{\"correlation_id\":"
+		"\"c\"}}",
 		/* typed values in the body: untyped */
-		"{\"body\":\"[{\\\"__type__\\\":\\\"x\\\",\\\"__value__\\\":[1]},{\\\"k\\\":{\\\"__type__\\\":\\\"d\\\","
-		"\\\"__value__\\\":\\\"2024\\\"}},{\\\"chain\\\":{\\\"__type__\\\":\\\"n\\\",\\\"__value__\\\":null}}]\","
+		"{\"body\":\"[{\\\"__type__\\\":\\\"x\\\",\\\"__value__\\\":[1]},{\\\"k\\\":{\\\"__type__\\\":"
+		"\\\"d\\\","
+		"\\\"__value__\\\":\\\"2024\\\"}},{\\\"chain\\\":{\\\"__type__\\\":\\\"n\\\",\\\"__value__\\\":null}}]"
+		"\","
 		"\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
-		"{\"body\":\"[[],{},{\\\"chord\\\":{\\\"task\\\":\\\"b\\\"},\\\"chain\\\":null}]\",\"headers\":{\"task\":"
+		"{\"body\":\"[[],{},{\\\"chord\\\":{\\\"task\\\":\\\"b\\\"},\\\"chain\\\":null}]\",\"headers\":{"
+		"\"task\":"
 		"\"t\",\"id\":\"i\",\"group\":\"g\",\"soma_payload\":{\"__type__\":\"p\",\"__value__\":{\"a\":1}}}}",
 		/* our headers, of every type */
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"soma_tenant\":\"te\","
@@ -203,16 +211,33 @@ Test(celery_scan, odd_but_valid_envelopes)
 	};
 	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
 		same_reading(odd[i], true);
+	/* members of nested objects that spell wanted keys, where the tape holds them or not */
+	same_reading("{\"x\":[{\"task\":\"no\",\"id\":\"no\"}],\"body\":\"[[],{},{}]\",\"headers\":{\"a\":"
+		     "[{\"task\":\"no\"}],\"task\":\"t\",\"id\":\"i\",\"b\":{\"id\":\"no\"}},\"properties\":{\"y\":"
+		     "[{\"routing_key\":\"no\"}],\"delivery_info\":{\"routing_key\":\"rk\",\"z\":{\"exchange\":"
+		     "\"no\"}},\"priority\":4}}",
+		     true);
+	/* more members than the tape holds: the headers are walked */
+	char big[4096];
+	size_t n = (size_t)snprintf(big, sizeof(big), "{\"body\":\"[[],{},{}]\",\"headers\":{\"soma_payload\":{");
+	for (int i = 0; i < 120; i++)
+		n += (size_t)snprintf(big + n, sizeof(big) - n, "%s\"k%d\":%d", i ? "," : "", i, i);
+	snprintf(big + n, sizeof(big) - n,
+		 "},\"task\":\"t\",\"id\":\"i\",\"retries\":2},\"properties\":"
+		 "{\"delivery_tag\":\"d\"}}");
+	same_reading(big, true);
 	/* left to the jansson reader, which reads them */
 	static const char *const deferred[] = {
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"t\\u0061sk\":\"t\",\"id\":\"i\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"eta\":{\"__type__\":\"datetime\","
 		"\"__value__\":\"2026-11-27T10:56:49Z\"}}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":{\"__type__\":\"uuid\",\"__value__\":\"u\"}}}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":{\"__type__\":\"uuid\",\"__value__\":"
+		"\"u\"}}}",
 		"{\"body\":[[1],{},{}],\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
 		"{\"body\":\"{\\\"task\\\":\\\"v1\\\",\\\"id\\\":\\\"i\\\",\\\"args\\\":[1]}\",\"headers\":{}}",
 		"{\"body\":\"[[1e3],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"content-type\":\"application\\/json\"}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"content-type\":\"application\\/"
+		"json\"}",
 		"{\"body\":\"W1tdLHt9LHt9XQ==\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":"
 		"{\"body_encoding\":\"base\\u0036\\u0034\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":1234567890123456789}}",
@@ -253,13 +278,16 @@ Test(celery_scan, malformed_messages_get_the_jansson_reason)
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"x\":tru}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"x\":nulll}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"x\":[1,]}}",
-		"{\"body\":\"%%%%\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"body_encoding\":\"base64\"}}",
-		"{\"body\":\"W1tdLHt9LHt9XQ\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"body_encoding\":"
+		"{\"body\":\"%%%%\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"body_encoding\":"
+		"\"base64\"}}",
+		"{\"body\":\"W1tdLHt9LHt9XQ\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"body_"
+		"encoding\":"
 		"\"base64\"}}",
 		"{\"body\":\"eyJ4Ijo=\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"body_encoding\":"
 		"\"base64\"}}",
 		"{\"body\":\"[[],{},{}\",\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
-		"{\"body\":\"[[],{},{}]\",\"content-type\":\"application/x-python-serialize\",\"headers\":{\"task\":\"t\","
+		"{\"body\":\"[[],{},{}]\",\"content-type\":\"application/"
+		"x-python-serialize\",\"headers\":{\"task\":\"t\","
 		"\"id\":\"i\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"compression\":null}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"id\":\"i\"}}",
@@ -279,7 +307,8 @@ Test(celery_scan, malformed_messages_get_the_jansson_reason)
 	refused(nul_inside, sizeof(nul_inside) - 1);
 	size_t depth = 3000, n = 0;
 	char *deep = malloc(2 * depth + 128);
-	n += (size_t)sprintf(deep, "{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"x\":");
+	n += (size_t)snprintf(deep, 2 * depth + 128,
+			      "{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"x\":");
 	memset(deep + n, '[', depth), n += depth;
 	memset(deep + n, ']', depth), n += depth;
 	deep[n++] = '}';
