@@ -50,6 +50,7 @@ def cpu():
     info = r.info("cpu")
     rc = info["used_cpu_sys"] + info["used_cpu_user"]
     if not pidfile: return 0.0, rc
+    while not os.path.exists(pidfile): time.sleep(0.001)
     f = open(f"/proc/{open(pidfile).read().strip()}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), rc
 deadline = time.monotonic() + 600
@@ -87,16 +88,20 @@ print(f'{n / (time.monotonic() - t0):.0f}')" 2>/dev/null)
 echo "  Celery 5.2 producer (send_task loop):            $celery_pub tasks/s"
 
 echo "== 2. drain $N soma.noop (acks_late, results stored), 2 cores"
-(cd "$TMP" && PYTHONPATH="$TMP" "$PY" -m celery -A benchapp worker -c 2 -P prefork -Q celery --loglevel=WARNING \
+(cd "$TMP" && PYTHONPATH="$TMP" exec setsid "$PY" -m celery -A benchapp worker -c 2 -P prefork -Q celery --loglevel=WARNING \
   --without-gossip --without-mingle --without-heartbeat -n "bench@%h" >"$TMP/celery.log" 2>&1) &
 cpid=$!
 read -r c_s c_rate c_res < <(drain_watch | tail -1)
-kill -TERM "$cpid" 2>/dev/null || true
-pkill -TERM -P "$cpid" 2>/dev/null || true
+# Celery runs in a session of its own (pgid = cpid): TERM to the group, and our drain starts
+# only once no other client is on Redis (a Celery still connected drains part of our tasks at
+# its own rate, which was then measured as ours); KILL to the group after 60 s
+kill -TERM -- -"$cpid" 2>/dev/null || true
+for _ in $(seq 1 1200); do [ "$(rc CLIENT LIST | wc -l)" -le 1 ] && break; sleep 0.05; done
+if [ "$(rc CLIENT LIST | wc -l)" -gt 1 ]; then
+  kill -KILL -- -"$cpid" 2>/dev/null || true
+  for _ in $(seq 1 200); do [ "$(rc CLIENT LIST | wc -l)" -le 1 ] && break; sleep 0.05; done
+fi
 wait "$cpid" 2>/dev/null || true
-# its pool may take a while to go: our drain starts when no other client is on Redis (a Celery
-# still connected would drain part of our tasks, and its rate would be measured as ours)
-for _ in $(seq 1 600); do [ "$(rc CLIENT LIST | wc -l)" -le 1 ] && break; sleep 0.05; done
 echo "  Celery worker -c 2 (prefork):  $c_rate tasks/s ($c_s s, $c_res results)"
 rc FLUSHALL >/dev/null
 fi
