@@ -122,8 +122,23 @@ void celery_msg_deinit(struct celery_msg *m)
 	json_decref(m->args);
 	json_decref(m->kwargs);
 	json_decref(m->embed);
+	json_decref(m->payload);
 	json_decref(m->v1_headers);
+	free(m->strs);
 	memset(m, 0, sizeof(*m));
+}
+
+json_t *celery_embed_or_null(json_t *embed)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(embed, k, v)
+	{
+		if (!json_is_null(v))
+			return embed;
+	}
+	json_decref(embed);
+	return NULL;
 }
 
 /* The body as JSON: decoded per properties.body_encoding; a body that is already JSON (not a
@@ -188,13 +203,52 @@ static bool from_v1(struct celery_msg *m, json_t *body)
 	m->headers = m->v1_headers;
 	m->args = json_incref(json_object_get(body, "args"));
 	m->kwargs = json_incref(json_object_get(body, "kwargs"));
-	m->embed = json_object();
 	return true;
+}
+
+/* Our own headers (redis_publish.c writes them): who sent the task, and its retry budget. */
+static void soma_headers(struct celery_msg *m)
+{
+	json_t *payload = json_object_get(m->headers, "soma_payload");
+	json_t *mr = json_object_get(m->headers, "soma_max_retries");
+	m->payload = json_is_object(payload) ? json_incref(payload) : NULL;
+	m->tenant = json_string_value(json_object_get(m->headers, "soma_tenant"));
+	m->session = json_string_value(json_object_get(m->headers, "soma_session"));
+	m->has_max_retries = json_is_integer(mr);
+	m->max_retries = json_integer_value(mr);
 }
 
 enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery_msg *out, char *why, size_t why_cap)
 {
+	if (celery_envelope_scan(text, len, out))
+		return SOMA_OK;
+	return celery_envelope_decode_tree(text, len, out, why, why_cap);
+}
+
+enum soma_err celery_msg_tree(struct celery_msg *m)
+{
+	if (m->headers)
+		return SOMA_OK;
+	json_t *env = json_loadb(m->text, m->len, 0, NULL);
+	if (!json_is_object(env)) { /* (the text was read once: only memory can fail now) */
+		json_decref(env);
+		return SOMA_ERR_NOMEM;
+	}
+	if (!json_is_object(json_object_get(env, "properties")))
+		json_object_set_new(env, "properties", json_object());
+	m->envelope = env;
+	m->properties = json_object_get(env, "properties");
+	m->headers = celery_json_untype(json_incref(json_object_get(env, "headers")));
+	json_decref(m->headers); /* still owned by the envelope */
+	return SOMA_OK;
+}
+
+enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct celery_msg *out, char *why,
+					  size_t why_cap)
+{
 	memset(out, 0, sizeof(*out));
+	out->text = text;
+	out->len = len;
 	json_error_t e;
 	json_t *env = json_loadb(text, len, 0, &e);
 	if (!json_is_object(env)) {
@@ -217,7 +271,7 @@ enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery
 		out->args = json_incref(json_array_get(body, 0));
 		out->kwargs = json_incref(json_array_get(body, 1));
 		json_t *embed = json_array_get(body, 2);
-		out->embed = json_is_object(embed) ? json_incref(embed) : json_object();
+		out->embed = json_is_object(embed) ? celery_embed_or_null(json_incref(embed)) : NULL;
 		out->headers = celery_json_untype(json_incref(out->headers));
 		json_decref(out->headers); /* still owned by the envelope */
 	} else if (json_is_object(body) && json_is_string(json_object_get(body, "task"))) {
@@ -232,6 +286,7 @@ enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery
 		json_decref(out->args), out->args = json_array();
 	if (!json_is_object(out->kwargs))
 		json_decref(out->kwargs), out->kwargs = json_object();
+	soma_headers(out);
 	out->task = json_string_value(json_object_get(out->headers, "task"));
 	out->id = json_string_value(json_object_get(out->headers, "id"));
 	if (!out->id)

@@ -31,17 +31,26 @@
  * NULL on OOM. */
 char *celery_envelope_encode(const json_t *body, const json_t *headers, const json_t *properties);
 
-/* A decoded message. Every json_t is owned by the struct (celery_msg_deinit). */
+/* A decoded message. Every json_t is owned by the struct (celery_msg_deinit). The fast reader
+ * (celery_scan.c) leaves envelope, headers and properties NULL until celery_msg_tree asks for
+ * them; every other field is set by both readers alike. */
 struct celery_msg {
-	json_t *envelope;	  /* the whole envelope as received (body still encoded) */
-	json_t *headers;	  /* borrowed from envelope, or built for protocol v1 */
-	json_t *properties;	  /* borrowed from envelope ({} when absent) */
+	const char *text;	  /* the envelope text (borrowed: must outlive the struct) */
+	size_t len;		  /* its length */
+	json_t *envelope;	  /* the whole envelope as received (body still encoded), or NULL */
+	json_t *headers;	  /* borrowed from envelope, or built for protocol v1, or NULL */
+	json_t *properties;	  /* borrowed from envelope ({} when absent), or NULL */
 	json_t *args;		  /* positional arguments (array) */
 	json_t *kwargs;		  /* keyword arguments (object) */
-	json_t *embed;		  /* callbacks/errbacks/chain/chord (object, {} when null) */
+	json_t *embed;		  /* callbacks/errbacks/chain/chord (object), NULL when none is set */
+	json_t *payload;	  /* headers.soma_payload (object), or NULL */
 	const char *task;	  /* headers.task (borrowed) */
 	const char *id;		  /* headers.id (borrowed) */
 	const char *delivery_tag; /* properties.delivery_tag, or "" (borrowed) */
+	const char *tenant;	  /* headers.soma_tenant when a string, or NULL (borrowed) */
+	const char *session;	  /* headers.soma_session when a string, or NULL (borrowed) */
+	bool has_max_retries;	  /* headers.soma_max_retries is an integer */
+	int64_t max_retries;	  /* its value */
 	int priority;		  /* properties.priority clamped to 0..9 */
 	int64_t retries;	  /* headers.retries */
 	int64_t eta_ms;		  /* headers.eta as wall ms, 0 when none */
@@ -51,13 +60,32 @@ struct celery_msg {
 	const char *routing_key;  /* properties.delivery_info.routing_key, or NULL (borrowed) */
 	const char *exchange;	  /* properties.delivery_info.exchange, or "" (borrowed) */
 	json_t *v1_headers;	  /* owned headers object built for a protocol v1 message */
+	char *strs;		  /* the fast reader's unescaped strings (owned) */
 };
 
-/* Decodes one envelope (len bytes of JSON). On failure why receives a sentence and *out is
- * left empty (safe to deinit). Caller deinits *out. */
+/* Decodes one envelope (len bytes of JSON; text is borrowed by *out and must outlive it): the
+ * fast reader (celery_envelope_scan), else the jansson reader (celery_envelope_decode_tree).
+ * On failure why receives a sentence and *out is left empty (safe to deinit). Caller deinits
+ * *out. */
 enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery_msg *out, char *why,
 				     size_t why_cap) SOMA_MUST_CHECK;
+/* The jansson reader: parses the whole envelope into a tree (envelope, headers, properties set).
+ * Same contract as celery_envelope_decode; it is the reference reading, and the one that says
+ * why a message is refused. */
+enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct celery_msg *out, char *why,
+					  size_t why_cap) SOMA_MUST_CHECK;
+/* The fast reader (celery_scan.c): the fields straight from the text, no tree. True when it read
+ * the message exactly as the jansson reader would; false (*out left empty) when the message is
+ * malformed or uses anything it leaves to the jansson reader (see celery_scan.c). */
+bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out);
+/* Makes sure envelope, headers and properties are set (the jansson tree of m->text, parsed once,
+ * headers untyped as the jansson reader does); for the rare paths that need the whole message
+ * (a retry's republish, canvas follow-ups). SOMA_ERR_NOMEM when it cannot. */
+enum soma_err celery_msg_tree(struct celery_msg *m) SOMA_MUST_CHECK;
 void celery_msg_deinit(struct celery_msg *m);
+/* embed when it asks for anything (an object with a member other than null), else NULL; takes
+ * embed, returns the value to keep. */
+json_t *celery_embed_or_null(json_t *embed);
 
 /* Replaces, recursively, every object that has exactly the keys __type__ and __value__ with its
  * plain JSON value (datetimes, decimals, UUIDs, bytes: the __value__ text). Returns v (new

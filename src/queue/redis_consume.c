@@ -331,21 +331,16 @@ static int fetch(struct rworker *w, int64_t wait_ms)
 /* The task as the pool knows it; Celery's args/kwargs become payload.args/kwargs. */
 static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 {
-	json_t *h = m->headers;
-	json_t *payload = json_object_get(h, "soma_payload");
-	payload = json_is_object(payload) ? json_copy(payload) : json_object();
+	json_t *payload = m->payload ? json_copy(m->payload) : json_object();
 	json_object_set(payload, "args", m->args);
 	json_object_set(payload, "kwargs", m->kwargs);
-	const char *tenant = json_string_value(json_object_get(h, "soma_tenant"));
-	json_t *mr = json_object_get(h, "soma_max_retries");
+	const char *tenant = m->tenant;
 	int64_t now = clock_wall_ms();
-	json_t *t =
-		json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:s, s:s}", "id", m->id, "name", m->task, "tenant",
-			  tenant && tenant[0] ? tenant : cfg_str(CFG_AUTH_DEFAULT_TENANT), "session_id",
-			  json_string_value(json_object_get(h, "soma_session")), "payload", payload, "attempts",
-			  (json_int_t)(m->retries + 1), "max_retries",
-			  (json_int_t)(json_is_integer(mr) ? json_integer_value(mr) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
-			  "queue", w->queue, "tag", m->delivery_tag);
+	json_t *t = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:s, s:s}", "id", m->id, "name", m->task, "tenant",
+			      tenant && tenant[0] ? tenant : cfg_str(CFG_AUTH_DEFAULT_TENANT), "session_id", m->session,
+			      "payload", payload, "attempts", (json_int_t)(m->retries + 1), "max_retries",
+			      (json_int_t)(m->has_max_retries ? m->max_retries : cfg_int(CFG_QUEUE_MAX_RETRIES)),
+			      "queue", w->queue, "tag", m->delivery_tag);
 	if (t && m->expires_ms)
 		json_object_set_new(t, "expires_ms", json_integer(m->expires_ms));
 	if (t && m->time_limit > 0)

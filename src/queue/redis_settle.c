@@ -26,6 +26,12 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 		   const char *exc_module, const char *message)
 {
 	struct celery_msg *m = &w->cur.m;
+	if (m->embed && celery_msg_tree(m) != SOMA_OK) { /* the follow-ups need the headers */
+		log_error("queue",
+			  "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
+			  m->id);
+		return;
+	}
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
 	char *text = redis_meta_text(m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
@@ -42,7 +48,7 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	char lock[sizeof(w->locks[0])];
 	rw_lock_key(m, lock, sizeof(lock));
 	rw_outcome_sent(w, m->id, m->delivery_tag, lock, text); /* until Redis confirms it */
-	if (json_object_size(m->embed)) {
+	if (m->embed) {
 		json_t *r =
 			exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
 					     message ? message : "", "exc_module", exc_module ? exc_module : "builtins")
@@ -65,6 +71,8 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 static bool republish(struct rworker *w, int64_t delay_ms)
 {
 	struct celery_msg *m = &w->cur.m;
+	if (celery_msg_tree(m) != SOMA_OK)
+		return false;
 	json_t *env = json_copy(m->envelope);
 	json_t *headers = json_copy(json_object_get(env, "headers"));
 	json_t *props = json_deep_copy(json_object_get(env, "properties"));
