@@ -17,7 +17,6 @@
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_STREAM_N sets
 # the requests per side of part 2 (default 50).
 source "$(dirname "$0")/lib.sh"
-unset SOMA_BIN # read into BIN; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
 STREAM_N=${CHAT_STREAM_N:-50}

@@ -16,7 +16,6 @@
 # server does), -c64 the heavier load, shown as well. Usage: bench/ingest_pg.sh [seconds]   (default 10; release
 # build expected at build/somaagent, SOMA_BIN overrides).
 source "$(dirname "$0")/lib.sh"
-unset SOMA_BIN # BIN has it; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-10}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 B=$ROOT/bench

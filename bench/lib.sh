@@ -3,6 +3,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${SOMA_BIN:-$ROOT/build/somaagent}
+unset SOMA_BIN # BIN has it; somaagent refuses SOMA_* variables that name no setting
 TMP=$(mktemp -d /tmp/soma-bench.XXXXXX)
 chmod 755 "$TMP" # nginx workers run as an unprivileged user
 PIDS=()

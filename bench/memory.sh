@@ -24,7 +24,6 @@
 # round's p99 rests on turns/100 samples; release build at build/somaagent, SOMA_BIN overrides).
 # Takes about 3 minutes at the defaults.
 source "$(dirname "$0")/lib.sh"
-unset SOMA_BIN # BIN has it; somaagent refuses SOMA_* variables that name no setting
 SECS=${1:-3}
 ROUNDS=${2:-3}
 PARTS=${3:-012}
