@@ -161,6 +161,8 @@ enum soma_err store_sql_identity_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_identity_write(struct dbconn *c, struct store_op *op);
 /* Recall in the built-in memory (sqlite_memory_search.c): a MEMORY read op's search. */
 enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op);
+/* Registers the recall's FTS5 rank function (soma_rank) on a connection; every connection. */
+enum soma_err store_sql_memory_rank_register(sqlite3 *db);
 /* The memory ops (sqlite_memory.c), at the end of the chain (after the audit's). */
 enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);
