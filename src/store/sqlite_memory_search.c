@@ -30,25 +30,28 @@
 /* Rows of the index holding term (fts5vocab, all scopes), 0 when unknown or on error. Counting
  * reads the term's whole row list, as long as the search it spares, so the answers are kept a
  * minute in a small per-thread cache (reader threads live as long as the store; a word's
- * frequency changes slowly). */
+ * frequency changes slowly), and counted again sooner when the index has grown by half since:
+ * a count taken while the index was young (a fresh data dir) made every common word look rare
+ * for a minute, and every recall of that minute matched and ranked SEARCH_WINDOW rows. */
 #define VOCAB_CACHE	   512
 #define VOCAB_CACHE_TTL_MS 60000
 
 struct vocab_entry {
 	char term[64];	    /* the word, "" = empty slot */
 	int64_t rows;	    /* rows holding it */
+	int64_t total;	    /* memories in the index when it was counted */
 	int64_t expires_ms; /* when to count again */
 };
 
 static _Thread_local struct vocab_entry vocab_cache[VOCAB_CACHE];
 
-static int64_t term_rows(struct dbconn *c, const char *term, int64_t now)
+static int64_t term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now)
 {
 	uint32_t h = 2166136261u;
 	for (const char *p = term; *p; p++)
 		h = (h ^ (unsigned char)*p) * 16777619u;
 	struct vocab_entry *e = &vocab_cache[h % VOCAB_CACHE];
-	if (e->expires_ms > now && strcmp(e->term, term) == 0)
+	if (e->expires_ms > now && total <= e->total + e->total / 2 + 64 && strcmp(e->term, term) == 0)
 		return e->rows;
 	sqlite3_stmt *s = dbconn_stmt(c, "SELECT doc FROM memories_vocab WHERE term = ?");
 	if (!s)
@@ -60,6 +63,7 @@ static int64_t term_rows(struct dbconn *c, const char *term, int64_t now)
 	if (len < sizeof(e->term)) { /* always so: fts_query keeps words under 64 bytes */
 		memcpy(e->term, term, len + 1);
 		e->rows = n;
+		e->total = total;
 		e->expires_ms = now + VOCAB_CACHE_TTL_MS;
 	}
 	return n;
@@ -74,16 +78,38 @@ static int64_t term_rows(struct dbconn *c, const char *term, int64_t now)
 #define RANK_K1 1.2
 #define RANK_B	0.75
 
+/* The index's row count and average row length, read once per query (each read is a lookup of
+ * FTS5's averages record) and kept as the query's aux data. NULL on error. */
+struct rank_stats {
+	double rows;  /* N */
+	double avgdl; /* tokens per row, all columns */
+};
+
+static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Context *fts)
+{
+	struct rank_stats *rs = api->xGetAuxdata(fts, 0);
+	if (rs)
+		return rs;
+	sqlite3_int64 nrow = 0, total = 0;
+	if (api->xRowCount(fts, &nrow) != SQLITE_OK || api->xColumnTotalSize(fts, -1, &total) != SQLITE_OK ||
+	    !(rs = malloc(sizeof(*rs))))
+		return NULL;
+	rs->rows = nrow > 0 ? (double)nrow : 1.0;
+	rs->avgdl = total > 0 ? (double)total / rs->rows : 1.0;
+	if (api->xSetAuxdata(fts, rs, free) != SQLITE_OK)
+		return NULL; /* (FTS5 has freed it) */
+	return rs;
+}
+
 static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int nval,
 		      sqlite3_value **vals)
 {
 	int nphrase = api->xPhraseCount(fts), ninst = 0, ntok = 0;
-	sqlite3_int64 nrow = 0, total = 0;
 	const double *counts = nval > 0 ? sqlite3_value_blob(vals[0]) : NULL;
 	int ncounts = nval > 0 ? sqlite3_value_bytes(vals[0]) / (int)sizeof(double) : 0;
 	double freq[SEARCH_WORDS_USED + 1] = {0};
-	if (nphrase > SEARCH_WORDS_USED + 1 || api->xInstCount(fts, &ninst) != SQLITE_OK ||
-	    api->xRowCount(fts, &nrow) != SQLITE_OK || api->xColumnTotalSize(fts, -1, &total) != SQLITE_OK ||
+	const struct rank_stats *rs = rank_stats(api, fts);
+	if (!rs || nphrase > SEARCH_WORDS_USED + 1 || api->xInstCount(fts, &ninst) != SQLITE_OK ||
 	    api->xColumnSize(fts, -1, &ntok) != SQLITE_OK) {
 		sqlite3_result_error(ctx, "soma_rank: cannot read the row's statistics", -1);
 		return;
@@ -93,13 +119,13 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 		if (api->xInst(fts, i, &phrase, &col, &off) == SQLITE_OK && col == 1 && phrase >= 0 && phrase < nphrase)
 			freq[phrase] += 1.0;
 	}
-	double n = nrow > 0 ? (double)nrow : 1.0, avgdl = total > 0 ? (double)total / n : 1.0, score = 0.0;
+	double score = 0.0;
 	for (int p = 1; p < nphrase; p++) {
 		double hits = p - 1 < ncounts && counts ? counts[p - 1] : 0.0;
-		double idf = log((n - hits + 0.5) / (hits + 0.5));
+		double idf = log((rs->rows - hits + 0.5) / (hits + 0.5));
 		idf = idf > 0 ? idf : 1e-6;
 		score += idf * (freq[p] * (RANK_K1 + 1.0)) /
-			 (freq[p] + RANK_K1 * (1.0 - RANK_B + RANK_B * (double)ntok / avgdl));
+			 (freq[p] + RANK_K1 * (1.0 - RANK_B + RANK_B * (double)ntok / rs->avgdl));
 	}
 	sqlite3_result_double(ctx, -score);
 }
@@ -167,7 +193,7 @@ static int fts_query(struct dbconn *c, const char *text, const char *tenant, con
 		sqlite3_reset(m);
 	int64_t now = clock_wall_ms();
 	for (int i = 0; i < nw; i++)
-		words[i].rows = term_rows(c, words[i].text, now);
+		words[i].rows = term_rows(c, words[i].text, total, now);
 	qsort(words, (size_t)nw, sizeof(words[0]), by_rows);
 	int keep = 0;
 	while (keep < nw && keep < SEARCH_WORDS_USED && (keep == 0 || words[keep].rows * 4 <= total || total < 64))
