@@ -230,6 +230,38 @@ Test(memory, builtin_search_is_ranked_and_tenant_scoped)
 	json_decref(r);
 }
 
+/* A recall takes one of two forms by the words' counts (sqlite_memory_search.c): rare words are
+ * matched in the whole index and the rows checked for the scope; a word with more rows than
+ * SCOPELESS_ROWS (2,000) goes through the scope token. Both find the scope's rows only. */
+Test(memory, builtin_search_is_scoped_in_both_forms)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_PUT, "");
+	op->row = json_array();
+	char key[32];
+	for (int i = 0; i < 2100; i++) {
+		snprintf(key, sizeof(key), "b%d", i);
+		json_array_append_new(op->row, json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "key", key, "tenant", "beta",
+							 "namespace", "wm", "session_id", "", "payload", "content",
+							 i % 700 ? "otters everywhere" : "otters and kelp"));
+	}
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	put("acme", "a1", "otters in the kelp");
+	put("acme", "a2", "more otters");
+	json_t *r = search("acme", "otters", 5); /* 2,102 rows: through the scope token */
+	cr_assert_eq(json_array_size(r), 2);
+	for (size_t i = 0; i < 2; i++)
+		cr_assert_eq(json_string_value(json_object_get(json_array_get(r, i), "key"))[0], 'a');
+	json_decref(r);
+	r = search("acme", "kelp", 5); /* 4 rows in all: matched everywhere, then the scope's kept */
+	cr_assert_eq(json_array_size(r), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(r, 0), "key")), "a1");
+	json_decref(r);
+	r = search("beta", "kelp", 5);
+	cr_assert_eq(json_array_size(r), 3, "beta's three kelp rows (b0, b700, b1400)");
+	json_decref(r);
+}
+
 /* The recall's rank (soma_rank, sqlite_memory_search.c) is FTS5's bm25() with column weights
  * (0, 1), given the words' document counts instead of counting them on every recall: with exact
  * counts both give the same score for every row. */
