@@ -91,8 +91,6 @@ struct store {
 	struct dbconn readers[STORE_MAX_READERS];	/* one connection each */
 	pthread_t reader_tids[STORE_MAX_READERS];	/* reader threads */
 	struct op_queue rq;				/* read ops */
-	pthread_mutex_t wait_lock;			/* store_op_wait */
-	pthread_cond_t wait_cv;				/* broadcast when a waited op completes */
 	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
 	void *task_hook_arg;				/* its argument */
 	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
