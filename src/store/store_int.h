@@ -16,7 +16,7 @@
 
 #include "store/store.h"
 
-#define STORE_STMT_CACHE  48
+#define STORE_STMT_CACHE  96
 #define STORE_MAX_READERS 64
 
 struct store;
