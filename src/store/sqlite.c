@@ -49,7 +49,7 @@ enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags)
 	if (rc != SQLITE_OK)
 		return SOMA_ERR_STORE;
 	sqlite3_busy_timeout(c->db, 10000);
-	return SOMA_OK;
+	return store_sql_memory_rank_register(c->db); /* recall's rank function (sqlite_memory_search.c) */
 }
 
 void dbconn_close(struct dbconn *c)

@@ -103,10 +103,23 @@ static enum soma_err sq_begin(struct store *st)
 	return dbconn_exec(&st->writer, "BEGIN IMMEDIATE");
 }
 
+/* Runs a statement without results from the connection's cache: the savepoint statements of
+ * every op were parsed again on each run through sqlite3_exec (~2% of the server's CPU during
+ * ingest, on the one writer thread). */
+static enum soma_err cached_exec(struct dbconn *c, const char *sql)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, sql);
+	if (!s)
+		return SOMA_ERR_STORE;
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
 static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
 {
 	struct dbconn *c = &st->writer;
-	if (dbconn_exec(c, "SAVEPOINT op") != SOMA_OK)
+	if (cached_exec(c, "SAVEPOINT op") != SOMA_OK)
 		return SOMA_ERR_STORE;
 	enum soma_err err = store_sql_write(c, op, enqueued);
 	dbconn_release(c);
@@ -115,8 +128,8 @@ static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *en
 		return err;
 	}
 	if (err != SOMA_OK)
-		(void)dbconn_exec(c, "ROLLBACK TO op");
-	(void)dbconn_exec(c, "RELEASE op");
+		(void)cached_exec(c, "ROLLBACK TO op");
+	(void)cached_exec(c, "RELEASE op");
 	return err;
 }
 

@@ -178,7 +178,8 @@ struct store_op {
 	void *arg;			   /* caller's context */
 	struct store_op *next;		   /* queue link (store internal) */
 	/* synchronous waiting (store_op_wait) */
-	int waiting; /* internal */
+	int waiting;  /* internal */
+	void *waiter; /* internal: the waiting thread's wakeup (exec.c) */
 };
 
 /* Appends an audit row (see src/audit/audit.h) on the main connection, at once: for the CLI,

@@ -16,7 +16,7 @@
 
 #include "store/store.h"
 
-#define STORE_STMT_CACHE  48
+#define STORE_STMT_CACHE  96
 #define STORE_MAX_READERS 64
 
 struct store;
@@ -91,8 +91,6 @@ struct store {
 	struct dbconn readers[STORE_MAX_READERS];	/* one connection each */
 	pthread_t reader_tids[STORE_MAX_READERS];	/* reader threads */
 	struct op_queue rq;				/* read ops */
-	pthread_mutex_t wait_lock;			/* store_op_wait */
-	pthread_cond_t wait_cv;				/* broadcast when a waited op completes */
 	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
 	void *task_hook_arg;				/* its argument */
 	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
@@ -161,6 +159,8 @@ enum soma_err store_sql_identity_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_identity_write(struct dbconn *c, struct store_op *op);
 /* Recall in the built-in memory (sqlite_memory_search.c): a MEMORY read op's search. */
 enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op);
+/* Registers the recall's FTS5 rank function (soma_rank) on a connection; every connection. */
+enum soma_err store_sql_memory_rank_register(sqlite3 *db);
 /* The memory ops (sqlite_memory.c), at the end of the chain (after the audit's). */
 enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);

@@ -16,6 +16,7 @@
 #include "helpers.h"
 #include "memory/memory_int.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 static char dir[64];
 static struct store *st;
@@ -227,6 +228,79 @@ Test(memory, builtin_search_is_ranked_and_tenant_scoped)
 	r = search("acme", "a replay", 5);
 	cr_assert_eq(json_array_size(r), 0, "the replayed value replaced the first");
 	json_decref(r);
+}
+
+/* A recall takes one of two forms by the words' counts (sqlite_memory_search.c): rare words are
+ * matched in the whole index and the rows checked for the scope; a word with more rows than
+ * SCOPELESS_ROWS (2,000) goes through the scope token. Both find the scope's rows only. */
+Test(memory, builtin_search_is_scoped_in_both_forms)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_PUT, "");
+	op->row = json_array();
+	char key[32];
+	for (int i = 0; i < 2100; i++) {
+		snprintf(key, sizeof(key), "b%d", i);
+		json_array_append_new(op->row, json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "key", key, "tenant", "beta",
+							 "namespace", "wm", "session_id", "", "payload", "content",
+							 i % 700 ? "otters everywhere" : "otters and kelp"));
+	}
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	put("acme", "a1", "otters in the kelp");
+	put("acme", "a2", "more otters");
+	json_t *r = search("acme", "otters", 5); /* 2,102 rows: through the scope token */
+	cr_assert_eq(json_array_size(r), 2);
+	for (size_t i = 0; i < 2; i++)
+		cr_assert_eq(json_string_value(json_object_get(json_array_get(r, i), "key"))[0], 'a');
+	json_decref(r);
+	r = search("acme", "kelp", 5); /* 4 rows in all: matched everywhere, then the scope's kept */
+	cr_assert_eq(json_array_size(r), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(r, 0), "key")), "a1");
+	json_decref(r);
+	r = search("beta", "kelp", 5);
+	cr_assert_eq(json_array_size(r), 3, "beta's three kelp rows (b0, b700, b1400)");
+	json_decref(r);
+}
+
+/* The recall's rank (soma_rank, sqlite_memory_search.c) is FTS5's bm25() with column weights
+ * (0, 1), given the words' document counts instead of counting them on every recall: with exact
+ * counts both give the same score for every row. */
+Test(memory, soma_rank_scores_as_bm25_does)
+{
+	const char *texts[] = {"otters sleep", "sea otters sleep holding hands in the kelp", "otters otters otters",
+			       "kelp forests", "the kelp and the otters and the sea",	     "nothing to see"};
+	char key[16];
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		snprintf(key, sizeof(key), "k%zu", i);
+		put(i % 2 ? "acme" : "beta", key, texts[i]);
+	}
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
+	sqlite3 *db;
+	cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	cr_assert_eq(store_sql_memory_rank_register(db), SOMA_OK);
+	double counts[2] = {(double)db_query_int(dir, "SELECT doc FROM memories_vocab WHERE term = ?", "kelp"),
+			    (double)db_query_int(dir, "SELECT doc FROM memories_vocab WHERE term = ?", "otters")};
+	cr_assert_eq(counts[0], 3);
+	sqlite3_stmt *s;
+	cr_assert_eq(sqlite3_prepare_v2(db,
+					"SELECT rowid, bm25(memories_fts, 0.0, 1.0), soma_rank(memories_fts, ?2) FROM "
+					"memories_fts WHERE memories_fts MATCH ?1",
+					-1, &s, NULL),
+		     SQLITE_OK, "%s", sqlite3_errmsg(db));
+	sqlite3_bind_text(s, 1, "scope : \"s61636d65n776d\" AND content : (\"kelp\" OR \"otters\")", -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, counts, sizeof(counts), SQLITE_STATIC);
+	int rows = 0;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		double bm25 = sqlite3_column_double(s, 1), ours = sqlite3_column_double(s, 2);
+		cr_assert(bm25 < 0 && ours < 0, "row %lld: a match scores", (long long)sqlite3_column_int64(s, 0));
+		cr_assert(bm25 - ours < 1e-9 && ours - bm25 < 1e-9, "row %lld: bm25 %.12f, soma_rank %.12f",
+			  (long long)sqlite3_column_int64(s, 0), bm25, ours);
+		rows++;
+	}
+	cr_assert_eq(rows, 2, "acme's two rows with kelp or otters (k1, k3)");
+	sqlite3_finalize(s);
+	sqlite3_close(db);
 }
 
 static void load_config(const char *driver)
