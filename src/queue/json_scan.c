@@ -45,7 +45,7 @@ static bool hex4(const char *p, const char *e, uint32_t *u)
 
 /* Length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0: what jansson accepts
  * (no overlong forms, no surrogates, nothing past U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t left)
+size_t jscan_utf8_len(const unsigned char *s, size_t left)
 {
 	size_t n = s[0] >= 0xC2 && s[0] <= 0xDF	  ? 2
 		   : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
@@ -73,7 +73,7 @@ static const char *check_string(const char *p, const char *e)
 		if (c < 0x20)
 			return NULL;
 		if (c >= 0x80) {
-			size_t k = utf8_len((const unsigned char *)p, (size_t)(e - p));
+			size_t k = jscan_utf8_len((const unsigned char *)p, (size_t)(e - p));
 			if (!k)
 				return NULL;
 			p += k;

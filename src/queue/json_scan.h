@@ -1,6 +1,7 @@
 /*
  * json_scan.h - a strict JSON checker and a light reader over checked text, without building a
- * tree (module-internal: the fast Celery envelope reader, celery_scan.c, is its user).
+ * tree (module-internal: the fast Celery envelope reader, celery_scan.c, is its user; the
+ * envelope writer, redis_publish.c, checks UTF-8 with jscan_utf8_len).
  *
  * DESIGN: jscan_check validates a text at least as strictly as jansson's json_loadb reads it
  * (grammar, UTF-8, escapes and surrogate pairs, no \u0000, no control character in a string,
@@ -18,6 +19,10 @@
 #define JSCAN_DEPTH	 64 /* deeper nesting is refused (jansson's limit is 2048) */
 #define JSCAN_TAPE_MAX	 96 /* object members the check remembers (more: readers walk the text) */
 #define JSCAN_TAPE_DEPTH 2  /* it remembers those of objects nested up to here (0: the outer one) */
+
+/* Length of the valid UTF-8 sequence at s (its lead byte >= 0x80; left bytes readable), or 0:
+ * what jansson accepts (no overlong forms, no surrogates, nothing past U+10FFFF). */
+size_t jscan_utf8_len(const unsigned char *s, size_t left);
 
 struct jspan {
 	const char *p; /* the value's first byte, NULL when absent */

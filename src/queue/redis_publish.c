@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "queue/celery_wire.h"
+#include "queue/json_scan.h"
 #include "queue/queue_int.h"
 #include "redis/conn.h"
 
@@ -115,28 +116,12 @@ static void wb_json(struct wbuf *b, const json_t *v)
 		b->bad = true;
 }
 
-/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t left)
-{
-	size_t n = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 && s[0] < 0xE0 ? 2 : 0;
-	if (n == 0 || n > left)
-		return 0;
-	for (size_t i = 1; i < n; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	uint32_t cp = n == 2   ? (s[0] & 0x1Fu) << 6 | (s[1] & 0x3Fu)
-		      : n == 3 ? (s[0] & 0x0Fu) << 12 | (s[1] & 0x3Fu) << 6 | (s[2] & 0x3Fu)
-			       : (s[0] & 0x07u) << 18 | (s[1] & 0x3Fu) << 12 | (s[2] & 0x3Fu) << 6 | (s[3] & 0x3Fu);
-	bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
-	return overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : n;
-}
-
 static bool utf8_valid(const char *s)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t n = strlen(s), k;
 	for (size_t i = 0; i < n; i += k)
-		if (!(k = u[i] < 0x80 ? 1 : utf8_len(u + i, n - i)))
+		if (!(k = u[i] < 0x80 ? 1 : jscan_utf8_len(u + i, n - i)))
 			return false;
 	return true;
 }

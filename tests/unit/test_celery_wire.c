@@ -334,7 +334,8 @@ Test(celery_wire, the_result_meta_is_byte_for_byte_what_jansson_built)
 	same_meta("SUCCESS", result, NULL, NULL, extra);
 	same_meta("SUCCESS", result, NULL, NULL, NULL);
 	same_meta("RETRY", NULL, "Retry", "boom \"quoted\" \x01", extra);
-	same_meta("FAILURE", NULL, "Exception", "cut \xc3", extra); /* not UTF-8: result null */
+	same_meta("FAILURE", NULL, "Exception", "cut \xc3", extra);	     /* not UTF-8: result null */
+	same_meta("FAILURE", NULL, "Exception", "lead \xf5\x80\x80", extra); /* 0xF5 leads nothing: not UTF-8 */
 	same_meta("REVOKED", NULL, "TaskRevokedError", NULL, NULL);
 	json_decref(extra);
 	json_decref(result);
