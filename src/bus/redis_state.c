@@ -310,10 +310,21 @@ enum soma_err bus_redis_snapshot(const char *key, struct bus_cursor after, struc
 	const char *hget[] = {"HGET", mk, "s"}, *lrange[] = {"LRANGE", lk, "0", "-1"};
 	redisReply *s = NULL, *list = NULL;
 	pthread_mutex_lock(&snap_lock);
-	if (snap && redis_conn_ensure(snap) == SOMA_OK && redis_append_argv(snap, 3, hget, NULL) == SOMA_OK &&
-	    redis_append_argv(snap, 4, lrange, NULL) == SOMA_OK) {
+	/* A connection left idle across a Redis restart is found dead by its first round trip: then
+	 * one more, on a new connection at once, instead of a resume without Redis's part. */
+	for (int attempt = 0; snap && attempt < 2; attempt++) {
+		bool was_up = redis_conn_ok(snap);
+		if ((attempt == 0 ? redis_conn_ensure(snap) : redis_conn_reconnect(snap)) != SOMA_OK ||
+		    redis_append_argv(snap, 3, hget, NULL) != SOMA_OK ||
+		    redis_append_argv(snap, 4, lrange, NULL) != SOMA_OK)
+			break;
 		s = redis_get_reply(snap); /* s first: the list then holds every ephemeral sequenced before it */
 		list = redis_get_reply(snap);
+		if (s || !was_up)
+			break; /* answered, or a new connection failed: Redis is down */
+		if (list)
+			freeReplyObject(list);
+		list = NULL;
 	}
 	pthread_mutex_unlock(&snap_lock);
 	if (s && s->type == REDIS_REPLY_STRING) {

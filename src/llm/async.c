@@ -247,19 +247,10 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 			      const struct llm_callbacks *cb, llm_done_fn done, struct llm_result *res,
 			      struct llm_async **out)
 {
-	memset(res, 0, sizeof(*res));
-	res->input_tokens = res->output_tokens = -1;
 	*out = NULL;
-	if (!cfg->api_key[0]) {
-		res->error = LLM_ERR_UNCONFIGURED;
-		return SOMA_ERR_UNAVAILABLE;
-	}
-	const char *why = NULL;
-	if (!curl_api_get(&why)) {
-		res->error = LLM_ERR_UNREACHABLE;
-		snprintf(res->detail, sizeof(res->detail), "%s", why);
-		return SOMA_ERR_INTERNAL;
-	}
+	enum soma_err err = llm_call_begin(cfg, res);
+	if (err != SOMA_OK)
+		return err;
 	struct llm_loop *L = loop_get(base);
 	struct llm_async *a = L ? calloc(1, sizeof(*a)) : NULL;
 	if (!a) {

@@ -119,6 +119,23 @@ static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	return c->cb && c->cb->should_cancel && c->cb->should_cancel(c->cb->ctx);
 }
 
+enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->input_tokens = res->output_tokens = -1;
+	if (!cfg->api_key[0]) {
+		res->error = LLM_ERR_UNCONFIGURED;
+		return SOMA_ERR_UNAVAILABLE;
+	}
+	const char *why = NULL;
+	if (!curl_api_get(&why)) {
+		res->error = LLM_ERR_UNREACHABLE;
+		snprintf(res->detail, sizeof(res->detail), "%s", why);
+		return SOMA_ERR_INTERNAL;
+	}
+	return SOMA_OK;
+}
+
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req)
 {
 	json_t *body = json_pack("{s:s, s:O, s:b}", "model", req->model && *req->model ? req->model : cfg->model,

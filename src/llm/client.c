@@ -84,18 +84,9 @@ static enum llm_error attempt(const struct llm_config *cfg, const char *body, st
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
 		       struct llm_result *res)
 {
-	memset(res, 0, sizeof(*res));
-	res->input_tokens = res->output_tokens = -1;
-	if (!cfg->api_key[0]) {
-		res->error = LLM_ERR_UNCONFIGURED;
-		return SOMA_ERR_UNAVAILABLE;
-	}
-	const char *why = NULL;
-	if (!curl_api_get(&why)) {
-		res->error = LLM_ERR_UNREACHABLE;
-		snprintf(res->detail, sizeof(res->detail), "%s", why);
-		return SOMA_ERR_INTERNAL;
-	}
+	enum soma_err err = llm_call_begin(cfg, res);
+	if (err != SOMA_OK)
+		return err;
 	char *body = llm_request_body(cfg, req);
 	if (!body) {
 		res->error = LLM_ERR_PROTOCOL;

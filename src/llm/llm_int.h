@@ -33,6 +33,10 @@ struct llm_call {
 	int retry_after_s;		/* Retry-After of the last answer, -1 none */
 };
 
+/* Starts a call's outcome in res (zeroed, token counts unknown) and checks that a call can be
+ * made: SOMA_OK, or SOMA_ERR_UNAVAILABLE (no API key: LLM_ERR_UNCONFIGURED) or
+ * SOMA_ERR_INTERNAL (libcurl could not be loaded: LLM_ERR_UNREACHABLE, why in res->detail). */
+enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *res);
 /* The JSON body sent to the provider; owned by the caller (free), NULL on OOM. */
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req);
 /* Sets curl up for one attempt of c (c->req, c->cb, c->res set by the caller) posting body,

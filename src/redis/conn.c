@@ -191,6 +191,11 @@ enum soma_err redis_conn_ensure(struct redis_conn *c)
 	return connect_now(c);
 }
 
+enum soma_err redis_conn_reconnect(struct redis_conn *c)
+{
+	return c->ctx ? SOMA_OK : connect_now(c);
+}
+
 /* A NULL reply from hiredis means the connection is unusable. */
 static redisReply *checked(struct redis_conn *c, void *reply)
 {

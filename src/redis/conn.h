@@ -61,6 +61,10 @@ void redis_conn_set_timeout(struct redis_conn *c, int timeout_ms);
 bool redis_conn_ok(const struct redis_conn *c);
 /* Connects now if broken (respecting the backoff). SOMA_ERR_UNAVAILABLE while Redis is down. */
 enum soma_err redis_conn_ensure(struct redis_conn *c) SOMA_MUST_CHECK;
+/* Connects now if broken, without waiting out the backoff: for a connection that was up and was
+ * found dead by its first round trip after an idle spell (Redis restarted meanwhile), where one
+ * immediate attempt is right. SOMA_ERR_UNAVAILABLE when Redis does not answer. */
+enum soma_err redis_conn_reconnect(struct redis_conn *c) SOMA_MUST_CHECK;
 /* The last error, for logs. Never NULL. */
 const char *redis_conn_error(const struct redis_conn *c);
 /* The database number of the URL (Celery's fanout channels are prefixed "/<db>."). */
