@@ -52,7 +52,8 @@ static void serve_one(int c)
 	char head[256];
 	int hn = snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
 			  status, strlen(body));
-	if (status && write(c, head, (size_t)hn) == hn && write(c, body, strlen(body)) < 0)
+	/* send, not write: a client that left (the fetch cut short at teardown) must not SIGPIPE us */
+	if (status && send(c, head, (size_t)hn, MSG_NOSIGNAL) == hn && send(c, body, strlen(body), MSG_NOSIGNAL) < 0)
 		cr_log_warn("short write");
 	free(body);
 }
