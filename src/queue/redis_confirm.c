@@ -9,7 +9,9 @@
  * (rw_outcome_sent) until all replies owed have been read (rw_outcomes_confirmed). When the
  * connection turns out to be lost, the worker waits for Redis and writes every unconfirmed
  * outcome again - the same meta (SETEX + PUBLISH: idempotent), ZREM/HDEL of its tag, DEL of its
- * run-lock - until Redis confirms them or the process stops (rw_outcomes_replay). The follow-ups of
+ * run-lock - until Redis confirms them or the process stops (rw_outcomes_replay). A reply that
+ * says Redis cannot take the write yet (LOADING while a restarted Redis reads its data, BUSY,
+ * OOM, ...: rw_reply_transient) confirms nothing either: the outcomes are written again. The follow-ups of
  * a canvas (next chain link, chord join) are not written again.
  */
 #include <stdio.h>
@@ -79,27 +81,50 @@ static int append_all(struct rworker *w)
 	return n;
 }
 
+bool rw_reply_transient(const redisReply *r)
+{
+	static const char *const later[] = {"LOADING", "BUSY",	   "MASTERDOWN", "TRYAGAIN",
+					    "OOM",     "READONLY", "CLUSTERDOWN"};
+	if (!r || r->type != REDIS_REPLY_ERROR || !r->str)
+		return false;
+	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+		if (strncmp(r->str, later[i], strlen(later[i])) == 0)
+			return true;
+	return false;
+}
+
 void rw_outcomes_replay(struct rworker *w)
 {
 	log_warn("queue", "the redis connection was lost under %d task outcome(s); writing them again once it is back",
 		 w->nsent);
+	bool said_busy = false;
 	while (w->nsent > 0 && !queue_stopping()) {
 		rw_wait_redis(w, w->sent[0].id);
 		int n = redis_conn_ok(w->c) ? append_all(w) : -1;
-		bool ok = n >= 0;
-		if (!ok && redis_conn_ok(w->c))
-			redis_conn_broken(w->c,
-					  "an outcome could not be queued for redis"); /* drop the partial pipeline */
+		if (n < 0) {
+			if (redis_conn_ok(w->c)) /* drop the partial pipeline */
+				redis_conn_broken(w->c, "an outcome could not be queued for redis");
+			continue;
+		}
+		bool ok = true, busy = false;
 		for (int i = 0; ok && i < n; i++) {
 			redisReply *r = redis_get_reply(w->c);
 			ok = r != NULL;
-			if (r && r->type == REDIS_REPLY_ERROR)
+			if (rw_reply_transient(r))
+				busy = true; /* e.g. LOADING after a restart: not written, write it again */
+			else if (r && r->type == REDIS_REPLY_ERROR)
 				log_warn("queue", "redis refused an outcome written again: %s", r->str);
 			freeReplyObject(r);
 		}
-		if (ok) {
+		if (ok && !busy) {
 			log_info("queue", "%d task outcome(s) written again and confirmed", w->nsent);
 			rw_outcomes_confirmed(w);
+		} else if (ok) {
+			if (!said_busy)
+				log_warn("queue", "redis cannot take writes yet (loading or busy); the outcomes wait");
+			said_busy = true;
+			struct timespec ts = {0, 100 * 1000000L};
+			nanosleep(&ts, NULL);
 		}
 	}
 }

@@ -95,21 +95,23 @@ void rw_unlock(struct rworker *w, const struct celery_msg *m)
 void rw_drain(struct rworker *w)
 {
 	append_acks(w);
-	bool ok = redis_conn_ok(w->c);
+	bool ok = redis_conn_ok(w->c), busy = false;
 	for (; ok && w->owed > 0; w->owed--) {
 		redisReply *r = redis_get_reply(w->c);
 		if (!r) {
 			ok = false;
 			break;
 		}
-		if (r->type == REDIS_REPLY_ERROR)
+		if (rw_reply_transient(r))
+			busy = true; /* e.g. LOADING just after a restart: that write did not happen */
+		else if (r->type == REDIS_REPLY_ERROR)
 			log_warn("queue", "redis refused an ack or result write: %s", r->str);
 		freeReplyObject(r);
 	}
 	w->owed = 0;
-	if (ok)
+	if (ok && !busy)
 		rw_outcomes_confirmed(w);
-	else if (w->nsent > 0) /* outcomes were lost with the connection: write them again */
+	else if (w->nsent > 0) /* outcomes lost with the connection, or refused for now: write them again */
 		rw_outcomes_replay(w);
 	/* (other lost acks are of duplicates: restored later, seen done, acked again) */
 }

@@ -71,6 +71,9 @@ void rw_wait_redis(struct rworker *w, const char *task_id);
 /* Appends the pending acks, then reads every reply still owed on w's connection (errors are
  * logged). */
 void rw_drain(struct rworker *w);
+/* Whether r is an error Redis gives for a write it cannot take yet (LOADING after a restart,
+ * BUSY, OOM, READONLY ...): the write did not happen and is to be made again. */
+bool rw_reply_transient(const redisReply *r);
 /* Appends the pending acks and writes out what was appended (replies are read later). */
 void rw_send(struct rworker *w);
 /* Records the ack of tag; the acks of a batch go out as one ZREM unacked_index and one HDEL
