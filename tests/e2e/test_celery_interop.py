@@ -193,3 +193,29 @@ def test_a_result_that_meets_a_redis_outage_is_written_when_redis_is_back(soma, 
     assert wait_task(srv, tid, {"SUCCESS"}, timeout=30)["status"] == "SUCCESS"
     wait_until(lambda: durable_redis.client().hlen("unacked") == 0, 10, what="the ack")
     assert any("writing the outcome of task " + tid in ln for ln in srv.log_lines()), "it did not wait"
+
+
+def test_a_result_redis_refuses_for_now_is_written_when_it_takes_writes(soma, redis):
+    # a Redis that answers BUSY (a script runs past busy-reply-threshold; LOADING after a restart
+    # is the same case) did not take the write: the worker writes the outcome again until Redis
+    # takes it, instead of counting the error as confirmed and leaving the task to the 120 s
+    # visibility restore
+    import threading
+    srv = soma(*redis_sets(redis, "queue.visibility_timeout_s=120"))
+    tid = post_task(srv, task="soma.sleep", kwargs={"seconds": 1})["task_id"]
+    wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take the task")
+    redis.client().config_set("busy-reply-threshold", 50)
+
+    def busy():
+        try:
+            redis.client().eval("while true do end", 0)
+        except Exception:  # killed below
+            pass
+
+    t = threading.Thread(target=busy, daemon=True)
+    t.start()
+    time.sleep(2.5)  # the task finishes while Redis answers BUSY
+    redis.client().script_kill()
+    t.join(10)
+    assert wait_task(srv, tid, {"SUCCESS"}, timeout=30)["status"] == "SUCCESS"
+    assert any("cannot take writes yet" in ln for ln in srv.log_lines()), "no write was refused"
