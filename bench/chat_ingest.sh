@@ -17,38 +17,7 @@ BINS=("$@")
 PY=/usr/bin/python3
 ulimit -n 65536 2>/dev/null || true
 
-C='"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench"'
-SSE="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
-SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}\n\n"
-SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world.\"},\"finish_reason\":null}]}\n\n"
-SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
-SSE+="data: {$C,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
-SSE+="data: [DONE]\n\n"
-fake_port=$(free_port)
-mkdir -p "$TMP/nginx/logs"
-cat > "$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/nginx/body;
-  proxy_temp_path $TMP/nginx/proxy;
-  fastcgi_temp_path $TMP/nginx/fastcgi;
-  uwsgi_temp_path $TMP/nginx/uwsgi;
-  scgi_temp_path $TMP/nginx/scgi;
-  server {
-    listen 127.0.0.1:$fake_port;
-    location / { default_type text/event-stream; return 200 '$SSE'; }
-  }
-}
-CONF
-nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
+start_llm_fake # -> fake_port (lib.sh)
 
 cpu_ticks() { # PID -> utime + stime of the process (all threads), in clock ticks
   awk '{ print $14 + $15 }' "/proc/$1/stat"

@@ -46,3 +46,43 @@ to_ms() { # wrk latency like 512.00us / 1.20ms / 1.01s -> ms
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
     else printf "%s", v }'
 }
+
+nginx_conf() { # NAME PORT LOCATION-BODY
+  mkdir -p "$TMP/$1/logs"
+  cat > "$TMP/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $TMP/$1/nginx.pid;
+error_log $TMP/$1/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMP/$1/body;
+  proxy_temp_path $TMP/$1/proxy;
+  fastcgi_temp_path $TMP/$1/fastcgi;
+  uwsgi_temp_path $TMP/$1/uwsgi;
+  scgi_temp_path $TMP/$1/scgi;
+  server {
+    listen 127.0.0.1:$2;
+    location / { $3 }
+  }
+}
+CONF
+  nginx -c "$TMP/$1/nginx.conf" -p "$TMP/$1" &
+  PIDS+=($!)
+}
+
+# The fast fake LLM: nginx answers every request with one fixed streamed completion. Sets fake_port.
+start_llm_fake() {
+  C='"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench"'
+  SSE="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+  SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}\n\n"
+  SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world.\"},\"finish_reason\":null}]}\n\n"
+  SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+  SSE+="data: {$C,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
+  SSE+="data: [DONE]\n\n"
+  fake_port=$(free_port)
+  nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '$SSE';"
+  wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
+}
