@@ -49,22 +49,46 @@ struct rworker {
 	int nsent, capsent;			/* entries in sent, its size */
 };
 
-/* An outcome written to Redis and not confirmed yet (redis_confirm.c): written again, with its
- * ack, if the connection turns out to have been lost under it. */
-struct rw_outcome {
-	char id[72];	/* the task */
-	char tag[72];	/* its delivery tag */
-	char lock[112]; /* its run-lock */
-	char *meta;	/* its result meta (owned) */
+/* What the follow-ups of a canvas task need (redis_canvas.c), kept with its outcome until Redis
+ * has confirmed them: they are written again with it after a lost connection or a transient
+ * refusal, each in an idempotent form (a follow-up is published at most once, a chord member
+ * joins at most once), so "again" never means "twice". */
+struct rw_canvas {
+	char status[12]; /* SUCCESS, FAILURE or REVOKED (the follow-ups depend on it) */
+	json_t *result;	 /* the return value, or the exception dict of a failure (owned) */
+	json_t *headers; /* the message's headers: group, group_index, root_id, soma_* (owned ref.) */
+	json_t *embed;	 /* its embed: chain, callbacks, errbacks, chord (owned reference) */
+	bool done;	 /* Redis confirmed every follow-up */
 };
 
-/* Records that the outcome of task id (delivery tag, run-lock) was appended; takes meta. */
-void rw_outcome_sent(struct rworker *w, const char *id, const char *tag, const char *lock, char *meta);
+/* An outcome written to Redis and not confirmed yet (redis_confirm.c): written again, with its
+ * follow-ups and its ack, if the connection turns out to have been lost under it. */
+struct rw_outcome {
+	char id[72];		 /* the task */
+	char tag[72];		 /* its delivery tag */
+	char lock[112];		 /* its run-lock */
+	char *meta;		 /* its result meta (owned) */
+	struct rw_canvas canvas; /* its follow-ups; canvas.embed NULL when it has none */
+};
+
+/* The result of writing something whose replies were read: Redis took it, the connection was
+ * lost (nothing known), or Redis refused for now (LOADING, BUSY, ...: write it again later). */
+enum rw_write { RW_WRITTEN, RW_LOST, RW_LATER };
+
+/* Keeps outcome *o (moved: its members now belong to w) until Redis confirms it; returns where it
+ * is kept, or NULL when out of memory (then the caller still owns o's members: rw_outcome_free). */
+struct rw_outcome *rw_outcome_sent(struct rworker *w, struct rw_outcome *o);
+/* Frees what o owns (not o itself). */
+void rw_outcome_free(struct rw_outcome *o);
 /* Every reply owed was read: the recorded outcomes are in Redis; forgets them. */
 void rw_outcomes_confirmed(struct rworker *w);
-/* The connection was lost with outcomes unconfirmed: waits for Redis, writes them and their acks
- * again (the same meta, idempotent) until Redis confirms them or the process stops. */
+/* The connection was lost with outcomes unconfirmed: waits for Redis, writes them, their
+ * follow-ups and their acks again (all idempotent) until Redis confirms them or the process
+ * stops. */
 void rw_outcomes_replay(struct rworker *w);
+/* How a reply read back counts (NULL: the connection is lost); another error is logged with
+ * what, and counts as written (writing it again would not change the answer). */
+enum rw_write rw_reply_class(const redisReply *r, const char *what);
 /* Waits until w's connection is up (or the process stops); task_id names what waits, for logs. */
 void rw_wait_redis(struct rworker *w, const char *task_id);
 
@@ -82,11 +106,12 @@ void rw_ack(struct rworker *w, const char *tag);
 /* Records the release of m's run-lock, written with the acks (one DEL for the batch): a
  * requeued dead letter runs again under the same (id, retries). */
 void rw_unlock(struct rworker *w, const struct celery_msg *m);
-/* After the result meta of w's running task (status SUCCESS, FAILURE or REVOKED; RETRY does
- * nothing) and before its ack: the follow-ups of its Celery embed (chain, callbacks, errbacks)
- * and, for a chord member, the chord join (redis_canvas.c). result: the return value, or the
- * exception dict of a failure. */
-void redis_canvas_after(struct rworker *w, const char *status, const json_t *result);
+/* Writes the follow-ups of outcome o (redis_canvas.c): SUCCESS: the next link of embed.chain
+ * and each of embed.callbacks; FAILURE/REVOKED: each of embed.errbacks; for a chord member the
+ * chord join and, when it completes the chord, the chord's body. Reads, before their replies,
+ * the w->owed replies appended before (its result meta). Every step is idempotent (see the file),
+ * so o may be written again until this returns RW_WRITTEN. o is borrowed. */
+enum rw_write redis_canvas_write(struct rworker *w, struct rw_outcome *o);
 /* Frees a message. */
 void rmsg_free(struct rmsg *m);
 /* The unacked_index score of a message taken at wall_ms into buf: kombu's time() in seconds,

@@ -3,7 +3,9 @@
  * format, then the ack (ZREM unacked_index, HDEL unacked), written in that order on the worker's
  * connection so the ack never precedes the effect (acks_late).
  *
- * DESIGN: SUCCESS -> meta SUCCESS + ack. Retryable failure -> Celery's retry: the same task id
+ * DESIGN: SUCCESS -> meta SUCCESS + ack. A task of a canvas (chain link, callbacks, chord member)
+ * writes its follow-ups between the two, read back at once and written again until Redis confirms
+ * them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure -> Celery's retry: the same task id
  * republished with retries + 1 and an eta (now + exponential backoff with jitter), meta RETRY,
  * ack of this delivery; past max_retries (and on a permanent failure) -> the dead-letter store
  * (a 'dead' row in the SQL store, committed first: if it cannot be written nothing is acked and
@@ -21,17 +23,46 @@
 #include "core/log.h"
 #include "queue/redis_int.h"
 
-/* Meta + ack of the running message, written out now. */
+/* The follow-ups of the outcome kept at o (the last one appended), written now (its meta's
+ * replies are the only ones owed), and again until Redis confirms them. False when they could
+ * not be confirmed before the process stops: then its ack is not written either. */
+static bool canvas_confirmed(struct rworker *w, struct rw_outcome *o)
+{
+	enum rw_write res = redis_canvas_write(w, o);
+	w->owed = 0;
+	if (res == RW_WRITTEN) {
+		o->canvas.done = true;
+		return true;
+	}
+	rw_outcomes_replay(w); /* o among them: its meta, its follow-ups, then its ack */
+	return w->nsent == 0;
+}
+
+/* The follow-ups of an outcome that could not be kept (out of memory): written once. */
+static void canvas_once(struct rworker *w, struct rw_outcome *o)
+{
+	log_error("queue", "out of memory keeping the outcome of task %s; its follow-ups are written once, not again",
+		  o->id);
+	if (redis_canvas_write(w, o) != RW_WRITTEN)
+		log_error("queue", "the follow-ups of task %s may be lost (redis: %s)", o->id, redis_conn_error(w->c));
+	w->owed = 0;
+	rw_outcome_free(o);
+}
+
+/* Meta + follow-ups + ack of the running message, written out now. */
 static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
 		   const char *exc_module, const char *message)
 {
 	struct celery_msg *m = &w->cur.m;
-	if (m->embed && celery_msg_tree(m) != SOMA_OK) { /* the follow-ups need the headers */
+	bool canvas = json_object_size(m->embed) > 0 && strcmp(status, "RETRY") != 0;
+	if (canvas && celery_msg_tree(m) != SOMA_OK) { /* the follow-ups need the headers */
 		log_error("queue",
 			  "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
 			  m->id);
 		return;
 	}
+	if (canvas)
+		rw_drain(w); /* then the meta's are the only replies owed when the follow-ups are read */
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
 	char *text = redis_meta_text(m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
@@ -45,18 +76,26 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 		free(text);
 		return;
 	}
-	char lock[sizeof(w->locks[0])];
-	rw_lock_key(m, lock, sizeof(lock));
-	rw_outcome_sent(w, m->id, m->delivery_tag, lock, text); /* until Redis confirms it */
-	if (m->embed) {
-		json_t *r =
+	struct rw_outcome out = {.meta = text};
+	snprintf(out.id, sizeof(out.id), "%s", m->id);
+	snprintf(out.tag, sizeof(out.tag), "%s", m->delivery_tag);
+	rw_lock_key(m, out.lock, sizeof(out.lock));
+	if (canvas) {
+		snprintf(out.canvas.status, sizeof(out.canvas.status), "%s", status);
+		out.canvas.result =
 			exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
 					     message ? message : "", "exc_module", exc_module ? exc_module : "builtins")
 				 : json_incref(result ? (json_t *)result : json_null());
-		redis_canvas_after(w, status, r);
-		json_decref(r);
-		if (!redis_conn_ok(w->c)) /* it broke under the result: no ack, it comes back later */
-			return;
+		out.canvas.headers = json_incref(m->headers);
+		out.canvas.embed = json_incref(m->embed);
+	}
+	struct rw_outcome *o = rw_outcome_sent(w, &out); /* until Redis confirms it */
+	if (!o && canvas) {
+		canvas_once(w, &out);
+	} else if (!o) {
+		rw_outcome_free(&out); /* (not kept: the visibility restore remains) */
+	} else if (canvas && !canvas_confirmed(w, o)) {
+		return; /* stopping before Redis took them: no ack, it comes back later */
 	}
 	rw_ack(w, m->delivery_tag);
 	rw_unlock(w, m);

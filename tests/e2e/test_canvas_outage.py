@@ -1,0 +1,300 @@
+"""The follow-ups of a canvas (the next chain link, the chord join and the chord's body) meet a
+Redis that fails under them, and are written again until Redis takes them, exactly once in effect.
+
+Three ways Redis fails here: an outage (a durable redis-server stopped while the task runs and
+started again), a BUSY window (a script runs past busy-reply-threshold; LOADING after a restart is
+the same case), and a cut proxy: our server reaches Redis through a TCP proxy (CutProxy) that cuts
+the one connection that sends a given pattern, either before Redis sees those commands or after
+Redis ran them (the replies never arrive: the worker cannot tell, and writes them again). The
+later links and the chord bodies run on a real Python Celery worker that records every run, so a
+follow-up written twice shows as a task run twice."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from celery_util import DurableRedis, PyWorker, redis_sets, wait_task, write_app
+from e2e_util import http, wait_until
+from servers import RedisServer
+
+PY_TASKS = '''
+
+import json as _json
+
+
+@app.task(name="py.record", bind=True)
+def py_record(self, *args):
+    with open(os.path.join(os.path.dirname(__file__), "py-record.log"), "a") as f:
+        f.write(_json.dumps({"id": self.request.id, "args": list(args)}) + "\\n")
+    return list(args)
+'''
+
+
+class CutProxy:
+    """A TCP proxy in front of redis-server. arm(pattern, after) cuts, once, the connection whose
+    client sends pattern: after=False drops those bytes (Redis never runs the commands in them),
+    after=True forwards them and drops what Redis answers (Redis runs them; the client never
+    learns it). Either way the client's connection is then closed."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.rule = None
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def arm(self, pattern, after):
+        with self.lock:
+            self.rule = (pattern, after)
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                c.close()
+                continue
+            pair = {"swallow": False}
+            threading.Thread(target=self._up, args=(c, u, pair), daemon=True).start()
+            threading.Thread(target=self._down, args=(c, u, pair), daemon=True).start()
+
+    def _take(self, data):
+        with self.lock:
+            if self.rule and self.rule[0] in data:
+                rule, self.rule = self.rule, None
+                return rule
+        return None
+
+    def _up(self, c, u, pair):
+        while True:
+            try:
+                data = c.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            rule = self._take(data)
+            if rule and not rule[1]:  # before: Redis never sees these commands
+                break
+            try:
+                u.sendall(data)
+            except OSError:
+                break
+            if rule:  # after: Redis runs them; their replies are dropped
+                pair["swallow"] = True
+                time.sleep(0.5)
+                break
+        for s, how in ((c, socket.SHUT_RDWR), (u, socket.SHUT_WR)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+        c.close()
+
+    def _down(self, c, u, pair):
+        while True:  # read Redis to the end, so closing never resets a connection with unread data
+            try:
+                data = u.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if not pair["swallow"]:
+                try:
+                    c.sendall(data)
+                except OSError:
+                    pair["swallow"] = True
+        u.close()
+
+
+@pytest.fixture
+def redis():
+    with RedisServer() as r:
+        yield r
+
+
+@pytest.fixture
+def durable_redis():
+    with DurableRedis() as r:
+        yield r
+
+
+def py_worker(tmp_path, redis):
+    path = write_app(tmp_path, redis.url())
+    with open(path, "a") as f:
+        f.write(PY_TASKS)
+    py = PyWorker(tmp_path, queues="py")
+    return py
+
+
+def runs(tmp_path):
+    path = tmp_path / "py-record.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def post(srv, path, body):
+    r = http().post(srv.url + path, json=body, timeout=10)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+SETS = ("queue.visibility_timeout_s=120", "queue.routes=py.*=py")
+
+
+def chain_body():
+    return {"tasks": [{"task": "soma.sleep", "kwargs": {"seconds": 2}},
+                      {"task": "py.record", "args": ["second"], "queue": "py"},
+                      {"task": "py.record", "args": ["third"], "queue": "py"}]}
+
+
+def chord_body():
+    # the quick member joins first; the slow one, whose outcome meets the fault, completes the chord
+    return {"header": [{"task": "soma.echo", "args": [1]},
+                       {"task": "soma.sleep", "kwargs": {"seconds": 2}}],
+            "body": {"task": "py.record", "args": ["body"], "queue": "py"}}
+
+
+def assert_chain_done(srv, tmp_path, out):
+    ids = out["task_ids"]
+    last = wait_task(srv, ids[2], {"SUCCESS"}, timeout=60)
+    assert last["result"] == [[{"slept": 2.0}, "second"], "third"], last
+    time.sleep(1.5)  # a second copy of a link, if one was sent, runs meanwhile
+    got = runs(tmp_path)
+    assert sorted(r["id"] for r in got) == sorted(ids[1:]), got  # each later link ran exactly once
+    second = next(r for r in got if r["id"] == ids[1])
+    assert second["args"] == [{"slept": 2.0}, "second"], second
+    third = next(r for r in got if r["id"] == ids[2])
+    assert third["args"] == [[{"slept": 2.0}, "second"], "third"], third
+
+
+def assert_chord_done(srv, tmp_path, redis, out):
+    body = wait_task(srv, out["task_id"], {"SUCCESS"}, timeout=60)
+    want = [[{"args": [1], "kwargs": {}}, {"slept": 2.0}], "body"]
+    assert body["result"] == want, body
+    time.sleep(1.5)  # a second copy of the body, if one was sent, runs meanwhile
+    got = runs(tmp_path)
+    assert [r["id"] for r in got] == [out["task_id"]], got  # the body ran exactly once
+    assert got[0]["args"] == want, got
+    assert not redis.client().exists(f"celery-taskset-meta-{out['group_id']}.j")
+
+
+def quick_joined(redis, out):
+    j = f"celery-taskset-meta-{out['group_id']}.j"
+    wait_until(lambda: redis.client().zcard(j) == 1, 20, what="the quick member to join")
+    wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to run the slow member")
+
+
+def outage(redis, seconds=3.5):
+    redis.stop()
+    time.sleep(seconds)  # the sleeping task finishes while Redis is down
+    redis.start()
+
+
+def busy(redis, seconds=2.5):
+    redis.client().config_set("busy-reply-threshold", 50)
+
+    def spin():
+        try:
+            redis.client().eval("while true do end", 0)
+        except Exception:  # killed below
+            pass
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    time.sleep(seconds)  # the sleeping task finishes while Redis answers BUSY
+    redis.client().script_kill()
+    t.join(10)
+
+
+@pytest.mark.parametrize("fault", ["outage", "busy"])
+def test_a_chain_link_that_finishes_while_redis_fails_sends_the_next_link_once(soma, tmp_path, fault, request):
+    r = request.getfixturevalue("durable_redis" if fault == "outage" else "redis")
+    srv = soma(*redis_sets(r, *SETS))
+    out = post(srv, "/v1/tasks/chain", chain_body())
+    wait_until(lambda: r.client().hlen("unacked") == 1, 10, what="the worker to take the first link")
+    (outage if fault == "outage" else busy)(r)
+    py = py_worker(tmp_path, r)  # afterwards: a BUSY reply stops a Python worker (kombu raises it)
+    try:
+        assert_chain_done(srv, tmp_path, out)
+        assert any("written again" in ln or "waits for it" in ln or "cannot take writes yet" in ln
+                   for ln in srv.log_lines()), "the outcome was not written again"
+    finally:
+        py.stop()
+
+
+@pytest.mark.parametrize("fault", ["outage", "busy"])
+def test_a_chord_part_that_finishes_while_redis_fails_fires_the_body_once(soma, tmp_path, fault, request):
+    r = request.getfixturevalue("durable_redis" if fault == "outage" else "redis")
+    srv = soma(*redis_sets(r, *SETS))
+    out = post(srv, "/v1/tasks/chord", chord_body())
+    quick_joined(r, out)
+    (outage if fault == "outage" else busy)(r)
+    py = py_worker(tmp_path, r)
+    try:
+        assert_chord_done(srv, tmp_path, r, out)
+    finally:
+        py.stop()
+
+
+@pytest.fixture
+def proxied(redis):
+    p = CutProxy(redis.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before_redis_runs_it", "after_redis_ran_it"])
+def test_a_chain_link_publish_cut_is_written_again_once(soma, redis, proxied, tmp_path, after):
+    py = py_worker(tmp_path, redis)
+    try:
+        srv = soma("queue.driver=redis", f"redis.url={proxied.url()}", *SETS)
+        py.wait_ready()
+        out = post(srv, "/v1/tasks/chain", chain_body())
+        wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take the first link")
+        # the next link's message names the first link as its parent; nothing else sends that
+        proxied.arm(f'"parent_id":"{out["task_ids"][0]}"'.encode(), after)
+        assert_chain_done(srv, tmp_path, out)
+        assert proxied.rule is None, "the proxy never cut"
+    finally:
+        py.stop()
+
+
+@pytest.mark.parametrize("where", ["join_after_redis_ran_it", "body_before_redis_runs_it",
+                                   "body_after_redis_ran_it"])
+def test_a_chord_join_or_body_cut_is_written_again_once(soma, redis, proxied, tmp_path, where):
+    py = py_worker(tmp_path, redis)
+    try:
+        srv = soma("queue.driver=redis", f"redis.url={proxied.url()}", *SETS)
+        py.wait_ready()
+        out = post(srv, "/v1/tasks/chord", chord_body())
+        quick_joined(redis, out)
+        if where.startswith("join"):  # the last member's join: it completes the chord
+            proxied.arm(f"celery-taskset-meta-{out['group_id']}.j".encode(), True)
+        else:  # the body's message names the last member as its parent
+            proxied.arm(f'"parent_id":"{out["task_ids"][1]}"'.encode(), where.endswith("ran_it"))
+        assert_chord_done(srv, tmp_path, redis, out)
+        assert proxied.rule is None, "the proxy never cut"
+        assert redis.client().zcard(f"celery-taskset-meta-{out['group_id']}.j") == 0
+    finally:
+        py.stop()
