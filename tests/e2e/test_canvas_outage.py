@@ -95,12 +95,13 @@ class CutProxy:
             rule = self._take(data)
             if rule and not rule[1]:  # before: Redis never sees these commands
                 break
+            if rule:  # after: Redis runs them; their replies are dropped
+                pair["swallow"] = True
             try:
                 u.sendall(data)
             except OSError:
                 break
-            if rule:  # after: Redis runs them; their replies are dropped
-                pair["swallow"] = True
+            if rule:
                 time.sleep(0.5)
                 break
         for s, how in ((c, socket.SHUT_RDWR), (u, socket.SHUT_WR)):
@@ -276,6 +277,7 @@ def test_a_chain_link_publish_cut_is_written_again_once(soma, redis, proxied, tm
         proxied.arm(f'"parent_id":"{out["task_ids"][0]}"'.encode(), after)
         assert_chain_done(srv, tmp_path, out)
         assert proxied.rule is None, "the proxy never cut"
+        assert any("writing them again" in ln for ln in srv.log_lines()), "the cut went unnoticed"
     finally:
         py.stop()
 
@@ -295,6 +297,7 @@ def test_a_chord_join_or_body_cut_is_written_again_once(soma, redis, proxied, tm
             proxied.arm(f'"parent_id":"{out["task_ids"][1]}"'.encode(), where.endswith("ran_it"))
         assert_chord_done(srv, tmp_path, redis, out)
         assert proxied.rule is None, "the proxy never cut"
+        assert any("writing them again" in ln for ln in srv.log_lines()), "the cut went unnoticed"
         assert redis.client().zcard(f"celery-taskset-meta-{out['group_id']}.j") == 0
     finally:
         py.stop()
