@@ -176,11 +176,19 @@ def chord_body():
             "body": {"task": "py.record", "args": ["body"], "queue": "py"}}
 
 
-def assert_chain_done(srv, tmp_path, out):
+def drained(redis):
+    """Every queue empty and nothing unacked: each message sent has run and been acked (a copy
+    sent by a replay is sent before the task after it can finish)."""
+    c = redis.client()
+    wait_until(lambda: not any(c.llen(k) for k in c.keys("py*") + c.keys("celery*") if c.type(k) == b"list")
+               and c.hlen("unacked") == 0, 30, interval=0.1, what="the queues to drain")
+
+
+def assert_chain_done(srv, tmp_path, redis, out):
     ids = out["task_ids"]
     last = wait_task(srv, ids[2], {"SUCCESS"}, timeout=60)
     assert last["result"] == [[{"slept": 2.0}, "second"], "third"], last
-    time.sleep(1.5)  # a second copy of a link, if one was sent, runs meanwhile
+    drained(redis)  # a second copy of a link, had one been sent, has run by now
     got = runs(tmp_path)
     assert sorted(r["id"] for r in got) == sorted(ids[1:]), got  # each later link ran exactly once
     second = next(r for r in got if r["id"] == ids[1])
@@ -193,7 +201,7 @@ def assert_chord_done(srv, tmp_path, redis, out):
     body = wait_task(srv, out["task_id"], {"SUCCESS"}, timeout=60)
     want = [[{"args": [1], "kwargs": {}}, {"slept": 2.0}], "body"]
     assert body["result"] == want, body
-    time.sleep(1.5)  # a second copy of the body, if one was sent, runs meanwhile
+    drained(redis)  # a second copy of the body, had one been sent, has run by now
     got = runs(tmp_path)
     assert [r["id"] for r in got] == [out["task_id"]], got  # the body ran exactly once
     assert got[0]["args"] == want, got
@@ -243,7 +251,7 @@ def test_a_chain_link_that_finishes_while_redis_fails_sends_the_next_link_once(s
     (outage if fault == "outage" else busy)(srv, r)
     py = py_worker(tmp_path, r)  # afterwards: a BUSY reply stops a Python worker (kombu raises it)
     try:
-        assert_chain_done(srv, tmp_path, out)
+        assert_chain_done(srv, tmp_path, r, out)
     finally:
         py.stop()
 
@@ -279,7 +287,7 @@ def test_a_chain_link_publish_cut_is_written_again_once(soma, redis, proxied, tm
         wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take the first link")
         # the next link's message names the first link as its parent; nothing else sends that
         proxied.arm(f'"parent_id":"{out["task_ids"][0]}"'.encode(), after)
-        assert_chain_done(srv, tmp_path, out)
+        assert_chain_done(srv, tmp_path, redis, out)
         assert proxied.rule is None, "the proxy never cut"
         assert logged(srv, "writing them again"), "the cut went unnoticed"
     finally:
