@@ -313,3 +313,27 @@ def test_a_chord_join_or_body_cut_is_written_again_once(soma, redis, proxied, tm
         assert redis.client().zcard(f"celery-taskset-meta-{out['group_id']}.j") == 0
     finally:
         py.stop()
+
+
+def test_a_failed_chord_join_cut_after_redis_ran_it_still_fails_the_body(soma, redis, proxied):
+    # the last member fails; its join runs in Redis and completes the chord, but the worker never
+    # hears of it: written again, the join must still fail the body (ChordError), once
+    # one worker thread: the members run in order, so the failed one is the last to join
+    srv = soma("queue.driver=redis", f"redis.url={proxied.url()}", "queue.celery.concurrency=1", *SETS)
+    proxied.arm(b'","FAILURE",{"exc_type"', True)  # a chord member's failed result, as joined
+    out = post(srv, "/v1/tasks/chord", {"header": [{"task": "soma.echo", "args": [1]},
+                                                   {"task": "soma.fail", "kwargs": {"message": "nope"}}],
+                                        "body": {"task": "soma.echo"}})
+    c = redis.client()
+
+    def body_meta():
+        raw = c.get(f"celery-task-meta-{out['task_id']}")
+        return raw and json.loads(raw)
+
+    meta = wait_until(lambda: (m := body_meta()) and m["status"] == "FAILURE" and m, 60, interval=0.1,
+                      what="the chord body to fail")
+    assert meta["result"]["exc_type"] == "ChordError" and "Dependency" in str(meta["result"]), meta
+    assert proxied.rule is None, "the proxy never cut"
+    assert logged(srv, "writing them again"), "the cut went unnoticed"
+    drained(redis)
+    assert not c.exists(f"celery-taskset-meta-{out['group_id']}.j")
