@@ -4,14 +4,14 @@
  * connection so the ack never precedes the effect (acks_late).
  *
  * DESIGN: SUCCESS -> meta SUCCESS + ack. A task of a canvas (chain link, callbacks, chord member)
- * writes its follow-ups between the two, read back at once and written again until Redis confirms
- * them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure -> Celery's retry: the same task id
- * republished with retries + 1 and an eta (now + exponential backoff with jitter), meta RETRY,
- * ack of this delivery; past max_retries (and on a permanent failure) -> the dead-letter store
- * (a 'dead' row in the SQL store, committed first: if it cannot be written nothing is acked and
- * the message comes back after the visibility timeout), meta FAILURE with the exception dict,
- * ack. Interrupted by shutdown -> the message goes back to the front of its queue unacked-free.
- * Revoked or expired -> meta REVOKED + ack, not run.
+ * writes its follow-ups between the two, read back at once and written again until Redis
+ * confirms them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure ->
+ * Celery's retry: the same task id republished with retries + 1 and an eta (now + exponential
+ * backoff with jitter), meta RETRY, ack of this delivery; past max_retries (and on a permanent
+ * failure) -> the dead-letter store (a 'dead' row in the SQL store, committed first: if it cannot
+ * be written nothing is acked and the message comes back after the visibility timeout), meta
+ * FAILURE with the exception dict, ack. Interrupted by shutdown -> the message goes back to the
+ * front of its queue unacked-free. Revoked or expired -> meta REVOKED + ack, not run.
  */
 #include <stdio.h>
 #include <stdlib.h>
