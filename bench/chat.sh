@@ -20,7 +20,9 @@
 # Usage: bench/chat.sh [seconds]   (wrk and posting duration, default 10; release build expected at
 # build/somaagent, SOMA_BIN overrides). Takes about 4-5 minutes at the default.
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_SESSION_N sets
-# the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50).
+# the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50),
+# CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
+# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b.
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
@@ -92,7 +94,7 @@ stop_soma "$SOMA_PID" ingest
 fi
 # ---- 2. stream latency ---------------------------------------------------------------------------
 if part 2; then
-for ka in close keepalive; do
+for ka in ${CHAT_SESSION_FAKES:-close keepalive}; do
   echo
   echo "== 2a. chat reply, first delta: POST /v1/session/message -> first assistant.delta on the open session"
   echo "      stream, versus the fake LLM's first content delta called directly (8 chunks 5 ms apart);"
@@ -110,6 +112,8 @@ for ka in close keepalive; do
     $([ $ka = keepalive ] && echo --fake-keepalive) --out "$TMP/session-$ka.json" || echo "  chat reply part FAILED"
   stop_soma "$SOMA_PID" "session-$ka"
 done
+fi
+if part 2 && [ "$STREAM_N" != 0 ]; then
 echo
 echo "== 2b. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
 echo "      directly vs through somaagent, $STREAM_N requests each, alternating (through minus direct per quantile)"
@@ -148,10 +152,11 @@ if part 4; then
 echo
 echo "== 4. streams: N SSE subscribers of /v1/sessions/{id}/events over 100 sessions (role gateway, a fresh"
 echo "      process per N), 50 messages/s for ${SECS} s; delivery latency of the user events in ms"
-echo "      (receive time - created_at; POST = receive time - when the client sent the message); RSS in MB"
+echo "      (arrival - created_at, arrival = the kernel's receive timestamp on the client socket, so the python"
+echo "      client's own queueing is not counted; POST = arrival - when the client sent the message); RSS in MB"
 printf '  %6s %7s %7s %8s %8s %8s %9s %9s %19s %8s %8s %8s\n' N open "open s" p50 p99 max "POST p50" \
   "POST p99" "delivered/expected" "RSS idle" "RSS open" "RSS end"
-for n in 1000 5000 10000; do
+for n in ${CHAT_STREAMS_NS:-1000 5000 10000}; do
   port=$(free_port)
   start_soma "streams-$n" "$port" --role gateway --set http.max_connections=65536
   (cd "$B" && "$PY" chat_streams.py --port "$port" --pid "$SOMA_PID" -n "$n" --sessions 100 --rate 50 \
@@ -163,4 +168,4 @@ fi
 # ---- summary -------------------------------------------------------------------------------------
 echo
 echo "== summary (all figures from this run; $(($(date +%s) - T_START)) s)"
-"$PY" "$B/chat_summary.py" "$TMP" "$PARTS"
+"$PY" "$B/chat_summary.py" "$TMP" "$PARTS" "${CHAT_STREAMS_NS:-1000 5000 10000}"
