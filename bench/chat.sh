@@ -18,7 +18,7 @@
 #   4. streams     1000/5000/10000 SSE subscribers of /v1/sessions/{id}/events over 100 sessions
 #                  (role gateway), 50 messages/s posted: delivery latency and RSS
 # Usage: bench/chat.sh [seconds]   (wrk and posting duration, default 10; release build expected at
-# build/somaagent, SOMA_BIN overrides). Takes about 4-5 minutes at the default.
+# build/somaagent, SOMA_BIN overrides). Takes about 7-8 minutes at the default (part 2a: ~2.5 min).
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_SESSION_N sets
 # the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50),
 # CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
