@@ -5,7 +5,12 @@
 #   1. ingest      wrk (2 threads, 64 connections) POST /v1/session/message to `run` (role all)
 #                  whose LLM is nginx returning a fixed SSE body; then finals committed per
 #                  second (soma_tasks_total, from /metrics) and how long the backlog takes to drain
-#   2. stream      time to first content delta and inter-delta gaps of a streamed
+#   2. stream      (a) a chat reply: time from POST /v1/session/message to the first assistant.delta
+#                  on the session's open stream (GET /v1/sessions/{id}/events?stream=true) versus the
+#                  fake LLM's first content delta called directly (8 chunks 5 ms apart), alternating,
+#                  once with the fake closing every stream (a new upstream connection per reply)
+#                  and once with the fake keeping connections (steady state, as OpenAI/Groq do);
+#                  (b) time to first content delta and inter-delta gaps of a streamed
 #                  /v1/chat/completions, directly against the python fake LLM (20 chunks, 20 ms
 #                  apart) and through somaagent, alternating
 #   3. proxy       total time of a streamed /v1/chat/completions against the nginx fake: directly,
@@ -13,13 +18,16 @@
 #   4. streams     1000/5000/10000 SSE subscribers of /v1/sessions/{id}/events over 100 sessions
 #                  (role gateway), 50 messages/s posted: delivery latency and RSS
 # Usage: bench/chat.sh [seconds]   (wrk and posting duration, default 10; release build expected at
-# build/somaagent, SOMA_BIN overrides). Takes about 4-5 minutes at the default.
-# CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_STREAM_N sets
-# the requests per side of part 2 (default 50).
+# build/somaagent, SOMA_BIN overrides). Takes about 7-8 minutes at the default (part 2a: ~2.5 min).
+# CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_SESSION_N sets
+# the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50),
+# CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
+# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b.
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
 STREAM_N=${CHAT_STREAM_N:-50}
+SESSION_N=${CHAT_SESSION_N:-400}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 PY=/usr/bin/python3
 B=$ROOT/bench
@@ -86,8 +94,28 @@ stop_soma "$SOMA_PID" ingest
 fi
 # ---- 2. stream latency ---------------------------------------------------------------------------
 if part 2; then
+for ka in ${CHAT_SESSION_FAKES:-close keepalive}; do
+  echo
+  echo "== 2a. chat reply, first delta: POST /v1/session/message -> first assistant.delta on the open session"
+  echo "      stream, versus the fake LLM's first content delta called directly (8 chunks 5 ms apart);"
+  echo "      fake: $([ $ka = close ] && echo "closes every stream (somaagent opens a new upstream connection per reply)" \
+    || echo "keeps connections (chunked replies): steady state")"
+  fport=$(free_port)
+  "$PY" "$ROOT/tests/fakes/llm/server.py" --port "$fport" --chunks 8 --delay-ms 5 \
+    $([ $ka = keepalive ] && echo --keep-alive) >"$TMP/fake-$ka.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$fport/v1/models"
+  port=$(free_port)
+  start_soma "session-$ka" "$port" --set llm.provider=custom --set llm.base_url=http://127.0.0.1:$fport/v1 \
+    --set llm.api_key=x
+  "$PY" "$B/chat_sse.py" session --direct 127.0.0.1:"$fport" --through 127.0.0.1:"$port" -n "$SESSION_N" \
+    $([ $ka = keepalive ] && echo --fake-keepalive) --out "$TMP/session-$ka.json" || echo "  chat reply part FAILED"
+  stop_soma "$SOMA_PID" "session-$ka"
+done
+fi
+if part 2 && [ "$STREAM_N" != 0 ]; then
 echo
-echo "== 2. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
+echo "== 2b. stream latency: POST /v1/chat/completions stream=true, fake LLM 20 chunks 20 ms apart,"
 echo "      directly vs through somaagent, $STREAM_N requests each, alternating (through minus direct per quantile)"
 echo "      (the fake ends each stream by closing the connection, so a request through somaagent also opens a"
 echo "      new connection to it, which a direct one does not: a client connection is made before timing starts)"
@@ -124,10 +152,11 @@ if part 4; then
 echo
 echo "== 4. streams: N SSE subscribers of /v1/sessions/{id}/events over 100 sessions (role gateway, a fresh"
 echo "      process per N), 50 messages/s for ${SECS} s; delivery latency of the user events in ms"
-echo "      (receive time - created_at; POST = receive time - when the client sent the message); RSS in MB"
+echo "      (arrival - created_at, arrival = the kernel's receive timestamp on the client socket, so the python"
+echo "      client's own queueing is not counted; POST = arrival - when the client sent the message); RSS in MB"
 printf '  %6s %7s %7s %8s %8s %8s %9s %9s %19s %8s %8s %8s\n' N open "open s" p50 p99 max "POST p50" \
   "POST p99" "delivered/expected" "RSS idle" "RSS open" "RSS end"
-for n in 1000 5000 10000; do
+for n in ${CHAT_STREAMS_NS:-1000 5000 10000}; do
   port=$(free_port)
   start_soma "streams-$n" "$port" --role gateway --set http.max_connections=65536
   (cd "$B" && "$PY" chat_streams.py --port "$port" --pid "$SOMA_PID" -n "$n" --sessions 100 --rate 50 \
@@ -139,4 +168,4 @@ fi
 # ---- summary -------------------------------------------------------------------------------------
 echo
 echo "== summary (all figures from this run; $(($(date +%s) - T_START)) s)"
-"$PY" "$B/chat_summary.py" "$TMP" "$PARTS"
+"$PY" "$B/chat_summary.py" "$TMP" "$PARTS" "${CHAT_STREAMS_NS:-1000 5000 10000}"

@@ -7,15 +7,21 @@
     chat_sse.py proxy --direct H:P --soma H:P --nginx H:P [-n 1000] --out FILE
         total time of a streamed request directly, through somaagent and through nginx
         proxy_pass, rounds rotating the order; prints quantiles, added latencies and their ratio.
+    chat_sse.py session --direct H:P --through H:P [-n 400] [--sessions 4] [--fake-keepalive] --out FILE
+        a chat reply: time from sending POST /v1/session/message to the first assistant.delta on
+        the session's open stream (GET /v1/sessions/{id}/events?stream=true), versus the first
+        content delta of the fake LLM called directly; requests alternating, sessions in turn.
 
 Raw sockets and a minimal HTTP/1.1 reader (Content-Length, chunked, or until close);
 timestamps are time.perf_counter() taken right after each recv, events are parsed afterwards.
 """
 import argparse
 import json
+import selectors
 import socket
 import sys
 import time
+import uuid
 
 perf = time.perf_counter
 
@@ -300,6 +306,191 @@ def cmd_proxy(a):
     return 0
 
 
+DELTA_MARK = b'"type":"assistant.delta"'
+END_MARKS = (b'"type":"assistant.final"', b'"type":"assistant.error"')
+
+
+class SessionStream:
+    """An open GET /v1/sessions/{id}/events?stream=true on a raw socket. Finds markers in the raw
+    bytes (event JSON is compact; a marker cut by a recv boundary is found with the next recv)."""
+
+    def __init__(self, hostport, sid):
+        h, p = hostport.rsplit(":", 1)
+        self.sock = socket.create_connection((h, int(p)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(f"GET /v1/sessions/{sid}/events?stream=true HTTP/1.1\r\nHost: {h}\r\n"
+                          f"Accept: text/event-stream\r\n\r\n".encode())
+        head = b""
+        while b"retry:" not in head:
+            d = self.sock.recv(65536)
+            if not d:
+                raise ConnectionError("stream closed before its first frame")
+            head += d
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(f"stream refused: {head[:60]!r}")
+        self.tail = b""
+
+    def feed(self, d, t, out):
+        """Scans received bytes; sets out['delta'] / out['end'] to t when a marker is first seen."""
+        buf = self.tail + d
+        if "delta" not in out and DELTA_MARK in buf:
+            out["delta"] = t
+        if any(m in buf for m in END_MARKS):
+            out["end"] = t
+        self.tail = buf[-64:]
+
+
+def post_message(conn, sid, text):
+    """Sends POST /v1/session/message on conn (a Conn); returns the socket (answer read later)."""
+    if conn.sock is None:
+        conn.sock = socket.create_connection(conn.addr)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = json.dumps({"session_id": sid, "message": text}).encode()
+    conn.sock.sendall((f"POST /v1/session/message HTTP/1.1\r\nHost: {conn.addr[0]}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    return conn.sock
+
+
+def read_answer(sock, buf):
+    """Reads one Content-Length answer from sock given bytes buf already read; returns (status,
+    complete, buf)."""
+    if b"\r\n\r\n" not in buf:
+        return None, False, buf
+    hlen = buf.index(b"\r\n\r\n") + 4
+    head = buf[:hlen].decode("latin-1").lower()
+    n = int(head.split("content-length:")[1].split("\r\n")[0]) if "content-length:" in head else 0
+    if len(buf) < hlen + n:
+        return None, False, buf
+    return int(head.split()[1]), True, buf[hlen + n:]
+
+
+def session_reply(conn, stream, sid, text, timeout=30):
+    """One message through somaagent: returns ms from sending the POST to the first delta on the
+    stream; waits for the reply's end and the POST's answer. Raises on failure."""
+    sel = selectors.DefaultSelector()
+    t0 = perf()
+    psock = post_message(conn, sid, text)
+    sel.register(psock, selectors.EVENT_READ, "post")
+    sel.register(stream.sock, selectors.EVENT_READ, "stream")
+    out, pbuf, status = {}, b"", None
+    try:
+        while "end" not in out or status is None:
+            ready = sel.select(timeout)
+            if not ready:
+                raise TimeoutError(f"no reply in {timeout} s (delta {'delta' in out}, answer {status})")
+            for key, _ in ready:
+                d = key.fileobj.recv(65536)
+                t = perf()
+                if not d:
+                    raise ConnectionError(f"{key.data} connection closed")
+                if key.data == "stream":
+                    stream.feed(d, t, out)
+                else:
+                    pbuf += d
+                    st, done, pbuf = read_answer(psock, pbuf)
+                    if done:
+                        status = st
+                        sel.unregister(psock)
+        if status != 200:
+            raise ConnectionError(f"POST /v1/session/message: HTTP {status}")
+        if "delta" not in out:
+            raise ConnectionError("the reply ended without a delta")
+        return (out["delta"] - t0) * 1000
+    finally:
+        sel.close()
+
+
+def direct_first_delta(conn, body, keepalive):
+    status, t0, t_end, events = conn.request("/v1/chat/completions", body, ["Authorization: Bearer x"],
+                                             keepalive=keepalive)
+    if status != 200:
+        raise ConnectionError(f"direct: HTTP {status}")
+    ts = content_deltas(events)
+    if not ts:
+        raise ConnectionError("direct: no content delta")
+    return (ts[0] - t0) * 1000
+
+
+def cmd_session(a):
+    through = Conn(a.through)
+    sids = []
+    for k in range(a.sessions):  # each session gets a first turn before any stream is opened
+        sid = str(uuid.uuid4())
+        http_json(a.through, "/v1/session/message", {"session_id": sid, "message": f"bench session {k}"})
+        sids.append(sid)
+    time.sleep(0.5)
+    streams = [SessionStream(a.through, sid) for sid in sids]
+    direct = Conn(a.direct)
+    body = json.dumps({"model": "fake-model", "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "bench first delta"}]}).encode()
+    res_d, res_t, errors = [], [], []
+    warm = 10
+    for i in range(a.n + warm):
+        k = i % len(sids)
+        for name in (("direct", "through") if i % 2 == 0 else ("through", "direct")):
+            try:
+                if name == "direct":
+                    ms = direct_first_delta(direct, body, a.fake_keepalive)
+                else:
+                    ms = session_reply(through, streams[k], sids[k], f"bench first delta {i}")
+            except (OSError, ValueError) as e:
+                errors.append(f"{name}: {e}")
+                (direct if name == "direct" else through).close()
+                continue
+            finally:
+                if not a.fake_keepalive and name == "direct":
+                    direct.close()
+            if i >= warm:
+                (res_d if name == "direct" else res_t).append(ms)
+    for s in streams:
+        s.sock.close()
+    through.close()
+    direct.close()
+    res = {"n": a.n, "errors": errors[:20], "error_count": len(errors), "fake_keepalive": a.fake_keepalive}
+    print(f"  samples: {len(res_d)} direct, {len(res_t)} through somaagent (alternating, {len(sids)} sessions); "
+          f"fake {'keeps connections' if a.fake_keepalive else 'closes each stream'}; errors: {len(errors)}")
+    for e in errors[:5]:
+        print(f"    error: {e}")
+    if not res_d or not res_t:
+        res["ok"] = False
+        json.dump(res, open(a.out, "w"))
+        print("  FAILED: no complete measurements")
+        return 1
+    qs = (0.5, 0.9, 0.99)
+    print(f"  {'time to first delta, ms':38s} {'p50':>9s} {'p90':>9s} {'p99':>9s}")
+    rows = {}
+    for name, xs in (("direct (fake LLM)", res_d), ("through somaagent (session stream)", res_t)):
+        rows[name] = [quantile(xs, q) for q in qs]
+        print(f"  {name:38s} " + " ".join(fmt(v) for v in rows[name]))
+    added = [t - d for d, t in zip(*rows.values())]
+    print(f"  {'added':38s} " + " ".join(fmt(v) for v in added))
+    res.update({"direct_p50": rows["direct (fake LLM)"][0], "direct_p99": rows["direct (fake LLM)"][2],
+                "added_p50": added[0], "added_p90": added[1], "added_p99": added[2], "ok": True,
+                "through": sorted(res_t), "direct": sorted(res_d)})
+    json.dump(res, open(a.out, "w"))
+    return 0
+
+
+def http_json(hostport, path, obj):
+    c = Conn(hostport)
+    try:
+        sock = post_message(c, obj["session_id"], obj["message"])
+        buf = b""
+        while True:
+            st, done, rest = read_answer(sock, buf)
+            if done:
+                break
+            d = sock.recv(65536)
+            if not d:
+                raise ConnectionError("closed")
+            buf += d
+        if st != 200:
+            raise ConnectionError(f"HTTP {st}: {buf[:200]!r}")
+        return buf[buf.index(b"\r\n\r\n") + 4:len(buf) - len(rest)]
+    finally:
+        c.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -314,8 +505,15 @@ def main():
     px.add_argument("--nginx", required=True)
     px.add_argument("-n", type=int, default=1000)
     px.add_argument("--out", required=True)
+    se = sub.add_parser("session")
+    se.add_argument("--direct", required=True)
+    se.add_argument("--through", required=True)
+    se.add_argument("-n", type=int, default=400)
+    se.add_argument("--sessions", type=int, default=4)
+    se.add_argument("--fake-keepalive", action="store_true")
+    se.add_argument("--out", required=True)
     a = ap.parse_args()
-    return cmd_latency(a) if a.cmd == "latency" else cmd_proxy(a)
+    return {"latency": cmd_latency, "proxy": cmd_proxy, "session": cmd_session}[a.cmd](a)
 
 
 if __name__ == "__main__":

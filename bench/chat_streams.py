@@ -6,7 +6,9 @@
 Creates the sessions (one message each), opens N streams spread evenly over them (asyncio
 protocols on one event loop, at most 200 connects in flight), then posts messages round-robin
 to the sessions at a steady rate and records when each `user` event arrives on each stream.
-Delivery latency = receive time (time.time(), taken in data_received) minus the event's
+Delivery latency = arrival time (the kernel's receive timestamp of the socket data, SO_TIMESTAMPNS:
+when the server's write reached this socket, so this client's own scheduling is not counted;
+the time the client read it is reported beside it) minus the event's
 created_at (RFC 3339, ms, set by the server when it accepted the message; same machine clock).
 created_at is truncated to the ms, so figures read up to 1 ms high. The same latency measured
 from the moment the client sent the POST is printed too. RSS is VmRSS of PID.
@@ -17,6 +19,8 @@ import asyncio
 import datetime
 import gc
 import json
+import socket
+import struct
 import sys
 import time
 
@@ -35,35 +39,75 @@ def rss_kb(pid):
     return None
 
 
-class Sub(asyncio.Protocol):
-    """One SSE stream: keeps (time, bytes) of everything received."""
+SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+
+
+class Sub:
+    """One SSE stream on a raw non-blocking socket read with recvmsg: keeps (time read, time the
+    kernel queued the data, bytes) of everything received. The kernel's receive timestamp
+    (SO_TIMESTAMPNS) is when the server's write landed in this socket (loopback delivers inside
+    the server's send), so it does not include how late this client's event loop got to the
+    socket; the read time does."""
 
     def __init__(self, run, sid, path):
         self.run, self.sid, self.path = run, sid, path
-        self.pieces, self.head, self.status = [], b"", None
-        self.transport, self.lost, self.ready = None, None, asyncio.get_running_loop().create_future()
+        self.pieces, self.head, self.status = [], b"", None  # pieces: (t_read, t_kernel or None, bytes)
+        self.sock, self.lost = None, None
+        self.loop = asyncio.get_running_loop()
+        self.ready = self.loop.create_future()
 
-    def connection_made(self, tr):
-        self.transport = tr
-        tr.write(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    async def open(self, port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            await self.loop.sock_connect(sock, ("127.0.0.1", port))
+            await self.loop.sock_sendall(sock, f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                               f"Accept: text/event-stream\r\n\r\n".encode())
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self.readable)
 
-    def data_received(self, d):
-        self.pieces.append((time.time(), d))
-        self.run.marks += d.count(MARK)
-        if self.status is None:
-            self.head += d
-            if b"\r\n" in self.head:
-                try:
-                    self.status = int(self.head.split(b" ", 2)[1])
-                except (IndexError, ValueError):
-                    self.status = -1
+    def readable(self):
+        while True:
+            try:
+                d, anc, _, _ = self.sock.recvmsg(65536, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                d, anc = b"", []
+            t = time.time()
+            if not d:
+                self.close()
+                self.lost = t
                 if not self.ready.done():
-                    self.ready.set_result(self.status)
+                    self.ready.set_result(-1)
+                return
+            kt = None
+            for lvl, typ, data in anc:
+                if lvl == socket.SOL_SOCKET and typ == SCM_TIMESTAMPNS and len(data) >= 16:
+                    sec, ns = struct.unpack("qq", data[:16])
+                    kt = sec + ns / 1e9
+            self.pieces.append((t, kt, d))
+            self.run.marks += d.count(MARK)
+            if self.status is None:
+                self.head += d
+                if b"\r\n" in self.head:
+                    try:
+                        self.status = int(self.head.split(b" ", 2)[1])
+                    except (IndexError, ValueError):
+                        self.status = -1
+                    if not self.ready.done():
+                        self.ready.set_result(self.status)
 
-    def connection_lost(self, exc):
-        self.lost = time.time()
-        if not self.ready.done():
-            self.ready.set_result(-1)
+    def close(self):
+        if self.sock:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
 
 
 class Run:
@@ -129,9 +173,9 @@ async def main_async(a):
     async def open_one(i):
         sid = sids[i % a.sessions]
         async with sem:
+            proto = Sub(run, sid, f"/v1/sessions/{sid}/events?stream=true")
             try:
-                _, proto = await loop.create_connection(
-                    lambda: Sub(run, sid, f"/v1/sessions/{sid}/events?stream=true"), "127.0.0.1", a.port)
+                await proto.open(a.port)
             except OSError as e:
                 connect_errors.append(str(e))
                 return
@@ -200,25 +244,27 @@ async def main_async(a):
     rss_end = rss_kb(a.pid)
     lost_during = sum(1 for s in ok_subs if s.lost is not None)
     for s in subs:
-        if s.transport:
-            s.transport.close()
+        s.close()
     while not pool.empty():
         _, w = pool.get_nowait()
         w.close()
     gc.enable()
 
     # parse
-    lat, lat_send, delivered, dup, unknown = [], [], 0, 0, 0
+    lat, lat_send, lat_read, delivered, dup, unknown, no_kts = [], [], [], 0, 0, 0, 0
     for s in ok_subs:
-        raw = b"".join(d for _, d in s.pieces)
+        raw = b"".join(d for _, _, d in s.pieces)
         hlen = raw.find(b"\r\n\r\n") + 4
         body, pos = [], 0
-        for t, d in s.pieces:  # drop the head, keep arrival times
+        for t, kt, d in s.pieces:  # drop the head, keep arrival times (kernel's, and when read)
             if pos + len(d) > hlen:
-                body.append((t, d[max(0, hlen - pos):]))
+                body.append(((kt, t), d[max(0, hlen - pos):]))
             pos += len(d)
         seen = set()
-        for t, ev in sse_events(dechunk(body)[0]):
+        for (kt, t_read), ev in sse_events(dechunk(body)[0]):
+            if kt is None:
+                no_kts += 1
+            t = kt if kt is not None else t_read
             if MARK not in ev:
                 continue
             for line in ev.split(b"\n"):
@@ -239,6 +285,7 @@ async def main_async(a):
                 delivered += 1
                 lat.append((t - parse_ts(obj["created_at"])) * 1000)
                 lat_send.append((t - sent[i]) * 1000)
+                lat_read.append((t_read - parse_ts(obj["created_at"])) * 1000)
     res.update(ok=bool(lat), connected=len(ok_subs), connect_s=connect_s, connect_errors=len(connect_errors),
                bad_status=statuses, posted=len(sent), post_errors=len(post_errors), post_s=post_s,
                expected=expected, delivered=delivered, duplicates=dup, closed_by_server=lost_during,
@@ -246,7 +293,8 @@ async def main_async(a):
                client_cpu=client_cpu, loop_lag_p99=quantile(lags, 0.99) if lags else None)
     if lat:
         res.update(p50=quantile(lat, 0.5), p99=quantile(lat, 0.99), max=max(lat),
-                   send_p50=quantile(lat_send, 0.5), send_p99=quantile(lat_send, 0.99))
+                   send_p50=quantile(lat_send, 0.5), send_p99=quantile(lat_send, 0.99),
+                   read_p50=quantile(lat_read, 0.5), read_p99=quantile(lat_read, 0.99), no_kernel_ts=no_kts)
     mb = (lambda kb: f"{kb / 1024:.1f}" if kb else "?")
     if lat:
         print(f"  {a.n:6d} {len(ok_subs):7d} {connect_s:7.1f} {res['p50']:8.2f} {res['p99']:8.2f} {res['max']:8.1f}"
@@ -257,6 +305,10 @@ async def main_async(a):
               f"({len(sent)} posted, expected {expected} deliveries)")
     notes = [f"client: {client_cpu * 100:.0f}% of a core while posting, its event loop late by p50 "
              f"{quantile(lags, 0.5):.2f} / p99 {quantile(lags, 0.99):.2f} / max {max(lags):.1f} ms"] if lags else []
+    if lat:
+        notes.append(f"the same deliveries timed when this client read them (its own queueing included): "
+                     f"p50 {res['read_p50']:.2f} / p99 {res['read_p99']:.2f} ms"
+                     + (f"; {no_kts} without a kernel timestamp (read time used)" if no_kts else ""))
     if connect_errors:
         notes.append(f"{len(connect_errors)} connects failed ({connect_errors[0]})")
     if statuses:

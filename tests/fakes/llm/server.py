@@ -4,7 +4,11 @@
 Speaks POST /v1/chat/completions (streamed and not) and GET /v1/models like the real APIs, and
 misbehaves on demand. Standard library only.
 
-    server.py --port P [--chunks 12] [--delay-ms 0]
+    server.py --port P [--chunks 12] [--delay-ms 0] [--keep-alive]
+
+A streamed reply ends by closing the connection (as some providers do), or with --keep-alive is
+sent with chunked transfer encoding and the connection stays open for the next request (as
+OpenAI and Groq do: a client that keeps connections pays no connect per reply).
 
 Control (test side):
     POST /_control {"mode": "ok|429|500|401|hang|cut", "times": N, "retry_after": S,
@@ -22,6 +26,7 @@ whose boundaries fall anywhere, inside lines and inside UTF-8 sequences, as real
 import argparse
 import json
 import random
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +78,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        # each piece of a stream goes out when written: without this, Nagle holds a piece back
+        # until the previous one is acknowledged, and on a kept-alive connection the client's
+        # delayed ACK makes that 40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send_json(self, status, obj, headers=None):
         body = json.dumps(obj).encode()
@@ -181,14 +193,21 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
+        keep = self.server.args.keep_alive and not cut
+        if keep:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
         self.end_headers()
         data = b"".join(frames)
         pos, pieces = 0, max(1, len(frames))
         try:
             while pos < len(data):
                 step = random.randint(1, max(2, 2 * len(data) // pieces))
-                self.wfile.write(data[pos:pos + step])
+                piece = data[pos:pos + step]
+                if keep:  # one chunk per piece, so the piece boundaries stay where they were
+                    piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+                self.wfile.write(piece)
                 self.wfile.flush()
                 pos += step
                 if delay_ms:
@@ -196,6 +215,10 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             with state_lock:
                 state["aborted"] += 1
+            return
+        if keep:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
             return
         self.close_connection = True
 
@@ -206,6 +229,8 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--chunks", type=int, default=12)
     ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--keep-alive", action="store_true",
+                    help="streamed replies in chunked encoding on a connection that stays open")
     args = ap.parse_args()
     reset(args)
     srv = ThreadingHTTPServer((args.host, args.port), Handler)
