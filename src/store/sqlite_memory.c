@@ -10,8 +10,12 @@
  * `failed` (kept for an admin to retry or drop). Failed rows do not hold their session back.
  * `sending` rows of a dead process are put back by the first claim after a start.
  * The built-in memory is a table with an FTS5 index (content-only); a recall ranks by bm25 with
- * a recency factor and reads only the caller's tenant's rows. The PostgreSQL driver will keep
- * the same ops with a tsvector column (the seam is these functions).
+ * a recency factor and reads only the caller's tenant's rows.
+ * With memory.driver=builtin (the default) the sink is this database's own `memories` table, so a
+ * write is that row itself, inserted in the transaction of its event (or of the remember) with
+ * the key's no-op on a replay (as PostgreSQL does, pg_memory.c): durable before the 200 as an
+ * outbox row would be, without the outbox row, its claim, the relay's MEMORY_PUT and the delete.
+ * The relay still delivers rows already in the outbox (written under memory.driver=somabrain).
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/memory_rows.h"
 #include "store/store_int.h"
 
@@ -26,6 +31,46 @@ static enum soma_err step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
+}
+
+/* memory.driver=builtin: memories are written as their row, not through the outbox. */
+static bool memory_direct(void)
+{
+	return strcmp(cfg_str(CFG_MEMORY_DRIVER), "builtin") == 0;
+}
+
+/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
+static char *memory_text(json_t *value)
+{
+	const char *t = json_string_value(json_object_get(value, "content"));
+	if (!t)
+		t = json_string_value(json_object_get(value, "text"));
+	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+}
+
+/* The memories row of value (borrowed), in the caller's transaction; a key already stored in
+ * (tenant, namespace) is a no-op, so a replay writes nothing. ns "": memory.namespace. */
+static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, const char *ns, const char *key,
+				       const char *session_id, json_t *value)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memories(tenant, namespace, key, session_id, content, "
+					 "payload, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+					 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
+	if (!s)
+		return SOMA_ERR_STORE;
+	char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+	bind_text(s, 1, tenant ? tenant : "");
+	bind_text(s, 2, ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE));
+	bind_text(s, 3, key ? key : "");
+	bind_text(s, 4, session_id ? session_id : "");
+	bind_text(s, 5, content ? content : "");
+	bind_text(s, 6, payload ? payload : "{}");
+	sqlite3_bind_int64(s, 7, clock_wall_ms());
+	enum soma_err err = !value ? SOMA_ERR_INVALID : content && payload ? step_done(s) : SOMA_ERR_NOMEM;
+	sqlite3_reset(s);
+	free(content);
+	free(payload);
+	return err;
 }
 
 static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const char *key, const char *session_id,
@@ -50,8 +95,17 @@ static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const c
 
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event)
 {
-	char *text;
 	const char *id;
+	if (memory_direct()) {
+		json_t *body;
+		enum soma_err err = memory_event_row(tenant, session_id, event, &body, &id);
+		if (err != SOMA_OK || !body)
+			return err;
+		err = memory_row_insert(c, tenant, "", id, session_id, json_object_get(body, "value"));
+		json_decref(body);
+		return err;
+	}
+	char *text;
 	enum soma_err err = memory_event_body(tenant, session_id, event, &text, &id);
 	if (err != SOMA_OK || !text)
 		return err;
@@ -62,12 +116,15 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 
 static enum soma_err op_remember(struct dbconn *c, struct store_op *op)
 {
+	const char *key = json_string_value(json_object_get(op->row, "key"));
+	const char *sid = json_string_value(json_object_get(op->row, "session_id"));
+	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
+	if (memory_direct())
+		return memory_row_insert(c, op->tenant, ns, key, sid, json_object_get(op->row, "value"));
 	char *text = memory_remember_body(op->row);
 	if (!text)
 		return SOMA_ERR_NOMEM;
-	enum soma_err err = outbox_insert(c, op->tenant, json_string_value(json_object_get(op->row, "key")),
-					  json_string_value(json_object_get(op->row, "session_id")),
-					  json_string_value(json_object_get(op->row, "namespace")), text);
+	enum soma_err err = outbox_insert(c, op->tenant, key, sid, ns, text);
 	free(text);
 	return err;
 }
@@ -214,40 +271,17 @@ static enum soma_err op_admin(struct dbconn *c, struct store_op *op, bool drop)
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }
 
-/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(json_t *value)
-{
-	const char *t = json_string_value(json_object_get(value, "content"));
-	if (!t)
-		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
-}
-
 static enum soma_err op_put(struct dbconn *c, struct store_op *op)
 {
 	size_t i;
 	json_t *m;
 	json_array_foreach(op->row, i, m)
 	{
-		sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memories(tenant, namespace, key, session_id, content, "
-						 "payload, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
-						 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
-		if (!s)
-			return SOMA_ERR_STORE;
-		json_t *value = json_object_get(m, "payload");
-		char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-		const char *sid = json_string_value(json_object_get(m, "session_id"));
-		bind_text(s, 1, json_string_value(json_object_get(m, "tenant")));
-		bind_text(s, 2, json_string_value(json_object_get(m, "namespace")));
-		bind_text(s, 3, json_string_value(json_object_get(m, "key")));
-		bind_text(s, 4, sid ? sid : "");
-		bind_text(s, 5, content ? content : "");
-		bind_text(s, 6, payload ? payload : "{}");
-		sqlite3_bind_int64(s, 7, clock_wall_ms());
-		enum soma_err err = content && payload ? step_done(s) : SOMA_ERR_NOMEM;
-		sqlite3_reset(s);
-		free(content);
-		free(payload);
+		enum soma_err err = memory_row_insert(c, json_string_value(json_object_get(m, "tenant")),
+						      json_string_value(json_object_get(m, "namespace")),
+						      json_string_value(json_object_get(m, "key")),
+						      json_string_value(json_object_get(m, "session_id")),
+						      json_object_get(m, "payload"));
 		if (err != SOMA_OK)
 			return err;
 	}
