@@ -18,6 +18,7 @@
  * The relay still delivers rows already in the outbox (written under memory.driver=somabrain).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,28 +49,127 @@ static char *memory_text(json_t *value)
 	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
 }
 
-/* The memories row of value (borrowed), in the caller's transaction; a key already stored in
- * (tenant, namespace) is a no-op, so a replay writes nothing. ns "": memory.namespace. */
-static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, const char *ns, const char *key,
-				       const char *session_id, json_t *value)
+/* -- memories rows wait for the end of the writer's batch --
+ * The writer runs each op of a batch inside SAVEPOINT op, and FTS5 writes its pending index
+ * data as a new segment at every SAVEPOINT (fts5SavepointMethod -> sqlite3Fts5StorageSync): a
+ * memory inserted by each op of a batch became one segment per message (perf: 4% of the
+ * server's CPU in sqlite3VtabSavepoint, plus the merges, and recalls visiting more segments).
+ * So an op only queues its memories row here; store_sql_memory_flush inserts the batch's rows
+ * (and FTS5 indexes them in one segment) just before COMMIT, in the same transaction: a row is
+ * durable, and visible, exactly when its event is. A rolled-back op drops what it queued
+ * (store_sql_memory_pending_cut). Writer thread only: the queue is thread-local.
+ * The relay's MEMORY_PUT (rows an earlier run left in the outbox for SomaBrain, up to 256 per
+ * op) inserts its rows at once: they are older than anything queued in the batch, so a key they
+ * share with a queued row (a replay) keeps the older row, as in order. */
+#define PENDING_MAX 1024 /* rows queued per batch: a batch has at most 256 ops (exec.c) of one row each */
+
+struct pending_row {
+	char *tenant, *ns, *key, *session_id, *content, *payload; /* owned */
+	int64_t created_ms;					  /* when the op ran */
+};
+
+static _Thread_local struct pending_row pending[PENDING_MAX];
+static _Thread_local size_t npending;
+
+static void pending_free(struct pending_row *r)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memories(tenant, namespace, key, session_id, content, "
-					 "payload, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
-					 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
+	free(r->tenant), free(r->ns), free(r->key), free(r->session_id), free(r->content), free(r->payload);
+}
+
+size_t store_sql_memory_pending(void)
+{
+	return npending;
+}
+
+void store_sql_memory_pending_cut(size_t mark)
+{
+	while (npending > mark)
+		pending_free(&pending[--npending]);
+}
+
+/* INSERTs of 1, 2, 4 ... CHUNK_MAX rows (built once; dbconn_stmt caches a statement by the
+ * address of its SQL). FTS5 also writes a segment when each statement that changed it ends (its
+ * statement savepoint is released), so the queue goes in as a few multi-row statements: a batch
+ * of 50 rows is three (32 + 16 + 2), three small segments instead of fifty. */
+#define CHUNK_SIZES 6
+#define CHUNK_MAX   32 /* 1 << (CHUNK_SIZES - 1) */
+
+static char chunk_sql[CHUNK_SIZES][1024]; /* the longest (32 rows) is 652 bytes */
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+
+static void chunk_sql_build(void)
+{
+	for (int k = 0; k < CHUNK_SIZES; k++) {
+		char *p = chunk_sql[k], *end = p + sizeof(chunk_sql[k]);
+		p += snprintf(p, (size_t)(end - p),
+			      "INSERT INTO memories(tenant, namespace, key, session_id, content, "
+			      "payload, created_ms) VALUES ");
+		for (int i = 0; i < 1 << k; i++)
+			p += snprintf(p, (size_t)(end - p), "%s(?,?,?,?,?,?,?)", i ? "," : "");
+		snprintf(p, (size_t)(end - p), " ON CONFLICT(tenant, namespace, key) DO NOTHING");
+	}
+}
+
+/* rows r[0 .. 2^k) in one statement */
+static enum soma_err chunk_insert(struct dbconn *c, const struct pending_row *r, int k)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, chunk_sql[k]);
 	if (!s)
 		return SOMA_ERR_STORE;
-	char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-	bind_text(s, 1, tenant ? tenant : "");
-	bind_text(s, 2, ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE));
-	bind_text(s, 3, key ? key : "");
-	bind_text(s, 4, session_id ? session_id : "");
-	bind_text(s, 5, content ? content : "");
-	bind_text(s, 6, payload ? payload : "{}");
-	sqlite3_bind_int64(s, 7, clock_wall_ms());
-	enum soma_err err = !value ? SOMA_ERR_INVALID : content && payload ? step_done(s) : SOMA_ERR_NOMEM;
+	for (int i = 0; i < 1 << k; i++) {
+		bind_text(s, i * 7 + 1, r[i].tenant);
+		bind_text(s, i * 7 + 2, r[i].ns);
+		bind_text(s, i * 7 + 3, r[i].key);
+		bind_text(s, i * 7 + 4, r[i].session_id);
+		bind_text(s, i * 7 + 5, r[i].content);
+		bind_text(s, i * 7 + 6, r[i].payload);
+		sqlite3_bind_int64(s, i * 7 + 7, r[i].created_ms);
+	}
+	enum soma_err err = step_done(s);
 	sqlite3_reset(s);
-	free(content);
-	free(payload);
+	return err;
+}
+
+enum soma_err store_sql_memory_flush(struct dbconn *c)
+{
+	pthread_once(&chunk_once, chunk_sql_build);
+	enum soma_err err = SOMA_OK;
+	size_t done = 0;
+	for (int k = CHUNK_SIZES - 1; k >= 0 && err == SOMA_OK; k--)
+		while (err == SOMA_OK && npending - done >= (size_t)1 << k) {
+			err = chunk_insert(c, &pending[done], k);
+			done += (size_t)1 << k;
+		}
+	store_sql_memory_pending_cut(0);
+	return err;
+}
+
+/* The memories row of value (borrowed), queued for the end of the batch (queue) or inserted at
+ * once (!queue, or the queue full); a key already stored in (tenant, namespace) is a no-op then, so a replay
+ * writes nothing. ns "": memory.namespace. */
+static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, const char *ns, const char *key,
+				       const char *session_id, json_t *value, bool queue)
+{
+	if (!value)
+		return SOMA_ERR_INVALID;
+	struct pending_row r = {.tenant = strdup(tenant ? tenant : ""),
+				.ns = strdup(ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE)),
+				.key = strdup(key ? key : ""),
+				.session_id = strdup(session_id ? session_id : ""),
+				.content = memory_text(value),
+				.payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY),
+				.created_ms = clock_wall_ms()};
+	if (!r.tenant || !r.ns || !r.key || !r.session_id || !r.content || !r.payload) {
+		pending_free(&r);
+		return SOMA_ERR_NOMEM;
+	}
+	if (queue && npending < PENDING_MAX) { /* (never full: see PENDING_MAX) */
+		pending[npending++] = r;
+		return SOMA_OK;
+	}
+	pthread_once(&chunk_once, chunk_sql_build);
+	enum soma_err err = chunk_insert(c, &r, 0);
+	pending_free(&r);
 	return err;
 }
 
@@ -101,7 +201,7 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 		enum soma_err err = memory_event_row(tenant, session_id, event, &body, &id);
 		if (err != SOMA_OK || !body)
 			return err;
-		err = memory_row_insert(c, tenant, "", id, session_id, json_object_get(body, "value"));
+		err = memory_row_insert(c, tenant, "", id, session_id, json_object_get(body, "value"), true);
 		json_decref(body);
 		return err;
 	}
@@ -120,7 +220,7 @@ static enum soma_err op_remember(struct dbconn *c, struct store_op *op)
 	const char *sid = json_string_value(json_object_get(op->row, "session_id"));
 	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
 	if (memory_direct())
-		return memory_row_insert(c, op->tenant, ns, key, sid, json_object_get(op->row, "value"));
+		return memory_row_insert(c, op->tenant, ns, key, sid, json_object_get(op->row, "value"), true);
 	char *text = memory_remember_body(op->row);
 	if (!text)
 		return SOMA_ERR_NOMEM;
@@ -281,7 +381,7 @@ static enum soma_err op_put(struct dbconn *c, struct store_op *op)
 						      json_string_value(json_object_get(m, "namespace")),
 						      json_string_value(json_object_get(m, "key")),
 						      json_string_value(json_object_get(m, "session_id")),
-						      json_object_get(m, "payload"));
+						      json_object_get(m, "payload"), false);
 		if (err != SOMA_OK)
 			return err;
 	}

@@ -431,8 +431,8 @@ Test(memory, builtin_writes_the_memory_row_in_the_event_transaction)
 	/* a replayed remember is one row, the first one */
 	remember("acme", "k1", "", "kelp forests");
 	remember("acme", "k1", "", "b");
-	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ? AND content = 'kelp forests'", "k1"),
-		     1);
+	cr_assert_eq(
+		db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ? AND content = 'kelp forests'", "k1"), 1);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "k1"), 1);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key != ?", ""), 0);
 	json_t *res = NULL;
