@@ -52,8 +52,14 @@ static bool stopping(void)
 	return s;
 }
 
+/* With the built-in driver both stores write a memory as its row in the event's own transaction
+ * (sqlite_memory.c, pg_memory.c): a commit leaves nothing for the relay, whose polls still
+ * deliver rows left in the outbox by an earlier run with SomaBrain. A wake would only cost the
+ * writer a claim per reply. */
 void memory_relay_wake(void)
 {
+	if (memory_cfg.driver == &memory_builtin_driver)
+		return;
 	pthread_mutex_lock(&r.lock);
 	r.wake = true;
 	pthread_cond_signal(&r.cv);

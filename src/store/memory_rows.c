@@ -5,10 +5,10 @@
 
 #include <string.h>
 
-enum soma_err memory_event_body(const char *tenant, const char *session_id, json_t *event, char **text,
-				const char **key)
+enum soma_err memory_event_row(const char *tenant, const char *session_id, json_t *event, json_t **body,
+			       const char **key)
 {
-	*text = NULL;
+	*body = NULL;
 	*key = NULL;
 	const char *type = json_string_value(json_object_get(event, "type"));
 	json_t *meta = json_object_get(event, "metadata");
@@ -21,14 +21,25 @@ enum soma_err memory_event_body(const char *tenant, const char *session_id, json
 	if (!id)
 		return SOMA_ERR_INVALID;
 	json_t *persona = json_object_get(event, "persona_id");
-	json_t *body = json_pack("{s:{s:s, s:s, s:O, s:O, s:s, s:O, s:{s:s}, s:O}, s:[s]}", "value", "id", id, "type",
-				 "conversation_event", "role", json_object_get(event, "role"), "content",
-				 json_object_get(event, "message"), "session_id", session_id, "persona_id",
-				 persona ? persona : json_null(), "metadata", "tenant", tenant, "created_at",
-				 json_object_get(event, "created_at"), "tags", "conversation");
-	*text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
+	*body = json_pack("{s:{s:s, s:s, s:O, s:O, s:s, s:O, s:{s:s}, s:O}, s:[s]}", "value", "id", id, "type",
+			  "conversation_event", "role", json_object_get(event, "role"), "content",
+			  json_object_get(event, "message"), "session_id", session_id, "persona_id",
+			  persona ? persona : json_null(), "metadata", "tenant", tenant, "created_at",
+			  json_object_get(event, "created_at"), "tags", "conversation");
 	*key = id;
+	return *body ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+enum soma_err memory_event_body(const char *tenant, const char *session_id, json_t *event, char **text,
+				const char **key)
+{
+	json_t *body;
+	*text = NULL;
+	enum soma_err err = memory_event_row(tenant, session_id, event, &body, key);
+	if (err != SOMA_OK || !body)
+		return err;
+	*text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
 	return *text ? SOMA_OK : SOMA_ERR_NOMEM;
 }
 

@@ -14,6 +14,10 @@
  * borrowed from event). SOMA_ERR_INVALID for an event without an id. */
 enum soma_err memory_event_body(const char *tenant, const char *session_id, json_t *event, char **text,
 				const char **key) SOMA_MUST_CHECK;
+/* The same body as a JSON object {value, tags} (*body: caller decrefs; NULL when the event is no
+ * memory), for a driver that writes the memory itself rather than its outbox row. */
+enum soma_err memory_event_row(const char *tenant, const char *session_id, json_t *event, json_t **body,
+			       const char **key) SOMA_MUST_CHECK;
 /* The outbox body of a remember call's row {value, tags?}. Caller frees; NULL on OOM. */
 char *memory_remember_body(json_t *row);
 

@@ -100,6 +100,7 @@ static void sq_exec_close(struct store *st)
 
 static enum soma_err sq_begin(struct store *st)
 {
+	store_sql_memory_pending_cut(0); /* (empty already: a batch ends in flush or a lost txn) */
 	return dbconn_exec(&st->writer, "BEGIN IMMEDIATE");
 }
 
@@ -121,20 +122,30 @@ static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *en
 	struct dbconn *c = &st->writer;
 	if (cached_exec(c, "SAVEPOINT op") != SOMA_OK)
 		return SOMA_ERR_STORE;
+	size_t mark = store_sql_memory_pending(); /* the op's memories rows wait for the commit */
 	enum soma_err err = store_sql_write(c, op, enqueued);
 	dbconn_release(c);
 	if (err != SOMA_OK && sqlite3_get_autocommit(c->db)) {
 		*txn_lost = true; /* SQLite rolled the whole transaction back (disk full, I/O error) */
+		store_sql_memory_pending_cut(0);
 		return err;
 	}
-	if (err != SOMA_OK)
+	if (err != SOMA_OK) {
+		store_sql_memory_pending_cut(mark);
 		(void)cached_exec(c, "ROLLBACK TO op");
+	}
 	(void)cached_exec(c, "RELEASE op");
 	return err;
 }
 
+/* The batch's memories rows go in first, outside any op's savepoint (sqlite_memory.c): FTS5
+ * indexes them as one segment. If that fails, the batch fails as a failed COMMIT would. */
 static enum soma_err sq_commit(struct store *st)
 {
+	enum soma_err err = store_sql_memory_flush(&st->writer);
+	dbconn_release(&st->writer);
+	if (err != SOMA_OK)
+		return err;
 	return dbconn_exec(&st->writer, "COMMIT");
 }
 

@@ -10,15 +10,21 @@
  * `failed` (kept for an admin to retry or drop). Failed rows do not hold their session back.
  * `sending` rows of a dead process are put back by the first claim after a start.
  * The built-in memory is a table with an FTS5 index (content-only); a recall ranks by bm25 with
- * a recency factor and reads only the caller's tenant's rows. The PostgreSQL driver will keep
- * the same ops with a tsvector column (the seam is these functions).
+ * a recency factor and reads only the caller's tenant's rows.
+ * With memory.driver=builtin (the default) the sink is this database's own `memories` table, so a
+ * write is that row itself, inserted in the transaction of its event (or of the remember) with
+ * the key's no-op on a replay (as PostgreSQL does, pg_memory.c): durable before the 200 as an
+ * outbox row would be, without the outbox row, its claim, the relay's MEMORY_PUT and the delete.
+ * The relay still delivers rows already in the outbox (written under memory.driver=somabrain).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/memory_rows.h"
 #include "store/store_int.h"
 
@@ -26,6 +32,145 @@ static enum soma_err step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
+}
+
+/* memory.driver=builtin: memories are written as their row, not through the outbox. */
+static bool memory_direct(void)
+{
+	return strcmp(cfg_str(CFG_MEMORY_DRIVER), "builtin") == 0;
+}
+
+/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
+static char *memory_text(json_t *value)
+{
+	const char *t = json_string_value(json_object_get(value, "content"));
+	if (!t)
+		t = json_string_value(json_object_get(value, "text"));
+	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+}
+
+/* -- memories rows wait for the end of the writer's batch --
+ * The writer runs each op of a batch inside SAVEPOINT op, and FTS5 writes its pending index
+ * data as a new segment at every SAVEPOINT (fts5SavepointMethod -> sqlite3Fts5StorageSync): a
+ * memory inserted by each op of a batch became one segment per message (perf: 4% of the
+ * server's CPU in sqlite3VtabSavepoint, plus the merges, and recalls visiting more segments).
+ * So an op only queues its memories row here; store_sql_memory_flush inserts the batch's rows
+ * (and FTS5 indexes them in one segment) just before COMMIT, in the same transaction: a row is
+ * durable, and visible, exactly when its event is. A rolled-back op drops what it queued
+ * (store_sql_memory_pending_cut). Writer thread only: the queue is thread-local.
+ * The relay's MEMORY_PUT (rows an earlier run left in the outbox for SomaBrain, up to 256 per
+ * op) inserts its rows at once: they are older than anything queued in the batch, so a key they
+ * share with a queued row (a replay) keeps the older row, as in order. */
+#define PENDING_MAX 1024 /* rows queued per batch: a batch has at most 256 ops (exec.c) of one row each */
+
+struct pending_row {
+	char *tenant, *ns, *key, *session_id, *content, *payload; /* owned */
+	int64_t created_ms;					  /* when the op ran */
+};
+
+static _Thread_local struct pending_row pending[PENDING_MAX];
+static _Thread_local size_t npending;
+
+static void pending_free(struct pending_row *r)
+{
+	free(r->tenant), free(r->ns), free(r->key), free(r->session_id), free(r->content), free(r->payload);
+}
+
+size_t store_sql_memory_pending(void)
+{
+	return npending;
+}
+
+void store_sql_memory_pending_cut(size_t mark)
+{
+	while (npending > mark)
+		pending_free(&pending[--npending]);
+}
+
+/* INSERTs of 1, 2, 4 ... CHUNK_MAX rows (built once; dbconn_stmt caches a statement by the
+ * address of its SQL). FTS5 also writes a segment when each statement that changed it ends (its
+ * statement savepoint is released), so the queue goes in as a few multi-row statements: a batch
+ * of 50 rows is three (32 + 16 + 2), three small segments instead of fifty. */
+#define CHUNK_SIZES 6
+#define CHUNK_MAX   32 /* 1 << (CHUNK_SIZES - 1) */
+
+static char chunk_sql[CHUNK_SIZES][1024]; /* the longest (32 rows) is 652 bytes */
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+
+static void chunk_sql_build(void)
+{
+	for (int k = 0; k < CHUNK_SIZES; k++) {
+		char *p = chunk_sql[k], *end = p + sizeof(chunk_sql[k]);
+		p += snprintf(p, (size_t)(end - p),
+			      "INSERT INTO memories(tenant, namespace, key, session_id, content, "
+			      "payload, created_ms) VALUES ");
+		for (int i = 0; i < 1 << k; i++)
+			p += snprintf(p, (size_t)(end - p), "%s(?,?,?,?,?,?,?)", i ? "," : "");
+		snprintf(p, (size_t)(end - p), " ON CONFLICT(tenant, namespace, key) DO NOTHING");
+	}
+}
+
+/* rows r[0 .. 2^k) in one statement */
+static enum soma_err chunk_insert(struct dbconn *c, const struct pending_row *r, int k)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, chunk_sql[k]);
+	if (!s)
+		return SOMA_ERR_STORE;
+	for (int i = 0; i < 1 << k; i++) {
+		bind_text(s, i * 7 + 1, r[i].tenant);
+		bind_text(s, i * 7 + 2, r[i].ns);
+		bind_text(s, i * 7 + 3, r[i].key);
+		bind_text(s, i * 7 + 4, r[i].session_id);
+		bind_text(s, i * 7 + 5, r[i].content);
+		bind_text(s, i * 7 + 6, r[i].payload);
+		sqlite3_bind_int64(s, i * 7 + 7, r[i].created_ms);
+	}
+	enum soma_err err = step_done(s);
+	sqlite3_reset(s);
+	return err;
+}
+
+enum soma_err store_sql_memory_flush(struct dbconn *c)
+{
+	pthread_once(&chunk_once, chunk_sql_build);
+	enum soma_err err = SOMA_OK;
+	size_t done = 0;
+	for (int k = CHUNK_SIZES - 1; k >= 0 && err == SOMA_OK; k--)
+		while (err == SOMA_OK && npending - done >= (size_t)1 << k) {
+			err = chunk_insert(c, &pending[done], k);
+			done += (size_t)1 << k;
+		}
+	store_sql_memory_pending_cut(0);
+	return err;
+}
+
+/* The memories row of value (borrowed), queued for the end of the batch (queue) or inserted at
+ * once (!queue, or the queue full); a key already stored in (tenant, namespace) is a no-op then, so a replay
+ * writes nothing. ns "": memory.namespace. */
+static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, const char *ns, const char *key,
+				       const char *session_id, json_t *value, bool queue)
+{
+	if (!value)
+		return SOMA_ERR_INVALID;
+	struct pending_row r = {.tenant = strdup(tenant ? tenant : ""),
+				.ns = strdup(ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE)),
+				.key = strdup(key ? key : ""),
+				.session_id = strdup(session_id ? session_id : ""),
+				.content = memory_text(value),
+				.payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY),
+				.created_ms = clock_wall_ms()};
+	if (!r.tenant || !r.ns || !r.key || !r.session_id || !r.content || !r.payload) {
+		pending_free(&r);
+		return SOMA_ERR_NOMEM;
+	}
+	if (queue && npending < PENDING_MAX) { /* (never full: see PENDING_MAX) */
+		pending[npending++] = r;
+		return SOMA_OK;
+	}
+	pthread_once(&chunk_once, chunk_sql_build);
+	enum soma_err err = chunk_insert(c, &r, 0);
+	pending_free(&r);
+	return err;
 }
 
 static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const char *key, const char *session_id,
@@ -50,8 +195,17 @@ static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const c
 
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event)
 {
-	char *text;
 	const char *id;
+	if (memory_direct()) {
+		json_t *body;
+		enum soma_err err = memory_event_row(tenant, session_id, event, &body, &id);
+		if (err != SOMA_OK || !body)
+			return err;
+		err = memory_row_insert(c, tenant, "", id, session_id, json_object_get(body, "value"), true);
+		json_decref(body);
+		return err;
+	}
+	char *text;
 	enum soma_err err = memory_event_body(tenant, session_id, event, &text, &id);
 	if (err != SOMA_OK || !text)
 		return err;
@@ -62,12 +216,15 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 
 static enum soma_err op_remember(struct dbconn *c, struct store_op *op)
 {
+	const char *key = json_string_value(json_object_get(op->row, "key"));
+	const char *sid = json_string_value(json_object_get(op->row, "session_id"));
+	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
+	if (memory_direct())
+		return memory_row_insert(c, op->tenant, ns, key, sid, json_object_get(op->row, "value"), true);
 	char *text = memory_remember_body(op->row);
 	if (!text)
 		return SOMA_ERR_NOMEM;
-	enum soma_err err = outbox_insert(c, op->tenant, json_string_value(json_object_get(op->row, "key")),
-					  json_string_value(json_object_get(op->row, "session_id")),
-					  json_string_value(json_object_get(op->row, "namespace")), text);
+	enum soma_err err = outbox_insert(c, op->tenant, key, sid, ns, text);
 	free(text);
 	return err;
 }
@@ -214,40 +371,17 @@ static enum soma_err op_admin(struct dbconn *c, struct store_op *op, bool drop)
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }
 
-/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(json_t *value)
-{
-	const char *t = json_string_value(json_object_get(value, "content"));
-	if (!t)
-		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
-}
-
 static enum soma_err op_put(struct dbconn *c, struct store_op *op)
 {
 	size_t i;
 	json_t *m;
 	json_array_foreach(op->row, i, m)
 	{
-		sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memories(tenant, namespace, key, session_id, content, "
-						 "payload, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
-						 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
-		if (!s)
-			return SOMA_ERR_STORE;
-		json_t *value = json_object_get(m, "payload");
-		char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-		const char *sid = json_string_value(json_object_get(m, "session_id"));
-		bind_text(s, 1, json_string_value(json_object_get(m, "tenant")));
-		bind_text(s, 2, json_string_value(json_object_get(m, "namespace")));
-		bind_text(s, 3, json_string_value(json_object_get(m, "key")));
-		bind_text(s, 4, sid ? sid : "");
-		bind_text(s, 5, content ? content : "");
-		bind_text(s, 6, payload ? payload : "{}");
-		sqlite3_bind_int64(s, 7, clock_wall_ms());
-		enum soma_err err = content && payload ? step_done(s) : SOMA_ERR_NOMEM;
-		sqlite3_reset(s);
-		free(content);
-		free(payload);
+		enum soma_err err = memory_row_insert(c, json_string_value(json_object_get(m, "tenant")),
+						      json_string_value(json_object_get(m, "namespace")),
+						      json_string_value(json_object_get(m, "key")),
+						      json_string_value(json_object_get(m, "session_id")),
+						      json_object_get(m, "payload"), false);
 		if (err != SOMA_OK)
 			return err;
 	}

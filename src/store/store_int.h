@@ -164,6 +164,12 @@ enum soma_err store_sql_memory_rank_register(sqlite3 *db);
 /* The memory ops (sqlite_memory.c), at the end of the chain (after the audit's). */
 enum soma_err store_sql_memory_read(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);
+/* The writer's batch and its memories rows (sqlite_memory.c): ops queue the rows, the writer
+ * inserts them before COMMIT (flush, which empties the queue either way), and a rolled-back op
+ * cuts the queue back to the mark taken before it ran. Writer thread only. */
+size_t store_sql_memory_pending(void);
+void store_sql_memory_pending_cut(size_t mark);
+enum soma_err store_sql_memory_flush(struct dbconn *c);
 /* The outbox row of a committed event when it is a memory (a user turn or a completed reply);
  * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);

@@ -91,7 +91,10 @@ static json_t *build_messages(json_t *rows)
 			len = utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
 		budget -= (int64_t)len;
 		newest = false;
-		json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
+		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
+			json_array_insert(turns, 0, row);
+		else
+			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
 	}
 	if (system[0])
 		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));

@@ -395,3 +395,50 @@ Test(memory, builtin_recall_through_the_interface)
 	json_decref(res);
 	cfg_unload();
 }
+
+/* memory.driver=builtin: a memory is its memories row, written in its event's transaction (or the
+ * remember's), found by a recall at once; the outbox stays empty. */
+Test(memory, builtin_writes_the_memory_row_in_the_event_transaction)
+{
+	load_config("builtin");
+	struct store_op *op = store_op_new(STORE_OP_MESSAGE, "acme");
+	snprintf(op->session_id, sizeof(op->session_id), "s1");
+	op->event = json_pack("{s:s, s:s, s:s, s:s}", "event_id", "ev-user", "type", "user", "role", "user", "message",
+			      "remember the otters");
+	cr_assert_eq(run(op), SOMA_OK);
+	store_op_free(op);
+	const char *q = "SELECT count(*) FROM memories WHERE key = ? AND namespace = 'wm' AND session_id = 's1' AND "
+			"tenant = 'acme' AND content = 'remember the otters'";
+	cr_assert_eq(db_query_int(dir, q, "ev-user"), 1);
+	const char *status[] = {"cancelled", "completed"};
+	for (int i = 0; i < 2; i++) {
+		op = store_op_new(STORE_OP_EVENT_APPEND, "acme");
+		snprintf(op->session_id, sizeof(op->session_id), "s1");
+		op->event = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "event_id", status[i], "type", "assistant.final",
+				      "role", "assistant", "message", "ok", "metadata", "status", status[i]);
+		cr_assert_eq(run(op), SOMA_OK);
+		store_op_free(op);
+	}
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "cancelled"), 0);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "completed"), 1);
+	/* an event that fails (another tenant's session) leaves no memory behind */
+	op = store_op_new(STORE_OP_MESSAGE, "evil");
+	snprintf(op->session_id, sizeof(op->session_id), "s1");
+	op->event = json_pack("{s:s, s:s, s:s}", "event_id", "ev-evil", "type", "user", "message", "x");
+	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "ev-evil"), 0);
+	/* a replayed remember is one row, the first one */
+	remember("acme", "k1", "", "kelp forests");
+	remember("acme", "k1", "", "b");
+	cr_assert_eq(
+		db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ? AND content = 'kelp forests'", "k1"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "k1"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key != ?", ""), 0);
+	json_t *res = NULL;
+	bool degraded = true;
+	cr_assert_eq(memory_recall(st, "acme", "", "otters", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 1, "the message is found without a relay");
+	json_decref(res);
+	cfg_unload();
+}
