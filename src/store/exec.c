@@ -115,14 +115,28 @@ static void complete(struct store *st, struct store_op *op)
 
 static struct metric_family *batch_ops, *commit_seconds;
 
+/* A reservation (or its extension) need not survive a power loss: lost, its task is queued again
+ * and runs after the restart, as it would anyway once the dead process's reservation expired.
+ * A batch of nothing else commits without waiting for the disk (SQLite: synchronous=NORMAL for
+ * that commit; the next durable commit's fsync carries its WAL frames too). An idle worker's
+ * reservation is the second commit between a message and its reply's first delta: this takes an
+ * fsync off that path. */
+static bool op_may_skip_sync(const struct store_op *op)
+{
+	return op->kind == STORE_OP_TASK_RESERVE || op->kind == STORE_OP_TASK_EXTEND;
+}
+
 static void run_batch(struct store *st, struct store_op *batch)
 {
 	const struct store_driver *drv = st->drv;
 	bool enqueued = false;
 	uint64_t t0 = clock_mono_ns();
 	size_t nops = 0;
-	for (struct store_op *op = batch; op; op = op->next)
+	st->batch_needs_sync = false;
+	for (struct store_op *op = batch; op; op = op->next) {
 		nops++;
+		st->batch_needs_sync |= !op_may_skip_sync(op);
+	}
 	enum soma_err txn = drv->begin(st);
 	for (struct store_op *op = batch; op && txn == SOMA_OK; op = op->next) {
 		bool op_enqueued = false, lost = false;

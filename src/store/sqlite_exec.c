@@ -101,6 +101,15 @@ static void sq_exec_close(struct store *st)
 static enum soma_err sq_begin(struct store *st)
 {
 	store_sql_memory_pending_cut(0); /* (empty already: a batch ends in flush or a lost txn) */
+	/* a batch of reservations only commits without an fsync (exec.c, op_may_skip_sync); the
+	 * setting is per connection and changed outside a transaction */
+	bool normal = !st->batch_needs_sync;
+	if (normal != st->writer_sync_normal) {
+		if (dbconn_exec(&st->writer, normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL") !=
+		    SOMA_OK)
+			return SOMA_ERR_STORE;
+		st->writer_sync_normal = normal;
+	}
 	return dbconn_exec(&st->writer, "BEGIN IMMEDIATE");
 }
 

@@ -95,12 +95,14 @@ struct store {
 	void *task_hook_arg;				/* its argument */
 	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
 	int wal_last_frames;				/* WAL frame count after the last commit (metrics) */
-	struct dbconn checkpointer;			/* the checkpoint thread's connection */
-	pthread_t checkpoint_tid;			/* copies the WAL back into the database, off the commit path */
-	pthread_mutex_t ckpt_lock;			/* guards ckpt_wanted */
-	pthread_cond_t ckpt_cv;				/* signalled when the WAL passes the threshold */
-	bool ckpt_wanted;				/* a checkpoint is due */
-	bool ckpt_stop;					/* the thread should exit */
+	bool batch_needs_sync;	    /* writer: this batch holds an op whose commit must be durable */
+	bool writer_sync_normal;    /* writer (SQLite): synchronous=NORMAL is set now */
+	struct dbconn checkpointer; /* the checkpoint thread's connection */
+	pthread_t checkpoint_tid;   /* copies the WAL back into the database, off the commit path */
+	pthread_mutex_t ckpt_lock;  /* guards ckpt_wanted */
+	pthread_cond_t ckpt_cv;	    /* signalled when the WAL passes the threshold */
+	bool ckpt_wanted;	    /* a checkpoint is due */
+	bool ckpt_stop;		    /* the thread should exit */
 };
 
 /* Binds a borrowed string that outlives the statement's step (every caller's strings do). */
@@ -114,6 +116,9 @@ static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
  * system call (wal_vfs.c). NULL (SQLite's default VFS) if it could not be registered. */
 #define STORE_VFS_NAME "soma-wal"
 const char *store_vfs(void);
+/* How many times a WAL file was synced through that VFS since start (tests: which commits wait
+ * for the disk). */
+unsigned long store_vfs_wal_syncs(void);
 
 enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags) SOMA_MUST_CHECK;
 void dbconn_close(struct dbconn *c);

@@ -20,6 +20,7 @@
  */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ struct shim_file {
 
 static sqlite3_vfs shim_vfs;
 static sqlite3_io_methods shim_methods;
+static atomic_ulong wal_syncs; /* fsyncs of WAL files since start (store_vfs_wal_syncs) */
 
 static sqlite3_file *real_of(sqlite3_file *f)
 {
@@ -109,6 +111,8 @@ static int shim_truncate(sqlite3_file *file, sqlite3_int64 size)
 
 static int shim_sync(sqlite3_file *file, int flags)
 {
+	if (((struct shim_file *)file)->db)
+		atomic_fetch_add(&wal_syncs, 1);
 	int rc = flush((struct shim_file *)file);
 	return rc != SQLITE_OK ? rc : real_of(file)->pMethods->xSync(real_of(file), flags);
 }
@@ -246,4 +250,9 @@ const char *store_vfs(void)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, register_once);
 	return sqlite3_vfs_find(STORE_VFS_NAME) ? STORE_VFS_NAME : NULL;
+}
+
+unsigned long store_vfs_wal_syncs(void)
+{
+	return atomic_load(&wal_syncs);
 }

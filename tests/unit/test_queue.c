@@ -1,12 +1,9 @@
 /*
- * test_queue.c - the local task queue: the store's task ops (TASK_RESERVE, TASK_RETRY,
- * TASK_FINISH, recovery; src/store/sqlite_tasks.c) and the worker pools that run handlers over
- * them (src/queue/worker.c), on a real store in a temporary data directory.
- *
+ * test_queue.c - the local task queue: the store's task ops (src/store/sqlite_tasks.c) and the
+ * worker pools running handlers over them (src/queue/worker.c), on a real store in a temp dir.
  * DESIGN: tasks are enqueued as the gateway does (a MESSAGE op carrying op->task); task state is
- * read with a separate read-only SQLite connection per query (sql_int). Handlers count runs in
- * atomics indexed by the payload's "i"; every wait is bounded, so a broken worker fails a test.
- */
+ * read with a separate read-only connection per query (sql_int). Handlers count runs in atomics
+ * indexed by the payload's "i"; every wait is bounded, so a broken worker fails a test. */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -18,6 +15,7 @@
 #include "core/metrics.h"
 #include "helpers.h"
 #include "queue/queue.h"
+#include "store/store_int.h"
 
 static char dir[64];
 static struct store *st;
@@ -487,4 +485,16 @@ Test(queue, shutdown_requeue_does_not_dead_letter)
 	queue_up = false;
 	cr_assert_eq(atomic_load(&shut[10]), 1);
 	cr_assert_eq(sql_int(state_sql, "t1"), QUEUED, "interrupted by shutdown, the task was dead-lettered");
+}
+
+/* reservations alone commit without an fsync (exec.c, op_may_skip_sync); a message or a finish syncs */
+Test(task_ops, a_reservation_commits_without_waiting_for_the_disk)
+{
+	unsigned long before = store_vfs_wal_syncs(), after_message;
+	enqueue("acme", "s1", "t1", "test.task", 7, 3);
+	cr_assert_gt(after_message = store_vfs_wal_syncs(), before, "the message's commit did not sync the WAL");
+	assert_reserved(reserve("q", 60000), "t1", 1);
+	cr_assert_eq(store_vfs_wal_syncs(), after_message, "the reservation's commit synced the WAL");
+	cr_assert_eq(task_op(STORE_OP_TASK_FINISH, "acme", "t1", 0, NULL), SOMA_OK);
+	cr_assert_gt(store_vfs_wal_syncs(), after_message, "the finish's commit did not sync the WAL");
 }
