@@ -99,3 +99,46 @@ def test_lost_message_lanes_answer_503_and_heal(pg, soma):
     assert not missing, f"{len(missing)} acknowledged message(s) lost: {missing[:5]}"
     last, _, sid = acked[-1]
     assert any(e.get("message") == last for e in history(srv, sid, limit=500))
+
+
+def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
+    """queue.driver=redis: the relay's claim and delete commit without waiting for their WAL flush
+    (src/store/pg_writer.c). A crash of PostgreSQL (immediate shutdown: no checkpoint, recovery from
+    the WAL) may lose them; the tasks they covered are then published again (queued rows at once,
+    relaying ones when their lease runs out) and the workers' dedupe runs each once: every message
+    gets exactly one reply, and the outbox empties."""
+    import signal
+
+    from celery_util import redis_sets
+    from e2e_util import wait_terminal
+    from servers import RedisServer
+    with RedisServer() as redis:
+        db = pg.new_database("crash")
+        srv = soma(f"store.url={db}", *redis_sets(redis))
+        sids = [post_message(srv, f"crash {i}")["session_id"] for i in range(20)]
+        pg.proc.send_signal(signal.SIGQUIT)  # immediate shutdown, right behind the relay
+        pg.proc.wait(timeout=15)
+        time.sleep(0.5)
+        pg.start()
+        wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200, 20,
+                   what="/v1/health to recover after PostgreSQL came back")
+        for sid in sids:
+            wait_terminal(srv, sid, timeout=90)
+        conn = pg.connect("crash")
+        conn.autocommit = True
+        try:
+            cur = conn.cursor()
+
+            def outbox_empty():
+                cur.execute("SELECT count(*) FROM tasks WHERE state IN ('queued', 'relaying')")
+                return cur.fetchone()[0] == 0
+
+            wait_until(outbox_empty, 60, what="the task outbox to empty after the crash")
+        finally:
+            conn.close()
+        time.sleep(1)  # a copy published again would have run by now
+        for sid in sids:
+            evs = history(srv, sid, limit=50)
+            types = [e["type"] for e in evs]
+            assert types.count("user") == 1 and types.count("assistant.final") == 1, (sid, types)
+            assert "assistant.error" not in types, (sid, types)
