@@ -13,10 +13,14 @@
 # Prints requests/s, p50, p99 and non-2xx of each side and the ratio ours / mean pgbench
 # (target >= 0.7, our p99 <= 10 ms) at both concurrencies: -c20 is the like-for-like reading (pgbench
 # runs 20 clients; by Little's law 64 requests in flight at ~3,000/s are ~20 ms each whatever the
-# server does), -c64 the heavier load, shown as well. Usage: bench/ingest_pg.sh [seconds]   (default 10; release
-# build expected at build/somaagent, SOMA_BIN overrides).
+# server does), -c64 the heavier load, shown as well. Usage: bench/ingest_pg.sh [seconds] [rounds]
+# (default 10 s, 1 round; with several rounds pgbench and ours alternate - pgbench, ours, pgbench,
+# ours, ..., pgbench - each round is compared with the pgbench runs on either side of it, and the
+# medians are printed: the machine is shared and noisy; release build expected at build/somaagent,
+# SOMA_BIN overrides).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
+ROUNDS=${2:-1}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 B=$ROOT/bench
 ulimit -n 65536 2>/dev/null || true
@@ -89,23 +93,6 @@ pgbench_run() {
     '{ a[NR] = $1 } END { printf "%s %.3f %.3f %s %d\n", tps, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, f, NR }'
 }
 
-echo
-echo "== 1. pgbench: one INSERT of an event-sized row per transaction, -c 20 -j 2, ${SECS} s"
-read -r pg1_tps pg1_p50 pg1_p99 pg1_fail pg1_n < <(pgbench_run 1)
-printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' \
-  "$pg1_tps" "$pg1_p50" "$pg1_p99" "$pg1_n" "$pg1_fail"
-
-echo
-echo "== 2. ours: wrk -t2 -c20, then -c64, POST /v1/session/message, 600 sessions, run --role gateway (no worker)"
-port=$(free_port)
-"$BIN" run --role gateway --set http.listen=127.0.0.1:"$port" --set data.dir="$TMP/soma" \
-  --set store.url="postgresql://soma@127.0.0.1:$pport/soma" --set queue.driver=redis \
-  --set redis.url="redis://127.0.0.1:$rport/0" --set bus.driver=redis \
-  --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/soma.log" &
-SOMA_PID=$!
-PIDS+=("$SOMA_PID")
-wait_http "http://127.0.0.1:$port/v1/health"
-ev0=$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM events')
 # wrk_post CONNS -> "rps p50_ms p99_ms requests non2xx" (socket errors, if any, to stderr)
 wrk_post() {
   local out
@@ -116,18 +103,50 @@ wrk_post() {
     "$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")" "$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")" \
     "$(echo "$out" | awk '/requests in/ {print $1}')" "$(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0)"
 }
-read -r rps20 p50_20 p99_20 total20 non2xx20 < <(wrk_post 20)
-printf '  ours -c20: %6s req/s p50 %7.3f ms  p99 %7.3f ms  (%s requests, non-2xx %s)\n' \
-  "$rps20" "$p50_20" "$p99_20" "$total20" "$non2xx20"
-read -r rps p50 p99 total non2xx < <(wrk_post 64)
-printf '  ours -c64: %6s req/s p50 %7.3f ms  p99 %7.3f ms  (%s requests, non-2xx %s)\n' \
-  "$rps" "$p50" "$p99" "$total" "$non2xx"
+# pgbench_print N: runs pgbench and appends its tx/s to PG_TPS
+PG_TPS=()
+pgbench_print() {
+  local tps p50 p99 fail n
+  read -r tps p50 p99 fail n < <(pgbench_run "$1")
+  PG_TPS+=("$tps")
+  printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' "$tps" "$p50" "$p99" "$n" "$fail"
+}
+start_soma() {
+  port=$(free_port)
+  "$BIN" run --role gateway --set http.listen=127.0.0.1:"$port" --set data.dir="$TMP/soma" \
+    --set store.url="postgresql://soma@127.0.0.1:$pport/soma" --set queue.driver=redis \
+    --set redis.url="redis://127.0.0.1:$rport/0" --set bus.driver=redis \
+    --set log.access=false --set log.level=warn --set shutdown.grace_s=2 2>"$TMP/soma.log" &
+  SOMA_PID=$!
+  PIDS+=("$SOMA_PID")
+  wait_http "http://127.0.0.1:$port/v1/health"
+  ev0=$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM events')
+}
+
+OURS=() # per round: "rps20 p99_20 non2xx20 rps64 p99_64 non2xx64"
+requests=0
+for round in $(seq 1 "$ROUNDS"); do
+  echo
+  echo "== round $round of $ROUNDS, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "  1. pgbench: one INSERT of an event-sized row per transaction, -c 20 -j 2, ${SECS} s"
+  pgbench_print "$round"
+  echo "  2. ours: wrk -t2 -c20, then -c64, POST /v1/session/message, 600 sessions, run --role gateway (no worker)"
+  [ -n "${SOMA_PID:-}" ] || start_soma # the server stays up (idle) through the later pgbench runs
+  read -r rps20 p50_20 p99_20 total20 non2xx20 < <(wrk_post 20)
+  printf '  ours -c20: %6s req/s p50 %7.3f ms  p99 %7.3f ms  (%s requests, non-2xx %s)\n' \
+    "$rps20" "$p50_20" "$p99_20" "$total20" "$non2xx20"
+  read -r rps p50 p99 total non2xx < <(wrk_post 64)
+  printf '  ours -c64: %6s req/s p50 %7.3f ms  p99 %7.3f ms  (%s requests, non-2xx %s)\n' \
+    "$rps" "$p50" "$p99" "$total" "$non2xx"
+  OURS+=("$rps20 $p99_20 $non2xx20 $rps $p99 $non2xx")
+  requests=$((requests + total20 + total))
+done
 sleep 0.5 # the last responses' commits are done; count what was stored
 ev1=$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM events')
 queued=$(redis-cli -p "$rport" eval "local t = {} for _, k in ipairs(redis.call('keys', '*')) do
   if redis.call('type', k).ok == 'list' then t[#t + 1] = k .. '=' .. redis.call('llen', k) end end
   return table.concat(t, ' ')" 0)
-echo "  stored: $((ev1 - ev0)) event rows in PostgreSQL for $((total20 + total)) requests; Redis lists (relayed tasks): ${queued:-none};" \
+echo "  stored: $((ev1 - ev0)) event rows in PostgreSQL for $requests requests; Redis lists (relayed tasks): ${queued:-none};" \
   "rows inserted per table (pg_stat, lags a little): $("${PSQL[@]}" -d soma -Atc "SELECT string_agg(relname || '=' || n_tup_ins, ' ' ORDER BY relname)
     FROM pg_stat_user_tables WHERE n_tup_ins > 0"); tasks left in the table (outbox not yet relayed):" \
   "$("${PSQL[@]}" -d soma -Atc 'SELECT count(*) FROM tasks'); redis keys: $(redis-cli -p "$rport" dbsize)"
@@ -137,21 +156,31 @@ grep -E '"level":"(error|fatal)"|ERROR|FATAL' "$TMP/soma.log" | sort | uniq -c |
 
 echo
 echo "== 3. pgbench again (the ceiling after)"
-read -r pg2_tps pg2_p50 pg2_p99 pg2_fail pg2_n < <(pgbench_run 2)
-printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' \
-  "$pg2_tps" "$pg2_p50" "$pg2_p99" "$pg2_n" "$pg2_fail"
+pgbench_print $((ROUNDS + 1))
 
 echo
-echo "== summary"
-/usr/bin/python3 - "$rps20" "$p99_20" "$non2xx20" "$rps" "$p99" "$non2xx" "$pg1_tps" "$pg2_tps" <<'PY'
+echo "== summary (each round against the mean of the pgbench runs before and after it)"
+/usr/bin/python3 - "${PG_TPS[*]}" "${OURS[@]}" <<'PY'
+import statistics
 import sys
-v = [float(x) for x in sys.argv[1:]]
-a, b = v[6], v[7]
-ceil = (a + b) / 2
-for conns, (rps, p99, non2xx) in ((20, v[0:3]), (64, v[3:6])):
-    r = rps / ceil
-    print(f"  -c{conns}: ours {rps:.0f} req/s vs pgbench -c 20 {ceil:.0f} tx/s (mean of {a:.0f} and {b:.0f}):"
-          f" ratio {r:.2f} (target >= 0.70: {'met' if r >= 0.7 else 'MISSED'}); p99 {p99:.2f} ms (target <= 10 ms:"
-          f" {'met' if p99 <= 10 else 'MISSED'}); non-2xx {non2xx:.0f}")
+pg = [float(x) for x in sys.argv[1].split()]
+rounds = [[float(x) for x in r.split()] for r in sys.argv[2:]]
+ratios = {20: [], 64: []}
+p99s = {20: [], 64: []}
+for i, r in enumerate(rounds):
+    a, b = pg[i], pg[i + 1]
+    ceil = (a + b) / 2
+    for conns, (rps, p99, non2xx) in ((20, r[0:3]), (64, r[3:6])):
+        ratio = rps / ceil
+        ratios[conns].append(ratio)
+        p99s[conns].append(p99)
+        print(f"  {'round %d ' % (i + 1) if len(rounds) > 1 else ''}-c{conns}: ours {rps:.0f} req/s vs pgbench -c 20"
+              f" {ceil:.0f} tx/s (mean of {a:.0f} and {b:.0f}): ratio {ratio:.2f} (target >= 0.70:"
+              f" {'met' if ratio >= 0.7 else 'MISSED'}); p99 {p99:.2f} ms (target <= 10 ms:"
+              f" {'met' if p99 <= 10 else 'MISSED'}); non-2xx {non2xx:.0f}")
+if len(rounds) > 1:
+    for conns in (20, 64):
+        print(f"  median of {len(rounds)} rounds, -c{conns}: ratio {statistics.median(ratios[conns]):.2f},"
+              f" p99 {statistics.median(p99s[conns]):.2f} ms")
 PY
 echo "  load after: $(uptime | sed 's/.*load average/load average/')"

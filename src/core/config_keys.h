@@ -128,6 +128,8 @@ X(STORE_URL, "store.url", CFG_STRING, "", 0, 0, NULL, validate_store_url, true, 
   "PostgreSQL URL (postgresql://user:pass@host:port/db) shared by every node; empty: SQLite under data.dir.") \
 X(STORE_POOL_SIZE, "store.pool_size", CFG_INT, "4", 1, 64, NULL, NULL, false, NULL, \
   "Reader connections of the store (PostgreSQL and SQLite); writes go through one group-commit writer.") \
+X(STORE_MESSAGE_CONNECTIONS, "store.message_connections", CFG_INT, "4", 1, 64, NULL, NULL, false, NULL, \
+  "PostgreSQL: connections (each with a thread) that commit chat messages as they arrive; the first takes up to 32 in flight, the next ones the overflow and a lost connection's share.") \
 X(REDIS_URL, "redis.url", CFG_STRING, "", 0, 0, NULL, validate_redis_url, true, "REDIS_URL", \
   "Redis URL (redis://[:password@]host:port/db) of the redis queue and bus drivers.") \
 X(QUEUE_DRIVER, "queue.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, false, NULL, \

@@ -7,7 +7,9 @@
  * fsync for the whole batch. The SQL of each step is the driver's (st->drv, store_int.h). Only after the
  * COMMIT returns are the ops completed, so nothing is acknowledged before it is durable.
  * Readers each own a connection and take read ops one at a time. Queues are bounded
- * (QUEUE_MAX): when full, store_submit refuses and the caller answers 503.
+ * (QUEUE_MAX): when full, store_submit refuses and the caller answers 503. A driver may take
+ * some writes to its own threads instead (store_driver.take: PostgreSQL's message lanes), and
+ * completes them with store_op_complete.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +113,13 @@ static void complete(struct store *st, struct store_op *op)
 	} else {
 		store_op_free(op);
 	}
+}
+
+void store_op_complete(struct store *st, struct store_op *op)
+{
+	if (op->err == SOMA_OK && op->event_text && st->commit_hook)
+		st->commit_hook(op);
+	complete(st, op);
 }
 
 static struct metric_family *batch_ops, *commit_seconds;
@@ -270,6 +279,9 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	struct op_queue *q = is_write(op->kind) ? &st->wq : &st->rq;
 	if (!st->exec_running)
 		return SOMA_ERR_UNAVAILABLE;
+	enum soma_err taken;
+	if (st->drv->take && st->drv->take(st, op, &taken))
+		return taken; /* the driver runs it on its own threads (PostgreSQL's message lanes) */
 	pthread_mutex_lock(&q->lock);
 	if (q->len >= QUEUE_MAX || q->stopping) {
 		pthread_mutex_unlock(&q->lock);

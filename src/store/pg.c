@@ -4,9 +4,10 @@
  * writer's and the readers' connections, the batch transaction) is pg_writer.c's.
  *
  * DESIGN: one main connection behind a mutex (CLI, migrations, keys, health, key-cache polls), the
- * writer's connections (exec.c's group-commit thread: one for BEGIN, SAVEPOINT per op, COMMIT, and
- * PG_FAST_DEF more for the batch's messages, pipelined: pg_batch.c; every commit durable with
- * synchronous_commit=on) and store.pool_size reader connections. Several nodes share
+ * writer's connection (exec.c's group-commit thread: BEGIN, SAVEPOINT per op, COMMIT), the message
+ * lanes (store.message_connections connections, each with its thread, that commit chat messages
+ * as they arrive: pg_lanes.c; every commit durable with synchronous_commit=on) and
+ * store.pool_size reader connections. Several nodes share
  * the database: migrations run under pg_advisory_lock so the first node applies them and the
  * others find them done; data_version reads a row that triggers bump whenever keys or tenants
  * change (migrations 0001, 0003), so every node's key cache notices another node's change.
@@ -323,6 +324,7 @@ const struct store_driver store_pg_driver = {
 	.commit = pg_commit,
 	.rollback = pg_rollback,
 	.read_op = pg_read_op,
+	.take = pg_lanes_take,
 	.close = pg_close,
 	.migrate = pg_migrate,
 	.schema_version = pg_schema_version,

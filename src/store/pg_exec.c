@@ -76,7 +76,10 @@ static void notice_log(void *arg, const char *message)
 /* One connection attempt; SOMA_OK or SOMA_ERR_UNAVAILABLE with the reason in why. */
 static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 {
-	/* the URL first (expanded), then our settings: later keywords win over the URL's */
+	/* the URL first (expanded), then our settings: later keywords win over the URL's; the
+	 * application_name says which of ours a session is (pg_stat_activity) */
+	char app[64];
+	snprintf(app, sizeof(app), "somaagent %s", c->role ? c->role : "");
 	static const char *const keys[] = {
 		"dbname",	    "connect_timeout", "keepalives",	   "keepalives_idle", "keepalives_interval",
 		"keepalives_count", "options",	       "application_name", "client_encoding", NULL};
@@ -88,7 +91,7 @@ static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 		"5",
 		"3",
 		"-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout=60000 -c client_min_messages=warning",
-		"somaagent",
+		app,
 		"UTF8",
 		NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);

@@ -11,7 +11,8 @@
  * nothing acknowledged, nothing lost) until pg_conn_ready() re-establishes it, no sooner than its
  * backoff allows (100 ms doubling to 5 s). Within the writer's transaction each op runs in a
  * SAVEPOINT (exec.c), so an op's SQL error rolls back only that op; the common MESSAGE is instead
- * one statement, pipelined with the rest of its batch on the message connections (pg_batch.c).
+ * one statement that never reaches the writer: it is committed on one of the message lanes
+ * (pg_message.c, pg_lanes.c).
  *
  * The chain of per-op functions (each file handles its kinds and hands the rest on):
  *   writes: pg_sql_write (pg_chat.c) -> pg_sql_task_write (pg_tasks.c) -> pg_sql_task_admin_write
@@ -120,10 +121,10 @@ void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col
 /* pg_chat.c */
 enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);
-/* A MESSAGE as one statement (pg_batch.c), for the writer's pipelines: the session upserted
- * (created, or its seq bumped when it is the tenant's), the event, its memory outbox row and its
- * task inserted, all using the seq the upsert returns. Nothing of op is changed until
- * pg_fast_apply: a pipeline that failed is sent again as it was. */
+/* A MESSAGE as one statement (pg_message.c), for the message lanes (pg_lanes.c): the session
+ * upserted (created, or its seq bumped when it is the tenant's), the event, its memory outbox row
+ * and its task inserted, all using the seq the upsert returns. Nothing of op is changed until
+ * pg_fast_apply: a transaction that failed is sent again as it was. */
 struct pg_fast {
 	struct store_op *op;	/* the MESSAGE (borrowed) */
 	struct pg_params p;	/* pg_fast_sql's parameters; some point into this struct */
@@ -132,7 +133,8 @@ struct pg_fast {
 	char *memory, *payload; /* the memory outbox body (direct: the memory's value), the task payload
 				   (owned, may be NULL) */
 	char *content;		/* direct: the text the memory is found by (owned, may be NULL) */
-	int conn;		/* which writer connection (by session) */
+	struct pg_fast *next;	/* a lane's queue (pg_lanes.c) */
+	unsigned slot;		/* its session's entry in the lanes' session table (pg_lanes.c) */
 	bool done;		/* settled: err (and on SOMA_OK the result below) is final */
 	enum soma_err err;	/* the outcome */
 	bool found, created;	/* the statement returned the session's row; it was new */
@@ -140,41 +142,32 @@ struct pg_fast {
 };
 extern const char *const pg_fast_sql, *const pg_fast_direct_sql;
 
-#define PG_FAST_MAX 8 /* at most this many message connections */
-/* A batch's messages and the connections they go out on (pg_batch.c; pg.c owns one). */
-struct pg_batch {
-	int nfast;			 /* message connections in use */
-	struct pgconn fast[PG_FAST_MAX]; /* opened and closed by pg.c */
-	struct pg_fast **pend;		 /* the batch's messages, in batch order */
-	size_t npend, pend_cap;		 /* used and allocated entries of pend */
-	struct store_op **other;	 /* the batch's other ops (run by pg.c on the writer) */
-	size_t nother, other_cap;	 /* used and allocated entries of other */
-	struct store_op **later;	 /* of those, the ones run after the pipelines are sent (pg.c) */
-	size_t nlater, later_cap;	 /* used and allocated entries of later */
-	bool started;			 /* pg_batch_start sent the first round of pipelines */
-	bool sent[PG_FAST_MAX];		 /* connection k has a pipeline whose results are unread */
-};
-/* Records op as one of the batch's other ops (false on OOM). */
-bool pg_batch_other(struct pg_batch *b, struct store_op *op);
-/* Their transaction failed: each other op gets err (and no event_text). */
-void pg_batch_fail_others(struct pg_batch *b, enum soma_err err);
-/* pg_batch_clear and frees the arrays (at close). */
-void pg_batch_free(struct pg_batch *b);
-/* Adds f to the batch (false on OOM: f stays the caller's). */
-bool pg_batch_add(struct pg_batch *b, struct pg_fast *f);
-/* Sends the batch's messages, settles each one's op (err, and its outputs on success:
- * pg_fast_apply) and drops them; the other ops stay recorded. */
-bool pg_batch_later(struct pg_batch *b, struct store_op *op);
-void pg_batch_start(struct pg_batch *b);
-void pg_batch_run(struct pg_batch *b);
-/* Drops the batch's messages unsent (their ops untouched) and forgets its other ops. */
-void pg_batch_clear(struct pg_batch *b);
-/* A pg_fast for op (malloc'd), or NULL when op is not one (attachments, an event the statement
- * cannot hold) or on OOM: it then runs as pg_sql_write. */
+/* A pg_fast for op (malloc'd; completes op->event with its session_id, created_at and a
+ * placeholder seq), or NULL when op is not one (attachments, an event the statement cannot hold)
+ * or on OOM: it then runs on the writer as pg_sql_write. */
 struct pg_fast *pg_fast_new(struct store_op *op);
-/* After its transaction committed: fills op (seq, event, event_text, created, err) from f. */
+/* After its transaction committed (or failed: f->err): fills op (err; on success seq, event,
+ * event_text, created) from f. */
 void pg_fast_apply(struct pg_fast *f);
 void pg_fast_free(struct pg_fast *f);
+
+/* pg_lanes.c: the message lanes. Each lane is a connection and its thread; a message goes to
+ * its session's lane while an earlier one of that session is queued or in flight there (so a
+ * session's messages commit in order), else to the least busy lane. A lane sends what is queued
+ * as one transaction (BEGIN, statements, COMMIT, Sync: one round trip) and completes the ops
+ * when the COMMIT is answered. */
+#define PG_LANES_MAX 64 /* at most this many lanes (store.pg_lanes) */
+struct pg_lanes;
+/* Opens n lanes' connections and starts their threads; *out is freed by pg_lanes_stop. */
+enum soma_err pg_lanes_start(struct store *st, int n, struct pg_lanes **out);
+/* Stops taking messages, lets every lane finish its queue, joins the threads, closes the
+ * connections and frees lanes (NULL: nothing). */
+void pg_lanes_stop(struct pg_lanes *lanes);
+/* store_driver.take (store_int.h): takes a MESSAGE that can run as one statement into its lane
+ * (true, *err = SOMA_OK: completed later on the lane's thread; or SOMA_ERR_UNAVAILABLE when
+ * stopping or full, op untouched by the lanes and still the caller's); false when op is for the
+ * writer. */
+bool pg_lanes_take(struct store *st, struct store_op *op, enum soma_err *err);
 /* pg_tasks.c: the local queue and attachment rows */
 enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op);
@@ -217,7 +210,9 @@ struct pg_store {
 	struct pgconn readers[STORE_MAX_READERS]; /* one per reader thread */
 	bool txn_open;				  /* writer: the batch's BEGIN was sent */
 	bool release_pending;			  /* writer: the last op's savepoint is still open */
-	struct pg_batch batch;			  /* the writer's messages and their connections */
+	bool durable;				  /* writer: an op of the batch needs its commit flushed */
+	bool plain_scans;			  /* writer: enable_bitmapscan is off in the transaction */
+	struct pg_lanes *lanes;			  /* the messages' connections and threads (pg_lanes.c) */
 };
 
 /* The exec side (pg_writer.c): the store_driver entries of the same names in store_int.h. */

@@ -1,21 +1,21 @@
 /*
- * pg_writer.c - the exec side of the PostgreSQL driver (see pg.c, pg_int.h): the writer's and
- * the readers' connections and the batch transaction of exec.c's group-commit writer.
+ * pg_writer.c - the exec side of the PostgreSQL driver (see pg.c, pg_int.h): the writer's, the
+ * message lanes' and the readers' connections, and the batch transaction of exec.c's group-commit
+ * writer.
  *
- * DESIGN: the writer's connection runs the batch's ops other than messages, each in a SAVEPOINT
- * of one transaction (BEGIN goes out with the first SAVEPOINT, each RELEASE with the next one);
- * the messages wait for the commit and go out as pipelines on their own connections (pg_batch.c).
- * At the commit the pipelines are sent first; the relays' ops of the batch (runs_later) then run
- * on the writer while the messages are executed; then the writer's COMMIT is sent, and only then
- * are the answers read (nothing the writer waits for can wait for the writer: no deadlock).
+ * DESIGN: a MESSAGE that is one statement never reaches the writer: store_submit hands it to the
+ * message lanes (pg_lanes.c), which commit it at once on their own connections. The writer's
+ * connection runs every other write op (the relays', the workers' events and task outcomes, the
+ * admin ops, a message with attachments), each in a SAVEPOINT of the batch's one transaction
+ * (BEGIN goes out with the first SAVEPOINT, each RELEASE with the next one), then COMMIT.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "core/config.h"
 #include "core/log.h"
 #include "store/pg_int.h"
 #include "store/store_int.h"
-
-#define PG_FAST_DEF 2 /* connections the writer pipelines messages on (4 measured no better on 2 cores) */
 
 enum soma_err pg_exec_open(struct store *st, int readers)
 {
@@ -25,15 +25,10 @@ enum soma_err pg_exec_open(struct store *st, int readers)
 		log_error("store", "cannot connect the writer to PostgreSQL at %s (%s)", pg->where, why);
 		return SOMA_ERR_UNAVAILABLE;
 	}
-	pg->batch.nfast = PG_FAST_DEF;
-	for (int i = 0; i < pg->batch.nfast; i++) {
-		if (pg_conn_open(&pg->batch.fast[i], pg->url, "writer", why, sizeof(why)) != SOMA_OK) {
-			log_error("store", "cannot connect the writer to PostgreSQL at %s (%s)", pg->where, why);
-			for (int j = 0; j < i; j++)
-				pg_conn_close(&pg->batch.fast[j]);
-			pg_conn_close(&pg->writer);
-			return SOMA_ERR_UNAVAILABLE;
-		}
+	enum soma_err err = pg_lanes_start(st, (int)cfg_int(CFG_STORE_MESSAGE_CONNECTIONS), &pg->lanes);
+	if (err != SOMA_OK) {
+		pg_conn_close(&pg->writer);
+		return err;
 	}
 	for (int i = 0; i < readers; i++) {
 		if (pg_conn_open(&pg->readers[i], pg->url, "reader", why, sizeof(why)) != SOMA_OK) {
@@ -43,8 +38,8 @@ enum soma_err pg_exec_open(struct store *st, int readers)
 				  i + 1, pg->where, why);
 			for (int j = 0; j < i; j++)
 				pg_conn_close(&pg->readers[j]);
-			for (int j = 0; j < pg->batch.nfast; j++)
-				pg_conn_close(&pg->batch.fast[j]);
+			pg_lanes_stop(pg->lanes);
+			pg->lanes = NULL;
 			pg_conn_close(&pg->writer);
 			return SOMA_ERR_UNAVAILABLE;
 		}
@@ -54,47 +49,80 @@ enum soma_err pg_exec_open(struct store *st, int readers)
 
 void pg_exec_close(struct store *st)
 {
+	pg_lanes_stop(st->pg->lanes); /* their queued messages are committed first */
+	st->pg->lanes = NULL;
 	pg_conn_close(&st->pg->writer);
-	for (int i = 0; i < st->pg->batch.nfast; i++)
-		pg_conn_close(&st->pg->batch.fast[i]);
-	pg_batch_free(&st->pg->batch);
 	for (int i = 0; i < st->nreaders; i++)
 		pg_conn_close(&st->pg->readers[i]);
 }
 
-/* The transaction of the other ops costs one round trip per op beyond the op's own statements:
- * BEGIN goes out with the first op's SAVEPOINT, and each op's RELEASE with the next op's SAVEPOINT
- * (COMMIT releases the last). */
+/* The batch's transaction costs one round trip per op beyond the op's own statements: BEGIN goes
+ * out with the first op's SAVEPOINT, and each op's RELEASE with the next op's SAVEPOINT (COMMIT
+ * releases the last). */
 enum soma_err pg_begin(struct store *st)
 {
 	st->pg->txn_open = false; /* sent with the first SAVEPOINT */
-	pg_batch_clear(&st->pg->batch);
+	st->pg->release_pending = false;
+	st->pg->durable = false;
+	st->pg->plain_scans = false;
 	return SOMA_OK;
 }
 
-/* The relays' ops (task outbox -> Redis, memory outbox -> its sink) touch no session or event and
- * never wait for a row a message's pipeline holds (their claims skip locked rows; the rest take
- * rows they claimed): they run on the writer after the batch's pipelines are sent, so their
- * round trips overlap the messages' statements instead of delaying them. */
-static bool runs_later(enum store_op_kind kind)
+/* The redis queue relay's bookkeeping: a claim (queued -> relaying) and the delete of rows already
+ * pushed to Redis. Losing either in a crash of PostgreSQL only publishes those tasks again (at
+ * once, or when their lease passes), and the workers' dedupe makes the copy a no-op (relay.c);
+ * nothing acknowledged to a client depends on them. A batch of only these commits without waiting
+ * for its WAL flush (synchronous_commit off for that transaction), which would otherwise be one
+ * more flush per relay cycle, taken from the flushes the messages wait for. */
+static bool replayable(enum store_op_kind kind)
 {
-	return kind == STORE_OP_TASK_RELAY_CLAIM || kind == STORE_OP_TASK_RELAY_DONE || kind == STORE_OP_OUTBOX_CLAIM ||
-	       kind == STORE_OP_OUTBOX_SETTLE || kind == STORE_OP_MEMORY_PUT;
+	return kind == STORE_OP_TASK_RELAY_CLAIM || kind == STORE_OP_TASK_RELAY_DONE;
 }
 
-/* Runs op on the writer in a savepoint of the batch's transaction (opened by the first). */
-static enum soma_err writer_run(struct pg_store *pg, struct store_op *op, bool *enqueued, bool *txn_lost)
+/* The relay's queries take their rows through the tasks table's partial indexes, in index order
+ * (FOR UPDATE SKIP LOCKED ... LIMIT; the delete by primary key). Each task row is inserted,
+ * updated and deleted, so between autovacuum runs these indexes fill with dead entries (~60,000
+ * after 10 s at 3,000 messages/s). On the table's stale row counts the planner picks bitmap
+ * scans, which visit every dead entry on every claim and never mark one dead: perf showed the
+ * writer's backend taking as much CPU as the message lane's (heap_hot_search_buffer,
+ * tbm_iterate), a claim took 72 ms. A plain index scan marks dead entries as it passes
+ * (kill_prior_tuple), so the next claim skips them: 5.6 ms, then 67 buffers instead of 1,588.
+ * So bitmap scans are off while the relay's ops run (SET LOCAL before their savepoint, so it
+ * holds whatever the op's outcome; back to the default before the next op). */
+static bool plain_scans(enum store_op_kind kind)
 {
+	return kind == STORE_OP_TASK_RELAY_CLAIM || kind == STORE_OP_TASK_RELAY_DONE;
+}
+
+/* Opens op's savepoint: BEGIN before the first, the previous op's RELEASE, the scan setting. */
+static enum soma_err savepoint(struct pg_store *pg, enum store_op_kind kind)
+{
+	bool plain = plain_scans(kind);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "%s%s%sSAVEPOINT op", !pg->txn_open ? "BEGIN; " : "",
+		 pg->release_pending ? "RELEASE SAVEPOINT op; " : "",
+		 plain == pg->plain_scans ? ""
+		 : plain		  ? "SET LOCAL enable_bitmapscan = off; "
+					  : "SET LOCAL enable_bitmapscan TO DEFAULT; ");
+	enum soma_err err = pg_cmd(&pg->writer, cmd);
+	if (err == SOMA_OK) {
+		pg->txn_open = true;
+		pg->release_pending = false;
+		pg->plain_scans = plain;
+	}
+	return err;
+}
+
+enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
+{
+	struct pg_store *pg = st->pg;
 	struct pgconn *c = &pg->writer;
-	enum soma_err err = pg_cmd(c, !pg->txn_open	    ? "BEGIN; SAVEPOINT op"
-				      : pg->release_pending ? "RELEASE SAVEPOINT op; SAVEPOINT op"
-							    : "SAVEPOINT op");
+	enum soma_err err = savepoint(pg, op->kind);
 	if (err != SOMA_OK) {
 		*txn_lost = true;
 		return err;
 	}
-	pg->txn_open = true;
-	pg->release_pending = false;
+	pg->durable |= !replayable(op->kind);
 	err = pg_sql_write(c, op, enqueued);
 	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
 		*txn_lost = true;
@@ -104,81 +132,15 @@ static enum soma_err writer_run(struct pg_store *pg, struct store_op *op, bool *
 	return err;
 }
 
-enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
-{
-	struct pg_store *pg = st->pg;
-	struct pg_fast *f = op->kind == STORE_OP_MESSAGE ? pg_fast_new(op) : NULL;
-	if (f && pg_batch_add(&pg->batch, f)) {
-		*enqueued = op->task != NULL; /* settled at the commit */
-		return SOMA_OK;
-	}
-	pg_fast_free(f);
-	if (!pg_batch_other(&pg->batch, op))
-		return SOMA_ERR_NOMEM; /* not run: its outcome could not be settled at the commit */
-	if (runs_later(op->kind)) {
-		if (pg_batch_later(&pg->batch, op))
-			return SOMA_OK; /* its outcome is set by pg_commit */
-		pg->batch.nother--;	/* (it was the last one added) */
-		return SOMA_ERR_NOMEM;
-	}
-	return writer_run(pg, op, enqueued, txn_lost);
-}
-
-/* The ops runs_later() kept: their outcomes into op->err. false when the writer's transaction
- * was lost under one of them (every other op of the batch then fails: their work is gone). */
-static bool run_later(struct pg_store *pg)
-{
-	for (size_t i = 0; i < pg->batch.nlater; i++) {
-		struct store_op *op = pg->batch.later[i];
-		bool enqueued = false, lost = false;
-		op->err = writer_run(pg, op, &enqueued, &lost);
-		if (lost) {
-			pg_batch_fail_others(&pg->batch, op->err == SOMA_ERR_UNAVAILABLE ? op->err : SOMA_ERR_STORE);
-			return false;
-		}
-	}
-	return true;
-}
-
-/* The other ops' COMMIT goes out first and is answered last: the messages' pipelines run while
- * it is flushed (nothing of theirs waits for the writer, which waits for nothing: no deadlock).
- * Each op's outcome is its own err: a failed COMMIT fails the other ops, not the messages, which
- * committed on their own connections. */
+/* COMMIT that answers ROLLBACK (the transaction had failed) is SOMA_ERR_STORE (pg_cmd); exec.c
+ * then fails every op of the batch and calls pg_rollback. */
 enum soma_err pg_commit(struct store *st)
 {
 	struct pg_store *pg = st->pg;
-	struct pgconn *c = &pg->writer;
-	enum soma_err err = SOMA_OK;
-	bool sent = false;
-	pg_batch_start(&pg->batch); /* the messages' pipelines are on their way */
-	if (!run_later(pg)) {
-		pg->txn_open = pg->release_pending = false;
-		if (pg_conn_up(c))
-			(void)pg_cmd(c, "ROLLBACK");
-		pg_batch_run(&pg->batch);
-		return SOMA_OK;
-	}
-	pg->release_pending = false;
-	if (pg->txn_open) {
-		pg->txn_open = false;
-		sent = pg_conn_up(c) && PQsendQuery(c->conn, "COMMIT");
-		if (!sent)
-			err = pg_err_map(c, NULL);
-	}
-	pg_batch_run(&pg->batch);
-	if (sent)
-		err = pg_commit_result(c);
-	if (err != SOMA_OK) {
-		if (err != SOMA_ERR_UNAVAILABLE)
-			log_error("store",
-				  "PostgreSQL commit failed (%s); the requests of this batch other than its "
-				  "messages were not acknowledged",
-				  soma_err_str(err));
-		pg_batch_fail_others(&pg->batch, err);
-		if (!sent && pg_conn_up(c)) /* an answered COMMIT ended the transaction either way */
-			(void)pg_cmd(c, "ROLLBACK");
-	}
-	return SOMA_OK;
+	if (!pg->txn_open)
+		return SOMA_OK; /* no op got as far as its SAVEPOINT */
+	pg->txn_open = pg->release_pending = false;
+	return pg_cmd(&pg->writer, pg->durable ? "COMMIT" : "SET LOCAL synchronous_commit TO off; COMMIT");
 }
 
 void pg_rollback(struct store *st, enum soma_err why)
@@ -190,7 +152,6 @@ void pg_rollback(struct store *st, enum soma_err why)
 	if (st->pg->txn_open && pg_conn_up(c))
 		(void)pg_cmd(c, "ROLLBACK");
 	st->pg->txn_open = st->pg->release_pending = false;
-	pg_batch_clear(&st->pg->batch);
 }
 
 enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op)

@@ -34,6 +34,10 @@ struct store_driver {
 	enum soma_err (*write_op)(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost);
 	enum soma_err (*commit)(struct store *st);
 	void (*rollback)(struct store *st, enum soma_err why); /* after a failed batch: logs, rolls back */
+	/* any thread, in store_submit (NULL: none): true when the driver took op to run it on its own
+	 * threads (*err SOMA_OK: it completes op with store_op_complete; else op is refused and stays
+	 * the caller's), false when op goes to the writer's queue as usual */
+	bool (*take)(struct store *st, struct store_op *op, enum soma_err *err);
 	/* reader thread `reader` (0..readers-1) */
 	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
 	/* synchronous (store.h) */
@@ -104,6 +108,11 @@ struct store {
 	bool ckpt_wanted;	    /* a checkpoint is due */
 	bool ckpt_stop;		    /* the thread should exit */
 };
+
+/* Completes an op a driver took (store_driver.take) once its transaction is settled: the commit
+ * hook when it committed an event (op->err SOMA_OK and op->event_text), then its waiter or done()
+ * (which owns op from then on: op must not be touched after). Any store thread. */
+void store_op_complete(struct store *st, struct store_op *op);
 
 /* Binds a borrowed string that outlives the statement's step (every caller's strings do). */
 static inline void bind_text(sqlite3_stmt *s, int i, const char *v)

@@ -1,0 +1,171 @@
+/*
+ * pg_message.c - a MESSAGE on PostgreSQL as one statement (see pg_int.h, struct pg_fast): the
+ * session upsert, the event, its memory row and its task, with everything the statement needs
+ * prepared in advance.
+ *
+ * DESIGN: pg_fast_new runs on the thread that submits the op (an io thread: store_submit ->
+ * pg_lanes_take), so the JSON work of a message - completing the event, dumping it around its
+ * seq, the memory body, the task payload - is spread over the io threads instead of one store
+ * thread. The statement returns the seq the session upsert gave the event; nothing of the op is
+ * changed between pg_fast_new and pg_fast_apply, so a transaction that failed can be sent again
+ * as it was (pg_lanes.c).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "store/memory_rows.h"
+#include "store/pg_int.h"
+
+/* The same rows as op_message, in one round trip: an upsert of the session (a new one starts at
+ * seq 1; an existing one of the tenant gets seq + 1; one of another tenant is left alone and
+ * nothing is returned: not found), then the event (its body is the JSON around the seq, $8 seq
+ * $9), the memory outbox row ($10 NULL: none) and the task ($12 NULL: none) using that seq. The
+ * upsert's row lock orders every node's appends to a session, as the UPDATE of op_message does.
+ * pg_fast_direct_sql (memory.driver=builtin, pg_memory.c) inserts the memories row instead of the
+ * outbox row: $10 key, $11 the value as JSON, $18 namespace, $19 the text it is found by. */
+#define FAST_SESSION                                                                                                \
+	"WITH s AS (INSERT INTO sessions AS x (id, tenant, subject, persona_id, last_seq, created_ms, updated_ms) " \
+	"VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (id) DO UPDATE SET last_seq = x.last_seq + 1, "             \
+	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "                        \
+	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "                      \
+	"SELECT $1, s.last_seq, $6, $2, $7, $8::text || s.last_seq || $9::text, $5 FROM s), "
+#define FAST_TASK                                                                                                  \
+	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, " \
+	"created_ms, updated_ms) SELECT $12, $13, $14, $2, $1, $15, 'queued', $16, $17, $5, $5 FROM s "            \
+	"WHERE $12::text IS NOT NULL) "                                                                            \
+	"SELECT last_seq, created FROM s"
+const char *const pg_fast_sql = FAST_SESSION
+	"m AS (INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, "
+	"created_ms, updated_ms) SELECT $10, $2, $1, '', $11, $5, $5, $5 FROM s WHERE $10::text IS NOT NULL "
+	"ON CONFLICT (tenant, key) DO NOTHING), " FAST_TASK;
+const char *const pg_fast_direct_sql =
+	FAST_SESSION "m AS (INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
+		     "SELECT $2, $18, $10, $1, $19, $11, $5 FROM s WHERE $10::text IS NOT NULL "
+		     "ON CONFLICT (tenant, namespace, key) DO NOTHING), " FAST_TASK;
+
+/* The seq the event is dumped with before its real one is known: the JSON is split around
+ * `"seq":<this>`, which must occur exactly once (a key of the event; a string cannot hold it, its
+ * quotes would be escaped). */
+#define FAST_SEQ_MARK	  7239051986023841579LL
+#define FAST_SEQ_MARK_TXT "\"seq\":7239051986023841579"
+
+void pg_fast_free(struct pg_fast *f)
+{
+	if (!f)
+		return;
+	free(f->head);
+	free(f->tail);
+	free(f->memory);
+	free(f->payload);
+	free(f->content);
+	free(f);
+}
+
+struct pg_fast *pg_fast_new(struct store_op *op)
+{
+	if (op->kind != STORE_OP_MESSAGE || op->attachments || !op->event)
+		return NULL;
+	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
+	const char *type = json_string_value(json_object_get(op->event, "type"));
+	json_t *task = op->task;
+	if (!event_id || (task && (!json_string_value(json_object_get(task, "id")) ||
+				   !json_string_value(json_object_get(task, "queue")) ||
+				   !json_string_value(json_object_get(task, "name")))))
+		return NULL; /* the ordinary path reports it */
+	struct pg_fast *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->op = op;
+	int64_t now = clock_wall_ms();
+	/* the event as event_insert completes it, with the mark for its seq */
+	char created[CLOCK_RFC3339_LEN + 1];
+	json_object_set_new(op->event, "seq", json_integer(FAST_SEQ_MARK));
+	json_object_set_new(op->event, "session_id", json_string(op->session_id));
+	if (!json_object_get(op->event, "created_at"))
+		json_object_set_new(op->event, "created_at", json_string(clock_rfc3339(now, created, sizeof(created))));
+	char *text = json_dumps(op->event, JSON_COMPACT);
+	char *mark = text ? strstr(text, FAST_SEQ_MARK_TXT) : NULL;
+	const char *key = NULL;
+	if (!mark || strstr(mark + 1, FAST_SEQ_MARK_TXT) ||
+	    memory_event_body(op->tenant, op->session_id, op->event, &f->memory, &key) != SOMA_OK)
+		goto fallback;
+	size_t head_len = (size_t)(mark - text) + strlen("\"seq\":");
+	f->head = strndup(text, head_len);
+	f->tail = strdup(mark + strlen(FAST_SEQ_MARK_TXT));
+	if (task) {
+		f->payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!f->payload)
+			goto fallback;
+	}
+	if (!f->head || !f->tail)
+		goto fallback;
+	free(text);
+	bool direct = pg_memory_direct();
+	f->sql = direct ? pg_fast_direct_sql : pg_fast_sql;
+	if (direct && f->memory) { /* the memories row: its value and text instead of the outbox body */
+		char *body = f->memory;
+		bool ok = pg_memory_direct_row(body, &f->memory, &f->content);
+		free(body);
+		if (!ok)
+			goto out;
+	}
+	const char *persona = json_string_value(json_object_get(op->event, "persona_id"));
+	struct pg_params *p = &f->p;
+	pg_param_text(p, op->session_id);
+	pg_param_text(p, op->tenant);
+	pg_param_text(p, op->subject);
+	pg_param_text(p, persona);
+	pg_param_int(p, now);
+	pg_param_text(p, event_id);
+	pg_param_text(p, type ? type : "");
+	pg_param_text(p, f->head);
+	pg_param_text(p, f->tail);
+	pg_param_text(p, f->memory ? key : NULL);
+	pg_param_text(p, f->memory);
+	if (task) {
+		json_t *retries = json_object_get(task, "max_retries");
+		json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
+		pg_param_text(p, json_string_value(json_object_get(task, "id")));
+		pg_param_text(p, json_string_value(json_object_get(task, "queue")));
+		pg_param_text(p, json_string_value(json_object_get(task, "name")));
+		pg_param_text(p, f->payload);
+		pg_param_int(p, retries ? json_integer_value(retries) : 3);
+		pg_param_int(p, available ? json_integer_value(available) : now);
+	} else {
+		for (int i = 0; i < 6; i++)
+			pg_param_text(p, NULL);
+	}
+	if (direct) {
+		pg_param_text(p, pg_memory_ns(NULL));
+		pg_param_text(p, f->content);
+	}
+	return f;
+fallback:
+	free(text);
+out:
+	pg_fast_free(f);
+	return NULL;
+}
+
+void pg_fast_apply(struct pg_fast *f)
+{
+	struct store_op *op = f->op;
+	op->err = f->err;
+	if (f->err != SOMA_OK)
+		return;
+	if (!f->found) {
+		snprintf(op->error_text, sizeof(op->error_text), "session %s not found", op->session_id);
+		op->err = SOMA_ERR_NOT_FOUND;
+		return;
+	}
+	op->seq = f->seq;
+	op->created = f->created;
+	json_object_set_new(op->event, "seq", json_integer(f->seq));
+	free(op->event_text);
+	size_t cap = strlen(f->head) + PG_NUM_LEN + strlen(f->tail);
+	op->event_text = malloc(cap);
+	if (op->event_text) /* the bytes the statement stored: head || seq || tail */
+		snprintf(op->event_text, cap, "%s%lld%s", f->head, (long long)f->seq, f->tail);
+}
