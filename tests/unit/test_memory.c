@@ -84,7 +84,10 @@ static void settle(const char *key, const char *result, int64_t delay_ms)
 	store_op_free(op);
 }
 
-Test(memory, events_write_their_outbox_row_in_the_same_transaction)
+/* The events every memory test writes, as acme in session s1: a user message "remember the
+ * otters" (ev-user), a cancelled and a completed reply, a message of "evil" on acme's session
+ * (fails: not found), then remember k1 twice (first_text, then "b"). Each test checks its sink. */
+static void write_memory_candidates(const char *first_text)
 {
 	struct store_op *op = store_op_new(STORE_OP_MESSAGE, "acme");
 	snprintf(op->session_id, sizeof(op->session_id), "s1");
@@ -92,8 +95,6 @@ Test(memory, events_write_their_outbox_row_in_the_same_transaction)
 			      "remember the otters");
 	cr_assert_eq(run(op), SOMA_OK);
 	store_op_free(op);
-	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-user"), 1);
-	/* a cancelled reply is not a memory; a completed one is */
 	const char *status[] = {"cancelled", "completed"};
 	for (int i = 0; i < 2; i++) {
 		op = store_op_new(STORE_OP_EVENT_APPEND, "acme");
@@ -103,18 +104,24 @@ Test(memory, events_write_their_outbox_row_in_the_same_transaction)
 		cr_assert_eq(run(op), SOMA_OK);
 		store_op_free(op);
 	}
-	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "cancelled"), 0);
-	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "completed"), 1);
-	/* an event that fails (another tenant's session) leaves no outbox row behind */
 	op = store_op_new(STORE_OP_MESSAGE, "evil");
 	snprintf(op->session_id, sizeof(op->session_id), "s1");
 	op->event = json_pack("{s:s, s:s, s:s}", "event_id", "ev-evil", "type", "user", "message", "x");
 	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
 	store_op_free(op);
-	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-evil"), 0);
-	/* the same key twice (a replayed request) is one row */
-	remember("acme", "k1", "", "a");
+	remember("acme", "k1", "", first_text);
 	remember("acme", "k1", "", "b");
+}
+
+/* a cancelled reply is not a memory, a completed one is; a failed event leaves no outbox row
+ * behind; the same key twice (a replayed request) is one row */
+Test(memory, events_write_their_outbox_row_in_the_same_transaction)
+{
+	write_memory_candidates("a");
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-user"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "cancelled"), 0);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "completed"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "ev-evil"), 0);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key = ?", "k1"), 1);
 }
 
@@ -401,36 +408,14 @@ Test(memory, builtin_recall_through_the_interface)
 Test(memory, builtin_writes_the_memory_row_in_the_event_transaction)
 {
 	load_config("builtin");
-	struct store_op *op = store_op_new(STORE_OP_MESSAGE, "acme");
-	snprintf(op->session_id, sizeof(op->session_id), "s1");
-	op->event = json_pack("{s:s, s:s, s:s, s:s}", "event_id", "ev-user", "type", "user", "role", "user", "message",
-			      "remember the otters");
-	cr_assert_eq(run(op), SOMA_OK);
-	store_op_free(op);
+	write_memory_candidates("kelp forests");
 	const char *q = "SELECT count(*) FROM memories WHERE key = ? AND namespace = 'wm' AND session_id = 's1' AND "
 			"tenant = 'acme' AND content = 'remember the otters'";
 	cr_assert_eq(db_query_int(dir, q, "ev-user"), 1);
-	const char *status[] = {"cancelled", "completed"};
-	for (int i = 0; i < 2; i++) {
-		op = store_op_new(STORE_OP_EVENT_APPEND, "acme");
-		snprintf(op->session_id, sizeof(op->session_id), "s1");
-		op->event = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "event_id", status[i], "type", "assistant.final",
-				      "role", "assistant", "message", "ok", "metadata", "status", status[i]);
-		cr_assert_eq(run(op), SOMA_OK);
-		store_op_free(op);
-	}
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "cancelled"), 0);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "completed"), 1);
-	/* an event that fails (another tenant's session) leaves no memory behind */
-	op = store_op_new(STORE_OP_MESSAGE, "evil");
-	snprintf(op->session_id, sizeof(op->session_id), "s1");
-	op->event = json_pack("{s:s, s:s, s:s}", "event_id", "ev-evil", "type", "user", "message", "x");
-	cr_assert_eq(run(op), SOMA_ERR_NOT_FOUND);
-	store_op_free(op);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "ev-evil"), 0);
 	/* a replayed remember is one row, the first one */
-	remember("acme", "k1", "", "kelp forests");
-	remember("acme", "k1", "", "b");
 	cr_assert_eq(
 		db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ? AND content = 'kelp forests'", "k1"), 1);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memories WHERE key = ?", "k1"), 1);
