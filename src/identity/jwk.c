@@ -157,6 +157,24 @@ static bool member_bytes(const json_t *jwk, const char *name, unsigned char *out
 	return true;
 }
 
+/* An EC coordinate member into out[size], big-endian. RFC 7518 says it holds the full size, but
+ * some libraries (PyJWT before 2.8, among others) drop its leading zero bytes, about one key in
+ * 128: a shorter value is left-padded with zeros (the point is checked on the curve anyway). */
+static bool ec_coord(const json_t *jwk, const char *name, unsigned char *out, size_t size, char *why, size_t why_cap)
+{
+	unsigned char raw[48];
+	size_t len;
+	if (!member_bytes(jwk, name, raw, sizeof(raw), 0, &len, why, why_cap))
+		return false;
+	if (len > size) {
+		snprintf(why, why_cap, "member %s is longer than a coordinate of the curve (%zu bytes)", name, size);
+		return false;
+	}
+	memset(out, 0, size - len);
+	memcpy(out + size - len, raw, len);
+	return true;
+}
+
 /* Builds a public key of type ("RSA" or "EC") from params; NULL when OpenSSL refuses them. */
 static EVP_PKEY *from_params(const char *type, OSSL_PARAM_BLD *bld)
 {
@@ -214,10 +232,8 @@ static EVP_PKEY *ec_from_jwk(const json_t *jwk, char *why, size_t cap)
 		return NULL;
 	}
 	unsigned char pub[1 + 2 * 48];
-	size_t xlen, ylen;
 	pub[0] = 0x04; /* uncompressed point: 04 || x || y */
-	if (!member_bytes(jwk, "x", pub + 1, size, size, &xlen, why, cap) ||
-	    !member_bytes(jwk, "y", pub + 1 + size, size, size, &ylen, why, cap))
+	if (!ec_coord(jwk, "x", pub + 1, size, why, cap) || !ec_coord(jwk, "y", pub + 1 + size, size, why, cap))
 		return NULL;
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
 	EVP_PKEY *pkey = NULL;
