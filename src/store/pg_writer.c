@@ -63,21 +63,16 @@ enum soma_err pg_begin(struct store *st)
 {
 	st->pg->txn_open = false; /* sent with the first SAVEPOINT */
 	st->pg->release_pending = false;
-	st->pg->durable = false;
 	st->pg->plain_scans = false;
 	return SOMA_OK;
 }
 
-/* The redis queue relay's bookkeeping: a claim (queued -> relaying) and the delete of rows already
- * pushed to Redis. Losing either in a crash of PostgreSQL only publishes those tasks again (at
- * once, or when their lease passes), and the workers' dedupe makes the copy a no-op (relay.c);
- * nothing acknowledged to a client depends on them. A batch of only these commits without waiting
- * for its WAL flush (synchronous_commit off for that transaction), which would otherwise be one
- * more flush per relay cycle, taken from the flushes the messages wait for. */
-static bool replayable(enum store_op_kind kind)
-{
-	return kind == STORE_OP_TASK_RELAY_CLAIM || kind == STORE_OP_TASK_RELAY_DONE;
-}
+/* The redis queue relay's claim and delete commit durably like every other op. A batch of only
+ * these once committed with synchronous_commit off (one WAL flush fewer per relay cycle): a crash
+ * of PostgreSQL then lost the deletes, the tasks were relayed again, and a conversation whose
+ * result the workers do not keep ran twice (test_postgres_lanes.py, a crash right behind the
+ * relay, on the landing CI). The workers' dedupe covers only a copy relayed while a result or a
+ * run-lock exists. */
 
 /* The relay's queries take their rows through the tasks table's partial indexes, in index order
  * (FOR UPDATE SKIP LOCKED ... LIMIT; the delete by primary key). Each task row is inserted,
@@ -122,7 +117,6 @@ enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued,
 		*txn_lost = true;
 		return err;
 	}
-	pg->durable |= !replayable(op->kind);
 	err = pg_sql_write(c, op, enqueued);
 	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
 		*txn_lost = true;
@@ -140,7 +134,7 @@ enum soma_err pg_commit(struct store *st)
 	if (!pg->txn_open)
 		return SOMA_OK; /* no op got as far as its SAVEPOINT */
 	pg->txn_open = pg->release_pending = false;
-	return pg_cmd(&pg->writer, pg->durable ? "COMMIT" : "SET LOCAL synchronous_commit TO off; COMMIT");
+	return pg_cmd(&pg->writer, "COMMIT");
 }
 
 void pg_rollback(struct store *st, enum soma_err why)
