@@ -81,6 +81,7 @@ struct jwt_config {
 	const char *jwks_url;	     /* JWKS document URL, or "" */
 	int jwks_refresh_s;	     /* seconds between JWKS refreshes */
 	int jwks_wait_ms;	     /* how long start-up waits for the first JWKS fetch */
+	int jwks_fetch_timeout_ms;   /* the limit of one fetch; 0: 5 s */
 	const char *issuer;	     /* required iss, or "" (not checked) */
 	const char *audience;	     /* required aud (string or member of the array), or "" */
 	int leeway_s;		     /* clock skew allowed on exp and nbf */

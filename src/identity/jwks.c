@@ -23,7 +23,7 @@
 #include "llm/curl_dl.h"
 
 #define WAKE_INTERVAL_MS 10000 /* jwks_refresh_soon: at most one fetch per this */
-#define FETCH_TIMEOUT_MS 5000
+#define FETCH_TIMEOUT_MS 5000  /* one fetch, unless the caller sets its own */
 #define BACKOFF_MAX_S	 30
 
 static pthread_rwlock_t set_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -34,6 +34,7 @@ static _Atomic uint64_t generation;
 static struct {
 	char url[2048];		      /* auth.jwt_jwks_url */
 	int refresh_s;		      /* auth.jwt_jwks_refresh_s */
+	long fetch_timeout_ms;	      /* the limit of one fetch */
 	bool running;		      /* the thread exists (main thread only) */
 	pthread_t tid;		      /* the thread */
 	pthread_mutex_t lock;	      /* guards the fields below */
@@ -160,8 +161,8 @@ static bool fetch(struct body *b, char *why, size_t cap)
 	api->easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	api->easy_setopt(h, CURLOPT_USERAGENT, "somaagent/" SOMA_VERSION);
 	api->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	api->easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
-	api->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
+	api->easy_setopt(h, CURLOPT_TIMEOUT_MS, jw.fetch_timeout_ms);
+	api->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, jw.fetch_timeout_ms);
 	api->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	api->easy_setopt(h, CURLOPT_WRITEDATA, b);
 	api->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -250,12 +251,13 @@ static void *run(void *arg)
 	return NULL;
 }
 
-enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms)
+enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms, int fetch_timeout_ms)
 {
 	if (jw.running || strlen(url) >= sizeof(jw.url))
 		return SOMA_ERR_INVALID;
 	snprintf(jw.url, sizeof(jw.url), "%s", url);
 	jw.refresh_s = refresh_s > 0 ? refresh_s : 300;
+	jw.fetch_timeout_ms = fetch_timeout_ms > 0 ? fetch_timeout_ms : FETCH_TIMEOUT_MS;
 	jw.stopping = jw.wake = jw.attempted = false;
 	jw.loaded_ms = 0;
 	jw.error[0] = '\0';

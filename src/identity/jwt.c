@@ -319,7 +319,8 @@ enum soma_err jwt_auth_init(const struct jwt_config *c, char *why, size_t cap)
 				 jc.secret_len);
 	}
 	if (err == SOMA_OK && c->jwks_url && c->jwks_url[0]) {
-		if ((err = jwks_start(c->jwks_url, c->jwks_refresh_s, c->jwks_wait_ms)) != SOMA_OK)
+		if ((err = jwks_start(c->jwks_url, c->jwks_refresh_s, c->jwks_wait_ms, c->jwks_fetch_timeout_ms)) !=
+		    SOMA_OK)
 			snprintf(why, cap, "auth.jwt_jwks_url: cannot start the JWKS thread");
 		jc.have_jwks = err == SOMA_OK;
 	}

@@ -92,8 +92,9 @@ void jwt_cache_release(void);
 enum jwks_find { JWKS_FOUND, JWKS_NOT_FOUND, JWKS_AMBIGUOUS };
 
 /* Starts the thread that fetches url now and every refresh_s seconds (sooner after failures),
- * and waits up to wait_ms for the first attempt. Main thread. */
-enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms) SOMA_MUST_CHECK;
+ * and waits up to wait_ms for the first attempt; a fetch gives up after fetch_timeout_ms (0: 5 s).
+ * Main thread. */
+enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms, int fetch_timeout_ms) SOMA_MUST_CHECK;
 /* Stops the thread (aborting a transfer in flight) and drops the key set. Accepts no start. */
 void jwks_stop(void);
 /* With kid: the key of that kid (of any type: the caller checks it fits the alg). Without kid

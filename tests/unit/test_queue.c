@@ -51,11 +51,7 @@ static void teardown(void)
 TestSuite(task_ops, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(queue, .init = setup, .fini = teardown, .timeout = 60);
 
-/* First column of the first row of sql (one text parameter) as an integer; -1 when no row. */
-static int64_t sql_int(const char *sql, const char *arg)
-{
-	return db_query_int(dir, sql, arg);
-}
+#define sql_int(sql, arg) db_query_int(dir, (sql), (arg)) /* first column of the first row; -1: none */
 
 /* 1 when the result row of task id meets cond (SQL over its columns), 0 when not, -1 without row. */
 static int64_t result_is(const char *id, const char *cond)
@@ -348,11 +344,15 @@ static bool wait_state(const char *id, int64_t state)
 	return sql_int(state_sql, id) == state;
 }
 
-static double tasks_metric(const char *name, const char *outcome)
+/* Waits up to 5 s for a task's outcome counter to be want (counted just after the commit). */
+static bool tasks_metric_is(const char *name, const char *outcome, double want)
 {
 	static const char *const labels[] = {"task", "outcome", NULL};
 	const char *values[] = {name, outcome};
-	return metric_value(metric_series(metrics_counter("soma_tasks_total", "", labels), values));
+	struct metric_series *s = metric_series(metrics_counter("soma_tasks_total", "", labels), values);
+	for (int i = 0; i < 500 && metric_value(s) < want; i++)
+		sleep_ms(10);
+	return metric_value(s) == want;
 }
 
 Test(queue, handler_runs_once_per_task)
@@ -375,7 +375,7 @@ Test(queue, handler_runs_once_per_task)
 	cr_assert_not(bad_ctx, "the handler got a wrong task_ctx");
 	cr_assert_eq(result_is("t3", "result->>'answer' = 't3'"), 1, "ctx->result was not stored");
 	cr_assert_eq(queue_running(), 0);
-	cr_assert_eq(tasks_metric("done", "success"), 20);
+	cr_assert(tasks_metric_is("done", "success", 20));
 }
 
 Test(queue, retry_twice_then_done_runs_three_times)
@@ -387,8 +387,8 @@ Test(queue, retry_twice_then_done_runs_three_times)
 	/* backoff 10 ms with full jitter in [cap/2, cap]: at least 5 ms, then 10 ms */
 	cr_assert_geq(run_ms[1][1] - run_ms[1][0], 5);
 	cr_assert_geq(run_ms[1][2] - run_ms[1][1], 10);
-	cr_assert_eq(tasks_metric("retry2", "retry"), 2);
-	cr_assert_eq(tasks_metric("retry2", "success"), 1);
+	cr_assert(tasks_metric_is("retry2", "retry", 2));
+	cr_assert(tasks_metric_is("retry2", "success", 1));
 }
 
 Test(queue, retries_exhausted_is_dead)
@@ -400,8 +400,8 @@ Test(queue, retries_exhausted_is_dead)
 	sleep_ms(1200); /* longer than a worker's idle poll */
 	cr_assert_eq(atomic_load(&runs[2]), 3, "a dead task ran again");
 	cr_assert_eq(sql_int("SELECT last_error = 'still failing' FROM tasks WHERE id = ?", "t1"), 1);
-	cr_assert_eq(tasks_metric("retry", "retry"), 2);
-	cr_assert_eq(tasks_metric("retry", "failure"), 1);
+	cr_assert(tasks_metric_is("retry", "retry", 2));
+	cr_assert(tasks_metric_is("retry", "failure", 1));
 }
 
 Test(queue, fail_and_unknown_task_are_dead_at_once)
