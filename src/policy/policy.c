@@ -350,10 +350,8 @@ bool policy_health(char *detail, size_t cap)
 		snprintf(detail, cap, "builtin: %zu tenant rule(s) from %s", pol.rules->n, pol.source);
 		return true;
 	}
-	bool idle = false;
-	if (atomic_compare_exchange_strong(&pol.probing, &idle, true) &&
-	    pool_submit(pol.pool, run_probe, NULL) != SOMA_OK)
-		atomic_store(&pol.probing, false);
+	/* the report is the link as last seen; the probe queued after reading it refreshes it for the
+	 * next report (queued first, a quick probe could change the answer under this one) */
 	int link = atomic_load(&pol.link);
 	pthread_mutex_lock(&pol.detail_lock);
 	if (link == LINK_UNKNOWN)
@@ -361,5 +359,9 @@ bool policy_health(char *detail, size_t cap)
 	else
 		snprintf(detail, cap, "%s", pol.link_detail);
 	pthread_mutex_unlock(&pol.detail_lock);
+	bool idle = false;
+	if (atomic_compare_exchange_strong(&pol.probing, &idle, true) &&
+	    pool_submit(pol.pool, run_probe, NULL) != SOMA_OK)
+		atomic_store(&pol.probing, false);
 	return link != LINK_DOWN;
 }
