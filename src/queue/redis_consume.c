@@ -7,7 +7,8 @@
  * messages, recorded with one ZADD unacked_index + one HSET unacked in the same atomic step); and,
  * when every band is empty, BRPOP over the band keys for up to a second (then recorded as kombu
  * does, MULTI ZADD HSET EXEC). Each new batch is checked in one more round trip: one MGET of the
- * result metas (a ready result: a duplicate publish, ack without running) and SET NX PX of a
+ * result metas (a ready result: a duplicate publish, ack without running; for a canvas task its
+ * follow-ups are written again first, see redis_settle.c) and SET NX PX of a
  * run-lock per (task id, retries) (held: the same message runs elsewhere now). A message whose
  * eta is in the future is handed to the holder and stays unacked, as Celery holds it.
  */
@@ -44,6 +45,7 @@ static const char pop_script[] =
 void rmsg_free(struct rmsg *m)
 {
 	celery_msg_deinit(&m->m);
+	json_decref(m->ready);
 	free(m->text);
 	memset(m, 0, sizeof(*m));
 }
@@ -263,6 +265,8 @@ static void dedupe(struct rworker *w, int from, int n)
 			const char *st = json_string_value(json_object_get(v, "status"));
 			m->skip = st && (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 ||
 					 strcmp(st, "REVOKED") == 0);
+			if (m->skip && json_object_size(m->m.embed) > 0)
+				m->ready = json_incref(v); /* its follow-ups are written again (rw_settle_ready) */
 			json_decref(v);
 		}
 		m->locked = lock && lock->type == REDIS_REPLY_STATUS;
@@ -359,7 +363,10 @@ static bool next_from_batch(struct rworker *w)
 		struct rmsg *m = &w->buf[w->head];
 		w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
 		w->count--;
-		if (m->skip) {
+		if (m->skip && m->ready) {
+			rw_settle_ready(w, m);
+			rmsg_free(m);
+		} else if (m->skip) {
 			rw_ack(w, m->m.delivery_tag);
 			if (m->locked)
 				rw_unlock(w, &m->m);

@@ -25,6 +25,7 @@ struct rmsg {
 	size_t len;	     /* its length */
 	bool skip;	     /* done already (a ready result) or running elsewhere: ack, do not run */
 	bool locked;	     /* this worker took its run-lock */
+	json_t *ready;	     /* skipped for a stored result, of a canvas task: that meta (owned) */
 };
 
 struct rworker {
@@ -112,6 +113,11 @@ void rw_unlock(struct rworker *w, const struct celery_msg *m);
  * the w->owed replies appended before (its result meta). Every step is idempotent (see the file),
  * so o may be written again until this returns RW_WRITTEN. o is borrowed. */
 enum rw_write redis_canvas_write(struct rworker *w, struct rw_outcome *o);
+/* Acks m, a copy of a canvas task whose result is stored already (m->ready), after writing its
+ * follow-ups again from that result (redis_settle.c): each is idempotent, so for a copy whose
+ * follow-ups went out this changes nothing, and for one whose worker stopped before Redis took
+ * them it sends them. Not acked when they could not be written before the process stops. */
+void rw_settle_ready(struct rworker *w, struct rmsg *m);
 /* Frees a message. */
 void rmsg_free(struct rmsg *m);
 /* The unacked_index score of a message taken at wall_ms into buf: kombu's time() in seconds,

@@ -12,6 +12,9 @@
  * be written nothing is acked and the message comes back after the visibility timeout), meta
  * FAILURE with the exception dict, ack. Interrupted by shutdown -> the message goes back to the
  * front of its queue unacked-free. Revoked or expired -> meta REVOKED + ack, not run.
+ * A copy of a canvas task whose result is stored already (redelivered after its worker wrote the
+ * meta but stopped before Redis confirmed the follow-ups) is not run: its follow-ups are written
+ * again from the stored result (idempotent: a no-op when they went out), then it is acked.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +107,42 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	 * batch, or a full batch is written at once, so no result waits behind a long task. */
 	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
 		rw_send(w);
+}
+
+void rw_settle_ready(struct rworker *w, struct rmsg *m)
+{
+	const char *status = json_string_value(json_object_get(m->ready, "status"));
+	if (celery_msg_tree(&m->m) != SOMA_OK) { /* the follow-ups need the headers */
+		log_error("queue",
+			  "out of memory reading task %s for its canvas; it comes back after the visibility timeout",
+			  m->m.id);
+		return;
+	}
+	rw_drain(w); /* no reply is owed when the follow-ups are read */
+	struct rw_outcome out = {.meta = json_dumps(m->ready, JSON_COMPACT)};
+	if (!out.meta)
+		return;
+	log_info("queue",
+		 "task %s has a stored result (%s); its canvas follow-ups are written again, each at most once",
+		 m->m.id, status);
+	snprintf(out.id, sizeof(out.id), "%s", m->m.id);
+	snprintf(out.tag, sizeof(out.tag), "%s", m->m.delivery_tag);
+	if (m->locked) /* (a replay releases it; one another worker holds is not ours to release) */
+		rw_lock_key(&m->m, out.lock, sizeof(out.lock));
+	snprintf(out.canvas.status, sizeof(out.canvas.status), "%s", status);
+	json_t *result = json_object_get(m->ready, "result");
+	out.canvas.result = json_incref(result ? result : json_null());
+	out.canvas.headers = json_incref(m->m.headers);
+	out.canvas.embed = json_incref(m->m.embed);
+	struct rw_outcome *o = rw_outcome_sent(w, &out); /* rewritten (the same meta) in a replay */
+	if (!o)
+		canvas_once(w, &out);
+	else if (!canvas_confirmed(w, o))
+		return; /* stopping before Redis took them: no ack, it comes back later */
+	rw_ack(w, m->m.delivery_tag);
+	if (m->locked)
+		rw_unlock(w, &m->m);
+	rw_send(w);
 }
 
 /* The same task again with retries + 1, due after the backoff (LPUSH: back of the queue). */
