@@ -20,7 +20,6 @@ struct stream {
 	bool has_cursor;	  /* the client gave one (else: start at the present) */
 	bool refill;		  /* the read in flight fills a gap of a stream already open */
 	bool live;		  /* no replay running: write live messages directly */
-	bool closed;		  /* ended; free on the way out */
 	struct bus_msg **pending; /* live messages held during a replay (referenced) */
 	size_t npending;	  /* held messages */
 	struct event *tick;	  /* every second: the memory status, and a keepalive each keepalive_s */
