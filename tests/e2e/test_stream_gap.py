@@ -13,7 +13,7 @@ stream sent seq N + 1 alone and seq N never."""
 import json
 import time
 
-from e2e_util import open_stream, post_message, read_reply, store_exec, store_query, wait_terminal
+from e2e_util import http, open_stream, post_message, read_reply, store_exec, store_query, wait_terminal
 from servers import RedisServer
 
 
@@ -77,3 +77,46 @@ def test_committed_events_published_out_of_order_are_filled_from_the_store(soma,
             assert got[0][1].get("message") == "last words" and got[0][0] == str(n + 4), got[:2]
             assert got[-1][1]["type"] == "assistant.final" and got[-1][1]["message"] == "after the gap", got[-1]
             assert len(ids) == len(set(ids)), f"repeated ids: {ids}"
+
+
+def _setup(soma, redis):
+    srv = soma("bus.driver=redis", f"redis.url={redis.url(db=0)}")
+    sid = post_message(srv, "first words")["session_id"]
+    wait_terminal(srv, sid)
+    (tenant, n), = store_query(srv.data_dir, "SELECT tenant, last_seq FROM sessions WHERE id = ?", (sid,))
+    return srv, sid, f"{tenant}/{sid}", n
+
+
+def _user(sid, seq, message):
+    return json.dumps({"type": "user", "role": "user", "session_id": sid, "seq": seq, "message": message,
+                       "metadata": {}, "version": "sa01-v1"})
+
+
+def test_a_gap_the_store_cannot_fill_does_not_stop_the_stream(soma, llm):
+    """A committed record past anything the store holds (it was deleted, or a stale bus state): the
+    gap is read once, comes back empty, and the message goes out; the stream does not loop."""
+    with RedisServer() as redis:
+        srv, sid, key, n = _setup(soma, redis)
+        with open_stream(srv, sid, timeout=10) as s:
+            _publish(redis, "c", key, n + 3, 0, _user(sid, n + 3, "from nowhere"))
+            got = _until_message(s, "from nowhere")
+            assert [i for i, _ in got] == [str(n + 3)], got
+
+
+def test_a_gap_in_a_deleted_session_ends_the_stream(soma, llm):
+    """The gap's store read fails (the session was deleted meanwhile): the stream ends, as on any
+    error of a stream already open, and its client resumes by its last id."""
+    with RedisServer() as redis:
+        srv, sid, key, n = _setup(soma, redis)
+        with open_stream(srv, sid, timeout=10) as s:
+            assert http().delete(f"{srv.url}/v1/sessions/{sid}").status_code == 200
+            _publish(redis, "c", key, n + 2, 0, _user(sid, n + 2, "after the delete"))
+            frames = []
+            while True:
+                f = s.next_frame(timeout=10)
+                if f is None:
+                    break
+                if f.data and '"system.keepalive"' not in f.data:
+                    frames.append(f)
+                    break
+            assert frames == [], f"the stream sent {[(f.id, f.data) for f in frames]} instead of ending"
