@@ -8,50 +8,22 @@
  * messages (thinking, deltas) after the cursor and the last committed seq published so far.
  * Committed rows up to that seq and the ephemeral ones are merged in cursor order and sent;
  * rows past it, and everything later, arrive live. A message is written only if its cursor is
- * past the last one sent, so the overlap between replay and live is sent once. Frames are
- * `id: <cursor>` + `data: <event>`; keepalives carry no id. A reader too slow to keep up
- * (more than stream.max_buffer queued) is disconnected and resumes from its last id.
+ * past the last one sent, so the overlap between replay and live is sent once. Committed events
+ * may reach the bus out of seq order: a live message that shows a gap (committed events before
+ * it not sent) is held and the gap filled from the store by the same replay
+ * (stream_replay.c tells why and how). Frames are `id: <cursor>` + `data: <event>`;
+ * keepalives carry no id. A reader too slow to keep up (more than stream.max_buffer queued) is
+ * disconnected and resumes from its last id.
  */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus/bus.h"
 #include "core/config.h"
-#include "gateway/gateway.h"
+#include "gateway/stream_int.h"
 #include "limits/limits.h"
 #include "memory/memory.h"
-
-#define PENDING_MAX 8192
-
-struct stream {
-	struct http_req *req;	  /* the open request */
-	char key[BUS_KEY_MAX];	  /* bus key "<tenant>/<session id>": whose events (the only copy of both) */
-	unsigned char session_at; /* where the session id starts in key */
-	struct bus_sub *sub;	  /* live subscription */
-	struct bus_cursor last;	  /* last cursor sent (or the starting point) */
-	bool has_cursor;	  /* the client gave one (else: start at the present) */
-	bool live;		  /* replay done: write live messages directly */
-	bool closed;		  /* ended; free on the way out */
-	struct bus_msg **pending; /* live messages held during the replay */
-	size_t npending;	  /* held messages */
-	struct event *tick;	  /* every second: the memory status, and a keepalive each keepalive_s */
-	unsigned ticks;		  /* seconds since the stream began */
-	struct io_thread *thread; /* the request's io thread */
-	struct store_op *op;	  /* the replay read while waiting */
-	bool waiting;		  /* the replay read is running */
-	bool aborted;		  /* the client left during the read */
-	bool overflowed;	  /* live messages were dropped while replaying */
-	json_t *rows;		  /* replay: committed rows still to send (owned) */
-	size_t row_i;		  /* replay: next row */
-	struct bus_msg **eph;	  /* replay: ephemeral snapshot (referenced) */
-	size_t neph, eph_i;	  /* replay: its size and next entry */
-	int64_t published;	  /* replay: rows past this seq arrive live instead */
-	bool truncated;		  /* replay: the page was full; end after it */
-	unsigned memory_gen;	  /* memory state generation last told (a `status` event on change) */
-	bool counted;		  /* holds one of the tenant's streams: released when freed */
-};
 
 /* The stream's session id (the part of its bus key after the tenant). */
 static const char *session_of(const struct stream *s)
@@ -59,7 +31,7 @@ static const char *session_of(const struct stream *s)
 	return s->key + s->session_at;
 }
 
-static void stream_free(struct stream *s)
+void stream_free(struct stream *s)
 {
 	if (s->counted) {
 		char tenant[BUS_KEY_MAX];
@@ -79,26 +51,26 @@ static void stream_free(struct stream *s)
 	free(s);
 }
 
-/* Ends the stream from our side (slow reader, shutdown): the client resumes from its last id. */
-static void stream_end(struct stream *s)
+void stream_end(struct stream *s)
 {
 	struct http_req *req = s->req;
 	req->on_abort = NULL;
-	stream_free(s);
+	req->on_drain = NULL;
+	if (s->waiting) { /* a store read holds s: on_rows frees it */
+		s->aborted = true;
+		bus_unsubscribe(s->sub);
+		s->sub = NULL;
+		if (s->tick)
+			event_free(s->tick);
+		s->tick = NULL;
+		s->req = NULL;
+	} else {
+		stream_free(s);
+	}
 	http_stream_end(req);
 }
 
-/* Writes one frame if its cursor is new; false when the stream had to be ended. */
-static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char *text, size_t len, size_t *queued);
-
-/* Writes one frame if its cursor is new; false when the stream had to be ended. */
-static bool send_frame(struct stream *s, struct bus_cursor c, const char *text, size_t len)
-{
-	size_t queued;
-	return send_frame_queued(s, c, text, len, &queued);
-}
-
-static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char *text, size_t len, size_t *queued_out)
+bool stream_send(struct stream *s, struct bus_cursor c, const char *text, size_t len, size_t *queued_out)
 {
 	*queued_out = 0;
 	if (bus_cursor_cmp(c, s->last) <= 0)
@@ -112,6 +84,8 @@ static bool send_frame_queued(struct stream *s, struct bus_cursor c, const char 
 	size_t queued = http_stream_writev(s->req, frame, 3);
 	*queued_out = queued;
 	s->last = c;
+	if (c.minor == 0 && c.seq > s->sent_seq)
+		s->sent_seq = c.seq;
 	if (queued > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
 		stream_end(s);
 		return false;
@@ -129,18 +103,10 @@ static void on_live(void *ctx, const struct bus_msg *msg)
 			s->overflowed = true;
 		return;
 	}
-	if (s->live) {
-		send_frame(s, msg->cursor, msg->text, msg->len);
-		return;
-	}
-	if (s->npending == PENDING_MAX) {
-		s->overflowed = true; /* the stream ends after the replay; the client resumes by cursor */
-		return;
-	}
-	if (!s->pending && !(s->pending = malloc(PENDING_MAX * sizeof(*s->pending))))
-		return;
-	__atomic_add_fetch(&((struct bus_msg *)msg)->refs, 1, __ATOMIC_SEQ_CST);
-	s->pending[s->npending++] = (struct bus_msg *)msg;
+	if (s->live)
+		stream_live(s, msg);
+	else
+		stream_hold(s, msg);
 }
 
 static void send_keepalive(struct stream *s)
@@ -185,99 +151,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		send_keepalive(s); /* may end (free) the stream: nothing follows */
 }
 
-static int cmp_msg(const void *a, const void *b)
-{
-	return bus_cursor_cmp((*(struct bus_msg *const *)a)->cursor, (*(struct bus_msg *const *)b)->cursor);
-}
-
-static void replay_continue(struct stream *s);
-
-static void on_drain(struct http_req *req)
-{
-	replay_continue(req->handler_ctx);
-}
-
-/* After the replay: send the live messages held meanwhile and go live (or end the stream when the
- * page was full or live messages were dropped: the client resumes from its last id). */
-static void replay_finish(struct stream *s)
-{
-	s->req->on_drain = NULL;
-	for (size_t i = s->eph_i; i < s->neph; i++)
-		bus_msg_release(s->eph[i]);
-	free(s->eph);
-	s->eph = NULL;
-	s->neph = s->eph_i = 0;
-	json_decref(s->rows);
-	s->rows = NULL;
-	if (s->truncated || s->overflowed) {
-		stream_end(s);
-		return;
-	}
-	if (s->npending)
-		qsort(s->pending, s->npending, sizeof(*s->pending), cmp_msg);
-	bool ok = true;
-	for (size_t i = 0; ok && i < s->npending; i++)
-		ok = send_frame(s, s->pending[i]->cursor, s->pending[i]->text, s->pending[i]->len);
-	if (!ok)
-		return;
-	for (size_t i = 0; i < s->npending; i++)
-		bus_msg_release(s->pending[i]);
-	s->npending = 0;
-	s->live = true;
-}
-
-/* Sends the committed rows (up to `published`) merged with the ephemeral snapshot in cursor
- * order, pausing whenever half of stream.max_buffer is queued: the rest goes when the client has
- * read it (on_drain), so a long history reaches a fast reader in one connection and a slow one
- * holds no more than the buffer. */
-static void replay_continue(struct stream *s)
-{
-	size_t soft = (size_t)cfg_int(CFG_STREAM_MAX_BUFFER) / 2, nrows = json_array_size(s->rows);
-	for (;;) {
-		json_t *row = s->row_i < nrows ? json_array_get(s->rows, s->row_i) : NULL;
-		struct bus_cursor c = {row ? json_integer_value(json_object_get(row, "seq")) : 0, 0};
-		if (row && s->published >= 0 && c.seq > s->published)
-			row = NULL, s->row_i = nrows; /* not published yet: it arrives live, in order */
-		bool eph_next = s->eph_i < s->neph && (!row || bus_cursor_cmp(s->eph[s->eph_i]->cursor, c) < 0) &&
-				(row || !s->truncated);
-		size_t queued = 0;
-		bool ok;
-		if (eph_next) {
-			struct bus_msg *m = s->eph[s->eph_i++];
-			ok = send_frame_queued(s, m->cursor, m->text, m->len, &queued);
-			bus_msg_release(m);
-		} else if (row) {
-			const char *body = json_string_value(json_object_get(row, "body"));
-			s->row_i++;
-			ok = send_frame_queued(s, c, body, strlen(body), &queued);
-		} else {
-			replay_finish(s);
-			return;
-		}
-		if (!ok)
-			return; /* ended: the stream is gone */
-		if (queued > soft) {
-			s->req->on_drain = on_drain; /* continue when the client has read this */
-			return;
-		}
-	}
-}
-
-static void replay(struct stream *s, json_t *rows, int64_t limit)
-{
-	size_t nrows = json_array_size(rows); /* (the bus snapshot was taken by on_store_done) */
-	/* a full page means more rows may follow: send up to its last row, then end the stream so
-	 * that the client resumes from there (nothing past that row may be sent, or it would skip) */
-	s->truncated = nrows > 0 && (int64_t)nrows == limit;
-	if (s->truncated) {
-		int64_t last = json_integer_value(json_object_get(json_array_get(rows, nrows - 1), "seq"));
-		s->published = s->published < 0 || last < s->published ? last : s->published;
-	}
-	s->rows = json_incref(rows);
-	s->row_i = s->eph_i = 0;
-	replay_continue(s);
-}
-
 /* Where the stream starts: the client's cursor, or the present when it gave none. A cursor past
  * the session's end (from a deleted session of the same id, say) would hide every new event:
  * the present too. */
@@ -286,19 +159,25 @@ static struct bus_cursor start_cursor(const struct stream *s, const struct store
 	return !s->has_cursor || s->last.seq > op->seq ? (struct bus_cursor){op->seq, 0} : s->last;
 }
 
-/* The store answered (on the io thread): start the stream, or answer the error. */
+/* The store answered (on the io thread): start the stream (or go on after a gap), or answer the
+ * error. */
 static void on_rows(void *arg)
 {
 	struct stream *s = arg;
 	struct store_op *op = s->op;
 	s->op = NULL;
 	s->waiting = false;
-	if (s->aborted) { /* the client left while we read */
+	if (s->aborted) { /* the client left (or the stream was ended) while we read */
 		store_op_free(op);
 		stream_free(s);
 		return;
 	}
 	struct http_req *req = s->req;
+	if (op->err != SOMA_OK && s->refill) {
+		store_op_free(op);
+		stream_end(s); /* the client resumes from its last id */
+		return;
+	}
 	if (op->err != SOMA_OK) {
 		req->on_abort = NULL;
 		stream_free(s);
@@ -306,16 +185,20 @@ static void on_rows(void *arg)
 		store_op_free(op);
 		return;
 	}
-	s->last = start_cursor(s, op);
-	http_stream_begin(req, 200, "text/event-stream");
-	http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
-	struct timeval one_s = {1, 0};
-	const struct timeval *common = event_base_init_common_timeout(http_thread_base(req->thread), &one_s);
-	s->memory_gen = memory_generation();
-	s->tick = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_tick, s);
-	if (s->tick)
-		event_add(s->tick, common ? common : &one_s);
-	replay(s, op->rows, op->limit);
+	s->store_last = op->seq;
+	if (!s->refill) {
+		s->last = start_cursor(s, op);
+		s->sent_seq = s->last.seq;
+		http_stream_begin(req, 200, "text/event-stream");
+		http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
+		struct timeval one_s = {1, 0};
+		const struct timeval *common = event_base_init_common_timeout(http_thread_base(req->thread), &one_s);
+		s->memory_gen = memory_generation();
+		s->tick = event_new(http_thread_base(req->thread), -1, EV_PERSIST, on_tick, s);
+		if (s->tick)
+			event_add(s->tick, common ? common : &one_s);
+	}
+	stream_replay(s, op->rows, op->limit);
 	store_op_free(op);
 }
 
@@ -323,10 +206,11 @@ static void on_store_done(struct store_op *op)
 {
 	struct stream *s = op->arg;
 	/* the bus snapshot, after the rows were read: here on the store thread, since with the redis
-	 * bus it asks Redis and an io thread never waits (on_rows only reads what it finds) */
+	 * bus it asks Redis and an io thread never waits (on_rows only reads what it finds); s->last
+	 * does not change while the read runs (nothing is sent) */
 	s->published = -1;
-	if (op->err == SOMA_OK &&
-	    bus_snapshot(s->key, start_cursor(s, op), &s->eph, &s->neph, &s->published) != SOMA_OK)
+	if (op->err == SOMA_OK && bus_snapshot(s->key, s->refill ? s->last : start_cursor(s, op), &s->eph, &s->neph,
+					       &s->published) != SOMA_OK)
 		s->neph = 0, s->eph = NULL;
 	enum soma_err err = http_thread_post_wait(s->thread, on_rows, s);
 	if (err != SOMA_OK) { /* the io thread stopped, aborting the stream with it */
@@ -336,6 +220,30 @@ static void on_store_done(struct store_op *op)
 	}
 }
 
+bool stream_read(struct stream *s)
+{
+	char tenant[BUS_KEY_MAX];
+	snprintf(tenant, sizeof(tenant), "%.*s", (int)s->session_at - 1, s->key);
+	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, tenant);
+	if (!op)
+		return false;
+	snprintf(op->session_id, sizeof(op->session_id), "%s", session_of(s));
+	snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_of(s));
+	op->after_seq = s->sent_seq;
+	op->limit = s->has_cursor || s->refill ? 10000 : 0;
+	op->done = on_store_done;
+	op->arg = s;
+	s->op = op;
+	s->waiting = true;
+	if (store_submit(gateway_store(), op) != SOMA_OK) {
+		s->op = NULL;
+		s->waiting = false;
+		store_op_free(op);
+		return false;
+	}
+	return true;
+}
+
 static void on_abort(struct http_req *req)
 {
 	struct stream *s = req->handler_ctx;
@@ -343,6 +251,9 @@ static void on_abort(struct http_req *req)
 		s->aborted = true; /* on_rows frees it when the store answers */
 		bus_unsubscribe(s->sub);
 		s->sub = NULL;
+		if (s->tick) /* (a refill: the stream had begun) */
+			event_free(s->tick);
+		s->tick = NULL;
 		return;
 	}
 	stream_free(s);
@@ -372,10 +283,7 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 		return;
 	}
 	struct stream *s = calloc(1, sizeof(*s));
-	struct store_op *op = store_op_new(STORE_OP_EVENTS_AFTER, req->ident.tenant);
-	if (!s || !op) {
-		free(s);
-		store_op_free(op);
+	if (!s) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
@@ -384,34 +292,23 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 		last = after;
 	if (last.p && !bus_cursor_parse(last.p, last.len, &s->last)) {
 		free(s);
-		store_op_free(op);
 		http_respond_error(req, 400, "invalid_cursor",
 				   "Last-Event-ID / after must be an event id of this stream");
 		return;
 	}
 	if (!limits_http_stream(req)) { /* limits (issue 6): 429 beyond limits.streams_per_tenant */
 		free(s);
-		store_op_free(op);
 		return;
 	}
 	s->counted = true;
 	s->has_cursor = last.p != NULL;
+	s->sent_seq = s->has_cursor ? s->last.seq : 0;
 	s->req = req;
 	s->thread = req->thread;
 	bus_key(s->key, req->ident.tenant, session_id);
 	s->session_at = (unsigned char)(strlen(req->ident.tenant) + 1);
 	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
-	snprintf(op->session_id, sizeof(op->session_id), "%s", session_id);
-	snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_id);
-	op->after_seq = s->has_cursor ? s->last.seq : 0;
-	op->limit = s->has_cursor ? 10000 : 0;
-	op->done = on_store_done;
-	op->arg = s;
-	s->op = op;
-	s->waiting = true;
-	if (!s->sub || store_submit(gateway_store(), op) != SOMA_OK) {
-		s->op = NULL;
-		store_op_free(op);
+	if (!s->sub || !stream_read(s)) {
 		stream_free(s);
 		http_resp_header(req, "Retry-After", "1");
 		http_respond_error(req, 503, "store_busy", "the server is saturated; retry in a second");
