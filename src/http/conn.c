@@ -142,6 +142,8 @@ static void reset_request(struct http_conn *c)
 	c->req.body_fd = -1;
 	c->req.arena = &c->arena;
 	c->req.out = bufferevent_get_output(c->bev);
+	c->req.out_fd = bufferevent_getfd(c->bev);
+	c->req.write_first = true; /* see response.c: on_written only fires for queued output */
 	c->req.owner = c;
 	c->req.thread = c->thr;
 	c->req.on_response = on_response;
