@@ -23,6 +23,10 @@
 #include "http/server_int.h"
 
 #define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
+/* Bytes the kernel may hold unsent per socket. Responses are written to the socket first
+ * (response.c), so without a bound a slow reader's frames would pile up in the kernel's send
+ * buffer (megabytes on loopback) before anything counts against stream.max_buffer. */
+#define NOTSENT_LOWAT (64 * 1024)
 
 enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_READ_BODY_FILE, CONN_HANDLING, CONN_CLOSING };
 
@@ -413,8 +417,9 @@ void http_conn_accept(struct io_thread *thr, int fd)
 		close(fd);
 		return;
 	}
-	int one = 1;
+	int one = 1, lowat = NOTSENT_LOWAT;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 	c->thr = thr;
 	c->bev = bufferevent_socket_new(thr->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(thr->base, on_timer, c);
