@@ -438,7 +438,8 @@ void http_conn_accept(struct io_thread *thr, int fd)
 	if (thr->conns)
 		thr->conns->prev = c;
 	thr->conns = c;
-	arena_init(&c->arena, 2048, o->max_header + o->max_body + 65536);
+	/* 1 KB chunks: a stream keeps its request (and so this chunk) for as long as it is open */
+	arena_init(&c->arena, 1024, o->max_header + o->max_body + 65536);
 	c->req.body_fd = -1; /* before reset_request, which closes a spool file it finds */
 	reset_request(c);
 	struct timeval wtv = {o->request_timeout_s, 0};
