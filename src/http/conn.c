@@ -23,6 +23,10 @@
 #include "http/server_int.h"
 
 #define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
+/* Bytes the kernel may hold unsent per socket. Responses are written to the socket first
+ * (response.c), so without a bound a slow reader's frames would pile up in the kernel's send
+ * buffer (megabytes on loopback) before anything counts against stream.max_buffer. */
+#define NOTSENT_LOWAT (64 * 1024)
 
 enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_READ_BODY_FILE, CONN_HANDLING, CONN_CLOSING };
 
@@ -142,6 +146,8 @@ static void reset_request(struct http_conn *c)
 	c->req.body_fd = -1;
 	c->req.arena = &c->arena;
 	c->req.out = bufferevent_get_output(c->bev);
+	c->req.out_fd = bufferevent_getfd(c->bev);
+	c->req.write_first = true; /* see response.c: on_written only fires for queued output */
 	c->req.owner = c;
 	c->req.thread = c->thr;
 	c->req.on_response = on_response;
@@ -411,8 +417,9 @@ void http_conn_accept(struct io_thread *thr, int fd)
 		close(fd);
 		return;
 	}
-	int one = 1;
+	int one = 1, lowat = NOTSENT_LOWAT;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 	c->thr = thr;
 	c->bev = bufferevent_socket_new(thr->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(thr->base, on_timer, c);
@@ -431,7 +438,8 @@ void http_conn_accept(struct io_thread *thr, int fd)
 	if (thr->conns)
 		thr->conns->prev = c;
 	thr->conns = c;
-	arena_init(&c->arena, 2048, o->max_header + o->max_body + 65536);
+	/* 1 KB chunks: a stream keeps its request (and so this chunk) for as long as it is open */
+	arena_init(&c->arena, 1024, o->max_header + o->max_body + 65536);
 	c->req.body_fd = -1; /* before reset_request, which closes a spool file it finds */
 	reset_request(c);
 	struct timeval wtv = {o->request_timeout_s, 0};

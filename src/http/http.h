@@ -77,6 +77,8 @@ struct http_req {
 	size_t nresp_headers;				    /* entries in resp_headers */
 	bool close_after;				    /* send Connection: close */
 	struct evbuffer *out;				    /* where the response is written */
+	int out_fd;					    /* the socket behind out, when write_first is set */
+	bool write_first;				    /* send to out_fd while out is empty */
 	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
 	void *owner;					    /* the connection (or a test harness) */
 	bool streaming;					    /* http_stream_begin was called */
@@ -86,7 +88,7 @@ struct http_req {
 	 * must respond (or end its stream) later on the same io thread; if the client goes away
 	 * first, on_abort runs (on that thread) and the request must not be touched afterwards */
 	void (*on_abort)(struct http_req *req); /* set by a handler that keeps the request */
-	void (*on_drain)(struct http_req *req); /* streaming: all queued output was sent */
+	void (*on_drain)(struct http_req *req); /* streaming: queued output (a write returned > 0) all sent */
 	void *handler_ctx;			/* the handler's state for on_abort */
 	struct io_thread *thread;		/* io thread that owns the request */
 };
@@ -117,7 +119,8 @@ void http_respond_file(struct http_req *req, int status, const char *content_typ
  * with the given status and content type; extra headers added before are sent too. */
 void http_stream_begin(struct http_req *req, int status, const char *content_type);
 /* Appends data to a started stream. Returns the bytes still waiting to be sent to the client,
- * so a producer can tell a slow reader (and end the stream) instead of buffering without bound. */
+ * so a producer can tell a slow reader (and end the stream) instead of buffering without bound.
+ * With write_first the data usually goes to the socket at once and 0 is returned. */
 size_t http_stream_write(struct http_req *req, const void *data, size_t len);
 /* Appends several pieces as one chunk (one SSE frame = one chunk). Returns the bytes queued. */
 size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t nparts);
