@@ -57,13 +57,13 @@ static void abort_handler(struct http_conn *c)
 	abort_fn(&c->req);
 }
 
-/* Removes the temp file of a file body (the handler dup'd the fd if it still needs it). */
+/* Closes the temp file of a file body (the handler dup'd the fd if it still needs it); its name
+ * was removed when it was made. */
 static void drop_body_file(struct http_conn *c)
 {
 	if (c->req.body_fd < 0)
 		return;
 	close(c->req.body_fd);
-	unlink(c->req.body_path);
 	c->req.body_fd = -1;
 }
 
@@ -203,8 +203,12 @@ static bool open_body_file(struct http_conn *c)
 {
 	c->req.body_path = arena_printf(&c->arena, "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
 	c->req.body_fd = c->req.body_path ? mkostemp(c->req.body_path, O_CLOEXEC) : -1;
-	if (c->req.body_fd >= 0)
+	if (c->req.body_fd >= 0) {
+		/* nameless from the start: nothing is left behind by a crash, and none is seen after the
+		 * response (which may reach the client before the request's clean-up runs) */
+		unlink(c->req.body_path);
 		return true;
+	}
 	fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");
 	return false;
 }

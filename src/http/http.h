@@ -56,7 +56,7 @@ struct http_req {
 	const char *body;	     /* NUL-terminated copy in the arena, or NULL */
 	size_t body_len;	     /* bytes in body */
 	int body_fd;		     /* file-body routes: the body in a temp file, else -1 */
-	char *body_path;	     /* that file's path (in the arena); removed after the response */
+	char *body_path;	     /* that file's path (in the arena); unlinked once made */
 	bool keep_alive;	     /* client wants the connection kept */
 	bool expect_continue;	     /* Expect: 100-continue was sent */
 
