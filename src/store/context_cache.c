@@ -244,12 +244,14 @@ static void append_locked(struct ctx_cache *c, struct ctx_entry *e, const struct
 		remove_locked(c, e);
 		return;
 	}
-	size_t n = json_array_size(e->rows), bytes = row_bytes(row);
-	for (size_t i = 0; i < n && (int64_t)i + 1 < e->cap; i++) {
-		json_t *old = json_array_get(e->rows, i);
-		json_array_append(rows, old);
-		bytes += row_bytes(old);
-	}
+	/* the entry's byte count moves by the new turn and the ones that leave at its cap: counting
+	 * every kept row again took a hash lookup per row on the writer thread (perf: 2/3 of this) */
+	size_t n = json_array_size(e->rows), keep = (int64_t)n < e->cap ? n : (size_t)e->cap - 1;
+	size_t bytes = e->bytes + row_bytes(row);
+	for (size_t i = keep; i < n; i++)
+		bytes -= row_bytes(json_array_get(e->rows, i));
+	for (size_t i = 0; i < keep; i++)
+		json_array_append(rows, json_array_get(e->rows, i));
 	json_decref(e->rows);
 	e->rows = rows;
 	c->bytes = c->bytes - e->bytes + bytes;
