@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "store/context_cache.h"
 #include "store/store_int.h"
 
 #define BATCH_MAX 256
@@ -180,6 +181,8 @@ static void run_batch(struct store *st, struct store_op *batch)
 		if (op->err == SOMA_OK && op->event_text)
 			st->commit_hook(op);
 	}
+	for (struct store_op *op = batch; st->ctx && op; op = op->next)
+		ctx_cache_note(st->ctx, op); /* before any op completes: a worker sees its message */
 	if (enqueued && st->task_hook)
 		st->task_hook(st->task_hook_arg);
 	while (batch) {
@@ -213,7 +216,11 @@ static void *reader_main(void *arg)
 	pthread_setname_np(pthread_self(), "soma-reader");
 	struct store_op *op;
 	while ((op = queue_take(&st->rq, 1))) {
+		bool context = op->kind == STORE_OP_CONTEXT && st->ctx;
+		uint64_t mark = context ? ctx_cache_mark(st->ctx, op->tenant, op->session_id) : 0;
 		op->err = st->drv->read_op(st, index, op);
+		if (context && op->err == SOMA_OK)
+			ctx_cache_fill(st->ctx, mark, op->tenant, op->session_id, op->limit, op->rows, op->seq);
 		complete(st, op);
 	}
 	return NULL;
@@ -279,6 +286,12 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	struct op_queue *q = is_write(op->kind) ? &st->wq : &st->rq;
 	if (!st->exec_running)
 		return SOMA_ERR_UNAVAILABLE;
+	if (op->kind == STORE_OP_CONTEXT &&
+	    ctx_cache_get(st->ctx, op->tenant, op->session_id, op->limit, &op->rows, &op->seq)) {
+		op->err = SOMA_OK; /* answered from memory (context_cache.h): done before we return */
+		complete(st, op);
+		return SOMA_OK;
+	}
 	enum soma_err taken;
 	if (st->drv->take && st->drv->take(st, op, &taken))
 		return taken; /* the driver runs it on its own threads (PostgreSQL's message lanes) */

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "store/context_cache.h"
 #include "store/store_int.h"
 
 static struct metric_family *wal_frames;
@@ -82,6 +83,9 @@ static enum soma_err sq_exec_open(struct store *st, int readers)
 		if (dbconn_open(&st->readers[i], st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK)
 			return SOMA_ERR_STORE;
 	}
+	/* one process owns data.dir, so its writer sees every event: contexts can be kept
+	 * (context_cache.h); without the cache (OOM) every context is read */
+	st->ctx = ctx_cache_new();
 	return SOMA_OK;
 }
 
@@ -96,6 +100,8 @@ static void sq_exec_close(struct store *st)
 	dbconn_close(&st->writer);
 	for (int i = 0; i < st->nreaders; i++)
 		dbconn_close(&st->readers[i]);
+	ctx_cache_free(st->ctx);
+	st->ctx = NULL;
 }
 
 static enum soma_err sq_begin(struct store *st)

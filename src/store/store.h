@@ -206,7 +206,9 @@ enum soma_err store_exec_start(struct store *st, int readers) SOMA_MUST_CHECK;
 /* Finishes queued ops, then stops the threads. */
 void store_exec_stop(struct store *st);
 /* Queues op; op->done runs later on a store thread. SOMA_ERR_UNAVAILABLE when the queue is
- * full or stopping (the op is not taken: the caller still owns it). */
+ * full or stopping (the op is not taken: the caller still owns it). A STORE_OP_CONTEXT that the
+ * SQLite store's context cache answers completes (done runs) on the caller's thread before
+ * store_submit returns. */
 enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
 /* Runs op and waits for it (worker threads only; never on an io thread). Returns op->err. */
 enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;

@@ -107,6 +107,7 @@ struct store {
 	pthread_cond_t ckpt_cv;	    /* signalled when the WAL passes the threshold */
 	bool ckpt_wanted;	    /* a checkpoint is due */
 	bool ckpt_stop;		    /* the thread should exit */
+	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
 };
 
 /* Completes an op a driver took (store_driver.take) once its transaction is settled: the commit

@@ -1,0 +1,289 @@
+/*
+ * context_cache.c - the conversation context kept in memory (see context_cache.h for the design:
+ * who fills an entry, who keeps it current, why a fill can be refused).
+ *
+ * Layout: a fixed table of buckets, each with an epoch and a chain of entries; every entry is
+ * also on one LRU list (most recent first) that eviction takes from the tail. An entry's rows
+ * are a JSON array, newest turn first, that nobody changes once the entry holds it: a new turn
+ * makes a new array sharing the older rows.
+ */
+#include "store/context_cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROW_OVERHEAD 64 /* bytes counted per turn besides its text (jansson's object, array slot) */
+
+struct ctx_entry {
+	struct ctx_entry *chain;	 /* next entry of the same bucket */
+	struct ctx_entry *newer, *older; /* LRU list */
+	uint32_t hash;			 /* of tenant and session */
+	int64_t seq;			 /* the session's last seq the rows reflect */
+	int64_t cap;			 /* the read's limit: rows holds at most cap turns */
+	json_t *rows;			 /* [{role, content}] newest first; shared, never changed */
+	size_t bytes;			 /* text of the rows plus ROW_OVERHEAD each */
+	char tenant[STORE_ID_MAX + 1];	 /* key */
+	char session[STORE_ID_MAX + 1];	 /* key */
+};
+
+struct ctx_cache {
+	pthread_mutex_t lock;			     /* guards everything below */
+	struct ctx_entry *chains[CTX_CACHE_BUCKETS]; /* hash table */
+	uint64_t epochs[CTX_CACHE_BUCKETS];	     /* commits that touched a session of the bucket */
+	struct ctx_entry *newest, *oldest;	     /* LRU list ends */
+	int64_t entries;			     /* entries held */
+	size_t bytes;				     /* sum of the entries' bytes */
+	int64_t hits, misses;			     /* counters (ctx_cache_stats) */
+};
+
+struct ctx_cache *ctx_cache_new(void)
+{
+	struct ctx_cache *c = calloc(1, sizeof(*c));
+	if (c)
+		pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void ctx_cache_free(struct ctx_cache *c)
+{
+	if (!c)
+		return;
+	for (struct ctx_entry *e = c->newest, *next; e; e = next) {
+		next = e->older;
+		json_decref(e->rows);
+		free(e);
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static uint32_t key_hash(const char *tenant, const char *session)
+{
+	uint32_t h = 2166136261u;
+	for (const char *s = tenant; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	h = (h ^ 0xffu) * 16777619u; /* separator: ("ab", "c") and ("a", "bc") differ */
+	for (const char *s = session; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static struct ctx_entry *find_locked(struct ctx_cache *c, uint32_t h, const char *tenant, const char *session)
+{
+	for (struct ctx_entry *e = c->chains[h & (CTX_CACHE_BUCKETS - 1)]; e; e = e->chain)
+		if (e->hash == h && strcmp(e->session, session) == 0 && strcmp(e->tenant, tenant) == 0)
+			return e;
+	return NULL;
+}
+
+static void lru_unlink(struct ctx_cache *c, struct ctx_entry *e)
+{
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		c->newest = e->older;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		c->oldest = e->newer;
+	e->newer = e->older = NULL;
+}
+
+static void lru_push(struct ctx_cache *c, struct ctx_entry *e)
+{
+	e->older = c->newest;
+	e->newer = NULL;
+	if (c->newest)
+		c->newest->newer = e;
+	c->newest = e;
+	if (!c->oldest)
+		c->oldest = e;
+}
+
+static void remove_locked(struct ctx_cache *c, struct ctx_entry *e)
+{
+	struct ctx_entry **p = &c->chains[e->hash & (CTX_CACHE_BUCKETS - 1)];
+	while (*p != e)
+		p = &(*p)->chain;
+	*p = e->chain;
+	lru_unlink(c, e);
+	c->entries--;
+	c->bytes -= e->bytes;
+	json_decref(e->rows);
+	free(e);
+}
+
+static size_t row_bytes(const json_t *row)
+{
+	return json_string_length(json_object_get(row, "content")) + ROW_OVERHEAD;
+}
+
+bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, json_t **rows,
+		   int64_t *seq)
+{
+	if (!c || limit < 1)
+		return false;
+	uint32_t h = key_hash(tenant, session);
+	pthread_mutex_lock(&c->lock);
+	struct ctx_entry *e = find_locked(c, h, tenant, session);
+	int64_t n = e ? (int64_t)json_array_size(e->rows) : 0;
+	/* it holds what a read would return: limit turns, or all of the session's (fewer than cap) */
+	if (!e || (limit > e->cap && n >= e->cap)) {
+		c->misses++;
+		pthread_mutex_unlock(&c->lock);
+		return false;
+	}
+	if (limit >= n) {
+		*rows = json_incref(e->rows);
+	} else { /* a smaller limit than the entry's (llm.context_events lowered): a slice */
+		*rows = json_array();
+		for (int64_t i = 0; *rows && i < limit; i++)
+			json_array_append(*rows, json_array_get(e->rows, (size_t)i));
+	}
+	*seq = e->seq;
+	lru_unlink(c, e);
+	lru_push(c, e);
+	c->hits++;
+	pthread_mutex_unlock(&c->lock);
+	return *rows != NULL;
+}
+
+uint64_t ctx_cache_mark(struct ctx_cache *c, const char *tenant, const char *session)
+{
+	if (!c)
+		return 0;
+	uint32_t h = key_hash(tenant, session);
+	pthread_mutex_lock(&c->lock);
+	uint64_t epoch = c->epochs[h & (CTX_CACHE_BUCKETS - 1)];
+	pthread_mutex_unlock(&c->lock);
+	return epoch;
+}
+
+/* Drops the least recently used entries until the limits hold. Lock held. */
+static void evict_locked(struct ctx_cache *c)
+{
+	while (c->oldest && (c->entries > CTX_CACHE_MAX_ENTRIES || c->bytes > CTX_CACHE_MAX_BYTES))
+		remove_locked(c, c->oldest);
+}
+
+void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, const char *session, int64_t limit,
+		    json_t *rows, int64_t seq)
+{
+	if (!c || !rows || limit < 1 || strlen(tenant) > STORE_ID_MAX || strlen(session) > STORE_ID_MAX)
+		return;
+	size_t bytes = 0;
+	for (size_t i = 0; i < json_array_size(rows); i++)
+		bytes += row_bytes(json_array_get(rows, i));
+	uint32_t h = key_hash(tenant, session);
+	pthread_mutex_lock(&c->lock);
+	if (c->epochs[h & (CTX_CACHE_BUCKETS - 1)] != mark) { /* a commit may have been missed: no fill */
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	struct ctx_entry *e = find_locked(c, h, tenant, session);
+	if (e) /* unchanged since the read began: this read is as new, and its limit may be larger */
+		remove_locked(c, e);
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	*e = (struct ctx_entry){.hash = h, .seq = seq, .cap = limit, .rows = json_incref(rows), .bytes = bytes};
+	memcpy(e->tenant, tenant, strlen(tenant) + 1);
+	memcpy(e->session, session, strlen(session) + 1);
+	struct ctx_entry **chain = &c->chains[h & (CTX_CACHE_BUCKETS - 1)];
+	e->chain = *chain;
+	*chain = e;
+	lru_push(c, e);
+	c->entries++;
+	c->bytes += bytes;
+	evict_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The turn an event adds to the context, as the store's read builds it ({role, content}, the
+ * content being the event's message; "" without one), or NULL when the event is not a turn.
+ * *unusable when it is a turn whose message a read would return differently (not a string). */
+static json_t *turn_of(const json_t *event, bool *unusable)
+{
+	const char *type = json_string_value(json_object_get(event, "type"));
+	*unusable = false;
+	if (!type || (strcmp(type, "user") != 0 && strcmp(type, "assistant.final") != 0))
+		return NULL;
+	json_t *msg = json_object_get(event, "message");
+	json_t *content;
+	if (!msg || json_is_null(msg))
+		content = json_string("");
+	else if (!json_is_string(msg))
+		return *unusable = true, NULL;
+	else if (strlen(json_string_value(msg)) == json_string_length(msg))
+		content = json_incref(msg); /* shared with the op's event: nobody changes it after the commit */
+	else				    /* SQLite's text ends at the first NUL, as the read returns it */
+		content = json_string(json_string_value(msg));
+	json_t *row = json_pack("{s:s, s:o}", "role", type[0] == 'u' ? "user" : "assistant", "content", content);
+	*unusable = row == NULL;
+	return row;
+}
+
+/* Adds the turn (or only the seq) of a committed event that follows the entry. Lock held. */
+static void append_locked(struct ctx_cache *c, struct ctx_entry *e, const struct store_op *op)
+{
+	bool unusable;
+	json_t *row = turn_of(op->event, &unusable);
+	if (unusable) {
+		remove_locked(c, e);
+		return;
+	}
+	e->seq = op->seq;
+	if (!row)
+		return;
+	json_t *rows = json_array();
+	if (!rows || json_array_append_new(rows, row) != 0) {
+		json_decref(rows);
+		remove_locked(c, e);
+		return;
+	}
+	/* the entry's byte count moves by the new turn and the ones that leave at its cap: counting
+	 * every kept row again took a hash lookup per row on the writer thread (perf: 2/3 of this) */
+	size_t n = json_array_size(e->rows), keep = (int64_t)n < e->cap ? n : (size_t)e->cap - 1;
+	size_t bytes = e->bytes + row_bytes(row);
+	for (size_t i = keep; i < n; i++)
+		bytes -= row_bytes(json_array_get(e->rows, i));
+	for (size_t i = 0; i < keep; i++)
+		json_array_append(rows, json_array_get(e->rows, i));
+	json_decref(e->rows);
+	e->rows = rows;
+	c->bytes = c->bytes - e->bytes + bytes;
+	e->bytes = bytes;
+	evict_locked(c);
+}
+
+void ctx_cache_note(struct ctx_cache *c, const struct store_op *op)
+{
+	bool event = op->event_text && op->event && op->seq > 0;
+	bool gone = op->kind == STORE_OP_SESSION_DELETE || op->kind == STORE_OP_SESSION_RESET;
+	if (!c || op->err != SOMA_OK || (!event && !gone))
+		return;
+	uint32_t h = key_hash(op->tenant, op->session_id);
+	pthread_mutex_lock(&c->lock);
+	c->epochs[h & (CTX_CACHE_BUCKETS - 1)]++;
+	struct ctx_entry *e = find_locked(c, h, op->tenant, op->session_id);
+	if (e && (gone || op->seq != e->seq + 1))
+		remove_locked(c, e); /* reset, deleted, or an event it did not see: read it again */
+	else if (e)
+		append_locked(c, e, op);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void ctx_cache_stats(struct ctx_cache *c, int64_t *entries, int64_t *hits, int64_t *misses)
+{
+	*entries = *hits = *misses = 0;
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	*entries = c->entries;
+	*hits = c->hits;
+	*misses = c->misses;
+	pthread_mutex_unlock(&c->lock);
+}
