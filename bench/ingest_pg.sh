@@ -18,6 +18,12 @@
 # ours, ..., pgbench - each round is compared with the pgbench runs on either side of it, and the
 # medians are printed: the machine is shared and noisy; release build expected at build/somaagent,
 # SOMA_BIN overrides).
+# INGEST_TRACE=DIR keeps a timeline of every wrk run in DIR, to find where the tail comes from:
+# PostgreSQL logs checkpoints, every autovacuum and statements over 20 ms (postgres.log, with ms
+# timestamps and application names: the lanes are "somaagent message lane"); metrics-c<N>-r<R>.txt
+# has, each second, our request-duration histogram of POST /v1/session/message (cumulative bucket
+# counts: per-second deltas give the seconds with slow requests); waits-c<N>-r<R>.txt samples every
+# 100 ms what each busy backend of the soma database waits on (pg_stat_activity).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 ROUNDS=${2:-1}
@@ -47,8 +53,14 @@ mkdir -p "$TMP/pg"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$TMP/pg"
 as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U soma -A trust -E UTF8 --no-sync --locale=C >"$TMP/initdb.log" 2>&1
 pport=$(free_port)
+TRACE_PG=()
+if [ -n "${INGEST_TRACE:-}" ]; then
+  mkdir -p "$INGEST_TRACE"
+  TRACE_PG=(-c log_checkpoints=on -c log_autovacuum_min_duration=0 -c log_min_duration_statement=20
+    -c "log_line_prefix=%m [%p] %a ")
+fi
 as_pg "$PG_BIN/postgres" -D "$PG_DATA" -p "$pport" -k "$TMP/pg" -c listen_addresses=127.0.0.1 \
-  -c max_connections=300 -c fsync=on -c synchronous_commit=on >"$TMP/pg/postgres.log" 2>&1 &
+  -c max_connections=300 -c fsync=on -c synchronous_commit=on "${TRACE_PG[@]}" >"$TMP/pg/postgres.log" 2>&1 &
 PIDS+=($!)
 PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pport" -U soma)
 for _ in $(seq 1 300); do "${PSQL[@]}" -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.05; done
@@ -93,10 +105,37 @@ pgbench_run() {
     '{ a[NR] = $1 } END { printf "%s %.3f %.3f %s %d\n", tps, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, f, NR }'
 }
 
+# trace_start NAME / trace_stop: INGEST_TRACE's samplers around one wrk run (see the top)
+TRACE_PIDS=()
+trace_start() {
+  [ -n "${INGEST_TRACE:-}" ] || return 0
+  local url="http://127.0.0.1:$port/metrics"
+  (while :; do
+    echo "t=$(date +%s.%N | cut -c1-14) $(curl -s "$url" | awk '/^soma_http_request_duration_seconds_bucket/ &&
+      /session\/message/ { sub(/.*le="/, ""); sub(/"}/, ""); printf "%s=%s ", $1, $2 }')"
+    sleep 1
+  done) >"$INGEST_TRACE/metrics-$1.txt" 2>/dev/null &
+  TRACE_PIDS=($!)
+  "${PSQL[@]}" -d soma -At -F ' ' >"$INGEST_TRACE/waits-$1.txt" 2>/dev/null <<'SQL' &
+SELECT to_char(clock_timestamp(), 'HH24:MI:SS.MS'), count(*) FILTER (WHERE state = 'active'),
+  string_agg(coalesce(wait_event_type || ':' || wait_event, 'cpu') || '/' || left(application_name, 12) || '/'
+    || left(regexp_replace(query, '\s+', ' ', 'g'), 24), ' | ')
+  FROM pg_stat_activity WHERE datname = 'soma' AND state = 'active' AND pid <> pg_backend_pid()
+\watch 0.1
+SQL
+  TRACE_PIDS+=($!)
+}
+trace_stop() {
+  for p in "${TRACE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  TRACE_PIDS=()
+}
+
 # wrk_post CONNS -> "rps p50_ms p99_ms requests non2xx" (socket errors, if any, to stderr)
 wrk_post() {
   local out
+  trace_start "c$1-r$round"
   out=$(wrk -t2 -c"$1" -d"$SECS"s --latency -s "$B/chat_post.lua" "http://127.0.0.1:$port/v1/session/message")
+  trace_stop
   echo "$out" >"$TMP/wrk-c$1.log"
   echo "$out" | awk '/Socket errors/ {print "  !! wrk -c'"$1"': " $0}' >&2
   echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
@@ -184,3 +223,4 @@ if len(rounds) > 1:
               f" p99 {statistics.median(p99s[conns]):.2f} ms")
 PY
 echo "  load after: $(uptime | sed 's/.*load average/load average/')"
+[ -z "${INGEST_TRACE:-}" ] || { cp "$TMP/pg/postgres.log" "$INGEST_TRACE/"; echo "  trace: $INGEST_TRACE"; }

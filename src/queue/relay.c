@@ -8,8 +8,10 @@
  * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
  * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
  * (STORE_OP_TASK_RELAY_DONE; after a full batch, the next claim deletes them in its own
- * transaction, so a backlog costs one commit per batch). A crash between LPUSH and the delete publishes those rows
- * again when their lease passes; the worker's dedupe (result meta, run-lock) makes the copy a no-op. A row's
+ * transaction, so a backlog costs one commit per batch). A crash between LPUSH and the delete (of this process, or of
+ * PostgreSQL, where these commits do not wait for their WAL flush: pg_writer.c) publishes those rows again; the
+ * worker's dedupe (result meta, run-lock) makes the copy a no-op while either exists, and a conversation's reply is
+ * keyed on its task id in the store (src/tasks/conversation.c), so its copy is a no-op at any time. A row's
  * available_ms in the future becomes the message's eta (the worker holds it, as Celery). Redis down: this thread keeps
  * the rows it claimed and retries them with a backoff.
  */

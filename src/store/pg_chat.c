@@ -100,9 +100,12 @@ static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t
 	pg_param_text(&e, type ? type : "");
 	pg_param_text(&e, op->event_text);
 	pg_param_int(&e, now);
+	pg_param_text(&e, op->outcome_of[0] ? op->outcome_of : NULL);
+	/* a second outcome of one task is a unique violation (events_outcome_of): SOMA_ERR_CONFLICT,
+	 * and the op's savepoint takes its seq back */
 	return pg_run(c,
-		      "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
-		      "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		      "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+		      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 		      &e, NULL);
 }
 
@@ -355,17 +358,35 @@ static enum soma_err op_events_after(struct pgconn *c, struct store_op *op)
 /* The conversation an LLM call needs: the message text comes out of the stored JSON in SQL. */
 static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 {
-	enum soma_err err = last_seq(c, op);
-	if (err != SOMA_OK)
+	/* the session's last seq, and whether the task asking already has its outcome (a copy of a
+	 * task that ran: migration 0005), in one round trip */
+	struct pg_params q = {0};
+	pg_param_text(&q, op->session_id);
+	pg_param_text(&q, op->tenant);
+	pg_param_text(&q, op->outcome_of);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3) FROM sessions "
+			      "WHERE id = $1 AND tenant = $2",
+			      &q, &err);
+	if (!r)
+		return err;
+	err = PQntuples(r) == 1 ? SOMA_OK : SOMA_ERR_NOT_FOUND;
+	if (err == SOMA_OK) {
+		op->seq = pg_int(r, 0, 0);
+		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
+	}
+	PQclear(r);
+	if (err != SOMA_OK || op->has_outcome)
 		return err;
 	struct pg_params p = {0};
 	pg_param_text(&p, op->session_id);
 	pg_param_int(&p, op->limit);
 	pg_param_text(&p, op->tenant);
-	PGresult *r = pg_exec(c,
-			      "SELECT type, body::json->>'message' FROM events WHERE session_id = $1 AND tenant = $3 "
-			      "AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT $2",
-			      &p, &err);
+	r = pg_exec(c,
+		    "SELECT type, body::json->>'message' FROM events WHERE session_id = $1 AND tenant = $3 "
+		    "AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT $2",
+		    &p, &err);
 	if (!r)
 		return err;
 	op->rows = json_array();

@@ -210,6 +210,7 @@ struct pg_store {
 	struct pgconn readers[STORE_MAX_READERS]; /* one per reader thread */
 	bool txn_open;				  /* writer: the batch's BEGIN was sent */
 	bool release_pending;			  /* writer: the last op's savepoint is still open */
+	bool durable;				  /* writer: an op of the batch needs its commit flushed */
 	bool plain_scans;			  /* writer: enable_bitmapscan is off in the transaction */
 	struct pg_lanes *lanes;			  /* the messages' connections and threads (pg_lanes.c) */
 };

@@ -63,16 +63,38 @@ enum soma_err pg_begin(struct store *st)
 {
 	st->pg->txn_open = false; /* sent with the first SAVEPOINT */
 	st->pg->release_pending = false;
+	st->pg->durable = false;
 	st->pg->plain_scans = false;
 	return SOMA_OK;
 }
 
-/* The redis queue relay's claim and delete commit durably like every other op. A batch of only
- * these once committed with synchronous_commit off (one WAL flush fewer per relay cycle): a crash
- * of PostgreSQL then lost the deletes, the tasks were relayed again, and a conversation whose
- * result the workers do not keep ran twice (test_postgres_lanes.py, a crash right behind the
- * relay, on the landing CI). The workers' dedupe covers only a copy relayed while a result or a
- * run-lock exists. */
+/* The redis queue relay's bookkeeping: a claim (queued -> relaying) and the delete of rows already
+ * pushed to Redis. A batch of only these commits without waiting for its WAL flush
+ * (synchronous_commit off for that transaction), which would otherwise be one more flush per
+ * relay cycle, taken from the flushes the messages wait for (-c20 ingest: median ratio to pgbench
+ * 0.47 durable, 0.84 without; docs/performance.md). Nothing acknowledged depends on them: WAL is
+ * flushed in order, so any later durable commit carries them, and a crash of PostgreSQL loses at
+ * most the last few hundred ms of them (wal_writer_delay). What that costs: a lost claim puts its
+ * rows back to queued, a lost delete leaves them relaying until the lease (30 s) passes; either
+ * way those tasks are published to Redis again - as a crash of this process between LPUSH and the
+ * delete already does. A copy is harmless for each kind:
+ *  - conversation.process: its reply is keyed on the task id in the store (events.outcome_of,
+ *    src/tasks/conversation.c): a copy that finds the outcome stops before it publishes, asks the
+ *    LLM or stores anything; a copy racing the first run has its commit refused.
+ *  - tasks our workers run (soma.* and whatever POST /v1/tasks sends them): a copy is skipped
+ *    while the first run's result meta or run-lock exists (redis_consume.c); the copy comes within
+ *    the lease, long before the result expires. A requeued dead letter is the exception: its relay
+ *    deletes the old result meta first, so its copy runs again (soma.* tasks are idempotent).
+ *  - tasks Python Celery workers run: they do not look at our run-lock or results, so a copy runs
+ *    again - Celery's own contract with acks_late (at-least-once; a task must be idempotent), the
+ *    same as a redelivery after a visibility timeout.
+ * (It was reverted once, in db041d8, when a crash made a conversation reply twice; the store-side
+ * dedupe of the reply is what makes it safe: test_postgres_lanes.py crashes PostgreSQL right
+ * behind the relay, test_task_once.py delivers a copy after the result meta is gone.) */
+static bool replayable(enum store_op_kind kind)
+{
+	return kind == STORE_OP_TASK_RELAY_CLAIM || kind == STORE_OP_TASK_RELAY_DONE;
+}
 
 /* The relay's queries take their rows through the tasks table's partial indexes, in index order
  * (FOR UPDATE SKIP LOCKED ... LIMIT; the delete by primary key). Each task row is inserted,
@@ -117,6 +139,7 @@ enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued,
 		*txn_lost = true;
 		return err;
 	}
+	pg->durable |= !replayable(op->kind);
 	err = pg_sql_write(c, op, enqueued);
 	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
 		*txn_lost = true;
@@ -134,7 +157,7 @@ enum soma_err pg_commit(struct store *st)
 	if (!pg->txn_open)
 		return SOMA_OK; /* no op got as far as its SAVEPOINT */
 	pg->txn_open = pg->release_pending = false;
-	return pg_cmd(&pg->writer, "COMMIT");
+	return pg_cmd(&pg->writer, pg->durable ? "COMMIT" : "SET LOCAL synchronous_commit TO off; COMMIT");
 }
 
 void pg_rollback(struct store *st, enum soma_err why)

@@ -73,8 +73,8 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	const char *type = json_string_value(json_object_get(op->event, "type"));
 	if (!op->event_text || !event_id)
 		return SOMA_ERR_INVALID;
-	s = dbconn_stmt(c, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
-			   "VALUES (?, ?, ?, ?, ?, ?, ?)");
+	s = dbconn_stmt(c, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+			   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
@@ -84,6 +84,8 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	bind_text(s, 5, type ? type : "");
 	bind_text(s, 6, op->event_text);
 	sqlite3_bind_int64(s, 7, now);
+	if (op->outcome_of[0]) /* a second outcome of one task is a constraint violation (0008) */
+		bind_text(s, 8, op->outcome_of);
 	int rc = sqlite3_step(s);
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
 }
@@ -326,14 +328,21 @@ static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
  * comes out of the stored JSON with SQLite's json_extract. op->seq = the session's last seq. */
 static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq FROM sessions WHERE id = ? AND tenant = ?");
+	/* with the session's last seq: whether the task asking already has its outcome (a copy of a
+	 * task that ran: migration 0008) */
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = ?3) "
+					 "FROM sessions WHERE id = ?1 AND tenant = ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
 	bind_text(s, 2, op->tenant);
+	bind_text(s, 3, op->outcome_of);
 	if (sqlite3_step(s) != SQLITE_ROW)
 		return SOMA_ERR_NOT_FOUND;
 	op->seq = sqlite3_column_int64(s, 0);
+	op->has_outcome = op->outcome_of[0] && sqlite3_column_int(s, 1);
+	if (op->has_outcome)
+		return SOMA_OK;
 	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message') FROM events WHERE session_id = ?1 AND "
 			   "tenant = ?3 AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT ?2");
 	if (!s)

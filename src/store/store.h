@@ -149,6 +149,9 @@ struct store_op {
 	char subject[STORE_ID_MAX + 1];	   /* MESSAGE: who created the session */
 	char session_id[STORE_ID_MAX + 1]; /* session ops */
 	char task_id[STORE_ID_MAX + 1];	   /* task ops; EVENT_APPEND: task to finish, or "" */
+	char outcome_of[STORE_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
+					    * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
+					    * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
 	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
 	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
 	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
@@ -171,6 +174,7 @@ struct store_op {
 				* CONTEXT: [{role, content}] newest first; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
+	bool has_outcome;      /* CONTEXT: an event is the outcome of task outcome_of already */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */
 	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 	/* completion */

@@ -6,6 +6,11 @@
  * assistant.delta (ephemeral: live and kept for resume, not history) -> commit assistant.final with model and usage, or
  * assistant.error with words a user understands, in the same transaction as the task's ack. A deleted session stops the
  * generation (cancel); a shutdown requeues the task instead of finishing it.
+ * One reply per task, however often it is delivered (at-least-once: the relay publishes a task
+ * again when a crash lost its delete, a reservation can run out): the outcome event is stored with
+ * the task's id (store op outcome_of, unique in the store). The context read says whether the task
+ * already has its outcome - then this copy publishes, audits and stores nothing and is acked - and
+ * when two copies race, the second commit is refused (SOMA_ERR_CONFLICT) and its reply dropped.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -145,6 +150,7 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		op->delay_ms = t->visibility_ms;
 	}
 	op->event = event;
+	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* one outcome per task */
 	enum soma_err err = store_op_wait(t->store, op);
 	if (err == SOMA_OK) {
 		t->next_task = op->session;
@@ -154,6 +160,11 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	if (err == SOMA_ERR_NOT_FOUND) {
 		log_info("conversation", "session %s was deleted during the reply; dropping it", t->session_id);
 		return TASK_DONE; /* nothing to keep */
+	}
+	if (err == SOMA_ERR_CONFLICT) { /* another copy of this task committed its outcome first */
+		log_info("conversation", "task %s already has its reply in session %s: this copy's is dropped", t->id,
+			 t->session_id);
+		return TASK_DONE;
 	}
 	if (err != SOMA_OK) {
 		snprintf(t->error, sizeof(t->error), "cannot store the reply: %s", soma_err_str(err));
@@ -165,42 +176,58 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 /* ---- policy and limits (issue 6): queued work is asked again, as its sender, before the LLM ----
  * The message was allowed when it was accepted; policy (or the tenant's budget) may have changed
  * since. conversation.send and llm.invoke (with the model that will be used) are asked here, on
- * the worker thread (OPA may be called). A deny is audited and its policy.denied event is
- * committed instead of a reply; a spent token budget commits an assistant.error. */
-static json_t *recheck(struct task_ctx *t, const struct llm_config *cfg)
+ * the worker thread (OPA may be called), while the context is read. A deny is audited and its
+ * policy.denied event is committed instead of a reply; a spent token budget commits an
+ * assistant.error. The audit waits for the context read: a copy of a task that already has its
+ * outcome writes nothing (recheck_outcome(..., false)). */
+struct recheck {
+	char session[80], model[160];
+	json_t *send_ctx, *llm_ctx; /* owned until recheck_outcome */
+	struct policy_input in;	    /* points into this struct, t and cfg */
+	struct policy_decision d;
+	bool budget; /* the tenant has LLM tokens left (asked when policy allows) */
+};
+
+static void recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk)
 {
 	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
-	char session[80], model[160];
-	snprintf(session, sizeof(session), "session:%s", t->session_id);
-	snprintf(model, sizeof(model), "model:%s", cfg->model);
-	json_t *send_ctx = json_pack("{s:b}", "queued", 1),
-	       *llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
-	struct policy_input in = {.tenant = t->tenant,
-				  .subject = subject ? subject : "",
-				  .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
-				  .scopes = json_string_value(json_object_get(t->payload, "scopes")),
-				  .action = POLICY_CONVERSATION_SEND,
-				  .resource = session,
-				  .context = send_ctx};
-	struct policy_decision d;
-	policy_decide(&in, &d);
-	if (d.allow) {
-		in.action = POLICY_LLM_INVOKE;
-		in.resource = model;
-		in.context = llm_ctx;
-		policy_decide(&in, &d);
+	snprintf(rk->session, sizeof(rk->session), "session:%s", t->session_id);
+	snprintf(rk->model, sizeof(rk->model), "model:%s", cfg->model);
+	rk->send_ctx = json_pack("{s:b}", "queued", 1);
+	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
+	rk->in = (struct policy_input){.tenant = t->tenant,
+				       .subject = subject ? subject : "",
+				       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
+				       .scopes = json_string_value(json_object_get(t->payload, "scopes")),
+				       .action = POLICY_CONVERSATION_SEND,
+				       .resource = rk->session,
+				       .context = rk->send_ctx};
+	policy_decide(&rk->in, &rk->d);
+	if (rk->d.allow) {
+		rk->in.action = POLICY_LLM_INVOKE;
+		rk->in.resource = rk->model;
+		rk->in.context = rk->llm_ctx;
+		policy_decide(&rk->in, &rk->d);
 	}
-	json_t *ev = NULL;
-	if (!d.allow) {
-		log_info("conversation", "session %s: %s denied by policy (%s); no reply", t->session_id, in.action,
-			 d.reason);
-		policy_denied_audit(&in, NULL, &d, NULL);
-		ev = policy_denied_event(t->session_id, &in, &d);
-	}
-	json_decref(send_ctx);
-	json_decref(llm_ctx);
 	int64_t retry;
-	if (ev || limits_tokens_available(t->tenant, &retry))
+	rk->budget = rk->d.allow && limits_tokens_available(t->tenant, &retry);
+}
+
+/* Frees rk's contexts; with outcome, audits a deny and returns the event that replaces the reply
+ * (policy.denied, or the budget's assistant.error), NULL when the reply may be generated. */
+static json_t *recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcome)
+{
+	json_t *ev = NULL;
+	if (outcome && !rk->d.allow) {
+		log_info("conversation", "session %s: %s denied by policy (%s); no reply", t->session_id, rk->in.action,
+			 rk->d.reason);
+		policy_denied_audit(&rk->in, NULL, &rk->d, NULL);
+		ev = policy_denied_event(t->session_id, &rk->in, &rk->d);
+	}
+	json_decref(rk->send_ctx);
+	json_decref(rk->llm_ctx);
+	rk->send_ctx = rk->llm_ctx = NULL;
+	if (!outcome || ev || rk->budget)
 		return ev;
 	json_t *meta =
 		json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code", "llm_budget_exceeded",
@@ -324,6 +351,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		return TASK_RETRY;
 	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
+	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* has this task replied already? */
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	op->done = context_done;
 	op->arg = &cr;
@@ -335,19 +363,28 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	}
 	struct llm_config cfg;
 	llm_config_from_settings(&cfg);
-	json_t *refused = recheck(t, &cfg); /* issue 6 */
+	struct recheck rk = {0};
+	recheck_ask(t, &cfg, &rk); /* issue 6 */
 	struct recalled rc = {0};
 	const char *query = json_string_value(json_object_get(t->payload, "recall_query"));
-	if (!refused && query) /* issue 5 */
+	if (rk.budget && query) /* issue 5 */
 		recall(t, query, &rc);
 	context_wait(&cr);
 	err = op->err;
-	if (err != SOMA_OK || refused) {
+	/* a copy of a task that already has its reply (delivered twice: relayed again after a crash,
+	 * or its reservation ran out): nothing is published, audited or stored again */
+	bool again = err == SOMA_OK && op->has_outcome;
+	json_t *refused = recheck_outcome(t, &rk, err == SOMA_OK && !again);
+	if (err != SOMA_OK || refused || again) {
 		store_op_free(op);
 		json_decref(rc.results);
+		if (again) {
+			log_info("conversation", "task %s already has its reply in session %s: this copy is dropped",
+				 t->id, t->session_id);
+			return TASK_DONE;
+		}
 		if (err == SOMA_OK)
 			return commit(t, refused);
-		json_decref(refused);
 		if (err == SOMA_ERR_NOT_FOUND)
 			return TASK_DONE;
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
