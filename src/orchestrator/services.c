@@ -70,6 +70,7 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 		log_info("store", "requeued %d task(s) left reserved by the previous run", recovered);
 	store_set_commit_hook(app.store, publish_committed);
 	store_set_task_hook(app.store, queue_notify, NULL);
+	store_set_no_late_copies(app.store, strcmp(cfg_str(CFG_QUEUE_DRIVER), "local") == 0);
 	/* SQLite: two readers (WAL readers are cheap; more only contend); PostgreSQL: store.pool_size */
 	if (err == SOMA_OK)
 		err = store_exec_start(app.store, cfg_str(CFG_STORE_URL)[0] ? (int)cfg_int(CFG_STORE_POOL_SIZE) : 2);

@@ -286,7 +286,7 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	struct op_queue *q = is_write(op->kind) ? &st->wq : &st->rq;
 	if (!st->exec_running)
 		return SOMA_ERR_UNAVAILABLE;
-	if (op->kind == STORE_OP_CONTEXT &&
+	if (op->kind == STORE_OP_CONTEXT && (!op->outcome_of[0] || st->no_late_copies) &&
 	    ctx_cache_get(st->ctx, op->tenant, op->session_id, op->limit, &op->rows, &op->seq)) {
 		op->err = SOMA_OK; /* answered from memory (context_cache.h): done before we return */
 		complete(st, op);
@@ -336,6 +336,11 @@ enum soma_err store_op_wait(struct store *st, struct store_op *op)
 void store_set_commit_hook(struct store *st, void (*hook)(const struct store_op *op))
 {
 	st->commit_hook = hook;
+}
+
+void store_set_no_late_copies(struct store *st, bool none)
+{
+	st->no_late_copies = none;
 }
 
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg)

@@ -218,6 +218,12 @@ enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHEC
 enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
 /* Called after each committed batch that enqueued tasks (the local queue wakes workers). */
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg);
+/* Says no copy of a task can be delivered after its outcome committed (the local queue: a
+ * finished task leaves the tasks table in its outcome's transaction). Only then may a context
+ * kept in memory answer a CONTEXT op that asks for a task's outcome (outcome_of): the cache
+ * does not know outcomes committed before it was filled. Off by default: such ops read the
+ * database (with the redis queue, the relay can publish a task again after its reply). */
+void store_set_no_late_copies(struct store *st, bool none);
 /* Called on the writer thread, in commit order, for every op that appended an event, after the
  * commit and before the op completes: the one place committed events are published live. */
 void store_set_commit_hook(struct store *st, void (*hook)(const struct store_op *op));

@@ -108,6 +108,7 @@ struct store {
 	bool ckpt_wanted;	    /* a checkpoint is due */
 	bool ckpt_stop;		    /* the thread should exit */
 	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
+	bool no_late_copies;	    /* store_set_no_late_copies: the cache may answer has_outcome */
 };
 
 /* Completes an op a driver took (store_driver.take) once its transaction is settled: the commit
