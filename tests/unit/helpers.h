@@ -20,6 +20,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "store/store.h"
+
 /* Writes text to a new temporary file; its path goes into path[cap]. The caller unlinks it. */
 /* First column of the first row of sql (one text parameter) run read-only on the database in
  * data_dir, as an integer; -1 when there is no row. */
@@ -69,6 +71,28 @@ static inline int tmpdir_remove_one(const char *path, const struct stat *sb, int
 static inline void tmpdir_remove(const char *path)
 {
 	nftw(path, tmpdir_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- a store in a temp dir ------------------------------------------------------------------- */
+
+/* Opens a migrated SQLite store in a new temp dir (its path into dir[cap]) and starts its threads
+ * (two readers). Close it with store_test_close(). */
+static inline struct store *store_test_open(char *dir, size_t cap)
+{
+	char why[256] = "";
+	struct store *st = NULL;
+	tmpdir_make(dir, cap);
+	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_eq(store_migrate(st, NULL), SOMA_OK);
+	cr_assert_eq(store_exec_start(st, 2), SOMA_OK);
+	return st;
+}
+
+/* Closes a store of store_test_open() and removes its dir. */
+static inline void store_test_close(struct store *st, const char *dir)
+{
+	store_close(st);
+	tmpdir_remove(dir);
 }
 
 /* ---- HTTP responses -------------------------------------------------------------------------- */

@@ -233,17 +233,13 @@ static void setup(void)
 	cr_assert_eq(cfg_load(&o, &errs), SOMA_OK, "%s", errs.count ? errs.lines[0] : "");
 	char why[256] = "";
 	cr_assert_eq(memory_init(why, sizeof(why)), SOMA_OK, "%s", why);
-	tmpdir_make(dir, sizeof(dir));
-	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
-	cr_assert_eq(store_migrate(st, NULL), SOMA_OK);
-	cr_assert_eq(store_exec_start(st, 2), SOMA_OK);
+	st = store_test_open(dir, sizeof(dir));
 	cr_assert_not_null(st->ctx, "SQLite keeps contexts");
 }
 
 static void teardown(void)
 {
-	store_close(st);
-	tmpdir_remove(dir);
+	store_test_close(st, dir);
 	cfg_unload();
 }
 

@@ -30,11 +30,7 @@ static void sleep_ms(long ms)
 
 static void setup(void)
 {
-	char why[256] = "";
-	tmpdir_make(dir, sizeof(dir));
-	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
-	cr_assert_eq(store_migrate(st, NULL), SOMA_OK);
-	cr_assert_eq(store_exec_start(st, 2), SOMA_OK);
+	st = store_test_open(dir, sizeof(dir));
 	store_set_task_hook(st, queue_notify, NULL);
 	queue_up = false;
 }
@@ -43,8 +39,7 @@ static void teardown(void)
 {
 	if (queue_up)
 		queue_stop(0);
-	store_close(st);
-	tmpdir_remove(dir);
+	store_test_close(st, dir);
 	metrics_reset();
 }
 

@@ -29,17 +29,12 @@ static void sleep_ms(long ms)
 
 static void setup(void)
 {
-	char why[256] = "";
-	tmpdir_make(dir, sizeof(dir));
-	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
-	cr_assert_eq(store_migrate(st, NULL), SOMA_OK);
-	cr_assert_eq(store_exec_start(st, 2), SOMA_OK);
+	st = store_test_open(dir, sizeof(dir));
 }
 
 static void teardown(void)
 {
-	store_close(st);
-	tmpdir_remove(dir);
+	store_test_close(st, dir);
 }
 
 TestSuite(store_ops, .init = setup, .fini = teardown, .timeout = 60);
