@@ -125,8 +125,10 @@ def _delivered_total(srv):
 
 
 def test_node_killed_while_sending_hands_rows_to_a_live_node(tmp_path, db, llm, brain):
-    brain.control(delay_ms=1500)
-    sets = brain.sets("memory.timeout_ms=10000")
+    # SomaBrain holds each answer far longer than a node takes to start under load, so the doomed
+    # node's rows are still `sending` when the live node starts and when the doomed node dies
+    brain.control(delay_ms=20000)
+    sets = brain.sets("memory.timeout_ms=60000")
     doomed = _start(tmp_path, "doomed", db, *sets, llm=llm)
     live = None
     try:
