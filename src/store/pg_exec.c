@@ -7,8 +7,14 @@
  * with SOMA_ERR_UNAVAILABLE, and the next use after the backoff (100 ms, doubling to 5 s) tries to
  * connect again; the outage and its end are each logged once. A new connection starts with an
  * empty statement cache (prepared statements live and die with their session).
+ * Two things shorten an outage's tail once the server is back: a connection about to be used after
+ * idle time reads its socket first (pg_conn_check_idle), so a session the restart ended is replaced
+ * before a request fails on it; and when any connection of this process re-establishes itself, the
+ * others waiting out their backoff try again at their next use instead of answering 503 for up to
+ * 5 s more (one early attempt per recovery, so a server that is still refusing is not hammered).
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +25,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+
+static atomic_uint recoveries; /* connections of this process re-established after an outage */
 
 static int64_t mono_ms(void)
 {
@@ -64,6 +72,7 @@ static void conn_drop(struct pgconn *c, const char *reason)
 		c->backoff_ms = BACKOFF_MIN_MS;
 	c->retry_ms = mono_ms() + c->backoff_ms;
 	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+	c->seen_recoveries = atomic_load(&recoveries);
 }
 
 /* The server's notices and warnings go to the log (libpq would print them on stderr). */
@@ -143,17 +152,29 @@ enum soma_err pg_conn_ready(struct pgconn *c)
 		return SOMA_OK;
 	if (c->conn)
 		conn_drop(c, PQerrorMessage(c->conn));
-	if (mono_ms() < c->retry_ms)
+	if (mono_ms() < c->retry_ms && c->seen_recoveries == atomic_load(&recoveries))
 		return SOMA_ERR_UNAVAILABLE;
 	char why[512];
 	if (conn_connect(c, why, sizeof(why)) != SOMA_OK) {
 		conn_drop(c, why);
 		return SOMA_ERR_UNAVAILABLE;
 	}
-	if (c->down_logged)
+	if (c->down_logged) {
 		log_info("store", "PostgreSQL connection (%s) re-established", c->role ? c->role : "?");
+		atomic_fetch_add(&recoveries, 1);
+	}
 	c->down_logged = false;
 	return SOMA_OK;
+}
+
+void pg_conn_check_idle(struct pgconn *c)
+{
+	if (!pg_conn_up(c))
+		return;
+	if (PQconsumeInput(c->conn) && PQstatus(c->conn) == CONNECTION_OK)
+		return; /* nothing, or a notice: the session is alive */
+	conn_drop(c, PQerrorMessage(c->conn));
+	c->retry_ms = 0; /* the server may be back already: connect at the next use */
 }
 
 enum soma_err pg_err_map(struct pgconn *c, const PGresult *r)

@@ -50,6 +50,7 @@ struct pgconn {
 	int64_t retry_ms;	 /* monotonic ms before which no reconnect is attempted */
 	int64_t backoff_ms;	 /* next backoff: 100 ms doubling to 5 s, reset on success */
 	bool down_logged;	 /* the outage was logged (log once per outage, and its end) */
+	unsigned seen_recoveries; /* pg_exec.c's recovery count when this connection went down */
 };
 
 /* Text parameters of one statement: values are borrowed (they must outlive pg_exec), numbers are
@@ -73,6 +74,10 @@ void pg_conn_close(struct pgconn *c);
 /* SOMA_OK when c is up, reconnecting first when it is down and its backoff has passed;
  * SOMA_ERR_UNAVAILABLE otherwise. pg_exec and pg_cmd call it themselves. */
 enum soma_err pg_conn_ready(struct pgconn *c);
+/* Before a use after idle time: finds a session the server closed meanwhile (a restart, an idle
+ * timeout) with one non-blocking read instead of failing the next statement on it; the connection
+ * is then dropped and the next pg_conn_ready() connects again at once. No-op while it is down. */
+void pg_conn_check_idle(struct pgconn *c);
 /* Whether the connection is up (no I/O). */
 bool pg_conn_up(const struct pgconn *c);
 

@@ -65,6 +65,7 @@ enum soma_err pg_begin(struct store *st)
 	st->pg->release_pending = false;
 	st->pg->durable = false;
 	st->pg->plain_scans = false;
+	pg_conn_check_idle(&st->pg->writer); /* a session the server ended meanwhile fails no op */
 	return SOMA_OK;
 }
 
@@ -173,5 +174,7 @@ void pg_rollback(struct store *st, enum soma_err why)
 
 enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op)
 {
-	return pg_sql_read(&st->pg->readers[reader], op);
+	struct pgconn *c = &st->pg->readers[reader];
+	pg_conn_check_idle(c); /* a read changes nothing: never fail one on a session already gone */
+	return pg_sql_read(c, op);
 }

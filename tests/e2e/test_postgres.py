@@ -95,6 +95,32 @@ def test_postgres_restart_under_load_loses_nothing_acknowledged(pg, soma):
     assert any(e["message"] == acked[-1][0] for e in history(srv, sid, limit=200))
 
 
+def test_reads_are_answered_as_soon_as_postgresql_is_back(pg, soma):
+    """A read changes nothing, so once PostgreSQL is back (and /v1/health says so) reads must be
+    answered at once: a reader that waited out a long outage does not sit in its backoff for up to 5 s
+    more answering 503, and a reader whose session the restart ended does not fail a request on it.
+    One reader (store.pool_size=1), so every GET below goes through it."""
+    db = pg.new_database("reads")
+    srv = soma(f"store.url={db}", "store.pool_size=1")
+    sid = post_message(srv, "before the restart")["session_id"]
+    url = f"{srv.url}/v1/sessions/{sid}/history"
+    assert httpx.get(url, timeout=5).status_code == 200
+    pg.stop()
+    # reads during the outage are refused with Retry-After; each failed reconnect doubles the
+    # reader's backoff, up to its 5 s cap
+    until = time.monotonic() + 7
+    while time.monotonic() < until:
+        r = httpx.get(url, timeout=10)
+        assert r.status_code == 503 and r.headers.get("Retry-After"), r.text
+        time.sleep(0.05)
+    pg.start()
+    wait_until(lambda: health(srv)[0] == 200, 20, what="/v1/health to recover after PostgreSQL came back")
+    for _ in range(3):
+        r = httpx.get(url, timeout=10)
+        assert r.status_code == 200, r.text
+        assert [e["message"] for e in r.json()["events"]][:1] == ["before the restart"]
+
+
 def test_two_processes_share_one_database(pg, soma, llm):
     db = pg.new_database("shared")
     a = soma(f"store.url={db}")
