@@ -44,12 +44,12 @@ struct pgconn {
 	const char *url;  /* the store's URL (borrowed from struct pg_store) */
 	const char *role; /* "writer", "reader", "main": for log lines */
 	struct {
-		const char *sql; /* key: the SQL literal's address */
-	} cache[PG_STMT_CACHE];	 /* statement i is prepared as "s<i>" on this connection */
-	int n;			 /* used cache entries */
-	int64_t retry_ms;	 /* monotonic ms before which no reconnect is attempted */
-	int64_t backoff_ms;	 /* next backoff: 100 ms doubling to 5 s, reset on success */
-	bool down_logged;	 /* the outage was logged (log once per outage, and its end) */
+		const char *sql;  /* key: the SQL literal's address */
+	} cache[PG_STMT_CACHE];	  /* statement i is prepared as "s<i>" on this connection */
+	int n;			  /* used cache entries */
+	int64_t retry_ms;	  /* monotonic ms before which no reconnect is attempted */
+	int64_t backoff_ms;	  /* next backoff: 100 ms doubling to 5 s, reset on success */
+	bool down_logged;	  /* the outage was logged (log once per outage, and its end) */
 	unsigned seen_recoveries; /* pg_exec.c's recovery count when this connection went down */
 };
 
