@@ -62,7 +62,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static unsigned long notify_gen;
-static struct metric_family *tasks_total;
+static struct metric_family *tasks_total, *handed_total;
 static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
 static char hostname[64] = "host";
@@ -318,6 +318,8 @@ bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t 
 		*visibility = visibility_ms;
 		taken = true;
 		pthread_cond_broadcast(&wake); /* the others see no new notify and wait on */
+		if (handed_total)
+			metric_add(metric_series(handed_total, NULL), 1);
 	}
 	pthread_mutex_unlock(&lock);
 	return taken;
@@ -328,6 +330,8 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 {
 	static const char *const labels[] = {"task", "outcome", NULL};
 	tasks_total = metrics_counter("soma_tasks_total", "Tasks run by this process's workers, by outcome.", labels);
+	handed_total = metrics_counter("soma_tasks_handed_total",
+				       "Chat tasks handed to an idle worker before their message committed.", NULL);
 	store = st;
 	visibility_ms = visibility_s * 1000;
 	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
