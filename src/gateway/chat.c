@@ -63,8 +63,8 @@ static void hand_off(struct store_op *op, const char *text)
 {
 	struct commit_gate *gate = commit_gate_new();
 	json_t *task = gate ? json_deep_copy(op->task) : NULL;
-	json_t *more = json_pack("{s:s, s:s, s:i, s:s}", "tenant", op->tenant, "session_id", op->session_id,
-				 "attempts", 1, "message", text);
+	json_t *more = json_pack("{s:s, s:s, s:i, s:s}", "tenant", op->tenant, "session_id", op->session_id, "attempts",
+				 1, "message", text);
 	int64_t visibility_ms = 0;
 	if (task && more && json_object_update(task, more) == 0 &&
 	    queue_handoff(task, gate, op->worker, sizeof(op->worker), &visibility_ms)) {

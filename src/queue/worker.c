@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "core/clock.h"
-#include "core/ids.h"
 #include "core/config.h"
+#include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "queue/handoff.h"

@@ -36,8 +36,8 @@
 #define FAST_TASK(W, R)                                                                                            \
 	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, " \
 	"created_ms, updated_ms, worker, reserved_until_ms, attempts) SELECT $12, $13, $14, $2, $1, $15, "         \
-	"CASE WHEN " W "::text IS NULL THEN 'queued' ELSE 'reserved' END, $16, $17, $5, $5, "                     \
-	"coalesce(" W "::text, ''), coalesce(" R "::bigint, 0), CASE WHEN " W "::text IS NULL THEN 0 ELSE 1 END " \
+	"CASE WHEN " W "::text IS NULL THEN 'queued' ELSE 'reserved' END, $16, $17, $5, $5, "                      \
+	"coalesce(" W "::text, ''), coalesce(" R "::bigint, 0), CASE WHEN " W "::text IS NULL THEN 0 ELSE 1 END "  \
 	"FROM s WHERE $12::text IS NOT NULL) "                                                                     \
 	"SELECT last_seq, created FROM s"
 const char *const pg_fast_sql = FAST_SESSION

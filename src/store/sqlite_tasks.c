@@ -15,9 +15,10 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 {
 	/* a chat task handed to a worker before its message committed (queue/handoff.h) is inserted
 	 * already reserved by it: task {worker, reserved_until_ms} */
-	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
-					 "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, "
-					 "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+			       "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, "
+			       "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
 	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);

@@ -183,9 +183,9 @@ struct store_op {
 	 * hook and before done (op->err says how), or from store_op_free when the op never ran (err
 	 * set to SOMA_ERR_UNAVAILABLE); must neither free nor keep op */
 	void (*settled)(struct store_op *op);
-	void *settled_arg; /* settled's context */
-	void *arg;			   /* caller's context */
-	struct store_op *next;		   /* queue link (store internal) */
+	void *settled_arg;     /* settled's context */
+	void *arg;	       /* caller's context */
+	struct store_op *next; /* queue link (store internal) */
 	/* synchronous waiting (store_op_wait) */
 	int waiting;  /* internal */
 	void *waiter; /* internal: the waiting thread's wakeup (exec.c) */

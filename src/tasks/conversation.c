@@ -296,8 +296,9 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = g};
 		llm_chat(cfg, &req, &cb, res);
 		json_decref(messages);
-		limits_tokens_add(g->task->tenant, (res->input_tokens > 0 ? res->input_tokens : 0) +
-							   (res->output_tokens > 0 ? res->output_tokens : 0)); /* issue 6 */
+		limits_tokens_add(g->task->tenant,
+				  (res->input_tokens > 0 ? res->input_tokens : 0) +
+					  (res->output_tokens > 0 ? res->output_tokens : 0)); /* issue 6 */
 		if (!g->opened && !g->redo && !g->dropped && res->error != LLM_ERR_CANCELLED)
 			(void)open_generation(g); /* no delta came: the commit is awaited here */
 		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
