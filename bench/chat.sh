@@ -22,7 +22,9 @@
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_SESSION_N sets
 # the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50),
 # CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
-# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b.
+# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b; 2a runs once with the fake's first content
+# delta at once and once CHAT_FIRST_DELAY_MS (default 50) after the response's head, as a provider's time to
+# first token (the direct side waits for it too: the difference is what somaagent adds).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
@@ -95,22 +97,26 @@ fi
 # ---- 2. stream latency ---------------------------------------------------------------------------
 if part 2; then
 for ka in ${CHAT_SESSION_FAKES:-close keepalive}; do
+for fd in 0 ${CHAT_FIRST_DELAY_MS:-50}; do # the fake's time to first token: none, and a realistic one
+  [ "$fd" = 0 ] && tag=$ka || tag=$ka-first$fd
   echo
   echo "== 2a. chat reply, first delta: POST /v1/session/message -> first assistant.delta on the open session"
-  echo "      stream, versus the fake LLM's first content delta called directly (8 chunks 5 ms apart);"
+  echo "      stream, versus the fake LLM's first content delta called directly (8 chunks 5 ms apart,"
+  echo "      first content delta ${fd} ms after the response's head);"
   echo "      fake: $([ $ka = close ] && echo "closes every stream (somaagent opens a new upstream connection per reply)" \
     || echo "keeps connections (chunked replies): steady state")"
   fport=$(free_port)
-  "$PY" "$ROOT/tests/fakes/llm/server.py" --port "$fport" --chunks 8 --delay-ms 5 \
-    $([ $ka = keepalive ] && echo --keep-alive) >"$TMP/fake-$ka.log" 2>&1 &
+  "$PY" "$ROOT/tests/fakes/llm/server.py" --port "$fport" --chunks 8 --delay-ms 5 --first-delay-ms "$fd" \
+    $([ $ka = keepalive ] && echo --keep-alive) >"$TMP/fake-$tag.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$fport/v1/models"
   port=$(free_port)
-  start_soma "session-$ka" "$port" --set llm.provider=custom --set llm.base_url=http://127.0.0.1:$fport/v1 \
+  start_soma "session-$tag" "$port" --set llm.provider=custom --set llm.base_url=http://127.0.0.1:$fport/v1 \
     --set llm.api_key=x
   "$PY" "$B/chat_sse.py" session --direct 127.0.0.1:"$fport" --through 127.0.0.1:"$port" -n "$SESSION_N" \
-    $([ $ka = keepalive ] && echo --fake-keepalive) --out "$TMP/session-$ka.json" || echo "  chat reply part FAILED"
-  stop_soma "$SOMA_PID" "session-$ka"
+    $([ $ka = keepalive ] && echo --fake-keepalive) --out "$TMP/session-$tag.json" || echo "  chat reply part FAILED"
+  stop_soma "$SOMA_PID" "session-$tag"
+done
 done
 fi
 if part 2 && [ "$STREAM_N" != 0 ]; then

@@ -124,6 +124,8 @@ X(QUEUE_MAX_RETRIES, "queue.max_retries", CFG_INT, "3", 0, 100, NULL, NULL, fals
   "Retries of a task before it is dead-lettered.") \
 X(QUEUE_RETRY_BACKOFF_MS, "queue.retry_backoff_ms", CFG_INT, "1000", 1, 3600000, NULL, NULL, false, NULL, \
   "First retry delay of a task (doubles per attempt, with jitter, capped at 5 min).") \
+X(QUEUE_EARLY_START, "queue.early_start", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
+  "Local queue: a chat message goes straight to an idle conversation worker, which reads the context and calls the LLM while the message commits; nothing is published before the commit.") \
 X(STORE_URL, "store.url", CFG_STRING, "", 0, 0, NULL, validate_store_url, true, "DATABASE_URL", \
   "PostgreSQL URL (postgresql://user:pass@host:port/db) shared by every node; empty: SQLite under data.dir.") \
 X(STORE_POOL_SIZE, "store.pool_size", CFG_INT, "4", 1, 64, NULL, NULL, false, NULL, \

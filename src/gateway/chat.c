@@ -4,6 +4,10 @@
  * One transaction stores the user's event and the conversation.process task it causes (the
  * local queue lives in the same database), so a 200 means both are durable: a crash after the
  * answer still produces the reply on restart. The reply arrives on the session's event stream.
+ * With the local queue and an idle conversation worker, the task is handed to that worker before
+ * the transaction (queue/handoff.h): the worker starts on the reply while the message commits,
+ * and the op's settled callback tells it (on the store thread, after the user's event was
+ * published) whether the message committed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
+#include "queue/handoff.h"
 #include "tasks/tasks.h"
 
 #define MAX_MESSAGE_BYTES (256 * 1024)
@@ -41,6 +46,36 @@ static void on_message_stored(struct http_req *req, struct store_op *op)
 				    json_string_value(json_object_get(op->event, "event_id")), "seq",
 				    (json_int_t)op->seq, "task_id",
 				    json_string_value(json_object_get(op->task, "id"))));
+}
+
+/* The message's transaction settled (store thread, after the commit hook published its event):
+ * the worker it was handed to may publish (committed), or drops its work (failed). */
+static void message_settled(struct store_op *op)
+{
+	struct commit_gate *gate = op->settled_arg;
+	commit_gate_settle(gate, op->err == SOMA_OK, op->seq);
+	commit_gate_unref(gate);
+}
+
+/* Early start (queue.early_start): hands op's task to an idle conversation worker, if one waits;
+ * op then inserts the task reserved by that worker. text: the message (copied). */
+static void hand_off(struct store_op *op, const char *text)
+{
+	struct commit_gate *gate = commit_gate_new();
+	json_t *task = gate ? json_deep_copy(op->task) : NULL;
+	json_t *more = json_pack("{s:s, s:s, s:i, s:s}", "tenant", op->tenant, "session_id", op->session_id, "attempts",
+				 1, "message", text);
+	int64_t visibility_ms = 0;
+	if (task && more && json_object_update(task, more) == 0 &&
+	    queue_handoff(task, gate, op->worker, sizeof(op->worker), &visibility_ms)) {
+		op->delay_ms = visibility_ms;
+		op->settled = message_settled;
+		op->settled_arg = gate; /* the gateway's reference, dropped when the op settles */
+		gate = NULL;
+	}
+	json_decref(more);
+	json_decref(task);
+	commit_gate_unref(gate);
 }
 
 /* Validates the fields both endpoints share; answers 400 and returns false on a problem. */
@@ -139,6 +174,8 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	 * message is not copied: the worker then takes it from the context */
 	if (op->task && cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 && strlen(in->text) <= RECALL_QUERY_MAX)
 		json_object_set_new(json_object_get(op->task, "payload"), "recall_query", json_string(in->text));
+	if (op->task)
+		hand_off(op, in->text);
 	ingest_free(in);
 	gw_store(req, op, on_message_stored);
 }

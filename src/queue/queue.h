@@ -27,6 +27,8 @@ enum task_outcome {
 	TASK_FAIL,  /* permanent failure: finish as FAILURE */
 };
 
+struct commit_gate;
+
 struct task_ctx {
 	json_t *task;		    /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
 	const char *id;		    /* task id (in task) */
@@ -52,6 +54,8 @@ struct task_ctx {
 	int64_t soft_deadline_ms;   /* soft time limit (wall ms, 0 none): cancel, then FAILURE */
 	int64_t hard_deadline_ms;   /* hard time limit (wall ms, 0 none): FAILURE, the run is abandoned */
 	volatile int limit_hit;	    /* 1 soft, 2 hard time limit passed */
+	struct commit_gate *gate;   /* handed over before its message committed (handoff.h): nothing may
+				     * be published or stored before the gate says committed; else NULL */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);

@@ -6,6 +6,7 @@
  * driver state (opened on the thread, closed when it exits: the redis driver then gives back
  * what it prefetched). Before a task runs: revoked or expired -> REVOKED without running; policy
  * (task.run); the per-task rate limit. The task's lifecycle is reported through queue_emit().
+ * An idle worker may be handed a chat task before its message commits (handoff.h).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,21 +16,17 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "policy/policy.h"
+#include "queue/handoff.h"
 #include "queue/hooks.h"
 #include "queue/queue_int.h"
+#include "queue/worker_steps.h"
 
-#define MAX_HANDLERS 32
 #define MAX_WORKERS  256
 #define IDLE_POLL_MS 1000 /* wake up even without a notify: delayed retries, expired reservations */
-
-struct handler {
-	char name[64];	    /* task name */
-	task_handler_fn fn; /* implementation */
-};
 
 /* A queue's pool grows on demand: one worker at start, one more whenever all are busy, up to
  * its concurrency. An idle process keeps one thread per queue, and a busy one has them all. */
@@ -52,10 +49,11 @@ struct worker {
 	char id[64];		  /* worker id recorded on reserved tasks */
 	struct task_ctx *current; /* running task (guarded by lock), or NULL */
 	void *drv;		  /* driver state (the worker thread's own) */
+	bool idle;		  /* waiting for a notify (lock): queue_handoff may give it a task */
+	json_t *handed;		  /* a task handed over by queue_handoff (lock), not yet taken */
+	struct commit_gate *gate; /* the handed task's commit gate (lock) */
 };
 
-static struct handler handlers[MAX_HANDLERS];
-static int nhandlers;
 static struct worker workers[MAX_WORKERS];
 static int nworkers;
 static struct store *store;
@@ -64,7 +62,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static unsigned long notify_gen;
-static struct metric_family *tasks_total;
+static struct metric_family *tasks_total, *handed_total;
 static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
 static char hostname[64] = "host";
@@ -117,24 +115,6 @@ static enum soma_err spawn_locked(struct queue_slot *q)
 	return SOMA_OK;
 }
 
-enum soma_err queue_task_register(const char *name, task_handler_fn fn)
-{
-	if (nhandlers == MAX_HANDLERS || strlen(name) >= sizeof(handlers[0].name))
-		return SOMA_ERR_LIMIT;
-	snprintf(handlers[nhandlers].name, sizeof(handlers[nhandlers].name), "%s", name);
-	handlers[nhandlers++].fn = fn;
-	return SOMA_OK;
-}
-
-static task_handler_fn find_handler(const char *name)
-{
-	for (int i = 0; i < nhandlers; i++) {
-		if (strcmp(handlers[i].name, name) == 0)
-			return handlers[i].fn;
-	}
-	return NULL;
-}
-
 void queue_notify(void *arg)
 {
 	(void)arg;
@@ -152,8 +132,6 @@ static void count(const char *name, const char *outcome)
 		metric_add(metric_series(tasks_total, v), 1);
 }
 
-/* Runs one task; returns the next task when the handler reserved it together with its ack
- * (the caller runs it without a separate reservation), else NULL. */
 /* One more task finished on q this second. Lock held. */
 static void count_finished_locked(struct queue_slot *q)
 {
@@ -164,32 +142,6 @@ static void count_finished_locked(struct queue_slot *q)
 		q->ring[i] = 0;
 	}
 	q->ring[i]++;
-}
-
-/* ---- policy (issue 6): queued work is asked again as its sender (task.run) before it runs ----
- * conversation.process asks conversation.send and llm.invoke itself (it commits a
- * policy.denied event); any other task is refused here: FAILURE with the reason, audited. */
-static bool allowed_to_run(struct task_ctx *ctx, const char *name)
-{
-	if (strcmp(name, "conversation.process") == 0)
-		return true;
-	char resource[96];
-	snprintf(resource, sizeof(resource), "task:%s", name);
-	json_t *pctx = json_pack("{s:s, s:s, s:b}", "task", name, "queue", ctx->queue, "queued", 1);
-	struct policy_input in = {.tenant = ctx->tenant,
-				  .subject = json_string_value(json_object_get(ctx->payload, "subject")),
-				  .scopes = json_string_value(json_object_get(ctx->payload, "scopes")),
-				  .action = POLICY_TASK_RUN,
-				  .resource = resource,
-				  .context = pctx};
-	struct policy_decision d;
-	policy_decide(&in, &d);
-	json_decref(pctx);
-	if (d.allow)
-		return true;
-	policy_denied_audit(&in, NULL, &d, NULL);
-	snprintf(ctx->error, sizeof(ctx->error), "policy denied task.run for %s: %s", name, d.reason);
-	return false;
 }
 
 /* Skips a revoked or expired task: REVOKED, not run. True when it was skipped. */
@@ -210,17 +162,9 @@ static bool skipped(struct worker *w, json_t *task, const char *id, const char *
 	return true;
 }
 
-/* The event after a task's outcome was recorded. */
-static void emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime)
-{
-	json_t *f = outcome == TASK_RETRY  ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
-		    : outcome == TASK_FAIL ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
-					   : json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
-	queue_emit(outcome == TASK_RETRY ? "retried" : outcome == TASK_FAIL ? "failed" : "succeeded", ctx->task, f);
-	json_decref(f);
-}
-
-static json_t *run_task(struct worker *w, json_t *task)
+/* Runs one task (gate: handed over before its message committed, else NULL); returns the next
+ * task when the handler reserved it together with its ack, else NULL. */
+static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
 	const char *id = json_string_value(json_object_get(task, "id"));
@@ -242,15 +186,16 @@ static json_t *run_task(struct worker *w, json_t *task)
 			       .drv = w->drv,
 			       .tag = json_string_value(json_object_get(task, "tag")),
 			       .soft_deadline_ms = json_integer_value(json_object_get(task, "soft_deadline_ms")),
-			       .hard_deadline_ms = json_integer_value(json_object_get(task, "hard_deadline_ms"))};
-	task_handler_fn fn = find_handler(name ? name : "");
+			       .hard_deadline_ms = json_integer_value(json_object_get(task, "hard_deadline_ms")),
+			       .gate = gate};
+	task_handler_fn fn = queue_find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
 	pthread_mutex_unlock(&lock);
 	uint64_t t0 = clock_mono_ns();
 	enum task_outcome outcome = TASK_FAIL;
 	queue_emit("started", task, NULL);
-	if (fn && allowed_to_run(&ctx, name))
+	if (fn && queue_allowed_to_run(&ctx, name))
 		outcome = fn(&ctx);
 	else if (fn)
 		outcome = TASK_FAIL;
@@ -265,12 +210,64 @@ static json_t *run_task(struct worker *w, json_t *task)
 	count_finished_locked(w->slot);
 	pthread_mutex_unlock(&lock);
 	double runtime = (double)(clock_mono_ns() - t0) / 1e9;
+	if (gate && commit_gate_wait(gate, NULL) == GATE_FAILED) { /* the task never existed: nothing to settle */
+		log_debug("queue", "task %s: its message did not commit; dropped", ctx.id);
+		json_decref(ctx.result);
+		json_decref(ctx.next_task);
+		return NULL;
+	}
 	outcome = drv->settle(w->drv, &ctx, outcome);
-	emit_outcome(&ctx, outcome, runtime);
+	queue_emit_outcome(&ctx, outcome, runtime);
 	count(name ? name : "?", outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
 	json_decref(ctx.result);
 	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?", runtime * 1e3);
 	return ctx.next_task;
+}
+
+/* Runs task (and what each handler hands back) with the worker counted busy. Takes task and gate. */
+static void run_chain(struct worker *w, json_t *task, struct commit_gate *gate)
+{
+	pthread_mutex_lock(&lock);
+	if (++w->slot->busy == w->slot->count)
+		(void)spawn_locked(w->slot); /* everyone is busy: one more for the next task */
+	pthread_mutex_unlock(&lock);
+	while (task) { /* a handler may hand back the next task, reserved with its ack */
+		json_t *next = run_task(w, task, gate);
+		json_decref(task);
+		commit_gate_unref(gate);
+		gate = NULL;
+		task = next;
+		if (task && queue_stopping()) { /* stopping: give it back untouched */
+			drv->requeue(w->drv, task);
+			json_decref(task);
+			task = NULL;
+		}
+	}
+	pthread_mutex_lock(&lock);
+	w->slot->busy--;
+	pthread_mutex_unlock(&lock);
+}
+
+/* Waits for a notify (or IDLE_POLL_MS) as an idle worker; returns a task handed over meanwhile
+ * (*gate its gate), else NULL. */
+static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate **gate)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += IDLE_POLL_MS / 1000;
+	pthread_mutex_lock(&lock);
+	w->idle = true;
+	while (!stopping && gen == notify_gen && !w->handed) {
+		if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
+			break;
+	}
+	w->idle = false;
+	json_t *task = w->handed;
+	*gate = w->gate;
+	w->handed = NULL;
+	w->gate = NULL;
+	pthread_mutex_unlock(&lock);
+	return task;
 }
 
 static void *worker_main(void *arg)
@@ -292,44 +289,40 @@ static void *worker_main(void *arg)
 		if (stop)
 			break;
 		json_t *task = drv->reserve(w->drv);
-		if (task) {
-			pthread_mutex_lock(&lock);
-			if (++w->slot->busy == w->slot->count)
-				(void)spawn_locked(w->slot); /* everyone is busy: one more for the next task */
-			pthread_mutex_unlock(&lock);
-			while (task) { /* a handler may hand back the next task, reserved with its ack */
-				json_t *next = run_task(w, task);
-				json_decref(task);
-				task = next;
-				pthread_mutex_lock(&lock);
-				bool stop_now = stopping;
-				pthread_mutex_unlock(&lock);
-				if (task && stop_now) { /* stopping: give it back untouched */
-					drv->requeue(w->drv, task);
-					json_decref(task);
-					task = NULL;
-				}
-			}
-			pthread_mutex_lock(&lock);
-			w->slot->busy--;
-			pthread_mutex_unlock(&lock);
-			continue;
-		}
-		if (drv->blocking)
-			continue;
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += IDLE_POLL_MS / 1000;
-		pthread_mutex_lock(&lock);
-		while (!stopping && gen == notify_gen) {
-			if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
-				break;
-		}
-		pthread_mutex_unlock(&lock);
+		struct commit_gate *gate = NULL;
+		if (!task && !drv->blocking)
+			task = idle_wait(w, gen, &gate);
+		if (task) /* a handed task whose commit then failed is dropped by run_task */
+			run_chain(w, task, gate);
 	}
 	drv->close(w->drv);
 	w->drv = NULL;
 	return NULL;
+}
+
+bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t cap, int64_t *visibility)
+{
+	const char *queue = json_string_value(json_object_get(task, "queue"));
+	if (!queue || drv != &queue_local_driver || !cfg_bool(CFG_QUEUE_EARLY_START))
+		return false;
+	bool taken = false;
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers && !stopping && !taken; i++) {
+		struct worker *w = &workers[i];
+		if (!w->idle || w->handed || strcmp(w->queue, queue) != 0)
+			continue;
+		w->handed = json_incref(task);
+		w->gate = commit_gate_ref(gate);
+		w->idle = false; /* no second hand-off before it wakes */
+		snprintf(worker, cap, "%s", w->id);
+		*visibility = visibility_ms;
+		taken = true;
+		pthread_cond_broadcast(&wake); /* the others see no new notify and wait on */
+		if (handed_total)
+			metric_add(metric_series(handed_total, NULL), 1);
+	}
+	pthread_mutex_unlock(&lock);
+	return taken;
 }
 
 enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,
@@ -337,6 +330,8 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 {
 	static const char *const labels[] = {"task", "outcome", NULL};
 	tasks_total = metrics_counter("soma_tasks_total", "Tasks run by this process's workers, by outcome.", labels);
+	handed_total = metrics_counter("soma_tasks_handed_total",
+				       "Chat tasks handed to an idle worker before their message committed.", NULL);
 	store = st;
 	visibility_ms = visibility_s * 1000;
 	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
@@ -389,7 +384,7 @@ void queue_stop(int grace_ms)
 		pthread_join(workers[i].tid, NULL);
 	nworkers = 0;
 	nslots = 0;
-	nhandlers = 0;
+	queue_handlers_clear();
 	if (drv == &queue_redis_driver)
 		redis_queue_deinit();
 }

@@ -37,6 +37,10 @@ void store_op_free(struct store_op *op)
 {
 	if (!op)
 		return;
+	if (op->settled) { /* it never ran: its waiter learns it did not commit */
+		op->err = op->err == SOMA_OK ? SOMA_ERR_UNAVAILABLE : op->err;
+		op->settled(op);
+	}
 	json_decref(op->event);
 	json_decref(op->task);
 	json_decref(op->attachments);
@@ -103,6 +107,11 @@ static _Thread_local struct op_waiter this_waiter = {PTHREAD_MUTEX_INITIALIZER, 
 static void complete(struct store *st, struct store_op *op)
 {
 	(void)st;
+	if (op->settled) {
+		void (*settled)(struct store_op *) = op->settled;
+		op->settled = NULL;
+		settled(op);
+	}
 	if (op->waiting) { /* the waiter owns op again once done is set: op is not touched after */
 		struct op_waiter *w = op->waiter;
 		pthread_mutex_lock(&w->lock);

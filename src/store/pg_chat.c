@@ -355,46 +355,43 @@ static enum soma_err op_events_after(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
-/* The conversation an LLM call needs: the message text comes out of the stored JSON in SQL. */
+/* The conversation an LLM call needs: the message text comes out of the stored JSON in SQL. One
+ * statement, so one snapshot: the session's last seq is that of the turns read (an early-started
+ * reply, queue/handoff.h, tells from it whether the read saw its message). */
 static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 {
-	/* the session's last seq, and whether the task asking already has its outcome (a copy of a
-	 * task that ran: migration 0005), in one round trip */
+	/* the session's last seq, whether the task asking already has its outcome (a copy of a task
+	 * that ran: migration 0005), and the recent turns, newest first, in one round trip */
 	struct pg_params q = {0};
 	pg_param_text(&q, op->session_id);
 	pg_param_text(&q, op->tenant);
 	pg_param_text(&q, op->outcome_of);
+	pg_param_int(&q, op->limit);
 	enum soma_err err;
-	PGresult *r = pg_exec(c,
-			      "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3) FROM sessions "
-			      "WHERE id = $1 AND tenant = $2",
-			      &q, &err);
+	PGresult *r =
+		pg_exec(c,
+			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), e.type, e.msg "
+			"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
+			"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
+			"ORDER BY seq DESC LIMIT $4) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
+			&q, &err);
 	if (!r)
 		return err;
-	err = PQntuples(r) == 1 ? SOMA_OK : SOMA_ERR_NOT_FOUND;
+	int n = PQntuples(r);
+	err = n >= 1 ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 	if (err == SOMA_OK) {
 		op->seq = pg_int(r, 0, 0);
 		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
 	}
-	PQclear(r);
-	if (err != SOMA_OK || op->has_outcome)
+	if (err != SOMA_OK || op->has_outcome) {
+		PQclear(r);
 		return err;
-	struct pg_params p = {0};
-	pg_param_text(&p, op->session_id);
-	pg_param_int(&p, op->limit);
-	pg_param_text(&p, op->tenant);
-	r = pg_exec(c,
-		    "SELECT type, body::json->>'message' FROM events WHERE session_id = $1 AND tenant = $3 "
-		    "AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT $2",
-		    &p, &err);
-	if (!r)
-		return err;
+	}
 	op->rows = json_array();
-	int n = PQntuples(r);
-	for (int i = 0; i < n; i++) {
-		const char *text = pg_text(r, i, 1);
+	for (int i = 0; i < n && !PQgetisnull(r, i, 2); i++) { /* (a session without turns: one NULL row) */
+		const char *text = pg_text(r, i, 3);
 		json_array_append_new(op->rows, json_pack("{s:s, s:s}", "role",
-							  strcmp(pg_text(r, i, 0), "user") == 0 ? "user" : "assistant",
+							  strcmp(pg_text(r, i, 2), "user") == 0 ? "user" : "assistant",
 							  "content", text ? text : ""));
 	}
 	PQclear(r);

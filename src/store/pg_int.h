@@ -34,7 +34,7 @@
 #include "store/store_int.h"
 
 #define PG_STMT_CACHE 128 /* prepared statements per connection (above the driver's statement count) */
-#define PG_PARAMS_MAX 20  /* parameters of one statement */
+#define PG_PARAMS_MAX 24  /* parameters of one statement */
 #define PG_STMT_NAME  16  /* a prepared statement's name ("s<i>") with its NUL */
 #define PG_NUM_LEN    24  /* an int64 as text, with sign and NUL */
 

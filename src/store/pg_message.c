@@ -31,19 +31,23 @@
 	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "                        \
 	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "                      \
 	"SELECT $1, s.last_seq, $6, $2, $7, $8::text || s.last_seq || $9::text, $5 FROM s), "
-#define FAST_TASK                                                                                                  \
+/* The task: queued, or (a worker's id in W) already reserved by that worker until R - a chat task
+ * handed to an idle worker before its message committed (queue/handoff.h). */
+#define FAST_TASK(W, R)                                                                                            \
 	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, " \
-	"created_ms, updated_ms) SELECT $12, $13, $14, $2, $1, $15, 'queued', $16, $17, $5, $5 FROM s "            \
-	"WHERE $12::text IS NOT NULL) "                                                                            \
+	"created_ms, updated_ms, worker, reserved_until_ms, attempts) SELECT $12, $13, $14, $2, $1, $15, "         \
+	"CASE WHEN " W "::text IS NULL THEN 'queued' ELSE 'reserved' END, $16, $17, $5, $5, "                      \
+	"coalesce(" W "::text, ''), coalesce(" R "::bigint, 0), CASE WHEN " W "::text IS NULL THEN 0 ELSE 1 END "  \
+	"FROM s WHERE $12::text IS NOT NULL) "                                                                     \
 	"SELECT last_seq, created FROM s"
 const char *const pg_fast_sql = FAST_SESSION
 	"m AS (INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, "
 	"created_ms, updated_ms) SELECT $10, $2, $1, '', $11, $5, $5, $5 FROM s WHERE $10::text IS NOT NULL "
-	"ON CONFLICT (tenant, key) DO NOTHING), " FAST_TASK;
+	"ON CONFLICT (tenant, key) DO NOTHING), " FAST_TASK("$18", "$19");
 const char *const pg_fast_direct_sql =
 	FAST_SESSION "m AS (INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
 		     "SELECT $2, $18, $10, $1, $19, $11, $5 FROM s WHERE $10::text IS NOT NULL "
-		     "ON CONFLICT (tenant, namespace, key) DO NOTHING), " FAST_TASK;
+		     "ON CONFLICT (tenant, namespace, key) DO NOTHING), " FAST_TASK("$20", "$21");
 
 /* The seq the event is dumped with before its real one is known: the JSON is split around
  * `"seq":<this>`, which must occur exactly once (a key of the event; a string cannot hold it, its
@@ -141,6 +145,11 @@ struct pg_fast *pg_fast_new(struct store_op *op)
 		pg_param_text(p, pg_memory_ns(NULL));
 		pg_param_text(p, f->content);
 	}
+	pg_param_text(p, task && op->worker[0] ? op->worker : NULL); /* handed to that worker already */
+	if (task && op->worker[0])
+		pg_param_int(p, now + op->delay_ms);
+	else
+		pg_param_text(p, NULL);
 	return f;
 fallback:
 	free(text);

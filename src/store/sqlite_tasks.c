@@ -13,15 +13,19 @@
 
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
-					 "max_retries, available_ms, created_ms, updated_ms) "
-					 "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)");
+	/* a chat task handed to a worker before its message committed (queue/handoff.h) is inserted
+	 * already reserved by it: task {worker, reserved_until_ms} */
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+			       "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, "
+			       "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
 	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
 	int64_t now = clock_wall_ms();
 	json_t *retries = json_object_get(task, "max_retries");
 	json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
+	const char *worker = json_string_value(json_object_get(task, "worker"));
 	bind_text(s, 1, json_string_value(json_object_get(task, "id")));
 	bind_text(s, 2, json_string_value(json_object_get(task, "queue")));
 	bind_text(s, 3, json_string_value(json_object_get(task, "name")));
@@ -29,10 +33,14 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 	if (session_id && session_id[0])
 		bind_text(s, 5, session_id);
 	bind_text(s, 6, payload ? payload : "{}");
-	sqlite3_bind_int64(s, 7, retries ? json_integer_value(retries) : 3);
-	sqlite3_bind_int64(s, 8, available ? json_integer_value(available) : now);
-	sqlite3_bind_int64(s, 9, now);
+	bind_text(s, 7, worker ? "reserved" : "queued");
+	sqlite3_bind_int64(s, 8, retries ? json_integer_value(retries) : 3);
+	sqlite3_bind_int64(s, 9, available ? json_integer_value(available) : now);
 	sqlite3_bind_int64(s, 10, now);
+	sqlite3_bind_int64(s, 11, now);
+	bind_text(s, 12, worker ? worker : "");
+	sqlite3_bind_int64(s, 13, worker ? json_integer_value(json_object_get(task, "reserved_until_ms")) : 0);
+	sqlite3_bind_int64(s, 14, worker ? 1 : 0);
 	int rc = sqlite3_step(s);
 	free(payload);
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;

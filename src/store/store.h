@@ -179,8 +179,13 @@ struct store_op {
 	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 	/* completion */
 	void (*done)(struct store_op *op); /* runs on a store thread; owns op */
-	void *arg;			   /* caller's context */
-	struct store_op *next;		   /* queue link (store internal) */
+	/* optional: runs once on the store thread as the op's transaction settled, after the commit
+	 * hook and before done (op->err says how), or from store_op_free when the op never ran (err
+	 * set to SOMA_ERR_UNAVAILABLE); must neither free nor keep op */
+	void (*settled)(struct store_op *op);
+	void *settled_arg;     /* settled's context */
+	void *arg;	       /* caller's context */
+	struct store_op *next; /* queue link (store internal) */
 	/* synchronous waiting (store_op_wait) */
 	int waiting;  /* internal */
 	void *waiter; /* internal: the waiting thread's wakeup (exec.c) */

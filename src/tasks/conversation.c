@@ -23,8 +23,8 @@
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "memory/memory.h"
-#include "policy/policy.h"
-#include "queue/queue.h"
+#include "queue/handoff.h"
+#include "tasks/conversation_int.h"
 #include "tasks/tasks.h"
 
 struct generation {
@@ -32,6 +32,12 @@ struct generation {
 	int64_t base_seq;	   /* last committed seq when the generation started */
 	int64_t stream_index;	   /* deltas published so far */
 	char bus_key[BUS_KEY_MAX]; /* where its events go live */
+	int64_t read_seq;	   /* the session's last seq as the context read saw it */
+	bool appended;		   /* early start: the message was added to a context read before its commit */
+	bool opened;		   /* thinking is published: deltas may follow */
+	bool redo;		   /* early start: the read missed events before the message: read and call again */
+	bool dropped;		   /* early start: the message did not commit: publish and store nothing */
+	enum soma_err reread;	   /* early start: the error of the second context read (SOMA_OK: none) */
 };
 
 static void publish(struct generation *g, json_t *event)
@@ -43,9 +49,40 @@ static void publish(struct generation *g, json_t *event)
 	json_decref(event);
 }
 
+/* Early start (handoff.h): whether the LLM was given the context a read after the message's
+ * commit (seq) would give: a read before the commit plus the message itself (the read saw
+ * exactly seq - 1), or a read that already saw it. */
+static bool context_right(const struct generation *g, int64_t seq)
+{
+	return g->appended ? g->read_seq == seq - 1 : g->read_seq >= seq;
+}
+
+/* Before the first publication: waits for the message's commit (early start), then publishes
+ * assistant.thinking. False when nothing may be published: the commit failed (dropped) or the
+ * context must be read again (redo). */
+static bool open_generation(struct generation *g)
+{
+	int64_t seq;
+	if (g->opened)
+		return true;
+	if (g->task->gate) {
+		if (commit_gate_wait(g->task->gate, &seq) != GATE_COMMITTED)
+			return !(g->dropped = true);
+		if (!context_right(g, seq))
+			return !(g->redo = true);
+		g->base_seq = seq > g->base_seq ? seq : g->base_seq; /* after the user's event */
+	}
+	g->opened = true;
+	publish(g, chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
+				  json_pack("{s:s}", "generation_id", g->task->id)));
+	return true;
+}
+
 static bool on_delta(void *ctx, const char *text, size_t len)
 {
 	struct generation *g = ctx;
+	if (!open_generation(g))
+		return false; /* stops the call */
 	json_t *meta =
 		json_pack("{s:I, s:s}", "stream_index", (json_int_t)g->stream_index++, "generation_id", g->task->id);
 	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.delta", "", NULL, meta);
@@ -55,55 +92,19 @@ static bool on_delta(void *ctx, const char *text, size_t len)
 }
 
 /* Polled by the LLM client while it waits (at least once a second): also keeps the task's
- * reservation alive through long replies. */
+ * reservation alive through long replies, and stops an early-started call whose message did not
+ * commit, or whose context turned out to miss events. */
 static bool should_cancel(void *ctx)
 {
 	struct generation *g = ctx;
+	int64_t seq;
+	enum gate_state gs = g->task->gate && !g->opened ? commit_gate_state(g->task->gate, &seq) : GATE_PENDING;
+	if (gs == GATE_FAILED)
+		g->dropped = true;
+	else if (gs == GATE_COMMITTED && !context_right(g, seq))
+		g->redo = true;
 	queue_task_heartbeat(g->task);
-	return g->task->cancel;
-}
-
-/* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
-static size_t utf8_prefix(const char *s, size_t len, size_t max)
-{
-	if (len <= max)
-		return len;
-	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-		max--;
-	return max;
-}
-
-/* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
- * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
- * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
- * larger. */
-static json_t *build_messages(json_t *rows)
-{
-	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
-	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
-	json_t *turns = json_array();
-	budget -= (int64_t)strlen(system);
-	bool newest = true;
-	for (size_t i = 0; i < json_array_size(rows); i++) {
-		json_t *row = json_array_get(rows, i);
-		const char *role = json_string_value(json_object_get(row, "role"));
-		const char *msg = json_string_value(json_object_get(row, "content"));
-		size_t len = json_string_length(json_object_get(row, "content"));
-		bool fits = (int64_t)len <= budget;
-		if (!fits && !newest)
-			break; /* older turns would leave a gap: the window ends here */
-		if (!fits)     /* the newest turn alone is over the budget: keep its beginning */
-			len = utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
-		budget -= (int64_t)len;
-		newest = false;
-		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
-			json_array_insert(turns, 0, row);
-		else
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
-	}
-	if (system[0])
-		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
-	return turns;
+	return g->task->cancel || g->dropped || g->redo;
 }
 
 /* status: "completed", or "cancelled" when the user stopped the reply (content = the part
@@ -173,140 +174,6 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	return TASK_ACKED;
 }
 
-/* ---- policy and limits (issue 6): queued work is asked again, as its sender, before the LLM ----
- * The message was allowed when it was accepted; policy (or the tenant's budget) may have changed
- * since. conversation.send and llm.invoke (with the model that will be used) are asked here, on
- * the worker thread (OPA may be called), while the context is read. A deny is audited and its
- * policy.denied event is committed instead of a reply; a spent token budget commits an
- * assistant.error. The audit waits for the context read: a copy of a task that already has its
- * outcome writes nothing (recheck_outcome(..., false)). */
-struct recheck {
-	char session[80], model[160];
-	json_t *send_ctx, *llm_ctx; /* owned until recheck_outcome */
-	struct policy_input in;	    /* points into this struct, t and cfg */
-	struct policy_decision d;
-	bool budget; /* the tenant has LLM tokens left (asked when policy allows) */
-};
-
-static void recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk)
-{
-	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
-	snprintf(rk->session, sizeof(rk->session), "session:%s", t->session_id);
-	snprintf(rk->model, sizeof(rk->model), "model:%s", cfg->model);
-	rk->send_ctx = json_pack("{s:b}", "queued", 1);
-	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
-	rk->in = (struct policy_input){.tenant = t->tenant,
-				       .subject = subject ? subject : "",
-				       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
-				       .scopes = json_string_value(json_object_get(t->payload, "scopes")),
-				       .action = POLICY_CONVERSATION_SEND,
-				       .resource = rk->session,
-				       .context = rk->send_ctx};
-	policy_decide(&rk->in, &rk->d);
-	if (rk->d.allow) {
-		rk->in.action = POLICY_LLM_INVOKE;
-		rk->in.resource = rk->model;
-		rk->in.context = rk->llm_ctx;
-		policy_decide(&rk->in, &rk->d);
-	}
-	int64_t retry;
-	rk->budget = rk->d.allow && limits_tokens_available(t->tenant, &retry);
-}
-
-/* Frees rk's contexts; with outcome, audits a deny and returns the event that replaces the reply
- * (policy.denied, or the budget's assistant.error), NULL when the reply may be generated. */
-static json_t *recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcome)
-{
-	json_t *ev = NULL;
-	if (outcome && !rk->d.allow) {
-		log_info("conversation", "session %s: %s denied by policy (%s); no reply", t->session_id, rk->in.action,
-			 rk->d.reason);
-		policy_denied_audit(&rk->in, NULL, &rk->d, NULL);
-		ev = policy_denied_event(t->session_id, &rk->in, &rk->d);
-	}
-	json_decref(rk->send_ctx);
-	json_decref(rk->llm_ctx);
-	rk->send_ctx = rk->llm_ctx = NULL;
-	if (!outcome || ev || rk->budget)
-		return ev;
-	json_t *meta =
-		json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code", "llm_budget_exceeded",
-			  "detail", "limits.llm_tokens_per_day reached", "http_status", 429, "generation_id", t->id);
-	return chat_event_new(t->session_id, "assistant", "assistant.error",
-			      "This tenant has used its LLM tokens for today; the budget renews at 00:00 UTC.", NULL,
-			      meta);
-}
-
-/* ---- memory (issue 5): recalled memories in the context, the memory state in the reply ----
- * The top memory.recall_top_k memories for the user's newest message (fewer when degraded, none
- * when down: memory_recall applies the rule) go into one system message after the prompt,
- * except those already in the context (the message itself, once delivered, is a memory too).
- * Returns what the reply's metadata carries: {somabrain_state, somabrain_reason,
- * memory:{recalled, top_k, degraded}}; owned by the caller. */
-static bool in_context(json_t *rows, const char *text)
-{
-	for (size_t i = 0; text && i < json_array_size(rows); i++)
-		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "content")) ?: "", text) == 0)
-			return true;
-	return !text;
-}
-
-/* What a recall brought: results (owned; NULL when there was none), whether it was partial. */
-struct recalled {
-	json_t *results; /* [{score, payload, source}] or NULL */
-	bool degraded;	 /* memory_recall's *degraded */
-	bool asked;	 /* a recall was made (else the query comes from the context) */
-};
-
-/* Recalls up to top_k + 1 memories for query (the +1: the message itself may be one of them). */
-static void recall(struct task_ctx *t, const char *query, struct recalled *out)
-{
-	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K);
-	out->asked = true;
-	if (query && top_k > 0 &&
-	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &out->results,
-			  &out->degraded) != SOMA_OK)
-		out->results = NULL;
-}
-
-static json_t *recall_memories(struct task_ctx *t, json_t *rows, json_t *messages, struct recalled *rc)
-{
-	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K), n = 0;
-	const char *query = NULL;
-	for (size_t i = 0; !rc->asked && !query && i < json_array_size(rows); i++)
-		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "role")) ?: "", "user") == 0)
-			query = json_string_value(json_object_get(json_array_get(rows, i), "content"));
-	if (!rc->asked) /* the task did not carry its message: the newest user message of the context */
-		recall(t, query, rc);
-	json_t *results = rc->results, *r;
-	bool degraded = rc->degraded;
-	char *text = NULL;
-	size_t len = 0, i;
-	FILE *f = open_memstream(&text, &len);
-	json_array_foreach(results, i, r)
-	{
-		const char *content = json_string_value(json_object_get(json_object_get(r, "payload"), "content"));
-		if (!f || n >= top_k || in_context(rows, content))
-			continue;
-		fprintf(f, "%s- %.*s", n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
-			(int)utf8_prefix(content, strlen(content), 1000), content);
-		n++;
-	}
-	if (f)
-		fclose(f);
-	const char *first = json_string_value(json_object_get(json_array_get(messages, 0), "role"));
-	if (n && text) /* after the system prompt when there is one */
-		json_array_insert_new(messages, first && strcmp(first, "system") == 0 ? 1 : 0,
-				      json_pack("{s:s, s:s}", "role", "system", "content", text));
-	free(text);
-	json_decref(results);
-	rc->results = NULL;
-	struct memory_status st;
-	memory_snapshot(&st);
-	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
-			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
-}
-
 /* ---- the context read, on a store reader while this thread asks policy and SomaBrain ---- */
 struct context_read {
 	pthread_mutex_t lock; /* guards done */
@@ -339,44 +206,157 @@ static json_t *with_memory(json_t *event, json_t *meta)
 	return event;
 }
 
-/* The context (recent events, newest first) is read on a store reader while this thread asks
- * policy again and, when the task carries its message (recall_query), recalls memories for it:
- * the recall's round trip to SomaBrain overlaps the read instead of following it. */
-enum task_outcome task_conversation_process(struct task_ctx *t)
+/* Submits the context read of t (done: cr is signalled). NULL when it could not (t->error says). */
+static struct store_op *context_submit(struct task_ctx *t, struct context_read *cr)
 {
-	if (!t->session_id)
-		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;
 	struct store_op *op = store_op_new(STORE_OP_CONTEXT, t->tenant);
 	if (!op)
-		return TASK_RETRY;
-	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+		return NULL;
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
 	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* has this task replied already? */
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	op->done = context_done;
-	op->arg = &cr;
+	op->arg = cr;
 	enum soma_err err = store_submit(t->store, op);
-	if (err != SOMA_OK) { /* not taken: still ours */
-		store_op_free(op);
-		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
-		return TASK_RETRY;
+	if (err == SOMA_OK)
+		return op;
+	store_op_free(op); /* not taken: still ours */
+	snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
+	return NULL;
+}
+
+/* Takes the finished read's rows into *rows (owned). Early start: a read that came before the
+ * message's commit gets the message added as the newest turn (a read of a session the message
+ * creates finds none: an empty context; if the session was in fact deleted, open_generation finds
+ * the context wrong and the read again says so). Returns the read's error. */
+static enum soma_err context_take(struct generation *g, struct store_op *op, json_t **rows)
+{
+	struct task_ctx *t = g->task;
+	const char *text = json_string_value(json_object_get(t->task, "message"));
+	int64_t seq = 0;
+	enum gate_state gs = t->gate ? commit_gate_state(t->gate, &seq) : GATE_COMMITTED;
+	*rows = NULL;
+	g->appended = false;
+	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs != GATE_FAILED) { /* read before the commit? */
+		g->read_seq = 0;
+		*rows = json_array();
+	} else if (op->err == SOMA_OK) { /* (no rows when the task already has its outcome) */
+		g->read_seq = op->seq;
+		*rows = op->rows ? op->rows : json_array();
+		op->rows = NULL;
 	}
+	if (!*rows)
+		return op->err == SOMA_OK ? SOMA_ERR_NOMEM : op->err;
+	g->base_seq = g->read_seq;
+	if (t->gate && text && (gs == GATE_PENDING || g->read_seq < seq)) {
+		json_array_insert_new(*rows, 0, json_pack("{s:s, s:s}", "role", "user", "content", text));
+		g->appended = true;
+	}
+	return SOMA_OK;
+}
+
+/* Reads the context again after the message committed (early start, redo): *rows (owned). */
+static enum soma_err context_reread(struct generation *g, json_t **rows)
+{
+	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	struct store_op *op = context_submit(g->task, &cr);
+	if (!op)
+		return SOMA_ERR_UNAVAILABLE;
+	context_wait(&cr);
+	enum soma_err err = context_take(g, op, rows);
+	store_op_free(op);
+	return err;
+}
+
+/* The messages for the LLM: the stored turns and the recalled memories (borrowed). Owned. */
+static json_t *messages_for(json_t *rows, json_t *memories)
+{
+	json_t *messages = conv_build_messages(rows);
+	conv_insert_memories(messages, memories);
+	return messages;
+}
+
+/* Early start: the message did not commit; nothing of this task is kept (the worker drops it). */
+static enum task_outcome dropped(struct task_ctx *t)
+{
+	log_info("conversation", "task %s: its message was not stored; the reply is dropped", t->id);
+	snprintf(t->error, sizeof(t->error), "the message was not stored");
+	return TASK_ACKED;
+}
+
+/* Streams the reply for rows (taken); early start: reads and calls again when the context missed
+ * events (g->redo), stops when the message did not commit (g->dropped). */
+static void generate(struct generation *g, const struct llm_config *cfg, json_t *rows, json_t *memories,
+		     struct llm_result *res)
+{
+	for (;;) {
+		json_t *messages = messages_for(rows, memories);
+		json_decref(rows);
+		struct llm_request req = {.messages = messages, .temperature = -1, .stream = true};
+		struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = g};
+		llm_chat(cfg, &req, &cb, res);
+		json_decref(messages);
+		limits_tokens_add(g->task->tenant,
+				  (res->input_tokens > 0 ? res->input_tokens : 0) +
+					  (res->output_tokens > 0 ? res->output_tokens : 0)); /* issue 6 */
+		if (!g->opened && !g->redo && !g->dropped && res->error != LLM_ERR_CANCELLED)
+			(void)open_generation(g); /* no delta came: the commit is awaited here */
+		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
+			 commit_gate_wait(g->task->gate, NULL) != GATE_COMMITTED)
+			g->dropped = true;
+		if (!g->redo || g->dropped)
+			return;
+		log_debug("conversation", "task %s: the context missed events before the message; calling again",
+			  g->task->id);
+		g->redo = false;
+		llm_result_free(res);
+		if ((g->reread = context_reread(g, &rows)) != SOMA_OK) {
+			memset(res, 0, sizeof(*res));
+			return;
+		}
+	}
+}
+
+/* The context (recent events, newest first) is read on a store reader while this thread asks
+ * policy again and, when the task carries its message (recall_query), recalls memories for it:
+ * the recall's round trip to SomaBrain overlaps the read instead of following it. Handed over
+ * early (t->gate), it also overlaps the message's commit; nothing is published, audited or
+ * stored before that commit is confirmed. */
+enum task_outcome task_conversation_process(struct task_ctx *t)
+{
+	if (!t->session_id)
+		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;
+	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	struct store_op *op = context_submit(t, &cr);
+	if (!op)
+		return t->gate && commit_gate_wait(t->gate, NULL) != GATE_COMMITTED ? dropped(t) : TASK_RETRY;
 	struct llm_config cfg;
 	llm_config_from_settings(&cfg);
 	struct recheck rk = {0};
-	recheck_ask(t, &cfg, &rk); /* issue 6 */
+	conv_recheck_ask(t, &cfg, &rk); /* issue 6 */
 	struct recalled rc = {0};
 	const char *query = json_string_value(json_object_get(t->payload, "recall_query"));
 	if (rk.budget && query) /* issue 5 */
-		recall(t, query, &rc);
+		conv_recall(t, query, &rc);
 	context_wait(&cr);
-	err = op->err;
+	struct generation g = {.task = t};
+	bus_key(g.bus_key, t->tenant, t->session_id);
+	json_t *rows = NULL;
+	enum soma_err err = context_take(&g, op, &rows);
 	/* a copy of a task that already has its reply (delivered twice: relayed again after a crash,
 	 * or its reservation ran out): nothing is published, audited or stored again */
 	bool again = err == SOMA_OK && op->has_outcome;
-	json_t *refused = recheck_outcome(t, &rk, err == SOMA_OK && !again);
+	store_op_free(op);
+	if (t->gate && (err != SOMA_OK || again || !rk.d.allow || !rk.budget) &&
+	    commit_gate_wait(t->gate, NULL) != GATE_COMMITTED) { /* early start: an audit waits for the commit */
+		(void)conv_recheck_outcome(t, &rk, false);
+		json_decref(rc.results);
+		json_decref(rows);
+		return dropped(t);
+	}
+	json_t *refused = conv_recheck_outcome(t, &rk, err == SOMA_OK && !again);
 	if (err != SOMA_OK || refused || again) {
-		store_op_free(op);
+		json_decref(rows);
 		json_decref(rc.results);
 		if (again) {
 			log_info("conversation", "task %s already has its reply in session %s: this copy is dropped",
@@ -390,23 +370,20 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
 		return TASK_RETRY;
 	}
-	struct generation g = {.task = t, .base_seq = op->seq};
-	bus_key(g.bus_key, t->tenant, t->session_id);
-	json_t *messages = build_messages(op->rows);
-	json_t *memory = recall_memories(t, op->rows, messages, &rc); /* issue 5 */
-	store_op_free(op);
-	publish(&g, chat_event_new(t->session_id, "assistant", "assistant.thinking", "", NULL,
-				   json_pack("{s:s}", "generation_id", t->id)));
-
-	struct llm_request req = {.messages = messages, .temperature = -1, .stream = true};
-	struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = &g};
+	json_t *memories = NULL;
+	json_t *memory = conv_recall_memories(t, rows, &rc, &memories); /* issue 5 */
+	if (!t->gate)
+		(void)open_generation(&g); /* thinking at once, as the reply starts */
 	struct llm_result res;
-	llm_chat(&cfg, &req, &cb, &res);
-	limits_tokens_add(t->tenant, (res.input_tokens > 0 ? res.input_tokens : 0) +
-					     (res.output_tokens > 0 ? res.output_tokens : 0)); /* issue 6 */
-	json_decref(messages);
+	generate(&g, &cfg, rows, memories, &res);
+	json_decref(memories);
 	enum task_outcome outcome;
-	if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
+	if (g.dropped) {
+		outcome = dropped(t);
+	} else if (g.reread != SOMA_OK) { /* deleted meanwhile: nothing to do; else it runs again */
+		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(g.reread));
+		outcome = g.reread == SOMA_ERR_NOT_FOUND ? TASK_DONE : TASK_RETRY;
+	} else if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
 		snprintf(t->error, sizeof(t->error), "interrupted by shutdown");
 		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */
 	} else if (res.error == LLM_ERR_CANCELLED && t->keep_partial) {
@@ -425,9 +402,11 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 								    : error_event(&g, &res),
 						json_incref(memory)));
 	}
-	bus_generation_end(g.bus_key);
+	if (g.opened)
+		bus_generation_end(g.bus_key);
 	json_decref(memory);
-	memory_relay_wake(); /* the reply's memory was committed with it */
+	if (!g.dropped)
+		memory_relay_wake(); /* the reply's memory was committed with it */
 	llm_result_free(&res);
 	return outcome;
 }

@@ -4,7 +4,11 @@
 Speaks POST /v1/chat/completions (streamed and not) and GET /v1/models like the real APIs, and
 misbehaves on demand. Standard library only.
 
-    server.py --port P [--chunks 12] [--delay-ms 0] [--keep-alive]
+    server.py --port P [--chunks 12] [--delay-ms 0] [--first-delay-ms 0] [--keep-alive]
+
+--first-delay-ms is the time between the response's head (status, headers, the role chunk) and
+the first content delta, as a real provider's time to first token (100-500 ms); a client that
+goes away meanwhile is counted as aborted at once.
 
 A streamed reply ends by closing the connection (as some providers do), or with --keep-alive is
 sent with chunked transfer encoding and the connection stays open for the next request (as
@@ -12,7 +16,7 @@ OpenAI and Groq do: a client that keeps connections pays no connect per reply).
 
 Control (test side):
     POST /_control {"mode": "ok|429|500|401|hang|cut", "times": N, "retry_after": S,
-                    "chunks": N, "delay_ms": MS, "text": "..."}
+                    "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "..."}
         the next N requests (default 1; -1 = until changed) behave as `mode`; chunks/delay/text
         change the replies from now on.
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
@@ -26,6 +30,7 @@ whose boundaries fall anywhere, inside lines and inside UTF-8 sequences, as real
 import argparse
 import json
 import random
+import select
 import socket
 import threading
 import time
@@ -45,6 +50,7 @@ def reset(args=None):
             "sticky": None,         # (mode, retry_after) until changed
             "chunks": args.chunks if args else 12,
             "delay_ms": args.delay_ms if args else 0,
+            "first_delay_ms": args.first_delay_ms if args else 0,
             "text": DEFAULT_TEXT,
             "requests": 0,
             "last_request": None,
@@ -63,7 +69,7 @@ def next_mode():
         else:
             mode = ("ok", 0)
         state["modes"].append(mode[0])
-        return mode, state["chunks"], state["delay_ms"], state["text"]
+        return mode, state["chunks"], (state["delay_ms"], state["first_delay_ms"]), state["text"]
 
 
 def split_text(text, n):
@@ -116,7 +122,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control":
             ctl = json.loads(body or b"{}")
             with state_lock:
-                for k in ("chunks", "delay_ms", "text"):
+                for k in ("chunks", "delay_ms", "first_delay_ms", "text"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -199,9 +205,17 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Connection", "close")
         self.end_headers()
+        delay_ms, first_delay_ms = delay_ms
         data = b"".join(frames)
         pos, pieces = 0, max(1, len(frames))
         try:
+            if first_delay_ms:  # the head and the role chunk now, the content after the first delay
+                head = frames[0] if len(frames) > 2 else b""
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(head), head) if keep and head else head)
+                self.wfile.flush()
+                pos = len(head)
+                if not self.wait_first(first_delay_ms / 1000.0):
+                    raise ConnectionResetError("the client went away before the first delta")
             while pos < len(data):
                 step = random.randint(1, max(2, 2 * len(data) // pieces))
                 piece = data[pos:pos + step]
@@ -223,12 +237,31 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+    def wait_first(self, seconds):
+        """Sleeps up to seconds; False as soon as the client closes its end (EOF on a peek)."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            ready, _, _ = select.select([self.connection], [], [], min(left, 0.01))
+            if ready:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+                time.sleep(min(left, 0.01))  # a pipelined request is waiting: not a close
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--chunks", type=int, default=12)
     ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--first-delay-ms", type=int, default=0,
+                    help="time from the response's head to its first content delta (time to first token)")
     ap.add_argument("--keep-alive", action="store_true",
                     help="streamed replies in chunked encoding on a connection that stays open")
     args = ap.parse_args()

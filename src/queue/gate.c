@@ -1,0 +1,87 @@
+/*
+ * gate.c - the commit gate of an early-started chat reply (see handoff.h).
+ *
+ * DESIGN: a mutex, a condition variable and a reference count. The store thread settles the gate
+ * once (after the commit hook published the user's event); the worker thread waits on it before
+ * its first publication. Whoever drops the last reference frees it, so neither side depends on
+ * the other finishing first.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "queue/handoff.h"
+
+struct commit_gate {
+	pthread_mutex_t lock;  /* guards the fields below */
+	pthread_cond_t cv;     /* broadcast when settled */
+	int refs;	       /* references held */
+	enum gate_state state; /* pending until settled */
+	int64_t seq;	       /* the committed event's seq */
+};
+
+struct commit_gate *commit_gate_new(void)
+{
+	struct commit_gate *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->refs = 1;
+	g->state = GATE_PENDING;
+	return g;
+}
+
+struct commit_gate *commit_gate_ref(struct commit_gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->refs++;
+	pthread_mutex_unlock(&g->lock);
+	return g;
+}
+
+void commit_gate_unref(struct commit_gate *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->lock);
+	bool last = --g->refs == 0;
+	pthread_mutex_unlock(&g->lock);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&g->lock);
+	pthread_cond_destroy(&g->cv);
+	free(g);
+}
+
+void commit_gate_settle(struct commit_gate *g, bool committed, int64_t seq)
+{
+	pthread_mutex_lock(&g->lock);
+	if (g->state == GATE_PENDING) {
+		g->state = committed ? GATE_COMMITTED : GATE_FAILED;
+		g->seq = seq;
+		pthread_cond_broadcast(&g->cv);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+enum gate_state commit_gate_state(struct commit_gate *g, int64_t *seq)
+{
+	pthread_mutex_lock(&g->lock);
+	enum gate_state s = g->state;
+	if (seq)
+		*seq = g->seq;
+	pthread_mutex_unlock(&g->lock);
+	return s;
+}
+
+enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq)
+{
+	pthread_mutex_lock(&g->lock);
+	while (g->state == GATE_PENDING)
+		pthread_cond_wait(&g->cv, &g->lock);
+	enum gate_state s = g->state;
+	if (seq)
+		*seq = g->seq;
+	pthread_mutex_unlock(&g->lock);
+	return s;
+}

@@ -1,0 +1,78 @@
+/*
+ * worker_steps.c - the handler table, the policy check before a task runs and the event after
+ * its outcome (see worker_steps.h). The table is filled before the pools start and cleared after
+ * they stopped, so the worker threads read it without a lock; the rest is called on the worker
+ * thread running the task.
+ */
+#include "queue/worker_steps.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "policy/policy.h"
+#include "queue/hooks.h"
+
+#define MAX_HANDLERS 32
+
+struct handler {
+	char name[64];	    /* task name */
+	task_handler_fn fn; /* implementation */
+};
+
+static struct handler handlers[MAX_HANDLERS];
+static int nhandlers;
+
+enum soma_err queue_task_register(const char *name, task_handler_fn fn)
+{
+	if (nhandlers == MAX_HANDLERS || strlen(name) >= sizeof(handlers[0].name))
+		return SOMA_ERR_LIMIT;
+	snprintf(handlers[nhandlers].name, sizeof(handlers[nhandlers].name), "%s", name);
+	handlers[nhandlers++].fn = fn;
+	return SOMA_OK;
+}
+
+task_handler_fn queue_find_handler(const char *name)
+{
+	for (int i = 0; i < nhandlers; i++) {
+		if (strcmp(handlers[i].name, name) == 0)
+			return handlers[i].fn;
+	}
+	return NULL;
+}
+
+void queue_handlers_clear(void)
+{
+	nhandlers = 0;
+}
+
+bool queue_allowed_to_run(struct task_ctx *ctx, const char *name)
+{
+	if (strcmp(name, "conversation.process") == 0)
+		return true;
+	char resource[96];
+	snprintf(resource, sizeof(resource), "task:%s", name);
+	json_t *pctx = json_pack("{s:s, s:s, s:b}", "task", name, "queue", ctx->queue, "queued", 1);
+	struct policy_input in = {.tenant = ctx->tenant,
+				  .subject = json_string_value(json_object_get(ctx->payload, "subject")),
+				  .scopes = json_string_value(json_object_get(ctx->payload, "scopes")),
+				  .action = POLICY_TASK_RUN,
+				  .resource = resource,
+				  .context = pctx};
+	struct policy_decision d;
+	policy_decide(&in, &d);
+	json_decref(pctx);
+	if (d.allow)
+		return true;
+	policy_denied_audit(&in, NULL, &d, NULL);
+	snprintf(ctx->error, sizeof(ctx->error), "policy denied task.run for %s: %s", name, d.reason);
+	return false;
+}
+
+void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime)
+{
+	json_t *f = outcome == TASK_RETRY  ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
+		    : outcome == TASK_FAIL ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
+					   : json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
+	queue_emit(outcome == TASK_RETRY ? "retried" : outcome == TASK_FAIL ? "failed" : "succeeded", ctx->task, f);
+	json_decref(f);
+}

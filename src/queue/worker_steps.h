@@ -1,0 +1,21 @@
+/*
+ * worker_steps.h - what running a task needs beside the pools' state (worker.c): the handler
+ * table, the policy check before a task runs and the event after its outcome.
+ */
+#ifndef SOMA_QUEUE_WORKER_STEPS_H
+#define SOMA_QUEUE_WORKER_STEPS_H
+
+#include "queue/queue.h"
+
+/* The handler registered for a task name (queue_task_register), or NULL. */
+task_handler_fn queue_find_handler(const char *name);
+/* Forgets every handler (queue_stop, after the threads are joined). */
+void queue_handlers_clear(void);
+/* Policy (issue 6): queued work is asked again as its sender (task.run) before it runs.
+ * conversation.process asks conversation.send and llm.invoke itself; any other task refused here
+ * gets ctx->error and an audit row. True when it may run. */
+bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
+/* The task event after a task's outcome was recorded (succeeded, retried, failed). */
+void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
+
+#endif

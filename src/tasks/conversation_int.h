@@ -1,0 +1,53 @@
+/*
+ * conversation_int.h - the parts of conversation.process (conversation.c) that prepare its LLM
+ * call (conversation_prep.c): the messages from the stored turns, the policy recheck, the
+ * memory recall. Worker thread of the task.
+ */
+#ifndef SOMA_TASKS_CONVERSATION_INT_H
+#define SOMA_TASKS_CONVERSATION_INT_H
+
+#include <jansson.h>
+
+#include "llm/llm.h"
+#include "policy/policy.h"
+#include "queue/queue.h"
+
+/* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
+size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
+/* OpenAI messages from the stored turns (rows newest first, {role, content}; borrowed): the
+ * system prompt, then the most recent turns that fit llm.max_context_tokens. Caller owns. */
+json_t *conv_build_messages(json_t *rows);
+
+/* The policy recheck (issue 6): conversation.send and llm.invoke asked again as the sender. */
+struct recheck {
+	char session[80], model[160];
+	json_t *send_ctx, *llm_ctx; /* owned until recheck_outcome */
+	struct policy_input in;	    /* points into this struct, t and cfg */
+	struct policy_decision d;
+	bool budget; /* the tenant has LLM tokens left (asked when policy allows) */
+};
+
+/* Asks policy and the token budget for t (fills rk; release it with conv_recheck_outcome). */
+void conv_recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk);
+/* Frees rk's contexts; with outcome, audits a deny and returns the event that replaces the reply
+ * (policy.denied, or the budget's assistant.error; caller owns), NULL when the reply may be made. */
+json_t *conv_recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcome);
+
+/* What a recall brought (issue 5). */
+struct recalled {
+	json_t *results; /* [{score, payload, source}] or NULL */
+	bool degraded;	 /* memory_recall's *degraded */
+	bool asked;	 /* a recall was made (else the query comes from the context) */
+};
+
+/* Recalls up to memory.recall_top_k + 1 memories for query into out. */
+void conv_recall(struct task_ctx *t, const char *query, struct recalled *out);
+/* The recalled memories not already in rows (recalling now for the newest user message of rows
+ * when the task carried none) as one system message in *message (caller owns; NULL: none), and
+ * returns what the reply's metadata carries: {somabrain_state, somabrain_reason, memory:{recalled,
+ * top_k, degraded}} (caller owns). Consumes rc's results. */
+json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *rc, json_t **message);
+/* Inserts the memories message (borrowed; NULL: nothing) after the system prompt of messages. */
+void conv_insert_memories(json_t *messages, json_t *memories);
+
+#endif

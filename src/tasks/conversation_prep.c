@@ -1,0 +1,185 @@
+/*
+ * conversation_prep.c - what conversation.process prepares before the LLM call (see
+ * conversation_int.h): the messages from the stored turns, the policy recheck as the sender, and
+ * the memories recalled for the message. Worker thread of the task; no state of its own.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/event.h"
+#include "core/log.h"
+#include "limits/limits.h"
+#include "memory/memory.h"
+#include "policy/policy.h"
+#include "tasks/conversation_int.h"
+
+/* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
+size_t conv_utf8_prefix(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+/* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
+ * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
+ * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
+ * larger. */
+json_t *conv_build_messages(json_t *rows)
+{
+	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
+	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
+	json_t *turns = json_array();
+	budget -= (int64_t)strlen(system);
+	bool newest = true;
+	for (size_t i = 0; i < json_array_size(rows); i++) {
+		json_t *row = json_array_get(rows, i);
+		const char *role = json_string_value(json_object_get(row, "role"));
+		const char *msg = json_string_value(json_object_get(row, "content"));
+		size_t len = json_string_length(json_object_get(row, "content"));
+		bool fits = (int64_t)len <= budget;
+		if (!fits && !newest)
+			break; /* older turns would leave a gap: the window ends here */
+		if (!fits)     /* the newest turn alone is over the budget: keep its beginning */
+			len = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+		budget -= (int64_t)len;
+		newest = false;
+		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
+			json_array_insert(turns, 0, row);
+		else
+			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
+	}
+	if (system[0])
+		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
+	return turns;
+}
+
+/* ---- policy and limits (issue 6): queued work is asked again, as its sender, before the LLM ----
+ * The message was allowed when it was accepted; policy (or the tenant's budget) may have changed
+ * since. conversation.send and llm.invoke (with the model that will be used) are asked here, on
+ * the worker thread (OPA may be called), while the context is read. A deny is audited and its
+ * policy.denied event is committed instead of a reply; a spent token budget commits an
+ * assistant.error. The audit waits for the context read: a copy of a task that already has its
+ * outcome writes nothing (recheck_outcome(..., false)). */
+
+void conv_recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk)
+{
+	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
+	snprintf(rk->session, sizeof(rk->session), "session:%s", t->session_id);
+	snprintf(rk->model, sizeof(rk->model), "model:%s", cfg->model);
+	rk->send_ctx = json_pack("{s:b}", "queued", 1);
+	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
+	rk->in = (struct policy_input){.tenant = t->tenant,
+				       .subject = subject ? subject : "",
+				       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
+				       .scopes = json_string_value(json_object_get(t->payload, "scopes")),
+				       .action = POLICY_CONVERSATION_SEND,
+				       .resource = rk->session,
+				       .context = rk->send_ctx};
+	policy_decide(&rk->in, &rk->d);
+	if (rk->d.allow) {
+		rk->in.action = POLICY_LLM_INVOKE;
+		rk->in.resource = rk->model;
+		rk->in.context = rk->llm_ctx;
+		policy_decide(&rk->in, &rk->d);
+	}
+	int64_t retry;
+	rk->budget = rk->d.allow && limits_tokens_available(t->tenant, &retry);
+}
+
+/* Frees rk's contexts; with outcome, audits a deny and returns the event that replaces the reply
+ * (policy.denied, or the budget's assistant.error), NULL when the reply may be generated. */
+json_t *conv_recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcome)
+{
+	json_t *ev = NULL;
+	if (outcome && !rk->d.allow) {
+		log_info("conversation", "session %s: %s denied by policy (%s); no reply", t->session_id, rk->in.action,
+			 rk->d.reason);
+		policy_denied_audit(&rk->in, NULL, &rk->d, NULL);
+		ev = policy_denied_event(t->session_id, &rk->in, &rk->d);
+	}
+	json_decref(rk->send_ctx);
+	json_decref(rk->llm_ctx);
+	rk->send_ctx = rk->llm_ctx = NULL;
+	if (!outcome || ev || rk->budget)
+		return ev;
+	json_t *meta =
+		json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code", "llm_budget_exceeded",
+			  "detail", "limits.llm_tokens_per_day reached", "http_status", 429, "generation_id", t->id);
+	return chat_event_new(t->session_id, "assistant", "assistant.error",
+			      "This tenant has used its LLM tokens for today; the budget renews at 00:00 UTC.", NULL,
+			      meta);
+}
+
+/* ---- memory (issue 5): recalled memories in the context, the memory state in the reply ----
+ * The top memory.recall_top_k memories for the user's newest message (fewer when degraded, none
+ * when down: memory_recall applies the rule) go into one system message after the prompt,
+ * except those already in the context (the message itself, once delivered, is a memory too).
+ * Returns what the reply's metadata carries: {somabrain_state, somabrain_reason,
+ * memory:{recalled, top_k, degraded}}; owned by the caller. */
+static bool in_context(json_t *rows, const char *text)
+{
+	for (size_t i = 0; text && i < json_array_size(rows); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "content")) ?: "", text) == 0)
+			return true;
+	return !text;
+}
+
+/* What a recall brought: results (owned; NULL when there was none), whether it was partial. */
+
+/* Recalls up to top_k + 1 memories for query (the +1: the message itself may be one of them). */
+void conv_recall(struct task_ctx *t, const char *query, struct recalled *out)
+{
+	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K);
+	out->asked = true;
+	if (query && top_k > 0 &&
+	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &out->results,
+			  &out->degraded) != SOMA_OK)
+		out->results = NULL;
+}
+
+json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *rc, json_t **message)
+{
+	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K), n = 0;
+	const char *query = NULL;
+	for (size_t i = 0; !rc->asked && !query && i < json_array_size(rows); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "role")) ?: "", "user") == 0)
+			query = json_string_value(json_object_get(json_array_get(rows, i), "content"));
+	if (!rc->asked) /* the task did not carry its message: the newest user message of the context */
+		conv_recall(t, query, rc);
+	json_t *results = rc->results, *r;
+	bool degraded = rc->degraded;
+	char *text = NULL;
+	size_t len = 0, i;
+	FILE *f = open_memstream(&text, &len);
+	json_array_foreach(results, i, r)
+	{
+		const char *content = json_string_value(json_object_get(json_object_get(r, "payload"), "content"));
+		if (!f || n >= top_k || in_context(rows, content))
+			continue;
+		fprintf(f, "%s- %.*s", n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
+			(int)conv_utf8_prefix(content, strlen(content), 1000), content);
+		n++;
+	}
+	if (f)
+		fclose(f);
+	*message = n && text ? json_pack("{s:s, s:s}", "role", "system", "content", text) : NULL;
+	free(text);
+	json_decref(results);
+	rc->results = NULL;
+	struct memory_status st;
+	memory_snapshot(&st);
+	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
+			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
+}
+
+void conv_insert_memories(json_t *messages, json_t *memories)
+{
+	const char *first = json_string_value(json_object_get(json_array_get(messages, 0), "role"));
+	if (memories) /* after the system prompt when there is one */
+		json_array_insert(messages, first && strcmp(first, "system") == 0 ? 1 : 0, memories);
+}
