@@ -103,10 +103,28 @@ static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t
 	pg_param_text(&e, op->outcome_of[0] ? op->outcome_of : NULL);
 	/* a second outcome of one task is a unique violation (events_outcome_of): SOMA_ERR_CONFLICT,
 	 * and the op's savepoint takes its seq back */
-	return pg_run(c,
-		      "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
-		      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		      &e, NULL);
+	if (!op->reply_to[0])
+		return pg_run(
+			c,
+			"INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+			&e, NULL);
+	/* a task's reply only while the message it answers exists: a reset may have erased it since
+	 * the task read its context, and a reply must not open the fresh conversation (same statement,
+	 * no round trip more) */
+	pg_param_text(&e, op->reply_to);
+	int64_t stored = 0;
+	err = pg_run(c,
+		     "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+		     "SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text WHERE "
+		     "EXISTS (SELECT 1 FROM events WHERE event_id = $9 AND session_id = $1)",
+		     &e, &stored);
+	if (err == SOMA_OK && !stored) {
+		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+			 op->reply_to);
+		return SOMA_ERR_NOT_FOUND; /* the op's savepoint takes its seq back */
+	}
+	return err;
 }
 
 static enum soma_err attachments_owned(struct pgconn *c, struct store_op *op)
@@ -358,15 +376,19 @@ static enum soma_err op_events_after(struct pgconn *c, struct store_op *op)
 /* The conversation an LLM call needs: the message text comes out of the stored JSON in SQL. */
 static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 {
-	/* the session's last seq, and whether the task asking already has its outcome (a copy of a
-	 * task that ran: migration 0005), in one round trip */
+	/* the session's last seq, whether the task asking already has its outcome (a copy of a task
+	 * that ran: migration 0005), and whether the message it answers still exists (a reset erases
+	 * it, and the outcome with it: a task, or a copy of one, that comes after the reset is
+	 * dropped, not answered into the fresh conversation), in one round trip */
 	struct pg_params q = {0};
 	pg_param_text(&q, op->session_id);
 	pg_param_text(&q, op->tenant);
 	pg_param_text(&q, op->outcome_of);
+	pg_param_text(&q, op->reply_to);
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
-			      "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3) FROM sessions "
+			      "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), $4 = '' OR EXISTS "
+			      "(SELECT 1 FROM events WHERE event_id = $4 AND session_id = $1) FROM sessions "
 			      "WHERE id = $1 AND tenant = $2",
 			      &q, &err);
 	if (!r)
@@ -375,6 +397,11 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	if (err == SOMA_OK) {
 		op->seq = pg_int(r, 0, 0);
 		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
+		if (!op->has_outcome && !pg_bool(r, 0, 2)) {
+			snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+				 op->reply_to);
+			err = SOMA_ERR_NOT_FOUND;
+		}
 	}
 	PQclear(r);
 	if (err != SOMA_OK || op->has_outcome)
