@@ -96,11 +96,8 @@ bool stream_send(struct stream *s, struct bus_cursor c, const char *text, size_t
 static void on_live(void *ctx, const struct bus_msg *msg)
 {
 	struct stream *s = ctx;
-	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): resume by cursor */
-		if (s->live)
-			stream_end(s);
-		else
-			s->overflowed = true;
+	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): fill from the store */
+		stream_resync(s);
 		return;
 	}
 	if (s->live)

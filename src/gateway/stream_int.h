@@ -29,6 +29,7 @@ struct stream {
 	bool waiting;		  /* the replay read is running */
 	bool aborted;		  /* the client left (or we ended the stream) during the read */
 	bool overflowed;	  /* live messages were dropped while replaying */
+	bool resync;		  /* the bus lost messages during the replay: fill from the store again */
 	json_t *rows;		  /* replay: committed rows still to send (owned) */
 	size_t row_i;		  /* replay: next row */
 	struct bus_msg **eph;	  /* replay: ephemeral snapshot (referenced) */
@@ -63,5 +64,8 @@ void stream_replay(struct stream *s, json_t *rows, int64_t limit);
 void stream_live(struct stream *s, const struct bus_msg *msg);
 /* Holds a live message during a replay (a reference is taken). */
 void stream_hold(struct stream *s, const struct bus_msg *msg);
+/* The bus may have lost messages (the gap marker: Redis was away): fills from the store after
+ * sent_seq and carries on, now or, during a replay, once it is done. */
+void stream_resync(struct stream *s);
 
 #endif
