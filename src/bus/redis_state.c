@@ -25,11 +25,11 @@
 
 /* ARGV: window_ms, live_ttl_ms, log_max, channel, key prefix, then 7 per record:
  * kind key a b c d text. c: a = seq. e: a = base seq, b.c = floor, d = 1 when this node starts a
- * generation there. r: a = a committed seq this node published to its own streams only while
- * Redis was away (-1: none), raised into the session's s (so that a stream filling its gap
- * after the resync sends it: stream_replay.c). x, f: key only. Returns {seq, minor} per ephemeral record. A session's
- * state is read once per batch and written once at its end (or before an x/f of that session),
- * so a batch of many deltas costs a handful of commands per session, not seven per delta. */
+ * generation there. f: a = 1 when the session was deleted (0: reset). r: a = a committed seq this node published to its
+ * own streams only while Redis was away (-1: none), raised into the session's s (so that a stream filling its gap after
+ * the resync sends it: stream_replay.c). x: key only. Returns {seq, minor} per ephemeral record. A session's state is
+ * read once per batch and written once at its end (or before an x/f of that session), so a batch of many deltas costs a
+ * handful of commands per session, not seven per delta. */
 const char bus_redis_lua[] =
 	"local window, live, logmax = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 	"local channel, prefix, out, ret, st = ARGV[4], ARGV[5], {}, {}, {}\n"
@@ -90,7 +90,7 @@ const char bus_redis_lua[] =
 	"  elseif k == 'f' then\n"
 	"    redis.call('DEL', prefix .. key .. ':m', prefix .. key .. ':l')\n"
 	"    st[key] = nil\n"
-	"    rec('f', key, 0, 0, '')\n"
+	"    rec('f', key, a, 0, '')\n"
 	"  elseif k == 'r' then\n"
 	"    if key ~= '' and a >= 0 then\n"
 	"      local e = get(key)\n"
@@ -234,9 +234,14 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 		bus_local_generation_end(key);
 		if (p)
 			p->last = (struct bus_cursor){-1, 0};
-	} else if (kind == BUS_REC_FORGET && p) {
-		p->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
-		p->lost_seq = -1;
+	} else if (kind == BUS_REC_FORGET) {
+		if (p) {
+			p->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
+			p->lost_seq = -1;
+		}
+		if (num == 1) /* deleted: this node's streams end (another node's when the fill of
+			       * its gap marker finds the session gone) */
+			bus_local_end(key);
 	}
 	if (p && data)
 		bus_floor_lost(p);

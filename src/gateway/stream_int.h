@@ -41,6 +41,8 @@ struct stream {
 	bool truncated;		  /* replay: the page was full; end after it */
 	unsigned memory_gen;	  /* memory state generation last told (a `status` event on change) */
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
+	bool begun;		  /* the 200 and its head went out */
+	bool deleted;		  /* the session was deleted before the stream began: 404 */
 };
 
 /* ---- stream.c ---- */
