@@ -76,3 +76,54 @@ def test_a_stream_opened_as_its_session_is_deleted_is_404_or_ends(soma, llm):
         assert [(f.id, f.data) for f in _until_end(s)] == [("0", None)]
     r = http().get(f"{srv.url}/v1/sessions/{sid}/events?stream=true", timeout=5)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+
+
+@pytest.mark.postgres_only
+def test_a_delete_during_the_streams_first_read_answers_404(soma, llm):
+    """The end marker comes while the stream's first store read is in flight (held here by a lock
+    on the events table; the marker is a delete record published on the redis bus as another
+    node would): the read's rows are of the deleted session, so the answer is 404, not a stream."""
+    import threading
+
+    import e2e_util
+
+    with RedisServer() as redis:
+        srv = soma("bus.driver=redis", f"redis.url={redis.url()}")
+        sid = post_message(srv, "about to go")["session_id"]
+        wait_terminal(srv, sid)
+        key = f"default/{sid}".encode()
+        conn = e2e_util.PG.connect(e2e_util.store_url(srv.data_dir).rsplit("/", 1)[1])
+        try:
+            cur = conn.cursor()
+            cur.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the stream's read waits
+            status = {}
+
+            def opener():
+                try:
+                    status["r"] = http().get(f"{srv.url}/v1/sessions/{sid}/events?stream=true", timeout=10)
+                except Exception as e:  # e.g. a stream that began and never ends: a read timeout
+                    status["r"] = e
+
+            t = threading.Thread(target=opener, daemon=True)
+            t.start()
+            e2e_util.wait_until(lambda: _waiting_on_lock(e2e_util), 10, what="the stream's read to wait on the lock")
+            redis.client().publish("soma:bus:0", f"f {len(key)} 0 1 0\n".encode() + key)
+            time.sleep(0.5)  # the marker reaches the stream's io thread (ordering only, no assertion)
+            conn.rollback()  # releases the lock: the read completes with the old rows
+            t.join(20)
+        finally:
+            conn.close()
+        assert "r" in status, "no answer: the stream began and did not end"
+        r = status["r"]
+        assert not isinstance(r, Exception), f"no answer: {r!r}"
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+
+
+def _waiting_on_lock(e2e_util):
+    conn = e2e_util.PG.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return cur.fetchone()[0] > 0
+    finally:
+        conn.close()
