@@ -42,6 +42,9 @@
 #include "gateway/stream_int.h"
 
 #define PENDING_MAX 8192
+/* The gap of a refill that no message showed (the gap marker): it neither raises `published`
+ * nor the horizon, so the fill is exactly a resume from sent_seq. */
+#define NO_GAP_MSG ((struct bus_cursor){-1, 0})
 
 /* True when committed events before c were neither sent nor held: a gap to fill first. */
 static bool is_gap(const struct stream *s, struct bus_cursor c)
@@ -84,7 +87,7 @@ void stream_resync(struct stream *s)
 		s->resync = true;
 		return;
 	}
-	refill(s, (struct bus_cursor){s->sent_seq, 0}); /* no message shows where: from sent_seq */
+	refill(s, NO_GAP_MSG);
 }
 
 void stream_live(struct stream *s, const struct bus_msg *msg)
@@ -149,7 +152,7 @@ static void replay_finish(struct stream *s)
 	}
 	if (s->resync) { /* the held messages wait for this read too */
 		s->resync = false;
-		refill(s, (struct bus_cursor){s->sent_seq, 0});
+		refill(s, NO_GAP_MSG);
 		return;
 	}
 	send_pending(s);
