@@ -33,6 +33,16 @@ void bus_forget(const char *key)
 	bus_redis_enqueue(BUS_REC_FORGET, key, 0, NULL, 0); /* the other nodes and Redis forget it too */
 }
 
+void bus_session_deleted(const char *key)
+{
+	bus_local_forget(key);
+	/* with Redis, this node's streams get the marker with every node's, from the subscription,
+	 * in order with the session's other records; without (or when Redis cannot take it: the
+	 * driver's degraded path) from here */
+	if (!bus_redis_enqueue(BUS_REC_FORGET, key, 1, NULL, 0))
+		bus_local_end(key);
+}
+
 void bus_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len)
 {
 	if (!bus_redis_enqueue(BUS_REC_COMMITTED, session_id, seq, text, len))
@@ -99,7 +109,12 @@ struct bus_msg *bus_msg_new(struct bus_cursor c, const char *text, size_t len)
 
 bool bus_msg_is_gap(const struct bus_msg *msg)
 {
-	return msg->cursor.seq < 0;
+	return msg->cursor.seq == -1;
+}
+
+bool bus_msg_is_end(const struct bus_msg *msg)
+{
+	return msg->cursor.seq == -2;
 }
 
 /* ---- cursors ---------------------------------------------------------------------------------- */

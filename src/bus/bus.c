@@ -430,9 +430,10 @@ void bus_local_deliver(const char *key, struct bus_cursor c, const char *text, s
 	pthread_mutex_unlock(&bus_lock);
 }
 
-void bus_local_gap(const char *key)
+/* Fans a marker (cursor {kind, kind}) out to the subscribers of key, or of every session. */
+static void mark(const char *key, int64_t kind)
 {
-	struct bus_msg *gap = bus_msg_new((struct bus_cursor){-1, -1}, "", 0);
+	struct bus_msg *gap = bus_msg_new((struct bus_cursor){kind, kind}, "", 0);
 	if (!gap)
 		return;
 	pthread_mutex_lock(&bus_lock);
@@ -444,6 +445,16 @@ void bus_local_gap(const char *key)
 	}
 	pthread_mutex_unlock(&bus_lock);
 	bus_msg_release(gap);
+}
+
+void bus_local_gap(const char *key)
+{
+	mark(key, -1);
+}
+
+void bus_local_end(const char *key)
+{
+	mark(key, -2);
 }
 
 void bus_local_generation_end(const char *session_id)

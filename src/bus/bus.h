@@ -18,7 +18,8 @@
  * the cursors of all nodes and keeps the ephemeral log for resume on any node; what arrives from
  * Redis is fanned out to the io threads exactly as above (src/bus/redis.c tells the design).
  * While Redis is unreachable the bus falls back to the local machinery and sends subscribers a
- * gap marker (bus_msg_is_gap) when it is back: they end their streams, which resume by cursor.
+ * gap marker (bus_msg_is_gap) when it is back: their streams fill what they missed from the
+ * store and the Redis log and carry on.
  */
 #ifndef SOMA_BUS_BUS_H
 #define SOMA_BUS_BUS_H
@@ -40,6 +41,10 @@ struct io_thread;
 void bus_key(char out[BUS_KEY_MAX], const char *tenant, const char *session_id);
 /* Forgets a session's resume log and cursors (the session was deleted or reset). */
 void bus_forget(const char *key);
+/* The session was deleted: bus_forget, and every node's streams of it get the end marker
+ * (bus_msg_is_end): a session created again under that id starts over at seq 1, which an open
+ * stream would take for events it has sent. */
+void bus_session_deleted(const char *key);
 
 struct bus_cursor {
 	int64_t seq;   /* last committed seq at or before the message */
@@ -96,8 +101,11 @@ enum soma_err bus_snapshot(const char *session_id, struct bus_cursor after, stru
 			   int64_t *published_seq) SOMA_MUST_CHECK;
 void bus_msg_release(struct bus_msg *msg);
 /* The gap marker: delivered (cursor {-1, -1}, empty text) when the subscriber may have missed
- * messages (Redis was unreachable); a stream ends so that its client resumes by cursor. */
+ * messages (Redis was unreachable); a stream fills the gap from the store and goes on. */
 bool bus_msg_is_gap(const struct bus_msg *msg);
+/* The end marker: delivered (cursor {-2, -2}, empty text) when the session was deleted; its
+ * streams end (src/gateway/stream.c tells how the client comes back). */
+bool bus_msg_is_end(const struct bus_msg *msg);
 
 /* Cursor text "<seq>" or "<seq>.<minor>" into out (>= 48 bytes); parse is the reverse. */
 void bus_cursor_format(struct bus_cursor c, char *out, size_t cap);

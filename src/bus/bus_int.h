@@ -34,6 +34,8 @@ void bus_local_deliver(const char *key, struct bus_cursor c, const char *text, s
 /* Delivers the gap marker (bus_msg_is_gap) to every subscriber of key, or of every session when
  * key is NULL: they may have missed messages and should resume by cursor. */
 void bus_local_gap(const char *key);
+/* Delivers the end marker (bus_msg_is_end) to every subscriber of key: the session was deleted. */
+void bus_local_end(const char *key);
 
 /* ---- api.c ---- */
 /* A message with refs 1 and a copy of text (NUL-terminated); NULL on OOM. */
@@ -44,8 +46,10 @@ enum bus_rec_kind {
 	BUS_REC_COMMITTED = 'c', /* a committed event: cursor "<seq>" */
 	BUS_REC_EPHEMERAL = 'e', /* an ephemeral event: cursor assigned in Redis */
 	BUS_REC_END = 'x',	 /* the session's generation ended: its deltas expire after the window */
-	BUS_REC_FORGET = 'f',	 /* the session was deleted or reset: every node forgets it */
-	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap */
+	BUS_REC_FORGET = 'f',	 /* the session was deleted or reset: every node forgets it;
+				  * num 1: deleted (its streams get the end marker) */
+	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap;
+				  * num: a committed seq published meanwhile to local streams only */
 };
 /* Queues a record for the publisher thread (copying text). False when the driver does not run
  * (the caller publishes locally); true when queued or dropped because the queue is full (the
@@ -69,6 +73,8 @@ struct bus_floor {
 	struct bus_cursor last; /* highest cursor seen assigned: the floor of the next one */
 	bool running;		/* this node runs a generation there (its end is owed to Redis) */
 	bool lost;		/* records went local-only: a resync is owed once Redis is back */
+	int64_t lost_seq;	/* highest committed seq that went local-only (-1: none): the resync
+				 * raises the session's published seq in Redis to it */
 	int64_t touched_ms;	/* last use (wall clock), for the sweep */
 	struct bus_floor *next; /* bucket chain */
 };
@@ -89,7 +95,8 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 /* The snapshot connection (lazy: Redis down is not an error). */
 enum soma_err bus_snap_open(const char *url, char *why, size_t cap) SOMA_MUST_CHECK;
 void bus_snap_close(void);
-/* True while the publisher's last attempt failed (snapshots then skip Redis). */
+/* True while the publisher's last attempt failed and the subscriber (if any) is not subscribed
+ * either (snapshots then skip Redis). */
 bool bus_redis_down(void);
 
 /* ---- redis_sub.c: the subscriber thread of the redis driver ---- */

@@ -44,9 +44,12 @@
  *
  * Degraded. When a batch fails (Redis down, timeout) its records go to the local machinery
  * (this node's streams only); the publisher continues the cursors from its floor table, and
- * marks the sessions lost. Once Redis answers again it publishes a resync record for them, and
- * the subscriber thread sends a gap marker to all streams after a reconnect: streams end and
- * their clients resume by cursor (store + Redis), so nothing stays silently missing.
+ * marks the sessions lost. Once Redis answers again it publishes a resync record for them,
+ * which also raises each session's published seq in Redis to the last one it delivered locally,
+ * and the subscriber thread sends a gap marker to all streams after a reconnect: each stream
+ * fills what it missed from the store (and the Redis log) and carries on (stream_replay.c), so
+ * nothing stays silently missing. Deltas that went local-only on another node are gone (their
+ * final is in the store).
  *
  * Limits: a session's Redis state outlives it by up to window + LIVE_EXTRA_MS when its forget
  * could not reach Redis (the deltas of a session recreated under that id meanwhile may then be
@@ -195,7 +198,7 @@ static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t win
 	size_t nr = resync_all ? 1 : nres, argc_max = FIXED_ARGS + 7 * (n + nr);
 	const char **argv = calloc(argc_max, sizeof(*argv));
 	size_t *lens = calloc(argc_max, sizeof(*lens));
-	char(*nums)[24] = calloc(4 * (n + 3) + 3, sizeof(*nums));
+	char(*nums)[24] = calloc(4 * (n + 3) + 3 + nr, sizeof(*nums));
 	struct bus_floor **pubs = calloc(n + 1, sizeof(*pubs));
 	bool ok = false;
 	if (!argv || !lens || !nums || !pubs)
@@ -215,9 +218,12 @@ static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t win
 	static const char zero[] = "0";
 	for (size_t i = 0; i < nr; i++) {
 		const char *k = resync_all ? "" : lost[i]->key;
-		const char *r[] = {"r", k, zero, zero, zero, zero, ""};
-		for (int j = 0; j < 7; j++)
-			ARG(r[j], strlen(r[j]));
+		ARG("r", 1);
+		ARG(k, strlen(k));
+		NUM(resync_all ? -1 : lost[i]->lost_seq); /* raises the session's published seq */
+		for (int j = 0; j < 3; j++)
+			ARG(zero, 1);
+		ARG("", 0);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct rec *r = recs[i];
@@ -482,5 +488,12 @@ bool bus_redis_down(void)
 	pthread_mutex_lock(&R.state_lock);
 	bool down = !R.pub_ok;
 	pthread_mutex_unlock(&R.state_lock);
+	if (down && R.subscribing) { /* an idle publisher learns late that Redis is back (its next
+				      * PING); the subscriber, which sends the gap marker streams
+				      * fill by a snapshot, knows at once */
+		char why[8];
+		long long received;
+		down = !bus_sub_state(why, sizeof(why), &received);
+	}
 	return down;
 }

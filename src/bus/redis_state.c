@@ -25,9 +25,11 @@
 
 /* ARGV: window_ms, live_ttl_ms, log_max, channel, key prefix, then 7 per record:
  * kind key a b c d text. c: a = seq. e: a = base seq, b.c = floor, d = 1 when this node starts a
- * generation there. x, f, r: key only. Returns {seq, minor} per ephemeral record. A session's
- * state is read once per batch and written once at its end (or before an x/f of that session),
- * so a batch of many deltas costs a handful of commands per session, not seven per delta. */
+ * generation there. f: a = 1 when the session was deleted (0: reset). r: a = a committed seq this node published to its
+ * own streams only while Redis was away (-1: none), raised into the session's s (so that a stream filling its gap after
+ * the resync sends it: stream_replay.c). x: key only. Returns {seq, minor} per ephemeral record. A session's state is
+ * read once per batch and written once at its end (or before an x/f of that session), so a batch of many deltas costs a
+ * handful of commands per session, not seven per delta. */
 const char bus_redis_lua[] =
 	"local window, live, logmax = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 	"local channel, prefix, out, ret, st = ARGV[4], ARGV[5], {}, {}, {}\n"
@@ -88,9 +90,13 @@ const char bus_redis_lua[] =
 	"  elseif k == 'f' then\n"
 	"    redis.call('DEL', prefix .. key .. ':m', prefix .. key .. ':l')\n"
 	"    st[key] = nil\n"
-	"    rec('f', key, 0, 0, '')\n"
+	"    rec('f', key, a, 0, '')\n"
 	"  elseif k == 'r' then\n"
-	"    rec('r', key, 0, 0, '')\n"
+	"    if key ~= '' and a >= 0 then\n"
+	"      local e = get(key)\n"
+	"      if a > e.s then e.s, e.n, e.dirty = a, 0, true end\n"
+	"    end\n"
+	"    rec('r', key, a, 0, '')\n"
 	"  end\n"
 	"end\n"
 	"for _, e in pairs(st) do flush(e) end\n"
@@ -127,6 +133,7 @@ struct bus_floor *bus_floor_get(const char *key, bool create)
 		return NULL;
 	snprintf(f->key, sizeof(f->key), "%s", key);
 	f->last = (struct bus_cursor){-1, 0};
+	f->lost_seq = -1;
 	f->touched_ms = clock_wall_ms();
 	f->next = *slot;
 	*slot = f;
@@ -171,6 +178,7 @@ void bus_floor_resynced(struct bus_floor **list, size_t n)
 		if (list[i]->lost)
 			nlost--;
 		list[i]->lost = false;
+		list[i]->lost_seq = -1;
 	}
 }
 
@@ -212,6 +220,8 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 		bus_local_publish_committed(key, num, text, len);
 		if (p)
 			bus_floor_raise(p, (struct bus_cursor){num, 0});
+		if (p && num > p->lost_seq)
+			p->lost_seq = num; /* Redis learns it with the resync: other nodes' streams fill it */
 	} else if (kind == BUS_REC_EPHEMERAL && p) {
 		struct bus_cursor c = num > p->last.seq ? (struct bus_cursor){num, 1}
 							: (struct bus_cursor){p->last.seq, p->last.minor + 1};
@@ -224,6 +234,14 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 		bus_local_generation_end(key);
 		if (p)
 			p->last = (struct bus_cursor){-1, 0};
+	} else if (kind == BUS_REC_FORGET) {
+		if (p) {
+			p->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
+			p->lost_seq = -1;
+		}
+		if (num == 1) /* deleted: this node's streams end (another node's when the fill of
+			       * its gap marker finds the session gone) */
+			bus_local_end(key);
 	}
 	if (p && data)
 		bus_floor_lost(p);

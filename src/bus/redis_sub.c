@@ -8,9 +8,9 @@
  * subscribers of the session, as the local driver does. Every 3 s of silence it sends a PING; 10
  * s without a byte means the connection is dead (a Redis that froze without closing it). After
  * a connection was lost (or never made) and is made again, every stream on this node gets the
- * gap marker: what was published meanwhile did not reach it, so it ends and its client resumes
- * from the store and the Redis log. Order: Redis delivers a channel's messages in publish order
- * on one connection, and records are dispatched in that order, one at a time.
+ * gap marker: what was published meanwhile did not reach it, so it fills that from the store and
+ * the Redis log and carries on (src/gateway/stream_replay.c). Order: Redis delivers a channel's messages in publish
+ * order on one connection, and records are dispatched in that order, one at a time.
  */
 #include <errno.h>
 #include <poll.h>
@@ -270,6 +270,8 @@ bool bus_redis_dispatch(const char *payload, size_t len)
 		struct bus_cursor c = {v[2], v[3]};
 		if ((kind == BUS_REC_COMMITTED || kind == BUS_REC_EPHEMERAL) && c.seq >= 0)
 			bus_local_deliver(key, c, text, (size_t)v[1]);
+		else if (kind == BUS_REC_FORGET && v[2] == 1) /* deleted: its streams end */
+			bus_local_forget(key), bus_local_end(key);
 		else if (kind == BUS_REC_FORGET)
 			bus_local_forget(key);
 		else if (kind == BUS_REC_RESYNC)

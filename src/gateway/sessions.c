@@ -198,7 +198,10 @@ static void on_control(struct http_req *req, struct store_op *op)
 				      resource, "done", req->request_id, NULL);
 		(void)queue_cancel_session(op->tenant, op->session_id, false); /* stop a reply being generated */
 		bus_key(key, op->tenant, op->session_id);
-		bus_forget(key); /* its deltas must not replay into whatever comes next */
+		if (op->kind == STORE_OP_SESSION_DELETE) /* its open streams end (see stream.c) */
+			bus_session_deleted(key);
+		else /* its deltas must not replay into whatever comes next */
+			bus_forget(key);
 	}
 	const char *what = op->kind == STORE_OP_SESSION_DELETE	? "deleted"
 			   : op->kind == STORE_OP_SESSION_RESET ? "reset"

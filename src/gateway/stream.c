@@ -93,14 +93,32 @@ bool stream_send(struct stream *s, struct bus_cursor c, const char *text, size_t
 	return true;
 }
 
+/* The session was deleted. A session created again under its id starts over at seq 1, below
+ * what the stream has sent, so the stream ends rather than follow the new one as if it were
+ * the old: first an `id: 0` line with no data (the SSE parser sets the last event id and
+ * dispatches nothing), so a browser's automatic reconnect sends Last-Event-ID 0 and gets the
+ * new session from its first event, or 404 while there is none. Before the stream began (its
+ * first read in flight) it answers 404 when that read is back. */
+static void session_deleted(struct stream *s)
+{
+	if (!s->begun) {
+		s->deleted = true;
+		return;
+	}
+	static const char frame[] = "id: 0\n\n";
+	http_stream_write(s->req, frame, sizeof(frame) - 1);
+	stream_end(s);
+}
+
 static void on_live(void *ctx, const struct bus_msg *msg)
 {
 	struct stream *s = ctx;
-	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): resume by cursor */
-		if (s->live)
-			stream_end(s);
-		else
-			s->overflowed = true;
+	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): fill from the store */
+		stream_resync(s);
+		return;
+	}
+	if (bus_msg_is_end(msg)) {
+		session_deleted(s);
 		return;
 	}
 	if (s->live)
@@ -178,6 +196,10 @@ static void on_rows(void *arg)
 		stream_end(s); /* the client resumes from its last id */
 		return;
 	}
+	if (op->err == SOMA_OK && s->deleted && !s->refill) { /* deleted while we read: as if after */
+		op->err = SOMA_ERR_NOT_FOUND;
+		snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session_of(s));
+	}
 	if (op->err != SOMA_OK) {
 		req->on_abort = NULL;
 		stream_free(s);
@@ -189,6 +211,7 @@ static void on_rows(void *arg)
 	if (!s->refill) {
 		s->last = start_cursor(s, op);
 		s->sent_seq = s->last.seq;
+		s->begun = true;
 		http_stream_begin(req, 200, "text/event-stream");
 		http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
 		struct timeval one_s = {1, 0};

@@ -29,6 +29,7 @@ struct stream {
 	bool waiting;		  /* the replay read is running */
 	bool aborted;		  /* the client left (or we ended the stream) during the read */
 	bool overflowed;	  /* live messages were dropped while replaying */
+	bool resync;		  /* the bus lost messages during the replay: fill from the store again */
 	json_t *rows;		  /* replay: committed rows still to send (owned) */
 	size_t row_i;		  /* replay: next row */
 	struct bus_msg **eph;	  /* replay: ephemeral snapshot (referenced) */
@@ -40,6 +41,8 @@ struct stream {
 	bool truncated;		  /* replay: the page was full; end after it */
 	unsigned memory_gen;	  /* memory state generation last told (a `status` event on change) */
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
+	bool begun;		  /* the 200 and its head went out */
+	bool deleted;		  /* the session was deleted before the stream began: 404 */
 };
 
 /* ---- stream.c ---- */
@@ -63,5 +66,8 @@ void stream_replay(struct stream *s, json_t *rows, int64_t limit);
 void stream_live(struct stream *s, const struct bus_msg *msg);
 /* Holds a live message during a replay (a reference is taken). */
 void stream_hold(struct stream *s, const struct bus_msg *msg);
+/* The bus may have lost messages (the gap marker: Redis was away): fills from the store after
+ * sent_seq and carries on, now or, during a replay, once it is done. */
+void stream_resync(struct stream *s);
 
 #endif

@@ -19,7 +19,12 @@
  *    from the store and its first delta gets cursor N.1 while N's publish is still on its way.
  *    SQLite with one node is in order (the writer publishes a batch before it commits the next,
  *    and a worker's reservation goes through that writer). An io thread whose queue is full
- *    loses a delivery (bus.c logs it). The gap marker (Redis was away) ends the stream.
+ *    loses a delivery (bus.c logs it). The gap marker (Redis was away, or a node's records
+ *    reached only its own streams meanwhile) says messages may be lost with no message to show
+ *    where: the stream fills from the store after sent_seq all the same (stream_resync), and
+ *    again after a replay that was running when it came (its snapshot may predate the loss).
+ *    A node whose committed records reached only its own streams raises the session's published
+ *    seq in Redis when it is back (its resync record, src/bus/redis.c), so that fill sends them.
  *  - Ephemeral cursors of a session are assigned in one order (bus_lock, or Redis's script) and
  *    delivered in that order: an ephemeral cursor N.k is only handed out once seq N committed.
  *
@@ -37,6 +42,9 @@
 #include "gateway/stream_int.h"
 
 #define PENDING_MAX 8192
+/* The gap of a refill that no message showed (the gap marker): it neither raises `published`
+ * nor the horizon, so the fill is exactly a resume from sent_seq. */
+#define NO_GAP_MSG ((struct bus_cursor){-1, 0})
 
 /* True when committed events before c were neither sent nor held: a gap to fill first. */
 static bool is_gap(const struct stream *s, struct bus_cursor c)
@@ -71,6 +79,15 @@ static void refill(struct stream *s, struct bus_cursor gap)
 	s->gap = gap;
 	if (!stream_read(s))
 		stream_end(s); /* the store is saturated: the client resumes by its last id */
+}
+
+void stream_resync(struct stream *s)
+{
+	if (!s->live) { /* the replay's snapshot may predate the loss: one more once it is done */
+		s->resync = true;
+		return;
+	}
+	refill(s, NO_GAP_MSG);
 }
 
 void stream_live(struct stream *s, const struct bus_msg *msg)
@@ -131,6 +148,11 @@ static void replay_finish(struct stream *s)
 	s->refill = false;
 	if (s->truncated || s->overflowed) {
 		stream_end(s);
+		return;
+	}
+	if (s->resync) { /* the held messages wait for this read too */
+		s->resync = false;
+		refill(s, NO_GAP_MSG);
 		return;
 	}
 	send_pending(s);

@@ -103,10 +103,28 @@ static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t
 	pg_param_text(&e, op->outcome_of[0] ? op->outcome_of : NULL);
 	/* a second outcome of one task is a unique violation (events_outcome_of): SOMA_ERR_CONFLICT,
 	 * and the op's savepoint takes its seq back */
-	return pg_run(c,
-		      "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
-		      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		      &e, NULL);
+	if (!op->reply_to[0])
+		return pg_run(
+			c,
+			"INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+			&e, NULL);
+	/* a task's reply only while the message it answers exists: a reset may have erased it since
+	 * the task read its context, and a reply must not open the fresh conversation (same statement,
+	 * no round trip more) */
+	pg_param_text(&e, op->reply_to);
+	int64_t stored = 0;
+	err = pg_run(c,
+		     "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
+		     "SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text WHERE "
+		     "EXISTS (SELECT 1 FROM events WHERE event_id = $9 AND session_id = $1)",
+		     &e, &stored);
+	if (err == SOMA_OK && !stored) {
+		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+			 op->reply_to);
+		return SOMA_ERR_NOT_FOUND; /* the op's savepoint takes its seq back */
+	}
+	return err;
 }
 
 static enum soma_err attachments_owned(struct pgconn *c, struct store_op *op)
@@ -361,20 +379,24 @@ static enum soma_err op_events_after(struct pgconn *c, struct store_op *op)
 static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 {
 	/* the session's last seq, whether the task asking already has its outcome (a copy of a task
-	 * that ran: migration 0005), and the recent turns, newest first, in one round trip */
+	 * that ran: migration 0005), whether the message it answers still exists (a reset erases it,
+	 * and the outcome with it: a task, or a copy of one, that comes after the reset is dropped, not
+	 * answered into the fresh conversation), and the recent turns, newest first, in one round trip */
 	struct pg_params q = {0};
 	pg_param_text(&q, op->session_id);
 	pg_param_text(&q, op->tenant);
 	pg_param_text(&q, op->outcome_of);
+	pg_param_text(&q, op->reply_to);
 	pg_param_int(&q, op->limit);
 	enum soma_err err;
-	PGresult *r =
-		pg_exec(c,
-			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), e.type, e.msg "
-			"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
-			"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
-			"ORDER BY seq DESC LIMIT $4) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
-			&q, &err);
+	PGresult *r = pg_exec(
+		c,
+		"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), $4 = '' OR EXISTS "
+		"(SELECT 1 FROM events WHERE event_id = $4 AND session_id = $1), e.type, e.msg "
+		"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
+		"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
+		"ORDER BY seq DESC LIMIT $5) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
+		&q, &err);
 	if (!r)
 		return err;
 	int n = PQntuples(r);
@@ -382,16 +404,21 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	if (err == SOMA_OK) {
 		op->seq = pg_int(r, 0, 0);
 		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
+		if (!op->has_outcome && !pg_bool(r, 0, 2)) {
+			snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+				 op->reply_to);
+			err = SOMA_ERR_NOT_FOUND;
+		}
 	}
 	if (err != SOMA_OK || op->has_outcome) {
 		PQclear(r);
 		return err;
 	}
 	op->rows = json_array();
-	for (int i = 0; i < n && !PQgetisnull(r, i, 2); i++) { /* (a session without turns: one NULL row) */
-		const char *text = pg_text(r, i, 3);
+	for (int i = 0; i < n && !PQgetisnull(r, i, 3); i++) { /* (a session without turns: one NULL row) */
+		const char *text = pg_text(r, i, 4);
 		json_array_append_new(op->rows, json_pack("{s:s, s:s}", "role",
-							  strcmp(pg_text(r, i, 2), "user") == 0 ? "user" : "assistant",
+							  strcmp(pg_text(r, i, 3), "user") == 0 ? "user" : "assistant",
 							  "content", text ? text : ""));
 	}
 	PQclear(r);

@@ -73,8 +73,14 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	const char *type = json_string_value(json_object_get(op->event, "type"));
 	if (!op->event_text || !event_id)
 		return SOMA_ERR_INVALID;
-	s = dbconn_stmt(c, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, outcome_of) "
-			   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+	/* a task's reply only while the message it answers exists (op->reply_to): a reset may have
+	 * erased it since the task read its context, and a reply must not open the fresh conversation */
+	s = dbconn_stmt(c, op->reply_to[0]
+				   ? "INSERT INTO events(session_id, seq, event_id, tenant, type, body, "
+				     "created_ms, outcome_of) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE "
+				     "EXISTS (SELECT 1 FROM events WHERE event_id = ?9 AND session_id = ?1)"
+				   : "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms, "
+				     "outcome_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
@@ -86,7 +92,14 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	sqlite3_bind_int64(s, 7, now);
 	if (op->outcome_of[0]) /* a second outcome of one task is a constraint violation (0008) */
 		bind_text(s, 8, op->outcome_of);
+	if (op->reply_to[0])
+		bind_text(s, 9, op->reply_to);
 	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE && op->reply_to[0] && sqlite3_changes(c->db) == 0) {
+		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+			 op->reply_to);
+		return SOMA_ERR_NOT_FOUND; /* the op's savepoint takes its seq back */
+	}
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
 }
 
@@ -333,20 +346,30 @@ static enum soma_err op_events_after(struct dbconn *c, struct store_op *op)
 static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 {
 	/* with the session's last seq: whether the task asking already has its outcome (a copy of a
-	 * task that ran: migration 0008) */
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = ?3) "
-					 "FROM sessions WHERE id = ?1 AND tenant = ?2");
+	 * task that ran: migration 0008), and whether the message it answers still exists (a reset
+	 * erases it, and the outcome with it: a task, or a copy of one, that comes after the reset
+	 * is dropped, not answered into the fresh conversation) */
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = ?3), "
+			       "?4 = '' OR EXISTS (SELECT 1 FROM events WHERE event_id = ?4 AND session_id = ?1) "
+			       "FROM sessions WHERE id = ?1 AND tenant = ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
 	bind_text(s, 2, op->tenant);
 	bind_text(s, 3, op->outcome_of);
+	bind_text(s, 4, op->reply_to);
 	if (sqlite3_step(s) != SQLITE_ROW)
 		return SOMA_ERR_NOT_FOUND;
 	op->seq = sqlite3_column_int64(s, 0);
 	op->has_outcome = op->outcome_of[0] && sqlite3_column_int(s, 1);
 	if (op->has_outcome)
 		return SOMA_OK;
+	if (!sqlite3_column_int(s, 2)) {
+		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
+			 op->reply_to);
+		return SOMA_ERR_NOT_FOUND;
+	}
 	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message') FROM events WHERE session_id = ?1 AND "
 			   "tenant = ?3 AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT ?2");
 	if (!s)

@@ -152,6 +152,10 @@ struct store_op {
 	char outcome_of[STORE_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
 					    * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
 					    * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
+	char reply_to[STORE_ID_MAX + 1];   /* CONTEXT, EVENT_APPEND: event id of the user message the task
+					    * answers, or "": when that event no longer exists in the
+					    * session (a reset erased it) the op is SOMA_ERR_NOT_FOUND and
+					    * nothing is stored */
 	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
 	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
 	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */

@@ -133,6 +133,15 @@ static json_t *error_event(struct generation *g, const struct llm_result *res)
 			      meta);
 }
 
+/* The user message the task answers (the payload's event_id): the store refuses a context read or
+ * a reply once a session reset has erased it (SOMA_ERR_NOT_FOUND, as for a deleted session). */
+static void reply_to(const struct task_ctx *t, struct store_op *op)
+{
+	const char *id = json_string_value(json_object_get(t->payload, "event_id"));
+	if (id && strlen(id) < sizeof(op->reply_to))
+		snprintf(op->reply_to, sizeof(op->reply_to), "%s", id);
+}
+
 /* Commits the reply (or the error) and the task's ack in one transaction. */
 static enum task_outcome commit(struct task_ctx *t, json_t *event)
 {
@@ -152,6 +161,7 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	}
 	op->event = event;
 	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* one outcome per task */
+	reply_to(t, op);
 	enum soma_err err = store_op_wait(t->store, op);
 	if (err == SOMA_OK) {
 		t->next_task = op->session;
@@ -214,6 +224,8 @@ static struct store_op *context_submit(struct task_ctx *t, struct context_read *
 		return NULL;
 	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
 	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* has this task replied already? */
+	if (!t->gate) /* an early start may read before its message commits: its reply's commit checks */
+		reply_to(t, op);
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	op->done = context_done;
 	op->arg = cr;
@@ -365,8 +377,13 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		}
 		if (err == SOMA_OK)
 			return commit(t, refused);
-		if (err == SOMA_ERR_NOT_FOUND)
+		if (err == SOMA_ERR_NOT_FOUND) {
+			log_info("conversation",
+				 "task %s: session %s or its message is gone (deleted or reset): "
+				 "nothing to answer",
+				 t->id, t->session_id);
 			return TASK_DONE;
+		}
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
 		return TASK_RETRY;
 	}
