@@ -389,14 +389,14 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	pg_param_text(&q, op->reply_to);
 	pg_param_int(&q, op->limit);
 	enum soma_err err;
-	PGresult *r = pg_exec(
-		c,
-		"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), $4 = '' OR EXISTS "
-		"(SELECT 1 FROM events WHERE event_id = $4 AND session_id = $1), e.type, e.msg "
-		"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
-		"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
-		"ORDER BY seq DESC LIMIT $5) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
-		&q, &err);
+	PGresult *r =
+		pg_exec(c,
+			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), $4 = '' OR EXISTS "
+			"(SELECT 1 FROM events WHERE event_id = $4 AND session_id = $1), e.type, e.msg "
+			"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
+			"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
+			"ORDER BY seq DESC LIMIT $5) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
+			&q, &err);
 	if (!r)
 		return err;
 	int n = PQntuples(r);
