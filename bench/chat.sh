@@ -22,7 +22,8 @@
 # CHAT_PARTS picks the parts to run, e.g. CHAT_PARTS="2 3" (default: all four); CHAT_SESSION_N sets
 # the replies per side of part 2a (default 400), CHAT_STREAM_N the requests per side of 2b (default 50),
 # CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
-# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b.
+# runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b; CHAT_PROXY_N the rounds of part 3
+# (default 1000: a p99 of 1000 samples moves by +-50 % between runs; use 5000+ to compare builds).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
@@ -143,7 +144,7 @@ wait_http "http://127.0.0.1:$proxy_port/v1/chat/completions"
 port=$(free_port)
 start_soma proxy "$port" "${LLM_FAST[@]}"
 "$PY" "$B/chat_sse.py" proxy --direct 127.0.0.1:"$fake_port" --soma 127.0.0.1:"$port" \
-  --nginx 127.0.0.1:"$proxy_port" -n 1000 --out "$TMP/proxy.json" || echo "  proxy part FAILED"
+  --nginx 127.0.0.1:"$proxy_port" -n "${CHAT_PROXY_N:-1000}" --out "$TMP/proxy.json" || echo "  proxy part FAILED"
 stop_soma "$SOMA_PID" proxy
 fi
 

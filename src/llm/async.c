@@ -10,6 +10,14 @@
  * An attempt is call.c's; when libcurl reports it done (check_done) it is either retried after
  * a backoff timer (before the first token, as llm_chat does) or reported through done().
  * Everything here runs on the owning thread; nothing is shared between threads.
+ *
+ * Bursts: the chunks of one provider read reach the caller one by one (on_chunk); a call that
+ * saw any is put on its loop's flush list, and once curl_multi_socket_action returns each call
+ * still on the list gets cb.on_flush, so a proxy can send the whole burst in one write. A call
+ * that ended in that action is off the list (its done wrote the end). libcurl's "call me now"
+ * (a 0 ms timeout, e.g. a transfer just added) activates the timer event for this loop turn
+ * instead of arming it, which would cost one more epoll_wait before the request goes out; inside
+ * an action it is armed as usual, so libcurl cannot keep the loop from polling.
  */
 #include <event2/event.h>
 #include <pthread.h>
@@ -27,20 +35,25 @@ struct llm_loop {
 	struct event *timer;	    /* libcurl's timeout; owned */
 	CURL *spare[SPARE_HANDLES]; /* reset handles for the next attempts; owned */
 	int nspare;		    /* entries in spare */
+	bool in_action;		    /* curl_multi_socket_action is on the stack */
+	struct llm_async *flush;    /* calls that got chunks in this action (see Bursts) */
 };
 
 struct llm_async {
-	struct llm_loop *loop;	 /* the thread's multi */
-	struct llm_config cfg;	 /* copied settings */
-	struct llm_request req;	 /* copied request (messages NULL once the body is built) */
-	struct llm_callbacks cb; /* copied hooks */
-	struct llm_call call;	 /* the attempt's state */
-	llm_done_fn done;	 /* end of the call */
-	struct llm_result *res;	 /* caller's storage for the outcome */
-	char *body;		 /* request body; owned */
-	CURL *easy;		 /* the attempt's handle, NULL between attempts */
-	struct event *retry;	 /* backoff timer; owned, NULL when not waiting */
-	long delay_ms;		 /* next backoff */
+	struct llm_loop *loop;	      /* the thread's multi */
+	struct llm_config cfg;	      /* copied settings */
+	struct llm_request req;	      /* copied request (messages NULL once the body is built) */
+	struct llm_callbacks cb;      /* copied hooks */
+	struct llm_callbacks hooks;   /* what the attempt calls: cb's, through chunk_seen */
+	struct llm_async *flush_next; /* on loop->flush */
+	bool flush_pending;	      /* on loop->flush */
+	struct llm_call call;	      /* the attempt's state */
+	llm_done_fn done;	      /* end of the call */
+	struct llm_result *res;	      /* caller's storage for the outcome */
+	char *body;		      /* request body; owned */
+	CURL *easy;		      /* the attempt's handle, NULL between attempts */
+	struct event *retry;	      /* backoff timer; owned, NULL when not waiting */
+	long delay_ms;		      /* next backoff */
 };
 
 static pthread_key_t loop_key;
@@ -69,22 +82,50 @@ static void make_key(void)
 
 static void check_done(struct llm_loop *L);
 
+/* Runs libcurl on fd (or its timeouts), reports ended calls, then flushes the bursts. */
+static void action(struct llm_loop *L, curl_socket_t fd, int mask)
+{
+	int running;
+	L->in_action = true;
+	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
+	L->in_action = false;
+	check_done(L);
+	while (L->flush) {
+		struct llm_async *a = L->flush;
+		L->flush = a->flush_next;
+		a->flush_pending = false;
+		a->cb.on_flush(a->cb.ctx);
+	}
+}
+
 static void on_sock(evutil_socket_t fd, short what, void *arg)
 {
-	struct llm_loop *L = arg;
 	int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	int running;
-	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
-	check_done(L);
+	action(arg, fd, mask);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
-	struct llm_loop *L = arg;
-	int running;
-	curl_api_get(NULL)->multi_socket_action(L->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(L);
+	action(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* The attempt's hooks: the caller's, noting that a burst has chunks to flush. */
+static bool chunk_seen(void *ctx, const char *json, size_t len)
+{
+	struct llm_async *a = ctx;
+	if (a->cb.on_flush && !a->flush_pending) {
+		a->flush_pending = true;
+		a->flush_next = a->loop->flush;
+		a->loop->flush = a;
+	}
+	return a->cb.on_chunk(a->cb.ctx, json, len);
+}
+
+static bool delta_seen(void *ctx, const char *text, size_t len)
+{
+	struct llm_async *a = ctx;
+	return a->cb.on_delta(a->cb.ctx, text, len);
 }
 
 /* libcurl: watch s for what (or stop watching); sockp is our event for s, if any. */
@@ -119,6 +160,11 @@ static int on_timer(CURLM *multi, long ms, void *userp)
 	struct llm_loop *L = userp;
 	if (ms < 0) {
 		evtimer_del(L->timer);
+		return 0;
+	}
+	if (ms == 0 && !L->in_action) { /* this turn, without another epoll_wait (see Bursts) */
+		evtimer_del(L->timer);
+		event_active(L->timer, EV_TIMEOUT, 0);
 		return 0;
 	}
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -188,6 +234,12 @@ static bool start_attempt(struct llm_async *a)
 
 static void async_free(struct llm_async *a)
 {
+	for (struct llm_async **p = &a->loop->flush; a->flush_pending && *p; p = &(*p)->flush_next) {
+		if (*p == a) {
+			*p = a->flush_next;
+			break;
+		}
+	}
 	if (a->retry)
 		event_free(a->retry);
 	free(a->body);
@@ -267,7 +319,9 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 	a->cb.should_cancel = NULL;
 	a->done = done;
 	a->res = res;
-	a->call = (struct llm_call){.req = &a->req, .cb = &a->cb, .res = res};
+	a->hooks = (struct llm_callbacks){
+		.on_chunk = cb->on_chunk ? chunk_seen : NULL, .on_delta = cb->on_delta ? delta_seen : NULL, .ctx = a};
+	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res};
 	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	a->body = llm_request_body(cfg, req);
 	if (!a->body || !start_attempt(a)) {
