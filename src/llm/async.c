@@ -18,25 +18,48 @@
  * (a 0 ms timeout, e.g. a transfer just added) activates the timer event for this loop turn
  * instead of arming it, which would cost one more epoll_wait before the request goes out; inside
  * an action it is armed as usual, so libcurl cannot keep the loop from polling.
+ *
+ * Parked sockets: libcurl stops watching a provider connection when a transfer ends and asks
+ * for it again when the next call reuses it: as epoll_ctl DEL and ADD, two syscalls per call.
+ * Instead the watch of a kept connection stays registered, parked (up to MAX_PARKED per loop),
+ * and is taken back as it is when libcurl asks for the same socket and events. A parked socket
+ * that turns readable (the provider closed it) is only unregistered (libcurl does not know it
+ * any more; it finds the connection dead on its next use). libcurl closes sockets through
+ * on_close, which frees the parked watch first, so a watch never outlives its descriptor.
  */
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "llm/llm_int.h"
 
-#define SPARE_HANDLES 8 /* easy handles kept per thread for the next calls */
+#define SPARE_HANDLES 8	 /* easy handles kept per thread for the next calls */
+#define MAX_PARKED    16 /* watches of idle provider connections kept registered (see Parked) */
+
+struct llm_loop;
+
+/* One provider socket watched for libcurl (its sockp). */
+struct sock_watch {
+	struct llm_loop *loop; /* owner */
+	struct event *ev;      /* the registration; owned */
+	curl_socket_t fd;      /* the socket (libcurl's) */
+	short flags;	       /* events registered, 0 after a parked socket fired */
+	bool parked;	       /* libcurl stopped watching it; in loop->parked */
+};
 
 struct llm_loop {
-	struct event_base *base;    /* the thread's loop (borrowed) */
-	CURLM *multi;		    /* its transfers and connection cache; owned */
-	struct event *timer;	    /* libcurl's timeout; owned */
-	CURL *spare[SPARE_HANDLES]; /* reset handles for the next attempts; owned */
-	int nspare;		    /* entries in spare */
-	bool in_action;		    /* curl_multi_socket_action is on the stack */
-	struct llm_async *flush;    /* calls that got chunks in this action (see Bursts) */
+	struct event_base *base;	       /* the thread's loop (borrowed) */
+	CURLM *multi;			       /* its transfers and connection cache; owned */
+	struct event *timer;		       /* libcurl's timeout; owned */
+	CURL *spare[SPARE_HANDLES];	       /* reset handles for the next attempts; owned */
+	int nspare;			       /* entries in spare */
+	bool in_action;			       /* curl_multi_socket_action is on the stack */
+	struct sock_watch *parked[MAX_PARKED]; /* kept connections' watches (see Parked) */
+	int nparked;			       /* entries in parked */
+	struct llm_async *flush;	       /* calls that got chunks in this action (see Bursts) */
 };
 
 struct llm_async {
@@ -61,6 +84,26 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static bool key_ok;
 static _Thread_local struct llm_loop *tl_loop;
 
+static void watch_free(struct sock_watch *w)
+{
+	event_free(w->ev);
+	free(w);
+}
+
+/* Takes the parked watch of fd off the list; NULL when there is none. */
+static struct sock_watch *unpark(struct llm_loop *L, curl_socket_t fd)
+{
+	for (int i = 0; i < L->nparked; i++) {
+		struct sock_watch *w = L->parked[i];
+		if (w->fd == fd) {
+			L->parked[i] = L->parked[--L->nparked];
+			w->parked = false;
+			return w;
+		}
+	}
+	return NULL;
+}
+
 static void loop_free(void *arg)
 {
 	struct llm_loop *L = arg;
@@ -68,7 +111,9 @@ static void loop_free(void *arg)
 	for (int i = 0; i < L->nspare; i++)
 		curl->easy_cleanup(L->spare[i]);
 	if (L->multi)
-		curl->multi_cleanup(L->multi); /* closes cached connections (on_socket removes their events) */
+		curl->multi_cleanup(L->multi); /* closes cached connections (on_close frees their watches) */
+	while (L->nparked)
+		watch_free(L->parked[--L->nparked]);
 	if (L->timer)
 		event_free(L->timer);
 	free(L);
@@ -100,8 +145,24 @@ static void action(struct llm_loop *L, curl_socket_t fd, int mask)
 
 static void on_sock(evutil_socket_t fd, short what, void *arg)
 {
+	struct sock_watch *w = arg;
+	if (w->parked) { /* the provider closed an idle connection: stop polling it */
+		event_del(w->ev);
+		w->flags = 0;
+		return;
+	}
 	int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	action(arg, fd, mask);
+	action(w->loop, fd, mask);
+}
+
+/* libcurl closes a socket: its parked watch goes first (a descriptor number is reused). */
+static int on_close(void *clientp, curl_socket_t fd)
+{
+	struct llm_loop *L = clientp;
+	struct sock_watch *w = unpark(L, fd);
+	if (w)
+		watch_free(w);
+	return close(fd);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -128,28 +189,43 @@ static bool delta_seen(void *ctx, const char *text, size_t len)
 	return a->cb.on_delta(a->cb.ctx, text, len);
 }
 
-/* libcurl: watch s for what (or stop watching); sockp is our event for s, if any. */
+/* libcurl: watch s for what (or stop watching); sockp is our watch of s, if any. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
 {
 	(void)e;
 	struct llm_loop *L = userp;
-	struct event *ev = sockp;
+	struct sock_watch *w = sockp;
 	if (what == CURL_POLL_REMOVE) {
-		if (ev)
-			event_free(ev);
+		if (w && L->nparked < MAX_PARKED) {
+			w->parked = true; /* still registered: see Parked */
+			L->parked[L->nparked++] = w;
+		} else if (w) {
+			watch_free(w);
+		}
 		return 0;
 	}
 	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (ev) {
-		event_del(ev);
-		event_assign(ev, L->base, s, flags, on_sock, L);
-	} else {
-		ev = event_new(L->base, s, flags, on_sock, L);
-		if (!ev)
+	if (!w && (w = unpark(L, s)) != NULL)
+		curl_api_get(NULL)->multi_assign(L->multi, s, w);
+	if (!w) {
+		w = calloc(1, sizeof(*w));
+		if (w)
+			w->ev = event_new(L->base, s, flags, on_sock, w);
+		if (!w || !w->ev) {
+			free(w);
 			return -1;
-		curl_api_get(NULL)->multi_assign(L->multi, s, ev);
+		}
+		*w = (struct sock_watch){.loop = L, .ev = w->ev, .fd = s};
+		curl_api_get(NULL)->multi_assign(L->multi, s, w);
 	}
-	event_add(ev, NULL);
+	if (w->flags == flags)
+		return 0; /* registered as asked: a reused connection's watch */
+	if (w->flags)
+		event_del(w->ev);
+	event_assign(w->ev, L->base, s, flags, on_sock, w);
+	if (event_add(w->ev, NULL) != 0)
+		return -1;
+	w->flags = flags;
 	return 0;
 }
 
@@ -223,6 +299,8 @@ static bool start_attempt(struct llm_async *a)
 		return false;
 	if (llm_call_prepare(&a->call, &a->cfg, a->body, a->easy)) {
 		curl->easy_setopt(a->easy, CURLOPT_PRIVATE, (char *)a);
+		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETDATA, a->loop);
 		if (curl->multi_add_handle(a->loop->multi, a->easy) == CURLM_OK)
 			return true;
 		llm_call_finish(&a->call, CURLE_FAILED_INIT);
