@@ -24,7 +24,8 @@
 # CHAT_STREAMS_NS the stream counts of part 4 (default "1000 5000 10000"); CHAT_SESSION_FAKES="keepalive"
 # runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b; 2a runs once with the fake's first content
 # delta at once and once CHAT_FIRST_DELAY_MS (default 50) after the response's head, as a provider's time to
-# first token (the direct side waits for it too: the difference is what somaagent adds).
+# first token (the direct side waits for it too: the difference is what somaagent adds); CHAT_PROXY_N the
+# rounds of part 3 (default 1000: a p99 of 1000 samples moves by +-50 % between runs; use 5000+ to compare builds).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
@@ -149,7 +150,7 @@ wait_http "http://127.0.0.1:$proxy_port/v1/chat/completions"
 port=$(free_port)
 start_soma proxy "$port" "${LLM_FAST[@]}"
 "$PY" "$B/chat_sse.py" proxy --direct 127.0.0.1:"$fake_port" --soma 127.0.0.1:"$port" \
-  --nginx 127.0.0.1:"$proxy_port" -n 1000 --out "$TMP/proxy.json" || echo "  proxy part FAILED"
+  --nginx 127.0.0.1:"$proxy_port" -n "${CHAT_PROXY_N:-1000}" --out "$TMP/proxy.json" || echo "  proxy part FAILED"
 stop_soma "$SOMA_PID" proxy
 fi
 

@@ -7,6 +7,7 @@
  * interface on that thread's event loop), so the provider's chunks are parsed and written to the
  * client by one thread, with no hand-off and no thread held per call. A streamed reply is relayed
  * chunk by chunk as the provider's own chat.completion.chunk objects, ending in `data: [DONE]`;
+ * the frames of one provider read are corked and sent together once that read is handled;
  * errors after the first chunk go in-band as `data: {"error":..}`. At most llm.proxy_concurrency
  * calls run at once per process (slots, shared by the io threads under one lock); up to 64 times
  * as many wait in arrival order and are started on their own io thread when a slot frees; beyond
@@ -157,16 +158,23 @@ static bool relay_chunk(void *ctx, const char *json, size_t len)
 		if (usage_only)
 			return true;
 	}
+	/* the chunks of one upstream read come in a burst: corked, they leave in one write and one
+	 * packet when the read is done (flush_burst, or the stream's end) */
+	http_cork(job->req);
 	if (!job->started) {
 		job->started = true;
-		/* the chunks of one upstream read come in a burst: queued, they leave in one write and
-		 * one packet; written first, each would be its own send and packet (measured slower) */
-		job->req->write_first = false;
 		http_stream_begin(job->req, 200, "text/event-stream");
 	}
 	struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
 	http_stream_writev(job->req, frame, 3);
 	return true;
+}
+
+/* The provider read that brought chunks is done and the call goes on: send the burst. */
+static void flush_burst(void *ctx)
+{
+	struct llm_job *job = ctx;
+	http_uncork(job->req);
 }
 
 /* Answers the request from job->res; the request must not be touched afterwards. */
@@ -220,7 +228,7 @@ static void run_job(struct llm_job *job)
 				.temperature = job->temperature,
 				.max_tokens = job->max_tokens,
 				.stream = job->stream};
-	struct llm_callbacks cb = {.on_chunk = relay_chunk, .ctx = job};
+	struct llm_callbacks cb = {.on_chunk = relay_chunk, .on_flush = flush_burst, .ctx = job};
 	if (llm_async_start(http_thread_base(job->thread), &job->cfg, &r, &cb, on_done, &job->res, &job->call) ==
 	    SOMA_OK)
 		return;

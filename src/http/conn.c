@@ -79,6 +79,8 @@ static void conn_free(struct http_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	event_free(c->timer);
+	if (c->req.cork_buf)
+		evbuffer_free(c->req.cork_buf);
 	bufferevent_free(c->bev);
 	arena_deinit(&c->arena);
 	free(c);
@@ -142,7 +144,9 @@ static void reset_request(struct http_conn *c)
 {
 	drop_body_file(c);
 	arena_reset(&c->arena);
+	struct evbuffer *cork = c->req.cork_buf; /* empty: a response uncorks (response.c) */
 	memset(&c->req, 0, sizeof(c->req));
+	c->req.cork_buf = cork;
 	c->req.body_fd = -1;
 	c->req.arena = &c->arena;
 	c->req.out = bufferevent_get_output(c->bev);

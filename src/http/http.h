@@ -79,6 +79,8 @@ struct http_req {
 	struct evbuffer *out;				    /* where the response is written */
 	int out_fd;					    /* the socket behind out, when write_first is set */
 	bool write_first;				    /* send to out_fd while out is empty */
+	bool corked;					    /* writes go to cork_buf (http_cork) */
+	struct evbuffer *cork_buf;			    /* the connection's, kept across requests */
 	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
 	void *owner;					    /* the connection (or a test harness) */
 	bool streaming;					    /* http_stream_begin was called */
@@ -126,6 +128,12 @@ size_t http_stream_write(struct http_req *req, const void *data, size_t len);
 size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t nparts);
 /* Ends the stream; the request is complete (access log, metrics) and must not be used again. */
 void http_stream_end(struct http_req *req);
+/* Cork: what is written to req from now on is gathered (copied into req->cork_buf, NULL until
+ * the first cork, freed with the connection) instead of sent, until http_uncork sends all of it
+ * in one write (first, when nothing is queued). For a burst of small writes (the SSE frames of
+ * one upstream read) that should leave as one packet. A response or stream end uncorks itself. */
+void http_cork(struct http_req *req);
+void http_uncork(struct http_req *req);
 /* Reason phrase of a status code. */
 const char *http_status_text(int status);
 

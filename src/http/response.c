@@ -13,6 +13,13 @@
  * per frame otherwise). Order is kept because nothing is sent directly while bytes are queued.
  * A failed send (EPIPE, ECONNRESET...) queues the bytes instead: the bufferevent's own write
  * then meets the same error and the connection closes through its usual error path.
+ *
+ * Cork: between http_cork and http_uncork every write is copied into req->cork_buf (the socket
+ * and req->out untouched: appending to req->out would turn on the bufferevent's write interest,
+ * an epoll_ctl); http_uncork then sends the whole burst as above, in one sendmsg, so a proxy's
+ * frames of one upstream read leave as one packet without waiting for the loop's next turn.
+ * A response or the end of a stream uncorks before on_response (the owner may reset or free the
+ * connection then), so nothing corked outlives its request.
  */
 #include <event2/buffer.h>
 #include <stdarg.h>
@@ -189,6 +196,11 @@ static const char *http_date(void)
 static void out_add(struct http_req *req, const struct iovec *iov, size_t n)
 {
 	size_t sent = 0;
+	if (req->corked) {
+		for (size_t i = 0; i < n; i++)
+			evbuffer_add(req->cork_buf, iov[i].iov_base, iov[i].iov_len);
+		return;
+	}
 	if (req->write_first && evbuffer_get_length(req->out) == 0) {
 		struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
 		ssize_t w = sendmsg(req->out_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -208,6 +220,45 @@ static void out_add1(struct http_req *req, const void *data, size_t len)
 {
 	struct iovec iov = {(void *)data, len};
 	out_add(req, &iov, 1);
+}
+
+/* Bytes written but not yet handed to the socket (queued, or corked). */
+static size_t pending(const struct http_req *req)
+{
+	return evbuffer_get_length(req->out) + (req->corked ? evbuffer_get_length(req->cork_buf) : 0);
+}
+
+void http_cork(struct http_req *req)
+{
+	if (req->corked)
+		return;
+	if (!req->cork_buf)
+		req->cork_buf = evbuffer_new();
+	req->corked = req->cork_buf != NULL; /* out of memory: writes go out one by one as before */
+}
+
+void http_uncork(struct http_req *req)
+{
+	if (!req->corked)
+		return;
+	req->corked = false;
+	struct evbuffer *b = req->cork_buf;
+	if (evbuffer_get_length(b) == 0)
+		return;
+	if (req->write_first && evbuffer_get_length(req->out) == 0) {
+		struct evbuffer_iovec v[OUT_MAX_IOV];
+		struct iovec iov[OUT_MAX_IOV];
+		int n = evbuffer_peek(b, -1, NULL, v, OUT_MAX_IOV);
+		n = n < OUT_MAX_IOV ? n : OUT_MAX_IOV;
+		for (int i = 0; i < n; i++)
+			iov[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
+		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(req->out_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) /* errors: queue it all, the bufferevent reports them (see the file comment) */
+			evbuffer_drain(b, (size_t)w);
+	}
+	if (evbuffer_get_length(b))
+		evbuffer_add_buffer(req->out, b); /* moves the chains, in order */
 }
 
 /* Appends the handler's extra headers and the blank line that ends the head to hdr[0..used);
@@ -236,6 +287,7 @@ static void respond(struct http_req *req, int status, const char *content_type, 
 			close(fd);
 		return;
 	}
+	http_uncork(req); /* what was corked goes first; the file below is queued by reference */
 	req->status = status;
 	req->resp_body_len = len;
 	bool head = str_eq_cstr(req->method, "HEAD");
@@ -307,17 +359,18 @@ size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t 
 	for (size_t i = 0; i < nparts; i++)
 		total += parts[i].len;
 	if (!req->streaming || total == 0)
-		return evbuffer_get_length(req->out);
+		return pending(req);
 	char size_line[24];
 	int m = snprintf(size_line, sizeof(size_line), "%zx\r\n", total);
 	if (nparts > OUT_MAX_IOV - 2) { /* more pieces than any caller sends: all queued */
+		struct evbuffer *q = req->corked ? req->cork_buf : req->out;
 		if (req->chunked)
-			evbuffer_add(req->out, size_line, (size_t)m);
+			evbuffer_add(q, size_line, (size_t)m);
 		for (size_t i = 0; i < nparts; i++)
-			evbuffer_add(req->out, parts[i].p, parts[i].len);
+			evbuffer_add(q, parts[i].p, parts[i].len);
 		if (req->chunked)
-			evbuffer_add(req->out, "\r\n", 2);
-		return evbuffer_get_length(req->out);
+			evbuffer_add(q, "\r\n", 2);
+		return pending(req);
 	}
 	struct iovec iov[OUT_MAX_IOV];
 	size_t n = 0;
@@ -328,7 +381,7 @@ size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t 
 	if (req->chunked)
 		iov[n++] = (struct iovec){(void *)"\r\n", 2};
 	out_add(req, iov, n);
-	return evbuffer_get_length(req->out);
+	return pending(req);
 }
 
 void http_stream_end(struct http_req *req)
@@ -337,6 +390,7 @@ void http_stream_end(struct http_req *req)
 		return;
 	if (req->chunked)
 		out_add1(req, "0\r\n\r\n", 5);
+	http_uncork(req); /* the last frames and the end leave together */
 	req->streaming = false;
 	req->on_abort = NULL;
 	req->on_drain = NULL;

@@ -10,43 +10,99 @@
  * An attempt is call.c's; when libcurl reports it done (check_done) it is either retried after
  * a backoff timer (before the first token, as llm_chat does) or reported through done().
  * Everything here runs on the owning thread; nothing is shared between threads.
+ *
+ * Bursts: the chunks of one provider read reach the caller one by one (on_chunk); a call that
+ * saw any is put on its loop's flush list, and once curl_multi_socket_action returns each call
+ * still on the list gets cb.on_flush, so a proxy can send the whole burst in one write. A call
+ * that ended in that action is off the list (its done wrote the end). libcurl's "call me now"
+ * (a 0 ms timeout, e.g. a transfer just added) activates the timer event for this loop turn
+ * instead of arming it, which would cost one more epoll_wait before the request goes out; inside
+ * an action it is armed as usual, so libcurl cannot keep the loop from polling.
+ *
+ * Parked sockets: libcurl stops watching a provider connection when a transfer ends and asks
+ * for it again when the next call reuses it: as epoll_ctl DEL and ADD, two syscalls per call.
+ * Instead the watch of a kept connection stays registered, parked (up to MAX_PARKED per loop),
+ * and is taken back as it is when libcurl asks for the same socket and events. A parked socket
+ * that turns readable (the provider closed it) is only unregistered (libcurl does not know it
+ * any more; it finds the connection dead on its next use). libcurl closes sockets through
+ * on_close, which frees the parked watch first, so a watch never outlives its descriptor.
  */
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "llm/llm_int.h"
 
-#define SPARE_HANDLES 8 /* easy handles kept per thread for the next calls */
+#define SPARE_HANDLES 8	 /* easy handles kept per thread for the next calls */
+#define MAX_PARKED    16 /* watches of idle provider connections kept registered (see Parked) */
+
+struct llm_loop;
+
+/* One provider socket watched for libcurl (its sockp). */
+struct sock_watch {
+	struct llm_loop *loop; /* owner */
+	struct event *ev;      /* the registration; owned */
+	curl_socket_t fd;      /* the socket (libcurl's) */
+	short flags;	       /* events registered, 0 after a parked socket fired */
+	bool parked;	       /* libcurl stopped watching it; in loop->parked */
+};
 
 struct llm_loop {
-	struct event_base *base;    /* the thread's loop (borrowed) */
-	CURLM *multi;		    /* its transfers and connection cache; owned */
-	struct event *timer;	    /* libcurl's timeout; owned */
-	CURL *spare[SPARE_HANDLES]; /* reset handles for the next attempts; owned */
-	int nspare;		    /* entries in spare */
+	struct event_base *base;	       /* the thread's loop (borrowed) */
+	CURLM *multi;			       /* its transfers and connection cache; owned */
+	struct event *timer;		       /* libcurl's timeout; owned */
+	CURL *spare[SPARE_HANDLES];	       /* reset handles for the next attempts; owned */
+	int nspare;			       /* entries in spare */
+	bool in_action;			       /* curl_multi_socket_action is on the stack */
+	struct sock_watch *parked[MAX_PARKED]; /* kept connections' watches (see Parked) */
+	int nparked;			       /* entries in parked */
+	struct llm_async *flush;	       /* calls that got chunks in this action (see Bursts) */
 };
 
 struct llm_async {
-	struct llm_loop *loop;	 /* the thread's multi */
-	struct llm_config cfg;	 /* copied settings */
-	struct llm_request req;	 /* copied request (messages NULL once the body is built) */
-	struct llm_callbacks cb; /* copied hooks */
-	struct llm_call call;	 /* the attempt's state */
-	llm_done_fn done;	 /* end of the call */
-	struct llm_result *res;	 /* caller's storage for the outcome */
-	char *body;		 /* request body; owned */
-	CURL *easy;		 /* the attempt's handle, NULL between attempts */
-	struct event *retry;	 /* backoff timer; owned, NULL when not waiting */
-	long delay_ms;		 /* next backoff */
+	struct llm_loop *loop;	      /* the thread's multi */
+	struct llm_config cfg;	      /* copied settings */
+	struct llm_request req;	      /* copied request (messages NULL once the body is built) */
+	struct llm_callbacks cb;      /* copied hooks */
+	struct llm_callbacks hooks;   /* what the attempt calls: cb's, through chunk_seen */
+	struct llm_async *flush_next; /* on loop->flush */
+	bool flush_pending;	      /* on loop->flush */
+	struct llm_call call;	      /* the attempt's state */
+	llm_done_fn done;	      /* end of the call */
+	struct llm_result *res;	      /* caller's storage for the outcome */
+	char *body;		      /* request body; owned */
+	CURL *easy;		      /* the attempt's handle, NULL between attempts */
+	struct event *retry;	      /* backoff timer; owned, NULL when not waiting */
+	long delay_ms;		      /* next backoff */
 };
 
 static pthread_key_t loop_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static bool key_ok;
 static _Thread_local struct llm_loop *tl_loop;
+
+static void watch_free(struct sock_watch *w)
+{
+	event_free(w->ev);
+	free(w);
+}
+
+/* Takes the parked watch of fd off the list; NULL when there is none. */
+static struct sock_watch *unpark(struct llm_loop *L, curl_socket_t fd)
+{
+	for (int i = 0; i < L->nparked; i++) {
+		struct sock_watch *w = L->parked[i];
+		if (w->fd == fd) {
+			L->parked[i] = L->parked[--L->nparked];
+			w->parked = false;
+			return w;
+		}
+	}
+	return NULL;
+}
 
 static void loop_free(void *arg)
 {
@@ -55,7 +111,9 @@ static void loop_free(void *arg)
 	for (int i = 0; i < L->nspare; i++)
 		curl->easy_cleanup(L->spare[i]);
 	if (L->multi)
-		curl->multi_cleanup(L->multi); /* closes cached connections (on_socket removes their events) */
+		curl->multi_cleanup(L->multi); /* closes cached connections (on_close frees their watches) */
+	while (L->nparked)
+		watch_free(L->parked[--L->nparked]);
 	if (L->timer)
 		event_free(L->timer);
 	free(L);
@@ -69,46 +127,105 @@ static void make_key(void)
 
 static void check_done(struct llm_loop *L);
 
+/* Runs libcurl on fd (or its timeouts), reports ended calls, then flushes the bursts. */
+static void action(struct llm_loop *L, curl_socket_t fd, int mask)
+{
+	int running;
+	L->in_action = true;
+	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
+	L->in_action = false;
+	check_done(L);
+	while (L->flush) {
+		struct llm_async *a = L->flush;
+		L->flush = a->flush_next;
+		a->flush_pending = false;
+		a->cb.on_flush(a->cb.ctx);
+	}
+}
+
 static void on_sock(evutil_socket_t fd, short what, void *arg)
 {
-	struct llm_loop *L = arg;
+	struct sock_watch *w = arg;
+	if (w->parked) { /* the provider closed an idle connection: stop polling it */
+		event_del(w->ev);
+		w->flags = 0;
+		return;
+	}
 	int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	int running;
-	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
-	check_done(L);
+	action(w->loop, fd, mask);
+}
+
+/* libcurl closes a socket: its parked watch goes first (a descriptor number is reused). */
+static int on_close(void *clientp, curl_socket_t fd)
+{
+	struct llm_loop *L = clientp;
+	struct sock_watch *w = unpark(L, fd);
+	if (w)
+		watch_free(w);
+	return close(fd);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
-	struct llm_loop *L = arg;
-	int running;
-	curl_api_get(NULL)->multi_socket_action(L->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(L);
+	action(arg, CURL_SOCKET_TIMEOUT, 0);
 }
 
-/* libcurl: watch s for what (or stop watching); sockp is our event for s, if any. */
+/* The attempt's hooks: the caller's, noting that a burst has chunks to flush. */
+static bool chunk_seen(void *ctx, const char *json, size_t len)
+{
+	struct llm_async *a = ctx;
+	if (a->cb.on_flush && !a->flush_pending) {
+		a->flush_pending = true;
+		a->flush_next = a->loop->flush;
+		a->loop->flush = a;
+	}
+	return a->cb.on_chunk(a->cb.ctx, json, len);
+}
+
+static bool delta_seen(void *ctx, const char *text, size_t len)
+{
+	struct llm_async *a = ctx;
+	return a->cb.on_delta(a->cb.ctx, text, len);
+}
+
+/* libcurl: watch s for what (or stop watching); sockp is our watch of s, if any. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
 {
 	(void)e;
 	struct llm_loop *L = userp;
-	struct event *ev = sockp;
+	struct sock_watch *w = sockp;
 	if (what == CURL_POLL_REMOVE) {
-		if (ev)
-			event_free(ev);
+		if (w && L->nparked < MAX_PARKED) {
+			w->parked = true; /* still registered: see Parked */
+			L->parked[L->nparked++] = w;
+		} else if (w) {
+			watch_free(w);
+		}
 		return 0;
 	}
 	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (ev) {
-		event_del(ev);
-		event_assign(ev, L->base, s, flags, on_sock, L);
-	} else {
-		ev = event_new(L->base, s, flags, on_sock, L);
-		if (!ev)
+	if (!w && (w = unpark(L, s)) != NULL)
+		curl_api_get(NULL)->multi_assign(L->multi, s, w);
+	if (!w) {
+		w = calloc(1, sizeof(*w));
+		if (w)
+			w->ev = event_new(L->base, s, flags, on_sock, w);
+		if (!w || !w->ev) {
+			free(w);
 			return -1;
-		curl_api_get(NULL)->multi_assign(L->multi, s, ev);
+		}
+		*w = (struct sock_watch){.loop = L, .ev = w->ev, .fd = s};
+		curl_api_get(NULL)->multi_assign(L->multi, s, w);
 	}
-	event_add(ev, NULL);
+	if (w->flags == flags)
+		return 0; /* registered as asked: a reused connection's watch */
+	if (w->flags)
+		event_del(w->ev);
+	event_assign(w->ev, L->base, s, flags, on_sock, w);
+	if (event_add(w->ev, NULL) != 0)
+		return -1;
+	w->flags = flags;
 	return 0;
 }
 
@@ -119,6 +236,11 @@ static int on_timer(CURLM *multi, long ms, void *userp)
 	struct llm_loop *L = userp;
 	if (ms < 0) {
 		evtimer_del(L->timer);
+		return 0;
+	}
+	if (ms == 0 && !L->in_action) { /* this turn, without another epoll_wait (see Bursts) */
+		evtimer_del(L->timer);
+		event_active(L->timer, EV_TIMEOUT, 0);
 		return 0;
 	}
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -177,6 +299,8 @@ static bool start_attempt(struct llm_async *a)
 		return false;
 	if (llm_call_prepare(&a->call, &a->cfg, a->body, a->easy)) {
 		curl->easy_setopt(a->easy, CURLOPT_PRIVATE, (char *)a);
+		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETDATA, a->loop);
 		if (curl->multi_add_handle(a->loop->multi, a->easy) == CURLM_OK)
 			return true;
 		llm_call_finish(&a->call, CURLE_FAILED_INIT);
@@ -188,6 +312,12 @@ static bool start_attempt(struct llm_async *a)
 
 static void async_free(struct llm_async *a)
 {
+	for (struct llm_async **p = &a->loop->flush; a->flush_pending && *p; p = &(*p)->flush_next) {
+		if (*p == a) {
+			*p = a->flush_next;
+			break;
+		}
+	}
 	if (a->retry)
 		event_free(a->retry);
 	free(a->body);
@@ -267,7 +397,9 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 	a->cb.should_cancel = NULL;
 	a->done = done;
 	a->res = res;
-	a->call = (struct llm_call){.req = &a->req, .cb = &a->cb, .res = res};
+	a->hooks = (struct llm_callbacks){
+		.on_chunk = cb->on_chunk ? chunk_seen : NULL, .on_delta = cb->on_delta ? delta_seen : NULL, .ctx = a};
+	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res};
 	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	a->body = llm_request_body(cfg, req);
 	if (!a->body || !start_attempt(a)) {

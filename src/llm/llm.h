@@ -61,6 +61,9 @@ struct llm_callbacks {
 	bool (*should_cancel)(void *ctx);
 	/* each raw chunk object of a streamed reply (for proxies); may be NULL */
 	bool (*on_chunk)(void *ctx, const char *json, size_t len);
+	/* llm_async only, may be NULL: after one read from the provider that delivered chunks, while
+	 * the call goes on (a proxy sends what those chunks wrote, in one write: http_uncork) */
+	void (*on_flush)(void *ctx);
 	void *ctx;
 };
 

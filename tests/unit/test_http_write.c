@@ -7,9 +7,12 @@
  * writes megabytes) makes the direct send partial, so the rest goes through the bufferevent;
  * the client then checks every byte. A client that resets the connection mid-stream checks that
  * failed sends end the stream cleanly (on_abort once, the connection freed; ASan checks leaks).
+ * Corked handlers (http_cork) check that a burst is held until http_uncork or the stream's end,
+ * then sent whole and in order, also when the socket takes only part of it.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -58,6 +61,58 @@ static void big(struct http_req *r, void *arg)
 			atomic_store(&max_queued, q);
 	}
 	http_stream_end(r);
+}
+
+#define NCORKED 10
+static atomic_size_t corked_pending[NCORKED], after_uncork; /* what the corked writes returned */
+
+/* A corked burst of NCORKED small frames, uncorked by hand; one frame sent uncorked; then a
+ * second burst that the end of the stream uncorks. */
+static void corked(struct http_req *r, void *arg)
+{
+	(void)arg;
+	http_cork(r);
+	http_stream_begin(r, 200, "text/event-stream");
+	char buf[32];
+	for (size_t i = 0; i < NCORKED; i++) {
+		int n = snprintf(buf, sizeof(buf), "data: %zu\n\n", i);
+		atomic_store(&corked_pending[i], http_stream_write(r, buf, (size_t)n));
+	}
+	http_uncork(r);
+	atomic_store(&after_uncork, http_stream_write(r, "data: after\n\n", 13));
+	http_cork(r);
+	http_stream_write(r, "data: x\n\n", 9);
+	http_stream_write(r, "data: y\n\n", 9);
+	http_stream_end(r);
+}
+
+/* The big stream written as two corked bursts of NFRAMES / 2 frames (far more than the socket
+ * takes: the uncork's send is partial and the rest is queued behind it). */
+static void big_corked(struct http_req *r, void *arg)
+{
+	(void)arg;
+	char buf[FRAME_LEN];
+	http_cork(r);
+	http_stream_begin(r, 200, "text/event-stream");
+	for (size_t i = 0; i < NFRAMES; i++) {
+		if (i == NFRAMES / 2) {
+			http_uncork(r);
+			atomic_store(&max_queued, evbuffer_get_length(r->out));
+			http_cork(r);
+		}
+		frame_text(i, buf);
+		struct str part = {buf, FRAME_LEN};
+		http_stream_writev(r, &part, 1);
+	}
+	http_stream_end(r);
+}
+
+/* A corked request answered with a whole response: the response uncorks. */
+static void corked_respond(struct http_req *r, void *arg)
+{
+	(void)arg;
+	http_cork(r);
+	http_respond(r, 200, "text/plain", "plain\n", 6);
 }
 
 static void small(struct http_req *r, void *arg)
@@ -135,6 +190,10 @@ static void setup(void)
 	cr_assert_eq(http_route_add(router, "GET", "/big", big, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/small", small, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/ticks", ticks, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
+	cr_assert_eq(http_route_add(router, "GET", "/corked", corked, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
+	cr_assert_eq(http_route_add(router, "GET", "/big-corked", big_corked, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
+	cr_assert_eq(http_route_add(router, "GET", "/corked-respond", corked_respond, NULL, HTTP_ROUTE_PUBLIC),
+		     SOMA_OK);
 	pipeline = http_pipeline_new(router, &auth);
 	cr_assert_not_null(pipeline);
 	cr_assert_eq(http_server_new(&opts, pipeline, &srv, why, sizeof(why)), SOMA_OK, "%s", why);
@@ -271,4 +330,63 @@ Test(http_write, client_reset_mid_stream_ends_the_stream_cleanly)
 	close(fd2);
 	cr_assert(strstr(all, "\r\n\r\nsmall\n") != NULL, "no answer after the reset: %s", all);
 	free(all);
+}
+
+Test(http_write, a_corked_burst_is_held_until_uncorked_then_sent_whole)
+{
+	int fd = client(0);
+	/* three requests on one connection: the corked stream, a corked whole response, and a
+	 * corked stream again (the connection keeps its cork buffer between requests) */
+	send_all(fd, "GET /corked HTTP/1.1\r\nHost: t\r\n\r\nGET /corked-respond HTTP/1.1\r\nHost: t\r\n\r\n"
+		     "GET /corked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	size_t len;
+	char *all = read_to_eof(fd, &len);
+	close(fd);
+	const char *p = all;
+	for (int k = 0; k < 3; k++) {
+		const char *body = strstr(p, "\r\n\r\n");
+		cr_assert_not_null(body, "response %d: no head in %s", k, p);
+		cr_assert(strncmp(p, "HTTP/1.1 200 OK\r\n", 17) == 0, "response %d: %.40s", k, p);
+		p = body + 4;
+		if (k == 1) {
+			cr_assert(strncmp(p, "plain\n", 6) == 0, "corked whole response body: %.20s", p);
+			p += 6;
+			continue;
+		}
+		char frame[32], want[64];
+		for (size_t i = 0; i < NCORKED; i++) {
+			int f = snprintf(frame, sizeof(frame), "data: %zu\n\n", i);
+			int n = snprintf(want, sizeof(want), "%x\r\n%s\r\n", (unsigned)f, frame);
+			cr_assert(strncmp(p, want, (size_t)n) == 0, "response %d, frame %zu: %.30s", k, i, p);
+			p += n;
+		}
+		static const char rest[] = "d\r\ndata: after\n\n\r\n9\r\ndata: x\n\n\r\n9\r\ndata: y\n\n\r\n0\r\n\r\n";
+		cr_assert(strncmp(p, rest, sizeof(rest) - 1) == 0, "response %d after the burst: %.60s", k, p);
+		p += sizeof(rest) - 1;
+	}
+	cr_assert_eq(p, all + len, "bytes after the last response: %s", p);
+	free(all);
+	/* held, not sent: each corked write reported everything corked so far as pending */
+	size_t prev = 0;
+	for (size_t i = 0; i < NCORKED; i++) {
+		size_t q = atomic_load(&corked_pending[i]);
+		cr_assert_gt(q, prev, "corked write %zu reported %zu bytes pending (sent instead of held?)", i, q);
+		prev = q;
+	}
+	cr_assert_eq(atomic_load(&after_uncork), 0,
+		     "after the uncork a write was queued (%zu bytes): the burst "
+		     "did not go to the socket",
+		     atomic_load(&after_uncork));
+}
+
+Test(http_write, a_corked_burst_larger_than_the_socket_is_sent_in_order)
+{
+	int fd = client(4096);
+	send_all(fd, "GET /big-corked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	size_t len;
+	char *all = read_to_eof(fd, &len);
+	close(fd);
+	check_big(all, all + len);
+	free(all);
+	cr_assert_gt(atomic_load(&max_queued), 0, "the socket took the whole burst: the partial path was not run");
 }
