@@ -24,6 +24,7 @@ cpu_ticks() { # PID -> utime + stime of the process (all threads), in clock tick
 }
 SETS=()
 for kv in ${SOMA_SET:-}; do SETS+=(--set "$kv"); done
+unset SOMA_SET # read: somaagent refuses SOMA_* variables that name no setting
 echo "bench/chat_ingest.sh: wrk ${SECS}s, $ROUNDS round(s), $(nproc) cores, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
