@@ -238,9 +238,12 @@ static struct store_op *context_submit(struct task_ctx *t, struct context_read *
 }
 
 /* Takes the finished read's rows into *rows (owned). Early start: a read that came before the
- * message's commit gets the message added as the newest turn (a read of a session the message
- * creates finds none: an empty context; if the session was in fact deleted, open_generation finds
- * the context wrong and the read again says so). Returns the read's error. */
+ * message's commit gets the message added as the newest turn. A read that finds no session of
+ * this tenant waits for the commit before anything goes to the provider: the message may create
+ * the session (then its context is empty), or the store refuses it (another tenant's session, a
+ * deleted one) - and a refused message must cost no provider call. If the session was deleted
+ * after the commit, open_generation finds the context wrong and the read again says so. Returns
+ * the read's error. */
 static enum soma_err context_take(struct generation *g, struct store_op *op, json_t **rows)
 {
 	struct task_ctx *t = g->task;
@@ -249,7 +252,9 @@ static enum soma_err context_take(struct generation *g, struct store_op *op, jso
 	enum gate_state gs = t->gate ? commit_gate_state(t->gate, &seq) : GATE_COMMITTED;
 	*rows = NULL;
 	g->appended = false;
-	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs != GATE_FAILED) { /* read before the commit? */
+	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs == GATE_PENDING)
+		gs = commit_gate_wait(t->gate, &seq);				/* no session yet: nothing early */
+	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs == GATE_COMMITTED) { /* the message created it */
 		g->read_seq = 0;
 		*rows = json_array();
 	} else if (op->err == SOMA_OK) { /* (no rows when the task already has its outcome) */
