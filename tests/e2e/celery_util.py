@@ -138,3 +138,12 @@ def wait_task(srv, tid, statuses, timeout=20):
         return r.status_code == 200 and r.json()["status"] in statuses and r.json()
 
     return wait_until(state, timeout, interval=0.05, what=f"task {tid} to reach {statuses}")
+
+
+def queued_messages(client):
+    """{list key: [raw message]} of every non-empty Redis list (the queues and their bands)."""
+    out = {}
+    for key in client.keys("*"):
+        if client.type(key) == b"list" and client.llen(key):
+            out[key] = client.lrange(key, 0, -1)
+    return out

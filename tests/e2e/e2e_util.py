@@ -87,6 +87,21 @@ def store_exec(data_dir, sql):
         conn.close()
 
 
+def store_user_event(srv, sid, tenant, seq, message, tag):
+    """A user event with seq stored directly, as if another node committed it and its publish never
+    reached this one (the session's last_seq follows); event_id "<tag>-<sid>-<seq>". Its JSON text."""
+    def q(text):
+        return "'" + text.replace("'", "''") + "'"
+
+    event_id = f"{tag}-{sid}-{seq}"
+    body = json.dumps({"type": "user", "role": "user", "session_id": sid, "seq": seq, "message": message,
+                       "event_id": event_id, "metadata": {}, "version": "sa01-v1"}, separators=(",", ":"))
+    store_exec(srv.data_dir, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
+               f"VALUES ({q(sid)}, {seq}, {q(event_id)}, {q(tenant)}, 'user', {q(body)}, {int(time.time() * 1000)})")
+    store_exec(srv.data_dir, f"UPDATE sessions SET last_seq = {seq} WHERE id = {q(sid)}")
+    return body
+
+
 def store_query(data_dir, sql, params=()):
     """Rows of one read-only query on data_dir's store; `?` placeholders on either driver."""
     if PG is None:

@@ -11,26 +11,9 @@ committed record (and a delta) on the gateway's bus channel in the bus's own fra
 stream sent seq N + 1 alone and seq N never."""
 
 import json
-import time
 
-from e2e_util import http, open_stream, post_message, read_reply, store_exec, store_query, wait_terminal
+from e2e_util import http, open_stream, post_message, read_reply, store_query, store_user_event, wait_terminal
 from servers import RedisServer
-
-
-def _q(text):
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _store_event(srv, sid, tenant, seq, message):
-    """A user event with seq stored directly (the session's last_seq follows); its JSON text."""
-    body = json.dumps({"type": "user", "role": "user", "session_id": sid, "seq": seq, "message": message,
-                       "event_id": f"gap-{sid}-{seq}", "metadata": {}, "version": "sa01-v1"},
-                      separators=(",", ":"))
-    store_exec(srv.data_dir, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
-               f"VALUES ({_q(sid)}, {seq}, {_q('gap-' + sid + '-' + str(seq))}, {_q(tenant)}, 'user', {_q(body)}, "
-               f"{int(time.time() * 1000)})")
-    store_exec(srv.data_dir, f"UPDATE sessions SET last_seq = {seq} WHERE id = {_q(sid)}")
-    return body
 
 
 def _publish(redis, kind, key, seq, minor, text):
@@ -51,8 +34,8 @@ def test_committed_events_published_out_of_order_are_filled_from_the_store(soma,
         key = f"{tenant}/{sid}"
         with open_stream(srv, sid, timeout=10) as s:
             # seq n+1 and n+2 are committed; only n+2's publish has arrived
-            _store_event(srv, sid, tenant, n + 1, "gap one")
-            two = _store_event(srv, sid, tenant, n + 2, "gap two")
+            store_user_event(srv, sid, tenant, n + 1, "gap one", "gap")
+            two = store_user_event(srv, sid, tenant, n + 2, "gap two", "gap")
             _publish(redis, "c", key, n + 2, 0, two)
             got = _until_message(s, "gap two")
             assert [(i, e.get("message")) for i, e in got] == [(str(n + 1), "gap one"), (str(n + 2), "gap two")], \
@@ -62,7 +45,7 @@ def test_committed_events_published_out_of_order_are_filled_from_the_store(soma,
             one = store_query(srv.data_dir, "SELECT body FROM events WHERE session_id = ? AND seq = ?",
                               (sid, n + 1))[0][0]
             _publish(redis, "c", key, n + 1, 0, one)
-            _store_event(srv, sid, tenant, n + 3, "gap three")
+            store_user_event(srv, sid, tenant, n + 3, "gap three", "gap")
             delta = json.dumps({"type": "assistant.delta", "role": "assistant", "session_id": sid,
                                 "message": "early delta", "metadata": {}, "version": "sa01-v1"})
             _publish(redis, "e", key, n + 3, 1, delta)

@@ -5,13 +5,12 @@ sends the stream a gap marker; the stream fills what it missed from the store (a
 and carries on: no committed event lost, none sent twice, and the connection stays open. Before,
 the marker ended the stream and its client had to reconnect."""
 
-import json
 import time
 
 import pytest
 
-from e2e_util import (STORE, check_increasing, history, http, open_stream, post_message, read_reply, store_exec,
-                      store_query, store_url, wait_terminal, wait_until)
+from e2e_util import (STORE, check_increasing, history, http, open_stream, post_message, read_reply,
+                      store_query, store_url, store_user_event, wait_terminal, wait_until)
 from servers import RedisServer
 
 
@@ -22,21 +21,6 @@ def _bus(srv):
 def _committed(frames):
     """[(seq, type)] of the committed events among [(id, event)]."""
     return [(int(i), e["type"]) for i, e in frames if "." not in i]
-
-
-def _q(text):
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _store_event(srv, sid, tenant, seq, message):
-    """A user event stored as if another node committed it and its publish never reached us."""
-    body = json.dumps({"type": "user", "role": "user", "session_id": sid, "seq": seq, "message": message,
-                       "event_id": f"outage-{sid}-{seq}", "metadata": {}, "version": "sa01-v1"},
-                      separators=(",", ":"))
-    store_exec(srv.data_dir, "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "
-               f"VALUES ({_q(sid)}, {seq}, {_q('outage-' + sid + '-' + str(seq))}, {_q(tenant)}, 'user', "
-               f"{_q(body)}, {int(time.time() * 1000)})")
-    store_exec(srv.data_dir, f"UPDATE sessions SET last_seq = {seq} WHERE id = {_q(sid)}")
 
 
 def _outage(redis, nodes, during):
@@ -65,7 +49,7 @@ def test_a_stream_carries_on_across_a_redis_restart(soma, llm):
                 llm.control(text="reply in the outage")
                 post_message(srv, "during the outage", session_id=sid)
                 got.extend(read_reply(s))  # this node's own events: delivered locally
-                _store_event(srv, sid, tenant, n + 3, "committed elsewhere")
+                store_user_event(srv, sid, tenant, n + 3, "committed elsewhere", "outage")
 
             _outage(redis, [srv], during)
             time.sleep(1)  # the subscriber is back: the marker came (the old stream ended here)

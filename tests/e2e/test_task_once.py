@@ -7,18 +7,9 @@ copy that arrives after its task replied publishes, stores and asks the LLM noth
 import json
 import time
 
-from celery_util import redis_sets
+from celery_util import queued_messages, redis_sets
 from e2e_util import history, post_message, store_query, wait_terminal, wait_until
 from servers import RedisServer
-
-
-def _queued_messages(client):
-    """{list key: [raw message]} of every non-empty Redis list (the queues and their bands)."""
-    out = {}
-    for key in client.keys("*"):
-        if client.type(key) == b"list" and client.llen(key):
-            out[key] = client.lrange(key, 0, -1)
-    return out
 
 
 def _run_then_copy(soma, redis, sets, ran):
@@ -31,7 +22,7 @@ def _run_then_copy(soma, redis, sets, ran):
     gw = soma(*redis_sets(redis), *sets, role="gateway")
     out = post_message(gw, "answer me once")
     sid, tid = out["session_id"], out["task_id"]
-    queued = wait_until(lambda: _queued_messages(r), 15, what="the relayed task in Redis")
+    queued = wait_until(lambda: queued_messages(r), 15, what="the relayed task in Redis")
     assert sum(len(v) for v in queued.values()) == 1, queued
     (key, [raw]), = queued.items()
     assert json.loads(raw)["headers"]["id"] == tid, raw
@@ -50,7 +41,7 @@ def _run_then_copy(soma, redis, sets, ran):
                what="the run-lock and the unacked entry to be gone before the copy")
     r.lpush(key, raw)
     # the copy is taken, acked (out of the list and the unacked set) and settled (its result)
-    wait_until(lambda: r.exists(meta) and not _queued_messages(r) and not r.hlen("unacked"), 30,
+    wait_until(lambda: r.exists(meta) and not queued_messages(r) and not r.hlen("unacked"), 30,
                what="the copy to be settled")
     time.sleep(0.5)  # a reply of the copy, had there been one, is committed with its ack
     assert json.loads(r.get(meta))["status"] == "SUCCESS", r.get(meta)

@@ -15,18 +15,9 @@ import time
 
 import pytest
 
-from celery_util import redis_sets
+from celery_util import queued_messages, redis_sets
 from e2e_util import STORE, history, http, post_message, store_url, wait_terminal, wait_until
 from servers import RedisServer
-
-
-def _queued_messages(client):
-    """{list key: [raw message]} of every non-empty Redis list (the queues and their bands)."""
-    out = {}
-    for key in client.keys("*"):
-        if client.type(key) == b"list" and client.llen(key):
-            out[key] = client.lrange(key, 0, -1)
-    return out
 
 
 def _relayed(soma, redis, text):
@@ -35,7 +26,7 @@ def _relayed(soma, redis, text):
     r = redis.client()
     gw = soma(*redis_sets(redis), role="gateway")
     out = post_message(gw, text)
-    queued = wait_until(lambda: _queued_messages(r), 15, what="the relayed task in Redis")
+    queued = wait_until(lambda: queued_messages(r), 15, what="the relayed task in Redis")
     assert sum(len(v) for v in queued.values()) == 1, queued
     (key, [raw]), = queued.items()
     assert json.loads(raw)["headers"]["id"] == out["task_id"], raw
@@ -51,7 +42,7 @@ def _reset(srv, sid):
 def _settled(r, tid):
     """Waits until the task's message is taken, acked and its result meta written."""
     meta = f"celery-task-meta-{tid}"
-    wait_until(lambda: r.exists(meta) and not _queued_messages(r) and not r.hlen("unacked"), 30,
+    wait_until(lambda: r.exists(meta) and not queued_messages(r) and not r.hlen("unacked"), 30,
                what="the task to be settled")
     time.sleep(0.5)  # a reply, had there been one, is committed before the ack
     assert json.loads(r.get(meta))["status"] == "SUCCESS", r.get(meta)
