@@ -274,15 +274,23 @@ static const char *check_big(const char *p, const char *end)
 	return p + 5;
 }
 
-Test(http_write, first_frame_goes_straight_to_the_socket)
+/* GETs path on a connection with rcvbuf (0: the default) and checks the whole big stream came. */
+static void get_big(const char *path, int rcvbuf)
 {
-	int fd = client(0);
-	send_all(fd, "GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	int fd = client(rcvbuf);
+	char req[128];
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+	send_all(fd, req);
 	size_t len;
 	char *all = read_to_eof(fd, &len);
 	close(fd);
 	check_big(all, all + len);
 	free(all);
+}
+
+Test(http_write, first_frame_goes_straight_to_the_socket)
+{
+	get_big("/big", 0);
 	cr_assert_eq(atomic_load(&first_queued), 0, "the first frame was queued (%zu bytes waiting), not sent",
 		     atomic_load(&first_queued));
 }
@@ -381,12 +389,6 @@ Test(http_write, a_corked_burst_is_held_until_uncorked_then_sent_whole)
 
 Test(http_write, a_corked_burst_larger_than_the_socket_is_sent_in_order)
 {
-	int fd = client(4096);
-	send_all(fd, "GET /big-corked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-	size_t len;
-	char *all = read_to_eof(fd, &len);
-	close(fd);
-	check_big(all, all + len);
-	free(all);
+	get_big("/big-corked", 4096);
 	cr_assert_gt(atomic_load(&max_queued), 0, "the socket took the whole burst: the partial path was not run");
 }
