@@ -61,6 +61,8 @@ static void message_settled(struct store_op *op)
  * op then inserts the task reserved by that worker. text: the message (copied). */
 static void hand_off(struct store_op *op, const char *text)
 {
+	if (!queue_handoff_possible())
+		return; /* every worker busy (as under load): no gate, no copy of the task */
 	struct commit_gate *gate = commit_gate_new();
 	json_t *task = gate ? json_deep_copy(op->task) : NULL;
 	json_t *more = json_pack("{s:s, s:s, s:i, s:s}", "tenant", op->tenant, "session_id", op->session_id, "attempts",

@@ -48,5 +48,9 @@ enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq);
  * off, the queue driver is not local, the process is stopping, or no worker of that queue is
  * idle - the task then goes the ordinary way. Any thread. */
 bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t cap, int64_t *visibility_ms);
+/* Whether queue_handoff could take a task now (early start on, local queue, some worker idle),
+ * without the workers' lock: lets a caller skip building the hand-off when no worker waits, as
+ * under load. A hint - queue_handoff decides. Any thread. */
+bool queue_handoff_possible(void);
 
 #endif

@@ -9,6 +9,7 @@
  * An idle worker may be handed a chat task before its message commits (handoff.h).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static unsigned long notify_gen;
+static atomic_int idle_count; /* workers with idle set: read without the lock by queue_handoff_possible */
 static struct metric_family *tasks_total, *handed_total;
 static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
@@ -248,6 +250,14 @@ static void run_chain(struct worker *w, json_t *task, struct commit_gate *gate)
 	pthread_mutex_unlock(&lock);
 }
 
+/* Sets w->idle (lock held), keeping idle_count in step. */
+static void set_idle_locked(struct worker *w, bool idle)
+{
+	if (w->idle != idle)
+		atomic_fetch_add(&idle_count, idle ? 1 : -1);
+	w->idle = idle;
+}
+
 /* Waits for a notify (or IDLE_POLL_MS) as an idle worker; returns a task handed over meanwhile
  * (*gate its gate), else NULL. */
 static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate **gate)
@@ -256,12 +266,12 @@ static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += IDLE_POLL_MS / 1000;
 	pthread_mutex_lock(&lock);
-	w->idle = true;
+	set_idle_locked(w, true);
 	while (!stopping && gen == notify_gen && !w->handed) {
 		if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
 			break;
 	}
-	w->idle = false;
+	set_idle_locked(w, false);
 	json_t *task = w->handed;
 	*gate = w->gate;
 	w->handed = NULL;
@@ -300,6 +310,11 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+bool queue_handoff_possible(void)
+{
+	return drv == &queue_local_driver && atomic_load(&idle_count) > 0 && cfg_bool(CFG_QUEUE_EARLY_START);
+}
+
 bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t cap, int64_t *visibility)
 {
 	const char *queue = json_string_value(json_object_get(task, "queue"));
@@ -313,7 +328,7 @@ bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t 
 			continue;
 		w->handed = json_incref(task);
 		w->gate = commit_gate_ref(gate);
-		w->idle = false; /* no second hand-off before it wakes */
+		set_idle_locked(w, false); /* no second hand-off before it wakes */
 		snprintf(worker, cap, "%s", w->id);
 		*visibility = visibility_ms;
 		taken = true;
@@ -383,6 +398,7 @@ void queue_stop(int grace_ms)
 	for (int i = 0; i < n; i++)
 		pthread_join(workers[i].tid, NULL);
 	nworkers = 0;
+	atomic_store(&idle_count, 0); /* every worker left idle_wait; a fresh start counts anew */
 	nslots = 0;
 	queue_handlers_clear();
 	if (drv == &queue_redis_driver)
