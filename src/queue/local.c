@@ -44,6 +44,9 @@ static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_
 		op = store_op_new(STORE_OP_TASK_RETRY, ctx->tenant);
 		if (op && ctx->shutdown) {
 			op->flag = true; /* interrupted, not failed: requeue at once without using an attempt */
+		} else if (op && ctx->outage) {
+			op->flag = true; /* the store did not answer: again later, without using an attempt */
+			op->delay_ms = queue_backoff_ms(2);
 		} else if (op) {
 			op->delay_ms = queue_backoff_ms(json_integer_value(json_object_get(ctx->task, "attempts")));
 		}

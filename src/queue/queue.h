@@ -56,6 +56,9 @@ struct task_ctx {
 	volatile int limit_hit;	    /* 1 soft, 2 hard time limit passed */
 	struct commit_gate *gate;   /* handed over before its message committed (handoff.h): nothing may
 				     * be published or stored before the gate says committed; else NULL */
+	bool outage;		    /* set by a handler with TASK_RETRY when the store did not answer
+				     * (SOMA_ERR_UNAVAILABLE): the retry does not use up max_retries, so
+				     * an outage of PostgreSQL longer than the backoffs dead-letters nothing */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);

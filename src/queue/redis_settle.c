@@ -145,8 +145,9 @@ void rw_settle_ready(struct rworker *w, struct rmsg *m)
 	rw_send(w);
 }
 
-/* The same task again with retries + 1, due after the backoff (LPUSH: back of the queue). */
-static bool republish(struct rworker *w, int64_t delay_ms)
+/* The same task again, due after the backoff (LPUSH: back of the queue), with retries + 1 when
+ * the retry counts (not when the store was out: ctx->outage). */
+static bool republish(struct rworker *w, int64_t delay_ms, bool counted)
 {
 	struct celery_msg *m = &w->cur.m;
 	if (celery_msg_tree(m) != SOMA_OK)
@@ -155,7 +156,7 @@ static bool republish(struct rworker *w, int64_t delay_ms)
 	json_t *headers = json_copy(json_object_get(env, "headers"));
 	json_t *props = json_deep_copy(json_object_get(env, "properties"));
 	char eta[CELERY_TIME_LEN], key[CELERY_KEY_MAX];
-	json_object_set_new(headers, "retries", json_integer(m->retries + 1));
+	json_object_set_new(headers, "retries", json_integer(m->retries + (counted ? 1 : 0)));
 	json_object_set_new(headers, "eta",
 			    json_string(celery_time_format(clock_wall_ms() + delay_ms, eta, sizeof(eta))));
 	json_object_del(headers, "redelivered");
@@ -224,8 +225,9 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		return outcome;
 	}
 	int64_t max = json_integer_value(json_object_get(ctx->task, "max_retries"));
-	if (outcome == TASK_RETRY && m->retries < max) {
-		if (republish(w, queue_backoff_ms(m->retries + 1)))
+	if (outcome == TASK_RETRY && (m->retries < max || ctx->outage)) {
+		int64_t delay = queue_backoff_ms(ctx->outage ? 2 : m->retries + 1);
+		if (republish(w, delay, !ctx->outage))
 			finish(w, "RETRY", NULL, "Retry", "celery.exceptions", ctx->error);
 		return TASK_RETRY; /* not republished: not acked either, it comes back after the timeout */
 	}

@@ -179,6 +179,7 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	}
 	if (err != SOMA_OK) {
 		snprintf(t->error, sizeof(t->error), "cannot store the reply: %s", soma_err_str(err));
+		t->outage = err == SOMA_ERR_UNAVAILABLE;
 		return TASK_RETRY;
 	}
 	return TASK_ACKED;
@@ -390,6 +391,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 			return TASK_DONE;
 		}
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
+		t->outage = err == SOMA_ERR_UNAVAILABLE;
 		return TASK_RETRY;
 	}
 	json_t *memories = NULL;
@@ -405,6 +407,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	} else if (g.reread != SOMA_OK) { /* deleted meanwhile: nothing to do; else it runs again */
 		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(g.reread));
 		outcome = g.reread == SOMA_ERR_NOT_FOUND ? TASK_DONE : TASK_RETRY;
+		t->outage = g.reread == SOMA_ERR_UNAVAILABLE;
 	} else if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
 		snprintf(t->error, sizeof(t->error), "interrupted by shutdown");
 		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from e2e_util import history, post_message, wait_until
+from e2e_util import history, post_message, wait_terminal, wait_until
 from servers import PostgresServer
 
 pytestmark = pytest.mark.postgres_only
@@ -110,7 +110,6 @@ def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
     import signal
 
     from celery_util import redis_sets
-    from e2e_util import wait_terminal
     from servers import RedisServer
     with RedisServer() as redis:
         db = pg.new_database("crash")
@@ -142,3 +141,34 @@ def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
             types = [e["type"] for e in evs]
             assert types.count("user") == 1 and types.count("assistant.final") == 1, (sid, types)
             assert "assistant.error" not in types, (sid, types)
+
+
+def test_an_outage_longer_than_the_retries_still_gets_each_message_its_reply(pg, soma, llm):
+    """queue.driver=redis: a conversation whose reply commit or context read meets an outage of
+    PostgreSQL retries without using up queue.max_retries (task_ctx.outage). With one retry after
+    50 ms, a 3 s outage used to exhaust it: the task went to the dead letters (or, with the dead
+    letter itself unstorable, waited out the 300 s visibility timeout) and the message, already
+    acknowledged, never got its reply."""
+    import signal
+
+    from celery_util import redis_sets
+    from servers import RedisServer
+    with RedisServer() as redis:
+        db = pg.new_database("outage")
+        srv = soma(f"store.url={db}", *redis_sets(redis, "queue.max_retries=1", "queue.retry_backoff_ms=50",
+                                                  "queue.visibility_timeout_s=300"))
+        llm.control(delay_ms=100)  # ~1.2 s a reply: each ends while PostgreSQL is down
+        sids = [post_message(srv, f"outage {i}")["session_id"] for i in range(3)]
+        wait_until(lambda: redis.client().hlen("unacked") == 3, 20, what="the workers to take the messages")
+        pg.proc.send_signal(signal.SIGQUIT)  # immediate shutdown
+        pg.proc.wait(timeout=15)
+        time.sleep(3)
+        pg.start()
+        wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200, 20,
+                   what="/v1/health to recover after PostgreSQL came back")
+        for sid in sids:
+            evs = wait_terminal(srv, sid, timeout=60)
+            types = [e["type"] for e in evs]
+            assert types.count("assistant.final") == 1 and "assistant.error" not in types, (sid, types)
+        dead = httpx.get(srv.url + "/v1/dead-letters", timeout=10).json()["items"]
+        assert dead == [], dead
