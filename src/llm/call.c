@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/ids.h"
+#include "core/json_out.h"
 #include "llm/llm_int.h"
 
 #define MAX_BODY    (8u << 20) /* non-streamed reply or error body */
@@ -148,7 +149,7 @@ char *llm_request_body(const struct llm_config *cfg, const struct llm_request *r
 		json_object_set_new(body, "temperature", json_real(req->temperature));
 	if (req->max_tokens > 0)
 		json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
-	char *text = json_dumps(body, JSON_COMPACT);
+	char *text = json_out(body, 0, NULL);
 	json_decref(body);
 	return text;
 }
