@@ -64,7 +64,7 @@ for i in "${!BINS[@]}"; do
   # (a thread's entry and event loop show their inclusive count as their own after the zeroing:
   # left out)
   echo "  top functions, own instructions per message:"
-  { cg_rows "$f" || true; } | awk '$2 !~ /^(start_thread|clone|event_base_dispatch|event_base_loop|.*_main|serve)$/' |
+  { cg_rows "$f" || true; } | awk '$2 !~ /^(start_thread|clone|event_base_dispatch|event_base_loop|.*_main|serve|main|__libc_start_main.*)$/ && $0 !~ /below main/' |
     awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$N" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
   grep -E '"level":"(error|fatal)"' "$dir/server.log" | head -3 | sed 's/^/  !! log: /' || true
 done
