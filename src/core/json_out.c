@@ -72,6 +72,26 @@ static size_t utf8_seq(const unsigned char *s, size_t left)
 	return n;
 }
 
+/* Past the bytes from s that are copied as they are (printable ASCII other than '"' and '\\'):
+ * eight at a time while none of the eight needs a look (a byte >= 0x80, < 0x20, '"' or '\\'),
+ * then one at a time. */
+static const unsigned char *plain_run(const unsigned char *s, const unsigned char *e)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	while (e - s >= 8) {
+		uint64_t w;
+		memcpy(&w, s, 8);
+		uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+		uint64_t look = (w | (w - ones * 0x20) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash)) & highs;
+		if (look)
+			break;
+		s += 8;
+	}
+	while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+		s++;
+	return s;
+}
+
 static void put_string(struct out *o, const char *str, size_t len)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -81,17 +101,14 @@ static void put_string(struct out *o, const char *str, size_t len)
 	o->p[o->len++] = '"';
 	while (s < e) {
 		const unsigned char *run = s;
-		while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
-			s++;
+		s = plain_run(s, e);
 		while (s < e && *s >= 0x80) { /* UTF-8 kept as it is, once checked */
 			size_t n = utf8_seq(s, (size_t)(e - s));
 			if (n == 0) {
 				o->bad = true;
 				return;
 			}
-			s += n;
-			while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
-				s++;
+			s = plain_run(s + n, e);
 		}
 		put(o, (const char *)run, (size_t)(s - run));
 		if (s == e)

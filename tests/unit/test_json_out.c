@@ -60,10 +60,37 @@ Test(json_out, escapes_and_utf8)
 	same(key, 0);
 }
 
+/* Long strings whose one special byte sits at every offset of the eight-byte scan, and runs of
+ * every ASCII byte. */
+Test(json_out, specials_at_every_offset)
+{
+	static const char *const special[] = {"\"", "\\", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xe2\x82\xac", " "};
+	char text[64];
+	for (size_t k = 0; k < sizeof(special) / sizeof(special[0]); k++)
+		for (int at = 0; at < 24; at++) {
+			int n = snprintf(text, sizeof(text), "%.*s%s", at, "abcdefghijklmnopqrstuvwxyz", special[k]);
+			snprintf(text + n, sizeof(text) - (size_t)n, "%s", "0123456789ABCDEFGHIJ");
+			same(json_pack("{s:s}", text, text), 0);
+		}
+	char all[128];
+	for (int i = 1; i < 128; i++)
+		all[i - 1] = (char)i;
+	all[127] = '\0';
+	same(json_pack("[s, s]", all, all + 40), 0);
+}
+
 Test(json_out, refuses_what_json_dumps_refuses)
 {
-	static const char *const bad[] = {"\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",     "\xe0\x9f\xbf", "\x80",
-					  "abc\xc3",  "\xc3(",	      "\xf8\x88\x80\x80\x80", "ok\xff"};
+	static const char *const bad[] = {"\xc0\x80",
+					  "\xed\xa0\x80",
+					  "\xf4\x90\x80\x80",
+					  "\xe0\x9f\xbf",
+					  "\x80",
+					  "abc\xc3",
+					  "\xc3(",
+					  "\xf8\x88\x80\x80\x80",
+					  "ok\xff",
+					  "long ascii run \xc3\xa9 then \xe2\x82"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		same(json_pack("[o]", json_string_nocheck(bad[i])), 0);
 		/* a key: json_dumps writes broken JSON (a cut key without its closing quote); json_out refuses */
