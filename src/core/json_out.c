@@ -113,36 +113,15 @@ static void put_string(struct out *o, const char *str, size_t len)
 		put(o, (const char *)run, (size_t)(s - run));
 		if (s == e)
 			break;
-		char esc[6] = {'\\', 0};
-		size_t n = 2;
-		switch (*s) {
-		case '"':
-			esc[1] = '"';
-			break;
-		case '\\':
-			esc[1] = '\\';
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		default: /* another control character */
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[*s >> 4];
-			esc[5] = hex[*s & 0xF];
-			n = 6;
-		}
+		/* each byte with a short escape, followed by its letter: ", \, \b, \f, \n, \r, \t */
+		static const char pairs[] = "\"\"\\\\\bb\ff\nn\rr\tt";
+		char esc[6] = {'\\', 'u', '0', '0', hex[*s >> 4], hex[*s & 0xF]};
+		size_t n = 6; /* another control character: \u00XX */
+		for (size_t i = 0; i + 1 < sizeof(pairs); i += 2)
+			if (pairs[i] == (char)*s) {
+				esc[1] = pairs[i + 1];
+				n = 2;
+			}
 		put(o, esc, n);
 		s++;
 	}
