@@ -27,11 +27,11 @@ static void put_digits(char *p, long v, int n)
 		p[i] = (char)('0' + v % 10);
 }
 
-void clock_rfc3339_now_signal_safe(char out[CLOCK_RFC3339_LEN + 1])
+/* out = wall_ms as RFC 3339 UTC with milliseconds, by integer arithmetic only (no gmtime_r and
+ * snprintf: this runs for every event). wall_ms >= 0, before year 10000. */
+static void format_ms(long long wall_ms, char out[CLOCK_RFC3339_LEN + 1])
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	long long secs = ts.tv_sec, days = secs / 86400, rem = secs % 86400;
+	long long secs = wall_ms / 1000, days = secs / 86400, rem = secs % 86400;
 	/* civil date from days since 1970-01-01 (proleptic Gregorian) */
 	long long z = days + 719468, era = z / 146097, doe = z - era * 146097;
 	long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
@@ -44,12 +44,23 @@ void clock_rfc3339_now_signal_safe(char out[CLOCK_RFC3339_LEN + 1])
 	put_digits(out + 11, (long)(rem / 3600), 2);
 	put_digits(out + 14, (long)(rem / 60 % 60), 2);
 	put_digits(out + 17, (long)(rem % 60), 2);
-	put_digits(out + 20, ts.tv_nsec / 1000000, 3);
+	put_digits(out + 20, (long)(wall_ms % 1000), 3);
 	out[CLOCK_RFC3339_TEXT] = '\0';
+}
+
+void clock_rfc3339_now_signal_safe(char out[CLOCK_RFC3339_LEN + 1])
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	format_ms((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, out);
 }
 
 char *clock_rfc3339(int64_t wall_ms, char *out, size_t cap)
 {
+	if (wall_ms >= 0 && wall_ms < 253402300800000LL && cap > CLOCK_RFC3339_TEXT) { /* 0000..9999 */
+		format_ms(wall_ms, out);
+		return out;
+	}
 	time_t secs = (time_t)(wall_ms / 1000);
 	struct tm tm;
 	gmtime_r(&secs, &tm);

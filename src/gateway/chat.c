@@ -176,7 +176,9 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	 * message is not copied: the worker then takes it from the context */
 	if (op->task && cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 && strlen(in->text) <= RECALL_QUERY_MAX)
 		json_object_set_new(json_object_get(op->task, "payload"), "recall_query", json_string(in->text));
-	if (op->task)
+	/* not with attachments: their ownership is checked by the transaction, and a message refused
+	 * there must not have reached the provider (an early start calls it before the commit) */
+	if (op->task && !op->attachments)
 		hand_off(op, in->text);
 	ingest_free(in);
 	gw_store(req, op, on_message_stored);

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/json_out.h"
 #include "core/log.h"
 #include "http/http.h"
 #include "http/router_int.h"
@@ -400,14 +401,15 @@ void http_stream_end(struct http_req *req)
 
 void http_respond_json(struct http_req *req, int status, json_t *body)
 {
-	char *text = json_dumps(body, JSON_COMPACT);
+	size_t len = 0;
+	char *text = json_out(body, 0, &len);
 	json_decref(body);
 	if (!text) {
 		static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
 		http_respond(req, 500, "application/json", oom, sizeof(oom) - 1);
 		return;
 	}
-	http_respond(req, status, "application/json", text, strlen(text));
+	http_respond(req, status, "application/json", text, len);
 	free(text);
 }
 

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "core/ids.h"
+#include "core/json_out.h"
+#include "llm/chunk_scan.h"
 #include "llm/llm_int.h"
 
 #define MAX_BODY    (8u << 20) /* non-streamed reply or error body */
@@ -44,7 +46,35 @@ static void take_model(struct llm_result *res, json_t *obj)
 		snprintf(res->model, sizeof(res->model), "%s", model);
 }
 
-/* One streamed chunk: {"choices":[{"delta":{"content":".."},"finish_reason":..}], "usage":..} */
+/* The chunk's fields through jansson, for what llm_chunk_scan leaves (same fields, same values).
+ * Returns the parsed chunk (the caller decrefs it: out's strings point into it), NULL when the
+ * text is not JSON. */
+static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
+{
+	json_t *chunk = json_loadb(data, len, 0, NULL);
+	memset(out, 0, sizeof(*out));
+	if (!chunk)
+		return NULL;
+	out->model = json_string_value(json_object_get(chunk, "model"));
+	json_t *usage = json_object_get(chunk, "usage");
+	if ((out->usage = json_is_object(usage))) {
+		json_t *in = json_object_get(usage, "prompt_tokens"),
+		       *done = json_object_get(usage, "completion_tokens");
+		if ((out->has_in = json_is_integer(in)))
+			out->in_tokens = json_integer_value(in);
+		if ((out->has_out = json_is_integer(done)))
+			out->out_tokens = json_integer_value(done);
+	}
+	json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
+	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+	out->content = json_string_value(content);
+	out->content_len = json_string_length(content);
+	out->finish = json_string_value(json_object_get(choice, "finish_reason"));
+	return chunk;
+}
+
+/* One streamed chunk: {"choices":[{"delta":{"content":".."},"finish_reason":..}], "usage":..},
+ * read without a tree when it can be (chunk_scan.h) */
 static bool on_event(void *ctx, const char *data, size_t len)
 {
 	struct llm_call *c = ctx;
@@ -54,27 +84,27 @@ static bool on_event(void *ctx, const char *data, size_t len)
 	}
 	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len))
 		return !(c->stopped = true);
-	json_t *chunk = json_loadb(data, len, 0, NULL);
-	if (!chunk)
+	char buf[2048];
+	struct llm_chunk f;
+	json_t *chunk = NULL;
+	if (!llm_chunk_scan(data, len, buf, sizeof(buf), &f) && !(chunk = load_chunk(data, len, &f)))
 		return true; /* not JSON: ignore the event, as OpenAI's clients do */
-	take_model(c->res, chunk);
-	if (json_is_object(json_object_get(chunk, "usage")))
-		take_usage(c->res, json_object_get(chunk, "usage"));
-	json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
-	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
-	const char *text = json_string_value(content);
-	const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+	if (f.model)
+		snprintf(c->res->model, sizeof(c->res->model), "%s", f.model);
+	if (f.has_in)
+		c->res->input_tokens = f.in_tokens;
+	if (f.has_out)
+		c->res->output_tokens = f.out_tokens;
 	bool keep = true;
-	if (text && *text) {
-		size_t n = json_string_length(content);
+	if (f.content && *f.content) {
 		c->got_token = true;
-		if (!append(&c->res->content, &c->res->content_len, text, n, MAX_CONTENT))
+		if (!append(&c->res->content, &c->res->content_len, f.content, f.content_len, MAX_CONTENT))
 			keep = !(c->overflow = true);
-		else if (c->cb && c->cb->on_delta && !c->cb->on_delta(c->cb->ctx, text, n))
+		else if (c->cb && c->cb->on_delta && !c->cb->on_delta(c->cb->ctx, f.content, f.content_len))
 			keep = !(c->stopped = true);
 	}
-	if (finish) {
-		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", finish);
+	if (f.finish) {
+		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", f.finish);
 		c->done = true;
 	}
 	json_decref(chunk);
@@ -148,7 +178,7 @@ char *llm_request_body(const struct llm_config *cfg, const struct llm_request *r
 		json_object_set_new(body, "temperature", json_real(req->temperature));
 	if (req->max_tokens > 0)
 		json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
-	char *text = json_dumps(body, JSON_COMPACT);
+	char *text = json_out(body, 0, NULL);
 	json_decref(body);
 	return text;
 }

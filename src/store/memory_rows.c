@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "core/json_out.h"
+
 enum soma_err memory_event_row(const char *tenant, const char *session_id, json_t *event, json_t **body,
 			       const char **key)
 {
@@ -38,7 +40,7 @@ enum soma_err memory_event_body(const char *tenant, const char *session_id, json
 	enum soma_err err = memory_event_row(tenant, session_id, event, &body, key);
 	if (err != SOMA_OK || !body)
 		return err;
-	*text = json_dumps(body, JSON_COMPACT);
+	*text = json_out(body, 0, NULL);
 	json_decref(body);
 	return *text ? SOMA_OK : SOMA_ERR_NOMEM;
 }
@@ -47,7 +49,7 @@ char *memory_remember_body(json_t *row)
 {
 	json_t *body =
 		json_pack("{s:O, s:O?}", "value", json_object_get(row, "value"), "tags", json_object_get(row, "tags"));
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *text = body ? json_out(body, 0, NULL) : NULL;
 	json_decref(body);
 	return text;
 }

@@ -2,6 +2,7 @@
  * sqlite.c - the SQLite driver of the store (see store.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +37,20 @@ enum soma_err store_mkdir_p(const char *dir)
 	return SOMA_OK;
 }
 
+/* SQLite keeps memory statistics by default, which takes one process-wide mutex around every
+ * sqlite3_malloc and sqlite3_free (about 1,100 lock/unlock pairs per chat message, shared by the
+ * writer and the readers). Nothing here reads those statistics. sqlite3_config only works before
+ * SQLite initializes, i.e. before the first open: a later call fails harmlessly. */
+static void sqlite_global_config(void)
+{
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+
 enum soma_err dbconn_open(struct dbconn *c, const char *path, int flags)
 {
+	pthread_once(&global_once, sqlite_global_config);
 	memset(c, 0, sizeof(*c));
 	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | flags, store_vfs());
 	if (rc == SQLITE_OK)
@@ -103,6 +116,7 @@ enum soma_err dbconn_exec(struct dbconn *c, const char *sql)
 enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *why, size_t why_cap)
 {
 	/* data_dir exists: store_open_url made it */
+	pthread_once(&global_once, sqlite_global_config); /* before the first open */
 	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
 	if (access(st->path, F_OK) != 0) {
 		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/json_out.h"
 #include "store/store_int.h"
 
 static char *rfc3339_dup(int64_t ms)
@@ -68,7 +69,7 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	if (!json_object_get(op->event, "created_at"))
 		json_object_set_new(op->event, "created_at", json_string(clock_rfc3339(now, created, sizeof(created))));
 	free(op->event_text);
-	op->event_text = json_dumps(op->event, JSON_COMPACT);
+	op->event_text = json_out(op->event, 0, NULL);
 	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
 	const char *type = json_string_value(json_object_get(op->event, "type"));
 	if (!op->event_text || !event_id)

@@ -25,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/json_out.h"
 #include "store/memory_rows.h"
 #include "store/store_int.h"
 
@@ -46,7 +47,7 @@ static char *memory_text(json_t *value)
 	const char *t = json_string_value(json_object_get(value, "content"));
 	if (!t)
 		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+	return t ? strdup(t) : json_out(value, 0, NULL);
 }
 
 /* -- memories rows wait for the end of the writer's batch --
@@ -157,7 +158,7 @@ static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, con
 				.key = strdup(key ? key : ""),
 				.session_id = strdup(session_id ? session_id : ""),
 				.content = memory_text(value),
-				.payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY),
+				.payload = json_out(value, 1, NULL),
 				.created_ms = clock_wall_ms()};
 	if (!r.tenant || !r.ns || !r.key || !r.session_id || !r.content || !r.payload) {
 		pending_free(&r);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/json_out.h"
 #include "store/store_int.h"
 
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task)
@@ -21,7 +22,7 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 			       "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
-	char *payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+	char *payload = json_out(json_object_get(task, "payload"), 1, NULL);
 	int64_t now = clock_wall_ms();
 	json_t *retries = json_object_get(task, "max_retries");
 	json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
@@ -146,7 +147,7 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 			   "VALUES (?, ?, ?, ?, ?, ?)");
 	if (!s)
 		return SOMA_ERR_STORE;
-	char *result = op->row ? json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	char *result = op->row ? json_out(op->row, 1, NULL) : NULL;
 	bind_text(s, 1, op->task_id);
 	bind_text(s, 2, op->tenant);
 	bind_text(s, 3, op->failed ? "FAILURE" : "SUCCESS");

@@ -19,6 +19,7 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "core/event.h"
+#include "core/json_out.h"
 #include "core/log.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
@@ -42,9 +43,10 @@ struct generation {
 
 static void publish(struct generation *g, json_t *event)
 {
-	char *text = json_dumps(event, JSON_COMPACT);
+	size_t len = 0;
+	char *text = json_out(event, 0, &len);
 	if (text)
-		bus_publish_ephemeral(g->bus_key, g->base_seq, text, strlen(text), NULL);
+		bus_publish_ephemeral(g->bus_key, g->base_seq, text, len, NULL);
 	free(text);
 	json_decref(event);
 }

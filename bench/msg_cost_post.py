@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""bench/msg_cost_post.py - posts a fixed set of chat messages and waits for every reply (stdlib only).
+
+    msg_cost_post.py --port P [--messages 1000] [--sessions 20] [--clients 8] [--timeout 600]
+
+For bench/msg_cost.sh: CLIENTS threads, each on one keep-alive connection, post MESSAGES messages in
+all, round-robin over SESSIONS sessions (the same bodies every run), then poll /metrics until
+soma_tasks_total{task="conversation.process",outcome="success"} has grown by MESSAGES. Exits 1 if
+a post is refused or the finals do not all arrive within TIMEOUT seconds (under valgrind the
+server is ~50x slower than native, so the default is generous).
+"""
+import argparse
+import http.client
+import json
+import re
+import sys
+import threading
+import time
+
+FINALS = re.compile(r'^soma_tasks_total\{[^}]*task="conversation\.process"[^}]*outcome="success"[^}]*\}\s+(\S+)$', re.M)
+
+
+def finals(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    m = FINALS.search(text)
+    return float(m.group(1)) if m else 0.0
+
+
+def poster(port, jobs, errors):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    for sid, text in jobs:
+        body = json.dumps({"session_id": sid, "message": text})
+        c.request("POST", "/v1/session/message", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            errors.append(r.status)
+    c.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=600)
+    a = ap.parse_args()
+    base = finals(a.port)
+    jobs = [[] for _ in range(a.clients)]
+    for i in range(a.messages):
+        jobs[i % a.clients].append((f"cost-{i % a.sessions}", f"hello, this is message number {i}"))
+    errors = []
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=poster, args=(a.port, j, errors)) for j in jobs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    posted = time.monotonic() - t0
+    done = 0.0
+    while time.monotonic() - t0 < a.timeout:
+        done = finals(a.port) - base
+        if done >= a.messages:
+            break
+        time.sleep(0.5)
+    print(f"posted {a.messages} ({len(errors)} refused) in {posted:.1f} s; finals {done:.0f} after "
+          f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+    sys.exit(0 if not errors and done >= a.messages else 1)
+
+
+if __name__ == "__main__":
+    main()

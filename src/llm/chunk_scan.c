@@ -1,0 +1,81 @@
+/*
+ * chunk_scan.c - a streamed chunk's fields without a JSON tree (see chunk_scan.h).
+ *
+ * DESIGN: jscan_check validates the whole text and records the outer object's members; the
+ * nested objects are read by walking their text (the check's record of nested members depends on
+ * its depth limit and does not follow arrays, so it is not used for them). Any thread; no state.
+ */
+#include "llm/chunk_scan.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "queue/json_scan.h"
+
+struct top {
+	struct jspan model, choices, usage;
+};
+struct choice {
+	struct jspan delta, finish;
+};
+struct tokens {
+	struct jspan in, out;
+};
+struct delta {
+	struct jspan content;
+};
+
+/* A string member unescaped into *o (room checked by the caller), NULL when not a string. */
+static const char *text(struct jspan v, char **o, size_t *len)
+{
+	char *start = *o;
+	const char *s = jscan_str(v, o);
+	if (s && len)
+		*len = (size_t)(*o - start) - 1; /* jscan_check refuses \u0000: no NUL inside */
+	return s;
+}
+
+bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct llm_chunk *out)
+{
+	static const struct jwant top_w[] = {{"model", offsetof(struct top, model)},
+					     {"choices", offsetof(struct top, choices)},
+					     {"usage", offsetof(struct top, usage)}};
+	static const struct jwant choice_w[] = {{"delta", offsetof(struct choice, delta)},
+						{"finish_reason", offsetof(struct choice, finish)}};
+	static const struct jwant tokens_w[] = {{"prompt_tokens", offsetof(struct tokens, in)},
+						{"completion_tokens", offsetof(struct tokens, out)}};
+	static const struct jwant delta_w[] = {{"content", offsetof(struct delta, content)}};
+	struct jtape t;
+	struct top f = {0};
+	struct choice ch = {0};
+	struct tokens tk = {0};
+	struct delta d = {0};
+	memset(out, 0, sizeof(*out));
+	const char *s = jscan_ws(data, data + len);
+	if (s == data + len || *s != '{' || !jscan_check(data, len, false, &t) ||
+	    !jscan_members(&t, true, (struct jspan){s, len - (size_t)(s - data)}, top_w, 3, &f))
+		return false;
+	if (jscan_is(f.usage, '{') && !jscan_members(NULL, false, f.usage, tokens_w, 2, &tk))
+		return false;
+	if (jscan_is(f.choices, '[')) {
+		const char *p = f.choices.p, *e = f.choices.p + f.choices.n;
+		struct jspan key, first = {0};
+		if (jscan_next(&p, e, false, &key, &first) && jscan_is(first, '{') &&
+		    !jscan_members(NULL, false, first, choice_w, 2, &ch))
+			return false;
+		if (jscan_is(ch.delta, '{') && !jscan_members(NULL, false, ch.delta, delta_w, 1, &d))
+			return false;
+	}
+	if (f.model.n + ch.finish.n + d.content.n > cap)
+		return false; /* (each string unescaped takes at most its JSON length, NUL included) */
+	char *o = buf;
+	out->model = text(f.model, &o, NULL);
+	out->content = text(d.content, &o, &out->content_len);
+	out->finish = text(ch.finish, &o, NULL);
+	out->usage = jscan_is(f.usage, '{');
+	if ((out->has_in = out->usage && jscan_is_int(tk.in)))
+		out->in_tokens = jscan_int(tk.in);
+	if ((out->has_out = out->usage && jscan_is_int(tk.out)))
+		out->out_tokens = jscan_int(tk.out);
+	return true;
+}

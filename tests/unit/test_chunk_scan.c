@@ -1,0 +1,86 @@
+/*
+ * test_chunk_scan.c - a streamed chunk read without a tree (src/llm/chunk_scan.c) must give the
+ * fields jansson gives for the same text, and must hand back (false) what it cannot read that way.
+ *
+ * DESIGN: each chunk is read by llm_chunk_scan and by jansson (the fields call.c's fallback
+ * takes); when the scan accepts, every field must be equal.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "llm/chunk_scan.h"
+
+static void str_same(const char *got, const char *want, const char *what, const char *text)
+{
+	if (!want)
+		cr_assert_null(got, "%s: %s should be absent", text, what);
+	else {
+		cr_assert_not_null(got, "%s: %s missing", text, what);
+		cr_assert_str_eq(got, want, "%s: %s", text, what);
+	}
+}
+
+/* Scans text; when scanned is expected, compares with jansson's reading. */
+static void check(const char *text, bool scanned)
+{
+	char buf[256];
+	struct llm_chunk f;
+	bool ok = llm_chunk_scan(text, strlen(text), buf, sizeof(buf), &f);
+	cr_assert_eq(ok, scanned, "%s: scanned %d", text, ok);
+	if (!ok)
+		return;
+	json_t *j = json_loads(text, 0, NULL);
+	cr_assert_not_null(j, "%s: the scan read what jansson refuses", text);
+	json_t *usage = json_object_get(j, "usage"), *choice = json_array_get(json_object_get(j, "choices"), 0);
+	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
+	json_t *in = json_object_get(usage, "prompt_tokens"), *out = json_object_get(usage, "completion_tokens");
+	str_same(f.model, json_string_value(json_object_get(j, "model")), "model", text);
+	str_same(f.content, json_string_value(content), "content", text);
+	if (f.content)
+		cr_assert_eq(f.content_len, json_string_length(content), "%s: content length", text);
+	str_same(f.finish, json_string_value(json_object_get(choice, "finish_reason")), "finish_reason", text);
+	cr_assert_eq(f.usage, json_is_object(usage), "%s: usage", text);
+	cr_assert_eq(f.has_in, f.usage && json_is_integer(in), "%s: prompt_tokens", text);
+	cr_assert_eq(f.has_out, f.usage && json_is_integer(out), "%s: completion_tokens", text);
+	if (f.has_in)
+		cr_assert_eq(f.in_tokens, json_integer_value(in));
+	if (f.has_out)
+		cr_assert_eq(f.out_tokens, json_integer_value(out));
+	json_decref(j);
+}
+
+Test(chunk_scan, same_fields_as_jansson)
+{
+	check("{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{"
+	      "\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}",
+	      true);
+	check("{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}",
+	      true);
+	check("{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}", true);
+	check("{\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}", true);
+	check("{\"usage\":{\"prompt_tokens\":5.5,\"completion_tokens\":\"2\"}}", true);
+	check("{\"usage\":null,\"model\":7,\"choices\":{\"delta\":{\"content\":\"x\"}}}", true);
+	check("{\"choices\":[{\"delta\":{\"content\":\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00 \xc3\xa9\"}}]}", true);
+	check("{\"choices\":[{\"delta\":{\"content\":\"first\",\"content\":\"last\"},\"finish_reason\":\"length\"}]}",
+	      true);
+	check(" \n{\"choices\":[{\"delta\":{\"content\":null}},{\"delta\":{\"content\":\"second\"}}]} ", true);
+	check("{\"choices\":[[1],{\"delta\":{\"content\":\"x\"}}]}", true);
+	check("{\"model\":\"\",\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"\"}]}", true);
+}
+
+Test(chunk_scan, hands_back_what_it_cannot_read)
+{
+	check("[\"not an object\"]", false);
+	check("{\"choices\":[{\"delta\":{\"cont\\u0065nt\":\"escaped key\"}}]}", false);
+	check("{\"mod\\u0065l\":\"escaped top key\"}", false);
+	check("{\"choices\":[{\"delta\":{\"content\":\"cut", false);
+	check("{\"choices\":[{\"delta\":{\"content\":\"\\u0000\"}}]}", false);
+	check("not json", false);
+	check("", false);
+	char big[400];
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "{\"choices\":[{\"delta\":{\"content\":\"", 33);
+	memcpy(big + sizeof(big) - 8, "\"}}]}", 6);
+	check(big, false); /* content longer than the 256-byte buffer */
+}
