@@ -415,6 +415,19 @@ def direct_first_delta(conn, body, keepalive):
     return (ts[0] - t0) * 1000
 
 
+def failed(errors, complete, res, path):
+    """Prints the first errors; when the measurements are not complete, writes res as failed to
+    path, says so and returns True."""
+    for e in errors[:5]:
+        print(f"    error: {e}")
+    if complete:
+        return False
+    res["ok"] = False
+    json.dump(res, open(path, "w"))
+    print("  FAILED: no complete measurements")
+    return True
+
+
 def cmd_session(a):
     through = Conn(a.through)
     sids = []
@@ -453,12 +466,7 @@ def cmd_session(a):
     res = {"n": a.n, "errors": errors[:20], "error_count": len(errors), "fake_keepalive": a.fake_keepalive}
     print(f"  samples: {len(res_d)} direct, {len(res_t)} through somaagent (alternating, {len(sids)} sessions); "
           f"fake {'keeps connections' if a.fake_keepalive else 'closes each stream'}; errors: {len(errors)}")
-    for e in errors[:5]:
-        print(f"    error: {e}")
-    if not res_d or not res_t:
-        res["ok"] = False
-        json.dump(res, open(a.out, "w"))
-        print("  FAILED: no complete measurements")
+    if failed(errors, res_d and res_t, res, a.out):
         return 1
     qs = (0.5, 0.9, 0.99)
     print(f"  {'time to first delta, ms':38s} {'p50':>9s} {'p90':>9s} {'p99':>9s}")
@@ -523,12 +531,7 @@ def cmd_session_ab(a):
     out = {"n": a.n, "errors": errors[:20], "error_count": len(errors), "a": a.a, "b": a.b}
     print(f"  samples: direct {len(res['direct'])}, A {len(res['A'])}, B {len(res['B'])} (rotating order, "
           f"{a.sessions} sessions each); errors: {len(errors)}")
-    for e in errors[:5]:
-        print(f"    error: {e}")
-    if not all(res.values()):
-        out["ok"] = False
-        json.dump(out, open(a.out, "w"))
-        print("  FAILED: no complete measurements")
+    if failed(errors, all(res.values()), out, a.out):
         return 1
     qs = (0.5, 0.9, 0.99)
     print(f"  {'time to first delta, ms':38s} {'p50':>9s} {'p90':>9s} {'p99':>9s}")
