@@ -11,6 +11,10 @@
         a chat reply: time from sending POST /v1/session/message to the first assistant.delta on
         the session's open stream (GET /v1/sessions/{id}/events?stream=true), versus the first
         content delta of the fake LLM called directly; requests alternating, sessions in turn.
+    chat_sse.py session-ab --direct H:P --a H:P --b H:P [-n 400] [--sessions 4] --out FILE
+        the same for two somaagent builds A and B at once (each with the keep-alive fake as its
+        provider) and the fake directly, each round in a rotating order: an A/B comparison in
+        which both builds meet the same load, for a busy machine.
 
 Raw sockets and a minimal HTTP/1.1 reader (Content-Length, chunked, or until close);
 timestamps are time.perf_counter() taken right after each recv, events are parsed afterwards.
@@ -411,6 +415,19 @@ def direct_first_delta(conn, body, keepalive):
     return (ts[0] - t0) * 1000
 
 
+def failed(errors, complete, res, path):
+    """Prints the first errors; when the measurements are not complete, writes res as failed to
+    path, says so and returns True."""
+    for e in errors[:5]:
+        print(f"    error: {e}")
+    if complete:
+        return False
+    res["ok"] = False
+    json.dump(res, open(path, "w"))
+    print("  FAILED: no complete measurements")
+    return True
+
+
 def cmd_session(a):
     through = Conn(a.through)
     sids = []
@@ -449,12 +466,7 @@ def cmd_session(a):
     res = {"n": a.n, "errors": errors[:20], "error_count": len(errors), "fake_keepalive": a.fake_keepalive}
     print(f"  samples: {len(res_d)} direct, {len(res_t)} through somaagent (alternating, {len(sids)} sessions); "
           f"fake {'keeps connections' if a.fake_keepalive else 'closes each stream'}; errors: {len(errors)}")
-    for e in errors[:5]:
-        print(f"    error: {e}")
-    if not res_d or not res_t:
-        res["ok"] = False
-        json.dump(res, open(a.out, "w"))
-        print("  FAILED: no complete measurements")
+    if failed(errors, res_d and res_t, res, a.out):
         return 1
     qs = (0.5, 0.9, 0.99)
     print(f"  {'time to first delta, ms':38s} {'p50':>9s} {'p90':>9s} {'p99':>9s}")
@@ -468,6 +480,73 @@ def cmd_session(a):
                 "added_p50": added[0], "added_p90": added[1], "added_p99": added[2], "ok": True,
                 "through": sorted(res_t), "direct": sorted(res_d)})
     json.dump(res, open(a.out, "w"))
+    return 0
+
+
+def cmd_session_ab(a):
+    """Two somaagent builds (A, B) and the fake LLM called directly, each round in a rotating
+    order, so the load of the moment falls on the three alike (a busy, shared machine). Prints
+    each one's time to first delta and A's and B's added time (p(through) - p(direct), as
+    `session` does), and the per-round added time (A_i - direct_i) quantiles."""
+    targets = {"A": a.a, "B": a.b}
+    sids = {}
+    for t, hp in targets.items():
+        sids[t] = [str(uuid.uuid4()) for _ in range(a.sessions)]
+        for k, sid in enumerate(sids[t]):  # a first turn before any stream is opened
+            http_json(hp, "/v1/session/message", {"session_id": sid, "message": f"bench session {k}"})
+    time.sleep(0.5)
+    streams = {t: [SessionStream(targets[t], sid) for sid in sids[t]] for t in targets}
+    conns = {t: Conn(hp) for t, hp in targets.items()}
+    direct = Conn(a.direct)
+    body = json.dumps({"model": "fake-model", "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "bench first delta"}]}).encode()
+    orders = [("direct", "A", "B"), ("A", "B", "direct"), ("B", "direct", "A"),
+              ("direct", "B", "A"), ("B", "A", "direct"), ("A", "direct", "B")]
+    res = {"direct": [], "A": [], "B": []}
+    per_round = {"A": [], "B": []}
+    errors, warm = [], 10
+    for i in range(a.n + warm):
+        k, row = i % a.sessions, {}
+        for name in orders[i % len(orders)]:
+            try:
+                if name == "direct":
+                    row[name] = direct_first_delta(direct, body, True)
+                else:
+                    row[name] = session_reply(conns[name], streams[name][k], sids[name][k], f"bench first delta {i}")
+            except (OSError, ValueError) as e:
+                errors.append(f"{name}: {e}")
+                (direct if name == "direct" else conns[name]).close()
+        if i < warm:
+            continue
+        for name, ms in row.items():
+            res[name].append(ms)
+        for t in per_round:
+            if t in row and "direct" in row:
+                per_round[t].append(row[t] - row["direct"])
+    for t in targets:
+        for st in streams[t]:
+            st.sock.close()
+        conns[t].close()
+    direct.close()
+    out = {"n": a.n, "errors": errors[:20], "error_count": len(errors), "a": a.a, "b": a.b}
+    print(f"  samples: direct {len(res['direct'])}, A {len(res['A'])}, B {len(res['B'])} (rotating order, "
+          f"{a.sessions} sessions each); errors: {len(errors)}")
+    if failed(errors, all(res.values()), out, a.out):
+        return 1
+    qs = (0.5, 0.9, 0.99)
+    print(f"  {'time to first delta, ms':38s} {'p50':>9s} {'p90':>9s} {'p99':>9s}")
+    rows = {name: [quantile(xs, q) for q in qs] for name, xs in res.items()}
+    for name in ("direct", "A", "B"):
+        print(f"  {name:38s} " + " ".join(fmt(v) for v in rows[name]))
+    for t in ("A", "B"):
+        added = [x - d for x, d in zip(rows[t], rows["direct"])]
+        each = [quantile(per_round[t], q) for q in qs]
+        print(f"  {t + ' added (p(through) - p(direct))':38s} " + " ".join(fmt(v) for v in added))
+        print(f"  {t + ' added per round (quantiles)':38s} " + " ".join(fmt(v) for v in each))
+        out[t] = {"added": added, "per_round": each, "p": rows[t]}
+    out["direct"] = rows["direct"]
+    out["ok"] = True
+    json.dump(out, open(a.out, "w"))
     return 0
 
 
@@ -512,8 +591,16 @@ def main():
     se.add_argument("--sessions", type=int, default=4)
     se.add_argument("--fake-keepalive", action="store_true")
     se.add_argument("--out", required=True)
+    ab = sub.add_parser("session-ab")
+    ab.add_argument("--direct", required=True)
+    ab.add_argument("--a", required=True)
+    ab.add_argument("--b", required=True)
+    ab.add_argument("-n", type=int, default=400)
+    ab.add_argument("--sessions", type=int, default=4)
+    ab.add_argument("--out", required=True)
     a = ap.parse_args()
-    return {"latency": cmd_latency, "proxy": cmd_proxy, "session": cmd_session}[a.cmd](a)
+    return {"latency": cmd_latency, "proxy": cmd_proxy, "session": cmd_session,
+            "session-ab": cmd_session_ab}[a.cmd](a)
 
 
 if __name__ == "__main__":

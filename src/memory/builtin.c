@@ -2,7 +2,9 @@
  * builtin.c - the built-in memory driver: memories in the store's own table, recalled with
  * full-text search (SQLite FTS5, ranked by bm25 and recency; src/store/sqlite_memory.c).
  *
- * DESIGN: both calls are store ops run with store_op_wait (relay and worker threads only).
+ * DESIGN: both calls block their caller (relay and worker threads only): a write is a store op
+ * run with store_op_wait, a recall runs on the caller's own read connection
+ * (store_memory_search_here: no round trip to a reader thread).
  * A batch of outbox rows is one STORE_OP_MEMORY_PUT (one commit); the (tenant, namespace, key)
  * uniqueness makes a replayed row a no-op, as SomaBrain's key does. Recall reads only the
  * caller's tenant's rows. A store failure is UNAVAILABLE (same rule as SomaBrain's outages).
@@ -43,7 +45,7 @@ static enum memory_call builtin_recall(struct store *st, const char *tenant, con
 		snprintf(err, cap, "out of memory");
 		return MEMORY_CALL_UNAVAILABLE;
 	}
-	enum soma_err e = store_op_wait(st, op);
+	enum soma_err e = store_memory_search_here(st, op); /* on this thread: no reader round trip */
 	if (e == SOMA_OK) {
 		*out = op->rows;
 		op->rows = NULL;

@@ -4,7 +4,9 @@
  * DESIGN: a mutex, a condition variable and a reference count. The store thread settles the gate
  * once (after the commit hook published the user's event); the worker thread waits on it before
  * its first publication. Whoever drops the last reference frees it, so neither side depends on
- * the other finishing first.
+ * the other finishing first. The worker may leave a hook that the settling thread runs, under
+ * the gate's lock, the moment the gate commits (the reply's first publication, made there
+ * instead of on the worker, which is then waiting for its provider).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,11 +14,13 @@
 #include "queue/handoff.h"
 
 struct commit_gate {
-	pthread_mutex_t lock;  /* guards the fields below */
-	pthread_cond_t cv;     /* broadcast when settled */
-	int refs;	       /* references held */
-	enum gate_state state; /* pending until settled */
-	int64_t seq;	       /* the committed event's seq */
+	pthread_mutex_t lock;			   /* guards the fields below */
+	pthread_cond_t cv;			   /* broadcast when settled */
+	int refs;				   /* references held */
+	enum gate_state state;			   /* pending until settled */
+	int64_t seq;				   /* the committed event's seq */
+	void (*on_commit)(void *arg, int64_t seq); /* commit_gate_on_commit's hook, or NULL */
+	void *on_commit_arg;			   /* its argument */
 };
 
 struct commit_gate *commit_gate_new(void)
@@ -59,6 +63,9 @@ void commit_gate_settle(struct commit_gate *g, bool committed, int64_t seq)
 	if (g->state == GATE_PENDING) {
 		g->state = committed ? GATE_COMMITTED : GATE_FAILED;
 		g->seq = seq;
+		if (committed && g->on_commit) /* under the lock: the waiter sees what it did */
+			g->on_commit(g->on_commit_arg, seq);
+		g->on_commit = NULL;
 		pthread_cond_broadcast(&g->cv);
 	}
 	pthread_mutex_unlock(&g->lock);
@@ -84,4 +91,14 @@ enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq)
 		*seq = g->seq;
 	pthread_mutex_unlock(&g->lock);
 	return s;
+}
+
+bool commit_gate_on_commit(struct commit_gate *g, void (*fn)(void *arg, int64_t seq), void *arg)
+{
+	pthread_mutex_lock(&g->lock);
+	bool pending = g->state == GATE_PENDING;
+	g->on_commit = pending ? fn : NULL;
+	g->on_commit_arg = pending ? arg : NULL;
+	pthread_mutex_unlock(&g->lock);
+	return pending;
 }

@@ -41,6 +41,11 @@ enum gate_state commit_gate_state(struct commit_gate *g, int64_t *seq);
 /* Waits until the gate is settled; returns GATE_COMMITTED or GATE_FAILED. */
 enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq);
 
+/* Leaves fn to run on the settling thread, under g's lock, when g commits (not when it fails):
+ * fn(arg, seq) must be short and must not touch g. fn NULL removes the hook; after that returns
+ * fn will not run. False (nothing left) when g is already settled. */
+bool commit_gate_on_commit(struct commit_gate *g, void (*fn)(void *arg, int64_t seq), void *arg);
+
 /* Hands task (a new reference is taken; {id, name, queue, tenant, session_id, payload,
  * attempts, max_retries, message}) with gate (a reference is taken) to an idle worker of the
  * task's queue. True when one took it: worker (cap >= 64) gets its id and *visibility_ms the

@@ -6,7 +6,8 @@
  * driver state (opened on the thread, closed when it exits: the redis driver then gives back
  * what it prefetched). Before a task runs: revoked or expired -> REVOKED without running; policy
  * (task.run); the per-task rate limit. The task's lifecycle is reported through queue_emit().
- * An idle worker may be handed a chat task before its message commits (handoff.h).
+ * An idle worker may be handed a chat task before its message commits (handoff.h). Each worker
+ * sleeps on its own condition variable: a hand-off wakes the one worker it chose, not all.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,7 +19,6 @@
 
 #include "core/clock.h"
 #include "core/config.h"
-#include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "queue/handoff.h"
@@ -53,14 +53,14 @@ struct worker {
 	bool idle;		  /* waiting for a notify (lock): queue_handoff may give it a task */
 	json_t *handed;		  /* a task handed over by queue_handoff (lock), not yet taken */
 	struct commit_gate *gate; /* the handed task's commit gate (lock) */
+	pthread_cond_t cv;	  /* its idle wait: a hand-off wakes this worker only (with lock) */
 };
 
 static struct worker workers[MAX_WORKERS];
 static int nworkers;
 static struct store *store;
-static int visibility_ms, backoff_base_ms;
+static int visibility_ms;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static unsigned long notify_gen;
 static atomic_int idle_count; /* workers with idle set: read without the lock by queue_handoff_possible */
@@ -69,16 +69,6 @@ static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
 static char hostname[64] = "host";
 static const struct queue_driver *drv = &queue_local_driver;
-
-int64_t queue_backoff_ms(int64_t attempts)
-{
-	int64_t cap = backoff_base_ms;
-	for (int64_t i = 1; i < attempts && cap < 300000; i++)
-		cap *= 2;
-	if (cap > 300000)
-		cap = 300000;
-	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
-}
 
 struct store *queue_store(void)
 {
@@ -107,14 +97,23 @@ static enum soma_err spawn_locked(struct queue_slot *q)
 		return SOMA_ERR_LIMIT;
 	struct worker *w = &workers[nworkers];
 	memset(w, 0, sizeof(*w));
+	pthread_cond_init(&w->cv, NULL);
 	w->slot = q;
 	snprintf(w->queue, sizeof(w->queue), "%s", q->name);
 	snprintf(w->id, sizeof(w->id), "%.24s-%d-%.16s-%d", hostname, (int)getpid(), q->name, q->count);
 	if (pthread_create(&w->tid, NULL, worker_main, w) != 0)
-		return SOMA_ERR_INTERNAL;
+		return SOMA_ERR_INTERNAL; /* (the slot is reused: its cv is initialised again) */
 	nworkers++;
 	q->count++;
 	return SOMA_OK;
+}
+
+/* Wakes every idle worker (lock held). */
+static void wake_idle_locked(void)
+{
+	for (int i = 0; i < nworkers; i++)
+		if (workers[i].idle)
+			pthread_cond_signal(&workers[i].cv);
 }
 
 void queue_notify(void *arg)
@@ -122,7 +121,7 @@ void queue_notify(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&lock);
 	notify_gen++;
-	pthread_cond_broadcast(&wake);
+	wake_idle_locked();
 	pthread_mutex_unlock(&lock);
 	queue_relay_wake(NULL); /* redis driver: the committed rows are the relay's to publish */
 }
@@ -268,7 +267,7 @@ static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate
 	pthread_mutex_lock(&lock);
 	set_idle_locked(w, true);
 	while (!stopping && gen == notify_gen && !w->handed) {
-		if (pthread_cond_timedwait(&wake, &lock, &until) != 0)
+		if (pthread_cond_timedwait(&w->cv, &lock, &until) != 0)
 			break;
 	}
 	set_idle_locked(w, false);
@@ -332,7 +331,7 @@ bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t 
 		snprintf(worker, cap, "%s", w->id);
 		*visibility = visibility_ms;
 		taken = true;
-		pthread_cond_broadcast(&wake); /* the others see no new notify and wait on */
+		pthread_cond_signal(&w->cv); /* this worker only: the others sleep on */
 		if (handed_total)
 			metric_add(metric_series(handed_total, NULL), 1);
 	}
@@ -349,7 +348,7 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 				       "Chat tasks handed to an idle worker before their message committed.", NULL);
 	store = st;
 	visibility_ms = visibility_s * 1000;
-	backoff_base_ms = backoff_ms > 1 ? backoff_ms : 2;
+	queue_backoff_init(backoff_ms);
 	stopping = false;
 	gethostname(hostname, sizeof(hostname) - 1);
 	drv = queue_driver_is_redis() ? &queue_redis_driver : &queue_local_driver;
@@ -376,7 +375,7 @@ void queue_stop(int grace_ms)
 {
 	pthread_mutex_lock(&lock);
 	stopping = true;
-	pthread_cond_broadcast(&wake);
+	wake_idle_locked();
 	pthread_mutex_unlock(&lock);
 	/* running tasks get the grace period, then are asked to cancel; an unfinished task is not
 	 * acked, so it runs again after its visibility timeout */
@@ -395,8 +394,10 @@ void queue_stop(int grace_ms)
 	pthread_mutex_lock(&lock);
 	int n = nworkers; /* no worker is started once stopping is set */
 	pthread_mutex_unlock(&lock);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		pthread_join(workers[i].tid, NULL);
+		pthread_cond_destroy(&workers[i].cv);
+	}
 	nworkers = 0;
 	atomic_store(&idle_count, 0); /* every worker left idle_wait; a fresh start counts anew */
 	nslots = 0;

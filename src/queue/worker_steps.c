@@ -1,6 +1,6 @@
 /*
  * worker_steps.c - the handler table, the policy check before a task runs and the event after
- * its outcome (see worker_steps.h). The table is filled before the pools start and cleared after
+ * its outcome (see worker_steps.h), and the retry backoff. The table is filled before the pools start and cleared after
  * they stopped, so the worker threads read it without a lock; the rest is called on the worker
  * thread running the task.
  */
@@ -9,10 +9,29 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/ids.h"
 #include "policy/policy.h"
 #include "queue/hooks.h"
+#include "queue/queue_int.h"
 
 #define MAX_HANDLERS 32
+
+static int backoff_base_ms = 2; /* queue_backoff_init */
+
+void queue_backoff_init(int base_ms)
+{
+	backoff_base_ms = base_ms > 1 ? base_ms : 2;
+}
+
+int64_t queue_backoff_ms(int64_t attempts)
+{
+	int64_t cap = backoff_base_ms;
+	for (int64_t i = 1; i < attempts && cap < 300000; i++)
+		cap *= 2;
+	if (cap > 300000)
+		cap = 300000;
+	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
+}
 
 struct handler {
 	char name[64];	    /* task name */

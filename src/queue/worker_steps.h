@@ -18,4 +18,7 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 
+/* The first retry delay (queue.retry_backoff_ms) queue_backoff_ms doubles from (queue_start). */
+void queue_backoff_init(int base_ms);
+
 #endif

@@ -13,8 +13,10 @@
  * recall read all of them (2.8 ms at 66,000 memories, against 0.4 ms without it). soma_rank is
  * given the words' counts, which fts_words has already looked up, and leaves the scope phrase
  * (weight 0 in bm25() too) out.
+ * A recall runs on the caller's thread, on a connection of its own (store_memory_search_here).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,4 +290,74 @@ enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* ---- the search on the caller's thread (store_memory_search_here) ----
+ * A recall is on the path of every chat reply: run on a reader thread it cost two thread
+ * switches (the reader's wake-up, then the caller's), each tens to hundreds of microseconds on a
+ * busy two-core machine. The caller's thread keeps its own read connection instead, opened on
+ * first use and closed when the thread exits (or by store_memory_search_here_close). */
+struct here_conn {
+	struct dbconn c;	/* this thread's connection */
+	const struct store *st; /* the store it was opened for */
+	char path[4200];	/* that store's database file */
+};
+
+static pthread_key_t here_key;
+static pthread_once_t here_once = PTHREAD_ONCE_INIT;
+
+static void here_free(void *arg)
+{
+	struct here_conn *h = arg;
+	dbconn_close(&h->c);
+	free(h);
+}
+
+static void here_key_init(void)
+{
+	(void)pthread_key_create(&here_key, here_free);
+}
+
+void store_memory_search_here_close(void)
+{
+	pthread_once(&here_once, here_key_init);
+	struct here_conn *h = pthread_getspecific(here_key);
+	if (h)
+		here_free(h);
+	pthread_setspecific(here_key, NULL);
+}
+
+/* This thread's connection to st's database (opened now if needed), NULL when it cannot open. */
+static struct dbconn *here_conn(struct store *st)
+{
+	pthread_once(&here_once, here_key_init);
+	struct here_conn *h = pthread_getspecific(here_key);
+	if (h && (h->st != st || strcmp(h->path, st->path) != 0)) /* another store since */
+		store_memory_search_here_close(), h = NULL;
+	if (h)
+		return &h->c;
+	if (!(h = calloc(1, sizeof(*h))))
+		return NULL;
+	if (dbconn_open(&h->c, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK) {
+		here_free(h);
+		return NULL;
+	}
+	h->st = st;
+	snprintf(h->path, sizeof(h->path), "%s", st->path);
+	if (pthread_setspecific(here_key, h) != 0) {
+		here_free(h);
+		return NULL;
+	}
+	return &h->c;
+}
+
+enum soma_err store_memory_search_here(struct store *st, struct store_op *op)
+{
+	bool here = op->kind == STORE_OP_MEMORY_SEARCH && st->drv == &store_sqlite_driver && st->exec_running;
+	struct dbconn *c = here ? here_conn(st) : NULL;
+	if (!c) /* PostgreSQL (its connections are its lanes'), a stopped store, no connection */
+		return store_op_wait(st, op);
+	op->err = store_sql_memory_search(c, op);
+	dbconn_release(c); /* ends the read transaction: no WAL snapshot stays pinned */
+	return op->err;
 }

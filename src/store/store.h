@@ -225,6 +225,13 @@ void store_exec_stop(struct store *st);
 enum soma_err store_submit(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
 /* Runs op and waits for it (worker threads only; never on an io thread). Returns op->err. */
 enum soma_err store_op_wait(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
+/* Runs a STORE_OP_MEMORY_SEARCH op (op stays the caller's) on the calling thread and returns its
+ * error: SQLite on a read connection this thread keeps (opened on first use, closed when the
+ * thread exits or by store_memory_search_here_close), sparing the two thread switches of a
+ * reader; any other op or driver goes through store_op_wait. Blocks: worker and pool threads. */
+enum soma_err store_memory_search_here(struct store *st, struct store_op *op) SOMA_MUST_CHECK;
+/* Closes the calling thread's search connection, if any (threads that do not exit: tests). */
+void store_memory_search_here_close(void);
 /* Called after each committed batch that enqueued tasks (the local queue wakes workers). */
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg);
 /* Says no copy of a task can be delivered after its outcome committed (the local queue: a

@@ -14,6 +14,7 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus/bus.h"
@@ -39,6 +40,8 @@ struct generation {
 	bool redo;		   /* early start: the read missed events before the message: read and call again */
 	bool dropped;		   /* early start: the message did not commit: publish and store nothing */
 	enum soma_err reread;	   /* early start: the error of the second context read (SOMA_OK: none) */
+	char *thinking;		   /* early start: assistant.thinking, formatted before the call (owned) */
+	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
 };
 
 static void publish(struct generation *g, json_t *event)
@@ -75,9 +78,44 @@ static bool open_generation(struct generation *g)
 		g->base_seq = seq > g->base_seq ? seq : g->base_seq; /* after the user's event */
 	}
 	g->opened = true;
-	publish(g, chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
-				  json_pack("{s:s}", "generation_id", g->task->id)));
+	if (g->early_opened) /* published by thinking_on_commit as the message committed */
+		return true;
+	if (g->thinking)
+		bus_publish_ephemeral(g->bus_key, g->base_seq, g->thinking, strlen(g->thinking), NULL);
+	else
+		publish(g, chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
+					  json_pack("{s:s}", "generation_id", g->task->id)));
 	return true;
+}
+
+/* Early start: the gate's hook (queue/handoff.h), on the store thread that settles the message,
+ * under the gate's lock, the moment it commits: publishes the prepared assistant.thinking there
+ * (after the user's event: the commit hook published it first) while this worker waits for its
+ * provider, so the first delta is then the only publication on its way. Not when the context
+ * must be read again: open_generation then sets redo. */
+static void thinking_on_commit(void *arg, int64_t seq)
+{
+	struct generation *g = arg;
+	if (!context_right(g, seq))
+		return;
+	bus_publish_ephemeral(g->bus_key, seq > g->base_seq ? seq : g->base_seq, g->thinking, strlen(g->thinking),
+			      NULL);
+	g->early_opened = true;
+}
+
+/* Early start, before the first call: formats assistant.thinking and leaves it to be published
+ * when the message commits (thinking_on_commit); when it has committed already, publishes it now,
+ * before the call. Without memory for it, the first delta publishes it as before. */
+static void thinking_prepare(struct generation *g)
+{
+	int64_t seq;
+	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
+				    json_pack("{s:s}", "generation_id", g->task->id));
+	g->thinking = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+	json_decref(ev);
+	if (g->thinking && !commit_gate_on_commit(g->task->gate, thinking_on_commit, g) &&
+	    commit_gate_state(g->task->gate, &seq) == GATE_COMMITTED && context_right(g, seq))
+		(void)open_generation(g); /* settled already: thinking goes out before the call */
 }
 
 static bool on_delta(void *ctx, const char *text, size_t len)
@@ -309,6 +347,8 @@ static enum task_outcome dropped(struct task_ctx *t)
 static void generate(struct generation *g, const struct llm_config *cfg, json_t *rows, json_t *memories,
 		     struct llm_result *res)
 {
+	if (g->task->gate && !g->opened)
+		thinking_prepare(g);
 	for (;;) {
 		json_t *messages = messages_for(rows, memories);
 		json_decref(rows);
@@ -402,6 +442,9 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 		(void)open_generation(&g); /* thinking at once, as the reply starts */
 	struct llm_result res;
 	generate(&g, &cfg, rows, memories, &res);
+	if (t->gate) /* settled by now (generate waited for it): the hook is gone, or is removed here */
+		(void)commit_gate_on_commit(t->gate, NULL, NULL);
+	free(g.thinking);
 	json_decref(memories);
 	enum task_outcome outcome;
 	if (g.dropped) {

@@ -132,6 +132,31 @@ def test_commit_that_fails_drops_the_early_reply(soma, llm):
     srv.stop(expect=0)
 
 
+def test_thinking_comes_when_the_message_commits(soma, llm):
+    """An early-started reply whose provider is still silent: assistant.thinking follows the
+    user's event as soon as the message has committed (the commit gate's hook publishes it), not
+    with the first delta. (Fails on the code before: the early start published thinking together
+    with the first delta, which this provider holds back for a minute.)"""
+    srv = soma()  # the pool grows to two workers with the first reply: one of them waits idle
+    sid = post_message(srv, "first")["session_id"]
+    wait_terminal(srv, sid)
+    wait_until(lambda: any(w["queue"] == "conversation" and w["state"] == "idle"
+                           for w in http().get(srv.url + "/v1/workers", timeout=5).json()["workers"]),
+               10, what="an idle conversation worker")
+    handed = _handed(srv)
+    llm.control(first_delay_ms=60000)  # the head now, the first delta in a minute
+    with open_stream(srv, sid) as s:
+        post_message(srv, "second", session_id=sid)
+        frames = s.events(lambda e: e["type"] != "user", timeout=20)
+        assert [e["type"] for _, e in frames] == ["user", "assistant.thinking"], frames
+        assert frames[0][1]["message"] == "second", frames
+        assert _handed(srv) == handed + 1  # this reply started early
+        assert llm.stats()["requests"] == 2  # and its provider call is in flight, silent
+    assert http().delete(f"{srv.url}/v1/sessions/{sid}", timeout=10).status_code in (200, 204)
+    wait_until(lambda: llm.stats()["aborted"] == 1, 10, what="the cancelled provider call")
+    llm.control(first_delay_ms=0)
+    srv.stop(expect=0)
+
 def test_a_refused_message_costs_no_provider_call(soma, tmp_path, llm):
     """A message to another tenant's session is refused (404) by its commit; its task was handed
     over early all the same, but the worker's read finds no session of that tenant and waits for

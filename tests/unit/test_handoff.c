@@ -49,6 +49,45 @@ Test(gate, a_waiter_learns_of_a_failure_from_another_thread, .timeout = 10)
 	commit_gate_unref(g); /* the last reference: freed (ASan says if not) */
 }
 
+/* The worker's hook (the reply's thinking event, published as the message commits) runs once,
+ * on the settling thread, before a waiter returns - and never on a failure, after its removal,
+ * or when left on a gate already settled. */
+static int64_t hook_seq[2];
+static int hook_calls;
+
+static void hook(void *arg, int64_t seq)
+{
+	hook_seq[hook_calls++ % 2] = seq + *(int64_t *)arg;
+}
+
+Test(gate, the_commit_hook_runs_once_at_the_commit_only)
+{
+	int64_t add = 100;
+	struct commit_gate *g = commit_gate_new();
+	cr_assert(commit_gate_on_commit(g, hook, &add));
+	commit_gate_settle(g, true, 7);
+	cr_assert_eq(hook_calls, 1);
+	cr_assert_eq(hook_seq[0], 107);
+	commit_gate_settle(g, true, 8); /* ignored: settled once */
+	cr_assert_eq(hook_calls, 1);
+	cr_assert_not(commit_gate_on_commit(g, hook, &add), "a settled gate takes no hook");
+	cr_assert_eq(hook_calls, 1);
+	commit_gate_unref(g);
+
+	g = commit_gate_new(); /* failed: the hook does not run */
+	cr_assert(commit_gate_on_commit(g, hook, &add));
+	commit_gate_settle(g, false, 0);
+	cr_assert_eq(hook_calls, 1);
+	commit_gate_unref(g);
+
+	g = commit_gate_new(); /* removed before the commit */
+	cr_assert(commit_gate_on_commit(g, hook, &add));
+	cr_assert(commit_gate_on_commit(g, NULL, NULL));
+	commit_gate_settle(g, true, 9);
+	cr_assert_eq(hook_calls, 1);
+	commit_gate_unref(g);
+}
+
 /* ---- the store's side ------------------------------------------------------------------------- */
 
 static char dir[64];

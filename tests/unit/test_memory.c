@@ -28,6 +28,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	store_memory_search_here_close(); /* this thread's recall connection (the test thread does not exit) */
 	store_test_close(st, dir);
 }
 
@@ -394,6 +395,23 @@ Test(memory, builtin_recall_through_the_interface)
 	json_decref(res);
 	cr_assert_eq(memory_recall(st, "beta", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 0, "another tenant's memory");
+	json_decref(res);
+	/* the recall ran on this thread's own connection (store_memory_search_here), kept between
+	 * recalls: it sees what was committed after it opened, and a recall from another store
+	 * (another database file) gets a connection to that one */
+	put("acme", "k2", "penguins cannot fly");
+	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 2, "the kept connection reads the newest commit");
+	json_decref(res);
+	char dir2[256];
+	struct store *st2 = store_test_open(dir2, sizeof(dir2));
+	cr_assert_eq(memory_recall(st2, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 0, "another store: its own (empty) memories");
+	json_decref(res);
+	store_memory_search_here_close();
+	store_test_close(st2, dir2);
+	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(json_array_size(res), 2, "back on the first store");
 	json_decref(res);
 	cfg_unload();
 }
