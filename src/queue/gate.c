@@ -4,7 +4,9 @@
  * DESIGN: a mutex, a condition variable and a reference count. The store thread settles the gate
  * once (after the commit hook published the user's event); the worker thread waits on it before
  * its first publication. Whoever drops the last reference frees it, so neither side depends on
- * the other finishing first.
+ * the other finishing first. What must not be seen before the commit (the task's Celery events)
+ * is held as one callback (commit_gate_on_commit): it runs, still under the gate's lock, before
+ * the state changes and the waiters wake, so it precedes everything they do after their wait.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,7 +19,21 @@ struct commit_gate {
 	int refs;	       /* references held */
 	enum gate_state state; /* pending until settled */
 	int64_t seq;	       /* the committed event's seq */
+	gate_fn on_commit;     /* held until the commit (NULL: none) */
+	gate_fn release;       /* releases arg (NULL: nothing to release) */
+	void *arg;	       /* their argument */
 };
+
+/* Runs (if committed) and releases what is held; lock held. */
+static void held_settle_locked(struct commit_gate *g, bool committed)
+{
+	if (committed && g->on_commit)
+		g->on_commit(g->arg);
+	if (g->release)
+		g->release(g->arg);
+	g->on_commit = g->release = NULL;
+	g->arg = NULL;
+}
 
 struct commit_gate *commit_gate_new(void)
 {
@@ -48,6 +64,7 @@ void commit_gate_unref(struct commit_gate *g)
 	pthread_mutex_unlock(&g->lock);
 	if (!last)
 		return;
+	held_settle_locked(g, false); /* never settled: the commit did not happen */
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->cv);
 	free(g);
@@ -57,6 +74,7 @@ void commit_gate_settle(struct commit_gate *g, bool committed, int64_t seq)
 {
 	pthread_mutex_lock(&g->lock);
 	if (g->state == GATE_PENDING) {
+		held_settle_locked(g, committed);
 		g->state = committed ? GATE_COMMITTED : GATE_FAILED;
 		g->seq = seq;
 		pthread_cond_broadcast(&g->cv);
@@ -84,4 +102,22 @@ enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq)
 		*seq = g->seq;
 	pthread_mutex_unlock(&g->lock);
 	return s;
+}
+
+void commit_gate_on_commit(struct commit_gate *g, gate_fn on_commit, gate_fn release, void *arg)
+{
+	pthread_mutex_lock(&g->lock);
+	if (g->state == GATE_PENDING && !g->on_commit && !g->release) {
+		g->on_commit = on_commit;
+		g->release = release;
+		g->arg = arg;
+		pthread_mutex_unlock(&g->lock);
+		return;
+	}
+	bool committed = g->state == GATE_COMMITTED;
+	pthread_mutex_unlock(&g->lock);
+	if (committed && on_commit) /* settled already: now, on this thread */
+		on_commit(arg);
+	if (release)
+		release(arg);
 }
