@@ -154,11 +154,30 @@ def queues_idle(srv):
     return all(q["depth"] == 0 and q["delayed"] == 0 and q["reserved"] == 0 for q in r.json()["queues"])
 
 
+def drain_report(srv, load):
+    """What is still waiting: the queues, and per session the messages without a reply."""
+    lines = ["queues: " + http().get(srv.url + "/v1/queues", timeout=5).text]
+    for sid in load.sids:
+        evs = full_history(srv, sid)
+        gens = {e["metadata"].get("generation_id") for e in evs if e["type"] in TERMINAL}
+        users = [e for e in evs if e["type"] == "user"]
+        tasks = {a["text"]: a["task_id"] for a in load.acked if a["sid"] == sid}
+        open_ = [(e["seq"], e["message"], tasks[e["message"]]) for e in users
+                 if e["message"] in tasks and tasks[e["message"]] not in gens]
+        if open_ or len(gens) != len(users):
+            lines.append(f"session {sid}: {len(users)} messages, {len(gens)} replies; "
+                         f"acknowledged without a reply (seq, text, task id): {open_}")
+    return "\n".join(lines)
+
+
 def check_drained(srv, load, where, timeout):
     """Waits until every message has its reply and the queues are idle; then asserts that nothing
     was dead-lettered."""
-    wait_until(lambda: replies_settled(srv, load) and queues_idle(srv), timeout, interval=0.5,
-               what=f"{where}: the drain (every message replied, the queues idle)")
+    try:
+        wait_until(lambda: replies_settled(srv, load) and queues_idle(srv), timeout, interval=0.5,
+                   what=f"{where}: the drain (every message replied, the queues idle)")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{drain_report(srv, load)}") from None
     time.sleep(1.0)  # a late duplicate, had there been one, would be stored by now
     assert queues_idle(srv), f"{where}: work appeared after the drain"
     r = http().get(srv.url + "/v1/dead-letters", timeout=5)

@@ -17,6 +17,7 @@ what each client sends where) comes from one seed, printed at the start; a failu
 shortest allowed (5 s): on PostgreSQL a restarted node does not take back what it held (other
 nodes' reservations look the same), and a killed Redis worker's messages wait in `unacked`."""
 
+import itertools
 import os
 import random
 import signal
@@ -25,11 +26,12 @@ import time
 import pytest
 
 from chaos_util import Load, check_drained, check_sessions
-from e2e_util import STORE, post_message, store_url, wait_until
+from conftest import _teardown
+from e2e_util import STORE, post_message, start_server, store_url, wait_until
 from servers import RedisServer
 
 SEED = int(os.environ.get("SOMA_CHAOS_SEED") or random.SystemRandom().randrange(1, 1 << 30))
-KILLS = 4
+KILLS = 5
 VT = "queue.visibility_timeout_s=5"
 
 
@@ -44,6 +46,37 @@ def _maybe_fail_llm(llm, rng):
         llm.control(mode=rng.choice(["500", "cut"]), times=rng.randint(1, 2))
 
 
+@pytest.fixture
+def launch(tmp_path, llm):
+    """start(*sets, data_dir, **kw) -> Server on the fake LLM, in a directory of its own per
+    start (run0, run1, ...), so the log of every incarnation is kept beside the shared data dir."""
+    servers, n = [], itertools.count()
+
+    def start(*sets, **kw):
+        run = tmp_path / f"run{next(n)}"
+        run.mkdir()
+        srv = start_server(run, sets=tuple(llm.sets()) + sets, **kw)
+        servers.append(srv)
+        return srv
+
+    yield start
+    _teardown(servers)
+
+
+def _up_then_kill(srv, load, llm, rng, where, k):
+    """Lets srv take load for a random while (or, now and then, kill it at once: mid-recovery),
+    fails the LLM now and then, and kills srv."""
+    if rng.random() < 0.25:
+        time.sleep(rng.uniform(0.0, 0.3))
+    else:
+        before = load.acked_count()
+        wait_until(lambda: load.acked_count() >= before + 3, 30, what=f"{where}: load after restart {k}")
+        _maybe_fail_llm(llm, rng)
+        time.sleep(rng.uniform(0.1, 2.5))
+    _kill(srv)
+    time.sleep(rng.uniform(0.0, 0.8))  # the clients meet a dead port meanwhile
+
+
 def _kill(srv):
     srv.checked = True  # no clean exit expected
     srv.proc.send_signal(signal.SIGKILL)
@@ -54,25 +87,20 @@ def _open_sessions(srv, n):
     return [post_message(srv, f"open-{i}")["session_id"] for i in range(n)]
 
 
-def test_kill_9_under_load_loses_and_repeats_nothing(soma, llm, tmp_path):
+def test_kill_9_under_load_loses_and_repeats_nothing(launch, llm, tmp_path):
     rng = random.Random(SEED)
     print(f"chaos seed {SEED} (replay: SOMA_CHAOS_SEED={SEED})")
     where = f"seed {SEED}, {STORE}"
     _slow_llm(llm)
-    srv = soma(VT)
-    port, data = srv.port, srv.data_dir
+    data = tmp_path / "data"
+    srv = launch(VT, data_dir=data)
+    port = srv.port
     sids = _open_sessions(srv, 5)
     load = Load(lambda: [srv.url], sids, threads=4, seed=SEED).start()
     try:
         for k in range(KILLS):
-            # up for a while, under load; kill at a random moment once some messages got in
-            before = load.acked_count()
-            wait_until(lambda: load.acked_count() >= before + 3, 30, what=f"{where}: load after restart {k}")
-            _maybe_fail_llm(llm, rng)
-            time.sleep(rng.uniform(0.3, 2.5))
-            _kill(srv)
-            time.sleep(rng.uniform(0.0, 0.8))  # the clients meet a dead port meanwhile
-            srv = soma(VT, port=port, data_dir=data, timeout=30)
+            _up_then_kill(srv, load, llm, rng, where, k)
+            srv = launch(VT, port=port, data_dir=data, timeout=30)
         time.sleep(rng.uniform(0.5, 1.5))
     finally:
         load.stop()
@@ -84,7 +112,7 @@ def test_kill_9_under_load_loses_and_repeats_nothing(soma, llm, tmp_path):
 
 
 @pytest.mark.postgres_only
-def test_split_fleet_kill_9_of_worker_and_gateways(soma, llm, tmp_path):
+def test_split_fleet_kill_9_of_worker_and_gateways(launch, llm, tmp_path):
     rng = random.Random(SEED + 1)
     print(f"chaos seed {SEED} (replay: SOMA_CHAOS_SEED={SEED})")
     where = f"seed {SEED}, split fleet"
@@ -96,7 +124,7 @@ def test_split_fleet_kill_9_of_worker_and_gateways(soma, llm, tmp_path):
         nodes = {}
 
         def start(name, port=None):
-            nodes[name] = soma(*common, role=roles[name], data_dir=tmp_path / name, port=port, timeout=30)
+            nodes[name] = launch(*common, role=roles[name], data_dir=tmp_path / name, port=port, timeout=30)
 
         for name in roles:
             start(name)
@@ -104,14 +132,9 @@ def test_split_fleet_kill_9_of_worker_and_gateways(soma, llm, tmp_path):
         load = Load(lambda: [nodes[g].url for g in ("g1", "g2")], sids, threads=4, seed=SEED).start()
         try:
             for k in range(KILLS):
-                before = load.acked_count()
-                wait_until(lambda: load.acked_count() >= before + 3, 30, what=f"{where}: load after restart {k}")
-                _maybe_fail_llm(llm, rng)
-                time.sleep(rng.uniform(0.3, 2.5))
                 victim = "w" if k % 2 == 0 else rng.choice(["g1", "g2"])  # the worker, then a gateway, ...
                 port = nodes[victim].port
-                _kill(nodes[victim])
-                time.sleep(rng.uniform(0.0, 0.8))
+                _up_then_kill(nodes[victim], load, llm, rng, where, k)
                 start(victim, port)
             time.sleep(rng.uniform(0.5, 1.5))
         finally:
