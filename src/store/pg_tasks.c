@@ -39,11 +39,12 @@ enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const cha
 	pg_param_text(&p, worker ? worker : "");
 	pg_param_int(&p, worker ? json_integer_value(json_object_get(task, "reserved_until_ms")) : 0);
 	pg_param_int(&p, worker ? 1 : 0);
-	enum soma_err err = pg_run(c,
-				   "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
-				   "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, attempts) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $9, $11, $12, $13)",
-				   &p, NULL);
+	enum soma_err err =
+		pg_run(c,
+		       "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+		       "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, attempts) "
+		       "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $9, $11, $12, $13)",
+		       &p, NULL);
 	free(payload);
 	return err;
 }
