@@ -154,9 +154,21 @@ def queues_idle(srv):
     return all(q["depth"] == 0 and q["delayed"] == 0 and q["reserved"] == 0 for q in r.json()["queues"])
 
 
-def drain_report(srv, load):
-    """What is still waiting: the queues, and per session the messages without a reply."""
+def unreplied(srv, load):
+    """Task ids of acknowledged messages that have no reply yet."""
+    out = []
+    for sid in load.sids:
+        gens = {e["metadata"].get("generation_id") for e in full_history(srv, sid) if e["type"] in TERMINAL}
+        out += [a["task_id"] for a in load.acked if a["sid"] == sid and a["task_id"] not in gens]
+    return out
+
+
+def drain_report(srv, load, probe=None):
+    """What is still waiting: the queues, and per session the messages without a reply; probe(task
+    ids), when given, adds what it knows of the unreplied tasks (a string)."""
     lines = ["queues: " + http().get(srv.url + "/v1/queues", timeout=5).text]
+    if probe:
+        lines.append(probe(unreplied(srv, load)))
     for sid in load.sids:
         evs = full_history(srv, sid)
         gens = {e["metadata"].get("generation_id") for e in evs if e["type"] in TERMINAL}
@@ -170,14 +182,14 @@ def drain_report(srv, load):
     return "\n".join(lines)
 
 
-def check_drained(srv, load, where, timeout):
+def check_drained(srv, load, where, timeout, probe=None):
     """Waits until every message has its reply and the queues are idle; then asserts that nothing
-    was dead-lettered."""
+    was dead-lettered. probe: see drain_report."""
     try:
         wait_until(lambda: replies_settled(srv, load) and queues_idle(srv), timeout, interval=0.5,
                    what=f"{where}: the drain (every message replied, the queues idle)")
     except AssertionError as e:
-        raise AssertionError(f"{e}\n{drain_report(srv, load)}") from None
+        raise AssertionError(f"{e}\n{drain_report(srv, load, probe)}") from None
     time.sleep(1.0)  # a late duplicate, had there been one, would be stored by now
     assert queues_idle(srv), f"{where}: work appeared after the drain"
     r = http().get(srv.url + "/v1/dead-letters", timeout=5)

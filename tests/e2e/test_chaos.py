@@ -27,7 +27,7 @@ import pytest
 
 from chaos_util import Load, check_drained, check_sessions
 from conftest import _teardown
-from e2e_util import STORE, post_message, start_server, store_url, wait_until
+from e2e_util import STORE, post_message, start_server, store_query, store_url, wait_until
 from servers import RedisServer
 
 SEED = int(os.environ.get("SOMA_CHAOS_SEED") or random.SystemRandom().randrange(1, 1 << 30))
@@ -77,6 +77,21 @@ def _up_then_kill(srv, load, llm, rng, where, k):
     time.sleep(rng.uniform(0.0, 0.8))  # the clients meet a dead port meanwhile
 
 
+def _redis_probe(redis, tmp_path, ids):
+    """For the report of a drain that did not end: what Redis and the store hold of each task."""
+    r = redis.client()
+    unacked = {k.decode(): v.decode(errors="replace") for k, v in r.hgetall("unacked").items()}
+    lists = {k.decode(): [m.decode(errors="replace") for m in r.lrange(k, 0, -1)]
+             for k in r.keys("conversation*")}
+    out = []
+    for tid in ids:
+        row = store_query(tmp_path / "fleet", "SELECT state, attempts, worker FROM tasks WHERE id = ?", (tid,))
+        out.append(f"task {tid}: meta {r.get('celery-task-meta-' + tid)}, run-locks {r.keys(f'soma-run-{tid}-*')}, "
+                   f"unacked {[t for t, v in unacked.items() if tid in v]}, "
+                   f"queued {[k for k, ms in lists.items() if any(tid in m for m in ms)]}, store row {row}")
+    return "\n".join(out)
+
+
 def _kill(srv):
     srv.checked = True  # no clean exit expected
     srv.proc.send_signal(signal.SIGKILL)
@@ -119,7 +134,7 @@ def test_split_fleet_kill_9_of_worker_and_gateways(launch, llm, tmp_path):
     _slow_llm(llm)
     with RedisServer() as redis:
         common = (f"store.url={store_url(tmp_path / 'fleet')}", "queue.driver=redis", f"redis.url={redis.url()}",
-                  "bus.driver=redis", VT)
+                  "bus.driver=redis", VT, "log.level=" + os.environ.get("SOMA_CHAOS_LOG", "info"))
         roles = {"g1": "gateway", "g2": "gateway", "w": "worker"}
         nodes = {}
 
@@ -142,7 +157,7 @@ def test_split_fleet_kill_9_of_worker_and_gateways(launch, llm, tmp_path):
         assert load.acked_count() >= 10, f"{where}: the load got too few messages in: {load.refused}"
         # a killed gateway's relay claim runs out after 30 s; a killed worker's messages come back
         # from `unacked` after the visibility timeout
-        check_drained(nodes["g2"], load, where, timeout=90)
+        check_drained(nodes["g2"], load, where, timeout=90, probe=lambda ids: _redis_probe(redis, tmp_path, ids))
         stored, errors = check_sessions(nodes["g1"], load, where)
         print(f"{where}: {load.acked_count()} acknowledged, {stored} stored, {errors} assistant.error; "
               f"refused: {dict(load.refused)}")
