@@ -297,38 +297,35 @@ static void hand(const char *id, struct commit_gate *gate)
 	cr_assert(taken, "no worker took the hand-off");
 }
 
-Test(handoff_events, a_handed_task_whose_message_did_not_commit_sends_no_event)
+/* Hands task id over, checks that its handler ran with no event sent, settles the gate as
+ * committed or not, waits for the worker to finish, and writes the task's events into seen. */
+static void run_handed(const char *id, bool committed, char *seen, size_t cap)
 {
 	struct commit_gate *gate = commit_gate_new();
-	hand("doomed", gate);
+	hand(id, gate);
 	for (int i = 0; i < 2000 && atomic_load(&handler_runs) < 1; i++)
 		sleep_ms(5);
 	cr_assert_eq(atomic_load(&handler_runs), 1, "the handed task did not run before its commit");
-	char seen[128];
-	events_of("doomed", seen, sizeof(seen));
+	events_of(id, seen, cap);
 	cr_assert_str_empty(seen, "events before the commit: %s", seen);
-	commit_gate_settle(gate, false, 0);
+	commit_gate_settle(gate, committed, 1);
 	commit_gate_unref(gate);
 	for (int i = 0; i < 2000 && queue_running() > 0; i++)
 		sleep_ms(5);
 	sleep_ms(50);
-	events_of("doomed", seen, sizeof(seen));
+	events_of(id, seen, cap);
+}
+
+Test(handoff_events, a_handed_task_whose_message_did_not_commit_sends_no_event)
+{
+	char seen[128];
+	run_handed("doomed", false, seen, sizeof(seen));
 	cr_assert_str_empty(seen, "a task that never existed has events (a received with no end): %s", seen);
 }
 
 Test(handoff_events, a_handed_task_is_received_and_started_at_its_commit)
 {
-	struct commit_gate *gate = commit_gate_new();
-	hand("kept", gate);
-	for (int i = 0; i < 2000 && atomic_load(&handler_runs) < 1; i++)
-		sleep_ms(5);
 	char seen[128];
-	events_of("kept", seen, sizeof(seen));
-	cr_assert_str_empty(seen, "events before the commit: %s", seen);
-	commit_gate_settle(gate, true, 1);
-	commit_gate_unref(gate);
-	for (int i = 0; i < 2000 && queue_running() > 0; i++)
-		sleep_ms(5);
-	events_of("kept", seen, sizeof(seen));
+	run_handed("kept", true, seen, sizeof(seen));
 	cr_assert(strncmp(seen, "received started", 16) == 0, "events of the committed task: %s", seen);
 }
