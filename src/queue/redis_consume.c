@@ -5,13 +5,14 @@
  * DESIGN: reserve() serves, in order: the prefetched batch; a held message whose eta has come
  * (redis_restore.c holds them); a new batch popped by a Lua script (band-major RPOP of up to n
  * messages, recorded with one ZADD unacked_index + one HSET unacked in the same atomic step); and,
- * when every band is empty, BLMOVE from band 0 into the worker's inflight key for up to a second,
- * then the same script, which takes the inflight key first (redis_int.h: kombu's BRPOP left the
- * message in no list and no hash until a second command, and a kill between lost it). Each new batch is checked in one
- * more round trip: one MGET of the result metas (a ready result: a duplicate publish, ack without running; for a canvas
- * task its follow-ups are written again first, see redis_settle.c) and SET NX PX of a run-lock per (task id, retries)
- * (held: the same message runs elsewhere now). A message whose eta is in the future is handed to the holder and stays
- * unacked, as Celery holds it.
+ * when every band is empty, BLMOVE from band 0 into the worker's inflight key for up to a second
+ * with the same script sent behind it, which takes the inflight key first: one round trip
+ * (redis_int.h: kombu's BRPOP left the message in no list and no hash until a second command, and
+ * a kill between lost it). Each new batch is checked in one more round trip: one MGET of the
+ * result metas (a ready result: a duplicate publish, ack without running; for a canvas task its
+ * follow-ups are written again first, see redis_settle.c) and SET NX PX of a run-lock per (task
+ * id, retries) (held: the same message runs elsewhere now). A message whose eta is in the future
+ * is handed to the holder and stays unacked, as Celery holds it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,9 +265,28 @@ static void dedupe(struct rworker *w, int from, int n)
 	free(metas);
 }
 
+/* Appends the wait for band 0 (at most a second): ZADD of the inflight key's registration with
+ * the time of the wait, then BLMOVE from band 0 into it. Returns the replies owed (2 when both
+ * went into the buffer). */
+static int wait_append(struct rworker *w, int64_t wait_ms)
+{
+	char timeout[32], now[32];
+	snprintf(timeout, sizeof(timeout), "%.3f", (double)(wait_ms > 1000 ? 1000 : wait_ms) / 1000.0);
+	snprintf(now, sizeof(now), "%lld", (long long)(clock_wall_ms() / 1000));
+	const char *z[] = {"ZADD", REDIS_INFLIGHT_INDEX, now, w->member};
+	size_t zl[] = {4, strlen(REDIS_INFLIGHT_INDEX), strlen(now), strlen(w->member)};
+	const char *b[] = {"BLMOVE", w->keys[0], w->inflight, "RIGHT", "LEFT", timeout};
+	size_t bl[] = {6, strlen(w->keys[0]), strlen(w->inflight), 5, 4, strlen(timeout)};
+	if (redis_append_argv(w->c, 4, z, zl) != SOMA_OK)
+		return 0;
+	return redis_append_argv(w->c, 6, b, bl) == SOMA_OK ? 2 : 1;
+}
+
 /* Pops up to a batch (Lua, atomic with the unacked records): the inflight key first, then the
- * bands. Returns how many were taken (into buf from *from); -1 when Redis did not answer. */
-static int pop(struct rworker *w, int *from)
+ * bands. With wait_ms > 0 the pop goes behind a wait for band 0 in the same write, so Redis runs
+ * it the moment the wait returns (with a message or not): one round trip. Returns how many were
+ * taken (into buf from *from); -1 when Redis did not answer. */
+static int pop(struct rworker *w, int *from, int64_t wait_ms)
 {
 	int want = w->slow ? 1 : (int)cfg_int(CFG_QUEUE_PREFETCH);
 	if (want > REDIS_PREFETCH_MAX)
@@ -287,10 +307,26 @@ static int pop(struct rworker *w, int *from)
 	argv[argc] = now, lens[argc++] = strlen(now);
 	argv[argc] = rk, lens[argc++] = strlen(rk);
 	*from = (w->head + w->count) % REDIS_PREFETCH_MAX;
-	int got = 0;
-	redisReply *r = redis_cmd_argv(w->c, argc, argv, lens);
+	if (redis_conn_ensure(w->c) != SOMA_OK)
+		return -1;
+	int waits = wait_ms > 0 ? wait_append(w, wait_ms) : 0;
+	if ((wait_ms > 0 && waits < 2) || redis_append_argv(w->c, argc, argv, lens) != SOMA_OK) {
+		w->owed += waits; /* read (and dropped) by the next rw_drain */
+		return -1;
+	}
+	for (int i = 0; i < waits; i++) {
+		redisReply *x = redis_get_reply(w->c);
+		if (!x)
+			return -1;
+		if (x->type == REDIS_REPLY_ERROR)
+			log_warn("queue", "redis refused the wait on %s: %s (BLMOVE needs Redis 6.2)", w->queue,
+				 x->str);
+		freeReplyObject(x);
+	}
+	redisReply *r = redis_get_reply(w->c);
 	if (!r)
 		return -1;
+	int got = 0;
 	if (r->type == REDIS_REPLY_ARRAY)
 		for (size_t i = 0; i < r->elements; i++)
 			got += push_msg(w, strndup(r->element[i]->str, r->element[i]->len), r->element[i]->len);
@@ -300,37 +336,13 @@ static int pop(struct rworker *w, int *from)
 	return got;
 }
 
-/* Waits up to wait_ms (at most a second) for a message on band 0: BLMOVE into the inflight key,
- * registered first with the time of the wait. True when one arrived (pop() records it). A
- * message of another band is seen by the next pop(), within the second. */
-static bool wait_band0(struct rworker *w, int64_t wait_ms)
-{
-	char timeout[32], now[32];
-	snprintf(timeout, sizeof(timeout), "%.3f", (double)(wait_ms > 1000 ? 1000 : wait_ms) / 1000.0);
-	snprintf(now, sizeof(now), "%lld", (long long)(clock_wall_ms() / 1000));
-	const char *z[] = {"ZADD", REDIS_INFLIGHT_INDEX, now, w->member};
-	size_t zl[] = {4, strlen(REDIS_INFLIGHT_INDEX), strlen(now), strlen(w->member)};
-	const char *b[] = {"BLMOVE", w->keys[0], w->inflight, "RIGHT", "LEFT", timeout};
-	size_t bl[] = {6, strlen(w->keys[0]), strlen(w->inflight), 5, 4, strlen(timeout)};
-	if (redis_append_argv(w->c, 4, z, zl) != SOMA_OK || redis_append_argv(w->c, 6, b, bl) != SOMA_OK)
-		return false;
-	redisReply *zr = redis_get_reply(w->c);
-	redisReply *br = zr ? redis_get_reply(w->c) : NULL;
-	bool got = br && br->type == REDIS_REPLY_STRING;
-	if (br && br->type == REDIS_REPLY_ERROR)
-		log_warn("queue", "redis refused BLMOVE on %s: %s (Redis 6.2 or later is needed)", w->queue, br->str);
-	freeReplyObject(zr);
-	freeReplyObject(br);
-	return got;
-}
-
-/* Pops a batch; when empty, waits for band 0 up to wait_ms and pops what arrived. */
+/* Pops a batch; when empty, waits for band 0 up to wait_ms and pops again, behind the wait. */
 static int fetch(struct rworker *w, int64_t wait_ms)
 {
 	rw_drain(w);
-	int from, got = pop(w, &from);
-	if (got == 0 && wait_ms > 0 && wait_band0(w, wait_ms))
-		got = pop(w, &from);
+	int from, got = pop(w, &from, 0);
+	if (got == 0 && wait_ms > 0)
+		got = pop(w, &from, wait_ms);
 	if (got < 0) { /* Redis is down: the connection backs off; do not spin */
 		struct timespec ts = {0, 200 * 1000000L};
 		nanosleep(&ts, NULL);
