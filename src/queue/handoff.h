@@ -46,6 +46,14 @@ enum gate_state commit_gate_wait(struct commit_gate *g, int64_t *seq);
  * fn will not run. False (nothing left) when g is already settled. */
 bool commit_gate_on_commit(struct commit_gate *g, void (*fn)(void *arg, int64_t seq), void *arg);
 
+typedef void (*gate_fn)(void *arg);
+/* Holds on_commit(arg) (may be NULL) until the commit: it runs once the gate is committed - at
+ * once on this thread when it is already, else on the thread that settles it, before any waiter
+ * wakes - and never when the commit fails. release(arg) (may be NULL) runs after it, or instead
+ * of it, in every case (at the latest when the last reference goes). One per gate: a second call
+ * while one is held runs release(arg) only. */
+void commit_gate_hold(struct commit_gate *g, gate_fn on_commit, gate_fn release, void *arg);
+
 /* Hands task (a new reference is taken; {id, name, queue, tenant, session_id, payload,
  * attempts, max_retries, message}) with gate (a reference is taken) to an idle worker of the
  * task's queue. True when one took it: worker (cap >= 64) gets its id and *visibility_ms the

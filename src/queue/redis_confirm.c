@@ -3,9 +3,9 @@
  *
  * DESIGN: a worker writes the result meta and the ack of its tasks in pipelines and reads the
  * replies later (rw_drain), so a write that "succeeded" may have gone into a connection Redis
- * had already closed. The visibility restore is no safety net for that: a message taken by
- * BRPOP is recorded in `unacked` only after it arrives (as kombu does), and a connection lost in
- * between leaves no record to restore. So every outcome written stays in the worker's list
+ * had already closed. The visibility restore is not relied on for that (kombu's own consumers
+ * record a message taken by BRPOP in `unacked` only after it arrives, so a connection lost in
+ * between leaves no record to restore). So every outcome written stays in the worker's list
  * (rw_outcome_sent) until all replies owed have been read (rw_outcomes_confirmed). When the
  * connection turns out to be lost, the worker waits for Redis and writes every unconfirmed
  * outcome again - the same meta (SETEX + PUBLISH: idempotent), ZREM/HDEL of its tag, DEL of its

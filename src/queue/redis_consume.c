@@ -5,12 +5,14 @@
  * DESIGN: reserve() serves, in order: the prefetched batch; a held message whose eta has come
  * (redis_restore.c holds them); a new batch popped by a Lua script (band-major RPOP of up to n
  * messages, recorded with one ZADD unacked_index + one HSET unacked in the same atomic step); and,
- * when every band is empty, BRPOP over the band keys for up to a second (then recorded as kombu
- * does, MULTI ZADD HSET EXEC). Each new batch is checked in one more round trip: one MGET of the
+ * when every band is empty, BLMOVE from band 0 into the worker's inflight key for up to a second
+ * with the same script sent behind it, which takes the inflight key first: one round trip
+ * (redis_int.h: kombu's BRPOP left the message in no list and no hash until a second command, and
+ * a kill between lost it). Each new batch is checked in one more round trip: one MGET of the
  * result metas (a ready result: a duplicate publish, ack without running; for a canvas task its
- * follow-ups are written again first, see redis_settle.c) and SET NX PX of a
- * run-lock per (task id, retries) (held: the same message runs elsewhere now). A message whose
- * eta is in the future is handed to the holder and stays unacked, as Celery holds it.
+ * follow-ups are written again first, see redis_settle.c) and SET NX PX of a run-lock per (task
+ * id, retries) (held: the same message runs elsewhere now). A message whose eta is in the future
+ * is handed to the holder and stays unacked, as Celery holds it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +153,8 @@ static void *rw_open(const char *queue, const char *worker_id)
 	static const int bands[REDIS_BANDS] = {0, 3, 6, 9};
 	for (int i = 0; i < REDIS_BANDS; i++)
 		celery_queue_key(queue, bands[i], w->keys[i], sizeof(w->keys[i]));
+	snprintf(w->member, sizeof(w->member), "%s\n%s", w->keys[0], w->id);
+	snprintf(w->inflight, sizeof(w->inflight), REDIS_INFLIGHT_PREFIX "%s", w->member);
 	w->slow = strcmp(queue, "conversation") == 0;
 	if (!(w->c = redis_queue_connect(5000))) {
 		free(w);
@@ -200,28 +204,6 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	m->skip = false;
 	w->count++;
 	return true;
-}
-
-/* Kombu's path for a message taken by BRPOP: MULTI ZADD HSET EXEC. */
-static void record_unacked(struct rworker *w, struct rmsg *m)
-{
-	char score[32], *value = NULL;
-	redis_unacked_score(clock_wall_ms(), score, sizeof(score));
-	size_t vlen = 0;
-	FILE *f = open_memstream(&value, &vlen);
-	if (!f)
-		return;
-	fprintf(f, "[%.*s, \"\", \"%s\"]", (int)m->len, m->text, w->queue);
-	fclose(f);
-	const char *tag = m->m.delivery_tag;
-	const char *z[] = {"ZADD", "unacked_index", score, tag}, *h[] = {"HSET", "unacked", tag, value};
-	size_t zl[] = {4, 13, strlen(score), strlen(tag)}, hl[] = {4, 7, strlen(tag), vlen};
-	const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
-	size_t ml[] = {5}, el[] = {4};
-	if (redis_append_argv(w->c, 1, multi, ml) == SOMA_OK && redis_append_argv(w->c, 4, z, zl) == SOMA_OK &&
-	    redis_append_argv(w->c, 4, h, hl) == SOMA_OK && redis_append_argv(w->c, 1, exec, el) == SOMA_OK)
-		w->owed += 4;
-	free(value);
 }
 
 /* One round trip over the new messages [from, from+n): one MGET of their result metas, then a
@@ -283,20 +265,40 @@ static void dedupe(struct rworker *w, int from, int n)
 	free(metas);
 }
 
-/* Pops a batch (Lua, atomic with the unacked records); when empty, BRPOP for up to wait_ms. */
-static int fetch(struct rworker *w, int64_t wait_ms)
+/* Appends the wait for band 0 (at most a second): ZADD of the inflight key's registration with
+ * the time of the wait, then BLMOVE from band 0 into it. Returns the replies owed (2 when both
+ * went into the buffer). */
+static int wait_append(struct rworker *w, int64_t wait_ms)
 {
-	rw_drain(w);
+	char timeout[32], now[32];
+	snprintf(timeout, sizeof(timeout), "%.3f", (double)(wait_ms > 1000 ? 1000 : wait_ms) / 1000.0);
+	snprintf(now, sizeof(now), "%lld", (long long)(clock_wall_ms() / 1000));
+	const char *z[] = {"ZADD", REDIS_INFLIGHT_INDEX, now, w->member};
+	size_t zl[] = {4, strlen(REDIS_INFLIGHT_INDEX), strlen(now), strlen(w->member)};
+	const char *b[] = {"BLMOVE", w->keys[0], w->inflight, "RIGHT", "LEFT", timeout};
+	size_t bl[] = {6, strlen(w->keys[0]), strlen(w->inflight), 5, 4, strlen(timeout)};
+	if (redis_append_argv(w->c, 4, z, zl) != SOMA_OK)
+		return 0;
+	return redis_append_argv(w->c, 6, b, bl) == SOMA_OK ? 2 : 1;
+}
+
+/* Pops up to a batch (Lua, atomic with the unacked records): the inflight key first, then the
+ * bands. With wait_ms > 0 the pop goes behind a wait for band 0 in the same write, so Redis runs
+ * it the moment the wait returns (with a message or not): one round trip. Returns how many were
+ * taken (into buf from *from); -1 when Redis did not answer. */
+static int pop(struct rworker *w, int *from, int64_t wait_ms)
+{
 	int want = w->slow ? 1 : (int)cfg_int(CFG_QUEUE_PREFETCH);
 	if (want > REDIS_PREFETCH_MAX)
 		want = REDIS_PREFETCH_MAX;
-	char n[16], now[32], rk[96];
+	char n[16], now[32], rk[96], nkeys[8];
 	snprintf(n, sizeof(n), "%d", want);
+	snprintf(nkeys, sizeof(nkeys), "%d", 1 + REDIS_BANDS + 2);
 	redis_unacked_score(clock_wall_ms(), now, sizeof(now));
 	snprintf(rk, sizeof(rk), "\"%s\"", w->queue);
-	const char *argv[4 + REDIS_BANDS + 2 + 3] = {"EVAL", pop_script, "6"};
-	size_t lens[4 + REDIS_BANDS + 2 + 3] = {4, sizeof(pop_script) - 1, 1};
-	int argc = 3;
+	const char *argv[4 + REDIS_BANDS + 2 + 3] = {"EVAL", pop_script, nkeys, w->inflight};
+	size_t lens[4 + REDIS_BANDS + 2 + 3] = {4, sizeof(pop_script) - 1, strlen(nkeys), strlen(w->inflight)};
+	int argc = 4;
 	for (int i = 0; i < REDIS_BANDS; i++, argc++)
 		argv[argc] = w->keys[i], lens[argc] = strlen(w->keys[i]);
 	argv[argc] = "unacked", lens[argc++] = 7;
@@ -304,30 +306,47 @@ static int fetch(struct rworker *w, int64_t wait_ms)
 	argv[argc] = n, lens[argc++] = strlen(n);
 	argv[argc] = now, lens[argc++] = strlen(now);
 	argv[argc] = rk, lens[argc++] = strlen(rk);
-	int from = (w->head + w->count) % REDIS_PREFETCH_MAX, got = 0;
-	redisReply *r = redis_cmd_argv(w->c, argc, argv, lens);
-	if (!r) { /* Redis is down: the connection backs off; do not spin */
-		struct timespec ts = {0, 200 * 1000000L};
-		nanosleep(&ts, NULL);
-		return 0;
+	*from = (w->head + w->count) % REDIS_PREFETCH_MAX;
+	if (redis_conn_ensure(w->c) != SOMA_OK)
+		return -1;
+	int waits = wait_ms > 0 ? wait_append(w, wait_ms) : 0;
+	if ((wait_ms > 0 && waits < 2) || redis_append_argv(w->c, argc, argv, lens) != SOMA_OK) {
+		w->owed += waits; /* read (and dropped) by the next rw_drain */
+		return -1;
 	}
+	for (int i = 0; i < waits; i++) {
+		redisReply *x = redis_get_reply(w->c);
+		if (!x)
+			return -1;
+		if (x->type == REDIS_REPLY_ERROR)
+			log_warn("queue", "redis refused the wait on %s: %s (BLMOVE needs Redis 6.2)", w->queue,
+				 x->str);
+		freeReplyObject(x);
+	}
+	redisReply *r = redis_get_reply(w->c);
+	if (!r)
+		return -1;
+	int got = 0;
 	if (r->type == REDIS_REPLY_ARRAY)
 		for (size_t i = 0; i < r->elements; i++)
 			got += push_msg(w, strndup(r->element[i]->str, r->element[i]->len), r->element[i]->len);
 	else if (r->type == REDIS_REPLY_ERROR)
 		log_warn("queue", "redis refused the pop script: %s", r->str);
 	freeReplyObject(r);
-	if (got == 0 && wait_ms > 0) {
-		char timeout[32];
-		snprintf(timeout, sizeof(timeout), "%.3f", (double)(wait_ms > 1000 ? 1000 : wait_ms) / 1000.0);
-		r = redis_cmd(w->c, "BRPOP %s %s %s %s %s", w->keys[0], w->keys[1], w->keys[2], w->keys[3], timeout);
-		if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-		    push_msg(w, strndup(r->element[1]->str, r->element[1]->len), r->element[1]->len)) {
-			got = 1;
-			record_unacked(w, &w->buf[from]);
-			rw_drain(w);
-		}
-		freeReplyObject(r);
+	return got;
+}
+
+/* Pops a batch; when empty, waits for band 0 up to wait_ms and pops again, behind the wait. */
+static int fetch(struct rworker *w, int64_t wait_ms)
+{
+	rw_drain(w);
+	int from, got = pop(w, &from, 0);
+	if (got == 0 && wait_ms > 0)
+		got = pop(w, &from, wait_ms);
+	if (got < 0) { /* Redis is down: the connection backs off; do not spin */
+		struct timespec ts = {0, 200 * 1000000L};
+		nanosleep(&ts, NULL);
+		return 0;
 	}
 	if (got)
 		dedupe(w, from, got);

@@ -8,6 +8,11 @@
  * ends, without a round trip per task. Messages are taken in batches (`buf`, the prefetch): a
  * Lua script pops up to n of them band-major and records each in unacked/unacked_index in the
  * same atomic step, so no popped message is ever outside both the list and the unacked hash.
+ * An idle worker waits with BLMOVE from its queue's band 0 into a key of its own (`inflight`),
+ * never BRPOP: a message BRPOP took was outside both until a second command recorded it, and a
+ * worker killed between the two lost it. The inflight key is the pop script's first source, and
+ * it is registered (member, the time of the wait) in REDIS_INFLIGHT_INDEX, whose entries older
+ * than the visibility timeout the restore sweep empties back into their band (redis_restore.c).
  */
 #ifndef SOMA_QUEUE_REDIS_INT_H
 #define SOMA_QUEUE_REDIS_INT_H
@@ -16,8 +21,10 @@
 #include "queue/queue_int.h"
 #include "redis/conn.h"
 
-#define REDIS_BANDS	   4	/* 0, 3, 6, 9 */
-#define REDIS_PREFETCH_MAX 1000 /* messages held by one worker thread at most */
+#define REDIS_BANDS	      4			    /* 0, 3, 6, 9 */
+#define REDIS_PREFETCH_MAX    1000		    /* messages held by one worker thread at most */
+#define REDIS_INFLIGHT_INDEX  "soma-inflight-index" /* zset: member -> when its worker last waited (s) */
+#define REDIS_INFLIGHT_PREFIX "soma-inflight:"	    /* + member: the list a waiting worker's BLMOVE fills */
 
 struct rmsg {
 	struct celery_msg m; /* decoded */
@@ -33,6 +40,8 @@ struct rworker {
 	char id[64];				/* worker id */
 	struct redis_conn *c;			/* the thread's connection */
 	char keys[REDIS_BANDS][CELERY_KEY_MAX]; /* band keys, band-major */
+	char inflight[CELERY_KEY_MAX + 96];	/* REDIS_INFLIGHT_PREFIX + member: what BLMOVE took */
+	char member[CELERY_KEY_MAX + 80];	/* "<band 0 key>\n<worker id>" in REDIS_INFLIGHT_INDEX */
 	struct rmsg buf[REDIS_PREFETCH_MAX];	/* prefetched, not run yet */
 	int head, count;			/* buf[head .. head+count) */
 	struct rmsg cur;			/* the message of the task running now */

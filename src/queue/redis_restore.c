@@ -10,7 +10,9 @@
  *   - at start and then every min(visibility/4, 60 s): restore_visible exactly as kombu does it:
  *     SET unacked_mutex <token> NX PX 300000 (skip when held), ZREVRANGEBYSCORE unacked_index
  *     (now - visibility) 0, for each: WATCH unacked, HGET, MULTI, ZREM + HDEL + RPUSH of the
- *     envelope (redelivered flags set) to its queue's band key, EXEC; release by compare-and-DEL.
+ *     envelope (redelivered flags set) to its queue's band key, EXEC; then the inflight keys of
+ *     workers that have not waited for a visibility timeout (redis_int.h) go back to their band;
+ *     release by compare-and-DEL. The mutex expires with the visibility timeout (kombu: 300 s).
  * Held messages (eta in the future) sit in a mutex-guarded array; on stop they are restored.
  */
 #include <pthread.h>
@@ -40,6 +42,21 @@ static int nheld;
 static pthread_t tid;
 static bool running, stop;
 static struct redis_conn *conn;
+
+/* The inflight keys of workers that have not waited since ARGV[1] (s): each is emptied back onto
+ * the right end of its band (the next popped) and unregistered. Returns how many were moved. */
+static const char inflight_script[] =
+	"local n = 0 "
+	"for _, mem in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 1000)) do "
+	"  local nl = string.find(mem, '\\n', 1, true) "
+	"  if nl then "
+	"    local band, key = string.sub(mem, 1, nl - 1), ARGV[2] .. mem "
+	"    local m = redis.call('RPOP', key) "
+	"    while m do redis.call('RPUSH', band, m) n = n + 1 m = redis.call('RPOP', key) end "
+	"  end "
+	"  redis.call('ZREM', KEYS[1], mem) "
+	"end "
+	"return n";
 
 static const char release_script[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -138,7 +155,11 @@ void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms)
 	char token[33];
 	if (ids_random_hex(token, 32) != SOMA_OK)
 		return;
-	redisReply *r = redis_cmd(c, "SET unacked_mutex %s NX PX 300000", token);
+	/* kombu holds it up to 300 s; ours expires with the visibility timeout (at least 5 s), so a
+	 * worker killed mid-sweep holds back the next sweeps that long, not five minutes (a sweep
+	 * that overlaps another is safe: each restore is WATCHed) */
+	long long px = visibility_ms < 300000 ? visibility_ms : 300000;
+	redisReply *r = redis_cmd(c, "SET unacked_mutex %s NX PX %lld", token, px);
 	bool mine = r && r->type == REDIS_REPLY_STATUS;
 	freeReplyObject(r);
 	if (!mine)
@@ -148,6 +169,12 @@ void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms)
 	r = redis_cmd(c, "ZREVRANGEBYSCORE unacked_index %s 0 LIMIT 0 1000", ceil);
 	for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
 		restore_by_tag(c, r->element[i]->str);
+	freeReplyObject(r);
+	snprintf(ceil, sizeof(ceil), "%lld", (long long)((clock_wall_ms() - visibility_ms) / 1000));
+	r = redis_cmd(c, "EVAL %s 1 %s %s %s", inflight_script, REDIS_INFLIGHT_INDEX, ceil, REDIS_INFLIGHT_PREFIX);
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+		log_info("queue", "restored %lld message(s) a killed worker had taken but not recorded",
+			 (long long)r->integer);
 	freeReplyObject(r);
 	freeReplyObject(redis_cmd(c, "EVAL %s 1 unacked_mutex %s", release_script, token));
 }

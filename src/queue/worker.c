@@ -169,7 +169,7 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
 	const char *id = json_string_value(json_object_get(task, "id"));
-	queue_emit("received", task, NULL);
+	queue_emit_received(task, gate);
 	if (skipped(w, task, id ? id : "", name ? name : "?"))
 		return NULL;
 	queue_rate_wait(name ? name : "");
@@ -195,7 +195,8 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 	pthread_mutex_unlock(&lock);
 	uint64_t t0 = clock_mono_ns();
 	enum task_outcome outcome = TASK_FAIL;
-	queue_emit("started", task, NULL);
+	if (!gate)
+		queue_emit("started", task, NULL);
 	if (fn && queue_allowed_to_run(&ctx, name))
 		outcome = fn(&ctx);
 	else if (fn)

@@ -1,6 +1,7 @@
 /*
- * worker_steps.c - the handler table, the policy check before a task runs and the event after
- * its outcome (see worker_steps.h), and the retry backoff. The table is filled before the pools start and cleared after
+ * worker_steps.c - the handler table, the policy check before a task runs, its received event
+ * (held behind the commit gate of an early start), the event after its outcome (see
+ * worker_steps.h) and the retry backoff. The table is filled before the pools start and cleared after
  * they stopped, so the worker threads read it without a lock; the rest is called on the worker
  * thread running the task.
  */
@@ -94,4 +95,23 @@ void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, d
 					   : json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
 	queue_emit(outcome == TASK_RETRY ? "retried" : outcome == TASK_FAIL ? "failed" : "succeeded", ctx->task, f);
 	json_decref(f);
+}
+
+static void emit_received_started(void *task)
+{
+	queue_emit("received", task, NULL);
+	queue_emit("started", task, NULL);
+}
+
+static void release_task(void *task)
+{
+	json_decref(task);
+}
+
+void queue_emit_received(json_t *task, struct commit_gate *gate)
+{
+	if (gate)
+		commit_gate_hold(gate, emit_received_started, release_task, json_incref(task));
+	else
+		queue_emit("received", task, NULL);
 }

@@ -1,10 +1,11 @@
 /*
  * worker_steps.h - what running a task needs beside the pools' state (worker.c): the handler
- * table, the policy check before a task runs and the event after its outcome.
+ * table, the policy check before a task runs, its received event and the event after its outcome.
  */
 #ifndef SOMA_QUEUE_WORKER_STEPS_H
 #define SOMA_QUEUE_WORKER_STEPS_H
 
+#include "queue/handoff.h"
 #include "queue/queue.h"
 
 /* The handler registered for a task name (queue_task_register), or NULL. */
@@ -15,6 +16,10 @@ void queue_handlers_clear(void);
  * conversation.process asks conversation.send and llm.invoke itself; any other task refused here
  * gets ctx->error and an audit row. True when it may run. */
 bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
+/* The task's received event; with gate (an early start, handoff.h) its received and started
+ * events wait for the message's commit and are never sent when it fails (the task then never
+ * existed). task and gate are borrowed. The caller sends started itself only without a gate. */
+void queue_emit_received(json_t *task, struct commit_gate *gate);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 

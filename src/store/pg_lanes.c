@@ -233,13 +233,14 @@ static void group_run(struct pgconn *c, struct pg_fast **g, size_t n)
 /* ---- the lanes' threads ------------------------------------------------------------------------ */
 
 /* Completes the ops of a settled group (lock not held): their outcomes, the task hook when one
- * committed a task, then each op's commit hook and completion, in order. */
+ * committed a task some worker must reserve, then each op's commit hook and completion, in order. */
 static void group_complete(struct store *st, struct pg_fast **g, size_t n)
 {
 	bool tasks = false;
 	for (size_t i = 0; i < n; i++) {
 		pg_fast_apply(g[i]);
-		tasks |= g[i]->op->err == SOMA_OK && g[i]->op->task;
+		/* a task handed to its worker already (queue/handoff.h) wakes nobody: it is reserved */
+		tasks |= g[i]->op->err == SOMA_OK && g[i]->op->task && !g[i]->op->worker[0];
 	}
 	if (tasks && st->task_hook)
 		st->task_hook(st->task_hook_arg);

@@ -22,6 +22,9 @@ enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const cha
 	int64_t now = clock_wall_ms();
 	json_t *retries = json_object_get(task, "max_retries");
 	json_t *available = json_object_get(task, "available_ms"); /* countdown / eta; absent: now */
+	/* a chat task handed to a worker before its message committed (queue/handoff.h) is inserted
+	 * already reserved by it, as the message lanes insert it: task {worker, reserved_until_ms} */
+	const char *worker = json_string_value(json_object_get(task, "worker"));
 	struct pg_params p = {0};
 	pg_param_text(&p, json_string_value(json_object_get(task, "id")));
 	pg_param_text(&p, json_string_value(json_object_get(task, "queue")));
@@ -32,11 +35,16 @@ enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const cha
 	pg_param_int(&p, retries ? json_integer_value(retries) : 3);
 	pg_param_int(&p, available ? json_integer_value(available) : now);
 	pg_param_int(&p, now);
-	enum soma_err err = pg_run(c,
-				   "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
-				   "max_retries, available_ms, created_ms, updated_ms) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $9)",
-				   &p, NULL);
+	pg_param_text(&p, worker ? "reserved" : "queued");
+	pg_param_text(&p, worker ? worker : "");
+	pg_param_int(&p, worker ? json_integer_value(json_object_get(task, "reserved_until_ms")) : 0);
+	pg_param_int(&p, worker ? 1 : 0);
+	enum soma_err err =
+		pg_run(c,
+		       "INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, "
+		       "max_retries, available_ms, created_ms, updated_ms, worker, reserved_until_ms, attempts) "
+		       "VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $9, $11, $12, $13)",
+		       &p, NULL);
 	free(payload);
 	return err;
 }
