@@ -1,11 +1,13 @@
 """Focused regression tests for what the crash-consistency work (test_chaos.py) found.
 
 - An early-started chat reply (queue.early_start, queue.driver=local) on PostgreSQL whose message
-  goes through the group-commit writer instead of a message lane (a message with attachments
-  does): its task must be inserted already reserved by the worker it was handed to, as on the
-  lanes and on SQLite. It was inserted `queued`, and the commit woke the other workers: a second
-  worker reserved the same task and ran it too - two provider calls, two generations streaming
-  into the session (the second's final refused as a duplicate).
+  went through the group-commit writer instead of a message lane (a message with attachments
+  did): its task was inserted `queued` instead of reserved by the worker it was handed to, and the
+  commit woke the other workers: a second worker ran it too - two provider calls, two generations
+  streaming into the session. The writer now inserts it reserved (pg_chat.c), and a message with
+  attachments is no longer started early at all (their ownership is checked by the message's own
+  transaction, which an early-started worker would have raced): the test checks both - no
+  hand-off, one run.
 - A worker of the redis queue that waits for work took a message with BRPOP, then recorded it in
   kombu's `unacked` with a second command: killed between the two (the message delivered, the
   process gone), the message was in no list and no hash - acknowledged to the client, never
@@ -36,8 +38,7 @@ def _upload(srv):
     return items[0]["id"]
 
 
-@pytest.mark.postgres_only
-def test_an_early_started_message_with_an_attachment_runs_once(soma, llm):
+def test_a_message_with_an_attachment_is_not_started_early_and_runs_once(soma, llm):
     srv = soma()
     sid = post_message(srv, "first")["session_id"]
     wait_terminal(srv, sid)  # the pool has grown to two workers; both wait idle now
@@ -46,7 +47,7 @@ def test_an_early_started_message_with_an_attachment_runs_once(soma, llm):
     out = post_message(srv, "look at this", session_id=sid, attachments=[_upload(srv)])
     evs = wait_terminal(srv, sid, count=2, timeout=20)
     time.sleep(1.5)  # a second run, had there been one, has called the provider by now
-    assert _handed(srv) == handed + 1, "the message was not handed over: the test proves nothing"
+    assert _handed(srv) == handed, "a message with attachments was started before its commit checked them"
     assert llm.stats()["requests"] == 2, f"the task ran more than once: {llm.stats()['modes']}"
     evs = history(srv, sid)
     assert [e["type"] for e in evs] == ["user", "assistant.final"] * 2, evs
