@@ -3,6 +3,7 @@ own connections, each with its thread. A lane whose connection is lost answers 5
 messages it held (nothing acknowledged is lost), its sessions move to a lane that is up, and it
 reconnects by itself; a session's seqs stay 1..n throughout."""
 
+import signal
 import threading
 import time
 
@@ -20,6 +21,17 @@ def pg():
     server = PostgresServer(fsync=True)
     yield server
     server.close()
+
+
+def crash_postgres(pg, srv, down_s):
+    """Stops PostgreSQL at once (immediate shutdown: no checkpoint, recovery from the WAL), keeps
+    it down for down_s, starts it again and waits until srv's /v1/health says 200."""
+    pg.proc.send_signal(signal.SIGQUIT)
+    pg.proc.wait(timeout=15)
+    time.sleep(down_s)
+    pg.start()
+    wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200, 20,
+               what="/v1/health to recover after PostgreSQL came back")
 
 
 def kill_lanes(pg, dbname):
@@ -107,20 +119,13 @@ def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
     the WAL) may lose them; the tasks they covered are then published again (queued rows at once,
     relaying ones when their lease runs out) and the workers' dedupe runs each once: every message
     gets exactly one reply, and the outbox empties."""
-    import signal
-
     from celery_util import redis_sets
     from servers import RedisServer
     with RedisServer() as redis:
         db = pg.new_database("crash")
         srv = soma(f"store.url={db}", *redis_sets(redis))
         sids = [post_message(srv, f"crash {i}")["session_id"] for i in range(20)]
-        pg.proc.send_signal(signal.SIGQUIT)  # immediate shutdown, right behind the relay
-        pg.proc.wait(timeout=15)
-        time.sleep(0.5)
-        pg.start()
-        wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200, 20,
-                   what="/v1/health to recover after PostgreSQL came back")
+        crash_postgres(pg, srv, down_s=0.5)  # right behind the relay
         for sid in sids:
             wait_terminal(srv, sid, timeout=90)
         conn = pg.connect("crash")
@@ -149,8 +154,6 @@ def test_an_outage_longer_than_the_retries_still_gets_each_message_its_reply(pg,
     50 ms, a 3 s outage used to exhaust it: the task went to the dead letters (or, with the dead
     letter itself unstorable, waited out the 300 s visibility timeout) and the message, already
     acknowledged, never got its reply."""
-    import signal
-
     from celery_util import redis_sets
     from servers import RedisServer
     with RedisServer() as redis:
@@ -160,12 +163,7 @@ def test_an_outage_longer_than_the_retries_still_gets_each_message_its_reply(pg,
         llm.control(delay_ms=100)  # ~1.2 s a reply: each ends while PostgreSQL is down
         sids = [post_message(srv, f"outage {i}")["session_id"] for i in range(3)]
         wait_until(lambda: redis.client().hlen("unacked") == 3, 20, what="the workers to take the messages")
-        pg.proc.send_signal(signal.SIGQUIT)  # immediate shutdown
-        pg.proc.wait(timeout=15)
-        time.sleep(3)
-        pg.start()
-        wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200, 20,
-                   what="/v1/health to recover after PostgreSQL came back")
+        crash_postgres(pg, srv, down_s=3)
         for sid in sids:
             evs = wait_terminal(srv, sid, timeout=60)
             types = [e["type"] for e in evs]
