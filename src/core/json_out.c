@@ -3,11 +3,13 @@
  *
  * DESIGN: one buffer (malloc'd, doubled as it fills, at most JSON_OUT_MAX) written by a recursive
  * walk of the value. A string is copied a run at a time: bytes that need no escape and no UTF-8
- * check (printable ASCII other than '"' and '\\') are scanned in a tight loop; a lead byte of a
- * multi-byte sequence is checked by jansson's rules (no overlong forms, no surrogates, nothing past
- * U+10FFFF), so what json_dumps refuses, json_out refuses.
+ * check (printable ASCII other than '"' and '\\') are scanned in a tight loop; a multi-byte
+ * sequence is checked by jansson's rules (jscan_utf8_len: no overlong forms, no surrogates,
+ * nothing past U+10FFFF), so what json_dumps refuses, json_out refuses.
  */
 #include "core/json_out.h"
+
+#include "core/json_scan.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,25 +55,6 @@ static void put_c(struct out *o, char c)
 		o->p[o->len++] = c;
 }
 
-/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80, left bytes readable), 0 if invalid:
- * the sequences jansson's utf8_check_full accepts. */
-static size_t utf8_seq(const unsigned char *s, size_t left)
-{
-	unsigned c = s[0];
-	size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-	if (n == 0 || n > left)
-		return 0;
-	uint32_t cp = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-		return 0;
-	return n;
-}
-
 /* Past the bytes from s that are copied as they are (printable ASCII other than '"' and '\\'):
  * eight at a time while none of the eight needs a look (a byte >= 0x80, < 0x20, '"' or '\\'),
  * then one at a time. */
@@ -103,7 +86,7 @@ static void put_string(struct out *o, const char *str, size_t len)
 		const unsigned char *run = s;
 		s = plain_run(s, e);
 		while (s < e && *s >= 0x80) { /* UTF-8 kept as it is, once checked */
-			size_t n = utf8_seq(s, (size_t)(e - s));
+			size_t n = jscan_utf8_len(s, (size_t)(e - s));
 			if (n == 0) {
 				o->bad = true;
 				return;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "queue/json_scan.h"
+#include "core/json_scan.h"
 
 struct top {
 	struct jspan model, choices, usage;

@@ -5,7 +5,7 @@
  * DESIGN: a reply streams one small JSON object per delta, and jansson's json_loadb built a tree
  * of it per event (~30,000 instructions for a 150-byte chunk; about 7 % of a chat message's server
  * CPU on the embedded defaults). llm_chunk_scan checks the text with the queue's strict checker
- * (queue/json_scan.h: what it passes, jansson reads, with the same values) and picks the four
+ * (core/json_scan.h: what it passes, jansson reads, with the same values) and picks the four
  * fields call.c uses. Whatever it cannot read that way (not an object, an escaped key, a content
  * longer than the caller's buffer) it leaves to the jansson path, so both read every chunk alike.
  */

@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_scan.h"
 #include "queue/celery_wire.h"
-#include "queue/json_scan.h"
 
 #define SCAN_BODY_BUF 4096 /* bodies up to this size are decoded on the stack */
 

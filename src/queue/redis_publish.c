@@ -18,8 +18,8 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/ids.h"
+#include "core/json_scan.h"
 #include "queue/celery_wire.h"
-#include "queue/json_scan.h"
 #include "queue/queue_int.h"
 #include "redis/conn.h"
 

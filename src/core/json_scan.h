@@ -1,7 +1,8 @@
 /*
  * json_scan.h - a strict JSON checker and a light reader over checked text, without building a
- * tree (module-internal: the fast Celery envelope reader, celery_scan.c, is its user; the
- * envelope writer, redis_publish.c, checks UTF-8 with jscan_utf8_len).
+ * tree. Its users: the fast Celery envelope reader (queue/celery_scan.c), the provider's stream
+ * chunks (llm/chunk_scan.c); jscan_utf8_len checks UTF-8 for the envelope writer
+ * (queue/redis_publish.c) and json_out.c.
  *
  * DESIGN: jscan_check validates a text at least as strictly as jansson's json_loadb reads it
  * (grammar, UTF-8, escapes and surrogate pairs, no \u0000, no control character in a string,
@@ -9,8 +10,8 @@
  * passes, jansson reads. Everything else here works on text jscan_check passed, and only there:
  * spans point into the caller's text (borrowed), nothing allocates.
  */
-#ifndef SOMA_QUEUE_JSON_SCAN_H
-#define SOMA_QUEUE_JSON_SCAN_H
+#ifndef SOMA_CORE_JSON_SCAN_H
+#define SOMA_CORE_JSON_SCAN_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -6,7 +6,7 @@
  * without a second walk. The readers (jscan_next and what uses it) trust the text: it passed
  * jscan_check, so every string closes and every bracket matches before the end.
  */
-#include "queue/json_scan.h"
+#include "core/json_scan.h"
 
 #include <stdlib.h>
 #include <string.h>
