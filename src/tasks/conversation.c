@@ -44,6 +44,13 @@ struct generation {
 	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
 };
 
+/* The reply's assistant.thinking event (new reference; NULL when memory ran out). */
+static json_t *thinking_event(const struct generation *g)
+{
+	return chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
+			      json_pack("{s:s}", "generation_id", g->task->id));
+}
+
 static void publish(struct generation *g, json_t *event)
 {
 	size_t len = 0;
@@ -83,8 +90,7 @@ static bool open_generation(struct generation *g)
 	if (g->thinking)
 		bus_publish_ephemeral(g->bus_key, g->base_seq, g->thinking, strlen(g->thinking), NULL);
 	else
-		publish(g, chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
-					  json_pack("{s:s}", "generation_id", g->task->id)));
+		publish(g, thinking_event(g));
 	return true;
 }
 
@@ -109,9 +115,8 @@ static void thinking_on_commit(void *arg, int64_t seq)
 static void thinking_prepare(struct generation *g)
 {
 	int64_t seq;
-	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
-				    json_pack("{s:s}", "generation_id", g->task->id));
-	g->thinking = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+	json_t *ev = thinking_event(g);
+	g->thinking = ev ? json_out(ev, 0, NULL) : NULL;
 	json_decref(ev);
 	if (g->thinking && !commit_gate_on_commit(g->task->gate, thinking_on_commit, g) &&
 	    commit_gate_state(g->task->gate, &seq) == GATE_COMMITTED && context_right(g, seq))
@@ -182,6 +187,15 @@ static void reply_to(const struct task_ctx *t, struct store_op *op)
 		snprintf(op->reply_to, sizeof(op->reply_to), "%s", id);
 }
 
+/* A retry because what failed with err; a store that did not answer is an outage, which does not
+ * use up the task's max_retries (task_ctx.outage). */
+static enum task_outcome retry_after(struct task_ctx *t, const char *what, enum soma_err err)
+{
+	snprintf(t->error, sizeof(t->error), "%s: %s", what, soma_err_str(err));
+	t->outage = err == SOMA_ERR_UNAVAILABLE;
+	return TASK_RETRY;
+}
+
 /* Commits the reply (or the error) and the task's ack in one transaction. */
 static enum task_outcome commit(struct task_ctx *t, json_t *event)
 {
@@ -218,9 +232,7 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		return TASK_DONE;
 	}
 	if (err != SOMA_OK) {
-		snprintf(t->error, sizeof(t->error), "cannot store the reply: %s", soma_err_str(err));
-		t->outage = err == SOMA_ERR_UNAVAILABLE;
-		return TASK_RETRY;
+		return retry_after(t, "cannot store the reply", err);
 	}
 	return TASK_ACKED;
 }
@@ -432,9 +444,7 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 				 t->id, t->session_id);
 			return TASK_DONE;
 		}
-		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
-		t->outage = err == SOMA_ERR_UNAVAILABLE;
-		return TASK_RETRY;
+		return retry_after(t, "cannot read the conversation", err);
 	}
 	json_t *memories = NULL;
 	json_t *memory = conv_recall_memories(t, rows, &rc, &memories); /* issue 5 */
@@ -450,9 +460,8 @@ enum task_outcome task_conversation_process(struct task_ctx *t)
 	if (g.dropped) {
 		outcome = dropped(t);
 	} else if (g.reread != SOMA_OK) { /* deleted meanwhile: nothing to do; else it runs again */
-		snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(g.reread));
-		outcome = g.reread == SOMA_ERR_NOT_FOUND ? TASK_DONE : TASK_RETRY;
-		t->outage = g.reread == SOMA_ERR_UNAVAILABLE;
+		outcome = g.reread == SOMA_ERR_NOT_FOUND ? TASK_DONE
+							 : retry_after(t, "cannot read the conversation", g.reread);
 	} else if (res.error == LLM_ERR_CANCELLED && t->shutdown) {
 		snprintf(t->error, sizeof(t->error), "interrupted by shutdown");
 		outcome = TASK_RETRY; /* runs again on the next start; the user sees the reply then */
