@@ -357,3 +357,12 @@ void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg)
 	st->task_hook = hook;
 	st->task_hook_arg = arg;
 }
+
+bool store_task_take_handoff(struct store_op *op, int64_t now)
+{
+	if (!op->task || !op->worker[0])
+		return false;
+	json_object_set_new(op->task, "worker", json_string(op->worker));
+	json_object_set_new(op->task, "reserved_until_ms", json_integer(now + op->delay_ms));
+	return true;
+}

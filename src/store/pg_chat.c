@@ -177,14 +177,11 @@ static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enq
 	/* memory: the turn's outbox row commits with it (pg_memory.c) */
 	if ((err = pg_sql_memory_event(c, op->tenant, op->session_id, op->event)) != SOMA_OK)
 		return err;
-	if (op->task && op->worker[0]) { /* handed to that worker already (queue/handoff.h): no wake-up */
-		json_object_set_new(op->task, "worker", json_string(op->worker));
-		json_object_set_new(op->task, "reserved_until_ms", json_integer(now + op->delay_ms));
-	}
 	if (op->task) {
+		bool handed = store_task_take_handoff(op, now);
 		if ((err = pg_sql_task_insert(c, op->tenant, op->session_id, op->task)) != SOMA_OK)
 			return err;
-		*enqueued = !op->worker[0];
+		*enqueued = !handed; /* a handed task is reserved already: no worker to wake */
 	}
 	return SOMA_OK;
 }

@@ -192,6 +192,10 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
 enum soma_err store_sql_task_relay_write(struct dbconn *c, struct store_op *op);
+/* A MESSAGE whose task was handed to a worker before the commit (op->worker set; queue/handoff.h):
+ * marks op->task reserved by that worker until now + op->delay_ms, so both drivers insert it so.
+ * Returns whether it was handed (then no worker needs waking for it). */
+bool store_task_take_handoff(struct store_op *op, int64_t now);
 /* Inserts the task described by op->task for op->tenant (used by MESSAGE). */
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task);
 
