@@ -33,7 +33,8 @@ static void check_members(const char *text, size_t len, const struct jtape *tape
 	json_t *value;
 	struct jspan top = {jscan_ws(text, text + len), 0};
 	top.n = (size_t)(text + len - top.p);
-	json_object_foreach (obj, key, value) {
+	json_object_foreach(obj, key, value)
+	{
 		if (strlen(key) > 40 || strchr(key, '"') || strchr(key, '\\'))
 			continue; /* an escaped key makes jscan_members refuse: that is its documented answer */
 		struct jspan got = {0};
