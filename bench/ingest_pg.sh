@@ -23,7 +23,12 @@
 # timestamps and application names: the lanes are "somaagent message lane"); metrics-<S>-c<N>-r<R>.txt
 # has, each second, our request-duration histogram of POST /v1/session/message (cumulative bucket
 # counts: per-second deltas give the seconds with slow requests); waits-<S>-c<N>-r<R>.txt samples every
-# 100 ms what each busy backend of the soma database waits on (pg_stat_activity).
+# 100 ms what each busy backend of the soma database waits on (pg_stat_activity); statements-<S>.txt
+# has the 15 statements with the most time (pg_stat_statements: calls, rows, buffers, WAL records).
+# Each wrk run also prints the CPU time per request of ours, PostgreSQL and Redis, and each pgbench
+# run PostgreSQL's CPU time per transaction: on the shared 2-core machine the CPU is saturated, so
+# the rate ratio is mostly CPU per message (ours + PostgreSQL + Redis) against pgbench's per
+# transaction, and these figures compare builds even when the load moves the rates.
 # SOMA_BIN_B=PATH: an A/B of two builds in one run (S above: A is SOMA_BIN, B this one). Each round
 # runs both, A first in odd rounds and B first in even ones, each wrk run between two pgbench runs;
 # each build has its own server and database, both up throughout (the idle one idle); the summary
@@ -68,7 +73,7 @@ TRACE_PG=()
 if [ -n "${INGEST_TRACE:-}" ]; then
   mkdir -p "$INGEST_TRACE"
   TRACE_PG=(-c log_checkpoints=on -c log_autovacuum_min_duration=0 -c log_min_duration_statement=20
-    -c "log_line_prefix=%m [%p] %a ")
+    -c "log_line_prefix=%m [%p] %a " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all)
 fi
 as_pg "$PG_BIN/postgres" -D "$PG_DATA" -p "$pport" -k "$TMP/pg" -c listen_addresses=127.0.0.1 \
   -c max_connections=300 -c fsync=on -c synchronous_commit=on "${TRACE_PG[@]}" >"$TMP/pg/postgres.log" 2>&1 &
@@ -82,6 +87,7 @@ echo "  postgres: $("${PSQL[@]}" -d postgres -Atc 'SHOW server_version'), fsync=
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$TMP" \
   >"$TMP/redis.log" 2>&1 &
+REDIS_PID=$!
 PIDS+=($!)
 for _ in $(seq 1 300); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.01; done
 
@@ -101,19 +107,30 @@ CREATE SEQUENCE events_bench_seq;
 INSERT INTO sessions_bench SELECT 'pgb-' || i, 'default', 0 FROM generate_series(0, 299) i;
 SQL
 
-# pgbench_run N -> "tps p50_ms p99_ms failed" (per-transaction latencies from --log)
+# cpu_us PID... -> CPU time (user + system) in microseconds of those processes, their reaped children
+# and, for PostgreSQL's postmaster, its live children (the backends): PG's share of a run is the
+# difference of two readings, its exited backends included
+cpu_us() {
+  local pids=("$@") p
+  for p in "$@"; do pids+=($(ps -o pid= --ppid "$p" 2>/dev/null || true)); done
+  for p in "${pids[@]}"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); t += $12 + $13 + $14 + $15 } END { printf "%.0f", t * 1e6 / hz }'
+}
+pg_pid() { head -1 "$PG_DATA/postmaster.pid"; }
+# pgbench_run N -> "tps p50_ms p99_ms failed n pg_cpu_us_per_tx" (per-transaction latencies from --log)
 pgbench_run() {
-  local dir=$TMP/pgbench-$1 out
+  local dir=$TMP/pgbench-$1 out c0
   mkdir -p "$dir"
+  c0=$(cpu_us "$(pg_pid)")
   out=$(cd "$dir" && "$PG_BIN/pgbench" -h 127.0.0.1 -p "$pport" -U soma -n -c 20 -j 2 -T "$SECS" \
     -f "$B/ingest_pg_insert.sql" --log --log-prefix=tx pgb 2>&1) || { echo "$out" >&2; return 1; }
   echo "$out" >"$dir/pgbench.out"
-  local tps failed
+  local tps failed pgcpu=$(($(cpu_us "$(pg_pid)") - c0))
   tps=$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')
   failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
   # log line: client_id transaction_no time_us script_no epoch epoch_us
-  cat "$dir"/tx.* | awk '{print $3}' | sort -n | awk -v tps="$tps" -v f="${failed:-0}" \
-    '{ a[NR] = $1 } END { printf "%s %.3f %.3f %s %d\n", tps, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, f, NR }'
+  cat "$dir"/tx.* | awk '{print $3}' | sort -n | awk -v tps="$tps" -v f="${failed:-0}" -v cpu="$pgcpu" \
+    '{ a[NR] = $1 } END { printf "%s %.3f %.3f %s %d %.0f\n", tps, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, f, NR, cpu / NR }'
 }
 
 # trace_start NAME / trace_stop: INGEST_TRACE's samplers around one wrk run (see the top)
@@ -142,11 +159,15 @@ trace_stop() {
 }
 
 # wrk_post CONNS -> "rps p50_ms p99_ms requests non2xx" (socket errors, if any, to stderr)
+# CPU per request of ours, PostgreSQL and Redis to stderr (the run's CPU time over its requests)
 wrk_post() {
-  local out
+  local out c0 c1
   trace_start "$side-c$1-r$round"
+  c0="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   out=$(wrk -t2 -c"$1" -d"$SECS"s --latency -s "$B/chat_post.lua" "http://127.0.0.1:${PORT[$side]}/v1/session/message")
+  c1="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   trace_stop
+  echo "$c0 $c1 $(echo "$out" | awk '/requests in/ {print $1}')" | awk '{ printf "  CPU per request -c'"$1"': ours %.0f us, PostgreSQL %.0f us, Redis %.0f us\n", ($4 - $1) / $7, ($5 - $2) / $7, ($6 - $3) / $7 }' >&2
   echo "$out" >"$TMP/wrk-c$1.log"
   echo "$out" | awk '/Socket errors/ {print "  !! wrk -c'"$1"': " $0}' >&2
   echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
@@ -156,10 +177,11 @@ wrk_post() {
 # pgbench_print N: runs pgbench and appends its tx/s to PG_TPS
 PG_TPS=()
 pgbench_print() {
-  local tps p50 p99 fail n
-  read -r tps p50 p99 fail n < <(pgbench_run "$1")
+  local tps p50 p99 fail n cpu
+  read -r tps p50 p99 fail n cpu < <(pgbench_run "$1")
   PG_TPS+=("$tps")
-  printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed)\n' "$tps" "$p50" "$p99" "$n" "$fail"
+  printf '  pgbench:  %6s tx/s  p50 %7.3f ms  p99 %7.3f ms  (%s transactions, %s failed; PostgreSQL CPU %s us/tx)\n' \
+    "$tps" "$p50" "$p99" "$n" "$fail" "$cpu"
 }
 declare -A PORT PIDOF DB EV0 SBIN
 DB[A]=soma DB[B]=soma_b SBIN[A]=$BIN SBIN[B]=$BIN_B
@@ -218,6 +240,15 @@ for side in "${SIDES[@]}"; do
   grep -E '"level":"(error|fatal)"|ERROR|FATAL' "$TMP/soma-$side.log" | sort | uniq -c | sort -rn | head -5 | sed 's/^/  !! log: /' || true
 done
 
+if [ -n "${INGEST_TRACE:-}" ]; then # each database's statements by total time (statements.txt)
+  for side in "${SIDES[@]}"; do
+    "${PSQL[@]}" -d "${DB[$side]}" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' -c "SELECT
+      round(total_exec_time) AS total_ms, calls, rows, round((total_exec_time / calls)::numeric, 3) AS mean_ms,
+      shared_blks_hit + shared_blks_read AS blks, wal_records, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 140) AS query
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '${DB[$side]}'
+      ORDER BY total_exec_time DESC LIMIT 15" >>"$INGEST_TRACE/statements-$side.txt" 2>&1 || true
+  done
+fi
 echo
 echo "== 3. pgbench again (the ceiling after)"
 pgbench_print end
