@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "store/memory_payload.h"
 #include "store/sqlite_memory_terms.h"
 #include "store/store_int.h"
 
@@ -241,12 +242,19 @@ enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
 	sqlite3_bind_int(s, 8, scope ? 1 : 0);
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), JSON_DECODE_ANY, NULL);
+		const char *text = (const char *)sqlite3_column_text(s, 1);
+		json_t *payload = memory_payload_read(text, (size_t)sqlite3_column_bytes(s, 1));
 		double score = sqlite3_column_double(s, 0);
-		json_array_append_new(op->rows,
-				      json_pack("{s:f, s:o, s:s, s:s}", "score", isfinite(score) ? score : 0.0,
-						"payload", payload ? payload : json_object(), "source", "builtin",
-						"key", (const char *)sqlite3_column_text(s, 2)));
+		json_t *row = json_object(); /* {score, payload, source, key} (json_pack: twice the cost) */
+		if (row) {
+			json_object_set_new_nocheck(row, "score", json_real(isfinite(score) ? score : 0.0));
+			json_object_set_new_nocheck(row, "payload", payload ? payload : json_object());
+			json_object_set_new_nocheck(row, "source", json_string_nocheck("builtin"));
+			json_object_set_new_nocheck(row, "key", json_string((const char *)sqlite3_column_text(s, 2)));
+		} else {
+			json_decref(payload);
+		}
+		json_array_append_new(op->rows, row);
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
