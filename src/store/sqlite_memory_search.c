@@ -104,7 +104,7 @@ enum soma_err store_sql_memory_rank_register(sqlite3 *db)
 	sqlite3_finalize(s);
 	if (!api || api->xCreateFunction(api, "soma_rank", NULL, soma_rank, NULL) != SQLITE_OK)
 		return SOMA_ERR_STORE;
-	return store_sql_memory_terms_register(db); /* soma_hits, for the word counts */
+	return SOMA_OK;
 }
 
 struct word {
@@ -155,13 +155,8 @@ static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, 
 	if (m)
 		sqlite3_reset(m);
 	int64_t now = clock_wall_ms();
-	const char *terms[SEARCH_TERMS_MAX];
-	int64_t counted[SEARCH_TERMS_MAX];
 	for (int i = 0; i < nw; i++)
-		terms[i] = words[i].text;
-	store_sql_memory_terms_rows(c, terms, nw, total, now, counted);
-	for (int i = 0; i < nw; i++)
-		words[i].rows = counted[i];
+		words[i].rows = store_sql_memory_term_rows(c, words[i].text, total, now);
 	qsort(words, (size_t)nw, sizeof(words[0]), by_rows);
 	int keep = 0;
 	while (keep < nw && keep < SEARCH_WORDS_USED && (keep == 0 || words[keep].rows * 4 <= total || total < 64))

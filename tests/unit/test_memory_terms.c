@@ -150,27 +150,3 @@ Test(memory_terms, another_database_is_counted_afresh)
 	cr_assert_eq(rows("otters", 10, 1000), 3, "and back: this one's own count");
 	store_test_close(st2, dir2);
 }
-
-/* Words not cached are counted together (one MATCH of them all): each gets its own count, the
- * same as counted alone, whether or not others of the batch were cached. */
-Test(memory_terms, words_counted_together_get_their_own_counts)
-{
-	put_many("a", 4, "otters sleep in the kelp");
-	put_many("b", 2, "kelp and more kelp, the Ötter bay");
-	put_many("c", 1, "bay");
-	cr_assert_eq(rows("the", 7, 1000), 6); /* cached before the batch */
-	const char *terms[] = {"kelp", "the", "zzz", "otters", "bay", "ötter", "otter", "sleep", "and"};
-	const int64_t want[] = {6, 6, 0, 4, 3, 0, 2, 4, 2};
-	int64_t got[9];
-	store_sql_memory_terms_rows(&conn, terms, 9, 7, 1000, got);
-	dbconn_release(&conn);
-	for (size_t i = 0; i < 9; i++) {
-		cr_assert_eq(got[i], want[i], "%s: %lld", terms[i], (long long)got[i]);
-		cr_assert_eq(vocab_doc(terms[i]), want[i], "fts5vocab: %s", terms[i]);
-	}
-	put_many("d", 1, "kelp otters");
-	store_sql_memory_terms_rows(&conn, terms, 9, 7, 1000, got); /* all cached now */
-	dbconn_release(&conn);
-	for (size_t i = 0; i < 9; i++)
-		cr_assert_eq(got[i], want[i], "%s cached", terms[i]);
-}
