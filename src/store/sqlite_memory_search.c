@@ -41,13 +41,16 @@
 #define RANK_B	0.75
 
 /* The index's row count and average row length, read once per query (each read is a lookup of
- * FTS5's averages record) and kept as the query's aux data. NULL on error. */
+ * FTS5's averages record), and each content phrase's idf from them (a log per phrase, not per
+ * phrase and row): the query's aux data. NULL on error. */
 struct rank_stats {
-	double rows;  /* N */
-	double avgdl; /* tokens per row, all columns */
+	double rows;			   /* N */
+	double avgdl;			   /* tokens per row, all columns */
+	double idf[SEARCH_WORDS_USED + 1]; /* by phrase (from `first` on) */
 };
 
-static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Context *fts)
+static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Context *fts, const double *counts,
+					   int ncounts, int first, int nphrase)
 {
 	struct rank_stats *rs = api->xGetAuxdata(fts, 0);
 	if (rs)
@@ -58,6 +61,11 @@ static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Cont
 		return NULL;
 	rs->rows = nrow > 0 ? (double)nrow : 1.0;
 	rs->avgdl = total > 0 ? (double)total / rs->rows : 1.0;
+	for (int p = first; p < nphrase; p++) {
+		double hits = p - first < ncounts && counts ? counts[p - first] : 0.0;
+		double idf = log((rs->rows - hits + 0.5) / (hits + 0.5));
+		rs->idf[p] = idf > 0 ? idf : 1e-6;
+	}
 	if (api->xSetAuxdata(fts, rs, free) != SQLITE_OK)
 		return NULL; /* (FTS5 has freed it) */
 	return rs;
@@ -71,8 +79,9 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 	int ncounts = nval > 0 ? sqlite3_value_bytes(vals[0]) / (int)sizeof(double) : 0;
 	int first = nval > 1 ? sqlite3_value_int(vals[1]) : 1; /* first content phrase */
 	double freq[SEARCH_WORDS_USED + 1] = {0};
-	const struct rank_stats *rs = rank_stats(api, fts);
-	if (!rs || nphrase > SEARCH_WORDS_USED + 1 || first < 0 || first > 1 ||
+	const struct rank_stats *rs = NULL;
+	if (nphrase > SEARCH_WORDS_USED + 1 || first < 0 || first > 1 ||
+	    !(rs = rank_stats(api, fts, counts, ncounts, first, nphrase)) ||
 	    api->xInstCount(fts, &ninst) != SQLITE_OK || api->xColumnSize(fts, -1, &ntok) != SQLITE_OK) {
 		sqlite3_result_error(ctx, "soma_rank: cannot read the row's statistics", -1);
 		return;
@@ -83,13 +92,9 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 			freq[phrase] += 1.0;
 	}
 	double score = 0.0;
-	for (int p = first; p < nphrase; p++) {
-		double hits = p - first < ncounts && counts ? counts[p - first] : 0.0;
-		double idf = log((rs->rows - hits + 0.5) / (hits + 0.5));
-		idf = idf > 0 ? idf : 1e-6;
-		score += idf * (freq[p] * (RANK_K1 + 1.0)) /
+	for (int p = first; p < nphrase; p++)
+		score += rs->idf[p] * (freq[p] * (RANK_K1 + 1.0)) /
 			 (freq[p] + RANK_K1 * (1.0 - RANK_B + RANK_B * (double)ntok / rs->avgdl));
-	}
 	sqlite3_result_double(ctx, -score);
 }
 
