@@ -11,6 +11,7 @@
 # instructions. The callgrind files stay in $OUT (default /tmp/msg-cost-<time>) for
 # callgrind_annotate. SOMA_SET="k=v k=v" adds --set options. Under callgrind the threads run one at
 # a time, so batch sizes differ from a native run: compare binaries with the same settings only.
+# MIX=SEED posts varied words instead (msg_cost_post.py --mix; the warm-up uses SEED+1).
 source "$(dirname "$0")/lib.sh"
 N=${1:-1000}
 shift 1 2>/dev/null || shift $#
@@ -46,10 +47,11 @@ for i in "${!BINS[@]}"; do
   pid=$!
   PIDS+=("$pid")
   for _ in $(seq 1 600); do curl -fsS -o /dev/null "http://127.0.0.1:$port/v1/health" 2>/dev/null && break; sleep 0.1; done
-  "$PY" "$ROOT/bench/msg_cost_post.py" --port "$port" --messages "${WARM:-40}" --sessions 4 --clients 2
+  "$PY" "$ROOT/bench/msg_cost_post.py" --port "$port" --messages "${WARM:-40}" --sessions 4 --clients 2 \
+    ${MIX:+--mix $((MIX + 1))}
   callgrind_control -z "$pid" >/dev/null
   "$PY" "$ROOT/bench/msg_cost_post.py" --port "$port" --messages "$N" --sessions "${SESSIONS:-20}" \
-    --clients "${CLIENTS:-8}" || echo "  posting FAILED"
+    --clients "${CLIENTS:-8}" ${MIX:+--mix $MIX} || echo "  posting FAILED"
   callgrind_control -d "$pid" >/dev/null
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

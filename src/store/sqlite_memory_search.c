@@ -5,8 +5,9 @@
  *
  * DESIGN: a recall's cost is the length of the row lists of its words, which grow with every
  * memory written. So common words are left out (found in more than a quarter of all memories;
- * their counts come from fts5vocab, cached a minute per thread), at most SEARCH_WORDS_USED of the
- * rarest are searched, and only the newest SEARCH_WINDOW matches of the scope are ranked.
+ * their counts come from sqlite_memory_terms.c, cached for the process), at most
+ * SEARCH_WORDS_USED of the rarest are searched, and only the newest SEARCH_WINDOW matches of the
+ * scope are ranked.
  * The rank is BM25 (k1 1.2, b 0.75, as FTS5's bm25()), computed by our own auxiliary function
  * soma_rank: FTS5's bm25() finds each phrase's document count by running the phrase over the
  * whole index on its first row, and the scope token is in every memory of the tenant, so every
@@ -22,54 +23,14 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "store/memory_payload.h"
+#include "store/sqlite_memory_terms.h"
 #include "store/store_int.h"
 
 #define SEARCH_QUERY_MAX  2048 /* bytes of FTS5 query built from the user's text */
 #define SEARCH_TERMS_MAX  32   /* words of it */
 #define SEARCH_WINDOW	  500  /* newest matches of a scope that recall ranks (bounds its cost) */
 #define SEARCH_WORDS_USED 8    /* rarest words of the query that are searched */
-
-/* Rows of the index holding term (fts5vocab, all scopes), 0 when unknown or on error. Counting
- * reads the term's whole row list, as long as the search it spares, so the answers are kept a
- * minute in a small per-thread cache (reader threads live as long as the store; a word's
- * frequency changes slowly), and counted again sooner when the index has grown by half since:
- * a count taken while the index was young (a fresh data dir) made every common word look rare
- * for a minute, and every recall of that minute matched and ranked SEARCH_WINDOW rows. */
-#define VOCAB_CACHE	   512
-#define VOCAB_CACHE_TTL_MS 60000
-
-struct vocab_entry {
-	char term[64];	    /* the word, "" = empty slot */
-	int64_t rows;	    /* rows holding it */
-	int64_t total;	    /* memories in the index when it was counted */
-	int64_t expires_ms; /* when to count again */
-};
-
-static _Thread_local struct vocab_entry vocab_cache[VOCAB_CACHE];
-
-static int64_t term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now)
-{
-	uint32_t h = 2166136261u;
-	for (const char *p = term; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	struct vocab_entry *e = &vocab_cache[h % VOCAB_CACHE];
-	if (e->expires_ms > now && total <= e->total + e->total / 2 + 64 && strcmp(e->term, term) == 0)
-		return e->rows;
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT doc FROM memories_vocab WHERE term = ?");
-	if (!s)
-		return 0;
-	bind_text(s, 1, term);
-	int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	sqlite3_reset(s);
-	size_t len = strlen(term);
-	if (len < sizeof(e->term)) { /* always so: fts_words keeps words under 64 bytes */
-		memcpy(e->term, term, len + 1);
-		e->rows = n;
-		e->total = total;
-		e->expires_ms = now + VOCAB_CACHE_TTL_MS;
-	}
-	return n;
-}
 
 /* -- soma_rank(memories_fts, counts, first): BM25 of the row, from the caller's document counts --
  * counts is a blob of doubles, one per content phrase of the MATCH, which start at phrase
@@ -80,13 +41,16 @@ static int64_t term_rows(struct dbconn *c, const char *term, int64_t total, int6
 #define RANK_B	0.75
 
 /* The index's row count and average row length, read once per query (each read is a lookup of
- * FTS5's averages record) and kept as the query's aux data. NULL on error. */
+ * FTS5's averages record), and each content phrase's idf from them (a log per phrase, not per
+ * phrase and row): the query's aux data. NULL on error. */
 struct rank_stats {
-	double rows;  /* N */
-	double avgdl; /* tokens per row, all columns */
+	double rows;			   /* N */
+	double avgdl;			   /* tokens per row, all columns */
+	double idf[SEARCH_WORDS_USED + 1]; /* by phrase (from `first` on) */
 };
 
-static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Context *fts)
+static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Context *fts, const double *counts,
+					   int ncounts, int first, int nphrase)
 {
 	struct rank_stats *rs = api->xGetAuxdata(fts, 0);
 	if (rs)
@@ -97,6 +61,11 @@ static const struct rank_stats *rank_stats(const Fts5ExtensionApi *api, Fts5Cont
 		return NULL;
 	rs->rows = nrow > 0 ? (double)nrow : 1.0;
 	rs->avgdl = total > 0 ? (double)total / rs->rows : 1.0;
+	for (int p = first; p < nphrase; p++) {
+		double hits = p - first < ncounts && counts ? counts[p - first] : 0.0;
+		double idf = log((rs->rows - hits + 0.5) / (hits + 0.5));
+		rs->idf[p] = idf > 0 ? idf : 1e-6;
+	}
 	if (api->xSetAuxdata(fts, rs, free) != SQLITE_OK)
 		return NULL; /* (FTS5 has freed it) */
 	return rs;
@@ -110,8 +79,9 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 	int ncounts = nval > 0 ? sqlite3_value_bytes(vals[0]) / (int)sizeof(double) : 0;
 	int first = nval > 1 ? sqlite3_value_int(vals[1]) : 1; /* first content phrase */
 	double freq[SEARCH_WORDS_USED + 1] = {0};
-	const struct rank_stats *rs = rank_stats(api, fts);
-	if (!rs || nphrase > SEARCH_WORDS_USED + 1 || first < 0 || first > 1 ||
+	const struct rank_stats *rs = NULL;
+	if (nphrase > SEARCH_WORDS_USED + 1 || first < 0 || first > 1 ||
+	    !(rs = rank_stats(api, fts, counts, ncounts, first, nphrase)) ||
 	    api->xInstCount(fts, &ninst) != SQLITE_OK || api->xColumnSize(fts, -1, &ntok) != SQLITE_OK) {
 		sqlite3_result_error(ctx, "soma_rank: cannot read the row's statistics", -1);
 		return;
@@ -122,13 +92,9 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 			freq[phrase] += 1.0;
 	}
 	double score = 0.0;
-	for (int p = first; p < nphrase; p++) {
-		double hits = p - first < ncounts && counts ? counts[p - first] : 0.0;
-		double idf = log((rs->rows - hits + 0.5) / (hits + 0.5));
-		idf = idf > 0 ? idf : 1e-6;
-		score += idf * (freq[p] * (RANK_K1 + 1.0)) /
+	for (int p = first; p < nphrase; p++)
+		score += rs->idf[p] * (freq[p] * (RANK_K1 + 1.0)) /
 			 (freq[p] + RANK_K1 * (1.0 - RANK_B + RANK_B * (double)ntok / rs->avgdl));
-	}
 	sqlite3_result_double(ctx, -score);
 }
 
@@ -147,8 +113,8 @@ enum soma_err store_sql_memory_rank_register(sqlite3 *db)
 }
 
 struct word {
-	char text[64]; /* lower-cased as the tokenizer stores it (ASCII; other bytes as they are) */
-	int64_t rows;  /* rows holding it */
+	char text[TERMS_WORD_MAX]; /* lower-cased as the tokenizer stores it (ASCII; other bytes as they are) */
+	int64_t rows;		   /* rows holding it */
 };
 
 static int by_rows(const void *a, const void *b)
@@ -195,7 +161,7 @@ static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, 
 		sqlite3_reset(m);
 	int64_t now = clock_wall_ms();
 	for (int i = 0; i < nw; i++)
-		words[i].rows = term_rows(c, words[i].text, total, now);
+		words[i].rows = store_sql_memory_term_rows(c, words[i].text, total, now);
 	qsort(words, (size_t)nw, sizeof(words[0]), by_rows);
 	int keep = 0;
 	while (keep < nw && keep < SEARCH_WORDS_USED && (keep == 0 || words[keep].rows * 4 <= total || total < 64))
@@ -281,12 +247,19 @@ enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
 	sqlite3_bind_int(s, 8, scope ? 1 : 0);
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), JSON_DECODE_ANY, NULL);
+		const char *text = (const char *)sqlite3_column_text(s, 1);
+		json_t *payload = memory_payload_read(text, (size_t)sqlite3_column_bytes(s, 1));
 		double score = sqlite3_column_double(s, 0);
-		json_array_append_new(op->rows,
-				      json_pack("{s:f, s:o, s:s, s:s}", "score", isfinite(score) ? score : 0.0,
-						"payload", payload ? payload : json_object(), "source", "builtin",
-						"key", (const char *)sqlite3_column_text(s, 2)));
+		json_t *row = json_object(); /* {score, payload, source, key} (json_pack: twice the cost) */
+		if (row) {
+			json_object_set_new_nocheck(row, "score", json_real(isfinite(score) ? score : 0.0));
+			json_object_set_new_nocheck(row, "payload", payload ? payload : json_object());
+			json_object_set_new_nocheck(row, "source", json_string_nocheck("builtin"));
+			json_object_set_new_nocheck(row, "key", json_string((const char *)sqlite3_column_text(s, 2)));
+		} else {
+			json_decref(payload);
+		}
+		json_array_append_new(op->rows, row);
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;

@@ -1,0 +1,21 @@
+/*
+ * sqlite_memory_terms.h - the built-in memory's word counts (sqlite_memory_terms.c), for recall
+ * (sqlite_memory_search.c). SQLite driver internal.
+ */
+#ifndef SOMA_STORE_SQLITE_MEMORY_TERMS_H
+#define SOMA_STORE_SQLITE_MEMORY_TERMS_H
+
+#include <stdint.h>
+
+#include "store/store_int.h"
+
+#define TERMS_WORD_MAX 64 /* bytes of a word, its NUL included */
+
+/* Memories of the index (all tenants) holding term (lower-cased as the tokenizer stores it),
+ * from the process's cache when it still holds, else counted on c now; 0 when none or on error.
+ * total: the memories in the index now; now: the wall clock (ms). Any thread. */
+int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now);
+/* Forgets every count (tests). */
+void store_sql_memory_terms_clear(void);
+
+#endif
