@@ -348,11 +348,11 @@ def test_poison_rows_fail_then_admin_retries_or_drops(soma, llm, brain, tmp_path
     other = create_key(srv.data_dir, tmp_path, "other")
     admin = create_key(srv.data_dir, tmp_path, "ops", scope="admin")
     wait_until(lambda: http().get(srv.url + "/v1/memory/outbox", headers=_auth(admin), timeout=5).status_code == 200,
-               5, what="the keys to be picked up")
+               30, what="the keys to be picked up")
     bad1 = remember(srv, {"content": "POISON one"}, user)["key"]
     bad2 = remember(srv, {"content": "POISON two"}, user)["key"]
     remember(srv, {"content": "fine"}, user)
-    failed = wait_until(lambda: (lambda b: b if b["failed"] == 2 else None)(outbox(srv, user)), 15,
+    failed = wait_until(lambda: (lambda b: b if b["failed"] == 2 else None)(outbox(srv, user)), 60,
                         what="the poison rows to fail")
     items = {i["key"]: i for i in failed["items"]}
     assert items[bad1]["state"] == "failed" and items[bad1]["attempts"] == 2, items
@@ -376,7 +376,7 @@ def test_poison_rows_fail_then_admin_retries_or_drops(soma, llm, brain, tmp_path
     audit = http().get(srv.url + "/v1/admin/audit", headers=_auth(admin), timeout=5).json()
     actions = [row["action"] for row in audit["items"]]
     assert "admin.memory_outbox.retry" in actions and "admin.memory_outbox.drop" in actions, audit
-    wait_until(lambda: outbox(srv, user)["items"] == [], 10, what="the retried row to be delivered")
+    wait_until(lambda: outbox(srv, user)["items"] == [], 30, what="the retried row to be delivered")
     stored = [k for _, k in brain.stats()["order"]]
     assert bad1 in stored and bad2 not in stored, stored
     memory_health(srv, "ok")
