@@ -52,17 +52,28 @@ static enum soma_err session_create(struct dbconn *c, struct store_op *op, int64
 /* Assigns the next seq of the session and stores op->event; fills op->seq and op->event_text. */
 static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t now)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE sessions SET last_seq = last_seq + 1, updated_ms = ? "
-					 "WHERE id = ? AND tenant = ? RETURNING last_seq");
+	/* read, then write the row by its rowid: an UPDATE ... RETURNING buffers its output in a
+	 * temporary b-tree that SQLite opens, sizes and closes on every run (about a fifth of the
+	 * cost of an event's insert, callgrind); only the writer writes, so this is atomic */
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT rowid, last_seq + 1 FROM sessions WHERE id = ? AND tenant = ?");
 	if (!s)
 		return SOMA_ERR_STORE;
-	sqlite3_bind_int64(s, 1, now);
-	bind_text(s, 2, op->session_id);
-	bind_text(s, 3, op->tenant);
-	if (sqlite3_step(s) != SQLITE_ROW)
-		return SOMA_ERR_NOT_FOUND;
-	op->seq = sqlite3_column_int64(s, 0);
+	bind_text(s, 1, op->session_id);
+	bind_text(s, 2, op->tenant);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
+	int64_t rowid = sqlite3_column_int64(s, 0);
+	op->seq = sqlite3_column_int64(s, 1);
 	sqlite3_reset(s);
+	s = dbconn_stmt(c, "UPDATE sessions SET last_seq = ?, updated_ms = ? WHERE rowid = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_int64(s, 1, op->seq);
+	sqlite3_bind_int64(s, 2, now);
+	sqlite3_bind_int64(s, 3, rowid);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
 	char created[CLOCK_RFC3339_LEN + 1];
 	json_object_set_new(op->event, "seq", json_integer(op->seq));
 	json_object_set_new(op->event, "session_id", json_string(op->session_id));
@@ -95,7 +106,7 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 		bind_text(s, 8, op->outcome_of);
 	if (op->reply_to[0])
 		bind_text(s, 9, op->reply_to);
-	int rc = sqlite3_step(s);
+	rc = sqlite3_step(s);
 	if (rc == SQLITE_DONE && op->reply_to[0] && sqlite3_changes(c->db) == 0) {
 		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 			 op->reply_to);

@@ -104,24 +104,9 @@ static void sq_exec_close(struct store *st)
 	st->ctx = NULL;
 }
 
-static enum soma_err sq_begin(struct store *st)
-{
-	store_sql_memory_pending_cut(0); /* (empty already: a batch ends in flush or a lost txn) */
-	/* a batch of reservations only commits without an fsync (exec.c, op_may_skip_sync); the
-	 * setting is per connection and changed outside a transaction */
-	bool normal = !st->batch_needs_sync;
-	if (normal != st->writer_sync_normal) {
-		if (dbconn_exec(&st->writer, normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL") !=
-		    SOMA_OK)
-			return SOMA_ERR_STORE;
-		st->writer_sync_normal = normal;
-	}
-	return dbconn_exec(&st->writer, "BEGIN IMMEDIATE");
-}
-
 /* Runs a statement without results from the connection's cache: the savepoint statements of
  * every op were parsed again on each run through sqlite3_exec (~2% of the server's CPU during
- * ingest, on the one writer thread). */
+ * ingest, on the one writer thread); so were each batch's BEGIN and COMMIT. */
 static enum soma_err cached_exec(struct dbconn *c, const char *sql)
 {
 	sqlite3_stmt *s = dbconn_stmt(c, sql);
@@ -130,6 +115,21 @@ static enum soma_err cached_exec(struct dbconn *c, const char *sql)
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+static enum soma_err sq_begin(struct store *st)
+{
+	store_sql_memory_pending_cut(0); /* (empty already: a batch ends in flush or a lost txn) */
+	/* a batch of reservations only commits without an fsync (exec.c, op_may_skip_sync); the
+	 * setting is per connection and changed outside a transaction */
+	bool normal = !st->batch_needs_sync;
+	if (normal != st->writer_sync_normal) {
+		if (cached_exec(&st->writer, normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL") !=
+		    SOMA_OK)
+			return SOMA_ERR_STORE;
+		st->writer_sync_normal = normal;
+	}
+	return cached_exec(&st->writer, "BEGIN IMMEDIATE");
 }
 
 static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost)
@@ -161,7 +161,7 @@ static enum soma_err sq_commit(struct store *st)
 	dbconn_release(&st->writer);
 	if (err != SOMA_OK)
 		return err;
-	return dbconn_exec(&st->writer, "COMMIT");
+	return cached_exec(&st->writer, "COMMIT");
 }
 
 static void sq_rollback(struct store *st, enum soma_err why)
