@@ -1,0 +1,85 @@
+/*
+ * test_task_migrate.c - a database of the previous schema (migrations up to 0008: the local
+ * queue's indexes tasks_ready and tasks_expiry over every row, state a key column) is migrated by
+ * 0010 to partial indexes (queued rows only, reserved rows only), and its tasks are reserved as
+ * before: the queued one first, then a reservation that ran out, never a live one; attempts count
+ * up. The old schema is made from a migrated store by putting the old indexes back and forgetting
+ * 0010, as a binary before 0010 left it.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "store/store.h"
+
+static char dir[64];
+static struct store *st;
+
+static void db_exec(const char *sql)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
+	sqlite3 *db;
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	char *err = NULL;
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &err), SQLITE_OK, "%s", err ? err : "?");
+	sqlite3_close(db);
+}
+
+static json_t *reserve(void)
+{
+	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
+	cr_assert_not_null(op);
+	snprintf(op->queue, sizeof(op->queue), "celery");
+	snprintf(op->worker, sizeof(op->worker), "w1");
+	op->delay_ms = 60000;
+	enum soma_err err = store_op_wait(st, op);
+	cr_assert(err == SOMA_OK || err == SOMA_ERR_NOT_FOUND, "reserve: %s", soma_err_str(err));
+	json_t *t = json_incref(op->session);
+	store_op_free(op);
+	return t;
+}
+
+static void assert_reserved(json_t *t, const char *id, int64_t attempts)
+{
+	cr_assert_not_null(t, "task %s was not reserved", id);
+	cr_assert_str_eq(json_string_value(json_object_get(t, "id")), id);
+	cr_assert_eq(json_integer_value(json_object_get(t, "attempts")), attempts, "attempts of %s", id);
+	json_decref(t);
+}
+
+Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reserved_as_before, .timeout = 60)
+{
+	st = store_test_open(dir, sizeof(dir));
+	store_close(st);
+	db_exec("DROP INDEX tasks_ready; DROP INDEX tasks_expiry;"
+		"CREATE INDEX tasks_ready ON tasks(queue, state, available_ms);"
+		"CREATE INDEX tasks_expiry ON tasks(queue, state, reserved_until_ms);"
+		"DELETE FROM schema_migrations WHERE version = 10;"
+		"INSERT INTO tasks(id, queue, name, tenant, state, attempts, available_ms, reserved_until_ms, "
+		"worker, created_ms, updated_ms) VALUES "
+		"('live', 'celery', 't', 'acme', 'reserved', 1, 1, 9000000000000, 'w0', 1, 1), "
+		"('expired', 'celery', 't', 'acme', 'reserved', 1, 1, 2, 'w0', 1, 1), "
+		"('queued', 'celery', 't', 'acme', 'queued', 0, 5, 0, '', 1, 1);");
+
+	char why[256] = "";
+	int applied = -1;
+	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_eq(store_migrate(st, &applied), SOMA_OK);
+	cr_assert_eq(applied, 1, "applied %d migrations", applied);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sqlite_master WHERE name = ? AND sql LIKE '%WHERE state%'",
+				  "tasks_ready"),
+		     1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sqlite_master WHERE name = ? AND sql LIKE '%WHERE state%'",
+				  "tasks_expiry"),
+		     1);
+	cr_assert_eq(store_exec_start(st, 1), SOMA_OK);
+
+	assert_reserved(reserve(), "queued", 1);
+	assert_reserved(reserve(), "expired", 2);
+	json_t *none = reserve();
+	cr_assert_null(none, "a live reservation was taken: %s", json_string_value(json_object_get(none, "id")));
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE state = 'reserved' AND worker = ?", "w1"), 2);
+	store_test_close(st, dir);
+}
