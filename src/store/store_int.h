@@ -127,6 +127,12 @@ static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
  * system call (wal_vfs.c). NULL (SQLite's default VFS) if it could not be registered. */
 #define STORE_VFS_NAME "soma-wal"
 const char *store_vfs(void);
+/* Installs SQLite's allocator with per-thread caches (sqlite_mem.c); call before SQLite
+ * initialises. Returns sqlite3_config's result: not SQLITE_OK when SQLite keeps its own. */
+int store_sqlite_mem_install(void);
+/* Tests: blocks the calling thread keeps in its lists; blocks exited threads gave back. */
+uint64_t store_sqlite_mem_kept_here(void);
+uint64_t store_sqlite_mem_returned(void);
 /* How many times a WAL file was synced through that VFS since start (tests: which commits wait
  * for the disk). */
 unsigned long store_vfs_wal_syncs(void);
