@@ -49,29 +49,53 @@ static enum soma_err session_create(struct dbconn *c, struct store_op *op, int64
 	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
-/* Assigns the next seq of the session and stores op->event; fills op->seq and op->event_text. */
-static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t now)
+/* A session's row as an event's insert needs it. */
+struct session_row {
+	int64_t rowid;	  /* its rowid */
+	int64_t next_seq; /* the seq its next event gets */
+	bool found;	  /* there is a session of that id */
+	bool owned;	  /* and it is the tenant's */
+};
+
+static enum soma_err session_find(struct dbconn *c, const char *id, const char *tenant, struct session_row *r)
 {
-	/* read, then write the row by its rowid: an UPDATE ... RETURNING buffers its output in a
-	 * temporary b-tree that SQLite opens, sizes and closes on every run (about a fifth of the
-	 * cost of an event's insert, callgrind); only the writer writes, so this is atomic */
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT rowid, last_seq + 1 FROM sessions WHERE id = ? AND tenant = ?");
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT rowid, last_seq + 1, tenant = ?2 FROM sessions WHERE id = ?1");
 	if (!s)
 		return SOMA_ERR_STORE;
-	bind_text(s, 1, op->session_id);
-	bind_text(s, 2, op->tenant);
+	bind_text(s, 1, id);
+	bind_text(s, 2, tenant);
 	int rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW)
-		return rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
-	int64_t rowid = sqlite3_column_int64(s, 0);
-	op->seq = sqlite3_column_int64(s, 1);
+	*r = (struct session_row){0};
+	if (rc == SQLITE_ROW)
+		*r = (struct session_row){sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), true,
+					  sqlite3_column_int(s, 2) != 0};
 	sqlite3_reset(s);
-	s = dbconn_stmt(c, "UPDATE sessions SET last_seq = ?, updated_ms = ? WHERE rowid = ?");
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+/* Assigns the next seq of the session (row: as session_find read it, or NULL to read it here) and
+ * stores op->event; fills op->seq and op->event_text. The session's row is read, then written by
+ * its rowid: an UPDATE ... RETURNING buffers its output in a temporary b-tree that SQLite opens,
+ * sizes and closes on every run (about a fifth of the cost of an event's insert, callgrind); only
+ * the writer writes, so this is atomic. */
+static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t now, const struct session_row *row)
+{
+	struct session_row found;
+	enum soma_err err;
+	if (!row) {
+		if ((err = session_find(c, op->session_id, op->tenant, &found)) != SOMA_OK)
+			return err;
+		row = &found;
+	}
+	if (!row->found || !row->owned)
+		return SOMA_ERR_NOT_FOUND;
+	op->seq = row->next_seq;
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE sessions SET last_seq = ?, updated_ms = ? WHERE rowid = ?");
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, op->seq);
 	sqlite3_bind_int64(s, 2, now);
-	sqlite3_bind_int64(s, 3, rowid);
+	sqlite3_bind_int64(s, 3, row->rowid);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		return SOMA_ERR_STORE;
 	char created[CLOCK_RFC3339_LEN + 1];
@@ -106,7 +130,7 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 		bind_text(s, 8, op->outcome_of);
 	if (op->reply_to[0])
 		bind_text(s, 9, op->reply_to);
-	rc = sqlite3_step(s);
+	int rc = sqlite3_step(s);
 	if (rc == SQLITE_DONE && op->reply_to[0] && sqlite3_changes(c->db) == 0) {
 		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 			 op->reply_to);
@@ -141,19 +165,20 @@ static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enq
 	enum soma_err err = SOMA_OK;
 	if (op->attachments && (err = attachments_owned(c, op)) != SOMA_OK)
 		return err;
-	int owner = session_owner(c, op->session_id, op->tenant, &err);
-	if (err != SOMA_OK)
+	struct session_row row;
+	if ((err = session_find(c, op->session_id, op->tenant, &row)) != SOMA_OK)
 		return err;
-	if (owner < 0) {
+	if (row.found && !row.owned) {
 		snprintf(op->error_text, sizeof(op->error_text), "session %s not found", op->session_id);
 		return SOMA_ERR_NOT_FOUND;
 	}
-	if (owner == 0) {
+	if (!row.found) {
 		if ((err = session_create(c, op, now)) != SOMA_OK)
 			return err;
 		op->created = true;
+		row = (struct session_row){sqlite3_last_insert_rowid(c->db), 1, true, true};
 	}
-	if ((err = event_insert(c, op, now)) != SOMA_OK)
+	if ((err = event_insert(c, op, now, &row)) != SOMA_OK)
 		return err;
 	/* memory: the turn's outbox row commits with it (src/store/sqlite_memory.c) */
 	if ((err = store_sql_memory_event(c, op->tenant, op->session_id, op->event)) != SOMA_OK)
@@ -169,7 +194,7 @@ static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enq
 
 static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
 {
-	enum soma_err err = event_insert(c, op, clock_wall_ms());
+	enum soma_err err = event_insert(c, op, clock_wall_ms(), NULL);
 	if (err == SOMA_OK) /* memory: the reply's outbox row commits with it (sqlite_memory.c) */
 		err = store_sql_memory_event(c, op->tenant, op->session_id, op->event);
 	if (err != SOMA_OK || !op->task_id[0])
