@@ -48,6 +48,7 @@ void store_op_free(struct store_op *op)
 	json_decref(op->rows);
 	json_decref(op->session);
 	free(op->event_text);
+	free(op->event_head);
 	free(op);
 }
 
@@ -304,6 +305,8 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	enum soma_err taken;
 	if (st->drv->take && st->drv->take(st, op, &taken))
 		return taken; /* the driver runs it on its own threads (PostgreSQL's message lanes) */
+	if (st->drv->prepare && q == &st->wq)
+		st->drv->prepare(op); /* on the caller's thread, not the writer's */
 	pthread_mutex_lock(&q->lock);
 	if (q->len >= QUEUE_MAX || q->stopping) {
 		pthread_mutex_unlock(&q->lock);

@@ -190,6 +190,7 @@ const struct store_driver store_sqlite_driver = {
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.read_op = sq_read_op,
+	.prepare = store_sql_prepare,
 	.close = sqlite_close,
 	.migrate = sqlite_migrate,
 	.schema_version = sqlite_schema_version,

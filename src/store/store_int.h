@@ -38,6 +38,9 @@ struct store_driver {
 	 * threads (*err SOMA_OK: it completes op with store_op_complete; else op is refused and stays
 	 * the caller's), false when op goes to the writer's queue as usual */
 	bool (*take)(struct store *st, struct store_op *op, enum soma_err *err);
+	/* any thread, in store_submit before op is queued for the writer (NULL: none): work of a
+	 * write that need not wait for the writer thread, which bounds ingest */
+	void (*prepare)(struct store_op *op);
 	/* reader thread `reader` (0..readers-1) */
 	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
 	/* synchronous (store.h) */
@@ -167,6 +170,8 @@ enum soma_err sqlite_tasks_recover(struct store *st, int *n);
 /* Per-op SQL. Write ops run inside the writer's transaction and savepoint; *enqueued is set
  * when the op queued a task. */
 enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+/* The SQLite driver's prepare (sqlite_chat.c): a new event's text but for its seq. */
+void store_sql_prepare(struct store_op *op);
 enum soma_err store_sql_read(struct dbconn *c, struct store_op *op);
 /* Task and attachment ops (sqlite_tasks.c), dispatched from the two above. */
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued);
