@@ -107,7 +107,6 @@ static _Thread_local struct op_waiter this_waiter = {PTHREAD_MUTEX_INITIALIZER, 
 
 static void complete(struct store *st, struct store_op *op)
 {
-	(void)st;
 	if (op->settled) {
 		void (*settled)(struct store_op *) = op->settled;
 		op->settled = NULL;
@@ -120,6 +119,8 @@ static void complete(struct store *st, struct store_op *op)
 		pthread_cond_signal(&w->cv);
 		pthread_mutex_unlock(&w->lock);
 	} else if (op->done) {
+		if (st->drv->finish)
+			st->drv->finish(op);
 		op->done(op);
 	} else {
 		store_op_free(op);
@@ -342,6 +343,8 @@ enum soma_err store_op_wait(struct store *st, struct store_op *op)
 	pthread_mutex_unlock(&w->lock);
 	op->waiting = 0;
 	op->waiter = NULL;
+	if (st->drv->finish)
+		st->drv->finish(op); /* on this thread, not the writer's */
 	return op->err;
 }
 

@@ -191,6 +191,7 @@ const struct store_driver store_sqlite_driver = {
 	.rollback = sq_rollback,
 	.read_op = sq_read_op,
 	.prepare = store_sql_prepare,
+	.finish = store_sql_finish,
 	.close = sqlite_close,
 	.migrate = sqlite_migrate,
 	.schema_version = sqlite_schema_version,

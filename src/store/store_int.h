@@ -41,6 +41,9 @@ struct store_driver {
 	/* any thread, in store_submit before op is queued for the writer (NULL: none): work of a
 	 * write that need not wait for the writer thread, which bounds ingest */
 	void (*prepare)(struct store_op *op);
+	/* the thread that waits for op, once it completed (or the writer's, before op->done; NULL:
+	 * none): work of a write's result that need not be done on the writer thread */
+	void (*finish)(struct store_op *op);
 	/* reader thread `reader` (0..readers-1) */
 	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
 	/* synchronous (store.h) */
@@ -172,6 +175,8 @@ enum soma_err sqlite_tasks_recover(struct store *st, int *n);
 enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enqueued);
 /* The SQLite driver's prepare (sqlite_chat.c): a new event's text but for its seq. */
 void store_sql_prepare(struct store_op *op);
+/* The SQLite driver's finish (sqlite_tasks.c): a reserved task's payload parsed from its text. */
+void store_sql_finish(struct store_op *op);
 enum soma_err store_sql_read(struct dbconn *c, struct store_op *op);
 /* Task and attachment ops (sqlite_tasks.c), dispatched from the two above. */
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued);

@@ -61,7 +61,8 @@ Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reser
 		"worker, created_ms, updated_ms) VALUES "
 		"('live', 'celery', 't', 'acme', 'reserved', 1, 1, 9000000000000, 'w0', 1, 1), "
 		"('expired', 'celery', 't', 'acme', 'reserved', 1, 1, 2, 'w0', 1, 1), "
-		"('queued', 'celery', 't', 'acme', 'queued', 0, 5, 0, '', 1, 1);");
+		"('queued', 'celery', 't', 'acme', 'queued', 0, 5, 0, '', 1, 1);"
+		"UPDATE tasks SET payload = '{\"k\": [1, \"v\"]}' WHERE id = 'queued';");
 
 	char why[256] = "";
 	int applied = -1;
@@ -76,7 +77,12 @@ Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reser
 		     1);
 	cr_assert_eq(store_exec_start(st, 1), SOMA_OK);
 
-	assert_reserved(reserve(), "queued", 1);
+	json_t *queued = reserve(); /* its payload parsed (sqlite_tasks.c, store_sql_finish) */
+	cr_assert_not_null(queued);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(json_object_get(queued, "payload"), "k"), 1)),
+			 "v");
+	cr_assert_null(json_object_get(queued, "payload_text"));
+	assert_reserved(queued, "queued", 1);
 	assert_reserved(reserve(), "expired", 2);
 	json_t *none = reserve();
 	cr_assert_null(none, "a live reservation was taken: %s", json_string_value(json_object_get(none, "id")));
