@@ -29,24 +29,7 @@ static void db_exec(const char *sql)
 
 static json_t *reserve(void)
 {
-	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
-	cr_assert_not_null(op);
-	snprintf(op->queue, sizeof(op->queue), "celery");
-	snprintf(op->worker, sizeof(op->worker), "w1");
-	op->delay_ms = 60000;
-	enum soma_err err = store_op_wait(st, op);
-	cr_assert(err == SOMA_OK || err == SOMA_ERR_NOT_FOUND, "reserve: %s", soma_err_str(err));
-	json_t *t = json_incref(op->session);
-	store_op_free(op);
-	return t;
-}
-
-static void assert_reserved(json_t *t, const char *id, int64_t attempts)
-{
-	cr_assert_not_null(t, "task %s was not reserved", id);
-	cr_assert_str_eq(json_string_value(json_object_get(t, "id")), id);
-	cr_assert_eq(json_integer_value(json_object_get(t, "attempts")), attempts, "attempts of %s", id);
-	json_decref(t);
+	return store_test_reserve(st, "celery", 60000);
 }
 
 Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reserved_as_before, .timeout = 60)
@@ -82,8 +65,8 @@ Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reser
 	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(json_object_get(queued, "payload"), "k"), 1)),
 			 "v");
 	cr_assert_null(json_object_get(queued, "payload_text"));
-	assert_reserved(queued, "queued", 1);
-	assert_reserved(reserve(), "expired", 2);
+	store_test_assert_reserved(queued, "queued", 1);
+	store_test_assert_reserved(reserve(), "expired", 2);
 	json_t *none = reserve();
 	cr_assert_null(none, "a live reservation was taken: %s", json_string_value(json_object_get(none, "id")));
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE state = 'reserved' AND worker = ?", "w1"), 2);
