@@ -4,8 +4,10 @@
  *
  * Layout: a fixed table of buckets, each with an epoch and a chain of entries; every entry is
  * also on one LRU list (most recent first) that eviction takes from the tail. An entry's rows
- * are a JSON array, newest turn first, that nobody changes once the entry holds it: a new turn
- * makes a new array sharing the older rows.
+ * are a JSON array, newest turn first, that nobody changes once the entry holds it. A committed
+ * turn joins the entry's own list of fresh turns (the writer thread's only work for it); the next
+ * read of the entry makes the new array, sharing the older rows: building it at each commit copied
+ * up to cap rows twice per message on the writer thread, which bounds ingest.
  */
 #include "store/context_cache.h"
 
@@ -22,6 +24,7 @@ struct ctx_entry {
 	int64_t seq;			 /* the session's last seq the rows reflect */
 	int64_t cap;			 /* the read's limit: rows holds at most cap turns */
 	json_t *rows;			 /* [{role, content}] newest first; shared, never changed */
+	json_t *fresh;			 /* turns newer than rows, oldest first; owned, or NULL */
 	size_t bytes;			 /* text of the rows plus ROW_OVERHEAD each */
 	char tenant[STORE_ID_MAX + 1];	 /* key */
 	char session[STORE_ID_MAX + 1];	 /* key */
@@ -52,6 +55,7 @@ void ctx_cache_free(struct ctx_cache *c)
 	for (struct ctx_entry *e = c->newest, *next; e; e = next) {
 		next = e->older;
 		json_decref(e->rows);
+		json_decref(e->fresh);
 		free(e);
 	}
 	pthread_mutex_destroy(&c->lock);
@@ -111,12 +115,46 @@ static void remove_locked(struct ctx_cache *c, struct ctx_entry *e)
 	c->entries--;
 	c->bytes -= e->bytes;
 	json_decref(e->rows);
+	json_decref(e->fresh);
 	free(e);
 }
 
 static size_t row_bytes(const json_t *row)
 {
 	return json_string_length(json_object_get(row, "content")) + ROW_OVERHEAD;
+}
+
+/* Makes e->rows hold its fresh turns: the newest cap turns of both, newest first. The byte count
+ * loses the turns that fall off at the cap (the kept ones are counted already). Lock held; false
+ * when out of memory (the entry is unchanged). */
+static bool merge_locked(struct ctx_cache *c, struct ctx_entry *e)
+{
+	if (!e->fresh)
+		return true;
+	size_t nf = json_array_size(e->fresh), n = json_array_size(e->rows), cap = (size_t)e->cap;
+	size_t kept_fresh = nf < cap ? nf : cap, kept_old = n < cap - kept_fresh ? n : cap - kept_fresh;
+	json_t *rows = json_array();
+	bool ok = rows != NULL;
+	for (size_t i = nf; ok && i > nf - kept_fresh; i--)
+		ok = json_array_append(rows, json_array_get(e->fresh, i - 1)) == 0;
+	for (size_t i = 0; ok && i < kept_old; i++)
+		ok = json_array_append(rows, json_array_get(e->rows, i)) == 0;
+	if (!ok) {
+		json_decref(rows);
+		return false;
+	}
+	size_t dropped = 0;
+	for (size_t i = 0; i < nf - kept_fresh; i++)
+		dropped += row_bytes(json_array_get(e->fresh, i));
+	for (size_t i = kept_old; i < n; i++)
+		dropped += row_bytes(json_array_get(e->rows, i));
+	e->bytes -= dropped;
+	c->bytes -= dropped;
+	json_decref(e->rows);
+	json_decref(e->fresh);
+	e->rows = rows;
+	e->fresh = NULL;
+	return true;
 }
 
 bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, json_t **rows,
@@ -127,6 +165,10 @@ bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session,
 	uint32_t h = key_hash(tenant, session);
 	pthread_mutex_lock(&c->lock);
 	struct ctx_entry *e = find_locked(c, h, tenant, session);
+	if (e && !merge_locked(c, e)) { /* out of memory: the next read fills it again */
+		remove_locked(c, e);
+		e = NULL;
+	}
 	int64_t n = e ? (int64_t)json_array_size(e->rows) : 0;
 	/* it holds what a read would return: limit turns, or all of the session's (fewer than cap) */
 	if (!e || (limit > e->cap && n >= e->cap)) {
@@ -226,7 +268,9 @@ static json_t *turn_of(const json_t *event, bool *unusable)
 	return row;
 }
 
-/* Adds the turn (or only the seq) of a committed event that follows the entry. Lock held. */
+/* Adds the turn (or only the seq) of a committed event that follows the entry to its fresh turns;
+ * past cap of them, they are merged into its rows here, so the list stays short for an entry
+ * nobody reads. Lock held. */
 static void append_locked(struct ctx_cache *c, struct ctx_entry *e, const struct store_op *op)
 {
 	bool unusable;
@@ -238,24 +282,19 @@ static void append_locked(struct ctx_cache *c, struct ctx_entry *e, const struct
 	e->seq = op->seq;
 	if (!row)
 		return;
-	json_t *rows = json_array();
-	if (!rows || json_array_append_new(rows, row) != 0) {
-		json_decref(rows);
+	size_t bytes = row_bytes(row);
+	if ((!e->fresh && !(e->fresh = json_array())) || json_array_append_new(e->fresh, row) != 0) {
+		if (!e->fresh)
+			json_decref(row);
 		remove_locked(c, e);
 		return;
 	}
-	/* the entry's byte count moves by the new turn and the ones that leave at its cap: counting
-	 * every kept row again took a hash lookup per row on the writer thread (perf: 2/3 of this) */
-	size_t n = json_array_size(e->rows), keep = (int64_t)n < e->cap ? n : (size_t)e->cap - 1;
-	size_t bytes = e->bytes + row_bytes(row);
-	for (size_t i = keep; i < n; i++)
-		bytes -= row_bytes(json_array_get(e->rows, i));
-	for (size_t i = 0; i < keep; i++)
-		json_array_append(rows, json_array_get(e->rows, i));
-	json_decref(e->rows);
-	e->rows = rows;
-	c->bytes = c->bytes - e->bytes + bytes;
-	e->bytes = bytes;
+	e->bytes += bytes;
+	c->bytes += bytes;
+	if ((int64_t)json_array_size(e->fresh) >= e->cap && !merge_locked(c, e)) {
+		remove_locked(c, e);
+		return;
+	}
 	evict_locked(c);
 }
 

@@ -48,6 +48,7 @@ void store_op_free(struct store_op *op)
 	json_decref(op->rows);
 	json_decref(op->session);
 	free(op->event_text);
+	free(op->event_head);
 	free(op);
 }
 
@@ -106,7 +107,6 @@ static _Thread_local struct op_waiter this_waiter = {PTHREAD_MUTEX_INITIALIZER, 
 
 static void complete(struct store *st, struct store_op *op)
 {
-	(void)st;
 	if (op->settled) {
 		void (*settled)(struct store_op *) = op->settled;
 		op->settled = NULL;
@@ -119,6 +119,8 @@ static void complete(struct store *st, struct store_op *op)
 		pthread_cond_signal(&w->cv);
 		pthread_mutex_unlock(&w->lock);
 	} else if (op->done) {
+		if (st->drv->finish)
+			st->drv->finish(op);
 		op->done(op);
 	} else {
 		store_op_free(op);
@@ -304,6 +306,8 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	enum soma_err taken;
 	if (st->drv->take && st->drv->take(st, op, &taken))
 		return taken; /* the driver runs it on its own threads (PostgreSQL's message lanes) */
+	if (st->drv->prepare && q == &st->wq)
+		st->drv->prepare(op); /* on the caller's thread, not the writer's */
 	pthread_mutex_lock(&q->lock);
 	if (q->len >= QUEUE_MAX || q->stopping) {
 		pthread_mutex_unlock(&q->lock);
@@ -339,6 +343,8 @@ enum soma_err store_op_wait(struct store *st, struct store_op *op)
 	pthread_mutex_unlock(&w->lock);
 	op->waiting = 0;
 	op->waiter = NULL;
+	if (st->drv->finish)
+		st->drv->finish(op); /* on this thread, not the writer's */
 	return op->err;
 }
 

@@ -44,6 +44,7 @@ enum soma_err store_mkdir_p(const char *dir)
 static void sqlite_global_config(void)
 {
 	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	(void)store_sqlite_mem_install(); /* malloc with per-thread caches of freed blocks (sqlite_mem.c) */
 }
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;

@@ -174,6 +174,8 @@ struct store_op {
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
 	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
 	char *event_text;      /* appended event as stored (JSON); owned */
+	char *event_head;      /* SQLite: the event's text without its seq, made before the op is
+				* queued (store_sql_prepare); owned */
 	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
 				* CONTEXT: [{role, content}] newest first; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */

@@ -38,6 +38,12 @@ struct store_driver {
 	 * threads (*err SOMA_OK: it completes op with store_op_complete; else op is refused and stays
 	 * the caller's), false when op goes to the writer's queue as usual */
 	bool (*take)(struct store *st, struct store_op *op, enum soma_err *err);
+	/* any thread, in store_submit before op is queued for the writer (NULL: none): work of a
+	 * write that need not wait for the writer thread, which bounds ingest */
+	void (*prepare)(struct store_op *op);
+	/* the thread that waits for op, once it completed (or the writer's, before op->done; NULL:
+	 * none): work of a write's result that need not be done on the writer thread */
+	void (*finish)(struct store_op *op);
 	/* reader thread `reader` (0..readers-1) */
 	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
 	/* synchronous (store.h) */
@@ -127,6 +133,12 @@ static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
  * system call (wal_vfs.c). NULL (SQLite's default VFS) if it could not be registered. */
 #define STORE_VFS_NAME "soma-wal"
 const char *store_vfs(void);
+/* Installs SQLite's allocator with per-thread caches (sqlite_mem.c); call before SQLite
+ * initialises. Returns sqlite3_config's result: not SQLITE_OK when SQLite keeps its own. */
+int store_sqlite_mem_install(void);
+/* Tests: blocks the calling thread keeps in its lists; blocks exited threads gave back. */
+uint64_t store_sqlite_mem_kept_here(void);
+uint64_t store_sqlite_mem_returned(void);
 /* How many times a WAL file was synced through that VFS since start (tests: which commits wait
  * for the disk). */
 unsigned long store_vfs_wal_syncs(void);
@@ -161,6 +173,10 @@ enum soma_err sqlite_tasks_recover(struct store *st, int *n);
 /* Per-op SQL. Write ops run inside the writer's transaction and savepoint; *enqueued is set
  * when the op queued a task. */
 enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enqueued);
+/* The SQLite driver's prepare (sqlite_chat.c): a new event's text but for its seq. */
+void store_sql_prepare(struct store_op *op);
+/* The SQLite driver's finish (sqlite_tasks.c): a reserved task's payload parsed from its text. */
+void store_sql_finish(struct store_op *op);
 enum soma_err store_sql_read(struct dbconn *c, struct store_op *op);
 /* Task and attachment ops (sqlite_tasks.c), dispatched from the two above. */
 enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *enqueued);

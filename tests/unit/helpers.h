@@ -88,6 +88,31 @@ static inline struct store *store_test_open(char *dir, size_t cap)
 	return st;
 }
 
+/* TASK_RESERVE on queue as worker w1 for visibility_ms: the reserved task (the caller's), or NULL
+ * when none is ready. */
+static inline json_t *store_test_reserve(struct store *st, const char *queue, int64_t visibility_ms)
+{
+	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
+	cr_assert_not_null(op);
+	snprintf(op->queue, sizeof(op->queue), "%s", queue);
+	snprintf(op->worker, sizeof(op->worker), "w1");
+	op->delay_ms = visibility_ms;
+	enum soma_err err = store_op_wait(st, op);
+	cr_assert(err == SOMA_OK || err == SOMA_ERR_NOT_FOUND, "reserve: %s", soma_err_str(err));
+	json_t *t = json_incref(op->session);
+	store_op_free(op);
+	return t;
+}
+
+/* Asserts t (freed here) is task id at its attempts-th attempt. */
+static inline void store_test_assert_reserved(json_t *t, const char *id, int64_t attempts)
+{
+	cr_assert_not_null(t, "task %s was not reserved", id);
+	cr_assert_str_eq(json_string_value(json_object_get(t, "id")), id);
+	cr_assert_eq(json_integer_value(json_object_get(t, "attempts")), attempts, "attempts of %s", id);
+	json_decref(t);
+}
+
 /* Closes a store of store_test_open() and removes its dir. */
 static inline void store_test_close(struct store *st, const char *dir)
 {

@@ -101,6 +101,38 @@ Test(context_cache, the_next_event_adds_its_turn_and_other_types_only_count)
 	ctx_cache_free(c);
 }
 
+/* Turns are kept as they commit and joined to the entry's rows when it is read (or once cap of
+ * them wait): the answer is the newest cap turns, newest first, whatever the reads in between. */
+Test(context_cache, turns_beyond_the_cap_keep_the_newest_whether_read_between_or_not)
+{
+	struct ctx_cache *c = ctx_cache_new();
+	cr_assert_not_null(c);
+	json_t *rows = json_pack("[o, o]", turn("assistant", "m2"), turn("user", "m1"));
+	ctx_cache_fill(c, ctx_cache_mark(c, "t1", "s1"), "t1", "s1", 3, rows, 2);
+	json_decref(rows);
+	char text[16];
+	for (int i = 3; i <= 9; i++) { /* 7 turns, no read: more than the cap of 3 wait */
+		snprintf(text, sizeof(text), "m%d", i);
+		note_event(c, "s1", i, i % 2 ? "user" : "assistant.final", text);
+	}
+	int64_t seq = 0;
+	cr_assert(ctx_cache_get(c, "t1", "s1", 3, &rows, &seq));
+	cr_assert_eq(seq, 9);
+	cr_assert_eq(json_array_size(rows), 3);
+	cr_assert_str_eq(content_at(rows, 0), "m9");
+	cr_assert_str_eq(content_at(rows, 1), "m8");
+	cr_assert_str_eq(content_at(rows, 2), "m7");
+	json_decref(rows);
+	note_event(c, "s1", 10, "assistant.final", "m10"); /* one, then a read */
+	cr_assert(ctx_cache_get(c, "t1", "s1", 2, &rows, &seq));
+	cr_assert_eq(seq, 10);
+	cr_assert_eq(json_array_size(rows), 2);
+	cr_assert_str_eq(content_at(rows, 0), "m10");
+	cr_assert_str_eq(content_at(rows, 1), "m9");
+	json_decref(rows);
+	ctx_cache_free(c);
+}
+
 Test(context_cache, a_held_answer_does_not_change_when_a_turn_is_added)
 {
 	struct ctx_cache *c = filled();

@@ -83,23 +83,12 @@ static void enqueue(const char *tenant, const char *session, const char *id, con
 /* TASK_RESERVE on q; the task (caller decrefs) or NULL when none is ready. */
 static json_t *reserve(const char *queue, int64_t visibility_ms)
 {
-	struct store_op *op = store_op_new(STORE_OP_TASK_RESERVE, "");
-	snprintf(op->queue, sizeof(op->queue), "%s", queue);
-	snprintf(op->worker, sizeof(op->worker), "w1");
-	op->delay_ms = visibility_ms;
-	enum soma_err err = store_op_wait(st, op);
-	cr_assert(err == SOMA_OK || err == SOMA_ERR_NOT_FOUND, "reserve: %s", soma_err_str(err));
-	json_t *t = json_incref(op->session);
-	store_op_free(op);
-	return t;
+	return store_test_reserve(st, queue, visibility_ms);
 }
 
 static void assert_reserved(json_t *t, const char *id, int64_t attempts)
 {
-	cr_assert_not_null(t, "task %s was not reserved", id);
-	cr_assert_str_eq(json_string_value(json_object_get(t, "id")), id);
-	cr_assert_eq(json_integer_value(json_object_get(t, "attempts")), attempts, "attempts of %s", id);
-	json_decref(t);
+	store_test_assert_reserved(t, id, attempts);
 }
 
 /* TASK_RETRY (delay >= 0) or TASK_FINISH (failed when delay < 0) of task id as tenant. */

@@ -5,6 +5,9 @@
  * one group commit (two copies of a task racing) leave exactly one; a CONTEXT read naming the task
  * says it has its outcome. The PostgreSQL driver does the same (migration postgres/0005); the e2e
  * test tests/e2e/test_task_once.py runs the conversation task on both stores.
+ * Also the events' stored text: the submitting thread writes an event out but its seq
+ * (store_sql_prepare), the writer appends the seq; the text (op->event_text, the stored body) must
+ * be what json_out makes of the committed event.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 
 #include "core/event.h"
+#include "core/json_out.h"
 #include "helpers.h"
 #include "store/store.h"
 
@@ -139,4 +143,32 @@ Test(task_outcome, racing_outcomes_of_one_task_leave_one)
 	cr_assert_eq(conflict, N - 1);
 	cr_assert_eq(count_events("assistant.final") + count_events("assistant.error"), 1);
 	cr_assert_eq(db_query_int(dir, "SELECT last_seq FROM sessions WHERE id = ?", "s1"), 2);
+}
+
+/* Runs op; checks that its text and stored body are the committed event written out; frees it. */
+static void check_text(struct store_op *op)
+{
+	json_object_del(op->event, "created_at"); /* the store sets it */
+	cr_assert_eq(store_op_wait(st, op), SOMA_OK);
+	char *want = json_out(op->event, 0, NULL);
+	cr_assert_not_null(want);
+	cr_assert_str_eq(op->event_text, want);
+	cr_assert_not_null(json_object_get(op->event, "created_at"));
+	cr_assert_eq(json_integer_value(json_object_get(op->event, "seq")), op->seq);
+	char sql[160];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE session_id = 's1' AND seq = %lld AND body = ?",
+		 (long long)op->seq);
+	cr_assert_eq(db_query_int(dir, sql, want), 1, "the stored body is the text");
+	free(want);
+	store_op_free(op);
+}
+
+Test(task_outcome, the_text_of_a_message_and_of_a_reply_is_the_committed_event_written_out)
+{
+	check_text(event_op(STORE_OP_MESSAGE, "user", ""));
+	check_text(event_op(STORE_OP_EVENT_APPEND, "assistant.final", "task-1"));
+	struct store_op *op = event_op(STORE_OP_MESSAGE, "user", "");
+	json_object_set_new(op->event, "message", json_string("quotes \" and a\nnewline"));
+	check_text(op);
+	cr_assert_eq(db_query_int(dir, "SELECT last_seq FROM sessions WHERE id = ?", "s1"), 3);
 }
