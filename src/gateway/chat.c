@@ -5,7 +5,9 @@
  * local queue lives in the same database), so a 200 means both are durable: a crash after the
  * answer still produces the reply on restart. The reply arrives on the session's event stream.
  * With the local queue and an idle conversation worker, the task is handed to that worker before
- * the transaction (queue/handoff.h): the worker starts on the reply while the message commits,
+ * the transaction and woken once the transaction is submitted (queue/handoff.h: woken earlier,
+ * it pre-empts this thread on a small machine and delays the commit it waits for): the worker
+ * starts on the reply while the message commits,
  * and the op's settled callback tells it (on the store thread, after the user's event was
  * published) whether the message committed.
  */
@@ -181,7 +183,11 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	if (op->task && !op->attachments)
 		hand_off(op, in->text);
 	ingest_free(in);
+	char worker[sizeof(op->worker)];
+	snprintf(worker, sizeof(worker), "%s", op->worker); /* op may be gone once submitted */
 	gw_store(req, op, on_message_stored);
+	if (worker[0]) /* woken after the commit is submitted: it would pre-empt this thread before */
+		queue_handoff_start(worker);
 }
 
 static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)

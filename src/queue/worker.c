@@ -331,13 +331,22 @@ bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t 
 		set_idle_locked(w, false); /* no second hand-off before it wakes */
 		snprintf(worker, cap, "%s", w->id);
 		*visibility = visibility_ms;
-		taken = true;
-		pthread_cond_signal(&w->cv); /* this worker only: the others sleep on */
+		taken = true; /* not woken yet: queue_handoff_start does, once the commit is submitted */
 		if (handed_total)
 			metric_add(metric_series(handed_total, NULL), 1);
 	}
 	pthread_mutex_unlock(&lock);
 	return taken;
+}
+
+void queue_handoff_start(const char *worker)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		if (workers[i].handed && strcmp(workers[i].id, worker) == 0)
+			pthread_cond_signal(&workers[i].cv); /* this worker only: the others sleep on */
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,
