@@ -128,11 +128,11 @@ static bool on_delta(void *ctx, const char *text, size_t len)
 	struct generation *g = ctx;
 	if (!open_generation(g))
 		return false; /* stops the call */
-	json_t *meta =
-		json_pack("{s:I, s:s}", "stream_index", (json_int_t)g->stream_index++, "generation_id", g->task->id);
-	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.delta", "", NULL, meta);
-	json_object_set_new(ev, "message", json_stringn(text, len));
-	publish(g, ev);
+	size_t n = 0;
+	char *ev = conv_delta_text(g->task->session_id, g->task->id, g->stream_index++, text, len, &n);
+	if (ev)
+		bus_publish_ephemeral(g->bus_key, g->base_seq, ev, n, NULL);
+	free(ev);
 	return !g->task->cancel;
 }
 
