@@ -1,11 +1,12 @@
 /*
- * conversation_delta.c - the text of an assistant.delta event, written directly.
+ * conversation_delta.c - the text of the events a reply publishes live (assistant.thinking and
+ * assistant.delta), written directly.
  *
  * DESIGN: a reply publishes one delta per chunk of its provider's stream - the most frequent
  * publication of a chat - and building each as a jansson tree (a dozen allocations and a dump)
- * cost more than everything else a chunk does. The members, their order and their escaping are
- * those chat_event_new's event gets from json_out: the strings go through json_out one by one
- * (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
+ * cost more than everything else a chunk does; thinking, once per reply, is the same event. The
+ * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
+ * json_out one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,8 +29,8 @@ static char *quoted(const char *s, size_t n)
 	return q;
 }
 
-char *conv_delta_text(const char *session_id, const char *generation_id, int64_t stream_index, const char *text,
-		      size_t len, size_t *out_len)
+char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
+		      const char *text, size_t len, size_t *out_len)
 {
 	if (!session_id || !generation_id)
 		return NULL;
@@ -40,12 +41,15 @@ char *conv_delta_text(const char *session_id, const char *generation_id, int64_t
 	char *msg = quoted(text, len);
 	char *out = NULL;
 	if (sid && gid) {
+		char index[48] = "";
+		if (stream_index >= 0)
+			snprintf(index, sizeof(index), "\"stream_index\":%" PRId64 ",", stream_index);
 		int n = asprintf(
 			&out,
-			"{\"event_id\":\"%s\",\"session_id\":%s,\"role\":\"assistant\",\"type\":\"assistant.delta\","
-			"\"message\":%s,\"persona_id\":null,\"attachments\":[],\"metadata\":{\"stream_index\":%" PRId64
-			",\"generation_id\":%s},\"created_at\":\"%s\",\"version\":\"" EVENT_VERSION "\"}",
-			id, sid, msg ? msg : "\"\"", stream_index, gid, created);
+			"{\"event_id\":\"%s\",\"session_id\":%s,\"role\":\"assistant\",\"type\":\"%s\","
+			"\"message\":%s,\"persona_id\":null,\"attachments\":[],\"metadata\":{%s\"generation_id\":%s},"
+			"\"created_at\":\"%s\",\"version\":\"" EVENT_VERSION "\"}",
+			id, sid, type, msg ? msg : "\"\"", index, gid, created);
 		if (n < 0)
 			out = NULL;
 		else if (out_len)
