@@ -8,7 +8,8 @@
  * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
  * json_out one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
  */
-#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,31 +30,61 @@ static char *quoted(const char *s, size_t n)
 	return q;
 }
 
+/* The n pieces joined into one malloc'd text (NUL-terminated; its length in *len, may be NULL). */
+static char *join(const char *const *pieces, int n, size_t *len)
+{
+	size_t total = 0, at = 0;
+	for (int i = 0; i < n; i++)
+		total += strlen(pieces[i]);
+	char *out = malloc(total + 1);
+	for (int i = 0; out && i < n; i++) {
+		size_t k = strlen(pieces[i]);
+		memcpy(out + at, pieces[i], k);
+		at += k;
+	}
+	if (out) {
+		out[at] = '\0';
+		if (len)
+			*len = at;
+	}
+	return out;
+}
+
 char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
 		      const char *text, size_t len, size_t *out_len)
 {
 	if (!session_id || !generation_id)
 		return NULL;
-	char id[IDS_UUID_LEN + 1], created[CLOCK_RFC3339_LEN + 1];
+	char id[IDS_UUID_LEN + 1], created[CLOCK_RFC3339_LEN + 1], digits[24];
 	ids_uuid7(id);
 	clock_rfc3339(clock_wall_ms(), created, sizeof(created));
+	int d = (int)sizeof(digits) - 1; /* stream_index in decimal, written backwards */
+	digits[d] = '\0';
+	for (uint64_t v = stream_index > 0 ? (uint64_t)stream_index : 0; d == (int)sizeof(digits) - 1 || v; v /= 10)
+		digits[--d] = (char)('0' + v % 10);
 	char *sid = quoted(session_id, strlen(session_id)), *gid = quoted(generation_id, strlen(generation_id));
 	char *msg = quoted(text, len);
 	char *out = NULL;
-	if (sid && gid) {
-		char index[48] = "";
-		if (stream_index >= 0)
-			snprintf(index, sizeof(index), "\"stream_index\":%" PRId64 ",", stream_index);
-		int n = asprintf(
-			&out,
-			"{\"event_id\":\"%s\",\"session_id\":%s,\"role\":\"assistant\",\"type\":\"%s\","
-			"\"message\":%s,\"persona_id\":null,\"attachments\":[],\"metadata\":{%s\"generation_id\":%s},"
-			"\"created_at\":\"%s\",\"version\":\"" EVENT_VERSION "\"}",
-			id, sid, type, msg ? msg : "\"\"", index, gid, created);
-		if (n < 0)
-			out = NULL;
-		else if (out_len)
-			*out_len = (size_t)n;
+	if (sid && gid) { /* pieces: text without a NUL (quoted writes a NUL as \u0000) */
+		bool indexed = stream_index >= 0;
+		const char *pieces[] = {"{\"event_id\":\"",
+					id,
+					"\",\"session_id\":",
+					sid,
+					",\"role\":\"assistant\",\"type\":\"",
+					type,
+					"\",\"message\":",
+					msg ? msg : "\"\"",
+					",\"persona_id\":null,\"attachments\":[],\"metadata\":{",
+					indexed ? "\"stream_index\":" : "",
+					indexed ? digits + d : "",
+					indexed ? "," : "",
+					"\"generation_id\":",
+					gid,
+					"},\"created_at\":\"",
+					created,
+					"\",\"version\":\"" EVENT_VERSION "\"}"};
+		out = join(pieces, (int)(sizeof(pieces) / sizeof(pieces[0])), out_len);
 	}
 	free(sid);
 	free(gid);

@@ -7,6 +7,7 @@
  * for their form and then taken from the reference.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,8 @@ Test(conv_delta, plain_text_is_the_reference_event)
 {
 	same("s1", "0193a0e0-0000-7000-8000-000000000001", 0, "Hello ", 6);
 	same("session_with-dash", "g", 41, "world.", 6);
+	same("s1", "g", 10, "x", 1);
+	same("s1", "g", INT64_MAX, "x", 1);
 }
 
 Test(conv_delta, escapes_and_utf8_as_the_reference)
