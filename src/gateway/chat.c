@@ -5,7 +5,9 @@
  * local queue lives in the same database), so a 200 means both are durable: a crash after the
  * answer still produces the reply on restart. The reply arrives on the session's event stream.
  * With the local queue and an idle conversation worker, the task is handed to that worker before
- * the transaction (queue/handoff.h): the worker starts on the reply while the message commits,
+ * the transaction and woken once the transaction is submitted (queue/handoff.h: woken earlier,
+ * it pre-empts this thread on a small machine and delays the commit it waits for): the worker
+ * starts on the reply while the message commits,
  * and the op's settled callback tells it (on the store thread, after the user's event was
  * published) whether the message committed.
  */
@@ -41,11 +43,15 @@ static void on_message_stored(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "session");
 		return;
 	}
-	http_respond_json(req, 200,
-			  json_pack("{s:s, s:s, s:I, s:s}", "session_id", op->session_id, "event_id",
-				    json_string_value(json_object_get(op->event, "event_id")), "seq",
-				    (json_int_t)op->seq, "task_id",
-				    json_string_value(json_object_get(op->task, "id"))));
+	/* written directly: the ids need no escaping (the session id is checked by read_common, the
+	 * event's and the task's are uuids made here) */
+	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
+	const char *task_id = json_string_value(json_object_get(op->task, "id"));
+	char body[320];
+	int n = snprintf(body, sizeof(body),
+			 "{\"session_id\":\"%s\",\"event_id\":\"%s\",\"seq\":%lld,\"task_id\":\"%s\"}", op->session_id,
+			 event_id ? event_id : "", (long long)op->seq, task_id ? task_id : "");
+	http_respond(req, 200, "application/json", body, n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
 }
 
 /* The message's transaction settled (store thread, after the commit hook published its event):
@@ -181,7 +187,11 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	if (op->task && !op->attachments)
 		hand_off(op, in->text);
 	ingest_free(in);
+	char worker[sizeof(op->worker)];
+	snprintf(worker, sizeof(worker), "%s", op->worker); /* op may be gone once submitted */
 	gw_store(req, op, on_message_stored);
+	if (worker[0]) /* woken after the commit is submitted: it would pre-empt this thread before */
+		queue_handoff_start(worker);
 }
 
 static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)

@@ -57,10 +57,17 @@ void commit_gate_hold(struct commit_gate *g, gate_fn on_commit, gate_fn release,
 /* Hands task (a new reference is taken; {id, name, queue, tenant, session_id, payload,
  * attempts, max_retries, message}) with gate (a reference is taken) to an idle worker of the
  * task's queue. True when one took it: worker (cap >= 64) gets its id and *visibility_ms the
- * reservation time the task must be inserted with. False (nothing taken): queue.early_start is
+ * reservation time the task must be inserted with; the caller then submits the message's op and
+ * only after that calls queue_handoff_start(worker). False (nothing taken): queue.early_start is
  * off, the queue driver is not local, the process is stopping, or no worker of that queue is
  * idle - the task then goes the ordinary way. Any thread. */
 bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t cap, int64_t *visibility_ms);
+/* Wakes the worker queue_handoff gave a task to (its id in worker). Not done by queue_handoff
+ * itself: on a machine with few cores the woken worker pre-empts the thread that hands off, which
+ * then submits the message's commit late - and the reply publishes nothing before that commit.
+ * Call it once the op is submitted, whatever the submission's outcome (a worker not woken takes
+ * its task at its next idle poll only). Any thread. */
+void queue_handoff_start(const char *worker);
 /* Whether queue_handoff could take a task now (early start on, local queue, some worker idle),
  * without the workers' lock: lets a caller skip building the hand-off when no worker waits, as
  * under load. A hint - queue_handoff decides. Any thread. */

@@ -105,5 +105,8 @@ bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], 
 void queue_pool_tick(int64_t now_ms);
 /* Calls fn for the delivery tag of every task running now (lock held: fn must not block). */
 void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg);
+/* Calls fn(t, arg) for every task running on this process's workers, under the pool's lock:
+ * fn must be short, must not block and must not call into the pool (running.c's walks). */
+void queue_pool_each_running(void (*fn)(struct task_ctx *t, void *arg), void *arg);
 
 #endif

@@ -7,7 +7,10 @@
  * what it prefetched). Before a task runs: revoked or expired -> REVOKED without running; policy
  * (task.run); the per-task rate limit. The task's lifecycle is reported through queue_emit().
  * An idle worker may be handed a chat task before its message commits (handoff.h). Each worker
- * sleeps on its own condition variable: a hand-off wakes the one worker it chose, not all.
+ * sleeps on its own condition variable: a hand-off wakes the one worker it chose, and a commit
+ * that enqueued tasks (queue_notify) one idle worker per queue; a worker that reserved a task
+ * wakes one more of its queue (there may be more), so a batch of k tasks costs k + 1 reserves
+ * rather than one per idle worker.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,6 +54,7 @@ struct worker {
 	struct task_ctx *current; /* running task (guarded by lock), or NULL */
 	void *drv;		  /* driver state (the worker thread's own) */
 	bool idle;		  /* waiting for a notify (lock): queue_handoff may give it a task */
+	bool woken;		  /* signalled to reserve (lock): leaves its idle wait */
 	json_t *handed;		  /* a task handed over by queue_handoff (lock), not yet taken */
 	struct commit_gate *gate; /* the handed task's commit gate (lock) */
 	pthread_cond_t cv;	  /* its idle wait: a hand-off wakes this worker only (with lock) */
@@ -108,12 +112,26 @@ static enum soma_err spawn_locked(struct queue_slot *q)
 	return SOMA_OK;
 }
 
-/* Wakes every idle worker (lock held). */
-static void wake_idle_locked(void)
+/* Sets w->idle (lock held), keeping idle_count in step. */
+static void set_idle_locked(struct worker *w, bool idle)
 {
-	for (int i = 0; i < nworkers; i++)
-		if (workers[i].idle)
-			pthread_cond_signal(&workers[i].cv);
+	if (w->idle != idle)
+		atomic_fetch_add(&idle_count, idle ? 1 : -1);
+	w->idle = idle;
+}
+
+/* Wakes up to max idle workers of queue (NULL: of any queue) to reserve (lock held). */
+static void wake_idle_locked(const char *queue, int max)
+{
+	for (int i = 0; i < nworkers && max > 0; i++) {
+		struct worker *w = &workers[i];
+		if (!w->idle || (queue && strcmp(w->queue, queue) != 0))
+			continue;
+		set_idle_locked(w, false); /* the next wake picks another */
+		w->woken = true;
+		pthread_cond_signal(&w->cv);
+		max--;
+	}
 }
 
 void queue_notify(void *arg)
@@ -121,7 +139,8 @@ void queue_notify(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&lock);
 	notify_gen++;
-	wake_idle_locked();
+	for (int q = 0; q < nslots; q++)
+		wake_idle_locked(slots[q].name, 1);
 	pthread_mutex_unlock(&lock);
 	queue_relay_wake(NULL); /* redis driver: the committed rows are the relay's to publish */
 }
@@ -232,6 +251,8 @@ static void run_chain(struct worker *w, json_t *task, struct commit_gate *gate)
 	pthread_mutex_lock(&lock);
 	if (++w->slot->busy == w->slot->count)
 		(void)spawn_locked(w->slot); /* everyone is busy: one more for the next task */
+	else if (!gate)
+		wake_idle_locked(w->queue, 1); /* reserved: one more may wait */
 	pthread_mutex_unlock(&lock);
 	while (task) { /* a handler may hand back the next task, reserved with its ack */
 		json_t *next = run_task(w, task, gate);
@@ -250,14 +271,6 @@ static void run_chain(struct worker *w, json_t *task, struct commit_gate *gate)
 	pthread_mutex_unlock(&lock);
 }
 
-/* Sets w->idle (lock held), keeping idle_count in step. */
-static void set_idle_locked(struct worker *w, bool idle)
-{
-	if (w->idle != idle)
-		atomic_fetch_add(&idle_count, idle ? 1 : -1);
-	w->idle = idle;
-}
-
 /* Waits for a notify (or IDLE_POLL_MS) as an idle worker; returns a task handed over meanwhile
  * (*gate its gate), else NULL. */
 static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate **gate)
@@ -267,11 +280,12 @@ static json_t *idle_wait(struct worker *w, unsigned long gen, struct commit_gate
 	until.tv_sec += IDLE_POLL_MS / 1000;
 	pthread_mutex_lock(&lock);
 	set_idle_locked(w, true);
-	while (!stopping && gen == notify_gen && !w->handed) {
+	while (!stopping && gen == notify_gen && !w->handed && !w->woken) {
 		if (pthread_cond_timedwait(&w->cv, &lock, &until) != 0)
 			break;
 	}
 	set_idle_locked(w, false);
+	w->woken = false;
 	json_t *task = w->handed;
 	*gate = w->gate;
 	w->handed = NULL;
@@ -331,13 +345,22 @@ bool queue_handoff(json_t *task, struct commit_gate *gate, char *worker, size_t 
 		set_idle_locked(w, false); /* no second hand-off before it wakes */
 		snprintf(worker, cap, "%s", w->id);
 		*visibility = visibility_ms;
-		taken = true;
-		pthread_cond_signal(&w->cv); /* this worker only: the others sleep on */
+		taken = true; /* not woken yet: queue_handoff_start does, once the commit is submitted */
 		if (handed_total)
 			metric_add(metric_series(handed_total, NULL), 1);
 	}
 	pthread_mutex_unlock(&lock);
 	return taken;
+}
+
+void queue_handoff_start(const char *worker)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nworkers; i++) {
+		if (workers[i].handed && strcmp(workers[i].id, worker) == 0)
+			pthread_cond_signal(&workers[i].cv); /* this worker only: the others sleep on */
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,
@@ -376,7 +399,7 @@ void queue_stop(int grace_ms)
 {
 	pthread_mutex_lock(&lock);
 	stopping = true;
-	wake_idle_locked();
+	wake_idle_locked(NULL, nworkers);
 	pthread_mutex_unlock(&lock);
 	/* running tasks get the grace period, then are asked to cancel; an unfinished task is not
 	 * acked, so it runs again after its visibility timeout */
@@ -391,8 +414,6 @@ void queue_stop(int grace_ms)
 			workers[i].current->cancel = true;
 		}
 	}
-	pthread_mutex_unlock(&lock);
-	pthread_mutex_lock(&lock);
 	int n = nworkers; /* no worker is started once stopping is set */
 	pthread_mutex_unlock(&lock);
 	for (int i = 0; i < n; i++) {
@@ -413,48 +434,13 @@ void queue_task_heartbeat(struct task_ctx *ctx)
 		drv->heartbeat(ctx->drv, ctx);
 }
 
-void queue_pool_tick(int64_t now_ms)
-{
-	pthread_mutex_lock(&lock);
-	for (int i = 0; i < nworkers; i++) {
-		struct task_ctx *t = workers[i].current;
-		if (!t || t->limit_hit == 2)
-			continue;
-		int hit = t->hard_deadline_ms && now_ms >= t->hard_deadline_ms	 ? 2
-			  : t->soft_deadline_ms && now_ms >= t->soft_deadline_ms ? 1
-										 : 0;
-		if (hit > t->limit_hit) {
-			t->limit_hit = hit;
-			t->cancel = true; /* the task is asked to stop; a thread cannot be killed */
-		}
-	}
-	pthread_mutex_unlock(&lock);
-}
-
-void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg)
+void queue_pool_each_running(void (*fn)(struct task_ctx *t, void *arg), void *arg)
 {
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < nworkers; i++)
-		if (workers[i].current && workers[i].current->tag)
-			fn(workers[i].current->tag, arg);
+		if (workers[i].current)
+			fn(workers[i].current, arg);
 	pthread_mutex_unlock(&lock);
-}
-
-int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial)
-{
-	int n = 0;
-	pthread_mutex_lock(&lock);
-	for (int i = 0; i < nworkers; i++) {
-		struct task_ctx *t = workers[i].current;
-		if (t && t->session_id && t->tenant && strcmp(t->session_id, session_id) == 0 &&
-		    strcmp(t->tenant, tenant) == 0 && !t->cancel) {
-			t->keep_partial = keep_partial;
-			t->cancel = true;
-			n++;
-		}
-	}
-	pthread_mutex_unlock(&lock);
-	return n;
 }
 
 json_t *queue_pools_json(void)
@@ -487,14 +473,4 @@ json_t *queue_workers_json(void)
 	}
 	pthread_mutex_unlock(&lock);
 	return out;
-}
-
-int queue_running(void)
-{
-	int n = 0;
-	pthread_mutex_lock(&lock);
-	for (int i = 0; i < nworkers; i++)
-		n += workers[i].current != NULL;
-	pthread_mutex_unlock(&lock);
-	return n;
 }

@@ -20,7 +20,6 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "core/event.h"
-#include "core/json_out.h"
 #include "core/log.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
@@ -44,21 +43,19 @@ struct generation {
 	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
 };
 
-/* The reply's assistant.thinking event (new reference; NULL when memory ran out). */
-static json_t *thinking_event(const struct generation *g)
+/* The reply's assistant.thinking event's text (malloc'd; NULL when memory ran out), its length
+ * in *len (may be NULL). */
+static char *thinking_text(const struct generation *g, size_t *len)
 {
-	return chat_event_new(g->task->session_id, "assistant", "assistant.thinking", "", NULL,
-			      json_pack("{s:s}", "generation_id", g->task->id));
+	return conv_event_text(g->task->session_id, "assistant.thinking", g->task->id, -1, "", 0, len);
 }
 
-static void publish(struct generation *g, json_t *event)
+/* Publishes an event's text (taken; NULL: nothing) live. */
+static void publish(struct generation *g, char *text, size_t len)
 {
-	size_t len = 0;
-	char *text = json_out(event, 0, &len);
 	if (text)
 		bus_publish_ephemeral(g->bus_key, g->base_seq, text, len, NULL);
 	free(text);
-	json_decref(event);
 }
 
 /* Early start (handoff.h): whether the LLM was given the context a read after the message's
@@ -87,10 +84,13 @@ static bool open_generation(struct generation *g)
 	g->opened = true;
 	if (g->early_opened) /* published by thinking_on_commit as the message committed */
 		return true;
-	if (g->thinking)
+	if (g->thinking) {
 		bus_publish_ephemeral(g->bus_key, g->base_seq, g->thinking, strlen(g->thinking), NULL);
-	else
-		publish(g, thinking_event(g));
+	} else {
+		size_t len = 0;
+		char *text = thinking_text(g, &len);
+		publish(g, text, len);
+	}
 	return true;
 }
 
@@ -115,9 +115,7 @@ static void thinking_on_commit(void *arg, int64_t seq)
 static void thinking_prepare(struct generation *g)
 {
 	int64_t seq;
-	json_t *ev = thinking_event(g);
-	g->thinking = ev ? json_out(ev, 0, NULL) : NULL;
-	json_decref(ev);
+	g->thinking = thinking_text(g, NULL);
 	if (g->thinking && !commit_gate_on_commit(g->task->gate, thinking_on_commit, g) &&
 	    commit_gate_state(g->task->gate, &seq) == GATE_COMMITTED && context_right(g, seq))
 		(void)open_generation(g); /* settled already: thinking goes out before the call */
@@ -128,11 +126,10 @@ static bool on_delta(void *ctx, const char *text, size_t len)
 	struct generation *g = ctx;
 	if (!open_generation(g))
 		return false; /* stops the call */
-	json_t *meta =
-		json_pack("{s:I, s:s}", "stream_index", (json_int_t)g->stream_index++, "generation_id", g->task->id);
-	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.delta", "", NULL, meta);
-	json_object_set_new(ev, "message", json_stringn(text, len));
-	publish(g, ev);
+	size_t n = 0;
+	char *ev =
+		conv_event_text(g->task->session_id, "assistant.delta", g->task->id, g->stream_index++, text, len, &n);
+	publish(g, ev, n);
 	return !g->task->cancel;
 }
 

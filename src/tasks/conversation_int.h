@@ -50,4 +50,12 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 /* Inserts the memories message (borrowed; NULL: nothing) after the system prompt of messages. */
 void conv_insert_memories(json_t *messages, json_t *memories);
 
+/* The event of type (a literal needing no escape: "assistant.thinking", "assistant.delta") of the
+ * reply generation_id with message text (len bytes; not UTF-8: an empty message, as before) and
+ * metadata {stream_index (left out when < 0), generation_id}, as json_out writes chat_event_new's
+ * event (conversation_delta.c). Malloc'd text (caller frees) and its length in *out_len (may be
+ * NULL); NULL when an id is not UTF-8 or memory ran out. */
+char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
+		      const char *text, size_t len, size_t *out_len);
+
 #endif

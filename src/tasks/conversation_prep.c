@@ -155,11 +155,11 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 	bool degraded = rc->degraded;
 	char *text = NULL;
 	size_t len = 0, i;
-	FILE *f = open_memstream(&text, &len);
+	FILE *f = NULL; /* opened at the first memory to write: most messages recall none */
 	json_array_foreach(results, i, r)
 	{
 		const char *content = json_string_value(json_object_get(json_object_get(r, "payload"), "content"));
-		if (!f || n >= top_k || in_context(rows, content))
+		if (n >= top_k || in_context(rows, content) || (!f && !(f = open_memstream(&text, &len))))
 			continue;
 		fprintf(f, "%s- %.*s", n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
 			(int)conv_utf8_prefix(content, strlen(content), 1000), content);

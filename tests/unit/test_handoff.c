@@ -334,6 +334,7 @@ static void hand(const char *id, struct commit_gate *gate)
 		taken = queue_handoff(task, gate, worker, sizeof(worker), &visibility);
 	json_decref(task);
 	cr_assert(taken, "no worker took the hand-off");
+	queue_handoff_start(worker); /* as the gateway does once the message's op is submitted */
 }
 
 /* Hands task id over, checks that its handler ran with no event sent, settles the gate as

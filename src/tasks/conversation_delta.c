@@ -1,0 +1,93 @@
+/*
+ * conversation_delta.c - the text of the events a reply publishes live (assistant.thinking and
+ * assistant.delta), written directly.
+ *
+ * DESIGN: a reply publishes one delta per chunk of its provider's stream - the most frequent
+ * publication of a chat - and building each as a jansson tree (a dozen allocations and a dump)
+ * cost more than everything else a chunk does; thinking, once per reply, is the same event. The
+ * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
+ * json_out one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/event.h"
+#include "core/ids.h"
+#include "core/json_out.h"
+#include "tasks/conversation_int.h"
+
+/* s (n bytes) as a JSON string literal, quotes included (malloc'd), as json_out writes it; NULL
+ * when s is not UTF-8 or memory ran out. */
+static char *quoted(const char *s, size_t n)
+{
+	json_t *v = json_stringn(s, n);
+	char *q = v ? json_out(v, 1, NULL) : NULL;
+	json_decref(v);
+	return q;
+}
+
+/* The n pieces joined into one malloc'd text (NUL-terminated; its length in *len, may be NULL). */
+static char *join(const char *const *pieces, int n, size_t *len)
+{
+	size_t total = 0, at = 0;
+	for (int i = 0; i < n; i++)
+		total += strlen(pieces[i]);
+	char *out = malloc(total + 1);
+	for (int i = 0; out && i < n; i++) {
+		size_t k = strlen(pieces[i]);
+		memcpy(out + at, pieces[i], k);
+		at += k;
+	}
+	if (out) {
+		out[at] = '\0';
+		if (len)
+			*len = at;
+	}
+	return out;
+}
+
+char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
+		      const char *text, size_t len, size_t *out_len)
+{
+	if (!session_id || !generation_id)
+		return NULL;
+	char id[IDS_UUID_LEN + 1], created[CLOCK_RFC3339_LEN + 1], digits[24];
+	ids_uuid7(id);
+	clock_rfc3339(clock_wall_ms(), created, sizeof(created));
+	int d = (int)sizeof(digits) - 1; /* stream_index in decimal, written backwards */
+	digits[d] = '\0';
+	for (uint64_t v = stream_index > 0 ? (uint64_t)stream_index : 0; d == (int)sizeof(digits) - 1 || v; v /= 10)
+		digits[--d] = (char)('0' + v % 10);
+	char *sid = quoted(session_id, strlen(session_id)), *gid = quoted(generation_id, strlen(generation_id));
+	char *msg = quoted(text, len);
+	char *out = NULL;
+	if (sid && gid) { /* pieces: text without a NUL (quoted writes a NUL as \u0000) */
+		bool indexed = stream_index >= 0;
+		const char *pieces[] = {"{\"event_id\":\"",
+					id,
+					"\",\"session_id\":",
+					sid,
+					",\"role\":\"assistant\",\"type\":\"",
+					type,
+					"\",\"message\":",
+					msg ? msg : "\"\"",
+					",\"persona_id\":null,\"attachments\":[],\"metadata\":{",
+					indexed ? "\"stream_index\":" : "",
+					indexed ? digits + d : "",
+					indexed ? "," : "",
+					"\"generation_id\":",
+					gid,
+					"},\"created_at\":\"",
+					created,
+					"\",\"version\":\"" EVENT_VERSION "\"}"};
+		out = join(pieces, (int)(sizeof(pieces) / sizeof(pieces[0])), out_len);
+	}
+	free(sid);
+	free(gid);
+	free(msg);
+	return out;
+}
