@@ -43,7 +43,7 @@ Test(sqlite_config, the_store_allocator_and_the_writer_cache_size)
 	sqlite3_stmt *s; /* (the writer thread is idle: no op is queued) */
 	cr_assert_eq(sqlite3_prepare_v2(st->writer.db, "PRAGMA cache_size", -1, &s, NULL), SQLITE_OK);
 	cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
-	cr_assert_eq(sqlite3_column_int(s, 0), -65536);
+	cr_assert_eq(sqlite3_column_int(s, 0), -16384);
 	sqlite3_finalize(s);
 	store_test_close(st, dir);
 }
