@@ -208,3 +208,19 @@ char *json_out(const json_t *v, int any, size_t *len)
 		*len = o.len;
 	return o.p;
 }
+
+char *json_out_string(const char *s, size_t n, size_t *len)
+{
+	if (!s)
+		return NULL;
+	struct out o = {0};
+	put_string(&o, s, n);
+	if (o.bad || !reserve(&o, 0)) {
+		free(o.p);
+		return NULL;
+	}
+	o.p[o.len] = '\0';
+	if (len)
+		*len = o.len;
+	return o.p;
+}

@@ -26,5 +26,10 @@
  * len is not NULL. NULL when v is NULL, not a container without any, holds a string that is not
  * valid UTF-8, nests deeper than JSON_OUT_DEPTH, is longer than JSON_OUT_MAX, or memory ran out. */
 char *json_out(const json_t *v, int any, size_t *len);
+/* s[0..n) as a JSON string literal, quotes included: the bytes json_out writes for
+ * json_stringn(s, n). Returns malloc'd NUL-terminated text (freed by the caller), its length in
+ * *len when len is not NULL; NULL when s is NULL or not valid UTF-8, the text would be longer
+ * than JSON_OUT_MAX, or memory ran out. */
+char *json_out_string(const char *s, size_t n, size_t *len);
 
 #endif

@@ -6,7 +6,7 @@
  * publication of a chat - and building each as a jansson tree (a dozen allocations and a dump)
  * cost more than everything else a chunk does; thinking, once per reply, is the same event. The
  * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
- * json_out one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
+ * json_out_string one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,10 +24,7 @@
  * when s is not UTF-8 or memory ran out. */
 static char *quoted(const char *s, size_t n)
 {
-	json_t *v = json_stringn(s, n);
-	char *q = v ? json_out(v, 1, NULL) : NULL;
-	json_decref(v);
-	return q;
+	return json_out_string(s, n, NULL);
 }
 
 /* The n pieces joined into one malloc'd text (NUL-terminated; its length in *len, may be NULL). */

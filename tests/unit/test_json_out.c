@@ -2,7 +2,8 @@
  * test_json_out.c - compact JSON text (src/core/json_out.c) must be json_dumps(v, JSON_COMPACT)'s
  * bytes: hand-picked values (every escape, UTF-8 of each length, integer limits, reals, empty and
  * nested containers, keys needing escapes) and random trees, and the same refusals (a string that
- * is not UTF-8, a scalar without `any`; a key that is not UTF-8, which json_dumps writes as broken JSON).
+ * is not UTF-8, a scalar without `any`; a key that is not UTF-8, which json_dumps writes as broken JSON),
+ * and json_out_string: one string alone, as json_dumps writes it.
  */
 #include <criterion/criterion.h>
 #include <stdint.h>
@@ -146,4 +147,34 @@ Test(json_out, random_trees)
 	unsigned seed = 20261128;
 	for (int i = 0; i < 2000; i++)
 		same(random_value(&seed, 5), 1);
+}
+
+/* json_out_string(s, n) is the text json_dumps writes for json_stringn(s, n) (an embedded NUL,
+ * every escape, UTF-8), and refuses what is not UTF-8. */
+static void same_string(const char *s, size_t n)
+{
+	json_t *v = json_stringn_nocheck(s, n);
+	char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	size_t len = 12345;
+	char *got = json_out_string(s, n, &len);
+	cr_assert_not_null(got, "json_out_string refused %s", want);
+	cr_assert_str_eq(got, want);
+	cr_assert_eq(len, strlen(want));
+	free(want);
+	free(got);
+	json_decref(v);
+}
+
+Test(json_out, a_string_alone)
+{
+	char all[128];
+	for (int i = 0; i < 128; i++)
+		all[i] = (char)i;
+	same_string(all, sizeof(all));
+	same_string("", 0);
+	same_string("é ü € 𝄞 \"quoted\" back\\slash", strlen("é ü € 𝄞 \"quoted\" back\\slash"));
+	same_string("nul\0inside", 10);
+	cr_assert_null(json_out_string("abc\xc3", 4, NULL));
+	cr_assert_null(json_out_string("\xed\xa0\x80", 3, NULL));
+	cr_assert_null(json_out_string(NULL, 0, NULL));
 }
