@@ -54,16 +54,21 @@ static enum soma_err session_create(struct dbconn *c, struct store_op *op, int64
  * ingest. It sets what event_insert would (session_id, created_at when absent); event_insert
  * appends the seq as the last member, where json_object_set_new puts a new key, so the text is
  * the one json_out would make of the event then. */
+/* What the store sets in every event it inserts but its seq: session_id, and created_at when absent. */
+static void event_fill(struct store_op *op, int64_t now)
+{
+	char created[CLOCK_RFC3339_LEN + 1];
+	json_object_set_new(op->event, "session_id", json_string(op->session_id));
+	if (!json_object_get(op->event, "created_at"))
+		json_object_set_new(op->event, "created_at", json_string(clock_rfc3339(now, created, sizeof(created))));
+}
+
 void store_sql_prepare(struct store_op *op)
 {
 	if ((op->kind != STORE_OP_MESSAGE && op->kind != STORE_OP_EVENT_APPEND) || !op->event ||
 	    json_object_get(op->event, "seq"))
 		return;
-	char created[CLOCK_RFC3339_LEN + 1];
-	json_object_set_new(op->event, "session_id", json_string(op->session_id));
-	if (!json_object_get(op->event, "created_at"))
-		json_object_set_new(op->event, "created_at",
-				    json_string(clock_rfc3339(clock_wall_ms(), created, sizeof(created))));
+	event_fill(op, clock_wall_ms());
 	free(op->event_head);
 	op->event_head = json_out(op->event, 0, NULL); /* NULL: event_insert writes it out itself */
 }
@@ -135,17 +140,11 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 		return SOMA_ERR_STORE;
 	free(op->event_text);
 	op->event_text = op->event_head ? event_text_of(op->event_head, op->seq) : NULL;
-	if (op->event_text) {
-		json_object_set_new(op->event, "seq", json_integer(op->seq)); /* last, as in the text */
-	} else {							      /* not prepared, or no memory then */
-		char created[CLOCK_RFC3339_LEN + 1];
-		json_object_set_new(op->event, "seq", json_integer(op->seq));
-		json_object_set_new(op->event, "session_id", json_string(op->session_id));
-		if (!json_object_get(op->event, "created_at"))
-			json_object_set_new(op->event, "created_at",
-					    json_string(clock_rfc3339(now, created, sizeof(created))));
+	if (!op->event_text) /* not prepared, or no memory then: the same members, seq last */
+		event_fill(op, now);
+	json_object_set_new(op->event, "seq", json_integer(op->seq)); /* last, as in the text */
+	if (!op->event_text)
 		op->event_text = json_out(op->event, 0, NULL);
-	}
 	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
 	const char *type = json_string_value(json_object_get(op->event, "type"));
 	if (!op->event_text || !event_id)
