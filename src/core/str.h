@@ -1,5 +1,5 @@
 /*
- * str.h - borrowed string slices.
+ * str.h - borrowed string slices, and the one string hash of the project.
  *
  * A struct str points into memory owned by someone else (a request arena, a config table).
  * It is never freed and never kept beyond the owner's lifetime; copy what you keep.
@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -19,6 +20,21 @@ struct str {
 
 #define STR_LIT(s) ((struct str){(s), sizeof(s) - 1})
 #define STR_NULL   ((struct str){NULL, 0})
+
+/* FNV-1a of the NUL-terminated s, continued from h: str_hash(s) starts it; a key of several
+ * parts continues it over each (with a separator part between parts, so "ab"+"c" and "a"+"bc"
+ * differ). For tables of our own, not for anything an attacker must not predict. */
+static inline uint32_t str_hash_more(uint32_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static inline uint32_t str_hash(const char *s)
+{
+	return str_hash_more(2166136261u, s);
+}
 
 static inline struct str str_from(const char *s)
 {

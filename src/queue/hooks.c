@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/str.h"
 
 #define REVOKED_SLOTS	  32768 /* power of two; at most REVOKED_MAX used so probes stay short */
 #define REVOKED_MAX	  20000
@@ -39,14 +40,6 @@ void queue_emit(const char *type, const json_t *task, const json_t *fields)
 		fn(type, task, fields, sink_arg);
 }
 
-static uint32_t hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 /* Rebuilds the table without expired entries; when every entry is live, those that expire
  * first make room. Lock held. */
 static void sweep_locked(int64_t now)
@@ -69,7 +62,7 @@ static void sweep_locked(int64_t now)
 	for (int i = 0; i < REVOKED_SLOTS; i++) {
 		if (!old[i].id[0] || old[i].until_ms <= drop_until)
 			continue;
-		uint32_t j = hash(old[i].id) & (REVOKED_SLOTS - 1);
+		uint32_t j = str_hash(old[i].id) & (REVOKED_SLOTS - 1);
 		while (fresh[j].id[0])
 			j = (j + 1) & (REVOKED_SLOTS - 1);
 		fresh[j] = old[i];
@@ -91,7 +84,7 @@ void queue_revoke(const char *task_id, int64_t until_ms)
 	}
 	if (used >= REVOKED_MAX)
 		sweep_locked(now);
-	uint32_t j = hash(task_id) & (REVOKED_SLOTS - 1);
+	uint32_t j = str_hash(task_id) & (REVOKED_SLOTS - 1);
 	while (table[j].id[0] && strcmp(table[j].id, task_id) != 0)
 		j = (j + 1) & (REVOKED_SLOTS - 1);
 	if (!table[j].id[0]) {
@@ -109,7 +102,7 @@ bool queue_is_revoked(const char *task_id)
 	bool hit = false;
 	int64_t now = clock_wall_ms();
 	pthread_mutex_lock(&lock);
-	uint32_t j = hash(task_id) & (REVOKED_SLOTS - 1);
+	uint32_t j = str_hash(task_id) & (REVOKED_SLOTS - 1);
 	for (; table[j].id[0]; j = (j + 1) & (REVOKED_SLOTS - 1)) {
 		if (strcmp(table[j].id, task_id) == 0) {
 			hit = table[j].until_ms > now;

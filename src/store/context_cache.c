@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/str.h"
+
 #define ROW_OVERHEAD 64 /* bytes counted per turn besides its text (jansson's object, array slot) */
 
 struct ctx_entry {
@@ -64,13 +66,8 @@ void ctx_cache_free(struct ctx_cache *c)
 
 static uint32_t key_hash(const char *tenant, const char *session)
 {
-	uint32_t h = 2166136261u;
-	for (const char *s = tenant; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	h = (h ^ 0xffu) * 16777619u; /* separator: ("ab", "c") and ("a", "bc") differ */
-	for (const char *s = session; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
+	/* "\xff" between the parts: ("ab", "c") and ("a", "bc") differ */
+	return str_hash_more(str_hash_more(str_hash(tenant), "\xff"), session);
 }
 
 static struct ctx_entry *find_locked(struct ctx_cache *c, uint32_t h, const char *tenant, const char *session)

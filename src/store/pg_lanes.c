@@ -36,6 +36,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "store/pg_int.h"
 #include "store/store_int.h"
 
@@ -72,10 +73,7 @@ struct pg_lanes {
 
 static unsigned session_hash(const char *id)
 {
-	unsigned h = 2166136261u; /* FNV-1a */
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h;
+	return str_hash(id);
 }
 
 /* ---- one lane transaction ---------------------------------------------------------------------- */

@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/str.h"
+
 #define TERMS_CACHE	    4096   /* entries (direct-mapped by the word's hash) */
 #define TERMS_TTL_MS	    60000  /* a count is read again after this */
 #define TERMS_COMMON_TTL_MS 600000 /* ... or this for a word sure to be still common */
@@ -45,14 +47,6 @@ struct term_entry {
 static struct term_entry cache[TERMS_CACHE];
 static char cache_db[TERMS_PATH_MAX]; /* the database the entries are of */
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static uint32_t term_hash(const char *term)
-{
-	uint32_t h = 2166136261u;
-	for (const char *p = term; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	return h;
-}
 
 /* Whether e answers for term now, the index holding total memories. */
 static bool entry_fresh(const struct term_entry *e, const char *term, int64_t total, int64_t now)
@@ -87,7 +81,7 @@ int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t t
 		return term_count(c, term); /* (never so: recall keeps words shorter) */
 	const char *db = sqlite3_db_filename(c->db, "main");
 	db = db ? db : "";
-	struct term_entry *e = &cache[term_hash(term) % TERMS_CACHE];
+	struct term_entry *e = &cache[str_hash(term) % TERMS_CACHE];
 	pthread_mutex_lock(&cache_lock);
 	if (strcmp(cache_db, db) != 0) { /* another database: nothing cached holds for it */
 		memset(cache, 0, sizeof(cache));
