@@ -316,7 +316,14 @@ static enum soma_err context_take(struct generation *g, struct store_op *op, jso
 		return op->err == SOMA_OK ? SOMA_ERR_NOMEM : op->err;
 	g->base_seq = g->read_seq;
 	if (t->gate && text && (gs == GATE_PENDING || g->read_seq < seq)) {
-		json_array_insert_new(*rows, 0, json_pack("{s:s, s:s}", "role", "user", "content", text));
+		/* the rows may be the store's context cache's own array (shared, never changed in
+		 * place: other workers read it): the message joins a copy of it */
+		json_t *own = json_copy(*rows);
+		json_decref(*rows);
+		*rows = own;
+		if (!own ||
+		    json_array_insert_new(own, 0, json_pack("{s:s, s:s}", "role", "user", "content", text)) != 0)
+			return SOMA_ERR_NOMEM;
 		g->appended = true;
 	}
 	return SOMA_OK;

@@ -94,6 +94,32 @@ def test_reply_starts_while_the_message_commits(soma, llm):
     srv.stop(expect=0)
 
 
+def test_an_early_reply_leaves_the_next_context_as_stored(soma, llm):
+    """An early start that reads the context before its message commits adds the message to the
+    rows it got, and those rows may be the store's context cache's own: the next reply's context
+    must hold each turn once. (Failed on the code before: the message was inserted into the cached
+    rows in place, so the next provider call got "second" twice; with other workers reading the
+    same rows, ASan saw a heap overflow in the browser suite.)"""
+    srv = soma()  # the pool grows to two workers with the first reply: one of them waits idle
+    sid = post_message(srv, "first")["session_id"]
+    wait_terminal(srv, sid)
+    lock = WriteLock(srv.data_dir)
+    try:
+        t, out = _post_in_background(srv, "second", sid)
+        wait_until(lambda: llm.stats()["requests"] == 2, 10, what="the provider call before the commit")
+    finally:
+        lock.release()
+    t.join(30)
+    assert out["status"] == 200, out
+    wait_until(lambda: len(history(srv, sid)) == 4, 20, what="the second reply")
+    post_message(srv, "third", session_id=sid)
+    wait_until(lambda: len(history(srv, sid)) == 6, 20, what="the third reply")
+    msgs = llm.stats()["last_request"]["messages"]
+    assert [m["content"] for m in msgs if m["role"] == "user"] == ["first", "second", "third"], msgs
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"], msgs
+    srv.stop(expect=0)
+
+
 def test_commit_that_fails_drops_the_early_reply(soma, llm):
     """The message's commit fails after its task was handed over and the LLM call began: the call
     is aborted, nothing of that generation is published or stored, no task row is left, and the
