@@ -44,13 +44,16 @@ for r in $(seq 1 "$ROUNDS"); do
       perf_pid=$!
     fi
     cpu0=$(cpu_ticks "$pid")
+    sys0=$(awk '{ print $15 }' "/proc/$pid/stat")
     "$PY" "$ROOT/bench/chat_ingest.py" --port "$port" --lua "$ROOT/bench/chat_post.lua" --seconds "$SECS" \
       --drain-timeout 90 --out "$TMP/$name.json" || echo "  ingest FAILED"
     cpu1=$(cpu_ticks "$pid")
+    sys1=$(awk '{ print $15 }' "/proc/$pid/stat")
     # the server's CPU per message, ingest through drain: the figure least moved by other load
     "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); n=r.get("accepted",0); t=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])
-print(f"  server CPU, wrk + drain: {t:.1f} s for {n} messages = {t/n*1e6 if n else 0:.0f} us per message")' \
-      "$TMP/$name.json" "$cpu0" "$cpu1" "$(getconf CLK_TCK)"
+k=(int(sys.argv[6])-int(sys.argv[5]))/int(sys.argv[4])
+print(f"  server CPU, wrk + drain: {t:.1f} s for {n} messages = {t/n*1e6 if n else 0:.0f} us per message ({k/t*100 if t else 0:.0f} % in the kernel)")' \
+      "$TMP/$name.json" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" "$sys0" "$sys1"
     [ -n "$perf_pid" ] && wait "$perf_pid" || true
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
