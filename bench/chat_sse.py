@@ -262,8 +262,10 @@ def cmd_proxy(a):
     nev = {k: set() for k in names}
     errors = []
     warm = max(20, a.n // 10)
+    paired = {"somaagent": [], "nginx": []}  # per round: through minus direct, same round
     for i in range(a.n + warm):
         order = names[i % 3:] + names[:i % 3]
+        this_round = {}
         for name in order:
             try:
                 status, t0, t_end, events = conns[name].request("/v1/chat/completions", body, hdrs[name])
@@ -277,7 +279,11 @@ def cmd_proxy(a):
                 continue
             if i >= warm:
                 times[name].append((t_end - t0) * 1000)
+                this_round[name] = (t_end - t0) * 1000
                 nev[name].add(len(events))
+        if len(this_round) == 3:
+            for k in paired:
+                paired[k].append(this_round[k] - this_round["direct"])
     for c in conns.values():
         c.close()
     res = {"n": a.n, "errors": errors[:20], "error_count": len(errors)}
@@ -305,6 +311,19 @@ def cmd_proxy(a):
     r50, r99 = res["ratio_p50"], res["ratio_p99"]
     print("  ratio somaagent added / nginx added: p50 " + (f"{r50:.2f}" if r50 is not None else "n/a") +
           ", p99 " + (f"{r99:.2f}" if r99 is not None else "n/a") + " (target <= 1.2)")
+    # The same, from each round's own difference (through minus direct, measured moments apart):
+    # a tail of the added time itself, not a difference of two tails.
+    if paired["somaagent"]:
+        for p in (0.5, 0.99):
+            tag = "p50" if p == 0.5 else "p99"
+            sa, na = quantile(paired["somaagent"], p), quantile(paired["nginx"], p)
+            res[f"paired_soma_added_{tag}"], res[f"paired_nginx_added_{tag}"] = sa, na
+            res[f"paired_ratio_{tag}"] = sa / na if na > 0 else None
+        print(f"  per-round added time ({len(paired['somaagent'])} rounds): somaagent p50 "
+              f"{res['paired_soma_added_p50']:.3f} p99 {res['paired_soma_added_p99']:.3f} ms, nginx p50 "
+              f"{res['paired_nginx_added_p50']:.3f} p99 {res['paired_nginx_added_p99']:.3f} ms; ratio p50 "
+              + ", p99 ".join(f"{r:.2f}" if r is not None else "n/a"
+                              for r in (res["paired_ratio_p50"], res["paired_ratio_p99"])))
     res["ok"] = True
     json.dump(res, open(a.out, "w"))
     return 0
