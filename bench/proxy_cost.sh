@@ -8,7 +8,8 @@
 # callgrind, gets WARM (default 100) requests, has its counters zeroed, gets the requests over
 # CLIENTS (default 4) keep-alive connections, and dumps. Prints instructions per request in all
 # and per thread, and the TOP (default 25) functions by their own instructions. The files stay in
-# $OUT (default /tmp/proxy-cost-<time>) for callgrind_annotate.
+# $OUT (default /tmp/proxy-cost-<time>) for callgrind_annotate. USAGE=1 asks for the usage chunk
+# (stream_options.include_usage, as bench/chat.sh's proxy part does: chunks pass unread).
 source "$(dirname "$0")/lib.sh"
 N=${1:-2000}
 shift 1 2>/dev/null || shift $#
@@ -20,12 +21,14 @@ mkdir -p "$OUT"
 
 start_llm_fake # -> fake_port (lib.sh)
 
-post() { # PORT COUNT CLIENTS: streamed completions over keep-alive connections, all read to the end
+post() { # PORT COUNT CLIENTS USAGE(0|1): streamed completions over keep-alive connections, all read to the end
   "$PY" - "$@" <<'PY'
 import http.client, json, sys, threading
-port, count, clients = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-body = json.dumps({"model": "bench", "stream": True,
-                   "messages": [{"role": "user", "content": "bench proxy"}]})
+port, count, clients, usage = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+req = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "bench proxy"}]}
+if usage:
+    req["stream_options"] = {"include_usage": True}
+body = json.dumps(req)
 bad = []
 def client(n):
     c = http.client.HTTPConnection("127.0.0.1", port)
@@ -55,9 +58,9 @@ for i in "${!BINS[@]}"; do
   pid=$!
   PIDS+=("$pid")
   for _ in $(seq 1 600); do curl -fsS -o /dev/null "http://127.0.0.1:$port/v1/health" 2>/dev/null && break; sleep 0.1; done
-  post "$port" "${WARM:-100}" 2 >/dev/null
+  post "$port" "${WARM:-100}" 2 "${USAGE:-0}" >/dev/null
   callgrind_control -z "$pid" >/dev/null
-  post "$port" "$N" "${CLIENTS:-4}"
+  post "$port" "$N" "${CLIENTS:-4}" "${USAGE:-0}"
   callgrind_control -d "$pid" >/dev/null
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
