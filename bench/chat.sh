@@ -25,7 +25,9 @@
 # runs 2a with the keep-alive fake only, CHAT_STREAM_N=0 skips 2b; 2a runs once with the fake's first content
 # delta at once and once CHAT_FIRST_DELAY_MS (default 50) after the response's head, as a provider's time to
 # first token (the direct side waits for it too: the difference is what somaagent adds); CHAT_PROXY_N the
-# rounds of part 3 (default 1000: a p99 of 1000 samples moves by +-50 % between runs; use 5000+ to compare builds).
+# rounds of part 3 (default 1000: a p99 of 1000 samples moves by +-50 % between runs; use 5000+ to compare builds);
+# CHAT_NGINX_KEEPALIVE=1 gives part 3's nginx an upstream keepalive pool (by default it opens a connection to
+# the fake per request, where somaagent reuses its own).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}
@@ -144,8 +146,16 @@ echo
 echo "== 3. proxy: streamed POST /v1/chat/completions against the nginx fake: directly, through"
 echo "      somaagent, through nginx proxy_pass (proxy_buffering off; proxy_http_version 1.1)"
 proxy_port=$(free_port)
-nginx_conf nginx-proxy "$proxy_port" \
-  "proxy_pass http://127.0.0.1:$fake_port; proxy_buffering off; proxy_http_version 1.1;"
+if [ "${CHAT_NGINX_KEEPALIVE:-0}" = 1 ]; then
+  # nginx keeping its upstream connections, as somaagent's libcurl does
+  echo "      (nginx with upstream keepalive: CHAT_NGINX_KEEPALIVE=1)"
+  nginx_conf nginx-proxy "$proxy_port" \
+    "proxy_pass http://fake; proxy_buffering off; proxy_http_version 1.1; proxy_set_header Connection \"\";" \
+    "upstream fake { server 127.0.0.1:$fake_port; keepalive 16; }"
+else
+  nginx_conf nginx-proxy "$proxy_port" \
+    "proxy_pass http://127.0.0.1:$fake_port; proxy_buffering off; proxy_http_version 1.1;"
+fi
 wait_http "http://127.0.0.1:$proxy_port/v1/chat/completions"
 port=$(free_port)
 start_soma proxy "$port" "${LLM_FAST[@]}"

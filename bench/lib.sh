@@ -47,7 +47,7 @@ to_ms() { # wrk latency like 512.00us / 1.20ms / 1.01s -> ms
     else printf "%s", v }'
 }
 
-nginx_conf() { # NAME PORT LOCATION-BODY
+nginx_conf() { # NAME PORT LOCATION-BODY [HTTP-BLOCK-EXTRA, e.g. an upstream block]
   mkdir -p "$TMP/$1/logs"
   cat > "$TMP/$1/nginx.conf" <<CONF
 worker_processes 1;
@@ -63,6 +63,7 @@ http {
   fastcgi_temp_path $TMP/$1/fastcgi;
   uwsgi_temp_path $TMP/$1/uwsgi;
   scgi_temp_path $TMP/$1/scgi;
+  ${4:-}
   server {
     listen 127.0.0.1:$2;
     location / { $3 }
