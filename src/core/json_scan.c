@@ -275,7 +275,8 @@ static bool wanted(struct jspan k, struct jspan v, const struct jwant *w, size_t
 	if (memchr(k.p, '\\', k.n))
 		return false;
 	for (size_t i = 0; i < nw; i++) /* (a key holds no NUL: the check refuses \u0000 and raw controls) */
-		if (w[i].name[0] == (k.n ? k.p[0] : '\0') && strncmp(w[i].name, k.p, k.n) == 0 && w[i].name[k.n] == '\0')
+		if (w[i].name[0] == (k.n ? k.p[0] : '\0') && strncmp(w[i].name, k.p, k.n) == 0 &&
+		    w[i].name[k.n] == '\0')
 			*(struct jspan *)((char *)fields + w[i].at) = v;
 	return true;
 }
