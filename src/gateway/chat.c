@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/ids.h"
+#include "core/str_copy.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
@@ -47,11 +48,24 @@ static void on_message_stored(struct http_req *req, struct store_op *op)
 	 * event's and the task's are uuids made here) */
 	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
 	const char *task_id = json_string_value(json_object_get(op->task, "id"));
-	char body[320];
-	int n = snprintf(body, sizeof(body),
-			 "{\"session_id\":\"%s\",\"event_id\":\"%s\",\"seq\":%lld,\"task_id\":\"%s\"}", op->session_id,
-			 event_id ? event_id : "", (long long)op->seq, task_id ? task_id : "");
-	http_respond(req, 200, "application/json", body, n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
+	char body[320], seq[24];
+	int d = (int)sizeof(seq) - 1; /* the seq in decimal, written backwards (as %lld) */
+	unsigned long long u = op->seq < 0 ? 0ULL - (unsigned long long)op->seq : (unsigned long long)op->seq;
+	seq[d] = '\0';
+	do
+		seq[--d] = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (op->seq < 0)
+		seq[--d] = '-';
+	const char *pieces[] = {"{\"session_id\":\"",	  op->session_id,	  "\",\"event_id\":\"",
+				event_id ? event_id : "", "\",\"seq\":",	  seq + d,
+				",\"task_id\":\"",	  task_id ? task_id : "", "\"}"};
+	size_t n = 0, whole = 0; /* (whole: the length untruncated; a text that does not fit is not sent) */
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		whole += strlen(pieces[i]);
+		n += str_copy(body + n, sizeof(body) - n, pieces[i]);
+	}
+	http_respond(req, 200, "application/json", body, whole < sizeof(body) ? n : 0);
 }
 
 /* The message's transaction settled (store thread, after the commit hook published its event):
@@ -99,7 +113,7 @@ static bool read_common(struct http_req *req, json_t *body, char session_id[65],
 					   "[A-Za-z0-9_-], or absent");
 			return false;
 		}
-		snprintf(session_id, 65, "%s", json_string_value(sid));
+		str_copy(session_id, 65, json_string_value(sid));
 	} else {
 		ids_uuid7(session_id);
 	}
@@ -168,8 +182,8 @@ static void ingest_allowed(struct http_req *req, void *arg)
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
-	snprintf(op->session_id, sizeof(op->session_id), "%s", in->session_id);
-	snprintf(op->subject, sizeof(op->subject), "%s", req->ident.subject);
+	str_copy(op->session_id, sizeof(op->session_id), in->session_id);
+	str_copy(op->subject, sizeof(op->subject), req->ident.subject);
 	op->event = event;
 	op->attachments = in->attachments ? json_incref(in->attachments) : NULL;
 	/* subject, scopes and persona ride along so the worker asks policy as the same caller */
@@ -188,7 +202,7 @@ static void ingest_allowed(struct http_req *req, void *arg)
 		hand_off(op, in->text);
 	ingest_free(in);
 	char worker[sizeof(op->worker)];
-	snprintf(worker, sizeof(worker), "%s", op->worker); /* op may be gone once submitted */
+	str_copy(worker, sizeof(worker), op->worker); /* op may be gone once submitted */
 	gw_store(req, op, on_message_stored);
 	if (worker[0]) /* woken after the commit is submitted: it would pre-empt this thread before */
 		queue_handoff_start(worker);
@@ -210,7 +224,8 @@ static void ingest(struct http_req *req, json_t *body, const char *text, json_t 
 		return;
 	}
 	char resource[80];
-	snprintf(resource, sizeof(resource), "session:%s", in->session_id);
+	size_t n = str_copy(resource, sizeof(resource), "session:");
+	str_copy(resource + n, sizeof(resource) - n, in->session_id);
 	json_t *ctx = json_pack("{s:I}", "message_length", (json_int_t)strlen(in->text));
 	struct policy_input pin = {
 		.persona_id = in->persona, .action = POLICY_CONVERSATION_SEND, .resource = resource, .context = ctx};

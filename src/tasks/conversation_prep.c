@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/str_copy.h"
 #include "limits/limits.h"
 #include "memory/memory.h"
 #include "policy/policy.h"
@@ -69,8 +70,10 @@ json_t *conv_build_messages(json_t *rows)
 void conv_recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk)
 {
 	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
-	snprintf(rk->session, sizeof(rk->session), "session:%s", t->session_id);
-	snprintf(rk->model, sizeof(rk->model), "model:%s", cfg->model);
+	size_t n = str_copy(rk->session, sizeof(rk->session), "session:");
+	str_copy(rk->session + n, sizeof(rk->session) - n, t->session_id);
+	n = str_copy(rk->model, sizeof(rk->model), "model:");
+	str_copy(rk->model + n, sizeof(rk->model) - n, cfg->model);
 	rk->send_ctx = json_pack("{s:b}", "queued", 1);
 	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
 	rk->in = (struct policy_input){.tenant = t->tenant,
