@@ -2,7 +2,7 @@
  * str_copy.h - bounded string copies into fixed buffers, for the per-message paths.
  *
  * DESIGN: snprintf(dst, cap, "%s", src) costs several hundred instructions in glibc's formatter
- * for what is a strnlen and a memcpy; a chat message makes a few dozen such copies (ids into
+ * for what is a strlen and a memcpy; a chat message makes a few dozen such copies (ids into
  * store ops, the model name of every stream chunk). str_copy gives the same bytes: the first
  * cap - 1 bytes of src at most, then a NUL. Any thread; no state.
  */
@@ -19,7 +19,9 @@ static inline size_t str_copy(char *dst, size_t cap, const char *src)
 {
 	if (!src)
 		src = "(null)";
-	size_t n = strnlen(src, cap - 1);
+	size_t n = strlen(src); /* (as snprintf, which also measures all of src) */
+	if (n > cap - 1)
+		n = cap - 1;
 	memcpy(dst, src, n);
 	dst[n] = '\0';
 	return n;
