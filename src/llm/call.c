@@ -167,20 +167,50 @@ enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *re
 	return SOMA_OK;
 }
 
+/* The request body, written around json_out's text of the messages: the bytes json_out gives for
+ * the object {model, messages, stream, stream_options?, temperature?, max_tokens?} (as built
+ * with jansson before), without building that object around the borrowed messages. A
+ * temperature jansson cannot hold (not finite) is left out, as json_object_set_new left it. */
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req)
 {
-	json_t *body = json_pack("{s:s, s:O, s:b}", "model", req->model && *req->model ? req->model : cfg->model,
-				 "messages", req->messages, "stream", req->stream);
-	if (!body)
-		return NULL;
-	if (req->stream)
-		json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
-	if (req->temperature >= 0)
-		json_object_set_new(body, "temperature", json_real(req->temperature));
+	const char *model = req->model && *req->model ? req->model : cfg->model;
+	size_t model_len = 0, msgs_len = 0, temp_len = 0;
+	char *m = json_out_string(model, strlen(model), &model_len);
+	char *msgs = json_out(req->messages, 1, &msgs_len);
+	json_t *t = req->temperature >= 0 ? json_real(req->temperature) : NULL;
+	char *temp = t ? json_out(t, 1, &temp_len) : NULL;
+	json_decref(t);
+	char tokens[24] = "";
 	if (req->max_tokens > 0)
-		json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
-	char *text = json_out(body, 0, NULL);
-	json_decref(body);
+		snprintf(tokens, sizeof(tokens), "%lld", (long long)req->max_tokens);
+	const char *pieces[] = {"{\"model\":",
+				m,
+				",\"messages\":",
+				msgs,
+				req->stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+					    : ",\"stream\":false",
+				temp ? ",\"temperature\":" : "",
+				temp ? temp : "",
+				tokens[0] ? ",\"max_tokens\":" : "",
+				tokens,
+				"}"};
+	char *text = NULL;
+	if (m && msgs && (!t || temp)) {
+		size_t total = 0, at = 0;
+		for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++)
+			total += strlen(pieces[i]);
+		text = total <= JSON_OUT_MAX ? malloc(total + 1) : NULL;
+		for (size_t i = 0; text && i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+			size_t k = strlen(pieces[i]);
+			memcpy(text + at, pieces[i], k);
+			at += k;
+		}
+		if (text)
+			text[at] = '\0';
+	}
+	free(m);
+	free(msgs);
+	free(temp);
 	return text;
 }
 

@@ -40,8 +40,9 @@ json_t *conv_build_messages(json_t *rows)
 	for (size_t i = 0; i < json_array_size(rows); i++) {
 		json_t *row = json_array_get(rows, i);
 		const char *role = json_string_value(json_object_get(row, "role"));
-		const char *msg = json_string_value(json_object_get(row, "content"));
-		size_t len = json_string_length(json_object_get(row, "content"));
+		json_t *content = json_object_get(row, "content");
+		const char *msg = json_string_value(content);
+		size_t len = json_string_length(content);
 		bool fits = (int64_t)len <= budget;
 		if (!fits && !newest)
 			break; /* older turns would leave a gap: the window ends here */
