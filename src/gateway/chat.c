@@ -163,6 +163,31 @@ static void ingest_free(void *arg)
 	free(in);
 }
 
+/* The conversation.process task of a message (owned; NULL when memory ran out or a string is not
+ * UTF-8): {id, queue, name, payload:{event_id, subject, scopes, persona_id}, max_retries}, built
+ * member by member (what json_pack built, without reading a format per message). */
+static json_t *task_new(const char *task_id, json_t *event_id, const struct http_req *req, const char *persona)
+{
+	json_t *task = json_object(), *payload = json_object();
+	bool ok =
+		task && payload && json_object_set_nocheck(payload, "event_id", event_id) == 0 &&
+		json_object_set_new_nocheck(payload, "subject", json_string(req->ident.subject)) == 0 &&
+		json_object_set_new_nocheck(payload, "scopes", json_string(req->ident.scopes)) == 0 &&
+		json_object_set_new_nocheck(payload, "persona_id", persona ? json_string(persona) : json_null()) == 0 &&
+		json_object_set_new_nocheck(task, "id", json_string(task_id)) == 0 &&
+		json_object_set_new_nocheck(task, "queue", json_string("conversation")) == 0 &&
+		json_object_set_new_nocheck(task, "name", json_string(TASK_CONVERSATION_PROCESS)) == 0 &&
+		json_object_set_nocheck(task, "payload", payload) == 0 &&
+		json_object_set_new_nocheck(task, "max_retries",
+					    json_integer((json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES))) == 0;
+	json_decref(payload);
+	if (!ok) {
+		json_decref(task);
+		return NULL;
+	}
+	return task;
+}
+
 static void ingest_allowed(struct http_req *req, void *arg)
 {
 	struct ingest *in = arg;
@@ -187,11 +212,7 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	op->event = event;
 	op->attachments = in->attachments ? json_incref(in->attachments) : NULL;
 	/* subject, scopes and persona ride along so the worker asks policy as the same caller */
-	op->task =
-		json_pack("{s:s, s:s, s:s, s:{s:O, s:s, s:s, s:s?}, s:I}", "id", task_id, "queue", "conversation",
-			  "name", TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
-			  "subject", req->ident.subject, "scopes", req->ident.scopes, "persona_id", in->persona,
-			  "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	op->task = task_new(task_id, json_object_get(event, "event_id"), req, in->persona);
 	/* the worker recalls memories for the message while it reads the context (issue 5); a long
 	 * message is not copied: the worker then takes it from the context */
 	if (op->task && cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 && strlen(in->text) <= RECALL_QUERY_MAX)

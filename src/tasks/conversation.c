@@ -155,13 +155,10 @@ static bool should_cancel(void *ctx)
 static json_t *final_event(struct generation *g, const struct llm_result *res, const struct llm_config *cfg,
 			   const char *status)
 {
-	json_t *usage =
-		json_pack("{s:I, s:I}", "input_tokens", (json_int_t)(res->input_tokens > 0 ? res->input_tokens : 0),
-			  "output_tokens", (json_int_t)(res->output_tokens > 0 ? res->output_tokens : 0));
-	json_t *meta = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", status, "model",
-				 res->model[0] ? res->model : cfg->model, "usage", usage, "finish_reason",
-				 res->finish_reason[0] ? res->finish_reason : "stop", "generation_id", g->task->id,
-				 "deltas", (json_int_t)g->stream_index);
+	json_t *meta = conv_final_meta(status, res->model[0] ? res->model : cfg->model,
+				       res->finish_reason[0] ? res->finish_reason : "stop", g->task->id,
+				       g->stream_index, res->input_tokens > 0 ? res->input_tokens : 0,
+				       res->output_tokens > 0 ? res->output_tokens : 0);
 	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.final", "", NULL, meta);
 	json_object_set_new(ev, "message", json_stringn(res->content ? res->content : "", res->content_len));
 	return ev;

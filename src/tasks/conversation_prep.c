@@ -177,8 +177,21 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 	rc->results = NULL;
 	struct memory_status st;
 	memory_snapshot(&st);
-	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
-			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
+	/* built member by member: what json_pack built, without reading a format per reply */
+	json_t *out = json_object(), *memory = json_object();
+	bool ok = out && memory &&
+		  json_object_set_new_nocheck(out, "somabrain_state", json_string(memory_state_name(st.state))) == 0 &&
+		  json_object_set_new_nocheck(out, "somabrain_reason", json_string(st.reason)) == 0 &&
+		  json_object_set_nocheck(out, "memory", memory) == 0 &&
+		  json_object_set_new_nocheck(memory, "recalled", json_integer(n)) == 0 &&
+		  json_object_set_new_nocheck(memory, "top_k", json_integer(top_k)) == 0 &&
+		  json_object_set_new_nocheck(memory, "degraded", json_boolean(degraded)) == 0;
+	json_decref(memory);
+	if (!ok) {
+		json_decref(out);
+		out = NULL;
+	}
+	return out;
 }
 
 void conv_insert_memories(json_t *messages, json_t *memories)
