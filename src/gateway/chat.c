@@ -247,7 +247,11 @@ static void ingest(struct http_req *req, json_t *body, const char *text, json_t 
 	char resource[80];
 	size_t n = str_copy(resource, sizeof(resource), "session:");
 	str_copy(resource + n, sizeof(resource) - n, in->session_id);
-	json_t *ctx = json_pack("{s:I}", "message_length", (json_int_t)strlen(in->text));
+	json_t *ctx = json_object(); /* {message_length}, as json_pack built it */
+	if (json_object_set_new_nocheck(ctx, "message_length", json_integer((json_int_t)strlen(in->text))) != 0) {
+		json_decref(ctx);
+		ctx = NULL;
+	}
 	struct policy_input pin = {
 		.persona_id = in->persona, .action = POLICY_CONVERSATION_SEND, .resource = resource, .context = ctx};
 	policy_gate_ask(req, &pin, in->session_id, ingest_allowed, in, ingest_free);

@@ -26,6 +26,18 @@ size_t conv_utf8_prefix(const char *s, size_t len, size_t max)
 	return max;
 }
 
+/* {k1: v1, k2: v2} of strings (owned; NULL when a value is not UTF-8 or memory ran out), what
+ * json_pack("{s:s, s:s}") builds, without reading a format per message. */
+static json_t *pair(const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	json_t *o = json_object();
+	if (o && json_object_set_new_nocheck(o, k1, json_string(v1)) == 0 &&
+	    json_object_set_new_nocheck(o, k2, json_string(v2)) == 0)
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
 /* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
  * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
  * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
@@ -39,7 +51,6 @@ json_t *conv_build_messages(json_t *rows)
 	bool newest = true;
 	for (size_t i = 0; i < json_array_size(rows); i++) {
 		json_t *row = json_array_get(rows, i);
-		const char *role = json_string_value(json_object_get(row, "role"));
 		json_t *content = json_object_get(row, "content");
 		const char *msg = json_string_value(content);
 		size_t len = json_string_length(content);
@@ -53,10 +64,13 @@ json_t *conv_build_messages(json_t *rows)
 		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
 			json_array_insert(turns, 0, row);
 		else
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
+			json_array_insert_new(turns, 0,
+					      json_pack("{s:s, s:s%}", "role",
+							json_string_value(json_object_get(row, "role")), "content", msg,
+							len));
 	}
 	if (system[0])
-		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
+		json_array_insert_new(turns, 0, pair("role", "system", "content", system));
 	return turns;
 }
 
@@ -75,8 +89,18 @@ void conv_recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct r
 	str_copy(rk->session + n, sizeof(rk->session) - n, t->session_id);
 	n = str_copy(rk->model, sizeof(rk->model), "model:");
 	str_copy(rk->model + n, sizeof(rk->model) - n, cfg->model);
-	rk->send_ctx = json_pack("{s:b}", "queued", 1);
-	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
+	/* {queued: true} and {model, stream: true}, as json_pack built them */
+	rk->send_ctx = json_object();
+	if (json_object_set_new_nocheck(rk->send_ctx, "queued", json_true()) != 0) {
+		json_decref(rk->send_ctx);
+		rk->send_ctx = NULL;
+	}
+	rk->llm_ctx = json_object();
+	if (json_object_set_new_nocheck(rk->llm_ctx, "model", json_string(cfg->model)) != 0 ||
+	    json_object_set_new_nocheck(rk->llm_ctx, "stream", json_true()) != 0) {
+		json_decref(rk->llm_ctx);
+		rk->llm_ctx = NULL;
+	}
 	rk->in = (struct policy_input){.tenant = t->tenant,
 				       .subject = subject ? subject : "",
 				       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
@@ -171,7 +195,7 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 	}
 	if (f)
 		fclose(f);
-	*message = n && text ? json_pack("{s:s, s:s}", "role", "system", "content", text) : NULL;
+	*message = n && text ? pair("role", "system", "content", text) : NULL;
 	free(text);
 	json_decref(results);
 	rc->results = NULL;
