@@ -62,6 +62,12 @@ static void put_string(struct out *o, const char *str, size_t len)
 	if (!reserve(o, len + 2))
 		return;
 	o->p[o->len++] = '"';
+	if (jscan_plain(s, e) == e) { /* the common case, all of it as it is: one copy, room reserved */
+		memcpy(o->p + o->len, str, len);
+		o->len += len;
+		o->p[o->len++] = '"';
+		return;
+	}
 	while (s < e) {
 		const unsigned char *run = s;
 		s = jscan_plain(s, e);
