@@ -46,31 +46,34 @@ json_t *conv_build_messages(json_t *rows)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
-	json_t *turns = json_array();
 	budget -= (int64_t)strlen(system);
-	bool newest = true;
-	for (size_t i = 0; i < json_array_size(rows); i++) {
-		json_t *row = json_array_get(rows, i);
-		json_t *content = json_object_get(row, "content");
-		const char *msg = json_string_value(content);
-		size_t len = json_string_length(content);
+	/* the window first (rows[0..k)), then the turns appended oldest first: no insert at the front */
+	size_t n = json_array_size(rows), k, cut = 0;
+	bool cut_newest = false;
+	for (k = 0; k < n; k++) {
+		size_t len = json_string_length(json_object_get(json_array_get(rows, k), "content"));
 		bool fits = (int64_t)len <= budget;
-		if (!fits && !newest)
+		if (!fits && k > 0)
 			break; /* older turns would leave a gap: the window ends here */
-		if (!fits)     /* the newest turn alone is over the budget: keep its beginning */
-			len = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+		if (!fits) {   /* the newest turn alone is over the budget: keep its beginning */
+			const char *msg = json_string_value(json_object_get(json_array_get(rows, 0), "content"));
+			len = cut = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+			cut_newest = true;
+		}
 		budget -= (int64_t)len;
-		newest = false;
-		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
-			json_array_insert(turns, 0, row);
-		else
-			json_array_insert_new(turns, 0,
-					      json_pack("{s:s, s:s%}", "role",
-							json_string_value(json_object_get(row, "role")), "content", msg,
-							len));
 	}
+	json_t *turns = json_array();
 	if (system[0])
-		json_array_insert_new(turns, 0, pair("role", "system", "content", system));
+		json_array_append_new(turns, pair("role", "system", "content", system));
+	for (size_t i = k; i-- > 0;) {
+		json_t *row = json_array_get(rows, i);
+		if (i == 0 && cut_newest)
+			json_array_append_new(
+				turns, json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(row, "role")),
+						 "content", json_string_value(json_object_get(row, "content")), cut));
+		else /* the row is already {role, content}: shared, not copied (nothing changes it) */
+			json_array_append(turns, row);
+	}
 	return turns;
 }
 
