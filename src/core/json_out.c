@@ -3,7 +3,7 @@
  *
  * DESIGN: one buffer (malloc'd, doubled as it fills, at most JSON_OUT_MAX) written by a recursive
  * walk of the value. A string is copied a run at a time: bytes that need no escape and no UTF-8
- * check (printable ASCII other than '"' and '\\') are scanned in a tight loop; a multi-byte
+ * check (printable ASCII other than '"' and '\\') are scanned in a tight loop (jscan_plain); a multi-byte
  * sequence is checked by jansson's rules (jscan_utf8_len: no overlong forms, no surrogates,
  * nothing past U+10FFFF), so what json_dumps refuses, json_out refuses.
  */
@@ -55,26 +55,6 @@ static void put_c(struct out *o, char c)
 		o->p[o->len++] = c;
 }
 
-/* Past the bytes from s that are copied as they are (printable ASCII other than '"' and '\\'):
- * eight at a time while none of the eight needs a look (a byte >= 0x80, < 0x20, '"' or '\\'),
- * then one at a time. */
-static const unsigned char *plain_run(const unsigned char *s, const unsigned char *e)
-{
-	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-	while (e - s >= 8) {
-		uint64_t w;
-		memcpy(&w, s, 8);
-		uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
-		uint64_t look = (w | (w - ones * 0x20) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash)) & highs;
-		if (look)
-			break;
-		s += 8;
-	}
-	while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
-		s++;
-	return s;
-}
-
 static void put_string(struct out *o, const char *str, size_t len)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -82,16 +62,22 @@ static void put_string(struct out *o, const char *str, size_t len)
 	if (!reserve(o, len + 2))
 		return;
 	o->p[o->len++] = '"';
+	if (jscan_plain(s, e) == e) { /* the common case, all of it as it is: one copy, room reserved */
+		memcpy(o->p + o->len, str, len);
+		o->len += len;
+		o->p[o->len++] = '"';
+		return;
+	}
 	while (s < e) {
 		const unsigned char *run = s;
-		s = plain_run(s, e);
+		s = jscan_plain(s, e);
 		while (s < e && *s >= 0x80) { /* UTF-8 kept as it is, once checked */
 			size_t n = jscan_utf8_len(s, (size_t)(e - s));
 			if (n == 0) {
 				o->bad = true;
 				return;
 			}
-			s = plain_run(s + n, e);
+			s = jscan_plain(s + n, e);
 		}
 		put(o, (const char *)run, (size_t)(s - run));
 		if (s == e)

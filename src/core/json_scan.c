@@ -13,11 +13,17 @@
 
 /* ---- 1. check -------------------------------------------------------------------------------- */
 
-const char *jscan_ws(const char *p, const char *e)
+/* (inline here: the check calls it around every token, and most calls find no whitespace) */
+static inline const char *ws(const char *p, const char *e)
 {
 	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
 		p++;
 	return p;
+}
+
+const char *jscan_ws(const char *p, const char *e)
+{
+	return ws(p, e);
 }
 
 static int hexval(char c)
@@ -67,6 +73,9 @@ size_t jscan_utf8_len(const unsigned char *s, size_t left)
 static const char *check_string(const char *p, const char *e)
 {
 	for (p++; p < e;) {
+		p = (const char *)jscan_plain((const unsigned char *)p, (const unsigned char *)e);
+		if (p == e)
+			break;
 		unsigned char c = (unsigned char)*p;
 		if (c == '"')
 			return p + 1;
@@ -147,7 +156,7 @@ static const char *check_container(const char *p, const char *e, int depth, stru
 	char close = *p == '{' ? '}' : ']';
 	if (depth > JSCAN_DEPTH)
 		return NULL;
-	p = jscan_ws(p + 1, e);
+	p = ws(p + 1, e);
 	if (p < e && *p == close)
 		return p + 1;
 	for (;;) {
@@ -161,19 +170,19 @@ static const char *check_container(const char *p, const char *e, int depth, stru
 				t->m[at].depth = depth;
 			else if (t && depth <= JSCAN_TAPE_DEPTH)
 				t->full = true;
-			p = jscan_ws(p, e);
+			p = ws(p, e);
 			if (p >= e || *p++ != ':')
 				return NULL;
-			p = jscan_ws(p, e);
+			p = ws(p, e);
 		}
 		const char *v = p;
 		if (!(p = check_value(p, e, depth + 1, t)))
 			return NULL;
 		if (at >= 0)
 			t->m[at].val = (struct jspan){v, (size_t)(p - v)};
-		p = jscan_ws(p, e);
+		p = ws(p, e);
 		if (p < e && *p == ',') {
-			p = jscan_ws(p + 1, e);
+			p = ws(p + 1, e);
 			continue;
 		}
 		return p < e && *p == close ? p + 1 : NULL;
@@ -182,7 +191,7 @@ static const char *check_container(const char *p, const char *e, int depth, stru
 
 static const char *check_value(const char *p, const char *e, int depth, struct jtape *t)
 {
-	p = jscan_ws(p, e);
+	p = ws(p, e);
 	if (p >= e)
 		return NULL;
 	switch (*p) {
@@ -208,11 +217,11 @@ bool jscan_check(const char *p, size_t len, bool any, struct jtape *t)
 {
 	if (t)
 		t->n = 0, t->full = false;
-	const char *e = p + len, *s = jscan_ws(p, e);
+	const char *e = p + len, *s = ws(p, e);
 	if (s == e || (!any && *s != '{' && *s != '['))
 		return false;
 	const char *end = check_value(s, e, 0, t);
-	return end && jscan_ws(end, e) == e;
+	return end && ws(end, e) == e;
 }
 
 /* ---- 2. read (the text is valid JSON from here on) ------------------------------------------ */
@@ -244,15 +253,15 @@ static const char *skip(const char *p)
  * after the previous item. key (objects) is the raw text inside the quotes. */
 bool jscan_next(const char **p, const char *e, bool object, struct jspan *key, struct jspan *val)
 {
-	const char *q = jscan_ws(*p, e);
+	const char *q = ws(*p, e);
 	if (*q == '{' || *q == '[' || *q == ',')
-		q = jscan_ws(q + 1, e);
+		q = ws(q + 1, e);
 	if (*q == '}' || *q == ']')
 		return false;
 	if (object) {
 		const char *end = skip(q);
 		key->p = q + 1, key->n = (size_t)(end - q - 2);
-		q = jscan_ws(jscan_ws(end, e) + 1, e);
+		q = ws(ws(end, e) + 1, e);
 	}
 	val->p = q;
 	q = skip(q);
@@ -265,8 +274,9 @@ static bool wanted(struct jspan k, struct jspan v, const struct jwant *w, size_t
 {
 	if (memchr(k.p, '\\', k.n))
 		return false;
-	for (size_t i = 0; i < nw; i++)
-		if (strlen(w[i].name) == k.n && memcmp(w[i].name, k.p, k.n) == 0)
+	for (size_t i = 0; i < nw; i++) /* (a key holds no NUL: the check refuses \u0000 and raw controls) */
+		if (w[i].name[0] == (k.n ? k.p[0] : '\0') && strncmp(w[i].name, k.p, k.n) == 0 &&
+		    w[i].name[k.n] == '\0')
 			*(struct jspan *)((char *)fields + w[i].at) = v;
 	return true;
 }

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define JSCAN_DEPTH	 64 /* deeper nesting is refused (jansson's limit is 2048) */
 #define JSCAN_TAPE_MAX	 96 /* object members the check remembers (more: readers walk the text) */
@@ -47,6 +48,27 @@ struct jwant {
 	const char *name; /* a key */
 	size_t at;	  /* offset of its struct jspan in the caller's fields struct */
 };
+
+/* Past the bytes from s (before e) that a JSON string holds as they are and that need no UTF-8
+ * check: printable ASCII other than '"' and '\\'. Eight at a time while none of the eight needs a
+ * look (a byte >= 0x80, < 0x20, '"' or '\\'), then one at a time. Inline: the checker and the
+ * writer (json_out.c) run it per string. */
+static inline const unsigned char *jscan_plain(const unsigned char *s, const unsigned char *e)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	while (e - s >= 8) {
+		uint64_t w;
+		memcpy(&w, s, 8);
+		uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+		uint64_t look = (w | (w - ones * 0x20) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash)) & highs;
+		if (look)
+			break;
+		s += 8;
+	}
+	while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+		s++;
+	return s;
+}
 
 /* p advanced over JSON whitespace, up to e. */
 const char *jscan_ws(const char *p, const char *e);

@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/ids.h"
+#include "core/str_copy.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
@@ -47,11 +48,24 @@ static void on_message_stored(struct http_req *req, struct store_op *op)
 	 * event's and the task's are uuids made here) */
 	const char *event_id = json_string_value(json_object_get(op->event, "event_id"));
 	const char *task_id = json_string_value(json_object_get(op->task, "id"));
-	char body[320];
-	int n = snprintf(body, sizeof(body),
-			 "{\"session_id\":\"%s\",\"event_id\":\"%s\",\"seq\":%lld,\"task_id\":\"%s\"}", op->session_id,
-			 event_id ? event_id : "", (long long)op->seq, task_id ? task_id : "");
-	http_respond(req, 200, "application/json", body, n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
+	char body[320], seq[24];
+	int d = (int)sizeof(seq) - 1; /* the seq in decimal, written backwards (as %lld) */
+	unsigned long long u = op->seq < 0 ? 0ULL - (unsigned long long)op->seq : (unsigned long long)op->seq;
+	seq[d] = '\0';
+	do
+		seq[--d] = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (op->seq < 0)
+		seq[--d] = '-';
+	const char *pieces[] = {"{\"session_id\":\"",	  op->session_id,	  "\",\"event_id\":\"",
+				event_id ? event_id : "", "\",\"seq\":",	  seq + d,
+				",\"task_id\":\"",	  task_id ? task_id : "", "\"}"};
+	size_t n = 0, whole = 0; /* (whole: the length untruncated; a text that does not fit is not sent) */
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		whole += strlen(pieces[i]);
+		n += str_copy(body + n, sizeof(body) - n, pieces[i]);
+	}
+	http_respond(req, 200, "application/json", body, whole < sizeof(body) ? n : 0);
 }
 
 /* The message's transaction settled (store thread, after the commit hook published its event):
@@ -99,7 +113,7 @@ static bool read_common(struct http_req *req, json_t *body, char session_id[65],
 					   "[A-Za-z0-9_-], or absent");
 			return false;
 		}
-		snprintf(session_id, 65, "%s", json_string_value(sid));
+		str_copy(session_id, 65, json_string_value(sid));
 	} else {
 		ids_uuid7(session_id);
 	}
@@ -149,6 +163,31 @@ static void ingest_free(void *arg)
 	free(in);
 }
 
+/* The conversation.process task of a message (owned; NULL when memory ran out or a string is not
+ * UTF-8): {id, queue, name, payload:{event_id, subject, scopes, persona_id}, max_retries}, built
+ * member by member (what json_pack built, without reading a format per message). */
+static json_t *task_new(const char *task_id, json_t *event_id, const struct http_req *req, const char *persona)
+{
+	json_t *task = json_object(), *payload = json_object();
+	bool ok =
+		task && payload && json_object_set_nocheck(payload, "event_id", event_id) == 0 &&
+		json_object_set_new_nocheck(payload, "subject", json_string(req->ident.subject)) == 0 &&
+		json_object_set_new_nocheck(payload, "scopes", json_string(req->ident.scopes)) == 0 &&
+		json_object_set_new_nocheck(payload, "persona_id", persona ? json_string(persona) : json_null()) == 0 &&
+		json_object_set_new_nocheck(task, "id", json_string(task_id)) == 0 &&
+		json_object_set_new_nocheck(task, "queue", json_string("conversation")) == 0 &&
+		json_object_set_new_nocheck(task, "name", json_string(TASK_CONVERSATION_PROCESS)) == 0 &&
+		json_object_set_nocheck(task, "payload", payload) == 0 &&
+		json_object_set_new_nocheck(task, "max_retries",
+					    json_integer((json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES))) == 0;
+	json_decref(payload);
+	if (!ok) {
+		json_decref(task);
+		return NULL;
+	}
+	return task;
+}
+
 static void ingest_allowed(struct http_req *req, void *arg)
 {
 	struct ingest *in = arg;
@@ -168,16 +207,12 @@ static void ingest_allowed(struct http_req *req, void *arg)
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
-	snprintf(op->session_id, sizeof(op->session_id), "%s", in->session_id);
-	snprintf(op->subject, sizeof(op->subject), "%s", req->ident.subject);
+	str_copy(op->session_id, sizeof(op->session_id), in->session_id);
+	str_copy(op->subject, sizeof(op->subject), req->ident.subject);
 	op->event = event;
 	op->attachments = in->attachments ? json_incref(in->attachments) : NULL;
 	/* subject, scopes and persona ride along so the worker asks policy as the same caller */
-	op->task =
-		json_pack("{s:s, s:s, s:s, s:{s:O, s:s, s:s, s:s?}, s:I}", "id", task_id, "queue", "conversation",
-			  "name", TASK_CONVERSATION_PROCESS, "payload", "event_id", json_object_get(event, "event_id"),
-			  "subject", req->ident.subject, "scopes", req->ident.scopes, "persona_id", in->persona,
-			  "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES));
+	op->task = task_new(task_id, json_object_get(event, "event_id"), req, in->persona);
 	/* the worker recalls memories for the message while it reads the context (issue 5); a long
 	 * message is not copied: the worker then takes it from the context */
 	if (op->task && cfg_int(CFG_MEMORY_RECALL_TOP_K) > 0 && strlen(in->text) <= RECALL_QUERY_MAX)
@@ -188,7 +223,7 @@ static void ingest_allowed(struct http_req *req, void *arg)
 		hand_off(op, in->text);
 	ingest_free(in);
 	char worker[sizeof(op->worker)];
-	snprintf(worker, sizeof(worker), "%s", op->worker); /* op may be gone once submitted */
+	str_copy(worker, sizeof(worker), op->worker); /* op may be gone once submitted */
 	gw_store(req, op, on_message_stored);
 	if (worker[0]) /* woken after the commit is submitted: it would pre-empt this thread before */
 		queue_handoff_start(worker);
@@ -210,8 +245,13 @@ static void ingest(struct http_req *req, json_t *body, const char *text, json_t 
 		return;
 	}
 	char resource[80];
-	snprintf(resource, sizeof(resource), "session:%s", in->session_id);
-	json_t *ctx = json_pack("{s:I}", "message_length", (json_int_t)strlen(in->text));
+	size_t n = str_copy(resource, sizeof(resource), "session:");
+	str_copy(resource + n, sizeof(resource) - n, in->session_id);
+	json_t *ctx = json_object(); /* {message_length}, as json_pack built it */
+	if (json_object_set_new_nocheck(ctx, "message_length", json_integer((json_int_t)strlen(in->text))) != 0) {
+		json_decref(ctx);
+		ctx = NULL;
+	}
 	struct policy_input pin = {
 		.persona_id = in->persona, .action = POLICY_CONVERSATION_SEND, .resource = resource, .context = ctx};
 	policy_gate_ask(req, &pin, in->session_id, ingest_allowed, in, ingest_free);

@@ -9,6 +9,7 @@
 
 #include "core/ids.h"
 #include "core/json_out.h"
+#include "core/str_copy.h"
 #include "llm/chunk_scan.h"
 #include "llm/llm_int.h"
 
@@ -43,7 +44,7 @@ static void take_model(struct llm_result *res, json_t *obj)
 {
 	const char *model = json_string_value(json_object_get(obj, "model"));
 	if (model)
-		snprintf(res->model, sizeof(res->model), "%s", model);
+		str_copy(res->model, sizeof(res->model), model);
 }
 
 /* The chunk's fields through jansson, for what llm_chunk_scan leaves (same fields, same values).
@@ -90,7 +91,7 @@ static bool on_event(void *ctx, const char *data, size_t len)
 	if (!llm_chunk_scan(data, len, buf, sizeof(buf), &f) && !(chunk = load_chunk(data, len, &f)))
 		return true; /* not JSON: ignore the event, as OpenAI's clients do */
 	if (f.model)
-		snprintf(c->res->model, sizeof(c->res->model), "%s", f.model);
+		str_copy(c->res->model, sizeof(c->res->model), f.model);
 	if (f.has_in)
 		c->res->input_tokens = f.in_tokens;
 	if (f.has_out)
@@ -104,7 +105,7 @@ static bool on_event(void *ctx, const char *data, size_t len)
 			keep = !(c->stopped = true);
 	}
 	if (f.finish) {
-		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", f.finish);
+		str_copy(c->res->finish_reason, sizeof(c->res->finish_reason), f.finish);
 		c->done = true;
 	}
 	json_decref(chunk);
@@ -166,20 +167,50 @@ enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *re
 	return SOMA_OK;
 }
 
+/* The request body, written around json_out's text of the messages: the bytes json_out gives for
+ * the object {model, messages, stream, stream_options?, temperature?, max_tokens?} (as built
+ * with jansson before), without building that object around the borrowed messages. A
+ * temperature jansson cannot hold (not finite) is left out, as json_object_set_new left it. */
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req)
 {
-	json_t *body = json_pack("{s:s, s:O, s:b}", "model", req->model && *req->model ? req->model : cfg->model,
-				 "messages", req->messages, "stream", req->stream);
-	if (!body)
-		return NULL;
-	if (req->stream)
-		json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
-	if (req->temperature >= 0)
-		json_object_set_new(body, "temperature", json_real(req->temperature));
+	const char *model = req->model && *req->model ? req->model : cfg->model;
+	size_t model_len = 0, msgs_len = 0, temp_len = 0;
+	char *m = json_out_string(model, strlen(model), &model_len);
+	char *msgs = json_out(req->messages, 1, &msgs_len);
+	json_t *t = req->temperature >= 0 ? json_real(req->temperature) : NULL;
+	char *temp = t ? json_out(t, 1, &temp_len) : NULL;
+	json_decref(t);
+	char tokens[24] = "";
 	if (req->max_tokens > 0)
-		json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
-	char *text = json_out(body, 0, NULL);
-	json_decref(body);
+		snprintf(tokens, sizeof(tokens), "%lld", (long long)req->max_tokens);
+	const char *pieces[] = {"{\"model\":",
+				m,
+				",\"messages\":",
+				msgs,
+				req->stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+					    : ",\"stream\":false",
+				temp ? ",\"temperature\":" : "",
+				temp ? temp : "",
+				tokens[0] ? ",\"max_tokens\":" : "",
+				tokens,
+				"}"};
+	char *text = NULL;
+	if (m && msgs && (!t || temp)) {
+		size_t total = 0, at = 0;
+		for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++)
+			total += strlen(pieces[i]);
+		text = total <= JSON_OUT_MAX ? malloc(total + 1) : NULL;
+		for (size_t i = 0; text && i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+			size_t k = strlen(pieces[i]);
+			memcpy(text + at, pieces[i], k);
+			at += k;
+		}
+		if (text)
+			text[at] = '\0';
+	}
+	free(m);
+	free(msgs);
+	free(temp);
 	return text;
 }
 
@@ -208,7 +239,7 @@ static enum llm_error take_reply(struct llm_call *c)
 		c->res->content_len = 0;
 		e = append(&c->res->content, &c->res->content_len, text, n, MAX_CONTENT) ? LLM_OK : LLM_ERR_PROTOCOL;
 		const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
-		snprintf(c->res->finish_reason, sizeof(c->res->finish_reason), "%s", finish ? finish : "stop");
+		str_copy(c->res->finish_reason, sizeof(c->res->finish_reason), finish ? finish : "stop");
 		take_model(c->res, body);
 		take_usage(c->res, json_object_get(body, "usage"));
 	}
@@ -254,8 +285,10 @@ bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const ch
 {
 	const struct curl_api *curl = curl_api_get(NULL); /* the caller checked that it loaded */
 	char url[600], auth[600];
-	snprintf(url, sizeof(url), "%s/chat/completions", cfg->base_url);
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->api_key);
+	size_t n = str_copy(url, sizeof(url), cfg->base_url);
+	str_copy(url + n, sizeof(url) - n, "/chat/completions");
+	n = str_copy(auth, sizeof(auth), "Authorization: Bearer ");
+	str_copy(auth + n, sizeof(auth) - n, cfg->api_key);
 	struct curl_slist *headers = curl->slist_append(NULL, "Content-Type: application/json");
 	if (headers && !curl->slist_append(headers, auth))
 		goto fail;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/str_copy.h"
 #include "llm/llm.h"
 
 void llm_config_from_settings(struct llm_config *out)
@@ -22,12 +23,12 @@ void llm_config_from_settings(struct llm_config *out)
 		key = key[0] ? key : cfg_str(CFG_LLM_OPENAI_API_KEY);
 		model = model[0] ? model : "gpt-4o-mini";
 	}
-	snprintf(out->base_url, sizeof(out->base_url), "%s", base);
+	str_copy(out->base_url, sizeof(out->base_url), base);
 	size_t n = strlen(out->base_url);
 	while (n > 0 && out->base_url[n - 1] == '/')
 		out->base_url[--n] = '\0';
-	snprintf(out->api_key, sizeof(out->api_key), "%s", key);
-	snprintf(out->model, sizeof(out->model), "%s", model);
+	str_copy(out->api_key, sizeof(out->api_key), key);
+	str_copy(out->model, sizeof(out->model), model);
 	out->connect_timeout_s = (int)cfg_int(CFG_LLM_CONNECT_TIMEOUT_S);
 	out->timeout_s = (int)cfg_int(CFG_LLM_TIMEOUT_S);
 	out->max_retries = (int)cfg_int(CFG_LLM_MAX_RETRIES);

@@ -16,7 +16,7 @@
 
 #include "core/err.h"
 
-#define SSE_INITIAL_CAP 4096 /* first allocation of line and data; they grow up to max */
+#define SSE_INITIAL_CAP 4096 /* first allocation of line and data (at first use); they grow up to max */
 
 struct sse_parser {
 	char *line;	 /* partial line; owned */

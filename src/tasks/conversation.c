@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/str_copy.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "memory/memory.h"
@@ -154,13 +155,10 @@ static bool should_cancel(void *ctx)
 static json_t *final_event(struct generation *g, const struct llm_result *res, const struct llm_config *cfg,
 			   const char *status)
 {
-	json_t *usage =
-		json_pack("{s:I, s:I}", "input_tokens", (json_int_t)(res->input_tokens > 0 ? res->input_tokens : 0),
-			  "output_tokens", (json_int_t)(res->output_tokens > 0 ? res->output_tokens : 0));
-	json_t *meta = json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", status, "model",
-				 res->model[0] ? res->model : cfg->model, "usage", usage, "finish_reason",
-				 res->finish_reason[0] ? res->finish_reason : "stop", "generation_id", g->task->id,
-				 "deltas", (json_int_t)g->stream_index);
+	json_t *meta = conv_final_meta(status, res->model[0] ? res->model : cfg->model,
+				       res->finish_reason[0] ? res->finish_reason : "stop", g->task->id,
+				       g->stream_index, res->input_tokens > 0 ? res->input_tokens : 0,
+				       res->output_tokens > 0 ? res->output_tokens : 0);
 	json_t *ev = chat_event_new(g->task->session_id, "assistant", "assistant.final", "", NULL, meta);
 	json_object_set_new(ev, "message", json_stringn(res->content ? res->content : "", res->content_len));
 	return ev;
@@ -181,7 +179,7 @@ static void reply_to(const struct task_ctx *t, struct store_op *op)
 {
 	const char *id = json_string_value(json_object_get(t->payload, "event_id"));
 	if (id && strlen(id) < sizeof(op->reply_to))
-		snprintf(op->reply_to, sizeof(op->reply_to), "%s", id);
+		str_copy(op->reply_to, sizeof(op->reply_to), id);
 }
 
 /* A retry because what failed with err; a store that did not answer is an outage, which does not
@@ -202,16 +200,16 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		snprintf(t->error, sizeof(t->error), "out of memory");
 		return TASK_RETRY;
 	}
-	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
+	str_copy(op->session_id, sizeof(op->session_id), t->session_id);
 	if (t->store_ack) /* local queue: the task row is acked in this commit (redis: by the worker) */
-		snprintf(op->task_id, sizeof(op->task_id), "%s", t->id);
+		str_copy(op->task_id, sizeof(op->task_id), t->id);
 	if (t->store_ack && t->queue && !t->shutdown) { /* reserve this worker's next task in the same commit */
-		snprintf(op->queue, sizeof(op->queue), "%s", t->queue);
-		snprintf(op->worker, sizeof(op->worker), "%s", t->worker);
+		str_copy(op->queue, sizeof(op->queue), t->queue);
+		str_copy(op->worker, sizeof(op->worker), t->worker);
 		op->delay_ms = t->visibility_ms;
 	}
 	op->event = event;
-	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* one outcome per task */
+	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* one outcome per task */
 	reply_to(t, op);
 	enum soma_err err = store_op_wait(t->store, op);
 	if (err == SOMA_OK) {
@@ -272,8 +270,8 @@ static struct store_op *context_submit(struct task_ctx *t, struct context_read *
 	struct store_op *op = store_op_new(STORE_OP_CONTEXT, t->tenant);
 	if (!op)
 		return NULL;
-	snprintf(op->session_id, sizeof(op->session_id), "%s", t->session_id);
-	snprintf(op->outcome_of, sizeof(op->outcome_of), "%s", t->id); /* has this task replied already? */
+	str_copy(op->session_id, sizeof(op->session_id), t->session_id);
+	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* has this task replied already? */
 	if (!t->gate) /* an early start may read before its message commits: its reply's commit checks */
 		reply_to(t, op);
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);

@@ -7,6 +7,7 @@
  * cost more than everything else a chunk does; thinking, once per reply, is the same event. The
  * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
  * json_out_string one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
+ * The final's metadata is here too: built member by member, as json_pack built it.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,4 +88,27 @@ char *conv_event_text(const char *session_id, const char *type, const char *gene
 	free(gid);
 	free(msg);
 	return out;
+}
+
+json_t *conv_final_meta(const char *status, const char *model, const char *finish, const char *generation_id,
+			int64_t deltas, int64_t input_tokens, int64_t output_tokens)
+{
+	/* built member by member: what json_pack built (NULL when a string is not UTF-8 - a model name
+	 * cut inside a character - or memory ran out), without reading a format per reply */
+	json_t *usage = json_object(), *meta = json_object();
+	bool ok = usage && meta &&
+		  json_object_set_new_nocheck(usage, "input_tokens", json_integer(input_tokens)) == 0 &&
+		  json_object_set_new_nocheck(usage, "output_tokens", json_integer(output_tokens)) == 0 &&
+		  json_object_set_new_nocheck(meta, "status", json_string(status)) == 0 &&
+		  json_object_set_new_nocheck(meta, "model", json_string(model)) == 0 &&
+		  json_object_set_nocheck(meta, "usage", usage) == 0 &&
+		  json_object_set_new_nocheck(meta, "finish_reason", json_string(finish)) == 0 &&
+		  json_object_set_new_nocheck(meta, "generation_id", json_string(generation_id)) == 0 &&
+		  json_object_set_new_nocheck(meta, "deltas", json_integer(deltas)) == 0;
+	json_decref(usage);
+	if (!ok) {
+		json_decref(meta);
+		return NULL;
+	}
+	return meta;
 }

@@ -55,6 +55,11 @@ void conv_insert_memories(json_t *messages, json_t *memories);
  * metadata {stream_index (left out when < 0), generation_id}, as json_out writes chat_event_new's
  * event (conversation_delta.c). Malloc'd text (caller frees) and its length in *out_len (may be
  * NULL); NULL when an id is not UTF-8 or memory ran out. */
+/* assistant.final's metadata {status, model, usage:{input_tokens, output_tokens}, finish_reason,
+ * generation_id, deltas} (owned by the caller); NULL when a string is not UTF-8 or memory ran out,
+ * as json_pack gave it. */
+json_t *conv_final_meta(const char *status, const char *model, const char *finish, const char *generation_id,
+			int64_t deltas, int64_t input_tokens, int64_t output_tokens);
 char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
 		      const char *text, size_t len, size_t *out_len);
 

@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/str_copy.h"
 #include "limits/limits.h"
 #include "memory/memory.h"
 #include "policy/policy.h"
@@ -25,6 +26,18 @@ size_t conv_utf8_prefix(const char *s, size_t len, size_t max)
 	return max;
 }
 
+/* {k1: v1, k2: v2} of strings (owned; NULL when a value is not UTF-8 or memory ran out), what
+ * json_pack("{s:s, s:s}") builds, without reading a format per message. */
+static json_t *pair(const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	json_t *o = json_object();
+	if (o && json_object_set_new_nocheck(o, k1, json_string(v1)) == 0 &&
+	    json_object_set_new_nocheck(o, k2, json_string(v2)) == 0)
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
 /* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
  * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
  * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
@@ -33,28 +46,34 @@ json_t *conv_build_messages(json_t *rows)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
-	json_t *turns = json_array();
 	budget -= (int64_t)strlen(system);
-	bool newest = true;
-	for (size_t i = 0; i < json_array_size(rows); i++) {
-		json_t *row = json_array_get(rows, i);
-		const char *role = json_string_value(json_object_get(row, "role"));
-		const char *msg = json_string_value(json_object_get(row, "content"));
-		size_t len = json_string_length(json_object_get(row, "content"));
+	/* the window first (rows[0..k)), then the turns appended oldest first: no insert at the front */
+	size_t n = json_array_size(rows), k, cut = 0;
+	bool cut_newest = false;
+	for (k = 0; k < n; k++) {
+		size_t len = json_string_length(json_object_get(json_array_get(rows, k), "content"));
 		bool fits = (int64_t)len <= budget;
-		if (!fits && !newest)
+		if (!fits && k > 0)
 			break; /* older turns would leave a gap: the window ends here */
-		if (!fits)     /* the newest turn alone is over the budget: keep its beginning */
-			len = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+		if (!fits) {   /* the newest turn alone is over the budget: keep its beginning */
+			const char *msg = json_string_value(json_object_get(json_array_get(rows, 0), "content"));
+			len = cut = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+			cut_newest = true;
+		}
 		budget -= (int64_t)len;
-		newest = false;
-		if (fits) /* the row is already {role, content}: shared, not copied (nothing changes it) */
-			json_array_insert(turns, 0, row);
-		else
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
 	}
+	json_t *turns = json_array();
 	if (system[0])
-		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
+		json_array_append_new(turns, pair("role", "system", "content", system));
+	for (size_t i = k; i-- > 0;) {
+		json_t *row = json_array_get(rows, i);
+		if (i == 0 && cut_newest)
+			json_array_append_new(
+				turns, json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(row, "role")),
+						 "content", json_string_value(json_object_get(row, "content")), cut));
+		else /* the row is already {role, content}: shared, not copied (nothing changes it) */
+			json_array_append(turns, row);
+	}
 	return turns;
 }
 
@@ -69,10 +88,22 @@ json_t *conv_build_messages(json_t *rows)
 void conv_recheck_ask(struct task_ctx *t, const struct llm_config *cfg, struct recheck *rk)
 {
 	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
-	snprintf(rk->session, sizeof(rk->session), "session:%s", t->session_id);
-	snprintf(rk->model, sizeof(rk->model), "model:%s", cfg->model);
-	rk->send_ctx = json_pack("{s:b}", "queued", 1);
-	rk->llm_ctx = json_pack("{s:s, s:b}", "model", cfg->model, "stream", 1);
+	size_t n = str_copy(rk->session, sizeof(rk->session), "session:");
+	str_copy(rk->session + n, sizeof(rk->session) - n, t->session_id);
+	n = str_copy(rk->model, sizeof(rk->model), "model:");
+	str_copy(rk->model + n, sizeof(rk->model) - n, cfg->model);
+	/* {queued: true} and {model, stream: true}, as json_pack built them */
+	rk->send_ctx = json_object();
+	if (json_object_set_new_nocheck(rk->send_ctx, "queued", json_true()) != 0) {
+		json_decref(rk->send_ctx);
+		rk->send_ctx = NULL;
+	}
+	rk->llm_ctx = json_object();
+	if (json_object_set_new_nocheck(rk->llm_ctx, "model", json_string(cfg->model)) != 0 ||
+	    json_object_set_new_nocheck(rk->llm_ctx, "stream", json_true()) != 0) {
+		json_decref(rk->llm_ctx);
+		rk->llm_ctx = NULL;
+	}
 	rk->in = (struct policy_input){.tenant = t->tenant,
 				       .subject = subject ? subject : "",
 				       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
@@ -167,14 +198,27 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 	}
 	if (f)
 		fclose(f);
-	*message = n && text ? json_pack("{s:s, s:s}", "role", "system", "content", text) : NULL;
+	*message = n && text ? pair("role", "system", "content", text) : NULL;
 	free(text);
 	json_decref(results);
 	rc->results = NULL;
 	struct memory_status st;
 	memory_snapshot(&st);
-	return json_pack("{s:s, s:s, s:{s:i, s:i, s:b}}", "somabrain_state", memory_state_name(st.state),
-			 "somabrain_reason", st.reason, "memory", "recalled", n, "top_k", top_k, "degraded", degraded);
+	/* built member by member: what json_pack built, without reading a format per reply */
+	json_t *out = json_object(), *memory = json_object();
+	bool ok = out && memory &&
+		  json_object_set_new_nocheck(out, "somabrain_state", json_string(memory_state_name(st.state))) == 0 &&
+		  json_object_set_new_nocheck(out, "somabrain_reason", json_string(st.reason)) == 0 &&
+		  json_object_set_nocheck(out, "memory", memory) == 0 &&
+		  json_object_set_new_nocheck(memory, "recalled", json_integer(n)) == 0 &&
+		  json_object_set_new_nocheck(memory, "top_k", json_integer(top_k)) == 0 &&
+		  json_object_set_new_nocheck(memory, "degraded", json_boolean(degraded)) == 0;
+	json_decref(memory);
+	if (!ok) {
+		json_decref(out);
+		out = NULL;
+	}
+	return out;
 }
 
 void conv_insert_memories(json_t *messages, json_t *memories)

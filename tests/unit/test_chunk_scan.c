@@ -84,3 +84,50 @@ Test(chunk_scan, hands_back_what_it_cannot_read)
 	memcpy(big + sizeof(big) - 8, "\"}}]}", 6);
 	check(big, false); /* content longer than the 256-byte buffer */
 }
+
+/* Strings of random bytes among those the check looks at (quotes, escapes, controls, UTF-8 leads
+ * and continuations, long plain runs): the scan reads a chunk exactly when jansson does, with the
+ * same fields. */
+Test(chunk_scan, random_strings_are_read_as_jansson_reads_them)
+{
+	static const char *const atoms[] = {"a",
+					    "plain text run ",
+					    "\"",
+					    "\\",
+					    "\\\"",
+					    "\\n",
+					    "\\u00e9",
+					    "\\ud83d\\ude00",
+					    "\\ud83d",
+					    "\\u0000",
+					    "\\x",
+					    "\x01",
+					    "\x7f",
+					    "\xc3\xa9",
+					    "\xc3",
+					    "\xa9",
+					    "\xe2\x82\xac",
+					    "\xed\xa0\x80",
+					    "\xc0\xaf",
+					    "\xf0\x9f\x8c\x8d",
+					    "\xf4\x90\x80\x80",
+					    "\t"};
+	srand(1128);
+	for (int round = 0; round < 20000; round++) {
+		char text[200];
+		int n = snprintf(text, sizeof(text), "{\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"");
+		for (int a = rand() % 8; a > 0; a--) {
+			const char *s = atoms[rand() % (sizeof(atoms) / sizeof(atoms[0]))];
+			n += snprintf(text + n, sizeof(text) - (size_t)n, "%s", s);
+		}
+		snprintf(text + n, sizeof(text) - (size_t)n, "\"}}]}");
+		char buf[256];
+		struct llm_chunk f;
+		bool ok = llm_chunk_scan(text, strlen(text), buf, sizeof(buf), &f);
+		json_t *j = json_loads(text, 0, NULL);
+		cr_assert_eq(ok, j != NULL, "round %d: scanned %d, jansson %d: %s", round, ok, j != NULL, text);
+		json_decref(j);
+		if (ok)
+			check(text, true);
+	}
+}

@@ -104,3 +104,34 @@ Test(conv_delta, thinking_is_the_reference_event)
 	same("s1", "0193a0e0-0000-7000-8000-000000000001", -1, "", 0);
 	same("s\"2", "g\t", -1, "", 0);
 }
+
+/* assistant.final's metadata as the json_pack of commit c0993bb built it: same text, and NULL
+ * where it failed (a model name cut inside a UTF-8 character). */
+static void final_meta_same(const char *status, const char *model, const char *finish, int64_t deltas, int64_t in,
+			    int64_t out)
+{
+	json_t *want =
+		json_pack("{s:s, s:s, s:o, s:s, s:s, s:I}", "status", status, "model", model, "usage",
+			  json_pack("{s:I, s:I}", "input_tokens", (json_int_t)in, "output_tokens", (json_int_t)out),
+			  "finish_reason", finish, "generation_id", "gen-1", "deltas", (json_int_t)deltas);
+	json_t *got = conv_final_meta(status, model, finish, "gen-1", deltas, in, out);
+	if (!want) {
+		cr_assert_null(got, "%s: metadata where json_pack failed", model);
+		return;
+	}
+	char *w = json_out(want, 0, NULL), *g = got ? json_out(got, 0, NULL) : NULL;
+	cr_assert_not_null(g, "%s: no metadata", model);
+	cr_assert_str_eq(g, w);
+	free(w);
+	free(g);
+	json_decref(want);
+	json_decref(got);
+}
+
+Test(conv_delta, final_metadata_is_the_packed_one)
+{
+	final_meta_same("completed", "bench", "stop", 2, 5, 7);
+	final_meta_same("cancelled", "m\xc3\xa9 \"q\"", "length", 0, 0, 0);
+	final_meta_same("completed", "cut \xc3", "stop", 1, 1, 1);
+	final_meta_same("completed", "", "", INT64_MAX, INT64_MAX, 0);
+}
