@@ -27,10 +27,11 @@
 #include "store/sqlite_memory_terms.h"
 #include "store/store_int.h"
 
-#define SEARCH_QUERY_MAX  2048 /* bytes of FTS5 query built from the user's text */
-#define SEARCH_TERMS_MAX  32   /* words of it */
-#define SEARCH_WINDOW	  500  /* newest matches of a scope that recall ranks (bounds its cost) */
-#define SEARCH_WORDS_USED 8    /* rarest words of the query that are searched */
+#define SEARCH_QUERY_MAX  2048		      /* bytes of FTS5 query built from the user's text */
+#define SEARCH_TERMS_MAX  32		      /* words of it */
+#define SEARCH_WINDOW	  500		      /* newest matches of a scope that recall ranks (bounds its cost) */
+#define SEARCH_WORDS_USED 8		      /* rarest words of the query that are searched */
+#define SCOPELESS_ROWS	  (4 * SEARCH_WINDOW) /* rows of the words the scopeless form may read (below) */
 
 /* -- soma_rank(memories_fts, counts, first [, created_ms, now_ms, k]): BM25 of the row --
  * counts is a blob of doubles, one per content phrase of the MATCH, which start at phrase
@@ -190,11 +191,11 @@ static int by_rows(const void *a, const void *b)
 /* The words part of an FTS5 query from free text: `content : ("word" OR ...)`. A recall's cost
  * is the length of its words' row lists, so words found in more than a quarter of all memories
  * (the, is, hello: they tell nothing apart) are left out unless nothing else is left, and at most
- * SEARCH_WORDS_USED of the rarest words are kept; counts[i] receives word i's rows and *rows
- * their sum. BM25 ranks the rows that match more of them higher. Returns the words kept; 0 (and
- * out empty) when the text has no word. */
+ * SEARCH_WORDS_USED of the rarest words are kept; counts[i] receives word i's rows, *rows
+ * their sum and *total the memories of the index (all scopes). BM25 ranks the rows that match more of them higher.
+ * Returns the words kept; 0 (and out empty) when the text has no word. */
 static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, double counts[SEARCH_WORDS_USED],
-		     int64_t *rows)
+		     int64_t *rows, int64_t *total_out)
 {
 	struct word words[SEARCH_TERMS_MAX];
 	int nw = 0;
@@ -223,6 +224,7 @@ static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, 
 	int64_t total = m && sqlite3_step(m) == SQLITE_ROW ? sqlite3_column_int64(m, 0) : 0;
 	if (m)
 		sqlite3_reset(m);
+	*total_out = total;
 	int64_t now = clock_wall_ms();
 	for (int i = 0; i < nw; i++)
 		words[i].rows = store_sql_memory_term_rows(c, words[i].text, total, now);
@@ -245,19 +247,44 @@ static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, 
 	return keep;
 }
 
-/* `scope : "s<hex tenant>n<hex namespace>" AND <words>` (the scope token is how migration 0007
- * indexes a tenant's namespace). Empty when it does not fit. */
-static void fts_scoped(const char *tenant, const char *ns, const char *words, char *out, size_t cap)
+/* The scope token "s<hex tenant>n<hex namespace>" (how migration 0007 indexes a tenant's
+ * namespace) into out; false when it does not fit. */
+static bool scope_token(const char *tenant, const char *ns, char *out, size_t cap)
 {
-	size_t n = (size_t)snprintf(out, cap, "scope : \"s");
-	for (const unsigned char *p = (const unsigned char *)tenant; *p && n + 3 < cap; p++)
+	size_t n = (size_t)snprintf(out, cap, "s");
+	for (const unsigned char *p = (const unsigned char *)tenant; *p && n < cap; p++)
 		n += (size_t)snprintf(out + n, cap - n, "%02x", *p);
 	n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "n");
-	for (const unsigned char *p = (const unsigned char *)ns; *p && n + 3 < cap; p++)
+	for (const unsigned char *p = (const unsigned char *)ns; *p && n < cap; p++)
 		n += (size_t)snprintf(out + n, cap - n, "%02x", *p);
-	n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "\" AND %s", words);
-	if (n >= cap)
+	return n < cap;
+}
+
+/* `scope : "<scope token>" AND <words>`. Empty when it does not fit. */
+static void fts_scoped(const char *tenant, const char *ns, const char *words, char *out, size_t cap)
+{
+	char token[SEARCH_QUERY_MAX];
+	if (!scope_token(tenant, ns, token, sizeof(token)) ||
+	    (size_t)snprintf(out, cap, "scope : \"%s\" AND %s", token, words) >= cap)
 		out[0] = '\0';
+}
+
+/* Whether the scoped form is the cheaper for words of `rows` rows in an index of `total`: the
+ * scopeless form reads about SEARCH_WINDOW * total / (the scope's memories) rows of the words
+ * (all of them when fewer) before it has its window, so it is the cheaper up to SCOPELESS_ROWS
+ * of them, whatever the words' own rows: a scope that holds most of the index (one tenant) never
+ * pays the scope token's row list (FTS5 steps through it between the words' rows, and it is one
+ * more phrase to seek in every segment: ~0.6M instructions per recall at 10,000 memories). The
+ * scope's memories are the count of its token (sqlite_memory_terms.c, cached like a word's). */
+static bool scoped_cheaper(struct dbconn *c, const char *tenant, const char *ns, int64_t rows, int64_t total)
+{
+	char token[TERMS_KEY_MAX];
+	if (rows <= SCOPELESS_ROWS)
+		return false;
+	if (!scope_token(tenant, ns, token, sizeof(token)))
+		return true;
+	int64_t mine = store_sql_memory_term_rows(c, token, total, clock_wall_ms());
+	return mine <= 0 || (double)SEARCH_WINDOW * (double)total > (double)SCOPELESS_ROWS * (double)mine;
 }
 
 /* The newest SEARCH_WINDOW matches of the scope, then ranked: soma_rank gives BM25 of the content
@@ -272,8 +299,6 @@ static void fts_scoped(const char *tenant, const char *ns, const char *words, ch
  * or after the window keeps the same rows). ?7 = the words' counts, ?8 = soma_rank's first
  * content phrase (the scope token is phrase 0 of the scoped form). Only the top_k rows' payload
  * and key are read (search_payload), not those of every row ranked. */
-#define SCOPELESS_ROWS (4 * SEARCH_WINDOW)
-
 static const char *const search_ranked =
 	"SELECT f.id, f.s FROM (SELECT m.id, soma_rank(memories_fts, ?7, ?8, m.created_ms, ?4, ?5) AS s FROM "
 	"memories_fts JOIN memories m ON m.id = memories_fts.rowid WHERE memories_fts MATCH ?1 AND m.tenant = ?2 "
@@ -306,15 +331,15 @@ enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
 {
 	char words[SEARCH_QUERY_MAX], scoped[SEARCH_QUERY_MAX + 128];
 	double counts[SEARCH_WORDS_USED];
-	int64_t rows = 0;
+	int64_t rows = 0, total = 0;
 	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
 	ns = ns && ns[0] ? ns : "wm";
 	int nwords = fts_words(c, json_string_value(json_object_get(op->row, "query")) ?: "", words, sizeof(words),
-			       counts, &rows);
+			       counts, &rows, &total);
 	op->rows = json_array();
 	if (!nwords)
 		return SOMA_OK;
-	bool scope = rows > SCOPELESS_ROWS;
+	bool scope = scoped_cheaper(c, op->tenant, ns, rows, total);
 	if (scope)
 		fts_scoped(op->tenant, ns, words, scoped, sizeof(scoped));
 	sqlite3_stmt *s = dbconn_stmt(c, search_ranked);

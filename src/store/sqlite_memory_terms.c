@@ -21,6 +21,8 @@
  * fts5vocab's cost of preparing an internal statement on every lookup. A word with other bytes
  * may be folded by the tokenizer (remove_diacritics, case), which fts5vocab's exact term lookup
  * does not do: it is still looked up there, so its count is what it always was.
+ * Recall also counts a scope token (the memories of a tenant's namespace) to choose its query's
+ * form; it is cached as a word is.
  * The cache is keyed by word and cleared when another database is used (tests open several).
  * Thread-safe: one mutex, held only to copy an entry in or out (never while counting).
  */
@@ -38,10 +40,10 @@
 #define TERMS_PATH_MAX	    4200   /* the database's file name kept to tell databases apart */
 
 struct term_entry {
-	char term[TERMS_WORD_MAX]; /* the word, "" = empty slot */
-	int64_t rows;		   /* memories holding it */
-	int64_t total;		   /* memories in the index when it was counted */
-	int64_t expires_ms;	   /* when to count again */
+	char term[TERMS_KEY_MAX]; /* the word, "" = empty slot */
+	int64_t rows;		  /* memories holding it */
+	int64_t total;		  /* memories in the index when it was counted */
+	int64_t expires_ms;	  /* when to count again */
 };
 
 static struct term_entry cache[TERMS_CACHE];
@@ -66,7 +68,7 @@ static int64_t term_count(struct dbconn *c, const char *term)
 					       : "SELECT doc FROM memories_vocab WHERE term = ?");
 	if (!s)
 		return 0;
-	char quoted[TERMS_WORD_MAX + 2]; /* (bound, not copied: lives until the reset) */
+	char quoted[TERMS_KEY_MAX + 2]; /* (bound, not copied: lives until the reset) */
 	snprintf(quoted, sizeof(quoted), "\"%s\"", term);
 	bind_text(s, 1, ascii ? quoted : term);
 	int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
@@ -77,8 +79,8 @@ static int64_t term_count(struct dbconn *c, const char *term)
 int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now)
 {
 	size_t len = strlen(term);
-	if (len >= TERMS_WORD_MAX)
-		return term_count(c, term); /* (never so: recall keeps words shorter) */
+	if (len >= TERMS_KEY_MAX)
+		return term_count(c, term); /* (never so: recall keeps words and scope tokens shorter) */
 	const char *db = sqlite3_db_filename(c->db, "main");
 	db = db ? db : "";
 	struct term_entry *e = &cache[str_hash(term) % TERMS_CACHE];
