@@ -13,7 +13,12 @@
  * whole index on its first row, and the scope token is in every memory of the tenant, so every
  * recall read all of them (2.8 ms at 66,000 memories, against 0.4 ms without it). soma_rank is
  * given the words' counts, which fts_words has already looked up, and leaves the scope phrase
- * (weight 0 in bm25() too) out.
+ * (weight 0 in bm25() too) out. It also applies the recency factor and leaves out (NULL) a row
+ * that cannot reach the top_k, so that row's length is never read, and only the top_k rows'
+ * payloads are read afterwards (search_result). The scope token stays out of the MATCH whenever
+ * checking the tenant on each row reads few rows (scoped_cheaper), as for a single tenant.
+ * What still grows with the index is FTS5's work per segment (a term's seek in every segment,
+ * for each word searched and each word counted): bench/recall_cost.sh measures it.
  * A recall runs on the caller's thread, on a connection of its own (store_memory_search_here).
  */
 #include <math.h>
