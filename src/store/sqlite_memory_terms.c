@@ -21,6 +21,12 @@
  * fts5vocab's cost of preparing an internal statement on every lookup. A word with other bytes
  * may be folded by the tokenizer (remove_diacritics, case), which fts5vocab's exact term lookup
  * does not do: it is still looked up there, so its count is what it always was.
+ * Recall also counts a scope token (the memories of a tenant's namespace) to choose its query's
+ * form; it is cached as a word is.
+ * The cache holds sets of two entries chosen by the word's hash; a new count replaces an empty or
+ * expired entry of its set, else the one of fewer rows, so a rare word never pushes out a count
+ * that is dear to read again (with one entry per hash, a scope token's count, which reads the
+ * scope's whole row list, was pushed out by rare words and read again every few recalls).
  * The cache is keyed by word and cleared when another database is used (tests open several).
  * Thread-safe: one mutex, held only to copy an entry in or out (never while counting).
  */
@@ -32,16 +38,16 @@
 
 #include "core/str.h"
 
-#define TERMS_CACHE	    4096   /* entries (direct-mapped by the word's hash) */
+#define TERMS_CACHE	    4096   /* entries: sets of two, chosen by the word's hash */
 #define TERMS_TTL_MS	    60000  /* a count is read again after this */
 #define TERMS_COMMON_TTL_MS 600000 /* ... or this for a word sure to be still common */
 #define TERMS_PATH_MAX	    4200   /* the database's file name kept to tell databases apart */
 
 struct term_entry {
-	char term[TERMS_WORD_MAX]; /* the word, "" = empty slot */
-	int64_t rows;		   /* memories holding it */
-	int64_t total;		   /* memories in the index when it was counted */
-	int64_t expires_ms;	   /* when to count again */
+	char term[TERMS_KEY_MAX]; /* the word, "" = empty slot */
+	int64_t rows;		  /* memories holding it */
+	int64_t total;		  /* memories in the index when it was counted */
+	int64_t expires_ms;	  /* when to count again */
 };
 
 static struct term_entry cache[TERMS_CACHE];
@@ -66,7 +72,7 @@ static int64_t term_count(struct dbconn *c, const char *term)
 					       : "SELECT doc FROM memories_vocab WHERE term = ?");
 	if (!s)
 		return 0;
-	char quoted[TERMS_WORD_MAX + 2]; /* (bound, not copied: lives until the reset) */
+	char quoted[TERMS_KEY_MAX + 2]; /* (bound, not copied: lives until the reset) */
 	snprintf(quoted, sizeof(quoted), "\"%s\"", term);
 	bind_text(s, 1, ascii ? quoted : term);
 	int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
@@ -74,31 +80,57 @@ static int64_t term_count(struct dbconn *c, const char *term)
 	return n;
 }
 
+/* The entry of term among the two of its set, or NULL; cache_lock held. */
+static struct term_entry *entry_find(size_t set, const char *term)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (strcmp(cache[set + i].term, term) == 0)
+			return &cache[set + i];
+	return NULL;
+}
+
+/* Where a new count of term goes in its set: its own entry, else an empty or expired one, else
+ * the one of fewer rows (the cheaper to count again: a common word's or a scope token's count
+ * reads a long row list, so a rare word does not push it out). cache_lock held. */
+static struct term_entry *entry_slot(size_t set, const char *term, int64_t now)
+{
+	struct term_entry *e = entry_find(set, term), *a = &cache[set], *b = &cache[set + 1];
+	if (e)
+		return e;
+	if (!a->term[0] || a->expires_ms <= now)
+		return a;
+	if (!b->term[0] || b->expires_ms <= now)
+		return b;
+	return a->rows <= b->rows ? a : b;
+}
+
 int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now)
 {
 	size_t len = strlen(term);
-	if (len >= TERMS_WORD_MAX)
-		return term_count(c, term); /* (never so: recall keeps words shorter) */
+	if (len >= TERMS_KEY_MAX)
+		return term_count(c, term); /* (never so: recall keeps words and scope tokens shorter) */
 	const char *db = sqlite3_db_filename(c->db, "main");
 	db = db ? db : "";
-	struct term_entry *e = &cache[str_hash(term) % TERMS_CACHE];
+	size_t set = str_hash(term) % (TERMS_CACHE / 2) * 2;
 	pthread_mutex_lock(&cache_lock);
 	if (strcmp(cache_db, db) != 0) { /* another database: nothing cached holds for it */
 		memset(cache, 0, sizeof(cache));
 		snprintf(cache_db, sizeof(cache_db), "%s", db);
 	}
-	bool fresh = entry_fresh(e, term, total, now);
-	int64_t rows = e->rows;
+	const struct term_entry *e = entry_find(set, term);
+	bool fresh = e && entry_fresh(e, term, total, now);
+	int64_t rows = e ? e->rows : 0;
 	pthread_mutex_unlock(&cache_lock);
 	if (fresh)
 		return rows;
 	rows = term_count(c, term);
 	pthread_mutex_lock(&cache_lock);
 	if (strcmp(cache_db, db) == 0) {
-		memcpy(e->term, term, len + 1);
-		e->rows = rows;
-		e->total = total;
-		e->expires_ms = now + (rows * 4 > total ? TERMS_COMMON_TTL_MS : TERMS_TTL_MS);
+		struct term_entry *w = entry_slot(set, term, now);
+		memcpy(w->term, term, len + 1);
+		w->rows = rows;
+		w->total = total;
+		w->expires_ms = now + (rows * 4 > total ? TERMS_COMMON_TTL_MS : TERMS_TTL_MS);
 	}
 	pthread_mutex_unlock(&cache_lock);
 	return rows;

@@ -9,9 +9,11 @@
 
 #include "store/store_int.h"
 
-#define TERMS_WORD_MAX 64 /* bytes of a word, its NUL included */
+#define TERMS_WORD_MAX 64  /* bytes of a word, its NUL included */
+#define TERMS_KEY_MAX  192 /* bytes of a term the cache keeps (a word, or a scope token of the index), NUL included */
 
-/* Memories of the index (all tenants) holding term (lower-cased as the tokenizer stores it),
+/* Memories of the index (all tenants) holding term (lower-cased as the tokenizer stores it; a
+ * word or a scope token, shorter than TERMS_KEY_MAX),
  * from the process's cache when it still holds, else counted on c now; 0 when none or on error.
  * total: the memories in the index now; now: the wall clock (ms). Any thread. */
 int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/str.h"
 #include "helpers.h"
 #include "store/sqlite_memory_terms.h"
 #include "store/store.h"
@@ -149,4 +150,31 @@ Test(memory_terms, another_database_is_counted_afresh)
 	dbconn_close(&c2);
 	cr_assert_eq(rows("otters", 10, 1000), 3, "and back: this one's own count");
 	store_test_close(st2, dir2);
+}
+
+/* Words of the cache entry of `of` (str_hash % 4096): of its set now (str_hash % (4096 / 2)), of its
+ * one entry before, into out. */
+static void same_set(const char *of, char out[][16], int n)
+{
+	size_t want = str_hash(of) % 4096;
+	for (int i = 0, k = 0; k < n; i++) {
+		snprintf(out[k], 16, "rare%d", i);
+		if (str_hash(out[k]) % 4096 == want)
+			k++;
+	}
+}
+
+/* A count that is dear to read again (a common word's, a scope token's) is not pushed out by rare
+ * words of its cache set: the rarer entry of the set goes. */
+Test(memory_terms, rare_words_do_not_push_out_a_common_count)
+{
+	put_many("a", 100, "otters everywhere");
+	char rare[2][16];
+	same_set("otters", rare, 2);
+	cr_assert_eq(rows("otters", 100, 1000), 100);
+	put_many("b", 10, "otters again"); /* a fresh count would be 110 */
+	cr_assert_eq(rows(rare[0], 100, 1000), 0);
+	cr_assert_eq(rows(rare[1], 100, 1000), 0);
+	cr_assert_eq(rows(rare[0], 100, 1000), 0);
+	cr_assert_eq(rows("otters", 100, 1000), 100, "still cached after %s and %s", rare[0], rare[1]);
 }
