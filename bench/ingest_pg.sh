@@ -24,7 +24,8 @@
 # has, each second, our request-duration histogram of POST /v1/session/message (cumulative bucket
 # counts: per-second deltas give the seconds with slow requests); waits-<S>-c<N>-r<R>.txt samples every
 # 100 ms what each busy backend of the soma database waits on (pg_stat_activity); statements-<S>.txt
-# has the 15 statements with the most time (pg_stat_statements: calls, rows, buffers, WAL records).
+# has the 15 statements with the most time (pg_stat_statements: calls, rows, buffers, WAL records);
+# redis-<S>-c<N>-r<R>.txt is Redis's INFO commandstats over that wrk run (calls and usec per command).
 # Each wrk run also prints the CPU time per request of ours, PostgreSQL and Redis, and each pgbench
 # run PostgreSQL's CPU time per transaction: on the shared 2-core machine the CPU is saturated, so
 # the rate ratio is mostly CPU per message (ours + PostgreSQL + Redis) against pgbench's per
@@ -163,10 +164,12 @@ trace_stop() {
 wrk_post() {
   local out c0 c1
   trace_start "$side-c$1-r$round"
+  [ -z "${INGEST_TRACE:-}" ] || redis-cli -p "$rport" config resetstat >/dev/null
   c0="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   out=$(wrk -t2 -c"$1" -d"$SECS"s --latency -s "$B/chat_post.lua" "http://127.0.0.1:${PORT[$side]}/v1/session/message")
   c1="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   trace_stop
+  [ -z "${INGEST_TRACE:-}" ] || redis-cli -p "$rport" info commandstats >"$INGEST_TRACE/redis-$side-c$1-r$round.txt"
   echo "$c0 $c1 $(echo "$out" | awk '/requests in/ {print $1}')" | awk '{ printf "  CPU per request -c'"$1"': ours %.0f us, PostgreSQL %.0f us, Redis %.0f us\n", ($4 - $1) / $7, ($5 - $2) / $7, ($6 - $3) / $7 }' >&2
   echo "$out" >"$TMP/wrk-c$1.log"
   echo "$out" | awk '/Socket errors/ {print "  !! wrk -c'"$1"': " $0}' >&2

@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "store/store.h"
 
@@ -103,6 +104,9 @@ struct store {
 	struct op_queue rq;				/* read ops */
 	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
 	void *task_hook_arg;				/* its argument */
+	bool (*_Atomic task_relay)(json_t *rows, void *arg); /* takes lane-committed tasks (store.h), or NULL */
+	void *task_relay_arg;				     /* its argument */
+	int64_t task_relay_lease_ms;			     /* their lease */
 	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
 	int wal_last_frames;				/* WAL frame count after the last commit (metrics) */
 	bool batch_needs_sync;	    /* writer: this batch holds an op whose commit must be durable */
