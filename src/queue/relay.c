@@ -46,9 +46,9 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool running, stop;
-static bool taking;	   /* under lock: queue_relay_hand takes rows (the thread runs, not stopping) */
-static json_t *handed;	   /* under lock: rows handed by the lanes, not yet taken by the thread */
-static unsigned long gen;  /* under lock: task hook wakes (a claim is due) */
+static bool taking;	  /* under lock: queue_relay_hand takes rows (the thread runs, not stopping) */
+static json_t *handed;	  /* under lock: rows handed by the lanes, not yet taken by the thread */
+static unsigned long gen; /* under lock: task hook wakes (a claim is due) */
 static pthread_t tid;
 static struct store *store;
 static struct redis_conn *conn;

@@ -237,7 +237,8 @@ static bool hand_tasks(struct store *st, struct pg_fast **g, size_t n)
 	bool (*hand)(json_t *, void *) = atomic_load(&st->task_relay);
 	json_t *rows = hand ? json_array() : NULL;
 	for (size_t i = 0; rows && i < n; i++) {
-		if (g[i]->relayed && g[i]->op->err == SOMA_OK && json_array_append_new(rows, pg_fast_task_row(g[i])) != 0)
+		if (g[i]->relayed && g[i]->op->err == SOMA_OK &&
+		    json_array_append_new(rows, pg_fast_task_row(g[i])) != 0)
 			break; /* (out of memory: the rest wait for their lease) */
 	}
 	if (!rows || json_array_size(rows) == 0) {

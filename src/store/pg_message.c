@@ -156,7 +156,9 @@ struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms)
 		pg_param_int(p, now + relay_lease_ms); /* claimed for the relay, as TASK_RELAY_CLAIM would */
 	else
 		pg_param_text(p, NULL);
-	f->available_ms = task && json_object_get(task, "available_ms") ? json_integer_value(json_object_get(task, "available_ms")) : now;
+	f->available_ms = task && json_object_get(task, "available_ms")
+				  ? json_integer_value(json_object_get(task, "available_ms"))
+				  : now;
 	return f;
 fallback:
 	free(text);
