@@ -30,6 +30,8 @@
 # run PostgreSQL's CPU time per transaction: on the shared 2-core machine the CPU is saturated, so
 # the rate ratio is mostly CPU per message (ours + PostgreSQL + Redis) against pgbench's per
 # transaction, and these figures compare builds even when the load moves the rates.
+# After each wrk run the script waits until that build's outbox is empty (drain_outbox; it says
+# when the relay lagged), so that the next run's CPU figures are its own.
 # SOMA_BIN_B=PATH: an A/B of two builds in one run (S above: A is SOMA_BIN, B this one). Each round
 # runs both, A first in odd rounds and B first in even ones, each wrk run between two pgbench runs;
 # each build has its own server and database, both up throughout (the idle one idle); the summary
@@ -172,10 +174,24 @@ wrk_post() {
   [ -z "${INGEST_TRACE:-}" ] || redis-cli -p "$rport" info commandstats >"$INGEST_TRACE/redis-$side-c$1-r$round.txt"
   echo "$c0 $c1 $(echo "$out" | awk '/requests in/ {print $1}')" | awk '{ printf "  CPU per request -c'"$1"': ours %.0f us, PostgreSQL %.0f us, Redis %.0f us\n", ($4 - $1) / $7, ($5 - $2) / $7, ($6 - $3) / $7 }' >&2
   echo "$out" >"$TMP/wrk-c$1.log"
+  drain_outbox >&2
   echo "$out" | awk '/Socket errors/ {print "  !! wrk -c'"$1"': " $0}' >&2
   echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
     "$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")" "$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")" \
     "$(echo "$out" | awk '/requests in/ {print $1}')" "$(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0)"
+}
+# drain_outbox: waits (at most 60 s) until this build's relay has published every task of the run,
+# so that no run is charged the PostgreSQL CPU of a relay still catching up on an earlier one
+# (an old build's relay left 5,000-11,000 rows behind at -c64 and claimed them during the other
+# build's run); prints how long it took when it was not at once
+drain_outbox() {
+  local t0=$SECONDS left
+  for _ in $(seq 1 600); do
+    left=$("${PSQL[@]}" -d "${DB[$side]}" -Atc 'SELECT count(*) FROM tasks')
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$left" = 0 ] && [ $((SECONDS - t0)) -lt 1 ] || echo "  outbox: $left tasks left after $((SECONDS - t0)) s of waiting for the relay"
 }
 # pgbench_print N: runs pgbench and appends its tx/s to PG_TPS
 PG_TPS=()
