@@ -24,7 +24,8 @@
  * wakes this thread (other tasks committed) and at least every second, so rows of every other
  * kind, and handed rows a crashed node left behind once their lease passed, are still claimed.
  * The price of a crash between a lane's COMMIT and the publish: those tasks wait for their lease
- * (30 s), where queued rows would have been claimed by another node's relay within a second.
+ * (30 s), where queued rows would have been claimed by another node's relay within a second; the
+ * same for rows handed while HANDED_MAX are waiting (Redis down): they stay in the table only.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,6 +43,7 @@
 
 #define RELAY_BATCH    1000
 #define RELAY_LEASE_MS 30000
+#define HANDED_MAX     20000 /* rows handed and not yet published; past it the lanes' rows wait for their lease */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -67,7 +69,8 @@ static bool queue_relay_hand(json_t *rows, void *arg)
 {
 	(void)arg;
 	pthread_mutex_lock(&lock);
-	bool ok = taking && (handed || (handed = json_array())) && json_array_extend(handed, rows) == 0;
+	bool ok = taking && json_array_size(handed) + json_array_size(rows) <= HANDED_MAX &&
+		  (handed || (handed = json_array())) && json_array_extend(handed, rows) == 0;
 	if (ok)
 		pthread_cond_signal(&wake);
 	pthread_mutex_unlock(&lock);
@@ -75,12 +78,22 @@ static bool queue_relay_hand(json_t *rows, void *arg)
 	return ok;
 }
 
-/* The handed rows (a JSON array, the caller's), NULL when there are none. */
+/* The oldest handed rows, at most RELAY_BATCH (a JSON array, the caller's), NULL when there are
+ * none (or out of memory: they are taken later). */
 static json_t *take_handed(void)
 {
 	pthread_mutex_lock(&lock);
-	json_t *rows = handed;
-	handed = NULL;
+	json_t *rows = handed, *rest = NULL;
+	size_t n = json_array_size(rows);
+	if (n > RELAY_BATCH && (rest = json_array())) {
+		for (size_t i = RELAY_BATCH; i < n; i++)
+			json_array_append(rest, json_array_get(rows, i));
+		while (json_array_size(rows) > RELAY_BATCH)
+			json_array_remove(rows, json_array_size(rows) - 1);
+	}
+	handed = n > RELAY_BATCH ? rest : NULL;
+	if (n > RELAY_BATCH && !rest)
+		handed = rows, rows = NULL;
 	pthread_mutex_unlock(&lock);
 	if (rows && json_array_size(rows) == 0)
 		json_decref(rows), rows = NULL;
