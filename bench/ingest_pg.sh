@@ -24,11 +24,14 @@
 # has, each second, our request-duration histogram of POST /v1/session/message (cumulative bucket
 # counts: per-second deltas give the seconds with slow requests); waits-<S>-c<N>-r<R>.txt samples every
 # 100 ms what each busy backend of the soma database waits on (pg_stat_activity); statements-<S>.txt
-# has the 15 statements with the most time (pg_stat_statements: calls, rows, buffers, WAL records).
+# has the 15 statements with the most time (pg_stat_statements: calls, rows, buffers, WAL records);
+# redis-<S>-c<N>-r<R>.txt is Redis's INFO commandstats over that wrk run (calls and usec per command).
 # Each wrk run also prints the CPU time per request of ours, PostgreSQL and Redis, and each pgbench
 # run PostgreSQL's CPU time per transaction: on the shared 2-core machine the CPU is saturated, so
 # the rate ratio is mostly CPU per message (ours + PostgreSQL + Redis) against pgbench's per
 # transaction, and these figures compare builds even when the load moves the rates.
+# After each wrk run the script waits until that build's outbox is empty (drain_outbox; it says
+# when the relay lagged), so that the next run's CPU figures are its own.
 # SOMA_BIN_B=PATH: an A/B of two builds in one run (S above: A is SOMA_BIN, B this one). Each round
 # runs both, A first in odd rounds and B first in even ones, each wrk run between two pgbench runs;
 # each build has its own server and database, both up throughout (the idle one idle); the summary
@@ -163,16 +166,32 @@ trace_stop() {
 wrk_post() {
   local out c0 c1
   trace_start "$side-c$1-r$round"
+  [ -z "${INGEST_TRACE:-}" ] || redis-cli -p "$rport" config resetstat >/dev/null
   c0="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   out=$(wrk -t2 -c"$1" -d"$SECS"s --latency -s "$B/chat_post.lua" "http://127.0.0.1:${PORT[$side]}/v1/session/message")
   c1="$(cpu_us "${PIDOF[$side]}") $(cpu_us "$(pg_pid)") $(cpu_us "$REDIS_PID")"
   trace_stop
+  [ -z "${INGEST_TRACE:-}" ] || redis-cli -p "$rport" info commandstats >"$INGEST_TRACE/redis-$side-c$1-r$round.txt"
   echo "$c0 $c1 $(echo "$out" | awk '/requests in/ {print $1}')" | awk '{ printf "  CPU per request -c'"$1"': ours %.0f us, PostgreSQL %.0f us, Redis %.0f us\n", ($4 - $1) / $7, ($5 - $2) / $7, ($6 - $3) / $7 }' >&2
   echo "$out" >"$TMP/wrk-c$1.log"
+  drain_outbox >&2
   echo "$out" | awk '/Socket errors/ {print "  !! wrk -c'"$1"': " $0}' >&2
   echo "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
     "$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")" "$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")" \
     "$(echo "$out" | awk '/requests in/ {print $1}')" "$(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0)"
+}
+# drain_outbox: waits (at most 60 s) until this build's relay has published every task of the run,
+# so that no run is charged the PostgreSQL CPU of a relay still catching up on an earlier one
+# (an old build's relay left 5,000-11,000 rows behind at -c64 and claimed them during the other
+# build's run); prints how long it took when it was not at once
+drain_outbox() {
+  local t0=$SECONDS left
+  for _ in $(seq 1 600); do
+    left=$("${PSQL[@]}" -d "${DB[$side]}" -Atc 'SELECT count(*) FROM tasks')
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$left" = 0 ] && [ $((SECONDS - t0)) -lt 1 ] || echo "  outbox: $left tasks left after $((SECONDS - t0)) s of waiting for the relay"
 }
 # pgbench_print N: runs pgbench and appends its tx/s to PG_TPS
 PG_TPS=()

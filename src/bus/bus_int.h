@@ -14,6 +14,8 @@
 
 #include "bus/bus.h"
 
+struct redis_conn;
+
 /* ---- bus.c: the local machinery ---- */
 void bus_local_init(int64_t resume_window_ms);
 void bus_local_deinit(void);
@@ -51,6 +53,27 @@ enum bus_rec_kind {
 	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap;
 				  * num: a committed seq published meanwhile to local streams only */
 };
+/* A record on the publisher's queue (redis.c), sent by bus_redis_send (redis_batch.c). */
+struct bus_rec {
+	enum bus_rec_kind kind; /* what it is */
+	char tag[2];		/* kind as the script's one-letter string */
+	char key[BUS_KEY_MAX];	/* the session's bus key ("" with a resync of all) */
+	int64_t num;		/* committed: seq; ephemeral: base seq */
+	char *text;		/* the record as the script takes it (owned), NULL for records without: a committed
+				 * record's published frame (bus_rec_fill), else the event JSON */
+	size_t len;		/* bytes of text */
+	size_t off;		/* where the event JSON starts in text (0 but for a committed record) */
+	struct bus_rec *next;	/* queue order */
+};
+/* Sets r's text, len and off from the event JSON text: for a committed record its frame as the
+ * script publishes it (the framing: redis.c), so that the script only appends it. False on OOM. */
+bool bus_rec_fill(struct bus_rec *r, enum bus_rec_kind kind, const char *key, int64_t num, const char *text,
+		  size_t len);
+/* Sends recs (and the resyncs the floor table owes) as one EVALSHA of the batch script on c,
+ * channel the bus channel; true when Redis ran it (its cursors noted in the floor table), else
+ * false with the reason in why. */
+bool bus_redis_send(struct redis_conn *c, const char *channel, struct bus_rec **recs, size_t n, bool resync_all,
+		    int64_t window_ms, int64_t live_extra_ms, char *why, size_t cap);
 /* Queues a record for the publisher thread (copying text). False when the driver does not run
  * (the caller publishes locally); true when queued or dropped because the queue is full (the
  * streams then get a gap marker once Redis is reachable again). Never waits for Redis. */

@@ -32,7 +32,9 @@
  * by session hash; at our sizes (a handful of gateways) it does not.
  *
  * Framing of a published batch: records back to back, each
- * "<kind> <keylen> <textlen> <seq> <minor>\n<key><text>" (kinds in bus_int.h).
+ * "<kind> <keylen> <textlen> <seq> <minor>\n<key><text>" (kinds in bus_int.h); a committed
+ * record's frame is built in C when it is queued (redis_batch.c), the others' by the script.
+ * The EVALSHA of a batch is built and sent by redis_batch.c.
  *
  * Expiry. While a generation runs its list lives window + LIVE_EXTRA_MS, renewed by each
  * delta (so the log of a worker that crashed mid-reply still goes); the hash counts running
@@ -76,23 +78,12 @@
 #define BATCH_MAX	512
 #define LIVE_EXTRA_MS	600000
 #define IDLE_PING_MS	2000
-#define FIXED_ARGS	8 /* EVALSHA sha 0 window live_ttl log_max channel prefix */
-
-struct rec {
-	enum bus_rec_kind kind; /* what it is */
-	char tag[2];		/* kind as the script's one-letter string */
-	char key[BUS_KEY_MAX];	/* the session's bus key ("" with a resync of all) */
-	int64_t num;		/* committed: seq; ephemeral: base seq */
-	char *text;		/* event JSON (owned), NULL for records without */
-	size_t len;		/* bytes of text */
-	struct rec *next;	/* queue order */
-};
 
 static _Atomic bool active; /* the driver runs: publishes go to the queue */
 static struct {
 	pthread_mutex_t q_lock;	     /* guards the queue fields and running/stop */
 	pthread_cond_t q_cv;	     /* signalled when records arrive or on stop */
-	struct rec *head, *tail;     /* the queue */
+	struct bus_rec *head, *tail; /* the queue */
 	size_t nrecs, bytes;	     /* its size */
 	bool running, stop;	     /* thread started / asked to stop */
 	bool overflow;		     /* records were dropped: resync every stream */
@@ -114,7 +105,7 @@ bool bus_redis_running(void)
 	return atomic_load(&active);
 }
 
-static void rec_free(struct rec *r)
+static void rec_free(struct bus_rec *r)
 {
 	if (r)
 		free(r->text);
@@ -125,20 +116,17 @@ bool bus_redis_enqueue(enum bus_rec_kind kind, const char *key, int64_t num, con
 {
 	if (!atomic_load(&active))
 		return false;
-	struct rec *r = malloc(sizeof(*r));
-	if (!r || (text && !(r->text = malloc(len ? len : 1)))) {
+	struct bus_rec *r = malloc(sizeof(*r));
+	if (!r || (text && !bus_rec_fill(r, kind, key, num, text, len))) {
 		free(r);
 		return false; /* out of memory: this node's streams at least get it */
 	}
+	if (!text)
+		r->text = NULL, r->len = r->off = 0;
 	r->kind = kind;
 	r->tag[0] = (char)kind, r->tag[1] = '\0';
 	snprintf(r->key, sizeof(r->key), "%s", key);
 	r->num = num;
-	r->len = text ? len : 0;
-	if (text)
-		memcpy(r->text, text, len);
-	else
-		r->text = NULL;
 	r->next = NULL;
 	pthread_mutex_lock(&R.q_lock);
 	if (!R.running || R.stop) {
@@ -188,123 +176,27 @@ static void set_pub_state(bool ok, const char *why)
 
 /* ---- the publisher thread ----------------------------------------------------------------------- */
 
-/* Builds the EVALSHA of a batch and sends it; the floor table decides the floors and the
- * generation starts. True when Redis ran it (its cursors noted), false to degrade the batch. */
-static bool send_batch(struct rec **recs, size_t n, bool resync_all, int64_t window_ms)
+/* Sends a batch (redis_batch.c); true when Redis ran it, false to degrade the batch. */
+static bool send_batch(struct bus_rec **recs, size_t n, bool resync_all, int64_t window_ms)
 {
-	size_t nres = 0;
-	struct bus_floor **lost = bus_floor_lost_list(&nres);
-	resync_all = resync_all || nres > BUS_RESYNC_MAX; /* (then one resync of every stream) */
-	size_t nr = resync_all ? 1 : nres, argc_max = FIXED_ARGS + 7 * (n + nr);
-	const char **argv = calloc(argc_max, sizeof(*argv));
-	size_t *lens = calloc(argc_max, sizeof(*lens));
-	char(*nums)[24] = calloc(4 * (n + 3) + 3 + nr, sizeof(*nums));
-	struct bus_floor **pubs = calloc(n + 1, sizeof(*pubs));
-	bool ok = false;
-	if (!argv || !lens || !nums || !pubs)
-		goto out;
-	int argc = 0;
-	size_t ni = 0;
-#define ARG(p, l) (argv[argc] = (p), lens[argc] = (l), argc++)
-#define NUM(v)	  (snprintf(nums[ni], sizeof(nums[0]), "%lld", (long long)(v)), ARG(nums[ni], strlen(nums[ni])), ni++)
-	ARG("EVALSHA", 7);
-	ARG(bus_redis_lua_sha, 40);
-	ARG("0", 1);
-	NUM(window_ms);
-	NUM(window_ms + LIVE_EXTRA_MS);
-	NUM(BUS_LOG_MAX);
-	ARG(R.channel, strlen(R.channel));
-	ARG(BUS_REDIS_PREFIX, strlen(BUS_REDIS_PREFIX));
-	static const char zero[] = "0";
-	for (size_t i = 0; i < nr; i++) {
-		const char *k = resync_all ? "" : lost[i]->key;
-		ARG("r", 1);
-		ARG(k, strlen(k));
-		NUM(resync_all ? -1 : lost[i]->lost_seq); /* raises the session's published seq */
-		for (int j = 0; j < 3; j++)
-			ARG(zero, 1);
-		ARG("", 0);
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct rec *r = recs[i];
-		struct bus_cursor floor = {-1, 0};
-		int start = 0;
-		if (r->kind == BUS_REC_EPHEMERAL && (pubs[i] = bus_floor_get(r->key, true))) {
-			floor = pubs[i]->last;
-			start = !pubs[i]->running;
-			pubs[i]->running = true;
-		} else if (r->kind == BUS_REC_END) {
-			pubs[i] = bus_floor_get(r->key, false);
-			start = pubs[i] && pubs[i]->running ? 0 : -1; /* -1: this node ran no generation there */
-			if (pubs[i])
-				pubs[i]->running = false;
-		} else if (r->kind == BUS_REC_FORGET && (pubs[i] = bus_floor_get(r->key, false))) {
-			pubs[i]->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
-			pubs[i]->running = false;
-		}
-		if (r->kind == BUS_REC_END && start < 0)
-			continue;
-		ARG(r->tag, 1);
-		ARG(r->key, strlen(r->key));
-		NUM(r->num);
-		NUM(floor.seq);
-		NUM(floor.minor);
-		NUM(start);
-		ARG(r->text ? r->text : "", r->len);
-	}
-#undef NUM
-#undef ARG
-	redisReply *reply = redis_cmd_argv(R.pub_conn, argc, argv, lens);
-	if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-		freeReplyObject(reply); /* Redis restarted (or flushed its scripts): send the text once */
-		argv[0] = "EVAL", lens[0] = 4;
-		argv[1] = bus_redis_lua, lens[1] = strlen(bus_redis_lua);
-		reply = redis_cmd_argv(R.pub_conn, argc, argv, lens);
-	}
-	if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-		char why[300];
-		snprintf(why, sizeof(why), "%s",
-			 reply ? (reply->str ? reply->str : "unexpected reply") : redis_conn_error(R.pub_conn));
-		if (reply)
-			freeReplyObject(reply);
+	char why[300];
+	if (!bus_redis_send(R.pub_conn, R.channel, recs, n, resync_all, window_ms, LIVE_EXTRA_MS, why, sizeof(why))) {
 		set_pub_state(false, why);
-		goto out;
+		return false;
 	}
-	size_t ri = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct rec *r = recs[i];
-		if (r->kind == BUS_REC_EPHEMERAL && ri + 1 < reply->elements) {
-			struct bus_cursor c = {reply->element[ri]->integer, reply->element[ri + 1]->integer};
-			ri += 2;
-			if (pubs[i])
-				bus_floor_raise(pubs[i], c);
-		} else if (r->kind == BUS_REC_END) {
-			bus_local_generation_end(r->key); /* (for what this node logged while degraded) */
-			if (pubs[i]) /* the floor guards one generation (a Redis restart in the middle) */
-				pubs[i]->last = (struct bus_cursor){-1, 0};
-		}
-	}
-	freeReplyObject(reply);
-	bus_floor_resynced(lost, nres);
 	set_pub_state(true, NULL);
 	pthread_mutex_lock(&R.state_lock);
 	R.published += (long long)n;
 	pthread_mutex_unlock(&R.state_lock);
-	ok = true;
-out:
-	free(lost);
-	free(argv);
-	free(lens);
-	free(nums);
-	free(pubs);
-	return ok;
+	return true;
 }
 
 /* Redis could not take the batch: this node's streams get it (redis_state.c). */
-static void degrade(struct rec **recs, size_t n)
+static void degrade(struct bus_rec **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		bus_redis_degrade(recs[i]->kind, recs[i]->key, recs[i]->num, recs[i]->text, recs[i]->len);
+		bus_redis_degrade(recs[i]->kind, recs[i]->key, recs[i]->num,
+				  recs[i]->text ? recs[i]->text + recs[i]->off : NULL, recs[i]->len - recs[i]->off);
 	pthread_mutex_lock(&R.state_lock);
 	R.degraded += (long long)n;
 	pthread_mutex_unlock(&R.state_lock);
@@ -312,7 +204,7 @@ static void degrade(struct rec **recs, size_t n)
 
 /* Takes up to BATCH_MAX records off the queue into recs; false when stopping with nothing left.
  * Waits at most 500 ms for records (then returns with none, for the idle work). */
-static bool take_batch(struct rec **recs, size_t *n, bool *overflow)
+static bool take_batch(struct bus_rec **recs, size_t *n, bool *overflow)
 {
 	pthread_mutex_lock(&R.q_lock);
 	if (!R.head && !R.stop) {
@@ -325,7 +217,7 @@ static bool take_batch(struct rec **recs, size_t *n, bool *overflow)
 	}
 	*n = 0;
 	while (R.head && *n < BATCH_MAX) {
-		struct rec *r = R.head;
+		struct bus_rec *r = R.head;
 		R.head = r->next;
 		R.nrecs--;
 		R.bytes -= r->len;
@@ -352,7 +244,7 @@ static void idle_check(void)
 static void *publisher_main(void *arg)
 {
 	(void)arg;
-	struct rec *recs[BATCH_MAX];
+	struct bus_rec *recs[BATCH_MAX];
 	size_t n;
 	bool overflow;
 	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0;
@@ -447,7 +339,7 @@ void bus_redis_stop(void)
 	atomic_store(&active, false);
 	pthread_mutex_lock(&R.q_lock);
 	R.running = false;
-	for (struct rec *r = R.head, *next; r; r = next) { /* (published after the drain: none normally) */
+	for (struct bus_rec *r = R.head, *next; r; r = next) { /* (published after the drain: none normally) */
 		next = r->next;
 		rec_free(r);
 	}

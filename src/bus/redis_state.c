@@ -29,7 +29,11 @@
  * own streams only while Redis was away (-1: none), raised into the session's s (so that a stream filling its gap after
  * the resync sends it: stream_replay.c). x: key only. Returns {seq, minor} per ephemeral record. A session's state is
  * read once per batch and written once at its end (or before an x/f of that session), so a batch of many deltas costs a
- * handful of commands per session, not seven per delta. */
+ * handful of commands per session, not seven per delta. A c record's text is its frame, built by the publisher
+ * (bus_rec_fill): it is appended as it is, and its hash is written only when it raises s. The hash's expiry is set
+ * when it is created and renewed by e records only: a session that only commits lets it lapse after the live TTL,
+ * which a stream reads as "no published seq known" (every stored row is sent: stream_replay.c), and the next c
+ * record creates it again; so a committed record costs an HMGET and an HSET, not three commands and a string. */
 const char bus_redis_lua[] =
 	"local window, live, logmax = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 	"local channel, prefix, out, ret, st = ARGV[4], ARGV[5], {}, {}, {}\n"
@@ -43,7 +47,7 @@ const char bus_redis_lua[] =
 	"    local mk = prefix .. key .. ':m'\n"
 	"    local m = redis.call('HMGET', mk, 's', 'n')\n"
 	"    e = {s = tonumber(m[1]) or -1, n = tonumber(m[2]) or 0, mk = mk, lk = prefix .. key .. ':l', push = {},\n"
-	"      dirty = false, inc = 0}\n"
+	"      dirty = false, inc = 0, ttl = not m[1]}\n"
 	"    st[key] = e\n"
 	"  end\n"
 	"  return e\n"
@@ -51,7 +55,7 @@ const char bus_redis_lua[] =
 	"local function flush(e)\n"
 	"  if e.dirty then\n"
 	"    redis.call('HSET', e.mk, 's', f(e.s), 'n', f(e.n))\n"
-	"    redis.call('PEXPIRE', e.mk, live)\n"
+	"    if e.ttl then redis.call('PEXPIRE', e.mk, live) end\n"
 	"  end\n"
 	"  if e.inc ~= 0 then redis.call('HINCRBY', e.mk, 'r', e.inc) end\n"
 	"  if #e.push > 0 then\n"
@@ -66,15 +70,14 @@ const char bus_redis_lua[] =
 	"    tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]\n"
 	"  if k == 'c' then\n"
 	"    local e = get(key)\n"
-	"    if a > e.s then e.s, e.n = a, 0 end\n"
-	"    e.dirty = true\n"
-	"    rec('c', key, a, 0, text)\n"
+	"    if a > e.s then e.s, e.n, e.dirty = a, 0, true end\n"
+	"    out[#out + 1] = text\n"
 	"  elseif k == 'e' then\n"
 	"    local e = get(key)\n"
 	"    if b > e.s or (b == e.s and c > e.n) then e.s, e.n = b, c end\n"
 	"    if a > e.s then e.s, e.n = a, 0 end\n"
 	"    e.n = e.n + 1\n"
-	"    e.dirty = true\n"
+	"    e.dirty, e.ttl = true, true\n"
 	"    if d == 1 then e.inc = e.inc + 1 end\n"
 	"    e.push[#e.push + 1] = f(e.s) .. ' ' .. f(e.n) .. ' ' .. text\n"
 	"    ret[#ret + 1] = e.s\n"

@@ -364,6 +364,15 @@ void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg)
 	st->task_hook_arg = arg;
 }
 
+void store_set_task_relay(struct store *st, bool (*hand)(json_t *rows, void *arg), void *arg, int64_t lease_ms)
+{
+	if (hand) { /* (turned off, they stay as they were for a lane that read hand just before) */
+		st->task_relay_arg = arg;
+		st->task_relay_lease_ms = lease_ms;
+	}
+	atomic_store(&st->task_relay, hand); /* after its argument: a lane that sees it sees them */
+}
+
 bool store_task_take_handoff(struct store_op *op, int64_t now)
 {
 	if (!op->task || !op->worker[0])

@@ -144,13 +144,19 @@ struct pg_fast {
 	enum soma_err err;	/* the outcome */
 	bool found, created;	/* the statement returned the session's row; it was new */
 	int64_t seq;		/* the event's seq */
+	bool relayed;		/* its task is stored claimed for the relay, handed to it after the COMMIT */
+	int64_t available_ms;	/* its task's available_ms (its eta; now when it has none) */
 };
 extern const char *const pg_fast_sql, *const pg_fast_direct_sql;
 
 /* A pg_fast for op (malloc'd; completes op->event with its session_id, created_at and a
- * placeholder seq), or NULL when op is not one (attachments, an event the statement cannot hold)
+ * placeholder seq; relay_lease_ms > 0: its task is stored claimed for the relay for that long,
+ * store_set_task_relay), or NULL when op is not one (attachments, an event the statement cannot hold)
  * or on OOM: it then runs on the writer as pg_sql_write. */
-struct pg_fast *pg_fast_new(struct store_op *op);
+struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms);
+/* The task row of a committed f whose task is relayed (f->relayed), as TASK_RELAY_CLAIM returns
+ * one (a new object, the caller's; NULL on OOM). */
+json_t *pg_fast_task_row(const struct pg_fast *f);
 /* After its transaction committed (or failed: f->err): fills op (err; on success seq, event,
  * event_text, created) from f. */
 void pg_fast_apply(struct pg_fast *f);

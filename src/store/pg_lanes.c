@@ -230,16 +230,39 @@ static void group_run(struct pgconn *c, struct pg_fast **g, size_t n)
 
 /* ---- the lanes' threads ------------------------------------------------------------------------ */
 
-/* Completes the ops of a settled group (lock not held): their outcomes, the task hook when one
- * committed a task some worker must reserve, then each op's commit hook and completion, in order. */
+/* Hands the committed tasks of g stored claimed for the relay to it, in commit order; false when
+ * none was taken (they wait for their lease; the task hook is called all the same). */
+static bool hand_tasks(struct store *st, struct pg_fast **g, size_t n)
+{
+	bool (*hand)(json_t *, void *) = atomic_load(&st->task_relay);
+	json_t *rows = hand ? json_array() : NULL;
+	for (size_t i = 0; rows && i < n; i++) {
+		if (g[i]->relayed && g[i]->op->err == SOMA_OK &&
+		    json_array_append_new(rows, pg_fast_task_row(g[i])) != 0)
+			break; /* (out of memory: the rest wait for their lease) */
+	}
+	if (!rows || json_array_size(rows) == 0) {
+		json_decref(rows);
+		return false;
+	}
+	return hand(rows, st->task_relay_arg);
+}
+
+/* Completes the ops of a settled group (lock not held): their outcomes, the tasks the relay
+ * claimed handed to it, the task hook when one committed a task some worker or relay must
+ * reserve, then each op's commit hook and completion, in order. */
 static void group_complete(struct store *st, struct pg_fast **g, size_t n)
 {
-	bool tasks = false;
+	bool tasks = false, relayed = false;
 	for (size_t i = 0; i < n; i++) {
 		pg_fast_apply(g[i]);
+		bool task = g[i]->op->err == SOMA_OK && g[i]->op->task;
 		/* a task handed to its worker already (queue/handoff.h) wakes nobody: it is reserved */
-		tasks |= g[i]->op->err == SOMA_OK && g[i]->op->task && !g[i]->op->worker[0];
+		tasks |= task && !g[i]->op->worker[0] && !g[i]->relayed;
+		relayed |= task && g[i]->relayed;
 	}
+	if (relayed && !hand_tasks(st, g, n))
+		tasks = true;
 	if (tasks && st->task_hook)
 		st->task_hook(st->task_hook_arg);
 	for (size_t i = 0; i < n; i++) {
@@ -349,7 +372,8 @@ bool pg_lanes_take(struct store *st, struct store_op *op, enum soma_err *err)
 	struct pg_lanes *L = st->pg ? st->pg->lanes : NULL;
 	if (!L || op->kind != STORE_OP_MESSAGE)
 		return false;
-	struct pg_fast *f = pg_fast_new(op); /* the JSON work, on the caller's thread */
+	/* the JSON work, on the caller's thread; the task claimed for the relay when it takes it */
+	struct pg_fast *f = pg_fast_new(op, atomic_load(&st->task_relay) ? st->task_relay_lease_ms : 0);
 	if (!f)
 		return false;
 	f->slot = session_hash(op->session_id) & (SLOTS - 1);

@@ -31,12 +31,15 @@
 	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "                        \
 	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "                      \
 	"SELECT $1, s.last_seq, $6, $2, $7, $8::text || s.last_seq || $9::text, $5 FROM s), "
-/* The task: queued, or (a worker's id in W) already reserved by that worker until R - a chat task
- * handed to an idle worker before its message committed (queue/handoff.h). */
+/* The task: queued; or (a worker's id in W) already reserved by that worker until R - a chat task
+ * handed to an idle worker before its message committed (queue/handoff.h); or (W NULL, R set)
+ * already claimed by this node's redis relay until R, which the lane hands it to after the
+ * COMMIT (store_set_task_relay): no claim statement, no second row version. */
 #define FAST_TASK(W, R)                                                                                            \
 	"t AS (INSERT INTO tasks(id, queue, name, tenant, session_id, payload, state, max_retries, available_ms, " \
 	"created_ms, updated_ms, worker, reserved_until_ms, attempts) SELECT $12, $13, $14, $2, $1, $15, "         \
-	"CASE WHEN " W "::text IS NULL THEN 'queued' ELSE 'reserved' END, $16, $17, $5, $5, "                      \
+	"CASE WHEN " W "::text IS NOT NULL THEN 'reserved' WHEN " R "::bigint IS NOT NULL THEN 'relaying' "        \
+	"ELSE 'queued' END, $16, $17, $5, $5, "                                                                    \
 	"coalesce(" W "::text, ''), coalesce(" R "::bigint, 0), CASE WHEN " W "::text IS NULL THEN 0 ELSE 1 END "  \
 	"FROM s WHERE $12::text IS NOT NULL) "                                                                     \
 	"SELECT last_seq, created FROM s"
@@ -67,7 +70,7 @@ void pg_fast_free(struct pg_fast *f)
 	free(f);
 }
 
-struct pg_fast *pg_fast_new(struct store_op *op)
+struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms)
 {
 	if (op->kind != STORE_OP_MESSAGE || op->attachments || !op->event)
 		return NULL;
@@ -146,10 +149,16 @@ struct pg_fast *pg_fast_new(struct store_op *op)
 		pg_param_text(p, f->content);
 	}
 	pg_param_text(p, task && op->worker[0] ? op->worker : NULL); /* handed to that worker already */
+	f->relayed = task && !op->worker[0] && relay_lease_ms > 0;
 	if (task && op->worker[0])
 		pg_param_int(p, now + op->delay_ms);
+	else if (f->relayed)
+		pg_param_int(p, now + relay_lease_ms); /* claimed for the relay, as TASK_RELAY_CLAIM would */
 	else
 		pg_param_text(p, NULL);
+	f->available_ms = task && json_object_get(task, "available_ms")
+				  ? json_integer_value(json_object_get(task, "available_ms"))
+				  : now;
 	return f;
 fallback:
 	free(text);
@@ -177,4 +186,16 @@ void pg_fast_apply(struct pg_fast *f)
 	op->event_text = malloc(cap);
 	if (op->event_text) /* the bytes the statement stored: head || seq || tail */
 		snprintf(op->event_text, cap, "%s%lld%s", f->head, (long long)f->seq, f->tail);
+}
+
+json_t *pg_fast_task_row(const struct pg_fast *f)
+{
+	const struct store_op *op = f->op;
+	json_t *t = op->task, *retries = json_object_get(t, "max_retries");
+	json_t *payload = json_deep_copy(json_object_get(t, "payload")); /* the op's stays its own */
+	return json_pack("{s:O, s:O, s:O, s:s, s:s, s:o, s:I, s:I, s:I, s:b}", "id", json_object_get(t, "id"), "queue",
+			 json_object_get(t, "queue"), "name", json_object_get(t, "name"), "tenant", op->tenant,
+			 "session_id", op->session_id, "payload", payload ? payload : json_object(), "attempts",
+			 (json_int_t)0, "max_retries", (json_int_t)(retries ? json_integer_value(retries) : 3),
+			 "available_ms", (json_int_t)f->available_ms, "requeued", 0);
 }

@@ -236,6 +236,13 @@ enum soma_err store_memory_search_here(struct store *st, struct store_op *op) SO
 void store_memory_search_here_close(void);
 /* Called after each committed batch that enqueued tasks (the local queue wakes workers). */
 void store_set_task_hook(struct store *st, void (*hook)(void *arg), void *arg);
+/* The redis queue's relay takes the tasks of MESSAGE ops that PostgreSQL's message lanes commit
+ * without claiming them: with a hand function set, such a task is stored already claimed
+ * ('relaying', its lease lease_ms from the statement) and, after its COMMIT, handed over on the
+ * lane's thread: rows is a new JSON array of task rows as TASK_RELAY_CLAIM returns them, the
+ * callee's (also when it returns false: it cannot take them, and they are published when their
+ * lease passes, by any node's relay). Set once before requests arrive; NULL turns it off. */
+void store_set_task_relay(struct store *st, bool (*hand)(json_t *rows, void *arg), void *arg, int64_t lease_ms);
 /* Says no copy of a task can be delivered after its outcome committed (the local queue: a
  * finished task leaves the tasks table in its outcome's transaction). Only then may a context
  * kept in memory answer a CONTEXT op that asks for a task's outcome (outcome_of): the cache

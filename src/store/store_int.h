@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "store/store.h"
 
@@ -89,22 +90,25 @@ struct op_queue {
 struct pg_store;
 
 struct store {
-	const struct store_driver *drv;			/* the driver's table */
-	struct pg_store *pg;				/* PostgreSQL driver state (pg.c); NULL on SQLite */
-	struct dbconn main;				/* CLI, migrations, keys, ping (serialized mode) */
-	char path[4200];				/* database file */
-	bool exec_running;				/* writer and readers started */
-	struct dbconn writer;				/* the writer thread's connection */
-	pthread_t writer_tid;				/* the group-commit writer */
-	struct op_queue wq;				/* write ops */
-	int nreaders;					/* reader threads */
-	struct dbconn readers[STORE_MAX_READERS];	/* one connection each */
-	pthread_t reader_tids[STORE_MAX_READERS];	/* reader threads */
-	struct op_queue rq;				/* read ops */
-	void (*task_hook)(void *arg);			/* after a commit that enqueued tasks */
-	void *task_hook_arg;				/* its argument */
-	void (*commit_hook)(const struct store_op *op); /* publishes committed events */
-	int wal_last_frames;				/* WAL frame count after the last commit (metrics) */
+	const struct store_driver *drv;			     /* the driver's table */
+	struct pg_store *pg;				     /* PostgreSQL driver state (pg.c); NULL on SQLite */
+	struct dbconn main;				     /* CLI, migrations, keys, ping (serialized mode) */
+	char path[4200];				     /* database file */
+	bool exec_running;				     /* writer and readers started */
+	struct dbconn writer;				     /* the writer thread's connection */
+	pthread_t writer_tid;				     /* the group-commit writer */
+	struct op_queue wq;				     /* write ops */
+	int nreaders;					     /* reader threads */
+	struct dbconn readers[STORE_MAX_READERS];	     /* one connection each */
+	pthread_t reader_tids[STORE_MAX_READERS];	     /* reader threads */
+	struct op_queue rq;				     /* read ops */
+	void (*task_hook)(void *arg);			     /* after a commit that enqueued tasks */
+	void *task_hook_arg;				     /* its argument */
+	bool (*_Atomic task_relay)(json_t *rows, void *arg); /* takes lane-committed tasks (store.h), or NULL */
+	void *task_relay_arg;				     /* its argument */
+	int64_t task_relay_lease_ms;			     /* their lease */
+	void (*commit_hook)(const struct store_op *op);	     /* publishes committed events */
+	int wal_last_frames;				     /* WAL frame count after the last commit (metrics) */
 	bool batch_needs_sync;	    /* writer: this batch holds an op whose commit must be durable */
 	bool writer_sync_normal;    /* writer (SQLite): synchronous=NORMAL is set now */
 	struct dbconn checkpointer; /* the checkpoint thread's connection */

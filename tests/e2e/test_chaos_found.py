@@ -67,14 +67,23 @@ def test_a_worker_killed_as_its_wait_returns_a_message_loses_nothing(soma, llm, 
         sid = post_message(gw, "first")["session_id"]
         wait_terminal(gw, sid, timeout=20)
         # the worker stopped while its threads wait on the queue: the message the gateway relays is
-        # handed by Redis to one of the waits, and the process never gets to record it
+        # handed by Redis to one of the waits (BLMOVE into the thread's inflight key, and the pop
+        # script queued behind it records it in unacked), and the process never gets to run it.
+        # The message must have been published for that: an empty list alone is also what a relay
+        # that has not published it yet leaves (the old check passed on that, never reaching here)
         out = None
+
+        def taken(task_id):
+            held = b"".join(r.hvals("unacked")) + b"".join(
+                m for k in r.keys("soma-inflight:*") for m in r.lrange(k, 0, -1))
+            return r.llen("conversation") == 0 and task_id.encode() in held
+
         for _ in range(5):
             time.sleep(0.5)  # back to waiting
             w.proc.send_signal(signal.SIGSTOP)
             out = post_message(gw, "second", session_id=sid)
             try:
-                wait_until(lambda: r.llen("conversation") == 0 and not r.hlen("unacked"), 5,
+                wait_until(lambda: taken(out["task_id"]), 5,
                            what="the message taken from the list by a waiting worker thread")
                 break
             except AssertionError:  # no thread was waiting when it stopped: the message stays queued

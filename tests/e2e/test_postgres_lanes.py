@@ -170,3 +170,35 @@ def test_an_outage_longer_than_the_retries_still_gets_each_message_its_reply(pg,
             assert types.count("assistant.final") == 1 and "assistant.error" not in types, (sid, types)
         dead = httpx.get(srv.url + "/v1/dead-letters", timeout=10).json()["items"]
         assert dead == [], dead
+
+
+def test_message_tasks_committed_while_redis_is_down_are_published_once_it_is_back(pg, soma):
+    """queue.driver=redis: a lane stores a message's task already claimed for this node's relay and
+    hands it over after the COMMIT (src/queue/relay.c). Messages acknowledged while Redis is down
+    keep their tasks in the outbox; once Redis is back every task is in the queue once and the
+    outbox is empty."""
+    from celery_util import DurableRedis, redis_sets
+    with DurableRedis() as redis:
+        db = pg.new_database("handoff")
+        srv = soma(f"store.url={db}", *redis_sets(redis), "bus.driver=redis", role="gateway")
+        conn = pg.connect("handoff")
+        conn.autocommit = True
+        try:
+            ids = [post_message(srv, "before the outage")["task_id"]]
+            c = redis.client()
+            wait_until(lambda: c.llen("conversation") == 1, 15, what="the first task in Redis")
+            redis.stop()
+            ids += [post_message(srv, f"during {i}")["task_id"] for i in range(20)]
+            time.sleep(1.5)  # the relay tries, fails and keeps the rows
+            redis.start()
+            c = redis.client()
+            wait_until(lambda: c.llen("conversation") >= len(ids), 30, what="every task in Redis")
+            cur = conn.cursor()
+            wait_until(lambda: (cur.execute("SELECT count(*) FROM tasks"), cur.fetchone())[1] == (0,), 15,
+                       what="the outbox to empty")
+            queued = b"".join(c.lrange("conversation", 0, -1))
+            assert c.llen("conversation") == len(ids)
+            assert all(queued.count(t.encode()) >= 1 for t in ids), ids
+        finally:
+            conn.close()
+            srv.stop()
