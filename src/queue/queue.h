@@ -38,9 +38,10 @@ struct task_ctx {
 	struct store *store;	    /* for the handler's own ops */
 	char error[512];	    /* failure text for RETRY / FAIL */
 	json_t *result;		    /* owned by the worker once set: SUCCESS result */
-	volatile bool cancel;	    /* stop: the session was deleted, or the process is stopping */
-	volatile bool shutdown;	    /* the stop is a shutdown: requeue rather than finish */
-	volatile bool keep_partial; /* the stop is the user's: keep what was produced so far */
+	_Atomic bool cancel;	    /* stop: the session was deleted, or the process is stopping; set by
+				     * other threads (shutdown, keep_partial first), read by the handler */
+	_Atomic bool shutdown;	    /* the stop is a shutdown: requeue rather than finish */
+	_Atomic bool keep_partial;  /* the stop is the user's: keep what was produced so far */
 	const char *worker;	    /* id of the worker running it (its reservation) */
 	int64_t lease_renewed_ms;   /* when the reservation was last extended */
 	const char *queue;	    /* the queue it came from */
@@ -53,7 +54,7 @@ struct task_ctx {
 	const char *tag;	    /* redis driver: the message's delivery tag */
 	int64_t soft_deadline_ms;   /* soft time limit (wall ms, 0 none): cancel, then FAILURE */
 	int64_t hard_deadline_ms;   /* hard time limit (wall ms, 0 none): FAILURE, the run is abandoned */
-	volatile int limit_hit;	    /* 1 soft, 2 hard time limit passed */
+	_Atomic int limit_hit;	    /* 1 soft, 2 hard time limit passed (set by the maintenance tick) */
 	struct commit_gate *gate;   /* handed over before its message committed (handoff.h): nothing may
 				     * be published or stored before the gate says committed; else NULL */
 	bool outage;		    /* set by a handler with TASK_RETRY when the store did not answer

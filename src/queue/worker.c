@@ -416,13 +416,18 @@ void queue_stop(int grace_ms)
 	}
 	int n = nworkers; /* no worker is started once stopping is set */
 	pthread_mutex_unlock(&lock);
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		pthread_join(workers[i].tid, NULL);
-		pthread_cond_destroy(&workers[i].cv);
-	}
+	/* under the lock: the maintenance tick, the Celery event thread and a hand-off still walk
+	 * the pools (queue_pool_each_running, queue_pools_json, wake_idle_locked); they see none
+	 * before a condition variable is destroyed */
+	pthread_mutex_lock(&lock);
 	nworkers = 0;
 	atomic_store(&idle_count, 0); /* every worker left idle_wait; a fresh start counts anew */
 	nslots = 0;
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < n; i++)
+		pthread_cond_destroy(&workers[i].cv);
 	queue_handlers_clear();
 	if (drv == &queue_redis_driver)
 		redis_queue_deinit();

@@ -115,7 +115,10 @@ uint64_t ctl_processed(void)
 
 json_t *ctl_event_new(const char *type)
 {
-	return json_pack("{s:s, s:s, s:f, s:i, s:i, s:I}", "type", type, "hostname", sched_nodename(), "timestamp",
+	/* first: it sets utcoffset once (pthread_once); as an argument beside utcoffset it could run
+	 * after utcoffset was read (C leaves the order unspecified) and the first event said 0 */
+	const char *hostname = sched_nodename();
+	return json_pack("{s:s, s:s, s:f, s:i, s:i, s:I}", "type", type, "hostname", hostname, "timestamp",
 			 (double)clock_wall_ms() / 1000.0, "utcoffset", utcoffset, "pid", (int)getpid(), "clock",
 			 (json_int_t)ctl_clock_next());
 }
