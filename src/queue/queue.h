@@ -30,36 +30,36 @@ enum task_outcome {
 struct commit_gate;
 
 struct task_ctx {
-	json_t *task;		    /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
-	const char *id;		    /* task id (in task) */
-	const char *tenant;	    /* task tenant (in task) */
-	const char *session_id;	    /* session, or NULL */
-	json_t *payload;	    /* borrowed */
-	struct store *store;	    /* for the handler's own ops */
-	char error[512];	    /* failure text for RETRY / FAIL */
-	json_t *result;		    /* owned by the worker once set: SUCCESS result */
-	_Atomic bool cancel;	    /* stop: the session was deleted, or the process is stopping; set by
-				     * other threads (shutdown, keep_partial first), read by the handler */
-	_Atomic bool shutdown;	    /* the stop is a shutdown: requeue rather than finish */
-	_Atomic bool keep_partial;  /* the stop is the user's: keep what was produced so far */
-	const char *worker;	    /* id of the worker running it (its reservation) */
-	int64_t lease_renewed_ms;   /* when the reservation was last extended */
-	const char *queue;	    /* the queue it came from */
-	int64_t visibility_ms;	    /* the queue's reservation time */
-	json_t *next_task;	    /* set by a handler that reserved the worker's next task with its ack;
-				     * owned by the worker once set */
-	bool store_ack;		    /* the task is a row of the store's queue: a handler may ack it in
-				     * its own commit (task_id on EVENT_APPEND); false on the redis driver */
-	void *drv;		    /* the driver state of the worker running it */
-	const char *tag;	    /* redis driver: the message's delivery tag */
-	int64_t soft_deadline_ms;   /* soft time limit (wall ms, 0 none): cancel, then FAILURE */
-	int64_t hard_deadline_ms;   /* hard time limit (wall ms, 0 none): FAILURE, the run is abandoned */
-	_Atomic int limit_hit;	    /* 1 soft, 2 hard time limit passed (set by the maintenance tick) */
-	struct commit_gate *gate;   /* handed over before its message committed (handoff.h): nothing may
-				     * be published or stored before the gate says committed; else NULL */
-	bool outage;		    /* set by a handler with TASK_RETRY when the store did not answer
-				     * (SOMA_ERR_UNAVAILABLE): the retry does not use up max_retries, so
-				     * an outage of PostgreSQL longer than the backoffs dead-letters nothing */
+	json_t *task;		   /* borrowed: {id, name, tenant, session_id?, payload, attempts, max_retries} */
+	const char *id;		   /* task id (in task) */
+	const char *tenant;	   /* task tenant (in task) */
+	const char *session_id;	   /* session, or NULL */
+	json_t *payload;	   /* borrowed */
+	struct store *store;	   /* for the handler's own ops */
+	char error[512];	   /* failure text for RETRY / FAIL */
+	json_t *result;		   /* owned by the worker once set: SUCCESS result */
+	_Atomic bool cancel;	   /* stop: the session was deleted, or the process is stopping; set by
+				    * other threads (shutdown, keep_partial first), read by the handler */
+	_Atomic bool shutdown;	   /* the stop is a shutdown: requeue rather than finish */
+	_Atomic bool keep_partial; /* the stop is the user's: keep what was produced so far */
+	const char *worker;	   /* id of the worker running it (its reservation) */
+	int64_t lease_renewed_ms;  /* when the reservation was last extended */
+	const char *queue;	   /* the queue it came from */
+	int64_t visibility_ms;	   /* the queue's reservation time */
+	json_t *next_task;	   /* set by a handler that reserved the worker's next task with its ack;
+				    * owned by the worker once set */
+	bool store_ack;		   /* the task is a row of the store's queue: a handler may ack it in
+				    * its own commit (task_id on EVENT_APPEND); false on the redis driver */
+	void *drv;		   /* the driver state of the worker running it */
+	const char *tag;	   /* redis driver: the message's delivery tag */
+	int64_t soft_deadline_ms;  /* soft time limit (wall ms, 0 none): cancel, then FAILURE */
+	int64_t hard_deadline_ms;  /* hard time limit (wall ms, 0 none): FAILURE, the run is abandoned */
+	_Atomic int limit_hit;	   /* 1 soft, 2 hard time limit passed (set by the maintenance tick) */
+	struct commit_gate *gate;  /* handed over before its message committed (handoff.h): nothing may
+				    * be published or stored before the gate says committed; else NULL */
+	bool outage;		   /* set by a handler with TASK_RETRY when the store did not answer
+				    * (SOMA_ERR_UNAVAILABLE): the retry does not use up max_retries, so
+				    * an outage of PostgreSQL longer than the backoffs dead-letters nothing */
 };
 
 typedef enum task_outcome (*task_handler_fn)(struct task_ctx *ctx);
