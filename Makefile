@@ -8,7 +8,7 @@ PYTHON    ?= /usr/bin/python3
 FUZZ_SECONDS ?= 1800
 FUZZ_RUNS ?= 1000000
 
-.PHONY: all deps build run test san unit e2e interop browser docs docs-check lint bench fuzz fuzz-smoke clean
+.PHONY: all deps build run test san unit e2e interop browser docs docs-check lint bench fuzz fuzz-smoke tsan clean
 
 all: build
 
@@ -87,5 +87,8 @@ bench: build
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
+tsan: deps
+	bash scripts/tsan.sh
+
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) build-tsan
