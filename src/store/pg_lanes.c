@@ -40,10 +40,11 @@
 #include "store/pg_int.h"
 #include "store/store_int.h"
 
-#define GROUP_MAX 256	/* messages in one lane transaction */
-#define QUEUE_MAX 65536 /* messages queued or in flight over all lanes; past it: 503 */
-#define SLOTS	  4096	/* entries of the session table (a power of two) */
-#define LANE_FILL 32	/* messages a lane holds before the next lane is used (lane_pick) */
+#define GROUP_MAX	   256	 /* messages in one lane transaction */
+#define QUEUE_MAX	   65536 /* messages queued or in flight over all lanes; past it: 503 */
+#define SLOTS		   4096	 /* entries of the session table (a power of two) */
+#define LANE_FILL	   32	 /* messages a lane holds before the next lane is used (lane_pick) */
+#define LANE_IDLE_CHECK_MS 1000	 /* an idle lane reads its session for a server-side end this often */
 
 struct lane {
 	struct pg_lanes *owner;	     /* the lanes it belongs to */
@@ -287,6 +288,27 @@ static void lane_wait_down(struct pg_lanes *L, struct lane *ln)
 	ln->retry_ms = retry;
 }
 
+/* While the lane is up and idle: waits for a message, but at most LANE_IDLE_CHECK_MS, then reads
+ * its session for an end the server sent meanwhile (pg_terminate_backend, a restart) and
+ * reconnects at once, so a lane that had no traffic is not found lost by the next message (a 503).
+ * Called and returns with the lock held. */
+static void lane_wait_idle(struct pg_lanes *L, struct lane *ln)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts); /* the lanes' condition variables use this clock */
+	ts.tv_sec += LANE_IDLE_CHECK_MS / 1000;
+	int rc = pthread_cond_timedwait(&ln->ready, &L->lock, &ts);
+	if (rc != ETIMEDOUT || ln->head || L->stopping)
+		return;
+	pthread_mutex_unlock(&L->lock);
+	pg_conn_check_idle(&ln->c);
+	bool up = pg_conn_ready(&ln->c) == SOMA_OK;
+	int64_t retry = ln->c.retry_ms;
+	pthread_mutex_lock(&L->lock);
+	ln->down = !up;
+	ln->retry_ms = retry;
+}
+
 /* Takes up to GROUP_MAX queued messages into g, marks them in flight. Lock held. */
 static size_t lane_take(struct lane *ln, struct pg_fast **g)
 {
@@ -317,7 +339,7 @@ static void *lane_main(void *arg)
 			if (ln->down)
 				lane_wait_down(L, ln);
 			else
-				pthread_cond_wait(&ln->ready, &L->lock);
+				lane_wait_idle(L, ln);
 			continue;
 		}
 		size_t n = lane_take(ln, g);

@@ -113,6 +113,34 @@ def test_lost_message_lanes_answer_503_and_heal(pg, soma):
     assert any(e.get("message") == last for e in history(srv, sid, limit=500))
 
 
+def test_idle_lanes_whose_sessions_were_ended_reconnect_by_themselves(pg, soma):
+    """An idle lane reads its session now and then (src/store/pg_lanes.c, lane_wait_idle): when
+    the server ended it, the lane reconnects without waiting for a message, so no request meets the
+    lost session (a 503). Before, an idle lane learned only from its next message."""
+    db = pg.new_database("idle")
+    srv = soma(f"store.url={db}", "store.message_connections=2", role="gateway")
+    post_message(srv, "before")
+    conn = pg.connect("idle")
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+
+        def lanes():
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'somaagent message lane'")
+            return {r[0] for r in cur.fetchall()}
+
+        wait_until(lambda: len(lanes()) == 2, 15, what="both message lanes connected")
+        old = lanes()
+        assert kill_lanes(pg, "idle") == 2
+        wait_until(lambda: len(lanes()) == 2 and not (lanes() & old), 15,
+                   what="both idle lanes to reconnect with no message sent")
+    finally:
+        conn.close()
+    for i in range(4):  # and every message is taken: none meets a lost session
+        r = httpx.post(srv.url + "/v1/session/message", json={"message": f"after {i}"}, timeout=10)
+        assert r.status_code == 200, r.text
+
+
 def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
     """queue.driver=redis: the relay's claim and delete commit without waiting for their WAL flush
     (src/store/pg_writer.c). A crash of PostgreSQL (immediate shutdown: no checkpoint, recovery from
