@@ -126,7 +126,16 @@ class PostgresServer:
         subprocess.run([str(PG_BIN / "initdb"), "-D", self.data, "-U", "soma", "-A", "trust", "-E", "UTF8",
                         "--no-sync", "--locale=C"], check=True, capture_output=True, preexec_fn=_as_postgres())
         self.proc = None
-        self.start()
+        for attempt in range(3):
+            try:
+                self.start()
+                break
+            except Exception:
+                # free_port's port can be taken before postgres binds it (another test's server):
+                # postgres then exits, and a first start may take another port; a restart may not
+                if attempt == 2 or port is not None or self.proc is None or self.proc.poll() is None:
+                    raise
+                self.port = free_port()
         self.url = self.database_url("soma") if self._ensure_db("soma") else None
 
     def start(self):
@@ -147,7 +156,7 @@ class PostgresServer:
                 self._admin().close()
                 return
             except Exception:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise
                 time.sleep(0.1)
 
