@@ -179,20 +179,26 @@ static void put_value(struct out *o, const json_t *v, int depth)
 	}
 }
 
+/* The text o holds, NUL-terminated, handed to the caller; NULL (and o freed) when writing failed. */
+static char *out_finish(struct out *o, size_t *len)
+{
+	if (o->bad || !reserve(o, 0)) {
+		free(o->p);
+		return NULL;
+	}
+	o->p[o->len] = '\0';
+	if (len)
+		*len = o->len;
+	return o->p;
+}
+
 char *json_out(const json_t *v, int any, size_t *len)
 {
 	if (!v || (!any && !json_is_object(v) && !json_is_array(v)))
 		return NULL;
 	struct out o = {0};
 	put_value(&o, v, 0);
-	if (o.bad || !reserve(&o, 0)) {
-		free(o.p);
-		return NULL;
-	}
-	o.p[o.len] = '\0';
-	if (len)
-		*len = o.len;
-	return o.p;
+	return out_finish(&o, len);
 }
 
 char *json_out_string(const char *s, size_t n, size_t *len)
@@ -201,12 +207,5 @@ char *json_out_string(const char *s, size_t n, size_t *len)
 		return NULL;
 	struct out o = {0};
 	put_string(&o, s, n);
-	if (o.bad || !reserve(&o, 0)) {
-		free(o.p);
-		return NULL;
-	}
-	o.p[o.len] = '\0';
-	if (len)
-		*len = o.len;
-	return o.p;
+	return out_finish(&o, len);
 }

@@ -272,36 +272,27 @@ static void group_complete(struct store *st, struct pg_fast **g, size_t n)
 	}
 }
 
-/* While the lane is down and idle: waits until its reconnect is due, then tries it. Called and
+/* While the lane is idle: waits for a message, but only until its reconnect is due when it is
+ * down, and at most LANE_IDLE_CHECK_MS when it is up; then, still idle, an up lane reads its
+ * session for an end the server sent meanwhile (pg_terminate_backend, a restart), so one that had
+ * no traffic is not found lost by its next message (a 503), and either tries to be up. Called and
  * returns with the lock held. */
-static void lane_wait_down(struct pg_lanes *L, struct lane *ln)
+static void lane_wait(struct pg_lanes *L, struct lane *ln)
 {
-	struct timespec ts = {(time_t)(ln->retry_ms / 1000), (long)(ln->retry_ms % 1000) * 1000000L};
+	struct timespec ts; /* the lanes' condition variables use CLOCK_MONOTONIC, as pg_exec.c's retry_ms */
+	if (ln->down) {
+		ts = (struct timespec){(time_t)(ln->retry_ms / 1000), (long)(ln->retry_ms % 1000) * 1000000L};
+	} else {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += LANE_IDLE_CHECK_MS / 1000;
+	}
 	int rc = pthread_cond_timedwait(&ln->ready, &L->lock, &ts);
 	if (rc != ETIMEDOUT || ln->head || L->stopping)
 		return;
+	bool was_down = ln->down;
 	pthread_mutex_unlock(&L->lock);
-	bool up = pg_conn_ready(&ln->c) == SOMA_OK;
-	int64_t retry = ln->c.retry_ms;
-	pthread_mutex_lock(&L->lock);
-	ln->down = !up;
-	ln->retry_ms = retry;
-}
-
-/* While the lane is up and idle: waits for a message, but at most LANE_IDLE_CHECK_MS, then reads
- * its session for an end the server sent meanwhile (pg_terminate_backend, a restart) and
- * reconnects at once, so a lane that had no traffic is not found lost by the next message (a 503).
- * Called and returns with the lock held. */
-static void lane_wait_idle(struct pg_lanes *L, struct lane *ln)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts); /* the lanes' condition variables use this clock */
-	ts.tv_sec += LANE_IDLE_CHECK_MS / 1000;
-	int rc = pthread_cond_timedwait(&ln->ready, &L->lock, &ts);
-	if (rc != ETIMEDOUT || ln->head || L->stopping)
-		return;
-	pthread_mutex_unlock(&L->lock);
-	pg_conn_check_idle(&ln->c);
+	if (!was_down)
+		pg_conn_check_idle(&ln->c);
 	bool up = pg_conn_ready(&ln->c) == SOMA_OK;
 	int64_t retry = ln->c.retry_ms;
 	pthread_mutex_lock(&L->lock);
@@ -336,10 +327,7 @@ static void *lane_main(void *arg)
 		if (!ln->head) {
 			if (L->stopping)
 				break;
-			if (ln->down)
-				lane_wait_down(L, ln);
-			else
-				lane_wait_idle(L, ln);
+			lane_wait(L, ln);
 			continue;
 		}
 		size_t n = lane_take(ln, g);
@@ -457,7 +445,7 @@ enum soma_err pg_lanes_start(struct store *st, int n, struct pg_lanes **out)
 	L->st = st;
 	L->n = n;
 	pthread_mutex_init(&L->lock, NULL);
-	pthread_condattr_t attr; /* lane_wait_down waits until a monotonic time (pg_exec.c's clock) */
+	pthread_condattr_t attr; /* lane_wait waits until a monotonic time (pg_exec.c's clock) */
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	for (int i = 0; i < n; i++) {
