@@ -199,5 +199,15 @@ X(MEMORY_BREAKER_FAILURES, "memory.breaker_failures", CFG_INT, "3", 1, 1000, NUL
 X(MEMORY_BREAKER_OPEN_MS, "memory.breaker_open_ms", CFG_INT, "15000", 100, 3600000, NULL, NULL, false, NULL, \
   "How long the breaker stays open before one probe may close it (and a failed call keeps memory degraded).") \
 X(MEMORY_HEALTH_INTERVAL_MS, "memory.health_interval_ms", CFG_INT, "2000", 100, 600000, NULL, NULL, false, NULL, \
-  "Interval of SomaBrain /health probes.")
+  "Interval of SomaBrain /health probes.") \
+X(OTEL_ENDPOINT, "otel.endpoint", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, "OTEL_EXPORTER_OTLP_ENDPOINT", \
+  "Base URL of an OTLP/HTTP collector (spans are POSTed as JSON to <url>/v1/traces), e.g. http://127.0.0.1:4318; empty: no traces.") \
+X(OTEL_SERVICE_NAME, "otel.service_name", CFG_STRING, "somaagent", 0, 0, NULL, validate_nonempty, false, NULL, \
+  "The service.name resource attribute of exported spans.") \
+X(OTEL_QUEUE_SIZE, "otel.queue_size", CFG_INT, "2048", 16, 1000000, NULL, NULL, false, NULL, \
+  "Finished spans held for export; when the collector falls behind, further spans are dropped (soma_trace_spans_dropped_total).") \
+X(OTEL_BATCH_SIZE, "otel.batch_size", CFG_INT, "512", 1, 100000, NULL, NULL, false, NULL, \
+  "Most spans per export request; a batch is sent when full or after 1 s.") \
+X(OTEL_TIMEOUT_MS, "otel.timeout_ms", CFG_INT, "5000", 100, 60000, NULL, NULL, false, NULL, \
+  "Time allowed for one export request (connect included); also bounds the flush at shutdown.")
 /* clang-format on */

@@ -21,6 +21,7 @@
 #include "core/config_show.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/otlp.h"
 #include "identity/identity.h"
 #include "llm/llm.h"
 #include "orchestrator/app.h"
@@ -203,9 +204,15 @@ int cmd_run(const struct cli *cli)
 		registry_free(app.registry);
 		return EXIT_RUNTIME;
 	}
+	if (otlp_start() != SOMA_OK) {
+		registry_free(app.registry);
+		llm_global_deinit();
+		return EXIT_RUNTIME;
+	}
 	uint64_t t0 = clock_mono_ns();
 	if (registry_start(app.registry, role, why, sizeof(why)) != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
+		otlp_stop();
 		registry_free(app.registry);
 		metrics_reset();
 		llm_global_deinit();
@@ -224,6 +231,7 @@ int cmd_run(const struct cli *cli)
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg_int(CFG_SHUTDOWN_GRACE_S));
 	arm_second_signal(&set);
 	registry_stop(app.registry);
+	otlp_stop(); /* after the services: the spans of the last requests and tasks go out too */
 	services_free();
 	registry_free(app.registry);
 	metrics_reset();
