@@ -42,6 +42,7 @@ struct http_conn;
 struct evbuffer;
 struct event_base;
 struct io_thread;
+struct trace_span;
 
 struct http_req {
 	/* parsed request; every str points into the request arena */
@@ -69,6 +70,7 @@ struct http_req {
 	struct arena *arena;		    /* freed after the response */
 	uint64_t start_ns;		    /* monotonic time of the first byte */
 	unsigned mw_passed;		    /* once-only steps (limits, policy) already passed (middleware.c) */
+	struct trace_span *span;	    /* the SERVER span (in the arena), NULL when tracing is off */
 
 	/* response state */
 	int status;					    /* 0 until responded */

@@ -17,6 +17,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "http/http.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
@@ -51,10 +52,29 @@ void http_metrics_register(void)
 					     dlabels, buckets, sizeof(buckets) / sizeof(buckets[0]));
 }
 
+/* The SERVER span of a request, child of a valid traceparent (else a new trace); named when the
+ * route is known (http_pipeline_complete). Started from the request's first byte. */
+static void server_span_start(struct http_req *req)
+{
+	struct trace_span *s = arena_alloc(req->arena, sizeof(*s));
+	struct str tp = http_req_header(req, "traceparent");
+	struct trace_ctx parent;
+	if (!s || !trace_parse(tp.p, tp.len, &parent))
+		parent.valid = false;
+	if (!s || !trace_span_start(s, &parent, "HTTP", TRACE_KIND_SERVER))
+		return;
+	uint64_t now = clock_mono_ns();
+	if (req->start_ns && req->start_ns <= now && s->start_ns > now - req->start_ns)
+		s->start_ns -= now - req->start_ns;
+	req->span = s;
+}
+
 void http_request_id_assign(struct http_req *req)
 {
 	if (req->request_id[0])
 		return; /* assigned already (a request authorised before its body was read) */
+	if (trace_enabled() && req->arena)
+		server_span_start(req);
 	struct str given = http_req_header(req, "x-request-id");
 	if (given.p && ids_request_id_valid(given.p, given.len)) {
 		memcpy(req->request_id, given.p, given.len);
@@ -327,6 +347,23 @@ static const char *method_label(struct str m)
 	return "other";
 }
 
+/* Names, marks and ends the SERVER span; writes its trace id (hex) into trace_id. */
+static void server_span_end(struct http_req *req, const char *method, char trace_id[TRACE_ID_HEX + 1])
+{
+	struct trace_span *s = req->span;
+	const char *m = strcmp(method, "other") == 0 ? "HTTP" : method;
+	const char *route = req->route ? http_route_pattern(req->route) : NULL;
+	snprintf(s->name, sizeof(s->name), "%s%s%s", m, route ? " " : "", route ? route : "");
+	trace_span_attr_str(s, "http.request.method", method == m ? method : "_OTHER");
+	if (route)
+		trace_span_attr_str(s, "http.route", route);
+	trace_span_attr_int(s, "http.response.status_code", req->status);
+	if (req->status >= 500)
+		s->status = TRACE_STATUS_ERROR;
+	trace_hex(s->trace_id, 16, trace_id);
+	trace_span_end(s);
+}
+
 void http_pipeline_complete(struct http_req *req)
 {
 	double secs = (double)(clock_mono_ns() - req->start_ns) / 1e9;
@@ -334,6 +371,9 @@ void http_pipeline_complete(struct http_req *req)
 	const char *method = method_label(req->method);
 	snprintf(status, sizeof(status), "%d", req->status);
 	const char *route = req->route ? http_route_pattern(req->route) : "unmatched";
+	char trace_id[TRACE_ID_HEX + 1] = "";
+	if (req->span && req->span->on)
+		server_span_end(req, method, trace_id);
 	if (requests_total) {
 		struct series_pair *sp = series_for(route, method, req->status, status);
 		metric_add(sp->count, 1);
@@ -347,6 +387,7 @@ void http_pipeline_complete(struct http_req *req)
 	snprintf(path, sizeof(path), "%.*s", (int)(req->path.len < 255 ? req->path.len : 255), req->path.p);
 	struct log_field f[] = {
 		LOG_STR("request_id", req->request_id),
+		LOG_STR("trace_id", trace_id[0] ? trace_id : NULL),
 		LOG_STR("method", raw_method),
 		LOG_STR("path", path),
 		LOG_STR("route", route),

@@ -1,0 +1,226 @@
+"""Traces (ARCHITECTURE.md section 7, interop.md section 6): W3C traceparent accepted on every
+request, a SERVER span per request exported as OTLP/HTTP JSON to otel.endpoint, propagated through
+the conversation.process task to the LLM call; a collector that is down, slow, refusing or hung
+never affects requests. The collector is the fake of tests/fakes/otlp/server.py, which checks
+every body's shape (lowerCamelCase keys, hex ids, decimal-string times) and answers 400 to a bad
+one: every test asserts that no export was malformed."""
+
+import subprocess
+
+import pytest
+
+from e2e_util import (PYTHON, REPO, find_samples, free_port, http, parse_metrics, post_message,
+                      wait_terminal, wait_until)
+
+FAKE = REPO / "tests" / "fakes" / "otlp" / "server.py"
+GOOD_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+GOOD_PARENT = "00f067aa0ba902b7"
+GOOD = f"00-{GOOD_TRACE}-{GOOD_PARENT}-01"
+
+
+class FakeCollector:
+    def __init__(self, log_dir):
+        self.port = free_port()
+        self.log = open(log_dir / "fake-otlp.log", "wb")
+        self.proc = subprocess.Popen([PYTHON, str(FAKE), "--port", str(self.port)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(self._up, 10, what="the fake OTLP collector to listen")
+
+    def _up(self):
+        try:
+            return http().get(self.url + "/_received", timeout=1).status_code == 200
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
+
+    def control(self, **kw):
+        assert http().post(self.url + "/_control", json=kw, timeout=5).status_code == 200
+
+    def received(self):
+        return http().get(self.url + "/_received", timeout=5).json()["requests"]
+
+    def spans(self):
+        return http().get(self.url + "/_spans", timeout=5).json()["spans"]
+
+    def wait_span(self, pred, what, timeout=15):
+        return wait_until(lambda: next((s for s in self.spans() if pred(s)), None), timeout, interval=0.1,
+                          what=what)
+
+    def assert_well_formed(self):
+        for r in self.received():
+            assert not r["problems"], r["problems"]
+            assert r["content_type"] == "application/json", r["content_type"]
+
+    def sets(self, *extra):
+        return (f"otel.endpoint={self.url}",) + extra
+
+    def stop(self):
+        http().post(self.url + "/_reset", json={}, timeout=5)  # releases hung requests
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture
+def collector(tmp_path):
+    c = FakeCollector(tmp_path)
+    yield c
+    c.stop()
+
+
+def attrs(span):
+    out = {}
+    for a in span.get("attributes", []):
+        (kind, v), = a["value"].items()
+        out[a["key"]] = int(v) if kind == "intValue" else v
+    return out
+
+
+def counter(srv, name):
+    _, samples = parse_metrics(http().get(srv.url + "/metrics", timeout=5).text)
+    found = find_samples(samples, name)
+    assert found, f"{name} is not on /metrics"
+    return found[0][1]
+
+
+def health(srv, traceparent=None, rid=None):
+    headers = {}
+    if traceparent is not None:
+        headers["TraceParent"] = traceparent  # header names are case-insensitive
+    if rid:
+        headers["X-Request-Id"] = rid
+    r = http().get(srv.url + "/v1/health", headers=headers, timeout=5)
+    assert r.status_code == 200, r.text
+    return r
+
+
+# ---- server spans -----------------------------------------------------------------------------
+
+
+def test_valid_traceparent_continues_the_trace(soma, collector):
+    srv = soma(*collector.sets("otel.service_name=soma-e2e"))
+    health(srv, GOOD, rid="tp-valid")
+    s = collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "the SERVER span of the request")
+    assert s["parentSpanId"] == GOOD_PARENT, s
+    assert s["spanId"] != GOOD_PARENT and len(s["spanId"]) == 16, s
+    assert s["name"] == "GET /v1/health", s
+    assert s["kind"] == 2, s
+    assert s["serviceName"] == "soma-e2e", s
+    a = attrs(s)
+    assert a["http.response.status_code"] == 200 and a["http.route"] == "/v1/health", a
+    assert a["http.request.method"] == "GET", a
+    assert s["status"].get("code", 0) == 0, s
+    line = srv.wait_log(lambda o: o.get("request_id") == "tp-valid" and "status" in o, what="the access log line")
+    assert line["trace_id"] == GOOD_TRACE, line
+    collector.assert_well_formed()
+
+
+@pytest.mark.parametrize("bad", [
+    GOOD.upper(),                                              # uppercase hex
+    f"00-{'0' * 32}-{GOOD_PARENT}-01",                         # all-zero trace id
+    f"00-{GOOD_TRACE}-{'0' * 16}-01",                          # all-zero parent id
+    f"ff-{GOOD_TRACE}-{GOOD_PARENT}-01",                       # version ff
+    f"00-{GOOD_TRACE[:-1]}-{GOOD_PARENT}-01",                  # wrong length
+    f"00-{GOOD_TRACE}-{GOOD_PARENT}-01-extra",                 # version 00 with more
+    None,                                                      # no header
+])
+def test_invalid_or_missing_traceparent_starts_a_new_trace(soma, collector, bad):
+    srv = soma(*collector.sets())
+    health(srv, bad, rid="tp-bad")
+    line = srv.wait_log(lambda o: o.get("request_id") == "tp-bad" and "status" in o, what="the access log line")
+    tid = line["trace_id"]
+    assert len(tid) == 32 and tid != GOOD_TRACE and tid != "0" * 32, line
+    s = collector.wait_span(lambda s: s["traceId"] == tid, "the span of the new trace")
+    assert "parentSpanId" not in s or not s["parentSpanId"], s
+    collector.assert_well_formed()
+
+
+def test_span_names_use_the_route_template_and_mark_errors(soma, collector):
+    srv = soma(*collector.sets())
+    r = http().get(srv.url + "/v1/sessions/abc-123/history", headers={"traceparent": GOOD}, timeout=5)
+    assert r.status_code in (200, 404), r.text
+    s = collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "the span of the history request")
+    assert s["name"] == "GET /v1/sessions/{id}/history", s
+    assert "abc-123" not in s["name"]
+    r = http().get(srv.url + "/no/such/route/42", headers={"traceparent": GOOD.replace("4bf9", "5bf9")}, timeout=5)
+    assert r.status_code == 404
+    s = collector.wait_span(lambda s: s["traceId"].startswith("5bf9"), "the span of the 404")
+    assert s["name"] == "GET", s  # no route matched: the method alone, never the raw path
+    assert attrs(s)["http.response.status_code"] == 404
+    collector.assert_well_formed()
+
+
+def test_env_alias_sets_the_endpoint(soma, collector):
+    srv = soma(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+    health(srv, GOOD)
+    collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "a span exported through the env alias")
+    collector.assert_well_formed()
+
+
+def test_no_endpoint_no_export(soma, collector, tmp_path):
+    srv = soma("otel.service_name=untraced")  # otel.endpoint empty
+    for _ in range(5):
+        r = health(srv, GOOD, rid="tp-off")
+        assert r.status_code == 200
+    line = srv.wait_log(lambda o: o.get("request_id") == "tp-off" and "status" in o, what="the access log line")
+    assert "trace_id" not in line, line
+    # a second server on the same collector proves that one export would have arrived by now
+    other = soma(*collector.sets())
+    health(other, GOOD)
+    collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "the traced server's span")
+    assert not [s for s in collector.spans() if s["serviceName"] == "untraced"]
+    assert counter(srv, "soma_trace_spans_exported_total") == 0
+
+
+# ---- a collector that misbehaves ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_refused_export_is_not_retried(soma, collector, status):
+    srv = soma(*collector.sets())
+    collector.control(mode=str(status), times=1)
+    health(srv, GOOD)
+    wait_until(lambda: counter(srv, "soma_trace_spans_failed_total") >= 1, 15, what="the failed counter")
+    second = GOOD.replace("4bf9", "6bf9")
+    health(srv, second)
+    collector.wait_span(lambda s: s["traceId"].startswith("6bf9"), "the next request's span")
+    got = collector.received()
+    assert [r["status"] for r in got] == [status, 200], got
+    # the refused batch was not sent again (the other spans are the test's own /metrics scrapes)
+    assert not any(s["traceId"] == GOOD_TRACE for s in got[1]["spans"]), got[1]["spans"]
+    assert counter(srv, "soma_trace_export_retries_total") == 0
+    srv.wait_log(lambda o: o.get("service") == "otel" and o.get("level") == "warn", what="the export warning")
+
+
+def test_429_is_retried_honouring_retry_after(soma, collector):
+    srv = soma(*collector.sets())
+    collector.control(mode="429", times=1, retry_after=1)
+    health(srv, GOOD)
+    collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "the span, sent again after the 429")
+    got = collector.received()
+    assert [r["status"] for r in got] == [429, 200], got
+    assert got[0]["spans"] == got[1]["spans"]
+    assert counter(srv, "soma_trace_export_retries_total") >= 1
+    assert counter(srv, "soma_trace_spans_exported_total") >= 1
+    assert counter(srv, "soma_trace_spans_failed_total") == 0
+
+
+def test_collector_down_requests_unaffected(soma):
+    srv = soma(f"otel.endpoint=http://127.0.0.1:{free_port()}", "otel.timeout_ms=500", "otel.queue_size=16",
+               "otel.batch_size=4")
+    for i in range(60):
+        health(srv, GOOD)  # each answers 200 at once: nothing waits on the collector
+    wait_until(lambda: counter(srv, "soma_trace_spans_dropped_total") > 0, 15, what="spans dropped")
+    wait_until(lambda: counter(srv, "soma_trace_spans_failed_total") > 0, 30, what="spans failed")
+    assert counter(srv, "soma_trace_spans_exported_total") == 0
+
+
+def test_hung_collector_requests_unaffected(soma, collector):
+    collector.control(mode="hang", times=-1)
+    srv = soma(*collector.sets("otel.timeout_ms=1000", "otel.queue_size=16", "otel.batch_size=4"))
+    for _ in range(60):
+        health(srv, GOOD)
+    wait_until(lambda: counter(srv, "soma_trace_spans_dropped_total") > 0, 15, what="spans dropped")
+    wait_until(lambda: len(collector.received()) >= 1, 15, what="an export attempt")
+    wait_until(lambda: counter(srv, "soma_trace_export_retries_total") >= 1, 15, what="a retry after the timeout")
+    # the exporter gives up on the hung collector within its bounds: shutdown (teardown) exits 0
