@@ -19,6 +19,7 @@
 #include "core/event.h"
 #include "core/ids.h"
 #include "core/str_copy.h"
+#include "core/trace.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
@@ -164,7 +165,7 @@ static void ingest_free(void *arg)
 }
 
 /* The conversation.process task of a message (owned; NULL when memory ran out or a string is not
- * UTF-8): {id, queue, name, payload:{event_id, subject, scopes, persona_id}, max_retries}, built
+ * UTF-8): {id, queue, name, payload:{event_id, subject, scopes, persona_id, traceparent?}, max_retries}, built
  * member by member (what json_pack built, without reading a format per message). */
 static json_t *task_new(const char *task_id, json_t *event_id, const struct http_req *req, const char *persona)
 {
@@ -180,6 +181,11 @@ static json_t *task_new(const char *task_id, json_t *event_id, const struct http
 		json_object_set_nocheck(task, "payload", payload) == 0 &&
 		json_object_set_new_nocheck(task, "max_retries",
 					    json_integer((json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES))) == 0;
+	if (ok && req->span && req->span->on) { /* the task continues the request's trace */
+		char tp[TRACEPARENT_LEN + 1];
+		trace_span_traceparent(req->span, tp);
+		ok = json_object_set_new_nocheck(payload, "traceparent", json_string(tp)) == 0;
+	}
 	json_decref(payload);
 	if (!ok) {
 		json_decref(task);

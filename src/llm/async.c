@@ -393,6 +393,8 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 	a->req = *req;
 	a->req.messages = NULL;
 	a->req.model = NULL; /* only read by the body, built below */
+	/* borrowed for llm_chat only: a retry here would read it after the caller returned */
+	a->req.traceparent = NULL;
 	a->cb = *cb;
 	a->cb.should_cancel = NULL;
 	a->done = done;

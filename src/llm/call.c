@@ -297,6 +297,10 @@ bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const ch
 		goto fail;
 	if (headers && c->req->stream && !curl->slist_append(headers, "Accept: text/event-stream"))
 		goto fail;
+	char tp[80]; /* "traceparent: " + 55 characters */
+	if (headers && c->req->traceparent && snprintf(tp, sizeof(tp), "traceparent: %s", c->req->traceparent) > 0 &&
+	    !curl->slist_append(headers, tp))
+		goto fail;
 	if (!headers || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK)
 		goto fail;
 	c->curl = h;

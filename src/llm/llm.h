@@ -52,6 +52,9 @@ struct llm_request {
 	double temperature; /* < 0: not sent */
 	int64_t max_tokens; /* <= 0: not sent */
 	bool stream;	    /* ask for a streamed reply */
+
+	/* borrowed: sent as the W3C traceparent header when not NULL (llm_chat only) */
+	const char *traceparent;
 };
 
 struct llm_callbacks {

@@ -36,7 +36,7 @@
 struct fields {
 	struct jspan body, ctype, headers, props;			      /* envelope */
 	struct jspan task, id, retries, eta, expires, timelimit, compression; /* headers */
-	struct jspan payload, tenant, session, max_retries;		      /* our headers */
+	struct jspan payload, tenant, session, max_retries, traceparent;      /* our headers (+ W3C) */
 	struct jspan corr, tag, prio, benc, dinfo;			      /* properties */
 	struct jspan rk, exch;						      /* delivery_info */
 };
@@ -53,7 +53,8 @@ static const struct jwant hdr[] = {{"task", AT(task)},
 				   {"soma_payload", AT(payload)},
 				   {"soma_tenant", AT(tenant)},
 				   {"soma_session", AT(session)},
-				   {"soma_max_retries", AT(max_retries)}};
+				   {"soma_max_retries", AT(max_retries)},
+				   {"traceparent", AT(traceparent)}};
 static const struct jwant prop[] = {{"correlation_id", AT(corr)},
 				    {"delivery_tag", AT(tag)},
 				    {"priority", AT(prio)},
@@ -64,8 +65,8 @@ static const struct jwant dinfo[] = {{"routing_key", AT(rk)}, {"exchange", AT(ex
 /* The header values read here: a typed object among them is left to the jansson reader. */
 static bool plain_headers(const struct fields *f)
 {
-	const struct jspan *v[] = {&f->task,	  &f->id,     &f->retries, &f->eta,	   &f->expires,
-				   &f->timelimit, &f->tenant, &f->session, &f->max_retries};
+	const struct jspan *v[] = {&f->task,	  &f->id,     &f->retries, &f->eta,	    &f->expires,
+				   &f->timelimit, &f->tenant, &f->session, &f->max_retries, &f->traceparent};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		if (jscan_is(*v[i], '{'))
 			return false;
@@ -161,15 +162,15 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 		return false;
 	if (jscan_is(f.props, '{') && !jscan_members(&t, false, f.props, prop, 5, &f))
 		return false;
-	if (!jscan_members(&t, false, f.headers, hdr, 11, &f) || f.compression.p || !jscan_is(f.task, '"') ||
+	if (!jscan_members(&t, false, f.headers, hdr, 12, &f) || f.compression.p || !jscan_is(f.task, '"') ||
 	    !plain_headers(&f) || (jscan_is(f.dinfo, '{') && !jscan_members(&t, false, f.dinfo, dinfo, 2, &f)))
 		return false;
 	if (jscan_is(f.benc, '"') && memchr(f.benc.p, '\\', f.benc.n)) /* it could spell base64 */
 		return false;
 	/* every string kept is at most its raw length; the body is decoded in the same buffer first */
 	size_t cap = f.body.n + 16;
-	const struct jspan *keep[] = {&f.task, &f.id,	  &f.corr,    &f.tag, &f.rk,
-				      &f.exch, &f.tenant, &f.session, &f.eta, &f.expires};
+	const struct jspan *keep[] = {&f.task,	 &f.id,	     &f.corr, &f.tag,	  &f.rk,	 &f.exch,
+				      &f.tenant, &f.session, &f.eta,  &f.expires, &f.traceparent};
 	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 		cap += keep[i]->n + 1;
 	char *strs = malloc(cap), *o;
@@ -186,6 +187,7 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 	out->exchange = jscan_is(f.exch, '"') ? jscan_str(f.exch, &o) : "";
 	out->tenant = jscan_str(f.tenant, &o);
 	out->session = jscan_str(f.session, &o);
+	out->traceparent = jscan_str(f.traceparent, &o);
 	int64_t prio = jscan_int(f.prio);
 	out->priority = prio < 0 ? 0 : prio > 9 ? 9 : (int)prio;
 	out->retries = jscan_int(f.retries);

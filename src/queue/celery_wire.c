@@ -214,6 +214,7 @@ static void soma_headers(struct celery_msg *m)
 	m->payload = json_is_object(payload) ? json_incref(payload) : NULL;
 	m->tenant = json_string_value(json_object_get(m->headers, "soma_tenant"));
 	m->session = json_string_value(json_object_get(m->headers, "soma_session"));
+	m->traceparent = json_string_value(json_object_get(m->headers, "traceparent"));
 	m->has_max_retries = json_is_integer(mr);
 	m->max_retries = json_integer_value(mr);
 }

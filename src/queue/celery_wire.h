@@ -49,6 +49,7 @@ struct celery_msg {
 	const char *delivery_tag; /* properties.delivery_tag, or "" (borrowed) */
 	const char *tenant;	  /* headers.soma_tenant when a string, or NULL (borrowed) */
 	const char *session;	  /* headers.soma_session when a string, or NULL (borrowed) */
+	const char *traceparent;  /* headers.traceparent when a string, or NULL (borrowed) */
 	bool has_max_retries;	  /* headers.soma_max_retries is an integer */
 	int64_t max_retries;	  /* its value */
 	int priority;		  /* properties.priority clamped to 0..9 */

@@ -359,6 +359,8 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 	json_t *payload = m->payload ? json_copy(m->payload) : json_object();
 	json_object_set(payload, "args", m->args);
 	json_object_set(payload, "kwargs", m->kwargs);
+	if (m->traceparent) /* the header (ours, or a Celery producer's) continues its trace */
+		json_object_set_new(payload, "traceparent", json_string(m->traceparent));
 	const char *tenant = m->tenant;
 	int64_t now = clock_wall_ms();
 	json_t *t = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:s, s:s}", "id", m->id, "name", m->task, "tenant",

@@ -4,7 +4,8 @@
  *
  * DESIGN: our tasks travel as Celery v2 messages: args and kwargs in the body, the rest of our
  * payload (subject, scopes, event ids...) and the tenant/session in extra headers
- * (soma_tenant, soma_session, soma_payload, soma_max_retries), which Celery ignores. Options
+ * (soma_tenant, soma_session, soma_payload, soma_max_retries), which Celery ignores, and the
+ * payload's traceparent, when there is one, as the traceparent header. Options
  * (priority, expires, time limits) come from task.options. Pure builders plus one function that
  * appends to a caller's pipeline; no state.
  */
@@ -227,7 +228,8 @@ static void write_extra(struct wbuf *b, const json_t *payload)
 	bool first = true;
 	json_object_foreach((json_t *)payload, k, v)
 	{
-		if (!strcmp(k, "args") || !strcmp(k, "kwargs") || !strcmp(k, "options") || !strcmp(k, "celery"))
+		if (!strcmp(k, "args") || !strcmp(k, "kwargs") || !strcmp(k, "options") || !strcmp(k, "celery") ||
+		    !strcmp(k, "traceparent"))
 			continue;
 		wb_lit(b, first ? ",\"soma_payload\":{" : ",");
 		first = false;
@@ -290,6 +292,11 @@ static void write_headers(struct wbuf *b, const json_t *task, const char *name, 
 	wb_str_or_null(b, json_string_value(json_object_get(task, "session_id")));
 	wb_lit(b, ",\"soma_max_retries\":");
 	wb_int(b, mr ? (long long)json_integer_value(mr) : cfg_int(CFG_QUEUE_MAX_RETRIES));
+	const char *tp = json_string_value(json_object_get(payload, "traceparent"));
+	if (tp) { /* W3C trace context as a message header, where OpenTelemetry's Celery support puts it */
+		wb_lit(b, ",\"traceparent\":");
+		wb_str(b, tp);
+	}
 	if (json_is_object(payload))
 		write_extra(b, payload);
 	wb_lit(b, "}");

@@ -366,9 +366,15 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 	for (;;) {
 		json_t *messages = messages_for(rows, memories);
 		json_decref(rows);
-		struct llm_request req = {.messages = messages, .temperature = -1, .stream = true};
+		struct trace_span span;
+		char tp[TRACEPARENT_LEN + 1];
+		struct llm_request req = {.messages = messages,
+					  .temperature = -1,
+					  .stream = true,
+					  .traceparent = conv_llm_span_start(&span, cfg, tp)};
 		struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = g};
 		llm_chat(cfg, &req, &cb, res);
+		conv_llm_span_end(&span, res);
 		json_decref(messages);
 		limits_tokens_add(g->task->tenant,
 				  (res->input_tokens > 0 ? res->input_tokens : 0) +
@@ -396,7 +402,7 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
  * the recall's round trip to SomaBrain overlaps the read instead of following it. Handed over
  * early (t->gate), it also overlaps the message's commit; nothing is published, audited or
  * stored before that commit is confirmed. */
-enum task_outcome task_conversation_process(struct task_ctx *t)
+enum task_outcome conv_process(struct task_ctx *t)
 {
 	if (!t->session_id)
 		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "core/trace.h"
 #include "llm/llm.h"
 #include "policy/policy.h"
 #include "queue/queue.h"
@@ -60,6 +61,15 @@ void conv_insert_memories(json_t *messages, json_t *memories);
  * as json_pack gave it. */
 json_t *conv_final_meta(const char *status, const char *model, const char *finish, const char *generation_id,
 			int64_t deltas, int64_t input_tokens, int64_t output_tokens);
+/* ---- traces (conversation_trace.c) ---- */
+/* conversation.process itself (conversation.c); task_conversation_process runs it inside its
+ * CONSUMER span. */
+enum task_outcome conv_process(struct task_ctx *t);
+/* Starts the CLIENT span of one LLM call (a child of the task's span) in *span; returns the
+ * traceparent to send (in tp) or NULL when tracing is off. */
+const char *conv_llm_span_start(struct trace_span *span, const struct llm_config *cfg, char tp[TRACEPARENT_LEN + 1]);
+/* Ends it with the call's outcome (no-op when it did not start). */
+void conv_llm_span_end(struct trace_span *span, const struct llm_result *res);
 char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
 		      const char *text, size_t len, size_t *out_len);
 

@@ -224,3 +224,62 @@ def test_hung_collector_requests_unaffected(soma, collector):
     wait_until(lambda: len(collector.received()) >= 1, 15, what="an export attempt")
     wait_until(lambda: counter(srv, "soma_trace_export_retries_total") >= 1, 15, what="a retry after the timeout")
     # the exporter gives up on the hung collector within its bounds: shutdown (teardown) exits 0
+
+
+# ---- one trace from the request to the LLM call -------------------------------------------------
+
+
+@pytest.fixture
+def redis_q():
+    from servers import RedisServer
+    with RedisServer() as r:
+        yield r
+
+
+@pytest.mark.parametrize("queue", ["local-early", "local", "redis"])
+def test_chat_message_is_one_trace_down_to_the_llm(soma, llm, collector, request, queue):
+    sets = {"local-early": ("queue.early_start=true",), "local": ("queue.early_start=false",)}.get(queue)
+    if sets is None:
+        from celery_util import redis_sets
+        sets = tuple(redis_sets(request.getfixturevalue("redis_q")))
+    srv = soma(*collector.sets(*sets))
+    r = http().post(srv.url + "/v1/session/message", json={"message": "trace me"}, headers={"traceparent": GOOD},
+                    timeout=10)
+    assert r.status_code == 200, r.text
+    wait_terminal(srv, r.json()["session_id"], timeout=20)
+    in_trace = lambda kind: lambda s: s["traceId"] == GOOD_TRACE and s["kind"] == kind  # noqa: E731
+    server = collector.wait_span(in_trace(2), "the SERVER span of the message")
+    consumer = collector.wait_span(in_trace(5), "the CONSUMER span of conversation.process")
+    client = collector.wait_span(in_trace(3), "the CLIENT span of the LLM call")
+    assert server["name"] == "POST /v1/session/message" and server["parentSpanId"] == GOOD_PARENT, server
+    assert consumer["name"] == "conversation.process", consumer
+    assert consumer["parentSpanId"] == server["spanId"], (consumer, server)
+    assert attrs(consumer)["messaging.message.id"] == r.json()["task_id"], consumer
+    assert client["parentSpanId"] == consumer["spanId"], (client, consumer)
+    assert client["name"] == "chat fake-model", client
+    assert attrs(client)["http.response.status_code"] == 200, client
+    assert client["status"].get("code", 0) == 0, client
+    sent = [tp for tp in llm.stats()["traceparents"] if tp]
+    assert sent == [f"00-{GOOD_TRACE}-{client['spanId']}-01"], sent
+    collector.assert_well_formed()
+
+
+def test_llm_error_marks_the_client_span(soma, llm, collector):
+    srv = soma(*collector.sets("llm.max_retries=0"))
+    llm.control(mode="500", times=1)
+    r = http().post(srv.url + "/v1/session/message", json={"message": "fail"}, headers={"traceparent": GOOD},
+                    timeout=10)
+    assert r.status_code == 200, r.text
+    wait_terminal(srv, r.json()["session_id"], timeout=20)
+    client = collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE and s["kind"] == 3, "the CLIENT span")
+    assert client["status"]["code"] == 2, client
+    assert attrs(client)["http.response.status_code"] == 500, client
+
+
+def test_untraced_message_sends_no_traceparent_when_off(soma, llm):
+    srv = soma()  # otel.endpoint empty: nothing is propagated, even a valid incoming traceparent
+    r = http().post(srv.url + "/v1/session/message", json={"message": "quiet"}, headers={"traceparent": GOOD},
+                    timeout=10)
+    assert r.status_code == 200, r.text
+    wait_terminal(srv, r.json()["session_id"], timeout=20)
+    assert llm.stats()["traceparents"] == [None], llm.stats()["traceparents"]

@@ -33,6 +33,8 @@ static inline const char *celery_msg_differs(const struct celery_msg *a, const s
 		return "tenant";
 	if (!celery_same_str(a->session, b->session))
 		return "session";
+	if (!celery_same_str(a->traceparent, b->traceparent))
+		return "traceparent";
 	if (a->has_max_retries != b->has_max_retries || a->max_retries != b->max_retries)
 		return "max_retries";
 	if (a->priority != b->priority)

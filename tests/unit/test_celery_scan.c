@@ -196,6 +196,10 @@ Test(celery_scan, odd_but_valid_envelopes)
 		"\"soma_session\":\"s\\u00e9\",\"soma_max_retries\":-2,\"soma_payload\":{\"subject\":\"u\"}}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"soma_tenant\":1,"
 		"\"soma_session\":null,\"soma_max_retries\":2.5,\"soma_payload\":[1]}}",
+		/* W3C trace context (a string, or not) */
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"traceparent\":"
+		"\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"}}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"traceparent\":7}}",
 		/* times: a long fraction, an offset */
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"eta\":"
 		"\"2026-11-27T12:56:49.4610349999999999999+02:00\",\"expires\":\"2026-11-27 10:56\"}}",
@@ -241,6 +245,8 @@ Test(celery_scan, odd_but_valid_envelopes)
 		"{\"body\":\"W1tdLHt9LHt9XQ==\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":"
 		"{\"body_encoding\":\"base\\u0036\\u0034\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":1234567890123456789}}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"traceparent\":{\"__type__\":"
+		"\"s\",\"__value__\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"}}}",
 	};
 	for (size_t i = 0; i < sizeof(deferred) / sizeof(deferred[0]); i++) {
 		struct celery_msg m;

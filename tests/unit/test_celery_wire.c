@@ -340,3 +340,25 @@ Test(celery_wire, the_result_meta_is_byte_for_byte_what_jansson_built)
 	json_decref(extra);
 	json_decref(result);
 }
+
+Test(celery_wire, a_traceparent_rides_as_a_header_only_when_present)
+{
+	static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	json_t *task = json_pack("{s:s, s:s, s:s, s:{s:[], s:s, s:s}}", "id", "t1", "name", "conversation.process",
+				 "queue", "conversation", "payload", "args", "subject", "u", "traceparent", tp);
+	char key[CELERY_KEY_MAX], why[256];
+	char *text = redis_task_envelope(task, 0, 0, key);
+	cr_assert_not_null(text);
+	struct celery_msg m;
+	cr_assert_eq(celery_envelope_decode(text, strlen(text), &m, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_str_eq(m.traceparent, tp);
+	cr_assert_str_eq(json_string_value(json_object_get(m.payload, "subject")), "u");
+	cr_assert_null(json_object_get(m.payload, "traceparent"), "not in soma_payload as well");
+	celery_msg_deinit(&m);
+	free(text);
+	json_object_del(json_object_get(task, "payload"), "traceparent");
+	text = redis_task_envelope(task, 0, 0, key);
+	cr_assert_null(strstr(text, "traceparent"), "no header without a trace: %s", text);
+	free(text);
+	json_decref(task);
+}

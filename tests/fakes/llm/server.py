@@ -20,7 +20,8 @@ Control (test side):
         the next N requests (default 1; -1 = until changed) behave as `mode`; chunks/delay/text
         change the replies from now on.
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
-                     "aborted": streams whose client went away before the end}
+                     "aborted": streams whose client went away before the end,
+                     "traceparents": [the traceparent header of each completion request, or null]}
     POST /_reset -> back to defaults
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
@@ -56,6 +57,7 @@ def reset(args=None):
             "last_request": None,
             "modes": [],
             "aborted": 0,
+            "traceparents": [],     # the traceparent header of each completion request (None: absent)
         })
 
 
@@ -110,7 +112,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_stats":
             with state_lock:
                 self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
-                                     "modes": state["modes"], "aborted": state["aborted"]})
+                                     "modes": state["modes"], "aborted": state["aborted"],
+                                     "traceparents": state["traceparents"]})
         elif self.path.rstrip("/").endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
@@ -148,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         with state_lock:
             state["last_request"] = req
+            state["traceparents"].append(self.headers.get("traceparent"))
         (mode, retry_after), chunks, delay_ms, text = next_mode()
         if self.headers.get("Authorization", "") in ("", "Bearer ", "Bearer bad-key") or mode == "401":
             self.send_json(401, {"error": {"message": "Invalid API Key", "type": "invalid_request_error",
