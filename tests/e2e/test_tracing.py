@@ -223,7 +223,15 @@ def test_hung_collector_requests_unaffected(soma, collector):
     wait_until(lambda: counter(srv, "soma_trace_spans_dropped_total") > 0, 15, what="spans dropped")
     wait_until(lambda: len(collector.received()) >= 1, 15, what="an export attempt")
     wait_until(lambda: counter(srv, "soma_trace_export_retries_total") >= 1, 15, what="a retry after the timeout")
-    # the exporter gives up on the hung collector within its bounds: shutdown (teardown) exits 0
+    # the exporter is stuck on the hung collector: shutdown still ends, within otel.timeout_ms bounds
+    assert srv.stop(timeout=15) == 0
+
+
+def test_queued_spans_are_flushed_at_shutdown(soma, collector):
+    srv = soma(*collector.sets("otel.batch_size=1000"))  # no batch fills up: only the timer or the stop sends
+    health(srv, GOOD)
+    assert srv.stop(timeout=15) == 0
+    assert [s for s in collector.spans() if s["traceId"] == GOOD_TRACE], collector.received()
 
 
 # ---- one trace from the request to the LLM call -------------------------------------------------
