@@ -1,154 +1,86 @@
 /*
  * otlp_json.c - the body of an OTLP/HTTP JSON export (otlp_encode and otlp_traces_url, otlp.h).
  *
- * DESIGN: written as text into one growing buffer, no JSON tree: every value we write is either
- * hex, digits or a short string escaped by log_json_escape. OTLP's JSON mapping (interop.md 6.1):
- * lowerCamelCase keys, trace and span ids as lowercase hex (not base64), enums as integers,
- * 64-bit integers (times, intValue) as decimal strings, parentSpanId omitted on a root span.
- * Pure functions, any thread.
+ * DESIGN: a jansson tree of the batch, written by json_out. OTLP's JSON mapping (interop.md 6.1):
+ * lowerCamelCase keys, trace and span ids as lowercase hex (not base64), enums as integers, 64-bit
+ * integers (times, intValue) as decimal strings, parentSpanId left out on a root span. A name or
+ * value that is not valid UTF-8 (a cut config string) is sent as "" rather than losing the batch.
+ * Runs on the export thread only, never on a request's path. Pure functions, any thread.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "core/json_out.h"
 #include "core/otlp.h"
 
-struct obuf {
-	char *p;    /* text (owned until handed out) */
-	size_t len; /* bytes written */
-	size_t cap; /* allocated */
-	bool bad;   /* out of memory */
-};
-
-static void put(struct obuf *b, const char *s, size_t n)
+static json_t *text(const char *s)
 {
-	if (b->bad)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p) {
-			b->bad = true;
-			return;
-		}
-		b->p = p, b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
+	json_t *v = json_string(s);
+	return v ? v : json_string("");
 }
 
-static void lit(struct obuf *b, const char *s)
-{
-	put(b, s, strlen(s));
-}
-
-/* s as a JSON string, quotes included (at most TRACE_ATTR_LEN-ish inputs: escaped on the stack). */
-static void str(struct obuf *b, const char *s)
-{
-	char esc[6 * 256 + 1];
-	size_t n = 0, len = strlen(s);
-	log_json_escape(esc, sizeof(esc), &n, s, len < 256 ? len : 256);
-	put(b, "\"", 1);
-	put(b, esc, n);
-	put(b, "\"", 1);
-}
-
-static void hex(struct obuf *b, const uint8_t *bytes, size_t n)
+static json_t *hex(const uint8_t *bytes, size_t n)
 {
 	char h[2 * 16 + 1];
 	trace_hex(bytes, n, h);
-	put(b, "\"", 1);
-	put(b, h, 2 * n);
-	put(b, "\"", 1);
+	return json_string(h);
 }
 
 /* A 64-bit integer as OTLP JSON wants it: a decimal string. */
-static void int_str(struct obuf *b, int64_t v)
+static json_t *decimal(uint64_t v, bool negative)
 {
 	char n[32];
-	int k = snprintf(n, sizeof(n), "\"%" PRId64 "\"", v);
-	put(b, n, (size_t)k);
+	snprintf(n, sizeof(n), "%s%" PRIu64, negative ? "-" : "", v);
+	return json_string(n);
 }
 
-static void uint_str(struct obuf *b, uint64_t v)
+/* {"key": key, "value": {kind: value}}; takes value. */
+static json_t *key_value(const char *key, const char *kind, json_t *value)
 {
-	char n[32];
-	int k = snprintf(n, sizeof(n), "\"%" PRIu64 "\"", v);
-	put(b, n, (size_t)k);
+	json_t *kv = json_object(), *any = json_object();
+	json_object_set_new_nocheck(any, kind, value);
+	json_object_set_new_nocheck(kv, "key", text(key));
+	json_object_set_new_nocheck(kv, "value", any);
+	return kv;
 }
 
-static void attributes(struct obuf *b, const struct trace_span *s)
+static json_t *span_json(const struct trace_span *s)
 {
-	lit(b, ",\"attributes\":[");
+	json_t *o = json_object(), *attrs = json_array(), *status = json_object();
+	json_object_set_new_nocheck(o, "traceId", hex(s->trace_id, 16));
+	json_object_set_new_nocheck(o, "spanId", hex(s->span_id, 8));
+	if (s->has_parent)
+		json_object_set_new_nocheck(o, "parentSpanId", hex(s->parent_id, 8));
+	json_object_set_new_nocheck(o, "name", text(s->name));
+	json_object_set_new_nocheck(o, "kind", json_integer(s->kind));
+	json_object_set_new_nocheck(o, "startTimeUnixNano", decimal(s->start_ns, false));
+	json_object_set_new_nocheck(o, "endTimeUnixNano", decimal(s->end_ns, false));
 	for (size_t i = 0; i < s->nattrs && i < TRACE_MAX_ATTRS; i++) {
 		const struct trace_attr *a = &s->attrs[i];
-		lit(b, i ? ",{\"key\":" : "{\"key\":");
-		str(b, a->key);
-		if (a->is_int) {
-			lit(b, ",\"value\":{\"intValue\":");
-			int_str(b, a->num);
-		} else {
-			lit(b, ",\"value\":{\"stringValue\":");
-			str(b, a->str);
-		}
-		lit(b, "}}");
+		uint64_t mag = a->num < 0 ? 0 - (uint64_t)a->num : (uint64_t)a->num;
+		json_array_append_new(attrs, a->is_int ? key_value(a->key, "intValue", decimal(mag, a->num < 0))
+						       : key_value(a->key, "stringValue", text(a->str)));
 	}
-	lit(b, "]");
-}
-
-static void span(struct obuf *b, const struct trace_span *s)
-{
-	char num[16];
-	lit(b, "{\"traceId\":");
-	hex(b, s->trace_id, 16);
-	lit(b, ",\"spanId\":");
-	hex(b, s->span_id, 8);
-	if (s->has_parent) {
-		lit(b, ",\"parentSpanId\":");
-		hex(b, s->parent_id, 8);
-	}
-	lit(b, ",\"name\":");
-	str(b, s->name);
-	snprintf(num, sizeof(num), "%d", (int)s->kind);
-	lit(b, ",\"kind\":");
-	lit(b, num);
-	lit(b, ",\"startTimeUnixNano\":");
-	uint_str(b, s->start_ns);
-	lit(b, ",\"endTimeUnixNano\":");
-	uint_str(b, s->end_ns);
-	attributes(b, s);
-	snprintf(num, sizeof(num), "%d", (int)s->status);
-	lit(b, ",\"status\":{\"code\":");
-	lit(b, num);
-	lit(b, "}}");
+	json_object_set_new_nocheck(o, "attributes", attrs);
+	json_object_set_new_nocheck(status, "code", json_integer(s->status));
+	json_object_set_new_nocheck(o, "status", status);
+	return o;
 }
 
 char *otlp_encode(const struct trace_span *spans, size_t n, const char *service_name, size_t *len)
 {
-	struct obuf b = {0};
-	lit(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{"
-		"\"stringValue\":");
-	str(&b, service_name ? service_name : "somaagent");
-	lit(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"somaagent\",\"version\":\"" SOMA_VERSION "\"},"
-		"\"spans\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			lit(&b, ",");
-		span(&b, &spans[i]);
-	}
-	lit(&b, "]}]}]}");
-	if (b.bad) {
-		free(b.p);
-		return NULL;
-	}
-	if (len)
-		*len = b.len;
-	return b.p;
+	json_t *list = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, span_json(&spans[i]));
+	json_t *body =
+		json_pack("{s:[{s:{s:[o]}, s:[{s:{s:s, s:s}, s:o}]}]}", "resourceSpans", "resource", "attributes",
+			  key_value("service.name", "stringValue", text(service_name ? service_name : "")),
+			  "scopeSpans", "scope", "name", "somaagent", "version", SOMA_VERSION, "spans", list);
+	char *out = body ? json_out(body, 0, len) : NULL;
+	json_decref(body);
+	return out;
 }
 
 bool otlp_traces_url(const char *base, char *out, size_t cap)

@@ -94,3 +94,19 @@ Test(otlp_json, appends_v1_traces_to_the_base_url)
 	cr_assert_str_eq(url, "http://c:4318/otel/v1/traces");
 	cr_assert_not(otlp_traces_url("http://a-very-long-host-name-that-does-not-fit:4318", url, 32));
 }
+
+Test(otlp_json, text_that_is_not_utf8_is_sent_empty_not_lost)
+{
+	struct trace_span s = make(false, "ok");
+	snprintf(s.name, sizeof(s.name), "bad \xff name");
+	char *text = otlp_encode(&s, 1, "svc\xc3", NULL);
+	cr_assert_not_null(text, "the batch is still encoded");
+	json_t *root = json_loads(text, 0, NULL);
+	cr_assert_not_null(root, "%s", text);
+	json_t *rs = json_array_get(json_object_get(root, "resourceSpans"), 0);
+	json_t *sp = json_array_get(json_object_get(json_array_get(json_object_get(rs, "scopeSpans"), 0), "spans"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(sp, "name")), "");
+	cr_assert_str_eq(json_string_value(json_object_get(sp, "spanId")), "1011121314151617");
+	json_decref(root);
+	free(text);
+}
