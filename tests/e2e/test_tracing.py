@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from e2e_util import (PYTHON, REPO, find_samples, free_port, http, parse_metrics, post_message,
+from e2e_util import (PYTHON, REPO, describe, find_samples, free_port, http, parse_metrics, run_cli,
                       wait_terminal, wait_until)
 
 FAKE = REPO / "tests" / "fakes" / "otlp" / "server.py"
@@ -155,6 +155,16 @@ def test_env_alias_sets_the_endpoint(soma, collector):
     health(srv, GOOD)
     collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "a span exported through the env alias")
     collector.assert_well_formed()
+
+
+def test_bad_endpoint_is_a_config_error_naming_the_key(tmp_path):
+    for sets, env in ((["--set", "otel.endpoint=127.0.0.1:4318"], None),
+                      ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://127.0.0.1:4317"})):
+        cp = run_cli(["config", "check"] + sets, tmp_path, env=env)
+        assert cp.returncode == 2 and "otel.endpoint" in cp.stderr and "http://" in cp.stderr, describe(cp)
+    cp = run_cli(["config", "show", "--json"], tmp_path, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert cp.returncode == 0 and "http://c:4318" in cp.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT" in cp.stdout, \
+        describe(cp)
 
 
 def test_no_endpoint_no_export(soma, collector, tmp_path):
