@@ -378,13 +378,15 @@ void queue_relay_stop(void)
 	pthread_mutex_unlock(&lock);
 	pthread_join(tid, NULL);
 	running = false;
-	json_t *left = take_handed(); /* handed while the last batch went out */
-	if (left && !unsent) {
+	json_t *left; /* handed while the last batch went out: every batch of them, not only the first */
+	while ((left = take_handed())) {
+		if (unsent) {
+			json_decref(left); /* Redis is failing: they wait for their lease */
+			continue;
+		}
 		unsent = left;
 		unsent_claimed = false;
 		(void)publish_unsent(); /* (Redis down: they wait for their lease) */
-	} else {
-		json_decref(left); /* Redis is failing: they wait for their lease */
 	}
 	json_decref(unsent); /* still claimed: published again when their lease passes */
 	unsent = NULL;

@@ -46,9 +46,9 @@
  * better), as bm25() does. With five it returns recall's score, score / (1 + age / 30 days), age = now_ms -
  * created_ms (the expression recall used in SQL before, same operations, so the same double), and NULL for a row
  * that cannot be among the k best: the row's length D (a lookup of FTS5's docsize table per row, the dearest part
- * of ranking it) is read only when the row's score with the smallest length it can have (its hits) reaches the
- * k-th best score of the rows ranked so far. Every operation of the score is monotonic in D, so that bound is never
- * below the row's exact score: a row left out scores strictly less than k others. */
+ * of ranking it) is read only when the row's score with the smallest length it can have (the offsets its hits cover)
+ * reaches the k-th best score of the rows ranked so far. Every operation of the score is monotonic in D, so that bound
+ * is never below the row's exact score: a row left out scores strictly less than k others. */
 #define RANK_K1	      1.2
 #define RANK_B	      0.75
 #define RANK_TOP_MAX  64	   /* k up to this is pruned by (recall asks recall_top_k + 1, at most 51) */
@@ -134,7 +134,8 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 	bool final = nval >= 5;
 	double age = final ? (double)(sqlite3_value_int64(vals[3]) - sqlite3_value_int64(vals[2])) / RANK_MONTH_MS : 0;
 	int k = final ? sqlite3_value_int(vals[4]) : 0;
-	double freq[SEARCH_WORDS_USED + 1] = {0}, hits = 0.0;
+	double freq[SEARCH_WORDS_USED + 1] = {0}, hits = 0.0; /* hits: content tokens hit, a lower bound of D */
+	int last_off = -1;
 	struct rank_stats *rs = NULL;
 	if (nphrase > SEARCH_WORDS_USED + 1 || first < 0 || first > 1 ||
 	    !(rs = (struct rank_stats *)rank_stats(api, fts, counts, ncounts, first, nphrase)) ||
@@ -144,8 +145,11 @@ static void soma_rank(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
 	}
 	for (int i = 0; i < ninst; i++) {
 		int phrase, col, off;
-		if (api->xInst(fts, i, &phrase, &col, &off) == SQLITE_OK && col == 1 && phrase >= 0 && phrase < nphrase)
-			freq[phrase] += 1.0, hits += 1.0;
+		if (api->xInst(fts, i, &phrase, &col, &off) != SQLITE_OK || col != 1 || phrase < 0 || phrase >= nphrase)
+			continue;
+		freq[phrase] += 1.0;
+		if (off > last_off) /* phrases folded to one token (café, cafe) hit one offset: counted once */
+			hits += 1.0, last_off = off;
 	}
 	bool prune = final && k > 0 && k <= RANK_TOP_MAX && rs->nbest == k && 1.0 + age > 0.0;
 	if (prune && bm25(rs, freq, first, nphrase, hits) / (1.0 + age) < rs->best[0]) {

@@ -161,3 +161,39 @@ Test(memory_rank, a_short_recall_is_the_head_of_a_long_one)
 		json_decref(all);
 	}
 }
+
+/* Memories of acme in this order (ids ascending: the later, the newer). */
+static void put(const char *const *keys, const char *const *texts, int n)
+{
+	struct store_op *op = store_op_new(STORE_OP_MEMORY_PUT, "");
+	op->row = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(op->row,
+				      json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "key", keys[i], "tenant", "acme",
+						"namespace", "wm", "session_id", "", "payload", "content", texts[i]));
+	cr_assert_eq(store_op_wait(st, op), SOMA_OK);
+	store_op_free(op);
+}
+
+/* Words of the query that the tokenizer folds into one token (recall keeps words apart by their
+ * bytes; unicode61 remove_diacritics 2 folds case and accents): "cafe", "café" and "cafè" are
+ * three phrases hitting the one token "cafe", so a row has more hits than tokens and its hit count
+ * is no lower bound of its length. The cut must not leave out the short row, the best, behind a
+ * longer, newer one. */
+Test(memory_rank, words_one_token_apart_do_not_cut_the_best_row)
+{
+	/* the short row is the best match (fewest tokens), the longer one newer: ranked first */
+	static const char *const keys[] = {"short", "long"};
+	static const char *const texts[] = {"cafe", "cafe filler"};
+	put(keys, texts, 2);
+	const char *query = "cafe caf\xc3\xa9 caf\xc3\xa8"; /* cafe café cafè: one token */
+	json_t *all = search(query, 10);
+	cr_assert_eq(json_array_size(all), 2);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(all, 0), "key")), "short");
+	json_t *one = search(query, 1);
+	cr_assert_eq(json_array_size(one), 1, "top 1 of %s: %zu rows", query, json_array_size(one));
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(one, 0), "key")), "short",
+			 "top 1 is the best of all");
+	json_decref(one);
+	json_decref(all);
+}
