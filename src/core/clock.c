@@ -68,3 +68,14 @@ char *clock_rfc3339(int64_t wall_ms, char *out, size_t cap)
 		 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
 	return out;
 }
+
+struct timespec clock_deadline_in(clockid_t id, int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L)
+		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	return ts;
+}

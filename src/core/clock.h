@@ -6,9 +6,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Monotonic time in nanoseconds (CLOCK_MONOTONIC); for durations only. */
 uint64_t clock_mono_ns(void);
+/* The time ms milliseconds from now on clock id (e.g. CLOCK_MONOTONIC or CLOCK_REALTIME, as the
+ * condition variable waiting on it was set up): an absolute deadline for pthread_cond_timedwait. */
+struct timespec clock_deadline_in(clockid_t id, int64_t ms);
 /* Wall-clock time in milliseconds since the epoch. */
 int64_t clock_wall_ms(void);
 /* Writes "2026-11-27T12:08:18.123Z" for wall_ms into out (at least 25 bytes). Returns out. */

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/ids.h"
 #include "core/log.h"
@@ -97,21 +98,10 @@ static size_t take(struct trace_span *out)
 	return n;
 }
 
-static struct timespec deadline_in(long ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L)
-		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-	return ts;
-}
-
 /* Waits ms unless otlp_stop is called meanwhile; true when stopping. */
 static bool sleep_unless_stopping(long ms)
 {
-	struct timespec until = deadline_in(ms);
+	struct timespec until = clock_deadline_in(CLOCK_MONOTONIC, ms);
 	pthread_mutex_lock(&ex.lock);
 	while (!ex.stopping && pthread_cond_timedwait(&ex.wake, &ex.lock, &until) == 0)
 		;
@@ -227,7 +217,7 @@ static void *export_main(void *arg)
 	struct trace_span *batch = arg;
 	pthread_mutex_lock(&ex.lock);
 	while (!ex.stopping) {
-		struct timespec until = deadline_in(BATCH_WAIT_MS);
+		struct timespec until = clock_deadline_in(CLOCK_MONOTONIC, BATCH_WAIT_MS);
 		while (!ex.stopping && ex.count < ex.batch && pthread_cond_timedwait(&ex.wake, &ex.lock, &until) == 0)
 			;
 		size_t n = take(batch);

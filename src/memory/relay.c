@@ -69,12 +69,7 @@ void memory_relay_wake(void)
 /* Waits up to ms for a wake or stop. */
 static void nap(int64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L)
-		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	struct timespec ts = clock_deadline_in(CLOCK_REALTIME, ms);
 	pthread_mutex_lock(&r.lock);
 	while (!r.wake && !r.stop)
 		if (pthread_cond_timedwait(&r.cv, &r.lock, &ts) != 0)
