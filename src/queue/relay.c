@@ -8,17 +8,17 @@
  * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
  * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
  * (STORE_OP_TASK_RELAY_DONE; after a full batch, and for handed rows, the next claim deletes them in
- * its own transaction, so a backlog costs one commit per batch and the lanes' tasks one a second). A crash between LPUSH and the delete (of this process, or of
- * PostgreSQL, where these commits do not wait for their WAL flush: pg_writer.c) publishes those rows again; the
- * worker's dedupe (result meta, run-lock) makes the copy a no-op while either exists, and a conversation's reply is
- * keyed on its task id in the store (src/tasks/conversation.c), so its copy is a no-op at any time. A row's
- * available_ms in the future becomes the message's eta (the worker holds it, as Celery). Redis down: this thread keeps
- * the rows it claimed and retries them with a backoff.
+ * its own transaction, so a backlog costs one commit per batch and the lanes' tasks one a second). A crash between
+ * LPUSH and the delete (of this process, or of PostgreSQL, where these commits do not wait for their WAL flush:
+ * pg_writer.c) publishes those rows again; the worker's dedupe (result meta, run-lock) makes the copy a no-op while
+ * either exists, and a conversation's reply is keyed on its task id in the store (src/tasks/conversation.c), so its
+ * copy is a no-op at any time. A row's available_ms in the future becomes the message's eta (the worker holds it, as
+ * Celery). Redis down: this thread keeps the rows it claimed and retries them with a backoff.
  *
  * Handed rows. The tasks of the messages PostgreSQL's message lanes commit are not claimed: the
  * lane stores each already claimed for this relay ('relaying', lease RELAY_LEASE_MS) and hands the
- * committed rows over (queue_relay_hand, store_set_task_relay), and this thread publishes and
- * deletes them as a claimed batch. That spares each message the claim's UPDATE (a second row
+ * committed rows over (queue_relay_hand, store_set_task_relay), and this thread publishes them
+ * as a claimed batch and deletes them with its next claim. That spares each message the claim's UPDATE (a second row
  * version and its index entries, the statement and its transaction: ~37 us of PostgreSQL time
  * per message at -c20, bench/ingest_pg.sh). Handed rows go first; a claim runs when the task hook
  * wakes this thread (other tasks committed) and at least every second, so rows of every other
