@@ -256,4 +256,4 @@ def test_a_stop_right_behind_the_messages_leaves_none_of_their_tasks_in_the_outb
             conn.close()
         queued = b"".join(c.lrange("conversation", 0, -1))
         assert c.llen("conversation") == len(ids)
-        assert all(queued.count(t.encode()) == 1 for t in ids), ids
+        assert all(queued.count(t.encode()) >= 1 for t in ids), ids  # (an envelope names its id more than once)
