@@ -7,18 +7,18 @@
  * (STORE_OP_TASK_RELAY_CLAIM: queued -> relaying with a lease), LPUSHes their messages to their
  * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
  * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
- * (STORE_OP_TASK_RELAY_DONE; after a full batch, the next claim deletes them in its own
- * transaction, so a backlog costs one commit per batch). A crash between LPUSH and the delete (of this process, or of
- * PostgreSQL, where these commits do not wait for their WAL flush: pg_writer.c) publishes those rows again; the
- * worker's dedupe (result meta, run-lock) makes the copy a no-op while either exists, and a conversation's reply is
- * keyed on its task id in the store (src/tasks/conversation.c), so its copy is a no-op at any time. A row's
- * available_ms in the future becomes the message's eta (the worker holds it, as Celery). Redis down: this thread keeps
- * the rows it claimed and retries them with a backoff.
+ * (STORE_OP_TASK_RELAY_DONE; after a full batch, and for handed rows, the next claim deletes them in
+ * its own transaction, so a backlog costs one commit per batch and the lanes' tasks one a second). A crash between
+ * LPUSH and the delete (of this process, or of PostgreSQL, where these commits do not wait for their WAL flush:
+ * pg_writer.c) publishes those rows again; the worker's dedupe (result meta, run-lock) makes the copy a no-op while
+ * either exists, and a conversation's reply is keyed on its task id in the store (src/tasks/conversation.c), so its
+ * copy is a no-op at any time. A row's available_ms in the future becomes the message's eta (the worker holds it, as
+ * Celery). Redis down: this thread keeps the rows it claimed and retries them with a backoff.
  *
  * Handed rows. The tasks of the messages PostgreSQL's message lanes commit are not claimed: the
  * lane stores each already claimed for this relay ('relaying', lease RELAY_LEASE_MS) and hands the
- * committed rows over (queue_relay_hand, store_set_task_relay), and this thread publishes and
- * deletes them as a claimed batch. That spares each message the claim's UPDATE (a second row
+ * committed rows over (queue_relay_hand, store_set_task_relay), and this thread publishes them
+ * as a claimed batch and deletes them with its next claim. That spares each message the claim's UPDATE (a second row
  * version and its index entries, the statement and its transaction: ~37 us of PostgreSQL time
  * per message at -c20, bench/ingest_pg.sh). Handed rows go first; a claim runs when the task hook
  * wakes this thread (other tasks committed) and at least every second, so rows of every other
@@ -234,10 +234,31 @@ static void done_ids(json_t *ids)
 /* One batch; returns how many rows were published (-1: Redis or the store failed). Rows that
  * could not be published are kept (still claimed) and tried again first, so a Redis restart
  * costs a backoff, not a lease. A full batch's rows are deleted by the next claim, in its
- * transaction (op->row of RELAY_CLAIM: one commit per batch, not two); a smaller one's at once. */
+ * transaction (op->row of RELAY_CLAIM: one commit per batch, not two); a smaller one's at once.
+ * Handed rows are deleted by the next claim too - one runs at least every second, well inside
+ * their lease - so the lanes' tasks cost one DELETE per second, not one transaction per batch
+ * published (~100 a second at -c20, each ~10 rows); past RELAY_BATCH of them waiting, at once. */
 static json_t *unsent;
 static bool unsent_claimed;   /* unsent came from a claim (else: handed) */
 static json_t *published_ids; /* published, to delete with the next claim */
+
+/* Keeps published ids (taken) in published_ids, for the next claim to delete in its transaction;
+ * past RELAY_BATCH of them they are deleted at once, in a RELAY_DONE of their own. */
+static void keep_ids(json_t *ids)
+{
+	if (!ids)
+		return;
+	if (!published_ids)
+		published_ids = ids;
+	else if (json_array_extend(published_ids, ids) != 0)
+		done_ids(json_incref(ids)); /* (out of memory) */
+	if (ids != published_ids)
+		json_decref(ids);
+	if (json_array_size(published_ids) > RELAY_BATCH) {
+		done_ids(published_ids);
+		published_ids = NULL;
+	}
+}
 
 /* Publishes unsent and deletes its rows; returns how many (-1: Redis failed, unsent kept). */
 static int publish_unsent(void)
@@ -248,10 +269,10 @@ static int publish_unsent(void)
 		return -1;
 	}
 	if (n > 0) {
-		if (n == RELAY_BATCH && unsent_claimed)
-			published_ids = row_ids(unsent); /* more is waiting: the next claim follows at once */
-		else
+		if (unsent_claimed && n < RELAY_BATCH)
 			done_ids(row_ids(unsent));
+		else /* a full claim: the next claim follows at once; handed rows: within a second */
+			keep_ids(row_ids(unsent));
 		atomic_fetch_add(&published, n);
 	}
 	json_decref(unsent);
@@ -390,6 +411,9 @@ void queue_relay_stop(void)
 	}
 	json_decref(unsent); /* still claimed: published again when their lease passes */
 	unsent = NULL;
+	if (published_ids) /* those last handed rows went out */
+		done_ids(published_ids);
+	published_ids = NULL;
 	redis_conn_close(conn);
 	conn = NULL;
 }

@@ -230,3 +230,30 @@ def test_message_tasks_committed_while_redis_is_down_are_published_once_it_is_ba
         finally:
             conn.close()
             srv.stop()
+
+
+def test_a_stop_right_behind_the_messages_leaves_none_of_their_tasks_in_the_outbox(pg, soma):
+    """queue.driver=redis: the relay deletes the rows a lane handed it with its next claim (one runs
+    at least every second), not in a transaction per batch it publishes (src/queue/relay.c); a stop
+    before that claim deletes them itself. So a graceful stop right behind acknowledged messages
+    leaves every task in Redis once and none in the outbox (a row left there would be published a
+    second time once its lease ran out)."""
+    from celery_util import DurableRedis, redis_sets
+    with DurableRedis() as redis:
+        db = pg.new_database("stopped")
+        srv = soma(f"store.url={db}", *redis_sets(redis), "bus.driver=redis", role="gateway")
+        ids = [post_message(srv, f"message {i}")["task_id"] for i in range(30)]
+        c = redis.client()
+        wait_until(lambda: c.llen("conversation") == len(ids), 15, what="every task in Redis")
+        srv.stop()  # at once: the relay's next claim, which would delete them, is up to a second away
+        assert srv.proc.returncode == 0, srv.proc.returncode
+        conn = pg.connect("stopped")
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM tasks")
+            assert cur.fetchone()[0] == 0
+        finally:
+            conn.close()
+        queued = b"".join(c.lrange("conversation", 0, -1))
+        assert c.llen("conversation") == len(ids)
+        assert all(queued.count(t.encode()) >= 1 for t in ids), ids  # (an envelope names its id more than once)
