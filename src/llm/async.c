@@ -172,7 +172,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The attempt's hooks: the caller's, noting that a burst has chunks to flush. */
-static bool chunk_seen(void *ctx, const char *json, size_t len)
+static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
 {
 	struct llm_async *a = ctx;
 	if (a->cb.on_flush && !a->flush_pending) {
@@ -180,7 +180,7 @@ static bool chunk_seen(void *ctx, const char *json, size_t len)
 		a->flush_next = a->loop->flush;
 		a->loop->flush = a;
 	}
-	return a->cb.on_chunk(a->cb.ctx, json, len);
+	return a->cb.on_chunk(a->cb.ctx, json, len, usage_only);
 }
 
 static bool delta_seen(void *ctx, const char *text, size_t len)

@@ -66,7 +66,9 @@ static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
 		if ((out->has_out = json_is_integer(done)))
 			out->out_tokens = json_integer_value(done);
 	}
-	json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
+	json_t *choices = json_object_get(chunk, "choices");
+	out->no_choices = json_is_array(choices) && json_array_size(choices) == 0;
+	json_t *choice = json_array_get(choices, 0);
 	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
 	out->content = json_string_value(content);
 	out->content_len = json_string_length(content);
@@ -83,12 +85,16 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		c->done = true;
 		return true;
 	}
-	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len))
-		return !(c->stopped = true);
 	char buf[2048];
 	struct llm_chunk f;
 	json_t *chunk = NULL;
-	if (!llm_chunk_scan(data, len, buf, sizeof(buf), &f) && !(chunk = load_chunk(data, len, &f)))
+	bool read = llm_chunk_scan(data, len, buf, sizeof(buf), &f) || (chunk = load_chunk(data, len, &f));
+	/* relayed as it came, read or not; the reading is done once, here, for both */
+	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices)) {
+		json_decref(chunk);
+		return !(c->stopped = true);
+	}
+	if (!read)
 		return true; /* not JSON: ignore the event, as OpenAI's clients do */
 	if (f.model)
 		str_copy(c->res->model, sizeof(c->res->model), f.model);
