@@ -295,8 +295,8 @@ static struct curl_slist *build_headers(const struct llm_config *cfg, bool strea
 	size_t n = str_copy(auth, sizeof(auth), "Authorization: Bearer ");
 	str_copy(auth + n, sizeof(auth) - n, cfg->api_key);
 	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it: "Expect:" */
-	const char *lines[] = {"Content-Type: application/json", auth, "Expect:",
-			       stream ? "Accept: text/event-stream" : NULL};
+	const char *lines[] = {"Content-Type: application/json", auth,
+			       "Expect:", stream ? "Accept: text/event-stream" : NULL};
 	char tp[80]; /* "traceparent: " + 55 characters */
 	struct curl_slist *headers = NULL;
 	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]) && lines[i]; i++) {
@@ -328,7 +328,8 @@ struct llm_setup *llm_setup_new(const struct llm_config *cfg)
 	s->headers[1] = build_headers(cfg, true, NULL);
 	/* parsed as CURLOPT_URL parses; a URL it refuses is left to CURLOPT_URL, which reports it */
 	s->url = curl->url();
-	if (s->url && curl->url_set(s->url, CURLUPART_URL, s->url_text, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)) {
+	if (s->url &&
+	    curl->url_set(s->url, CURLUPART_URL, s->url_text, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)) {
 		curl->url_cleanup(s->url);
 		s->url = NULL;
 	}

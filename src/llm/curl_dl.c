@@ -56,7 +56,8 @@ static void load(void)
 		  bind_sym((void **)&api.multi_info_read, "curl_multi_info_read") &&
 		  bind_sym((void **)&api.url, "curl_url") && bind_sym((void **)&api.url_set, "curl_url_set") &&
 		  bind_sym((void **)&api.url_get, "curl_url_get") &&
-		  bind_sym((void **)&api.url_cleanup, "curl_url_cleanup") && bind_sym((void **)&api.str_free, "curl_free");
+		  bind_sym((void **)&api.url_cleanup, "curl_url_cleanup") &&
+		  bind_sym((void **)&api.str_free, "curl_free");
 	if (!ok) {
 		failure = "libcurl.so.4 lacks a function somaagent needs; upgrade libcurl4";
 		return;

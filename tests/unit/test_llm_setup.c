@@ -5,6 +5,7 @@
  * changes make a new setup (llm_setup_matches). Needs libcurl.so.4 (loaded as the server does).
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "llm/llm_int.h"
@@ -12,10 +13,21 @@
 static struct llm_config cfg_of(const char *base_url, const char *key)
 {
 	struct llm_config cfg = {.connect_timeout_s = 5, .timeout_s = 60, .max_retries = 2, .backoff_ms = 500};
-	strcpy(cfg.base_url, base_url);
-	strcpy(cfg.api_key, key);
-	strcpy(cfg.model, "m");
+	snprintf(cfg.base_url, sizeof(cfg.base_url), "%s", base_url);
+	snprintf(cfg.api_key, sizeof(cfg.api_key), "%s", key);
+	snprintf(cfg.model, sizeof(cfg.model), "%s", "m");
 	return cfg;
+}
+
+/* A new setup for base_url and key (libcurl loaded first, as llm_call_begin does). */
+static struct llm_setup *setup_of(const char *base_url, const char *key, struct llm_config *cfg)
+{
+	cr_assert_not_null(curl_api_get(NULL), "libcurl.so.4 must load for this test (scripts/deps.sh installs it)");
+	*cfg = cfg_of(base_url, key);
+	struct llm_setup *s = llm_setup_new(cfg);
+	cr_assert_not_null(s);
+	cr_assert_eq(s->refs, 1);
+	return s;
 }
 
 /* The list holds exactly the lines of want (NULL-ended), in order. */
@@ -31,15 +43,12 @@ static void list_is(const struct curl_slist *l, const char *const *want, const c
 
 Test(llm_setup, headers_and_parsed_url)
 {
+	struct llm_config cfg;
+	struct llm_setup *s = setup_of("http://127.0.0.1:8080/v1", "sk-test", &cfg);
 	const struct curl_api *curl = curl_api_get(NULL);
-	cr_assert_not_null(curl, "libcurl.so.4 must load for this test (scripts/deps.sh installs it)");
-	struct llm_config cfg = cfg_of("http://127.0.0.1:8080/v1", "sk-test");
-	struct llm_setup *s = llm_setup_new(&cfg);
-	cr_assert_not_null(s);
-	cr_assert_eq(s->refs, 1);
 	const char *whole[] = {"Content-Type: application/json", "Authorization: Bearer sk-test", "Expect:", NULL};
-	const char *stream[] = {"Content-Type: application/json", "Authorization: Bearer sk-test", "Expect:",
-				"Accept: text/event-stream", NULL};
+	const char *stream[] = {"Content-Type: application/json", "Authorization: Bearer sk-test",
+				"Expect:", "Accept: text/event-stream", NULL};
 	list_is(s->headers[0], whole, "whole reply");
 	list_is(s->headers[1], stream, "streamed reply");
 	cr_assert_str_eq(s->url_text, "http://127.0.0.1:8080/v1/chat/completions");
@@ -59,10 +68,8 @@ Test(llm_setup, headers_and_parsed_url)
 
 Test(llm_setup, refused_url_stays_text)
 {
-	cr_assert_not_null(curl_api_get(NULL));
-	struct llm_config cfg = cfg_of("http://[::1/v1", "k");
-	struct llm_setup *s = llm_setup_new(&cfg);
-	cr_assert_not_null(s);
+	struct llm_config cfg;
+	struct llm_setup *s = setup_of("http://[::1/v1", "k", &cfg);
 	cr_assert_null(s->url, "libcurl refuses an unclosed IPv6 host; CURLOPT_URL reports it per call");
 	cr_assert_str_eq(s->url_text, "http://[::1/v1/chat/completions");
 	llm_setup_unref(s);
@@ -70,20 +77,18 @@ Test(llm_setup, refused_url_stays_text)
 
 Test(llm_setup, matches_what_changes_requests)
 {
-	cr_assert_not_null(curl_api_get(NULL));
-	struct llm_config cfg = cfg_of("https://api.example.com/v1", "k1");
-	struct llm_setup *s = llm_setup_new(&cfg);
-	cr_assert_not_null(s);
+	struct llm_config cfg;
+	struct llm_setup *s = setup_of("https://api.example.com/v1", "k1", &cfg);
 	struct llm_config other = cfg;
 	cr_assert(llm_setup_matches(s, &other));
-	strcpy(other.model, "another"); /* in the body, not the setup */
+	snprintf(other.model, sizeof(other.model), "%s", "another"); /* in the body, not the setup */
 	other.max_retries = 7;
 	cr_assert(llm_setup_matches(s, &other));
 	other = cfg;
-	strcpy(other.api_key, "k2");
+	snprintf(other.api_key, sizeof(other.api_key), "%s", "k2");
 	cr_assert_not(llm_setup_matches(s, &other), "a new key needs a new Authorization header");
 	other = cfg;
-	strcpy(other.base_url, "https://api.example.com/v2");
+	snprintf(other.base_url, sizeof(other.base_url), "%s", "https://api.example.com/v2");
 	cr_assert_not(llm_setup_matches(s, &other), "a new base_url needs a new URL");
 	other = cfg;
 	other.timeout_s = 1;
