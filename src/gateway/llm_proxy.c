@@ -23,7 +23,6 @@
 
 #include "core/config.h"
 #include "core/ids.h"
-#include "core/json_scan.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
@@ -146,38 +145,15 @@ static void slot_release(void)
 static json_t *error_object(struct llm_job *job);
 static json_t *completion_json(struct llm_job *job);
 
-/* The chunk's "choices" is an empty array: the usage chunk. Read without a tree when it can be
- * (core/json_scan.h: what jscan_check passes, jansson reads alike; a tree cost ~30,000
- * instructions a chunk, most of a relayed call's), else through jansson. */
-static bool usage_only(const char *json, size_t len)
-{
-	struct chunk_top {
-		struct jspan choices;
-	} f = {{0}};
-	static const struct jwant want[] = {{"choices", offsetof(struct chunk_top, choices)}};
-	struct jtape t;
-	const char *s = jscan_ws(json, json + len);
-	if (s < json + len && *s == '{' && jscan_check(json, len, false, &t) &&
-	    jscan_members(&t, true, (struct jspan){s, len - (size_t)(s - json)}, want, 1, &f)) {
-		if (!jscan_is(f.choices, '['))
-			return false;
-		return *jscan_ws(f.choices.p + 1, f.choices.p + f.choices.n) == ']';
-	}
-	json_t *chunk = json_loadb(json, len, 0, NULL);
-	bool empty = json_is_array(json_object_get(chunk, "choices")) &&
-		     json_array_size(json_object_get(chunk, "choices")) == 0;
-	json_decref(chunk);
-	return empty;
-}
-
-/* Each chunk object of a streamed reply, relayed as one SSE frame. */
-static bool relay_chunk(void *ctx, const char *json, size_t len)
+/* Each chunk object of a streamed reply, relayed as one SSE frame. usage_only comes from the
+ * LLM client's own reading of the chunk (one scan per chunk, not two). */
+static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only)
 {
 	struct llm_job *job = ctx;
 	if (!job->stream)
 		return true;
 	/* we always ask for usage upstream; drop it when the client did not */
-	if (!job->include_usage && usage_only(json, len))
+	if (!job->include_usage && usage_only)
 		return true;
 	/* the chunks of one upstream read come in a burst: corked, they leave in one write and one
 	 * packet when the read is done (flush_burst, or the stream's end) */

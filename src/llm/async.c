@@ -11,6 +11,12 @@
  * a backoff timer (before the first token, as llm_chat does) or reported through done().
  * Everything here runs on the owning thread; nothing is shared between threads.
  *
+ * Setup: what is the same for every call (the parsed provider URL, the header lists: call.c's
+ * llm_setup) is built once per loop and rebuilt when the settings change. Spare easy handles keep
+ * the options of the loop's current setup, not reset between calls: an attempt on one only sets
+ * what is its own (body, callbacks' data). A handle set up for an older setup is freed when it
+ * comes back, and the spares go when the setup changes; each call holds a reference to its setup.
+ *
  * Bursts: the chunks of one provider read reach the caller one by one (on_chunk); a call that
  * saw any is put on its loop's flush list, and once curl_multi_socket_action returns each call
  * still on the list gets cb.on_flush, so a proxy can send the whole burst in one write. A call
@@ -54,7 +60,8 @@ struct llm_loop {
 	struct event_base *base;	       /* the thread's loop (borrowed) */
 	CURLM *multi;			       /* its transfers and connection cache; owned */
 	struct event *timer;		       /* libcurl's timeout; owned */
-	CURL *spare[SPARE_HANDLES];	       /* reset handles for the next attempts; owned */
+	struct llm_setup *setup;	       /* the current settings' setup; a reference */
+	CURL *spare[SPARE_HANDLES];	       /* handles set up with setup, for the next attempts; owned */
 	int nspare;			       /* entries in spare */
 	bool in_action;			       /* curl_multi_socket_action is on the stack */
 	struct sock_watch *parked[MAX_PARKED]; /* kept connections' watches (see Parked) */
@@ -71,6 +78,7 @@ struct llm_async {
 	struct llm_async *flush_next; /* on loop->flush */
 	bool flush_pending;	      /* on loop->flush */
 	struct llm_call call;	      /* the attempt's state */
+	struct llm_setup *setup;      /* what its attempts share with the loop's calls; a reference */
 	llm_done_fn done;	      /* end of the call */
 	struct llm_result *res;	      /* caller's storage for the outcome */
 	char *body;		      /* request body; owned */
@@ -110,6 +118,7 @@ static void loop_free(void *arg)
 	const struct curl_api *curl = curl_api_get(NULL);
 	for (int i = 0; i < L->nspare; i++)
 		curl->easy_cleanup(L->spare[i]);
+	llm_setup_unref(L->setup);
 	if (L->multi)
 		curl->multi_cleanup(L->multi); /* closes cached connections (on_close frees their watches) */
 	while (L->nparked)
@@ -172,7 +181,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The attempt's hooks: the caller's, noting that a burst has chunks to flush. */
-static bool chunk_seen(void *ctx, const char *json, size_t len)
+static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
 {
 	struct llm_async *a = ctx;
 	if (a->cb.on_flush && !a->flush_pending) {
@@ -180,7 +189,7 @@ static bool chunk_seen(void *ctx, const char *json, size_t len)
 		a->flush_next = a->loop->flush;
 		a->loop->flush = a;
 	}
-	return a->cb.on_chunk(a->cb.ctx, json, len);
+	return a->cb.on_chunk(a->cb.ctx, json, len, usage_only);
 }
 
 static bool delta_seen(void *ctx, const char *text, size_t len)
@@ -273,19 +282,38 @@ static struct llm_loop *loop_get(struct event_base *base)
 	return L;
 }
 
-static CURL *take_handle(struct llm_loop *L)
+/* The loop's setup for cfg (a new reference), rebuilt when the settings changed; NULL on OOM. */
+static struct llm_setup *setup_get(struct llm_loop *L, const struct llm_config *cfg)
 {
-	return L->nspare ? L->spare[--L->nspare] : curl_api_get(NULL)->easy_init();
+	if (!L->setup || !llm_setup_matches(L->setup, cfg)) {
+		struct llm_setup *s = llm_setup_new(cfg);
+		if (!s)
+			return NULL;
+		while (L->nspare) /* set up with the old one */
+			curl_api_get(NULL)->easy_cleanup(L->spare[--L->nspare]);
+		llm_setup_unref(L->setup);
+		L->setup = s;
+	}
+	L->setup->refs++;
+	return L->setup;
 }
 
-static void give_handle(struct llm_loop *L, CURL *h)
+/* A handle for an attempt of a; *fresh when it is not set up with a's setup yet. */
+static CURL *take_handle(struct llm_async *a, bool *fresh)
 {
-	const struct curl_api *curl = curl_api_get(NULL);
-	if (L->nspare == SPARE_HANDLES) {
-		curl->easy_cleanup(h);
+	struct llm_loop *L = a->loop;
+	*fresh = !(L->nspare && a->setup == L->setup);
+	return *fresh ? curl_api_get(NULL)->easy_init() : L->spare[--L->nspare];
+}
+
+/* An attempt's handle comes back: kept, with its options, when set up with the loop's setup. */
+static void give_handle(struct llm_async *a, CURL *h, bool set_up)
+{
+	struct llm_loop *L = a->loop;
+	if (!set_up || a->setup != L->setup || L->nspare == SPARE_HANDLES) {
+		curl_api_get(NULL)->easy_cleanup(h);
 		return;
 	}
-	curl->easy_reset(h);
 	L->spare[L->nspare++] = h;
 }
 
@@ -294,18 +322,21 @@ static bool start_attempt(struct llm_async *a)
 {
 	const struct curl_api *curl = curl_api_get(NULL);
 	a->res->attempts++;
-	a->easy = take_handle(a->loop);
+	bool fresh;
+	a->easy = take_handle(a, &fresh);
 	if (!a->easy)
 		return false;
-	if (llm_call_prepare(&a->call, &a->cfg, a->body, a->easy)) {
+	if (llm_call_prepare(&a->call, a->setup, fresh, a->body, a->easy)) {
 		curl->easy_setopt(a->easy, CURLOPT_PRIVATE, (char *)a);
-		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close);
-		curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETDATA, a->loop);
+		if (fresh) {
+			curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+			curl->easy_setopt(a->easy, CURLOPT_CLOSESOCKETDATA, a->loop);
+		}
 		if (curl->multi_add_handle(a->loop->multi, a->easy) == CURLM_OK)
 			return true;
 		llm_call_finish(&a->call, CURLE_FAILED_INIT);
 	}
-	give_handle(a->loop, a->easy);
+	give_handle(a, a->easy, false); /* maybe half set up */
 	a->easy = NULL;
 	return false;
 }
@@ -320,6 +351,7 @@ static void async_free(struct llm_async *a)
 	}
 	if (a->retry)
 		event_free(a->retry);
+	llm_setup_unref(a->setup);
 	free(a->body);
 	free(a);
 }
@@ -346,7 +378,7 @@ static void attempt_ended(struct llm_async *a, CURLcode rc)
 {
 	curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
 	enum llm_error e = llm_call_finish(&a->call, rc);
-	give_handle(a->loop, a->easy);
+	give_handle(a, a->easy, true);
 	a->easy = NULL;
 	if (e != LLM_OK && llm_call_may_retry(&a->call, e, a->cfg.max_retries)) {
 		long ms = llm_call_backoff_ms(&a->call, &a->delay_ms);
@@ -404,7 +436,8 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res};
 	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	a->body = llm_request_body(cfg, req);
-	if (!a->body || !start_attempt(a)) {
+	a->setup = a->body ? setup_get(L, cfg) : NULL;
+	if (!a->setup || !start_attempt(a)) {
 		async_free(a);
 		res->error = LLM_ERR_PROTOCOL;
 		snprintf(res->detail, sizeof(res->detail), "out of memory setting up the provider call");
@@ -421,7 +454,7 @@ void llm_async_cancel(struct llm_async *a)
 	if (a->easy) {
 		curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
 		llm_call_finish(&a->call, CURLE_ABORTED_BY_CALLBACK);
-		give_handle(a->loop, a->easy);
+		give_handle(a, a->easy, true);
 	}
 	async_free(a);
 }

@@ -66,7 +66,9 @@ static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
 		if ((out->has_out = json_is_integer(done)))
 			out->out_tokens = json_integer_value(done);
 	}
-	json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
+	json_t *choices = json_object_get(chunk, "choices");
+	out->no_choices = json_is_array(choices) && json_array_size(choices) == 0;
+	json_t *choice = json_array_get(choices, 0);
 	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
 	out->content = json_string_value(content);
 	out->content_len = json_string_length(content);
@@ -83,12 +85,16 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		c->done = true;
 		return true;
 	}
-	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len))
-		return !(c->stopped = true);
 	char buf[2048];
 	struct llm_chunk f;
 	json_t *chunk = NULL;
-	if (!llm_chunk_scan(data, len, buf, sizeof(buf), &f) && !(chunk = load_chunk(data, len, &f)))
+	bool read = llm_chunk_scan(data, len, buf, sizeof(buf), &f) || (chunk = load_chunk(data, len, &f));
+	/* relayed as it came, read or not; the reading is done once, here, for both */
+	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices)) {
+		json_decref(chunk);
+		return !(c->stopped = true);
+	}
+	if (!read)
 		return true; /* not JSON: ignore the event, as OpenAI's clients do */
 	if (f.model)
 		str_copy(c->res->model, sizeof(c->res->model), f.model);
@@ -281,54 +287,122 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 	return c->done ? LLM_OK : LLM_ERR_CUT;
 }
 
-bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const char *body, CURL *h)
+/* The request headers: the constant ones, then traceparent when given. NULL on OOM. */
+static struct curl_slist *build_headers(const struct llm_config *cfg, bool stream, const char *traceparent)
 {
-	const struct curl_api *curl = curl_api_get(NULL); /* the caller checked that it loaded */
-	char url[600], auth[600];
-	size_t n = str_copy(url, sizeof(url), cfg->base_url);
-	str_copy(url + n, sizeof(url) - n, "/chat/completions");
-	n = str_copy(auth, sizeof(auth), "Authorization: Bearer ");
+	const struct curl_api *curl = curl_api_get(NULL);
+	char auth[600];
+	size_t n = str_copy(auth, sizeof(auth), "Authorization: Bearer ");
 	str_copy(auth + n, sizeof(auth) - n, cfg->api_key);
-	struct curl_slist *headers = curl->slist_append(NULL, "Content-Type: application/json");
-	if (headers && !curl->slist_append(headers, auth))
-		goto fail;
-	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it */
-	if (headers && !curl->slist_append(headers, "Expect:"))
-		goto fail;
-	if (headers && c->req->stream && !curl->slist_append(headers, "Accept: text/event-stream"))
-		goto fail;
+	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it: "Expect:" */
+	const char *lines[] = {"Content-Type: application/json", auth,
+			       "Expect:", stream ? "Accept: text/event-stream" : NULL};
 	char tp[80]; /* "traceparent: " + 55 characters */
-	if (headers && c->req->traceparent && snprintf(tp, sizeof(tp), "traceparent: %s", c->req->traceparent) > 0 &&
+	struct curl_slist *headers = NULL;
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]) && lines[i]; i++) {
+		struct curl_slist *grown = curl->slist_append(headers, lines[i]);
+		if (!grown)
+			goto fail;
+		headers = grown;
+	}
+	if (traceparent && snprintf(tp, sizeof(tp), "traceparent: %s", traceparent) > 0 &&
 	    !curl->slist_append(headers, tp))
 		goto fail;
-	if (!headers || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK)
-		goto fail;
-	c->curl = h;
-	c->headers = headers;
-	curl->easy_setopt(h, CURLOPT_URL, url);
-	curl->easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	curl->easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	return headers;
+fail:
+	curl->slist_free_all(headers);
+	return NULL;
+}
+
+struct llm_setup *llm_setup_new(const struct llm_config *cfg)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	struct llm_setup *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->cfg = *cfg;
+	s->refs = 1;
+	size_t n = str_copy(s->url_text, sizeof(s->url_text), cfg->base_url);
+	str_copy(s->url_text + n, sizeof(s->url_text) - n, "/chat/completions");
+	s->headers[0] = build_headers(cfg, false, NULL);
+	s->headers[1] = build_headers(cfg, true, NULL);
+	/* parsed as CURLOPT_URL parses; a URL it refuses is left to CURLOPT_URL, which reports it */
+	s->url = curl->url();
+	if (s->url &&
+	    curl->url_set(s->url, CURLUPART_URL, s->url_text, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)) {
+		curl->url_cleanup(s->url);
+		s->url = NULL;
+	}
+	if (!s->headers[0] || !s->headers[1]) {
+		llm_setup_unref(s);
+		return NULL;
+	}
+	return s;
+}
+
+bool llm_setup_matches(const struct llm_setup *s, const struct llm_config *cfg)
+{
+	return s->cfg.connect_timeout_s == cfg->connect_timeout_s && s->cfg.timeout_s == cfg->timeout_s &&
+	       strcmp(s->cfg.base_url, cfg->base_url) == 0 && strcmp(s->cfg.api_key, cfg->api_key) == 0;
+}
+
+void llm_setup_unref(struct llm_setup *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	const struct curl_api *curl = curl_api_get(NULL);
+	if (s->url)
+		curl->url_cleanup(s->url);
+	curl->slist_free_all(s->headers[0]);
+	curl->slist_free_all(s->headers[1]);
+	free(s);
+}
+
+/* The options that are the same for every attempt with these settings. */
+static void set_fixed(CURL *h, const struct llm_setup *s)
+{
+	const struct curl_api *curl = curl_api_get(NULL);
+	if (s->url)
+		curl->easy_setopt(h, CURLOPT_CURLU, s->url);
+	else
+		curl->easy_setopt(h, CURLOPT_URL, s->url_text);
 	curl->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
-	curl->easy_setopt(h, CURLOPT_WRITEDATA, c);
 	curl->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)s->cfg.connect_timeout_s);
+	curl->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->cfg.timeout_s);
+	curl->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+}
+
+bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fresh, const char *body, CURL *h)
+{
+	const struct curl_api *curl = curl_api_get(NULL); /* the caller checked that it loaded */
+	bool stream = c->req->stream;
+	/* the setup's constant list unless this call adds its own header */
+	struct curl_slist *own = c->req->traceparent ? build_headers(&setup->cfg, stream, c->req->traceparent) : NULL;
+	if ((c->req->traceparent && !own) || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK) {
+		curl->slist_free_all(own);
+		return false;
+	}
+	c->curl = h;
+	c->headers = own;
+	if (fresh)
+		set_fixed(h, setup);
+	curl->easy_setopt(h, CURLOPT_HTTPHEADER, own ? own : setup->headers[stream]);
+	curl->easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	curl->easy_setopt(h, CURLOPT_WRITEDATA, c);
 	curl->easy_setopt(h, CURLOPT_HEADERDATA, c);
-	if (c->cb && c->cb->should_cancel) {
+	bool polled = c->cb && c->cb->should_cancel;
+	if (polled) {
 		curl->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 		curl->easy_setopt(h, CURLOPT_XFERINFODATA, c);
-		curl->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	}
-	curl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)cfg->connect_timeout_s);
-	curl->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)cfg->timeout_s);
-	curl->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	curl->easy_setopt(h, CURLOPT_NOPROGRESS, polled ? 0L : 1L);
 	c->status = 0;
 	c->retry_after_s = -1;
 	c->res->detail[0] = '\0';
 	return true;
-fail:
-	curl->slist_free_all(headers);
-	return false;
 }
 
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
@@ -343,8 +417,10 @@ enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 		else if (!c->res->detail[0])
 			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
 	}
-	curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the list is freed below */
-	curl->slist_free_all(c->headers);
+	if (c->headers) {
+		curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the call's own list, freed below */
+		curl->slist_free_all(c->headers);
+	}
 	c->headers = NULL;
 	c->curl = NULL;
 	sse_parser_deinit(&c->sse);

@@ -60,6 +60,7 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 	if (jscan_is(f.choices, '[')) {
 		const char *p = f.choices.p, *e = f.choices.p + f.choices.n;
 		struct jspan key, first = {0};
+		out->no_choices = *jscan_ws(p + 1, e) == ']';
 		if (jscan_next(&p, e, false, &key, &first) && jscan_is(first, '{') &&
 		    !jscan_members(NULL, false, first, choice_w, 2, &ch))
 			return false;

@@ -5,8 +5,8 @@
  * DESIGN: a reply streams one small JSON object per delta, and jansson's json_loadb built a tree
  * of it per event (~30,000 instructions for a 150-byte chunk; about 7 % of a chat message's server
  * CPU on the embedded defaults). llm_chunk_scan checks the text with the queue's strict checker
- * (core/json_scan.h: what it passes, jansson reads, with the same values) and picks the four
- * fields call.c uses. Whatever it cannot read that way (not an object, an escaped key, a content
+ * (core/json_scan.h: what it passes, jansson reads, with the same values) and picks the fields
+ * call.c uses. Whatever it cannot read that way (not an object, an escaped key, a content
  * longer than the caller's buffer) it leaves to the jansson path, so both read every chunk alike.
  */
 #ifndef SOMA_LLM_CHUNK_SCAN_H
@@ -22,6 +22,7 @@ struct llm_chunk {
 	size_t content_len;   /* its length in bytes */
 	const char *finish;   /* choices[0].finish_reason when a string, else NULL */
 	bool usage;	      /* "usage" is an object */
+	bool no_choices;      /* "choices" is an empty array (the usage chunk) */
 	bool has_in, has_out; /* usage.prompt_tokens / completion_tokens are integers */
 	int64_t in_tokens;    /* usage.prompt_tokens */
 	int64_t out_tokens;   /* usage.completion_tokens */

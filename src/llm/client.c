@@ -73,12 +73,16 @@ static bool backoff_sleep(const struct llm_callbacks *cb, long ms)
 }
 
 /* One attempt on this thread's easy handle. */
-static enum llm_error attempt(const struct llm_config *cfg, const char *body, struct llm_call *c)
+static enum llm_error attempt(const struct llm_setup *setup, const char *body, struct llm_call *c)
 {
-	CURL *h = curl_api_thread_handle(); /* owned by the thread: connections are reused */
-	if (!h || !llm_call_prepare(c, cfg, body, h))
+	CURL *h = curl_api_thread_handle(); /* owned by the thread, reset: connections are reused */
+	if (!h || !llm_call_prepare(c, setup, true, body, h))
 		return LLM_ERR_PROTOCOL;
-	return llm_call_finish(c, curl_api_get(NULL)->easy_perform(h));
+	enum llm_error e = llm_call_finish(c, curl_api_get(NULL)->easy_perform(h));
+	/* the setup goes when llm_chat returns: nothing of it stays on the thread's handle */
+	curl_api_get(NULL)->easy_setopt(h, CURLOPT_CURLU, NULL);
+	curl_api_get(NULL)->easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	return e;
 }
 
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
@@ -88,7 +92,9 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 	if (err != SOMA_OK)
 		return err;
 	char *body = llm_request_body(cfg, req);
-	if (!body) {
+	struct llm_setup *setup = body ? llm_setup_new(cfg) : NULL;
+	if (!setup) {
+		free(body);
 		res->error = LLM_ERR_PROTOCOL;
 		return SOMA_ERR_NOMEM;
 	}
@@ -96,7 +102,7 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 	long delay = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	for (;;) {
 		res->attempts++;
-		res->error = attempt(cfg, body, &c);
+		res->error = attempt(setup, body, &c);
 		if (res->error == LLM_OK || !llm_call_may_retry(&c, res->error, cfg->max_retries))
 			break;
 		if (!backoff_sleep(cb, llm_call_backoff_ms(&c, &delay))) {
@@ -105,5 +111,6 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 		}
 	}
 	free(body);
+	llm_setup_unref(setup);
 	return res->error == LLM_OK ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
 }

@@ -53,7 +53,11 @@ static void load(void)
 		  bind_sym((void **)&api.multi_remove_handle, "curl_multi_remove_handle") &&
 		  bind_sym((void **)&api.multi_socket_action, "curl_multi_socket_action") &&
 		  bind_sym((void **)&api.multi_assign, "curl_multi_assign") &&
-		  bind_sym((void **)&api.multi_info_read, "curl_multi_info_read");
+		  bind_sym((void **)&api.multi_info_read, "curl_multi_info_read") &&
+		  bind_sym((void **)&api.url, "curl_url") && bind_sym((void **)&api.url_set, "curl_url_set") &&
+		  bind_sym((void **)&api.url_get, "curl_url_get") &&
+		  bind_sym((void **)&api.url_cleanup, "curl_url_cleanup") &&
+		  bind_sym((void **)&api.str_free, "curl_free");
 	if (!ok) {
 		failure = "libcurl.so.4 lacks a function somaagent needs; upgrade libcurl4";
 		return;

@@ -33,6 +33,12 @@ struct curl_api {
 	CURLMcode (*multi_socket_action)(CURLM *multi, curl_socket_t s, int ev_bitmask, int *running);
 	CURLMcode (*multi_assign)(CURLM *multi, curl_socket_t s, void *sockp);
 	CURLMsg *(*multi_info_read)(CURLM *multi, int *msgs_in_queue);
+	/* parsed URLs, so a URL used by every call is parsed once (call.c's llm_setup) */
+	CURLU *(*url)(void);
+	CURLUcode (*url_set)(CURLU *u, CURLUPart what, const char *part, unsigned int flags);
+	CURLUcode (*url_get)(CURLU *u, CURLUPart what, char **part, unsigned int flags);
+	void (*url_cleanup)(CURLU *u);
+	void (*str_free)(void *p); /* curl_free: what url_get returned */
 };
 
 /* Loads and initialises libcurl on the first call (thread-safe); NULL when it cannot be

@@ -62,8 +62,9 @@ struct llm_callbacks {
 	bool (*on_delta)(void *ctx, const char *text, size_t len);
 	/* polled while waiting; true stops the call with LLM_ERR_CANCELLED */
 	bool (*should_cancel)(void *ctx);
-	/* each raw chunk object of a streamed reply (for proxies); may be NULL */
-	bool (*on_chunk)(void *ctx, const char *json, size_t len);
+	/* each raw chunk object of a streamed reply (for proxies); may be NULL. usage_only: its
+	 * "choices" is an empty array (the usage chunk), read by the client's own scan of the chunk */
+	bool (*on_chunk)(void *ctx, const char *json, size_t len, bool usage_only);
 	/* llm_async only, may be NULL: after one read from the provider that delivered chunks, while
 	 * the call goes on (a proxy sends what those chunks wrote, in one write: http_uncork) */
 	void (*on_flush)(void *ctx);

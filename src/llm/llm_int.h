@@ -21,7 +21,7 @@ struct llm_call {
 	const struct llm_callbacks *cb; /* caller's hooks */
 	struct llm_result *res;		/* where results go */
 	CURL *curl;			/* the transfer's easy handle (borrowed during an attempt) */
-	struct curl_slist *headers;	/* request headers of the attempt; owned */
+	struct curl_slist *headers;	/* the attempt's own headers (traceparent); owned, often NULL */
 	struct sse_parser sse;		/* streamed reply parser */
 	char *body;			/* buffered body (error or non-stream reply); owned */
 	size_t body_len;		/* bytes in body */
@@ -33,6 +33,25 @@ struct llm_call {
 	int retry_after_s;		/* Retry-After of the last answer, -1 none */
 };
 
+/* What every attempt with the same provider settings sends alike, built once and shared: the
+ * provider URL parsed (libcurl parsed the text again on every transfer) and the constant header
+ * lists. async.c keeps one per io thread for all its calls; llm_chat builds one per call. Handles
+ * set up with it (CURLOPT_CURLU, CURLOPT_HTTPHEADER) point into it: it must outlive their use. */
+struct llm_setup {
+	struct llm_config cfg;	       /* the settings it was built from */
+	char url_text[600];	       /* base_url + "/chat/completions" */
+	CURLU *url;		       /* url_text parsed; owned; NULL: libcurl refused it (CURLOPT_URL) */
+	struct curl_slist *headers[2]; /* the constant request headers, [stream]; owned */
+	int refs;		       /* holders (one thread only); freed at 0 */
+};
+
+/* A setup for cfg with one reference; NULL on OOM. libcurl must be loaded (llm_call_begin). */
+struct llm_setup *llm_setup_new(const struct llm_config *cfg);
+/* Whether s was built from settings that give the same requests as cfg. */
+bool llm_setup_matches(const struct llm_setup *s, const struct llm_config *cfg);
+/* Drops a reference (NULL is ignored); the last frees s. */
+void llm_setup_unref(struct llm_setup *s);
+
 /* Starts a call's outcome in res (zeroed, token counts unknown) and checks that a call can be
  * made: SOMA_OK, or SOMA_ERR_UNAVAILABLE (no API key: LLM_ERR_UNCONFIGURED) or
  * SOMA_ERR_INTERNAL (libcurl could not be loaded: LLM_ERR_UNREACHABLE, why in res->detail). */
@@ -40,8 +59,11 @@ enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *re
 /* The JSON body sent to the provider; owned by the caller (free), NULL on OOM. */
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req);
 /* Sets curl up for one attempt of c (c->req, c->cb, c->res set by the caller) posting body,
- * which must outlive the attempt. false on OOM (nothing to undo). */
-bool llm_call_prepare(struct llm_call *c, const struct llm_config *cfg, const char *body, CURL *curl);
+ * which must outlive the attempt, with setup's URL and headers (plus c->req->traceparent's).
+ * fresh: curl has not been set up with this setup yet (new or reset), so the options that are the
+ * same for every attempt are set too; a handle reused with the same setup keeps them. false on
+ * OOM (nothing to undo). */
+bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fresh, const char *body, CURL *curl);
 /* The attempt ended with rc: returns its class (res->http_status and res->detail filled) and
  * releases what prepare allocated. curl stays the caller's. */
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc);

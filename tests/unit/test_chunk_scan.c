@@ -41,6 +41,8 @@ static void check(const char *text, bool scanned)
 		cr_assert_eq(f.content_len, json_string_length(content), "%s: content length", text);
 	str_same(f.finish, json_string_value(json_object_get(choice, "finish_reason")), "finish_reason", text);
 	cr_assert_eq(f.usage, json_is_object(usage), "%s: usage", text);
+	json_t *choices = json_object_get(j, "choices");
+	cr_assert_eq(f.no_choices, json_is_array(choices) && json_array_size(choices) == 0, "%s: no_choices", text);
 	cr_assert_eq(f.has_in, f.usage && json_is_integer(in), "%s: prompt_tokens", text);
 	cr_assert_eq(f.has_out, f.usage && json_is_integer(out), "%s: completion_tokens", text);
 	if (f.has_in)
@@ -59,6 +61,8 @@ Test(chunk_scan, same_fields_as_jansson)
 	      true);
 	check("{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}", true);
 	check("{\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}", true);
+	check("{\"choices\":[ \n ],\"usage\":{}}", true);
+	check("{\"choices\":[[]]}", true);
 	check("{\"usage\":{\"prompt_tokens\":5.5,\"completion_tokens\":\"2\"}}", true);
 	check("{\"usage\":null,\"model\":7,\"choices\":{\"delta\":{\"content\":\"x\"}}}", true);
 	check("{\"choices\":[{\"delta\":{\"content\":\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00 \xc3\xa9\"}}]}", true);
