@@ -8,8 +8,9 @@
 # $DBDIR/<size> (default /tmp/recall-db) for later runs. Each binary then runs under callgrind on a
 # copy of it, is left idle until its index stops changing (a binary that merges the index's
 # segments while idle does it then; the count it is measured with is printed), gets WARM (default
-# 50) recalls, has its counters zeroed, runs Q (default 200) recalls of new words, and dumps: prints instructions per recall in all (HTTP included), inside
-# store_sql_memory_search, and in its parts (counting words, the query's steps, payloads), and the
+# 50) recalls, has its counters zeroed, runs Q (default 200) recalls of new words, and dumps:
+# prints instructions per recall in all (HTTP included), inside store_sql_memory_search, and in
+# its parts (counting words, the query's steps, payloads), and the
 # TOP (default 12) functions by own instructions. COMPARE=1 then runs the binaries natively side by
 # side on copies of each database and compares their results on CQ (default 300) recalls
 # (bench/recall_post.py compare; the first two binaries).
