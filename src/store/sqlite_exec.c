@@ -177,7 +177,8 @@ static enum soma_err sq_commit(struct store *st)
 	if (err != SOMA_OK)
 		return err;
 	err = cached_exec(&st->writer, "COMMIT");
-	st->fts_merge_wanted |= store_sql_memory_written() && err == SOMA_OK;
+	if (store_sql_memory_written() && err == SOMA_OK)
+		st->fts_merge_wanted = true;
 	return err;
 }
 

@@ -114,8 +114,6 @@ struct store {
 	int wal_last_frames;				     /* WAL frame count after the last commit (metrics) */
 	bool batch_needs_sync;	    /* writer: this batch holds an op whose commit must be durable */
 	bool writer_sync_normal;    /* writer (SQLite): synchronous=NORMAL is set now */
-	bool fts_merge_wanted;	    /* writer (SQLite): the memory index may have segments to merge */
-	bool fts_usermerge_set;	    /* writer (SQLite): this run set the index's usermerge */
 	struct dbconn checkpointer; /* the checkpoint thread's connection */
 	pthread_t checkpoint_tid;   /* copies the WAL back into the database, off the commit path */
 	pthread_mutex_t ckpt_lock;  /* guards ckpt_wanted */
@@ -124,6 +122,10 @@ struct store {
 	bool ckpt_stop;		    /* the thread should exit */
 	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
 	bool no_late_copies;	    /* store_set_no_late_copies: the cache may answer has_outcome */
+
+	/* writer (SQLite, sqlite_exec.c sq_idle): the memory index may have segments to merge */
+	_Atomic bool fts_merge_wanted;
+	bool fts_usermerge_set; /* this run set the index's usermerge */
 };
 
 /* Completes an op a driver took (store_driver.take) once its transaction is settled: the commit
