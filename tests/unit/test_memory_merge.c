@@ -34,6 +34,16 @@ static void teardown(void)
 
 TestSuite(memory_merge, .fini = teardown, .timeout = 120);
 
+/* The test's own connection to the store's database (the caller closes it). */
+static sqlite3 *db_open(int flags)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
+	sqlite3 *db;
+	cr_assert_eq(sqlite3_open_v2(path, &db, flags, NULL), SQLITE_OK, "%s", path);
+	return db;
+}
+
 static void exec_ok(sqlite3 *db, const char *sql)
 {
 	char *err = NULL;
@@ -45,10 +55,7 @@ static void exec_ok(sqlite3 *db, const char *sql)
 static void fill_segments(void)
 {
 	static const char *const words[] = {"otter", "kelp", "bay", "tide", "reef", "gull", "dune", "cove", "surf"};
-	char path[600];
-	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
-	sqlite3 *db;
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3 *db = db_open(SQLITE_OPEN_READWRITE);
 	exec_ok(db, "INSERT INTO memories_fts(memories_fts, rank) VALUES ('automerge', 0)");
 	sqlite3_stmt *s;
 	cr_assert_eq(sqlite3_prepare_v2(db,
@@ -141,10 +148,7 @@ Test(memory_merge, idle_merging_leaves_fewer_segments_and_the_same_recalls)
 	char why[256] = "";
 	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
 	cr_assert_eq(store_exec_start(st, 2), SOMA_OK); /* its writer starts merging: nothing is queued */
-	char path[600];
-	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
-	sqlite3 *db;
-	cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3 *db = db_open(SQLITE_OPEN_READONLY);
 	int64_t unmerged = index_rows(db), served_while_merging = 0;
 	while (atomic_load(&st->fts_merge_wanted)) {
 		/* an op that arrives once merging began waits for one step, not for the whole merge */
