@@ -6,9 +6,11 @@
 # filled once through the first binary's own API (bench/recall_post.py fill: varied words, written
 # in the server's own batches, so its FTS5 index has a real one's segments) and kept in
 # $DBDIR/<size> (default /tmp/recall-db) for later runs. Each binary then runs under callgrind on a
-# copy of it, gets WARM (default 50) recalls, has its counters zeroed, runs Q (default 200) recalls
-# of new words, and dumps: prints instructions per recall in all (HTTP included), inside
-# store_sql_memory_search, and in its parts (counting words, the query's steps, payloads), and the
+# copy of it, is left idle until its index stops changing (a binary that merges the index's
+# segments while idle does it then; the count it is measured with is printed), gets WARM (default
+# 50) recalls, has its counters zeroed, runs Q (default 200) recalls of new words, and dumps:
+# prints instructions per recall in all (HTTP included), inside store_sql_memory_search, and in
+# its parts (counting words, the query's steps, payloads), and the
 # TOP (default 12) functions by own instructions. COMPARE=1 then runs the binaries natively side by
 # side on copies of each database and compares their results on CQ (default 300) recalls
 # (bench/recall_post.py compare; the first two binaries).
@@ -36,6 +38,21 @@ serve() { # BINARY DATADIR PORT [wrapper...] -> pid in SPID
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+segments() { # DB -> the FTS5 index's segment count (segment ids of its %_data rows)
+  sqlite3 "$1" "SELECT count(DISTINCT id >> 37) FROM memories_fts_data WHERE id >= 1 << 37" 2>/dev/null || echo '?'
+}
+settle() { # DB: waits (up to SETTLE_S, default 300 s) until the server's writer stops merging its
+  # memory index while idle (sqlite_exec.c, sq_idle): the index's rows unchanged for 2 s
+  local last='' now
+  for _ in $(seq 1 "$((${SETTLE_S:-300} / 2))"); do
+    now=$(sqlite3 "$1" "SELECT count(*), sum(length(block)) FROM memories_fts_data" 2>/dev/null || echo '?')
+    [ "$now" = "$last" ] && return 0
+    last=$now
+    sleep 2
+  done
+  echo "bench: the index of $1 was still changing after ${SETTLE_S:-300} s" >&2
+}
+
 cg_rows() { # as bench/msg_cost.sh
   callgrind_annotate --threshold=100 "$@" 2>/dev/null |
     awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
@@ -53,7 +70,7 @@ for n in $SIZES; do
     stop "$SPID"
     echo "  filled $DBDIR/$n: $n memories in $(($(date +%s) - t0)) s"
   fi
-  segs=$(sqlite3 "$DBDIR/$n/somaagent.db" "SELECT count(DISTINCT id >> 37) FROM memories_fts_data WHERE id >= 1 << 37" 2>/dev/null || echo '?')
+  segs=$(segments "$DBDIR/$n/somaagent.db")
   echo "== $n memories ($(sqlite3 "$DBDIR/$n/somaagent.db" 'SELECT count(*) FROM memories'), ~$segs segments)"
   for i in "${!BINS[@]}"; do
     b=${BINS[$i]}
@@ -61,6 +78,7 @@ for n in $SIZES; do
     rm -rf "$dir" && mkdir -p "$dir" && cp -r "$DBDIR/$n" "$dir/data"
     port=$(free_port)
     serve "$b" "$dir/data" "$port" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out"
+    settle "$dir/data/somaagent.db"
     "$PY" "$ROOT/bench/recall_post.py" query --port "$port" --queries "${WARM:-50}" --seed 99
     callgrind_control -z "$SPID" >/dev/null
     "$PY" "$ROOT/bench/recall_post.py" query --port "$port" --queries "$Q" --out "$dir/results.jsonl"
@@ -68,7 +86,7 @@ for n in $SIZES; do
     stop "$SPID"
     f=$dir/cg.out.1
     all=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
-    echo "-- binary $i: $b"
+    echo "-- binary $i: $b ($(segments "$dir/data/somaagent.db") segments when measured)"
     echo "  instructions per recall: $((all / Q)) (all threads)"
     cg_rows --inclusive=yes "$f" | awk -v q="$Q" '
       $2 ~ /^(store_sql_memory_search|fts_words|store_sql_memory_term_rows|term_count|sqlite3_step|memory_payload_read|soma_rank|fts5SegIterNext|fts5MultiIterNext|fts5DataRead|sqlite3Fts5IndexQuery|fts5ChunkIterate)$/ && !seen[$2]++ {

@@ -70,12 +70,15 @@ static void queue_init(struct op_queue *q)
 	q->stopping = false;
 }
 
-/* Takes up to max ops; blocks until there is one or the queue stops (then returns NULL). */
-static struct store_op *queue_take(struct op_queue *q, size_t max)
+/* Takes up to max ops; blocks until there is one or the queue stops (then returns NULL), or
+ * with !wait returns NULL at once when none is queued (*stopping: the queue stopped). */
+static struct store_op *queue_take(struct op_queue *q, size_t max, bool wait, bool *stopping)
 {
 	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->stopping)
+	while (wait && !q->head && !q->stopping)
 		pthread_cond_wait(&q->ready, &q->lock);
+	if (stopping)
+		*stopping = q->stopping;
 	struct store_op *first = q->head, *last = q->head;
 	size_t n = first ? 1 : 0;
 	while (last && last->next && n < max) {
@@ -204,13 +207,25 @@ static void run_batch(struct store *st, struct store_op *batch)
 	}
 }
 
+/* Between batches, while nothing is queued, the driver's idle steps run one at a time (SQLite:
+ * merging the memory index's segments, sqlite_exec.c); the queue is looked at again after each,
+ * so an op that arrives waits for one short step at most, and under sustained load none runs. */
 static void *writer_main(void *arg)
 {
 	struct store *st = arg;
-	struct store_op *batch;
+	bool idle_work = st->drv->idle != NULL, stopping = false;
 	pthread_setname_np(pthread_self(), "soma-writer");
-	while ((batch = queue_take(&st->wq, BATCH_MAX)))
-		run_batch(st, batch);
+	for (;;) {
+		struct store_op *batch = queue_take(&st->wq, BATCH_MAX, !idle_work, &stopping);
+		if (batch) {
+			run_batch(st, batch);
+			idle_work = st->drv->idle != NULL;
+		} else if (stopping) {
+			break; /* (the queue is empty: the ops queued before the stop ran) */
+		} else {
+			idle_work = st->drv->idle(st);
+		}
+	}
 	return NULL;
 }
 
@@ -226,7 +241,7 @@ static void *reader_main(void *arg)
 	free(arg);
 	pthread_setname_np(pthread_self(), "soma-reader");
 	struct store_op *op;
-	while ((op = queue_take(&st->rq, 1))) {
+	while ((op = queue_take(&st->rq, 1, true, NULL))) {
 		bool context = op->kind == STORE_OP_CONTEXT && st->ctx;
 		uint64_t mark = context ? ctx_cache_mark(st->ctx, op->tenant, op->session_id) : 0;
 		op->err = st->drv->read_op(st, index, op);

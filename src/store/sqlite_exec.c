@@ -7,6 +7,8 @@
  * Every cached statement is reset after each op: a statement left stepped keeps a read
  * transaction open, which pins an old WAL snapshot and stops checkpoints. The WAL hook replaces
  * SQLite's auto-checkpoint with a thread of its own that copies the WAL back concurrently.
+ * While no op is queued the writer merges the memory index (sq_idle): each batch's memories rows
+ * are a new FTS5 segment, and a recall reads each of its words in every segment.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,9 @@ static struct metric_family *wal_frames;
 
 #define CHECKPOINT_FRAMES 4000	  /* ~16 MB of WAL: then copy it back into the database */
 #define WRITER_CACHE_KIB  "16384" /* the writer connection's page cache, at most (KiB) */
+/* leaf pages one idle merge step writes, about: ~1 ms a step on a 50k-memory index (a step
+ * ends at a word's end, so one very common word's doclist can make a step longer) */
+#define MERGE_PAGES "4"
 
 /* SQLite calls this after each commit with the WAL's frame count: frames written per batch is
  * the number that bounds ingest throughput (each frame is a page write). A registered hook
@@ -83,6 +88,8 @@ static enum soma_err sq_exec_open(struct store *st, int readers)
 	pthread_mutex_init(&st->ckpt_lock, NULL);
 	pthread_cond_init(&st->ckpt_cv, NULL);
 	st->ckpt_wanted = st->ckpt_stop = false;
+	st->fts_merge_wanted = true; /* an index written by an earlier run may have segments to merge */
+	st->fts_usermerge_set = false;
 	if (dbconn_open(&st->checkpointer, st->path, SQLITE_OPEN_NOMUTEX) != SOMA_OK ||
 	    pthread_create(&st->checkpoint_tid, NULL, checkpoint_main, st) != 0)
 		return SOMA_ERR_STORE;
@@ -169,7 +176,51 @@ static enum soma_err sq_commit(struct store *st)
 	dbconn_release(&st->writer);
 	if (err != SOMA_OK)
 		return err;
-	return cached_exec(&st->writer, "COMMIT");
+	err = cached_exec(&st->writer, "COMMIT");
+	if (store_sql_memory_written() && err == SOMA_OK)
+		st->fts_merge_wanted = true;
+	return err;
+}
+
+/* One step of merging the memory index's FTS5 segments, while the writer has nothing queued
+ * (exec.c): a recall reads each word's doclist in every segment, so its cost grew with the
+ * segments that batches leave (3 at 1k memories, 17 at 10k); merged they cost about half.
+ * FTS5's own automerge merges only once a level holds 4 segments; 'merge' with a positive page
+ * budget merges a level holding `usermerge` segments, set to 2 (its least) here: a level is
+ * merged as soon as it has two, so an index ends with about one segment per level, and each row
+ * is rewritten about once per level as with automerge (a negative budget would merge all
+ * segments into one, rewriting the whole index after every batch). Each step is its own short
+ * transaction, at synchronous=NORMAL: a step lost to a power cut loses only the reordering, and
+ * the next durable commit's fsync carries its WAL frames. A step that merged nothing ends the
+ * run until memories are written again. Returns true when there may be more to merge. */
+static bool sq_idle(struct store *st)
+{
+	if (!st->fts_merge_wanted)
+		return false;
+	struct dbconn *c = &st->writer;
+	sqlite3_int64 before = sqlite3_total_changes64(c->db);
+	st->batch_needs_sync = false;
+	enum soma_err err = sq_begin(st);
+	if (err == SOMA_OK && !st->fts_usermerge_set)
+		err = cached_exec(c, "INSERT INTO memories_fts(memories_fts, rank) VALUES ('usermerge', 2)");
+	if (err == SOMA_OK)
+		err = cached_exec(c, "INSERT INTO memories_fts(memories_fts, rank) VALUES ('merge', " MERGE_PAGES ")");
+	if (err == SOMA_OK)
+		err = cached_exec(c, "COMMIT");
+	if (err != SOMA_OK) {
+		log_warn("store", "merging the memory index failed: %s; %s", sqlite3_errmsg(c->db),
+			 "recalls stay correct but slower; it is tried again after the next memory is written "
+			 "(check disk space under data.dir)");
+		if (!sqlite3_get_autocommit(c->db))
+			(void)dbconn_exec(c, "ROLLBACK");
+		st->fts_merge_wanted = false;
+		return false;
+	}
+	/* the INSERTs count one change each; a step that merged also wrote the index's rows */
+	sqlite3_int64 changes = sqlite3_total_changes64(c->db) - before - (st->fts_usermerge_set ? 1 : 2);
+	st->fts_usermerge_set = true;
+	st->fts_merge_wanted = changes > 0;
+	return st->fts_merge_wanted;
 }
 
 static void sq_rollback(struct store *st, enum soma_err why)
@@ -198,6 +249,7 @@ const struct store_driver store_sqlite_driver = {
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.read_op = sq_read_op,
+	.idle = sq_idle,
 	.prepare = store_sql_prepare,
 	.finish = store_sql_finish,
 	.close = sqlite_close,

@@ -71,6 +71,7 @@ struct pending_row {
 
 static _Thread_local struct pending_row pending[PENDING_MAX];
 static _Thread_local size_t npending;
+static _Thread_local bool written; /* chunk_insert added rows (a new FTS5 segment) */
 
 static void pending_free(struct pending_row *r)
 {
@@ -128,7 +129,15 @@ static enum soma_err chunk_insert(struct dbconn *c, const struct pending_row *r,
 	}
 	enum soma_err err = step_done(s);
 	sqlite3_reset(s);
+	written |= err == SOMA_OK;
 	return err;
+}
+
+bool store_sql_memory_written(void)
+{
+	bool was = written;
+	written = false;
+	return was;
 }
 
 enum soma_err store_sql_memory_flush(struct dbconn *c)

@@ -45,6 +45,9 @@ struct store_driver {
 	/* the thread that waits for op, once it completed (or the writer's, before op->done; NULL:
 	 * none): work of a write's result that need not be done on the writer thread */
 	void (*finish)(struct store_op *op);
+	/* writer thread, when no op is queued (NULL: none): one short step of upkeep in its own
+	 * transaction; true when there may be more, and the writer calls it again unless an op came */
+	bool (*idle)(struct store *st);
 	/* reader thread `reader` (0..readers-1) */
 	enum soma_err (*read_op)(struct store *st, int reader, struct store_op *op);
 	/* synchronous (store.h) */
@@ -119,6 +122,10 @@ struct store {
 	bool ckpt_stop;		    /* the thread should exit */
 	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
 	bool no_late_copies;	    /* store_set_no_late_copies: the cache may answer has_outcome */
+
+	/* writer (SQLite, sqlite_exec.c sq_idle): the memory index may have segments to merge */
+	_Atomic bool fts_merge_wanted;
+	bool fts_usermerge_set; /* this run set the index's usermerge */
 };
 
 /* Completes an op a driver took (store_driver.take) once its transaction is settled: the commit
@@ -206,6 +213,8 @@ enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op);
 size_t store_sql_memory_pending(void);
 void store_sql_memory_pending_cut(size_t mark);
 enum soma_err store_sql_memory_flush(struct dbconn *c);
+/* True when memories rows were inserted (so FTS5 wrote a segment) since the last call. */
+bool store_sql_memory_written(void);
 /* The outbox row of a committed event when it is a memory (a user turn or a completed reply);
  * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);
