@@ -275,14 +275,7 @@ enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms, int fetch_
 		return SOMA_ERR_NOMEM;
 	}
 	jw.running = true;
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += wait_ms / 1000;
-	until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = clock_deadline_in(CLOCK_MONOTONIC, wait_ms);
 	pthread_mutex_lock(&jw.lock);
 	while (!jw.attempted && pthread_cond_timedwait(&jw.cv, &jw.lock, &until) != ETIMEDOUT)
 		;

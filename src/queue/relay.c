@@ -343,13 +343,7 @@ static void *relay_main(void *arg)
 		backoff_ms = n < 0 ? (backoff_ms ? (backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2) : 100) : 0;
 		if (more)
 			continue;
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		int64_t wait_ms = backoff_ms ? backoff_ms : 1000;
-		until.tv_sec += wait_ms / 1000;
-		until.tv_nsec += (wait_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L)
-			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		struct timespec until = clock_deadline_in(CLOCK_REALTIME, backoff_ms ? backoff_ms : 1000);
 		pthread_mutex_lock(&lock);
 		while (!stop && (backoff_ms || (gen == seen && !handed)))
 			if (pthread_cond_timedwait(&wake, &lock, &until) != 0)

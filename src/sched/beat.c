@@ -170,11 +170,7 @@ static void *beat_main(void *arg)
 	pthread_setname_np(pthread_self(), "soma-beat");
 	for (;;) {
 		tick();
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += BEAT_TICK_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L)
-			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		struct timespec until = clock_deadline_in(CLOCK_REALTIME, BEAT_TICK_MS);
 		pthread_mutex_lock(&B.lock);
 		if (!B.stop)
 			pthread_cond_timedwait(&B.cond, &B.lock, &until);

@@ -320,13 +320,9 @@ static void *publisher_main(void *arg)
 	 * service) run, so the entry lists them */
 	uint64_t next_beat = clock_mono_ns() + 500000000ull;
 	for (;;) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
 		uint64_t now = clock_mono_ns(), wait = next_beat > now ? next_beat - now : 0;
-		until.tv_sec += (time_t)(wait / 1000000000ull);
-		until.tv_nsec += (long)(wait % 1000000000ull);
-		if (until.tv_nsec >= 1000000000L)
-			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		/* (rounded up to a whole millisecond: woken early, the loop would spin until next_beat) */
+		struct timespec until = clock_deadline_in(CLOCK_REALTIME, (int64_t)((wait + 999999) / 1000000));
 		pthread_mutex_lock(&C.lock);
 		while (!C.head && !C.stop && wait > 0)
 			if (pthread_cond_timedwait(&C.cond, &C.lock, &until) != 0)
