@@ -32,9 +32,15 @@ class WriteLock:
     def fail_blocked_writer(self):
         """PostgreSQL: ends the server's backend that waits for the lock (its commit fails)."""
         cur = self.conn.cursor()
-        wait_until(lambda: cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                       "AND pid <> pg_backend_pid()") or cur.fetchone()[0] >= 1, 10,
-                   what="the message's statement waiting for the lock")
+
+        def waiting():
+            # (this connection is inside the transaction that holds the lock, and PostgreSQL answers
+            # pg_stat_activity from a snapshot kept for the transaction: clear it before each look)
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            return cur.fetchone()[0] >= 1
+
+        wait_until(waiting, 10, what="the message's statement waiting for the lock")
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND pid <> pg_backend_pid()")
 

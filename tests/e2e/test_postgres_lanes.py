@@ -92,6 +92,9 @@ def test_lost_message_lanes_answer_503_and_heal(pg, soma):
     assert refused, "no request met a lost lane: the test did not exercise it"
     # both lanes are back (the one that had no traffic reconnects by itself too)
     conn = pg.connect("lanes")
+    # each check its own transaction: within one, PostgreSQL answers pg_stat_activity from the
+    # snapshot of its first read, so a lane that reconnected after that read was never seen
+    conn.autocommit = True
     try:
         cur = conn.cursor()
         def lanes_up():
