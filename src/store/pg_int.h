@@ -128,7 +128,8 @@ void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col
  * the time of its latest event to within PG_TOUCH_MS (GET /v1/sessions lists by it, newest first),
  * and a busy session's seq bumps leave every indexed column as it was: PostgreSQL updates the row
  * in place (HOT) instead of adding entries to its indexes (sessions_tenant_updated indexes
- * updated_ms). Same-run A/B (bench/ingest_pg.sh): the message statement ~15 % cheaper. */
+ * updated_ms). Same-run A/B (bench/ingest_pg.sh): the message statement ~10 % cheaper, WAL records
+ * per message 16.0 -> 14.2, buffers 38.7 -> 33.8. */
 #define PG_TOUCH_MS "1000"
 #define PG_TOUCHED(COL, NOW_MS) \
 	"CASE WHEN " COL " >= " NOW_MS "::bigint - " PG_TOUCH_MS " THEN " COL " ELSE " NOW_MS "::bigint END"
