@@ -37,6 +37,8 @@
 # each build has its own server and database, both up throughout (the idle one idle); the summary
 # gives each build's median ratio and p99 and B's ratio over A's per round.
 # INGEST_CONNS="20" runs only -c20 (default "20 64").
+# INGEST_SQL_A / INGEST_SQL_B: SQL run on that build's database once its server has migrated it
+# (a schema variant tried by hand: e.g. an index dropped on one side of the same-run A/B).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 ROUNDS=${2:-1}
@@ -214,6 +216,8 @@ start_soma() { # SIDE
   PIDS+=("${PIDOF[$1]}")
   wait_http "http://127.0.0.1:${PORT[$1]}/v1/health"
   EV0[$1]=$("${PSQL[@]}" -d "${DB[$1]}" -Atc 'SELECT count(*) FROM events')
+  local sql_var="INGEST_SQL_$1"
+  [ -z "${!sql_var:-}" ] || "${PSQL[@]}" -d "${DB[$1]}" -c "${!sql_var}"
 }
 
 OURS=() # per wrk run: "SIDE rps20 p99_20 non2xx20 rps64 p99_64 non2xx64"

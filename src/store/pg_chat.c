@@ -61,7 +61,9 @@ static enum soma_err session_create(struct pgconn *c, struct store_op *op, int64
 	return err;
 }
 
-/* Assigns the next seq of the session and stores op->event; fills op->seq and op->event_text. */
+/* Assigns the next seq of the session and stores op->event; fills op->seq and op->event_text.
+ * The session's updated_ms moves as PG_TOUCHED says (pg_int.h). */
+#define EVENT_TOUCHED PG_TOUCHED("updated_ms", "$1")
 static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t now)
 {
 	struct pg_params p = {0};
@@ -70,8 +72,8 @@ static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t
 	pg_param_text(&p, op->tenant);
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
-			      "UPDATE sessions SET last_seq = last_seq + 1, updated_ms = $1 "
-			      "WHERE id = $2 AND tenant = $3 RETURNING last_seq",
+			      "UPDATE sessions SET last_seq = last_seq + 1, updated_ms = " EVENT_TOUCHED
+			      " WHERE id = $2 AND tenant = $3 RETURNING last_seq",
 			      &p, &err);
 	if (!r)
 		return err;

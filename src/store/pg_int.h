@@ -123,6 +123,16 @@ bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STOR
 void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col);
 
 /* ---- per-op SQL (writes run inside the writer's transaction and the op's savepoint) ---- */
+/* A session's updated_ms as an event appended at NOW_MS (SQL: a bigint parameter) leaves it: moved
+ * to NOW_MS only when it is more than PG_TOUCH_MS older, never back. A session's updated_at is so
+ * the time of its latest event to within PG_TOUCH_MS (GET /v1/sessions lists by it, newest first),
+ * and a busy session's seq bumps leave every indexed column as it was: PostgreSQL updates the row
+ * in place (HOT) instead of adding entries to its indexes (sessions_tenant_updated indexes
+ * updated_ms). Same-run A/B (bench/ingest_pg.sh): the message statement ~10 % cheaper, WAL records
+ * per message 16.0 -> 14.2, buffers 38.7 -> 33.8. */
+#define PG_TOUCH_MS "1000"
+#define PG_TOUCHED(COL, NOW_MS) \
+	"CASE WHEN " COL " >= " NOW_MS "::bigint - " PG_TOUCH_MS " THEN " COL " ELSE " NOW_MS "::bigint END"
 /* pg_chat.c */
 enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);

@@ -24,11 +24,13 @@
  * $9), the memory outbox row ($10 NULL: none) and the task ($12 NULL: none) using that seq. The
  * upsert's row lock orders every node's appends to a session, as the UPDATE of op_message does.
  * pg_fast_direct_sql (memory.driver=builtin, pg_memory.c) inserts the memories row instead of the
- * outbox row: $10 key, $11 the value as JSON, $18 namespace, $19 the text it is found by. */
+ * outbox row: $10 key, $11 the value as JSON, $18 namespace, $19 the text it is found by. The
+ * session's updated_ms moves as PG_TOUCHED says (pg_int.h). */
+#define FAST_TOUCHED PG_TOUCHED("x.updated_ms", "$5")
 #define FAST_SESSION                                                                                                \
 	"WITH s AS (INSERT INTO sessions AS x (id, tenant, subject, persona_id, last_seq, created_ms, updated_ms) " \
 	"VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (id) DO UPDATE SET last_seq = x.last_seq + 1, "             \
-	"updated_ms = $5 WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "                        \
+	"updated_ms = " FAST_TOUCHED " WHERE x.tenant = $2 RETURNING x.last_seq, x.xmax = 0 AS created), "          \
 	"e AS (INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) "                      \
 	"SELECT $1, s.last_seq, $6, $2, $7, $8::text || s.last_seq || $9::text, $5 FROM s), "
 /* The task: queued; or (a worker's id in W) already reserved by that worker until R - a chat task
