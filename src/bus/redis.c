@@ -208,11 +208,7 @@ static bool take_batch(struct bus_rec **recs, size_t *n, bool *overflow)
 {
 	pthread_mutex_lock(&R.q_lock);
 	if (!R.head && !R.stop) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 500000000L;
-		if (until.tv_nsec >= 1000000000L)
-			until.tv_sec++, until.tv_nsec -= 1000000000L;
+		struct timespec until = clock_deadline_in(CLOCK_REALTIME, 500);
 		pthread_cond_timedwait(&R.q_cv, &R.q_lock, &until);
 	}
 	*n = 0;

@@ -188,12 +188,7 @@ enum soma_err bus_sub_start(const char *url, const char *channel, int wait_ms, c
 		return SOMA_ERR_NOMEM;
 	}
 	S.started = true;
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += wait_ms / 1000;
-	until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L)
-		until.tv_sec++, until.tv_nsec -= 1000000000L;
+	struct timespec until = clock_deadline_in(CLOCK_REALTIME, wait_ms);
 	pthread_mutex_lock(&S.lock);
 	while (!S.attempted && pthread_cond_timedwait(&S.cv, &S.lock, &until) == 0)
 		;
