@@ -283,16 +283,23 @@ static const char *check_big(const char *p, const char *end)
 	return p + 5;
 }
 
-/* GETs path on a connection with rcvbuf (0: the default) and checks the whole big stream came. */
-static void get_big(const char *path, int rcvbuf)
+/* GETs path in version on a connection with rcvbuf (0: the default); the whole answer (caller frees). */
+static char *get_all(const char *path, const char *version, int rcvbuf, size_t *len)
 {
 	int fd = client(rcvbuf);
 	char req[128];
-	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+	snprintf(req, sizeof(req), "GET %s %s\r\nHost: t\r\nConnection: close\r\n\r\n", path, version);
 	send_all(fd, req);
-	size_t len;
-	char *all = read_to_eof(fd, &len);
+	char *all = read_to_eof(fd, len);
 	close(fd);
+	return all;
+}
+
+/* GETs path on a connection with rcvbuf (0: the default) and checks the whole big stream came. */
+static void get_big(const char *path, int rcvbuf)
+{
+	size_t len;
+	char *all = get_all(path, "HTTP/1.1", rcvbuf, &len);
 	check_big(all, all + len);
 	free(all);
 }
@@ -405,13 +412,8 @@ Test(http_write, a_corked_burst_larger_than_the_socket_is_sent_in_order)
 /* The stream's head, byte for byte as the snprintf that built it until 2026-11-29 wrote it. */
 static void check_head(const char *version, const char *framing, const char *body)
 {
-	int fd = client(0);
-	char req[128];
-	snprintf(req, sizeof(req), "GET /head %s\r\nHost: t\r\nConnection: close\r\n\r\n", version);
-	send_all(fd, req);
 	size_t len;
-	char *all = read_to_eof(fd, &len);
-	close(fd);
+	char *all = get_all("/head", version, 0, &len);
 	char date[64] = "", id[128] = "";
 	int used = 0;
 	cr_assert_eq(sscanf(all,
