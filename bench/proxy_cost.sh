@@ -7,7 +7,8 @@
 # Defaults: 2000 requests, $SOMA_BIN or build/somaagent. Each binary runs `--role gateway` under
 # callgrind, gets WARM (default 100) requests, has its counters zeroed, gets the requests over
 # CLIENTS (default 4) keep-alive connections, and dumps. Prints instructions per request in all
-# and per thread, and the TOP (default 25) functions by their own instructions. The files stay in
+# and per thread, the STAGES' inclusive instructions, and the TOP (default 25) functions by their
+# own instructions. The files stay in
 # $OUT (default /tmp/proxy-cost-<time>) for callgrind_annotate. USAGE=1 asks for the usage chunk
 # (stream_options.include_usage, as bench/chat.sh's proxy part does: chunks pass unread).
 source "$(dirname "$0")/lib.sh"
@@ -17,6 +18,9 @@ BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$BIN")
 PY=/usr/bin/python3
 OUT=${OUT:-/tmp/proxy-cost-$(date -u +%H%M%S)}
+# Stages: depth=function, the proxied call's path through the io thread (inclusive counts).
+STAGES=${STAGES:-"0=http_pipeline_run 1=gw_json_object 1=start_job 2=policy_gate_ask 2=llm_async_start \
+0=curl_multi_socket_action 1=sse_parser_feed 2=llm_chunk_scan 2=relay_chunk 1=on_done 0=http_stream_writev"}
 mkdir -p "$OUT"
 
 start_llm_fake # -> fake_port (lib.sh)
@@ -72,10 +76,20 @@ for i in "${!BINS[@]}"; do
     awk -v n="$N" -v all="$all" '/ \(.*%\)  .*:(thread_main|writer_main|checkpoint_main|reader_main|relay_main) / {
       c=$1; gsub(",", "", c); f=$0; sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
       if (!seen[f]++) printf "    thread %-16s %9.0f per request (%4.1f %%)\n", f, c / n, 100 * c / all }'
-  echo "  top functions, own instructions per request:"
+  echo "  stages, inclusive instructions per request (a stage includes those indented under it):"
+  callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null |
+    awk -v n="$N" -v all="$all" -v list="$STAGES" 'BEGIN { k = split(list, s, " ")
+      for (i = 1; i <= k; i++) { split(s[i], kv, "="); want[kv[2]] = i; name[i] = kv[2]; ind[i] = kv[1] } }
+      / \(.*%\)  / { c=$1; gsub(",", "", c); f=$0; sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
+      if (f in want && !(f in got)) got[f] = c }
+      END { for (i = 1; i <= k; i++) printf "    %9.0f %4.1f %% %*s%s\n", got[name[i]] / n,
+        100 * got[name[i]] / all, 2 * ind[i], "", name[i] }'
+  echo "  top functions, own instructions per request (the threads' base frames left out: a dump taken"
+  echo "  while they run lists their whole cost as their own):"
   callgrind_annotate --threshold=100 "$f" 2>/dev/null |
     awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
-      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f); print c, f }' |
+      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
+      if (f !~ /^(clone|start_thread|main|__libc_start_main.*|\(below|event_base_dispatch|event_base_loop|[a-z_]*_main)$/) print c, f }' |
     awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$N" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
   grep -E '"level":"(error|fatal)"' "$dir/server.log" | head -3 | sed 's/^/  !! log: /' || true
 done

@@ -24,6 +24,7 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/str_copy.h"
 #include "gateway/gateway.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
@@ -371,7 +372,7 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 	job->stream = stream;
 	job->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 	job->messages = json_incref(messages);
-	snprintf(job->model, sizeof(job->model), "%s", json_string_value(model) ? json_string_value(model) : "");
+	str_copy(job->model, sizeof(job->model), json_string_value(model) ? json_string_value(model) : "");
 	job->temperature = json_is_number(temp) ? json_number_value(temp) : -1;
 	job->max_tokens = json_is_integer(maxt) ? json_integer_value(maxt) : 0;
 	llm_config_from_settings(&job->cfg);
@@ -386,11 +387,11 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 		job_drop(job);
 		return;
 	}
-	snprintf(job->tenant, sizeof(job->tenant), "%s", req->ident.tenant);
+	str_copy(job->tenant, sizeof(job->tenant), req->ident.tenant);
 	const char *use = job->model[0] ? job->model : job->cfg.model;
 	const char *session = json_string_value(json_object_get(body, "session_id"));
 	char resource[160];
-	snprintf(resource, sizeof(resource), "model:%s", use);
+	str_copy(resource + str_copy(resource, sizeof(resource), "model:"), sizeof(resource) - 6, use);
 	json_t *ctx = json_pack("{s:s, s:b}", "model", use, "stream", stream);
 	struct policy_input in = {.persona_id = json_string_value(json_object_get(body, "persona_id")),
 				  .action = POLICY_LLM_INVOKE,

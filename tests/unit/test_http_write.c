@@ -121,6 +121,14 @@ static void small(struct http_req *r, void *arg)
 	http_respond(r, 200, "text/plain", "small\n", 6);
 }
 
+static void head(struct http_req *r, void *arg)
+{
+	(void)arg;
+	http_stream_begin(r, 200, "text/event-stream");
+	http_stream_write(r, "x", 1);
+	http_stream_end(r);
+}
+
 struct ticker {
 	struct http_req *req;
 	struct event *ev;
@@ -189,6 +197,7 @@ static void setup(void)
 	cr_assert_not_null(router);
 	cr_assert_eq(http_route_add(router, "GET", "/big", big, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/small", small, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
+	cr_assert_eq(http_route_add(router, "GET", "/head", head, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/ticks", ticks, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/corked", corked, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
 	cr_assert_eq(http_route_add(router, "GET", "/big-corked", big_corked, NULL, HTTP_ROUTE_PUBLIC), SOMA_OK);
@@ -274,16 +283,23 @@ static const char *check_big(const char *p, const char *end)
 	return p + 5;
 }
 
-/* GETs path on a connection with rcvbuf (0: the default) and checks the whole big stream came. */
-static void get_big(const char *path, int rcvbuf)
+/* GETs path in version on a connection with rcvbuf (0: the default); the whole answer (caller frees). */
+static char *get_all(const char *path, const char *version, int rcvbuf, size_t *len)
 {
 	int fd = client(rcvbuf);
 	char req[128];
-	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+	snprintf(req, sizeof(req), "GET %s %s\r\nHost: t\r\nConnection: close\r\n\r\n", path, version);
 	send_all(fd, req);
-	size_t len;
-	char *all = read_to_eof(fd, &len);
+	char *all = read_to_eof(fd, len);
 	close(fd);
+	return all;
+}
+
+/* GETs path on a connection with rcvbuf (0: the default) and checks the whole big stream came. */
+static void get_big(const char *path, int rcvbuf)
+{
+	size_t len;
+	char *all = get_all(path, "HTTP/1.1", rcvbuf, &len);
 	check_big(all, all + len);
 	free(all);
 }
@@ -391,4 +407,32 @@ Test(http_write, a_corked_burst_larger_than_the_socket_is_sent_in_order)
 {
 	get_big("/big-corked", 4096);
 	cr_assert_gt(atomic_load(&max_queued), 0, "the socket took the whole burst: the partial path was not run");
+}
+
+/* The stream's head, byte for byte as the snprintf that built it until 2026-11-29 wrote it. */
+static void check_head(const char *version, const char *framing, const char *body)
+{
+	size_t len;
+	char *all = get_all("/head", version, 0, &len);
+	char date[64] = "", id[128] = "";
+	int used = 0;
+	cr_assert_eq(sscanf(all,
+			    "HTTP/1.1 200 OK\r\nDate: %63[^\r]\r\nContent-Type: text/event-stream\r\n"
+			    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: %127[^\r]\r\n%n",
+			    date, id, &used),
+		     2, "head: %s", all);
+	cr_assert_gt(used, 0, "head: %s", all);
+	cr_assert_eq(strlen(date), 29, "Date: %s", date); /* "Sun, 29 Nov 2026 01:30:00 GMT" */
+	cr_assert(strcmp(date + 25, " GMT") == 0, "Date: %s", date);
+	cr_assert_gt(strlen(id), 0);
+	char rest[256];
+	snprintf(rest, sizeof(rest), "%s\r\n%s", framing, body);
+	cr_assert_str_eq(all + used, rest);
+	free(all);
+}
+
+Test(http_write, a_stream_head_has_its_status_date_type_id_and_framing)
+{
+	check_head("HTTP/1.1", "Transfer-Encoding: chunked\r\n", "1\r\nx\r\n0\r\n\r\n");
+	check_head("HTTP/1.0", "Connection: close\r\n", "x");
 }
