@@ -6,6 +6,8 @@
 # left minutes between the sides, and the load of this machine moves by several-fold in minutes).
 # Usage: bench/chat_ab.sh OLD_BIN NEW_BIN [first-delay-ms (default 50)] [rounds (3)] [n (400)]
 # Prints each round's table (A = OLD_BIN, B = NEW_BIN) with the time and the load.
+# A_SET / B_SET: extra "key=value ..." settings for one side (e.g. the same build twice with
+# B_SET="queue.worker_nice=0" measures one config key).
 source "$(dirname "$0")/lib.sh"
 A_BIN=${1:?usage: bench/chat_ab.sh OLD_BIN NEW_BIN [first-delay-ms] [rounds] [n]}
 B_BIN=${2:?usage: bench/chat_ab.sh OLD_BIN NEW_BIN [first-delay-ms] [rounds] [n]}
@@ -22,11 +24,14 @@ wait_http "http://127.0.0.1:$fport/v1/models"
 ports=()
 for side in A B; do
   bin=$A_BIN
-  [ "$side" = B ] && bin=$B_BIN
+  extra=${A_SET:-}
+  [ "$side" = B ] && bin=$B_BIN && extra=${B_SET:-}
+  sets=()
+  for kv in $extra; do sets+=(--set "$kv"); done
   port=$(free_port)
   "$bin" run --set http.listen=127.0.0.1:"$port" --set data.dir="$TMP/$side" --set log.access=false \
     --set log.level=warn --set shutdown.grace_s=2 --set llm.provider=custom \
-    --set llm.base_url=http://127.0.0.1:"$fport"/v1 --set llm.api_key=x 2>"$TMP/$side.log" &
+    --set llm.base_url=http://127.0.0.1:"$fport"/v1 --set llm.api_key=x "${sets[@]}" 2>"$TMP/$side.log" &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/v1/health" || { echo "  !! build $side ($bin) did not start" >&2; exit 1; }
   ports+=("$port")

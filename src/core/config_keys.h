@@ -126,6 +126,8 @@ X(QUEUE_RETRY_BACKOFF_MS, "queue.retry_backoff_ms", CFG_INT, "1000", 1, 3600000,
   "First retry delay of a task (doubles per attempt, with jitter, capped at 5 min).") \
 X(QUEUE_EARLY_START, "queue.early_start", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
   "Local queue: a chat message goes straight to an idle conversation worker, which reads the context and calls the LLM while the message commits; nothing is published before the commit.") \
+X(QUEUE_WORKER_NICE, "queue.worker_nice", CFG_INT, "5", 0, 19, NULL, NULL, false, NULL, \
+  "Nice increment of the worker threads over the rest of the process, so the io threads and the store writer run first when a woken worker would pre-empt them (0: same priority).") \
 X(STORE_URL, "store.url", CFG_STRING, "", 0, 0, NULL, validate_store_url, true, "DATABASE_URL", \
   "PostgreSQL URL (postgresql://user:pass@host:port/db) shared by every node; empty: SQLite under data.dir.") \
 X(STORE_POOL_SIZE, "store.pool_size", CFG_INT, "4", 1, 64, NULL, NULL, false, NULL, \

@@ -12,11 +12,13 @@
  * wakes one more of its queue (there may be more), so a batch of k tasks costs k + 1 reserves
  * rather than one per idle worker.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +75,9 @@ static struct queue_slot slots[MAX_QUEUES];
 static int nslots;
 static char hostname[64] = "host";
 static const struct queue_driver *drv = &queue_local_driver;
+/* queue.worker_nice: a worker thread's nice is base_nice (queue_start's thread) plus the key, set
+ * absolutely, since a worker that spawns another passes its own nice on */
+static int base_nice, worker_nice;
 
 struct store *queue_store(void)
 {
@@ -300,6 +305,9 @@ static void *worker_main(void *arg)
 	char thread_name[16];
 	snprintf(thread_name, sizeof(thread_name), "soma-w-%.8s", w->queue);
 	pthread_setname_np(pthread_self(), thread_name);
+	/* lower this thread only (Linux: a thread id as PRIO_PROCESS); no privilege needed to lower */
+	if (worker_nice > base_nice && setpriority(PRIO_PROCESS, (id_t)gettid(), worker_nice) != 0)
+		log_warn("queue", "worker %s keeps the process's priority (setpriority: %s)", w->id, strerror(errno));
 	w->drv = drv->open(w->queue, w->id);
 	if (!w->drv) {
 		log_error("queue", "worker %s cannot start its %s driver state", w->id, drv->name);
@@ -374,6 +382,13 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 	visibility_ms = visibility_s * 1000;
 	queue_backoff_init(backoff_ms);
 	stopping = false;
+	errno = 0;
+	base_nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+	if (errno != 0)
+		base_nice = 0;
+	worker_nice = base_nice + (int)cfg_int(CFG_QUEUE_WORKER_NICE);
+	if (worker_nice > 19)
+		worker_nice = 19;
 	gethostname(hostname, sizeof(hostname) - 1);
 	drv = queue_driver_is_redis() ? &queue_redis_driver : &queue_local_driver;
 	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : SOMA_OK;
