@@ -19,7 +19,12 @@
  * checking the tenant on each row reads few rows (scoped_cheaper), as for a single tenant.
  * What still grows with the index is FTS5's work per segment (a term's seek in every segment,
  * for each word searched and each word counted): bench/recall_cost.sh measures it.
- * A recall runs on the caller's thread, on a connection of its own (store_memory_search_here).
+ * A recall runs on the caller's thread, on a connection of its own (store_memory_search_here), in
+ * one read transaction: each statement run alone began its own, and when the index had been
+ * written meanwhile (always, on a chat's path) SQLite dropped the connection's page cache at
+ * each, so the pages of the index were read again by the count, the search and the payloads.
+ * Within that transaction a word just counted in no memory is known to match nothing: when every
+ * word searched is such a word (a query of new words), the search is not run.
  */
 #include <math.h>
 #include <pthread.h>
@@ -189,6 +194,7 @@ enum soma_err store_sql_memory_rank_register(sqlite3 *db)
 struct word {
 	char text[TERMS_WORD_MAX]; /* lower-cased as the tokenizer stores it (ASCII; other bytes as they are) */
 	int64_t rows;		   /* rows holding it */
+	bool exact;		   /* rows is what a MATCH of it finds in this read transaction */
 };
 
 static int by_rows(const void *a, const void *b)
@@ -204,7 +210,7 @@ static int by_rows(const void *a, const void *b)
  * their sum and *total the memories of the index (all scopes). BM25 ranks the rows that match more of them higher.
  * Returns the words kept; 0 (and out empty) when the text has no word. */
 static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, double counts[SEARCH_WORDS_USED],
-		     int64_t *rows, int64_t *total_out)
+		     int64_t *rows, int64_t *total_out, bool *none)
 {
 	struct word words[SEARCH_TERMS_MAX];
 	int nw = 0;
@@ -236,14 +242,16 @@ static int fts_words(struct dbconn *c, const char *text, char *out, size_t cap, 
 	*total_out = total;
 	int64_t now = clock_wall_ms();
 	for (int i = 0; i < nw; i++)
-		words[i].rows = store_sql_memory_term_rows(c, words[i].text, total, now);
+		words[i].rows = store_sql_memory_term_rows_exact(c, words[i].text, total, now, &words[i].exact);
 	qsort(words, (size_t)nw, sizeof(words[0]), by_rows);
 	int keep = 0;
 	while (keep < nw && keep < SEARCH_WORDS_USED && (keep == 0 || words[keep].rows * 4 <= total || total < 64))
 		keep++;
 	size_t n = (size_t)snprintf(out, cap, "content : (");
 	*rows = 0;
+	*none = true;
 	for (int i = 0; i < keep && n < cap; i++) {
+		*none = *none && words[i].exact && words[i].rows == 0;
 		n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", i ? " OR " : "", words[i].text);
 		counts[i] = (double)words[i].rows;
 		*rows += words[i].rows;
@@ -343,10 +351,11 @@ enum soma_err store_sql_memory_search(struct dbconn *c, struct store_op *op)
 	int64_t rows = 0, total = 0;
 	const char *ns = json_string_value(json_object_get(op->row, "namespace"));
 	ns = ns && ns[0] ? ns : "wm";
+	bool none = false; /* every word searched was just counted in this transaction: in no memory */
 	int nwords = fts_words(c, json_string_value(json_object_get(op->row, "query")) ?: "", words, sizeof(words),
-			       counts, &rows, &total);
+			       counts, &rows, &total, &none);
 	op->rows = json_array();
-	if (!nwords)
+	if (!nwords || (none && !sqlite3_get_autocommit(c->db))) /* (the search would find no row) */
 		return SOMA_OK;
 	bool scope = scoped_cheaper(c, op->tenant, ns, rows, total);
 	if (scope)
@@ -440,7 +449,12 @@ enum soma_err store_memory_search_here(struct store *st, struct store_op *op)
 	struct dbconn *c = here ? here_conn(st) : NULL;
 	if (!c) /* PostgreSQL (its connections are its lanes'), a stopped store, no connection */
 		return store_op_wait(st, op);
+	sqlite3_stmt *begin = dbconn_stmt(c, "BEGIN"), *end = NULL;
+	bool txn = begin && sqlite3_step(begin) == SQLITE_DONE;
 	op->err = store_sql_memory_search(c, op);
-	dbconn_release(c); /* ends the read transaction: no WAL snapshot stays pinned */
+	dbconn_release(c); /* (the statements' resets, then the end of the read transaction) */
+	if (txn && (!(end = dbconn_stmt(c, "COMMIT")) || sqlite3_step(end) != SQLITE_DONE))
+		(void)sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	dbconn_release(c); /* no WAL snapshot stays pinned */
 	return op->err;
 }

@@ -62,10 +62,14 @@ static bool entry_fresh(const struct term_entry *e, const char *term, int64_t to
 	return total <= e->total + e->total / 2 + 64 || e->rows * 4 > total;
 }
 
-/* Memories holding term in the index, read now (0 when none or on error). */
-static int64_t term_count(struct dbconn *c, const char *term)
+/* Memories holding term in the index, read now (0 when none or on error). *exact: whether it is
+ * the count of the rows a MATCH of the quoted term finds in c's read transaction (an ASCII term
+ * counted without error; a term of other bytes is counted by its exact token, not as a MATCH
+ * folds it). */
+static int64_t term_count(struct dbconn *c, const char *term, bool *exact)
 {
 	bool ascii = true;
+	*exact = false;
 	for (const unsigned char *p = (const unsigned char *)term; *p && ascii; p++)
 		ascii = *p < 0x80;
 	sqlite3_stmt *s = dbconn_stmt(c, ascii ? "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?"
@@ -75,7 +79,9 @@ static int64_t term_count(struct dbconn *c, const char *term)
 	char quoted[TERMS_KEY_MAX + 2]; /* (bound, not copied: lives until the reset) */
 	snprintf(quoted, sizeof(quoted), "\"%s\"", term);
 	bind_text(s, 1, ascii ? quoted : term);
-	int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	int rc = sqlite3_step(s);
+	int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	*exact = ascii && rc == SQLITE_ROW;
 	sqlite3_reset(s);
 	return n;
 }
@@ -106,9 +112,16 @@ static struct term_entry *entry_slot(size_t set, const char *term, int64_t now)
 
 int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t total, int64_t now)
 {
+	bool exact;
+	return store_sql_memory_term_rows_exact(c, term, total, now, &exact);
+}
+
+int64_t store_sql_memory_term_rows_exact(struct dbconn *c, const char *term, int64_t total, int64_t now, bool *exact)
+{
 	size_t len = strlen(term);
+	*exact = false;
 	if (len >= TERMS_KEY_MAX)
-		return term_count(c, term); /* (never so: recall keeps words and scope tokens shorter) */
+		return term_count(c, term, exact); /* (never so: recall keeps words and scope tokens shorter) */
 	const char *db = sqlite3_db_filename(c->db, "main");
 	db = db ? db : "";
 	size_t set = str_hash(term) % (TERMS_CACHE / 2) * 2;
@@ -123,7 +136,7 @@ int64_t store_sql_memory_term_rows(struct dbconn *c, const char *term, int64_t t
 	pthread_mutex_unlock(&cache_lock);
 	if (fresh)
 		return rows;
-	rows = term_count(c, term);
+	rows = term_count(c, term, exact);
 	pthread_mutex_lock(&cache_lock);
 	if (strcmp(cache_db, db) == 0) {
 		struct term_entry *w = entry_slot(set, term, now);

@@ -197,3 +197,25 @@ Test(memory_rank, words_one_token_apart_do_not_cut_the_best_row)
 	json_decref(one);
 	json_decref(all);
 }
+
+/* A recall whose words are in no memory skips its search only on counts read in its own read
+ * transaction: a word cached as found in none, then written, is found at once (the cached count
+ * of 0 does not hide it), with or without a word that is still in none, and words of other bytes
+ * (counted by exact token, not as the search folds them) are still searched. */
+Test(memory_rank, a_word_counted_in_none_then_written_is_found)
+{
+	json_t *none = search("zebra", 4);
+	cr_assert_eq(json_array_size(none), 0);
+	json_decref(none);
+	static const char *const keys[] = {"z", "c"};
+	static const char *const texts[] = {"a zebra", "un caf\xc3\xa9"};
+	put(keys, texts, 2);
+	const char *queries[] = {"zebra", "zebra quagga", "CAFE"};
+	const char *want[] = {"z", "z", "c"};
+	for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
+		json_t *rows = search(queries[q], 4);
+		cr_assert_eq(json_array_size(rows), 1, "%s: %zu rows", queries[q], json_array_size(rows));
+		cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "key")), want[q]);
+		json_decref(rows);
+	}
+}
