@@ -73,10 +73,35 @@ for i in "${!BINS[@]}"; do
       c=$1; gsub(",", "", c); f=$0; sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
       if (!seen[f]++) printf "    thread %-16s %9.0f per request (%4.1f %%)\n", f, c / n, 100 * c / all }'
   echo "  top functions, own instructions per request:"
-  callgrind_annotate --threshold=100 "$f" 2>/dev/null |
-    awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
-      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f); print c, f }' |
-    awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$N" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
+  # Own (self) cost read from the callgrind file itself: callgrind_annotate 3.19 reports the
+  # frames still on a thread's stack at a callgrind_control dump (clone, start_thread,
+  # thread_main, event_base_dispatch, main) with their inclusive cost as if it were their own.
+  # Cost lines right after a calls= line are a call's inclusive cost; every other is the own.
+  "$PY" - "$f" "$N" "$all" "${TOP:-25}" <<'PY'
+import collections, re, sys
+path, n, total, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+own, names, fn, after_call = collections.Counter(), {}, None, False
+for line in open(path, errors="replace"):
+    if line.startswith(("fn=", "cfn=")):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+        if m and m.group(2):
+            names[m.group(1)] = m.group(2)
+        if line.startswith("fn=") and m:
+            fn = names.get(m.group(1), m.group(1))
+        continue
+    if line.startswith("calls="):
+        after_call = True
+        continue
+    if line[:1].isdigit() or line[:1] in "+-*":
+        if after_call:
+            after_call = False
+            continue
+        parts = line.split()
+        if len(parts) >= 2 and fn:
+            own[fn] += int(parts[1])
+for name, c in own.most_common(top):
+    print(f"    {c / n:9.0f} {100 * c / total:4.1f} % {name}")
+PY
   grep -E '"level":"(error|fatal)"' "$dir/server.log" | head -3 | sed 's/^/  !! log: /' || true
 done
 echo "callgrind files: $OUT"
