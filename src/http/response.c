@@ -373,6 +373,24 @@ size_t http_stream_write(struct http_req *req, const void *data, size_t len)
 	return http_stream_writev(req, &part, 1);
 }
 
+/* Writes "<total in lower-case hex>\r\n" (a chunked-encoding size line) into line, which holds at
+ * least 2 * sizeof(size_t) + 3 bytes; returns its length. By hand: snprintf's "%zx" cost ~700
+ * instructions per streamed chunk. */
+static size_t chunk_size_line(char *line, size_t total)
+{
+	char digits[2 * sizeof(size_t)];
+	size_t n = 0;
+	do {
+		digits[n++] = "0123456789abcdef"[total & 0xf];
+		total >>= 4;
+	} while (total);
+	for (size_t i = 0; i < n; i++)
+		line[i] = digits[n - 1 - i];
+	line[n] = '\r';
+	line[n + 1] = '\n';
+	return n + 2;
+}
+
 size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t nparts)
 {
 	size_t total = 0;
@@ -381,7 +399,7 @@ size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t 
 	if (!req->streaming || total == 0)
 		return pending(req);
 	char size_line[24];
-	int m = snprintf(size_line, sizeof(size_line), "%zx\r\n", total);
+	int m = (int)chunk_size_line(size_line, total);
 	if (nparts > OUT_MAX_IOV - 2) { /* more pieces than any caller sends: all queued */
 		struct evbuffer *q = req->corked ? req->cork_buf : req->out;
 		if (req->chunked)
