@@ -316,8 +316,32 @@ void gw_celery_run(struct http_req *req, void *arg)
 
 /* ---- read ---- */
 
+/* The store read again after Redis said FAILURE: the dead-letter row (committed before the
+ * FAILURE meta, redis_settle.c) when there is one, else what Redis said (kept in op->task). */
+static void on_failure_checked(struct http_req *req, struct store_op *op)
+{
+	if (op->err == SOMA_OK)
+		http_respond_json(req, 200, json_incref(op->row));
+	else if (op->err == SOMA_ERR_NOT_FOUND)
+		http_respond_json(req, 200, json_incref(op->task));
+	else
+		gw_store_error(req, op, "task");
+}
+
 static void after_meta(struct wait *w)
 {
+	const char *status = json_string_value(json_object_get(w->answer, "status"));
+	if (w->err == SOMA_OK && status && strcmp(status, "FAILURE") == 0) {
+		/* the store was read before Redis: a task dead-lettered in between is found now */
+		struct store_op *again = store_op_new(STORE_OP_TASK_GET, w->op->tenant);
+		if (!again)
+			return http_respond_error(w->req, 500, "out_of_memory",
+						  "the server is out of memory; retry later");
+		snprintf(again->task_id, sizeof(again->task_id), "%s", w->op->task_id);
+		snprintf(again->error_text, sizeof(again->error_text), "%s", w->op->error_text);
+		again->task = json_incref(w->answer);
+		return gw_store(w->req, again, on_failure_checked);
+	}
 	if (w->err == SOMA_ERR_NOT_FOUND) {
 		http_respond_error(w->req, 404, "not_found", "task %s not found", w->op->task_id);
 	} else if (w->err != SOMA_OK) {
