@@ -337,33 +337,14 @@ void http_stream_begin(struct http_req *req, int status, const char *content_typ
 	req->chunked = req->minor_version >= 1;
 	if (!req->chunked)
 		req->close_after = true;
-	char hdr[2048],
-		code[16] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10)};
-	if (status < 100 || status > 999)
-		snprintf(code, sizeof(code), "%d", status);
-	const char *pieces[] = {"HTTP/1.1 ",
-				code,
-				" ",
-				http_status_text(status),
-				"\r\nDate: ",
-				http_date(),
-				"\r\nContent-Type: ",
-				content_type,
-				"\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: ",
-				req->request_id,
-				"\r\n",
-				req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n"};
-	size_t used = 0; /* the pieces joined, as one snprintf of them wrote (~2k instructions a stream); 0 if cut */
-	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
-		size_t len = strlen(pieces[i]);
-		if (len >= sizeof(hdr) - used) {
-			used = sizeof(hdr);
-			break;
-		}
-		memcpy(hdr + used, pieces[i], len + 1);
-		used += len;
-	}
-	used = end_head(req, hdr, sizeof(hdr), used < sizeof(hdr) ? used : 0);
+	char hdr[2048];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n"
+			 "X-Accel-Buffering: no\r\nX-Request-Id: %s\r\n%s",
+			 status, http_status_text(status), http_date(), content_type, req->request_id,
+			 req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+	size_t used = n > 0 && (size_t)n < sizeof(hdr) ? (size_t)n : 0;
+	used = end_head(req, hdr, sizeof(hdr), used);
 	out_add1(req, hdr, used);
 }
 
