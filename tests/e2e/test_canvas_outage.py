@@ -161,10 +161,14 @@ def post(srv, path, body):
 
 
 SETS = ("queue.visibility_timeout_s=120", "queue.routes=py.*=py")
+# The slow task's outcome must meet the fault, which starts once the test has seen it running:
+# long enough for a loaded CI machine (2 s once finished before a BUSY script had begun).
+SLOW_S = 4
+SLEPT = {"slept": float(SLOW_S)}
 
 
 def chain_body():
-    return {"tasks": [{"task": "soma.sleep", "kwargs": {"seconds": 2}},
+    return {"tasks": [{"task": "soma.sleep", "kwargs": {"seconds": SLOW_S}},
                       {"task": "py.record", "args": ["second"], "queue": "py"},
                       {"task": "py.record", "args": ["third"], "queue": "py"}]}
 
@@ -172,7 +176,7 @@ def chain_body():
 def chord_body():
     # the quick member joins first; the slow one, whose outcome meets the fault, completes the chord
     return {"header": [{"task": "soma.echo", "args": [1]},
-                       {"task": "soma.sleep", "kwargs": {"seconds": 2}}],
+                       {"task": "soma.sleep", "kwargs": {"seconds": SLOW_S}}],
             "body": {"task": "py.record", "args": ["body"], "queue": "py"}}
 
 
@@ -187,19 +191,19 @@ def drained(redis):
 def assert_chain_done(srv, tmp_path, redis, out):
     ids = out["task_ids"]
     last = wait_task(srv, ids[2], {"SUCCESS"}, timeout=60)
-    assert last["result"] == [[{"slept": 2.0}, "second"], "third"], last
+    assert last["result"] == [[SLEPT, "second"], "third"], last
     drained(redis)  # a second copy of a link, had one been sent, has run by now
     got = runs(tmp_path)
     assert sorted(r["id"] for r in got) == sorted(ids[1:]), got  # each later link ran exactly once
     second = next(r for r in got if r["id"] == ids[1])
-    assert second["args"] == [{"slept": 2.0}, "second"], second
+    assert second["args"] == [SLEPT, "second"], second
     third = next(r for r in got if r["id"] == ids[2])
-    assert third["args"] == [[{"slept": 2.0}, "second"], "third"], third
+    assert third["args"] == [[SLEPT, "second"], "third"], third
 
 
 def assert_chord_done(srv, tmp_path, redis, out):
     body = wait_task(srv, out["task_id"], {"SUCCESS"}, timeout=60)
-    want = [[{"args": [1], "kwargs": {}}, {"slept": 2.0}], "body"]
+    want = [[{"args": [1], "kwargs": {}}, SLEPT], "body"]
     assert body["result"] == want, body
     drained(redis)  # a second copy of the body, had one been sent, has run by now
     got = runs(tmp_path)
@@ -218,9 +222,18 @@ def logged(srv, text):
     return any(text in ln for ln in srv.log_lines())
 
 
+def wait_logged(srv, text, what):
+    """Waits for a log line; on a timeout the failure shows the server's last log lines (what happened
+    instead: e.g. the outcome written before the fault began)."""
+    try:
+        wait_until(lambda: logged(srv, text), 30, interval=0.1, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the server's last log lines:\n" + "\n".join(srv.log_lines()[-20:])) from None
+
+
 def outage(srv, redis):
     redis.stop()  # until the sleeping task has finished and its worker met the outage
-    wait_until(lambda: logged(srv, "waits for it"), 30, interval=0.1, what="the outcome to wait for Redis")
+    wait_logged(srv, "waits for it", "the outcome to wait for Redis")
     redis.start()
 
 
@@ -236,7 +249,7 @@ def busy(srv, redis):
     t = threading.Thread(target=spin, daemon=True)
     t.start()
     try:  # until the sleeping task has finished and its worker met the BUSY replies
-        wait_until(lambda: logged(srv, "cannot take writes yet"), 30, interval=0.1, what="a BUSY reply")
+        wait_logged(srv, "cannot take writes yet", "a BUSY reply")
     finally:
         _end_spin(redis, t)
 
