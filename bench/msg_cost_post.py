@@ -2,12 +2,14 @@
 """bench/msg_cost_post.py - posts a fixed set of chat messages and waits for every reply (stdlib only).
 
     msg_cost_post.py --port P [--messages 1000] [--sessions 20] [--clients 8] [--timeout 600] [--mix SEED]
+                     [--no-finals]
 
 For bench/msg_cost.sh: CLIENTS threads, each on one keep-alive connection, post MESSAGES messages in
 all, round-robin over SESSIONS sessions (the same bodies every run), then poll /metrics until
 soma_tasks_total{task="conversation.process",outcome="success"} has grown by MESSAGES. Exits 1 if
 a post is refused or the finals do not all arrive within TIMEOUT seconds (under valgrind the
-server is ~50x slower than native, so the default is generous).
+server is ~50x slower than native, so the default is generous). --no-finals posts only (for
+bench/ingest_cost.sh: a gateway, whose tasks no worker runs).
 """
 import argparse
 import http.client
@@ -69,8 +71,9 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--mix", type=int, default=None, help="varied words from this seed (mixed_texts)")
+    ap.add_argument("--no-finals", action="store_true", help="post only (a gateway with no worker)")
     a = ap.parse_args()
-    base = finals(a.port)
+    base = 0.0 if a.no_finals else finals(a.port)
     jobs = [[] for _ in range(a.clients)]
     texts = mixed_texts(a.messages, a.mix) if a.mix is not None else None
     for i in range(a.messages):
@@ -84,8 +87,8 @@ def main():
     for t in ts:
         t.join()
     posted = time.monotonic() - t0
-    done = 0.0
-    while time.monotonic() - t0 < a.timeout:
+    done = float(a.messages) if a.no_finals else 0.0
+    while not a.no_finals and time.monotonic() - t0 < a.timeout:
         done = finals(a.port) - base
         if done >= a.messages:
             break

@@ -215,8 +215,11 @@ enum soma_err pg_sql_memory_event(struct pgconn *c, const char *tenant, const ch
 bool pg_memory_direct(void);
 /* ns, or memory.namespace when ns is NULL or "" (borrowed; valid while the config is). */
 const char *pg_memory_ns(const char *ns);
-/* The memories row of an outbox body ({value, tags}): *payload the value as JSON and *content the
- * text it is found by, both malloc'ed (the caller frees); false (both NULL) on OOM or bad JSON. */
+/* The memories row of a memory's value: *payload the value as JSON and *content the text it is
+ * found by, both malloc'ed (the caller frees); false (both NULL) when value is NULL, on OOM, or
+ * for a string that is not UTF-8. */
+bool pg_memory_value_row(const json_t *value, char **payload, char **content);
+/* The same for an outbox body ({value, tags}) as text; false also for bad JSON. */
 bool pg_memory_direct_row(const char *body, char **payload, char **content);
 /* pg_memory_search.c: MEMORY_SEARCH (tsvector) */
 enum soma_err pg_sql_memory_search(struct pgconn *c, struct store_op *op);

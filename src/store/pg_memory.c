@@ -30,6 +30,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/json_out.h"
 #include "store/memory_rows.h"
 #include "store/pg_int.h"
 
@@ -44,26 +45,32 @@ const char *pg_memory_ns(const char *ns)
 }
 
 /* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(json_t *value)
+static char *memory_text(const json_t *value)
 {
 	const char *t = json_string_value(json_object_get(value, "content"));
 	if (!t)
 		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_dumps(value, JSON_COMPACT);
+	return t ? strdup(t) : json_out(value, 0, NULL);
 }
 
-bool pg_memory_direct_row(const char *body, char **payload, char **content)
+bool pg_memory_value_row(const json_t *value, char **payload, char **content)
 {
-	json_t *b = json_loads(body, 0, NULL), *value = json_object_get(b, "value");
-	*payload = value ? json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	*payload = value ? json_out(value, 1, NULL) : NULL;
 	*content = value ? memory_text(value) : NULL;
-	json_decref(b);
 	if (*payload && *content)
 		return true;
 	free(*payload);
 	free(*content);
 	*payload = *content = NULL;
 	return false;
+}
+
+bool pg_memory_direct_row(const char *body, char **payload, char **content)
+{
+	json_t *b = json_loads(body, 0, NULL);
+	bool ok = pg_memory_value_row(json_object_get(b, "value"), payload, content);
+	json_decref(b);
+	return ok;
 }
 
 /* memory.driver=builtin: the write is the memories row itself, in the caller's transaction (the
@@ -306,7 +313,7 @@ static enum soma_err op_put(struct pgconn *c, struct store_op *op)
 	json_array_foreach(op->row, i, m)
 	{
 		json_t *value = json_object_get(m, "payload");
-		char *content = memory_text(value), *payload = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+		char *content = memory_text(value), *payload = json_out(value, 1, NULL);
 		const char *sid = json_string_value(json_object_get(m, "session_id"));
 		json_t *row = content && payload
 				      ? json_pack("{s:s?, s:s?, s:s?, s:s, s:s, s:s}", "tenant",
@@ -322,7 +329,7 @@ static enum soma_err op_put(struct pgconn *c, struct store_op *op)
 			break;
 		}
 	}
-	char *text = err == SOMA_OK ? json_dumps(rows, JSON_COMPACT) : NULL;
+	char *text = err == SOMA_OK ? json_out(rows, 0, NULL) : NULL;
 	json_decref(rows);
 	if (err == SOMA_OK && !text)
 		err = SOMA_ERR_NOMEM;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/json_out.h"
 #include "store/memory_rows.h"
 #include "store/pg_int.h"
 
@@ -72,6 +73,21 @@ void pg_fast_free(struct pg_fast *f)
 	free(f);
 }
 
+/* The event's memory, if it is one (*key its id, borrowed from the event): with the built-in
+ * memory (direct) the memories row's value and text (f->memory, f->content), taken from the body's
+ * tree as it is built; else the outbox body (f->memory). False on a failure (OOM, bad event). */
+static bool memory_of(const struct store_op *op, bool direct, struct pg_fast *f, const char **key)
+{
+	if (!direct)
+		return memory_event_body(op->tenant, op->session_id, op->event, &f->memory, key) == SOMA_OK;
+	json_t *body;
+	if (memory_event_row(op->tenant, op->session_id, op->event, &body, key) != SOMA_OK)
+		return false;
+	bool ok = !body || pg_memory_value_row(json_object_get(body, "value"), &f->memory, &f->content);
+	json_decref(body);
+	return ok;
+}
+
 struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms)
 {
 	if (op->kind != STORE_OP_MESSAGE || op->attachments || !op->event)
@@ -94,32 +110,24 @@ struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms)
 	json_object_set_new(op->event, "session_id", json_string(op->session_id));
 	if (!json_object_get(op->event, "created_at"))
 		json_object_set_new(op->event, "created_at", json_string(clock_rfc3339(now, created, sizeof(created))));
-	char *text = json_dumps(op->event, JSON_COMPACT);
+	char *text = json_out(op->event, 0, NULL);
 	char *mark = text ? strstr(text, FAST_SEQ_MARK_TXT) : NULL;
 	const char *key = NULL;
-	if (!mark || strstr(mark + 1, FAST_SEQ_MARK_TXT) ||
-	    memory_event_body(op->tenant, op->session_id, op->event, &f->memory, &key) != SOMA_OK)
+	bool direct = pg_memory_direct();
+	if (!mark || strstr(mark + 1, FAST_SEQ_MARK_TXT) || !memory_of(op, direct, f, &key))
 		goto fallback;
 	size_t head_len = (size_t)(mark - text) + strlen("\"seq\":");
 	f->head = strndup(text, head_len);
 	f->tail = strdup(mark + strlen(FAST_SEQ_MARK_TXT));
 	if (task) {
-		f->payload = json_dumps(json_object_get(task, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+		f->payload = json_out(json_object_get(task, "payload"), 1, NULL);
 		if (!f->payload)
 			goto fallback;
 	}
 	if (!f->head || !f->tail)
 		goto fallback;
 	free(text);
-	bool direct = pg_memory_direct();
 	f->sql = direct ? pg_fast_direct_sql : pg_fast_sql;
-	if (direct && f->memory) { /* the memories row: its value and text instead of the outbox body */
-		char *body = f->memory;
-		bool ok = pg_memory_direct_row(body, &f->memory, &f->content);
-		free(body);
-		if (!ok)
-			goto out;
-	}
 	const char *persona = json_string_value(json_object_get(op->event, "persona_id"));
 	struct pg_params *p = &f->p;
 	pg_param_text(p, op->session_id);
@@ -164,7 +172,6 @@ struct pg_fast *pg_fast_new(struct store_op *op, int64_t relay_lease_ms)
 	return f;
 fallback:
 	free(text);
-out:
 	pg_fast_free(f);
 	return NULL;
 }
