@@ -61,9 +61,9 @@ void redis_queue_deinit(void);
 struct redis_conn *redis_queue_connect(int timeout_ms);
 
 /* Builds a Celery v2 envelope (text, caller frees) for task {id, name, queue, tenant,
- * session_id?, payload {args?, kwargs?, ...}, max_retries?, options?{priority, expires_ms,
- * time_limit, soft_time_limit}}, with retries and eta_ms (0: none). *key receives the list key
- * (band) it goes to. */
+ * session_id?, payload {args?, kwargs?, options?{priority, expires_ms, time_limit,
+ * soft_time_limit}, ...}, max_retries?} (a relay row as it is: other members are not read), with
+ * retries and eta_ms (0: none). *key receives the list key (band) it goes to. */
 char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, char key[192]);
 /* The result meta of a task as Celery's Redis backend writes it: {status, result, traceback,
  * children, date_done, task_id, <extra's keys>} (Celery 5.2's key order; extra must not repeat

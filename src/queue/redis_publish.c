@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/ids.h"
+#include "core/json_out.h"
 #include "core/json_scan.h"
 #include "queue/celery_wire.h"
 #include "queue/queue_int.h"
@@ -40,9 +41,9 @@ void redis_meta_key(const char *task_id, char *buf, size_t cap)
 
 /* ---- a JSON text writer: the envelope and the meta written as text, not built as jansson trees
  * and dumped (that was most of the publisher's CPU). Values taken from the caller's JSON (args,
- * kwargs, payload, result) go through jansson's own dumper, so their bytes are what json_dumps
- * writes; strings we make are escaped as jansson escapes them (\", \\, \b \f \n \r \t, other
- * controls as \u00XX uppercase, UTF-8 as is) and must be valid UTF-8, as json_string demands. */
+ * kwargs, payload, result) go through json_out, so their bytes are what json_dumps writes;
+ * strings we make are escaped as jansson escapes them (\", \\, \b \f \n \r \t, other controls
+ * as \u00XX uppercase, UTF-8 as is) and must be valid UTF-8, as json_string demands. */
 
 #define WB_MAX ((size_t)512 << 20) /* Redis's largest string: past it the message could not be sent */
 
@@ -80,13 +81,6 @@ static void wb_lit(struct wbuf *b, const char *s)
 	wb_put(b, s, strlen(s));
 }
 
-static int wb_dump_cb(const char *buf, size_t size, void *data)
-{
-	struct wbuf *b = data;
-	wb_put(b, buf, size);
-	return b->bad ? -1 : 0;
-}
-
 static void wb_int(struct wbuf *b, long long v)
 {
 	char n[24], *p = n + sizeof(n);
@@ -100,7 +94,7 @@ static void wb_int(struct wbuf *b, long long v)
 }
 
 /* v as json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) writes it; NULL as null. The common small
- * values are written here, the rest by jansson's dumper. */
+ * values are written here, the rest by json_out (json_dumps' bytes at a fraction of its cost). */
 static void wb_json(struct wbuf *b, const json_t *v)
 {
 	if (!v || json_is_null(v))
@@ -113,8 +107,15 @@ static void wb_json(struct wbuf *b, const json_t *v)
 		wb_lit(b, "[]");
 	else if (json_is_object(v) && json_object_size(v) == 0)
 		wb_lit(b, "{}");
-	else if (!b->bad && json_dump_callback(v, wb_dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
-		b->bad = true;
+	else if (!b->bad) {
+		size_t n;
+		char *text = json_out(v, 1, &n);
+		if (text)
+			wb_put(b, text, n);
+		else
+			b->bad = true;
+		free(text);
+	}
 }
 
 static bool utf8_valid(const char *s)
@@ -256,7 +257,7 @@ static const char *origin(void)
 static void write_headers(struct wbuf *b, const json_t *task, const char *name, const char *id, int64_t retries,
 			  int64_t eta_ms)
 {
-	json_t *payload = json_object_get(task, "payload"), *opts = json_object_get(task, "options");
+	json_t *payload = json_object_get(task, "payload"), *opts = json_object_get(payload, "options");
 	json_t *cel = json_object_get(payload, "celery"), *group = json_object_get(cel, "group");
 	json_t *gindex = json_object_get(cel, "group_index"), *mr = json_object_get(task, "max_retries");
 	const char *root = json_string_value(json_object_get(cel, "root_id"));
@@ -308,7 +309,7 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 	const char *name = json_string_value(json_object_get(task, "name"));
 	const char *queue = json_string_value(json_object_get(task, "queue"));
 	json_t *payload = json_object_get(task, "payload");
-	int priority = (int)json_integer_value(json_object_get(json_object_get(task, "options"), "priority"));
+	int priority = (int)json_integer_value(json_object_get(json_object_get(payload, "options"), "priority"));
 	if (!id || !name || !queue || !celery_queue_key(queue, priority, key, 192))
 		return NULL;
 	struct wbuf body = {0}, b = {0};

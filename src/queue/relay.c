@@ -110,15 +110,9 @@ static int append_row(json_t *row, int64_t now)
 {
 	const char *id = json_string_value(json_object_get(row, "id"));
 	json_t *payload = json_object_get(row, "payload");
-	json_t *task = json_pack("{s:O, s:O, s:O, s:O, s:O?, s:O, s:O, s:O?}", "id", json_object_get(row, "id"), "name",
-				 json_object_get(row, "name"), "queue", json_object_get(row, "queue"), "tenant",
-				 json_object_get(row, "tenant"), "session_id", json_object_get(row, "session_id"),
-				 "payload", payload, "max_retries", json_object_get(row, "max_retries"), "options",
-				 json_object_get(payload, "options"));
 	int64_t available = json_integer_value(json_object_get(row, "available_ms"));
 	char key[CELERY_KEY_MAX], meta[128], owner[128], ttl[24];
-	char *env = task ? redis_task_envelope(task, 0, available > now + 5 ? available : 0, key) : NULL;
-	json_decref(task);
+	char *env = redis_task_envelope(row, 0, available > now + 5 ? available : 0, key);
 	if (!env) {
 		log_error("queue", "cannot build the message of task %s; it stays in the outbox", id);
 		return 0;

@@ -3,6 +3,7 @@
  */
 #include "store/memory_rows.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/json_out.h"
@@ -23,13 +24,32 @@ enum soma_err memory_event_row(const char *tenant, const char *session_id, json_
 	if (!id)
 		return SOMA_ERR_INVALID;
 	json_t *persona = json_object_get(event, "persona_id");
-	*body = json_pack("{s:{s:s, s:s, s:O, s:O, s:s, s:O, s:{s:s}, s:O}, s:[s]}", "value", "id", id, "type",
-			  "conversation_event", "role", json_object_get(event, "role"), "content",
-			  json_object_get(event, "message"), "session_id", session_id, "persona_id",
-			  persona ? persona : json_null(), "metadata", "tenant", tenant, "created_at",
-			  json_object_get(event, "created_at"), "tags", "conversation");
+	/* {value: {id, type, role, content, session_id, persona_id, metadata: {tenant}, created_at},
+	 * tags: ["conversation"]}, member by member (what json_pack built, without reading a format
+	 * per event); a member missing from the event fails it, as json_pack's "O" did */
+	json_t *b = json_object(), *value = json_object(), *who = json_object(), *tags = json_array();
+	bool ok = b && value && who && tags && json_object_set_new_nocheck(value, "id", json_string(id)) == 0 &&
+		  json_object_set_new_nocheck(value, "type", json_string("conversation_event")) == 0 &&
+		  json_object_set_nocheck(value, "role", json_object_get(event, "role")) == 0 &&
+		  json_object_set_nocheck(value, "content", json_object_get(event, "message")) == 0 &&
+		  json_object_set_new_nocheck(value, "session_id", json_string(session_id)) == 0 &&
+		  json_object_set_nocheck(value, "persona_id", persona ? persona : json_null()) == 0 &&
+		  json_object_set_new_nocheck(who, "tenant", json_string(tenant)) == 0 &&
+		  json_object_set_nocheck(value, "metadata", who) == 0 &&
+		  json_object_set_nocheck(value, "created_at", json_object_get(event, "created_at")) == 0 &&
+		  json_object_set_nocheck(b, "value", value) == 0 &&
+		  json_array_append_new(tags, json_string("conversation")) == 0 &&
+		  json_object_set_nocheck(b, "tags", tags) == 0;
+	json_decref(value);
+	json_decref(who);
+	json_decref(tags);
+	if (!ok) {
+		json_decref(b);
+		return SOMA_ERR_NOMEM;
+	}
+	*body = b;
 	*key = id;
-	return *body ? SOMA_OK : SOMA_ERR_NOMEM;
+	return SOMA_OK;
 }
 
 enum soma_err memory_event_body(const char *tenant, const char *session_id, json_t *event, char **text,

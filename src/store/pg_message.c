@@ -202,9 +202,26 @@ json_t *pg_fast_task_row(const struct pg_fast *f)
 	const struct store_op *op = f->op;
 	json_t *t = op->task, *retries = json_object_get(t, "max_retries");
 	json_t *payload = json_deep_copy(json_object_get(t, "payload")); /* the op's stays its own */
-	return json_pack("{s:O, s:O, s:O, s:s, s:s, s:o, s:I, s:I, s:I, s:b}", "id", json_object_get(t, "id"), "queue",
-			 json_object_get(t, "queue"), "name", json_object_get(t, "name"), "tenant", op->tenant,
-			 "session_id", op->session_id, "payload", payload ? payload : json_object(), "attempts",
-			 (json_int_t)0, "max_retries", (json_int_t)(retries ? json_integer_value(retries) : 3),
-			 "available_ms", (json_int_t)f->available_ms, "requeued", 0);
+	if (!payload)
+		payload = json_object();
+	/* {id, queue, name, tenant, session_id, payload, attempts, max_retries, available_ms, requeued},
+	 * member by member (what json_pack built, without reading a format per message) */
+	json_t *row = json_object();
+	bool ok = row && payload && json_object_set_nocheck(row, "id", json_object_get(t, "id")) == 0 &&
+		  json_object_set_nocheck(row, "queue", json_object_get(t, "queue")) == 0 &&
+		  json_object_set_nocheck(row, "name", json_object_get(t, "name")) == 0 &&
+		  json_object_set_new_nocheck(row, "tenant", json_string(op->tenant)) == 0 &&
+		  json_object_set_new_nocheck(row, "session_id", json_string(op->session_id)) == 0 &&
+		  json_object_set_nocheck(row, "payload", payload) == 0 &&
+		  json_object_set_new_nocheck(row, "attempts", json_integer(0)) == 0 &&
+		  json_object_set_new_nocheck(row, "max_retries",
+					      json_integer(retries ? json_integer_value(retries) : 3)) == 0 &&
+		  json_object_set_new_nocheck(row, "available_ms", json_integer(f->available_ms)) == 0 &&
+		  json_object_set_new_nocheck(row, "requeued", json_false()) == 0;
+	json_decref(payload);
+	if (!ok) {
+		json_decref(row);
+		return NULL;
+	}
+	return row;
 }

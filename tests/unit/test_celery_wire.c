@@ -183,7 +183,7 @@ static char *ref_envelope(const json_t *task, int64_t retries, int64_t eta_ms)
 	snprintf(origin, sizeof(origin), "soma%d@%s", (int)getpid(), host);
 	const char *id = json_string_value(json_object_get(task, "id"));
 	const char *queue = json_string_value(json_object_get(task, "queue"));
-	json_t *payload = json_object_get(task, "payload"), *opts = json_object_get(task, "options");
+	json_t *payload = json_object_get(task, "payload"), *opts = json_object_get(payload, "options");
 	json_t *args = json_object_get(payload, "args"), *kwargs = json_object_get(payload, "kwargs");
 	json_t *extra = json_is_object(payload) ? json_copy(payload) : json_object();
 	json_object_del(extra, "args");
@@ -275,16 +275,16 @@ Test(celery_wire, the_task_envelope_is_byte_for_byte_what_jansson_built)
 		      "\"payload\":{\"args\":[1,\"x\\\"\\\\\\n\\u0001\\u00e9\\ud83d\\ude00/\",2.5,null],"
 		      "\"kwargs\":{\"k\\t\":{\"n\":[true,false]}},\"subject\":\"u\\u2028\",\"scopes\":\"a b\","
 		      "\"options\":{\"priority\":7,\"expires_ms\":1764273499123,\"time_limit\":30,"
-		      "\"soft_time_limit\":2.25}}}",
+		      "\"soft_time_limit\":2.25}},\"attempts\":0,\"requeued\":false}",
 		      4, 1764273500001);
 	same_envelope("{\"id\":\"a3\",\"name\":\"t\",\"queue\":\"celery\",\"tenant\":\"t1\",\"payload\":{\"args\":[3],"
 		      "\"celery\":{\"group\":\"g1\",\"group_index\":2,\"root_id\":\"r1\",\"embed\":{\"callbacks\":null,"
-		      "\"errbacks\":null,\"chain\":[{\"task\":\"next\"}],\"chord\":null}},\"ev\":[1]},"
-		      "\"options\":{\"priority\":-3}}",
+		      "\"errbacks\":null,\"chain\":[{\"task\":\"next\"}],\"chord\":null}},\"ev\":[1],"
+		      "\"options\":{\"priority\":-3}}}",
 		      0, 0);
 	same_envelope("{\"id\":\"a4\",\"name\":\"t\",\"queue\":\"celery\",\"payload\":{\"args\":{\"not\":\"a list\"},"
-		      "\"kwargs\":[1],\"celery\":{\"group\":\"g\",\"group_index\":\"x\"}},\"options\":{\"priority\":12,"
-		      "\"time_limit\":-1}}",
+		      "\"kwargs\":[1],\"celery\":{\"group\":\"g\",\"group_index\":\"x\"},\"options\":{\"priority\":12,"
+		      "\"time_limit\":-1}}}",
 		      1, 0);
 	same_envelope("{\"id\":\"a5\",\"name\":\"t\",\"queue\":\"celery\",\"payload\":7}", 0, 0);
 	json_t *noname = json_pack("{s:s, s:s}", "id", "x", "queue", "celery");
