@@ -352,17 +352,40 @@ const char *jscan_str(struct jspan v, char **out)
 }
 
 /* json_integer_value of v: an integer's value, else 0. */
+/* The number v as a C string for strtoll / strtod, which read up to a byte that is not part of
+ * a number: the span's text may end right after it (a bare number at the end of the buffer), so
+ * they read a copy. Into small (when it fits) or a malloc'ed copy; NULL on OOM. */
+static char *number_text(struct jspan v, char small[64])
+{
+	char *s = v.n < 64 ? small : malloc(v.n + 1);
+	if (s) {
+		memcpy(s, v.p, v.n);
+		s[v.n] = '\0';
+	}
+	return s;
+}
+
 int64_t jscan_int(struct jspan v)
 {
 	if (!v.p || !(*v.p == '-' || (*v.p >= '0' && *v.p <= '9')) || memchr(v.p, '.', v.n))
 		return 0;
-	return strtoll(v.p, NULL, 10);
+	char small[64], *s = number_text(v, small);
+	int64_t n = s ? strtoll(s, NULL, 10) : 0;
+	if (s != small)
+		free(s);
+	return n;
 }
 
 /* json_number_value of v: a number's value, else 0. */
 double jscan_num(struct jspan v)
 {
-	return v.p && (*v.p == '-' || (*v.p >= '0' && *v.p <= '9')) ? strtod(v.p, NULL) : 0.0;
+	if (!v.p || !(*v.p == '-' || (*v.p >= '0' && *v.p <= '9')))
+		return 0.0;
+	char small[64], *s = number_text(v, small);
+	double d = s ? strtod(s, NULL) : 0.0;
+	if (s != small)
+		free(s);
+	return d;
 }
 
 bool jscan_is_int(struct jspan v)

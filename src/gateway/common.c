@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_read.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
 
@@ -71,7 +72,7 @@ json_t *gw_json_object(struct http_req *req)
 		return NULL;
 	}
 	json_error_t jerr;
-	json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *v = json_read(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!v) {
 		http_respond_error(req, 400, "invalid_json", "the body is not valid JSON (line %d, column %d: %s)",
 				   jerr.line, jerr.column, jerr.text);

@@ -33,7 +33,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "store/memory_payload.h"
+#include "core/json_read.h"
 #include "store/sqlite_memory_terms.h"
 #include "store/store_int.h"
 
@@ -334,7 +334,7 @@ static json_t *search_result(struct dbconn *c, int64_t id, double score)
 	json_t *row = NULL;
 	if (sqlite3_step(s) == SQLITE_ROW && (row = json_object())) {
 		const char *text = (const char *)sqlite3_column_text(s, 0);
-		json_t *payload = memory_payload_read(text, (size_t)sqlite3_column_bytes(s, 0));
+		json_t *payload = json_read(text, (size_t)sqlite3_column_bytes(s, 0), JSON_DECODE_ANY, NULL);
 		json_object_set_new_nocheck(row, "score", json_real(isfinite(score) ? score : 0.0));
 		json_object_set_new_nocheck(row, "payload", payload ? payload : json_object());
 		json_object_set_new_nocheck(row, "source", json_string_nocheck("builtin"));

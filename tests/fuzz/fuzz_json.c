@@ -7,6 +7,8 @@
  *   - for an object it passed, jscan_members/jscan_str/jscan_int give the values jansson gives
  *     for the outer object's string and integer members (the last of a key seen twice);
  *   - json_out of what jansson read is byte for byte json_dumps(JSON_COMPACT) (core/json_out.h);
+ *   - json_read gives the value json_loadb gives (equal, same types, same member order) or refuses
+ *     what it refuses, with and without JSON_REJECT_DUPLICATES (core/json_read.h);
  *   - llm_chunk_scan, when it accepts the text as a stream chunk, gives the fields jansson gives
  *     (llm/chunk_scan.h), with its unescape buffer sized by the input's first byte so the
  *     "buffer too small" path is taken too.
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "core/json_out.h"
+#include "core/json_read.h"
 #include "core/json_scan.h"
 #include "llm/chunk_scan.h"
 
@@ -96,6 +99,23 @@ static void check_chunk(const char *text, size_t len, size_t cap, json_t *j)
 	free(buf);
 }
 
+/* json_read against json_loadb with the same flags (j: json_loadb's value for JSON_DECODE_ANY) */
+static void check_read(const char *text, size_t len, size_t flags, json_t *j)
+{
+	json_t *want = flags == JSON_DECODE_ANY ? json_incref(j) : json_loadb(text, len, flags, NULL);
+	json_t *got = json_read(text, len, flags, NULL);
+	if ((want == NULL) != (got == NULL) || (want && !json_equal(want, got)))
+		abort();
+	if (want) {
+		char *a = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY),
+		     *b = json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY);
+		if ((a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0))
+			abort(); /* member order, or an integer read as a real */
+		free(a), free(b);
+	}
+	json_decref(want), json_decref(got);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -114,6 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (j)
 		check_out(j);
 	check_chunk(text, len, cap, j);
+	check_read(text, len, JSON_DECODE_ANY, j);
+	check_read(text, len, JSON_REJECT_DUPLICATES, j);
 	json_decref(j);
 	return 0;
 }
