@@ -198,11 +198,14 @@ enum soma_err sched_beat_start(struct store *st, bool lead, char *why, size_t wh
 	B.max_catchup = cfg_int(CFG_BEAT_MAX_CATCHUP);
 	B.bs = beat_state_new(cfg_str(CFG_REDIS_URL), cfg_str(CFG_DATA_DIR), B.node,
 			      (int)cfg_int(CFG_BEAT_LOCK_TTL_MS));
+	if (B.bs) /* GET /v1/schedules lists the schedules from the start, not from beat's first tick */
+		build_status("");
 	if (!B.bs || pthread_create(&B.tid, NULL, beat_main, NULL) != 0) {
 		snprintf(why, why_cap, "cannot start beat (check redis.url)");
 		beat_state_free(B.bs);
 		beat_entries_free(B.e, B.n);
-		B.bs = NULL, B.e = NULL, B.n = 0;
+		json_decref(B.status);
+		B.bs = NULL, B.e = NULL, B.n = 0, B.status = NULL;
 		return SOMA_ERR_INTERNAL;
 	}
 	B.running = true;

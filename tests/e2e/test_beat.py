@@ -47,6 +47,8 @@ def test_local_beat_runs_each_due_time_once(soma, tmp_path):
         {"name": "nightly", "task": "soma.noop", "cron": "30 2 * * *"},
     ])
     srv = soma(f"beat.schedule_file={path}")
+    listed = schedules(srv)  # from the start: not an empty list until beat's first tick
+    assert [s["name"] for s in listed["schedules"]] == ["tick", "nightly"], listed
     first = wait_until(lambda: (s := schedules(srv))["schedules"][0]["last_run_at"] and s, 5, interval=0.1,
                        what="a first run")
     assert first["schedules"][1]["last_run_at"] is None, "the cron schedule has not run"
