@@ -3,6 +3,7 @@
  * clients share: error texts, global set-up. One attempt is call.c's; this file drives it with
  * curl_easy_perform and sleeps between retries.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,42 @@ static bool backoff_sleep(const struct llm_callbacks *cb, long ms)
 	return true;
 }
 
+/* This thread's setup, kept for its next calls (a reference, dropped when the thread exits):
+ * building one parses the URL and the header lists again (~12k instructions, on the path to a
+ * reply's first token). */
+static pthread_key_t setup_key;
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+
+static void setup_drop(void *setup)
+{
+	llm_setup_unref(setup);
+}
+
+static void setup_key_make(void)
+{
+	if (pthread_key_create(&setup_key, setup_drop) != 0)
+		setup_key = (pthread_key_t)-1;
+}
+
+/* The setup for cfg (a new reference): this thread's when it was built from the same settings,
+ * else a new one, kept in its place. NULL on OOM. */
+static struct llm_setup *thread_setup(const struct llm_config *cfg)
+{
+	pthread_once(&setup_once, setup_key_make);
+	bool keyed = setup_key != (pthread_key_t)-1;
+	struct llm_setup *kept = keyed ? pthread_getspecific(setup_key) : NULL;
+	if (kept && llm_setup_matches(kept, cfg)) {
+		kept->refs++;
+		return kept;
+	}
+	struct llm_setup *s = llm_setup_new(cfg);
+	if (s && keyed && pthread_setspecific(setup_key, s) == 0) {
+		llm_setup_unref(kept);
+		s->refs++; /* the thread's reference */
+	}
+	return s;
+}
+
 /* One attempt on this thread's easy handle. */
 static enum llm_error attempt(const struct llm_setup *setup, const char *body, struct llm_call *c)
 {
@@ -79,7 +116,7 @@ static enum llm_error attempt(const struct llm_setup *setup, const char *body, s
 	if (!h || !llm_call_prepare(c, setup, true, body, h))
 		return LLM_ERR_PROTOCOL;
 	enum llm_error e = llm_call_finish(c, curl_api_get(NULL)->easy_perform(h));
-	/* the setup goes when llm_chat returns: nothing of it stays on the thread's handle */
+	/* the handle is reset for the thread's next transfer: nothing of the setup stays on it */
 	curl_api_get(NULL)->easy_setopt(h, CURLOPT_CURLU, NULL);
 	curl_api_get(NULL)->easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	return e;
@@ -92,7 +129,7 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 	if (err != SOMA_OK)
 		return err;
 	char *body = llm_request_body(cfg, req);
-	struct llm_setup *setup = body ? llm_setup_new(cfg) : NULL;
+	struct llm_setup *setup = body ? thread_setup(cfg) : NULL;
 	if (!setup) {
 		free(body);
 		res->error = LLM_ERR_PROTOCOL;

@@ -35,7 +35,7 @@ struct llm_call {
 
 /* What every attempt with the same provider settings sends alike, built once and shared: the
  * provider URL parsed (libcurl parsed the text again on every transfer) and the constant header
- * lists. async.c keeps one per io thread for all its calls; llm_chat builds one per call. Handles
+ * lists. async.c keeps one per io thread for all its calls, llm_chat one per worker thread. Handles
  * set up with it (CURLOPT_CURLU, CURLOPT_HTTPHEADER) point into it: it must outlive their use. */
 struct llm_setup {
 	struct llm_config cfg;	       /* the settings it was built from */
