@@ -237,7 +237,16 @@ struct pg_store {
 	bool durable;				  /* writer: an op of the batch needs its commit flushed */
 	bool plain_scans;			  /* writer: enable_bitmapscan is off in the transaction */
 	struct pg_lanes *lanes;			  /* the messages' connections and threads (pg_lanes.c) */
+	struct pg_upkeep *upkeep;		  /* the background upkeep (pg_upkeep.c), or NULL */
 };
+
+/* pg_upkeep.c: a thread with its own connection that merges the memory index's pending list in
+ * the background, so that no message's insert has to. Started by pg_exec_open (NULL: not
+ * started, out of memory or threads; the inserts then merge the list themselves), stopped by
+ * pg_exec_close. pg_upkeep_rows_added (any thread) counts memories rows inserted. */
+struct pg_upkeep *pg_upkeep_start(const char *url);
+void pg_upkeep_stop(struct pg_upkeep *u);
+void pg_upkeep_rows_added(long n);
 
 /* The exec side (pg_writer.c): the store_driver entries of the same names in store_int.h. */
 enum soma_err pg_exec_open(struct store *st, int readers);

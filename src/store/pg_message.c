@@ -189,6 +189,8 @@ void pg_fast_apply(struct pg_fast *f)
 	}
 	op->seq = f->seq;
 	op->created = f->created;
+	if (f->content) /* a memories row went into the index's pending list */
+		pg_upkeep_rows_added(1);
 	json_object_set_new(op->event, "seq", json_integer(f->seq));
 	free(op->event_text);
 	size_t cap = strlen(f->head) + PG_NUM_LEN + strlen(f->tail);

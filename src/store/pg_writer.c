@@ -44,6 +44,7 @@ enum soma_err pg_exec_open(struct store *st, int readers)
 			return SOMA_ERR_UNAVAILABLE;
 		}
 	}
+	pg->upkeep = pg_upkeep_start(pg->url); /* (NULL: the inserts merge the memory index themselves) */
 	return SOMA_OK;
 }
 
@@ -51,6 +52,8 @@ void pg_exec_close(struct store *st)
 {
 	pg_lanes_stop(st->pg->lanes); /* their queued messages are committed first */
 	st->pg->lanes = NULL;
+	pg_upkeep_stop(st->pg->upkeep);
+	st->pg->upkeep = NULL;
 	pg_conn_close(&st->pg->writer);
 	for (int i = 0; i < st->nreaders; i++)
 		pg_conn_close(&st->pg->readers[i]);
