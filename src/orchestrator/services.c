@@ -57,7 +57,9 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 	int applied = 0;
 	err = store_migrate(app.store, &applied);
 	if (err != SOMA_OK) {
-		snprintf(why, cap, "database migration failed; the database (%s) may be from a newer version",
+		snprintf(why, cap,
+			 "database migration failed (the log line above says why): the database (%s) may be from a "
+			 "newer version, or the store's role may not create tables",
 			 cfg_str(CFG_STORE_URL)[0] ? "PostgreSQL at store.url" : cfg_str(CFG_DATA_DIR));
 		store_close(app.store);
 		app.store = NULL;

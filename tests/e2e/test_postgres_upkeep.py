@@ -6,7 +6,7 @@ within a moment of the messages that filled it, on the upkeep's own connection."
 
 import pytest
 
-from e2e_util import post_message, store_exec, store_query, wait_until
+from e2e_util import post_message, start_server, store_exec, store_query, wait_until
 
 pytestmark = pytest.mark.postgres_only
 
@@ -25,3 +25,46 @@ def test_the_memory_index_pending_list_is_merged_in_the_background(soma):
     wait_until(lambda: pending_tuples(srv) == 0, 10, interval=0.1, what="the pending list to be merged")
     hits = store_query(srv.data_dir, "SELECT count(*) FROM memories WHERE tsv @@ to_tsquery('english', 'whale')")
     assert hits[0][0] == 30
+
+
+def test_a_role_that_does_not_own_the_index_warns_once_and_messages_go_on(tmp_path, store_server, request):
+    """The merge needs the owner of the index: a node whose role only has the rights to read and
+    write the tables says so once, and its messages are stored as before (their inserts merge
+    the list themselves)."""
+    import psycopg2
+
+    db = store_server.new_database("m_" + request.node.name.lower()[:50])
+    for name in ("owner", "other"):
+        (tmp_path / name / "data").mkdir(parents=True)
+    owner = start_server(tmp_path / "owner", sets=(f"store.url={db}",), timeout=20)  # runs the migrations
+    owner.stop()
+    role = "soma_not_owner"
+    conn = psycopg2.connect(db)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+                f"CREATE ROLE {role} LOGIN; END IF; END $$")
+    cur.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")  # (start-up checks the migrations table)
+    cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+    cur.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    conn.close()
+    url = db.replace("postgresql://soma@", f"postgresql://{role}@")
+    srv = start_server(tmp_path / "other", sets=(f"store.url={url}",), role="gateway", timeout=20)
+    try:
+        for i in range(5):
+            post_message(srv, f"whales number {i}")
+        warning = "cannot merge the memory index's pending list in the background"
+        wait_until(lambda: any(warning in ln for ln in srv.log_lines()), 10, interval=0.1,
+                   what="the warning of a role that does not own the index")
+        for i in range(5, 10):
+            post_message(srv, f"whales number {i}")  # still stored
+        assert sum(warning in ln for ln in srv.log_lines()) == 1, "warned once"
+        conn = psycopg2.connect(db)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM memories")
+            assert cur.fetchone()[0] == 10
+        finally:
+            conn.close()
+    finally:
+        srv.stop()
