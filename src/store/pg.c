@@ -167,8 +167,18 @@ static enum soma_err pg_migrate(struct store *st, int *applied)
 {
 	struct pgconn *c = &st->pg->main;
 	pthread_mutex_lock(&st->pg->main_lock);
+	/* up to date (the migrations commit with their schema_migrations rows): nothing to do, and no
+	 * DDL, so a role that may only read and write the tables starts a node once they exist */
+	int current = 0, latest = 0;
+	enum soma_err err = schema_version_locked(c, &current, &latest);
+	if (err != SOMA_OK || current >= latest) {
+		if (applied)
+			*applied = 0;
+		pthread_mutex_unlock(&st->pg->main_lock);
+		return err;
+	}
 	/* several nodes starting together: the first applies, the others wait and find nothing to do */
-	enum soma_err err = pg_cmd(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")");
+	err = pg_cmd(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")");
 	if (err == SOMA_OK) {
 		err = migrate_locked(c, applied);
 		if (pg_conn_up(c))
