@@ -18,21 +18,9 @@ shift 1 2>/dev/null || shift $#
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$BIN")
 PY=/usr/bin/python3
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 OUT=${OUT:-/tmp/ingest-cost-$(date -u +%H%M%S)}
 mkdir -p "$OUT"
-
-PG_DATA=$TMP/pg/data
-stop_pg() {
-  local pid
-  pid=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
-  [ -n "$pid" ] || return 0
-  kill -INT "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-}
-trap 'stop_pg; cleanup' EXIT
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_use # postgres as the postgres user, stopped at exit (lib.sh)
 
 mkdir -p "$TMP/pg"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$TMP/pg"
@@ -88,12 +76,7 @@ for i in "${!BINS[@]}"; do
     awk -v n="$N" -v all="$all" '/ \(.*%\)  .*:[a-z_]*_main / || / \(.*%\)  .*:thread_main / {
       c=$1; gsub(",", "", c); f=$0; sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
       if (!seen[f]++) printf "    thread %-16s %9.0f per message (%4.1f %%)\n", f, c / n, 100 * c / all }'
-  echo "  top functions, own instructions per message:"
-  callgrind_annotate --threshold=100 "$f" 2>/dev/null |
-    awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
-      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
-      if (f !~ /^(clone|start_thread|main|__libc_start_main.*|\(below|event_base_dispatch|event_base_loop|[a-z_]*_main)$/) print c, f }' |
-    awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$N" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
+  cg_top_functions "$f" "$N" message
   grep -E '"level":"(error|fatal)"' "$dir/server.log" | head -3 | sed 's/^/  !! log: /' || true
 done
 echo "callgrind files: $OUT"

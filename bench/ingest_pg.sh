@@ -47,22 +47,10 @@ unset SOMA_BIN_B
 CONNS=(${INGEST_CONNS:-20 64})
 SIDES=(A)
 [ -z "$BIN_B" ] || SIDES=(A B)
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 B=$ROOT/bench
 ulimit -n 65536 2>/dev/null || true
 
-# postgres runs as the postgres user; it is stopped (fast shutdown) before lib.sh's cleanup removes TMP
-PG_DATA=$TMP/pg/data
-stop_pg() {
-  local pid
-  pid=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
-  [ -n "$pid" ] || return 0
-  kill -INT "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-}
-trap 'stop_pg; cleanup' EXIT
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_use # postgres as the postgres user, stopped at exit (lib.sh)
 
 echo "bench/ingest_pg.sh: $("$BIN" version 2>/dev/null | head -1), $(nproc) cores, ${SECS}s per side," \
   "$(date -u +%FT%TZ)"

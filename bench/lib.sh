@@ -87,3 +87,33 @@ start_llm_fake() {
   nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '$SSE';"
   wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
 }
+
+# ---- PostgreSQL for the ingest benches (bench/ingest_pg.sh, bench/ingest_cost.sh) ----------------
+# postgres runs as the postgres user in $PG_DATA; pg_use installs the exit trap that stops it (fast
+# shutdown) before cleanup removes TMP
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_DATA=$TMP/pg/data
+stop_pg() {
+  local pid
+  pid=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
+  [ -n "$pid" ] || return 0
+  kill -INT "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+pg_use() { trap 'stop_pg; cleanup' EXIT; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# cg_top_functions FILE N UNIT: the TOP (default 25) functions of a callgrind dump by their own
+# instructions per UNIT (N of them), the threads' base frames left out (a dump taken while they run
+# lists their whole cost as their own)
+cg_top_functions() {
+  local all
+  all=$(awk '/^(summary|totals):/ { print $2; exit }' "$1")
+  echo "  top functions, own instructions per $3:"
+  callgrind_annotate --threshold=100 "$1" 2>/dev/null |
+    awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
+      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
+      if (f !~ /^(clone|start_thread|main|__libc_start_main.*|\(below|event_base_dispatch|event_base_loop|[a-z_]*_main)$/) print c, f }' |
+    awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$2" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
+}

@@ -84,13 +84,7 @@ for i in "${!BINS[@]}"; do
       if (f in want && !(f in got)) got[f] = c }
       END { for (i = 1; i <= k; i++) printf "    %9.0f %4.1f %% %*s%s\n", got[name[i]] / n,
         100 * got[name[i]] / all, 2 * ind[i], "", name[i] }'
-  echo "  top functions, own instructions per request (the threads' base frames left out: a dump taken"
-  echo "  while they run lists their whole cost as their own):"
-  callgrind_annotate --threshold=100 "$f" 2>/dev/null |
-    awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ { c=$1; gsub(",", "", c); f=$0
-      sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", f); sub(/ \[.*$/, "", f); sub(/^.*:/, "", f)
-      if (f !~ /^(clone|start_thread|main|__libc_start_main.*|\(below|event_base_dispatch|event_base_loop|[a-z_]*_main)$/) print c, f }' |
-    awk -v top="${TOP:-25}" 'NR <= top' | awk -v n="$N" -v all="$all" '{ c=$1; $1=""; printf "    %9.0f %4.1f %% %s\n", c / n, 100 * c / all, $0 }'
+  cg_top_functions "$f" "$N" request
   grep -E '"level":"(error|fatal)"' "$dir/server.log" | head -3 | sed 's/^/  !! log: /' || true
 done
 echo "callgrind files: $OUT"
