@@ -243,7 +243,8 @@ struct pg_store {
 /* pg_upkeep.c: a thread with its own connection that merges the memory index's pending list in
  * the background, so that no message's insert has to. Started by pg_exec_open (NULL: not
  * started, out of memory or threads; the inserts then merge the list themselves), stopped by
- * pg_exec_close. pg_upkeep_rows_added (any thread) counts memories rows inserted. */
+ * pg_exec_close. pg_upkeep_rows_added (any thread, after the commit or the statement) counts memories
+ * rows inserted, by the lanes and by the memory ops alike. */
 struct pg_upkeep *pg_upkeep_start(const char *url);
 void pg_upkeep_stop(struct pg_upkeep *u);
 void pg_upkeep_rows_added(long n);

@@ -94,6 +94,8 @@ static enum soma_err memory_insert(struct pgconn *c, const char *tenant, const c
 		       "INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
 		       "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, namespace, key) DO NOTHING",
 		       &p, NULL);
+	if (err == SOMA_OK)
+		pg_upkeep_rows_added(1);
 	free(payload);
 	free(content);
 	return err;
@@ -344,6 +346,8 @@ static enum soma_err op_put(struct pgconn *c, struct store_op *op)
 			     "AS r(tenant text, namespace text, key text, session_id text, content text, payload text) "
 			     "ON CONFLICT (tenant, namespace, key) DO NOTHING",
 			     &p, NULL);
+		if (err == SOMA_OK)
+			pg_upkeep_rows_added((long)i);
 	}
 	free(text);
 	return err;

@@ -41,26 +41,25 @@ void pg_upkeep_rows_added(long n)
 	atomic_fetch_add_explicit(&rows_added, n, memory_order_relaxed);
 }
 
-/* One merge; false when the server refused it for good (not the owner of the index). */
+/* One merge, when rows were added; the rows it covers are taken off the count only once it
+ * succeeded (a server away: again at the next turn). False when the server refused it for good
+ * (not the owner of the index). */
 static bool merge(struct pg_upkeep *u)
 {
-	if (atomic_exchange_explicit(&rows_added, 0, memory_order_relaxed) == 0)
+	long added = atomic_load_explicit(&rows_added, memory_order_relaxed);
+	if (added == 0)
 		return true;
 	if (!u->opened) { /* later outages: pg_exec reconnects, with its backoff */
 		char why[512];
 		u->opened = true;
-		if (pg_conn_open(&u->conn, u->url, "upkeep", why, sizeof(why)) != SOMA_OK) {
-			pg_upkeep_rows_added(1); /* try again at the next turn */
+		if (pg_conn_open(&u->conn, u->url, "upkeep", why, sizeof(why)) != SOMA_OK)
 			return true;
-		}
 	}
 	enum soma_err err = pg_run(&u->conn, "SELECT gin_clean_pending_list('memories_tsv'::regclass)", NULL, NULL);
 	if (err == SOMA_OK)
+		atomic_fetch_sub_explicit(&rows_added, added, memory_order_relaxed);
+	if (err == SOMA_OK || err == SOMA_ERR_UNAVAILABLE || !pg_conn_up(&u->conn))
 		return true;
-	if (err == SOMA_ERR_UNAVAILABLE || !pg_conn_up(&u->conn)) {
-		pg_upkeep_rows_added(1); /* the server is away: again once it is back */
-		return true;
-	}
 	log_warn("store",
 		 "cannot merge the memory index's pending list in the background (%s: the store's role must own "
 		 "the memories table); inserts merge it themselves",
