@@ -205,8 +205,22 @@ static const char *env_lookup(char *const *env, const char *name)
 	return NULL;
 }
 
+static bool env_http_proxy; /* see cfg_env_http_proxy */
+
+bool cfg_env_http_proxy(void)
+{
+	return env_http_proxy;
+}
+
 static void load_env(char *const *env, struct cfg_errors *errs)
 {
+	/* the variables libcurl reads for an http:// URL (HTTP_PROXY it ignores: "httpoxy") */
+	const char *proxies[] = {"http_proxy", "all_proxy", "ALL_PROXY"};
+	env_http_proxy = false;
+	for (size_t i = 0; i < sizeof(proxies) / sizeof(proxies[0]); i++) {
+		const char *v = env_lookup(env, proxies[i]);
+		env_http_proxy = env_http_proxy || (v && *v);
+	}
 	char name[128];
 	for (int i = 0; i < CFG_KEY_COUNT; i++) {
 		const struct cfg_key_def *d = cfg_def((enum cfg_key)i);

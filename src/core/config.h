@@ -80,6 +80,11 @@ const char *cfg_origin(enum cfg_key key);
 const char *cfg_source_name(enum cfg_source src);
 /* Path of the INI file that was read, or NULL. */
 const char *cfg_file_path(void);
+/* Whether the environment read by the last cfg_load names a proxy that libcurl would use for an
+ * http:// URL (http_proxy, all_proxy or ALL_PROXY set and not empty). The LLM client then sends
+ * plain-HTTP provider calls through libcurl, which honours it (and no_proxy), rather than
+ * connecting directly (src/llm/h1_conn.h). */
+bool cfg_env_http_proxy(void);
 
 /* Parses "host:port" / "[v6]:port"; host gets the bare address. False when malformed. */
 bool cfg_parse_listen(const char *value, char *host, size_t host_cap, int *port);

@@ -40,52 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "llm/llm_int.h"
-
-#define SPARE_HANDLES 8	 /* easy handles kept per thread for the next calls */
-#define MAX_PARKED    16 /* watches of idle provider connections kept registered (see Parked) */
-
-struct llm_loop;
-
-/* One provider socket watched for libcurl (its sockp). */
-struct sock_watch {
-	struct llm_loop *loop; /* owner */
-	struct event *ev;      /* the registration; owned */
-	curl_socket_t fd;      /* the socket (libcurl's) */
-	short flags;	       /* events registered, 0 after a parked socket fired */
-	bool parked;	       /* libcurl stopped watching it; in loop->parked */
-};
-
-struct llm_loop {
-	struct event_base *base;	       /* the thread's loop (borrowed) */
-	CURLM *multi;			       /* its transfers and connection cache; owned */
-	struct event *timer;		       /* libcurl's timeout; owned */
-	struct llm_setup *setup;	       /* the current settings' setup; a reference */
-	CURL *spare[SPARE_HANDLES];	       /* handles set up with setup, for the next attempts; owned */
-	int nspare;			       /* entries in spare */
-	bool in_action;			       /* curl_multi_socket_action is on the stack */
-	struct sock_watch *parked[MAX_PARKED]; /* kept connections' watches (see Parked) */
-	int nparked;			       /* entries in parked */
-	struct llm_async *flush;	       /* calls that got chunks in this action (see Bursts) */
-};
-
-struct llm_async {
-	struct llm_loop *loop;	      /* the thread's multi */
-	struct llm_config cfg;	      /* copied settings */
-	struct llm_request req;	      /* copied request (messages NULL once the body is built) */
-	struct llm_callbacks cb;      /* copied hooks */
-	struct llm_callbacks hooks;   /* what the attempt calls: cb's, through chunk_seen */
-	struct llm_async *flush_next; /* on loop->flush */
-	bool flush_pending;	      /* on loop->flush */
-	struct llm_call call;	      /* the attempt's state */
-	struct llm_setup *setup;      /* what its attempts share with the loop's calls; a reference */
-	llm_done_fn done;	      /* end of the call */
-	struct llm_result *res;	      /* caller's storage for the outcome */
-	char *body;		      /* request body; owned */
-	CURL *easy;		      /* the attempt's handle, NULL between attempts */
-	struct event *retry;	      /* backoff timer; owned, NULL when not waiting */
-	long delay_ms;		      /* next backoff */
-};
+#include "llm/async_int.h"
 
 static pthread_key_t loop_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -125,6 +80,7 @@ static void loop_free(void *arg)
 		watch_free(L->parked[--L->nparked]);
 	if (L->timer)
 		event_free(L->timer);
+	h1_pool_free(L->h1);
 	free(L);
 	tl_loop = NULL;
 }
@@ -136,6 +92,16 @@ static void make_key(void)
 
 static void check_done(struct llm_loop *L);
 
+void llm_async_flush(struct llm_loop *L)
+{
+	while (L->flush) {
+		struct llm_async *a = L->flush;
+		L->flush = a->flush_next;
+		a->flush_pending = false;
+		a->cb.on_flush(a->cb.ctx);
+	}
+}
+
 /* Runs libcurl on fd (or its timeouts), reports ended calls, then flushes the bursts. */
 static void action(struct llm_loop *L, curl_socket_t fd, int mask)
 {
@@ -144,12 +110,7 @@ static void action(struct llm_loop *L, curl_socket_t fd, int mask)
 	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
 	L->in_action = false;
 	check_done(L);
-	while (L->flush) {
-		struct llm_async *a = L->flush;
-		L->flush = a->flush_next;
-		a->flush_pending = false;
-		a->cb.on_flush(a->cb.ctx);
-	}
+	llm_async_flush(L);
 }
 
 static void on_sock(evutil_socket_t fd, short what, void *arg)
@@ -322,6 +283,8 @@ static bool start_attempt(struct llm_async *a)
 {
 	const struct curl_api *curl = curl_api_get(NULL);
 	a->res->attempts++;
+	if (a->setup->direct)
+		return llm_async_start_direct(a);
 	bool fresh;
 	a->easy = take_handle(a, &fresh);
 	if (!a->easy)
@@ -373,13 +336,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		finish(a, LLM_ERR_PROTOCOL);
 }
 
-/* libcurl finished an attempt of a with rc: retry it later or report it. */
-static void attempt_ended(struct llm_async *a, CURLcode rc)
+void llm_async_after_attempt(struct llm_async *a, enum llm_error e)
 {
-	curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
-	enum llm_error e = llm_call_finish(&a->call, rc);
-	give_handle(a, a->easy, true);
-	a->easy = NULL;
 	if (e != LLM_OK && llm_call_may_retry(&a->call, e, a->cfg.max_retries)) {
 		long ms = llm_call_backoff_ms(&a->call, &a->delay_ms);
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -388,6 +346,16 @@ static void attempt_ended(struct llm_async *a, CURLcode rc)
 			return;
 	}
 	finish(a, e);
+}
+
+/* libcurl finished an attempt of a with rc. */
+static void attempt_ended(struct llm_async *a, CURLcode rc)
+{
+	curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
+	enum llm_error e = llm_call_finish(&a->call, rc);
+	give_handle(a, a->easy, true);
+	a->easy = NULL;
+	llm_async_after_attempt(a, e);
 }
 
 static void check_done(struct llm_loop *L)
@@ -451,6 +419,10 @@ void llm_async_cancel(struct llm_async *a)
 {
 	if (!a)
 		return;
+	if (a->h1x) {
+		h1_xfer_cancel(a->h1x);
+		llm_call_finish(&a->call, CURLE_ABORTED_BY_CALLBACK);
+	}
 	if (a->easy) {
 		curl_api_get(NULL)->multi_remove_handle(a->loop->multi, a->easy);
 		llm_call_finish(&a->call, CURLE_ABORTED_BY_CALLBACK);

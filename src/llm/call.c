@@ -118,6 +118,33 @@ static bool on_event(void *ctx, const char *data, size_t len)
 	return keep;
 }
 
+bool llm_call_body(struct llm_call *c, const char *data, size_t n)
+{
+	if (c->status == 200 && c->req->stream) {
+		enum soma_err err = sse_parser_feed(&c->sse, data, n, on_event, c);
+		if (err == SOMA_ERR_LIMIT)
+			c->overflow = true;
+		return err == SOMA_OK;
+	}
+	if (!append(&c->body, &c->body_len, data, n, MAX_BODY)) {
+		c->overflow = true;
+		return false;
+	}
+	return true;
+}
+
+void llm_call_header(struct llm_call *c, const char *line, size_t n)
+{
+	if (n > 12 && strncasecmp(line, "retry-after:", 12) == 0) {
+		char digits[16];
+		size_t k = n - 12 < sizeof(digits) - 1 ? n - 12 : sizeof(digits) - 1;
+		memcpy(digits, line + 12, k); /* the line need not end in a NUL */
+		digits[k] = '\0';
+		long secs = strtol(digits, NULL, 10);
+		c->retry_after_s = secs >= 0 && secs < 3600 ? (int)secs : -1;
+	}
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
 {
 	const struct curl_api *curl = curl_api_get(NULL); /* loaded: we are inside a transfer */
@@ -125,28 +152,13 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
 	size_t n = size * nmemb;
 	if (!c->status)
 		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-	if (c->status == 200 && c->req->stream) {
-		enum soma_err err = sse_parser_feed(&c->sse, ptr, n, on_event, c);
-		if (err == SOMA_ERR_LIMIT)
-			c->overflow = true;
-		return err == SOMA_OK ? n : 0;
-	}
-	if (!append(&c->body, &c->body_len, ptr, n, MAX_BODY)) {
-		c->overflow = true;
-		return 0;
-	}
-	return n;
+	return llm_call_body(c, ptr, n) ? n : 0;
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ctx)
 {
-	struct llm_call *c = ctx;
-	size_t n = size * nitems;
-	if (n > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
-		long secs = strtol(buf + 12, NULL, 10);
-		c->retry_after_s = secs >= 0 && secs < 3600 ? (int)secs : -1;
-	}
-	return n;
+	llm_call_header(ctx, buf, size * nitems);
+	return size * nitems;
 }
 
 static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
@@ -287,77 +299,6 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 	return c->done ? LLM_OK : LLM_ERR_CUT;
 }
 
-/* The request headers: the constant ones, then traceparent when given. NULL on OOM. */
-static struct curl_slist *build_headers(const struct llm_config *cfg, bool stream, const char *traceparent)
-{
-	const struct curl_api *curl = curl_api_get(NULL);
-	char auth[600];
-	size_t n = str_copy(auth, sizeof(auth), "Authorization: Bearer ");
-	str_copy(auth + n, sizeof(auth) - n, cfg->api_key);
-	/* libcurl would ask for 100-continue on larger bodies and wait a round trip for it: "Expect:" */
-	const char *lines[] = {"Content-Type: application/json", auth,
-			       "Expect:", stream ? "Accept: text/event-stream" : NULL};
-	char tp[80]; /* "traceparent: " + 55 characters */
-	struct curl_slist *headers = NULL;
-	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]) && lines[i]; i++) {
-		struct curl_slist *grown = curl->slist_append(headers, lines[i]);
-		if (!grown)
-			goto fail;
-		headers = grown;
-	}
-	if (traceparent && snprintf(tp, sizeof(tp), "traceparent: %s", traceparent) > 0 &&
-	    !curl->slist_append(headers, tp))
-		goto fail;
-	return headers;
-fail:
-	curl->slist_free_all(headers);
-	return NULL;
-}
-
-struct llm_setup *llm_setup_new(const struct llm_config *cfg)
-{
-	const struct curl_api *curl = curl_api_get(NULL);
-	struct llm_setup *s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
-	s->cfg = *cfg;
-	s->refs = 1;
-	size_t n = str_copy(s->url_text, sizeof(s->url_text), cfg->base_url);
-	str_copy(s->url_text + n, sizeof(s->url_text) - n, "/chat/completions");
-	s->headers[0] = build_headers(cfg, false, NULL);
-	s->headers[1] = build_headers(cfg, true, NULL);
-	/* parsed as CURLOPT_URL parses; a URL it refuses is left to CURLOPT_URL, which reports it */
-	s->url = curl->url();
-	if (s->url &&
-	    curl->url_set(s->url, CURLUPART_URL, s->url_text, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)) {
-		curl->url_cleanup(s->url);
-		s->url = NULL;
-	}
-	if (!s->headers[0] || !s->headers[1]) {
-		llm_setup_unref(s);
-		return NULL;
-	}
-	return s;
-}
-
-bool llm_setup_matches(const struct llm_setup *s, const struct llm_config *cfg)
-{
-	return s->cfg.connect_timeout_s == cfg->connect_timeout_s && s->cfg.timeout_s == cfg->timeout_s &&
-	       strcmp(s->cfg.base_url, cfg->base_url) == 0 && strcmp(s->cfg.api_key, cfg->api_key) == 0;
-}
-
-void llm_setup_unref(struct llm_setup *s)
-{
-	if (!s || --s->refs > 0)
-		return;
-	const struct curl_api *curl = curl_api_get(NULL);
-	if (s->url)
-		curl->url_cleanup(s->url);
-	curl->slist_free_all(s->headers[0]);
-	curl->slist_free_all(s->headers[1]);
-	free(s);
-}
-
 /* The options that are the same for every attempt with these settings. */
 static void set_fixed(CURL *h, const struct llm_setup *s)
 {
@@ -375,13 +316,26 @@ static void set_fixed(CURL *h, const struct llm_setup *s)
 	curl->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 }
 
+bool llm_call_reset(struct llm_call *c)
+{
+	if (sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK)
+		return false;
+	c->curl = NULL;
+	c->headers = NULL;
+	c->status = 0;
+	c->retry_after_s = -1;
+	c->res->detail[0] = '\0';
+	return true;
+}
+
 bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fresh, const char *body, CURL *h)
 {
 	const struct curl_api *curl = curl_api_get(NULL); /* the caller checked that it loaded */
 	bool stream = c->req->stream;
 	/* the setup's constant list unless this call adds its own header */
-	struct curl_slist *own = c->req->traceparent ? build_headers(&setup->cfg, stream, c->req->traceparent) : NULL;
-	if ((c->req->traceparent && !own) || sse_parser_init(&c->sse, MAX_EVENT) != SOMA_OK) {
+	struct curl_slist *own =
+		c->req->traceparent ? llm_build_headers(&setup->cfg, stream, c->req->traceparent) : NULL;
+	if ((c->req->traceparent && !own) || !llm_call_reset(c)) {
 		curl->slist_free_all(own);
 		return false;
 	}
@@ -399,16 +353,14 @@ bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fr
 		curl->easy_setopt(h, CURLOPT_XFERINFODATA, c);
 	}
 	curl->easy_setopt(h, CURLOPT_NOPROGRESS, polled ? 0L : 1L);
-	c->status = 0;
-	c->retry_after_s = -1;
-	c->res->detail[0] = '\0';
 	return true;
 }
 
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 {
 	const struct curl_api *curl = curl_api_get(NULL);
-	curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	if (c->curl) /* else (h1_conn) the status came with the answer's head */
+		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
 	c->res->http_status = (int)c->status;
 	enum llm_error e = classify(c, rc);
 	if (e != LLM_OK && e != LLM_ERR_CANCELLED) {
@@ -417,7 +369,7 @@ enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 		else if (!c->res->detail[0])
 			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
 	}
-	if (c->headers) {
+	if (c->headers && c->curl) {
 		curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the call's own list, freed below */
 		curl->slist_free_all(c->headers);
 	}

@@ -44,6 +44,7 @@ struct llm_config {
 	int timeout_s;	       /* whole request without any byte (idle) */
 	int max_retries;       /* retries before the first token */
 	int backoff_ms;	       /* first backoff; doubles, capped at 8 s */
+	bool env_proxy;	       /* an HTTP proxy is set in the environment (cfg_env_http_proxy) */
 };
 
 struct llm_request {

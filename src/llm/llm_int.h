@@ -13,6 +13,7 @@
 #define SOMA_LLM_LLM_INT_H
 
 #include "llm/curl_dl.h"
+#include "llm/h1_conn.h"
 #include "llm/llm.h"
 #include "llm/sse.h"
 
@@ -42,9 +43,18 @@ struct llm_setup {
 	char url_text[600];	       /* base_url + "/chat/completions" */
 	CURLU *url;		       /* url_text parsed; owned; NULL: libcurl refused it (CURLOPT_URL) */
 	struct curl_slist *headers[2]; /* the constant request headers, [stream]; owned */
-	int refs;		       /* holders (one thread only); freed at 0 */
+	/* direct: a plain-HTTP provider at a literal address (h1_conn.h), called without libcurl by
+	 * the event-loop client; h1_head[stream] is its request head up to the per-call lines */
+	bool direct;
+	struct h1_target target;
+	char *h1_head[2]; /* owned */
+	size_t h1_head_len[2];
+	int refs; /* holders (one thread only); freed at 0 */
 };
 
+/* The constant request headers (stream or not), with a traceparent line when given, for libcurl;
+ * NULL on OOM (setup.c). */
+struct curl_slist *llm_build_headers(const struct llm_config *cfg, bool stream, const char *traceparent);
 /* A setup for cfg with one reference; NULL on OOM. libcurl must be loaded (llm_call_begin). */
 struct llm_setup *llm_setup_new(const struct llm_config *cfg);
 /* Whether s was built from settings that give the same requests as cfg. */
@@ -64,6 +74,14 @@ char *llm_request_body(const struct llm_config *cfg, const struct llm_request *r
  * same for every attempt are set too; a handle reused with the same setup keeps them. false on
  * OOM (nothing to undo). */
 bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fresh, const char *body, CURL *curl);
+/* Readies c for an attempt that is not libcurl's (h1_conn.h): the stream parser, the status and
+ * Retry-After unknown, no detail. false on OOM. */
+bool llm_call_reset(struct llm_call *c);
+/* The answer's body bytes (c->status set): a streamed reply parsed, anything else kept. false:
+ * stop the transfer (a bound was hit, or a hook asked to stop). */
+bool llm_call_body(struct llm_call *c, const char *data, size_t n);
+/* A header line of the answer (Retry-After is read), not necessarily NUL-terminated. */
+void llm_call_header(struct llm_call *c, const char *line, size_t n);
 /* The attempt ended with rc: returns its class (res->http_status and res->detail filled) and
  * releases what prepare allocated. curl stays the caller's. */
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc);

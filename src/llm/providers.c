@@ -33,4 +33,5 @@ void llm_config_from_settings(struct llm_config *out)
 	out->timeout_s = (int)cfg_int(CFG_LLM_TIMEOUT_S);
 	out->max_retries = (int)cfg_int(CFG_LLM_MAX_RETRIES);
 	out->backoff_ms = (int)cfg_int(CFG_LLM_BACKOFF_MS);
+	out->env_proxy = cfg_env_http_proxy();
 }

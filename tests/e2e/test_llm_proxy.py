@@ -9,10 +9,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from e2e_util import check_envelope
 
 MESSAGES = [{"role": "user", "content": "hello proxy"}]
+
+
+@pytest.fixture(autouse=True, params=["close", "chunked"])
+def provider_framing(request, llm):
+    """Every test twice: the fake's streamed replies end with its close, or are chunked on a
+    kept-alive connection (src/llm/h1_parse.c reads both framings)."""
+    llm.control(keep_alive=request.param == "chunked")
+    return request.param
 
 
 def sse_data(text):

@@ -12,7 +12,7 @@ runs_arg=()
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang meson setup "$dir" --buildtype=debug -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse fuzz_celery fuzz_json >/dev/null
+ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse fuzz_celery fuzz_json fuzz_h1 >/dev/null
 mkdir -p "$dir/crashes"
 # one harness per core at a time (each libFuzzer run is one process): the same SECONDS each, in
 # half the wall time on two cores. FUZZ_JOBS overrides.
@@ -33,7 +33,7 @@ run_one() {  # HARNESS: its result line, or the end of its log and where the rep
   rm -rf "$work"
 }
 failed=0
-harnesses=(http config multipart api sse celery json)
+harnesses=(http config multipart api sse celery json h1)
 for ((i = 0; i < ${#harnesses[@]}; i += jobs)); do
   pids=()
   for h in "${harnesses[@]:i:jobs}"; do

@@ -101,3 +101,39 @@ Test(llm_setup, matches_what_changes_requests)
 	cr_assert_eq(s->refs, 1);
 	llm_setup_unref(s);
 }
+
+Test(llm_setup, direct_path_for_plain_http_at_a_literal_address)
+{
+	struct llm_config cfg;
+	struct llm_setup *s = setup_of("http://127.0.0.1:8080/v1", "sk-test", &cfg);
+	cr_assert(s->direct);
+	cr_assert_str_eq(s->target.path, "/v1/chat/completions");
+	cr_assert_str_eq(s->h1_head[0], "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+					"Content-Type: application/json\r\nAuthorization: Bearer sk-test\r\n"
+					"Accept: */*\r\n");
+	cr_assert_str_eq(s->h1_head[1], "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+					"Content-Type: application/json\r\nAuthorization: Bearer sk-test\r\n"
+					"Accept: text/event-stream\r\n");
+	cr_assert_eq(s->h1_head_len[1], strlen(s->h1_head[1]));
+	llm_setup_unref(s);
+
+	const char *libcurl_urls[] = {"https://127.0.0.1:8080/v1", "http://api.example.com/v1"};
+	for (size_t i = 0; i < 2; i++) {
+		s = setup_of(libcurl_urls[i], "k", &cfg);
+		cr_assert_not(s->direct, "%s goes through libcurl", libcurl_urls[i]);
+		cr_assert_null(s->h1_head[0]);
+		llm_setup_unref(s);
+	}
+	s = setup_of("http://127.0.0.1:8080/v1", "line\r\nX-Injected: 1", &cfg);
+	cr_assert_not(s->direct, "a key that would break the head is left to libcurl");
+	llm_setup_unref(s);
+
+	cfg = cfg_of("http://127.0.0.1:8080/v1", "k");
+	cfg.env_proxy = true;
+	s = llm_setup_new(&cfg);
+	cr_assert_not(s->direct, "an HTTP proxy in the environment is libcurl's to honour");
+	struct llm_config no_proxy = cfg;
+	no_proxy.env_proxy = false;
+	cr_assert_not(llm_setup_matches(s, &no_proxy));
+	llm_setup_unref(s);
+}

@@ -15,13 +15,21 @@ sent with chunked transfer encoding and the connection stays open for the next r
 OpenAI and Groq do: a client that keeps connections pays no connect per reply).
 
 Control (test side):
-    POST /_control {"mode": "ok|429|500|401|hang|cut", "times": N, "retry_after": S,
-                    "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "..."}
-        the next N requests (default 1; -1 = until changed) behave as `mode`; chunks/delay/text
-        change the replies from now on.
+    POST /_control {"mode": "ok|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
+                    "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
+                    "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false}
+        the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
+        bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
+        keep_alive overrides --keep-alive; drop_idle closes every connection right after its
+        answer while that answer says it stays open (as a load balancer that drops idle
+        connections silently); drop_reused closes a connection that served a request before as
+        soon as the next request on it arrives, unanswered (a server's idle timeout racing the
+        client's reuse: the client must send it again on a new connection).
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
                      "aborted": streams whose client went away before the end,
-                     "traceparents": [the traceparent header of each completion request, or null]}
+                     "traceparents": [the traceparent header of each completion request, or null],
+                     "dropped": requests drop_reused left unanswered,
+                     "connections": connections accepted since the reset, the test's own included}
     POST /_reset -> back to defaults
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
@@ -39,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_TEXT = "Hello from the fake model: héllo wörld ✓ 🚀 — streaming works. "
 
-state_lock = threading.Lock()
+state_lock = threading.RLock()
 state = {}
 
 
@@ -58,6 +66,11 @@ def reset(args=None):
             "modes": [],
             "aborted": 0,
             "traceparents": [],     # the traceparent header of each completion request (None: absent)
+            "keep_alive": args.keep_alive if args else False,
+            "drop_idle": False,
+            "drop_reused": False,
+            "dropped": 0,           # requests dropped unanswered by drop_reused
+            "connections": 0,       # connections accepted (control and stats calls included)
         })
 
 
@@ -89,6 +102,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.served = 0  # completion requests answered on this connection
+        with state_lock:
+            state["connections"] += 1
         # each piece of a stream goes out when written: without this, Nagle holds a piece back
         # until the previous one is acknowledged, and on a kept-alive connection the client's
         # delayed ACK makes that 40 ms
@@ -103,6 +119,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+        self.drop_if_asked()
+
+    def drop_if_asked(self):
+        """drop_idle: close the connection although the answer said it stays open."""
+        with state_lock:
+            drop = state["drop_idle"]
+        if drop and not self.path.startswith("/_"):
+            self.wfile.flush()
+            self.close_connection = True
 
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -113,7 +138,8 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
                                      "modes": state["modes"], "aborted": state["aborted"],
-                                     "traceparents": state["traceparents"]})
+                                     "traceparents": state["traceparents"], "dropped": state["dropped"],
+                                     "connections": state["connections"]})
         elif self.path.rstrip("/").endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
@@ -125,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control":
             ctl = json.loads(body or b"{}")
             with state_lock:
-                for k in ("chunks", "delay_ms", "first_delay_ms", "text"):
+                for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -141,6 +167,14 @@ class Handler(BaseHTTPRequestHandler):
             reset(self.server.args)
             self.send_json(200, {"ok": True})
             return
+        if self.path.rstrip("/").endswith("/chat/completions"):
+            with state_lock:
+                drop = state["drop_reused"] and self.served > 0
+                state["dropped"] += drop
+            self.served += 1
+            if drop:
+                self.close_connection = True
+                return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
             return
@@ -166,6 +200,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if mode == "hang":
             time.sleep(3600)
+            return
+        if mode == "garbage":
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            self.close_connection = True
             return
         model = req.get("model") or "fake-model"
         user = next((m.get("content", "") for m in reversed(req.get("messages", [])) if m.get("role") == "user"), "")
@@ -203,7 +241,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        keep = self.server.args.keep_alive and not cut
+        with state_lock:  # a cut chunked stream ends without its last chunk
+            keep = state["keep_alive"]
         if keep:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -234,9 +273,10 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 state["aborted"] += 1
             return
-        if keep:
+        if keep and not cut:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            self.drop_if_asked()
             return
         self.close_connection = True
 
