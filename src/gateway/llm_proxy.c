@@ -40,6 +40,7 @@ struct llm_job {
 	bool stream, include_usage; /* what the client asked */
 	bool started;		    /* the stream began */
 	json_t *messages;	    /* owned */
+	char *extra;		    /* owned: the client's other members, forwarded (OpenAI shape), or NULL */
 	char model[128];	    /* requested model, or "" */
 	char tenant[65];	    /* the caller's tenant (its daily token budget) */
 	double temperature;	    /* < 0: not given */
@@ -63,6 +64,7 @@ static struct {
 static void job_free(struct llm_job *job)
 {
 	json_decref(job->messages);
+	free(job->extra);
 	llm_result_free(&job->res);
 	free(job);
 }
@@ -199,6 +201,8 @@ static void answer(struct llm_job *job)
 		http_stream_begin(req, 200, "text/event-stream");
 		http_stream_write(req, "data: [DONE]\n\n", 14);
 		http_stream_end(req);
+	} else if (job->res.raw) { /* the provider's own reply: tool calls, logprobs, all of it */
+		http_respond(req, 200, "application/json", job->res.raw, job->res.raw_len);
 	} else {
 		http_respond_json(req, 200, completion_json(job));
 	}
@@ -225,7 +229,9 @@ static void run_job(struct llm_job *job)
 				.model = job->model,
 				.temperature = job->temperature,
 				.max_tokens = job->max_tokens,
-				.stream = job->stream};
+				.stream = job->stream,
+				.extra = job->extra,
+				.keep_raw = job->shape == SHAPE_OPENAI && !job->stream};
 	struct llm_callbacks cb = {.on_chunk = relay_chunk, .on_flush = flush_burst, .ctx = job};
 	if (llm_async_start(http_thread_base(job->thread), &job->cfg, &r, &cb, on_done, &job->res, &job->call) ==
 	    SOMA_OK)
@@ -372,6 +378,11 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 	job->stream = stream;
 	job->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 	job->messages = json_incref(messages);
+	if (shape == SHAPE_OPENAI && !(job->extra = llm_forwarded_members(body))) {
+		job_free(job);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
 	str_copy(job->model, sizeof(job->model), json_string_value(model) ? json_string_value(model) : "");
 	job->temperature = json_is_number(temp) ? json_number_value(temp) : -1;
 	job->max_tokens = json_is_integer(maxt) ? json_integer_value(maxt) : 0;

@@ -90,9 +90,14 @@ static bool on_event(void *ctx, const char *data, size_t len)
 	json_t *chunk = NULL;
 	bool read = llm_chunk_scan(data, len, buf, sizeof(buf), &f) || (chunk = load_chunk(data, len, &f));
 	/* relayed as it came, read or not; the reading is done once, here, for both */
-	if (c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices)) {
-		json_decref(chunk);
-		return !(c->stopped = true);
+	if (c->cb && c->cb->on_chunk) {
+		if (!c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices)) {
+			json_decref(chunk);
+			return !(c->stopped = true);
+		}
+		/* the caller has it: a retry would relay the reply's start twice (tool calls have no
+		 * content, and a role chunk comes before any) */
+		c->got_token = true;
 	}
 	if (!read)
 		return true; /* not JSON: ignore the event, as OpenAI's clients do */
@@ -211,6 +216,8 @@ char *llm_request_body(const struct llm_config *cfg, const struct llm_request *r
 				temp ? temp : "",
 				tokens[0] ? ",\"max_tokens\":" : "",
 				tokens,
+				req->extra && *req->extra ? "," : "",
+				req->extra ? req->extra : "",
 				"}"};
 	char *text = NULL;
 	if (m && msgs && (!t || temp)) {
@@ -262,6 +269,13 @@ static enum llm_error take_reply(struct llm_call *c)
 		take_usage(c->res, json_object_get(body, "usage"));
 	}
 	json_decref(body);
+	if (e == LLM_OK && c->req->keep_raw) { /* the body moves to the result as it came */
+		free(c->res->raw);
+		c->res->raw = c->body;
+		c->res->raw_len = c->body_len;
+		c->body = NULL;
+		c->body_len = 0;
+	}
 	return e;
 }
 

@@ -57,6 +57,9 @@ void llm_result_free(struct llm_result *res)
 	free(res->content);
 	res->content = NULL;
 	res->content_len = 0;
+	free(res->raw);
+	res->raw = NULL;
+	res->raw_len = 0;
 }
 
 /* Sleeps ms in short steps, polling should_cancel; false when cancelled. */

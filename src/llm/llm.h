@@ -56,6 +56,10 @@ struct llm_request {
 
 	/* borrowed: sent as the W3C traceparent header when not NULL (llm_chat only) */
 	const char *traceparent;
+	/* borrowed, may be NULL: more members of the request body as JSON text without braces
+	 * ("tools":[..],"top_p":0.9), sent as they are (the proxy forwards what the client asked) */
+	const char *extra;
+	bool keep_raw; /* a whole (non-streamed) reply's body is kept in llm_result.raw */
 };
 
 struct llm_callbacks {
@@ -83,6 +87,8 @@ struct llm_result {
 	char model[128];	/* model that answered */
 	char finish_reason[32]; /* stop, length, ... */
 	char detail[512];	/* provider's error text, for logs and metadata */
+	char *raw;		/* keep_raw: the provider's reply body as it came; owned (free) */
+	size_t raw_len;		/* bytes of raw */
 };
 
 /* The effective settings: llm.* keys with the provider preset applied. */
@@ -95,6 +101,11 @@ void llm_global_deinit(void);
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
 		       struct llm_result *res);
 void llm_result_free(struct llm_result *res);
+/* The members of a client's request body that a proxy forwards as they are (forward.c): all but
+ * those the call sets (model, messages, stream, stream_options, temperature, max_tokens) and the
+ * platform's own (persona_id, session_id), as JSON text for llm_request.extra. Owned by the caller
+ * (free); "" when there are none; NULL on OOM. */
+char *llm_forwarded_members(const json_t *body);
 /* ---- the event-loop client (io threads) ------------------------------------------------------- */
 
 struct llm_async;

@@ -26,7 +26,7 @@ struct llm_call {
 	struct sse_parser sse;		/* streamed reply parser */
 	char *body;			/* buffered body (error or non-stream reply); owned */
 	size_t body_len;		/* bytes in body */
-	bool got_token;			/* a content delta arrived (no more retries) */
+	bool got_token;			/* a content delta arrived, or a chunk was relayed (no more retries) */
 	bool done;			/* [DONE] or a finish_reason was seen */
 	bool stopped;			/* a callback asked to stop */
 	bool overflow;			/* a bound was hit */

@@ -217,3 +217,64 @@ def test_full_wait_list_is_503_and_waiting_clients_that_leave_are_dropped(soma, 
     r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=20)
     assert r.status_code == 200, r.text
     assert llm.stats()["requests"] == 2, "a waiting job whose client left reached the provider"
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_client_members_reach_the_provider_as_sent(soma, llm):
+    srv = soma()
+    extra = {"tools": TOOLS, "tool_choice": "auto", "top_p": 0.5, "stop": ["\n\n"], "seed": 7,
+             "response_format": {"type": "text"}, "user": "u-1", "n": 1, "parallel_tool_calls": False}
+    r = httpx.post(f"{srv.url}/v1/chat/completions", timeout=10,
+                   json={"messages": MESSAGES, "model": "m2", "persona_id": "p", "session_id": "s", **extra})
+    assert r.status_code == 200, r.text
+    sent = llm.stats()["last_request"]
+    assert {k: sent.get(k) for k in extra} == extra
+    assert "persona_id" not in sent and "session_id" not in sent, "the platform's own members stay here"
+    assert (sent["model"], sent["messages"], sent["stream"]) == ("m2", MESSAGES, False)
+
+
+def test_tool_call_reply_is_the_providers_own(soma, llm):
+    srv = soma()
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "chatcmpl-fake" and body["object"] == "chat.completion"
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"echo": "hello proxy"}
+    assert body["usage"]["total_tokens"] > 0
+
+
+def test_streamed_tool_call_arrives_whole(soma, llm):
+    srv = soma()
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS, "stream": True},
+                   timeout=10)
+    assert r.status_code == 200
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    calls = [tc for c in chunks for tc in (c["choices"][0]["delta"].get("tool_calls") or [])]
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert json.loads("".join(tc["function"]["arguments"] for tc in calls)) == {"echo": "hello proxy"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_stream_cut_after_relayed_chunks_is_not_sent_again(soma, llm):
+    """A tool call has no content: once its chunks were relayed, a retry would relay them twice."""
+    srv = soma("llm.backoff_ms=1")
+    llm.control(chunks=6)
+    llm.control(mode="cut", times=1)
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS, "stream": True},
+                   timeout=10)
+    assert r.status_code == 200
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]" and json.loads(data[-2])["error"]["code"] == "llm_stream_cut", data[-2:]
+    heads = [tc for d in data[:-2] for tc in (json.loads(d)["choices"][0]["delta"].get("tool_calls") or [])
+             if tc.get("id")]
+    assert len(heads) == 1 and llm.stats()["requests"] == 1

@@ -76,3 +76,58 @@ test('invalid messages are rejected with 422', async () => {
     (err) => err instanceof OpenAI.APIError && err.status === 422,
   );
 });
+
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather', description: 'Weather of a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+};
+
+test('tools: a tool call comes back as the SDK expects it, then the tool result is answered', async () => {
+  const messages = [{ role: 'user', content: 'weather in Paris' }];
+  const r = await client.chat.completions.create({ model: 'fake-model', messages, tools: [weatherTool] });
+  const msg = r.choices[0].message;
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.equal(msg.tool_calls.length, 1);
+  const call = msg.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  assert.deepEqual(JSON.parse(call.function.arguments), { echo: 'weather in Paris' });
+  // the usual second turn: the assistant's call and the tool's result, no tools offered again
+  const follow = await client.chat.completions.create({
+    model: 'fake-model',
+    messages: [...messages, msg, { role: 'tool', tool_call_id: call.id, content: '{"temp_c": 18}' }],
+  });
+  assert.equal(follow.choices[0].finish_reason, 'stop');
+  assert.match(follow.choices[0].message.content, /You said: weather in Paris/);
+});
+
+test('tools streamed: the SDK assembles the call from its deltas', async () => {
+  const runner = client.beta?.chat?.completions?.stream
+    ? client.beta.chat.completions.stream({ model: 'fake-model', messages: [{ role: 'user', content: 'Oslo?' }], tools: [weatherTool] })
+    : null;
+  if (runner) {
+    const final = await runner.finalChatCompletion();
+    const call = final.choices[0].message.tool_calls[0];
+    assert.equal(call.function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(call.function.arguments), { echo: 'Oslo?' });
+    assert.equal(final.choices[0].finish_reason, 'tool_calls');
+    return;
+  }
+  const stream = await client.chat.completions.create({
+    model: 'fake-model', stream: true, tools: [weatherTool], messages: [{ role: 'user', content: 'Oslo?' }],
+  });
+  let name = '', args = '', finish = null;
+  for await (const chunk of stream) {
+    for (const tc of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      name += tc.function?.name ?? '';
+      args += tc.function?.arguments ?? '';
+    }
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(name, 'get_weather');
+  assert.deepEqual(JSON.parse(args), { echo: 'Oslo?' });
+  assert.equal(finish, 'tool_calls');
+});

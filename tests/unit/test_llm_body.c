@@ -93,3 +93,50 @@ Test(llm_body, fails_or_leaves_out_where_the_old_builder_did)
 	json_decref(bad);
 	json_decref(msgs);
 }
+
+/* A proxied request's other members: forwarded as written, the call's and the platform's own
+ * left out, appended to the body (llm_forwarded_members, src/llm/forward.c). */
+Test(llm_body, forwarded_members_end_the_body)
+{
+	json_t *client = json_loads("{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":"
+				    "{\"name\":\"f\\u00e9\"}}],\"stream\":true,\"top_p\":0.5,\"persona_id\":\"p\","
+				    "\"session_id\":\"s\",\"stop\":null,\"stream_options\":{\"include_usage\":false},"
+				    "\"temperature\":1,\"max_tokens\":3}",
+				    0, NULL);
+	cr_assert_not_null(client);
+	char *extra = llm_forwarded_members(client);
+	cr_assert_str_eq(extra, "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\xc3\xa9\"}}],"
+				"\"top_p\":0.5,\"stop\":null");
+	struct llm_config cfg = {.model = "cfg-model"};
+	json_t *messages = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
+	struct llm_request req = {.messages = messages, .temperature = -1, .stream = true, .extra = extra};
+	char *body = llm_request_body(&cfg, &req);
+	json_error_t err;
+	json_t *sent = json_loads(body, 0, &err);
+	cr_assert_not_null(sent, "not JSON: %s (%s)", body, err.text);
+	cr_assert_eq(json_real_value(json_object_get(sent, "top_p")), 0.5);
+	cr_assert(json_is_null(json_object_get(sent, "stop")));
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(sent, "tools"), 0), "type")),
+			 "function");
+	cr_assert(json_is_true(json_object_get(json_object_get(sent, "stream_options"), "include_usage")),
+		  "usage is always asked of the provider (the client's wish is applied on the way back)");
+	cr_assert_null(json_object_get(sent, "persona_id"));
+	free(body);
+	json_decref(sent);
+
+	json_t *plain = json_loads("{\"messages\":[],\"model\":\"x\"}", 0, NULL);
+	char *none = llm_forwarded_members(plain);
+	cr_assert_str_eq(none, "");
+	req.extra = none;
+	body = llm_request_body(&cfg, &req);
+	req.extra = NULL;
+	char *without = llm_request_body(&cfg, &req);
+	cr_assert_str_eq(body, without, "nothing to forward: the same body");
+	free(body);
+	free(without);
+	free(none);
+	free(extra);
+	json_decref(plain);
+	json_decref(messages);
+	json_decref(client);
+}

@@ -33,8 +33,10 @@ Control (test side):
     POST /_reset -> back to defaults
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
-stream_options.include_usage) and `data: [DONE]`. The bytes of the stream are written in pieces
-whose boundaries fall anywhere, inside lines and inside UTF-8 sequences, as real networks do.
+stream_options.include_usage) and `data: [DONE]`. With `tools` in the request (and tool_choice
+not "none") the reply is a call of the first tool instead of text, streamed as tool_calls deltas.
+The bytes of the stream are written in pieces whose boundaries fall anywhere, inside lines and
+inside UTF-8 sequences, as real networks do.
 """
 import argparse
 import json
@@ -85,6 +87,17 @@ def next_mode():
             mode = ("ok", 0)
         state["modes"].append(mode[0])
         return mode, state["chunks"], (state["delay_ms"], state["first_delay_ms"]), state["text"]
+
+
+def tool_call(req, user):
+    """With tools offered (and tool_choice not "none"): a call of the first tool, its arguments
+    {"echo": the user's last words}, as OpenAI answers. None otherwise."""
+    tools = req.get("tools") or []
+    if not tools or req.get("tool_choice") == "none":
+        return None
+    name = (tools[0].get("function") or {}).get("name", "tool")
+    return {"id": "call_fake_1", "type": "function",
+            "function": {"name": name, "arguments": json.dumps({"echo": str(user)[:50]})}}
 
 
 def split_text(text, n):
@@ -211,11 +224,15 @@ class Handler(BaseHTTPRequestHandler):
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
         completion_tokens = len(reply) // 4 + 1
         created = int(time.time())
+        call = tool_call(req, user)
         if not req.get("stream"):
+            message = {"role": "assistant", "content": reply}
+            if call:
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
             self.send_json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                             "finish_reason": "stop", "logprobs": None}],
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": "tool_calls" if call else "stop", "logprobs": None}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}})
             return
@@ -226,10 +243,22 @@ class Handler(BaseHTTPRequestHandler):
                 "system_fingerprint": None}
         events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
                                        "finish_reason": None, "logprobs": None}])]
-        for part in split_text(reply, chunks):
-            events.append(dict(base, choices=[{"index": 0, "delta": {"content": part}, "finish_reason": None,
-                                               "logprobs": None}]))
-        events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]))
+        call = tool_call(req, "")
+        if call:  # the call's head, then its arguments in pieces, as OpenAI streams them
+            args = tool_call(req, next((m.get("content", "") for m in reversed(req.get("messages", []))
+                                        if m.get("role") == "user"), ""))["function"]["arguments"]
+            head = dict(call, index=0, function={"name": call["function"]["name"], "arguments": ""})
+            events.append(dict(base, choices=[{"index": 0, "delta": {"tool_calls": [head]},
+                                               "finish_reason": None, "logprobs": None}]))
+            for part in split_text(args, chunks):
+                events.append(dict(base, choices=[{"index": 0, "delta": {"tool_calls": [
+                    {"index": 0, "function": {"arguments": part}}]}, "finish_reason": None, "logprobs": None}]))
+        else:
+            for part in split_text(reply, chunks):
+                events.append(dict(base, choices=[{"index": 0, "delta": {"content": part}, "finish_reason": None,
+                                                   "logprobs": None}]))
+        events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls" if call else "stop",
+                                           "logprobs": None}]))
         if (req.get("stream_options") or {}).get("include_usage"):
             events.append(dict(base, choices=[], usage={"prompt_tokens": prompt_tokens,
                                                         "completion_tokens": completion_tokens,
