@@ -85,13 +85,21 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		c->done = true;
 		return true;
 	}
+	/* a relay (the proxy: chunks passed on, no deltas wanted) needs of a chunk only its usage and
+	 * finish reason; the others, most of a reply, pass on unread */
+	if (c->cb && c->cb->on_chunk && !c->cb->on_delta && !llm_chunk_may_end(data, len)) {
+		if (!c->cb->on_chunk(c->cb->ctx, data, len, false))
+			return !(c->stopped = true);
+		c->got_token = true;
+		return true;
+	}
 	char buf[2048];
 	struct llm_chunk f;
 	json_t *chunk = NULL;
 	bool read = llm_chunk_scan(data, len, buf, sizeof(buf), &f) || (chunk = load_chunk(data, len, &f));
 	/* relayed as it came, read or not; the reading is done once, here, for both */
 	if (c->cb && c->cb->on_chunk) {
-		if (!c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices)) {
+		if (!c->cb->on_chunk(c->cb->ctx, data, len, read && f.no_choices && f.usage)) {
 			json_decref(chunk);
 			return !(c->stopped = true);
 		}

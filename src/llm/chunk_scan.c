@@ -80,3 +80,20 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 		out->out_tokens = jscan_int(tk.out);
 	return true;
 }
+
+bool llm_chunk_may_end(const char *data, size_t len)
+{
+	static const char finish[] = "\"finish_reason\"";
+	const size_t flen = sizeof(finish) - 1;
+	if (memmem(data, len, "\"usage\"", 7))
+		return true;
+	const char *end = data + len;
+	for (const char *p = memmem(data, len, finish, flen); p; p = memmem(p, (size_t)(end - p), finish, flen)) {
+		p += flen;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':'))
+			p++;
+		if (p < end && *p != 'n')
+			return true; /* a string (or anything not null) */
+	}
+	return false;
+}

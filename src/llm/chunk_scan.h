@@ -33,4 +33,12 @@ struct llm_chunk {
  * with jansson instead (not valid JSON, not an object, an escaped key, or buf too small). */
 bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct llm_chunk *out);
 
+/* Whether the chunk may carry a usage object or a finish reason other than null: a byte search
+ * for the key "usage", and for the key "finish_reason" followed by anything but null. false
+ * means it carries neither (both keys unescaped: a string holding them has its quotes escaped,
+ * so only a key, or a value that is exactly that word, matches; either way true, and the caller
+ * reads the chunk). A relay (the proxy) reads only these chunks: the rest of a reply passes
+ * through unread. */
+bool llm_chunk_may_end(const char *data, size_t len);
+
 #endif

@@ -135,3 +135,28 @@ Test(chunk_scan, random_strings_are_read_as_jansson_reads_them)
 			check(text, true);
 	}
 }
+
+/* Which chunks a relay reads (llm_chunk_may_end): those with usage or a finish reason that is
+ * not null; a content chunk, however it is spaced, passes unread, and a content that talks about
+ * those keys (its quotes escaped) does not make it read. */
+Test(chunk_scan, may_end)
+{
+	const char *read[] = {
+		"{\"choices\":[],\"usage\":{\"prompt_tokens\":5}}",
+		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}",
+		"{\"choices\":[{\"delta\":{},\"finish_reason\" : \"tool_calls\"}]}",
+		"{\"choices\":[{\"finish_reason\":null},{\"finish_reason\":\"length\"}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}", /* a value that is the word: read, harmless */
+	};
+	const char *unread[] = {
+		"{\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\" :\n null}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"say \\\"usage\\\" or \\\"finish_reason\\\":\\\"x\\\"\"}}]}",
+		"{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}",
+		"{\"choices\":[{\"delta\":{},\"finish_reason\"",
+	};
+	for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++)
+		cr_assert(llm_chunk_may_end(read[i], strlen(read[i])), "not read: %s", read[i]);
+	for (size_t i = 0; i < sizeof(unread) / sizeof(unread[0]); i++)
+		cr_assert_not(llm_chunk_may_end(unread[i], strlen(unread[i])), "read: %s", unread[i]);
+}
