@@ -37,7 +37,7 @@ static int depth_of(const json_t *v)
 
 /* Rejects nesting deeper than the limit before parsing, so a hostile body cannot recurse the
  * parser deeply (jansson parses recursively). Brackets inside strings are skipped. */
-static bool nesting_ok(const char *s, size_t n)
+bool gw_json_nesting_ok(const char *s, size_t n)
 {
 	int depth = 0;
 	bool in_string = false;
@@ -66,7 +66,7 @@ json_t *gw_json_object(struct http_req *req)
 		http_respond_error(req, 400, "invalid_json", "the request needs a JSON object body");
 		return NULL;
 	}
-	if (!nesting_ok(req->body, req->body_len)) {
+	if (!gw_json_nesting_ok(req->body, req->body_len)) {
 		http_respond_error(req, 400, "invalid_json", "the JSON body is nested deeper than %d levels",
 				   GW_JSON_MAX_DEPTH);
 		return NULL;

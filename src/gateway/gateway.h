@@ -22,6 +22,8 @@ void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn);
 /* The body as a JSON object, or NULL after answering 400 (malformed JSON, invalid UTF-8, not
  * an object, nested deeper than GW_JSON_MAX_DEPTH). Caller owns the result. */
 json_t *gw_json_object(struct http_req *req);
+/* Whether the text's brackets nest at most GW_JSON_MAX_DEPTH deep (strings skipped). */
+bool gw_json_nesting_ok(const char *s, size_t n);
 /* Answers the error of a failed store op (404 for not found, 503 + Retry-After when the
  * store is unavailable, else 500). what names the thing, e.g. "session". */
 void gw_store_error(struct http_req *req, const struct store_op *op, const char *what);

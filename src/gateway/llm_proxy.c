@@ -1,10 +1,10 @@
 /*
- * llm_proxy.c - the LLM endpoints: POST /v1/chat/completions and GET /v1/models in OpenAI's
- * shapes (so the official SDKs work unchanged), and POST /v1/llm/invoke[/stream] for tools and
- * workers of other nodes.
+ * llm_proxy.c - the provider calls of the LLM endpoints (llm_routes.c reads their requests):
+ * POST /v1/chat/completions in OpenAI's shapes (so the official SDKs work unchanged), and POST
+ * /v1/llm/invoke[/stream] for tools and workers of other nodes.
  *
- * DESIGN: the provider call runs on the request's own io thread (llm_async_start: libcurl's multi
- * interface on that thread's event loop), so the provider's chunks are parsed and written to the
+ * DESIGN: the provider call runs on the request's own io thread (llm_async_start: an HTTP client
+ * on that thread's event loop, src/llm/async.c), so the provider's chunks are parsed and written to the
  * client by one thread, with no hand-off and no thread held per call. A streamed reply is relayed
  * chunk by chunk as the provider's own chat.completion.chunk objects, ending in `data: [DONE]`;
  * the frames of one provider read are corked and sent together once that read is handled;
@@ -26,11 +26,11 @@
 #include "core/log.h"
 #include "core/str_copy.h"
 #include "gateway/gateway.h"
+#include "gateway/llm_ask.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "policy/gate.h"
 
-enum job_shape { SHAPE_OPENAI, SHAPE_INVOKE };
 enum job_state { JOB_NEW, JOB_WAITING, JOB_GRANTED, JOB_RUNNING };
 
 struct llm_job {
@@ -41,6 +41,7 @@ struct llm_job {
 	bool started;		    /* the stream began */
 	json_t *messages;	    /* owned */
 	char *extra;		    /* owned: the client's other members, forwarded (OpenAI shape), or NULL */
+	char *upstream;		    /* owned: the provider's body written from the client's text, or NULL */
 	char model[128];	    /* requested model, or "" */
 	char tenant[65];	    /* the caller's tenant (its daily token budget) */
 	double temperature;	    /* < 0: not given */
@@ -65,6 +66,7 @@ static void job_free(struct llm_job *job)
 {
 	json_decref(job->messages);
 	free(job->extra);
+	free(job->upstream);
 	llm_result_free(&job->res);
 	free(job);
 }
@@ -231,6 +233,7 @@ static void run_job(struct llm_job *job)
 				.max_tokens = job->max_tokens,
 				.stream = job->stream,
 				.extra = job->extra,
+				.body = job->upstream,
 				.keep_raw = job->shape == SHAPE_OPENAI && !job->stream};
 	struct llm_callbacks cb = {.on_chunk = relay_chunk, .on_flush = flush_burst, .ctx = job};
 	if (llm_async_start(http_thread_base(job->thread), &job->cfg, &r, &cb, on_done, &job->res, &job->call) ==
@@ -294,33 +297,6 @@ static void job_drop(void *arg)
 
 /* ---- handlers ----------------------------------------------------------------------------------- */
 
-/* Checks {messages:[{role, content}], ...}; answers 400/422 and returns false on a problem. */
-static bool valid_messages(struct http_req *req, json_t *messages)
-{
-	if (!json_is_array(messages) || json_array_size(messages) == 0 || json_array_size(messages) > 4096) {
-		http_respond_error(req, 422, "invalid_messages",
-				   "messages must be a non-empty array of {role, content}");
-		return false;
-	}
-	size_t i;
-	json_t *m;
-	json_array_foreach(messages, i, m)
-	{
-		const char *role = json_string_value(json_object_get(m, "role"));
-		json_t *content = json_object_get(m, "content");
-		bool ok = role &&
-			  (strcmp(role, "system") == 0 || strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0 ||
-			   strcmp(role, "tool") == 0 || strcmp(role, "developer") == 0);
-		ok = ok && (json_is_string(content) || json_is_array(content) || json_is_null(content));
-		if (!ok) {
-			http_respond_error(req, 422, "invalid_messages",
-					   "messages[%zu] must have role system|user|assistant|tool and a content", i);
-			return false;
-		}
-	}
-	return true;
-}
-
 /* Policy allowed the job (issue 6): start it if a slot is free, else queue it. */
 static void job_submit(struct http_req *req, void *arg)
 {
@@ -353,20 +329,8 @@ static void job_submit(struct http_req *req, void *arg)
 		run_job(job);
 }
 
-static void start_job(struct http_req *req, json_t *body, json_t *messages, json_t *options, enum job_shape shape,
-		      bool stream)
+void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_shape shape)
 {
-	json_t *model = json_object_get(options, "model"), *temp = json_object_get(options, "temperature");
-	json_t *maxt = json_object_get(options, "max_tokens");
-	if ((model && !json_is_null(model) && (!json_is_string(model) || json_string_length(model) >= 128)) ||
-	    (temp && !json_is_null(temp) &&
-	     (!json_is_number(temp) || json_number_value(temp) < 0 || json_number_value(temp) > 2)) ||
-	    (maxt && !json_is_null(maxt) && (!json_is_integer(maxt) || json_integer_value(maxt) < 1))) {
-		http_respond_error(
-			req, 422, "invalid_parameters",
-			"model must be a string, temperature a number from 0 to 2, max_tokens a positive integer");
-		return;
-	}
 	struct llm_job *job = calloc(1, sizeof(*job));
 	if (!job) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
@@ -375,22 +339,23 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 	job->req = req;
 	job->thread = req->thread;
 	job->shape = shape;
-	job->stream = stream;
-	job->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
-	job->messages = json_incref(messages);
-	if (shape == SHAPE_OPENAI && !(job->extra = llm_forwarded_members(body))) {
-		job_free(job);
-		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
-		return;
-	}
-	str_copy(job->model, sizeof(job->model), json_string_value(model) ? json_string_value(model) : "");
-	job->temperature = json_is_number(temp) ? json_number_value(temp) : -1;
-	job->max_tokens = json_is_integer(maxt) ? json_integer_value(maxt) : 0;
+	job->stream = ask->stream;
+	job->include_usage = ask->include_usage;
+	job->messages = json_incref(ask->messages);
+	str_copy(job->model, sizeof(job->model), ask->model ? ask->model : "");
+	job->temperature = ask->temperature;
+	job->max_tokens = ask->max_tokens;
 	llm_config_from_settings(&job->cfg);
 	if (!job->cfg.api_key[0]) {
 		job->res.error = LLM_ERR_UNCONFIGURED;
 		http_respond_json(req, 503, error_object(job));
 		job_free(job);
+		return;
+	}
+	if ((ask->text && !(job->upstream = llm_ask_upstream(ask->text, job->cfg.model))) ||
+	    (ask->forward && !(job->extra = llm_forwarded_members(ask->forward)))) {
+		job_free(job);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
 	/* ---- policy (issue 6): the token budget, then llm.invoke for the model that will be used ---- */
@@ -400,63 +365,13 @@ static void start_job(struct http_req *req, json_t *body, json_t *messages, json
 	}
 	str_copy(job->tenant, sizeof(job->tenant), req->ident.tenant);
 	const char *use = job->model[0] ? job->model : job->cfg.model;
-	const char *session = json_string_value(json_object_get(body, "session_id"));
 	char resource[160];
 	str_copy(resource + str_copy(resource, sizeof(resource), "model:"), sizeof(resource) - 6, use);
-	json_t *ctx = json_pack("{s:s, s:b}", "model", use, "stream", stream);
-	struct policy_input in = {.persona_id = json_string_value(json_object_get(body, "persona_id")),
-				  .action = POLICY_LLM_INVOKE,
-				  .resource = resource,
-				  .context = ctx};
-	policy_gate_ask(req, &in, shape == SHAPE_INVOKE ? session : NULL, job_submit, job, job_drop);
+	json_t *ctx = json_pack("{s:s, s:b}", "model", use, "stream", ask->stream);
+	struct policy_input in = {
+		.persona_id = ask->persona_id, .action = POLICY_LLM_INVOKE, .resource = resource, .context = ctx};
+	policy_gate_ask(req, &in, shape == SHAPE_INVOKE ? ask->session_id : NULL, job_submit, job, job_drop);
 	json_decref(ctx);
-}
-
-static void chat_completions(struct http_req *req, void *arg)
-{
-	(void)arg;
-	json_t *body = gw_json_object(req);
-	if (!body)
-		return;
-	json_t *stream = json_object_get(body, "stream");
-	if (stream && !json_is_boolean(stream) && !json_is_null(stream))
-		http_respond_error(req, 422, "invalid_parameters", "stream must be a boolean");
-	else if (valid_messages(req, json_object_get(body, "messages")))
-		start_job(req, body, json_object_get(body, "messages"), body, SHAPE_OPENAI, json_is_true(stream));
-	json_decref(body);
-}
-
-static void invoke(struct http_req *req, bool stream)
-{
-	json_t *body = gw_json_object(req);
-	if (!body)
-		return;
-	json_t *overrides = json_object_get(body, "overrides");
-	if (overrides && !json_is_object(overrides) && !json_is_null(overrides))
-		http_respond_error(req, 422, "invalid_parameters",
-				   "overrides must be an object {model, temperature, max_tokens}");
-	else if (valid_messages(req, json_object_get(body, "messages")))
-		start_job(req, body, json_object_get(body, "messages"), overrides, SHAPE_INVOKE, stream);
-	json_decref(body);
-}
-
-static void llm_invoke(struct http_req *req, void *arg)
-{
-	(void)arg, invoke(req, false);
-}
-static void llm_invoke_stream(struct http_req *req, void *arg)
-{
-	(void)arg, invoke(req, true);
-}
-
-static void models(struct http_req *req, void *arg)
-{
-	(void)arg;
-	struct llm_config cfg;
-	llm_config_from_settings(&cfg);
-	http_respond_json(req, 200,
-			  json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", cfg.model,
-				    "object", "model", "created", 0, "owned_by", cfg_str(CFG_LLM_PROVIDER)));
 }
 
 enum soma_err gateway_llm_start(int concurrency)
@@ -471,16 +386,4 @@ enum soma_err gateway_llm_start(int concurrency)
 void gateway_llm_stop(void)
 {
 	/* nothing to stop: calls run on the io threads, which cancelled them when they stopped */
-}
-
-enum soma_err gateway_llm_routes(struct http_router *r)
-{
-	enum soma_err err = http_route_add(r, "POST", "/v1/chat/completions", chat_completions, NULL, 0);
-	if (err == SOMA_OK)
-		err = http_route_add(r, "GET", "/v1/models", models, NULL, 0);
-	if (err == SOMA_OK)
-		err = http_route_add(r, "POST", "/v1/llm/invoke", llm_invoke, NULL, 0);
-	if (err == SOMA_OK)
-		err = http_route_add(r, "POST", "/v1/llm/invoke/stream", llm_invoke_stream, NULL, 0);
-	return err;
 }

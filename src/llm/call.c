@@ -204,6 +204,8 @@ enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *re
  * temperature jansson cannot hold (not finite) is left out, as json_object_set_new left it. */
 char *llm_request_body(const struct llm_config *cfg, const struct llm_request *req)
 {
+	if (req->body)
+		return strdup(req->body);
 	const char *model = req->model && *req->model ? req->model : cfg->model;
 	size_t model_len = 0, msgs_len = 0, temp_len = 0;
 	char *m = json_out_string(model, strlen(model), &model_len);

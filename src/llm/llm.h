@@ -60,6 +60,9 @@ struct llm_request {
 	 * ("tools":[..],"top_p":0.9), sent as they are (the proxy forwards what the client asked) */
 	const char *extra;
 	bool keep_raw; /* a whole (non-streamed) reply's body is kept in llm_result.raw */
+	/* borrowed, may be NULL: the whole request body, written by the caller (a proxy that kept the
+	 * client's text); messages, model, temperature, max_tokens and extra are then not read */
+	const char *body;
 };
 
 struct llm_callbacks {

@@ -1,0 +1,231 @@
+/*
+ * llm_ask.c - a POST /v1/chat/completions body read from its text (see llm_ask.h).
+ *
+ * DESIGN: one check of the whole text (jscan_check), then one walk of the outer object and one of
+ * each message, in the order and with the answers of llm_proxy.c's tree checks: stream, then the
+ * messages, then model, temperature and max_tokens. The provider's body is the client's spans put
+ * together with ours. Runs on the request's io thread; nothing is kept.
+ */
+#include "gateway/llm_ask.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json_out.h"
+#include "gateway/gateway.h"
+
+#define MAX_MESSAGES 4096 /* as the tree check */
+
+/* Whether the keys of the object obj are plain (no escape) and distinct. */
+static bool plain_distinct_keys(struct jspan obj)
+{
+	struct jspan keys[LLM_ASK_MAX_MEMBERS], k, v;
+	const char *p = obj.p, *e = obj.p + obj.n;
+	int n = 0;
+	while (jscan_next(&p, e, true, &k, &v)) {
+		if (n == LLM_ASK_MAX_MEMBERS || memchr(k.p, '\\', k.n))
+			return false;
+		for (int i = 0; i < n; i++) {
+			if (keys[i].n == k.n && memcmp(keys[i].p, k.p, k.n) == 0)
+				return false;
+		}
+		keys[n++] = k;
+	}
+	return true;
+}
+
+static bool key_is(struct jspan k, const char *name)
+{
+	size_t n = strlen(name);
+	return k.n == n && memcmp(k.p, name, n) == 0;
+}
+
+/* The string v unescaped into buf (cap bytes); NULL when v is no string or might not fit. */
+static const char *text_of(struct jspan v, char *buf, size_t cap)
+{
+	char *o = buf;
+	return v.n < cap ? jscan_str(v, &o) : NULL;
+}
+
+static bool is_literal(struct jspan v, const char *lit)
+{
+	size_t n = strlen(lit);
+	return v.p && v.n == n && memcmp(v.p, lit, n) == 0;
+}
+
+/* The messages check of the tree path (llm_proxy.c valid_messages), on text. */
+static enum llm_ask_result check_messages(struct http_req *req, struct jspan messages)
+{
+	static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
+	static const struct jwant want[] = {{"role", 0}, {"content", sizeof(struct jspan)}};
+	const char *p = messages.p, *e = messages.p + messages.n;
+	struct jspan key, m;
+	size_t i = 0;
+	if (messages.n > 3 * MAX_MESSAGES)
+		return LLM_ASK_USE_TREE; /* the tree path counts them first: too many is its answer */
+	while (jscan_is(messages, '[') && jscan_next(&p, e, false, &key, &m)) {
+		struct jspan f[2] = {{0}, {0}};
+		if (jscan_is(m, '{') && (!plain_distinct_keys(m) || !jscan_members(NULL, false, m, want, 2, f)))
+			return LLM_ASK_USE_TREE;
+		char role[64];
+		const char *r = text_of(f[0], role, sizeof(role));
+		bool ok = false;
+		for (size_t j = 0; r && j < sizeof(roles) / sizeof(roles[0]); j++)
+			ok = ok || strcmp(r, roles[j]) == 0;
+		ok = ok && (jscan_is(f[1], '"') || jscan_is(f[1], '[') || is_literal(f[1], "null"));
+		if (!ok) {
+			http_respond_error(req, 422, "invalid_messages",
+					   "messages[%zu] must have role system|user|assistant|tool and a content", i);
+			return LLM_ASK_ANSWERED;
+		}
+		i++;
+	}
+	if (i == 0) {
+		http_respond_error(req, 422, "invalid_messages",
+				   "messages must be a non-empty array of {role, content}");
+		return LLM_ASK_ANSWERED;
+	}
+	return LLM_ASK_OK;
+}
+
+/* model, temperature and max_tokens as the tree path checks them (llm_proxy.c start_job). */
+static enum llm_ask_result check_options(struct http_req *req, struct llm_ask *a)
+{
+	char model[512];
+	const char *m = NULL;
+	bool bad = false;
+	if (a->model.p && !is_literal(a->model, "null")) {
+		if (jscan_is(a->model, '"') && a->model.n >= sizeof(model))
+			return LLM_ASK_USE_TREE; /* its length unescaped is not known here */
+		m = text_of(a->model, model, sizeof(model));
+		bad = !m || strlen(m) >= sizeof(a->model_text);
+	}
+	a->temperature_value = -1;
+	if (a->temperature.p && !is_literal(a->temperature, "null")) {
+		char c = *a->temperature.p;
+		bool number = c == '-' || (c >= '0' && c <= '9');
+		a->temperature_value = number ? jscan_num(a->temperature) : -1;
+		bad = bad || !number || a->temperature_value < 0 || a->temperature_value > 2;
+	}
+	a->max_tokens_value = 0;
+	if (a->max_tokens.p && !is_literal(a->max_tokens, "null")) {
+		bool integer = jscan_is_int(a->max_tokens);
+		a->max_tokens_value = integer ? jscan_int(a->max_tokens) : 0;
+		bad = bad || !integer || a->max_tokens_value < 1;
+	}
+	if (bad) {
+		http_respond_error(
+			req, 422, "invalid_parameters",
+			"model must be a string, temperature a number from 0 to 2, max_tokens a positive integer");
+		return LLM_ASK_ANSWERED;
+	}
+	if (m)
+		memcpy(a->model_text, m, strlen(m) + 1);
+	return LLM_ASK_OK;
+}
+
+enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
+{
+	a->messages = a->model = a->temperature = a->max_tokens = (struct jspan){0};
+	a->nextra = 0;
+	a->model_text[0] = a->persona_id[0] = '\0';
+	a->stream = a->include_usage = false;
+	const char *body = req->body, *e = body ? body + req->body_len : NULL;
+	if (!body || !req->body_len || !gw_json_nesting_ok(body, req->body_len) ||
+	    !jscan_check(body, req->body_len, false, NULL))
+		return LLM_ASK_USE_TREE;
+	const char *p = jscan_ws(body, e);
+	if (*p != '{' || !plain_distinct_keys((struct jspan){p, (size_t)(e - p)}))
+		return LLM_ASK_USE_TREE;
+	struct jspan k, v, stream = {0}, options = {0}, persona = {0};
+	while (jscan_next(&p, e, true, &k, &v)) {
+		if (key_is(k, "messages"))
+			a->messages = v;
+		else if (key_is(k, "model"))
+			a->model = v;
+		else if (key_is(k, "stream"))
+			stream = v;
+		else if (key_is(k, "stream_options"))
+			options = v;
+		else if (key_is(k, "temperature"))
+			a->temperature = v;
+		else if (key_is(k, "max_tokens"))
+			a->max_tokens = v;
+		else if (key_is(k, "persona_id"))
+			persona = v;
+		else if (!key_is(k, "session_id")) { /* the platform's own: not passed on */
+			a->extra[a->nextra][0] = k;
+			a->extra[a->nextra++][1] = v;
+		}
+	}
+	if (stream.p && !is_literal(stream, "true") && !is_literal(stream, "false") && !is_literal(stream, "null")) {
+		http_respond_error(req, 422, "invalid_parameters", "stream must be a boolean");
+		return LLM_ASK_ANSWERED;
+	}
+	a->stream = is_literal(stream, "true");
+	if (jscan_is(options, '{')) {
+		static const struct jwant usage[] = {{"include_usage", 0}};
+		struct jspan include = {0};
+		if (!plain_distinct_keys(options) || !jscan_members(NULL, false, options, usage, 1, &include))
+			return LLM_ASK_USE_TREE;
+		a->include_usage = is_literal(include, "true");
+	}
+	if (jscan_is(persona, '"') && !text_of(persona, a->persona_id, sizeof(a->persona_id)))
+		return LLM_ASK_USE_TREE;
+	enum llm_ask_result r = check_messages(req, a->messages);
+	return r == LLM_ASK_OK ? check_options(req, a) : r;
+}
+
+/* Appends n bytes at *at of buf (room checked by the caller). */
+static void put(char *buf, size_t *at, const char *p, size_t n)
+{
+	memcpy(buf + *at, p, n);
+	*at += n;
+}
+
+char *llm_ask_upstream(const struct llm_ask *a, const char *default_model)
+{
+	static const char streamed[] = ",\"stream\":true,\"stream_options\":{\"include_usage\":true}";
+	bool own_model = a->model.p && !is_literal(a->model, "null");
+	bool temp = a->temperature.p && !is_literal(a->temperature, "null");
+	bool maxt = a->max_tokens.p && !is_literal(a->max_tokens, "null");
+	size_t model_len = 0;
+	char *model = own_model ? NULL : json_out_string(default_model, strlen(default_model), &model_len);
+	if (!own_model && !model)
+		return NULL;
+	struct jspan m = own_model ? a->model : (struct jspan){model, model_len};
+	size_t cap = 64 + sizeof(streamed) + m.n + a->messages.n + (temp ? a->temperature.n + 16 : 0) +
+		     (maxt ? a->max_tokens.n + 16 : 0);
+	for (int i = 0; i < a->nextra; i++)
+		cap += a->extra[i][0].n + a->extra[i][1].n + 4;
+	char *out = malloc(cap);
+	size_t at = 0;
+	if (out) {
+		put(out, &at, "{\"model\":", 9);
+		put(out, &at, m.p, m.n);
+		put(out, &at, ",\"messages\":", 12);
+		put(out, &at, a->messages.p, a->messages.n);
+		if (a->stream)
+			put(out, &at, streamed, sizeof(streamed) - 1);
+		else
+			put(out, &at, ",\"stream\":false", 15);
+		if (temp) {
+			put(out, &at, ",\"temperature\":", 15);
+			put(out, &at, a->temperature.p, a->temperature.n);
+		}
+		if (maxt) {
+			put(out, &at, ",\"max_tokens\":", 14);
+			put(out, &at, a->max_tokens.p, a->max_tokens.n);
+		}
+		for (int i = 0; i < a->nextra; i++) {
+			put(out, &at, ",\"", 2);
+			put(out, &at, a->extra[i][0].p, a->extra[i][0].n);
+			put(out, &at, "\":", 2);
+			put(out, &at, a->extra[i][1].p, a->extra[i][1].n);
+		}
+		put(out, &at, "}", 2); /* with its NUL */
+	}
+	free(model);
+	return out;
+}

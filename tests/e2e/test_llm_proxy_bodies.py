@@ -1,0 +1,84 @@
+"""POST /v1/chat/completions bodies: read from their text when they can be (src/gateway/llm_ask.c)
+or from a tree (llm_routes.c), with the same answer either way. Each bad body gets its 4xx
+envelope and reaches no provider; each good one reaches the provider as the same JSON."""
+
+import json
+
+import httpx
+import pytest
+
+from e2e_util import check_envelope
+
+M = '[{"role":"user","content":"hi"}]'
+BAD_PARAMS = ("invalid_parameters",
+              "model must be a string, temperature a number from 0 to 2, max_tokens a positive integer")
+BAD_LIST = ("invalid_messages", "messages must be a non-empty array of {role, content}")
+
+
+def bad_at(i):
+    return ("invalid_messages", f"messages[{i}] must have role system|user|assistant|tool and a content")
+
+
+CASES = [  # (raw body, status, (code, message) or None: only the status and envelope are checked)
+    ("", 400, None),
+    ("[1]", 400, ("invalid_json", "the body must be a JSON object")),
+    ('{"messages":' + M + ',}', 400, None),
+    ('{"messages":' + M + ',"model":"a","model":"b"}', 400, None),  # a repeated key: the tree refuses it
+    ('{"messages":[{"role":"user","role":"user","content":"x"}]}', 400, None),
+    ('{"messages":' + M + ',"stream":"yes"}', 422, ("invalid_parameters", "stream must be a boolean")),
+    ('{"messages":' + M + ',"stream":1}', 422, ("invalid_parameters", "stream must be a boolean")),
+    ('{"messages":[]}', 422, BAD_LIST),
+    ('{"messages":{}}', 422, BAD_LIST),
+    ('{"model":"x"}', 422, BAD_LIST),
+    ('{"messages":[{"role":"user","content":"x"},{"role":"wizard","content":"x"}]}', 422, bad_at(1)),
+    ('{"messages":[{"role":"user","content":7}]}', 422, bad_at(0)),
+    ('{"messages":[{"role":"user"}]}', 422, bad_at(0)),
+    ('{"messages":["user"]}', 422, bad_at(0)),
+    ('{"messages":[{"r\\u006fle":"user","content":"x"}]}', 200, None),  # an escaped key: the tree reads it
+    ('{"messages":' + M + ',"temperature":3}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"temperature":"1"}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"max_tokens":0}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"max_tokens":1.5}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"model":7}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"model":"' + "m" * 128 + '"}', 422, BAD_PARAMS),
+    ('{"messages":' + M + ',"model":"' + "\\u00e9" * 64 + '"}', 422, BAD_PARAMS),  # 128 bytes unescaped
+    ('{"messages":' + M + ',"model":"' + "\\u0041" * 127 + '"}', 200, None),  # 127 once unescaped
+    ('{"messages":' + M + ',"model":null,"temperature":null,"max_tokens":null,"stream":null}', 200, None),
+    ('{"messages":[{"role":"us\\u0065r","content":"x"}]}', 200, None),
+    ('{"messages":' + json.dumps([{"role": "user", "content": "x"}] * 4097) + '}', 422, BAD_LIST),
+    ('{"messages":' + json.dumps([{"role": "user", "content": "x"}] * 4096) + '}', 200, None),
+]
+
+
+@pytest.mark.parametrize("raw,status,error", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_body_answers(soma, llm, raw, status, error):
+    srv = soma()
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=raw.encode(),
+                   headers={"Content-Type": "application/json"}, timeout=20)
+    if status != 200:
+        check_envelope(r, status)
+        if error:
+            assert (r.json()["error"]["code"], r.json()["error"]["message"]) == error, r.text
+        assert llm.stats()["requests"] == 0
+        return
+    assert r.status_code == 200, r.text
+    assert llm.stats()["requests"] == 1
+
+
+def test_the_provider_gets_the_same_json(soma, llm):
+    """Escapes, spacing and unicode as the client wrote them: the provider parses the same values."""
+    srv = soma()
+    asked = ('{ "model" : "m\\u00e9", "messages" : [ {"role":"user", "content":[{"type":"text","text":"h\\u00e9 \\"q\\""}]} ],'
+             '"stream":true, "stream_options":{"include_usage":false}, "temperature": 0.25, "max_tokens": 9,'
+             '"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],'
+             '"persona_id":"p\\u0031", "session_id":"s", "metadata": {"a": [1, 2.5, true, null]}}')
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=asked.encode(),
+                   headers={"Content-Type": "application/json"}, timeout=20)
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]"), r.text
+    sent, want = llm.stats()["last_request"], json.loads(asked)
+    for k in ("model", "messages", "temperature", "max_tokens", "tools", "metadata"):
+        assert sent[k] == want[k], k
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert "persona_id" not in sent and "session_id" not in sent
+    assert not any(json.loads(d[6:]).get("usage") for d in r.text.split("\n")
+                   if d.startswith("data: {")), "the client did not ask for usage"
