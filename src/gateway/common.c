@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/json_read.h"
+#include "core/json_scan.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
 
@@ -39,17 +40,18 @@ static int depth_of(const json_t *v)
  * parser deeply (jansson parses recursively). Brackets inside strings are skipped. */
 bool gw_json_nesting_ok(const char *s, size_t n)
 {
+	const unsigned char *p = (const unsigned char *)s, *e = p + n;
 	int depth = 0;
-	bool in_string = false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		} else if (c == '"') {
-			in_string = true;
+	while (p < e) {
+		unsigned char c = *p++;
+		if (c == '"') { /* a string: its plain bytes eight at a time, escapes two at a time */
+			while (p < e) {
+				p = jscan_plain(p, e);
+				if (p == e || *p == '"')
+					break;
+				p += *p == '\\' && p + 1 < e ? 2 : 1;
+			}
+			p += p < e;
 		} else if (c == '{' || c == '[') {
 			if (++depth > GW_JSON_MAX_DEPTH)
 				return false;

@@ -86,11 +86,13 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		return true;
 	}
 	/* a relay (the proxy: chunks passed on, no deltas wanted) needs of a chunk only its usage and
-	 * finish reason; the others, most of a reply, pass on unread */
-	if (c->cb && c->cb->on_chunk && !c->cb->on_delta && !llm_chunk_may_end(data, len)) {
+	 * whether it finishes the reply: only a chunk with usage is read (chunk_scan.h, peek) */
+	unsigned peek = c->cb && c->cb->on_chunk && !c->cb->on_delta ? llm_chunk_peek(data, len) : LLM_PEEK_USAGE;
+	if (!(peek & LLM_PEEK_USAGE)) {
 		if (!c->cb->on_chunk(c->cb->ctx, data, len, false))
 			return !(c->stopped = true);
 		c->got_token = true;
+		c->done = c->done || (peek & LLM_PEEK_FINISH);
 		return true;
 	}
 	char buf[2048];

@@ -81,19 +81,26 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 	return true;
 }
 
-bool llm_chunk_may_end(const char *data, size_t len)
+/* Whether data has the key lit (with its quotes) followed by a colon and a value starting with c. */
+static bool has_member(const char *data, size_t len, const char *lit, size_t n, char c)
 {
-	static const char finish[] = "\"finish_reason\"";
-	const size_t flen = sizeof(finish) - 1;
-	if (memmem(data, len, "\"usage\"", 7))
-		return true;
 	const char *end = data + len;
-	for (const char *p = memmem(data, len, finish, flen); p; p = memmem(p, (size_t)(end - p), finish, flen)) {
-		p += flen;
-		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':'))
+	for (const char *p = memmem(data, len, lit, n); p; p = memmem(p, (size_t)(end - p), lit, n)) {
+		p += n;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
 			p++;
-		if (p < end && *p != 'n')
-			return true; /* a string (or anything not null) */
+		if (p == end || *p != ':')
+			continue;
+		for (p++; p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p++)
+			;
+		if (p < end && *p == c)
+			return true;
 	}
 	return false;
+}
+
+unsigned llm_chunk_peek(const char *data, size_t len)
+{
+	return (has_member(data, len, "\"usage\"", 7, '{') ? LLM_PEEK_USAGE : 0) |
+	       (has_member(data, len, "\"finish_reason\"", 15, '"') ? LLM_PEEK_FINISH : 0);
 }

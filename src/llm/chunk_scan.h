@@ -33,12 +33,13 @@ struct llm_chunk {
  * with jansson instead (not valid JSON, not an object, an escaped key, or buf too small). */
 bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct llm_chunk *out);
 
-/* Whether the chunk may carry a usage object or a finish reason other than null: a byte search
- * for the key "usage", and for the key "finish_reason" followed by anything but null. false
- * means it carries neither (both keys unescaped: a string holding them has its quotes escaped,
- * so only a key, or a value that is exactly that word, matches; either way true, and the caller
- * reads the chunk). A relay (the proxy) reads only these chunks: the rest of a reply passes
- * through unread. */
-bool llm_chunk_may_end(const char *data, size_t len);
+#define LLM_PEEK_USAGE	1u /* the key "usage" with an object value */
+#define LLM_PEEK_FINISH 2u /* the key "finish_reason" with a string value */
+
+/* What a byte search finds in a chunk: LLM_PEEK_* flags. Each pattern is a key, a colon and the
+ * start of its value; inside a JSON string the quotes would be escaped, and a string value is
+ * never followed by a colon, so only the key matches. A relay (the proxy) reads only chunks with
+ * usage; a finish reason it takes from the peek; the rest of a reply passes through unread. */
+unsigned llm_chunk_peek(const char *data, size_t len);
 
 #endif

@@ -72,8 +72,9 @@ struct llm_callbacks {
 	bool (*should_cancel)(void *ctx);
 	/* each raw chunk object of a streamed reply (for proxies); may be NULL. usage_only: its
 	 * "choices" is an empty array and it has a "usage" object (the usage chunk), read by the
-	 * client's own scan of the chunk. With on_chunk set and on_delta NULL, only chunks that may
-	 * carry usage or a finish reason are read (llm_chunk_may_end); content is not gathered */
+	 * client's own scan of the chunk. With on_chunk set and on_delta NULL, only chunks
+	 * with usage are read and a finish is taken from a byte search (llm_chunk_peek); content is
+	 * not gathered */
 	bool (*on_chunk)(void *ctx, const char *json, size_t len, bool usage_only);
 	/* llm_async only, may be NULL: after one read from the provider that delivered chunks, while
 	 * the call goes on (a proxy sends what those chunks wrote, in one write: http_uncork) */

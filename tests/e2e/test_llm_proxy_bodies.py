@@ -82,3 +82,20 @@ def test_the_provider_gets_the_same_json(soma, llm):
     assert "persona_id" not in sent and "session_id" not in sent
     assert not any(json.loads(d[6:]).get("usage") for d in r.text.split("\n")
                    if d.startswith("data: {")), "the client did not ask for usage"
+
+
+@pytest.mark.parametrize("depth,status", [(32, 200), (33, 400)])
+def test_nesting_limit_counts_brackets_outside_strings(soma, llm, depth, status):
+    """GW_JSON_MAX_DEPTH (32) levels in all; brackets, quotes and backslashes inside strings do not
+    count (the check skips strings eight bytes at a time)."""
+    srv = soma()
+    inner = "[" * (depth - 1) + "]" * (depth - 1)  # the body is the first level
+    content = json.dumps("[[[{{{\\\" é " * 20 + "\\")
+    raw = '{"messages":[{"role":"user","content":' + content + '}],"metadata":' + (inner or "1") + '}'
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=raw.encode(),
+                   headers={"Content-Type": "application/json"}, timeout=20)
+    if status == 400:
+        check_envelope(r, 400)
+        assert "nested deeper than 32" in r.json()["error"]["message"], r.text
+    else:
+        assert r.status_code == 200, r.text

@@ -136,27 +136,29 @@ Test(chunk_scan, random_strings_are_read_as_jansson_reads_them)
 	}
 }
 
-/* Which chunks a relay reads (llm_chunk_may_end): those with usage or a finish reason that is
- * not null; a content chunk, however it is spaced, passes unread, and a content that talks about
- * those keys (its quotes escaped) does not make it read. */
-Test(chunk_scan, may_end)
+/* What a relay's byte search finds (llm_chunk_peek): usage with an object, a finish reason with a
+ * string, however spaced; a content that talks about those keys (its quotes escaped), a value that
+ * is the word itself, or a null finish reason finds nothing. */
+Test(chunk_scan, peek)
 {
-	const char *read[] = {
-		"{\"choices\":[],\"usage\":{\"prompt_tokens\":5}}",
-		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}",
-		"{\"choices\":[{\"delta\":{},\"finish_reason\" : \"tool_calls\"}]}",
-		"{\"choices\":[{\"finish_reason\":null},{\"finish_reason\":\"length\"}]}",
-		"{\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}", /* a value that is the word: read, harmless */
+	const struct {
+		const char *chunk;
+		unsigned want;
+	} cases[] = {
+		{"{\"choices\":[],\"usage\":{\"prompt_tokens\":5}}", LLM_PEEK_USAGE},
+		{"{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}", LLM_PEEK_FINISH},
+		{"{\"choices\":[{\"delta\":{},\"finish_reason\" : \n \"tool_calls\"}]}", LLM_PEEK_FINISH},
+		{"{\"choices\":[{\"finish_reason\":null},{\"finish_reason\":\"length\"}]}", LLM_PEEK_FINISH},
+		{"{\"choices\":[{\"finish_reason\":\"stop\"}],\"usage\" :{}}", LLM_PEEK_USAGE | LLM_PEEK_FINISH},
+		{"{\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}", 0},
+		{"{\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"x\":\"finish_reason\"}", 0},
+		{"{\"choices\":[{\"delta\":{\"content\":\"say \\\"usage\\\":{ or \\\"finish_reason\\\":\\\"x\\\"\"}}]}",
+		 0},
+		{"{\"choices\":[],\"usage\":null}", 0},
+		{"{\"choices\":[{\"delta\":{},\"finish_reason\"", 0},
+		{"{\"choices\":[{\"delta\":{},\"finish_reason\":", 0},
 	};
-	const char *unread[] = {
-		"{\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}",
-		"{\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\" :\n null}]}",
-		"{\"choices\":[{\"delta\":{\"content\":\"say \\\"usage\\\" or \\\"finish_reason\\\":\\\"x\\\"\"}}]}",
-		"{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}",
-		"{\"choices\":[{\"delta\":{},\"finish_reason\"",
-	};
-	for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++)
-		cr_assert(llm_chunk_may_end(read[i], strlen(read[i])), "not read: %s", read[i]);
-	for (size_t i = 0; i < sizeof(unread) / sizeof(unread[0]); i++)
-		cr_assert_not(llm_chunk_may_end(unread[i], strlen(unread[i])), "read: %s", unread[i]);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_eq(llm_chunk_peek(cases[i].chunk, strlen(cases[i].chunk)), cases[i].want, "%s",
+			     cases[i].chunk);
 }
