@@ -266,9 +266,11 @@ static enum llm_error take_reply(struct llm_call *c)
 {
 	json_t *body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
 	json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
-	json_t *content = json_object_get(json_object_get(choice, "message"), "content");
+	json_t *message = json_object_get(choice, "message");
+	json_t *content = json_object_get(message, "content");
 	enum llm_error e = LLM_ERR_PROTOCOL;
-	if (json_is_string(content) || json_is_null(content)) {
+	/* a message with tool calls has a null content, or (some servers) none at all */
+	if (json_is_string(content) || json_is_null(content) || (json_is_object(message) && !content)) {
 		const char *text = json_is_string(content) ? json_string_value(content) : "";
 		size_t n = json_is_string(content) ? json_string_length(content) : 0;
 		free(c->res->content);

@@ -251,6 +251,15 @@ def test_tool_call_reply_is_the_providers_own(soma, llm):
     assert body["usage"]["total_tokens"] > 0
 
 
+def test_tool_call_without_a_content_member_is_relayed(soma, llm):
+    srv = soma()
+    llm.control(tool_content="absent")
+    r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS}, timeout=10)
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert "content" not in message and message["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
 def test_streamed_tool_call_arrives_whole(soma, llm):
     srv = soma()
     r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS, "stream": True},

@@ -17,7 +17,8 @@ OpenAI and Groq do: a client that keeps connections pays no connect per reply).
 Control (test side):
     POST /_control {"mode": "ok|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
                     "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
-                    "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false}
+                    "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
+                    "tool_content": "null|absent"}
         the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
         bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
         keep_alive overrides --keep-alive; drop_idle closes every connection right after its
@@ -71,6 +72,7 @@ def reset(args=None):
             "keep_alive": args.keep_alive if args else False,
             "drop_idle": False,
             "drop_reused": False,
+            "tool_content": "null",  # a whole reply's tool-call message: content null, or "absent"
             "dropped": 0,           # requests dropped unanswered by drop_reused
             "connections": 0,       # connections accepted (control and stats calls included)
         })
@@ -164,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control":
             ctl = json.loads(body or b"{}")
             with state_lock:
-                for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused"):
+                for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
+                          "tool_content"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -229,6 +232,9 @@ class Handler(BaseHTTPRequestHandler):
             message = {"role": "assistant", "content": reply}
             if call:
                 message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                with state_lock:
+                    if state["tool_content"] == "absent":  # as some servers write a tool call
+                        del message["content"]
             self.send_json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": message,
