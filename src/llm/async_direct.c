@@ -35,31 +35,13 @@ static void read_done(void *ctx)
 	llm_async_flush(a->loop);
 }
 
-/* The libcurl code of the same failure, for call.c's classification. */
-static CURLcode curl_code(enum h1_end end)
-{
-	switch (end) {
-	case H1_END_OK:
-		return CURLE_OK;
-	case H1_END_CONNECT:
-		return CURLE_COULDNT_CONNECT;
-	case H1_END_TIMEOUT:
-		return CURLE_OPERATION_TIMEDOUT;
-	case H1_END_STOPPED:
-		return CURLE_WRITE_ERROR; /* as a write callback refusing bytes */
-	case H1_END_BROKEN:
-		break;
-	}
-	return CURLE_RECV_ERROR;
-}
-
 static void ended(void *ctx, enum h1_end end, const char *why)
 {
 	struct llm_async *a = ctx;
 	a->h1x = NULL;
 	if (end != H1_END_OK && why[0])
 		snprintf(a->res->detail, sizeof(a->res->detail), "%s", why);
-	llm_async_after_attempt(a, llm_call_finish(&a->call, curl_code(end)));
+	llm_async_after_attempt(a, llm_call_finish(&a->call, llm_direct_curl_code(end)));
 }
 
 bool llm_async_start_direct(struct llm_async *a)
@@ -76,10 +58,10 @@ bool llm_async_start_direct(struct llm_async *a)
 		return false;
 	const struct llm_setup *s = a->setup;
 	bool stream = a->req.stream;
-	char length[48];
+	char tail[200];
 	size_t body_len = strlen(a->body);
-	int n = snprintf(length, sizeof(length), "Content-Length: %zu\r\n\r\n", body_len);
-	struct iovec iov[] = {{s->h1_head[stream], s->h1_head_len[stream]}, {length, (size_t)n}, {a->body, body_len}};
+	size_t n = llm_direct_tail(tail, sizeof(tail), NULL, body_len);
+	struct iovec iov[] = {{s->h1_head[stream], s->h1_head_len[stream]}, {tail, n}, {a->body, body_len}};
 	struct h1_xfer_hooks h = hooks;
 	h.ctx = a;
 	a->h1x = h1_xfer_start(L->h1, &s->target, iov, 3, s->cfg.connect_timeout_s, s->cfg.timeout_s, &h);

@@ -1,7 +1,8 @@
 /*
  * client.c - the blocking chat completions call (llm_chat, for worker threads) and what both
  * clients share: error texts, global set-up. One attempt is call.c's; this file drives it with
- * curl_easy_perform and sleeps between retries.
+ * curl_easy_perform (or direct.c's loop for a plain-HTTP provider at a literal address) and
+ * sleeps between retries.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -112,9 +113,12 @@ static struct llm_setup *thread_setup(const struct llm_config *cfg)
 	return s;
 }
 
-/* One attempt on this thread's easy handle. */
+/* One attempt: over this thread's own connections for a direct provider (direct.c), else on
+ * this thread's easy handle. */
 static enum llm_error attempt(const struct llm_setup *setup, const char *body, struct llm_call *c)
 {
+	if (setup->direct)
+		return llm_direct_attempt(setup, body, c);
 	CURL *h = curl_api_thread_handle(); /* owned by the thread, reset: connections are reused */
 	if (!h || !llm_call_prepare(c, setup, true, body, h))
 		return LLM_ERR_PROTOCOL;

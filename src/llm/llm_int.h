@@ -82,6 +82,15 @@ bool llm_call_reset(struct llm_call *c);
 bool llm_call_body(struct llm_call *c, const char *data, size_t n);
 /* A header line of the answer (Retry-After is read), not necessarily NUL-terminated. */
 void llm_call_header(struct llm_call *c, const char *line, size_t n);
+/* ---- direct.c: a plain-HTTP provider without libcurl (setup->direct) ---- */
+/* The libcurl code of the failure a direct transfer ended with, for classification. */
+CURLcode llm_direct_curl_code(enum h1_end end);
+/* Writes a direct request's per-call lines (traceparent when not NULL, Content-Length, the blank
+ * line) into tail (cap >= 200); returns their length. */
+size_t llm_direct_tail(char *tail, size_t cap, const char *traceparent, size_t body_len);
+/* One blocking attempt of c posting body over this thread's own loop and connections (llm_chat's
+ * attempt when setup->direct); the outcome as llm_call_finish gives it. */
+enum llm_error llm_direct_attempt(const struct llm_setup *setup, const char *body, struct llm_call *c);
 /* The attempt ended with rc: returns its class (res->http_status and res->detail filled) and
  * releases what prepare allocated. curl stays the caller's. */
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc);
