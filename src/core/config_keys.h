@@ -89,7 +89,8 @@ X(HEALTH_INTERVAL_MS, "health.interval_ms", CFG_INT, "1000", 100, 60000, NULL, N
 X(LLM_PROVIDER, "llm.provider", CFG_ENUM, "groq", 0, 0, "groq|openai|custom", NULL, false, NULL, \
   "Provider preset: groq and openai fill in llm.base_url, the key variable and a default model.") \
 X(LLM_BASE_URL, "llm.base_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
-  "OpenAI-compatible API root, e.g. https://api.groq.com/openai/v1; empty: the provider's.") \
+  "OpenAI-compatible API root, e.g. https://api.groq.com/openai/v1; empty: the provider's. " \
+  "http:// to an IP address or localhost (a local Ollama or vLLM) is called without libcurl.") \
 X(LLM_API_KEY, "llm.api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, NULL, \
   "API key of the provider; empty: llm.groq_api_key or llm.openai_api_key by provider.") \
 X(LLM_GROQ_API_KEY, "llm.groq_api_key", CFG_STRING, "", 0, 0, NULL, NULL, true, "GROQ_API_KEY", \
