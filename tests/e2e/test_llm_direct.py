@@ -113,3 +113,15 @@ def test_http_proxy_in_the_environment_is_honoured(soma, llm, no_proxy):
     else:  # through the (absent) proxy: unreachable, the provider never asked
         check_envelope(r, 502)
         assert llm.stats()["requests"] == 0
+
+
+def test_large_request_reaches_the_provider_whole(soma, llm):
+    """A request bigger than a socket takes at once is written in parts as the socket drains."""
+    srv = soma("http.max_body=16777216")
+    big = "abc " * 1_500_000  # 6 MB
+    with httpx.Client(timeout=30) as client:
+        for stream in (True, False):  # the second goes over the kept connection
+            r = client.post(f"{srv.url}/v1/chat/completions",
+                            json={"messages": [{"role": "user", "content": big}], "stream": stream})
+            assert r.status_code == 200, r.text[:300]
+            assert llm.stats()["last_request"]["messages"][0]["content"] == big
