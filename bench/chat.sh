@@ -27,7 +27,8 @@
 # first token (the direct side waits for it too: the difference is what somaagent adds); CHAT_PROXY_N the
 # rounds of part 3 (default 1000: a p99 of 1000 samples moves by +-50 % between runs; use 5000+ to compare builds);
 # CHAT_NGINX_KEEPALIVE=1 gives part 3's nginx an upstream keepalive pool (by default it opens a connection to
-# the fake per request, where somaagent reuses its own).
+# the fake per request, where somaagent reuses its own). FAKE_WORDS=N gives the nginx fake's reply N content
+# chunks (default 2: five events and [DONE]; a real reply has hundreds).
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 PARTS=${CHAT_PARTS:-1 2 3 4}

@@ -75,16 +75,31 @@ CONF
 }
 
 # The fast fake LLM: nginx answers every request with one fixed streamed completion. Sets fake_port.
+# FAKE_WORDS (default 2) is the number of content chunks ("Hello ", "world." then "word N ").
 start_llm_fake() {
   C='"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench"'
   SSE="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
   SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}\n\n"
   SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world.\"},\"finish_reason\":null}]}\n\n"
-  SSE+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
-  SSE+="data: {$C,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
-  SSE+="data: [DONE]\n\n"
+  # nginx takes at most 4 KiB per parameter: the words go in variables of 20 chunks each
+  local sets="" parts="" group="" w
+  for ((w = 3; w <= ${FAKE_WORDS:-2}; w++)); do
+    group+="data: {$C,\"choices\":[{\"index\":0,\"delta\":{\"content\":\" word $w\"},\"finish_reason\":null}]}\n\n"
+    if (((w - 2) % 20 == 0 || w == ${FAKE_WORDS:-2})); then
+      sets+="set \$w$w '$group'; "
+      parts+="\$w$w"
+      group=""
+    fi
+  done
+  local END="data: {$C,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+  END+="data: {$C,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
+  END+="data: [DONE]\n\n"
   fake_port=$(free_port)
-  nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '$SSE';"
+  if [ -z "$parts" ]; then
+    nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; return 200 '$SSE$END';"
+  else
+    nginx_conf nginx-fake "$fake_port" "default_type text/event-stream; set \$head '$SSE'; set \$end '$END'; $sets return 200 \"\$head$parts\$end\";"
+  fi
   wait_http "http://127.0.0.1:$fake_port/v1/chat/completions"
 }
 

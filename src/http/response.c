@@ -197,8 +197,22 @@ static const char *http_date(void)
 static void out_add(struct http_req *req, const struct iovec *iov, size_t n)
 {
 	size_t sent = 0;
-	if (req->corked) {
+	if (req->corked) { /* the pieces copied into one reserved extent: one buffer operation, not n */
+		size_t total = 0, at = 0;
 		for (size_t i = 0; i < n; i++)
+			total += iov[i].iov_len;
+		struct evbuffer_iovec space;
+		if (evbuffer_reserve_space(req->cork_buf, (ev_ssize_t)total, &space, 1) == 1 &&
+		    space.iov_len >= total) {
+			for (size_t i = 0; i < n; i++) {
+				memcpy((char *)space.iov_base + at, iov[i].iov_base, iov[i].iov_len);
+				at += iov[i].iov_len;
+			}
+			space.iov_len = total;
+			if (evbuffer_commit_space(req->cork_buf, &space, 1) == 0)
+				return;
+		}
+		for (size_t i = 0; i < n; i++) /* could not reserve (out of memory): one by one */
 			evbuffer_add(req->cork_buf, iov[i].iov_base, iov[i].iov_len);
 		return;
 	}

@@ -81,26 +81,32 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 	return true;
 }
 
-/* Whether data has the key lit (with its quotes) followed by a colon and a value starting with c. */
-static bool has_member(const char *data, size_t len, const char *lit, size_t n, char c)
+static bool json_space(char c)
 {
-	const char *end = data + len;
-	for (const char *p = memmem(data, len, lit, n); p; p = memmem(p, (size_t)(end - p), lit, n)) {
-		p += n;
-		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-			p++;
-		if (p == end || *p != ':')
-			continue;
-		for (p++; p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p++)
-			;
-		if (p < end && *p == c)
-			return true;
-	}
-	return false;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Each colon outside an escape is where a member's key ends: the key is the quoted text just
+ * before it (an escaped quote cannot close it), the value starts just after. One memchr per
+ * member instead of a substring search per key. */
 unsigned llm_chunk_peek(const char *data, size_t len)
 {
-	return (has_member(data, len, "\"usage\"", 7, '{') ? LLM_PEEK_USAGE : 0) |
-	       (has_member(data, len, "\"finish_reason\"", 15, '"') ? LLM_PEEK_FINISH : 0);
+	const char *end = data + len;
+	unsigned found = 0;
+	for (const char *c = memchr(data, ':', len); c; c = memchr(c, ':', (size_t)(end - c))) {
+		const char *q = c++;
+		while (q > data && json_space(q[-1]))
+			q--;
+		size_t klen = (size_t)(q - data); /* bytes before the colon and its spaces */
+		const char *v = c;
+		while (v < end && json_space(*v))
+			v++;
+		if (v == end || klen < 7 || q[-1] != '"' || q[-2] == '\\')
+			continue;
+		if (*v == '{' && memcmp(q - 7, "\"usage\"", 7) == 0)
+			found |= LLM_PEEK_USAGE;
+		else if (*v == '"' && klen >= 15 && memcmp(q - 15, "\"finish_reason\"", 15) == 0)
+			found |= LLM_PEEK_FINISH;
+	}
+	return found;
 }
