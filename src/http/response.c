@@ -3,8 +3,7 @@
  *
  * DESIGN: a response is formatted into one contiguous block (status line, headers, body) and
  * appended to req->out with a single evbuffer_add, then req->on_response tells the owner
- * (the connection, or a test harness) that it is queued. The Date header is cached per thread
- * and rebuilt once a second.
+ * (the connection, or a test harness) that it is queued. Heads are written by head.c.
  *
  * Write first: when req->write_first is set and nothing is queued in req->out, a response or
  * stream chunk is sent to the socket at once (one sendmsg, non-blocking, no SIGPIPE) and only
@@ -33,6 +32,7 @@
 
 #include "core/json_out.h"
 #include "core/log.h"
+#include "http/head.h"
 #include "http/http.h"
 #include "http/router_int.h"
 
@@ -175,21 +175,6 @@ void http_resp_header(struct http_req *req, const char *name, const char *value)
 	req->nresp_headers++;
 }
 
-static __thread time_t date_sec;
-static __thread char date_buf[40];
-
-static const char *http_date(void)
-{
-	time_t now = time(NULL);
-	if (now != date_sec) {
-		struct tm tm;
-		gmtime_r(&now, &tm);
-		strftime(date_buf, sizeof(date_buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-		date_sec = now;
-	}
-	return date_buf;
-}
-
 #define OUT_MAX_IOV 16 /* pieces one output call sends at most (chunk head + 14 parts + tail) */
 
 /* Sends iov[0..n) to the client: directly while nothing is queued (see the file comment), the
@@ -278,66 +263,6 @@ void http_uncork(struct http_req *req)
 
 /* Appends the handler's extra headers and the blank line that ends the head to hdr[0..used);
  * returns the new length. Headers that do not fit are dropped (the head stays well-formed). */
-/* A response head written piece by piece into a fixed buffer (snprintf's format parsing cost
- * ~2,000 instructions per response). Pieces that do not fit are left out. */
-struct head {
-	char *p;	/* the buffer */
-	size_t cap, at; /* its size (2 kept for the blank line), bytes written */
-};
-
-static void put(struct head *h, const char *s, size_t n)
-{
-	if (h->at + n + 2 > h->cap)
-		return;
-	memcpy(h->p + h->at, s, n);
-	h->at += n;
-}
-
-static void put_cstr(struct head *h, const char *s)
-{
-	put(h, s, strlen(s));
-}
-
-static void put_uint(struct head *h, size_t v)
-{
-	char digits[24];
-	size_t n = 0;
-	do
-		digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	put(h, digits + sizeof(digits) - n, n);
-}
-
-/* "HTTP/1.1 <status> <text>\r\nDate: <date>\r\nContent-Type: <type>\r\n" */
-static void head_start(struct head *h, int status, const char *content_type)
-{
-	put_cstr(h, "HTTP/1.1 ");
-	put_uint(h, (size_t)status);
-	put(h, " ", 1);
-	put_cstr(h, http_status_text(status));
-	put_cstr(h, "\r\nDate: ");
-	put_cstr(h, http_date());
-	put_cstr(h, "\r\nContent-Type: ");
-	put_cstr(h, content_type);
-	put(h, "\r\n", 2);
-}
-
-/* The handler's own headers and the blank line; returns the head's length. */
-static size_t end_head(const struct http_req *req, struct head *h)
-{
-	for (size_t i = 0; i < req->nresp_headers; i++) {
-		size_t k = strlen(req->resp_headers[i][0]), v = strlen(req->resp_headers[i][1]);
-		if (h->at + k + v + 4 + 2 > h->cap)
-			break;
-		put(h, req->resp_headers[i][0], k);
-		put(h, ": ", 2);
-		put(h, req->resp_headers[i][1], v);
-		put(h, "\r\n", 2);
-	}
-	memcpy(h->p + h->at, "\r\n", 2);
-	return h->at + 2;
-}
-
 /* Writes the whole response: headers, then the body from memory or, when fd >= 0, from the
  * file (by reference: evbuffer_add_file uses sendfile). Takes ownership of fd. */
 static void respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len, int fd)
@@ -354,16 +279,16 @@ static void respond(struct http_req *req, int status, const char *content_type, 
 	req->resp_body_len = len;
 	bool head = str_eq_cstr(req->method, "HEAD");
 	char hdr[2048];
-	struct head h = {hdr, sizeof(hdr), 0};
-	head_start(&h, status, content_type ? content_type : "text/plain");
-	put_cstr(&h, "Content-Length: ");
-	put_uint(&h, len);
-	put_cstr(&h, "\r\nX-Request-Id: ");
-	put_cstr(&h, req->request_id);
-	put(&h, "\r\n", 2);
+	struct http_head h = {hdr, sizeof(hdr), 0};
+	http_head_start(&h, status, content_type ? content_type : "text/plain");
+	http_head_cstr(&h, "Content-Length: ");
+	http_head_uint(&h, len);
+	http_head_cstr(&h, "\r\nX-Request-Id: ");
+	http_head_cstr(&h, req->request_id);
+	http_head_put(&h, "\r\n", 2);
 	if (req->close_after || !req->keep_alive)
-		put_cstr(&h, "Connection: close\r\n");
-	size_t used = end_head(req, &h);
+		http_head_cstr(&h, "Connection: close\r\n");
+	size_t used = http_head_end(req, &h);
 	if (fd >= 0) {
 		out_add1(req, hdr, used);
 		if (!head && len && evbuffer_add_file(req->out, fd, 0, (ev_off_t)len) == 0)
@@ -402,13 +327,13 @@ void http_stream_begin(struct http_req *req, int status, const char *content_typ
 	if (!req->chunked)
 		req->close_after = true;
 	char hdr[2048];
-	struct head h = {hdr, sizeof(hdr), 0};
-	head_start(&h, status, content_type);
-	put_cstr(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: ");
-	put_cstr(&h, req->request_id);
-	put(&h, "\r\n", 2);
-	put_cstr(&h, req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
-	size_t used = end_head(req, &h);
+	struct http_head h = {hdr, sizeof(hdr), 0};
+	http_head_start(&h, status, content_type);
+	http_head_cstr(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Request-Id: ");
+	http_head_cstr(&h, req->request_id);
+	http_head_put(&h, "\r\n", 2);
+	http_head_cstr(&h, req->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+	size_t used = http_head_end(req, &h);
 	out_add1(req, hdr, used);
 }
 
