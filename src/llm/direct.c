@@ -157,8 +157,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	struct blocking *b = arg;
 	const struct llm_callbacks *cb = b->call->cb;
-	if (!cb->should_cancel(cb->ctx))
-		return;
+	if (b->ended || !cb->should_cancel(cb->ctx))
+		return; /* (the transfer may have ended in this same turn of the loop) */
 	h1_xfer_cancel(b->x);
 	b->x = NULL;
 	b->ended = b->cancelled = true;

@@ -172,7 +172,11 @@ static bool open_conn(struct h1_xfer *x)
 		return false;
 	}
 	c->connecting = true;
-	return event_add(c->wev, NULL) == 0;
+	if (event_add(c->wev, NULL) == 0)
+		return true;
+	snprintf(x->why, sizeof(x->why), "out of memory watching a provider connection");
+	release_conn(x, false);
+	return false;
 }
 
 /* ---- transfers ---------------------------------------------------------------------------------- */
