@@ -368,6 +368,22 @@ size_t http_stream_writev(struct http_req *req, const struct str *parts, size_t 
 		total += parts[i].len;
 	if (!req->streaming || total == 0)
 		return pending(req);
+	struct evbuffer_iovec space; /* corked: the frame written straight into the cork buffer */
+	size_t need = total + 2 * sizeof(size_t) + 4;
+	if (req->corked && evbuffer_reserve_space(req->cork_buf, (ev_ssize_t)need, &space, 1) == 1 &&
+	    space.iov_len >= need) {
+		char *o = space.iov_base;
+		o += req->chunked ? chunk_size_line(o, total) : 0;
+		for (size_t i = 0; i < nparts; i++) {
+			memcpy(o, parts[i].p, parts[i].len);
+			o += parts[i].len;
+		}
+		if (req->chunked)
+			*o++ = '\r', *o++ = '\n';
+		space.iov_len = (size_t)(o - (char *)space.iov_base);
+		if (evbuffer_commit_space(req->cork_buf, &space, 1) == 0)
+			return pending(req);
+	}
 	char size_line[24];
 	int m = (int)chunk_size_line(size_line, total);
 	if (nparts > OUT_MAX_IOV - 2) { /* more pieces than any caller sends: all queued */

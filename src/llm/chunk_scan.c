@@ -94,18 +94,19 @@ unsigned llm_chunk_peek(const char *data, size_t len)
 	const char *end = data + len;
 	unsigned found = 0;
 	for (const char *c = memchr(data, ':', len); c; c = memchr(c, ':', (size_t)(end - c))) {
-		const char *q = c++;
+		const char *q = c++, *v = c;
+		while (v < end && json_space(*v))
+			v++;
+		if (v == end || (*v != '{' && *v != '"'))
+			continue; /* most members: a number, null, an array (or a colon inside a string) */
 		while (q > data && json_space(q[-1]))
 			q--;
 		size_t klen = (size_t)(q - data); /* bytes before the colon and its spaces */
-		const char *v = c;
-		while (v < end && json_space(*v))
-			v++;
-		if (v == end || klen < 7 || q[-1] != '"' || q[-2] == '\\')
-			continue;
-		if (*v == '{' && memcmp(q - 7, "\"usage\"", 7) == 0)
+		/* the last letters first: most keys fail on them, without a memcmp call */
+		if (*v == '{' && klen >= 7 && q[-2] == 'e' && q[-3] == 'g' && memcmp(q - 7, "\"usage\"", 7) == 0)
 			found |= LLM_PEEK_USAGE;
-		else if (*v == '"' && klen >= 15 && memcmp(q - 15, "\"finish_reason\"", 15) == 0)
+		else if (*v == '"' && klen >= 15 && q[-2] == 'n' && q[-3] == 'o' &&
+			 memcmp(q - 15, "\"finish_reason\"", 15) == 0)
 			found |= LLM_PEEK_FINISH;
 	}
 	return found;
