@@ -407,7 +407,8 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	if (err == SOMA_OK) {
 		op->seq = pg_int(r, 0, 0);
 		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
-		if (!op->has_outcome && !pg_bool(r, 0, 2)) {
+		op->reply_seen = op->reply_probe && op->reply_to[0] && pg_bool(r, 0, 2);
+		if (!op->has_outcome && !op->reply_probe && !pg_bool(r, 0, 2)) {
 			snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 				 op->reply_to);
 			err = SOMA_ERR_NOT_FOUND;

@@ -439,7 +439,10 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 	op->has_outcome = op->outcome_of[0] && sqlite3_column_int(s, 1);
 	if (op->has_outcome)
 		return SOMA_OK;
-	if (!sqlite3_column_int(s, 2)) {
+	bool seen = op->reply_to[0] && sqlite3_column_int(s, 2);
+	if (op->reply_probe) {
+		op->reply_seen = seen;
+	} else if (op->reply_to[0] && !seen) {
 		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 			 op->reply_to);
 		return SOMA_ERR_NOT_FOUND;

@@ -181,6 +181,10 @@ struct store_op {
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool has_outcome;      /* CONTEXT: an event is the outcome of task outcome_of already */
+	bool reply_probe;      /* CONTEXT: reply_to is only looked for (reply_seen), not required: an
+				* early start reads before its message commits */
+	bool reply_seen;       /* CONTEXT with reply_probe, read from the database: the read saw the
+				* message reply_to (a context from the cache says false) */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */
 	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 	/* completion */

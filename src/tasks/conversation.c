@@ -272,8 +272,8 @@ static struct store_op *context_submit(struct task_ctx *t, struct context_read *
 		return NULL;
 	str_copy(op->session_id, sizeof(op->session_id), t->session_id);
 	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* has this task replied already? */
-	if (!t->gate) /* an early start may read before its message commits: its reply's commit checks */
-		reply_to(t, op);
+	reply_to(t, op);
+	op->reply_probe = t->gate != NULL; /* early: it may read before its message commits */
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	op->done = context_done;
 	op->arg = cr;
@@ -313,7 +313,8 @@ static enum soma_err context_take(struct generation *g, struct store_op *op, jso
 	if (!*rows)
 		return op->err == SOMA_OK ? SOMA_ERR_NOMEM : op->err;
 	g->base_seq = g->read_seq;
-	if (t->gate && text && (gs == GATE_PENDING || g->read_seq < seq)) {
+	/* not when the read saw it already (committed, the gate not settled yet): twice means a redo */
+	if (t->gate && text && !op->reply_seen && (gs == GATE_PENDING || g->read_seq < seq)) {
 		/* the rows may be the store's context cache's own array (shared, never changed in
 		 * place: other workers read it): the message joins a copy of it */
 		json_t *own = json_copy(*rows);

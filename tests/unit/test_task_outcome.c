@@ -172,3 +172,35 @@ Test(task_outcome, the_text_of_a_message_and_of_a_reply_is_the_committed_event_w
 	check_text(op);
 	cr_assert_eq(db_query_int(dir, "SELECT last_seq FROM sessions WHERE id = ?", "s1"), 3);
 }
+
+/* CONTEXT with reply_probe (an early start's read): whether the read saw the message reply_to,
+ * never a refusal; without the probe a missing message is SOMA_ERR_NOT_FOUND (a reset erased it). */
+Test(task_outcome, an_early_read_says_whether_it_saw_the_message)
+{
+	struct store_op *msg = event_op(STORE_OP_MESSAGE, "user", "");
+	char id[sizeof(msg->reply_to)];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(msg->event, "event_id")));
+	cr_assert(id[0]);
+	cr_assert_eq(run(msg, NULL), SOMA_OK);
+	const char *ids[] = {id, "no-such-event"};
+	for (int i = 0; i < 2; i++) {
+		for (int probe = 0; probe < 2; probe++) {
+			struct store_op *op = store_op_new(STORE_OP_CONTEXT, "acme");
+			snprintf(op->session_id, sizeof(op->session_id), "s1");
+			snprintf(op->outcome_of, sizeof(op->outcome_of), "task-9"); /* a database read */
+			snprintf(op->reply_to, sizeof(op->reply_to), "%s", ids[i]);
+			op->reply_probe = probe;
+			op->limit = 50;
+			enum soma_err err = store_op_wait(st, op);
+			if (probe) {
+				cr_assert_eq(err, SOMA_OK);
+				cr_assert_eq(op->reply_seen, i == 0, "%s", ids[i]);
+				cr_assert_eq(json_array_size(op->rows), 1);
+			} else {
+				cr_assert_eq(err, i == 0 ? SOMA_OK : SOMA_ERR_NOT_FOUND, "%s", ids[i]);
+				cr_assert_not(op->reply_seen, "seen is only reported to a probe");
+			}
+			store_op_free(op);
+		}
+	}
+}
