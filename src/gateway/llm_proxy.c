@@ -88,11 +88,21 @@ static int error_status(enum llm_error e)
 	}
 }
 
+/* The error answer. A request the provider refused (400) carries the provider's own words, which
+ * are about the client's request (a tool's schema, an unknown model); other failures (our key,
+ * the provider's health) keep theirs for the log. */
 static json_t *error_object(struct llm_job *job)
 {
+	const char *generic = llm_error_message(job->res.error), *said = job->res.detail;
+	char message[700];
+	if (job->res.error == LLM_ERR_BAD_REQUEST && said[0]) {
+		if (strncmp(said, "HTTP ", 5) == 0 && strstr(said, ": "))
+			said = strstr(said, ": ") + 2;
+		snprintf(message, sizeof(message), "%s The provider said: %s", generic, said);
+		generic = message;
+	}
 	return json_pack("{s:{s:s, s:s, s:s, s:s}}", "error", "code", llm_error_code(job->res.error), "type",
-			 "provider_error", "message", llm_error_message(job->res.error), "request_id",
-			 job->req->request_id);
+			 "provider_error", "message", generic, "request_id", job->req->request_id);
 }
 
 static json_t *completion_json(struct llm_job *job)

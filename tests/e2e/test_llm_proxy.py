@@ -260,6 +260,21 @@ def test_tool_call_without_a_content_member_is_relayed(soma, llm):
     assert "content" not in message and message["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
+def test_refused_request_says_what_the_provider_said(soma, llm):
+    srv = soma()
+    for path in ("/v1/chat/completions", "/v1/llm/invoke"):
+        llm.control(mode="400", times=1)
+        r = httpx.post(f"{srv.url}{path}", json={"messages": MESSAGES, "tools": TOOLS}, timeout=10)
+        check_envelope(r, 400)
+        err = r.json()["error"]
+        assert err["code"] == "llm_bad_request", err
+        assert err["message"].endswith("The provider said: Invalid schema for function 'f': 'x' is not valid"), err
+    llm.control(mode="401", times=1)  # about our key, not the client's request: the provider's words stay here
+    r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=10)
+    check_envelope(r, 502)
+    assert "provider said" not in r.json()["error"]["message"] and "Invalid API Key" not in r.text
+
+
 def test_streamed_tool_call_arrives_whole(soma, llm):
     srv = soma()
     r = httpx.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "tools": TOOLS, "stream": True},

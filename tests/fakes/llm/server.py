@@ -15,7 +15,7 @@ sent with chunked transfer encoding and the connection stays open for the next r
 OpenAI and Groq do: a client that keeps connections pays no connect per reply).
 
 Control (test side):
-    POST /_control {"mode": "ok|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
+    POST /_control {"mode": "ok|400|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
                     "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
                     "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
                     "tool_content": "null|absent"}
@@ -213,6 +213,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if mode == "500":
             self.send_json(500, {"error": {"message": "internal error", "type": "server_error"}})
+            return
+        if mode == "400":
+            self.send_json(400, {"error": {"message": "Invalid schema for function 'f': 'x' is not valid",
+                                           "type": "invalid_request_error", "param": "tools[0]"}})
             return
         if mode == "hang":
             time.sleep(3600)
