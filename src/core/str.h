@@ -36,6 +36,26 @@ static inline uint32_t str_hash(const char *s)
 	return str_hash_more(2166136261u, s);
 }
 
+/* FNV-1a of n bytes at p, continued from h (2166136261u to start): for keys that are not
+ * NUL-terminated, e.g. a path segment. */
+static inline uint32_t str_hash_bytes(uint32_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 16777619u;
+	return h;
+}
+
+/* Writes v in decimal at out (room for 20 bytes, no NUL); returns the number of digits. */
+static inline size_t str_u64_dec(char *out, uint64_t v)
+{
+	size_t n = 1;
+	for (uint64_t t = v; t >= 10; t /= 10)
+		n++;
+	for (size_t i = n; i-- > 0; v /= 10)
+		out[i] = (char)('0' + v % 10);
+	return n;
+}
+
 static inline struct str str_from(const char *s)
 {
 	return (struct str){s, s ? strlen(s) : 0};

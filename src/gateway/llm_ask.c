@@ -14,11 +14,16 @@
 
 #include "core/json_out.h"
 #include "gateway/gateway.h"
+#include "llm/llm.h"
 
 #define MAX_MESSAGES 4096 /* as the tree check */
 
-/* Whether the keys of the object obj are plain (no escape) and distinct. */
-static bool plain_distinct_keys(struct jspan obj)
+/* One walk of the object obj: false when a key is escaped (it could spell a wanted one) or
+ * repeated (the tree path refuses that), or there are over LLM_ASK_MAX_MEMBERS; else each member
+ * named in w goes to its span at w[i].at in fields, and, when rest is not NULL, every other
+ * member to rest[*nrest] (key, value). */
+static bool read_members(struct jspan obj, const struct jwant *w, size_t nw, void *fields, struct jspan (*rest)[2],
+			 int *nrest)
 {
 	struct jspan keys[LLM_ASK_MAX_MEMBERS], k, v;
 	const char *p = obj.p, *e = obj.p + obj.n;
@@ -31,14 +36,17 @@ static bool plain_distinct_keys(struct jspan obj)
 				return false;
 		}
 		keys[n++] = k;
+		size_t i = 0;
+		while (i < nw && !(strlen(w[i].name) == k.n && memcmp(w[i].name, k.p, k.n) == 0))
+			i++;
+		if (i < nw) {
+			*(struct jspan *)((char *)fields + w[i].at) = v;
+		} else if (rest) {
+			rest[*nrest][0] = k;
+			rest[(*nrest)++][1] = v;
+		}
 	}
 	return true;
-}
-
-static bool key_is(struct jspan k, const char *name)
-{
-	size_t n = strlen(name);
-	return k.n == n && memcmp(k.p, name, n) == 0;
 }
 
 /* The string v unescaped into buf (cap bytes); NULL when v is no string or might not fit. */
@@ -66,7 +74,7 @@ static enum llm_ask_result check_messages(struct http_req *req, struct jspan mes
 		return LLM_ASK_USE_TREE; /* the tree path counts them first: too many is its answer */
 	while (jscan_is(messages, '[') && jscan_next(&p, e, false, &key, &m)) {
 		struct jspan f[2] = {{0}, {0}};
-		if (jscan_is(m, '{') && (!plain_distinct_keys(m) || !jscan_members(NULL, false, m, want, 2, f)))
+		if (jscan_is(m, '{') && !read_members(m, want, 2, f, NULL, NULL))
 			return LLM_ASK_USE_TREE;
 		char role[64];
 		const char *r = text_of(f[0], role, sizeof(role));
@@ -136,29 +144,26 @@ enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
 	    !jscan_check(body, req->body_len, false, NULL))
 		return LLM_ASK_USE_TREE;
 	const char *p = jscan_ws(body, e);
-	if (*p != '{' || !plain_distinct_keys((struct jspan){p, (size_t)(e - p)}))
+	struct top {
+		struct jspan messages, model, stream, options, temperature, max_tokens, persona;
+	} f = {0};
+	static const struct jwant want[] = {
+		{"messages", offsetof(struct top, messages)},	    {"model", offsetof(struct top, model)},
+		{"stream", offsetof(struct top, stream)},	    {"stream_options", offsetof(struct top, options)},
+		{"temperature", offsetof(struct top, temperature)}, {"max_tokens", offsetof(struct top, max_tokens)},
+		{"persona_id", offsetof(struct top, persona)}};
+	int nrest = 0;
+	if (*p != '{' || !read_members((struct jspan){p, (size_t)(e - p)}, want, sizeof(want) / sizeof(want[0]), &f,
+				       a->extra, &nrest))
 		return LLM_ASK_USE_TREE;
-	struct jspan k, v, stream = {0}, options = {0}, persona = {0};
-	while (jscan_next(&p, e, true, &k, &v)) {
-		if (key_is(k, "messages"))
-			a->messages = v;
-		else if (key_is(k, "model"))
-			a->model = v;
-		else if (key_is(k, "stream"))
-			stream = v;
-		else if (key_is(k, "stream_options"))
-			options = v;
-		else if (key_is(k, "temperature"))
-			a->temperature = v;
-		else if (key_is(k, "max_tokens"))
-			a->max_tokens = v;
-		else if (key_is(k, "persona_id"))
-			persona = v;
-		else if (!key_is(k, "session_id")) { /* the platform's own: not passed on */
-			a->extra[a->nextra][0] = k;
-			a->extra[a->nextra++][1] = v;
+	for (int i = 0; i < nrest; i++) { /* the rest is passed on, but for the platform's own */
+		if (!llm_member_set_by_call(a->extra[i][0].p, a->extra[i][0].n)) {
+			a->extra[a->nextra][0] = a->extra[i][0];
+			a->extra[a->nextra++][1] = a->extra[i][1];
 		}
 	}
+	a->messages = f.messages, a->model = f.model, a->temperature = f.temperature, a->max_tokens = f.max_tokens;
+	struct jspan stream = f.stream, options = f.options, persona = f.persona;
 	if (stream.p && !is_literal(stream, "true") && !is_literal(stream, "false") && !is_literal(stream, "null")) {
 		http_respond_error(req, 422, "invalid_parameters", "stream must be a boolean");
 		return LLM_ASK_ANSWERED;
@@ -167,7 +172,7 @@ enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
 	if (jscan_is(options, '{')) {
 		static const struct jwant usage[] = {{"include_usage", 0}};
 		struct jspan include = {0};
-		if (!plain_distinct_keys(options) || !jscan_members(NULL, false, options, usage, 1, &include))
+		if (!read_members(options, usage, 1, &include, NULL, NULL))
 			return LLM_ASK_USE_TREE;
 		a->include_usage = is_literal(include, "true");
 	}

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/str.h"
+
 static __thread time_t date_sec;
 static __thread char date_buf[40];
 
@@ -36,12 +38,9 @@ void http_head_cstr(struct http_head *h, const char *s)
 
 void http_head_uint(struct http_head *h, size_t v)
 {
-	char digits[24];
-	size_t n = 0;
-	do
-		digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	http_head_put(h, digits + sizeof(digits) - n, n);
+	char digits[20];
+	size_t n = str_u64_dec(digits, v);
+	http_head_put(h, digits, n);
 }
 
 /* "HTTP/1.1 <status> <text>\r\nDate: <date>\r\nContent-Type: <type>\r\n" */

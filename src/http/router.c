@@ -79,17 +79,14 @@ static bool split(struct str path, struct str *segs, size_t *n)
 #define SHAPE_WILD 0xffffffu
 static uint32_t shape_of(const struct str *segs, size_t nsegs, bool param)
 {
-	uint32_t h = 2166136261u;
-	if (param)
+	uint32_t h = 0;
+	if (param) {
 		h = SHAPE_WILD;
-	else if (nsegs) {
+	} else if (nsegs) {
 		struct str k = segs[nsegs > 1 ? 1 : 0];
-		for (size_t i = 0; i < k.len; i++)
-			h = (h ^ (unsigned char)k.p[i]) * 16777619u;
+		h = str_hash_bytes(2166136261u, k.p, k.len);
 		h = (h ^ (h >> 24)) & 0xffffffu;
 		h = h == SHAPE_WILD ? 0 : h;
-	} else {
-		h = 0;
 	}
 	return (uint32_t)(nsegs & 0xff) << 24 | h;
 }

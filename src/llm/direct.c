@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/str.h"
 #include "llm/llm_int.h"
 
 #define CANCEL_POLL_MS 50
@@ -46,13 +47,9 @@ static void put(char *out, size_t *at, const char *s, size_t n)
 
 size_t llm_direct_tail(char *tail, size_t cap, const char *traceparent, size_t body_len)
 {
-	char digits[24];
-	size_t n = 0, at = 0;
-	do
-		digits[sizeof(digits) - ++n] = (char)('0' + body_len % 10);
-	while ((body_len /= 10) != 0);
+	size_t at = 0;
 	size_t tp = traceparent ? strlen(traceparent) : 0;
-	if (tp > 100 || cap < 13 + tp + 2 + 16 + n + 4)
+	if (tp > 100 || cap < 13 + tp + 2 + 16 + 20 + 4)
 		tp = 0, traceparent = NULL; /* a W3C traceparent is 55 characters */
 	if (traceparent) {
 		put(tail, &at, "traceparent: ", 13);
@@ -60,7 +57,7 @@ size_t llm_direct_tail(char *tail, size_t cap, const char *traceparent, size_t b
 		put(tail, &at, "\r\n", 2);
 	}
 	put(tail, &at, "Content-Length: ", 16);
-	put(tail, &at, digits + sizeof(digits) - n, n);
+	at += str_u64_dec(tail + at, body_len);
 	put(tail, &at, "\r\n\r\n", 4);
 	return at;
 }

@@ -15,12 +15,12 @@
 #include "core/json_out.h"
 #include "llm/llm.h"
 
-static bool set_by_the_call(const char *key)
+bool llm_member_set_by_call(const char *key, size_t len)
 {
 	static const char *const own[] = {"model",	 "messages",   "stream",     "stream_options",
 					  "temperature", "max_tokens", "persona_id", "session_id"};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
-		if (strcmp(key, own[i]) == 0)
+		if (strlen(own[i]) == len && memcmp(key, own[i], len) == 0)
 			return true;
 	}
 	return false;
@@ -53,7 +53,7 @@ char *llm_forwarded_members(const json_t *body)
 	text[0] = '\0';
 	json_object_foreach((json_t *)body, key, value)
 	{
-		if (set_by_the_call(key))
+		if (llm_member_set_by_call(key, strlen(key)))
 			continue;
 		size_t klen = 0, vlen = 0;
 		char *k = json_out_string(key, strlen(key), &klen), *v = json_out(value, 1, &vlen);

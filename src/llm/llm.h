@@ -112,6 +112,9 @@ void llm_result_free(struct llm_result *res);
  * platform's own (persona_id, session_id), as JSON text for llm_request.extra. Owned by the caller
  * (free); "" when there are none; NULL on OOM. */
 char *llm_forwarded_members(const json_t *body);
+/* Whether key (len bytes) is one of those members: the call's own or the platform's (forward.c;
+ * the proxy's text reader asks it too). */
+bool llm_member_set_by_call(const char *key, size_t len);
 /* ---- the event-loop client (io threads) ------------------------------------------------------- */
 
 struct llm_async;
