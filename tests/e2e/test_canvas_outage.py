@@ -215,7 +215,16 @@ def assert_chord_done(srv, tmp_path, redis, out):
 def quick_joined(redis, out):
     j = f"celery-taskset-meta-{out['group_id']}.j"
     wait_until(lambda: redis.client().zcard(j) == 1, 20, what="the quick member to join")
-    wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to run the slow member")
+    # the entry must be the slow member's: the quick member's own entry stays until its ack is
+    # written, and the slow one may not even be published yet (seen: BUSY began before that
+    # publish, so the slow member never ran and no outcome met the fault)
+    wait_until(lambda: unacked_tasks(redis) == ["soma.sleep"], 10, what="the worker to run the slow member")
+
+
+def unacked_tasks(redis):
+    """The task names of the messages taken and not acked yet (kombu's `unacked` hash holds
+    [message, exchange, routing_key] per delivery tag)."""
+    return sorted(json.loads(v)[0]["headers"]["task"] for v in redis.client().hvals("unacked"))
 
 
 def logged(srv, text):
