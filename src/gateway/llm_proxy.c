@@ -6,8 +6,10 @@
  * DESIGN: the provider call runs on the request's own io thread (llm_async_start: an HTTP client
  * on that thread's event loop, src/llm/async.c), so the provider's chunks are parsed and written to the
  * client by one thread, with no hand-off and no thread held per call. A streamed reply is relayed
- * chunk by chunk as the provider's own chat.completion.chunk objects, ending in `data: [DONE]`;
- * the frames of one provider read are corked and sent together once that read is handled;
+ * chunk by chunk as the provider's own chat.completion.chunk objects, ending in `data: [DONE]`
+ * (a read's plain `data: {..}` events without usage pass on as they came, in one piece: the
+ * frames we would write for them, byte for byte); the frames of one provider read are corked and
+ * sent together once that read is handled;
  * errors after the first chunk go in-band as `data: {"error":..}`. At most llm.proxy_concurrency
  * calls run at once per process (slots, shared by the io threads under one lock); up to 64 times
  * as many wait in arrival order and are started on their own io thread when a slot frees; beyond
@@ -160,6 +162,17 @@ static void slot_release(void)
 static json_t *error_object(struct llm_job *job);
 static json_t *completion_json(struct llm_job *job);
 
+/* The chunks of one upstream read come in a burst: corked, they leave in one write and one packet
+ * when the read is done (flush_burst, or the stream's end). The first begins the stream. */
+static void stream_corked(struct llm_job *job)
+{
+	http_cork(job->req);
+	if (!job->started) {
+		job->started = true;
+		http_stream_begin(job->req, 200, "text/event-stream");
+	}
+}
+
 /* Each chunk object of a streamed reply, relayed as one SSE frame. usage_only comes from the
  * LLM client's own reading of the chunk (one scan per chunk, not two). */
 static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only)
@@ -170,15 +183,21 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 	/* we always ask for usage upstream; drop it when the client did not */
 	if (!job->include_usage && usage_only)
 		return true;
-	/* the chunks of one upstream read come in a burst: corked, they leave in one write and one
-	 * packet when the read is done (flush_burst, or the stream's end) */
-	http_cork(job->req);
-	if (!job->started) {
-		job->started = true;
-		http_stream_begin(job->req, 200, "text/event-stream");
-	}
+	stream_corked(job);
 	struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
 	http_stream_writev(job->req, frame, 3);
+	return true;
+}
+
+/* Whole events of the provider's stream, none with usage: passed on as they came (the frames
+ * relay_chunk would write for them, byte for byte). */
+static bool relay_events(void *ctx, const char *sse, size_t len)
+{
+	struct llm_job *job = ctx;
+	if (!job->stream)
+		return true;
+	stream_corked(job);
+	http_stream_write(job->req, sse, len);
 	return true;
 }
 
@@ -245,7 +264,8 @@ static void run_job(struct llm_job *job)
 				.extra = job->extra,
 				.body = job->upstream,
 				.keep_raw = job->shape == SHAPE_OPENAI && !job->stream};
-	struct llm_callbacks cb = {.on_chunk = relay_chunk, .on_flush = flush_burst, .ctx = job};
+	struct llm_callbacks cb = {
+		.on_chunk = relay_chunk, .on_events = relay_events, .on_flush = flush_burst, .ctx = job};
 	if (llm_async_start(http_thread_base(job->thread), &job->cfg, &r, &cb, on_done, &job->res, &job->call) ==
 	    SOMA_OK)
 		return;

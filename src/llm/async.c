@@ -17,7 +17,8 @@
  * what is its own (body, callbacks' data). A handle set up for an older setup is freed when it
  * comes back, and the spares go when the setup changes; each call holds a reference to its setup.
  *
- * Bursts: the chunks of one provider read reach the caller one by one (on_chunk); a call that
+ * Bursts: the chunks of one provider read reach the caller one by one (on_chunk), or a run of
+ * plain events at once (on_events); a call that
  * saw any is put on its loop's flush list, and once curl_multi_socket_action returns each call
  * still on the list gets cb.on_flush, so a proxy can send the whole burst in one write. A call
  * that ended in that action is off the list (its done wrote the end). libcurl's "call me now"
@@ -142,15 +143,27 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The attempt's hooks: the caller's, noting that a burst has chunks to flush. */
-static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
+static void burst_noted(struct llm_async *a)
 {
-	struct llm_async *a = ctx;
 	if (a->cb.on_flush && !a->flush_pending) {
 		a->flush_pending = true;
 		a->flush_next = a->loop->flush;
 		a->loop->flush = a;
 	}
+}
+
+static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
+{
+	struct llm_async *a = ctx;
+	burst_noted(a);
 	return a->cb.on_chunk(a->cb.ctx, json, len, usage_only);
+}
+
+static bool events_seen(void *ctx, const char *sse, size_t len)
+{
+	struct llm_async *a = ctx;
+	burst_noted(a);
+	return a->cb.on_events(a->cb.ctx, sse, len);
 }
 
 static bool delta_seen(void *ctx, const char *text, size_t len)
@@ -399,8 +412,10 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 	a->cb.should_cancel = NULL;
 	a->done = done;
 	a->res = res;
-	a->hooks = (struct llm_callbacks){
-		.on_chunk = cb->on_chunk ? chunk_seen : NULL, .on_delta = cb->on_delta ? delta_seen : NULL, .ctx = a};
+	a->hooks = (struct llm_callbacks){.on_chunk = cb->on_chunk ? chunk_seen : NULL,
+					  .on_events = cb->on_events ? events_seen : NULL,
+					  .on_delta = cb->on_delta ? delta_seen : NULL,
+					  .ctx = a};
 	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res};
 	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	a->body = llm_request_body(cfg, req);

@@ -133,9 +133,52 @@ static bool on_event(void *ctx, const char *data, size_t len)
 	return keep;
 }
 
+/* A relay's plain events (llm_callbacks.on_events): those at the start of a read that need no
+ * reading - no usage (a finish is noted by the peek) - are passed on as one piece, as they came,
+ * where each would otherwise be parsed, copied and written as a frame of its own. Returns the
+ * bytes taken; the rest (an event of another form, a usage chunk, [DONE], a cut event) is the
+ * parser's. False in *ok when the caller stopped. */
+static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, bool *ok)
+{
+	*ok = true;
+	if (!sse_parser_at_event_start(&c->sse, b, n))
+		return 0;
+	size_t at = 0;
+	bool finish = false;
+	for (;;) {
+		const char *data;
+		size_t len, k = sse_plain_event(b + at, n - at, c->sse.max, &data, &len);
+		if (k == 0)
+			break;
+		unsigned peek = llm_chunk_peek(data, len);
+		if (peek & LLM_PEEK_USAGE)
+			break;
+		finish = finish || (peek & LLM_PEEK_FINISH);
+		at += k;
+	}
+	if (at == 0)
+		return 0;
+	if (!c->cb->on_events(c->cb->ctx, b, at)) {
+		c->stopped = true;
+		*ok = false;
+		return at;
+	}
+	c->got_token = true; /* relayed: a retry would relay the reply's start twice */
+	c->done = c->done || finish;
+	return at;
+}
+
 bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 {
 	if (c->status == 200 && c->req->stream) {
+		if (c->cb && c->cb->on_events && c->cb->on_chunk && !c->cb->on_delta) {
+			bool ok;
+			size_t used = pass_plain_events(c, data, n, &ok);
+			if (!ok)
+				return false;
+			data += used;
+			n -= used;
+		}
 		enum soma_err err = sse_parser_feed(&c->sse, data, n, on_event, c);
 		if (err == SOMA_ERR_LIMIT)
 			c->overflow = true;

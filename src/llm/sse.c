@@ -162,3 +162,29 @@ enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n,
 	}
 	return SOMA_OK;
 }
+
+bool sse_parser_at_event_start(struct sse_parser *p, const char *bytes, size_t n)
+{
+	if (p->fed < 3) { /* nothing read yet (a BOM's bytes would be held in the line) */
+		if (p->line_len || n == 0 || (unsigned char)bytes[0] == 0xEF)
+			return false;
+		p->fed = 3;
+	}
+	return !p->line_len && !p->has_data && !p->last_cr;
+}
+
+size_t sse_plain_event(const char *b, size_t n, size_t max, const char **data, size_t *len)
+{
+	if (n < 9 || memcmp(b, "data: {", 7) != 0)
+		return 0;
+	const char *v = b + 6, *end = b + n;
+	const char *lf = memchr(v, '\n', (size_t)(end - v));
+	if (!lf || end - lf < 2 || lf[1] != '\n')
+		return 0;
+	size_t vlen = (size_t)(lf - v);
+	if (vlen + 1 > max || memchr(v, '\r', vlen))
+		return 0;
+	*data = v;
+	*len = vlen;
+	return (size_t)(lf + 2 - b);
+}
