@@ -8,8 +8,10 @@
  * while connecting or when the socket did not take the whole request. A transfer (struct
  * h1_xfer) has one timer, armed once: for the connect timeout, then for the idle timeout, which
  * when it fires checks the time of the last byte and re-arms for what is left, so reads cost no
- * timer work. Hooks may cancel their own transfer: `busy` marks that a hook is running, and the
- * caller finishes the cancel once it returns.
+ * timer work (the time is CLOCK_MONOTONIC's: a step of the wall clock moves no timeout). Hooks
+ * may cancel their own transfer: `busy` marks that a hook is running, and the caller finishes the
+ * cancel once it returns. A connection goes back to the pool only after an answer that was whole,
+ * said it stays open, brought no byte more, and came after the whole request went out.
  */
 #include "llm/h1_conn.h"
 
@@ -19,12 +21,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "llm/h1_parse.h"
 
 #define MAX_IDLE  16	/* kept connections per pool */
@@ -57,7 +61,7 @@ struct h1_xfer {
 	char *req;		    /* the request; owned */
 	size_t req_len, sent;	    /* bytes of req, bytes written */
 	int connect_timeout_s, idle_timeout_s;
-	struct timeval last_io;	 /* when the last byte came (the loop's cached time) */
+	uint64_t last_io_ns;	 /* when the last byte came (CLOCK_MONOTONIC: a clock step moves no timeout) */
 	bool reused;		 /* the connection came from the pool */
 	bool got_bytes;		 /* a byte of the answer arrived */
 	bool status_told;	 /* hooks.on_status was called */
@@ -234,9 +238,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		end(x, H1_END_TIMEOUT, x->why);
 		return;
 	}
-	struct timeval now;
-	event_base_gettimeofday_cached(x->pool->base, &now);
-	long quiet = (long)(now.tv_sec - x->last_io.tv_sec);
+	long quiet = (long)((clock_mono_ns() - x->last_io_ns) / 1000000000u);
 	if (quiet < x->idle_timeout_s) {
 		arm(x, x->idle_timeout_s - quiet);
 		return;
@@ -313,7 +315,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 			end(x, H1_END_CONNECT, x->why);
 			return;
 		}
-		event_base_gettimeofday_cached(x->pool->base, &x->last_io);
+		x->last_io_ns = clock_mono_ns();
 		event_del(x->timer);
 		arm(x, x->idle_timeout_s);
 	}
@@ -363,6 +365,10 @@ static void take_bytes(struct h1_xfer *x, const char *buf, size_t n)
 	case H1_COMPLETE:
 		if (used < n)
 			x->resp.keep_alive = false; /* more than was asked for: do not trust the connection */
+		/* answered before the whole request went (a key check's 401, a 413): the server reads
+		 * the rest of the body before anything else, so the next request would be taken for it */
+		if (x->sent < x->req_len)
+			x->resp.keep_alive = false;
 		end(x, H1_END_OK, NULL);
 		return;
 	case H1_BAD:
@@ -392,7 +398,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	char buf[READ_SIZE];
 	ssize_t n = recv(fd, buf, sizeof(buf), 0);
 	if (n > 0) {
-		event_base_gettimeofday_cached(x->pool->base, &x->last_io);
+		x->last_io_ns = clock_mono_ns();
 		take_bytes(x, buf, (size_t)n);
 		return;
 	}
@@ -457,7 +463,7 @@ struct h1_xfer *h1_xfer_start(struct h1_pool *pool, const struct h1_target *t, c
 		memcpy(x->req + at, iov[i].iov_base, iov[i].iov_len);
 		at += iov[i].iov_len;
 	}
-	event_base_gettimeofday_cached(pool->base, &x->last_io);
+	x->last_io_ns = clock_mono_ns();
 	struct conn *c = take_idle(pool, t);
 	if (c) {
 		c->xfer = x;

@@ -125,3 +125,24 @@ def test_large_request_reaches_the_provider_whole(soma, llm):
                             json={"messages": [{"role": "user", "content": big}], "stream": stream})
             assert r.status_code == 200, r.text[:300]
             assert llm.stats()["last_request"]["messages"][0]["content"] == big
+
+
+def test_answer_before_the_whole_request_went_closes_the_connection(soma, llm):
+    """A provider that answers (401) while the request's body is still being written leaves the
+    rest of that body unread: the connection must not carry the next request, whose bytes would
+    be read as the old body's."""
+    srv = soma("http.max_body=16777216", "llm.timeout_s=5", "llm.max_retries=0")
+    llm.control(keep_alive=True, answer_before_body=1)
+    big = "abc " * 2_000_000  # 8 MB: more than the socket takes at once
+    with httpx.Client(timeout=30) as client:
+        r = client.post(f"{srv.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": big}]})
+        check_envelope(r, 502)  # our key was refused: a provider failure, not the client's
+        before = llm.stats()["connections"]
+        for stream in (True, False):
+            r = client.post(f"{srv.url}/v1/chat/completions", json={"messages": MESSAGES, "stream": stream})
+            if stream:
+                assert "You said: hello direct" in streamed_text(r)
+            else:
+                assert r.status_code == 200, r.text[:300]
+                assert r.json()["choices"][0]["message"]["content"].endswith("You said: hello direct")
+        assert connections_made(llm, before) == 1, "the next request did not go on a new connection"

@@ -18,14 +18,18 @@ Control (test side):
     POST /_control {"mode": "ok|400|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
                     "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
                     "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
-                    "tool_content": "null|absent"}
+                    "tool_content": "null|absent", "answer_before_body": N}
         the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
         bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
         keep_alive overrides --keep-alive; drop_idle closes every connection right after its
         answer while that answer says it stays open (as a load balancer that drops idle
         connections silently); drop_reused closes a connection that served a request before as
         soon as the next request on it arrives, unanswered (a server's idle timeout racing the
-        client's reuse: the client must send it again on a new connection).
+        client's reuse: the client must send it again on a new connection); answer_before_body
+        answers the next N completion requests 401 as soon as their head is read, then reads
+        and drops their body on a connection said to stay open (as nginx's key check in front of a
+        provider does): a client that stopped sending the body at the answer must not send its next
+        request on that connection (it would be read as the rest of the old body).
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
                      "aborted": streams whose client went away before the end,
                      "traceparents": [the traceparent header of each completion request, or null],
@@ -72,6 +76,7 @@ def reset(args=None):
             "keep_alive": args.keep_alive if args else False,
             "drop_idle": False,
             "drop_reused": False,
+            "answer_before_body": 0,  # completion requests answered 401 before their body is read
             "tool_content": "null",  # a whole reply's tool-call message: content null, or "absent"
             "dropped": 0,           # requests dropped unanswered by drop_reused
             "connections": 0,       # connections accepted (control and stats calls included)
@@ -162,12 +167,27 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self):
+        if self.path.rstrip("/").endswith("/chat/completions"):
+            with state_lock:
+                early = state["answer_before_body"] > 0
+                state["answer_before_body"] -= early
+            if early:  # then the body is read and dropped, as nginx does, and the connection serves on
+                self.send_json(401, {"error": {"message": "Invalid API Key", "type": "invalid_request_error",
+                                               "code": "invalid_api_key"}})
+                time.sleep(0.3)  # the client's socket fills meanwhile: it meets the answer mid-body
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    got = self.rfile.read1(min(left, 65536))
+                    if not got:
+                        break
+                    left -= len(got)
+                return
         body = self.read_body()
         if self.path == "/_control":
             ctl = json.loads(body or b"{}")
             with state_lock:
                 for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
-                          "tool_content"):
+                          "tool_content", "answer_before_body"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
