@@ -395,6 +395,7 @@ bool llm_call_reset(struct llm_call *c)
 	c->headers = NULL;
 	c->status = 0;
 	c->retry_after_s = -1;
+	c->done = c->overflow = false; /* an attempt's own: a retry's cut stream is not an earlier [DONE]'s */
 	c->res->detail[0] = '\0';
 	return true;
 }

@@ -182,7 +182,7 @@ size_t sse_plain_event(const char *b, size_t n, size_t max, const char **data, s
 	if (!lf || end - lf < 2 || lf[1] != '\n')
 		return 0;
 	size_t vlen = (size_t)(lf - v);
-	if (vlen + 1 > max || memchr(v, '\r', vlen))
+	if (vlen + 6 > max || memchr(v, '\r', vlen)) /* the parser's bound on the line */
 		return 0;
 	*data = v;
 	*len = vlen;

@@ -45,8 +45,8 @@ enum soma_err sse_parser_feed(struct sse_parser *p, const char *bytes, size_t n,
  * first bytes qualify when they cannot begin a BOM (the parser then knows none comes). */
 bool sse_parser_at_event_start(struct sse_parser *p, const char *bytes, size_t n);
 /* The length of the plain event that b[0..n) begins with: "data: " and a value that starts with
- * '{' and holds no CR or LF, then "\n\n", whole in b and within max (what the parser would give
- * fn as the value, unchanged); 0 when b does not begin with one. *data and *len: its value. */
+ * '{' and holds no CR or LF, then "\n\n", whole in b, its line within max (what the parser would
+ * give fn as the value, unchanged); 0 when b does not begin with one. *data and *len: its value. */
 size_t sse_plain_event(const char *b, size_t n, size_t max, const char **data, size_t *len);
 
 #endif

@@ -77,9 +77,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	enum soma_err a = feed(data + 1, size - 1, piece, false, &cut);
 	enum soma_err b = feed(data + 1, size - 1, size, false, &whole);
 	enum soma_err c = feed(data + 1, size - 1, piece, true, &relayed);
+	struct seen relayed_whole = {0};
+	enum soma_err d = feed(data + 1, size - 1, size, true, &relayed_whole);
 	if (a != b || cut.n != whole.n || cut.hash != whole.hash)
 		abort(); /* where the stream is cut must not change what it says */
-	if (c != b || relayed.n != whole.n || relayed.hash != whole.hash)
+	if (c != b || relayed.n != whole.n || relayed.hash != whole.hash || d != b || relayed_whole.n != whole.n ||
+	    relayed_whole.hash != whole.hash)
 		abort(); /* nor which events a relay takes whole */
 	return 0;
 }

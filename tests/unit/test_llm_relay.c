@@ -180,3 +180,20 @@ Test(llm_relay, a_relay_that_stops_stops_the_transfer)
 	cr_assert(o.stopped);
 	cr_assert_eq(o.r.len, 0);
 }
+
+Test(llm_relay, a_new_attempt_starts_with_nothing_seen)
+{
+	struct llm_request req = {.stream = true};
+	struct relay r = {0};
+	struct llm_callbacks cb = {.on_chunk = on_chunk, .on_events = on_events, .ctx = &r};
+	struct llm_result res = {.input_tokens = -1, .output_tokens = -1};
+	struct llm_call c = {.req = &req, .cb = &cb, .res = &res};
+	cr_assert(llm_call_reset(&c));
+	c.status = 200;
+	cr_assert(llm_call_body(&c, "data: [DONE]\n\n", 14));
+	cr_assert(c.done);
+	sse_parser_deinit(&c.sse); /* the attempt broke; the call retries */
+	cr_assert(llm_call_reset(&c));
+	cr_assert_not(c.done, "an earlier attempt's [DONE] would let a retry's cut stream pass as whole");
+	sse_parser_deinit(&c.sse);
+}

@@ -366,3 +366,30 @@ Test(sse, lines_and_events_grow_past_the_first_allocation)
 	cr_assert_eq(b.len, 3 * line + 2, "event of %zu bytes instead of %zu", b.len, 3 * line + 2);
 	cr_assert(b.ok, "the event's bytes were damaged while the buffers grew");
 }
+
+/* A relay takes a plain event whole exactly when the parser would give it as an event: at the
+ * bound the parser refuses the line, and the relay leaves it to the parser, which says so. */
+Test(sse, a_plain_event_is_taken_whole_exactly_when_the_parser_reads_it)
+{
+	for (size_t max = 8; max < 40; max++) {
+		for (size_t k = 0; k < 40; k++) {
+			char text[64] = "data: {";
+			memset(text + 7, 'x', k);
+			memcpy(text + 7 + k, "}\n\n", 4);
+			size_t n = strlen(text), len;
+			const char *v;
+			size_t taken = sse_plain_event(text, n, max, &v, &len);
+			struct sse_parser p;
+			struct events ev = {0};
+			cr_assert_eq(sse_parser_init(&p, max), SOMA_OK);
+			enum soma_err err = sse_parser_feed(&p, text, n, on_event, &ev);
+			sse_parser_deinit(&p);
+			cr_assert_eq(taken != 0, err == SOMA_OK && ev.n == 1,
+				     "max %zu, value of %zu bytes: taken %zu, parser %d", max, k + 2, taken, err);
+			if (taken) {
+				cr_assert_eq(taken, n);
+				cr_assert(len == ev.len[0] && memcmp(v, ev.data[0], len) == 0);
+			}
+		}
+	}
+}
