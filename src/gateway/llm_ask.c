@@ -2,8 +2,10 @@
  * llm_ask.c - a POST /v1/chat/completions body read from its text (see llm_ask.h).
  *
  * DESIGN: one check of the whole text (jscan_check), then one walk of the outer object and one of
- * each message, in the order and with the answers of llm_proxy.c's tree checks: stream, then the
- * messages, then model, temperature and max_tokens. The provider's body is the client's spans put
+ * each message, making llm_proxy.c's tree checks: stream, the messages, model, temperature and
+ * max_tokens. A body that fails any of them goes the tree way, which answers it: a failed body is
+ * rare, and only the tree path knows which of its faults it names first (a key repeated at any
+ * depth, for one, is its 400 before any 422). The provider's body is the client's spans put
  * together with ours. Runs on the request's io thread; nothing is kept.
  */
 #include "gateway/llm_ask.h"
@@ -62,50 +64,39 @@ static bool is_literal(struct jspan v, const char *lit)
 	return v.p && v.n == n && memcmp(v.p, lit, n) == 0;
 }
 
-/* The messages check of the tree path (llm_proxy.c valid_messages), on text. */
-static enum llm_ask_result check_messages(struct http_req *req, struct jspan messages)
+/* Whether the messages pass the check of the tree path (llm_proxy.c valid_messages), on text. */
+static bool messages_ok(struct jspan messages)
 {
 	static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
 	static const struct jwant want[] = {{"role", 0}, {"content", sizeof(struct jspan)}};
 	const char *p = messages.p, *e = messages.p + messages.n;
 	struct jspan key, m;
 	size_t i = 0;
-	if (messages.n > 3 * MAX_MESSAGES)
-		return LLM_ASK_USE_TREE; /* the tree path counts them first: too many is its answer */
 	while (jscan_is(messages, '[') && jscan_next(&p, e, false, &key, &m)) {
 		struct jspan f[2] = {{0}, {0}};
-		if (jscan_is(m, '{') && !read_members(m, want, 2, f, NULL, NULL))
-			return LLM_ASK_USE_TREE;
+		if (++i > MAX_MESSAGES || !jscan_is(m, '{') || !read_members(m, want, 2, f, NULL, NULL))
+			return false;
 		char role[64];
 		const char *r = text_of(f[0], role, sizeof(role));
 		bool ok = false;
 		for (size_t j = 0; r && j < sizeof(roles) / sizeof(roles[0]); j++)
 			ok = ok || strcmp(r, roles[j]) == 0;
-		ok = ok && (jscan_is(f[1], '"') || jscan_is(f[1], '[') || is_literal(f[1], "null"));
-		if (!ok) {
-			http_respond_error(req, 422, "invalid_messages",
-					   "messages[%zu] must have role system|user|assistant|tool and a content", i);
-			return LLM_ASK_ANSWERED;
-		}
-		i++;
+		if (!ok || !(jscan_is(f[1], '"') || jscan_is(f[1], '[') || is_literal(f[1], "null")))
+			return false;
 	}
-	if (i == 0) {
-		http_respond_error(req, 422, "invalid_messages",
-				   "messages must be a non-empty array of {role, content}");
-		return LLM_ASK_ANSWERED;
-	}
-	return LLM_ASK_OK;
+	return i > 0;
 }
 
-/* model, temperature and max_tokens as the tree path checks them (llm_proxy.c start_job). */
-static enum llm_ask_result check_options(struct http_req *req, struct llm_ask *a)
+/* Whether model, temperature and max_tokens pass the tree path's checks (llm_routes.c
+ * tree_options); fills their values in *a. */
+static bool options_ok(struct llm_ask *a)
 {
 	char model[512];
 	const char *m = NULL;
 	bool bad = false;
 	if (a->model.p && !is_literal(a->model, "null")) {
 		if (jscan_is(a->model, '"') && a->model.n >= sizeof(model))
-			return LLM_ASK_USE_TREE; /* its length unescaped is not known here */
+			return false; /* its length unescaped is not known here */
 		m = text_of(a->model, model, sizeof(model));
 		bad = !m || strlen(m) >= sizeof(a->model_text);
 	}
@@ -122,15 +113,11 @@ static enum llm_ask_result check_options(struct http_req *req, struct llm_ask *a
 		a->max_tokens_value = integer ? jscan_int(a->max_tokens) : 0;
 		bad = bad || !integer || a->max_tokens_value < 1;
 	}
-	if (bad) {
-		http_respond_error(
-			req, 422, "invalid_parameters",
-			"model must be a string, temperature a number from 0 to 2, max_tokens a positive integer");
-		return LLM_ASK_ANSWERED;
-	}
+	if (bad)
+		return false;
 	if (m)
 		memcpy(a->model_text, m, strlen(m) + 1);
-	return LLM_ASK_OK;
+	return true;
 }
 
 enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
@@ -138,7 +125,7 @@ enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
 	a->messages = a->model = a->temperature = a->max_tokens = (struct jspan){0};
 	a->nextra = 0;
 	a->model_text[0] = a->persona_id[0] = '\0';
-	a->stream = a->include_usage = false;
+	a->stream = a->include_usage = a->has_persona = false;
 	const char *body = req->body, *e = body ? body + req->body_len : NULL;
 	if (!body || !req->body_len || !gw_json_nesting_ok(body, req->body_len) ||
 	    !jscan_check(body, req->body_len, false, NULL))
@@ -164,10 +151,8 @@ enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
 	}
 	a->messages = f.messages, a->model = f.model, a->temperature = f.temperature, a->max_tokens = f.max_tokens;
 	struct jspan stream = f.stream, options = f.options, persona = f.persona;
-	if (stream.p && !is_literal(stream, "true") && !is_literal(stream, "false") && !is_literal(stream, "null")) {
-		http_respond_error(req, 422, "invalid_parameters", "stream must be a boolean");
-		return LLM_ASK_ANSWERED;
-	}
+	if (stream.p && !is_literal(stream, "true") && !is_literal(stream, "false") && !is_literal(stream, "null"))
+		return LLM_ASK_USE_TREE;
 	a->stream = is_literal(stream, "true");
 	if (jscan_is(options, '{')) {
 		static const struct jwant usage[] = {{"include_usage", 0}};
@@ -176,10 +161,9 @@ enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *a)
 			return LLM_ASK_USE_TREE;
 		a->include_usage = is_literal(include, "true");
 	}
-	if (jscan_is(persona, '"') && !text_of(persona, a->persona_id, sizeof(a->persona_id)))
+	if (jscan_is(persona, '"') && !(a->has_persona = text_of(persona, a->persona_id, sizeof(a->persona_id))))
 		return LLM_ASK_USE_TREE;
-	enum llm_ask_result r = check_messages(req, a->messages);
-	return r == LLM_ASK_OK ? check_options(req, a) : r;
+	return messages_ok(a->messages) && options_ok(a) ? LLM_ASK_OK : LLM_ASK_USE_TREE;
 }
 
 /* Appends n bytes at *at of buf (room checked by the caller). */
@@ -192,7 +176,7 @@ static void put(char *buf, size_t *at, const char *p, size_t n)
 char *llm_ask_upstream(const struct llm_ask *a, const char *default_model)
 {
 	static const char streamed[] = ",\"stream\":true,\"stream_options\":{\"include_usage\":true}";
-	bool own_model = a->model.p && !is_literal(a->model, "null");
+	bool own_model = a->model_text[0] != '\0'; /* "" asks for the configured one, as null does */
 	bool temp = a->temperature.p && !is_literal(a->temperature, "null");
 	bool maxt = a->max_tokens.p && !is_literal(a->max_tokens, "null");
 	size_t model_len = 0;

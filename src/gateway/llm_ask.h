@@ -8,9 +8,10 @@
  * what it passes, jansson reads), walks the outer object and each message, and keeps spans into
  * the body; llm_ask_upstream writes the provider's body from those spans. Whatever this cannot
  * read as the tree path would (not JSON, nested too deep, an escaped or repeated key at the top
- * or in a message, a value longer than its buffer) it leaves to the tree path, so bad bodies get
- * the same answers either way. A key repeated deeper (inside a content part or a tool's schema)
- * is passed on for the provider to judge.
+ * or in a message, a value longer than its buffer), and every body that fails a check, it leaves
+ * to the tree path, which answers: so bad bodies get the same answers either way. A key repeated
+ * deeper (inside a content part or a tool's schema) in a body that passes is passed on for the
+ * provider to judge (the tree path would refuse it).
  */
 #ifndef SOMA_GATEWAY_LLM_ASK_H
 #define SOMA_GATEWAY_LLM_ASK_H
@@ -31,6 +32,7 @@ struct llm_ask {
 	int nextra;					       /* entries in extra */
 	char model_text[128];				       /* model unescaped, "" when absent or null */
 	char persona_id[128];				       /* persona_id unescaped when a string, else "" */
+	bool has_persona;				       /* persona_id is a string ("" included) */
 	bool stream, include_usage;			       /* what the client asked */
 	double temperature_value;			       /* < 0: not given */
 	int64_t max_tokens_value;			       /* <= 0: not given */
@@ -38,8 +40,7 @@ struct llm_ask {
 
 enum llm_ask_result {
 	LLM_ASK_OK,	  /* *ask is filled */
-	LLM_ASK_ANSWERED, /* a 422 was answered (the same as the tree path's) */
-	LLM_ASK_USE_TREE, /* read it with gw_json_object and the tree checks */
+	LLM_ASK_USE_TREE, /* read it with gw_json_object and the tree checks (which answer a bad one) */
 };
 
 enum job_shape { SHAPE_OPENAI, SHAPE_INVOKE }; /* OpenAI's shapes, or /v1/llm/invoke's */
@@ -60,7 +61,7 @@ struct job_ask {
  * slot) and answers req in shape (llm_proxy.c); answers the failures itself. */
 void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_shape shape);
 
-/* Reads req's body into *ask (spans borrowed from req->body). */
+/* Reads req's body into *ask (spans borrowed from req->body); answers nothing. */
 enum llm_ask_result llm_ask_read(struct http_req *req, struct llm_ask *ask);
 /* The provider's body: model (the asked one, else default_model), messages, stream (with usage
  * asked when streamed), temperature, max_tokens and the passed-on members, each as the client

@@ -74,13 +74,11 @@ static void chat_completions(struct http_req *req, void *arg)
 				      .max_tokens = text.max_tokens_value,
 				      .stream = text.stream,
 				      .include_usage = text.include_usage,
-				      .persona_id = text.persona_id[0] ? text.persona_id : NULL,
+				      .persona_id = text.has_persona ? text.persona_id : NULL,
 				      .text = &text};
 		llm_job_start(req, &ask, SHAPE_OPENAI);
 		return;
 	}
-	case LLM_ASK_ANSWERED:
-		return;
 	case LLM_ASK_USE_TREE:
 		break;
 	}

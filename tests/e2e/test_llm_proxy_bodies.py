@@ -47,6 +47,11 @@ CASES = [  # (raw body, status, (code, message) or None: only the status and env
     ('{"messages":[{"role":"us\\u0065r","content":"x"}]}', 200, None),
     ('{"messages":' + json.dumps([{"role": "user", "content": "x"}] * 4097) + '}', 422, BAD_LIST),
     ('{"messages":' + json.dumps([{"role": "user", "content": "x"}] * 4096) + '}', 200, None),
+    ('{"messages":' + json.dumps([1] * 4097) + '}', 422, BAD_LIST),  # too many first, as the tree counts
+    # a key repeated anywhere is the tree's 400, even after an earlier fault of another kind
+    ('{"messages":[{"role":"bad","content":""},{"role":"user","role":"user","content":""}]}', 400, None),
+    ('{"messages":' + M + ',"stream":1,"stream_options":{"a":1,"a":2}}', 400, None),
+    ('{"messages":[{"role":"user","content":[{"type":"text","type":"text"}]}],"temperature":5}', 400, None),
 ]
 
 
@@ -99,3 +104,13 @@ def test_nesting_limit_counts_brackets_outside_strings(soma, llm, depth, status)
         assert "nested deeper than 32" in r.json()["error"]["message"], r.text
     else:
         assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("model", ['""', "null"])
+def test_an_empty_model_asks_for_the_configured_one(soma, llm, model):
+    srv = soma()
+    raw = '{"messages":' + M + ',"model":' + model + '}'
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=raw.encode(),
+                   headers={"Content-Type": "application/json"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert llm.stats()["last_request"]["model"] == "fake-model"
