@@ -106,8 +106,8 @@ Test(llm_ask, a_long_conversation_is_read_from_its_text)
 	struct llm_ask a;
 	cr_assert_eq(read_body(body, &a), LLM_ASK_OK);
 	/* one more: the tree path's limit, its answer */
-	body[strlen(body) - 2] = '\0';
-	strcat(body, ",{\"role\":\"user\",\"content\":\"x\"}]}");
+	size_t end = strlen(body) - 2;
+	snprintf(body + end, cap - end, ",{\"role\":\"user\",\"content\":\"x\"}]}");
 	cr_assert_eq(read_body(body, &a), LLM_ASK_USE_TREE);
 	free(body);
 }
