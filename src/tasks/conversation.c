@@ -29,21 +29,6 @@
 #include "tasks/conversation_int.h"
 #include "tasks/tasks.h"
 
-struct generation {
-	struct task_ctx *task;	   /* the running task */
-	int64_t base_seq;	   /* last committed seq when the generation started */
-	int64_t stream_index;	   /* deltas published so far */
-	char bus_key[BUS_KEY_MAX]; /* where its events go live */
-	int64_t read_seq;	   /* the session's last seq as the context read saw it */
-	bool appended;		   /* early start: the message was added to a context read before its commit */
-	bool opened;		   /* thinking is published: deltas may follow */
-	bool redo;		   /* early start: the read missed events before the message: read and call again */
-	bool dropped;		   /* early start: the message did not commit: publish and store nothing */
-	enum soma_err reread;	   /* early start: the error of the second context read (SOMA_OK: none) */
-	char *thinking;		   /* early start: assistant.thinking, formatted before the call (owned) */
-	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
-};
-
 /* The reply's assistant.thinking event's text (malloc'd; NULL when memory ran out), its length
  * in *len (may be NULL). */
 static char *thinking_text(const struct generation *g, size_t *len)
@@ -173,15 +158,6 @@ static json_t *error_event(struct generation *g, const struct llm_result *res)
 			      meta);
 }
 
-/* The user message the task answers (the payload's event_id): the store refuses a context read or
- * a reply once a session reset has erased it (SOMA_ERR_NOT_FOUND, as for a deleted session). */
-static void reply_to(const struct task_ctx *t, struct store_op *op)
-{
-	const char *id = json_string_value(json_object_get(t->payload, "event_id"));
-	if (id && strlen(id) < sizeof(op->reply_to))
-		str_copy(op->reply_to, sizeof(op->reply_to), id);
-}
-
 /* A retry because what failed with err; a store that did not answer is an outage, which does not
  * use up the task's max_retries (task_ctx.outage). */
 static enum task_outcome retry_after(struct task_ctx *t, const char *what, enum soma_err err)
@@ -189,6 +165,14 @@ static enum task_outcome retry_after(struct task_ctx *t, const char *what, enum 
 	snprintf(t->error, sizeof(t->error), "%s: %s", what, soma_err_str(err));
 	t->outage = err == SOMA_ERR_UNAVAILABLE;
 	return TASK_RETRY;
+}
+
+/* The reply event with the memory metadata merged in (takes both). */
+static json_t *with_memory(json_t *event, json_t *meta)
+{
+	json_object_update(json_object_get(event, "metadata"), meta);
+	json_decref(meta);
+	return event;
 }
 
 /* Commits the reply (or the error) and the task's ack in one transaction. */
@@ -210,7 +194,7 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	}
 	op->event = event;
 	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* one outcome per task */
-	reply_to(t, op);
+	conv_reply_to(t, op);
 	enum soma_err err = store_op_wait(t->store, op);
 	if (err == SOMA_OK) {
 		t->next_task = op->session;
@@ -232,121 +216,23 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	return TASK_ACKED;
 }
 
-/* ---- the context read, on a store reader while this thread asks policy and SomaBrain ---- */
-struct context_read {
-	pthread_mutex_t lock; /* guards done */
-	pthread_cond_t cv;    /* signalled when done */
-	bool done;	      /* the op completed */
-};
-
-static void context_done(struct store_op *op)
-{
-	struct context_read *c = op->arg;
-	pthread_mutex_lock(&c->lock);
-	c->done = true;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void context_wait(struct context_read *c)
-{
-	pthread_mutex_lock(&c->lock);
-	while (!c->done)
-		pthread_cond_wait(&c->cv, &c->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* The reply event with the memory metadata merged in (takes both). */
-static json_t *with_memory(json_t *event, json_t *meta)
-{
-	json_object_update(json_object_get(event, "metadata"), meta);
-	json_decref(meta);
-	return event;
-}
-
-/* Submits the context read of t (done: cr is signalled). NULL when it could not (t->error says). */
-static struct store_op *context_submit(struct task_ctx *t, struct context_read *cr)
-{
-	struct store_op *op = store_op_new(STORE_OP_CONTEXT, t->tenant);
-	if (!op)
-		return NULL;
-	str_copy(op->session_id, sizeof(op->session_id), t->session_id);
-	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* has this task replied already? */
-	reply_to(t, op);
-	op->reply_probe = t->gate != NULL; /* early: it may read before its message commits */
-	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
-	op->done = context_done;
-	op->arg = cr;
-	enum soma_err err = store_submit(t->store, op);
-	if (err == SOMA_OK)
-		return op;
-	store_op_free(op); /* not taken: still ours */
-	snprintf(t->error, sizeof(t->error), "cannot read the conversation: %s", soma_err_str(err));
-	return NULL;
-}
-
-/* Takes the finished read's rows into *rows (owned). Early start: a read that came before the
- * message's commit gets the message added as the newest turn. A read that finds no session of
- * this tenant waits for the commit before anything goes to the provider: the message may create
- * the session (then its context is empty), or the store refuses it (another tenant's session, a
- * deleted one) - and a refused message must cost no provider call. If the session was deleted
- * after the commit, open_generation finds the context wrong and the read again says so. Returns
- * the read's error. */
-static enum soma_err context_take(struct generation *g, struct store_op *op, json_t **rows)
-{
-	struct task_ctx *t = g->task;
-	const char *text = json_string_value(json_object_get(t->task, "message"));
-	int64_t seq = 0;
-	enum gate_state gs = t->gate ? commit_gate_state(t->gate, &seq) : GATE_COMMITTED;
-	*rows = NULL;
-	g->appended = false;
-	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs == GATE_PENDING)
-		gs = commit_gate_wait(t->gate, &seq);				/* no session yet: nothing early */
-	if (op->err == SOMA_ERR_NOT_FOUND && t->gate && gs == GATE_COMMITTED) { /* the message created it */
-		g->read_seq = 0;
-		*rows = json_array();
-	} else if (op->err == SOMA_OK) { /* (no rows when the task already has its outcome) */
-		g->read_seq = op->seq;
-		*rows = op->rows ? op->rows : json_array();
-		op->rows = NULL;
-	}
-	if (!*rows)
-		return op->err == SOMA_OK ? SOMA_ERR_NOMEM : op->err;
-	g->base_seq = g->read_seq;
-	/* not when the read saw it already (committed, the gate not settled yet): twice means a redo */
-	if (t->gate && text && !op->reply_seen && (gs == GATE_PENDING || g->read_seq < seq)) {
-		/* the rows may be the store's context cache's own array (shared, never changed in
-		 * place: other workers read it): the message joins a copy of it */
-		json_t *own = json_copy(*rows);
-		json_decref(*rows);
-		*rows = own;
-		if (!own ||
-		    json_array_insert_new(own, 0, json_pack("{s:s, s:s}", "role", "user", "content", text)) != 0)
-			return SOMA_ERR_NOMEM;
-		g->appended = true;
-	}
-	return SOMA_OK;
-}
-
-/* Reads the context again after the message committed (early start, redo): *rows (owned). */
-static enum soma_err context_reread(struct generation *g, json_t **rows)
-{
-	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-	struct store_op *op = context_submit(g->task, &cr);
-	if (!op)
-		return SOMA_ERR_UNAVAILABLE;
-	context_wait(&cr);
-	enum soma_err err = context_take(g, op, rows);
-	store_op_free(op);
-	return err;
-}
-
 /* The messages for the LLM: the stored turns and the recalled memories (borrowed). Owned. */
 static json_t *messages_for(json_t *rows, json_t *memories)
 {
 	json_t *messages = conv_build_messages(rows);
 	conv_insert_memories(messages, memories);
 	return messages;
+}
+
+/* Whether the task's message is still stored, after a delete or a reset of its session cancelled
+ * the reply (a cancel without keep_partial): an early-started task's message may commit after
+ * them, into the session made anew, and is then owed its reply. */
+static bool message_kept(struct generation *g)
+{
+	json_t *rows = NULL;
+	bool kept = g->task->gate && !g->task->limit_hit && conv_context_reread(g, &rows) == SOMA_OK;
+	json_decref(rows);
+	return kept;
 }
 
 /* Early start: the message did not commit; nothing of this task is kept (the worker drops it). */
@@ -364,7 +250,17 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 {
 	if (g->task->gate && !g->opened)
 		thinking_prepare(g);
-	for (;;) {
+	for (int call = 0;; call++) {
+		/* a message refused meanwhile costs no call; a context that keeps missing events (the
+		 * session changing under every read) runs again later instead of calling on and on */
+		bool refused = g->task->gate && !g->opened && commit_gate_state(g->task->gate, NULL) == GATE_FAILED;
+		if (refused || call == MAX_REDO) {
+			json_decref(rows);
+			memset(res, 0, sizeof(*res));
+			g->dropped = refused;
+			g->reread = refused ? SOMA_OK : SOMA_ERR_CONFLICT;
+			return;
+		}
 		json_t *messages = messages_for(rows, memories);
 		json_decref(rows);
 		struct trace_span span;
@@ -385,13 +281,13 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
 			 commit_gate_wait(g->task->gate, NULL) != GATE_COMMITTED)
 			g->dropped = true;
-		if (!g->redo || g->dropped)
+		if (!g->redo || g->dropped || g->task->cancel)
 			return;
 		log_debug("conversation", "task %s: the context missed events before the message; calling again",
 			  g->task->id);
 		g->redo = false;
 		llm_result_free(res);
-		if ((g->reread = context_reread(g, &rows)) != SOMA_OK) {
+		if ((g->reread = conv_context_reread(g, &rows)) != SOMA_OK) {
 			memset(res, 0, sizeof(*res));
 			return;
 		}
@@ -408,7 +304,7 @@ enum task_outcome conv_process(struct task_ctx *t)
 	if (!t->session_id)
 		return snprintf(t->error, sizeof(t->error), "conversation.process needs a session"), TASK_FAIL;
 	struct context_read cr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-	struct store_op *op = context_submit(t, &cr);
+	struct store_op *op = conv_context_submit(t, &cr, t->gate != NULL); /* early: before the commit, maybe */
 	if (!op)
 		return t->gate && commit_gate_wait(t->gate, NULL) != GATE_COMMITTED ? dropped(t) : TASK_RETRY;
 	struct llm_config cfg;
@@ -419,15 +315,20 @@ enum task_outcome conv_process(struct task_ctx *t)
 	const char *query = json_string_value(json_object_get(t->payload, "recall_query"));
 	if (rk.budget && query) /* issue 5 */
 		conv_recall(t, query, &rc);
-	context_wait(&cr);
+	conv_context_wait(&cr);
 	struct generation g = {.task = t};
 	bus_key(g.bus_key, t->tenant, t->session_id);
 	json_t *rows = NULL;
-	enum soma_err err = context_take(&g, op, &rows);
+	enum soma_err err = conv_context_take(&g, op, &rows);
 	/* a copy of a task that already has its reply (delivered twice: relayed again after a crash,
 	 * or its reservation ran out): nothing is published, audited or stored again */
 	bool again = err == SOMA_OK && op->has_outcome;
 	store_op_free(op);
+	/* early: the message committed, but the read found no session or no message - a session another
+	 * message created just before, not visible to that read, or one deleted or reset since: a read
+	 * that requires the message tells which */
+	if (err == SOMA_ERR_NOT_FOUND && t->gate && commit_gate_state(t->gate, NULL) == GATE_COMMITTED)
+		err = conv_context_reread(&g, &rows);
 	if (t->gate && (err != SOMA_OK || again || !rk.d.allow || !rk.budget) &&
 	    commit_gate_wait(t->gate, NULL) != GATE_COMMITTED) { /* early start: an audit waits for the commit */
 		(void)conv_recheck_outcome(t, &rk, false);
@@ -478,6 +379,10 @@ enum task_outcome conv_process(struct task_ctx *t)
 		log_info("conversation", "session %s: stopped by the user after %lld deltas", t->session_id,
 			 (long long)g.stream_index);
 		outcome = commit(t, with_memory(final_event(&g, &res, &cfg, "cancelled"), json_incref(memory)));
+	} else if (res.error == LLM_ERR_CANCELLED && message_kept(&g)) {
+		/* early: the delete or reset that cancelled it committed before the message did */
+		outcome = retry_after(t, "cancelled by a delete or reset of the session before its message",
+				      SOMA_ERR_CONFLICT);
 	} else if (res.error == LLM_ERR_CANCELLED) {
 		log_info("conversation", "session %s: generation cancelled", t->session_id);
 		bus_forget(g.bus_key); /* the session is gone: drop what its stream could replay */

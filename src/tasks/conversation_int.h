@@ -1,17 +1,20 @@
 /*
  * conversation_int.h - the parts of conversation.process (conversation.c) that prepare its LLM
  * call (conversation_prep.c): the messages from the stored turns, the policy recheck, the
- * memory recall. Worker thread of the task.
+ * memory recall; and its context read (conversation_context.c). Worker thread of the task.
  */
 #ifndef SOMA_TASKS_CONVERSATION_INT_H
 #define SOMA_TASKS_CONVERSATION_INT_H
 
 #include <jansson.h>
+#include <pthread.h>
 
+#include "bus/bus.h"
 #include "core/trace.h"
 #include "llm/llm.h"
 #include "policy/policy.h"
 #include "queue/queue.h"
+#include "store/store.h"
 
 /* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
 size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
@@ -72,5 +75,45 @@ const char *conv_llm_span_start(struct trace_span *span, const struct llm_config
 void conv_llm_span_end(struct trace_span *span, const struct llm_result *res);
 char *conv_event_text(const char *session_id, const char *type, const char *generation_id, int64_t stream_index,
 		      const char *text, size_t len, size_t *out_len);
+
+/* ---- one reply and its context read (conversation.c, conversation_context.c) ---- */
+#define MAX_REDO 8 /* early start: provider calls for one task before it runs again later */
+
+struct generation {
+	struct task_ctx *task;	   /* the running task */
+	int64_t base_seq;	   /* last committed seq when the generation started */
+	int64_t stream_index;	   /* deltas published so far */
+	char bus_key[BUS_KEY_MAX]; /* where its events go live */
+	int64_t read_seq;	   /* the session's last seq as the context read saw it */
+	bool appended;		   /* early start: the message was added to a context read before its commit */
+	bool opened;		   /* thinking is published: deltas may follow */
+	bool redo;		   /* early start: the read missed events before the message: read and call again */
+	bool dropped;		   /* early start: the message did not commit: publish and store nothing */
+	enum soma_err reread;	   /* early start: the error of the second context read (SOMA_OK: none) */
+	char *thinking;		   /* early start: assistant.thinking, formatted before the call (owned) */
+	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
+};
+
+/* A context read in flight: the worker waits on it (the op's done signals). */
+struct context_read {
+	pthread_mutex_t lock; /* guards done */
+	pthread_cond_t cv;    /* signalled when done */
+	bool done;	      /* the op completed */
+};
+
+/* Submits the context read of t (done: cr is signalled). probe: the read may come before the
+ * message commits (early start), so the message is only looked for; else a read that does not
+ * find it says the message is gone (SOMA_ERR_NOT_FOUND). NULL when it could not (t->error says). */
+struct store_op *conv_context_submit(struct task_ctx *t, struct context_read *cr, bool probe);
+/* Waits until the read of cr is done. */
+void conv_context_wait(struct context_read *cr);
+/* Takes the finished read op's rows into *rows (owned) for g (see conversation_context.c);
+ * returns the read's error. */
+enum soma_err conv_context_take(struct generation *g, struct store_op *op, json_t **rows);
+/* Reads the context again after the message committed (early start, redo): *rows (owned). */
+enum soma_err conv_context_reread(struct generation *g, json_t **rows);
+/* The user message the task answers (the payload's event_id) into op->reply_to: the store refuses
+ * a context read or a reply once a session reset has erased it (SOMA_ERR_NOT_FOUND). */
+void conv_reply_to(const struct task_ctx *t, struct store_op *op);
 
 #endif

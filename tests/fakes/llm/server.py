@@ -34,7 +34,8 @@ Control (test side):
                      "aborted": streams whose client went away before the end,
                      "traceparents": [the traceparent header of each completion request, or null],
                      "dropped": requests drop_reused left unanswered,
-                     "connections": connections accepted since the reset, the test's own included}
+                     "connections": connections accepted since the reset, the test's own included,
+                     "without_user": completion requests with no user message among their messages}
     POST /_reset -> back to defaults
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
@@ -73,6 +74,7 @@ def reset(args=None):
             "modes": [],
             "aborted": 0,
             "traceparents": [],     # the traceparent header of each completion request (None: absent)
+            "without_user": 0,      # completion requests whose messages hold no user message
             "keep_alive": args.keep_alive if args else False,
             "drop_idle": False,
             "drop_reused": False,
@@ -159,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
                                      "modes": state["modes"], "aborted": state["aborted"],
                                      "traceparents": state["traceparents"], "dropped": state["dropped"],
-                                     "connections": state["connections"]})
+                                     "connections": state["connections"], "without_user": state["without_user"]})
         elif self.path.rstrip("/").endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
@@ -222,6 +224,8 @@ class Handler(BaseHTTPRequestHandler):
         with state_lock:
             state["last_request"] = req
             state["traceparents"].append(self.headers.get("traceparent"))
+            state["without_user"] += not any(isinstance(m, dict) and m.get("role") == "user"
+                                             for m in req.get("messages") or [])
         (mode, retry_after), chunks, delay_ms, text = next_mode()
         if self.headers.get("Authorization", "") in ("", "Bearer ", "Bearer bad-key") or mode == "401":
             self.send_json(401, {"error": {"message": "Invalid API Key", "type": "invalid_request_error",
