@@ -19,6 +19,7 @@
 #include "core/metrics.h"
 #include "core/trace.h"
 #include "http/http.h"
+#include "http/local_request.h"
 #include "limits/limits.h"
 #include "policy/gate.h"
 
@@ -168,7 +169,18 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 	struct str h = http_req_header(req, "authorization");
 	if (!h.p) {
 		if (p->auth.anonymous_allowed && auth_cache_valid_keys() == 0) {
-			/* loopback, no keys: the single-user default; the start-up log says so */
+			/* loopback, no keys: the single-user default (the start-up log says so), for
+			 * requests made on this machine only (local_request.h) */
+			const char *why = http_req_not_local(req);
+			if (why) {
+				char msg[256];
+				snprintf(msg, sizeof(msg),
+					 "anonymous access is for requests made on this machine, and this one is not: "
+					 "%s; send Authorization: Bearer <api key> (create one with `somaagent keys "
+					 "create --tenant NAME`)",
+					 why);
+				return unauthorized(req, msg);
+			}
 			set_identity(req, p->auth.default_tenant, "anonymous", "admin");
 			return HTTP_MW_NEXT;
 		}

@@ -621,7 +621,8 @@ class SSEStream:
         else:
             self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
         self.sock.settimeout(timeout)
-        hdrs = {"Host": "t", "Accept": "text/event-stream"}
+        host = f"[{srv.host}]" if ":" in srv.host else srv.host
+        hdrs = {"Host": f"{host}:{srv.port}", "Accept": "text/event-stream"}
         hdrs.update(headers or {})
         req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
         self.sock.sendall(req.encode())

@@ -123,7 +123,7 @@ static void run(const char *text)
 static void run_with(const char *method, const char *path, const char *headers)
 {
 	char text[4096];
-	snprintf(text, sizeof(text), "%s %s HTTP/1.1\r\nHost: test\r\n%s\r\n", method, path, headers);
+	snprintf(text, sizeof(text), "%s %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n", method, path, headers);
 	run(text);
 }
 
