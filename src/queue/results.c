@@ -161,8 +161,9 @@ static void run_status(struct redis_conn *c, struct job *j)
 
 static void run_idempotency(struct redis_conn *c, struct job *j)
 {
-	char key[300], ttl[16];
-	snprintf(key, sizeof(key), "soma-idem-%s-%s", j->tenant, j->key);
+	char key[340], ttl[16];
+	/* the tenant's length first: tenant "a-b" with key "x" and tenant "a" with key "b-x" differ */
+	snprintf(key, sizeof(key), "soma-idem-%zu-%s-%s", strlen(j->tenant), j->tenant, j->key);
 	snprintf(ttl, sizeof(ttl), "%d", j->ttl_s > 0 ? j->ttl_s : 86400);
 	redisReply *r = redis_cmd(c, "SET %s %s NX EX %s GET", key, j->task_id, ttl);
 	json_t *out = NULL;

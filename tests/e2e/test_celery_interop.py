@@ -225,3 +225,27 @@ def test_a_result_redis_refuses_for_now_is_written_when_it_takes_writes(soma, re
     assert not t.is_alive(), "the spinning script could not be killed"
     assert wait_task(srv, tid, {"SUCCESS"}, timeout=30)["status"] == "SUCCESS"
     assert any("cannot take writes yet" in ln for ln in srv.log_lines()), "no write was refused"
+
+
+@pytest.mark.store_neutral  # the keys live in Redis
+def test_idempotency_keys_of_two_tenants_never_meet(soma, redis):
+    """Tenant "a-b" with key "x" and tenant "a" with key "b-x": two keys, two tasks (the Redis key
+    once joined them as soma-idem-a-b-x, so "a" got "a-b"'s task id and its own task was dropped)."""
+    srv = soma(*redis_sets(redis))
+    tokens = {}
+    for tenant in ("ops", "a-b", "a"):  # the first as the anonymous admin, then with its admin key
+        auth = {"Authorization": f"Bearer {tokens['ops']}"} if tokens else {}
+        body = {"tenant": tenant, "scopes": "admin"} if tenant == "ops" else {"tenant": tenant}
+        r = http().post(srv.url + "/v1/keys", json=body, headers=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        tokens[tenant] = r.json()["token"]
+
+    def post(tenant, key):
+        r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "args": [tenant], "idempotency_key": key},
+                        headers={"Authorization": f"Bearer {tokens[tenant]}"}, timeout=10)
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    first, second = post("a-b", "x"), post("a", "b-x")
+    assert first["task_id"] != second["task_id"] and not second.get("duplicate"), (first, second)
+    assert post("a", "b-x")["task_id"] == second["task_id"]  # each tenant's own key still dedupes
