@@ -249,8 +249,11 @@ static void revoke_checked(struct ctl_msg *m)
 		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
 		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
 		json_decref(mv);
-		bool mine = owner->type != REDIS_REPLY_STRING || !m->c || m->c[0] ||
-			    (owner->len == strlen(m->b) && memcmp(owner->str, m->b, owner->len) == 0);
+		/* admin: any task; a tenant: its own only - not an id without an owner (a Python
+		 * producer's task, a beat run not yet due: a REVOKED result stored for it ahead would
+		 * cancel another tenant's or the operator's task) */
+		bool mine = (m->c && m->c[0]) || (owner->type == REDIS_REPLY_STRING && owner->len == strlen(m->b) &&
+						  memcmp(owner->str, m->b, owner->len) == 0);
 		if (!mine)
 			err = SOMA_ERR_NOT_FOUND;
 		else if (!strcmp(status, "SUCCESS") || !strcmp(status, "FAILURE") || !strcmp(status, "REVOKED"))

@@ -216,6 +216,11 @@ def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_pa
     hdr = {"Authorization": f"Bearer {alice}"}
     got = http().post(f"{srv.url}/v1/tasks/t-bob/revoke", headers=hdr, timeout=5)
     assert got.status_code == 404, got.text
+    # an id with no owner (a Python producer's task, a beat run not yet due) is not a tenant's to
+    # revoke: a REVOKED result stored ahead would cancel it when it comes
+    got = http().post(f"{srv.url}/v1/tasks/beat-nightly-1795943340/revoke", headers=hdr, timeout=5)
+    assert got.status_code == 404, got.text
+    assert not r.exists("celery-task-meta-beat-nightly-1795943340")
     got = http().post(f"{srv.url}/v1/tasks/t-done/revoke", headers=hdr, timeout=5)
     assert got.status_code == 409 and got.json()["error"]["code"] == "task_finished", got.text
     assert json.loads(r.get("celery-task-meta-t-done"))["status"] == "SUCCESS"
