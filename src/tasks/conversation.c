@@ -395,7 +395,7 @@ enum task_outcome conv_process(struct task_ctx *t)
 								    : error_event(&g, &res),
 						json_incref(memory)));
 	}
-	if (g.opened)
+	if (g.opened || g.early_opened) /* (thinking alone, by the gate's hook, opens it too) */
 		bus_generation_end(g.bus_key);
 	json_decref(memory);
 	if (!g.dropped)

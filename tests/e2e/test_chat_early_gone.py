@@ -10,7 +10,7 @@ lock released: "third"'s context missed "second", so its worker reads again - af
 
 import time
 
-from e2e_util import history, http, post_message, wait_terminal, wait_until
+from e2e_util import history, http, open_stream, post_message, wait_terminal, wait_until
 from test_chat_early import WriteLock, _post_in_background
 
 
@@ -90,3 +90,28 @@ def test_a_session_reset_under_an_early_reply_sends_no_context_without_the_messa
         lambda: http().post(f"{srv.url}/v1/sessions/{sid}/reset", timeout=30)))
     settled(srv, llm, sid)
     assert llm.stats()["without_user"] == 0, "a context without the user's message went to the provider"
+
+
+def test_a_reply_stopped_before_its_first_delta_leaves_no_thinking_to_replay(soma, llm):
+    """Early start: assistant.thinking went out as the message committed (the gate's hook), then
+    the user stopped the reply before any delta. The generation still ends in the resume log, so
+    after stream.resume_window_s a resumed stream replays the final, not the old thinking (it was
+    kept for good: the end was skipped for a reply that had only been opened by the hook)."""
+    srv = soma("stream.resume_window_s=1")
+    sid = post_message(srv, "first")["session_id"]
+    wait_terminal(srv, sid)
+    wait_until(lambda: idle_conversation_workers(srv) >= 1, 10, what="an idle conversation worker")
+    llm.control(first_delay_ms=60000)
+    with open_stream(srv, sid) as s:
+        seq = post_message(srv, "second", session_id=sid)["seq"]
+        s.events(lambda e: e["type"] == "assistant.thinking", timeout=20)
+    wait_until(lambda: llm.stats()["requests"] == 2, 10, what="the early provider call")
+    r = http().post(f"{srv.url}/v1/sessions/{sid}/cancel", timeout=10)
+    assert r.status_code in (200, 202), r.text
+    wait_terminal(srv, sid, count=2)
+    llm.control(first_delay_ms=0)
+    time.sleep(2.5)  # past the resume window
+    with open_stream(srv, sid, last_event_id=str(seq)) as s:
+        frames = s.events(lambda e: e["type"].startswith("assistant.") and e["type"] != "assistant.thinking"
+                          and e["type"] != "assistant.delta", timeout=10)
+    assert [e["type"] for _, e in frames] == ["assistant.final"], frames
