@@ -332,7 +332,7 @@ def wait_healthy(srv, timeout=10):
         try:
             with socket.create_connection((srv.host, srv.port), timeout=1) as s:
                 s.settimeout(2)
-                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 got = s.recv(12)
                 if got.startswith(b"HTTP/1.1 200"):
                     return

@@ -17,7 +17,7 @@ def test_concurrent_keep_alive_clients(soma):
             with srv.connect(timeout=10) as c:
                 for i in range(PER_THREAD):
                     rid = f"c{n}-{i}"
-                    c.send(f"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: {rid}\r\n\r\n".encode())
+                    c.send(f"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: {rid}\r\n\r\n".encode())
                     r = c.read_response()
                     if r.status != 200 or r.header("x-request-id") != rid:
                         errors.append((rid, r))
@@ -32,7 +32,7 @@ def test_concurrent_keep_alive_clients(soma):
         t.join(30)
     assert not errors, errors[:5]
     with srv.connect() as c:
-        c.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         text = c.read_response().body.decode()
     _, samples = parse_metrics(text)
     got = find_samples(samples, "soma_http_requests_total", route="/v1/health", method="GET", status="200")

@@ -10,9 +10,9 @@ pytestmark = pytest.mark.store_neutral
 
 def test_pipelined_requests_answered_in_order(server):
     with server.connect() as c:
-        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: p1\r\n\r\n"
-               b"GET /nope HTTP/1.1\r\nHost: t\r\nX-Request-Id: p2\r\n\r\n"
-               b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Request-Id: p3\r\n\r\n")
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: p1\r\n\r\n"
+               b"GET /nope HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: p2\r\n\r\n"
+               b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: p3\r\n\r\n")
         r1, r2, r3 = c.read_response(), c.read_response(), c.read_response()
     assert (r1.status, r1.header("x-request-id")) == (200, "p1")
     assert (r2.status, r2.header("x-request-id")) == (404, "p2")
@@ -24,7 +24,7 @@ def test_pipelined_requests_answered_in_order(server):
 def test_keep_alive_serves_sequential_requests(server):
     with server.connect() as c:
         for i in range(5):
-            c.send(f"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: k{i}\r\n\r\n".encode())
+            c.send(f"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: k{i}\r\n\r\n".encode())
             r = c.read_response()
             assert r.status == 200 and r.header("x-request-id") == f"k{i}"
             assert (r.header("connection") or "").lower() != "close"
@@ -50,7 +50,7 @@ def test_http10_keep_alive_stays_open(server):
 
 def test_http11_connection_close(server):
     with server.connect() as c:
-        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         r = c.read_response()
         assert r.status == 200 and (r.header("connection") or "").lower() == "close"
         assert c.closed_by_peer(timeout=2)
@@ -59,8 +59,8 @@ def test_http11_connection_close(server):
 def test_head_has_length_but_no_body(server):
     with server.connect() as c:
         # the GET right behind the HEAD shows whether any body bytes followed the HEAD's headers
-        c.send(b"HEAD /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: h1\r\n\r\n"
-               b"GET /nope HTTP/1.1\r\nHost: t\r\nX-Request-Id: h2\r\n\r\n")
+        c.send(b"HEAD /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: h1\r\n\r\n"
+               b"GET /nope HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: h2\r\n\r\n")
         r1 = c.read_response(head_request=True)
         assert r1.status == 200 and int(r1.header("content-length")) > 0
         r2 = c.read_response()
@@ -69,7 +69,7 @@ def test_head_has_length_but_no_body(server):
 
 def test_expect_100_continue(server):
     with server.connect() as c:
-        c.send(b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        c.send(b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         interim = c.read_response()
         assert interim.status == 100, interim
         c.send(b"abcd")
@@ -80,7 +80,7 @@ def test_expect_100_continue(server):
 def test_idle_keep_alive_connection_closed(soma):
     srv = soma("http.idle_timeout_s=1")
     with srv.connect() as c:
-        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert c.read_response().status == 200
         assert c.closed_by_peer(timeout=3), "idle keep-alive connection not closed after http.idle_timeout_s"
     with srv.connect() as c:  # a connection that never sends anything

@@ -42,7 +42,7 @@ def test_405_with_allow(srv):
 
 def test_413_body_too_large(srv):
     body = b"x" * (2 * MAX_BODY)
-    head = f"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    head = f"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     r = raw_request(srv, head + body)
     check_envelope(r, 413)
     _closes(r)
@@ -52,7 +52,7 @@ def test_413_from_the_header_alone(srv):
     """The size check must not wait for the body: only the head is sent."""
     with srv.connect(timeout=3) as c:
         t0 = time.monotonic()
-        c.send(b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        c.send(b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n")
         r = c.read_response()
         assert time.monotonic() - t0 < 0.9, "413 came only after the request timeout"
     check_envelope(r, 413)
@@ -61,14 +61,14 @@ def test_413_from_the_header_alone(srv):
 
 def test_body_at_the_limit_is_accepted(srv):
     body = b"x" * MAX_BODY
-    head = f"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    head = f"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     r = raw_request(srv, head + body)
     check_envelope(r, 405)  # read and routed, not refused for size
 
 
 def test_431_headers_too_large(srv):
     big = "a" * (MAX_HEADER + 100)
-    r = raw_request(srv, f"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n".encode())
+    r = raw_request(srv, f"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n".encode())
     check_envelope(r, 431)
     _closes(r)
 
@@ -77,13 +77,13 @@ def test_431_unterminated_head_over_the_limit(srv):
     """A head that never ends must be refused once it passes the limit, not buffered on."""
     big = "a" * (MAX_HEADER + 100)
     with srv.connect(timeout=3) as c:
-        c.send(f"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Big: {big}".encode())
+        c.send(f"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}".encode())
         r = c.read_response()
     check_envelope(r, 431)
 
 
 def test_400_malformed_request_line(srv):
-    for bad in (b"GARBAGE\r\n\r\n", b"GET /v1/health\r\nHost: t\r\n\r\n", b"GET v1/health HTTP/1.1\r\nHost: t\r\n\r\n"):
+    for bad in (b"GARBAGE\r\n\r\n", b"GET /v1/health\r\nHost: localhost\r\n\r\n", b"GET v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"):
         r = raw_request(srv, bad)
         check_envelope(r, 400)
         _closes(r)
@@ -95,13 +95,13 @@ def test_400_http11_without_host(srv):
 
 
 def test_505_http2_request_line(srv):
-    r = raw_request(srv, b"GET /v1/health HTTP/2.0\r\nHost: t\r\n\r\n")
+    r = raw_request(srv, b"GET /v1/health HTTP/2.0\r\nHost: localhost\r\n\r\n")
     check_envelope(r, 505)
     _closes(r)
 
 
 def test_411_chunked(srv):
-    r = raw_request(srv, b"POST /v1/health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    r = raw_request(srv, b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     check_envelope(r, 411)
     _closes(r)
 
@@ -109,7 +109,7 @@ def test_411_chunked(srv):
 def test_408_request_head_timeout(srv):
     with srv.connect(timeout=5) as c:
         t0 = time.monotonic()
-        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n")  # never finished
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n")  # never finished
         r = c.read_response()
         elapsed = time.monotonic() - t0
     check_envelope(r, 408)
@@ -119,7 +119,7 @@ def test_408_request_head_timeout(srv):
 def test_408_request_body_timeout(srv):
     with srv.connect(timeout=5) as c:
         t0 = time.monotonic()
-        c.send(b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
+        c.send(b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n12345")
         r = c.read_response()
         elapsed = time.monotonic() - t0
     check_envelope(r, 408)
@@ -129,7 +129,7 @@ def test_408_request_body_timeout(srv):
 def test_idle_connection_not_answered_408(srv):
     """An idle keep-alive connection with no request started gets no 408."""
     with srv.connect(timeout=1.6) as c:
-        c.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert c.read_response().status == 200
         assert c.closed_by_peer(timeout=1.5) is False
 
@@ -138,9 +138,9 @@ def test_framing_errors_close_the_connection(srv):
     """After an error answered before routing (Connection: close), the server must close."""
     for bad in (
         b"GARBAGE\r\n\r\n",
-        b"GET /v1/health HTTP/2.0\r\nHost: t\r\n\r\n",
-        b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
-        b"GET /v1/health HTTP/1.1\r\nHost: t\r\n",  # 408 after http.request_timeout_s
+        b"GET /v1/health HTTP/2.0\r\nHost: localhost\r\n\r\n",
+        b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+        b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n",  # 408 after http.request_timeout_s
     ):
         with srv.connect(timeout=3) as c:
             c.send(bad)
@@ -154,8 +154,8 @@ def test_framing_errors_are_counted_and_logged(srv):
     rid_by_status = {}
     for bad, status in (
         (b"GARBAGE\r\n\r\n", 400),
-        (b"GET /v1/health HTTP/2.0\r\nHost: t\r\n\r\n", 505),
-        (b"POST /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", 413),
+        (b"GET /v1/health HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+        (b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n", 413),
     ):
         r = raw_request(srv, bad)
         assert r.status == status
@@ -173,7 +173,7 @@ def test_framing_errors_are_counted_and_logged(srv):
 
 def test_request_id_echoed_on_413(srv):
     """The head was parsed, so the client's X-Request-Id is known and must be echoed."""
-    r = raw_request(srv, b"POST /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: big-upload-1\r\n"
+    r = raw_request(srv, b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: big-upload-1\r\n"
                          b"Content-Length: 100000\r\n\r\n")
     check_envelope(r, 413)
     assert r.header("x-request-id") == "big-upload-1"

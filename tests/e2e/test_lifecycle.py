@@ -12,7 +12,7 @@ from e2e_util import TS_RE, check_envelope, free_port, start_server
 START_ORDER = ["store", "bus", "auth", "disk", "policy", "memory", "llm", "queue", "workers", "http"]
 
 # a POST whose body is only half sent: the request is in flight until the rest arrives
-HEAD = b"POST /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: inflight-1\r\nContent-Length: 10\r\n\r\n"
+HEAD = b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: inflight-1\r\nContent-Length: 10\r\n\r\n"
 
 
 def _stop_order(srv):
@@ -25,7 +25,7 @@ def _begin_in_flight(srv):
     # whether the server has read our bytes is not observable from outside; a request answered
     # on a second connection shows it is serving, and the pause lets its io thread read them
     with srv.connect() as probe:
-        probe.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        probe.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert probe.read_response().status == 200
     time.sleep(0.1)
     return c
@@ -70,7 +70,7 @@ def test_new_connections_refused_during_drain(soma):
     refused = False
     try:
         with srv.connect(timeout=2) as n:
-            n.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+            n.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             try:
                 refused = n.closed_by_peer(timeout=1.0)
             except AssertionError as e:  # bytes came back: the drain is serving new connections

@@ -98,7 +98,7 @@ def test_client_leaving_mid_stream_is_harmless(soma, llm):
     llm.control(chunks=30, delay_ms=30)
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     assert s.recv(4096).startswith(b"HTTP/1.1 200")
     s.close()  # mid-stream
@@ -112,7 +112,7 @@ def raw_post(port, path, body):
     """Sends a POST on a fresh socket and returns the socket (the response is read by the caller)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     data = json.dumps(body).encode()
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return s
 

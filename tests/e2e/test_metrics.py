@@ -90,11 +90,11 @@ def test_metrics_promtool(server):
 
 def test_metrics_promtool_after_odd_requests(server):
     odd = [
-        b"GET /a%22b HTTP/1.1\r\nHost: t\r\n\r\n",
-        b'GET /a"b\\c HTTP/1.1\r\nHost: t\r\n\r\n',
-        b"X|'~ /v1/health HTTP/1.1\r\nHost: t\r\n\r\n",  # a legal but odd method
-        b"GE\\T /x HTTP/1.1\r\nHost: t\r\n\r\n",  # illegal method characters: 400
-        b'GE"T /x HTTP/1.1\r\nHost: t\r\n\r\n',
+        b"GET /a%22b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b'GET /a"b\\c HTTP/1.1\r\nHost: localhost\r\n\r\n',
+        b"X|'~ /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n",  # a legal but odd method
+        b"GE\\T /x HTTP/1.1\r\nHost: localhost\r\n\r\n",  # illegal method characters: 400
+        b'GE"T /x HTTP/1.1\r\nHost: localhost\r\n\r\n',
     ]
     for req in odd:
         r = raw_request(server, req)

@@ -110,7 +110,7 @@ def test_oversized_body(srv, baseline):
     body = json.dumps({"message": "x" * (2 * MAX_BODY), "session_id": baseline}).encode()
     r = _post_raw(srv, "/v1/session/message", body)
     check_envelope(r, 413)
-    r = raw_request(srv, b"POST /v1/session/message HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    r = raw_request(srv, b"POST /v1/session/message HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100000\r\n\r\n")
     check_envelope(r, 413)
     assert _state(srv, baseline) == before

@@ -162,8 +162,8 @@ def test_head_on_the_stream_sends_no_body(soma, llm):
     for path in (f"/v1/sessions/{sid}/events?after=0", "/v1/sessions",
                  f"/v1/sessions/{sid}/events?stream=true&after=0"):
         with srv.connect(timeout=3) as c:
-            c.send(f"HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
-                   + b"GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Request-Id: after-head\r\n\r\n")
+            c.send(f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+                   + b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: after-head\r\n\r\n")
             r = c.read_response(head_request=True)
             assert r.status == 200, r
             if (r.header("connection") or "").lower() == "close":
