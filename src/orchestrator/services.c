@@ -128,6 +128,18 @@ static void bus_stop(void *ctx)
 	bus_deinit();
 }
 
+/* url as /v1/health may show it (a public route): without a user or password before the host
+ * and without a query string, where providers' keys are sometimes put. */
+static void url_shown(const char *url, char *out, size_t cap)
+{
+	const char *scheme = strstr(url, "://");
+	const char *host = scheme ? scheme + 3 : url;
+	const char *end = host + strcspn(host, "/?#");
+	const char *at = memchr(host, '@', (size_t)(end - host));
+	size_t head = (size_t)(host - url), rest = strcspn(at ? at + 1 : host, "?#");
+	snprintf(out, cap, "%.*s%.*s", (int)head, url, (int)rest, at ? at + 1 : host);
+}
+
 static enum svc_status bus_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
@@ -150,7 +162,9 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 			 cfg_str(CFG_LLM_PROVIDER));
 		return SVC_UNCONFIGURED;
 	}
-	snprintf(detail, cap, "%s at %s", c.model, c.base_url);
+	char where[sizeof(c.base_url)];
+	url_shown(c.base_url, where, sizeof(where));
+	snprintf(detail, cap, "%s at %s", c.model, where);
 	return SVC_OK;
 }
 

@@ -115,3 +115,14 @@ def test_custom_provider_without_a_model_is_unconfigured(soma, llm):
     assert h["status"] == "degraded"
     assert h["services"]["llm"]["status"] == "unconfigured"
     assert "llm.model" in h["services"]["llm"]["detail"]
+
+
+def test_health_shows_the_provider_without_its_credentials(soma, llm):
+    """/v1/health is public: the LLM's base URL is shown without a user or password and without a
+    query string (where some providers take their key)."""
+    url = f"http://someone:pass-secret@127.0.0.1:{llm.port}/v1?key=query-secret"
+    srv = soma("llm.provider=custom", f"llm.base_url={url}", "llm.api_key=k", "llm.model=m")
+    r = httpx.get(srv.url + "/v1/health", timeout=5)
+    assert r.status_code == 200, r.text
+    assert "secret" not in r.text and "someone" not in r.text, r.text
+    assert f"m at http://127.0.0.1:{llm.port}/v1" in r.text, r.text
