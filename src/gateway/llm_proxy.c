@@ -51,6 +51,8 @@ struct llm_job {
 	struct llm_config cfg;	    /* effective provider settings */
 	struct llm_result res;	    /* the call's outcome */
 	struct llm_async *call;	    /* the provider call while JOB_RUNNING */
+	size_t asked_bytes;	    /* the client's request body: the prompt's estimate when no usage comes */
+	int64_t relayed;	    /* chunks relayed: the completion's estimate when no usage comes */
 	enum job_state state;	    /* slots.lock */
 	bool aborted;		    /* slots.lock: the client left while the job held an unused grant */
 	struct llm_job *next;	    /* slots.lock: wait list link */
@@ -184,6 +186,7 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 	if (!job->include_usage && usage_only)
 		return true;
 	stream_corked(job);
+	job->relayed++;
 	struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
 	http_stream_writev(job->req, frame, 3);
 	return true;
@@ -191,12 +194,13 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 
 /* Whole events of the provider's stream, none with usage: passed on as they came (the frames
  * relay_chunk would write for them, byte for byte). */
-static bool relay_events(void *ctx, const char *sse, size_t len)
+static bool relay_events(void *ctx, const char *sse, size_t len, size_t count)
 {
 	struct llm_job *job = ctx;
 	if (!job->stream)
 		return true;
 	stream_corked(job);
+	job->relayed += (int64_t)count;
 	http_stream_write(job->req, sse, len);
 	return true;
 }
@@ -240,11 +244,23 @@ static void answer(struct llm_job *job)
 }
 
 /* The provider call ended. */
+/* The tokens a call used, for the tenant's daily budget: the provider's usage, else (a provider
+ * that reports none, or a call cut when the client left: the provider bills what it generated) an
+ * estimate - the request's bytes / 4 and one per relayed chunk, or the reply's bytes / 4. */
+static int64_t tokens_used(const struct llm_job *job, const struct llm_result *res)
+{
+	bool answered = res->error == LLM_OK || job->relayed > 0;
+	int64_t in = res->input_tokens > 0 ? res->input_tokens : answered ? (int64_t)(job->asked_bytes / 4) + 1 : 0;
+	int64_t out = res->output_tokens > 0 ? res->output_tokens
+		      : job->relayed > 0     ? job->relayed
+					     : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;
+	return in + out;
+}
+
 static void on_done(void *ctx, struct llm_result *res)
 {
 	struct llm_job *job = ctx;
-	limits_tokens_add(job->tenant, (res->input_tokens > 0 ? res->input_tokens : 0) +
-					       (res->output_tokens > 0 ? res->output_tokens : 0));
+	limits_tokens_add(job->tenant, tokens_used(job, res));
 	if (res->error != LLM_OK && res->error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(res->error), res->detail);
 	job->call = NULL;
@@ -312,6 +328,8 @@ static void on_abort(struct http_req *req)
 		return;
 	if (state == JOB_RUNNING) {
 		llm_async_cancel(job->call);
+		if (job->relayed > 0) /* the provider generated up to here: the budget counts it */
+			limits_tokens_add(job->tenant, tokens_used(job, &job->res));
 		job_free(job);
 		slot_release();
 		return;
@@ -367,6 +385,7 @@ void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_sha
 		return;
 	}
 	job->req = req;
+	job->asked_bytes = req->body_len;
 	job->thread = req->thread;
 	job->shape = shape;
 	job->stream = ask->stream;

@@ -159,11 +159,11 @@ static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
 	return a->cb.on_chunk(a->cb.ctx, json, len, usage_only);
 }
 
-static bool events_seen(void *ctx, const char *sse, size_t len)
+static bool events_seen(void *ctx, const char *sse, size_t len, size_t count)
 {
 	struct llm_async *a = ctx;
 	burst_noted(a);
-	return a->cb.on_events(a->cb.ctx, sse, len);
+	return a->cb.on_events(a->cb.ctx, sse, len, count);
 }
 
 static bool delta_seen(void *ctx, const char *text, size_t len)

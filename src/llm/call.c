@@ -143,9 +143,9 @@ static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, boo
 	*ok = true;
 	if (!sse_parser_at_event_start(&c->sse, b, n))
 		return 0;
-	size_t at = 0;
+	size_t at = 0, count = 0;
 	bool finish = false;
-	for (;;) {
+	for (;; count++) {
 		const char *data;
 		size_t len, k = sse_plain_event(b + at, n - at, c->sse.max, &data, &len);
 		if (k == 0)
@@ -158,7 +158,7 @@ static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, boo
 	}
 	if (at == 0)
 		return 0;
-	if (!c->cb->on_events(c->cb->ctx, b, at)) {
+	if (!c->cb->on_events(c->cb->ctx, b, at, count)) {
 		c->stopped = true;
 		*ok = false;
 		return at;

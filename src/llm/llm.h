@@ -78,9 +78,9 @@ struct llm_callbacks {
 	bool (*on_chunk)(void *ctx, const char *json, size_t len, bool usage_only);
 	/* may be NULL; with on_chunk (a relay): whole events of a streamed reply passed on as the
 	 * provider wrote them, several at once - each `data: {chunk}\n\n` with no usage in it, none
-	 * of them given to on_chunk too. Events of any other form still go to on_chunk one by one.
-	 * Return false to stop (treated as cancel) */
-	bool (*on_events)(void *ctx, const char *sse, size_t len);
+	 * of them given to on_chunk too (count: how many). Events of any other form still go to
+	 * on_chunk one by one. Return false to stop (treated as cancel) */
+	bool (*on_events)(void *ctx, const char *sse, size_t len, size_t count);
 	/* llm_async only, may be NULL: after one read from the provider that delivered chunks, while
 	 * the call goes on (a proxy sends what those chunks wrote, in one write: http_uncork) */
 	void (*on_flush)(void *ctx);

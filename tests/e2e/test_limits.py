@@ -3,6 +3,8 @@ then recovery), LLM tokens per UTC day (gateway and queued work), concurrent eve
 routes never limited, and the header-count limit that had no end-to-end test."""
 
 import datetime
+import json
+import socket
 import time
 
 import httpx
@@ -144,3 +146,37 @@ def test_more_than_100_headers_is_431(server):
     check_envelope(r, 431, "headers_too_large")
     ok = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(98)) + b"\r\n"
     assert raw_request(server, ok).status == 200
+
+
+def test_a_streamed_call_the_client_leaves_still_counts_against_the_budget(soma, llm):
+    """The client hangs up mid-stream, before the usage chunk: the provider generated (and bills)
+    what was relayed, so the tenant's budget counts it - an estimate, as no usage came - and the
+    next call is refused. (Before, a call cut by the client counted nothing: hanging up after the
+    last content chunk made every call free.)"""
+    llm.control(chunks=12, delay_ms=100)
+    srv = soma("limits.llm_tokens_per_day=1")
+    body = json.dumps({"messages": MSGS, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        got = b""
+        while got.count(b"data: {") < 3:  # the role chunk and some content: then leave
+            got += s.recv(65536)
+    wait_until(lambda: llm.stats()["aborted"] >= 1, 10, what="the provider call cut")
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=10)
+    check_envelope(r, 429, "llm_budget_exceeded")
+
+
+def test_a_reply_stopped_by_the_user_counts_against_the_budget(soma, llm):
+    """A stopped reply's partial text is kept, and what it cost is counted (no usage came)."""
+    llm.control(chunks=40, delay_ms=100)
+    srv = soma("limits.llm_tokens_per_day=1")
+    sid = post_message(srv, "a long one")["session_id"]
+    wait_until(lambda: llm.stats()["requests"] == 1, 10, what="the provider call")
+    time.sleep(0.8)  # some deltas
+    r = httpx.post(f"{srv.url}/v1/sessions/{sid}/cancel", timeout=10)
+    assert r.status_code in (200, 202), r.text
+    final = wait_terminal(srv, sid, timeout=20)[-1]
+    assert final["type"] == "assistant.final" and final["metadata"]["status"] == "cancelled", final
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=10)
+    check_envelope(r, 429, "llm_budget_exceeded")

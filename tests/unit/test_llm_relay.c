@@ -18,6 +18,7 @@ struct relay {
 	char out[16384];   /* what the client would get */
 	size_t len;	   /* bytes in out */
 	int chunks, whole; /* on_chunk calls, on_events calls */
+	size_t events;	   /* events passed whole */
 	int stop_at;	   /* on_events returns false at this call (1-based), 0: never */
 };
 
@@ -38,11 +39,16 @@ static bool on_chunk(void *ctx, const char *json, size_t len, bool usage_only)
 	return true;
 }
 
-static bool on_events(void *ctx, const char *sse, size_t len)
+static bool on_events(void *ctx, const char *sse, size_t len, size_t count)
 {
 	struct relay *r = ctx;
 	if (++r->whole == r->stop_at)
 		return false;
+	size_t events = 0; /* count: the events in the piece */
+	for (const char *p = sse; (p = memmem(p, (size_t)(sse + len - p), "\n\n", 2)) != NULL; p += 2)
+		events++;
+	cr_assert_eq(count, events);
+	r->events += count;
 	put(r, sse, len);
 	return true;
 }
@@ -155,6 +161,7 @@ Test(llm_relay, a_read_of_plain_events_goes_out_in_one_piece)
 	struct outcome o;
 	run(streams[0], NULL, 0, true, 0, &o);
 	cr_assert_eq(o.r.whole, 1, "the four plain events before the usage chunk: one piece");
+	cr_assert_eq(o.r.events, 4);
 	cr_assert_eq(o.r.chunks, 1, "only the usage chunk is read ([DONE] is the relay's own)");
 	cr_assert(o.done && o.got_token);
 	cr_assert_eq(o.in_tokens, 5);
