@@ -107,8 +107,11 @@ enum soma_err conv_context_take(struct generation *g, struct store_op *op, json_
 		json_decref(*rows);
 		*rows = own;
 		if (!own ||
-		    json_array_insert_new(own, 0, json_pack("{s:s, s:s}", "role", "user", "content", text)) != 0)
+		    json_array_insert_new(own, 0, json_pack("{s:s, s:s}", "role", "user", "content", text)) != 0) {
+			json_decref(own); /* nothing is handed back on an error (a redo's caller keeps none) */
+			*rows = NULL;
 			return SOMA_ERR_NOMEM;
+		}
 		g->appended = true;
 	}
 	return SOMA_OK;
