@@ -108,7 +108,9 @@ static void on_revoke_abort(struct http_req *req)
 	p->aborted = true;
 }
 
-static void revoke_redis(struct http_req *req, const char *id)
+/* mine: the caller may revoke it whoever Redis says owns it (an admin, or a tenant whose task
+ * the store still holds). */
+static void revoke_redis(struct http_req *req, const char *id, bool mine)
 {
 	struct pending_revoke *p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -120,8 +122,7 @@ static void revoke_redis(struct http_req *req, const char *id)
 	snprintf(p->task_id, sizeof(p->task_id), "%s", id);
 	req->handler_ctx = p;
 	req->on_abort = on_revoke_abort;
-	if (sched_control_revoke_checked(id, req->ident.tenant, identity_has_scope(&req->ident, "admin"),
-					 on_revoke_done, p) != SOMA_OK) {
+	if (sched_control_revoke_checked(id, req->ident.tenant, mine, on_revoke_done, p) != SOMA_OK) {
 		req->on_abort = NULL;
 		free(p);
 		http_resp_header(req, "Retry-After", "1");
@@ -129,6 +130,18 @@ static void revoke_redis(struct http_req *req, const char *id)
 				   "the revoke could not be queued for Redis (the control publisher is busy or "
 				   "stopped); retry in a second");
 	}
+}
+
+/* Redis driver, a tenant's revoke: its task may still be in the store (the outbox row the relay
+ * has not published yet, so Redis has no owner key for it: a revoke right after the 202), then it
+ * is the tenant's; else Redis's owner key says (sched_control_revoke_checked). */
+static void on_redis_revoke_lookup(struct http_req *req, struct store_op *op)
+{
+	if (op->err != SOMA_OK && op->err != SOMA_ERR_NOT_FOUND) {
+		gw_store_error(req, op, "task");
+		return;
+	}
+	revoke_redis(req, op->task_id, op->err == SOMA_OK);
 }
 
 static void revoke_task(struct http_req *req, void *arg)
@@ -139,18 +152,20 @@ static void revoke_task(struct http_req *req, void *arg)
 		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
 		return;
 	}
-	if (redis_driver()) {
-		revoke_redis(req, id);
+	bool admin = identity_has_scope(&req->ident, "admin");
+	if (redis_driver() && admin) {
+		revoke_redis(req, id, true);
 		return;
 	}
-	struct store_op *op = store_op_new(STORE_OP_TASK_REVOKE, req->ident.tenant);
+	struct store_op *op =
+		store_op_new(redis_driver() ? STORE_OP_TASK_GET : STORE_OP_TASK_REVOKE, req->ident.tenant);
 	if (!op) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		return;
 	}
 	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
 	snprintf(op->error_text, sizeof(op->error_text), "task %s not found", id);
-	gw_store(req, op, on_local_revoke);
+	gw_store(req, op, redis_driver() ? on_redis_revoke_lookup : on_local_revoke);
 }
 
 static void list_schedules(struct http_req *req, void *arg)

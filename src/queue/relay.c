@@ -144,7 +144,9 @@ static int append_row(json_t *row, int64_t now)
 	const char *tenant = json_string_value(json_object_get(row, "tenant"));
 	long long expires = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 	snprintf(owner, sizeof(owner), "soma-task-owner-%s", id);
-	snprintf(ttl, sizeof(ttl), "%lld", expires > 0 ? expires : 31536000LL);
+	/* kept while the task waits for its eta too: the tenant may revoke it (and read it) until then */
+	long long wait_s = available > clock_wall_ms() ? (available - clock_wall_ms()) / 1000 + 1 : 0;
+	snprintf(ttl, sizeof(ttl), "%lld", (expires > 0 ? expires : 31536000LL) + wait_s);
 	const char *o[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
 	size_t ol[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
 	want++, n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;

@@ -249,9 +249,9 @@ static void revoke_checked(struct ctl_msg *m)
 		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
 		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
 		json_decref(mv);
-		/* admin: any task; a tenant: its own only - not an id without an owner (a Python
-		 * producer's task, a beat run not yet due: a REVOKED result stored for it ahead would
-		 * cancel another tenant's or the operator's task) */
+		/* mine (an admin, or the store holds the tenant's task): any id; a tenant: its own only - not an id
+		 * without an owner (a Python producer's task, a beat run not yet due: a REVOKED result stored for it
+		 * ahead would cancel another tenant's or the operator's task) */
 		bool mine = (m->c && m->c[0]) || (owner->type == REDIS_REPLY_STRING && owner->len == strlen(m->b) &&
 						  memcmp(owner->str, m->b, owner->len) == 0);
 		if (!mine)
@@ -435,7 +435,7 @@ enum soma_err sched_control_revoke(const char *task_id)
 	return ctl_enqueue(CTL_BROADCAST, body, NULL, NULL, NULL) ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
 }
 
-enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool admin, sched_revoke_fn done,
+enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool mine, sched_revoke_fn done,
 					   void *arg)
 {
 	struct ctl_msg *m = calloc(1, sizeof(*m));
@@ -444,7 +444,7 @@ enum soma_err sched_control_revoke_checked(const char *task_id, const char *tena
 	*m = (struct ctl_msg){.kind = CTL_REVOKE_CHECKED,
 			      .a = strdup(task_id),
 			      .b = strdup(tenant),
-			      .c = strdup(admin ? "admin" : ""),
+			      .c = strdup(mine ? "mine" : ""),
 			      .done = done,
 			      .arg = arg};
 	if (!m->a || !m->b || !m->c) {

@@ -56,10 +56,11 @@ enum soma_err sched_control_revoke(const char *task_id) SOMA_MUST_CHECK;
 typedef void (*sched_revoke_fn)(enum soma_err err, const char *status, void *arg);
 /* The task API's revoke on queue.driver=redis, done by the publisher thread: the task must be
  * tenant's (its owner key soma-task-owner-<id>, written by the relay; a task without one - sent
- * by a Python producer, a beat run, or not relayed yet - only an admin may revoke) and not finished (its
+ * by a Python producer, a beat run - only an admin may revoke; mine: the caller may revoke any id, as
+ * an admin, or a tenant whose task the store still holds, not relayed yet) and not finished (its
  * result meta); then the revoke is broadcast and a REVOKED result stored, so GET /v1/tasks/{id}
  * says REVOKED at once. SOMA_ERR_UNAVAILABLE when it cannot be queued (done is then not called). */
-enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool admin, sched_revoke_fn done,
+enum soma_err sched_control_revoke_checked(const char *task_id, const char *tenant, bool mine, sched_revoke_fn done,
 					   void *arg) SOMA_MUST_CHECK;
 /* Every node's workers as of the last heartbeats seen: [{node, pid, active, processed, loadavg,
  * last_heartbeat_at, workers:[...]}]. Any thread; caller owns. */

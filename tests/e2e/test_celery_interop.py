@@ -249,3 +249,26 @@ def test_idempotency_keys_of_two_tenants_never_meet(soma, redis):
     first, second = post("a-b", "x"), post("a", "b-x")
     assert first["task_id"] != second["task_id"] and not second.get("duplicate"), (first, second)
     assert post("a", "b-x")["task_id"] == second["task_id"]  # each tenant's own key still dedupes
+
+
+@pytest.mark.store_neutral
+def test_a_tenant_revokes_its_delayed_task_after_its_result_ttl(soma, redis):
+    """The owner key of a delayed task lasts until its eta plus queue.result_expires_s: the tenant
+    can still revoke (and read) it after result_expires_s has passed (it expired with the result
+    TTL, and an id without an owner is not a tenant's to revoke)."""
+    srv = soma(*redis_sets(redis, "queue.result_expires_s=1"))
+    admin = http().post(srv.url + "/v1/keys", json={"tenant": "ops", "scopes": "admin"}, timeout=10).json()["token"]
+    key = http().post(srv.url + "/v1/keys", json={"tenant": "acme"}, headers={"Authorization": f"Bearer {admin}"},
+                      timeout=10).json()["token"]
+    auth = {"Authorization": f"Bearer {key}"}
+    r = http().post(srv.url + "/v1/tasks", json={"task": "soma.echo", "countdown": 30}, headers=auth, timeout=10)
+    assert r.status_code == 202, r.text
+    tid = r.json()["task_id"]
+    wait_until(lambda: redis.client().exists(f"soma-task-owner-{tid}"), 10, what="the relay to publish it")
+    time.sleep(2.5)  # past result_expires_s
+    r = http().post(f"{srv.url}/v1/tasks/{tid}/revoke", headers=auth, timeout=10)
+    assert r.status_code == 202 and r.json()["status"] == "REVOKED", r.text
+    other = http().post(srv.url + "/v1/keys", json={"tenant": "other"}, headers={"Authorization": f"Bearer {admin}"},
+                        timeout=10).json()["token"]
+    r = http().post(f"{srv.url}/v1/tasks/{tid}/revoke", headers={"Authorization": f"Bearer {other}"}, timeout=10)
+    assert r.status_code == 404, r.text
