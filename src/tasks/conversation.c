@@ -292,8 +292,14 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
 			 commit_gate_wait(g->task->gate, NULL) != GATE_COMMITTED)
 			g->dropped = true;
-		if (!g->redo || g->dropped || g->task->cancel)
+		if (!g->redo || g->dropped)
 			return;
+		if (g->task->cancel) { /* stopped: what came was made on a context that missed events */
+			llm_result_free(res);
+			memset(res, 0, sizeof(*res));
+			res->error = LLM_ERR_CANCELLED;
+			return;
+		}
 		log_debug("conversation", "task %s: the context missed events before the message; calling again",
 			  g->task->id);
 		g->redo = false;
