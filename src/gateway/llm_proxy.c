@@ -250,10 +250,10 @@ static void answer(struct llm_job *job)
 static int64_t tokens_used(const struct llm_job *job, const struct llm_result *res)
 {
 	bool answered = res->error == LLM_OK || job->relayed > 0;
-	int64_t in = res->input_tokens > 0 ? res->input_tokens : answered ? (int64_t)(job->asked_bytes / 4) + 1 : 0;
-	int64_t out = res->output_tokens > 0 ? res->output_tokens
-		      : job->relayed > 0     ? job->relayed
-					     : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;
+	int64_t in = res->input_tokens >= 0 ? res->input_tokens : answered ? (int64_t)(job->asked_bytes / 4) + 1 : 0;
+	int64_t out = res->output_tokens >= 0 ? res->output_tokens
+		      : job->relayed > 0      ? job->relayed
+					      : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;
 	return in + out;
 }
 

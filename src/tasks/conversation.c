@@ -249,10 +249,10 @@ static enum task_outcome dropped(struct task_ctx *t)
 static int64_t tokens_used(json_t *messages, const struct llm_result *res)
 {
 	bool answered = res->error == LLM_OK || res->content_len > 0;
-	int64_t in = res->input_tokens > 0 ? res->input_tokens
-		     : answered		   ? (int64_t)(json_dumpb(messages, NULL, 0, JSON_COMPACT) / 4) + 1
-					   : 0;
-	int64_t out = res->output_tokens > 0 ? res->output_tokens : (int64_t)(res->content_len / 4);
+	int64_t in = res->input_tokens >= 0 ? res->input_tokens
+		     : answered		    ? (int64_t)(json_dumpb(messages, NULL, 0, JSON_COMPACT) / 4) + 1
+					    : 0;
+	int64_t out = res->output_tokens >= 0 ? res->output_tokens : (int64_t)(res->content_len / 4);
 	return in + out;
 }
 

@@ -120,7 +120,7 @@ def test_custom_provider_without_a_model_is_unconfigured(soma, llm):
 def test_health_shows_the_provider_without_its_credentials(soma, llm):
     """/v1/health is public: the LLM's base URL is shown without a user or password and without a
     query string (where some providers take their key)."""
-    url = f"http://someone:pass-secret@127.0.0.1:{llm.port}/v1?key=query-secret"
+    url = f"http://someone:pass@word-secret@127.0.0.1:{llm.port}/v1?key=query-secret"  # an @ in the password
     srv = soma("llm.provider=custom", f"llm.base_url={url}", "llm.api_key=k", "llm.model=m")
     r = httpx.get(srv.url + "/v1/health", timeout=5)
     assert r.status_code == 200, r.text
