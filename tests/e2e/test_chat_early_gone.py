@@ -72,10 +72,15 @@ def settled(srv, llm, sid):
     return r.status_code
 
 
-def test_a_session_deleted_under_an_early_reply_stops_it(soma, llm):
-    srv = soma()
+def a_session_with_one_turn(srv):
     sid = post_message(srv, "first")["session_id"]
     wait_terminal(srv, sid)
+    return sid
+
+
+def test_a_session_deleted_under_an_early_reply_stops_it(soma, llm):
+    srv = soma()
+    sid = a_session_with_one_turn(srv)
     two_early_replies_then(srv, llm, sid, lambda: background(
         lambda: http().delete(f"{srv.url}/v1/sessions/{sid}", timeout=30)))
     settled(srv, llm, sid)  # (deleted, or made anew by a message that committed after the delete)
@@ -84,8 +89,7 @@ def test_a_session_deleted_under_an_early_reply_stops_it(soma, llm):
 
 def test_a_session_reset_under_an_early_reply_sends_no_context_without_the_message(soma, llm):
     srv = soma()
-    sid = post_message(srv, "first")["session_id"]
-    wait_terminal(srv, sid)
+    sid = a_session_with_one_turn(srv)
     two_early_replies_then(srv, llm, sid, lambda: background(
         lambda: http().post(f"{srv.url}/v1/sessions/{sid}/reset", timeout=30)))
     settled(srv, llm, sid)
@@ -98,8 +102,7 @@ def test_a_reply_stopped_before_its_first_delta_leaves_no_thinking_to_replay(som
     after stream.resume_window_s a resumed stream replays the final, not the old thinking (it was
     kept for good: the end was skipped for a reply that had only been opened by the hook)."""
     srv = soma("stream.resume_window_s=1")
-    sid = post_message(srv, "first")["session_id"]
-    wait_terminal(srv, sid)
+    sid = a_session_with_one_turn(srv)
     wait_until(lambda: idle_conversation_workers(srv) >= 1, 10, what="an idle conversation worker")
     llm.control(first_delay_ms=60000)
     with open_stream(srv, sid) as s:
