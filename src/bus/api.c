@@ -60,6 +60,12 @@ void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char 
 	bus_local_publish_ephemeral(session_id, base_seq, text, len, out);
 }
 
+void bus_generation_begin(const char *session_id)
+{
+	if (!bus_redis_running()) /* (the Redis driver counts running generations itself) */
+		bus_local_generation_begin(session_id);
+}
+
 void bus_generation_end(const char *session_id)
 {
 	if (!bus_redis_enqueue(BUS_REC_END, session_id, 0, NULL, 0))

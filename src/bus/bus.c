@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "http/http.h"
 
 #define BUCKETS	      4096
@@ -33,6 +34,7 @@ struct bus_session {
 	int64_t last_seq;			  /* last committed seq published, -1 unknown */
 	int64_t minor;				  /* ephemerals published since last_seq */
 	int64_t gen;				  /* current generation number */
+	int running;				  /* generations begun and not ended (local driver) */
 	struct log_entry *log;			  /* ring of ephemeral messages; grows to BUS_LOG_MAX */
 	size_t log_cap;				  /* allocated entries of log */
 	size_t log_head, log_len;		  /* ring position and fill */
@@ -66,17 +68,9 @@ static int64_t window_ms;
 static _Atomic long nsubs;
 static __thread struct local_list *local[LOCAL_BUCKETS];
 
-static uint64_t hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
 static struct bus_session *session_find(const char *id, bool create)
 {
-	struct bus_session **slot = &sessions[hash(id) % BUCKETS];
+	struct bus_session **slot = &sessions[str_hash(id) % BUCKETS];
 	for (struct bus_session *s = *slot; s; s = s->next) {
 		if (strcmp(s->id, id) == 0)
 			return s;
@@ -124,10 +118,10 @@ static void log_drop_expired(struct bus_session *s, int64_t now)
 
 static void session_maybe_remove(struct bus_session *s)
 {
-	if (s->nthreads > 0 || s->log_len > 0)
+	if (s->nthreads > 0 || s->log_len > 0 || s->running > 0)
 		return;
 	free(s->log);
-	struct bus_session **slot = &sessions[hash(s->id) % BUCKETS];
+	struct bus_session **slot = &sessions[str_hash(s->id) % BUCKETS];
 	while (*slot && *slot != s)
 		slot = &(*slot)->next;
 	if (*slot)
@@ -195,7 +189,7 @@ void bus_local_deinit(void)
 
 static struct local_list *local_find(const char *id, bool create)
 {
-	struct local_list **slot = &local[hash(id) % LOCAL_BUCKETS];
+	struct local_list **slot = &local[str_hash(id) % LOCAL_BUCKETS];
 	for (struct local_list *l = *slot; l; l = l->next) {
 		if (strcmp(l->session_id, id) == 0)
 			return l;
@@ -215,7 +209,7 @@ static void local_remove_if_empty(struct local_list *l)
 {
 	if (l->subs)
 		return;
-	struct local_list **slot = &local[hash(l->session_id) % LOCAL_BUCKETS];
+	struct local_list **slot = &local[str_hash(l->session_id) % LOCAL_BUCKETS];
 	while (*slot && *slot != l)
 		slot = &(*slot)->next;
 	if (*slot)
@@ -313,6 +307,16 @@ long bus_subscribers(void)
 
 /* ---- publishing ----------------------------------------------------------------------------- */
 
+/* Raises the session's known position to c (a committed seq, a base seq, or a cursor from
+ * elsewhere: redis). Called with bus_lock held. */
+static void raise_to(struct bus_session *s, struct bus_cursor c)
+{
+	if (c.seq > s->last_seq)
+		s->last_seq = c.seq, s->minor = c.minor;
+	else if (c.seq == s->last_seq && c.minor > s->minor)
+		s->minor = c.minor;
+}
+
 /* Posts msg to every io thread with subscribers of s. Called with bus_lock held. */
 static void fan_out(struct bus_session *s, struct bus_msg *msg)
 {
@@ -324,10 +328,8 @@ static void fan_out(struct bus_session *s, struct bus_msg *msg)
 		d->msg = msg;
 		atomic_fetch_add((_Atomic int *)&msg->refs, 1);
 		if (http_thread_post(s->threads[i].thr, deliver, d) != SOMA_OK) {
-			log_warn("bus",
-				 "io thread queue full: a live event of session %s was not delivered; "
-				 "its streams resume from the store on reconnect",
-				 s->id);
+			log_warn("bus", "io thread queue full: a live event of session %s was not delivered (%s)",
+				 s->id, "its streams resume from the store on reconnect");
 			bus_msg_release(msg);
 			free(d);
 		}
@@ -339,10 +341,7 @@ void bus_local_publish_committed(const char *session_id, int64_t seq, const char
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, false);
 	if (s) {
-		if (seq > s->last_seq) {
-			s->last_seq = seq;
-			s->minor = 0;
-		}
+		raise_to(s, (struct bus_cursor){seq, 0});
 		struct bus_msg *msg = s->nthreads ? bus_msg_new((struct bus_cursor){seq, 0}, text, len) : NULL;
 		if (msg) {
 			fan_out(s, msg);
@@ -352,16 +351,6 @@ void bus_local_publish_committed(const char *session_id, int64_t seq, const char
 		session_maybe_remove(s);
 	}
 	pthread_mutex_unlock(&bus_lock);
-}
-
-/* Raises the session's known position to c (messages from elsewhere: redis, or a cursor
- * chosen by the redis driver). Called with bus_lock held. */
-static void raise_to(struct bus_session *s, struct bus_cursor c)
-{
-	if (c.seq > s->last_seq)
-		s->last_seq = c.seq, s->minor = c.minor;
-	else if (c.seq == s->last_seq && c.minor > s->minor)
-		s->minor = c.minor;
 }
 
 /* Logs and fans out an ephemeral message at cursor c. Called with bus_lock held. */
@@ -392,10 +381,7 @@ void bus_local_publish_ephemeral(const char *session_id, int64_t base_seq, const
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, true);
 	if (s) {
-		if (base_seq > s->last_seq) {
-			s->last_seq = base_seq;
-			s->minor = 0;
-		}
+		raise_to(s, (struct bus_cursor){base_seq, 0});
 		struct bus_cursor c = {s->last_seq, ++s->minor};
 		if (out)
 			*out = c;
@@ -457,10 +443,23 @@ void bus_local_end(const char *key)
 	mark(key, -2);
 }
 
+void bus_local_generation_begin(const char *session_id)
+{
+	pthread_mutex_lock(&bus_lock);
+	struct bus_session *s = session_find(session_id, true);
+	if (s)
+		s->running++;
+	pthread_mutex_unlock(&bus_lock);
+}
+
+/* Entries expire once the session's last running generation ends (replies of a session may run
+ * at once; one ending must not expire another's deltas). None begun (Redis records): at once. */
 void bus_local_generation_end(const char *session_id)
 {
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, false);
+	if (s && s->running > 0 && --s->running > 0)
+		s = NULL; /* another runs on: its entries and these wait for its end */
 	if (s) {
 		int64_t expire = clock_wall_ms() + window_ms;
 		for (size_t i = 0; i < s->log_len; i++) {

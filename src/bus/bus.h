@@ -87,8 +87,11 @@ void bus_publish_committed(const char *session_id, int64_t seq, const char *text
  * cursor is assigned later, in Redis, and *out is {-1, 0}. */
 void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char *text, size_t len,
 			   struct bus_cursor *out);
-/* Marks the session's current generation finished: its ephemeral entries expire after the
- * resume window. */
+/* A reply of the session begins publishing ephemeral entries; each begin is matched by one
+ * bus_generation_end. */
+void bus_generation_begin(const char *session_id);
+/* Marks a generation of the session finished: its ephemeral entries expire after the resume
+ * window, once no other generation of the session runs. */
 void bus_generation_end(const char *session_id);
 
 /* Drops expired resume entries and forgets sessions nobody follows (main thread, every second). */

@@ -24,6 +24,7 @@ void bus_local_forget(const char *key);
 void bus_local_publish_committed(const char *key, int64_t seq, const char *text, size_t len);
 void bus_local_publish_ephemeral(const char *key, int64_t base_seq, const char *text, size_t len,
 				 struct bus_cursor *out);
+void bus_local_generation_begin(const char *key);
 void bus_local_generation_end(const char *key);
 enum soma_err bus_local_snapshot(const char *key, struct bus_cursor after, struct bus_msg ***msgs, size_t *n,
 				 int64_t *published_seq) SOMA_MUST_CHECK;

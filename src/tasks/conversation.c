@@ -70,6 +70,7 @@ static bool open_generation(struct generation *g)
 	g->opened = true;
 	if (g->early_opened) /* published by thinking_on_commit as the message committed */
 		return true;
+	bus_generation_begin(g->bus_key);
 	if (g->thinking) {
 		bus_publish_ephemeral(g->bus_key, g->base_seq, g->thinking, strlen(g->thinking), NULL);
 	} else {
@@ -90,6 +91,7 @@ static void thinking_on_commit(void *arg, int64_t seq)
 	struct generation *g = arg;
 	if (!context_right(g, seq))
 		return;
+	bus_generation_begin(g->bus_key);
 	bus_publish_ephemeral(g->bus_key, seq > g->base_seq ? seq : g->base_seq, g->thinking, strlen(g->thinking),
 			      NULL);
 	g->early_opened = true;
