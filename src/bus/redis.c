@@ -78,6 +78,7 @@
 #define BATCH_MAX	512
 #define LIVE_EXTRA_MS	600000
 #define IDLE_PING_MS	2000
+#define QUIET_MS	200 /* a batch after this long without one checks its connection first */
 
 static _Atomic bool active; /* the driver runs: publishes go to the queue */
 static struct {
@@ -228,6 +229,18 @@ static bool take_batch(struct bus_rec **recs, size_t *n, bool *overflow)
 	return more;
 }
 
+/* Before a batch after a quiet spell: the connection may have died meanwhile (Redis's or a
+ * proxy's idle timeout, CLIENT KILL) and a batch sent on it would be lost, deletes with it (not
+ * sent again: Redis may have run it). A PING finds out, and a dead connection is replaced at once. */
+static void fresh_connection(void)
+{
+	redisReply *r = redis_cmd(R.pub_conn, "PING");
+	if (r)
+		freeReplyObject(r);
+	else if (redis_conn_reconnect(R.pub_conn) != SOMA_OK)
+		log_debug("bus", "redis: the publisher's connection is down; the batch degrades");
+}
+
 /* Idle: a PING (or a reconnect), so that the publisher notices Redis going and coming back. */
 static void idle_check(void)
 {
@@ -243,10 +256,13 @@ static void *publisher_main(void *arg)
 	struct bus_rec *recs[BATCH_MAX];
 	size_t n;
 	bool overflow;
-	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0;
+	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0, last_sent = 0;
 	while (take_batch(recs, &n, &overflow)) {
 		bool owe = overflow || bus_floor_lost_count() > 0;
 		if (n > 0 || (owe && redis_conn_ensure(R.pub_conn) == SOMA_OK)) {
+			if (clock_wall_ms() - last_sent > QUIET_MS)
+				fresh_connection();
+			last_sent = clock_wall_ms();
 			if (!send_batch(recs, n, overflow, window)) {
 				degrade(recs, n);
 				if (overflow) {

@@ -12,6 +12,7 @@ import pytest
 from e2e_util import (check_increasing, check_reply, history, http, open_stream, parse_cursor, post_message,
                       read_reply, wait_terminal, wait_until)
 from servers import PostgresServer, RedisServer
+from test_stream_delete import _until_end
 
 # every node here runs on the test's own PostgreSQL, whatever SOMA_E2E_STORE says
 pytestmark = pytest.mark.own_store
@@ -146,3 +147,20 @@ def test_redis_down_degrades_the_bus_and_it_recovers(cluster, llm):
         with open_stream(b, sid, after=0, timeout=20) as s2:
             frames = read_reply(s2, timeout=20)
     check_reply(frames, sid)
+
+
+def test_a_delete_after_the_publisher_connection_died_reaches_the_other_gateway(cluster, llm):
+    """Redis drops the gateways' idle connections (CLIENT KILL TYPE normal: pub/sub clients stay,
+    as after a proxy's idle timeout), then the session is deleted on A: the delete still reaches
+    the stream on B, which ends (before, A's first batch went out on the dead connection and the
+    delete was applied on A only: B's stream stayed open)."""
+    a, b, w, redis = cluster
+    llm.control(chunks=3, delay_ms=0)
+    sid = post_message(a, "hello")["session_id"]
+    wait_terminal(b, sid, timeout=20)
+    with open_stream(b, sid, after=0, timeout=20) as s:
+        s.events(lambda e: e["type"] == "assistant.final", timeout=20)
+        redis.client().client_kill_filter(_type="normal", skipme=True)
+        assert http().delete(f"{a.url}/v1/sessions/{sid}", timeout=10).status_code in (200, 204)
+        frames = _until_end(s, timeout=15)
+    assert frames and frames[-1].id == "0", [(f.id, f.data) for f in frames]  # the end marker, then the end
