@@ -3,54 +3,30 @@
  */
 #include "http/local_request.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
-/* Whether s[0..n) is a port: 1 to 5 digits. */
-static bool port_ok(const char *s, size_t n)
-{
-	if (n == 0 || n > 5)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-	return true;
-}
-
-/* Whether s[0..n) is a dotted IPv4 address in 127.0.0.0/8 (four parts of 1-3 digits). */
-static bool ipv4_loopback(const char *s, size_t n)
-{
-	if (n < 9 || memcmp(s, "127.", 4) != 0)
-		return false;
-	int parts = 1, digits = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '.') {
-			if (digits == 0)
-				return false;
-			parts++, digits = 0;
-		} else if (s[i] >= '0' && s[i] <= '9' && digits < 3) {
-			digits++;
-		} else {
-			return false;
-		}
-	}
-	return parts == 4 && digits > 0;
-}
+#include "core/config.h"
 
 bool http_host_is_loopback(const char *host, size_t n)
 {
-	if (n > 0 && host[0] == '[') { /* [::1] or [::1]:port */
-		const char *close = memchr(host, ']', n);
-		if (!close || (size_t)(close - host) != 4 || memcmp(host, "[::1", 4) != 0)
-			return false;
-		size_t rest = n - 5;
-		return rest == 0 || (close[1] == ':' && port_ok(close + 2, rest - 1));
-	}
-	const char *colon = memchr(host, ':', n);
-	size_t name = colon ? (size_t)(colon - host) : n;
-	if (colon && !port_ok(colon + 1, n - name - 1))
+	/* the listen address's own reading (core/config.h): host:port or [v6]:port, then a literal
+	 * loopback address or "localhost"; a Host may also come without a port */
+	char text[256], name[256];
+	int port;
+	if (n == 0 || n >= sizeof(text))
 		return false;
-	return (name == 9 && strncasecmp(host, "localhost", 9) == 0) || ipv4_loopback(host, name);
+	for (size_t i = 0; i < n; i++)
+		text[i] = (char)tolower((unsigned char)host[i]); /* (host names are case-insensitive) */
+	text[n] = '\0';
+	if (cfg_parse_listen(text, name, sizeof(name), &port))
+		return cfg_listen_is_loopback(name);
+	if (text[0] == '[' && text[n - 1] == ']') {
+		text[n - 1] = '\0';
+		return cfg_listen_is_loopback(text + 1);
+	}
+	return !strchr(text, ':') && cfg_listen_is_loopback(text); /* (an IPv6 Host is bracketed) */
 }
 
 const char *http_req_not_local(const struct http_req *req)
