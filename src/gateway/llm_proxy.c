@@ -244,23 +244,10 @@ static void answer(struct llm_job *job)
 }
 
 /* The provider call ended. */
-/* The tokens a call used, for the tenant's daily budget: the provider's usage, else (a provider
- * that reports none, or a call cut when the client left: the provider bills what it generated) an
- * estimate - the request's bytes / 4 and one per relayed chunk, or the reply's bytes / 4. */
-static int64_t tokens_used(const struct llm_job *job, const struct llm_result *res)
-{
-	bool answered = res->error == LLM_OK || job->relayed > 0;
-	int64_t in = res->input_tokens >= 0 ? res->input_tokens : answered ? (int64_t)(job->asked_bytes / 4) + 1 : 0;
-	int64_t out = res->output_tokens >= 0 ? res->output_tokens
-		      : job->relayed > 0      ? job->relayed
-					      : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;
-	return in + out;
-}
-
 static void on_done(void *ctx, struct llm_result *res)
 {
 	struct llm_job *job = ctx;
-	limits_tokens_add(job->tenant, tokens_used(job, res));
+	limits_tokens_add(job->tenant, llm_tokens_used(res, job->asked_bytes, job->relayed));
 	if (res->error != LLM_OK && res->error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(res->error), res->detail);
 	job->call = NULL;
@@ -329,7 +316,7 @@ static void on_abort(struct http_req *req)
 	if (state == JOB_RUNNING) {
 		llm_async_cancel(job->call);
 		if (job->relayed > 0) /* the provider generated up to here: the budget counts it */
-			limits_tokens_add(job->tenant, tokens_used(job, &job->res));
+			limits_tokens_add(job->tenant, llm_tokens_used(&job->res, job->asked_bytes, job->relayed));
 		job_free(job);
 		slot_release();
 		return;

@@ -63,6 +63,16 @@ void llm_result_free(struct llm_result *res)
 	res->raw_len = 0;
 }
 
+int64_t llm_tokens_used(const struct llm_result *res, size_t prompt_bytes, int64_t relayed)
+{
+	bool answered = res->error == LLM_OK || relayed > 0 || res->content_len > 0;
+	int64_t in = res->input_tokens >= 0 ? res->input_tokens : answered ? (int64_t)(prompt_bytes / 4) + 1 : 0;
+	int64_t out = res->output_tokens >= 0 ? res->output_tokens
+		      : relayed > 0	      ? relayed
+					      : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;
+	return in + out;
+}
+
 /* Sleeps ms in short steps, polling should_cancel; false when cancelled. */
 static bool backoff_sleep(const struct llm_callbacks *cb, long ms)
 {

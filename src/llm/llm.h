@@ -112,6 +112,11 @@ void llm_global_deinit(void);
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
 		       struct llm_result *res);
 void llm_result_free(struct llm_result *res);
+/* The tokens a call used, for a tenant's daily budget: the provider's usage; where none came (a
+ * reply stopped or cut, a client that left, a provider that reports none: it bills what it
+ * generated) an estimate - prompt_bytes / 4 once anything was answered, and one per relayed chunk
+ * or the reply's bytes / 4. */
+int64_t llm_tokens_used(const struct llm_result *res, size_t prompt_bytes, int64_t relayed);
 /* The members of a client's request body that a proxy forwards as they are (forward.c): all but
  * those the call sets (model, messages, stream, stream_options, temperature, max_tokens) and the
  * platform's own (persona_id, session_id), as JSON text for llm_request.extra. Owned by the caller

@@ -245,19 +245,6 @@ static enum task_outcome dropped(struct task_ctx *t)
 	return TASK_ACKED;
 }
 
-/* The tokens a call used, for the tenant's daily budget: the provider's usage, else (a reply
- * stopped by the user or cut: no usage came, but the provider bills what it generated) the
- * prompt's and the reply's bytes / 4. */
-static int64_t tokens_used(json_t *messages, const struct llm_result *res)
-{
-	bool answered = res->error == LLM_OK || res->content_len > 0;
-	int64_t in = res->input_tokens >= 0 ? res->input_tokens
-		     : answered		    ? (int64_t)(json_dumpb(messages, NULL, 0, JSON_COMPACT) / 4) + 1
-					    : 0;
-	int64_t out = res->output_tokens >= 0 ? res->output_tokens : (int64_t)(res->content_len / 4);
-	return in + out;
-}
-
 /* Streams the reply for rows (taken); early start: reads and calls again when the context missed
  * events (g->redo), stops when the message did not commit (g->dropped). */
 static void generate(struct generation *g, const struct llm_config *cfg, json_t *rows, json_t *memories,
@@ -287,7 +274,8 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = g};
 		llm_chat(cfg, &req, &cb, res);
 		conv_llm_span_end(&span, res);
-		limits_tokens_add(g->task->tenant, tokens_used(messages, res)); /* issue 6 */
+		size_t prompt = res->input_tokens < 0 ? json_dumpb(messages, NULL, 0, JSON_COMPACT) : 0;
+		limits_tokens_add(g->task->tenant, llm_tokens_used(res, prompt, 0)); /* issue 6 */
 		json_decref(messages);
 		if (!g->opened && !g->redo && !g->dropped && res->error != LLM_ERR_CANCELLED)
 			(void)open_generation(g); /* no delta came: the commit is awaited here */
