@@ -153,8 +153,8 @@ static void runtime_config(struct http_req *req, void *arg)
 	(void)arg;
 	json_t *body = json_pack(
 		"{s:s, s:{s:b, s:s}, s:{s:I, s:I}, s:{s:s}, s:{s:I, s:I, s:s}, s:{s:I, s:i}}", "version", SOMA_VERSION,
-		"auth", "required", !app.anonymous || auth_cache_valid_keys() > 0, "tenant", req->ident.tenant,
-		"limits", "max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY), "request_timeout_s",
+		"auth", "required", !app.anonymous || auth_cache_keys_exist(), "tenant", req->ident.tenant, "limits",
+		"max_body", (json_int_t)cfg_int(CFG_HTTP_MAX_BODY), "request_timeout_s",
 		(json_int_t)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S), "role", "name",
 		app.role == ROLE_ALL	   ? "all"
 		: app.role == ROLE_GATEWAY ? "gateway"

@@ -168,7 +168,7 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 		return HTTP_MW_NEXT;
 	struct str h = http_req_header(req, "authorization");
 	if (!h.p) {
-		if (p->auth.anonymous_allowed && auth_cache_valid_keys() == 0) {
+		if (p->auth.anonymous_allowed && !auth_cache_keys_exist()) {
 			/* loopback, no keys: the single-user default (the start-up log says so), for
 			 * requests made on this machine only (local_request.h) */
 			const char *why = http_req_not_local(req);

@@ -20,6 +20,7 @@ static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct store_key *keys; /* snapshot; guarded by cache_lock */
 static size_t nkeys;	       /* entries in keys */
 static _Atomic size_t nvalid;  /* unrevoked entries */
+static _Atomic size_t nknown;  /* entries, revoked ones included (never shrinks: rows stay) */
 static struct store *source;   /* where keys come from; main thread only */
 static int64_t seen_version = -1;
 
@@ -38,6 +39,8 @@ static enum soma_err reload(void)
 	keys = fresh;
 	nkeys = n;
 	atomic_store(&nvalid, valid);
+	if (n > atomic_load(&nknown))
+		atomic_store(&nknown, n);
 	pthread_rwlock_unlock(&cache_lock);
 	free(old);
 	return SOMA_OK;
@@ -71,6 +74,7 @@ void auth_cache_deinit(void)
 	keys = NULL;
 	nkeys = 0;
 	atomic_store(&nvalid, 0);
+	atomic_store(&nknown, 0);
 	pthread_rwlock_unlock(&cache_lock);
 	source = NULL;
 }
@@ -83,6 +87,11 @@ void auth_cache_mark_stale(void)
 size_t auth_cache_valid_keys(void)
 {
 	return atomic_load(&nvalid);
+}
+
+bool auth_cache_keys_exist(void)
+{
+	return atomic_load(&nknown) > 0;
 }
 
 enum soma_err auth_cache_put(const struct store_key *key)
@@ -107,6 +116,8 @@ enum soma_err auth_cache_put(const struct store_key *key)
 		for (size_t j = 0; j < nkeys; j++)
 			valid += keys[j].revoked_ms == 0;
 		atomic_store(&nvalid, valid);
+		if (nkeys > atomic_load(&nknown))
+			atomic_store(&nknown, nkeys);
 	}
 	pthread_rwlock_unlock(&cache_lock);
 	return err;

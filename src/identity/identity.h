@@ -67,6 +67,10 @@ void auth_cache_mark_stale(void);
 enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out);
 /* Number of valid (unrevoked) keys in the snapshot. */
 size_t auth_cache_valid_keys(void);
+/* Whether any key was ever created, revoked ones included. Anonymous mode (loopback, no keys)
+ * ends with the first key and never comes back: revoking the last key (a rotation that revokes
+ * before it creates, or a leaked key revoked) must not open the server to every local caller. */
+bool auth_cache_keys_exist(void);
 /* Puts a key just committed by this process into the snapshot at once (the admin API: a new key
  * works, a revoked one stops, without waiting for the next refresh). Any thread. */
 enum soma_err auth_cache_put(const struct store_key *key) SOMA_MUST_CHECK;

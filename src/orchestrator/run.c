@@ -221,7 +221,7 @@ int cmd_run(const struct cli *cli)
 	log_info("orchestrator", "somaagent %s ready in %.1f ms: role %s, http://%s, status %s", SOMA_VERSION,
 		 (double)(clock_mono_ns() - t0) / 1e6, role_name(role), cfg_str(CFG_HTTP_LISTEN),
 		 registry_overall(app.registry));
-	if (app.anonymous && auth_cache_valid_keys() == 0)
+	if (app.anonymous && !auth_cache_keys_exist())
 		log_warn("auth",
 			 "no API keys exist: requests without credentials run as tenant \"%s\" (loopback only); "
 			 "create a key with `somaagent keys create --tenant NAME` to require keys",

@@ -338,7 +338,7 @@ static enum svc_status auth_health(void *ctx, char *detail, size_t cap)
 	size_t keys = auth_cache_valid_keys();
 	char jwt[400];
 	bool jwt_ok = jwt_auth_describe(jwt, sizeof(jwt));
-	if (app.anonymous && keys == 0)
+	if (app.anonymous && !auth_cache_keys_exist())
 		snprintf(detail, cap, "no API keys: loopback requests run as tenant %s",
 			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	else

@@ -66,3 +66,20 @@ def test_with_a_key_the_host_and_origin_do_not_matter(soma):
     r = sessions_listed(srv, {"Authorization": f"Bearer {key}", "Host": "agents.example.com",
                               "Origin": "https://app.example.com", "X-Forwarded-For": "203.0.113.9"})
     assert r.status_code == 200, r.text
+
+
+def test_revoking_the_last_key_does_not_bring_anonymous_back(soma):
+    """The first key ends anonymous mode for good: a rotation that revokes before it creates, or
+    a leaked key revoked, must not reopen the server to every local caller as admin."""
+    srv = soma()
+    made = httpx.post(srv.url + "/v1/keys", json={"tenant": "acme", "scopes": ["admin"]}, timeout=5)
+    assert made.status_code == 201, made.text
+    key, key_id = made.json()["token"], made.json()["id"]
+    assert httpx.get(srv.url + "/v1/keys", timeout=5).status_code == 401
+    gone = httpx.delete(srv.url + f"/v1/keys/{key_id}", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    assert gone.status_code == 200, gone.text
+    r = httpx.get(srv.url + "/v1/keys", timeout=5)
+    assert r.status_code == 401, r.text
+    r = httpx.post(srv.url + "/v1/keys", json={"tenant": "victim", "scopes": ["admin"]}, timeout=5)
+    assert r.status_code == 401, r.text
+    assert sessions_listed(srv, {}).status_code == 401
