@@ -315,8 +315,11 @@ static void on_abort(struct http_req *req)
 		return;
 	if (state == JOB_RUNNING) {
 		llm_async_cancel(job->call);
-		if (job->relayed > 0) /* the provider generated up to here: the budget counts it */
-			limits_tokens_add(job->tenant, llm_tokens_used(&job->res, job->asked_bytes, job->relayed));
+		/* the provider read the prompt and generated up to here: the budget counts it, even
+		 * when the client left before the first chunk */
+		if (job->res.error == LLM_OK)
+			job->res.error = LLM_ERR_CANCELLED;
+		limits_tokens_add(job->tenant, llm_tokens_used(&job->res, job->asked_bytes, job->relayed));
 		job_free(job);
 		slot_release();
 		return;

@@ -65,8 +65,15 @@ void llm_result_free(struct llm_result *res)
 
 int64_t llm_tokens_used(const struct llm_result *res, size_t prompt_bytes, int64_t relayed)
 {
-	bool answered = res->error == LLM_OK || relayed > 0 || res->content_len > 0;
-	int64_t in = res->input_tokens >= 0 ? res->input_tokens : answered ? (int64_t)(prompt_bytes / 4) + 1 : 0;
+	/* the prompt counts unless the provider never took it (not configured, unreachable) or
+	 * refused it with an error status; a call stopped, timed out or cut was read by the provider
+	 * (a stop before the request went out is counted too: a budget is a cap, so the doubt goes
+	 * against the caller) */
+	enum llm_error e = res->error;
+	bool refused = e == LLM_ERR_UNCONFIGURED || e == LLM_ERR_UNREACHABLE || e == LLM_ERR_RATE_LIMITED ||
+		       e == LLM_ERR_AUTH || e == LLM_ERR_BAD_REQUEST || e == LLM_ERR_SERVER;
+	bool taken = !refused || relayed > 0 || res->content_len > 0;
+	int64_t in = res->input_tokens >= 0 ? res->input_tokens : taken ? (int64_t)(prompt_bytes / 4) + 1 : 0;
 	int64_t out = res->output_tokens >= 0 ? res->output_tokens
 		      : relayed > 0	      ? relayed
 					      : (int64_t)(res->raw_len ? res->raw_len : res->content_len) / 4;

@@ -114,8 +114,9 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 void llm_result_free(struct llm_result *res);
 /* The tokens a call used, for a tenant's daily budget: the provider's usage; where none came (a
  * reply stopped or cut, a client that left, a provider that reports none: it bills what it
- * generated) an estimate - prompt_bytes / 4 once anything was answered, and one per relayed chunk
- * or the reply's bytes / 4. */
+ * generated) an estimate - prompt_bytes / 4 unless the provider never took the prompt (not
+ * configured, unreachable) or refused it with an error status, and one per relayed chunk or the
+ * reply's bytes / 4. A call stopped before its first token still counts its prompt. */
 int64_t llm_tokens_used(const struct llm_result *res, size_t prompt_bytes, int64_t relayed);
 /* The members of a client's request body that a proxy forwards as they are (forward.c): all but
  * those the call sets (model, messages, stream, stream_options, temperature, max_tokens) and the

@@ -180,3 +180,36 @@ def test_a_reply_stopped_by_the_user_counts_against_the_budget(soma, llm):
     assert final["type"] == "assistant.final" and final["metadata"]["status"] == "cancelled", final
     r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=10)
     check_envelope(r, 429, "llm_budget_exceeded")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_call_the_client_leaves_before_any_chunk_counts_its_prompt(soma, llm, stream):
+    """The provider has the prompt (and bills it) as soon as the request went out: a client that
+    leaves before the first chunk - or any time during a whole (non-streamed) reply - still spends
+    the prompt's estimate. (Before, such a call counted nothing: a large prompt and a hang-up before
+    the reply made every call free.)"""
+    llm.control(mode="hang", times=1)
+    srv = soma("limits.llm_tokens_per_day=500")
+    prompt = [{"role": "user", "content": "x" * 8000}]  # ~2,000 tokens, over the budget alone
+    body = json.dumps({"messages": prompt, "stream": stream}).encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until(lambda: llm.stats()["requests"] >= 1, 10, what="the provider call")
+    time.sleep(0.3)  # the server sees the hang-up
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=10)
+    check_envelope(r, 429, "llm_budget_exceeded")
+
+
+def test_a_reply_stopped_before_its_first_delta_counts_its_prompt(soma, llm):
+    """The user stops a reply while the provider has not answered yet: the prompt was sent, so the
+    budget counts it."""
+    llm.control(mode="hang", times=1)
+    srv = soma("limits.llm_tokens_per_day=500")
+    sid = post_message(srv, "y" * 8000)["session_id"]
+    wait_until(lambda: llm.stats()["requests"] == 1, 10, what="the provider call")
+    r = httpx.post(f"{srv.url}/v1/sessions/{sid}/cancel", timeout=10)
+    assert r.status_code in (200, 202), r.text
+    wait_terminal(srv, sid, timeout=20)
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=10)
+    check_envelope(r, 429, "llm_budget_exceeded")
