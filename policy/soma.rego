@@ -26,7 +26,7 @@
 #                          llm.invoke     {model, stream}
 #                          upload.create  {size} before the body is read (the whole request),
 #                                         {mime, size} for each file once its type is detected
-#                          task.run       {task, queue}
+#                          task.run       {task, queue}; {} for POST /v1/tasks/{id}/revoke
 #                          tool.execute   {tool}
 #                          delegate       {domain}
 #                          conversation.send {message_length} at the gateway, {queued: true}
@@ -87,6 +87,7 @@ problem := "model_not_allowed" if {
 	not listed("tools", ctx("tool"))
 } else := "task_not_allowed" if {
 	input.action == "task.run"
+	is_string(input.context.task) # a revoke names no task (resource task:<id>): the action only
 	not listed("tasks", ctx("task"))
 } else := "delegate_domain_not_allowed" if {
 	input.action == "delegate"

@@ -5,7 +5,9 @@
  * HTTP_ROUTE_ADMIN are admin.<area>, the area being the first path segment after /v1/ (or after
  * /v1/admin/), '-' read as '_': /v1/admin/config -> admin.config, /v1/keys -> admin.keys,
  * /v1/dead-letters/{id} -> admin.dead_letters. Routes in neither are not asked (public routes,
- * /v1/runtime-config, /v1/models, GET /v1/tasks/{id}). The lookup result is cached per io thread
+ * /v1/runtime-config, /v1/models, /v1/metrics/system, a task's own outcome: GET /v1/tasks/{id} and
+ * /v1/celery/runs/{id}); a new route that changes or reads a tenant's data needs a rule here (or
+ * asks in its handler). The lookup result is cached per io thread
  * by route pointer. A wait for OPA is a struct wait owned by the request (handler_ctx/on_abort,
  * the pattern of gateway/common.c): the policy thread posts the decision back, and on the io
  * thread an aborted wait only drops its argument.
@@ -17,7 +19,7 @@
 #include "policy/gate.h"
 #include "policy/policy_int.h"
 
-enum resource_kind { RES_NONE, RES_SESSION, RES_SESSIONS, RES_ATTACHMENT, RES_UPLOAD, RES_PATH };
+enum resource_kind { RES_NONE, RES_SESSION, RES_SESSIONS, RES_ATTACHMENT, RES_TASK, RES_UPLOAD, RES_PATH };
 
 struct route_rule {
 	const char *method, *pattern; /* the route */
@@ -43,6 +45,8 @@ static const struct route_rule route_rules[] = {
 	{"POST", "/v1/sessions/{id}/reset", POLICY_SESSION_DELETE, RES_SESSION, false},
 	{"POST", "/v1/sessions/{id}/pause", POLICY_CONVERSATION_SEND, RES_SESSION, false},
 	{"POST", "/v1/sessions/{id}/cancel", POLICY_CONVERSATION_SEND, RES_SESSION, false},
+	{"POST", "/v1/tasks/{id}/revoke", POLICY_TASK_RUN, RES_TASK, false}, /* no task name: the action only */
+	{"GET", "/v1/memory/outbox", POLICY_MEMORY_RECALL, RES_PATH, false},
 };
 
 struct route_slot {
@@ -250,15 +254,20 @@ enum policy_gate_result policy_gate_route(struct http_req *req, bool before_body
 		return POLICY_GATE_PASS;
 	char resource[256] = "";
 	const char *session = NULL;
-	struct str id =
-		s->rule.res == RES_SESSION || s->rule.res == RES_ATTACHMENT ? http_req_param(req, "id") : STR_NULL;
+	struct str id = s->rule.res == RES_SESSION || s->rule.res == RES_ATTACHMENT || s->rule.res == RES_TASK
+				? http_req_param(req, "id")
+				: STR_NULL;
 	if (id.p && id.len <= 64 && s->rule.res == RES_SESSION)
 		session = id.p;
 	json_t *ctx = NULL;
 	switch (s->rule.res) {
 	case RES_SESSION:
 	case RES_ATTACHMENT:
-		snprintf(resource, sizeof(resource), "%s:%.*s", s->rule.res == RES_SESSION ? "session" : "attachment",
+	case RES_TASK:
+		snprintf(resource, sizeof(resource), "%s:%.*s",
+			 s->rule.res == RES_SESSION ? "session"
+			 : s->rule.res == RES_TASK  ? "task"
+						    : "attachment",
 			 (int)(id.len > 64 ? 64 : id.len), id.p ? id.p : "");
 		break;
 	case RES_SESSIONS:

@@ -113,8 +113,10 @@ static const char *action_problem(const struct policy_tenant *t, const struct po
 	}
 	if (strcmp(a, POLICY_TOOL_EXECUTE) == 0)
 		return list_match(&t->tools, ctx_str(ctx, "tool")) ? NULL : "tool_not_allowed";
-	if (strcmp(a, POLICY_TASK_RUN) == 0)
-		return list_match(&t->tasks, ctx_str(ctx, "task")) ? NULL : "task_not_allowed";
+	if (strcmp(a, POLICY_TASK_RUN) == 0) /* a revoke names no task (task:<id>): the action only */
+		return !json_is_string(json_object_get(ctx, "task")) || list_match(&t->tasks, ctx_str(ctx, "task"))
+			       ? NULL
+			       : "task_not_allowed";
 	if (strcmp(a, POLICY_DELEGATE) == 0)
 		return list_match(&t->domains, ctx_str(ctx, "domain")) ? NULL : "delegate_domain_not_allowed";
 	return NULL;
