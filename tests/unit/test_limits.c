@@ -122,6 +122,30 @@ Test(limits, many_tenants_evict_idle_ones_but_never_open_streams)
 	free(d);
 }
 
+/* A flood of other tenants (here 100,000, many in acme's shard) resets none of acme's counters:
+ * the fixed table before took over the least recently seen slot, so 16 tenants hashing near acme
+ * set its day's tokens back to 0. Entries at rest are swept as the flood goes on. */
+Test(limits, a_flood_of_tenants_resets_no_tenant_s_budget_or_rate)
+{
+	struct limits_driver *d = limits_local_new();
+	double retry;
+	d->tokens_add(d->ctx, "acme", 20000, 1000000);
+	cr_assert(d->request_take(d->ctx, "acme", 0.001, 1, S, &retry));
+	cr_assert_not(d->request_take(d->ctx, "acme", 0.001, 1, S, &retry), "acme's bucket is empty");
+	char t[32];
+	for (int i = 0; i < 100000; i++) {
+		snprintf(t, sizeof(t), "flood-%d", i);
+		d->tokens_add(d->ctx, t, 20000, 1);
+		(void)d->request_take(d->ctx, t, 1000, 1, S, &retry);
+		cr_assert_eq(d->tokens_used(d->ctx, t, 20000), 1);
+	}
+	cr_assert_eq(d->tokens_used(d->ctx, "acme", 20000), 1000000);
+	cr_assert_not(d->request_take(d->ctx, "acme", 0.001, 1, S + 1000, &retry), "acme's bucket is still empty");
+	cr_assert_eq(d->tokens_used(d->ctx, "nobody", 20000), 0, "a read creates nothing and finds nothing");
+	d->free(d->ctx);
+	free(d);
+}
+
 Test(limits, off_until_started_and_zero_is_unlimited)
 {
 	int64_t retry = 0;
