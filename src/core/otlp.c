@@ -20,6 +20,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/url_shown.h"
 #include "llm/curl_dl.h"
 
 #define BATCH_WAIT_MS	 1000  /* a partial batch is sent after this long */
@@ -36,6 +37,7 @@ static struct {
 	bool running;		  /* the thread exists */
 	pthread_t thread;	  /* the export thread */
 	char url[1024];		  /* <endpoint>/v1/traces */
+	char shown[1024];	  /* url for the logs: no user, password or query (url_shown.h) */
 	long timeout_ms;	  /* otel.timeout_ms */
 	const char *service_name; /* otel.service_name (config storage) */
 	bool failing;		  /* the last batch failed (logged once per outage) */
@@ -183,12 +185,12 @@ static void outcome(bool ok, size_t n, const char *why)
 {
 	count(ok ? m_exported : m_failed, (double)n);
 	if (ok && ex.failing)
-		log_info("otel", "spans reach the collector at %s again", ex.url);
+		log_info("otel", "spans reach the collector at %s again", ex.shown);
 	else if (!ok && !ex.failing)
 		log_warn("otel",
 			 "cannot export %zu spans to %s: %s; spans are dropped until it answers (check "
 			 "otel.endpoint and the collector)",
-			 n, ex.url, why);
+			 n, ex.shown, why);
 	ex.failing = !ok;
 }
 
@@ -249,6 +251,7 @@ enum soma_err otlp_start(void)
 			  strlen(endpoint));
 		return SOMA_ERR_CONFIG;
 	}
+	url_shown(ex.url, ex.shown, sizeof(ex.shown));
 	ex.cap = (size_t)cfg_int(CFG_OTEL_QUEUE_SIZE);
 	ex.batch = (size_t)cfg_int(CFG_OTEL_BATCH_SIZE);
 	if (ex.batch > ex.cap)
@@ -274,7 +277,7 @@ enum soma_err otlp_start(void)
 	}
 	ex.running = true;
 	trace_set_enabled(true);
-	log_info("otel", "exporting spans to %s as service %s", ex.url, ex.service_name);
+	log_info("otel", "exporting spans to %s as service %s", ex.shown, ex.service_name);
 	return SOMA_OK;
 }
 

@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/url_shown.h"
 #include "identity/jwt_int.h"
 #include "llm/curl_dl.h"
 
@@ -33,6 +34,7 @@ static _Atomic uint64_t generation;
 
 static struct {
 	char url[2048];		      /* auth.jwt_jwks_url */
+	char shown[2048];	      /* the same for logs and /v1/health: no user, password or query */
 	int refresh_s;		      /* auth.jwt_jwks_refresh_s */
 	long fetch_timeout_ms;	      /* the limit of one fetch */
 	bool running;		      /* the thread exists (main thread only) */
@@ -190,7 +192,7 @@ static void log_set(size_t n, const struct jwt_key *keys)
 				 keys[i].kid[0] ? keys[i].kid : "-");
 		pos += w > 0 ? (size_t)w : 0;
 	}
-	log_info("auth", "JWKS from %s: %zu key(s) (kid %s)", jw.url, n, kids);
+	log_info("auth", "JWKS from %s: %zu key(s) (kid %s)", jw.shown, n, kids);
 }
 
 /* One fetch-parse-install round; false with why. */
@@ -237,7 +239,7 @@ static void *run(void *arg)
 			snprintf(jw.error, sizeof(jw.error), "%s", why);
 			log_warn("auth",
 				 "cannot load the JWKS from %s: %s; keeping %s, retrying in %d s (auth.jwt_jwks_url)",
-				 jw.url, why, jw.loaded_ms ? "the last key set" : "no keys", wait_s);
+				 jw.shown, why, jw.loaded_ms ? "the last key set" : "no keys", wait_s);
 		}
 		jw.attempted = true;
 		pthread_cond_broadcast(&jw.cv);
@@ -256,6 +258,7 @@ enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms, int fetch_
 	if (jw.running || strlen(url) >= sizeof(jw.url))
 		return SOMA_ERR_INVALID;
 	snprintf(jw.url, sizeof(jw.url), "%s", url);
+	url_shown(url, jw.shown, sizeof(jw.shown));
 	jw.refresh_s = refresh_s > 0 ? refresh_s : 300;
 	jw.fetch_timeout_ms = fetch_timeout_ms > 0 ? fetch_timeout_ms : FETCH_TIMEOUT_MS;
 	jw.stopping = jw.wake = jw.attempted = false;
@@ -283,7 +286,7 @@ enum soma_err jwks_start(const char *url, int refresh_s, int wait_ms, int fetch_
 		log_warn("auth",
 			 "the JWKS from %s has not loaded within %d ms; JWTs signed with its keys get 401 "
 			 "until it does",
-			 jw.url, wait_ms);
+			 jw.shown, wait_ms);
 	pthread_mutex_unlock(&jw.lock);
 	return SOMA_OK;
 }
@@ -315,7 +318,7 @@ bool jwks_describe(char *detail, size_t cap)
 			 (long long)((clock_wall_ms() - loaded) / 1000), jw.error[0] ? "; last refresh failed: " : "",
 			 jw.error);
 	else
-		snprintf(detail, cap, "JWKS from %s not loaded: %s", jw.url, jw.error[0] ? jw.error : "fetching");
+		snprintf(detail, cap, "JWKS from %s not loaded: %s", jw.shown, jw.error[0] ? jw.error : "fetching");
 	pthread_mutex_unlock(&jw.lock);
 	return loaded != 0;
 }

@@ -30,6 +30,7 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/url_shown.h"
 #include "gateway/gateway.h"
 #include "identity/identity.h"
 #include "llm/llm.h"
@@ -126,18 +127,6 @@ static void bus_stop(void *ctx)
 {
 	(void)ctx;
 	bus_deinit();
-}
-
-/* url as /v1/health may show it (a public route): without a user or password before the host
- * and without a query string, where providers' keys are sometimes put. */
-static void url_shown(const char *url, char *out, size_t cap)
-{
-	size_t scheme = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-	const char *host = strncmp(url + scheme, "://", 3) == 0 ? url + scheme + 3 : url;
-	const char *end = host + strcspn(host, "/?#");
-	const char *at = memrchr(host, '@', (size_t)(end - host)); /* (a password may hold an @) */
-	size_t head = (size_t)(host - url), rest = strcspn(at ? at + 1 : host, "?#");
-	snprintf(out, cap, "%.*s%.*s", (int)head, url, (int)rest, at ? at + 1 : host);
 }
 
 static enum svc_status bus_health(void *ctx, char *detail, size_t cap)

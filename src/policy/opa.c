@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/url_shown.h"
 #include "llm/curl_dl.h"
 #include "policy/policy_int.h"
 
@@ -113,20 +114,22 @@ enum policy_opa_link policy_opa_decide(const char *base_url, long timeout_ms, co
 	const char *why = "";
 	CURLcode rc = exchange(url, input_json, timeout_ms, &b, &status, &why);
 	enum policy_opa_link link = OPA_LINK_OK;
+	char shown[512]; /* details reach the logs and the public /v1/health: no credentials */
+	url_shown(base_url, shown, sizeof(shown));
 	if (rc == CURLE_OK) {
 		policy_opa_parse(status, b.p, b.len, out);
-		snprintf(detail, cap, "opa at %s answered HTTP %ld", base_url, status);
+		snprintf(detail, cap, "opa at %s answered HTTP %ld", shown, status);
 	} else if (b.overflow) {
 		policy_decision_set(out, false, "opa_bad_result", "opa");
-		snprintf(detail, cap, "opa at %s answered more than 64 KiB", base_url);
+		snprintf(detail, cap, "opa at %s answered more than 64 KiB", shown);
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		policy_decision_set(out, false, "opa_timeout", "opa");
-		snprintf(detail, cap, "opa at %s did not answer within policy.opa_timeout_ms (%ld ms)", base_url,
+		snprintf(detail, cap, "opa at %s did not answer within policy.opa_timeout_ms (%ld ms)", shown,
 			 timeout_ms);
 		link = OPA_LINK_DOWN;
 	} else {
 		policy_decision_set(out, false, "opa_unreachable", "opa");
-		snprintf(detail, cap, "opa unreachable at %s (%s); check policy.opa_url", base_url, why);
+		snprintf(detail, cap, "opa unreachable at %s (%s); check policy.opa_url", shown, why);
 		link = OPA_LINK_DOWN;
 	}
 	free(b.p);
@@ -142,17 +145,19 @@ bool policy_opa_probe(const char *base_url, long timeout_ms, char *detail, size_
 	const char *why = "";
 	CURLcode rc = exchange(url, NULL, timeout_ms, &b, &status, &why);
 	free(b.p);
+	char shown[512];
+	url_shown(base_url, shown, sizeof(shown));
 	if (rc == CURLE_OK && status == 200) {
-		snprintf(detail, cap, "opa at %s answers", base_url);
+		snprintf(detail, cap, "opa at %s answers", shown);
 		return true;
 	}
 	if (rc == CURLE_OK)
 		snprintf(detail, cap,
-			 "opa at %s answers HTTP %ld on /health; every decision is denied until it is healthy",
-			 base_url, status);
+			 "opa at %s answers HTTP %ld on /health; every decision is denied until it is healthy", shown,
+			 status);
 	else
 		snprintf(detail, cap,
 			 "opa unreachable at %s (%s); every decision is denied (fail closed); check policy.opa_url",
-			 base_url, why);
+			 shown, why);
 	return false;
 }

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/pool.h"
+#include "core/url_shown.h"
 #include "policy/policy_int.h"
 
 #define POLICY_THREADS	 4
@@ -309,11 +310,14 @@ enum soma_err policy_start(char *why, size_t cap)
 		snprintf(pol.failure, sizeof(pol.failure), "%s; every decision is denied until this is fixed", why);
 		return err;
 	}
-	if (pol.opa)
-		log_info("policy", "engine opa at %s (timeout %ld ms, cache %lld ms)", pol.opa_url, pol.timeout_ms,
+	if (pol.opa) {
+		char shown[512];
+		url_shown(pol.opa_url, shown, sizeof(shown));
+		log_info("policy", "engine opa at %s (timeout %ld ms, cache %lld ms)", shown, pol.timeout_ms,
 			 (long long)pol.ttl_ms);
-	else
+	} else {
 		log_info("policy", "engine builtin: %zu tenant rule(s) from %s", pol.rules->n, pol.source);
+	}
 	return SOMA_OK;
 }
 

@@ -407,3 +407,21 @@ def test_default_rules_keep_admin_for_admins_only(soma, tmp_path):
     check_envelope(httpx.get(srv.url + "/v1/admin/config", headers=bearer(user), timeout=5), 403, "forbidden")
     r = httpx.post(srv.url + "/v1/session/message", headers=bearer(user), json={"message": "hi"}, timeout=5)
     assert r.status_code == 200, r.text
+
+
+def test_opa_credentials_in_its_url_reach_neither_health_nor_the_log(soma, tmp_path, opa):
+    """/v1/health is public and logs are shipped: an OPA URL written with a user, a password or a
+    query shows without them."""
+    down = free_port()
+    srv = soma("policy.engine=opa", f"policy.opa_url=http://ops:s3cr3t-pw@127.0.0.1:{down}/?token=t0ps3cr3t",
+               "health.interval_ms=100")
+
+    def policy_down():
+        svc = httpx.get(srv.url + "/v1/health", timeout=5).json()["services"]["policy"]
+        return svc if svc["status"] == "down" and "unreachable" in svc["detail"] else None
+
+    svc = wait_until(policy_down, 10, what="policy down: OPA unreachable")
+    check_denied(httpx.get(srv.url + "/v1/sessions", timeout=5), "opa_unreachable")
+    assert f"http://127.0.0.1:{down}/" in svc["detail"], svc
+    shown = httpx.get(srv.url + "/v1/health", timeout=5).text + srv.log_text()
+    assert "s3cr3t-pw" not in shown and "t0ps3cr3t" not in shown and "ops:" not in shown, shown[-2000:]
