@@ -30,11 +30,23 @@ static void oom(struct http_req *req)
 	http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 }
 
-static void audit_change(struct http_req *req, const char *action, const char *kind, const char *id, const char *detail)
+/* One audit row of a change made by req's caller. The row is the changed tenant's (a key's
+ * tenant, a new tenant), as the CLI writes it, so ?tenant= finds it; who made it is the caller's
+ * subject and key. */
+static void audit_change(struct http_req *req, const char *tenant, const char *action, const char *kind, const char *id,
+			 const char *detail)
 {
 	char resource[STORE_ID_MAX + 16];
 	snprintf(resource, sizeof(resource), "%s:%s", kind, id);
-	audit_record_identity(&req->ident, action, resource, "done", req->request_id, detail);
+	struct audit_entry e = {.tenant = tenant && tenant[0] ? tenant : req->ident.tenant,
+				.subject = req->ident.subject,
+				.key_id = req->ident.key_id[0] ? req->ident.key_id : NULL,
+				.action = action,
+				.resource = resource,
+				.decision = "done",
+				.request_id = req->request_id,
+				.detail = detail};
+	audit_record(&e);
 }
 
 /* The key row the store left in op->row -> *k (for the auth cache). */
@@ -78,7 +90,7 @@ static void key_created(struct http_req *req, struct store_op *op)
 		cache_put(op->row);
 		struct store_key k;
 		(void)key_from_row(op->row, &k);
-		audit_change(req, "key.create", "key", k.id, k.scopes[0] ? k.scopes : NULL);
+		audit_change(req, k.tenant, "key.create", "key", k.id, k.scopes[0] ? k.scopes : NULL);
 		json_t *body = store_key_row_json(k.id, k.tenant, k.name, k.scopes, k.created_ms, 0);
 		if (body && json_object_set_new(body, "token", json_string(json_string_value(token))) == 0)
 			http_respond_json(req, 201, body);
@@ -220,7 +232,7 @@ static void key_revoked(struct http_req *req, struct store_op *op)
 	cache_put(op->row);
 	struct store_key k;
 	(void)key_from_row(op->row, &k);
-	audit_change(req, "key.revoke", "key", k.id, NULL);
+	audit_change(req, k.tenant, "key.revoke", "key", k.id, NULL);
 	json_t *body = store_key_row_json(k.id, k.tenant, k.name, k.scopes, k.created_ms, k.revoked_ms);
 	if (body)
 		http_respond_json(req, 200, body);
@@ -267,7 +279,7 @@ static void tenant_created(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "tenant");
 		return;
 	}
-	audit_change(req, "tenant.create", "tenant", op->task_id, NULL);
+	audit_change(req, op->task_id, "tenant.create", "tenant", op->task_id, NULL);
 	http_respond_json(req, 201, json_incref(op->row));
 }
 

@@ -204,3 +204,24 @@ def test_http_and_cli_share_the_keys(soma, tmp_path):
         assert c.delete(f"/v1/keys/{cli_id}").status_code == 200
         cp = run_cli(["keys", "list", "--json", "--set", f"data.dir={data}"], tmp_path)
         assert {k["id"]: k for k in json.loads(cp.stdout)}[cli_id]["revoked_at"], cp.stdout
+
+
+def test_a_key_change_is_audited_under_the_key_s_tenant(soma):
+    """An admin of one tenant makes and revokes a key of another: the rows are the changed
+    tenant's (as the CLI writes them), so ?tenant=victim finds them, with who made the change."""
+    srv = soma(f"auth.admin_token={ADMIN_TOKEN}")
+    with admin_client(srv) as c:
+        ops = c.post("/v1/keys", json={"tenant": "ops", "scopes": ["admin"]}).json()
+        made = c.post("/v1/keys", json={"tenant": "victim"}, headers=bearer(ops["token"]))
+        assert made.status_code == 201, made.text
+        gone = c.delete(f"/v1/keys/{made.json()['id']}", headers=bearer(ops["token"]))
+        assert gone.status_code == 200, gone.text
+
+        def victim_rows():
+            rows = c.get("/v1/admin/audit", params={"tenant": "victim"}).json()["items"]
+            return rows if len(rows) >= 2 else None
+
+        rows = wait_until(victim_rows, 3, interval=0.05, what="victim's key audit rows")
+        assert sorted(a["action"] for a in rows) == ["key.create", "key.revoke"], rows
+        assert all(a["subject"] == f"key:{ops['id']}" and a["resource"] == f"key:{made.json()['id']}"
+                   for a in rows), rows
