@@ -347,6 +347,11 @@ static void post_upload(struct http_req *req, void *arg)
 				   "send multipart/form-data with the files in the field `files`");
 		return;
 	}
+	if (req->body_fd < 0 || req->body_len == 0) { /* no body was spooled: nothing to parse */
+		http_respond_error(req, 400, "invalid_multipart",
+				   "the body is empty; send multipart/form-data with the files in the field `files`");
+		return;
+	}
 	struct upload *u = calloc(1, sizeof(*u));
 	if (!u) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
@@ -356,7 +361,7 @@ static void post_upload(struct http_req *req, void *arg)
 	u->req = req;
 	u->thread = req->thread;
 	u->len = req->body_len;
-	u->fd = req->body_fd >= 0 ? dup(req->body_fd) : -1;
+	u->fd = dup(req->body_fd);
 	snprintf(u->boundary, sizeof(u->boundary), "%s", boundary);
 	snprintf(u->tenant, sizeof(u->tenant), "%s", req->ident.tenant);
 	snprintf(u->subject, sizeof(u->subject), "%s", req->ident.subject);

@@ -58,3 +58,11 @@ def test_file_names_that_are_not_utf8_are_stored_and_listed(soma):
     assert bad.status == 200, bad
     name = bad.json()[0]["filename"]
     assert name and set(name) == {"_"}, name
+
+
+def test_empty_body_is_a_bad_request_not_busy(soma):
+    srv = soma()
+    for length in (True, False):
+        r = _post(srv, b"", length=length)
+        check_envelope(r, 400, "invalid_multipart")
+        assert r.header("retry-after") is None, r
