@@ -215,8 +215,11 @@ static bool process(struct upload *u, const char *body, json_t *rows, char *sess
 	size_t max_bytes = (size_t)cfg_int(CFG_UPLOADS_MAX_MB) << 20;
 	for (int i = 0; ok && i < n; i++) {
 		if (str_eq_cstr(pv[i].name, "session_id")) {
-			snprintf(session, session_cap, "%.*s", (int)(pv[i].len < 64 ? pv[i].len : 64), pv[i].data);
-			ok = gw_valid_id(session);
+			/* never cut: a cut id would bind the files to another session */
+			ok = pv[i].len <= 64 && pv[i].len < session_cap;
+			if (ok)
+				snprintf(session, session_cap, "%.*s", (int)pv[i].len, pv[i].data);
+			ok = ok && gw_valid_id(session);
 			if (!ok)
 				fail(u, 400, "invalid_session_id", "%s",
 				     "session_id must be 1 to 64 characters of [A-Za-z0-9_-]");

@@ -66,3 +66,13 @@ def test_empty_body_is_a_bad_request_not_busy(soma):
         r = _post(srv, b"", length=length)
         check_envelope(r, 400, "invalid_multipart")
         assert r.header("retry-after") is None, r
+
+
+def test_over_long_session_id_is_refused_not_cut(soma):
+    srv = soma()
+    sid = "s" * 70  # valid characters: cut at 64 it would be a different, valid id
+    r = _post(srv, _multipart([(b"session_id", None, sid.encode()), (b"files", b"a.txt", b"x\n")]))
+    check_envelope(r, 400, "invalid_session_id")
+    assert blob_files(srv.data_dir) == [], "nothing is kept from a refused upload"
+    ok = _post(srv, _multipart([(b"session_id", None, b"s" * 64), (b"files", b"a.txt", b"x\n")]))
+    assert ok.status == 200 and ok.json()[0]["session_id"] == "s" * 64, ok
