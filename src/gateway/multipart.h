@@ -27,4 +27,11 @@ bool multipart_boundary(struct str content_type, char *out, size_t cap);
  * has more than max parts. */
 int multipart_parse(const char *body, size_t len, const char *boundary, struct multipart_part *parts, int max);
 
+/* Writes a file name safe to show, to store as JSON and to put in Content-Disposition: the last
+ * path component of in, valid UTF-8 cut on a character boundary at MULTIPART_FILENAME_MAX bytes,
+ * with control characters, quotes, backslashes and bytes that are not UTF-8 (a Latin-1 name)
+ * each replaced by '_'; "upload" when nothing usable is left. cap > MULTIPART_FILENAME_MAX. */
+#define MULTIPART_FILENAME_MAX 200
+void multipart_clean_filename(struct str in, char *out, size_t cap);
+
 #endif

@@ -13,33 +13,53 @@
 #include "gateway/gateway.h"
 #include "queue/queue.h"
 
-/* {"session_id":..,"events":[<stored bodies>],"next_cursor":..} without re-encoding the events. */
+/* A JSON page of events stops growing past this many bytes (one event always fits, whatever
+ * its size); the rest follows through next_cursor. Bounds the copy made for the response. */
+#define EVENTS_PAGE_BUDGET (8u << 20)
+
+static const char *row_body(const struct store_op *op, size_t i)
+{
+	const char *body = json_string_value(json_object_get(json_array_get(op->rows, i), "body"));
+	return body ? body : "null";
+}
+
+/* {"session_id":..,"events":[<stored bodies>],"next_cursor":..} without re-encoding the events.
+ * The page is malloc'd, not taken from the request arena: the arena is capped near
+ * http.max_header + http.max_body, and a few long messages exceed that (a 500 for an ordinary
+ * long session); http_respond copies it. with_cursor (/events) stops at EVENTS_PAGE_BUDGET and
+ * gives the cursor of the last event included; /history has no cursor and returns all rows. */
 static void respond_events(struct http_req *req, const struct store_op *op, bool with_cursor)
 {
-	size_t total = 128 + strlen(op->session_id), n = json_array_size(op->rows);
-	for (size_t i = 0; i < n; i++)
-		total += strlen(json_string_value(json_object_get(json_array_get(op->rows, i), "body"))) + 1;
-	char *out = arena_alloc(req->arena, total);
+	size_t total = 128 + strlen(op->session_id), n = json_array_size(op->rows), take = 0;
+	for (; take < n; take++) {
+		size_t blen = strlen(row_body(op, take)) + 1;
+		if (with_cursor && take > 0 && total + blen > EVENTS_PAGE_BUDGET)
+			break;
+		total += blen;
+	}
+	char *out = malloc(total);
 	if (!out) {
 		http_respond_error(req, 500, "out_of_memory", "the page is too large; ask for a smaller limit");
 		return;
 	}
 	size_t len = (size_t)snprintf(out, total, "{\"session_id\":\"%s\",\"events\":[", op->session_id);
-	for (size_t i = 0; i < n; i++) {
-		const char *body = json_string_value(json_object_get(json_array_get(op->rows, i), "body"));
+	for (size_t i = 0; i < take; i++) {
+		const char *body = row_body(op, i);
 		size_t blen = strlen(body);
 		if (i)
 			out[len++] = ',';
 		memcpy(out + len, body, blen);
 		len += blen;
 	}
-	if (with_cursor && n > 0 && (int64_t)n == op->limit)
+	bool more = take < n || (int64_t)n == op->limit;
+	if (with_cursor && take > 0 && more)
 		len += (size_t)snprintf(
 			out + len, total - len, "],\"next_cursor\":\"%lld\"}",
-			(long long)json_integer_value(json_object_get(json_array_get(op->rows, n - 1), "seq")));
+			(long long)json_integer_value(json_object_get(json_array_get(op->rows, take - 1), "seq")));
 	else
 		len += (size_t)snprintf(out + len, total - len, "]%s}", with_cursor ? ",\"next_cursor\":null" : "");
 	http_respond(req, 200, "application/json", out, len);
+	free(out);
 }
 
 static void on_events(struct http_req *req, struct store_op *op)

@@ -84,25 +84,6 @@ static void fail(struct upload *u, int status, const char *code, const char *fmt
 	snprintf(u->message, sizeof(u->message), fmt, arg);
 }
 
-/* A file name safe to show and to put in Content-Disposition: the last path component, no
- * control characters, quotes or backslashes, at most 200 bytes. */
-static void clean_filename(struct str in, char *out, size_t cap)
-{
-	const char *p = in.p, *end = in.p + in.len;
-	for (const char *q = in.p; q < end; q++) {
-		if (*q == '/' || *q == '\\')
-			p = q + 1;
-	}
-	size_t o = 0;
-	for (; p < end && o + 1 < cap && o < 200; p++) {
-		unsigned char c = (unsigned char)*p;
-		out[o++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '_' : (char)c;
-	}
-	out[o] = '\0';
-	if (!o || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
-		snprintf(out, cap, "upload");
-}
-
 static bool type_allowed(const char *mime)
 {
 	const char *list = cfg_str(CFG_UPLOADS_ALLOWED_TYPES);
@@ -211,6 +192,17 @@ static bool upload_allowed(struct upload *u, const char *mime, size_t size, cons
 	return false;
 }
 
+/* The attachment row of one file part (owned by the caller); NULL only when jansson refuses it
+ * (out of memory: the name was made valid UTF-8 by multipart_clean_filename). */
+static json_t *file_row(const struct multipart_part *part, const char *mime, const char *sha, const char *session)
+{
+	char id[IDS_UUID_LEN + 1], name[MULTIPART_FILENAME_MAX + 8];
+	ids_uuid7(id);
+	multipart_clean_filename(part->filename, name, sizeof(name));
+	return json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?}", "id", id, "filename", name, "mime", mime, "size",
+			 (json_int_t)part->len, "sha256", sha, "session_id", session[0] ? session : NULL);
+}
+
 /* Parses, checks, stores the blobs and builds the rows; false (with u->status) on failure. */
 static bool process(struct upload *u, const char *body, json_t *rows, char *session, size_t session_cap)
 {
@@ -223,8 +215,11 @@ static bool process(struct upload *u, const char *body, json_t *rows, char *sess
 	size_t max_bytes = (size_t)cfg_int(CFG_UPLOADS_MAX_MB) << 20;
 	for (int i = 0; ok && i < n; i++) {
 		if (str_eq_cstr(pv[i].name, "session_id")) {
-			snprintf(session, session_cap, "%.*s", (int)(pv[i].len < 64 ? pv[i].len : 64), pv[i].data);
-			ok = gw_valid_id(session);
+			/* never cut: a cut id would bind the files to another session */
+			ok = pv[i].len <= 64 && pv[i].len < session_cap;
+			if (ok)
+				snprintf(session, session_cap, "%.*s", (int)pv[i].len, pv[i].data);
+			ok = ok && gw_valid_id(session);
 			if (!ok)
 				fail(u, 400, "invalid_session_id", "%s",
 				     "session_id must be 1 to 64 characters of [A-Za-z0-9_-]");
@@ -244,28 +239,30 @@ static bool process(struct upload *u, const char *body, json_t *rows, char *sess
 			continue;
 		unsigned char digest[32];
 		unsigned int dlen = 0;
-		char sha[65], id[IDS_UUID_LEN + 1], name[256];
+		char sha[65];
 		EVP_Digest(pv[i].data, pv[i].len, digest, &dlen, EVP_sha256(), NULL);
 		for (int b = 0; b < 32; b++)
 			snprintf(sha + 2 * b, 3, "%02x", digest[b]);
 		const char *mime = detect_mime(pv[i].data, pv[i].len);
+		json_t *row = NULL;
 		if (!type_allowed(mime)) {
 			fail(u, 415, "unsupported_type", "files of type %s are not accepted (uploads.allowed_types)",
 			     mime);
 			ok = false;
 		} else if (!upload_allowed(u, mime, pv[i].len, session)) {
 			ok = false;
+		} else if (!(row = file_row(&pv[i], mime, sha, session))) {
+			/* the row is built before the blob is stored: a file never ends up kept but unlisted */
+			fail(u, 500, "internal_error", "%s", "cannot describe an uploaded file; retry");
+			ok = false;
 		} else if (!store_blob(sha, pv[i].data, pv[i].len)) {
 			fail(u, 507, "storage_failed", "%s", "cannot store the file; check free space under data.dir");
 			ok = false;
-		} else {
-			ids_uuid7(id);
-			clean_filename(pv[i].filename, name, sizeof(name));
-			json_array_append_new(rows,
-					      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?}", "id", id, "filename", name,
-							"mime", mime, "size", (json_int_t)pv[i].len, "sha256", sha,
-							"session_id", session[0] ? session : NULL));
+		} else if (json_array_append(rows, row) != 0) {
+			fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
+			ok = false;
 		}
+		json_decref(row);
 	}
 	free(pv);
 	return ok;
@@ -353,6 +350,11 @@ static void post_upload(struct http_req *req, void *arg)
 				   "send multipart/form-data with the files in the field `files`");
 		return;
 	}
+	if (req->body_fd < 0 || req->body_len == 0) { /* no body was spooled: nothing to parse */
+		http_respond_error(req, 400, "invalid_multipart",
+				   "the body is empty; send multipart/form-data with the files in the field `files`");
+		return;
+	}
 	struct upload *u = calloc(1, sizeof(*u));
 	if (!u) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
@@ -362,7 +364,7 @@ static void post_upload(struct http_req *req, void *arg)
 	u->req = req;
 	u->thread = req->thread;
 	u->len = req->body_len;
-	u->fd = req->body_fd >= 0 ? dup(req->body_fd) : -1;
+	u->fd = dup(req->body_fd);
 	snprintf(u->boundary, sizeof(u->boundary), "%s", boundary);
 	snprintf(u->tenant, sizeof(u->tenant), "%s", req->ident.tenant);
 	snprintf(u->subject, sizeof(u->subject), "%s", req->ident.subject);

@@ -288,12 +288,14 @@ static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 			      : "the request body exceeds http.max_body bytes");
 		return false;
 	}
-	if (c->req.content_length > 0 && file_max) {
-		/* a spooled body costs disk: only an authorised caller may send one. If this answers,
-		 * the body stays unread, so the connection closes (lingering) after the answer */
+	if (c->req.content_length > 0) {
+		/* a body costs memory (up to http.max_body) or disk: only a caller with valid credentials
+		 * for an existing route may send one (a spooled upload also passes limits and policy).
+		 * If this answers, the body stays unread, so the connection closes (lingering) after */
 		c->req.close_after = true;
 		c->linger = true;
-		if (!http_pipeline_authorize(c->thr->srv->pipeline, &c->req))
+		struct http_pipeline *p = c->thr->srv->pipeline;
+		if (!(file_max ? http_pipeline_authorize(p, &c->req) : http_pipeline_authenticate(p, &c->req)))
 			return false;
 		c->req.close_after = false;
 		c->linger = false;

@@ -209,6 +209,10 @@ void http_pipeline_free(struct http_pipeline *p);
 /* Runs the middleware (request id, routing, auth) without the handler, for a request whose body
  * is not read yet: true when it may proceed, false when it was answered (401, 403, 404...). */
 bool http_pipeline_authorize(struct http_pipeline *p, struct http_req *req);
+/* Only the first steps (request id, routing, auth) for a request whose body is not read yet, so
+ * that an unknown route or a caller without valid credentials is answered before its body is
+ * buffered: true when it may proceed, false when it was answered (401, 403, 404, 405). */
+bool http_pipeline_authenticate(struct http_pipeline *p, struct http_req *req);
 /* Runs the pipeline on a parsed request. */
 void http_pipeline_run(struct http_pipeline *p, struct http_req *req);
 /* Completion hook: access log + metrics. Called by the connection once the response is queued. */

@@ -160,10 +160,9 @@ static enum http_mw_result authenticate_bearer(struct http_req *req, struct str 
 	return unauthorized(req, "invalid API key; check the token or create one with `somaagent keys create`");
 }
 
-static enum http_mw_result mw_auth(struct http_req *req, void *arg)
+/* The caller's credentials for a route with these flags -> req->ident, or the 401/403 answer. */
+static enum http_mw_result check_credentials(struct http_req *req, struct http_pipeline *p, unsigned flags)
 {
-	struct http_pipeline *p = arg;
-	unsigned flags = http_route_flags(req->route);
 	if (flags & HTTP_ROUTE_PUBLIC)
 		return HTTP_MW_NEXT;
 	struct str h = http_req_header(req, "authorization");
@@ -201,6 +200,11 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 		return HTTP_MW_DONE;
 	}
 	return HTTP_MW_NEXT;
+}
+
+static enum http_mw_result mw_auth(struct http_req *req, void *arg)
+{
+	return check_credentials(req, arg, http_route_flags(req->route));
 }
 
 /* ---- limits and policy (issue 6) ------------------------------------------------------------
@@ -298,6 +302,20 @@ bool http_pipeline_authorize(struct http_pipeline *p, struct http_req *req)
 	}
 	req->route = NULL; /* matched again when the pipeline runs */
 	return true;
+}
+
+bool http_pipeline_authenticate(struct http_pipeline *p, struct http_req *req)
+{
+	http_request_id_assign(req);
+	char allow[128];
+	/* an unknown path or method is checked like a private route: answering 404/405 here would
+	 * close connections that are fine today (and tested), and passing it unauthenticated would
+	 * let anyone park a body on any unknown path */
+	unsigned flags = http_router_match(p->router, req, allow, sizeof(allow)) == HTTP_MATCH_OK
+				 ? http_route_flags(req->route)
+				 : 0;
+	req->route = NULL; /* matched again, and auth run again, when the pipeline runs */
+	return check_credentials(req, p, flags) == HTTP_MW_NEXT;
 }
 
 static void run_steps(struct http_pipeline *p, struct http_req *req, size_t first)

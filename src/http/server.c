@@ -18,8 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/server_int.h"
+
+#define ACCEPT_RETRY_MS 200 /* a listener that failed to accept rests this long */
+#define ACCEPT_LOG_S	10  /* at most one accept-failure log line per thread this often */
 
 static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -63,13 +67,38 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	http_conn_accept(arg, fd);
 }
 
+/* A listener that failed to accept is re-enabled from here, ACCEPT_RETRY_MS later. */
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct io_thread *thr = arg;
+	if (thr->listener && !thr->draining)
+		evconnlistener_enable(thr->listener);
+}
+
+/* libevent calls this for every accept error it does not retry itself (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM...). The connection stays in the kernel's backlog, so the socket stays readable: left
+ * enabled, the listener would fire again at once, forever (a full core and a flood of log
+ * lines). So stop listening for ACCEPT_RETRY_MS and try again; connections wait in the backlog
+ * meanwhile, and the ones we have are served. One log line per ACCEPT_LOG_S, with a count. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-	(void)l;
-	(void)arg;
-	/* EMFILE and friends: log and keep serving the connections we have */
-	log_warn("http", "accept failed: %s; raise the open-files limit (ulimit -n) or http.max_connections",
-		 strerror(errno));
+	struct io_thread *thr = arg;
+	int err = errno;
+	evconnlistener_disable(l);
+	struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+	evtimer_add(thr->accept_retry_ev, &tv);
+	thr->accept_failures++;
+	uint64_t now = clock_mono_ns();
+	if (thr->accept_logged_ns && now - thr->accept_logged_ns < (uint64_t)ACCEPT_LOG_S * 1000000000ULL)
+		return;
+	log_warn("http",
+		 "accept failed: %s (%lu time(s) since the last report); new connections wait until some "
+		 "close; raise the open-files limit (ulimit -n) or lower http.max_connections",
+		 strerror(err), thr->accept_failures);
+	thr->accept_logged_ns = now;
+	thr->accept_failures = 0;
 }
 
 /* Takes the oldest posted item; false when there is none. stop: mark the thread stopped first,
@@ -152,6 +181,9 @@ static enum soma_err thread_init(struct io_thread *thr, int fd)
 	}
 	evconnlistener_set_error_cb(thr->listener, on_accept_error);
 	event_add(thr->wake_ev, NULL);
+	thr->accept_retry_ev = evtimer_new(thr->base, on_accept_retry, thr);
+	if (!thr->accept_retry_ev)
+		return SOMA_ERR_IO;
 	return SOMA_OK;
 }
 
@@ -231,6 +263,8 @@ static void begin_drain(void *arg)
 {
 	struct io_thread *thr = arg;
 	thr->draining = true;
+	if (thr->accept_retry_ev)
+		evtimer_del(thr->accept_retry_ev);
 	/* close the listening socket (not just stop accepting) so that new connections are refused
 	 * at once instead of waiting in the kernel's backlog until we exit */
 	if (thr->listener) {
@@ -297,6 +331,8 @@ void http_server_free(struct http_server *srv)
 			evconnlistener_free(thr->listener);
 		if (thr->wake_ev)
 			event_free(thr->wake_ev);
+		if (thr->accept_retry_ev)
+			event_free(thr->accept_retry_ev);
 		if (thr->base)
 			event_base_free(thr->base);
 		if (thr->wake_fd >= 0)

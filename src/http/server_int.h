@@ -33,6 +33,9 @@ struct io_thread {
 	struct post_item ring[POST_QUEUE_CAP]; /* posted work */
 	size_t ring_head, ring_count;	       /* ring position and fill */
 	struct http_conn *conns;	       /* open connections (intrusive list) */
+	struct event *accept_retry_ev;	       /* re-enables the listener after an accept error */
+	uint64_t accept_logged_ns;	       /* when an accept failure was last logged (0: never) */
+	unsigned long accept_failures;	       /* accept failures since that line */
 	bool draining;			       /* shutdown began: answer, then close */
 	bool stopped;			       /* the loop has exited: posts are refused (post_lock) */
 };

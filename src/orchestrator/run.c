@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bus/bus.h"
@@ -156,6 +157,35 @@ static int main_loop(const sigset_t *set)
 	}
 }
 
+/* File descriptors the process needs besides client connections: store, queue, bus, logs,
+ * eventfds, worker pipes, outbound HTTP. A rough bound, for the warning below only. */
+#define FD_RESERVE 128
+
+/* Raises the soft open-files limit to the hard one (the soft default, often 1024, is far below
+ * what a gateway needs, and only the hard limit is the operator's choice), then warns when
+ * http.max_connections cannot be reached within it: past that point accept() fails with EMFILE
+ * and new connections wait in the backlog (http/server.c) instead of being refused. */
+static void raise_open_files(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = {rl.rlim_max, rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl.rlim_cur = rl.rlim_max;
+	}
+	long long max_conns = cfg_int(CFG_HTTP_MAX_CONNECTIONS);
+	if (rl.rlim_cur == RLIM_INFINITY || (long long)rl.rlim_cur - FD_RESERVE >= max_conns)
+		return;
+	long long usable = (long long)rl.rlim_cur > FD_RESERVE ? (long long)rl.rlim_cur - FD_RESERVE : 0;
+	log_warn("orchestrator",
+		 "http.max_connections = %lld but the open-files limit is %llu (about %lld connections after "
+		 "the store, queue and log files); beyond that new connections wait until some close: raise "
+		 "the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower http.max_connections",
+		 max_conns, (unsigned long long)rl.rlim_cur, usable);
+}
+
 static void register_build_info(void)
 {
 	static const char *const labels[] = {"version", NULL};
@@ -198,6 +228,7 @@ int cmd_run(const struct cli *cli)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_open_files();
 	register_build_info();
 	if (llm_global_init() != SOMA_OK) {
 		fprintf(stderr, "somaagent: cannot initialise libcurl\n");

@@ -297,8 +297,9 @@ class Server:
 
 
 def start_server(tmp, sets=(), env=None, role=None, args=(), data_dir=None, listen_host="127.0.0.1",
-                 connect_host="127.0.0.1", port=None, wait=True, timeout=10):
-    """Starts `somaagent run` with stderr in a file; waits until /v1/health answers."""
+                 connect_host="127.0.0.1", port=None, wait=True, timeout=10, preexec_fn=None):
+    """Starts `somaagent run` with stderr in a file; waits until /v1/health answers. preexec_fn
+    runs in the child before the exec (e.g. to lower a resource limit)."""
     tmp = Path(tmp)
     port = port or free_port()
     data_dir = Path(data_dir) if data_dir else tmp / "data"
@@ -313,7 +314,7 @@ def start_server(tmp, sets=(), env=None, role=None, args=(), data_dir=None, list
     cmd += list(args)
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, cwd=str(tmp), env=clean_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=logf)
+                                stdout=subprocess.DEVNULL, stderr=logf, preexec_fn=preexec_fn)
     srv = Server(proc, port, data_dir, log_path, host=connect_host)
     if wait:
         wait_healthy(srv, timeout)

@@ -96,3 +96,27 @@ Test(multipart, part_count_is_bounded)
 	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 5), 5);
 	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 4), -1, "more parts than room: refused");
 }
+
+static const char *clean(const char *name, size_t len)
+{
+	static char out[MULTIPART_FILENAME_MAX + 8];
+	multipart_clean_filename((struct str){name, len}, out, sizeof(out));
+	return out;
+}
+
+Test(multipart, file_names_come_out_as_valid_utf8)
+{
+	cr_assert_str_eq(clean("caf\xc3\xa9.txt", 9), "caf\xc3\xa9.txt", "UTF-8 kept");
+	cr_assert_str_eq(clean("caf\xe9.txt", 8), "caf_.txt", "a Latin-1 byte replaced");
+	cr_assert_str_eq(clean("\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80", 9), "_________",
+			 "overlong, surrogate, > U+10FFFF");
+	cr_assert_str_eq(clean("a\xc3", 2), "a_", "a sequence cut by the end of the name");
+	cr_assert_str_eq(clean("dir/../x\"y\r", 11), "x_y_");
+	cr_assert_str_eq(clean("../..", 5), "upload");
+	char name[301] = "a";
+	for (int i = 0; i < 150; i++)
+		memcpy(name + 1 + 2 * i, "\xc3\xa9", 2);
+	const char *out = clean(name, 301);
+	cr_assert_eq(strlen(out), 199, "cut before the character that would cross %d bytes", MULTIPART_FILENAME_MAX);
+	cr_assert_eq(memcmp(out, name, 199), 0);
+}
