@@ -179,7 +179,10 @@ static void raise_open_files(void)
 	if (rl.rlim_cur == RLIM_INFINITY || (long long)rl.rlim_cur - FD_RESERVE >= max_conns)
 		return;
 	long long usable = (long long)rl.rlim_cur > FD_RESERVE ? (long long)rl.rlim_cur - FD_RESERVE : 0;
-	log_warn("orchestrator",
+	/* a warning when the operator asked for more; with the default (100000) a note: most
+	 * deployments never come near either number */
+	enum log_level level = cfg_source_of(CFG_HTTP_MAX_CONNECTIONS) == CFG_SRC_DEFAULT ? LOG_INFO : LOG_WARN;
+	log_emit(level, "orchestrator", NULL, 0,
 		 "http.max_connections = %lld but the open-files limit is %llu (about %lld connections after "
 		 "the store, queue and log files); beyond that new connections wait until some close: raise "
 		 "the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower http.max_connections",
