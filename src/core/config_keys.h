@@ -165,6 +165,10 @@ X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, fa
   "Files per upload request.") \
 X(UPLOADS_ALLOWED_TYPES, "uploads.allowed_types", CFG_STRING, "*/*", 0, 0, NULL, NULL, false, NULL, \
   "Comma-separated content types accepted (detected from the bytes), e.g. image/*,application/pdf.") \
+X(UPLOADS_SWEEP_INTERVAL_S, "uploads.sweep_interval_s", CFG_INT, "600", 1, 86400, NULL, NULL, false, NULL, \
+  "How often stored files that no attachment names any more (their session deleted) are removed from data.dir.") \
+X(UPLOADS_ORPHAN_GRACE_S, "uploads.orphan_grace_s", CFG_INT, "3600", 0, 31536000, NULL, NULL, false, NULL, \
+  "A stored file no attachment names is removed once it was last written or reused this long ago.") \
 X(BEAT_ENABLED, "beat.enabled", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
   "Run the schedules of beat.schedule_file (one leader across the nodes that run workers).") \
 X(BEAT_SCHEDULE_FILE, "beat.schedule_file", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \

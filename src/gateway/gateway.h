@@ -60,6 +60,9 @@ enum soma_err gateway_llm_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* Uploads and attachments (uploads.c), with their pool. */
 enum soma_err gateway_upload_start(int threads) SOMA_MUST_CHECK;
 void gateway_upload_stop(void);
+/* Queues a sweep of upload files no attachment names when uploads.sweep_interval_s has passed
+ * (blob_sweep.c). Main thread, on its timer tick. */
+void gateway_upload_sweep_tick(void);
 enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The web UI (web.c): /, /ops and /assets/{name}, public, from files embedded at build time. */
 enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;

@@ -32,6 +32,7 @@
 #include "core/pool.h"
 #include "gateway/gateway.h"
 #include "gateway/multipart.h"
+#include "gateway/uploads_int.h"
 #include "policy/gate.h"
 
 struct upload {
@@ -54,6 +55,8 @@ struct upload {
 };
 
 static struct pool *upload_pool;
+static uint64_t next_sweep_ns; /* when the next sweep of unused files is due (main thread) */
+static atomic_bool sweeping;   /* one is queued or running */
 /* one libmagic handle per pool thread (libmagic is not thread-safe), closed when the thread ends */
 static pthread_key_t magic_key;
 static pthread_once_t magic_once = PTHREAD_ONCE_INIT;
@@ -128,8 +131,12 @@ static bool store_blob(const char *sha, const char *data, size_t len)
 	char dir[4200], path[4300], tmp[4400];
 	snprintf(dir, sizeof(dir), "%s/blobs/%.2s", cfg_str(CFG_DATA_DIR), sha);
 	snprintf(path, sizeof(path), "%s/%s", dir, sha);
-	if (access(path, F_OK) == 0)
-		return true; /* content-addressed: same bytes, same file */
+	if (access(path, F_OK) == 0) {
+		/* content-addressed: same bytes, same file; its time is set now, so the sweep of unused
+		 * files (blob_sweep.c) leaves it while this upload's row is on its way */
+		(void)utimensat(AT_FDCWD, path, NULL, 0);
+		return true;
+	}
 	char parent[4200];
 	snprintf(parent, sizeof(parent), "%s/blobs", cfg_str(CFG_DATA_DIR));
 	if ((mkdir(parent, 0700) != 0 && errno != EEXIST) || (mkdir(dir, 0700) != 0 && errno != EEXIST))
@@ -431,7 +438,25 @@ static void get_attachment(struct http_req *req, void *arg)
 enum soma_err gateway_upload_start(int threads)
 {
 	upload_pool = pool_new(threads, (size_t)threads * 16);
+	next_sweep_ns = clock_mono_ns() + (uint64_t)cfg_int(CFG_UPLOADS_SWEEP_INTERVAL_S) * 1000000000ull;
 	return upload_pool ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+static void sweep_job(void *arg)
+{
+	(void)arg;
+	blob_sweep_run();
+	atomic_store(&sweeping, false);
+}
+
+void gateway_upload_sweep_tick(void)
+{
+	uint64_t now = clock_mono_ns();
+	if (!upload_pool || now < next_sweep_ns)
+		return;
+	next_sweep_ns = now + (uint64_t)cfg_int(CFG_UPLOADS_SWEEP_INTERVAL_S) * 1000000000ull;
+	if (!atomic_exchange(&sweeping, true) && pool_submit(upload_pool, sweep_job, NULL) != SOMA_OK)
+		atomic_store(&sweeping, false); /* the pool is full of uploads: the next tick tries again */
 }
 
 void gateway_upload_stop(void)

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/otlp.h"
+#include "gateway/gateway.h"
 #include "identity/identity.h"
 #include "llm/llm.h"
 #include "orchestrator/app.h"
@@ -151,6 +152,7 @@ static int main_loop(const sigset_t *set)
 		}
 		if (now >= next_health) {
 			bus_sweep();
+			gateway_upload_sweep_tick();
 			registry_poll(app.registry);
 			next_health = now + health_ns;
 		}

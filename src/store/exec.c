@@ -55,10 +55,10 @@ void store_op_free(struct store_op *op)
 static bool is_write(enum store_op_kind k)
 {
 	return k != STORE_OP_EVENTS_AFTER && k != STORE_OP_CONTEXT && k != STORE_OP_SESSION_GET &&
-	       k != STORE_OP_SESSIONS_LIST && k != STORE_OP_ATTACHMENT_GET && k != STORE_OP_TASK_GET &&
-	       k != STORE_OP_QUEUE_STATS && k != STORE_OP_DEAD_LIST && k != STORE_OP_AUDIT_LIST &&
-	       k != STORE_OP_KEYS_LIST && k != STORE_OP_TENANTS_LIST && k != STORE_OP_OUTBOX_STATS &&
-	       k != STORE_OP_OUTBOX_LIST && k != STORE_OP_MEMORY_SEARCH;
+	       k != STORE_OP_SESSIONS_LIST && k != STORE_OP_ATTACHMENT_GET && k != STORE_OP_BLOBS_UNUSED &&
+	       k != STORE_OP_TASK_GET && k != STORE_OP_QUEUE_STATS && k != STORE_OP_DEAD_LIST &&
+	       k != STORE_OP_AUDIT_LIST && k != STORE_OP_KEYS_LIST && k != STORE_OP_TENANTS_LIST &&
+	       k != STORE_OP_OUTBOX_STATS && k != STORE_OP_OUTBOX_LIST && k != STORE_OP_MEMORY_SEARCH;
 }
 
 static void queue_init(struct op_queue *q)

@@ -442,6 +442,8 @@ enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op)
 		return op_context(c, op);
 	case STORE_OP_ATTACHMENT_GET:
 		return pg_sql_attachment_get(c, op);
+	case STORE_OP_BLOBS_UNUSED:
+		return pg_sql_blobs_unused(c, op);
 	default:
 		return pg_sql_task_admin_read(c, op);
 	}

@@ -192,6 +192,7 @@ bool pg_lanes_take(struct store *st, struct store_op *op, enum soma_err *err);
 /* pg_tasks.c: the local queue and attachment rows */
 enum soma_err pg_sql_task_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op);
+enum soma_err pg_sql_blobs_unused(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const char *session_id, json_t *task);
 /* pg_task_relay.c: the redis queue's outbox (TASK_RELAY_CLAIM/DONE, TASK_DEAD_ADD) and TASK_REVOKE */
 enum soma_err pg_sql_task_relay_write(struct pgconn *c, struct store_op *op);

@@ -265,3 +265,29 @@ enum soma_err pg_sql_attachment_get(struct pgconn *c, struct store_op *op)
 	PQclear(r);
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }
+
+/* Of the sha256 strings in op->rows, those no attachment row names, into op->rows (the blob
+ * sweep, gateway/blob_sweep.c): one statement over a text array; the index attachments_sha. */
+enum soma_err pg_sql_blobs_unused(struct pgconn *c, struct store_op *op)
+{
+	char *list = json_dumps(op->rows, JSON_COMPACT); /* ["a","b"]: the array as JSON text */
+	if (!list)
+		return SOMA_ERR_NOMEM;
+	struct pg_params p = {0};
+	pg_param_text(&p, list);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "SELECT s FROM jsonb_array_elements_text($1::jsonb) AS s WHERE NOT EXISTS "
+			      "(SELECT 1 FROM attachments WHERE sha256 = s)",
+			      &p, &err);
+	free(list);
+	if (!r)
+		return err;
+	json_t *unused = json_array();
+	for (int i = 0; unused && i < PQntuples(r); i++)
+		json_array_append_new(unused, json_string(pg_text(r, i, 0)));
+	PQclear(r);
+	json_decref(op->rows);
+	op->rows = unused;
+	return unused ? SOMA_OK : SOMA_ERR_NOMEM;
+}

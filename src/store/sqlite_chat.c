@@ -479,6 +479,8 @@ enum soma_err store_sql_read(struct dbconn *c, struct store_op *op)
 		return op_context(c, op);
 	case STORE_OP_ATTACHMENT_GET:
 		return store_sql_attachment_get(c, op);
+	case STORE_OP_BLOBS_UNUSED:
+		return store_sql_blobs_unused(c, op);
 	default:
 		return store_sql_task_admin_read(c, op);
 	}

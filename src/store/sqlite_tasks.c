@@ -274,6 +274,32 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op)
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }
 
+/* Of the sha256 strings in op->rows, those no attachment row names, into op->rows (the blob
+ * sweep, gateway/blob_sweep.c). One statement over the JSON array; the index attachments_sha. */
+enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op)
+{
+	char *text = json_dumps(op->rows, JSON_COMPACT);
+	sqlite3_stmt *s = text ? dbconn_stmt(c, "SELECT value FROM json_each(?) WHERE NOT EXISTS "
+						"(SELECT 1 FROM attachments WHERE sha256 = json_each.value)")
+			       : NULL;
+	json_t *unused = json_array();
+	enum soma_err err = s && unused ? SOMA_OK : text ? SOMA_ERR_STORE : SOMA_ERR_NOMEM;
+	if (err == SOMA_OK) {
+		sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+			json_array_append_new(unused, json_string((const char *)sqlite3_column_text(s, 0)));
+		err = rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+		sqlite3_reset(s);
+	}
+	free(text);
+	json_decref(op->rows);
+	op->rows = err == SOMA_OK ? unused : NULL;
+	if (err != SOMA_OK)
+		json_decref(unused);
+	return err;
+}
+
 enum soma_err sqlite_tasks_recover(struct store *st, int *n)
 {
 	sqlite3_stmt *s;

@@ -92,6 +92,7 @@ enum store_op_kind {
 	STORE_OP_TASK_EXTEND,	 /* w: extend a reservation by delay_ms (held by worker) */
 	STORE_OP_ATTACHMENT_PUT, /* w: attachment metadata rows (op->row is an array) */
 	STORE_OP_ATTACHMENT_GET, /* r: attachment metadata row, id in op->task_id */
+	STORE_OP_BLOBS_UNUSED,	 /* r: of the sha256 strings in op->rows, those no attachment row names (rows) */
 	/* the task API (sqlite_task_admin.c); with `all_tenants` an operator's view of every tenant */
 	STORE_OP_TASK_GET,     /* r: one task's state and outcome, id in task_id (into row) */
 	STORE_OP_QUEUE_STATS,  /* r: per queue: queued, delayed, reserved, dead (rows) */

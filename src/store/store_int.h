@@ -219,6 +219,7 @@ bool store_sql_memory_written(void);
  * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
 /* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
 enum soma_err store_sql_task_relay_write(struct dbconn *c, struct store_op *op);
 /* A MESSAGE whose task was handed to a worker before the commit (op->worker set; queue/handoff.h):
