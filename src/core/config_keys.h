@@ -25,7 +25,7 @@ X(HTTP_MAX_BODY, "http.max_body", CFG_INT, "1048576", 1024, 2147483647, NULL, NU
 X(HTTP_MAX_HEADER, "http.max_header", CFG_INT, "16384", 1024, 1048576, NULL, NULL, false, NULL, \
   "Largest request line plus headers in bytes; larger requests get 431.") \
 X(HTTP_REQUEST_TIMEOUT_S, "http.request_timeout_s", CFG_INT, "30", 1, 3600, NULL, NULL, false, NULL, \
-  "Seconds a client may take to send one whole request before it gets 408.") \
+  "Seconds a client may take to send one whole request before it gets 408 (an upload's body: to send each 64 KiB of it).") \
 X(HTTP_IDLE_TIMEOUT_S, "http.idle_timeout_s", CFG_INT, "75", 1, 3600, NULL, NULL, false, NULL, \
   "Seconds an idle keep-alive connection is kept open.") \
 X(HTTP_MAX_CONNECTIONS, "http.max_connections", CFG_INT, "100000", 1, 10000000, NULL, NULL, false, NULL, \

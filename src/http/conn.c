@@ -22,7 +22,8 @@
 #include "core/ids.h"
 #include "http/server_int.h"
 
-#define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
+#define LINGER_S      2		  /* seconds to drain a client's input after an early error before closing */
+#define BODY_PROGRESS (64 * 1024) /* file body bytes that restart the request timeout (read_body_file) */
 /* Bytes the kernel may hold unsent per socket. Responses are written to the socket first
  * (response.c), so without a bound a slow reader's frames would pile up in the kernel's send
  * buffer (megabytes on loopback) before anything counts against stream.max_buffer. */
@@ -40,6 +41,7 @@ struct http_conn {
 	bool responded;		       /* the current request got its response */
 	bool linger;		       /* after an early error: drain input briefly before closing */
 	bool lingering;		       /* write side shut; waiting for the client's EOF or the timer */
+	size_t body_armed_at;	       /* file body: bytes received when its timer was last armed */
 	struct arena arena;	       /* per-request memory */
 	struct http_req req;	       /* the current request */
 	struct http_conn *prev, *next; /* thread's list */
@@ -143,6 +145,7 @@ static void on_response(struct http_req *req);
 static void reset_request(struct http_conn *c)
 {
 	drop_body_file(c);
+	c->body_armed_at = 0;
 	arena_reset(&c->arena);
 	struct evbuffer *cork = c->req.cork_buf; /* empty: a response uncorks (response.c) */
 	memset(&c->req, 0, sizeof(c->req));
@@ -232,8 +235,16 @@ static bool read_body_file(struct http_conn *c, struct evbuffer *in, size_t avai
 		c->req.body_len += (size_t)w;
 		n -= (size_t)w;
 	}
-	if (c->req.body_len < (size_t)c->req.content_length)
+	if (c->req.body_len < (size_t)c->req.content_length) {
+		/* a large upload may take longer than http.request_timeout_s in all: its timer starts
+		 * again each time BODY_PROGRESS more bytes came, so only a client that sends less than
+		 * that per timeout gets 408 (a slow-body connection cannot be held for nothing) */
+		if (c->req.body_len - c->body_armed_at >= BODY_PROGRESS) {
+			c->body_armed_at = c->req.body_len;
+			arm_timer(c, c->thr->srv->opts.request_timeout_s);
+		}
 		return false;
+	}
 	lseek(c->req.body_fd, 0, SEEK_SET);
 	dispatch(c);
 	return true;
