@@ -5,7 +5,9 @@
  * DESIGN: every call is blocking and runs on the calling thread's reused easy handle (relay
  * thread, worker threads, the memory API's pool; never an io thread), bounded by
  * memory.timeout_ms in total. Headers: Authorization: Bearer memory.somabrain_api_key (when
- * set), X-Tenant-ID, X-Request-ID (the caller's, else a fresh one), and a W3C traceparent.
+ * set), X-Tenant-ID, X-Request-ID (a recall's request id, checked by the gateway; a fresh one
+ * for each write: the client-chosen memory key travels in the body only), and a W3C traceparent.
+ * No header value with a control character is ever sent (header_safe).
  * Outcomes are classified once (memory_int.h); the breaker and the state are the caller's.
  * Reply bodies are read up to RESP_MAX bytes (more is a protocol failure, UNAVAILABLE).
  */
@@ -52,6 +54,16 @@ static void trace_hex(char out[49])
 		snprintf(out + i * 8, 9, "%08x", ids_random_u32());
 }
 
+/* True when v may be a header value: no control characters (CR or LF would end the header
+ * and start another: header injection). */
+static bool header_safe(const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
 /* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
  * HTTP status (0 when there was no answer). */
 static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
@@ -59,6 +71,7 @@ static enum memory_call call(const char *method, const char *path, const char *t
 {
 	*out = NULL;
 	*status = 0;
+	char rid_new[IDS_UUID_LEN + 1];
 	const char *why = "libcurl is not available";
 	const struct curl_api *curl = curl_api_get(&why);
 	CURL *h = curl ? curl_api_thread_handle() : NULL;
@@ -68,14 +81,21 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		snprintf(err, cap, "%s", h ? "out of memory" : why);
 		return MEMORY_CALL_UNAVAILABLE;
 	}
-	char url[700], auth[600], tid[200], rid[200], trace[100], rid_new[IDS_UUID_LEN + 1], hex[49];
-	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
-	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
 	if (!request_id || !request_id[0]) {
 		ids_uuid4(rid_new);
 		request_id = rid_new;
 	}
+	if (!header_safe(tenant ? tenant : "") || !header_safe(request_id) || !header_safe(memory_cfg.api_key)) {
+		free(text); /* a guard: the callers pass checked values; never send a broken header */
+		snprintf(err, cap,
+			 "refused to call SomaBrain: a header value (tenant, request id or "
+			 "memory.somabrain_api_key) holds a control character");
+		return MEMORY_CALL_REJECTED;
+	}
+	char url[700], auth[600], tid[200], rid[200], trace[100], hex[49];
+	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
+	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
 	snprintf(rid, sizeof(rid), "X-Request-ID: %s", request_id);
 	trace_hex(hex);
 	snprintf(trace, sizeof(trace), "traceparent: 00-%.32s-%.16s-01", hex, hex + 32);
@@ -137,7 +157,7 @@ static void sb_remember(struct store *st, const struct memory_item *items, size_
 					 it->key, "value", it->value, "tags", it->tags);
 		json_t *reply = NULL;
 		long status;
-		results[i] = body ? call("POST", "/memory/remember", it->tenant, it->key, body, &reply, &status, err[i],
+		results[i] = body ? call("POST", "/memory/remember", it->tenant, NULL, body, &reply, &status, err[i],
 					 sizeof(err[i]))
 				  : MEMORY_CALL_UNAVAILABLE;
 		json_decref(body);
