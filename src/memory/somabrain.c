@@ -134,7 +134,9 @@ static enum memory_call call(const char *method, const char *path, const char *t
 	} else if (r.status < 200 || r.status > 299) {
 		snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status, r.buf ? r.buf : "");
 		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429;
-		res = client ? MEMORY_CALL_REJECTED : MEMORY_CALL_UNAVAILABLE;
+		res = client		? MEMORY_CALL_REJECTED
+		      : r.status >= 500 ? MEMORY_CALL_SERVER_ERROR
+					: MEMORY_CALL_UNAVAILABLE;
 	} else {
 		*out = r.buf ? json_loadb(r.buf, r.len, 0, NULL) : NULL;
 		if (!*out) {

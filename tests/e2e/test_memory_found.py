@@ -1,9 +1,9 @@
 """Memory bugs found by review, each reproduced against the fake SomaBrain
 (tests/fakes/somabrain/server.py) and fixed; every test here failed on the build before its fix."""
 
-from e2e_util import http
+from e2e_util import create_key, http, wait_until
 
-from test_memory import FakeSomaBrain, drained, memory_health, outbox, remember
+from test_memory import FakeSomaBrain, _auth, drained, memory_health, outbox, remember
 
 import pytest
 
@@ -39,3 +39,27 @@ def test_key_never_reaches_a_header(soma, brain):
     assert hdr["x-tenant-id"] == "default" and "x-evil" not in hdr, hdr
     assert hdr["x-request-id"] and hdr["x-request-id"] not in good, hdr
 
+
+def test_poison_row_answered_5xx_fails_after_max_attempts(soma, brain, tmp_path):
+    """A row SomaBrain always answers 500 opened the breaker by its own third failure; from then on
+    the state was down whenever it settled, so it never spent an attempt: pending for ever, the
+    probe after every open period, memory down for every tenant. Now a row whose own failure
+    opens the breaker spends its attempt and is `failed` after memory.max_attempts."""
+    brain.control(poison="POISON", poison_status=500)
+    srv = soma(*brain.sets("memory.max_attempts=3", "memory.breaker_failures=3"))
+    user = create_key(srv.data_dir, tmp_path, "acme")
+    other = create_key(srv.data_dir, tmp_path, "other")
+    wait_until(lambda: http().get(srv.url + "/v1/memory/outbox", headers=_auth(other), timeout=5).status_code == 200,
+               30, what="the keys to be picked up")
+    memory_health(srv, "ok")
+    bad = remember(srv, {"content": "POISON always 500"}, user, session_id="p1")["key"]
+    box = wait_until(lambda: (lambda b: b if b["failed"] == 1 else None)(outbox(srv, user)), 10,
+                     what="the poison row to fail (old build: pending for ever)")
+    item = box["items"][0]
+    assert item["key"] == bad and item["state"] == "failed" and item["attempts"] == 3, box
+    assert "HTTP 500" in item["last_error"], item
+    # the other tenant's writes go through and memory is normal again (the probe succeeds)
+    keys = [remember(srv, {"content": f"fine {i}"}, other, session_id="p2")["key"] for i in range(3)]
+    wait_until(lambda: outbox(srv, other)["pending"] == 0, 10, what="the other tenant's writes")
+    assert [k for t, k in brain.stats()["order"] if t == "other"] == keys
+    wait_until(lambda: outbox(srv, other)["state"] == "normal", 5, what="memory to be normal again")
