@@ -9,17 +9,23 @@
  * for each write: the client-chosen memory key travels in the body only), and a W3C traceparent.
  * No header value with a control character is ever sent (header_safe).
  * Outcomes are classified once (memory_int.h); the breaker and the state are the caller's.
+ * 401/403/404/405 are UNAVAILABLE, not REJECTED: a wrong memory.somabrain_api_key or
+ * memory.somabrain_url fails every write alike, so the rows wait (logged, naming the setting).
  * Reply bodies are read up to RESP_MAX bytes (more is a protocol failure, UNAVAILABLE).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
+#include "core/log.h"
 #include "llm/curl_dl.h"
 #include "memory/memory_int.h"
 
-#define RESP_MAX (4u << 20)
+#define RESP_MAX      (4u << 20)
+#define CONFIG_LOG_MS 10000 /* a configuration fault is logged at most this often (per status) */
 
 struct resp {
 	char *buf;   /* body so far; owned */
@@ -62,6 +68,34 @@ static bool header_safe(const char *v)
 		if (*p < 0x20 || *p == 0x7f)
 			return false;
 	return true;
+}
+
+/* 401 and 403 (the key), 404 and 405 (the URL) are SomaBrain telling us we are set up wrong,
+ * not that this request is wrong: the setting to check, or NULL. */
+static const char *config_fault(long status)
+{
+	if (status == 401 || status == 403)
+		return "memory.somabrain_api_key";
+	if (status == 404 || status == 405)
+		return "memory.somabrain_url";
+	return NULL;
+}
+
+/* Logs a configuration fault once per CONFIG_LOG_MS, or at once when the status changed (every
+ * lane and recall would else repeat it per call). */
+static void config_fault_log(long status, const char *what)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t last_ms;
+	static long last_status;
+	int64_t now = clock_wall_ms();
+	pthread_mutex_lock(&lock);
+	bool due = status != last_status || now - last_ms >= CONFIG_LOG_MS;
+	if (due)
+		last_ms = now, last_status = status;
+	pthread_mutex_unlock(&lock);
+	if (due)
+		log_error("memory", "%s; writes wait in the outbox until it is fixed", what);
 }
 
 /* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
@@ -132,8 +166,16 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		snprintf(err, cap, "SomaBrain's reply to %s is larger than %u bytes", path, RESP_MAX);
 		res = MEMORY_CALL_UNAVAILABLE;
 	} else if (r.status < 200 || r.status > 299) {
-		snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status, r.buf ? r.buf : "");
-		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429;
+		const char *setting = config_fault(r.status);
+		if (setting) {
+			snprintf(err, cap, "SomaBrain at %s answered %s with HTTP %ld; check %s", memory_cfg.url, path,
+				 r.status, setting);
+			config_fault_log(r.status, err);
+		} else {
+			snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status,
+				 r.buf ? r.buf : "");
+		}
+		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429 && !setting;
 		res = client		? MEMORY_CALL_REJECTED
 		      : r.status >= 500 ? MEMORY_CALL_SERVER_ERROR
 					: MEMORY_CALL_UNAVAILABLE;

@@ -1,6 +1,8 @@
 """Memory bugs found by review, each reproduced against the fake SomaBrain
 (tests/fakes/somabrain/server.py) and fixed; every test here failed on the build before its fix."""
 
+import time
+
 from e2e_util import create_key, http, wait_until
 
 from test_memory import FakeSomaBrain, _auth, drained, memory_health, outbox, remember
@@ -63,3 +65,23 @@ def test_poison_row_answered_5xx_fails_after_max_attempts(soma, brain, tmp_path)
     wait_until(lambda: outbox(srv, other)["pending"] == 0, 10, what="the other tenant's writes")
     assert [k for t, k in brain.stats()["order"] if t == "other"] == keys
     wait_until(lambda: outbox(srv, other)["state"] == "normal", 5, what="memory to be normal again")
+
+
+def test_401_and_404_keep_the_rows_and_name_the_setting(soma, brain):
+    """401/403/404/405 were REJECTED, the row's fault: a wrong API key or URL turned every write
+    into `failed` while memory looked normal. Now they are an outage of the setup: rows wait,
+    the state is degraded or down, and the log names the setting to check."""
+    srv = soma(*brain.sets("memory.max_attempts=3"))
+    memory_health(srv, "ok")
+    keys = []
+    for status, setting in ((401, "memory.somabrain_api_key"), (404, "memory.somabrain_url")):
+        brain.control(status=status)
+        keys.append(remember(srv, {"content": f"kept through {status}"})["key"])
+        time.sleep(1)  # the old build failed the row within this (3 rejected attempts, 50 ms backoff)
+        box = outbox(srv)
+        assert box["failed"] == 0 and box["pending"] == 1 and box["state"] != "normal", box
+        srv.wait_log(lambda o: f"HTTP {status}; check {setting}" in o.get("msg", ""), timeout=10,
+                     what=f"a log line naming {setting}")
+        brain.control(status=None)
+        drained(srv)
+    assert [k for _, k in brain.stats()["order"]] == keys
