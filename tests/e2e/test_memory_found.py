@@ -85,3 +85,21 @@ def test_401_and_404_keep_the_rows_and_name_the_setting(soma, brain):
         brain.control(status=None)
         drained(srv)
     assert [k for _, k in brain.stats()["order"]] == keys
+
+
+def test_one_key_in_two_namespaces_is_two_memories(soma, brain):
+    """The outbox was unique on (tenant, key) while the built-in table and SomaBrain key by
+    (tenant, namespace, key): k1 remembered in namespace a, then in b, while SomaBrain was down,
+    answered `queued` twice and delivered one. Now both rows wait and both arrive."""
+    brain.control(mode="down")
+    srv = soma(*brain.sets())
+    memory_health(srv, "degraded")
+    for ns in ("a", "b"):
+        assert remember(srv, {"content": f"k1 in {ns}"}, key="k1", namespace=ns) == {"key": "k1", "status": "queued"}
+    assert remember(srv, {"content": "k1 in a again"}, key="k1", namespace="a")["status"] == "queued"
+    box = outbox(srv)
+    assert box["pending"] == 2 and sorted(i["namespace"] for i in box["items"]) == ["a", "b"], box
+    brain.control(mode="ok")
+    drained(srv)
+    st = brain.stats()
+    assert st["stored"] == 2 and st["order"] == [["default", "k1"], ["default", "k1"]], st
