@@ -103,6 +103,19 @@ static bool valid_key(const char *s, size_t n)
 	return true;
 }
 
+/* True when every tag is a string (SomaBrain and the outbox listing expect strings). */
+static bool tags_are_strings(json_t *tags)
+{
+	size_t i;
+	json_t *t;
+	json_array_foreach(tags, i, t)
+	{
+		if (!json_is_string(t))
+			return false;
+	}
+	return true;
+}
+
 /* namespace field: absent -> "" (the default), else a valid name; false after answering 400. */
 static bool take_ns(struct http_req *req, json_t *body, const char **out)
 {
@@ -182,6 +195,8 @@ static void remember(struct http_req *req, void *arg)
 		http_respond_error(req, 422, "invalid_key", "key must be 1 to %d of [A-Za-z0-9._:/-]", KEY_MAX);
 	} else if (tags && !json_is_array(tags)) {
 		http_respond_error(req, 400, "invalid_tags", "tags must be an array of strings");
+	} else if (tags && !tags_are_strings(tags)) {
+		http_respond_error(req, 422, "invalid_tags", "tags must be an array of strings; found another value");
 	} else if (take_ns(req, body, &ns) && take_session(req, body, &sid)) {
 		struct store_op *op = store_op_new(STORE_OP_MEMORY_REMEMBER, req->ident.tenant);
 		if (!key)

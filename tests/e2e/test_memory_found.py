@@ -103,3 +103,15 @@ def test_one_key_in_two_namespaces_is_two_memories(soma, brain):
     drained(srv)
     st = brain.stats()
     assert st["stored"] == 2 and st["order"] == [["default", "k1"], ["default", "k1"]], st
+
+
+def test_tags_must_be_strings(server):
+    """Tags that were not strings were stored and sent on: `[1, {"a": 2}, null]` answered 200."""
+    for tags in ([1, {"a": 2}, None], ["ok", 2], [["nested"]], [True]):
+        r = http().post(server.url + "/v1/memory/remember", json={"value": {"content": "t"}, "tags": tags}, timeout=5)
+        assert r.status_code == 422, (tags, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "invalid_tags" and err["request_id"] and "strings" in err["message"], err
+    assert remember(server, {"content": "t"}, tags=["a", "b"])["status"] == "queued"
+    assert remember(server, {"content": "t"}, tags=[])["status"] == "queued"
+
