@@ -232,11 +232,14 @@ static enum memory_call sb_recall(struct store *st, const char *tenant, const ch
 	{
 		if ((int)i >= top_k)
 			break;
-		json_t *layer = json_object_get(item, "layer");
-		json_array_append_new(*out, json_pack("{s:O, s:O, s:s}", "score",
-						      json_object_get(item, "score") ?: json_real(0), "payload",
-						      json_object_get(item, "payload") ?: json_object(), "source",
-						      json_is_string(layer) ? json_string_value(layer) : "somabrain"));
+		/* o, not O: a missing score or payload is a new value the result takes over (O took a
+		 * second reference to it: a leak per such result) */
+		json_t *layer = json_object_get(item, "layer"), *score = json_object_get(item, "score"),
+		       *payload = json_object_get(item, "payload");
+		json_array_append_new(*out,
+				      json_pack("{s:o, s:o, s:s}", "score", score ? json_incref(score) : json_real(0),
+						"payload", payload ? json_incref(payload) : json_object(), "source",
+						json_is_string(layer) ? json_string_value(layer) : "somabrain"));
 	}
 	*degraded = *degraded || json_is_true(json_object_get(reply, "degraded"));
 	json_decref(reply);

@@ -115,3 +115,17 @@ def test_tags_must_be_strings(server):
     assert remember(server, {"content": "t"}, tags=["a", "b"])["status"] == "queued"
     assert remember(server, {"content": "t"}, tags=[])["status"] == "queued"
 
+
+def test_recall_result_without_score_or_payload_leaks_nothing(soma, brain):
+    """A SomaBrain result without score or payload got a new placeholder value with a second
+    reference: one leak per such result (LeakSanitizer at exit, on the sanitizer build)."""
+    srv = soma(*brain.sets())
+    memory_health(srv, "ok")
+    brain.control(recall_results=[{"layer": "wm"}, {"score": 0.5}, {"payload": {"content": "p"}}])
+    for _ in range(3):
+        r = http().post(srv.url + "/v1/memory/recall", json={"query": "anything", "top_k": 5}, timeout=5)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"] == [{"score": 0, "payload": {}, "source": "wm"},
+                                       {"score": 0.5, "payload": {}, "source": "somabrain"},
+                                       {"score": 0, "payload": {"content": "p"}, "source": "somabrain"}], r.text
+    srv.stop()  # exit status and stderr: no leak report
