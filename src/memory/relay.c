@@ -399,7 +399,10 @@ static void *relay_main(void *arg)
 		memory_snapshot(&st);
 		double rate = st.state == MEMORY_DEGRADED ? memory_cfg.rate_per_s / 2.0 : memory_cfg.rate_per_s;
 		tokens += (double)(now - last_ms) * rate / 1000.0;
-		tokens = tokens > rate ? rate : tokens;
+		/* the bucket holds a second's worth, and never less than one row: at 1/s degraded halves
+		 * the rate to 0.5 and a cap of 0.5 tokens never allowed the one row a claim needs */
+		double cap = rate < 1 ? 1 : rate;
+		tokens = tokens > cap ? cap : tokens;
 		last_ms = now;
 		int64_t wait_ms, limit = batch_limit(tokens, rate, &wait_ms);
 		if (st.state == MEMORY_DOWN || !limit) {

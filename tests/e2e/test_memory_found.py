@@ -129,3 +129,15 @@ def test_recall_result_without_score_or_payload_leaks_nothing(soma, brain):
                                        {"score": 0.5, "payload": {}, "source": "somabrain"},
                                        {"score": 0, "payload": {"content": "p"}, "source": "somabrain"}], r.text
     srv.stop()  # exit status and stderr: no leak report
+
+
+def test_rate_of_one_per_second_delivers_while_degraded(soma, brain):
+    """memory.relay_rate_per_s=1: degraded halves the rate to 0.5 and the token bucket was capped
+    at that, below the one token a claim needs: nothing was delivered while degraded."""
+    brain.control(mode="not_ready")  # /health says ready=false: degraded; calls still work
+    srv = soma(*brain.sets("memory.relay_rate_per_s=1"))
+    memory_health(srv, "degraded")
+    keys = [remember(srv, {"content": f"slow {i}"}, session_id="r1")["key"] for i in range(2)]
+    wait_until(lambda: outbox(srv)["pending"] == 0, 10, what="two writes at 0.5/s (old build: none)")
+    assert [k for _, k in brain.stats()["order"]] == keys
+    assert outbox(srv)["state"] == "degraded"
