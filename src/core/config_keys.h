@@ -194,7 +194,7 @@ X(MEMORY_NAMESPACE, "memory.namespace", CFG_STRING, "wm", 0, 0, NULL, validate_n
 X(MEMORY_TIMEOUT_MS, "memory.timeout_ms", CFG_INT, "2000", 10, 60000, NULL, NULL, false, NULL, \
   "Time limit of one SomaBrain call (connect included).") \
 X(MEMORY_MAX_ATTEMPTS, "memory.max_attempts", CFG_INT, "8", 1, 1000, NULL, NULL, false, NULL, \
-  "Delivery attempts of a memory write before it is marked failed (an admin may retry it); failures during an outage (breaker open) do not count; keep it >= memory.breaker_failures.") \
+  "Delivery attempts of a memory write before it is marked failed (an admin may retry it); failures during an outage (breaker open, /health down, 429, timeouts) do not count, but a 5xx that opens the breaker by itself does (one row SomaBrain always fails cannot wait for ever); keep it >= memory.breaker_failures.") \
 X(MEMORY_RETRY_BACKOFF_MS, "memory.retry_backoff_ms", CFG_INT, "1000", 1, 3600000, NULL, NULL, false, NULL, \
   "First retry delay of a memory write (doubles per attempt, capped at 60 s).") \
 X(MEMORY_RECALL_TOP_K, "memory.recall_top_k", CFG_INT, "3", 0, 50, NULL, NULL, false, NULL, \

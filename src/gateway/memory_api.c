@@ -86,6 +86,36 @@ static bool valid_ns(const char *s)
 	return true;
 }
 
+/* A memory key: 1 to KEY_MAX of [A-Za-z0-9._:/-]. The key travels to SomaBrain and into logs
+ * and the outbox listing; a key with control characters, spaces or quotes once reached an
+ * outgoing header (CR LF made a second X-Tenant-ID), so only this set is taken. '/' stays: the
+ * original system's keys were tenant/namespace/session/... paths. */
+static bool valid_key(const char *s, size_t n)
+{
+	if (!n || n > KEY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == ':' || c == '/' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* True when every tag is a string (SomaBrain and the outbox listing expect strings). */
+static bool tags_are_strings(json_t *tags)
+{
+	size_t i;
+	json_t *t;
+	json_array_foreach(tags, i, t)
+	{
+		if (!json_is_string(t))
+			return false;
+	}
+	return true;
+}
+
 /* namespace field: absent -> "" (the default), else a valid name; false after answering 400. */
 static bool take_ns(struct http_req *req, json_t *body, const char **out)
 {
@@ -161,8 +191,12 @@ static void remember(struct http_req *req, void *arg)
 		http_respond_error(req, 400, "invalid_value", "value must be a JSON object (what to remember)");
 	} else if (key && !(json_is_string(key) && json_string_length(key) > 0 && json_string_length(key) <= KEY_MAX)) {
 		http_respond_error(req, 400, "invalid_key", "key must be a string of 1 to %d bytes", KEY_MAX);
+	} else if (key && !valid_key(json_string_value(key), json_string_length(key))) {
+		http_respond_error(req, 422, "invalid_key", "key must be 1 to %d of [A-Za-z0-9._:/-]", KEY_MAX);
 	} else if (tags && !json_is_array(tags)) {
 		http_respond_error(req, 400, "invalid_tags", "tags must be an array of strings");
+	} else if (tags && !tags_are_strings(tags)) {
+		http_respond_error(req, 422, "invalid_tags", "tags must be an array of strings; found another value");
 	} else if (take_ns(req, body, &ns) && take_session(req, body, &sid)) {
 		struct store_op *op = store_op_new(STORE_OP_MEMORY_REMEMBER, req->ident.tenant);
 		if (!key)

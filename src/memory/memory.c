@@ -4,7 +4,7 @@
  * DESIGN: the state is a pure function of a few facts, all kept here under one mutex:
  *   health   the last /health probe: unknown, up, not ready (2xx without ok/ready/memory_ok),
  *            unreachable (transport error, non-2xx, unparsable)
- *   breaker  consecutive UNAVAILABLE calls; at memory.breaker_failures it opens for
+ *   breaker  consecutive UNAVAILABLE or SERVER_ERROR calls; at memory.breaker_failures it opens for
  *            memory.breaker_open_ms (calls fail fast), then lets one call through (the probe):
  *            success closes it, failure opens it again. /health alone never closes it (a
  *            SomaBrain whose /health is fine may still fail every write)
@@ -92,15 +92,19 @@ void memory_note_health(enum memory_call r, const char *detail)
 	pthread_mutex_unlock(&m.lock);
 }
 
-void memory_note_call(enum memory_call r, const char *what)
+bool memory_note_call(enum memory_call r, const char *what)
 {
 	int64_t now = clock_wall_ms();
+	bool opened = false;
 	pthread_mutex_lock(&m.lock);
-	if (r == MEMORY_CALL_UNAVAILABLE) {
+	if (r == MEMORY_CALL_UNAVAILABLE || r == MEMORY_CALL_SERVER_ERROR) {
+		bool was_open = m.open_until_ms && now < m.open_until_ms;
 		m.last_failure_ms = now;
 		snprintf(m.failure_what, sizeof(m.failure_what), "%s", what);
-		if (++m.failures >= memory_cfg.breaker_failures || m.probing)
+		if (++m.failures >= memory_cfg.breaker_failures || m.probing) {
 			m.open_until_ms = now + memory_cfg.breaker_open_ms;
+			opened = r == MEMORY_CALL_SERVER_ERROR && !was_open && m.health != HEALTH_UNREACHABLE;
+		}
 	} else {
 		m.failures = 0;
 		m.open_until_ms = 0;
@@ -108,6 +112,7 @@ void memory_note_call(enum memory_call r, const char *what)
 	m.probing = false;
 	rule(now);
 	pthread_mutex_unlock(&m.lock);
+	return opened;
 }
 
 bool memory_breaker_allows(void)

@@ -4,9 +4,12 @@
  *
  * DESIGN: a driver is three blocking calls. Each returns a memory_call that classifies the
  * outcome once, so every caller applies the same rule: OK; REJECTED (SomaBrain answered 4xx
- * other than 408/429: this write is wrong, retrying cannot help soon, the service is fine);
- * UNAVAILABLE (transport error, timeout, 5xx, 408, 429: the service is in trouble; feeds the
- * breaker); NOT_READY (health only: 2xx without ok && ready && memory_ok). Drivers do not
+ * other than 401/403/404/405/408/429: this write is wrong, retrying cannot help soon, the
+ * service is fine); UNAVAILABLE (transport error, timeout, 408, 429, and 401/403/404/405: a
+ * wrong API key or URL, the setup's fault, not the row's; the service is in trouble; feeds the
+ * breaker); SERVER_ERROR (5xx: the same for the breaker and the state, but SomaBrain answered
+ * and a request it always fails may be the cause: the relay lets such a row spend attempts when
+ * its own failure opened the breaker); NOT_READY (health only: 2xx without ok && ready && memory_ok). Drivers do not
  * touch the state: their callers report each outcome (memory_note_call / memory_note_health).
  */
 #ifndef SOMA_MEMORY_MEMORY_INT_H
@@ -15,11 +18,12 @@
 #include "memory/memory.h"
 
 enum memory_call {
-	MEMORY_CALL_OK,		 /* done */
-	MEMORY_CALL_REJECTED,	 /* 4xx: this request is wrong; the service is fine */
-	MEMORY_CALL_UNAVAILABLE, /* transport, timeout, 5xx, 408, 429: the service is in trouble */
-	MEMORY_CALL_NOT_READY,	 /* health: 2xx without ok && ready && memory_ok */
-	MEMORY_CALL_SKIPPED,	 /* relay: not attempted (breaker open, earlier row of the session failed) */
+	MEMORY_CALL_OK,		  /* done */
+	MEMORY_CALL_REJECTED,	  /* 4xx: this request is wrong; the service is fine */
+	MEMORY_CALL_UNAVAILABLE,  /* transport, timeout, 408, 429, 401/403/404/405: the service is in trouble */
+	MEMORY_CALL_SERVER_ERROR, /* 5xx: as UNAVAILABLE, but the request itself may be the cause */
+	MEMORY_CALL_NOT_READY,	  /* health: 2xx without ok && ready && memory_ok */
+	MEMORY_CALL_SKIPPED,	  /* relay: not attempted (breaker open, earlier row of the session failed) */
 };
 
 /* One outbox row on its way (borrowed from the claim's JSON). */
@@ -70,7 +74,10 @@ extern struct memory_settings memory_cfg;
 /* State machine inputs (memory.c): a health probe's outcome, a call's outcome. Relay and
  * worker threads. */
 void memory_note_health(enum memory_call r, const char *detail);
-void memory_note_call(enum memory_call r, const char *what);
+/* True when this call answered 5xx (SERVER_ERROR) and opened the breaker (or, as the probe,
+ * opened it again) while /health answered: nothing else showed an outage, so the call's own
+ * request may be the cause. */
+bool memory_note_call(enum memory_call r, const char *what);
 /* True when calls should be attempted (breaker closed, or half-open and this caller probes). */
 bool memory_breaker_allows(void);
 /* The relay's latest outbox counts. */

@@ -122,10 +122,15 @@ static int64_t backoff_ms(int64_t n)
 	return d * 3 / 4 + (int64_t)(ids_random_u32() % (uint32_t)(d / 2 + 1));
 }
 
-/* How a row settles. A failure the service is to blame for (UNAVAILABLE while the breaker is
- * open: an outage) does not cost the row an attempt: it waits its backoff and is tried again, so
+/* How a row settles. A failure the service is to blame for (UNAVAILABLE while the state is
+ * down: an outage) does not cost the row an attempt: it waits its backoff and is tried again, so
  * an outage never turns writes into `failed` ones; a row that fails while the service works
- * (REJECTED, or UNAVAILABLE with the breaker closed) spends one. */
+ * (REJECTED, or UNAVAILABLE with the breaker closed) spends one. So does a row whose own 5xx
+ * opened the breaker while /health answered (the caller passes outage false): else one row that
+ * SomaBrain always answers 5xx opened the breaker itself, was the probe after each open period
+ * and never spent an attempt, pending for ever and keeping memory down for every tenant. A
+ * 429, a timeout or a transport error never blames the row (a throttled or unreachable
+ * SomaBrain is an outage, however long). */
 static json_t *settlement(json_t *row, enum memory_call res, const char *err, bool outage)
 {
 	json_int_t id = json_integer_value(json_object_get(row, "id"));
@@ -134,7 +139,7 @@ static json_t *settlement(json_t *row, enum memory_call res, const char *err, bo
 		return json_pack("{s:I, s:s}", "id", id, "result", "delivered");
 	if (res == MEMORY_CALL_SKIPPED)
 		return json_pack("{s:I, s:s, s:I}", "id", id, "result", "release", "delay_ms", (json_int_t)0);
-	if (res == MEMORY_CALL_UNAVAILABLE && outage)
+	if ((res == MEMORY_CALL_UNAVAILABLE || res == MEMORY_CALL_SERVER_ERROR) && outage)
 		return json_pack("{s:I, s:s, s:I}", "id", id, "result", "release", "delay_ms",
 				 (json_int_t)backoff_ms(attempts));
 	if (attempts >= memory_cfg.max_attempts) {
@@ -169,6 +174,7 @@ struct batch {
 	struct memory_item items[BATCH_MAX]; /* what each row asks */
 	unsigned char lane_of[BATCH_MAX];    /* the lane that calls it */
 	enum memory_call res[BATCH_MAX];     /* its outcome */
+	bool opened[BATCH_MAX];		     /* its own failure opened the breaker (memory_note_call) */
 	char err[BATCH_MAX][160];	     /* a sentence when it failed */
 };
 
@@ -206,7 +212,7 @@ static void lane_run(struct batch *b, unsigned me)
 		if (blocked || stopping() || !memory_breaker_allows())
 			continue; /* stays SKIPPED */
 		memory_cfg.driver->remember(r.st, &it[i], 1, &b->res[i], &b->err[i]);
-		memory_note_call(b->res[i], "remember_failure");
+		b->opened[i] = memory_note_call(b->res[i], "remember_failure");
 	}
 }
 
@@ -279,6 +285,7 @@ static void delivery_begin(struct batch *b)
 		b->items[i] = item_of(json_array_get(b->rows, i));
 		b->err[i][0] = '\0';
 		b->res[i] = MEMORY_CALL_SKIPPED;
+		b->opened[i] = false;
 		b->lane_of[i] = (unsigned char)(b->items[i].session_id[0]
 							? session_lane(b->items[i].tenant, b->items[i].session_id, nl)
 							: i % nl);
@@ -320,7 +327,8 @@ static void settle(struct batch *b)
 	struct memory_status now;
 	memory_snapshot(&now);
 	for (size_t i = 0; i < b->n; i++) {
-		json_t *s = settlement(json_array_get(b->rows, i), b->res[i], b->err[i], now.state == MEMORY_DOWN);
+		json_t *s = settlement(json_array_get(b->rows, i), b->res[i], b->err[i],
+				       now.state == MEMORY_DOWN && !b->opened[i]);
 		const char *what = json_string_value(json_object_get(s, "result"));
 		counts[strcmp(what, "delivered") == 0 ? 0
 		       : strcmp(what, "failed") == 0  ? 2
@@ -391,7 +399,10 @@ static void *relay_main(void *arg)
 		memory_snapshot(&st);
 		double rate = st.state == MEMORY_DEGRADED ? memory_cfg.rate_per_s / 2.0 : memory_cfg.rate_per_s;
 		tokens += (double)(now - last_ms) * rate / 1000.0;
-		tokens = tokens > rate ? rate : tokens;
+		/* the bucket holds a second's worth, and never less than one row: at 1/s degraded halves
+		 * the rate to 0.5 and a cap of 0.5 tokens never allowed the one row a claim needs */
+		double cap = rate < 1 ? 1 : rate;
+		tokens = tokens > cap ? cap : tokens;
 		last_ms = now;
 		int64_t wait_ms, limit = batch_limit(tokens, rate, &wait_ms);
 		if (st.state == MEMORY_DOWN || !limit) {

@@ -5,19 +5,27 @@
  * DESIGN: every call is blocking and runs on the calling thread's reused easy handle (relay
  * thread, worker threads, the memory API's pool; never an io thread), bounded by
  * memory.timeout_ms in total. Headers: Authorization: Bearer memory.somabrain_api_key (when
- * set), X-Tenant-ID, X-Request-ID (the caller's, else a fresh one), and a W3C traceparent.
+ * set), X-Tenant-ID, X-Request-ID (a recall's request id, checked by the gateway; a fresh one
+ * for each write: the client-chosen memory key travels in the body only), and a W3C traceparent.
+ * No header value with a control character is ever sent (header_safe).
  * Outcomes are classified once (memory_int.h); the breaker and the state are the caller's.
+ * 401/403/404/405 are UNAVAILABLE, not REJECTED: a wrong memory.somabrain_api_key or
+ * memory.somabrain_url fails every write alike, so the rows wait (logged, naming the setting).
  * Reply bodies are read up to RESP_MAX bytes (more is a protocol failure, UNAVAILABLE).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
+#include "core/log.h"
 #include "llm/curl_dl.h"
 #include "memory/memory_int.h"
 
-#define RESP_MAX (4u << 20)
+#define RESP_MAX      (4u << 20)
+#define CONFIG_LOG_MS 10000 /* a configuration fault is logged at most this often (per status) */
 
 struct resp {
 	char *buf;   /* body so far; owned */
@@ -52,6 +60,44 @@ static void trace_hex(char out[49])
 		snprintf(out + i * 8, 9, "%08x", ids_random_u32());
 }
 
+/* True when v may be a header value: no control characters (CR or LF would end the header
+ * and start another: header injection). */
+static bool header_safe(const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* 401 and 403 (the key), 404 and 405 (the URL) are SomaBrain telling us we are set up wrong,
+ * not that this request is wrong: the setting to check, or NULL. */
+static const char *config_fault(long status)
+{
+	if (status == 401 || status == 403)
+		return "memory.somabrain_api_key";
+	if (status == 404 || status == 405)
+		return "memory.somabrain_url";
+	return NULL;
+}
+
+/* Logs a configuration fault once per CONFIG_LOG_MS, or at once when the status changed (every
+ * lane and recall would else repeat it per call). */
+static void config_fault_log(long status, const char *what)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t last_ms;
+	static long last_status;
+	int64_t now = clock_wall_ms();
+	pthread_mutex_lock(&lock);
+	bool due = status != last_status || now - last_ms >= CONFIG_LOG_MS;
+	if (due)
+		last_ms = now, last_status = status;
+	pthread_mutex_unlock(&lock);
+	if (due)
+		log_error("memory", "%s; writes wait in the outbox until it is fixed", what);
+}
+
 /* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
  * HTTP status (0 when there was no answer). */
 static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
@@ -59,6 +105,7 @@ static enum memory_call call(const char *method, const char *path, const char *t
 {
 	*out = NULL;
 	*status = 0;
+	char rid_new[IDS_UUID_LEN + 1];
 	const char *why = "libcurl is not available";
 	const struct curl_api *curl = curl_api_get(&why);
 	CURL *h = curl ? curl_api_thread_handle() : NULL;
@@ -68,14 +115,21 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		snprintf(err, cap, "%s", h ? "out of memory" : why);
 		return MEMORY_CALL_UNAVAILABLE;
 	}
-	char url[700], auth[600], tid[200], rid[200], trace[100], rid_new[IDS_UUID_LEN + 1], hex[49];
-	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
-	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
 	if (!request_id || !request_id[0]) {
 		ids_uuid4(rid_new);
 		request_id = rid_new;
 	}
+	if (!header_safe(tenant ? tenant : "") || !header_safe(request_id) || !header_safe(memory_cfg.api_key)) {
+		free(text); /* a guard: the callers pass checked values; never send a broken header */
+		snprintf(err, cap,
+			 "refused to call SomaBrain: a header value (tenant, request id or "
+			 "memory.somabrain_api_key) holds a control character");
+		return MEMORY_CALL_REJECTED;
+	}
+	char url[700], auth[600], tid[200], rid[200], trace[100], hex[49];
+	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
+	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
 	snprintf(rid, sizeof(rid), "X-Request-ID: %s", request_id);
 	trace_hex(hex);
 	snprintf(trace, sizeof(trace), "traceparent: 00-%.32s-%.16s-01", hex, hex + 32);
@@ -112,9 +166,19 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		snprintf(err, cap, "SomaBrain's reply to %s is larger than %u bytes", path, RESP_MAX);
 		res = MEMORY_CALL_UNAVAILABLE;
 	} else if (r.status < 200 || r.status > 299) {
-		snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status, r.buf ? r.buf : "");
-		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429;
-		res = client ? MEMORY_CALL_REJECTED : MEMORY_CALL_UNAVAILABLE;
+		const char *setting = config_fault(r.status);
+		if (setting) {
+			snprintf(err, cap, "SomaBrain at %s answered %s with HTTP %ld; check %s", memory_cfg.url, path,
+				 r.status, setting);
+			config_fault_log(r.status, err);
+		} else {
+			snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status,
+				 r.buf ? r.buf : "");
+		}
+		bool client = r.status >= 400 && r.status < 500 && r.status != 408 && r.status != 429 && !setting;
+		res = client		? MEMORY_CALL_REJECTED
+		      : r.status >= 500 ? MEMORY_CALL_SERVER_ERROR
+					: MEMORY_CALL_UNAVAILABLE;
 	} else {
 		*out = r.buf ? json_loadb(r.buf, r.len, 0, NULL) : NULL;
 		if (!*out) {
@@ -137,7 +201,7 @@ static void sb_remember(struct store *st, const struct memory_item *items, size_
 					 it->key, "value", it->value, "tags", it->tags);
 		json_t *reply = NULL;
 		long status;
-		results[i] = body ? call("POST", "/memory/remember", it->tenant, it->key, body, &reply, &status, err[i],
+		results[i] = body ? call("POST", "/memory/remember", it->tenant, NULL, body, &reply, &status, err[i],
 					 sizeof(err[i]))
 				  : MEMORY_CALL_UNAVAILABLE;
 		json_decref(body);
@@ -168,11 +232,14 @@ static enum memory_call sb_recall(struct store *st, const char *tenant, const ch
 	{
 		if ((int)i >= top_k)
 			break;
-		json_t *layer = json_object_get(item, "layer");
-		json_array_append_new(*out, json_pack("{s:O, s:O, s:s}", "score",
-						      json_object_get(item, "score") ?: json_real(0), "payload",
-						      json_object_get(item, "payload") ?: json_object(), "source",
-						      json_is_string(layer) ? json_string_value(layer) : "somabrain"));
+		/* o, not O: a missing score or payload is a new value the result takes over (O took a
+		 * second reference to it: a leak per such result) */
+		json_t *layer = json_object_get(item, "layer"), *score = json_object_get(item, "score"),
+		       *payload = json_object_get(item, "payload");
+		json_array_append_new(*out,
+				      json_pack("{s:o, s:o, s:s}", "score", score ? json_incref(score) : json_real(0),
+						"payload", payload ? json_incref(payload) : json_object(), "source",
+						json_is_string(layer) ? json_string_value(layer) : "somabrain"));
 	}
 	*degraded = *degraded || json_is_true(json_object_get(reply, "degraded"));
 	json_decref(reply);

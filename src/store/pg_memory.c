@@ -113,10 +113,11 @@ static enum soma_err outbox_insert(struct pgconn *c, const char *tenant, const c
 	pg_param_text(&p, ns ? ns : ""); /* "": memory.namespace when delivered */
 	pg_param_text(&p, body);
 	pg_param_int(&p, clock_wall_ms());
-	return pg_run(c,
-		      "INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, created_ms, "
-		      "updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (tenant, key) DO NOTHING",
-		      &p, NULL);
+	return pg_run(
+		c,
+		"INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, created_ms, "
+		"updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (tenant, namespace, key) DO NOTHING",
+		&p, NULL);
 }
 
 enum soma_err pg_sql_memory_event(struct pgconn *c, const char *tenant, const char *session_id, json_t *event)

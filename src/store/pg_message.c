@@ -49,7 +49,7 @@
 const char *const pg_fast_sql = FAST_SESSION
 	"m AS (INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, available_ms, "
 	"created_ms, updated_ms) SELECT $10, $2, $1, '', $11, $5, $5, $5 FROM s WHERE $10::text IS NOT NULL "
-	"ON CONFLICT (tenant, key) DO NOTHING), " FAST_TASK("$18", "$19");
+	"ON CONFLICT (tenant, namespace, key) DO NOTHING), " FAST_TASK("$18", "$19");
 const char *const pg_fast_direct_sql =
 	FAST_SESSION "m AS (INSERT INTO memories(tenant, namespace, key, session_id, content, payload, created_ms) "
 		     "SELECT $2, $18, $10, $1, $19, $11, $5 FROM s WHERE $10::text IS NOT NULL "

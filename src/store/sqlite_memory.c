@@ -189,7 +189,7 @@ static enum soma_err outbox_insert(struct dbconn *c, const char *tenant, const c
 	int64_t now = clock_wall_ms();
 	sqlite3_stmt *s = dbconn_stmt(c, "INSERT INTO memory_outbox(key, tenant, session_id, namespace, body, "
 					 "available_ms, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-					 "ON CONFLICT(tenant, key) DO NOTHING");
+					 "ON CONFLICT(tenant, namespace, key) DO NOTHING");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, key);

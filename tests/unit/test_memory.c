@@ -383,6 +383,29 @@ Test(memory, one_rule_and_the_breaker)
 	cfg_unload();
 }
 
+/* Which failure is a row's own (relay.c spends an attempt for it): a 5xx that opens the
+ * breaker, or reopens it as the probe, while /health answers; never a 429 or transport error,
+ * nor a failure while the breaker is already open or /health is unreachable. */
+Test(memory, a_5xx_that_opens_the_breaker_is_the_calls_own)
+{
+	load_config("somabrain");
+	memory_note_health(MEMORY_CALL_OK, "ok");
+	cr_assert_eq(memory_note_call(MEMORY_CALL_SERVER_ERROR, "remember_failure"), false, "closed: no outage");
+	cr_assert_eq(memory_note_call(MEMORY_CALL_SERVER_ERROR, "remember_failure"), true, "opened it");
+	cr_assert_eq(memory_note_call(MEMORY_CALL_SERVER_ERROR, "remember_failure"), false, "already open");
+	sleep_ms(250);
+	cr_assert_eq(memory_breaker_allows(), true);
+	cr_assert_eq(memory_note_call(MEMORY_CALL_SERVER_ERROR, "remember_failure"), true, "the probe reopened it");
+	sleep_ms(250);
+	cr_assert_eq(memory_breaker_allows(), true);
+	cr_assert_eq(memory_note_call(MEMORY_CALL_UNAVAILABLE, "remember_failure"), false, "a 429 is an outage");
+	sleep_ms(250);
+	memory_note_health(MEMORY_CALL_UNAVAILABLE, "health_unreachable");
+	cr_assert_eq(memory_breaker_allows(), true);
+	cr_assert_eq(memory_note_call(MEMORY_CALL_SERVER_ERROR, "remember_failure"), false, "/health is down too");
+	cfg_unload();
+}
+
 Test(memory, builtin_recall_through_the_interface)
 {
 	load_config("builtin");

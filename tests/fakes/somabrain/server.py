@@ -16,14 +16,17 @@ duplicate and not stored twice, as SomaBrain deduplicates) and misbehaves on dem
     server.py --port P [--delay-ms N]   (N: remember and recall answer N ms after they arrived, as /_control)
 
 Control (test side):
-    POST /_control {"mode": "ok|down|5xx|429|not_ready|drop|garbage", "delay_ms": N, "poison": "TEXT"}
+    POST /_control {"mode": "ok|down|5xx|429|not_ready|drop|garbage", "delay_ms": N, "poison": "TEXT",
+                    "poison_status": N, "status": N, "recall_results": [...]}
         down: every request (health included) answers 503; 5xx: remember/recall answer 500,
         health stays ok; not_ready: health says ready=false (calls still work); drop: the
         connection is closed without an answer (a transport error); garbage: every request gets 200
         with an HTML body; 429: remember/recall are rate limited. delay_ms: remember and
         recall are answered this long after their request line arrived (the fake's own work is
         inside the delay, so a 1 ms SomaBrain answers in 1 ms, not 1 ms plus Python; /health stays
-        quick). poison: a remember whose value contains TEXT gets 400.
+        quick). poison: a remember whose value contains TEXT gets poison_status (default 400).
+        status: remember/recall answer this HTTP status (e.g. 401, 404; health stays ok); null
+        to stop. recall_results: a recall answers these results as they are (null: the stored ones).
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
                      key]...], recalls, last_headers (of the last remember or recall), last_recall,
                      mode, delay_ms}
@@ -44,7 +47,8 @@ state = {}
 def reset():
     with lock:
         state.clear()
-        state.update({"mode": "ok", "delay_ms": 0, "poison": None, "requests": 0, "remembers": 0,
+        state.update({"mode": "ok", "delay_ms": 0, "poison": None, "poison_status": 400, "status": None,
+                      "recall_results": None, "requests": 0, "remembers": 0,
                       "memories": {}, "order": [], "dup": {}, "recalls": 0, "last_headers": {},
                       "last_recall": None, "index": {}, "seq": {}})
 
@@ -62,7 +66,8 @@ def words(text):
     return out
 
 
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity",
+STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+               405: "Method Not Allowed", 422: "Unprocessable Entity",
                429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -134,7 +139,7 @@ class Handler(socketserver.StreamRequestHandler):
         """True when the request was answered by the current mode (drop: Dropped is raised)."""
         with lock:
             state["requests"] += 1
-            mode, delay = state["mode"], state["delay_ms"]
+            mode, delay, status = state["mode"], state["delay_ms"], state["status"]
             if api:  # a /health probe (no tenant) must not hide the last call's headers
                 state["last_headers"] = dict(self.headers)
         if delay and api:
@@ -151,6 +156,9 @@ class Handler(socketserver.StreamRequestHandler):
             return True
         if mode == "429" and api:
             self.send_json(429, {"detail": "slow down"})
+            return True
+        if status and api:
+            self.send_json(int(status), {"detail": f"status {status} on demand"})
             return True
         if mode == "5xx" and api:
             self.send_json(500, {"detail": "internal error"})
@@ -193,7 +201,7 @@ class Handler(socketserver.StreamRequestHandler):
         if self.path == "/_control":
             ctl = self.body() or {}
             with lock:
-                for k in ("mode", "delay_ms", "poison"):
+                for k in ("mode", "delay_ms", "poison", "poison_status", "status", "recall_results"):
                     if k in ctl:
                         state[k] = ctl[k]
             self.send_json(200, {"ok": True})
@@ -215,9 +223,9 @@ class Handler(socketserver.StreamRequestHandler):
             self.send_json(422, {"detail": "tenant, namespace, key and value{} are required"})
             return
         with lock:
-            poison = state["poison"]
+            poison, poison_status = state["poison"], state["poison_status"]
         if poison and poison in json.dumps(body["value"]):
-            self.send_json(400, {"detail": "value rejected"})
+            self.send_json(int(poison_status), {"detail": "value rejected"})
             return
         ident = (body["tenant"], body["namespace"], body["key"])
         with lock:
@@ -258,6 +266,9 @@ class Handler(socketserver.StreamRequestHandler):
         scored.sort(key=lambda t: (-t[0], t[1]))  # best first, then in the order stored
         results = [{"layer": "wm", "score": float(s), "payload": v, "coordinate": None, "source": "wm"}
                    for s, _, v in scored[:top_k]]
+        with lock:
+            if state["recall_results"] is not None:
+                results = state["recall_results"]
         self.send_json(200, {"tenant": body["tenant"], "namespace": body.get("namespace", "wm"),
                              "results": results, "wm_hits": len(results), "ltm_hits": 0, "duration_ms": 0.1,
                              "degraded": False})
