@@ -62,6 +62,16 @@ void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
 	snprintf(buf, cap, "soma-run-%s-%lld", m->id, (long long)m->retries);
 }
 
+void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
+{
+	char lock[160];
+	rw_lock_key(&m->m, lock, sizeof(lock));
+	if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue, m->locked ? lock : NULL, m->owner) !=
+	    SOMA_OK)
+		log_warn("queue", "cannot give back %s %s at shutdown; it is restored after the visibility timeout",
+			 what, m->m.id);
+}
+
 /* ZREM unacked_index t1..tn, HDEL unacked t1..tn, DEL lock1..lockn for what was recorded. */
 static void append_acks(struct rworker *w)
 {
@@ -170,11 +180,7 @@ static void rw_close(void *wp)
 	rw_drain(w);
 	for (int i = 0; i < w->count; i++) {
 		struct rmsg *m = &w->buf[(w->head + i) % REDIS_PREFETCH_MAX];
-		if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue) != SOMA_OK)
-			log_warn("queue",
-				 "cannot give back message %s at shutdown; it is restored after the "
-				 "visibility timeout",
-				 m->m.id);
+		rw_give_back(w, m, "message");
 		rmsg_free(m);
 	}
 	w->count = 0;
@@ -252,6 +258,8 @@ static void dedupe(struct rworker *w, int from, int n)
 			json_decref(v);
 		}
 		m->locked = lock && lock->type == REDIS_REPLY_STATUS;
+		if (m->locked)
+			snprintf(m->owner, sizeof(m->owner), "%s", w->id);
 		if (lock && lock->type == REDIS_REPLY_NIL && !m->skip) {
 			log_info("queue", "task %s (try %lld) runs on another worker now; acking this copy", m->m.id,
 				 (long long)m->m.retries);
@@ -393,7 +401,10 @@ static bool next_from_batch(struct rworker *w)
 				rw_unlock(w, &m->m);
 			rmsg_free(m);
 		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
-			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms);
+			char lock[160];
+			rw_lock_key(&m->m, lock, sizeof(lock));
+			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms, m->locked ? lock : NULL,
+				   m->owner);
 			m->text = NULL;
 			rmsg_free(m);
 		} else {
@@ -418,9 +429,9 @@ static json_t *rw_reserve(void *wp)
 			return task_json(w, &w->cur.m);
 		char *text;
 		size_t len;
-		char tag[72];
+		char tag[72], owner[64];
 		int64_t next_due;
-		if (redis_hold_take(w->queue, &text, &len, tag, &next_due)) {
+		if (redis_hold_take(w->queue, &text, &len, tag, owner, &next_due)) {
 			char why[256];
 			struct rmsg *m = &w->cur;
 			if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
@@ -428,6 +439,8 @@ static json_t *rw_reserve(void *wp)
 				continue;
 			}
 			m->text = text, m->len = len, w->has_cur = true;
+			m->locked = owner[0] != '\0'; /* (taken by whichever worker popped it) */
+			memcpy(m->owner, owner, sizeof(m->owner));
 			return task_json(w, &m->m);
 		}
 		if (queue_stopping())

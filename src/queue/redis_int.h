@@ -32,6 +32,7 @@ struct rmsg {
 	size_t len;	     /* its length */
 	bool skip;	     /* done already (a ready result) or running elsewhere: ack, do not run */
 	bool locked;	     /* this worker took its run-lock */
+	char owner[64];	     /* the worker id the run-lock holds (when locked; for a held message, its taker's) */
 	json_t *ready;	     /* skipped for a stored result, of a canvas task: that meta (owned) */
 };
 
@@ -136,5 +137,9 @@ void rmsg_free(struct rmsg *m);
 void redis_unacked_score(int64_t wall_ms, char *buf, size_t cap);
 /* The run-lock key of a message into buf. */
 void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap);
+/* Gives m back to the front of w's queue (redis_restore_one) with the release of its run-lock
+ * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
+ * names the message for the warning when Redis does not take it. m is borrowed. */
+void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what);
 
 #endif

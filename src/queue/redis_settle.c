@@ -11,10 +11,10 @@
  * failure) -> the dead-letter store (a 'dead' row in the SQL store, committed first: if it cannot
  * be written nothing is acked and the message comes back after the visibility timeout), meta
  * FAILURE with the exception dict, ack. Interrupted by shutdown -> the message goes back to the
- * front of its queue unacked-free. Revoked or expired -> meta REVOKED + ack, not run.
- * A copy of a canvas task whose result is stored already (redelivered after its worker wrote the
- * meta but stopped before Redis confirmed the follow-ups) is not run: its follow-ups are written
- * again from the stored result (idempotent: a no-op when they went out), then it is acked.
+ * front of its queue unacked-free, its run-lock released in the same transaction (rw_give_back). Revoked or expired ->
+ * meta REVOKED + ack, not run. A copy of a canvas task whose result is stored already (redelivered after its worker
+ * wrote the meta but stopped before Redis confirmed the follow-ups) is not run: its follow-ups are written again from
+ * the stored result (idempotent: a no-op when they went out), then it is acked.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,11 +217,7 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 	rw_wait_redis(w, m->id); /* the outcome of a task that ran must reach Redis (redis_confirm.c) */
 	if (outcome == TASK_RETRY && ctx->shutdown) {
 		rw_drain(w);
-		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
-			log_warn("queue",
-				 "cannot give back task %s at shutdown; it comes back after the visibility "
-				 "timeout",
-				 ctx->id);
+		rw_give_back(w, &w->cur, "task");
 		return outcome;
 	}
 	int64_t max = json_integer_value(json_object_get(ctx->task, "max_retries"));
@@ -266,6 +262,6 @@ void redis_requeue(void *wp, json_t *task)
 	struct rworker *w = wp;
 	(void)task;
 	rw_drain(w);
-	if (w->has_cur && redis_restore_one(w->c, w->cur.m.delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
-		log_warn("queue", "cannot give back task %s at shutdown", w->cur.m.id);
+	if (w->has_cur)
+		rw_give_back(w, &w->cur, "task");
 }
