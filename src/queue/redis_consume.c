@@ -62,16 +62,6 @@ void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
 	snprintf(buf, cap, "soma-run-%s-%lld", m->id, (long long)m->retries);
 }
 
-void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
-{
-	char lock[160];
-	rw_lock_key(&m->m, lock, sizeof(lock));
-	if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue, m->locked ? lock : NULL, m->owner) !=
-	    SOMA_OK)
-		log_warn("queue", "cannot give back %s %s at shutdown; it is restored after the visibility timeout",
-			 what, m->m.id);
-}
-
 /* ZREM unacked_index t1..tn, HDEL unacked t1..tn, DEL lock1..lockn for what was recorded. */
 static void append_acks(struct rworker *w)
 {
@@ -178,9 +168,11 @@ static void rw_close(void *wp)
 {
 	struct rworker *w = wp;
 	rw_drain(w);
+	rw_prefetch_check(w); /* one whose claim lapsed may run elsewhere now: not given back */
 	for (int i = 0; i < w->count; i++) {
 		struct rmsg *m = &w->buf[(w->head + i) % REDIS_PREFETCH_MAX];
-		rw_give_back(w, m, "message");
+		if (!m->gone)
+			rw_give_back(w, m, "message");
 		rmsg_free(m);
 	}
 	w->count = 0;
@@ -208,6 +200,8 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	m->text = text;
 	m->len = len;
 	m->skip = false;
+	m->gone = false;
+	m->fresh_ms = clock_wall_ms(); /* (its unacked score and run-lock are set from here on) */
 	w->count++;
 	return true;
 }
@@ -224,8 +218,7 @@ static void dedupe(struct rworker *w, int from, int n)
 	char lock_px[24];
 	if (!metas)
 		return; /* unchecked: run, as when Redis does not answer */
-	long long px = queue_visibility_ms() - 2000;
-	snprintf(lock_px, sizeof(lock_px), "%lld", px < 1000 ? 1000 : px);
+	snprintf(lock_px, sizeof(lock_px), "%lld", (long long)rw_lock_ms());
 	argv[0] = "MGET", lens[0] = 4;
 	for (int i = 0; i < n; i++) {
 		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
@@ -389,10 +382,13 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 static bool next_from_batch(struct rworker *w)
 {
 	while (w->count > 0) {
+		rw_prefetch_check(w); /* (after a long task: the rest of the batch may be another's now) */
 		struct rmsg *m = &w->buf[w->head];
 		w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
 		w->count--;
-		if (m->skip && m->ready) {
+		if (m->gone) {
+			rmsg_free(m); /* not ours any more: another worker's, or the sweep's to restore */
+		} else if (m->skip && m->ready) {
 			rw_settle_ready(w, m);
 			rmsg_free(m);
 		} else if (m->skip) {
@@ -453,7 +449,7 @@ static json_t *rw_reserve(void *wp)
 }
 
 /* Keeps the running message's unacked entry fresh (ZADD XX: no sweep restores it) and its
- * run-lock held, every third of the visibility timeout. */
+ * run-lock held, every third of the visibility timeout; and those of the prefetched ones. */
 static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 {
 	struct rworker *w = wp;
@@ -472,6 +468,7 @@ static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 		w->owed++;
 	if (redis_append_argv(w->c, 3, p, pl) == SOMA_OK)
 		w->owed++;
+	rw_prefetch_keep(w, now); /* and the claims of the messages waiting behind it */
 	rw_send(w);
 }
 

@@ -256,6 +256,16 @@ void redis_revoke(void *wp, json_t *task, const char *why)
 		finish(w, "REVOKED", NULL, "TaskRevokedError", "celery.exceptions", why);
 }
 
+void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
+{
+	char lock[160];
+	rw_lock_key(&m->m, lock, sizeof(lock));
+	if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue, m->locked ? lock : NULL, m->owner) !=
+	    SOMA_OK)
+		log_warn("queue", "cannot give back %s %s at shutdown; it is restored after the visibility timeout",
+			 what, m->m.id);
+}
+
 void redis_requeue(void *wp, json_t *task);
 void redis_requeue(void *wp, json_t *task)
 {

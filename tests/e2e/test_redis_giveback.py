@@ -1,13 +1,16 @@
-"""The redis queue's give-backs: a graceful restart gives back every message a worker held
-(waiting for its countdown, eta or retry backoff, interrupted by the shutdown) together with its
-run-lock, so the next process runs it instead of acking it as "running on another worker"."""
+"""The redis queue's give-backs and prefetch: a graceful restart gives back every message a
+worker held (waiting for its countdown or eta, interrupted by the shutdown) together with its
+run-lock, so the next process runs it instead of acking it as "running on another worker"; and a
+message waiting in a worker's prefetch while the task before it runs past the visibility timeout
+runs once, not once by the sweep's new taker and once more from the buffer."""
 
 import time
 
+import httpx
 import pytest
 
-from celery_util import post_task, redis_sets, wait_task
-from e2e_util import wait_until
+from celery_util import get_task, load_app, post_task, redis_sets, wait_task, write_app
+from e2e_util import find_samples, parse_metrics, wait_until
 from servers import RedisServer
 
 pytestmark = pytest.mark.store_neutral
@@ -62,3 +65,27 @@ def test_a_retry_held_for_its_backoff_at_a_graceful_restart_runs_after_it(soma, 
     wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take and hold the retry")
     after = restart(soma, srv, redis, backoff)
     check_runs_after_restart(after, tid, srv, status="FAILURE")  # its second and last try ran
+
+
+def echo_runs(srv):
+    _, samples = parse_metrics(httpx.get(srv.url + "/metrics", timeout=5).text)
+    return sum(v for _, v in find_samples(samples, "soma_tasks_total", task="soma.echo"))
+
+
+def test_prefetched_messages_run_once_when_the_task_before_them_outlasts_the_visibility_timeout(
+        soma, redis, tmp_path):
+    # the four messages are queued before the server starts: its first worker takes them in one
+    # batch, runs the sleep, and the echoes wait in its prefetch past the 5 s visibility timeout
+    write_app(tmp_path, redis.url())
+    app = load_app(tmp_path)
+    slow = app.send_task("soma.sleep", kwargs={"seconds": 9})
+    echoes = [app.send_task("soma.echo", args=[i]) for i in range(3)]
+    srv = soma(*redis_sets(redis, "queue.visibility_timeout_s=5"))
+    for i, r in enumerate(echoes):
+        assert r.get(timeout=30) == {"args": [i], "kwargs": {}}
+    assert slow.get(timeout=30)["slept"] == 9
+    time.sleep(1.0)  # the buffered copies, if any, run right after the sleep
+    assert echo_runs(srv) == 3, srv.log_text()
+    wait_until(lambda: redis.client().hlen("unacked") == 0, 10, what="every ack")
+    for r in echoes:
+        assert get_task(srv, r.id)["status"] == "SUCCESS"
