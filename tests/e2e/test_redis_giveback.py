@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from celery_util import get_task, load_app, post_task, redis_sets, wait_task, write_app
+from celery_util import get_task, load_app, post_task, queued_messages, redis_sets, wait_task, write_app
 from e2e_util import find_samples, parse_metrics, wait_until
 from servers import RedisServer
 
@@ -65,6 +65,27 @@ def test_a_retry_held_for_its_backoff_at_a_graceful_restart_runs_after_it(soma, 
     wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take and hold the retry")
     after = restart(soma, srv, redis, backoff)
     check_runs_after_restart(after, tid, srv, status="FAILURE")  # its second and last try ran
+
+
+def test_a_revoke_of_a_task_waiting_for_its_retry_outlives_a_restart(soma, redis):
+    # the REVOKED result replaces the RETRY one (it was stored SET NX: not at all), so the retry
+    # given back at the restart is acked unrun by the next process, which never heard the revoke
+    backoff = "queue.retry_backoff_ms=8000"
+    srv = soma(*redis_sets(redis, backoff))
+    tid = post_task(srv, task="soma.fail", kwargs={"message": "again", "retryable": True},
+                    max_retries=3)["task_id"]
+    wait_task(srv, tid, {"RETRY"}, timeout=10)
+    wait_until(lambda: redis.client().hlen("unacked") == 1, 10, what="the worker to take and hold the retry")
+    r = httpx.post(f"{srv.url}/v1/tasks/{tid}/revoke", timeout=5)
+    assert r.status_code == 202 and r.json()["status"] == "REVOKED", r.text
+    assert get_task(srv, tid)["status"] == "REVOKED"
+    after = restart(soma, srv, redis, backoff)
+    wait_until(lambda: redis.client().hlen("unacked") == 0 and not queued_messages(redis.client()), 15,
+               what="the given-back retry to be taken and acked")
+    time.sleep(0.5)
+    assert get_task(after, tid)["status"] == "REVOKED"
+    _, samples = parse_metrics(httpx.get(after.url + "/metrics", timeout=5).text)
+    assert not find_samples(samples, "soma_tasks_total", task="soma.fail"), "the revoked retry ran"
 
 
 def echo_runs(srv):
