@@ -56,6 +56,23 @@ def test_a_task_interrupted_by_a_graceful_restart_runs_after_it(soma, redis):
     check_runs_after_restart(after, tid, srv)
 
 
+def test_prefetched_messages_given_back_at_a_graceful_restart_run_after_it(soma, redis, tmp_path):
+    # queued before the server starts: its first worker takes all four in one batch, and the
+    # echoes wait in its prefetch behind the sleep when the stop comes
+    write_app(tmp_path, redis.url())
+    app = load_app(tmp_path)
+    slow = app.send_task("soma.sleep", kwargs={"seconds": 3})
+    echoes = [app.send_task("soma.echo", args=[i]) for i in range(3)]
+    srv = soma(*redis_sets(redis, "shutdown.grace_s=1"))
+    wait_until(lambda: redis.client().hlen("unacked") == 4, 10, what="the worker to take the batch")
+    time.sleep(0.5)
+    after = restart(soma, srv, redis)
+    for i, r in enumerate(echoes):
+        assert r.get(timeout=20) == {"args": [i], "kwargs": {}}
+    assert slow.get(timeout=20)["slept"] == 3
+    assert not any(LOST in ln for ln in after.log_lines() + srv.log_lines()), after.log_text()
+
+
 def test_a_retry_held_for_its_backoff_at_a_graceful_restart_runs_after_it(soma, redis):
     backoff = "queue.retry_backoff_ms=8000"  # the first retry is due 4..8 s after the failure
     srv = soma(*redis_sets(redis, backoff))
