@@ -92,13 +92,12 @@ static void redis_busy(struct http_req *req, struct wait *w)
 
 /* ---- publish ---- */
 
-/* The idempotency key of the request (its body's), taken by the task of op whose publish failed:
+/* The idempotency key of the request (its body's), taken by task id whose publish failed:
  * released, or the client's retry would get 202 duplicate with the id of a task never stored. */
-static void release_key(struct http_req *req, const struct store_op *op)
+static void release_key(struct http_req *req, const char *id)
 {
 	json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
 	const char *key = json_string_value(json_object_get(b, "idempotency_key"));
-	const char *id = json_string_value(json_object_get(op->task, "id"));
 	if (key && id && queue_idempotency_release_async(req->ident.tenant, key, id) != SOMA_OK)
 		log_warn("gateway",
 			 "cannot release the idempotency key of task %s (the task API's redis queue is full)", id);
@@ -108,7 +107,8 @@ static void release_key(struct http_req *req, const struct store_op *op)
 static void on_published(struct http_req *req, struct store_op *op)
 {
 	if (op->err != SOMA_OK)
-		release_key(req, op); /* (before the answer: the body is the request's until then) */
+		release_key(req,
+			    json_string_value(json_object_get(op->task, "id"))); /* (the body lives until the answer) */
 	if (op->err != SOMA_OK)
 		gw_store_error(req, op, "task");
 	else
@@ -129,8 +129,14 @@ static void after_idempotency(struct wait *w)
 		http_respond_json(w->req, 202,
 				  json_pack("{s:s, s:s, s:b}", "task_id", holder, "status", "PENDING", "duplicate", 1));
 	} else {
-		gw_store(w->req, w->op, on_published);
+		char id[72];
+		snprintf(id, sizeof(id), "%s", mine);
+		enum soma_err err = gw_store_try(w->req, w->op, on_published);
 		w->op = NULL;
+		if (err != SOMA_OK) { /* the store refused it at once (saturated, stopping) */
+			release_key(w->req, id);
+			gw_store_refused(w->req, err);
+		}
 	}
 }
 
