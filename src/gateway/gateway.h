@@ -19,6 +19,12 @@ typedef void (*gw_store_done_fn)(struct http_req *req, struct store_op *op);
 /* Submits op on behalf of req (req stays open until fn answers). If the client goes away
  * first, fn is not called. When the store is saturated, answers 503 itself. Takes op. */
 void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn);
+/* gw_store without the answer to a refusal: SOMA_OK when op was submitted, else the refusal
+ * (op freed, nothing answered) for the caller to undo what it prepared, then answer with
+ * gw_store_refused. Takes op. */
+enum soma_err gw_store_try(struct http_req *req, struct store_op *op, gw_store_done_fn fn) SOMA_MUST_CHECK;
+/* Answers a gw_store_try refusal as gw_store does (500 out of memory, 503 store_busy). */
+void gw_store_refused(struct http_req *req, enum soma_err err);
 /* The body as a JSON object, or NULL after answering 400 (malformed JSON, invalid UTF-8, not
  * an object, nested deeper than GW_JSON_MAX_DEPTH). Caller owns the result. */
 json_t *gw_json_object(struct http_req *req);

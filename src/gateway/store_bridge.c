@@ -52,13 +52,12 @@ static void on_abort(struct http_req *req)
 	p->aborted = true;
 }
 
-void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
+enum soma_err gw_store_try(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	if (!p) {
 		store_op_free(op);
-		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
-		return;
+		return SOMA_ERR_NOMEM;
 	}
 	*p = (struct pending){req, req->thread, op, fn, false};
 	op->done = on_store_done;
@@ -66,10 +65,26 @@ void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
 	if (store_submit(app.store, op) != SOMA_OK) {
 		free(p);
 		store_op_free(op);
-		http_resp_header(req, "Retry-After", "1");
-		http_respond_error(req, 503, "store_busy", "the store is saturated or stopping; retry in a second");
-		return;
+		return SOMA_ERR_UNAVAILABLE;
 	}
 	req->handler_ctx = p;
 	req->on_abort = on_abort;
+	return SOMA_OK;
+}
+
+void gw_store_refused(struct http_req *req, enum soma_err err)
+{
+	if (err == SOMA_ERR_NOMEM) {
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	http_resp_header(req, "Retry-After", "1");
+	http_respond_error(req, 503, "store_busy", "the store is saturated or stopping; retry in a second");
+}
+
+void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
+{
+	enum soma_err err = gw_store_try(req, op, fn);
+	if (err != SOMA_OK)
+		gw_store_refused(req, err);
 }

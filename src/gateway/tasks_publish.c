@@ -7,10 +7,10 @@
  * payload.options {priority, expires_ms, time_limit, soft_time_limit}; countdown and eta become
  * the row's available_ms. An idempotency key (redis driver) is a SET NX with a TTL on Redis
  * before the publish: a key already held answers with the task id that holds it, and nothing is
- * published. Reads on the redis driver: the store first (a task still in the outbox, or a dead
- * letter), then the task's Celery result meta on Redis; neither -> PENDING, as Celery says of an
- * id it does not know. Redis calls run on the queue's result threads (queue_*_async) and the
- * answer is posted back to the request's io thread.
+ * published; a publish the store refuses releases the key (compare-and-delete on the task id). Reads on the redis
+ * driver: the store first (a task still in the outbox, or a dead letter), then the task's Celery result meta on Redis;
+ * neither -> PENDING, as Celery says of an id it does not know. Redis calls run on the queue's result threads
+ * (queue_*_async) and the answer is posted back to the request's io thread.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/ids.h"
+#include "core/log.h"
 #include "gateway/gateway.h"
 #include "gateway/tasks_int.h"
 #include "policy/gate.h"
@@ -91,8 +92,23 @@ static void redis_busy(struct http_req *req, struct wait *w)
 
 /* ---- publish ---- */
 
+/* The idempotency key of the request (its body's), taken by task id whose publish failed:
+ * released, or the client's retry would get 202 duplicate with the id of a task never stored. */
+static void release_key(struct http_req *req, const char *id)
+{
+	json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+	const char *key = json_string_value(json_object_get(b, "idempotency_key"));
+	if (key && id && queue_idempotency_release_async(req->ident.tenant, key, id) != SOMA_OK)
+		log_warn("gateway",
+			 "cannot release the idempotency key of task %s (the task API's redis queue is full)", id);
+	json_decref(b);
+}
+
 static void on_published(struct http_req *req, struct store_op *op)
 {
+	if (op->err != SOMA_OK)
+		release_key(req,
+			    json_string_value(json_object_get(op->task, "id"))); /* (the body lives until the answer) */
 	if (op->err != SOMA_OK)
 		gw_store_error(req, op, "task");
 	else
@@ -113,8 +129,14 @@ static void after_idempotency(struct wait *w)
 		http_respond_json(w->req, 202,
 				  json_pack("{s:s, s:s, s:b}", "task_id", holder, "status", "PENDING", "duplicate", 1));
 	} else {
-		gw_store(w->req, w->op, on_published);
+		char id[72];
+		snprintf(id, sizeof(id), "%s", mine);
+		enum soma_err err = gw_store_try(w->req, w->op, on_published);
 		w->op = NULL;
+		if (err != SOMA_OK) { /* the store refused it at once (saturated, stopping) */
+			release_key(w->req, id);
+			gw_store_refused(w->req, err);
+		}
 	}
 }
 

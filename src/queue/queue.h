@@ -125,6 +125,10 @@ enum soma_err queue_status_async(const char *task_id, const char *tenant, queue_
  * holds the key (task_id itself when it was free) as a JSON string, or NULL on error. */
 enum soma_err queue_idempotency_async(const char *tenant, const char *key, const char *task_id, int ttl_s,
 				      queue_status_fn done, void *arg) SOMA_MUST_CHECK;
+/* Deletes the idempotency key (tenant, key) if it still holds task_id, whose publish failed (so
+ * the client's retry publishes instead of answering duplicate); on a result thread, nothing to
+ * wait for. SOMA_OK when queued. */
+enum soma_err queue_idempotency_release_async(const char *tenant, const char *key, const char *task_id) SOMA_MUST_CHECK;
 /* Per queue in queues (a JSON array of names; copied): done gets {name: {depth, reserved}} - the
  * messages waiting in Redis and those delivered but not acked - or NULL when Redis is down. */
 enum soma_err queue_stats_async(const json_t *queues, queue_status_fn done, void *arg) SOMA_MUST_CHECK;

@@ -91,15 +91,21 @@ struct redis_held;
 /* Registers the visibility restore and the sweep of one process (redis_restore.c). */
 void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms);
 /* Pushes envelope text back to the front of its queue as a restore does (redelivered flags),
- * and removes its unacked entry, in one MULTI/EXEC. */
+ * removes its unacked entry and, when lock is not NULL, deletes that run-lock if it still holds
+ * owner (a lock left behind made the next taker ack the message as running elsewhere: lost), all
+ * in one MULTI/EXEC. */
 enum soma_err redis_restore_one(struct redis_conn *c, const char *tag, const char *envelope, size_t len,
-				const char *queue) SOMA_MUST_CHECK;
+				const char *queue, const char *lock, const char *owner) SOMA_MUST_CHECK;
 
-/* Hands a message whose eta is in the future to the holder (takes text); queue_name borrowed. */
-void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms);
+/* Hands a message whose eta is in the future to the holder (takes text); the other strings are
+ * borrowed. lock and owner: its run-lock and the worker id it holds, released when the message is
+ * given back at stop (NULL when it holds none). */
+void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms, const char *lock,
+		const char *owner);
 /* The next due held message of queue (caller frees *text), or false; *next_ms receives the
- * earliest due time of the queue's held messages (INT64_MAX when none). */
-bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], int64_t *next_ms);
+ * earliest due time of the queue's held messages (INT64_MAX when none); owner receives the worker
+ * id its run-lock holds ("" when none). */
+bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], char owner[64], int64_t *next_ms);
 
 /* Time limits and running tags of this process's tasks, for the maintenance thread. */
 void queue_pool_tick(int64_t now_ms);

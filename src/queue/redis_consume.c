@@ -168,13 +168,11 @@ static void rw_close(void *wp)
 {
 	struct rworker *w = wp;
 	rw_drain(w);
+	rw_prefetch_check(w); /* one whose claim lapsed may run elsewhere now: not given back */
 	for (int i = 0; i < w->count; i++) {
 		struct rmsg *m = &w->buf[(w->head + i) % REDIS_PREFETCH_MAX];
-		if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue) != SOMA_OK)
-			log_warn("queue",
-				 "cannot give back message %s at shutdown; it is restored after the "
-				 "visibility timeout",
-				 m->m.id);
+		if (!m->gone)
+			rw_give_back(w, m, "message");
 		rmsg_free(m);
 	}
 	w->count = 0;
@@ -202,6 +200,8 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	m->text = text;
 	m->len = len;
 	m->skip = false;
+	m->gone = false;
+	m->fresh_ms = clock_wall_ms(); /* (its unacked score and run-lock are set from here on) */
 	w->count++;
 	return true;
 }
@@ -218,8 +218,7 @@ static void dedupe(struct rworker *w, int from, int n)
 	char lock_px[24];
 	if (!metas)
 		return; /* unchecked: run, as when Redis does not answer */
-	long long px = queue_visibility_ms() - 2000;
-	snprintf(lock_px, sizeof(lock_px), "%lld", px < 1000 ? 1000 : px);
+	snprintf(lock_px, sizeof(lock_px), "%lld", (long long)rw_lock_ms());
 	argv[0] = "MGET", lens[0] = 4;
 	for (int i = 0; i < n; i++) {
 		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
@@ -252,6 +251,8 @@ static void dedupe(struct rworker *w, int from, int n)
 			json_decref(v);
 		}
 		m->locked = lock && lock->type == REDIS_REPLY_STATUS;
+		if (m->locked)
+			snprintf(m->owner, sizeof(m->owner), "%s", w->id);
 		if (lock && lock->type == REDIS_REPLY_NIL && !m->skip) {
 			log_info("queue", "task %s (try %lld) runs on another worker now; acking this copy", m->m.id,
 				 (long long)m->m.retries);
@@ -381,10 +382,13 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 static bool next_from_batch(struct rworker *w)
 {
 	while (w->count > 0) {
+		rw_prefetch_check(w); /* (after a long task: the rest of the batch may be another's now) */
 		struct rmsg *m = &w->buf[w->head];
 		w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
 		w->count--;
-		if (m->skip && m->ready) {
+		if (m->gone) {
+			rmsg_free(m); /* not ours any more: another worker's, or the sweep's to restore */
+		} else if (m->skip && m->ready) {
 			rw_settle_ready(w, m);
 			rmsg_free(m);
 		} else if (m->skip) {
@@ -393,7 +397,10 @@ static bool next_from_batch(struct rworker *w)
 				rw_unlock(w, &m->m);
 			rmsg_free(m);
 		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
-			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms);
+			char lock[160];
+			rw_lock_key(&m->m, lock, sizeof(lock));
+			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms, m->locked ? lock : NULL,
+				   m->owner);
 			m->text = NULL;
 			rmsg_free(m);
 		} else {
@@ -418,9 +425,9 @@ static json_t *rw_reserve(void *wp)
 			return task_json(w, &w->cur.m);
 		char *text;
 		size_t len;
-		char tag[72];
+		char tag[72], owner[64];
 		int64_t next_due;
-		if (redis_hold_take(w->queue, &text, &len, tag, &next_due)) {
+		if (redis_hold_take(w->queue, &text, &len, tag, owner, &next_due)) {
 			char why[256];
 			struct rmsg *m = &w->cur;
 			if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
@@ -428,6 +435,8 @@ static json_t *rw_reserve(void *wp)
 				continue;
 			}
 			m->text = text, m->len = len, w->has_cur = true;
+			m->locked = owner[0] != '\0'; /* (taken by whichever worker popped it) */
+			memcpy(m->owner, owner, sizeof(m->owner));
 			return task_json(w, &m->m);
 		}
 		if (queue_stopping())
@@ -440,7 +449,7 @@ static json_t *rw_reserve(void *wp)
 }
 
 /* Keeps the running message's unacked entry fresh (ZADD XX: no sweep restores it) and its
- * run-lock held, every third of the visibility timeout. */
+ * run-lock held, every third of the visibility timeout; and those of the prefetched ones. */
 static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 {
 	struct rworker *w = wp;
@@ -459,6 +468,7 @@ static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 		w->owed++;
 	if (redis_append_argv(w->c, 3, p, pl) == SOMA_OK)
 		w->owed++;
+	rw_prefetch_keep(w, now); /* and the claims of the messages waiting behind it */
 	rw_send(w);
 }
 

@@ -32,6 +32,9 @@ struct rmsg {
 	size_t len;	     /* its length */
 	bool skip;	     /* done already (a ready result) or running elsewhere: ack, do not run */
 	bool locked;	     /* this worker took its run-lock */
+	char owner[64];	     /* the worker id the run-lock holds (when locked; for a held message, its taker's) */
+	int64_t fresh_ms;    /* when its run-lock and unacked score were set or last renewed (wall) */
+	bool gone;	     /* waited in the prefetch past its claim: neither run nor acked here */
 	json_t *ready;	     /* skipped for a stored result, of a canvas task: that meta (owned) */
 };
 
@@ -136,5 +139,17 @@ void rmsg_free(struct rmsg *m);
 void redis_unacked_score(int64_t wall_ms, char *buf, size_t cap);
 /* The run-lock key of a message into buf. */
 void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap);
+/* The life of a run-lock (ms): the visibility timeout less 2 s, at least a second. */
+int64_t rw_lock_ms(void);
+/* When a prefetched message has waited half a run-lock's life, checks every such message of w's
+ * buffer in one round trip (redis_prefetch.c): still w's (extended) or `gone`. */
+void rw_prefetch_check(struct rworker *w);
+/* Appends the renewal of the claims (run-lock, unacked score) of w's prefetched messages whose
+ * run-locks surely still hold w's id (replies owed), at a heartbeat of the task before them. */
+void rw_prefetch_keep(struct rworker *w, int64_t now);
+/* Gives m back to the front of w's queue (redis_restore_one) with the release of its run-lock
+ * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
+ * names the message for the warning when Redis does not take it. m is borrowed. */
+void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what);
 
 #endif

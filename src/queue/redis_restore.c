@@ -13,7 +13,9 @@
  *     envelope (redelivered flags set) to its queue's band key, EXEC; then the inflight keys of
  *     workers that have not waited for a visibility timeout (redis_int.h) go back to their band;
  *     release by compare-and-DEL. The mutex expires with the visibility timeout (kombu: 300 s).
- * Held messages (eta in the future) sit in a mutex-guarded array; on stop they are restored.
+ * Held messages (eta in the future) sit in a mutex-guarded array; on stop they are restored, each
+ * with the release of the run-lock its taker holds (in the same MULTI): a lock left behind made
+ * the next process ack the message as "running on another worker", and the task never ran.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -34,6 +36,8 @@ struct held {
 	char *text;	/* envelope as received */
 	size_t len;	/* its length */
 	int64_t due_ms; /* eta */
+	char lock[160]; /* its run-lock ("" when its taker holds none) */
+	char owner[64]; /* the worker id that lock holds */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -82,8 +86,10 @@ static char *redelivered(const char *text, size_t len, int *priority)
 	return out;
 }
 
-/* Appends MULTI, ZREM, HDEL, RPUSH (when text), EXEC; returns how many replies to read. */
-static int append_restore(struct redis_conn *c, const char *tag, const char *text, size_t len, const char *queue)
+/* Appends MULTI, ZREM, HDEL, RPUSH (when text), the compare-and-delete of lock (when set), EXEC;
+ * returns how many replies to read. */
+static int append_restore(struct redis_conn *c, const char *tag, const char *text, size_t len, const char *queue,
+			  const char *run_lock, const char *owner)
 {
 	int prio = 0, n = 0;
 	char *env = text ? redelivered(text, len, &prio) : NULL;
@@ -98,6 +104,11 @@ static int append_restore(struct redis_conn *c, const char *tag, const char *tex
 		const char *r[] = {"RPUSH", key, env};
 		size_t rl[] = {5, strlen(key), strlen(env)};
 		n += redis_append_argv(c, 3, r, rl) == SOMA_OK;
+	}
+	if (run_lock && run_lock[0] && owner && owner[0]) {
+		const char *d[] = {"EVAL", release_script, "1", run_lock, owner};
+		size_t dl[] = {4, sizeof(release_script) - 1, 1, strlen(run_lock), strlen(owner)};
+		n += redis_append_argv(c, 5, d, dl) == SOMA_OK;
 	}
 	n += redis_append_argv(c, 1, exec, el) == SOMA_OK;
 	free(env);
@@ -120,9 +131,9 @@ static bool read_replies(struct redis_conn *c, int n)
 }
 
 enum soma_err redis_restore_one(struct redis_conn *c, const char *tag, const char *envelope, size_t len,
-				const char *queue)
+				const char *queue, const char *run_lock, const char *owner)
 {
-	int n = append_restore(c, tag, envelope, len, queue);
+	int n = append_restore(c, tag, envelope, len, queue, run_lock, owner);
 	return read_replies(c, n) ? SOMA_OK : SOMA_ERR_UNAVAILABLE;
 }
 
@@ -141,7 +152,8 @@ static void restore_by_tag(struct redis_conn *c, const char *tag)
 		char queue[CELERY_KEY_MAX];
 		snprintf(queue, sizeof(queue), "%s", rk && rk[0] ? rk : "celery");
 		json_decref(entry);
-		int n = append_restore(c, tag, text, text ? strlen(text) : 0, queue);
+		/* (no run-lock: its taker may still be alive; a dead one's expired before this) */
+		int n = append_restore(c, tag, text, text ? strlen(text) : 0, queue, NULL, NULL);
 		free(text);
 		if (read_replies(c, n)) {
 			log_info("queue", "restored unacked message %s to %s (visibility timeout passed)", tag, queue);
@@ -179,7 +191,8 @@ void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms)
 	freeReplyObject(redis_cmd(c, "EVAL %s 1 unacked_mutex %s", release_script, token));
 }
 
-void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms)
+void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms, const char *run_lock,
+		const char *owner)
 {
 	pthread_mutex_lock(&lock);
 	if (nheld < HELD_MAX && (held || (held = calloc(HELD_MAX, sizeof(*held))))) {
@@ -187,6 +200,8 @@ void redis_hold(const char *queue, const char *tag, char *text, size_t len, int6
 		snprintf(h->queue, sizeof(h->queue), "%s", queue);
 		snprintf(h->tag, sizeof(h->tag), "%s", tag);
 		h->text = text, h->len = len, h->due_ms = due_ms;
+		snprintf(h->lock, sizeof(h->lock), "%s", run_lock && owner ? run_lock : "");
+		snprintf(h->owner, sizeof(h->owner), "%s", run_lock && owner ? owner : "");
 		text = NULL;
 	}
 	pthread_mutex_unlock(&lock);
@@ -197,7 +212,7 @@ void redis_hold(const char *queue, const char *tag, char *text, size_t len, int6
 	}
 }
 
-bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], int64_t *next_ms)
+bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], char owner[64], int64_t *next_ms)
 {
 	int64_t now = clock_wall_ms();
 	bool got = false;
@@ -209,6 +224,7 @@ bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], 
 		if (!got && held[i].due_ms <= now) {
 			*text = held[i].text, *len = held[i].len;
 			memcpy(tag, held[i].tag, 72);
+			memcpy(owner, held[i].owner, 64);
 			held[i--] = held[--nheld];
 			got = true;
 		} else if (held[i].due_ms < *next_ms) {
@@ -302,7 +318,8 @@ void redis_queue_deinit(void)
 	pthread_join(tid, NULL);
 	running = false;
 	for (int i = 0; i < nheld; i++) {
-		if (redis_restore_one(conn, held[i].tag, held[i].text, held[i].len, held[i].queue) != SOMA_OK)
+		if (redis_restore_one(conn, held[i].tag, held[i].text, held[i].len, held[i].queue, held[i].lock,
+				      held[i].owner) != SOMA_OK)
 			log_warn("queue",
 				 "cannot give back held message %s; it is restored after the visibility timeout",
 				 held[i].tag);

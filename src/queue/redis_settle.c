@@ -11,10 +11,10 @@
  * failure) -> the dead-letter store (a 'dead' row in the SQL store, committed first: if it cannot
  * be written nothing is acked and the message comes back after the visibility timeout), meta
  * FAILURE with the exception dict, ack. Interrupted by shutdown -> the message goes back to the
- * front of its queue unacked-free. Revoked or expired -> meta REVOKED + ack, not run.
- * A copy of a canvas task whose result is stored already (redelivered after its worker wrote the
- * meta but stopped before Redis confirmed the follow-ups) is not run: its follow-ups are written
- * again from the stored result (idempotent: a no-op when they went out), then it is acked.
+ * front of its queue unacked-free, its run-lock released in the same transaction (rw_give_back). Revoked or expired ->
+ * meta REVOKED + ack, not run. A copy of a canvas task whose result is stored already (redelivered after its worker
+ * wrote the meta but stopped before Redis confirmed the follow-ups) is not run: its follow-ups are written again from
+ * the stored result (idempotent: a no-op when they went out), then it is acked.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,17 +185,56 @@ static bool republish(struct rworker *w, int64_t delay_ms, bool counted)
 	return ok;
 }
 
+/* The payload of m's dead letter: the task's (args, kwargs, soma_payload), and what a requeue
+ * publishes again from payload.options and payload.celery (redis_task_envelope): its priority,
+ * expiry and time limits, and its canvas (embed: the rest of its chain, its callbacks and
+ * errbacks, its chord; group, group_index, root_id). Without them a requeued chain link ran
+ * alone and its chain never continued. Caller owns the result (NULL: out of memory). */
+static json_t *dead_payload(struct celery_msg *m, const json_t *payload)
+{
+	json_t *p = json_is_object(payload) ? json_copy((json_t *)payload) : json_object();
+	json_t *opts = json_pack("{s:I}", "priority", (json_int_t)m->priority);
+	if (!p || !opts) {
+		json_decref(p);
+		json_decref(opts);
+		return NULL;
+	}
+	if (m->expires_ms)
+		json_object_set_new(opts, "expires_ms", json_integer(m->expires_ms));
+	if (m->time_limit > 0)
+		json_object_set_new(opts, "time_limit", json_real(m->time_limit));
+	if (m->soft_time_limit > 0)
+		json_object_set_new(opts, "soft_time_limit", json_real(m->soft_time_limit));
+	json_object_set_new(p, "options", opts);
+	json_t *cel = celery_msg_tree(m) == SOMA_OK ? json_object() : NULL; /* (the headers need the tree) */
+	json_t *group = json_object_get(m->headers, "group"), *index = json_object_get(m->headers, "group_index");
+	json_t *root = json_object_get(m->headers, "root_id");
+	if (cel && json_object_size(m->embed) > 0)
+		json_object_set(cel, "embed", m->embed);
+	if (cel && json_is_string(group))
+		json_object_set(cel, "group", group);
+	if (cel && json_is_string(group) && json_is_integer(index))
+		json_object_set(cel, "group_index", index);
+	if (cel && json_is_string(root))
+		json_object_set(cel, "root_id", root);
+	if (json_object_size(cel) > 0)
+		json_object_set(p, "celery", cel);
+	json_decref(cel);
+	return p;
+}
+
 /* The dead-letter row, committed before the ack. */
 static bool dead_letter(struct rworker *w, struct task_ctx *ctx)
 {
 	struct store_op *op = store_op_new(STORE_OP_TASK_DEAD_ADD, ctx->tenant ? ctx->tenant : "");
 	if (!op)
 		return false;
-	json_t *t = ctx->task;
-	op->task = json_pack("{s:s, s:s, s:s, s:O?, s:O, s:O, s:I, s:s}", "id", ctx->id, "queue", w->queue, "name",
-			     w->cur.m.task, "session_id", json_object_get(t, "session_id"), "payload",
-			     json_object_get(t, "payload"), "max_retries", json_object_get(t, "max_retries"),
-			     "attempts", (json_int_t)(w->cur.m.retries + 1), "error", ctx->error);
+	json_t *t = ctx->task, *payload = dead_payload(&w->cur.m, json_object_get(t, "payload"));
+	op->task = !payload ? NULL
+			    : json_pack("{s:s, s:s, s:s, s:O?, s:o, s:O, s:I, s:s}", "id", ctx->id, "queue", w->queue,
+					"name", w->cur.m.task, "session_id", json_object_get(t, "session_id"),
+					"payload", payload, "max_retries", json_object_get(t, "max_retries"),
+					"attempts", (json_int_t)(w->cur.m.retries + 1), "error", ctx->error);
 	enum soma_err err = op->task ? store_op_wait(queue_store(), op) : SOMA_ERR_NOMEM;
 	store_op_free(op);
 	if (err != SOMA_OK)
@@ -217,11 +256,7 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 	rw_wait_redis(w, m->id); /* the outcome of a task that ran must reach Redis (redis_confirm.c) */
 	if (outcome == TASK_RETRY && ctx->shutdown) {
 		rw_drain(w);
-		if (redis_restore_one(w->c, m->delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
-			log_warn("queue",
-				 "cannot give back task %s at shutdown; it comes back after the visibility "
-				 "timeout",
-				 ctx->id);
+		rw_give_back(w, &w->cur, "task");
 		return outcome;
 	}
 	int64_t max = json_integer_value(json_object_get(ctx->task, "max_retries"));
@@ -260,12 +295,22 @@ void redis_revoke(void *wp, json_t *task, const char *why)
 		finish(w, "REVOKED", NULL, "TaskRevokedError", "celery.exceptions", why);
 }
 
+void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
+{
+	char lock[160];
+	rw_lock_key(&m->m, lock, sizeof(lock));
+	if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue, m->locked ? lock : NULL, m->owner) !=
+	    SOMA_OK)
+		log_warn("queue", "cannot give back %s %s at shutdown; it is restored after the visibility timeout",
+			 what, m->m.id);
+}
+
 void redis_requeue(void *wp, json_t *task);
 void redis_requeue(void *wp, json_t *task)
 {
 	struct rworker *w = wp;
 	(void)task;
 	rw_drain(w);
-	if (w->has_cur && redis_restore_one(w->c, w->cur.m.delivery_tag, w->cur.text, w->cur.len, w->queue) != SOMA_OK)
-		log_warn("queue", "cannot give back task %s at shutdown", w->cur.m.id);
+	if (w->has_cur)
+		rw_give_back(w, &w->cur, "task");
 }

@@ -28,6 +28,7 @@ struct job {
 	char tenant[72];    /* the caller's tenant */
 	char key[200];	    /* idempotency key ("" for a status read) */
 	int ttl_s;	    /* idempotency key lifetime */
+	bool release;	    /* delete the key if it still holds task_id (fn NULL) */
 	json_t *queues;	    /* queue names, for a stats read (owned), else NULL */
 	queue_status_fn fn; /* completion */
 	void *arg;	    /* its argument */
@@ -86,6 +87,16 @@ enum soma_err queue_idempotency_async(const char *tenant, const char *key, const
 		return SOMA_ERR_NOMEM;
 	snprintf(j->key, sizeof(j->key), "%s", key);
 	j->ttl_s = ttl_s;
+	return submit(j);
+}
+
+enum soma_err queue_idempotency_release_async(const char *tenant, const char *key, const char *task_id)
+{
+	struct job *j = new_job(task_id, tenant, NULL, NULL);
+	if (!j)
+		return SOMA_ERR_NOMEM;
+	snprintf(j->key, sizeof(j->key), "%s", key);
+	j->release = true;
 	return submit(j);
 }
 
@@ -159,12 +170,27 @@ static void run_status(struct redis_conn *c, struct job *j)
 	json_decref(row);
 }
 
+/* Deletes KEYS[1] when it holds ARGV[1]. */
+static const char release_script[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
 static void run_idempotency(struct redis_conn *c, struct job *j)
 {
 	char key[340], ttl[16];
 	/* the tenant's length first: tenant "a-b" with key "x" and tenant "a" with key "b-x" differ */
 	snprintf(key, sizeof(key), "soma-idem-%zu-%s-%s", strlen(j->tenant), j->tenant, j->key);
 	snprintf(ttl, sizeof(ttl), "%d", j->ttl_s > 0 ? j->ttl_s : 86400);
+	if (j->release) {
+		redisReply *d = redis_cmd(c, "EVAL %s 1 %s %s", release_script, key, j->task_id);
+		if (!d || d->type == REDIS_REPLY_ERROR)
+			log_warn(
+				"queue",
+				"cannot release the idempotency key of task %s, never stored (redis: %s); a retry with "
+				"that key answers duplicate until it expires",
+				j->task_id, d ? d->str : redis_conn_error(c));
+		freeReplyObject(d);
+		return;
+	}
 	redisReply *r = redis_cmd(c, "SET %s %s NX EX %s GET", key, j->task_id, ttl);
 	json_t *out = NULL;
 	if (r && r->type == REDIS_REPLY_NIL)
@@ -195,7 +221,8 @@ static void *serve(void *arg)
 		if (!j)
 			break;
 		if (!c) {
-			j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
+			if (j->fn)
+				j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
 		} else if (j->queues) {
 			json_t *stats = redis_queue_stats(c, j->queues);
 			j->fn(stats, stats ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);

@@ -211,7 +211,23 @@ static void send_broadcast(struct ctl_msg *m)
 	json_decref(p);
 }
 
-/* A REVOKED result as Celery's worker stores one, unless the task has a result by then. */
+/* Stores ARGV[1] (EX ARGV[2] when > 0) at KEYS[1] and publishes it, unless the result there is
+ * final (SUCCESS, FAILURE, REVOKED, or not a JSON meta); 1 when stored. A RETRY (or STARTED) meta
+ * is replaced: with SET NX the revoke of a task waiting for its retry was not stored at all and
+ * lived only in the memory of the workers running then, so the retry ran after their restart. */
+static const char revoke_script[] = "local cur = redis.call('GET', KEYS[1]) "
+				    "if cur then "
+				    "  local ok, v = pcall(cjson.decode, cur) "
+				    "  if not ok or type(v) ~= 'table' then return 0 end "
+				    "  local s = v['status'] "
+				    "  if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return 0 end "
+				    "end "
+				    "if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+				    "else redis.call('SET', KEYS[1], ARGV[1]) end "
+				    "redis.call('PUBLISH', KEYS[1], ARGV[1]) " /* wakes AsyncResult.get() waiters */
+				    "return 1";
+
+/* A REVOKED result as Celery's worker stores one, unless the task has a final result by then. */
 static void store_revoked(const char *id, const char *key)
 {
 	char done[CELERY_TIME_LEN];
@@ -221,14 +237,9 @@ static void store_revoked(const char *id, const char *key)
 				 celery_date_done(clock_wall_ms(), done, sizeof(done)), "task_id", id);
 	char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
-	redisReply *r = !text	  ? NULL
-			: ttl > 0 ? redis_cmd(C.rc, "SET %s %s NX EX %lld", key, text, ttl)
-				  : redis_cmd(C.rc, "SET %s %s NX", key, text);
-	if (r && r->type == REDIS_REPLY_STATUS) { /* stored: wake AsyncResult.get() waiters */
-		redisReply *p = redis_cmd(C.rc, "PUBLISH %s %s", key, text);
-		if (p)
-			freeReplyObject(p);
-	}
+	redisReply *r = text ? redis_cmd(C.rc, "EVAL %s 1 %s %s %lld", revoke_script, key, text, ttl) : NULL;
+	if (r && r->type == REDIS_REPLY_ERROR)
+		log_warn("celery", "cannot store the REVOKED result of task %s: %s", id, r->str);
 	if (r)
 		freeReplyObject(r);
 	free(text);

@@ -32,6 +32,17 @@ void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
 	http_respond_json(req, 202, json_pack("{s:s}", "status", "accepted by the fuzz harness"));
 }
 
+enum soma_err gw_store_try(struct http_req *req, struct store_op *op, gw_store_done_fn fn)
+{
+	gw_store(req, op, fn);
+	return SOMA_OK;
+}
+
+void gw_store_refused(struct http_req *req, enum soma_err err)
+{
+	(void)req, (void)err;
+}
+
 static const char *const endpoints[] = {
 	"/v1/session/message",	"/v1/session/action",  "/v1/sessions/s1/pause", "/v1/tasks",
 	"/v1/chat/completions", "/v1/llm/invoke",      "/v1/llm/invoke/stream", "/v1/keys",
