@@ -47,8 +47,10 @@ int64_t queue_visibility_ms(void);
 /* True once queue_stop has begun. */
 bool queue_stopping(void);
 
-/* Waits until the task's rate limit (queue.rate_limits) lets one more run (routes.c). */
-void queue_rate_wait(const char *task);
+/* Takes the next token of the task's rate limit (queue.rate_limits, routes.c) and returns the ms
+ * until it is due (0: now; no limit for task: 0). The token is the caller's even if it then
+ * does not run the task (Celery too spends it on a task revoked while it waited). */
+int64_t queue_rate_take(const char *task);
 
 /* ---- redis driver, shared by its files ---- */
 struct redis_conn;

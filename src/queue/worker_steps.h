@@ -20,6 +20,15 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
  * events wait for the message's commit and are never sent when it fails (the task then never
  * existed). task and gate are borrowed. The caller sends started itself only without a gate. */
 void queue_emit_received(json_t *task, struct commit_gate *gate);
+/* True when the task's expires (expires_ms, or payload.options.expires_ms on the local queue)
+ * has passed. */
+bool queue_task_expired(const json_t *task);
+/* Waits for the task's rate-limit token (queue.rate_limits) holding the task: its reservation is
+ * kept alive meanwhile (queue_task_heartbeat), and the wait ends early when the task is revoked
+ * or expires (the caller checks for that next, after the wait, as Celery does). ctx is the
+ * task's, not yet running. False when the process began to stop during the wait: the caller
+ * gives the task back unstarted. Worker thread only. */
+bool queue_rate_wait(struct task_ctx *ctx, const char *name);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 
