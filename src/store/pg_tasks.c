@@ -137,7 +137,7 @@ static enum soma_err task_extend(struct pgconn *c, struct store_op *op)
 }
 
 /* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter. */
+ * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms(), changed = 0;
@@ -161,9 +161,9 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
 	pg_param_text(&q, op->tenant);
-	pg_param_text(&q, op->failed ? "FAILURE" : "SUCCESS");
+	pg_param_text(&q, op->failed ? "FAILURE" : op->revoked ? "REVOKED" : "SUCCESS");
 	pg_param_text(&q, result);
-	pg_param_text(&q, op->failed ? op->error_text : NULL);
+	pg_param_text(&q, op->failed || op->revoked ? op->error_text : NULL);
 	pg_param_int(&q, now);
 	err = pg_run(c,
 		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) "

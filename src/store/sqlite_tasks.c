@@ -135,8 +135,6 @@ static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }
 
-/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter. */
 static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET reserved_until_ms = ? WHERE id = ? AND tenant = ? "
@@ -152,6 +150,8 @@ static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
 	return sqlite3_changes(c->db) ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 }
 
+/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
+ * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = op->failed
@@ -178,10 +178,10 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	char *result = op->row ? json_out(op->row, 1, NULL) : NULL;
 	bind_text(s, 1, op->task_id);
 	bind_text(s, 2, op->tenant);
-	bind_text(s, 3, op->failed ? "FAILURE" : "SUCCESS");
+	bind_text(s, 3, op->failed ? "FAILURE" : op->revoked ? "REVOKED" : "SUCCESS");
 	if (result)
 		bind_text(s, 4, result);
-	if (op->failed)
+	if (op->failed || op->revoked)
 		bind_text(s, 5, op->error_text);
 	sqlite3_bind_int64(s, 6, now);
 	int rc = sqlite3_step(s);

@@ -168,7 +168,9 @@ struct store_op {
 	bool flag;			   /* SESSION_PAUSE: paused */
 	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
 	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
-	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS */
+	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
+	bool revoked;			   /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
+					    * reason in error_text): it leaves the queue, no dead letter */
 	bool all_tenants;		   /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	/* outputs */
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */

@@ -48,7 +48,8 @@ def test_task_that_expires_while_it_waits_for_its_token_does_not_run(soma):
     wait_until(lambda: runs(srv, "revoked") == 1, 10, what="the worker to skip the expired task")
     time.sleep(3)  # past its token: the old build ran it then
     assert runs(srv, "success") == 1
-    assert get_task(srv, second)["status"] != "SUCCESS"
+    got = get_task(srv, second)
+    assert got["status"] == "REVOKED" and got["error"] == "expired" and not got["dead_letter"], got
 
 
 def test_a_long_wait_for_tokens_keeps_each_reservation(soma):
