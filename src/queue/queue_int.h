@@ -105,6 +105,11 @@ bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], 
 
 /* Time limits and running tags of this process's tasks, for the maintenance thread. */
 void queue_pool_tick(int64_t now_ms);
+/* The local driver's thread that ticks the time limits (queue_pool_tick; the redis driver's
+ * maintenance thread does it there). Started by queue_start, stopped by queue_stop after the
+ * workers were joined; stop without a start does nothing. */
+enum soma_err queue_ticker_start(void) SOMA_MUST_CHECK;
+void queue_ticker_stop(void);
 /* Calls fn for the delivery tag of every task running now (lock held: fn must not block). */
 void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg);
 /* Calls fn(t, arg) for every task running on this process's workers, under the pool's lock:

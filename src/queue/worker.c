@@ -204,11 +204,8 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 			       .store_ack = drv == &queue_local_driver,
 			       .drv = w->drv,
 			       .tag = json_string_value(json_object_get(task, "tag")),
-			       .soft_deadline_ms = json_integer_value(json_object_get(task, "soft_deadline_ms")),
-			       .hard_deadline_ms = json_integer_value(json_object_get(task, "hard_deadline_ms")),
 			       .gate = gate};
-	/* the rate limit first, then revoked / expired: a task revoked or expired while it waited
-	 * for its token is skipped, not run (Celery's order too) */
+	int64_t wait_from = clock_wall_ms(); /* the rate limit, then revoked / expired (Celery's order) */
 	if (!queue_rate_wait(&ctx, name ? name : "")) {
 		if (!gate || commit_gate_wait(gate, NULL) != GATE_FAILED)
 			drv->requeue(w->drv, task); /* stopping: back unstarted */
@@ -216,6 +213,7 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 	}
 	if (skipped(w, task, id ? id : "", name ? name : "?"))
 		return NULL;
+	queue_task_deadlines(&ctx, clock_wall_ms() - wait_from);
 	task_handler_fn fn = queue_find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
@@ -394,7 +392,7 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 		worker_nice = 19;
 	gethostname(hostname, sizeof(hostname) - 1);
 	drv = queue_driver_is_redis() ? &queue_redis_driver : &queue_local_driver;
-	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : SOMA_OK;
+	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : queue_ticker_start();
 	if (err != SOMA_OK)
 		return err;
 	pthread_mutex_lock(&lock);
@@ -449,6 +447,7 @@ void queue_stop(int grace_ms)
 	queue_handlers_clear();
 	if (drv == &queue_redis_driver)
 		redis_queue_deinit();
+	queue_ticker_stop(); /* (the local driver's; nothing to stop on redis) */
 }
 
 void queue_task_heartbeat(struct task_ctx *ctx)

@@ -150,3 +150,24 @@ bool queue_rate_wait(struct task_ctx *ctx, const char *name)
 		nanosleep(&ts, NULL);
 	}
 }
+
+void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms)
+{
+	ctx->soft_deadline_ms = json_integer_value(json_object_get(ctx->task, "soft_deadline_ms"));
+	ctx->hard_deadline_ms = json_integer_value(json_object_get(ctx->task, "hard_deadline_ms"));
+	if (ctx->soft_deadline_ms || ctx->hard_deadline_ms) { /* redis: set on delivery, before the wait */
+		ctx->soft_deadline_ms += ctx->soft_deadline_ms ? waited_ms : 0;
+		ctx->hard_deadline_ms += ctx->hard_deadline_ms ? waited_ms : 0;
+		return;
+	}
+	if (!ctx->store_ack) /* the local queue's row: the options as POST /v1/tasks stored them */
+		return;
+	json_t *opts = json_object_get(ctx->payload, "options");
+	double hard = json_number_value(json_object_get(opts, "time_limit"));
+	double soft = json_number_value(json_object_get(opts, "soft_time_limit"));
+	int64_t now = clock_wall_ms();
+	if (hard > 0)
+		ctx->hard_deadline_ms = now + (int64_t)(hard * 1000.0);
+	if (soft > 0)
+		ctx->soft_deadline_ms = now + (int64_t)(soft * 1000.0);
+}

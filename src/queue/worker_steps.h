@@ -29,6 +29,12 @@ bool queue_task_expired(const json_t *task);
  * task's, not yet running. False when the process began to stop during the wait: the caller
  * gives the task back unstarted. Worker thread only. */
 bool queue_rate_wait(struct task_ctx *ctx, const char *name);
+/* Sets ctx's soft and hard deadlines as the task starts: the redis driver's (set on delivery)
+ * moved on by waited_ms, the time the task then waited for its rate-limit token (a limit counts
+ * the run, as Celery's does); on the local queue from payload.options time_limit and
+ * soft_time_limit (seconds), which the ticker (running.c) then enforces as the redis driver's
+ * maintenance thread does. */
+void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 
