@@ -86,7 +86,9 @@ enum store_op_kind {
 	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
 	STORE_OP_SESSION_RESET,	 /* w: events and pending tasks; the session stays */
 	STORE_OP_SESSION_PAUSE,	 /* w: paused = flag */
-	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) */
+	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) into
+				  * session; a task with no attempt left is dead-lettered instead
+				  * (SOMA_OK with session NULL when that was all) */
 	STORE_OP_TASK_RETRY,	 /* w: back to queued after delay_ms, or dead after max_retries */
 	STORE_OP_TASK_FINISH,	 /* w: done (with result row) */
 	STORE_OP_TASK_EXTEND,	 /* w: extend a reservation by delay_ms (held by worker) */
