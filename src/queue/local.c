@@ -2,7 +2,8 @@
  * local.c - the local queue driver: tasks are rows of the store's tasks table (see queue.h).
  *
  * DESIGN: reserve = STORE_OP_TASK_RESERVE with the visibility timeout; the outcome is
- * STORE_OP_TASK_FINISH (SUCCESS, or FAILURE as a dead letter), STORE_OP_TASK_RETRY (backoff, dead
+ * STORE_OP_TASK_FINISH (SUCCESS, FAILURE as a dead letter, or REVOKED for a task skipped as
+ * revoked or expired), STORE_OP_TASK_RETRY (backoff, dead
  * after max_retries); the heartbeat is STORE_OP_TASK_EXTEND. A handler may ack in its own
  * commit (store_ack). The state of a worker is only its queue name and worker id; the pool
  * waits for queue_notify between empty reserves (blocking = false).
@@ -86,13 +87,25 @@ static void local_requeue(void *wp, json_t *task)
 	local_settle(wp, &ctx, TASK_RETRY);
 }
 
+/* A revoked or expired task leaves the queue as REVOKED, as a revoke of a queued one does: not a
+ * FAILURE, not a dead letter (docs/api.md). */
 static void local_revoke(void *wp, json_t *task, const char *why)
 {
-	struct task_ctx ctx = {.task = task,
-			       .id = json_string_value(json_object_get(task, "id")),
-			       .tenant = json_string_value(json_object_get(task, "tenant"))};
-	snprintf(ctx.error, sizeof(ctx.error), "%s", why);
-	local_settle(wp, &ctx, TASK_FAIL);
+	(void)wp;
+	const char *id = json_string_value(json_object_get(task, "id"));
+	struct store_op *op = store_op_new(STORE_OP_TASK_FINISH, json_string_value(json_object_get(task, "tenant")));
+	if (!op || !id) {
+		store_op_free(op);
+		return;
+	}
+	op->revoked = true;
+	snprintf(op->task_id, sizeof(op->task_id), "%s", id);
+	snprintf(op->error_text, sizeof(op->error_text), "%s", why);
+	if (store_op_wait(queue_store(), op) != SOMA_OK)
+		log_warn("queue",
+			 "could not record task %s as REVOKED (%s); it is skipped again after the visibility timeout",
+			 id, soma_err_str(op->err));
+	store_op_free(op);
 }
 
 /* Reserves the next ready task of the worker's queue, or returns NULL when there is none. */

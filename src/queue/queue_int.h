@@ -47,8 +47,10 @@ int64_t queue_visibility_ms(void);
 /* True once queue_stop has begun. */
 bool queue_stopping(void);
 
-/* Waits until the task's rate limit (queue.rate_limits) lets one more run (routes.c). */
-void queue_rate_wait(const char *task);
+/* Takes the next token of the task's rate limit (queue.rate_limits, routes.c) and returns the ms
+ * until it is due (0: now; no limit for task: 0). The token is the caller's even if it then
+ * does not run the task (Celery too spends it on a task revoked while it waited). */
+int64_t queue_rate_take(const char *task);
 
 /* ---- redis driver, shared by its files ---- */
 struct redis_conn;
@@ -109,6 +111,11 @@ bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], 
 
 /* Time limits and running tags of this process's tasks, for the maintenance thread. */
 void queue_pool_tick(int64_t now_ms);
+/* The local driver's thread that ticks the time limits (queue_pool_tick; the redis driver's
+ * maintenance thread does it there). Started by queue_start, stopped by queue_stop after the
+ * workers were joined; stop without a start does nothing. */
+enum soma_err queue_ticker_start(void) SOMA_MUST_CHECK;
+void queue_ticker_stop(void);
 /* Calls fn for the delivery tag of every task running now (lock held: fn must not block). */
 void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg);
 /* Calls fn(t, arg) for every task running on this process's workers, under the pool's lock:

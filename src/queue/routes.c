@@ -4,14 +4,14 @@
  *
  * DESIGN: the tables are parsed from the config on first use and never change afterwards
  * (config is fixed at start). A rate limit is a token bucket per task name per process, like
- * Celery's per-worker rate_limit: a worker thread that finds the bucket empty sleeps until its
- * token is due (it does not give the task back). Thread-safe.
+ * Celery's per-worker rate_limit: a worker thread that finds the bucket empty takes the token
+ * that is due next and waits for it holding the task, its reservation kept alive meanwhile
+ * (queue_rate_wait, worker_steps.c). Thread-safe.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -113,7 +113,7 @@ static void parse_limits_locked(void)
 	}
 }
 
-void queue_rate_wait(const char *task)
+int64_t queue_rate_take(const char *task)
 {
 	pthread_mutex_lock(&lock);
 	if (nbuckets < 0)
@@ -134,12 +134,7 @@ void queue_rate_wait(const char *task)
 			wait_ms = (int64_t)(-b->tokens / b->per_ms) + 1;
 	}
 	pthread_mutex_unlock(&lock);
-	while (wait_ms > 0 && !queue_stopping()) {
-		int64_t step = wait_ms > 200 ? 200 : wait_ms;
-		struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
-		nanosleep(&ts, NULL);
-		wait_ms -= step;
-	}
+	return wait_ms;
 }
 
 int queue_defs_from_config(struct queue_def *out, int max)

@@ -2,10 +2,21 @@
  * running.c - what the rest of the process asks of the tasks running on this process's workers:
  * their time limits (the maintenance tick), their delivery tags, a session's cancellation, their
  * count. Each is one walk of queue_pool_each_running (worker.c), under the pool's lock.
+ *
+ * DESIGN: the redis driver's maintenance thread ticks the time limits (redis_restore.c); the
+ * local driver has no such thread, so queue_ticker_start gives it one that only ticks them,
+ * every 100 ms as the redis one does.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/clock.h"
+#include "core/log.h"
 #include "queue/queue_int.h"
+
+#define TICK_MS 100
 
 /* Marks a task past its soft (1) or hard (2) deadline, asking it to stop (a thread cannot be killed). */
 static void tick_one(struct task_ctx *t, void *arg)
@@ -25,6 +36,42 @@ static void tick_one(struct task_ctx *t, void *arg)
 void queue_pool_tick(int64_t now_ms)
 {
 	queue_pool_each_running(tick_one, &now_ms);
+}
+
+static pthread_t ticker;
+static atomic_bool ticker_stop;
+static bool ticker_running; /* queue_start / queue_stop's thread only */
+
+static void *tick_main(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "soma-q-tick");
+	while (!atomic_load(&ticker_stop)) {
+		queue_pool_tick(clock_wall_ms());
+		struct timespec ts = {0, TICK_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+enum soma_err queue_ticker_start(void)
+{
+	atomic_store(&ticker_stop, false);
+	if (pthread_create(&ticker, NULL, tick_main, NULL) != 0) {
+		log_error("queue", "cannot start the time-limit thread of the local queue");
+		return SOMA_ERR_INTERNAL;
+	}
+	ticker_running = true;
+	return SOMA_OK;
+}
+
+void queue_ticker_stop(void)
+{
+	if (!ticker_running)
+		return;
+	atomic_store(&ticker_stop, true);
+	pthread_join(ticker, NULL);
+	ticker_running = false;
 }
 
 struct tags_walk {

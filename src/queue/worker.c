@@ -4,8 +4,9 @@
  *
  * DESIGN: a pool per queue grows on demand up to its concurrency; each thread holds its own
  * driver state (opened on the thread, closed when it exits: the redis driver then gives back
- * what it prefetched). Before a task runs: revoked or expired -> REVOKED without running; policy
- * (task.run); the per-task rate limit. The task's lifecycle is reported through queue_emit().
+ * what it prefetched). Before a task runs: the per-task rate limit (the wait holds the task, its
+ * reservation kept alive); then revoked or expired -> REVOKED without running; policy (task.run).
+ * The task's lifecycle is reported through queue_emit().
  * An idle worker may be handed a chat task before its message commits (handoff.h). Each worker
  * sleeps on its own condition variable: a hand-off wakes the one worker it chose, and a commit
  * that enqueued tasks (queue_notify) one idle worker per queue; a worker that reserved a task
@@ -172,11 +173,7 @@ static void count_finished_locked(struct queue_slot *q)
 /* Skips a revoked or expired task: REVOKED, not run. True when it was skipped. */
 static bool skipped(struct worker *w, json_t *task, const char *id, const char *name)
 {
-	int64_t expires = json_integer_value(json_object_get(task, "expires_ms"));
-	if (!expires) /* local queue: the option as POST /v1/tasks stored it */
-		expires = json_integer_value(
-			json_object_get(json_object_get(json_object_get(task, "payload"), "options"), "expires_ms"));
-	bool expired = expires > 0 && clock_wall_ms() >= expires;
+	bool expired = queue_task_expired(task);
 	if (!expired && !queue_is_revoked(id))
 		return false;
 	drv->revoke(w->drv, task, expired ? "expired" : "revoked");
@@ -194,11 +191,8 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 	const char *name = json_string_value(json_object_get(task, "name"));
 	const char *id = json_string_value(json_object_get(task, "id"));
 	queue_emit_received(task, gate);
-	if (skipped(w, task, id ? id : "", name ? name : "?"))
-		return NULL;
-	queue_rate_wait(name ? name : "");
 	struct task_ctx ctx = {.task = task,
-			       .id = json_string_value(json_object_get(task, "id")),
+			       .id = id,
 			       .tenant = json_string_value(json_object_get(task, "tenant")),
 			       .session_id = json_string_value(json_object_get(task, "session_id")),
 			       .payload = json_object_get(task, "payload"),
@@ -210,9 +204,16 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 			       .store_ack = drv == &queue_local_driver,
 			       .drv = w->drv,
 			       .tag = json_string_value(json_object_get(task, "tag")),
-			       .soft_deadline_ms = json_integer_value(json_object_get(task, "soft_deadline_ms")),
-			       .hard_deadline_ms = json_integer_value(json_object_get(task, "hard_deadline_ms")),
 			       .gate = gate};
+	int64_t wait_from = clock_wall_ms(); /* the rate limit, then revoked / expired (Celery's order) */
+	if (!queue_rate_wait(&ctx, name ? name : "")) {
+		if (!gate || commit_gate_wait(gate, NULL) != GATE_FAILED)
+			drv->requeue(w->drv, task); /* stopping: back unstarted */
+		return NULL;
+	}
+	if (skipped(w, task, id ? id : "", name ? name : "?"))
+		return NULL;
+	queue_task_deadlines(&ctx, clock_wall_ms() - wait_from);
 	task_handler_fn fn = queue_find_handler(name ? name : "");
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
@@ -391,7 +392,7 @@ enum soma_err queue_start(struct store *st, const struct queue_def *queues, int 
 		worker_nice = 19;
 	gethostname(hostname, sizeof(hostname) - 1);
 	drv = queue_driver_is_redis() ? &queue_redis_driver : &queue_local_driver;
-	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : SOMA_OK;
+	enum soma_err err = drv == &queue_redis_driver ? redis_queue_init() : queue_ticker_start();
 	if (err != SOMA_OK)
 		return err;
 	pthread_mutex_lock(&lock);
@@ -446,6 +447,7 @@ void queue_stop(int grace_ms)
 	queue_handlers_clear();
 	if (drv == &queue_redis_driver)
 		redis_queue_deinit();
+	queue_ticker_stop(); /* (the local driver's; nothing to stop on redis) */
 }
 
 void queue_task_heartbeat(struct task_ctx *ctx)

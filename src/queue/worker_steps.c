@@ -1,15 +1,17 @@
 /*
  * worker_steps.c - the handler table, the policy check before a task runs, its received event
- * (held behind the commit gate of an early start), the event after its outcome (see
- * worker_steps.h) and the retry backoff. The table is filled before the pools start and cleared after
- * they stopped, so the worker threads read it without a lock; the rest is called on the worker
- * thread running the task.
+ * (held behind the commit gate of an early start), the wait for its rate-limit token, the event
+ * after its outcome (see worker_steps.h) and the retry backoff. The table is filled before the pools start and cleared
+ * after they stopped, so the worker threads read it without a lock; the rest is called on the worker thread running the
+ * task.
  */
 #include "queue/worker_steps.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
 #include "policy/policy.h"
 #include "queue/hooks.h"
@@ -114,4 +116,58 @@ void queue_emit_received(json_t *task, struct commit_gate *gate)
 		commit_gate_hold(gate, emit_received_started, release_task, json_incref(task));
 	else
 		queue_emit("received", task, NULL);
+}
+
+bool queue_task_expired(const json_t *task)
+{
+	int64_t expires = json_integer_value(json_object_get(task, "expires_ms"));
+	if (!expires) /* local queue: the option as POST /v1/tasks stored it */
+		expires = json_integer_value(
+			json_object_get(json_object_get(json_object_get(task, "payload"), "options"), "expires_ms"));
+	return expires > 0 && clock_wall_ms() >= expires;
+}
+
+bool queue_rate_wait(struct task_ctx *ctx, const char *name)
+{
+	int64_t wait_ms = queue_rate_take(name);
+	if (wait_ms <= 0)
+		return true;
+	uint64_t until = clock_mono_ns() + (uint64_t)wait_ms * 1000000u;
+	for (;;) {
+		if (queue_stopping())
+			return false;
+		/* revoked or expired meanwhile: no use waiting on, the caller skips it now */
+		if (queue_is_revoked(ctx->id) || queue_task_expired(ctx->task))
+			return true;
+		/* the task stays reserved while it waits: without this a wait past the visibility
+		 * timeout had it reserved, and run, a second time */
+		queue_task_heartbeat(ctx);
+		uint64_t now = clock_mono_ns();
+		if (now >= until)
+			return true;
+		uint64_t step_ns = until - now > 100000000u ? 100000000u : until - now;
+		struct timespec ts = {0, (long)step_ns};
+		nanosleep(&ts, NULL);
+	}
+}
+
+void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms)
+{
+	ctx->soft_deadline_ms = json_integer_value(json_object_get(ctx->task, "soft_deadline_ms"));
+	ctx->hard_deadline_ms = json_integer_value(json_object_get(ctx->task, "hard_deadline_ms"));
+	if (ctx->soft_deadline_ms || ctx->hard_deadline_ms) { /* redis: set on delivery, before the wait */
+		ctx->soft_deadline_ms += ctx->soft_deadline_ms ? waited_ms : 0;
+		ctx->hard_deadline_ms += ctx->hard_deadline_ms ? waited_ms : 0;
+		return;
+	}
+	if (!ctx->store_ack) /* the local queue's row: the options as POST /v1/tasks stored them */
+		return;
+	json_t *opts = json_object_get(ctx->payload, "options");
+	double hard = json_number_value(json_object_get(opts, "time_limit"));
+	double soft = json_number_value(json_object_get(opts, "soft_time_limit"));
+	int64_t now = clock_wall_ms();
+	if (hard > 0)
+		ctx->hard_deadline_ms = now + (int64_t)(hard * 1000.0);
+	if (soft > 0)
+		ctx->soft_deadline_ms = now + (int64_t)(soft * 1000.0);
 }

@@ -20,6 +20,21 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
  * events wait for the message's commit and are never sent when it fails (the task then never
  * existed). task and gate are borrowed. The caller sends started itself only without a gate. */
 void queue_emit_received(json_t *task, struct commit_gate *gate);
+/* True when the task's expires (expires_ms, or payload.options.expires_ms on the local queue)
+ * has passed. */
+bool queue_task_expired(const json_t *task);
+/* Waits for the task's rate-limit token (queue.rate_limits) holding the task: its reservation is
+ * kept alive meanwhile (queue_task_heartbeat), and the wait ends early when the task is revoked
+ * or expires (the caller checks for that next, after the wait, as Celery does). ctx is the
+ * task's, not yet running. False when the process began to stop during the wait: the caller
+ * gives the task back unstarted. Worker thread only. */
+bool queue_rate_wait(struct task_ctx *ctx, const char *name);
+/* Sets ctx's soft and hard deadlines as the task starts: the redis driver's (set on delivery)
+ * moved on by waited_ms, the time the task then waited for its rate-limit token (a limit counts
+ * the run, as Celery's does); on the local queue from payload.options time_limit and
+ * soft_time_limit (seconds), which the ticker (running.c) then enforces as the redis driver's
+ * maintenance thread does. */
+void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 

@@ -7,13 +7,15 @@
  * DESIGN: several processes may reserve from one database (queue.driver = local on every node):
  * the reservation picks its row with FOR UPDATE SKIP LOCKED, so two writers never take the same
  * task and neither waits for the other. A reserved task whose worker died (on any node) is
- * reserved again once reserved_until has passed; nothing else ever takes it back.
+ * reserved again once reserved_until has passed; nothing else ever takes it back. Once it has
+ * used max_retries + 1 attempts that way it is dead-lettered instead.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/log.h"
 #include "store/pg_int.h"
 
 enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const char *session_id, json_t *task)
@@ -60,6 +62,31 @@ static enum soma_err reserved_task(struct store_op *op, const PGresult *r)
 	return op->session ? SOMA_OK : SOMA_ERR_NOMEM;
 }
 
+/* Dead-letters task id, just reserved by worker although it had used every attempt (its worker
+ * stopped mid-run each time): the reservation's attempt is given back, as none ran. */
+static enum soma_err task_exhausted(struct pgconn *c, const char *id, const char *worker)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, id);
+	pg_param_text(&p, worker);
+	pg_param_text(&p, STORE_TASK_EXHAUSTED_ERROR);
+	pg_param_int(&p, clock_wall_ms());
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "UPDATE tasks SET state = 'dead', attempts = attempts - 1, worker = '', last_error = $3, "
+			      "updated_ms = $4 WHERE id = $1 AND worker = $2 AND state = 'reserved' "
+			      "RETURNING attempts, max_retries",
+			      &p, &err);
+	if (!r)
+		return err;
+	if (PQntuples(r) == 1)
+		log_error("queue",
+			  "task %s dead-lettered: its worker stopped mid-run on all %lld attempts (max_retries %lld)",
+			  id, (long long)pg_int(r, 0, 0), (long long)pg_int(r, 0, 1));
+	PQclear(r);
+	return SOMA_OK;
+}
+
 static enum soma_err task_reserve(struct store_op *op, struct pgconn *c)
 {
 	/* ready tasks first (oldest available first), then reservations whose worker went silent */
@@ -79,19 +106,29 @@ static enum soma_err task_reserve(struct store_op *op, struct pgconn *c)
 	pg_param_text(&p, op->worker);
 	pg_param_int(&p, now);
 	pg_param_text(&p, op->queue);
-	for (int i = 0; i < 2; i++) {
+	int exhausted = 0;
+	for (int i = 0; i < 2 && exhausted <= STORE_TASK_EXHAUSTED_MAX;) {
 		enum soma_err err;
 		PGresult *r = pg_exec(c, sql[i], &p, &err);
 		if (!r)
 			return err;
+		if (PQntuples(r) == 1 && pg_int(r, 0, 5) - 1 > pg_int(r, 0, 6)) { /* no attempt left */
+			err = task_exhausted(c, pg_text(r, 0, 0), op->worker);
+			PQclear(r);
+			if (err != SOMA_OK)
+				return err;
+			exhausted++;
+			continue; /* the same kind of row again */
+		}
 		if (PQntuples(r) == 1) {
 			err = reserved_task(op, r);
 			PQclear(r);
 			return err;
 		}
 		PQclear(r);
+		i++;
 	}
-	return SOMA_ERR_NOT_FOUND;
+	return exhausted ? SOMA_OK : SOMA_ERR_NOT_FOUND; /* OK, no task, after a dead letter: an error rolls it back */
 }
 
 static enum soma_err task_retry(struct pgconn *c, struct store_op *op)
@@ -137,7 +174,7 @@ static enum soma_err task_extend(struct pgconn *c, struct store_op *op)
 }
 
 /* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter. */
+ * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms(), changed = 0;
@@ -161,9 +198,9 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
 	pg_param_text(&q, op->tenant);
-	pg_param_text(&q, op->failed ? "FAILURE" : "SUCCESS");
+	pg_param_text(&q, op->failed ? "FAILURE" : op->revoked ? "REVOKED" : "SUCCESS");
 	pg_param_text(&q, result);
-	pg_param_text(&q, op->failed ? op->error_text : NULL);
+	pg_param_text(&q, op->failed || op->revoked ? op->error_text : NULL);
 	pg_param_int(&q, now);
 	err = pg_run(c,
 		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) "

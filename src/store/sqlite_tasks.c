@@ -3,13 +3,15 @@
  *
  * A task is queued -> reserved (attempts + 1, reserved_until = now + visibility timeout) ->
  * done, or back to queued with a delay on a retryable failure, or dead after max_retries.
- * A reserved task whose worker died is reserved again once reserved_until has passed.
+ * A reserved task whose worker died is reserved again once reserved_until has passed (or, with
+ * SQLite, at the next start), until it has used max_retries + 1 attempts: then it is dead.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "core/json_out.h"
+#include "core/log.h"
 #include "store/store_int.h"
 
 enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const char *session_id, json_t *task)
@@ -62,9 +64,30 @@ void store_sql_finish(struct store_op *op)
 	json_object_del(op->session, PAYLOAD_TEXT);
 }
 
+/* Dead-letters the task at rowid, which has used every attempt (STORE_TASK_EXHAUSTED_ERROR). */
+static enum soma_err task_exhausted(struct dbconn *c, int64_t rowid)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET state = 'dead', worker = '', last_error = ?, updated_ms = ? "
+					 "WHERE rowid = ? RETURNING id, attempts, max_retries");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, STORE_TASK_EXHAUSTED_ERROR);
+	sqlite3_bind_int64(s, 2, clock_wall_ms());
+	sqlite3_bind_int64(s, 3, rowid);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		log_error("queue",
+			  "task %s dead-lettered: its worker stopped mid-run on all %lld attempts (max_retries %lld)",
+			  (const char *)sqlite3_column_text(s, 0), (long long)sqlite3_column_int64(s, 1),
+			  (long long)sqlite3_column_int64(s, 2));
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
 /* Finds the task, then reserves it by its rowid: an UPDATE ... RETURNING buffers its output in
  * a temporary b-tree that SQLite opens and closes on every run (callgrind); only the writer
- * writes, so the two statements are atomic. */
+ * writes, so the two statements are atomic. A task found with no attempt left is dead-lettered
+ * (task_exhausted) and the next one looked for. */
 static enum soma_err task_reserve(struct dbconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
@@ -77,11 +100,22 @@ static enum soma_err task_reserve(struct dbconn *c, struct store_op *op)
 		   "ORDER BY reserved_until_ms LIMIT 1))");
 	if (!s)
 		return SOMA_ERR_STORE;
-	bind_text(s, 1, op->queue);
-	sqlite3_bind_int64(s, 2, now);
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		return SOMA_ERR_NOT_FOUND;
+	int rc = SQLITE_DONE, exhausted = 0;
+	for (; exhausted <= STORE_TASK_EXHAUSTED_MAX; exhausted++) {
+		bind_text(s, 1, op->queue);
+		sqlite3_bind_int64(s, 2, now);
+		rc = sqlite3_step(s);
+		if (rc != SQLITE_ROW || sqlite3_column_int64(s, 6) - 1 <= sqlite3_column_int64(s, 7))
+			break;
+		int64_t rowid = sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+		enum soma_err err = task_exhausted(c, rowid);
+		if (err != SOMA_OK)
+			return err;
+		rc = SQLITE_DONE; /* (past the last round: none reserved this time) */
+	}
+	if (rc == SQLITE_DONE) /* OK, no task, after a dead letter: an error would roll it back */
+		return exhausted ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 	if (rc != SQLITE_ROW)
 		return SOMA_ERR_STORE;
 	int64_t rowid = sqlite3_column_int64(s, 0);
@@ -135,8 +169,6 @@ static enum soma_err task_retry(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }
 
-/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter. */
 static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = dbconn_stmt(c, "UPDATE tasks SET reserved_until_ms = ? WHERE id = ? AND tenant = ? "
@@ -152,6 +184,8 @@ static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
 	return sqlite3_changes(c->db) ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 }
 
+/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
+ * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
 	sqlite3_stmt *s = op->failed
@@ -178,10 +212,10 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	char *result = op->row ? json_out(op->row, 1, NULL) : NULL;
 	bind_text(s, 1, op->task_id);
 	bind_text(s, 2, op->tenant);
-	bind_text(s, 3, op->failed ? "FAILURE" : "SUCCESS");
+	bind_text(s, 3, op->failed ? "FAILURE" : op->revoked ? "REVOKED" : "SUCCESS");
 	if (result)
 		bind_text(s, 4, result);
-	if (op->failed)
+	if (op->failed || op->revoked)
 		bind_text(s, 5, op->error_text);
 	sqlite3_bind_int64(s, 6, now);
 	int rc = sqlite3_step(s);

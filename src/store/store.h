@@ -86,7 +86,9 @@ enum store_op_kind {
 	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
 	STORE_OP_SESSION_RESET,	 /* w: events and pending tasks; the session stays */
 	STORE_OP_SESSION_PAUSE,	 /* w: paused = flag */
-	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) */
+	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) into
+				  * session; a task with no attempt left is dead-lettered instead
+				  * (SOMA_OK with session NULL when that was all) */
 	STORE_OP_TASK_RETRY,	 /* w: back to queued after delay_ms, or dead after max_retries */
 	STORE_OP_TASK_FINISH,	 /* w: done (with result row) */
 	STORE_OP_TASK_EXTEND,	 /* w: extend a reservation by delay_ms (held by worker) */
@@ -169,7 +171,9 @@ struct store_op {
 	bool flag;			   /* SESSION_PAUSE: paused */
 	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
 	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
-	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS */
+	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
+	bool revoked;			   /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
+					    * reason in error_text): it leaves the queue, no dead letter */
 	bool all_tenants;		   /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	/* outputs */
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */

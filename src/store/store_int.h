@@ -17,7 +17,15 @@
 
 #include "store/store.h"
 
-#define STORE_STMT_CACHE  96
+#define STORE_STMT_CACHE 96
+/* A reservation reaches a task that has used every attempt (attempts > max_retries) only when its
+ * worker stopped mid-run each time (retries and successes settle the row): a task that kills its
+ * process would loop forever, so the reserve dead-letters it with this error instead. At most
+ * this many such tasks are dead-lettered per reserve (the next poll goes on). */
+#define STORE_TASK_EXHAUSTED_MAX 8
+#define STORE_TASK_EXHAUSTED_ERROR                                                                           \
+	"its worker stopped before it finished (process killed, crashed, or lost the reservation) on every " \
+	"attempt; dead-lettered after max_retries"
 #define STORE_MAX_READERS 64
 
 struct store;

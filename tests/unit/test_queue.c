@@ -126,6 +126,19 @@ Test(task_ops, reserve_hides_task_until_visibility_expires)
 	cr_assert_null(reserve("q", 300));
 }
 
+Test(task_ops, a_lapsed_reservation_with_no_attempt_left_is_dead_lettered_not_reserved)
+{
+	enqueue("acme", "s1", "t1", "a", 0, 1); /* two runs: each ends with its worker gone */
+	assert_reserved(reserve("q", 100), "t1", 1);
+	sleep_ms(150);
+	assert_reserved(reserve("q", 100), "t1", 2);
+	sleep_ms(150);
+	cr_assert_null(reserve("q", 100), "reserved a third time with max_retries 1");
+	cr_assert_eq(sql_int(state_sql, "t1"), DEAD);
+	cr_assert_eq(
+		sql_int("SELECT attempts = 2 AND last_error LIKE '%worker stopped%' FROM tasks WHERE id = ?", "t1"), 1);
+}
+
 Test(task_ops, reserve_takes_oldest_of_its_queue)
 {
 	enqueue("acme", "s1", "t1", "a", 0, 3);
