@@ -187,8 +187,24 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 		return true;
 	stream_corked(job);
 	job->relayed++;
-	struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
-	http_stream_writev(job->req, frame, 3);
+	const char *nl = memchr(json, '\n', len);
+	if (!nl) {
+		struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
+		http_stream_writev(job->req, frame, 3);
+		return true;
+	}
+	/* the provider sent the value over several data: lines (the parser joined them with LF):
+	 * each line goes out as its own data: line, so the client joins the same value */
+	for (const char *p = json, *end = json + len; p <= end;) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+		struct str line[] = {STR_LIT("data: "), {p, n}, STR_LIT("\n")};
+		http_stream_writev(job->req, line, 3);
+		if (!eol)
+			break;
+		p = eol + 1;
+	}
+	http_stream_write(job->req, "\n", 1);
 	return true;
 }
 

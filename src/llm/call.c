@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/ids.h"
 #include "core/json_out.h"
@@ -81,10 +82,17 @@ static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
 static bool on_event(void *ctx, const char *data, size_t len)
 {
 	struct llm_call *c = ctx;
+	if (c->finished)
+		return true; /* after [DONE] the reply is over: what a provider sends after it is not passed on */
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-		c->done = true;
+		c->done = c->finished = true;
 		return true;
 	}
+	size_t lead = 0;
+	while (lead < len && (data[lead] == ' ' || data[lead] == '\t'))
+		lead++;
+	if (lead == len || (data[lead] != '{' && data[lead] != '['))
+		return true; /* not JSON (a provider's "ping"): ignored, not relayed - OpenAI's SDKs would fail on it */
 	/* a relay (the proxy: chunks passed on, no deltas wanted) needs of a chunk only its usage and
 	 * whether it finishes the reply: only a chunk with usage is read (chunk_scan.h, peek) */
 	unsigned peek = c->cb && c->cb->on_chunk && !c->cb->on_delta ? llm_chunk_peek(data, len) : LLM_PEEK_USAGE;
@@ -110,7 +118,7 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		c->got_token = true;
 	}
 	if (!read)
-		return true; /* not JSON: ignore the event, as OpenAI's clients do */
+		return true; /* not valid JSON: nothing to read in it */
 	if (f.model)
 		str_copy(c->res->model, sizeof(c->res->model), f.model);
 	if (f.has_in)
@@ -189,18 +197,6 @@ bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 		return false;
 	}
 	return true;
-}
-
-void llm_call_header(struct llm_call *c, const char *line, size_t n)
-{
-	if (n > 12 && strncasecmp(line, "retry-after:", 12) == 0) {
-		char digits[16];
-		size_t k = n - 12 < sizeof(digits) - 1 ? n - 12 : sizeof(digits) - 1;
-		memcpy(digits, line + 12, k); /* the line need not end in a NUL */
-		digits[k] = '\0';
-		long secs = strtol(digits, NULL, 10);
-		c->retry_after_s = secs >= 0 && secs < 3600 ? (int)secs : -1;
-	}
 }
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
@@ -342,6 +338,10 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 		return LLM_ERR_CANCELLED;
 	if (c->overflow)
 		return LLM_ERR_PROTOCOL;
+	/* [DONE] came on a 200 stream: the reply is whole even when the provider then hangs or closes
+	 * without ending its body (the connection is not kept) */
+	if (c->finished && c->status == 200 && c->req->stream)
+		return LLM_OK;
 	switch (rc) {
 	case CURLE_OK:
 		break;
@@ -361,6 +361,10 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 		return LLM_ERR_RATE_LIMITED;
 	if (c->status == 401 || c->status == 403)
 		return LLM_ERR_AUTH;
+	if (c->status == 408) /* the provider's own timeout: retried, as OpenAI's SDKs do */
+		return LLM_ERR_TIMEOUT;
+	if (c->status == 409) /* a conflict (a lock on the provider's side): retried, as OpenAI's SDKs do */
+		return LLM_ERR_SERVER;
 	if (c->status >= 500)
 		return LLM_ERR_SERVER;
 	if (c->status != 200)
@@ -394,7 +398,8 @@ bool llm_call_reset(struct llm_call *c)
 	c->curl = NULL;
 	c->headers = NULL;
 	c->status = 0;
-	c->retry_after_s = -1;
+	c->retry_after_ms = -1;
+	c->retry_after_ms_exact = false;
 	c->done = c->overflow = false; /* an attempt's own: a retry's cut stream is not an earlier [DONE]'s */
 	c->res->detail[0] = '\0';
 	return true;
@@ -452,20 +457,4 @@ enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 	c->body = NULL;
 	c->body_len = 0;
 	return e;
-}
-
-bool llm_call_may_retry(const struct llm_call *c, enum llm_error e, int max_retries)
-{
-	bool retryable =
-		e == LLM_ERR_UNREACHABLE || e == LLM_ERR_RATE_LIMITED || e == LLM_ERR_SERVER || e == LLM_ERR_TIMEOUT;
-	return retryable && !c->got_token && c->res->attempts <= max_retries;
-}
-
-long llm_call_backoff_ms(const struct llm_call *c, long *delay_ms)
-{
-	long delay = *delay_ms;
-	long wait = c->retry_after_s >= 0 ? c->retry_after_s * 1000L
-					  : delay / 2 + (long)(ids_random_u32() % (uint32_t)(delay / 2 + 1));
-	*delay_ms = delay * 2 > 8000 ? 8000 : delay * 2;
-	return wait > 60000 ? 60000 : wait;
 }

@@ -28,10 +28,12 @@ struct llm_call {
 	size_t body_len;		/* bytes in body */
 	bool got_token;			/* a content delta arrived, or a chunk was relayed (no more retries) */
 	bool done;			/* [DONE] or a finish_reason was seen */
+	bool finished;			/* [DONE] was seen: the reply is whole, whatever the connection does next */
 	bool stopped;			/* a callback asked to stop */
 	bool overflow;			/* a bound was hit */
 	long status;			/* HTTP status once headers are in */
-	int retry_after_s;		/* Retry-After of the last answer, -1 none */
+	long retry_after_ms;		/* Retry-After (or retry-after-ms) of the last answer, -1 none */
+	bool retry_after_ms_exact;	/* it came from retry-after-ms */
 };
 
 /* What every attempt with the same provider settings sends alike, built once and shared: the

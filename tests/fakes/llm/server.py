@@ -18,7 +18,8 @@ Control (test side):
     POST /_control {"mode": "ok|400|429|500|401|hang|cut|garbage", "times": N, "retry_after": S,
                     "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
                     "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
-                    "tool_content": "null|absent", "answer_before_body": N}
+                    "tool_content": "null|absent", "answer_before_body": N,
+                    "after_done": "hang|close|junk", "odd_events": true|false}
         the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
         bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
         keep_alive overrides --keep-alive; drop_idle closes every connection right after its
@@ -29,7 +30,11 @@ Control (test side):
         answers the next N completion requests 401 as soon as their head is read, then reads
         and drops their body on a connection said to stay open (as nginx's key check in front of a
         provider does): a client that stopped sending the body at the answer must not send its next
-        request on that connection (it would be read as the rest of the old body).
+        request on that connection (it would be read as the rest of the old body). after_done: after
+        `data: [DONE]` the stream hangs with its body unfinished ("hang"), closes without the last
+        chunk ("close"), or sends one more (junk) event ("junk"); odd_events puts a `data: ping`
+        event and a chunk whose value spans several data: lines (content "+") in the stream; mode
+        "408" answers 408; retry_after may be any string (an HTTP-date).
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
                      "aborted": streams whose client went away before the end,
                      "traceparents": [the traceparent header of each completion request, or null],
@@ -189,7 +194,7 @@ class Handler(BaseHTTPRequestHandler):
             ctl = json.loads(body or b"{}")
             with state_lock:
                 for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
-                          "tool_content", "answer_before_body"):
+                          "tool_content", "answer_before_body", "after_done", "odd_events"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -234,6 +239,9 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "429":
             self.send_json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
                            {"Retry-After": str(retry_after)})
+            return
+        if mode == "408":
+            self.send_json(408, {"error": {"message": "Request timed out", "type": "timeout"}})
             return
         if mode == "500":
             self.send_json(500, {"error": {"message": "internal error", "type": "server_error"}})
@@ -298,7 +306,15 @@ class Handler(BaseHTTPRequestHandler):
                                                         "completion_tokens": completion_tokens,
                                                         "total_tokens": prompt_tokens + completion_tokens}))
         frames = [("data: " + json.dumps(e, ensure_ascii=False) + "\n\n").encode() for e in events]
+        with state_lock:
+            after_done, odd = state.get("after_done"), state.get("odd_events")
+        if odd:  # legal SSE that is no chat chunk: a "ping", and a chunk's value over several data: lines
+            lines = json.dumps(dict(base, choices=[{"index": 0, "delta": {"content": "+"}, "finish_reason": None,
+                                                     "logprobs": None}]), indent=1).split("\n")
+            frames[1:1] = [b"data: ping\n\n", ("".join(f"data: {ln}\n" for ln in lines) + "\n").encode()]
         frames.append(b"data: [DONE]\n\n")
+        if after_done == "junk":
+            frames.append(b'data: {"error": {"message": "junk after done"}}\n\n')
         if cut:
             frames = frames[:max(2, len(frames) // 2)]
         self.send_response(200)
@@ -335,6 +351,13 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             with state_lock:
                 state["aborted"] += 1
+            return
+        if after_done == "hang":  # the reply is whole, but the body never ends
+            self.wait_first(30)
+            self.close_connection = True
+            return
+        if after_done == "close":  # the connection closes without the body's last chunk
+            self.close_connection = True
             return
         if keep and not cut:
             self.wfile.write(b"0\r\n\r\n")
