@@ -14,6 +14,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "queue/queue_int.h"
 
 struct local_worker {
@@ -63,6 +64,7 @@ static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_
 		return outcome;
 	snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
 	snprintf(op->error_text, sizeof(op->error_text), "%s", ctx->error);
+	utf8_repair(op->error_text); /* (a shorter buffer may cut inside a character) */
 	if (store_op_wait(queue_store(), op) != SOMA_OK)
 		log_warn("queue",
 			 "could not record the outcome of task %s (%s); it runs again after the visibility timeout",

@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "queue/redis_int.h"
 
 /* The follow-ups of the outcome kept at o (the last one appended), written now (its meta's
@@ -270,6 +271,7 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		char why[sizeof(ctx->error)];
 		snprintf(why, sizeof(why), "%.400s (gave up after %lld retries)", ctx->error, (long long)m->retries);
 		snprintf(ctx->error, sizeof(ctx->error), "%s", why);
+		utf8_repair(ctx->error); /* "%.400s" may cut inside a character */
 		outcome = TASK_FAIL;
 	}
 	if (outcome != TASK_FAIL) {

@@ -27,6 +27,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/utf8.h"
 #include "queue/handoff.h"
 #include "queue/hooks.h"
 #include "queue/queue_int.h"
@@ -243,6 +244,7 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 		json_decref(ctx.next_task);
 		return NULL;
 	}
+	utf8_repair(ctx.error); /* a message cut at the buffer's end, or a task's own bytes: stored as JSON */
 	outcome = drv->settle(w->drv, &ctx, outcome);
 	queue_emit_outcome(&ctx, outcome, runtime);
 	count(name ? name : "?", outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
