@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/utf8.h"
@@ -12,7 +13,7 @@
 static void check(const char *in, const char *want, bool changed)
 {
 	char buf[64];
-	strcpy(buf, in);
+	snprintf(buf, sizeof(buf), "%s", in);
 	cr_assert_eq(utf8_repair(buf), changed, "%s", in);
 	cr_assert_str_eq(buf, want);
 	json_t *s = json_string(buf);
