@@ -168,6 +168,7 @@ static void run_batch(struct store *st, struct store_op *batch)
 		nops++;
 		st->batch_needs_sync |= !op_may_skip_sync(op);
 	}
+	st->batch = batch;
 	enum soma_err txn = drv->begin(st);
 	for (struct store_op *op = batch; op && txn == SOMA_OK; op = op->next) {
 		bool op_enqueued = false, lost = false;

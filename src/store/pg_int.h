@@ -171,6 +171,12 @@ json_t *pg_fast_task_row(const struct pg_fast *f);
  * event_text, created) from f. */
 void pg_fast_apply(struct pg_fast *f);
 void pg_fast_free(struct pg_fast *f);
+/* Orders a lane's group by session id (byte order), each session's messages kept in their order;
+ * returns n. Every transaction that updates several sessions rows - a lane's group, the writer's
+ * batch (pg_begin) - takes them in this order, so two of them never wait on each other in a
+ * cycle (a lane holding Y waiting for X while the writer's reply of X waits for Y: PostgreSQL's
+ * deadlock detector cancelled one after a second, a 503 or a reply rolled back). */
+size_t pg_fast_sort_by_session(struct pg_fast **g, size_t n);
 
 /* pg_lanes.c: the message lanes. Each lane is a connection and its thread; a message goes to
  * its session's lane while an earlier one of that session is queued or in flight there (so a

@@ -354,7 +354,7 @@ static void *lane_main(void *arg)
 			lane_wait(L, ln);
 			continue;
 		}
-		size_t n = n_prev && !pg_conn_up(&ln->c) ? 0 : lane_take(ln, g);
+		size_t n = n_prev && !pg_conn_up(&ln->c) ? 0 : pg_fast_sort_by_session(g, lane_take(ln, g));
 		pthread_mutex_unlock(&L->lock);
 		bool sent = n && group_send(&ln->c, g, n);
 		if (n_prev)

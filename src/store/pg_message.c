@@ -227,3 +227,17 @@ json_t *pg_fast_task_row(const struct pg_fast *f)
 	}
 	return row;
 }
+
+size_t pg_fast_sort_by_session(struct pg_fast **g, size_t n)
+{
+	for (size_t i = 1; i < n; i++) { /* insertion sort: stable, and groups are small */
+		struct pg_fast *f = g[i];
+		size_t j = i;
+		while (j > 0 && strcmp(g[j - 1]->op->session_id, f->op->session_id) > 0) {
+			g[j] = g[j - 1];
+			j--;
+		}
+		g[j] = f;
+	}
+	return n;
+}

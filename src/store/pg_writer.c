@@ -11,6 +11,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -59,6 +60,49 @@ void pg_exec_close(struct store *st)
 		pg_conn_close(&st->pg->readers[i]);
 }
 
+/* A batch whose ops touch two sessions or more locks their rows first, in byte order of the id
+ * (COLLATE "C"), the order a message lane takes them in (pg_fast_sort_by_session): otherwise the
+ * writer (replies of X then Y) and a lane (messages of Y then X) could each hold one row and wait
+ * for the other, until PostgreSQL's deadlock detector cancels one a second later. A batch of one
+ * session cannot close such a cycle and sends nothing more. */
+static enum soma_err lock_sessions(struct store *st)
+{
+	const char *first = NULL;
+	bool several = false;
+	for (struct store_op *op = st->batch; op && !several; op = op->next) {
+		if (op->session_id[0] && !first)
+			first = op->session_id;
+		else if (op->session_id[0])
+			several = strcmp(first, op->session_id) != 0;
+	}
+	if (!several)
+		return SOMA_OK;
+	json_t *ids = json_array();
+	for (struct store_op *op = st->batch; ids && op; op = op->next) {
+		if (op->session_id[0])
+			json_array_append_new(ids, json_string(op->session_id));
+	}
+	char *list = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
+	json_decref(ids);
+	if (!list)
+		return SOMA_ERR_NOMEM;
+	struct pgconn *c = &st->pg->writer;
+	enum soma_err err = pg_cmd(c, "BEGIN");
+	if (err == SOMA_OK) {
+		st->pg->txn_open = true;
+		struct pg_params p = {0};
+		pg_param_text(&p, list);
+		PGresult *r =
+			pg_exec(c,
+				"SELECT 1 FROM sessions WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
+				"ORDER BY id COLLATE \"C\" FOR UPDATE",
+				&p, &err);
+		PQclear(r);
+	}
+	free(list);
+	return err;
+}
+
 /* The batch's transaction costs one round trip per op beyond the op's own statements: BEGIN goes
  * out with the first op's SAVEPOINT, and each op's RELEASE with the next op's SAVEPOINT (COMMIT
  * releases the last). */
@@ -69,7 +113,7 @@ enum soma_err pg_begin(struct store *st)
 	st->pg->durable = false;
 	st->pg->plain_scans = false;
 	pg_conn_check_idle(&st->pg->writer); /* a session the server ended meanwhile fails no op */
-	return SOMA_OK;
+	return lock_sessions(st);
 }
 
 /* The redis queue relay's bookkeeping: a claim (queued -> relaying) and the delete of rows already

@@ -121,6 +121,7 @@ struct store {
 	void (*commit_hook)(const struct store_op *op);	     /* publishes committed events */
 	int wal_last_frames;				     /* WAL frame count after the last commit (metrics) */
 	bool batch_needs_sync;	    /* writer: this batch holds an op whose commit must be durable */
+	struct store_op *batch;	    /* writer: the batch being run (its ops, for the driver's begin) */
 	bool writer_sync_normal;    /* writer (SQLite): synchronous=NORMAL is set now */
 	struct dbconn checkpointer; /* the checkpoint thread's connection */
 	pthread_t checkpoint_tid;   /* copies the WAL back into the database, off the commit path */
