@@ -177,13 +177,20 @@ static enum soma_err pg_migrate(struct store *st, int *applied)
 		pthread_mutex_unlock(&st->pg->main_lock);
 		return err;
 	}
-	/* several nodes starting together: the first applies, the others wait and find nothing to do */
-	err = pg_cmd(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")");
+	/* several nodes starting together: the first applies, the others wait and find nothing to do.
+	 * Neither the wait nor a migration (an index built on a large table) has the connections'
+	 * 60 s statement_timeout: a node waiting for another's migration would give up, and a long one
+	 * could never finish */
+	err = pg_cmd(c, "SET statement_timeout = 0");
+	if (err == SOMA_OK)
+		err = pg_cmd(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")");
 	if (err == SOMA_OK) {
 		err = migrate_locked(c, applied);
 		if (pg_conn_up(c))
 			(void)pg_cmd(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK ")");
 	}
+	if (pg_conn_up(c))
+		(void)pg_cmd(c, "RESET statement_timeout");
 	pthread_mutex_unlock(&st->pg->main_lock);
 	return err;
 }

@@ -250,9 +250,12 @@ static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
 	struct store_op next = {.kind = STORE_OP_TASK_RESERVE, .delay_ms = op->delay_ms};
 	memcpy(next.queue, op->queue, sizeof(op->queue));
 	memcpy(next.worker, op->worker, sizeof(op->worker));
-	if (store_sql_task_write(c, &next, &unused) == SOMA_OK)
+	err = store_sql_task_write(c, &next, &unused);
+	if (err == SOMA_OK)
 		op->session = next.session; /* the reserved task, now the op's */
-	return SOMA_OK;			    /* no next task (or it could not be reserved) changes nothing here */
+	/* no next task changes nothing here; a failing statement (disk full, I/O error) fails the op,
+	 * which SQLite may have rolled back with the whole transaction (sqlite_exec.c checks) */
+	return err == SOMA_OK || err == SOMA_ERR_NOT_FOUND ? SOMA_OK : err;
 }
 
 static enum soma_err op_session_delete(struct dbconn *c, struct store_op *op, bool reset)

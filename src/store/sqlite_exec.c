@@ -155,7 +155,10 @@ static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *en
 	size_t mark = store_sql_memory_pending(); /* the op's memories rows wait for the commit */
 	enum soma_err err = store_sql_write(c, op, enqueued);
 	dbconn_release(c);
-	if (err != SOMA_OK && sqlite3_get_autocommit(c->db)) {
+	/* an op that reports success may still have had a statement fail under it: when SQLite rolled
+	 * the whole transaction back, the ops after this one would each commit alone */
+	if (sqlite3_get_autocommit(c->db)) {
+		err = err == SOMA_OK ? SOMA_ERR_STORE : err;
 		*txn_lost = true; /* SQLite rolled the whole transaction back (disk full, I/O error) */
 		store_sql_memory_pending_cut(0);
 		return err;
