@@ -177,6 +177,10 @@ void pg_fast_free(struct pg_fast *f);
  * cycle (a lane holding Y waiting for X while the writer's reply of X waits for Y: PostgreSQL's
  * deadlock detector cancelled one after a second, a 503 or a reply rolled back). */
 size_t pg_fast_sort_by_session(struct pg_fast **g, size_t n);
+/* After a lane lost its connection with the COMMIT's answer unread (whether it committed is not
+ * known), connects c again (waiting out its first backoff) and settles as committed, with their
+ * seq, the messages of g whose event rows are there; the others stay unsettled. */
+void pg_fast_find_committed(struct pgconn *c, struct pg_fast **g, size_t n);
 
 /* pg_lanes.c: the message lanes. Each lane is a connection and its thread; a message goes to
  * its session's lane while an earlier one of that session is queued or in flight there (so a

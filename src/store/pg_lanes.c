@@ -5,9 +5,9 @@
  *
  * DESIGN: store_submit hands a MESSAGE to pg_lanes_take on the submitting (io) thread, which
  * builds its statement there and queues it on a lane: the lane of its session while an earlier
- * message of that session is queued or in flight (a session table by hash counts them), else the
- * first lane that is up and not full (lane_pick). Each lane is one connection and one thread: it takes everything
- * queued (up to GROUP_MAX) and sends it as one pipeline - BEGIN, the statements, COMMIT, Sync:
+ * message of that session is queued or in flight (a session table by hash counts them), else the first lane
+ * up and not full (lane_pick). Each lane is one connection and one thread: it takes everything queued
+ * (up to GROUP_MAX), in session order, and sends it as one pipeline - BEGIN, the statements, COMMIT, Sync:
  * one round trip and one WAL flush - and once the COMMIT is answered sends what queued meanwhile,
  * then completes the committed ops while PostgreSQL runs that (lane_main). So a message that
  * finds a lane idle waits for one commit, not for a batch cycle. Guarantees:
@@ -15,13 +15,11 @@
  *    in flight per lane), so their seqs follow it; they are published (the commit hook) in that
  *    order too, before the session can move to another lane;
  *  - nothing is completed before its COMMIT is answered;
- *  - a statement that fails aborts its pipeline: that message gets its error, the transaction is
- *    rolled back and the others (nothing of which was applied to an op yet) go out again, so a
- *    failing message fails alone and leaves no gap in its session's seqs;
- *  - a lost connection fails the lane's messages in flight with SOMA_ERR_UNAVAILABLE (503, not
- *    acknowledged: a COMMIT whose answer was lost may have committed, as on the writer); the lane
- *    is marked down, new sessions go to the other lanes, and its thread reconnects with the
- *    connection's backoff (pg_exec.c).
+ *  - a statement that fails aborts its pipeline: that message gets its error, the others (nothing
+ *    applied to an op yet) go out again: it fails alone and leaves no gap in its session's seqs;
+ *  - a lost connection: after a confirmed COMMIT its messages are in; with the COMMIT's answer
+ *    lost, each message found by its event row on a new connection is too, the rest get 503
+ *    (pg_fast_find_committed); the lane reconnects with the connection's backoff (pg_exec.c).
  * Locking: one mutex guards the queues, the counts and the session table; a lane's connection is
  * its thread's alone, and no lock is held while it waits for PostgreSQL.
  */
@@ -198,10 +196,12 @@ static void group_read(struct pgconn *c, struct pg_fast **g, size_t n)
 		lost = !r || PQresultStatus(r) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->conn);
 		PQclear(r);
 	}
-	if (lost) { /* whether the COMMIT got through is unknown: nothing is acknowledged */
+	if (lost) { /* after a confirmed COMMIT all are in; else each is found by its row or is a 503 */
 		if (pg_conn_up(c))
 			pg_conn_close(c);
-		settle_all(g, n, SOMA_ERR_UNAVAILABLE);
+		if (commit_err != SOMA_OK)
+			pg_fast_find_committed(c, g, n);
+		settle_all(g, n, commit_err == SOMA_OK ? SOMA_OK : SOMA_ERR_UNAVAILABLE);
 		return;
 	}
 	if (commit_err == SOMA_OK) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "core/json_out.h"
@@ -240,4 +241,43 @@ size_t pg_fast_sort_by_session(struct pg_fast **g, size_t n)
 		g[j] = f;
 	}
 	return n;
+}
+
+void pg_fast_find_committed(struct pgconn *c, struct pg_fast **g, size_t n)
+{
+	json_t *ids = json_array();
+	for (size_t i = 0; ids && i < n; i++) {
+		if (!g[i]->done)
+			json_array_append(ids, json_object_get(g[i]->op->event, "event_id"));
+	}
+	char *list = ids && json_array_size(ids) ? json_dumps(ids, JSON_COMPACT) : NULL;
+	json_decref(ids);
+	for (int tries = 0; list && tries < 20 && pg_conn_ready(c) != SOMA_OK; tries++) {
+		struct timespec ts = {0, 50 * 1000000L}; /* the first backoff is 100 ms */
+		nanosleep(&ts, NULL);
+	}
+	enum soma_err err = SOMA_ERR_UNAVAILABLE;
+	PGresult *r = NULL;
+	if (list && pg_conn_up(c)) {
+		struct pg_params p = {0};
+		pg_param_text(&p, list);
+		r = pg_exec(c,
+			    "SELECT event_id, seq FROM events WHERE event_id IN (SELECT "
+			    "jsonb_array_elements_text($1::jsonb))",
+			    &p, &err);
+	}
+	for (int row = 0; r && row < PQntuples(r); row++) {
+		for (size_t i = 0; i < n; i++) {
+			struct pg_fast *f = g[i];
+			const char *id = json_string_value(json_object_get(f->op->event, "event_id"));
+			if (!f->done && id && strcmp(id, pg_text(r, row, 0)) == 0) {
+				f->done = f->found = true;
+				f->err = SOMA_OK;
+				f->seq = pg_int(r, row, 1);
+				f->created = f->seq == 1;
+			}
+		}
+	}
+	PQclear(r);
+	free(list);
 }
