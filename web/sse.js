@@ -9,19 +9,23 @@
 // backoff, min(500 ms * 2^attempt, 15 s); a stream the server ended cleanly reconnects almost at
 // once (it ends a replay page that way). Any byte (keepalives come every 10 s) proves the
 // connection alive; after 12 s without one the state is "stale", after 30 s the connection is
-// presumed dead and replaced. States: online, stale, reconnecting, offline (no network, or
-// several attempts failed).
+// presumed dead and replaced. The same 30 s bound holds for a connect: one that has no response
+// headers by then (accepted, never answered) is abandoned and tried again. States: online,
+// stale, reconnecting, offline (no network, or several attempts failed).
 // Parsing follows the SSE spec for what the server sends: fields data/id/retry/event, comments,
 // blank line = dispatch; lines end in LF or CRLF (a lone CR is not treated as an end of line).
 
 import { ApiError, authHeaders, errorFrom, needsSignIn, requestSignIn } from './api.js';
 
-const STALE_MS = 12000;
-const DEAD_MS = 30000;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 15000;
-const OFFLINE_AFTER = 4;      // failed attempts in a row before the badge says offline
-const STEADY_MS = 5000;       // a connection that lived this long resets the backoff
+// The waits, in ms; tests pass shorter ones (constructor option `timing`).
+const TIMING = {
+  staleMs: 12000,         // quiet this long: the badge says stale
+  deadMs: 30000,          // quiet this long, or no response headers this long: the connection is replaced
+  backoffBaseMs: 500,
+  backoffMaxMs: 15000,
+  steadyMs: 5000,         // a connection that lived this long resets the backoff
+};
+const OFFLINE_AFTER = 4;  // failed attempts in a row before the badge says offline
 
 const sleep = (ms, signal) => new Promise((resolve) => {
   const t = setTimeout(resolve, ms);
@@ -32,12 +36,14 @@ export class EventStream {
   /**
    * url: the stream URL; onEvent(event, id): one parsed event; onState(state): badge updates;
    * onGone(err): the session is gone (404) or access was refused for good; the stream stops.
+   * timing: overrides of TIMING.
    */
-  constructor({ url, onEvent, onState, onGone }) {
+  constructor({ url, onEvent, onState, onGone, timing }) {
     this.url = url;
     this.onEvent = onEvent;
     this.onState = onState || (() => {});
     this.onGone = onGone || (() => {});
+    this.timing = { ...TIMING, ...timing };
     this.lastId = null;       // the `id:` of the last event handled: where a reconnect resumes
     this.state = '';
     this.stopped = true;
@@ -77,14 +83,18 @@ export class EventStream {
     this.onState(s);
   }
 
+  /** Every second: replaces a connection (or a connect) quiet for deadMs; marks a quiet one stale. */
   checkAlive() {
-    if (!this.connection || this.state === 'reconnecting' || this.state === 'offline') return;
+    if (!this.connection) return; // waiting between attempts
     const quiet = Date.now() - this.lastData;
-    if (quiet > DEAD_MS) this.connection.abort();
-    else if (quiet > STALE_MS) this.setState('stale');
+    if (quiet > this.timing.deadMs) this.connection.abort();
+    else if (quiet > this.timing.staleMs && this.state !== 'reconnecting' && this.state !== 'offline') {
+      this.setState('stale');
+    }
   }
 
   async run() {
+    const t = this.timing;
     let attempt = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
@@ -92,6 +102,7 @@ export class EventStream {
       try {
         endedCleanly = await this.connectOnce();
       } catch (e) {
+        if (this.stopped) return;
         if (e instanceof ApiError && e.status === 404) { this.stop(); this.onGone(e); return; }
         if (e instanceof ApiError && needsSignIn(e.status)) {
           if (!(await requestSignIn({ status: e.status, message: e.message }))) {
@@ -101,9 +112,9 @@ export class EventStream {
         }
       }
       if (this.stopped) return;
-      attempt = endedCleanly || Date.now() - connectedAt > STEADY_MS ? 0 : attempt + 1;
+      attempt = endedCleanly || Date.now() - connectedAt > t.steadyMs ? 0 : attempt + 1;
       this.setState(!navigator.onLine || attempt >= OFFLINE_AFTER ? 'offline' : 'reconnecting');
-      const ceiling = Math.min(BACKOFF_BASE_MS * 2 ** attempt, BACKOFF_MAX_MS);
+      const ceiling = Math.min(t.backoffBaseMs * 2 ** attempt, t.backoffMaxMs);
       await sleep(endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling, this.stopper.signal);
       this.reconnects++;
     }
@@ -113,12 +124,13 @@ export class EventStream {
   async connectOnce() {
     const ctl = new AbortController();
     this.connection = ctl;
+    this.lastData = Date.now(); // checkAlive: no headers within deadMs from now aborts the connect
     try {
       const headers = authHeaders({ Accept: 'text/event-stream' });
       if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId;
       const res = await fetch(this.url, { headers, signal: ctl.signal, cache: 'no-store' });
-      if (!res.ok) throw await errorFrom(res);
       this.lastData = Date.now();
+      if (!res.ok) throw await errorFrom(res);
       this.setState('online');
       await this.read(res.body.getReader());
       return true;
