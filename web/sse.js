@@ -14,6 +14,8 @@
 // stale, reconnecting, offline (no network, or several attempts failed).
 // Parsing follows the SSE spec for what the server sends: fields data/id/retry/event, comments,
 // blank line = dispatch; lines end in LF or CRLF (a lone CR is not treated as an end of line).
+// An `id:` sets where a reconnect resumes even in a frame without data (the server's `id: 0`
+// when the session is deleted).
 
 import { ApiError, authHeaders, errorFrom, needsSignIn, requestSignIn } from './api.js';
 
@@ -176,10 +178,12 @@ export class EventStream {
     const { data, id } = frame;
     frame.data = [];
     frame.id = null;
+    // as the spec says, the id is taken whether or not the frame has data (or data we can read):
+    // the server's `id: 0` after a delete has none; an empty id means "no id" again
+    if (id !== null) this.lastId = id === '' ? null : id;
     if (!data.length) return;
     let event;
     try { event = JSON.parse(data.join('\n')); } catch { return; }
-    if (id !== null) this.lastId = id;
     try { this.onEvent(event, id); } catch (e) { console.error('event handler failed', e); }
   }
 }

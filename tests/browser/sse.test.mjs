@@ -1,6 +1,6 @@
 // web/sse.js against a scripted server: the page's own EventStream, its requests answered by
 // page.route (a frame list, an error status, or no answer at all). A connect that is never
-// answered is abandoned and retried.
+// answered is abandoned and retried; `id:` without data moves the cursor.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { browserTest, launchBrowser, startStack } from './harness.mjs';
@@ -94,4 +94,12 @@ browserTest('a reconnect that is accepted but never answered is abandoned and re
   assert.equal(seen[2].lastEventId, 'c1', 'the retry resumes where the stream was');
   assert.ok(seen[2].at - seen[1].at >= FAST.deadMs - 100, 'the hung connect was given deadMs');
   await stopStream(page);
+});
+
+browserTest('an id: without data (the server\'s id: 0 on delete) is where the next connect resumes', getBrowser, async (page) => {
+  const seen = await scriptServer(page, ['id: 7\ndata: {"n":7}\n\nid: 0\n\n', 404]);
+  await openStream(page);
+  await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 10000 });
+  assert.deepEqual((await sse(page)).events, [[{ n: 7 }, '7']]);
+  assert.deepEqual(seen.map((r) => r.lastEventId), [null, '0']);
 });
