@@ -10,7 +10,10 @@
 // once (it ends a replay page that way). Any byte (keepalives come every 10 s) proves the
 // connection alive; after 12 s without one the state is "stale", after 30 s the connection is
 // presumed dead and replaced. The same 30 s bound holds for a connect: one that has no response
-// headers by then (accepted, never answered) is abandoned and tried again. States: online,
+// headers by then (accepted, never answered) is abandoned and tried again. 429 and 503 wait at
+// least their Retry-After (at most 60 s). 404 (the session is gone) and the other 4xx but 408
+// and 429 (400 invalid_cursor, 403) are final: retrying cannot change them, so the stream stops
+// and onGone is told; 401 (and 403 on the admin pages) asks for a key first. States: online,
 // stale, reconnecting, offline (no network, or several attempts failed).
 // Parsing follows the SSE spec for what the server sends: fields data/id/retry/event, comments,
 // blank line = dispatch; lines end in LF or CRLF (a lone CR is not treated as an end of line).
@@ -25,20 +28,37 @@ const TIMING = {
   deadMs: 30000,          // quiet this long, or no response headers this long: the connection is replaced
   backoffBaseMs: 500,
   backoffMaxMs: 15000,
+  retryAfterMaxMs: 60000, // a longer Retry-After is cut to this
   steadyMs: 5000,         // a connection that lived this long resets the backoff
 };
 const OFFLINE_AFTER = 4;  // failed attempts in a row before the badge says offline
 
+/** Resolves after ms, or at once when signal aborts; leaves no listener behind either way. */
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const t = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  if (signal.aborted) { resolve(); return; }
+  const done = () => { clearTimeout(t); signal.removeEventListener('abort', done); resolve(); };
+  const t = setTimeout(done, ms);
+  signal.addEventListener('abort', done, { once: true });
 });
+
+/** A Retry-After value (seconds or an HTTP-date) in ms, at most max; null when absent or unreadable. */
+function retryAfterMs(value, max) {
+  const v = (value || '').trim();
+  let ms;
+  if (/^\d+$/.test(v)) ms = Number(v) * 1000;
+  else if (v && !Number.isNaN(Date.parse(v))) ms = Date.parse(v) - Date.now();
+  else return null;
+  return Math.min(Math.max(ms, 0), max);
+}
+
+/** A refusal that a retry cannot change: 404 and the other 4xx but 408 and 429 (401 is asked for a key first). */
+const isFinal = (status) => status >= 400 && status < 500 && status !== 408 && status !== 429;
 
 export class EventStream {
   /**
    * url: the stream URL; onEvent(event, id): one parsed event; onState(state): badge updates;
-   * onGone(err): the session is gone (404) or access was refused for good; the stream stops.
-   * timing: overrides of TIMING.
+   * onGone(err): the session is gone (404), the request is refused for good (another 4xx), or
+   * access was refused and no key given; the stream stops. timing: overrides of TIMING.
    */
   constructor({ url, onEvent, onState, onGone, timing }) {
     this.url = url;
@@ -101,28 +121,34 @@ export class EventStream {
     while (!this.stopped) {
       const connectedAt = Date.now();
       let endedCleanly = false;
+      let atLeast = 0; // the server's Retry-After
       try {
         endedCleanly = await this.connectOnce();
       } catch (e) {
         if (this.stopped) return;
-        if (e instanceof ApiError && e.status === 404) { this.stop(); this.onGone(e); return; }
         if (e instanceof ApiError && needsSignIn(e.status)) {
           if (!(await requestSignIn({ status: e.status, message: e.message }))) {
             this.stop(); this.onGone(e); return;
           }
           continue;
         }
+        if (e instanceof ApiError && isFinal(e.status)) { this.stop(); this.onGone(e); return; }
+        if (e instanceof ApiError && typeof e.retryAfterMs === 'number') atLeast = e.retryAfterMs;
       }
       if (this.stopped) return;
       attempt = endedCleanly || Date.now() - connectedAt > t.steadyMs ? 0 : attempt + 1;
       this.setState(!navigator.onLine || attempt >= OFFLINE_AFTER ? 'offline' : 'reconnecting');
       const ceiling = Math.min(t.backoffBaseMs * 2 ** attempt, t.backoffMaxMs);
-      await sleep(endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling, this.stopper.signal);
+      const backoff = endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling;
+      await sleep(Math.max(backoff, atLeast), this.stopper.signal);
       this.reconnects++;
     }
   }
 
-  /** One connection, read to its end; true when the server ended it cleanly. */
+  /**
+   * One connection, read to its end; true when the server ended it cleanly. Throws ApiError (with
+   * retryAfterMs: the Retry-After in ms, or null) for an error status, else what fetch throws.
+   */
   async connectOnce() {
     const ctl = new AbortController();
     this.connection = ctl;
@@ -132,7 +158,11 @@ export class EventStream {
       if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId;
       const res = await fetch(this.url, { headers, signal: ctl.signal, cache: 'no-store' });
       this.lastData = Date.now();
-      if (!res.ok) throw await errorFrom(res);
+      if (!res.ok) {
+        const err = await errorFrom(res);
+        err.retryAfterMs = retryAfterMs(res.headers.get('Retry-After'), this.timing.retryAfterMaxMs);
+        throw err;
+      }
       this.setState('online');
       await this.read(res.body.getReader());
       return true;

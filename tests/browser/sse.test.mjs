@@ -1,6 +1,7 @@
 // web/sse.js against a scripted server: the page's own EventStream, its requests answered by
 // page.route (a frame list, an error status, or no answer at all). A connect that is never
-// answered is abandoned and retried; `id:` without data moves the cursor.
+// answered is abandoned and retried; `id:` without data moves the cursor; 4xx but 408/429 stop
+// the stream; Retry-After is waited for; the waits leave no listeners behind.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { browserTest, launchBrowser, startStack } from './harness.mjs';
@@ -102,4 +103,41 @@ browserTest('an id: without data (the server\'s id: 0 on delete) is where the ne
   await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 10000 });
   assert.deepEqual((await sse(page)).events, [[{ n: 7 }, '7']]);
   assert.deepEqual(seen.map((r) => r.lastEventId), [null, '0']);
+});
+
+for (const status of [400, 403]) {
+  browserTest(`a ${status} stops the stream instead of retrying it forever`, getBrowser, async (page) => {
+    const seen = await scriptServer(page, [status]);
+    await openStream(page);
+    await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 5000 });
+    assert.deepEqual((await sse(page)).gone, { status, code: `code_${status}` });
+    await page.waitForTimeout(1000);
+    assert.equal(seen.length, 1, 'one request, no retry');
+  });
+}
+
+browserTest('Retry-After of a 503 or 429 is waited for, up to the ceiling; a 500 is retried soon', getBrowser, async (page) => {
+  const seen = await scriptServer(page, [
+    { status: 503, headers: { 'retry-after': '1' } },
+    { status: 429, headers: { 'retry-after': '100000' } }, // cut to retryAfterMaxMs
+    500,
+    404,
+  ]);
+  await openStream(page, { ...FAST, retryAfterMaxMs: 2500 });
+  await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 15000 });
+  const gaps = seen.slice(1).map((r, i) => r.at - seen[i].at);
+  assert.ok(gaps[0] >= 900, `waited ${gaps[0]} ms after Retry-After: 1`);
+  assert.ok(gaps[1] >= 2400 && gaps[1] < 6000, `waited ${gaps[1]} ms after Retry-After: 100000 (cut to 2.5 s)`);
+  assert.ok(gaps[2] < 1000, `waited ${gaps[2]} ms after a 500`);
+  assert.equal((await sse(page)).gone.status, 404);
+});
+
+browserTest('the waits between connections leave no abort listeners behind', getBrowser, async (page) => {
+  const frames = Array.from({ length: 8 }, (_, i) => `id: c${i}\ndata: {"n":${i}}\n\n`);
+  await scriptServer(page, [...frames, null]);
+  await openStream(page);
+  await page.waitForFunction(() => window.__sse.events.length === 8, null, { timeout: 15000 });
+  const held = await page.evaluate(() => window.__abortListeners(window.__stream.stopper.signal));
+  assert.ok(held <= 1, `${held} abort listeners left on the stream's signal after 8 waits`);
+  await stopStream(page);
 });
