@@ -29,8 +29,10 @@ function emphasis(s) {
     .replace(/~~(?=\S)([\s\S]*?\S)~~/g, '<del>$1</del>');
 }
 
-// A URL in already-escaped text ends before whitespace or an escaped <, >, " or '.
-const URL_BODY = '(?:(?!&(?:lt|gt|quot|#39);)[^\\s])+';
+// A URL in already-escaped text ends before whitespace, an escaped <, >, " or ', or a placeholder
+// (NUL): a URL that ran into a held piece would carry that piece's HTML into its href, where the
+// quotes of a held <a href="..."> would end the attribute and the rest become attributes.
+const URL_BODY = '(?:(?!&(?:lt|gt|quot|#39);)[^\\s\\u0000])+';
 const LINK = new RegExp(`\\[([^\\]\\n]+)\\]\\((https?:\\/\\/${URL_BODY}?)\\)`, 'gi');
 const BARE_URL = new RegExp(`(^|[\\s(])(https?:\\/\\/${URL_BODY})`, 'gi');
 

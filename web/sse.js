@@ -9,35 +9,63 @@
 // backoff, min(500 ms * 2^attempt, 15 s); a stream the server ended cleanly reconnects almost at
 // once (it ends a replay page that way). Any byte (keepalives come every 10 s) proves the
 // connection alive; after 12 s without one the state is "stale", after 30 s the connection is
-// presumed dead and replaced. States: online, stale, reconnecting, offline (no network, or
-// several attempts failed).
+// presumed dead and replaced. The same 30 s bound holds for a connect: one that has no response
+// headers by then (accepted, never answered) is abandoned and tried again. 429 and 503 wait at
+// least their Retry-After (at most 60 s). 404 (the session is gone) and the other 4xx but 408
+// and 429 (400 invalid_cursor, 403) are final: retrying cannot change them, so the stream stops
+// and onGone is told; 401 (and 403 on the admin pages) asks for a key first. States: online,
+// stale, reconnecting, offline (no network, or several attempts failed).
 // Parsing follows the SSE spec for what the server sends: fields data/id/retry/event, comments,
 // blank line = dispatch; lines end in LF or CRLF (a lone CR is not treated as an end of line).
+// An `id:` sets where a reconnect resumes even in a frame without data (the server's `id: 0`
+// when the session is deleted).
 
 import { ApiError, authHeaders, errorFrom, needsSignIn, requestSignIn } from './api.js';
 
-const STALE_MS = 12000;
-const DEAD_MS = 30000;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 15000;
-const OFFLINE_AFTER = 4;      // failed attempts in a row before the badge says offline
-const STEADY_MS = 5000;       // a connection that lived this long resets the backoff
+// The waits, in ms; tests pass shorter ones (constructor option `timing`).
+const TIMING = {
+  staleMs: 12000,         // quiet this long: the badge says stale
+  deadMs: 30000,          // quiet this long, or no response headers this long: the connection is replaced
+  backoffBaseMs: 500,
+  backoffMaxMs: 15000,
+  retryAfterMaxMs: 60000, // a longer Retry-After is cut to this
+  steadyMs: 5000,         // a connection that lived this long resets the backoff
+};
+const OFFLINE_AFTER = 4;  // failed attempts in a row before the badge says offline
 
+/** Resolves after ms, or at once when signal aborts; leaves no listener behind either way. */
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const t = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  if (signal.aborted) { resolve(); return; }
+  const done = () => { clearTimeout(t); signal.removeEventListener('abort', done); resolve(); };
+  const t = setTimeout(done, ms);
+  signal.addEventListener('abort', done, { once: true });
 });
+
+/** A Retry-After value (seconds or an HTTP-date) in ms, at most max; null when absent or unreadable. */
+function retryAfterMs(value, max) {
+  const v = (value || '').trim();
+  let ms;
+  if (/^\d+$/.test(v)) ms = Number(v) * 1000;
+  else if (v && !Number.isNaN(Date.parse(v))) ms = Date.parse(v) - Date.now();
+  else return null;
+  return Math.min(Math.max(ms, 0), max);
+}
+
+/** A refusal that a retry cannot change: 404 and the other 4xx but 408 and 429 (401 is asked for a key first). */
+const isFinal = (status) => status >= 400 && status < 500 && status !== 408 && status !== 429;
 
 export class EventStream {
   /**
    * url: the stream URL; onEvent(event, id): one parsed event; onState(state): badge updates;
-   * onGone(err): the session is gone (404) or access was refused for good; the stream stops.
+   * onGone(err): the session is gone (404), the request is refused for good (another 4xx), or
+   * access was refused and no key given; the stream stops. timing: overrides of TIMING.
    */
-  constructor({ url, onEvent, onState, onGone }) {
+  constructor({ url, onEvent, onState, onGone, timing }) {
     this.url = url;
     this.onEvent = onEvent;
     this.onState = onState || (() => {});
     this.onGone = onGone || (() => {});
+    this.timing = { ...TIMING, ...timing };
     this.lastId = null;       // the `id:` of the last event handled: where a reconnect resumes
     this.state = '';
     this.stopped = true;
@@ -77,48 +105,64 @@ export class EventStream {
     this.onState(s);
   }
 
+  /** Every second: replaces a connection (or a connect) quiet for deadMs; marks a quiet one stale. */
   checkAlive() {
-    if (!this.connection || this.state === 'reconnecting' || this.state === 'offline') return;
+    if (!this.connection) return; // waiting between attempts
     const quiet = Date.now() - this.lastData;
-    if (quiet > DEAD_MS) this.connection.abort();
-    else if (quiet > STALE_MS) this.setState('stale');
+    if (quiet > this.timing.deadMs) this.connection.abort();
+    else if (quiet > this.timing.staleMs && this.state !== 'reconnecting' && this.state !== 'offline') {
+      this.setState('stale');
+    }
   }
 
   async run() {
+    const t = this.timing;
     let attempt = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
       let endedCleanly = false;
+      let atLeast = 0; // the server's Retry-After
       try {
         endedCleanly = await this.connectOnce();
       } catch (e) {
-        if (e instanceof ApiError && e.status === 404) { this.stop(); this.onGone(e); return; }
+        if (this.stopped) return;
         if (e instanceof ApiError && needsSignIn(e.status)) {
           if (!(await requestSignIn({ status: e.status, message: e.message }))) {
             this.stop(); this.onGone(e); return;
           }
           continue;
         }
+        if (e instanceof ApiError && isFinal(e.status)) { this.stop(); this.onGone(e); return; }
+        if (e instanceof ApiError && typeof e.retryAfterMs === 'number') atLeast = e.retryAfterMs;
       }
       if (this.stopped) return;
-      attempt = endedCleanly || Date.now() - connectedAt > STEADY_MS ? 0 : attempt + 1;
+      attempt = endedCleanly || Date.now() - connectedAt > t.steadyMs ? 0 : attempt + 1;
       this.setState(!navigator.onLine || attempt >= OFFLINE_AFTER ? 'offline' : 'reconnecting');
-      const ceiling = Math.min(BACKOFF_BASE_MS * 2 ** attempt, BACKOFF_MAX_MS);
-      await sleep(endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling, this.stopper.signal);
+      const ceiling = Math.min(t.backoffBaseMs * 2 ** attempt, t.backoffMaxMs);
+      const backoff = endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling;
+      await sleep(Math.max(backoff, atLeast), this.stopper.signal);
       this.reconnects++;
     }
   }
 
-  /** One connection, read to its end; true when the server ended it cleanly. */
+  /**
+   * One connection, read to its end; true when the server ended it cleanly. Throws ApiError (with
+   * retryAfterMs: the Retry-After in ms, or null) for an error status, else what fetch throws.
+   */
   async connectOnce() {
     const ctl = new AbortController();
     this.connection = ctl;
+    this.lastData = Date.now(); // checkAlive: no headers within deadMs from now aborts the connect
     try {
       const headers = authHeaders({ Accept: 'text/event-stream' });
       if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId;
       const res = await fetch(this.url, { headers, signal: ctl.signal, cache: 'no-store' });
-      if (!res.ok) throw await errorFrom(res);
       this.lastData = Date.now();
+      if (!res.ok) {
+        const err = await errorFrom(res);
+        err.retryAfterMs = retryAfterMs(res.headers.get('Retry-After'), this.timing.retryAfterMaxMs);
+        throw err;
+      }
       this.setState('online');
       await this.read(res.body.getReader());
       return true;
@@ -164,10 +208,12 @@ export class EventStream {
     const { data, id } = frame;
     frame.data = [];
     frame.id = null;
+    // as the spec says, the id is taken whether or not the frame has data (or data we can read):
+    // the server's `id: 0` after a delete has none; an empty id means "no id" again
+    if (id !== null) this.lastId = id === '' ? null : id;
     if (!data.length) return;
     let event;
     try { event = JSON.parse(data.join('\n')); } catch { return; }
-    if (id !== null) this.lastId = id;
     try { this.onEvent(event, id); } catch (e) { console.error('event handler failed', e); }
   }
 }
