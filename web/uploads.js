@@ -181,7 +181,11 @@ function describe(id) {
       .then((res) => {
         const cd = res.headers.get('Content-Disposition') || '';
         const m = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(cd);
-        return { filename: m ? decodeURIComponent(m[1]) : id, mime: res.ok ? res.headers.get('Content-Type') || '' : '' };
+        let filename = id;
+        if (m) {
+          try { filename = decodeURIComponent(m[1]); } catch { filename = m[1]; } // a plain '%' in the name
+        }
+        return { filename, mime: res.ok ? res.headers.get('Content-Type') || '' : '' };
       }, () => ({ filename: id, mime: '' })));
   }
   return headCache.get(id);

@@ -276,3 +276,20 @@ browserTest('a 5,000-event session opens at its end and scrolls back with a boun
   await page.locator('#jump-latest').click();
   await page.locator(`#message-items [data-seq="${2 * n}"]`).waitFor();
 }, { timeout: 180000 });
+
+browserTest('an attachment whose name holds a plain % is still listed', getBrowser, async (page) => {
+  await stack.llmReset();
+  // uploaded and sent through the API: the page learns the name from the download's head
+  const form = new FormData();
+  form.append('session_id', 'pct-name');
+  form.append('files', new Blob(['notes\n'], { type: 'text/plain' }), '100% done.txt');
+  const up = await fetch(stack.url + '/v1/uploads', { method: 'POST', body: form });
+  assert.equal(up.status, 200, await up.clone().text());
+  const [file] = await up.json();
+  await stack.api('/v1/session/message', { method: 'POST', body: { session_id: 'pct-name', message: 'see the file', attachments: [file.id] } });
+  await page.goto(stack.url + '/#/s/pct-name');
+  await page.locator('body[data-ready="1"]').waitFor();
+  const link = page.locator('.msg-user a.attachment-link');
+  await link.waitFor();
+  assert.equal(await link.textContent(), 'Download 100% done.txt');
+});
