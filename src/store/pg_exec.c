@@ -89,9 +89,21 @@ static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 	 * application_name says which of ours a session is (pg_stat_activity) */
 	char app[64];
 	snprintf(app, sizeof(app), "somaagent %s", c->role ? c->role : "");
-	static const char *const keys[] = {
-		"dbname",	    "connect_timeout", "keepalives",	   "keepalives_idle", "keepalives_interval",
-		"keepalives_count", "options",	       "application_name", "client_encoding", NULL};
+	/* tcp_user_timeout: keepalives only probe an idle connection; with a query sent and the network
+	 * silently dropping packets, the kernel would retransmit for ~15 minutes (the main thread's
+	 * health check stuck on it, /v1/health serving its last 'ok'): 30 s of unacknowledged data ends
+	 * the connection instead (a long query sends nothing unacknowledged: it is not cut) */
+	static const char *const keys[] = {"dbname",
+					   "connect_timeout",
+					   "keepalives",
+					   "keepalives_idle",
+					   "keepalives_interval",
+					   "keepalives_count",
+					   "tcp_user_timeout",
+					   "options",
+					   "application_name",
+					   "client_encoding",
+					   NULL};
 	const char *vals[] = {
 		c->url,
 		"5",
@@ -99,6 +111,7 @@ static enum soma_err conn_connect(struct pgconn *c, char *why, size_t why_cap)
 		"10",
 		"5",
 		"3",
+		"30000",
 		"-c synchronous_commit=on -c TimeZone=UTC -c statement_timeout=60000 -c client_min_messages=warning",
 		app,
 		"UTF8",
