@@ -172,7 +172,8 @@ static enum soma_err task_revoke(struct pgconn *c, struct store_op *op)
 	err = pg_run(c,
 		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) VALUES "
 		     "($1, $2, 'REVOKED', NULL, 'revoked', $3) ON CONFLICT (task_id) DO UPDATE SET "
-		     "status = 'REVOKED', result = NULL, error = 'revoked', completed_ms = $3",
+		     "status = 'REVOKED', result = NULL, error = 'revoked', completed_ms = $3 "
+		     "WHERE task_results.tenant = excluded.tenant",
 		     &p, NULL);
 	if (err != SOMA_OK)
 		return err;

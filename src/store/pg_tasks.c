@@ -204,9 +204,9 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	pg_param_int(&q, now);
 	err = pg_run(c,
 		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) "
-		     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO UPDATE SET tenant = excluded.tenant, "
+		     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO UPDATE SET "
 		     "status = excluded.status, result = excluded.result, error = excluded.error, "
-		     "completed_ms = excluded.completed_ms",
+		     "completed_ms = excluded.completed_ms WHERE task_results.tenant = excluded.tenant",
 		     &q, NULL);
 	free(result);
 	return err;

@@ -160,10 +160,11 @@ static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *en
 	if (!requeue)
 		return SOMA_OK;
 	*enqueued = true;
-	s = dbconn_stmt(c, "DELETE FROM task_results WHERE task_id = ?");
+	s = dbconn_stmt(c, "DELETE FROM task_results WHERE task_id = ? AND tenant = ?");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->task_id);
+	bind_text(s, 2, op->tenant);
 	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
