@@ -1,10 +1,11 @@
 /*
- * config.c - loading configuration values from their sources (see config.h for the rules).
+ * config.c - loading configuration values from their sources (see config.h for the rules; the
+ * INI format is config_ini.c's).
  */
 #include "core/config.h"
+#include "core/config_int.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +26,7 @@ static struct cfg_value values[CFG_KEY_COUNT];
 static char file_path[1024];
 static bool file_used;
 
-static void add_error(struct cfg_errors *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add_error(struct cfg_errors *errs, const char *fmt, ...)
+void cfg_error_add(struct cfg_errors *errs, const char *fmt, ...)
 {
 	if (errs->count >= CFG_MAX_ERRORS)
 		return;
@@ -117,13 +117,13 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 	if (!ok) {
 		if (!why[0])
 			expected_form(d, why, sizeof(why));
-		add_error(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, d->secret ? "<redacted>" : raw,
-			  why);
+		cfg_error_add(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, d->secret ? "<redacted>" : raw,
+			      why);
 		return false;
 	}
 	char *copy = strdup(raw);
 	if (!copy) {
-		add_error(errs, "%s: %s: out of memory", origin, d->name);
+		cfg_error_add(errs, "%s: %s: out of memory", origin, d->name);
 		return false;
 	}
 	free(values[key].str);
@@ -134,39 +134,22 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 
 /* ---- INI file ------------------------------------------------------------------------------ */
 
-struct ini_ctx {
-	FILE *f;		 /* the file being read */
-	int line;		 /* number of the line last handed to inih */
-	struct cfg_errors *errs; /* where problems go */
-};
-
-/* inih reader that counts lines, so handler errors can name file:line. */
-static char *ini_reader_counting(char *str, int num, void *stream)
+static void ini_on_value(void *user, const char *section, const char *name, const char *value, int line)
 {
-	struct ini_ctx *ctx = stream;
-	char *r = fgets(str, num, ctx->f);
-	if (r)
-		ctx->line++;
-	return r;
-}
-
-static int ini_on_value(void *user, const char *section, const char *name, const char *value)
-{
-	struct ini_ctx *ctx = user;
+	struct cfg_errors *errs = user;
 	char full[256], origin[1100];
 	snprintf(full, sizeof(full), "%s.%s", section, name);
-	snprintf(origin, sizeof(origin), "%s:%d", file_path, ctx->line);
+	snprintf(origin, sizeof(origin), "%s:%d", file_path, line);
 	enum cfg_key key;
 	if (!section[0]) {
-		add_error(ctx->errs, "%s: key \"%s\" is outside a [section]; expected e.g. [http] then listen = ...",
-			  origin, name);
+		cfg_error_add(errs, "%s: key \"%s\" is outside a [section]; expected e.g. [http] then listen = ...",
+			      origin, name);
 	} else if (!cfg_find(full, &key)) {
-		add_error(ctx->errs, "%s: unknown key \"%s\"; run `somaagent config show` for the valid keys", origin,
-			  full);
+		cfg_error_add(errs, "%s: unknown key \"%s\"; run `somaagent config show` for the valid keys", origin,
+			      full);
 	} else {
-		set_value(key, value, CFG_SRC_FILE, origin, ctx->errs);
+		set_value(key, value, CFG_SRC_FILE, origin, errs);
 	}
-	return 1; /* keep going: report every problem at once */
 }
 
 static void load_file(const char *explicit_path, struct cfg_errors *errs)
@@ -178,19 +161,15 @@ static void load_file(const char *explicit_path, struct cfg_errors *errs)
 		path = "somaagent.ini";
 	}
 	snprintf(file_path, sizeof(file_path), "%s", path);
-	struct ini_ctx ctx = {.f = fopen(path, "r"), .line = 0, .errs = errs};
-	if (!ctx.f) {
-		add_error(errs, "--config %s: cannot read the file (%s); check the path and its permissions", path,
-			  strerror(errno));
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		cfg_error_add(errs, "--config %s: cannot read the file (%s); check the path and its permissions", path,
+			      strerror(errno));
 		return;
 	}
 	file_used = true;
-	int rc = ini_parse_stream(ini_reader_counting, &ctx, ini_on_value, &ctx);
-	fclose(ctx.f);
-	if (rc > 0)
-		add_error(errs, "%s:%d: syntax error; expected [section], key = value, or a ; comment", path, rc);
-	else if (rc < 0)
-		add_error(errs, "%s: cannot parse the file (out of memory or unreadable)", path);
+	cfg_ini_parse(f, path, ini_on_value, errs, errs);
+	fclose(f);
 }
 
 /* ---- environment and flags ------------------------------------------------------------------ */
@@ -246,10 +225,10 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 			known = strlen(name) == n && strncmp(name, *e, n) == 0;
 		}
 		if (!known)
-			add_error(errs,
-				  "%.*s: unknown environment variable; SOMA_* variables must name a key, "
-				  "e.g. SOMA_HTTP_LISTEN for http.listen",
-				  (int)(n > 100 ? 100 : n), *e);
+			cfg_error_add(errs,
+				      "%.*s: unknown environment variable; SOMA_* variables must name a key, "
+				      "e.g. SOMA_HTTP_LISTEN for http.listen",
+				      (int)(n > 100 ? 100 : n), *e);
 	}
 }
 
@@ -259,7 +238,8 @@ static void load_flags(const char *const *sets, size_t nsets, struct cfg_errors 
 		const char *eq = strchr(sets[i], '=');
 		char name[256], origin[300];
 		if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof(name)) {
-			add_error(errs, "--set %s: expected key=value, e.g. --set http.listen=127.0.0.1:9090", sets[i]);
+			cfg_error_add(errs, "--set %s: expected key=value, e.g. --set http.listen=127.0.0.1:9090",
+				      sets[i]);
 			continue;
 		}
 		memcpy(name, sets[i], (size_t)(eq - sets[i]));
@@ -267,8 +247,9 @@ static void load_flags(const char *const *sets, size_t nsets, struct cfg_errors 
 		snprintf(origin, sizeof(origin), "--set %s", name);
 		enum cfg_key key;
 		if (!cfg_find(name, &key))
-			add_error(errs, "--set %s: unknown key \"%s\"; run `somaagent config show` for the valid keys",
-				  name, name);
+			cfg_error_add(errs,
+				      "--set %s: unknown key \"%s\"; run `somaagent config show` for the valid keys",
+				      name, name);
 		else
 			set_value(key, eq + 1, CFG_SRC_FLAG, origin, errs);
 	}

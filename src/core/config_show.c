@@ -97,6 +97,12 @@ void cfg_print_docs(FILE *out)
 	      "`http.listen`), the environment variable shown, or `--set key=value` on the command line.\n"
 	      "An unknown key or a bad value stops start-up with exit code 2 and names the key and its source.\n"
 	      "`somaagent config show [--json]` prints every effective value and where it came from.\n\n"
+	      "In the INI file each line is a `[section]`, a `key = value`, or a comment starting with `;` or\n"
+	      "`#`; spaces around a line, a key and a value are ignored. A line may be up to 65536 bytes long\n"
+	      "(a longer one is an error naming file:line). A value ends with its line: an indented line is\n"
+	      "not a continuation. A `;` after a space or tab starts a comment, so\n"
+	      "`system_prompt = Be brief ; no chit-chat` sets `Be brief`; to keep ` ;` in a value, set it\n"
+	      "through its environment variable or `--set`.\n\n"
 	      "| key | type | default | environment | description |\n"
 	      "| --- | --- | --- | --- | --- |\n",
 	      out);

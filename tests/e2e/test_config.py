@@ -59,6 +59,23 @@ def test_ini_syntax_error(tmp_path):
     assert str(ini) in line, line
 
 
+def test_ini_long_line_arrives_whole(tmp_path):
+    # a space at byte 199 of the line: the old reader (libinih, 200-byte lines) took the piece from
+    # there for a continuation, and config show said the value was only the tail
+    prompt = "a" * 183 + " " + " ".join(["word"] * 60)
+    ini = tmp_path / "long.ini"
+    ini.write_text(f"[llm]\nsystem_prompt = {prompt}\n[http]\nmax_body = 4096\n")
+    cp = run_cli(["config", "show", "--json", "--config", str(ini)], tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    cfg = json.loads(cp.stdout)
+    assert cfg["llm.system_prompt"]["value"] == prompt, cfg["llm.system_prompt"]
+    assert cfg["llm.system_prompt"]["origin"] == f"{ini}:2", cfg["llm.system_prompt"]
+    assert cfg["http.max_body"]["origin"] == f"{ini}:4", cfg["http.max_body"]
+    ini.write_text("[llm]\nsystem_prompt = " + "x" * 70000 + "\n")
+    line = _one_error_line(run_cli(["config", "check", "--config", str(ini)], tmp_path))
+    assert f"{ini}:2" in line and "longer than" in line, line
+
+
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.ini"
     line = _one_error_line(_run(tmp_path, "--config", str(missing)))
