@@ -191,6 +191,74 @@ bool cfg_env_http_proxy(void)
 	return env_http_proxy;
 }
 
+/* ---- Kubernetes service links --------------------------------------------------------------
+ * Kubernetes gives every pod, for every Service in its namespace, variables named after the
+ * Service (upper case, - as _): <NAME>_SERVICE_HOST=10.0.0.11, <NAME>_SERVICE_PORT=6379,
+ * <NAME>_SERVICE_PORT_<PORTNAME>=6379, <NAME>_PORT=tcp://10.0.0.11:6379, and per port
+ * <NAME>_PORT_6379_TCP=tcp://10.0.0.11:6379 with _PROTO=tcp, _PORT=6379, _ADDR=10.0.0.11. A Service
+ * named soma-gateway thus yields SOMA_GATEWAY_SERVICE_HOST. Those are not typos, so they are
+ * skipped; a name is taken for one only when its value has the form Kubernetes gives it, so a
+ * typo such as SOMA_HTTP_PORT=8080 is still refused. */
+
+static bool all_digits(const char *s)
+{
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+static bool ip_address(const char *s)
+{
+	return *s && strspn(s, "0123456789abcdefABCDEF.:") == strlen(s);
+}
+
+static bool proto_url(const char *s)
+{
+	return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "udp://", 6) == 0 || strncmp(s, "sctp://", 7) == 0;
+}
+
+/* Whether tail (what follows the Service's name, from its _) and value are one of the forms. */
+static bool service_link_tail(const char *tail, const char *value)
+{
+	static const char *const protos[] = {"TCP", "UDP", "SCTP"};
+	if (strcmp(tail, "_SERVICE_HOST") == 0)
+		return ip_address(value);
+	if (strcmp(tail, "_SERVICE_PORT") == 0 || (strncmp(tail, "_SERVICE_PORT_", 14) == 0 && tail[14]))
+		return all_digits(value);
+	if (strcmp(tail, "_PORT") == 0)
+		return proto_url(value);
+	if (strncmp(tail, "_PORT_", 6) != 0)
+		return false;
+	const char *p = tail + 6;
+	size_t digits = strspn(p, "0123456789");
+	if (!digits || p[digits] != '_')
+		return false;
+	p += digits + 1;
+	size_t len = 0;
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]) && !len; i++) {
+		size_t n = strlen(protos[i]);
+		len = strncmp(p, protos[i], n) == 0 && (p[n] == '\0' || p[n] == '_') ? n : 0;
+	}
+	if (!len)
+		return false;
+	p += len;
+	if (!*p)
+		return proto_url(value);
+	if (strcmp(p, "_PROTO") == 0)
+		return strcmp(value, "tcp") == 0 || strcmp(value, "udp") == 0 || strcmp(value, "sctp") == 0;
+	if (strcmp(p, "_PORT") == 0)
+		return all_digits(value);
+	return strcmp(p, "_ADDR") == 0 && ip_address(value);
+}
+
+/* name: a whole SOMA_* variable name. The Service's name is at least "SOMA". */
+static bool service_link(const char *name, const char *value)
+{
+	for (const char *p = strchr(name + 4, '_'); p; p = strchr(p + 1, '_')) {
+		if (service_link_tail(p, value))
+			return true;
+	}
+	return false;
+}
+
 static void load_env(char *const *env, struct cfg_errors *errs)
 {
 	/* the variables libcurl reads for an http:// URL (HTTP_PROXY it ignores: "httpoxy") */
@@ -213,7 +281,7 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 		if (v)
 			set_value((enum cfg_key)i, v, CFG_SRC_ENV, origin, errs);
 	}
-	/* a SOMA_ variable that names no key is almost always a typo: say so */
+	/* a SOMA_ variable that names no key is almost always a typo: say so (not Kubernetes' own) */
 	for (char *const *e = env; e && *e; e++) {
 		if (strncmp(*e, "SOMA_", 5) != 0)
 			continue;
@@ -223,6 +291,12 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 		for (int i = 0; i < CFG_KEY_COUNT && !known; i++) {
 			cfg_env_name((enum cfg_key)i, name, sizeof(name));
 			known = strlen(name) == n && strncmp(name, *e, n) == 0;
+		}
+		char whole[256];
+		if (!known && n < sizeof(whole)) {
+			memcpy(whole, *e, n);
+			whole[n] = '\0';
+			known = service_link(whole, eq ? eq + 1 : "");
 		}
 		if (!known)
 			cfg_error_add(errs,

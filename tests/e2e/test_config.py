@@ -87,6 +87,18 @@ def test_unknown_soma_env_variable(tmp_path):
     assert "SOMA_FOO_BAR" in line, line
 
 
+def test_kubernetes_service_links_are_not_unknown_variables(tmp_path):
+    # what a pod sees for a Service named soma-gateway: refused as typos by the old build (exit 2)
+    env = {"SOMA_GATEWAY_SERVICE_HOST": "10.96.12.7", "SOMA_GATEWAY_SERVICE_PORT": "8080",
+           "SOMA_GATEWAY_PORT": "tcp://10.96.12.7:8080", "SOMA_GATEWAY_PORT_8080_TCP": "tcp://10.96.12.7:8080",
+           "SOMA_GATEWAY_PORT_8080_TCP_PROTO": "tcp", "SOMA_GATEWAY_PORT_8080_TCP_PORT": "8080",
+           "SOMA_GATEWAY_PORT_8080_TCP_ADDR": "10.96.12.7"}
+    cp = run_cli(["config", "check"], tmp_path, env=env)
+    assert cp.returncode == 0, describe(cp)
+    cp = run_cli(["config", "check"], tmp_path, env={**env, "SOMA_HTTP_PORT": "8080"})
+    assert cp.returncode == 2 and "SOMA_HTTP_PORT" in cp.stderr, describe(cp)
+
+
 def test_unknown_flag_key_and_malformed_set(tmp_path):
     line = _one_error_line(_run(tmp_path, "--set", "http.nope=1"))
     assert "http.nope" in line and "--set" in line, line
