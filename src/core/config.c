@@ -4,6 +4,7 @@
  */
 #include "core/config.h"
 #include "core/config_int.h"
+#include "core/url_shown.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -117,8 +118,15 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 	if (!ok) {
 		if (!why[0])
 			expected_form(d, why, sizeof(why));
-		cfg_error_add(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, d->secret ? "<redacted>" : raw,
-			      why);
+		char shown[512];
+		const char *echo = raw;
+		if (d->secret) {
+			echo = "<redacted>";
+		} else if (cfg_is_url(key)) {
+			url_shown(raw, shown, sizeof(shown)); /* a URL may hold a password: never echoed */
+			echo = shown;
+		}
+		cfg_error_add(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, echo, why);
 		return false;
 	}
 	char *copy = strdup(raw);
