@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential pkg-config meson ninja-build clang llvm libclang-rt-14-dev
-  libevent-dev libjansson-dev libsqlite3-dev libssl-dev libinih-dev libcurl4-openssl-dev
+  libevent-dev libjansson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
   libjwt-dev libmagic-dev libhiredis-dev libpq-dev libxml2-dev
   # unit tests, lint
   libcriterion-dev clang-format cppcheck

@@ -1,10 +1,12 @@
 /*
- * config.c - loading configuration values from their sources (see config.h for the rules).
+ * config.c - loading configuration values from their sources (see config.h for the rules; the
+ * INI format is config_ini.c's).
  */
 #include "core/config.h"
+#include "core/config_int.h"
+#include "core/url_shown.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +27,7 @@ static struct cfg_value values[CFG_KEY_COUNT];
 static char file_path[1024];
 static bool file_used;
 
-static void add_error(struct cfg_errors *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add_error(struct cfg_errors *errs, const char *fmt, ...)
+void cfg_error_add(struct cfg_errors *errs, const char *fmt, ...)
 {
 	if (errs->count >= CFG_MAX_ERRORS)
 		return;
@@ -117,13 +118,20 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 	if (!ok) {
 		if (!why[0])
 			expected_form(d, why, sizeof(why));
-		add_error(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, d->secret ? "<redacted>" : raw,
-			  why);
+		char shown[512];
+		const char *echo = raw;
+		if (d->secret) {
+			echo = "<redacted>";
+		} else if (cfg_is_url(key)) {
+			url_shown(raw, shown, sizeof(shown)); /* a URL may hold a password: never echoed */
+			echo = shown;
+		}
+		cfg_error_add(errs, "%s: %s = \"%s\" is not valid: %s", origin, d->name, echo, why);
 		return false;
 	}
 	char *copy = strdup(raw);
 	if (!copy) {
-		add_error(errs, "%s: %s: out of memory", origin, d->name);
+		cfg_error_add(errs, "%s: %s: out of memory", origin, d->name);
 		return false;
 	}
 	free(values[key].str);
@@ -134,39 +142,22 @@ static bool set_value(enum cfg_key key, const char *raw, enum cfg_source src, co
 
 /* ---- INI file ------------------------------------------------------------------------------ */
 
-struct ini_ctx {
-	FILE *f;		 /* the file being read */
-	int line;		 /* number of the line last handed to inih */
-	struct cfg_errors *errs; /* where problems go */
-};
-
-/* inih reader that counts lines, so handler errors can name file:line. */
-static char *ini_reader_counting(char *str, int num, void *stream)
+static void ini_on_value(void *user, const char *section, const char *name, const char *value, int line)
 {
-	struct ini_ctx *ctx = stream;
-	char *r = fgets(str, num, ctx->f);
-	if (r)
-		ctx->line++;
-	return r;
-}
-
-static int ini_on_value(void *user, const char *section, const char *name, const char *value)
-{
-	struct ini_ctx *ctx = user;
+	struct cfg_errors *errs = user;
 	char full[256], origin[1100];
 	snprintf(full, sizeof(full), "%s.%s", section, name);
-	snprintf(origin, sizeof(origin), "%s:%d", file_path, ctx->line);
+	snprintf(origin, sizeof(origin), "%s:%d", file_path, line);
 	enum cfg_key key;
 	if (!section[0]) {
-		add_error(ctx->errs, "%s: key \"%s\" is outside a [section]; expected e.g. [http] then listen = ...",
-			  origin, name);
+		cfg_error_add(errs, "%s: key \"%s\" is outside a [section]; expected e.g. [http] then listen = ...",
+			      origin, name);
 	} else if (!cfg_find(full, &key)) {
-		add_error(ctx->errs, "%s: unknown key \"%s\"; run `somaagent config show` for the valid keys", origin,
-			  full);
+		cfg_error_add(errs, "%s: unknown key \"%s\"; run `somaagent config show` for the valid keys", origin,
+			      full);
 	} else {
-		set_value(key, value, CFG_SRC_FILE, origin, ctx->errs);
+		set_value(key, value, CFG_SRC_FILE, origin, errs);
 	}
-	return 1; /* keep going: report every problem at once */
 }
 
 static void load_file(const char *explicit_path, struct cfg_errors *errs)
@@ -178,19 +169,15 @@ static void load_file(const char *explicit_path, struct cfg_errors *errs)
 		path = "somaagent.ini";
 	}
 	snprintf(file_path, sizeof(file_path), "%s", path);
-	struct ini_ctx ctx = {.f = fopen(path, "r"), .line = 0, .errs = errs};
-	if (!ctx.f) {
-		add_error(errs, "--config %s: cannot read the file (%s); check the path and its permissions", path,
-			  strerror(errno));
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		cfg_error_add(errs, "--config %s: cannot read the file (%s); check the path and its permissions", path,
+			      strerror(errno));
 		return;
 	}
 	file_used = true;
-	int rc = ini_parse_stream(ini_reader_counting, &ctx, ini_on_value, &ctx);
-	fclose(ctx.f);
-	if (rc > 0)
-		add_error(errs, "%s:%d: syntax error; expected [section], key = value, or a ; comment", path, rc);
-	else if (rc < 0)
-		add_error(errs, "%s: cannot parse the file (out of memory or unreadable)", path);
+	cfg_ini_parse(f, path, ini_on_value, errs, errs);
+	fclose(f);
 }
 
 /* ---- environment and flags ------------------------------------------------------------------ */
@@ -210,6 +197,74 @@ static bool env_http_proxy; /* see cfg_env_http_proxy */
 bool cfg_env_http_proxy(void)
 {
 	return env_http_proxy;
+}
+
+/* ---- Kubernetes service links --------------------------------------------------------------
+ * Kubernetes gives every pod, for every Service in its namespace, variables named after the
+ * Service (upper case, - as _): <NAME>_SERVICE_HOST=10.0.0.11, <NAME>_SERVICE_PORT=6379,
+ * <NAME>_SERVICE_PORT_<PORTNAME>=6379, <NAME>_PORT=tcp://10.0.0.11:6379, and per port
+ * <NAME>_PORT_6379_TCP=tcp://10.0.0.11:6379 with _PROTO=tcp, _PORT=6379, _ADDR=10.0.0.11. A Service
+ * named soma-gateway thus yields SOMA_GATEWAY_SERVICE_HOST. Those are not typos, so they are
+ * skipped; a name is taken for one only when its value has the form Kubernetes gives it, so a
+ * typo such as SOMA_HTTP_PORT=8080 is still refused. */
+
+static bool all_digits(const char *s)
+{
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+static bool ip_address(const char *s)
+{
+	return *s && strspn(s, "0123456789abcdefABCDEF.:") == strlen(s);
+}
+
+static bool proto_url(const char *s)
+{
+	return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "udp://", 6) == 0 || strncmp(s, "sctp://", 7) == 0;
+}
+
+/* Whether tail (what follows the Service's name, from its _) and value are one of the forms. */
+static bool service_link_tail(const char *tail, const char *value)
+{
+	static const char *const protos[] = {"TCP", "UDP", "SCTP"};
+	if (strcmp(tail, "_SERVICE_HOST") == 0)
+		return ip_address(value);
+	if (strcmp(tail, "_SERVICE_PORT") == 0 || (strncmp(tail, "_SERVICE_PORT_", 14) == 0 && tail[14]))
+		return all_digits(value);
+	if (strcmp(tail, "_PORT") == 0)
+		return proto_url(value);
+	if (strncmp(tail, "_PORT_", 6) != 0)
+		return false;
+	const char *p = tail + 6;
+	size_t digits = strspn(p, "0123456789");
+	if (!digits || p[digits] != '_')
+		return false;
+	p += digits + 1;
+	size_t len = 0;
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]) && !len; i++) {
+		size_t n = strlen(protos[i]);
+		len = strncmp(p, protos[i], n) == 0 && (p[n] == '\0' || p[n] == '_') ? n : 0;
+	}
+	if (!len)
+		return false;
+	p += len;
+	if (!*p)
+		return proto_url(value);
+	if (strcmp(p, "_PROTO") == 0)
+		return strcmp(value, "tcp") == 0 || strcmp(value, "udp") == 0 || strcmp(value, "sctp") == 0;
+	if (strcmp(p, "_PORT") == 0)
+		return all_digits(value);
+	return strcmp(p, "_ADDR") == 0 && ip_address(value);
+}
+
+/* name: a whole SOMA_* variable name. The Service's name is at least "SOMA". */
+static bool service_link(const char *name, const char *value)
+{
+	for (const char *p = strchr(name + 4, '_'); p; p = strchr(p + 1, '_')) {
+		if (service_link_tail(p, value))
+			return true;
+	}
+	return false;
 }
 
 static void load_env(char *const *env, struct cfg_errors *errs)
@@ -234,7 +289,7 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 		if (v)
 			set_value((enum cfg_key)i, v, CFG_SRC_ENV, origin, errs);
 	}
-	/* a SOMA_ variable that names no key is almost always a typo: say so */
+	/* a SOMA_ variable that names no key is almost always a typo: say so (not Kubernetes' own) */
 	for (char *const *e = env; e && *e; e++) {
 		if (strncmp(*e, "SOMA_", 5) != 0)
 			continue;
@@ -245,11 +300,17 @@ static void load_env(char *const *env, struct cfg_errors *errs)
 			cfg_env_name((enum cfg_key)i, name, sizeof(name));
 			known = strlen(name) == n && strncmp(name, *e, n) == 0;
 		}
+		char whole[256];
+		if (!known && n < sizeof(whole)) {
+			memcpy(whole, *e, n);
+			whole[n] = '\0';
+			known = service_link(whole, eq ? eq + 1 : "");
+		}
 		if (!known)
-			add_error(errs,
-				  "%.*s: unknown environment variable; SOMA_* variables must name a key, "
-				  "e.g. SOMA_HTTP_LISTEN for http.listen",
-				  (int)(n > 100 ? 100 : n), *e);
+			cfg_error_add(errs,
+				      "%.*s: unknown environment variable; SOMA_* variables must name a key, "
+				      "e.g. SOMA_HTTP_LISTEN for http.listen",
+				      (int)(n > 100 ? 100 : n), *e);
 	}
 }
 
@@ -259,7 +320,8 @@ static void load_flags(const char *const *sets, size_t nsets, struct cfg_errors 
 		const char *eq = strchr(sets[i], '=');
 		char name[256], origin[300];
 		if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof(name)) {
-			add_error(errs, "--set %s: expected key=value, e.g. --set http.listen=127.0.0.1:9090", sets[i]);
+			cfg_error_add(errs, "--set %s: expected key=value, e.g. --set http.listen=127.0.0.1:9090",
+				      sets[i]);
 			continue;
 		}
 		memcpy(name, sets[i], (size_t)(eq - sets[i]));
@@ -267,8 +329,9 @@ static void load_flags(const char *const *sets, size_t nsets, struct cfg_errors 
 		snprintf(origin, sizeof(origin), "--set %s", name);
 		enum cfg_key key;
 		if (!cfg_find(name, &key))
-			add_error(errs, "--set %s: unknown key \"%s\"; run `somaagent config show` for the valid keys",
-				  name, name);
+			cfg_error_add(errs,
+				      "--set %s: unknown key \"%s\"; run `somaagent config show` for the valid keys",
+				      name, name);
 		else
 			set_value(key, eq + 1, CFG_SRC_FLAG, origin, errs);
 	}

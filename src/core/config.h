@@ -59,6 +59,9 @@ struct cfg_load_opts {
 
 /* The definition of a key (static storage). */
 const struct cfg_key_def *cfg_def(enum cfg_key key);
+/* Whether the key's value is a URL (its validator checks for one: llm.base_url, store.url, ...).
+ * Such a value is shown only through url_shown(): without user, password, query or fragment. */
+bool cfg_is_url(enum cfg_key key);
 /* Finds a key by "section.key"; returns false when there is none. */
 bool cfg_find(const char *name, enum cfg_key *out);
 /* Environment variable name of a key, e.g. SOMA_HTTP_LISTEN, written into out. */

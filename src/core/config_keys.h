@@ -41,7 +41,7 @@ X(LOG_FORMAT, "log.format", CFG_ENUM, "json", 0, 0, "json|text", NULL, false, NU
 X(LOG_ACCESS, "log.access", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
   "Write one access-log line per HTTP request.") \
 X(SHUTDOWN_GRACE_S, "shutdown.grace_s", CFG_INT, "10", 0, 3600, NULL, NULL, false, NULL, \
-  "Seconds in-flight work may take to finish after SIGTERM before it is cut off.") \
+  "Seconds in-flight work may take to finish after SIGTERM before it is cut off: one deadline shared by the HTTP drain and the running tasks.") \
 X(AUTH_REQUIRE, "auth.require", CFG_BOOL, "false", 0, 0, NULL, NULL, false, NULL, \
   "Require an API key even on a loopback address with no keys created.") \
 X(AUTH_DEFAULT_TENANT, "auth.default_tenant", CFG_STRING, "default", 0, 0, NULL, validate_tenant, false, NULL, \
@@ -216,5 +216,5 @@ X(OTEL_QUEUE_SIZE, "otel.queue_size", CFG_INT, "2048", 16, 1000000, NULL, NULL, 
 X(OTEL_BATCH_SIZE, "otel.batch_size", CFG_INT, "512", 1, 100000, NULL, NULL, false, NULL, \
   "Most spans per export request; a batch is sent when full or after 1 s.") \
 X(OTEL_TIMEOUT_MS, "otel.timeout_ms", CFG_INT, "5000", 100, 60000, NULL, NULL, false, NULL, \
-  "Time allowed for one export request (connect included); also bounds the flush at shutdown.")
+  "Time allowed for one export request (connect included); also bounds the whole flush at shutdown, which stops at the first failed batch and keeps to what shutdown.grace_s left (at least 1 s).")
 /* clang-format on */

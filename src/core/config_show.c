@@ -1,32 +1,40 @@
 /*
  * config_show.c - presenting the configuration: `config show` (text and JSON), the redacted
  * config in the dry-run plan and /v1/admin/config, and docs/configuration.md.
- * Secrets never leave this file unredacted.
+ * Secrets never leave this file unredacted, nor the user, password, query or fragment of a URL.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "core/config_show.h"
+#include "core/url_shown.h"
 
 #define REDACTED "<redacted>"
 
-static const char *shown_value(enum cfg_key key)
+/* The value as it may be shown: a secret redacted, a URL without user, password, query or fragment
+ * (an operator may write https://user:pw@opa.internal or ?key=... into any of them). Returns
+ * the config's own string or buf. */
+static const char *shown_value(enum cfg_key key, char *buf, size_t cap)
 {
 	const char *v = cfg_str(key);
-	return (cfg_def(key)->secret && v[0]) ? REDACTED : v;
+	if (cfg_def(key)->secret && v[0])
+		return REDACTED;
+	if (!cfg_is_url(key))
+		return v;
+	url_shown(v, buf, cap);
+	return buf;
 }
 
 static json_t *typed_value(enum cfg_key key)
 {
 	const struct cfg_key_def *d = cfg_def(key);
-	if (d->secret)
-		return json_string(shown_value(key));
-	if (d->type == CFG_INT)
+	char buf[2048];
+	if (d->type == CFG_INT && !d->secret)
 		return json_integer(cfg_int(key));
-	if (d->type == CFG_BOOL)
+	if (d->type == CFG_BOOL && !d->secret)
 		return json_boolean(cfg_bool(key));
-	return json_string(cfg_str(key));
+	return json_string(shown_value(key, buf, sizeof(buf)));
 }
 
 json_t *cfg_to_json(void)
@@ -58,7 +66,9 @@ void cfg_print_text(FILE *out)
 	}
 	for (int i = 0; i < CFG_KEY_COUNT; i++) {
 		enum cfg_key k = (enum cfg_key)i;
-		fprintf(out, "%-*s = %-24s # %s\n", (int)width, cfg_def(k)->name, shown_value(k), cfg_origin(k));
+		char buf[2048];
+		fprintf(out, "%-*s = %-24s # %s\n", (int)width, cfg_def(k)->name, shown_value(k, buf, sizeof(buf)),
+			cfg_origin(k));
 	}
 }
 
@@ -96,7 +106,18 @@ void cfg_print_docs(FILE *out)
 	      "(`--config FILE`, else `./somaagent.ini` when present; key `listen` in section `[http]` is\n"
 	      "`http.listen`), the environment variable shown, or `--set key=value` on the command line.\n"
 	      "An unknown key or a bad value stops start-up with exit code 2 and names the key and its source.\n"
-	      "`somaagent config show [--json]` prints every effective value and where it came from.\n\n"
+	      "So does a `SOMA_*` environment variable that names no key (a typo), except the service links\n"
+	      "Kubernetes sets for a Service named `soma...` (`SOMA_GATEWAY_SERVICE_HOST`,\n"
+	      "`SOMA_GATEWAY_PORT_8080_TCP`, ...), which are ignored.\n"
+	      "`somaagent config show [--json]` prints every effective value and where it came from; it, the\n"
+	      "plan of `run --dry-run` and `/v1/admin/config` show a secret as `<redacted>` and a URL without\n"
+	      "its user, password, query or fragment.\n\n"
+	      "In the INI file each line is a `[section]`, a `key = value`, or a comment starting with `;` or\n"
+	      "`#`; spaces around a line, a key and a value are ignored. A line may be up to 65536 bytes long\n"
+	      "(a longer one is an error naming file:line). A value ends with its line: an indented line is\n"
+	      "not a continuation. A `;` after a space or tab starts a comment, so\n"
+	      "`system_prompt = Be brief ; no chit-chat` sets `Be brief`; to keep ` ;` in a value, set it\n"
+	      "through its environment variable or `--set`.\n\n"
 	      "| key | type | default | environment | description |\n"
 	      "| --- | --- | --- | --- | --- |\n",
 	      out);

@@ -134,6 +134,12 @@ const struct cfg_key_def *cfg_def(enum cfg_key key)
 	return &key_defs[key];
 }
 
+bool cfg_is_url(enum cfg_key key)
+{
+	cfg_validate_fn v = key_defs[key].validate;
+	return v == validate_url_or_empty || v == validate_store_url || v == validate_redis_url;
+}
+
 bool cfg_find(const char *name, enum cfg_key *out)
 {
 	for (int i = 0; i < CFG_KEY_COUNT; i++) {

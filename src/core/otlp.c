@@ -28,19 +28,20 @@
 #define FIRST_BACKOFF_MS 1000  /* doubles per try, plus up to 25 % jitter */
 
 static struct {
-	pthread_mutex_t lock;	  /* guards everything below up to thread */
-	pthread_cond_t wake;	  /* the export thread waits here (monotonic clock) */
-	struct trace_span *ring;  /* cap records (owned) */
-	size_t cap, head, count;  /* ring bounds: oldest at head */
-	size_t batch;		  /* otel.batch_size */
-	bool stopping;		  /* otlp_stop was called */
-	bool running;		  /* the thread exists */
-	pthread_t thread;	  /* the export thread */
-	char url[1024];		  /* <endpoint>/v1/traces */
-	char shown[1024];	  /* url for the logs: no user, password or query (url_shown.h) */
-	long timeout_ms;	  /* otel.timeout_ms */
-	const char *service_name; /* otel.service_name (config storage) */
-	bool failing;		  /* the last batch failed (logged once per outage) */
+	pthread_mutex_t lock;	       /* guards everything below up to thread */
+	pthread_cond_t wake;	       /* the export thread waits here (monotonic clock) */
+	struct trace_span *ring;       /* cap records (owned) */
+	size_t cap, head, count;       /* ring bounds: oldest at head */
+	size_t batch;		       /* otel.batch_size */
+	bool stopping;		       /* otlp_stop was called */
+	bool running;		       /* the thread exists */
+	pthread_t thread;	       /* the export thread */
+	char url[1024];		       /* <endpoint>/v1/traces */
+	char shown[1024];	       /* url for the logs: no user, password or query (url_shown.h) */
+	long timeout_ms;	       /* otel.timeout_ms */
+	const char *service_name;      /* otel.service_name (config storage) */
+	bool failing;		       /* the last batch failed (logged once per outage) */
+	_Atomic uint64_t flush_end_ns; /* set by otlp_stop: no request runs past it (0: none) */
 } ex = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static struct metric_series *m_exported, *m_failed, *m_dropped, *m_retried;
@@ -137,6 +138,24 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ctx)
 	return size * nmemb; /* {} or a partialSuccess we do not act on (it must not be retried) */
 }
 
+/* libcurl's progress callback: ends a request in flight when otlp_stop's bound has passed. */
+static int past_flush_end(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)ctx, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	uint64_t end = atomic_load(&ex.flush_end_ns);
+	return end && clock_mono_ns() >= end;
+}
+
+/* ms a request may take: otel.timeout_ms, or less once otlp_stop has set the flush's end */
+static long request_ms(void)
+{
+	uint64_t end = atomic_load(&ex.flush_end_ns), now = clock_mono_ns();
+	if (!end)
+		return ex.timeout_ms;
+	long left = end > now ? (long)((end - now) / 1000000) : 0;
+	return left < 1 ? 1 : left < ex.timeout_ms ? left : ex.timeout_ms;
+}
+
 static struct answer post(const char *body, size_t len, char *why, size_t why_cap)
 {
 	struct answer a = {0, -1};
@@ -162,8 +181,11 @@ static struct answer post(const char *body, size_t len, char *why, size_t why_ca
 	curl->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl->easy_setopt(h, CURLOPT_HEADERDATA, &a);
 	curl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl->easy_setopt(h, CURLOPT_TIMEOUT_MS, ex.timeout_ms);
-	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ex.timeout_ms);
+	long ms = request_ms();
+	curl->easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
+	curl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms);
+	curl->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, past_flush_end);
+	curl->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	CURLcode rc = curl->easy_perform(h);
 	if (rc == CURLE_OK)
 		curl->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
@@ -194,8 +216,9 @@ static void outcome(bool ok, size_t n, const char *why)
 	ex.failing = !ok;
 }
 
-/* Sends one batch, retrying what OTLP says to retry; final: one try only (shutdown). */
-static void export_batch(const struct trace_span *spans, size_t n, bool final)
+/* Sends one batch, retrying what OTLP says to retry; final: one try only (shutdown). Returns
+ * whether the collector took it. */
+static bool export_batch(const struct trace_span *spans, size_t n, bool final)
 {
 	size_t len = 0;
 	char *body = otlp_encode(spans, n, ex.service_name, &len), why[256] = "out of memory";
@@ -211,7 +234,9 @@ static void export_batch(const struct trace_span *spans, size_t n, bool final)
 		final = sleep_unless_stopping(wait < MAX_BACKOFF_MS ? wait : MAX_BACKOFF_MS); /* stop: one last try */
 	}
 	free(body);
-	outcome(a.status >= 200 && a.status <= 299, n, why);
+	bool ok = a.status >= 200 && a.status <= 299;
+	outcome(ok, n, why);
+	return ok;
 }
 
 static void *export_main(void *arg)
@@ -228,14 +253,27 @@ static void *export_main(void *arg)
 			export_batch(batch, n, false);
 		pthread_mutex_lock(&ex.lock);
 	}
-	/* shutdown: what is queued goes out in single tries, each bounded by otel.timeout_ms */
-	size_t n;
+	/* shutdown: what is queued goes out in single tries, all of them within otlp_stop's bound;
+	 * the first failure ends the flush (a collector that failed one batch would make each of the
+	 * next ones wait out its own timeout) */
+	size_t n, left = 0;
+	bool ok = true;
 	while ((n = take(batch)) > 0) {
+		if (!ok || clock_mono_ns() >= atomic_load(&ex.flush_end_ns)) {
+			left += n;
+			continue;
+		}
 		pthread_mutex_unlock(&ex.lock);
-		export_batch(batch, n, true);
+		ok = export_batch(batch, n, true);
 		pthread_mutex_lock(&ex.lock);
 	}
 	pthread_mutex_unlock(&ex.lock);
+	if (left) {
+		count(m_failed, (double)left);
+		log_warn("otel",
+			 "shutdown: %zu span(s) not exported (the collector at %s failed or the flush's time ran out)",
+			 left, ex.shown);
+	}
 	free(batch);
 	return NULL;
 }
@@ -267,6 +305,7 @@ enum soma_err otlp_start(void)
 	pthread_condattr_destroy(&ca);
 	ex.head = ex.count = 0;
 	ex.stopping = ex.failing = false;
+	atomic_store(&ex.flush_end_ns, 0);
 	if (!ex.ring || !batch || pthread_create(&ex.thread, NULL, export_main, batch) != 0) {
 		free(ex.ring);
 		free(batch);
@@ -281,11 +320,13 @@ enum soma_err otlp_start(void)
 	return SOMA_OK;
 }
 
-void otlp_stop(void)
+void otlp_stop(long bound_ms)
 {
 	trace_set_enabled(false);
 	pthread_mutex_lock(&ex.lock);
 	bool running = ex.running;
+	long ms = bound_ms < ex.timeout_ms ? bound_ms : ex.timeout_ms;
+	atomic_store(&ex.flush_end_ns, clock_mono_ns() + (uint64_t)(ms > 0 ? ms : 0) * 1000000);
 	ex.stopping = true;
 	pthread_mutex_unlock(&ex.lock);
 	if (!running)

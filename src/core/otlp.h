@@ -10,7 +10,8 @@
  * 429, 502, 503, 504 and transport errors are retried with backoff (Retry-After when sent, else
  * 1, 2, 4 s with jitter, at most OTLP_MAX_ATTEMPTS tries); any other answer ends the batch (200:
  * exported; 400 and the rest: failed, never retried). otlp_stop sends what is queued in one last
- * attempt, bounded by otel.timeout_ms, and joins the thread. Metrics: exported, failed and
+ * attempt per batch, the whole flush within one bound (at most otel.timeout_ms) and up to the
+ * first failed batch, and joins the thread. Metrics: exported, failed and
  * dropped span counters and export attempts by result.
  */
 #ifndef SOMA_CORE_OTLP_H
@@ -26,9 +27,10 @@
 /* Starts the exporter when otel.endpoint is set (and turns span recording on); does nothing when
  * it is empty. Call once, on the main thread, after the metrics registry exists. */
 enum soma_err otlp_start(void) SOMA_MUST_CHECK;
-/* Turns recording off, flushes the queue once (bounded by otel.timeout_ms) and joins the thread.
- * Safe when otlp_start did nothing. */
-void otlp_stop(void);
+/* Turns recording off, flushes the queue once and joins the thread. The request in flight and the
+ * whole flush end within min(bound_ms, otel.timeout_ms) from the call (plus libcurl's reaction
+ * time); the flush stops at its first failed batch. Safe when otlp_start did nothing. */
+void otlp_stop(long bound_ms);
 /* Queues a copy of a finished span (trace_span_end calls it). Never blocks: a full queue drops
  * the span and counts it. Any thread. */
 void otlp_enqueue(const struct trace_span *s);

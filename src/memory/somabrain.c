@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/url_shown.h"
 #include "llm/curl_dl.h"
 #include "memory/memory_int.h"
 
@@ -158,9 +159,10 @@ static enum memory_call call(const char *method, const char *path, const char *t
 	curl->slist_free_all(hs);
 	free(text);
 	enum memory_call res = MEMORY_CALL_OK;
+	char shown[512]; /* err reaches the public /v1/health: no user, password or query of the URL */
+	url_shown(memory_cfg.url, shown, sizeof(shown));
 	if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && r.over)) {
-		snprintf(err, cap, "SomaBrain at %s: %s; check memory.somabrain_url", memory_cfg.url,
-			 curl->easy_strerror(rc));
+		snprintf(err, cap, "SomaBrain at %s: %s; check memory.somabrain_url", shown, curl->easy_strerror(rc));
 		res = MEMORY_CALL_UNAVAILABLE;
 	} else if (r.over) {
 		snprintf(err, cap, "SomaBrain's reply to %s is larger than %u bytes", path, RESP_MAX);
@@ -168,8 +170,8 @@ static enum memory_call call(const char *method, const char *path, const char *t
 	} else if (r.status < 200 || r.status > 299) {
 		const char *setting = config_fault(r.status);
 		if (setting) {
-			snprintf(err, cap, "SomaBrain at %s answered %s with HTTP %ld; check %s", memory_cfg.url, path,
-				 r.status, setting);
+			snprintf(err, cap, "SomaBrain at %s answered %s with HTTP %ld; check %s", shown, path, r.status,
+				 setting);
 			config_fault_log(r.status, err);
 		} else {
 			snprintf(err, cap, "SomaBrain answered %s with HTTP %ld: %.80s", path, r.status,

@@ -8,6 +8,7 @@
 #define SOMA_ORCHESTRATOR_APP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "http/http.h"
 #include "orchestrator/registry.h"
@@ -21,10 +22,14 @@ struct app {
 	struct http_pipeline *pipeline; /* middleware chain */
 	struct http_server *server;	/* listeners and io threads */
 	bool anonymous;			/* loopback with no keys: unauthenticated = default tenant */
+	uint64_t stop_end_ns;		/* SIGTERM's time + shutdown.grace_s (monotonic); 0 before */
 };
 
 extern struct app app;
 
+/* Milliseconds of shutdown.grace_s left for the stop under way: every stop (HTTP drain, running
+ * tasks) shares the one grace counted from the signal, instead of each taking all of it. */
+int app_grace_left_ms(void);
 /* Registers the services of the process (store, auth, disk, http) with app.registry. */
 enum soma_err services_register(void) SOMA_MUST_CHECK;
 /* Frees what the services keep until every service has stopped (the HTTP server's memory). */

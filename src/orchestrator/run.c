@@ -30,6 +30,15 @@
 
 struct app app;
 
+int app_grace_left_ms(void)
+{
+	long long grace_ms = cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000;
+	if (!app.stop_end_ns)
+		return (int)grace_ms;
+	uint64_t now = clock_mono_ns();
+	return now >= app.stop_end_ns ? 0 : (int)((app.stop_end_ns - now) / 1000000);
+}
+
 static bool parse_role(const char *s, unsigned *out)
 {
 	if (!s || strcmp(s, "all") == 0)
@@ -248,7 +257,7 @@ int cmd_run(const struct cli *cli)
 	uint64_t t0 = clock_mono_ns();
 	if (registry_start(app.registry, role, why, sizeof(why)) != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
-		otlp_stop();
+		otlp_stop((long)cfg_int(CFG_OTEL_TIMEOUT_MS));
 		registry_free(app.registry);
 		metrics_reset();
 		llm_global_deinit();
@@ -266,8 +275,12 @@ int cmd_run(const struct cli *cli)
 	log_info("orchestrator", "received %s; shutting down (shutdown.grace_s = %lld); send it again to exit at once",
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg_int(CFG_SHUTDOWN_GRACE_S));
 	arm_second_signal(&set);
+	app.stop_end_ns = clock_mono_ns() + (uint64_t)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000000000u;
 	registry_stop(app.registry);
-	otlp_stop(); /* after the services: the spans of the last requests and tasks go out too */
+	/* after the services: the spans of the last requests and tasks go out too, in what the grace
+	 * left (at least 1 s, so a grace used up by the stops still sends them to a live collector) */
+	int left = app_grace_left_ms();
+	otlp_stop(left > 1000 ? left : 1000);
 	services_free();
 	registry_free(app.registry);
 	metrics_reset();

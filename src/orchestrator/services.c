@@ -202,7 +202,7 @@ static enum soma_err workers_start(void *ctx, char *why, size_t cap)
 static void workers_stop(void *ctx)
 {
 	(void)ctx;
-	queue_stop((int)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000);
+	queue_stop(app_grace_left_ms()); /* what the HTTP drain left of the grace */
 }
 
 static enum svc_status workers_health(void *ctx, char *detail, size_t cap)
@@ -415,8 +415,7 @@ fail:
 static void http_stop(void *ctx)
 {
 	(void)ctx;
-	int grace_ms = (int)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000;
-	size_t left = http_server_drain(app.server, grace_ms);
+	size_t left = http_server_drain(app.server, app_grace_left_ms());
 	if (left)
 		log_warn("http", "%zu connection(s) still busy after shutdown.grace_s; closing them", left);
 	/* stop the io threads (their requests are aborted), then the pools (their jobs see the aborts

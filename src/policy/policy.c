@@ -358,10 +358,13 @@ bool policy_health(char *detail, size_t cap)
 	 * next report (queued first, a quick probe could change the answer under this one) */
 	int link = atomic_load(&pol.link);
 	pthread_mutex_lock(&pol.detail_lock);
-	if (link == LINK_UNKNOWN)
-		snprintf(detail, cap, "opa at %s: not checked yet", pol.opa_url);
-	else
+	if (link == LINK_UNKNOWN) {
+		char shown[512]; /* /v1/health is public: no user, password or query of the URL */
+		url_shown(pol.opa_url, shown, sizeof(shown));
+		snprintf(detail, cap, "opa at %s: not checked yet", shown);
+	} else {
 		snprintf(detail, cap, "%s", pol.link_detail);
+	}
 	pthread_mutex_unlock(&pol.detail_lock);
 	bool idle = false;
 	if (atomic_compare_exchange_strong(&pol.probing, &idle, true) &&

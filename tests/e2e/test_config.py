@@ -59,6 +59,23 @@ def test_ini_syntax_error(tmp_path):
     assert str(ini) in line, line
 
 
+def test_ini_long_line_arrives_whole(tmp_path):
+    # a space at byte 199 of the line: the old reader (libinih, 200-byte lines) took the piece from
+    # there for a continuation, and config show said the value was only the tail
+    prompt = "a" * 183 + " " + " ".join(["word"] * 60)
+    ini = tmp_path / "long.ini"
+    ini.write_text(f"[llm]\nsystem_prompt = {prompt}\n[http]\nmax_body = 4096\n")
+    cp = run_cli(["config", "show", "--json", "--config", str(ini)], tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    cfg = json.loads(cp.stdout)
+    assert cfg["llm.system_prompt"]["value"] == prompt, cfg["llm.system_prompt"]
+    assert cfg["llm.system_prompt"]["origin"] == f"{ini}:2", cfg["llm.system_prompt"]
+    assert cfg["http.max_body"]["origin"] == f"{ini}:4", cfg["http.max_body"]
+    ini.write_text("[llm]\nsystem_prompt = " + "x" * 70000 + "\n")
+    line = _one_error_line(run_cli(["config", "check", "--config", str(ini)], tmp_path))
+    assert f"{ini}:2" in line and "longer than" in line, line
+
+
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.ini"
     line = _one_error_line(_run(tmp_path, "--config", str(missing)))
@@ -68,6 +85,18 @@ def test_missing_config_file(tmp_path):
 def test_unknown_soma_env_variable(tmp_path):
     line = _one_error_line(_run(tmp_path, env={"SOMA_FOO_BAR": "1"}))
     assert "SOMA_FOO_BAR" in line, line
+
+
+def test_kubernetes_service_links_are_not_unknown_variables(tmp_path):
+    # what a pod sees for a Service named soma-gateway: refused as typos by the old build (exit 2)
+    env = {"SOMA_GATEWAY_SERVICE_HOST": "10.96.12.7", "SOMA_GATEWAY_SERVICE_PORT": "8080",
+           "SOMA_GATEWAY_PORT": "tcp://10.96.12.7:8080", "SOMA_GATEWAY_PORT_8080_TCP": "tcp://10.96.12.7:8080",
+           "SOMA_GATEWAY_PORT_8080_TCP_PROTO": "tcp", "SOMA_GATEWAY_PORT_8080_TCP_PORT": "8080",
+           "SOMA_GATEWAY_PORT_8080_TCP_ADDR": "10.96.12.7"}
+    cp = run_cli(["config", "check"], tmp_path, env=env)
+    assert cp.returncode == 0, describe(cp)
+    cp = run_cli(["config", "check"], tmp_path, env={**env, "SOMA_HTTP_PORT": "8080"})
+    assert cp.returncode == 2 and "SOMA_HTTP_PORT" in cp.stderr, describe(cp)
 
 
 def test_unknown_flag_key_and_malformed_set(tmp_path):

@@ -5,6 +5,7 @@ envelope, the policy.denied event on the stream, the metric, the audit row, the 
 of queued work, the OPA cache and the policy service in /v1/health."""
 
 import json
+import socket
 import subprocess
 import time
 import zlib
@@ -13,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e_util import (PYTHON, check_envelope, create_key, find_samples, free_port, open_stream, parse_metrics,
-                      wait_terminal, wait_until)
+from e2e_util import (PYTHON, check_envelope, create_key, describe, find_samples, free_port, open_stream,
+                      parse_metrics, run_cli, wait_terminal, wait_until)
 
 HERE = Path(__file__).resolve().parent
 TABLE_PATH = HERE / "policy_table.json"
@@ -425,3 +426,50 @@ def test_opa_credentials_in_its_url_reach_neither_health_nor_the_log(soma, tmp_p
     assert f"http://127.0.0.1:{down}/" in svc["detail"], svc
     shown = httpx.get(srv.url + "/v1/health", timeout=5).text + srv.log_text()
     assert "s3cr3t-pw" not in shown and "t0ps3cr3t" not in shown and "ops:" not in shown, shown[-2000:]
+
+
+URL_PW = "pw-" + "k7" * 12
+
+
+def _url_sets(opa_port):
+    """A password (and a query) in every URL-valued setting a server may hold unused."""
+    return [f"memory.somabrain_url=http://brain:{URL_PW}@127.0.0.1:{free_port()}/?key={URL_PW}",
+            f"otel.endpoint=http://otel:{URL_PW}@127.0.0.1:{free_port()}",
+            f"policy.opa_url=http://ops:{URL_PW}@127.0.0.1:{opa_port}/?token={URL_PW}"]
+
+
+def test_url_credentials_reach_no_config_view_nor_health(soma, tmp_path):
+    """config show, run --dry-run, /v1/admin/config and /v1/health - also while OPA is not
+    checked yet - show URL settings without user, password or query (the old build showed them
+    whole in all four)."""
+    sets = _url_sets(free_port()) + [f"llm.base_url=http://llm:{URL_PW}@127.0.0.1:{free_port()}/v1?k={URL_PW}"]
+    flags = [a for s in sets for a in ("--set", s)]
+    for args in (["config", "show"], ["config", "show", "--json"],
+                 ["run", "--dry-run", "--set", f"data.dir={tmp_path / 'dry'}"]):
+        cp = run_cli([*args, *flags], tmp_path)
+        assert cp.returncode == 0 and "127.0.0.1" in cp.stdout, describe(cp)
+        assert URL_PW not in cp.stdout + cp.stderr, (args, cp.stdout)
+
+    admin_token = "admin-" + "t" * 40
+    srv = soma(*_url_sets(free_port()), f"auth.admin_token={admin_token}")
+    r = httpx.get(srv.url + "/v1/admin/config", headers=bearer(admin_token), timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.json()["config"]["policy.opa_url"]["value"].startswith("http://127.0.0.1:"), r.text
+    assert URL_PW not in r.text, r.text
+
+    # an OPA that takes the connection and never answers: the policy service stays "not checked yet"
+    hang = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        srv = soma("policy.engine=opa", "policy.opa_timeout_ms=8000", "health.interval_ms=100",
+                   *_url_sets(hang.getsockname()[1]))
+        seen = []
+        for _ in range(10):
+            seen.append(httpx.get(srv.url + "/v1/health", timeout=5).text)
+            time.sleep(0.05)
+        assert any("not checked yet" in t for t in seen), seen[-1]
+        assert not any(URL_PW in t for t in seen), [t for t in seen if URL_PW in t][0]
+    finally:
+        hang.close()  # the probe's connection is reset: the server stops without waiting for it
+    assert URL_PW not in srv.log_text()

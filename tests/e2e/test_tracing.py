@@ -6,7 +6,9 @@ every body's shape (lowerCamelCase keys, hex ids, decimal-string times) and answ
 one: every test asserts that no export was malformed."""
 
 import json
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -236,6 +238,33 @@ def test_hung_collector_requests_unaffected(soma, collector):
     wait_until(lambda: counter(srv, "soma_trace_export_retries_total") >= 1, 15, what="a retry after the timeout")
     # the exporter is stuck on the hung collector: shutdown still ends, within otel.timeout_ms bounds
     assert srv.stop(timeout=15) == 0
+
+
+def test_shutdown_keeps_to_the_grace_with_busy_http_tasks_and_a_hung_collector(soma, collector):
+    """One deadline from SIGTERM: the HTTP drain, the running tasks and the span flush share
+    shutdown.grace_s (the old build gave the drain and the tasks the whole grace each, then the
+    flush otel.timeout_ms per queued batch: 2 + 2 + 4 x 7 s here)."""
+    from celery_util import post_task, wait_task
+    collector.control(mode="hang", times=-1)
+    grace = 2
+    srv = soma(*collector.sets("otel.timeout_ms=4000", "otel.batch_size=1", "otel.queue_size=64"),
+               f"shutdown.grace_s={grace}")
+    for _ in range(6):
+        health(srv, GOOD)  # spans queued behind the hung collector, one batch each
+    tid = post_task(srv, task="soma.sleep", args=[60])["task_id"]
+    wait_task(srv, tid, ("STARTED",))
+    c = srv.connect(timeout=5)  # a request in flight until the end: its body never completes
+    c.send(b"POST /v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n12345")
+    health(srv)
+    time.sleep(0.2)
+    srv.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    rc = srv.wait_exit(timeout=60)
+    elapsed = time.monotonic() - t0
+    srv.checked = True
+    c.close()
+    assert rc == 0, srv.log_text()[-3000:]
+    assert elapsed <= grace + 3, f"exited {elapsed:.1f} s after SIGTERM with shutdown.grace_s={grace}"
 
 
 def test_queued_spans_are_flushed_at_shutdown(soma, collector):
