@@ -105,8 +105,9 @@ static json_t *error_object(struct llm_job *job)
 		snprintf(message, sizeof(message), "%s The provider said: %s", generic, said);
 		generic = message;
 	}
-	return json_pack("{s:{s:s, s:s, s:s, s:s}}", "error", "code", llm_error_code(job->res.error), "type",
-			 "provider_error", "message", generic, "request_id", job->req->request_id);
+	/* OpenAI's error object has message, type, param and code: the SDKs read all four */
+	return json_pack("{s:{s:s, s:s, s:s, s:n, s:s}}", "error", "code", llm_error_code(job->res.error), "type",
+			 "provider_error", "message", generic, "param", "request_id", job->req->request_id);
 }
 
 static json_t *completion_json(struct llm_job *job)

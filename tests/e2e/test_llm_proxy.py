@@ -78,6 +78,8 @@ def test_provider_errors_map_to_statuses(soma, llm):
         llm.control(mode=mode, times=1)
         r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=10)
         check_envelope(r, status)
+        err = r.json()["error"]
+        assert err["type"] == "provider_error" and "param" in err and err["param"] is None, err  # OpenAI's four
         if status == 429:
             assert r.headers.get("retry-after")
 
