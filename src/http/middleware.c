@@ -92,8 +92,14 @@ static enum http_mw_result mw_request_id(struct http_req *req, void *arg)
 	return HTTP_MW_NEXT;
 }
 
+/* Once-only steps a request passed already: limits and policy (an upload is authorised before its
+ * body is spooled), the route and credentials (checked from the head of a request with a body). */
+enum { PASSED_LIMITS = 1u << 0, PASSED_POLICY = 1u << 1, PASSED_ROUTE_AUTH = 1u << 2 };
+
 static enum http_mw_result mw_route(struct http_req *req, void *arg)
 {
+	if (req->mw_passed & PASSED_ROUTE_AUTH)
+		return HTTP_MW_NEXT; /* matched from the head (http_pipeline_authenticate) */
 	struct http_pipeline *p = arg;
 	char allow[128];
 	switch (http_router_match(p->router, req, allow, sizeof(allow))) {
@@ -204,6 +210,8 @@ static enum http_mw_result check_credentials(struct http_req *req, struct http_p
 
 static enum http_mw_result mw_auth(struct http_req *req, void *arg)
 {
+	if (req->mw_passed & PASSED_ROUTE_AUTH)
+		return HTTP_MW_NEXT; /* checked from the head, req->ident set then */
 	return check_credentials(req, arg, http_route_flags(req->route));
 }
 
@@ -212,7 +220,6 @@ static enum http_mw_result mw_auth(struct http_req *req, void *arg)
  * (http_pipeline_authorize) and the pipeline runs again once the body is there; req->mw_passed
  * remembers what was already passed. The policy step can wait for OPA without blocking: it then
  * answers DONE and the pipeline resumes after it on the io thread if the decision allows. */
-enum { PASSED_LIMITS = 1u << 0, PASSED_POLICY = 1u << 1 };
 
 static void run_steps(struct http_pipeline *p, struct http_req *req, size_t first);
 
@@ -311,11 +318,18 @@ bool http_pipeline_authenticate(struct http_pipeline *p, struct http_req *req)
 	/* an unknown path or method is checked like a private route: answering 404/405 here would
 	 * close connections that are fine today (and tested), and passing it unauthenticated would
 	 * let anyone park a body on any unknown path */
-	unsigned flags = http_router_match(p->router, req, allow, sizeof(allow)) == HTTP_MATCH_OK
-				 ? http_route_flags(req->route)
-				 : 0;
-	req->route = NULL; /* matched again, and auth run again, when the pipeline runs */
-	return check_credentials(req, p, flags) == HTTP_MW_NEXT;
+	bool matched = http_router_match(p->router, req, allow, sizeof(allow)) == HTTP_MATCH_OK;
+	unsigned flags = matched ? http_route_flags(req->route) : 0;
+	if (check_credentials(req, p, flags) != HTTP_MW_NEXT)
+		return false;
+	/* a matched route and its credentials hold for the pipeline that runs once the body is there
+	 * (not matched and checked again: ~3k instructions a request); an unknown route is matched
+	 * again there, to answer its 404/405 */
+	if (matched)
+		req->mw_passed |= PASSED_ROUTE_AUTH;
+	else
+		req->route = NULL;
+	return true;
 }
 
 static void run_steps(struct http_pipeline *p, struct http_req *req, size_t first)
