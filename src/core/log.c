@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/utf8.h"
 
 static enum log_level min_level = LOG_INFO;
 static enum log_format out_format = LOG_FORMAT_JSON;
@@ -83,6 +84,27 @@ static bool put(char *buf, size_t cap, size_t *pos, const char *s)
 	return true;
 }
 
+/* Appends s for a text log line: a control character (a newline that would start a forged line,
+ * an escape sequence for the terminal) is written as \xNN; false when it does not fit. */
+static bool put_text(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		bool ctl = *c < 0x20 || *c == 0x7f;
+		if (*pos + (ctl ? 4 : 1) >= cap)
+			return false;
+		if (ctl) {
+			memcpy(buf + *pos, "\\x", 2);
+			buf[*pos + 2] = hex[*c >> 4];
+			buf[*pos + 3] = hex[*c & 15];
+			*pos += 4;
+		} else {
+			buf[(*pos)++] = (char)*c;
+		}
+	}
+	return true;
+}
+
 static bool put_field_json(char *buf, size_t cap, size_t *pos, const struct log_field *f)
 {
 	char num[48];
@@ -120,7 +142,7 @@ static bool put_field_text(char *buf, size_t cap, size_t *pos, const struct log_
 		snprintf(val, sizeof(val), "%.3f", f->dbl);
 	}
 	return put(buf, cap, pos, " ") && put(buf, cap, pos, f->key) && put(buf, cap, pos, "=") &&
-	       put(buf, cap, pos, v);
+	       put_text(buf, cap, pos, v);
 }
 
 void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n, const char *fmt, ...)
@@ -132,6 +154,7 @@ void log_emit(enum log_level level, const char *service, const struct log_field 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	utf8_repair(msg); /* cut at 2 KiB inside a character, or bytes from outside: a line stays UTF-8 */
 
 	char ts[CLOCK_RFC3339_LEN + 1];
 	clock_rfc3339(clock_wall_ms(), ts, sizeof(ts));
@@ -150,7 +173,7 @@ void log_emit(enum log_level level, const char *service, const struct log_field 
 	} else {
 		ok = put(line, cap, &pos, ts) && put(line, cap, &pos, " ") &&
 		     put(line, cap, &pos, level_names[level]) && put(line, cap, &pos, " [") &&
-		     put(line, cap, &pos, service) && put(line, cap, &pos, "] ") && put(line, cap, &pos, msg);
+		     put(line, cap, &pos, service) && put(line, cap, &pos, "] ") && put_text(line, cap, &pos, msg);
 		for (size_t i = 0; ok && i < n; i++)
 			ok = put_field_text(line, cap, &pos, &fields[i]);
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s\n", ok ? "" : " [truncated]");
