@@ -246,8 +246,12 @@ static void answer(struct llm_job *job)
 		http_stream_write(req, "data: [DONE]\n\n", 14);
 		http_stream_end(req);
 	} else if (job->res.error != LLM_OK) {
-		if (job->res.error == LLM_ERR_RATE_LIMITED)
-			http_resp_header(req, "Retry-After", "5");
+		if (job->res.error == LLM_ERR_RATE_LIMITED) { /* the provider's wait when it gave one */
+			long ms = job->res.retry_after_ms;
+			char secs[24];
+			snprintf(secs, sizeof(secs), "%ld", ms > 0 ? (ms + 999) / 1000 : ms == 0 ? 1 : 5);
+			http_resp_header(req, "Retry-After", secs);
+		}
 		http_respond_json(req, error_status(job->res.error), error_object(job));
 	} else if (job->stream) {
 		http_stream_begin(req, 200, "text/event-stream");

@@ -226,6 +226,7 @@ enum soma_err llm_call_begin(const struct llm_config *cfg, struct llm_result *re
 {
 	memset(res, 0, sizeof(*res));
 	res->input_tokens = res->output_tokens = -1;
+	res->retry_after_ms = -1;
 	if (!cfg->api_key[0]) {
 		res->error = LLM_ERR_UNCONFIGURED;
 		return SOMA_ERR_UNAVAILABLE;
@@ -439,6 +440,7 @@ enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 	if (c->curl) /* else (h1_conn) the status came with the answer's head */
 		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
 	c->res->http_status = (int)c->status;
+	c->res->retry_after_ms = c->retry_after_ms;
 	enum llm_error e = classify(c, rc);
 	if (e != LLM_OK && e != LLM_ERR_CANCELLED) {
 		if (c->status && c->status != 200)

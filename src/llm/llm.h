@@ -91,6 +91,7 @@ struct llm_result {
 	enum llm_error error;	/* LLM_OK or the class of failure */
 	int http_status;	/* last HTTP status, 0 when none */
 	int attempts;		/* calls made */
+	long retry_after_ms;	/* the last answer's Retry-After (or retry-after-ms), -1 when none */
 	char *content;		/* whole reply text; owned (free) */
 	size_t content_len;	/* bytes of content */
 	int64_t input_tokens;	/* usage.prompt_tokens, -1 when not reported */

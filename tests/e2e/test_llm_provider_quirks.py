@@ -85,3 +85,10 @@ def test_retry_after_as_an_http_date_is_waited_for(soma, llm, provider_host):
     assert time.monotonic() - t0 >= 0.9, "the retry waited for the date (a whole second at least)"
     check = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=20)
     assert check.status_code == 200
+
+
+def test_our_429_passes_on_the_provider_s_wait(soma, llm, provider_host):
+    srv = start(soma, llm, provider_host, "llm.max_retries=0")
+    llm.control(mode="429", times=1, retry_after=7)
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=20)
+    assert r.status_code == 429 and r.headers.get("retry-after") == "7", (r.status_code, r.headers)
