@@ -5,34 +5,23 @@
 
 #include <string.h>
 
-/* Length of the valid sequence at p (n bytes left), 0 when it is invalid, -1 when it is valid so
- * far but cut by the end of the text. */
-static int sequence(const unsigned char *p, size_t n)
+#include "core/json_scan.h"
+
+/* Whether the n bytes at p are the start of a sequence the text's end cut: a lead byte and only
+ * continuation bytes, fewer than the lead asks for. */
+static bool cut_at_end(const unsigned char *p, size_t n)
 {
-	unsigned char c = p[0];
-	int len;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned cp = c & (0x7f >> len);
-	for (int i = 1; i < len; i++) {
-		if ((size_t)i >= n)
-			return -1;
+	size_t want = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
+		      : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+		      : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
+						     : 0;
+	if (n >= want)
+		return false;
+	for (size_t i = 1; i < n; i++) {
 		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
+			return false;
 	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0; /* overlong, beyond Unicode, or a surrogate */
-	return len;
+	return true;
 }
 
 bool utf8_repair(char *s)
@@ -41,10 +30,10 @@ bool utf8_repair(char *s)
 	size_t n = strlen(s);
 	bool changed = false;
 	for (size_t i = 0; i < n;) {
-		int len = sequence(p + i, n - i);
+		size_t len = p[i] < 0x80 ? 1 : jscan_utf8_len(p + i, n - i); /* jansson's rules */
 		if (len > 0) {
-			i += (size_t)len;
-		} else if (len < 0) {
+			i += len;
+		} else if (cut_at_end(p + i, n - i)) {
 			p[i] = '\0'; /* the text was cut inside this character */
 			return true;
 		} else {

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/json_scan.h"
+
 bool multipart_boundary(struct str ct, char *out, size_t cap)
 {
 	static const char prefix[] = "multipart/form-data";
@@ -126,31 +128,6 @@ int multipart_parse(const char *body, size_t len, const char *boundary, struct m
 	}
 }
 
-/* Length of the valid UTF-8 sequence at p (at most avail bytes), 0 when it is not one: no
- * overlong forms, no surrogates, nothing above U+10FFFF (what jansson also refuses). */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
-	size_t n;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-	else
-		return 0;
-	if (avail < n || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++) {
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	}
-	return n;
-}
-
 void multipart_clean_filename(struct str in, char *out, size_t cap)
 {
 	const unsigned char *p = (const unsigned char *)in.p, *end = p + in.len;
@@ -160,7 +137,7 @@ void multipart_clean_filename(struct str in, char *out, size_t cap)
 	}
 	size_t o = 0, max = cap - 1 < MULTIPART_FILENAME_MAX ? cap - 1 : MULTIPART_FILENAME_MAX;
 	while (p < end) {
-		size_t n = utf8_seq(p, (size_t)(end - p));
+		size_t n = *p < 0x80 ? 1 : jscan_utf8_len(p, (size_t)(end - p)); /* 0: not valid UTF-8 */
 		if (o + (n ? n : 1) > max)
 			break; /* never cut a character in two */
 		if (n > 1) {
