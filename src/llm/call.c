@@ -59,7 +59,10 @@ static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
 		return NULL;
 	out->model = json_string_value(json_object_get(chunk, "model"));
 	json_t *usage = json_object_get(chunk, "usage");
-	if ((out->usage = json_is_object(usage))) {
+	out->usage = json_is_object(usage);
+	if (!out->usage) /* Groq: in x_groq.usage of the last chunk (chunk_scan.h) */
+		usage = json_object_get(json_object_get(chunk, "x_groq"), "usage");
+	if (json_is_object(usage)) {
 		json_t *in = json_object_get(usage, "prompt_tokens"),
 		       *done = json_object_get(usage, "completion_tokens");
 		if ((out->has_in = json_is_integer(in)))

@@ -13,7 +13,10 @@
 #include "core/json_scan.h"
 
 struct top {
-	struct jspan model, choices, usage;
+	struct jspan model, choices, usage, x_groq;
+};
+struct groq {
+	struct jspan usage;
 };
 struct choice {
 	struct jspan delta, finish;
@@ -39,7 +42,9 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 {
 	static const struct jwant top_w[] = {{"model", offsetof(struct top, model)},
 					     {"choices", offsetof(struct top, choices)},
-					     {"usage", offsetof(struct top, usage)}};
+					     {"usage", offsetof(struct top, usage)},
+					     {"x_groq", offsetof(struct top, x_groq)}};
+	static const struct jwant groq_w[] = {{"usage", offsetof(struct groq, usage)}};
 	static const struct jwant choice_w[] = {{"delta", offsetof(struct choice, delta)},
 						{"finish_reason", offsetof(struct choice, finish)}};
 	static const struct jwant tokens_w[] = {{"prompt_tokens", offsetof(struct tokens, in)},
@@ -50,12 +55,17 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 	struct choice ch = {0};
 	struct tokens tk = {0};
 	struct delta d = {0};
+	struct groq g = {0};
 	memset(out, 0, sizeof(*out));
 	const char *s = jscan_ws(data, data + len);
 	if (s == data + len || *s != '{' || !jscan_check(data, len, false, &t) ||
-	    !jscan_members(&t, true, (struct jspan){s, len - (size_t)(s - data)}, top_w, 3, &f))
+	    !jscan_members(&t, true, (struct jspan){s, len - (size_t)(s - data)}, top_w, 4, &f))
 		return false;
-	if (jscan_is(f.usage, '{') && !jscan_members(NULL, false, f.usage, tokens_w, 2, &tk))
+	/* Groq streams the usage in x_groq.usage of the last chunk; a top-level usage comes first */
+	if (!jscan_is(f.usage, '{') && jscan_is(f.x_groq, '{') && !jscan_members(NULL, false, f.x_groq, groq_w, 1, &g))
+		return false;
+	struct jspan usage = jscan_is(f.usage, '{') ? f.usage : g.usage;
+	if (jscan_is(usage, '{') && !jscan_members(NULL, false, usage, tokens_w, 2, &tk))
 		return false;
 	if (jscan_is(f.choices, '[')) {
 		const char *p = f.choices.p, *e = f.choices.p + f.choices.n;
@@ -74,9 +84,10 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 	out->content = text(d.content, &o, &out->content_len);
 	out->finish = text(ch.finish, &o, NULL);
 	out->usage = jscan_is(f.usage, '{');
-	if ((out->has_in = out->usage && jscan_is_int(tk.in)))
+	bool counted = jscan_is(usage, '{');
+	if ((out->has_in = counted && jscan_is_int(tk.in)))
 		out->in_tokens = jscan_int(tk.in);
-	if ((out->has_out = out->usage && jscan_is_int(tk.out)))
+	if ((out->has_out = counted && jscan_is_int(tk.out)))
 		out->out_tokens = jscan_int(tk.out);
 	return true;
 }

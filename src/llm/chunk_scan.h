@@ -23,7 +23,8 @@ struct llm_chunk {
 	const char *finish;   /* choices[0].finish_reason when a string, else NULL */
 	bool usage;	      /* "usage" is an object */
 	bool no_choices;      /* "choices" is an empty array (the usage chunk) */
-	bool has_in, has_out; /* usage.prompt_tokens / completion_tokens are integers */
+	bool has_in, has_out; /* usage.prompt_tokens / completion_tokens are integers (the usage
+			       * is "usage", else Groq's "x_groq"."usage" of the last chunk) */
 	int64_t in_tokens;    /* usage.prompt_tokens */
 	int64_t out_tokens;   /* usage.completion_tokens */
 };

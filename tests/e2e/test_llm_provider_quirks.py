@@ -92,3 +92,20 @@ def test_our_429_passes_on_the_provider_s_wait(soma, llm, provider_host):
     llm.control(mode="429", times=1, retry_after=7)
     r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=20)
     assert r.status_code == 429 and r.headers.get("retry-after") == "7", (r.status_code, r.headers)
+
+
+def test_groq_usage_in_x_groq_is_counted(soma, llm, provider_host):
+    """Groq streams the usage in x_groq.usage of the last chunk, with no usage chunk: the reply's
+    tokens are those, in the final event and in the tenant's token budget."""
+    llm.control(groq_usage=True, chunks=3, text="x" * 400)  # the fake's usage: 101 completion tokens
+    srv = start(soma, llm, provider_host, "limits.llm_tokens_per_day=150")
+    sid = post_message(srv, "hello")["session_id"]
+    final = wait_terminal(srv, sid, timeout=20)[-1]
+    assert final["type"] == "assistant.final", final
+    usage = final["metadata"]["usage"]
+    prompt = sum(len(str(m.get("content", ""))) for m in llm.stats()["last_request"]["messages"]) // 4 + 1
+    assert usage["output_tokens"] == 101 and usage["input_tokens"] == prompt, usage
+    events = sse_events(streamed(srv))  # the proxy relays Groq's chunks as they are
+    assert '"x_groq"' in events[-2], events[-2:]
+    r = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MSGS}, timeout=20)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "llm_budget_exceeded", r.text

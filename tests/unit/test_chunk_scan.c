@@ -32,9 +32,11 @@ static void check(const char *text, bool scanned)
 		return;
 	json_t *j = json_loads(text, 0, NULL);
 	cr_assert_not_null(j, "%s: the scan read what jansson refuses", text);
-	json_t *usage = json_object_get(j, "usage"), *choice = json_array_get(json_object_get(j, "choices"), 0);
+	json_t *usage = json_object_get(j, "usage"), *groq = json_object_get(json_object_get(j, "x_groq"), "usage");
+	json_t *counted = json_is_object(usage) ? usage : groq,
+	       *choice = json_array_get(json_object_get(j, "choices"), 0);
 	json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
-	json_t *in = json_object_get(usage, "prompt_tokens"), *out = json_object_get(usage, "completion_tokens");
+	json_t *in = json_object_get(counted, "prompt_tokens"), *out = json_object_get(counted, "completion_tokens");
 	str_same(f.model, json_string_value(json_object_get(j, "model")), "model", text);
 	str_same(f.content, json_string_value(content), "content", text);
 	if (f.content)
@@ -43,8 +45,8 @@ static void check(const char *text, bool scanned)
 	cr_assert_eq(f.usage, json_is_object(usage), "%s: usage", text);
 	json_t *choices = json_object_get(j, "choices");
 	cr_assert_eq(f.no_choices, json_is_array(choices) && json_array_size(choices) == 0, "%s: no_choices", text);
-	cr_assert_eq(f.has_in, f.usage && json_is_integer(in), "%s: prompt_tokens", text);
-	cr_assert_eq(f.has_out, f.usage && json_is_integer(out), "%s: completion_tokens", text);
+	cr_assert_eq(f.has_in, json_is_object(counted) && json_is_integer(in), "%s: prompt_tokens", text);
+	cr_assert_eq(f.has_out, json_is_object(counted) && json_is_integer(out), "%s: completion_tokens", text);
 	if (f.has_in)
 		cr_assert_eq(f.in_tokens, json_integer_value(in));
 	if (f.has_out)
@@ -71,6 +73,27 @@ Test(chunk_scan, same_fields_as_jansson)
 	check(" \n{\"choices\":[{\"delta\":{\"content\":null}},{\"delta\":{\"content\":\"second\"}}]} ", true);
 	check("{\"choices\":[[1],{\"delta\":{\"content\":\"x\"}}]}", true);
 	check("{\"model\":\"\",\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"\"}]}", true);
+}
+
+/* Groq gives the usage in x_groq.usage of the last chunk (interop.md 2.5): counted, though the
+ * chunk is no usage chunk; a top-level usage is taken before it */
+Test(chunk_scan, groq_usage_in_x_groq)
+{
+	static const char groq[] =
+		"{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\","
+		"\"usage\":{\"queue_time\":0.01,\"prompt_tokens\":11,\"completion_tokens\":4}}}";
+	char buf[256];
+	struct llm_chunk f;
+	cr_assert(llm_chunk_scan(groq, strlen(groq), buf, sizeof(buf), &f));
+	cr_assert(f.has_in && f.has_out && f.in_tokens == 11 && f.out_tokens == 4);
+	cr_assert(!f.usage && !f.no_choices, "not a usage chunk: relayed as any other");
+	check(groq, true);
+	check("{\"x_groq\":{\"id\":\"req_1\"},\"choices\":[{\"delta\":{\"content\":\"a\"}}]}", true);
+	check("{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},\"x_groq\":{\"usage\":{\"prompt_tokens\":9}}}",
+	      true);
+	check("{\"x_groq\":{\"usage\":[1]}}", true);
+	check("{\"x_groq\":7}", true);
+	cr_assert(llm_chunk_peek(groq, strlen(groq)) & LLM_PEEK_USAGE, "a relay reads the chunk");
 }
 
 Test(chunk_scan, hands_back_what_it_cannot_read)

@@ -19,7 +19,8 @@ Control (test side):
                     "chunks": N, "delay_ms": MS, "first_delay_ms": MS, "text": "...",
                     "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
                     "tool_content": "null|absent", "answer_before_body": N,
-                    "after_done": "hang|close|junk", "odd_events": true|false}
+                    "after_done": "hang|close|junk", "odd_events": true|false,
+                    "groq_usage": true|false}
         the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
         bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
         keep_alive overrides --keep-alive; drop_idle closes every connection right after its
@@ -34,7 +35,9 @@ Control (test side):
         `data: [DONE]` the stream hangs with its body unfinished ("hang"), closes without the last
         chunk ("close"), or sends one more (junk) event ("junk"); odd_events puts a `data: ping`
         event and a chunk whose value spans several data: lines (content "+") in the stream; mode
-        "408" answers 408; retry_after may be any string (an HTTP-date).
+        "408" answers 408; retry_after may be any string (an HTTP-date); groq_usage streams usage as
+        Groq does: in `x_groq.usage` of the last chunk (the one with finish_reason), with no usage
+        chunk whatever stream_options asked.
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
                      "aborted": streams whose client went away before the end,
                      "traceparents": [the traceparent header of each completion request, or null],
@@ -194,7 +197,7 @@ class Handler(BaseHTTPRequestHandler):
             ctl = json.loads(body or b"{}")
             with state_lock:
                 for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
-                          "tool_content", "answer_before_body", "after_done", "odd_events"):
+                          "tool_content", "answer_before_body", "after_done", "odd_events", "groq_usage"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -301,7 +304,14 @@ class Handler(BaseHTTPRequestHandler):
                                                    "logprobs": None}]))
         events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls" if call else "stop",
                                            "logprobs": None}]))
-        if (req.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        with state_lock:
+            groq = state.get("groq_usage")
+        if groq:  # Groq: x_groq.id in the first and last chunk, x_groq.usage in the last only
+            events[0]["x_groq"] = {"id": "req_fake"}
+            events[-1]["x_groq"] = {"id": "req_fake", "usage": dict(usage, queue_time=0.01, total_time=0.02)}
+        elif (req.get("stream_options") or {}).get("include_usage"):
             events.append(dict(base, choices=[], usage={"prompt_tokens": prompt_tokens,
                                                         "completion_tokens": completion_tokens,
                                                         "total_tokens": prompt_tokens + completion_tokens}))
