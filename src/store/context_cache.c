@@ -25,7 +25,7 @@ struct ctx_entry {
 	uint32_t hash;			 /* of tenant and session */
 	int64_t seq;			 /* the session's last seq the rows reflect */
 	int64_t cap;			 /* the read's limit: rows holds at most cap turns */
-	json_t *rows;			 /* [{role, content}] newest first; shared, never changed */
+	json_t *rows;			 /* [{role, content, id}] newest first; shared, never changed */
 	json_t *fresh;			 /* turns newer than rows, oldest first; owned, or NULL */
 	size_t bytes;			 /* text of the rows plus ROW_OVERHEAD each */
 	char tenant[STORE_ID_MAX + 1];	 /* key */
@@ -154,8 +154,17 @@ static bool merge_locked(struct ctx_cache *c, struct ctx_entry *e)
 	return true;
 }
 
-bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, json_t **rows,
-		   int64_t *seq)
+/* Where reply_to is among e's rows (newest first): its index, or -1. Lock held. */
+static long reply_index(const struct ctx_entry *e, const char *reply_to)
+{
+	for (size_t i = 0; i < json_array_size(e->rows); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(e->rows, i), "id")) ?: "", reply_to) == 0)
+			return (long)i;
+	return -1;
+}
+
+bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, const char *reply_to,
+		   bool reply_absent, json_t **rows, int64_t *seq, bool *seen)
 {
 	if (!c || limit < 1)
 		return false;
@@ -167,17 +176,25 @@ bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session,
 		e = NULL;
 	}
 	int64_t n = e ? (int64_t)json_array_size(e->rows) : 0;
-	/* it holds what a read would return: limit turns, or all of the session's (fewer than cap) */
-	if (!e || (limit > e->cap && n >= e->cap)) {
+	/* the context ends at the message answered: a read returns the turns up to it. Not among the
+	 * rows: fine when it was not committed yet (nothing after it either), else the database says */
+	long from = e && reply_to && *reply_to ? reply_index(e, reply_to) : 0;
+	if (seen)
+		*seen = e && reply_to && *reply_to && from >= 0;
+	if (from < 0 && reply_absent)
+		from = 0;
+	/* it holds what a read would return: limit turns from there, or all of the session's (the
+	 * entry has fewer than its cap) */
+	if (!e || from < 0 || (n - from < limit && n >= e->cap)) {
 		c->misses++;
 		pthread_mutex_unlock(&c->lock);
 		return false;
 	}
-	if (limit >= n) {
+	if (from == 0 && limit >= n) {
 		*rows = json_incref(e->rows);
-	} else { /* a smaller limit than the entry's (llm.context_events lowered): a slice */
+	} else { /* a slice: from the message answered, or a smaller limit than the entry's */
 		*rows = json_array();
-		for (int64_t i = 0; *rows && i < limit; i++)
+		for (int64_t i = from; *rows && i < n && i < from + limit; i++)
 			json_array_append(*rows, json_array_get(e->rows, (size_t)i));
 	}
 	*seq = e->seq;
@@ -241,8 +258,8 @@ void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, cons
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* The turn an event adds to the context, as the store's read builds it ({role, content}, the
- * content being the event's message; "" without one), or NULL when the event is not a turn.
+/* The turn an event adds to the context, as the store's read builds it ({role, content, id}, the
+ * content being the event's message, "" without one; id its event id), or NULL when the event is not a turn.
  * *unusable when it is a turn whose message a read would return differently (not a string). */
 static json_t *turn_of(const json_t *event, bool *unusable)
 {
@@ -260,7 +277,8 @@ static json_t *turn_of(const json_t *event, bool *unusable)
 		content = json_incref(msg); /* shared with the op's event: nobody changes it after the commit */
 	else				    /* SQLite's text ends at the first NUL, as the read returns it */
 		content = json_string(json_string_value(msg));
-	json_t *row = json_pack("{s:s, s:o}", "role", type[0] == 'u' ? "user" : "assistant", "content", content);
+	json_t *row = json_pack("{s:s, s:o, s:s}", "role", type[0] == 'u' ? "user" : "assistant", "content", content,
+				"id", json_string_value(json_object_get(event, "event_id")) ?: "");
 	*unusable = row == NULL;
 	return row;
 }

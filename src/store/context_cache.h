@@ -42,18 +42,23 @@ struct ctx_cache *ctx_cache_new(void);
 /* Frees the cache and drops its references to the rows. Accepts NULL. */
 void ctx_cache_free(struct ctx_cache *c);
 
-/* The context of (tenant, session) when the cache holds at least `limit` of its turns (or all
- * of them): *rows gets a new reference to the turns, newest first (the caller decrefs it and
- * must not change it), *seq the session's last seq. False on a miss. Any thread; c may be NULL. */
-bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, json_t **rows,
-		   int64_t *seq);
+/* The context of (tenant, session) when the cache holds what a read would return: *rows gets a
+ * new reference to the turns, newest first (the caller decrefs it and must not change it), *seq
+ * the session's last seq. reply_to: the event id of the message the context ends at (turns
+ * committed after it are left out: a task answers its own message, not a later one), or NULL or
+ * "" for the newest turns. reply_absent: reply_to was not committed when the read was asked (an
+ * early start), so an entry without it holds every turn before it. *seen: the rows hold reply_to.
+ * False on a miss (the database reads it). Any thread; c may be NULL. */
+bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, const char *reply_to,
+		   bool reply_absent, json_t **rows, int64_t *seq, bool *seen);
 
 /* Before a context read: the mark to give ctx_cache_fill after it. Reader thread. */
 uint64_t ctx_cache_mark(struct ctx_cache *c, const char *tenant, const char *session);
 
 /* After a context read that began after `mark`: keeps rows (a reference is taken; nobody may
- * change rows from now on) and seq, read with `limit`, unless a commit touched the session's
- * bucket since `mark`. Reader thread. */
+ * change rows from now on; each {role, content, id}: id the event's id) and seq, read with
+ * `limit` and no turn left out after a message (store_op.context_cut), unless a commit touched
+ * the session's bucket since `mark`. Reader thread. */
 void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, const char *session, int64_t limit,
 		    json_t *rows, int64_t seq);
 

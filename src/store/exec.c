@@ -272,7 +272,7 @@ static void *reader_main(void *arg)
 		bool context = op->kind == STORE_OP_CONTEXT && st->ctx;
 		uint64_t mark = context ? ctx_cache_mark(st->ctx, op->tenant, op->session_id) : 0;
 		op->err = st->drv->read_op(st, index, op);
-		if (context && op->err == SOMA_OK)
+		if (context && op->err == SOMA_OK && !op->context_cut)
 			ctx_cache_fill(st->ctx, mark, op->tenant, op->session_id, op->limit, op->rows, op->seq);
 		complete(st, op);
 	}
@@ -340,7 +340,8 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	if (!st->exec_running)
 		return SOMA_ERR_UNAVAILABLE;
 	if (op->kind == STORE_OP_CONTEXT && (!op->outcome_of[0] || st->no_late_copies) &&
-	    ctx_cache_get(st->ctx, op->tenant, op->session_id, op->limit, &op->rows, &op->seq)) {
+	    ctx_cache_get(st->ctx, op->tenant, op->session_id, op->limit, op->reply_to, op->reply_absent, &op->rows,
+			  &op->seq, &op->reply_seen)) {
 		op->err = SOMA_OK; /* answered from memory (context_cache.h): done before we return */
 		complete(st, op);
 		return SOMA_OK;

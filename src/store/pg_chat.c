@@ -394,11 +394,12 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	enum soma_err err;
 	PGresult *r =
 		pg_exec(c,
-			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), $4 = '' OR EXISTS "
-			"(SELECT 1 FROM events WHERE event_id = $4 AND session_id = $1), e.type, e.msg "
-			"FROM sessions s LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS msg "
-			"FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
-			"ORDER BY seq DESC LIMIT $5) e ON true WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
+			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), m.seq, e.type, e.msg "
+			"FROM sessions s LEFT JOIN LATERAL (SELECT seq FROM events WHERE event_id = $4 AND "
+			"session_id = $1) m ON true LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS "
+			"msg FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
+			"AND seq <= COALESCE(m.seq, 9223372036854775807) ORDER BY seq DESC LIMIT $5) e ON true "
+			"WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
 			&q, &err);
 	if (!r)
 		return err;
@@ -407,8 +408,10 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	if (err == SOMA_OK) {
 		op->seq = pg_int(r, 0, 0);
 		op->has_outcome = op->outcome_of[0] && pg_bool(r, 0, 1);
-		op->reply_seen = op->reply_probe && op->reply_to[0] && pg_bool(r, 0, 2);
-		if (!op->has_outcome && !op->reply_probe && !pg_bool(r, 0, 2)) {
+		/* the turns end at the message answered: a later message is not this task's to answer */
+		op->reply_seen = op->reply_to[0] && !PQgetisnull(r, 0, 2);
+		op->context_cut = op->reply_seen && pg_int(r, 0, 2) < op->seq;
+		if (!op->has_outcome && !op->reply_probe && op->reply_to[0] && !op->reply_seen) {
 			snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 				 op->reply_to);
 			err = SOMA_ERR_NOT_FOUND;

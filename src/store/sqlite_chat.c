@@ -426,10 +426,9 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 	 * task that ran: migration 0008), and whether the message it answers still exists (a reset
 	 * erases it, and the outcome with it: a task, or a copy of one, that comes after the reset
 	 * is dropped, not answered into the fresh conversation) */
-	sqlite3_stmt *s =
-		dbconn_stmt(c, "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = ?3), "
-			       "?4 = '' OR EXISTS (SELECT 1 FROM events WHERE event_id = ?4 AND session_id = ?1) "
-			       "FROM sessions WHERE id = ?1 AND tenant = ?2");
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = ?3), "
+					 "(SELECT seq FROM events WHERE event_id = ?4 AND session_id = ?1) "
+					 "FROM sessions WHERE id = ?1 AND tenant = ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
@@ -442,29 +441,34 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 	op->has_outcome = op->outcome_of[0] && sqlite3_column_int(s, 1);
 	if (op->has_outcome)
 		return SOMA_OK;
-	bool seen = op->reply_to[0] && sqlite3_column_int(s, 2);
-	if (op->reply_probe) {
-		op->reply_seen = seen;
-	} else if (op->reply_to[0] && !seen) {
+	bool seen = op->reply_to[0] && sqlite3_column_type(s, 2) != SQLITE_NULL;
+	/* the context ends at the message answered: a later message is not this task's to answer */
+	int64_t upto = seen ? sqlite3_column_int64(s, 2) : INT64_MAX;
+	op->reply_seen = seen;
+	if (!op->reply_probe && op->reply_to[0] && !seen) {
 		snprintf(op->error_text, sizeof(op->error_text), "message %s is gone (the session was reset)",
 			 op->reply_to);
 		return SOMA_ERR_NOT_FOUND;
 	}
-	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message') FROM events WHERE session_id = ?1 AND "
-			   "tenant = ?3 AND type IN ('user', 'assistant.final') ORDER BY seq DESC LIMIT ?2");
+	op->context_cut = seen && upto < op->seq;
+	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message'), event_id FROM events WHERE session_id = ?1 "
+			   "AND tenant = ?3 AND type IN ('user', 'assistant.final') AND seq <= ?4 ORDER BY seq DESC "
+			   "LIMIT ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->session_id);
 	sqlite3_bind_int64(s, 2, op->limit);
 	bind_text(s, 3, op->tenant);
+	sqlite3_bind_int64(s, 4, upto);
 	op->rows = json_array();
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *type = (const char *)sqlite3_column_text(s, 0);
 		const char *text = (const char *)sqlite3_column_text(s, 1);
 		json_array_append_new(op->rows,
-				      json_pack("{s:s, s:s}", "role", strcmp(type, "user") == 0 ? "user" : "assistant",
-						"content", text ? text : ""));
+				      json_pack("{s:s, s:s, s:s}", "role",
+						strcmp(type, "user") == 0 ? "user" : "assistant", "content",
+						text ? text : "", "id", (const char *)sqlite3_column_text(s, 2) ?: ""));
 	}
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }

@@ -182,14 +182,17 @@ struct store_op {
 	char *event_head;      /* SQLite: the event's text without its seq, made before the op is
 				* queued (store_sql_prepare); owned */
 	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
-				* CONTEXT: [{role, content}] newest first; owned */
+				* CONTEXT: [{role, content, id}] newest first, ending at reply_to; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool has_outcome;      /* CONTEXT: an event is the outcome of task outcome_of already */
 	bool reply_probe;      /* CONTEXT: reply_to is only looked for (reply_seen), not required: an
 				* early start reads before its message commits */
-	bool reply_seen;       /* CONTEXT with reply_probe, read from the database: the read saw the
-				* message reply_to (a context from the cache says false) */
+	bool reply_absent;     /* CONTEXT input: reply_to was not committed when the read was asked
+				* (an early start): a cached context without it is whole */
+	bool reply_seen;       /* CONTEXT: the read saw the message reply_to */
+	bool context_cut;      /* CONTEXT: turns committed after reply_to were left out (the rows
+				* end at the message the task answers) */
 	bool dead;	       /* TASK_RETRY: moved to dead-letter */
 	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 	/* completion */

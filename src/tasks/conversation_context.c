@@ -56,6 +56,9 @@ struct store_op *conv_context_submit(struct task_ctx *t, struct context_read *cr
 	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* has this task replied already? */
 	conv_reply_to(t, op);
 	op->reply_probe = probe;
+	int64_t seq;
+	/* not committed yet: a cached context without the message holds every turn before it */
+	op->reply_absent = probe && t->gate && commit_gate_state(t->gate, &seq) == GATE_PENDING;
 	op->limit = cfg_int(CFG_LLM_CONTEXT_EVENTS);
 	op->done = context_done;
 	op->arg = cr;

@@ -72,13 +72,14 @@ Test(context_cache, a_fill_is_served_and_other_sessions_and_tenants_miss)
 	struct ctx_cache *c = filled();
 	json_t *rows = NULL;
 	int64_t seq = 0;
-	cr_assert(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	cr_assert_eq(seq, 2);
 	cr_assert_eq(json_array_size(rows), 2);
 	cr_assert_str_eq(content_at(rows, 0), "hi");
 	json_decref(rows);
-	cr_assert_not(ctx_cache_get(c, "t2", "s1", 10, &rows, &seq)); /* another tenant's session of that id */
-	cr_assert_not(ctx_cache_get(c, "t1", "s2", 10, &rows, &seq));
+	cr_assert_not(ctx_cache_get(c, "t2", "s1", 10, NULL, false, &rows, &seq,
+				    NULL)); /* another tenant's session of that id */
+	cr_assert_not(ctx_cache_get(c, "t1", "s2", 10, NULL, false, &rows, &seq, NULL));
 	ctx_cache_free(c);
 }
 
@@ -90,7 +91,7 @@ Test(context_cache, the_next_event_adds_its_turn_and_other_types_only_count)
 	note_event(c, "s1", 5, "assistant.final", "fifth");
 	json_t *rows = NULL;
 	int64_t seq = 0;
-	cr_assert(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	cr_assert_eq(seq, 5);
 	cr_assert_eq(json_array_size(rows), 4);
 	cr_assert_str_eq(content_at(rows, 0), "fifth");
@@ -116,7 +117,7 @@ Test(context_cache, turns_beyond_the_cap_keep_the_newest_whether_read_between_or
 		note_event(c, "s1", i, i % 2 ? "user" : "assistant.final", text);
 	}
 	int64_t seq = 0;
-	cr_assert(ctx_cache_get(c, "t1", "s1", 3, &rows, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 3, NULL, false, &rows, &seq, NULL));
 	cr_assert_eq(seq, 9);
 	cr_assert_eq(json_array_size(rows), 3);
 	cr_assert_str_eq(content_at(rows, 0), "m9");
@@ -124,7 +125,7 @@ Test(context_cache, turns_beyond_the_cap_keep_the_newest_whether_read_between_or
 	cr_assert_str_eq(content_at(rows, 2), "m7");
 	json_decref(rows);
 	note_event(c, "s1", 10, "assistant.final", "m10"); /* one, then a read */
-	cr_assert(ctx_cache_get(c, "t1", "s1", 2, &rows, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 2, NULL, false, &rows, &seq, NULL));
 	cr_assert_eq(seq, 10);
 	cr_assert_eq(json_array_size(rows), 2);
 	cr_assert_str_eq(content_at(rows, 0), "m10");
@@ -138,10 +139,10 @@ Test(context_cache, a_held_answer_does_not_change_when_a_turn_is_added)
 	struct ctx_cache *c = filled();
 	json_t *before = NULL, *after = NULL;
 	int64_t seq = 0;
-	cr_assert(ctx_cache_get(c, "t1", "s1", 10, &before, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &before, &seq, NULL));
 	note_event(c, "s1", 3, "user", "third");
 	cr_assert_eq(json_array_size(before), 2);
-	cr_assert(ctx_cache_get(c, "t1", "s1", 10, &after, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &after, &seq, NULL));
 	cr_assert_eq(json_array_size(after), 3);
 	json_decref(before);
 	json_decref(after);
@@ -154,18 +155,18 @@ Test(context_cache, a_gap_in_seqs_a_reset_or_a_delete_drops_the_entry)
 	int64_t seq = 0;
 	struct ctx_cache *c = filled();
 	note_event(c, "s1", 4, "user", "an event the cache did not see came before this one");
-	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	ctx_cache_free(c);
 
 	c = filled();
 	note_kind(c, STORE_OP_SESSION_RESET, "s1"); /* a reset keeps last_seq: seq 3 would follow */
 	note_event(c, "s1", 3, "user", "after the reset");
-	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	ctx_cache_free(c);
 
 	c = filled();
 	note_kind(c, STORE_OP_SESSION_DELETE, "s1");
-	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	ctx_cache_free(c);
 }
 
@@ -178,7 +179,7 @@ Test(context_cache, a_failed_op_changes_nothing)
 	store_op_free(op);
 	json_t *rows = NULL;
 	int64_t seq = 0;
-	cr_assert(ctx_cache_get(c, "t1", "s1", 10, &rows, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &rows, &seq, NULL));
 	cr_assert_eq(seq, 2);
 	json_decref(rows);
 	ctx_cache_free(c);
@@ -194,7 +195,8 @@ Test(context_cache, a_fill_after_a_commit_it_may_have_missed_is_refused)
 	json_decref(rows);
 	json_t *got = NULL;
 	int64_t seq = 0;
-	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, &got, &seq), "a fill that misses seq 3 was kept");
+	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &got, &seq, NULL),
+		      "a fill that misses seq 3 was kept");
 	ctx_cache_free(c);
 }
 
@@ -207,16 +209,17 @@ Test(context_cache, a_larger_limit_misses_unless_the_entry_holds_every_turn)
 	json_decref(rows);
 	json_t *got = NULL;
 	int64_t seq = 0;
-	cr_assert_not(ctx_cache_get(c, "t1", "full", 3, &got, &seq));
-	cr_assert(ctx_cache_get(c, "t1", "all", 50, &got, &seq));
+	cr_assert_not(ctx_cache_get(c, "t1", "full", 3, NULL, false, &got, &seq, NULL));
+	cr_assert(ctx_cache_get(c, "t1", "all", 50, NULL, false, &got, &seq, NULL));
 	cr_assert_eq(json_array_size(got), 2);
 	json_decref(got);
-	cr_assert(ctx_cache_get(c, "t1", "full", 1, &got, &seq)); /* a smaller limit: the newest only */
+	cr_assert(ctx_cache_get(c, "t1", "full", 1, NULL, false, &got, &seq,
+				NULL)); /* a smaller limit: the newest only */
 	cr_assert_eq(json_array_size(got), 1);
 	cr_assert_str_eq(content_at(got, 0), "b");
 	json_decref(got);
 	note_event(c, "full", 3, "user", "c"); /* at its cap, the oldest turn leaves */
-	cr_assert(ctx_cache_get(c, "t1", "full", 2, &got, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "full", 2, NULL, false, &got, &seq, NULL));
 	cr_assert_eq(json_array_size(got), 2);
 	cr_assert_str_eq(content_at(got, 0), "c");
 	cr_assert_str_eq(content_at(got, 1), "b");
@@ -235,7 +238,7 @@ Test(context_cache, entries_are_bounded_least_recently_used_first)
 		if (i == CTX_CACHE_MAX_ENTRIES - 1) { /* s0 used again: s1 is now the least recently used */
 			json_t *got = NULL;
 			int64_t seq;
-			cr_assert(ctx_cache_get(c, "t1", "s0", 10, &got, &seq));
+			cr_assert(ctx_cache_get(c, "t1", "s0", 10, NULL, false, &got, &seq, NULL));
 			json_decref(got);
 		}
 	}
@@ -245,9 +248,56 @@ Test(context_cache, entries_are_bounded_least_recently_used_first)
 	cr_assert_eq(entries, CTX_CACHE_MAX_ENTRIES);
 	json_t *got = NULL;
 	int64_t seq;
-	cr_assert(ctx_cache_get(c, "t1", "s0", 10, &got, &seq));
+	cr_assert(ctx_cache_get(c, "t1", "s0", 10, NULL, false, &got, &seq, NULL));
 	json_decref(got);
-	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, &got, &seq));
+	cr_assert_not(ctx_cache_get(c, "t1", "s1", 10, NULL, false, &got, &seq, NULL));
+	ctx_cache_free(c);
+}
+
+static json_t *turn_id(const char *role, const char *content, const char *id)
+{
+	return json_pack("{s:s, s:s, s:s}", "role", role, "content", content, "id", id);
+}
+
+/* A task answers its own message: the context ends there, later turns left out (a reply to the
+ * first of two quick messages answered the second) */
+Test(context_cache, the_context_ends_at_the_message_answered)
+{
+	struct ctx_cache *c = ctx_cache_new();
+	json_t *rows = json_pack("[o, o, o, o]", turn_id("user", "m3", "e4"), turn_id("assistant", "a1", "e3"),
+				 turn_id("user", "m2", "e2"), turn_id("user", "m1", "e1"));
+	ctx_cache_fill(c, ctx_cache_mark(c, "t1", "all"), "t1", "all", 10, rows, 4);  /* every turn */
+	ctx_cache_fill(c, ctx_cache_mark(c, "t1", "some"), "t1", "some", 4, rows, 9); /* 4 of more */
+	json_decref(rows);
+	json_t *got = NULL;
+	int64_t seq = 0;
+	bool seen = false;
+	cr_assert(ctx_cache_get(c, "t1", "all", 10, "e2", false, &got, &seq, &seen));
+	cr_assert(seen);
+	cr_assert_eq(json_array_size(got), 2);
+	cr_assert_str_eq(content_at(got, 0), "m2");
+	cr_assert_str_eq(content_at(got, 1), "m1");
+	cr_assert_eq(seq, 4, "the session's last seq, whatever the rows end at");
+	json_decref(got);
+	cr_assert(ctx_cache_get(c, "t1", "all", 1, "e3", false, &got, &seq, &seen)); /* the limit from there */
+	cr_assert_eq(json_array_size(got), 1);
+	cr_assert_str_eq(content_at(got, 0), "a1");
+	json_decref(got);
+	cr_assert_not(ctx_cache_get(c, "t1", "all", 10, "e9", false, &got, &seq, &seen),
+		      "a message not among the turns: the database tells whether it is gone");
+	cr_assert(ctx_cache_get(c, "t1", "all", 10, "e9", true, &got, &seq, &seen), "not committed yet: all turns");
+	cr_assert_not(seen);
+	cr_assert_eq(json_array_size(got), 4);
+	json_decref(got);
+	cr_assert(ctx_cache_get(c, "t1", "some", 2, "e3", false, &got, &seq, &seen));
+	cr_assert_eq(json_array_size(got), 2);
+	cr_assert_str_eq(content_at(got, 1), "m2");
+	json_decref(got);
+	cr_assert_not(ctx_cache_get(c, "t1", "some", 4, "e3", false, &got, &seq, &seen),
+		      "older turns than the entry holds would be needed");
+	cr_assert(ctx_cache_get(c, "t1", "some", 4, "e9", true, &got, &seq, &seen), "not committed yet: the newest");
+	cr_assert_eq(json_array_size(got), 4);
+	json_decref(got);
 	ctx_cache_free(c);
 }
 
@@ -301,13 +351,22 @@ static void control(enum store_op_kind kind)
 
 /* The context of s1 as the store answers it: its turns' contents newest first, joined by '|';
  * *hit tells whether it came from memory. */
+static enum soma_err context_to(const char *reply_to, char *out, size_t cap, int64_t *seq, bool *hit);
+
 static enum soma_err context(char *out, size_t cap, int64_t *seq, bool *hit)
+{
+	return context_to("", out, cap, seq, hit);
+}
+
+/* The same, ending at the message reply_to (its event id; "" for the newest turns). */
+static enum soma_err context_to(const char *reply_to, char *out, size_t cap, int64_t *seq, bool *hit)
 {
 	int64_t e, h0, h1, m;
 	ctx_cache_stats(st->ctx, &e, &h0, &m);
 	struct store_op *op = store_op_new(STORE_OP_CONTEXT, "t1");
 	snprintf(op->session_id, sizeof(op->session_id), "s1");
 	op->limit = 50;
+	snprintf(op->reply_to, sizeof(op->reply_to), "%s", reply_to);
 	enum soma_err err = store_op_wait(st, op);
 	out[0] = '\0';
 	for (size_t i = 0; err == SOMA_OK && i < json_array_size(op->rows); i++)
@@ -353,4 +412,30 @@ Test(context_cache_store, answers_from_memory_equal_the_database_through_reset_a
 	cr_assert_eq(context(text, sizeof(text), &seq, &hit), SOMA_OK);
 	cr_assert(hit);
 	cr_assert_str_eq(text, "a new session");
+}
+
+/* Two quick messages: the first one's task reads after the second committed. Its context ends at
+ * its own message, from the database and from memory alike. */
+Test(context_cache_store, the_context_ends_at_the_message_answered)
+{
+	char text[256];
+	int64_t seq;
+	bool hit;
+	next_event = 0;
+	write_event(STORE_OP_MESSAGE, "user", "zero");			/* ev-0 */
+	write_event(STORE_OP_EVENT_APPEND, "assistant.final", "reply"); /* ev-1 */
+	write_event(STORE_OP_MESSAGE, "user", "first");			/* ev-2 */
+	write_event(STORE_OP_MESSAGE, "user", "second");		/* ev-3 */
+	cr_assert_eq(context_to("ev-2", text, sizeof(text), &seq, &hit), SOMA_OK);
+	cr_assert_str_eq(text, "first|reply|zero", "the database read gave a later message");
+	cr_assert_eq(seq, 4);
+	cr_assert_eq(context(text, sizeof(text), &seq, &hit), SOMA_OK); /* fills the cache */
+	cr_assert_str_eq(text, "second|first|reply|zero");
+	cr_assert_eq(context_to("ev-2", text, sizeof(text), &seq, &hit), SOMA_OK);
+	cr_assert(hit);
+	cr_assert_str_eq(text, "first|reply|zero", "the cached context gave a later message");
+	cr_assert_eq(context_to("ev-3", text, sizeof(text), &seq, &hit), SOMA_OK);
+	cr_assert(hit);
+	cr_assert_str_eq(text, "second|first|reply|zero");
+	cr_assert_eq(context_to("ev-9", text, sizeof(text), &seq, &hit), SOMA_ERR_NOT_FOUND, "a message gone");
 }
