@@ -87,21 +87,25 @@ void jwks_install(const struct jwt_key *keys, size_t n)
 	free(old);
 }
 
+/* With a kid: the key of that kid and of the token's type (RFC 7517 4.5 lets keys of different
+ * types share a kid), else one of that kid and another type (the caller then says they do not fit).
+ * Without: the one key of the type, or none or several. */
 enum jwks_find jwks_key_find(const char *kid, enum jwt_key_type type, struct jwt_key *out)
 {
 	enum jwks_find found = JWKS_NOT_FOUND;
+	bool typed = false; /* (with a kid) what was found is of the token's type */
 	pthread_rwlock_rdlock(&set_lock);
-	for (size_t i = 0; i < nset; i++) {
-		if (kid ? strcmp(set[i].kid, kid) != 0 : set[i].type != type)
+	for (size_t i = 0; i < nset && !typed; i++) {
+		if (kid ? strcmp(set[i].kid, kid) != 0 || (found == JWKS_FOUND && set[i].type != type)
+			: set[i].type != type)
 			continue;
-		if (found == JWKS_FOUND) { /* a second candidate for a token without kid */
+		if (!kid && found == JWKS_FOUND) { /* a second candidate for a token without kid */
 			found = JWKS_AMBIGUOUS;
 			break;
 		}
 		*out = set[i];
 		found = JWKS_FOUND;
-		if (kid)
-			break;
+		typed = kid && set[i].type == type;
 	}
 	pthread_rwlock_unlock(&set_lock);
 	return found;

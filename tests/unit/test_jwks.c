@@ -253,6 +253,20 @@ Test(jwks, keys_chosen_by_kid_and_type)
 	EVP_PKEY_free(ec2);
 }
 
+/* RFC 7517 4.5: keys of different types may share a kid; the token's alg tells which it means */
+Test(jwks, one_kid_for_keys_of_two_types)
+{
+	EVP_PKEY *rsa = test_key_new("RSA"), *ec = test_key_new("P-256");
+	char *doc = jwks_doc(test_jwk(rsa, "same"), test_jwk(ec, "same"), NULL);
+	server_start(200, doc);
+	init_jwks(3000);
+	cr_assert_eq(verify_signed(rsa, "RS256", "same"), JWT_OK);
+	cr_assert_eq(verify_signed(ec, "ES256", "same"), JWT_OK, "the EC key of the shared kid");
+	free(doc);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(ec);
+}
+
 Test(jwks, rotation_and_the_refresh_rate_limit)
 {
 	EVP_PKEY *old = test_key_new("P-256"), *fresh = test_key_new("P-256");
