@@ -56,7 +56,8 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Percent-decodes s into the arena ('+' is a space in queries only). */
+/* Percent-decodes s into the arena ('+' is a space in queries only). "%00" stays as it is: callers
+ * use the value as a C string, and an id cut at a NUL would name another resource. */
 static struct str decode(struct arena *a, struct str s, bool plus_is_space)
 {
 	char *out = arena_alloc(a, s.len + 1);
@@ -66,7 +67,7 @@ static struct str decode(struct arena *a, struct str s, bool plus_is_space)
 	for (size_t i = 0; i < s.len; i++) {
 		int hi, lo;
 		if (s.p[i] == '%' && i + 2 < s.len && (hi = hexval(s.p[i + 1])) >= 0 &&
-		    (lo = hexval(s.p[i + 2])) >= 0) {
+		    (lo = hexval(s.p[i + 2])) >= 0 && (hi | lo) != 0) {
 			out[o++] = (char)(hi * 16 + lo);
 			i += 2;
 		} else {

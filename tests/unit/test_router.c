@@ -248,6 +248,9 @@ Test(router, param_is_percent_decoded)
 	assert_str(http_req_param(&req, "name"), "bad%zz%4");
 	cr_assert_eq(match("GET", "/files/%e2%82%ac"), HTTP_MATCH_OK);
 	assert_str(http_req_param(&req, "name"), "\xe2\x82\xac");
+	/* a NUL would cut the C string: /sessions/<id>%00zz answered as the session <id> */
+	cr_assert_eq(match("GET", "/files/id%00zz"), HTTP_MATCH_OK);
+	assert_str(http_req_param(&req, "name"), "id%00zz");
 }
 
 Test(router, param_without_match_is_null)
@@ -272,6 +275,9 @@ Test(router, query_values_are_decoded)
 	assert_str(v, "+");
 	cr_assert(http_req_query(&req, "x", &v));
 	assert_str(v, "1"); /* the first occurrence wins */
+	cr_assert_eq(match("GET", "/search?q=a%00b"), HTTP_MATCH_OK);
+	cr_assert(http_req_query(&req, "q", &v));
+	assert_str(v, "a%00b");
 }
 
 Test(router, absent_query_param)
