@@ -7,7 +7,8 @@
 // demand, page by page (GET .../events?after=&limit=), as the reader scrolls up.
 // A reply is shown as a "pending" item per generation (metadata.generation_id): deltas append
 // their text in stream_index order (an index already seen is skipped, so a replay after a
-// reconnect cannot duplicate text), and the committed assistant.final (or assistant.error)
+// reconnect cannot duplicate text; an assistant.thinking of a generation that has text means
+// its task started over, so the text is dropped), and the committed assistant.final (or assistant.error)
 // replaces it. Committed events are keyed by event_id, so the user's message, shown as soon as
 // the POST answers, is not shown again when the stream delivers it.
 // Delta rendering is coalesced to one markdown render per animation frame.
@@ -150,6 +151,11 @@ function applyEvent(ev) {
   if (type === 'assistant.thinking' || type === 'assistant.delta') {
     if (state.finished.includes(meta.generation_id)) return;
     const g = generation(meta.generation_id);
+    if (type === 'assistant.thinking' && (g.text || g.next)) {
+      // the reply starts over (its task ran again: a restart, a retry): its deltas count from 0
+      g.text = '';
+      g.next = 0;
+    }
     if (type === 'assistant.delta') {
       const idx = Number.isInteger(meta.stream_index) ? meta.stream_index : g.next;
       if (idx < g.next) return; // seen already: a replay after a reconnect

@@ -71,10 +71,9 @@ static __thread struct local_list *local[LOCAL_BUCKETS];
 static struct bus_session *session_find(const char *id, bool create)
 {
 	struct bus_session **slot = &sessions[str_hash(id) % BUCKETS];
-	for (struct bus_session *s = *slot; s; s = s->next) {
+	for (struct bus_session *s = *slot; s; s = s->next)
 		if (strcmp(s->id, id) == 0)
 			return s;
-	}
 	if (!create)
 		return NULL;
 	struct bus_session *s = calloc(1, sizeof(*s));
@@ -90,9 +89,7 @@ static struct bus_session *session_find(const char *id, bool create)
 /* Doubles the ring (from 16 entries up to BUS_LOG_MAX), keeping the order; on OOM it stays. */
 static void log_grow(struct bus_session *s)
 {
-	size_t cap = s->log_cap ? s->log_cap * 2 : 16;
-	if (cap > BUS_LOG_MAX)
-		cap = BUS_LOG_MAX;
+	size_t cap = s->log_cap ? (s->log_cap * 2 < BUS_LOG_MAX ? s->log_cap * 2 : BUS_LOG_MAX) : 16;
 	struct log_entry *grown = malloc(cap * sizeof(*grown));
 	if (!grown)
 		return;
@@ -190,10 +187,9 @@ void bus_local_deinit(void)
 static struct local_list *local_find(const char *id, bool create)
 {
 	struct local_list **slot = &local[str_hash(id) % LOCAL_BUCKETS];
-	for (struct local_list *l = *slot; l; l = l->next) {
+	for (struct local_list *l = *slot; l; l = l->next)
 		if (strcmp(l->session_id, id) == 0)
 			return l;
-	}
 	if (!create)
 		return NULL;
 	struct local_list *l = calloc(1, sizeof(*l));
@@ -381,7 +377,11 @@ void bus_local_publish_ephemeral(const char *session_id, int64_t base_seq, const
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, true);
 	if (s) {
-		raise_to(s, (struct bus_cursor){base_seq, 0});
+		/* a seq not published here: an earlier process may have numbered ephemerals after it (a
+		 * reply begun again after a restart; a stream resumed at one would skip the new start),
+		 * so count from 100 per ms since 2025: above those, within a cursor's 15 digits */
+		if (base_seq > s->last_seq)
+			s->last_seq = base_seq, s->minor = (clock_wall_ms() - INT64_C(1735689600000)) * 100;
 		struct bus_cursor c = {s->last_seq, ++s->minor};
 		if (out)
 			*out = c;

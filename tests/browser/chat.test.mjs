@@ -112,6 +112,34 @@ browserTest('a stream cut mid-reply reconnects and shows the complete reply exac
   await page.waitForFunction(() => document.getElementById('conn-badge').dataset.state === 'online');
 });
 
+browserTest('a reply whose task starts over shows the new attempt only, not a mix of both', getBrowser, async (page) => {
+  await stack.llmReset();
+  const { body } = await stack.api('/v1/session/message', { method: 'POST', body: { message: 'rerun me' } });
+  const sid = body.session_id;
+  // the stream as a restart mid-reply leaves it: attempt 1's deltas 0-2, then the task runs again
+  // (a new thinking) and attempt 2's deltas count from 0 under the same generation id
+  const gen = 'gen-rerun';
+  const frame = (id, type, message, index) => `id: ${id}\ndata: ${JSON.stringify({
+    session_id: sid, type, role: 'assistant', message,
+    metadata: index === undefined ? { generation_id: gen } : { generation_id: gen, stream_index: index },
+  })}\n\n`;
+  const sse = ['retry: 2000\n\n', frame('9.1', 'assistant.thinking', ''),
+    frame('9.2', 'assistant.delta', 'AAA ', 0), frame('9.3', 'assistant.delta', 'AAA ', 1),
+    frame('9.4', 'assistant.delta', 'AAA ', 2), frame('9.900001', 'assistant.thinking', ''),
+    frame('9.900002', 'assistant.delta', 'second ', 0), frame('9.900003', 'assistant.delta', 'attempt ', 1),
+    frame('9.900004', 'assistant.delta', 'only ', 2), frame('9.900005', 'assistant.delta', 'shown', 3)].join('');
+  await page.route(`**/v1/sessions/${sid}/events?stream=true**`, (route) =>
+    route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: sse }));
+  await page.goto(`${stack.url}/#/s/${sid}`);
+  await page.locator('body[data-ready="1"]').waitFor();
+  await page.waitForFunction(() => {
+    const b = document.querySelector('.msg-streaming .msg-body');
+    return b && b.textContent.includes('shown');
+  });
+  const shown = (await page.locator('.msg-streaming .msg-body').textContent()).trim();
+  assert.equal(shown, 'second attempt only shown', 'the first attempt\'s text is dropped when the task starts over');
+});
+
 browserTest('a reload mid-reply picks the reply up where it is and finishes it', getBrowser, async (page) => {
   const reply = `Reloaded reply: ${Array.from({ length: 30 }, (_, i) => `r${i}`).join(' ')} done.`;
   await stack.llm({ text: reply, chunks: 60, delay_ms: 60 }); // about 4 s: it outlasts the reload
