@@ -145,6 +145,21 @@ static bool put_field_text(char *buf, size_t cap, size_t *pos, const struct log_
 	       put_text(buf, cap, pos, v);
 }
 
+#define LOG_TAIL_ROOM 512 /* kept after a cut message: its service and short fields */
+
+/* The end of buf[start..pos) without a UTF-8 sequence cut short at its end. */
+static size_t utf8_whole(const char *buf, size_t start, size_t pos)
+{
+	size_t lead = pos;
+	while (lead > start && ((unsigned char)buf[lead - 1] & 0xC0) == 0x80)
+		lead--;
+	if (lead == start || (unsigned char)buf[lead - 1] < 0xC0)
+		return pos; /* no sequence open at the end */
+	unsigned char c = (unsigned char)buf[lead - 1];
+	size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+	return pos - (lead - 1) < need ? lead - 1 : pos;
+}
+
 void log_emit(enum log_level level, const char *service, const struct log_field *fields, size_t n, const char *fmt, ...)
 {
 	if (level < min_level)
@@ -162,20 +177,34 @@ void log_emit(enum log_level level, const char *service, const struct log_field 
 	size_t pos = 0, cap = sizeof(line) - 32; /* room for the truncation marker and newline */
 	bool ok;
 	if (out_format == LOG_FORMAT_JSON) {
-		ok = put(line, cap, &pos, "{\"ts\":\"") && put(line, cap, &pos, ts) &&
-		     put(line, cap, &pos, "\",\"level\":\"") && put(line, cap, &pos, level_names[level]) &&
-		     put(line, cap, &pos, "\",\"msg\":\"") && log_json_escape(line, cap, &pos, msg, strlen(msg)) &&
-		     put(line, cap, &pos, "\",\"service\":\"") &&
+		/* a message too long (escaped) is cut at a character, leaving room for the rest; a part
+		 * that does not fit after it is left out whole: the line stays one JSON object */
+		(void)(put(line, cap, &pos, "{\"ts\":\"") && put(line, cap, &pos, ts) &&
+		       put(line, cap, &pos, "\",\"level\":\"") && put(line, cap, &pos, level_names[level]) &&
+		       put(line, cap, &pos, "\",\"msg\":\""));
+		size_t start = pos;
+		bool whole = log_json_escape(line, cap - LOG_TAIL_ROOM, &pos, msg, strlen(msg));
+		if (!whole)
+			pos = utf8_whole(line, start, pos);
+		line[pos++] = '"';
+		size_t good = pos;
+		ok = put(line, cap, &pos, ",\"service\":\"") &&
 		     log_json_escape(line, cap, &pos, service, strlen(service)) && put(line, cap, &pos, "\"");
 		for (size_t i = 0; ok && i < n; i++)
-			ok = put_field_json(line, cap, &pos, &fields[i]);
-		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s}\n", ok ? "" : ",\"truncated\":true");
+			if ((ok = put_field_json(line, cap, &pos, &fields[i])))
+				good = pos;
+		if (!ok)
+			pos = good;
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s}\n",
+					ok && whole ? "" : ",\"truncated\":true");
 	} else {
 		ok = put(line, cap, &pos, ts) && put(line, cap, &pos, " ") &&
 		     put(line, cap, &pos, level_names[level]) && put(line, cap, &pos, " [") &&
 		     put(line, cap, &pos, service) && put(line, cap, &pos, "] ") && put_text(line, cap, &pos, msg);
 		for (size_t i = 0; ok && i < n; i++)
 			ok = put_field_text(line, cap, &pos, &fields[i]);
+		if (!ok)
+			pos = utf8_whole(line, 0, pos);
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s\n", ok ? "" : " [truncated]");
 	}
 	ssize_t w = write(STDERR_FILENO, line, pos);

@@ -64,3 +64,32 @@ Test(log, a_message_cut_inside_a_character_is_valid_json)
 	cr_assert_not_null(line, "%s: %s", err.text, out);
 	json_decref(line);
 }
+
+static void escaped_past_the_line(void)
+{
+	char big[2000];
+	memset(big, '\t', sizeof(big));
+	for (size_t i = 0; i + 5 < sizeof(big); i += 6)
+		memcpy(big + i, "\t\t\t\t\xc3\xa9", 6); /* tabs (6 bytes escaped each) and an e-acute */
+	big[sizeof(big) - 2] = '\t';
+	big[sizeof(big) - 1] = '\0';
+	struct log_field f = {.key = "route", .kind = LOG_FIELD_STR, .str = "/v1/health"};
+	log_emit(LOG_WARN, "x", &f, 1, "%s", big);
+}
+
+/* A message whose escaped form is longer than a line is cut at a character and the line closed:
+ * the marker went inside the open string, so the line was not JSON */
+Test(log, a_line_cut_at_its_limit_is_one_json_object)
+{
+	log_setup(LOG_DEBUG, LOG_FORMAT_JSON);
+	char out[LOG_LINE_MAX + 64];
+	capture(escaped_past_the_line, out, sizeof(out));
+	json_error_t err;
+	json_t *line = json_loads(out, 0, &err);
+	cr_assert_not_null(line, "%s: %.200s", err.text, out + (err.position > 100 ? err.position - 100 : 0));
+	cr_assert(json_is_true(json_object_get(line, "truncated")));
+	cr_assert_str_eq(json_string_value(json_object_get(line, "service")), "x");
+	cr_assert_str_eq(json_string_value(json_object_get(line, "route")), "/v1/health");
+	cr_assert_gt(json_string_length(json_object_get(line, "msg")), 1000);
+	json_decref(line);
+}
