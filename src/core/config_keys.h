@@ -176,7 +176,7 @@ X(BEAT_SCHEDULE_FILE, "beat.schedule_file", CFG_STRING, "", 0, 0, NULL, NULL, fa
 X(BEAT_LOCK_TTL_MS, "beat.lock_ttl_ms", CFG_INT, "10000", 1000, 600000, NULL, NULL, false, NULL, \
   "Expiry of beat's leader lock in Redis: a dead leader is replaced within this time.") \
 X(BEAT_MAX_CATCHUP, "beat.max_catchup", CFG_INT, "100", 0, 100000, NULL, NULL, false, NULL, \
-  "Runs per schedule published late after a time with no leader; older missed runs are skipped.") \
+  "Late runs per schedule published after a time with no leader, besides the newest due run (always published); older missed runs are skipped.") \
 X(CELERY_NODENAME, "celery.nodename", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
   "This node's name for Celery's tools (celery inspect, Flower); empty: soma@<hostname>.") \
 X(CELERY_EVENTS, "celery.events", CFG_BOOL, "false", 0, 0, NULL, NULL, false, NULL, \

@@ -6,7 +6,12 @@
  * publishes, for each schedule, every due time after its watermark up to now, each as task
  * `beat-<name>-<due>`: first it asks the store whether that id exists (a run the previous leader
  * published but did not record), then publishes (a duplicate id is a conflict, also fine), then
- * moves the watermark (fenced by the lock). A follower reads the watermarks for the snapshot.
+ * moves the watermark (fenced by the lock). After a time with no leader it publishes the newest
+ * due time and at most beat.max_catchup before it (older ones are skipped). A schedule whose
+ * timing differs from the one its watermark was written for starts from now. Once a write to
+ * Redis fails, nothing more is published until the lock's renewal succeeds again (a leader cut
+ * off from Redis stops at once instead of publishing until its lock expires). A follower reads
+ * the watermarks for the snapshot.
  * The snapshot (a JSON value) is rebuilt each tick under `lock`; readers copy it.
  */
 #include <pthread.h>
@@ -18,26 +23,28 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/ids.h"
 #include "core/log.h"
 #include "sched/sched_int.h"
 
 #define BEAT_TICK_MS 250
 
 static struct {
-	pthread_t tid;	       /* beat's thread */
-	bool running;	       /* started (main thread) */
-	pthread_mutex_t lock;  /* guards stop and status */
-	pthread_cond_t cond;   /* wakes the thread to stop */
-	bool stop;	       /* asked to stop */
-	json_t *status;	       /* the snapshot */
-	struct beat_entry *e;  /* schedules (beat's thread) */
-	int n;		       /* number of schedules */
-	struct store *st;      /* where runs are published */
-	bool lead;	       /* this node may lead */
-	struct beat_state *bs; /* lock and watermarks */
-	char node[96];	       /* this node's id */
-	bool leader;	       /* holding the lock now */
-	int64_t max_catchup;   /* beat.max_catchup */
+	pthread_t tid;		  /* beat's thread */
+	bool running;		  /* started (main thread) */
+	pthread_mutex_t lock;	  /* guards stop and status */
+	pthread_cond_t cond;	  /* wakes the thread to stop */
+	bool stop;		  /* asked to stop */
+	json_t *status;		  /* the snapshot */
+	struct beat_entry *e;	  /* schedules (beat's thread) */
+	int n;			  /* number of schedules */
+	struct store *st;	  /* where runs are published */
+	bool lead;		  /* this node may lead */
+	struct beat_state *bs;	  /* lock and watermarks */
+	char node[BEAT_NODE_MAX]; /* this node's id: nodename:pid:token, the lock's value */
+	bool leader;		  /* holding the lock now */
+	int64_t max_catchup;	  /* beat.max_catchup */
+	bool paused;		  /* publishing paused: the lock is not confirmed */
 } B = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static char *iso_or_null(int64_t unix_s, char *buf, size_t cap)
@@ -104,22 +111,41 @@ static enum soma_err publish_run(const struct beat_entry *e, int64_t due)
 	return err;
 }
 
-/* Publishes e's runs due up to now; false when leadership was lost on the way. */
+/* The first due time of e to publish now: the newest due time (<= now) and at most
+ * beat.max_catchup before it; older missed ones are skipped (logged). -1 when none is due. */
+static int64_t first_to_publish(const struct beat_entry *e, int64_t now)
+{
+	int64_t total = 0, due = beat_next_due(e, e->last_due);
+	for (int64_t t = due; t > 0 && t <= now; t = beat_next_due(e, t))
+		total++;
+	if (total == 0)
+		return -1;
+	int64_t skip = total - 1 > B.max_catchup ? total - 1 - B.max_catchup : 0;
+	for (int64_t i = 0; i < skip; i++)
+		due = beat_next_due(e, due);
+	if (skip > 0)
+		log_warn("beat",
+			 "schedule %s missed %lld runs; publishing the newest %lld, skipping %lld older "
+			 "(beat.max_catchup)",
+			 e->name, (long long)total, (long long)(total - skip), (long long)skip);
+	return due;
+}
+
+/* Publishes e's runs due up to now; false when this node must stop publishing for this tick
+ * (the lock was lost, or a write to Redis failed and the lock is not confirmed yet). */
 static bool run_due(struct beat_entry *e, int64_t now)
 {
-	if (e->last_due <= 0) { /* never seen: runs start after now (nothing from before beat knew it) */
+	if (e->last_due <= 0 || strcmp(e->def, e->def_seen) != 0) {
+		/* never seen, or its timing was edited since the watermark was written: runs start after
+		 * now (nothing from before beat knew this definition) */
+		if (e->last_due > 0)
+			log_info("beat", "schedule %s changed since its last run; it starts from now", e->name);
 		e->last_due = now;
-		return beat_state_record(B.bs, e) || beat_state_lock_valid(B.bs);
+		memcpy(e->def_seen, e->def, sizeof(e->def_seen));
+		return beat_state_record(B.bs, e) || beat_state_may_publish(B.bs);
 	}
-	int64_t count = 0;
-	for (int64_t due = beat_next_due(e, e->last_due); due > 0 && due <= now; due = beat_next_due(e, due)) {
-		if (count++ == B.max_catchup) {
-			log_warn("beat", "schedule %s missed more than %lld runs (beat.max_catchup); skipping to now",
-				 e->name, (long long)B.max_catchup);
-			e->last_due = now;
-			return beat_state_record(B.bs, e) || beat_state_lock_valid(B.bs);
-		}
-		if (!beat_state_lock_valid(B.bs) && !beat_state_lead(B.bs))
+	for (int64_t due = first_to_publish(e, now); due > 0 && due <= now; due = beat_next_due(e, due)) {
+		if (!beat_state_may_publish(B.bs))
 			return false;
 		enum soma_err err = publish_run(e, due);
 		if (err != SOMA_OK) {
@@ -132,7 +158,7 @@ static bool run_due(struct beat_entry *e, int64_t now)
 		if (!beat_state_record(B.bs, e)) {
 			e->last_due = before;
 			e->last_run = before_run;
-			return beat_state_lock_valid(B.bs);
+			return false; /* recorded again (or found in the store) once the lock is confirmed */
 		}
 	}
 	return true;
@@ -152,14 +178,18 @@ static void tick(void)
 	if (!B.leader)
 		beat_state_load(B.bs, B.e, B.n); /* follow the leader's progress for the snapshot */
 	int64_t now = clock_wall_ms() / 1000;
-	for (int i = 0; B.leader && i < B.n; i++) {
-		if (!run_due(&B.e[i], now)) {
-			B.leader = false;
-			log_warn("beat", "this node (%s) lost beat's lock while publishing; another node leads",
-				 B.node);
-		}
+	bool paused = false;
+	for (int i = 0; B.leader && !paused && i < B.n; i++)
+		paused = !run_due(&B.e[i], now);
+	if (paused && !beat_state_held(B.bs)) {
+		B.leader = false;
+		log_warn("beat", "this node (%s) lost beat's lock while publishing; another node leads", B.node);
+	} else if (paused && !B.paused) {
+		log_warn("beat", "this node (%s) cannot confirm beat's lock in Redis; not publishing until it can",
+			 B.node);
 	}
-	char leader_id[96];
+	B.paused = paused;
+	char leader_id[BEAT_NODE_MAX];
 	beat_state_leader(B.bs, leader_id, sizeof(leader_id));
 	build_status(leader_id);
 }
@@ -190,7 +220,15 @@ enum soma_err sched_beat_start(struct store *st, bool lead, char *why, size_t wh
 		return SOMA_OK;
 	if (!beat_file_load(path, &B.e, &B.n, why, why_cap))
 		return SOMA_ERR_CONFIG;
-	snprintf(B.node, sizeof(B.node), "%.80s:%d", sched_nodename(), (int)getpid());
+	/* the token tells apart replicas with the same nodename and pid (PID 1 in containers) */
+	char token[33];
+	if (ids_random_hex(token, 32) != SOMA_OK) {
+		snprintf(why, why_cap, "cannot read random bytes for beat's lock");
+		beat_entries_free(B.e, B.n);
+		B.e = NULL, B.n = 0;
+		return SOMA_ERR_INTERNAL;
+	}
+	snprintf(B.node, sizeof(B.node), "%.80s:%d:%s", sched_nodename(), (int)getpid(), token);
 	B.st = st;
 	B.lead = lead;
 	B.leader = false;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "queue/queue.h"
 #include "sched/sched_int.h"
@@ -34,6 +35,34 @@ static bool copy_str(json_t *o, const char *key, const char *def, char *dst, siz
 		return false;
 	memcpy(dst, s, strlen(s) + 1);
 	return true;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* The hash of e's timing (its due times), kept with its watermark to recognise an edit. */
+static void timing_hash(struct beat_entry *e)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	if (e->every_s) {
+		h = fnv1a(h, "every", 5);
+		h = fnv1a(h, &e->every_s, sizeof(e->every_s));
+	} else {
+		const struct cron_expr *c = &e->cron;
+		bool any[2] = {c->dom_any, c->dow_any};
+		h = fnv1a(h, "cron", 4);
+		h = fnv1a(h, &c->minute, sizeof(c->minute));
+		h = fnv1a(h, &c->hour, sizeof(c->hour));
+		h = fnv1a(h, &c->dom, sizeof(c->dom));
+		h = fnv1a(h, &c->month, sizeof(c->month));
+		h = fnv1a(h, &c->dow, sizeof(c->dow));
+		h = fnv1a(h, any, sizeof(any));
+	}
+	snprintf(e->def, sizeof(e->def), "%016llx", (unsigned long long)h);
 }
 
 static bool parse_entry(json_t *o, struct beat_entry *e, char *why, size_t cap)
@@ -76,8 +105,14 @@ static bool parse_entry(json_t *o, struct beat_entry *e, char *why, size_t cap)
 			snprintf(why, cap, "has a bad cron: %s", json_is_string(cron) ? cwhy : "not a string");
 			return false;
 		}
+		if (cron_next(&e->cron, clock_wall_ms() / 1000) < 0) {
+			snprintf(why, cap, "has a cron \"%.64s\" that never fires (no such day in the next five years)",
+				 e->cron_text);
+			return false;
+		}
 	}
 	e->every_s = every ? json_integer_value(every) : 0;
+	timing_hash(e);
 	e->args = args ? json_incref(args) : json_array();
 	e->kwargs = kwargs ? json_incref(kwargs) : json_object();
 	e->max_retries = retries ? (int)json_integer_value(retries) : (int)cfg_int(CFG_QUEUE_MAX_RETRIES);

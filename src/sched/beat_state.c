@@ -6,7 +6,11 @@
  * watermarks (hash soma:beat:last, name -> unix s) with a script that checks the lock first, so
  * a leader that lost the lock (paused past the expiry, say) can no longer move the watermarks
  * it no longer owns. A renewal that fails on the wire keeps the leader only until the lock, as
- * last renewed, may have expired (lock_valid_until). Without Redis the process leads alone and
+ * last renewed, may have expired (lock_valid_until), and publishes nothing meanwhile: after a
+ * failed write (renewal or watermark) `confirmed` is false until a renewal succeeds. The lock's
+ * value is the node id with a random token, so two replicas with the same nodename and pid
+ * never both own it. The hash soma:beat:def keeps each schedule's timing next to its watermark,
+ * so an edited schedule is recognised. Without Redis the process leads alone and
  * the watermarks live in data.dir/beat-state.json (written to a temporary file, then renamed).
  * Used by beat's thread only.
  */
@@ -26,16 +30,18 @@
 	"local cur = tonumber(redis.call('hget', KEYS[2], ARGV[2]) or '0') "                 \
 	"if tonumber(ARGV[3]) > cur then redis.call('hset', KEYS[2], ARGV[2], ARGV[3]) end " \
 	"local ran = tonumber(redis.call('hget', KEYS[3], ARGV[2]) or '0') "                 \
-	"if tonumber(ARGV[4]) > ran then redis.call('hset', KEYS[3], ARGV[2], ARGV[4]) end return 1"
+	"if tonumber(ARGV[4]) > ran then redis.call('hset', KEYS[3], ARGV[2], ARGV[4]) end " \
+	"redis.call('hset', KEYS[4], ARGV[2], ARGV[5]) return 1"
 
 struct beat_state {
-	struct redis_conn *rc;	 /* NULL: file state */
-	char path[4200];	 /* beat-state.json (file state) */
-	char node[96];		 /* this node's id, the lock's value */
-	int ttl_ms;		 /* lock expiry */
-	bool held;		 /* we held the lock at the last check */
-	uint64_t valid_until_ns; /* monotonic time until which the lock cannot have expired */
-	json_t *file;		 /* file state: {name: watermark} */
+	struct redis_conn *rc;	  /* NULL: file state */
+	char path[4200];	  /* beat-state.json (file state) */
+	char node[BEAT_NODE_MAX]; /* this node's id, the lock's value */
+	int ttl_ms;		  /* lock expiry */
+	bool held;		  /* we held the lock at the last check */
+	bool confirmed;		  /* no write to Redis failed since the last successful renewal */
+	uint64_t valid_until_ns;  /* monotonic time until which the lock cannot have expired */
+	json_t *file;		  /* file state: {name: watermark} */
 };
 
 struct beat_state *beat_state_new(const char *redis_url, const char *data_dir, const char *node, int ttl_ms)
@@ -105,13 +111,31 @@ bool beat_state_lead(struct beat_state *s)
 	if (got == 1) {
 		/* the expiry counts from when Redis ran the command, which is after t0 */
 		s->valid_until_ns = t0 + (uint64_t)s->ttl_ms * 1000000ull;
-		s->held = true;
+		s->held = s->confirmed = true;
 	} else if (got == 0) {
 		s->held = false;
-	} else if (s->held && !beat_state_lock_valid(s)) {
-		s->held = false; /* Redis does not answer and the lock may have expired: step down */
+	} else {
+		s->confirmed = false; /* Redis does not answer: publish nothing until a renewal succeeds */
+		if (s->held && !beat_state_lock_valid(s))
+			s->held = false; /* and the lock may have expired: step down */
 	}
 	return s->held;
+}
+
+bool beat_state_held(const struct beat_state *s)
+{
+	return s->held;
+}
+
+bool beat_state_may_publish(struct beat_state *s)
+{
+	if (!s->rc)
+		return true;
+	if (!s->confirmed)
+		return false; /* the next tick's renewal must succeed first */
+	if (!beat_state_lock_valid(s))
+		beat_state_lead(s);
+	return s->held && s->confirmed && beat_state_lock_valid(s);
 }
 
 bool beat_state_lock_valid(const struct beat_state *s)
@@ -143,8 +167,18 @@ void beat_state_leader(struct beat_state *s, char *out, size_t cap)
 		freeReplyObject(r);
 }
 
-/* HGETALL key into the entries' field at offset (last_due or last_run); false on a Redis error. */
-static bool load_hash(struct beat_state *s, const char *key, struct beat_entry *e, int n, bool ran)
+enum field { F_DUE, F_RAN, F_DEF };
+
+static void set_field(struct beat_entry *e, enum field f, const char *v)
+{
+	if (f == F_DEF)
+		snprintf(e->def_seen, sizeof(e->def_seen), "%s", v ? v : "");
+	else
+		*(f == F_RAN ? &e->last_run : &e->last_due) = v ? strtoll(v, NULL, 10) : 0;
+}
+
+/* HGETALL key into the entries' field f; false on a Redis error. */
+static bool load_hash(struct beat_state *s, const char *key, struct beat_entry *e, int n, enum field f)
 {
 	redisReply *r = redis_cmd(s->rc, "HGETALL %s", key);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -153,11 +187,11 @@ static bool load_hash(struct beat_state *s, const char *key, struct beat_entry *
 		return false;
 	}
 	for (int i = 0; i < n; i++) {
-		int64_t v = 0;
+		const char *v = NULL;
 		for (size_t j = 0; j + 1 < r->elements; j += 2)
 			if (r->element[j]->str && strcmp(r->element[j]->str, e[i].name) == 0 && r->element[j + 1]->str)
-				v = strtoll(r->element[j + 1]->str, NULL, 10);
-		*(ran ? &e[i].last_run : &e[i].last_due) = v;
+				v = r->element[j + 1]->str;
+		set_field(&e[i], f, v);
 	}
 	freeReplyObject(r);
 	return true;
@@ -167,14 +201,17 @@ bool beat_state_load(struct beat_state *s, struct beat_entry *e, int n)
 {
 	if (!s->rc) {
 		for (int i = 0; i < n; i++) {
-			char ran[BEAT_NAME_MAX + 8];
+			char ran[BEAT_NAME_MAX + 8], def[BEAT_NAME_MAX + 8];
 			snprintf(ran, sizeof(ran), "%s@ran", e[i].name); /* '@' is not allowed in names */
+			snprintf(def, sizeof(def), "%s@def", e[i].name);
 			e[i].last_due = json_integer_value(json_object_get(s->file, e[i].name));
 			e[i].last_run = json_integer_value(json_object_get(s->file, ran));
+			set_field(&e[i], F_DEF, json_string_value(json_object_get(s->file, def)));
 		}
 		return true;
 	}
-	return load_hash(s, BEAT_KEY_LAST, e, n, false) && load_hash(s, BEAT_KEY_RAN, e, n, true);
+	return load_hash(s, BEAT_KEY_LAST, e, n, F_DUE) && load_hash(s, BEAT_KEY_RAN, e, n, F_RAN) &&
+	       load_hash(s, BEAT_KEY_DEF, e, n, F_DEF);
 }
 
 static bool file_save(struct beat_state *s)
@@ -191,20 +228,25 @@ static bool file_save(struct beat_state *s)
 bool beat_state_record(struct beat_state *s, const struct beat_entry *e)
 {
 	if (!s->rc) {
-		char ran[BEAT_NAME_MAX + 8];
+		char ran[BEAT_NAME_MAX + 8], def[BEAT_NAME_MAX + 8];
 		snprintf(ran, sizeof(ran), "%s@ran", e->name);
+		snprintf(def, sizeof(def), "%s@def", e->name);
 		json_object_set_new(s->file, e->name, json_integer(e->last_due));
 		json_object_set_new(s->file, ran, json_integer(e->last_run));
+		json_object_set_new(s->file, def, json_string(e->def_seen));
 		file_save(s);
 		return true;
 	}
 	char due[32], run[32];
 	snprintf(due, sizeof(due), "%lld", (long long)e->last_due);
 	snprintf(run, sizeof(run), "%lld", (long long)e->last_run);
-	long long ok = int_reply(redis_cmd(s->rc, "EVAL %s 3 %s %s %s %s %s %s %s", RECORD_LUA, BEAT_KEY_LOCK,
-					   BEAT_KEY_LAST, BEAT_KEY_RAN, s->node, e->name, due, run),
-				 -1);
+	long long ok =
+		int_reply(redis_cmd(s->rc, "EVAL %s 4 %s %s %s %s %s %s %s %s %s", RECORD_LUA, BEAT_KEY_LOCK,
+				    BEAT_KEY_LAST, BEAT_KEY_RAN, BEAT_KEY_DEF, s->node, e->name, due, run, e->def_seen),
+			  -1);
 	if (ok == 0)
 		s->held = false;
+	else if (ok != 1)
+		s->confirmed = false; /* not known to be written: publish nothing until a renewal succeeds */
 	return ok == 1;
 }

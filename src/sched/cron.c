@@ -80,7 +80,7 @@ static bool parse_item(const struct field_def *f, const char *s, size_t n, uint6
 static bool parse_field(const struct field_def *f, const char *s, uint64_t *bits, bool *any)
 {
 	*bits = 0;
-	*any = strcmp(s, "*") == 0;
+	*any = s[0] == '*'; /* as Vixie cron and cronie: `*`, `*\/n`, `*,5` count as a star */
 	for (const char *p = s;;) {
 		const char *comma = strchr(p, ',');
 		size_t n = comma ? (size_t)(comma - p) : strlen(p);

@@ -6,7 +6,8 @@
  * minute by minute through a year. Fields take `*`, numbers, ranges `a-b`, steps `*\/n` and
  * `a-b/n` (and `a/n`: from a to the field's end), and comma lists of those; months and weekdays
  * also take English names (jan..dec, sun..sat); weekday 7 is Sunday like 0. When both
- * day-of-month and day-of-week are restricted, a day matching either runs (Vixie cron).
+ * day-of-month and day-of-week are restricted, a day matching either runs (Vixie cron); a day
+ * field whose text starts with `*` (`*\/2` too) counts as unrestricted, as in Vixie cron and cronie.
  * Shorthands: @yearly @annually @monthly @weekly @daily @midnight @hourly. Pure functions.
  */
 #ifndef SOMA_SCHED_CRON_H

@@ -5,7 +5,7 @@
  *
  * DESIGN: the listener thread owns a connection in subscribed mode. It polls the socket with a
  * short timeout so that it notices a stop, decodes each broadcast, keeps those addressed to this
- * node (destination, or pattern + matcher), runs the method and hands the reply to the
+ * node (destination, or pattern + matcher, as kombu 5.2 decides), runs the method and hands the reply to the
  * publisher (control.c), which pushes it to the client's reply queue only when the client's
  * binding exists. On a broken connection it reconnects (with conn.c's backoff) and subscribes
  * again, declaring the node's binding `_kombu.binding.celery.pidbox` first. The connection has
@@ -59,27 +59,69 @@ static json_t *envelope_body(json_t *env)
 	return v;
 }
 
+/* Python's truth value of a JSON value (kombu tests `if destination:`). */
+static bool truthy(const json_t *v)
+{
+	switch (v ? json_typeof(v) : JSON_NULL) {
+	case JSON_ARRAY:
+		return json_array_size(v) > 0;
+	case JSON_OBJECT:
+		return json_object_size(v) > 0;
+	case JSON_STRING:
+		return json_string_length(v) > 0;
+	case JSON_INTEGER:
+		return json_integer_value(v) != 0;
+	case JSON_REAL:
+		return json_real_value(v) != 0;
+	case JSON_TRUE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Python's `me in dest`: list membership, substring of a string, key of a dict. */
+static bool named_in(const char *me, json_t *dest)
+{
+	size_t i;
+	json_t *d;
+	if (json_is_string(dest))
+		return strstr(json_string_value(dest), me) != NULL;
+	if (json_is_object(dest))
+		return json_object_get(dest, me) != NULL;
+	json_array_foreach(dest, i, d)
+	{
+		if (json_is_string(d) && strcmp(json_string_value(d), me) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* kombu 5.2's Node.handle_message: a non-empty destination names the nodes; else a pattern with a
+ * matcher selects them (glob: fnmatch; pcre: Python's re.match, anchored at the start only; any
+ * other matcher raises there, so nobody answers); else (no pattern, or no matcher) every node. */
 static bool for_me(json_t *req)
 {
 	const char *me = sched_nodename();
 	json_t *dest = json_object_get(req, "destination");
-	if (json_is_array(dest)) {
-		size_t i;
-		json_t *d;
-		json_array_foreach(dest, i,
-				   d) if (json_is_string(d) && strcmp(json_string_value(d), me) == 0) return true;
-		return false;
-	}
-	const char *pattern = json_string_value(json_object_get(req, "pattern"));
-	const char *matcher = json_string_value(json_object_get(req, "matcher"));
-	if (!pattern)
+	if (truthy(dest))
+		return named_in(me, dest);
+	json_t *pv = json_object_get(req, "pattern"), *mv = json_object_get(req, "matcher");
+	if (!truthy(pv) || !truthy(mv))
 		return true;
-	if (!matcher || strcmp(matcher, "glob") == 0)
-		return fnmatch(pattern, me, 0) == 0;
-	regex_t re;
-	if (regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB) != 0)
+	const char *pattern = json_string_value(pv), *matcher = json_string_value(mv);
+	if (!pattern || !matcher)
 		return false;
-	bool hit = regexec(&re, me, 0, NULL, 0) == 0;
+	if (strcmp(matcher, "glob") == 0)
+		return fnmatch(pattern, me, FNM_NOESCAPE) == 0;
+	if (strcmp(matcher, "pcre") != 0)
+		return false;
+	regex_t re;
+	if (regcomp(&re, pattern, REG_EXTENDED) != 0)
+		return false;
+	regmatch_t m;
+	/* the leftmost match starts at 0 exactly when a match at the start exists */
+	bool hit = regexec(&re, me, 1, &m, 0) == 0 && m.rm_so == 0;
 	regfree(&re);
 	return hit;
 }

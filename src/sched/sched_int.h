@@ -18,20 +18,25 @@
 #define BEAT_KEY_LOCK	 "soma:beat:lock"
 #define BEAT_KEY_LAST	 "soma:beat:last"
 #define BEAT_KEY_RAN	 "soma:beat:ran"
+#define BEAT_KEY_DEF	 "soma:beat:def" /* name -> the timing its watermark was written for */
+#define BEAT_NODE_MAX	 160		 /* node id: <nodename (80)>:<pid>:<32 hex> */
+#define BEAT_DEF_LEN	 16		 /* hex digits of a timing's hash */
 
 struct beat_entry {
-	char name[BEAT_NAME_MAX + 1]; /* schedule name, part of every run's task id */
-	char task[129];		      /* task name, e.g. soma.noop */
-	char queue[65];		      /* queue of its runs */
-	char tenant[65];	      /* tenant its runs belong to */
-	char cron_text[128];	      /* the cron expression as written, or "" */
-	int64_t every_s;	      /* interval in seconds (due times are its multiples); 0 for cron */
-	struct cron_expr cron;	      /* parsed cron_text */
-	json_t *args;		      /* owned positional arguments */
-	json_t *kwargs;		      /* owned keyword arguments */
-	int max_retries;	      /* retries of each run */
-	int64_t last_due;	      /* watermark (unix s): every due time <= it is accounted for; 0 unknown */
-	int64_t last_run;	      /* due time (unix s) of the last run published; 0 none */
+	char name[BEAT_NAME_MAX + 1];	 /* schedule name, part of every run's task id */
+	char task[129];			 /* task name, e.g. soma.noop */
+	char queue[65];			 /* queue of its runs */
+	char tenant[65];		 /* tenant its runs belong to */
+	char cron_text[128];		 /* the cron expression as written, or "" */
+	int64_t every_s;		 /* interval in seconds (due times are its multiples); 0 for cron */
+	struct cron_expr cron;		 /* parsed cron_text */
+	json_t *args;			 /* owned positional arguments */
+	json_t *kwargs;			 /* owned keyword arguments */
+	int max_retries;		 /* retries of each run */
+	int64_t last_due;		 /* watermark (unix s): every due time <= it is accounted for; 0 unknown */
+	int64_t last_run;		 /* due time (unix s) of the last run published; 0 none */
+	char def[BEAT_DEF_LEN + 1];	 /* hash of the timing (every_s or cron text) */
+	char def_seen[BEAT_DEF_LEN + 1]; /* the hash stored with the watermark; "" none */
 };
 
 /* Reads the JSON schedule file: [{name, task, every_s | cron, args?, kwargs?, queue?, tenant?,
@@ -51,15 +56,21 @@ void beat_state_free(struct beat_state *s);
 bool beat_state_shared(const struct beat_state *s);
 /* Takes or renews the lock; true while this node holds it (always for the file state). */
 bool beat_state_lead(struct beat_state *s);
+/* True while this node holds the lock as far as it knows (lead's last answer). */
+bool beat_state_held(const struct beat_state *s);
+/* True when a run may be published now: the lock is held, cannot have expired, and no write to
+ * Redis failed since its last successful renewal (renews first when the lock is about to expire). */
+bool beat_state_may_publish(struct beat_state *s);
 /* True while the lock, as last renewed, cannot have expired yet. */
 bool beat_state_lock_valid(const struct beat_state *s);
 /* Releases the lock when held (clean stop: another node takes over at once). */
 void beat_state_release(struct beat_state *s);
 /* The holder of the lock (node id) into out, "" when none or unknown. */
 void beat_state_leader(struct beat_state *s, char *out, size_t cap);
-/* Loads every schedule's watermark and last run into e[] (0 for those without one). */
+/* Loads every schedule's watermark, last run and timing hash into e[] (0 / "" for those without). */
 bool beat_state_load(struct beat_state *s, struct beat_entry *e, int n);
-/* Records e's watermark and last run, fenced by the lock: false when the lock is lost (or Redis failed). */
+/* Records e's watermark, last run and timing hash (def_seen), fenced by the lock: false when the lock is lost (or Redis
+ * failed). */
 bool beat_state_record(struct beat_state *s, const struct beat_entry *e);
 
 /* ---- the control side (control.c, pidbox.c, cluster.c) ---- */

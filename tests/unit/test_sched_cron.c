@@ -82,6 +82,21 @@ Test(cron, next_times)
 	cr_assert_eq(next_of("@daily", t), utc(2026, 11, 28, 0, 0));
 }
 
+/* cronie (entry.c): a day field whose text starts with '*' is a star, so `*\/2` in day-of-month
+ * with a restricted day-of-week means both must match (odd days that are Mondays), not either. */
+Test(cron, star_step_day_field_counts_as_star)
+{
+	struct cron_expr e = parse_ok("0 0 */2 * mon");
+	cr_assert(e.dom_any, "*/2 is a star for the day rule");
+	cr_assert(!e.dow_any);
+	/* 2026-11-27 is a Friday; Mondays: 11-30 (even), 12-07 (odd) */
+	int64_t t = utc(2026, 11, 27, 10, 7);
+	cr_assert_eq(next_of("0 0 */2 * mon", t), utc(2026, 12, 7, 0, 0), "an odd day that is a Monday");
+	cr_assert_eq(next_of("0 0 * * */2", t), utc(2026, 11, 28, 0, 0), "sun, tue, thu, sat");
+	cr_assert_eq(next_of("0 0 1 * */2", t), utc(2026, 12, 1, 0, 0), "the 1st AND an even weekday");
+	cr_assert_eq(next_of("0 0 2 * mon", t), utc(2026, 11, 30, 0, 0), "both restricted: either");
+}
+
 Test(beat, interval_due_times_are_epoch_multiples)
 {
 	struct beat_entry e = {.every_s = 10};
