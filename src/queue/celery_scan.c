@@ -12,7 +12,8 @@
  *    checked the same way and walked. A key seen twice counts its last value, as in jansson.
  * The reader says only "read" or "not mine". Whatever it does not read exactly as the jansson
  * reader (celery_wire.c) does is left to that reader, which accepts it or says why not: a text
- * that fails the check, a v1 or non-string body, a typed {"__type__", "__value__"} object where a
+ * that fails the check (among them \u0000 and lone surrogate escapes, which that reader reads as
+ * Python wrote them, core/json_py.h), a v1 or non-string body, a typed {"__type__", "__value__"} object where a
  * header is read (untyping could change it), an escaped key, a compression header, an unknown
  * content type, a message without task or id. Malformed messages are thus refused by one reader
  * with one set of reasons; the unit tests and the fuzz harness hold both to the same reading.

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/ids.h"
+#include "core/json_py.h"
 
 /* ---- base64 ---------------------------------------------------------------------------------- */
 
@@ -169,7 +170,7 @@ static json_t *body_json(json_t *env, json_t *props, char *why, size_t cap)
 		text = decoded;
 	}
 	json_error_t e;
-	json_t *v = json_loadb(text, len, JSON_DECODE_ANY, &e);
+	json_t *v = json_py_load(text, len, JSON_DECODE_ANY, &e);
 	free(decoded);
 	if (!v)
 		snprintf(why, cap, "the body is not JSON: %s", e.text);
@@ -219,6 +220,20 @@ static void soma_headers(struct celery_msg *m)
 	m->max_retries = json_integer_value(mr);
 }
 
+/* A header or property read as a C string holds U+0000: it would be read cut short (task "t\u0000x"
+ * as "t", a tenant as another), so the message is refused (JSON_ALLOW_NUL keeps NULs in args). */
+static bool names_hold_nul(const struct celery_msg *m)
+{
+	static const char *const hdr[] = {"task", "id", "soma_tenant", "soma_session", "traceparent", "eta", "expires"};
+	for (size_t i = 0; i < sizeof(hdr) / sizeof(hdr[0]); i++)
+		if (json_py_has_nul(json_object_get(m->headers, hdr[i])))
+			return true;
+	json_t *di = json_object_get(m->properties, "delivery_info");
+	return json_py_has_nul(json_object_get(m->properties, "correlation_id")) ||
+	       json_py_has_nul(json_object_get(m->properties, "delivery_tag")) ||
+	       json_py_has_nul(json_object_get(di, "routing_key")) || json_py_has_nul(json_object_get(di, "exchange"));
+}
+
 enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery_msg *out, char *why, size_t why_cap)
 {
 	if (celery_envelope_scan(text, len, out))
@@ -230,7 +245,7 @@ enum soma_err celery_msg_tree(struct celery_msg *m)
 {
 	if (m->headers)
 		return SOMA_OK;
-	json_t *env = json_loadb(m->text, m->len, 0, NULL);
+	json_t *env = json_py_load(m->text, m->len, 0, NULL);
 	if (!json_is_object(env)) { /* (the text was read once: only memory can fail now) */
 		json_decref(env);
 		return SOMA_ERR_NOMEM;
@@ -251,7 +266,7 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 	out->text = text;
 	out->len = len;
 	json_error_t e;
-	json_t *env = json_loadb(text, len, 0, &e);
+	json_t *env = json_py_load(text, len, 0, &e);
 	if (!json_is_object(env)) {
 		snprintf(why, why_cap, "the message is not a JSON object: %s", env ? "wrong type" : e.text);
 		json_decref(env);
@@ -296,6 +311,10 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 		snprintf(why, why_cap, "the message lacks a task name or a task id (at most 64 characters)");
 		goto bad;
 	}
+	if (names_hold_nul(out)) {
+		snprintf(why, why_cap, "a header or property read as a name holds U+0000 (\\u0000)");
+		goto bad;
+	}
 	out->delivery_tag = json_string_value(json_object_get(out->properties, "delivery_tag"));
 	if (!out->delivery_tag)
 		out->delivery_tag = "";
@@ -312,6 +331,40 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 bad:
 	celery_msg_deinit(out);
 	return SOMA_ERR_INVALID;
+}
+
+/* Lua's %s: the whitespace kombu's tag pattern skips. */
+static bool lua_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+size_t celery_envelope_tag(const char *text, size_t len, char *buf, size_t cap)
+{
+	static const char key[] = "\"delivery_tag\"";
+	const char *p = text, *e = text + len, *at;
+	while (p < e && (at = memmem(p, (size_t)(e - p), key, sizeof(key) - 1))) {
+		const char *q = at + sizeof(key) - 1;
+		p = at + 1;
+		while (q < e && lua_space(*q))
+			q++;
+		if (q >= e || *q++ != ':')
+			continue;
+		while (q < e && lua_space(*q))
+			q++;
+		if (q >= e || *q++ != '"')
+			continue;
+		const char *end = memchr(q, '"', (size_t)(e - q));
+		if (!end || end == q)
+			continue;
+		size_t n = (size_t)(end - q);
+		if (n >= cap || memchr(q, '\0', n))
+			return 0;
+		memcpy(buf, q, n);
+		buf[n] = '\0';
+		return n;
+	}
+	return 0;
 }
 
 /* ---- keys ------------------------------------------------------------------------------------ */

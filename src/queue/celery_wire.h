@@ -7,7 +7,9 @@
  * drive the decoder alone. The encoder writes what kombu 5.x writes (base64 body, a UUID4
  * delivery_tag); the decoder accepts whatever a conforming producer may send: base64 or raw
  * bodies, kombu >= 5.3's {"__type__", "__value__"} objects, protocol v1 bodies (task and id in
- * the body). Wire reference: docs in shared/reference/interop.md section 1.
+ * the body), and JSON as Python's json.dumps writes it: \u0000 is kept in args, kwargs and the
+ * embed (a name or id holding it is refused), a lone surrogate escape is read as U+FFFD
+ * (core/json_py.h). Wire reference: docs in shared/reference/interop.md section 1.
  */
 #ifndef SOMA_QUEUE_CELERY_WIRE_H
 #define SOMA_QUEUE_CELERY_WIRE_H
@@ -79,6 +81,12 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
  * the message exactly as the jansson reader would; false (*out left empty) when the message is
  * malformed or uses anything it leaves to the jansson reader (see celery_scan.c). */
 bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out);
+/* The delivery tag of an envelope as the pop script of redis_consume.c finds it (the raw text of
+ * the first "delivery_tag" : "..." member, escapes left as they are): the key under which the
+ * message waits in unacked, found even when the text is not a message we can read (so it is
+ * acked, not redelivered forever). Written to buf (NUL-terminated); returns its length, 0 when
+ * there is none or it does not fit in cap. */
+size_t celery_envelope_tag(const char *text, size_t len, char *buf, size_t cap);
 /* Makes sure envelope, headers and properties are set (the jansson tree of m->text, parsed once,
  * headers untyped as the jansson reader does); for the rare paths that need the whole message
  * (a retry's republish, canvas follow-ups). SOMA_ERR_NOMEM when it cannot. */

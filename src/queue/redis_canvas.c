@@ -30,6 +30,7 @@
 
 #include "core/config.h"
 #include "core/ids.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "queue/redis_int.h"
 
@@ -223,7 +224,7 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 	const char *bad = NULL;
 	json_t *all = json_array();
 	for (size_t i = 0; members && i < members->elements; i++) {
-		json_t *m = json_loadb(members->element[i]->str, members->element[i]->len, 0, NULL);
+		json_t *m = json_py_load(members->element[i]->str, members->element[i]->len, 0, NULL);
 		const char *st = json_string_value(json_array_get(m, 2));
 		if (st && strcmp(st, "SUCCESS") != 0 && !bad)
 			bad = json_string_value(json_array_get(m, 1));

@@ -21,6 +21,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "queue/redis_int.h"
 
@@ -191,9 +192,11 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
 		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
-		json_t *env = json_loadb(text, len, 0, NULL); /* ack it, or every sweep brings it back */
-		rw_ack(w, json_string_value(json_object_get(json_object_get(env, "properties"), "delivery_tag")));
-		json_decref(env);
+		char tag[sizeof(w->acks[0])]; /* ack it by the tag it waits under, or every sweep brings it back */
+		if (celery_envelope_tag(text, len, tag, sizeof(tag)))
+			rw_ack(w, tag);
+		else
+			log_error("queue", "the dropped message has no delivery_tag (it was never held in unacked)");
 		free(text);
 		return false;
 	}
@@ -242,7 +245,7 @@ static void dedupe(struct rworker *w, int from, int n)
 			mget && mget->type == REDIS_REPLY_ARRAY && (size_t)i < mget->elements ? mget->element[i] : NULL;
 		redisReply *lock = redis_get_reply(w->c);
 		if (meta && meta->type == REDIS_REPLY_STRING) {
-			json_t *v = json_loadb(meta->str, meta->len, 0, NULL);
+			json_t *v = json_py_load(meta->str, meta->len, 0, NULL);
 			const char *st = json_string_value(json_object_get(v, "status"));
 			m->skip = st && (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 ||
 					 strcmp(st, "REVOKED") == 0);

@@ -25,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "queue/redis_int.h"
 
@@ -68,7 +69,7 @@ static const char release_script[] =
 /* The envelope with kombu's redelivered flags, as text (caller frees); *priority from it. */
 static char *redelivered(const char *text, size_t len, int *priority)
 {
-	json_t *env = json_loadb(text, len, 0, NULL);
+	json_t *env = json_py_load(text, len, 0, NULL);
 	if (!json_is_object(env)) {
 		json_decref(env);
 		return NULL;

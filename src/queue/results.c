@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "queue/celery_wire.h"
 #include "queue/queue_int.h"
@@ -162,7 +163,7 @@ static void run_status(struct redis_conn *c, struct job *j)
 		j->fn(NULL, SOMA_ERR_NOT_FOUND, j->arg);
 		return;
 	}
-	json_t *m = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
+	json_t *m = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
 	json_t *row = m ? row_from_meta(j->task_id, m) : NULL;
 	json_decref(m);
 	freeReplyObject(r);

@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "queue/celery_wire.h"
 #include "queue/hooks.h"
@@ -257,7 +258,7 @@ static void revoke_checked(struct ctl_msg *m)
 		err = SOMA_ERR_UNAVAILABLE;
 	} else {
 		redisReply *meta = r->element[0], *owner = r->element[1];
-		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_loadb(meta->str, meta->len, 0, NULL) : NULL;
+		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
 		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
 		json_decref(mv);
 		/* mine (an admin, or the store holds the tenant's task): any id; a tenant: its own only - not an id
