@@ -38,7 +38,20 @@ static json_t *pair(const char *k1, const char *v1, const char *k2, const char *
 	return NULL;
 }
 
-/* OpenAI messages from the stored turns (rows newest first, {role, content}): the system
+/* The OpenAI message of a stored turn {role, content, id}: role and content only (a provider
+ * refuses members it does not know); the content is shared, not copied (nothing changes it). */
+static json_t *turn_message(json_t *row)
+{
+	json_t *o = json_object();
+	if (o && (json_object_set_nocheck(o, "role", json_object_get(row, "role")) != 0 ||
+		  json_object_set_nocheck(o, "content", json_object_get(row, "content")) != 0)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* OpenAI messages from the stored turns (rows newest first, {role, content, id}): the system
  * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
  * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
  * larger. */
@@ -71,8 +84,8 @@ json_t *conv_build_messages(json_t *rows)
 			json_array_append_new(
 				turns, json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(row, "role")),
 						 "content", json_string_value(json_object_get(row, "content")), cut));
-		else /* the row is already {role, content}: shared, not copied (nothing changes it) */
-			json_array_append(turns, row);
+		else
+			json_array_append_new(turns, turn_message(row));
 	}
 	return turns;
 }

@@ -19,3 +19,5 @@ def test_each_queued_message_gets_its_own_answer(soma, llm):
     assert len(finals) == 2, finals
     assert "(AAA)" in finals[0] and "(BBB)" not in finals[0], finals
     assert "(BBB)" in finals[1], finals
+    for m in llm.stats()["last_request"]["messages"]:  # OpenAI's message shape, nothing of ours
+        assert set(m) == {"role", "content"}, m
