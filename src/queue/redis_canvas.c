@@ -2,7 +2,8 @@
  * redis_canvas.c - Celery's canvas on the worker side (interop.md 1.4, 1.8): after a task ends,
  * what its body's embed asks for. SUCCESS: the next task of embed.chain (stored reversed: the
  * last element, sent with the rest as its chain) and each of embed.callbacks, with the result
- * prepended to their args unless immutable. FAILURE/REVOKED: each of embed.errbacks with the task id prepended
+ * prepended to their args unless immutable (a group or chord as the next link:
+ * redis_canvas_nested.c). FAILURE/REVOKED: each of embed.errbacks with the task id prepended
  * (Celery's old-style errback call); on FAILURE also, as Celery's mark_as_failure, the same
  * FAILURE meta for every later link of embed.chain that has a task id, and the chord join of
  * such a link that is a chord member. A member of a chord (headers.group and a non-null
@@ -56,8 +57,9 @@ long long rc_marker_ttl(void)
 	return exp > vis ? exp : vis;
 }
 
-char *rc_sig_message(const struct rw_outcome *o, const json_t *sig, const json_t *first, const json_t *chain,
-		     char key[CELERY_KEY_MAX])
+/* rc_sig_message for a plain task signature. */
+static char *task_message(const struct rw_outcome *o, const json_t *sig, const json_t *first, const json_t *chain,
+			  char key[CELERY_KEY_MAX])
 {
 	const char *name = json_string_value(json_object_get(sig, "task"));
 	json_t *opts = json_object_get(sig, "options");
@@ -65,10 +67,6 @@ char *rc_sig_message(const struct rw_outcome *o, const json_t *sig, const json_t
 		log_warn("queue", "task %s: a canvas signature without a task name is skipped", o->id);
 		return NULL;
 	}
-	const char *st = json_string_value(json_object_get(sig, "subtask_type"));
-	if (st && st[0])
-		log_warn("queue", "task %s: nested canvas (%s) as a follow-up is not supported; sent as a task", o->id,
-			 st);
 	char id[IDS_UUID_LEN + 1], routed[64];
 	const char *tid = json_string_value(json_object_get(opts, "task_id"));
 	if (!tid)
@@ -122,6 +120,29 @@ char *rc_sig_message(const struct rw_outcome *o, const json_t *sig, const json_t
 	return text;
 }
 
+char *rc_sig_message(const struct rw_outcome *o, const json_t *sig, const json_t *first, const json_t *chain,
+		     char key[CELERY_KEY_MAX])
+{
+	if (!json_array_size(chain))
+		chain = json_object_get(json_object_get(sig, "options"), "chain"); /* a chord body's rest */
+	const char *st = json_string_value(json_object_get(sig, "subtask_type"));
+	if (!st || strcmp(st, "chain") != 0)
+		return task_message(o, sig, first, chain, key);
+	/* a chain (a chord's body): its first task, with its other tasks, then chain, to run after
+	 * (embed.chain is reversed: the last element runs next) */
+	json_t *tasks = json_object_get(json_object_get(sig, "kwargs"), "tasks");
+	json_t *rest = json_is_array(chain) ? json_copy((json_t *)chain) : json_array();
+	for (size_t i = json_array_size(tasks); rest && i > 1; i--)
+		json_array_append(rest, json_array_get(tasks, i - 1));
+	char *text = NULL;
+	if (json_array_size(tasks) && rest)
+		text = rc_sig_message(o, json_array_get(tasks, 0), first, rest, key);
+	else
+		log_warn("queue", "task %s: an empty chain as a follow-up is skipped", o->id);
+	json_decref(rest);
+	return text;
+}
+
 bool rc_append_once(struct rworker *w, const char *marker, const char *list, const char *text, const char *const *del,
 		    int ndel)
 {
@@ -141,6 +162,12 @@ bool rc_append_once(struct rworker *w, const char *marker, const char *list, con
 int rc_send_once(struct rworker *w, const struct rw_outcome *o, const char *owner, const char *which, const json_t *sig,
 		 const json_t *first, const json_t *chain)
 {
+	const char *st = json_string_value(json_object_get(sig, "subtask_type"));
+	if (st && (strcmp(st, "group") == 0 || strcmp(st, "chord") == 0)) {
+		char tag[160];
+		snprintf(tag, sizeof(tag), "%s-%s", owner, which);
+		return rc_send_nested(w, o, tag, sig, first, chain);
+	}
 	char key[CELERY_KEY_MAX], marker[200];
 	char *text = rc_sig_message(o, sig, first, chain, key);
 	if (!text)

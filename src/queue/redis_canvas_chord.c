@@ -68,6 +68,11 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 	} else {
 		json_t *opts = json_object_get(body, "options");
 		const char *bid = json_string_value(json_object_get(opts, "task_id"));
+		json_t *tasks = json_object_get(json_object_get(body, "kwargs"), "tasks");
+		if (!bid && json_array_size(tasks)) /* a chain as the body: its last task answers for it */
+			bid = json_string_value(json_object_get(
+				json_object_get(json_array_get(tasks, json_array_size(tasks) - 1), "options"),
+				"task_id"));
 		char why[256];
 		snprintf(why, sizeof(why), "Dependency %.80s raised an error", bad);
 		int k = bid ? redis_meta_append(w->c, bid, "FAILURE", NULL, "ChordError", "celery.exceptions", why,
