@@ -120,8 +120,9 @@ void rw_ack(struct rworker *w, const char *tag);
  * requeued dead letter runs again under the same (id, retries). */
 void rw_unlock(struct rworker *w, const struct celery_msg *m);
 /* Writes the follow-ups of outcome o (redis_canvas.c): SUCCESS: the next link of embed.chain
- * and each of embed.callbacks; FAILURE/REVOKED: each of embed.errbacks; for a chord member the
- * chord join and, when it completes the chord, the chord's body. Reads, before their replies,
+ * and each of embed.callbacks; FAILURE/REVOKED: each of embed.errbacks (FAILURE: and the FAILURE
+ * meta of every later chain link, joining its chord for one in a chord's header); for a chord
+ * member the chord join and, when it completes the chord, the chord's body. Reads, before their replies,
  * the w->owed replies appended before (its result meta). Every step is idempotent (see the file),
  * so o may be written again until this returns RW_WRITTEN. o is borrowed. */
 enum rw_write redis_canvas_write(struct rworker *w, struct rw_outcome *o);
