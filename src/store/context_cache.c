@@ -154,6 +154,24 @@ static bool merge_locked(struct ctx_cache *c, struct ctx_entry *e)
 	return true;
 }
 
+json_t *store_turn_row(const char *role, json_t *content, const char *event_id)
+{
+	json_t *msg = json_object(), *row = json_object();
+	bool ok = msg && row && content && json_object_set_new_nocheck(msg, "role", json_string(role)) == 0 &&
+		  json_object_set_nocheck(msg, "content", content) == 0 &&
+		  json_object_set_nocheck(row, "role", json_object_get(msg, "role")) == 0 &&
+		  json_object_set_nocheck(row, "content", content) == 0 &&
+		  json_object_set_new_nocheck(row, "id", json_string(event_id ? event_id : "")) == 0 &&
+		  json_object_set_nocheck(row, "msg", msg) == 0;
+	json_decref(msg);
+	json_decref(content);
+	if (!ok) {
+		json_decref(row);
+		return NULL;
+	}
+	return row;
+}
+
 /* Where reply_to is among e's rows (newest first): its index, or -1. Lock held. */
 static long reply_index(const struct ctx_entry *e, const char *reply_to)
 {
@@ -258,8 +276,8 @@ void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, cons
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* The turn an event adds to the context, as the store's read builds it ({role, content, id}, the
- * content being the event's message, "" without one; id its event id), or NULL when the event is not a turn.
+/* The turn an event adds to the context, as the store's read builds it (store_turn_row: the
+ * content being the event's message, "" without one), or NULL when the event is not a turn.
  * *unusable when it is a turn whose message a read would return differently (not a string). */
 static json_t *turn_of(const json_t *event, bool *unusable)
 {
@@ -277,8 +295,8 @@ static json_t *turn_of(const json_t *event, bool *unusable)
 		content = json_incref(msg); /* shared with the op's event: nobody changes it after the commit */
 	else				    /* SQLite's text ends at the first NUL, as the read returns it */
 		content = json_string(json_string_value(msg));
-	json_t *row = json_pack("{s:s, s:o, s:s}", "role", type[0] == 'u' ? "user" : "assistant", "content", content,
-				"id", json_string_value(json_object_get(event, "event_id")) ?: "");
+	json_t *row = store_turn_row(type[0] == 'u' ? "user" : "assistant", content,
+				     json_string_value(json_object_get(event, "event_id")));
 	*unusable = row == NULL;
 	return row;
 }

@@ -52,11 +52,16 @@ void ctx_cache_free(struct ctx_cache *c);
 bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session, int64_t limit, const char *reply_to,
 		   bool reply_absent, json_t **rows, int64_t *seq, bool *seen);
 
+/* A turn of a context as the SQLite store gives it: {role, content, id: its event id, msg: the
+ * OpenAI message {role, content}, built once and shared by every reply that sends it}. Takes
+ * content (a string); NULL when memory ran out. */
+json_t *store_turn_row(const char *role, json_t *content, const char *event_id);
+
 /* Before a context read: the mark to give ctx_cache_fill after it. Reader thread. */
 uint64_t ctx_cache_mark(struct ctx_cache *c, const char *tenant, const char *session);
 
 /* After a context read that began after `mark`: keeps rows (a reference is taken; nobody may
- * change rows from now on; each {role, content, id}: id the event's id) and seq, read with
+ * change rows from now on; each a store_turn_row) and seq, read with
  * `limit` and no turn left out after a message (store_op.context_cut), unless a commit touched
  * the session's bucket since `mark`. Reader thread. */
 void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, const char *session, int64_t limit,

@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "core/json_out.h"
+#include "store/context_cache.h"
 #include "store/store_int.h"
 
 static char *rfc3339_dup(int64_t ms)
@@ -465,10 +466,9 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *type = (const char *)sqlite3_column_text(s, 0);
 		const char *text = (const char *)sqlite3_column_text(s, 1);
-		json_array_append_new(op->rows,
-				      json_pack("{s:s, s:s, s:s}", "role",
-						strcmp(type, "user") == 0 ? "user" : "assistant", "content",
-						text ? text : "", "id", (const char *)sqlite3_column_text(s, 2) ?: ""));
+		json_array_append_new(op->rows, store_turn_row(strcmp(type, "user") == 0 ? "user" : "assistant",
+							       json_string(text ? text : ""),
+							       (const char *)sqlite3_column_text(s, 2)));
 	}
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }

@@ -38,10 +38,14 @@ static json_t *pair(const char *k1, const char *v1, const char *k2, const char *
 	return NULL;
 }
 
-/* The OpenAI message of a stored turn {role, content, id}: role and content only (a provider
- * refuses members it does not know); the content is shared, not copied (nothing changes it). */
+/* The OpenAI message of a stored turn: role and content only (a provider refuses members it does
+ * not know). A turn that is one ({role, content}), or carries one ("msg": the SQLite store's turns,
+ * which carry their event id too), is shared, not copied: nothing changes it. */
 static json_t *turn_message(json_t *row)
 {
+	json_t *msg = json_object_get(row, "msg");
+	if (msg || json_object_size(row) == 2)
+		return json_incref(msg ? msg : row);
 	json_t *o = json_object();
 	if (o && (json_object_set_nocheck(o, "role", json_object_get(row, "role")) != 0 ||
 		  json_object_set_nocheck(o, "content", json_object_get(row, "content")) != 0)) {
@@ -51,7 +55,7 @@ static json_t *turn_message(json_t *row)
 	return o;
 }
 
-/* OpenAI messages from the stored turns (rows newest first, {role, content, id}): the system
+/* OpenAI messages from the stored turns (rows newest first, {role, content, id?, msg?}): the system
  * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
  * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
  * larger. */
