@@ -81,6 +81,7 @@ struct http_req {
 	struct evbuffer *out;				    /* where the response is written */
 	int out_fd;					    /* the socket behind out, when write_first is set */
 	bool write_first;				    /* send to out_fd while out is empty */
+	bool out_file;					    /* the response queued a file by reference in out (an fd) */
 	bool corked;					    /* writes go to cork_buf (http_cork) */
 	struct evbuffer *cork_buf;			    /* the connection's, kept across requests */
 	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
