@@ -17,7 +17,9 @@
  * EOF from the client (a half-close, or it went away: the next write tells) does not drop the
  * work it asked for: reading stops, the current request and the complete ones already read
  * are answered, the output is flushed, then the connection closes. An open stream ends at once
- * (it would never finish by itself). Only an error (or the write timeout) frees at once.
+ * (it would never finish by itself), and so does a handler that asked for it (abort_on_eof: the
+ * LLM proxy, whose call or wait-list place serves the client alone). Otherwise only an error
+ * (or the write timeout) frees at once.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -293,8 +295,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	bool eof = (what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
-	if (!eof || (c->state == CONN_HANDLING && c->req.streaming)) {
-		conn_free(c); /* an error, the write timeout, or a stream's reader gone */
+	if (!eof || (c->state == CONN_HANDLING && (c->req.streaming || c->req.abort_on_eof))) {
+		conn_free(c); /* an error, the write timeout, a stream's reader or a paid call's client gone */
 		return;
 	}
 	c->read_closed = true; /* half-closed (or gone): still deliver what it asked for */
