@@ -384,6 +384,7 @@ static void job_submit(struct http_req *req, void *arg)
 	}
 	req->handler_ctx = job;
 	req->on_abort = on_abort;
+	req->abort_on_eof = true; /* a client that left (EOF) frees its slot or wait-list place */
 	if (run)
 		run_job(job);
 }

@@ -339,4 +339,5 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 	}
 	req->handler_ctx = s;
 	req->on_abort = on_abort;
+	req->abort_on_eof = true; /* a reader that left (EOF) before the stream began is gone */
 }

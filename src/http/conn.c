@@ -6,6 +6,20 @@
  * One timer per connection: while between requests it is the idle timeout (close quietly);
  * once a request's first byte arrives it is the request timeout (answer 408, close). While a
  * handler owns the request there is no timer. Everything here runs on the connection's io thread.
+ *
+ * Output flow control: a client may pipeline requests and never read the responses. Before a
+ * new request is started, a connection whose output holds more than OUT_HIGH bytes, or any
+ * file response (each holds an fd until sent), pauses: reading stops (EV_READ off) and
+ * nothing more is parsed until the output has drained (on_written), so memory and fds per
+ * connection stay bounded; a client that never reads meets the write timeout. A response in
+ * progress (a stream, an asynchronous handler) is not paused: streams bound their own buffer.
+ *
+ * EOF from the client (a half-close, or it went away: the next write tells) does not drop the
+ * work it asked for: reading stops, the current request and the complete ones already read
+ * are answered, the output is flushed, then the connection closes. An open stream ends at once
+ * (it would never finish by itself), and so does a handler that asked for it (abort_on_eof: the
+ * LLM proxy, whose call or wait-list place serves the client alone). Otherwise only an error
+ * (or the write timeout) frees at once.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -20,32 +34,15 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
-#include "http/server_int.h"
+#include "http/conn_int.h"
 
-#define LINGER_S      2		  /* seconds to drain a client's input after an early error before closing */
-#define BODY_PROGRESS (64 * 1024) /* file body bytes that restart the request timeout (read_body_file) */
+#define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
 /* Bytes the kernel may hold unsent per socket. Responses are written to the socket first
  * (response.c), so without a bound a slow reader's frames would pile up in the kernel's send
  * buffer (megabytes on loopback) before anything counts against stream.max_buffer. */
 #define NOTSENT_LOWAT (64 * 1024)
-
-enum conn_state { CONN_READ_HEAD, CONN_READ_BODY, CONN_READ_BODY_FILE, CONN_HANDLING, CONN_CLOSING };
-
-struct http_conn {
-	struct io_thread *thr;	       /* owning thread */
-	struct bufferevent *bev;       /* the socket */
-	struct event *timer;	       /* idle or request timeout */
-	enum conn_state state;	       /* see the file comment */
-	bool req_started;	       /* bytes of the current request have arrived */
-	bool in_process;	       /* conn_process is on the stack */
-	bool responded;		       /* the current request got its response */
-	bool linger;		       /* after an early error: drain input briefly before closing */
-	bool lingering;		       /* write side shut; waiting for the client's EOF or the timer */
-	size_t body_armed_at;	       /* file body: bytes received when its timer was last armed */
-	struct arena arena;	       /* per-request memory */
-	struct http_req req;	       /* the current request */
-	struct http_conn *prev, *next; /* thread's list */
-};
+/* Output a connection may hold before it stops taking new requests (see the file comment). */
+#define OUT_HIGH (256 * 1024)
 
 static void conn_process(struct http_conn *c);
 
@@ -89,7 +86,7 @@ static void conn_free(struct http_conn *c)
 	atomic_fetch_sub(&thr->srv->nconns, 1);
 }
 
-static void arm_timer(struct http_conn *c, int seconds)
+void http_conn_arm_timer(struct http_conn *c, int seconds)
 {
 	struct timeval tv = {seconds, 0};
 	evtimer_add(c->timer, &tv);
@@ -110,14 +107,39 @@ static void finish_closing(struct http_conn *c)
 	evtimer_add(c->timer, &tv);
 }
 
+/* True when the output is over its bound: the connection then pauses before its next request. */
+static bool output_full(struct http_conn *c)
+{
+	size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
+	return queued > OUT_HIGH || (c->file_queued && queued > 0);
+}
+
+static void pause_reading(struct http_conn *c)
+{
+	c->paused = true;
+	bufferevent_disable(c->bev, EV_READ);
+}
+
+/* The output drained: read and handle what the client pipelined meanwhile. May free c. */
+static void resume(struct http_conn *c)
+{
+	c->paused = false;
+	if (!c->read_closed)
+		bufferevent_enable(c->bev, EV_READ);
+	conn_process(c);
+}
+
 static void on_written(struct bufferevent *bev, void *arg)
 {
 	struct http_conn *c = arg;
 	(void)bev;
+	c->file_queued = false; /* the output is empty */
 	if (c->state == CONN_CLOSING && !c->lingering)
 		finish_closing(c);
 	else if (c->state == CONN_HANDLING && c->req.streaming && c->req.on_drain)
 		c->req.on_drain(&c->req); /* may end the stream: c is not touched after this */
+	else if (c->paused)
+		resume(c);
 }
 
 /* Marks the connection for closing once its output is flushed (on_written frees it then).
@@ -171,6 +193,8 @@ static void on_response(struct http_req *req)
 	struct http_conn *c = req->owner;
 	http_pipeline_complete(req);
 	c->responded = true;
+	if (req->out_file)
+		c->file_queued = evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
 	if (req->close_after || !req->keep_alive || c->thr->draining) {
 		conn_close_after_flush(c);
 		if (!c->in_process)
@@ -183,7 +207,7 @@ static void on_response(struct http_req *req)
 }
 
 /* Answers a framing error (before the pipeline ran) and closes. */
-static void fail(struct http_conn *c, int status, const char *code, const char *message)
+void http_conn_fail(struct http_conn *c, int status, const char *code, const char *message)
 {
 	if (!c->req.request_id[0])
 		http_request_id_assign(&c->req); /* the client's X-Request-Id when the head parsed */
@@ -196,7 +220,7 @@ static void fail(struct http_conn *c, int status, const char *code, const char *
 	http_respond_error(&c->req, status, code, "%s", message);
 }
 
-static void dispatch(struct http_conn *c)
+void http_conn_dispatch(struct http_conn *c)
 {
 	evtimer_del(c->timer);
 	c->state = CONN_HANDLING;
@@ -204,141 +228,6 @@ static void dispatch(struct http_conn *c)
 	if (c->thr->draining)
 		c->req.close_after = true;
 	http_pipeline_run(c->thr->srv->pipeline, &c->req);
-}
-
-static bool open_body_file(struct http_conn *c)
-{
-	c->req.body_path = arena_printf(&c->arena, "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
-	c->req.body_fd = c->req.body_path ? mkostemp(c->req.body_path, O_CLOEXEC) : -1;
-	if (c->req.body_fd >= 0) {
-		/* nameless from the start: nothing is left behind by a crash, and none is seen after the
-		 * response (which may reach the client before the request's clean-up runs) */
-		unlink(c->req.body_path);
-		return true;
-	}
-	fail(c, 500, "spool_failed", "cannot store the request body on disk; check free space under data.dir");
-	return false;
-}
-
-/* Spools the body into its temp file; dispatches once all of it is there. */
-static bool read_body_file(struct http_conn *c, struct evbuffer *in, size_t avail)
-{
-	size_t need = (size_t)c->req.content_length - c->req.body_len;
-	size_t n = avail < need ? avail : need;
-	while (n > 0) {
-		int w = evbuffer_write_atmost(in, c->req.body_fd, (ev_ssize_t)n);
-		if (w <= 0) {
-			fail(c, 500, "spool_failed",
-			     "cannot store the request body on disk; check free space under data.dir");
-			return false;
-		}
-		c->req.body_len += (size_t)w;
-		n -= (size_t)w;
-	}
-	if (c->req.body_len < (size_t)c->req.content_length) {
-		/* a large upload may take longer than http.request_timeout_s in all: its timer starts
-		 * again each time BODY_PROGRESS more bytes came, so only a client that sends less than
-		 * that per timeout gets 408 (a slow-body connection cannot be held for nothing) */
-		if (c->req.body_len - c->body_armed_at >= BODY_PROGRESS) {
-			c->body_armed_at = c->req.body_len;
-			arm_timer(c, c->thr->srv->opts.request_timeout_s);
-		}
-		return false;
-	}
-	lseek(c->req.body_fd, 0, SEEK_SET);
-	dispatch(c);
-	return true;
-}
-
-static bool read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
-{
-	const struct http_server_opts *o = &c->thr->srv->opts;
-	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-	if (end.pos < 0) {
-		if (avail > o->max_header)
-			fail(c, 431, "headers_too_large", "the request line and headers exceed http.max_header bytes");
-		return false;
-	}
-	size_t head_len = (size_t)end.pos + 4;
-	if (head_len > o->max_header) {
-		fail(c, 431, "headers_too_large", "the request line and headers exceed http.max_header bytes");
-		return false;
-	}
-	char *head = arena_alloc(&c->arena, head_len + 1);
-	if (!head) {
-		fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
-		return false;
-	}
-	evbuffer_remove(in, head, head_len);
-	head[head_len] = '\0';
-	const char *why;
-	switch (http_parse_head(head, head_len, &c->req, &c->arena, &why)) {
-	case HTTP_PARSE_OK:
-		break;
-	case HTTP_PARSE_TOO_MANY_HEADERS:
-		fail(c, 431, "headers_too_large", why);
-		return false;
-	case HTTP_PARSE_BAD_VERSION:
-		fail(c, 505, "http_version_not_supported", why);
-		return false;
-	case HTTP_PARSE_NO_LENGTH:
-		fail(c, 411, "length_required", why);
-		return false;
-	case HTTP_PARSE_BAD_REQUEST:
-		fail(c, 400, "bad_request", why);
-		return false;
-	}
-	/* only a request with a body needs its route now (for its body limit and spooling); the
-	 * others are routed once, by the pipeline */
-	const struct http_route *rt =
-		c->req.content_length > 0 ? http_pipeline_peek_route(c->thr->srv->pipeline, &c->req) : NULL;
-	size_t file_max = rt ? http_route_file_body(rt) : 0;
-	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
-		fail(c, 413, "body_too_large",
-		     file_max ? "the upload exceeds uploads.max_mb x uploads.max_files"
-			      : "the request body exceeds http.max_body bytes");
-		return false;
-	}
-	if (c->req.content_length > 0) {
-		/* a body costs memory (up to http.max_body) or disk: only a caller with valid credentials
-		 * for an existing route may send one (a spooled upload also passes limits and policy).
-		 * If this answers, the body stays unread, so the connection closes (lingering) after */
-		c->req.close_after = true;
-		c->linger = true;
-		struct http_pipeline *p = c->thr->srv->pipeline;
-		if (!(file_max ? http_pipeline_authorize(p, &c->req) : http_pipeline_authenticate(p, &c->req)))
-			return false;
-		c->req.close_after = false;
-		c->linger = false;
-	}
-	if (c->req.content_length > 0) {
-		if (file_max && !open_body_file(c))
-			return false;
-		if (c->req.expect_continue)
-			bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-		c->state = file_max ? CONN_READ_BODY_FILE : CONN_READ_BODY;
-		return true;
-	}
-	dispatch(c);
-	return true;
-}
-
-static bool read_body(struct http_conn *c, struct evbuffer *in, size_t avail)
-{
-	size_t need = (size_t)c->req.content_length;
-	if (avail < need)
-		return false;
-	char *body = arena_alloc(&c->arena, need + 1);
-	if (!body) {
-		fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
-		return false;
-	}
-	evbuffer_remove(in, body, need);
-	body[need] = '\0';
-	c->req.body = body;
-	c->req.body_len = need;
-	dispatch(c);
-	return true;
 }
 
 /* Reads and handles as many complete requests as the input holds. */
@@ -352,31 +241,38 @@ static void conn_process(struct http_conn *c)
 		size_t avail = evbuffer_get_length(in);
 		progress = false;
 		if (c->state == CONN_READ_HEAD && avail == 0) {
-			if (c->thr->draining) {
+			if (c->thr->draining || c->read_closed) {
 				conn_close_after_flush(c);
 				break;
 			}
-			arm_timer(c, o->idle_timeout_s);
+			http_conn_arm_timer(c, o->idle_timeout_s);
 			break;
 		}
 		bool reading =
 			c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE;
+		if (reading && !c->req_started && output_full(c)) {
+			pause_reading(c); /* on_written resumes once the client has read its responses */
+			break;
+		}
 		if (reading && !c->req_started) {
 			c->req_started = true;
 			c->req.start_ns = clock_mono_ns();
-			arm_timer(c, o->request_timeout_s);
+			http_conn_arm_timer(c, o->request_timeout_s);
 		}
 		if (c->state == CONN_READ_HEAD)
-			progress = read_head(c, in, avail);
+			progress = http_conn_read_head(c, in, avail);
 		else if (c->state == CONN_READ_BODY)
-			progress = read_body(c, in, avail);
+			progress = http_conn_read_body(c, in, avail);
 		else if (c->state == CONN_READ_BODY_FILE)
-			progress = read_body_file(c, in, avail);
+			progress = http_conn_read_body_file(c, in, avail);
 		/* after a synchronous response the state is READ_HEAD again (or CLOSING) */
 		progress = progress && (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY ||
 					c->state == CONN_READ_BODY_FILE);
 	}
 	c->in_process = false;
+	bool reading = c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY || c->state == CONN_READ_BODY_FILE;
+	if (reading && c->read_closed && !c->paused)
+		conn_close_after_flush(c); /* what is left of the input can never complete */
 	close_now_if_flushed(c);
 }
 
@@ -398,13 +294,20 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		conn_free(c); /* the client saw our close (EOF) or went away */
 		return;
 	}
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
-		c->linger = false;	   /* it closed its side already: nothing to wait for */
-		conn_close_after_flush(c); /* client half-closed: still deliver what it asked for */
+	bool eof = (what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
+	if (!eof || (c->state == CONN_HANDLING && (c->req.streaming || c->req.abort_on_eof))) {
+		conn_free(c); /* an error, the write timeout, a stream's reader or a paid call's client gone */
 		return;
 	}
-	conn_free(c);
+	c->read_closed = true; /* half-closed (or gone): still deliver what it asked for */
+	c->linger = false;     /* it closed its side already: nothing to wait for */
+	bufferevent_disable(c->bev, EV_READ);
+	if (c->state == CONN_HANDLING || c->paused)
+		return; /* on_response, or on_written, goes on with the buffered requests */
+	if (c->state == CONN_CLOSING)
+		close_now_if_flushed(c);
+	else
+		conn_process(c); /* complete requests still in the input, then close (may free c) */
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -423,7 +326,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		close_now_if_flushed(c);
 		return;
 	}
-	fail(c, 408, "request_timeout", "the request did not arrive within http.request_timeout_s seconds");
+	http_conn_fail(c, 408, "request_timeout", "the request did not arrive within http.request_timeout_s seconds");
 }
 
 void http_conn_accept(struct io_thread *thr, int fd)
@@ -468,7 +371,7 @@ void http_conn_accept(struct io_thread *thr, int fd)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, o->max_header + o->max_body + 1);
 	bufferevent_setcb(c->bev, on_read, on_written, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	arm_timer(c, o->idle_timeout_s);
+	http_conn_arm_timer(c, o->idle_timeout_s);
 }
 
 void http_conn_close_idle(struct io_thread *thr)

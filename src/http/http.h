@@ -81,12 +81,14 @@ struct http_req {
 	struct evbuffer *out;				    /* where the response is written */
 	int out_fd;					    /* the socket behind out, when write_first is set */
 	bool write_first;				    /* send to out_fd while out is empty */
-	bool corked;					    /* writes go to cork_buf (http_cork) */
-	struct evbuffer *cork_buf;			    /* the connection's, kept across requests */
-	void (*on_response)(struct http_req *req);	    /* called once the response is queued */
-	void *owner;					    /* the connection (or a test harness) */
-	bool streaming;					    /* http_stream_begin was called */
-	bool chunked;					    /* stream framed with chunked encoding */
+	bool abort_on_eof; /* EOF from the client ends the handler (on_abort): its work is for the client alone */
+	bool out_file;	   /* the response queued a file by reference in out (an fd) */
+	bool corked;	   /* writes go to cork_buf (http_cork) */
+	struct evbuffer *cork_buf;		   /* the connection's, kept across requests */
+	void (*on_response)(struct http_req *req); /* called once the response is queued */
+	void *owner;				   /* the connection (or a test harness) */
+	bool streaming;				   /* http_stream_begin was called */
+	bool chunked;				   /* stream framed with chunked encoding */
 
 	/* asynchronous handlers: a handler that returns without responding keeps the request and
 	 * must respond (or end its stream) later on the same io thread; if the client goes away

@@ -130,7 +130,8 @@ static enum http_parse_status apply_header(struct http_req *req, const struct ht
 			return HTTP_PARSE_BAD_REQUEST;
 		}
 	} else if (str_ieq_cstr(h->name, "expect")) {
-		req->expect_continue = str_ieq_cstr(h->value, "100-continue");
+		/* RFC 9110 10.1.1: a 1.0 client's 100-continue is ignored (it would not expect a 1xx) */
+		req->expect_continue = req->minor_version >= 1 && str_ieq_cstr(h->value, "100-continue");
 	}
 	return HTTP_PARSE_OK;
 }

@@ -289,11 +289,15 @@ static void respond(struct http_req *req, int status, const char *content_type, 
 	http_head_put(&h, "\r\n", 2);
 	if (req->close_after || !req->keep_alive)
 		http_head_cstr(&h, "Connection: close\r\n");
+	else if (req->minor_version == 0) /* HTTP/1.0 closes unless the response says otherwise */
+		http_head_cstr(&h, "Connection: keep-alive\r\n");
 	size_t used = http_head_end(req, &h);
 	if (fd >= 0) {
 		out_add1(req, hdr, used);
-		if (!head && len && evbuffer_add_file(req->out, fd, 0, (ev_off_t)len) == 0)
-			fd = -1; /* the evbuffer owns and closes it */
+		if (!head && len && evbuffer_add_file(req->out, fd, 0, (ev_off_t)len) == 0) {
+			fd = -1;	      /* the evbuffer owns and closes it */
+			req->out_file = true; /* an fd held until sent: the owner bounds these (conn.c) */
+		}
 		if (fd >= 0)
 			close(fd);
 	} else if (!head && len <= sizeof(hdr) - used) {

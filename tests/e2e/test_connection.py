@@ -41,11 +41,24 @@ def test_http10_without_keep_alive_closes(server):
 
 def test_http10_keep_alive_stays_open(server):
     with server.connect() as c:
-        c.send(b"GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        for _ in range(2):
+            # a 1.0 client closes unless the response says keep-alive (RFC 9112 9.3)
+            c.send(b"GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            r = c.read_response()
+            assert r.status == 200 and (r.header("connection") or "").lower() == "keep-alive", r
+        c.send(b"GET /v1/health HTTP/1.0\r\n\r\n")
+        assert (c.read_response().header("connection") or "").lower() == "close"
+        assert c.closed_by_peer(timeout=2)
+
+
+def test_http10_expect_gets_no_100_continue(server):
+    with server.connect() as c:
+        # RFC 9110 10.1.1: a 1.0 client's Expect: 100-continue is ignored; the final answer comes
+        # first (405: POST is not a method of /v1/health)
+        c.send(b"POST /v1/health HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nping")
         r = c.read_response()
-        assert r.status == 200 and (r.header("connection") or "").lower() != "close"
-        c.send(b"GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        assert c.read_response().status == 200
+        assert r.status == 405, r
+        assert c.closed_by_peer(timeout=2)
 
 
 def test_http11_connection_close(server):

@@ -1,0 +1,156 @@
+/*
+ * conn_read.c - reading one request off a connection (see conn_int.h): its head (parsed,
+ * routed when it has a body, authenticated before a body is accepted), then its body into the
+ * arena or, for file-body routes, spooled into a nameless temp file.
+ *
+ * DESIGN: each reader consumes what it can from the bufferevent's input and either dispatches
+ * the request (state HANDLING), moves to the body state, or answers a framing error with
+ * http_conn_fail. conn.c's conn_process calls them in a loop; they never free the connection.
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "http/conn_int.h"
+
+#define BODY_PROGRESS (64 * 1024) /* file body bytes that restart the request timeout (read_body_file) */
+
+static bool open_body_file(struct http_conn *c)
+{
+	c->req.body_path = arena_printf(&c->arena, "%s/body-XXXXXX", c->thr->srv->opts.tmp_dir);
+	c->req.body_fd = c->req.body_path ? mkostemp(c->req.body_path, O_CLOEXEC) : -1;
+	if (c->req.body_fd >= 0) {
+		/* nameless from the start: nothing is left behind by a crash, and none is seen after the
+		 * response (which may reach the client before the request's clean-up runs) */
+		unlink(c->req.body_path);
+		return true;
+	}
+	http_conn_fail(c, 500, "spool_failed",
+		       "cannot store the request body on disk; check free space under data.dir");
+	return false;
+}
+
+/* Spools the body into its temp file; dispatches once all of it is there. */
+bool http_conn_read_body_file(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	size_t need = (size_t)c->req.content_length - c->req.body_len;
+	size_t n = avail < need ? avail : need;
+	while (n > 0) {
+		int w = evbuffer_write_atmost(in, c->req.body_fd, (ev_ssize_t)n);
+		if (w <= 0) {
+			http_conn_fail(c, 500, "spool_failed",
+				       "cannot store the request body on disk; check free space under data.dir");
+			return false;
+		}
+		c->req.body_len += (size_t)w;
+		n -= (size_t)w;
+	}
+	if (c->req.body_len < (size_t)c->req.content_length) {
+		/* a large upload may take longer than http.request_timeout_s in all: its timer starts
+		 * again each time BODY_PROGRESS more bytes came, so only a client that sends less than
+		 * that per timeout gets 408 (a slow-body connection cannot be held for nothing) */
+		if (c->req.body_len - c->body_armed_at >= BODY_PROGRESS) {
+			c->body_armed_at = c->req.body_len;
+			http_conn_arm_timer(c, c->thr->srv->opts.request_timeout_s);
+		}
+		return false;
+	}
+	lseek(c->req.body_fd, 0, SEEK_SET);
+	http_conn_dispatch(c);
+	return true;
+}
+
+bool http_conn_read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	const struct http_server_opts *o = &c->thr->srv->opts;
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	if (end.pos < 0) {
+		if (avail > o->max_header)
+			http_conn_fail(c, 431, "headers_too_large",
+				       "the request line and headers exceed http.max_header bytes");
+		return false;
+	}
+	size_t head_len = (size_t)end.pos + 4;
+	if (head_len > o->max_header) {
+		http_conn_fail(c, 431, "headers_too_large",
+			       "the request line and headers exceed http.max_header bytes");
+		return false;
+	}
+	char *head = arena_alloc(&c->arena, head_len + 1);
+	if (!head) {
+		http_conn_fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
+		return false;
+	}
+	evbuffer_remove(in, head, head_len);
+	head[head_len] = '\0';
+	const char *why;
+	switch (http_parse_head(head, head_len, &c->req, &c->arena, &why)) {
+	case HTTP_PARSE_OK:
+		break;
+	case HTTP_PARSE_TOO_MANY_HEADERS:
+		http_conn_fail(c, 431, "headers_too_large", why);
+		return false;
+	case HTTP_PARSE_BAD_VERSION:
+		http_conn_fail(c, 505, "http_version_not_supported", why);
+		return false;
+	case HTTP_PARSE_NO_LENGTH:
+		http_conn_fail(c, 411, "length_required", why);
+		return false;
+	case HTTP_PARSE_BAD_REQUEST:
+		http_conn_fail(c, 400, "bad_request", why);
+		return false;
+	}
+	/* only a request with a body needs its route now (for its body limit and spooling); the
+	 * others are routed once, by the pipeline */
+	const struct http_route *rt =
+		c->req.content_length > 0 ? http_pipeline_peek_route(c->thr->srv->pipeline, &c->req) : NULL;
+	size_t file_max = rt ? http_route_file_body(rt) : 0;
+	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
+		http_conn_fail(c, 413, "body_too_large",
+			       file_max ? "the upload exceeds uploads.max_mb x uploads.max_files"
+					: "the request body exceeds http.max_body bytes");
+		return false;
+	}
+	if (c->req.content_length > 0) {
+		/* a body costs memory (up to http.max_body) or disk: only a caller with valid credentials
+		 * for an existing route may send one (a spooled upload also passes limits and policy).
+		 * If this answers, the body stays unread, so the connection closes (lingering) after */
+		c->req.close_after = true;
+		c->linger = true;
+		struct http_pipeline *p = c->thr->srv->pipeline;
+		if (!(file_max ? http_pipeline_authorize(p, &c->req) : http_pipeline_authenticate(p, &c->req)))
+			return false;
+		c->req.close_after = false;
+		c->linger = false;
+	}
+	if (c->req.content_length > 0) {
+		if (file_max && !open_body_file(c))
+			return false;
+		if (c->req.expect_continue)
+			bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		c->state = file_max ? CONN_READ_BODY_FILE : CONN_READ_BODY;
+		return true;
+	}
+	http_conn_dispatch(c);
+	return true;
+}
+
+bool http_conn_read_body(struct http_conn *c, struct evbuffer *in, size_t avail)
+{
+	size_t need = (size_t)c->req.content_length;
+	if (avail < need)
+		return false;
+	char *body = arena_alloc(&c->arena, need + 1);
+	if (!body) {
+		http_conn_fail(c, 500, "out_of_memory", "the server is out of memory; retry later");
+		return false;
+	}
+	evbuffer_remove(in, body, need);
+	body[need] = '\0';
+	c->req.body = body;
+	c->req.body_len = need;
+	http_conn_dispatch(c);
+	return true;
+}
