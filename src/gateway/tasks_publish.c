@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "gateway/tasks_int.h"
+#include "identity/identity.h"
 #include "policy/gate.h"
 #include "queue/celery_wire.h"
 #include "queue/queue.h"
@@ -391,7 +392,10 @@ static void on_task(struct http_req *req, struct store_op *op)
 						  "the server is out of memory; retry later");
 		snprintf(keep->task_id, sizeof(keep->task_id), "%s", op->task_id);
 		struct wait *w = wait_new(req, keep, after_meta);
-		if (w && queue_status_async(op->task_id, op->tenant, on_redis, w) != SOMA_OK)
+		/* a result with no owner: the operator's and the default tenant's (Python producers), no one else's */
+		bool unowned_ok = identity_has_scope(&req->ident, "admin") ||
+				  strcmp(req->ident.tenant, cfg_str(CFG_AUTH_DEFAULT_TENANT)) == 0;
+		if (w && queue_status_async(op->task_id, op->tenant, unowned_ok, on_redis, w) != SOMA_OK)
 			redis_busy(req, w);
 	} else {
 		gw_store_error(req, op, "task");
