@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "gateway/tasks_int.h"
+#include "identity/identity.h"
 #include "policy/gate.h"
 #include "queue/celery_wire.h"
 #include "queue/queue.h"
@@ -318,7 +319,8 @@ void gw_task_publish(struct http_req *req, void *arg)
 	json_decref(body);
 }
 
-/* POST /v1/celery/run {task, payload}: payload is the kwargs (an object) or the args (an array). */
+/* POST /v1/celery/run {task, payload}: the payload is the task's one positional argument ({} when
+ * absent), as the original sent it (send_task(task, args=[payload])): its tasks take one dict. */
 void gw_celery_run(struct http_req *req, void *arg)
 {
 	(void)arg;
@@ -326,11 +328,13 @@ void gw_celery_run(struct http_req *req, void *arg)
 	if (!body)
 		return;
 	json_t *payload = json_object_get(body, "payload");
-	json_t *b = json_pack("{s:O?}", "task", json_object_get(body, "task"));
-	if (json_is_array(payload))
-		json_object_set(b, "args", payload);
-	else if (payload && !json_is_null(payload))
-		json_object_set(b, "kwargs", payload);
+	json_t *arg0 = payload && !json_is_null(payload) ? json_incref(payload) : json_object();
+	json_t *b = json_pack("{s:O?, s:[o]}", "task", json_object_get(body, "task"), "args", arg0);
+	if (!b) {
+		json_decref(body);
+		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
 	publish_body(req, b);
 	json_decref(b);
 	json_decref(body);
@@ -391,7 +395,10 @@ static void on_task(struct http_req *req, struct store_op *op)
 						  "the server is out of memory; retry later");
 		snprintf(keep->task_id, sizeof(keep->task_id), "%s", op->task_id);
 		struct wait *w = wait_new(req, keep, after_meta);
-		if (w && queue_status_async(op->task_id, op->tenant, on_redis, w) != SOMA_OK)
+		/* a result with no owner: the operator's and the default tenant's (Python producers), no one else's */
+		bool unowned_ok = identity_has_scope(&req->ident, "admin") ||
+				  strcmp(req->ident.tenant, cfg_str(CFG_AUTH_DEFAULT_TENANT)) == 0;
+		if (w && queue_status_async(op->task_id, op->tenant, unowned_ok, on_redis, w) != SOMA_OK)
 			redis_busy(req, w);
 	} else {
 		gw_store_error(req, op, "task");

@@ -119,7 +119,9 @@ long long queue_relay_published(void);
  * no result (PENDING) - err says whether Redis answered (SOMA_OK) - and is freed after done.
  * *forbidden when the task belongs to another tenant. */
 typedef void (*queue_status_fn)(json_t *row, enum soma_err err, void *arg);
-enum soma_err queue_status_async(const char *task_id, const char *tenant, queue_status_fn done,
+/* err SOMA_ERR_NOT_FOUND when the task is another tenant's, or has a result but no owner (a task
+ * a Python producer sent, or one whose owner is gone) and unowned_ok is false. */
+enum soma_err queue_status_async(const char *task_id, const char *tenant, bool unowned_ok, queue_status_fn done,
 				 void *arg) SOMA_MUST_CHECK;
 /* SET NX of an idempotency key (tenant, key) -> task_id with ttl_s: done gets the task id that
  * holds the key (task_id itself when it was free) as a JSON string, or NULL on error. */

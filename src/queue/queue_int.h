@@ -72,6 +72,12 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
  * those keys); the arguments are those of redis_meta_append. Caller frees; NULL on OOM. */
 /* redis_meta_append with the meta already as text (borrowed). */
 int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char *text);
+/* Appends SETEX soma-task-owner-<id> tenant with the result meta's lifetime (SET when
+ * queue.result_expires_s is 0): written beside the meta, so the owner lives as long as the result
+ * (the relay's owner key counts from publish; a task that ran longer would lose its owner and be
+ * shown to other tenants). tenant borrowed; NULL or "" (a task sent by Python: no owner) writes
+ * nothing. Returns the replies owed: 1, 0 (nothing written), -1 when it could not be appended. */
+int redis_owner_append(struct redis_conn *c, const char *task_id, const char *tenant);
 char *redis_meta_text(const char *task_id, const char *status, const json_t *result, const char *exc_type,
 		      const char *exc_module, const char *message, const json_t *extra);
 /* Appends the result meta of a task to the pipeline of c: SETEX celery-task-meta-<id> (SET

@@ -224,9 +224,10 @@ static int fail_chain(struct rworker *w, const struct rw_outcome *o, const json_
 		if (!tid)
 			continue; /* a complex element without an id of its own, skipped as Celery does */
 		int k = redis_meta_append(w->c, tid, "FAILURE", o->canvas.result, NULL, NULL, NULL, NULL);
-		if (k < 2)
+		int own = k == 2 ? redis_owner_append(w->c, tid, o->tenant) : -1; /* the link is the tenant's */
+		if (own < 0)
 			return -1;
-		n += k;
+		n += k + own;
 		const char *gid = json_string_value(json_object_get(opts, "group_id"));
 		json_t *body = json_object_get(opts, "chord");
 		if (gid && json_is_object(body) && *nj < RC_JOINS_MAX)

@@ -79,11 +79,13 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 		int k = bid ? redis_meta_append(w->c, bid, "FAILURE", NULL, "ChordError", "celery.exceptions", why,
 						NULL)
 			    : 2;
+		int own = bid && k == 2 ? redis_owner_append(w->c, bid, o->tenant) : 0; /* the body is the tenant's */
+		k = own < 0 ? -1 : k;
 		json_t *first = json_string(bid ? bid : "");
 		int e = k == 2 ? rc_send_each(w, o, gid, "chord-eb", json_object_get(opts, "link_error"), first) : -1;
 		json_decref(first);
 		ok = k == 2 && e >= 0 && rc_append_once(w, fired, fired, NULL, del, 3);
-		n += (bid ? 2 : 0) + (e > 0 ? e : 0) + 1;
+		n += (bid ? 2 + (own > 0 ? own : 0) : 0) + (e > 0 ? e : 0) + 1;
 	}
 	json_decref(all);
 	json_decref(results);

@@ -8,7 +8,7 @@
  * between leaves no record to restore). So every outcome written stays in the worker's list
  * (rw_outcome_sent) until all replies owed have been read (rw_outcomes_confirmed). When the
  * connection turns out to be lost, the worker waits for Redis and writes every unconfirmed
- * outcome again - the same meta (SETEX + PUBLISH: idempotent), ZREM/HDEL of its tag, DEL of its
+ * outcome again - the same meta (SETEX + PUBLISH, and its owner key: idempotent), ZREM/HDEL of its tag, DEL of its
  * run-lock - until Redis confirms them or the process stops (rw_outcomes_replay). A reply that
  * says Redis cannot take the write yet (LOADING while a restarted Redis reads its data, BUSY,
  * OOM, ...: rw_reply_transient) confirms nothing either: the outcomes are written again.
@@ -89,9 +89,10 @@ static int append_all(struct rworker *w, int *held)
 	for (int i = 0; i < w->nsent; i++) {
 		struct rw_outcome *o = &w->sent[i];
 		int k = redis_meta_append_text(w->c, o->id, o->meta);
-		if (k != 2)
+		int own = k == 2 ? redis_owner_append(w->c, o->id, o->tenant) : -1;
+		if (own < 0)
 			return -1;
-		n += k;
+		n += k + own;
 		if (canvas_pending(o)) {
 			(*held)++;
 			continue;

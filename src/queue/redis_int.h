@@ -80,6 +80,7 @@ struct rw_outcome {
 	char id[72];		 /* the task */
 	char tag[72];		 /* its delivery tag */
 	char lock[112];		 /* its run-lock */
+	char tenant[72];	 /* its owner (headers.soma_tenant), "" for none */
 	char *meta;		 /* its result meta (owned) */
 	struct rw_canvas canvas; /* its follow-ups; canvas.embed NULL when it has none */
 };

@@ -426,3 +426,24 @@ int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char
 		n++;
 	return n;
 }
+
+int redis_owner_append(struct redis_conn *c, const char *task_id, const char *tenant)
+{
+	if (!tenant || !tenant[0])
+		return 0;
+	char key[128], ttl_s[24];
+	snprintf(key, sizeof(key), "soma-task-owner-%s", task_id);
+	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
+	snprintf(ttl_s, sizeof(ttl_s), "%lld", ttl);
+	enum soma_err err;
+	if (ttl > 0) {
+		const char *argv[] = {"SETEX", key, ttl_s, tenant};
+		size_t lens[] = {5, strlen(key), strlen(ttl_s), strlen(tenant)};
+		err = redis_append_argv(c, 4, argv, lens);
+	} else {
+		const char *argv[] = {"SET", key, tenant};
+		size_t lens[] = {3, strlen(key), strlen(tenant)};
+		err = redis_append_argv(c, 3, argv, lens);
+	}
+	return err == SOMA_OK ? 1 : -1;
+}

@@ -71,7 +71,8 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	char *text = redis_meta_text(m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
 	int sent = text ? redis_meta_append_text(w->c, m->id, text) : 0;
-	w->owed += sent;
+	int own = sent ? redis_owner_append(w->c, m->id, m->tenant) : 0; /* (a replay writes it again) */
+	w->owed += sent + (own > 0 ? own : 0);
 	if (sent == 0) { /* stopping with Redis down: no result, no ack; it waits in unacked */
 		log_warn("queue",
 			 "cannot write the result of task %s (redis: %s); it runs again after the "
@@ -83,6 +84,7 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	struct rw_outcome out = {.meta = text};
 	snprintf(out.id, sizeof(out.id), "%s", m->id);
 	snprintf(out.tag, sizeof(out.tag), "%s", m->delivery_tag);
+	snprintf(out.tenant, sizeof(out.tenant), "%s", m->tenant ? m->tenant : "");
 	rw_lock_key(m, out.lock, sizeof(out.lock));
 	if (canvas) {
 		snprintf(out.canvas.status, sizeof(out.canvas.status), "%s", status);
@@ -128,6 +130,7 @@ void rw_settle_ready(struct rworker *w, struct rmsg *m)
 		 m->m.id, status);
 	snprintf(out.id, sizeof(out.id), "%s", m->m.id);
 	snprintf(out.tag, sizeof(out.tag), "%s", m->m.delivery_tag);
+	snprintf(out.tenant, sizeof(out.tenant), "%s", m->m.tenant ? m->m.tenant : "");
 	if (m->locked) /* (a replay releases it; one another worker holds is not ours to release) */
 		rw_lock_key(&m->m, out.lock, sizeof(out.lock));
 	snprintf(out.canvas.status, sizeof(out.canvas.status), "%s", status);

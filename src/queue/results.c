@@ -5,8 +5,10 @@
  * DESIGN: io threads never block, so each call is a job on a bounded queue served by
  * RESULT_THREADS threads, each with its own connection; the job's done() runs on that thread
  * (the gateway posts its answer back to the request's io thread). A task is shown to the tenant
- * recorded in soma-task-owner-<id> (written by the relay); a task with no owner key (sent by a
- * Python producer) is shown to any caller that knows its id, and a task with neither an owner
+ * recorded in soma-task-owner-<id> (written by the relay at publish, and again by the worker
+ * beside the result meta with the meta's lifetime); a result with no owner key (sent by a Python
+ * producer) is shown only to callers allowed unowned tasks (an admin, the default tenant: who
+ * ran them before tenants existed), never to another tenant, and a task with neither an owner
  * nor a meta is PENDING, as Celery reports an unknown id.
  */
 #include <pthread.h>
@@ -30,6 +32,7 @@ struct job {
 	char key[200];	    /* idempotency key ("" for a status read) */
 	int ttl_s;	    /* idempotency key lifetime */
 	bool release;	    /* delete the key if it still holds task_id (fn NULL) */
+	bool unowned_ok;    /* the caller may read a result that has no owner */
 	json_t *queues;	    /* queue names, for a stats read (owned), else NULL */
 	queue_status_fn fn; /* completion */
 	void *arg;	    /* its argument */
@@ -74,9 +77,12 @@ static struct job *new_job(const char *task_id, const char *tenant, queue_status
 	return j;
 }
 
-enum soma_err queue_status_async(const char *task_id, const char *tenant, queue_status_fn done, void *arg)
+enum soma_err queue_status_async(const char *task_id, const char *tenant, bool unowned_ok, queue_status_fn done,
+				 void *arg)
 {
 	struct job *j = new_job(task_id, tenant, done, arg);
+	if (j)
+		j->unowned_ok = unowned_ok;
 	return j ? submit(j) : SOMA_ERR_NOMEM;
 }
 
@@ -157,8 +163,10 @@ static void run_status(struct redis_conn *c, struct job *j)
 		return;
 	}
 	redisReply *meta = r->element[0], *owner = r->element[1];
-	if (owner->type == REDIS_REPLY_STRING &&
-	    (owner->len != strlen(j->tenant) || memcmp(owner->str, j->tenant, owner->len))) {
+	bool theirs = owner->type == REDIS_REPLY_STRING &&
+		      (owner->len != strlen(j->tenant) || memcmp(owner->str, j->tenant, owner->len));
+	bool unowned = owner->type != REDIS_REPLY_STRING && meta->type == REDIS_REPLY_STRING;
+	if (theirs || (unowned && !j->unowned_ok)) {
 		freeReplyObject(r);
 		j->fn(NULL, SOMA_ERR_NOT_FOUND, j->arg);
 		return;

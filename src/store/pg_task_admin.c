@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/pg_int.h"
 
 /* RFC 3339 text of ms into buf, or NULL for 0 (never happened). */
@@ -37,10 +38,12 @@ static json_t *queued_task_json(const struct store_op *op, const PGresult *r)
 			     : dead			    ? "FAILURE"
 			     : attempts > 0		    ? "RETRY"
 							    : "PENDING";
-	char at[CLOCK_RFC3339_LEN + 1];
-	return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s?, s:I, s:s?, s:b}", "task_id", op->task_id, "task",
+	char at[CLOCK_RFC3339_LEN + 1], started[CLOCK_RFC3339_LEN + 1];
+	bool running = strcmp(state, "reserved") == 0; /* (updated_ms: when it was reserved) */
+	return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s?, s:I, s:s?, s:s?, s:b}", "task_id", op->task_id, "task",
 			 pg_text(r, 0, 0), "queue", pg_text(r, 0, 5), "status", status, "result", "error",
 			 error && error[0] ? error : NULL, "retries", (json_int_t)(attempts > 0 ? attempts - 1 : 0),
+			 "started_at", running ? time_or_null(pg_int(r, 0, 4), started, sizeof(started)) : NULL,
 			 "completed_at", dead ? time_or_null(pg_int(r, 0, 4), at, sizeof(at)) : NULL, "dead_letter",
 			 dead);
 }
@@ -63,8 +66,12 @@ static enum soma_err task_get(struct pgconn *c, struct store_op *op)
 		return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 	}
 	PQclear(r);
+	/* a result older than queue.result_expires_s is gone, as on Redis (pg_tasks.c deletes it later) */
+	int64_t ttl_ms = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S) * 1000;
+	pg_param_int(&p, ttl_ms > 0 ? clock_wall_ms() - ttl_ms : INT64_MIN);
 	r = pg_exec(c,
-		    "SELECT status, result, error, completed_ms FROM task_results WHERE task_id = $1 AND tenant = $2",
+		    "SELECT status, result, error, completed_ms, name, retries, started_ms FROM task_results "
+		    "WHERE task_id = $1 AND tenant = $2 AND completed_ms >= $3::bigint",
 		    &p, &err);
 	if (!r)
 		return err;
@@ -72,10 +79,12 @@ static enum soma_err task_get(struct pgconn *c, struct store_op *op)
 		PQclear(r);
 		return SOMA_ERR_NOT_FOUND;
 	}
-	char at[CLOCK_RFC3339_LEN + 1];
-	op->row = json_pack("{s:s, s:n, s:s, s:o, s:s?, s:s?, s:b}", "task_id", op->task_id, "task", "status",
-			    pg_text(r, 0, 0), "result", json_or_null(pg_text(r, 0, 1)), "error", pg_text(r, 0, 2),
-			    "completed_at", time_or_null(pg_int(r, 0, 3), at, sizeof(at)), "dead_letter", 0);
+	char at[CLOCK_RFC3339_LEN + 1], started[CLOCK_RFC3339_LEN + 1];
+	op->row = json_pack("{s:s, s:s?, s:s, s:o, s:s?, s:I, s:s?, s:s?, s:b}", "task_id", op->task_id, "task",
+			    pg_text(r, 0, 4), "status", pg_text(r, 0, 0), "result", json_or_null(pg_text(r, 0, 1)),
+			    "error", pg_text(r, 0, 2), "retries", (json_int_t)pg_int(r, 0, 5), "started_at",
+			    time_or_null(pg_int(r, 0, 6), started, sizeof(started)), "completed_at",
+			    time_or_null(pg_int(r, 0, 3), at, sizeof(at)), "dead_letter", 0);
 	PQclear(r);
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }

@@ -10,11 +10,13 @@
  * reserved again once reserved_until has passed; nothing else ever takes it back. Once it has
  * used max_retries + 1 attempts that way it is dead-lettered instead.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/log.h"
 #include "store/pg_int.h"
 
@@ -173,27 +175,33 @@ static enum soma_err task_extend(struct pgconn *c, struct store_op *op)
 	return err == SOMA_OK && !changed ? SOMA_ERR_NOT_FOUND : err;
 }
 
-/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
+/* Deletes up to RESULTS_SWEEP_BATCH results completed queue.result_expires_s ago, at most once
+ * per min(60 s, that lifetime) process-wide (it runs on a lane as tasks finish: an idle store
+ * keeps its old rows, which task_get no longer shows); a full batch sweeps again next time. */
+static void results_sweep(struct pgconn *c, int64_t now)
+{
+	static _Atomic int64_t next_ms;
+	int64_t ttl_ms = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S) * 1000, due = atomic_load(&next_ms);
+	if (ttl_ms <= 0 || now < due ||
+	    !atomic_compare_exchange_strong(&next_ms, &due, now + (ttl_ms < 60000 ? ttl_ms : 60000)))
+		return; /* (another lane sweeps) */
+	struct pg_params p = {0};
+	pg_param_int(&p, now - ttl_ms);
+	int64_t deleted = 0;
+	if (pg_run(c,
+		   "DELETE FROM task_results WHERE task_id IN (SELECT task_id FROM task_results WHERE completed_ms < "
+		   "$1::bigint LIMIT 500)",
+		   &p, &deleted) == SOMA_OK &&
+	    deleted >= 500)
+		atomic_store(&next_ms, 0); /* more to delete */
+}
+
+/* A finished task leaves the queue table (its outcome stays in task_results, with its name, retries
+ * and start copied from its row), so the queue only ever holds live work; a failed one stays as a
+ * dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms(), changed = 0;
-	struct pg_params p = {0};
-	pg_param_text(&p, op->task_id);
-	pg_param_text(&p, op->tenant);
-	if (op->failed) {
-		pg_param_text(&p, op->error_text);
-		pg_param_int(&p, now);
-	}
-	enum soma_err err = pg_run(c,
-				   op->failed ? "UPDATE tasks SET state = 'dead', last_error = $3, updated_ms = $4 "
-						"WHERE id = $1 AND tenant = $2"
-					      : "DELETE FROM tasks WHERE id = $1 AND tenant = $2",
-				   &p, &changed);
-	if (err != SOMA_OK)
-		return err;
-	if (!changed)
-		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing */
 	char *result = op->row ? json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
@@ -202,14 +210,37 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	pg_param_text(&q, result);
 	pg_param_text(&q, op->failed || op->revoked ? op->error_text : NULL);
 	pg_param_int(&q, now);
-	err = pg_run(c,
-		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) "
-		     "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO UPDATE SET "
-		     "status = excluded.status, result = excluded.result, error = excluded.error, "
-		     "completed_ms = excluded.completed_ms WHERE task_results.tenant = excluded.tenant",
-		     &q, NULL);
+	enum soma_err err =
+		pg_run(c,
+		       "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms, name, retries, "
+		       "started_ms) SELECT $1, tenant, $3::text, $4::text, $5::text, $6::bigint, name, "
+		       "greatest(attempts - 1, 0), CASE WHEN state = 'reserved' THEN updated_ms END FROM tasks "
+		       "WHERE id = $1 AND tenant = $2 ON CONFLICT (task_id) DO UPDATE SET "
+		       "status = excluded.status, result = excluded.result, error = excluded.error, "
+		       "completed_ms = excluded.completed_ms, name = excluded.name, retries = excluded.retries, "
+		       "started_ms = excluded.started_ms WHERE task_results.tenant = excluded.tenant",
+		       &q, NULL);
 	free(result);
-	return err;
+	if (err != SOMA_OK)
+		return err;
+	struct pg_params p = {0};
+	pg_param_text(&p, op->task_id);
+	pg_param_text(&p, op->tenant);
+	if (op->failed) {
+		pg_param_text(&p, op->error_text);
+		pg_param_int(&p, now);
+	}
+	err = pg_run(c,
+		     op->failed ? "UPDATE tasks SET state = 'dead', last_error = $3, updated_ms = $4 "
+				  "WHERE id = $1 AND tenant = $2"
+				: "DELETE FROM tasks WHERE id = $1 AND tenant = $2",
+		     &p, &changed);
+	if (err != SOMA_OK)
+		return err;
+	if (!changed)
+		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing (nothing was copied) */
+	results_sweep(c, now);
+	return SOMA_OK;
 }
 
 /* Inserts every attachment row of op->row (an array). A session_id that belongs to another

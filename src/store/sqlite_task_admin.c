@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "store/store_int.h"
 
 /* RFC 3339 text of ms into buf, or NULL for 0 (never happened). */
@@ -45,28 +46,37 @@ static enum soma_err task_get(struct dbconn *c, struct store_op *op)
 				     : attempts > 0		    ? "RETRY"
 								    : "PENDING";
 		bool dead = strcmp(state, "dead") == 0;
+		bool running = strcmp(state, "reserved") == 0; /* (updated_ms: when it was reserved) */
+		char started[CLOCK_RFC3339_LEN + 1];
 		op->row = json_pack(
-			"{s:s, s:s, s:s, s:s, s:n, s:s?, s:I, s:s?, s:b}", "task_id", op->task_id, "task",
+			"{s:s, s:s, s:s, s:s, s:n, s:s?, s:I, s:s?, s:s?, s:b}", "task_id", op->task_id, "task",
 			(const char *)sqlite3_column_text(s, 0), "queue", (const char *)sqlite3_column_text(s, 5),
 			"status", status, "result", "error", error && error[0] ? error : NULL, "retries",
-			(json_int_t)(attempts > 0 ? attempts - 1 : 0), "completed_at",
-			dead ? time_or_null(sqlite3_column_int64(s, 4), at, sizeof(at)) : NULL, "dead_letter", dead);
+			(json_int_t)(attempts > 0 ? attempts - 1 : 0), "started_at",
+			running ? time_or_null(sqlite3_column_int64(s, 4), started, sizeof(started)) : NULL,
+			"completed_at", dead ? time_or_null(sqlite3_column_int64(s, 4), at, sizeof(at)) : NULL,
+			"dead_letter", dead);
 		return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 	}
-	s = dbconn_stmt(
-		c, "SELECT status, result, error, completed_ms FROM task_results WHERE task_id = ? AND tenant = ?");
+	/* a result older than queue.result_expires_s is gone, as on Redis (sqlite_tasks.c deletes it later) */
+	int64_t ttl_ms = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S) * 1000;
+	s = dbconn_stmt(c, "SELECT status, result, error, completed_ms, name, retries, started_ms FROM task_results "
+			   "WHERE task_id = ? AND tenant = ? AND completed_ms >= ?");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->task_id);
 	bind_text(s, 2, op->tenant);
+	sqlite3_bind_int64(s, 3, ttl_ms > 0 ? clock_wall_ms() - ttl_ms : INT64_MIN);
 	int rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
-	op->row = json_pack("{s:s, s:n, s:s, s:o, s:s?, s:s?, s:b}", "task_id", op->task_id, "task", "status",
-			    (const char *)sqlite3_column_text(s, 0), "result",
-			    json_or_null((const char *)sqlite3_column_text(s, 1)), "error",
-			    (const char *)sqlite3_column_text(s, 2), "completed_at",
-			    time_or_null(sqlite3_column_int64(s, 3), at, sizeof(at)), "dead_letter", 0);
+	char started[CLOCK_RFC3339_LEN + 1];
+	op->row = json_pack("{s:s, s:s?, s:s, s:o, s:s?, s:I, s:s?, s:s?, s:b}", "task_id", op->task_id, "task",
+			    (const char *)sqlite3_column_text(s, 4), "status", (const char *)sqlite3_column_text(s, 0),
+			    "result", json_or_null((const char *)sqlite3_column_text(s, 1)), "error",
+			    (const char *)sqlite3_column_text(s, 2), "retries", (json_int_t)sqlite3_column_int64(s, 5),
+			    "started_at", time_or_null(sqlite3_column_int64(s, 6), started, sizeof(started)),
+			    "completed_at", time_or_null(sqlite3_column_int64(s, 3), at, sizeof(at)), "dead_letter", 0);
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }
 

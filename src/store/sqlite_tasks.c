@@ -5,11 +5,14 @@
  * done, or back to queued with a delay on a retryable failure, or dead after max_retries.
  * A reserved task whose worker died is reserved again once reserved_until has passed (or, with
  * SQLite, at the next start), until it has used max_retries + 1 attempts: then it is dead.
+ * A finished task's outcome (task_results) lives queue.result_expires_s: task_get (sqlite_task_admin.c)
+ * does not show an older one, and results_sweep deletes them as later tasks finish.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/json_out.h"
 #include "core/log.h"
 #include "store/store_int.h"
@@ -52,7 +55,9 @@ enum soma_err store_sql_task_insert(struct dbconn *c, const char *tenant, const 
 /* A reserved task's payload leaves the writer as text under this key; store_sql_finish makes it
  * the "payload" object on the thread that waits for the op: parsing it was about a twentieth of
  * the writer thread's work per chat message (callgrind), and that thread bounds ingest. */
-#define PAYLOAD_TEXT "payload_text"
+#define PAYLOAD_TEXT		 "payload_text"
+#define RESULTS_SWEEP_BATCH	 500 /* expired results deleted by one statement */
+#define RESULTS_SWEEP_BATCH_TEXT "500"
 
 void store_sql_finish(struct store_op *op)
 {
@@ -184,29 +189,34 @@ static enum soma_err task_extend(struct dbconn *c, struct store_op *op)
 	return sqlite3_changes(c->db) ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 }
 
-/* A finished task leaves the queue table (its outcome stays in task_results), so the queue
- * only ever holds live work; a failed one stays as a dead letter (a revoked one does not). */
+/* Deletes up to RESULTS_SWEEP_BATCH results completed queue.result_expires_s ago, at most once
+ * per min(60 s, that lifetime) (this runs on the writer thread as tasks finish: an idle store
+ * keeps its old rows, which task_get no longer shows); a full batch sweeps again next time. */
+static void results_sweep(struct dbconn *c, int64_t now)
+{
+	static int64_t next_ms; /* (the writer thread only) */
+	int64_t ttl_ms = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S) * 1000;
+	if (ttl_ms <= 0 || now < next_ms)
+		return;
+	sqlite3_stmt *s = dbconn_stmt(c, "DELETE FROM task_results WHERE rowid IN (SELECT rowid FROM task_results "
+					 "WHERE completed_ms < ? LIMIT " RESULTS_SWEEP_BATCH_TEXT ")");
+	if (!s)
+		return;
+	sqlite3_bind_int64(s, 1, now - ttl_ms);
+	if (sqlite3_step(s) != SQLITE_DONE || sqlite3_changes(c->db) < RESULTS_SWEEP_BATCH)
+		next_ms = now + (ttl_ms < 60000 ? ttl_ms : 60000);
+}
+
+/* A finished task leaves the queue table (its outcome stays in task_results, with its name, retries
+ * and start copied from its row), so the queue only ever holds live work; a failed one stays as a
+ * dead letter (a revoked one does not). */
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s = op->failed
-				  ? dbconn_stmt(c, "UPDATE tasks SET state = 'dead', last_error = ?1, updated_ms = ?2 "
-						   "WHERE id = ?3 AND tenant = ?4")
-				  : dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?3 AND tenant = ?4");
-	if (!s)
-		return SOMA_ERR_STORE;
 	int64_t now = clock_wall_ms();
-	if (op->failed) {
-		bind_text(s, 1, op->error_text);
-		sqlite3_bind_int64(s, 2, now);
-	}
-	bind_text(s, 3, op->task_id);
-	bind_text(s, 4, op->tenant);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		return SOMA_ERR_STORE;
-	if (sqlite3_changes(c->db) == 0)
-		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing */
-	s = dbconn_stmt(c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, completed_ms) "
-			   "VALUES (?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *s = dbconn_stmt(
+		c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, completed_ms, name, "
+		   "retries, started_ms) SELECT ?1, tenant, ?3, ?4, ?5, ?6, name, max(attempts - 1, 0), "
+		   "CASE WHEN state = 'reserved' THEN updated_ms END FROM tasks WHERE id = ?1 AND tenant = ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	char *result = op->row ? json_out(op->row, 1, NULL) : NULL;
@@ -220,7 +230,25 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	sqlite3_bind_int64(s, 6, now);
 	int rc = sqlite3_step(s);
 	free(result);
-	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+	if (rc != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	s = op->failed ? dbconn_stmt(c, "UPDATE tasks SET state = 'dead', last_error = ?1, updated_ms = ?2 "
+					"WHERE id = ?3 AND tenant = ?4")
+		       : dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?3 AND tenant = ?4");
+	if (!s)
+		return SOMA_ERR_STORE;
+	if (op->failed) {
+		bind_text(s, 1, op->error_text);
+		sqlite3_bind_int64(s, 2, now);
+	}
+	bind_text(s, 3, op->task_id);
+	bind_text(s, 4, op->tenant);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return SOMA_ERR_STORE;
+	if (sqlite3_changes(c->db) == 0)
+		return SOMA_ERR_NOT_FOUND; /* no such task for this tenant: touch nothing (nothing was copied) */
+	results_sweep(c, now);
+	return SOMA_OK;
 }
 
 /* Inserts every attachment row of op->row (an array). A session_id that belongs to another
