@@ -387,8 +387,9 @@ static void on_outbox_change(struct http_req *req, struct store_op *op)
 	bool drop = op->kind == STORE_OP_OUTBOX_DROP;
 	char resource[STORE_ID_MAX + 16];
 	snprintf(resource, sizeof(resource), "memory_outbox:%s", op->task_id);
-	audit_record_identity(&req->ident, drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource,
-			      "done", req->request_id, NULL);
+	audit_record_change(&req->ident, op->row_tenant,
+			    drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource, "done",
+			    req->request_id, NULL);
 	if (!drop)
 		memory_relay_wake();
 	http_respond_json(req, 200, json_pack("{s:s, s:s}", "id", op->task_id, "state", drop ? "dropped" : "pending"));
