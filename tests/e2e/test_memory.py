@@ -227,7 +227,8 @@ def test_headers_and_recall_through_somabrain(soma, llm, brain):
     drained(srv)
     hdr = brain.stats()["last_headers"]
     assert hdr["authorization"] == "Bearer sb-key" and hdr["x-tenant-id"] == "default", hdr
-    assert hdr["x-request-id"] and hdr["traceparent"].startswith("00-") and len(hdr["traceparent"]) == 55, hdr
+    # no made-up trace: a write has no trace context (the outbox keeps none; test_tracing_memory.py)
+    assert hdr["x-request-id"] and "traceparent" not in hdr, hdr
     got = recall(srv, "what is the cat called", top_k=2)
     assert got["results"][0]["payload"]["content"] == "the cat is called Miso" and got["degraded"] is False, got
     assert brain.stats()["last_recall"]["tenant"] == "default"
