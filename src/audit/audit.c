@@ -68,7 +68,13 @@ enum soma_err audit_record_now(struct store *st, const struct audit_entry *e)
 void audit_record_identity(const struct identity *who, const char *action, const char *resource, const char *decision,
 			   const char *request_id, const char *detail)
 {
-	struct audit_entry e = {.tenant = who->tenant,
+	audit_record_change(who, NULL, action, resource, decision, request_id, detail);
+}
+
+void audit_record_change(const struct identity *who, const char *tenant, const char *action, const char *resource,
+			 const char *decision, const char *request_id, const char *detail)
+{
+	struct audit_entry e = {.tenant = tenant && tenant[0] ? tenant : who->tenant,
 				.subject = who->subject,
 				.key_id = who->key_id[0] ? who->key_id : NULL,
 				.action = action,

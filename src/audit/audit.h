@@ -15,7 +15,7 @@
 struct identity;
 
 struct audit_entry {
-	const char *tenant;	/* whose resource (the caller's tenant) */
+	const char *tenant;	/* whose resource (the tenant whose data changed) */
 	const char *subject;	/* who: "key:<id>", "jwt:<sub>", "admin_token", "anonymous", "cli" */
 	const char *key_id;	/* API key id, or NULL */
 	const char *action;	/* e.g. "key.create", "session.delete", "policy.denied:memory.write" */
@@ -35,5 +35,10 @@ enum soma_err audit_record_now(struct store *st, const struct audit_entry *e) SO
 /* The same, with tenant, subject and key id taken from an authenticated identity. */
 void audit_record_identity(const struct identity *who, const char *action, const char *resource, const char *decision,
 			   const char *request_id, const char *detail);
+/* The same for a change to tenant's data (an admin's action on another tenant's row): the row is
+ * tenant's (docs/security.md: the tenant whose data changed; NULL or "": who's own), the subject
+ * and key id who's. */
+void audit_record_change(const struct identity *who, const char *tenant, const char *action, const char *resource,
+			 const char *decision, const char *request_id, const char *detail);
 
 #endif

@@ -26,11 +26,13 @@ static bool redis_driver(void)
 	return strcmp(cfg_str(CFG_QUEUE_DRIVER), "redis") == 0;
 }
 
-static void revoked(struct http_req *req, const char *id, const char *status)
+/* tenant: the task's (an admin may revoke another tenant's on the redis queue), "" when unknown
+ * (a task without an owner key: the audit row is the caller's) */
+static void revoked(struct http_req *req, const char *id, const char *tenant, const char *status)
 {
 	char resource[STORE_ID_MAX + 8];
 	snprintf(resource, sizeof(resource), "task:%s", id);
-	audit_record_identity(&req->ident, "task.revoke", resource, "done", req->request_id, NULL);
+	audit_record_change(&req->ident, tenant, "task.revoke", resource, "done", req->request_id, NULL);
 	http_respond_json(req, 202,
 			  json_pack("{s:s, s:s, s:b}", "task_id", id, "status", status, "revoked",
 				    strcmp(status, "REVOKED") == 0));
@@ -54,7 +56,7 @@ static void on_local_revoke(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "task");
 	} else {
 		queue_revoke(op->task_id, 0); /* and a worker that checks skips it */
-		revoked(req, op->task_id, status ? status : "REVOKED");
+		revoked(req, op->task_id, op->tenant, status ? status : "REVOKED");
 	}
 }
 
@@ -63,9 +65,10 @@ struct pending_revoke {
 	struct http_req *req;	  /* the waiting request (invalid once aborted) */
 	struct io_thread *thread; /* its io thread */
 	char task_id[STORE_ID_MAX + 1];
-	enum soma_err err; /* the outcome */
-	char status[32];   /* the task's status */
-	bool aborted;	   /* the client left */
+	char owner[STORE_ID_MAX + 1]; /* the task's tenant by Redis, or "" */
+	enum soma_err err;	      /* the outcome */
+	char status[32];	      /* the task's status */
+	bool aborted;		      /* the client left */
 };
 
 static void on_revoke_answer(void *arg)
@@ -75,7 +78,7 @@ static void on_revoke_answer(void *arg)
 		struct http_req *req = p->req;
 		req->on_abort = NULL;
 		if (p->err == SOMA_OK) {
-			revoked(req, p->task_id, "REVOKED");
+			revoked(req, p->task_id, p->owner, "REVOKED");
 		} else if (p->err == SOMA_ERR_CONFLICT) {
 			http_respond_error(req, 409, "task_finished",
 					   "task %s already finished (%s); there is nothing to revoke", p->task_id,
@@ -93,10 +96,11 @@ static void on_revoke_answer(void *arg)
 }
 
 /* Publisher thread: hand the outcome to the request's io thread. */
-static void on_revoke_done(enum soma_err err, const char *status, void *arg)
+static void on_revoke_done(enum soma_err err, const char *status, const char *owner, void *arg)
 {
 	struct pending_revoke *p = arg;
 	p->err = err;
+	snprintf(p->owner, sizeof(p->owner), "%s", owner);
 	snprintf(p->status, sizeof(p->status), "%s", status);
 	if (http_thread_post_wait(p->thread, on_revoke_answer, p) != SOMA_OK)
 		free(p); /* the io thread stopped: the request went with it */

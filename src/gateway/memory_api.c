@@ -26,6 +26,7 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "core/pool.h"
+#include "core/trace.h"
 #include "gateway/gateway.h"
 #include "memory/memory.h"
 #include "policy/gate.h"
@@ -43,10 +44,11 @@ struct recall_job {
 	struct io_thread *thread; /* the request's io thread */
 	bool aborted;		  /* the client left (io thread only) */
 	char tenant[STORE_ID_MAX + 1], ns[64], session_id[STORE_ID_MAX + 1], request_id[129];
-	char *query;	 /* owned */
-	int top_k;	 /* asked */
-	json_t *results; /* pool side: owned */
-	bool degraded;	 /* pool side */
+	char traceparent[TRACEPARENT_LEN + 1]; /* the request's span's, "" when tracing is off */
+	char *query;			       /* owned */
+	int top_k;			       /* asked */
+	json_t *results;		       /* pool side: owned */
+	bool degraded;			       /* pool side */
 	enum soma_err err;
 };
 
@@ -242,7 +244,7 @@ static void recall_run(void *arg)
 {
 	struct recall_job *j = arg;
 	j->err = memory_recall(gateway_store(), j->tenant, j->ns, j->query, j->top_k, j->session_id, j->request_id,
-			       &j->results, &j->degraded);
+			       j->traceparent, &j->results, &j->degraded);
 	if (http_thread_post_wait(j->thread, on_recalled, j) != SOMA_OK)
 		job_free(j); /* the io thread stopped: the request went with it */
 }
@@ -301,6 +303,8 @@ static void recall(struct http_req *req, void *arg)
 		snprintf(j->ns, sizeof(j->ns), "%s", ns);
 		snprintf(j->session_id, sizeof(j->session_id), "%s", sid ? sid : "");
 		snprintf(j->request_id, sizeof(j->request_id), "%s", req->request_id);
+		if (req->span && req->span->on) /* SomaBrain's recall joins the request's trace */
+			trace_span_traceparent(req->span, j->traceparent);
 		struct policy_input in;
 		json_t *ctx = json_pack("{s:s, s:s}", "namespace", ns, "query", j->query);
 		policy_in(req, &in, POLICY_MEMORY_RECALL, ctx);
@@ -387,8 +391,9 @@ static void on_outbox_change(struct http_req *req, struct store_op *op)
 	bool drop = op->kind == STORE_OP_OUTBOX_DROP;
 	char resource[STORE_ID_MAX + 16];
 	snprintf(resource, sizeof(resource), "memory_outbox:%s", op->task_id);
-	audit_record_identity(&req->ident, drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource,
-			      "done", req->request_id, NULL);
+	audit_record_change(&req->ident, op->row_tenant,
+			    drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource, "done",
+			    req->request_id, NULL);
 	if (!drop)
 		memory_relay_wake();
 	http_respond_json(req, 200, json_pack("{s:s, s:s}", "id", op->task_id, "state", drop ? "dropped" : "pending"));

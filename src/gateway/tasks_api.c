@@ -89,10 +89,10 @@ static void on_dead_change(struct http_req *req, struct store_op *op)
 	}
 	char resource[STORE_ID_MAX + 8];
 	snprintf(resource, sizeof(resource), "task:%s", op->task_id);
-	audit_record_identity(&req->ident,
-			      op->kind == STORE_OP_DEAD_REQUEUE ? "admin.dead_letter.requeue"
-								: "admin.dead_letter.delete",
-			      resource, "done", req->request_id, NULL);
+	audit_record_change(&req->ident, op->row_tenant,
+			    op->kind == STORE_OP_DEAD_REQUEUE ? "admin.dead_letter.requeue"
+							      : "admin.dead_letter.delete",
+			    resource, "done", req->request_id, NULL);
 	http_respond_json(req, 200,
 			  json_pack("{s:s, s:s}", "task_id", op->task_id, "status",
 				    op->kind == STORE_OP_DEAD_REQUEUE ? "requeued" : "deleted"));

@@ -35,9 +35,10 @@ static void builtin_remember(struct store *st, const struct memory_item *items, 
 }
 
 static enum memory_call builtin_recall(struct store *st, const char *tenant, const char *ns, const char *query,
-				       int top_k, const char *session_id, const char *request_id, json_t **out,
-				       bool *degraded, char *err, size_t cap)
+				       int top_k, const char *session_id, const char *request_id,
+				       const char *traceparent, json_t **out, bool *degraded, char *err, size_t cap)
 {
+	(void)traceparent; /* no remote call to trace */
 	(void)session_id, (void)request_id, (void)degraded;
 	struct store_op *op = store_op_new(STORE_OP_MEMORY_SEARCH, tenant);
 	if (!op || !(op->row = json_pack("{s:s, s:s, s:i}", "query", query, "namespace", ns, "top_k", top_k))) {

@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "memory/memory_int.h"
 
 enum health { HEALTH_UNKNOWN, HEALTH_UP, HEALTH_NOT_READY, HEALTH_UNREACHABLE };
@@ -221,7 +222,8 @@ void memory_metrics_register(void)
 }
 
 enum soma_err memory_recall(struct store *st, const char *tenant, const char *ns, const char *query, int top_k,
-			    const char *session_id, const char *request_id, json_t **results, bool *degraded)
+			    const char *session_id, const char *request_id, const char *traceparent, json_t **results,
+			    bool *degraded)
 {
 	struct memory_status s;
 	memory_snapshot(&s);
@@ -236,10 +238,14 @@ enum soma_err memory_recall(struct store *st, const char *tenant, const char *ns
 		*degraded = *degraded || top_k > 0;
 		return *results ? SOMA_OK : SOMA_ERR_NOMEM;
 	}
-	char err[160] = "";
+	char err[160] = "", tp[TRACEPARENT_LEN + 1] = "";
+	const struct trace_span *cur = traceparent ? NULL : trace_current();
+	if (cur && cur->on) /* a task's recall joins the task's trace */
+		trace_span_traceparent(cur, tp);
 	uint64_t t0 = clock_mono_ns();
 	enum memory_call r = memory_cfg.driver->recall(st, tenant, ns && ns[0] ? ns : memory_cfg.ns, query, top_k,
-						       session_id, request_id, results, degraded, err, sizeof(err));
+						       session_id, request_id, traceparent ? traceparent : tp, results,
+						       degraded, err, sizeof(err));
 	if (m_recall)
 		metric_observe(m_recall, (double)(clock_mono_ns() - t0) / 1e9);
 	memory_note_call(r, "recall_failure");

@@ -61,9 +61,11 @@ const char *memory_state_name(enum memory_state s);
 /* Recall for tenant: up to top_k results ([{score, payload, source}], caller owns *results),
  * fewer when degraded, none when down (then *results is an empty array and SOMA_OK).
  * *degraded is set when the answer is partial. Blocks up to memory.timeout_ms: never call it
- * on an io thread. request_id and traceparent may be NULL. */
+ * on an io thread. request_id may be NULL; traceparent is the caller's span's (SomaBrain's work
+ * joins its trace), NULL for the span current on this thread (trace_current: a task's), none
+ * sent when there is neither (tracing off). */
 enum soma_err memory_recall(struct store *st, const char *tenant, const char *ns, const char *query, int top_k,
-			    const char *session_id, const char *request_id, json_t **results,
+			    const char *session_id, const char *request_id, const char *traceparent, json_t **results,
 			    bool *degraded) SOMA_MUST_CHECK;
 
 /* Registers the memory metrics (soma_outbox_*, soma_somabrain_state, recall duration). */

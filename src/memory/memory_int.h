@@ -44,8 +44,8 @@ struct memory_driver {
 			 char (*err)[160]);
 	/* Recall; *out receives [{score, payload, source}] (caller owns). */
 	enum memory_call (*recall)(struct store *st, const char *tenant, const char *ns, const char *query, int top_k,
-				   const char *session_id, const char *request_id, json_t **out, bool *degraded,
-				   char *err, size_t cap);
+				   const char *session_id, const char *request_id, const char *traceparent,
+				   json_t **out, bool *degraded, char *err, size_t cap);
 	/* SomaBrain's /health by the one rule; detail says why when not OK. */
 	enum memory_call (*health)(char *detail, size_t cap);
 };

@@ -6,7 +6,9 @@
  * thread, worker threads, the memory API's pool; never an io thread), bounded by
  * memory.timeout_ms in total. Headers: Authorization: Bearer memory.somabrain_api_key (when
  * set), X-Tenant-ID, X-Request-ID (a recall's request id, checked by the gateway; a fresh one
- * for each write: the client-chosen memory key travels in the body only), and a W3C traceparent.
+ * for each write: the client-chosen memory key travels in the body only), and the caller's W3C
+ * traceparent when it has one (a recall within a traced request or task; none when tracing is off,
+ * and none for writes: the outbox keeps no trace context).
  * No header value with a control character is ever sent (header_safe).
  * Outcomes are classified once (memory_int.h); the breaker and the state are the caller's.
  * 401/403/404/405 are UNAVAILABLE, not REJECTED: a wrong memory.somabrain_api_key or
@@ -53,14 +55,6 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* 48 hex digits (a trace id and a span id) from the thread's generator: a getrandom(2) per
- * call was one of the six system calls of a write. */
-static void trace_hex(char out[49])
-{
-	for (int i = 0; i < 6; i++)
-		snprintf(out + i * 8, 9, "%08x", ids_random_u32());
-}
-
 /* True when v may be a header value: no control characters (CR or LF would end the header
  * and start another: header injection). */
 static bool header_safe(const char *v)
@@ -99,10 +93,10 @@ static void config_fault_log(long status, const char *what)
 		log_error("memory", "%s; writes wait in the outbox until it is fixed", what);
 }
 
-/* One call; body NULL for GET. *out receives the parsed JSON reply (may be NULL), *status the
- * HTTP status (0 when there was no answer). */
+/* One call; body NULL for GET; traceparent NULL or "": none sent. *out receives the parsed JSON
+ * reply (may be NULL), *status the HTTP status (0 when there was no answer). */
 static enum memory_call call(const char *method, const char *path, const char *tenant, const char *request_id,
-			     json_t *body, json_t **out, long *status, char *err, size_t cap)
+			     const char *traceparent, json_t *body, json_t **out, long *status, char *err, size_t cap)
 {
 	*out = NULL;
 	*status = 0;
@@ -120,25 +114,26 @@ static enum memory_call call(const char *method, const char *path, const char *t
 		ids_uuid4(rid_new);
 		request_id = rid_new;
 	}
-	if (!header_safe(tenant ? tenant : "") || !header_safe(request_id) || !header_safe(memory_cfg.api_key)) {
+	if (!header_safe(tenant ? tenant : "") || !header_safe(request_id) || !header_safe(memory_cfg.api_key) ||
+	    !header_safe(traceparent ? traceparent : "")) {
 		free(text); /* a guard: the callers pass checked values; never send a broken header */
 		snprintf(err, cap,
 			 "refused to call SomaBrain: a header value (tenant, request id or "
 			 "memory.somabrain_api_key) holds a control character");
 		return MEMORY_CALL_REJECTED;
 	}
-	char url[700], auth[600], tid[200], rid[200], trace[100], hex[49];
+	char url[700], auth[600], tid[200], rid[200], trace[100];
 	snprintf(url, sizeof(url), "%s%s", memory_cfg.url, path);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", memory_cfg.api_key);
 	snprintf(tid, sizeof(tid), "X-Tenant-ID: %s", tenant ? tenant : "");
 	snprintf(rid, sizeof(rid), "X-Request-ID: %s", request_id);
-	trace_hex(hex);
-	snprintf(trace, sizeof(trace), "traceparent: 00-%.32s-%.16s-01", hex, hex + 32);
+	snprintf(trace, sizeof(trace), "traceparent: %s", traceparent ? traceparent : "");
 	struct curl_slist *hs = curl->slist_append(NULL, "Content-Type: application/json");
 	hs = curl->slist_append(hs, "Expect:");
 	hs = curl->slist_append(hs, tid);
 	hs = curl->slist_append(hs, rid);
-	hs = curl->slist_append(hs, trace);
+	if (traceparent && traceparent[0])
+		hs = curl->slist_append(hs, trace);
 	if (memory_cfg.api_key[0])
 		hs = curl->slist_append(hs, auth);
 	struct resp r = {0};
@@ -203,8 +198,8 @@ static void sb_remember(struct store *st, const struct memory_item *items, size_
 					 it->key, "value", it->value, "tags", it->tags);
 		json_t *reply = NULL;
 		long status;
-		results[i] = body ? call("POST", "/memory/remember", it->tenant, NULL, body, &reply, &status, err[i],
-					 sizeof(err[i]))
+		results[i] = body ? call("POST", "/memory/remember", it->tenant, NULL, NULL, body, &reply, &status,
+					 err[i], sizeof(err[i]))
 				  : MEMORY_CALL_UNAVAILABLE;
 		json_decref(body);
 		json_decref(reply);
@@ -212,8 +207,8 @@ static void sb_remember(struct store *st, const struct memory_item *items, size_
 }
 
 static enum memory_call sb_recall(struct store *st, const char *tenant, const char *ns, const char *query, int top_k,
-				  const char *session_id, const char *request_id, json_t **out, bool *degraded,
-				  char *err, size_t cap)
+				  const char *session_id, const char *request_id, const char *traceparent, json_t **out,
+				  bool *degraded, char *err, size_t cap)
 {
 	(void)st;
 	json_t *body =
@@ -222,8 +217,9 @@ static enum memory_call sb_recall(struct store *st, const char *tenant, const ch
 		json_object_set_new(body, "session_id", json_string(session_id));
 	json_t *reply = NULL;
 	long status;
-	enum memory_call r = body ? call("POST", "/memory/recall", tenant, request_id, body, &reply, &status, err, cap)
-				  : MEMORY_CALL_UNAVAILABLE;
+	enum memory_call r =
+		body ? call("POST", "/memory/recall", tenant, request_id, traceparent, body, &reply, &status, err, cap)
+		     : MEMORY_CALL_UNAVAILABLE;
 	json_decref(body);
 	if (r != MEMORY_CALL_OK)
 		return r;
@@ -253,7 +249,7 @@ static enum memory_call sb_health(char *detail, size_t cap)
 	json_t *reply = NULL;
 	char err[200];
 	long status;
-	enum memory_call r = call("GET", "/health", "", NULL, NULL, &reply, &status, err, sizeof(err));
+	enum memory_call r = call("GET", "/health", "", NULL, NULL, NULL, &reply, &status, err, sizeof(err));
 	if (r != MEMORY_CALL_OK) { /* any non-2xx, unparsable reply or transport error is down */
 		if (!status)
 			snprintf(detail, cap, "health_unreachable");

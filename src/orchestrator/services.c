@@ -231,16 +231,18 @@ static void queue_svc_stop(void *ctx)
 	(void)ctx;
 	queue_results_stop();
 	queue_relay_stop();
+	queue_broker_close();
 }
 
+/* redis: down while the broker does not answer (tasks are taken but none runs), as the store */
 static enum svc_status queue_svc_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
-	if (!queue_driver_is_redis())
+	if (!queue_driver_is_redis()) {
 		snprintf(detail, cap, "local (in the store)");
-	else
-		snprintf(detail, cap, "redis; %lld task(s) published by this node", queue_relay_published());
-	return SVC_OK;
+		return SVC_OK;
+	}
+	return queue_broker_status(detail, cap) ? SVC_OK : SVC_DOWN;
 }
 
 /* ---- celery and beat (src/sched) ---- */

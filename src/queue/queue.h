@@ -113,6 +113,11 @@ void queue_relay_stop(void);
 void queue_relay_wake(void *arg);
 /* Rows published by the relay since start (tests, metrics). */
 long long queue_relay_published(void);
+/* Whether Redis (redis.url) answers a PING now: true with "redis at host:port; ..." in detail,
+ * false with why and what to do. Blocks up to a second; one thread only (the health poller). */
+bool queue_broker_status(char *detail, size_t cap);
+/* Closes queue_broker_status's connection (after the last poll). */
+void queue_broker_close(void);
 
 /* ---- redis driver: reads for the task API, answered on a thread of their own ---- */
 /* done runs on that thread; row is the task as GET /v1/tasks shows it, or NULL when Redis has

@@ -154,7 +154,7 @@ void queue_notify(void *arg)
 
 static void count(const char *name, const char *outcome)
 {
-	const char *v[] = {name, outcome};
+	const char *v[] = {queue_task_label(name), outcome};
 	if (tasks_total)
 		metric_add(metric_series(tasks_total, v), 1);
 }

@@ -62,6 +62,11 @@ task_handler_fn queue_find_handler(const char *name)
 	return NULL;
 }
 
+const char *queue_task_label(const char *name)
+{
+	return name && queue_find_handler(name) ? name : "unknown";
+}
+
 void queue_handlers_clear(void)
 {
 	nhandlers = 0;

@@ -10,6 +10,10 @@
 
 /* The handler registered for a task name (queue_task_register), or NULL. */
 task_handler_fn queue_find_handler(const char *name);
+/* The task label of a metric: name when a handler is registered for it, else "unknown" (a name
+ * comes from any tenant's POST /v1/tasks: each new one would take one of a family's capped
+ * series). Static storage or name itself (borrowed). */
+const char *queue_task_label(const char *name);
 /* Forgets every handler (queue_stop, after the threads are joined). */
 void queue_handlers_clear(void);
 /* Policy (issue 6): queued work is asked again as its sender (task.run) before it runs.

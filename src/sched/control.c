@@ -62,7 +62,7 @@ static char *dup_or_null(const char *s)
 static void msg_free(struct ctl_msg *m)
 {
 	if (m->done) /* never sent (stopping): its caller still gets an answer */
-		m->done(SOMA_ERR_UNAVAILABLE, "", m->arg);
+		m->done(SOMA_ERR_UNAVAILABLE, "", "", m->arg);
 	json_decref(m->v);
 	free(m->a);
 	free(m->b);
@@ -249,7 +249,7 @@ static void store_revoked(const char *id, const char *key)
 
 static void revoke_checked(struct ctl_msg *m)
 {
-	char meta_key[128], owner_key[128], status[32] = "";
+	char meta_key[128], owner_key[128], status[32] = "", owner_tenant[128] = "";
 	snprintf(meta_key, sizeof(meta_key), "celery-task-meta-%s", m->a);
 	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", m->a);
 	redisReply *r = redis_cmd(C.rc, "MGET %s %s", meta_key, owner_key);
@@ -261,6 +261,8 @@ static void revoke_checked(struct ctl_msg *m)
 		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
 		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
 		json_decref(mv);
+		if (owner->type == REDIS_REPLY_STRING && owner->len < sizeof(owner_tenant))
+			snprintf(owner_tenant, sizeof(owner_tenant), "%.*s", (int)owner->len, owner->str);
 		/* mine (an admin, or the store holds the tenant's task): any id; a tenant: its own only - not an id
 		 * without an owner (a Python producer's task, a beat run not yet due: a REVOKED result stored for it
 		 * ahead would cancel another tenant's or the operator's task) */
@@ -284,7 +286,7 @@ static void revoke_checked(struct ctl_msg *m)
 		queue_revoke(m->a, 0); /* only once allowed: another tenant's task is not touched here either */
 		snprintf(status, sizeof(status), "REVOKED");
 	}
-	m->done(err, status, m->arg);
+	m->done(err, status, owner_tenant, m->arg);
 	m->done = NULL;
 }
 

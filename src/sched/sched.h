@@ -52,8 +52,9 @@ bool sched_control_describe(char *out, size_t cap);
 enum soma_err sched_control_revoke(const char *task_id) SOMA_MUST_CHECK;
 /* The outcome of a checked revoke: SOMA_OK (broadcast, REVOKED stored), SOMA_ERR_NOT_FOUND
  * (another tenant's task), SOMA_ERR_CONFLICT (finished: status is its state), or
- * SOMA_ERR_UNAVAILABLE (Redis does not answer). Runs on the publisher thread. */
-typedef void (*sched_revoke_fn)(enum soma_err err, const char *status, void *arg);
+ * SOMA_ERR_UNAVAILABLE (Redis does not answer); owner: the task's tenant by its owner key, "" when
+ * it has none (both borrowed for the call). Runs on the publisher thread. */
+typedef void (*sched_revoke_fn)(enum soma_err err, const char *status, const char *owner, void *arg);
 /* The task API's revoke on queue.driver=redis, done by the publisher thread: the task must be
  * tenant's (its owner key soma-task-owner-<id>, written by the relay; a task without one - sent
  * by a Python producer, a beat run - only an admin may revoke; mine: the caller may revoke any id, as

@@ -290,18 +290,20 @@ static enum soma_err op_admin(struct pgconn *c, struct store_op *op, bool drop)
 	pg_param_bool(&p, op->all_tenants);
 	if (!drop)
 		pg_param_int(&p, clock_wall_ms());
-	int64_t changed = 0;
-	enum soma_err err =
-		drop ? pg_run(c,
-			      "DELETE FROM memory_outbox WHERE id = $1 AND state IN ('failed', 'pending') AND "
-			      "($3 OR tenant = $2)",
-			      &p, &changed)
-		     : pg_run(c,
-			      "UPDATE memory_outbox SET state = 'pending', attempts = 0, available_ms = $4, "
-			      "updated_ms = $4 WHERE id = $1 AND state = 'failed' AND ($3 OR tenant = $2)",
-			      &p, &changed);
-	if (err != SOMA_OK)
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      drop ? "DELETE FROM memory_outbox WHERE id = $1 AND state IN ('failed', 'pending') AND "
+				     "($3 OR tenant = $2) RETURNING tenant"
+				   : "UPDATE memory_outbox SET state = 'pending', attempts = 0, available_ms = $4, "
+				     "updated_ms = $4 WHERE id = $1 AND state = 'failed' AND ($3 OR tenant = $2) "
+				     "RETURNING tenant",
+			      &p, &err);
+	if (!r)
 		return err;
+	bool changed = PQntuples(r) == 1;
+	if (changed) /* whose row changed: the audit row is that tenant's */
+		snprintf(op->row_tenant, sizeof(op->row_tenant), "%s", pg_text(r, 0, 0) ?: "");
+	PQclear(r);
 	return changed ? SOMA_OK : SOMA_ERR_NOT_FOUND;
 }
 

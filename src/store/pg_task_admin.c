@@ -161,27 +161,29 @@ static enum soma_err dead_change(struct pgconn *c, struct store_op *op, bool *en
 	pg_param_text(&p, op->tenant);
 	if (requeue)
 		pg_param_int(&p, clock_wall_ms());
-	int64_t changed = 0;
-	enum soma_err err =
-		requeue ? pg_run(c,
-				 "UPDATE tasks SET state = 'queued', attempts = 0, available_ms = $4, "
-				 "reserved_until_ms = 0, worker = '', last_error = '', updated_ms = $4 "
-				 "WHERE id = $1 AND state = 'dead' AND ($2 OR tenant = $3)",
-				 &p, &changed)
-			: pg_run(c, "DELETE FROM tasks WHERE id = $1 AND state = 'dead' AND ($2 OR tenant = $3)", &p,
-				 &changed);
-	if (err != SOMA_OK)
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      requeue ? "UPDATE tasks SET state = 'queued', attempts = 0, available_ms = $4, "
+					"reserved_until_ms = 0, worker = '', last_error = '', updated_ms = $4 "
+					"WHERE id = $1 AND state = 'dead' AND ($2 OR tenant = $3) RETURNING tenant"
+				      : "DELETE FROM tasks WHERE id = $1 AND state = 'dead' AND ($2 OR tenant = $3) "
+					"RETURNING tenant",
+			      &p, &err);
+	if (!r)
 		return err;
-	if (changed == 0)
+	bool changed = PQntuples(r) == 1;
+	if (changed) /* whose task changed: its outcome and the audit row are that tenant's */
+		snprintf(op->row_tenant, sizeof(op->row_tenant), "%s", pg_text(r, 0, 0) ?: "");
+	PQclear(r);
+	if (!changed)
 		return SOMA_ERR_NOT_FOUND;
 	if (!requeue)
 		return SOMA_OK;
 	*enqueued = true;
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
-	pg_param_bool(&q, op->all_tenants);
-	pg_param_text(&q, op->tenant);
-	return pg_run(c, "DELETE FROM task_results WHERE task_id = $1 AND ($2 OR tenant = $3)", &q, NULL);
+	pg_param_text(&q, op->row_tenant);
+	return pg_run(c, "DELETE FROM task_results WHERE task_id = $1 AND tenant = $2", &q, NULL);
 }
 
 enum soma_err pg_sql_task_admin_read(struct pgconn *c, struct store_op *op)

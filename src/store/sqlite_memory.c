@@ -362,9 +362,9 @@ static enum soma_err op_admin(struct dbconn *c, struct store_op *op, bool drop)
 	sqlite3_stmt *s = dbconn_stmt(
 		c,
 		drop ? "DELETE FROM memory_outbox WHERE id = ?1 AND state IN ('failed', 'pending') AND "
-		       "(?3 OR tenant = ?2) RETURNING key"
+		       "(?3 OR tenant = ?2) RETURNING tenant"
 		     : "UPDATE memory_outbox SET state = 'pending', attempts = 0, available_ms = ?4, updated_ms = ?4 "
-		       "WHERE id = ?1 AND state = 'failed' AND (?3 OR tenant = ?2) RETURNING key");
+		       "WHERE id = ?1 AND state = 'failed' AND (?3 OR tenant = ?2) RETURNING tenant");
 	if (!s)
 		return SOMA_ERR_STORE;
 	char *end;
@@ -377,6 +377,8 @@ static enum soma_err op_admin(struct dbconn *c, struct store_op *op, bool drop)
 	if (!drop)
 		sqlite3_bind_int64(s, 4, clock_wall_ms());
 	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) /* whose row changed: the audit row is that tenant's */
+		snprintf(op->row_tenant, sizeof(op->row_tenant), "%s", (const char *)sqlite3_column_text(s, 0) ?: "");
 	sqlite3_reset(s);
 	return rc == SQLITE_ROW ? SOMA_OK : rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 }

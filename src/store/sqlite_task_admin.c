@@ -155,18 +155,21 @@ static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *en
 	sqlite3_stmt *s =
 		requeue ? dbconn_stmt(c, "UPDATE tasks SET state = 'queued', attempts = 0, available_ms = ?1, "
 					 "reserved_until_ms = 0, worker = '', last_error = '', updated_ms = ?1 "
-					 "WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4)")
-			: dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4)");
+					 "WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4) RETURNING tenant")
+			: dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?2 AND state = 'dead' AND (?3 OR tenant = ?4) "
+					 "RETURNING tenant");
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, clock_wall_ms());
 	bind_text(s, 2, op->task_id);
 	sqlite3_bind_int(s, 3, op->all_tenants);
 	bind_text(s, 4, op->tenant);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		return SOMA_ERR_STORE;
-	if (sqlite3_changes(c->db) == 0)
-		return SOMA_ERR_NOT_FOUND;
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) /* whose task changed: its outcome and the audit row are that tenant's */
+		snprintf(op->row_tenant, sizeof(op->row_tenant), "%s", (const char *)sqlite3_column_text(s, 0) ?: "");
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SOMA_ERR_NOT_FOUND : SOMA_ERR_STORE;
 	if (!requeue)
 		return SOMA_OK;
 	*enqueued = true;
@@ -174,7 +177,7 @@ static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *en
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->task_id);
-	bind_text(s, 2, op->tenant);
+	bind_text(s, 2, op->row_tenant);
 	return sqlite3_step(s) == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 

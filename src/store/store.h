@@ -175,6 +175,9 @@ struct store_op {
 	bool revoked;			   /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
 					    * reason in error_text): it leaves the queue, no dead letter */
 	bool all_tenants;		   /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
+	char row_tenant[STORE_ID_MAX + 1]; /* output of DEAD_REQUEUE/DEAD_DELETE, OUTBOX_RETRY/OUTBOX_DROP:
+					    * the tenant of the row changed (with all_tenants, maybe not
+					    * op->tenant) */
 	/* outputs */
 	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
 	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */

@@ -185,7 +185,7 @@ void conv_recall(struct task_ctx *t, const char *query, struct recalled *out)
 	int top_k = (int)cfg_int(CFG_MEMORY_RECALL_TOP_K);
 	out->asked = true;
 	if (query && top_k > 0 &&
-	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, &out->results,
+	    memory_recall(t->store, t->tenant, "", query, top_k + 1, t->session_id, NULL, NULL, &out->results,
 			  &out->degraded) != SOMA_OK)
 		out->results = NULL;
 }

@@ -126,3 +126,28 @@ def test_health_shows_the_provider_without_its_credentials(soma, llm):
     assert r.status_code == 200, r.text
     assert "secret" not in r.text and "someone" not in r.text, r.text
     assert f"m at http://127.0.0.1:{llm.port}/v1" in r.text, r.text
+
+
+def test_redis_queue_is_down_while_its_broker_does_not_answer(soma):
+    """queue.driver=redis: the critical `queue` service says whether Redis answers (tasks published
+    meanwhile wait in the outbox, none runs), and is ok again once it is back."""
+    from celery_util import redis_sets
+    from e2e_util import wait_until
+    from servers import RedisServer
+
+    with RedisServer() as redis:
+        srv = soma(*redis_sets(redis))
+
+        def queue_svc(want):
+            r = httpx.get(srv.url + "/v1/health", timeout=5)
+            svc = r.json()["services"]["queue"]
+            return (r, svc) if svc["status"] == want else None
+
+        r, svc = wait_until(lambda: queue_svc("ok"), 10, what="the queue service to be ok")
+        assert svc["critical"] is True, svc
+        redis.kill()
+        r, svc = wait_until(lambda: queue_svc("down"), 15, what="the queue service to say its Redis is down")
+        assert r.status_code == 503 and r.json()["status"] == "down", r.text
+        assert f"redis at 127.0.0.1:{redis.port} unreachable" in svc["detail"] and "redis.url" in svc["detail"], svc
+        redis.start()
+        wait_until(lambda: queue_svc("ok"), 15, what="the queue service to be ok again")

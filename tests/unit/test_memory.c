@@ -357,7 +357,7 @@ Test(memory, one_rule_and_the_breaker)
 	cr_assert_eq(memory_breaker_allows(), false);
 	json_t *res = NULL;
 	bool degraded = false;
-	cr_assert_eq(memory_recall(st, "acme", "", "q", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "acme", "", "q", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 0, "no recall while down");
 	cr_assert(degraded);
 	json_decref(res);
@@ -412,28 +412,29 @@ Test(memory, builtin_recall_through_the_interface)
 	put("acme", "k1", "penguins live in antarctica");
 	json_t *res = NULL;
 	bool degraded = true;
-	cr_assert_eq(memory_recall(st, "acme", "", "where do penguins live", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "acme", "", "where do penguins live", 3, NULL, NULL, NULL, &res, &degraded),
+		     SOMA_OK);
 	cr_assert_eq(json_array_size(res), 1);
 	cr_assert_eq(degraded, false);
 	json_decref(res);
-	cr_assert_eq(memory_recall(st, "beta", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "beta", "", "penguins", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 0, "another tenant's memory");
 	json_decref(res);
 	/* the recall ran on this thread's own connection (store_memory_search_here), kept between
 	 * recalls: it sees what was committed after it opened, and a recall from another store
 	 * (another database file) gets a connection to that one */
 	put("acme", "k2", "penguins cannot fly");
-	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 2, "the kept connection reads the newest commit");
 	json_decref(res);
 	char dir2[256];
 	struct store *st2 = store_test_open(dir2, sizeof(dir2));
-	cr_assert_eq(memory_recall(st2, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st2, "acme", "", "penguins", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 0, "another store: its own (empty) memories");
 	json_decref(res);
 	store_memory_search_here_close();
 	store_test_close(st2, dir2);
-	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "acme", "", "penguins", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 2, "back on the first store");
 	json_decref(res);
 	cfg_unload();
@@ -458,7 +459,7 @@ Test(memory, builtin_writes_the_memory_row_in_the_event_transaction)
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key != ?", ""), 0);
 	json_t *res = NULL;
 	bool degraded = true;
-	cr_assert_eq(memory_recall(st, "acme", "", "otters", 3, NULL, NULL, &res, &degraded), SOMA_OK);
+	cr_assert_eq(memory_recall(st, "acme", "", "otters", 3, NULL, NULL, NULL, &res, &degraded), SOMA_OK);
 	cr_assert_eq(json_array_size(res), 1, "the message is found without a relay");
 	json_decref(res);
 	cfg_unload();

@@ -411,6 +411,8 @@ Test(queue, fail_and_unknown_task_are_dead_at_once)
 	cr_assert_eq(atomic_load(&runs[3]), 1);
 	cr_assert_eq(result_is("t1", "status = 'FAILURE' AND error = 'permanent'"), 1);
 	cr_assert_eq(result_is("t2", "error LIKE '%no handler%'"), 1);
+	cr_assert(tasks_metric_is("unknown", "failure", 1));		 /* a name without a handler is no label: */
+	cr_assert(tasks_metric_is("nobody-handles-this", "failure", 0)); /* any tenant could fill the cap */
 }
 
 Test(queue, acked_handler_commits_its_own_ack)

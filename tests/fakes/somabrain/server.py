@@ -29,7 +29,8 @@ Control (test side):
         to stop. recall_results: a recall answers these results as they are (null: the stored ones).
     GET  /_stats -> {requests, remembers, stored, duplicates, duplicate_keys, order:[[tenant,
                      key]...], recalls, last_headers (of the last remember or recall), last_recall,
-                     mode, delay_ms}
+                     recall_traceparents (the traceparent header of each recall, null when none; the
+                     last 100), mode, delay_ms}
     GET  /_count -> {remembers, stored, duplicates} (cheap to poll)
     POST /_reset -> empty, mode ok
 """
@@ -50,7 +51,7 @@ def reset():
         state.update({"mode": "ok", "delay_ms": 0, "poison": None, "poison_status": 400, "status": None,
                       "recall_results": None, "requests": 0, "remembers": 0,
                       "memories": {}, "order": [], "dup": {}, "recalls": 0, "last_headers": {},
-                      "last_recall": None, "index": {}, "seq": {}})
+                      "last_recall": None, "recall_traceparents": [], "index": {}, "seq": {}})
 
 
 def words(text):
@@ -173,7 +174,8 @@ class Handler(socketserver.StreamRequestHandler):
                                      "stored": len(state["memories"]), "duplicates": sum(dups.values()),
                                      "duplicate_keys": sorted(dups), "order": state["order"],
                                      "recalls": state["recalls"], "last_headers": state["last_headers"],
-                                     "last_recall": state["last_recall"], "mode": state["mode"],
+                                     "last_recall": state["last_recall"],
+                                     "recall_traceparents": state["recall_traceparents"], "mode": state["mode"],
                                      "delay_ms": state["delay_ms"]})
             return
         if self.path == "/_count":  # the counts alone: cheap to poll during a drain
@@ -258,6 +260,7 @@ class Handler(socketserver.StreamRequestHandler):
         with lock:
             state["recalls"] += 1
             state["last_recall"] = body
+            state["recall_traceparents"] = (state["recall_traceparents"] + [self.headers.get("traceparent")])[-100:]
             index = state["index"].get((body["tenant"], body.get("namespace", "wm")), {})
             for w in q:
                 for ident in index.get(w, ()):

@@ -1,0 +1,55 @@
+/*
+ * redis_health.c - whether the redis driver's broker answers, for the `queue` service of
+ * /v1/health (queue_broker_status).
+ *
+ * DESIGN: one connection of its own, opened lazily on the first health poll and used only by
+ * the thread that polls health (the orchestrator's main loop); each poll is one PING with a
+ * short reply timeout. While Redis is down the connection's own backoff (conn.h) spaces the
+ * reconnect attempts, so a poll then fails at once instead of waiting on a dead host each time.
+ * The relay and the workers keep their own connections: their state is not read here.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "queue/queue.h"
+#include "queue/queue_int.h"
+#include "redis/conn.h"
+
+#define PING_TIMEOUT_MS 1000
+
+static struct redis_conn *conn; /* the health poller's; closed by queue_broker_close */
+
+bool queue_broker_status(char *detail, size_t cap)
+{
+	struct redis_url u;
+	char why[256] = "";
+	if (!redis_url_parse(cfg_str(CFG_REDIS_URL), &u, why, sizeof(why))) {
+		snprintf(detail, cap, "redis.url is not usable (%s); check redis.url", why);
+		return false;
+	}
+	if (!conn)
+		conn = redis_queue_connect(PING_TIMEOUT_MS);
+	redisReply *r = conn ? redis_cmd(conn, "PING") : NULL;
+	bool ok = r && r->type != REDIS_REPLY_ERROR;
+	if (ok)
+		snprintf(detail, cap, "redis at %s:%d; %lld task(s) published by this node", u.host, u.port,
+			 queue_relay_published());
+	else
+		snprintf(detail, cap,
+			 "redis at %s:%d unreachable (%s): tasks are accepted but wait in the store's outbox and none "
+			 "runs until it is back; check redis.url",
+			 u.host, u.port,
+			 r	? r->str
+			 : conn ? redis_conn_error(conn)
+				: "cannot connect");
+	if (r)
+		freeReplyObject(r);
+	return ok;
+}
+
+void queue_broker_close(void)
+{
+	redis_conn_close(conn);
+	conn = NULL;
+}
