@@ -23,8 +23,8 @@
 #include "core/ids.h"
 #include "redis/conn.h"
 
-#define FIXED_ARGS	 10	/* EVALSHA sha 0 window live_ttl log_max channel prefix batch_key its_ttl */
-#define BATCH_KEY_TTL_MS 120000 /* a batch key outlives every retry of its batch */
+#define FIXED_ARGS	 10    /* EVALSHA sha 0 window live_ttl log_max channel prefix batch_key its_ttl */
+#define BATCH_KEY_TTL_MS 30000 /* a batch key outlives every retry of its batch */
 #define RETRY_PAUSE_MS	 50
 
 bool bus_rec_fill(struct bus_rec *r, enum bus_rec_kind kind, const char *key, int64_t num, const char *text, size_t len)
