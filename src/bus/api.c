@@ -62,7 +62,7 @@ void bus_publish_ephemeral(const char *session_id, int64_t base_seq, const char 
 
 void bus_generation_begin(const char *session_id)
 {
-	if (!bus_redis_running()) /* (the Redis driver counts running generations itself) */
+	if (!bus_redis_enqueue(BUS_REC_BEGIN, session_id, 0, NULL, 0)) /* (Redis counts them) */
 		bus_local_generation_begin(session_id);
 }
 

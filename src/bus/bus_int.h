@@ -48,7 +48,9 @@ struct bus_msg *bus_msg_new(struct bus_cursor c, const char *text, size_t len);
 enum bus_rec_kind {
 	BUS_REC_COMMITTED = 'c', /* a committed event: cursor "<seq>" */
 	BUS_REC_EPHEMERAL = 'e', /* an ephemeral event: cursor assigned in Redis */
-	BUS_REC_END = 'x',	 /* the session's generation ended: its deltas expire after the window */
+	BUS_REC_BEGIN = 'b',	 /* a generation of the session begins (bus_generation_begin) */
+	BUS_REC_END = 'x',	 /* the session's generation ended: its deltas expire after the window
+				  * once no other generation runs there */
 	BUS_REC_FORGET = 'f',	 /* the session was deleted or reset: every node forgets it;
 				  * num 1: deleted (its streams get the end marker) */
 	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap;
@@ -64,17 +66,24 @@ struct bus_rec {
 				 * record's published frame (bus_rec_fill), else the event JSON */
 	size_t len;		/* bytes of text */
 	size_t off;		/* where the event JSON starts in text (0 but for a committed record) */
+	int start;		/* set by bus_redis_account: e: 1 when it starts this node's generation there
+				 * (no bus_generation_begin came first); x: -1 when this node runs none there */
 	struct bus_rec *next;	/* queue order */
 };
 /* Sets r's text, len and off from the event JSON text: for a committed record its frame as the
  * script publishes it (the framing: redis.c), so that the script only appends it. False on OOM. */
 bool bus_rec_fill(struct bus_rec *r, enum bus_rec_kind kind, const char *key, int64_t num, const char *text,
 		  size_t len);
-/* Sends recs (and the resyncs the floor table owes) as one EVALSHA of the batch script on c,
- * channel the bus channel; true when Redis ran it (its cursors noted in the floor table), else
- * false with the reason in why. */
+/* Counts the generations of recs in the floor table (b, e, x, f records) and sets their start;
+ * once per batch, before it is sent, whatever becomes of it. */
+void bus_redis_account(struct bus_rec **recs, size_t n);
+/* Sends recs (and the forgets and resyncs the floor table owes) as one EVALSHA of the batch script
+ * on c, channel the bus channel, under a batch id of its own: sent again (on a new connection)
+ * until Redis answers or retry_until_ms (wall clock) has passed, and run by Redis at most once.
+ * True when Redis ran it (its cursors noted in the floor table), else false with the reason in
+ * why. */
 bool bus_redis_send(struct redis_conn *c, const char *channel, struct bus_rec **recs, size_t n, bool resync_all,
-		    int64_t window_ms, int64_t live_extra_ms, char *why, size_t cap);
+		    int64_t window_ms, int64_t live_extra_ms, int64_t retry_until_ms, char *why, size_t cap);
 /* Queues a record for the publisher thread (copying text). False when the driver does not run
  * (the caller publishes locally); true when queued or dropped because the queue is full (the
  * streams then get a gap marker once Redis is reachable again). Never waits for Redis. */
@@ -95,8 +104,9 @@ extern char bus_redis_lua_sha[41];   /* its SHA1, set by bus_snap_open */
 struct bus_floor {
 	char key[BUS_KEY_MAX];	/* the session's bus key */
 	struct bus_cursor last; /* highest cursor seen assigned: the floor of the next one */
-	bool running;		/* this node runs a generation there (its end is owed to Redis) */
+	int running;		/* generations this node runs there (their ends are owed to Redis) */
 	bool lost;		/* records went local-only: a resync is owed once Redis is back */
+	int forget;		/* a forget went local-only: owed with the resync (1: reset, 2: deleted) */
 	int64_t lost_seq;	/* highest committed seq that went local-only (-1: none): the resync
 				 * raises the session's published seq in Redis to it */
 	int64_t touched_ms;	/* last use (wall clock), for the sweep */
@@ -107,9 +117,9 @@ struct bus_floor *bus_floor_get(const char *key, bool create);
 void bus_floor_raise(struct bus_floor *f, struct bus_cursor c);
 void bus_floor_lost(struct bus_floor *f);
 size_t bus_floor_lost_count(void);
-/* The entries owing a resync (caller frees the array, not the entries); *n of them. */
+/* The entries owing a resync (and maybe a forget: caller frees the array, not the entries); *n. */
 struct bus_floor **bus_floor_lost_list(size_t *n);
-/* The resync of these entries went out. */
+/* The resyncs (and owed forgets) of these entries went out. */
 void bus_floor_resynced(struct bus_floor **list, size_t n);
 /* Drops entries neither running nor lost, untouched since idle_before_ms. */
 void bus_floor_sweep(int64_t idle_before_ms);

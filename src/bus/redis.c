@@ -38,25 +38,34 @@
  *
  * Expiry. While a generation runs its list lives window + LIVE_EXTRA_MS, renewed by each
  * delta (so the log of a worker that crashed mid-reply still goes); the hash counts running
- * generations (r); when the last one ends the list expires after stream.resume_window_s.
+ * generations (r: a b record per bus_generation_begin, an x per end; the floor table counts this
+ * node's, so two replies of a session on one node are two); when the last one ends the list
+ * expires after stream.resume_window_s.
  *
  * Resume. bus_snapshot reads s and the list in one pipelined round trip (on the store thread
  * that read the stream's rows: never an io thread) and merges what this node delivered
  * locally while degraded.
  *
- * Degraded. When a batch fails (Redis down, timeout) its records go to the local machinery
- * (this node's streams only); the publisher continues the cursors from its floor table, and
+ * Retry. A batch that fails while Redis answered the one before is sent again, as it was, on a
+ * new connection for up to RETRY_MS (a killed connection, a proxy's timeout, a Redis restart): a
+ * batch key makes Redis run it once even when the first attempt ran and only its reply was lost
+ * (redis_batch.c). Meanwhile the queue fills behind it (bounded as ever).
+ *
+ * Degraded. When a batch fails beyond that (Redis down, paused) its records go to the local
+ * machinery (this node's streams only); the publisher continues the cursors from its floor table, and
  * marks the sessions lost. Once Redis answers again it publishes a resync record for them,
  * which also raises each session's published seq in Redis to the last one it delivered locally,
  * and the subscriber thread sends a gap marker to all streams after a reconnect: each stream
  * fills what it missed from the store (and the Redis log) and carries on (stream_replay.c), so
- * nothing stays silently missing. Deltas that went local-only on another node are gone (their
- * final is in the store).
+ * nothing stays silently missing. A forget (a delete or reset) that went local-only is owed the
+ * same way: the first batch Redis takes carries it again, before anything newer, so the other
+ * nodes' streams of a deleted session end and Redis drops its state. Deltas that went local-only
+ * on another node are gone (their final is in the store).
  *
- * Limits: a session's Redis state outlives it by up to window + LIVE_EXTRA_MS when its forget
- * could not reach Redis (the deltas of a session recreated under that id meanwhile may then be
- * numbered past its committed events, which its streams then skip), and
- * one Redis database must serve one deployment (keys and channel are per database).
+ * Limits: a forget is owed only while the floor table has room (FLOOR_MAX sessions); an owed
+ * delete arriving after the session was created again under that id (during the outage) ends
+ * that session's streams too (they reconnect and read it from the store); and one Redis
+ * database must serve one deployment (keys and channel are per database).
  *
  * Threads: the publisher thread owns pub_conn and the floor table (redis_state.c); the snapshot
  * connection is shared by the store threads under its lock; health state is under state_lock,
@@ -78,7 +87,8 @@
 #define BATCH_MAX	512
 #define LIVE_EXTRA_MS	600000
 #define IDLE_PING_MS	2000
-#define QUIET_MS	200 /* a batch after this long without one checks its connection first */
+#define QUIET_MS	200  /* a batch after this long without one checks its connection first */
+#define RETRY_MS	3000 /* a failed batch is sent again for this long while Redis was up */
 
 static _Atomic bool active; /* the driver runs: publishes go to the queue */
 static struct {
@@ -177,11 +187,19 @@ static void set_pub_state(bool ok, const char *why)
 
 /* ---- the publisher thread ----------------------------------------------------------------------- */
 
-/* Sends a batch (redis_batch.c); true when Redis ran it, false to degrade the batch. */
+/* Sends a batch (redis_batch.c); true when Redis ran it, false to degrade the batch. While Redis
+ * answered the last batch, a failed one is sent again (on a new connection) for up to RETRY_MS: a
+ * dropped connection or a short Redis restart then loses nothing, also on a node that serves no
+ * streams (where a degraded record reaches nobody); once Redis is known down, batches degrade at
+ * their first failure, so this node's streams wait for nothing longer than that. */
 static bool send_batch(struct bus_rec **recs, size_t n, bool resync_all, int64_t window_ms)
 {
 	char why[300];
-	if (!bus_redis_send(R.pub_conn, R.channel, recs, n, resync_all, window_ms, LIVE_EXTRA_MS, why, sizeof(why))) {
+	pthread_mutex_lock(&R.state_lock);
+	int64_t until = R.pub_ok ? clock_wall_ms() + RETRY_MS : 0;
+	pthread_mutex_unlock(&R.state_lock);
+	if (!bus_redis_send(R.pub_conn, R.channel, recs, n, resync_all, window_ms, LIVE_EXTRA_MS, until, why,
+			    sizeof(why))) {
 		set_pub_state(false, why);
 		return false;
 	}
@@ -230,8 +248,8 @@ static bool take_batch(struct bus_rec **recs, size_t *n, bool *overflow)
 }
 
 /* Before a batch after a quiet spell: the connection may have died meanwhile (Redis's or a
- * proxy's idle timeout, CLIENT KILL) and a batch sent on it would be lost, deletes with it (not
- * sent again: Redis may have run it). A PING finds out, and a dead connection is replaced at once. */
+ * proxy's idle timeout, CLIENT KILL). A PING finds out, and a dead connection is replaced at once
+ * (the batch would be sent again anyway, but only after the backoff of the connection). */
 static void fresh_connection(void)
 {
 	redisReply *r = redis_cmd(R.pub_conn, "PING");
@@ -259,6 +277,7 @@ static void *publisher_main(void *arg)
 	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0, last_sent = 0;
 	while (take_batch(recs, &n, &overflow)) {
 		bool owe = overflow || bus_floor_lost_count() > 0;
+		bus_redis_account(recs, n); /* (generations counted whatever becomes of the batch) */
 		if (n > 0 || (owe && redis_conn_ensure(R.pub_conn) == SOMA_OK)) {
 			if (clock_wall_ms() - last_sent > QUIET_MS)
 				fresh_connection();

@@ -23,20 +23,27 @@
 #define FLOOR_BUCKETS 4096
 #define FLOOR_MAX     65536
 
-/* ARGV: window_ms, live_ttl_ms, log_max, channel, key prefix, then 7 per record:
- * kind key a b c d text. c: a = seq. e: a = base seq, b.c = floor, d = 1 when this node starts a
- * generation there. f: a = 1 when the session was deleted (0: reset). r: a = a committed seq this node published to its
- * own streams only while Redis was away (-1: none), raised into the session's s (so that a stream filling its gap after
- * the resync sends it: stream_replay.c). x: key only. Returns {seq, minor} per ephemeral record. A session's state is
+/* ARGV: window_ms, live_ttl_ms, log_max, channel, key prefix, batch key, its TTL in ms, then 7 per
+ * record: kind key a b c d text. c: a = seq. e: a = base seq, b.c = floor, d = 1 when this node starts a
+ * generation there. b: key only (a generation begins: r counts up). f: a = 1 when the session was deleted (0: reset).
+ * r: a = a committed seq this node published to its own streams only while Redis was away (-1: none), raised into the
+ * session's s (so that a stream filling its gap after the resync sends it: stream_replay.c). x: key only. Returns
+ * {seq, minor} per ephemeral record. The batch key makes a batch sent again (its reply was lost) run once: a batch
+ * that ran stores its cursors there, and the same batch again only returns them. A session's state is
  * read once per batch and written once at its end (or before an x/f of that session), so a batch of many deltas costs a
  * handful of commands per session, not seven per delta. A c record's text is its frame, built by the publisher
  * (bus_rec_fill): it is appended as it is, and its hash is written only when it raises s. The hash's expiry is set
- * when it is created and renewed by e records only: a session that only commits lets it lapse after the live TTL,
- * which a stream reads as "no published seq known" (every stored row is sent: stream_replay.c), and the next c
+ * when it is created and renewed by e and b records only: a session that only commits lets it lapse after the live
+ * TTL, which a stream reads as "no published seq known" (every stored row is sent: stream_replay.c), and the next c
  * record creates it again; so a committed record costs an HMGET and an HSET, not three commands and a string. */
 const char bus_redis_lua[] =
 	"local window, live, logmax = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-	"local channel, prefix, out, ret, st = ARGV[4], ARGV[5], {}, {}, {}\n"
+	"local channel, prefix, bkey, out, ret, st, done = ARGV[4], ARGV[5], ARGV[6], {}, {}, {}, {}\n"
+	"local prev = redis.call('GET', bkey)\n"
+	"if prev then\n"
+	"  for v in string.gmatch(prev, '%S+') do ret[#ret + 1] = tonumber(v) end\n"
+	"  return ret\n"
+	"end\n"
 	"local function f(x) return string.format('%d', x) end\n"
 	"local function rec(k, key, s, n, text)\n"
 	"  out[#out + 1] = k .. ' ' .. #key .. ' ' .. #text .. ' ' .. f(s) .. ' ' .. f(n) .. '\\n' .. key .. text\n"
@@ -53,11 +60,9 @@ const char bus_redis_lua[] =
 	"  return e\n"
 	"end\n"
 	"local function flush(e)\n"
-	"  if e.dirty then\n"
-	"    redis.call('HSET', e.mk, 's', f(e.s), 'n', f(e.n))\n"
-	"    if e.ttl then redis.call('PEXPIRE', e.mk, live) end\n"
-	"  end\n"
+	"  if e.dirty then redis.call('HSET', e.mk, 's', f(e.s), 'n', f(e.n)) end\n"
 	"  if e.inc ~= 0 then redis.call('HINCRBY', e.mk, 'r', e.inc) end\n"
+	"  if e.ttl and (e.dirty or e.inc ~= 0) then redis.call('PEXPIRE', e.mk, live) end\n"
 	"  if #e.push > 0 then\n"
 	"    redis.call('RPUSH', e.lk, unpack(e.push))\n"
 	"    redis.call('LTRIM', e.lk, -logmax, -1)\n"
@@ -65,7 +70,7 @@ const char bus_redis_lua[] =
 	"  end\n"
 	"  e.dirty, e.inc, e.push = false, 0, {}\n"
 	"end\n"
-	"for i = 6, #ARGV, 7 do\n"
+	"for i = 8, #ARGV, 7 do\n"
 	"  local k, key, a, b, c, d, text = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),\n"
 	"    tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]\n"
 	"  if k == 'c' then\n"
@@ -82,7 +87,11 @@ const char bus_redis_lua[] =
 	"    e.push[#e.push + 1] = f(e.s) .. ' ' .. f(e.n) .. ' ' .. text\n"
 	"    ret[#ret + 1] = e.s\n"
 	"    ret[#ret + 1] = e.n\n"
+	"    done[#done + 1] = f(e.s) .. ' ' .. f(e.n)\n"
 	"    rec('e', key, e.s, e.n, text)\n"
+	"  elseif k == 'b' then\n"
+	"    local e = get(key)\n"
+	"    e.inc, e.ttl = e.inc + 1, true\n"
 	"  elseif k == 'x' then\n"
 	"    local e = get(key)\n"
 	"    flush(e)\n"
@@ -104,6 +113,7 @@ const char bus_redis_lua[] =
 	"end\n"
 	"for _, e in pairs(st) do flush(e) end\n"
 	"if #out > 0 then redis.call('PUBLISH', channel, table.concat(out)) end\n"
+	"redis.call('SET', bkey, table.concat(done, ' '), 'PX', ARGV[7])\n"
 	"return ret\n";
 char bus_redis_lua_sha[41];
 
@@ -182,6 +192,7 @@ void bus_floor_resynced(struct bus_floor **list, size_t n)
 			nlost--;
 		list[i]->lost = false;
 		list[i]->lost_seq = -1;
+		list[i]->forget = 0;
 	}
 }
 
@@ -190,7 +201,7 @@ void bus_floor_sweep(int64_t idle_before_ms)
 	for (size_t b = 0; b < FLOOR_BUCKETS; b++) {
 		for (struct bus_floor **slot = &floors[b]; *slot;) {
 			struct bus_floor *f = *slot;
-			if (f->running || f->lost || f->touched_ms >= idle_before_ms) {
+			if (f->running > 0 || f->lost || f->touched_ms >= idle_before_ms) {
 				slot = &f->next;
 				continue;
 			}
@@ -214,11 +225,12 @@ void bus_floor_clear(void)
 }
 
 /* One record Redis could not take (publisher thread): this node's streams get it, the cursors
- * continued from the floor; the session is marked for a resync once Redis is back. */
+ * continued from the floor; the session is marked for a resync once Redis is back, and a forget
+ * is owed to Redis and the other nodes with it (bus_redis_send sends it first). */
 void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, const char *text, size_t len)
 {
 	bool data = kind == BUS_REC_COMMITTED || kind == BUS_REC_EPHEMERAL;
-	struct bus_floor *p = bus_floor_get(key, data);
+	struct bus_floor *p = bus_floor_get(key, data || kind == BUS_REC_FORGET);
 	if (kind == BUS_REC_COMMITTED) {
 		bus_local_publish_committed(key, num, text, len);
 		if (p)
@@ -229,18 +241,21 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 		struct bus_cursor c = num > p->last.seq ? (struct bus_cursor){num, 1}
 							: (struct bus_cursor){p->last.seq, p->last.minor + 1};
 		bus_floor_raise(p, c);
-		p->running = true;
 		bus_local_put(key, c, text, len);
 	} else if (kind == BUS_REC_EPHEMERAL) {
 		bus_local_publish_ephemeral(key, num, text, len, NULL); /* (floor table full) */
+	} else if (kind == BUS_REC_BEGIN) {
+		bus_local_generation_begin(key); /* (its end: with the x record, either way) */
 	} else if (kind == BUS_REC_END) {
 		bus_local_generation_end(key);
-		if (p)
+		if (p && p->running == 0) /* (counted by bus_redis_account) */
 			p->last = (struct bus_cursor){-1, 0};
 	} else if (kind == BUS_REC_FORGET) {
 		if (p) {
 			p->last = (struct bus_cursor){-1, 0}; /* a session of that id starts over */
 			p->lost_seq = -1;
+			p->forget = num == 1 || p->forget == 2 ? 2 : 1; /* owed: Redis keeps its state */
+			bus_floor_lost(p);
 		}
 		if (num == 1) /* deleted: this node's streams end (another node's when the fill of
 			       * its gap marker finds the session gone) */
