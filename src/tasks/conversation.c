@@ -221,7 +221,8 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 /* The messages for the LLM: the stored turns and the recalled memories (borrowed). Owned. */
 static json_t *messages_for(json_t *rows, json_t *memories)
 {
-	json_t *messages = conv_build_messages(rows);
+	/* the memories count against llm.max_context_tokens too: fewer turns make room for them */
+	json_t *messages = conv_build_messages(rows, json_string_length(json_object_get(memories, "content")));
 	conv_insert_memories(messages, memories);
 	return messages;
 }

@@ -20,7 +20,7 @@
 size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
 /* OpenAI messages from the stored turns (rows newest first, {role, content}; borrowed): the
  * system prompt, then the most recent turns that fit llm.max_context_tokens. Caller owns. */
-json_t *conv_build_messages(json_t *rows);
+json_t *conv_build_messages(json_t *rows, size_t reserved);
 
 /* The policy recheck (issue 6): conversation.send and llm.invoke asked again as the sender. */
 struct recheck {

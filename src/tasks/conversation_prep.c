@@ -59,11 +59,11 @@ static json_t *turn_message(json_t *row)
  * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
  * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
  * larger. */
-json_t *conv_build_messages(json_t *rows)
+json_t *conv_build_messages(json_t *rows, size_t reserved)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
-	budget -= (int64_t)strlen(system);
+	budget -= (int64_t)strlen(system) + (int64_t)reserved;
 	/* the window first (rows[0..k)), then the turns appended oldest first: no insert at the front */
 	size_t n = json_array_size(rows), k, cut = 0;
 	bool cut_newest = false;

@@ -13,12 +13,12 @@
 #include "core/json_out.h"
 #include "tasks/conversation_int.h"
 
-static json_t *ref_build(json_t *rows)
+static json_t *ref_build(json_t *rows, size_t reserved)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
 	json_t *turns = json_array();
-	budget -= (int64_t)strlen(system);
+	budget -= (int64_t)strlen(system) + (int64_t)reserved;
 	bool newest = true;
 	for (size_t i = 0; i < json_array_size(rows); i++) {
 		json_t *row = json_array_get(rows, i);
@@ -81,7 +81,14 @@ Test(conv_messages, the_window_of_the_old_builder)
 									i % 2 ? "user" : "assistant", "content", text));
 					free(text);
 				}
-				json_t *want = ref_build(rows), *got = conv_build_messages(rows);
+				size_t reserved = round % 2 ? 0 : (size_t)(rand() % 1500); /* recalled memories */
+				json_t *want = ref_build(rows, reserved), *got = conv_build_messages(rows, reserved);
+				size_t total = reserved;
+				for (size_t i = 0; i < json_array_size(got); i++)
+					total += json_string_length(json_object_get(json_array_get(got, i), "content"));
+				cr_assert(json_array_size(got) <= 2 + (prompts[p][0] != '\0') ||
+						  (int64_t)total <= cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4,
+					  "older turns and the memories over the budget");
 				char *w = json_out(want, 0, NULL), *g = json_out(got, 0, NULL);
 				cr_assert(w && g && strcmp(w, g) == 0, "tokens %s prompt %zu round %d: other messages",
 					  tokens[t], p, round);
