@@ -149,6 +149,43 @@ def test_heartbeats_and_task_events(node, app):
         cap.close()
 
 
+def test_task_received_repeats_the_headers_a_python_producer_sent(node, app):
+    """Celery 5.2's worker sends root_id, parent_id, eta, expires and the args/kwargs reprs of
+    task-received from the message headers (worker/strategy.py): Flower and State link a chain's
+    children to their parent and root by them."""
+    from celery.signals import before_task_publish
+    sent = {}
+
+    def record(headers=None, **_):
+        sent[headers["id"]] = dict(headers)
+    before_task_publish.connect(record, weak=False)
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        res = app.send_task("soma.echo", args=[1, "a"], kwargs={"k": 2}, root_id="ROOT-1",
+                            parent_id="PARENT-1", countdown=1, expires=600)
+        wait_until(lambda: cap.of("task-succeeded", uuid=res.id), 15, what="task-succeeded")
+        (rec,) = cap.of("task-received", uuid=res.id)
+        h = sent[res.id]
+        assert h["eta"] and h["expires"], h
+        assert (rec["root_id"], rec["parent_id"]) == ("ROOT-1", "PARENT-1"), rec
+        assert (rec["eta"], rec["expires"]) == (h["eta"], h["expires"]), (rec, h)
+        assert (rec["args"], rec["kwargs"]) == (h["argsrepr"], h["kwargsrepr"]) == ("[1, 'a']", "{'k': 2}"), rec
+        task = cap.state.tasks[res.id]
+        assert (task.root_id, task.parent_id) == ("ROOT-1", "PARENT-1")
+        assert task.state == "SUCCESS" and task.eta == h["eta"] and task.expires == h["expires"]
+        # a plain task: root is itself, no parent, no eta, no expiry (null, as Celery sends them)
+        plain = app.send_task("soma.noop")
+        wait_until(lambda: cap.of("task-received", uuid=plain.id), 15, what="task-received")
+        (rec,) = cap.of("task-received", uuid=plain.id)
+        assert (rec["root_id"], rec["parent_id"], rec["eta"], rec["expires"]) == (plain.id, None, None, None), rec
+        assert (rec["args"], rec["kwargs"]) == ("()", "{}"), rec
+    finally:
+        before_task_publish.disconnect(record)
+        cap.close()
+
+
 def test_enable_events_by_remote_control(node, app):
     srv = node("soma@e2e-a")  # celery.events off: heartbeats only
     cap = Capture(app)
