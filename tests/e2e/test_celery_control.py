@@ -152,7 +152,7 @@ def test_heartbeats_and_task_events(node, app):
 def test_task_received_repeats_the_headers_a_python_producer_sent(node, app):
     """Celery 5.2's worker sends root_id, parent_id, eta, expires and the args/kwargs reprs of
     task-received from the message headers (worker/strategy.py): Flower and State link a chain's
-    children to their parent and root by them."""
+    children to their parent and root by them. A revoke that kills nothing says signum None."""
     from celery.signals import before_task_publish
     sent = {}
 
@@ -181,6 +181,12 @@ def test_task_received_repeats_the_headers_a_python_producer_sent(node, app):
         (rec,) = cap.of("task-received", uuid=plain.id)
         assert (rec["root_id"], rec["parent_id"], rec["eta"], rec["expires"]) == (plain.id, None, None, None), rec
         assert (rec["args"], rec["kwargs"]) == ("()", "{}"), rec
+        # revoked before it ran: not terminated, so no signal number (None, not False)
+        late = app.send_task("soma.noop", countdown=3)
+        app.control.revoke(late.id)
+        wait_until(lambda: cap.of("task-revoked", uuid=late.id), 15, what="task-revoked")
+        (rv,) = cap.of("task-revoked", uuid=late.id)
+        assert (rv["terminated"], rv["signum"], rv["expired"]) == (False, None, False), rv
     finally:
         before_task_publish.disconnect(record)
         cap.close()
