@@ -117,6 +117,25 @@ def test_inspect_answers(node, app):
     assert app.control.ping(timeout=2) == [{"soma@e2e-a": {"ok": "pong"}}]
 
 
+def test_inspect_active_lists_args_and_start_time(node, app):
+    """`celery inspect active` shows a running task as Celery 5.2's Request.info(safe) does: the
+    arguments as values (their reprs with safe), and when the worker took it (unix s)."""
+    node("soma@e2e-a")
+    t0 = time.time()
+    res = app.send_task("soma.sleep", args=[30], kwargs={"note": "x"})
+
+    def listed(safe=None):
+        got = app.control.inspect(timeout=1, destination=["soma@e2e-a"]).active(safe=safe) or {}
+        return [t for t in got.get("soma@e2e-a", []) if t["id"] == res.id]
+    (info,) = wait_until(listed, 10, interval=0.2, what="the task in inspect active")
+    assert (info["name"], info["type"], info["hostname"]) == ("soma.sleep", "soma.sleep", "soma@e2e-a"), info
+    assert (info["args"], info["kwargs"]) == ([30], {"note": "x"}), info
+    assert isinstance(info["time_start"], float) and info["time_start"] >= t0 - 1, info
+    assert info["acknowledged"] is True and info["delivery_info"]["routing_key"] == "celery", info
+    (safe,) = listed(safe=True)
+    assert (safe["args"], safe["kwargs"]) == ("[30]", "{'note': 'x'}"), safe
+
+
 def test_heartbeats_and_task_events(node, app):
     cap = Capture(app)
     srv = node("soma@e2e-a", "celery.events=true")
