@@ -38,6 +38,7 @@ struct fields {
 	struct jspan body, ctype, headers, props;			      /* envelope */
 	struct jspan task, id, retries, eta, expires, timelimit, compression; /* headers */
 	struct jspan payload, tenant, session, max_retries, traceparent;      /* our headers (+ W3C) */
+	struct jspan root, parent, argsrepr, kwargsrepr;		      /* for the events */
 	struct jspan corr, tag, prio, benc, dinfo;			      /* properties */
 	struct jspan rk, exch;						      /* delivery_info */
 };
@@ -55,7 +56,11 @@ static const struct jwant hdr[] = {{"task", AT(task)},
 				   {"soma_tenant", AT(tenant)},
 				   {"soma_session", AT(session)},
 				   {"soma_max_retries", AT(max_retries)},
-				   {"traceparent", AT(traceparent)}};
+				   {"traceparent", AT(traceparent)},
+				   {"root_id", AT(root)},
+				   {"parent_id", AT(parent)},
+				   {"argsrepr", AT(argsrepr)},
+				   {"kwargsrepr", AT(kwargsrepr)}};
 static const struct jwant prop[] = {{"correlation_id", AT(corr)},
 				    {"delivery_tag", AT(tag)},
 				    {"priority", AT(prio)},
@@ -66,8 +71,9 @@ static const struct jwant dinfo[] = {{"routing_key", AT(rk)}, {"exchange", AT(ex
 /* The header values read here: a typed object among them is left to the jansson reader. */
 static bool plain_headers(const struct fields *f)
 {
-	const struct jspan *v[] = {&f->task,	  &f->id,     &f->retries, &f->eta,	    &f->expires,
-				   &f->timelimit, &f->tenant, &f->session, &f->max_retries, &f->traceparent};
+	const struct jspan *v[] = {&f->task,	  &f->id,     &f->retries,  &f->eta,	     &f->expires,
+				   &f->timelimit, &f->tenant, &f->session,  &f->max_retries, &f->traceparent,
+				   &f->root,	  &f->parent, &f->argsrepr, &f->kwargsrepr};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		if (jscan_is(*v[i], '{'))
 			return false;
@@ -163,15 +169,17 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 		return false;
 	if (jscan_is(f.props, '{') && !jscan_members(&t, false, f.props, prop, 5, &f))
 		return false;
-	if (!jscan_members(&t, false, f.headers, hdr, 12, &f) || f.compression.p || !jscan_is(f.task, '"') ||
-	    !plain_headers(&f) || (jscan_is(f.dinfo, '{') && !jscan_members(&t, false, f.dinfo, dinfo, 2, &f)))
+	if (!jscan_members(&t, false, f.headers, hdr, sizeof(hdr) / sizeof(hdr[0]), &f) || f.compression.p ||
+	    !jscan_is(f.task, '"') || !plain_headers(&f) ||
+	    (jscan_is(f.dinfo, '{') && !jscan_members(&t, false, f.dinfo, dinfo, 2, &f)))
 		return false;
 	if (jscan_is(f.benc, '"') && memchr(f.benc.p, '\\', f.benc.n)) /* it could spell base64 */
 		return false;
 	/* every string kept is at most its raw length; the body is decoded in the same buffer first */
 	size_t cap = f.body.n + 16;
-	const struct jspan *keep[] = {&f.task,	 &f.id,	     &f.corr, &f.tag,	  &f.rk,	 &f.exch,
-				      &f.tenant, &f.session, &f.eta,  &f.expires, &f.traceparent};
+	const struct jspan *keep[] = {&f.task,	      &f.id,	 &f.corr,    &f.tag,	  &f.rk,
+				      &f.exch,	      &f.tenant, &f.session, &f.eta,	  &f.expires,
+				      &f.traceparent, &f.root,	 &f.parent,  &f.argsrepr, &f.kwargsrepr};
 	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 		cap += keep[i]->n + 1;
 	char *strs = malloc(cap), *o;
@@ -193,6 +201,11 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 	out->priority = prio < 0 ? 0 : prio > 9 ? 9 : (int)prio;
 	out->retries = jscan_int(f.retries);
 	const char *eta = jscan_str(f.eta, &o), *expires = jscan_str(f.expires, &o);
+	out->eta_text = eta, out->expires_text = expires;
+	out->root_id = jscan_str(f.root, &o);
+	out->parent_id = jscan_str(f.parent, &o);
+	out->argsrepr = jscan_str(f.argsrepr, &o);
+	out->kwargsrepr = jscan_str(f.kwargsrepr, &o);
 	if (eta && !celery_time_parse(eta, &out->eta_ms))
 		out->eta_ms = 0;
 	if (expires && !celery_time_parse(expires, &out->expires_ms))

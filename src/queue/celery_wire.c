@@ -220,6 +220,24 @@ static void soma_headers(struct celery_msg *m)
 	m->max_retries = json_integer_value(mr);
 }
 
+/* A header as a C string for the events: NULL when not a string or when it holds U+0000. */
+static const char *header_text(const struct celery_msg *m, const char *key)
+{
+	json_t *v = json_object_get(m->headers, key);
+	return json_is_string(v) && !json_py_has_nul(v) ? json_string_value(v) : NULL;
+}
+
+/* The headers a task-received event repeats as they came (Celery 5.2, worker/strategy.py). */
+static void event_headers(struct celery_msg *m)
+{
+	m->root_id = header_text(m, "root_id");
+	m->parent_id = header_text(m, "parent_id");
+	m->argsrepr = header_text(m, "argsrepr");
+	m->kwargsrepr = header_text(m, "kwargsrepr");
+	m->eta_text = header_text(m, "eta");
+	m->expires_text = header_text(m, "expires");
+}
+
 /* A header or property read as a C string holds U+0000: it would be read cut short (task "t\u0000x"
  * as "t", a tenant as another), so the message is refused (JSON_ALLOW_NUL keeps NULs in args). */
 static bool names_hold_nul(const struct celery_msg *m)
@@ -327,6 +345,7 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 	if (!out->exchange)
 		out->exchange = "";
 	parse_times(out);
+	event_headers(out);
 	return SOMA_OK;
 bad:
 	celery_msg_deinit(out);

@@ -52,6 +52,14 @@ struct celery_msg {
 	const char *tenant;	  /* headers.soma_tenant when a string, or NULL (borrowed) */
 	const char *session;	  /* headers.soma_session when a string, or NULL (borrowed) */
 	const char *traceparent;  /* headers.traceparent when a string, or NULL (borrowed) */
+	/* for the task-received event, as sent (Celery 5.2 reads them from the headers too): each
+	 * header when a string without U+0000, else NULL (borrowed) */
+	const char *root_id;	  /* headers.root_id */
+	const char *parent_id;	  /* headers.parent_id */
+	const char *argsrepr;	  /* headers.argsrepr */
+	const char *kwargsrepr;	  /* headers.kwargsrepr */
+	const char *eta_text;	  /* headers.eta (ISO-8601 text, parsed or not) */
+	const char *expires_text; /* headers.expires */
 	bool has_max_retries;	  /* headers.soma_max_retries is an integer */
 	int64_t max_retries;	  /* its value */
 	int priority;		  /* properties.priority clamped to 0..9 */

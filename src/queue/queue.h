@@ -92,6 +92,10 @@ int queue_cancel_session(const char *tenant, const char *session_id, bool keep_p
 json_t *queue_pools_json(void);
 /* This process's workers: [{id, queue, state: busy|idle, task_id?, task?}]. Caller owns. */
 json_t *queue_workers_json(void);
+/* The tasks running now as Celery 5.2's `inspect active` lists them (Request.info(safe)): id, name,
+ * args/kwargs (with safe: their reprs), type, hostname, time_start (unix s, when the worker took
+ * the task; null if unknown), acknowledged, delivery_info, worker_pid. Caller owns. */
+json_t *queue_active_json(const char *hostname, bool safe);
 /* Tasks running now (health, metrics). */
 int queue_running(void);
 /* The queues this worker serves: conversation, celery, then queue.queues (name=concurrency

@@ -374,6 +374,12 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 			      "queue", w->queue, "tag", m->delivery_tag);
 	if (t && m->expires_ms)
 		json_object_set_new(t, "expires_ms", json_integer(m->expires_ms));
+	/* what the task-received event repeats as sent (events.c); strings both readers checked */
+	const char *const ek[] = {"root_id", "parent_id", "argsrepr", "kwargsrepr", "eta", "expires"};
+	const char *const ev[] = {m->root_id, m->parent_id, m->argsrepr, m->kwargsrepr, m->eta_text, m->expires_text};
+	for (size_t i = 0; t && i < sizeof(ek) / sizeof(ek[0]); i++)
+		if (ev[i])
+			json_object_set_new_nocheck(t, ek[i], json_string_nocheck(ev[i]));
 	if (t && m->time_limit > 0)
 		json_object_set_new(t, "hard_deadline_ms", json_integer(now + (int64_t)(m->time_limit * 1000.0)));
 	if (t && m->soft_time_limit > 0)

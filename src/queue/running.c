@@ -1,7 +1,8 @@
 /*
  * running.c - what the rest of the process asks of the tasks running on this process's workers:
  * their time limits (the maintenance tick), their delivery tags, a session's cancellation, their
- * count. Each is one walk of queue_pool_each_running (worker.c), under the pool's lock.
+ * count, what `celery inspect active` lists. Each is one walk of queue_pool_each_running (worker.c), under the pool's
+ * lock.
  *
  * DESIGN: the redis driver's maintenance thread ticks the time limits (redis_restore.c); the
  * local driver has no such thread, so queue_ticker_start gives it one that only ticks them,
@@ -9,8 +10,10 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -127,4 +130,49 @@ int queue_running(void)
 	int n = 0;
 	queue_pool_each_running(count_one, &n);
 	return n;
+}
+
+struct active_walk {
+	json_t *out;
+	const char *hostname;
+	bool safe;
+};
+
+/* args or kwargs of a running task: the value (a copy), or with safe its repr as sent
+ * (argsrepr / kwargsrepr from the message headers), else its JSON text. */
+static json_t *active_arg(const struct task_ctx *t, const char *key, const char *repr_key, bool safe, bool array)
+{
+	json_t *v = json_object_get(t->payload, key), *repr = json_object_get(t->task, repr_key);
+	if (!safe)
+		return (array ? json_is_array(v) : json_is_object(v)) ? json_deep_copy(v)
+		       : array					      ? json_array()
+								      : json_object();
+	if (json_is_string(repr)) /* (a copy: no reference taken on another thread's task) */
+		return json_string(json_string_value(repr));
+	char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	json_t *out = json_string(text ? text : (array ? "()" : "{}"));
+	free(text);
+	return out;
+}
+
+/* One running task as Celery 5.2's Request.info(safe) describes it (worker/request.py). */
+static void active_one(struct task_ctx *t, void *arg)
+{
+	struct active_walk *walk = arg;
+	json_t *name = json_object_get(t->task, "name"), *start = json_object_get(t->task, "time_start");
+	json_array_append_new(
+		walk->out, json_pack("{s:s, s:O?, s:o, s:o, s:O?, s:s, s:O?, s:b, s:{s:s, s:s?, s:i, s:b}, s:i}", "id",
+				     t->id, "name", name, "args", active_arg(t, "args", "argsrepr", walk->safe, true),
+				     "kwargs", active_arg(t, "kwargs", "kwargsrepr", walk->safe, false), "type", name,
+				     "hostname", walk->hostname, "time_start", json_is_number(start) ? start : NULL,
+				     "acknowledged", 1, "delivery_info", "exchange", "", "routing_key", t->queue,
+				     "priority", 0, "redelivered", 0, "worker_pid", (int)getpid()));
+}
+
+json_t *queue_active_json(const char *hostname, bool safe)
+{
+	struct active_walk walk = {json_array(), hostname, safe};
+	if (walk.out)
+		queue_pool_each_running(active_one, &walk);
+	return walk.out;
 }

@@ -117,6 +117,8 @@ static void release_task(void *task)
 
 void queue_emit_received(json_t *task, struct commit_gate *gate)
 {
+	/* `inspect active`'s time_start (queue_active_json): set before another thread sees the task */
+	json_object_set_new_nocheck(task, "time_start", json_real((double)clock_wall_ms() / 1000.0));
 	if (gate)
 		commit_gate_hold(gate, emit_received_started, release_task, json_incref(task));
 	else

@@ -211,7 +211,8 @@ void ctl_on_task_event(const char *type, const json_t *task, const json_t *field
 		json_t *sig = json_object_get(fields, "signum");
 		json_object_set_new(ev, "terminated",
 				    json_boolean(json_is_true(json_object_get(fields, "terminated"))));
-		json_object_set(ev, "signum", sig ? sig : json_null());
+		json_object_set(ev, "signum",
+				json_is_integer(sig) ? sig : json_null()); /* Celery: None unless killed */
 		json_object_set_new(ev, "expired", json_boolean(json_is_true(json_object_get(fields, "expired"))));
 	} else if (strcmp(type, "rejected") == 0) {
 		json_object_set_new(ev, "requeue", json_boolean(json_is_true(json_object_get(fields, "requeue"))));

@@ -44,28 +44,6 @@ static json_t *stats(void)
 			 "total", ctl_totals_json(), "processed", (json_int_t)ctl_processed());
 }
 
-/* Running tasks as Celery's Request.info() describes them. */
-static json_t *active(void)
-{
-	json_t *workers = queue_workers_json(), *out = json_array(), *w;
-	size_t i;
-	json_array_foreach(workers, i, w)
-	{
-		const char *id = json_string_value(json_object_get(w, "task_id"));
-		if (!id)
-			continue;
-		const char *name = json_string_value(json_object_get(w, "task"));
-		json_array_append_new(
-			out, json_pack("{s:s, s:s?, s:s, s:s, s:s?, s:s, s:n, s:b, s:{s:s, s:O, s:i, s:b}, s:i}", "id",
-				       id, "name", name, "args", "()", "kwargs", "{}", "type", name, "hostname",
-				       sched_nodename(), "time_start", "acknowledged", 1, "delivery_info", "exchange",
-				       "", "routing_key", json_object_get(w, "queue"), "priority", 0, "redelivered", 0,
-				       "worker_pid", (int)getpid()));
-	}
-	json_decref(workers);
-	return out;
-}
-
 static json_t *active_queues(void)
 {
 	json_t *pools = queue_pools_json(), *out = json_array(), *pool;
@@ -136,8 +114,8 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 		return ok("pong");
 	if (strcmp(method, "stats") == 0)
 		return stats();
-	if (strcmp(method, "active") == 0)
-		return active();
+	if (strcmp(method, "active") == 0) /* Celery: active(state, safe=False) */
+		return queue_active_json(sched_nodename(), json_is_true(json_object_get(arguments, "safe")));
 	if (strcmp(method, "active_queues") == 0)
 		return active_queues();
 	if (strcmp(method, "registered") == 0)

@@ -117,6 +117,25 @@ def test_inspect_answers(node, app):
     assert app.control.ping(timeout=2) == [{"soma@e2e-a": {"ok": "pong"}}]
 
 
+def test_inspect_active_lists_args_and_start_time(node, app):
+    """`celery inspect active` shows a running task as Celery 5.2's Request.info(safe) does: the
+    arguments as values (their reprs with safe), and when the worker took it (unix s)."""
+    node("soma@e2e-a")
+    t0 = time.time()
+    res = app.send_task("soma.sleep", args=[30], kwargs={"note": "x"})
+
+    def listed(safe=None):
+        got = app.control.inspect(timeout=1, destination=["soma@e2e-a"]).active(safe=safe) or {}
+        return [t for t in got.get("soma@e2e-a", []) if t["id"] == res.id]
+    (info,) = wait_until(listed, 10, interval=0.2, what="the task in inspect active")
+    assert (info["name"], info["type"], info["hostname"]) == ("soma.sleep", "soma.sleep", "soma@e2e-a"), info
+    assert (info["args"], info["kwargs"]) == ([30], {"note": "x"}), info
+    assert isinstance(info["time_start"], float) and info["time_start"] >= t0 - 1, info
+    assert info["acknowledged"] is True and info["delivery_info"]["routing_key"] == "celery", info
+    (safe,) = listed(safe=True)
+    assert (safe["args"], safe["kwargs"]) == ("[30]", "{'note': 'x'}"), safe
+
+
 def test_heartbeats_and_task_events(node, app):
     cap = Capture(app)
     srv = node("soma@e2e-a", "celery.events=true")
@@ -146,6 +165,49 @@ def test_heartbeats_and_task_events(node, app):
         wait_until(lambda: cap.of("worker-offline", hostname="soma@e2e-a"), 5, what="worker-offline")
         assert not cap.state.workers["soma@e2e-a"].alive
     finally:
+        cap.close()
+
+
+def test_task_received_repeats_the_headers_a_python_producer_sent(node, app):
+    """Celery 5.2's worker sends root_id, parent_id, eta, expires and the args/kwargs reprs of
+    task-received from the message headers (worker/strategy.py): Flower and State link a chain's
+    children to their parent and root by them. A revoke that kills nothing says signum None."""
+    from celery.signals import before_task_publish
+    sent = {}
+
+    def record(headers=None, **_):
+        sent[headers["id"]] = dict(headers)
+    before_task_publish.connect(record, weak=False)
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        res = app.send_task("soma.echo", args=[1, "a"], kwargs={"k": 2}, root_id="ROOT-1",
+                            parent_id="PARENT-1", countdown=1, expires=600)
+        wait_until(lambda: cap.of("task-succeeded", uuid=res.id), 15, what="task-succeeded")
+        (rec,) = cap.of("task-received", uuid=res.id)
+        h = sent[res.id]
+        assert h["eta"] and h["expires"], h
+        assert (rec["root_id"], rec["parent_id"]) == ("ROOT-1", "PARENT-1"), rec
+        assert (rec["eta"], rec["expires"]) == (h["eta"], h["expires"]), (rec, h)
+        assert (rec["args"], rec["kwargs"]) == (h["argsrepr"], h["kwargsrepr"]) == ("[1, 'a']", "{'k': 2}"), rec
+        task = cap.state.tasks[res.id]
+        assert (task.root_id, task.parent_id) == ("ROOT-1", "PARENT-1")
+        assert task.state == "SUCCESS" and task.eta == h["eta"] and task.expires == h["expires"]
+        # a plain task: root is itself, no parent, no eta, no expiry (null, as Celery sends them)
+        plain = app.send_task("soma.noop")
+        wait_until(lambda: cap.of("task-received", uuid=plain.id), 15, what="task-received")
+        (rec,) = cap.of("task-received", uuid=plain.id)
+        assert (rec["root_id"], rec["parent_id"], rec["eta"], rec["expires"]) == (plain.id, None, None, None), rec
+        assert (rec["args"], rec["kwargs"]) == ("()", "{}"), rec
+        # revoked before it ran: not terminated, so no signal number (None, not False)
+        late = app.send_task("soma.noop", countdown=3)
+        app.control.revoke(late.id)
+        wait_until(lambda: cap.of("task-revoked", uuid=late.id), 15, what="task-revoked")
+        (rv,) = cap.of("task-revoked", uuid=late.id)
+        assert (rv["terminated"], rv["signum"], rv["expired"]) == (False, None, False), rv
+    finally:
+        before_task_publish.disconnect(record)
         cap.close()
 
 

@@ -35,6 +35,12 @@ static inline const char *celery_msg_differs(const struct celery_msg *a, const s
 		return "session";
 	if (!celery_same_str(a->traceparent, b->traceparent))
 		return "traceparent";
+	if (!celery_same_str(a->root_id, b->root_id) || !celery_same_str(a->parent_id, b->parent_id))
+		return "root_id/parent_id";
+	if (!celery_same_str(a->argsrepr, b->argsrepr) || !celery_same_str(a->kwargsrepr, b->kwargsrepr))
+		return "argsrepr/kwargsrepr";
+	if (!celery_same_str(a->eta_text, b->eta_text) || !celery_same_str(a->expires_text, b->expires_text))
+		return "eta/expires text";
 	if (a->has_max_retries != b->has_max_retries || a->max_retries != b->max_retries)
 		return "max_retries";
 	if (a->priority != b->priority)

@@ -101,6 +101,13 @@ Test(celery_scan, fields_of_celery_envelopes)
 		if (strcmp(m.task, "proj.eta") == 0 && m.retries == 3) {
 			cr_assert_eq(m.eta_ms, 1795777009461LL);
 			cr_assert_eq(m.expires_ms, 1795777009461LL + 3600000);
+			/* as sent, for the task-received event */
+			cr_assert_str_eq(m.eta_text, "2026-11-27T10:56:49.461034+00:00");
+			cr_assert_str_eq(m.expires_text, "2026-11-27T11:56:49.461034+00:00");
+			cr_assert_str_eq(m.root_id, m.id);
+			cr_assert_null(m.parent_id);
+			cr_assert_str_eq(m.argsrepr, "[1]");
+			cr_assert_str_eq(m.kwargsrepr, "{}");
 			seen |= 2;
 		}
 		if (m.time_limit == 30 && m.soft_time_limit == 12.5)
@@ -253,6 +260,40 @@ Test(celery_scan, odd_but_valid_envelopes)
 		cr_assert_not(celery_envelope_scan(deferred[i], strlen(deferred[i]), &m), "%s", deferred[i]);
 		same_reading(deferred[i], false);
 	}
+}
+
+Test(celery_scan, headers_for_the_events_as_sent)
+{
+	/* strings with escapes, non-strings (NULL), a typed one (left to jansson, which untypes it) */
+	static const char *const fast[] = {
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"root_id\":\"r\\u00e9\","
+		"\"parent_id\":\"p\\\"\",\"argsrepr\":\"(1, 'a\\\\n')\",\"kwargsrepr\":\"{'k': 2}\",\"eta\":\"x\"}}",
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"root_id\":5,\"parent_id\":null,"
+		"\"argsrepr\":[1],\"kwargsrepr\":true,\"eta\":7,\"expires\":null}}",
+	};
+	for (size_t i = 0; i < sizeof(fast) / sizeof(fast[0]); i++)
+		same_reading(fast[i], true);
+	struct celery_msg m;
+	cr_assert(celery_envelope_scan(fast[0], strlen(fast[0]), &m));
+	cr_assert_str_eq(m.root_id, "r\xc3\xa9");
+	cr_assert_str_eq(m.parent_id, "p\"");
+	cr_assert_str_eq(m.argsrepr, "(1, 'a\\n')");
+	cr_assert_str_eq(m.kwargsrepr, "{'k': 2}");
+	cr_assert_str_eq(m.eta_text, "x", "an eta that does not parse is still repeated as sent");
+	cr_assert_null(m.expires_text);
+	celery_msg_deinit(&m);
+	cr_assert(celery_envelope_scan(fast[1], strlen(fast[1]), &m));
+	cr_assert(!m.root_id && !m.parent_id && !m.argsrepr && !m.kwargsrepr && !m.eta_text && !m.expires_text);
+	celery_msg_deinit(&m);
+	static const char typed[] = "{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"parent_id\":"
+				    "{\"__type__\":\"uuid\",\"__value__\":\"p\"},\"root_id\":\"r\\u0000x\"}}";
+	cr_assert_not(celery_envelope_scan(typed, strlen(typed), &m));
+	same_reading(typed, false);
+	char why[256];
+	cr_assert_eq(celery_envelope_decode_tree(typed, strlen(typed), &m, why, sizeof(why)), SOMA_OK, "%s", why);
+	cr_assert_str_eq(m.parent_id, "p");
+	cr_assert_null(m.root_id, "a root_id holding U+0000 is not repeated cut short");
+	celery_msg_deinit(&m);
 }
 
 Test(celery_scan, malformed_messages_get_the_jansson_reason)
