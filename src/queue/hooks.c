@@ -5,6 +5,7 @@
 #include "queue/hooks.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,18 @@ static void *sink_arg;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct revoked *table; /* allocated on the first revoke */
 static int used;
+
+static atomic_bool task_events; /* the sink sends Celery's task events (queue_task_events) */
+
+void queue_set_task_events(bool on)
+{
+	atomic_store(&task_events, on);
+}
+
+bool queue_task_events(void)
+{
+	return atomic_load_explicit(&task_events, memory_order_relaxed);
+}
 
 void queue_set_event_sink(queue_event_fn fn, void *arg)
 {

@@ -23,6 +23,11 @@ typedef void (*queue_event_fn)(const char *type, const json_t *task, const json_
 
 /* Installs the sink (NULL removes it). Call before the workers start or after they stop. */
 void queue_set_event_sink(queue_event_fn fn, void *arg);
+/* Whether the sink sends Celery's task events (celery.events, `control enable_events`): only then
+ * do the workers copy into the task what those events repeat from the message (root_id,
+ * parent_id, argsrepr, ...), off the hot path otherwise. Any thread. */
+void queue_set_task_events(bool on);
+bool queue_task_events(void);
 /* Reports an event; fields may be NULL. Takes no ownership. */
 void queue_emit(const char *type, const json_t *task, const json_t *fields);
 

@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/json_py.h"
 #include "core/log.h"
+#include "queue/hooks.h"
 #include "queue/redis_int.h"
 
 /* One RPOP with a count per band, then one ZADD and one HSET for the whole batch (variadic: a
@@ -374,10 +375,10 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 			      "queue", w->queue, "tag", m->delivery_tag);
 	if (t && m->expires_ms)
 		json_object_set_new(t, "expires_ms", json_integer(m->expires_ms));
-	/* what the task-received event repeats as sent (events.c); strings both readers checked */
-	const char *const ek[] = {"root_id", "parent_id", "argsrepr", "kwargsrepr", "eta", "expires"};
-	const char *const ev[] = {m->root_id, m->parent_id, m->argsrepr, m->kwargsrepr, m->eta_text, m->expires_text};
-	for (size_t i = 0; t && i < sizeof(ek) / sizeof(ek[0]); i++)
+	/* what `inspect active` (the reprs) and, when sent, task-received events repeat as sent */
+	const char *const ek[] = {"argsrepr", "kwargsrepr", "root_id", "parent_id", "eta", "expires"};
+	const char *const ev[] = {m->argsrepr, m->kwargsrepr, m->root_id, m->parent_id, m->eta_text, m->expires_text};
+	for (size_t i = 0; t && (i < 2 || queue_task_events()) && i < sizeof(ek) / sizeof(ek[0]); i++)
 		if (ev[i])
 			json_object_set_new_nocheck(t, ek[i], json_string_nocheck(ev[i]));
 	if (t && m->time_limit > 0)

@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "queue/hooks.h"
 #include "queue/queue.h"
 #include "sched/sched_int.h"
 
@@ -101,6 +102,7 @@ void ctl_clock_seen(uint64_t remote)
 void ctl_task_events_set(bool on)
 {
 	atomic_store(&task_events, on);
+	queue_set_task_events(on);
 }
 
 bool ctl_task_events(void)
