@@ -105,28 +105,47 @@ long long queue_relay_published(void)
 	return atomic_load(&published);
 }
 
+/* A requeued dead letter runs again: DEL its result and run-lock, and the FAILURE results and chord
+ * joins its failure wrote for the later links of its chain (redis_canvas.c fail_chain: their
+ * results would make the worker take the links, published when it succeeds, for copies). */
+static enum soma_err forget_outcome(const char *id, const json_t *chain)
+{
+	size_t links = json_array_size(chain) < 32 ? json_array_size(chain) : 32, n = 0;
+	char keys[2 + 2 * 32][160];
+	const char *argv[1 + 2 + 2 * 32];
+	size_t lens[1 + 2 + 2 * 32];
+	redis_meta_key(id, keys[n++], sizeof(keys[0]));
+	snprintf(keys[n++], sizeof(keys[0]), "soma-run-%s-0", id);
+	for (size_t i = 0; i < links; i++) {
+		const char *link = json_string_value(
+			json_object_get(json_object_get(json_array_get(chain, i), "options"), "task_id"));
+		if (!link || strlen(link) > 100)
+			continue;
+		redis_meta_key(link, keys[n++], sizeof(keys[0]));
+		snprintf(keys[n++], sizeof(keys[0]), "soma-once-%s-join", link);
+	}
+	argv[0] = "DEL", lens[0] = 3;
+	for (size_t i = 0; i < n; i++)
+		argv[i + 1] = keys[i], lens[i + 1] = strlen(keys[i]);
+	return redis_append_argv(conn, (int)n + 1, argv, lens);
+}
+
 /* Appends the commands of one row; returns how many, or -1 when one could not be appended. */
 static int append_row(json_t *row, int64_t now)
 {
 	const char *id = json_string_value(json_object_get(row, "id"));
 	json_t *payload = json_object_get(row, "payload");
 	int64_t available = json_integer_value(json_object_get(row, "available_ms"));
-	char key[CELERY_KEY_MAX], meta[128], owner[128], ttl[24];
+	char key[CELERY_KEY_MAX], owner[128], ttl[24];
 	char *env = redis_task_envelope(row, 0, available > now + 5 ? available : 0, key);
 	if (!env) {
 		log_error("queue", "cannot build the message of task %s; it stays in the outbox", id);
 		return 0;
 	}
 	int n = 0, want = 0;
-	if (json_is_true(json_object_get(row, "requeued"))) {
-		redis_meta_key(id, meta, sizeof(meta));
-		char runlock[128];
-		snprintf(runlock, sizeof(runlock), "soma-run-%s-0", id);
-		const char *d[] = {"DEL", meta, runlock};
-		size_t dl[] = {3, strlen(meta), strlen(runlock)};
-		want++, n += redis_append_argv(conn, 3, d, dl) == SOMA_OK;
-	}
 	json_t *cel = json_object_get(payload, "celery");
+	if (json_is_true(json_object_get(row, "requeued")))
+		want++, n += forget_outcome(id, json_object_get(json_object_get(cel, "embed"), "chain")) == SOMA_OK;
 	const char *gid = json_string_value(json_object_get(cel, "group"));
 	if (gid && json_is_integer(json_object_get(cel, "chord_size"))) { /* the chord's size, as Celery's caller */
 		char skey[160], size[24], sttl[24];

@@ -24,7 +24,7 @@ static const char *time_or_null(int64_t ms, char *buf, size_t cap)
 
 static json_t *json_or_null(const char *text)
 {
-	json_t *v = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+	json_t *v = text ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
 	return v ? v : json_null();
 }
 

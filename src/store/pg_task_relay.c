@@ -84,7 +84,7 @@ static enum soma_err relay_claim(struct pgconn *c, struct store_op *op)
 	err = SOMA_OK;
 	for (int k = 0; k < n && err == SOMA_OK; k++) {
 		int i = order[k];
-		json_t *payload = json_loads(pg_text(r, i, 5), JSON_DECODE_ANY, NULL);
+		json_t *payload = json_loads(pg_text(r, i, 5), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 		json_t *row =
 			json_pack("{s:s, s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:I, s:b}", "id", pg_text(r, i, 0),
 				  "queue", pg_text(r, i, 1), "name", pg_text(r, i, 2), "tenant", pg_text(r, i, 3),
@@ -158,23 +158,26 @@ static enum soma_err revoke_not_queued(struct pgconn *c, struct store_op *op, co
 
 static enum soma_err task_revoke(struct pgconn *c, struct store_op *op)
 {
-	struct pg_params p = {0};
+	struct pg_params p = {0}, who = {0};
 	pg_param_text(&p, op->task_id);
 	pg_param_text(&p, op->tenant);
+	pg_param_int(&p, clock_wall_ms());
+	pg_param_text(&who, op->task_id);
+	pg_param_text(&who, op->tenant);
+	/* the result keeps the task's name: GET /v1/tasks/{id} names the task */
 	int64_t changed = 0;
 	enum soma_err err =
-		pg_run(c, "DELETE FROM tasks WHERE id = $1 AND tenant = $2 AND state = 'queued'", &p, &changed);
+		pg_run(c,
+		       "WITH gone AS (DELETE FROM tasks WHERE id = $1 AND tenant = $2 AND state = 'queued' "
+		       "RETURNING name) INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms, "
+		       "name) SELECT $1, $2, 'REVOKED', NULL, 'revoked', $3, name FROM gone ON CONFLICT (task_id) DO "
+		       "UPDATE SET status = 'REVOKED', result = NULL, error = 'revoked', completed_ms = $3, "
+		       "name = excluded.name WHERE task_results.tenant = excluded.tenant",
+		       &p, &changed);
 	if (err != SOMA_OK)
 		return err;
 	if (changed != 1)
-		return revoke_not_queued(c, op, &p);
-	pg_param_int(&p, clock_wall_ms());
-	err = pg_run(c,
-		     "INSERT INTO task_results(task_id, tenant, status, result, error, completed_ms) VALUES "
-		     "($1, $2, 'REVOKED', NULL, 'revoked', $3) ON CONFLICT (task_id) DO UPDATE SET "
-		     "status = 'REVOKED', result = NULL, error = 'revoked', completed_ms = $3 "
-		     "WHERE task_results.tenant = excluded.tenant",
-		     &p, NULL);
+		return revoke_not_queued(c, op, &who);
 	if (err != SOMA_OK)
 		return err;
 	op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", "REVOKED");

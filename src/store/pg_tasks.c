@@ -56,7 +56,8 @@ enum soma_err pg_sql_task_insert(struct pgconn *c, const char *tenant, const cha
 /* The row a reservation returns, as the op's task object. */
 static enum soma_err reserved_task(struct store_op *op, const PGresult *r)
 {
-	json_t *payload = json_loads(pg_text(r, 0, 4) ? pg_text(r, 0, 4) : "{}", JSON_DECODE_ANY, NULL);
+	json_t *payload =
+		json_loads(pg_text(r, 0, 4) ? pg_text(r, 0, 4) : "{}", JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	op->session = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:I, s:I}", "id", pg_text(r, 0, 0), "name",
 				pg_text(r, 0, 1), "tenant", pg_text(r, 0, 2), "session_id", pg_text(r, 0, 3), "payload",
 				payload ? payload : json_object(), "attempts", (json_int_t)pg_int(r, 0, 5),

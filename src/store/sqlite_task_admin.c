@@ -24,7 +24,7 @@ static const char *time_or_null(int64_t ms, char *buf, size_t cap)
 
 static json_t *json_or_null(const char *text)
 {
-	json_t *v = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+	json_t *v = text ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
 	return v ? v : json_null();
 }
 
@@ -187,21 +187,30 @@ static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *en
 static enum soma_err task_revoke(struct dbconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
-	sqlite3_stmt *s = dbconn_stmt(c, "DELETE FROM tasks WHERE id = ? AND tenant = ? AND state = 'queued'");
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "DELETE FROM tasks WHERE id = ? AND tenant = ? AND state = 'queued' RETURNING name");
 	if (!s)
 		return SOMA_ERR_STORE;
 	bind_text(s, 1, op->task_id);
 	bind_text(s, 2, op->tenant);
-	if (sqlite3_step(s) != SQLITE_DONE)
+	char name[256] = ""; /* kept in its result: GET /v1/tasks/{id} names the task */
+	int rc = sqlite3_step(s);
+	bool revoked = rc == SQLITE_ROW;
+	if (revoked) {
+		snprintf(name, sizeof(name), "%s", (const char *)sqlite3_column_text(s, 0) ?: "");
+		rc = sqlite3_step(s);
+	}
+	if (rc != SQLITE_DONE)
 		return SOMA_ERR_STORE;
-	if (sqlite3_changes(c->db) == 1) {
+	if (revoked) {
 		s = dbconn_stmt(c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, "
-				   "completed_ms) VALUES (?, ?, 'REVOKED', NULL, 'revoked', ?)");
+				   "completed_ms, name) VALUES (?, ?, 'REVOKED', NULL, 'revoked', ?, ?)");
 		if (!s)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, op->task_id);
 		bind_text(s, 2, op->tenant);
 		sqlite3_bind_int64(s, 3, now);
+		bind_text(s, 4, name);
 		if (sqlite3_step(s) != SQLITE_DONE)
 			return SOMA_ERR_STORE;
 		op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", "REVOKED");

@@ -63,7 +63,8 @@ static enum soma_err relay_claim(struct dbconn *c, struct store_op *op)
 	op->rows = json_array();
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *payload = json_loads((const char *)sqlite3_column_text(s, 5), JSON_DECODE_ANY, NULL);
+		json_t *payload =
+			json_loads((const char *)sqlite3_column_text(s, 5), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 		json_t *row = json_pack(
 			"{s:s, s:s, s:s, s:s, s:s?, s:o, s:I, s:I, s:I, s:b}", "id",
 			(const char *)sqlite3_column_text(s, 0), "queue", (const char *)sqlite3_column_text(s, 1),

@@ -64,7 +64,7 @@ void store_sql_finish(struct store_op *op)
 	const char *text = op->session ? json_string_value(json_object_get(op->session, PAYLOAD_TEXT)) : NULL;
 	if (!text)
 		return;
-	json_t *payload = json_loads(text, JSON_DECODE_ANY, NULL);
+	json_t *payload = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	json_object_set_new(op->session, "payload", payload ? payload : json_object());
 	json_object_del(op->session, PAYLOAD_TEXT);
 }

@@ -43,3 +43,13 @@ def test_results_are_kept_without_expiry(soma):
     srv = soma("queue.result_expires_s=0")
     tid = post_task(srv, task="soma.echo")["task_id"]
     assert wait_task(srv, tid, {"SUCCESS"})["task"] == "soma.echo"
+
+
+def test_a_revoked_task_keeps_its_name(soma):
+    srv = soma()
+    tid = post_task(srv, task="soma.echo", args=[1], countdown=60)["task_id"]
+    assert http().post(f"{srv.url}/v1/tasks/{tid}/revoke", timeout=5).status_code in (200, 202)
+    body = http().get(f"{srv.url}/v1/tasks/{tid}", timeout=5).json()
+    assert body["status"] == "REVOKED" and body["task"] == "soma.echo", body
+    for field in ("task_id", "result", "error", "retries", "started_at", "completed_at"):
+        assert field in body, (field, body)
