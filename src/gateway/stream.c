@@ -305,6 +305,12 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 		gw_store(req, check, on_head_checked);
 		return;
 	}
+	if (req->client_eof) { /* the reader closed its side first: a stream for no one (a slot held) */
+		http_respond_error(req, 400, "client_closed",
+				   "the client closed its side of the connection; "
+				   "an event stream needs it open");
+		return;
+	}
 	struct stream *s = calloc(1, sizeof(*s));
 	if (!s) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");

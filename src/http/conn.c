@@ -118,6 +118,7 @@ static void pause_reading(struct http_conn *c)
 {
 	c->paused = true;
 	bufferevent_disable(c->bev, EV_READ);
+	evtimer_del(c->timer); /* not idle: it waits for the client to read (the write timeout stays) */
 }
 
 /* The output drained: read and handle what the client pipelined meanwhile. May free c. */
@@ -182,6 +183,7 @@ static void reset_request(struct http_conn *c)
 	c->req.on_response = on_response;
 	c->req.content_length = -1;
 	c->req.keep_alive = true;
+	c->req.client_eof = c->read_closed; /* a request read after the client's EOF */
 	c->req_started = false;
 	c->responded = false;
 	c->linger = false;
@@ -294,13 +296,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		conn_free(c); /* the client saw our close (EOF) or went away */
 		return;
 	}
-	bool eof = (what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
+	/* a half-close comes from reading; an EOF on the write side (a write that wrote nothing, as
+	 * sendfile of a file that shrank) leaves a connection that can neither read nor write */
+	bool eof =
+		(what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
 	if (!eof || (c->state == CONN_HANDLING && (c->req.streaming || c->req.abort_on_eof))) {
 		conn_free(c); /* an error, the write timeout, a stream's reader or a paid call's client gone */
 		return;
 	}
 	c->read_closed = true; /* half-closed (or gone): still deliver what it asked for */
-	c->linger = false;     /* it closed its side already: nothing to wait for */
+	c->req.client_eof = true;
+	c->linger = false; /* it closed its side already: nothing to wait for */
 	bufferevent_disable(c->bev, EV_READ);
 	if (c->state == CONN_HANDLING || c->paused)
 		return; /* on_response, or on_written, goes on with the buffered requests */

@@ -82,6 +82,9 @@ struct http_req {
 	int out_fd;					    /* the socket behind out, when write_first is set */
 	bool write_first;				    /* send to out_fd while out is empty */
 	bool abort_on_eof; /* EOF from the client ends the handler (on_abort): its work is for the client alone */
+	bool client_eof;   /* the client closed its side (EOF) before or while this request was handled: a
+			    * handler that would set abort_on_eof must not start its work (the EOF that
+			    * would end it has come already) */
 	bool out_file;	   /* the response queued a file by reference in out (an fd) */
 	bool corked;	   /* writes go to cork_buf (http_cork) */
 	struct evbuffer *cork_buf;		   /* the connection's, kept across requests */
