@@ -377,11 +377,12 @@ void bus_local_publish_ephemeral(const char *session_id, int64_t base_seq, const
 	pthread_mutex_lock(&bus_lock);
 	struct bus_session *s = session_find(session_id, true);
 	if (s) {
-		/* a seq not published here: an earlier process may have numbered ephemerals after it (a
-		 * reply begun again after a restart; a stream resumed at one would skip the new start),
-		 * so count from 100 per ms since 2025: above those, within a cursor's 15 digits */
-		if (base_seq > s->last_seq)
-			s->last_seq = base_seq, s->minor = (clock_wall_ms() - INT64_C(1735689600000)) * 100;
+		/* a seq not published here may have ephemerals an earlier process numbered (a reply begun
+		 * again after a restart): count from 100 per ms since 2025, above those, in 15 digits */
+		if (base_seq > s->last_seq) {
+			int64_t fresh = (clock_wall_ms() - INT64_C(1735689600000)) * 100; /* (< 0: from 1) */
+			s->last_seq = base_seq, s->minor = fresh > 0 ? fresh : 0;
+		}
 		struct bus_cursor c = {s->last_seq, ++s->minor};
 		if (out)
 			*out = c;

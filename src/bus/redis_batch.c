@@ -82,8 +82,11 @@ void bus_redis_account(struct bus_rec **recs, size_t n)
 	}
 }
 
-/* Runs the batch once; the reply when Redis ran it (an array), else NULL with why set. */
-static redisReply *run_once(struct redis_conn *conn, int argc, const char **argv, size_t *lens, char *why, size_t cap)
+/* Runs the batch once; the reply when Redis ran it (an array), else NULL with why set, and
+ * *refused when Redis answered with an error that a retry would only repeat (READONLY, OOM,
+ * MISCONF, a script error; not LOADING or BUSY, which pass). */
+static redisReply *run_once(struct redis_conn *conn, int argc, const char **argv, size_t *lens, char *why, size_t cap,
+			    bool *refused)
 {
 	argv[0] = "EVALSHA", lens[0] = 7;
 	argv[1] = bus_redis_lua_sha, lens[1] = 40;
@@ -96,6 +99,8 @@ static redisReply *run_once(struct redis_conn *conn, int argc, const char **argv
 	}
 	if (reply && reply->type == REDIS_REPLY_ARRAY)
 		return reply;
+	*refused = reply && !(reply->type == REDIS_REPLY_ERROR && reply->str &&
+			      (strncmp(reply->str, "LOADING", 7) == 0 || strncmp(reply->str, "BUSY", 4) == 0));
 	snprintf(why, cap, "%s", reply ? (reply->str ? reply->str : "unexpected reply") : redis_conn_error(conn));
 	if (reply)
 		freeReplyObject(reply);
@@ -173,9 +178,12 @@ bool bus_redis_send(struct redis_conn *conn, const char *channel, struct bus_rec
 #undef NUM
 #undef ARG
 	/* Sent again while the deadline allows: the connection died under it (CLIENT KILL, a proxy),
-	 * Redis restarted or did not answer in time. The batch key makes Redis run it once. */
+	 * Redis restarted or did not answer in time. The batch key makes Redis run it once. A batch
+	 * Redis refused (it answered) degrades at once: its streams are not held for the deadline. */
 	redisReply *reply;
-	while (!(reply = run_once(conn, argc, argv, lens, why, cap)) && clock_wall_ms() < retry_until_ms) {
+	bool refused = false;
+	while (!(reply = run_once(conn, argc, argv, lens, why, cap, &refused)) && !refused &&
+	       clock_wall_ms() < retry_until_ms) {
 		nanosleep(&(struct timespec){0, RETRY_PAUSE_MS * 1000000L}, NULL);
 		if (redis_conn_reconnect(conn) != SOMA_OK) /* (at once, not after the connection's backoff) */
 			continue;			   /* not back yet */
