@@ -240,18 +240,6 @@ static void event_headers(struct celery_msg *m)
 
 /* A header or property read as a C string holds U+0000: it would be read cut short (task "t\u0000x"
  * as "t", a tenant as another), so the message is refused (JSON_ALLOW_NUL keeps NULs in args). */
-static bool names_hold_nul(const struct celery_msg *m)
-{
-	static const char *const hdr[] = {"task", "id", "soma_tenant", "soma_session", "traceparent", "eta", "expires"};
-	for (size_t i = 0; i < sizeof(hdr) / sizeof(hdr[0]); i++)
-		if (json_py_has_nul(json_object_get(m->headers, hdr[i])))
-			return true;
-	json_t *di = json_object_get(m->properties, "delivery_info");
-	return json_py_has_nul(json_object_get(m->properties, "correlation_id")) ||
-	       json_py_has_nul(json_object_get(m->properties, "delivery_tag")) ||
-	       json_py_has_nul(json_object_get(di, "routing_key")) || json_py_has_nul(json_object_get(di, "exchange"));
-}
-
 enum soma_err celery_envelope_decode(const char *text, size_t len, struct celery_msg *out, char *why, size_t why_cap)
 {
 	if (celery_envelope_scan(text, len, out))
@@ -329,7 +317,7 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 		snprintf(why, why_cap, "the message lacks a task name or a task id (at most 64 characters)");
 		goto bad;
 	}
-	if (names_hold_nul(out)) {
+	if (celery_names_hold_nul(out)) {
 		snprintf(why, why_cap, "a header or property read as a name holds U+0000 (\\u0000)");
 		goto bad;
 	}

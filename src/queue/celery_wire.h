@@ -100,6 +100,9 @@ size_t celery_envelope_tag(const char *text, size_t len, char *buf, size_t cap);
  * (a retry's republish, canvas follow-ups). SOMA_ERR_NOMEM when it cannot. */
 enum soma_err celery_msg_tree(struct celery_msg *m) SOMA_MUST_CHECK;
 void celery_msg_deinit(struct celery_msg *m);
+/* A header, property or canvas id of m that our code uses as a C string holds U+0000
+ * (celery_names.c): the jansson reader refuses such a message. */
+bool celery_names_hold_nul(const struct celery_msg *m);
 /* embed when it asks for anything (an object with a member other than null), else NULL; takes
  * embed, returns the value to keep. */
 json_t *celery_embed_or_null(json_t *embed);

@@ -86,6 +86,10 @@ Test(celery_pyjson, a_name_holding_nul_is_refused_with_a_reason)
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"soma_tenant\":\"a\\u0000b\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":{\"delivery_tag\":"
 		"\"x\\u0000\"}}",
+		/* a group id (chord keys), and a chain link's task id (its result key), cut short */
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"group\":\"g\\u0000h\"}}",
+		"{\"body\":\"[[],{},{\\\"chain\\\":[{\\\"task\\\":\\\"t\\\",\\\"options\\\":{\\\"task_id\\\":"
+		"\\\"a\\\\u0000b\\\"}}]}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct celery_msg a, b;
