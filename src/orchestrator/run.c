@@ -113,9 +113,17 @@ static int print_plan(unsigned role)
 	return EXIT_OK;
 }
 
+static struct timespec first_signal; /* when shutdown began (CLOCK_MONOTONIC) */
+
 static void on_second_signal(int sig)
 {
-	/* async-signal-safe: no stdio, no locks; the line has the fields of every log line */
+	/* async-signal-safe: no stdio, no locks; the line has the fields of every log line. A repeat
+	 * within a second is the same stop delivered twice (make forwards the SIGTERM its process
+	 * group got, `timeout` signals both the child and its group), not a user's second ask. */
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if ((now.tv_sec - first_signal.tv_sec) * 1000000000L + (now.tv_nsec - first_signal.tv_nsec) < 1000000000L)
+		return;
 	static const char head[] = "{\"ts\":\"";
 	static const char tail[] = "\",\"level\":\"warn\",\"msg\":\"second signal: exiting at once\","
 				   "\"service\":\"orchestrator\"}\n";
@@ -135,8 +143,10 @@ static void arm_second_signal(const sigset_t *set)
 {
 	struct sigaction sa = {.sa_handler = on_second_signal};
 	sigemptyset(&sa.sa_mask);
+	clock_gettime(CLOCK_MONOTONIC, &first_signal);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	pthread_sigmask(SIG_UNBLOCK, set, NULL);
 }
 
@@ -240,6 +250,7 @@ int cmd_run(const struct cli *cli)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP); /* a closed terminal or ssh session: a graceful stop too */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_open_files();
@@ -273,7 +284,10 @@ int cmd_run(const struct cli *cli)
 			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	int sig = main_loop(&set);
 	log_info("orchestrator", "received %s; shutting down (shutdown.grace_s = %lld); send it again to exit at once",
-		 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg_int(CFG_SHUTDOWN_GRACE_S));
+		 sig == SIGTERM	 ? "SIGTERM"
+		 : sig == SIGHUP ? "SIGHUP"
+				 : "SIGINT",
+		 cfg_int(CFG_SHUTDOWN_GRACE_S));
 	arm_second_signal(&set);
 	app.stop_end_ns = clock_mono_ns() + (uint64_t)cfg_int(CFG_SHUTDOWN_GRACE_S) * 1000000000u;
 	registry_stop(app.registry);

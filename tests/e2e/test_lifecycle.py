@@ -111,6 +111,7 @@ def test_second_signal_exits_at_once(soma):
     srv = soma("shutdown.grace_s=30")
     c = _begin_in_flight(srv)
     _sigterm_and_wait_drain(srv)
+    time.sleep(1.1)  # (a repeat within a second is the same stop delivered twice: ignored)
     srv.signal(signal.SIGTERM)
     t0 = time.monotonic()
     rc = srv.wait_exit(timeout=3)
@@ -124,6 +125,7 @@ def test_second_signal_log_line_is_a_full_log_line(soma):
     srv = soma("shutdown.grace_s=30")
     c = _begin_in_flight(srv)
     _sigterm_and_wait_drain(srv)
+    time.sleep(1.1)
     srv.signal(signal.SIGINT)
     rc = srv.wait_exit(timeout=3)
     srv.checked = True
@@ -132,6 +134,30 @@ def test_second_signal_log_line_is_a_full_log_line(soma):
     last = srv.json_logs()[-1]
     assert "second signal" in last.get("msg", ""), last
     assert TS_RE.match(last.get("ts", "")), f"log line without ts: {last}"
+
+
+def test_a_stop_delivered_twice_at_once_is_still_graceful(soma):
+    """`make run` stopped through its process group: make forwards the SIGTERM the group got, so
+    somaagent gets a second one moments after the first. That is one stop, not a user's second ask."""
+    srv = soma("shutdown.grace_s=5")
+    c = _begin_in_flight(srv)
+    _sigterm_and_wait_drain(srv)
+    srv.signal(signal.SIGTERM)  # the forwarded copy, moments after the first
+    time.sleep(0.3)
+    assert srv.proc.poll() is None, "the repeated signal cut the graceful stop short"
+    c.close()
+    assert srv.wait_exit(timeout=10) == 0, srv.log_text()
+    srv.checked = True
+
+
+def test_sighup_is_graceful(soma):
+    """A closed terminal or ssh session (SIGHUP) stops the server as SIGTERM does: it used to kill
+    it at once (exit 129), cutting running tasks and replies."""
+    srv = soma()
+    srv.signal(signal.SIGHUP)
+    assert srv.wait_exit(timeout=10) == 0, srv.log_text()
+    srv.checked = True
+    assert any(o.get("msg", "").startswith("received SIGHUP") for o in srv.logs_quiet())
 
 
 def test_sigint_is_graceful(soma):
