@@ -30,6 +30,11 @@ extern struct app app;
 /* Milliseconds of shutdown.grace_s left for the stop under way: every stop (HTTP drain, running
  * tasks) shares the one grace counted from the signal, instead of each taking all of it. */
 int app_grace_left_ms(void);
+/* Takes data.dir's lock for this run (data_lock.c): SOMA_ERR_CONFLICT, with why saying which
+ * process holds it, when another somaagent runs on the directory. */
+enum soma_err data_dir_lock(const char *dir, char *why, size_t cap) SOMA_MUST_CHECK;
+/* Lets the lock go (the store stopped). */
+void data_dir_unlock(void);
 /* Registers the services of the process (store, auth, disk, http) with app.registry. */
 enum soma_err services_register(void) SOMA_MUST_CHECK;
 /* Frees what the services keep until every service has stopped (the HTTP server's memory). */

@@ -55,6 +55,14 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 	enum soma_err err = store_open_url(cfg_str(CFG_STORE_URL), cfg_str(CFG_DATA_DIR), &app.store, why, cap);
 	if (err != SOMA_OK)
 		return err;
+	if (!cfg_str(CFG_STORE_URL)[0]) { /* SQLite: one run per data.dir, before anything touches it */
+		err = data_dir_lock(cfg_str(CFG_DATA_DIR), why, cap);
+		if (err != SOMA_OK) {
+			store_close(app.store);
+			app.store = NULL;
+			return err;
+		}
+	}
 	int applied = 0;
 	err = store_migrate(app.store, &applied);
 	if (err != SOMA_OK) {
@@ -93,6 +101,7 @@ static void store_stop(void *ctx)
 	(void)ctx;
 	audit_init(NULL);
 	store_close(app.store);
+	data_dir_unlock();
 	app.store = NULL;
 }
 
