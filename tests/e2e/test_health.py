@@ -151,3 +151,30 @@ def test_redis_queue_is_down_while_its_broker_does_not_answer(soma):
         assert f"redis at 127.0.0.1:{redis.port} unreachable" in svc["detail"] and "redis.url" in svc["detail"], svc
         redis.start()
         wait_until(lambda: queue_svc("ok"), 15, what="the queue service to be ok again")
+
+
+def test_a_redis_queue_without_an_append_only_file_is_said_so(soma):
+    """queue.driver=redis on a Redis that keeps no append-only file: the tasks it holds are
+    acknowledged and no longer in the store, so a Redis restart loses them. The log and the queue
+    service's detail say so (once asked); with appendonly yes they do not."""
+    from celery_util import redis_sets
+    from e2e_util import wait_until
+    from servers import RedisServer
+
+    with RedisServer() as redis:
+        srv = soma(*redis_sets(redis))
+        def risk_named():
+            svc = httpx.get(srv.url + "/v1/health", timeout=5).json()["services"]["queue"]
+            return svc if "append-only" in svc["detail"] else None
+
+        svc = wait_until(risk_named, 10, what="the detail to name the risk")
+        assert svc["status"] == "ok" and "appendonly yes" in svc["detail"], svc
+        assert any("keeps no append-only file" in o.get("msg", "") for o in srv.logs_quiet())
+        srv.stop()
+        redis.client().config_set("appendonly", "yes")
+        srv = soma(*redis_sets(redis), data_dir=srv.data_dir)
+        wait_until(lambda: httpx.get(srv.url + "/v1/health", timeout=5).json()["services"]["queue"]["status"] == "ok",
+                   10, what="the queue service")
+        time.sleep(1.5)  # (past a health poll)
+        detail = httpx.get(srv.url + "/v1/health", timeout=5).json()["services"]["queue"]["detail"]
+        assert "append-only" not in detail, detail
