@@ -17,7 +17,7 @@ static void usage(FILE *out)
 	      "  run [--role all|gateway|worker] [--dry-run]   start the services (default role: all)\n"
 	      "  config show [--json] | check | docs           print or check the configuration\n"
 	      "  migrate                                       apply database migrations under data.dir\n"
-	      "  keys create --tenant T [--scope admin] [--name N] | list [--json] | revoke ID\n"
+	      "  keys create --tenant T [--scope admin] [--name N] [--json] | list [--json] | revoke ID\n"
 	      "  version                                       print the version\n"
 	      "options for every command: --config FILE, --set key=value (repeatable)\n",
 	      out);
@@ -42,6 +42,11 @@ bool cli_parse(int argc, char **argv, int first, struct cli *cli)
 		if (slot || strcmp(a, "--set") == 0) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "somaagent: %s needs a value\n", a);
+				return false;
+			}
+			if (slot && *slot) {
+				fprintf(stderr, "somaagent: %s given twice; give it once%s\n", a,
+					slot == &cli->scope ? " with every scope, e.g. --scope \"admin chat\"" : "");
 				return false;
 			}
 			if (slot) {
@@ -105,7 +110,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	struct cli cli;
-	if (!cli_parse(argc, argv, 2, &cli))
+	if (!cli_parse(argc, argv, 2, &cli) || !cli_check(cmd, &cli))
 		return EXIT_USAGE;
 	int rc;
 	if (strcmp(cmd, "run") == 0)

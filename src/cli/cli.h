@@ -31,6 +31,9 @@ struct cli {
 
 /* Parses argv[first..argc) into cli; on a usage error prints one line and returns false. */
 bool cli_parse(int argc, char **argv, int first, struct cli *cli);
+/* Checks that cmd takes the words and options of cli (cli_check.c); on a word or an option it
+ * does not use prints one line saying what is expected and returns false. */
+bool cli_check(const char *cmd, const struct cli *cli);
 /* Loads the configuration from cli (file, env, --set); prints each error line; true when valid. */
 bool cli_load_config(const struct cli *cli);
 

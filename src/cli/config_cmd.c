@@ -58,6 +58,11 @@ int cmd_migrate(const struct cli *cli)
 		return EXIT_RUNTIME;
 	}
 	int applied = 0, current = 0, latest = 0;
+	if (store_schema_newer(st, why, sizeof(why))) {
+		store_close(st);
+		fprintf(stderr, "somaagent: %s\n", why);
+		return EXIT_RUNTIME;
+	}
 	enum soma_err err = store_migrate(st, &applied);
 	if (err == SOMA_OK)
 		err = store_schema_version(st, &current, &latest);

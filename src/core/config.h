@@ -67,6 +67,21 @@ bool cfg_find(const char *name, enum cfg_key *out);
 /* Environment variable name of a key, e.g. SOMA_HTTP_LISTEN, written into out. */
 void cfg_env_name(enum cfg_key key, char *out, size_t cap);
 
+/* One item of a comma-separated list setting (queue.routes, queue.queues, queue.rate_limits),
+ * spaces around ',' and '=' trimmed. The spans are borrowed from the setting's string. */
+struct cfg_pair {
+	const char *item; /* the whole item */
+	size_t ilen;	  /* its length */
+	const char *key;  /* before '=' (the whole item when there is none) */
+	size_t klen;	  /* its length */
+	const char *val;  /* after '=' */
+	size_t vlen;	  /* its length (0 without '=') */
+	bool has_eq;	  /* the item holds '=' */
+};
+/* Reads the item at *p into out and moves *p past it; false at the end of the list. The list
+ * settings are validated at load, so each item of a loaded value is well formed. */
+bool cfg_list_next(const char **p, struct cfg_pair *out);
+
 /* Loads every key from its sources. On SOMA_ERR_CONFIG, errs holds one line per problem
  * naming the key, the source and the expected form. Replaces any previous load. */
 enum soma_err cfg_load(const struct cfg_load_opts *opts, struct cfg_errors *errs) SOMA_MUST_CHECK;

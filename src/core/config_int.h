@@ -28,4 +28,9 @@ typedef void (*cfg_ini_value_fn)(void *user, const char *section, const char *na
  * and for every line longer than CFG_INI_MAX_LINE (whose setting is then not applied). */
 void cfg_ini_parse(FILE *f, const char *path, cfg_ini_value_fn on_value, void *user, struct cfg_errors *errs);
 
+/* Validators of the list settings (config_lists.c), named in config_keys.h. */
+bool cfg_validate_routes(const char *value, char *why, size_t cap);
+bool cfg_validate_queues(const char *value, char *why, size_t cap);
+bool cfg_validate_rate_limits(const char *value, char *why, size_t cap);
+
 #endif

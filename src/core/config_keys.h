@@ -141,13 +141,13 @@ X(QUEUE_DRIVER, "queue.driver", CFG_ENUM, "local", 0, 0, "local|redis", NULL, fa
   "Task queue: local (in the embedded store, one process) or redis (Celery protocol v2, many nodes).") \
 X(QUEUE_DEFAULT_QUEUE, "queue.default_queue", CFG_STRING, "celery", 0, 0, NULL, validate_nonempty, false, NULL, \
   "Queue of tasks sent without a queue and not matched by queue.routes (Celery's default is celery).") \
-X(QUEUE_ROUTES, "queue.routes", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+X(QUEUE_ROUTES, "queue.routes", CFG_STRING, "", 0, 0, NULL, cfg_validate_routes, false, NULL, \
   "Routing table: comma-separated task=queue pairs; a task pattern may end in * (soma.*=ops).") \
 X(QUEUE_RESULT_EXPIRES_S, "queue.result_expires_s", CFG_INT, "86400", 0, 31536000, NULL, NULL, false, NULL, \
   "Seconds task results are kept (Celery's result_expires); 0 keeps them forever.") \
-X(QUEUE_QUEUES, "queue.queues", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
-  "More queues this worker consumes beside conversation and celery: comma-separated name=concurrency pairs.") \
-X(QUEUE_RATE_LIMITS, "queue.rate_limits", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \
+X(QUEUE_QUEUES, "queue.queues", CFG_STRING, "", 0, 0, NULL, cfg_validate_queues, false, NULL, \
+  "More queues this worker consumes beside conversation and celery: comma-separated name=concurrency (1..256) pairs.") \
+X(QUEUE_RATE_LIMITS, "queue.rate_limits", CFG_STRING, "", 0, 0, NULL, cfg_validate_rate_limits, false, NULL, \
   "Per-task rate limits per worker process, like Celery's rate_limit: comma-separated task=N/s|N/m|N/h.") \
 X(QUEUE_PREFETCH, "queue.prefetch", CFG_INT, "64", 1, 1000, NULL, NULL, false, NULL, \
   "Redis driver: messages a worker thread takes at once (conversation takes one at a time).") \

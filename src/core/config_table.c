@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/config.h"
+#include "core/config_int.h"
 
 bool cfg_parse_listen(const char *value, char *host, size_t host_cap, int *port)
 {

@@ -48,18 +48,12 @@ const char *queue_route(const char *task, char *buf, size_t cap)
 {
 	if (strcmp(task, "conversation.process") == 0)
 		return snprintf(buf, cap, "conversation"), buf;
-	const char *p = cfg_str(CFG_QUEUE_ROUTES);
-	while (p && *p) {
-		const char *end = strchr(p, ','), *eq = strchr(p, '=');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		while (len && *p == ' ')
-			p++, len--;
-		if (eq && eq < p + len && matches(p, (size_t)(eq - p), task)) {
-			size_t qlen = (size_t)(p + len - eq - 1);
-			snprintf(buf, cap, "%.*s", (int)qlen, eq + 1);
+	struct cfg_pair it;
+	for (const char *p = cfg_str(CFG_QUEUE_ROUTES); cfg_list_next(&p, &it);) {
+		if (it.has_eq && it.vlen && matches(it.key, it.klen, task)) {
+			snprintf(buf, cap, "%.*s", (int)it.vlen, it.val);
 			return buf;
 		}
-		p = end ? end + 1 : NULL;
 	}
 	snprintf(buf, cap, "%s", cfg_str(CFG_QUEUE_DEFAULT_QUEUE));
 	return buf;
@@ -67,49 +61,34 @@ const char *queue_route(const char *task, char *buf, size_t cap)
 
 void queue_route_targets(void (*fn)(const char *queue, size_t len, void *arg), void *arg)
 {
-	const char *p = cfg_str(CFG_QUEUE_ROUTES);
-	while (p && *p) {
-		const char *end = strchr(p, ','), *eq = strchr(p, '=');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (eq && eq < p + len) {
-			size_t qlen = (size_t)(p + len - eq - 1);
-			while (qlen && eq[qlen] == ' ')
-				qlen--;
-			if (qlen)
-				fn(eq + 1, qlen, arg);
-		}
-		p = end ? end + 1 : NULL;
-	}
+	struct cfg_pair it;
+	for (const char *p = cfg_str(CFG_QUEUE_ROUTES); cfg_list_next(&p, &it);)
+		if (it.has_eq && it.vlen)
+			fn(it.val, it.vlen, arg);
 }
 
-/* "task=N/s" pairs; a malformed pair is skipped (the config check reports nothing: documented). */
+/* "task=N/s|m|h" pairs, checked when the config was loaded (cfg_validate_rate_limits). */
 static void parse_limits_locked(void)
 {
 	nbuckets = 0;
-	const char *p = cfg_str(CFG_QUEUE_RATE_LIMITS);
-	while (p && *p && nbuckets < MAX_LIMITS) {
-		const char *end = strchr(p, ',');
-		char item[192];
-		snprintf(item, sizeof(item), "%.*s", (int)(end ? (size_t)(end - p) : strlen(p)), p);
-		char *eq = strchr(item, '='), *slash = eq ? strchr(eq, '/') : NULL;
-		if (eq && slash) {
-			*eq = '\0';
-			double n = strtod(eq + 1, NULL);
-			double unit_ms = slash[1] == 'm' ? 60000.0 : slash[1] == 'h' ? 3600000.0 : 1000.0;
-			struct bucket *b = &buckets[nbuckets];
-			const char *name = item;
-			while (*name == ' ')
-				name++;
-			if (n > 0) {
-				snprintf(b->task, sizeof(b->task), "%.127s", name);
-				b->per_ms = n / unit_ms;
-				b->burst = b->per_ms * 1000.0 < 1.0 ? 1.0 : b->per_ms * 1000.0;
-				b->tokens = b->burst;
-				b->last_ms = clock_wall_ms();
-				nbuckets++;
-			}
+	struct cfg_pair it;
+	for (const char *p = cfg_str(CFG_QUEUE_RATE_LIMITS); nbuckets < MAX_LIMITS && cfg_list_next(&p, &it);) {
+		const char *slash = it.has_eq ? memchr(it.val, '/', it.vlen) : NULL;
+		if (!slash || it.klen == 0)
+			continue;
+		char num[32];
+		snprintf(num, sizeof(num), "%.*s", (int)(slash - it.val), it.val);
+		double n = strtod(num, NULL);
+		double unit_ms = slash[1] == 'm' ? 60000.0 : slash[1] == 'h' ? 3600000.0 : 1000.0;
+		struct bucket *b = &buckets[nbuckets];
+		if (n > 0) {
+			snprintf(b->task, sizeof(b->task), "%.*s", (int)(it.klen > 127 ? 127 : it.klen), it.key);
+			b->per_ms = n / unit_ms;
+			b->burst = b->per_ms * 1000.0 < 1.0 ? 1.0 : b->per_ms * 1000.0;
+			b->tokens = b->burst;
+			b->last_ms = clock_wall_ms();
+			nbuckets++;
 		}
-		p = end ? end + 1 : NULL;
 	}
 }
 
@@ -145,20 +124,14 @@ int queue_defs_from_config(struct queue_def *out, int max)
 		return 0;
 	out[n++] = (struct queue_def){"conversation", (int)cfg_int(CFG_QUEUE_CONVERSATION_CONCURRENCY)};
 	out[n++] = (struct queue_def){"celery", (int)cfg_int(CFG_QUEUE_CELERY_CONCURRENCY)};
-	const char *p = cfg_str(CFG_QUEUE_QUEUES);
-	while (p && *p && n < max && n < 16) {
-		const char *end = strchr(p, ','), *eq = strchr(p, '=');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		while (len && *p == ' ')
-			p++, len--;
-		size_t nlen = eq && eq < p + len ? (size_t)(eq - p) : len;
-		long conc = eq && eq < p + len ? strtol(eq + 1, NULL, 10) : 1;
-		if (nlen > 0 && nlen < sizeof(names[0])) {
-			snprintf(names[n], sizeof(names[n]), "%.*s", (int)nlen, p);
+	struct cfg_pair it;
+	for (const char *p = cfg_str(CFG_QUEUE_QUEUES); n < max && n < 16 && cfg_list_next(&p, &it);) {
+		long conc = it.has_eq ? strtol(it.val, NULL, 10) : 1;
+		if (it.klen > 0 && it.klen < sizeof(names[0])) {
+			snprintf(names[n], sizeof(names[n]), "%.*s", (int)it.klen, it.key);
 			out[n] = (struct queue_def){names[n], conc < 1 ? 1 : conc > 256 ? 256 : (int)conc};
 			n++;
 		}
-		p = end ? end + 1 : NULL;
 	}
 	return n;
 }

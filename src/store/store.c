@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "store/store_int.h"
 
 static bool is_postgres_url(const char *url)
@@ -63,8 +64,27 @@ void store_close(struct store *st)
 	free(st);
 }
 
+bool store_schema_newer(struct store *st, char *why, size_t why_cap)
+{
+	int current = 0, latest = 0;
+	if (st->drv->schema_version(st, &current, &latest) != SOMA_OK || current <= latest)
+		return false;
+	snprintf(why, why_cap,
+		 "%s was migrated by a newer somaagent (schema %d, this binary knows %d); run that version, or "
+		 "restore a backup made by this one",
+		 strcmp(store_driver_name(st), "sqlite") == 0 ? "data.dir" : "the database at store.url", current,
+		 latest);
+	return true;
+}
+
 enum soma_err store_migrate(struct store *st, int *applied)
 {
+	/* a newer schema is not ours to run on: its tables may mean what this binary does not know */
+	char why[256];
+	if (store_schema_newer(st, why, sizeof(why))) {
+		log_error("store", "%s", why);
+		return SOMA_ERR_STORE;
+	}
 	return st->drv->migrate(st, applied);
 }
 

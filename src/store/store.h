@@ -47,10 +47,15 @@ enum soma_err store_open(const char *data_dir, struct store **out, char *why, si
 /* "sqlite" or "postgresql". Static storage. */
 const char *store_driver_name(const struct store *st);
 void store_close(struct store *st);
-/* Applies pending migrations; *applied (may be NULL) receives how many ran. */
+/* Applies pending migrations; *applied (may be NULL) receives how many ran. A database migrated
+ * by a newer binary (a schema version above the highest compiled in) is refused with
+ * SOMA_ERR_STORE and an error log line saying so (store_schema_newer). */
 enum soma_err store_migrate(struct store *st, int *applied) SOMA_MUST_CHECK;
 /* Highest applied migration version and the highest compiled in. */
 enum soma_err store_schema_version(struct store *st, int *current, int *latest) SOMA_MUST_CHECK;
+/* Whether a newer binary migrated this database; when so writes into why (a line naming the
+ * versions and data.dir or the database) and returns true. False too when it cannot be read. */
+bool store_schema_newer(struct store *st, char *why, size_t why_cap);
 /* Cheap check that the database answers (for health). */
 enum soma_err store_ping(struct store *st) SOMA_MUST_CHECK;
 /* A number that changes whenever another connection commits (PRAGMA data_version). */
