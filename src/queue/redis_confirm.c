@@ -88,11 +88,10 @@ static int append_all(struct rworker *w, int *held)
 	*held = 0;
 	for (int i = 0; i < w->nsent; i++) {
 		struct rw_outcome *o = &w->sent[i];
-		int k = redis_meta_append_text(w->c, o->id, o->meta);
-		int own = k == 2 ? redis_owner_append(w->c, o->id, o->tenant) : -1;
-		if (own < 0)
+		int k = redis_meta_append_text(w->c, o->id, o->meta); /* (its soma_tenant: the owner) */
+		if (k < 2)
 			return -1;
-		n += k + own;
+		n += k;
 		if (canvas_pending(o)) {
 			(*held)++;
 			continue;

@@ -68,11 +68,14 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	if (canvas)
 		rw_drain(w); /* then the meta's are the only replies owed when the follow-ups are read */
 	json_t *extra = json_pack("{s:s, s:I}", "name", m->task, "retries", (json_int_t)m->retries);
+	/* the result says whose it is (results.c): the owner key the relay wrote at publish may expire
+	 * first; a member Celery's readers ignore, in the same SETEX (no write of its own) */
+	if (extra && m->tenant && m->tenant[0])
+		json_object_set_new(extra, "soma_tenant", json_string(m->tenant));
 	char *text = redis_meta_text(m->id, status, result, exc_type, exc_module, message, extra);
 	json_decref(extra);
 	int sent = text ? redis_meta_append_text(w->c, m->id, text) : 0;
-	int own = sent ? redis_owner_append(w->c, m->id, m->tenant) : 0; /* (a replay writes it again) */
-	w->owed += sent + (own > 0 ? own : 0);
+	w->owed += sent;
 	if (sent == 0) { /* stopping with Redis down: no result, no ack; it waits in unacked */
 		log_warn("queue",
 			 "cannot write the result of task %s (redis: %s); it runs again after the "

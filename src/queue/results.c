@@ -5,7 +5,8 @@
  * DESIGN: io threads never block, so each call is a job on a bounded queue served by
  * RESULT_THREADS threads, each with its own connection; the job's done() runs on that thread
  * (the gateway posts its answer back to the request's io thread). A task is shown to the tenant
- * recorded in soma-task-owner-<id> (written by the relay at publish, and again by the worker
+ * recorded in the result meta itself (soma_tenant, written by our worker) or else in
+ * soma-task-owner-<id> (written by the relay at publish, and by the worker on its rare canvas paths
  * beside the result meta with the meta's lifetime); a result with no owner key (sent by a Python
  * producer) is shown only to callers allowed unowned tasks (an admin, the default tenant: who
  * ran them before tenants existed), never to another tenant, and a task with neither an owner
@@ -162,16 +163,20 @@ static void run_status(struct redis_conn *c, struct job *j)
 		j->fn(NULL, SOMA_ERR_UNAVAILABLE, j->arg);
 		return;
 	}
-	redisReply *meta = r->element[0], *owner = r->element[1];
-	bool theirs = owner->type == REDIS_REPLY_STRING &&
-		      (owner->len != strlen(j->tenant) || memcmp(owner->str, j->tenant, owner->len));
-	bool unowned = owner->type != REDIS_REPLY_STRING && meta->type == REDIS_REPLY_STRING;
+	redisReply *meta = r->element[0], *owner_at = r->element[1];
+	json_t *m = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
+	/* whose: the result's own soma_tenant (our worker writes it), else the owner key */
+	const char *owner = json_string_value(json_object_get(m, "soma_tenant"));
+	if (!owner && owner_at->type == REDIS_REPLY_STRING)
+		owner = owner_at->str;
+	bool theirs = owner && strcmp(owner, j->tenant) != 0;
+	bool unowned = !owner && meta->type == REDIS_REPLY_STRING;
 	if (theirs || (unowned && !j->unowned_ok)) {
+		json_decref(m);
 		freeReplyObject(r);
 		j->fn(NULL, SOMA_ERR_NOT_FOUND, j->arg);
 		return;
 	}
-	json_t *m = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
 	json_t *row = m ? row_from_meta(j->task_id, m) : NULL;
 	json_decref(m);
 	freeReplyObject(r);
