@@ -456,6 +456,7 @@ def test_url_credentials_reach_no_config_view_nor_health(soma, tmp_path):
     assert r.status_code == 200, r.text
     assert r.json()["config"]["policy.opa_url"]["value"].startswith("http://127.0.0.1:"), r.text
     assert URL_PW not in r.text, r.text
+    srv.stop()  # (a data.dir is one server's: the next one takes it)
 
     # an OPA that takes the connection and never answers: the policy service stays "not checked yet"
     hang = socket.socket()

@@ -178,7 +178,7 @@ def test_no_endpoint_no_export(soma, collector, tmp_path):
     line = srv.wait_log(lambda o: o.get("request_id") == "tp-off" and "status" in o, what="the access log line")
     assert "trace_id" not in line, line
     # a second server on the same collector proves that one export would have arrived by now
-    other = soma(*collector.sets())
+    other = soma(*collector.sets(), data_dir=tmp_path / "other")  # (a data.dir is one server's)
     health(other, GOOD)
     collector.wait_span(lambda s: s["traceId"] == GOOD_TRACE, "the traced server's span")
     assert not [s for s in collector.spans() if s["serviceName"] == "untraced"]
