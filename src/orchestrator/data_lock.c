@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "orchestrator/app.h"
 
 static int lock_fd = -1;
@@ -30,6 +31,12 @@ enum soma_err data_dir_lock(const char *dir, char *why, size_t cap)
 		return SOMA_ERR_IO;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK) { /* a filesystem without locks: run as before, said once */
+			log_warn("store", "cannot lock %s (%s): nothing stops a second somaagent run on this data.dir",
+				 path, strerror(errno));
+			close(fd);
+			return SOMA_OK;
+		}
 		char pid[32] = "";
 		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = '\0';

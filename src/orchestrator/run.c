@@ -114,6 +114,7 @@ static int print_plan(unsigned role)
 }
 
 static struct timespec first_signal; /* when shutdown began (CLOCK_MONOTONIC) */
+static bool hup_stops;		     /* SIGHUP stops the run (not ignored when it started: nohup) */
 
 static void on_second_signal(int sig)
 {
@@ -146,7 +147,8 @@ static void arm_second_signal(const sigset_t *set)
 	clock_gettime(CLOCK_MONOTONIC, &first_signal);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	if (hup_stops)
+		sigaction(SIGHUP, &sa, NULL);
 	pthread_sigmask(SIG_UNBLOCK, set, NULL);
 }
 
@@ -250,7 +252,11 @@ int cmd_run(const struct cli *cli)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP); /* a closed terminal or ssh session: a graceful stop too */
+	struct sigaction hup;
+	sigaction(SIGHUP, NULL, &hup);
+	hup_stops = hup.sa_handler != SIG_IGN; /* (under nohup the terminal's hangup is not ours) */
+	if (hup_stops)
+		sigaddset(&set, SIGHUP); /* a closed terminal or ssh session: a graceful stop too */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_open_files();

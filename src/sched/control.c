@@ -260,14 +260,18 @@ static void revoke_checked(struct ctl_msg *m)
 		redisReply *meta = r->element[0], *owner = r->element[1];
 		json_t *mv = meta->type == REDIS_REPLY_STRING ? json_py_load(meta->str, meta->len, 0, NULL) : NULL;
 		snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(mv, "status")) ?: "");
-		json_decref(mv);
-		if (owner->type == REDIS_REPLY_STRING && owner->len < sizeof(owner_tenant))
+		/* whose: the result's own soma_tenant (our worker writes it: a task retrying past the
+		 * publish's owner key), else the owner key, as results.c reads it */
+		const char *of = json_string_value(json_object_get(mv, "soma_tenant"));
+		if (of && strlen(of) < sizeof(owner_tenant))
+			snprintf(owner_tenant, sizeof(owner_tenant), "%s", of);
+		else if (owner->type == REDIS_REPLY_STRING && owner->len < sizeof(owner_tenant))
 			snprintf(owner_tenant, sizeof(owner_tenant), "%.*s", (int)owner->len, owner->str);
+		json_decref(mv);
 		/* mine (an admin, or the store holds the tenant's task): any id; a tenant: its own only - not an id
 		 * without an owner (a Python producer's task, a beat run not yet due: a REVOKED result stored for it
 		 * ahead would cancel another tenant's or the operator's task) */
-		bool mine = (m->c && m->c[0]) || (owner->type == REDIS_REPLY_STRING && owner->len == strlen(m->b) &&
-						  memcmp(owner->str, m->b, owner->len) == 0);
+		bool mine = (m->c && m->c[0]) || (owner_tenant[0] && strcmp(owner_tenant, m->b) == 0);
 		if (!mine)
 			err = SOMA_ERR_NOT_FOUND;
 		else if (!strcmp(status, "SUCCESS") || !strcmp(status, "FAILURE") || !strcmp(status, "REVOKED"))

@@ -5,6 +5,7 @@ import signal
 import socket
 import time
 
+import httpx
 import pytest
 
 from e2e_util import TS_RE, check_envelope, free_port, start_server
@@ -158,6 +159,15 @@ def test_sighup_is_graceful(soma):
     assert srv.wait_exit(timeout=10) == 0, srv.log_text()
     srv.checked = True
     assert any(o.get("msg", "").startswith("received SIGHUP") for o in srv.logs_quiet())
+
+
+def test_sighup_ignored_at_start_is_left_alone(soma):
+    """Under nohup (SIGHUP ignored when the server starts) the terminal's hangup is not a stop."""
+    srv = soma(preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    srv.signal(signal.SIGHUP)
+    time.sleep(1)
+    assert srv.proc.poll() is None, "a server started under nohup stopped on SIGHUP"
+    assert httpx.get(srv.url + "/v1/health", timeout=5).status_code == 200
 
 
 def test_sigint_is_graceful(soma):

@@ -69,3 +69,20 @@ def test_result_without_owner_is_not_shown_to_other_tenants(soma, redis, tmp_pat
     # an id nobody knows is still PENDING, as Celery says
     code, body = status_of(srv, "no-such-task", b)
     assert code == 200 and body["status"] == "PENDING", (code, body)
+
+
+def test_a_task_retrying_past_the_publish_owner_key_can_still_be_revoked_by_its_tenant(soma, redis, tmp_path):
+    """The owner key written at publish lives queue.result_expires_s; a task still retrying after
+    that is its tenant's by the soma_tenant of its RETRY result, for reading and for revoking."""
+    srv = soma(*redis_sets(redis, "queue.result_expires_s=3", "queue.retry_backoff_ms=8000",
+                           "auth.key_refresh_ms=200"))
+    a = create_key(srv.data_dir, tmp_path, "acme")
+    wait_until(lambda: httpx.get(srv.url + "/v1/tasks/x", headers=H(a), timeout=5).status_code != 401, 5)
+    r = httpx.post(srv.url + "/v1/tasks", headers=H(a), timeout=10,
+                   json={"task": "soma.fail", "kwargs": {"retryable": True}, "max_retries": 5})
+    tid = r.json()["task_id"]
+    c = redis.client()
+    wait_until(lambda: not c.exists(f"soma-task-owner-{tid}") and status_of(srv, tid, a)[1].get("status") == "RETRY",
+               15, interval=0.1, what="the publish's owner key to expire while the task retries")
+    r = httpx.post(f"{srv.url}/v1/tasks/{tid}/revoke", headers=H(a), timeout=5)
+    assert r.status_code == 202 and r.json()["status"] == "REVOKED", r.text
