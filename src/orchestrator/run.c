@@ -289,7 +289,8 @@ int cmd_run(const struct cli *cli)
 			 "create a key with `somaagent keys create --tenant NAME` to require keys",
 			 cfg_str(CFG_AUTH_DEFAULT_TENANT));
 	int sig = main_loop(&set);
-	log_info("orchestrator", "received %s; shutting down (shutdown.grace_s = %lld); send it again to exit at once",
+	log_info("orchestrator",
+		 "received %s; shutting down (shutdown.grace_s = %lld); send it again (a second later) to exit at once",
 		 sig == SIGTERM	 ? "SIGTERM"
 		 : sig == SIGHUP ? "SIGHUP"
 				 : "SIGINT",
