@@ -56,6 +56,17 @@ class DurableRedis(RedisServer):
                  "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no", "--dir", self.dir],
                 stdout=log, stderr=subprocess.STDOUT)
         _wait_port(self.port, self.proc, "redis-server", self.log)
+        # a restart reads its append-only file first, answering LOADING meanwhile: the test's own
+        # client calls (llen, ...) must not meet that
+        import redis
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} still loading its data after 15 s")
 
 
 def write_app(directory, url, name="proj", vt=5):

@@ -41,7 +41,7 @@ def kill_lanes(pg, dbname):
     try:
         cur = conn.cursor()
         cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'somaagent message lane'")
+                    "WHERE application_name = 'somaagent message lane' AND datname = current_database()")
         return cur.fetchone()[0]
     finally:
         conn.close()
@@ -129,7 +129,8 @@ def test_idle_lanes_whose_sessions_were_ended_reconnect_by_themselves(pg, soma):
         cur = conn.cursor()
 
         def lanes():
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'somaagent message lane'")
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'somaagent message lane' "
+                        "AND datname = current_database()")
             return {r[0] for r in cur.fetchall()}
 
         wait_until(lambda: len(lanes()) == 2, 15, what="both message lanes connected")
