@@ -13,9 +13,11 @@ bool multipart_boundary(struct str ct, char *out, size_t cap)
 	static const char prefix[] = "multipart/form-data";
 	if (ct.len < sizeof(prefix) - 1 || strncasecmp(ct.p, prefix, sizeof(prefix) - 1) != 0)
 		return false;
-	for (size_t i = 0; i + 9 <= ct.len; i++) {
+	for (size_t i = sizeof(prefix) - 1; i + 9 <= ct.len; i++) {
 		if (strncasecmp(ct.p + i, "boundary=", 9) != 0)
 			continue;
+		if (ct.p[i - 1] != ';' && ct.p[i - 1] != ' ' && ct.p[i - 1] != '\t')
+			continue; /* another parameter ending in "boundary" (xboundary=) */
 		const char *v = ct.p + i + 9, *end = ct.p + ct.len;
 		if (v < end && *v == '"') {
 			v++;
@@ -105,12 +107,16 @@ int multipart_parse(const char *body, size_t len, const char *boundary, struct m
 		p += dlen;
 		if (end - p >= 2 && p[0] == '-' && p[1] == '-')
 			return count; /* closing delimiter */
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++; /* transport padding (RFC 2046 5.1.1) */
 		if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
 			return -1;
 		p += 2;
 		const char *hend = find(p, (size_t)(end - p), "\r\n\r\n", 4);
-		if (!hend || count == max)
+		if (!hend)
 			return -1;
+		if (count == max)
+			return MULTIPART_TOO_MANY;
 		struct multipart_part *part = &parts[count];
 		memset(part, 0, sizeof(*part));
 		if (!parse_part_headers(p, (size_t)(hend - p), part))

@@ -10,7 +10,11 @@
 
 #include "core/str.h"
 
-#define MULTIPART_MAX_PARTS 64
+/* The parts of one upload beyond its files: its form fields (session_id, and room for a few a
+ * client adds). The caller sizes the parts array as uploads.max_files + this. */
+#define MULTIPART_FORM_FIELDS 8
+/* multipart_parse's answer when the body has more parts than the array holds */
+#define MULTIPART_TOO_MANY (-2)
 
 struct multipart_part {
 	struct str name;	 /* form field name */
@@ -20,11 +24,13 @@ struct multipart_part {
 	size_t len;		 /* its length */
 };
 
-/* Extracts the boundary from a Content-Type value; false when it is not multipart/form-data
- * with a usable boundary (1..70 characters). */
+/* Extracts the boundary from a Content-Type value (the parameter named exactly `boundary`, not
+ * one ending in it); false when it is not multipart/form-data with a usable boundary (1..70
+ * characters). */
 bool multipart_boundary(struct str content_type, char *out, size_t cap);
-/* Splits body into parts. Returns the number of parts, or -1 when the body is malformed or
- * has more than max parts. */
+/* Splits body into parts (at most max, into parts[], which the caller owns). Returns the number
+ * of parts, -1 when the body is malformed, or MULTIPART_TOO_MANY when it has more than max parts.
+ * Spaces and tabs after a boundary (RFC 2046 transport padding) are skipped. */
 int multipart_parse(const char *body, size_t len, const char *boundary, struct multipart_part *parts, int max);
 
 /* Writes a file name safe to show, to store as JSON and to put in Content-Disposition: the last

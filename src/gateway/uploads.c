@@ -1,16 +1,16 @@
 /*
- * uploads.c - POST /v1/uploads (multipart, field `files`, optional `session_id`) and
- * GET /v1/attachments/{id}.
+ * uploads.c - POST /v1/uploads (multipart, field `files`, optional `session_id`); the GET side
+ * is attachments.c.
  *
  * DESIGN: the connection spools the body to a temp file (never into memory); the handler hands
  * it to the upload pool, where parts are parsed from an mmap of that file, each file is hashed
  * (SHA-256), typed by its content with libmagic (never by the client's claim), and stored
  * content-addressed at data.dir/blobs/<2 hex>/<sha256> (written to a temp name, fsync'd,
  * renamed), so the same bytes are kept once and no client-supplied name ever becomes a path.
- * Then one store op records every attachment row for the caller's tenant, and the answer is
- * posted back to the io thread. Downloads check the tenant in the store and send the blob with
- * sendfile, its stored type, nosniff, `Content-Security-Policy: default-src 'none'; sandbox`, and
- * a Content-Disposition that is inline only for png, jpeg, gif and webp (inline_safe).
+ * Every check (fields, the session being the caller's, each file's type and policy) runs before
+ * the first blob is stored, so a refused upload keeps no file. Then one store op records every
+ * attachment row for the caller's tenant, and the answer is posted back to the io thread.
+ * Downloads are attachments.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -211,38 +211,67 @@ static json_t *file_row(const struct multipart_part *part, const char *mime, con
 			 (json_int_t)part->len, "sha256", sha, "session_id", session[0] ? session : NULL);
 }
 
-/* Parses, checks, stores the blobs and builds the rows; false (with u->status) on failure. */
-static bool process(struct upload *u, const char *body, json_t *rows, char *session, size_t session_cap)
+/* The store's verdict on the upload's session before any file is kept (an ATTACHMENT_PUT of no
+ * rows): another tenant's session is refused here, not after the blobs are written. */
+static bool session_usable(struct upload *u, const char *session)
 {
-	struct multipart_part *pv = calloc(MULTIPART_MAX_PARTS, sizeof(*pv));
-	int n = pv ? multipart_parse(body, u->len, u->boundary, pv, MULTIPART_MAX_PARTS) : -1;
-	bool ok = n >= 0;
-	if (!ok)
-		fail(u, 400, "invalid_multipart", "%s", "the body is not well-formed multipart/form-data");
+	if (!session[0])
+		return true;
+	struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_PUT, u->tenant);
+	if (!op) {
+		fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
+		return false;
+	}
+	op->row = json_array();
+	snprintf(op->session_id, sizeof(op->session_id), "%s", session);
+	enum soma_err err = op->row ? store_op_wait(gateway_store(), op) : SOMA_ERR_NOMEM;
+	if (err == SOMA_ERR_NOT_FOUND)
+		fail(u, 404, "not_found", "%s", op->error_text);
+	else if (err != SOMA_OK)
+		fail(u, 503, "store_busy", "%s", "the attachments could not be recorded; retry");
+	store_op_free(op);
+	return err == SOMA_OK;
+}
+
+/* The form fields: the session, the file count and sizes against the limits. */
+static bool check_fields(struct upload *u, const struct multipart_part *pv, int n, char *session, size_t session_cap)
+{
 	int files = 0;
 	size_t max_bytes = (size_t)cfg_int(CFG_UPLOADS_MAX_MB) << 20;
-	for (int i = 0; ok && i < n; i++) {
+	for (int i = 0; i < n; i++) {
 		if (str_eq_cstr(pv[i].name, "session_id")) {
 			/* never cut: a cut id would bind the files to another session */
-			ok = pv[i].len <= 64 && pv[i].len < session_cap;
+			bool ok = pv[i].len <= 64 && pv[i].len < session_cap;
 			if (ok)
 				snprintf(session, session_cap, "%.*s", (int)pv[i].len, pv[i].data);
-			ok = ok && gw_valid_id(session);
-			if (!ok)
+			if (!ok || !gw_valid_id(session)) {
 				fail(u, 400, "invalid_session_id", "%s",
 				     "session_id must be 1 to 64 characters of [A-Za-z0-9_-]");
+				return false;
+			}
 		} else if (str_eq_cstr(pv[i].name, "files")) {
-			files++;
-			if (files > cfg_int(CFG_UPLOADS_MAX_FILES))
-				fail(u, 413, "too_many_files", "%s", "more files than uploads.max_files in one upload"),
-					ok = false;
-			else if (pv[i].len > max_bytes)
-				fail(u, 413, "file_too_large", "%s", "a file exceeds uploads.max_mb"), ok = false;
+			if (++files > cfg_int(CFG_UPLOADS_MAX_FILES)) {
+				fail(u, 413, "too_many_files", "%s", "more files than uploads.max_files in one upload");
+				return false;
+			}
+			if (pv[i].len > max_bytes) {
+				fail(u, 413, "file_too_large", "%s", "a file exceeds uploads.max_mb");
+				return false;
+			}
 		}
 	}
-	if (ok && files == 0)
-		fail(u, 400, "no_files", "%s", "send the files in the multipart field `files`"), ok = false;
-	for (int i = 0; ok && i < n; i++) {
+	if (files == 0) {
+		fail(u, 400, "no_files", "%s", "send the files in the multipart field `files`");
+		return false;
+	}
+	return true;
+}
+
+/* Types, asks the policy about and describes every file (rows, in part order); false (with
+ * u->status) at the first refused one. Nothing is stored yet. */
+static bool check_files(struct upload *u, const struct multipart_part *pv, int n, json_t *rows, const char *session)
+{
+	for (int i = 0; i < n; i++) {
 		if (!str_eq_cstr(pv[i].name, "files"))
 			continue;
 		unsigned char digest[32];
@@ -252,25 +281,48 @@ static bool process(struct upload *u, const char *body, json_t *rows, char *sess
 		for (int b = 0; b < 32; b++)
 			snprintf(sha + 2 * b, 3, "%02x", digest[b]);
 		const char *mime = detect_mime(pv[i].data, pv[i].len);
-		json_t *row = NULL;
 		if (!type_allowed(mime)) {
 			fail(u, 415, "unsupported_type", "files of type %s are not accepted (uploads.allowed_types)",
 			     mime);
-			ok = false;
-		} else if (!upload_allowed(u, mime, pv[i].len, session)) {
-			ok = false;
-		} else if (!(row = file_row(&pv[i], mime, sha, session))) {
-			/* the row is built before the blob is stored: a file never ends up kept but unlisted */
-			fail(u, 500, "internal_error", "%s", "cannot describe an uploaded file; retry");
-			ok = false;
-		} else if (!store_blob(sha, pv[i].data, pv[i].len)) {
+			return false;
+		}
+		if (!upload_allowed(u, mime, pv[i].len, session))
+			return false;
+		if (json_array_append_new(rows, file_row(&pv[i], mime, sha, session)) != 0) {
+			/* file_row is NULL only when jansson refuses it: out of memory */
+			fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Parses and checks the whole upload - fields, session, every file's type and policy - and
+ * only then stores the blobs, so a refused upload keeps no file; false (with u->status) on
+ * failure. A blob stored before a later one fails to be written (disk full) stays until the
+ * sweep of unused files: removing it here could race an upload of the same bytes that found it. */
+static bool process(struct upload *u, const char *body, json_t *rows, char *session, size_t session_cap)
+{
+	int max = cfg_int(CFG_UPLOADS_MAX_FILES) + MULTIPART_FORM_FIELDS;
+	struct multipart_part *pv = calloc((size_t)max, sizeof(*pv));
+	int n = pv ? multipart_parse(body, u->len, u->boundary, pv, max) : -1;
+	bool ok = false;
+	if (n == MULTIPART_TOO_MANY)
+		fail(u, 413, "too_many_files", "%s",
+		     "more parts than uploads.max_files files and a few form fields in one upload");
+	else if (n < 0)
+		fail(u, 400, "invalid_multipart", "%s", "the body is not well-formed multipart/form-data");
+	else
+		ok = check_fields(u, pv, n, session, session_cap) && session_usable(u, session) &&
+		     check_files(u, pv, n, rows, session);
+	for (int i = 0, row = 0; ok && i < n; i++) {
+		if (!str_eq_cstr(pv[i].name, "files"))
+			continue;
+		const char *sha = json_string_value(json_object_get(json_array_get(rows, (size_t)row++), "sha256"));
+		if (!store_blob(sha, pv[i].data, pv[i].len)) {
 			fail(u, 507, "storage_failed", "%s", "cannot store the file; check free space under data.dir");
 			ok = false;
-		} else if (json_array_append(rows, row) != 0) {
-			fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
-			ok = false;
 		}
-		json_decref(row);
 	}
 	free(pv);
 	return ok;
@@ -307,6 +359,7 @@ static void run_upload(void *arg)
 			fail(u, 500, "out_of_memory", "%s", "the server is out of memory; retry later");
 		} else {
 			op->row = json_incref(rows);
+			snprintf(op->session_id, sizeof(op->session_id), "%s", session);
 			enum soma_err err = store_op_wait(gateway_store(), op);
 			if (err == SOMA_ERR_NOT_FOUND)
 				fail(u, 404, "not_found", "%s", op->error_text);
@@ -390,68 +443,6 @@ static void post_upload(struct http_req *req, void *arg)
 	req->on_abort = on_abort;
 }
 
-/* The types a browser only ever draws, never runs: these alone are served inline. Anything else
- * (image/svg+xml above all: it may hold <script>, which would run on the UI's origin, in the
- * anonymous loopback mode with the whole admin API) is served as a download. */
-static bool inline_safe(const char *mime)
-{
-	static const char *const safe[] = {"image/png", "image/jpeg", "image/gif", "image/webp"};
-	for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++) {
-		if (strcmp(mime, safe[i]) == 0)
-			return true;
-	}
-	return false;
-}
-
-static void on_attachment(struct http_req *req, struct store_op *op)
-{
-	if (op->err != SOMA_OK) {
-		gw_store_error(req, op, "attachment");
-		return;
-	}
-	const char *sha = json_string_value(json_object_get(op->row, "sha256"));
-	const char *mime = json_string_value(json_object_get(op->row, "mime"));
-	const char *name = json_string_value(json_object_get(op->row, "filename"));
-	char path[4300], disposition[512];
-	snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha, sha);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb) != 0) {
-		if (fd >= 0)
-			close(fd);
-		log_error("uploads", "attachment %s: blob %s is missing", op->task_id, sha);
-		http_respond_error(req, 500, "blob_missing", "the attachment's content is missing from data.dir");
-		return;
-	}
-	snprintf(disposition, sizeof(disposition), "%s; filename=\"%s\"", inline_safe(mime) ? "inline" : "attachment",
-		 name);
-	http_resp_header(req, "Content-Disposition", disposition);
-	http_resp_header(req, "Cache-Control", "private, max-age=86400");
-	http_respond_file(req, 200, mime, fd, (size_t)sb.st_size);
-}
-
-static void get_attachment(struct http_req *req, void *arg)
-{
-	(void)arg;
-	/* on every answer, errors included: whatever a browser is made to open here runs nothing,
-	 * and is a sandboxed document of its own origin if it is ever rendered */
-	http_resp_header(req, "Content-Security-Policy", "default-src 'none'; sandbox");
-	http_resp_header(req, "X-Content-Type-Options", "nosniff");
-	struct str id = http_req_param(req, "id");
-	if (!id.p || !gw_valid_id(id.p)) {
-		http_respond_error(req, 404, "not_found", "attachment not found");
-		return;
-	}
-	struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_GET, req->ident.tenant);
-	if (!op) {
-		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
-		return;
-	}
-	snprintf(op->task_id, sizeof(op->task_id), "%s", id.p);
-	snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found", id.p);
-	gw_store(req, op, on_attachment);
-}
-
 enum soma_err gateway_upload_start(int threads)
 {
 	upload_pool = pool_new(threads, (size_t)threads * 16);
@@ -489,6 +480,6 @@ enum soma_err gateway_upload_routes(struct http_router *r)
 	if (err == SOMA_OK)
 		err = http_route_set_file_body(r, "POST", "/v1/uploads", max);
 	if (err == SOMA_OK)
-		err = http_route_add(r, "GET", "/v1/attachments/{id}", get_attachment, NULL, 0);
+		err = http_route_add(r, "GET", "/v1/attachments/{id}", uploads_get_attachment, NULL, 0);
 	return err;
 }

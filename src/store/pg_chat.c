@@ -153,6 +153,29 @@ static enum soma_err attachments_owned(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
+/* Binds the message's attachments that have no session yet (uploaded without one, or before
+ * their session existed) to its session, so deleting the session deletes them; one bound to
+ * another session of the tenant stays that session's. */
+static enum soma_err attachments_bind(struct pgconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->attachments, i, id)
+	{
+		struct pg_params p = {0};
+		pg_param_text(&p, op->session_id);
+		pg_param_text(&p, json_string_value(id) ? json_string_value(id) : "");
+		pg_param_text(&p, op->tenant);
+		enum soma_err err = pg_run(c,
+					   "UPDATE attachments SET session_id = $1 "
+					   "WHERE id = $2 AND tenant = $3 AND session_id IS NULL",
+					   &p, NULL);
+		if (err != SOMA_OK)
+			return err;
+	}
+	return SOMA_OK;
+}
+
 static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enqueued)
 {
 	int64_t now = clock_wall_ms();
@@ -174,6 +197,8 @@ static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enq
 		}
 		err = event_insert(c, op, now);
 	}
+	if (err == SOMA_OK && op->attachments)
+		err = attachments_bind(c, op);
 	if (err != SOMA_OK)
 		return err;
 	/* memory: the turn's outbox row commits with it (pg_memory.c) */

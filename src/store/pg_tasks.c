@@ -244,33 +244,39 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
-/* Inserts every attachment row of op->row (an array). A session_id that belongs to another
- * tenant is not found; one that does not exist yet is allowed (its first message comes later). */
+/* Inserts every attachment row of op->row (an array; may be empty: then only the session is
+ * checked, before the upload stores its files). op->session_id, when set, must be the tenant's:
+ * another tenant's is not found; one that does not exist yet binds nothing - the rows are
+ * stored without a session (their "session_id" set to null in op->row) and the first message
+ * that names them binds them (pg_chat.c), so no file is tied to a session id someone else may
+ * create later. */
 static enum soma_err attachment_put(struct pgconn *c, struct store_op *op)
 {
+	enum soma_err err;
+	if (op->session_id[0]) {
+		struct pg_params q = {0};
+		pg_param_text(&q, op->session_id);
+		PGresult *r = pg_exec(c, "SELECT tenant FROM sessions WHERE id = $1", &q, &err);
+		if (!r)
+			return err;
+		int found = PQntuples(r);
+		bool other = found == 1 && strcmp(PQgetvalue(r, 0, 0), op->tenant) != 0;
+		PQclear(r);
+		if (other) {
+			snprintf(op->error_text, sizeof(op->error_text), "session %s not found", op->session_id);
+			return SOMA_ERR_NOT_FOUND;
+		}
+		if (!found)
+			op->session_id[0] = '\0';
+	}
 	size_t i;
 	json_t *row;
 	json_array_foreach(op->row, i, row)
 	{
-		const char *session = json_string_value(json_object_get(row, "session_id"));
-		enum soma_err err;
-		if (session) {
-			struct pg_params q = {0};
-			pg_param_text(&q, session);
-			PGresult *r = pg_exec(c, "SELECT tenant FROM sessions WHERE id = $1", &q, &err);
-			if (!r)
-				return err;
-			bool other = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), op->tenant) != 0;
-			PQclear(r);
-			if (other) {
-				snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session);
-				return SOMA_ERR_NOT_FOUND;
-			}
-		}
 		struct pg_params p = {0};
 		pg_param_text(&p, json_string_value(json_object_get(row, "id")));
 		pg_param_text(&p, op->tenant);
-		pg_param_text(&p, session);
+		pg_param_text(&p, op->session_id[0] ? op->session_id : NULL);
 		pg_param_text(&p, json_string_value(json_object_get(row, "filename")));
 		pg_param_text(&p, json_string_value(json_object_get(row, "mime")));
 		pg_param_int(&p, json_integer_value(json_object_get(row, "size")));
@@ -283,6 +289,7 @@ static enum soma_err attachment_put(struct pgconn *c, struct store_op *op)
 			&p, NULL);
 		if (err != SOMA_OK)
 			return err == SOMA_ERR_UNAVAILABLE ? err : SOMA_ERR_STORE;
+		json_object_set_new(row, "session_id", op->session_id[0] ? json_string(op->session_id) : json_null());
 	}
 	return SOMA_OK;
 }

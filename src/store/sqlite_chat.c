@@ -180,31 +180,11 @@ static enum soma_err event_insert(struct dbconn *c, struct store_op *op, int64_t
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_CONSTRAINT ? SOMA_ERR_CONFLICT : SOMA_ERR_STORE;
 }
 
-static enum soma_err attachments_owned(struct dbconn *c, struct store_op *op)
-{
-	size_t i;
-	json_t *id;
-	json_array_foreach(op->attachments, i, id)
-	{
-		sqlite3_stmt *s = dbconn_stmt(c, "SELECT 1 FROM attachments WHERE id = ? AND tenant = ?");
-		if (!s)
-			return SOMA_ERR_STORE;
-		bind_text(s, 1, json_string_value(id));
-		bind_text(s, 2, op->tenant);
-		if (sqlite3_step(s) != SQLITE_ROW) {
-			snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found",
-				 json_string_value(id) ? json_string_value(id) : "?");
-			return SOMA_ERR_NOT_FOUND;
-		}
-	}
-	return SOMA_OK;
-}
-
 static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enqueued)
 {
 	int64_t now = clock_wall_ms();
 	enum soma_err err = SOMA_OK;
-	if (op->attachments && (err = attachments_owned(c, op)) != SOMA_OK)
+	if (op->attachments && (err = store_sql_attachments_owned(c, op)) != SOMA_OK)
 		return err;
 	struct session_row row;
 	if ((err = session_find(c, op->session_id, op->tenant, &row)) != SOMA_OK)
@@ -220,6 +200,8 @@ static enum soma_err op_message(struct dbconn *c, struct store_op *op, bool *enq
 		row = (struct session_row){sqlite3_last_insert_rowid(c->db), 1, true, true};
 	}
 	if ((err = event_insert(c, op, now, &row)) != SOMA_OK)
+		return err;
+	if (op->attachments && (err = store_sql_attachments_bind(c, op)) != SOMA_OK)
 		return err;
 	/* memory: the turn's outbox row commits with it (src/store/sqlite_memory.c) */
 	if ((err = store_sql_memory_event(c, op->tenant, op->session_id, op->event)) != SOMA_OK)

@@ -1,5 +1,6 @@
 /*
- * sqlite_tasks.c - SQL of the local task queue and of attachment rows (see store.h).
+ * sqlite_tasks.c - SQL of the local task queue and of attachment rows: their insert, read, and the
+ * check and binding of those a message names (see store.h).
  *
  * A task is queued -> reserved (attempts + 1, reserved_until = now + visibility timeout) ->
  * done, or back to queued with a delay on a retryable failure, or dead after max_retries.
@@ -251,26 +252,33 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
-/* Inserts every attachment row of op->row (an array). A session_id that belongs to another
- * tenant is not found; one that does not exist yet is allowed (its first message comes later). */
+/* Inserts every attachment row of op->row (an array; may be empty: then only the session is
+ * checked, before the upload stores its files). op->session_id, when set, must be the tenant's:
+ * another tenant's is not found; one that does not exist yet binds nothing - the rows are
+ * stored without a session (their "session_id" set to null in op->row) and the first message
+ * that names them binds them (sqlite_chat.c), so no file is tied to a session id someone else
+ * may create later. */
 static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 {
+	if (op->session_id[0]) {
+		sqlite3_stmt *q = dbconn_stmt(c, "SELECT tenant FROM sessions WHERE id = ?");
+		if (!q)
+			return SOMA_ERR_STORE;
+		bind_text(q, 1, op->session_id);
+		int rc = sqlite3_step(q);
+		if (rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(q, 0), op->tenant) != 0) {
+			snprintf(op->error_text, sizeof(op->error_text), "session %s not found", op->session_id);
+			return SOMA_ERR_NOT_FOUND;
+		}
+		if (rc == SQLITE_DONE)
+			op->session_id[0] = '\0';
+		else if (rc != SQLITE_ROW)
+			return SOMA_ERR_STORE;
+	}
 	size_t i;
 	json_t *row;
 	json_array_foreach(op->row, i, row)
 	{
-		const char *session = json_string_value(json_object_get(row, "session_id"));
-		if (session) {
-			sqlite3_stmt *q = dbconn_stmt(c, "SELECT tenant FROM sessions WHERE id = ?");
-			if (!q)
-				return SOMA_ERR_STORE;
-			bind_text(q, 1, session);
-			if (sqlite3_step(q) == SQLITE_ROW &&
-			    strcmp((const char *)sqlite3_column_text(q, 0), op->tenant) != 0) {
-				snprintf(op->error_text, sizeof(op->error_text), "session %s not found", session);
-				return SOMA_ERR_NOT_FOUND;
-			}
-		}
 		sqlite3_stmt *s =
 			dbconn_stmt(c, "INSERT INTO attachments(id, tenant, session_id, filename, mime, size, "
 				       "sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
@@ -278,8 +286,8 @@ static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, json_string_value(json_object_get(row, "id")));
 		bind_text(s, 2, op->tenant);
-		if (session)
-			bind_text(s, 3, session);
+		if (op->session_id[0])
+			bind_text(s, 3, op->session_id);
 		bind_text(s, 4, json_string_value(json_object_get(row, "filename")));
 		bind_text(s, 5, json_string_value(json_object_get(row, "mime")));
 		sqlite3_bind_int64(s, 6, json_integer_value(json_object_get(row, "size")));
@@ -287,6 +295,7 @@ static enum soma_err attachment_put(struct dbconn *c, struct store_op *op)
 		sqlite3_bind_int64(s, 8, clock_wall_ms());
 		if (sqlite3_step(s) != SQLITE_DONE)
 			return SOMA_ERR_STORE;
+		json_object_set_new(row, "session_id", op->session_id[0] ? json_string(op->session_id) : json_null());
 	}
 	return SOMA_OK;
 }
@@ -311,6 +320,48 @@ enum soma_err store_sql_task_write(struct dbconn *c, struct store_op *op, bool *
 	default:
 		return store_sql_task_admin_write(c, op, enqueued);
 	}
+}
+
+enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->attachments, i, id)
+	{
+		sqlite3_stmt *s = dbconn_stmt(c, "SELECT 1 FROM attachments WHERE id = ? AND tenant = ?");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, json_string_value(id));
+		bind_text(s, 2, op->tenant);
+		if (sqlite3_step(s) != SQLITE_ROW) {
+			snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found",
+				 json_string_value(id) ? json_string_value(id) : "?");
+			return SOMA_ERR_NOT_FOUND;
+		}
+	}
+	return SOMA_OK;
+}
+
+/* Binds the message's attachments that have no session yet (uploaded without one, or before
+ * their session existed) to its session, so deleting the session deletes them; one bound to
+ * another session of the tenant stays that session's. */
+enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op)
+{
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->attachments, i, id)
+	{
+		sqlite3_stmt *s = dbconn_stmt(c, "UPDATE attachments SET session_id = ? "
+						 "WHERE id = ? AND tenant = ? AND session_id IS NULL");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->session_id);
+		bind_text(s, 2, json_string_value(id));
+		bind_text(s, 3, op->tenant);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return SOMA_ERR_STORE;
+	}
+	return SOMA_OK;
 }
 
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op)

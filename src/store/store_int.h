@@ -228,6 +228,11 @@ bool store_sql_memory_written(void);
  * runs in the transaction that inserts the event. SOMA_OK without a row for other events. */
 enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const char *session_id, json_t *event);
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
+/* MESSAGE (sqlite_chat.c): every id of op->attachments must be an attachment of op->tenant (else
+ * SOMA_ERR_NOT_FOUND naming it in op->error_text); then, once the message is stored, those that
+ * have no session yet are bound to op->session_id (deleting the session deletes them). */
+enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op);
+enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
 /* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
 enum soma_err store_sql_task_relay_write(struct dbconn *c, struct store_op *op);

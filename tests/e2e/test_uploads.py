@@ -5,8 +5,9 @@ import hashlib
 import os
 
 import httpx
+import pytest
 
-from e2e_util import check_envelope, create_key
+from e2e_util import check_envelope, create_key, post_message, start_server, wait_until
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108020000009077"
@@ -26,6 +27,7 @@ def blob_files(data_dir):
 
 def test_upload_stores_files_typed_by_content(soma):
     srv = soma()
+    post_message(srv, "hello", session_id="s-up-1")
     r = upload(srv, [("files", ("photo.jpg", PNG, "image/jpeg")),  # the client's type is a lie
                      ("files", ("notes.txt", b"hello notes\n", "application/octet-stream"))],
                data={"session_id": "s-up-1"})
@@ -118,3 +120,91 @@ def test_attachments_are_tenant_scoped(soma, tmp_path):
     assert r.status_code == 200, r.text
     hist = httpx.get(f"{srv.url}/v1/sessions/{r.json()['session_id']}/history", headers=ha).json()
     assert hist["events"][0]["attachments"] == [item["id"]]
+
+
+def test_deleting_a_session_deletes_the_files_its_messages_named(soma):
+    """The UI's flow: upload (no session yet, or the id of a chat not started), then a message
+    naming the files. DELETE /v1/sessions/{id} removes them, and the sweep their bytes."""
+    srv = soma("uploads.sweep_interval_s=1", "uploads.orphan_grace_s=0", "health.interval_ms=200")
+    loose = upload(srv, [("files", ("loose.txt", b"uploaded without a session\n", "text/plain"))]).json()[0]
+    early = upload(srv, [("files", ("early.txt", b"uploaded before the chat began\n", "text/plain"))],
+                   data={"session_id": "del-s1"}).json()[0]
+    post_message(srv, "see these", session_id="del-s1", attachments=[loose["id"], early["id"]])
+    # a file first named in del-s2 is del-s2's; del-s1 naming it later does not take it
+    other = upload(srv, [("files", ("other.txt", b"first named by another session\n", "text/plain"))]).json()[0]
+    post_message(srv, "mine", session_id="del-s2", attachments=[other["id"]])
+    post_message(srv, "and this", session_id="del-s1", attachments=[other["id"]])
+    assert httpx.delete(f"{srv.url}/v1/sessions/del-s1", timeout=10).status_code == 200
+    for it in (loose, early):
+        check_envelope(httpx.get(f"{srv.url}{it['path']}", timeout=10), 404)
+    assert httpx.get(f"{srv.url}{other['path']}", timeout=10).content == b"first named by another session\n"
+    assert early["session_id"] is None, "the session did not exist yet: nothing was tied to the id"
+    wait_until(lambda: sorted(os.path.basename(p) for p in blob_files(srv.data_dir)) == [other["sha256"]], 10,
+               what="the deleted session's files removed from data.dir")
+
+
+def test_an_upload_names_only_a_session_of_the_caller(soma, tmp_path):
+    data = tmp_path / "dd"
+    ta = create_key(str(data), str(tmp_path), "tenant-a")
+    tb = create_key(str(data), str(tmp_path), "tenant-b")
+    srv = soma(data_dir=str(data))
+    ha, hb = {"authorization": f"Bearer {ta}"}, {"authorization": f"Bearer {tb}"}
+    post_message(srv, "hi", token=ta, session_id="sa-1")
+    # another tenant's session: 404 before any file is kept
+    r = upload(srv, [("files", ("b.txt", b"tenant b bytes\n", "text/plain"))], data={"session_id": "sa-1"}, headers=hb)
+    check_envelope(r, 404, "not_found")
+    assert blob_files(str(data)) == [], "a refused upload keeps no file"
+    # an id nobody has yet: stored, bound to no session, so a's later session of that id is not b's
+    r = upload(srv, [("files", ("f.txt", b"b's early file\n", "text/plain"))], data={"session_id": "future"}, headers=hb)
+    assert r.status_code == 200 and r.json()[0]["session_id"] is None, r.text
+    post_message(srv, "mine", token=ta, session_id="future")
+    assert httpx.delete(f"{srv.url}/v1/sessions/future", headers=ha, timeout=10).status_code == 200
+    assert httpx.get(f"{srv.url}{r.json()[0]['path']}", headers=hb, timeout=10).content == b"b's early file\n"
+
+
+def test_more_files_than_64_and_the_part_limit(soma):
+    srv = soma("uploads.max_files=100")
+    r = upload(srv, [("files", (f"a{i}.txt", b"x%d\n" % i, "text/plain")) for i in range(65)])
+    assert r.status_code == 200 and len(r.json()) == 65, r.text[:300]
+    srv.stop()
+    srv = soma()  # max_files=10: 65 parts are too many files, not a malformed body
+    check_envelope(upload(srv, [("files", (f"a{i}.txt", b"x", "text/plain")) for i in range(65)]), 413,
+                   "too_many_files")
+
+
+def test_a_refused_upload_keeps_none_of_its_files(soma):
+    srv = soma("uploads.allowed_types=text/*")
+    r = upload(srv, [("files", ("ok.txt", b"a file that passes\n", "text/plain")), ("files", ("p.png", PNG, "image/png"))])
+    check_envelope(r, 415, "unsupported_type")
+    assert blob_files(srv.data_dir) == [], "the first file's bytes are not kept for a refused upload"
+
+
+def test_a_blob_missing_on_this_node_says_to_share_data_dir_blobs(soma):
+    srv = soma()
+    it = upload(srv, [("files", ("a.txt", b"only on one node\n", "text/plain"))]).json()[0]
+    for p in blob_files(srv.data_dir):
+        os.remove(p)  # as on a node whose data.dir never saw the upload
+    r = httpx.get(f"{srv.url}{it['path']}", timeout=10)
+    check_envelope(r, 500, "blob_missing")
+    msg = r.json()["error"]["message"]
+    assert "this node's data.dir/blobs" in msg and "shared storage" in msg and "docs/operations.md" in msg, msg
+
+
+@pytest.mark.postgres_only
+def test_two_nodes_with_their_own_data_dir(tmp_path, store_server):
+    """docs/operations.md: data.dir/blobs must be shared between nodes; when it is not, the node
+    without the file says so (a 5xx naming what to do), it does not pretend the upload is gone."""
+    db = store_server.new_database("u_two_nodes_blobs")
+    nodes = []
+    try:
+        for name in ("n1", "n2"):
+            (tmp_path / name / "data").mkdir(parents=True)
+            nodes.append(start_server(tmp_path / name, sets=(f"store.url={db}",), timeout=20))
+        it = upload(nodes[0], [("files", ("a.txt", b"hello cluster\n", "text/plain"))]).json()[0]
+        assert httpx.get(f"{nodes[0].url}{it['path']}", timeout=10).content == b"hello cluster\n"
+        r = httpx.get(f"{nodes[1].url}{it['path']}", timeout=10)
+        check_envelope(r, 500, "blob_missing")
+        assert "shared storage" in r.json()["error"]["message"], r.text
+    finally:
+        for n in nodes:
+            n.stop()

@@ -1,10 +1,10 @@
 """POST /v1/uploads with awkward input: file names that are not UTF-8 or are cut mid-character,
-an empty body, an over-long session_id. Each is either stored and listed, or refused with a 4xx;
+an empty body, an over-long session_id, a padded boundary line. Each is either stored and listed, or refused with a 4xx;
 never a 200 that leaves a file out, never a 503 "busy" for a request that cannot succeed."""
 
 import httpx
 
-from e2e_util import check_envelope, raw_request
+from e2e_util import check_envelope, post_message, raw_request
 from test_uploads import blob_files
 
 BOUNDARY = b"soma-test-boundary"
@@ -74,5 +74,19 @@ def test_over_long_session_id_is_refused_not_cut(soma):
     r = _post(srv, _multipart([(b"session_id", None, sid.encode()), (b"files", b"a.txt", b"x\n")]))
     check_envelope(r, 400, "invalid_session_id")
     assert blob_files(srv.data_dir) == [], "nothing is kept from a refused upload"
+    post_message(srv, "hello", session_id="s" * 64)  # the caller's session: the files are bound to it
     ok = _post(srv, _multipart([(b"session_id", None, b"s" * 64), (b"files", b"a.txt", b"x\n")]))
     assert ok.status == 200 and ok.json()[0]["session_id"] == "s" * 64, ok
+
+
+def test_padding_after_a_boundary_and_a_lookalike_parameter(soma):
+    """RFC 2046 lets a sender pad a boundary line with spaces; `xboundary=` is not the boundary."""
+    srv = soma()
+    body = _multipart([(b"files", b"pad.txt", b"padded\n")]).replace(BOUNDARY + b"\r\n", BOUNDARY + b"  \r\n", 1)
+    r = _post(srv, body)
+    assert r.status == 200 and r.json()[0]["filename"] == "pad.txt", r
+    head = (b"POST /v1/uploads HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; xboundary=zz; boundary=" + BOUNDARY + b"\r\n")
+    body = _multipart([(b"files", b"x.txt", b"x\n")])
+    r = raw_request(srv, head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body, timeout=10)
+    assert r.status == 200, r

@@ -7,11 +7,12 @@
 
 #include "gateway/multipart.h"
 
-static struct multipart_part parts[MULTIPART_MAX_PARTS];
+#define MAX_PARTS 64
+static struct multipart_part parts[MAX_PARTS];
 
 static int parse(const char *body, const char *boundary)
 {
-	return multipart_parse(body, strlen(body), boundary, parts, MULTIPART_MAX_PARTS);
+	return multipart_parse(body, strlen(body), boundary, parts, MAX_PARTS);
 }
 
 static bool str_is(struct str s, const char *want)
@@ -68,7 +69,7 @@ Test(multipart, empty_part_and_binary)
 {
 	const char body[] = "--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"z\"\r\n\r\n"
 			    "\0\1\2\r\n--b--";
-	int n = multipart_parse(body, sizeof(body) - 1, "b", parts, MULTIPART_MAX_PARTS);
+	int n = multipart_parse(body, sizeof(body) - 1, "b", parts, MAX_PARTS);
 	cr_assert_eq(n, 1);
 	cr_assert_eq(parts[0].len, 3);
 	cr_assert_eq(parts[0].data[0], '\0');
@@ -94,7 +95,28 @@ Test(multipart, part_count_is_bounded)
 					 "--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n", i);
 	snprintf(body + used, sizeof(body) - used, "--b--");
 	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 5), 5);
-	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 4), -1, "more parts than room: refused");
+	cr_assert_eq(multipart_parse(body, strlen(body), "b", parts, 4), MULTIPART_TOO_MANY,
+		     "more parts than room: refused, and told apart from a malformed body");
+}
+
+Test(multipart, transport_padding_after_a_boundary)
+{
+	const char *body = "--b  \r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n--b\t\r\n"
+			   "Content-Disposition: form-data; name=\"g\"\r\n\r\nw\r\n--b-- \r\n";
+	cr_assert_eq(parse(body, "b"), 2, "spaces and tabs after a boundary are padding (RFC 2046)");
+	cr_assert(str_is(parts[1].name, "g"));
+	cr_assert_eq(parse("--b x\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n--b--", "b"), -1,
+		     "anything else after a boundary is malformed");
+}
+
+Test(multipart, boundary_is_its_own_parameter)
+{
+	char b[80];
+	cr_assert_not(multipart_boundary(str_from("multipart/form-data; xboundary=abc"), b, sizeof(b)));
+	cr_assert(multipart_boundary(str_from("multipart/form-data; xboundary=abc; boundary=def"), b, sizeof(b)));
+	cr_assert_str_eq(b, "def");
+	cr_assert(multipart_boundary(str_from("multipart/form-data;boundary=g"), b, sizeof(b)));
+	cr_assert_str_eq(b, "g");
 }
 
 static const char *clean(const char *name, size_t len)
