@@ -14,12 +14,21 @@
  * (stream_replay.c tells why and how). Frames are `id: <cursor>` + `data: <event>`;
  * keepalives carry no id. A reader too slow to keep up (more than stream.max_buffer queued) is
  * disconnected and resumes from its last id.
+ * A stream is as good as the credential that opened it: it remembers the API key id (or the
+ * JWT's exp + leeway) and, on its own io thread, before it delivers a live message or a replayed
+ * page and on every tick, checks that the key was not revoked (one atomic load of the auth
+ * cache's revocation counter while nothing was revoked) and that the JWT has not expired. When
+ * the credential is gone the stream sends an unnumbered `error` event and ends, like a deleted
+ * session's stream: a revocation made by this node (DELETE /v1/keys) acts before the admin's
+ * answer, so no event published after it reaches the stream; another node's reaches this one
+ * with the key cache's refresh (auth.key_refresh_ms). Nothing is posted across threads.
  */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "gateway/stream_int.h"
 #include "limits/limits.h"
@@ -110,9 +119,55 @@ static void session_deleted(struct stream *s)
 	stream_end(s);
 }
 
+/* True while the credential that opened the stream is still good (io thread). Once false it
+ * stays false: s->cred_gone names why. */
+static bool credentials_hold(struct stream *s)
+{
+	if (s->cred_gone)
+		return false;
+	if (s->expires_ms && clock_wall_ms() >= s->expires_ms) {
+		s->cred_gone = "credentials_expired";
+		return false;
+	}
+	uint64_t revocations = auth_cache_revocations();
+	if (s->key_id[0] && revocations != s->revocations) {
+		s->revocations = revocations;
+		if (!auth_cache_key_active(s->key_id))
+			s->cred_gone = "credentials_revoked";
+	}
+	return s->cred_gone == NULL;
+}
+
+static const char *cred_gone_message(const struct stream *s)
+{
+	return strcmp(s->cred_gone, "credentials_expired") == 0
+		       ? "the token this stream was opened with has expired; reconnect with a new one"
+		       : "the API key this stream was opened with has been revoked; reconnect with another";
+}
+
+/* The credential is gone (credentials_hold was false) on a stream that began: an unnumbered
+ * `error` event (the client's last id stays the last event it got, so it resumes there with new
+ * credentials), then the end. */
+static void credentials_gone(struct stream *s)
+{
+	char frame[512];
+	int n = snprintf(frame, sizeof(frame),
+			 "data: {\"type\":\"error\",\"session_id\":\"%s\",\"error\":{\"code\":\"%s\","
+			 "\"message\":\"%s\",\"request_id\":\"%s\"},\"version\":\"sa01-v1\"}\n\n",
+			 session_of(s), s->cred_gone, cred_gone_message(s), s->req->request_id);
+	if (n > 0 && (size_t)n < sizeof(frame))
+		http_stream_write(s->req, frame, (size_t)n);
+	stream_end(s);
+}
+
 static void on_live(void *ctx, const struct bus_msg *msg)
 {
 	struct stream *s = ctx;
+	if (!credentials_hold(s)) { /* nothing more reaches it */
+		if (s->begun)
+			credentials_gone(s);
+		return; /* before it began: on_rows answers 401 */
+	}
 	if (bus_msg_is_gap(msg)) { /* messages may have been lost (Redis was away): fill from the store */
 		stream_resync(s);
 		return;
@@ -165,6 +220,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	struct stream *s = arg;
+	if (!credentials_hold(s)) {
+		credentials_gone(s);
+		return;
+	}
 	if (send_status_if_changed(s) && ++s->ticks % (unsigned)cfg_int(CFG_STREAM_KEEPALIVE_S) == 0)
 		send_keepalive(s); /* may end (free) the stream: nothing follows */
 }
@@ -191,6 +250,18 @@ static void on_rows(void *arg)
 		return;
 	}
 	struct http_req *req = s->req;
+	if (!credentials_hold(s)) { /* revoked or expired while we read: nothing of it is sent */
+		store_op_free(op);
+		if (s->begun) {
+			credentials_gone(s);
+			return;
+		}
+		req->on_abort = NULL;
+		http_resp_header(req, "WWW-Authenticate", "Bearer");
+		http_respond_error(req, 401, s->cred_gone, "%s", cred_gone_message(s));
+		stream_free(s);
+		return;
+	}
 	if (op->err != SOMA_OK && s->refill) {
 		store_op_free(op);
 		stream_end(s); /* the client resumes from its last id */
@@ -336,6 +407,11 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 	s->thread = req->thread;
 	bus_key(s->key, req->ident.tenant, session_id);
 	s->session_at = (unsigned char)(strlen(req->ident.tenant) + 1);
+	size_t id_len = strnlen(req->ident.key_id, sizeof(s->key_id) - 1); /* ids are 16 hex */
+	memcpy(s->key_id, req->ident.key_id, id_len);
+	s->key_id[id_len] = '\0';
+	s->expires_ms = req->ident.expires_ms;
+	s->revocations = auth_cache_revocations() - 1; /* the first check looks the key up */
 	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
 	if (!s->sub || !stream_read(s)) {
 		stream_free(s);

@@ -8,6 +8,7 @@
 
 #include "bus/bus.h"
 #include "gateway/gateway.h"
+#include "identity/identity.h"
 
 struct stream {
 	struct http_req *req;	  /* the open request */
@@ -43,6 +44,11 @@ struct stream {
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
 	bool begun;		  /* the 200 and its head went out */
 	bool deleted;		  /* the session was deleted before the stream began: 404 */
+	char key_id[IDENTITY_KEY_ID_LEN + 1]; /* the API key the stream was opened with, or "" */
+	int64_t expires_ms;		      /* its JWT is refused from this wall ms on; 0: never */
+	uint64_t revocations;		      /* auth_cache_revocations() when the key was last checked */
+	const char *cred_gone;		      /* the credential was revoked ("credentials_revoked") or
+					       * expired ("credentials_expired"): the stream ends; static */
 };
 
 /* ---- stream.c ---- */

@@ -125,6 +125,7 @@ static void set_identity(struct http_req *req, const char *tenant, const char *s
 	snprintf(req->ident.subject, sizeof(req->ident.subject), "%s", subject);
 	snprintf(req->ident.scopes, sizeof(req->ident.scopes), "%s", scopes);
 	req->ident.key_id[0] = '\0';
+	req->ident.expires_ms = 0;
 	req->authenticated = true;
 }
 

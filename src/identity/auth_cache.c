@@ -4,6 +4,9 @@
  * DESIGN: the main thread swaps in a fresh snapshot when the store changed; the admin API also
  * patches the snapshot in place (auth_cache_put) right after its own commit, so its changes act
  * at once. A later refresh reads the same rows back, so the two never disagree for long.
+ * `revocations` counts the changes that took a key away (revoked here, or a refresh that found
+ * more revoked or fewer keys: another node's DELETE /v1/keys reaches this node that way); the
+ * event streams opened with a key watch it and end when their key is gone (src/gateway/stream.c).
  */
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -23,6 +26,7 @@ static _Atomic size_t nvalid;  /* unrevoked entries */
 static _Atomic size_t nknown;  /* entries, revoked ones included (never shrinks: rows stay) */
 static struct store *source;   /* where keys come from; main thread only */
 static int64_t seen_version = -1;
+static _Atomic uint64_t revocations; /* grows when a key was revoked or vanished */
 
 static enum soma_err reload(void)
 {
@@ -35,6 +39,9 @@ static enum soma_err reload(void)
 	for (size_t i = 0; i < n; i++)
 		valid += fresh[i].revoked_ms == 0;
 	pthread_rwlock_wrlock(&cache_lock);
+	/* keys are never unrevoked: more revoked rows, or fewer rows, means a key was taken away */
+	if (n - valid != nkeys - atomic_load(&nvalid) || n < nkeys)
+		atomic_fetch_add(&revocations, 1);
 	struct store_key *old = keys;
 	keys = fresh;
 	nkeys = n;
@@ -101,6 +108,7 @@ enum soma_err auth_cache_put(const struct store_key *key)
 	size_t i = 0;
 	while (i < nkeys && strcmp(keys[i].id, key->id) != 0)
 		i++;
+	bool was_active = i < nkeys && keys[i].revoked_ms == 0;
 	if (i == nkeys) {
 		struct store_key *grown = realloc(keys, (nkeys + 1) * sizeof(*keys));
 		if (grown) {
@@ -118,9 +126,30 @@ enum soma_err auth_cache_put(const struct store_key *key)
 		atomic_store(&nvalid, valid);
 		if (nkeys > atomic_load(&nknown))
 			atomic_store(&nknown, nkeys);
+		if (was_active && key->revoked_ms)
+			atomic_fetch_add(&revocations, 1);
 	}
 	pthread_rwlock_unlock(&cache_lock);
 	return err;
+}
+
+uint64_t auth_cache_revocations(void)
+{
+	return atomic_load(&revocations);
+}
+
+bool auth_cache_key_active(const char *key_id)
+{
+	bool active = false;
+	pthread_rwlock_rdlock(&cache_lock);
+	for (size_t i = 0; i < nkeys; i++) {
+		if (strcmp(keys[i].id, key_id) == 0) {
+			active = keys[i].revoked_ms == 0;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&cache_lock);
+	return active;
 }
 
 enum auth_result auth_cache_lookup(const char *token, size_t len, struct identity *out)
@@ -146,6 +175,7 @@ enum auth_result auth_cache_lookup(const char *token, size_t len, struct identit
 		memcpy(out->tenant, k->tenant, sizeof(out->tenant));
 		memcpy(out->key_id, k->id, sizeof(out->key_id));
 		memcpy(out->scopes, k->scopes, sizeof(out->scopes));
+		out->expires_ms = 0;
 		snprintf(out->subject, sizeof(out->subject), "key:%.*s", IDENTITY_KEY_ID_LEN, k->id);
 		result = AUTH_OK;
 		break;

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 #include "store/store.h"
@@ -32,6 +33,8 @@ struct identity {
 	char subject[STORE_ID_MAX + 1];	   /* "key:<id>", "admin_token" or "anonymous" */
 	char key_id[STORE_ID_MAX + 1];	   /* key id, empty when not a key */
 	char scopes[STORE_SCOPES_MAX + 1]; /* space-separated scopes */
+	int64_t expires_ms;		   /* wall ms from which the credential is refused (a JWT's
+					    * exp + leeway); 0: it does not expire (keys, admin token) */
 };
 
 /* True when the space-separated scope list contains scope. */
@@ -74,6 +77,14 @@ bool auth_cache_keys_exist(void);
 /* Puts a key just committed by this process into the snapshot at once (the admin API: a new key
  * works, a revoked one stops, without waiting for the next refresh). Any thread. */
 enum soma_err auth_cache_put(const struct store_key *key) SOMA_MUST_CHECK;
+/* A counter that grows whenever a key of the snapshot became revoked (or vanished), by
+ * auth_cache_put here or by a refresh that read another node's revocation. Long-lived responses
+ * (event streams) opened with a key compare it on their own io thread and, when it moved, ask
+ * auth_cache_key_active: one atomic load per check while nothing is revoked. Any thread. */
+uint64_t auth_cache_revocations(void);
+/* True when the key of this id is in the snapshot and not revoked. Any thread; never blocks on
+ * I/O. */
+bool auth_cache_key_active(const char *key_id);
 
 /* ---- JWT bearer tokens (jwt.c, jwt_claims.c, jwks.c, jwk.c) ------------------------------- */
 

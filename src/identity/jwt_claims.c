@@ -130,6 +130,9 @@ enum jwt_verdict jwt_claims_check(const json_t *claims, const struct jwt_rules *
 	if ((v = check_tenant(claims, r, out)) != JWT_OK)
 		return v;
 	snprintf(out->subject, sizeof(out->subject), "jwt:%s", json_string_value(sub));
+	/* refused from exp + leeway on (check_time): an event stream opened with it ends then */
+	double end_ms = (json_number_value(json_object_get(claims, "exp")) + r->leeway_s) * 1000.0;
+	out->expires_ms = end_ms < 1.0 ? 1 : end_ms > 9e15 ? INT64_MAX : (int64_t)end_ms;
 	collect_scopes(claims, out->scopes, sizeof(out->scopes));
 	return JWT_OK;
 }
