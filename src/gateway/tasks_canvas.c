@@ -9,9 +9,9 @@
  * rest as embed.chain (reversed, each a signature with options.task_id and queue); a group is
  * its members with headers group/group_index; a chord is a group whose members carry the body
  * signature in embed.chord, the chord's size written as celery-taskset-meta-<gid>.s by the
- * relay before the members go out. Every task is asked of policy (task.run) in turn, then each
- * row goes through the store's outbox as POST /v1/tasks does; the carried state (rows left,
- * the answer) is a JSON object that rides from one step to the next (policy arg, then
+ * relay before the members go out. Every task is asked of policy (task.run, context {task, queue}: the queue its row
+ * goes to, explicit or routed) in turn, then each row goes through the store's outbox as POST /v1/tasks does; the
+ * carried state (rows left, the answer) is a JSON object that rides from one step to the next (policy arg, then
  * op->session, which TASK_PUBLISH does not use).
  */
 #include <stdio.h>
@@ -76,10 +76,11 @@ static void ask_next(struct http_req *req, void *arg)
 		return;
 	}
 	json_object_set_new(st, "asked", json_integer((json_int_t)i + 1));
-	const char *name = json_string_value(json_array_get(names, i));
-	char resource[160], routed[64];
+	json_t *entry = json_array_get(names, i); /* {task, queue}: the queue it is published to */
+	const char *name = json_string_value(json_object_get(entry, "task"));
+	char resource[160];
 	snprintf(resource, sizeof(resource), "task:%s", name);
-	json_t *ctx = json_pack("{s:s, s:s}", "task", name, "queue", queue_route(name, routed, sizeof(routed)));
+	json_t *ctx = json_pack("{s:s, s:O}", "task", name, "queue", json_object_get(entry, "queue"));
 	struct policy_input in = {.action = POLICY_TASK_RUN, .resource = resource, .context = ctx};
 	policy_gate_ask(req, &in, NULL, ask_next, st, drop_state);
 	json_decref(ctx);
@@ -160,6 +161,14 @@ static json_t *embed(json_t *chain, json_t *chord)
 			 chord ? chord : json_null());
 }
 
+/* What task.run is asked about for entry e: {task, queue} (the queue its row goes to). */
+static json_t *asked_entry(json_t *e)
+{
+	char routed[64];
+	return json_pack("{s:O, s:s}", "task", json_object_get(e, "task"), "queue",
+			 entry_queue(e, routed, sizeof(routed)));
+}
+
 enum kind { CHAIN, GROUP, CHORD };
 
 static void canvas(struct http_req *req, enum kind kind)
@@ -186,7 +195,7 @@ static void canvas(struct http_req *req, enum kind kind)
 	json_t *rows = json_array(), *names = json_array(), *task_ids = json_array(), *answer = NULL;
 	for (size_t i = 0; i < n; i++) {
 		json_array_append_new(task_ids, json_string(ids[i]));
-		json_array_append(names, json_object_get(json_array_get(list, i), "task"));
+		json_array_append_new(names, asked_entry(json_array_get(list, i)));
 	}
 	if (kind == CHAIN) {
 		json_t *rest = json_array();
@@ -214,7 +223,7 @@ static void canvas(struct http_req *req, enum kind kind)
 		answer = json_pack("{s:s, s:O, s:s}", "group_id", gid, "task_ids", task_ids, "status", "PENDING");
 		if (kind == CHORD) {
 			json_object_set_new(answer, "task_id", json_string(bid));
-			json_array_append(names, json_object_get(body, "task"));
+			json_array_append_new(names, asked_entry(body));
 		}
 	}
 	json_decref(task_ids);

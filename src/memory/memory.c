@@ -41,6 +41,7 @@ static struct {
 	char failure_what[MEMORY_REASON_MAX];  /* "remember_failure", "recall_failure" */
 	struct memory_status st;	       /* the derived status */
 	unsigned _Atomic generation;	       /* mirrors st.generation for lock-free readers */
+	_Atomic bool degraded;		       /* st.state != MEMORY_NORMAL, for lock-free readers */
 } m = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static struct metric_series *m_pending, *m_oldest, *m_state, *m_recall;
@@ -79,6 +80,7 @@ static void rule(int64_t now)
 	m.st.since_ms = now;
 	m.st.generation++;
 	atomic_store(&m.generation, m.st.generation);
+	atomic_store(&m.degraded, s != MEMORY_NORMAL);
 	if (m_state)
 		metric_set(m_state, (double)s);
 }
@@ -155,6 +157,11 @@ void memory_snapshot(struct memory_status *out)
 	*out = m.st;
 	pthread_mutex_unlock(&m.lock);
 	out->driver = memory_cfg.driver ? memory_cfg.driver->name : "builtin";
+}
+
+bool memory_degraded(void)
+{
+	return atomic_load(&m.degraded);
 }
 
 unsigned memory_generation(void)

@@ -54,6 +54,9 @@ void memory_relay_wake(void);
 
 /* The current status (any thread; a copy under a mutex). */
 void memory_snapshot(struct memory_status *out);
+/* True while the state is not normal (degraded or down): input.degraded.somabrain of every policy
+ * decision. Any thread; one atomic load. */
+bool memory_degraded(void);
 /* Only the generation: cheap enough for io-thread timers. */
 unsigned memory_generation(void);
 const char *memory_state_name(enum memory_state s);

@@ -57,12 +57,22 @@ const char *policy_reason_words(const char *reason, char *buf, size_t cap)
 	return buf;
 }
 
+const char *policy_decision_words(const struct policy_decision *d, char *buf, size_t cap)
+{
+	if (!d->unavailable)
+		return policy_reason_words(d->reason, buf, cap);
+	snprintf(buf, cap,
+		 "the policy engine is unavailable (OPA failed moments ago: %s), so the request is denied at once "
+		 "(fail closed); retry in a few seconds",
+		 d->reason);
+	return buf;
+}
+
 json_t *policy_denied_event(const char *session_id, const struct policy_input *in, const struct policy_decision *d)
 {
-	char buf[160], message[512];
+	char buf[200], message[512];
 	const char *action = in->action ? in->action : "";
-	snprintf(message, sizeof(message), "%s was denied: %s", action,
-		 policy_reason_words(d->reason, buf, sizeof(buf)));
+	snprintf(message, sizeof(message), "%s was denied: %s", action, policy_decision_words(d, buf, sizeof(buf)));
 	return chat_event_new(session_id, "system", "policy.denied", message, in->persona_id,
 			      json_pack("{s:s, s:s}", "action", action, "reason", d->reason));
 }

@@ -12,6 +12,7 @@
  * the pattern of gateway/common.c): the policy thread posts the decision back, and on the io
  * thread an aborted wait only drops its argument.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +109,8 @@ static const struct route_slot *rule_for(const struct http_req *req)
 
 void policy_gate_respond(struct http_req *req, const struct policy_decision *d)
 {
-	char buf[160], message[512];
-	snprintf(message, sizeof(message), "%s: %s", d->reason, policy_reason_words(d->reason, buf, sizeof(buf)));
+	char buf[200], message[512];
+	snprintf(message, sizeof(message), "%s: %s", d->reason, policy_decision_words(d, buf, sizeof(buf)));
 	http_respond_json(req, 403,
 			  json_pack("{s:{s:s, s:s, s:s, s:s}}", "error", "code", "policy_denied", "message", message,
 				    "request_id", req->request_id, "reason", d->reason));
@@ -129,7 +130,7 @@ void policy_gate_deny(struct http_req *req, const struct policy_input *in, const
 struct wait {
 	struct http_req *req;	  /* valid while !aborted, on its io thread */
 	struct io_thread *thread; /* the request's io thread */
-	bool aborted;		  /* the client left (io thread only) */
+	_Atomic bool aborted;	  /* the client left (set on the io thread; policy threads read it) */
 	policy_cont_fn cont;	  /* on allow */
 	void *arg;		  /* cont's / drop's argument */
 	policy_drop_fn drop;	  /* when cont will not run */
@@ -159,11 +160,12 @@ static void finish_wait(struct wait *w, bool run)
 static void on_io_thread(void *arg)
 {
 	struct wait *w = arg;
-	if (!w->aborted) {
+	bool aborted = atomic_load(&w->aborted);
+	if (!aborted) {
 		w->req->on_abort = NULL;
 		w->req->handler_ctx = NULL;
 	}
-	finish_wait(w, !w->aborted);
+	finish_wait(w, !aborted);
 }
 
 static void on_decided(void *arg, const struct policy_decision *d)
@@ -176,7 +178,7 @@ static void on_decided(void *arg, const struct policy_decision *d)
 
 static void on_abort(struct http_req *req)
 {
-	((struct wait *)req->handler_ctx)->aborted = true;
+	atomic_store(&((struct wait *)req->handler_ctx)->aborted, true);
 }
 
 /* Waits for OPA; false (nothing kept) when it cannot be asked. */
@@ -197,7 +199,7 @@ static bool start_wait(struct http_req *req, const struct policy_input *in, cons
 	snprintf(w->persona, sizeof(w->persona), "%s", in->persona_id ? in->persona_id : "");
 	req->handler_ctx = w;
 	req->on_abort = on_abort;
-	if (policy_ask(in, on_decided, w) == SOMA_OK)
+	if (policy_ask(in, on_decided, w, &w->aborted) == SOMA_OK)
 		return true;
 	req->handler_ctx = NULL;
 	req->on_abort = NULL;

@@ -7,7 +7,10 @@
  * OPA link state (atomics, and a detail string under a mutex) that decisions and probes update.
  * OPA work runs on a small pool (POLICY_THREADS threads, bounded queue): policy_ask() and the
  * health probe submit to it; policy_decide() instead calls OPA on the caller's own (non-io)
- * thread. A saturated pool is a deny (opa_overloaded), never an unbounded queue.
+ * thread. A saturated pool is a deny (opa_overloaded), never an unbounded queue. A job's deadline
+ * starts when it was asked (a job that waited the timeout out is denied without a call) and a
+ * job whose client left is skipped; the circuit breaker (breaker.c) denies at once while OPA
+ * fails, so an outage never queues waits behind the 4 threads.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +24,7 @@
 #include "core/metrics.h"
 #include "core/pool.h"
 #include "core/url_shown.h"
+#include "memory/memory.h"
 #include "policy/policy_int.h"
 
 #define POLICY_THREADS	 4
@@ -28,6 +32,7 @@
 #define CACHE_SLOTS	 4096
 #define POLICY_FILE_MAX	 (4 << 20)
 #define WARN_INTERVAL_MS 5000
+#define BREAKER_MS	 1000 /* how long the breaker stays open after a failure */
 
 enum pol_state { ST_UNSET, ST_READY, ST_FAILED };
 enum { LINK_UNKNOWN, LINK_UP, LINK_DOWN };
@@ -64,6 +69,7 @@ void policy_decision_set(struct policy_decision *d, bool allow, const char *reas
 {
 	d->allow = allow;
 	d->engine = engine;
+	d->unavailable = false;
 	size_t i = 0;
 	for (; reason[i] && i + 1 < sizeof(d->reason); i++)
 		d->reason[i] = (unsigned char)reason[i] < 0x20 || reason[i] == 0x7f ? '_' : reason[i];
@@ -125,7 +131,7 @@ json_t *policy_input_json(const struct policy_input *in)
 	return json_pack("{s:s, s:s, s:s?, s:o, s:s, s:s, s:o, s:{s:b}}", "tenant", in->tenant ? in->tenant : "",
 			 "subject", in->subject ? in->subject : "", "persona_id", in->persona_id, "scopes", scopes,
 			 "action", in->action ? in->action : "", "resource", in->resource ? in->resource : "",
-			 "context", ctx, "degraded", "somabrain", in->somabrain_degraded);
+			 "context", ctx, "degraded", "somabrain", in->somabrain_degraded || memory_degraded());
 }
 
 /* {"input": ...} as sent to OPA and used as the cache key; caller frees. */
@@ -147,16 +153,42 @@ static void set_link(int link, const char *detail)
 	pthread_mutex_unlock(&pol.detail_lock);
 }
 
-/* Asks OPA on this thread; caches what OPA itself decided (not transport failures). */
-static void opa_call(const char *text, struct policy_decision *out)
+static int64_t mono_ms(void)
 {
-	char detail[512];
-	enum policy_opa_link link = policy_opa_decide(pol.opa_url, pol.timeout_ms, text, out, detail, sizeof(detail));
+	return (int64_t)(clock_mono_ns() / 1000000);
+}
+
+/* The breaker's deny: at once, with the reason that opened it. */
+static void breaker_deny(struct policy_decision *out, const char *reason)
+{
+	policy_decision_set(out, false, reason, "opa");
+	out->unavailable = true;
+}
+
+/* Asks OPA on this thread within budget_ms (at most policy.opa_timeout_ms) unless the breaker
+ * refuses; caches what OPA itself decided (not transport failures). */
+static void opa_call(const char *text, long budget_ms, struct policy_decision *out)
+{
+	char detail[512], why[32];
+	bool probe;
+	if (!policy_breaker_admit(mono_ms(), &probe, why, sizeof(why))) {
+		breaker_deny(out, why);
+		return;
+	}
+	enum policy_opa_link link = policy_opa_decide(pol.opa_url, budget_ms, text, out, detail, sizeof(detail));
 	bool failed = strcmp(out->reason, "opa_error") == 0 || strcmp(out->reason, "opa_bad_result") == 0;
-	if (link == OPA_LINK_OK && atomic_load(&pol.link) != LINK_UP)
-		set_link(LINK_UP, detail);
-	else if (link == OPA_LINK_DOWN)
+	/* a timeout within a budget the queue cut to less than half says little about OPA */
+	bool judged = strcmp(out->reason, "opa_timeout") != 0 || budget_ms * 2 >= pol.timeout_ms;
+	if (link == OPA_LINK_OK) {
+		policy_breaker_success();
+		if (atomic_load(&pol.link) != LINK_UP)
+			set_link(LINK_UP, detail);
+	} else if (judged) {
+		policy_breaker_failure(mono_ms(), out->reason);
 		set_link(LINK_DOWN, detail);
+	} else {
+		policy_breaker_release();
+	}
 	if (link == OPA_LINK_OK && !failed) {
 		policy_cache_put(pol.cache, text, clock_wall_ms(), out);
 		return;
@@ -183,8 +215,11 @@ bool policy_decide_now(const struct policy_input *in, struct policy_decision *ou
 		char *text = pol.cache ? request_text(in) : NULL;
 		bool hit = text && policy_cache_get(pol.cache, text, clock_wall_ms(), out);
 		free(text);
-		if (!hit)
+		char why[32];
+		if (!hit && !policy_breaker_refuses(mono_ms(), why, sizeof(why)))
 			return false;
+		if (!hit)
+			breaker_deny(out, why);
 	}
 	policy_count(action, out);
 	return true;
@@ -196,7 +231,7 @@ void policy_decide(const struct policy_input *in, struct policy_decision *out)
 		return;
 	char *text = request_text(in);
 	if (text)
-		opa_call(text, out);
+		opa_call(text, pol.timeout_ms, out);
 	else
 		policy_decision_set(out, false, "opa_overloaded", "opa"); /* out of memory: fail closed */
 	free(text);
@@ -204,24 +239,34 @@ void policy_decide(const struct policy_input *in, struct policy_decision *out)
 }
 
 struct ask {
-	char *text;	     /* request body; owned */
-	char action[64];     /* metric label */
-	policy_done_fn done; /* caller's callback */
-	void *arg;	     /* its argument */
+	char *text;		  /* request body; owned */
+	char action[64];	  /* metric label */
+	policy_done_fn done;	  /* caller's callback */
+	void *arg;		  /* its argument */
+	const _Atomic bool *gone; /* the caller's "client left" flag, or NULL */
+	int64_t asked_ms;	  /* monotonic: when it was asked (its deadline counts from there) */
 };
 
 static void run_ask(void *arg)
 {
 	struct ask *a = arg;
 	struct policy_decision d;
-	opa_call(a->text, &d);
-	policy_count(a->action, &d);
+	int64_t waited = mono_ms() - a->asked_ms;
+	if (a->gone && atomic_load(a->gone)) {
+		policy_decision_set(&d, false, "client_gone", "opa"); /* nobody to answer: not asked, not counted */
+	} else {
+		if (waited >= pol.timeout_ms)
+			policy_decision_set(&d, false, "opa_timeout", "opa"); /* the timeout passed in the queue */
+		else
+			opa_call(a->text, pol.timeout_ms - (long)waited, &d);
+		policy_count(a->action, &d);
+	}
 	a->done(a->arg, &d);
 	free(a->text);
 	free(a);
 }
 
-enum soma_err policy_ask(const struct policy_input *in, policy_done_fn done, void *arg)
+enum soma_err policy_ask(const struct policy_input *in, policy_done_fn done, void *arg, const _Atomic bool *gone)
 {
 	if (pol.state != ST_READY || !pol.opa || !pol.pool)
 		return SOMA_ERR_UNAVAILABLE;
@@ -233,6 +278,8 @@ enum soma_err policy_ask(const struct policy_input *in, policy_done_fn done, voi
 	snprintf(a->action, sizeof(a->action), "%s", in->action ? in->action : "");
 	a->done = done;
 	a->arg = arg;
+	a->gone = gone;
+	a->asked_ms = mono_ms();
 	if (pool_submit(pol.pool, run_ask, a) != SOMA_OK) {
 		free(a->text);
 		free(a);
@@ -292,6 +339,7 @@ static enum soma_err start_engine(char *why, size_t cap)
 	pol.ttl_ms = cfg_int(CFG_POLICY_CACHE_TTL_MS);
 	pol.cache = policy_cache_new(CACHE_SLOTS, pol.ttl_ms);
 	pol.pool = pool_new(POLICY_THREADS, POLICY_QUEUE);
+	policy_breaker_reset(BREAKER_MS, BREAKER_MS + 2 * pol.timeout_ms);
 	if (!pol.pool || (pol.ttl_ms > 0 && !pol.cache)) {
 		snprintf(why, cap, "out of memory for the policy threads");
 		return SOMA_ERR_NOMEM;
@@ -341,6 +389,8 @@ static void run_probe(void *arg)
 	char detail[512];
 	bool up = policy_opa_probe(pol.opa_url, pol.timeout_ms, detail, sizeof(detail));
 	set_link(up ? LINK_UP : LINK_DOWN, detail);
+	if (up)
+		policy_breaker_success();
 	atomic_store(&pol.probing, false);
 }
 
@@ -357,18 +407,24 @@ bool policy_health(char *detail, size_t cap)
 	/* the report is the link as last seen; the probe queued after reading it refreshes it for the
 	 * next report (queued first, a quick probe could change the answer under this one) */
 	int link = atomic_load(&pol.link);
+	char why[32], circuit[160] = "";
+	bool open = policy_breaker_open(why, sizeof(why));
+	if (open)
+		snprintf(circuit, sizeof(circuit),
+			 "circuit open (%s): decisions are denied at once, one goes to OPA every %d ms; ", why,
+			 BREAKER_MS);
 	pthread_mutex_lock(&pol.detail_lock);
 	if (link == LINK_UNKNOWN) {
 		char shown[512]; /* /v1/health is public: no user, password or query of the URL */
 		url_shown(pol.opa_url, shown, sizeof(shown));
-		snprintf(detail, cap, "opa at %s: not checked yet", shown);
+		snprintf(detail, cap, "%sopa at %s: not checked yet", circuit, shown);
 	} else {
-		snprintf(detail, cap, "%s", pol.link_detail);
+		snprintf(detail, cap, "%s%s", circuit, pol.link_detail);
 	}
 	pthread_mutex_unlock(&pol.detail_lock);
 	bool idle = false;
 	if (atomic_compare_exchange_strong(&pol.probing, &idle, true) &&
 	    pool_submit(pol.pool, run_probe, NULL) != SOMA_OK)
 		atomic_store(&pol.probing, false);
-	return link != LINK_DOWN;
+	return link != LINK_DOWN && !open;
 }

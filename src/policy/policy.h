@@ -14,7 +14,12 @@
  *            io threads call policy_decide_now() (builtin, cached, or an engine that is down)
  *            and, when that cannot answer, policy_ask(), whose callback runs on a policy thread
  *            (src/policy/gate.c posts it back to the request's thread). Worker and pool threads
- *            may call policy_decide(), which blocks up to policy.opa_timeout_ms.
+ *            may call policy_decide(), which blocks up to policy.opa_timeout_ms. A timeout or an
+ *            unreachable OPA opens a circuit breaker (src/policy/breaker.c): for a second every
+ *            decision that is not cached is denied at once with that reason (the message says
+ *            the policy engine is unavailable), then one goes to OPA; an answer (or a healthy
+ *            OPA in the health probe) closes it. Fail closed, but never a queue of waits.
+ * input.degraded.somabrain is true on every decision while the memory service is not normal.
  * Every final decision counts in soma_policy_decisions_total{engine,action,decision}.
  * Before policy_start() (unit tests, CLI commands) decisions use the compiled-in rules; if
  * policy_start() failed (unreadable policy.file, opa without a URL) every decision is a deny
@@ -59,6 +64,7 @@ struct policy_decision {
 	bool allow;			/* the answer */
 	char reason[POLICY_REASON_MAX]; /* code ("allowed", "model_not_allowed", "opa_timeout") or OPA's words */
 	const char *engine;		/* "builtin" or "opa" (static) */
+	bool unavailable;		/* denied at once by the circuit breaker: OPA failed just before */
 };
 
 /* Reads policy.* and starts the configured engine (main thread, before io threads). On
@@ -78,14 +84,21 @@ void policy_decide(const struct policy_input *in, struct policy_decision *out);
 /* Runs on a policy thread with the decision (valid during the call only). */
 typedef void (*policy_done_fn)(void *arg, const struct policy_decision *d);
 /* Asks on the policy threads (the input is copied). SOMA_ERR_UNAVAILABLE when they are saturated
- * or stopping: then done is never called and the caller still owns arg. */
-enum soma_err policy_ask(const struct policy_input *in, policy_done_fn done, void *arg) SOMA_MUST_CHECK;
+ * or stopping: then done is never called and the caller still owns arg. gone (may be NULL; must
+ * stay valid until done runs) is read when a thread takes the job: true, the client left, and
+ * OPA is not asked (done gets a deny "client_gone", not counted). A job that waited longer than
+ * policy.opa_timeout_ms for a thread is denied (opa_timeout) without asking OPA; one that waited
+ * less is given what is left of the timeout. */
+enum soma_err policy_ask(const struct policy_input *in, policy_done_fn done, void *arg,
+			 const _Atomic bool *gone) SOMA_MUST_CHECK;
 
 /* The input as CONTRACTS.md §6 sends it: {"tenant",...,"degraded":{"somabrain":b}}. Caller owns. */
 json_t *policy_input_json(const struct policy_input *in);
 /* A sentence for the client about a deny reason: what was refused and what to do. Static or
  * written into buf. */
 const char *policy_reason_words(const char *reason, char *buf, size_t cap);
+/* The same for a decision: a deny of the circuit breaker says the policy engine is unavailable. */
+const char *policy_decision_words(const struct policy_decision *d, char *buf, size_t cap);
 
 /* ---- the consequences of a deny (gateway, workers) ------------------------------------------ */
 

@@ -64,6 +64,26 @@ void policy_opa_parse(long status, const char *body, size_t len, struct policy_d
 /* GET base_url/health; true when it answered 200. detail says what happened. Blocking. */
 bool policy_opa_probe(const char *base_url, long timeout_ms, char *detail, size_t cap);
 
+/* ---- the OPA circuit breaker (breaker.c) ------------------------------------------------------- */
+
+/* Closes it and forgets; window_ms: how long a failure keeps it open; probe_max_ms: how long a
+ * half-open probe may stay out before another is let through. Times are monotonic ms. */
+void policy_breaker_reset(int64_t window_ms, int64_t probe_max_ms);
+/* True when a decision must be denied now without going to OPA (open, or half-open with the probe
+ * out); reason gets what opened it. Any thread (io threads too): no lock while closed. */
+bool policy_breaker_refuses(int64_t now_ms, char *reason, size_t cap);
+/* Before a call to OPA: true when it may go (closed, or it is the half-open probe: *probe set);
+ * false with the reason otherwise. */
+bool policy_breaker_admit(int64_t now_ms, bool *probe, char *reason, size_t cap);
+/* OPA answered (a decision or the health probe): closes it. */
+void policy_breaker_success(void);
+/* OPA timed out or could not be reached (reason): opens it for the window from now_ms. */
+void policy_breaker_failure(int64_t now_ms, const char *reason);
+/* A call that says nothing about OPA (a budget cut short by the queue): gives back the probe. */
+void policy_breaker_release(void);
+/* True while open or half-open, with the reason that opened it (health). */
+bool policy_breaker_open(char *reason, size_t cap);
+
 /* ---- decision cache (cache.c) ------------------------------------------------------------------ */
 
 struct policy_cache;

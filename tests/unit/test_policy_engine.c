@@ -283,14 +283,22 @@ Test(policy_engine, opa_engine_fails_closed_when_unreachable)
 	policy_decide(&in, &d);
 	cr_assert_not(d.allow);
 	cr_assert_str_eq(d.reason, "opa_unreachable");
-	cr_assert_not(policy_decide_now(&in, &d), "transport failures are not cached");
+	cr_assert_not(d.unavailable, "this one went to OPA");
+	/* not cached, but the circuit breaker is open now: the next decision is denied at once */
+	cr_assert(policy_decide_now(&in, &d), "the breaker answers at once");
+	cr_assert(!d.allow && d.unavailable);
+	cr_assert_str_eq(d.reason, "opa_unreachable");
+	char words[200];
+	cr_assert(strstr(policy_decision_words(&d, words, sizeof(words)), "policy engine is unavailable"));
+	cr_assert_not(policy_health(detail, sizeof(detail)));
+	cr_assert(strstr(detail, "circuit open (opa_unreachable)"), "%s", detail);
 	struct policy_decision asked = {.allow = true};
-	cr_assert_eq(policy_ask(&in, on_asked, &asked), SOMA_OK);
+	cr_assert_eq(policy_ask(&in, on_asked, &asked, NULL), SOMA_OK);
 	policy_stop(); /* runs the queued ask (and the probe the health call queued) first */
 	cr_assert_not(asked.allow);
 	cr_assert_str_eq(asked.reason, "opa_unreachable");
 	cr_assert_not(policy_health(detail, sizeof(detail)), "stopped");
-	cr_assert_eq(policy_ask(&in, on_asked, &asked), SOMA_ERR_UNAVAILABLE);
+	cr_assert_eq(policy_ask(&in, on_asked, &asked, NULL), SOMA_ERR_UNAVAILABLE);
 	cfg_unload();
 }
 
@@ -298,7 +306,7 @@ Test(policy_engine, the_builtin_engine_is_not_asked_asynchronously)
 {
 	struct policy_input in = {.tenant = "t", .action = "session.read"};
 	struct policy_decision d;
-	cr_assert_eq(policy_ask(&in, on_asked, &d), SOMA_ERR_UNAVAILABLE);
+	cr_assert_eq(policy_ask(&in, on_asked, &d, NULL), SOMA_ERR_UNAVAILABLE);
 }
 
 Test(policy_engine, decisions_are_counted_by_engine_action_and_decision)
@@ -338,4 +346,31 @@ Test(policy_engine, reason_words_tell_what_to_do)
 	cr_assert_str_eq(json_string_value(json_object_get(meta, "action")), "llm.invoke");
 	cr_assert_str_eq(json_string_value(json_object_get(meta, "reason")), "model_not_allowed");
 	json_decref(ev);
+}
+
+Test(policy_engine, the_breaker_opens_on_failure_lets_one_probe_through_and_closes_on_an_answer)
+{
+	char why[32];
+	bool probe;
+	policy_breaker_reset(1000, 3000);
+	cr_assert_not(policy_breaker_refuses(10, why, sizeof(why)), "closed");
+	cr_assert(policy_breaker_admit(10, &probe, why, sizeof(why)) && !probe);
+	policy_breaker_failure(100, "opa_timeout");
+	cr_assert(policy_breaker_refuses(500, why, sizeof(why)));
+	cr_assert_str_eq(why, "opa_timeout");
+	cr_assert_not(policy_breaker_admit(1099, &probe, why, sizeof(why)), "open for the window");
+	cr_assert_not(policy_breaker_refuses(1100, why, sizeof(why)), "half-open: the probe may go");
+	cr_assert(policy_breaker_admit(1100, &probe, why, sizeof(why)) && probe, "one probe");
+	cr_assert_not(policy_breaker_admit(1101, &probe, why, sizeof(why)), "only one");
+	cr_assert(policy_breaker_refuses(1101, why, sizeof(why)));
+	cr_assert(policy_breaker_admit(4100, &probe, why, sizeof(why)) && probe, "a lost probe is given up");
+	policy_breaker_release();
+	cr_assert(policy_breaker_admit(4101, &probe, why, sizeof(why)) && probe, "a released probe is free again");
+	policy_breaker_failure(4200, "opa_unreachable");
+	cr_assert_not(policy_breaker_admit(5199, &probe, why, sizeof(why)), "the probe failed: open again");
+	cr_assert(policy_breaker_open(why, sizeof(why)));
+	cr_assert_str_eq(why, "opa_unreachable");
+	policy_breaker_success();
+	cr_assert_not(policy_breaker_open(why, sizeof(why)));
+	cr_assert_not(policy_breaker_refuses(4300, why, sizeof(why)), "an answer closes it");
 }

@@ -21,9 +21,11 @@ Table: a JSON list [{"input": {...}, "result": true | false | {"allow": b, "reas
 object with "cases": [{"input", "expect"}] (tests/e2e/policy_table.json): expect is the result.
 
 Control (test side):
-    POST /_control {"mode": "ok|down|slow|500|undefined|unhealthy|bool", "delay_ms": MS,
+    POST /_control {"mode": "ok|down|slow|hang|500|undefined|unhealthy|bool", "delay_ms": MS,
                     "table": [...] or {"cases": [...]}}
-        down: every connection is closed without an answer; slow: answers after delay_ms;
+        down: every connection is closed without an answer; slow: queries answer after delay_ms;
+        hang: queries and /health are read and get no answer until the mode changes (a wedged OPA:
+        the connection stays open; then they are answered as the new mode says);
         500: {"code": "internal_error"} with status 500; undefined: {} for every query;
         bool: the result of an {allow, reason} entry is sent as the bare boolean allow.
     GET  /_stats -> {"requests": n, "health_requests": n, "inputs": [...], "unmatched": [...],
@@ -41,6 +43,7 @@ INPUT_KEYS = {"tenant", "subject", "persona_id", "scopes", "action", "resource",
 
 lock = threading.Lock()
 state = {}
+unhung = threading.Condition(lock)  # notified when the mode changes (mode "hang" waits on it)
 
 
 def load_table(obj):
@@ -126,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] == "/health":
             with lock:
                 state["health_requests"] += 1
+                unhung.wait_for(lambda: state["mode"] != "hang", timeout=120)
                 mode = state["mode"]
             if mode == "down":
                 return self.hang_up()
@@ -144,14 +148,18 @@ class Handler(BaseHTTPRequestHandler):
                         state[k] = ctl[k]
                 if "table" in ctl:
                     state["table"] = load_table(ctl["table"])
+                unhung.notify_all()
             return self.send_json(200, {"ok": True})
         if self.path == "/_reset":
             reset(self.server.initial_table)
+            with lock:
+                unhung.notify_all()
             return self.send_json(200, {"ok": True})
         if self.path != "/v1/data/soma/allow":
             return self.send_json(404, {"code": "undefined_document", "message": "not found"})
         with lock:
             state["requests"] += 1
+            unhung.wait_for(lambda: state["mode"] != "hang", timeout=120)
             mode, delay_ms, table = state["mode"], state["delay_ms"], state["table"]
         if mode == "down":
             return self.hang_up()
