@@ -19,7 +19,7 @@ static void got_status(void *ctx, int status)
 static bool got_header(void *ctx, const char *line, size_t len)
 {
 	struct llm_async *a = ctx;
-	llm_call_header(&a->call, line, len);
+	llm_call_head(&a->call, line, len);
 	return true;
 }
 
@@ -33,6 +33,12 @@ static void read_done(void *ctx)
 {
 	struct llm_async *a = ctx;
 	llm_async_flush(a->loop);
+}
+
+static bool got_all(void *ctx)
+{
+	struct llm_async *a = ctx;
+	return a->call.finished;
 }
 
 static void ended(void *ctx, enum h1_end end, const char *why)
@@ -50,6 +56,7 @@ bool llm_async_start_direct(struct llm_async *a)
 						   .on_header = got_header,
 						   .on_body = got_body,
 						   .after_read = read_done,
+						   .body_over = got_all,
 						   .on_end = ended};
 	struct llm_loop *L = a->loop;
 	if (!L->h1 && !(L->h1 = h1_pool_new(L->base)))

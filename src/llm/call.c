@@ -1,11 +1,14 @@
 /*
  * call.c - one attempt of a chat completion on a libcurl easy handle (see llm_int.h): request
- * body and headers, the write/header callbacks that parse the reply as it arrives, and the
- * classification of the outcome. Runs on whichever thread drives the handle.
+ * body and headers, the write/header callbacks that parse the reply as it arrives (the outcome's
+ * class is call_end.c's). Runs on whichever thread drives the handle. A stream's reply ends at
+ * its [DONE] (what follows is neither read nor relayed) or at an error event (the provider's
+ * failure, whatever follows).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/ids.h"
@@ -30,22 +33,6 @@ static bool append(char **buf, size_t *len, const char *data, size_t n, size_t m
 	grown[*len] = '\0';
 	*buf = grown;
 	return true;
-}
-
-static void take_usage(struct llm_result *res, json_t *usage)
-{
-	json_t *in = json_object_get(usage, "prompt_tokens"), *out = json_object_get(usage, "completion_tokens");
-	if (json_is_integer(in))
-		res->input_tokens = json_integer_value(in);
-	if (json_is_integer(out))
-		res->output_tokens = json_integer_value(out);
-}
-
-static void take_model(struct llm_result *res, json_t *obj)
-{
-	const char *model = json_string_value(json_object_get(obj, "model"));
-	if (model)
-		str_copy(res->model, sizeof(res->model), model);
 }
 
 /* The chunk's fields through jansson, for what llm_chunk_scan leaves (same fields, same values).
@@ -80,6 +67,30 @@ static json_t *load_chunk(const char *data, size_t len, struct llm_chunk *out)
 	return chunk;
 }
 
+/* An event with a top-level "error" ({"error":{"message":..}}, as vLLM and OpenAI send a failure
+ * in mid-stream): the reply failed, whatever follows ([DONE] often does). Its message becomes
+ * the detail; a relay that already passed on the reply's start gets it as it came (a retry cannot
+ * follow then), one that did not gets nothing of it (the call may be retried, or answers with its
+ * own error). False when data is no such event. */
+static bool stream_error(struct llm_call *c, const char *data, size_t len)
+{
+	json_t *obj = json_loadb(data, len, 0, NULL);
+	json_t *err = json_object_get(obj, "error");
+	if (!err || json_is_null(err)) {
+		json_decref(obj);
+		return false;
+	}
+	const char *msg =
+		json_is_string(err) ? json_string_value(err) : json_string_value(json_object_get(err, "message"));
+	snprintf(c->res->detail, sizeof(c->res->detail), "the provider reported an error in its stream: %.400s",
+		 msg && *msg ? msg : "(no message)");
+	json_decref(obj);
+	c->failed = true;
+	if (c->got_token && c->cb && c->cb->on_chunk && !c->cb->on_chunk(c->cb->ctx, data, len, false))
+		c->stopped = true;
+	return true;
+}
+
 /* One streamed chunk: {"choices":[{"delta":{"content":".."},"finish_reason":..}], "usage":..},
  * read without a tree when it can be (chunk_scan.h) */
 static bool on_event(void *ctx, const char *data, size_t len)
@@ -96,9 +107,13 @@ static bool on_event(void *ctx, const char *data, size_t len)
 		lead++;
 	if (lead == len || (data[lead] != '{' && data[lead] != '['))
 		return true; /* not JSON (a provider's "ping"): ignored, not relayed - OpenAI's SDKs would fail on it */
+	unsigned peek = llm_chunk_peek(data, len);
+	if ((peek & LLM_PEEK_ERROR) && stream_error(c, data, len))
+		return false; /* the reply is over: the transfer stops */
 	/* a relay (the proxy: chunks passed on, no deltas wanted) needs of a chunk only its usage and
 	 * whether it finishes the reply: only a chunk with usage is read (chunk_scan.h, peek) */
-	unsigned peek = c->cb && c->cb->on_chunk && !c->cb->on_delta ? llm_chunk_peek(data, len) : LLM_PEEK_USAGE;
+	if (!(c->cb && c->cb->on_chunk && !c->cb->on_delta))
+		peek = LLM_PEEK_USAGE;
 	if (!(peek & LLM_PEEK_USAGE)) {
 		if (!c->cb->on_chunk(c->cb->ctx, data, len, false))
 			return !(c->stopped = true);
@@ -162,7 +177,7 @@ static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, boo
 		if (k == 0)
 			break;
 		unsigned peek = llm_chunk_peek(data, len);
-		if (peek & LLM_PEEK_USAGE)
+		if (peek & (LLM_PEEK_USAGE | LLM_PEEK_ERROR))
 			break;
 		finish = finish || (peek & LLM_PEEK_FINISH);
 		at += k;
@@ -181,7 +196,9 @@ static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, boo
 
 bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 {
-	if (c->status == 200 && c->req->stream) {
+	if (c->finished)
+		return false; /* bytes after [DONE]: not read, not relayed; the transfer stops (not reused) */
+	if (c->status == 200 && c->req->stream && !c->not_sse) {
 		if (c->cb && c->cb->on_events && c->cb->on_chunk && !c->cb->on_delta) {
 			bool ok;
 			size_t used = pass_plain_events(c, data, n, &ok);
@@ -193,7 +210,10 @@ bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 		enum soma_err err = sse_parser_feed(&c->sse, data, n, on_event, c);
 		if (err == SOMA_ERR_LIMIT)
 			c->overflow = true;
-		return err == SOMA_OK;
+		/* [DONE]: the reply is whole and the call ends now, not when the provider ends its body.
+		 * libcurl's transfer stops here (its connection is not reused); a direct transfer waits
+		 * a moment for the framing's end, to keep its connection (h1_xfer_hooks.body_over) */
+		return err == SOMA_OK && !(c->finished && c->curl);
 	}
 	if (!append(&c->body, &c->body_len, data, n, MAX_BODY)) {
 		c->overflow = true;
@@ -212,9 +232,22 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
 	return llm_call_body(c, ptr, n) ? n : 0;
 }
 
+void llm_call_head(struct llm_call *c, const char *line, size_t n)
+{
+	if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
+		c->not_sse = false; /* a new head (libcurl gives each response's lines) */
+	else if (n > 13 && strncasecmp(line, "content-type:", 13) == 0) {
+		const char *v = line + 13, *end = line + n;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		c->not_sse = !(end - v >= 17 && strncasecmp(v, "text/event-stream", 17) == 0);
+	}
+	llm_call_header(c, line, n);
+}
+
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ctx)
 {
-	llm_call_header(ctx, buf, size * nitems);
+	llm_call_head(ctx, buf, size * nitems);
 	return size * nitems;
 }
 
@@ -294,90 +327,6 @@ char *llm_request_body(const struct llm_config *cfg, const struct llm_request *r
 	return text;
 }
 
-/* Reads the provider's error message out of an error body ({"error":{"message":..}}). */
-static void take_error_detail(struct llm_call *c)
-{
-	json_t *body = c->body ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
-	const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
-	snprintf(c->res->detail, sizeof(c->res->detail), "HTTP %ld: %.400s", c->status,
-		 msg ? msg : (c->body ? c->body : ""));
-	json_decref(body);
-}
-
-/* A whole non-streamed reply. */
-static enum llm_error take_reply(struct llm_call *c)
-{
-	json_t *body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
-	json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
-	json_t *message = json_object_get(choice, "message");
-	json_t *content = json_object_get(message, "content");
-	enum llm_error e = LLM_ERR_PROTOCOL;
-	/* a message with tool calls has a null content, or (some servers) none at all */
-	if (json_is_string(content) || json_is_null(content) || (json_is_object(message) && !content)) {
-		const char *text = json_is_string(content) ? json_string_value(content) : "";
-		size_t n = json_is_string(content) ? json_string_length(content) : 0;
-		free(c->res->content);
-		c->res->content = NULL;
-		c->res->content_len = 0;
-		e = append(&c->res->content, &c->res->content_len, text, n, MAX_CONTENT) ? LLM_OK : LLM_ERR_PROTOCOL;
-		const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
-		str_copy(c->res->finish_reason, sizeof(c->res->finish_reason), finish ? finish : "stop");
-		take_model(c->res, body);
-		take_usage(c->res, json_object_get(body, "usage"));
-	}
-	json_decref(body);
-	if (e == LLM_OK && c->req->keep_raw) { /* the body moves to the result as it came */
-		free(c->res->raw);
-		c->res->raw = c->body;
-		c->res->raw_len = c->body_len;
-		c->body = NULL;
-		c->body_len = 0;
-	}
-	return e;
-}
-
-static enum llm_error classify(struct llm_call *c, CURLcode rc)
-{
-	if (c->stopped || rc == CURLE_ABORTED_BY_CALLBACK)
-		return LLM_ERR_CANCELLED;
-	if (c->overflow)
-		return LLM_ERR_PROTOCOL;
-	/* [DONE] came on a 200 stream: the reply is whole even when the provider then hangs or closes
-	 * without ending its body (the connection is not kept) */
-	if (c->finished && c->status == 200 && c->req->stream)
-		return LLM_OK;
-	switch (rc) {
-	case CURLE_OK:
-		break;
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_RESOLVE_PROXY:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_PEER_FAILED_VERIFICATION:
-		return LLM_ERR_UNREACHABLE;
-	case CURLE_OPERATION_TIMEDOUT:
-		return c->got_token ? LLM_ERR_CUT : LLM_ERR_TIMEOUT;
-	default:
-		/* the connection broke: mid-reply it is a cut stream, before it a server failure */
-		return c->got_token ? LLM_ERR_CUT : c->status ? LLM_ERR_SERVER : LLM_ERR_UNREACHABLE;
-	}
-	if (c->status == 429)
-		return LLM_ERR_RATE_LIMITED;
-	if (c->status == 401 || c->status == 403)
-		return LLM_ERR_AUTH;
-	if (c->status == 408) /* the provider's own timeout: retried, as OpenAI's SDKs do */
-		return LLM_ERR_TIMEOUT;
-	if (c->status == 409) /* a conflict (a lock on the provider's side): retried, as OpenAI's SDKs do */
-		return LLM_ERR_SERVER;
-	if (c->status >= 500)
-		return LLM_ERR_SERVER;
-	if (c->status != 200)
-		return LLM_ERR_BAD_REQUEST;
-	if (!c->req->stream)
-		return take_reply(c);
-	return c->done ? LLM_OK : LLM_ERR_CUT;
-}
-
 /* The options that are the same for every attempt with these settings. */
 static void set_fixed(CURL *h, const struct llm_setup *s)
 {
@@ -405,6 +354,7 @@ bool llm_call_reset(struct llm_call *c)
 	c->retry_after_ms = -1;
 	c->retry_after_ms_exact = false;
 	c->done = c->overflow = false; /* an attempt's own: a retry's cut stream is not an earlier [DONE]'s */
+	c->failed = c->not_sse = false;
 	c->res->detail[0] = '\0';
 	return true;
 }
@@ -435,31 +385,4 @@ bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fr
 	}
 	curl->easy_setopt(h, CURLOPT_NOPROGRESS, polled ? 0L : 1L);
 	return true;
-}
-
-enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
-{
-	const struct curl_api *curl = curl_api_get(NULL);
-	if (c->curl) /* else (h1_conn) the status came with the answer's head */
-		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-	c->res->http_status = (int)c->status;
-	c->res->retry_after_ms = c->retry_after_ms;
-	enum llm_error e = classify(c, rc);
-	if (e != LLM_OK && e != LLM_ERR_CANCELLED) {
-		if (c->status && c->status != 200)
-			take_error_detail(c);
-		else if (!c->res->detail[0])
-			snprintf(c->res->detail, sizeof(c->res->detail), "%s", curl->easy_strerror(rc));
-	}
-	if (c->headers && c->curl) {
-		curl->easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL); /* the call's own list, freed below */
-		curl->slist_free_all(c->headers);
-	}
-	c->headers = NULL;
-	c->curl = NULL;
-	sse_parser_deinit(&c->sse);
-	free(c->body);
-	c->body = NULL;
-	c->body_len = 0;
-	return e;
 }

@@ -116,6 +116,8 @@ unsigned llm_chunk_peek(const char *data, size_t len)
 		/* the last letters first: most keys fail on them, without a memcmp call */
 		if (*v == '{' && klen >= 7 && q[-2] == 'e' && q[-3] == 'g' && memcmp(q - 7, "\"usage\"", 7) == 0)
 			found |= LLM_PEEK_USAGE;
+		else if (klen >= 7 && q[-2] == 'r' && q[-3] == 'o' && memcmp(q - 7, "\"error\"", 7) == 0)
+			found |= LLM_PEEK_ERROR;
 		else if (*v == '"' && klen >= 15 && q[-2] == 'n' && q[-3] == 'o' &&
 			 memcmp(q - 15, "\"finish_reason\"", 15) == 0)
 			found |= LLM_PEEK_FINISH;

@@ -36,6 +36,7 @@ bool llm_chunk_scan(const char *data, size_t len, char *buf, size_t cap, struct 
 
 #define LLM_PEEK_USAGE	1u /* the key "usage" with an object value */
 #define LLM_PEEK_FINISH 2u /* the key "finish_reason" with a string value */
+#define LLM_PEEK_ERROR	4u /* the key "error" with an object or string value (a provider's error event) */
 
 /* What a byte search finds in a chunk: LLM_PEEK_* flags. Each pattern is a key, a colon and the
  * start of its value; inside a JSON string the quotes would be escaped, and a string value is

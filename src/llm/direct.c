@@ -130,7 +130,7 @@ static void got_status(void *ctx, int status)
 static bool got_header(void *ctx, const char *line, size_t len)
 {
 	struct blocking *b = ctx;
-	llm_call_header(b->call, line, len);
+	llm_call_head(b->call, line, len);
 	return true;
 }
 
@@ -138,6 +138,12 @@ static bool got_body(void *ctx, const char *data, size_t len)
 {
 	struct blocking *b = ctx;
 	return llm_call_body(b->call, data, len);
+}
+
+static bool got_all(void *ctx)
+{
+	struct blocking *b = ctx;
+	return b->call->finished;
 }
 
 static void ended(void *ctx, enum h1_end end, const char *why)
@@ -167,8 +173,12 @@ enum llm_error llm_direct_attempt(const struct llm_setup *s, const char *body, s
 	if (!t || !llm_call_reset(c))
 		return LLM_ERR_PROTOCOL;
 	struct blocking b = {.call = c};
-	const struct h1_xfer_hooks hooks = {
-		.on_status = got_status, .on_header = got_header, .on_body = got_body, .on_end = ended, .ctx = &b};
+	const struct h1_xfer_hooks hooks = {.on_status = got_status,
+					    .on_header = got_header,
+					    .on_body = got_body,
+					    .body_over = got_all,
+					    .on_end = ended,
+					    .ctx = &b};
 	bool stream = c->req->stream;
 	char tail[200];
 	size_t body_len = strlen(body);

@@ -34,6 +34,8 @@
 #define MAX_IDLE  16	/* kept connections per pool */
 #define READ_SIZE 16384 /* bytes per recv */
 
+static const struct timeval over_grace = {0, H1_OVER_GRACE_MS * 1000};
+
 struct conn {
 	struct h1_pool *pool; /* owner */
 	int fd;		      /* the socket; owned */
@@ -69,6 +71,7 @@ struct h1_xfer {
 	bool cancelled;		 /* h1_xfer_cancel came while busy */
 	enum h1_end failed;	 /* the end to report from the timer (fail_later) */
 	bool failing;		 /* failed is set */
+	bool over;		 /* hooks.body_over said so: the timer ends the transfer */
 	char why[256];		 /* failed's sentence */
 	struct h1_response resp; /* the answer being read */
 };
@@ -232,6 +235,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		end(x, x->failed, x->why);
 		return;
 	}
+	if (x->over) { /* the caller had what it wanted; the framing did not end in time */
+		end(x, H1_END_STOPPED, NULL);
+		return;
+	}
 	if (x->conn && x->conn->connecting) {
 		snprintf(x->why, sizeof(x->why), "connecting to %.100s timed out after %d s", x->target.authority,
 			 x->connect_timeout_s);
@@ -353,7 +360,9 @@ static void take_bytes(struct h1_xfer *x, const char *buf, size_t n)
 		return;
 	}
 	switch (r) {
-	case H1_MORE:
+	case H1_MORE: /* the caller may have all it wants: then the framing's end is waited for a moment */
+		if (x->hooks.body_over && !x->over && (x->over = x->hooks.body_over(x->hooks.ctx)))
+			event_add(x->timer, &over_grace);
 		if (x->hooks.after_read) {
 			x->busy = true;
 			x->hooks.after_read(x->hooks.ctx);

@@ -56,11 +56,18 @@ struct h1_xfer_hooks {
 	bool (*on_body)(void *ctx, const char *data, size_t len);
 	/* one read's bytes were handed on and the transfer goes on (may be NULL) */
 	void (*after_read)(void *ctx);
+	/* may be NULL: true when the caller has all of the body it wants (a stream's [DONE]). After
+	 * a read that leaves the answer unfinished, the transfer then waits H1_OVER_GRACE_MS for the
+	 * framing's end (the connection is kept) and else ends H1_END_STOPPED (closed); a body byte
+	 * meanwhile goes to on_body, which should refuse it */
+	bool (*body_over)(void *ctx);
 	/* the transfer is over: called once, from the loop, never from h1_xfer_start; the transfer
 	 * is freed when it returns. why: a sentence for the log, "" when OK */
 	void (*on_end)(void *ctx, enum h1_end end, const char *why);
 	void *ctx;
 };
+
+#define H1_OVER_GRACE_MS 200 /* see h1_xfer_hooks.body_over */
 
 struct h1_pool;
 struct h1_xfer;

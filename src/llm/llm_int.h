@@ -30,6 +30,8 @@ struct llm_call {
 	bool done;			/* [DONE] or a finish_reason was seen */
 	bool finished;			/* [DONE] was seen: the reply is whole, whatever the connection does next */
 	bool stopped;			/* a callback asked to stop */
+	bool failed;			/* the stream carried an error event (its message is res->detail) */
+	bool not_sse;			/* the answer's Content-Type is not text/event-stream: read whole */
 	bool overflow;			/* a bound was hit */
 	long status;			/* HTTP status once headers are in */
 	long retry_after_ms;		/* Retry-After (or retry-after-ms) of the last answer, -1 none */
@@ -84,6 +86,9 @@ bool llm_call_reset(struct llm_call *c);
 bool llm_call_body(struct llm_call *c, const char *data, size_t n);
 /* A header line of the answer (Retry-After is read), not necessarily NUL-terminated. */
 void llm_call_header(struct llm_call *c, const char *line, size_t n);
+/* A line of the answer's head as a transport gives it (a status line, or a header line): its
+ * Content-Type is noted (c->not_sse), then llm_call_header reads it. */
+void llm_call_head(struct llm_call *c, const char *line, size_t n);
 /* ---- direct.c: a plain-HTTP provider without libcurl (setup->direct) ---- */
 /* The libcurl code of the failure a direct transfer ended with, for classification. */
 CURLcode llm_direct_curl_code(enum h1_end end);

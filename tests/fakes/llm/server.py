@@ -35,7 +35,10 @@ Control (test side):
         `data: [DONE]` the stream hangs with its body unfinished ("hang"), closes without the last
         chunk ("close"), or sends one more (junk) event ("junk"); odd_events puts a `data: ping`
         event and a chunk whose value spans several data: lines (content "+") in the stream; mode
-        "408" answers 408; retry_after may be any string (an HTTP-date); groq_usage streams usage as
+        "408" answers 408; "error_first" / "error_mid" stream an error event (`data: {"error":
+        {"message": ..}}`) as the first event / after the role and first content chunks, then
+        [DONE], as vLLM does; "200_error" answers a 200 application/json error body; "200_empty" a 200 event
+        stream closed before any event; retry_after may be any string (an HTTP-date); groq_usage streams usage as
         Groq does: in `x_groq.usage` of the last chunk (the one with finish_reason), with no usage
         chunk whatever stream_options asked.
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
@@ -256,6 +259,16 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             time.sleep(3600)
             return
+        if mode == "200_error":  # a 200 that is no event stream, as a provider's overload answer
+            self.send_json(200, {"error": {"message": "model overloaded", "type": "server_error"}})
+            return
+        if mode == "200_empty" and req.get("stream"):  # an event stream that closes before any event
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            return
         if mode == "garbage":
             self.wfile.write(b"this is not HTTP\r\n\r\n")
             self.close_connection = True
@@ -281,9 +294,10 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}})
             return
-        self.stream(req, model, created, reply, chunks, delay_ms, mode == "cut", prompt_tokens, completion_tokens)
+        self.stream(req, model, created, reply, chunks, delay_ms, mode, prompt_tokens, completion_tokens)
 
-    def stream(self, req, model, created, reply, chunks, delay_ms, cut, prompt_tokens, completion_tokens):
+    def stream(self, req, model, created, reply, chunks, delay_ms, mode, prompt_tokens, completion_tokens):
+        cut = mode == "cut"
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": None}
         events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -322,9 +336,10 @@ class Handler(BaseHTTPRequestHandler):
             lines = json.dumps(dict(base, choices=[{"index": 0, "delta": {"content": "+"}, "finish_reason": None,
                                                      "logprobs": None}]), indent=1).split("\n")
             frames[1:1] = [b"data: ping\n\n", ("".join(f"data: {ln}\n" for ln in lines) + "\n").encode()]
+        if mode in ("error_first", "error_mid"):  # an error event in the stream, then [DONE] (as vLLM does)
+            frames = (frames[:2] if mode == "error_mid" else []) + [
+                b'data: {"error": {"message": "Internal server error", "type": "server_error", "code": 500}}\n\n']
         frames.append(b"data: [DONE]\n\n")
-        if after_done == "junk":
-            frames.append(b'data: {"error": {"message": "junk after done"}}\n\n')
         if cut:
             frames = frames[:max(2, len(frames) // 2)]
         self.send_response(200)
@@ -362,6 +377,14 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 state["aborted"] += 1
             return
+        if after_done == "junk":  # one more event, in a write of its own after [DONE]
+            time.sleep(0.3)
+            junk = b'data: {"error": {"message": "junk after done"}}\n\n'
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(junk), junk) if keep else junk)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading at [DONE], as it may
         if after_done == "hang":  # the reply is whole, but the body never ends
             self.wait_first(30)
             self.close_connection = True
