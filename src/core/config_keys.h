@@ -104,9 +104,14 @@ X(LLM_CONNECT_TIMEOUT_S, "llm.connect_timeout_s", CFG_INT, "10", 1, 300, NULL, N
 X(LLM_TIMEOUT_S, "llm.timeout_s", CFG_INT, "60", 1, 3600, NULL, NULL, false, NULL, \
   "Seconds the provider may stay silent before the call fails.") \
 X(LLM_MAX_RETRIES, "llm.max_retries", CFG_INT, "3", 0, 20, NULL, NULL, false, NULL, \
-  "Retries on 429, 5xx and connect errors, only before the first token.") \
+  "Retries on 429, 408, 409, 5xx and connect errors, only before the first token; a provider that stayed " \
+  "silent for llm.timeout_s is not asked again (it may have billed the call).") \
 X(LLM_BACKOFF_MS, "llm.backoff_ms", CFG_INT, "500", 1, 60000, NULL, NULL, false, NULL, \
   "First retry delay (doubles, with jitter, capped at 8 s); Retry-After wins when sent.") \
+X(LLM_RETRY_WAIT_S, "llm.retry_wait_s", CFG_INT, "5", 0, 300, NULL, NULL, false, NULL, \
+  "Seconds a proxied call (/v1/chat/completions, /v1/llm/invoke) may spend retrying: a retry that would " \
+  "start later (a longer Retry-After) is not made, and a 429 goes to the client at once with the " \
+  "provider's Retry-After and words. Conversation replies run in the background and retry for up to 120 s.") \
 X(LLM_CONTEXT_EVENTS, "llm.context_events", CFG_INT, "50", 1, 1000, NULL, NULL, false, NULL, \
   "Recent session events given to the model as context.") \
 X(LLM_MAX_CONTEXT_TOKENS, "llm.max_context_tokens", CFG_INT, "8000", 100, 10000000, NULL, NULL, false, NULL, \
@@ -158,7 +163,8 @@ X(STREAM_KEEPALIVE_S, "stream.keepalive_s", CFG_INT, "10", 1, 300, NULL, NULL, f
 X(STREAM_RESUME_WINDOW_S, "stream.resume_window_s", CFG_INT, "60", 0, 3600, NULL, NULL, false, NULL, \
   "Seconds the deltas of a finished reply stay available to reconnecting streams.") \
 X(STREAM_MAX_BUFFER, "stream.max_buffer", CFG_INT, "1048576", 4096, 1073741824, NULL, NULL, false, NULL, \
-  "Bytes queued for a slow stream reader before its stream is closed (it resumes on reconnect).") \
+  "Bytes queued for a slow stream reader before its stream is closed (it resumes on reconnect); a streamed " \
+  "LLM proxy reply this far behind stops its provider call and ends with an llm_client_too_slow error.") \
 X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, NULL, \
   "Largest uploaded file in MiB.") \
 X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \

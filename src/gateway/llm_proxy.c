@@ -10,10 +10,13 @@
  * (a read's plain `data: {..}` events without usage pass on as they came, in one piece: the
  * frames we would write for them, byte for byte); the frames of one provider read are corked and
  * sent together once that read is handled;
- * errors after the first chunk go in-band as `data: {"error":..}`. At most llm.proxy_concurrency
- * calls run at once per process (slots, shared by the io threads under one lock); up to 64 times
- * as many wait in arrival order and are started on their own io thread when a slot frees; beyond
- * that the answer is 503 llm_busy. When the client leaves, on_abort cancels the call (or takes
+ * errors after the first chunk go in-band as `data: {"error":..}`. A client that reads slower than
+ * the provider writes is not buffered for without bound: once more than stream.max_buffer bytes
+ * wait for it, the relay returns false (the call stops: the provider connection closes and the
+ * slot frees) and its stream ends with an in-band llm_client_too_slow error. At most
+ * llm.proxy_concurrency calls run at once per process (slots, shared by the io threads under one
+ * lock); up to 64 times as many wait in arrival order and are started on their own io thread when
+ * a slot frees; beyond that the answer is 503 llm_busy. When the client leaves, on_abort cancels the call (or takes
  * the job off the wait list).
  */
 #include <pthread.h>
@@ -53,6 +56,8 @@ struct llm_job {
 	struct llm_async *call;	    /* the provider call while JOB_RUNNING */
 	size_t asked_bytes;	    /* the client's request body: the prompt's estimate when no usage comes */
 	int64_t relayed;	    /* chunks relayed: the completion's estimate when no usage comes */
+	size_t max_pending;	    /* stream.max_buffer: bytes queued for the client beyond which the call stops */
+	bool too_slow;		    /* the client fell max_pending behind: the relay stopped the call */
 	enum job_state state;	    /* slots.lock */
 	bool aborted;		    /* slots.lock: the client left while the job held an unused grant */
 	struct llm_job *next;	    /* slots.lock: wait list link */
@@ -92,14 +97,15 @@ static int error_status(enum llm_error e)
 	}
 }
 
-/* The error answer. A request the provider refused (400) carries the provider's own words, which
- * are about the client's request (a tool's schema, an unknown model); other failures (our key,
- * the provider's health) keep theirs for the log. */
+/* The error answer. A request the provider refused (400) or rate limited (429) carries the
+ * provider's own words, which are about the client's request (a tool's schema, an unknown model)
+ * or its wait; other failures (our key, the provider's health) keep theirs for the log. */
 static json_t *error_object(struct llm_job *job)
 {
 	const char *generic = llm_error_message(job->res.error), *said = job->res.detail;
 	char message[700];
-	if (job->res.error == LLM_ERR_BAD_REQUEST && said[0]) {
+	/* a 429's words say how long to wait ("try again in 5.289s"), for the client to read */
+	if ((job->res.error == LLM_ERR_BAD_REQUEST || job->res.error == LLM_ERR_RATE_LIMITED) && said[0]) {
 		if (strncmp(said, "HTTP ", 5) == 0 && strstr(said, ": "))
 			said = strstr(said, ": ") + 2;
 		snprintf(message, sizeof(message), "%s The provider said: %s", generic, said);
@@ -176,6 +182,39 @@ static void stream_corked(struct llm_job *job)
 	}
 }
 
+/* What a write left queued for the client (http_stream_write's count): true while within the
+ * bound; false (the relay stops the call, on_done ends the stream) once beyond it. */
+static bool within_bound(struct llm_job *job, size_t pending)
+{
+	if (pending <= job->max_pending)
+		return true;
+	job->too_slow = true;
+	log_warn("llm",
+		 "request %s: the client fell %zu bytes behind the provider's stream (stream.max_buffer "
+		 "%zu): the call is stopped",
+		 job->req->request_id, pending, job->max_pending);
+	return false;
+}
+
+/* The stream of a client that fell too far behind ends (the call stopped): an in-band error, for
+ * a client that reads on, then [DONE] as after any in-band error. */
+static void end_too_slow(struct llm_job *job)
+{
+	struct http_req *req = job->req;
+	req->on_abort = NULL;
+	char err[400];
+	int n = snprintf(
+		err, sizeof(err),
+		"data: {\"error\":{\"code\":\"llm_client_too_slow\",\"type\":\"proxy_error\",\"message\":\"the "
+		"client read the stream too slowly: more than stream.max_buffer (%zu bytes) waited for it; the "
+		"reply was stopped\",\"param\":null,\"request_id\":\"%s\"}}\n\n",
+		job->max_pending, req->request_id);
+	if (n > 0 && (size_t)n < sizeof(err))
+		http_stream_write(req, err, (size_t)n);
+	http_stream_write(req, "data: [DONE]\n\n", 14);
+	http_stream_end(req);
+}
+
 /* Each chunk object of a streamed reply, relayed as one SSE frame. usage_only comes from the
  * LLM client's own reading of the chunk (one scan per chunk, not two). */
 static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only)
@@ -191,8 +230,7 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 	const char *nl = memchr(json, '\n', len);
 	if (!nl) {
 		struct str frame[] = {STR_LIT("data: "), {json, len}, STR_LIT("\n\n")};
-		http_stream_writev(job->req, frame, 3);
-		return true;
+		return within_bound(job, http_stream_writev(job->req, frame, 3));
 	}
 	/* the provider sent the value over several data: lines (the parser joined them with LF):
 	 * each line goes out as its own data: line, so the client joins the same value */
@@ -205,8 +243,7 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 			break;
 		p = eol + 1;
 	}
-	http_stream_write(job->req, "\n", 1);
-	return true;
+	return within_bound(job, http_stream_write(job->req, "\n", 1));
 }
 
 /* Whole events of the provider's stream, none with usage: passed on as they came (the frames
@@ -218,8 +255,7 @@ static bool relay_events(void *ctx, const char *sse, size_t len, size_t count)
 		return true;
 	stream_corked(job);
 	job->relayed += (int64_t)count;
-	http_stream_write(job->req, sse, len);
-	return true;
+	return within_bound(job, http_stream_write(job->req, sse, len));
 }
 
 /* The provider read that brought chunks is done and the call goes on: send the burst. */
@@ -272,7 +308,10 @@ static void on_done(void *ctx, struct llm_result *res)
 	if (res->error != LLM_OK && res->error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(res->error), res->detail);
 	job->call = NULL;
-	answer(job);
+	if (job->too_slow)
+		end_too_slow(job);
+	else
+		answer(job);
 	job_free(job);
 	slot_release();
 }
@@ -413,6 +452,7 @@ void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_sha
 	str_copy(job->model, sizeof(job->model), ask->model ? ask->model : "");
 	job->temperature = ask->temperature;
 	job->max_tokens = ask->max_tokens;
+	job->max_pending = (size_t)cfg_int(CFG_STREAM_MAX_BUFFER);
 	llm_config_from_settings(&job->cfg);
 	if (!job->cfg.api_key[0]) {
 		job->res.error = LLM_ERR_UNCONFIGURED;

@@ -41,6 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "llm/async_int.h"
 
 static pthread_key_t loop_key;
@@ -351,8 +352,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 void llm_async_after_attempt(struct llm_async *a, enum llm_error e)
 {
-	if (e != LLM_OK && llm_call_may_retry(&a->call, e, a->cfg.max_retries)) {
-		long ms = llm_call_backoff_ms(&a->call, &a->delay_ms);
+	long ms = e != LLM_OK ? llm_call_retry_ms(&a->call, e, &a->cfg, &a->delay_ms) : -1;
+	if (ms >= 0) {
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 		a->retry = evtimer_new(a->loop->base, on_retry, a);
 		if (a->retry && evtimer_add(a->retry, &tv) == 0)
@@ -416,7 +417,7 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 					  .on_events = cb->on_events ? events_seen : NULL,
 					  .on_delta = cb->on_delta ? delta_seen : NULL,
 					  .ctx = a};
-	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res};
+	a->call = (struct llm_call){.req = &a->req, .cb = &a->hooks, .res = res, .started_ns = clock_mono_ns()};
 	a->delay_ms = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	a->body = llm_request_body(cfg, req);
 	a->setup = a->body ? setup_get(L, cfg) : NULL;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "llm/llm_int.h"
 
 static const struct {
@@ -159,14 +160,15 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 		res->error = LLM_ERR_PROTOCOL;
 		return SOMA_ERR_NOMEM;
 	}
-	struct llm_call c = {.req = req, .cb = cb, .res = res};
+	struct llm_call c = {.req = req, .cb = cb, .res = res, .started_ns = clock_mono_ns()};
 	long delay = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	for (;;) {
 		res->attempts++;
 		res->error = attempt(setup, body, &c);
-		if (res->error == LLM_OK || !llm_call_may_retry(&c, res->error, cfg->max_retries))
+		long wait = res->error == LLM_OK ? -1 : llm_call_retry_ms(&c, res->error, cfg, &delay);
+		if (wait < 0)
 			break;
-		if (!backoff_sleep(cb, llm_call_backoff_ms(&c, &delay))) {
+		if (!backoff_sleep(cb, wait)) {
 			res->error = LLM_ERR_CANCELLED;
 			break;
 		}

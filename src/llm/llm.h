@@ -6,11 +6,11 @@
  * interface (the HTTP proxy: no thread is held per call, and no hand-off between threads sits
  * between the provider's socket and the client's). Streaming replies are parsed with
  * the SSE parser and each content delta is handed to on_delta as it arrives. Failures before
- * the first token (connect errors, 429, 5xx) are retried with exponential backoff that honours
- * Retry-After; after the first token nothing is retried (the user has already seen text), and
- * a cut stream is reported as LLM_ERR_CUT. should_cancel is polled while waiting so a deleted
- * session stops its generation promptly. Errors are classified so callers can tell the user
- * what to do (configure a key, wait for a rate limit, ...).
+ * the first token (connect errors, 429, 408, 409, 5xx; not our own timeout) are retried with
+ * exponential backoff that honours Retry-After, within llm_config.retry_wait_ms (retry.c); after the first token
+ * nothing is retried (the user has already seen text), and a cut stream is reported as LLM_ERR_CUT. should_cancel is
+ * polled while waiting so a deleted session stops its generation promptly. Errors are classified so callers can tell
+ * the user what to do (configure a key, wait for a rate limit, ...).
  */
 #ifndef SOMA_LLM_LLM_H
 #define SOMA_LLM_LLM_H
@@ -44,6 +44,7 @@ struct llm_config {
 	int timeout_s;	       /* whole request without any byte (idle) */
 	int max_retries;       /* retries before the first token */
 	int backoff_ms;	       /* first backoff; doubles, capped at 8 s */
+	int retry_wait_ms;     /* no retry starts later than this after the first attempt (llm.retry_wait_s) */
 	bool env_proxy;	       /* an HTTP proxy is set in the environment (cfg_env_http_proxy) */
 };
 
@@ -103,7 +104,12 @@ struct llm_result {
 	size_t raw_len;		/* bytes of raw */
 };
 
-/* The effective settings: llm.* keys with the provider preset applied. */
+/* llm_config.retry_wait_ms of a call no client waits on (the conversation task): a longer
+ * Retry-After than this ends the call (its error carries the provider's words). */
+#define LLM_BACKGROUND_RETRY_WAIT_MS 120000
+
+/* The effective settings: llm.* keys with the provider preset applied (retry_wait_ms: the
+ * proxy's, llm.retry_wait_s). */
 void llm_config_from_settings(struct llm_config *out);
 /* Sets up libcurl once per process (before threads). */
 enum soma_err llm_global_init(void) SOMA_MUST_CHECK;

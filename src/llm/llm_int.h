@@ -36,6 +36,7 @@ struct llm_call {
 	long status;			/* HTTP status once headers are in */
 	long retry_after_ms;		/* Retry-After (or retry-after-ms) of the last answer, -1 none */
 	bool retry_after_ms_exact;	/* it came from retry-after-ms */
+	uint64_t started_ns;		/* the first attempt began (clock_mono_ns): retries end retry_wait_ms later */
 };
 
 /* What every attempt with the same provider settings sends alike, built once and shared: the
@@ -101,10 +102,10 @@ enum llm_error llm_direct_attempt(const struct llm_setup *setup, const char *bod
 /* The attempt ended with rc: returns its class (res->http_status and res->detail filled) and
  * releases what prepare allocated. curl stays the caller's. */
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc);
-/* Whether an attempt that failed with e may be retried (nothing was relayed yet, attempts left). */
-bool llm_call_may_retry(const struct llm_call *c, enum llm_error e, int max_retries);
-/* Milliseconds to wait before the next attempt: Retry-After when the provider sent one, else
- * half to all of *delay_ms (jittered), which then doubles up to 8 s. */
-long llm_call_backoff_ms(const struct llm_call *c, long *delay_ms);
+/* Milliseconds to wait before the next attempt of c, whose last failed with e, or -1: no retry
+ * (not an error worth one, a token came, cfg->max_retries used up, or the retry would start more
+ * than cfg->retry_wait_ms after the first attempt: see retry.c). The wait is Retry-After when the
+ * provider sent one, else half to all of *delay_ms (jittered), which then doubles up to 8 s. */
+long llm_call_retry_ms(const struct llm_call *c, enum llm_error e, const struct llm_config *cfg, long *delay_ms);
 
 #endif

@@ -33,5 +33,6 @@ void llm_config_from_settings(struct llm_config *out)
 	out->timeout_s = (int)cfg_int(CFG_LLM_TIMEOUT_S);
 	out->max_retries = (int)cfg_int(CFG_LLM_MAX_RETRIES);
 	out->backoff_ms = (int)cfg_int(CFG_LLM_BACKOFF_MS);
+	out->retry_wait_ms = (int)cfg_int(CFG_LLM_RETRY_WAIT_S) * 1000;
 	out->env_proxy = cfg_env_http_proxy();
 }

@@ -317,6 +317,7 @@ enum task_outcome conv_process(struct task_ctx *t)
 		return t->gate && commit_gate_wait(t->gate, NULL) != GATE_COMMITTED ? dropped(t) : TASK_RETRY;
 	struct llm_config cfg;
 	llm_config_from_settings(&cfg);
+	cfg.retry_wait_ms = LLM_BACKGROUND_RETRY_WAIT_MS; /* no client waits on the call: it may retry longer */
 	struct recheck rk = {0};
 	conv_recheck_ask(t, &cfg, &rk); /* issue 6 */
 	struct recalled rc = {0};

@@ -20,7 +20,7 @@ Control (test side):
                     "keep_alive": true|false, "drop_idle": true|false, "drop_reused": true|false,
                     "tool_content": "null|absent", "answer_before_body": N,
                     "after_done": "hang|close|junk", "odd_events": true|false,
-                    "groq_usage": true|false}
+                    "groq_usage": true|false, "reply_bytes": N}
         the next N requests (default 1; -1 = until changed) behave as `mode` ("garbage" answers
         bytes that are not HTTP and closes); chunks/delay/text change the replies from now on;
         keep_alive overrides --keep-alive; drop_idle closes every connection right after its
@@ -40,7 +40,8 @@ Control (test side):
         [DONE], as vLLM does; "200_error" answers a 200 application/json error body; "200_empty" a 200 event
         stream closed before any event; retry_after may be any string (an HTTP-date); groq_usage streams usage as
         Groq does: in `x_groq.usage` of the last chunk (the one with finish_reason), with no usage
-        chunk whatever stream_options asked.
+        chunk whatever stream_options asked. reply_bytes makes the reply N bytes of "x" (0: the usual
+        text), in `chunks` deltas: a big stream, for a client that stops reading.
     GET  /_stats -> {"requests": n, "last_request": {...}, "modes": [mode of each request],
                      "aborted": streams whose client went away before the end,
                      "traceparents": [the traceparent header of each completion request, or null],
@@ -200,7 +201,8 @@ class Handler(BaseHTTPRequestHandler):
             ctl = json.loads(body or b"{}")
             with state_lock:
                 for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
-                          "tool_content", "answer_before_body", "after_done", "odd_events", "groq_usage"):
+                          "tool_content", "answer_before_body", "after_done", "odd_events", "groq_usage",
+                          "reply_bytes"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -276,6 +278,8 @@ class Handler(BaseHTTPRequestHandler):
         model = req.get("model") or "fake-model"
         user = next((m.get("content", "") for m in reversed(req.get("messages", [])) if m.get("role") == "user"), "")
         reply = text if text != DEFAULT_TEXT else f"{DEFAULT_TEXT}You said: {user[:200]}"
+        with state_lock:
+            reply = "x" * state["reply_bytes"] if state.get("reply_bytes") else reply
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
         completion_tokens = len(reply) // 4 + 1
         created = int(time.time())
