@@ -154,7 +154,7 @@ static bool merge_locked(struct ctx_cache *c, struct ctx_entry *e)
 	return true;
 }
 
-json_t *store_turn_row(const char *role, json_t *content, const char *event_id)
+json_t *store_turn_row(const char *role, json_t *content, const char *event_id, json_t *attachments)
 {
 	json_t *msg = json_object(), *row = json_object();
 	bool ok = msg && row && content && json_object_set_new_nocheck(msg, "role", json_string(role)) == 0 &&
@@ -162,9 +162,11 @@ json_t *store_turn_row(const char *role, json_t *content, const char *event_id)
 		  json_object_set_nocheck(row, "role", json_object_get(msg, "role")) == 0 &&
 		  json_object_set_nocheck(row, "content", content) == 0 &&
 		  json_object_set_new_nocheck(row, "id", json_string(event_id ? event_id : "")) == 0 &&
-		  json_object_set_nocheck(row, "msg", msg) == 0;
+		  json_object_set_nocheck(row, "msg", msg) == 0 &&
+		  (!json_array_size(attachments) || json_object_set_nocheck(row, "attachments", attachments) == 0);
 	json_decref(msg);
 	json_decref(content);
+	json_decref(attachments);
 	if (!ok) {
 		json_decref(row);
 		return NULL;
@@ -277,8 +279,8 @@ void ctx_cache_fill(struct ctx_cache *c, uint64_t mark, const char *tenant, cons
 }
 
 /* The turn an event adds to the context, as the store's read builds it (store_turn_row: the
- * content being the event's message, "" without one), or NULL when the event is not a turn.
- * *unusable when it is a turn whose message a read would return differently (not a string). */
+ * content being the event's message, "" without one; a user event's attachment ids), or NULL when the event is not a
+ * turn. *unusable when it is a turn whose message a read would return differently (not a string). */
 static json_t *turn_of(const json_t *event, bool *unusable)
 {
 	const char *type = json_string_value(json_object_get(event, "type"));
@@ -295,8 +297,10 @@ static json_t *turn_of(const json_t *event, bool *unusable)
 		content = json_incref(msg); /* shared with the op's event: nobody changes it after the commit */
 	else				    /* SQLite's text ends at the first NUL, as the read returns it */
 		content = json_string(json_string_value(msg));
+	json_t *att = json_object_get(event, "attachments"); /* shared too: nobody changes it */
 	json_t *row = store_turn_row(type[0] == 'u' ? "user" : "assistant", content,
-				     json_string_value(json_object_get(event, "event_id")));
+				     json_string_value(json_object_get(event, "event_id")),
+				     type[0] == 'u' && json_is_array(att) ? json_incref(att) : NULL);
 	*unusable = row == NULL;
 	return row;
 }

@@ -53,9 +53,11 @@ bool ctx_cache_get(struct ctx_cache *c, const char *tenant, const char *session,
 		   bool reply_absent, json_t **rows, int64_t *seq, bool *seen);
 
 /* A turn of a context as the SQLite store gives it: {role, content, id: its event id, msg: the
- * OpenAI message {role, content}, built once and shared by every reply that sends it}. Takes
- * content (a string); NULL when memory ran out. */
-json_t *store_turn_row(const char *role, json_t *content, const char *event_id);
+ * OpenAI message {role, content}, built once and shared by every reply that sends it,
+ * attachments?: the user event's attachment ids, only when it names any (the conversation task
+ * reads those files into the message it sends: tasks/conversation_attach.c)}. Takes content (a
+ * string) and attachments (an array, or NULL); NULL when memory ran out. */
+json_t *store_turn_row(const char *role, json_t *content, const char *event_id, json_t *attachments);
 
 /* Before a context read: the mark to give ctx_cache_fill after it. Reader thread. */
 uint64_t ctx_cache_mark(struct ctx_cache *c, const char *tenant, const char *session);

@@ -4,9 +4,18 @@
 #include "store/memory_rows.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/json_out.h"
+
+char *memory_value_text(const json_t *value)
+{
+	const char *t = json_string_value(json_object_get(value, "content"));
+	if (!t)
+		t = json_string_value(json_object_get(value, "text"));
+	return t ? strdup(t) : json_out(value, 1, NULL);
+}
 
 enum soma_err memory_event_row(const char *tenant, const char *session_id, json_t *event, json_t **body,
 			       const char **key)

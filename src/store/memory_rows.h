@@ -18,6 +18,11 @@ enum soma_err memory_event_body(const char *tenant, const char *session_id, json
  * memory), for a driver that writes the memory itself rather than its outbox row. */
 enum soma_err memory_event_row(const char *tenant, const char *session_id, json_t *event, json_t **body,
 			       const char **key) SOMA_MUST_CHECK;
+/* The text a memory is found by: value.content, else value.text (strings), else the whole value as
+ * compact JSON. The built-in search indexes it (sqlite_memory.c, pg_memory.c) and a reply's context
+ * shows a recalled memory by it (tasks/conversation_prep.c): one rule, so what a recall finds is
+ * what the LLM reads. Caller frees; NULL when value is NULL or memory ran out. */
+char *memory_value_text(const json_t *value);
 /* The outbox body of a remember call's row {value, tags?}. Caller frees; NULL on OOM. */
 char *memory_remember_body(json_t *row);
 

@@ -419,10 +419,12 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	enum soma_err err;
 	PGresult *r =
 		pg_exec(c,
-			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), m.seq, e.type, e.msg "
+			"SELECT s.last_seq, EXISTS (SELECT 1 FROM events WHERE outcome_of = $3), m.seq, e.type, e.msg, "
+			"e.att "
 			"FROM sessions s LEFT JOIN LATERAL (SELECT seq FROM events WHERE event_id = $4 AND "
 			"session_id = $1) m ON true LEFT JOIN LATERAL (SELECT seq, type, body::json->>'message' AS "
-			"msg FROM events WHERE session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
+			"msg, CASE WHEN type = 'user' THEN body::json->>'attachments' END AS att FROM events WHERE "
+			"session_id = $1 AND tenant = $2 AND type IN ('user', 'assistant.final') "
 			"AND seq <= COALESCE(m.seq, 9223372036854775807) ORDER BY seq DESC LIMIT $5) e ON true "
 			"WHERE s.id = $1 AND s.tenant = $2 ORDER BY e.seq DESC",
 			&q, &err);
@@ -448,10 +450,15 @@ static enum soma_err op_context(struct pgconn *c, struct store_op *op)
 	}
 	op->rows = json_array();
 	for (int i = 0; i < n && !PQgetisnull(r, i, 3); i++) { /* (a session without turns: one NULL row) */
-		const char *text = pg_text(r, i, 4);
-		json_array_append_new(op->rows, json_pack("{s:s, s:s}", "role",
-							  strcmp(pg_text(r, i, 3), "user") == 0 ? "user" : "assistant",
-							  "content", text ? text : ""));
+		const char *text = pg_text(r, i, 4), *att = pg_text(r, i, 5);
+		/* a user event's attachment ids too, when it names any (the task reads those files) */
+		json_t *ids = att && strcmp(att, "[]") != 0 ? json_loads(att, 0, NULL) : NULL;
+		json_array_append_new(op->rows,
+				      json_pack("{s:s, s:s, s:o*}", "role",
+						strcmp(pg_text(r, i, 3), "user") == 0 ? "user" : "assistant", "content",
+						text ? text : "", "attachments", json_array_size(ids) ? ids : NULL));
+		if (!json_array_size(ids))
+			json_decref(ids);
 	}
 	PQclear(r);
 	return SOMA_OK;

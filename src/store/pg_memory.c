@@ -44,19 +44,10 @@ const char *pg_memory_ns(const char *ns)
 	return ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE);
 }
 
-/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(const json_t *value)
-{
-	const char *t = json_string_value(json_object_get(value, "content"));
-	if (!t)
-		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_out(value, 0, NULL);
-}
-
 bool pg_memory_value_row(const json_t *value, char **payload, char **content)
 {
 	*payload = value ? json_out(value, 1, NULL) : NULL;
-	*content = value ? memory_text(value) : NULL;
+	*content = value ? memory_value_text(value) : NULL;
 	if (*payload && *content)
 		return true;
 	free(*payload);
@@ -318,7 +309,7 @@ static enum soma_err op_put(struct pgconn *c, struct store_op *op)
 	json_array_foreach(op->row, i, m)
 	{
 		json_t *value = json_object_get(m, "payload");
-		char *content = memory_text(value), *payload = json_out(value, 1, NULL);
+		char *content = memory_value_text(value), *payload = json_out(value, 1, NULL);
 		const char *sid = json_string_value(json_object_get(m, "session_id"));
 		json_t *row = content && payload
 				      ? json_pack("{s:s?, s:s?, s:s?, s:s, s:s, s:s}", "tenant",

@@ -434,7 +434,9 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 		return SOMA_ERR_NOT_FOUND;
 	}
 	op->context_cut = seen && upto < op->seq;
-	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message'), event_id FROM events WHERE session_id = ?1 "
+	/* a user event's attachment ids too (the task reads those files into the turn it sends) */
+	s = dbconn_stmt(c, "SELECT type, json_extract(body, '$.message'), event_id, CASE WHEN type = 'user' THEN "
+			   "json_extract(body, '$.attachments') END FROM events WHERE session_id = ?1 "
 			   "AND tenant = ?3 AND type IN ('user', 'assistant.final') AND seq <= ?4 ORDER BY seq DESC "
 			   "LIMIT ?2");
 	if (!s)
@@ -448,9 +450,11 @@ static enum soma_err op_context(struct dbconn *c, struct store_op *op)
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *type = (const char *)sqlite3_column_text(s, 0);
 		const char *text = (const char *)sqlite3_column_text(s, 1);
-		json_array_append_new(op->rows, store_turn_row(strcmp(type, "user") == 0 ? "user" : "assistant",
-							       json_string(text ? text : ""),
-							       (const char *)sqlite3_column_text(s, 2)));
+		const char *att = (const char *)sqlite3_column_text(s, 3); /* "[]" or NULL: none */
+		json_array_append_new(
+			op->rows, store_turn_row(strcmp(type, "user") == 0 ? "user" : "assistant",
+						 json_string(text ? text : ""), (const char *)sqlite3_column_text(s, 2),
+						 att && strcmp(att, "[]") != 0 ? json_loads(att, 0, NULL) : NULL));
 	}
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }

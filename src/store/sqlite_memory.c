@@ -41,15 +41,6 @@ static bool memory_direct(void)
 	return strcmp(cfg_str(CFG_MEMORY_DRIVER), "builtin") == 0;
 }
 
-/* The text a memory is found by: value.content, else value.text, else the value as JSON. */
-static char *memory_text(json_t *value)
-{
-	const char *t = json_string_value(json_object_get(value, "content"));
-	if (!t)
-		t = json_string_value(json_object_get(value, "text"));
-	return t ? strdup(t) : json_out(value, 0, NULL);
-}
-
 /* -- memories rows wait for the end of the writer's batch --
  * The writer runs each op of a batch inside SAVEPOINT op, and FTS5 writes its pending index
  * data as a new segment at every SAVEPOINT (fts5SavepointMethod -> sqlite3Fts5StorageSync): a
@@ -166,7 +157,7 @@ static enum soma_err memory_row_insert(struct dbconn *c, const char *tenant, con
 				.ns = strdup(ns && ns[0] ? ns : cfg_str(CFG_MEMORY_NAMESPACE)),
 				.key = strdup(key ? key : ""),
 				.session_id = strdup(session_id ? session_id : ""),
-				.content = memory_text(value),
+				.content = memory_value_text(value),
 				.payload = json_out(value, 1, NULL),
 				.created_ms = clock_wall_ms()};
 	if (!r.tenant || !r.ns || !r.key || !r.session_id || !r.content || !r.payload) {

@@ -190,7 +190,8 @@ struct store_op {
 	char *event_head;      /* SQLite: the event's text without its seq, made before the op is
 				* queued (store_sql_prepare); owned */
 	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
-				* CONTEXT: [{role, content, id}] newest first, ending at reply_to; owned */
+				* CONTEXT: [{role, content, id, attachments?: a user turn's
+				* attachment ids}] newest first, ending at reply_to; owned */
 	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
 	bool created;	       /* MESSAGE: the session was new */
 	bool has_outcome;      /* CONTEXT: an event is the outcome of task outcome_of already */

@@ -218,11 +218,13 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 	return TASK_ACKED;
 }
 
-/* The messages for the LLM: the stored turns and the recalled memories (borrowed). Owned. */
-static json_t *messages_for(json_t *rows, json_t *memories)
+/* The messages for the LLM: the stored turns (with their attached files, read as t's tenant) and
+ * the recalled memories (borrowed). Owned. */
+static json_t *messages_for(struct task_ctx *t, json_t *rows, json_t *memories)
 {
 	/* the memories count against llm.max_context_tokens too: fewer turns make room for them */
-	json_t *messages = conv_build_messages(rows, json_string_length(json_object_get(memories, "content")));
+	json_t *messages = conv_build_messages(rows, json_string_length(json_object_get(memories, "content")),
+					       conv_attached_turn, t);
 	conv_insert_memories(messages, memories);
 	return messages;
 }
@@ -264,7 +266,7 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 			g->reread = refused ? SOMA_OK : SOMA_ERR_CONFLICT;
 			return;
 		}
-		json_t *messages = messages_for(rows, memories);
+		json_t *messages = messages_for(g->task, rows, memories);
 		json_decref(rows);
 		struct trace_span span;
 		char tp[TRACEPARENT_LEN + 1];

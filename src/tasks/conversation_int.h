@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 
 #include "bus/bus.h"
 #include "core/trace.h"
@@ -18,9 +19,40 @@
 
 /* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
 size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
-/* OpenAI messages from the stored turns (rows newest first, {role, content}; borrowed): the
- * system prompt, then the most recent turns that fit llm.max_context_tokens. Caller owns. */
-json_t *conv_build_messages(json_t *rows, size_t reserved);
+/* The OpenAI message to send for a stored turn that names attachments (row borrowed), or NULL
+ * for the turn's own message (out of memory). Caller owns. */
+typedef json_t *(*conv_turn_fn)(void *ctx, json_t *row);
+/* OpenAI messages from the stored turns (rows newest first, {role, content, msg?, attachments?};
+ * borrowed): the system prompt, then the most recent turns that fit llm.max_context_tokens, less
+ * reserved characters. A turn with attachments is sent as turn(ctx, row) builds it (when turn is
+ * not NULL), counted at its length. Caller owns. */
+json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx);
+
+/* ---- attached files (conversation_attach.c) ---- */
+/* What a user turn says of one attached file. */
+enum conv_file_state {
+	CONV_FILE_TEXT,	      /* text-like and read: text[0..len) shown */
+	CONV_FILE_OTHER,      /* not text: named only */
+	CONV_FILE_MISSING,    /* its row is there, its bytes are gone from data.dir */
+	CONV_FILE_GONE,	      /* no row of the tenant names it any more (deleted) */
+	CONV_FILE_UNREADABLE, /* the store could not be read */
+};
+struct conv_file {
+	const char *id, *name, *mime; /* borrowed; name and mime NULL unless the row was read */
+	int64_t size;		      /* bytes, as stored */
+	enum conv_file_state state;
+	const char *text; /* CONV_FILE_TEXT: the text shown (UTF-8; borrowed) */
+	size_t len;	  /* its length */
+	size_t shown;	  /* bytes of the file it shows (less than size: cut) */
+};
+/* Whether a stored type is text-like: any text/ type, application/json, xml, yaml, csv, scripts, and any
+ * application/...+json or +xml (parameters ignored, case-insensitive). */
+bool conv_mime_is_text(const char *mime);
+/* Writes cf's note (its name, type and size; its text when shown; a cut marked) to f. */
+void conv_attachment_write(FILE *f, const struct conv_file *cf);
+/* conv_turn_fn of a task (ctx: its struct task_ctx): the user turn's text, then a note per
+ * attached file, read as the task's tenant, with at most llm.attachment_max_bytes of their text. */
+json_t *conv_attached_turn(void *ctx, json_t *row);
 
 /* The policy recheck (issue 6): conversation.send and llm.invoke asked again as the sender. */
 struct recheck {

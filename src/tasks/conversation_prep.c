@@ -14,6 +14,7 @@
 #include "limits/limits.h"
 #include "memory/memory.h"
 #include "policy/policy.h"
+#include "store/memory_rows.h"
 #include "tasks/conversation_int.h"
 
 /* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
@@ -55,42 +56,47 @@ static json_t *turn_message(json_t *row)
 	return o;
 }
 
-/* OpenAI messages from the stored turns (rows newest first, {role, content, id?, msg?}): the system
- * prompt, then the most recent turns that fit the budget (estimated at 4 characters a token),
- * as one contiguous window. The newest turn is always sent, cut to the budget if it alone is
- * larger. */
-json_t *conv_build_messages(json_t *rows, size_t reserved)
+/* OpenAI messages from the stored turns (rows newest first, {role, content, id?, msg?,
+ * attachments?}): the system prompt, then the most recent turns that fit the budget (estimated
+ * at 4 characters a token), as one contiguous window. Each turn's message is built once, as the
+ * window reaches it (a turn with attachments by turn, its files' text counted with it). The
+ * newest turn is always sent, cut to the budget if it alone is larger. */
+json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
 	budget -= (int64_t)strlen(system) + (int64_t)reserved;
-	/* the window first (rows[0..k)), then the turns appended oldest first: no insert at the front */
-	size_t n = json_array_size(rows), k, cut = 0;
-	bool cut_newest = false;
-	for (k = 0; k < n; k++) {
-		size_t len = json_string_length(json_object_get(json_array_get(rows, k), "content"));
-		bool fits = (int64_t)len <= budget;
-		if (!fits && k > 0)
+	/* the window first (newest first in picked), then the turns appended oldest first */
+	json_t *picked = json_array(), *turns = json_array();
+	size_t n = json_array_size(rows);
+	for (size_t k = 0; k < n && picked; k++) {
+		json_t *row = json_array_get(rows, k);
+		json_t *msg = turn && json_array_size(json_object_get(row, "attachments")) ? turn(ctx, row) : NULL;
+		if (!msg && !(msg = turn_message(row)))
+			break;
+		json_t *content = json_object_get(msg, "content");
+		size_t len = json_string_length(content);
+		if ((int64_t)len > budget && k > 0) {
+			json_decref(msg);
 			break; /* older turns would leave a gap: the window ends here */
-		if (!fits) {   /* the newest turn alone is over the budget: keep its beginning */
-			const char *msg = json_string_value(json_object_get(json_array_get(rows, 0), "content"));
-			len = cut = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
-			cut_newest = true;
+		}
+		if ((int64_t)len > budget) { /* the newest turn alone is over the budget: keep its beginning */
+			const char *text = json_string_value(content);
+			len = conv_utf8_prefix(text, len, budget > 1024 ? (size_t)budget : 1024);
+			json_t *cut = json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(msg, "role")),
+						"content", text, len);
+			json_decref(msg);
+			if (!(msg = cut))
+				break;
 		}
 		budget -= (int64_t)len;
+		json_array_append_new(picked, msg);
 	}
-	json_t *turns = json_array();
 	if (system[0])
 		json_array_append_new(turns, pair("role", "system", "content", system));
-	for (size_t i = k; i-- > 0;) {
-		json_t *row = json_array_get(rows, i);
-		if (i == 0 && cut_newest)
-			json_array_append_new(
-				turns, json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(row, "role")),
-						 "content", json_string_value(json_object_get(row, "content")), cut));
-		else
-			json_array_append_new(turns, turn_message(row));
-	}
+	for (size_t i = json_array_size(picked); i-- > 0;)
+		json_array_append(turns, json_array_get(picked, i));
+	json_decref(picked);
 	return turns;
 }
 
@@ -169,7 +175,7 @@ json_t *conv_recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcom
  * except those already in the context (the message itself, once delivered, is a memory too).
  * Returns what the reply's metadata carries: {somabrain_state, somabrain_reason,
  * memory:{recalled, top_k, degraded}}; owned by the caller. */
-static bool in_context(json_t *rows, const char *text)
+static bool in_context(json_t *rows, const char *text) /* NULL text: nothing to add, as if it were */
 {
 	for (size_t i = 0; text && i < json_array_size(rows); i++)
 		if (strcmp(json_string_value(json_object_get(json_array_get(rows, i), "content")) ?: "", text) == 0)
@@ -206,12 +212,16 @@ json_t *conv_recall_memories(struct task_ctx *t, json_t *rows, struct recalled *
 	FILE *f = NULL; /* opened at the first memory to write: most messages recall none */
 	json_array_foreach(results, i, r)
 	{
-		const char *content = json_string_value(json_object_get(json_object_get(r, "payload"), "content"));
-		if (n >= top_k || in_context(rows, content) || (!f && !(f = open_memstream(&text, &len))))
-			continue;
-		fprintf(f, "%s- %.*s", n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
-			(int)conv_utf8_prefix(content, strlen(content), 1000), content);
-		n++;
+		/* the text the search found it by (a value without content is shown by its text, or
+		 * as JSON), not only value.content */
+		char *content = n < top_k ? memory_value_text(json_object_get(r, "payload")) : NULL;
+		if (!in_context(rows, content) && (f || (f = open_memstream(&text, &len)))) {
+			fprintf(f, "%s- %.*s",
+				n ? "\n" : "Memories from earlier conversations (use them if relevant):\n",
+				(int)conv_utf8_prefix(content, strlen(content), 1000), content);
+			n++;
+		}
+		free(content);
 	}
 	if (f)
 		fclose(f);

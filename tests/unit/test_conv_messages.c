@@ -82,7 +82,8 @@ Test(conv_messages, the_window_of_the_old_builder)
 					free(text);
 				}
 				size_t reserved = round % 2 ? 0 : (size_t)(rand() % 1500); /* recalled memories */
-				json_t *want = ref_build(rows, reserved), *got = conv_build_messages(rows, reserved);
+				json_t *want = ref_build(rows, reserved),
+				       *got = conv_build_messages(rows, reserved, NULL, NULL);
 				size_t total = reserved;
 				for (size_t i = 0; i < json_array_size(got); i++)
 					total += json_string_length(json_object_get(json_array_get(got, i), "content"));

@@ -64,3 +64,23 @@ Test(memory_rows, a_chat_events_memory_body_is_what_json_pack_built)
 		json_decref(event);
 	}
 }
+
+/* ---- the text a memory is found by and shown by (memory_value_text) */
+Test(memory_rows, value_text)
+{
+	static const char *const cases[][2] = {
+		{"{\"content\":\"c\",\"text\":\"t\"}", "c"},
+		{"{\"text\":\"the secret code word is pumpernickel\"}", "the secret code word is pumpernickel"},
+		{"{\"content\":7,\"text\":\"t\"}", "t"},
+		{"{\"word\":\"zwieback\",\"kind\":\"code word\"}", "{\"word\":\"zwieback\",\"kind\":\"code word\"}"},
+		{"\"a string\"", "\"a string\""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *v = json_loads(cases[i][0], JSON_DECODE_ANY, NULL);
+		char *got = memory_value_text(v);
+		cr_assert_str_eq(got, cases[i][1], "%s", cases[i][0]);
+		free(got);
+		json_decref(v);
+	}
+	cr_assert_null(memory_value_text(NULL));
+}

@@ -1,0 +1,194 @@
+/*
+ * conversation_attach.c - the files attached to a user turn, in the message the LLM receives
+ * (see conversation_int.h).
+ *
+ * DESIGN: the context read gives a user turn that named attachments their ids (row member
+ * "attachments"; the stored event and the store's context cache keep only the ids, never a
+ * file's text). conv_build_messages asks conv_attached_turn for such a turn's OpenAI message as
+ * it fills the window, newest turn first, so only the turns the window reaches are read, each
+ * once per reply: the message's text, then per file a note naming it (name, type, size) and, when its
+ * stored type is text-like (conv_mime_is_text), its text. The files' text is bounded per message
+ * by llm.attachment_max_bytes (the cut is marked) and, being in the message, counts against
+ * llm.max_context_tokens like the rest. Each attachment row is read with the task's tenant (the
+ * message's: the store checked that the ids were that tenant's when it took the message). A file
+ * deleted since, or whose bytes are gone from data.dir, is named as no longer available: the reply
+ * goes on without it. Worker thread (a store read and a file read per file); no state.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/str_copy.h"
+#include "core/utf8.h"
+#include "tasks/conversation_int.h"
+
+bool conv_mime_is_text(const char *mime)
+{
+	static const char *const app[] = {"json",  "xml",	    "javascript", "ecmascript",	 "x-javascript",
+					  "x-sh",  "x-shellscript", "sql",	  "yaml",	 "x-yaml",
+					  "toml",  "x-toml",	    "csv",	  "x-ndjson",	 "ndjson",
+					  "x-tex", "x-latex",	    "x-python",	  "x-perl",	 "x-ruby",
+					  "x-php", "graphql",	    "x-subrip",	  "x-httpd-php", "rtf"};
+	if (!mime)
+		return false;
+	size_t len = strcspn(mime, "; \t"); /* the type without its parameters (charset=...) */
+	if (len > 5 && strncasecmp(mime, "text/", 5) == 0)
+		return true;
+	if (len <= 12 || strncasecmp(mime, "application/", 12) != 0)
+		return false;
+	const char *sub = mime + 12;
+	size_t n = len - 12;
+	if ((n > 5 && (strncasecmp(sub + n - 5, "+json", 5) == 0)) ||
+	    (n > 4 && strncasecmp(sub + n - 4, "+xml", 4) == 0))
+		return true; /* application/ld+json, application/atom+xml, ... */
+	for (size_t i = 0; i < sizeof(app) / sizeof(app[0]); i++)
+		if (strlen(app[i]) == n && strncasecmp(sub, app[i], n) == 0)
+			return true;
+	return false;
+}
+
+void conv_attachment_write(FILE *f, const struct conv_file *cf)
+{
+	const char *name = cf->name ? cf->name : "";
+	const char *mime = cf->mime ? cf->mime : "";
+	long long size = (long long)cf->size;
+	switch (cf->state) {
+	case CONV_FILE_TEXT:
+		if (cf->shown == 0 && cf->size > 0) {
+			fprintf(f,
+				"[Attached file: %s (%s, %lld bytes): its text is not included (this message's files "
+				"used llm.attachment_max_bytes)]",
+				name, mime, size);
+			return;
+		}
+		fprintf(f, "[Attached file: %s (%s, %lld bytes)]\n", name, mime, size);
+		fwrite(cf->text, 1, cf->len, f);
+		if ((int64_t)cf->shown < cf->size)
+			fprintf(f,
+				"\n[Cut: only the first %zu of %lld bytes of %s are included "
+				"(llm.attachment_max_bytes)]",
+				cf->shown, size, name);
+		else
+			fprintf(f, "\n[End of %s]", name);
+		return;
+	case CONV_FILE_OTHER:
+		fprintf(f, "[Attached file: %s (%s, %lld bytes): not text, its content is not included]", name, mime,
+			size);
+		return;
+	case CONV_FILE_MISSING:
+		fprintf(f, "[Attached file: %s (%s, %lld bytes): its content is no longer available]", name, mime,
+			size);
+		return;
+	case CONV_FILE_GONE:
+		fprintf(f, "[Attached file %s: no longer available]", cf->id);
+		return;
+	case CONV_FILE_UNREADABLE:
+		fprintf(f, "[Attached file %s: could not be read]", cf->id);
+		return;
+	}
+}
+
+/* Reads the first bytes of cf's file (sha256, the blob uploads.c stored at
+ * data.dir/blobs/<2 hex>/<sha256>) that fit max into *buf (malloc'd; the caller frees) and sets
+ * cf's text, len, shown and state: TEXT (repaired to UTF-8, cut on a character), OTHER when the
+ * bytes hold a NUL (not text whatever the type says), MISSING when the file is gone. */
+static void read_text(struct conv_file *cf, const char *sha, size_t max, char **buf)
+{
+	size_t want = cf->size < 0 ? 0 : (size_t)cf->size;
+	want = want > max ? max + 1 : want; /* one more: where the cut falls on a character */
+	char path[4096];
+	cf->state = CONV_FILE_MISSING;
+	if (!sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)
+		return;
+	snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha, sha);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warn("conversation", "attachment %s: cannot read %s: %s", cf->id, path, strerror(errno));
+		return;
+	}
+	size_t got = 0;
+	*buf = malloc(want + 1);
+	while (*buf && got < want) {
+		ssize_t r = read(fd, *buf + got, want - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	if (!*buf) {
+		cf->state = CONV_FILE_UNREADABLE;
+		return;
+	}
+	cf->shown = conv_utf8_prefix(*buf, got, max);
+	if (memchr(*buf, 0, cf->shown)) {
+		cf->state = CONV_FILE_OTHER;
+		return;
+	}
+	(*buf)[cf->shown] = '\0';
+	utf8_repair(*buf); /* invalid bytes become '?': the text goes into a JSON string */
+	cf->text = *buf;
+	cf->len = strlen(*buf);
+	cf->state = CONV_FILE_TEXT;
+}
+
+/* Writes the note of attachment id to f, reading it as t's tenant; *left: the text bytes this
+ * message's files may still show. */
+static void attach_one(struct task_ctx *t, const char *id, size_t *left, FILE *f)
+{
+	struct conv_file cf = {.id = id ? id : "", .state = CONV_FILE_GONE};
+	struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_GET, t->tenant);
+	char *buf = NULL;
+	enum soma_err err = SOMA_ERR_NOMEM;
+	if (op && id && strlen(id) < sizeof(op->task_id)) {
+		str_copy(op->task_id, sizeof(op->task_id), id);
+		err = store_op_wait(t->store, op);
+	}
+	if (err == SOMA_OK) {
+		cf.name = json_string_value(json_object_get(op->row, "filename"));
+		cf.mime = json_string_value(json_object_get(op->row, "mime"));
+		cf.size = json_integer_value(json_object_get(op->row, "size"));
+		cf.state = CONV_FILE_OTHER;
+		if (conv_mime_is_text(cf.mime))
+			read_text(&cf, json_string_value(json_object_get(op->row, "sha256")), *left, &buf);
+		if (cf.state == CONV_FILE_TEXT)
+			*left -= cf.shown;
+	} else if (err != SOMA_ERR_NOT_FOUND) {
+		log_warn("conversation", "session %s: attachment %s could not be read (%s); the model is told",
+			 t->session_id, cf.id, soma_err_str(err));
+		cf.state = CONV_FILE_UNREADABLE;
+	}
+	conv_attachment_write(f, &cf);
+	free(buf);
+	store_op_free(op);
+}
+
+json_t *conv_attached_turn(void *ctx, json_t *row)
+{
+	struct task_ctx *t = ctx;
+	json_t *content = json_object_get(row, "content"), *ids = json_object_get(row, "attachments"), *id;
+	size_t left = (size_t)cfg_int(CFG_LLM_ATTACHMENT_MAX_BYTES), len = 0, i;
+	char *text = NULL;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return NULL;
+	fwrite(json_string_value(content) ? json_string_value(content) : "", 1, json_string_length(content), f);
+	json_array_foreach(ids, i, id)
+	{
+		fputs("\n\n", f);
+		attach_one(t, json_string_value(id), &left, f);
+	}
+	json_t *msg = NULL;
+	if (fclose(f) == 0 && text)
+		msg = json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(row, "role")) ?: "user",
+				"content", text, len);
+	free(text);
+	return msg;
+}
