@@ -151,3 +151,15 @@ def test_cancel_a_running_task_then_a_finished_one(srv, llm):
     llm.reset()
     done = result(srv, "message/send", msg03("finished"))
     assert error(srv, "CancelTask", {"id": done["id"]})["error"]["code"] == -32002
+
+
+def test_blocking_send_answers_working_at_the_timeout(module_soma, llm):
+    s = module_soma("a2a.blocking_timeout_s=1")
+    llm.control(delay_ms=400, chunks=10)
+    t0 = time.monotonic()
+    task = result(s, "message/send", msg03("slow"))
+    assert 0.9 <= time.monotonic() - t0 < 3, time.monotonic() - t0
+    assert task["status"]["state"] == "working" and "artifacts" not in task, task
+    done = wait_until(lambda: (t := result(s, "tasks/get", {"id": task["id"]}))["status"]["state"] == "completed"
+                      and t, 15, what="the task to complete")
+    _completed_03(done, "slow")
