@@ -168,6 +168,14 @@ X(STREAM_RESUME_WINDOW_S, "stream.resume_window_s", CFG_INT, "60", 0, 3600, NULL
 X(STREAM_MAX_BUFFER, "stream.max_buffer", CFG_INT, "1048576", 4096, 1073741824, NULL, NULL, false, NULL, \
   "Bytes queued for a slow stream reader before its stream is closed (it resumes on reconnect); a streamed " \
   "LLM proxy reply this far behind stops its provider call and ends with an llm_client_too_slow error.") \
+X(A2A_NAME, "a2a.name", CFG_STRING, "SomaAgent01", 0, 0, NULL, validate_nonempty_text, false, NULL, \
+  "Agent name in the A2A agent card (/.well-known/agent-card.json).") \
+X(A2A_DESCRIPTION, "a2a.description", CFG_STRING, "A self-hosted conversational agent: send it a message and it replies.", 0, 0, NULL, validate_nonempty_text, false, NULL, \
+  "Agent description in the A2A agent card.") \
+X(A2A_PUBLIC_URL, "a2a.public_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_empty, false, NULL, \
+  "Origin the A2A card advertises (e.g. https://agent.example.com, behind a proxy); empty: http://<the request's Host>.") \
+X(A2A_BLOCKING_TIMEOUT_S, "a2a.blocking_timeout_s", CFG_INT, "120", 1, 3600, NULL, NULL, false, NULL, \
+  "Seconds a blocking A2A message/send waits for the reply before answering the task as still working.") \
 X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, NULL, \
   "Largest uploaded file in MiB.") \
 X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \

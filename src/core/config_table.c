@@ -75,6 +75,14 @@ static bool validate_nonempty(const char *value, char *why, size_t cap)
 	return false;
 }
 
+static bool validate_nonempty_text(const char *value, char *why, size_t cap)
+{
+	if (value[0])
+		return true;
+	snprintf(why, cap, "expected a non-empty text");
+	return false;
+}
+
 static bool validate_tenant(const char *value, char *why, size_t cap)
 {
 	size_t n = strlen(value);

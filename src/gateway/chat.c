@@ -153,6 +153,8 @@ struct ingest {
 	char session_id[65];		/* given or new */
 	const char *persona;		/* in body, or NULL */
 	json_t *attachments, *metadata; /* in body, or NULL */
+	gw_store_done_fn done;		/* answers the stored message (on_message_stored, or A2A's) */
+	char task_id[IDS_UUID_LEN + 1]; /* the conversation task's id chosen by the caller, or "" */
 };
 
 static void ingest_free(void *arg)
@@ -204,7 +206,10 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	if (in->attachments)
 		json_object_set(event, "attachments", in->attachments);
 	char task_id[IDS_UUID_LEN + 1];
-	ids_uuid7(task_id);
+	if (in->task_id[0])
+		str_copy(task_id, sizeof(task_id), in->task_id);
+	else
+		ids_uuid7(task_id);
 	struct store_op *op = store_op_new(STORE_OP_MESSAGE, req->ident.tenant);
 	if (!op || !event) {
 		json_decref(event);
@@ -227,19 +232,24 @@ static void ingest_allowed(struct http_req *req, void *arg)
 	 * there must not have reached the provider (an early start calls it before the commit) */
 	if (op->task && !op->attachments)
 		hand_off(op, in->text);
+	gw_store_done_fn done = in->done;
 	ingest_free(in);
 	char worker[sizeof(op->worker)];
 	str_copy(worker, sizeof(worker), op->worker); /* op may be gone once submitted */
-	gw_store(req, op, on_message_stored);
+	gw_store(req, op, done);
 	if (worker[0]) /* woken after the commit is submitted: it would pre-empt this thread before */
 		queue_handoff_start(worker);
 }
 
-static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta)
+static void ingest(struct http_req *req, json_t *body, const char *text, json_t *extra_meta, gw_store_done_fn done,
+		   const char *task_id)
 {
 	struct ingest *in = calloc(1, sizeof(*in));
 	if (in)
-		*in = (struct ingest){.body = json_incref(body), .extra_meta = extra_meta, .text = strdup(text)};
+		*in = (struct ingest){
+			.body = json_incref(body), .extra_meta = extra_meta, .text = strdup(text), .done = done};
+	if (in && task_id)
+		str_copy(in->task_id, sizeof(in->task_id), task_id);
 	if (!in || !in->text) {
 		in ? ingest_free(in) : json_decref(extra_meta);
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
@@ -283,7 +293,7 @@ static void post_message(struct http_req *req, void *arg)
 		http_respond_error(req, 400, "invalid_message", "message must be text of at most %d bytes",
 				   MAX_MESSAGE_BYTES);
 	} else {
-		ingest(req, body, text, NULL);
+		ingest(req, body, text, NULL, on_message_stored, NULL);
 	}
 	json_decref(body);
 }
@@ -304,8 +314,14 @@ static void post_action(struct http_req *req, void *arg)
 		http_respond_error(req, 400, "unknown_action",
 				   "action must be one of summarize, next_steps, status_report, nudge");
 	else
-		ingest(req, body, text, json_pack("{s:s, s:s}", "source", "quick_action", "action", action));
+		ingest(req, body, text, json_pack("{s:s, s:s}", "source", "quick_action", "action", action),
+		       on_message_stored, NULL);
 	json_decref(body);
+}
+
+void gw_chat_post(struct http_req *req, json_t *body, const char *text, const char *task_id, gw_store_done_fn done)
+{
+	ingest(req, body, text, NULL, done, task_id);
 }
 
 enum soma_err gateway_chat_routes(struct http_router *r)

@@ -55,6 +55,13 @@ enum soma_err gw_routes_add(struct http_router *r, const struct gw_route *routes
 /* Route tables of the routers. */
 enum soma_err gateway_chat_routes(struct http_router *r) SOMA_MUST_CHECK;
 enum soma_err gateway_session_routes(struct http_router *r) SOMA_MUST_CHECK;
+/* The path of POST /v1/session/message for another front end (A2A): body {session_id?,
+ * persona_id?, metadata?} (borrowed) is read as that route reads it, text (non-empty, copied) is
+ * the message; the token budget and policy conversation.send are asked as there (a refusal is
+ * answered there: 400, 403, 429). task_id: the conversation task's id (a uuid), or NULL for a new
+ * one. Once the message and its task are stored, done(req, op) runs with op->err,
+ * op->session_id, op->seq (the user event's) and op->task. */
+void gw_chat_post(struct http_req *req, json_t *body, const char *text, const char *task_id, gw_store_done_fn done);
 /* GET /v1/sessions/{id}/events?stream=true: the SSE stream (stream.c). */
 void gw_stream_open(struct http_req *req, const char *session_id);
 
@@ -72,6 +79,9 @@ void gateway_upload_sweep_tick(void);
 enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The web UI (web.c): /, /ops and /assets/{name}, public, from files embedded at build time. */
 enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;
+
+/* A2A (a2a_card.c, a2a.c): the agent card and the JSON-RPC endpoint POST /a2a. */
+enum soma_err gateway_a2a_routes(struct http_router *r) SOMA_MUST_CHECK;
 
 /* The task API: tasks, queues, workers, dead letters (tasks_api.c). */
 enum soma_err gateway_task_routes(struct http_router *r) SOMA_MUST_CHECK;

@@ -394,7 +394,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	if ((app.role & ROLE_GATEWAY) &&
 	    ((err = gateway_chat_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_session_routes(app.router)) != SOMA_OK ||
-	     (err = gateway_task_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_a2a_routes(app.router)) != SOMA_OK || (err = gateway_task_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_control_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_admin_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_audit_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
