@@ -17,7 +17,9 @@
  * A stream is as good as the credential that opened it: it remembers the API key id (or the
  * JWT's exp + leeway) and, on its own io thread, before it delivers a live message or a replayed
  * page and on every tick, checks that the key was not revoked (one atomic load of the auth
- * cache's revocation counter while nothing was revoked) and that the JWT has not expired. When
+ * cache's revocation counter while nothing was revoked) and that the JWT has not expired; a
+ * stream opened anonymously (loopback, no keys: src/http/middleware.c) is gone once the first
+ * key exists (one atomic load), as anonymous requests then get 401. When
  * the credential is gone the stream sends an unnumbered `error` event and ends, like a deleted
  * session's stream: a revocation made by this node (DELETE /v1/keys) acts before the admin's
  * answer, so no event published after it reaches the stream; another node's reaches this one
@@ -129,6 +131,10 @@ static bool credentials_hold(struct stream *s)
 		s->cred_gone = "credentials_expired";
 		return false;
 	}
+	if (s->anonymous && auth_cache_keys_exist()) { /* anonymous requests now get 401 */
+		s->cred_gone = "credentials_revoked";
+		return false;
+	}
 	uint64_t revocations = auth_cache_revocations();
 	if (s->key_id[0] && revocations != s->revocations) {
 		s->revocations = revocations;
@@ -140,9 +146,12 @@ static bool credentials_hold(struct stream *s)
 
 static const char *cred_gone_message(const struct stream *s)
 {
-	return strcmp(s->cred_gone, "credentials_expired") == 0
-		       ? "the token this stream was opened with has expired; reconnect with a new one"
-		       : "the API key this stream was opened with has been revoked; reconnect with another";
+	if (strcmp(s->cred_gone, "credentials_expired") == 0)
+		return "the token this stream was opened with has expired; reconnect with a new one";
+	if (s->anonymous)
+		return "this stream was opened without credentials and an API key now exists, so anonymous "
+		       "access has ended; reconnect with Authorization: Bearer <api key>";
+	return "the API key this stream was opened with has been revoked; reconnect with another";
 }
 
 /* The credential is gone (credentials_hold was false) on a stream that began: an unnumbered
@@ -411,7 +420,8 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 	memcpy(s->key_id, req->ident.key_id, id_len);
 	s->key_id[id_len] = '\0';
 	s->expires_ms = req->ident.expires_ms;
-	s->revocations = auth_cache_revocations() - 1; /* the first check looks the key up */
+	s->anonymous = strcmp(req->ident.subject, "anonymous") == 0; /* JWT subjects are "jwt:..." */
+	s->revocations = auth_cache_revocations() - 1;		     /* the first check looks the key up */
 	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
 	if (!s->sub || !stream_read(s)) {
 		stream_free(s);

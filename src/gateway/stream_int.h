@@ -46,6 +46,7 @@ struct stream {
 	bool deleted;		  /* the session was deleted before the stream began: 404 */
 	char key_id[IDENTITY_KEY_ID_LEN + 1]; /* the API key the stream was opened with, or "" */
 	int64_t expires_ms;		      /* its JWT is refused from this wall ms on; 0: never */
+	bool anonymous;			      /* opened without credentials (anonymous mode) */
 	uint64_t revocations;		      /* auth_cache_revocations() when the key was last checked */
 	const char *cred_gone;		      /* the credential was revoked ("credentials_revoked") or
 					       * expired ("credentials_expired"): the stream ends; static */

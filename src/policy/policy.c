@@ -180,7 +180,7 @@ static void opa_call(const char *text, long budget_ms, struct policy_decision *o
 	/* a timeout within a budget the queue cut to less than half says little about OPA */
 	bool judged = strcmp(out->reason, "opa_timeout") != 0 || budget_ms * 2 >= pol.timeout_ms;
 	if (link == OPA_LINK_OK) {
-		policy_breaker_success();
+		policy_breaker_answered();
 		if (atomic_load(&pol.link) != LINK_UP)
 			set_link(LINK_UP, detail);
 	} else if (judged) {

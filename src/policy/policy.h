@@ -14,8 +14,9 @@
  *            io threads call policy_decide_now() (builtin, cached, or an engine that is down)
  *            and, when that cannot answer, policy_ask(), whose callback runs on a policy thread
  *            (src/policy/gate.c posts it back to the request's thread). Worker and pool threads
- *            may call policy_decide(), which blocks up to policy.opa_timeout_ms. A timeout or an
- *            unreachable OPA opens a circuit breaker (src/policy/breaker.c): for a second every
+ *            may call policy_decide(), which blocks up to policy.opa_timeout_ms. An unreachable
+ *            OPA, or three timeouts in a row (one slow decision does not), opens a circuit
+ *            breaker (src/policy/breaker.c): for a second every
  *            decision that is not cached is denied at once with that reason (the message says
  *            the policy engine is unavailable), then one goes to OPA; an answer (or a healthy
  *            OPA in the health probe) closes it. Fail closed, but never a queue of waits.

@@ -75,9 +75,13 @@ bool policy_breaker_refuses(int64_t now_ms, char *reason, size_t cap);
 /* Before a call to OPA: true when it may go (closed, or it is the half-open probe: *probe set);
  * false with the reason otherwise. */
 bool policy_breaker_admit(int64_t now_ms, bool *probe, char *reason, size_t cap);
-/* OPA answered (a decision or the health probe): closes it. */
+/* OPA's health probe answered: closes it (the timeout count stays). */
 void policy_breaker_success(void);
-/* OPA timed out or could not be reached (reason): opens it for the window from now_ms. */
+/* OPA answered a decision: closes it and starts the timeout count over. */
+void policy_breaker_answered(void);
+/* OPA timed out or could not be reached (reason): opens it for the window from now_ms, at once
+ * for opa_unreachable or while open or half-open; a timeout while closed only when it is the
+ * third in a row (no answer in between). */
 void policy_breaker_failure(int64_t now_ms, const char *reason);
 /* A call that says nothing about OPA (a budget cut short by the queue): gives back the probe. */
 void policy_breaker_release(void);

@@ -3,7 +3,8 @@ revoking its API key (DELETE /v1/keys/{id}) ends it with an unnumbered `error` e
 `credentials_revoked`, and no event published after the revocation reaches it; on another node
 the revocation arrives with the key cache's refresh (auth.key_refresh_ms) and ends the streams
 there too; a stream opened with a JWT ends at the token's exp (+ auth.jwt_leeway_s) with
-`credentials_expired`. Before, such streams went on delivering the session for as long as they
+`credentials_expired`; a stream opened anonymously (loopback, no keys) ends with
+`credentials_revoked` once the first API key exists, as anonymous requests then get 401. Before, such streams went on delivering the session for as long as they
 stayed open (keepalives held them open)."""
 
 import json
@@ -119,3 +120,20 @@ def test_a_jwt_stream_ends_at_the_tokens_exp(soma, llm):
         llm.control(text="later reply")
         post_message(srv, "later", token=long_lived, session_id=sid)
         assert read_reply(keeps)[-1][1]["message"] == "later reply"
+
+
+def test_an_anonymous_stream_ends_when_the_first_key_is_created(soma, llm):
+    srv = soma()
+    sid = post_message(srv, "hello")["session_id"]
+    wait_terminal(srv, sid)
+    with open_stream(srv, sid, timeout=10) as s:
+        r = http().post(f"{srv.url}/v1/keys", json={"tenant": "default", "scopes": "chat"}, timeout=5)
+        assert r.status_code == 201, r.text
+        key = r.json()["token"]
+        assert http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code == 401
+        llm.control(text="secret reply after keys exist")
+        post_message(srv, "after the key", token=key, session_id=sid)
+        leaked = _check_ended(_rest(s, 5), "credentials_revoked", sid)
+    assert leaked == [], f"events after the first key reached the anonymous stream: {[f.data for f in leaked]}"
+    r = http().get(f"{srv.url}/v1/sessions/{sid}/events?stream=true", timeout=5)
+    assert r.status_code == 401, r.text

@@ -355,7 +355,8 @@ Test(policy_engine, the_breaker_opens_on_failure_lets_one_probe_through_and_clos
 	policy_breaker_reset(1000, 3000);
 	cr_assert_not(policy_breaker_refuses(10, why, sizeof(why)), "closed");
 	cr_assert(policy_breaker_admit(10, &probe, why, sizeof(why)) && !probe);
-	policy_breaker_failure(100, "opa_timeout");
+	for (int i = 0; i < 3; i++)
+		policy_breaker_failure(100, "opa_timeout");
 	cr_assert(policy_breaker_refuses(500, why, sizeof(why)));
 	cr_assert_str_eq(why, "opa_timeout");
 	cr_assert_not(policy_breaker_admit(1099, &probe, why, sizeof(why)), "open for the window");
@@ -373,4 +374,36 @@ Test(policy_engine, the_breaker_opens_on_failure_lets_one_probe_through_and_clos
 	policy_breaker_success();
 	cr_assert_not(policy_breaker_open(why, sizeof(why)));
 	cr_assert_not(policy_breaker_refuses(4300, why, sizeof(why)), "an answer closes it");
+}
+
+Test(policy_engine, one_timeout_does_not_open_the_breaker_three_in_a_row_do_unreachable_at_once)
+{
+	char why[32];
+	policy_breaker_reset(1000, 3000);
+	policy_breaker_failure(100, "opa_timeout"); /* one slow evaluation of a healthy OPA */
+	cr_assert_not(policy_breaker_refuses(150, why, sizeof(why)), "one timeout leaves it closed");
+	cr_assert_not(policy_breaker_open(why, sizeof(why)));
+	policy_breaker_failure(200, "opa_timeout");
+	policy_breaker_answered(); /* an answer in between: the count starts over */
+	policy_breaker_failure(300, "opa_timeout");
+	policy_breaker_failure(400, "opa_timeout");
+	cr_assert_not(policy_breaker_refuses(450, why, sizeof(why)), "two in a row after an answer: closed");
+	policy_breaker_failure(500, "opa_timeout");
+	cr_assert(policy_breaker_refuses(550, why, sizeof(why)), "the third timeout in a row opens it");
+	cr_assert_str_eq(why, "opa_timeout");
+	policy_breaker_answered();
+	cr_assert_not(policy_breaker_refuses(600, why, sizeof(why)));
+	policy_breaker_failure(700, "opa_timeout"); /* closed by an answer: the count starts over */
+	cr_assert_not(policy_breaker_refuses(750, why, sizeof(why)));
+	policy_breaker_failure(800, "opa_unreachable"); /* refused: certain, opens at once */
+	cr_assert(policy_breaker_refuses(850, why, sizeof(why)));
+	cr_assert_str_eq(why, "opa_unreachable");
+	policy_breaker_answered();
+	for (int i = 0; i < 3; i++)
+		policy_breaker_failure(900, "opa_timeout");
+	policy_breaker_success(); /* the health probe answered, decisions still hang */
+	cr_assert_not(policy_breaker_refuses(950, why, sizeof(why)), "the health probe closes it");
+	policy_breaker_failure(1000, "opa_timeout");
+	cr_assert(policy_breaker_refuses(1050, why, sizeof(why)), "the next timeout opens it again at once");
+	policy_breaker_answered();
 }
