@@ -399,7 +399,7 @@ static void job_drop(void *arg)
 static void job_submit(struct http_req *req, void *arg)
 {
 	struct llm_job *job = arg;
-	if (req->client_eof) { /* it left while policy was asked, or sent this after closing its side */
+	if (http_client_gone(req)) { /* it left while policy was asked, or sent this after closing its side */
 		job_free(job);
 		http_respond_error(req, 400, "client_closed",
 				   "the client closed its side of the connection before the call began; the "

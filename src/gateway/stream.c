@@ -385,7 +385,7 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 		gw_store(req, check, on_head_checked);
 		return;
 	}
-	if (req->client_eof) { /* the reader closed its side first: a stream for no one (a slot held) */
+	if (http_client_gone(req)) { /* the reader closed its side first: a stream for no one (a slot held) */
 		http_respond_error(req, 400, "client_closed",
 				   "the client closed its side of the connection; "
 				   "an event stream needs it open");

@@ -11,6 +11,7 @@
 #include <event2/bufferevent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "http/conn_int.h"
@@ -153,4 +154,14 @@ bool http_conn_read_body(struct http_conn *c, struct evbuffer *in, size_t avail)
 	c->req.body_len = need;
 	http_conn_dispatch(c);
 	return true;
+}
+
+bool http_client_gone(struct http_req *req)
+{
+	if (req->client_eof)
+		return true;
+	char byte;
+	if (req->out_fd >= 0 && recv(req->out_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+		req->client_eof = true; /* an orderly EOF (0); data, EAGAIN or an error: not known gone */
+	return req->client_eof;
 }

@@ -113,6 +113,13 @@ bool http_req_query(const struct http_req *req, const char *name, struct str *ou
 
 /* ---- responses (io thread of the request) --------------------------------------------------- */
 
+/* Whether the client has closed its side: client_eof, or else an EOF already waiting on the socket
+ * (a peek, one syscall: the read callback that would see it may not have run yet, as for a request
+ * pipelined just before the client's close). For handlers about to start work for the client
+ * alone (a provider call, a stream): when true they answer 400 client_closed instead. Sets
+ * client_eof when it finds the EOF. Io thread only. */
+bool http_client_gone(struct http_req *req);
+
 /* Adds a response header; name and value are copied into the arena. */
 void http_resp_header(struct http_req *req, const char *name, const char *value);
 /* Sends a complete response. body may be NULL when len is 0. */

@@ -65,7 +65,7 @@ def test_a_copy_of_a_conversation_task_that_replied_is_a_noop(soma, llm):
 def test_a_copy_of_a_task_that_policy_denied_writes_nothing(soma, llm, tmp_path_factory):
     """The worker's re-check denies llm.invoke: one policy.denied event and one audit row, and the
     copy adds neither (its deny is not audited: the audit waits for the context read)."""
-    from test_policy import FakeOPA
+    from opa_fake import FakeOPA
     opa = FakeOPA(tmp_path_factory.mktemp("fake-opa"))
     try:
         opa.control(table=[
