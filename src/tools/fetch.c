@@ -196,7 +196,8 @@ static void media_type(const char *ct, char *type, size_t tcap, char *charset, s
 	for (char *p = type; *p; p++)
 		*p = (*p >= 'A' && *p <= 'Z') ? (char)(*p + 32) : *p;
 	const char *cs = strcasestr(ct, "charset=");
-	snprintf(charset, ccap, "%.*s", cs ? (int)strcspn(cs + 8, "; \t\"") : 0, cs ? cs + 8 + (cs[8] == '"') : "");
+	cs = cs ? cs + 8 + (cs[8] == '"') : "";
+	snprintf(charset, ccap, "%.*s", (int)strcspn(cs, "; \t\""), cs);
 }
 
 /* The page's text (malloc'd) from the body, or NULL with err set. */

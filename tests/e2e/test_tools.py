@@ -32,6 +32,7 @@ class Pages(BaseHTTPRequestHandler):
         routes = {
             "/page.html": (200, "text/html; charset=utf-8", HTML),
             "/plain.txt": (200, "text/plain", b"plain text, as it is\n"),
+            "/latin1.html": (200, 'text/html; charset="iso-8859-1"', b"<p>caf\xe9</p>"),
             "/big.txt": (200, "text/plain", b"x" * 5000),
             "/image.png": (200, "image/png", b"\x89PNG\r\n\x1a\n"),
             "/missing": (404, "text/plain", b"no"),
@@ -136,6 +137,8 @@ def test_fetch_allowed_host_html_text_limits_and_redirects(soma, pages):
     res = out["result"]
     assert res["text"] == "Tool page\n\nHeading\nSome bold words." and res["content_type"] == "text/html", res
     assert res["status"] == 200 and res["truncated"] is False and res["url"] == pages + "/page.html"
+    out = run_tool(srv, "fetch_page", {"url": pages + "/latin1.html"})  # the header's charset, quoted
+    assert out["result"]["text"] == "caf\u00e9", out
     out = run_tool(srv, "fetch_page", {"url": pages + "/plain.txt", "max_chars": 5})
     assert out["result"]["text"] == "plain" and out["result"]["truncated"] is True, out
     out = run_tool(srv, "fetch_page", {"url": pages + "/to-page"})  # a redirect within the allowed host
