@@ -75,7 +75,7 @@ json_t *tools_list_json(void);
 json_t *tools_openai_json(void);
 
 /* Checks args against the tool's schema (the subset the built-ins use: type object, required,
- * properties with type string|integer|number|boolean|object|array, maxLength, minimum, maximum,
+ * properties with type string|integer|number|boolean|object|array, maxLength, minLength, minimum, maximum,
  * additionalProperties false). false with a sentence in why ("args.url is required", ...) when
  * they do not fit; NULL args is taken as {}. */
 bool tools_args_check(const struct tool_def *t, const json_t *args, char *why, size_t cap);
