@@ -176,6 +176,16 @@ X(A2A_PUBLIC_URL, "a2a.public_url", CFG_STRING, "", 0, 0, NULL, validate_url_or_
   "Origin the A2A card advertises (e.g. https://agent.example.com, behind a proxy); empty: http://<the request's Host>.") \
 X(A2A_BLOCKING_TIMEOUT_S, "a2a.blocking_timeout_s", CFG_INT, "120", 1, 3600, NULL, NULL, false, NULL, \
   "Seconds a blocking A2A message/send waits for the reply before answering the task as still working.") \
+X(TOOLS_ENABLED, "tools.enabled", CFG_STRING, "", 0, 0, NULL, tools_validate_enabled, false, NULL, \
+  "Tools callers may list and run (comma-separated: fetch_page, memory_recall, memory_remember, echo); empty: all of them.") \
+X(TOOLS_FETCH_ALLOWED_HOSTS, "tools.fetch.allowed_hosts", CFG_STRING, "", 0, 0, NULL, tools_validate_hosts, false, NULL, \
+  "Hosts fetch_page may read (comma-separated names, *.suffix patterns or IP addresses); empty: any public host. A URL naming a listed IP address reaches it even if private or loopback (names never do).") \
+X(TOOLS_FETCH_MAX_BYTES, "tools.fetch.max_bytes", CFG_INT, "2097152", 1024, 104857600, NULL, NULL, false, NULL, \
+  "Largest page fetch_page reads, in bytes after decompression; a larger page fails the run.") \
+X(TOOLS_FETCH_TIMEOUT_S, "tools.fetch.timeout_s", CFG_INT, "15", 1, 300, NULL, NULL, false, NULL, \
+  "Seconds one fetch_page run may take, redirects included.") \
+X(TOOLS_FETCH_MAX_REDIRECTS, "tools.fetch.max_redirects", CFG_INT, "5", 0, 20, NULL, NULL, false, NULL, \
+  "Redirects fetch_page follows (each target checked again by the SSRF guard).") \
 X(UPLOADS_MAX_MB, "uploads.max_mb", CFG_INT, "25", 1, 4096, NULL, NULL, false, NULL, \
   "Largest uploaded file in MiB.") \
 X(UPLOADS_MAX_FILES, "uploads.max_files", CFG_INT, "10", 1, 1000, NULL, NULL, false, NULL, \

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/config_int.h"
+#include "tools/tools.h"
 
 bool cfg_parse_listen(const char *value, char *host, size_t host_cap, int *port)
 {

@@ -100,6 +100,8 @@ enum soma_err gateway_audit_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The memory endpoints (memory_api.c): /v1/memory/remember, /recall, /outbox; the recall
  * pool is started on first use and stopped by gateway_memory_stop (after the io threads). */
 enum soma_err gateway_memory_routes(struct http_router *r) SOMA_MUST_CHECK;
+/* GET /v1/tools, POST /v1/tools/{name}/run (tools_api.c). */
+enum soma_err gateway_tools_routes(struct http_router *r) SOMA_MUST_CHECK;
 void gateway_memory_stop(void);
 
 /* The store of the running process (set by the orchestrator). */

@@ -6,10 +6,18 @@
 #define SOMA_GATEWAY_TASKS_INT_H
 
 #include "http/http.h"
+#include "store/store.h"
 
 /* POST /v1/tasks {task, args?, kwargs?, queue?, countdown?, eta?, expires?, priority?,
  * max_retries?, time_limit?, soft_time_limit?, idempotency_key?} -> 202 {task_id, status}. */
 void gw_task_publish(struct http_req *req, void *arg);
+/* The TASK_PUBLISH op of task name (args an array, kwargs an object; both borrowed) for req's
+ * identity, on the queue queue.routes gives it, due now: what POST /v1/tasks would store for the
+ * same body, with request_id in the payload. NULL on OOM. The caller owns the op (store_op_free,
+ * or gives it to gw_task_op_publish). Other routers (tools_api.c) publish through these two. */
+struct store_op *gw_task_op_new(struct http_req *req, const char *name, json_t *args, json_t *kwargs);
+/* Stores op (taken) and answers 202 {task_id, status:"PENDING"} once it is committed. */
+void gw_task_op_publish(struct http_req *req, struct store_op *op);
 /* POST /v1/celery/run {task, payload}: the original's alias (payload = kwargs, or args). */
 void gw_celery_run(struct http_req *req, void *arg);
 /* GET /v1/queues (queues_api.c). */

@@ -164,6 +164,31 @@ static void drop_op(void *arg)
 	store_op_free(arg);
 }
 
+struct store_op *gw_task_op_new(struct http_req *req, const char *name, json_t *args, json_t *kwargs)
+{
+	char routed[64], id[IDS_UUID_LEN + 1];
+	const char *qname = queue_route(name, routed, sizeof(routed));
+	struct store_op *op = store_op_new(STORE_OP_TASK_PUBLISH, req->ident.tenant);
+	ids_uuid7(id);
+	if (op)
+		op->task =
+			json_pack("{s:s, s:s, s:s, s:{s:O, s:O, s:s, s:s, s:s, s:{s:i}}, s:I, s:I}", "id", id, "queue",
+				  qname, "name", name, "payload", "args", args, "kwargs", kwargs, "subject",
+				  req->ident.subject, "scopes", req->ident.scopes, "request_id", req->request_id,
+				  "options", "priority", 0, "max_retries", (json_int_t)cfg_int(CFG_QUEUE_MAX_RETRIES),
+				  "available_ms", (json_int_t)clock_wall_ms());
+	if (op && !op->task) {
+		store_op_free(op);
+		op = NULL;
+	}
+	return op;
+}
+
+void gw_task_op_publish(struct http_req *req, struct store_op *op)
+{
+	gw_store(req, op, on_published);
+}
+
 /* Task names: 1..128 of letters, digits, '.', '_', '-' (Celery names are dotted paths). */
 bool gw_task_name_ok(const char *s, size_t max)
 {

@@ -400,7 +400,8 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	     (err = gateway_audit_routes(app.router)) != SOMA_OK || (err = gateway_llm_routes(app.router)) != SOMA_OK ||
 	     (err = gateway_llm_start((int)cfg_int(CFG_LLM_PROXY_CONCURRENCY))) != SOMA_OK ||
 	     (err = gateway_upload_routes(app.router)) != SOMA_OK || (err = gateway_upload_start(2)) != SOMA_OK ||
-	     (err = gateway_memory_routes(app.router)) != SOMA_OK || (err = gateway_web_routes(app.router)) != SOMA_OK))
+	     (err = gateway_memory_routes(app.router)) != SOMA_OK ||
+	     (err = gateway_tools_routes(app.router)) != SOMA_OK || (err = gateway_web_routes(app.router)) != SOMA_OK))
 		goto fail;
 	err = SOMA_ERR_NOMEM;
 	if (!(app.pipeline = http_pipeline_new(app.router, &auth)))

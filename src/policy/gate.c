@@ -36,7 +36,8 @@ static const struct route_rule route_rules[] = {
 	{"POST", "/v1/llm/invoke", POLICY_LLM_INVOKE, RES_NONE, true},
 	{"POST", "/v1/llm/invoke/stream", POLICY_LLM_INVOKE, RES_NONE, true},
 	{"POST", "/v1/tasks", POLICY_TASK_RUN, RES_NONE, true},
-	{"POST", "/v1/uploads", POLICY_UPLOAD_CREATE, RES_UPLOAD, false}, /* + each file's type in uploads.c */
+	{"POST", "/v1/tools/{name}/run", POLICY_TOOL_EXECUTE, RES_NONE, true}, /* the tool's name in tools_api.c */
+	{"POST", "/v1/uploads", POLICY_UPLOAD_CREATE, RES_UPLOAD, false},      /* + each file's type in uploads.c */
 	{"GET", "/v1/attachments/{id}", POLICY_SESSION_READ, RES_ATTACHMENT, false},
 	{"GET", "/v1/sessions", POLICY_SESSION_READ, RES_SESSIONS, false},
 	{"GET", "/v1/sessions/{id}", POLICY_SESSION_READ, RES_SESSION, false},
