@@ -12,6 +12,8 @@
  * before a request fails on it; and when any connection of this process re-establishes itself, the
  * others waiting out their backoff try again at their next use instead of answering 503 for up to
  * 5 s more (one early attempt per recovery, so a server that is still refusing is not hammered).
+ * A caller that found its session ended while it held work nothing of which was applied (a message
+ * lane, pg_lanes.c) connects again at once with pg_conn_reconnect (one attempt, then the backoff).
  */
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -178,6 +180,15 @@ enum soma_err pg_conn_ready(struct pgconn *c)
 	}
 	c->down_logged = false;
 	return SOMA_OK;
+}
+
+enum soma_err pg_conn_reconnect(struct pgconn *c)
+{
+	if (c->conn && !pg_conn_up(c))
+		conn_drop(c, PQerrorMessage(c->conn));
+	if (!c->conn)
+		c->retry_ms = 0; /* once: a failed attempt schedules the next after the backoff */
+	return pg_conn_ready(c);
 }
 
 void pg_conn_check_idle(struct pgconn *c)

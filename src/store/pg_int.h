@@ -74,6 +74,10 @@ void pg_conn_close(struct pgconn *c);
 /* SOMA_OK when c is up, reconnecting first when it is down and its backoff has passed;
  * SOMA_ERR_UNAVAILABLE otherwise. pg_exec and pg_cmd call it themselves. */
 enum soma_err pg_conn_ready(struct pgconn *c);
+/* SOMA_OK when c is up; else drops what is left of it and connects again at once, not after the
+ * backoff (a failure schedules the next attempt as pg_conn_ready does): for a caller that found its
+ * session ended by the server while it held work nothing of which was applied. */
+enum soma_err pg_conn_reconnect(struct pgconn *c);
 /* Before a use after idle time: finds a session the server closed meanwhile (a restart, an idle
  * timeout) with one non-blocking read instead of failing the next statement on it; the connection
  * is then dropped and the next pg_conn_ready() connects again at once. No-op while it is down. */
@@ -181,6 +185,19 @@ size_t pg_fast_sort_by_session(struct pg_fast **g, size_t n);
  * known), connects c again (waiting out its first backoff) and settles as committed, with their
  * seq, the messages of g whose event rows are there; the others stay unsettled. */
 void pg_fast_find_committed(struct pgconn *c, struct pg_fast **g, size_t n);
+
+/* pg_lane_txn.c: one transaction of a message lane on its connection c (the lane thread's).
+ * pg_lane_send sends g's unsettled messages as one pipeline (g in session order); pg_lane_run then
+ * settles every one of them (pg_fast.done, err): committed, failed alone, or 503 when the server
+ * cannot be reached or whether they committed is unknown. A group lost before anything of it
+ * was applied goes again on a new connection, connected at once. */
+enum pg_sent {
+	PG_SENT_NONE, /* nothing: there were none, or they are all settled (an error) */
+	PG_SENT_OK,   /* sent as one pipeline: pg_lane_run reads it */
+	PG_SENT_LOST  /* the connection was found lost before the COMMIT was sent: they wait for a new one */
+};
+enum pg_sent pg_lane_send(struct pgconn *c, struct pg_fast **g, size_t n);
+void pg_lane_run(struct pgconn *c, struct pg_fast **g, size_t n, enum pg_sent s);
 
 /* pg_lanes.c: the message lanes. Each lane is a connection and its thread; a message goes to
  * its session's lane while an earlier one of that session is queued or in flight there (so a

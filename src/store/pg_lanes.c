@@ -17,9 +17,14 @@
  *  - nothing is completed before its COMMIT is answered;
  *  - a statement that fails aborts its pipeline: that message gets its error, the others (nothing
  *    applied to an op yet) go out again: it fails alone and leaves no gap in its session's seqs;
- *  - a lost connection: after a confirmed COMMIT its messages are in; with the COMMIT's answer
- *    lost, each message found by its event row on a new connection is too, the rest get 503
- *    (pg_fast_find_committed); the lane reconnects with the connection's backoff (pg_exec.c).
+ *  - a lost connection: after a confirmed COMMIT its messages are in. Found lost before the
+ *    COMMIT could run - its send never reached the COMMIT, or the server failed an item of the
+ *    transaction (the 57P01 of pg_terminate_backend, a restart) - nothing was applied: the lane
+ *    connects again at once and sends the group again (pg_lane_txn.c, a few times at most), so a
+ *    message that meets a session the server just ended, before the idle read saw it, is not a
+ *    503. With the COMMIT's answer lost, each message found by its event row on a new connection
+ *    is in, the rest get 503 (pg_fast_find_committed); a lane that cannot reconnect at once tries
+ *    again with the connection's backoff (pg_exec.c).
  * Locking: one mutex guards the queues, the counts and the session table; a lane's connection is
  * its thread's alone, and no lock is held while it waits for PostgreSQL.
  */
@@ -72,162 +77,6 @@ struct pg_lanes {
 static unsigned session_hash(const char *id)
 {
 	return str_hash(id);
-}
-
-/* ---- one lane transaction ---------------------------------------------------------------------- */
-
-/* Settles every unsettled message of g with err. */
-static void settle_all(struct pg_fast **g, size_t n, enum soma_err err)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!g[i]->done) {
-			g[i]->done = true;
-			g[i]->err = err;
-		}
-	}
-}
-
-/* Sends g's unsettled messages as one pipeline; false when nothing was sent (they are then all
- * settled). */
-static bool group_send(struct pgconn *c, struct pg_fast **g, size_t n)
-{
-	size_t left = 0;
-	const char *sql = NULL; /* prepared: the first message's (all have the same but in a test) */
-	for (size_t i = 0; i < n; i++) {
-		if (!g[i]->done && !left++)
-			sql = g[i]->sql;
-	}
-	if (!left)
-		return false;
-	enum soma_err err;
-	char name[PG_STMT_NAME];
-	if (!pg_prepared(c, sql, name, &err)) {
-		settle_all(g, n, err);
-		return false;
-	}
-	bool ok = PQenterPipelineMode(c->conn) && PQsendQueryParams(c->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-	for (size_t i = 0; ok && i < n; i++) {
-		struct pg_fast *f = g[i];
-		if (f->done)
-			continue;
-		ok = name[0] && f->sql == sql ? PQsendQueryPrepared(c->conn, name, f->p.n, f->p.v, NULL, NULL, 0)
-					      : PQsendQueryParams(c->conn, f->sql, f->p.n, NULL, f->p.v, NULL, NULL, 0);
-	}
-	ok = ok && PQsendQueryParams(c->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c->conn);
-	if (!ok) {
-		settle_all(g, n, pg_err_map(c, NULL));
-		if (pg_conn_up(c)) /* not lost (out of memory?): start again from a clean session */
-			pg_conn_close(c);
-		return false;
-	}
-	return true;
-}
-
-/* One result of the pipeline (then the NULL that ends it); NULL when the connection failed. */
-static PGresult *pipe_result(struct pgconn *c)
-{
-	PGresult *r = PQgetResult(c->conn);
-	if (!r)
-		return NULL;
-	ExecStatusType st = PQresultStatus(r);
-	if (st != PGRES_PIPELINE_SYNC && PQgetResult(c->conn) != NULL) { /* never more than one result */
-		PQclear(r);
-		return NULL;
-	}
-	return r;
-}
-
-/* The statements' results of group_send: each message's row, or the first that failed (into
- * *failed, *failed_err). False when the connection was lost. */
-static bool read_statements(struct pgconn *c, struct pg_fast **g, size_t n, struct pg_fast **failed,
-			    enum soma_err *failed_err)
-{
-	for (size_t i = 0; i < n; i++) {
-		struct pg_fast *f = g[i];
-		if (f->done)
-			continue;
-		PGresult *r = pipe_result(c);
-		ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-		if (st == PGRES_TUPLES_OK) {
-			f->found = PQntuples(r) == 1;
-			f->seq = f->found ? pg_int(r, 0, 0) : 0;
-			f->created = f->found && pg_bool(r, 0, 1);
-		} else if (st != PGRES_PIPELINE_ABORTED) {
-			enum soma_err e = pg_err_map(c, r);
-			if (!r || !pg_conn_up(c)) {
-				PQclear(r);
-				return false;
-			}
-			if (!*failed) {
-				*failed = f;
-				*failed_err = e;
-			}
-		}
-		PQclear(r);
-	}
-	return true;
-}
-
-/* Reads the results of group_send: settles every message when the transaction committed, or only
- * the one that failed (the others are sent again). */
-static void group_read(struct pgconn *c, struct pg_fast **g, size_t n)
-{
-	struct pg_fast *failed = NULL;
-	enum soma_err failed_err = SOMA_OK, commit_err = SOMA_ERR_STORE;
-	PGresult *r = pipe_result(c); /* BEGIN */
-	bool lost = false;
-	if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-		failed_err = pg_err_map(c, r);
-		lost = !r || !pg_conn_up(c);
-	}
-	PQclear(r);
-	lost = lost || !read_statements(c, g, n, &failed, &failed_err);
-	if (!lost) {
-		r = pipe_result(c); /* COMMIT */
-		if (r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0)
-			commit_err = SOMA_OK;
-		else if (r && PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
-			commit_err = pg_err_map(c, r);
-		lost = !r || !pg_conn_up(c);
-		PQclear(r);
-	}
-	if (!lost) {
-		r = PQgetResult(c->conn); /* the Sync */
-		lost = !r || PQresultStatus(r) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->conn);
-		PQclear(r);
-	}
-	if (lost) { /* after a confirmed COMMIT all are in; else each is found by its row or is a 503 */
-		if (pg_conn_up(c))
-			pg_conn_close(c);
-		if (commit_err != SOMA_OK)
-			pg_fast_find_committed(c, g, n);
-		settle_all(g, n, commit_err == SOMA_OK ? SOMA_OK : SOMA_ERR_UNAVAILABLE);
-		return;
-	}
-	if (commit_err == SOMA_OK) {
-		settle_all(g, n, SOMA_OK);
-		return;
-	}
-	if (!failed) { /* BEGIN or COMMIT failed: every message shares it */
-		settle_all(g, n, failed_err != SOMA_OK ? failed_err : commit_err);
-		(void)pg_cmd(c, "ROLLBACK");
-		return;
-	}
-	failed->done = true;
-	failed->err = failed_err;
-	if (pg_cmd(c, "ROLLBACK") != SOMA_OK) /* the others go out again */
-		settle_all(g, n, SOMA_ERR_UNAVAILABLE);
-}
-
-/* Settles every message of g (new: none settled) once group_send sent it (sent: what it
- * returned): one transaction, sent again without any message that failed. */
-static void group_run(struct pgconn *c, struct pg_fast **g, size_t n, bool sent)
-{
-	if (!sent)
-		return;
-	do
-		group_read(c, g, n);
-	while (group_send(c, g, n));
 }
 
 /* ---- the lanes' threads ------------------------------------------------------------------------ */
@@ -356,10 +205,10 @@ static void *lane_main(void *arg)
 		}
 		size_t n = n_prev && !pg_conn_up(&ln->c) ? 0 : pg_fast_sort_by_session(g, lane_take(ln, g));
 		pthread_mutex_unlock(&L->lock);
-		bool sent = n && group_send(&ln->c, g, n);
+		enum pg_sent sent = n ? pg_lane_send(&ln->c, g, n) : PG_SENT_NONE;
 		if (n_prev)
 			group_release(L, ln, prev, n_prev);
-		group_run(&ln->c, g, n, sent);
+		pg_lane_run(&ln->c, g, n, sent);
 		bool down = !pg_conn_up(&ln->c);
 		struct pg_fast **t = prev;
 		prev = g;

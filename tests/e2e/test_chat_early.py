@@ -5,9 +5,10 @@ publishes nothing before the commit is confirmed.
 The commit is held back for real: the test takes the store's write lock (SQLite: BEGIN
 IMMEDIATE on the database file; PostgreSQL: LOCK TABLE sessions IN EXCLUSIVE MODE, which the
 message's session upsert waits for while reads go on). A commit that fails for real: SQLite's
-writer gives up after its 10 s busy timeout; on PostgreSQL the blocked backend is terminated
-(pg_terminate_backend), so the message lane loses its connection and the message is not
-acknowledged (503)."""
+writer gives up after its 10 s busy timeout; on PostgreSQL the blocked statement is cancelled
+(pg_cancel_backend), so the message lane's transaction fails and the message is not acknowledged
+(503). (Not pg_terminate_backend: a lane sends a transaction the end of its session aborted again
+on a new one, src/store/pg_lane_txn.c, and the message would wait for the lock again.)"""
 
 import threading
 import time
@@ -30,7 +31,7 @@ class WriteLock:
             self.conn.execute("BEGIN IMMEDIATE")
 
     def fail_blocked_writer(self):
-        """PostgreSQL: ends the server's backend that waits for the lock (its commit fails)."""
+        """PostgreSQL: cancels the statement that waits for the lock (its commit fails)."""
         cur = self.conn.cursor()
 
         def waiting():
@@ -41,7 +42,7 @@ class WriteLock:
             return cur.fetchone()[0] >= 1
 
         wait_until(waiting, 10, what="the message's statement waiting for the lock")
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        cur.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND pid <> pg_backend_pid()")
 
     def release(self):
