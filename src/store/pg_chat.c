@@ -155,7 +155,9 @@ static enum soma_err attachments_owned(struct pgconn *c, struct store_op *op)
 
 /* Binds the message's attachments that have no session yet (uploaded without one, or before
  * their session existed) to its session, so deleting the session deletes them; one bound to
- * another session of the tenant stays that session's. */
+ * another session of the tenant stays that session's. And notes that the session names each
+ * (attachment_refs), one round trip an attachment: deleting the session an attachment is bound
+ * to keeps it while another session still names it (op_session_delete). */
 static enum soma_err attachments_bind(struct pgconn *c, struct store_op *op)
 {
 	size_t i;
@@ -167,8 +169,10 @@ static enum soma_err attachments_bind(struct pgconn *c, struct store_op *op)
 		pg_param_text(&p, json_string_value(id) ? json_string_value(id) : "");
 		pg_param_text(&p, op->tenant);
 		enum soma_err err = pg_run(c,
-					   "UPDATE attachments SET session_id = $1 "
-					   "WHERE id = $2 AND tenant = $3 AND session_id IS NULL",
+					   "WITH bound AS (UPDATE attachments SET session_id = $1 "
+					   "WHERE id = $2 AND tenant = $3 AND session_id IS NULL) "
+					   "INSERT INTO attachment_refs(tenant, attachment_id, session_id) "
+					   "VALUES ($3, $2, $1) ON CONFLICT DO NOTHING",
 					   &p, NULL);
 		if (err != SOMA_OK)
 			return err;
@@ -239,18 +243,28 @@ static enum soma_err op_event_append(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;		 /* no next task changes nothing here */
 }
 
+/* As sqlite_chat.c: a reset deletes the events and queued tasks, a delete also the attachments
+ * no other session of the tenant names (those another one names are handed to it) and the
+ * session; both drop the session's references. */
 static enum soma_err op_session_delete(struct pgconn *c, struct store_op *op, bool reset)
 {
 	static const char *const del_session = "DELETE FROM sessions WHERE id = $1 AND tenant = $2";
 	static const char *const del_events = "DELETE FROM events WHERE session_id = $1 AND tenant = $2";
 	static const char *const del_tasks =
 		"DELETE FROM tasks WHERE session_id = $1 AND tenant = $2 AND state = 'queued'";
+	static const char *const del_refs = "DELETE FROM attachment_refs WHERE tenant = $2 AND session_id = $1";
+	static const char *const hand_over =
+		"UPDATE attachments a SET session_id = (SELECT min(r.session_id) FROM attachment_refs r "
+		"WHERE r.tenant = $2 AND r.attachment_id = a.id) "
+		"WHERE a.session_id = $1 AND a.tenant = $2 AND EXISTS (SELECT 1 FROM attachment_refs r "
+		"WHERE r.tenant = $2 AND r.attachment_id = a.id)";
 	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = $1 AND tenant = $2";
 	enum soma_err err = SOMA_OK;
 	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
 		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
-	const char *const all[] = {del_tasks, del_events, del_attach, del_session};
-	size_t n = reset ? 2 : 4;
+	/* del_refs first: hand_over then sees only the other sessions' references */
+	const char *const all[] = {del_tasks, del_events, del_refs, hand_over, del_attach, del_session};
+	size_t n = reset ? 3 : 6;
 	struct pg_params p = {0};
 	pg_param_text(&p, op->session_id);
 	pg_param_text(&p, op->tenant);

@@ -241,18 +241,29 @@ static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
 	return err == SOMA_OK || err == SOMA_ERR_NOT_FOUND ? SOMA_OK : err;
 }
 
+/* Deletes the session, its events, queued tasks and attachments; a reset only its events and
+ * queued tasks. Either way the session names no attachment any more (attachment_refs). An
+ * attachment of the session that another session of the tenant still names is not deleted but
+ * handed to one of those (the least id), whose delete then takes it when it is the last. */
 static enum soma_err op_session_delete(struct dbconn *c, struct store_op *op, bool reset)
 {
-	static const char *const del_session = "DELETE FROM sessions WHERE id = ? AND tenant = ?";
-	static const char *const del_events = "DELETE FROM events WHERE session_id = ? AND tenant = ?";
+	static const char *const del_session = "DELETE FROM sessions WHERE id = ?1 AND tenant = ?2";
+	static const char *const del_events = "DELETE FROM events WHERE session_id = ?1 AND tenant = ?2";
 	static const char *const del_tasks =
-		"DELETE FROM tasks WHERE session_id = ? AND tenant = ? AND state = 'queued'";
-	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = ? AND tenant = ?";
+		"DELETE FROM tasks WHERE session_id = ?1 AND tenant = ?2 AND state = 'queued'";
+	static const char *const del_refs = "DELETE FROM attachment_refs WHERE tenant = ?2 AND session_id = ?1";
+	static const char *const hand_over =
+		"UPDATE attachments SET session_id = (SELECT min(r.session_id) FROM attachment_refs r "
+		"WHERE r.tenant = ?2 AND r.attachment_id = attachments.id) "
+		"WHERE session_id = ?1 AND tenant = ?2 AND EXISTS (SELECT 1 FROM attachment_refs r "
+		"WHERE r.tenant = ?2 AND r.attachment_id = attachments.id)";
+	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = ?1 AND tenant = ?2";
 	enum soma_err err = SOMA_OK;
 	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
 		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
-	const char *const all[] = {del_tasks, del_events, del_attach, del_session};
-	size_t n = reset ? 2 : 4;
+	/* del_refs first: hand_over then sees only the other sessions' references */
+	const char *const all[] = {del_tasks, del_events, del_refs, hand_over, del_attach, del_session};
+	size_t n = reset ? 3 : 6;
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *s = dbconn_stmt(c, all[i]);
 		if (!s)

@@ -344,20 +344,31 @@ enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op)
 
 /* Binds the message's attachments that have no session yet (uploaded without one, or before
  * their session existed) to its session, so deleting the session deletes them; one bound to
- * another session of the tenant stays that session's. */
+ * another session of the tenant stays that session's. And notes that the session names each
+ * (attachment_refs): deleting the session an attachment is bound to keeps it while another
+ * session still names it (sqlite_chat.c). */
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op)
 {
 	size_t i;
 	json_t *id;
 	json_array_foreach(op->attachments, i, id)
 	{
-		sqlite3_stmt *s = dbconn_stmt(c, "UPDATE attachments SET session_id = ? "
-						 "WHERE id = ? AND tenant = ? AND session_id IS NULL");
+		sqlite3_stmt *s = dbconn_stmt(c, "UPDATE attachments SET session_id = ?1 "
+						 "WHERE id = ?2 AND tenant = ?3 AND session_id IS NULL");
 		if (!s)
 			return SOMA_ERR_STORE;
 		bind_text(s, 1, op->session_id);
 		bind_text(s, 2, json_string_value(id));
 		bind_text(s, 3, op->tenant);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return SOMA_ERR_STORE;
+		s = dbconn_stmt(c, "INSERT OR IGNORE INTO attachment_refs(tenant, attachment_id, session_id) "
+				   "VALUES (?1, ?2, ?3)");
+		if (!s)
+			return SOMA_ERR_STORE;
+		bind_text(s, 1, op->tenant);
+		bind_text(s, 2, json_string_value(id));
+		bind_text(s, 3, op->session_id);
 		if (sqlite3_step(s) != SQLITE_DONE)
 			return SOMA_ERR_STORE;
 	}

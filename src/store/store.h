@@ -88,7 +88,7 @@ enum store_op_kind {
 	STORE_OP_CONTEXT,	 /* r: the last `limit` turns (user, assistant.final) as rows */
 	STORE_OP_SESSION_GET,	 /* r: one session */
 	STORE_OP_SESSIONS_LIST,	 /* r: sessions newest first, cursor-paginated */
-	STORE_OP_SESSION_DELETE, /* w: session, events, attachments rows, pending tasks */
+	STORE_OP_SESSION_DELETE, /* w: session, events, pending tasks, attachment rows no other session names */
 	STORE_OP_SESSION_RESET,	 /* w: events and pending tasks; the session stays */
 	STORE_OP_SESSION_PAUSE,	 /* w: paused = flag */
 	STORE_OP_TASK_RESERVE,	 /* w: reserve the next ready task of queue (visibility timeout) into

@@ -230,7 +230,9 @@ enum soma_err store_sql_memory_event(struct dbconn *c, const char *tenant, const
 enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 /* MESSAGE (sqlite_chat.c): every id of op->attachments must be an attachment of op->tenant (else
  * SOMA_ERR_NOT_FOUND naming it in op->error_text); then, once the message is stored, those that
- * have no session yet are bound to op->session_id (deleting the session deletes them). */
+ * have no session yet are bound to op->session_id, and each is noted as named by it
+ * (attachment_refs: deleting the session an attachment is bound to deletes it only when no other
+ * session of the tenant names it). */
 enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
