@@ -117,8 +117,9 @@ X(LLM_CONTEXT_EVENTS, "llm.context_events", CFG_INT, "50", 1, 1000, NULL, NULL, 
 X(LLM_MAX_CONTEXT_TOKENS, "llm.max_context_tokens", CFG_INT, "8000", 100, 10000000, NULL, NULL, false, NULL, \
   "Context budget (estimated at 4 characters a token); the oldest events are dropped first.") \
 X(LLM_ATTACHMENT_MAX_BYTES, "llm.attachment_max_bytes", CFG_INT, "32768", 0, 1048576, NULL, NULL, false, NULL, \
-  "Text of a message's attached files given to the model, in bytes per message (the rest is cut, " \
-  "and the cut marked); other files are named only. Counts against llm.max_context_tokens.") \
+  "Text of a message's attached files given to the model, in bytes per message; never more than half " \
+  "of the context budget the system prompt and the newest message leave (the rest is cut, and the cut " \
+  "marked); other files are named only. Counts against llm.max_context_tokens.") \
 X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a helpful assistant.", 0, 0, NULL, \
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \

@@ -6,9 +6,12 @@
  * "attachments"; the stored event and the store's context cache keep only the ids, never a
  * file's text). conv_build_messages asks conv_attached_turn for such a turn's OpenAI message as
  * it fills the window, newest turn first, so only the turns the window reaches are read, each
- * once per reply: the message's text, then per file a note naming it (name, type, size) and, when its
- * stored type is text-like (conv_mime_is_text), its text. The files' text is bounded per message
- * by llm.attachment_max_bytes (the cut is marked) and, being in the message, counts against
+ * once per reply (an older turn that does not fit whole up to three times, smaller each time): the
+ * message's text, then per file a note naming it (name, type, size) and, when its stored type is
+ * text-like (conv_mime_is_text), its text. The files' text is bounded per message by
+ * llm.attachment_max_bytes and by the share of the context conv_build_messages gives (file_max:
+ * half of what the system prompt and the newest message leave), whichever is smaller; a cut is
+ * always marked and names that setting. Being in the message, the text counts against
  * llm.max_context_tokens like the rest. Each attachment row is read with the task's tenant (the
  * message's: the store checked that the ids were that tenant's when it took the message). A file
  * deleted since, or whose bytes are gone from data.dir, is named as no longer available: the reply
@@ -60,19 +63,17 @@ void conv_attachment_write(FILE *f, const struct conv_file *cf)
 	switch (cf->state) {
 	case CONV_FILE_TEXT:
 		if (cf->shown == 0 && cf->size > 0) {
-			fprintf(f,
-				"[Attached file: %s (%s, %lld bytes): its text is not included (this message's files "
-				"used llm.attachment_max_bytes)]",
-				name, mime, size);
+			fprintf(f, "[Attached file: %s (%s, %lld bytes): its text is not included (%s)]", name, mime,
+				size,
+				cf->cut_by ? "no room for it in the context: llm.max_context_tokens"
+					   : "this message's files used llm.attachment_max_bytes");
 			return;
 		}
 		fprintf(f, "[Attached file: %s (%s, %lld bytes)]\n", name, mime, size);
 		fwrite(cf->text, 1, cf->len, f);
 		if ((int64_t)cf->shown < cf->size)
-			fprintf(f,
-				"\n[Cut: only the first %zu of %lld bytes of %s are included "
-				"(llm.attachment_max_bytes)]",
-				cf->shown, size, name);
+			fprintf(f, "\n[Cut: only the first %zu of %lld bytes of %s are included (%s)]", cf->shown, size,
+				name, cf->cut_by ? cf->cut_by : "llm.attachment_max_bytes");
 		else
 			fprintf(f, "\n[End of %s]", name);
 		return;
@@ -140,10 +141,10 @@ static void read_text(struct conv_file *cf, const char *sha, size_t max, char **
 }
 
 /* Writes the note of attachment id to f, reading it as t's tenant; *left: the text bytes this
- * message's files may still show. */
-static void attach_one(struct task_ctx *t, const char *id, size_t *left, FILE *f)
+ * message's files may still show; cut_by: the setting that set them (NULL: attachment_max_bytes). */
+static void attach_one(struct task_ctx *t, const char *id, size_t *left, const char *cut_by, FILE *f)
 {
-	struct conv_file cf = {.id = id ? id : "", .state = CONV_FILE_GONE};
+	struct conv_file cf = {.id = id ? id : "", .state = CONV_FILE_GONE, .cut_by = cut_by};
 	struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_GET, t->tenant);
 	char *buf = NULL;
 	enum soma_err err = SOMA_ERR_NOMEM;
@@ -170,20 +171,31 @@ static void attach_one(struct task_ctx *t, const char *id, size_t *left, FILE *f
 	store_op_free(op);
 }
 
-json_t *conv_attached_turn(void *ctx, json_t *row)
+json_t *conv_attached_turn(void *ctx, json_t *row, size_t file_max, bool with_text)
 {
 	struct task_ctx *t = ctx;
 	json_t *content = json_object_get(row, "content"), *ids = json_object_get(row, "attachments"), *id;
 	size_t left = (size_t)cfg_int(CFG_LLM_ATTACHMENT_MAX_BYTES), len = 0, i;
+	const char *cut_by = NULL;
+	if (file_max < left) { /* the context's share is the smaller bound: the notes name it */
+		left = file_max;
+		cut_by = "llm.max_context_tokens";
+	}
 	char *text = NULL;
 	FILE *f = open_memstream(&text, &len);
 	if (!f)
 		return NULL;
-	fwrite(json_string_value(content) ? json_string_value(content) : "", 1, json_string_length(content), f);
+	if (with_text)
+		fwrite(json_string_value(content) ? json_string_value(content) : "", 1, json_string_length(content), f);
+	else
+		fprintf(f,
+			"[The text of this message (%zu characters) is left out: no room for it in the context "
+			"(llm.max_context_tokens)]",
+			json_string_length(content));
 	json_array_foreach(ids, i, id)
 	{
 		fputs("\n\n", f);
-		attach_one(t, json_string_value(id), &left, f);
+		attach_one(t, json_string_value(id), &left, cut_by, f);
 	}
 	json_t *msg = NULL;
 	if (fclose(f) == 0 && text)

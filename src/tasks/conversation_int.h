@@ -19,13 +19,19 @@
 
 /* Length of at most max bytes of s that ends on a UTF-8 character boundary. */
 size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
-/* The OpenAI message to send for a stored turn that names attachments (row borrowed), or NULL
- * for the turn's own message (out of memory). Caller owns. */
-typedef json_t *(*conv_turn_fn)(void *ctx, json_t *row);
+/* The OpenAI message to send for a stored turn that names attachments (row borrowed), showing at
+ * most file_max bytes of its files' text (0: the files named only), with the turn's own text or,
+ * without with_text, a note that it is left out; NULL for the turn's own message (out of memory).
+ * Caller owns. */
+typedef json_t *(*conv_turn_fn)(void *ctx, json_t *row, size_t file_max, bool with_text);
 /* OpenAI messages from the stored turns (rows newest first, {role, content, msg?, attachments?};
  * borrowed): the system prompt, then the most recent turns that fit llm.max_context_tokens, less
- * reserved characters. A turn with attachments is sent as turn(ctx, row) builds it (when turn is
- * not NULL), counted at its length. Caller owns. */
+ * reserved characters. A turn with attachments is sent as turn(ctx, row, ...) builds it (when turn
+ * is not NULL), counted at its length: its files' text takes at most half of the budget left after
+ * the system prompt, reserved and the newest turn's own text; an older one that
+ * does not fit so is sent with its files named only, then without its text, before the window ends
+ * there. The newest turn is always sent; cut to the budget, the cut marked, if it alone is larger.
+ * Caller owns. */
 json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx);
 
 /* ---- attached files (conversation_attach.c) ---- */
@@ -41,9 +47,10 @@ struct conv_file {
 	const char *id, *name, *mime; /* borrowed; name and mime NULL unless the row was read */
 	int64_t size;		      /* bytes, as stored */
 	enum conv_file_state state;
-	const char *text; /* CONV_FILE_TEXT: the text shown (UTF-8; borrowed) */
-	size_t len;	  /* its length */
-	size_t shown;	  /* bytes of the file it shows (less than size: cut) */
+	const char *text;   /* CONV_FILE_TEXT: the text shown (UTF-8; borrowed) */
+	size_t len;	    /* its length */
+	size_t shown;	    /* bytes of the file it shows (less than size: cut) */
+	const char *cut_by; /* the setting that bounded the text shown (NULL: llm.attachment_max_bytes) */
 };
 /* Whether a stored type is text-like: any text/ type, application/json, xml, yaml, csv, scripts, and any
  * application/...+json or +xml (parameters ignored, case-insensitive). */
@@ -51,8 +58,9 @@ bool conv_mime_is_text(const char *mime);
 /* Writes cf's note (its name, type and size; its text when shown; a cut marked) to f. */
 void conv_attachment_write(FILE *f, const struct conv_file *cf);
 /* conv_turn_fn of a task (ctx: its struct task_ctx): the user turn's text, then a note per
- * attached file, read as the task's tenant, with at most llm.attachment_max_bytes of their text. */
-json_t *conv_attached_turn(void *ctx, json_t *row);
+ * attached file, read as the task's tenant, with at most llm.attachment_max_bytes (or file_max
+ * when smaller) of their text. */
+json_t *conv_attached_turn(void *ctx, json_t *row, size_t file_max, bool with_text);
 
 /* The policy recheck (issue 6): conversation.send and llm.invoke asked again as the sender. */
 struct recheck {

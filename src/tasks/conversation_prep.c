@@ -56,38 +56,87 @@ static json_t *turn_message(json_t *row)
 	return o;
 }
 
+/* The message of the newest turn (msg, consumed) cut to max characters, the cut marked so the
+ * model knows it reads a beginning; the marker is counted in max (at least 1024 characters of
+ * the message are kept, as before). Owned; NULL when memory ran out. */
+static json_t *cut_newest(json_t *msg, int64_t max)
+{
+	const char *text = json_string_value(json_object_get(msg, "content"));
+	size_t len = json_string_length(json_object_get(msg, "content"));
+	const char *fmt = "\n[Cut: only the first %zu of %zu characters of this message are included "
+			  "(llm.max_context_tokens)]";
+	int mark = snprintf(NULL, 0, fmt, len, len); /* the longest it can be: the kept part is shorter */
+	int64_t room = max - mark;
+	size_t keep = conv_utf8_prefix(text, len, room > 1024 ? (size_t)room : 1024);
+	char *marker = malloc((size_t)mark + 1);
+	json_t *cut = NULL;
+	if (marker) {
+		snprintf(marker, (size_t)mark + 1, fmt, keep, len);
+		cut = json_pack("{s:s, s:s%+}", "role", json_string_value(json_object_get(msg, "role")), "content",
+				text, keep, marker);
+	}
+	free(marker);
+	json_decref(msg);
+	return cut;
+}
+
+/* The message of an older turn with attachments that fits in budget: whole (its files' text at
+ * most share bytes), else with its files named only, else without its own text either; NULL
+ * when none fits (the window ends) or memory ran out. Owned. */
+static json_t *older_attached(json_t *row, int64_t budget, size_t share, conv_turn_fn turn, void *ctx)
+{
+	static const struct {
+		bool files, text;
+	} tries[] = {{true, true}, {false, true}, {false, false}};
+	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		json_t *msg = turn(ctx, row, tries[i].files ? share : 0, tries[i].text);
+		if (!msg || (int64_t)json_string_length(json_object_get(msg, "content")) <= budget)
+			return msg;
+		json_decref(msg);
+	}
+	return NULL;
+}
+
 /* OpenAI messages from the stored turns (rows newest first, {role, content, id?, msg?,
  * attachments?}): the system prompt, then the most recent turns that fit the budget (estimated
- * at 4 characters a token), as one contiguous window. Each turn's message is built once, as the
- * window reaches it (a turn with attachments by turn, its files' text counted with it). The
- * newest turn is always sent, cut to the budget if it alone is larger. */
+ * at 4 characters a token, every message counted at its length in bytes), as one contiguous
+ * window. Each turn's message is built as the window reaches it (a turn with attachments by turn,
+ * its files' text counted with it). The files' text of a turn takes at most share bytes: half of
+ * what the budget leaves after the system prompt, reserved and the newest turn's own text, so a
+ * large file never leaves the newest turn without room, nor pushes out every older turn. An
+ * older turn with files that does not fit whole is kept smaller rather than dropped
+ * (older_attached). The newest turn is always sent, cut to the budget and the cut marked if it
+ * alone is larger. */
 json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
 	const char *system = cfg_str(CFG_LLM_SYSTEM_PROMPT);
 	budget -= (int64_t)strlen(system) + (int64_t)reserved;
+	int64_t free_room = budget - (int64_t)json_string_length(json_object_get(json_array_get(rows, 0), "content"));
+	size_t share = free_room > 0 ? (size_t)(free_room / 2) : 0;
 	/* the window first (newest first in picked), then the turns appended oldest first */
 	json_t *picked = json_array(), *turns = json_array();
 	size_t n = json_array_size(rows);
 	for (size_t k = 0; k < n && picked; k++) {
-		json_t *row = json_array_get(rows, k);
-		json_t *msg = turn && json_array_size(json_object_get(row, "attachments")) ? turn(ctx, row) : NULL;
+		json_t *row = json_array_get(rows, k), *msg = NULL;
+		bool files = turn && json_array_size(json_object_get(row, "attachments"));
+		if (files && k > 0) {
+			if (!(msg = older_attached(row, budget, share, turn, ctx)))
+				break; /* older turns would leave a gap: the window ends here */
+		} else if (files) {
+			msg = turn(ctx, row, share, true);
+		}
 		if (!msg && !(msg = turn_message(row)))
 			break;
-		json_t *content = json_object_get(msg, "content");
-		size_t len = json_string_length(content);
+		size_t len = json_string_length(json_object_get(msg, "content"));
 		if ((int64_t)len > budget && k > 0) {
 			json_decref(msg);
 			break; /* older turns would leave a gap: the window ends here */
 		}
-		if ((int64_t)len > budget) { /* the newest turn alone is over the budget: keep its beginning */
-			const char *text = json_string_value(content);
-			len = conv_utf8_prefix(text, len, budget > 1024 ? (size_t)budget : 1024);
-			json_t *cut = json_pack("{s:s, s:s%}", "role", json_string_value(json_object_get(msg, "role")),
-						"content", text, len);
-			json_decref(msg);
-			if (!(msg = cut))
+		if ((int64_t)len > budget) { /* the newest turn alone is over the budget: its beginning */
+			if (!(msg = cut_newest(msg, budget)))
 				break;
+			len = json_string_length(json_object_get(msg, "content"));
 		}
 		budget -= (int64_t)len;
 		json_array_append_new(picked, msg);

@@ -1,6 +1,7 @@
 """Files attached to a message reach the LLM: the user turn names each file (name, type, size)
-and, for text, carries its text, bounded by llm.attachment_max_bytes per message (the cut
-marked); other types are named only; a file gone since the message is named as unavailable.
+and, for text, carries its text, bounded by llm.attachment_max_bytes per message and by half of
+the context budget the system prompt and the newest text leave (the cut marked); other types are
+named only; a file gone since the message is named as unavailable.
 Asserted on the exact messages the fake LLM received (nothing of the stored rows leaks)."""
 
 import os
@@ -63,9 +64,10 @@ def test_binary_named_text_cut_and_missing_file(soma, llm):
 
 
 def test_attachment_counts_in_the_context_budget(soma, llm):
-    """A large file takes the room of older turns (llm.max_context_tokens, 4 characters a token)."""
+    """A large file takes the room of older turns (llm.max_context_tokens, 4 characters a token),
+    at most half of what the system prompt and the newest text leave: (1600 - 39 - 7) / 2 = 777."""
     srv = soma("llm.max_context_tokens=400", "llm.attachment_max_bytes=1200")
-    sid = post_message(srv, "first message " * 20)["session_id"]  # 280 characters
+    sid = post_message(srv, "first message " * 50)["session_id"]  # 700 characters
     wait_terminal(srv, sid)
     it = upload(srv, "big.txt", b"word " * 240, "text/plain")  # 1200 bytes
     post_message(srv, "Read it", session_id=sid, attachments=[it["id"]])
@@ -73,3 +75,32 @@ def test_attachment_counts_in_the_context_budget(soma, llm):
     msgs = llm.stats()["last_request"]["messages"]
     assert not any(m["content"].startswith("first message") for m in msgs), msgs  # no room left for it
     assert msgs[-1]["content"].startswith("Read it\n\n[Attached file: big.txt (text/plain, 1200 bytes)]\nword ")
+    assert msgs[-1]["content"].endswith(
+        "\n[Cut: only the first 777 of 1200 bytes of big.txt are included (llm.max_context_tokens)]"), msgs[-1]
+
+
+def test_a_large_file_with_the_defaults_is_cut_marked_and_stays_in_later_turns(soma, llm):
+    """With the default settings llm.attachment_max_bytes (32768) is more than the whole context
+    (8000 tokens): the file's share of the context bounds it, the cut is marked, and the next
+    message's context keeps the file's turn instead of dropping it."""
+    srv = soma()
+    llm.control(text="OK. ")
+    data = b"".join(b"line %05d of the report: value=%d\n" % (i, i * 7) for i in range(1000))
+    assert len(data) > 32000
+    it = upload(srv, "report.txt", data, "text/plain")
+    q = "Please read my report."
+    sid = post_message(srv, q, attachments=[it["id"]])["session_id"]
+    assert wait_terminal(srv, sid)[-1]["type"] == "assistant.final"
+    share = (8000 * 4 - len(SYSTEM["content"]) - len(q)) // 2
+    first = llm.stats()["last_request"]["messages"]
+    turn = first[-1]["content"]
+    assert turn.startswith(q + f"\n\n[Attached file: report.txt (text/plain, {len(data)} bytes)]\nline 00000 ")
+    assert turn.endswith(f"\n[Cut: only the first {share} of {len(data)} bytes of report.txt are included "
+                         "(llm.max_context_tokens)]"), turn[-200:]
+    post_message(srv, "What is the value on line 00003?", session_id=sid)
+    assert wait_terminal(srv, sid, count=2)[-1]["type"] == "assistant.final"
+    msgs = llm.stats()["last_request"]["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"], [m["content"][:60] for m in msgs]
+    assert "[Attached file: report.txt" in msgs[1]["content"] and "line 00003 " in msgs[1]["content"]
+    assert msgs[1]["content"].startswith(q) and "[Cut: only the first " in msgs[1]["content"]
+    assert sum(len(m["content"]) for m in msgs) <= 8000 * 4

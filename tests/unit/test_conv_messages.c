@@ -2,8 +2,9 @@
  * test_conv_messages.c - the provider's messages from the stored turns (conv_build_messages,
  * src/tasks/conversation_prep.c: the window found first, the turns appended oldest first) are
  * those the builder of commit c0993bb gave (each turn inserted at the front; ref_build, kept
- * here): for random turns under budgets from tiny (the newest turn cut, the system prompt alone
- * over the budget) to large, with and without a system prompt.
+ * here, with the newest turn's cut now marked): for random turns under budgets from tiny (the
+ * newest turn cut, the system prompt alone over the budget) to large, with and without a system
+ * prompt.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #include "core/config.h"
 #include "core/json_out.h"
 #include "tasks/conversation_int.h"
+
+#define MARK "\n[Cut: only the first %zu of %zu characters of this message are included (llm.max_context_tokens)]"
 
 static json_t *ref_build(json_t *rows, size_t reserved)
 {
@@ -28,14 +31,19 @@ static json_t *ref_build(json_t *rows, size_t reserved)
 		bool fits = (int64_t)len <= budget;
 		if (!fits && !newest)
 			break;
-		if (!fits)
-			len = conv_utf8_prefix(msg, len, budget > 1024 ? (size_t)budget : 1024);
+		if (fits) {
+			json_array_insert(turns, 0, row);
+		} else { /* the newest turn cut, the cut marked within the budget (after commit c0993bb) */
+			char mark[160];
+			int room = (int)budget - snprintf(NULL, 0, MARK, len, len);
+			size_t keep = conv_utf8_prefix(msg, len, room > 1024 ? (size_t)room : 1024);
+			snprintf(mark, sizeof(mark), MARK, keep, len);
+			json_array_insert_new(turns, 0,
+					      json_pack("{s:s, s:s%+}", "role", role, "content", msg, keep, mark));
+			len = keep + strlen(mark);
+		}
 		budget -= (int64_t)len;
 		newest = false;
-		if (fits)
-			json_array_insert(turns, 0, row);
-		else
-			json_array_insert_new(turns, 0, json_pack("{s:s, s:s%}", "role", role, "content", msg, len));
 	}
 	if (system[0])
 		json_array_insert_new(turns, 0, json_pack("{s:s, s:s}", "role", "system", "content", system));
