@@ -124,6 +124,9 @@ X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a help
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \
   "Provider calls in flight at once for /v1/chat/completions and /v1/llm/invoke.") \
+X(LLM_PROXY_STALL_S, "llm.proxy_stall_s", CFG_INT, "30", 1, 3600, NULL, NULL, false, NULL, \
+  "Seconds a streamed LLM proxy reply waits, its provider call paused, for a client that reads none of " \
+  "the more than stream.max_buffer bytes waiting for it; then the call stops (llm_client_too_slow).") \
 X(QUEUE_CONVERSATION_CONCURRENCY, "queue.conversation.concurrency", CFG_INT, "32", 1, 256, NULL, NULL, false, \
   NULL, "Worker threads of the conversation queue.") \
 X(QUEUE_CELERY_CONCURRENCY, "queue.celery.concurrency", CFG_INT, "4", 1, 256, NULL, NULL, false, NULL, \
@@ -168,7 +171,8 @@ X(STREAM_RESUME_WINDOW_S, "stream.resume_window_s", CFG_INT, "60", 0, 3600, NULL
   "Seconds the deltas of a finished reply stay available to reconnecting streams.") \
 X(STREAM_MAX_BUFFER, "stream.max_buffer", CFG_INT, "1048576", 4096, 1073741824, NULL, NULL, false, NULL, \
   "Bytes queued for a slow stream reader before its stream is closed (it resumes on reconnect); a streamed " \
-  "LLM proxy reply this far behind stops its provider call and ends with an llm_client_too_slow error.") \
+  "LLM proxy reply this far behind pauses its provider call until the client has read them (see " \
+  "llm.proxy_stall_s).") \
 X(A2A_NAME, "a2a.name", CFG_STRING, "SomaAgent01", 0, 0, NULL, validate_nonempty_text, false, NULL, \
   "Agent name in the A2A agent card (/.well-known/agent-card.json).") \
 X(A2A_DESCRIPTION, "a2a.description", CFG_STRING, "A self-hosted conversational agent: send it a message and it replies.", 0, 0, NULL, validate_nonempty_text, false, NULL, \

@@ -12,8 +12,9 @@
  * sent together once that read is handled;
  * errors after the first chunk go in-band as `data: {"error":..}`. A client that reads slower than
  * the provider writes is not buffered for without bound: once more than stream.max_buffer bytes
- * wait for it, the relay returns false (the call stops: the provider connection closes and the
- * slot frees) and its stream ends with an in-band llm_client_too_slow error. At most
+ * wait for it the provider call pauses until it has read them (llm_flow.h); one that reads nothing
+ * for llm.proxy_stall_s is cut (the call stops: the provider connection closes and the slot
+ * frees) and its stream ends with an in-band llm_client_too_slow error. At most
  * llm.proxy_concurrency calls run at once per process (slots, shared by the io threads under one
  * lock); up to 64 times as many wait in arrival order and are started on their own io thread when
  * a slot frees; beyond that the answer is 503 llm_busy. When the client leaves, on_abort cancels the call (or takes
@@ -32,6 +33,7 @@
 #include "core/str_copy.h"
 #include "gateway/gateway.h"
 #include "gateway/llm_ask.h"
+#include "gateway/llm_flow.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "policy/gate.h"
@@ -56,8 +58,7 @@ struct llm_job {
 	struct llm_async *call;	    /* the provider call while JOB_RUNNING */
 	size_t asked_bytes;	    /* the client's request body: the prompt's estimate when no usage comes */
 	int64_t relayed;	    /* chunks relayed: the completion's estimate when no usage comes */
-	size_t max_pending;	    /* stream.max_buffer: bytes queued for the client beyond which the call stops */
-	bool too_slow;		    /* the client fell max_pending behind: the relay stopped the call */
+	struct llm_flow flow;	    /* backpressure (stream.max_buffer, llm.proxy_stall_s) */
 	enum job_state state;	    /* slots.lock */
 	bool aborted;		    /* slots.lock: the client left while the job held an unused grant */
 	struct llm_job *next;	    /* slots.lock: wait list link */
@@ -73,6 +74,7 @@ static struct {
 
 static void job_free(struct llm_job *job)
 {
+	llm_flow_free(&job->flow);
 	json_decref(job->messages);
 	free(job->extra);
 	free(job->upstream);
@@ -182,37 +184,12 @@ static void stream_corked(struct llm_job *job)
 	}
 }
 
-/* What a write left queued for the client (http_stream_write's count): true while within the
- * bound; false (the relay stops the call, on_done ends the stream) once beyond it. */
+/* What a write left queued for the client (http_stream_write's count): beyond the bound the
+ * provider call pauses (llm_flow.h). The relay goes on either way. */
 static bool within_bound(struct llm_job *job, size_t pending)
 {
-	if (pending <= job->max_pending)
-		return true;
-	job->too_slow = true;
-	log_warn("llm",
-		 "request %s: the client fell %zu bytes behind the provider's stream (stream.max_buffer "
-		 "%zu): the call is stopped",
-		 job->req->request_id, pending, job->max_pending);
-	return false;
-}
-
-/* The stream of a client that fell too far behind ends (the call stopped): an in-band error, for
- * a client that reads on, then [DONE] as after any in-band error. */
-static void end_too_slow(struct llm_job *job)
-{
-	struct http_req *req = job->req;
-	req->on_abort = NULL;
-	char err[400];
-	int n = snprintf(
-		err, sizeof(err),
-		"data: {\"error\":{\"code\":\"llm_client_too_slow\",\"type\":\"proxy_error\",\"message\":\"the "
-		"client read the stream too slowly: more than stream.max_buffer (%zu bytes) waited for it; the "
-		"reply was stopped\",\"param\":null,\"request_id\":\"%s\"}}\n\n",
-		job->max_pending, req->request_id);
-	if (n > 0 && (size_t)n < sizeof(err))
-		http_stream_write(req, err, (size_t)n);
-	http_stream_write(req, "data: [DONE]\n\n", 14);
-	http_stream_end(req);
+	llm_flow_wrote(&job->flow, job->call, pending);
+	return true;
 }
 
 /* Each chunk object of a streamed reply, relayed as one SSE frame. usage_only comes from the
@@ -270,6 +247,7 @@ static void answer(struct llm_job *job)
 {
 	struct http_req *req = job->req;
 	req->on_abort = NULL;
+	req->on_drain = NULL;
 	if (job->started) {
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
 			json_t *obj = error_object(job);
@@ -308,10 +286,28 @@ static void on_done(void *ctx, struct llm_result *res)
 	if (res->error != LLM_OK && res->error != LLM_ERR_CANCELLED)
 		log_warn("llm", "provider call failed: %s (%s)", llm_error_code(res->error), res->detail);
 	job->call = NULL;
-	if (job->too_slow)
-		end_too_slow(job);
-	else
-		answer(job);
+	answer(job);
+	job_free(job);
+	slot_release();
+}
+
+/* The client read all that waited for it: the paused call reads on (and may end here). */
+static void client_drained(struct http_req *req)
+{
+	struct llm_job *job = req->handler_ctx;
+	llm_flow_drained(&job->flow, job->call);
+}
+
+/* The client read nothing for llm.proxy_stall_s: the call stops, the stream ends in-band. */
+static void client_stalled(void *ctx)
+{
+	struct llm_job *job = ctx;
+	llm_async_cancel(job->call);
+	job->call = NULL;
+	if (job->res.error == LLM_OK)
+		job->res.error = LLM_ERR_CANCELLED;
+	limits_tokens_add(job->tenant, llm_tokens_used(&job->res, job->asked_bytes, job->relayed));
+	llm_flow_end_too_slow(&job->flow);
 	job_free(job);
 	slot_release();
 }
@@ -452,7 +448,12 @@ void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_sha
 	str_copy(job->model, sizeof(job->model), ask->model ? ask->model : "");
 	job->temperature = ask->temperature;
 	job->max_tokens = ask->max_tokens;
-	job->max_pending = (size_t)cfg_int(CFG_STREAM_MAX_BUFFER);
+	job->flow = (struct llm_flow){.req = req,
+				      .max_pending = (size_t)cfg_int(CFG_STREAM_MAX_BUFFER),
+				      .stall_s = (int)cfg_int(CFG_LLM_PROXY_STALL_S),
+				      .on_stall = client_stalled,
+				      .on_drain = client_drained,
+				      .ctx = job};
 	llm_config_from_settings(&job->cfg);
 	if (!job->cfg.api_key[0]) {
 		job->res.error = LLM_ERR_UNCONFIGURED;

@@ -26,6 +26,8 @@
  * instead of arming it, which would cost one more epoll_wait before the request goes out; inside
  * an action it is armed as usual, so libcurl cannot keep the loop from polling.
  *
+ * Drains and backpressure: async_drain.c.
+ *
  * Parked sockets: libcurl stops watching a provider connection when a transfer ends and asks
  * for it again when the next call reuses it: as epoll_ctl DEL and ADD, two syscalls per call.
  * Instead the watch of a kept connection stays registered, parked (up to MAX_PARKED per loop),
@@ -73,6 +75,8 @@ static void loop_free(void *arg)
 {
 	struct llm_loop *L = arg;
 	const struct curl_api *curl = curl_api_get(NULL);
+	while (L->drains)
+		llm_drain_end(L->drains, false);
 	for (int i = 0; i < L->nspare; i++)
 		curl->easy_cleanup(L->spare[i]);
 	llm_setup_unref(L->setup);
@@ -105,14 +109,20 @@ void llm_async_flush(struct llm_loop *L)
 }
 
 /* Runs libcurl on fd (or its timeouts), reports ended calls, then flushes the bursts. */
+void llm_async_after_curl(struct llm_loop *L)
+{
+	check_done(L);
+	llm_async_detach_early(L);
+	llm_async_flush(L);
+}
+
 static void action(struct llm_loop *L, curl_socket_t fd, int mask)
 {
 	int running;
 	L->in_action = true;
 	curl_api_get(NULL)->multi_socket_action(L->multi, fd, mask, &running);
 	L->in_action = false;
-	check_done(L);
-	llm_async_flush(L);
+	llm_async_after_curl(L);
 }
 
 static void on_sock(evutil_socket_t fd, short what, void *arg)
@@ -281,15 +291,18 @@ static CURL *take_handle(struct llm_async *a, bool *fresh)
 	return *fresh ? curl_api_get(NULL)->easy_init() : L->spare[--L->nspare];
 }
 
-/* An attempt's handle comes back: kept, with its options, when set up with the loop's setup. */
-static void give_handle(struct llm_async *a, CURL *h, bool set_up)
+void llm_async_give_back(struct llm_loop *L, struct llm_setup *setup, CURL *h, bool set_up)
 {
-	struct llm_loop *L = a->loop;
-	if (!set_up || a->setup != L->setup || L->nspare == SPARE_HANDLES) {
+	if (!set_up || setup != L->setup || L->nspare == SPARE_HANDLES) {
 		curl_api_get(NULL)->easy_cleanup(h);
 		return;
 	}
 	L->spare[L->nspare++] = h;
+}
+
+static void give_handle(struct llm_async *a, CURL *h, bool set_up)
+{
+	llm_async_give_back(a->loop, a->setup, h, set_up);
 }
 
 /* Starts the next attempt; false when it could not be set up (OOM). */
@@ -303,6 +316,7 @@ static bool start_attempt(struct llm_async *a)
 	a->easy = take_handle(a, &fresh);
 	if (!a->easy)
 		return false;
+	a->call.on_finished = llm_async_reply_whole;
 	if (llm_call_prepare(&a->call, a->setup, fresh, a->body, a->easy)) {
 		curl->easy_setopt(a->easy, CURLOPT_PRIVATE, (char *)a);
 		if (fresh) {
@@ -323,6 +337,12 @@ static void async_free(struct llm_async *a)
 	for (struct llm_async **p = &a->loop->flush; a->flush_pending && *p; p = &(*p)->flush_next) {
 		if (*p == a) {
 			*p = a->flush_next;
+			break;
+		}
+	}
+	for (struct llm_async **p = &a->loop->early; a->early_pending && *p; p = &(*p)->early_next) {
+		if (*p == a) {
+			*p = a->early_next;
 			break;
 		}
 	}
@@ -383,7 +403,11 @@ static void check_done(struct llm_loop *L)
 		CURLcode rc = m->data.result; /* m dies with the handle's removal */
 		char *priv = NULL;
 		curl->easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-		attempt_ended((struct llm_async *)priv, rc);
+		struct llm_drain *d = llm_drain_of(L, priv);
+		if (d)
+			llm_drain_end(d, rc == CURLE_OK);
+		else
+			attempt_ended((struct llm_async *)priv, rc);
 	}
 }
 

@@ -19,6 +19,7 @@
 #define MAX_PARKED    16 /* watches of idle provider connections kept registered (see Parked) */
 
 struct llm_loop;
+struct llm_drain;
 
 /* One provider socket watched for libcurl (its sockp). */
 struct sock_watch {
@@ -41,6 +42,8 @@ struct llm_loop {
 	int nparked;			       /* entries in parked */
 	struct llm_async *flush;	       /* calls that got chunks in this action (see Bursts) */
 	struct h1_pool *h1;		       /* direct connections (see Direct); owned, made on first use */
+	struct llm_async *early;	       /* calls whose [DONE] came in this action (see Drains) */
+	struct llm_drain *drains;	       /* transfers going on after their call ended (see Drains); owned */
 };
 
 struct llm_async {
@@ -51,6 +54,8 @@ struct llm_async {
 	struct llm_callbacks hooks;   /* what the attempt calls: cb's, through chunk_seen */
 	struct llm_async *flush_next; /* on loop->flush */
 	bool flush_pending;	      /* on loop->flush */
+	struct llm_async *early_next; /* on loop->early */
+	bool early_pending;	      /* on loop->early */
 	struct llm_call call;	      /* the attempt's state */
 	struct llm_setup *setup;      /* what its attempts share with the loop's calls; a reference */
 	llm_done_fn done;	      /* end of the call */
@@ -61,6 +66,22 @@ struct llm_async {
 	struct event *retry;	      /* backoff timer; owned, NULL when not waiting */
 	long delay_ms;		      /* next backoff */
 };
+
+/* A handle comes back (async.c): kept among the spares, with its options, when set up with the
+ * loop's setup and set_up; else freed. */
+void llm_async_give_back(struct llm_loop *L, struct llm_setup *setup, CURL *h, bool set_up);
+/* After libcurl handed on bytes (an action, an unpause): ended calls reported, calls whose reply
+ * is whole ended (their transfers drain), bursts flushed (async.c). */
+void llm_async_after_curl(struct llm_loop *L);
+/* ---- async_drain.c ---- */
+/* call.c's llm_call.on_finished (ctx: the llm_async): the call ends after this action. */
+void llm_async_reply_whole(void *ctx);
+/* The calls whose reply is whole end now; their transfers go on as drains. */
+void llm_async_detach_early(struct llm_loop *L);
+/* The drain whose handle's CURLOPT_PRIVATE is priv, or NULL (a call's). */
+struct llm_drain *llm_drain_of(struct llm_loop *L, void *priv);
+/* A drain is over: clean (its handle back to the spares, its connection kept) or not (closed). */
+void llm_drain_end(struct llm_drain *d, bool clean);
 
 /* Sends the bursts of the calls that got chunks (see async.c, Bursts). */
 void llm_async_flush(struct llm_loop *L);

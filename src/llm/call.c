@@ -2,8 +2,9 @@
  * call.c - one attempt of a chat completion on a libcurl easy handle (see llm_int.h): request
  * body and headers, the write/header callbacks that parse the reply as it arrives (the outcome's
  * class is call_end.c's). Runs on whichever thread drives the handle. A stream's reply ends at
- * its [DONE] (what follows is neither read nor relayed) or at an error event (the provider's
- * failure, whatever follows).
+ * its [DONE] (what follows is neither read nor relayed, but swallowed so the transfer can end
+ * cleanly and keep its connection: at most LLM_AFTER_DONE_MS more) or at an error event (the
+ * provider's failure, whatever follows).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_out.h"
 #include "core/str_copy.h"
@@ -197,7 +199,7 @@ static size_t pass_plain_events(struct llm_call *c, const char *b, size_t n, boo
 bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 {
 	if (c->finished)
-		return false; /* bytes after [DONE]: not read, not relayed; the transfer stops (not reused) */
+		return true; /* bytes after [DONE]: not read, not relayed; swallowed (the connection stays) */
 	if (c->status == 200 && c->req->stream && !c->not_sse) {
 		if (c->cb && c->cb->on_events && c->cb->on_chunk && !c->cb->on_delta) {
 			bool ok;
@@ -211,9 +213,15 @@ bool llm_call_body(struct llm_call *c, const char *data, size_t n)
 		if (err == SOMA_ERR_LIMIT)
 			c->overflow = true;
 		/* [DONE]: the reply is whole and the call ends now, not when the provider ends its body.
-		 * libcurl's transfer stops here (its connection is not reused); a direct transfer waits
-		 * a moment for the framing's end, to keep its connection (h1_xfer_hooks.body_over) */
-		return err == SOMA_OK && !(c->finished && c->curl);
+		 * The transfer goes on a moment for the framing's end, to keep its connection (async.c
+		 * drains it, the blocking client's progress callback bounds it; a direct transfer:
+		 * h1_xfer_hooks.body_over) */
+		if (err == SOMA_OK && c->finished) {
+			c->finished_ns = clock_mono_ns();
+			if (c->on_finished)
+				c->on_finished(c->cb->ctx);
+		}
+		return err == SOMA_OK;
 	}
 	if (!append(&c->body, &c->body_len, data, n, MAX_BODY)) {
 		c->overflow = true;
@@ -227,6 +235,10 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ctx)
 	const struct curl_api *curl = curl_api_get(NULL); /* loaded: we are inside a transfer */
 	struct llm_call *c = ctx;
 	size_t n = size * nmemb;
+	if (!c)
+		return n; /* a transfer drained after its call ended at [DONE] (async.c) */
+	if (c->paused && !c->finished)
+		return CURL_WRITEFUNC_PAUSE; /* kept by libcurl, given again after curl_easy_pause */
 	if (!c->status)
 		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
 	return llm_call_body(c, ptr, n) ? n : 0;
@@ -247,7 +259,8 @@ void llm_call_head(struct llm_call *c, const char *line, size_t n)
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ctx)
 {
-	llm_call_head(ctx, buf, size * nitems);
+	if (ctx) /* NULL: a transfer drained after its call ended (async.c) */
+		llm_call_head(ctx, buf, size * nitems);
 	return size * nitems;
 }
 
@@ -255,6 +268,8 @@ static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 {
 	(void)dt, (void)dn, (void)ut, (void)un;
 	struct llm_call *c = ctx;
+	if (c->finished) /* the reply is whole: the framing's end is waited for a moment only */
+		return clock_mono_ns() - c->finished_ns > (uint64_t)LLM_AFTER_DONE_MS * 1000000u;
 	return c->cb && c->cb->should_cancel && c->cb->should_cancel(c->cb->ctx);
 }
 
@@ -354,7 +369,7 @@ bool llm_call_reset(struct llm_call *c)
 	c->retry_after_ms = -1;
 	c->retry_after_ms_exact = false;
 	c->done = c->overflow = false; /* an attempt's own: a retry's cut stream is not an earlier [DONE]'s */
-	c->failed = c->not_sse = false;
+	c->failed = c->not_sse = c->unsent = false;
 	c->res->detail[0] = '\0';
 	return true;
 }
@@ -378,7 +393,8 @@ bool llm_call_prepare(struct llm_call *c, const struct llm_setup *setup, bool fr
 	curl->easy_setopt(h, CURLOPT_POSTFIELDS, body);
 	curl->easy_setopt(h, CURLOPT_WRITEDATA, c);
 	curl->easy_setopt(h, CURLOPT_HEADERDATA, c);
-	bool polled = c->cb && c->cb->should_cancel;
+	/* the blocking client's transfer is bounded after [DONE] by the progress callback */
+	bool polled = (c->cb && c->cb->should_cancel) || !c->on_finished;
 	if (polled) {
 		curl->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 		curl->easy_setopt(h, CURLOPT_XFERINFODATA, c);

@@ -6,11 +6,17 @@
  * DESIGN: the class decides retries (retry.c) and the words users see (client.c's texts); the
  * detail is for the log and the conversation's error event, so it is never empty and never a
  * transport's "No error": a failure that came in a 200 (an error event in the stream, an error
- * body, a stream that ended early) says what the provider did.
+ * body, a stream that ended early) says what the provider did. A provider that ignores
+ * stream:true and answers a whole chat.completion gave the reply: it is handed on as the chunks a
+ * stream would have brought (a relay gets role and content, the finish, the usage), not asked
+ * for again (each attempt is billed); a 200 that is neither reply nor error body is a protocol
+ * error, not retried. A timeout before the request went out (connecting) was never billed: it
+ * is UNREACHABLE, retried as a refused connect.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/str_copy.h"
 #include "llm/llm_int.h"
@@ -96,7 +102,75 @@ static enum llm_error not_a_reply(struct llm_call *c)
 	else
 		snprintf(c->res->detail, sizeof(c->res->detail), "the provider's answer is no chat completion");
 	json_decref(body);
-	return msg || c->req->stream ? LLM_ERR_SERVER : LLM_ERR_PROTOCOL;
+	return msg ? LLM_ERR_SERVER : LLM_ERR_PROTOCOL;
+}
+
+/* Hands one synthesized chunk to the relay; false when it asked to stop. */
+static bool give_chunk(struct llm_call *c, json_t *chunk, bool usage_only)
+{
+	char *text = json_dumps(chunk, JSON_COMPACT);
+	json_decref(chunk);
+	bool ok = !text || c->cb->on_chunk(c->cb->ctx, text, strlen(text), usage_only);
+	free(text);
+	return ok;
+}
+
+/* A whole chat.completion answering a streamed request: the reply (take_reply), passed on as a
+ * stream's chunks would have been - to a relay as chat.completion.chunk objects (the message as
+ * the first delta, then the finish, then the usage), to on_delta as one delta. */
+static enum llm_error json_to_stream(struct llm_call *c)
+{
+	enum llm_error e = take_reply(c);
+	if (e != LLM_OK)
+		return not_a_reply(c);
+	json_t *body = c->cb && c->cb->on_chunk ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
+	if (body) {
+		json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
+		json_t *delta = json_deep_copy(json_object_get(choice, "message"));
+		if (!json_is_object(delta)) {
+			json_decref(delta);
+			delta = json_object();
+		}
+		if (!json_object_get(delta, "role"))
+			json_object_set_new(delta, "role", json_string("assistant"));
+		json_t *calls = json_object_get(delta, "tool_calls"), *call;
+		size_t i;
+		json_array_foreach(calls, i, call)
+		{
+			if (json_is_object(call) && !json_object_get(call, "index"))
+				json_object_set_new(call, "index", json_integer((json_int_t)i));
+		}
+		json_t *id = json_object_get(body, "id"), *created = json_object_get(body, "created");
+		json_t *model = json_object_get(body, "model"), *usage = json_object_get(body, "usage");
+		const char *finish = c->res->finish_reason[0] ? c->res->finish_reason : "stop";
+#define CHUNK_HEAD                                                                                               \
+	"id", json_is_string(id) ? json_incref(id) : json_string("chatcmpl-stream"), "object",                   \
+		json_string("chat.completion.chunk"), "created",                                                 \
+		json_is_integer(created) ? json_incref(created) : json_integer((json_int_t)time(NULL)), "model", \
+		json_is_string(model) ? json_incref(model) : json_string("")
+		bool ok = give_chunk(c,
+				     json_pack("{s:o,s:o,s:o,s:o,s:[{s:i,s:o,s:n,s:n}]}", CHUNK_HEAD, "choices",
+					       "index", 0, "delta", delta, "logprobs", "finish_reason"),
+				     false) &&
+			  give_chunk(c,
+				     json_pack("{s:o,s:o,s:o,s:o,s:[{s:i,s:{},s:n,s:s}]}", CHUNK_HEAD, "choices",
+					       "index", 0, "delta", "logprobs", "finish_reason", finish),
+				     false) &&
+			  (!json_is_object(usage) ||
+			   give_chunk(c, json_pack("{s:o,s:o,s:o,s:o,s:[],s:O}", CHUNK_HEAD, "choices", "usage", usage),
+				      true));
+#undef CHUNK_HEAD
+		json_decref(body);
+		c->got_token = true;
+		if (!ok)
+			return c->stopped = true, LLM_ERR_CANCELLED;
+	}
+	if (c->cb && c->cb->on_delta && c->res->content_len) {
+		c->got_token = true;
+		if (!c->cb->on_delta(c->cb->ctx, c->res->content, c->res->content_len))
+			return c->stopped = true, LLM_ERR_CANCELLED;
+	}
+	return LLM_OK;
 }
 
 static enum llm_error classify(struct llm_call *c, CURLcode rc)
@@ -121,8 +195,8 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 		return LLM_ERR_UNREACHABLE;
-	case CURLE_OPERATION_TIMEDOUT:
-		return c->got_token ? LLM_ERR_CUT : LLM_ERR_TIMEOUT;
+	case CURLE_OPERATION_TIMEDOUT: /* before the request went out (connecting): never billed */
+		return c->got_token ? LLM_ERR_CUT : c->unsent ? LLM_ERR_UNREACHABLE : LLM_ERR_TIMEOUT;
 	default:
 		/* the connection broke: mid-reply it is a cut stream, before it a server failure */
 		return c->got_token ? LLM_ERR_CUT : c->status ? LLM_ERR_SERVER : LLM_ERR_UNREACHABLE;
@@ -140,7 +214,7 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 	if (c->status != 200)
 		return LLM_ERR_BAD_REQUEST;
 	if (c->req->stream && c->not_sse)
-		return not_a_reply(c);
+		return json_to_stream(c);
 	if (!c->req->stream) {
 		enum llm_error e = take_reply(c);
 		return e == LLM_OK ? e : not_a_reply(c);
@@ -157,8 +231,13 @@ static enum llm_error classify(struct llm_call *c, CURLcode rc)
 enum llm_error llm_call_finish(struct llm_call *c, CURLcode rc)
 {
 	const struct curl_api *curl = curl_api_get(NULL);
-	if (c->curl) /* else (h1_conn) the status came with the answer's head */
+	if (c->curl) { /* else (h1_conn) the status came with the answer's head */
 		curl->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+		long sent = 0;
+		if (rc == CURLE_OPERATION_TIMEDOUT &&
+		    curl->easy_getinfo(c->curl, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK)
+			c->unsent = sent == 0;
+	}
 	c->res->http_status = (int)c->status;
 	c->res->retry_after_ms = c->retry_after_ms;
 	enum llm_error e = classify(c, rc);

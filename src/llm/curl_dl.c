@@ -41,6 +41,7 @@ static void load(void)
 		  bind_sym((void **)&api.easy_getinfo, "curl_easy_getinfo") &&
 		  bind_sym((void **)&api.easy_cleanup, "curl_easy_cleanup") &&
 		  bind_sym((void **)&api.easy_reset, "curl_easy_reset") &&
+		  bind_sym((void **)&api.easy_pause, "curl_easy_pause") &&
 		  bind_sym((void **)&api.easy_strerror, "curl_easy_strerror") &&
 		  bind_sym((void **)&api.slist_append, "curl_slist_append") &&
 		  bind_sym((void **)&api.slist_free_all, "curl_slist_free_all") &&

@@ -20,6 +20,7 @@ struct curl_api {
 	void (*easy_cleanup)(CURL *curl);
 	void (*easy_reset)(CURL *curl);
 	const char *(*easy_strerror)(CURLcode code);
+	CURLcode (*easy_pause)(CURL *curl, int bitmask);
 	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
 	void (*slist_free_all)(struct curl_slist *list);
 	CURLcode (*global_init)(long flags);

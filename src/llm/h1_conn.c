@@ -29,52 +29,12 @@
 #include <unistd.h>
 
 #include "core/clock.h"
-#include "llm/h1_parse.h"
+#include "llm/h1_conn_int.h"
 
 #define MAX_IDLE  16	/* kept connections per pool */
 #define READ_SIZE 16384 /* bytes per recv */
 
 static const struct timeval over_grace = {0, H1_OVER_GRACE_MS * 1000};
-
-struct conn {
-	struct h1_pool *pool; /* owner */
-	int fd;		      /* the socket; owned */
-	struct event *rev;    /* persistent read watch; owned */
-	struct event *wev;    /* write watch while connecting or writing; owned */
-	struct h1_xfer *xfer; /* the transfer it carries, NULL when idle */
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
-	bool connecting;   /* connect() has not completed */
-	struct conn *next; /* in the pool's idle list */
-};
-
-struct h1_pool {
-	struct event_base *base; /* the loop (borrowed) */
-	struct conn *idle;	 /* kept connections, most recent first */
-	int nidle;		 /* entries in idle */
-};
-
-struct h1_xfer {
-	struct h1_pool *pool;
-	struct conn *conn;	    /* the connection carrying it, NULL before one is opened */
-	struct h1_target target;    /* where to (copied) */
-	struct h1_xfer_hooks hooks; /* the caller's */
-	struct event *timer;	    /* timeouts, and the end of a transfer that failed at start */
-	char *req;		    /* the request; owned */
-	size_t req_len, sent;	    /* bytes of req, bytes written */
-	int connect_timeout_s, idle_timeout_s;
-	uint64_t last_io_ns;	 /* when the last byte came (CLOCK_MONOTONIC: a clock step moves no timeout) */
-	bool reused;		 /* the connection came from the pool */
-	bool got_bytes;		 /* a byte of the answer arrived */
-	bool status_told;	 /* hooks.on_status was called */
-	bool busy;		 /* a hook is running */
-	bool cancelled;		 /* h1_xfer_cancel came while busy */
-	enum h1_end failed;	 /* the end to report from the timer (fail_later) */
-	bool failing;		 /* failed is set */
-	bool over;		 /* hooks.body_over said so: the timer ends the transfer */
-	char why[256];		 /* failed's sentence */
-	struct h1_response resp; /* the answer being read */
-};
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -128,7 +88,7 @@ static void release_conn(struct h1_xfer *x, bool reusable)
 	c->xfer = NULL;
 	if (c->wev)
 		event_del(c->wev);
-	if (!reusable || x->pool->nidle >= MAX_IDLE) {
+	if (!reusable || x->pool->nidle >= MAX_IDLE || (x->paused && event_add(c->rev, NULL) != 0)) {
 		conn_close(c);
 		return;
 	}
@@ -242,9 +202,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	if (x->conn && x->conn->connecting) {
 		snprintf(x->why, sizeof(x->why), "connecting to %.100s timed out after %d s", x->target.authority,
 			 x->connect_timeout_s);
-		end(x, H1_END_TIMEOUT, x->why);
+		end(x, H1_END_CONNECT, x->why); /* nothing was sent: as a refused connect (retried) */
 		return;
 	}
+	if (x->paused) /* the caller's reader lags: the provider is not waited on meanwhile */
+		x->last_io_ns = clock_mono_ns();
 	long quiet = (long)((clock_mono_ns() - x->last_io_ns) / 1000000000u);
 	if (quiet < x->idle_timeout_s) {
 		arm(x, x->idle_timeout_s - quiet);
@@ -486,6 +448,19 @@ struct h1_xfer *h1_xfer_start(struct h1_pool *pool, const struct h1_target *t, c
 	if (!x->conn->connecting)
 		try_send(x);
 	return x;
+}
+
+void h1_xfer_pause(struct h1_xfer *x, bool paused)
+{
+	if (!x || x->paused == paused)
+		return;
+	x->paused = paused;
+	if (!x->conn || x->conn->connecting)
+		return;
+	if (paused)
+		event_del(x->conn->rev);
+	else
+		event_add(x->conn->rev, NULL);
 }
 
 void h1_xfer_cancel(struct h1_xfer *x)

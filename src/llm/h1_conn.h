@@ -41,8 +41,8 @@ bool h1_target_parse(const char *url, struct h1_target *t);
 
 enum h1_end {
 	H1_END_OK,	/* the response ended as its framing says */
-	H1_END_CONNECT, /* no connection (refused, unreachable) */
-	H1_END_TIMEOUT, /* connecting, or no byte for idle_timeout_s */
+	H1_END_CONNECT, /* no connection (refused, unreachable, connecting timed out): nothing sent */
+	H1_END_TIMEOUT, /* no byte for idle_timeout_s */
 	H1_END_BROKEN,	/* the connection broke, or the answer is not HTTP/1.x */
 	H1_END_STOPPED, /* a hook returned false */
 };
@@ -85,5 +85,8 @@ struct h1_xfer *h1_xfer_start(struct h1_pool *pool, const struct h1_target *t, c
 /* Ends x without calling on_end; its connection is closed. May be called from x's on_header,
  * on_body and after_read hooks (not from on_status or on_end). */
 void h1_xfer_cancel(struct h1_xfer *x);
+/* Stops reading x's answer (paused) or reads on (backpressure: the caller's reader lags); the
+ * idle timeout does not run while paused. May be called from x's hooks. */
+void h1_xfer_pause(struct h1_xfer *x, bool paused);
 
 #endif

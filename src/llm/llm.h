@@ -155,6 +155,12 @@ enum soma_err llm_async_start(struct event_base *base, const struct llm_config *
 /* Stops a call before its done ran, and frees it (done never runs). On the call's thread, not from
  * inside its own callbacks. */
 void llm_async_cancel(struct llm_async *a);
+/* Backpressure for a relay whose client lags: llm_async_pause stops reading the provider's answer
+ * (a few kB already read may still reach the callbacks; no timeout runs meanwhile); it may be
+ * called from the call's callbacks. llm_async_resume reads on; not from inside the call's
+ * callbacks, and the call may end (done runs) before it returns. NULL is ignored. */
+void llm_async_pause(struct llm_async *a);
+void llm_async_resume(struct llm_async *a);
 
 /* A sentence for users about an error class (what happened and what to do). */
 const char *llm_error_message(enum llm_error e);

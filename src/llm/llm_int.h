@@ -29,15 +29,26 @@ struct llm_call {
 	bool got_token;			/* a content delta arrived, or a chunk was relayed (no more retries) */
 	bool done;			/* [DONE] or a finish_reason was seen */
 	bool finished;			/* [DONE] was seen: the reply is whole, whatever the connection does next */
-	bool stopped;			/* a callback asked to stop */
-	bool failed;			/* the stream carried an error event (its message is res->detail) */
-	bool not_sse;			/* the answer's Content-Type is not text/event-stream: read whole */
-	bool overflow;			/* a bound was hit */
-	long status;			/* HTTP status once headers are in */
-	long retry_after_ms;		/* Retry-After (or retry-after-ms) of the last answer, -1 none */
-	bool retry_after_ms_exact;	/* it came from retry-after-ms */
-	uint64_t started_ns;		/* the first attempt began (clock_mono_ns): retries end retry_wait_ms later */
+	uint64_t finished_ns;		/* when (clock_mono_ns): libcurl's transfer gets LLM_AFTER_DONE_MS more */
+	/* libcurl path, may be NULL: [DONE] came while the transfer goes on (async.c ends the call
+	 * now and lets the transfer drain, so its connection is kept); called with cb->ctx. NULL:
+	 * the blocking client, whose progress callback stops the transfer LLM_AFTER_DONE_MS later */
+	void (*on_finished)(void *ctx);
+	bool paused;		   /* the caller asked for no more bytes for now (llm_async_pause) */
+	bool unsent;		   /* the attempt timed out before its request went out */
+	bool stopped;		   /* a callback asked to stop */
+	bool failed;		   /* the stream carried an error event (its message is res->detail) */
+	bool not_sse;		   /* the answer's Content-Type is not text/event-stream: read whole */
+	bool overflow;		   /* a bound was hit */
+	long status;		   /* HTTP status once headers are in */
+	long retry_after_ms;	   /* Retry-After (or retry-after-ms) of the last answer, -1 none */
+	bool retry_after_ms_exact; /* it came from retry-after-ms */
+	uint64_t started_ns;	   /* the first attempt began (clock_mono_ns): retries end retry_wait_ms later */
 };
+
+/* How long a transfer may go on after [DONE] for its framing's end (its connection is kept
+ * when it ends in time), as the direct path's H1_OVER_GRACE_MS. */
+#define LLM_AFTER_DONE_MS H1_OVER_GRACE_MS
 
 /* What every attempt with the same provider settings sends alike, built once and shared: the
  * provider URL parsed (libcurl parsed the text again on every transfer) and the constant header

@@ -26,7 +26,7 @@ def rss_kb(srv):
 @pytest.mark.parametrize("provider_host", ["127.0.0.1", "localhost"])
 def test_a_client_that_stops_reading_is_cut_off(soma, llm, provider_host, path):
     llm.control(reply_bytes=REPLY_BYTES, chunks=20000)
-    srv = soma(f"llm.base_url=http://{provider_host}:{llm.port}/v1", "stream.max_buffer=262144",
+    srv = soma(f"llm.base_url=http://{provider_host}:{llm.port}/v1", "stream.max_buffer=262144", "llm.proxy_stall_s=2",
                "llm.proxy_concurrency=1")
     before = rss_kb(srv)
     s = socket.socket()
