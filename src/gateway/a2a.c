@@ -12,8 +12,11 @@
  * again (it stays in the request's arena) for what to answer, and a run (a2a_run.c) follows the
  * task. JSON-RPC rules: HTTP 200 for every JSON-RPC error but unparseable JSON (400, -32700, id
  * null); the id is echoed with its JSON type; streaming methods always answer text/event-stream,
- * their errors as one event. Not supported: push notifications (-32003), the extended card
- * (-32007), ListTasks and continuing a task by taskId (-32004).
+ * their errors as one event. Valid JSON that jansson's strict read refuses is answered as
+ * JSON-RPC: a string with \u0000 in the params is -32602 (the chat path refuses NUL), an integer
+ * beyond 64 bits -32600 (an id we cannot echo exactly is answered null; a string id is echoed).
+ * Not supported: push notifications (-32003), the extended card (-32007), ListTasks and
+ * continuing a task by taskId (-32004).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +131,7 @@ static char *message_text(struct http_req *req, const struct call *c, json_t *ms
 	json_array_foreach(parts, i, p)
 	{
 		json_t *t = json_object_get(p, "text");
-		if (!text || memchr(json_string_value(t), '\0', json_string_length(t)))
+		if (!text)
 			continue;
 		if (n)
 			text[n++] = '\n';
@@ -272,22 +275,61 @@ static int method_of(const char *name)
 	return -1;
 }
 
+/* Whether a string anywhere in v holds a NUL (\u0000). */
+static bool has_nul(json_t *v, int depth)
+{
+	if (json_is_string(v))
+		return memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
+	const char *key;
+	size_t i;
+	json_t *m;
+	if (depth > 64)
+		return false;
+	if (json_is_object(v))
+		json_object_foreach(v, key, m) if (has_nul(m, depth + 1)) return true;
+	if (json_is_array(v))
+		json_array_foreach(v, i, m) if (has_nul(m, depth + 1)) return true;
+	return false;
+}
+
+/* The body refused by the strict read, read again as the valid JSON it may be: with NUL in
+ * strings, and (*big) with integers beyond 64 bits as reals. NULL: it is not JSON. */
+static json_t *read_lenient(struct http_req *req, bool *big)
+{
+	json_t *v = json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	*big = !v;
+	if (!v)
+		v = json_loadb(req->body, req->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+			       NULL);
+	return v;
+}
+
 /* Parses the body into *body (owned) and c; answers and returns false when it is not a valid
  * JSON-RPC request (or the method is unknown). */
 static bool read_call(struct http_req *req, json_t **body, struct call *c)
 {
 	json_t *v = NULL;
-	if (req->body && req->body_len && gw_json_nesting_ok(req->body, req->body_len))
-		v = json_read(req->body, req->body_len, JSON_DECODE_ANY, NULL);
+	bool nesting = req->body && req->body_len && gw_json_nesting_ok(req->body, req->body_len), big = false;
+	if (nesting && !(v = json_read(req->body, req->body_len, JSON_DECODE_ANY, NULL)))
+		v = read_lenient(req, &big);
 	if (!v) {
 		http_respond_json(req, 400, a2a_rpc_error(NULL, A2A_PARSE_ERROR, "Parse error: the body is not JSON"));
 		return false;
 	}
 	*body = v;
+	if (big) { /* every number was read as a real: only a string id is known exactly */
+		json_t *id = json_object_get(v, "id");
+		a2a_respond(req, a2a_rpc_error(json_is_string(id) ? id : NULL, A2A_INVALID_REQUEST,
+					       "Invalid Request: an integer does not fit in 64 bits (an id must "
+					       "be a string or an integer from -2^63 to 2^63-1)"));
+		return false;
+	}
 	json_t *id = json_object_get(v, "id");
 	bool id_ok = !id || json_is_string(id) || json_is_integer(id) || json_is_real(id) || json_is_null(id);
 	c->id = id_ok ? id : NULL;
 	const char *method = json_string_value(json_object_get(v, "method"));
+	if (method && strlen(method) != json_string_length(json_object_get(v, "method")))
+		method = "\n"; /* (no method has a NUL) */
 	if (!json_is_object(v) || !id_ok || !json_is_string(json_object_get(v, "jsonrpc")) ||
 	    strcmp(json_string_value(json_object_get(v, "jsonrpc")), "2.0") != 0 || !method) {
 		a2a_respond(req,
@@ -306,6 +348,11 @@ static bool read_call(struct http_req *req, json_t **body, struct call *c)
 	c->params = json_object_get(v, "params");
 	if (!json_is_object(c->params)) {
 		fail(req, c, A2A_INVALID_PARAMS, "params must be an object");
+		return false;
+	}
+	if (has_nul(c->params, 0)) {
+		fail(req, c, A2A_INVALID_PARAMS,
+		     "a string in params holds a NUL character (\\u0000); send text without it");
 		return false;
 	}
 	return true;

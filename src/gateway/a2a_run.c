@@ -13,6 +13,13 @@
  * generation are parsed. A blocking send answers at its end or at a2a.blocking_timeout_s (the
  * task as it is then); a stream ends after the final status update. Everything but the read runs
  * on the request's io thread; the client leaving frees the run (or marks it, while a read is out).
+ * While a read is out, on_read owns the run's fate: the deadline and the keepalive tick only mark
+ * it (late) or skip. Whatever may end the run (emit, handle, finish) says so, and its caller
+ * touches the run no more: on_read's catch-up works on the snapshot detached from the run. A
+ * stream gets an SSE comment (": keepalive") every stream.keepalive_s, where the session stream
+ * sends its keepalive event: a2a-js (0.3 and 1.3) skips comment lines and events without data.
+ * tasks/cancel stops the task's own generation only (queue_cancel_task; one still queued is
+ * stopped when a worker of this node takes it).
  */
 #include <event2/event.h>
 #include <stdio.h>
@@ -48,7 +55,9 @@ struct a2a_run {
 	bool begun;		  /* the SSE answer started */
 	bool sent_chunk;	  /* an artifact chunk was sent (later ones append) */
 	int64_t next_index;	  /* the next delta stream_index to send */
+	bool late;		  /* the deadline passed while a read was out: on_read answers */
 	struct event *timer;	  /* the blocking deadline, or NULL */
+	struct event *tick;	  /* a stream's keepalive, or NULL */
 };
 
 static void run_free(struct a2a_run *r)
@@ -56,6 +65,8 @@ static void run_free(struct a2a_run *r)
 	bus_unsubscribe(r->sub);
 	if (r->timer)
 		event_free(r->timer);
+	if (r->tick)
+		event_free(r->tick);
 	for (size_t i = 0; i < r->neph; i++)
 		bus_msg_release(r->eph[i]);
 	free(r->eph);
@@ -195,7 +206,23 @@ static void on_live(void *ctx, const struct bus_msg *msg)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
-	finish(arg); /* the task as it is: working */
+	struct a2a_run *r = arg;
+	if (r->reading) { /* (a gap's re-read) on_read owns the run: it answers */
+		r->late = true;
+		return;
+	}
+	finish(r); /* the task as it is: working */
+}
+
+/* A stream's keepalive: an SSE comment, skipped while a read is out (on_read owns the run). */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct a2a_run *r = arg;
+	static const char frame[] = ": keepalive\n\n";
+	if (!r->reading && r->req &&
+	    http_stream_write(r->req, frame, sizeof(frame) - 1) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
+		run_done(r);
 }
 
 /* The first read is back: what the mode answers before following live events. False when the
@@ -214,9 +241,9 @@ static bool first_answer(struct a2a_run *r)
 	case A2A_CANCEL:
 		if (a2a_state_terminal(r->task.state)) {
 			answer_error(r, A2A_NOT_CANCELABLE, "the task has ended; it cannot be canceled");
-		} else if (queue_cancel_session(r->tenant, r->task.context, true) == 0) {
+		} else if (queue_cancel_task(r->tenant, r->task.gen) == 0 && !queue_serves("conversation")) {
 			answer_error(r, A2A_NOT_CANCELABLE,
-				     "the task is not running on this node (queued, or on another node); retry");
+				     "the task is not running on this node (its workers are on another node); retry");
 		} else {
 			r->task.state = A2A_CANCELED; /* its reply so far is stored as the final event */
 			finish(r);
@@ -238,6 +265,10 @@ static bool first_answer(struct a2a_run *r)
 			shown.state = A2A_SUBMITTED, shown.reply = NULL, shown.updated = NULL;
 		a2a_sse_begin(r->req);
 		r->begun = true;
+		struct timeval every = {cfg_int(CFG_STREAM_KEEPALIVE_S), 0};
+		r->tick = event_new(http_thread_base(r->thread), -1, EV_PERSIST, on_tick, r);
+		if (r->tick)
+			event_add(r->tick, &every);
 		if (!emit(r, a2a_stream_task(r->ver, &shown)))
 			return false;
 		if (r->mode == A2A_RESUBSCRIBE && a2a_state_terminal(r->task.state)) {
@@ -314,29 +345,34 @@ static void on_read(void *arg)
 		json_decref(outcome);
 		return;
 	}
+	/* the catch-up: any handle may end (free) the run, so the snapshot and the held messages
+	 * are detached from it first and nothing of the run is touched once go is false; the
+	 * snapshot is spent either way (a later read takes a new one) */
 	bool go = true;
-	for (size_t k = 0; k < r->neph; k++) {
-		if (go && memmem(r->eph[k]->text, r->eph[k]->len, r->task.gen, strlen(r->task.gen)))
-			go = handle_text(r, r->eph[k]->text, r->eph[k]->len);
-	}
+	struct bus_msg **eph = r->eph;
+	size_t neph = r->neph;
 	json_t *held = r->held;
+	r->eph = NULL, r->neph = 0;
 	r->held = json_array();
+	char gen[sizeof(r->task.gen)];
+	memcpy(gen, r->task.gen, sizeof(gen));
+	for (size_t k = 0; k < neph; k++) {
+		if (go && memmem(eph[k]->text, eph[k]->len, gen, strlen(gen)))
+			go = handle_text(r, eph[k]->text, eph[k]->len);
+		bus_msg_release(eph[k]);
+	}
+	free(eph);
 	json_array_foreach(held, i, row) if (go) go = handle(r, row);
 	json_decref(held);
 	if (go && outcome)
 		go = handle(r, outcome);
 	json_decref(outcome);
-	if (go && deleted) {
-		r->task.state = A2A_CANCELED;
-		finish(r);
+	if (!go)
 		return;
-	}
-	if (go) { /* the snapshot is spent: a later read takes a new one */
-		for (size_t k = 0; k < r->neph; k++)
-			bus_msg_release(r->eph[k]);
-		free(r->eph);
-		r->eph = NULL, r->neph = 0;
-	}
+	if (deleted)
+		r->task.state = A2A_CANCELED;
+	if (deleted || r->late) /* ended while the read was out, or the deadline passed */
+		finish(r);
 }
 
 static void on_store_done(struct store_op *op)

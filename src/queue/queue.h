@@ -88,6 +88,13 @@ void queue_task_heartbeat(struct task_ctx *ctx);
  * or the user pressed stop (keep_partial: the reply so far is kept as the final answer).
  * Returns how many running tasks were asked. */
 int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial);
+/* Asks tenant's task task_id to stop as the user's stop does (keep_partial): returns 1 when it
+ * runs on this process's workers, else 0 - then the cancel is kept (10 minutes) and a worker of
+ * this process that starts the task stops it at once (one still queued; another node's worker
+ * does not see it). */
+int queue_cancel_task(const char *tenant, const char *task_id);
+/* Whether this process runs workers of the named queue. */
+bool queue_serves(const char *queue);
 /* This process's worker pools: {queue: {consumers, busy, concurrency, finished_1m}}. Caller owns. */
 json_t *queue_pools_json(void);
 /* This process's workers: [{id, queue, state: busy|idle, task_id?, task?}]. Caller owns. */

@@ -127,5 +127,8 @@ void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg);
 /* Calls fn(t, arg) for every task running on this process's workers, under the pool's lock:
  * fn must be short, must not block and must not call into the pool (running.c's walks). */
 void queue_pool_each_running(void (*fn)(struct task_ctx *t, void *arg), void *arg);
+/* A task starting (its worker's current task set): stops it at once when queue_cancel_task
+ * asked for it while it was queued. */
+void queue_cancel_pending_apply(struct task_ctx *t);
 
 #endif

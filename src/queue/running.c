@@ -1,6 +1,7 @@
 /*
  * running.c - what the rest of the process asks of the tasks running on this process's workers:
- * their time limits (the maintenance tick), their delivery tags, a session's cancellation, their
+ * their time limits (the maintenance tick), their delivery tags, a session's or one task's
+ * cancellation (also of a task still queued: kept until a worker here starts it), their
  * count, what `celery inspect active` lists. Each is one walk of queue_pool_each_running (worker.c), under the pool's
  * lock.
  *
@@ -10,6 +11,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -96,7 +98,7 @@ void queue_pool_running_tags(void (*fn)(const char *tag, void *arg), void *arg)
 }
 
 struct cancel_walk {
-	const char *tenant, *session_id;
+	const char *tenant, *session_id, *task_id; /* a session's tasks, or the one task_id */
 	bool keep_partial;
 	int n; /* tasks asked to stop */
 };
@@ -104,8 +106,9 @@ struct cancel_walk {
 static void cancel_one(struct task_ctx *t, void *arg)
 {
 	struct cancel_walk *walk = arg;
-	if (t->session_id && t->tenant && strcmp(t->session_id, walk->session_id) == 0 &&
-	    strcmp(t->tenant, walk->tenant) == 0 && !t->cancel) {
+	const char *have = walk->task_id ? t->id : t->session_id,
+		   *want = walk->task_id ? walk->task_id : walk->session_id;
+	if (have && t->tenant && strcmp(have, want) == 0 && strcmp(t->tenant, walk->tenant) == 0 && !t->cancel) {
 		t->keep_partial = walk->keep_partial;
 		t->cancel = true;
 		walk->n++;
@@ -114,9 +117,85 @@ static void cancel_one(struct task_ctx *t, void *arg)
 
 int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial)
 {
-	struct cancel_walk walk = {tenant, session_id, keep_partial, 0};
+	struct cancel_walk walk = {tenant, session_id, NULL, keep_partial, 0};
 	queue_pool_each_running(cancel_one, &walk);
 	return walk.n;
+}
+
+/* Cancels asked for tasks that were not running here (still queued): a worker of this process
+ * that starts one stops it at once (queue_cancel_pending_apply). A small table; entries expire. */
+#define PENDING_MAX    64
+#define PENDING_TTL_MS (10 * 60 * 1000)
+static struct {
+	char tenant[65], id[72];
+	int64_t until_ms; /* 0: a free slot */
+} pending[PENDING_MAX];
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int npending; /* slots in use (a task start reads it without the lock) */
+
+/* Removes (take) or adds the entry of tenant's task_id; true when it was there. */
+static bool pending_edit(const char *tenant, const char *task_id, bool take)
+{
+	int64_t now = clock_wall_ms();
+	int free_slot = -1, oldest = 0;
+	bool found = false;
+	pthread_mutex_lock(&pending_lock);
+	for (int i = 0; i < PENDING_MAX; i++) {
+		if (pending[i].until_ms && pending[i].until_ms <= now) { /* expired */
+			pending[i].until_ms = 0;
+			atomic_fetch_sub(&npending, 1);
+		}
+		if (!pending[i].until_ms) {
+			free_slot = free_slot < 0 ? i : free_slot;
+			continue;
+		}
+		if (pending[i].until_ms < pending[oldest].until_ms || !pending[oldest].until_ms)
+			oldest = i;
+		if (!found && strcmp(pending[i].id, task_id) == 0 && strcmp(pending[i].tenant, tenant) == 0) {
+			found = true;
+			pending[i].until_ms = 0;
+			atomic_fetch_sub(&npending, 1);
+			free_slot = i;
+		}
+	}
+	if (!take) { /* (the oldest entry makes room when the table is full) */
+		int i = free_slot >= 0 ? free_slot : oldest;
+		if (!pending[i].until_ms)
+			atomic_fetch_add(&npending, 1);
+		snprintf(pending[i].tenant, sizeof(pending[i].tenant), "%s", tenant);
+		snprintf(pending[i].id, sizeof(pending[i].id), "%s", task_id);
+		pending[i].until_ms = now + PENDING_TTL_MS;
+	}
+	pthread_mutex_unlock(&pending_lock);
+	return found;
+}
+
+int queue_cancel_task(const char *tenant, const char *task_id)
+{
+	/* recorded first, then the walk: a worker sets its current task, then looks here (worker.c),
+	 * so a task starting meanwhile is found by one or the other */
+	(void)pending_edit(tenant, task_id, false);
+	struct cancel_walk walk = {tenant, NULL, task_id, true, 0};
+	queue_pool_each_running(cancel_one, &walk);
+	if (walk.n)
+		(void)pending_edit(tenant, task_id, true);
+	return walk.n;
+}
+
+void queue_cancel_pending_apply(struct task_ctx *t)
+{
+	if (atomic_load(&npending) == 0 || !t->id || !t->tenant || !pending_edit(t->tenant, t->id, true))
+		return;
+	t->keep_partial = true;
+	t->cancel = true;
+}
+
+bool queue_serves(const char *queue)
+{
+	json_t *pools = queue_pools_json();
+	json_int_t n = json_integer_value(json_object_get(json_object_get(pools, queue), "consumers"));
+	json_decref(pools);
+	return n > 0;
 }
 
 static void count_one(struct task_ctx *t, void *arg)

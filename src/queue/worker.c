@@ -219,6 +219,7 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 	pthread_mutex_lock(&lock);
 	w->current = &ctx;
 	pthread_mutex_unlock(&lock);
+	queue_cancel_pending_apply(&ctx); /* a tasks/cancel came while it was queued */
 	uint64_t t0 = clock_mono_ns();
 	enum task_outcome outcome = TASK_FAIL;
 	if (!gate)
@@ -436,9 +437,8 @@ void queue_stop(int grace_ms)
 	pthread_mutex_unlock(&lock);
 	for (int i = 0; i < n; i++)
 		pthread_join(workers[i].tid, NULL);
-	/* under the lock: the maintenance tick, the Celery event thread and a hand-off still walk
-	 * the pools (queue_pool_each_running, queue_pools_json, wake_idle_locked); they see none
-	 * before a condition variable is destroyed */
+	/* under the lock: the tick, the Celery event thread and a hand-off still walk the pools
+	 * (queue_pool_each_running, ...): they see none before a condition variable is destroyed */
 	pthread_mutex_lock(&lock);
 	nworkers = 0;
 	atomic_store(&idle_count, 0); /* every worker left idle_wait; a fresh start counts anew */

@@ -113,3 +113,35 @@ def test_another_tenants_task_is_not_found(module_soma, tmp_path_factory):
     body = error(s, "SendMessage", msg10("b here", contextId=task["contextId"]), token=kb)
     assert body["error"]["code"] == -32602, body
     assert result(s, "tasks/get", {"id": task["id"]}, token=ka)["status"]["state"] == "completed"
+
+
+def test_nul_in_the_text_is_invalid_params_not_a_parse_error(srv):
+    raw = ('{"jsonrpc":"2.0","id":"n1","method":"message/send","params":{"message":{"kind":"message",'
+           '"role":"user","messageId":"m","parts":[{"kind":"text","text":"a\\u0000b"}]}}}')
+    body = error(srv, None, raw=raw)
+    assert body["id"] == "n1" and body["error"]["code"] == -32602, body
+    assert "NUL" in body["error"]["message"], body
+    r = rpc(srv, None, raw=raw.replace("message/send", "message/stream"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    assert '"code":-32602' in r.text, r.text
+
+
+@pytest.mark.parametrize("raw_id,echo", [
+    ("9223372036854775808", None),  # 2^63: not an int64
+    ("-99999999999999999999", None),
+    ('"s\\u0000t"', "s\x00t"),  # a string id is echoed as sent, NUL and all
+])
+def test_valid_json_ids_are_answered_as_json_rpc(srv, raw_id, echo):
+    raw = '{"jsonrpc":"2.0","id":%s,"method":"tasks/get","params":{"id":"x.1.y"}}' % raw_id
+    r = rpc(srv, None, raw=raw)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == echo and body["error"]["code"] in (-32600, -32001), body
+    if echo is None:
+        assert body["error"]["code"] == -32600 and "64 bits" in body["error"]["message"], body
+
+
+def test_big_integer_in_params_with_a_string_id(srv):
+    raw = '{"jsonrpc":"2.0","id":"big","method":"tasks/get","params":{"id":"x","historyLength":18446744073709551616}}'
+    body = error(srv, None, raw=raw)
+    assert body["id"] == "big" and body["error"]["code"] == -32600, body
