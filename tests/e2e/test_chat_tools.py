@@ -8,9 +8,11 @@ JSON: the error is the call's answer (the reply goes on). The round bound ends w
 tools; llm.tools=false offers none. On both stores."""
 
 import json
+import time
 from pathlib import Path
 
-from e2e_util import check_increasing, history, open_stream, post_message, read_reply, wait_terminal
+from e2e_util import (check_increasing, history, http, open_stream, post_message, read_reply, wait_terminal,
+                      wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,3 +158,35 @@ def test_a_provider_error_in_the_second_round_ends_with_assistant_error(soma, ll
     assert _types(evs) == ["user", "tool.start", "tool.result", "assistant.error"], evs
     assert evs[-1]["metadata"]["error"]["code"] == "llm_bad_request", evs[-1]
     assert llm.stats()["modes"] == ["ok", "400"]
+
+
+def test_stop_in_the_second_round_keeps_the_tool_events_and_the_text_so_far(soma, llm):
+    srv = soma()
+    llm.control(delay_ms=100, chunks=30, tool_script=[
+        {"tool_calls": [{"name": "echo", "arguments": {"text": "x"}, "id": "call_s"}]},
+        {"text": "a long answer that streams slowly " * 4}])
+    sid = post_message(srv, "stop me")["session_id"]
+    wait_until(lambda: "tool.result" in _types(history(srv, sid)), timeout=15, what="the tool's result")
+    time.sleep(0.6)
+    r = http().post(f"{srv.url}/v1/sessions/{sid}/cancel", timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    evs = wait_terminal(srv, sid, timeout=15)
+    assert _types(evs) == ["user", "tool.start", "tool.result", "assistant.final"], evs
+    final = evs[-1]
+    assert final["metadata"]["status"] == "cancelled", final
+    assert final["message"] and "a long answer".startswith(final["message"][:13]), final
+    assert llm.stats()["requests"] == 2
+
+
+def test_deleting_the_session_in_the_second_round_stops_the_reply(soma, llm):
+    srv = soma()
+    llm.control(delay_ms=100, chunks=30, tool_script=[
+        {"tool_calls": [{"name": "echo", "arguments": {"text": "x"}, "id": "call_del"}]},
+        {"text": "a long answer that streams slowly " * 4}])
+    sid = post_message(srv, "delete me")["session_id"]
+    wait_until(lambda: "tool.result" in _types(history(srv, sid)), timeout=15, what="the tool's result")
+    time.sleep(0.4)
+    assert http().delete(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code in (200, 204)
+    wait_until(lambda: llm.stats()["aborted"] >= 1, timeout=10, what="the second call stopped")
+    assert http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code == 404
+    assert llm.stats()["requests"] == 2
