@@ -3,7 +3,9 @@
  *
  * Flow: read the session's recent events (context; policy and the memory recall run meanwhile)
  * -> publish assistant.thinking -> stream the LLM reply, publishing each delta as
- * assistant.delta (ephemeral: live and kept for resume, not history) -> commit assistant.final with model and usage, or
+ * assistant.delta (ephemeral: live and kept for resume, not history) -> when the reply is tool calls (llm.tools), run
+ * them and call again (conversation_tools.c: tool.start / tool.result committed on the way, deltas of every round
+ * streamed as one reply) -> commit assistant.final with model and usage, or
  * assistant.error with words a user understands, in the same transaction as the task's ack. A deleted session stops the
  * generation (cancel); a shutdown requeues the task instead of finishing it.
  * One reply per task, however often it is delivered (at-least-once: the relay publishes a task
@@ -287,7 +289,7 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
 			 commit_gate_wait(g->task->gate, NULL) != GATE_COMMITTED)
 			g->dropped = true;
-		if ((!g->redo || g->dropped) && g->opened && res->tool_calls) /* conversation_tools.c */
+		if (!g->redo && !g->dropped && g->opened && res->tool_calls) /* conversation_tools.c */
 			g->reread = conv_tool_rounds(g, cfg, &req, &cb, messages, res);
 		json_decref(messages);
 		free(tools);

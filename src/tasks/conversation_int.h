@@ -1,7 +1,8 @@
 /*
  * conversation_int.h - the parts of conversation.process (conversation.c) that prepare its LLM
  * call (conversation_prep.c): the messages from the stored turns, the policy recheck, the
- * memory recall; and its context read (conversation_context.c). Worker thread of the task.
+ * memory recall; its context read (conversation_context.c); and its tool rounds
+ * (conversation_tools.c). Worker thread of the task.
  */
 #ifndef SOMA_TASKS_CONVERSATION_INT_H
 #define SOMA_TASKS_CONVERSATION_INT_H
