@@ -77,10 +77,11 @@ function renderEvent(ev) {
       detail ? el('div', { class: 'small muted' }, String(detail)) : '');
   }
   if (type === 'tool.start' || type === 'tool.result') {
-    const name = meta.tool || meta.name || 'tool';
+    const name = meta.tool || meta.name || 'tool', failed = meta.ok === false; // args, result or error shown
+    const shown = type === 'tool.start' ? meta.args : failed ? meta.error : meta.result;
     return el('div', { class: 'notice', dataset: { seq: ev.seq } },
-      el('details', {}, el('summary', {}, `${type === 'tool.start' ? 'Running' : 'Result of'} ${name}`),
-        el('pre', { class: 'small' }, ev.message || JSON.stringify(meta, null, 2))));
+      el('details', {}, el('summary', {}, `${type === 'tool.start' ? 'Running' : failed ? 'Failed:' : 'Result of'} ${name}`),
+        el('pre', { class: 'small' }, typeof shown === 'string' ? shown : JSON.stringify(shown ?? meta, null, 2))));
   }
   const label = type === 'policy.denied' ? 'Not allowed' : type || ev.role || 'event';
   return el('div', { class: 'notice small', dataset: { seq: ev.seq } }, `${label}: ${ev.message || ''}`);

@@ -120,6 +120,13 @@ X(LLM_ATTACHMENT_MAX_BYTES, "llm.attachment_max_bytes", CFG_INT, "32768", 0, 104
   "Text of a message's attached files given to the model, in bytes per message; never more than half " \
   "of the context budget the system prompt and the newest message leave (the rest is cut, and the cut " \
   "marked); other files are named only. Counts against llm.max_context_tokens.") \
+X(LLM_TOOLS, "llm.tools", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
+  "Conversation replies may call the enabled tools (tools.enabled): the request offers them " \
+  "(tool_choice auto), each call the model makes is run (policy tool.execute asked) and its result " \
+  "given back to the model, shown in the session as tool.start and tool.result events.") \
+X(LLM_MAX_TOOL_ROUNDS, "llm.max_tool_rounds", CFG_INT, "4", 1, 32, NULL, NULL, false, NULL, \
+  "Rounds of tool calls one reply may make (llm.tools): after the last round the model is called " \
+  "once more without tools, so the reply ends with text.") \
 X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a helpful assistant.", 0, 0, NULL, \
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \

@@ -18,6 +18,7 @@
 #include "core/str_copy.h"
 #include "llm/chunk_scan.h"
 #include "llm/llm_int.h"
+#include "llm/tool_calls.h"
 
 #define MAX_BODY    (8u << 20) /* non-streamed reply or error body */
 #define MAX_CONTENT (4u << 20) /* accumulated reply text */
@@ -152,6 +153,11 @@ static bool on_event(void *ctx, const char *data, size_t len)
 			keep = !(c->overflow = true);
 		else if (c->cb && c->cb->on_delta && !c->cb->on_delta(c->cb->ctx, f.content, f.content_len))
 			keep = !(c->stopped = true);
+	}
+	if (c->req->tool_calls && llm_tool_calls_in(data, len)) { /* tool_calls.h */
+		c->got_token = true;				  /* a retry would gather the calls twice */
+		if (!llm_tool_calls_feed(c->res, data, len))
+			keep = !(c->overflow = true);
 	}
 	if (f.finish) {
 		str_copy(c->res->finish_reason, sizeof(c->res->finish_reason), f.finish);

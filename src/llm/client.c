@@ -62,6 +62,8 @@ void llm_result_free(struct llm_result *res)
 	free(res->raw);
 	res->raw = NULL;
 	res->raw_len = 0;
+	json_decref(res->tool_calls);
+	res->tool_calls = NULL;
 }
 
 int64_t llm_tokens_used(const struct llm_result *res, size_t prompt_bytes, int64_t relayed)

@@ -64,6 +64,9 @@ struct llm_request {
 	/* borrowed, may be NULL: the whole request body, written by the caller (a proxy that kept the
 	 * client's text); messages, model, temperature, max_tokens and extra are then not read */
 	const char *body;
+	/* a streamed reply's tool_calls deltas are gathered into llm_result.tool_calls (tool_calls.h;
+	 * the conversation task offers tools in extra) */
+	bool tool_calls;
 };
 
 struct llm_callbacks {
@@ -102,6 +105,9 @@ struct llm_result {
 	char detail[512];	/* provider's error text, for logs and metadata */
 	char *raw;		/* keep_raw: the provider's reply body as it came; owned (free) */
 	size_t raw_len;		/* bytes of raw */
+	/* llm_request.tool_calls: the reply's calls [{id, type, function:{name, arguments}}], NULL
+	 * when it made none; owned (llm_result_free) */
+	json_t *tool_calls;
 };
 
 /* llm_config.retry_wait_ms of a call no client waits on (the conversation task): a longer

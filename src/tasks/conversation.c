@@ -3,7 +3,9 @@
  *
  * Flow: read the session's recent events (context; policy and the memory recall run meanwhile)
  * -> publish assistant.thinking -> stream the LLM reply, publishing each delta as
- * assistant.delta (ephemeral: live and kept for resume, not history) -> commit assistant.final with model and usage, or
+ * assistant.delta (ephemeral: live and kept for resume, not history) -> when the reply is tool calls (llm.tools), run
+ * them and call again (conversation_tools.c: tool.start / tool.result committed on the way, deltas of every round
+ * streamed as one reply) -> commit assistant.final with model and usage, or
  * assistant.error with words a user understands, in the same transaction as the task's ack. A deleted session stops the
  * generation (cancel); a shutdown requeues the task instead of finishing it.
  * One reply per task, however often it is delivered (at-least-once: the relay publishes a task
@@ -270,21 +272,27 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		json_decref(rows);
 		struct trace_span span;
 		char tp[TRACEPARENT_LEN + 1];
+		char *tools = conv_tools_extra(); /* llm.tools */
 		struct llm_request req = {.messages = messages,
 					  .temperature = -1,
 					  .stream = true,
-					  .traceparent = conv_llm_span_start(&span, cfg, tp)};
+					  .traceparent = conv_llm_span_start(&span, cfg, tp),
+					  .extra = tools,
+					  .tool_calls = tools != NULL};
 		struct llm_callbacks cb = {.on_delta = on_delta, .should_cancel = should_cancel, .ctx = g};
 		llm_chat(cfg, &req, &cb, res);
 		conv_llm_span_end(&span, res);
 		size_t prompt = res->input_tokens < 0 ? json_dumpb(messages, NULL, 0, JSON_COMPACT) : 0;
 		limits_tokens_add(g->task->tenant, llm_tokens_used(res, prompt, 0)); /* issue 6 */
-		json_decref(messages);
 		if (!g->opened && !g->redo && !g->dropped && res->error != LLM_ERR_CANCELLED)
 			(void)open_generation(g); /* no delta came: the commit is awaited here */
 		else if (!g->opened && !g->redo && !g->dropped && g->task->gate &&
 			 commit_gate_wait(g->task->gate, NULL) != GATE_COMMITTED)
 			g->dropped = true;
+		if (!g->redo && !g->dropped && g->opened && res->tool_calls) /* conversation_tools.c */
+			g->reread = conv_tool_rounds(g, cfg, &req, &cb, messages, res);
+		json_decref(messages);
+		free(tools);
 		if (!g->redo || g->dropped)
 			return;
 		if (g->task->cancel) { /* stopped: what came was made on a context that missed events */

@@ -1,7 +1,8 @@
 /*
  * conversation_int.h - the parts of conversation.process (conversation.c) that prepare its LLM
  * call (conversation_prep.c): the messages from the stored turns, the policy recheck, the
- * memory recall; and its context read (conversation_context.c). Worker thread of the task.
+ * memory recall; its context read (conversation_context.c); and its tool rounds
+ * (conversation_tools.c). Worker thread of the task.
  */
 #ifndef SOMA_TASKS_CONVERSATION_INT_H
 #define SOMA_TASKS_CONVERSATION_INT_H
@@ -155,5 +156,17 @@ enum soma_err conv_context_reread(struct generation *g, json_t **rows);
 /* The user message the task answers (the payload's event_id) into op->reply_to: the store refuses
  * a context read or a reply once a session reset has erased it (SOMA_ERR_NOT_FOUND). */
 void conv_reply_to(const struct task_ctx *t, struct store_op *op);
+
+/* ---- function calling (conversation_tools.c) ---- */
+/* "tools":[..],"tool_choice":"auto" for llm_request.extra (caller frees), or NULL: llm.tools is
+ * off, or no tool is enabled. */
+char *conv_tools_extra(void);
+/* The tool rounds of g's reply, after its first call (req, cb) gave res with tool calls: runs
+ * them, appends the assistant's and the tools' messages to messages (borrowed) and calls again,
+ * up to llm.max_tool_rounds, the last call without tools. res ends as the last call's outcome
+ * with the text of all rounds and the usage summed. Returns SOMA_OK, or the store's error when a
+ * tool event could not be committed (SOMA_ERR_NOT_FOUND: the session is gone). */
+enum soma_err conv_tool_rounds(struct generation *g, const struct llm_config *cfg, struct llm_request *req,
+			       const struct llm_callbacks *cb, json_t *messages, struct llm_result *res);
 
 #endif

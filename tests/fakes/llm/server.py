@@ -52,7 +52,9 @@ Control (test side):
 
 Replies stream as SSE `data: <chat.completion.chunk>` events and end with a usage chunk (when
 stream_options.include_usage) and `data: [DONE]`. With `tools` in the request (and tool_choice
-not "none") the reply is a call of the first tool instead of text, streamed as tool_calls deltas.
+not "none") the reply may be tool calls instead of text, streamed as tool_calls deltas: scripted
+with "tool_script" (see tool_script.py), else a call of the first tool unless tool_choice is "auto".
+GET /_stats also gives "recent": the bodies of the last 20 completion requests, oldest first.
 The bytes of the stream are written in pieces whose boundaries fall anywhere, inside lines and
 inside UTF-8 sequences, as real networks do.
 """
@@ -64,6 +66,8 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import tool_script
 
 DEFAULT_TEXT = "Hello from the fake model: héllo wörld ✓ 🚀 — streaming works. "
 
@@ -92,6 +96,8 @@ def reset(args=None):
             "drop_reused": False,
             "answer_before_body": 0,  # completion requests answered 401 before their body is read
             "tool_content": "null",  # a whole reply's tool-call message: content null, or "absent"
+            "tool_script": [],      # scripted replies (tool_script.py)
+            "recent": [],           # the last 20 completion request bodies
             "dropped": 0,           # requests dropped unanswered by drop_reused
             "connections": 0,       # connections accepted (control and stats calls included)
         })
@@ -108,17 +114,6 @@ def next_mode():
             mode = ("ok", 0)
         state["modes"].append(mode[0])
         return mode, state["chunks"], (state["delay_ms"], state["first_delay_ms"]), state["text"]
-
-
-def tool_call(req, user):
-    """With tools offered (and tool_choice not "none"): a call of the first tool, its arguments
-    {"echo": the user's last words}, as OpenAI answers. None otherwise."""
-    tools = req.get("tools") or []
-    if not tools or req.get("tool_choice") == "none":
-        return None
-    name = (tools[0].get("function") or {}).get("name", "tool")
-    return {"id": "call_fake_1", "type": "function",
-            "function": {"name": name, "arguments": json.dumps({"echo": str(user)[:50]})}}
 
 
 def split_text(text, n):
@@ -173,7 +168,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(200, {"requests": state["requests"], "last_request": state["last_request"],
                                      "modes": state["modes"], "aborted": state["aborted"],
                                      "traceparents": state["traceparents"], "dropped": state["dropped"],
-                                     "connections": state["connections"], "without_user": state["without_user"]})
+                                     "connections": state["connections"], "without_user": state["without_user"],
+                                     "recent": state["recent"]})
         elif self.path.rstrip("/").endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}]})
@@ -202,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 for k in ("chunks", "delay_ms", "first_delay_ms", "text", "keep_alive", "drop_idle", "drop_reused",
                           "tool_content", "answer_before_body", "after_done", "odd_events", "groq_usage",
-                          "reply_bytes"):
+                          "reply_bytes", "tool_script"):
                     if k in ctl:
                         state[k] = ctl[k]
                 if "mode" in ctl:
@@ -236,6 +232,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         with state_lock:
             state["last_request"] = req
+            state["recent"] = (state["recent"] + [req])[-20:]
             state["traceparents"].append(self.headers.get("traceparent"))
             state["without_user"] += not any(isinstance(m, dict) and m.get("role") == "user"
                                              for m in req.get("messages") or [])
@@ -280,47 +277,46 @@ class Handler(BaseHTTPRequestHandler):
         reply = text if text != DEFAULT_TEXT else f"{DEFAULT_TEXT}You said: {user[:200]}"
         with state_lock:
             reply = "x" * state["reply_bytes"] if state.get("reply_bytes") else reply
+            calls, said = tool_script.reply(req, user, state)
+        reply = said if said is not None else reply
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in req.get("messages", [])) // 4 + 1
         completion_tokens = len(reply) // 4 + 1
         created = int(time.time())
-        call = tool_call(req, user)
         if not req.get("stream"):
             message = {"role": "assistant", "content": reply}
-            if call:
-                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            if calls:
+                message = {"role": "assistant", "content": None, "tool_calls": calls}
                 with state_lock:
                     if state["tool_content"] == "absent":  # as some servers write a tool call
                         del message["content"]
             self.send_json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": message,
-                             "finish_reason": "tool_calls" if call else "stop", "logprobs": None}],
+                             "finish_reason": "tool_calls" if calls else "stop", "logprobs": None}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}})
             return
-        self.stream(req, model, created, reply, chunks, delay_ms, mode, prompt_tokens, completion_tokens)
+        self.stream(req, model, created, reply, calls, chunks, delay_ms, mode, prompt_tokens, completion_tokens)
 
-    def stream(self, req, model, created, reply, chunks, delay_ms, mode, prompt_tokens, completion_tokens):
+    def stream(self, req, model, created, reply, calls, chunks, delay_ms, mode, prompt_tokens, completion_tokens):
         cut = mode == "cut"
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": None}
         events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
                                        "finish_reason": None, "logprobs": None}])]
-        call = tool_call(req, "")
-        if call:  # the call's head, then its arguments in pieces, as OpenAI streams them
-            args = tool_call(req, next((m.get("content", "") for m in reversed(req.get("messages", []))
-                                        if m.get("role") == "user"), ""))["function"]["arguments"]
-            head = dict(call, index=0, function={"name": call["function"]["name"], "arguments": ""})
+        for i, call in enumerate(calls):  # each call's head, then its arguments in pieces, as OpenAI streams them
+            args = call["function"]["arguments"]
+            head = dict(call, index=i, function={"name": call["function"]["name"], "arguments": ""})
             events.append(dict(base, choices=[{"index": 0, "delta": {"tool_calls": [head]},
                                                "finish_reason": None, "logprobs": None}]))
-            for part in split_text(args, chunks):
+            for part in (split_text(args, chunks) if args else []):
                 events.append(dict(base, choices=[{"index": 0, "delta": {"tool_calls": [
-                    {"index": 0, "function": {"arguments": part}}]}, "finish_reason": None, "logprobs": None}]))
-        else:
+                    {"index": i, "function": {"arguments": part}}]}, "finish_reason": None, "logprobs": None}]))
+        if not calls:
             for part in split_text(reply, chunks):
                 events.append(dict(base, choices=[{"index": 0, "delta": {"content": part}, "finish_reason": None,
                                                    "logprobs": None}]))
-        events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls" if call else "stop",
+        events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls" if calls else "stop",
                                            "logprobs": None}]))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
