@@ -272,7 +272,7 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		json_decref(rows);
 		struct trace_span span;
 		char tp[TRACEPARENT_LEN + 1];
-		char *tools = conv_tools_extra(); /* llm.tools */
+		const char *tools = conv_tools_extra(); /* llm.tools */
 		struct llm_request req = {.messages = messages,
 					  .temperature = -1,
 					  .stream = true,
@@ -292,7 +292,6 @@ static void generate(struct generation *g, const struct llm_config *cfg, json_t 
 		if (!g->redo && !g->dropped && g->opened && res->tool_calls) /* conversation_tools.c */
 			g->reread = conv_tool_rounds(g, cfg, &req, &cb, messages, res);
 		json_decref(messages);
-		free(tools);
 		if (!g->redo || g->dropped)
 			return;
 		if (g->task->cancel) { /* stopped: what came was made on a context that missed events */

@@ -158,9 +158,9 @@ enum soma_err conv_context_reread(struct generation *g, json_t **rows);
 void conv_reply_to(const struct task_ctx *t, struct store_op *op);
 
 /* ---- function calling (conversation_tools.c) ---- */
-/* "tools":[..],"tool_choice":"auto" for llm_request.extra (caller frees), or NULL: llm.tools is
- * off, or no tool is enabled. */
-char *conv_tools_extra(void);
+/* "tools":[..],"tool_choice":"auto" for llm_request.extra (static, made on first use; never
+ * freed), or NULL: llm.tools is off, or no tool is enabled. Any thread. */
+const char *conv_tools_extra(void);
 /* The tool rounds of g's reply, after its first call (req, cb) gave res with tool calls: runs
  * them, appends the assistant's and the tools' messages to messages (borrowed) and calls again,
  * up to llm.max_tool_rounds, the last call without tools. res ends as the last call's outcome

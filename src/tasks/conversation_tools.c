@@ -27,6 +27,7 @@
  * effects (memory_write) may therefore run twice in that case; their events show it.
  * A deleted session (cancel) stops before the next tool and before the next call.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,21 +42,31 @@
 #include "tasks/conversation_int.h"
 #include "tools/tools.h"
 
-char *conv_tools_extra(void)
+/* The offer's text, made once: the enabled tools and their schemas are fixed at start, and
+ * building it (a tree and its dump) cost a quarter of a reply's instructions when made per call. */
+static pthread_once_t extra_once = PTHREAD_ONCE_INIT;
+static char *extra_text; /* NULL: none to offer, or memory ran out at start */
+
+static void extra_make(void)
 {
 	if (!cfg_bool(CFG_LLM_TOOLS) || tools_count() == 0)
-		return NULL;
+		return;
 	json_t *tools = tools_openai_json();
 	char *text = tools ? json_dumps(tools, JSON_COMPACT) : NULL;
 	json_decref(tools);
 	if (!text)
-		return NULL;
+		return;
 	size_t n = strlen(text) + 48;
-	char *extra = malloc(n);
-	if (extra)
-		snprintf(extra, n, "\"tools\":%s,\"tool_choice\":\"auto\"", text);
+	extra_text = malloc(n);
+	if (extra_text)
+		snprintf(extra_text, n, "\"tools\":%s,\"tool_choice\":\"auto\"", text);
 	free(text);
-	return extra;
+}
+
+const char *conv_tools_extra(void)
+{
+	pthread_once(&extra_once, extra_make);
+	return extra_text;
 }
 
 /* Commits event (taken) into the task's session; the generation's deltas follow it. */
