@@ -8,8 +8,9 @@
  * effects are committed: a handler that commits its own effects passes the task id to that
  * store op (the ack rides in the same transaction), others return TASK_DONE and the worker
  * finishes the task. Retryable failures go back to the queue with exponential backoff and
- * jitter; after max_retries the task is dead-lettered. A task reserved by a process that died
- * is reserved again when its visibility timeout expires.
+ * jitter; after max_retries the task is dead-lettered, as is a permanent failure (TASK_FAIL); a
+ * task whose answer is a failure of the caller's making (TASK_REJECT) only ends as FAILURE. A task reserved by a
+ * process that died is reserved again when its visibility timeout expires.
  */
 #ifndef SOMA_QUEUE_QUEUE_H
 #define SOMA_QUEUE_QUEUE_H
@@ -21,10 +22,13 @@
 #include "store/store.h"
 
 enum task_outcome {
-	TASK_DONE,  /* finish the task (unless the handler already acked it) */
-	TASK_ACKED, /* the handler committed its effects together with the ack */
-	TASK_RETRY, /* retryable failure: back to the queue after a backoff */
-	TASK_FAIL,  /* permanent failure: finish as FAILURE */
+	TASK_DONE,   /* finish the task (unless the handler already acked it) */
+	TASK_ACKED,  /* the handler committed its effects together with the ack */
+	TASK_RETRY,  /* retryable failure: back to the queue after a backoff */
+	TASK_FAIL,   /* permanent failure: finish as FAILURE and keep it as a dead letter (the operator's
+		      * to look at: a bug, a dependency down past max_retries) */
+	TASK_REJECT, /* the task's own answer is a failure (bad input, refused by policy, a tool's error):
+		      * finish as FAILURE with ctx->error, no dead letter, no retry */
 };
 
 struct commit_gate;

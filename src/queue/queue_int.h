@@ -24,7 +24,7 @@ struct queue_driver {
 	void (*close)(void *w);
 	/* the next task of the worker's queue, or NULL (after waiting up to ~1 s if blocking) */
 	json_t *(*reserve)(void *w);
-	/* records the outcome; returns the outcome as it ended (a retry past max_retries: FAIL) */
+	/* records the outcome; returns the outcome as it ended (a retry past max_retries, a reject: FAIL) */
 	enum task_outcome (*settle)(void *w, struct task_ctx *ctx, enum task_outcome outcome);
 	/* keeps a long task's reservation alive (throttled by the driver) */
 	void (*heartbeat)(void *w, struct task_ctx *ctx);

@@ -7,7 +7,8 @@
  * writes its follow-ups between the two, read back at once and written again until Redis
  * confirms them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure ->
  * Celery's retry: the same task id republished with retries + 1 and an eta (now + exponential
- * backoff with jitter), meta RETRY, ack of this delivery; past max_retries (and on a permanent
+ * backoff with jitter), meta RETRY, ack of this delivery; a reject (the task's own failure: bad
+ * input, a policy deny) -> meta FAILURE + ack, nothing else; past max_retries (and on a permanent
  * failure) -> the dead-letter store (a 'dead' row in the SQL store, committed first: if it cannot
  * be written nothing is acked and the message comes back after the visibility timeout), meta
  * FAILURE with the exception dict, ack. Interrupted by shutdown -> the message goes back to the
@@ -279,6 +280,11 @@ enum task_outcome redis_settle(void *wp, struct task_ctx *ctx, enum task_outcome
 		snprintf(ctx->error, sizeof(ctx->error), "%s", why);
 		utf8_repair(ctx->error); /* "%.400s" may cut inside a character */
 		outcome = TASK_FAIL;
+	}
+	if (outcome == TASK_REJECT) { /* the task's answer: FAILURE, not the operator's dead letter */
+		log_info("queue", "task %s (%s) failed: %s", ctx->id, m->task, ctx->error);
+		finish(w, "FAILURE", NULL, "Exception", "builtins", ctx->error);
+		return TASK_FAIL;
 	}
 	if (outcome != TASK_FAIL) {
 		finish(w, "SUCCESS", ctx->result, NULL, NULL, NULL);

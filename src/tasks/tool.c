@@ -5,10 +5,12 @@
  *
  * DESIGN: POST /v1/tools/{name}/run publishes it after policy tool.execute; a task published any
  * other way (POST /v1/tasks, a Celery producer, beat) reaches the same handler, so tool.execute is
- * asked again here, as the task's sender (policy_decide: this is a worker thread), and a deny
- * fails the task with the policy's reason. A disabled or unknown tool, or arguments that do not
- * fit its schema, fail it permanently; so does any tool error: a tool's failure is its answer
- * (the caller reads the message), not a reason to run the tool again.
+ * asked again here, as the task's sender (policy_decide: this is a worker thread), with the same
+ * context {tool, args, host?} (tools_policy_context), and a deny fails the task with the policy's
+ * reason. A disabled or unknown tool, arguments that do not fit its schema, a deny and a tool's
+ * own error (a bad or refused URL, a 404 page) are the caller's answer: FAILURE with the message
+ * and no dead letter (TASK_REJECT). Only a dependency that did not answer (SOMA_ERR_UNAVAILABLE:
+ * SomaBrain, the page's server) or no memory is retried, and dead-lettered after max_retries.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +21,13 @@
 #include "tasks/tasks.h"
 #include "tools/tools.h"
 
-/* tool.execute for name as the task's sender; false with t->error written on a deny. */
-static bool allowed(struct task_ctx *t, const char *name)
+/* tool.execute for tool with args (checked) as the task's sender; false with t->error written on a deny. */
+static bool allowed(struct task_ctx *t, const struct tool_def *tool, json_t *args)
 {
+	const char *name = tool->name;
 	char resource[96];
 	snprintf(resource, sizeof(resource), "tool:%s", name);
-	json_t *ctx = json_pack("{s:s}", "tool", name);
+	json_t *ctx = tools_policy_context(tool, args);
 	struct policy_input in = {.tenant = t->tenant,
 				  .subject = json_string_value(json_object_get(t->payload, "subject")),
 				  .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
@@ -53,10 +56,16 @@ enum task_outcome task_tool_run(struct task_ctx *t)
 	if (!tool) {
 		snprintf(t->error, sizeof(t->error), "%s: no such tool is enabled here (GET /v1/tools lists them)",
 			 name ? name : "kwargs.tool missing");
-		return TASK_FAIL;
+		return TASK_REJECT;
 	}
-	if (!allowed(t, name))
-		return TASK_FAIL;
+	json_t *args = json_object_get(kwargs, "args");
+	char err[TOOL_ERROR_MAX];
+	if (!tools_args_check(tool, args, err, sizeof(err))) {
+		snprintf(t->error, sizeof(t->error), "%.40s: %.460s", name, err);
+		return TASK_REJECT;
+	}
+	if (!allowed(t, tool, args))
+		return TASK_REJECT;
 	struct tool_ctx ctx = {.tenant = t->tenant,
 			       .session_id = t->session_id,
 			       .request_id = json_string_value(json_object_get(t->payload, "request_id")),
@@ -64,10 +73,11 @@ enum task_outcome task_tool_run(struct task_ctx *t)
 			       .scopes = json_string_value(json_object_get(t->payload, "scopes")),
 			       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
 			       .store = t->store};
-	char *text = NULL, err[TOOL_ERROR_MAX];
-	if (tools_run(tool, &ctx, json_object_get(kwargs, "args"), &text, err, sizeof(err)) != SOMA_OK) {
+	char *text = NULL;
+	enum soma_err e = tools_run(tool, &ctx, args, &text, err, sizeof(err));
+	if (e != SOMA_OK) {
 		snprintf(t->error, sizeof(t->error), "%.40s: %.460s", name, err);
-		return TASK_FAIL;
+		return e == SOMA_ERR_UNAVAILABLE || e == SOMA_ERR_NOMEM ? TASK_RETRY : TASK_REJECT;
 	}
 	t->result = json_loads(text, 0, NULL);
 	free(text);

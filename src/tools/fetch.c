@@ -16,10 +16,14 @@
  * Proxies from the environment are disabled (a proxy would hide the real destination). The body
  * is read up to tools.fetch.max_bytes (after decompression); more fails the run rather than
  * returning a part. The whole run, redirects included, is bounded by tools.fetch.timeout_s.
- * text/html (and XHTML) becomes text (html_text.c); other text types are returned as they are (repaired
- * to valid UTF-8); anything else is refused: the tool returns text.
+ * text/html (and XHTML) becomes text (html_text.c; libxml2 decodes from the HTTP charset); other
+ * text types are returned as they are, converted from their HTTP charset with iconv (an unknown
+ * one is taken as UTF-8), then repaired to valid UTF-8; anything else is refused: the tool
+ * returns text.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <iconv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +46,7 @@ struct fetch {
 	char *body;		    /* what was read (owned), NUL-terminated when len > 0 */
 	size_t len, cap, max;	    /* bytes read, allocated, allowed */
 	bool too_big;		    /* the body passed max */
+	bool deep;		    /* the page's HTML nested deeper than html_to_text reads: text left out */
 };
 
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
@@ -133,6 +138,24 @@ static enum soma_err url_allowed(struct fetch *f, const char *url, char *err, si
 	return ok;
 }
 
+bool fetch_url_host(const char *url, char *host, size_t cap)
+{
+	const struct curl_api *api = url ? curl_api_get(NULL) : NULL;
+	CURLU *u = api ? api->url() : NULL;
+	char *h = NULL;
+	bool ok = u && api->url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+		  api->url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h && strlen(h) < cap;
+	if (ok) {
+		for (size_t i = 0; (host[i] = h[i]); i++)
+			host[i] = (h[i] >= 'A' && h[i] <= 'Z') ? (char)(h[i] + 32) : h[i];
+	}
+	if (h)
+		api->str_free(h);
+	if (u)
+		api->url_cleanup(u);
+	return ok;
+}
+
 /* One GET of url; *status the HTTP status, *next the redirect target (malloc'd) or NULL. */
 static enum soma_err get_once(struct fetch *f, CURL *h, const char *url, int64_t deadline, long *status, char **next,
 			      char *err, size_t cap)
@@ -200,16 +223,47 @@ static void media_type(const char *ct, char *type, size_t tcap, char *charset, s
 	snprintf(charset, ccap, "%.*s", (int)strcspn(cs, "; \t\""), cs);
 }
 
+/* body (len bytes, NUL-terminated) as UTF-8: converted from charset (glibc iconv) into a new
+ * string, or body itself when there is nothing to convert (no charset, UTF-8 or ASCII, or one
+ * iconv does not know: then it is taken as UTF-8 and repaired by the caller). NULL on OOM. */
+static char *to_utf8(const char *body, size_t len, const char *charset)
+{
+	if (!charset[0] || strcasecmp(charset, "utf-8") == 0 || strcasecmp(charset, "utf8") == 0 ||
+	    strcasecmp(charset, "us-ascii") == 0)
+		return (char *)body;
+	iconv_t cd = iconv_open("UTF-8", charset);
+	if (cd == (iconv_t)-1)
+		return (char *)body;
+	size_t cap = len * 4 + 4, left = cap - 1; /* enough for any usual charset; more (E2BIG) is cut */
+	char *out = malloc(cap), *in = (char *)body, *o = out;
+	size_t inleft = len;
+	while (out && inleft > 0 && iconv(cd, &in, &inleft, &o, &left) == (size_t)-1 && errno != E2BIG) {
+		in++; /* (EILSEQ, EINVAL) a byte that is not of charset: U+FFFD instead */
+		inleft--;
+		if (left >= 3) {
+			memcpy(o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			left -= 3;
+		}
+	}
+	iconv_close(cd);
+	if (!out)
+		return NULL;
+	*o = '\0';
+	return out;
+}
+
 /* The page's text (malloc'd) from the body, or NULL with err set. */
 static char *page_text(struct fetch *f, const char *url, const char *type, const char *charset, char *err, size_t cap,
 		       enum soma_err *e)
 {
 	char *text = NULL;
 	if (strcmp(type, "text/html") == 0 || strcmp(type, "application/xhtml+xml") == 0) {
-		text = html_to_text(f->body ? f->body : "", f->len, charset[0] ? charset : NULL);
+		text = html_to_text(f->body ? f->body : "", f->len, charset[0] ? charset : NULL, &f->deep);
 	} else if (strncmp(type, "text/", 5) == 0) {
-		text = f->body ? f->body : strdup("");
-		f->body = NULL;
+		text = f->body ? to_utf8(f->body, f->len, charset) : strdup("");
+		if (text == f->body)
+			f->body = NULL;
 	} else {
 		snprintf(err, cap, "%.300s is %s, not text: fetch_page returns web pages and other text only", url,
 			 type[0] ? type : "of no declared type");
@@ -294,7 +348,7 @@ enum soma_err tool_fetch_page(const struct tool_ctx *ctx, json_t *args, char **r
 	if (e == SOMA_OK && !next)
 		e = finish(&f, h, url, status, &text, err, cap);
 	if (e == SOMA_OK) {
-		bool truncated = cut(text, max_chars);
+		bool truncated = cut(text, max_chars) || f.deep;
 		char type[128], charset[64], *ct = NULL;
 		f.api->easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
 		media_type(ct, type, sizeof(type), charset, sizeof(charset));

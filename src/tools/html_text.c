@@ -19,13 +19,14 @@
 
 #include "tools/tools_int.h"
 
-#define DEPTH_MAX 256 /* deeper trees (hostile pages) are cut there */
+#define DEPTH_MAX 256 /* deeper trees (hostile pages) are cut there, and the cut reported */
 
 struct out {
 	FILE *f;      /* the text */
 	bool space;   /* a space is owed before the next word */
 	int newlines; /* newlines written at the end so far (0..2) */
 	bool any;     /* a word was written */
+	bool cut;     /* a subtree deeper than DEPTH_MAX was left out */
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -81,6 +82,8 @@ static void text(struct out *o, const char *s)
 
 static void walk(struct out *o, const xmlNode *n, int depth)
 {
+	if (n && depth >= DEPTH_MAX)
+		o->cut = true;
 	for (; n && depth < DEPTH_MAX; n = n->next) {
 		if (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) {
 			if (n->content)
@@ -113,7 +116,7 @@ static void title(struct out *o, const xmlNode *n, int depth)
 	}
 }
 
-char *html_to_text(const char *html, size_t len, const char *charset)
+char *html_to_text(const char *html, size_t len, const char *charset, bool *cut)
 {
 	pthread_once(&init_once, init);
 	char *buf = NULL;
@@ -121,7 +124,8 @@ char *html_to_text(const char *html, size_t len, const char *charset)
 	struct out o = {.f = open_memstream(&buf, &n)};
 	if (!o.f)
 		return NULL;
-	int opts = HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET;
+	/* XML_PARSE_HUGE: without it libxml2 stops at depth 256 and drops the rest of the page */
+	int opts = HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET | XML_PARSE_HUGE;
 	htmlDocPtr doc = len <= (size_t)0x7fffffff ? htmlReadMemory(html, (int)len, NULL, charset, opts) : NULL;
 	if (doc) {
 		const xmlNode *root = xmlDocGetRootElement(doc);
@@ -135,5 +139,7 @@ char *html_to_text(const char *html, size_t len, const char *charset)
 	}
 	while (n > 0 && buf[n - 1] == '\n') /* no trailing blank lines */
 		buf[--n] = '\0';
+	if (cut)
+		*cut = o.cut;
 	return buf;
 }

@@ -162,6 +162,18 @@ enum soma_err tools_run(const struct tool_def *t, const struct tool_ctx *ctx, js
 	return e;
 }
 
+json_t *tools_policy_context(const struct tool_def *t, const json_t *args)
+{
+	json_t *empty = args ? NULL : json_object();
+	json_t *ctx = json_pack("{s:s, s:O}", "tool", t->name, "args", args ? args : empty);
+	json_decref(empty);
+	char host[256];
+	if (ctx && strcmp(t->name, "fetch_page") == 0 &&
+	    fetch_url_host(json_string_value(json_object_get(args, "url")), host, sizeof(host)))
+		json_object_set_new(ctx, "host", json_string(host));
+	return ctx;
+}
+
 bool tools_validate_enabled(const char *value, char *why, size_t cap)
 {
 	struct cfg_pair p;

@@ -11,8 +11,9 @@
  *     {tool, args}, whose handler (tasks/tool.c) calls tools_run() on a worker thread;
  *   - the conversation task (function calling): tools_openai_json() is the "tools" array of an
  *     OpenAI chat request; for each tool call of the reply it asks policy tool.execute itself
- *     (tasks/tool.c shows how), then calls tools_run() with the call's parsed arguments and gives
- *     the result text (or the error message) back to the model as the tool message.
+ *     with tools_policy_context() (tasks/tool.c shows how), then calls tools_run() with the
+ *     call's parsed arguments and gives the result text (or the error message) back to the model
+ *     as the tool message.
  * A run blocks (network, SomaBrain, the store): worker and pool threads only, never an io thread.
  * The memory tools ask policy memory.recall / memory.write themselves (as the memory API does),
  * with the identity in the context. fetch_page goes through the SSRF guard (fetch.c, ssrf.c).
@@ -83,6 +84,12 @@ bool tools_args_check(const struct tool_def *t, const json_t *args, char *why, s
  * SOMA_ERR_INVALID with the reason in err. Blocks: worker and pool threads only. */
 enum soma_err tools_run(const struct tool_def *t, const struct tool_ctx *ctx, json_t *args, char **result, char *err,
 			size_t cap) SOMA_MUST_CHECK;
+
+/* The context of policy tool.execute for a run of t with args (checked against its schema; NULL
+ * is {}): {tool: name, args: args as given} and, for fetch_page, host: the URL's host name as
+ * fetched, lowercased (an IPv6 address in brackets; absent when the URL has none). Both checks
+ * (the gateway's and the worker's) send this. Caller owns; NULL on OOM. */
+json_t *tools_policy_context(const struct tool_def *t, const json_t *args);
 
 /* Validator of tools.enabled (config_keys.h): a comma-separated list of known tool names. */
 bool tools_validate_enabled(const char *value, char *why, size_t cap);

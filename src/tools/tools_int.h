@@ -32,11 +32,16 @@ bool ssrf_host_listed(const char *list, const char *host);
  * host when it is a listed IP address: the address connected to must be that one. */
 bool ssrf_addr_listed(const char *list, const struct sockaddr *sa);
 
+/* The host of url as fetch_page would connect to it (libcurl's URL parser), lowercased, into host;
+ * false when url is NULL, not a URL, or names no host (or libcurl is missing). Any thread. */
+bool fetch_url_host(const char *url, char *host, size_t cap);
+
 /* ---- HTML to text (html_text.c) ----
  * The text of an HTML document as a reader sees it: scripts, styles, templates and the head
  * (but its title, as the first line) dropped, block elements on lines of their own, runs of white
- * space folded. charset may be NULL (then the document's own meta, else UTF-8). Returns a
+ * space folded. charset may be NULL (then the document's own meta, else UTF-8). Elements nested
+ * deeper than 256 are left out: then *cut (if cut is not NULL) is set true, else false. Returns a
  * malloc'd NUL-terminated UTF-8 string the caller frees, or NULL on OOM. */
-char *html_to_text(const char *html, size_t len, const char *charset);
+char *html_to_text(const char *html, size_t len, const char *charset, bool *cut);
 
 #endif

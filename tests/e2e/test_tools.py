@@ -36,6 +36,9 @@ class Pages(BaseHTTPRequestHandler):
             "/big.txt": (200, "text/plain", b"x" * 5000),
             "/image.png": (200, "image/png", b"\x89PNG\r\n\x1a\n"),
             "/missing": (404, "text/plain", b"no"),
+            "/unavailable": (503, "text/plain", b"down"),
+            "/latin1.txt": (200, "text/plain; charset=iso-8859-1", b"caf\xe9 cr\xe8me"),
+            "/unknown-charset.txt": (200, "text/plain; charset=x-no-such-charset", b"caf\xc3\xa9"),
         }
         redirects = {
             "/to-page": f"http://127.0.0.1:{port}/page.html",
