@@ -3,13 +3,11 @@
  *
  * DESIGN: reserve = STORE_OP_TASK_RESERVE with the visibility timeout; the outcome is
  * STORE_OP_TASK_FINISH (SUCCESS, FAILURE as a dead letter, or REVOKED for a task skipped as
- * revoked or expired), STORE_OP_TASK_RETRY (backoff, dead
- * after max_retries). A reject (TASK_REJECT) is a FAILURE without a dead letter: the store has
- * no such finish, so it is FINISH as failed, then STORE_OP_DEAD_DELETE of that row at once (for
- * the moment between the two the row reads as a dead letter; a process dying there leaves one,
- * which an operator may delete); the heartbeat is STORE_OP_TASK_EXTEND. A handler may ack in its own
- * commit (store_ack). The state of a worker is only its queue name and worker id; the pool
- * waits for queue_notify between empty reserves (blocking = false).
+ * revoked or expired), STORE_OP_TASK_RETRY (backoff, dead after max_retries). A reject
+ * (TASK_REJECT) is a FAILURE without a dead letter (FINISH with failed and rejected: the row
+ * leaves the queue table in the same commit); the heartbeat is STORE_OP_TASK_EXTEND. A handler
+ * may ack in its own commit (store_ack). The state of a worker is only its queue name and worker
+ * id; the pool waits for queue_notify between empty reserves (blocking = false).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,19 +39,6 @@ static void local_close(void *w)
 	free(w);
 }
 
-/* The dead row a reject's FAILURE left: dropped (its outcome stays in the task's result). */
-static void undead(const struct task_ctx *ctx)
-{
-	struct store_op *op = store_op_new(STORE_OP_DEAD_DELETE, ctx->tenant);
-	if (!op)
-		return;
-	snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
-	if (store_op_wait(queue_store(), op) != SOMA_OK)
-		log_warn("queue", "task %s failed (%s) and stays listed as a dead letter: it could not be dropped (%s)",
-			 ctx->id, ctx->error, soma_err_str(op->err));
-	store_op_free(op);
-}
-
 static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_outcome outcome)
 {
 	(void)wp;
@@ -72,6 +57,7 @@ static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_
 		op = store_op_new(STORE_OP_TASK_FINISH, ctx->tenant);
 		if (op) {
 			op->failed = outcome == TASK_FAIL || outcome == TASK_REJECT;
+			op->rejected = outcome == TASK_REJECT;
 			op->row = ctx->result;
 			ctx->result = NULL;
 		}
@@ -90,8 +76,6 @@ static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_
 			  (long long)json_integer_value(json_object_get(ctx->task, "attempts")), ctx->error);
 	if (op->dead)
 		outcome = TASK_FAIL;
-	if (outcome == TASK_REJECT && op->err == SOMA_OK)
-		undead(ctx);
 	store_op_free(op);
 	return outcome == TASK_REJECT ? TASK_FAIL : outcome;
 }

@@ -199,10 +199,11 @@ static void results_sweep(struct pgconn *c, int64_t now)
 
 /* A finished task leaves the queue table (its outcome stays in task_results, with its name, retries
  * and start copied from its row), so the queue only ever holds live work; a failed one stays as a
- * dead letter (a revoked one does not). */
+ * dead letter (a revoked or rejected one does not). */
 static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms(), changed = 0;
+	bool dead = op->failed && !op->rejected;
 	char *result = op->row ? json_dumps(op->row, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	struct pg_params q = {0};
 	pg_param_text(&q, op->task_id);
@@ -227,14 +228,14 @@ static enum soma_err task_finish(struct pgconn *c, struct store_op *op)
 	struct pg_params p = {0};
 	pg_param_text(&p, op->task_id);
 	pg_param_text(&p, op->tenant);
-	if (op->failed) {
+	if (dead) {
 		pg_param_text(&p, op->error_text);
 		pg_param_int(&p, now);
 	}
 	err = pg_run(c,
-		     op->failed ? "UPDATE tasks SET state = 'dead', last_error = $3, updated_ms = $4 "
-				  "WHERE id = $1 AND tenant = $2"
-				: "DELETE FROM tasks WHERE id = $1 AND tenant = $2",
+		     dead ? "UPDATE tasks SET state = 'dead', last_error = $3, updated_ms = $4 "
+			    "WHERE id = $1 AND tenant = $2"
+			  : "DELETE FROM tasks WHERE id = $1 AND tenant = $2",
 		     &p, &changed);
 	if (err != SOMA_OK)
 		return err;

@@ -210,10 +210,11 @@ static void results_sweep(struct dbconn *c, int64_t now)
 
 /* A finished task leaves the queue table (its outcome stays in task_results, with its name, retries
  * and start copied from its row), so the queue only ever holds live work; a failed one stays as a
- * dead letter (a revoked one does not). */
+ * dead letter (a revoked or rejected one does not). */
 static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
+	bool dead = op->failed && !op->rejected;
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "INSERT OR REPLACE INTO task_results(task_id, tenant, status, result, error, completed_ms, name, "
 		   "retries, started_ms) SELECT ?1, tenant, ?3, ?4, ?5, ?6, name, max(attempts - 1, 0), "
@@ -233,12 +234,12 @@ static enum soma_err task_finish(struct dbconn *c, struct store_op *op)
 	free(result);
 	if (rc != SQLITE_DONE)
 		return SOMA_ERR_STORE;
-	s = op->failed ? dbconn_stmt(c, "UPDATE tasks SET state = 'dead', last_error = ?1, updated_ms = ?2 "
-					"WHERE id = ?3 AND tenant = ?4")
-		       : dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?3 AND tenant = ?4");
+	s = dead ? dbconn_stmt(c, "UPDATE tasks SET state = 'dead', last_error = ?1, updated_ms = ?2 "
+				  "WHERE id = ?3 AND tenant = ?4")
+		 : dbconn_stmt(c, "DELETE FROM tasks WHERE id = ?3 AND tenant = ?4");
 	if (!s)
 		return SOMA_ERR_STORE;
-	if (op->failed) {
+	if (dead) {
 		bind_text(s, 1, op->error_text);
 		sqlite3_bind_int64(s, 2, now);
 	}

@@ -177,9 +177,10 @@ struct store_op {
 	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
 	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
 	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
-	bool revoked;			   /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
-					    * reason in error_text): it leaves the queue, no dead letter */
-	bool all_tenants;		   /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
+	bool rejected;	  /* TASK_FINISH with failed: a final FAILURE that is no dead letter (TASK_REJECT) */
+	bool revoked;	  /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
+			   * reason in error_text): it leaves the queue, no dead letter */
+	bool all_tenants; /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	char row_tenant[STORE_ID_MAX + 1]; /* output of DEAD_REQUEUE/DEAD_DELETE, OUTBOX_RETRY/OUTBOX_DROP:
 					    * the tenant of the row changed (with all_tenants, maybe not
 					    * op->tenant) */

@@ -30,12 +30,10 @@ def post_tool_task(srv, tool, args):
 
 
 def not_dead(srv, out):
-    """out once it reads dead_letter false: the local driver drops the dead row just after the
-    outcome (two store ops; the store has no FAILURE without a dead row), so a read may fall between."""
-    if not out.get("dead_letter"):
-        return out
-    return wait_until(lambda: (t := http().get(f"{srv.url}/v1/tasks/{out['task_id']}", timeout=5).json())
-                      and not t.get("dead_letter") and t, 5, what="the dead row to be dropped")
+    """out, which must read dead_letter false at once: a rejected task's FAILURE and the removal of
+    its queue row are one commit (no moment where it reads as a dead letter)."""
+    assert not out.get("dead_letter"), out
+    return out
 
 
 def check_user_failures_are_not_dead_letters(srv, pages):
