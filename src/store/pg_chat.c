@@ -22,12 +22,16 @@ static char *rfc3339_dup(int64_t ms)
 	return strdup(clock_rfc3339(ms, buf, sizeof(buf)));
 }
 
-/* 1 when the session exists for tenant, 0 when absent, -1 when it belongs to another tenant. */
-static int session_owner(struct pgconn *c, const char *id, const char *tenant, enum soma_err *err)
+/* 1 when the session exists for tenant, 0 when absent, -1 when it belongs to another tenant;
+ * lock: its row stays locked until the transaction ends (FOR UPDATE). */
+static int session_owner(struct pgconn *c, const char *id, const char *tenant, bool lock, enum soma_err *err)
 {
 	struct pg_params p = {0};
 	pg_param_text(&p, id);
-	PGresult *r = pg_exec(c, "SELECT tenant FROM sessions WHERE id = $1", &p, err);
+	PGresult *r = pg_exec(c,
+			      lock ? "SELECT tenant FROM sessions WHERE id = $1 FOR UPDATE"
+				   : "SELECT tenant FROM sessions WHERE id = $1",
+			      &p, err);
 	if (!r)
 		return 0;
 	int owner = PQntuples(r) == 0 ? 0 : strcmp(PQgetvalue(r, 0, 0), tenant) == 0 ? 1 : -1;
@@ -57,7 +61,7 @@ static enum soma_err session_create(struct pgconn *c, struct store_op *op, int64
 		op->created = true;
 		return SOMA_OK;
 	}
-	*owner = session_owner(c, op->session_id, op->tenant, &err); /* another node created it meanwhile */
+	*owner = session_owner(c, op->session_id, op->tenant, false, &err); /* another node created it meanwhile */
 	return err;
 }
 
@@ -190,7 +194,7 @@ static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enq
 	 * trip less than asking first; only when it does not is the owner asked (or it is created) */
 	err = event_insert(c, op, now);
 	if (err == SOMA_ERR_NOT_FOUND) {
-		int owner = session_owner(c, op->session_id, op->tenant, &err);
+		int owner = session_owner(c, op->session_id, op->tenant, false, &err);
 		if (err == SOMA_OK && owner == 0)
 			err = session_create(c, op, now, &owner);
 		if (err != SOMA_OK)
@@ -245,7 +249,12 @@ static enum soma_err op_event_append(struct pgconn *c, struct store_op *op)
 
 /* As sqlite_chat.c: a reset deletes the events and queued tasks, a delete also the attachments
  * no other session of the tenant names (those another one names are handed to it) and the
- * session; both drop the session's references. */
+ * session; both drop the session's references.
+ * A delete first locks its session row (as a message to it does: sessions first), then the
+ * attachments bound to it or named by it, by id. Two deletes of sessions naming one file then run
+ * one after the other: each later statement reads what the other committed. Without the locks,
+ * deleting A handed a file to B from a snapshot in which B still named it while the delete of B
+ * committed: the file was left bound to no session, named by none. */
 static enum soma_err op_session_delete(struct pgconn *c, struct store_op *op, bool reset)
 {
 	static const char *const del_session = "DELETE FROM sessions WHERE id = $1 AND tenant = $2";
@@ -259,16 +268,21 @@ static enum soma_err op_session_delete(struct pgconn *c, struct store_op *op, bo
 		"WHERE a.session_id = $1 AND a.tenant = $2 AND EXISTS (SELECT 1 FROM attachment_refs r "
 		"WHERE r.tenant = $2 AND r.attachment_id = a.id)";
 	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = $1 AND tenant = $2";
+	static const char *const lock_attach =
+		"SELECT a.id FROM attachments a WHERE a.tenant = $2 AND (a.session_id = $1 OR a.id IN "
+		"(SELECT r.attachment_id FROM attachment_refs r WHERE r.tenant = $2 AND r.session_id = $1)) "
+		"ORDER BY a.id FOR UPDATE OF a";
 	enum soma_err err = SOMA_OK;
-	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
+	if (session_owner(c, op->session_id, op->tenant, !reset, &err) != 1)
 		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
-	/* del_refs first: hand_over then sees only the other sessions' references */
-	const char *const all[] = {del_tasks, del_events, del_refs, hand_over, del_attach, del_session};
-	size_t n = reset ? 3 : 6;
+	/* lock_attach before del_refs (it reads them); del_refs before hand_over: it then sees only the
+	 * other sessions' references */
+	const char *const all[] = {lock_attach, del_tasks, del_events, del_refs, hand_over, del_attach, del_session};
+	size_t first = reset ? 1 : 0, n = reset ? 4 : 7;
 	struct pg_params p = {0};
 	pg_param_text(&p, op->session_id);
 	pg_param_text(&p, op->tenant);
-	for (size_t i = 0; i < n && err == SOMA_OK; i++)
+	for (size_t i = first; i < n && err == SOMA_OK; i++)
 		err = pg_run(c, all[i], &p, NULL);
 	return err;
 }
