@@ -50,6 +50,7 @@ struct pgconn {
 	int64_t retry_ms;	  /* monotonic ms before which no reconnect is attempted */
 	int64_t backoff_ms;	  /* next backoff: 100 ms doubling to 5 s, reset on success */
 	bool down_logged;	  /* the outage was logged (log once per outage, and its end) */
+	bool resends;		  /* a message lane's: what it held goes again on a new connection */
 	unsigned seen_recoveries; /* pg_exec.c's recovery count when this connection went down */
 };
 
