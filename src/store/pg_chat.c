@@ -2,6 +2,7 @@
  * pg_chat.c - SQL of the chat ops on PostgreSQL: sessions and their events (see store.h, and
  * sqlite_chat.c for the same ops on SQLite: same semantics, same outputs).
  * Every statement names the tenant; a session of another tenant is reported as not found.
+ * A message's files and a session's delete or reset are in pg_chat_files.c.
  *
  * DESIGN: the seq of an event comes from `UPDATE sessions SET last_seq = last_seq + 1 ...
  * RETURNING last_seq`, whose row lock orders the appends of every node writing to one session.
@@ -22,12 +23,14 @@ static char *rfc3339_dup(int64_t ms)
 	return strdup(clock_rfc3339(ms, buf, sizeof(buf)));
 }
 
-/* 1 when the session exists for tenant, 0 when absent, -1 when it belongs to another tenant. */
-static int session_owner(struct pgconn *c, const char *id, const char *tenant, enum soma_err *err)
+int pg_session_owner(struct pgconn *c, const char *id, const char *tenant, bool lock, enum soma_err *err)
 {
 	struct pg_params p = {0};
 	pg_param_text(&p, id);
-	PGresult *r = pg_exec(c, "SELECT tenant FROM sessions WHERE id = $1", &p, err);
+	PGresult *r = pg_exec(c,
+			      lock ? "SELECT tenant FROM sessions WHERE id = $1 FOR UPDATE"
+				   : "SELECT tenant FROM sessions WHERE id = $1",
+			      &p, err);
 	if (!r)
 		return 0;
 	int owner = PQntuples(r) == 0 ? 0 : strcmp(PQgetvalue(r, 0, 0), tenant) == 0 ? 1 : -1;
@@ -35,7 +38,7 @@ static int session_owner(struct pgconn *c, const char *id, const char *tenant, e
 	return owner;
 }
 
-/* Creates the session unless it exists; *owner as session_owner() after the insert. */
+/* Creates the session unless it exists; *owner as pg_session_owner() after the insert. */
 static enum soma_err session_create(struct pgconn *c, struct store_op *op, int64_t now, int *owner)
 {
 	const char *persona = json_string_value(json_object_get(op->event, "persona_id"));
@@ -57,7 +60,7 @@ static enum soma_err session_create(struct pgconn *c, struct store_op *op, int64
 		op->created = true;
 		return SOMA_OK;
 	}
-	*owner = session_owner(c, op->session_id, op->tenant, &err); /* another node created it meanwhile */
+	*owner = pg_session_owner(c, op->session_id, op->tenant, false, &err); /* another node created it meanwhile */
 	return err;
 }
 
@@ -129,68 +132,17 @@ static enum soma_err event_insert(struct pgconn *c, struct store_op *op, int64_t
 	return err;
 }
 
-static enum soma_err attachments_owned(struct pgconn *c, struct store_op *op)
-{
-	size_t i;
-	json_t *id;
-	json_array_foreach(op->attachments, i, id)
-	{
-		struct pg_params p = {0};
-		pg_param_text(&p, json_string_value(id) ? json_string_value(id) : "");
-		pg_param_text(&p, op->tenant);
-		enum soma_err err;
-		PGresult *r = pg_exec(c, "SELECT 1 FROM attachments WHERE id = $1 AND tenant = $2", &p, &err);
-		if (!r)
-			return err;
-		int found = PQntuples(r);
-		PQclear(r);
-		if (!found) {
-			snprintf(op->error_text, sizeof(op->error_text), "attachment %s not found",
-				 json_string_value(id) ? json_string_value(id) : "?");
-			return SOMA_ERR_NOT_FOUND;
-		}
-	}
-	return SOMA_OK;
-}
-
-/* Binds the message's attachments that have no session yet (uploaded without one, or before
- * their session existed) to its session, so deleting the session deletes them; one bound to
- * another session of the tenant stays that session's. And notes that the session names each
- * (attachment_refs), one round trip an attachment: deleting the session an attachment is bound
- * to keeps it while another session still names it (op_session_delete). */
-static enum soma_err attachments_bind(struct pgconn *c, struct store_op *op)
-{
-	size_t i;
-	json_t *id;
-	json_array_foreach(op->attachments, i, id)
-	{
-		struct pg_params p = {0};
-		pg_param_text(&p, op->session_id);
-		pg_param_text(&p, json_string_value(id) ? json_string_value(id) : "");
-		pg_param_text(&p, op->tenant);
-		enum soma_err err = pg_run(c,
-					   "WITH bound AS (UPDATE attachments SET session_id = $1 "
-					   "WHERE id = $2 AND tenant = $3 AND session_id IS NULL) "
-					   "INSERT INTO attachment_refs(tenant, attachment_id, session_id) "
-					   "VALUES ($3, $2, $1) ON CONFLICT DO NOTHING",
-					   &p, NULL);
-		if (err != SOMA_OK)
-			return err;
-	}
-	return SOMA_OK;
-}
-
 static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enqueued)
 {
 	int64_t now = clock_wall_ms();
 	enum soma_err err = SOMA_OK;
-	if (op->attachments && (err = attachments_owned(c, op)) != SOMA_OK)
+	if (op->attachments && (err = pg_attachments_owned(c, op)) != SOMA_OK)
 		return err;
 	/* most messages go to a session of the tenant that exists: its seq update finds it, a round
 	 * trip less than asking first; only when it does not is the owner asked (or it is created) */
 	err = event_insert(c, op, now);
 	if (err == SOMA_ERR_NOT_FOUND) {
-		int owner = session_owner(c, op->session_id, op->tenant, &err);
+		int owner = pg_session_owner(c, op->session_id, op->tenant, false, &err);
 		if (err == SOMA_OK && owner == 0)
 			err = session_create(c, op, now, &owner);
 		if (err != SOMA_OK)
@@ -202,7 +154,7 @@ static enum soma_err op_message(struct pgconn *c, struct store_op *op, bool *enq
 		err = event_insert(c, op, now);
 	}
 	if (err == SOMA_OK && op->attachments)
-		err = attachments_bind(c, op);
+		err = pg_attachments_bind(c, op);
 	if (err != SOMA_OK)
 		return err;
 	/* memory: the turn's outbox row commits with it (pg_memory.c) */
@@ -243,36 +195,6 @@ static enum soma_err op_event_append(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;		 /* no next task changes nothing here */
 }
 
-/* As sqlite_chat.c: a reset deletes the events and queued tasks, a delete also the attachments
- * no other session of the tenant names (those another one names are handed to it) and the
- * session; both drop the session's references. */
-static enum soma_err op_session_delete(struct pgconn *c, struct store_op *op, bool reset)
-{
-	static const char *const del_session = "DELETE FROM sessions WHERE id = $1 AND tenant = $2";
-	static const char *const del_events = "DELETE FROM events WHERE session_id = $1 AND tenant = $2";
-	static const char *const del_tasks =
-		"DELETE FROM tasks WHERE session_id = $1 AND tenant = $2 AND state = 'queued'";
-	static const char *const del_refs = "DELETE FROM attachment_refs WHERE tenant = $2 AND session_id = $1";
-	static const char *const hand_over =
-		"UPDATE attachments a SET session_id = (SELECT min(r.session_id) FROM attachment_refs r "
-		"WHERE r.tenant = $2 AND r.attachment_id = a.id) "
-		"WHERE a.session_id = $1 AND a.tenant = $2 AND EXISTS (SELECT 1 FROM attachment_refs r "
-		"WHERE r.tenant = $2 AND r.attachment_id = a.id)";
-	static const char *const del_attach = "DELETE FROM attachments WHERE session_id = $1 AND tenant = $2";
-	enum soma_err err = SOMA_OK;
-	if (session_owner(c, op->session_id, op->tenant, &err) != 1)
-		return err != SOMA_OK ? err : SOMA_ERR_NOT_FOUND;
-	/* del_refs first: hand_over then sees only the other sessions' references */
-	const char *const all[] = {del_tasks, del_events, del_refs, hand_over, del_attach, del_session};
-	size_t n = reset ? 3 : 6;
-	struct pg_params p = {0};
-	pg_param_text(&p, op->session_id);
-	pg_param_text(&p, op->tenant);
-	for (size_t i = 0; i < n && err == SOMA_OK; i++)
-		err = pg_run(c, all[i], &p, NULL);
-	return err;
-}
-
 static enum soma_err op_session_pause(struct pgconn *c, struct store_op *op)
 {
 	struct pg_params p = {0};
@@ -294,9 +216,9 @@ enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued
 	case STORE_OP_EVENT_APPEND:
 		return op_event_append(c, op);
 	case STORE_OP_SESSION_DELETE:
-		return op_session_delete(c, op, false);
+		return pg_session_delete(c, op, false);
 	case STORE_OP_SESSION_RESET:
-		return op_session_delete(c, op, true);
+		return pg_session_delete(c, op, true);
 	case STORE_OP_SESSION_PAUSE:
 		return op_session_pause(c, op);
 	default:

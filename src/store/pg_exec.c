@@ -59,7 +59,16 @@ void pg_param_bool(struct pg_params *p, bool v)
 /* Closes the session and schedules the next attempt after the current backoff. */
 static void conn_drop(struct pgconn *c, const char *reason)
 {
-	if (!c->down_logged)
+	/* a message lane connects again at once and resends (pg_lane_txn.c): its requests are not 503 */
+	if (!c->down_logged && c->resends)
+		log_warn("store",
+			 "PostgreSQL connection (%s) lost: %s; the lane connects again at once and sends its messages "
+			 "again (a message is answered 503 only when no connection can be made, or when its commit "
+			 "was sent and is not found); reconnecting with backoff up to %d s; check store.url and the "
+			 "server",
+			 c->role ? c->role : "?", reason && reason[0] ? reason : "no reason given",
+			 BACKOFF_MAX_MS / 1000);
+	else if (!c->down_logged)
 		log_warn("store",
 			 "PostgreSQL connection (%s) lost: %s; requests answer 503 until it is back; "
 			 "reconnecting with backoff up to %d s; check store.url and the server",

@@ -50,6 +50,7 @@ struct pgconn {
 	int64_t retry_ms;	  /* monotonic ms before which no reconnect is attempted */
 	int64_t backoff_ms;	  /* next backoff: 100 ms doubling to 5 s, reset on success */
 	bool down_logged;	  /* the outage was logged (log once per outage, and its end) */
+	bool resends;		  /* a message lane's: what it held goes again on a new connection */
 	unsigned seen_recoveries; /* pg_exec.c's recovery count when this connection went down */
 };
 
@@ -140,6 +141,23 @@ void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col
 /* pg_chat.c */
 enum soma_err pg_sql_write(struct pgconn *c, struct store_op *op, bool *enqueued);
 enum soma_err pg_sql_read(struct pgconn *c, struct store_op *op);
+/* 1 when the session exists for tenant, 0 when absent, -1 when it belongs to another tenant;
+ * lock: its row stays locked until the transaction ends (FOR UPDATE). */
+int pg_session_owner(struct pgconn *c, const char *id, const char *tenant, bool lock, enum soma_err *err);
+/* pg_chat_files.c. SOMA_ERR_NOT_FOUND (op->error_text) unless every attachment op names is the
+ * tenant's. */
+enum soma_err pg_attachments_owned(struct pgconn *c, struct store_op *op);
+/* Binds the message's attachments that have no session yet (uploaded without one, or before
+ * their session existed) to its session, so deleting the session deletes them; one bound to
+ * another session of the tenant stays that session's. And notes that the session names each
+ * (attachment_refs), one round trip an attachment: deleting the session an attachment is bound
+ * to keeps it while another session still names it (pg_session_delete). */
+enum soma_err pg_attachments_bind(struct pgconn *c, struct store_op *op);
+/* As sqlite_chat.c: a reset deletes the events and queued tasks, a delete also the attachments
+ * no other session of the tenant names (those another one names are handed to it) and the
+ * session; both drop the session's references.
+ * A delete locks its session row, then its files (see pg_chat_files.c). */
+enum soma_err pg_session_delete(struct pgconn *c, struct store_op *op, bool reset);
 /* A MESSAGE as one statement (pg_message.c), for the message lanes (pg_lanes.c): the session
  * upserted (created, or its seq bumped when it is the tenant's), the event, its memory outbox row
  * and its task inserted, all using the seq the upsert returns. Nothing of op is changed until

@@ -11,8 +11,9 @@
  * a restart's; an ERROR aborts a transaction, so its COMMIT cannot commit). A message that meets a
  * session the server just ended - before the lane's idle read saw it - is then committed on the
  * next one instead of answered 503. Up to RESEND_MAX times a group; a server that cannot be
- * reached at once gets 503 for the rest. With the COMMIT sent and its answer lost, whether it
- * committed is unknown: each message is found by its event row on a new connection or is a 503
+ * reached at once gets 503 for the rest. With the COMMIT sent and its answer lost, or its send
+ * failed once the COMMIT was queued, whether it committed is unknown: each message is found by its
+ * event row on a new connection or is a 503
  * (pg_fast_find_committed; a client's retry of a committed one would store it twice).
  * A lane's connection is its thread's alone; nothing here takes a lock.
  */
@@ -67,9 +68,14 @@ enum pg_sent pg_lane_send(struct pgconn *c, struct pg_fast **g, size_t n)
 		err = pg_err_map(c, NULL);
 		if (!committing && !pg_conn_up(c))
 			return PG_SENT_LOST; /* no COMMIT: the server cannot have applied any of it */
-		settle_all(g, n, err);
-		if (pg_conn_up(c)) /* not lost (out of memory?): start again from a clean session */
+		if (pg_conn_up(c))	     /* not lost (out of memory?): start again from a clean session */
 			pg_conn_close(c);
+		/* the COMMIT's bytes may have gone out before the send failed (libpq flushes a pipeline's
+		 * buffer as it grows, and the Sync's flush may fail part way) and a COMMIT runs without its
+		 * Sync: unknown, as a lost COMMIT answer (group_read): each is found by its row or is a 503 */
+		if (committing)
+			pg_fast_find_committed(c, g, n);
+		settle_all(g, n, committing ? SOMA_ERR_UNAVAILABLE : err);
 		return PG_SENT_NONE;
 	}
 	return PG_SENT_OK;

@@ -328,6 +328,7 @@ enum soma_err pg_lanes_start(struct store *st, int n, struct pg_lanes **out)
 	char why[512];
 	for (int i = 0; i < n && err == SOMA_OK; i++) {
 		err = pg_conn_open(&L->lane[i].c, st->pg->url, "message lane", why, sizeof(why));
+		L->lane[i].c.resends = true; /* (after the open: it clears the struct) */
 		if (err != SOMA_OK)
 			log_error("store",
 				  "cannot connect message lane %d to PostgreSQL at %s (%s); lower "

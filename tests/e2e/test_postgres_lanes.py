@@ -156,7 +156,7 @@ def test_a_message_that_meets_a_session_the_server_just_ended_is_sent_again_on_a
     before the lane's idle read saw it, meets the end: PostgreSQL answers its pipeline with 57P01
     or the socket is closed under it. Nothing of it was applied, so the lane connects again and
     sends it at once (src/store/pg_lanes.c, group_run): each message is answered 200 with the next
-    seq. Before, it was answered 503 (the idle read runs once a second; the flake of the idle test
+    seq, and the log says the lane sends its messages again (before, that requests answer 503). Before, it was answered 503 (the idle read runs once a second; the flake of the idle test
     above: a lane still connected in pg_stat_activity's view took a message after its end)."""
     db = pg.new_database("resend")
     srv = soma(f"store.url={db}", "store.message_connections=2", role="gateway")
@@ -169,6 +169,11 @@ def test_a_message_that_meets_a_session_the_server_just_ended_is_sent_again_on_a
             assert r.json()["seq"] == i + 2, (i, r.json())
     evs = history(srv, sid, limit=100)
     assert [e["message"] for e in evs if e["type"] == "user"] == ["open"] + [f"m {i}" for i in range(12)]
+    # the log says what happened: the lane sent them again; before, it said requests answer 503
+    lost = [line for line in srv.log_text().splitlines() if "connection (message lane) lost" in line]
+    assert lost, srv.log_text()[-2000:]
+    assert not [line for line in lost if "503 until" in line], lost[:2]
+    assert all("sends its messages again" in line for line in lost), lost[:2]
 
 
 def test_a_crash_of_postgresql_after_relaying_runs_each_task_once(pg, soma):
