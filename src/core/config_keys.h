@@ -127,6 +127,11 @@ X(LLM_TOOLS, "llm.tools", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
 X(LLM_MAX_TOOL_ROUNDS, "llm.max_tool_rounds", CFG_INT, "4", 1, 32, NULL, NULL, false, NULL, \
   "Rounds of tool calls one reply may make (llm.tools): after the last round the model is called " \
   "once more without tools, so the reply ends with text.") \
+X(LLM_MAX_TOOL_RESULT_CHARS, "llm.max_tool_result_chars", CFG_INT, "16000", 1000, 1000000, NULL, NULL, false, \
+  NULL, \
+  "Longest result of one tool call given to the model and kept in its tool.result event (and longest " \
+  "arguments shown in tool.start), in bytes of JSON text: a longer one is cut, marked truncated. The tool " \
+  "rounds' messages count against llm.max_context_tokens: results that no longer fit are left out.") \
 X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a helpful assistant.", 0, 0, NULL, \
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \

@@ -409,9 +409,11 @@ enum task_outcome conv_process(struct task_ctx *t)
 		if (res.error != LLM_OK)
 			log_warn("conversation", "session %s: %s (%s)", t->session_id, llm_error_code(res.error),
 				 res.detail);
-		outcome = commit(t, with_memory(res.error == LLM_OK ? final_event(&g, &res, &cfg, "completed")
-								    : error_event(&g, &res),
-						json_incref(memory)));
+		json_t *ev = res.error == LLM_OK ? final_event(&g, &res, &cfg, "completed")
+			     : g.budget_spent	 ? conv_budget_event(t) /* the tool rounds ended it */
+			     : g.context_full	 ? conv_context_event(t)
+						 : error_event(&g, &res);
+		outcome = commit(t, with_memory(ev, json_incref(memory)));
 	}
 	if (g.opened || g.early_opened) /* (thinking alone, by the gate's hook, opens it too) */
 		bus_generation_end(g.bus_key);

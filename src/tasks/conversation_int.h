@@ -133,6 +133,8 @@ struct generation {
 	enum soma_err reread;	   /* early start: the error of the second context read (SOMA_OK: none) */
 	char *thinking;		   /* early start: assistant.thinking, formatted before the call (owned) */
 	bool early_opened;	   /* early start: the gate's hook published it (read after a gate wait) */
+	bool budget_spent;	   /* tool rounds: the token budget ran out before a later call */
+	bool context_full;	   /* tool rounds: the calls and results no longer fit the context */
 };
 
 /* A context read in flight: the worker waits on it (the op's done signals). */
@@ -168,5 +170,26 @@ const char *conv_tools_extra(void);
  * tool event could not be committed (SOMA_ERR_NOT_FOUND: the session is gone). */
 enum soma_err conv_tool_rounds(struct generation *g, const struct llm_config *cfg, struct llm_request *req,
 			       const struct llm_callbacks *cb, json_t *messages, struct llm_result *res);
+
+/* ---- bounds of function calling (conversation_bounds.c) ---- */
+/* v (borrowed) when its compact JSON text is at most max bytes (a new reference), else a smaller
+ * value that fits, marked "truncated":true with a "truncated_note" naming
+ * llm.max_tool_result_chars: an object keeps its members with its longest strings cut (on a UTF-8
+ * boundary); anything else is {"partial": the start of its JSON text}. Caller owns; NULL on OOM. */
+json_t *conv_bound_value(const json_t *v, size_t max);
+enum conv_fit {
+	CONV_FITS,	/* the messages fit llm.max_context_tokens */
+	CONV_LEFT_OUT,	/* they fit once some of the round's tool results were left out */
+	CONV_TOO_LARGE, /* they do not fit even without the round's results */
+};
+/* Measures messages (every content and tool call's arguments, 4 bytes a token) against
+ * llm.max_context_tokens; when over, replaces the contents of the tool messages from index
+ * round_from on, largest first, with a "left out: no room" error until they fit. */
+enum conv_fit conv_fit_messages(json_t *messages, size_t round_from);
+/* The assistant.error of a spent token budget (limits.llm_tokens_per_day) for t. Caller owns. */
+json_t *conv_budget_event(struct task_ctx *t);
+/* The assistant.error llm_context_exceeded of a reply whose tool calls and results no longer fit
+ * llm.max_context_tokens. Caller owns. */
+json_t *conv_context_event(struct task_ctx *t);
 
 #endif

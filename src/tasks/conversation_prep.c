@@ -210,6 +210,11 @@ json_t *conv_recheck_outcome(struct task_ctx *t, struct recheck *rk, bool outcom
 	rk->send_ctx = rk->llm_ctx = NULL;
 	if (!outcome || ev || rk->budget)
 		return ev;
+	return conv_budget_event(t);
+}
+
+json_t *conv_budget_event(struct task_ctx *t)
+{
 	json_t *meta =
 		json_pack("{s:s, s:{s:s, s:s, s:i}, s:s}", "status", "error", "error", "code", "llm_budget_exceeded",
 			  "detail", "limits.llm_tokens_per_day reached", "http_status", 429, "generation_id", t->id);

@@ -25,7 +25,13 @@
  * calls the model again from the start, and a tool call it makes then runs again (committed
  * tool events are not matched to a new run's calls: a provider gives new call ids). Tools with
  * effects (memory_write) may therefore run twice in that case; their events show it.
- * A deleted session (cancel) stops before the next tool and before the next call.
+ * A deleted session or a stop (cancel) stops before the next tool and before the next call, and
+ * interrupts a running fetch_page (tool_ctx.cancel): a run it interrupted commits no tool.result.
+ * Bounds (conversation_bounds.c): each result and the args shown in tool.start are cut to
+ * llm.max_tool_result_chars; before each later call the token budget is asked (spent: the reply is
+ * assistant.error llm_budget_exceeded) and the messages measured against llm.max_context_tokens
+ * (the round's largest results left out to fit, that call then the last, without tools; no fit
+ * even so: assistant.error llm_context_exceeded). The provider gets the calls' real arguments.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -142,10 +148,11 @@ static enum soma_err run_call(struct generation *g, const char *name, json_t *ar
 			       .subject = json_string_value(json_object_get(t->payload, "subject")),
 			       .scopes = json_string_value(json_object_get(t->payload, "scopes")),
 			       .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
-			       .store = t->store};
+			       .store = t->store,
+			       .cancel = &t->cancel};
 	char *text = NULL, msg[TOOL_ERROR_MAX];
 	queue_task_heartbeat(t);
-	if (tools_run(tool, &ctx, args, &text, msg, sizeof(msg)) != SOMA_OK)
+	if (tools_run(tool, &ctx, args, &text, msg, sizeof(msg)) != SOMA_OK || t->cancel)
 		snprintf(why, cap, "%.40s: %.460s", name, msg);
 	else if (!(*result = json_loads(text, 0, NULL)))
 		snprintf(why, cap, "%s returned no valid JSON", name);
@@ -168,7 +175,10 @@ static enum soma_err one_call(struct generation *g, json_t *call, size_t i, json
 	json_t *args = text && *text ? json_loads(text, JSON_DECODE_ANY, NULL) : json_object();
 	char line[160];
 	snprintf(line, sizeof(line), "Running tool %.60s", name && *name ? name : "(unnamed)");
-	json_t *shown = args ? json_incref(args) : json_string(text ? text : ""); /* not JSON: the text as it came */
+	size_t max = (size_t)cfg_int(CFG_LLM_MAX_TOOL_RESULT_CHARS);
+	json_t *as_text = args ? NULL : json_string(text ? text : ""); /* not JSON: the text as it came */
+	json_t *shown = args || as_text ? conv_bound_value(args ? args : as_text, max) : NULL;
+	json_decref(as_text);
 	json_t *meta = json_pack("{s:s, s:s, s:o, s:s}", "tool", name ? name : "", "call_id", id, "args", shown,
 				 "generation_id", g->task->id);
 	enum soma_err err =
@@ -180,9 +190,15 @@ static enum soma_err one_call(struct generation *g, json_t *call, size_t i, json
 	else if (err == SOMA_OK)
 		err = run_call(g, name ? name : "", args, &result, why, sizeof(why));
 	json_decref(args);
-	if (err != SOMA_OK) {
+	if (err != SOMA_OK || g->task->cancel) { /* stopped or deleted while it ran: no result */
 		json_decref(result);
 		return err;
+	}
+	if (result) { /* what the model and the event get: at most llm.max_tool_result_chars */
+		json_t *kept = conv_bound_value(result, max);
+		json_decref(result);
+		if (!(result = kept))
+			return SOMA_ERR_NOMEM;
 	}
 	snprintf(line, sizeof(line), "%.60s %s", name && *name ? name : "(unnamed)", result ? "done" : "failed");
 	meta = result ? json_pack("{s:s, s:s, s:b, s:O, s:s}", "tool", name ? name : "", "call_id", id, "ok", 1,
@@ -258,6 +274,7 @@ enum soma_err conv_tool_rounds(struct generation *g, const struct llm_config *cf
 	enum soma_err err = SOMA_OK;
 	/* (a provider that calls tools it was not offered, after the last round, is not answered) */
 	for (int round = 1; round <= rounds && res->error == LLM_OK && json_array_size(res->tool_calls) > 0; round++) {
+		size_t round_from = json_array_size(messages);
 		json_array_append_new(messages, assistant_message(res, from));
 		json_t *call;
 		size_t i;
@@ -274,9 +291,27 @@ enum soma_err conv_tool_rounds(struct generation *g, const struct llm_config *cf
 			res->error = LLM_ERR_CANCELLED;
 			break;
 		}
-		if (round >= rounds) { /* the last call offers no tools: the reply ends with text */
+		int64_t retry;
+		if (!limits_tokens_available(g->task->tenant, &retry)) { /* asked before every call */
+			log_info("conversation", "task %s: token budget spent after tool round %d", g->task->id, round);
+			g->budget_spent = true;
+			res->error = LLM_ERR_RATE_LIMITED; /* the reply is conv_budget_event's error */
+			str_copy(res->detail, sizeof(res->detail), "limits.llm_tokens_per_day reached");
+			break;
+		}
+		enum conv_fit fit = conv_fit_messages(messages, round_from);
+		if (fit == CONV_TOO_LARGE) {
+			log_info("conversation", "task %s: tool round %d no longer fits llm.max_context_tokens",
+				 g->task->id, round);
+			g->context_full = true;
+			res->error = LLM_ERR_BAD_REQUEST; /* the reply is conv_context_event's error */
+			str_copy(res->detail, sizeof(res->detail), "the tool rounds exceed llm.max_context_tokens");
+			break;
+		}
+		if (round >= rounds || fit == CONV_LEFT_OUT) { /* the last call offers no tools: it ends with text */
 			req->extra = NULL;
 			req->tool_calls = false;
+			rounds = round;
 		}
 		log_debug("conversation", "task %s: tool round %d done; calling the model again", g->task->id, round);
 		struct llm_result next;

@@ -15,7 +15,8 @@
  *     at most tools.fetch.max_redirects times.
  * Proxies from the environment are disabled (a proxy would hide the real destination). The body
  * is read up to tools.fetch.max_bytes (after decompression); more fails the run rather than
- * returning a part. The whole run, redirects included, is bounded by tools.fetch.timeout_s.
+ * returning a part. The whole run, redirects included, is bounded by tools.fetch.timeout_s, and
+ * stopped by tool_ctx.cancel: the progress callback (about once a second when idle) aborts it.
  * text/html (and XHTML) becomes text (html_text.c; libxml2 decodes from the HTTP charset); other
  * text types are returned as they are, converted from their HTTP charset with iconv (an unknown
  * one is taken as UTF-8), then repaired to valid UTF-8; anything else is refused: the tool
@@ -47,7 +48,19 @@ struct fetch {
 	size_t len, cap, max;	    /* bytes read, allocated, allowed */
 	bool too_big;		    /* the body passed max */
 	bool deep;		    /* the page's HTML nested deeper than html_to_text reads: text left out */
+	const _Atomic bool *cancel; /* tool_ctx.cancel (NULL: never) */
+	bool stopped;		    /* the progress callback saw it true and aborted the transfer */
 };
+
+/* libcurl's progress callback: nonzero aborts the transfer (CURLE_ABORTED_BY_CALLBACK). */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct fetch *f = arg;
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (f->cancel && *f->cancel)
+		f->stopped = true;
+	return f->stopped;
+}
 
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
@@ -185,10 +198,15 @@ static enum soma_err get_once(struct fetch *f, CURL *h, const char *url, int64_t
 	api->easy_setopt(h, CURLOPT_USERAGENT, "SomaAgent01-fetch_page/" SOMA_VERSION);
 	api->easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
 	api->easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max);
-	CURLcode rc = api->easy_perform(h);
+	api->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	api->easy_setopt(h, CURLOPT_XFERINFODATA, f);
+	api->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	CURLcode rc = f->cancel && *f->cancel ? (f->stopped = true, CURLE_ABORTED_BY_CALLBACK) : api->easy_perform(h);
 	*next = NULL;
 	if (rc != CURLE_OK) {
-		if (f->refused[0])
+		if (f->stopped)
+			snprintf(err, cap, "stopped: %.300s was not fetched (the reply was stopped)", url);
+		else if (f->refused[0])
 			snprintf(err, cap, "%.300s refused by the SSRF guard: %s (only public addresses are fetched)",
 				 url, f->refused);
 		else if (f->too_big || rc == CURLE_FILESIZE_EXCEEDED)
@@ -309,11 +327,11 @@ static enum soma_err finish(struct fetch *f, CURL *h, const char *url, long stat
 
 enum soma_err tool_fetch_page(const struct tool_ctx *ctx, json_t *args, char **result, char *err, size_t cap)
 {
-	(void)ctx;
 	const char *why = NULL;
 	struct fetch f = {.api = curl_api_get(&why),
 			  .allow = cfg_str(CFG_TOOLS_FETCH_ALLOWED_HOSTS),
-			  .max = (size_t)cfg_int(CFG_TOOLS_FETCH_MAX_BYTES)};
+			  .max = (size_t)cfg_int(CFG_TOOLS_FETCH_MAX_BYTES),
+			  .cancel = ctx ? ctx->cancel : NULL};
 	json_t *mc = json_object_get(args, "max_chars");
 	size_t max_chars = mc ? (size_t)json_integer_value(mc) : MAX_CHARS_DEFAULT;
 	if (!f.api) {

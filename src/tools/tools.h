@@ -42,6 +42,11 @@ struct tool_ctx {
 	const char *scopes;	/* space-separated scopes for policy, or NULL */
 	const char *persona_id; /* for policy, or NULL */
 	struct store *store;	/* the process's store (memory tools) */
+	/* true asks a running tool to stop (the conversation's task was stopped or its session
+	 * deleted), or NULL: never. fetch_page polls it while it waits for the network (about once a
+	 * second at worst) and ends with SOMA_ERR_UNAVAILABLE, err "stopped"; the other tools
+	 * finish (they are short). A caller that set it discards the run's outcome. */
+	const _Atomic bool *cancel;
 };
 
 /* Runs the tool with args (an object already checked against its schema; borrowed). On SOMA_OK
@@ -49,7 +54,7 @@ struct tool_ctx {
  * error *result stays NULL and err (cap TOOL_ERROR_MAX) holds a sentence for the user or the
  * model: what went wrong and what to do. SOMA_ERR_FORBIDDEN: policy or the SSRF guard refused;
  * SOMA_ERR_INVALID: bad input found while running; SOMA_ERR_LIMIT: a size limit;
- * SOMA_ERR_UNAVAILABLE: a remote end failed (worth retrying later). */
+ * SOMA_ERR_UNAVAILABLE: a remote end failed (worth retrying later), or ctx->cancel stopped the run. */
 typedef enum soma_err (*tool_run_fn)(const struct tool_ctx *ctx, json_t *args, char **result, char *err, size_t cap);
 
 struct tool_def {
