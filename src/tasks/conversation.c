@@ -224,9 +224,10 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
  * the recalled memories (borrowed). Owned. */
 static json_t *messages_for(struct task_ctx *t, json_t *rows, json_t *memories)
 {
-	/* the memories count against llm.max_context_tokens too: fewer turns make room for them */
-	json_t *messages = conv_build_messages(rows, json_string_length(json_object_get(memories, "content")),
-					       conv_attached_turn, t);
+	/* the memories count against llm.max_context_tokens too: fewer turns make room for them; so
+	 * do the tool rounds (a message that filled the context would leave a tool's result none) */
+	size_t reserved = json_string_length(json_object_get(memories, "content")) + conv_tool_room();
+	json_t *messages = conv_build_messages(rows, reserved, conv_attached_turn, t);
 	conv_insert_memories(messages, memories);
 	return messages;
 }

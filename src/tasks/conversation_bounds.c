@@ -10,9 +10,12 @@
  * are added; any other value, or an object whose strings are too short to make it fit, becomes
  * {"truncated":true, "truncated_note", "partial": the start of its JSON text}. Before each later
  * call, the messages are measured (every content and every tool call's arguments); when they are
- * over the budget, the latest round's tool results are left out, largest first, each replaced by
- * {"error": "left out: no room ..."}, until they fit; conv_tool_rounds then makes that call the
- * last one, without tools. Messages that do not fit even so end the reply (llm_context_exceeded).
+ * over the budget, the older turns give way first (oldest first, whole turns: everything between
+ * the leading system messages and the reply's own user message), then the latest round's tool
+ * results are left out, largest first, each replaced by {"error": "left out: no room ..."}, until
+ * they fit; conv_tool_rounds then makes that call the last one, without tools. Messages that do
+ * not fit even so (calls whose own arguments are too large) end the reply (llm_context_exceeded).
+ * The context read leaves room for the rounds in the first place (conv_tool_room).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +123,48 @@ static size_t message_size(const json_t *m)
 	return n;
 }
 
+size_t conv_tool_room(void)
+{
+	if (!conv_tools_extra())
+		return 0;
+	int64_t quarter = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS); /* a quarter of its bytes */
+	int64_t room = cfg_int(CFG_LLM_MAX_TOOL_RESULT_CHARS) + 1024;
+	room = room < quarter ? room : quarter;
+	return room > 0 ? (size_t)room : 0;
+}
+
+static bool role_is(json_t *messages, size_t i, const char *role)
+{
+	const char *r = json_string_value(json_object_get(json_array_get(messages, i), "role"));
+	return r && strcmp(r, role) == 0;
+}
+
+/* Drops the oldest turns of the history (after the leading system messages, before the reply's
+ * own user message: the last user message before round_from) until total fits budget; the
+ * history left starts with a user message. Returns whether any was dropped. */
+static bool drop_history(json_t *messages, size_t *round_from, int64_t *total, int64_t budget)
+{
+	size_t first = 0, own = *round_from;
+	while (first < json_array_size(messages) && role_is(messages, first, "system"))
+		first++;
+	while (own > first && !role_is(messages, own - 1, "user"))
+		own--;
+	if (own <= first)
+		return false;
+	own--; /* the reply's own user message: kept */
+	bool dropped = false;
+	while (*total > budget && first < own) {
+		do { /* a whole turn: the user message and what answered it */
+			*total -= (int64_t)message_size(json_array_get(messages, first));
+			json_array_remove(messages, first);
+			own--;
+			(*round_from)--;
+		} while (first < own && !role_is(messages, first, "user"));
+		dropped = true;
+	}
+	return dropped;
+}
+
 enum conv_fit conv_fit_messages(json_t *messages, size_t round_from)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;
@@ -129,6 +174,8 @@ enum conv_fit conv_fit_messages(json_t *messages, size_t round_from)
 	json_array_foreach(messages, i, m) total += (int64_t)message_size(m);
 	if (total <= budget)
 		return CONV_FITS;
+	if (drop_history(messages, &round_from, &total, budget) && total <= budget)
+		return CONV_DROPPED;
 	static const char left_out[] = "{\"error\":\"left out: no room for this result in the context "
 				       "(llm.max_context_tokens); answer with what you have\"}";
 	while (total > budget) {

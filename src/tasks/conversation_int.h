@@ -27,12 +27,12 @@ size_t conv_utf8_prefix(const char *s, size_t len, size_t max);
 typedef json_t *(*conv_turn_fn)(void *ctx, json_t *row, size_t file_max, bool with_text);
 /* OpenAI messages from the stored turns (rows newest first, {role, content, msg?, attachments?};
  * borrowed): the system prompt, then the most recent turns that fit llm.max_context_tokens, less
- * reserved characters. A turn with attachments is sent as turn(ctx, row, ...) builds it (when turn
- * is not NULL), counted at its length: its files' text takes at most half of the budget left after
- * the system prompt, reserved and the newest turn's own text; an older one that
- * does not fit so is sent with its files named only, then without its text, before the window ends
- * there. The newest turn is always sent; cut to the budget, the cut marked, if it alone is larger.
- * Caller owns. */
+ * reserved characters (the memories', and conv_tool_room() when tools are offered). A turn with
+ * attachments is sent as turn(ctx, row, ...) builds it (when turn is not NULL), counted at its
+ * length: its files' text takes at most half of the budget left after the system prompt,
+ * reserved and the newest turn's own text; an older one that does not fit so is sent with its
+ * files named only, then without its text, before the window ends there. The newest turn is
+ * always sent; cut to the budget, the cut marked, if it alone is larger. Caller owns. */
 json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx);
 
 /* ---- attached files (conversation_attach.c) ---- */
@@ -179,13 +179,19 @@ enum soma_err conv_tool_rounds(struct generation *g, const struct llm_config *cf
 json_t *conv_bound_value(const json_t *v, size_t max);
 enum conv_fit {
 	CONV_FITS,	/* the messages fit llm.max_context_tokens */
+	CONV_DROPPED,	/* they fit once older turns of the history were dropped */
 	CONV_LEFT_OUT,	/* they fit once some of the round's tool results were left out */
-	CONV_TOO_LARGE, /* they do not fit even without the round's results */
+	CONV_TOO_LARGE, /* they do not fit even without the history and the round's results */
 };
 /* Measures messages (every content and tool call's arguments, 4 bytes a token) against
- * llm.max_context_tokens; when over, replaces the contents of the tool messages from index
- * round_from on, largest first, with a "left out: no room" error until they fit. */
+ * llm.max_context_tokens; when over, first removes the oldest turns between the leading system
+ * messages and the reply's own user message (the last user message before index round_from),
+ * whole turns, then replaces the contents of the tool messages from round_from on, largest
+ * first, with a "left out: no room" error until they fit. The reply's own messages are kept. */
 enum conv_fit conv_fit_messages(json_t *messages, size_t round_from);
+/* The bytes the context read leaves for the tool rounds: none when no tools are offered, else
+ * llm.max_tool_result_chars and 1 KB, at most a quarter of llm.max_context_tokens*4. */
+size_t conv_tool_room(void);
 /* The assistant.error of a spent token budget (limits.llm_tokens_per_day) for t. Caller owns. */
 json_t *conv_budget_event(struct task_ctx *t);
 /* The assistant.error llm_context_exceeded of a reply whose tool calls and results no longer fit

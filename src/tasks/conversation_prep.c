@@ -106,7 +106,7 @@ static json_t *older_attached(json_t *row, int64_t budget, size_t share, conv_tu
  * large file never leaves the newest turn without room, nor pushes out every older turn. An
  * older turn with files that does not fit whole is kept smaller rather than dropped
  * (older_attached). The newest turn is always sent, cut to the budget and the cut marked if it
- * alone is larger. */
+ * alone is larger. The caller's reserved holds the room for the tool rounds (conv_tool_room). */
 json_t *conv_build_messages(json_t *rows, size_t reserved, conv_turn_fn turn, void *ctx)
 {
 	int64_t budget = cfg_int(CFG_LLM_MAX_CONTEXT_TOKENS) * 4;

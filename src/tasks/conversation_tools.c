@@ -26,12 +26,15 @@
  * tool events are not matched to a new run's calls: a provider gives new call ids). Tools with
  * effects (memory_write) may therefore run twice in that case; their events show it.
  * A deleted session or a stop (cancel) stops before the next tool and before the next call, and
- * interrupts a running fetch_page (tool_ctx.cancel): a run it interrupted commits no tool.result.
+ * interrupts a running fetch_page (tool_ctx.cancel): a call a stop interrupted commits its
+ * tool.result {ok: false, error: "stopped"} (the UI's "Running" line gets its outcome), one a
+ * delete interrupted none.
  * Bounds (conversation_bounds.c): each result and the args shown in tool.start are cut to
  * llm.max_tool_result_chars; before each later call the token budget is asked (spent: the reply is
  * assistant.error llm_budget_exceeded) and the messages measured against llm.max_context_tokens
- * (the round's largest results left out to fit, that call then the last, without tools; no fit
- * even so: assistant.error llm_context_exceeded). The provider gets the calls' real arguments.
+ * (the older turns dropped first, then the round's largest results left out to fit, that call
+ * then the last, without tools; no fit even so: assistant.error llm_context_exceeded); the context
+ * read leaves room for the rounds (conv_tool_room). The provider gets the calls' real arguments.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -190,9 +193,14 @@ static enum soma_err one_call(struct generation *g, json_t *call, size_t i, json
 	else if (err == SOMA_OK)
 		err = run_call(g, name ? name : "", args, &result, why, sizeof(why));
 	json_decref(args);
-	if (err != SOMA_OK || g->task->cancel) { /* stopped or deleted while it ran: no result */
+	if (err != SOMA_OK || g->task->cancel) { /* stopped or deleted while it ran */
 		json_decref(result);
-		return err;
+		if (err != SOMA_OK || !g->task->keep_partial)
+			return err; /* deleted: nothing more is kept */
+		snprintf(line, sizeof(line), "%.60s stopped", name && *name ? name : "(unnamed)");
+		meta = json_pack("{s:s, s:s, s:b, s:s, s:s}", "tool", name ? name : "", "call_id", id, "ok", 0, "error",
+				 "stopped", "generation_id", g->task->id);
+		return commit_event(g, chat_event_new(g->task->session_id, "tool", "tool.result", line, NULL, meta));
 	}
 	if (result) { /* what the model and the event get: at most llm.max_tool_result_chars */
 		json_t *kept = conv_bound_value(result, max);

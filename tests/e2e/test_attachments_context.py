@@ -1,7 +1,8 @@
 """Files attached to a message reach the LLM: the user turn names each file (name, type, size)
 and, for text, carries its text, bounded by llm.attachment_max_bytes per message and by half of
 the context budget the system prompt and the newest text leave (the cut marked); other types are
-named only; a file gone since the message is named as unavailable.
+named only; a file gone since the message is named as unavailable. The room left for the tool
+rounds (tools are offered) counts like the system prompt.
 Asserted on the exact messages the fake LLM received (nothing of the stored rows leaks)."""
 
 import os
@@ -65,7 +66,8 @@ def test_binary_named_text_cut_and_missing_file(soma, llm):
 
 def test_attachment_counts_in_the_context_budget(soma, llm):
     """A large file takes the room of older turns (llm.max_context_tokens, 4 characters a token),
-    at most half of what the system prompt and the newest text leave: (1600 - 39 - 7) / 2 = 777."""
+    at most half of what the system prompt, the tool rounds' room (a quarter of the context, tools
+    being offered) and the newest text leave: (1600 - 39 - 400 - 7) / 2 = 577."""
     srv = soma("llm.max_context_tokens=400", "llm.attachment_max_bytes=1200")
     sid = post_message(srv, "first message " * 50)["session_id"]  # 700 characters
     wait_terminal(srv, sid)
@@ -76,7 +78,7 @@ def test_attachment_counts_in_the_context_budget(soma, llm):
     assert not any(m["content"].startswith("first message") for m in msgs), msgs  # no room left for it
     assert msgs[-1]["content"].startswith("Read it\n\n[Attached file: big.txt (text/plain, 1200 bytes)]\nword ")
     assert msgs[-1]["content"].endswith(
-        "\n[Cut: only the first 777 of 1200 bytes of big.txt are included (llm.max_context_tokens)]"), msgs[-1]
+        "\n[Cut: only the first 577 of 1200 bytes of big.txt are included (llm.max_context_tokens)]"), msgs[-1]
 
 
 def test_a_large_file_with_the_defaults_is_cut_marked_and_stays_in_later_turns(soma, llm):
@@ -91,7 +93,7 @@ def test_a_large_file_with_the_defaults_is_cut_marked_and_stays_in_later_turns(s
     q = "Please read my report."
     sid = post_message(srv, q, attachments=[it["id"]])["session_id"]
     assert wait_terminal(srv, sid)[-1]["type"] == "assistant.final"
-    share = (8000 * 4 - len(SYSTEM["content"]) - len(q)) // 2
+    share = (8000 * 4 - len(SYSTEM["content"]) - 8000 - len(q)) // 2  # 8000: the tool rounds' room
     first = llm.stats()["last_request"]["messages"]
     turn = first[-1]["content"]
     assert turn.startswith(q + f"\n\n[Attached file: report.txt (text/plain, {len(data)} bytes)]\nline 00000 ")

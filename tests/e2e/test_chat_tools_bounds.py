@@ -3,8 +3,9 @@ result (and the arguments shown in tool.start) are cut to llm.max_tool_result_ch
 boundary, marked truncated; calls and results that no longer fit llm.max_context_tokens leave the
 largest results out (the last call then offers no tools), or end the reply with an assistant.error
 llm_context_exceeded when even that does not fit; the tenant's token budget is asked before every
-later call (assistant.error llm_budget_exceeded); stop and delete interrupt a running fetch_page
-at once and commit no tool.result. On both stores."""
+later call (assistant.error llm_budget_exceeded); a message that fills the context leaves room for
+the tool rounds, older turns giving way first; stop and delete interrupt a running fetch_page at
+once (stop commits its tool.result {ok: false, error: "stopped"}, delete none). On both stores."""
 
 import json
 import threading
@@ -114,6 +115,44 @@ def test_results_that_do_not_fit_are_left_out_and_the_model_answers(soma, llm):
     assert evs[-1]["message"] == "answered" and evs[-1]["metadata"]["status"] == "completed"
 
 
+def _echo_hi(llm, text="hi"):
+    llm.control(tool_script=[{"tool_calls": [{"name": "echo", "arguments": {"text": text}, "id": "c1"}]},
+                             {"text": "ok {tool}"}])
+
+
+def test_a_message_that_fills_the_context_still_gets_its_tool_call_answered(soma, llm):
+    srv = soma("llm.max_context_tokens=1000")
+    _echo_hi(llm)
+    sid = post_message(srv, "please summarise: " + "lorem ipsum " * 600)["session_id"]
+    evs = wait_terminal(srv, sid, timeout=30)
+    assert _types(evs) == ["user", "tool.start", "tool.result", "assistant.final"], evs
+    assert "hi" in evs[-1]["message"] and evs[-1]["metadata"]["status"] == "completed", evs[-1]
+    first = llm.stats()["last_request"]["messages"]
+    assert "[Cut: only the first" in next(m["content"] for m in first if m["role"] == "user")
+    assert llm.stats()["requests"] == 2
+
+
+def test_a_long_history_gives_way_to_the_tool_round(soma, llm):
+    srv = soma("llm.max_context_tokens=1000")
+    sid = None
+    for i in range(6):
+        sid = post_message(srv, f"turn {i}: " + "some ordinary chat text " * 30,
+                           **({"session_id": sid} if sid else {}))["session_id"]
+        wait_until(lambda: sum(e["type"] == "assistant.final" for e in history(srv, sid)) == i + 1,
+                   timeout=20, what="reply")
+    said = "tool said " * 60  # 600 bytes: its call and result need more than a turn's slack
+    _echo_hi(llm, said)
+    post_message(srv, "now call a tool", session_id=sid)
+    wait_until(lambda: sum(e["type"] in ("assistant.final", "assistant.error") for e in history(srv, sid)) == 7,
+               timeout=30, what="the last reply")
+    evs = history(srv, sid)
+    assert _types(evs[-4:]) == ["user", "tool.start", "tool.result", "assistant.final"], evs[-4:]
+    assert said in evs[-1]["message"] and evs[-1]["metadata"]["status"] == "completed", evs[-1]
+    last = llm.stats()["last_request"]["messages"]
+    assert sum(len(m["content"] or "") for m in last) <= 4000, last
+    assert [m["role"] for m in last][-3:] == ["user", "assistant", "tool"], last
+
+
 def test_the_token_budget_is_asked_before_every_later_call(soma, llm):
     srv = soma("limits.llm_tokens_per_day=2000", "llm.max_context_tokens=1000000")
     call = {"tool_calls": [{"name": "echo", "arguments": {"text": "B" * 40000}}]}
@@ -146,7 +185,9 @@ def test_stop_interrupts_a_running_fetch(soma, llm):
     assert r.status_code == 200, r.text
     evs = wait_terminal(srv, sid, timeout=30)
     assert time.time() - t0 < 4, time.time() - t0
-    assert _types(evs) == ["user", "tool.start", "assistant.final"], evs
+    assert _types(evs) == ["user", "tool.start", "tool.result", "assistant.final"], evs
+    assert evs[2]["metadata"]["ok"] is False and evs[2]["metadata"]["error"] == "stopped", evs[2]
+    assert evs[2]["metadata"]["call_id"] == "f1"
     assert evs[-1]["metadata"]["status"] == "cancelled"
     wait_until(lambda: _Pages.gone, timeout=3, what="the fetch's connection closed")
     assert _Pages.gone[0] - t0 < 4
