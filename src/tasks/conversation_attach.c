@@ -14,8 +14,10 @@
  * always marked and names that setting. Being in the message, the text counts against
  * llm.max_context_tokens like the rest. Each attachment row is read with the task's tenant (the
  * message's: the store checked that the ids were that tenant's when it took the message). A file
- * deleted since, or whose bytes are gone from data.dir, is named as no longer available: the reply
- * goes on without it. Worker thread (a store read and a file read per file); no state.
+ * deleted since is named as no longer available; one whose bytes are not in this node's
+ * data.dir/blobs (gone, or a worker that does not share the gateways' blobs) as not found, with a
+ * warning naming the id and the path: the reply goes on without it. Worker thread (a store read
+ * and a file read per file); no state.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,8 +84,9 @@ void conv_attachment_write(FILE *f, const struct conv_file *cf)
 			size);
 		return;
 	case CONV_FILE_MISSING:
-		fprintf(f, "[Attached file: %s (%s, %lld bytes): its content is no longer available]", name, mime,
-			size);
+		fprintf(f,
+			"[Attached file: %s (%s, %lld bytes): its stored content was not found, so it is not included]",
+			name, mime, size);
 		return;
 	case CONV_FILE_GONE:
 		fprintf(f, "[Attached file %s: no longer available]", cf->id);
@@ -111,6 +114,11 @@ static void read_text(struct conv_file *cf, const char *sha, size_t max, char **
 	if (fd < 0) {
 		if (errno != ENOENT)
 			log_warn("conversation", "attachment %s: cannot read %s: %s", cf->id, path, strerror(errno));
+		else /* deleted from data.dir, or a worker that does not share the gateways' data.dir/blobs */
+			log_warn("conversation",
+				 "attachment %s: its bytes are not at %s (is data.dir/blobs shared with this worker?); "
+				 "the model is told the content was not found",
+				 cf->id, path);
 		return;
 	}
 	size_t got = 0;

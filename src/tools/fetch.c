@@ -207,8 +207,12 @@ static enum soma_err get_once(struct fetch *f, CURL *h, const char *url, int64_t
 		if (f->stopped)
 			snprintf(err, cap, "stopped: %.300s was not fetched (the reply was stopped)", url);
 		else if (f->refused[0])
-			snprintf(err, cap, "%.300s refused by the SSRF guard: %s (only public addresses are fetched)",
-				 url, f->refused);
+			snprintf(
+				err, cap,
+				"%.300s refused by the SSRF guard: %s (only public addresses are fetched; a private or "
+				"loopback address only when the URL names an IP address listed in "
+				"tools.fetch.allowed_hosts, never through a host name)",
+				url, f->refused);
 		else if (f->too_big || rc == CURLE_FILESIZE_EXCEEDED)
 			snprintf(err, cap, "%.300s is larger than tools.fetch.max_bytes (%zu bytes)", url, f->max);
 		else

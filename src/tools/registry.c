@@ -31,7 +31,8 @@ static enum soma_err tool_echo(const struct tool_ctx *ctx, json_t *args, char **
 static const struct tool_def builtins[] = {
 	{"fetch_page",
 	 "Fetch a web page (http or https) and return its text: HTML is converted to plain text, other text "
-	 "types are returned as they are. Private and internal addresses are refused.",
+	 "types are returned as they are. Private and internal addresses are refused unless the operator "
+	 "allowed them.",
 	 "{\"type\":\"object\",\"properties\":{"
 	 "\"url\":{\"type\":\"string\",\"maxLength\":2048,\"description\":\"The http:// or https:// URL to fetch.\"},"
 	 "\"max_chars\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000000,"
@@ -48,8 +49,8 @@ static const struct tool_def builtins[] = {
 	{"memory_remember", "Store a piece of text in this tenant's long-term memory, to be recalled later.",
 	 "{\"type\":\"object\",\"properties\":{"
 	 "\"key\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":200,"
-	 "\"description\":\"A stable key ([A-Za-z0-9._:/-]); a second write with the same key replaces the first. "
-	 "Default: a new key.\"},"
+	 "\"description\":\"A stable key ([A-Za-z0-9._:/-]); the first write with a key is kept: a later "
+	 "write with the same key is ignored. Default: a new key.\"},"
 	 "\"text\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100000,\"description\":\"What to remember.\"}},"
 	 "\"required\":[\"text\"],\"additionalProperties\":false}",
 	 tool_memory_remember},

@@ -60,8 +60,12 @@ def test_binary_named_text_cut_and_missing_file(soma, llm):
                "[Attached file: a.txt (text/plain, 30 bytes)]\n" + "alpha " * 5 + "\n[End of a.txt]\n\n"
                "[Attached file: b.txt (text/plain, 30 bytes)]\nbravo brav\n"
                "[Cut: only the first 10 of 30 bytes of b.txt are included (llm.attachment_max_bytes)]\n\n"
-               "[Attached file: gone.txt (text/plain, 21 bytes): its content is no longer available]")
+               "[Attached file: gone.txt (text/plain, 21 bytes): its stored content was not found, so it is not "
+               "included]")
     assert llm.stats()["last_request"]["messages"] == [SYSTEM, {"role": "user", "content": content}]
+    # the operator learns which file and where it was looked for (a worker without data.dir/blobs)
+    blob = os.path.join(srv.data_dir, "blobs", gone["sha256"][:2], gone["sha256"])
+    assert any(gone["id"] in line and blob in line for line in srv.log_lines()), srv.log_text()
 
 
 def test_attachment_counts_in_the_context_budget(soma, llm):

@@ -99,6 +99,10 @@ def test_list_and_echo(soma):
     echo = body["tools"][3]
     assert echo["parameters"]["type"] == "object" and echo["parameters"]["required"] == ["text"]
     assert echo["description"]
+    fetch, remember = body["tools"][0], body["tools"][2]
+    assert "unless the operator allowed them" in fetch["description"], fetch
+    key = remember["parameters"]["properties"]["key"]["description"]
+    assert "the first write with a key is kept" in key and "replaces" not in key, key
     r = run(srv, "echo", {"text": "hello tools"})
     assert set(r.json()) >= {"task_id"}
     out = outcome(srv, r.json()["task_id"])
@@ -129,6 +133,7 @@ def test_fetch_refused_by_default_then_allowed(soma, pages):
     srv = soma()
     out = run_tool(srv, "fetch_page", {"url": pages + "/page.html"})
     assert out["status"] == "FAILURE" and "SSRF guard" in out["error"] and "loopback" in out["error"], out
+    assert "IP address listed in tools.fetch.allowed_hosts" in out["error"], out  # the way out
     out = run_tool(srv, "fetch_page", {"url": "file:///etc/passwd"})
     assert out["status"] == "FAILURE" and "only http and https" in out["error"], out
 

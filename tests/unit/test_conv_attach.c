@@ -66,7 +66,8 @@ Test(conv_attach, notes)
 	cf.state = CONV_FILE_OTHER;
 	same_note(&cf, "[Attached file: n.txt (text/plain, 9 bytes): not text, its content is not included]");
 	cf.state = CONV_FILE_MISSING;
-	same_note(&cf, "[Attached file: n.txt (text/plain, 9 bytes): its content is no longer available]");
+	same_note(&cf, "[Attached file: n.txt (text/plain, 9 bytes): its stored content was not found, so it is not "
+		       "included]");
 	cf = (struct conv_file){.id = "a1", .state = CONV_FILE_GONE};
 	same_note(&cf, "[Attached file a1: no longer available]");
 	cf.state = CONV_FILE_UNREADABLE;
