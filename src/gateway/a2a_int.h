@@ -39,6 +39,8 @@ enum {
 	A2A_PUSH_UNSUPPORTED = -32003,
 	A2A_UNSUPPORTED = -32004,
 	A2A_CONTENT_TYPE = -32005,
+	A2A_CRED_GONE = -32000, /* ours (the server-error range): the caller's key was revoked, or its
+				 * JWT expired, while its stream or blocking send ran */
 };
 
 /* One task as read from the session's events. Strings are owned (free with a2a_task_clear). */

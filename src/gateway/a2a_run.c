@@ -19,7 +19,9 @@
  * stream gets an SSE comment (": keepalive") every stream.keepalive_s, where the session stream
  * sends its keepalive event: a2a-js (0.3 and 1.3) skips comment lines and events without data.
  * tasks/cancel stops the task's own generation only (queue_cancel_task; one still queued is
- * stopped when a worker of this node takes it).
+ * stopped when a worker of this node takes it). A run is as good as the caller's credential, like a
+ * session stream (cred_hold.h): checked before each event, each second and when a read is back;
+ * once revoked or expired the run ends with the JSON-RPC error A2A_CRED_GONE (-32000).
  */
 #include <event2/event.h>
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include "bus/bus.h"
 #include "core/config.h"
 #include "gateway/a2a_int.h"
+#include "gateway/cred_hold.h"
 #include "gateway/gateway.h"
 #include "queue/queue.h"
 
@@ -57,7 +60,9 @@ struct a2a_run {
 	int64_t next_index;	  /* the next delta stream_index to send */
 	bool late;		  /* the deadline passed while a read was out: on_read answers */
 	struct event *timer;	  /* the blocking deadline, or NULL */
-	struct event *tick;	  /* a stream's keepalive, or NULL */
+	struct event *tick;	  /* every second: the credential check, and a stream's keepalive */
+	unsigned ticks;		  /* seconds since it began */
+	struct cred_hold cred;	  /* the credential the request was made with (cred_hold.h) */
 };
 
 static void run_free(struct a2a_run *r)
@@ -112,9 +117,27 @@ static void answer_error(struct a2a_run *r, int code, const char *message)
 	answer(r, a2a_rpc_error(r->id, code, message));
 }
 
-/* Writes a stream event (taken); false when the reader is too slow and the stream was ended. */
+/* False when the request's credential is gone (revoked, expired): the run was ended with the
+ * error A2A_CRED_GONE (a stream's last event, a send's answer). Not while a read is out. */
+static bool cred_ok(struct a2a_run *r)
+{
+	if (cred_hold_check(&r->cred))
+		return true;
+	char message[300];
+	snprintf(message, sizeof(message), "credentials %s: %s",
+		 strcmp(r->cred.gone, "credentials_expired") == 0 ? "expired" : "revoked", cred_hold_message(&r->cred));
+	answer_error(r, A2A_CRED_GONE, message);
+	return false;
+}
+
+/* Writes a stream event (taken) if the credential still holds; false when the stream was ended
+ * (the credential is gone, or the reader is too slow). */
 static bool emit(struct a2a_run *r, json_t *result)
 {
+	if (!cred_ok(r)) {
+		json_decref(result);
+		return false;
+	}
 	size_t queued = a2a_sse_write(r->req, a2a_rpc_result(r->id, result));
 	if (queued > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER)) {
 		run_done(r);
@@ -126,6 +149,8 @@ static bool emit(struct a2a_run *r, json_t *result)
 /* The task reached its end (or the deadline passed): answer, or close the stream. */
 static void finish(struct a2a_run *r)
 {
+	if (r->mode == A2A_BLOCK && !cred_ok(r))
+		return;
 	if (r->mode == A2A_STREAM || r->mode == A2A_RESUBSCRIBE) {
 		if (emit(r, a2a_status_update(r->ver, &r->task, true)))
 			run_done(r);
@@ -178,6 +203,9 @@ static bool start_read(struct a2a_run *r);
 static void on_live(void *ctx, const struct bus_msg *msg)
 {
 	struct a2a_run *r = ctx;
+	/* the credential is gone: nothing more reaches it (on_read ends a run that is reading) */
+	if (r->reading ? !cred_hold_check(&r->cred) : !cred_ok(r))
+		return;
 	if (bus_msg_is_end(msg)) { /* the session was deleted: its task with it */
 		if (r->reading) {
 			r->task.state = A2A_CANCELED; /* seen when the read is back */
@@ -214,15 +242,27 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	finish(r); /* the task as it is: working */
 }
 
-/* A stream's keepalive: an SSE comment, skipped while a read is out (on_read owns the run). */
+/* Every second (a stream, a blocking send): the credential check, and a stream's keepalive (an SSE
+ * comment) every stream.keepalive_s; skipped while a read is out (on_read owns the run). */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	struct a2a_run *r = arg;
-	static const char frame[] = ": keepalive\n\n";
-	if (!r->reading && r->req &&
-	    http_stream_write(r->req, frame, sizeof(frame) - 1) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
+	if (r->reading || !r->req || !cred_ok(r))
+		return;
+	if (r->begun && ++r->ticks % (unsigned)cfg_int(CFG_STREAM_KEEPALIVE_S) == 0 &&
+	    http_stream_write(r->req, ": keepalive\n\n", sizeof(": keepalive\n\n") - 1) >
+		    (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
 		run_done(r);
+}
+
+static void start_tick(struct a2a_run *r)
+{
+	struct timeval one_s = {1, 0};
+	const struct timeval *common = event_base_init_common_timeout(http_thread_base(r->thread), &one_s);
+	r->tick = event_new(http_thread_base(r->thread), -1, EV_PERSIST, on_tick, r);
+	if (r->tick)
+		event_add(r->tick, common ? common : &one_s);
 }
 
 /* The first read is back: what the mode answers before following live events. False when the
@@ -256,6 +296,7 @@ static bool first_answer(struct a2a_run *r)
 		r->timer = event_new(http_thread_base(r->thread), -1, 0, on_deadline, r);
 		if (r->timer)
 			event_add(r->timer, &tv);
+		start_tick(r);
 		return true;
 	}
 	case A2A_STREAM:
@@ -265,10 +306,7 @@ static bool first_answer(struct a2a_run *r)
 			shown.state = A2A_SUBMITTED, shown.reply = NULL, shown.updated = NULL;
 		a2a_sse_begin(r->req);
 		r->begun = true;
-		struct timeval every = {cfg_int(CFG_STREAM_KEEPALIVE_S), 0};
-		r->tick = event_new(http_thread_base(r->thread), -1, EV_PERSIST, on_tick, r);
-		if (r->tick)
-			event_add(r->tick, &every);
+		start_tick(r);
 		if (!emit(r, a2a_stream_task(r->ver, &shown)))
 			return false;
 		if (r->mode == A2A_RESUBSCRIBE && a2a_state_terminal(r->task.state)) {
@@ -292,6 +330,11 @@ static void on_read(void *arg)
 	if (r->aborted) {
 		store_op_free(op);
 		run_free(r);
+		return;
+	}
+	if (!cred_hold_check(&r->cred)) { /* gone while we read: nothing of it is sent */
+		store_op_free(op);
+		(void)cred_ok(r);
 		return;
 	}
 	if (op->err != SOMA_OK) {
@@ -437,6 +480,7 @@ void a2a_run_start(struct http_req *req, json_t *id, enum a2a_ver v, enum a2a_mo
 	r->task.seq = t->seq;
 	snprintf(r->tenant, sizeof(r->tenant), "%s", req->ident.tenant);
 	bus_key(r->key, r->tenant, r->task.context);
+	cred_hold_init(&r->cred, &req->ident);
 	r->held = json_array();
 	bool follow = mode == A2A_BLOCK || mode == A2A_STREAM || mode == A2A_RESUBSCRIBE;
 	if (follow)

@@ -14,7 +14,7 @@
  * (stream_replay.c tells why and how). Frames are `id: <cursor>` + `data: <event>`;
  * keepalives carry no id. A reader too slow to keep up (more than stream.max_buffer queued) is
  * disconnected and resumes from its last id.
- * A stream is as good as the credential that opened it: it remembers the API key id (or the
+ * A stream is as good as the credential that opened it (cred_hold.c): it remembers the API key id (or the
  * JWT's exp + leeway) and, on its own io thread, before it delivers a live message or a replayed
  * page and on every tick, checks that the key was not revoked (one atomic load of the auth
  * cache's revocation counter while nothing was revoked) and that the JWT has not expired; a
@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "core/config.h"
 #include "gateway/stream_int.h"
 #include "limits/limits.h"
@@ -122,36 +121,10 @@ static void session_deleted(struct stream *s)
 }
 
 /* True while the credential that opened the stream is still good (io thread). Once false it
- * stays false: s->cred_gone names why. */
+ * stays false: s->cred.gone names why. */
 static bool credentials_hold(struct stream *s)
 {
-	if (s->cred_gone)
-		return false;
-	if (s->expires_ms && clock_wall_ms() >= s->expires_ms) {
-		s->cred_gone = "credentials_expired";
-		return false;
-	}
-	if (s->anonymous && auth_cache_keys_exist()) { /* anonymous requests now get 401 */
-		s->cred_gone = "credentials_revoked";
-		return false;
-	}
-	uint64_t revocations = auth_cache_revocations();
-	if (s->key_id[0] && revocations != s->revocations) {
-		s->revocations = revocations;
-		if (!auth_cache_key_active(s->key_id))
-			s->cred_gone = "credentials_revoked";
-	}
-	return s->cred_gone == NULL;
-}
-
-static const char *cred_gone_message(const struct stream *s)
-{
-	if (strcmp(s->cred_gone, "credentials_expired") == 0)
-		return "the token this stream was opened with has expired; reconnect with a new one";
-	if (s->anonymous)
-		return "this stream was opened without credentials and an API key now exists, so anonymous "
-		       "access has ended; reconnect with Authorization: Bearer <api key>";
-	return "the API key this stream was opened with has been revoked; reconnect with another";
+	return cred_hold_check(&s->cred);
 }
 
 /* The credential is gone (credentials_hold was false) on a stream that began: an unnumbered
@@ -163,7 +136,7 @@ static void credentials_gone(struct stream *s)
 	int n = snprintf(frame, sizeof(frame),
 			 "data: {\"type\":\"error\",\"session_id\":\"%s\",\"error\":{\"code\":\"%s\","
 			 "\"message\":\"%s\",\"request_id\":\"%s\"},\"version\":\"sa01-v1\"}\n\n",
-			 session_of(s), s->cred_gone, cred_gone_message(s), s->req->request_id);
+			 session_of(s), s->cred.gone, cred_hold_message(&s->cred), s->req->request_id);
 	if (n > 0 && (size_t)n < sizeof(frame))
 		http_stream_write(s->req, frame, (size_t)n);
 	stream_end(s);
@@ -267,7 +240,7 @@ static void on_rows(void *arg)
 		}
 		req->on_abort = NULL;
 		http_resp_header(req, "WWW-Authenticate", "Bearer");
-		http_respond_error(req, 401, s->cred_gone, "%s", cred_gone_message(s));
+		http_respond_error(req, 401, s->cred.gone, "%s", cred_hold_message(&s->cred));
 		stream_free(s);
 		return;
 	}
@@ -416,12 +389,7 @@ void gw_stream_open(struct http_req *req, const char *session_id)
 	s->thread = req->thread;
 	bus_key(s->key, req->ident.tenant, session_id);
 	s->session_at = (unsigned char)(strlen(req->ident.tenant) + 1);
-	size_t id_len = strnlen(req->ident.key_id, sizeof(s->key_id) - 1); /* ids are 16 hex */
-	memcpy(s->key_id, req->ident.key_id, id_len);
-	s->key_id[id_len] = '\0';
-	s->expires_ms = req->ident.expires_ms;
-	s->anonymous = strcmp(req->ident.subject, "anonymous") == 0; /* JWT subjects are "jwt:..." */
-	s->revocations = auth_cache_revocations() - 1;		     /* the first check looks the key up */
+	cred_hold_init(&s->cred, &req->ident);
 	s->sub = bus_subscribe(s->key, req->thread, on_live, s);
 	if (!s->sub || !stream_read(s)) {
 		stream_free(s);

@@ -7,6 +7,7 @@
 #define SOMA_GATEWAY_STREAM_INT_H
 
 #include "bus/bus.h"
+#include "gateway/cred_hold.h"
 #include "gateway/gateway.h"
 #include "identity/identity.h"
 
@@ -44,12 +45,7 @@ struct stream {
 	bool counted;		  /* holds one of the tenant's streams: released when freed */
 	bool begun;		  /* the 200 and its head went out */
 	bool deleted;		  /* the session was deleted before the stream began: 404 */
-	char key_id[IDENTITY_KEY_ID_LEN + 1]; /* the API key the stream was opened with, or "" */
-	int64_t expires_ms;		      /* its JWT is refused from this wall ms on; 0: never */
-	bool anonymous;			      /* opened without credentials (anonymous mode) */
-	uint64_t revocations;		      /* auth_cache_revocations() when the key was last checked */
-	const char *cred_gone;		      /* the credential was revoked ("credentials_revoked") or
-					       * expired ("credentials_expired"): the stream ends; static */
+	struct cred_hold cred;	  /* the credential it was opened with (cred_hold.h) */
 };
 
 /* ---- stream.c ---- */
