@@ -97,14 +97,18 @@ static enum soma_err commit_event(struct generation *g, json_t *event)
 	return err;
 }
 
-/* tool.execute for name as the task's sender; on a deny, its policy.denied event is committed
- * (*err: the commit's outcome) and why holds the reason. */
-static bool allowed(struct generation *g, const char *name, char *why, size_t cap, enum soma_err *err)
+/* tool.execute for a run of tool with args (schema-checked) as the task's sender, with the same
+ * policy context as the tools API and the soma.tool task ({tool, args, host}: tools_policy_context),
+ * so a rule on fetch_page's host holds for the model's calls too; on a deny, its policy.denied
+ * event is committed (*err: the commit's outcome) and why holds the reason. */
+static bool allowed(struct generation *g, const struct tool_def *tool, const json_t *args, char *why, size_t cap,
+		    enum soma_err *err)
 {
 	struct task_ctx *t = g->task;
+	const char *name = tool->name;
 	char resource[96];
 	snprintf(resource, sizeof(resource), "tool:%s", name);
-	json_t *ctx = json_pack("{s:s}", "tool", name);
+	json_t *ctx = tools_policy_context(tool, args);
 	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
 	struct policy_input in = {.tenant = t->tenant,
 				  .subject = subject ? subject : "",
@@ -143,7 +147,7 @@ static enum soma_err run_call(struct generation *g, const char *name, json_t *ar
 		snprintf(why, cap, "%s: the arguments are not a JSON object", name);
 		return SOMA_OK;
 	}
-	if (!allowed(g, name, why, cap, &err) || !tools_args_check(tool, args, why, cap))
+	if (!tools_args_check(tool, args, why, cap) || !allowed(g, tool, args, why, cap, &err))
 		return err;
 	struct tool_ctx ctx = {.tenant = t->tenant,
 			       .session_id = t->session_id,

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from opa_fake import opa, opa_session  # noqa: F401 - the fixtures
 from e2e_util import (check_increasing, history, http, open_stream, post_message, read_reply, wait_terminal,
                       wait_until)
 
@@ -190,3 +191,23 @@ def test_deleting_the_session_in_the_second_round_stops_the_reply(soma, llm):
     wait_until(lambda: llm.stats()["aborted"] >= 1, timeout=10, what="the second call stopped")
     assert http().get(f"{srv.url}/v1/sessions/{sid}", timeout=5).status_code == 404
     assert llm.stats()["requests"] == 2
+
+
+def test_a_model_call_asks_policy_with_the_tools_args_and_host(soma, llm, opa):  # noqa: F811
+    """A rule on fetch_page's host holds for the model's calls as for the tools API: the policy input
+    of a conversation's tool call carries {tool, args, host} (tools_policy_context)."""
+    opa.control(table=[
+        {"input": {"action": "tool.execute", "context": {"host": "allowed.example"}},
+         "result": {"allow": True, "reason": "allowed"}},
+        {"input": {"action": "tool.execute"}, "result": {"allow": False, "reason": "host_not_allowed"}},
+        {"input": {}, "result": {"allow": True, "reason": "allowed"}}])
+    srv = soma("policy.engine=opa", f"policy.opa_url={opa.url}", "policy.opa_timeout_ms=5000", "policy.cache_ttl_ms=0")
+    args = {"url": "http://Other.EXAMPLE/x"}
+    sid, evs = _run(srv, llm, "fetch it", [
+        {"tool_calls": [{"name": "fetch_page", "arguments": args, "id": "call_h"}]}, {"text": "Got: {tool}"}])
+    assert _types(evs) == ["user", "tool.start", "policy.denied", "tool.result", "assistant.final"], evs
+    res = evs[3]["metadata"]
+    assert res["ok"] is False and "host_not_allowed" in res["error"], res
+    asked = [i for i in opa.stats()["inputs"] if i["action"] == "tool.execute"]
+    assert len(asked) == 1 and asked[0]["resource"] == "tool:fetch_page", asked
+    assert asked[0]["context"] == {"tool": "fetch_page", "args": args, "host": "other.example"}, asked
