@@ -41,10 +41,11 @@ bool cred_hold_check(struct cred_hold *h)
 
 const char *cred_hold_message(const struct cred_hold *h)
 {
+	/* (said of a session stream, an A2A stream and an A2A blocking send alike) */
 	if (h->gone && strcmp(h->gone, "credentials_expired") == 0)
-		return "the token this stream was opened with has expired; reconnect with a new one";
+		return "the token this stream or request was made with has expired; send it again with a new one";
 	if (h->anonymous)
-		return "this stream was opened without credentials and an API key now exists, so anonymous "
-		       "access has ended; reconnect with Authorization: Bearer <api key>";
-	return "the API key this stream was opened with has been revoked; reconnect with another";
+		return "this stream or request was made without credentials and an API key now exists, so anonymous "
+		       "access has ended; send it again with Authorization: Bearer <api key>";
+	return "the API key this stream or request was made with has been revoked; send it again with another";
 }

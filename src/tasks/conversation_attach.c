@@ -97,6 +97,20 @@ void conv_attachment_write(FILE *f, const struct conv_file *cf)
 	}
 }
 
+/* Whether this thread has not warned of attachment id's missing bytes lately: every context build
+ * reads the files of every turn in its window again, so a file missing on a worker would be logged
+ * once per later message (and up to three times per build) without this small memory. */
+static bool first_miss(const char *id)
+{
+	static _Thread_local char seen[8][40];
+	static _Thread_local unsigned next;
+	for (unsigned i = 0; i < 8; i++)
+		if (strncmp(seen[i], id, sizeof(seen[i]) - 1) == 0)
+			return false;
+	snprintf(seen[next++ % 8], sizeof(seen[0]), "%s", id);
+	return true;
+}
+
 /* Reads the first bytes of cf's file (sha256, the blob uploads.c stored at
  * data.dir/blobs/<2 hex>/<sha256>) that fit max into *buf (malloc'd; the caller frees) and sets
  * cf's text, len, shown and state: TEXT (repaired to UTF-8, cut on a character), OTHER when the
@@ -114,7 +128,7 @@ static void read_text(struct conv_file *cf, const char *sha, size_t max, char **
 	if (fd < 0) {
 		if (errno != ENOENT)
 			log_warn("conversation", "attachment %s: cannot read %s: %s", cf->id, path, strerror(errno));
-		else /* deleted from data.dir, or a worker that does not share the gateways' data.dir/blobs */
+		else if (first_miss(cf->id)) /* deleted from data.dir, or data.dir/blobs not shared */
 			log_warn("conversation",
 				 "attachment %s: its bytes are not at %s (is data.dir/blobs shared with this worker?); "
 				 "the model is told the content was not found",
