@@ -43,7 +43,7 @@ static void on_attachment(struct http_req *req, struct store_op *op)
 	const char *mime = json_string_value(json_object_get(op->row, "mime"));
 	const char *name = json_string_value(json_object_get(op->row, "filename"));
 	char path[4300], disposition[512];
-	snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha, sha);
+	store_blob_path(path, sizeof(path), sha);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
 	if (fd < 0 || fstat(fd, &sb) != 0) {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/log.h"
 #include "store/store_int.h"
 
@@ -126,4 +127,9 @@ enum soma_err store_audit_insert_now(struct store *st, json_t *row)
 enum soma_err store_tasks_recover(struct store *st, int *n)
 {
 	return st->drv->tasks_recover(st, n);
+}
+
+void store_blob_path(char *out, size_t cap, const char *sha256)
+{
+	snprintf(out, cap, "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha256, sha256);
 }

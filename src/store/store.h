@@ -275,4 +275,9 @@ void store_set_no_late_copies(struct store *st, bool none);
  * commit and before the op completes: the one place committed events are published live. */
 void store_set_commit_hook(struct store *st, void (*hook)(const struct store_op *op));
 
+/* The file of an attachment's bytes: data.dir/blobs/<first 2 hex>/<sha256> (content-addressed;
+ * written by the uploads, read by the attachment download and the conversation's context). Writes
+ * at most cap bytes into out. */
+void store_blob_path(char *out, size_t cap, const char *sha256);
+
 #endif

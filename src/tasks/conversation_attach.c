@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/str_copy.h"
 #include "core/utf8.h"
+#include "store/store.h"
 #include "tasks/conversation_int.h"
 
 bool conv_mime_is_text(const char *mime)
@@ -112,7 +113,7 @@ static bool first_miss(const char *id)
 }
 
 /* Reads the first bytes of cf's file (sha256, the blob uploads.c stored at
- * data.dir/blobs/<2 hex>/<sha256>) that fit max into *buf (malloc'd; the caller frees) and sets
+ * data.dir/blobs/<2 hex>/<sha256>, store_blob_path) that fit max into *buf (malloc'd; the caller frees) and sets
  * cf's text, len, shown and state: TEXT (repaired to UTF-8, cut on a character), OTHER when the
  * bytes hold a NUL (not text whatever the type says), MISSING when the file is gone. */
 static void read_text(struct conv_file *cf, const char *sha, size_t max, char **buf)
@@ -123,7 +124,7 @@ static void read_text(struct conv_file *cf, const char *sha, size_t max, char **
 	cf->state = CONV_FILE_MISSING;
 	if (!sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)
 		return;
-	snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", cfg_str(CFG_DATA_DIR), sha, sha);
+	store_blob_path(path, sizeof(path), sha);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno != ENOENT)
