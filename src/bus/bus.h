@@ -46,6 +46,29 @@ void bus_forget(const char *key);
  * stream would take for events it has sent. */
 void bus_session_deleted(const char *key);
 
+/* Cancel notices. A Stop, a delete or an A2A cancel is applied to this process's workers by the
+ * caller (queue_cancel_*); with bus.driver = redis the reply may run on another node's worker, so
+ * the caller also sends a notice that every other node with workers applies to its own (the
+ * nodes that call bus_cancel_listen subscribe to the cancel channel soma:cancel:<db>; a notice
+ * never comes back to the node that sent it). A notice names the tenant and the session (its
+ * running replies) or the task; it is not kept: a node that does not follow the channel when it
+ * is published (Redis down, not started yet) never gets it. */
+typedef void (*bus_cancel_fn)(const char *tenant, const char *session_id, const char *task_id, bool keep_partial);
+/* Sets the function that applies other nodes' notices (called on the bus's subscriber thread;
+ * its strings are borrowed for the call). Before bus_redis_start, on a node that runs workers. */
+void bus_cancel_listen(bus_cancel_fn fn);
+enum bus_cancel_reach {
+	BUS_CANCEL_LOCAL, /* bus.driver = local: there is no other node to tell */
+	BUS_CANCEL_SENT,  /* queued for the other nodes (published by the bus's publisher thread) */
+	BUS_CANCEL_DOWN,  /* queued, but Redis did not answer the last attempt: the other nodes will
+			   * hear it only if it answers again before the notice goes (logged if not) */
+};
+/* Tells the other nodes to stop tenant's running replies of session_id (task_id NULL), or the
+ * one task task_id, as queue_cancel_session / queue_cancel_task would (keep_partial: the text so
+ * far is kept as the final answer). Any thread; never waits for Redis. */
+enum bus_cancel_reach bus_cancel_notify(const char *tenant, const char *session_id, const char *task_id,
+					bool keep_partial);
+
 struct bus_cursor {
 	int64_t seq;   /* last committed seq at or before the message */
 	int64_t minor; /* 0 for a committed event, n >= 1 for the n-th ephemeral after seq */

@@ -55,6 +55,8 @@ enum bus_rec_kind {
 				  * num 1: deleted (its streams get the end marker) */
 	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap;
 				  * num: a committed seq published meanwhile to local streams only */
+	BUS_REC_CANCEL = 'k',	 /* a cancel notice (text: its JSON, cancel.c): published on the
+				  * cancel channel by itself, never in a batch of the script */
 };
 /* A record on the publisher's queue (redis.c), sent by bus_redis_send (redis_batch.c). */
 struct bus_rec {
@@ -133,10 +135,23 @@ void bus_snap_close(void);
  * either (snapshots then skip Redis). */
 bool bus_redis_down(void);
 
+/* ---- cancel.c: cancel notices across nodes ---- */
+#define BUS_CANCEL_PREFIX "soma:cancel:" /* the cancel channel: <prefix><db> */
+/* Whether bus_cancel_listen set a function (the node subscribes to the cancel channel). */
+bool bus_cancel_listening(void);
+/* PUBLISHes one notice (publisher thread, its connection): once more on a new connection when
+ * the first attempt fails; logs a notice that cannot go. */
+void bus_cancel_send(struct redis_conn *c, const char *channel, const char *text, size_t len);
+/* Applies a notice received on the cancel channel (subscriber thread); ignores this node's own
+ * and malformed ones. */
+void bus_cancel_dispatch(const char *payload, size_t len);
+
 /* ---- redis_sub.c: the subscriber thread of the redis driver ---- */
-/* Connects, subscribes to channel and starts the thread; waits up to wait_ms for the first
+/* Connects, subscribes to channel (the bus's; "" for none: the node serves no streams) and
+ * cancel_channel ("" for none), and starts the thread; waits up to wait_ms for the first
  * subscription (Redis down is not an error: the thread keeps trying). */
-enum soma_err bus_sub_start(const char *url, const char *channel, int wait_ms, char *why, size_t cap) SOMA_MUST_CHECK;
+enum soma_err bus_sub_start(const char *url, const char *channel, const char *cancel_channel, int wait_ms, char *why,
+			    size_t cap) SOMA_MUST_CHECK;
 void bus_sub_stop(void);
 /* True while subscribed; otherwise the last error in why. received: messages taken from Redis. */
 bool bus_sub_state(char *why, size_t cap, long long *received);

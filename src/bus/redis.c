@@ -29,7 +29,9 @@
  * churn; and a batch of many sessions' records is one PUBLISH. The price: every gateway
  * receives every session's messages and drops those nobody follows on it (one hash lookup);
  * Redis writes each batch once per gateway. A fleet where that matters would shard the channel
- * by session hash; at our sizes (a handful of gateways) it does not.
+ * by session hash; at our sizes (a handful of gateways) it does not. Cancel notices (cancel.c)
+ * go on a channel of their own, soma:cancel:<db>, followed by the nodes that run workers (a
+ * worker-only node subscribes to it alone): the publisher PUBLISHes each by itself.
  *
  * Framing of a published batch: records back to back, each
  * "<kind> <keylen> <textlen> <seq> <minor>\n<key><text>" (kinds in bus_int.h); a committed
@@ -103,6 +105,7 @@ static struct {
 	struct redis_conn *pub_conn; /* the publisher's connection (its thread only) */
 	bool subscribing;	     /* this node runs the subscriber thread */
 	char channel[48];	     /* soma:bus:<db> */
+	char cancel_channel[48];     /* soma:cancel:<db> (cancel.c) */
 	char where[300];	     /* host:port, for messages */
 	pthread_mutex_t state_lock;  /* guards the fields below */
 	bool pub_ok;		     /* the last batch (or connect) succeeded */
@@ -268,6 +271,21 @@ static void idle_check(void)
 	set_pub_state(r != NULL, redis_conn_error(R.pub_conn));
 }
 
+/* Sends the cancel notices among recs by themselves (cancel.c) and takes them out of recs. */
+static void send_cancels(struct bus_rec **recs, size_t *n)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < *n; i++) {
+		if (recs[i]->kind != BUS_REC_CANCEL) {
+			recs[kept++] = recs[i];
+			continue;
+		}
+		bus_cancel_send(R.pub_conn, R.cancel_channel, recs[i]->text, recs[i]->len);
+		rec_free(recs[i]);
+	}
+	*n = kept;
+}
+
 static void *publisher_main(void *arg)
 {
 	(void)arg;
@@ -276,6 +294,7 @@ static void *publisher_main(void *arg)
 	bool overflow;
 	int64_t window = bus_local_window_ms(), next_sweep = 0, next_ping = 0, last_sent = 0;
 	while (take_batch(recs, &n, &overflow)) {
+		send_cancels(recs, &n);
 		bool owe = overflow || bus_floor_lost_count() > 0;
 		bus_redis_account(recs, n); /* (generations counted whatever becomes of the batch) */
 		if (n > 0 || (owe && redis_conn_ensure(R.pub_conn) == SOMA_OK)) {
@@ -317,6 +336,7 @@ enum soma_err bus_redis_start(const char *url, bool subscribe, char *why, size_t
 	}
 	snprintf(R.where, sizeof(R.where), "%s:%d", u.host, u.port);
 	snprintf(R.channel, sizeof(R.channel), "soma:bus:%d", u.db);
+	snprintf(R.cancel_channel, sizeof(R.cancel_channel), "%s%d", BUS_CANCEL_PREFIX, u.db);
 	enum soma_err err = redis_conn_open(url, 2000, true, &R.pub_conn, why, cap);
 	if (err == SOMA_OK)
 		err = bus_snap_open(url, why, cap);
@@ -332,16 +352,19 @@ enum soma_err bus_redis_start(const char *url, bool subscribe, char *why, size_t
 		err = SOMA_ERR_NOMEM;
 		goto fail;
 	}
-	R.subscribing = subscribe;
-	if (subscribe && (err = bus_sub_start(url, R.channel, 2000, why, cap)) != SOMA_OK) {
+	bool cancels = bus_cancel_listening(); /* this node runs workers: it follows cancel notices */
+	R.subscribing = subscribe || cancels;
+	if (R.subscribing && (err = bus_sub_start(url, subscribe ? R.channel : "", cancels ? R.cancel_channel : "",
+						  2000, why, cap)) != SOMA_OK) {
 		R.subscribing = false;
 		bus_redis_stop();
 		return err;
 	}
 	atomic_store(&active, true);
 	if (R.pub_ok)
-		log_info("bus", "redis driver on %s, channel %s%s", R.where, R.channel,
-			 subscribe ? "" : " (publishing only: this node serves no streams)");
+		log_info("bus", "redis driver on %s, channel %s%s%s%s", R.where, R.channel,
+			 subscribe ? "" : " (publishing only: this node serves no streams)",
+			 cancels ? "; cancel notices on " : "", cancels ? R.cancel_channel : "");
 	else
 		log_warn("bus",
 			 "redis at %s unreachable (%s): live events reach this node's streams only until it "

@@ -1,6 +1,8 @@
 /*
  * redis_sub.c - the subscriber thread of the redis bus driver: receives every node's batches on
- * the node-wide channel and hands each record to the local fan-out (bus_local_deliver).
+ * the node-wide channel and hands each record to the local fan-out (bus_local_deliver); on a
+ * node that runs workers also the cancel notices of the other nodes (cancel.c), on their own
+ * channel (a node may follow either channel or both, with one SUBSCRIBE).
  *
  * DESIGN: one thread with one blocking hiredis connection in subscribe mode, read through
  * poll() (a wake pipe stops it at once; a read timeout would break a hiredis context). The io
@@ -33,7 +35,9 @@ static struct {
 	bool started;		 /* thread running */
 	int wake[2];		 /* stop pipe */
 	struct redis_conn *conn; /* its connection (its thread only) */
-	char channel[48];	 /* what it follows */
+	char channel[48];	 /* the bus channel it follows ("" for none) */
+	char cancel[48];	 /* the cancel channel it follows ("" for none) */
+	char shown[100];	 /* both, for messages */
 	pthread_mutex_t lock;	 /* guards the fields below */
 	pthread_cond_t cv;	 /* signalled on the first attempt's outcome */
 	bool ok;		 /* subscribed right now */
@@ -51,10 +55,12 @@ static void set_state(bool ok, const char *why)
 {
 	pthread_mutex_lock(&S.lock);
 	if (S.attempted && ok && !S.ok)
-		log_info("bus", "subscribed to %s again: streams on this node follow every node", S.channel);
+		log_info("bus", "subscribed to %s again: this node follows every node", S.shown);
 	else if (S.attempted && !ok && S.ok)
-		log_warn("bus", "lost the subscription to %s (%s): streams on this node follow its own events only",
-			 S.channel, why);
+		log_warn("bus",
+			 "lost the subscription to %s (%s): streams on this node follow its own events only, and "
+			 "its workers miss other nodes' cancels",
+			 S.shown, why);
 	S.ok = ok;
 	S.attempted = true;
 	snprintf(S.error, sizeof(S.error), "%s", ok ? "" : why);
@@ -71,7 +77,11 @@ static bool wait_or_stop(int ms)
 
 static bool subscribe_now(void)
 {
-	redisReply *r = redis_cmd(S.conn, "SUBSCRIBE %s", S.channel);
+	/* one command: its first reply is the first channel's confirmation, and the second's comes
+	 * in the stream (messages of the first may come before it: on_reply skips it) */
+	redisReply *r = S.channel[0] && S.cancel[0]
+				? redis_cmd(S.conn, "SUBSCRIBE %s %s", S.channel, S.cancel)
+				: redis_cmd(S.conn, "SUBSCRIBE %s", S.channel[0] ? S.channel : S.cancel);
 	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 3;
 	if (r && !ok)
 		redis_conn_broken(S.conn, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to SUBSCRIBE");
@@ -88,7 +98,10 @@ static void on_reply(redisReply *r)
 		pthread_mutex_lock(&S.lock);
 		S.received++;
 		pthread_mutex_unlock(&S.lock);
-		if (!bus_redis_dispatch(r->element[2]->str, r->element[2]->len))
+		if (S.cancel[0] && r->element[1]->type == REDIS_REPLY_STRING &&
+		    strcmp(r->element[1]->str, S.cancel) == 0)
+			bus_cancel_dispatch(r->element[2]->str, r->element[2]->len);
+		else if (!bus_redis_dispatch(r->element[2]->str, r->element[2]->len))
 			log_warn("bus", "malformed message on %s (%zu bytes) ignored after its valid part", S.channel,
 				 r->element[2]->len);
 	}
@@ -174,9 +187,13 @@ static void *subscriber_main(void *arg)
 	return NULL;
 }
 
-enum soma_err bus_sub_start(const char *url, const char *channel, int wait_ms, char *why, size_t cap)
+enum soma_err bus_sub_start(const char *url, const char *channel, const char *cancel_channel, int wait_ms, char *why,
+			    size_t cap)
 {
 	snprintf(S.channel, sizeof(S.channel), "%s", channel);
+	snprintf(S.cancel, sizeof(S.cancel), "%s", cancel_channel);
+	snprintf(S.shown, sizeof(S.shown), "%s%s%s", channel, channel[0] && cancel_channel[0] ? " and " : "",
+		 cancel_channel);
 	S.ok = S.attempted = false;
 	S.received = 0;
 	enum soma_err err = redis_conn_open(url, 2000, true, &S.conn, why, cap);

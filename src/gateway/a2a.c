@@ -22,12 +22,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/bus.h"
 #include "core/ids.h"
 #include "core/json_read.h"
 #include "gateway/a2a_int.h"
 #include "gateway/gateway.h"
+#include "queue/queue.h"
 
 #define A2A_MAX_TEXT (256 * 1024) /* as POST /v1/session/message */
+
+const char *a2a_task_cancel(const char *tenant, const char *gen)
+{
+	if (queue_cancel_task(tenant, gen) > 0)
+		return NULL;
+	enum bus_cancel_reach reach = bus_cancel_notify(tenant, NULL, gen, true);
+	if (reach == BUS_CANCEL_SENT || (reach == BUS_CANCEL_LOCAL && queue_serves("conversation")))
+		return NULL; /* (a queued task is stopped when a worker takes it) */
+	return reach == BUS_CANCEL_DOWN
+		       ? "the task does not run on this node, and its node cannot be told: Redis does not answer; retry"
+		       : "the task does not run on this node, which runs no conversation workers and tells no other "
+			 "node (bus.driver=local); send the cancel to a node with workers";
+}
 
 /* ---- answers ----------------------------------------------------------------------------- */
 

@@ -87,6 +87,11 @@ size_t a2a_sse_write(struct http_req *req, json_t *envelope);
 /* A streaming method's error: one SSE event with the JSON-RPC error, then the end. */
 void a2a_sse_error(struct http_req *req, json_t *id, int code, const char *message);
 
+/* tasks/cancel: asks tenant's task gen to stop where it runs: on this process's workers
+ * (queue_cancel_task), else on another node's through a cancel notice (bus_cancel_notify: every
+ * node with workers applies it, also to the task still queued). NULL when done; else why not
+ * (static text: no worker of the task here, and no other node hears it). */
+const char *a2a_task_cancel(const char *tenant, const char *gen);
 /* POST /a2a (a2a.c). */
 void a2a_post(struct http_req *req, void *arg);
 

@@ -18,10 +18,10 @@
  * touches the run no more: on_read's catch-up works on the snapshot detached from the run. A
  * stream gets an SSE comment (": keepalive") every stream.keepalive_s, where the session stream
  * sends its keepalive event: a2a-js (0.3 and 1.3) skips comment lines and events without data.
- * tasks/cancel stops the task's own generation only (queue_cancel_task; one still queued is
- * stopped when a worker of this node takes it). A run is as good as the caller's credential, like a
- * session stream (cred_hold.h): checked before each event, each second and when a read is back;
- * once revoked or expired the run ends with the JSON-RPC error A2A_CRED_GONE (-32000).
+ * tasks/cancel stops the task's own generation only, on whichever node (a2a_task_cancel; a queued
+ * one when a worker takes it). A run is as good as the caller's credential, like a session stream
+ * (cred_hold.h): checked before each event, each second and when a read is back; once revoked or
+ * expired the run ends with the JSON-RPC error A2A_CRED_GONE (-32000).
  */
 #include <event2/event.h>
 #include <stdio.h>
@@ -33,7 +33,6 @@
 #include "gateway/a2a_int.h"
 #include "gateway/cred_hold.h"
 #include "gateway/gateway.h"
-#include "queue/queue.h"
 
 #define A2A_READ_LIMIT 1000 /* events read after the user event: its outcome is among them */
 #define A2A_HELD_MAX   4096 /* live messages held while a read is out */
@@ -269,6 +268,7 @@ static void start_tick(struct a2a_run *r)
  * run ended. */
 static bool first_answer(struct a2a_run *r)
 {
+	const char *why;
 	if (!r->task.user_text) {
 		answer_error(r, A2A_TASK_NOT_FOUND, "task not found");
 		return false;
@@ -281,9 +281,8 @@ static bool first_answer(struct a2a_run *r)
 	case A2A_CANCEL:
 		if (a2a_state_terminal(r->task.state)) {
 			answer_error(r, A2A_NOT_CANCELABLE, "the task has ended; it cannot be canceled");
-		} else if (queue_cancel_task(r->tenant, r->task.gen) == 0 && !queue_serves("conversation")) {
-			answer_error(r, A2A_NOT_CANCELABLE,
-				     "the task is not running on this node (its workers are on another node); retry");
+		} else if ((why = a2a_task_cancel(r->tenant, r->task.gen))) {
+			answer_error(r, A2A_NOT_CANCELABLE, why);
 		} else {
 			r->task.state = A2A_CANCELED; /* its reply so far is stored as the final event */
 			finish(r);

@@ -3,6 +3,14 @@
  * ?stream=true form is in stream.c), delete, reset, pause, and cancel (stop the reply being
  * generated, keeping what was produced so far as its final answer). Every op is scoped to the caller's
  * tenant in the store: another tenant's session is simply not found (404).
+ *
+ * DESIGN: the reply of a session may run on this process's workers or, in a cluster
+ * (bus.driver = redis), on another node's: a cancel, a delete and a reset stop this process's
+ * tasks directly (queue_cancel_session) and send a cancel notice that the other nodes' workers
+ * apply (bus_cancel_notify). The cancel's answer says which: "cancelled" (a reply was stopped
+ * here), "cancelling" (none here; the notice went to the other nodes, which this node cannot see
+ * into), "idle" (none, and no other node), or 503 bus_unavailable (none here and Redis does not
+ * answer: the other nodes may not hear it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,7 +224,8 @@ static void on_control(struct http_req *req, struct store_op *op)
 		audit_record_identity(&req->ident,
 				      op->kind == STORE_OP_SESSION_DELETE ? "session.delete" : "session.reset",
 				      resource, "done", req->request_id, NULL);
-		(void)queue_cancel_session(op->tenant, op->session_id, false); /* stop a reply being generated */
+		(void)queue_cancel_session(op->tenant, op->session_id, false);	  /* stop a reply being generated, */
+		(void)bus_cancel_notify(op->tenant, op->session_id, NULL, false); /* here or on another node */
 		bus_key(key, op->tenant, op->session_id);
 		if (op->kind == STORE_OP_SESSION_DELETE) /* its open streams end (see stream.c) */
 			bus_session_deleted(key);
@@ -270,10 +279,17 @@ static void on_cancel(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "session");
 		return;
 	}
-	/* the session is the caller's: stop its running reply (on this node's workers) */
+	/* the session is the caller's: stop its running replies, on this node's workers and others' */
 	int n = queue_cancel_session(op->tenant, op->session_id, true);
-	http_respond_json(req, 200,
-			  json_pack("{s:s, s:s}", "session_id", op->session_id, "status", n ? "cancelled" : "idle"));
+	enum bus_cancel_reach reach = bus_cancel_notify(op->tenant, op->session_id, NULL, true);
+	if (!n && reach == BUS_CANCEL_DOWN) {
+		http_respond_error(req, 503, "bus_unavailable",
+				   "Redis does not answer: a reply running on another node cannot be told to stop; "
+				   "retry once it answers (check redis.url)");
+		return;
+	}
+	const char *status = n ? "cancelled" : reach == BUS_CANCEL_SENT ? "cancelling" : "idle";
+	http_respond_json(req, 200, json_pack("{s:s, s:s}", "session_id", op->session_id, "status", status));
 }
 
 static void cancel_generation(struct http_req *req, void *arg)

@@ -3,7 +3,8 @@
  *   store   (10, critical)  opens data.dir/somaagent.db, applies migrations, starts the
  *                           group-commit writer and readers; committed events go on the bus
  *   bus     (15, critical)  live events and the resume log of ephemeral events (not critical with
- *                           bus.driver = redis: degraded to this node's events while Redis is down)
+ *                           bus.driver = redis: degraded to this node's events while Redis is down);
+ *                           cancel notices between nodes (a node with workers applies others')
  *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop) and the JWT keys
  *                           (PEM file; JWKS fetched by its own thread)
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
@@ -121,13 +122,25 @@ static bool bus_redis_driver(void)
 	return strcmp(cfg_str(CFG_BUS_DRIVER), "redis") == 0;
 }
 
+/* Another node's Stop, delete or A2A cancel (a notice on the bus): this node's workers apply it
+ * (a task not started yet is stopped when one of them takes it). */
+static void apply_cancel(const char *tenant, const char *session_id, const char *task_id, bool keep_partial)
+{
+	if (task_id)
+		(void)queue_cancel_task(tenant, task_id);
+	else
+		(void)queue_cancel_session(tenant, session_id, keep_partial);
+}
+
 static enum soma_err bus_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
 	enum soma_err err = bus_init(cfg_int(CFG_STREAM_RESUME_WINDOW_S) * 1000);
 	if (err != SOMA_OK)
 		snprintf(why, cap, "cannot set up the event bus");
-	else if (bus_redis_driver()) /* (Redis down is not an error: degraded, reconnecting) */
+	else if (bus_redis_driver() && (app.role & ROLE_WORKER)) /* (before the subscriber starts) */
+		bus_cancel_listen(apply_cancel);
+	if (err == SOMA_OK && bus_redis_driver()) /* (Redis down is not an error: degraded, reconnecting) */
 		err = bus_redis_start(cfg_str(CFG_REDIS_URL), (app.role & ROLE_GATEWAY) != 0, why, cap);
 	return err;
 }

@@ -88,14 +88,17 @@ void queue_notify(void *arg);
  * passed since the last extension (asynchronous, cheap to call often). Without it a task that
  * runs longer than the timeout would be reserved, and run, a second time. Task thread only. */
 void queue_task_heartbeat(struct task_ctx *ctx);
-/* Asks the running tasks of a session to stop: the session was deleted (keep_partial false),
- * or the user pressed stop (keep_partial: the reply so far is kept as the final answer).
- * Returns how many running tasks were asked. */
+/* Asks the running tasks of a session on this process's workers to stop: the session was
+ * deleted (keep_partial false), or the user pressed stop (keep_partial: the reply so far is kept
+ * as the final answer). Returns how many running tasks were asked. Another node's workers are
+ * reached by a cancel notice (bus_cancel_notify, which the gateway sends too; a node with
+ * workers applies the others' notices with this and queue_cancel_task). */
 int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial);
 /* Asks tenant's task task_id to stop as the user's stop does (keep_partial): returns 1 when it
  * runs on this process's workers, else 0 - then the cancel is kept (10 minutes) and a worker of
- * this process that starts the task stops it at once (one still queued; another node's worker
- * does not see it). */
+ * this process that starts the task stops it at once (one still queued). Another node's workers
+ * see it through a cancel notice (bus_cancel_notify), which their node applies with this call:
+ * the same 10 minutes there. */
 int queue_cancel_task(const char *tenant, const char *task_id);
 /* Whether this process runs workers of the named queue. */
 bool queue_serves(const char *queue);

@@ -1,7 +1,8 @@
 /*
  * running.c - what the rest of the process asks of the tasks running on this process's workers:
  * their time limits (the maintenance tick), their delivery tags, a session's or one task's
- * cancellation (also of a task still queued: kept until a worker here starts it), their
+ * cancellation (also of a task still queued: kept until a worker here starts it; asked here or,
+ * through a cancel notice on the bus, by another node's gateway), their
  * count, what `celery inspect active` lists. Each is one walk of queue_pool_each_running (worker.c), under the pool's
  * lock.
  *
