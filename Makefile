@@ -8,7 +8,7 @@ PYTHON    ?= /usr/bin/python3
 FUZZ_SECONDS ?= 1800
 FUZZ_RUNS ?= 1000000
 
-.PHONY: all deps build run test san unit e2e interop browser docs docs-check lint bench fuzz fuzz-smoke tsan clean
+.PHONY: all deps build run test san unit e2e interop browser docs docs-check deploy-check lint bench fuzz fuzz-smoke tsan clean
 
 all: build
 
@@ -62,6 +62,12 @@ docs-check: san
 		|| (echo "docs/configuration.md is stale: run 'make docs'"; exit 1)
 	@echo "docs/configuration.md is current"
 
+# deploy/ (Dockerfile, compose, Kubernetes, systemd) checked against the binary: settings, runtime
+# libraries, probes, SIGTERM, systemd-analyze (seconds; the image build itself: deploy/build-local.sh)
+deploy-check: san
+	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider \
+		--basetemp=$$(mktemp -d) tests/deploy
+
 docs: build
 	./$(BUILD)/somaagent config docs > docs/configuration.md
 
@@ -71,7 +77,7 @@ lint:
 fuzz-smoke: deps
 	@bash tests/fuzz/run.sh $(FUZZ_BUILD) 10
 
-test: deps san lint unit docs-check e2e interop browser fuzz-smoke
+test: deps san lint unit docs-check deploy-check e2e interop browser fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- longer runs, not part of `make test` ----

@@ -13,6 +13,7 @@ packages=(
   libcriterion-dev clang-format cppcheck
   # e2e, interop, bench
   python3 python3-pytest python3-pytest-xdist python3-httpx python3-jwt python3-cryptography python3-redis python3-psycopg2 python3-celery
+  python3-yaml  # tests/deploy: the compose and Kubernetes files
   redis-server postgresql prometheus wrk nginx-light procps curl
   chromium
 )

@@ -1,5 +1,5 @@
 /*
- * main.c - the somaagent command line: run, config, migrate, keys, version.
+ * main.c - the somaagent command line: run, config, migrate, keys, health, version.
  * The only entry point of the product; every service starts through `somaagent run`.
  */
 #include <malloc.h>
@@ -18,6 +18,8 @@ static void usage(FILE *out)
 	      "  config show [--json] | check | docs           print or check the configuration\n"
 	      "  migrate                                       apply database migrations under data.dir\n"
 	      "  keys create --tenant T [--scope admin] [--name N] [--json] | list [--json] | revoke ID\n"
+	      "  health [--url http://host:port[/path]]        probe /v1/health (default: http.listen); exit 0 "
+	      "ok|degraded\n"
 	      "  version                                       print the version\n"
 	      "options for every command: --config FILE, --set key=value (repeatable)\n",
 	      out);
@@ -39,6 +41,8 @@ bool cli_parse(int argc, char **argv, int first, struct cli *cli)
 			slot = &cli->scope;
 		else if (strcmp(a, "--name") == 0)
 			slot = &cli->name;
+		else if (strcmp(a, "--url") == 0)
+			slot = &cli->url;
 		if (slot || strcmp(a, "--set") == 0) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "somaagent: %s needs a value\n", a);
@@ -121,6 +125,8 @@ int main(int argc, char **argv)
 		rc = cmd_keys(&cli);
 	else if (strcmp(cmd, "migrate") == 0)
 		rc = cmd_migrate(&cli);
+	else if (strcmp(cmd, "health") == 0)
+		rc = cmd_health(&cli);
 	else {
 		fprintf(stderr, "somaagent: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -25,6 +25,7 @@ struct cli {
 	const char *tenant;		/* --tenant */
 	const char *scope;		/* --scope (space or comma separated) */
 	const char *name;		/* --name */
+	const char *url;		/* --url (health) */
 	const char *args[CLI_MAX_ARGS]; /* positional arguments after the command */
 	size_t nargs;			/* used entries */
 };
@@ -41,5 +42,7 @@ int cmd_run(const struct cli *cli);
 int cmd_config(const struct cli *cli);
 int cmd_keys(const struct cli *cli);
 int cmd_migrate(const struct cli *cli);
+/* `health [--url URL]` (health_cmd.c): 0 when /v1/health answers 200 ok or degraded, else 1. */
+int cmd_health(const struct cli *cli);
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "cli/cli.h"
 
-enum { OPT_ROLE = 1, OPT_DRY_RUN = 2, OPT_JSON = 4, OPT_TENANT = 8, OPT_SCOPE = 16, OPT_NAME = 32 };
+enum { OPT_ROLE = 1, OPT_DRY_RUN = 2, OPT_JSON = 4, OPT_TENANT = 8, OPT_SCOPE = 16, OPT_NAME = 32, OPT_URL = 64 };
 
 struct cmd_shape {
 	const char *cmd;   /* command */
@@ -25,6 +25,7 @@ struct cmd_shape {
 static const struct cmd_shape shapes[] = {
 	{"run", NULL, 0, OPT_ROLE | OPT_DRY_RUN, "run [--role all|gateway|worker] [--dry-run]"},
 	{"migrate", NULL, 0, 0, "migrate"},
+	{"health", NULL, 0, OPT_URL, "health [--url http://host:port[/path]]"},
 	{"config", "show", 1, OPT_JSON, "config show [--json]"},
 	{"config", "check", 1, 0, "config check"},
 	{"config", "docs", 1, 0, "config docs"},
@@ -68,6 +69,7 @@ bool cli_check(const char *cmd, const struct cli *cli)
 		{OPT_TENANT, cli->tenant != NULL, "--tenant"},
 		{OPT_SCOPE, cli->scope != NULL, "--scope"},
 		{OPT_NAME, cli->name != NULL, "--name"},
+		{OPT_URL, cli->url != NULL, "--url"},
 	};
 	for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++) {
 		if (given[i].given && !(s->opts & given[i].bit)) {

@@ -94,7 +94,8 @@ static bool check_auth_safety(char *why, size_t cap)
 		return true;
 	snprintf(why, cap,
 		 "http.listen %s is not a loopback address and no API key exists; create one with "
-		 "`somaagent keys create --tenant NAME --scope admin` (or set auth.admin_token, or JWTs with "
+		 "`somaagent keys create --tenant NAME --scope admin` (or set auth.admin_token, e.g. the "
+		 "environment variable SOMA_AUTH_ADMIN_TOKEN=<32 or more random characters>, or JWTs with "
 		 "auth.jwt_*), then start again",
 		 cfg_str(CFG_HTTP_LISTEN));
 	return false;

@@ -16,6 +16,8 @@ def test_public_address_without_keys_refused(tmp_path):
     assert time.monotonic() - t0 < 5
     assert "keys create" in cp.stderr, cp.stderr
     assert "http.listen" in cp.stderr, cp.stderr
+    # a container's operator sets environment variables, not --set: the message names the one to set
+    assert "SOMA_AUTH_ADMIN_TOKEN" in cp.stderr, cp.stderr
 
 
 def test_public_address_with_a_key_starts(soma, tmp_path):
