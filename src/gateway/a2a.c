@@ -5,18 +5,20 @@
  * 0.3, PascalCase (SendMessage, GetTask, ...) spec 1.0; both map onto the same operations and
  * differ only in the shape of what is written (a2a_objects.c). A send is a chat message: it takes
  * the path of POST /v1/session/message (gw_chat_post: the same token budget, policy
- * conversation.send and transactional outbox; their refusals are answered there as HTTP 403/429,
- * like the authentication of the pipeline before this handler), with a conversation task id
- * chosen here and recorded in the user event's metadata.a2a, so the task can be told from the
- * session's events alone (a2a_int.h). When the message is stored, the request's body is read
- * again (it stays in the request's arena) for what to answer, and a run (a2a_run.c) follows the
- * task. JSON-RPC rules: HTTP 200 for every JSON-RPC error but unparseable JSON (400, -32700, id
- * null); the id is echoed with its JSON type; streaming methods always answer text/event-stream,
- * their errors as one event. Valid JSON that jansson's strict read refuses is answered as
- * JSON-RPC: a string with \u0000 in the params is -32602 (the chat path refuses NUL), an integer
- * beyond 64 bits -32600 (an id we cannot echo exactly is answered null; a string id is echoed).
- * Not supported: push notifications (-32003), the extended card (-32007), ListTasks and
- * continuing a task by taskId (-32004).
+ * conversation.send and transactional outbox; their refusals, and the pipeline's request rate,
+ * are written as JSON-RPC errors by a2a_refuse.c; authentication stays HTTP 401), with a
+ * conversation task id chosen here and recorded in the user event's metadata.a2a, so the task can
+ * be told from the session's events alone (a2a_int.h). When the message is stored, the request's
+ * body is read again (it stays in the request's arena) for what to answer, and a run (a2a_run.c)
+ * follows the task. A streaming call takes its place in limits.streams_per_tenant before the
+ * message is stored (a2a_refuse.c), so a refused stream leaves nothing behind. JSON-RPC rules:
+ * HTTP 200 for every JSON-RPC error but unparseable JSON (400, -32700, id null); the id is echoed
+ * with its JSON type; streaming methods always answer text/event-stream, their errors as one
+ * event. Valid JSON that jansson's strict read refuses is answered as JSON-RPC: a string with
+ * \u0000 in the params is -32602 (the chat path refuses NUL), an integer beyond 64 bits -32600 (an
+ * id we cannot echo exactly is answered null; a string id is echoed). Not supported: push
+ * notifications (-32003), the extended card (-32007), ListTasks and continuing a task by taskId
+ * (-32004).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +224,10 @@ static void send_message(struct http_req *req, const struct call *c)
 	char *text = message_text(req, c, msg);
 	if (!text)
 		return;
+	if (c->stream && !a2a_stream_place_take(req)) { /* answered */
+		free(text);
+		return;
+	}
 	char gen[IDS_UUID_LEN + 1];
 	ids_uuid7(gen);
 	json_t *body = json_pack("{s:{s:{s:s, s:s}}}", "metadata", "a2a", "task", gen, "message_id",
@@ -249,6 +255,8 @@ static void follow(struct http_req *req, const struct call *c, enum a2a_mode mod
 		fail(req, c, A2A_TASK_NOT_FOUND, "task not found");
 		return;
 	}
+	if (mode == A2A_RESUBSCRIBE && !a2a_stream_place_take(req))
+		return; /* answered */
 	a2a_run_start(req, c->id, c->ver, mode, &t);
 }
 
@@ -288,6 +296,16 @@ static int method_of(const char *name)
 		if (strcmp(methods[i].name, name) == 0)
 			return (int)i;
 	return -1;
+}
+
+bool a2a_method_info(const char *method, enum a2a_ver *ver, bool *stream)
+{
+	int m = method_of(method);
+	if (m < 0)
+		return false;
+	*ver = methods[m].ver;
+	*stream = methods[m].op == OP_STREAM || methods[m].op == OP_SUBSCRIBE;
+	return true;
 }
 
 /* Whether a string anywhere in v holds a NUL (\u0000). */

@@ -80,5 +80,8 @@ enum soma_err gateway_a2a_routes(struct http_router *r)
 		{"GET", "/.well-known/agent.json", card, HTTP_ROUTE_PUBLIC},
 		{"POST", "/a2a", a2a_post, 0},
 	};
-	return gw_routes_add(r, routes, sizeof(routes) / sizeof(routes[0]));
+	enum soma_err err = gw_routes_add(r, routes, sizeof(routes) / sizeof(routes[0]));
+	if (err == SOMA_OK) /* refusals by shared code (policy, limits) as JSON-RPC errors */
+		err = http_route_set_error_fn(r, "POST", "/a2a", a2a_http_error);
+	return err;
 }

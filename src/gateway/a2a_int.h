@@ -1,7 +1,8 @@
 /*
  * a2a_int.h - what the files of the A2A front end share (a2a.c: JSON-RPC; a2a_run.c: waiting
  * for and streaming a task; a2a_objects.c: the wire objects of both spec versions; a2a_card.c:
- * the agent card).
+ * the agent card; a2a_refuse.c: refusals made by shared code, and a stream's place in
+ * limits.streams_per_tenant).
  *
  * DESIGN: an A2A context is a chat session of the caller's tenant (contextId = session id) and an
  * A2A task is one user message and the reply the conversation worker gives it. Nothing new is
@@ -41,6 +42,10 @@ enum {
 	A2A_CONTENT_TYPE = -32005,
 	A2A_CRED_GONE = -32000, /* ours (the server-error range): the caller's key was revoked, or its
 				 * JWT expired, while its stream or blocking send ran */
+	/* ours, in the implementation-defined range away from A2A's own block (-32001..): refusals
+	 * by this server's policy and limits; error.data names our error code (docs/api.md) */
+	A2A_POLICY_DENIED = -32050, /* policy refused conversation.send (data.reason: why) */
+	A2A_LIMITED = -32051,	    /* over a limit: request rate, token budget, streams per tenant */
 };
 
 /* One task as read from the session's events. Strings are owned (free with a2a_task_clear). */
@@ -94,6 +99,17 @@ void a2a_sse_error(struct http_req *req, json_t *id, int code, const char *messa
 const char *a2a_task_cancel(const char *tenant, const char *gen);
 /* POST /a2a (a2a.c). */
 void a2a_post(struct http_req *req, void *arg);
+/* The version and whether method is a streaming one; false when it is no A2A method. */
+bool a2a_method_info(const char *method, enum a2a_ver *ver, bool *stream);
+
+/* ---- refusals (a2a_refuse.c) ------------------------------------------------------------- */
+/* The error renderer of POST /a2a (http_route_set_error_fn): a 403, 429 or 5xx answered by code
+ * shared with the REST API (policy gate, limits, chat path) becomes a JSON-RPC error with the
+ * request's id (an SSE event for a streaming method); error is borrowed. */
+bool a2a_http_error(struct http_req *req, int status, json_t *error);
+/* Takes a place of limits.streams_per_tenant for req's tenant, given back when req ends, however
+ * (http_req.on_end). False after answering the refusal (a JSON-RPC error, via a2a_http_error). */
+bool a2a_stream_place_take(struct http_req *req);
 
 /* ---- runs (a2a_run.c): a task followed on the request's io thread ------------------------- */
 enum a2a_mode {

@@ -8,8 +8,8 @@
  * of either queue driver, never on an io thread, and its status and result come from the task
  * API, scoped to the tenant like every task. Before anything is published, on the io thread: an
  * unknown or disabled tool is 404, arguments that do not fit the tool's schema are 400 with the
- * reason, then policy tool.execute is asked (resource "tool:<name>", context {tool, args, host?}
- * of tools_policy_context(); the worker asks again with the same); a deny is
+ * reason, then policy tool.execute is asked (tools_policy_input: resource "tool:<name>", context
+ * {tool, args, host?}; the worker and the model's tool calls ask with the same); a deny is
  * the gate's 403. The op is built and stored by the task API's own path (tasks_publish.c).
  */
 #include <stdio.h>
@@ -72,10 +72,9 @@ static void run(struct http_req *req, void *arg)
 		if (!op) {
 			http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
 		} else {
-			char resource[96];
-			snprintf(resource, sizeof(resource), "tool:%s", tool->name);
-			json_t *ctx = tools_policy_context(tool, given);
-			struct policy_input in = {.action = POLICY_TOOL_EXECUTE, .resource = resource, .context = ctx};
+			char resource[TOOLS_POLICY_RESOURCE_MAX];
+			struct policy_input in = {0}; /* the request's identity (policy_gate_ask) */
+			json_t *ctx = tools_policy_input(tool, given, resource, &in);
 			policy_gate_ask(req, &in, NULL, run_allowed, op, drop_op);
 			json_decref(ctx);
 		}

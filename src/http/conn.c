@@ -46,14 +46,21 @@
 
 static void conn_process(struct http_conn *c);
 
-/* A handler still holding the request (async or streaming) is told, once, that it is gone. */
+/* A handler still holding the request (async or streaming) is told, once, that it is gone;
+ * then the request's on_end runs (once, if not run by its response). */
 static void abort_handler(struct http_conn *c)
 {
-	if (c->state != CONN_HANDLING || !c->req.on_abort)
+	if (c->state != CONN_HANDLING)
 		return;
 	void (*abort_fn)(struct http_req *) = c->req.on_abort;
+	void (*end_fn)(struct http_req *) = NULL;
 	c->req.on_abort = NULL;
-	abort_fn(&c->req);
+	if (abort_fn)
+		abort_fn(&c->req);
+	end_fn = c->req.on_end;
+	c->req.on_end = NULL;
+	if (end_fn)
+		end_fn(&c->req);
 }
 
 /* Closes the temp file of a file body (the handler dup'd the fd if it still needs it); its name

@@ -100,6 +100,11 @@ struct http_req {
 	void (*on_drain)(struct http_req *req); /* streaming: queued output (a write returned > 0) all sent */
 	void *handler_ctx;			/* the handler's state for on_abort */
 	struct io_thread *thread;		/* io thread that owns the request */
+	/* called once when the request is over, however: its response queued, its stream ended, or
+	 * the client gone while it was handled (after on_abort). For what a handler holds for the
+	 * request's whole life across code that may answer or drop it (an A2A stream's place in
+	 * limits.streams_per_tenant, taken before the chat path). req is still readable then. */
+	void (*on_end)(struct http_req *req);
 };
 
 /* ---- request accessors --------------------------------------------------------------------- */
@@ -129,6 +134,9 @@ void http_respond_json(struct http_req *req, int status, json_t *body);
 /* Sends the JSON error envelope with code and a formatted message. */
 void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Sends the error envelope {"error": error}; takes error ({code, message, request_id, ...}).
+ * When the matched route has an error renderer (http_route_set_error_fn) it is asked first. */
+void http_respond_error_json(struct http_req *req, int status, json_t *error);
 /* Sends the first len bytes of fd as the body (sendfile); takes ownership of fd. */
 void http_respond_file(struct http_req *req, int status, const char *content_type, int fd, size_t len);
 /* Starts a streamed response (no Content-Length: chunked on HTTP/1.1, close-delimited on 1.0)
@@ -195,6 +203,12 @@ enum http_match http_router_match(const struct http_router *r, struct http_req *
 enum soma_err http_route_set_file_body(struct http_router *r, const char *method, const char *pattern,
 				       size_t max) SOMA_MUST_CHECK;
 size_t http_route_file_body(const struct http_route *route);
+/* How a route answers errors in its own protocol (A2A: JSON-RPC error objects): called by
+ * http_respond_error(_json) for a request matched to the route, with error borrowed; returns true
+ * when it answered req, false for the plain envelope. */
+typedef bool (*http_error_fn)(struct http_req *req, int status, json_t *error);
+enum soma_err http_route_set_error_fn(struct http_router *r, const char *method, const char *pattern,
+				      http_error_fn fn) SOMA_MUST_CHECK;
 /* Accessors of a matched route. */
 const char *http_route_pattern(const struct http_route *route);
 unsigned http_route_flags(const struct http_route *route);

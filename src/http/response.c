@@ -19,6 +19,11 @@
  * frames of one upstream read leave as one packet without waiting for the loop's next turn.
  * A response or the end of a stream uncorks before on_response (the owner may reset or free the
  * connection then), so nothing corked outlives its request.
+ *
+ * Errors: http_respond_error(_json) ask the matched route's renderer first (a route that speaks
+ * its own protocol, like A2A's JSON-RPC, answers the shared code's refusals in it), else write
+ * our envelope. A response or a stream's end runs the request's on_end once, before on_response
+ * (conn.c runs it for a request the client left).
  */
 #include <event2/buffer.h>
 #include <stdarg.h>
@@ -217,6 +222,15 @@ static void out_add(struct http_req *req, const struct iovec *iov, size_t n)
 	}
 }
 
+/* The request is over (answered, or its stream ended): its on_end runs once. */
+static void end_hook(struct http_req *req)
+{
+	void (*fn)(struct http_req *) = req->on_end;
+	req->on_end = NULL;
+	if (fn)
+		fn(req);
+}
+
 static void out_add1(struct http_req *req, const void *data, size_t len)
 {
 	struct iovec iov = {(void *)data, len};
@@ -308,6 +322,7 @@ static void respond(struct http_req *req, int status, const char *content_type, 
 		struct iovec iov[2] = {{hdr, used}, {(void *)body, !head ? len : 0}};
 		out_add(req, iov, 2);
 	}
+	end_hook(req);
 	if (req->on_response)
 		req->on_response(req);
 }
@@ -423,6 +438,7 @@ void http_stream_end(struct http_req *req)
 	req->streaming = false;
 	req->on_abort = NULL;
 	req->on_drain = NULL;
+	end_hook(req);
 	if (req->on_response)
 		req->on_response(req);
 }
@@ -448,7 +464,22 @@ void http_respond_error(struct http_req *req, int status, const char *code, cons
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	json_t *body = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", message, "request_id",
-				 req->request_id);
+	http_respond_error_json(
+		req, status,
+		json_pack("{s:s, s:s, s:s}", "code", code, "message", message, "request_id", req->request_id));
+}
+
+void http_respond_error_json(struct http_req *req, int status, json_t *error)
+{
+	http_error_fn fn = req->route ? http_route_error_fn(req->route) : NULL;
+	if (error && fn && !req->streaming && fn(req, status, error)) {
+		json_decref(error);
+		return;
+	}
+	json_t *body = error ? json_object() : NULL;
+	if (body)
+		json_object_set_new(body, "error", error);
+	else
+		json_decref(error);
 	http_respond_json(req, status, body);
 }

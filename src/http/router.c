@@ -28,6 +28,7 @@ struct http_route {
 	void *arg;		       /* passed to handler */
 	unsigned flags;		       /* enum http_route_flags */
 	size_t file_body_max;	       /* > 0: the body streams to a temp file, up to this size */
+	http_error_fn error_fn;	       /* renders its errors, or NULL (http_route_set_error_fn) */
 };
 
 struct http_router {
@@ -241,6 +242,22 @@ enum soma_err http_route_set_file_body(struct http_router *r, const char *method
 		}
 	}
 	return SOMA_ERR_NOT_FOUND;
+}
+
+enum soma_err http_route_set_error_fn(struct http_router *r, const char *method, const char *pattern, http_error_fn fn)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		if (strcmp(r->routes[i]->method, method) == 0 && strcmp(r->routes[i]->pattern, pattern) == 0) {
+			r->routes[i]->error_fn = fn;
+			return SOMA_OK;
+		}
+	}
+	return SOMA_ERR_NOT_FOUND;
+}
+
+http_error_fn http_route_error_fn(const struct http_route *route)
+{
+	return route->error_fn;
 }
 
 const char *http_route_pattern(const struct http_route *route)

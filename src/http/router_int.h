@@ -9,4 +9,7 @@
 /* Index of parameter {name} in the route's pattern, or -1. */
 int http_route_param_index(const struct http_route *route, const char *name);
 
+/* The route's error renderer, or NULL. */
+http_error_fn http_route_error_fn(const struct http_route *route);
+
 #endif

@@ -112,9 +112,9 @@ void policy_gate_respond(struct http_req *req, const struct policy_decision *d)
 {
 	char buf[200], message[512];
 	snprintf(message, sizeof(message), "%s: %s", d->reason, policy_decision_words(d, buf, sizeof(buf)));
-	http_respond_json(req, 403,
-			  json_pack("{s:{s:s, s:s, s:s, s:s}}", "error", "code", "policy_denied", "message", message,
-				    "request_id", req->request_id, "reason", d->reason));
+	http_respond_error_json(req, 403,
+				json_pack("{s:s, s:s, s:s, s:s}", "code", "policy_denied", "message", message,
+					  "request_id", req->request_id, "reason", d->reason));
 }
 
 void policy_gate_deny(struct http_req *req, const struct policy_input *in, const struct policy_decision *d,

@@ -98,26 +98,21 @@ static enum soma_err commit_event(struct generation *g, json_t *event)
 }
 
 /* tool.execute for a run of tool with args (schema-checked) as the task's sender, with the same
- * policy context as the tools API and the soma.tool task ({tool, args, host}: tools_policy_context),
+ * policy input as the tools API and the soma.tool task (tools_policy_input: {tool, args, host}),
  * so a rule on fetch_page's host holds for the model's calls too; on a deny, its policy.denied
  * event is committed (*err: the commit's outcome) and why holds the reason. */
 static bool allowed(struct generation *g, const struct tool_def *tool, const json_t *args, char *why, size_t cap,
 		    enum soma_err *err)
 {
 	struct task_ctx *t = g->task;
-	const char *name = tool->name;
-	char resource[96];
-	snprintf(resource, sizeof(resource), "tool:%s", name);
-	json_t *ctx = tools_policy_context(tool, args);
+	char resource[TOOLS_POLICY_RESOURCE_MAX];
 	const char *subject = json_string_value(json_object_get(t->payload, "subject"));
 	struct policy_input in = {.tenant = t->tenant,
 				  .subject = subject ? subject : "",
 				  .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
 				  .scopes = json_string_value(json_object_get(t->payload, "scopes")),
-				  .action = POLICY_TOOL_EXECUTE,
-				  .resource = resource,
-				  .context = ctx,
 				  .somabrain_degraded = memory_degraded()};
+	json_t *ctx = tools_policy_input(tool, args, resource, &in);
 	struct policy_decision d;
 	policy_decide(&in, &d);
 	if (!d.allow) {

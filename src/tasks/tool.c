@@ -6,11 +6,12 @@
  * DESIGN: POST /v1/tools/{name}/run publishes it after policy tool.execute; a task published any
  * other way (POST /v1/tasks, a Celery producer, beat) reaches the same handler, so tool.execute is
  * asked again here, as the task's sender (policy_decide: this is a worker thread), with the same
- * context {tool, args, host?} (tools_policy_context), and a deny fails the task with the policy's
- * reason. A disabled or unknown tool, arguments that do not fit its schema, a deny and a tool's
- * own error (a bad or refused URL, a 404 page) are the caller's answer: FAILURE with the message
- * and no dead letter (TASK_REJECT). Only a dependency that did not answer (SOMA_ERR_UNAVAILABLE:
- * SomaBrain, the page's server) or no memory is retried, and dead-lettered after max_retries.
+ * input (tools_policy_input: resource tool:<name>, context {tool, args, host?}), and a deny fails
+ * the task with the policy's reason. A disabled or unknown tool, arguments that do not fit its
+ * schema, a deny and a tool's own error (a bad or refused URL, a 404 page) are the caller's
+ * answer: FAILURE with the message and no dead letter (TASK_REJECT). Only a dependency that did
+ * not answer (SOMA_ERR_UNAVAILABLE: SomaBrain, the page's server) or no memory is retried, and
+ * dead-lettered after max_retries.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,18 +25,13 @@
 /* tool.execute for tool with args (checked) as the task's sender; false with t->error written on a deny. */
 static bool allowed(struct task_ctx *t, const struct tool_def *tool, json_t *args)
 {
-	const char *name = tool->name;
-	char resource[96];
-	snprintf(resource, sizeof(resource), "tool:%s", name);
-	json_t *ctx = tools_policy_context(tool, args);
+	char resource[TOOLS_POLICY_RESOURCE_MAX];
 	struct policy_input in = {.tenant = t->tenant,
 				  .subject = json_string_value(json_object_get(t->payload, "subject")),
 				  .persona_id = json_string_value(json_object_get(t->payload, "persona_id")),
 				  .scopes = json_string_value(json_object_get(t->payload, "scopes")),
-				  .action = POLICY_TOOL_EXECUTE,
-				  .resource = resource,
-				  .context = ctx,
 				  .somabrain_degraded = memory_degraded()};
+	json_t *ctx = tools_policy_input(tool, args, resource, &in);
 	struct policy_decision d;
 	policy_decide(&in, &d);
 	if (!d.allow) {

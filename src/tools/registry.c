@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "policy/policy.h"
 #include "tools/tools_int.h"
 
 static enum soma_err tool_echo(const struct tool_ctx *ctx, json_t *args, char **result, char *err, size_t cap)
@@ -172,6 +173,17 @@ json_t *tools_policy_context(const struct tool_def *t, const json_t *args)
 	if (ctx && strcmp(t->name, "fetch_page") == 0 &&
 	    fetch_url_host(json_string_value(json_object_get(args, "url")), host, sizeof(host)))
 		json_object_set_new(ctx, "host", json_string(host));
+	return ctx;
+}
+
+json_t *tools_policy_input(const struct tool_def *t, const json_t *args, char resource[TOOLS_POLICY_RESOURCE_MAX],
+			   struct policy_input *in)
+{
+	snprintf(resource, TOOLS_POLICY_RESOURCE_MAX, "tool:%s", t->name);
+	json_t *ctx = tools_policy_context(t, args);
+	in->action = POLICY_TOOL_EXECUTE;
+	in->resource = resource;
+	in->context = ctx;
 	return ctx;
 }
 

@@ -11,7 +11,7 @@
  *     {tool, args}, whose handler (tasks/tool.c) calls tools_run() on a worker thread;
  *   - the conversation task (function calling): tools_openai_json() is the "tools" array of an
  *     OpenAI chat request; for each tool call of the reply it asks policy tool.execute itself
- *     with tools_policy_context() (tasks/tool.c shows how), then calls tools_run() with the
+ *     with tools_policy_input() (as tasks/tool.c and the API do), then calls tools_run() with the
  *     call's parsed arguments and gives the result text (or the error message) back to the model
  *     as the tool message.
  * A run blocks (network, SomaBrain, the store): worker and pool threads only, never an io thread.
@@ -92,9 +92,20 @@ enum soma_err tools_run(const struct tool_def *t, const struct tool_ctx *ctx, js
 
 /* The context of policy tool.execute for a run of t with args (checked against its schema; NULL
  * is {}): {tool: name, args: args as given} and, for fetch_page, host: the URL's host name as
- * fetched, lowercased (an IPv6 address in brackets; absent when the URL has none). Both checks
- * (the gateway's and the worker's) send this. Caller owns; NULL on OOM. */
+ * fetched, lowercased (an IPv6 address in brackets; absent when the URL has none). Caller owns;
+ * NULL on OOM. Callers use tools_policy_input(), which sets it with the action and resource. */
 json_t *tools_policy_context(const struct tool_def *t, const json_t *args);
+
+#define TOOLS_POLICY_RESOURCE_MAX 96 /* "tool:<name>" and the NUL */
+struct policy_input;
+/* The one way every caller asks tool.execute for a run of t with args (the tools API, the
+ * soma.tool task, the model's tool calls): sets in's action (tool.execute), resource
+ * ("tool:<name>", written into resource, which must outlive in) and context
+ * (tools_policy_context); the identity fields stay as the caller set them. Returns the context,
+ * owned by the caller (json_decref once decided; in->context borrows it); NULL on OOM, then
+ * in->context is NULL too. */
+json_t *tools_policy_input(const struct tool_def *t, const json_t *args, char resource[TOOLS_POLICY_RESOURCE_MAX],
+			   struct policy_input *in);
 
 /* Validator of tools.enabled (config_keys.h): a comma-separated list of known tool names. */
 bool tools_validate_enabled(const char *value, char *why, size_t cap);

@@ -1,7 +1,8 @@
 // The official `@a2a-js/sdk` 1.3 client against somaagent's A2A endpoint: by default it reads the
 // card's supportedInterfaces and speaks spec 1.0 (SendMessage, SendStreamingMessage, GetTask);
 // with legacyCompat and the card's v0.3 fields (the card without supportedInterfaces) it speaks
-// spec 0.3 (message/send, message/stream, tasks/get).
+// spec 0.3 (message/send, message/stream, tasks/get). A refusal by our limits reaches the client as
+// a JSON-RPC error with our words, not as a bare HTTP failure.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Role, TaskState } from '@a2a-js/sdk';
@@ -83,4 +84,28 @@ test('spec 0.3 (legacyCompat, the card without supportedInterfaces): send, get a
   assert.equal(kinds[0], 'task', kinds.join());
   assert.equal(kinds.at(-1), 'statusUpdate', kinds.join());
   assert.match(text, /You said: stream v03$/);
+});
+
+test('a refusal by the token budget is a JSON-RPC error the client shows with our words', async () => {
+  const limited = await startStack({ sets: ['limits.llm_tokens_per_day=1'] });
+  try {
+    const origin2 = limited.baseURL.replace(/\/v1$/, '');
+    const fetch2 = (url, init = {}) => fetch(url, { ...init, headers: { ...init.headers, Authorization: `Bearer ${limited.apiKey}` } });
+    const client = await new ClientFactory({
+      transports: [new JsonRpcTransportFactory({ fetchImpl: fetch2 })],
+      cardResolver: new DefaultAgentCardResolver({ fetchImpl: fetch2 }),
+    }).createFromUrl(origin2);
+    await client.sendMessage(message('spend the budget'));
+    const refused = (e) => {
+      const err = e.cause ?? e; // a stream's error event wraps the JSON-RPC error as its cause
+      assert.equal(err.envelopeCode, -32051, String(e));
+      assert.match(err.message, /limits\.llm_tokens_per_day/);
+      assert.equal(err.data[0].reason, 'LLM_BUDGET_EXCEEDED');
+      return true;
+    };
+    await assert.rejects(client.sendMessage(message('over')), refused);
+    await assert.rejects((async () => { for await (const _ of client.sendMessageStream(message('over'))) { /* none */ } })(), refused);
+  } finally {
+    await limited.stop();
+  }
 });

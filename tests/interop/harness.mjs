@@ -10,7 +10,8 @@ import { freePort, waitFor } from '../node/net.mjs';
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = process.env.SOMA_BIN || join(repo, 'build-san', 'somaagent');
 
-export async function startStack() {
+// sets: extra `--set key=value` of the server (e.g. a limit).
+export async function startStack({ sets = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'soma-interop-'));
   const llmPort = await freePort();
   const port = await freePort();
@@ -24,7 +25,7 @@ export async function startStack() {
   let log = '';
   const soma = spawn(bin, ['run', '--set', `http.listen=127.0.0.1:${port}`, '--set', `data.dir=${dir}/data`,
     '--set', 'llm.provider=custom', '--set', `llm.base_url=http://127.0.0.1:${llmPort}/v1`,
-    '--set', 'llm.api_key=test-key', '--set', 'llm.model=fake-model'],
+    '--set', 'llm.api_key=test-key', '--set', 'llm.model=fake-model', ...sets.flatMap((x) => ['--set', x])],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH, ASAN_OPTIONS: 'detect_leaks=1' } });
   soma.stderr.on('data', (d) => { log += d; });
   await waitFor(`http://127.0.0.1:${port}/v1/health`, (s) => s === 200, 15000);
