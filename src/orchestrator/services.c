@@ -12,6 +12,7 @@
  *   policy  (35)            the policy engine (builtin rules or OPA) and the per-tenant limits;
  *                           down when OPA does not answer (decisions are then denied)
  *   memory  (40)            long-term memory: the outbox relay thread and the SomaBrain state
+ *                           (down, still counting the outbox, on somabrain without a URL)
  *                           (degraded while SomaBrain is degraded or down; never critical)
  *   llm     (50)            the language model settings; unconfigured without a key
  *   celery  (55)            Celery's view of the node on queue.driver=redis (src/sched): events on
@@ -142,15 +143,19 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 }
 
 /* ---- memory (src/memory) ---- */
+/* memory.driver=somabrain without a URL starts too (down, reason unconfigured): its relay keeps
+ * publishing the outbox's counts and the state, so health and metrics show the writes waiting. */
 static enum soma_err memory_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
 	enum soma_err err = memory_init(why, cap);
-	if (err == SOMA_OK) {
-		memory_metrics_register();
-		err = memory_relay_start(app.store, why, cap);
-	}
-	return err;
+	bool unconfigured = err == SOMA_ERR_CONFIG;
+	if (err != SOMA_OK && !unconfigured)
+		return err;
+	if (unconfigured)
+		log_warn("memory", "%s; writes wait in the outbox", why);
+	memory_metrics_register();
+	return memory_relay_start(app.store, why, cap);
 }
 
 static void memory_stop(void *ctx)
@@ -164,6 +169,13 @@ static enum svc_status memory_health(void *ctx, char *detail, size_t cap)
 	(void)ctx;
 	struct memory_status s;
 	memory_snapshot(&s);
+	if (s.state == MEMORY_DOWN && strcmp(s.reason, "unconfigured") == 0) {
+		snprintf(detail, cap,
+			 "memory.driver is somabrain but memory.somabrain_url is empty; set it or use "
+			 "memory.driver=builtin; outbox %lld pending",
+			 (long long)s.pending);
+		return SVC_DOWN;
+	}
 	snprintf(detail, cap, "%s %s (%s); outbox %lld pending, %lld failed", s.driver, memory_state_name(s.state),
 		 s.reason, (long long)s.pending, (long long)s.failed);
 	return s.state == MEMORY_NORMAL && s.failed == 0 ? SVC_OK : SVC_DEGRADED;
