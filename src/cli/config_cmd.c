@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/config_show.h"
+#include "sched/sched.h"
 #include "store/store.h"
 
 int cmd_config(const struct cli *cli)
@@ -30,6 +31,11 @@ int cmd_config(const struct cli *cli)
 	if (!cli_load_config(cli))
 		return EXIT_USAGE;
 	if (strcmp(sub, "check") == 0) {
+		char why[512];
+		if (!sched_beat_check(why, sizeof(why))) { /* what run would refuse at start */
+			fprintf(stderr, "somaagent: %s\n", why);
+			return EXIT_USAGE;
+		}
 		if (cfg_file_path())
 			printf("configuration is valid (file %s)\n", cfg_file_path());
 		else

@@ -1,6 +1,7 @@
 /*
  * keys_cmd.c - `somaagent keys create|list|revoke`: API keys in the store under data.dir.
- * The token is printed once, on creation; only its hash is kept.
+ * The token is printed once, on creation; only its hash is kept. --json gives a key in the
+ * shape of the admin API's (store_key_row_json: scopes as an array, status).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -50,8 +51,13 @@ static int keys_create(const struct cli *cli, struct store *st)
 	if (audit_record_now(st, &e) != SOMA_OK)
 		fprintf(stderr, "somaagent: warning: the key was created but its audit row could not be written\n");
 	if (cli->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", key.id, "tenant", key.tenant, "scopes", key.scopes,
-				      "token", token);
+		/* the shape of POST /v1/keys: the key's row as GET /v1/keys gives it, and the token */
+		json_t *o = store_key_row_json(key.id, key.tenant, key.name, key.scopes, key.created_ms, 0);
+		if (!o || json_object_set_new(o, "token", json_string(token)) != 0) {
+			json_decref(o);
+			fprintf(stderr, "somaagent: out of memory\n");
+			return EXIT_RUNTIME;
+		}
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(o);
@@ -72,19 +78,15 @@ static int keys_list(const struct cli *cli, struct store *st)
 		return EXIT_RUNTIME;
 	}
 	json_t *arr = json_array();
-	char created[CLOCK_RFC3339_LEN + 1], revoked[CLOCK_RFC3339_LEN + 1];
+	char created[CLOCK_RFC3339_LEN + 1];
 	if (!cli->json)
 		printf("%-16s  %-20s  %-16s  %-24s  %s\n", "ID", "TENANT", "SCOPES", "CREATED", "STATUS");
 	for (size_t i = 0; i < n; i++) {
 		const struct store_key *k = &keys[i];
 		clock_rfc3339(k->created_ms, created, sizeof(created));
-		if (k->revoked_ms)
-			clock_rfc3339(k->revoked_ms, revoked, sizeof(revoked));
-		if (cli->json)
-			json_array_append_new(arr,
-					      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "id", k->id, "tenant",
-							k->tenant, "name", k->name, "scopes", k->scopes, "created_at",
-							created, "revoked_at", k->revoked_ms ? revoked : NULL));
+		if (cli->json) /* as GET /v1/keys gives them */
+			json_array_append_new(arr, store_key_row_json(k->id, k->tenant, k->name, k->scopes,
+								      k->created_ms, k->revoked_ms));
 		else
 			printf("%-16s  %-20s  %-16s  %-24s  %s\n", k->id, k->tenant, k->scopes[0] ? k->scopes : "-",
 			       created, k->revoked_ms ? "revoked" : "active");

@@ -19,7 +19,7 @@
  * are answered, the output is flushed, then the connection closes. An open stream ends at once
  * (it would never finish by itself), and so does a handler that asked for it (abort_on_eof: the
  * LLM proxy, whose call or wait-list place serves the client alone). Otherwise only an error
- * (or the write timeout) frees at once.
+ * (or the write timeout) frees at once. A request so left unanswered is logged as 499.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -91,6 +91,22 @@ static void conn_free(struct http_conn *c)
 	arena_deinit(&c->arena);
 	free(c);
 	atomic_fetch_sub(&thr->srv->nconns, 1);
+}
+
+/* Frees a connection the client left (EOF, reset, or it stopped reading). A request it left
+ * unanswered still writes its access line and metrics, as 499 (nginx's "client closed request"),
+ * once its handler has been told (on_abort): without it a call the provider may have served would
+ * leave no trace. */
+static void conn_free_client_left(struct http_conn *c)
+{
+	bool unanswered = c->state == CONN_HANDLING && !c->responded;
+	abort_handler(c);
+	if (unanswered && c->state == CONN_HANDLING && !c->responded) { /* (on_abort did not answer) */
+		c->req.status = 499;
+		c->responded = true;
+		http_pipeline_complete(&c->req);
+	}
+	conn_free(c);
 }
 
 void http_conn_arm_timer(struct http_conn *c, int seconds)
@@ -308,7 +324,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	bool eof =
 		(what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
 	if (!eof || (c->state == CONN_HANDLING && (c->req.streaming || c->req.abort_on_eof))) {
-		conn_free(c); /* an error, the write timeout, a stream's reader or a paid call's client gone */
+		conn_free_client_left(
+			c); /* an error, the write timeout, a stream's reader or a paid call's client gone */
 		return;
 	}
 	c->read_closed = true; /* half-closed (or gone): still deliver what it asked for */

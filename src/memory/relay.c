@@ -364,7 +364,7 @@ static int64_t batch_limit(double tokens, double rate, int64_t *wait_ms)
 /* The health probe and the outbox counts, when due. */
 static void look_around(bool somabrain, int64_t now, int64_t *next_health, int64_t *next_stats)
 {
-	if (somabrain && now >= *next_health) {
+	if (somabrain && memory_cfg.url[0] && now >= *next_health) { /* (no URL: down, unconfigured) */
 		char detail[MEMORY_REASON_MAX];
 		memory_note_health(memory_cfg.driver->health(detail, sizeof(detail)), detail);
 		*next_health = now + memory_cfg.health_interval_ms;

@@ -27,6 +27,7 @@
 #include "identity/identity.h"
 #include "llm/llm.h"
 #include "orchestrator/app.h"
+#include "sched/sched.h"
 
 struct app app;
 
@@ -245,6 +246,11 @@ int cmd_run(const struct cli *cli)
 		return EXIT_RUNTIME;
 	}
 	if (cli->dry_run) {
+		if (!sched_beat_check(why, sizeof(why))) { /* what the beat service would refuse at start */
+			fprintf(stderr, "somaagent: %s\n", why);
+			registry_free(app.registry);
+			return EXIT_USAGE;
+		}
 		int rc = print_plan(role);
 		registry_free(app.registry);
 		return rc;

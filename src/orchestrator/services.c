@@ -4,13 +4,15 @@
  *                           group-commit writer and readers; committed events go on the bus
  *   bus     (15, critical)  live events and the resume log of ephemeral events (not critical with
  *                           bus.driver = redis: degraded to this node's events while Redis is down);
- *                           cancel notices between nodes (a node with workers applies others')
+ *                           cancel notices between nodes (a node with workers applies others');
+ *                           degraded on a --role gateway/worker node with bus.driver = local
  *   auth    (20, critical)  loads the API-key cache (refreshed by the main loop) and the JWT keys
  *                           (PEM file; JWKS fetched by its own thread)
  *   disk    (30)            free space under data.dir; degraded below data.min_free_mb
  *   policy  (35)            the policy engine (builtin rules or OPA) and the per-tenant limits;
  *                           down when OPA does not answer (decisions are then denied)
  *   memory  (40)            long-term memory: the outbox relay thread and the SomaBrain state
+ *                           (down, still counting the outbox, on somabrain without a URL)
  *                           (degraded while SomaBrain is degraded or down; never critical)
  *   llm     (50)            the language model settings; unconfigured without a key
  *   celery  (55)            Celery's view of the node on queue.driver=redis (src/sched): events on
@@ -37,6 +39,7 @@
 #include "llm/llm.h"
 #include "memory/memory.h"
 #include "orchestrator/app.h"
+#include "orchestrator/services_int.h"
 #include "policy/service.h"
 #include "queue/queue.h"
 #include "sched/sched.h"
@@ -117,46 +120,6 @@ static enum svc_status store_health(void *ctx, char *detail, size_t cap)
 	return SVC_OK;
 }
 
-static bool bus_redis_driver(void)
-{
-	return strcmp(cfg_str(CFG_BUS_DRIVER), "redis") == 0;
-}
-
-/* Another node's Stop, delete or A2A cancel (a notice on the bus): this node's workers apply it
- * (a task not started yet is stopped when one of them takes it). */
-static void apply_cancel(const char *tenant, const char *session_id, const char *task_id, bool keep_partial)
-{
-	if (task_id)
-		(void)queue_cancel_task(tenant, task_id);
-	else
-		(void)queue_cancel_session(tenant, session_id, keep_partial);
-}
-
-static enum soma_err bus_start(void *ctx, char *why, size_t cap)
-{
-	(void)ctx;
-	enum soma_err err = bus_init(cfg_int(CFG_STREAM_RESUME_WINDOW_S) * 1000);
-	if (err != SOMA_OK)
-		snprintf(why, cap, "cannot set up the event bus");
-	else if (bus_redis_driver() && (app.role & ROLE_WORKER)) /* (before the subscriber starts) */
-		bus_cancel_listen(apply_cancel);
-	if (err == SOMA_OK && bus_redis_driver()) /* (Redis down is not an error: degraded, reconnecting) */
-		err = bus_redis_start(cfg_str(CFG_REDIS_URL), (app.role & ROLE_GATEWAY) != 0, why, cap);
-	return err;
-}
-
-static void bus_stop(void *ctx)
-{
-	(void)ctx;
-	bus_deinit();
-}
-
-static enum svc_status bus_health(void *ctx, char *detail, size_t cap)
-{
-	(void)ctx;
-	return bus_status(detail, cap) ? SVC_OK : SVC_DEGRADED;
-}
-
 static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
@@ -180,15 +143,19 @@ static enum svc_status llm_health(void *ctx, char *detail, size_t cap)
 }
 
 /* ---- memory (src/memory) ---- */
+/* memory.driver=somabrain without a URL starts too (down, reason unconfigured): its relay keeps
+ * publishing the outbox's counts and the state, so health and metrics show the writes waiting. */
 static enum soma_err memory_start(void *ctx, char *why, size_t cap)
 {
 	(void)ctx;
 	enum soma_err err = memory_init(why, cap);
-	if (err == SOMA_OK) {
-		memory_metrics_register();
-		err = memory_relay_start(app.store, why, cap);
-	}
-	return err;
+	bool unconfigured = err == SOMA_ERR_CONFIG;
+	if (err != SOMA_OK && !unconfigured)
+		return err;
+	if (unconfigured)
+		log_warn("memory", "%s; writes wait in the outbox", why);
+	memory_metrics_register();
+	return memory_relay_start(app.store, why, cap);
 }
 
 static void memory_stop(void *ctx)
@@ -202,6 +169,13 @@ static enum svc_status memory_health(void *ctx, char *detail, size_t cap)
 	(void)ctx;
 	struct memory_status s;
 	memory_snapshot(&s);
+	if (s.state == MEMORY_DOWN && strcmp(s.reason, "unconfigured") == 0) {
+		snprintf(detail, cap,
+			 "memory.driver is somabrain but memory.somabrain_url is empty; set it or use "
+			 "memory.driver=builtin; outbox %lld pending",
+			 (long long)s.pending);
+		return SVC_DOWN;
+	}
 	snprintf(detail, cap, "%s %s (%s); outbox %lld pending, %lld failed", s.driver, memory_state_name(s.state),
 		 s.reason, (long long)s.pending, (long long)s.failed);
 	return s.state == MEMORY_NORMAL && s.failed == 0 ? SVC_OK : SVC_DEGRADED;
@@ -474,7 +448,7 @@ enum soma_err services_register(void)
 	const struct service_def defs[] = {
 		{"store", 10, true, ROLE_ALL, store_start, store_stop, store_health, NULL},
 		/* the redis bus is not critical: without Redis, streams still get this node's events */
-		{"bus", 15, !bus_redis_driver(), ROLE_ALL, bus_start, bus_stop, bus_health, NULL},
+		{"bus", 15, !bus_redis_driver(), ROLE_ALL, bus_svc_start, bus_svc_stop, bus_svc_health, NULL},
 		{"auth", 20, true, ROLE_ALL, auth_start, auth_stop, auth_health, NULL},
 		{"disk", 30, false, ROLE_ALL, NULL, NULL, disk_health, NULL},
 		{"policy", 35, false, ROLE_ALL, policy_service_start, policy_service_stop, policy_service_health, NULL},

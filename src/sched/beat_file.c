@@ -141,8 +141,13 @@ bool beat_file_load(const char *path, struct beat_entry **out, int *n, char *why
 	bool ok = e != NULL;
 	for (size_t i = 0; ok && i < count; i++) {
 		char ewhy[256];
-		if (!(ok = parse_entry(json_array_get(list, i), &e[i], ewhy, sizeof(ewhy))))
-			snprintf(why, why_cap, "beat.schedule_file %s: schedule %zu %s", path, i + 1, ewhy);
+		if (!(ok = parse_entry(json_array_get(list, i), &e[i], ewhy, sizeof(ewhy)))) {
+			if (valid_name(e[i].name)) /* named by its name; by its position when it has none */
+				snprintf(why, why_cap, "beat.schedule_file %s: schedule \"%s\" %s", path, e[i].name,
+					 ewhy);
+			else
+				snprintf(why, why_cap, "beat.schedule_file %s: schedule %zu %s", path, i + 1, ewhy);
+		}
 		for (size_t j = 0; ok && j < i; j++) {
 			if (strcmp(e[j].name, e[i].name) == 0) {
 				snprintf(why, why_cap, "beat.schedule_file %s: two schedules are named %s", path,
@@ -162,6 +167,19 @@ bool beat_file_load(const char *path, struct beat_entry **out, int *n, char *why
 	}
 	*out = e;
 	*n = (int)count;
+	return true;
+}
+
+bool sched_beat_check(char *why, size_t why_cap)
+{
+	const char *path = cfg_str(CFG_BEAT_SCHEDULE_FILE);
+	struct beat_entry *e = NULL;
+	int n = 0;
+	if (!cfg_bool(CFG_BEAT_ENABLED) || !path[0])
+		return true;
+	if (!beat_file_load(path, &e, &n, why, why_cap))
+		return false;
+	beat_entries_free(e, n);
 	return true;
 }
 

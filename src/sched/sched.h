@@ -31,6 +31,10 @@
  * leader (it runs workers); otherwise it only follows the leader's state for GET
  * /v1/schedules. SOMA_OK without doing anything when beat is disabled or has no file. */
 enum soma_err sched_beat_start(struct store *st, bool lead, char *why, size_t why_cap) SOMA_MUST_CHECK;
+/* Loads and validates beat.schedule_file as sched_beat_start does, and frees it (for `config
+ * check` and `run --dry-run`): false with the same message in why when run would refuse it; true
+ * when beat is disabled or has no file. */
+bool sched_beat_check(char *why, size_t why_cap);
 void sched_beat_stop(void);
 /* {schedules:[{name, task, queue, every_s|cron, args, kwargs, last_run_at, next_run_at}],
  *  leader, node, is_leader, lock} as of beat's last tick. Any thread; caller owns. */
