@@ -1,5 +1,5 @@
 /*
- * main.c - the somaagent command line: run, config, migrate, keys, health, version.
+ * main.c - the somaagent command line: run, config, migrate, keys, health, backup, restore, version.
  * The only entry point of the product; every service starts through `somaagent run`.
  */
 #include <malloc.h>
@@ -20,6 +20,9 @@ static void usage(FILE *out)
 	      "  keys create --tenant T [--scope admin] [--name N] [--json] | list [--json] | revoke ID\n"
 	      "  health [--url http://host:port[/path]]        probe /v1/health (default: http.listen); exit 0 "
 	      "ok|degraded\n"
+	      "  backup DEST_DIR                               copy data.dir's database and upload files "
+	      "(online)\n"
+	      "  restore SRC_DIR                               put a backup into an empty data.dir\n"
 	      "  version                                       print the version\n"
 	      "options for every command: --config FILE, --set key=value (repeatable)\n",
 	      out);
@@ -127,6 +130,10 @@ int main(int argc, char **argv)
 		rc = cmd_migrate(&cli);
 	else if (strcmp(cmd, "health") == 0)
 		rc = cmd_health(&cli);
+	else if (strcmp(cmd, "backup") == 0)
+		rc = cmd_backup(&cli);
+	else if (strcmp(cmd, "restore") == 0)
+		rc = cmd_restore(&cli);
 	else {
 		fprintf(stderr, "somaagent: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -44,5 +44,9 @@ int cmd_keys(const struct cli *cli);
 int cmd_migrate(const struct cli *cli);
 /* `health [--url URL]` (health_cmd.c): 0 when /v1/health answers 200 ok or degraded, else 1. */
 int cmd_health(const struct cli *cli);
+/* `backup DEST_DIR` (backup_cmd.c): a consistent copy of the embedded store, online or not. */
+int cmd_backup(const struct cli *cli);
+/* `restore SRC_DIR` (restore_cmd.c): a backup into an empty data.dir. */
+int cmd_restore(const struct cli *cli);
 
 #endif

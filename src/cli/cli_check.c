@@ -26,6 +26,8 @@ static const struct cmd_shape shapes[] = {
 	{"run", NULL, 0, OPT_ROLE | OPT_DRY_RUN, "run [--role all|gateway|worker] [--dry-run]"},
 	{"migrate", NULL, 0, 0, "migrate"},
 	{"health", NULL, 0, OPT_URL, "health [--url http://host:port[/path]]"},
+	{"backup", NULL, 1, 0, "backup DEST_DIR"},
+	{"restore", NULL, 1, 0, "restore SRC_DIR"},
 	{"config", "show", 1, OPT_JSON, "config show [--json]"},
 	{"config", "check", 1, 0, "config check"},
 	{"config", "docs", 1, 0, "config docs"},

@@ -67,7 +67,7 @@ int cmd_migrate(const struct cli *cli)
 	if (store_schema_newer(st, why, sizeof(why))) {
 		store_close(st);
 		fprintf(stderr, "somaagent: %s\n", why);
-		return EXIT_RUNTIME;
+		return EXIT_USAGE; /* this binary cannot run on it: as a configuration error */
 	}
 	enum soma_err err = store_migrate(st, &applied);
 	if (err == SOMA_OK)

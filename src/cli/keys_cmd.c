@@ -156,7 +156,10 @@ int cmd_keys(const struct cli *cli)
 		return EXIT_RUNTIME;
 	}
 	int rc = EXIT_RUNTIME;
-	if (store_migrate(st, NULL) == SOMA_OK)
+	if (store_schema_newer(st, why, sizeof(why))) { /* this binary cannot run on it (exit 2) */
+		fprintf(stderr, "somaagent: %s\n", why);
+		rc = EXIT_USAGE;
+	} else if (store_migrate(st, NULL) == SOMA_OK)
 		rc = fn(cli, st);
 	else
 		fprintf(stderr, "somaagent: cannot prepare the database (%s)\n",

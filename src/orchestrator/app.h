@@ -23,6 +23,7 @@ struct app {
 	struct http_server *server;	/* listeners and io threads */
 	bool anonymous;			/* loopback with no keys: unauthenticated = default tenant */
 	uint64_t stop_end_ns;		/* SIGTERM's time + shutdown.grace_s (monotonic); 0 before */
+	bool start_unfixable;		/* a start refused for what a restart cannot fix: exit 2 */
 };
 
 extern struct app app;

@@ -285,7 +285,7 @@ int cmd_run(const struct cli *cli)
 		registry_free(app.registry);
 		metrics_reset();
 		llm_global_deinit();
-		return EXIT_RUNTIME;
+		return app.start_unfixable ? EXIT_USAGE : EXIT_RUNTIME;
 	}
 	log_info("orchestrator", "somaagent %s ready in %.1f ms: role %s, http://%s, status %s", SOMA_VERSION,
 		 (double)(clock_mono_ns() - t0) / 1e6, role_name(role), cfg_str(CFG_HTTP_LISTEN),

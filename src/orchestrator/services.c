@@ -67,6 +67,14 @@ static enum soma_err store_start(void *ctx, char *why, size_t cap)
 			return err;
 		}
 	}
+	/* a database a newer binary migrated (a rollback): refused before anything writes to it, with
+	 * exit 2, so a supervisor does not restart this binary on it again and again */
+	if (store_schema_newer(app.store, why, cap)) {
+		app.start_unfixable = true;
+		store_close(app.store);
+		app.store = NULL;
+		return SOMA_ERR_STORE;
+	}
 	int applied = 0;
 	err = store_migrate(app.store, &applied);
 	if (err != SOMA_OK) {

@@ -151,11 +151,17 @@ static enum soma_err exec(struct store *st, const char *sql)
 	return sqlite3_exec(st->main.db, sql, NULL, NULL, NULL) == SQLITE_OK ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+int store_sqlite_schema_latest(void)
+{
+	int latest = 0;
+	for (const struct embedded_file *m = store_migrations; m->name; m++)
+		latest = migration_version(m->name);
+	return latest;
+}
+
 enum soma_err sqlite_schema_version(struct store *st, int *current, int *latest)
 {
-	*latest = 0;
-	for (const struct embedded_file *m = store_migrations; m->name; m++)
-		*latest = migration_version(m->name);
+	*latest = store_sqlite_schema_latest();
 	*current = 0;
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->main.db, "SELECT max(version) FROM schema_migrations", -1, &s, NULL) != SQLITE_OK)

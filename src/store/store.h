@@ -53,6 +53,8 @@ void store_close(struct store *st);
 enum soma_err store_migrate(struct store *st, int *applied) SOMA_MUST_CHECK;
 /* Highest applied migration version and the highest compiled in. */
 enum soma_err store_schema_version(struct store *st, int *current, int *latest) SOMA_MUST_CHECK;
+/* The highest SQLite migration compiled into this binary (what a restored database may have). */
+int store_sqlite_schema_latest(void);
 /* Whether a newer binary migrated this database; when so writes into why (a line naming the
  * versions and data.dir or the database) and returns true. False too when it cannot be read. */
 bool store_schema_newer(struct store *st, char *why, size_t why_cap);

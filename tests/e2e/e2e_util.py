@@ -123,7 +123,7 @@ def store_query(data_dir, sql, params=()):
 def _cli_store_sets(args, cwd, env):
     """run_cli: the store of the data dir a store-using command names (or ./data), unless the
     test chose a store itself."""
-    if PG is None or not args or args[0] not in ("run", "keys", "migrate") or args[-1] == "--set":
+    if PG is None or not args or args[0] not in ("run", "keys", "migrate", "backup", "restore") or args[-1] == "--set":
         return []
     if any(str(a).startswith("store.url=") for a in args) or env and ({"DATABASE_URL", "SOMA_STORE_URL"} & set(env)):
         return []
