@@ -6,11 +6,12 @@
  * instructions for a conversation memory's ~270 bytes, ~13,000 for a ~70-byte chat message
  * body). Here jscan_check validates the text (at least as strictly as json_loadb, see
  * json_scan.h), then the tree is built from the checked text with one buffer for all its strings.
- * What jscan_check refuses (an exponent, a number of more than 18 digits, nesting deeper than
- * JSCAN_DEPTH, and every text that is not JSON) is left to json_loadb, and so is a repeated key
- * under JSON_REJECT_DUPLICATES: the value is always the one json_loadb gives (same members in
- * the same order, the last of a repeated key, integers and reals as jansson types them), and a
- * refusal carries json_loadb's own error.
+ * What jscan_check refuses (an integer beyond int64, a real that may overflow a double or is
+ * longer than 300 characters, nesting deeper than JSCAN_DEPTH, and every text that is not
+ * JSON) is left to json_loadb, and so is a repeated key under JSON_REJECT_DUPLICATES: the
+ * value is always the one json_loadb gives (same members in the same order, the last of a
+ * repeated key, integers and reals as jansson types them), and a refusal carries json_loadb's
+ * own error.
  * Out of memory is its own outcome, never handed to json_loadb: jansson 2.14's string reader
  * ignores a failed allocation (it retries it for every byte, then reads and writes past its
  * buffer). For the same reason json_loadb only sees texts up to JSON_READ_JANSSON_MAX bytes; a
@@ -88,8 +89,7 @@ static json_t *loadb_bounded(const char *text, size_t len, size_t flags, json_er
 		return json_loadb(text, len, flags, error);
 	set_error(error, dup ? json_error_duplicate_key : json_error_invalid_syntax,
 		  dup ? "duplicate object key"
-		      : "not JSON (or, in a text this large, a number with an exponent or over 18 digits, or "
-			"nesting deeper than 64)");
+		      : "not JSON (or, in a text this large, a number out of range or nesting deeper than 64)");
 	return NULL;
 }
 
