@@ -22,6 +22,8 @@ X(HTTP_IO_THREADS, "http.io_threads", CFG_INT, "0", 0, 64, NULL, NULL, false, NU
   "Number of event-loop threads serving HTTP; 0 means one per CPU core.") \
 X(HTTP_MAX_BODY, "http.max_body", CFG_INT, "1048576", 1024, 2147483647, NULL, NULL, false, NULL, \
   "Largest request body in bytes; larger bodies get 413.") \
+X(HTTP_BODY_MEMORY_MB, "http.body_memory_mb", CFG_INT, "256", 1, 1048576, NULL, NULL, false, NULL, \
+  "MiB of request bodies held in memory at once, all connections together; a body that would go over it gets 503 server_busy.") \
 X(HTTP_MAX_HEADER, "http.max_header", CFG_INT, "16384", 1024, 1048576, NULL, NULL, false, NULL, \
   "Largest request line plus headers in bytes; larger requests get 431.") \
 X(HTTP_REQUEST_TIMEOUT_S, "http.request_timeout_s", CFG_INT, "30", 1, 3600, NULL, NULL, false, NULL, \

@@ -117,19 +117,31 @@ static bool digit(const char *p, const char *e)
 	return p < e && *p >= '0' && *p <= '9';
 }
 
-/* A number jansson reads without a range error: an integer of at most 18 digits, or a real
- * without exponent of fewer than 300 characters. */
+/* True when the digits [d, d + n) (n == 19, no sign) are at most int64's magnitude: INT64_MAX,
+ * or 2^63 for a negative number. */
+static bool int64_fits(const char *d, bool negative)
+{
+	return memcmp(d, negative ? "9223372036854775808" : "9223372036854775807", 19) <= 0;
+}
+
+/* A number jansson reads without a range error: an integer within int64 (strtoll without
+ * ERANGE), or a real of fewer than 300 characters whose value cannot overflow a double (its
+ * integer digits plus its exponent at most 300: strtod's overflow is jansson's error; an
+ * underflow is not, and reads the same in both). */
 static const char *check_number(const char *p, const char *e)
 {
 	const char *s = p;
-	if (p < e && *p == '-')
+	bool negative = p < e && *p == '-';
+	if (negative)
 		p++;
 	if (!digit(p, e))
 		return NULL;
 	if (*p == '0' && digit(p + 1, e))
 		return NULL;
+	const char *d = p;
 	while (digit(p, e))
 		p++;
+	long int_digits = (long)(p - d);
 	bool real = p < e && *p == '.';
 	if (real) {
 		if (!digit(++p, e))
@@ -137,9 +149,27 @@ static const char *check_number(const char *p, const char *e)
 		while (digit(p, e))
 			p++;
 	}
-	if (p < e && (*p == 'e' || *p == 'E'))
-		return NULL;
-	return p - s > (real ? 300 : 18 + (*s == '-')) ? NULL : p;
+	if (p < e && (*p == 'e' || *p == 'E')) {
+		real = true;
+		bool minus = ++p < e && *p == '-';
+		if (p < e && (*p == '+' || *p == '-'))
+			p++;
+		if (!digit(p, e))
+			return NULL;
+		long exp = 0;
+		while (digit(p, e)) {
+			if (exp < 100000)
+				exp = exp * 10 + (*p - '0');
+			p++;
+		}
+		if (!minus && int_digits + exp > 300)
+			return NULL; /* may overflow: left to jansson */
+	}
+	if (real)
+		return p - s <= 300 ? p : NULL;
+	if (int_digits < 19)
+		return p;
+	return int_digits == 19 && int64_fits(d, negative) ? p : NULL;
 }
 
 static const char *check_lit(const char *p, const char *e, const char *lit)
@@ -235,7 +265,8 @@ static const char *skip(const char *p)
 		return p + 1;
 	}
 	if (*p != '{' && *p != '[') {
-		while (*p == '-' || *p == '.' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z'))
+		while (*p == '-' || *p == '+' || *p == '.' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		       *p == 'E')
 			p++;
 		return p;
 	}
@@ -367,7 +398,7 @@ static char *number_text(struct jspan v, char small[64])
 
 int64_t jscan_int(struct jspan v)
 {
-	if (!v.p || !(*v.p == '-' || (*v.p >= '0' && *v.p <= '9')) || memchr(v.p, '.', v.n))
+	if (!jscan_is_int(v))
 		return 0;
 	char small[64], *s = number_text(v, small);
 	int64_t n = s ? strtoll(s, NULL, 10) : 0;
@@ -390,7 +421,8 @@ double jscan_num(struct jspan v)
 
 bool jscan_is_int(struct jspan v)
 {
-	return v.p && (*v.p == '-' || (*v.p >= '0' && *v.p <= '9')) && !memchr(v.p, '.', v.n);
+	return v.p && (*v.p == '-' || (*v.p >= '0' && *v.p <= '9')) && !memchr(v.p, '.', v.n) &&
+	       !memchr(v.p, 'e', v.n) && !memchr(v.p, 'E', v.n);
 }
 
 bool jscan_equals(struct jspan v, const char *lit)

@@ -6,9 +6,9 @@
  *
  * DESIGN: jscan_check validates a text at least as strictly as jansson's json_loadb reads it
  * (grammar, UTF-8, escapes and surrogate pairs, no \u0000, no control character in a string,
- * integers of at most 18 digits, reals without an exponent, nesting up to JSCAN_DEPTH): what it
- * passes, jansson reads. Everything else here works on text jscan_check passed, and only there:
- * spans point into the caller's text (borrowed), nothing allocates.
+ * integers within int64, reals of at most 300 characters that cannot overflow a double, nesting
+ * up to JSCAN_DEPTH): what it passes, jansson reads. Everything else here works on text jscan_check passed, and only
+ * there: spans point into the caller's text (borrowed), nothing allocates.
  */
 #ifndef SOMA_CORE_JSON_SCAN_H
 #define SOMA_CORE_JSON_SCAN_H

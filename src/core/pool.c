@@ -79,9 +79,9 @@ enum soma_err pool_submit(struct pool *p, pool_job_fn fn, void *arg)
 	if (p->idle <= (int)p->len && p->nthreads < p->max_threads &&
 	    pthread_create(&p->tids[p->nthreads], NULL, pool_main, p) == 0)
 		p->nthreads++;
-	if (p->nthreads == 0) {
+	if (p->nthreads == 0) { /* no thread could be started (pthread_create: out of memory or threads) */
 		pthread_mutex_unlock(&p->lock);
-		return SOMA_ERR_UNAVAILABLE;
+		return SOMA_ERR_NOMEM;
 	}
 	p->ring[(p->head + p->len) % p->cap] = (struct job){fn, arg};
 	p->len++;

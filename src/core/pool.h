@@ -19,7 +19,8 @@ typedef void (*pool_job_fn)(void *arg);
 /* A pool of up to nthreads threads (started on demand, as jobs arrive) with room for
  * queue_cap waiting jobs. NULL on failure. */
 struct pool *pool_new(int nthreads, size_t queue_cap);
-/* Queues fn(arg); SOMA_ERR_UNAVAILABLE when full or stopping (then fn is not called). */
+/* Queues fn(arg); SOMA_ERR_UNAVAILABLE when full or stopping, SOMA_ERR_NOMEM when the pool has no
+ * thread and none could be started (then fn is not called). */
 enum soma_err pool_submit(struct pool *p, pool_job_fn fn, void *arg) SOMA_MUST_CHECK;
 /* Jobs waiting plus running. */
 size_t pool_load(struct pool *p);

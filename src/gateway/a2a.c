@@ -342,9 +342,18 @@ static json_t *read_lenient(struct http_req *req, bool *big)
 static bool read_call(struct http_req *req, json_t **body, struct call *c)
 {
 	json_t *v = NULL;
+	json_error_t jerr;
 	bool nesting = req->body && req->body_len && gw_json_nesting_ok(req->body, req->body_len), big = false;
-	if (nesting && !(v = json_read(req->body, req->body_len, JSON_DECODE_ANY, NULL)))
-		v = read_lenient(req, &big);
+	if (nesting && !(v = json_read(req->body, req->body_len, JSON_DECODE_ANY, &jerr))) {
+		if (json_read_out_of_memory(&jerr)) {
+			http_resp_header(req, "Retry-After", "1");
+			http_respond_error(req, 503, "out_of_memory",
+					   "the server ran out of memory reading the body; retry later");
+			return false;
+		}
+		if (req->body_len <= JSON_READ_JANSSON_MAX) /* (jansson is trusted with that much: json_read.h) */
+			v = read_lenient(req, &big);
+	}
 	if (!v) {
 		http_respond_json(req, 400, a2a_rpc_error(NULL, A2A_PARSE_ERROR, "Parse error: the body is not JSON"));
 		return false;

@@ -75,6 +75,16 @@ json_t *gw_json_object(struct http_req *req)
 	}
 	json_error_t jerr;
 	json_t *v = json_read(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!v && json_read_out_of_memory(&jerr)) {
+		http_resp_header(req, "Retry-After", "1");
+		http_respond_error(req, 503, "out_of_memory",
+				   "the server ran out of memory reading the body; retry later");
+		return NULL;
+	}
+	if (!v && jerr.line < 1) { /* (a large body: json_read's words, no position) */
+		http_respond_error(req, 400, "invalid_json", "the body is not valid JSON (%s)", jerr.text);
+		return NULL;
+	}
 	if (!v) {
 		http_respond_error(req, 400, "invalid_json", "the body is not valid JSON (line %d, column %d: %s)",
 				   jerr.line, jerr.column, jerr.text);

@@ -265,7 +265,13 @@ static void recall_allowed(struct http_req *req, void *arg)
 	if (err != SOMA_OK) {
 		job_free(j);
 		http_resp_header(req, "Retry-After", "1");
-		http_respond_error(req, 503, "memory_busy", "too many memory recalls at once; retry in a second");
+		if (err == SOMA_ERR_NOMEM) /* no pool, or no thread could be started for it */
+			http_respond_error(req, 503, "out_of_memory",
+					   "no memory recall thread could be started (out of memory or threads); "
+					   "retry later");
+		else
+			http_respond_error(req, 503, "memory_busy",
+					   "too many memory recalls at once; retry in a second");
 		return;
 	}
 	req->handler_ctx = j;

@@ -338,8 +338,11 @@ static void on_io_done(void *arg)
 			http_respond_json(req, 200, json_incref(u->result));
 		else if (u->policy_denied)
 			policy_gate_respond(req, &u->denied);
-		else
+		else {
+			if (u->status == 503)
+				http_resp_header(req, "Retry-After", "1");
 			http_respond_error(req, u->status, u->code, "%s", u->message);
+		}
 		upload_unref(u); /* the io side's reference: the request is answered */
 	}
 	upload_unref(u); /* the pool side's */
@@ -351,7 +354,9 @@ static void run_upload(void *arg)
 	json_t *rows = json_array();
 	char session[65] = "";
 	void *map = u->len ? mmap(NULL, u->len, PROT_READ, MAP_PRIVATE, u->fd, 0) : MAP_FAILED;
-	if (map == MAP_FAILED)
+	if (map == MAP_FAILED && u->len && errno == ENOMEM) /* not the client's fault: worth a retry */
+		fail(u, 503, "out_of_memory", "%s", "the server is out of memory to map the upload; retry later");
+	else if (map == MAP_FAILED)
 		fail(u, 400, "invalid_multipart", "%s", "the body is empty or unreadable");
 	else if (process(u, map, rows, session, sizeof(session))) {
 		struct store_op *op = store_op_new(STORE_OP_ATTACHMENT_PUT, u->tenant);

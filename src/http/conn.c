@@ -89,6 +89,7 @@ static void conn_free(struct http_conn *c)
 		evbuffer_free(c->req.cork_buf);
 	bufferevent_free(c->bev);
 	arena_deinit(&c->arena);
+	http_conn_body_release(c);
 	free(c);
 	atomic_fetch_sub(&thr->srv->nconns, 1);
 }
@@ -171,6 +172,12 @@ static void on_written(struct bufferevent *bev, void *arg)
 static void conn_close_after_flush(struct http_conn *c)
 {
 	abort_handler(c);
+	if (c->body_held && !c->req.body) { /* a body cut short (408, 503...) will never be read: its
+					     * bytes so far and its share of http.body_memory_mb go now */
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		http_conn_body_release(c);
+	}
 	c->state = CONN_CLOSING;
 	evtimer_del(c->timer);
 	if (!c->linger)
@@ -191,6 +198,7 @@ static void on_response(struct http_req *req);
 static void reset_request(struct http_conn *c)
 {
 	drop_body_file(c);
+	http_conn_body_release(c); /* the arena holding the body is reset below */
 	c->body_armed_at = 0;
 	arena_reset(&c->arena);
 	struct evbuffer *cork = c->req.cork_buf; /* empty: a response uncorks (response.c) */

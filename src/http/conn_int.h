@@ -29,10 +29,14 @@ struct http_conn {
 	bool file_queued;	       /* a file response (an fd) waits in the output */
 	bool read_closed;	       /* the client shut its side (EOF): finish what came, then close */
 	size_t body_armed_at;	       /* file body: bytes received when its timer was last armed */
+	size_t body_held;	       /* bytes this request reserved of srv->body_bytes (0: none) */
 	struct arena arena;	       /* per-request memory */
 	struct http_req req;	       /* the current request */
 	struct http_conn *prev, *next; /* thread's list */
 };
+
+/* Gives back the bytes of the body budget the current request reserved (conn_read.c). */
+void http_conn_body_release(struct http_conn *c);
 
 /* (Re)starts the connection's timer: seconds from now. */
 void http_conn_arm_timer(struct http_conn *c, int seconds);

@@ -7,16 +7,38 @@
  * the request (state HANDLING), moves to the body state, or answers a framing error with
  * http_conn_fail. conn.c's conn_process calls them in a loop; they never free the connection.
  */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "http/conn_int.h"
 
 #define BODY_PROGRESS (64 * 1024) /* file body bytes that restart the request timeout (read_body_file) */
+
+/* Answers a spool failure (errno err): a full disk asks for free space; any other cause is named
+ * (a permission, a missing directory...) and logged with its errno. */
+static void spool_failed(struct http_conn *c, int err, const char *doing)
+{
+	if (err == ENOSPC) {
+		http_conn_fail(c, 500, "spool_failed",
+			       "cannot store the request body on disk; check free space under data.dir");
+		return;
+	}
+	char msg[256];
+	snprintf(msg, sizeof(msg), "cannot store the request body on disk (%s: %s); check data.dir/tmp", doing,
+		 strerror(err));
+	log_error("http", "spooling a request body failed under %s: %s (errno %d)", c->thr->srv->opts.tmp_dir,
+		  strerror(err), err);
+	http_conn_fail(c, 500, "spool_failed", msg);
+}
 
 static bool open_body_file(struct http_conn *c)
 {
@@ -28,8 +50,7 @@ static bool open_body_file(struct http_conn *c)
 		unlink(c->req.body_path);
 		return true;
 	}
-	http_conn_fail(c, 500, "spool_failed",
-		       "cannot store the request body on disk; check free space under data.dir");
+	spool_failed(c, c->req.body_path ? errno : ENOMEM, "creating a temp file");
 	return false;
 }
 
@@ -41,8 +62,7 @@ bool http_conn_read_body_file(struct http_conn *c, struct evbuffer *in, size_t a
 	while (n > 0) {
 		int w = evbuffer_write_atmost(in, c->req.body_fd, (ev_ssize_t)n);
 		if (w <= 0) {
-			http_conn_fail(c, 500, "spool_failed",
-				       "cannot store the request body on disk; check free space under data.dir");
+			spool_failed(c, w < 0 ? errno : EIO, "writing");
 			return false;
 		}
 		c->req.body_len += (size_t)w;
@@ -61,6 +81,36 @@ bool http_conn_read_body_file(struct http_conn *c, struct evbuffer *in, size_t a
 	lseek(c->req.body_fd, 0, SEEK_SET);
 	http_conn_dispatch(c);
 	return true;
+}
+
+/* Reserves the body's bytes of the process-wide budget (http.body_memory_mb): they are held in
+ * the input buffer, then the arena, until the request is done. False (answered 503, the body left
+ * unread) when they do not fit. */
+static bool body_reserve(struct http_conn *c, size_t len)
+{
+	struct http_server *srv = c->thr->srv;
+	size_t cap = srv->opts.body_memory;
+	if (cap && len > cap) { /* it would never fit: not worth a retry */
+		http_conn_fail(c, 413, "body_too_large", "the request body exceeds http.body_memory_mb");
+		return false;
+	}
+	size_t was = atomic_fetch_add(&srv->body_bytes, len);
+	c->body_held = len;
+	if (!cap || was + len <= cap)
+		return true;
+	http_conn_body_release(c);
+	http_resp_header(&c->req, "Retry-After", "1");
+	http_conn_fail(
+		c, 503, "server_busy",
+		"too many request bodies are held in memory at once; retry shortly (or raise http.body_memory_mb)");
+	return false;
+}
+
+void http_conn_body_release(struct http_conn *c)
+{
+	if (c->body_held)
+		atomic_fetch_sub(&c->thr->srv->body_bytes, c->body_held);
+	c->body_held = 0;
 }
 
 bool http_conn_read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
@@ -127,7 +177,7 @@ bool http_conn_read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 		c->linger = false;
 	}
 	if (c->req.content_length > 0) {
-		if (file_max && !open_body_file(c))
+		if (file_max ? !open_body_file(c) : !body_reserve(c, (size_t)c->req.content_length))
 			return false;
 		if (c->req.expect_continue)
 			bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);

@@ -257,6 +257,7 @@ struct http_server_opts {
 	int port;	       /* listen port */
 	int io_threads;	       /* event-loop threads (>= 1) */
 	size_t max_body;       /* bytes */
+	size_t body_memory;    /* bytes of request bodies held in memory, all connections (0: no bound) */
 	size_t max_header;     /* bytes */
 	int request_timeout_s; /* whole request must arrive within this */
 	int idle_timeout_s;    /* keep-alive idle limit */

@@ -45,6 +45,7 @@ struct http_server {
 	struct http_pipeline *pipeline; /* borrowed */
 	struct io_thread *threads;	/* opts.io_threads entries */
 	_Atomic long nconns;		/* open connections, all threads */
+	_Atomic size_t body_bytes;	/* bytes of in-memory request bodies reserved (opts.body_memory) */
 };
 
 /* Takes ownership of an accepted socket. */

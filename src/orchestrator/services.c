@@ -368,6 +368,7 @@ static enum soma_err http_start(void *ctx, char *why, size_t cap)
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	o.io_threads = cfg_int(CFG_HTTP_IO_THREADS) ? (int)cfg_int(CFG_HTTP_IO_THREADS) : (int)(cores > 0 ? cores : 1);
 	o.max_body = (size_t)cfg_int(CFG_HTTP_MAX_BODY);
+	o.body_memory = (size_t)cfg_int(CFG_HTTP_BODY_MEMORY_MB) * 1024 * 1024;
 	o.max_header = (size_t)cfg_int(CFG_HTTP_MAX_HEADER);
 	o.request_timeout_s = (int)cfg_int(CFG_HTTP_REQUEST_TIMEOUT_S);
 	o.idle_timeout_s = (int)cfg_int(CFG_HTTP_IDLE_TIMEOUT_S);

@@ -71,8 +71,8 @@ Test(celery_scan, reads_celery_526_envelopes_as_jansson_does)
 	int count = 0;
 	while ((n = getline(&line, &cap, f)) > 0) {
 		line[n - 1] = '\0';
-		/* proj.big has a real with an exponent (1e-07) in its kwargs: left to jansson */
-		same_reading(line, strstr(line, "\"proj.big\"") == NULL);
+		/* proj.big has a real with an exponent (1e-07) in its kwargs: read fast too */
+		same_reading(line, true);
 		count++;
 	}
 	free(line);
@@ -246,15 +246,18 @@ Test(celery_scan, odd_but_valid_envelopes)
 		"\"u\"}}}",
 		"{\"body\":[[1],{},{}],\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
 		"{\"body\":\"{\\\"task\\\":\\\"v1\\\",\\\"id\\\":\\\"i\\\",\\\"args\\\":[1]}\",\"headers\":{}}",
-		"{\"body\":\"[[1e3],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"content-type\":\"application\\/"
 		"json\"}",
 		"{\"body\":\"W1tdLHt9LHt9XQ==\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"properties\":"
 		"{\"body_encoding\":\"base\\u0036\\u0034\"}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":1234567890123456789}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"traceparent\":{\"__type__\":"
 		"\"s\",\"__value__\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"}}}",
 	};
+	/* a real with an exponent (Python's json.dumps writes 1e-05) and a 19-digit integer: read fast */
+	same_reading("{\"body\":\"[[1e3,1e-05],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\"}}", true);
+	same_reading(
+		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":1234567890123456789}}",
+		true);
 	for (size_t i = 0; i < sizeof(deferred) / sizeof(deferred[0]); i++) {
 		struct celery_msg m;
 		cr_assert_not(celery_envelope_scan(deferred[i], strlen(deferred[i]), &m), "%s", deferred[i]);

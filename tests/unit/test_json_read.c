@@ -71,6 +71,15 @@ Test(json_read, reads_what_json_loadb_reads)
 		"{\"huge\":1234567890123456789012}",
 		"{\"exp\":1e5}",
 		"{\"e\":2.5E-3}",
+		"{\"v\":[1e-07,-2.5e+300,9e-400,0.1e1,1E0,-0e0,12345678901234567890e288]}",
+		"{\"over\":1e309}",
+		"{\"over\":-123e307}",
+		"{\"i19\":9223372036854775807,\"n19\":-9223372036854775808}",
+		"{\"i19\":9223372036854775808}",
+		"{\"n19\":-9223372036854775809}",
+		"{\"bad\":1e}",
+		"{\"bad\":1e+}",
+		"{\"bad\":.5}",
 		"{\"bad\":}",
 		"{\"a\":1",
 		"",
@@ -86,4 +95,21 @@ Test(json_read, reads_what_json_loadb_reads)
 	deep[200] = '\0';
 	same_as_jansson(deep); /* deeper than json_scan reads: left to jansson */
 	cr_assert_null(json_read(NULL, 0, 0, NULL));
+}
+
+/* A large text (beyond what json_loadb is trusted with, JSON_READ_JANSSON_MAX) of reals with
+ * exponents, as Python's json.dumps writes small floats (an embedding, a Celery kwarg), and of
+ * 19-digit integers, is read by json_read itself: the same value as jansson's. */
+Test(json_read, large_texts_with_exponents_and_19_digit_integers)
+{
+	size_t cap = JSON_READ_JANSSON_MAX + 65536, len = 0;
+	char *text = malloc(cap);
+	cr_assert_not_null(text);
+	len += (size_t)snprintf(text, cap, "{\"id\":1234567890123456789,\"v\":[");
+	for (int i = 0; len < JSON_READ_JANSSON_MAX + 1024; i++)
+		len += (size_t)snprintf(text + len, cap - len, "%s%.6e", i ? "," : "", (i % 7 - 3) * 1.25e-5 / (i + 1));
+	len += (size_t)snprintf(text + len, cap - len, "]}");
+	cr_assert_gt(len, JSON_READ_JANSSON_MAX);
+	same_with(text, JSON_REJECT_DUPLICATES);
+	free(text);
 }
