@@ -99,6 +99,18 @@ enum soma_err store_ping(struct store *st)
 	return st->drv->ping(st);
 }
 
+enum store_fault store_fault(struct store *st)
+{
+	if (atomic_load(&st->fault_gone))
+		return STORE_FAULT_GONE;
+	return atomic_load(&st->fault_full) ? STORE_FAULT_FULL : STORE_FAULT_NONE;
+}
+
+void store_mark_gone(struct store *st)
+{
+	atomic_store(&st->fault_gone, true);
+}
+
 enum soma_err store_data_version(struct store *st, int64_t *version)
 {
 	return st->drv->data_version(st, version);
