@@ -194,6 +194,8 @@ static void run_batch(struct store *st, struct store_op *batch)
 		full = op->err == SOMA_ERR_FULL;
 	if (txn == SOMA_OK || full)
 		atomic_store(&st->fault_full, full);
+	if (full)
+		atomic_store(&st->full_at_ms, clock_wall_ms());
 	metric_observe(metric_series(batch_ops, NULL), (double)nops);
 	metric_observe(metric_series(commit_seconds, NULL), (double)(clock_mono_ns() - t0) / 1e9);
 	if (txn != SOMA_OK) {

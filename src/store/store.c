@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "store/store_int.h"
@@ -103,7 +104,10 @@ enum store_fault store_fault(struct store *st)
 {
 	if (atomic_load(&st->fault_gone))
 		return STORE_FAULT_GONE;
-	return atomic_load(&st->fault_full) ? STORE_FAULT_FULL : STORE_FAULT_NONE;
+	/* a small commit may fit where larger ones fail (the WAL's room): the state holds a while */
+	int64_t at = atomic_load(&st->full_at_ms);
+	bool recent = at && clock_wall_ms() - at < STORE_FULL_HOLD_MS;
+	return atomic_load(&st->fault_full) || recent ? STORE_FAULT_FULL : STORE_FAULT_NONE;
 }
 
 void store_mark_gone(struct store *st)

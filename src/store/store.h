@@ -60,12 +60,13 @@ bool store_schema_newer(struct store *st, char *why, size_t why_cap);
  * STORE_FAULT_GONE from then on) when the database file was removed or replaced under us. */
 enum soma_err store_ping(struct store *st) SOMA_MUST_CHECK;
 /* What keeps the store from taking writes now (health, and the answer a refused write gets):
- *   STORE_FAULT_FULL  the last write batch failed because the disk is full (SOMA_ERR_FULL); until
- *                     a batch commits again (writes are still tried)
+ *   STORE_FAULT_FULL  a write batch failed because the disk is full (SOMA_ERR_FULL); until a
+ *                     batch commits again, and STORE_FULL_HOLD_MS at least (writes are still tried)
  *   STORE_FAULT_GONE  SQLite: the database file under data.dir was removed or replaced while the
  *                     server ran (store_ping notices, or store_mark_gone); for good: every write is
  *                     refused with SOMA_ERR_GONE, since what it committed would be lost */
 enum store_fault { STORE_FAULT_NONE, STORE_FAULT_FULL, STORE_FAULT_GONE };
+#define STORE_FULL_HOLD_MS 10000 /* FULL lasts at least this long after the last such failure */
 enum store_fault store_fault(struct store *st);
 /* Sets STORE_FAULT_GONE (the caller found data.dir removed: its lock file went). Any thread. */
 void store_mark_gone(struct store *st);

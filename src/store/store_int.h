@@ -132,6 +132,7 @@ struct store {
 	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
 	bool no_late_copies;	    /* store_set_no_late_copies: the cache may answer has_outcome */
 	_Atomic bool fault_full;    /* the last write batch failed for a full disk (store_fault) */
+	_Atomic int64_t full_at_ms; /* when a batch last failed so (wall ms; 0: never) */
 	_Atomic bool fault_gone;    /* the database file was removed under us (store_fault) */
 	int64_t wal_commit_ms;	    /* SQLite writer: when the last commit added WAL frames (0: none since
 				       the last checkpoint); read by the checkpoint thread under ckpt_lock */

@@ -195,10 +195,13 @@ static enum soma_err commit_once(struct task_ctx *t, json_t *event, bool *oom)
 		str_copy(op->worker, sizeof(op->worker), t->worker);
 		op->delay_ms = t->visibility_ms;
 	}
-	op->event = json_deep_copy(event); /* (the op may change it: each try starts from the reply) */
+	/* the store sets session_id, created_at and seq in it: a try again must not find a seq, which
+	 * would mean its text was made already (store_sql_prepare) */
+	json_object_del(event, "seq");
+	op->event = json_incref(event);
 	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* one outcome per task */
 	conv_reply_to(t, op);
-	enum soma_err err = op->event ? store_op_wait(t->store, op) : SOMA_ERR_NOMEM;
+	enum soma_err err = store_op_wait(t->store, op);
 	if (err == SOMA_OK) {
 		t->next_task = op->session;
 		op->session = NULL;
