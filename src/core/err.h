@@ -22,7 +22,9 @@
 	X(SOMA_ERR_FORBIDDEN, 403, "forbidden", "the credentials do not allow this action") \
 	X(SOMA_ERR_CONFLICT, 409, "conflict", "the resource already exists or changed")     \
 	X(SOMA_ERR_UNAVAILABLE, 503, "unavailable", "a dependency is unavailable")          \
-	X(SOMA_ERR_INTERNAL, 500, "internal_error", "an internal error occurred")
+	X(SOMA_ERR_INTERNAL, 500, "internal_error", "an internal error occurred")           \
+	X(SOMA_ERR_FULL, 507, "storage_full", "the disk is full")                           \
+	X(SOMA_ERR_GONE, 503, "data_dir_removed", "the database was removed under the server")
 
 enum soma_err {
 #define SOMA_ERR_ENUM(name, status, code, text) name,

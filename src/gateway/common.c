@@ -105,6 +105,9 @@ void gw_store_error(struct http_req *req, const struct store_op *op, const char 
 		http_respond_error(req, 404, "not_found", "%s", op->error_text[0] ? op->error_text : "not found");
 		(void)what;
 		return;
+	case SOMA_ERR_GONE:
+		gw_store_gone(req);
+		return;
 	case SOMA_ERR_UNAVAILABLE:
 		http_resp_header(req, "Retry-After", "1");
 		http_respond_error(req, 503, "store_busy", "the store is busy; retry in a second");
@@ -116,10 +119,21 @@ void gw_store_error(struct http_req *req, const struct store_op *op, const char 
 		http_respond_error(req, 400, "invalid_request", "%s",
 				   op->error_text[0] ? op->error_text : "invalid request");
 		return;
+	case SOMA_ERR_FULL: /* (the store's log says so, once in a while: not once per request) */
+		http_resp_header(req, "Retry-After", GW_FULL_RETRY_AFTER);
+		http_respond_error(req, 507, "storage_full", "%s", GW_FULL_TEXT);
+		return;
 	default:
 		log_error("gateway", "store failure on %s: %s", what, soma_err_str(op->err));
 		http_respond_error(req, 500, "store_error", "the store failed; the request was not applied; retry");
 	}
+}
+
+void gw_store_gone(struct http_req *req)
+{
+	http_respond_error(req, 503, "data_dir_removed",
+			   "the database under data.dir was removed or replaced while the server ran, so writes are "
+			   "refused (they would be lost); restore data.dir and restart the server");
 }
 
 bool gw_valid_id(const char *s)

@@ -25,6 +25,15 @@ void gw_store(struct http_req *req, struct store_op *op, gw_store_done_fn fn);
 enum soma_err gw_store_try(struct http_req *req, struct store_op *op, gw_store_done_fn fn) SOMA_MUST_CHECK;
 /* Answers a gw_store_try refusal as gw_store does (500 out of memory, 503 store_busy). */
 void gw_store_refused(struct http_req *req, enum soma_err err);
+/* The answer to SOMA_ERR_GONE (the store's database was removed under the server): 503
+ * data_dir_removed. */
+void gw_store_gone(struct http_req *req);
+/* The answer to a full disk (SOMA_ERR_FULL), the same for the store, a spooled body, a blob:
+ * 507 storage_full with this Retry-After (seconds) and text. */
+#define GW_FULL_RETRY_AFTER "30"
+#define GW_FULL_TEXT                                                                                         \
+	"the disk is full (under data.dir, or the PostgreSQL server's): the request was not applied; retry " \
+	"once space is freed"
 /* The body as a JSON object, or NULL after answering 400 (malformed JSON, invalid UTF-8, not
  * an object, nested deeper than GW_JSON_MAX_DEPTH). Caller owns the result. */
 json_t *gw_json_object(struct http_req *req);

@@ -62,10 +62,11 @@ enum soma_err gw_store_try(struct http_req *req, struct store_op *op, gw_store_d
 	*p = (struct pending){req, req->thread, op, fn, false};
 	op->done = on_store_done;
 	op->arg = p;
-	if (store_submit(app.store, op) != SOMA_OK) {
+	enum soma_err err = store_submit(app.store, op);
+	if (err != SOMA_OK) {
 		free(p);
 		store_op_free(op);
-		return SOMA_ERR_UNAVAILABLE;
+		return err == SOMA_ERR_GONE ? err : SOMA_ERR_UNAVAILABLE;
 	}
 	req->handler_ctx = p;
 	req->on_abort = on_abort;
@@ -76,6 +77,10 @@ void gw_store_refused(struct http_req *req, enum soma_err err)
 {
 	if (err == SOMA_ERR_NOMEM) {
 		http_respond_error(req, 500, "out_of_memory", "the server is out of memory; retry later");
+		return;
+	}
+	if (err == SOMA_ERR_GONE) {
+		gw_store_gone(req);
 		return;
 	}
 	http_resp_header(req, "Retry-After", "1");

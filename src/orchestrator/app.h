@@ -36,6 +36,8 @@ int app_grace_left_ms(void);
 enum soma_err data_dir_lock(const char *dir, char *why, size_t cap) SOMA_MUST_CHECK;
 /* Lets the lock go (the store stopped). */
 void data_dir_unlock(void);
+/* True when the lock file taken was removed since (data.dir deleted under the running server). */
+bool data_dir_lock_lost(void);
 /* Registers the services of the process (store, auth, disk, http) with app.registry. */
 enum soma_err services_register(void) SOMA_MUST_CHECK;
 /* Frees what the services keep until every service has stopped (the HTTP server's memory). */

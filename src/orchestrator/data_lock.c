@@ -8,12 +8,15 @@
  * data.dir/somaagent.lock (with its pid in it, for the message) before anything touches the
  * database; the kernel drops it when the process exits, however it exits. CLI commands (keys,
  * migrate) do not take it: they are short and the store serialises their writes.
+ * A lock file removed under the running server (rm -rf data.dir) locks nothing any more: a
+ * second run started beside it. data_dir_lock_lost tells, for the store's health (services.c).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -55,6 +58,12 @@ enum soma_err data_dir_lock(const char *dir, char *why, size_t cap)
 	}
 	lock_fd = fd;
 	return SOMA_OK;
+}
+
+bool data_dir_lock_lost(void)
+{
+	struct stat held;
+	return lock_fd >= 0 && fstat(lock_fd, &held) == 0 && held.st_nlink == 0;
 }
 
 void data_dir_unlock(void)

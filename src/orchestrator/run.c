@@ -279,13 +279,15 @@ int cmd_run(const struct cli *cli)
 		return EXIT_RUNTIME;
 	}
 	uint64_t t0 = clock_mono_ns();
-	if (registry_start(app.registry, role, why, sizeof(why)) != SOMA_OK) {
+	enum soma_err err = registry_start(app.registry, role, why, sizeof(why));
+	if (err != SOMA_OK) {
 		fprintf(stderr, "somaagent: %s\n", why);
 		otlp_stop((long)cfg_int(CFG_OTEL_TIMEOUT_MS));
 		registry_free(app.registry);
 		metrics_reset();
 		llm_global_deinit();
-		return app.start_unfixable ? EXIT_USAGE : EXIT_RUNTIME;
+		return app.start_unfixable || err == SOMA_ERR_CONFIG ? EXIT_USAGE
+								     : EXIT_RUNTIME; /* (the operator must act first) */
 	}
 	log_info("orchestrator", "somaagent %s ready in %.1f ms: role %s, http://%s, status %s", SOMA_VERSION,
 		 (double)(clock_mono_ns() - t0) / 1e6, role_name(role), cfg_str(CFG_HTTP_LISTEN),

@@ -117,10 +117,31 @@ static void store_stop(void *ctx)
 	app.store = NULL;
 }
 
+/* down for good once data.dir's database or lock file was removed under us: writes are refused
+ * (503 data_dir_removed) rather than acknowledged into files that die with the process; degraded
+ * while the disk is full (writes answered 507 until a commit succeeds) */
 static enum svc_status store_health(void *ctx, char *detail, size_t cap)
 {
 	(void)ctx;
-	if (store_ping(app.store) != SOMA_OK) {
+	static bool gone_logged;
+	if (data_dir_lock_lost())
+		store_mark_gone(app.store);
+	enum soma_err ping = store_ping(app.store);
+	if (store_fault(app.store) == STORE_FAULT_GONE) {
+		snprintf(detail, cap,
+			 "data.dir %s was removed or replaced while the server ran: writes are refused; restore it "
+			 "and restart (what this run stored since is lost with the process)",
+			 cfg_str(CFG_DATA_DIR));
+		if (!gone_logged)
+			log_error("store", "%s", detail);
+		gone_logged = true;
+		return SVC_DOWN;
+	}
+	if (store_fault(app.store) == STORE_FAULT_FULL) {
+		snprintf(detail, cap, "%s: writes failing: disk full", store_driver_name(app.store));
+		return SVC_DEGRADED;
+	}
+	if (ping != SOMA_OK) {
 		snprintf(detail, cap, "%s database does not answer", store_driver_name(app.store));
 		return SVC_DOWN;
 	}

@@ -67,7 +67,13 @@ static enum task_outcome local_settle(void *wp, struct task_ctx *ctx, enum task_
 	snprintf(op->task_id, sizeof(op->task_id), "%s", ctx->id);
 	snprintf(op->error_text, sizeof(op->error_text), "%s", ctx->error);
 	utf8_repair(op->error_text); /* (a shorter buffer may cut inside a character) */
-	if (store_op_wait(queue_store(), op) != SOMA_OK)
+	/* a full disk: tried again for a while (queue_commit_retry_wait), else the task would wait
+	 * for the visibility timeout to run again */
+	int64_t started = clock_wall_ms();
+	int pause = 0;
+	while (store_op_wait(queue_store(), op) != SOMA_OK && queue_commit_retry_wait(ctx, op->err, started, &pause))
+		op->dead = false;
+	if (op->err != SOMA_OK)
 		log_warn("queue",
 			 "could not record the outcome of task %s (%s); it runs again after the visibility timeout",
 			 ctx->id, soma_err_str(op->err));

@@ -73,6 +73,15 @@ struct queue_def {
 	int concurrency;  /* worker threads */
 };
 
+/* A task's commit (its reply, its outcome) that failed for a full disk or a failed store
+ * (SOMA_ERR_FULL, SOMA_ERR_STORE) is tried again in the process for up to QUEUE_COMMIT_RETRY_MS,
+ * what it commits kept in memory, rather than left to the visibility timeout: the task ran again
+ * minutes later, its reply out of order and its LLM paid twice. queue_commit_retry_wait: whether
+ * to try again after err, started_ms (clock_wall_ms at the first failure) and *pause_ms (0 at
+ * first; doubles, at most 2 s) - it sleeps that pause first; false (no sleep) once the time is
+ * up, err is another error, or t is cancelled. Worker thread. */
+#define QUEUE_COMMIT_RETRY_MS 30000
+bool queue_commit_retry_wait(struct task_ctx *t, enum soma_err err, int64_t started_ms, int *pause_ms);
 /* Registers a task handler by name (before queue_start). */
 enum soma_err queue_task_register(const char *name, task_handler_fn fn) SOMA_MUST_CHECK;
 /* Starts the worker pools of the given queues over the store, with the driver named by

@@ -36,6 +36,21 @@ int64_t queue_backoff_ms(int64_t attempts)
 	return cap / 2 + (int64_t)(ids_random_u32() % (uint32_t)(cap / 2 + 1));
 }
 
+bool queue_commit_retry_wait(struct task_ctx *t, enum soma_err err, int64_t started_ms, int *pause_ms)
+{
+	if ((err != SOMA_ERR_FULL && err != SOMA_ERR_STORE) || (t && (t->cancel || t->shutdown)))
+		return false;
+	*pause_ms = *pause_ms ? (*pause_ms * 2 > 2000 ? 2000 : *pause_ms * 2) : 100;
+	if (clock_wall_ms() + *pause_ms - started_ms > QUEUE_COMMIT_RETRY_MS)
+		return false;
+	for (int slept = 0; slept < *pause_ms; slept += 100) { /* a stop is seen within 100 ms */
+		if (t && (t->cancel || t->shutdown))
+			return false;
+		nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+	}
+	return true;
+}
+
 struct handler {
 	char name[64];	    /* task name */
 	task_handler_fn fn; /* implementation */

@@ -177,7 +177,7 @@ static void run_batch(struct store *st, struct store_op *batch)
 			/* the whole transaction was rolled back under this op (SQLite: disk full, I/O error;
 			 * PostgreSQL: connection lost): the ops before it are gone too, and running more
 			 * would commit each on its own */
-			txn = op->err == SOMA_ERR_UNAVAILABLE ? SOMA_ERR_UNAVAILABLE : SOMA_ERR_STORE;
+			txn = op->err == SOMA_ERR_UNAVAILABLE || op->err == SOMA_ERR_FULL ? op->err : SOMA_ERR_STORE;
 			break;
 		}
 		if (op->err != SOMA_OK) {
@@ -188,6 +188,14 @@ static void run_batch(struct store *st, struct store_op *batch)
 	}
 	if (txn == SOMA_OK)
 		txn = drv->commit(st);
+	/* a full disk is a state (store_fault: health, 507 answers) until a batch commits again */
+	bool full = txn == SOMA_ERR_FULL;
+	for (struct store_op *op = batch; op && !full; op = op->next)
+		full = op->err == SOMA_ERR_FULL;
+	if (txn == SOMA_OK || full)
+		atomic_store(&st->fault_full, full);
+	if (full)
+		atomic_store(&st->full_at_ms, clock_wall_ms());
 	metric_observe(metric_series(batch_ops, NULL), (double)nops);
 	metric_observe(metric_series(commit_seconds, NULL), (double)(clock_mono_ns() - t0) / 1e9);
 	if (txn != SOMA_OK) {
@@ -339,6 +347,9 @@ enum soma_err store_submit(struct store *st, struct store_op *op)
 	struct op_queue *q = is_write(op->kind) ? &st->wq : &st->rq;
 	if (!st->exec_running)
 		return SOMA_ERR_UNAVAILABLE;
+	/* the database file is gone (store_fault): a write would be acknowledged, then lost */
+	if (q == &st->wq && atomic_load(&st->fault_gone))
+		return SOMA_ERR_GONE;
 	if (op->kind == STORE_OP_CONTEXT && (!op->outcome_of[0] || st->no_late_copies) &&
 	    ctx_cache_get(st->ctx, op->tenant, op->session_id, op->limit, op->reply_to, op->reply_absent, &op->rows,
 			  &op->seq, &op->reply_seen)) {

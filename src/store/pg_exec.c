@@ -220,6 +220,23 @@ enum soma_err pg_err_map(struct pgconn *c, const PGresult *r)
 	}
 	if (state && strcmp(state, "23505") == 0)
 		return SOMA_ERR_CONFLICT;
+	/* disk_full (the rest of class 53 is memory and connection limits, not a disk): 507, the same
+	 * answer as SQLite's; logged once per 10 s with a count, not once per failed statement */
+	if (state && strcmp(state, "53100") == 0) {
+		static _Atomic int64_t logged_ms;
+		static atomic_long quiet;
+		int64_t now = clock_wall_ms(), last = atomic_load(&logged_ms);
+		if (now - last < 10000 || !atomic_compare_exchange_strong(&logged_ms, &last, now)) {
+			atomic_fetch_add(&quiet, 1);
+			return SOMA_ERR_FULL;
+		}
+		log_error(
+			"store",
+			"PostgreSQL (%s): its disk is full (%.*s): writes are refused with 507 storage_full, %ld more "
+			"since the last such line; free space on the database server",
+			c->role ? c->role : "?", (int)strcspn(msg, "\n"), msg, atomic_exchange(&quiet, 0));
+		return SOMA_ERR_FULL;
+	}
 	if (state && strncmp(state, "23", 2) == 0)
 		return SOMA_ERR_INVALID;
 	if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||

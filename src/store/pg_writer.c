@@ -211,7 +211,7 @@ enum soma_err pg_commit(struct store *st)
 void pg_rollback(struct store *st, enum soma_err why)
 {
 	struct pgconn *c = &st->pg->writer;
-	if (why != SOMA_ERR_UNAVAILABLE)
+	if (why != SOMA_ERR_UNAVAILABLE && why != SOMA_ERR_FULL) /* (pg_err_map logs a full disk) */
 		log_error("store", "PostgreSQL commit failed (%s); the requests of this batch were not acknowledged",
 			  soma_err_str(why));
 	if (st->pg->txn_open && pg_conn_up(c))

@@ -44,6 +44,7 @@ enum soma_err store_mkdir_p(const char *dir)
 static void sqlite_global_config(void)
 {
 	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	(void)sqlite3_config(SQLITE_CONFIG_LOG, store_sqlite_log, NULL); /* sqlite_wal_check.c */
 	(void)store_sqlite_mem_install(); /* malloc with per-thread caches of freed blocks (sqlite_mem.c) */
 }
 
@@ -119,6 +120,10 @@ enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *wh
 	/* data_dir exists: store_open_url made it */
 	pthread_once(&global_once, sqlite_global_config); /* before the first open */
 	snprintf(st->path, sizeof(st->path), "%s/somaagent.db", data_dir);
+	enum soma_err err = store_sqlite_wal_check(st->path, why, why_cap);
+	if (err != SOMA_OK)
+		return err;
+	bool wal_had_frames = store_sqlite_wal_bytes(st->path) > 0;
 	if (access(st->path, F_OK) != 0) {
 		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a
 		 * torn first start just starts again), sparing several fsyncs at first start */
@@ -131,6 +136,11 @@ enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *wh
 		snprintf(why, why_cap, "cannot open database %s (%s); check data.dir", st->path,
 			 st->main.db ? sqlite3_errmsg(st->main.db) : "out of memory");
 		return SOMA_ERR_STORE;
+	}
+	int current = 0, latest = 0;
+	if (wal_had_frames && sqlite_schema_version(st, &current, &latest) == SOMA_OK && current == 0) {
+		store_sqlite_wal_refuse(st->path, "SQLite found no committed tables in it", why, why_cap);
+		return SOMA_ERR_CONFIG;
 	}
 	return SOMA_OK;
 }
@@ -214,8 +224,16 @@ enum soma_err sqlite_migrate(struct store *st, int *applied)
 	return SOMA_OK;
 }
 
+/* SQLite keeps writing to the files it opened even once data.dir was removed (rm -rf) or its
+ * database replaced: every answer looked right until the process ended and took it all along. */
 enum soma_err sqlite_ping(struct store *st)
 {
+	int moved = 0;
+	if (atomic_load(&st->fault_gone) ||
+	    (sqlite3_file_control(st->main.db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved)) {
+		atomic_store(&st->fault_gone, true);
+		return SOMA_ERR_UNAVAILABLE;
+	}
 	return exec(st, "SELECT 1");
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "store/context_cache.h"
@@ -20,8 +21,10 @@
 
 static struct metric_family *wal_frames;
 
-#define CHECKPOINT_FRAMES 4000	  /* ~16 MB of WAL: then copy it back into the database */
-#define WRITER_CACHE_KIB  "16384" /* the writer connection's page cache, at most (KiB) */
+#define CHECKPOINT_FRAMES  4000	   /* ~16 MB of WAL: then copy it back into the database */
+#define CHECKPOINT_IDLE_MS 1000	   /* or once the writer was still this long after adding frames */
+#define FULL_LOG_EVERY_MS  10000   /* a full disk is logged once per this, with a count */
+#define WRITER_CACHE_KIB   "16384" /* the writer connection's page cache, at most (KiB) */
 /* leaf pages one idle merge step writes, about: ~1 ms a step on a 50k-memory index (a step
  * ends at a word's end, so one very common word's doclist can make a step longer) */
 #define MERGE_PAGES "4"
@@ -39,13 +42,39 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
 	st->wal_last_frames = frames;
 	if (wal_frames)
 		metric_observe(metric_series(wal_frames, NULL), written);
-	if (frames >= CHECKPOINT_FRAMES) {
-		pthread_mutex_lock(&st->ckpt_lock);
+	/* (the lock is the checkpoint thread's, which sleeps in a wait nearly always: uncontended) */
+	pthread_mutex_lock(&st->ckpt_lock);
+	bool was_quiet = !st->wal_commit_ms; /* the thread waits without a timeout: wake it */
+	st->wal_commit_ms = clock_wall_ms();
+	if (frames >= CHECKPOINT_FRAMES)
 		st->ckpt_wanted = true;
+	if (was_quiet || st->ckpt_wanted)
 		pthread_cond_signal(&st->ckpt_cv);
-		pthread_mutex_unlock(&st->ckpt_lock);
-	}
+	pthread_mutex_unlock(&st->ckpt_lock);
 	return SQLITE_OK;
+}
+
+/* Checkpoint thread, ckpt_lock held: waits until a checkpoint is wanted or due. A WAL under
+ * CHECKPOINT_FRAMES was only copied back at a clean shutdown: a quiet install kept all its data
+ * in the WAL alone, which a crash and a damaged WAL header then lost whole. So once the writer has
+ * added frames and then been still for CHECKPOINT_IDLE_MS, a PASSIVE checkpoint copies them back;
+ * under load a commit comes sooner, and this never runs. */
+static void checkpoint_wait(struct store *st)
+{
+	while (!st->ckpt_wanted && !st->ckpt_stop) {
+		if (!st->wal_commit_ms) {
+			pthread_cond_wait(&st->ckpt_cv, &st->ckpt_lock);
+			continue;
+		}
+		int64_t due = st->wal_commit_ms + CHECKPOINT_IDLE_MS, now = clock_wall_ms();
+		if (now >= due) {
+			st->ckpt_wanted = true;
+			break;
+		}
+		struct timespec until = clock_deadline_in(CLOCK_REALTIME, due - now);
+		(void)pthread_cond_timedwait(&st->ckpt_cv, &st->ckpt_lock, &until);
+	}
+	st->wal_commit_ms = 0; /* (a commit during the checkpoint sets it again) */
 }
 
 static void *checkpoint_main(void *arg)
@@ -54,8 +83,7 @@ static void *checkpoint_main(void *arg)
 	pthread_setname_np(pthread_self(), "soma-checkpoint");
 	pthread_mutex_lock(&st->ckpt_lock);
 	for (;;) {
-		while (!st->ckpt_wanted && !st->ckpt_stop)
-			pthread_cond_wait(&st->ckpt_cv, &st->ckpt_lock);
+		checkpoint_wait(st);
 		if (st->ckpt_stop)
 			break;
 		st->ckpt_wanted = false;
@@ -132,6 +160,12 @@ static enum soma_err cached_exec(struct dbconn *c, const char *sql)
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+/* err, or SOMA_ERR_FULL when the connection's last error was a full disk (SQLITE_FULL) */
+static enum soma_err full_or(struct dbconn *c, enum soma_err err)
+{
+	return err != SOMA_OK && (sqlite3_extended_errcode(c->db) & 0xff) == SQLITE_FULL ? SOMA_ERR_FULL : err;
+}
+
 static enum soma_err sq_begin(struct store *st)
 {
 	store_sql_memory_pending_cut(0); /* (empty already: a batch ends in flush or a lost txn) */
@@ -153,7 +187,7 @@ static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *en
 	if (cached_exec(c, "SAVEPOINT op") != SOMA_OK)
 		return SOMA_ERR_STORE;
 	size_t mark = store_sql_memory_pending(); /* the op's memories rows wait for the commit */
-	enum soma_err err = store_sql_write(c, op, enqueued);
+	enum soma_err err = full_or(c, store_sql_write(c, op, enqueued));
 	dbconn_release(c);
 	/* an op that reports success may still have had a statement fail under it: when SQLite rolled
 	 * the whole transaction back, the ops after this one would each commit alone */
@@ -175,11 +209,11 @@ static enum soma_err sq_write_op(struct store *st, struct store_op *op, bool *en
  * indexes them as one segment. If that fails, the batch fails as a failed COMMIT would. */
 static enum soma_err sq_commit(struct store *st)
 {
-	enum soma_err err = store_sql_memory_flush(&st->writer);
+	enum soma_err err = full_or(&st->writer, store_sql_memory_flush(&st->writer));
 	dbconn_release(&st->writer);
 	if (err != SOMA_OK)
 		return err;
-	err = cached_exec(&st->writer, "COMMIT");
+	err = full_or(&st->writer, cached_exec(&st->writer, "COMMIT"));
 	if (store_sql_memory_written() && err == SOMA_OK)
 		st->fts_merge_wanted = true;
 	return err;
@@ -226,12 +260,27 @@ static bool sq_idle(struct store *st)
 	return st->fts_merge_wanted;
 }
 
+/* A full disk fails every batch until space is freed: one line per FULL_LOG_EVERY_MS, with the
+ * count of the batches since the last (writer thread only: the statics are its own). */
 static void sq_rollback(struct store *st, enum soma_err why)
 {
-	(void)why;
-	log_error("store", "commit failed: %s; %s", sqlite3_errmsg(st->writer.db),
-		  "the requests of this batch were not acknowledged; check disk space under data.dir");
-	(void)dbconn_exec(&st->writer, "ROLLBACK");
+	static int64_t full_logged_ms;
+	static long full_quiet;
+	if (why != SOMA_ERR_FULL) {
+		log_error("store", "commit failed: %s; %s", sqlite3_errmsg(st->writer.db),
+			  "the requests of this batch were not acknowledged (answered 500); see the error above");
+	} else if (clock_wall_ms() - full_logged_ms >= FULL_LOG_EVERY_MS) {
+		log_error("store",
+			  "the disk under data.dir %s is full (%s): writes are refused with 507 storage_full, %ld "
+			  "more batch(es) since the last such line; free space there",
+			  st->path, sqlite3_errmsg(st->writer.db), full_quiet);
+		full_logged_ms = clock_wall_ms();
+		full_quiet = 0;
+	} else {
+		full_quiet++;
+	}
+	if (!sqlite3_get_autocommit(st->writer.db))
+		(void)dbconn_exec(&st->writer, "ROLLBACK");
 }
 
 static enum soma_err sq_read_op(struct store *st, int reader, struct store_op *op)

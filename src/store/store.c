@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "store/store_int.h"
@@ -97,6 +98,21 @@ enum soma_err store_schema_version(struct store *st, int *current, int *latest)
 enum soma_err store_ping(struct store *st)
 {
 	return st->drv->ping(st);
+}
+
+enum store_fault store_fault(struct store *st)
+{
+	if (atomic_load(&st->fault_gone))
+		return STORE_FAULT_GONE;
+	/* a small commit may fit where larger ones fail (the WAL's room): the state holds a while */
+	int64_t at = atomic_load(&st->full_at_ms);
+	bool recent = at && clock_wall_ms() - at < STORE_FULL_HOLD_MS;
+	return atomic_load(&st->fault_full) || recent ? STORE_FAULT_FULL : STORE_FAULT_NONE;
+}
+
+void store_mark_gone(struct store *st)
+{
+	atomic_store(&st->fault_gone, true);
 }
 
 enum soma_err store_data_version(struct store *st, int64_t *version)

@@ -58,8 +58,20 @@ int store_sqlite_schema_latest(void);
 /* Whether a newer binary migrated this database; when so writes into why (a line naming the
  * versions and data.dir or the database) and returns true. False too when it cannot be read. */
 bool store_schema_newer(struct store *st, char *why, size_t why_cap);
-/* Cheap check that the database answers (for health). */
+/* Cheap check that the database answers (for health); SQLite: SOMA_ERR_UNAVAILABLE (and
+ * STORE_FAULT_GONE from then on) when the database file was removed or replaced under us. */
 enum soma_err store_ping(struct store *st) SOMA_MUST_CHECK;
+/* What keeps the store from taking writes now (health, and the answer a refused write gets):
+ *   STORE_FAULT_FULL  a write batch failed because the disk is full (SOMA_ERR_FULL); until a
+ *                     batch commits again, and STORE_FULL_HOLD_MS at least (writes are still tried)
+ *   STORE_FAULT_GONE  SQLite: the database file under data.dir was removed or replaced while the
+ *                     server ran (store_ping notices, or store_mark_gone); for good: every write is
+ *                     refused with SOMA_ERR_GONE, since what it committed would be lost */
+enum store_fault { STORE_FAULT_NONE, STORE_FAULT_FULL, STORE_FAULT_GONE };
+#define STORE_FULL_HOLD_MS 10000 /* FULL lasts at least this long after the last such failure */
+enum store_fault store_fault(struct store *st);
+/* Sets STORE_FAULT_GONE (the caller found data.dir removed: its lock file went). Any thread. */
+void store_mark_gone(struct store *st);
 /* A number that changes whenever another connection commits (PRAGMA data_version). */
 enum soma_err store_data_version(struct store *st, int64_t *version) SOMA_MUST_CHECK;
 

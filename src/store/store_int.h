@@ -131,6 +131,11 @@ struct store {
 	bool ckpt_stop;		    /* the thread should exit */
 	struct ctx_cache *ctx;	    /* SQLite: contexts kept in memory (context_cache.h); NULL on PG */
 	bool no_late_copies;	    /* store_set_no_late_copies: the cache may answer has_outcome */
+	_Atomic bool fault_full;    /* the last write batch failed for a full disk (store_fault) */
+	_Atomic int64_t full_at_ms; /* when a batch last failed so (wall ms; 0: never) */
+	_Atomic bool fault_gone;    /* the database file was removed under us (store_fault) */
+	int64_t wal_commit_ms;	    /* SQLite writer: when the last commit added WAL frames (0: none since
+				       the last checkpoint); read by the checkpoint thread under ckpt_lock */
 
 	/* writer (SQLite, sqlite_exec.c sq_idle): the memory index may have segments to merge */
 	_Atomic bool fts_merge_wanted;
@@ -153,6 +158,16 @@ static inline void bind_text(sqlite3_stmt *s, int i, const char *v)
  * system call (wal_vfs.c). NULL (SQLite's default VFS) if it could not be registered. */
 #define STORE_VFS_NAME "soma-wal"
 const char *store_vfs(void);
+/* The WAL at start (sqlite_wal_check.c). A crash leaves what was committed since the last
+ * checkpoint in path-wal alone; SQLite takes a WAL whose header is damaged for an empty one, and
+ * so started on an empty database. store_sqlite_wal_check refuses a non-empty WAL whose header is
+ * not valid (SOMA_ERR_CONFIG, *why saying which files and what to do); store_sqlite_wal_refuse
+ * writes that sentence for another reason; store_sqlite_wal_bytes is the WAL's size (0: none). */
+enum soma_err store_sqlite_wal_check(const char *path, char *why, size_t why_cap);
+void store_sqlite_wal_refuse(const char *path, const char *reason, char *why, size_t why_cap);
+long long store_sqlite_wal_bytes(const char *path);
+/* SQLite's log (SQLITE_CONFIG_LOG): its notices (WAL frames recovered) and warnings go to ours. */
+void store_sqlite_log(void *arg, int code, const char *msg);
 /* Installs SQLite's allocator with per-thread caches (sqlite_mem.c); call before SQLite
  * initialises. Returns sqlite3_config's result: not SQLITE_OK when SQLite keeps its own. */
 int store_sqlite_mem_install(void);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "bus/bus.h"
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
@@ -167,7 +168,7 @@ static json_t *error_event(struct generation *g, const struct llm_result *res)
 static enum task_outcome retry_after(struct task_ctx *t, const char *what, enum soma_err err)
 {
 	snprintf(t->error, sizeof(t->error), "%s: %s", what, soma_err_str(err));
-	t->outage = err == SOMA_ERR_UNAVAILABLE;
+	t->outage = err == SOMA_ERR_UNAVAILABLE || err == SOMA_ERR_FULL; /* (not the task's fault) */
 	return TASK_RETRY;
 }
 
@@ -179,15 +180,13 @@ static json_t *with_memory(json_t *event, json_t *meta)
 	return event;
 }
 
-/* Commits the reply (or the error) and the task's ack in one transaction. */
-static enum task_outcome commit(struct task_ctx *t, json_t *event)
+/* One try of commit (event borrowed); *oom when no op could be made. */
+static enum soma_err commit_once(struct task_ctx *t, json_t *event, bool *oom)
 {
 	struct store_op *op = store_op_new(STORE_OP_EVENT_APPEND, t->tenant);
-	if (!op) {
-		json_decref(event);
-		snprintf(t->error, sizeof(t->error), "out of memory");
-		return TASK_RETRY;
-	}
+	*oom = !op;
+	if (!op)
+		return SOMA_ERR_NOMEM;
 	str_copy(op->session_id, sizeof(op->session_id), t->session_id);
 	if (t->store_ack) /* local queue: the task row is acked in this commit (redis: by the worker) */
 		str_copy(op->task_id, sizeof(op->task_id), t->id);
@@ -196,7 +195,10 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		str_copy(op->worker, sizeof(op->worker), t->worker);
 		op->delay_ms = t->visibility_ms;
 	}
-	op->event = event;
+	/* the store sets session_id, created_at and seq in it: a try again must not find a seq, which
+	 * would mean its text was made already (store_sql_prepare) */
+	json_object_del(event, "seq");
+	op->event = json_incref(event);
 	str_copy(op->outcome_of, sizeof(op->outcome_of), t->id); /* one outcome per task */
 	conv_reply_to(t, op);
 	enum soma_err err = store_op_wait(t->store, op);
@@ -205,6 +207,33 @@ static enum task_outcome commit(struct task_ctx *t, json_t *event)
 		op->session = NULL;
 	}
 	store_op_free(op);
+	return err;
+}
+
+/* Commits the reply (or the error) and the task's ack in one transaction (takes event). A full
+ * disk or a failed store is tried again for a while, the reply kept (queue_commit_retry_wait). */
+static enum task_outcome commit(struct task_ctx *t, json_t *event)
+{
+	bool oom = false;
+	int64_t started = clock_wall_ms();
+	int pause = 0;
+	enum soma_err err;
+	while ((err = commit_once(t, event, &oom)) != SOMA_OK && !oom) {
+		if (!pause)
+			log_warn("conversation",
+				 "task %s: cannot store the reply in session %s (%s); trying again for up to %d s",
+				 t->id, t->session_id, soma_err_str(err), QUEUE_COMMIT_RETRY_MS / 1000);
+		if (!queue_commit_retry_wait(t, err, started, &pause))
+			break;
+	}
+	json_decref(event);
+	if (oom) {
+		snprintf(t->error, sizeof(t->error), "out of memory");
+		return TASK_RETRY;
+	}
+	if (err == SOMA_OK && pause)
+		log_info("conversation", "task %s: its reply was stored after %.1f s of retries", t->id,
+			 (double)(clock_wall_ms() - started) / 1000.0);
 	if (err == SOMA_ERR_NOT_FOUND) {
 		log_info("conversation", "session %s was deleted during the reply; dropping it", t->session_id);
 		return TASK_DONE; /* nothing to keep */
