@@ -138,6 +138,9 @@ X(LLM_SYSTEM_PROMPT, "llm.system_prompt", CFG_STRING, "You are SomaAgent, a help
   NULL, false, NULL, "System message that starts every conversation.") \
 X(LLM_PROXY_CONCURRENCY, "llm.proxy_concurrency", CFG_INT, "32", 1, 1024, NULL, NULL, false, NULL, \
   "Provider calls in flight at once for /v1/chat/completions and /v1/llm/invoke.") \
+X(LLM_MAX_REQUEST_MB, "llm.max_request_mb", CFG_INT, "20", 1, 256, NULL, NULL, false, NULL, \
+  "Largest POST /v1/chat/completions body in MiB (its base64 images count), held in memory while the " \
+  "call runs; other routes keep http.max_body.") \
 X(LLM_PROXY_STALL_S, "llm.proxy_stall_s", CFG_INT, "30", 1, 3600, NULL, NULL, false, NULL, \
   "Seconds a streamed LLM proxy reply waits, its provider call paused, for a client that reads none of " \
   "the more than stream.max_buffer bytes waiting for it; then the call stops (llm_client_too_slow).") \

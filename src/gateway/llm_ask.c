@@ -64,24 +64,31 @@ static bool is_literal(struct jspan v, const char *lit)
 	return v.p && v.n == n && memcmp(v.p, lit, n) == 0;
 }
 
-/* Whether the messages pass the check of the tree path (llm_proxy.c valid_messages), on text. */
+/* Whether the messages pass the check of the tree path (llm_routes.c valid_message), on text:
+ * a known role and a content (string, array or null), which an assistant's may lack when it has
+ * tool_calls (an array) or a refusal (a string). */
 static bool messages_ok(struct jspan messages)
 {
 	static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
-	static const struct jwant want[] = {{"role", 0}, {"content", sizeof(struct jspan)}};
+	static const struct jwant want[] = {{"role", 0},
+					    {"content", sizeof(struct jspan)},
+					    {"tool_calls", 2 * sizeof(struct jspan)},
+					    {"refusal", 3 * sizeof(struct jspan)}};
 	const char *p = messages.p, *e = messages.p + messages.n;
 	struct jspan key, m;
 	size_t i = 0;
 	while (jscan_is(messages, '[') && jscan_next(&p, e, false, &key, &m)) {
-		struct jspan f[2] = {{0}, {0}};
-		if (++i > MAX_MESSAGES || !jscan_is(m, '{') || !read_members(m, want, 2, f, NULL, NULL))
+		struct jspan f[4] = {{0}, {0}, {0}, {0}};
+		if (++i > MAX_MESSAGES || !jscan_is(m, '{') || !read_members(m, want, 4, f, NULL, NULL))
 			return false;
 		char role[64];
 		const char *r = text_of(f[0], role, sizeof(role));
 		bool ok = false;
 		for (size_t j = 0; r && j < sizeof(roles) / sizeof(roles[0]); j++)
 			ok = ok || strcmp(r, roles[j]) == 0;
-		if (!ok || !(jscan_is(f[1], '"') || jscan_is(f[1], '[') || is_literal(f[1], "null")))
+		bool called =
+			!f[1].p && r && strcmp(r, "assistant") == 0 && (jscan_is(f[2], '[') || jscan_is(f[3], '"'));
+		if (!ok || !(jscan_is(f[1], '"') || jscan_is(f[1], '[') || is_literal(f[1], "null") || called))
 			return false;
 	}
 	return i > 0;

@@ -18,7 +18,8 @@
  * llm.proxy_concurrency calls run at once per process (slots, shared by the io threads under one
  * lock); up to 64 times as many wait in arrival order and are started on their own io thread when
  * a slot frees; beyond that the answer is 503 llm_busy. When the client leaves, on_abort cancels the call (or takes
- * the job off the wait list).
+ * the job off the wait list). The answers built from a call's outcome (errors, a whole completion,
+ * the usage chunk a Groq-style provider does not send) are llm_reply.c's.
  */
 #include <pthread.h>
 #include <stddef.h>
@@ -34,6 +35,7 @@
 #include "gateway/gateway.h"
 #include "gateway/llm_ask.h"
 #include "gateway/llm_flow.h"
+#include "gateway/llm_reply.h"
 #include "limits/limits.h"
 #include "llm/llm.h"
 #include "policy/gate.h"
@@ -46,6 +48,7 @@ struct llm_job {
 	enum job_shape shape;	    /* response shape */
 	bool stream, include_usage; /* what the client asked */
 	bool started;		    /* the stream began */
+	bool usage_relayed;	    /* a top-level usage chunk went to the client */
 	json_t *messages;	    /* owned */
 	char *extra;		    /* owned: the client's other members, forwarded (OpenAI shape), or NULL */
 	char *upstream;		    /* owned: the provider's body written from the client's text, or NULL */
@@ -82,62 +85,6 @@ static void job_free(struct llm_job *job)
 	free(job);
 }
 
-/* HTTP status and code for a provider failure. */
-static int error_status(enum llm_error e)
-{
-	switch (e) {
-	case LLM_ERR_UNCONFIGURED:
-		return 503;
-	case LLM_ERR_RATE_LIMITED:
-		return 429;
-	case LLM_ERR_BAD_REQUEST:
-		return 400;
-	case LLM_ERR_TIMEOUT:
-		return 504;
-	default:
-		return 502;
-	}
-}
-
-/* The error answer. A request the provider refused (400) or rate limited (429) carries the
- * provider's own words, which are about the client's request (a tool's schema, an unknown model)
- * or its wait; other failures (our key, the provider's health) keep theirs for the log. */
-static json_t *error_object(struct llm_job *job)
-{
-	const char *generic = llm_error_message(job->res.error), *said = job->res.detail;
-	char message[700];
-	/* a 429's words say how long to wait ("try again in 5.289s"), for the client to read */
-	if ((job->res.error == LLM_ERR_BAD_REQUEST || job->res.error == LLM_ERR_RATE_LIMITED) && said[0]) {
-		if (strncmp(said, "HTTP ", 5) == 0 && strstr(said, ": "))
-			said = strstr(said, ": ") + 2;
-		snprintf(message, sizeof(message), "%s The provider said: %s", generic, said);
-		generic = message;
-	}
-	/* OpenAI's error object has message, type, param and code: the SDKs read all four */
-	return json_pack("{s:{s:s, s:s, s:s, s:n, s:s}}", "error", "code", llm_error_code(job->res.error), "type",
-			 "provider_error", "message", generic, "param", "request_id", job->req->request_id);
-}
-
-static json_t *completion_json(struct llm_job *job)
-{
-	struct llm_result *r = &job->res;
-	int64_t in = r->input_tokens > 0 ? r->input_tokens : 0, out = r->output_tokens > 0 ? r->output_tokens : 0;
-	const char *model = r->model[0] ? r->model : job->model[0] ? job->model : job->cfg.model;
-	json_t *content = json_stringn(r->content ? r->content : "", r->content_len);
-	if (job->shape == SHAPE_INVOKE)
-		return json_pack("{s:o, s:{s:I, s:I}, s:s, s:s}", "content", content, "usage", "input_tokens",
-				 (json_int_t)in, "output_tokens", (json_int_t)out, "model", model, "provider",
-				 cfg_str(CFG_LLM_PROVIDER));
-	char id[IDS_UUID_LEN + 1];
-	ids_uuid4(id);
-	return json_pack("{s:s+, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:o}, s:s, s:n}], s:{s:I, s:I, s:I}}", "id",
-			 "chatcmpl-", id, "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
-			 model, "choices", "index", 0, "message", "role", "assistant", "content", content,
-			 "finish_reason", r->finish_reason[0] ? r->finish_reason : "stop", "logprobs", "usage",
-			 "prompt_tokens", (json_int_t)in, "completion_tokens", (json_int_t)out, "total_tokens",
-			 (json_int_t)(in + out));
-}
-
 /* ---- slots ------------------------------------------------------------------------------------ */
 
 static void start_granted(void *arg);
@@ -170,9 +117,6 @@ static void slot_release(void)
 
 /* ---- the call (the request's io thread) ---------------------------------------------------------- */
 
-static json_t *error_object(struct llm_job *job);
-static json_t *completion_json(struct llm_job *job);
-
 /* The chunks of one upstream read come in a burst: corked, they leave in one write and one packet
  * when the read is done (flush_burst, or the stream's end). The first begins the stream. */
 static void stream_corked(struct llm_job *job)
@@ -202,6 +146,7 @@ static bool relay_chunk(void *ctx, const char *json, size_t len, bool usage_only
 	/* we always ask for usage upstream; drop it when the client did not */
 	if (!job->include_usage && usage_only)
 		return true;
+	job->usage_relayed = job->usage_relayed || usage_only;
 	stream_corked(job);
 	job->relayed++;
 	const char *nl = memchr(json, '\n', len);
@@ -242,6 +187,24 @@ static void flush_burst(void *ctx)
 	http_uncork(job->req);
 }
 
+/* The model named in answers when the provider named none. */
+static const char *asked_model(const struct llm_job *job)
+{
+	return job->model[0] ? job->model : job->cfg.model;
+}
+
+/* A stream that ends well, for a client that asked for usage, ends with a usage chunk: the
+ * provider's own, or (Groq reports it in x_groq.usage of the last chunk) one of ours. */
+static void usage_if_missing(struct llm_job *job)
+{
+	if (!job->include_usage || job->usage_relayed || job->res.error != LLM_OK)
+		return;
+	char *frame = llm_reply_usage_frame(&job->res, asked_model(job));
+	if (frame)
+		http_stream_write(job->req, frame, strlen(frame));
+	free(frame);
+}
+
 /* Answers the request from job->res; the request must not be touched afterwards. */
 static void answer(struct llm_job *job)
 {
@@ -249,8 +212,9 @@ static void answer(struct llm_job *job)
 	req->on_abort = NULL;
 	req->on_drain = NULL;
 	if (job->started) {
+		usage_if_missing(job);
 		if (job->res.error != LLM_OK && job->res.error != LLM_ERR_CANCELLED) {
-			json_t *obj = error_object(job);
+			json_t *obj = json_pack("{s:o}", "error", llm_reply_error(&job->res, req->request_id));
 			char *err = json_dumps(obj, JSON_COMPACT);
 			json_decref(obj);
 			struct str frame[] = {STR_LIT("data: "), str_from(err ? err : "{}"), STR_LIT("\n\n")};
@@ -260,21 +224,17 @@ static void answer(struct llm_job *job)
 		http_stream_write(req, "data: [DONE]\n\n", 14);
 		http_stream_end(req);
 	} else if (job->res.error != LLM_OK) {
-		if (job->res.error == LLM_ERR_RATE_LIMITED) { /* the provider's wait when it gave one */
-			long ms = job->res.retry_after_ms;
-			char secs[24];
-			snprintf(secs, sizeof(secs), "%ld", ms > 0 ? (ms + 999) / 1000 : ms == 0 ? 1 : 5);
-			http_resp_header(req, "Retry-After", secs);
-		}
-		http_respond_json(req, error_status(job->res.error), error_object(job));
+		llm_reply_fail(req, &job->res);
 	} else if (job->stream) {
 		http_stream_begin(req, 200, "text/event-stream");
+		usage_if_missing(job);
 		http_stream_write(req, "data: [DONE]\n\n", 14);
 		http_stream_end(req);
 	} else if (job->res.raw) { /* the provider's own reply: tool calls, logprobs, all of it */
 		http_respond(req, 200, "application/json", job->res.raw, job->res.raw_len);
 	} else {
-		http_respond_json(req, 200, completion_json(job));
+		http_respond_json(req, 200,
+				  llm_reply_completion(&job->res, job->shape == SHAPE_OPENAI, asked_model(job)));
 	}
 }
 
@@ -457,7 +417,7 @@ void llm_job_start(struct http_req *req, const struct job_ask *ask, enum job_sha
 	llm_config_from_settings(&job->cfg);
 	if (!job->cfg.api_key[0]) {
 		job->res.error = LLM_ERR_UNCONFIGURED;
-		http_respond_json(req, 503, error_object(job));
+		llm_reply_fail(req, &job->res);
 		job_free(job);
 		return;
 	}

@@ -201,6 +201,12 @@ static void reset_request(struct http_conn *c)
 	http_conn_body_release(c); /* the arena holding the body is reset below */
 	c->body_armed_at = 0;
 	arena_reset(&c->arena);
+	if (c->big_body) { /* a route's larger body (conn_read.c): back to http.max_body */
+		const struct http_server_opts *o = &c->thr->srv->opts;
+		c->arena.limit = o->max_header + o->max_body + 65536;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, o->max_header + o->max_body + 1);
+		c->big_body = false;
+	}
 	struct evbuffer *cork = c->req.cork_buf; /* empty: a response uncorks (response.c) */
 	memset(&c->req, 0, sizeof(c->req));
 	c->req.cork_buf = cork;

@@ -24,6 +24,7 @@ struct http_conn {
 	bool in_process;	       /* conn_process is on the stack */
 	bool responded;		       /* the current request got its response */
 	bool linger;		       /* after an early error: drain input briefly before closing */
+	bool big_body;		       /* this request's body is over http.max_body (its route allows it) */
 	bool lingering;		       /* write side shut; waiting for the client's EOF or the timer */
 	bool paused;		       /* output over its bound: no new request until it drains */
 	bool file_queued;	       /* a file response (an fd) waits in the output */

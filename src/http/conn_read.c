@@ -158,10 +158,16 @@ bool http_conn_read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 	const struct http_route *rt =
 		c->req.content_length > 0 ? http_pipeline_peek_route(c->thr->srv->pipeline, &c->req) : NULL;
 	size_t file_max = rt ? http_route_file_body(rt) : 0;
-	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : o->max_body)) {
-		http_conn_fail(c, 413, "body_too_large",
-			       file_max ? "the upload exceeds uploads.max_mb x uploads.max_files"
-					: "the request body exceeds http.max_body bytes");
+	const char *mem_key = NULL;
+	size_t mem_max = rt ? http_route_mem_body(rt, &mem_key) : 0;
+	if (!mem_max)
+		mem_max = o->max_body;
+	if (c->req.content_length > 0 && (size_t)c->req.content_length > (file_max ? file_max : mem_max)) {
+		char too_big[160] = "the upload exceeds uploads.max_mb x uploads.max_files";
+		if (!file_max)
+			snprintf(too_big, sizeof(too_big), "the request body exceeds %s (%zu bytes)",
+				 mem_key ? mem_key : "http.max_body", mem_max);
+		http_conn_fail(c, 413, "body_too_large", too_big);
 		return false;
 	}
 	if (c->req.content_length > 0) {
@@ -175,6 +181,13 @@ bool http_conn_read_head(struct http_conn *c, struct evbuffer *in, size_t avail)
 			return false;
 		c->req.close_after = false;
 		c->linger = false;
+	}
+	if (!file_max && c->req.content_length > 0 && (size_t)c->req.content_length > o->max_body) {
+		/* this route's larger body, for a caller with valid credentials: the arena and the read watermark grow
+		 * for this request (reset_request puts them back) */
+		c->arena.limit = o->max_header + (size_t)c->req.content_length + 65536;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, o->max_header + (size_t)c->req.content_length + 1);
+		c->big_body = true;
 	}
 	if (c->req.content_length > 0) {
 		if (file_max ? !open_body_file(c) : !body_reserve(c, (size_t)c->req.content_length))

@@ -4,7 +4,8 @@
  * DESIGN: each io thread runs an event_base with its own listening socket (SO_REUSEPORT, so the
  * kernel spreads connections) and owns its connections outright; no other thread touches them.
  * A connection reads one request head (bounded by http.max_header -> 431) and body (bounded by
- * http.max_body -> 413, checked from Content-Length before any body byte is read), then runs the
+ * http.max_body, or its route's own limit (http_route_set_mem_body) -> 413, checked from
+ * Content-Length before any body byte is read), then runs the
  * pipeline on the io thread: request id -> route (404/405) -> auth -> limits (429) -> policy
  * (403) -> handler. Handlers must not block; they respond before returning, or keep the request
  * and respond later from the same thread (work from other threads is posted back with
@@ -203,6 +204,12 @@ enum http_match http_router_match(const struct http_router *r, struct http_req *
 enum soma_err http_route_set_file_body(struct http_router *r, const char *method, const char *pattern,
 				       size_t max) SOMA_MUST_CHECK;
 size_t http_route_file_body(const struct http_route *route);
+/* Lets an existing route's body in memory be up to max bytes instead of http.max_body (a chat
+ * completion's base64 images); key (static) is the setting, named by the 413 beyond it. */
+enum soma_err http_route_set_mem_body(struct http_router *r, const char *method, const char *pattern, size_t max,
+				      const char *key) SOMA_MUST_CHECK;
+/* The route's own in-memory body limit (0: http.max_body), its setting in *key. */
+size_t http_route_mem_body(const struct http_route *route, const char **key);
 /* How a route answers errors in its own protocol (A2A: JSON-RPC error objects): called by
  * http_respond_error(_json) for a request matched to the route, with error borrowed; returns true
  * when it answered req, false for the plain envelope. */

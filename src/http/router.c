@@ -28,6 +28,8 @@ struct http_route {
 	void *arg;		       /* passed to handler */
 	unsigned flags;		       /* enum http_route_flags */
 	size_t file_body_max;	       /* > 0: the body streams to a temp file, up to this size */
+	size_t mem_body_max;	       /* > 0: the body in memory may be this large (not http.max_body) */
+	const char *mem_body_key;      /* the setting of mem_body_max, for the 413's words (static) */
 	http_error_fn error_fn;	       /* renders its errors, or NULL (http_route_set_error_fn) */
 };
 
@@ -238,6 +240,25 @@ enum soma_err http_route_set_file_body(struct http_router *r, const char *method
 	for (size_t i = 0; i < r->n; i++) {
 		if (strcmp(r->routes[i]->method, method) == 0 && strcmp(r->routes[i]->pattern, pattern) == 0) {
 			r->routes[i]->file_body_max = max;
+			return SOMA_OK;
+		}
+	}
+	return SOMA_ERR_NOT_FOUND;
+}
+
+size_t http_route_mem_body(const struct http_route *route, const char **key)
+{
+	*key = route->mem_body_key;
+	return route->mem_body_max;
+}
+
+enum soma_err http_route_set_mem_body(struct http_router *r, const char *method, const char *pattern, size_t max,
+				      const char *key)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		if (strcmp(r->routes[i]->method, method) == 0 && strcmp(r->routes[i]->pattern, pattern) == 0) {
+			r->routes[i]->mem_body_max = max;
+			r->routes[i]->mem_body_key = key;
 			return SOMA_OK;
 		}
 	}

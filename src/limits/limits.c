@@ -205,11 +205,19 @@ bool limits_http_tokens(struct http_req *req)
 	int64_t retry;
 	if (limits_tokens_available(req->ident.tenant, &retry))
 		return true;
+	/* Retry-After is honest (midnight UTC), but an SDK that sleeps it and asks again would hang
+	 * for hours: x-should-retry says not to, as OpenAI does on an exhausted quota */
 	retry_after(req, retry);
-	http_respond_error(req, 429, "llm_budget_exceeded",
-			   "tenant %s has used its %lld LLM tokens for today (limits.llm_tokens_per_day); the budget "
-			   "renews at 00:00 UTC, in %lld s",
-			   req->ident.tenant, (long long)lim.o.llm_tokens_per_day, (long long)retry);
+	http_resp_header(req, "x-should-retry", "false");
+	char message[512];
+	snprintf(message, sizeof(message),
+		 "tenant %s has used its %lld LLM tokens for today (limits.llm_tokens_per_day); the budget renews at "
+		 "00:00 UTC, in %lld s",
+		 req->ident.tenant, (long long)lim.o.llm_tokens_per_day, (long long)retry);
+	http_respond_error_json(req, 429,
+				json_pack("{s:s, s:s, s:s, s:n, s:s}", "code", "llm_budget_exceeded", "type",
+					  "insufficient_quota", "message", message, "param", "request_id",
+					  req->request_id));
 	return false;
 }
 

@@ -377,6 +377,7 @@ bool llm_call_reset(struct llm_call *c)
 	c->done = c->overflow = false; /* an attempt's own: a retry's cut stream is not an earlier [DONE]'s */
 	c->failed = c->not_sse = c->unsent = false;
 	c->res->detail[0] = '\0';
+	c->res->err_type[0] = c->res->err_param[0] = c->res->err_code[0] = '\0';
 	return true;
 }
 

@@ -39,13 +39,21 @@ static void take_model(struct llm_result *res, json_t *obj)
 		str_copy(res->model, sizeof(res->model), model);
 }
 
-/* Reads the provider's error message out of an error body ({"error":{"message":..}}). */
+/* Reads the provider's error message out of an error body ({"error":{"message":..}}), and its
+ * type, param and code when they are strings. */
 static void take_error_detail(struct llm_call *c)
 {
 	json_t *body = c->body ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
-	const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+	json_t *err = json_object_get(body, "error");
+	const char *msg = json_string_value(json_object_get(err, "message"));
 	snprintf(c->res->detail, sizeof(c->res->detail), "HTTP %ld: %.400s", c->status,
 		 msg ? msg : (c->body ? c->body : ""));
+	const char *type = json_string_value(json_object_get(err, "type"));
+	const char *param = json_string_value(json_object_get(err, "param"));
+	const char *code = json_string_value(json_object_get(err, "code"));
+	str_copy(c->res->err_type, sizeof(c->res->err_type), type ? type : "");
+	str_copy(c->res->err_param, sizeof(c->res->err_param), param ? param : "");
+	str_copy(c->res->err_code, sizeof(c->res->err_code), code ? code : "");
 	json_decref(body);
 }
 

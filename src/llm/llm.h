@@ -103,8 +103,11 @@ struct llm_result {
 	char model[128];	/* model that answered */
 	char finish_reason[32]; /* stop, length, ... */
 	char detail[512];	/* provider's error text, for logs and metadata */
-	char *raw;		/* keep_raw: the provider's reply body as it came; owned (free) */
-	size_t raw_len;		/* bytes of raw */
+	/* the provider's error object's type, param and code ("" when it gave none), so a proxy can
+	 * pass a refusal of the client's request on as the provider worded it */
+	char err_type[64], err_param[128], err_code[64];
+	char *raw;	/* keep_raw: the provider's reply body as it came; owned (free) */
+	size_t raw_len; /* bytes of raw */
 	/* llm_request.tool_calls: the reply's calls [{id, type, function:{name, arguments}}], NULL
 	 * when it made none; owned (llm_result_free) */
 	json_t *tool_calls;

@@ -80,6 +80,7 @@ def test_provider_errors_map_to_statuses(soma, llm):
         check_envelope(r, status)
         err = r.json()["error"]
         assert err["type"] == "provider_error" and "param" in err and err["param"] is None, err  # OpenAI's four
+        assert r.headers.get("x-should-retry") == "false"  # our retries are spent: an SDK must not stack its own
         if status == 429:
             assert r.headers.get("retry-after")
 
@@ -89,7 +90,7 @@ def test_invalid_bodies(soma, llm):
     for body, status in (({"messages": []}, 422), ({"messages": [{"role": "wizard", "content": "x"}]}, 422),
                          ({"messages": MESSAGES, "overrides": []}, 422),
                          ({"messages": MESSAGES, "overrides": {"temperature": 9}}, 422),
-                         ({"messages": MESSAGES, "stream": "yes"}, 422)):
+                         ({"messages": MESSAGES, "stream": "yes"}, 400)):  # OpenAI's 400 on its route
         path = "/v1/chat/completions" if "stream" in body else "/v1/llm/invoke"
         check_envelope(httpx.post(f"{srv.url}{path}", json=body, timeout=10), status)
     assert llm.stats()["requests"] == 0
@@ -269,8 +270,10 @@ def test_refused_request_says_what_the_provider_said(soma, llm):
         r = httpx.post(f"{srv.url}{path}", json={"messages": MESSAGES, "tools": TOOLS}, timeout=10)
         check_envelope(r, 400)
         err = r.json()["error"]
-        assert err["code"] == "llm_bad_request", err
+        assert err["code"] == "llm_bad_request", err  # ours: the provider gave no code
+        assert (err["type"], err["param"]) == ("invalid_request_error", "tools[0]"), err  # the provider's
         assert err["message"].endswith("The provider said: Invalid schema for function 'f': 'x' is not valid"), err
+        assert "input too long" not in err["message"], err
     llm.control(mode="401", times=1)  # about our key, not the client's request: the provider's words stay here
     r = httpx.post(f"{srv.url}/v1/llm/invoke", json={"messages": MESSAGES}, timeout=10)
     check_envelope(r, 502)

@@ -35,6 +35,9 @@ export async function startStack({ sets = [] } = {}) {
     llmURL: `http://127.0.0.1:${llmPort}`,
     apiKey: token,
     log: () => log,
+    // the fake LLM's controls (tests/fakes/llm/server.py): modes, stats, reset
+    ctl: (o) => fetch(`http://127.0.0.1:${llmPort}/_control`, { method: 'POST', body: JSON.stringify(o) }).then((r) => r.json()),
+    stats: () => fetch(`http://127.0.0.1:${llmPort}/_stats`).then((r) => r.json()),
     async stop() {
       soma.kill('SIGTERM');
       const code = await exited;

@@ -70,10 +70,11 @@ test('a provider error surfaces as an APIError with the status', async () => {
   );
 });
 
-test('invalid messages are rejected with 422', async () => {
+test('invalid messages are rejected with OpenAI\'s 400 invalid_request_error', async () => {
   await assert.rejects(
     client.chat.completions.create({ model: 'fake-model', messages: [] }),
-    (err) => err instanceof OpenAI.APIError && err.status === 422,
+    (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && err.type === 'invalid_request_error' &&
+      err.param === 'messages',
   );
 });
 

@@ -35,7 +35,7 @@ Control (test side):
         `data: [DONE]` the stream hangs with its body unfinished ("hang"), closes without the last
         chunk ("close"), or sends one more (junk) event ("junk"); odd_events puts a `data: ping`
         event and a chunk whose value spans several data: lines (content "+") in the stream; mode
-        "408" answers 408; "error_first" / "error_mid" stream an error event (`data: {"error":
+        "408" answers 408; "404" answers OpenAI's 404 model_not_found; "error_first" / "error_mid" stream an error event (`data: {"error":
         {"message": ..}}`) as the first event / after the role and first content chunks, then
         [DONE], as vLLM does; "200_error" answers a 200 application/json error body; "200_empty" a 200 event
         stream closed before any event; retry_after may be any string (an HTTP-date); groq_usage streams usage as
@@ -244,6 +244,11 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "429":
             self.send_json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
                            {"Retry-After": str(retry_after)})
+            return
+        if mode == "404":  # OpenAI's answer for an unknown model
+            self.send_json(404, {"error": {"message": f"The model `{req.get('model')}` does not exist",
+                                           "type": "invalid_request_error", "param": "model",
+                                           "code": "model_not_found"}})
             return
         if mode == "408":
             self.send_json(408, {"error": {"message": "Request timed out", "type": "timeout"}})
