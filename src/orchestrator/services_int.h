@@ -18,4 +18,9 @@ enum soma_err bus_svc_start(void *ctx, char *why, size_t cap);
 void bus_svc_stop(void *ctx);
 enum svc_status bus_svc_health(void *ctx, char *detail, size_t cap);
 
+/* the store service (services_store.c) */
+enum soma_err store_svc_start(void *ctx, char *why, size_t cap);
+void store_svc_stop(void *ctx);
+enum svc_status store_svc_health(void *ctx, char *detail, size_t cap);
+
 #endif
