@@ -11,16 +11,19 @@
 // its task started over, so the text is dropped), and the committed assistant.final (or assistant.error)
 // replaces it. Committed events are keyed by event_id, so the user's message, shown as soon as
 // the POST answers, is not shown again when the stream delivers it.
-// Delta rendering is coalesced to one markdown render per animation frame.
+// Delta rendering is coalesced to one markdown render per animation frame (render.js draws).
+// A session deleted elsewhere (the stream's end marker, or a 404) becomes a new chat, its replies
+// and Stop gone with it; one reset elsewhere (a session.reset event) is opened again.
 
 import { api, apiKey, isMissingRoute, requestSignIn, runtimeConfig, setSignInHandler, uuid4 } from './api.js';
 import { HealthWatch, renderBanner } from './health.js';
 import { setMarkdown } from './markdown.js';
 import { MessageList } from './messages.js';
+import { renderEvent, renderPending } from './render.js';
 import { SessionList, forgetTitle, rememberTitle, sessionTitle } from './sessions.js';
 import { EventStream } from './sse.js';
-import { el, setBadge, shortTime, signInPrompt, toast, toastError, updateSignOut } from './ui.js';
-import { Attachments, attachmentsView } from './uploads.js';
+import { setBadge, signInPrompt, toast, toastError, updateSignOut } from './ui.js';
+import { Attachments } from './uploads.js';
 
 const HISTORY_PAGE = 200;
 const OLDER_PAGE = 200;
@@ -47,54 +50,6 @@ const state = {
 let list, sessions, attach, health;
 
 // ---- rendering ----------------------------------------------------------------------------
-
-function metaLine(who, ev, extra) {
-  return el('div', { class: 'msg-meta small' }, el('span', { class: 'msg-who' }, who),
-    el('time', { datetime: ev.created_at || '' }, shortTime(ev.created_at)), extra || '');
-}
-
-function renderEvent(ev) {
-  const type = ev.type || '';
-  const meta = ev.metadata || {};
-  if (type === 'user') {
-    const who = meta.source === 'quick_action' ? `You (quick action: ${meta.action})` : 'You';
-    return el('article', { class: 'msg msg-user', dataset: { seq: ev.seq } }, metaLine(who, ev),
-      el('div', { class: 'msg-body msg-plain' }, ev.message || ''), attachmentsView(ev));
-  }
-  if (type === 'assistant.final') {
-    const body = el('div', { class: 'msg-body markdown' });
-    setMarkdown(body, ev.message || '');
-    const tags = [];
-    if (meta.status === 'cancelled') tags.push(el('span', { class: 'tag tag-warn' }, 'stopped'));
-    if (meta.model) tags.push(el('span', { class: 'tag' }, meta.model));
-    return el('article', { class: 'msg msg-assistant', dataset: { seq: ev.seq } },
-      metaLine('SomaAgent', ev, el('span', { class: 'tags' }, ...tags)), body, attachmentsView(ev));
-  }
-  if (type === 'assistant.error' || type.endsWith('.error')) {
-    const detail = meta.error && (meta.error.detail || meta.error.code);
-    return el('article', { class: 'msg msg-error', role: 'note', dataset: { seq: ev.seq } },
-      metaLine('Error', ev), el('div', { class: 'msg-body' }, ev.message || 'The reply failed.'),
-      detail ? el('div', { class: 'small muted' }, String(detail)) : '');
-  }
-  if (type === 'tool.start' || type === 'tool.result') {
-    const name = meta.tool || meta.name || 'tool', failed = meta.ok === false; // args, result or error shown
-    const shown = type === 'tool.start' ? meta.args : failed ? meta.error : meta.result;
-    return el('div', { class: 'notice', dataset: { seq: ev.seq } },
-      el('details', {}, el('summary', {}, `${type === 'tool.start' ? 'Running' : failed ? 'Failed:' : 'Result of'} ${name}`),
-        el('pre', { class: 'small' }, typeof shown === 'string' ? shown : JSON.stringify(shown ?? meta, null, 2))));
-  }
-  const label = type === 'policy.denied' ? 'Not allowed' : type || ev.role || 'event';
-  return el('div', { class: 'notice small', dataset: { seq: ev.seq } }, `${label}: ${ev.message || ''}`);
-}
-
-function renderPending(item) {
-  const g = item.gen;
-  const body = el('div', { class: 'msg-body markdown' });
-  if (g.text) setMarkdown(body, g.text);
-  else body.append(el('span', { class: 'thinking' }, 'thinking…'));
-  return el('article', { class: 'msg msg-assistant msg-streaming', 'aria-busy': 'true', dataset: { gen: g.id } },
-    metaLine('SomaAgent', {}, el('span', { class: 'tags' }, el('span', { class: 'tag' }, 'writing…'))), body);
-}
 
 // A streaming reply is updated in place: the conversation is an aria-live log, and a node
 // replaced on every delta would be announced again and again (the bubble is aria-busy instead).
@@ -149,6 +104,11 @@ function applyEvent(ev) {
   const meta = ev.metadata || {};
   if (type === 'system.keepalive' || type === 'uploads.progress') return;
   if (type === 'status' || type.startsWith('status.') || type === 'system.status') { health.refresh(); return; }
+  if (type === 'session.reset') { // reset elsewhere (the API, another tab): what is shown is gone
+    toast('This session was reset elsewhere; its messages were removed.', 'info');
+    openSession(state.sessionId);
+    return;
+  }
   if (type === 'assistant.thinking' || type === 'assistant.delta') {
     if (state.finished.includes(meta.generation_id)) return;
     const g = generation(meta.generation_id);
@@ -208,12 +168,21 @@ function startStream(lastId) {
       if (state.stream !== s) return;
       state.stream = null;
       setBadge(state.health ? 'online' : 'offline');
-      if (err.status === 404) toast('This session no longer exists on the server.');
+      if (err.status === 404) sessionGone(id, 'This session was deleted (elsewhere or in another tab); starting a new chat.');
       else toastError(err, 'The live stream stopped');
     },
   });
   state.stream = s;
   s.start(lastId);
+}
+
+/** The session is gone (deleted here or elsewhere): its replies end, it leaves the list and the
+ * title store, and an open view of it becomes a new chat (whose messages can never mix with it). */
+function sessionGone(id, message, kind = 'info') {
+  sessions.remove(id);
+  forgetTitle(id);
+  toast(message, kind);
+  if (state.sessionId === id) newChat();
 }
 
 function resetView(id, exists) {
@@ -253,9 +222,7 @@ async function openSession(id) {
   } catch (e) {
     if (token !== state.openToken) return;
     if (e.status === 404) {
-      toast('That session does not exist (it may have been deleted); starting a new chat.', 'info');
-      sessions.remove(id);
-      newChat();
+      sessionGone(id, 'That session does not exist (it may have been deleted); starting a new chat.');
     } else {
       toastError(e, 'Cannot open the session');
     }
@@ -378,13 +345,14 @@ async function stopReply() {
 async function resetSession() {
   const id = state.sessionId;
   if (!confirm('Reset this session? Its messages are removed; the session stays.')) return;
+  if (state.sessionId === id) stopStream(); // its session.reset notice is ours: not told again
   try {
     await api(`/v1/sessions/${enc(id)}/reset`, { method: 'POST' });
     toast('Session reset.', 'ok');
-    if (state.sessionId === id) openSession(id);
   } catch (e) {
     toastError(e, 'Cannot reset');
   }
+  if (state.sessionId === id) openSession(id);
 }
 
 async function deleteSession() {
@@ -392,10 +360,7 @@ async function deleteSession() {
   if (!confirm('Delete this session, its messages and attachments? This cannot be undone.')) return;
   try {
     await api(`/v1/sessions/${enc(id)}`, { method: 'DELETE' });
-    sessions.remove(id);
-    forgetTitle(id);
-    toast('Session deleted.', 'ok');
-    if (state.sessionId === id) newChat();
+    sessionGone(id, 'Session deleted.', 'ok');
   } catch (e) {
     toastError(e, 'Cannot delete');
   }

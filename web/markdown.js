@@ -20,13 +20,48 @@ export function escapeHtml(s) {
 // survives into the text (it is stripped from the source), so they cannot be forged.
 const SLOT = /\u0000(\d+)\u0000/g;
 
+const NON_SPACE = /\S/;
+const WORD = /\w/;
+
+/**
+ * Wraps in <tag> each run between a two-character delimiter d and the first closing d after it,
+ * as the lazy /d(?=\S)([\s\S]*?\S)d/g would, in linear time: that pattern rescanned to the end
+ * of the text for every opener left unclosed (an 80 KB line of "**a " took seconds, on every
+ * frame of a streaming reply). A closer is d after a non-space; the closers are listed first
+ * (indexOf from one d to the next), then the openers, in order, take the first closer past them
+ * with a cursor that only moves forward. words: the __ rule, where d must not touch a word
+ * character on its outer side.
+ */
+function pairs(s, d, tag, words) {
+  if (!s.includes(d)) return s;
+  const n = s.length;
+  const closers = [];
+  for (let p = s.indexOf(d, 1); p >= 0; p = s.indexOf(d, p + 1)) {
+    if (NON_SPACE.test(s[p - 1]) && !(words && p + 2 < n && WORD.test(s[p + 2]))) closers.push(p);
+  }
+  let out = '';
+  let last = 0;
+  let c = 0;
+  for (let i = s.indexOf(d); i >= 0 && i + 2 < n; i = s.indexOf(d, i + 1)) {
+    if (!NON_SPACE.test(s[i + 2]) || (words && i > 0 && WORD.test(s[i - 1]))) continue;
+    while (c < closers.length && closers[c] < i + 3) c++;
+    if (c === closers.length) break; // no closer past this opener, nor past any later one
+    const p = closers[c];
+    out += `${s.slice(last, i)}<${tag}>${s.slice(i + 2, p)}</${tag}>`;
+    last = p + 2;
+    i = p + 1;
+  }
+  return out + s.slice(last);
+}
+
+// The single-character forms cannot hold their delimiter, so each opener looks only as far as
+// the next * or _: linear as they are.
 function emphasis(s) {
-  return s
-    .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, '<strong>$1</strong>')
-    .replace(/(^|[^\w])__(?=\S)([\s\S]*?\S)__(?!\w)/g, '$1<strong>$2</strong>')
+  s = pairs(pairs(s, '**', 'strong', false), '__', 'strong', true);
+  s = s
     .replace(/(^|[^*\w])\*(?=[^\s*])([^*]*?[^\s*])\*(?!\*)/g, '$1<em>$2</em>')
-    .replace(/(^|[^\w])_(?=[^\s_])([^_]*?[^\s_])_(?!\w)/g, '$1<em>$2</em>')
-    .replace(/~~(?=\S)([\s\S]*?\S)~~/g, '<del>$1</del>');
+    .replace(/(^|[^\w])_(?=[^\s_])([^_]*?[^\s_])_(?!\w)/g, '$1<em>$2</em>');
+  return pairs(s, '~~', 'del', false);
 }
 
 // A URL in already-escaped text ends before whitespace, an escaped <, >, " or ', or a placeholder

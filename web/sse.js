@@ -17,8 +17,11 @@
 // stale, reconnecting, offline (no network, or several attempts failed).
 // Parsing follows the SSE spec for what the server sends: fields data/id/retry/event, comments,
 // blank line = dispatch; lines end in LF or CRLF (a lone CR is not treated as an end of line).
-// An `id:` sets where a reconnect resumes even in a frame without data (the server's `id: 0`
-// when the session is deleted).
+// An `id:` sets where a reconnect resumes even in a frame without data. The server's `id: 0`
+// with no data is its end marker (the session was deleted): the stream stops and onGone is told
+// (a 404 session_deleted), rather than reconnect into a session created again under the id.
+// Coming back online (the window's `online` event) replaces a live connection and ends a wait
+// between attempts at once (each wait has its own AbortController).
 
 import { ApiError, authHeaders, errorFrom, needsSignIn, requestSignIn } from './api.js';
 
@@ -77,10 +80,12 @@ export class EventStream {
     if (!this.stopped) return;
     this.lastId = lastId === undefined || lastId === null ? null : String(lastId);
     this.stopped = false;
-    this.stopper = new AbortController();
     this.lastData = Date.now();
     this.watchdog = setInterval(() => this.checkAlive(), 1000);
-    this.wake = () => this.connection && this.connection.abort();
+    this.wake = () => {
+      if (this.connection) this.connection.abort();
+      if (this.nap) this.nap.abort(); // back online: no reason to sit out the backoff
+    };
     window.addEventListener('online', this.wake);
     this.run();
   }
@@ -90,7 +95,7 @@ export class EventStream {
     this.stopped = true;
     clearInterval(this.watchdog);
     window.removeEventListener('online', this.wake);
-    this.stopper.abort();
+    if (this.nap) this.nap.abort();
     if (this.connection) this.connection.abort();
   }
 
@@ -140,7 +145,9 @@ export class EventStream {
       this.setState(!navigator.onLine || attempt >= OFFLINE_AFTER ? 'offline' : 'reconnecting');
       const ceiling = Math.min(t.backoffBaseMs * 2 ** attempt, t.backoffMaxMs);
       const backoff = endedCleanly ? 50 + Math.random() * 200 : Math.random() * ceiling;
-      await sleep(Math.max(backoff, atLeast), this.stopper.signal);
+      this.nap = new AbortController();
+      if (!this.stopped) await sleep(Math.max(backoff, atLeast), this.nap.signal);
+      this.nap = null;
       this.reconnects++;
     }
   }
@@ -211,6 +218,11 @@ export class EventStream {
     // as the spec says, the id is taken whether or not the frame has data (or data we can read):
     // the server's `id: 0` after a delete has none; an empty id means "no id" again
     if (id !== null) this.lastId = id === '' ? null : id;
+    if (id === '0' && !data.length) { // the end marker: the session was deleted
+      this.stop();
+      this.onGone(new ApiError(404, 'session_deleted', 'The session was deleted.', ''));
+      return;
+    }
     if (!data.length) return;
     let event;
     try { event = JSON.parse(data.join('\n')); } catch { return; }

@@ -87,7 +87,8 @@ export function signInPrompt(reason) {
 
 /**
  * The header's account button: "Sign out" while a key is stored, "Sign in" after the prompt
- * was cancelled, hidden otherwise (no key needed so far). Signing in or out reloads the page.
+ * was cancelled, hidden otherwise (no key needed so far). Signing in or out reloads the page;
+ * signing out also forgets the session titles (sessions.js keeps them in localStorage soma.titles).
  */
 export function updateSignOut() {
   const b = document.getElementById('sign-out');
@@ -98,7 +99,12 @@ export function updateSignOut() {
   if (!b.dataset.wired) {
     b.dataset.wired = '1';
     b.addEventListener('click', async () => {
-      if (apiKey()) { setApiKey(''); location.reload(); return; }
+      if (apiKey()) { // the titles are first lines of this account's messages: not left behind
+        setApiKey('');
+        try { localStorage.removeItem('soma.titles'); } catch { /* disabled */ }
+        location.reload();
+        return;
+      }
       if (await requestSignIn({ status: 401, message: '' }, { force: true })) location.reload();
     });
   }

@@ -40,7 +40,14 @@ void bus_session_deleted(const char *key)
 	 * in order with the session's other records; without (or when Redis cannot take it: the
 	 * driver's degraded path) from here */
 	if (!bus_redis_enqueue(BUS_REC_FORGET, key, 1, NULL, 0))
-		bus_local_end(key);
+		bus_local_end(key, false);
+}
+
+void bus_session_reset(const char *key)
+{
+	bus_local_forget(key);
+	if (!bus_redis_enqueue(BUS_REC_FORGET, key, 2, NULL, 0)) /* (as bus_session_deleted) */
+		bus_local_end(key, true);
 }
 
 void bus_publish_committed(const char *session_id, int64_t seq, const char *text, size_t len)
@@ -121,6 +128,11 @@ bool bus_msg_is_gap(const struct bus_msg *msg)
 bool bus_msg_is_end(const struct bus_msg *msg)
 {
 	return msg->cursor.seq == -2;
+}
+
+bool bus_msg_is_reset(const struct bus_msg *msg)
+{
+	return msg->cursor.seq == -3;
 }
 
 /* ---- cursors ---------------------------------------------------------------------------------- */

@@ -439,9 +439,9 @@ void bus_local_gap(const char *key)
 	mark(key, -1);
 }
 
-void bus_local_end(const char *key)
+void bus_local_end(const char *key, bool reset)
 {
-	mark(key, -2);
+	mark(key, reset ? -3 : -2);
 }
 
 void bus_local_generation_begin(const char *session_id)

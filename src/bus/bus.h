@@ -45,6 +45,9 @@ void bus_forget(const char *key);
  * (bus_msg_is_end): a session created again under that id starts over at seq 1, which an open
  * stream would take for events it has sent. */
 void bus_session_deleted(const char *key);
+/* The session was reset: bus_forget, and every node's streams of it get the reset marker
+ * (bus_msg_is_reset), so a client showing its old events can reload them. Its seqs go on. */
+void bus_session_reset(const char *key);
 
 /* Cancel notices. A Stop, a delete or an A2A cancel is applied to this process's workers by the
  * caller (queue_cancel_*); with bus.driver = redis the reply may run on another node's worker, so
@@ -132,6 +135,8 @@ bool bus_msg_is_gap(const struct bus_msg *msg);
 /* The end marker: delivered (cursor {-2, -2}, empty text) when the session was deleted; its
  * streams end (src/gateway/stream.c tells how the client comes back). */
 bool bus_msg_is_end(const struct bus_msg *msg);
+/* The reset marker (bus_session_reset): the session's events were removed; it goes on. */
+bool bus_msg_is_reset(const struct bus_msg *msg);
 
 /* Cursor text "<seq>" or "<seq>.<minor>" into out (>= 48 bytes); parse is the reverse. */
 void bus_cursor_format(struct bus_cursor c, char *out, size_t cap);

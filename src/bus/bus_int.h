@@ -37,8 +37,9 @@ void bus_local_deliver(const char *key, struct bus_cursor c, const char *text, s
 /* Delivers the gap marker (bus_msg_is_gap) to every subscriber of key, or of every session when
  * key is NULL: they may have missed messages and should resume by cursor. */
 void bus_local_gap(const char *key);
-/* Delivers the end marker (bus_msg_is_end) to every subscriber of key: the session was deleted. */
-void bus_local_end(const char *key);
+/* Delivers the end marker (bus_msg_is_end) to every subscriber of key: the session was deleted;
+ * with reset, the reset marker (bus_msg_is_reset): the session was reset. */
+void bus_local_end(const char *key, bool reset);
 
 /* ---- api.c ---- */
 /* A message with refs 1 and a copy of text (NUL-terminated); NULL on OOM. */
@@ -52,7 +53,8 @@ enum bus_rec_kind {
 	BUS_REC_END = 'x',	 /* the session's generation ended: its deltas expire after the window
 				  * once no other generation runs there */
 	BUS_REC_FORGET = 'f',	 /* the session was deleted or reset: every node forgets it;
-				  * num 1: deleted (its streams get the end marker) */
+				  * num 1: deleted (its streams get the end marker),
+				  * 2: reset (they get the reset marker) */
 	BUS_REC_RESYNC = 'r',	 /* subscribers of the session (all, for an empty key) may have a gap;
 				  * num: a committed seq published meanwhile to local streams only */
 	BUS_REC_CANCEL = 'k',	 /* a cancel notice (text: its JSON, cancel.c): published on the

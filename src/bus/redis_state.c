@@ -257,9 +257,9 @@ void bus_redis_degrade(enum bus_rec_kind kind, const char *key, int64_t num, con
 			p->forget = num == 1 || p->forget == 2 ? 2 : 1; /* owed: Redis keeps its state */
 			bus_floor_lost(p);
 		}
-		if (num == 1) /* deleted: this node's streams end (another node's when the fill of
-			       * its gap marker finds the session gone) */
-			bus_local_end(key);
+		if (num == 1 || num == 2) /* deleted: this node's streams end (another node's when the
+					   * fill of its gap marker finds the session gone); reset: told */
+			bus_local_end(key, num == 2);
 	}
 	if (p && data)
 		bus_floor_lost(p);

@@ -282,8 +282,8 @@ bool bus_redis_dispatch(const char *payload, size_t len)
 		struct bus_cursor c = {v[2], v[3]};
 		if ((kind == BUS_REC_COMMITTED || kind == BUS_REC_EPHEMERAL) && c.seq >= 0)
 			bus_local_deliver(key, c, text, (size_t)v[1]);
-		else if (kind == BUS_REC_FORGET && v[2] == 1) /* deleted: its streams end */
-			bus_local_forget(key), bus_local_end(key);
+		else if (kind == BUS_REC_FORGET && (v[2] == 1 || v[2] == 2)) /* deleted: its streams end; reset */
+			bus_local_forget(key), bus_local_end(key, v[2] == 2);
 		else if (kind == BUS_REC_FORGET)
 			bus_local_forget(key);
 		else if (kind == BUS_REC_RESYNC)

@@ -229,8 +229,8 @@ static void on_control(struct http_req *req, struct store_op *op)
 		bus_key(key, op->tenant, op->session_id);
 		if (op->kind == STORE_OP_SESSION_DELETE) /* its open streams end (see stream.c) */
 			bus_session_deleted(key);
-		else /* its deltas must not replay into whatever comes next */
-			bus_forget(key);
+		else /* its deltas must not replay into whatever comes next; its streams are told */
+			bus_session_reset(key);
 	}
 	const char *what = op->kind == STORE_OP_SESSION_DELETE	? "deleted"
 			   : op->kind == STORE_OP_SESSION_RESET ? "reset"

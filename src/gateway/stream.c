@@ -24,6 +24,8 @@
  * session's stream: a revocation made by this node (DELETE /v1/keys) acts before the admin's
  * answer, so no event published after it reaches the stream; another node's reaches this one
  * with the key cache's refresh (auth.key_refresh_ms). Nothing is posted across threads.
+ * A deleted session's stream ends with `id: 0` (session_deleted); a reset session's gets an
+ * unnumbered `session.reset` event and goes on (session_reset), so a client can reload.
  */
 #include <event2/event.h>
 #include <stdio.h>
@@ -120,6 +122,22 @@ static void session_deleted(struct stream *s)
 	stream_end(s);
 }
 
+/* The session was reset: an unnumbered `session.reset` event (the client's last id stays good:
+ * the session's seqs go on), so a client showing the old events knows to reload them. A stream
+ * that has not begun sends nothing: its first read sees the store before or after the reset. */
+static void session_reset(struct stream *s)
+{
+	if (!s->begun)
+		return;
+	char frame[160];
+	int n = snprintf(frame, sizeof(frame),
+			 "data: {\"type\":\"session.reset\",\"session_id\":\"%s\",\"version\":\"sa01-v1\"}\n\n",
+			 session_of(s));
+	if (n > 0 && (size_t)n < sizeof(frame) &&
+	    http_stream_write(s->req, frame, (size_t)n) > (size_t)cfg_int(CFG_STREAM_MAX_BUFFER))
+		stream_end(s);
+}
+
 /* True while the credential that opened the stream is still good (io thread). Once false it
  * stays false: s->cred.gone names why. */
 static bool credentials_hold(struct stream *s)
@@ -156,6 +174,10 @@ static void on_live(void *ctx, const struct bus_msg *msg)
 	}
 	if (bus_msg_is_end(msg)) {
 		session_deleted(s);
+		return;
+	}
+	if (bus_msg_is_reset(msg)) {
+		session_reset(s);
 		return;
 	}
 	if (s->live)

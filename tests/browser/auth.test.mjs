@@ -1,4 +1,4 @@
-// A server with API keys and no language model: the sign-in prompt (chat and /ops), the
+// A server with API keys and no language model: the sign-in prompt (chat and /ops), sign-out, the
 // degraded banner (the llm service is `unconfigured`), and how the pages themselves are served
 // (public even with keys; types, ETag/304, CSP, nosniff).
 import { before, after, test } from 'node:test';
@@ -77,6 +77,19 @@ browserTest('cancelling the prompt stops the prompting; "Sign in" brings it back
   await page.waitForURL(/./); // the page reloads with the key
   await page.locator('body[data-ready="1"]').waitFor();
   await page.locator('#sign-out', { hasText: 'Sign out' }).waitFor();
+});
+
+browserTest('"Sign out" forgets the session titles this browser kept', getBrowser, async (page) => {
+  await page.goto(stack.url + '/');
+  await signIn(page, stack.keys.user);
+  await page.locator('body[data-ready="1"]').waitFor();
+  await page.locator('#composer-input').fill('my private plan');
+  await page.locator('#composer-input').press('Enter');
+  await page.locator('.msg-user', { hasText: 'my private plan' }).waitFor();
+  assert.match(await page.evaluate(() => localStorage.getItem('soma.titles')), /my private plan/);
+  await page.locator('#sign-out', { hasText: 'Sign out' }).click();
+  await dialog(page).waitFor(); // the page reloaded without the key
+  assert.equal(await page.evaluate(() => localStorage.getItem('soma.titles')), null);
 });
 
 browserTest('/ops with a key without scope admin asks for an admin key', getBrowser, async (page, context, t) => {

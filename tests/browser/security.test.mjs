@@ -1,6 +1,7 @@
 // What a hostile message or upload can make the page do: nothing. An uploaded SVG with a
 // <script>, opened at its attachment URL, does not run on the UI's origin; markdown a model
-// replies with cannot put attributes of its own on the links the renderer writes.
+// replies with cannot put attributes of its own on the links the renderer writes, nor freeze the
+// tab with a long line of unclosed emphasis.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { browserTest, launchBrowser, startStack } from './harness.mjs';
@@ -107,4 +108,32 @@ browserTest('no markdown gives an element attributes of its own', getBrowser, as
   assert.deepEqual(rendered[1].filter((e) => e.tag === 'CODE').map((e) => e.text), ['code']);
   assert.deepEqual(hrefs(rendered[0]),
     ['http://a.example', 'http://b.example/hidden/autofocus/onfocus=window.onerror=alert;throw[document.domain]//']);
+});
+
+browserTest('a line of unclosed emphasis renders about as fast as a normal line of its size', getBrowser, async (page) => {
+  await openChat(page);
+  // 80 KB each; a ratio measured in this run, not an absolute time (the machine may be slow)
+  const times = await page.evaluate(async () => {
+    const { markdownToHtml } = await import('/assets/markdown.js');
+    const time = (src) => {
+      const runs = [];
+      for (let i = 0; i < 3; i++) {
+        const t0 = performance.now();
+        markdownToHtml(src);
+        runs.push(performance.now() - t0);
+      }
+      return runs.sort((a, b) => a - b)[1];
+    };
+    const normal = 'Some **bold** and _it_ text. '.repeat(2800).slice(0, 80000);
+    return {
+      normal: Math.max(time(normal), 1),
+      '**': time('**a '.repeat(20000)),
+      __: time(' __a'.repeat(20000)),
+      '~~': time('~~a '.repeat(20000)),
+    };
+  });
+  for (const d of ['**', '__', '~~']) {
+    const ratio = times[d] / times.normal;
+    assert.ok(ratio < 20, `unclosed ${d}: ${times[d].toFixed(0)} ms, ${ratio.toFixed(1)}x a normal line (${times.normal.toFixed(0)} ms)`);
+  }
 });

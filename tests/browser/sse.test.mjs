@@ -1,7 +1,8 @@
 // web/sse.js against a scripted server: the page's own EventStream, its requests answered by
 // page.route (a frame list, an error status, or no answer at all). A connect that is never
-// answered is abandoned and retried; `id:` without data moves the cursor; 4xx but 408/429 stop
-// the stream; Retry-After is waited for; the waits leave no listeners behind.
+// answered is abandoned and retried; `id:` without data moves the cursor, and `id: 0` (the end
+// marker of a deleted session) stops the stream; 4xx but 408/429 stop the stream; Retry-After is
+// waited for, but coming back online ends a wait; no wait's controller outlives it.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { browserTest, launchBrowser, startStack } from './harness.mjs';
@@ -49,26 +50,6 @@ async function openStream(page, timing = FAST) {
   await page.goto(stack.url + '/');
   await page.locator('body[data-ready="1"]').waitFor();
   await page.evaluate(async (timing) => {
-    // counts the 'abort' listeners each signal holds, to see what the waits leave behind
-    const held = new WeakMap();
-    const add = AbortSignal.prototype.addEventListener;
-    const remove = AbortSignal.prototype.removeEventListener;
-    AbortSignal.prototype.addEventListener = function (type, fn, opts) {
-      if (type === 'abort') {
-        held.set(this, (held.get(this) || 0) + 1);
-        if (opts && opts.once) { // a once listener that fires is gone too
-          const inner = fn;
-          fn = function (...args) { held.set(this, held.get(this) - 1); return inner.apply(this, args); };
-          inner.__wrapped = fn;
-        }
-      }
-      return add.call(this, type, fn, opts);
-    };
-    AbortSignal.prototype.removeEventListener = function (type, fn, opts) {
-      if (type === 'abort' && held.get(this)) held.set(this, held.get(this) - 1);
-      return remove.call(this, type, (fn && fn.__wrapped) || fn, opts);
-    };
-    window.__abortListeners = (signal) => held.get(signal) || 0;
     const { EventStream } = await import('/assets/sse.js');
     window.__sse = { events: [], states: [], gone: null };
     const s = new EventStream({
@@ -97,12 +78,36 @@ browserTest('a reconnect that is accepted but never answered is abandoned and re
   await stopStream(page);
 });
 
-browserTest('an id: without data (the server\'s id: 0 on delete) is where the next connect resumes', getBrowser, async (page) => {
-  const seen = await scriptServer(page, ['id: 7\ndata: {"n":7}\n\nid: 0\n\n', 404]);
+browserTest('an id: without data is where the next connect resumes', getBrowser, async (page) => {
+  const seen = await scriptServer(page, ['id: 7\ndata: {"n":7}\n\nid: c9\n\n', 404]);
   await openStream(page);
   await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 10000 });
   assert.deepEqual((await sse(page)).events, [[{ n: 7 }, '7']]);
-  assert.deepEqual(seen.map((r) => r.lastEventId), [null, '0']);
+  assert.deepEqual(seen.map((r) => r.lastEventId), [null, 'c9']);
+});
+
+browserTest('the server\'s end marker (id: 0, no data) stops the stream: the session was deleted', getBrowser, async (page) => {
+  const seen = await scriptServer(page, ['id: 7\ndata: {"n":7}\n\nid: 0\n\n', 'id: 1\ndata: {"n":1}\n\n']);
+  await openStream(page);
+  await page.waitForFunction(() => window.__sse.gone !== null, null, { timeout: 10000 });
+  assert.deepEqual((await sse(page)).gone, { status: 404, code: 'session_deleted' });
+  await page.waitForTimeout(500);
+  assert.deepEqual((await sse(page)).events, [[{ n: 7 }, '7']], 'nothing of a session created again under the id');
+  assert.equal(seen.length, 1, 'no reconnect after the end marker');
+});
+
+browserTest('coming back online ends the wait between attempts at once', getBrowser, async (page, context) => {
+  // the first answer asks for a 30 s wait; the `online` event must cut it short
+  const seen = await scriptServer(page, [{ status: 503, headers: { 'retry-after': '30' } }, 'id: a\ndata: {"n":1}\n\n', null]);
+  await openStream(page);
+  await page.waitForFunction(() => window.__sse.states.includes('reconnecting'), null, { timeout: 5000 });
+  await context.setOffline(true);
+  await page.waitForTimeout(300);
+  const back = Date.now();
+  await context.setOffline(false);
+  await page.waitForFunction(() => window.__sse.events.length === 1, null, { timeout: 5000 });
+  assert.ok(seen[1].at - back < 3000, `reconnected ${seen[1].at - back} ms after the network came back`);
+  await stopStream(page);
 });
 
 for (const status of [400, 403]) {
@@ -132,12 +137,13 @@ browserTest('Retry-After of a 503 or 429 is waited for, up to the ceiling; a 500
   assert.equal((await sse(page)).gone.status, 404);
 });
 
-browserTest('the waits between connections leave no abort listeners behind', getBrowser, async (page) => {
+browserTest('each wait between connections has its own controller, gone when the wait ends', getBrowser, async (page) => {
   const frames = Array.from({ length: 8 }, (_, i) => `id: c${i}\ndata: {"n":${i}}\n\n`);
   await scriptServer(page, [...frames, null]);
   await openStream(page);
   await page.waitForFunction(() => window.__sse.events.length === 8, null, { timeout: 15000 });
-  const held = await page.evaluate(() => window.__abortListeners(window.__stream.stopper.signal));
-  assert.ok(held <= 1, `${held} abort listeners left on the stream's signal after 8 waits`);
+  // each wait has its own controller, dropped when the wait ends: none outlives it
+  await page.waitForFunction(() => window.__stream.connection, null, { timeout: 5000 }); // the 9th connect, never answered
+  assert.equal(await page.evaluate(() => window.__stream.nap), null, 'a wait\'s controller outlived the wait');
   await stopStream(page);
 });

@@ -164,3 +164,12 @@ def test_a_delete_after_the_publisher_connection_died_reaches_the_other_gateway(
         assert http().delete(f"{a.url}/v1/sessions/{sid}", timeout=10).status_code in (200, 204)
         frames = _until_end(s, timeout=15)
     assert frames and frames[-1].id == "0", [(f.id, f.data) for f in frames]  # the end marker, then the end
+
+
+def test_a_reset_on_a_reaches_the_stream_on_b(cluster, llm):
+    """The reset marker goes through Redis: B's stream is told (a `session.reset` event, no id)
+    and goes on with the session's next seqs (tests/e2e/test_stream_reset.py, on one node)."""
+    from test_stream_reset import _reset_then_go_on
+
+    a, b, w, _ = cluster
+    _reset_then_go_on(a, b, llm, "reset-across-gateways")
