@@ -38,7 +38,7 @@ struct fields {
 	struct jspan body, ctype, headers, props;			      /* envelope */
 	struct jspan task, id, retries, eta, expires, timelimit, compression; /* headers */
 	struct jspan payload, tenant, session, max_retries, traceparent;      /* our headers (+ W3C) */
-	struct jspan root, parent, argsrepr, kwargsrepr;		      /* for the events */
+	struct jspan root, parent, argsrepr, kwargsrepr, ignore;	      /* events; ignore_result */
 	struct jspan corr, tag, prio, benc, dinfo;			      /* properties */
 	struct jspan rk, exch;						      /* delivery_info */
 };
@@ -60,7 +60,8 @@ static const struct jwant hdr[] = {{"task", AT(task)},
 				   {"root_id", AT(root)},
 				   {"parent_id", AT(parent)},
 				   {"argsrepr", AT(argsrepr)},
-				   {"kwargsrepr", AT(kwargsrepr)}};
+				   {"kwargsrepr", AT(kwargsrepr)},
+				   {"ignore_result", AT(ignore)}};
 static const struct jwant prop[] = {{"correlation_id", AT(corr)},
 				    {"delivery_tag", AT(tag)},
 				    {"priority", AT(prio)},
@@ -200,6 +201,7 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 	int64_t prio = jscan_int(f.prio);
 	out->priority = prio < 0 ? 0 : prio > 9 ? 9 : (int)prio;
 	out->retries = jscan_int(f.retries);
+	out->ignore_result = f.ignore.p && f.ignore.n == 4 && memcmp(f.ignore.p, "true", 4) == 0;
 	const char *eta = jscan_str(f.eta, &o), *expires = jscan_str(f.expires, &o);
 	out->eta_text = eta, out->expires_text = expires;
 	out->root_id = jscan_str(f.root, &o);

@@ -188,6 +188,7 @@ static void parse_times(struct celery_msg *m)
 	json_t *tl = json_object_get(m->headers, "timelimit");
 	m->time_limit = json_number_value(json_array_get(tl, 0));
 	m->soft_time_limit = json_number_value(json_array_get(tl, 1));
+	m->ignore_result = json_is_true(json_object_get(m->headers, "ignore_result"));
 }
 
 /* Protocol v1: the body is {task, id, args, kwargs, eta, expires, retries, ...}. */

@@ -64,6 +64,7 @@ struct celery_msg {
 	int64_t max_retries;	  /* its value */
 	int priority;		  /* properties.priority clamped to 0..9 */
 	int64_t retries;	  /* headers.retries */
+	bool ignore_result;	  /* headers.ignore_result is true: no SUCCESS meta (Celery 5.2) */
 	int64_t eta_ms;		  /* headers.eta as wall ms, 0 when none */
 	int64_t expires_ms;	  /* headers.expires as wall ms, 0 when none */
 	double time_limit;	  /* headers.timelimit[0] (hard), 0 = none */

@@ -3,8 +3,9 @@
  * format, then the ack (ZREM unacked_index, HDEL unacked), written in that order on the worker's
  * connection so the ack never precedes the effect (acks_late).
  *
- * DESIGN: SUCCESS -> meta SUCCESS + ack. A task of a canvas (chain link, callbacks, chord member)
- * writes its follow-ups between the two, read back at once and written again until Redis
+ * DESIGN: SUCCESS -> meta SUCCESS + ack (only the ack when the message asks ignore_result, as
+ * Celery 5.2; a canvas task keeps its meta: a redelivered copy reads it to skip the rerun). A task of a canvas (chain
+ * link, callbacks, chord member) writes its follow-ups between the two, read back at once and written again until Redis
  * confirms them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure ->
  * Celery's retry: the same task id republished with retries + 1 and an eta (now + exponential
  * backoff with jitter), meta RETRY, ack of this delivery; a reject (the task's own failure: bad
@@ -54,6 +55,18 @@ static void canvas_once(struct rworker *w, struct rw_outcome *o)
 	rw_outcome_free(o);
 }
 
+/* The ack of m (and the release of its run-lock), batched with other quick tasks' acks. */
+static void ack_now(struct rworker *w, struct celery_msg *m)
+{
+	rw_ack(w, m->delivery_tag);
+	rw_unlock(w, m);
+	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their
+	 * acks): one write instead of one per task. Anything slower than a millisecond, the last of a
+	 * batch, or a full batch is written at once, so no result waits behind a long task. */
+	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
+		rw_send(w);
+}
+
 /* Meta + follow-ups + ack of the running message, written out now. */
 static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
 		   const char *exc_module, const char *message)
@@ -64,6 +77,10 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 		log_error("queue",
 			  "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
 			  m->id);
+		return;
+	}
+	if (!canvas && m->ignore_result && strcmp(status, "SUCCESS") == 0) {
+		ack_now(w, m); /* Celery's ignore_result: no SUCCESS meta (failures are still stored) */
 		return;
 	}
 	if (canvas)
@@ -107,13 +124,7 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	} else if (canvas && !canvas_confirmed(w, o)) {
 		return; /* stopping before Redis took them: no ack, it comes back later */
 	}
-	rw_ack(w, m->delivery_tag);
-	rw_unlock(w, m);
-	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their
-	 * acks): one write instead of one per task. Anything slower than a millisecond, the last of a
-	 * batch, or a full batch is written at once, so no result waits behind a long task. */
-	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
-		rw_send(w);
+	ack_now(w, m);
 }
 
 void rw_settle_ready(struct rworker *w, struct rmsg *m)

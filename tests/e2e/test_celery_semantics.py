@@ -1,0 +1,38 @@
+"""What our worker stores as Celery 5.2 does, against the real python3-celery: a message sent with
+ignore_result gets no SUCCESS meta (a failure is still stored: store_errors_even_if_ignored)."""
+
+import json
+import time
+
+import pytest
+
+from celery_util import load_app, redis_sets, write_app
+from e2e_util import wait_until
+from servers import RedisServer
+
+
+@pytest.fixture
+def redis():
+    with RedisServer() as r:
+        yield r
+
+
+def meta(redis, tid):
+    raw = redis.client().get(f"celery-task-meta-{tid}")
+    return json.loads(raw) if raw else None
+
+
+def test_ignore_result_stores_no_success_but_stores_a_failure(soma, redis, tmp_path):
+    write_app(tmp_path, redis.url())
+    app = load_app(tmp_path)
+    soma(*redis_sets(redis))
+    ok = app.send_task("soma.echo", args=[1], ignore_result=True)
+    bad = app.send_task("soma.fail", kwargs={"message": "kept"}, ignore_result=True)
+    after = app.send_task("soma.echo", args=[2])  # ran after both (one queue, in order)
+    assert after.get(timeout=20)["args"] == [2]
+    wait_until(lambda: meta(redis, bad.id), 10, what="the failure's meta")
+    assert meta(redis, bad.id)["status"] == "FAILURE"
+    wait_until(lambda: redis.client().hlen("unacked") == 0, 10, what="every message acked")
+    time.sleep(0.5)
+    assert meta(redis, ok.id) is None
+
