@@ -1,9 +1,12 @@
 """What our worker stores as Celery 5.2 does, against the real python3-celery: a message sent with
-ignore_result gets no SUCCESS meta (a failure is still stored: store_errors_even_if_ignored)."""
+ignore_result gets no SUCCESS meta (a failure is still stored: store_errors_even_if_ignored), and
+a chord whose header failed fails its body with Celery's ChordError text, "Dependency <id> raised
+Exception('m5')" (the member's exception as Python prints it)."""
 
 import json
 import time
 
+import celery
 import pytest
 
 from celery_util import load_app, redis_sets, write_app
@@ -36,3 +39,14 @@ def test_ignore_result_stores_no_success_but_stores_a_failure(soma, redis, tmp_p
     time.sleep(0.5)
     assert meta(redis, ok.id) is None
 
+
+def test_chord_error_names_the_failed_member_as_celery_does(soma, redis, tmp_path):
+    write_app(tmp_path, redis.url())
+    app = load_app(tmp_path)
+    soma(*redis_sets(redis))
+    r = celery.chord([app.signature("soma.fail", kwargs={"message": "m5"}), app.signature("soma.echo", args=[1])],
+                     app.signature("soma.echo", args=["body"])).apply_async()
+    got = wait_until(lambda: (m := meta(redis, r.id)) and m["status"] == "FAILURE" and m, 30, what="the body's meta")
+    failed = r.parent.results[0].id
+    assert got["result"]["exc_type"] == "ChordError", got
+    assert got["result"]["exc_message"] == [f"Dependency {failed} raised Exception('m5')"], got
