@@ -295,3 +295,24 @@ def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_pa
     revoked = wait_until(lambda: (got := app.control.inspect(timeout=1).revoked()) and
                          "t-mine" in got["soma@e2e-a"] and got["soma@e2e-a"], 5, what="t-mine revoked")
     assert "t-bob" not in revoked and "t-done" not in revoked, revoked
+
+
+def test_unsupported_controls_answer_not_supported_and_query_task_answers(node, redis_server, app):
+    """A control this node does not do gets kombu's error reply (the CLI said "No nodes replied",
+    exit 69, as for a dead node); query_task lists a running task."""
+    node("soma@e2e-a")
+    cp = celery_cli(redis_server, "control", "rate_limit", "soma.echo", "10/m", "--timeout", "3")
+    assert cp.returncode == 0 and "soma@e2e-a" in cp.stdout and "ERROR" in cp.stdout, cp.stdout + cp.stderr
+    for method, args in [("time_limit", {"task_name": "soma.echo", "soft": 1}), ("add_consumer", {"queue": "x"}),
+                         ("cancel_consumer", {"queue": "x"}), ("pool_grow", {"n": 1})]:
+        (got,) = app.control.broadcast(method, arguments=args, reply=True, timeout=2, destination=["soma@e2e-a"])
+        assert "not supported by this node" in got["soma@e2e-a"]["error"], (method, got)
+    res = app.send_task("soma.sleep", args=[30])
+    i = app.control.inspect(timeout=2, destination=["soma@e2e-a"])
+    got = wait_until(lambda: (q := i.query_task([res.id])) and q["soma@e2e-a"] and q, 10, interval=0.2,
+                     what="query_task to list the running task")
+    state, info = got["soma@e2e-a"][res.id]
+    assert state == "active" and info["id"] == res.id and info["name"] == "soma.sleep", got
+    cp = celery_cli(redis_server, "inspect", "query_task", res.id, "--timeout", "3")
+    assert cp.returncode == 0 and res.id in cp.stdout, cp.stdout + cp.stderr
+    app.control.revoke(res.id)
