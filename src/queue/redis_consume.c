@@ -192,7 +192,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	struct rmsg *m = &w->buf[(w->head + w->count) % REDIS_PREFETCH_MAX];
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
-		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
+		rw_answer_dropped(w, text, len, why); /* (logs it) */
 		char tag[sizeof(w->acks[0])]; /* ack it by the tag it waits under, or every sweep brings it back */
 		if (celery_envelope_tag(text, len, tag, sizeof(tag)))
 			rw_ack(w, tag);

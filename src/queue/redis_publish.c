@@ -403,8 +403,11 @@ int redis_meta_append(struct redis_conn *c, const char *task_id, const char *sta
 
 int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char *text)
 {
-	char key[128];
-	redis_meta_key(task_id, key, sizeof(key));
+	char kbuf[128], *key = kbuf; /* a longer id (a caller's choice) gets its whole key */
+	size_t kcap = strlen(task_id) + sizeof("celery-task-meta-");
+	if (kcap > sizeof(kbuf) && !(key = malloc(kcap)))
+		return 0;
+	redis_meta_key(task_id, key, key == kbuf ? sizeof(kbuf) : kcap);
 	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 	size_t len = strlen(text);
 	enum soma_err err;
@@ -424,6 +427,8 @@ int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char
 	int n = err == SOMA_OK;
 	if (n && redis_append_argv(c, 3, pargv, plens) == SOMA_OK)
 		n++;
+	if (key != kbuf)
+		free(key);
 	return n;
 }
 

@@ -25,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "queue/redis_int.h"
@@ -318,6 +319,24 @@ void redis_revoke(void *wp, json_t *task, const char *why)
 	(void)task;
 	if (w->has_cur)
 		finish(w, "REVOKED", NULL, "TaskRevokedError", "celery.exceptions", why);
+}
+
+void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const char *why)
+{
+	log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
+	json_t *env = json_py_load(text, len, 0, NULL);
+	json_t *id = json_object_get(json_object_get(env, "headers"), "id");
+	if (!json_is_string(id))
+		id = json_object_get(json_object_get(env, "properties"), "correlation_id");
+	if (json_is_string(id) && json_string_length(id) > 64 && !json_py_has_nul(id)) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "task id of %zu characters: this worker runs tasks whose id has at most 64",
+			 json_string_length(id));
+		w->owed += redis_meta_append(w->c, json_string_value(id), "FAILURE", NULL, "ValueError", "builtins",
+					     msg, NULL);
+		log_info("queue", "wrote a FAILURE result for the dropped message's long task id (%s)", msg);
+	}
+	json_decref(env);
 }
 
 void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
