@@ -235,6 +235,7 @@ static void event_headers(struct celery_msg *m)
 	m->parent_id = header_text(m, "parent_id");
 	m->argsrepr = header_text(m, "argsrepr");
 	m->kwargsrepr = header_text(m, "kwargsrepr");
+	m->shadow = header_text(m, "shadow");
 	m->eta_text = header_text(m, "eta");
 	m->expires_text = header_text(m, "expires");
 }

@@ -58,6 +58,7 @@ struct celery_msg {
 	const char *parent_id;	  /* headers.parent_id */
 	const char *argsrepr;	  /* headers.argsrepr */
 	const char *kwargsrepr;	  /* headers.kwargsrepr */
+	const char *shadow;	  /* headers.shadow (the name Celery's events and inspect show) */
 	const char *eta_text;	  /* headers.eta (ISO-8601 text, parsed or not) */
 	const char *expires_text; /* headers.expires */
 	bool has_max_retries;	  /* headers.soma_max_retries is an integer */

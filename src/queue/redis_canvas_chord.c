@@ -40,56 +40,15 @@ static void chord_keys(const char *gid, char j[160], char t[160], char s[160], c
 	snprintf(f, 160, "soma-once-%s-chord", gid);
 }
 
-/* Appends Python's repr of the str s (quotes as repr picks them, \\, \n, \r, \t and other
- * control characters escaped) to buf at *at, never past cap - 1. */
-static void py_str_repr(const char *s, char *buf, size_t cap, size_t *at)
-{
-	char q = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
-	char tmp[8];
-	snprintf(tmp, sizeof(tmp), "%c", q);
-	for (const char *p = tmp; *at + 1 < cap && *p; p++)
-		buf[(*at)++] = *p;
-	for (const unsigned char *c = (const unsigned char *)s; *c && *at + 5 < cap; c++) {
-		if (*c == '\\' || *c == (unsigned char)q)
-			snprintf(tmp, sizeof(tmp), "\\%c", *c);
-		else if (*c == '\n' || *c == '\r' || *c == '\t')
-			snprintf(tmp, sizeof(tmp), "\\%c", *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't');
-		else if (*c < 0x20 || *c == 0x7f)
-			snprintf(tmp, sizeof(tmp), "\\x%02x", *c);
-		else
-			snprintf(tmp, sizeof(tmp), "%c", *c);
-		for (const char *p = tmp; *p; p++)
-			buf[(*at)++] = *p;
-	}
-	if (*at + 1 < cap)
-		buf[(*at)++] = q;
-	buf[*at] = '\0';
-}
-
 /* Celery's "Dependency <id> raised <repr of the member's exception>" (backends/redis.py
  * on_chord_part_return): the exception rebuilt from its meta, exc_type(*exc_message), as Python
- * prints it (Exception('m5')); a non-string argument as its JSON. Into buf (cap bytes). */
+ * prints it (Exception('m5')). Into buf (cap bytes). */
 static void chord_error_text(const char *id, const json_t *result, char *buf, size_t cap)
 {
-	const char *type = json_string_value(json_object_get(result, "exc_type"));
-	json_t *args = json_object_get(result, "exc_message");
-	int w = snprintf(buf, cap, "Dependency %.255s raised %.100s(", id, type ? type : "Exception");
+	int w = snprintf(buf, cap, "Dependency %.255s raised ", id);
 	size_t at = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
-	size_t n = json_is_array(args) ? json_array_size(args) : args ? 1 : 0;
-	for (size_t i = 0; i < n && at + 8 < cap; i++) {
-		const json_t *a = json_is_array(args) ? json_array_get(args, i) : args;
-		if (i > 0)
-			buf[at++] = ',', buf[at++] = ' ', buf[at] = '\0';
-		if (json_is_string(a)) {
-			py_str_repr(json_string_value(a), buf, cap - 2, &at);
-		} else {
-			char *t = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
-			int k = snprintf(buf + at, cap - 2 - at, "%s", t ? t : "None");
-			at += k < 0 ? 0 : (size_t)k < cap - 2 - at ? (size_t)k : cap - 3 - at;
-			free(t);
-		}
-	}
-	snprintf(buf + at, cap - at, ")");
+	json_py_exc_repr(json_string_value(json_object_get(result, "exc_type")), json_object_get(result, "exc_message"),
+			 buf + at, cap - at);
 }
 
 /* The body of a complete chord: sent with the results in order, or failed with ChordError (its

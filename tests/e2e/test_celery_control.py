@@ -316,3 +316,22 @@ def test_unsupported_controls_answer_not_supported_and_query_task_answers(node, 
     cp = celery_cli(redis_server, "inspect", "query_task", res.id, "--timeout", "3")
     assert cp.returncode == 0 and res.id in cp.stdout, cp.stdout + cp.stderr
     app.control.revoke(res.id)
+
+
+def test_task_events_name_the_shadow_and_repr_the_exception(node, app):
+    """As Celery 5.2's Request: task-received names the shadow name when one was sent, and
+    task-failed's exception is the safe_repr (Exception('evfail')) with the text we have as the
+    traceback (it was the bare message and an empty traceback)."""
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        shown = app.send_task("soma.echo", args=[1], shadow="shown.name")
+        bad = app.send_task("soma.fail", kwargs={"message": "evfail"})
+        wait_until(lambda: cap.of("task-failed", uuid=bad.id) and cap.of("task-succeeded", uuid=shown.id), 15,
+                   what="the two outcomes' events")
+        assert cap.of("task-received", uuid=shown.id)[0]["name"] == "shown.name"
+        (failed,) = cap.of("task-failed", uuid=bad.id)
+        assert failed["exception"] == "Exception('evfail')", failed
+        assert "evfail" in failed["traceback"], failed
+    finally:
+        cap.close()
