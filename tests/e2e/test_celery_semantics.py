@@ -4,13 +4,14 @@ a chord whose header failed fails its body with Celery's ChordError text, "Depen
 Exception('m5')" (the member's exception as Python prints it)."""
 
 import json
+import subprocess
 import time
 
 import celery
 import pytest
 
 from celery_util import load_app, redis_sets, write_app
-from e2e_util import wait_until
+from e2e_util import clean_env, wait_until
 from servers import RedisServer
 
 
@@ -61,3 +62,16 @@ def test_a_task_id_too_long_for_our_worker_fails_instead_of_hanging(soma, redis,
         r.get(timeout=15)
     assert r.state == "FAILURE"
     wait_until(lambda: redis.client().hlen("unacked") == 0, 10, what="the message acked")
+
+
+def test_celery_result_traceback_prints_the_failure(soma, redis, tmp_path):
+    write_app(tmp_path, redis.url())
+    app = load_app(tmp_path)
+    soma(*redis_sets(redis))
+    bad = app.send_task("soma.fail", kwargs={"message": "tbtext"})
+    with pytest.raises(Exception, match="tbtext"):
+        bad.get(timeout=15)
+    cp = subprocess.run(["/usr/bin/python3", "-m", "celery", "-A", "proj", "result", "--traceback", bad.id],
+                        cwd=str(tmp_path), env=dict(clean_env(), PYTHONPATH=str(tmp_path)), capture_output=True,
+                        text=True, timeout=60)
+    assert cp.returncode == 0 and "Exception: tbtext" in cp.stdout, cp.stdout + cp.stderr
