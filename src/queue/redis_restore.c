@@ -18,6 +18,7 @@
  * Held messages (eta in the future) sit in a mutex-guarded array; on stop they are restored, each
  * with the release of the run-lock its taker holds (in the same MULTI): a lock left behind made
  * the next process ack the message as "running on another worker", and the task never ran.
+ * `inspect scheduled` lists them (queue_scheduled_json, decoded under the mutex: rare).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -354,4 +355,35 @@ void redis_queue_deinit(void)
 	held = NULL;
 	redis_conn_close(conn);
 	conn = NULL;
+}
+
+/* One held message as Celery 5.2's scheduled() lists a timer entry (worker/control.py): its
+ * request as Request.info describes one not started (time_start null, not acknowledged). */
+static json_t *scheduled_one(const struct held *h, const char *hostname)
+{
+	struct celery_msg m;
+	char why[128];
+	if (celery_envelope_decode(h->text, h->len, &m, why, sizeof(why)) != SOMA_OK)
+		return NULL;
+	json_t *out = json_pack("{s:s?, s:i, s:{s:s, s:s, s:O, s:O, s:s, s:s, s:n, s:b, s:{s:s, s:s, s:i, s:b}, s:n}}",
+				"eta", m.eta_text, "priority", m.priority, "request", "id", m.id, "name", m.task,
+				"args", m.args, "kwargs", m.kwargs, "type", m.task, "hostname", hostname, "time_start",
+				"acknowledged", 0, "delivery_info", "exchange", m.exchange ? m.exchange : "",
+				"routing_key", m.routing_key ? m.routing_key : h->queue, "priority", m.priority,
+				"redelivered", 0, "worker_pid");
+	celery_msg_deinit(&m);
+	return out;
+}
+
+json_t *queue_scheduled_json(const char *hostname)
+{
+	json_t *out = json_array();
+	pthread_mutex_lock(&lock);
+	for (int i = 0; out && i < nheld; i++) {
+		json_t *one = scheduled_one(&held[i], hostname);
+		if (one)
+			json_array_append_new(out, one);
+	}
+	pthread_mutex_unlock(&lock);
+	return out;
 }

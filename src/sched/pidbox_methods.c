@@ -147,7 +147,9 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 		return queue_revoked_json();
 	if (strcmp(method, "conf") == 0)
 		return conf();
-	if (strcmp(method, "scheduled") == 0 || strcmp(method, "reserved") == 0)
+	if (strcmp(method, "scheduled") == 0)
+		return queue_scheduled_json(sched_nodename());
+	if (strcmp(method, "reserved") == 0) /* (prefetched messages are not listed yet) */
 		return json_array();
 	if (strcmp(method, "report") == 0)
 		return ok("somaagent " SOMA_VERSION " (C worker; Celery protocol v2)");

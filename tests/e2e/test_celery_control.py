@@ -335,3 +335,20 @@ def test_task_events_name_the_shadow_and_repr_the_exception(node, app):
         assert "evfail" in failed["traceback"], failed
     finally:
         cap.close()
+
+
+def test_inspect_scheduled_lists_a_task_held_for_its_eta(node, app):
+    """`inspect scheduled` answered [] while the node held a countdown task; now each held task
+    as Celery 5.2 lists a timer entry: {eta, priority, request: Request.info}."""
+    node("soma@e2e-a")
+    r = app.send_task("soma.echo", args=[7], kwargs={"k": 1}, countdown=30, priority=3)
+
+    def listed():
+        got = app.control.inspect(timeout=1, destination=["soma@e2e-a"]).scheduled() or {}
+        return [e for e in got.get("soma@e2e-a", []) if e["request"]["id"] == r.id]
+    (entry,) = wait_until(listed, 10, interval=0.3, what="the held task in inspect scheduled")
+    req = entry["request"]
+    assert entry["eta"] and entry["priority"] == 3, entry
+    assert (req["name"], req["args"], req["kwargs"], req["acknowledged"]) == ("soma.echo", [7], {"k": 1}, False), req
+    assert req["hostname"] == "soma@e2e-a" and req["delivery_info"]["routing_key"] == "celery", req
+    app.control.revoke(r.id)
