@@ -3,6 +3,7 @@
  */
 #include "core/json_py.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,4 +86,52 @@ json_t *json_py_load(const char *text, size_t len, size_t flags, json_error_t *e
 bool json_py_has_nul(const json_t *s)
 {
 	return json_is_string(s) && strlen(json_string_value(s)) != json_string_length(s);
+}
+
+/* Appends Python's repr of the str s (quotes as repr picks them, \\, \n, \r, \t and other
+ * control characters escaped) to buf at *at, never past cap - 1. */
+static void repr_str(const char *s, char *buf, size_t cap, size_t *at)
+{
+	char q = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
+	char tmp[8];
+	if (*at + 1 < cap)
+		buf[(*at)++] = q;
+	for (const unsigned char *c = (const unsigned char *)s; *c && *at + 5 < cap; c++) {
+		if (*c == '\\' || *c == (unsigned char)q)
+			snprintf(tmp, sizeof(tmp), "\\%c", *c);
+		else if (*c == '\n' || *c == '\r' || *c == '\t')
+			snprintf(tmp, sizeof(tmp), "\\%c", *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't');
+		else if (*c < 0x20 || *c == 0x7f)
+			snprintf(tmp, sizeof(tmp), "\\x%02x", *c);
+		else
+			snprintf(tmp, sizeof(tmp), "%c", *c);
+		for (const char *p = tmp; *p; p++)
+			buf[(*at)++] = *p;
+	}
+	if (*at + 1 < cap)
+		buf[(*at)++] = q;
+	buf[*at] = '\0';
+}
+
+void json_py_exc_repr(const char *type, const json_t *args, char *buf, size_t cap)
+{
+	if (cap < 4)
+		return;
+	int w = snprintf(buf, cap, "%.100s(", type && type[0] ? type : "Exception");
+	size_t at = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
+	size_t n = json_is_array(args) ? json_array_size(args) : args ? 1 : 0;
+	for (size_t i = 0; i < n && at + 8 < cap; i++) {
+		const json_t *a = json_is_array(args) ? json_array_get(args, i) : args;
+		if (i > 0)
+			buf[at++] = ',', buf[at++] = ' ', buf[at] = '\0';
+		if (json_is_string(a)) {
+			repr_str(json_string_value(a), buf, cap - 2, &at);
+		} else {
+			char *t = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+			int k = snprintf(buf + at, cap - 2 - at, "%s", t ? t : "None");
+			at += k < 0 ? 0 : (size_t)k < cap - 2 - at ? (size_t)k : cap - 3 - at;
+			free(t);
+		}
+	}
+	snprintf(buf + at, cap - at, ")");
 }

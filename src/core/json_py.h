@@ -27,4 +27,9 @@ json_t *json_py_load(const char *text, size_t len, size_t flags, json_error_t *e
 /* s is a string holding U+0000 (json_string_value would give it cut short). */
 bool json_py_has_nul(const json_t *s);
 
+/* Python's repr of the exception type(*args) into buf (cap bytes, cut to fit): Exception('m5'),
+ * ValueError('a', 2); args an array of the arguments, or one value, or NULL (none); a string
+ * quoted as repr quotes it, any other value as its JSON. type NULL: Exception. */
+void json_py_exc_repr(const char *type, const json_t *args, char *buf, size_t cap);
+
 #endif

@@ -38,7 +38,7 @@ struct fields {
 	struct jspan body, ctype, headers, props;			      /* envelope */
 	struct jspan task, id, retries, eta, expires, timelimit, compression; /* headers */
 	struct jspan payload, tenant, session, max_retries, traceparent;      /* our headers (+ W3C) */
-	struct jspan root, parent, argsrepr, kwargsrepr;		      /* for the events */
+	struct jspan root, parent, argsrepr, kwargsrepr, ignore, shadow;      /* events; ignore_result */
 	struct jspan corr, tag, prio, benc, dinfo;			      /* properties */
 	struct jspan rk, exch;						      /* delivery_info */
 };
@@ -60,7 +60,9 @@ static const struct jwant hdr[] = {{"task", AT(task)},
 				   {"root_id", AT(root)},
 				   {"parent_id", AT(parent)},
 				   {"argsrepr", AT(argsrepr)},
-				   {"kwargsrepr", AT(kwargsrepr)}};
+				   {"kwargsrepr", AT(kwargsrepr)},
+				   {"ignore_result", AT(ignore)},
+				   {"shadow", AT(shadow)}};
 static const struct jwant prop[] = {{"correlation_id", AT(corr)},
 				    {"delivery_tag", AT(tag)},
 				    {"priority", AT(prio)},
@@ -73,7 +75,7 @@ static bool plain_headers(const struct fields *f)
 {
 	const struct jspan *v[] = {&f->task,	  &f->id,     &f->retries,  &f->eta,	     &f->expires,
 				   &f->timelimit, &f->tenant, &f->session,  &f->max_retries, &f->traceparent,
-				   &f->root,	  &f->parent, &f->argsrepr, &f->kwargsrepr};
+				   &f->root,	  &f->parent, &f->argsrepr, &f->kwargsrepr,  &f->shadow};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		if (jscan_is(*v[i], '{'))
 			return false;
@@ -177,9 +179,9 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 		return false;
 	/* every string kept is at most its raw length; the body is decoded in the same buffer first */
 	size_t cap = f.body.n + 16;
-	const struct jspan *keep[] = {&f.task,	      &f.id,	 &f.corr,    &f.tag,	  &f.rk,
-				      &f.exch,	      &f.tenant, &f.session, &f.eta,	  &f.expires,
-				      &f.traceparent, &f.root,	 &f.parent,  &f.argsrepr, &f.kwargsrepr};
+	const struct jspan *keep[] = {&f.task,	 &f.id,	      &f.corr,	     &f.tag,	 &f.rk,		 &f.exch,
+				      &f.tenant, &f.session,  &f.eta,	     &f.expires, &f.traceparent, &f.root,
+				      &f.parent, &f.argsrepr, &f.kwargsrepr, &f.shadow};
 	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 		cap += keep[i]->n + 1;
 	char *strs = malloc(cap), *o;
@@ -200,12 +202,14 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 	int64_t prio = jscan_int(f.prio);
 	out->priority = prio < 0 ? 0 : prio > 9 ? 9 : (int)prio;
 	out->retries = jscan_int(f.retries);
+	out->ignore_result = f.ignore.p && f.ignore.n == 4 && memcmp(f.ignore.p, "true", 4) == 0;
 	const char *eta = jscan_str(f.eta, &o), *expires = jscan_str(f.expires, &o);
 	out->eta_text = eta, out->expires_text = expires;
 	out->root_id = jscan_str(f.root, &o);
 	out->parent_id = jscan_str(f.parent, &o);
 	out->argsrepr = jscan_str(f.argsrepr, &o);
 	out->kwargsrepr = jscan_str(f.kwargsrepr, &o);
+	out->shadow = jscan_str(f.shadow, &o);
 	if (eta && !celery_time_parse(eta, &out->eta_ms))
 		out->eta_ms = 0;
 	if (expires && !celery_time_parse(expires, &out->expires_ms))

@@ -188,6 +188,7 @@ static void parse_times(struct celery_msg *m)
 	json_t *tl = json_object_get(m->headers, "timelimit");
 	m->time_limit = json_number_value(json_array_get(tl, 0));
 	m->soft_time_limit = json_number_value(json_array_get(tl, 1));
+	m->ignore_result = json_is_true(json_object_get(m->headers, "ignore_result"));
 }
 
 /* Protocol v1: the body is {task, id, args, kwargs, eta, expires, retries, ...}. */
@@ -234,6 +235,7 @@ static void event_headers(struct celery_msg *m)
 	m->parent_id = header_text(m, "parent_id");
 	m->argsrepr = header_text(m, "argsrepr");
 	m->kwargsrepr = header_text(m, "kwargsrepr");
+	m->shadow = header_text(m, "shadow");
 	m->eta_text = header_text(m, "eta");
 	m->expires_text = header_text(m, "expires");
 }

@@ -58,12 +58,14 @@ struct celery_msg {
 	const char *parent_id;	  /* headers.parent_id */
 	const char *argsrepr;	  /* headers.argsrepr */
 	const char *kwargsrepr;	  /* headers.kwargsrepr */
+	const char *shadow;	  /* headers.shadow (the name Celery's events and inspect show) */
 	const char *eta_text;	  /* headers.eta (ISO-8601 text, parsed or not) */
 	const char *expires_text; /* headers.expires */
 	bool has_max_retries;	  /* headers.soma_max_retries is an integer */
 	int64_t max_retries;	  /* its value */
 	int priority;		  /* properties.priority clamped to 0..9 */
 	int64_t retries;	  /* headers.retries */
+	bool ignore_result;	  /* headers.ignore_result is true: no SUCCESS meta (Celery 5.2) */
 	int64_t eta_ms;		  /* headers.eta as wall ms, 0 when none */
 	int64_t expires_ms;	  /* headers.expires as wall ms, 0 when none */
 	double time_limit;	  /* headers.timelimit[0] (hard), 0 = none */

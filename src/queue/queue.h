@@ -119,6 +119,9 @@ json_t *queue_workers_json(void);
  * args/kwargs (with safe: their reprs), type, hostname, time_start (unix s, when the worker took
  * the task; null if unknown), acknowledged, delivery_info, worker_pid. Caller owns. */
 json_t *queue_active_json(const char *hostname, bool safe);
+/* The messages this process holds for their eta (redis driver), as Celery 5.2's `inspect
+ * scheduled` lists them: [{eta, priority, request: Request.info}]. Caller owns; [] when none. */
+json_t *queue_scheduled_json(const char *hostname);
 /* Tasks running now (health, metrics). */
 int queue_running(void);
 /* The queues this worker serves: conversation, celery, then queue.queues (name=concurrency

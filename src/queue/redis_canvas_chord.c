@@ -40,6 +40,17 @@ static void chord_keys(const char *gid, char j[160], char t[160], char s[160], c
 	snprintf(f, 160, "soma-once-%s-chord", gid);
 }
 
+/* Celery's "Dependency <id> raised <repr of the member's exception>" (backends/redis.py
+ * on_chord_part_return): the exception rebuilt from its meta, exc_type(*exc_message), as Python
+ * prints it (Exception('m5')). Into buf (cap bytes). */
+static void chord_error_text(const char *id, const json_t *result, char *buf, size_t cap)
+{
+	int w = snprintf(buf, cap, "Dependency %.255s raised ", id);
+	size_t at = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
+	json_py_exc_repr(json_string_value(json_object_get(result, "exc_type")), json_object_get(result, "exc_message"),
+			 buf + at, cap - at);
+}
+
 /* The body of a complete chord: sent with the results in order, or failed with ChordError (its
  * meta and its link_error), then .j/.t/.s deleted, all once (the fired marker). */
 static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, const char *gid, const json_t *body,
@@ -47,12 +58,15 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 {
 	json_t *results = json_array();
 	const char *bad = NULL;
+	const json_t *bad_result = NULL;
 	json_t *all = json_array();
 	for (size_t i = 0; members && i < members->elements; i++) {
 		json_t *m = json_py_load(members->element[i]->str, members->element[i]->len, 0, NULL);
 		const char *st = json_string_value(json_array_get(m, 2));
-		if (st && strcmp(st, "SUCCESS") != 0 && !bad)
+		if (st && strcmp(st, "SUCCESS") != 0 && !bad) {
 			bad = json_string_value(json_array_get(m, 1));
+			bad_result = json_array_get(m, 3); /* (alive with all) */
+		}
 		json_array_append(results, json_array_get(m, 3) ? json_array_get(m, 3) : json_null());
 		json_array_append_new(all, m);
 	}
@@ -74,8 +88,8 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 			bid = json_string_value(json_object_get(
 				json_object_get(json_array_get(tasks, json_array_size(tasks) - 1), "options"),
 				"task_id"));
-		char why[256];
-		snprintf(why, sizeof(why), "Dependency %.80s raised an error", bad);
+		char why[1024];
+		chord_error_text(bad ? bad : "", bad_result, why, sizeof(why));
 		int k = bid ? redis_meta_append(w->c, bid, "FAILURE", NULL, "ChordError", "celery.exceptions", why,
 						NULL)
 			    : 2;

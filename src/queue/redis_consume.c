@@ -192,7 +192,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	struct rmsg *m = &w->buf[(w->head + w->count) % REDIS_PREFETCH_MAX];
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
-		log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
+		rw_answer_dropped(w, text, len, why); /* (logs it) */
 		char tag[sizeof(w->acks[0])]; /* ack it by the tag it waits under, or every sweep brings it back */
 		if (celery_envelope_tag(text, len, tag, sizeof(tag)))
 			rw_ack(w, tag);
@@ -375,9 +375,9 @@ static json_t *task_json(struct rworker *w, const struct celery_msg *m)
 			      "queue", w->queue, "tag", m->delivery_tag);
 	if (t && m->expires_ms)
 		json_object_set_new(t, "expires_ms", json_integer(m->expires_ms));
-	/* what `inspect active` (the reprs) and, when sent, task-received events repeat as sent */
-	const char *const ek[] = {"argsrepr", "kwargsrepr", "root_id", "parent_id", "eta", "expires"};
-	const char *const ev[] = {m->argsrepr, m->kwargsrepr, m->root_id, m->parent_id, m->eta_text, m->expires_text};
+	const char *const ek[] = {"argsrepr", "kwargsrepr", "root_id", "parent_id", "eta", "expires", "shadow"};
+	const char *const ev[] = {m->argsrepr, m->kwargsrepr,	m->root_id, m->parent_id,
+				  m->eta_text, m->expires_text, m->shadow}; /* inspect active, task-received: as sent */
 	for (size_t i = 0; t && (i < 2 || queue_task_events()) && i < sizeof(ek) / sizeof(ek[0]); i++)
 		if (ev[i])
 			json_object_set_new_nocheck(t, ek[i], json_string_nocheck(ev[i]));

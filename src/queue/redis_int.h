@@ -152,6 +152,10 @@ void rw_prefetch_keep(struct rworker *w, int64_t now);
 /* Gives m back to the front of w's queue (redis_restore_one) with the release of its run-lock
  * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
  * names the message for the warning when Redis does not take it. m is borrowed. */
+/* Logs a message dropped as unreadable (why); when only its task id is too long for this worker
+ * (over 64 characters), appends a FAILURE meta under that id (w->owed counts its replies), so
+ * that the caller's get() raises instead of waiting forever. text is borrowed. */
+void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const char *why);
 void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what);
 
 #endif

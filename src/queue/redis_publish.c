@@ -21,6 +21,7 @@
 #include "core/ids.h"
 #include "core/json_out.h"
 #include "core/json_scan.h"
+#include "core/utf8.h"
 #include "queue/celery_wire.h"
 #include "queue/queue_int.h"
 #include "redis/conn.h"
@@ -347,7 +348,7 @@ char *redis_task_envelope(const json_t *task, int64_t retries, int64_t eta_ms, c
 static void write_meta(struct wbuf *b, const char *task_id, const char *status, const json_t *result,
 		       const char *exc_type, const char *exc_module, const char *message, const json_t *extra)
 {
-	char done[CELERY_TIME_LEN];
+	char done[CELERY_TIME_LEN], tb[1200] = "";
 	wb_lit(b, "{\"status\":");
 	wb_str(b, status);
 	wb_lit(b, ",\"result\":");
@@ -360,10 +361,18 @@ static void write_meta(struct wbuf *b, const char *task_id, const char *status, 
 		wb_lit(b, "],\"exc_module\":");
 		wb_str(b, exc_module ? exc_module : "builtins");
 		wb_lit(b, "}");
+		/* the text we have as the traceback (`celery result --traceback`): no Python frames */
+		snprintf(tb, sizeof(tb), "%.100s: %.1000s\n", exc_type, message ? message : "");
+		utf8_repair(tb);
 	} else { /* an exception text that is not UTF-8 (a cut message) is null, as jansson made it */
 		wb_json(b, exc_type ? NULL : result);
 	}
-	wb_lit(b, ",\"traceback\":null,\"children\":[],\"date_done\":");
+	wb_lit(b, ",\"traceback\":");
+	if (tb[0])
+		wb_str(b, tb);
+	else
+		wb_lit(b, "null");
+	wb_lit(b, ",\"children\":[],\"date_done\":");
 	if (strcmp(status, "RETRY") != 0)
 		wb_str(b, celery_date_done(clock_wall_ms(), done, sizeof(done)));
 	else
@@ -403,8 +412,11 @@ int redis_meta_append(struct redis_conn *c, const char *task_id, const char *sta
 
 int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char *text)
 {
-	char key[128];
-	redis_meta_key(task_id, key, sizeof(key));
+	char kbuf[128], *key = kbuf; /* a longer id (a caller's choice) gets its whole key */
+	size_t kcap = strlen(task_id) + sizeof("celery-task-meta-");
+	if (kcap > sizeof(kbuf) && !(key = malloc(kcap)))
+		return 0;
+	redis_meta_key(task_id, key, key == kbuf ? sizeof(kbuf) : kcap);
 	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 	size_t len = strlen(text);
 	enum soma_err err;
@@ -424,6 +436,8 @@ int redis_meta_append_text(struct redis_conn *c, const char *task_id, const char
 	int n = err == SOMA_OK;
 	if (n && redis_append_argv(c, 3, pargv, plens) == SOMA_OK)
 		n++;
+	if (key != kbuf)
+		free(key);
 	return n;
 }
 

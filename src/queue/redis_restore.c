@@ -13,9 +13,12 @@
  *     envelope (redelivered flags set) to its queue's band key, EXEC; then the inflight keys of
  *     workers that have not waited for a visibility timeout (redis_int.h) go back to their band;
  *     release by compare-and-DEL. The mutex expires with the visibility timeout (kombu: 300 s).
+ *     An entry is read as our consumer reads a message (json_py: \u0000, lone surrogates); one
+ *     that cannot be pushed back is left in unacked with an error logged, never HDEL'd alone.
  * Held messages (eta in the future) sit in a mutex-guarded array; on stop they are restored, each
  * with the release of the run-lock its taker holds (in the same MULTI): a lock left behind made
  * the next process ack the message as "running on another worker", and the task never ran.
+ * `inspect scheduled` lists them (queue_scheduled_json, decoded under the mutex: rare).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -88,20 +91,26 @@ static char *redelivered(const char *text, size_t len, int *priority)
 }
 
 /* Appends MULTI, ZREM, HDEL, RPUSH (when text), the compare-and-delete of lock (when set), EXEC;
- * returns how many replies to read. */
+ * returns how many replies to read, or 0 (nothing appended) when text is set but cannot be pushed
+ * back (not an object even to the lenient reader, or no queue key): the entry must then stay in
+ * unacked, never deleted without its push. */
 static int append_restore(struct redis_conn *c, const char *tag, const char *text, size_t len, const char *queue,
 			  const char *run_lock, const char *owner)
 {
 	int prio = 0, n = 0;
 	char *env = text ? redelivered(text, len, &prio) : NULL;
 	char key[CELERY_KEY_MAX];
+	if (text && (!env || !celery_queue_key(queue, prio, key, sizeof(key)))) {
+		free(env);
+		return 0;
+	}
 	const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"}, *z[] = {"ZREM", "unacked_index", tag},
 		   *h[] = {"HDEL", "unacked", tag};
 	size_t ml[] = {5}, el[] = {4}, zl[] = {4, 13, strlen(tag)}, hl[] = {4, 7, strlen(tag)};
 	n += redis_append_argv(c, 1, multi, ml) == SOMA_OK;
 	n += redis_append_argv(c, 3, z, zl) == SOMA_OK;
 	n += redis_append_argv(c, 3, h, hl) == SOMA_OK;
-	if (env && celery_queue_key(queue, prio, key, sizeof(key))) {
+	if (env) {
 		const char *r[] = {"RPUSH", key, env};
 		size_t rl[] = {5, strlen(key), strlen(env)};
 		n += redis_append_argv(c, 3, r, rl) == SOMA_OK;
@@ -120,6 +129,8 @@ static int append_restore(struct redis_conn *c, const char *tag, const char *tex
 static bool read_replies(struct redis_conn *c, int n)
 {
 	bool ok = false;
+	if (n <= 0)
+		return false;
 	for (int i = 0; i < n; i++) {
 		redisReply *r = redis_get_reply(c);
 		if (!r)
@@ -146,16 +157,29 @@ static void restore_by_tag(struct redis_conn *c, const char *tag)
 		redisReply *v = redis_cmd(c, "HGET unacked %s", tag);
 		if (!v)
 			return;
-		json_t *entry = v->type == REDIS_REPLY_STRING ? json_loadb(v->str, v->len, 0, NULL) : NULL;
+		/* read as our consumer read the message (json_py: a Python peer's \u0000 and lone
+		 * surrogates), so that what one accepted the other can put back */
+		bool found = v->type == REDIS_REPLY_STRING;
+		json_t *entry = found ? json_py_load(v->str, v->len, 0, NULL) : NULL;
 		freeReplyObject(v);
-		char *text = entry ? json_dumps(json_array_get(entry, 0), JSON_COMPACT) : NULL;
+		char *text = json_is_object(json_array_get(entry, 0))
+				     ? json_dumps(json_array_get(entry, 0), JSON_COMPACT | JSON_ENCODE_ANY)
+				     : NULL;
 		const char *rk = json_string_value(json_array_get(entry, 2));
 		char queue[CELERY_KEY_MAX];
 		snprintf(queue, sizeof(queue), "%s", rk && rk[0] ? rk : "celery");
 		json_decref(entry);
 		/* (no run-lock: its taker may still be alive; a dead one's expired before this) */
-		int n = append_restore(c, tag, text, text ? strlen(text) : 0, queue, NULL, NULL);
+		int n = found && !text ? 0 : append_restore(c, tag, text, text ? strlen(text) : 0, queue, NULL, NULL);
 		free(text);
+		if (n == 0) { /* an entry we cannot push back is left where it is, never deleted */
+			freeReplyObject(redis_cmd(c, "UNWATCH"));
+			log_error("queue",
+				  "cannot restore unacked message %s (its entry in unacked is not a message we can "
+				  "read); left in unacked for an operator (HGET unacked %s)",
+				  tag, tag);
+			return;
+		}
 		if (read_replies(c, n)) {
 			log_info("queue", "restored unacked message %s to %s (visibility timeout passed)", tag, queue);
 			return;
@@ -331,4 +355,35 @@ void redis_queue_deinit(void)
 	held = NULL;
 	redis_conn_close(conn);
 	conn = NULL;
+}
+
+/* One held message as Celery 5.2's scheduled() lists a timer entry (worker/control.py): its
+ * request as Request.info describes one not started (time_start null, not acknowledged). */
+static json_t *scheduled_one(const struct held *h, const char *hostname)
+{
+	struct celery_msg m;
+	char why[128];
+	if (celery_envelope_decode(h->text, h->len, &m, why, sizeof(why)) != SOMA_OK)
+		return NULL;
+	json_t *out = json_pack("{s:s?, s:i, s:{s:s, s:s, s:O, s:O, s:s, s:s, s:n, s:b, s:{s:s, s:s, s:i, s:b}, s:n}}",
+				"eta", m.eta_text, "priority", m.priority, "request", "id", m.id, "name", m.task,
+				"args", m.args, "kwargs", m.kwargs, "type", m.task, "hostname", hostname, "time_start",
+				"acknowledged", 0, "delivery_info", "exchange", m.exchange ? m.exchange : "",
+				"routing_key", m.routing_key ? m.routing_key : h->queue, "priority", m.priority,
+				"redelivered", 0, "worker_pid");
+	celery_msg_deinit(&m);
+	return out;
+}
+
+json_t *queue_scheduled_json(const char *hostname)
+{
+	json_t *out = json_array();
+	pthread_mutex_lock(&lock);
+	for (int i = 0; out && i < nheld; i++) {
+		json_t *one = scheduled_one(&held[i], hostname);
+		if (one)
+			json_array_append_new(out, one);
+	}
+	pthread_mutex_unlock(&lock);
+	return out;
 }

@@ -3,8 +3,9 @@
  * format, then the ack (ZREM unacked_index, HDEL unacked), written in that order on the worker's
  * connection so the ack never precedes the effect (acks_late).
  *
- * DESIGN: SUCCESS -> meta SUCCESS + ack. A task of a canvas (chain link, callbacks, chord member)
- * writes its follow-ups between the two, read back at once and written again until Redis
+ * DESIGN: SUCCESS -> meta SUCCESS + ack (only the ack when the message asks ignore_result, as
+ * Celery 5.2; a canvas task keeps its meta: a redelivered copy reads it to skip the rerun). A task of a canvas (chain
+ * link, callbacks, chord member) writes its follow-ups between the two, read back at once and written again until Redis
  * confirms them (redis_canvas.c, redis_confirm.c); its ack waits for them. Retryable failure ->
  * Celery's retry: the same task id republished with retries + 1 and an eta (now + exponential
  * backoff with jitter), meta RETRY, ack of this delivery; a reject (the task's own failure: bad
@@ -24,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/json_py.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "queue/redis_int.h"
@@ -54,6 +56,18 @@ static void canvas_once(struct rworker *w, struct rw_outcome *o)
 	rw_outcome_free(o);
 }
 
+/* The ack of m (and the release of its run-lock), batched with other quick tasks' acks. */
+static void ack_now(struct rworker *w, struct celery_msg *m)
+{
+	rw_ack(w, m->delivery_tag);
+	rw_unlock(w, m);
+	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their
+	 * acks): one write instead of one per task. Anything slower than a millisecond, the last of a
+	 * batch, or a full batch is written at once, so no result waits behind a long task. */
+	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
+		rw_send(w);
+}
+
 /* Meta + follow-ups + ack of the running message, written out now. */
 static void finish(struct rworker *w, const char *status, const json_t *result, const char *exc_type,
 		   const char *exc_module, const char *message)
@@ -64,6 +78,10 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 		log_error("queue",
 			  "out of memory reading task %s for its canvas; it runs again after the visibility timeout",
 			  m->id);
+		return;
+	}
+	if (!canvas && m->ignore_result && strcmp(status, "SUCCESS") == 0) {
+		ack_now(w, m); /* Celery's ignore_result: no SUCCESS meta (failures are still stored) */
 		return;
 	}
 	if (canvas)
@@ -107,13 +125,7 @@ static void finish(struct rworker *w, const char *status, const json_t *result, 
 	} else if (canvas && !canvas_confirmed(w, o)) {
 		return; /* stopping before Redis took them: no ack, it comes back later */
 	}
-	rw_ack(w, m->delivery_tag);
-	rw_unlock(w, m);
-	/* A batch of quick tasks goes out together (results, then one ZREM and one HDEL for all their
-	 * acks): one write instead of one per task. Anything slower than a millisecond, the last of a
-	 * batch, or a full batch is written at once, so no result waits behind a long task. */
-	if (clock_mono_ns() - w->started_ns > 1000000 || w->count == 0 || w->nacks >= 64)
-		rw_send(w);
+	ack_now(w, m);
 }
 
 void rw_settle_ready(struct rworker *w, struct rmsg *m)
@@ -307,6 +319,24 @@ void redis_revoke(void *wp, json_t *task, const char *why)
 	(void)task;
 	if (w->has_cur)
 		finish(w, "REVOKED", NULL, "TaskRevokedError", "celery.exceptions", why);
+}
+
+void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const char *why)
+{
+	log_error("queue", "dropping a message on %s that is not a Celery task: %s", w->queue, why);
+	json_t *env = json_py_load(text, len, 0, NULL);
+	json_t *id = json_object_get(json_object_get(env, "headers"), "id");
+	if (!json_is_string(id))
+		id = json_object_get(json_object_get(env, "properties"), "correlation_id");
+	if (json_is_string(id) && json_string_length(id) > 64 && !json_py_has_nul(id)) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "task id of %zu characters: this worker runs tasks whose id has at most 64",
+			 json_string_length(id));
+		w->owed += redis_meta_append(w->c, json_string_value(id), "FAILURE", NULL, "ValueError", "builtins",
+					     msg, NULL);
+		log_info("queue", "wrote a FAILURE result for the dropped message's long task id (%s)", msg);
+	}
+	json_decref(env);
 }
 
 void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)

@@ -13,6 +13,8 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/json_py.h"
+#include "core/utf8.h"
 #include "policy/policy.h"
 #include "queue/hooks.h"
 #include "queue/queue_int.h"
@@ -112,9 +114,23 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name)
 
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime)
 {
-	json_t *f = outcome == TASK_RETRY  ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
-		    : outcome == TASK_FAIL ? json_pack("{s:s, s:n}", "exception", ctx->error, "traceback")
-					   : json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
+	json_t *f = NULL;
+	if (outcome == TASK_RETRY || outcome == TASK_FAIL) {
+		/* Celery's safe_repr of the exception (Exception('m')), and as the traceback the text we
+		 * have: a C task has no Python frames */
+		int hit = ctx->limit_hit;
+		const char *type = hit == 2 ? "TimeLimitExceeded" : hit ? "SoftTimeLimitExceeded" : "Exception";
+		char exc[sizeof(ctx->error) + 160], tb[sizeof(ctx->error) + 64];
+		json_t *msg = json_string_nocheck(ctx->error);
+		json_py_exc_repr(type, msg, exc, sizeof(exc));
+		json_decref(msg);
+		snprintf(tb, sizeof(tb), "%s: %s\n", type, ctx->error);
+		utf8_repair(exc); /* (a cut message, repaired as where it is stored) */
+		utf8_repair(tb);
+		f = json_pack("{s:s, s:s}", "exception", exc, "traceback", tb);
+	} else {
+		f = json_pack("{s:f, s:O?}", "runtime", runtime, "result", ctx->result);
+	}
 	queue_emit(outcome == TASK_RETRY ? "retried" : outcome == TASK_FAIL ? "failed" : "succeeded", ctx->task, f);
 	json_decref(f);
 }

@@ -167,7 +167,10 @@ static void add_received_fields(json_t *ev, const json_t *task)
 	const json_t *argsrepr = json_object_get(task, "argsrepr"), *kwrepr = json_object_get(task, "kwargsrepr");
 	const json_t *retries = json_object_get(task, "retries");
 	json_int_t attempts = json_integer_value(json_object_get(task, "attempts"));
-	json_object_set_new(ev, "name", json_incref((json_t *)json_object_get(task, "name")));
+	const json_t *shadow = json_object_get(task, "shadow"); /* Celery's Request.name when sent */
+	json_object_set_new(
+		ev, "name",
+		json_incref((json_t *)(json_string_length(shadow) ? shadow : json_object_get(task, "name"))));
 	json_object_set_new(ev, "args",
 			    json_is_string(argsrepr) ? json_incref((json_t *)argsrepr)
 						     : repr(task_field(task, "args")));

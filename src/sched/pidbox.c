@@ -139,6 +139,8 @@ static void on_message(const char *data, size_t len)
 	json_t *args = json_object_get(req, "arguments");
 	json_t *reply = pidbox_handle(method, json_is_object(args) ? args : NULL);
 	json_t *reply_to = json_object_get(req, "reply_to");
+	if (json_is_string(json_object_get(reply, "error")))
+		log_info("celery", "pidbox: %s", json_string_value(json_object_get(reply, "error")));
 	if (!reply) {
 		log_info("celery", "pidbox: ignoring unknown method %.64s", method);
 	} else if (json_is_object(reply_to)) {

@@ -2,8 +2,10 @@
  * pidbox_methods.c - the remote-control methods this node answers (see sched.h), with the reply
  * shapes of Celery 5.2's worker (celery/worker/control.py): ping, stats, active, active_queues,
  * registered, revoked, conf, scheduled, reserved, report; the controls revoke, enable_events,
- * disable_events, heartbeat. Unknown methods (shutdown, pool_grow, rate_limit, ...) return NULL
- * and are logged and ignored: this node is managed by its own configuration and signals.
+ * disable_events, heartbeat, query_task (the running tasks). Any other method (shutdown,
+ * pool_grow, rate_limit, ...) is not done: a call gets {"error": "... not supported by this
+ * node ..."} (kombu's reply to a failed method), a cast is logged; this node is managed by its
+ * own configuration and signals. "hello" (mingle) returns NULL: no reply, as before.
  */
 #include <stdio.h>
 #include <string.h>
@@ -108,6 +110,27 @@ static json_t *revoke_tasks(json_t *args)
 	return ok(text);
 }
 
+/* Celery's query_task(ids): {id: [state, info]} of the requests this node holds with those ids;
+ * ours are the running ones ("active"). */
+static json_t *query_task(json_t *args)
+{
+	json_t *ids = json_object_get(args, "ids"), *out = json_object(), *info;
+	json_t *active = queue_active_json(sched_nodename(), false);
+	size_t i, k;
+	json_array_foreach(active, i, info)
+	{
+		const char *id = json_string_value(json_object_get(info, "id"));
+		bool wanted = id && json_is_string(ids) && strcmp(id, json_string_value(ids)) == 0;
+		for (k = 0; id && !wanted && json_is_array(ids) && k < json_array_size(ids); k++)
+			wanted = json_is_string(json_array_get(ids, k)) &&
+				 strcmp(id, json_string_value(json_array_get(ids, k))) == 0;
+		if (wanted)
+			json_object_set_new(out, id, json_pack("[s, O]", "active", info));
+	}
+	json_decref(active);
+	return out;
+}
+
 json_t *pidbox_handle(const char *method, json_t *arguments)
 {
 	if (strcmp(method, "ping") == 0)
@@ -124,7 +147,9 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 		return queue_revoked_json();
 	if (strcmp(method, "conf") == 0)
 		return conf();
-	if (strcmp(method, "scheduled") == 0 || strcmp(method, "reserved") == 0)
+	if (strcmp(method, "scheduled") == 0)
+		return queue_scheduled_json(sched_nodename());
+	if (strcmp(method, "reserved") == 0) /* (prefetched messages are not listed yet) */
 		return json_array();
 	if (strcmp(method, "report") == 0)
 		return ok("somaagent " SOMA_VERSION " (C worker; Celery protocol v2)");
@@ -141,5 +166,14 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 		ctl_enqueue(CTL_HEARTBEAT, NULL, NULL, NULL, NULL);
 		return json_null();
 	}
-	return NULL;
+	if (strcmp(method, "query_task") == 0)
+		return query_task(arguments);
+	if (strcmp(method, "hello") == 0) /* a Python worker's mingle: an error reply is logged as a failure there */
+		return NULL;
+	/* as kombu answers a method that fails ({"error": repr(exc)}): the CLI then prints ERROR and
+	 * the reason instead of "No nodes replied", which reads as a dead node */
+	char why[160];
+	snprintf(why, sizeof(why), "%.64s is not supported by this node (somaagent: managed by its configuration)",
+		 method);
+	return json_pack("{s:s}", "error", why);
 }

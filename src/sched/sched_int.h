@@ -109,7 +109,8 @@ double ctl_uptime_s(void);
 /* The pidbox listener (pidbox.c): its own connection and thread. */
 enum soma_err pidbox_start(const char *redis_url, char *why, size_t why_cap) SOMA_MUST_CHECK;
 void pidbox_stop(void);
-/* The reply of method for this node (NULL: unknown method, ignored). Caller owns. */
+/* The reply of method for this node ({"error": ...} for a method it does not do; NULL: "hello", no
+ * reply). Caller owns. */
 json_t *pidbox_handle(const char *method, json_t *arguments);
 
 /* The cluster registry (cluster.c), run by the publisher on its connection. */

@@ -295,3 +295,60 @@ def test_api_revoke_checks_owner_and_outcome_in_redis(node, redis_server, tmp_pa
     revoked = wait_until(lambda: (got := app.control.inspect(timeout=1).revoked()) and
                          "t-mine" in got["soma@e2e-a"] and got["soma@e2e-a"], 5, what="t-mine revoked")
     assert "t-bob" not in revoked and "t-done" not in revoked, revoked
+
+
+def test_unsupported_controls_answer_not_supported_and_query_task_answers(node, redis_server, app):
+    """A control this node does not do gets kombu's error reply (the CLI said "No nodes replied",
+    exit 69, as for a dead node); query_task lists a running task."""
+    node("soma@e2e-a")
+    cp = celery_cli(redis_server, "control", "rate_limit", "soma.echo", "10/m", "--timeout", "3")
+    assert cp.returncode == 0 and "soma@e2e-a" in cp.stdout and "ERROR" in cp.stdout, cp.stdout + cp.stderr
+    for method, args in [("time_limit", {"task_name": "soma.echo", "soft": 1}), ("add_consumer", {"queue": "x"}),
+                         ("cancel_consumer", {"queue": "x"}), ("pool_grow", {"n": 1})]:
+        (got,) = app.control.broadcast(method, arguments=args, reply=True, timeout=2, destination=["soma@e2e-a"])
+        assert "not supported by this node" in got["soma@e2e-a"]["error"], (method, got)
+    res = app.send_task("soma.sleep", args=[30])
+    i = app.control.inspect(timeout=2, destination=["soma@e2e-a"])
+    got = wait_until(lambda: (q := i.query_task([res.id])) and q["soma@e2e-a"] and q, 10, interval=0.2,
+                     what="query_task to list the running task")
+    state, info = got["soma@e2e-a"][res.id]
+    assert state == "active" and info["id"] == res.id and info["name"] == "soma.sleep", got
+    cp = celery_cli(redis_server, "inspect", "query_task", res.id, "--timeout", "3")
+    assert cp.returncode == 0 and res.id in cp.stdout, cp.stdout + cp.stderr
+    app.control.revoke(res.id)
+
+
+def test_task_events_name_the_shadow_and_repr_the_exception(node, app):
+    """As Celery 5.2's Request: task-received names the shadow name when one was sent, and
+    task-failed's exception is the safe_repr (Exception('evfail')) with the text we have as the
+    traceback (it was the bare message and an empty traceback)."""
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        shown = app.send_task("soma.echo", args=[1], shadow="shown.name")
+        bad = app.send_task("soma.fail", kwargs={"message": "evfail"})
+        wait_until(lambda: cap.of("task-failed", uuid=bad.id) and cap.of("task-succeeded", uuid=shown.id), 15,
+                   what="the two outcomes' events")
+        assert cap.of("task-received", uuid=shown.id)[0]["name"] == "shown.name"
+        (failed,) = cap.of("task-failed", uuid=bad.id)
+        assert failed["exception"] == "Exception('evfail')", failed
+        assert "evfail" in failed["traceback"], failed
+    finally:
+        cap.close()
+
+
+def test_inspect_scheduled_lists_a_task_held_for_its_eta(node, app):
+    """`inspect scheduled` answered [] while the node held a countdown task; now each held task
+    as Celery 5.2 lists a timer entry: {eta, priority, request: Request.info}."""
+    node("soma@e2e-a")
+    r = app.send_task("soma.echo", args=[7], kwargs={"k": 1}, countdown=30, priority=3)
+
+    def listed():
+        got = app.control.inspect(timeout=1, destination=["soma@e2e-a"]).scheduled() or {}
+        return [e for e in got.get("soma@e2e-a", []) if e["request"]["id"] == r.id]
+    (entry,) = wait_until(listed, 10, interval=0.3, what="the held task in inspect scheduled")
+    req = entry["request"]
+    assert entry["eta"] and entry["priority"] == 3, entry
+    assert (req["name"], req["args"], req["kwargs"], req["acknowledged"]) == ("soma.echo", [7], {"k": 1}, False), req
+    assert req["hostname"] == "soma@e2e-a" and req["delivery_info"]["routing_key"] == "celery", req
+    app.control.revoke(r.id)

@@ -39,6 +39,8 @@ static inline const char *celery_msg_differs(const struct celery_msg *a, const s
 		return "root_id/parent_id";
 	if (!celery_same_str(a->argsrepr, b->argsrepr) || !celery_same_str(a->kwargsrepr, b->kwargsrepr))
 		return "argsrepr/kwargsrepr";
+	if (!celery_same_str(a->shadow, b->shadow) || a->ignore_result != b->ignore_result)
+		return "shadow/ignore_result";
 	if (!celery_same_str(a->eta_text, b->eta_text) || !celery_same_str(a->expires_text, b->expires_text))
 		return "eta/expires text";
 	if (a->has_max_retries != b->has_max_retries || a->max_retries != b->max_retries)

@@ -129,3 +129,21 @@ Test(celery_pyjson, result_meta_with_nul_and_surrogates)
 	cr_assert_eq(json_py_fix_surrogates(text, strlen(text)), 2);
 	cr_assert_str_eq(text, "\"\\ufffd\\ud800\\udc00\\\\udc00\\u00e9\\ufffd");
 }
+
+Test(json_py, exc_repr_as_python_prints_it)
+{
+	char buf[128];
+	json_t *args = json_pack("[s, i, s, s]", "m5", 2, "it's", "a\\b\n");
+	json_py_exc_repr("ValueError", args, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "ValueError('m5', 2, \"it's\", 'a\\\\b\\n')");
+	json_decref(args);
+	json_t *one = json_string("evfail");
+	json_py_exc_repr(NULL, one, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "Exception('evfail')");
+	json_py_exc_repr("Exception", NULL, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "Exception()");
+	char small[16];
+	json_py_exc_repr("Exception", one, small, sizeof(small)); /* cut, never past the buffer */
+	cr_assert(strlen(small) < sizeof(small));
+	json_decref(one);
+}

@@ -270,9 +270,11 @@ Test(celery_scan, headers_for_the_events_as_sent)
 	/* strings with escapes, non-strings (NULL), a typed one (left to jansson, which untypes it) */
 	static const char *const fast[] = {
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"root_id\":\"r\\u00e9\","
-		"\"parent_id\":\"p\\\"\",\"argsrepr\":\"(1, 'a\\\\n')\",\"kwargsrepr\":\"{'k': 2}\",\"eta\":\"x\"}}",
+		"\"parent_id\":\"p\\\"\",\"argsrepr\":\"(1, 'a\\\\n')\",\"kwargsrepr\":\"{'k': 2}\",\"eta\":\"x\","
+		"\"shadow\":\"sh\\u00e9\",\"ignore_result\":true}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"root_id\":5,\"parent_id\":null,"
-		"\"argsrepr\":[1],\"kwargsrepr\":true,\"eta\":7,\"expires\":null}}",
+		"\"argsrepr\":[1],\"kwargsrepr\":true,\"eta\":7,\"expires\":null,"
+		"\"shadow\":5,\"ignore_result\":1}}",
 	};
 	for (size_t i = 0; i < sizeof(fast) / sizeof(fast[0]); i++)
 		same_reading(fast[i], true);
@@ -284,9 +286,12 @@ Test(celery_scan, headers_for_the_events_as_sent)
 	cr_assert_str_eq(m.kwargsrepr, "{'k': 2}");
 	cr_assert_str_eq(m.eta_text, "x", "an eta that does not parse is still repeated as sent");
 	cr_assert_null(m.expires_text);
+	cr_assert_str_eq(m.shadow, "sh\xc3\xa9");
+	cr_assert(m.ignore_result);
 	celery_msg_deinit(&m);
 	cr_assert(celery_envelope_scan(fast[1], strlen(fast[1]), &m));
-	cr_assert(!m.root_id && !m.parent_id && !m.argsrepr && !m.kwargsrepr && !m.eta_text && !m.expires_text);
+	cr_assert(!m.root_id && !m.parent_id && !m.argsrepr && !m.kwargsrepr && !m.eta_text && !m.expires_text &&
+		  !m.shadow && !m.ignore_result);
 	celery_msg_deinit(&m);
 	static const char typed[] = "{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"parent_id\":"
 				    "{\"__type__\":\"uuid\",\"__value__\":\"p\"},\"root_id\":\"r\\u0000x\"}}";

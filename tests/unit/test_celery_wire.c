@@ -4,6 +4,7 @@
  * (shared/reference/interop.md section 1.2).
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,9 +301,11 @@ static char *ref_meta(const char *task_id, const char *status, const json_t *res
 	json_t *res = exc_type ? json_pack("{s:s, s:[s], s:s}", "exc_type", exc_type, "exc_message",
 					   message ? message : "", "exc_module", exc_module ? exc_module : "builtins")
 			       : json_incref(result ? (json_t *)result : json_null());
-	json_t *meta = json_pack("{s:s, s:o, s:n, s:[], s:o, s:s}", "status", status, "result", res ? res : json_null(),
-				 "traceback", "children", "date_done", ready ? json_string(done) : json_null(),
-				 "task_id", task_id);
+	char tb[1200];
+	snprintf(tb, sizeof(tb), "%s: %s\n", exc_type ? exc_type : "", message ? message : "");
+	json_t *meta = json_pack("{s:s, s:o, s:o, s:[], s:o, s:s}", "status", status, "result", res ? res : json_null(),
+				 "traceback", exc_type && res ? json_string(tb) : json_null(), "children", "date_done",
+				 ready ? json_string(done) : json_null(), "task_id", task_id);
 	if (meta && extra)
 		json_object_update(meta, (json_t *)extra);
 	char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;

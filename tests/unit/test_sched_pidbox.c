@@ -1,7 +1,7 @@
 /*
  * test_sched_pidbox.c - the remote-control methods (src/sched/pidbox_methods.c) without Redis:
  * the reply shapes Celery's `inspect` and `control` read, revoke into the revoked set, the event
- * switches, and unknown methods ignored.
+ * switches, and unknown methods answered "not supported" (hello: no reply).
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -89,8 +89,13 @@ Test(pidbox, event_switches_and_unknown_methods)
 	r = pidbox_handle("disable_events", NULL);
 	cr_assert(!ctl_task_events());
 	json_decref(r);
-	cr_assert_null(pidbox_handle("shutdown", NULL));
-	cr_assert_null(pidbox_handle("pool_grow", NULL));
+	const char *unsupported[] = {"shutdown", "pool_grow", "rate_limit", "add_consumer"};
+	for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+		r = pidbox_handle(unsupported[i], NULL);
+		cr_assert(strstr(json_string_value(json_object_get(r, "error")), "not supported by this node"));
+		json_decref(r);
+	}
+	cr_assert_null(pidbox_handle("hello", NULL)); /* mingle: no reply */
 	r = pidbox_handle("heartbeat", NULL);
 	cr_assert(json_is_null(r));
 	json_decref(r);
