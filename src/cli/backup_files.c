@@ -6,7 +6,9 @@
  * temp name and renames; the sweep only unlinks), so a hard link shares nothing that can change:
  * the backup keeps its bytes whatever the server does next, at no cost in time or space. Across
  * filesystems (EXDEV) or where links are refused, the bytes are copied to a temp name, fsync'd
- * and renamed, so a half-written file never carries a blob's name. Runs on the CLI's thread.
+ * and renamed, so a half-written file never carries a blob's name. Restore hashes and installs
+ * an open descriptor (backup_fd_sha256, backup_put_fd), never a path twice: what is checked is
+ * what is installed. Runs on the CLI's thread.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -67,23 +69,16 @@ static bool copy_fd(int in, int out)
 	}
 }
 
-static bool copy_file(const char *src, const char *dst)
+/* The bytes of in (read from where it stands) to dst through a temp name, fsync'd, renamed. */
+static bool copy_to(int in, const char *dst)
 {
-	int in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return false;
 	char tmp[4200];
 	snprintf(tmp, sizeof(tmp), "%s.tmp-copy", dst);
 	int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out < 0) {
-		int e = errno;
-		close(in);
-		errno = e;
+	if (out < 0)
 		return false;
-	}
 	bool ok = copy_fd(in, out) && fsync(out) == 0;
 	int e = errno;
-	close(in);
 	ok = close(out) == 0 && ok;
 	ok = ok && rename(tmp, dst) == 0;
 	if (!ok) {
@@ -91,6 +86,18 @@ static bool copy_file(const char *src, const char *dst)
 		unlink(tmp);
 		errno = e;
 	}
+	return ok;
+}
+
+static bool copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return false;
+	bool ok = copy_to(in, dst);
+	int e = errno;
+	close(in);
+	errno = e;
 	return ok;
 }
 
@@ -106,6 +113,21 @@ bool backup_put_file(const char *src, const char *dst, bool link_ok, enum backup
 		return false; /* errno ENOENT: missing */
 	*how = BACKUP_COPIED;
 	return copy_file(src, dst);
+}
+
+bool backup_put_fd(int fd, const char *dst, enum backup_put *how)
+{
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	/* AT_SYMLINK_FOLLOW on the magic link links the open file itself (open(2), O_TMPFILE) */
+	if (linkat(AT_FDCWD, self, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) {
+		*how = BACKUP_LINKED;
+		return true;
+	}
+	if (errno == EEXIST)
+		return false;
+	*how = BACKUP_COPIED; /* EXDEV, no /proc, or protected_hardlinks: the bytes themselves */
+	return lseek(fd, 0, SEEK_SET) == 0 && copy_to(fd, dst);
 }
 
 bool backup_sha_valid(const char *s)
@@ -127,10 +149,9 @@ bool backup_blob_dir(const char *dir, const char *sha256, char *out, size_t cap)
 	return snprintf(out, cap, "%s/%s", sub, sha256) < (int)cap;
 }
 
-bool backup_file_sha256(const char *path, char hex[65], uint64_t *bytes)
+bool backup_fd_sha256(int fd, char hex[65], uint64_t *bytes)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (lseek(fd, 0, SEEK_SET) != 0)
 		return false;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
@@ -146,7 +167,6 @@ bool backup_file_sha256(const char *path, char hex[65], uint64_t *bytes)
 	unsigned len = 0;
 	ok = ok && EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == sizeof(md);
 	EVP_MD_CTX_free(ctx);
-	close(fd);
 	for (unsigned i = 0; ok && i < sizeof(md); i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 	return ok;

@@ -18,6 +18,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -60,6 +61,9 @@ static bool parse_url(const char *url, struct probe_url *u)
 	if (*p == ':') {
 		size_t plen = strspn(p + 1, "0123456789");
 		if (plen == 0 || plen > 5)
+			return false;
+		long port = strtol(p + 1, NULL, 10); /* getaddrinfo would wrap 99999 into range */
+		if (port < 1 || port > 65535)
 			return false;
 		snprintf(u->port, sizeof(u->port), "%.*s", (int)plen, p + 1);
 		p += 1 + plen;

@@ -7,10 +7,13 @@
  * manifest and pass an integrity check - is not newer than this binary's (a newer one is refused
  * with exit 2: its tables may mean what this binary does not know; run the version that made
  * it). data.dir must hold no database and no upload files; the data.dir lock (data_lock.c) is
- * held throughout, so no server starts on it half-restored. Each upload file's SHA-256 is checked
- * against its name, then it is hard-linked (same filesystem; blobs are never rewritten) or copied;
- * the database is always copied (the server will write to it), under a temp name renamed to
- * somaagent.db last: a data.dir with a database is a complete restore. An older schema is left
+ * held throughout, so no server starts on it half-restored. The upload files are checked whole
+ * before anything is written (restore_blobs.c: regular files, no symlink, each SHA-256 its name,
+ * every blob the database names present; a problem lists them all and exits 1), then each is
+ * hard-linked (same filesystem; blobs are never rewritten) or copied; the database is always
+ * copied (the server will write to it), under a temp name renamed to somaagent.db last: a data.dir
+ * with a database is a complete restore. A failure past the check removes what the run wrote, so
+ * the same restore can be run again once the cause is fixed. An older schema is left
  * as it is: `somaagent run` (or `migrate`) migrates it on start, as after any upgrade.
  * PostgreSQL (store.url set) is refused with the procedure (pg_restore, then the blobs).
  * Exit codes: 0 done, 1 failure, 2 refused.
@@ -28,8 +31,9 @@
 #include "core/config.h"
 #include "orchestrator/app.h"
 
-/* Reads SRC/manifest.json and checks it against SRC's database; the schema version on success. */
-static int check_source(const char *src, long long *schema)
+/* Reads SRC/manifest.json and checks it against SRC's database; the schema version and the number
+ * of upload files it counts on success. */
+static int check_source(const char *src, long long *schema, long long *blobs)
 {
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/%s", src, BACKUP_MANIFEST);
@@ -42,6 +46,7 @@ static int check_source(const char *src, long long *schema)
 	long long format = json_integer_value(json_object_get(m, "format"));
 	const char *driver = json_string_value(json_object_get(m, "driver"));
 	*schema = json_integer_value(json_object_get(m, "schema_version"));
+	*blobs = json_integer_value(json_object_get(json_object_get(m, "blobs"), "count"));
 	bool ours = format == BACKUP_MANIFEST_FORMAT && driver && strcmp(driver, "sqlite") == 0;
 	json_decref(m);
 	if (!ours) {
@@ -107,51 +112,40 @@ static bool target_empty(const char *data)
 	return empty;
 }
 
-/* Every SRC/blobs/<aa>/<sha256>, checked, into data.dir/blobs; *n receives how many. */
-static bool restore_blobs(const char *src, const char *data, int *n)
+/* SRC's database to data.dir/somaagent.db through a temp name; false (said on stderr) on failure,
+ * with nothing left at either name. */
+static bool put_db(const char *src, const char *data)
 {
-	char root[4200];
-	snprintf(root, sizeof(root), "%s/blobs", src);
-	DIR *d = opendir(root);
-	if (!d)
-		return errno == ENOENT; /* a backup of a store without uploads */
-	bool ok = true;
-	struct dirent *e;
-	while (ok && (e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		char sub[4500];
-		snprintf(sub, sizeof(sub), "%s/%s", root, e->d_name);
-		DIR *sd = opendir(sub);
-		struct dirent *f;
-		while (ok && sd && (f = readdir(sd))) {
-			if (f->d_name[0] == '.')
-				continue;
-			char from[4800], to[4300], hex[65];
-			uint64_t bytes;
-			enum backup_put how;
-			snprintf(from, sizeof(from), "%s/%s", sub, f->d_name);
-			ok = backup_sha_valid(f->d_name) && backup_file_sha256(from, hex, &bytes) &&
-			     strcmp(hex, f->d_name) == 0;
-			if (!ok)
-				fprintf(stderr, "somaagent: %s is damaged (its bytes are not its name's SHA-256)\n",
-					from);
-			ok = ok && backup_blob_dir(data, f->d_name, to, sizeof(to)) &&
-			     backup_put_file(from, to, true, &how);
-			*n += ok;
-		}
-		ok = ok && sd;
-		if (sd)
-			closedir(sd);
+	char from[4200], tmp[4200], to[4200];
+	snprintf(from, sizeof(from), "%s/%s", src, BACKUP_DB);
+	snprintf(tmp, sizeof(tmp), "%s/somaagent.db.restoring", data);
+	snprintf(to, sizeof(to), "%s/somaagent.db", data);
+	enum backup_put how;
+	(void)unlink(tmp); /* left by a restore that stopped half-way */
+	const char *step = "copy the database to", *what = tmp;
+	bool ok = backup_put_file(from, tmp, false, &how);
+	if (ok) {
+		step = "rename the database to";
+		what = to;
+		ok = rename(tmp, to) == 0;
 	}
-	closedir(d);
+	if (ok) {
+		step = "sync";
+		what = data;
+		ok = backup_fsync_path(data);
+	}
+	if (!ok) {
+		fprintf(stderr, "somaagent: cannot %s %s: %s\n", step, what, strerror(errno));
+		(void)unlink(tmp);
+		(void)unlink(to); /* this run's: data.dir held no database */
+	}
 	return ok;
 }
 
 static int restore_sqlite(const char *src, const char *data)
 {
-	long long schema = 0;
-	int rc = check_source(src, &schema);
+	long long schema = 0, counted = 0;
+	int rc = check_source(src, &schema, &counted);
 	if (rc != EXIT_OK)
 		return rc;
 	if (!target_empty(data)) {
@@ -161,21 +155,23 @@ static int restore_sqlite(const char *src, const char *data)
 			data);
 		return EXIT_USAGE;
 	}
-	char from[4200], tmp[4200], to[4200];
-	snprintf(from, sizeof(from), "%s/%s", src, BACKUP_DB);
-	snprintf(tmp, sizeof(tmp), "%s/somaagent.db.restoring", data);
-	snprintf(to, sizeof(to), "%s/somaagent.db", data);
-	int blobs = 0;
-	enum backup_put how;
-	(void)unlink(tmp); /* left by a restore that stopped half-way */
-	if (!restore_blobs(src, data, &blobs) || !backup_put_file(from, tmp, false, &how) || rename(tmp, to) != 0 ||
-	    !backup_fsync_path(data)) {
-		fprintf(stderr, "somaagent: restore into %s failed: %s\n", data, errno ? strerror(errno) : "see above");
+	struct restore_blobs rb = {.src = src, .data = data};
+	if (!restore_blobs_check(&rb, counted)) {
+		fprintf(stderr,
+			"somaagent: the backup in %s is incomplete or altered: %d problem(s), see above; nothing was "
+			"written into %s: copy the backup again whole, or restore another\n",
+			src, rb.bad, data);
+		return EXIT_RUNTIME;
+	}
+	if (!restore_blobs_put(&rb) || !put_db(src, data)) {
+		restore_blobs_undo(&rb);
+		fprintf(stderr, "somaagent: restore into %s failed (see above); what it had written is removed\n",
+			data);
 		return EXIT_RUNTIME;
 	}
 	printf("restored %s into %s: schema %lld (this binary: %d; `somaagent run` migrates an older one), %d upload "
 	       "file(s)\n",
-	       src, data, schema, store_sqlite_schema_latest(), blobs);
+	       src, data, schema, store_sqlite_schema_latest(), rb.put);
 	return EXIT_OK;
 }
 

@@ -5,6 +5,7 @@ the database names but data.dir lacks fails the backup (exit 1, listed; no manif
 DEST is refused (exit 2), and so is a restore of a newer schema or into a data.dir in use.
 On PostgreSQL both commands refuse (exit 2) and name pg_dump / pg_restore."""
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -177,3 +178,100 @@ def test_postgres_is_refused_with_the_procedure(tmp_path):
     assert cp.returncode == 2 and "pg_dump" in cp.stderr, describe(cp)
     cp = run_cli(["restore", str(tmp_path / "bk"), "--set", f"store.url={url}"], tmp_path)
     assert cp.returncode == 2 and "pg_restore" in cp.stderr, describe(cp)
+
+
+def offline_backup(tmp_path, bodies):
+    """A migrated data.dir whose attachments rows name bodies (stored in its blobs), backed up to
+    tmp_path/bk without a server; the bodies' SHA-256s, in order."""
+    data = tmp_path / "data"
+    cp = run_cli(["migrate", "--set", f"data.dir={data}"], tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    db = sqlite3.connect(data / "somaagent.db")
+    shas = []
+    for i, body in enumerate(bodies):
+        sha = hashlib.sha256(body).hexdigest()
+        (data / "blobs" / sha[:2]).mkdir(parents=True, exist_ok=True)
+        (data / "blobs" / sha[:2] / sha).write_bytes(body)
+        db.execute("INSERT INTO attachments VALUES (?, 't', NULL, ?, 'text/plain', ?, ?, 0)",
+                   (f"att-{i}", f"f{i}.txt", len(body), sha))
+        shas.append(sha)
+    db.commit()
+    db.close()
+    cp = backup(data, tmp_path / "bk", tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    return shas
+
+
+def written(data):
+    """What a restore left in data: every file or symlink but the data.dir lock."""
+    found = []
+    for root, dirs, files in os.walk(data):
+        found += [os.path.join(root, n) for n in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]]
+    return sorted(f for f in found if os.path.basename(f) != "somaagent.lock")
+
+
+@sqlite_only
+@pytest.mark.parametrize("kind", ["absolute", "relative", "dir"])
+def test_restore_refuses_a_symlinked_blob(tmp_path, kind):
+    """A blob (or a blobs/<aa> directory) that is a symlink is refused: linked as it is, it would
+    serve a host file as an upload, or resolve to other bytes from data.dir."""
+    shas = offline_backup(tmp_path, [b"good\n"])
+    bk, dst = tmp_path / "bk", tmp_path / "dst"
+    dst.mkdir()
+    if kind == "absolute":  # a host file, named by its own SHA-256
+        (tmp_path / "outside.txt").write_bytes(b"secret\n")
+        s = hashlib.sha256(b"secret\n").hexdigest()
+        (bk / "blobs" / s[:2]).mkdir(exist_ok=True)
+        os.symlink(tmp_path / "outside.txt", bk / "blobs" / s[:2] / s)
+    elif kind == "relative":  # right bytes in the backup, others once moved into data.dir
+        (bk / "good").write_bytes(b"good\n")
+        (dst / "good").write_bytes(b"EVIL\n")
+        os.remove(bk / "blobs" / shas[0][:2] / shas[0])
+        os.symlink("../../good", bk / "blobs" / shas[0][:2] / shas[0])
+    else:
+        os.rename(bk / "blobs" / shas[0][:2], tmp_path / "elsewhere")
+        os.symlink(tmp_path / "elsewhere", bk / "blobs" / shas[0][:2])
+    cp = restore(bk, dst, tmp_path)
+    assert cp.returncode == 1 and "symlink" in cp.stderr, describe(cp)
+    assert written(dst) == ([str(dst / "good")] if kind == "relative" else []), written(dst)
+
+
+@sqlite_only
+def test_restore_checks_every_named_blob_before_writing_and_can_be_retried(tmp_path):
+    """A blob the database names that is missing (a partial copy) or damaged fails the restore
+    (exit 1, listed) before anything is written into data.dir; put right, the same restore works."""
+    bodies = [b"first\n", b"second\n", b"third\n"]
+    shas = offline_backup(tmp_path, bodies)
+    bk, dst = tmp_path / "bk", tmp_path / "dst"
+    gone = bk / "blobs" / shas[1][:2] / shas[1]
+    os.remove(gone)
+    (bk / "blobs" / shas[2][:2] / shas[2]).write_bytes(b"third, altered\n")
+    cp = restore(bk, dst, tmp_path)
+    assert cp.returncode == 1, describe(cp)
+    assert f"missing: {shas[1]}" in cp.stderr and f"damaged: {shas[2]}" in cp.stderr, describe(cp)
+    assert "see above" in cp.stderr and "File exists" not in cp.stderr, describe(cp)
+    assert written(dst) == [], written(dst)
+
+    gone.write_bytes(bodies[1])
+    (bk / "blobs" / shas[2][:2] / shas[2]).write_bytes(bodies[2])
+    cp = restore(bk, dst, tmp_path)
+    assert cp.returncode == 0 and "3 upload file(s)" in cp.stdout, describe(cp)
+    for sha, body in zip(shas, bodies):
+        assert (dst / "blobs" / sha[:2] / sha).read_bytes() == body
+    assert (dst / "somaagent.db").exists()
+
+
+@sqlite_only
+def test_a_restore_that_fails_while_writing_removes_what_it_wrote(tmp_path):
+    """The blobs are in, then the database cannot be put (its temp name is taken by a directory):
+    the blobs this run linked are removed, so the same restore can be run again."""
+    shas = offline_backup(tmp_path, [b"one\n", b"two\n"])
+    dst = tmp_path / "dst"
+    (dst / "somaagent.db.restoring").mkdir(parents=True)
+    cp = restore(tmp_path / "bk", dst, tmp_path)
+    assert cp.returncode == 1 and "what it had written is removed" in cp.stderr, describe(cp)
+    assert written(dst) == [] and not (dst / "blobs").exists(), written(dst)
+    (dst / "somaagent.db.restoring").rmdir()
+    cp = restore(tmp_path / "bk", dst, tmp_path)
+    assert cp.returncode == 0, describe(cp)
+    assert sorted(p.name for p in (dst / "blobs").glob("*/*")) == sorted(shas)

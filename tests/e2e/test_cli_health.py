@@ -75,3 +75,9 @@ def test_health_reads_the_status(canned, tmp_path, path, rc):
 def test_health_refuses_a_url_it_cannot_probe(tmp_path, url):
     cp = run_cli(["health", "--url", url], tmp_path)
     assert cp.returncode == 2 and "--url" in cp.stderr, describe(cp)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0"])
+def test_health_refuses_a_port_out_of_range(tmp_path, port):
+    cp = run_cli(["health", "--url", f"http://127.0.0.1:{port}/"], tmp_path)
+    assert cp.returncode == 2 and "--url" in cp.stderr, describe(cp)
