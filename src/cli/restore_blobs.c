@@ -85,7 +85,10 @@ static bool put_one(struct restore_blobs *rb, int fd, const char *sha)
 		rb->made_sub[i / 8] |= (unsigned char)(1u << (i % 8));
 	else if (errno != EEXIST)
 		goto fail;
-	snprintf(to, sizeof(to), "%s/%s", sub, sha);
+	if (snprintf(to, sizeof(to), "%s/%.64s", sub, sha) >= (int)sizeof(to)) {
+		errno = ENAMETOOLONG;
+		goto fail;
+	}
 	if (!backup_put_fd(fd, to, &how))
 		goto fail;
 	rb->put++;
