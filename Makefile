@@ -77,7 +77,7 @@ lint:
 fuzz-smoke: deps
 	@bash tests/fuzz/run.sh $(FUZZ_BUILD) 10
 
-test: deps san lint unit docs-check deploy-check e2e interop browser fuzz-smoke
+test: deps build san lint unit docs-check deploy-check e2e interop browser fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- longer runs, not part of `make test` ----
