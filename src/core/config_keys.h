@@ -218,6 +218,14 @@ X(UPLOADS_SWEEP_INTERVAL_S, "uploads.sweep_interval_s", CFG_INT, "600", 1, 86400
   "How often stored files that no attachment names any more (their session deleted) are removed from data.dir.") \
 X(UPLOADS_ORPHAN_GRACE_S, "uploads.orphan_grace_s", CFG_INT, "3600", 0, 31536000, NULL, NULL, false, NULL, \
   "A stored file no attachment names is removed once it was last written or reused this long ago.") \
+X(RETENTION_SESSIONS_IDLE_S, "retention.sessions_idle_s", CFG_INT, "0", 0, 315360000, NULL, NULL, false, NULL, \
+  "A session whose last event is older than this is deleted as DELETE /v1/sessions/{id} deletes it (its long-term memories stay); 0 keeps sessions forever.") \
+X(RETENTION_AUDIT_S, "retention.audit_s", CFG_INT, "0", 0, 315360000, NULL, NULL, false, NULL, \
+  "Audit rows older than this are deleted; 0 keeps them forever.") \
+X(RETENTION_DEAD_LETTERS_S, "retention.dead_letters_s", CFG_INT, "0", 0, 315360000, NULL, NULL, false, NULL, \
+  "Dead-lettered tasks that died longer ago than this are deleted; 0 keeps them forever.") \
+X(RETENTION_SWEEP_INTERVAL_S, "retention.sweep_interval_s", CFG_INT, "300", 1, 86400, NULL, NULL, false, NULL, \
+  "How often the retention sweeper runs (in batches of a few hundred rows per transaction).") \
 X(BEAT_ENABLED, "beat.enabled", CFG_BOOL, "true", 0, 0, NULL, NULL, false, NULL, \
   "Run the schedules of beat.schedule_file (one leader across the nodes that run workers).") \
 X(BEAT_SCHEDULE_FILE, "beat.schedule_file", CFG_STRING, "", 0, 0, NULL, NULL, false, NULL, \

@@ -12,7 +12,9 @@
  * attachment row, so a file whose row is still on its way is young and stays. The file's mtime
  * is read again right before it is removed, so only an upload that touched it within those
  * microseconds could lose it. Temp files left by a crash mid-write (.tmp-*) older than the grace
- * go too. A sweep that fails (store busy) leaves everything for the next.
+ * go too. A sweep that fails (store busy) leaves everything for the next. The retention sweeper
+ * (src/orchestrator/retention.c) runs one at once on its own thread after deleting sessions
+ * (gateway_blob_sweep_now); two sweeps at once only try to remove a file twice.
  */
 #include <dirent.h>
 #include <stdatomic.h>
@@ -134,4 +136,9 @@ void blob_sweep_run(void)
 	else if (sw.removed)
 		log_info("uploads", "removed %zu upload file(s) no attachment names any more (%llu bytes)", sw.removed,
 			 (unsigned long long)sw.bytes);
+}
+
+void gateway_blob_sweep_now(void)
+{
+	blob_sweep_run();
 }

@@ -85,6 +85,9 @@ void gateway_upload_stop(void);
 /* Queues a sweep of upload files no attachment names when uploads.sweep_interval_s has passed
  * (blob_sweep.c). Main thread, on its timer tick. */
 void gateway_upload_sweep_tick(void);
+/* Runs that sweep now on the calling thread (it blocks on the store and the disk: not an io
+ * thread); the retention sweeper calls it after deleting sessions. */
+void gateway_blob_sweep_now(void);
 enum soma_err gateway_upload_routes(struct http_router *r) SOMA_MUST_CHECK;
 /* The web UI (web.c): /, /ops and /assets/{name}, public, from files embedded at build time. */
 enum soma_err gateway_web_routes(struct http_router *r) SOMA_MUST_CHECK;

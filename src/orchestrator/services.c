@@ -19,6 +19,8 @@
  *                           celeryev, the pidbox, revoke broadcasts, the cluster's workers
  *   workers (60, critical)  task worker pools (role worker); stop = finish or requeue
  *   beat    (70, critical)  periodic tasks of beat.schedule_file, one leader across nodes
+ *   retention (80)          the retention sweeper (retention.c), on gateway nodes, only when a
+ *                           retention.* setting is not 0
  *   http    (90, critical)  listeners, io threads, routes; stop = graceful drain
  * Later subsystems add theirs here with their order and roles.
  */
@@ -39,6 +41,7 @@
 #include "llm/llm.h"
 #include "memory/memory.h"
 #include "orchestrator/app.h"
+#include "orchestrator/retention.h"
 #include "orchestrator/services_int.h"
 #include "policy/service.h"
 #include "queue/queue.h"
@@ -384,13 +387,16 @@ enum soma_err services_register(void)
 		{"celery", 56, false, ROLE_ALL, celery_start, celery_stop, celery_health, NULL},
 		{"workers", 60, true, ROLE_WORKER, workers_start, workers_stop, workers_health, NULL},
 		{"beat", 70, true, ROLE_ALL, beat_start, beat_stop, beat_health, NULL},
+		{"retention", 80, false, ROLE_GATEWAY, retention_svc_start, retention_svc_stop, retention_svc_health,
+		 NULL},
 		{"http", 90, true, ROLE_ALL, http_start, http_stop, http_health, NULL},
 	};
 	/* celery and beat exist only when configured: the embedded default lists neither */
 	bool celery = strcmp(cfg_str(CFG_QUEUE_DRIVER), "redis") == 0;
 	bool beat = cfg_bool(CFG_BEAT_ENABLED) && cfg_str(CFG_BEAT_SCHEDULE_FILE)[0];
 	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
-		if ((!celery && strcmp(defs[i].name, "celery") == 0) || (!beat && strcmp(defs[i].name, "beat") == 0))
+		if ((!celery && strcmp(defs[i].name, "celery") == 0) || (!beat && strcmp(defs[i].name, "beat") == 0) ||
+		    (!retention_configured() && strcmp(defs[i].name, "retention") == 0))
 			continue;
 		enum soma_err err = registry_add(app.registry, &defs[i]);
 		if (err != SOMA_OK)

@@ -17,7 +17,8 @@
  * The chain of per-op functions (each file handles its kinds and hands the rest on):
  *   writes: pg_sql_write (pg_chat.c) -> pg_sql_task_write (pg_tasks.c) -> pg_sql_task_admin_write
  *           (pg_task_admin.c) -> pg_sql_identity_write (pg_identity.c) -> pg_sql_audit_write
- *           (pg_audit.c) -> pg_sql_memory_write (pg_memory.c) -> SOMA_ERR_INVALID
+ *           (pg_audit.c) -> pg_sql_memory_write (pg_memory.c) -> pg_sql_retention_write
+ *           (pg_retention.c) -> SOMA_ERR_INVALID
  *   reads:  pg_sql_read -> pg_sql_task_admin_read -> pg_sql_identity_read -> pg_sql_audit_read ->
  *           pg_sql_memory_read -> SOMA_ERR_INVALID
  * (attachment reads are answered by pg_sql_attachment_get in pg_tasks.c, called by pg_sql_read).
@@ -256,6 +257,8 @@ enum soma_err pg_audit_insert_now(struct pgconn *c, json_t *row);
 enum soma_err pg_sql_memory_read(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_memory_write(struct pgconn *c, struct store_op *op);
 enum soma_err pg_sql_memory_event(struct pgconn *c, const char *tenant, const char *session_id, json_t *event);
+/* pg_retention.c: the RETENTION_* ops (end of the write chain) */
+enum soma_err pg_sql_retention_write(struct pgconn *c, struct store_op *op);
 /* memory.driver=builtin: memory writes go straight into `memories` in their event's transaction
  * (pg_memory.c), not through the outbox. */
 bool pg_memory_direct(void);

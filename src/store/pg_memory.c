@@ -430,6 +430,6 @@ enum soma_err pg_sql_memory_write(struct pgconn *c, struct store_op *op)
 	case STORE_OP_MEMORY_PUT:
 		return op_put(c, op);
 	default:
-		return SOMA_ERR_INVALID;
+		return pg_sql_retention_write(c, op);
 	}
 }

@@ -245,7 +245,7 @@ static enum soma_err op_event_append(struct dbconn *c, struct store_op *op)
  * queued tasks. Either way the session names no attachment any more (attachment_refs). An
  * attachment of the session that another session of the tenant still names is not deleted but
  * handed to one of those (the least id), whose delete then takes it when it is the last. */
-static enum soma_err op_session_delete(struct dbconn *c, struct store_op *op, bool reset)
+enum soma_err store_sql_session_delete(struct dbconn *c, struct store_op *op, bool reset)
 {
 	static const char *const del_session = "DELETE FROM sessions WHERE id = ?1 AND tenant = ?2";
 	static const char *const del_events = "DELETE FROM events WHERE session_id = ?1 AND tenant = ?2";
@@ -298,9 +298,9 @@ enum soma_err store_sql_write(struct dbconn *c, struct store_op *op, bool *enque
 	case STORE_OP_EVENT_APPEND:
 		return op_event_append(c, op);
 	case STORE_OP_SESSION_DELETE:
-		return op_session_delete(c, op, false);
+		return store_sql_session_delete(c, op, false);
 	case STORE_OP_SESSION_RESET:
-		return op_session_delete(c, op, true);
+		return store_sql_session_delete(c, op, true);
 	case STORE_OP_SESSION_PAUSE:
 		return op_session_pause(c, op);
 	default:

@@ -474,6 +474,6 @@ enum soma_err store_sql_memory_write(struct dbconn *c, struct store_op *op)
 	case STORE_OP_MEMORY_PUT:
 		return op_put(c, op);
 	default:
-		return SOMA_ERR_INVALID;
+		return store_sql_retention_write(c, op);
 	}
 }

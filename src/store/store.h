@@ -162,6 +162,15 @@ enum store_op_kind {
 	STORE_OP_TASK_DEAD_ADD,	   /* w: a dead letter of the redis driver for op->tenant: op->task {id, queue,
 				    * name, session_id?, payload, max_retries, attempts, error}; inserted (or
 				    * replacing the row of that id) in state 'dead', created_ms = updated_ms = now */
+	/* retention (sqlite_retention.c, pg_retention.c; src/orchestrator/retention.c): every tenant's
+	 * rows, at most `limit` per op (one transaction each: the writer is never held long) */
+	STORE_OP_RETENTION_SESSIONS, /* w: sessions whose updated_ms (their last event) < before_ms, oldest
+				      * first, each deleted as SESSION_DELETE deletes it; the age is checked in
+				      * this transaction, so a session a message reached meanwhile stays; rows
+				      * [{tenant, session_id}] of those deleted */
+	STORE_OP_RETENTION_AUDIT,    /* w: audit rows with created_ms < before_ms deleted; seq = how many */
+	STORE_OP_RETENTION_DEAD,     /* w: dead letters with updated_ms (when they died) < before_ms deleted;
+				      * seq = how many */
 };
 
 struct store_op {
@@ -185,7 +194,8 @@ struct store_op {
 	json_t *attachments;		   /* MESSAGE: owned array of ids that must be the tenant's */
 	json_t *row;			   /* ATTACHMENT_PUT input / *_GET output; owned */
 	int64_t after_seq;		   /* EVENTS_AFTER */
-	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST */
+	int64_t before_ms;		   /* RETENTION_*: rows older than this (ms since epoch) go */
+	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST, RETENTION_* */
 	char cursor[128];		   /* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
 	bool flag;			   /* SESSION_PAUSE: paused */
 	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */

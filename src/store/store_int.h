@@ -251,6 +251,11 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
+/* SESSION_DELETE (reset false) or SESSION_RESET of op->tenant's op->session_id (sqlite_chat.c);
+ * the retention sweep deletes with it too. */
+enum soma_err store_sql_session_delete(struct dbconn *c, struct store_op *op, bool reset);
+/* The retention ops (sqlite_retention.c), at the end of the write chain (after the memory's). */
+enum soma_err store_sql_retention_write(struct dbconn *c, struct store_op *op);
 /* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
 enum soma_err store_sql_task_relay_write(struct dbconn *c, struct store_op *op);
 /* A MESSAGE whose task was handed to a worker before the commit (op->worker set; queue/handoff.h):

@@ -1,0 +1,105 @@
+/*
+ * pg_retention.c - SQL of the retention ops on PostgreSQL (see store.h, RETENTION_*, and
+ * sqlite_retention.c for the same on SQLite; the sweeper is src/orchestrator/retention.c).
+ *
+ * DESIGN: each op is one batch of at most op->limit rows in the writer's transaction. Several
+ * nodes may sweep at once: every statement picks its rows FOR UPDATE SKIP LOCKED and the delete
+ * re-checks the age, so two sweeps take disjoint rows (or find them gone) instead of waiting on
+ * each other, and each counts only what it deleted. Idle sessions are locked by the statement that
+ * picks them: a message that updated one first and committed moved its updated_ms, which the
+ * lock re-reads (the row no longer matches and is left); one still running holds the row lock,
+ * and the row is skipped. Each picked session is then deleted by pg_session_delete, the path of
+ * DELETE /v1/sessions/{id}. Audit rows may be deleted only when older than the transaction's
+ * soma.audit_before_ms (a trigger, migration 0010), which this op sets to its cutoff and back to 0.
+ */
+#include <stdio.h>
+
+#include "store/pg_int.h"
+
+static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_int(&p, op->before_ms);
+	pg_param_int(&p, op->limit);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "SELECT tenant, id FROM sessions WHERE updated_ms < $1 ORDER BY updated_ms LIMIT $2 "
+			      "FOR UPDATE SKIP LOCKED",
+			      &p, &err);
+	if (!r)
+		return err;
+	json_t *found = json_array();
+	for (int i = 0; found && i < PQntuples(r); i++)
+		json_array_append_new(
+			found, json_pack("{s:s, s:s}", "tenant", pg_text(r, i, 0), "session_id", pg_text(r, i, 1)));
+	PQclear(r);
+	if (!found)
+		return SOMA_ERR_NOMEM;
+	struct store_op one = {.kind = STORE_OP_SESSION_DELETE};
+	size_t i;
+	json_t *row;
+	err = SOMA_OK;
+	json_array_foreach(found, i, row)
+	{
+		snprintf(one.tenant, sizeof(one.tenant), "%s", json_string_value(json_object_get(row, "tenant")));
+		snprintf(one.session_id, sizeof(one.session_id), "%s",
+			 json_string_value(json_object_get(row, "session_id")));
+		if ((err = pg_session_delete(c, &one, false)) != SOMA_OK)
+			break;
+	}
+	if (err != SOMA_OK) {
+		json_decref(found);
+		return err;
+	}
+	op->rows = found;
+	return SOMA_OK;
+}
+
+static enum soma_err gate(struct pgconn *c, int64_t before_ms)
+{
+	char ms[32];
+	snprintf(ms, sizeof(ms), "%lld", (long long)before_ms);
+	struct pg_params p = {0};
+	pg_param_text(&p, ms);
+	return pg_run(c, "SELECT set_config('soma.audit_before_ms', $1, true)", &p, NULL);
+}
+
+static enum soma_err op_audit(struct pgconn *c, struct store_op *op)
+{
+	enum soma_err err = gate(c, op->before_ms);
+	if (err != SOMA_OK)
+		return err;
+	struct pg_params p = {0};
+	pg_param_int(&p, op->before_ms);
+	pg_param_int(&p, op->limit);
+	err = pg_run(c,
+		     "DELETE FROM audit WHERE created_ms < $1 AND id IN (SELECT id FROM audit WHERE created_ms < $1 "
+		     "ORDER BY created_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+		     &p, &op->seq);
+	return err == SOMA_OK ? gate(c, 0) : err; /* append-only again for the rest of the transaction */
+}
+
+static enum soma_err op_dead(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_int(&p, op->before_ms);
+	pg_param_int(&p, op->limit);
+	return pg_run(c,
+		      "DELETE FROM tasks WHERE state = 'dead' AND updated_ms < $1 AND id IN (SELECT id FROM tasks "
+		      "WHERE state = 'dead' AND updated_ms < $1 ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+		      &p, &op->seq);
+}
+
+enum soma_err pg_sql_retention_write(struct pgconn *c, struct store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_RETENTION_SESSIONS:
+		return op_sessions(c, op);
+	case STORE_OP_RETENTION_AUDIT:
+		return op_audit(c, op);
+	case STORE_OP_RETENTION_DEAD:
+		return op_dead(c, op);
+	default:
+		return SOMA_ERR_INVALID;
+	}
+}

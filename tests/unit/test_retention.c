@@ -1,0 +1,127 @@
+/*
+ * test_retention.c - the retention sweeper's pure parts (cutoff, summary) and its store ops on
+ * SQLite (RETENTION_SESSIONS, RETENTION_AUDIT, RETENTION_DEAD): batches of at most `limit` rows,
+ * oldest first, only rows older than the cutoff, and the audit trail still append-only otherwise.
+ */
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+#include <stdio.h>
+
+#include "helpers.h"
+#include "orchestrator/retention.h"
+#include "store/store.h"
+
+static char dir[64];
+static struct store *st;
+
+static void setup(void)
+{
+	st = store_test_open(dir, sizeof(dir));
+}
+
+static void teardown(void)
+{
+	store_test_close(st, dir);
+}
+
+TestSuite(retention, .timeout = 60);
+
+/* Runs sql on the database beside the store; returns SQLite's code (errors are the caller's to check). */
+static int db_run(const char *sql)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
+	sqlite3 *db;
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* One retention op of kind; returns it (the caller frees it). */
+static struct store_op *sweep(enum store_op_kind kind, int64_t before_ms, int64_t limit)
+{
+	struct store_op *op = store_op_new(kind, "");
+	cr_assert_not_null(op);
+	op->before_ms = before_ms;
+	op->limit = limit;
+	cr_assert_eq(store_op_wait(st, op), SOMA_OK, "%s", soma_err_str(op->err));
+	return op;
+}
+
+Test(retention, the_cutoff_keeps_everything_at_0_and_never_goes_below_0)
+{
+	cr_assert_eq(retention_cutoff_ms(1700000000000, 0), 0);
+	cr_assert_eq(retention_cutoff_ms(1700000000000, 60), 1700000000000 - 60000);
+	cr_assert_eq(retention_cutoff_ms(1700000000000, 315360000), 1700000000000 - 315360000000LL);
+	cr_assert_eq(retention_cutoff_ms(1000, 86400), 0);
+	cr_assert_eq(retention_cutoff_ms(1700000000000, INT64_MAX), 0);
+}
+
+Test(retention, the_summary_names_every_kind)
+{
+	char out[128];
+	const int64_t counts[RETENTION_KINDS] = {3, 0, 12};
+	retention_summary(out, sizeof(out), counts);
+	cr_assert_str_eq(out, "sessions=3 audit=0 dead_letters=12");
+}
+
+Test(retention, idle_sessions_go_oldest_first_in_batches_with_their_events, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(db_run("INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES "
+			    "('old1', 't1', 1, 100), ('old2', 't2', 1, 200), ('new', 't1', 1, 5000);"
+			    "INSERT INTO events(session_id, seq, event_id, tenant, type, body, created_ms) VALUES "
+			    "('old1', 1, 'e1', 't1', 'user', '{}', 100), ('new', 1, 'e2', 't1', 'user', '{}', 5000);"),
+		     SQLITE_OK);
+	struct store_op *op = sweep(STORE_OP_RETENTION_SESSIONS, 1000, 1);
+	cr_assert_eq(json_array_size(op->rows), 1);
+	json_t *row = json_array_get(op->rows, 0);
+	cr_assert_str_eq(json_string_value(json_object_get(row, "session_id")), "old1");
+	cr_assert_str_eq(json_string_value(json_object_get(row, "tenant")), "t1");
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM events WHERE session_id = ?", "old1"), 0);
+	op = sweep(STORE_OP_RETENTION_SESSIONS, 1000, 10);
+	cr_assert_eq(json_array_size(op->rows), 1, "old2 only: new is younger than the cutoff");
+	store_op_free(op);
+	op = sweep(STORE_OP_RETENTION_SESSIONS, 1000, 10);
+	cr_assert_eq(json_array_size(op->rows), 0);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sessions WHERE id <> ?", ""), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM events WHERE session_id = ?", "new"), 1);
+}
+
+Test(retention, old_audit_rows_go_and_the_trail_stays_append_only, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(
+		db_run("INSERT INTO audit(tenant, subject, action, decision, created_ms) VALUES "
+		       "('t', 's', 'a1', 'done', 100), ('t', 's', 'a2', 'done', 200), ('t', 's', 'a3', 'done', 300), "
+		       "('t', 's', 'new', 'done', 5000);"),
+		SQLITE_OK);
+	struct store_op *op = sweep(STORE_OP_RETENTION_AUDIT, 1000, 2);
+	cr_assert_eq(op->seq, 2);
+	store_op_free(op);
+	op = sweep(STORE_OP_RETENTION_AUDIT, 1000, 2);
+	cr_assert_eq(op->seq, 1);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM audit WHERE action <> ?", ""), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT before_ms FROM audit_retention WHERE id = 1 AND ? IS NOT NULL", ""), 0,
+		     "the gate is closed again");
+	cr_assert_neq(db_run("DELETE FROM audit"), SQLITE_OK, "a plain delete is still refused");
+	cr_assert_neq(db_run("UPDATE audit SET action = 'x'"), SQLITE_OK);
+}
+
+Test(retention, only_old_dead_letters_go, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(db_run("INSERT INTO tasks(id, queue, name, tenant, state, available_ms, created_ms, updated_ms) "
+			    "VALUES ('dead-old', 'q', 'n', 't', 'dead', 1, 1, 100), "
+			    "('dead-new', 'q', 'n', 't', 'dead', 1, 1, 5000), "
+			    "('queued-old', 'q', 'n', 't', 'queued', 1, 1, 100);"),
+		     SQLITE_OK);
+	struct store_op *op = sweep(STORE_OP_RETENTION_DEAD, 1000, 500);
+	cr_assert_eq(op->seq, 1);
+	store_op_free(op);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ?", "dead-old"), 0);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ?", "dead-new"), 1);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ?", "queued-old"), 1);
+}
