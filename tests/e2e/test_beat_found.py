@@ -85,7 +85,7 @@ def test_edited_schedule_starts_from_now(soma, tmp_path):
 
 def test_cron_that_never_fires_stops_start(soma, tmp_path):
     path = schedule_file(tmp_path, [{"name": "feb30", "task": "soma.noop", "cron": "0 0 30 2 *"}])
-    with pytest.raises(AssertionError, match="schedule 1 has a cron .* that never fires"):
+    with pytest.raises(AssertionError, match="schedule \"feb30\" has a cron .* that never fires"):
         soma(f"beat.schedule_file={path}")
 
 

@@ -7,8 +7,8 @@ One reply per task is otherwise kept by the outcome event stored with the task i
 delivered after the reset (relayed again after a crash, a run-out reservation) would run its LLM
 call and reply again. The same holds for a task that was still in Redis when the reset came (the
 local queue deletes its queued tasks in the reset's transaction, Redis cannot), and for a reply
-that a worker on another node finishes after the reset (the reset cancels this node's
-generations only)."""
+that a worker on another node finishes after the reset (one that did not hear the reset's cancel
+notice: bus.driver=local on that node; with the Redis bus the notice stops it)."""
 
 import json
 import time
@@ -100,26 +100,33 @@ def test_a_task_still_queued_when_its_message_was_reset_does_not_reply(soma, llm
 
 @pytest.mark.skipif(STORE != "postgres", reason="two nodes share one store: PostgreSQL only")
 @pytest.mark.parametrize("queue", ["local", "redis"])
-def test_a_reply_finished_on_another_node_after_a_reset_is_not_stored(soma, llm, tmp_path, queue):
-    """The worker node is generating when the gateway node resets the session: the reset cancels
-    the gateway's generations only, so the worker finishes and commits; the store refuses it."""
+@pytest.mark.parametrize("worker_bus", ["redis", "local"])
+def test_a_reply_finished_on_another_node_after_a_reset_is_not_stored(soma, llm, tmp_path, queue, worker_bus):
+    """The worker node is generating when the gateway node resets the session. With the Redis bus the
+    reset's cancel notice reaches the worker, which stops the reply (the provider's stream is
+    abandoned); a worker that does not hear it (bus.driver=local) finishes and commits, and the store
+    refuses the reply. Either way nothing lands in the reset conversation."""
     with RedisServer() as redis:
         url = store_url(tmp_path / "gw")
-        sets = (f"store.url={url}", f"queue.driver={queue}", f"redis.url={redis.url()}", "bus.driver=redis")
-        gw = soma(*sets, role="gateway", data_dir=tmp_path / "gw")
-        worker = soma(*sets, role="worker", data_dir=tmp_path / "w")
+        sets = (f"store.url={url}", f"queue.driver={queue}", f"redis.url={redis.url()}")
+        gw = soma(*sets, "bus.driver=redis", role="gateway", data_dir=tmp_path / "gw")
+        worker = soma(*sets, f"bus.driver={worker_bus}", role="worker", data_dir=tmp_path / "w")
         llm.control(chunks=10, delay_ms=300)  # ~3 s of reply
         out = post_message(gw, "take your time")
-        sid, tid = out["session_id"], out["task_id"]
+        sid = out["session_id"]
         wait_until(lambda: llm.stats()["requests"] == 1, 15, what="the worker's LLM call")
         _reset(gw, sid)
 
         def dropped():
             return any(sid in o.get("msg", "") and "dropping" in o.get("msg", "") for o in worker.logs_quiet())
 
-        wait_until(lambda: dropped() or history(gw, sid), 30, what="the worker to finish its reply")
+        if worker_bus == "redis":
+            wait_until(lambda: llm.stats()["aborted"] >= 1, 10, what="the worker's reply stopped by the notice")
+        else:
+            wait_until(lambda: dropped() or history(gw, sid), 30, what="the worker to finish its reply")
         time.sleep(0.5)
         assert history(gw, sid) == [], "the reply landed in the reset conversation"
-        assert dropped()
+        if worker_bus == "local":
+            assert dropped()
         llm.control(chunks=12, delay_ms=0)
         _goes_on(gw, sid)
