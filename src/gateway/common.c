@@ -8,7 +8,9 @@
 #include "core/json_read.h"
 #include "core/json_scan.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "gateway/gateway.h"
+#include "queue/celery_wire.h"
 
 static int depth_of(const json_t *v)
 {
@@ -134,6 +136,18 @@ void gw_store_gone(struct http_req *req)
 	http_respond_error(req, 503, "data_dir_removed",
 			   "the database under data.dir was removed or replaced while the server ran, so writes are "
 			   "refused (they would be lost); restore data.dir and restart the server");
+}
+
+bool gw_valid_task_id(const char *s)
+{
+	char copy[CELERY_ID_BYTES + 1];
+	if (!s || !celery_id_ok(s))
+		return false;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	snprintf(copy, sizeof(copy), "%s", s);
+	return !utf8_repair(copy); /* valid UTF-8: it can be a JSON string */
 }
 
 bool gw_valid_id(const char *s)

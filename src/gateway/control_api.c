@@ -30,7 +30,7 @@ static bool redis_driver(void)
  * (a task without an owner key: the audit row is the caller's) */
 static void revoked(struct http_req *req, const char *id, const char *tenant, const char *status)
 {
-	char resource[STORE_ID_MAX + 8];
+	char resource[STORE_TASK_ID_MAX + 8];
 	snprintf(resource, sizeof(resource), "task:%s", id);
 	audit_record_change(&req->ident, tenant, "task.revoke", resource, "done", req->request_id, NULL);
 	http_respond_json(req, 202,
@@ -64,7 +64,7 @@ static void on_local_revoke(struct http_req *req, struct store_op *op)
 struct pending_revoke {
 	struct http_req *req;	  /* the waiting request (invalid once aborted) */
 	struct io_thread *thread; /* its io thread */
-	char task_id[STORE_ID_MAX + 1];
+	char task_id[STORE_TASK_ID_MAX + 1];
 	char owner[STORE_ID_MAX + 1]; /* the task's tenant by Redis, or "" */
 	enum soma_err err;	      /* the outcome */
 	char status[32];	      /* the task's status */
@@ -152,8 +152,8 @@ static void revoke_task(struct http_req *req, void *arg)
 {
 	(void)arg;
 	const char *id = http_req_param(req, "id").p;
-	if (!id || !gw_valid_id(id)) {
-		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
+	if (!id || !gw_valid_task_id(id)) {
+		http_respond_error(req, 404, "not_found", "no such task: task ids are 1 to 255 characters");
 		return;
 	}
 	bool admin = identity_has_scope(&req->ident, "admin");

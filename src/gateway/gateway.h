@@ -44,6 +44,9 @@ bool gw_json_nesting_ok(const char *s, size_t n);
 void gw_store_error(struct http_req *req, const struct store_op *op, const char *what);
 /* True for ids we accept from clients: 1..64 of [A-Za-z0-9_-]. */
 bool gw_valid_id(const char *s);
+/* True for task ids we accept from clients (Celery's are any text): 1..255 characters of UTF-8
+ * (queue/celery_wire.h CELERY_ID_MAX) without control characters; ':' '/' spaces allowed. */
+bool gw_valid_task_id(const char *s);
 /* Copies ?cursor= (an opaque page cursor) into op->cursor; false after answering 400. */
 bool gw_cursor(struct http_req *req, struct store_op *op);
 /* Answers the failure of a page op (400 invalid_cursor for SOMA_ERR_INVALID, else as

@@ -396,7 +396,7 @@ static void on_outbox_change(struct http_req *req, struct store_op *op)
 	}
 	bool drop = op->kind == STORE_OP_OUTBOX_DROP;
 	char resource[STORE_ID_MAX + 16];
-	snprintf(resource, sizeof(resource), "memory_outbox:%s", op->task_id);
+	snprintf(resource, sizeof(resource), "memory_outbox:%.64s", op->task_id);
 	audit_record_change(&req->ident, op->row_tenant,
 			    drop ? "admin.memory_outbox.drop" : "admin.memory_outbox.retry", resource, "done",
 			    req->request_id, NULL);
@@ -415,7 +415,7 @@ static void outbox_change(struct http_req *req, enum store_op_kind kind)
 	}
 	op->all_tenants = true; /* admin scope (route flag): an operator's action on any tenant's row */
 	snprintf(op->task_id, sizeof(op->task_id), "%.*s", (int)id.len, id.p);
-	snprintf(op->error_text, sizeof(op->error_text), "memory outbox item %s not found%s", op->task_id,
+	snprintf(op->error_text, sizeof(op->error_text), "memory outbox item %.64s not found%s", op->task_id,
 		 kind == STORE_OP_OUTBOX_RETRY ? " among the failed ones" : " (or it is being sent)");
 	gw_store(req, op, on_outbox_change);
 }

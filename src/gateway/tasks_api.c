@@ -26,8 +26,8 @@
 static struct store_op *task_op(struct http_req *req, enum store_op_kind kind, bool all_tenants)
 {
 	const char *id = http_req_param(req, "id").p;
-	if (!id || !gw_valid_id(id)) {
-		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
+	if (!id || !gw_valid_task_id(id)) {
+		http_respond_error(req, 404, "not_found", "no such task: task ids are 1 to 255 characters");
 		return NULL;
 	}
 	struct store_op *op = store_op_new(kind, req->ident.tenant);
@@ -87,7 +87,7 @@ static void on_dead_change(struct http_req *req, struct store_op *op)
 		gw_store_error(req, op, "dead letter");
 		return;
 	}
-	char resource[STORE_ID_MAX + 8];
+	char resource[STORE_TASK_ID_MAX + 8];
 	snprintf(resource, sizeof(resource), "task:%s", op->task_id);
 	audit_record_change(&req->ident, op->row_tenant,
 			    op->kind == STORE_OP_DEAD_REQUEUE ? "admin.dead_letter.requeue"

@@ -130,7 +130,7 @@ static void after_idempotency(struct wait *w)
 		http_respond_json(w->req, 202,
 				  json_pack("{s:s, s:s, s:b}", "task_id", holder, "status", "PENDING", "duplicate", 1));
 	} else {
-		char id[72];
+		char id[STORE_TASK_ID_MAX + 1];
 		snprintf(id, sizeof(id), "%s", mine);
 		enum soma_err err = gw_store_try(w->req, w->op, on_published);
 		w->op = NULL;
@@ -249,12 +249,17 @@ static bool valid_body(struct http_req *req, json_t *b, int64_t *eta, int64_t *e
 	json_t *name = json_object_get(b, "task"), *args = json_object_get(b, "args"),
 	       *kwargs = json_object_get(b, "kwargs"), *queue = json_object_get(b, "queue"),
 	       *countdown = json_object_get(b, "countdown"), *retries = json_object_get(b, "max_retries"),
-	       *prio = json_object_get(b, "priority"), *key = json_object_get(b, "idempotency_key");
+	       *prio = json_object_get(b, "priority"), *key = json_object_get(b, "idempotency_key"),
+	       *tid = json_object_get(b, "task_id");
 	const char *err = NULL, *code = NULL;
 	int status = 400;
 	if (!json_is_string(name) || !gw_task_name_ok(json_string_value(name), 128))
 		code = "invalid_task",
 		err = "task must be a task name such as \"soma.echo\" (letters, digits, . _ - :)";
+	else if (tid && (!json_is_string(tid) || json_string_length(tid) != strlen(json_string_value(tid)) ||
+			 !gw_valid_task_id(json_string_value(tid))))
+		code = "invalid_task_id",
+		err = "task_id must be 1 to 255 characters without control characters (Celery's ids are any text)";
 	else if (args && !json_is_array(args))
 		code = "invalid_args", err = "args must be an array";
 	else if (kwargs && !json_is_object(kwargs))
@@ -309,16 +314,17 @@ static void publish_body(struct http_req *req, json_t *b)
 	if (json_object_get(b, "soft_time_limit"))
 		json_object_set(opts, "soft_time_limit", json_object_get(b, "soft_time_limit"));
 	struct store_op *op = store_op_new(STORE_OP_TASK_PUBLISH, req->ident.tenant);
-	char id[IDS_UUID_LEN + 1];
-	ids_uuid7(id); /* time-ordered: the tasks table grows at its end */
+	char uuid[IDS_UUID_LEN + 1];
+	ids_uuid7(uuid); /* time-ordered: the tasks table grows at its end */
+	const char *id = json_string_value(json_object_get(b, "task_id")); /* the caller's choice, checked */
 	if (op)
-		op->task =
-			json_pack("{s:s, s:s, s:O, s:{s:o, s:o, s:s, s:s, s:O}, s:I, s:I}", "id", id, "queue", qname,
-				  "name", name, "payload", "args", args ? json_incref(args) : json_array(), "kwargs",
-				  kwargs ? json_incref(kwargs) : json_object(), "subject", req->ident.subject, "scopes",
-				  req->ident.scopes, "options", opts, "max_retries",
-				  (json_int_t)(retries ? json_integer_value(retries) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
-				  "available_ms", (json_int_t)(due ? due : clock_wall_ms()));
+		op->task = json_pack(
+			"{s:s, s:s, s:O, s:{s:o, s:o, s:s, s:s, s:O}, s:I, s:I}", "id", id ? id : uuid, "queue", qname,
+			"name", name, "payload", "args", args ? json_incref(args) : json_array(), "kwargs",
+			kwargs ? json_incref(kwargs) : json_object(), "subject", req->ident.subject, "scopes",
+			req->ident.scopes, "options", opts, "max_retries",
+			(json_int_t)(retries ? json_integer_value(retries) : cfg_int(CFG_QUEUE_MAX_RETRIES)),
+			"available_ms", (json_int_t)(due ? due : clock_wall_ms()));
 	json_decref(opts);
 	if (!op || !op->task) {
 		store_op_free(op);
@@ -434,8 +440,8 @@ void gw_task_get(struct http_req *req, void *arg)
 {
 	(void)arg;
 	const char *id = http_req_param(req, "id").p;
-	if (!id || !gw_valid_id(id)) {
-		http_respond_error(req, 404, "not_found", "no such task: ids are 1 to 64 of A-Z a-z 0-9 _ -");
+	if (!id || !gw_valid_task_id(id)) {
+		http_respond_error(req, 404, "not_found", "no such task: task ids are 1 to 255 characters");
 		return;
 	}
 	struct store_op *op = store_op_new(STORE_OP_TASK_GET, req->ident.tenant);

@@ -157,6 +157,14 @@ static bool read_body(const struct fields *f, char *strs, struct celery_msg *m)
 	return ok;
 }
 
+bool celery_id_ok(const char *id)
+{
+	size_t chars = 0, n = 0;
+	for (; id && id[n] && n <= CELERY_ID_BYTES; n++)
+		chars += ((unsigned char)id[n] & 0xC0) != 0x80; /* a continuation byte is no new character */
+	return chars > 0 && chars <= CELERY_ID_MAX && n <= CELERY_ID_BYTES;
+}
+
 bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 {
 	struct fields f = {0};
@@ -191,7 +199,7 @@ bool celery_envelope_scan(const char *text, size_t len, struct celery_msg *out)
 	o = strs;
 	out->task = jscan_str(f.task, &o);
 	out->id = jscan_is(f.id, '"') ? jscan_str(f.id, &o) : jscan_str(f.corr, &o);
-	if (!out->task[0] || !out->id || !out->id[0] || strlen(out->id) > 64)
+	if (!out->task[0] || !out->id || !celery_id_ok(out->id))
 		goto not_mine;
 	out->delivery_tag = jscan_is(f.tag, '"') ? jscan_str(f.tag, &o) : "";
 	out->routing_key = jscan_str(f.rk, &o);

@@ -315,8 +315,9 @@ enum soma_err celery_envelope_decode_tree(const char *text, size_t len, struct c
 	out->id = json_string_value(json_object_get(out->headers, "id"));
 	if (!out->id)
 		out->id = json_string_value(json_object_get(out->properties, "correlation_id"));
-	if (!out->task || !out->task[0] || !out->id || !out->id[0] || strlen(out->id) > 64) {
-		snprintf(why, why_cap, "the message lacks a task name or a task id (at most 64 characters)");
+	if (!out->task || !out->task[0] || !out->id || !celery_id_ok(out->id)) {
+		snprintf(why, why_cap, "the message lacks a task name or a task id (at most %d characters)",
+			 CELERY_ID_MAX);
 		goto bad;
 	}
 	if (celery_names_hold_nul(out)) {

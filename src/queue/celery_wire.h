@@ -25,6 +25,17 @@
 #define CELERY_KEY_MAX		192	   /* queue name + separator + band */
 #define CELERY_TIME_LEN		32	   /* "2026-11-27T10:56:49.461034Z" + NUL, with room */
 #define CELERY_DEFAULT_EXCHANGE ""
+/* Task ids (and group ids, delivery tags): Celery takes any string; we run those of 1 to
+ * CELERY_ID_MAX characters (code points), so at most CELERY_ID_BYTES bytes of UTF-8. A longer id
+ * gets a FAILURE result naming the limit (redis_settle.c). CELERY_ID_KEY_MAX holds a Redis key
+ * built around one id (celery-task-meta-<id>, soma-run-<id>-<retries>, soma-once-<id>-...). */
+#define CELERY_ID_MAX	  255
+#define CELERY_ID_BYTES	  (4 * CELERY_ID_MAX)
+#define CELERY_ID_KEY_MAX (CELERY_ID_BYTES + 96)
+
+/* True when id is a task id we run: 1 to CELERY_ID_MAX characters of UTF-8 (not counting
+ * continuation bytes), CELERY_ID_BYTES bytes at most. */
+bool celery_id_ok(const char *id);
 
 /* Returns the envelope as compact JSON text: body serialized compactly, then standard base64
  * with padding; headers and properties copied (borrowed inputs), with content-type

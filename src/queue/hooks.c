@@ -12,13 +12,14 @@
 
 #include "core/clock.h"
 #include "core/str.h"
+#include "queue/celery_wire.h"
 
 #define REVOKED_SLOTS	  32768 /* power of two; at most REVOKED_MAX used so probes stay short */
 #define REVOKED_MAX	  20000
 #define REVOKE_DEFAULT_MS (24LL * 3600 * 1000)
 
 struct revoked {
-	char id[64];	  /* task id; "" = free */
+	char *id;	  /* task id (owned; at most CELERY_ID_BYTES), NULL = free */
 	int64_t until_ms; /* expiry (wall clock) */
 };
 
@@ -64,7 +65,7 @@ static void sweep_locked(int64_t now)
 	int live = 0;
 	int64_t drop_until = now, min_until = INT64_MAX;
 	for (int i = 0; i < REVOKED_SLOTS; i++) {
-		if (old[i].id[0] && old[i].until_ms > now) {
+		if (old[i].id && old[i].until_ms > now) {
 			live++;
 			min_until = old[i].until_ms < min_until ? old[i].until_ms : min_until;
 		}
@@ -73,10 +74,12 @@ static void sweep_locked(int64_t now)
 		drop_until = min_until;
 	used = 0;
 	for (int i = 0; i < REVOKED_SLOTS; i++) {
-		if (!old[i].id[0] || old[i].until_ms <= drop_until)
+		if (!old[i].id || old[i].until_ms <= drop_until) {
+			free(old[i].id);
 			continue;
+		}
 		uint32_t j = str_hash(old[i].id) & (REVOKED_SLOTS - 1);
-		while (fresh[j].id[0])
+		while (fresh[j].id)
 			j = (j + 1) & (REVOKED_SLOTS - 1);
 		fresh[j] = old[i];
 		used++;
@@ -87,7 +90,7 @@ static void sweep_locked(int64_t now)
 
 void queue_revoke(const char *task_id, int64_t until_ms)
 {
-	if (!task_id || !task_id[0] || strlen(task_id) >= sizeof(table[0].id))
+	if (!task_id || !task_id[0] || strlen(task_id) > CELERY_ID_BYTES)
 		return;
 	int64_t now = clock_wall_ms();
 	pthread_mutex_lock(&lock);
@@ -98,10 +101,13 @@ void queue_revoke(const char *task_id, int64_t until_ms)
 	if (used >= REVOKED_MAX)
 		sweep_locked(now);
 	uint32_t j = str_hash(task_id) & (REVOKED_SLOTS - 1);
-	while (table[j].id[0] && strcmp(table[j].id, task_id) != 0)
+	while (table[j].id && strcmp(table[j].id, task_id) != 0)
 		j = (j + 1) & (REVOKED_SLOTS - 1);
-	if (!table[j].id[0]) {
-		snprintf(table[j].id, sizeof(table[j].id), "%s", task_id);
+	if (!table[j].id) {
+		if (!(table[j].id = strdup(task_id))) {
+			pthread_mutex_unlock(&lock);
+			return;
+		}
 		used++;
 	}
 	table[j].until_ms = until_ms > 0 ? until_ms : now + REVOKE_DEFAULT_MS;
@@ -116,7 +122,7 @@ bool queue_is_revoked(const char *task_id)
 	int64_t now = clock_wall_ms();
 	pthread_mutex_lock(&lock);
 	uint32_t j = str_hash(task_id) & (REVOKED_SLOTS - 1);
-	for (; table[j].id[0]; j = (j + 1) & (REVOKED_SLOTS - 1)) {
+	for (; table[j].id; j = (j + 1) & (REVOKED_SLOTS - 1)) {
 		if (strcmp(table[j].id, task_id) == 0) {
 			hit = table[j].until_ms > now;
 			break;
@@ -132,7 +138,7 @@ json_t *queue_revoked_json(void)
 	int64_t now = clock_wall_ms();
 	pthread_mutex_lock(&lock);
 	for (int i = 0; out && table && i < REVOKED_SLOTS; i++)
-		if (table[i].id[0] && table[i].until_ms > now)
+		if (table[i].id && table[i].until_ms > now)
 			json_array_append_new(out, json_string(table[i].id));
 	pthread_mutex_unlock(&lock);
 	return out;

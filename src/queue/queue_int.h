@@ -13,6 +13,7 @@
 #ifndef SOMA_QUEUE_QUEUE_INT_H
 #define SOMA_QUEUE_QUEUE_INT_H
 
+#include "queue/celery_wire.h"
 #include "queue/queue.h"
 
 struct queue_driver {
@@ -113,7 +114,8 @@ void redis_hold(const char *queue, const char *tag, char *text, size_t len, int6
 /* The next due held message of queue (caller frees *text), or false; *next_ms receives the
  * earliest due time of the queue's held messages (INT64_MAX when none); owner receives the worker
  * id its run-lock holds ("" when none). */
-bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], char owner[64], int64_t *next_ms);
+bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[CELERY_ID_BYTES + 1], char owner[64],
+		     int64_t *next_ms);
 
 /* Time limits and running tags of this process's tasks, for the maintenance thread. */
 void queue_pool_tick(int64_t now_ms);

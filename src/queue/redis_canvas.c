@@ -164,11 +164,11 @@ int rc_send_once(struct rworker *w, const struct rw_outcome *o, const char *owne
 {
 	const char *st = json_string_value(json_object_get(sig, "subtask_type"));
 	if (st && (strcmp(st, "group") == 0 || strcmp(st, "chord") == 0)) {
-		char tag[160];
+		char tag[CELERY_ID_KEY_MAX];
 		snprintf(tag, sizeof(tag), "%s-%s", owner, which);
 		return rc_send_nested(w, o, tag, sig, first, chain);
 	}
-	char key[CELERY_KEY_MAX], marker[200];
+	char key[CELERY_KEY_MAX], marker[CELERY_ID_KEY_MAX + 64];
 	char *text = rc_sig_message(o, sig, first, chain, key);
 	if (!text)
 		return 0;

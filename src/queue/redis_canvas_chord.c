@@ -31,13 +31,14 @@ static const char join_script[] =
 	"if st ~= '2' or redis.call('EXISTS', KEYS[5]) == 1 then return {0} end "
 	"return {1, redis.call('ZRANGE', KEYS[1], 0, -1)}";
 
-/* The chord keys of group gid into j, t, s and its fired marker into f (160 bytes each). */
-static void chord_keys(const char *gid, char j[160], char t[160], char s[160], char f[160])
+/* The chord keys of group gid into j, t, s and its fired marker into f (CELERY_ID_KEY_MAX bytes each). */
+static void chord_keys(const char *gid, char j[CELERY_ID_KEY_MAX], char t[CELERY_ID_KEY_MAX], char s[CELERY_ID_KEY_MAX],
+		       char f[CELERY_ID_KEY_MAX])
 {
-	snprintf(j, 160, "celery-taskset-meta-%s.j", gid);
-	snprintf(t, 160, "celery-taskset-meta-%s.t", gid);
-	snprintf(s, 160, "celery-taskset-meta-%s.s", gid);
-	snprintf(f, 160, "soma-once-%s-chord", gid);
+	snprintf(j, CELERY_ID_KEY_MAX, "celery-taskset-meta-%s.j", gid);
+	snprintf(t, CELERY_ID_KEY_MAX, "celery-taskset-meta-%s.t", gid);
+	snprintf(s, CELERY_ID_KEY_MAX, "celery-taskset-meta-%s.s", gid);
+	snprintf(f, CELERY_ID_KEY_MAX, "soma-once-%s-chord", gid);
 }
 
 /* Celery's "Dependency <id> raised <repr of the member's exception>" (backends/redis.py
@@ -45,7 +46,7 @@ static void chord_keys(const char *gid, char j[160], char t[160], char s[160], c
  * prints it (Exception('m5')). Into buf (cap bytes). */
 static void chord_error_text(const char *id, const json_t *result, char *buf, size_t cap)
 {
-	int w = snprintf(buf, cap, "Dependency %.255s raised ", id);
+	int w = snprintf(buf, cap, "Dependency %s raised ", id);
 	size_t at = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
 	json_py_exc_repr(json_string_value(json_object_get(result, "exc_type")), json_object_get(result, "exc_message"),
 			 buf + at, cap - at);
@@ -70,7 +71,8 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 		json_array_append(results, json_array_get(m, 3) ? json_array_get(m, 3) : json_null());
 		json_array_append_new(all, m);
 	}
-	char j[160], t[160], s[160], fired[160], key[CELERY_KEY_MAX];
+	char j[CELERY_ID_KEY_MAX], t[CELERY_ID_KEY_MAX], s[CELERY_ID_KEY_MAX], fired[CELERY_ID_KEY_MAX],
+		key[CELERY_KEY_MAX];
 	chord_keys(gid, j, t, s, fired);
 	const char *const del[] = {j, t, s};
 	int n = 0;
@@ -112,7 +114,8 @@ static enum rw_write chord_fire(struct rworker *w, const struct rw_outcome *o, c
 
 bool rc_append_join(struct rworker *w, const struct rw_outcome *o, const struct rc_join *jn)
 {
-	char j[160], t[160], s[160], fired[160], joined[200], score[32], exp[24], size[24], ttl[24];
+	char j[CELERY_ID_KEY_MAX], t[CELERY_ID_KEY_MAX], s[CELERY_ID_KEY_MAX], fired[CELERY_ID_KEY_MAX],
+		joined[CELERY_ID_KEY_MAX], score[32], exp[24], size[24], ttl[24];
 	chord_keys(jn->gid, j, t, s, fired);
 	snprintf(joined, sizeof(joined), "soma-once-%s-join", jn->id);
 	if (json_is_integer(jn->index))

@@ -78,7 +78,7 @@ static int refuse(struct rworker *w, const struct rw_outcome *o, const json_t *s
 /* Appends the once-set of the chord size of gid to n. False when it could not be appended. */
 static bool append_size(struct rworker *w, const char *which, const char *gid, size_t n)
 {
-	char marker[200], skey[160], ttl[24], size[24], exp[24];
+	char marker[CELERY_ID_KEY_MAX + 64], skey[CELERY_ID_KEY_MAX], ttl[24], size[24], exp[24];
 	snprintf(marker, sizeof(marker), "soma-once-%s-size", which);
 	snprintf(skey, sizeof(skey), "celery-taskset-meta-%s.s", gid);
 	long long expires = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
@@ -138,7 +138,7 @@ int rc_send_nested(struct rworker *w, const struct rw_outcome *o, const char *wh
 			json_object_set_new(opts, "group_index", json_integer((json_int_t)i));
 		if (chord)
 			json_object_set(opts, "chord", b);
-		char key[CELERY_KEY_MAX], marker[200];
+		char key[CELERY_KEY_MAX], marker[CELERY_ID_KEY_MAX + 64];
 		char *text = rc_sig_message(o, m, first, chord ? NULL : chain, key);
 		snprintf(marker, sizeof(marker), "soma-once-%s-m%zu", which, i);
 		if (text)

@@ -64,87 +64,6 @@ void rw_lock_key(const struct celery_msg *m, char *buf, size_t cap)
 	snprintf(buf, cap, "soma-run-%s-%lld", m->id, (long long)m->retries);
 }
 
-/* ZREM unacked_index t1..tn, HDEL unacked t1..tn, DEL lock1..lockn for what was recorded. */
-static void append_acks(struct rworker *w)
-{
-	const char *argv[REDIS_PREFETCH_MAX + 2];
-	size_t lens[REDIS_PREFETCH_MAX + 2];
-	if (w->nacks > 0) {
-		for (int i = 0; i < w->nacks; i++)
-			argv[i + 2] = w->acks[i], lens[i + 2] = strlen(w->acks[i]);
-		argv[0] = "ZREM", lens[0] = 4, argv[1] = "unacked_index", lens[1] = 13;
-		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
-			w->owed++;
-		argv[0] = "HDEL", argv[1] = "unacked", lens[1] = 7;
-		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
-			w->owed++;
-		w->nacks = 0;
-	}
-	if (w->nlocks > 0) {
-		for (int i = 0; i < w->nlocks; i++)
-			argv[i + 1] = w->locks[i], lens[i + 1] = strlen(w->locks[i]);
-		argv[0] = "DEL", lens[0] = 3;
-		if (redis_append_argv(w->c, w->nlocks + 1, argv, lens) == SOMA_OK)
-			w->owed++;
-		w->nlocks = 0;
-	}
-}
-
-void rw_unlock(struct rworker *w, const struct celery_msg *m)
-{
-	if (w->nlocks == REDIS_PREFETCH_MAX)
-		append_acks(w);
-	rw_lock_key(m, w->locks[w->nlocks], sizeof(w->locks[0]));
-	w->nlocks++;
-}
-
-void rw_drain(struct rworker *w)
-{
-	append_acks(w);
-	bool ok = redis_conn_ok(w->c), busy = false;
-	for (; ok && w->owed > 0; w->owed--) {
-		redisReply *r = redis_get_reply(w->c);
-		if (!r) {
-			ok = false;
-			break;
-		}
-		if (rw_reply_transient(r))
-			busy = true; /* e.g. LOADING just after a restart: that write did not happen */
-		else if (r->type == REDIS_REPLY_ERROR)
-			log_warn("queue", "redis refused an ack or result write: %s", r->str);
-		freeReplyObject(r);
-	}
-	w->owed = 0;
-	if (ok && !busy)
-		rw_outcomes_confirmed(w);
-	else if (w->nsent > 0) /* outcomes lost with the connection, or refused for now: write them again */
-		rw_outcomes_replay(w);
-	/* (other lost acks are of duplicates: restored later, seen done, acked again) */
-}
-
-void rw_send(struct rworker *w)
-{
-	append_acks(w);
-	redisContext *ctx = redis_conn_ctx(w->c);
-	int done = 0;
-	while (ctx && !done) {
-		if (redisBufferWrite(ctx, &done) != REDIS_OK) {
-			redis_conn_broken(w->c, ctx->errstr[0] ? ctx->errstr : "write failed");
-			w->owed = 0;
-			return;
-		}
-	}
-}
-
-void rw_ack(struct rworker *w, const char *tag)
-{
-	if (!tag || !tag[0] || strlen(tag) >= sizeof(w->acks[0]))
-		return;
-	if (w->nacks == REDIS_PREFETCH_MAX)
-		append_acks(w);
-	memcpy(w->acks[w->nacks++], tag, strlen(tag) + 1);
-}
-
 static void *rw_open(const char *queue, const char *worker_id)
 {
 	struct rworker *w = calloc(1, sizeof(*w));
@@ -181,6 +100,10 @@ static void rw_close(void *wp)
 	if (w->has_cur)
 		rmsg_free(&w->cur);
 	rw_outcomes_confirmed(w); /* (stopping: what could not be confirmed waits in unacked) */
+	for (int i = 0; i < w->nacks; i++)
+		free(w->acks[i]);
+	for (int i = 0; i < w->nlocks; i++)
+		free(w->locks[i]);
 	free(w->sent);
 	redis_conn_close(w->c);
 	free(w);
@@ -193,7 +116,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	char why[256];
 	if (celery_envelope_decode(text, len, &m->m, why, sizeof(why)) != SOMA_OK) {
 		rw_answer_dropped(w, text, len, why); /* (logs it) */
-		char tag[sizeof(w->acks[0])]; /* ack it by the tag it waits under, or every sweep brings it back */
+		char tag[CELERY_ID_BYTES + 1]; /* ack it by the tag it waits under, or every sweep brings it back */
 		if (celery_envelope_tag(text, len, tag, sizeof(tag)))
 			rw_ack(w, tag);
 		else
@@ -218,7 +141,7 @@ static void dedupe(struct rworker *w, int from, int n)
 {
 	const char *argv[REDIS_PREFETCH_MAX + 1];
 	size_t lens[REDIS_PREFETCH_MAX + 1];
-	char(*metas)[128] = malloc((size_t)n * sizeof(*metas));
+	char(*metas)[CELERY_ID_KEY_MAX] = malloc((size_t)n * sizeof(*metas));
 	char lock_px[24];
 	if (!metas)
 		return; /* unchecked: run, as when Redis does not answer */
@@ -232,7 +155,7 @@ static void dedupe(struct rworker *w, int from, int n)
 	int sent = redis_append_argv(w->c, n + 1, argv, lens) == SOMA_OK ? n : 0;
 	for (int i = 0; i < sent; i++) {
 		struct rmsg *m = &w->buf[(from + i) % REDIS_PREFETCH_MAX];
-		char lock[160];
+		char lock[CELERY_ID_KEY_MAX];
 		rw_lock_key(&m->m, lock, sizeof(lock));
 		const char *s[] = {"SET", lock, w->id, "NX", "PX", lock_px};
 		size_t sl[] = {3, strlen(lock), strlen(w->id), 2, 2, strlen(lock_px)};
@@ -407,7 +330,7 @@ static bool next_from_batch(struct rworker *w)
 				rw_unlock(w, &m->m);
 			rmsg_free(m);
 		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
-			char lock[160];
+			char lock[CELERY_ID_KEY_MAX];
 			rw_lock_key(&m->m, lock, sizeof(lock));
 			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms, m->locked ? lock : NULL,
 				   m->owner);
@@ -435,7 +358,7 @@ static json_t *rw_reserve(void *wp)
 			return task_json(w, &w->cur.m);
 		char *text;
 		size_t len;
-		char tag[72], owner[64];
+		char tag[CELERY_ID_BYTES + 1], owner[64];
 		int64_t next_due;
 		if (redis_hold_take(w->queue, &text, &len, tag, owner, &next_due)) {
 			char why[256];
@@ -468,7 +391,7 @@ static void rw_heartbeat(void *wp, struct task_ctx *ctx)
 	if (!w->has_cur || now - w->hb_ms < queue_visibility_ms() / 3)
 		return;
 	w->hb_ms = now;
-	char score[32], lock[160], px[24];
+	char score[32], lock[CELERY_ID_KEY_MAX], px[24];
 	redis_unacked_score(now, score, sizeof(score));
 	rw_lock_key(&w->cur.m, lock, sizeof(lock));
 	snprintf(px, sizeof(px), "%lld", (long long)queue_visibility_ms());

@@ -54,9 +54,9 @@ struct rworker {
 	int64_t hb_ms;				/* last heartbeat */
 	int64_t started_ms;			/* when the running task was taken */
 	uint64_t started_ns;			/* the same, monotonic */
-	char acks[REDIS_PREFETCH_MAX][72];	/* tags acked but not written yet (one ZREM + HDEL for all) */
+	char *acks[REDIS_PREFETCH_MAX];		/* tags acked but not written yet (owned; one ZREM + HDEL for all) */
 	int nacks;				/* entries in acks */
-	char locks[REDIS_PREFETCH_MAX][112];	/* run-locks to release with those acks (one DEL) */
+	char *locks[REDIS_PREFETCH_MAX];	/* run-locks to release with those acks (owned; one DEL) */
 	int nlocks;				/* entries in locks */
 	struct rw_outcome *sent;		/* outcomes written, their replies not read yet (owned) */
 	int nsent, capsent;			/* entries in sent, its size */
@@ -77,12 +77,12 @@ struct rw_canvas {
 /* An outcome written to Redis and not confirmed yet (redis_confirm.c): written again, with its
  * follow-ups and its ack, if the connection turns out to have been lost under it. */
 struct rw_outcome {
-	char id[72];		 /* the task */
-	char tag[72];		 /* its delivery tag */
-	char lock[112];		 /* its run-lock */
-	char tenant[72];	 /* its owner (headers.soma_tenant), "" for none */
-	char *meta;		 /* its result meta (owned) */
-	struct rw_canvas canvas; /* its follow-ups; canvas.embed NULL when it has none */
+	char id[CELERY_ID_BYTES + 1];  /* the task */
+	char tag[CELERY_ID_BYTES + 1]; /* its delivery tag */
+	char lock[CELERY_ID_KEY_MAX];  /* its run-lock */
+	char tenant[72];	       /* its owner (headers.soma_tenant), "" for none */
+	char *meta;		       /* its result meta (owned) */
+	struct rw_canvas canvas;       /* its follow-ups; canvas.embed NULL when it has none */
 };
 
 /* The result of writing something whose replies were read: Redis took it, the connection was
@@ -106,6 +106,8 @@ enum rw_write rw_reply_class(const redisReply *r, const char *what);
 /* Waits until w's connection is up (or the process stops); task_id names what waits, for logs. */
 void rw_wait_redis(struct rworker *w, const char *task_id);
 
+/* Appends the recorded acks and run-lock releases (ZREM, HDEL, DEL; replies owed) and forgets them. */
+void rw_acks_append(struct rworker *w);
 /* Appends the pending acks, then reads every reply still owed on w's connection (errors are
  * logged). */
 void rw_drain(struct rworker *w);
@@ -153,7 +155,7 @@ void rw_prefetch_keep(struct rworker *w, int64_t now);
  * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
  * names the message for the warning when Redis does not take it. m is borrowed. */
 /* Logs a message dropped as unreadable (why); when only its task id is too long for this worker
- * (over 64 characters), appends a FAILURE meta under that id (w->owed counts its replies), so
+ * (over CELERY_ID_MAX characters), appends a FAILURE meta under that id (w->owed counts its replies), so
  * that the caller's get() raises instead of waiting forever. text is borrowed. */
 void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const char *why);
 void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what);

@@ -48,7 +48,7 @@ static bool stale(const struct rmsg *m, int64_t now)
 /* Appends the keep script of m; true when appended. */
 static bool append_keep(struct rworker *w, const struct rmsg *m, const char *px, const char *score)
 {
-	char lock[160];
+	char lock[CELERY_ID_KEY_MAX];
 	rw_lock_key(&m->m, lock, sizeof(lock));
 	const char *argv[] = {"EVAL", keep_script,	 "3",	"unacked", "unacked_index",
 			      lock,   m->m.delivery_tag, w->id, px,	   score};

@@ -445,7 +445,7 @@ int redis_owner_append(struct redis_conn *c, const char *task_id, const char *te
 {
 	if (!tenant || !tenant[0])
 		return 0;
-	char key[128], ttl_s[24];
+	char key[CELERY_ID_KEY_MAX], ttl_s[24];
 	snprintf(key, sizeof(key), "soma-task-owner-%s", task_id);
 	long long ttl = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 	snprintf(ttl_s, sizeof(ttl_s), "%lld", ttl);

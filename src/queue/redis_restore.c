@@ -36,11 +36,11 @@
 
 struct held {
 	char queue[64]; /* its queue */
-	char tag[72];	/* delivery tag */
+	char *tag;	/* delivery tag (owned: one block with lock) */
 	char *text;	/* envelope as received */
 	size_t len;	/* its length */
 	int64_t due_ms; /* eta */
-	char lock[160]; /* its run-lock ("" when its taker holds none) */
+	char *lock;	/* its run-lock ("" when its taker holds none; in tag's block) */
 	char owner[64]; /* the worker id that lock holds */
 };
 
@@ -219,25 +219,31 @@ void redis_restore_sweep(struct redis_conn *c, int64_t visibility_ms)
 void redis_hold(const char *queue, const char *tag, char *text, size_t len, int64_t due_ms, const char *run_lock,
 		const char *owner)
 {
+	const char *rl = run_lock && owner ? run_lock : "";
+	size_t tl = strlen(tag), ll = strlen(rl);
+	char *keys = malloc(tl + ll + 2); /* tag, then the run-lock: ids of any length we run fit */
 	pthread_mutex_lock(&lock);
-	if (nheld < HELD_MAX && (held || (held = calloc(HELD_MAX, sizeof(*held))))) {
+	if (keys && nheld < HELD_MAX && (held || (held = calloc(HELD_MAX, sizeof(*held))))) {
 		struct held *h = &held[nheld++];
 		snprintf(h->queue, sizeof(h->queue), "%s", queue);
-		snprintf(h->tag, sizeof(h->tag), "%s", tag);
+		memcpy(keys, tag, tl + 1);
+		memcpy(keys + tl + 1, rl, ll + 1);
+		h->tag = keys, h->lock = keys + tl + 1, keys = NULL;
 		h->text = text, h->len = len, h->due_ms = due_ms;
-		snprintf(h->lock, sizeof(h->lock), "%s", run_lock && owner ? run_lock : "");
 		snprintf(h->owner, sizeof(h->owner), "%s", run_lock && owner ? owner : "");
 		text = NULL;
 	}
 	pthread_mutex_unlock(&lock);
-	if (text) { /* full: leave it unacked; a sweep restores it after the visibility timeout */
+	free(keys);
+	if (text) { /* full (or out of memory): leave it unacked; a sweep restores it after the visibility timeout */
 		log_warn("queue", "more than %d messages held for their eta; %s waits for the visibility restore",
 			 HELD_MAX, tag);
 		free(text);
 	}
 }
 
-bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], char owner[64], int64_t *next_ms)
+bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[CELERY_ID_BYTES + 1], char owner[64],
+		     int64_t *next_ms)
 {
 	int64_t now = clock_wall_ms();
 	bool got = false;
@@ -248,7 +254,8 @@ bool redis_hold_take(const char *queue, char **text, size_t *len, char tag[72], 
 			continue;
 		if (!got && held[i].due_ms <= now) {
 			*text = held[i].text, *len = held[i].len;
-			memcpy(tag, held[i].tag, 72);
+			snprintf(tag, CELERY_ID_BYTES + 1, "%s", held[i].tag);
+			free(held[i].tag);
 			memcpy(owner, held[i].owner, 64);
 			held[i--] = held[--nheld];
 			got = true;
@@ -349,6 +356,7 @@ void redis_queue_deinit(void)
 				 "cannot give back held message %s; it is restored after the visibility timeout",
 				 held[i].tag);
 		free(held[i].text);
+		free(held[i].tag);
 	}
 	nheld = 0;
 	free(held);

@@ -328,10 +328,14 @@ void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const ch
 	json_t *id = json_object_get(json_object_get(env, "headers"), "id");
 	if (!json_is_string(id))
 		id = json_object_get(json_object_get(env, "properties"), "correlation_id");
-	if (json_is_string(id) && json_string_length(id) > 64 && !json_py_has_nul(id)) {
+	if (json_is_string(id) && json_string_length(id) > 0 && !celery_id_ok(json_string_value(id)) &&
+	    !json_py_has_nul(id)) {
+		size_t chars = 0;
+		for (const char *p = json_string_value(id); *p; p++)
+			chars += ((unsigned char)*p & 0xC0) != 0x80;
 		char msg[160];
-		snprintf(msg, sizeof(msg), "task id of %zu characters: this worker runs tasks whose id has at most 64",
-			 json_string_length(id));
+		snprintf(msg, sizeof(msg), "task id of %zu characters: this worker runs tasks whose id has at most %d",
+			 chars, CELERY_ID_MAX);
 		w->owed += redis_meta_append(w->c, json_string_value(id), "FAILURE", NULL, "ValueError", "builtins",
 					     msg, NULL);
 		log_info("queue", "wrote a FAILURE result for the dropped message's long task id (%s)", msg);
@@ -341,7 +345,7 @@ void rw_answer_dropped(struct rworker *w, const char *text, size_t len, const ch
 
 void rw_give_back(struct rworker *w, const struct rmsg *m, const char *what)
 {
-	char lock[160];
+	char lock[CELERY_ID_KEY_MAX];
 	rw_lock_key(&m->m, lock, sizeof(lock));
 	if (redis_restore_one(w->c, m->m.delivery_tag, m->text, m->len, w->queue, m->locked ? lock : NULL, m->owner) !=
 	    SOMA_OK)
@@ -357,4 +361,94 @@ void redis_requeue(void *wp, json_t *task)
 	rw_drain(w);
 	if (w->has_cur)
 		rw_give_back(w, &w->cur, "task");
+}
+
+/* ---- acks: recorded per task, written for a batch (moved here from redis_consume.c) ---- */
+
+/* ZREM unacked_index t1..tn, HDEL unacked t1..tn, DEL lock1..lockn for what was recorded. */
+void rw_acks_append(struct rworker *w)
+{
+	const char *argv[REDIS_PREFETCH_MAX + 2];
+	size_t lens[REDIS_PREFETCH_MAX + 2];
+	if (w->nacks > 0) {
+		for (int i = 0; i < w->nacks; i++)
+			argv[i + 2] = w->acks[i], lens[i + 2] = strlen(w->acks[i]);
+		argv[0] = "ZREM", lens[0] = 4, argv[1] = "unacked_index", lens[1] = 13;
+		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
+			w->owed++;
+		argv[0] = "HDEL", argv[1] = "unacked", lens[1] = 7;
+		if (redis_append_argv(w->c, w->nacks + 2, argv, lens) == SOMA_OK)
+			w->owed++;
+		for (int i = 0; i < w->nacks; i++)
+			free(w->acks[i]), w->acks[i] = NULL;
+		w->nacks = 0;
+	}
+	if (w->nlocks > 0) {
+		for (int i = 0; i < w->nlocks; i++)
+			argv[i + 1] = w->locks[i], lens[i + 1] = strlen(w->locks[i]);
+		argv[0] = "DEL", lens[0] = 3;
+		if (redis_append_argv(w->c, w->nlocks + 1, argv, lens) == SOMA_OK)
+			w->owed++;
+		for (int i = 0; i < w->nlocks; i++)
+			free(w->locks[i]), w->locks[i] = NULL;
+		w->nlocks = 0;
+	}
+}
+
+void rw_unlock(struct rworker *w, const struct celery_msg *m)
+{
+	if (w->nlocks == REDIS_PREFETCH_MAX)
+		rw_acks_append(w);
+	char lock[CELERY_ID_KEY_MAX];
+	rw_lock_key(m, lock, sizeof(lock));
+	if ((w->locks[w->nlocks] = strdup(lock))) /* (out of memory: the lock lapses on its own) */
+		w->nlocks++;
+}
+
+void rw_drain(struct rworker *w)
+{
+	rw_acks_append(w);
+	bool ok = redis_conn_ok(w->c), busy = false;
+	for (; ok && w->owed > 0; w->owed--) {
+		redisReply *r = redis_get_reply(w->c);
+		if (!r) {
+			ok = false;
+			break;
+		}
+		if (rw_reply_transient(r))
+			busy = true; /* e.g. LOADING just after a restart: that write did not happen */
+		else if (r->type == REDIS_REPLY_ERROR)
+			log_warn("queue", "redis refused an ack or result write: %s", r->str);
+		freeReplyObject(r);
+	}
+	w->owed = 0;
+	if (ok && !busy)
+		rw_outcomes_confirmed(w);
+	else if (w->nsent > 0) /* outcomes lost with the connection, or refused for now: write them again */
+		rw_outcomes_replay(w);
+	/* (other lost acks are of duplicates: restored later, seen done, acked again) */
+}
+
+void rw_send(struct rworker *w)
+{
+	rw_acks_append(w);
+	redisContext *ctx = redis_conn_ctx(w->c);
+	int done = 0;
+	while (ctx && !done) {
+		if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+			redis_conn_broken(w->c, ctx->errstr[0] ? ctx->errstr : "write failed");
+			w->owed = 0;
+			return;
+		}
+	}
+}
+
+void rw_ack(struct rworker *w, const char *tag)
+{
+	if (!tag || !tag[0] || strlen(tag) > CELERY_ID_BYTES)
+		return;
+	if (w->nacks == REDIS_PREFETCH_MAX)
+		rw_acks_append(w);
+	if ((w->acks[w->nacks] = strdup(tag))) /* (out of memory: restored after the visibility timeout) */
+		w->nacks++;
 }

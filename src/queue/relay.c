@@ -111,7 +111,7 @@ long long queue_relay_published(void)
 static enum soma_err forget_outcome(const char *id, const json_t *chain)
 {
 	size_t links = json_array_size(chain) < 32 ? json_array_size(chain) : 32, n = 0;
-	char keys[2 + 2 * 32][160];
+	char keys[2 + 2 * 32][CELERY_ID_KEY_MAX];
 	const char *argv[1 + 2 + 2 * 32];
 	size_t lens[1 + 2 + 2 * 32];
 	redis_meta_key(id, keys[n++], sizeof(keys[0]));
@@ -119,7 +119,7 @@ static enum soma_err forget_outcome(const char *id, const json_t *chain)
 	for (size_t i = 0; i < links; i++) {
 		const char *link = json_string_value(
 			json_object_get(json_object_get(json_array_get(chain, i), "options"), "task_id"));
-		if (!link || strlen(link) > 100)
+		if (!link || !celery_id_ok(link))
 			continue;
 		redis_meta_key(link, keys[n++], sizeof(keys[0]));
 		snprintf(keys[n++], sizeof(keys[0]), "soma-once-%s-join", link);
@@ -136,7 +136,7 @@ static int append_row(json_t *row, int64_t now)
 	const char *id = json_string_value(json_object_get(row, "id"));
 	json_t *payload = json_object_get(row, "payload");
 	int64_t available = json_integer_value(json_object_get(row, "available_ms"));
-	char key[CELERY_KEY_MAX], owner[128], ttl[24];
+	char key[CELERY_KEY_MAX], owner[CELERY_ID_KEY_MAX], ttl[24];
 	char *env = redis_task_envelope(row, 0, available > now + 5 ? available : 0, key);
 	if (!env) {
 		log_error("queue", "cannot build the message of task %s; it stays in the outbox", id);
@@ -148,7 +148,7 @@ static int append_row(json_t *row, int64_t now)
 		want++, n += forget_outcome(id, json_object_get(json_object_get(cel, "embed"), "chain")) == SOMA_OK;
 	const char *gid = json_string_value(json_object_get(cel, "group"));
 	if (gid && json_is_integer(json_object_get(cel, "chord_size"))) { /* the chord's size, as Celery's caller */
-		char skey[160], size[24], sttl[24];
+		char skey[CELERY_ID_KEY_MAX], size[24], sttl[24];
 		long long exp = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S);
 		snprintf(skey, sizeof(skey), "celery-taskset-meta-%s.s", gid);
 		snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(cel, "chord_size")));

@@ -28,16 +28,16 @@
 #define RESULT_QUEUE   4096
 
 struct job {
-	char task_id[72];   /* the task */
-	char tenant[72];    /* the caller's tenant */
-	char key[200];	    /* idempotency key ("" for a status read) */
-	int ttl_s;	    /* idempotency key lifetime */
-	bool release;	    /* delete the key if it still holds task_id (fn NULL) */
-	bool unowned_ok;    /* the caller may read a result that has no owner */
-	json_t *queues;	    /* queue names, for a stats read (owned), else NULL */
-	queue_status_fn fn; /* completion */
-	void *arg;	    /* its argument */
-	struct job *next;   /* queue link */
+	char task_id[CELERY_ID_BYTES + 1]; /* the task */
+	char tenant[72];		   /* the caller's tenant */
+	char key[200];			   /* idempotency key ("" for a status read) */
+	int ttl_s;			   /* idempotency key lifetime */
+	bool release;			   /* delete the key if it still holds task_id (fn NULL) */
+	bool unowned_ok;		   /* the caller may read a result that has no owner */
+	json_t *queues;			   /* queue names, for a stats read (owned), else NULL */
+	queue_status_fn fn;		   /* completion */
+	void *arg;			   /* its argument */
+	struct job *next;		   /* queue link */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -154,7 +154,7 @@ static json_t *row_from_meta(const char *id, json_t *meta)
 
 static void run_status(struct redis_conn *c, struct job *j)
 {
-	char meta_key[128], owner_key[128];
+	char meta_key[CELERY_ID_KEY_MAX], owner_key[CELERY_ID_KEY_MAX];
 	redis_meta_key(j->task_id, meta_key, sizeof(meta_key));
 	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", j->task_id);
 	redisReply *r = redis_cmd(c, "MGET %s %s", meta_key, owner_key);

@@ -128,7 +128,7 @@ int queue_cancel_session(const char *tenant, const char *session_id, bool keep_p
 #define PENDING_MAX    64
 #define PENDING_TTL_MS (10 * 60 * 1000)
 static struct {
-	char tenant[65], id[72];
+	char tenant[65], id[CELERY_ID_BYTES + 1];
 	int64_t until_ms; /* 0: a free slot */
 } pending[PENDING_MAX];
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;

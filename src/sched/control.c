@@ -249,7 +249,7 @@ static void store_revoked(const char *id, const char *key)
 
 static void revoke_checked(struct ctl_msg *m)
 {
-	char meta_key[128], owner_key[128], status[32] = "", owner_tenant[128] = "";
+	char meta_key[CELERY_ID_KEY_MAX], owner_key[CELERY_ID_KEY_MAX], status[32] = "", owner_tenant[128] = "";
 	snprintf(meta_key, sizeof(meta_key), "celery-task-meta-%s", m->a);
 	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", m->a);
 	redisReply *r = redis_cmd(C.rc, "MGET %s %s", meta_key, owner_key);

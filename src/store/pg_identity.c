@@ -72,7 +72,7 @@ static enum soma_err key_revoke(struct pgconn *c, struct store_op *op)
 		return err;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
-		snprintf(op->error_text, sizeof(op->error_text), "no active API key has id %s; see GET /v1/keys",
+		snprintf(op->error_text, sizeof(op->error_text), "no active API key has id %.64s; see GET /v1/keys",
 			 op->task_id);
 		return SOMA_ERR_NOT_FOUND;
 	}

@@ -80,7 +80,7 @@ static enum soma_err key_revoke(struct dbconn *c, struct store_op *op)
 	if (sqlite3_step(s) != SQLITE_DONE)
 		return SOMA_ERR_STORE;
 	if (sqlite3_changes(c->db) == 0) {
-		snprintf(op->error_text, sizeof(op->error_text), "no active API key has id %s; see GET /v1/keys",
+		snprintf(op->error_text, sizeof(op->error_text), "no active API key has id %.64s; see GET /v1/keys",
 			 op->task_id);
 		return SOMA_ERR_NOT_FOUND;
 	}

@@ -23,8 +23,9 @@
 
 struct store;
 
-#define STORE_ID_MAX	 64
-#define STORE_SCOPES_MAX 128
+#define STORE_ID_MAX	  64
+#define STORE_TASK_ID_MAX 1020 /* bytes of a task id: 255 characters of UTF-8, as queue/celery_wire.h CELERY_ID_MAX */
+#define STORE_SCOPES_MAX  128
 
 struct store_key {
 	char id[STORE_ID_MAX + 1];	   /* public key id */
@@ -176,35 +177,35 @@ enum store_op_kind {
 struct store_op {
 	enum store_op_kind kind;
 	/* inputs */
-	char tenant[STORE_ID_MAX + 1];	   /* every op: whose rows */
-	char subject[STORE_ID_MAX + 1];	   /* MESSAGE: who created the session */
-	char session_id[STORE_ID_MAX + 1]; /* session ops */
-	char task_id[STORE_ID_MAX + 1];	   /* task ops; EVENT_APPEND: task to finish, or "" */
-	char outcome_of[STORE_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
-					    * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
-					    * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
-	char reply_to[STORE_ID_MAX + 1];   /* CONTEXT, EVENT_APPEND: event id of the user message the task
-					    * answers, or "": when that event no longer exists in the
-					    * session (a reset erased it) the op is SOMA_ERR_NOT_FOUND and
-					    * nothing is stored */
-	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
-	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
-	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
-	json_t *task;			   /* MESSAGE, TASK_PUBLISH: owned {id, queue, name, payload, max_retries} */
-	json_t *attachments;		   /* MESSAGE: owned array of ids that must be the tenant's */
-	json_t *row;			   /* ATTACHMENT_PUT input / *_GET output; owned */
-	int64_t after_seq;		   /* EVENTS_AFTER */
-	int64_t before_ms;		   /* RETENTION_*: rows older than this (ms since epoch) go */
-	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST, RETENTION_* */
-	char cursor[128];		   /* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
-	bool flag;			   /* SESSION_PAUSE: paused */
-	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
-	char error_text[512];		   /* TASK_RETRY / TASK_FINISH failure text */
-	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
-	bool rejected;	  /* TASK_FINISH with failed: a final FAILURE that is no dead letter (TASK_REJECT) */
-	bool revoked;	  /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
-			   * reason in error_text): it leaves the queue, no dead letter */
-	bool all_tenants; /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
+	char tenant[STORE_ID_MAX + 1];		/* every op: whose rows */
+	char subject[STORE_ID_MAX + 1];		/* MESSAGE: who created the session */
+	char session_id[STORE_ID_MAX + 1];	/* session ops */
+	char task_id[STORE_TASK_ID_MAX + 1];	/* task ops; EVENT_APPEND: task to finish, or "" */
+	char outcome_of[STORE_TASK_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
+						 * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
+						 * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
+	char reply_to[STORE_ID_MAX + 1];	/* CONTEXT, EVENT_APPEND: event id of the user message the task
+						 * answers, or "": when that event no longer exists in the
+						 * session (a reset erased it) the op is SOMA_ERR_NOT_FOUND and
+						 * nothing is stored */
+	char queue[STORE_ID_MAX + 1];		/* TASK_RESERVE */
+	char worker[STORE_ID_MAX + 1];		/* TASK_RESERVE: reserving worker */
+	json_t *event;				/* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
+	json_t *task;	      /* MESSAGE, TASK_PUBLISH: owned {id, queue, name, payload, max_retries} */
+	json_t *attachments;  /* MESSAGE: owned array of ids that must be the tenant's */
+	json_t *row;	      /* ATTACHMENT_PUT input / *_GET output; owned */
+	int64_t after_seq;    /* EVENTS_AFTER */
+	int64_t before_ms;    /* RETENTION_*: rows older than this (ms since epoch) go */
+	int64_t limit;	      /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST, RETENTION_* */
+	char cursor[128];     /* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
+	bool flag;	      /* SESSION_PAUSE: paused */
+	int64_t delay_ms;     /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
+	char error_text[512]; /* TASK_RETRY / TASK_FINISH failure text */
+	bool failed;	      /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
+	bool rejected;	      /* TASK_FINISH with failed: a final FAILURE that is no dead letter (TASK_REJECT) */
+	bool revoked;	      /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
+			       * reason in error_text): it leaves the queue, no dead letter */
+	bool all_tenants;     /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	char row_tenant[STORE_ID_MAX + 1]; /* output of DEAD_REQUEUE/DEAD_DELETE, OUTBOX_RETRY/OUTBOX_DROP:
 					    * the tenant of the row changed (with all_tenants, maybe not
 					    * op->tenant) */

@@ -215,7 +215,7 @@ Test(celery_scan, odd_but_valid_envelopes)
 		"\"properties\":{\"body_encoding\":\"utf-8\"}}",
 		"{\"body\":\"W1tdLHt9LHt9XQ==\",\"headers\":{\"task\":\"t\",\"id\":\"i\"},\"content-type\":"
 		"\"application/json\",\"properties\":{\"body_encoding\":\"base64\",\"priority\":3}}",
-		/* 18 digits (the most the fast reader takes), a 64-character id (the most allowed) */
+		/* 18 digits (the most the fast reader takes), a 64-character id */
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"i\",\"retries\":-123456789012345678}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":"
 		"\"0123456789012345678901234567890123456789012345678901234567890123\"}}",
@@ -346,8 +346,6 @@ Test(celery_scan, malformed_messages_get_the_jansson_reason)
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"\",\"id\":\"i\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\"}}",
 		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"\"}}",
-		"{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":"
-		"\"01234567890123456789012345678901234567890123456789012345678901234\"}}",
 		"{\"headers\":{\"task\":\"t\",\"id\":\"i\"}}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -366,4 +364,27 @@ Test(celery_scan, malformed_messages_get_the_jansson_reason)
 	deep[n++] = '}';
 	refused(deep, n);
 	free(deep);
+}
+
+/* An envelope whose id is n times unit (a UTF-8 character), into buf. */
+static size_t with_id(char *buf, size_t cap, const char *unit, int n)
+{
+	size_t at = (size_t)snprintf(buf, cap, "{\"body\":\"[[],{},{}]\",\"headers\":{\"task\":\"t\",\"id\":\"");
+	for (int i = 0; i < n; i++)
+		at += (size_t)snprintf(buf + at, cap - at, "%s", unit);
+	return at + (size_t)snprintf(buf + at, cap - at, "\"}}");
+}
+
+Test(celery_scan, ids_of_255_characters_are_read_and_longer_ones_refused)
+{
+	char buf[2 * CELERY_ID_BYTES];
+	with_id(buf, sizeof(buf), "x", CELERY_ID_MAX);
+	same_reading(buf, true);
+	with_id(buf, sizeof(buf), "\xe2\x98\x83", CELERY_ID_MAX); /* 255 snowmen: 765 bytes, 255 characters */
+	same_reading(buf, true);
+	cr_assert(celery_id_ok("acme:report/x \xc3\xa9:1"));
+	size_t n = with_id(buf, sizeof(buf), "x", CELERY_ID_MAX + 1);
+	refused(buf, n);
+	n = with_id(buf, sizeof(buf), "\xc3\xa9", CELERY_ID_MAX + 1);
+	refused(buf, n);
 }
