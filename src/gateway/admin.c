@@ -36,7 +36,7 @@ static void oom(struct http_req *req)
 static void audit_change(struct http_req *req, const char *tenant, const char *action, const char *kind, const char *id,
 			 const char *detail)
 {
-	char resource[STORE_ID_MAX + 16];
+	char resource[STORE_TASK_ID_MAX + 32];
 	snprintf(resource, sizeof(resource), "%s:%s", kind, id);
 	struct audit_entry e = {.tenant = tenant && tenant[0] ? tenant : req->ident.tenant,
 				.subject = req->ident.subject,
