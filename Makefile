@@ -63,7 +63,8 @@ docs-check: san
 	@echo "docs/configuration.md is current"
 
 # deploy/ (Dockerfile, compose, Kubernetes, systemd) checked against the binary: settings, runtime
-# libraries, probes, SIGTERM, systemd-analyze (seconds; the image build itself: deploy/build-local.sh)
+# libraries, probes, SIGTERM, systemd-analyze, deploy/monitoring against promtool and real /metrics
+# (seconds; the image build itself: deploy/build-local.sh)
 deploy-check: san
 	SOMA_BIN=$(CURDIR)/$(SAN_BUILD)/somaagent $(PYTHON) -m pytest -q -p no:cacheprovider \
 		--basetemp=$$(mktemp -d) tests/deploy
