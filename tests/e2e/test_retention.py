@@ -99,7 +99,11 @@ def test_idle_sessions_go_as_a_delete_takes_them_and_recent_ones_stay(soma):
     assert _status(srv, "ret-kept") == 200 and history(srv, "ret-kept")
     wait_until(lambda: not os.path.exists(_blob(srv, secret)), 10, what="the idle session's own file removed")
     assert os.path.exists(_blob(srv, shared)), "a file a kept session names stays"
+    # the counter and the sweep's audit row come after the batch's commit (the audit row is written
+    # without waiting): a moment later on a loaded machine
+    wait_until(lambda: _deleted(srv, "sessions") >= 1, 10, what="the sweep counted")
     assert _deleted(srv, "sessions") == 1
+    wait_until(lambda: [r for r in _audit(srv) if r["action"] == "retention.sweep"], 10, what="the sweep's audit row")
     rows = [r for r in _audit(srv) if r["action"] == "retention.sweep"]
     assert len(rows) == 1 and rows[0]["subject"] == "system:retention", rows
     assert "sessions=1 " in rows[0]["detail"], rows

@@ -5,7 +5,7 @@
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_ms);
 CREATE INDEX IF NOT EXISTS audit_created ON audit(created_ms);
 CREATE INDEX IF NOT EXISTS tasks_dead_updated ON tasks(updated_ms) WHERE state = 'dead';
-CREATE FUNCTION audit_retention_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION audit_retention_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF OLD.created_ms < COALESCE(NULLIF(current_setting('soma.audit_before_ms', true), '')::bigint, 0) THEN
     RETURN OLD;
@@ -13,5 +13,5 @@ BEGIN
   RAISE EXCEPTION 'audit rows are append-only' USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-DROP TRIGGER audit_no_delete ON audit;
+DROP TRIGGER IF EXISTS audit_no_delete ON audit;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_retention_only();
