@@ -1,6 +1,7 @@
 /*
  * tasks_int.h - the task API's handlers shared between tasks_api.c (the route table, queues,
- * dead letters) and tasks_publish.c (sending and reading a task, and the Celery aliases).
+ * dead letters), tasks_publish.c (sending and reading a task, and the Celery aliases) and
+ * tasks_body.c (the checks of a body).
  */
 #ifndef SOMA_GATEWAY_TASKS_INT_H
 #define SOMA_GATEWAY_TASKS_INT_H
@@ -33,5 +34,9 @@ void gw_task_chord(struct http_req *req, void *arg);
 bool gw_task_name_ok(const char *s, size_t max);
 /* A queue this deployment knows: one its workers serve or a target of queue.routes. */
 bool gw_task_queue_ok(const char *q);
+/* Checks a POST /v1/tasks body b (borrowed): false after answering 4xx for the first wrong field;
+ * true with *eta and *expires the due and expiry times in wall-clock ms (0 when absent)
+ * (tasks_body.c). */
+bool gw_task_body_valid(struct http_req *req, json_t *b, int64_t *eta, int64_t *expires);
 
 #endif

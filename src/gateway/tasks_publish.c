@@ -7,7 +7,12 @@
  * payload.options {priority, expires_ms, time_limit, soft_time_limit}; countdown and eta become
  * the row's available_ms. An idempotency key (redis driver) is a SET NX with a TTL on Redis
  * before the publish: a key already held answers with the task id that holds it, and nothing is
- * published; a publish the store refuses releases the key (compare-and-delete on the task id). Reads on the redis
+ * published ("duplicate" is whether this SET set the key, not a different id: a retry carries the caller's
+ * task_id too); a publish the store refuses releases the key (compare-and-delete on the task id). A caller's
+ * task_id belongs to the first tenant that used it: on the redis driver it is claimed before the publish
+ * (SET NX of its owner key, refused while it has a result or an owner: queue_task_id_claim_async), on the
+ * local queue the tasks table's key refuses it; either way 409 task_id_taken, the same whether the id is
+ * another tenant's or the caller's own (it tells no one whose). Reads on the redis
  * driver: the store first (a task still in the outbox, or a dead letter), then the task's Celery result meta on Redis;
  * neither -> PENDING, as Celery says of an id it does not know. Redis calls run on the queue's result threads
  * (queue_*_async) and the answer is posted back to the request's io thread.
@@ -24,7 +29,6 @@
 #include "gateway/tasks_int.h"
 #include "identity/identity.h"
 #include "policy/gate.h"
-#include "queue/celery_wire.h"
 #include "queue/queue.h"
 
 /* A request waiting for a Redis answer (see store_bridge.c for the same pattern). */
@@ -93,9 +97,21 @@ static void redis_busy(struct http_req *req, struct wait *w)
 
 /* ---- publish ---- */
 
+/* Whether op's task id is the one the request's body chose (POST /v1/tasks task_id): then it was
+ * claimed on the redis driver, and a store conflict is that id in use. */
+static bool callers_id(struct http_req *req, const char *id)
+{
+	json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+	const char *tid = json_string_value(json_object_get(b, "task_id"));
+	bool same = tid && id && strcmp(tid, id) == 0;
+	json_decref(b);
+	return same;
+}
+
 /* The idempotency key of the request (its body's), taken by task id whose publish failed:
- * released, or the client's retry would get 202 duplicate with the id of a task never stored. */
-static void release_key(struct http_req *req, const char *id)
+ * released, or the client's retry would get 202 duplicate with the id of a task never stored;
+ * and the claim of the caller's task id, or the retry would get 409 task_id_taken. */
+static void release_key(struct http_req *req, const char *id, bool claimed)
 {
 	json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
 	const char *key = json_string_value(json_object_get(b, "idempotency_key"));
@@ -103,14 +119,26 @@ static void release_key(struct http_req *req, const char *id)
 		log_warn("gateway",
 			 "cannot release the idempotency key of task %s (the task API's redis queue is full)", id);
 	json_decref(b);
+	if (claimed && queue_driver_is_redis() && callers_id(req, id) &&
+	    queue_task_id_release_async(req->ident.tenant, id) != SOMA_OK)
+		log_warn("gateway", "cannot release the claim of task id %s (the task API's redis queue is full)", id);
+}
+
+/* The same answer whoever holds the id (another tenant, or the caller's own task): no tenant
+ * learns that another uses an id. */
+static void respond_taken(struct http_req *req)
+{
+	http_respond_error(req, 409, "task_id_taken", "this task id is in use; choose another");
 }
 
 static void on_published(struct http_req *req, struct store_op *op)
 {
+	const char *id = json_string_value(json_object_get(op->task, "id")); /* (the body lives until the answer) */
 	if (op->err != SOMA_OK)
-		release_key(req,
-			    json_string_value(json_object_get(op->task, "id"))); /* (the body lives until the answer) */
-	if (op->err != SOMA_OK)
+		release_key(req, id, true);
+	if (op->err == SOMA_ERR_CONFLICT && callers_id(req, id))
+		respond_taken(req);
+	else if (op->err != SOMA_OK)
 		gw_store_error(req, op, "task");
 	else
 		http_respond_json(
@@ -118,26 +146,67 @@ static void on_published(struct http_req *req, struct store_op *op)
 			json_pack("{s:O, s:s}", "task_id", json_object_get(op->task, "id"), "status", "PENDING"));
 }
 
+static void publish_now(struct wait *w)
+{
+	char id[STORE_TASK_ID_MAX + 1];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(w->op->task, "id")));
+	enum soma_err err = gw_store_try(w->req, w->op, on_published);
+	w->op = NULL;
+	if (err != SOMA_OK) { /* the store refused it at once (saturated, stopping) */
+		release_key(w->req, id, true);
+		gw_store_refused(w->req, err);
+	}
+}
+
+static void after_claim(struct wait *w)
+{
+	const char *id = json_string_value(json_object_get(w->op->task, "id"));
+	if (w->err != SOMA_OK || !json_is_boolean(w->answer)) {
+		release_key(w->req, id, false); /* the idempotency key only: the claim is not ours */
+		http_resp_header(w->req, "Retry-After", "1");
+		http_respond_error(w->req, 503, "queue_unavailable",
+				   "the task id could not be checked (redis unreachable); retry shortly");
+	} else if (!json_is_true(w->answer)) {
+		release_key(w->req, id, false);
+		respond_taken(w->req);
+	} else {
+		publish_now(w);
+	}
+}
+
+/* Claims the caller's task id (redis driver); the op goes to a new wait (w's is freed after it). */
+static void claim_id(struct http_req *req, struct store_op *op)
+{
+	json_int_t at = json_integer_value(json_object_get(op->task, "available_ms"));
+	long long expires = cfg_int(CFG_QUEUE_RESULT_EXPIRES_S), now = clock_wall_ms();
+	/* as long as the relay's owner key: the result's lifetime plus the wait for its eta */
+	long long ttl = (expires > 0 ? expires : 31536000LL) + (at > now ? (at - now) / 1000 + 1 : 0);
+	char id[STORE_TASK_ID_MAX + 1];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(op->task, "id")));
+	struct wait *w = wait_new(req, op, after_claim);
+	if (w && queue_task_id_claim_async(req->ident.tenant, id, ttl < 0x7fffffff ? (int)ttl : 0x7fffffff, on_redis,
+					   w) != SOMA_OK) {
+		release_key(req, id, false);
+		redis_busy(req, w);
+	}
+}
+
 static void after_idempotency(struct wait *w)
 {
-	const char *holder = json_string_value(w->answer);
-	const char *mine = json_string_value(json_object_get(w->op->task, "id"));
+	const char *holder = json_string_value(json_object_get(w->answer, "task_id"));
 	if (w->err != SOMA_OK || !holder) {
 		http_resp_header(w->req, "Retry-After", "1");
 		http_respond_error(w->req, 503, "queue_unavailable",
 				   "the idempotency key could not be checked (redis unreachable); retry shortly");
-	} else if (strcmp(holder, mine) != 0) {
+	} else if (!json_is_true(json_object_get(w->answer, "fresh"))) {
 		http_respond_json(w->req, 202,
 				  json_pack("{s:s, s:s, s:b}", "task_id", holder, "status", "PENDING", "duplicate", 1));
-	} else {
-		char id[STORE_TASK_ID_MAX + 1];
-		snprintf(id, sizeof(id), "%s", mine);
-		enum soma_err err = gw_store_try(w->req, w->op, on_published);
+	} else if (json_is_true(json_object_get(w->op->task, "soma_claim"))) {
+		json_object_del(w->op->task, "soma_claim");
+		claim_id(w->req, w->op);
 		w->op = NULL;
-		if (err != SOMA_OK) { /* the store refused it at once (saturated, stopping) */
-			release_key(w->req, id);
-			gw_store_refused(w->req, err);
-		}
+	} else {
+		publish_now(w);
 	}
 }
 
@@ -145,8 +214,13 @@ static void publish_allowed(struct http_req *req, void *arg)
 {
 	struct store_op *op = arg;
 	json_t *key = json_object_get(op->task, "idempotency_key");
+	bool claim = json_is_true(json_object_get(op->task, "soma_claim"));
 	if (!key) {
-		gw_store(req, op, on_published);
+		json_object_del(op->task, "soma_claim");
+		if (claim)
+			claim_id(req, op);
+		else
+			gw_store(req, op, on_published);
 		return;
 	}
 	char k[200];
@@ -189,114 +263,10 @@ void gw_task_op_publish(struct http_req *req, struct store_op *op)
 	gw_store(req, op, on_published);
 }
 
-/* Task names: 1..128 of letters, digits, '.', '_', '-' (Celery names are dotted paths). */
-bool gw_task_name_ok(const char *s, size_t max)
-{
-	size_t n = 0;
-	for (; s && s[n]; n++)
-		if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') ||
-		      s[n] == '.' || s[n] == '_' || s[n] == '-' || s[n] == ':'))
-			return false;
-	return n > 0 && n <= max;
-}
-
-/* A queue this deployment knows: one its workers serve or a target of queue.routes. */
-struct route_match {
-	const char *queue; /* looked for */
-	bool found;	   /* it is a target */
-};
-
-static void match_target(const char *queue, size_t len, void *arg)
-{
-	struct route_match *m = arg;
-	m->found = m->found || (strlen(m->queue) == len && memcmp(m->queue, queue, len) == 0);
-}
-
-bool gw_task_queue_ok(const char *q)
-{
-	struct queue_def defs[16];
-	int n = queue_defs_from_config(defs, 16);
-	for (int i = 0; i < n; i++)
-		if (strcmp(defs[i].name, q) == 0)
-			return true;
-	struct route_match m = {q, false};
-	queue_route_targets(match_target, &m);
-	return m.found;
-}
-
-static bool positive_seconds(json_t *v, double max)
-{
-	return !v || (json_is_number(v) && json_number_value(v) >= 0 && json_number_value(v) <= max);
-}
-
-/* A time given as an ISO-8601 string or as seconds from now; *ms 0 when absent. */
-static bool when(json_t *v, int64_t *ms)
-{
-	*ms = 0;
-	if (!v || json_is_null(v))
-		return true;
-	if (json_is_string(v))
-		return celery_time_parse(json_string_value(v), ms);
-	if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 31536000)
-		return false;
-	*ms = clock_wall_ms() + (int64_t)(json_number_value(v) * 1000.0);
-	return true;
-}
-
-/* Checks the body; answers 4xx and returns false when a field is wrong. */
-static bool valid_body(struct http_req *req, json_t *b, int64_t *eta, int64_t *expires)
-{
-	json_t *name = json_object_get(b, "task"), *args = json_object_get(b, "args"),
-	       *kwargs = json_object_get(b, "kwargs"), *queue = json_object_get(b, "queue"),
-	       *countdown = json_object_get(b, "countdown"), *retries = json_object_get(b, "max_retries"),
-	       *prio = json_object_get(b, "priority"), *key = json_object_get(b, "idempotency_key"),
-	       *tid = json_object_get(b, "task_id");
-	const char *err = NULL, *code = NULL;
-	int status = 400;
-	if (!json_is_string(name) || !gw_task_name_ok(json_string_value(name), 128))
-		code = "invalid_task",
-		err = "task must be a task name such as \"soma.echo\" (letters, digits, . _ - :)";
-	else if (tid && (!json_is_string(tid) || json_string_length(tid) != strlen(json_string_value(tid)) ||
-			 !gw_valid_task_id(json_string_value(tid))))
-		code = "invalid_task_id",
-		err = "task_id must be 1 to 255 characters without control characters (Celery's ids are any text)";
-	else if (args && !json_is_array(args))
-		code = "invalid_args", err = "args must be an array";
-	else if (kwargs && !json_is_object(kwargs))
-		code = "invalid_kwargs", err = "kwargs must be an object";
-	else if (queue &&
-		 (!gw_task_name_ok(json_string_value(queue), 64) || !gw_task_queue_ok(json_string_value(queue))))
-		status = 422, code = "unknown_queue",
-		err = "queue must be one this deployment serves (conversation, celery, queue.queues) or a queue.routes "
-		      "target";
-	else if (!positive_seconds(countdown, 31536000))
-		code = "invalid_countdown", err = "countdown must be a number of seconds within 0..31536000";
-	else if (!when(json_object_get(b, "eta"), eta))
-		code = "invalid_eta", err = "eta must be an ISO-8601 time (2030-01-01T00:00:00Z) or seconds from now";
-	else if (!when(json_object_get(b, "expires"), expires))
-		code = "invalid_expires", err = "expires must be an ISO-8601 time or seconds from now";
-	else if (retries &&
-		 (!json_is_integer(retries) || json_integer_value(retries) < 0 || json_integer_value(retries) > 100))
-		code = "invalid_max_retries", err = "max_retries must be an integer within 0..100";
-	else if (prio && (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > 9))
-		code = "invalid_priority", err = "priority must be an integer within 0..9 (0 is served first)";
-	else if (!positive_seconds(json_object_get(b, "time_limit"), 86400) ||
-		 !positive_seconds(json_object_get(b, "soft_time_limit"), 86400))
-		code = "invalid_time_limit", err = "time_limit and soft_time_limit must be seconds within 0..86400";
-	else if (key && (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > 128))
-		code = "invalid_idempotency_key", err = "idempotency_key must be a string of 1..128 characters";
-	else if (key && !queue_driver_is_redis())
-		status = 422, code = "unsupported_field",
-		err = "idempotency_key needs queue.driver=redis; send the task without it";
-	if (code)
-		http_respond_error(req, status, code, "%s", err);
-	return code == NULL;
-}
-
 static void publish_body(struct http_req *req, json_t *b)
 {
 	int64_t eta, expires;
-	if (!valid_body(req, b, &eta, &expires))
+	if (!gw_task_body_valid(req, b, &eta, &expires))
 		return;
 	json_t *name = json_object_get(b, "task"), *args = json_object_get(b, "args"),
 	       *kwargs = json_object_get(b, "kwargs"), *countdown = json_object_get(b, "countdown"),
@@ -333,6 +303,8 @@ static void publish_body(struct http_req *req, json_t *b)
 	}
 	if (json_object_get(b, "idempotency_key"))
 		json_object_set(op->task, "idempotency_key", json_object_get(b, "idempotency_key"));
+	if (id && queue_driver_is_redis()) /* claimed before the publish (publish_allowed); removed there */
+		json_object_set_new(op->task, "soma_claim", json_true());
 	char resource[160];
 	snprintf(resource, sizeof(resource), "task:%s", json_string_value(name));
 	json_t *ctx = json_pack("{s:O, s:s}", "task", name, "queue", qname);

@@ -158,14 +158,23 @@ typedef void (*queue_status_fn)(json_t *row, enum soma_err err, void *arg);
  * a Python producer sent, or one whose owner is gone) and unowned_ok is false. */
 enum soma_err queue_status_async(const char *task_id, const char *tenant, bool unowned_ok, queue_status_fn done,
 				 void *arg) SOMA_MUST_CHECK;
-/* SET NX of an idempotency key (tenant, key) -> task_id with ttl_s: done gets the task id that
- * holds the key (task_id itself when it was free) as a JSON string, or NULL on error. */
+/* SET NX of an idempotency key (tenant, key) -> task_id with ttl_s: done gets {task_id, fresh}:
+ * fresh true when this call set the key (task_id), false with the task id that held it; NULL on
+ * error. */
 enum soma_err queue_idempotency_async(const char *tenant, const char *key, const char *task_id, int ttl_s,
 				      queue_status_fn done, void *arg) SOMA_MUST_CHECK;
 /* Deletes the idempotency key (tenant, key) if it still holds task_id, whose publish failed (so
  * the client's retry publishes instead of answering duplicate); on a result thread, nothing to
  * wait for. SOMA_OK when queued. */
 enum soma_err queue_idempotency_release_async(const char *tenant, const char *key, const char *task_id) SOMA_MUST_CHECK;
+/* Claims a caller-chosen task id for tenant (SET NX of soma-task-owner-<id>, ttl_s) unless the id
+ * has a result or an owner (another tenant's, or tenant's own): done gets JSON true when claimed,
+ * false when the id is in use, NULL on error. Strings copied. */
+enum soma_err queue_task_id_claim_async(const char *tenant, const char *task_id, int ttl_s, queue_status_fn done,
+					void *arg) SOMA_MUST_CHECK;
+/* Releases a claim whose publish failed (deletes the owner key if it still names tenant); on a
+ * result thread, nothing to wait for. SOMA_OK when queued. */
+enum soma_err queue_task_id_release_async(const char *tenant, const char *task_id) SOMA_MUST_CHECK;
 /* Per queue in queues (a JSON array of names; copied): done gets {name: {depth, reserved}} - the
  * messages waiting in Redis and those delivered but not acked - or NULL when Redis is down. */
 enum soma_err queue_stats_async(const json_t *queues, queue_status_fn done, void *arg) SOMA_MUST_CHECK;

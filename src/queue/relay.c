@@ -5,7 +5,8 @@
  * state change that causes it (MESSAGE, TASK_PUBLISH, a dead letter requeued). This thread,
  * woken by the store's task hook (and every second regardless), claims up to RELAY_BATCH rows
  * (STORE_OP_TASK_RELAY_CLAIM: queued -> relaying with a lease), LPUSHes their messages to their
- * band keys in one pipeline - with SETEX soma-task-owner-<id> (the tenant, for the task API) and,
+ * band keys in one pipeline - with soma-task-owner-<id> (the tenant, for the task API; never over another
+ * tenant's: append_owner) and,
  * for a requeued dead letter, DEL of its old result meta and run-lock first - then deletes the rows
  * (STORE_OP_TASK_RELAY_DONE; after a full batch, and for handed rows, the next claim deletes them in
  * its own transaction, so a backlog costs one commit per batch and the lanes' tasks one a second). A crash between
@@ -130,6 +131,21 @@ static enum soma_err forget_outcome(const char *id, const json_t *chain)
 	return redis_append_argv(conn, (int)n + 1, argv, lens);
 }
 
+/* SET soma-task-owner-<id> to the tenant for ttl seconds unless it names another tenant: a task id
+ * belongs to the first tenant that used it (POST /v1/tasks claims a caller's id before the publish:
+ * tasks_publish.c), so a row never hands another tenant's id (its result, its revoke) to its own. */
+static const char owner_script[] = "local v = redis.call('GET', KEYS[1]) "
+				   "if v and v ~= ARGV[1] then return 0 end "
+				   "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1";
+
+static enum soma_err append_owner(const char *key, const char *ttl, const char *tenant)
+{
+	const char *t = tenant ? tenant : "";
+	const char *argv[] = {"EVAL", owner_script, "1", key, t, ttl};
+	size_t lens[] = {4, sizeof(owner_script) - 1, 1, strlen(key), strlen(t), strlen(ttl)};
+	return redis_append_argv(conn, 6, argv, lens);
+}
+
 /* Appends the commands of one row; returns how many, or -1 when one could not be appended. */
 static int append_row(json_t *row, int64_t now)
 {
@@ -166,17 +182,13 @@ static int append_row(json_t *row, int64_t now)
 	/* kept while the task waits for its eta too: the tenant may revoke it (and read it) until then */
 	long long wait_s = available > clock_wall_ms() ? (available - clock_wall_ms()) / 1000 + 1 : 0;
 	snprintf(ttl, sizeof(ttl), "%lld", (expires > 0 ? expires : 31536000LL) + wait_s);
-	const char *o[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
-	size_t ol[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
-	want++, n += redis_append_argv(conn, 4, o, ol) == SOMA_OK;
+	want++, n += append_owner(owner, ttl, tenant) == SOMA_OK;
 	size_t i;
 	json_t *other;
 	json_array_foreach(json_object_get(cel, "owned"), i, other) /* a canvas's later tasks are the tenant's too */
 	{
 		snprintf(owner, sizeof(owner), "soma-task-owner-%s", json_string_value(other));
-		const char *oo[] = {"SETEX", owner, ttl, tenant ? tenant : ""};
-		size_t ool[] = {5, strlen(owner), strlen(ttl), tenant ? strlen(tenant) : 0};
-		want++, n += redis_append_argv(conn, 4, oo, ool) == SOMA_OK;
+		want++, n += append_owner(owner, ttl, tenant) == SOMA_OK;
 	}
 	free(env);
 	return n == want ? n : -1;

@@ -11,6 +11,13 @@
  * producer) is shown only to callers allowed unowned tasks (an admin, the default tenant: who
  * ran them before tenants existed), never to another tenant, and a task with neither an owner
  * nor a meta is PENDING, as Celery reports an unknown id.
+ *
+ * A caller's task id (POST /v1/tasks task_id) is claimed before its publish: SET NX of its owner
+ * key, refused while the id has a result meta (a task that ran, ours or a Python producer's) or
+ * an owner (another tenant's task, or the caller's own); a publish that fails releases it. The
+ * relay never moves an owner key to another tenant (relay.c), so an id stays its first tenant's.
+ * An idempotency key answers whether this SET NX set it (fresh) or who holds it: a retry that
+ * carries the same task id is still a duplicate.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -33,6 +40,7 @@ struct job {
 	char key[200];			   /* idempotency key ("" for a status read) */
 	int ttl_s;			   /* idempotency key lifetime */
 	bool release;			   /* delete the key if it still holds task_id (fn NULL) */
+	bool claim;			   /* a task id claim (key ""), or its release when release is set */
 	bool unowned_ok;		   /* the caller may read a result that has no owner */
 	json_t *queues;			   /* queue names, for a stats read (owned), else NULL */
 	queue_status_fn fn;		   /* completion */
@@ -105,6 +113,26 @@ enum soma_err queue_idempotency_release_async(const char *tenant, const char *ke
 		return SOMA_ERR_NOMEM;
 	snprintf(j->key, sizeof(j->key), "%s", key);
 	j->release = true;
+	return submit(j);
+}
+
+enum soma_err queue_task_id_claim_async(const char *tenant, const char *task_id, int ttl_s, queue_status_fn done,
+					void *arg)
+{
+	struct job *j = new_job(task_id, tenant, done, arg);
+	if (!j)
+		return SOMA_ERR_NOMEM;
+	j->claim = true;
+	j->ttl_s = ttl_s;
+	return submit(j);
+}
+
+enum soma_err queue_task_id_release_async(const char *tenant, const char *task_id)
+{
+	struct job *j = new_job(task_id, tenant, NULL, NULL);
+	if (!j)
+		return SOMA_ERR_NOMEM;
+	j->claim = j->release = true;
 	return submit(j);
 }
 
@@ -205,12 +233,45 @@ static void run_idempotency(struct redis_conn *c, struct job *j)
 		freeReplyObject(d);
 		return;
 	}
+	/* NX GET answers nil exactly when this SET set the key: whether the request is the first,
+	 * not whether the ids differ (a retry with the caller's task_id carries the same id) */
 	redisReply *r = redis_cmd(c, "SET %s %s NX EX %s GET", key, j->task_id, ttl);
 	json_t *out = NULL;
 	if (r && r->type == REDIS_REPLY_NIL)
-		out = json_string(j->task_id); /* it was free: ours now */
+		out = json_pack("{s:s, s:b}", "task_id", j->task_id, "fresh", 1); /* it was free: ours now */
 	else if (r && r->type == REDIS_REPLY_STRING)
-		out = json_stringn(r->str, r->len);
+		out = json_pack("{s:s%, s:b}", "task_id", r->str, r->len, "fresh", 0);
+	freeReplyObject(r);
+	j->fn(out, out ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);
+	json_decref(out);
+}
+
+/* Claims KEYS[1] (the owner key) for ARGV[1] (the tenant) for ARGV[2] seconds unless the id has a
+ * result meta (KEYS[2]) or an owner already: 1 when claimed. */
+static const char claim_script[] = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end "
+				   "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end "
+				   "return 0";
+
+static void run_claim(struct redis_conn *c, struct job *j)
+{
+	char meta_key[CELERY_ID_KEY_MAX], owner_key[CELERY_ID_KEY_MAX];
+	redis_meta_key(j->task_id, meta_key, sizeof(meta_key));
+	snprintf(owner_key, sizeof(owner_key), "soma-task-owner-%s", j->task_id);
+	if (j->release) { /* the publish failed: the id is free again (if the claim is still ours) */
+		redisReply *d = redis_cmd(c, "EVAL %s 1 %s %s", release_script, owner_key, j->tenant);
+		if (!d || d->type == REDIS_REPLY_ERROR)
+			log_warn("queue",
+				 "cannot release the claim of task id %s, never stored (redis: %s); the tenant's retry "
+				 "with that id answers 409 task_id_taken until it expires",
+				 j->task_id, d ? d->str : redis_conn_error(c));
+		freeReplyObject(d);
+		return;
+	}
+	redisReply *r = redis_cmd(c, "EVAL %s 2 %s %s %s %d", claim_script, owner_key, meta_key, j->tenant,
+				  j->ttl_s > 0 ? j->ttl_s : 86400);
+	json_t *out = r && r->type == REDIS_REPLY_INTEGER ? json_boolean(r->integer == 1) : NULL;
+	if (r && r->type == REDIS_REPLY_ERROR)
+		log_warn("queue", "cannot claim task id %s (redis: %s)", j->task_id, r->str);
 	freeReplyObject(r);
 	j->fn(out, out ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);
 	json_decref(out);
@@ -241,7 +302,9 @@ static void *serve(void *arg)
 			json_t *stats = redis_queue_stats(c, j->queues);
 			j->fn(stats, stats ? SOMA_OK : SOMA_ERR_UNAVAILABLE, j->arg);
 			json_decref(stats);
-		} else if (j->key[0])
+		} else if (j->claim)
+			run_claim(c, j);
+		else if (j->key[0])
 			run_idempotency(c, j);
 		else
 			run_status(c, j);

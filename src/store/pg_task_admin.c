@@ -200,6 +200,21 @@ enum soma_err pg_sql_task_admin_read(struct pgconn *c, struct store_op *op)
 	}
 }
 
+/* A caller's task id is in use while its task has a result (the row left the tasks table, whose key
+ * refuses the id only until then): SOMA_ERR_CONFLICT, whichever tenant's it is, else SOMA_OK. */
+static enum soma_err result_kept(struct pgconn *c, const char *id)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, id);
+	enum soma_err err;
+	PGresult *r = pg_exec(c, "SELECT 1 FROM task_results WHERE task_id = $1", &p, &err);
+	if (!r)
+		return err;
+	err = PQntuples(r) > 0 ? SOMA_ERR_CONFLICT : SOMA_OK;
+	PQclear(r);
+	return err;
+}
+
 enum soma_err pg_sql_task_admin_write(struct pgconn *c, struct store_op *op, bool *enqueued)
 {
 	switch (op->kind) {
@@ -207,7 +222,9 @@ enum soma_err pg_sql_task_admin_write(struct pgconn *c, struct store_op *op, boo
 	case STORE_OP_DEAD_DELETE:
 		return dead_change(c, op, enqueued);
 	case STORE_OP_TASK_PUBLISH: {
-		enum soma_err err = pg_sql_task_insert(c, op->tenant, NULL, op->task);
+		enum soma_err err = result_kept(c, json_string_value(json_object_get(op->task, "id")));
+		if (err == SOMA_OK)
+			err = pg_sql_task_insert(c, op->tenant, NULL, op->task);
 		*enqueued = err == SOMA_OK;
 		return err;
 	}

@@ -237,6 +237,18 @@ enum soma_err store_sql_task_admin_read(struct dbconn *c, struct store_op *op)
 	}
 }
 
+/* A caller's task id is in use while its task has a result (the row left the tasks table, whose key
+ * refuses the id only until then): SOMA_ERR_CONFLICT, whichever tenant's it is, else SOMA_OK. */
+static enum soma_err result_kept(struct dbconn *c, const char *id)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT 1 FROM task_results WHERE task_id = ?");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, id);
+	int rc = sqlite3_step(s);
+	return rc == SQLITE_ROW ? SOMA_ERR_CONFLICT : rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+}
+
 enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, bool *enqueued)
 {
 	switch (op->kind) {
@@ -246,7 +258,9 @@ enum soma_err store_sql_task_admin_write(struct dbconn *c, struct store_op *op, 
 	case STORE_OP_TASK_REVOKE:
 		return task_revoke(c, op);
 	case STORE_OP_TASK_PUBLISH: {
-		enum soma_err err = store_sql_task_insert(c, op->tenant, NULL, op->task);
+		enum soma_err err = result_kept(c, json_string_value(json_object_get(op->task, "id")));
+		if (err == SOMA_OK)
+			err = store_sql_task_insert(c, op->tenant, NULL, op->task);
 		*enqueued = err == SOMA_OK;
 		return err;
 	}

@@ -50,3 +50,20 @@ def test_a_publish_refused_by_the_store_releases_its_idempotency_key(pg, redis, 
     assert wait_task(srv, tid, {"SUCCESS"}, timeout=20)["result"]["args"] == ["once"]
     r = httpx.post(srv.url + "/v1/tasks", json=body, timeout=10)  # the key holds now
     assert r.status_code == 202 and r.json() == {"task_id": tid, "status": "PENDING", "duplicate": True}, r.text
+
+
+def test_a_publish_refused_by_the_store_releases_its_task_id(pg, redis, soma):
+    """The caller's task_id is claimed on Redis before the publish; a refused publish frees it."""
+    srv = soma(f"store.url={pg.new_database('tid')}", *redis_sets(redis))
+    body = {"task": "soma.echo", "args": ["mine"], "task_id": "report-7"}
+    pg.stop()
+    wait_until(lambda: health(srv) == 503, 10, what="/v1/health to report the store down")
+    r = httpx.post(srv.url + "/v1/tasks", json=body, timeout=30)
+    assert r.status_code == 503, r.text
+    pg.start()
+    wait_until(lambda: health(srv) == 200, 20, what="/v1/health to recover after PostgreSQL came back")
+    r = httpx.post(srv.url + "/v1/tasks", json=body, timeout=10)
+    assert r.status_code == 202 and r.json() == {"task_id": "report-7", "status": "PENDING"}, r.text
+    assert wait_task(srv, "report-7", {"SUCCESS"}, timeout=20)["result"]["args"] == ["mine"]
+    r = httpx.post(srv.url + "/v1/tasks", json=body, timeout=10)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "task_id_taken", r.text
