@@ -13,7 +13,11 @@
  * running for it is stopped on every node, its open streams end), and, when sessions went, the
  * files no attachment names any more are swept at once (blob_sweep.c, with uploads.orphan_grace_s).
  * Its long-term memories stay: they are the tenant's, not the session's. The age of a session is
- * checked in the transaction that deletes it, so one that a message reached meanwhile stays.
+ * checked in the transaction that deletes it, so one that a message reached meanwhile stays, and
+ * so is its reply still to come: a session with a task row queued, reserved or relaying is not
+ * taken (the store), nor one whose reply runs on this node's workers (queue_running_sessions, for
+ * queue.driver=redis, where a published task has no row; a reply running on another node is not
+ * seen: docs/operations.md, Retention).
  * Several nodes (PostgreSQL) may sweep at once: every batch takes its rows FOR UPDATE SKIP LOCKED
  * and re-checks their age, so the deletes are idempotent and cheap to race (pg_retention.c); no
  * lock to lose when a node dies, and each node logs and counts only what it deleted.
@@ -81,6 +85,8 @@ static bool sweep_kind(enum store_op_kind kind, int64_t before_ms, int64_t limit
 			return false;
 		op->before_ms = before_ms;
 		op->limit = limit;
+		if (kind == STORE_OP_RETENTION_SESSIONS && (op->row = json_array()))
+			queue_running_sessions(op->row); /* replies running here: left (store.h) */
 		if (store_op_wait(app.store, op) != SOMA_OK) {
 			log_warn("retention",
 				 "a retention batch failed (%s); the sweep stops and runs again in "

@@ -103,6 +103,10 @@ void queue_task_heartbeat(struct task_ctx *ctx);
  * reached by a cancel notice (bus_cancel_notify, which the gateway sends too; a node with
  * workers applies the others' notices with this and queue_cancel_task). */
 int queue_cancel_session(const char *tenant, const char *session_id, bool keep_partial);
+/* Appends to out (a JSON array, the caller's) the session id of every task running on this
+ * process's workers that has one (a session's id is unique across tenants). The retention sweep
+ * leaves those sessions: on queue.driver=redis a running reply has no row in the store. */
+void queue_running_sessions(json_t *out);
 /* Asks tenant's task task_id to stop as the user's stop does (keep_partial): returns 1 when it
  * runs on this process's workers, else 0 - then the cancel is kept (10 minutes) and a worker of
  * this process that starts the task stops it at once (one still queued). Another node's workers

@@ -123,6 +123,17 @@ int queue_cancel_session(const char *tenant, const char *session_id, bool keep_p
 	return walk.n;
 }
 
+static void session_of(struct task_ctx *t, void *arg)
+{
+	if (t->session_id && t->session_id[0])
+		json_array_append_new(arg, json_string(t->session_id));
+}
+
+void queue_running_sessions(json_t *out)
+{
+	queue_pool_each_running(session_of, out);
+}
+
 /* Cancels asked for tasks that were not running here (still queued): a worker of this process
  * that starts one stops it at once (queue_cancel_pending_apply). A small table; entries expire. */
 #define PENDING_MAX    64

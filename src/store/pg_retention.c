@@ -8,11 +8,17 @@
  * each other, and each counts only what it deleted. Idle sessions are locked by the statement that
  * picks them: a message that updated one first and committed moved its updated_ms, which the
  * lock re-reads (the row no longer matches and is left); one still running holds the row lock,
- * and the row is skipped. Each picked session is then deleted by pg_session_delete, the path of
+ * and the row is skipped. A session with a task queued, reserved or relaying (RETENTION_BUSY_TASK:
+ * its reply is still to come) is not picked: a task row appears only with a message, which locks
+ * and moves the session row, and leaves only when its reply is stored; nor is one in op->row (the
+ * replies running on the sweeping node's workers: on queue.driver=redis they have no row). Each
+ * picked session is then deleted by pg_session_delete, the path of
  * DELETE /v1/sessions/{id}. Audit rows may be deleted only when older than the transaction's
  * soma.audit_before_ms (a trigger, migration 0010), which this op sets to its cutoff and back to 0.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "store/pg_int.h"
 
@@ -21,11 +27,18 @@ static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
 	struct pg_params p = {0};
 	pg_param_int(&p, op->before_ms);
 	pg_param_int(&p, op->limit);
+	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	if (!running)
+		return SOMA_ERR_NOMEM;
+	pg_param_text(&p, running);
 	enum soma_err err;
 	PGresult *r = pg_exec(c,
-			      "SELECT tenant, id FROM sessions WHERE updated_ms < $1 ORDER BY updated_ms LIMIT $2 "
-			      "FOR UPDATE SKIP LOCKED",
+			      "SELECT tenant, id FROM sessions WHERE updated_ms < $1 AND NOT EXISTS (SELECT 1 FROM "
+			      "tasks t WHERE t.session_id = sessions.id AND t." RETENTION_BUSY_TASK
+			      ") AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "
+			      "ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
 			      &p, &err);
+	free(running);
 	if (!r)
 		return err;
 	json_t *found = json_array();

@@ -123,7 +123,9 @@ enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *wh
 	enum soma_err err = store_sqlite_wal_check(st->path, why, why_cap);
 	if (err != SOMA_OK)
 		return err;
-	bool wal_had_frames = store_sqlite_wal_bytes(st->path) > 0;
+	/* only a WAL with a commit in it had data: uncommitted frames alone (a torn first start) are
+	 * ignored by SQLite and lose nothing */
+	bool wal_had_commits = store_sqlite_wal_commits(st->path);
 	if (access(st->path, F_OK) != 0) {
 		/* a new database: switch it to WAL without syncing (there is nothing to lose yet, and a
 		 * torn first start just starts again), sparing several fsyncs at first start */
@@ -138,7 +140,7 @@ enum soma_err store_sqlite_open(struct store *st, const char *data_dir, char *wh
 		return SOMA_ERR_STORE;
 	}
 	int current = 0, latest = 0;
-	if (wal_had_frames && sqlite_schema_version(st, &current, &latest) == SOMA_OK && current == 0) {
+	if (wal_had_commits && sqlite_schema_version(st, &current, &latest) == SOMA_OK && current == 0) {
 		store_sqlite_wal_refuse(st->path, "SQLite found no committed tables in it", why, why_cap);
 		return SOMA_ERR_CONFIG;
 	}

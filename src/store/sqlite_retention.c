@@ -6,11 +6,18 @@
  * writer is never held for long: the sweeper submits batches until one comes back short. Idle
  * sessions are picked and deleted in the same transaction (SQLite has one writer), so a message
  * committed before the op is seen (its session is no longer idle) and one after it finds the session
- * gone and creates it anew: no acknowledged message is lost. Audit rows are append-only (a trigger,
- * migration 0014) except those older than audit_retention.before_ms, which this op alone sets, to
- * its own cutoff, and sets back to 0 before it returns (a failure rolls its savepoint back).
+ * gone and creates it anew: no acknowledged message is lost. A session a task still works for (a
+ * row queued, reserved or, on queue.driver=redis, relaying: RETENTION_BUSY_TASK) is not idle, however
+ * old its last event: a reply that generates longer than retention.sessions_idle_s stores nothing
+ * until it ends, and must not lose its session (and the message it answers) midway; nor is one named
+ * in op->row (replies running on the sweeping node: on queue.driver=redis they have no row).
+ * Audit rows are append-only (a trigger, migration 0014) except those older than
+ * audit_retention.before_ms, which this op alone sets, to its own cutoff, and sets back to 0
+ * before it returns (a failure rolls its savepoint back).
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "store/store_int.h"
 
@@ -34,12 +41,18 @@ static enum soma_err run_cut(struct dbconn *c, const char *sql, int64_t before_m
 
 static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT tenant, id FROM sessions WHERE updated_ms < ?1 "
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT tenant, id FROM sessions WHERE updated_ms < ?1 AND id NOT IN "
+					 "(SELECT session_id FROM tasks WHERE " RETENTION_BUSY_TASK
+					 " AND session_id IS NOT NULL) AND id NOT IN (SELECT value FROM json_each(?3)) "
 					 "ORDER BY updated_ms LIMIT ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, op->before_ms);
 	sqlite3_bind_int64(s, 2, op->limit);
+	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	if (!running)
+		return SOMA_ERR_NOMEM;
+	sqlite3_bind_text(s, 3, running, -1, free);
 	json_t *found = json_array();
 	int rc;
 	while (found && (rc = sqlite3_step(s)) == SQLITE_ROW)

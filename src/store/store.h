@@ -167,7 +167,10 @@ enum store_op_kind {
 	 * rows, at most `limit` per op (one transaction each: the writer is never held long) */
 	STORE_OP_RETENTION_SESSIONS, /* w: sessions whose updated_ms (their last event) < before_ms, oldest
 				      * first, each deleted as SESSION_DELETE deletes it; the age is checked in
-				      * this transaction, so a session a message reached meanwhile stays; rows
+				      * this transaction, so a session a message reached meanwhile stays, and
+				      * one with a task queued, reserved or relaying (its reply still to
+				      * come) is not taken, however old, nor one whose id is in row (a JSON
+				      * array of session ids, may be NULL: replies running on this node); rows
 				      * [{tenant, session_id}] of those deleted */
 	STORE_OP_RETENTION_AUDIT,    /* w: audit rows with created_ms < before_ms deleted; seq = how many */
 	STORE_OP_RETENTION_DEAD,     /* w: dead letters with updated_ms (when they died) < before_ms deleted;

@@ -166,6 +166,9 @@ const char *store_vfs(void);
 enum soma_err store_sqlite_wal_check(const char *path, char *why, size_t why_cap);
 void store_sqlite_wal_refuse(const char *path, const char *reason, char *why, size_t why_cap);
 long long store_sqlite_wal_bytes(const char *path);
+/* true when path's WAL holds at least one frame SQLite's recovery would read as a commit (valid
+ * header, salts and checksum chain up to it, a nonzero commit size); false without one */
+bool store_sqlite_wal_commits(const char *path);
 /* SQLite's log (SQLITE_CONFIG_LOG): its notices (WAL frames recovered) and warnings go to ours. */
 void store_sqlite_log(void *arg, int code, const char *msg);
 /* Installs SQLite's allocator with per-thread caches (sqlite_mem.c); call before SQLite
@@ -251,6 +254,9 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
+/* A task row that means a reply is still to come for its session (queued, reserved, or on
+ * queue.driver=redis waiting in the outbox): RETENTION_SESSIONS never takes such a session. */
+#define RETENTION_BUSY_TASK "state IN ('queued', 'reserved', 'relaying')"
 /* SESSION_DELETE (reset false) or SESSION_RESET of op->tenant's op->session_id (sqlite_chat.c);
  * the retention sweep deletes with it too. */
 enum soma_err store_sql_session_delete(struct dbconn *c, struct store_op *op, bool reset);
