@@ -78,6 +78,7 @@ void a2a_sse_begin(struct http_req *req)
 	http_resp_header(req, "Cache-Control", "no-cache");
 	http_resp_header(req, "X-Accel-Buffering", "no");
 	http_stream_begin(req, 200, "text/event-stream");
+	http_stream_count(req, gw_sse_gauge(GW_SSE_A2A));
 }
 
 size_t a2a_sse_write(struct http_req *req, json_t *envelope)

@@ -122,4 +122,12 @@ void gateway_memory_stop(void);
 /* The store of the running process (set by the orchestrator). */
 struct store *gateway_store(void);
 
+/* ---- ops_metrics.c: the gauges of /metrics computed at scrape time ---- */
+enum gw_sse_kind { GW_SSE_EVENTS, GW_SSE_A2A, GW_SSE_PROXY };
+/* soma_sse_streams{kind}'s series (for http_stream_count); process-long, NULL on OOM. */
+struct metric_series *gw_sse_gauge(enum gw_sse_kind kind);
+/* Adds the collectors of the queue, worker, disk, Redis AOF and beat gauges, and the stream
+ * gauges' series (gateway_ops_routes, once; app.role set). */
+void gw_ops_metrics_register(void);
+
 #endif

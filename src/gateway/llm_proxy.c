@@ -125,6 +125,7 @@ static void stream_corked(struct llm_job *job)
 	if (!job->started) {
 		job->started = true;
 		http_stream_begin(job->req, 200, "text/event-stream");
+		http_stream_count(job->req, gw_sse_gauge(GW_SSE_PROXY));
 	}
 }
 
@@ -275,7 +276,8 @@ static void client_stalled(void *ctx)
 /* The job holds a slot: start its provider call. */
 static void run_job(struct llm_job *job)
 {
-	struct llm_request r = {.messages = job->messages,
+	struct llm_request r = {.kind = job->shape == SHAPE_INVOKE ? LLM_KIND_INVOKE : LLM_KIND_PROXY,
+				.messages = job->messages,
 				.model = job->model,
 				.temperature = job->temperature,
 				.max_tokens = job->max_tokens,

@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/config_show.h"
 #include "core/metrics.h"
+#include "gateway/gateway.h"
 #include "memory/memory.h"
 #include "orchestrator/app.h"
 
@@ -167,6 +168,7 @@ static void runtime_config(struct http_req *req, void *arg)
 
 enum soma_err gateway_ops_routes(struct http_router *r)
 {
+	gw_ops_metrics_register();
 	enum soma_err err = http_route_add(r, "GET", "/v1/health", health, NULL, HTTP_ROUTE_PUBLIC);
 	if (err == SOMA_OK)
 		err = http_route_add(r, "GET", "/metrics", metrics, NULL, HTTP_ROUTE_PUBLIC);

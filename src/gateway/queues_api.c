@@ -70,6 +70,7 @@ static void finish_rows(json_t *queues)
 		json_object_set_new(q, "rate_1m",
 				    json_real((double)json_integer_value(json_object_get(q, "finished_1m")) / 60.0));
 		json_object_del(q, "finished_1m");
+		json_object_del(q, "oldest_ms"); /* the store's, for soma_queue_oldest_task_age_seconds */
 	}
 }
 
@@ -155,10 +156,7 @@ static void add_route_target(const char *queue, size_t len, void *queues)
 	add_queue(queues, queue, len);
 }
 
-/* Rows for every queue there is: the store's, every node's and this node's pools,
- * queue.default_queue and the targets of queue.routes (a queue no node serves still fills up);
- * returns their names. */
-static json_t *queue_names(json_t *queues)
+json_t *gw_queue_names(json_t *queues)
 {
 	json_t *names = json_array(), *q, *node, *pool;
 	size_t i;
@@ -204,7 +202,7 @@ static void on_store_counts(struct http_req *req, struct store_op *op)
 		return;
 	}
 	struct queues_wait *w = calloc(1, sizeof(*w));
-	json_t *names = queue_names(queues);
+	json_t *names = gw_queue_names(queues);
 	if (!w || !names) {
 		free(w);
 		json_decref(names);

@@ -288,6 +288,7 @@ static void on_rows(void *arg)
 		s->sent_seq = s->last.seq;
 		s->begun = true;
 		http_stream_begin(req, 200, "text/event-stream");
+		http_stream_count(req, gw_sse_gauge(GW_SSE_EVENTS));
 		http_stream_write(req, "retry: 2000\n\n", strlen("retry: 2000\n\n"));
 		struct timeval one_s = {1, 0};
 		const struct timeval *common = event_base_init_common_timeout(http_thread_base(req->thread), &one_s);

@@ -23,6 +23,11 @@ void gw_task_op_publish(struct http_req *req, struct store_op *op);
 void gw_celery_run(struct http_req *req, void *arg);
 /* GET /v1/queues (queues_api.c). */
 void gw_queues_get(struct http_req *req, void *arg);
+/* Adds a zero row to queues (a JSON array of {name, ...}) for every queue there is that it lacks:
+ * every node's and this node's pools, queue.default_queue and the targets of queue.routes (a
+ * queue no node serves still fills up); returns their names (a new array, the caller's). Any
+ * thread (queues_api.c, and the queue figures of /metrics: ops_metrics.c). */
+json_t *gw_queue_names(json_t *queues);
 /* GET /v1/tasks/{id} and GET /v1/celery/runs/{id}. */
 void gw_task_get(struct http_req *req, void *arg);
 

@@ -34,6 +34,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/metrics.h"
 #include "http/conn_int.h"
 
 #define LINGER_S 2 /* seconds to drain a client's input after an early error before closing */
@@ -45,6 +46,21 @@
 #define OUT_HIGH (256 * 1024)
 
 static void conn_process(struct http_conn *c);
+
+void http_stream_count(struct http_req *req, struct metric_series *gauge)
+{
+	if (!gauge || req->open_gauge)
+		return;
+	metric_add(gauge, 1);
+	req->open_gauge = gauge;
+}
+
+void http_stream_uncount(struct http_req *req)
+{
+	if (req->open_gauge)
+		metric_add(req->open_gauge, -1);
+	req->open_gauge = NULL;
+}
 
 /* A handler still holding the request (async or streaming) is told, once, that it is gone;
  * then the request's on_end runs (once, if not run by its response). */
@@ -59,6 +75,7 @@ static void abort_handler(struct http_conn *c)
 		abort_fn(&c->req);
 	end_fn = c->req.on_end;
 	c->req.on_end = NULL;
+	http_stream_uncount(&c->req);
 	if (end_fn)
 		end_fn(&c->req);
 }

@@ -106,6 +106,7 @@ struct http_req {
 	 * request's whole life across code that may answer or drop it (an A2A stream's place in
 	 * limits.streams_per_tenant, taken before the chat path). req is still readable then. */
 	void (*on_end)(struct http_req *req);
+	struct metric_series *open_gauge; /* http_stream_count's gauge, released when the request is over */
 };
 
 /* ---- request accessors --------------------------------------------------------------------- */
@@ -143,6 +144,13 @@ void http_respond_file(struct http_req *req, int status, const char *content_typ
 /* Starts a streamed response (no Content-Length: chunked on HTTP/1.1, close-delimited on 1.0)
  * with the given status and content type; extra headers added before are sent too. */
 void http_stream_begin(struct http_req *req, int status, const char *content_type);
+/* Counts the stream in gauge (soma_sse_streams{kind}): +1 now, -1 once when the request is over,
+ * however it ends (its end, the client gone). gauge is a process-long series (metrics.h); NULL
+ * is ignored. Call after http_stream_begin, at most once per request. */
+struct metric_series;
+void http_stream_count(struct http_req *req, struct metric_series *gauge);
+/* The http layer's own (response.c, conn.c): releases what http_stream_count took, once. */
+void http_stream_uncount(struct http_req *req);
 /* Appends data to a started stream. Returns the bytes still waiting to be sent to the client,
  * so a producer can tell a slow reader (and end the stream) instead of buffering without bound.
  * With write_first the data usually goes to the socket at once and 0 is returned. */

@@ -227,6 +227,7 @@ static void end_hook(struct http_req *req)
 {
 	void (*fn)(struct http_req *) = req->on_end;
 	req->on_end = NULL;
+	http_stream_uncount(req);
 	if (fn)
 		fn(req);
 }

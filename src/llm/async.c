@@ -166,6 +166,8 @@ static void burst_noted(struct llm_async *a)
 static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
 {
 	struct llm_async *a = ctx;
+	if (!a->first_ns)
+		a->first_ns = clock_mono_ns();
 	burst_noted(a);
 	return a->cb.on_chunk(a->cb.ctx, json, len, usage_only);
 }
@@ -173,6 +175,8 @@ static bool chunk_seen(void *ctx, const char *json, size_t len, bool usage_only)
 static bool events_seen(void *ctx, const char *sse, size_t len, size_t count)
 {
 	struct llm_async *a = ctx;
+	if (!a->first_ns)
+		a->first_ns = clock_mono_ns();
 	burst_noted(a);
 	return a->cb.on_events(a->cb.ctx, sse, len, count);
 }
@@ -180,6 +184,8 @@ static bool events_seen(void *ctx, const char *sse, size_t len, size_t count)
 static bool delta_seen(void *ctx, const char *text, size_t len)
 {
 	struct llm_async *a = ctx;
+	if (!a->first_ns)
+		a->first_ns = clock_mono_ns();
 	return a->cb.on_delta(a->cb.ctx, text, len);
 }
 
@@ -356,6 +362,7 @@ static void async_free(struct llm_async *a)
 static void finish(struct llm_async *a, enum llm_error e)
 {
 	a->res->error = e;
+	llm_metrics_call(a->req.kind, a->res, a->call.started_ns, a->first_ns);
 	a->done(a->cb.ctx, a->res);
 	async_free(a);
 }
@@ -468,5 +475,8 @@ void llm_async_cancel(struct llm_async *a)
 		llm_call_finish(&a->call, CURLE_ABORTED_BY_CALLBACK);
 		give_handle(a, a->easy, true);
 	}
+	struct llm_result seen = *a->res; /* counted as cancelled; the caller's res is left as it is */
+	seen.error = LLM_ERR_CANCELLED;
+	llm_metrics_call(a->req.kind, &seen, a->call.started_ns, a->first_ns);
 	async_free(a);
 }

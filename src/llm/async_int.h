@@ -65,6 +65,7 @@ struct llm_async {
 	struct h1_xfer *h1x;	      /* or the attempt's direct transfer */
 	struct event *retry;	      /* backoff timer; owned, NULL when not waiting */
 	long delay_ms;		      /* next backoff */
+	uint64_t first_ns;	      /* clock_mono_ns of the reply's first chunk, 0 before (metrics) */
 };
 
 /* A handle comes back (async.c): kept among the spares, with its options, when set up with the

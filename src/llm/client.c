@@ -149,8 +149,77 @@ static enum llm_error attempt(const struct llm_setup *setup, const char *body, s
 	return e;
 }
 
+/* The caller's hooks seen through these, which note when the reply's first chunk came (for
+ * soma_llm_first_token_seconds); a hook the caller left NULL stays NULL (call.c reads which are
+ * set). */
+struct timed_hooks {
+	const struct llm_callbacks *cb; /* the caller's */
+	uint64_t first_ns;		/* clock_mono_ns of the first chunk, events or delta; 0 none */
+};
+
+static void noted(struct timed_hooks *t)
+{
+	if (!t->first_ns)
+		t->first_ns = clock_mono_ns();
+}
+
+static bool timed_delta(void *ctx, const char *text, size_t len)
+{
+	struct timed_hooks *t = ctx;
+	noted(t);
+	return t->cb->on_delta(t->cb->ctx, text, len);
+}
+
+static bool timed_chunk(void *ctx, const char *json, size_t len, bool usage_only)
+{
+	struct timed_hooks *t = ctx;
+	noted(t);
+	return t->cb->on_chunk(t->cb->ctx, json, len, usage_only);
+}
+
+static bool timed_events(void *ctx, const char *sse, size_t len, size_t count)
+{
+	struct timed_hooks *t = ctx;
+	noted(t);
+	return t->cb->on_events(t->cb->ctx, sse, len, count);
+}
+
+static bool timed_cancel(void *ctx)
+{
+	struct timed_hooks *t = ctx;
+	return t->cb->should_cancel(t->cb->ctx);
+}
+
+static void timed_flush(void *ctx)
+{
+	struct timed_hooks *t = ctx;
+	t->cb->on_flush(t->cb->ctx);
+}
+
+static enum soma_err chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
+			  struct llm_result *res, uint64_t started_ns);
+
 enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
 		       struct llm_result *res)
+{
+	uint64_t started_ns = clock_mono_ns();
+	struct timed_hooks t = {.cb = cb};
+	struct llm_callbacks hooks = {0};
+	if (cb)
+		hooks = (struct llm_callbacks){.on_delta = cb->on_delta ? timed_delta : NULL,
+					       .should_cancel = cb->should_cancel ? timed_cancel : NULL,
+					       .on_chunk = cb->on_chunk ? timed_chunk : NULL,
+					       .on_events = cb->on_events ? timed_events : NULL,
+					       .on_flush = cb->on_flush ? timed_flush : NULL,
+					       .ctx = &t};
+	enum soma_err err = chat(cfg, req, cb ? &hooks : NULL, res, started_ns);
+	if (res->attempts > 0) /* a call no provider was asked for (no key) is not counted */
+		llm_metrics_call(req->kind, res, started_ns, t.first_ns);
+	return err;
+}
+
+static enum soma_err chat(const struct llm_config *cfg, const struct llm_request *req, const struct llm_callbacks *cb,
+			  struct llm_result *res, uint64_t started_ns)
 {
 	enum soma_err err = llm_call_begin(cfg, res);
 	if (err != SOMA_OK)
@@ -162,7 +231,7 @@ enum soma_err llm_chat(const struct llm_config *cfg, const struct llm_request *r
 		res->error = LLM_ERR_PROTOCOL;
 		return SOMA_ERR_NOMEM;
 	}
-	struct llm_call c = {.req = req, .cb = cb, .res = res, .started_ns = clock_mono_ns()};
+	struct llm_call c = {.req = req, .cb = cb, .res = res, .started_ns = started_ns};
 	long delay = cfg->backoff_ms > 0 ? cfg->backoff_ms : 500;
 	for (;;) {
 		res->attempts++;

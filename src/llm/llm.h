@@ -48,7 +48,15 @@ struct llm_config {
 	bool env_proxy;	       /* an HTTP proxy is set in the environment (cfg_env_http_proxy) */
 };
 
+/* Who makes a call, for the soma_llm_* metrics (llm_metrics.c). */
+enum llm_kind {
+	LLM_KIND_CHAT,	 /* the conversation task (the default) */
+	LLM_KIND_PROXY,	 /* POST /v1/chat/completions */
+	LLM_KIND_INVOKE, /* POST /v1/llm/invoke[/stream] */
+};
+
 struct llm_request {
+	enum llm_kind kind; /* for metrics; LLM_KIND_CHAT when left 0 */
 	json_t *messages;   /* borrowed: [{role, content}] */
 	const char *model;  /* NULL: config model */
 	double temperature; /* < 0: not sent */
@@ -170,6 +178,14 @@ void llm_async_cancel(struct llm_async *a);
  * callbacks, and the call may end (done runs) before it returns. NULL is ignored. */
 void llm_async_pause(struct llm_async *a);
 void llm_async_resume(struct llm_async *a);
+
+/* ---- metrics (llm_metrics.c) ------------------------------------------------------------------ */
+/* Registers the soma_llm_* families and every series (again after metrics_reset). Any thread. */
+void llm_metrics_register(void);
+/* Counts one finished provider call of kind: its outcome (res->error), its duration from
+ * started_ns, its first chunk at first_ns (clock_mono_ns; 0 when none came) and the tokens res
+ * reports. Called by llm_chat and the asynchronous client; any thread. */
+void llm_metrics_call(enum llm_kind kind, const struct llm_result *res, uint64_t started_ns, uint64_t first_ns);
 
 /* A sentence for users about an error class (what happened and what to do). */
 const char *llm_error_message(enum llm_error e);

@@ -15,13 +15,15 @@
 #define MAX_SERVICES 32
 
 struct service {
-	struct service_def def;	  /* as registered */
-	bool started;		  /* start() succeeded and stop() not yet called */
-	bool selected;		  /* part of the running role */
-	enum svc_status status;	  /* last known health */
-	char detail[256];	  /* last health detail */
-	int64_t since_ms;	  /* when status last changed */
-	struct metric_series *up; /* soma_service_up{service} */
+	struct service_def def;			/* as registered */
+	bool started;				/* start() succeeded and stop() not yet called */
+	bool selected;				/* part of the running role */
+	enum svc_status status;			/* last known health */
+	char detail[256];			/* last health detail */
+	int64_t since_ms;			/* when status last changed */
+	struct metric_series *up;		/* soma_service_up{service} */
+	struct metric_series *status_series[4]; /* soma_service_status{service, status}: ok, degraded,
+						 * down, unconfigured (stopped counts as down) */
 };
 
 struct registry {
@@ -82,6 +84,27 @@ enum soma_err registry_add(struct registry *reg, const struct service_def *def)
 	return SOMA_OK;
 }
 
+/* soma_service_status{service, status}: 1 on the current status, 0 on the others, so an alert
+ * can say "degraded for 15 minutes" (soma_service_up is 1 for degraded). */
+static void set_status_series(struct service *s, enum svc_status st)
+{
+	static const enum svc_status shown[4] = {SVC_OK, SVC_DEGRADED, SVC_DOWN, SVC_UNCONFIGURED};
+	if (!s->status_series[0]) {
+		static const char *const labels[] = {"service", "status", NULL};
+		struct metric_family *f =
+			metrics_gauge("soma_service_status",
+				      "1 for the service's current status (ok, degraded, down, unconfigured).", labels);
+		for (int i = 0; f && i < 4; i++) {
+			const char *v[] = {s->def.name, svc_status_name(shown[i])};
+			s->status_series[i] = metric_series(f, v);
+		}
+	}
+	enum svc_status now = st == SVC_STOPPED ? SVC_DOWN : st;
+	for (int i = 0; i < 4; i++)
+		if (s->status_series[i])
+			metric_set(s->status_series[i], shown[i] == now ? 1 : 0);
+}
+
 static void set_status(struct service *s, enum svc_status st, const char *detail)
 {
 	if (s->status != st)
@@ -96,6 +119,7 @@ static void set_status(struct service *s, enum svc_status st, const char *detail
 		s->up = f ? metric_series(f, v) : NULL;
 	}
 	metric_set(s->up, (st == SVC_OK || st == SVC_DEGRADED || st == SVC_UNCONFIGURED) ? 1 : 0);
+	set_status_series(s, st);
 }
 
 static void stop_started(struct registry *reg, size_t upto)

@@ -222,6 +222,7 @@ static void register_build_info(void)
 	if (f)
 		metric_set(metric_series(f, v), 1);
 	metrics_process_register();
+	llm_metrics_register(); /* every soma_llm_* series from the start: rate() begins at 0 */
 }
 
 int cmd_run(const struct cli *cli)

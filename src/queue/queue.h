@@ -150,6 +150,10 @@ long long queue_relay_published(void);
 /* Whether Redis (redis.url) answers a PING now: true with "redis at host:port; ..." in detail,
  * false with why and what to do. Blocks up to a second; one thread only (the health poller). */
 bool queue_broker_status(char *detail, size_t cap);
+/* soma_redis_aof_enabled: whether Redis writes an append-only file, as queue_broker_status found
+ * it (asked once per process): 1, 0, or -1 not known (not the redis driver, Redis not reached
+ * yet). Any thread. */
+int queue_broker_aof(void);
 /* Closes queue_broker_status's connection (after the last poll). */
 void queue_broker_close(void);
 

@@ -20,7 +20,8 @@
 #define PING_TIMEOUT_MS 1000
 
 static struct redis_conn *conn; /* the health poller's; closed by queue_broker_close */
-static int no_aof = -1;		/* Redis keeps no append-only file: 1, 0, -1 not asked yet */
+static _Atomic int no_aof = -1; /* Redis keeps no append-only file: 1, 0, -1 not asked yet; read by
+				 * any thread (queue_broker_aof) */
 
 /* Whether Redis writes an append-only file (INFO persistence), asked once per process: without
  * one, a Redis restart loses every task it holds - published, so no longer in the store's outbox
@@ -69,6 +70,12 @@ bool queue_broker_status(char *detail, size_t cap)
 	if (r)
 		freeReplyObject(r);
 	return ok;
+}
+
+int queue_broker_aof(void)
+{
+	int n = no_aof;
+	return n < 0 ? -1 : !n;
 }
 
 void queue_broker_close(void)

@@ -293,3 +293,13 @@ bool sched_beat_describe(char *out, size_t cap)
 	pthread_mutex_unlock(&B.lock);
 	return true;
 }
+
+int sched_beat_leader(void)
+{
+	if (!B.running)
+		return -1;
+	pthread_mutex_lock(&B.lock);
+	int leading = B.status && json_is_true(json_object_get(B.status, "is_leader"));
+	pthread_mutex_unlock(&B.lock);
+	return leading;
+}

@@ -39,6 +39,9 @@ void sched_beat_stop(void);
 /* {schedules:[{name, task, queue, every_s|cron, args, kwargs, last_run_at, next_run_at}],
  *  leader, node, is_leader, lock} as of beat's last tick. Any thread; caller owns. */
 json_t *sched_beat_status_json(void);
+/* soma_beat_leader: 1 while this node holds beat's lock, 0 while it follows, -1 when beat does
+ * not run here (disabled, no schedule file, or not started). Any thread. */
+int sched_beat_leader(void);
 /* Health line: false when beat is not configured. */
 bool sched_beat_describe(char *out, size_t cap);
 

@@ -99,7 +99,8 @@ static enum soma_err queue_stats(struct pgconn *c, struct store_op *op)
 	PGresult *r = pg_exec(c,
 			      "SELECT queue, count(*) FILTER (WHERE state = 'queued' AND available_ms <= $1), "
 			      "count(*) FILTER (WHERE state = 'queued' AND available_ms > $1), "
-			      "count(*) FILTER (WHERE state = 'reserved'), count(*) FILTER (WHERE state = 'dead') "
+			      "count(*) FILTER (WHERE state = 'reserved'), count(*) FILTER (WHERE state = 'dead'), "
+			      "coalesce(min(available_ms) FILTER (WHERE state = 'queued' AND available_ms <= $1), 0) "
 			      "FROM tasks WHERE $2 OR tenant = $3 GROUP BY queue ORDER BY queue COLLATE \"C\"",
 			      &p, &err);
 	if (!r)
@@ -107,10 +108,10 @@ static enum soma_err queue_stats(struct pgconn *c, struct store_op *op)
 	op->rows = json_array();
 	for (int i = 0; i < PQntuples(r); i++)
 		json_array_append_new(op->rows,
-				      json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", pg_text(r, i, 0), "depth",
+				      json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", pg_text(r, i, 0), "depth",
 						(json_int_t)pg_int(r, i, 1), "delayed", (json_int_t)pg_int(r, i, 2),
 						"reserved", (json_int_t)pg_int(r, i, 3), "dead",
-						(json_int_t)pg_int(r, i, 4)));
+						(json_int_t)pg_int(r, i, 4), "oldest_ms", (json_int_t)pg_int(r, i, 5)));
 	PQclear(r);
 	return op->rows ? SOMA_OK : SOMA_ERR_NOMEM;
 }

@@ -85,8 +85,9 @@ static enum soma_err queue_stats(struct dbconn *c, struct store_op *op)
 	sqlite3_stmt *s = dbconn_stmt(
 		c, "SELECT queue, sum(state = 'queued' AND available_ms <= ?1), sum(state = 'queued' AND available_ms "
 		   "> ?1), "
-		   "sum(state = 'reserved'), sum(state = 'dead') FROM tasks WHERE ?2 OR tenant = ?3 GROUP BY queue "
-		   "ORDER BY queue");
+		   "sum(state = 'reserved'), sum(state = 'dead'), "
+		   "coalesce(min(CASE WHEN state = 'queued' AND available_ms <= ?1 THEN available_ms END), 0) "
+		   "FROM tasks WHERE ?2 OR tenant = ?3 GROUP BY queue ORDER BY queue");
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, clock_wall_ms());
@@ -95,12 +96,13 @@ static enum soma_err queue_stats(struct dbconn *c, struct store_op *op)
 	op->rows = json_array();
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(op->rows, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name",
+		json_array_append_new(op->rows, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name",
 							  (const char *)sqlite3_column_text(s, 0), "depth",
 							  (json_int_t)sqlite3_column_int64(s, 1), "delayed",
 							  (json_int_t)sqlite3_column_int64(s, 2), "reserved",
 							  (json_int_t)sqlite3_column_int64(s, 3), "dead",
-							  (json_int_t)sqlite3_column_int64(s, 4)));
+							  (json_int_t)sqlite3_column_int64(s, 4), "oldest_ms",
+							  (json_int_t)sqlite3_column_int64(s, 5)));
 	return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 

@@ -117,7 +117,7 @@ enum store_op_kind {
 	STORE_OP_BLOBS_UNUSED,	 /* r: of the sha256 strings in op->rows, those no attachment row names (rows) */
 	/* the task API (sqlite_task_admin.c); with `all_tenants` an operator's view of every tenant */
 	STORE_OP_TASK_GET,     /* r: one task's state and outcome, id in task_id (into row) */
-	STORE_OP_QUEUE_STATS,  /* r: per queue: queued, delayed, reserved, dead (rows) */
+	STORE_OP_QUEUE_STATS,  /* r: per queue: queued, delayed, reserved, dead, oldest_ms (rows) */
 	STORE_OP_DEAD_LIST,    /* r: dead letters, newest first, cursor-paginated (rows) */
 	STORE_OP_DEAD_REQUEUE, /* w: a dead letter back to queued with fresh attempts */
 	STORE_OP_DEAD_DELETE,  /* w: a dead letter dropped */

@@ -277,11 +277,14 @@ def exposed(tmp_path_factory):
     for d in ("single", "gateway", "worker"):
         (tmp / d).mkdir()
     try:
+        beat = tmp / "schedules.json"  # beat runs (soma_beat_leader), its task due in an hour
+        beat.write_text(json.dumps([{"name": "hourly", "task": "soma.echo", "every_s": 3600}]))
         single = start_server(tmp / "single", [*llm.sets(), *brain.sets(), "limits.llm_tokens_per_day=1",
-                                                f"otel.endpoint={nowhere}"], timeout=30)
+                                                f"otel.endpoint={nowhere}", f"beat.schedule_file={beat}"],
+                              timeout=30)
         servers.append(single)
         exercise(single.url)
-        for name in ("soma_tasks_total", "soma_outbox_delivered_total"):
+        for name in ("soma_tasks_total", "soma_outbox_delivered_total", "soma_queue_depth", "soma_beat_leader"):
             wait_metric(single, name)
         # the reply used the day's budget of 1 token: the next call is refused (soma_limits_*)
         msgs = {"messages": [{"role": "user", "content": "hi"}]}
@@ -297,6 +300,8 @@ def exposed(tmp_path_factory):
                     servers.append(start_server(tmp / role, shared, role=role, timeout=30))
                 exercise(servers[1].url)
                 wait_metric(servers[2], "soma_tasks_total")
+                for name in ("soma_queue_depth", "soma_redis_aof_enabled"):  # scrape-time figures, health poll
+                    wait_metric(servers[1], name)
                 for srv in servers[1:]:
                     scrape(srv, got)
             finally:
