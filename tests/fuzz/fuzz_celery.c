@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		celery_msg_deinit(&m);
 		return 0;
 	}
-	if (!m.task || !m.task[0] || !m.id || strlen(m.id) > 64 || m.priority < 0 || m.priority > 9 ||
+	if (!m.task || !m.task[0] || !m.id || !celery_id_ok(m.id) || m.priority < 0 || m.priority > 9 ||
 	    !json_is_array(m.args) || !json_is_object(m.kwargs) || celery_msg_tree(&m) != SOMA_OK)
 		abort();
 	json_t *body = json_pack("[O, O, O]", m.args, m.kwargs, m.embed ? m.embed : json_null());
