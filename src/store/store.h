@@ -180,59 +180,52 @@ enum store_op_kind {
 struct store_op {
 	enum store_op_kind kind;
 	/* inputs */
-	char tenant[STORE_ID_MAX + 1];		/* every op: whose rows */
-	char subject[STORE_ID_MAX + 1];		/* MESSAGE: who created the session */
-	char session_id[STORE_ID_MAX + 1];	/* session ops */
-	char task_id[STORE_TASK_ID_MAX + 1];	/* task ops; EVENT_APPEND: task to finish, or "" */
-	char outcome_of[STORE_TASK_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
-						 * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
-						 * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
-	char reply_to[STORE_ID_MAX + 1];	/* CONTEXT, EVENT_APPEND: event id of the user message the task
-						 * answers, or "": when that event no longer exists in the
-						 * session (a reset erased it) the op is SOMA_ERR_NOT_FOUND and
-						 * nothing is stored */
-	char queue[STORE_ID_MAX + 1];		/* TASK_RESERVE */
-	char worker[STORE_ID_MAX + 1];		/* TASK_RESERVE: reserving worker */
-	json_t *event;				/* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
-	json_t *task;	      /* MESSAGE, TASK_PUBLISH: owned {id, queue, name, payload, max_retries} */
-	json_t *attachments;  /* MESSAGE: owned array of ids that must be the tenant's */
-	json_t *row;	      /* ATTACHMENT_PUT input / *_GET output; owned */
-	int64_t after_seq;    /* EVENTS_AFTER */
-	int64_t before_ms;    /* RETENTION_*: rows older than this (ms since epoch) go */
-	int64_t limit;	      /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST, RETENTION_* */
-	char cursor[128];     /* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
-	bool flag;	      /* SESSION_PAUSE: paused */
-	int64_t delay_ms;     /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
-	char error_text[512]; /* TASK_RETRY / TASK_FINISH failure text */
-	bool failed;	      /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
-	bool rejected;	      /* TASK_FINISH with failed: a final FAILURE that is no dead letter (TASK_REJECT) */
-	bool revoked;	      /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
-			       * reason in error_text): it leaves the queue, no dead letter */
-	bool all_tenants;     /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
+	char tenant[STORE_ID_MAX + 1];	   /* every op: whose rows */
+	char subject[STORE_ID_MAX + 1];	   /* MESSAGE: who created the session */
+	char session_id[STORE_ID_MAX + 1]; /* session ops */
+	char reply_to[STORE_ID_MAX + 1];   /* CONTEXT, EVENT_APPEND: event id of the user message the task
+					    * answers, or "": when that event no longer exists in the
+					    * session (a reset erased it) the op is SOMA_ERR_NOT_FOUND and
+					    * nothing is stored */
+	char queue[STORE_ID_MAX + 1];	   /* TASK_RESERVE */
+	char worker[STORE_ID_MAX + 1];	   /* TASK_RESERVE: reserving worker */
+	json_t *event;			   /* MESSAGE/EVENT_APPEND: owned; seq, created_at added */
+	json_t *task;			   /* MESSAGE, TASK_PUBLISH: owned {id, queue, name, payload, max_retries} */
+	json_t *attachments;		   /* MESSAGE: owned array of ids that must be the tenant's */
+	json_t *row;			   /* ATTACHMENT_PUT input / *_GET output; owned */
+	int64_t after_seq;		   /* EVENTS_AFTER */
+	int64_t before_ms;		   /* RETENTION_*: rows older than this (ms since epoch) go */
+	int64_t limit;			   /* EVENTS_AFTER, SESSIONS_LIST, DEAD_LIST, RETENTION_* */
+	bool flag;			   /* SESSION_PAUSE: paused */
+	int64_t delay_ms;		   /* TASK_RETRY: backoff; TASK_RESERVE: visibility timeout */
+	bool failed;			   /* TASK_FINISH: FAILURE rather than SUCCESS (a dead letter) */
+	bool rejected;	  /* TASK_FINISH with failed: a final FAILURE that is no dead letter (TASK_REJECT) */
+	bool revoked;	  /* TASK_FINISH: REVOKED (revoked or expired before it ran; the
+			   * reason in error_text): it leaves the queue, no dead letter */
+	bool all_tenants; /* QUEUE_STATS, DEAD_*: every tenant's rows (admin callers only) */
 	char row_tenant[STORE_ID_MAX + 1]; /* output of DEAD_REQUEUE/DEAD_DELETE, OUTBOX_RETRY/OUTBOX_DROP:
 					    * the tenant of the row changed (with all_tenants, maybe not
 					    * op->tenant) */
 	/* outputs */
-	enum soma_err err;     /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
-	int64_t seq;	       /* appended event's seq; MESSAGE/EVENTS: session last_seq */
-	char *event_text;      /* appended event as stored (JSON); owned */
-	char *event_head;      /* SQLite: the event's text without its seq, made before the op is
-				* queued (store_sql_prepare); owned */
-	json_t *rows;	       /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
-				* CONTEXT: [{role, content, id, attachments?: a user turn's
-				* attachment ids}] newest first, ending at reply_to; owned */
-	json_t *session;       /* SESSION_GET: object; TASK_RESERVE: the task; owned */
-	bool created;	       /* MESSAGE: the session was new */
-	bool has_outcome;      /* CONTEXT: an event is the outcome of task outcome_of already */
-	bool reply_probe;      /* CONTEXT: reply_to is only looked for (reply_seen), not required: an
-				* early start reads before its message commits */
-	bool reply_absent;     /* CONTEXT input: reply_to was not committed when the read was asked
-				* (an early start): a cached context without it is whole */
-	bool reply_seen;       /* CONTEXT: the read saw the message reply_to */
-	bool context_cut;      /* CONTEXT: turns committed after reply_to were left out (the rows
-				* end at the message the task answers) */
-	bool dead;	       /* TASK_RETRY: moved to dead-letter */
-	char next_cursor[128]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
+	enum soma_err err; /* SOMA_OK, SOMA_ERR_NOT_FOUND, ... */
+	int64_t seq;	   /* appended event's seq; MESSAGE/EVENTS: session last_seq */
+	char *event_text;  /* appended event as stored (JSON); owned */
+	char *event_head;  /* SQLite: the event's text without its seq, made before the op is
+			    * queued (store_sql_prepare); owned */
+	json_t *rows;	   /* EVENTS_AFTER: [{seq, body: event JSON text}]; SESSIONS_LIST: [session];
+			    * CONTEXT: [{role, content, id, attachments?: a user turn's
+			    * attachment ids}] newest first, ending at reply_to; owned */
+	json_t *session;   /* SESSION_GET: object; TASK_RESERVE: the task; owned */
+	bool created;	   /* MESSAGE: the session was new */
+	bool has_outcome;  /* CONTEXT: an event is the outcome of task outcome_of already */
+	bool reply_probe;  /* CONTEXT: reply_to is only looked for (reply_seen), not required: an
+			    * early start reads before its message commits */
+	bool reply_absent; /* CONTEXT input: reply_to was not committed when the read was asked
+			    * (an early start): a cached context without it is whole */
+	bool reply_seen;   /* CONTEXT: the read saw the message reply_to */
+	bool context_cut;  /* CONTEXT: turns committed after reply_to were left out (the rows
+			    * end at the message the task answers) */
+	bool dead;	   /* TASK_RETRY: moved to dead-letter */
 	/* completion */
 	void (*done)(struct store_op *op); /* runs on a store thread; owns op */
 	/* optional: runs once on the store thread as the op's transaction settled, after the commit
@@ -245,6 +238,15 @@ struct store_op {
 	/* synchronous waiting (store_op_wait) */
 	int waiting;  /* internal */
 	void *waiter; /* internal: the waiting thread's wakeup (exec.c) */
+	/* strings long enough that zeroing them costs: store_op_new zeroes the struct up to here and
+	 * only the first byte of each of these (they are read as NUL-terminated text only) */
+	char task_id[STORE_TASK_ID_MAX + 1];	/* task ops; EVENT_APPEND: task to finish, or "" */
+	char outcome_of[STORE_TASK_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
+						 * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
+						 * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
+	char cursor[128];			/* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
+	char error_text[512];			/* TASK_RETRY / TASK_FINISH failure text */
+	char next_cursor[128];			/* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 };
 
 /* Appends an audit row (see src/audit/audit.h) on the main connection, at once: for the CLI,
