@@ -8,11 +8,11 @@ made by moving the rows' timestamps back in the store. Runs on both stores."""
 import concurrent.futures
 import hashlib
 import os
-import socket
 import time
 
 import httpx
 
+from test_stream_delete import _until_end
 from e2e_util import (find_samples, history, http, open_stream, parse_metrics, post_message, read_reply,
                       store_exec, store_query, wait_terminal, wait_until)
 
@@ -64,21 +64,6 @@ def _deleted(srv, kind):
     return sum(v for _, v in find_samples(samples, "soma_retention_deleted_total", kind=kind))
 
 
-def _until_end(s, timeout=10):
-    deadline = time.monotonic() + timeout
-    frames = []
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            f = s.next_frame(timeout=max(left, 0.01)) if left > 0 else False
-        except socket.timeout:
-            f = False
-        if f is False:
-            raise AssertionError(f"the stream did not end within {timeout} s; frames: {frames}")
-        if f is None:
-            return frames
-        if not (f.data and '"system.keepalive"' in f.data):
-            frames.append(f)
 
 
 def test_idle_sessions_go_as_a_delete_takes_them_and_recent_ones_stay(soma):
