@@ -417,6 +417,9 @@ def test_kill9_while_sending_is_reclaimed_without_loss(tmp_path, llm, brain):
 
 def test_somabrain_without_url_refuses_nothing_but_says_so(soma):
     srv = soma("memory.driver=somabrain")
+    # (the service starts, so health says what it is at the health poll's first pass: a moment later
+    # on a loaded machine)
+    wait_until(lambda: health(srv)["services"]["memory"]["status"] == "down", 10, what="the memory service down")
     h = health(srv)
     assert h["services"]["memory"]["status"] == "down" and "memory.somabrain_url" in h["services"]["memory"]["detail"]
     got = recall(srv, "anything")  # the recall pool runs even so, and is stopped with the server

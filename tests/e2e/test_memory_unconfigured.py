@@ -21,7 +21,7 @@ def test_unconfigured_somabrain_publishes_the_outbox(soma):
     for i in range(2):
         assert remember(srv, {"content": f"kept {i}"})["status"] == "queued"
     assert outbox(srv)["pending"] == 2
-    wait_until(lambda: health(srv)["components"]["memory_outbox"]["pending"] == 2, 5,
+    wait_until(lambda: health(srv)["components"]["memory_outbox"]["pending"] == 2, 15,
                what="components.memory_outbox to count the waiting writes")
     box = health(srv)["components"]["memory_outbox"]
     assert box["status"] == "degraded" and box["somabrain_state"] == "down", box
