@@ -12,7 +12,11 @@ runs_arg=()
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang meson setup "$dir" --buildtype=debug -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse fuzz_celery fuzz_json fuzz_h1 >/dev/null
+if ! ninja -C "$dir" fuzz_http fuzz_config fuzz_multipart fuzz_api fuzz_sse fuzz_celery fuzz_json fuzz_h1 > "$dir/fuzz-build.log" 2>&1; then
+  grep -v '^\[' "$dir/fuzz-build.log" | tail -40
+  echo "fuzz: building the harnesses failed (log: $dir/fuzz-build.log)"
+  exit 1
+fi
 mkdir -p "$dir/crashes"
 # one harness per core at a time (each libFuzzer run is one process): the same SECONDS each, in
 # half the wall time on two cores. FUZZ_JOBS overrides.
