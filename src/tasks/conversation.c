@@ -116,11 +116,8 @@ static bool on_delta(void *ctx, const char *text, size_t len)
 {
 	struct generation *g = ctx;
 	if (!open_generation(g))
-		return false; /* stops the call */
-	size_t n = 0;
-	char *ev =
-		conv_event_text(g->task->session_id, "assistant.delta", g->task->id, g->stream_index++, text, len, &n);
-	publish(g, ev, n);
+		return false;	      /* stops the call */
+	conv_delta_add(g, text, len); /* now, or merged with the next chunks (conversation_delta.c) */
 	return !g->task->cancel;
 }
 
@@ -137,6 +134,8 @@ static bool should_cancel(void *ctx)
 	else if (gs == GATE_COMMITTED && !context_right(g, seq))
 		g->redo = true;
 	queue_task_heartbeat(g->task);
+	if (conv_held_due(&g->held, g->stream_index, clock_mono_ns())) /* a provider that pauses */
+		conv_delta_flush(g);
 	return g->task->cancel || g->dropped || g->redo;
 }
 
@@ -410,6 +409,8 @@ enum task_outcome conv_process(struct task_ctx *t)
 		(void)open_generation(&g); /* thinking at once, as the reply starts */
 	struct llm_result res;
 	generate(&g, &cfg, rows, memories, &res);
+	conv_delta_flush(&g); /* the text held back goes out before the reply's end */
+	conv_held_free(&g.held);
 	if (t->gate) /* settled by now (generate waited for it): the hook is gone, or is removed here */
 		(void)commit_gate_on_commit(t->gate, NULL, NULL);
 	free(g.thinking);

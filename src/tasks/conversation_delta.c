@@ -8,6 +8,16 @@
  * members, their order and their escaping are those chat_event_new's event gets from json_out: the strings go through
  * json_out_string one by one (same escapes, same refusal of text that is not UTF-8), the rest is fixed text.
  * The final's metadata is here too: built member by member, as json_pack built it.
+ * A long reply's deltas are merged (conv_delta_add): the session's resume log keeps BUS_LOG_MAX
+ * entries, and a reply of more chunks than that (long code answers: 4-8k) lost its first deltas
+ * from it, so a stream resumed inside it had a gap. The first CONV_DELTA_EACH chunks still go out
+ * one delta each; then the chunks are held and published together once the interval since the
+ * last delta has passed, checked at each chunk and when the LLM client polls should_cancel (at
+ * least once a second while it waits: a stalled provider holds no text back longer). Held text
+ * is published before any other event of the generation (its tool events, its final or error,
+ * a stop), so the deltas keep their order among the session's events, their stream_index stays
+ * contiguous (one per published delta), the final's metadata.deltas counts them, and their
+ * concatenation is the final's message. Worker thread of the task only.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/bus.h"
 #include "core/clock.h"
 #include "core/event.h"
 #include "core/ids.h"
@@ -111,4 +122,71 @@ json_t *conv_final_meta(const char *status, const char *model, const char *finis
 		return NULL;
 	}
 	return meta;
+}
+
+int64_t conv_delta_interval_ms(int64_t published)
+{
+	return published < CONV_DELTA_EACH ? 0 : published < CONV_DELTA_SLOW ? CONV_DELTA_FAST_MS : CONV_DELTA_SLOW_MS;
+}
+
+bool conv_held_due(const struct conv_held *h, int64_t published, uint64_t now_ns)
+{
+	uint64_t wait_ns = (uint64_t)conv_delta_interval_ms(published) * 1000000u;
+	return h->len > 0 && (now_ns < h->last_ns || now_ns - h->last_ns >= wait_ns);
+}
+
+bool conv_held_add(struct conv_held *h, const char *text, size_t len)
+{
+	if (len > CONV_DELTA_BYTES - h->len)
+		return false;
+	if (!h->text && !(h->text = malloc(CONV_DELTA_BYTES)))
+		return false;
+	memcpy(h->text + h->len, text, len);
+	h->len += len;
+	return true;
+}
+
+void conv_held_free(struct conv_held *h)
+{
+	free(h->text);
+	h->text = NULL;
+	h->len = 0;
+}
+
+/* Publishes text (len bytes, borrowed) as g's next delta. */
+static void publish_delta(struct generation *g, const char *text, size_t len)
+{
+	size_t n = 0;
+	char *ev =
+		conv_event_text(g->task->session_id, "assistant.delta", g->task->id, g->stream_index++, text, len, &n);
+	if (ev)
+		bus_publish_ephemeral(g->bus_key, g->base_seq, ev, n, NULL);
+	free(ev);
+	if (g->stream_index >= CONV_DELTA_EACH) /* (the clock is read only where it is used) */
+		g->held.last_ns = clock_mono_ns();
+}
+
+void conv_delta_flush(struct generation *g)
+{
+	if (!g->held.len)
+		return;
+	publish_delta(g, g->held.text, g->held.len);
+	g->held.len = 0;
+}
+
+void conv_delta_add(struct generation *g, const char *text, size_t len)
+{
+	if (conv_delta_interval_ms(g->stream_index) == 0) {
+		publish_delta(g, text, len);
+		return;
+	}
+	if (!conv_held_add(&g->held, text, len)) { /* too much at once, or no memory: in order, now */
+		conv_delta_flush(g);
+		if (!conv_held_add(&g->held, text, len)) {
+			publish_delta(g, text, len);
+			return;
+		}
+	}
+	if (conv_held_due(&g->held, g->stream_index, clock_mono_ns()))
+		conv_delta_flush(g);
 }

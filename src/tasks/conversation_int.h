@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "bus/bus.h"
@@ -105,6 +107,43 @@ void conv_insert_memories(json_t *messages, json_t *memories);
  * as json_pack gave it. */
 json_t *conv_final_meta(const char *status, const char *model, const char *finish, const char *generation_id,
 			int64_t deltas, int64_t input_tokens, int64_t output_tokens);
+/* ---- a long reply's deltas merged (conversation_delta.c) ---- */
+/* A session's resume log holds BUS_LOG_MAX (4096) entries: a reply publishes its first
+ * CONV_DELTA_EACH chunks one delta each (short replies are unchanged), then merges the chunks
+ * that come within CONV_DELTA_FAST_MS of the last delta into one, and after CONV_DELTA_SLOW deltas
+ * within CONV_DELTA_SLOW_MS: 1024 + 2048 deltas cover 200 s of a fast provider and the last 1024
+ * another 17 minutes, so a stream resumed anywhere in a long reply finds all of it. */
+#define CONV_DELTA_EACH	   1024	 /* deltas published one per provider chunk */
+#define CONV_DELTA_SLOW	   3072	 /* deltas after which merged ones go out once a second */
+#define CONV_DELTA_FAST_MS 100	 /* time between merged deltas, before CONV_DELTA_SLOW */
+#define CONV_DELTA_SLOW_MS 1000	 /* time between merged deltas, after it */
+#define CONV_DELTA_BYTES   65536 /* held text is published when the next chunk would pass this */
+
+/* Text of a generation's reply not yet published (merged deltas). */
+struct conv_held {
+	char *text;	  /* the held bytes (CONV_DELTA_BYTES allocated on first use; owned) */
+	size_t len;	  /* bytes held */
+	uint64_t last_ns; /* clock_mono_ns() of the last delta published (once CONV_DELTA_EACH are near) */
+};
+/* Milliseconds between two deltas once `published` were published: 0 (each chunk at once) below
+ * CONV_DELTA_EACH, then CONV_DELTA_FAST_MS, from CONV_DELTA_SLOW on CONV_DELTA_SLOW_MS. */
+int64_t conv_delta_interval_ms(int64_t published);
+/* Whether h's held text is due (some is held and the interval since the last delta passed). */
+bool conv_held_due(const struct conv_held *h, int64_t published, uint64_t now_ns);
+/* Appends len bytes to h; false (nothing added) when they do not fit in CONV_DELTA_BYTES with what
+ * is held or memory ran out. */
+bool conv_held_add(struct conv_held *h, const char *text, size_t len);
+/* Frees h's buffer (h itself is the caller's). */
+void conv_held_free(struct conv_held *h);
+
+struct generation;
+/* A content chunk of g's reply (borrowed): published as one assistant.delta now, or held to be
+ * merged with the next ones (see CONV_DELTA_EACH). Worker thread of the task. */
+void conv_delta_add(struct generation *g, const char *text, size_t len);
+/* Publishes g's held text as one assistant.delta (nothing when none is held): before anything
+ * else of the generation is published or committed, and when it is due (conv_held_due). */
+void conv_delta_flush(struct generation *g);
+
 /* ---- traces (conversation_trace.c) ---- */
 /* conversation.process itself (conversation.c); task_conversation_process runs it inside its
  * CONSUMER span. */
@@ -124,6 +163,7 @@ struct generation {
 	struct task_ctx *task;	   /* the running task */
 	int64_t base_seq;	   /* last committed seq when the generation started */
 	int64_t stream_index;	   /* deltas published so far */
+	struct conv_held held;	   /* reply text not yet published: merged deltas (conversation_delta.c) */
 	char bus_key[BUS_KEY_MAX]; /* where its events go live */
 	int64_t read_seq;	   /* the session's last seq as the context read saw it */
 	bool appended;		   /* early start: the message was added to a context read before its commit */

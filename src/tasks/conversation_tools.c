@@ -78,10 +78,12 @@ const char *conv_tools_extra(void)
 	return extra_text;
 }
 
-/* Commits event (taken) into the task's session; the generation's deltas follow it. */
+/* Commits event (taken) into the task's session, after the text held back (it came before);
+ * the generation's deltas follow it. */
 static enum soma_err commit_event(struct generation *g, json_t *event)
 {
 	struct task_ctx *t = g->task;
+	conv_delta_flush(g);
 	struct store_op *op = event ? store_op_new(STORE_OP_EVENT_APPEND, t->tenant) : NULL;
 	if (!op) {
 		json_decref(event);
