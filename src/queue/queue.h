@@ -46,6 +46,8 @@ struct task_ctx {
 				    * other threads (shutdown, keep_partial first), read by the handler */
 	_Atomic bool shutdown;	   /* the stop is a shutdown: requeue rather than finish */
 	_Atomic bool keep_partial; /* the stop is the user's: keep what was produced so far */
+	_Atomic int terminated;	   /* a revoke with terminate stopped it (queue_terminate): the signal
+				    * number it named, 0 none; the task then ends REVOKED, not with its outcome */
 	const char *worker;	   /* id of the worker running it (its reservation) */
 	int64_t lease_renewed_ms;  /* when the reservation was last extended */
 	const char *queue;	   /* the queue it came from */
@@ -113,6 +115,13 @@ void queue_running_sessions(json_t *out);
  * see it through a cancel notice (bus_cancel_notify), which their node applies with this call:
  * the same 10 minutes there. */
 int queue_cancel_task(const char *tenant, const char *task_id);
+/* Celery's revoke with terminate (`control revoke --terminate`, `control terminate`), for the
+ * pidbox: asks the task task_id running on this process's workers, whatever its tenant, to stop
+ * as a user's stop does (a thread cannot be killed: its handler sees cancel), and to end REVOKED
+ * as Celery's worker ends a terminated task (TaskRevokedError('terminated'), task-revoked with
+ * terminated, signum). Returns 1 when it runs here, else 0 (a queued one is kept from running by
+ * its revoke, queue_revoke). */
+int queue_terminate(const char *task_id, int signum);
 /* Whether this process runs workers of the named queue. */
 bool queue_serves(const char *queue);
 /* This process's worker pools: {queue: {consumers, busy, concurrency, finished_1m}}. Caller owns. */
@@ -126,6 +135,10 @@ json_t *queue_active_json(const char *hostname, bool safe);
 /* The messages this process holds for their eta (redis driver), as Celery 5.2's `inspect
  * scheduled` lists them: [{eta, priority, request: Request.info}]. Caller owns; [] when none. */
 json_t *queue_scheduled_json(const char *hostname);
+/* The messages this process's worker threads hold prefetched behind the task each runs (redis
+ * driver; delivered, not started), as Celery 5.2's `inspect reserved` lists them: Request.info()
+ * with time_start and worker_pid null, acknowledged false. Caller owns; [] when none. */
+json_t *queue_reserved_json(const char *hostname);
 /* Tasks running now (health, metrics). */
 int queue_running(void);
 /* The queues this worker serves: conversation, celery, then queue.queues (name=concurrency

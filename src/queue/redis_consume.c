@@ -81,6 +81,7 @@ static void *rw_open(const char *queue, const char *worker_id)
 		free(w);
 		return NULL;
 	}
+	rw_reserved_register(w);
 	return w;
 }
 
@@ -88,6 +89,7 @@ static void *rw_open(const char *queue, const char *worker_id)
 static void rw_close(void *wp)
 {
 	struct rworker *w = wp;
+	rw_reserved_forget(w); /* (before its buffer is given back and freed) */
 	rw_drain(w);
 	rw_prefetch_check(w); /* one whose claim lapsed may run elsewhere now: not given back */
 	for (int i = 0; i < w->count; i++) {
@@ -129,7 +131,7 @@ static bool push_msg(struct rworker *w, char *text, size_t len)
 	m->skip = false;
 	m->gone = false;
 	m->fresh_ms = clock_wall_ms(); /* (its unacked score and run-lock are set from here on) */
-	w->count++;
+	rw_buf_pushed(w);
 	return true;
 }
 
@@ -317,8 +319,7 @@ static bool next_from_batch(struct rworker *w)
 	while (w->count > 0) {
 		rw_prefetch_check(w); /* (after a long task: the rest of the batch may be another's now) */
 		struct rmsg *m = &w->buf[w->head];
-		w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
-		w->count--;
+		rw_buf_popped(w);
 		if (m->gone) {
 			rmsg_free(m); /* not ours any more: another worker's, or the sweep's to restore */
 		} else if (m->skip && m->ready) {

@@ -30,11 +30,12 @@ struct rmsg {
 	struct celery_msg m; /* decoded */
 	char *text;	     /* the envelope as received (owned) */
 	size_t len;	     /* its length */
-	bool skip;	     /* done already (a ready result) or running elsewhere: ack, do not run */
+	_Atomic bool skip;   /* done already (a ready result) or running elsewhere: ack, do not run
+			      * (atomic: `inspect reserved` reads it on another thread) */
 	bool locked;	     /* this worker took its run-lock */
 	char owner[64];	     /* the worker id the run-lock holds (when locked; for a held message, its taker's) */
 	int64_t fresh_ms;    /* when its run-lock and unacked score were set or last renewed (wall) */
-	bool gone;	     /* waited in the prefetch past its claim: neither run nor acked here */
+	_Atomic bool gone;   /* waited in the prefetch past its claim: neither run nor acked here */
 	json_t *ready;	     /* skipped for a stored result, of a canvas task: that meta (owned) */
 };
 
@@ -46,7 +47,7 @@ struct rworker {
 	char inflight[CELERY_KEY_MAX + 96];	/* REDIS_INFLIGHT_PREFIX + member: what BLMOVE took */
 	char member[CELERY_KEY_MAX + 80];	/* "<band 0 key>\n<worker id>" in REDIS_INFLIGHT_INDEX */
 	struct rmsg buf[REDIS_PREFETCH_MAX];	/* prefetched, not run yet */
-	int head, count;			/* buf[head .. head+count) */
+	int head, count;			/* buf[head .. head+count); moved by rw_buf_* while registered */
 	struct rmsg cur;			/* the message of the task running now */
 	bool has_cur;				/* cur is set */
 	int owed;				/* replies not read yet */
@@ -154,6 +155,14 @@ void rw_prefetch_keep(struct rworker *w, int64_t now);
 /* Gives m back to the front of w's queue (redis_restore_one) with the release of its run-lock
  * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
  * names the message for the warning when Redis does not take it. m is borrowed. */
+/* `inspect reserved` (redis_reserved.c): w's buffer is registered once w is open and forgotten
+ * before it is freed; the worker thread moves its bounds with rw_buf_pushed (count + 1, after the
+ * new last slot is filled) and rw_buf_popped (head + 1, count - 1, before the first slot is
+ * emptied or moved), so queue_reserved_json reads filled slots only. */
+void rw_reserved_register(struct rworker *w);
+void rw_reserved_forget(struct rworker *w);
+void rw_buf_pushed(struct rworker *w);
+void rw_buf_popped(struct rworker *w);
 /* Logs a message dropped as unreadable (why); when only its task id is too long for this worker
  * (over CELERY_ID_MAX characters), appends a FAILURE meta under that id (w->owed counts its replies), so
  * that the caller's get() raises instead of waiting forever. text is borrowed. */

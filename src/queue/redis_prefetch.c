@@ -108,8 +108,11 @@ void rw_prefetch_check(struct rworker *w)
 		if (!r)
 			break; /* the connection is lost: the rest stay gone (a sweep brings them back) */
 		struct rmsg *m = &w->buf[sent[k]];
-		if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-			m->gone = false, m->fresh_ms = now, kept++;
+		if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+			m->gone = false;
+			m->fresh_ms = now;
+			kept++;
+		}
 		freeReplyObject(r);
 	}
 	if (kept < nsent)

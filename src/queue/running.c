@@ -2,7 +2,8 @@
  * running.c - what the rest of the process asks of the tasks running on this process's workers:
  * their time limits (the maintenance tick), their delivery tags, a session's or one task's
  * cancellation (also of a task still queued: kept until a worker here starts it; asked here or,
- * through a cancel notice on the bus, by another node's gateway), their
+ * through a cancel notice on the bus, by another node's gateway), Celery's revoke with terminate
+ * of a running task (queue_terminate: a cancel that ends the task REVOKED), their
  * count, what `celery inspect active` lists. Each is one walk of queue_pool_each_running (worker.c), under the pool's
  * lock.
  *
@@ -120,6 +121,33 @@ int queue_cancel_session(const char *tenant, const char *session_id, bool keep_p
 {
 	struct cancel_walk walk = {tenant, session_id, NULL, keep_partial, 0};
 	queue_pool_each_running(cancel_one, &walk);
+	return walk.n;
+}
+
+struct terminate_walk {
+	const char *task_id; /* the running task to stop */
+	int signum;	     /* the signal the revoke named */
+	int n;		     /* tasks asked to stop */
+};
+
+static void terminate_one(struct task_ctx *t, void *arg)
+{
+	struct terminate_walk *walk = arg;
+	if (!t->id || strcmp(t->id, walk->task_id) != 0)
+		return;
+	if (!t->terminated) { /* (a second terminate finds it stopping: the first signal stays) */
+		t->terminated = walk->signum > 0 ? walk->signum : 15;
+		t->keep_partial = true;
+		t->cancel = true;
+	}
+	walk->n++;
+}
+
+int queue_terminate(const char *task_id, int signum)
+{
+	struct terminate_walk walk = {task_id, signum, 0};
+	if (task_id)
+		queue_pool_each_running(terminate_one, &walk);
 	return walk.n;
 }
 

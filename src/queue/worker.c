@@ -6,6 +6,7 @@
  * driver state (opened on the thread, closed when it exits: the redis driver then gives back
  * what it prefetched). Before a task runs: the per-task rate limit (the wait holds the task, its
  * reservation kept alive); then revoked or expired -> REVOKED without running; policy (task.run).
+ * A task stopped by a revoke with terminate (running.c) ends REVOKED instead of its outcome.
  * The task's lifecycle is reported through queue_emit().
  * An idle worker may be handed a chat task before its message commits (handoff.h). Each worker
  * sleeps on its own condition variable: a hand-off wakes the one worker it chose, and a commit
@@ -171,16 +172,14 @@ static void count_finished_locked(struct queue_slot *q)
 	q->ring[i]++;
 }
 
-/* Skips a revoked or expired task: REVOKED, not run. True when it was skipped. */
-static bool skipped(struct worker *w, json_t *task, const char *id, const char *name)
+/* True when it ended task REVOKED: revoked or expired, not run (signum 0), or terminated (signum). */
+static bool revoked(struct worker *w, json_t *task, const char *id, const char *name, int signum)
 {
-	bool expired = queue_task_expired(task);
-	if (!expired && !queue_is_revoked(id))
+	bool expired = !signum && queue_task_expired(task);
+	if (!signum && !expired && !queue_is_revoked(id))
 		return false;
-	drv->revoke(w->drv, task, expired ? "expired" : "revoked");
-	json_t *f = json_pack("{s:b, s:b, s:b}", "terminated", 0, "signum", 0, "expired", expired);
-	queue_emit("revoked", task, f);
-	json_decref(f);
+	drv->revoke(w->drv, task, signum ? "terminated" : expired ? "expired" : "revoked");
+	queue_emit_revoked(task, signum, expired);
 	count(name, "revoked");
 	return true;
 }
@@ -190,7 +189,7 @@ static bool skipped(struct worker *w, json_t *task, const char *id, const char *
 static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate)
 {
 	const char *name = json_string_value(json_object_get(task, "name"));
-	const char *id = json_string_value(json_object_get(task, "id"));
+	const char *id = json_string_value(json_object_get(task, "id")), *label = name ? name : "?";
 	queue_emit_received(task, gate);
 	struct task_ctx ctx = {.task = task,
 			       .id = id,
@@ -212,7 +211,7 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 			drv->requeue(w->drv, task); /* stopping: back unstarted */
 		return NULL;
 	}
-	if (skipped(w, task, id ? id : "", name ? name : "?"))
+	if (revoked(w, task, id ? id : "", label, 0))
 		return NULL;
 	queue_task_deadlines(&ctx, clock_wall_ms() - wait_from);
 	task_handler_fn fn = queue_find_handler(name ? name : "");
@@ -226,10 +225,8 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 		queue_emit("started", task, NULL);
 	if (fn && queue_allowed_to_run(&ctx, name))
 		outcome = fn(&ctx);
-	else if (fn)
-		outcome = TASK_FAIL;
-	else
-		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", name ? name : "?");
+	else if (!fn)
+		snprintf(ctx.error, sizeof(ctx.error), "no handler for task %s on this worker", label);
 	if (ctx.limit_hit && !ctx.shutdown) { /* Celery: SoftTimeLimitExceeded / TimeLimitExceeded */
 		snprintf(ctx.error, sizeof(ctx.error), "%s time limit exceeded", ctx.limit_hit == 2 ? "hard" : "soft");
 		outcome = TASK_FAIL;
@@ -246,11 +243,14 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 		return NULL;
 	}
 	utf8_repair(ctx.error); /* a message cut at the buffer's end, or a task's own bytes: stored as JSON */
-	outcome = drv->settle(w->drv, &ctx, outcome);
-	queue_emit_outcome(&ctx, outcome, runtime);
-	count(name ? name : "?", outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
+	/* stopped by a revoke with terminate: REVOKED as Celery's mark_as_revoked('terminated') */
+	if (!ctx.terminated || ctx.shutdown || outcome == TASK_ACKED || !revoked(w, task, id, label, ctx.terminated)) {
+		outcome = drv->settle(w->drv, &ctx, outcome);
+		queue_emit_outcome(&ctx, outcome, runtime);
+		count(label, outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");
+	}
 	json_decref(ctx.result);
-	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, name ? name : "?", runtime * 1e3);
+	log_debug("queue", "task %s (%s) finished in %.1f ms", ctx.id, label, runtime * 1e3);
 	return ctx.next_task;
 }
 

@@ -112,6 +112,14 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name)
 	return false;
 }
 
+void queue_emit_revoked(const json_t *task, int signum, bool expired)
+{
+	json_t *f = json_pack("{s:b, s:o, s:b}", "terminated", signum != 0, "signum",
+			      signum ? json_integer(signum) : json_null(), "expired", expired);
+	queue_emit("revoked", task, f);
+	json_decref(f);
+}
+
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime)
 {
 	json_t *f = NULL;

@@ -43,6 +43,10 @@ void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 
+/* Celery's task-revoked of a task ended REVOKED: terminated with signum (the signal a revoke with
+ * terminate named, 0: none, then signum is None), expired. task borrowed. */
+void queue_emit_revoked(const json_t *task, int signum, bool expired);
+
 /* The first retry delay (queue.retry_backoff_ms) queue_backoff_ms doubles from (queue_start). */
 void queue_backoff_init(int base_ms);
 

@@ -1,12 +1,14 @@
 /*
  * pidbox_methods.c - the remote-control methods this node answers (see sched.h), with the reply
  * shapes of Celery 5.2's worker (celery/worker/control.py): ping, stats, active, active_queues,
- * registered, revoked, conf, scheduled, reserved, report; the controls revoke, enable_events,
+ * registered, revoked, conf, scheduled, reserved, report; the controls revoke (with terminate:
+ * a running task here is asked to stop and ends REVOKED), terminate, enable_events,
  * disable_events, heartbeat, query_task (the running tasks). Any other method (shutdown,
  * pool_grow, rate_limit, ...) is not done: a call gets {"error": "... not supported by this
  * node ..."} (kombu's reply to a failed method), a cast is logged; this node is managed by its
  * own configuration and signals. "hello" (mingle) returns NULL: no reply, as before.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -82,31 +84,65 @@ static json_t *conf(void)
 			 "enable_utc", 1, "timezone", "UTC");
 }
 
-static json_t *revoke_tasks(json_t *args)
+/* Celery's signals.signum for a revoke's signal: a number as it is, an upper-case name with or
+ * without SIG, none: SIGTERM; 0 when it is none of those (Celery raises: an error reply). */
+static int signum_of(const json_t *v)
+{
+	static const struct {
+		const char *name; /* without SIG */
+		int num;	  /* its number */
+	} names[] = {{"HUP", SIGHUP},	{"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ABRT", SIGABRT}, {"KILL", SIGKILL},
+		     {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"ALRM", SIGALRM}, {"TERM", SIGTERM}};
+	const char *s = json_string_value(v);
+	if (!v || json_is_null(v) || json_is_false(v) || (s && !s[0]) ||
+	    (json_is_integer(v) && json_integer_value(v) == 0))
+		return SIGTERM; /* Celery: signal or TERM_SIGNAME */
+	if (json_is_integer(v))
+		return json_integer_value(v) > 0 && json_integer_value(v) < 65 ? (int)json_integer_value(v) : 0;
+	if (s && strncmp(s, "SIG", 3) == 0)
+		s += 3;
+	for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(s, names[i].name) == 0)
+			return names[i].num;
+	return 0;
+}
+
+/* Celery 5.3's revoke(task_id, terminate, signal): every id is flagged revoked (a queued one never
+ * runs); with terminate, those running here are stopped (queue_terminate: a thread is asked to
+ * stop, it cannot be killed) and end REVOKED, and the reply names them as Celery's
+ * "terminate: <ids>", or "terminate: tasks unknown" when none runs here. */
+static json_t *revoke_tasks(json_t *args, bool terminate)
 {
 	json_t *ids = json_object_get(args, "task_id"), *one = NULL;
+	int signum = terminate ? signum_of(json_object_get(args, "signal")) : 0;
+	if (terminate && !signum)
+		return json_pack("{s:s}", "error", "TypeError('signal name must be uppercase string.')");
 	json_t *list = json_is_array(ids) ? json_incref(ids) : json_is_string(ids) ? json_pack("[O]", ids) : NULL;
 	if (!list)
 		return json_pack("{s:s}", "error", "revoke needs task_id (a string or a list)");
-	char text[512];
-	size_t pos = (size_t)snprintf(text, sizeof(text), "tasks {");
+	char text[512], stopped[512];
+	size_t pos = (size_t)snprintf(text, sizeof(text), "tasks {"), spos = 0;
 	size_t i;
 	json_array_foreach(list, i, one)
 	{
-		if (!json_is_string(one))
+		const char *id = json_string_value(one);
+		if (!id)
 			continue;
-		queue_revoke(json_string_value(one), 0);
+		queue_revoke(id, 0);
 		if (pos < sizeof(text))
-			pos += (size_t)snprintf(text + pos, sizeof(text) - pos, "%s'%s'", i ? ", " : "",
-						json_string_value(one));
+			pos += (size_t)snprintf(text + pos, sizeof(text) - pos, "%s'%s'", i ? ", " : "", id);
+		if (!terminate || queue_terminate(id, signum) == 0)
+			continue;
+		log_info("celery", "terminating task %s (signal %d): asked to stop, it ends REVOKED", id, signum);
+		if (spos < sizeof(stopped))
+			spos += (size_t)snprintf(stopped + spos, sizeof(stopped) - spos, "%s%s",
+						 spos ? ", " : "terminate: ", id);
 	}
 	if (pos < sizeof(text))
 		snprintf(text + pos, sizeof(text) - pos, "} flagged as revoked");
-	if (json_is_true(json_object_get(args, "terminate")))
-		log_info("celery",
-			 "revoke with terminate: running tasks are not killed on this node (threads cannot be); "
-			 "they finish, queued ones never start");
 	json_decref(list);
+	if (terminate)
+		return ok(spos ? stopped : "terminate: tasks unknown");
 	return ok(text);
 }
 
@@ -149,12 +185,14 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 		return conf();
 	if (strcmp(method, "scheduled") == 0)
 		return queue_scheduled_json(sched_nodename());
-	if (strcmp(method, "reserved") == 0) /* (prefetched messages are not listed yet) */
-		return json_array();
+	if (strcmp(method, "reserved") == 0) /* the prefetched messages waiting behind a running task */
+		return queue_reserved_json(sched_nodename());
 	if (strcmp(method, "report") == 0)
 		return ok("somaagent " SOMA_VERSION " (C worker; Celery protocol v2)");
 	if (strcmp(method, "revoke") == 0)
-		return revoke_tasks(arguments);
+		return revoke_tasks(arguments, json_is_true(json_object_get(arguments, "terminate")));
+	if (strcmp(method, "terminate") == 0) /* Celery: revoke(task_id, terminate=True, signal) */
+		return revoke_tasks(arguments, true);
 	if (strcmp(method, "enable_events") == 0 || strcmp(method, "disable_events") == 0) {
 		bool on = method[0] == 'e';
 		if (on != ctl_task_events())

@@ -60,11 +60,23 @@ Test(pidbox, ping_stats_registered_conf)
 
 Test(pidbox, revoke_and_revoked)
 {
-	json_t *args = json_pack("{s:[s, s], s:b}", "task_id", "id-1", "id-2", "terminate", 1);
+	json_t *args = json_pack("{s:[s, s]}", "task_id", "id-1", "id-2");
 	json_t *r = pidbox_handle("revoke", args);
 	cr_assert_str_eq(json_string_value(json_object_get(r, "ok")), "tasks {'id-1', 'id-2'} flagged as revoked");
 	json_decref(r);
 	json_decref(args);
+	/* with terminate, Celery's answer names the tasks stopped here: none runs in this test */
+	args = json_pack("{s:[s], s:b, s:s}", "task_id", "id-2", "terminate", 1, "signal", "SIGKILL");
+	r = pidbox_handle("revoke", args);
+	cr_assert_str_eq(json_string_value(json_object_get(r, "ok")), "terminate: tasks unknown");
+	json_decref(r);
+	json_decref(args);
+	args = json_pack("{s:[s], s:s}", "task_id", "id-5", "signal", "term"); /* Celery: upper case only */
+	r = pidbox_handle("terminate", args);
+	cr_assert(json_is_string(json_object_get(r, "error")));
+	json_decref(r);
+	json_decref(args);
+	cr_assert(!queue_is_revoked("id-5"), "a terminate refused flags nothing");
 	args = json_pack("{s:s}", "task_id", "id-3");
 	json_decref(pidbox_handle("revoke", args));
 	json_decref(args);
