@@ -79,8 +79,9 @@ static void session_gone(const char *tenant, const char *session_id)
 /* Runs batches of kind until one comes back short; false when the store failed. */
 static bool sweep_kind(enum store_op_kind kind, int64_t before_ms, int64_t limit, int64_t *deleted)
 {
+	char resume[STORE_ID_MAX + 1] = ""; /* sessions: the tenant the batch before stopped at */
 	while (!stopping()) {
-		struct store_op *op = store_op_new(kind, "");
+		struct store_op *op = store_op_new(kind, resume);
 		if (!op)
 			return false;
 		op->before_ms = before_ms;
@@ -105,6 +106,9 @@ static bool sweep_kind(enum store_op_kind kind, int64_t before_ms, int64_t limit
 				session_gone(json_string_value(json_object_get(row, "tenant")),
 					     json_string_value(json_object_get(row, "session_id")));
 			}
+			if (n) /* the next batch resumes at the tenant this one stopped at (store.h) */
+				snprintf(resume, sizeof(resume), "%s",
+					 json_string_value(json_object_get(json_array_get(op->rows, n - 1), "tenant")));
 		}
 		store_op_free(op);
 		*deleted += n;

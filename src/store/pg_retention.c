@@ -13,7 +13,11 @@
  * and moves the session row, and leaves only when its reply is stored; nor is one in op->row (the
  * replies running on the sweeping node's workers: on queue.driver=redis they have no row). Each
  * picked session is then deleted by pg_session_delete, the path of
- * DELETE /v1/sessions/{id}. Audit rows may be deleted only when older than the transaction's
+ * DELETE /v1/sessions/{id}. Idle sessions are found tenant by tenant in sessions_tenant_updated
+ * (tenant, updated_ms, id), which every session update maintains anyway, as on SQLite
+ * (sqlite_retention.c): the next tenant is one seek, its idle sessions a range read oldest first,
+ * and a batch resumes at op->tenant; migration 0011 drops the index 0010 added on updated_ms alone.
+ * Audit rows may be deleted only when older than the transaction's
  * soma.audit_before_ms (a trigger, migration 0010), which this op sets to its cutoff and back to 0.
  */
 #include <stdio.h>
@@ -22,36 +26,81 @@
 
 #include "store/pg_int.h"
 
-static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
+/* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; running is
+ * the JSON array of session ids to leave. */
+static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant,
+				    const char *running, int64_t limit, json_t *found)
 {
 	struct pg_params p = {0};
 	pg_param_int(&p, op->before_ms);
-	pg_param_int(&p, op->limit);
-	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
-	if (!running)
-		return SOMA_ERR_NOMEM;
+	pg_param_int(&p, limit);
 	pg_param_text(&p, running);
+	pg_param_text(&p, tenant);
 	enum soma_err err;
+	/* tenant = and updated_ms < on sessions_tenant_updated, read backwards for the oldest first */
 	PGresult *r = pg_exec(c,
-			      "SELECT tenant, id FROM sessions WHERE updated_ms < $1 AND NOT EXISTS (SELECT 1 FROM "
-			      "tasks t WHERE t.session_id = sessions.id AND t." RETENTION_BUSY_TASK
+			      "SELECT id FROM sessions WHERE tenant = $4 AND updated_ms < $1 AND NOT EXISTS (SELECT 1 "
+			      "FROM tasks t WHERE t.session_id = sessions.id AND t." RETENTION_BUSY_TASK
 			      ") AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "
 			      "ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
 			      &p, &err);
-	free(running);
 	if (!r)
 		return err;
-	json_t *found = json_array();
-	for (int i = 0; found && i < PQntuples(r); i++)
-		json_array_append_new(
-			found, json_pack("{s:s, s:s}", "tenant", pg_text(r, i, 0), "session_id", pg_text(r, i, 1)));
+	err = SOMA_OK;
+	for (int i = 0; err == SOMA_OK && i < PQntuples(r); i++)
+		if (json_array_append_new(found,
+					  json_pack("{s:s, s:s}", "tenant", tenant, "session_id", pg_text(r, i, 0))))
+			err = SOMA_ERR_NOMEM;
 	PQclear(r);
-	if (!found)
+	return err;
+}
+
+/* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
+ * when none is left. min() is one seek in sessions_tenant_updated: no scan of every session. */
+static enum soma_err next_tenant(struct pgconn *c, const char *after, bool at, char *next, size_t size)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, after);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      at ? "SELECT min(tenant) FROM sessions WHERE tenant >= $1"
+				 : "SELECT min(tenant) FROM sessions WHERE tenant > $1",
+			      &p, &err);
+	if (!r)
+		return err;
+	snprintf(next, size, "%s", PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? pg_text(r, 0, 0) : "");
+	PQclear(r);
+	return SOMA_OK;
+}
+
+static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
+{
+	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	json_t *found = json_array();
+	if (!running || !found) {
+		free(running);
+		json_decref(found);
 		return SOMA_ERR_NOMEM;
+	}
+	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
+	char tenant[STORE_ID_MAX + 1];
+	enum soma_err err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
+	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
+		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
+		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
+			char after[STORE_ID_MAX + 1];
+			memcpy(after, tenant, sizeof(after));
+			err = next_tenant(c, after, false, tenant, sizeof(tenant));
+		}
+	}
+	free(running);
+	if (err != SOMA_OK) {
+		json_decref(found);
+		return err;
+	}
 	struct store_op one = {.kind = STORE_OP_SESSION_DELETE};
 	size_t i;
 	json_t *row;
-	err = SOMA_OK;
 	json_array_foreach(found, i, row)
 	{
 		snprintf(one.tenant, sizeof(one.tenant), "%s", json_string_value(json_object_get(row, "tenant")));

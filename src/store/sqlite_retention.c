@@ -11,6 +11,12 @@
  * old its last event: a reply that generates longer than retention.sessions_idle_s stores nothing
  * until it ends, and must not lose its session (and the message it answers) midway; nor is one named
  * in op->row (replies running on the sweeping node: on queue.driver=redis they have no row).
+ * Idle sessions are found tenant by tenant, in the index every session update maintains anyway
+ * (sessions_tenant_updated: tenant, updated_ms, id): the next tenant is one seek (min(tenant) past
+ * the last one), its idle sessions a range of that index read oldest first, and a batch resumes at
+ * op->tenant, where the sweep's batch before stopped, so a sweep walks the tenants once. An index
+ * of its own (updated_ms alone, migration 0014) cost every session update, two per chat message, one
+ * more index write; migration 0015 drops it.
  * Audit rows are append-only (a trigger, migration 0014) except those older than
  * audit_retention.before_ms, which this op alone sets, to its own cutoff, and sets back to 0
  * before it returns (a failure rolls its savepoint back).
@@ -39,29 +45,71 @@ static enum soma_err run_cut(struct dbconn *c, const char *sql, int64_t before_m
 	return SOMA_OK;
 }
 
-static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
+/* Appends to found the idle sessions of tenant, its oldest first, at most limit; running is the JSON
+ * array of session ids to leave. */
+static enum soma_err idle_of_tenant(struct dbconn *c, const struct store_op *op, const char *tenant,
+				    const char *running, int64_t limit, json_t *found)
 {
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT tenant, id FROM sessions WHERE updated_ms < ?1 AND id NOT IN "
+	/* tenant = and updated_ms < on sessions_tenant_updated, read backwards for the oldest first */
+	sqlite3_stmt *s = dbconn_stmt(c, "SELECT id FROM sessions WHERE tenant = ?4 AND updated_ms < ?1 AND id NOT IN "
 					 "(SELECT session_id FROM tasks WHERE " RETENTION_BUSY_TASK
 					 " AND session_id IS NOT NULL) AND id NOT IN (SELECT value FROM json_each(?3)) "
 					 "ORDER BY updated_ms LIMIT ?2");
 	if (!s)
 		return SOMA_ERR_STORE;
 	sqlite3_bind_int64(s, 1, op->before_ms);
-	sqlite3_bind_int64(s, 2, op->limit);
-	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
-	if (!running)
-		return SOMA_ERR_NOMEM;
-	sqlite3_bind_text(s, 3, running, -1, free);
-	json_t *found = json_array();
+	sqlite3_bind_int64(s, 2, limit);
+	sqlite3_bind_text(s, 3, running, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, tenant, -1, SQLITE_STATIC);
 	int rc;
-	while (found && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(found, json_pack("{s:s, s:s}", "tenant", (const char *)sqlite3_column_text(s, 0),
-						       "session_id", (const char *)sqlite3_column_text(s, 1)));
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		if (json_array_append_new(found, json_pack("{s:s, s:s}", "tenant", tenant, "session_id",
+							   (const char *)sqlite3_column_text(s, 0))))
+			break;
 	sqlite3_reset(s);
-	if (!found || rc != SQLITE_DONE) {
+	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_ROW ? SOMA_ERR_NOMEM : SOMA_ERR_STORE;
+}
+
+/* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
+ * when none is left. One seek in sessions_tenant_updated: no scan of every session. */
+static enum soma_err next_tenant(struct dbconn *c, const char *after, bool at, char *next, size_t size)
+{
+	sqlite3_stmt *s = dbconn_stmt(c, at ? "SELECT min(tenant) FROM sessions WHERE tenant >= ?1"
+					    : "SELECT min(tenant) FROM sessions WHERE tenant > ?1");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_text(s, 1, after, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	const char *t = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+	snprintf(next, size, "%s", t ? t : "");
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? SOMA_OK : SOMA_ERR_STORE;
+}
+
+static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
+{
+	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	json_t *found = json_array();
+	if (!running || !found) {
+		free(running);
 		json_decref(found);
-		return found ? SOMA_ERR_STORE : SOMA_ERR_NOMEM;
+		return SOMA_ERR_NOMEM;
+	}
+	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
+	char tenant[STORE_ID_MAX + 1];
+	enum soma_err err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
+	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
+		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
+		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
+			char after[STORE_ID_MAX + 1];
+			memcpy(after, tenant, sizeof(after));
+			err = next_tenant(c, after, false, tenant, sizeof(tenant));
+		}
+	}
+	free(running);
+	if (err != SOMA_OK) {
+		json_decref(found);
+		return err;
 	}
 	/* each as SESSION_DELETE deletes it (events, queued tasks, attachment rows no other session names) */
 	struct store_op one = {.kind = STORE_OP_SESSION_DELETE};
@@ -72,8 +120,7 @@ static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
 		snprintf(one.tenant, sizeof(one.tenant), "%s", json_string_value(json_object_get(row, "tenant")));
 		snprintf(one.session_id, sizeof(one.session_id), "%s",
 			 json_string_value(json_object_get(row, "session_id")));
-		enum soma_err err = store_sql_session_delete(c, &one, false);
-		if (err != SOMA_OK) {
+		if ((err = store_sql_session_delete(c, &one, false)) != SOMA_OK) {
 			json_decref(found);
 			return err;
 		}

@@ -165,8 +165,11 @@ enum store_op_kind {
 				    * replacing the row of that id) in state 'dead', created_ms = updated_ms = now */
 	/* retention (sqlite_retention.c, pg_retention.c; src/orchestrator/retention.c): every tenant's
 	 * rows, at most `limit` per op (one transaction each: the writer is never held long) */
-	STORE_OP_RETENTION_SESSIONS, /* w: sessions whose updated_ms (their last event) < before_ms, oldest
-				      * first, each deleted as SESSION_DELETE deletes it; the age is checked in
+	STORE_OP_RETENTION_SESSIONS, /* w: sessions whose updated_ms (their last event) < before_ms,
+				      * tenant by tenant in their order from op->tenant on ("": the first;
+				      * the sweep passes the tenant of the last row of its batch before),
+				      * each tenant's oldest first, each deleted as SESSION_DELETE deletes
+				      * it; the age is checked in
 				      * this transaction, so a session a message reached meanwhile stays, and
 				      * one with a task queued, reserved or relaying (its reply still to
 				      * come) is not taken, however old, nor one whose id is in row (a JSON

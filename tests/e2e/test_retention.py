@@ -95,6 +95,27 @@ def test_idle_sessions_go_as_a_delete_takes_them_and_recent_ones_stay(soma):
     assert "retention sweep deleted sessions=1" in srv.log_text()
 
 
+def test_idle_sessions_of_every_tenant_go(soma):
+    # the sweep walks the tenants (sqlite_retention.c, pg_retention.c): one before and others after
+    # "default", one with nothing idle, one with more idle sessions than a batch (50)
+    srv = soma("retention.sessions_idle_s=86400", "retention.sweep_interval_s=1")
+    post_message(srv, "hello", session_id="ret-t-default")
+    wait_terminal(srv, "ret-t-default")
+    now = int(time.time() * 1000)
+    idle = [("ret-t-acme", f"ret-t-acme-{i}") for i in range(2)] + \
+        [("ret-t-big", f"ret-t-big-{i}") for i in range(60)] + [("ret-t-zed", "ret-t-zed-0")]
+    kept = [("ret-t-acme", "ret-t-acme-new"), ("ret-t-busy", "ret-t-busy-new"), ("ret-t-zed", "ret-t-zed-new")]
+    values = [f"('{sid}', '{t}', {now - 3 * DAY_MS}, {now - 2 * DAY_MS - i})" for i, (t, sid) in enumerate(idle)]
+    values += [f"('{sid}', '{t}', {now}, {now})" for t, sid in kept]
+    store_exec(srv.data_dir, "INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES " + ", ".join(values))
+    _age_session(srv, "ret-t-default")
+    wait_until(lambda: _deleted(srv, "sessions") >= len(idle) + 1, 20, what="every tenant's idle sessions swept")
+    left = {r[0] for r in store_query(srv.data_dir, "SELECT id FROM sessions WHERE id LIKE ?", ("ret-t-%",))}
+    assert left == {sid for _, sid in kept}, sorted(left)
+    assert _deleted(srv, "sessions") == len(idle) + 1
+    assert _status(srv, "ret-t-default") == 404
+
+
 def test_old_audit_rows_and_dead_letters_go(soma):
     srv = soma("retention.audit_s=86400", "retention.dead_letters_s=86400", "retention.sweep_interval_s=1")
     for i in range(3):

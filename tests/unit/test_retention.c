@@ -125,3 +125,63 @@ Test(retention, only_old_dead_letters_go, .init = setup, .fini = teardown)
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ?", "dead-new"), 1);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ?", "queued-old"), 1);
 }
+
+Test(retention, the_sessions_have_no_index_of_their_own_for_the_sweep, .init = setup, .fini = teardown)
+{
+	/* the sweep walks sessions_tenant_updated (tenant, updated_ms, id); an index on updated_ms alone
+	 * (migration 0014, dropped by 0015) cost every session update one more index write */
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?",
+				  "sessions_updated"),
+		     0);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?",
+				  "sessions_tenant_updated"),
+		     1);
+}
+
+/* Sweeps as the sweeper does (retention.c): batches of limit, each resuming at the tenant of the last
+ * row of the batch before, until one comes back short; returns the sessions deleted. */
+static int64_t sweep_all(int64_t before_ms, int64_t limit, int *batches)
+{
+	int64_t total = 0;
+	char resume[STORE_ID_MAX + 1] = "";
+	for (*batches = 1;; ++*batches) {
+		struct store_op *op = store_op_new(STORE_OP_RETENTION_SESSIONS, resume);
+		cr_assert_not_null(op);
+		op->before_ms = before_ms;
+		op->limit = limit;
+		cr_assert_eq(store_op_wait(st, op), SOMA_OK, "%s", soma_err_str(op->err));
+		int64_t n = (int64_t)json_array_size(op->rows);
+		if (n)
+			snprintf(resume, sizeof(resume), "%s",
+				 json_string_value(json_object_get(json_array_get(op->rows, n - 1), "tenant")));
+		store_op_free(op);
+		total += n;
+		if (n < limit)
+			return total;
+	}
+}
+
+Test(retention, idle_sessions_of_every_tenant_go, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(
+		db_run("INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES "
+		       "('a1', 'ta', 1, 300), ('a2', 'ta', 1, 100), ('a3', 'ta', 1, 200), ('b-new', 'tb', 1, 5000), "
+		       "('c1', 'tc', 1, 50), ('c2', 'tc', 1, 60), ('d-new', 'td', 1, 5000), ('e1', 'te', 1, 1);"),
+		SQLITE_OK);
+	/* one batch takes the idle sessions of several tenants (each tenant's oldest first) */
+	struct store_op *op = sweep(STORE_OP_RETENTION_SESSIONS, 1000, 5);
+	cr_assert_eq(json_array_size(op->rows), 5);
+	const char *want[] = {"a2", "a3", "a1", "c1", "c2"};
+	for (size_t i = 0; i < 5; i++)
+		cr_assert_str_eq(json_string_value(json_object_get(json_array_get(op->rows, i), "session_id")),
+				 want[i]);
+	store_op_free(op);
+	/* and the batches of a sweep resume where the last one stopped until one comes back short */
+	cr_assert_eq(db_run("INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES "
+			    "('a4', 'ta', 1, 10), ('a5', 'ta', 1, 20), ('a6', 'ta', 1, 30), ('c3', 'tc', 1, 10);"),
+		     SQLITE_OK);
+	int batches;
+	cr_assert_eq(sweep_all(1000, 2, &batches), 5, "a4 a5 a6 c3 e1");
+	cr_assert_eq(batches, 3);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sessions WHERE id <> ?", ""), 2, "b-new and d-new stay");
+}

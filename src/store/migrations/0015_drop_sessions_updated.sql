@@ -1,0 +1,4 @@
+-- 0015: the retention sweep finds idle sessions through sessions_tenant_updated (tenant, updated_ms,
+-- id), tenant by tenant (sqlite_retention.c); the index 0014 added on updated_ms alone cost every
+-- session update (two per chat message) one more index write. May run again.
+DROP INDEX IF EXISTS sessions_updated;
