@@ -264,7 +264,8 @@ def test_shutdown_keeps_to_the_grace_with_busy_http_tasks_and_a_hung_collector(s
     srv.checked = True
     c.close()
     assert rc == 0, srv.log_text()[-3000:]
-    assert elapsed <= grace + 3, f"exited {elapsed:.1f} s after SIGTERM with shutdown.grace_s={grace}"
+    assert elapsed <= grace + 3, (f"exited {elapsed:.1f} s after SIGTERM with shutdown.grace_s={grace}; "
+                                  f"the server's last lines:\n{srv.log_text()[-4000:]}")
 
 
 def test_queued_spans_are_flushed_at_shutdown(soma, collector):
