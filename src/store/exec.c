@@ -162,18 +162,32 @@ static bool op_may_skip_sync(const struct store_op *op)
 	return op->kind == STORE_OP_TASK_RESERVE || op->kind == STORE_OP_TASK_EXTEND;
 }
 
-static void run_batch(struct store *st, struct store_op *batch)
+/* Times a batch runs again after it crossed another transaction (store_driver.retry): PostgreSQL's
+ * advice for a deadlock or serialization failure is to run the transaction again; each run
+ * waits at most a deadlock_timeout (1 s) before the server breaks a new cycle. */
+#define BATCH_RETRIES 3
+
+/* Back to what an op was before it ran, for a batch that runs again: every output it may have
+ * set (store.h) cleared, its inputs left alone. event_text is rebuilt by the op itself; an op
+ * whose op->row is its output frees the one it may have set (TASK_REVOKE, KEY_REVOKE). */
+static void op_reset(struct store_op *op)
+{
+	op->err = SOMA_OK;
+	op->seq = 0;
+	op->created = op->has_outcome = op->reply_seen = op->context_cut = op->dead = false;
+	json_decref(op->rows);
+	op->rows = NULL;
+	json_decref(op->session);
+	op->session = NULL;
+	op->row_tenant[0] = '\0';
+}
+
+/* One run of the batch's transaction: begin, each op, commit. *enqueued: an op that committed
+ * queued a task. */
+static enum soma_err batch_txn(struct store *st, struct store_op *batch, bool *enqueued)
 {
 	const struct store_driver *drv = st->drv;
-	bool enqueued = false;
-	uint64_t t0 = clock_mono_ns();
-	size_t nops = 0;
-	st->batch_needs_sync = false;
-	for (struct store_op *op = batch; op; op = op->next) {
-		nops++;
-		st->batch_needs_sync |= !op_may_skip_sync(op);
-	}
-	st->batch = batch;
+	*enqueued = false;
 	enum soma_err txn = drv->begin(st);
 	for (struct store_op *op = batch; op && txn == SOMA_OK; op = op->next) {
 		bool op_enqueued = false, lost = false;
@@ -189,10 +203,37 @@ static void run_batch(struct store *st, struct store_op *batch)
 			free(op->event_text);
 			op->event_text = NULL;
 		}
-		enqueued |= op->err == SOMA_OK && op_enqueued;
+		*enqueued |= op->err == SOMA_OK && op_enqueued;
 	}
-	if (txn == SOMA_OK)
-		txn = drv->commit(st);
+	return txn == SOMA_OK ? drv->commit(st) : txn;
+}
+
+static void run_batch(struct store *st, struct store_op *batch)
+{
+	const struct store_driver *drv = st->drv;
+	bool enqueued = false;
+	uint64_t t0 = clock_mono_ns();
+	size_t nops = 0;
+	st->batch_needs_sync = false;
+	for (struct store_op *op = batch; op; op = op->next) {
+		nops++;
+		st->batch_needs_sync |= !op_may_skip_sync(op);
+	}
+	st->batch = batch;
+	enum soma_err txn = batch_txn(st, batch, &enqueued);
+	for (int again = 1; txn != SOMA_OK && drv->retry && drv->retry(st); again++) {
+		drv->rollback(st, txn); /* nothing of it applied: it runs again as it was */
+		if (again > BATCH_RETRIES) {
+			log_warn("store",
+				 "a batch of %zu writes crossed other transactions %d times; its requests are "
+				 "answered 503",
+				 nops, again);
+			break;
+		}
+		for (struct store_op *op = batch; op; op = op->next)
+			op_reset(op);
+		txn = batch_txn(st, batch, &enqueued);
+	}
 	/* a full disk is a state (store_fault: health, 507 answers) until a batch commits again */
 	bool full = txn == SOMA_ERR_FULL;
 	for (struct store_op *op = batch; op && !full; op = op->next)

@@ -340,6 +340,7 @@ const struct store_driver store_pg_driver = {
 	.write_op = pg_write_op,
 	.commit = pg_commit,
 	.rollback = pg_rollback,
+	.retry = pg_retry,
 	.read_op = pg_read_op,
 	.take = pg_lanes_take,
 	.close = pg_close,

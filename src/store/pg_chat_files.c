@@ -9,6 +9,12 @@
  * statement reads what the other committed. Without the locks, deleting A handed a file to B from
  * a snapshot in which B still named it while the delete of B committed: the file was left bound to
  * no session, named by none (tests/e2e/test_postgres_uploads_race.py).
+ * Its queued tasks are taken SKIP LOCKED: a task row another transaction holds is being reserved
+ * or claimed by a relay (it leaves 'queued'; its worker finds the session gone, as for one
+ * reserved a moment before the delete). Waiting for it closed a cycle with the files' locks: a
+ * writer batch on another node held the task (TASK_RESERVE, SKIP LOCKED itself) and then waited
+ * to bind a file this delete had locked - PostgreSQL's deadlock detector failed one of them a
+ * second later, a 503 (tests/e2e/test_pg_lock_waits.py, test_pg_races.py).
  */
 #include <stdio.h>
 
@@ -65,7 +71,8 @@ enum soma_err pg_session_delete(struct pgconn *c, struct store_op *op, bool rese
 	static const char *const del_session = "DELETE FROM sessions WHERE id = $1 AND tenant = $2";
 	static const char *const del_events = "DELETE FROM events WHERE session_id = $1 AND tenant = $2";
 	static const char *const del_tasks =
-		"DELETE FROM tasks WHERE session_id = $1 AND tenant = $2 AND state = 'queued'";
+		"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE session_id = $1 AND tenant = $2 AND "
+		"state = 'queued' FOR UPDATE SKIP LOCKED)";
 	static const char *const del_refs = "DELETE FROM attachment_refs WHERE tenant = $2 AND session_id = $1";
 	static const char *const hand_over =
 		"UPDATE attachments a SET session_id = (SELECT min(r.session_id) FROM attachment_refs r "

@@ -214,6 +214,12 @@ enum soma_err pg_err_map(struct pgconn *c, const PGresult *r)
 {
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = r ? PQresultErrorMessage(r) : c->conn ? PQerrorMessage(c->conn) : "no connection";
+	c->retryable = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0);
+	if (c->retryable) { /* the writer and the lanes run the transaction again (a few times) */
+		log_warn("store", "PostgreSQL (%s) [%s]: %.*s; its transaction is rolled back (and run again)",
+			 c->role ? c->role : "?", state, (int)strcspn(msg, "\n"), msg);
+		return SOMA_ERR_UNAVAILABLE;
+	}
 	if (!pg_conn_up(c) || (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0))) {
 		conn_drop(c, msg);
 		return SOMA_ERR_UNAVAILABLE;
@@ -239,8 +245,7 @@ enum soma_err pg_err_map(struct pgconn *c, const PGresult *r)
 	}
 	if (state && strncmp(state, "23", 2) == 0)
 		return SOMA_ERR_INVALID;
-	if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
-		      strcmp(state, "57014") == 0)) {
+	if (state && (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0)) {
 		log_warn("store", "PostgreSQL (%s): %.*s; the request is answered 503 and may be retried",
 			 c->role ? c->role : "?", (int)strcspn(msg, "\n"), msg);
 		return SOMA_ERR_UNAVAILABLE;

@@ -76,6 +76,7 @@ static enum soma_err key_revoke(struct pgconn *c, struct store_op *op)
 			 op->task_id);
 		return SOMA_ERR_NOT_FOUND;
 	}
+	json_decref(op->row); /* (a batch run again: the first run's) */
 	op->row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id", op->task_id, "tenant", pg_text(r, 0, 0),
 			    "name", pg_text(r, 0, 1), "scopes", pg_text(r, 0, 2), "token_hash", pg_text(r, 0, 3),
 			    "created_ms", (json_int_t)pg_int(r, 0, 4), "revoked_ms", (json_int_t)now);

@@ -53,6 +53,8 @@ struct pgconn {
 	bool down_logged;	  /* the outage was logged (log once per outage, and its end) */
 	bool resends;		  /* a message lane's: what it held goes again on a new connection */
 	unsigned seen_recoveries; /* pg_exec.c's recovery count when this connection went down */
+	bool retryable;		  /* the last error pg_err_map mapped was a deadlock (40P01) or a serialization
+				   * failure (40001): its transaction, rolled back whole, may run again */
 };
 
 /* Text parameters of one statement: values are borrowed (they must outlive pg_exec), numbers are
@@ -106,7 +108,9 @@ enum soma_err pg_commit_result(struct pgconn *c);
 /* Maps a failed result (NULL: no result at all) to the program's error: unique violation ->
  * SOMA_ERR_CONFLICT, other integrity violations -> SOMA_ERR_INVALID, lost connection, shutdown,
  * serialization failure or deadlock -> SOMA_ERR_UNAVAILABLE (retry later), else SOMA_ERR_STORE.
- * Logs the server's message. Closes c when the connection is gone. */
+ * Logs the server's message. Closes c when the connection is gone. Sets c->retryable for a
+ * deadlock or serialization failure (the writer and the lanes then run the whole transaction
+ * again, pg_retry and pg_lane_txn.c), clears it for any other error. */
 enum soma_err pg_err_map(struct pgconn *c, const PGresult *r);
 
 /* Column values of row i: text (NULL when SQL NULL; valid until PQclear), int64 (0 when NULL),
@@ -305,6 +309,8 @@ enum soma_err pg_begin(struct store *st);
 enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost);
 enum soma_err pg_commit(struct store *st);
 void pg_rollback(struct store *st, enum soma_err why);
+/* After pg_rollback: the batch failed for a deadlock or serialization failure (pg_err_map). */
+bool pg_retry(struct store *st);
 enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op);
 
 #endif

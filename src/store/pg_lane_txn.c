@@ -15,13 +15,17 @@
  * failed once the COMMIT was queued, whether it committed is unknown: each message is found by its
  * event row on a new connection or is a 503
  * (pg_fast_find_committed; a client's retry of a committed one would store it twice).
+ * A message that fails for a deadlock or a serialization failure (40P01, 40001: it crossed another
+ * transaction, not a fault of its own) does not get its error: the transaction is rolled back and
+ * the whole group goes again, up to CROSSED_MAX times a group, as PostgreSQL advises.
  * A lane's connection is its thread's alone; nothing here takes a lock.
  */
 #include <string.h>
 
 #include "store/pg_int.h"
 
-#define RESEND_MAX 3 /* times a group goes again after its connection was lost unapplied */
+#define RESEND_MAX  3 /* times a group goes again after its connection was lost unapplied */
+#define CROSSED_MAX 3 /* times a group goes again after a deadlock or serialization failure */
 
 /* Settles every unsettled message of g with err. */
 static void settle_all(struct pg_fast **g, size_t n, enum soma_err err)
@@ -139,7 +143,7 @@ static bool read_statements(struct pgconn *c, struct pg_fast **g, size_t n, stru
  * the one that failed (the others are sent again). True when the connection was lost with the
  * transaction known not committed (the server failed an item of it, or the ROLLBACK after a
  * failed message): the messages not settled go again on a new connection. */
-static bool group_read(struct pgconn *c, struct pg_fast **g, size_t n)
+static bool group_read(struct pgconn *c, struct pg_fast **g, size_t n, int *crossed)
 {
 	struct pg_fast *failed = NULL;
 	enum soma_err failed_err = SOMA_OK, commit_err = SOMA_ERR_STORE;
@@ -152,6 +156,7 @@ static bool group_read(struct pgconn *c, struct pg_fast **g, size_t n)
 	}
 	PQclear(r);
 	lost = lost || !read_statements(c, g, n, &failed, &failed_err, &aborted);
+	bool again = !lost && failed && c->retryable && (*crossed)++ < CROSSED_MAX; /* (pg_err_map's) */
 	if (!lost) {
 		r = pipe_result(c); /* COMMIT */
 		if (r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0)
@@ -194,8 +199,10 @@ static bool group_read(struct pgconn *c, struct pg_fast **g, size_t n)
 		(void)pg_cmd(c, "ROLLBACK");
 		return false;
 	}
-	failed->done = true;
-	failed->err = failed_err;
+	if (!again) { /* else it goes out again with the others */
+		failed->done = true;
+		failed->err = failed_err;
+	}
 	if (pg_cmd(c, "ROLLBACK") == SOMA_OK) /* the others go out again */
 		return false;
 	if (!pg_conn_up(c)) /* on a new connection: the failed transaction died with the old one */
@@ -210,10 +217,10 @@ static bool group_read(struct pgconn *c, struct pg_fast **g, size_t n)
  * RESEND_MAX times; then, or when the server cannot be reached, the rest get 503. */
 void pg_lane_run(struct pgconn *c, struct pg_fast **g, size_t n, enum pg_sent s)
 {
-	int resent = 0;
+	int resent = 0, crossed = 0;
 	while (s != PG_SENT_NONE) {
 		if (s == PG_SENT_OK) {
-			s = group_read(c, g, n) ? PG_SENT_LOST : pg_lane_send(c, g, n);
+			s = group_read(c, g, n, &crossed) ? PG_SENT_LOST : pg_lane_send(c, g, n);
 		} else if (resent++ == RESEND_MAX || pg_conn_reconnect(c) != SOMA_OK) {
 			settle_all(g, n, SOMA_ERR_UNAVAILABLE);
 			return;

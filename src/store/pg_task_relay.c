@@ -139,6 +139,7 @@ static enum soma_err revoke_not_queued(struct pgconn *c, struct store_op *op, co
 	if (PQntuples(r) > 0) {
 		bool running = strcmp(pg_text(r, 0, 0), "reserved") == 0;
 		const char *status = running ? (pg_int(r, 0, 1) > 0 ? "RETRY" : "STARTED") : "FAILURE";
+		json_decref(op->row); /* (a batch run again: the first run's) */
 		op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", status);
 		PQclear(r);
 		return !op->row ? SOMA_ERR_NOMEM : running ? SOMA_OK : SOMA_ERR_CONFLICT;
@@ -151,6 +152,7 @@ static enum soma_err revoke_not_queued(struct pgconn *c, struct store_op *op, co
 		PQclear(r);
 		return SOMA_ERR_NOT_FOUND;
 	}
+	json_decref(op->row);
 	op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", pg_text(r, 0, 0));
 	PQclear(r);
 	return op->row ? SOMA_ERR_CONFLICT : SOMA_ERR_NOMEM;
@@ -180,6 +182,7 @@ static enum soma_err task_revoke(struct pgconn *c, struct store_op *op)
 		return revoke_not_queued(c, op, &who);
 	if (err != SOMA_OK)
 		return err;
+	json_decref(op->row);
 	op->row = json_pack("{s:s, s:s}", "task_id", op->task_id, "status", "REVOKED");
 	return op->row ? SOMA_OK : SOMA_ERR_NOMEM;
 }

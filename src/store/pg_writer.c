@@ -112,6 +112,7 @@ enum soma_err pg_begin(struct store *st)
 	st->pg->release_pending = false;
 	st->pg->durable = false;
 	st->pg->plain_scans = false;
+	st->pg->writer.retryable = false;
 	pg_conn_check_idle(&st->pg->writer); /* a session the server ended meanwhile fails no op */
 	return lock_sessions(st);
 }
@@ -189,6 +190,13 @@ enum soma_err pg_write_op(struct store *st, struct store_op *op, bool *enqueued,
 	}
 	pg->durable |= !replayable(op->kind);
 	err = pg_sql_write(c, op, enqueued);
+	/* a deadlock or serialization failure: the ops before hold the locks the other transaction
+	 * waits for, so the op alone would meet it again; the whole batch is rolled back and runs
+	 * again (exec.c, pg_retry) */
+	if (err != SOMA_OK && c->retryable) {
+		*txn_lost = true;
+		return SOMA_ERR_UNAVAILABLE;
+	}
 	if (err != SOMA_OK && (!pg_conn_up(c) || pg_cmd(c, "ROLLBACK TO SAVEPOINT op") != SOMA_OK)) {
 		*txn_lost = true;
 		return pg_conn_up(c) ? err : SOMA_ERR_UNAVAILABLE;
@@ -217,6 +225,11 @@ void pg_rollback(struct store *st, enum soma_err why)
 	if (st->pg->txn_open && pg_conn_up(c))
 		(void)pg_cmd(c, "ROLLBACK");
 	st->pg->txn_open = st->pg->release_pending = false;
+}
+
+bool pg_retry(struct store *st)
+{
+	return st->pg->writer.retryable && pg_conn_up(&st->pg->writer);
 }
 
 enum soma_err pg_read_op(struct store *st, int reader, struct store_op *op)

@@ -43,6 +43,10 @@ struct store_driver {
 	enum soma_err (*write_op)(struct store *st, struct store_op *op, bool *enqueued, bool *txn_lost);
 	enum soma_err (*commit)(struct store *st);
 	void (*rollback)(struct store *st, enum soma_err why); /* after a failed batch: logs, rolls back */
+	/* writer thread, after a failed batch's rollback (NULL: never): true when it failed only for
+	 * crossing another transaction (PostgreSQL: deadlock 40P01, serialization failure 40001),
+	 * nothing of it applied, so the same batch may run again */
+	bool (*retry)(struct store *st);
 	/* any thread, in store_submit (NULL: none): true when the driver took op to run it on its own
 	 * threads (*err SOMA_OK: it completes op with store_op_complete; else op is refused and stays
 	 * the caller's), false when op goes to the writer's queue as usual */
