@@ -243,8 +243,8 @@ static json_t *run_task(struct worker *w, json_t *task, struct commit_gate *gate
 		return NULL;
 	}
 	utf8_repair(ctx.error); /* a message cut at the buffer's end, or a task's own bytes: stored as JSON */
-	/* stopped by a revoke with terminate: REVOKED as Celery's mark_as_revoked('terminated') */
-	if (!ctx.terminated || ctx.shutdown || outcome == TASK_ACKED || !revoked(w, task, id, label, ctx.terminated)) {
+	int signum = queue_terminated_signum(&ctx, outcome); /* REVOKED as Celery's mark_as_revoked('terminated') */
+	if (!signum || !revoked(w, task, id, label, signum)) {
 		outcome = drv->settle(w->drv, &ctx, outcome);
 		queue_emit_outcome(&ctx, outcome, runtime);
 		count(label, outcome == TASK_RETRY ? "retry" : outcome == TASK_FAIL ? "failure" : "success");

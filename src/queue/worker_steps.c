@@ -1,9 +1,9 @@
 /*
  * worker_steps.c - the handler table, the policy check before a task runs, its received event
- * (held behind the commit gate of an early start), the wait for its rate-limit token, the event
- * after its outcome (see worker_steps.h) and the retry backoff. The table is filled before the pools start and cleared
- * after they stopped, so the worker threads read it without a lock; the rest is called on the worker thread running the
- * task.
+ * (held behind the commit gate of an early start), the wait for its rate-limit token, whether a
+ * terminated task ends REVOKED, the event after its outcome (see worker_steps.h) and the retry
+ * backoff. The table is filled before the pools start and cleared after they stopped, so the
+ * worker threads read it without a lock; the rest is called on the worker thread running the task.
  */
 #include "queue/worker_steps.h"
 
@@ -110,6 +110,13 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name)
 	policy_denied_audit(&in, NULL, &d, NULL);
 	snprintf(ctx->error, sizeof(ctx->error), "policy denied task.run for %s: %s", name, d.reason);
 	return false;
+}
+
+int queue_terminated_signum(const struct task_ctx *ctx, enum task_outcome outcome)
+{
+	if (ctx->shutdown || (outcome == TASK_ACKED && ctx->store_ack))
+		return 0;
+	return ctx->terminated;
 }
 
 void queue_emit_revoked(const json_t *task, int signum, bool expired)

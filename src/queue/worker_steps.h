@@ -43,6 +43,13 @@ void queue_task_deadlines(struct task_ctx *ctx, int64_t waited_ms);
 /* The task event after a task's outcome was recorded (succeeded, retried, failed). */
 void queue_emit_outcome(const struct task_ctx *ctx, enum task_outcome outcome, double runtime);
 
+/* The signal of the revoke with terminate that stopped the task (queue_terminate) when it ends
+ * REVOKED instead of its outcome, else 0: not at shutdown (it runs again), nor when the handler
+ * acked it in its own commit of the store's queue (store_ack and TASK_ACKED: that commit finished
+ * the row). On the redis driver a handler's commit of its effects (a stopped chat reply's
+ * cancelled final, TASK_ACKED) is not the ack: the task still ends REVOKED. */
+int queue_terminated_signum(const struct task_ctx *ctx, enum task_outcome outcome);
+
 /* Celery's task-revoked of a task ended REVOKED: terminated with signum (the signal a revoke with
  * terminate named, 0: none, then signum is None), expired. task borrowed. */
 void queue_emit_revoked(const json_t *task, int signum, bool expired);

@@ -6,14 +6,16 @@ task ends as Celery's worker ends a terminated request (worker/request.py _annou
 result REVOKED (TaskRevokedError('terminated')), task-revoked with terminated=True, signum, and
 expired=False; the reply of the control is Celery 5.2's ('terminate: <ids>', or 'terminate: tasks
 unknown' when none runs here). `inspect reserved` lists the messages a worker thread holds
-prefetched behind a running task. Before: the task slept on to its end (30 s) and SUCCESS."""
+prefetched behind a running task. Before: the task slept on to its end (30 s) and SUCCESS.
+A terminated chat reply (conversation.process) keeps the text so far as its `cancelled` final and
+still ends REVOKED; before, its commit of that final counted as its ack: SUCCESS, no task-revoked."""
 
 import subprocess
 import time
 
 import pytest
 
-from e2e_util import clean_env, wait_until
+from e2e_util import clean_env, history, http, open_stream, post_message, wait_terminal, wait_until
 from servers import RedisServer
 from test_celery_control import Capture
 
@@ -123,3 +125,36 @@ def test_inspect_reserved_lists_prefetched_messages(node, app):
     first.revoke(terminate=True)
     assert behind.get(timeout=5) == {"args": [5], "kwargs": {"k": 1}}
     assert i.reserved() == {"soma@e2e-t": []}
+
+
+def test_revoke_terminate_of_a_chat_reply_keeps_its_text_and_ends_revoked(node, app, llm):
+    llm.control(chunks=60, delay_ms=100)  # a whole reply takes about six seconds
+    cap = Capture(app)
+    srv = node("celery.events=true")
+    try:
+        sent = post_message(srv, "a long answer, please")
+        sid, tid = sent["session_id"], sent["task_id"]
+        with open_stream(srv, sid, after=0, timeout=20) as s:
+            s.events(lambda e: e.get("type") == "assistant.delta", timeout=20)
+        wait_until(lambda: running(app, tid), 10, interval=0.2, what="the reply to run")
+        got = app.control.revoke(tid, terminate=True, reply=True, timeout=3, destination=["soma@e2e-t"])
+        assert got == [{"soma@e2e-t": {"ok": f"terminate: {tid}"}}], got
+        res = app.AsyncResult(tid)
+        wait_until(lambda: res.state != "PENDING", 10, interval=0.1, what="the reply's result")
+        assert res.state == "REVOKED", (res.state, res.result)
+        assert type(res.result).__name__ == "TaskRevokedError" and "terminated" in str(res.result), res.result
+        wait_until(lambda: cap.of("task-revoked", uuid=tid), 5, what="task-revoked")
+        (rv,) = cap.of("task-revoked", uuid=tid)
+        assert (rv["terminated"], rv["signum"], rv["expired"]) == (True, 15, False), rv
+        assert not cap.of("task-succeeded", uuid=tid) and not cap.of("task-failed", uuid=tid)
+        r = http().get(f"{srv.url}/v1/tasks/{tid}", timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "REVOKED", r.text
+        # the session holds the text so far as a cancelled final, and the reply is not made again
+        finals = [e for e in wait_terminal(srv, sid) if e["type"] == "assistant.final"]
+        assert [f["metadata"]["status"] for f in finals] == ["cancelled"], finals
+        assert 0 < len(finals[0]["message"]) < 200, finals
+        time.sleep(1)
+        assert [e["type"] for e in history(srv, sid)].count("assistant.final") == 1
+        assert llm.stats()["requests"] == 1 and res.state == "REVOKED"
+    finally:
+        cap.close()
