@@ -8,10 +8,13 @@
  * each other, and each counts only what it deleted. Idle sessions are locked by the statement that
  * picks them: a message that updated one first and committed moved its updated_ms, which the
  * lock re-reads (the row no longer matches and is left); one still running holds the row lock,
- * and the row is skipped. A session with a task queued, reserved or relaying (RETENTION_BUSY_TASK:
- * its reply is still to come) is not picked: a task row appears only with a message, which locks
- * and moves the session row, and leaves only when its reply is stored; nor is one in op->row (the
- * replies running on the sweeping node's workers: on queue.driver=redis they have no row). Each
+ * and the row is skipped. A session with a task queued, reserved or relaying (its reply is still to
+ * come) is not picked: a task row appears only with a message, which locks and moves the session
+ * row, and leaves only when its reply is stored (so reading those sessions once at the start of the
+ * batch, RETENTION_BUSY_SESSIONS on each state's partial index, misses none: one that became busy
+ * since moved, and the lock's re-read leaves it; a correlated NOT EXISTS per tenant read every dead
+ * letter of the tasks table for each tenant); nor is one in op->row (the replies running on the
+ * sweeping node's workers: on queue.driver=redis they have no row). Each
  * picked session is then deleted by pg_session_delete, the path of
  * DELETE /v1/sessions/{id}. Idle sessions are found tenant by tenant in sessions_tenant_updated
  * (tenant, updated_ms, id), which every session update maintains anyway, as on SQLite
@@ -26,22 +29,42 @@
 
 #include "store/pg_int.h"
 
-/* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; running is
- * the JSON array of session ids to leave. */
-static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant,
-				    const char *running, int64_t limit, json_t *found)
+/* *leave = the JSON text (caller frees) of the session ids to leave: op->row's (replies running on
+ * this node) and those a task still works for (RETENTION_BUSY_SESSIONS: the partial indexes of the
+ * busy states, never the dead letters), read once for the batch. */
+static enum soma_err busy_sessions(struct pgconn *c, const struct store_op *op, char **leave)
+{
+	enum soma_err err;
+	PGresult *r = pg_exec(c, RETENTION_BUSY_SESSIONS, NULL, &err);
+	if (!r)
+		return err;
+	json_t *ids = op->row ? json_copy(op->row) : json_array();
+	for (int i = 0; ids && i < PQntuples(r); i++)
+		if (json_array_append_new(ids, json_string(pg_text(r, i, 0)))) {
+			json_decref(ids);
+			ids = NULL;
+		}
+	PQclear(r);
+	*leave = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
+	json_decref(ids);
+	return *leave ? SOMA_OK : SOMA_ERR_NOMEM;
+}
+
+/* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; leave is
+ * the JSON array of session ids to leave (busy_sessions). */
+static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant, const char *leave,
+				    int64_t limit, json_t *found)
 {
 	struct pg_params p = {0};
 	pg_param_int(&p, op->before_ms);
 	pg_param_int(&p, limit);
-	pg_param_text(&p, running);
+	pg_param_text(&p, leave);
 	pg_param_text(&p, tenant);
 	enum soma_err err;
 	/* tenant = and updated_ms < on sessions_tenant_updated, read backwards for the oldest first */
 	PGresult *r = pg_exec(c,
-			      "SELECT id FROM sessions WHERE tenant = $4 AND updated_ms < $1 AND NOT EXISTS (SELECT 1 "
-			      "FROM tasks t WHERE t.session_id = sessions.id AND t." RETENTION_BUSY_TASK
-			      ") AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "
+			      "SELECT id FROM sessions WHERE tenant = $4 AND updated_ms < $1 "
+			      "AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "
 			      "ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
 			      &p, &err);
 	if (!r)
@@ -75,25 +98,22 @@ static enum soma_err next_tenant(struct pgconn *c, const char *after, bool at, c
 
 static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
 {
-	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	char *leave = NULL;
 	json_t *found = json_array();
-	if (!running || !found) {
-		free(running);
-		json_decref(found);
-		return SOMA_ERR_NOMEM;
-	}
+	enum soma_err err = !found ? SOMA_ERR_NOMEM : busy_sessions(c, op, &leave);
 	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
 	char tenant[STORE_ID_MAX + 1];
-	enum soma_err err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
+	if (err == SOMA_OK)
+		err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
 	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
-		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
+		err = idle_of_tenant(c, op, tenant, leave, op->limit - (int64_t)json_array_size(found), found);
 		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
 			char after[STORE_ID_MAX + 1];
 			memcpy(after, tenant, sizeof(after));
 			err = next_tenant(c, after, false, tenant, sizeof(tenant));
 		}
 	}
-	free(running);
+	free(leave);
 	if (err != SOMA_OK) {
 		json_decref(found);
 		return err;

@@ -7,10 +7,13 @@
  * sessions are picked and deleted in the same transaction (SQLite has one writer), so a message
  * committed before the op is seen (its session is no longer idle) and one after it finds the session
  * gone and creates it anew: no acknowledged message is lost. A session a task still works for (a
- * row queued, reserved or, on queue.driver=redis, relaying: RETENTION_BUSY_TASK) is not idle, however
- * old its last event: a reply that generates longer than retention.sessions_idle_s stores nothing
- * until it ends, and must not lose its session (and the message it answers) midway; nor is one named
- * in op->row (replies running on the sweeping node: on queue.driver=redis they have no row).
+ * row queued, reserved or, on queue.driver=redis, relaying) is not idle, however old its last event:
+ * a reply that generates longer than retention.sessions_idle_s stores nothing until it ends, and must
+ * not lose its session (and the message it answers) midway; nor is one named in op->row (replies
+ * running on the sweeping node: on queue.driver=redis they have no row). Those sessions are read
+ * once per batch (RETENTION_BUSY_SESSIONS: each busy state's partial index, so the dead letters the
+ * tasks table keeps, forever by default, are never read; a NOT IN over the tasks per tenant scanned
+ * them all for every tenant) into a set the tenant walk steps over.
  * Idle sessions are found tenant by tenant, in the index every session update maintains anyway
  * (sessions_tenant_updated: tenant, updated_ms, id): the next tenant is one seek (min(tenant) past
  * the last one), its idle sessions a range of that index read oldest first, and a batch resumes at
@@ -45,29 +48,53 @@ static enum soma_err run_cut(struct dbconn *c, const char *sql, int64_t before_m
 	return SOMA_OK;
 }
 
-/* Appends to found the idle sessions of tenant, its oldest first, at most limit; running is the JSON
- * array of session ids to leave. */
-static enum soma_err idle_of_tenant(struct dbconn *c, const struct store_op *op, const char *tenant,
-				    const char *running, int64_t limit, json_t *found)
+/* Fills busy (a JSON object used as a set of session ids) with the sessions to leave: op->row's
+ * (replies running on this node) and those a task still works for (RETENTION_BUSY_SESSIONS: the
+ * partial indexes of the busy states, never the dead letters), read once for the batch. */
+static enum soma_err busy_sessions(struct dbconn *c, const struct store_op *op, json_t *busy)
 {
-	/* tenant = and updated_ms < on sessions_tenant_updated, read backwards for the oldest first */
-	sqlite3_stmt *s = dbconn_stmt(c, "SELECT id FROM sessions WHERE tenant = ?4 AND updated_ms < ?1 AND id NOT IN "
-					 "(SELECT session_id FROM tasks WHERE " RETENTION_BUSY_TASK
-					 " AND session_id IS NOT NULL) AND id NOT IN (SELECT value FROM json_each(?3)) "
-					 "ORDER BY updated_ms LIMIT ?2");
+	size_t i;
+	json_t *id;
+	json_array_foreach(op->row, i, id)
+	{
+		if (json_is_string(id) && json_object_set(busy, json_string_value(id), json_true()))
+			return SOMA_ERR_NOMEM;
+	}
+	sqlite3_stmt *s = dbconn_stmt(c, RETENTION_BUSY_SESSIONS);
 	if (!s)
 		return SOMA_ERR_STORE;
-	sqlite3_bind_int64(s, 1, op->before_ms);
-	sqlite3_bind_int64(s, 2, limit);
-	sqlite3_bind_text(s, 3, running, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, tenant, -1, SQLITE_STATIC);
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		if (json_array_append_new(found, json_pack("{s:s, s:s}", "tenant", tenant, "session_id",
-							   (const char *)sqlite3_column_text(s, 0))))
+		if (json_object_set(busy, (const char *)sqlite3_column_text(s, 0), json_true()))
 			break;
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? SOMA_OK : rc == SQLITE_ROW ? SOMA_ERR_NOMEM : SOMA_ERR_STORE;
+}
+
+/* Appends to found the idle sessions of tenant not in busy, its oldest first, at most limit. */
+static enum soma_err idle_of_tenant(struct dbconn *c, const struct store_op *op, const char *tenant, const json_t *busy,
+				    int64_t limit, json_t *found)
+{
+	/* tenant = and updated_ms < on sessions_tenant_updated, read in order (no sort): the busy ones
+	 * are stepped over here, a lookup each, and reading stops at the limit */
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "SELECT id FROM sessions WHERE tenant = ?1 AND updated_ms < ?2 ORDER BY updated_ms");
+	if (!s)
+		return SOMA_ERR_STORE;
+	sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, op->before_ms);
+	enum soma_err err = SOMA_OK;
+	int rc = SQLITE_DONE;
+	while (err == SOMA_OK && limit > 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(s, 0);
+		if (json_object_get(busy, id))
+			continue;
+		if (json_array_append_new(found, json_pack("{s:s, s:s}", "tenant", tenant, "session_id", id)))
+			err = SOMA_ERR_NOMEM;
+		limit--;
+	}
+	sqlite3_reset(s);
+	return err != SOMA_OK ? err : rc == SQLITE_DONE || rc == SQLITE_ROW ? SOMA_OK : SOMA_ERR_STORE;
 }
 
 /* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
@@ -88,25 +115,22 @@ static enum soma_err next_tenant(struct dbconn *c, const char *after, bool at, c
 
 static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
 {
-	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	json_t *busy = json_object();
 	json_t *found = json_array();
-	if (!running || !found) {
-		free(running);
-		json_decref(found);
-		return SOMA_ERR_NOMEM;
-	}
+	enum soma_err err = !busy || !found ? SOMA_ERR_NOMEM : busy_sessions(c, op, busy);
 	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
 	char tenant[STORE_ID_MAX + 1];
-	enum soma_err err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
+	if (err == SOMA_OK)
+		err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
 	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
-		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
+		err = idle_of_tenant(c, op, tenant, busy, op->limit - (int64_t)json_array_size(found), found);
 		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
 			char after[STORE_ID_MAX + 1];
 			memcpy(after, tenant, sizeof(after));
 			err = next_tenant(c, after, false, tenant, sizeof(tenant));
 		}
 	}
-	free(running);
+	json_decref(busy);
 	if (err != SOMA_OK) {
 		json_decref(found);
 		return err;

@@ -258,9 +258,16 @@ enum soma_err store_sql_attachment_get(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
-/* A task row that means a reply is still to come for its session (queued, reserved, or on
- * queue.driver=redis waiting in the outbox): RETENTION_SESSIONS never takes such a session. */
-#define RETENTION_BUSY_TASK "state IN ('queued', 'reserved', 'relaying')"
+/* The sessions a reply is still to come for: those of a task row queued, reserved, or (on
+ * queue.driver=redis) relaying in the outbox. RETENTION_SESSIONS never takes such a session; it
+ * reads them once per batch with this statement (both drivers), whose every arm is a scan of the
+ * state's own partial index (SQLite: tasks_ready, tasks_expiry, tasks_relaying; PostgreSQL:
+ * tasks_session, tasks_expiry, tasks_relay_expiry), so it costs the busy tasks, never the dead
+ * letters a tasks table keeps (state IN (...) would match none of them and scan the table). */
+#define RETENTION_BUSY_SESSIONS                                                                       \
+	"SELECT session_id FROM tasks WHERE state = 'queued' AND session_id IS NOT NULL UNION ALL "   \
+	"SELECT session_id FROM tasks WHERE state = 'reserved' AND session_id IS NOT NULL UNION ALL " \
+	"SELECT session_id FROM tasks WHERE state = 'relaying' AND session_id IS NOT NULL"
 /* SESSION_DELETE (reset false) or SESSION_RESET of op->tenant's op->session_id (sqlite_chat.c);
  * the retention sweep deletes with it too. */
 enum soma_err store_sql_session_delete(struct dbconn *c, struct store_op *op, bool reset);

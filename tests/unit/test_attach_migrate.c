@@ -79,7 +79,7 @@ Test(attach_migrate, the_backfill_names_each_attachment_once_per_session_and_loo
 	int applied = -1;
 	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
 	cr_assert_eq(store_migrate(st, &applied), SOMA_OK);
-	cr_assert_eq(applied, 3, "applied %d migrations (0013 to 0015)", applied);
+	cr_assert_eq(applied, 4, "applied %d migrations (0013 to 0016)", applied);
 	store_close(st);
 
 	/* s1: a1; s2: a1, a2 (zz is no attachment); s3: a3 only (a1 is of another tenant) */

@@ -59,7 +59,7 @@ Test(memory_migrate, the_outbox_becomes_unique_per_namespace_and_keeps_its_rows,
 	int applied = -1;
 	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
 	cr_assert_eq(store_migrate(st, &applied), SOMA_OK);
-	cr_assert_eq(applied, 6, "applied %d migrations (0010 to 0015)", applied);
+	cr_assert_eq(applied, 7, "applied %d migrations (0010 to 0016)", applied);
 	store_close(st);
 
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM memory_outbox WHERE key <> ?", ""), 2);

@@ -2,6 +2,7 @@
  * test_retention.c - the retention sweeper's pure parts (cutoff, summary) and its store ops on
  * SQLite (RETENTION_SESSIONS, RETENTION_AUDIT, RETENTION_DEAD): batches of at most `limit` rows,
  * oldest first, only rows older than the cutoff, and the audit trail still append-only otherwise.
+ * A batch reads the tasks a session is busy with through their partial indexes, never the dead letters.
  */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
@@ -10,6 +11,7 @@
 #include "helpers.h"
 #include "orchestrator/retention.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 static char dir[64];
 static struct store *st;
@@ -184,4 +186,51 @@ Test(retention, idle_sessions_of_every_tenant_go, .init = setup, .fini = teardow
 	cr_assert_eq(sweep_all(1000, 2, &batches), 5, "a4 a5 a6 c3 e1");
 	cr_assert_eq(batches, 3);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sessions WHERE id <> ?", ""), 2, "b-new and d-new stay");
+}
+
+/* Full-scan steps (SQLITE_STMTSTATUS_FULLSCAN_STEP) the writer's statements took since the last
+ * call, reset. Read between ops: the writer is idle (a test store has no upkeep to run). */
+static int64_t writer_fullscan_steps(void)
+{
+	int64_t n = 0;
+	for (int i = 0; i < st->writer.n; i++)
+		n += sqlite3_stmt_status(st->writer.cache[i].stmt, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1);
+	return n;
+}
+
+Test(retention, a_batch_reads_the_busy_tasks_not_the_dead_letters, .init = setup, .fini = teardown)
+{
+	/* the reviewer's shape: many tenants of idle sessions, 100,000 dead letters (kept forever by
+	 * default), and a few sessions a task still works for: queued, reserved, relaying (redis) */
+	cr_assert_eq(
+		db_run("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199) "
+		       "INSERT INTO sessions(id, tenant, created_ms, updated_ms) "
+		       "SELECT printf('s%03d-%s', i, k), printf('t%03d', i), 1, CASE k WHEN 'a' THEN 100 ELSE 200 END "
+		       "FROM n, (SELECT 'a' AS k UNION ALL SELECT 'b');"
+		       "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99999) "
+		       "INSERT INTO tasks(id, queue, name, tenant, session_id, state, available_ms, created_ms, "
+		       "updated_ms) SELECT printf('dead%06d', i), 'q', 'n', printf('t%03d', i % 200), "
+		       "printf('s%03d-b', i % 200), 'dead', 1, 1, 900 FROM n;"
+		       "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 39) "
+		       "INSERT INTO tasks(id, queue, name, tenant, session_id, state, available_ms, "
+		       "reserved_until_ms, created_ms, updated_ms) SELECT printf('busy%02d', i), 'q', 'n', "
+		       "printf('t%03d', i * 5), printf('s%03d-a', i * 5), CASE WHEN i < 20 THEN 'queued' "
+		       "WHEN i < 30 THEN 'reserved' ELSE 'relaying' END, 1, 9000000000000, 1, 1 FROM n;"),
+		SQLITE_OK);
+	writer_fullscan_steps();
+	struct store_op *op = sweep(STORE_OP_RETENTION_SESSIONS, 1000, 50);
+	cr_assert_eq(json_array_size(op->rows), 50);
+	store_op_free(op);
+	int64_t steps = writer_fullscan_steps();
+	cr_assert_lt(steps, 100000, "a batch of 50 took %lld full-scan steps: the dead letters were read",
+		     (long long)steps);
+	/* and the sweep still leaves every session a task works for */
+	int batches;
+	cr_assert_eq(sweep_all(1000, 50, &batches), 400 - 40 - 50);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sessions WHERE id <> ?", ""), 40);
+	cr_assert_eq(db_query_int(dir,
+				  "SELECT count(*) FROM sessions WHERE id IN (SELECT session_id FROM tasks WHERE "
+				  "state <> ?)",
+				  "dead"),
+		     40);
 }

@@ -54,7 +54,7 @@ Test(task_migrate, a_database_of_the_old_schema_migrates_and_its_tasks_are_reser
 	int applied = -1;
 	cr_assert_eq(store_open(dir, &st, why, sizeof(why)), SOMA_OK, "%s", why);
 	cr_assert_eq(store_migrate(st, &applied), SOMA_OK);
-	cr_assert_eq(applied, 7, "applied %d migrations (0009 to 0015)", applied);
+	cr_assert_eq(applied, 8, "applied %d migrations (0009 to 0016)", applied);
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM sqlite_master WHERE name = ? AND sql LIKE '%WHERE state%'",
 				  "tasks_ready"),
 		     1);
