@@ -62,7 +62,8 @@
  * nothing stays silently missing. A forget (a delete or reset) that went local-only is owed the
  * same way: the first batch Redis takes carries it again, before anything newer, so the other
  * nodes' streams of a deleted session end and Redis drops its state. Deltas that went local-only
- * on another node are gone (their final is in the store).
+ * on another node are gone (their final is in the store), and so is a delta that a Redis without
+ * persistence took, answered and died with before its PUBLISH reached the other nodes.
  *
  * Limits: a forget is owed only while the floor table has room (FLOOR_MAX sessions); an owed
  * delete arriving after the session was created again under that id (during the outage) ends
