@@ -41,8 +41,12 @@ static enum soma_err relay_done(struct dbconn *c, struct store_op *op)
 }
 
 /* Oldest first: rowid order is insertion order among the rows present (a new row's rowid is above
- * every live one), so the scan stops at the batch's last row - ORDER BY created_ms sorted the whole
- * table in a temporary b-tree for every batch (no index starts with state or created_ms). */
+ * every live one); the UPDATE visits, so RETURNING gives, the claimed rows in rowid order. Each
+ * part reads its state's partial index (INDEXED BY: without it the planner walks the table in
+ * rowid order to skip the sorts, stepping over every dead letter, and those are kept forever by
+ * default), the two come out sorted by rowid and merge; the sorts hold only the queued and
+ * expired relaying rows, which the relay keeps few. No index in rowid order over the live rows:
+ * the local queue would pay for it on each message. ORDER BY created_ms sorted the whole table. */
 static enum soma_err relay_claim(struct dbconn *c, struct store_op *op)
 {
 	int64_t now = clock_wall_ms();
@@ -50,9 +54,10 @@ static enum soma_err relay_claim(struct dbconn *c, struct store_op *op)
 	if (err != SOMA_OK)
 		return err;
 	sqlite3_stmt *s = dbconn_stmt(
-		c, "UPDATE tasks SET state = 'relaying', reserved_until_ms = ?1 WHERE id IN ("
-		   "SELECT id FROM tasks WHERE state = 'queued' OR (state = 'relaying' AND reserved_until_ms <= ?2) "
-		   "ORDER BY rowid LIMIT ?3) "
+		c, "UPDATE tasks SET state = 'relaying', reserved_until_ms = ?1 WHERE rowid IN ("
+		   "SELECT rowid FROM tasks INDEXED BY tasks_ready WHERE state = 'queued' UNION ALL "
+		   "SELECT rowid FROM tasks INDEXED BY tasks_relaying WHERE state = 'relaying' AND "
+		   "reserved_until_ms <= ?2 ORDER BY 1 LIMIT ?3) "
 		   "RETURNING id, queue, name, tenant, session_id, payload, attempts, max_retries, available_ms, "
 		   "updated_ms > created_ms");
 	if (!s)
