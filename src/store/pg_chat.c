@@ -265,7 +265,7 @@ static enum soma_err op_session_get(struct pgconn *c, struct store_op *op)
 
 static enum soma_err op_sessions_list(struct pgconn *c, struct store_op *op)
 {
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	struct pg_params p = {0};
 	pg_param_text(&p, op->tenant);
 	if (!pg_page_params(op, &p, cur_id))

@@ -365,7 +365,7 @@ bool pg_bool(const PGresult *r, int row, int col)
 	return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
 
-bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STORE_ID_MAX + 1])
+bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STORE_TASK_ID_MAX + 1])
 {
 	long long ms;
 	if (!store_page_cursor(op, &ms, id))

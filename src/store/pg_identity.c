@@ -86,7 +86,7 @@ static enum soma_err key_revoke(struct pgconn *c, struct store_op *op)
 
 static enum soma_err keys_list(struct pgconn *c, struct store_op *op)
 {
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	struct pg_params p = {0};
 	pg_param_bool(&p, op->all_tenants);
 	pg_param_text(&p, op->tenant);

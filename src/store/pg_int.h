@@ -121,13 +121,13 @@ bool pg_bool(const PGresult *r, int row, int col);
 
 /* Reads a newest-first page cursor "<ms>:<id>" (store_int.h; defined in sqlite.c, shared by both
  * drivers). */
-bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_TASK_ID_MAX + 1]);
 
 /* Newest-first keyset pages ("<ms>:<id>" cursors): appends the page's parameters to p - the
  * cursor's ms and id (id goes into the caller's buffer, which must outlive the query), then
  * limit + 1 (one row more than a page, to know whether another follows). False when the cursor
  * is malformed. */
-bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STORE_ID_MAX + 1]);
+bool pg_page_params(const struct store_op *op, struct pg_params *p, char id[STORE_TASK_ID_MAX + 1]);
 /* After such a query: op->next_cursor from the page's last row (its ms in column ms_col, id in
  * id_col) when the query found more rows than the page holds, else "". */
 void pg_page_next(struct store_op *op, const PGresult *r, int ms_col, int id_col);

@@ -119,7 +119,7 @@ static enum soma_err queue_stats(struct pgconn *c, struct store_op *op)
 /* Dead letters newest first; the cursor is "<updated_ms>:<id>" of the last row served. */
 static enum soma_err dead_list(struct pgconn *c, struct store_op *op)
 {
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	struct pg_params p = {0};
 	pg_param_bool(&p, op->all_tenants);
 	pg_param_text(&p, op->tenant);

@@ -103,11 +103,22 @@ void dbconn_release(struct dbconn *c)
 		sqlite3_reset(c->cache[i].stmt);
 }
 
-bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1])
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_TASK_ID_MAX + 1])
 {
 	*ms = INT64_MAX;
-	snprintf(id, STORE_ID_MAX + 1, "\x7f");
-	return !op->cursor[0] || sscanf(op->cursor, "%lld:%64s", ms, id) == 2;
+	snprintf(id, STORE_TASK_ID_MAX + 1, "\x7f");
+	if (!op->cursor[0])
+		return true;
+	/* "<ms>:<id>", the id taken whole (a task id may hold any character, ':' included) */
+	char *end;
+	errno = 0;
+	long long v = strtoll(op->cursor, &end, 10);
+	size_t len = *end == ':' ? strlen(end + 1) : 0;
+	if (end == op->cursor || errno || *end != ':' || len == 0 || len > STORE_TASK_ID_MAX)
+		return false;
+	*ms = v;
+	memcpy(id, end + 1, len + 1);
+	return true;
 }
 
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql)

@@ -348,7 +348,7 @@ static enum soma_err op_session_get(struct dbconn *c, struct store_op *op)
 static enum soma_err op_sessions_list(struct dbconn *c, struct store_op *op)
 {
 	long long cur_ms;
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s = dbconn_stmt(c, "SELECT " SESSION_COLUMNS " FROM sessions WHERE tenant = ? AND "

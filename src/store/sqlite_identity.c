@@ -129,7 +129,7 @@ json_t *store_key_row_json(const char *id, const char *tenant, const char *name,
 static enum soma_err keys_list(struct dbconn *c, struct store_op *op)
 {
 	long long cur_ms;
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s =

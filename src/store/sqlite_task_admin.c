@@ -110,7 +110,7 @@ static enum soma_err queue_stats(struct dbconn *c, struct store_op *op)
 static enum soma_err dead_list(struct dbconn *c, struct store_op *op)
 {
 	long long cur_ms;
-	char cur_id[STORE_ID_MAX + 1];
+	char cur_id[STORE_TASK_ID_MAX + 1];
 	if (!store_page_cursor(op, &cur_ms, cur_id))
 		return SOMA_ERR_INVALID;
 	sqlite3_stmt *s = dbconn_stmt(

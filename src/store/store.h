@@ -25,6 +25,7 @@ struct store;
 
 #define STORE_ID_MAX	  64
 #define STORE_TASK_ID_MAX 1020 /* bytes of a task id: 255 characters of UTF-8, as queue/celery_wire.h CELERY_ID_MAX */
+#define STORE_CURSOR_MAX  (21 + STORE_TASK_ID_MAX) /* a page cursor "<ms>:<id>": a task id fits (dead letters) */
 #define STORE_SCOPES_MAX  128
 
 struct store_key {
@@ -247,9 +248,9 @@ struct store_op {
 	char outcome_of[STORE_TASK_ID_MAX + 1]; /* EVENT_APPEND: the task whose outcome the event is, or "":
 						 * a second outcome of one task is SOMA_ERR_CONFLICT (nothing
 						 * stored); CONTEXT: a task whose outcome is looked for (has_outcome) */
-	char cursor[128];			/* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
+	char cursor[STORE_CURSOR_MAX + 1];	/* SESSIONS_LIST, DEAD_LIST: opaque cursor from the last page */
 	char error_text[512];			/* TASK_RETRY / TASK_FINISH failure text */
-	char next_cursor[128];			/* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
+	char next_cursor[STORE_CURSOR_MAX + 1]; /* SESSIONS_LIST, DEAD_LIST: cursor of the next page, "" at the end */
 };
 
 /* Appends an audit row (see src/audit/audit.h) on the main connection, at once: for the CLI,

@@ -196,7 +196,7 @@ void dbconn_release(struct dbconn *c);
 /* Runs sql (no results) on the connection. */
 /* Reads a newest-first page cursor "<ms>:<id>" (the last row served) into *ms and id; without a
  * cursor, a position after every row (INT64_MAX, "\x7f": ids are ASCII). False when malformed. */
-bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_ID_MAX + 1]);
+bool store_page_cursor(const struct store_op *op, long long *ms, char id[STORE_TASK_ID_MAX + 1]);
 
 enum soma_err dbconn_exec(struct dbconn *c, const char *sql);
 

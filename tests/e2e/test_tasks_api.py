@@ -175,3 +175,29 @@ def test_stop_keeps_the_partial_reply(soma, llm):
     r = http().post(f"{srv.url}/v1/sessions/{sid}/cancel", timeout=5)
     assert r.json() == {"session_id": sid, "status": "idle"}, r.text
     check_envelope(http().post(f"{srv.url}/v1/sessions/nope/cancel", timeout=5), 404, "not_found")
+
+
+def test_dead_letters_with_long_ids_page_through_whole(soma):
+    """Task ids may be 255 characters (Celery's limit), ':' and non-ASCII included; the dead
+    letters' cursor carries the last id whole. Before, it was cut at 128 bytes: the second page
+    was refused (400 invalid_cursor) or started at the wrong place."""
+    srv = soma("queue.retry_backoff_ms=50")
+    ids = [f"acme:report:{i}:" + "é" * 120 + "x" * (255 - 14 - 120) for i in range(3)]
+    assert all(len(i) == 255 for i in ids)
+    for tid in ids:
+        r = http().post(srv.url + "/v1/tasks", json={"task": "soma.fail", "task_id": tid, "kwargs": {"message": "dead"}},
+                        timeout=5)
+        assert r.status_code == 202 and r.json()["task_id"] == tid, r.text
+    wait_until(lambda: len(http().get(srv.url + "/v1/dead-letters", timeout=5).json()["items"]) == 3, 15,
+               what="three dead letters")
+    seen, cursor = [], None
+    for _ in range(5):
+        r = http().get(srv.url + "/v1/dead-letters", params={"limit": 1, **({"cursor": cursor} if cursor else {})},
+                       timeout=5)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen += [d["task_id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 3, seen

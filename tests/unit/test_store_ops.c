@@ -245,13 +245,13 @@ Test(store_ops, reads_see_later_commits)
 	}
 }
 
-static json_t *list_page(const char *tenant, const char *cursor, int64_t limit, char next[128])
+static json_t *list_page(const char *tenant, const char *cursor, int64_t limit, char next[STORE_CURSOR_MAX + 1])
 {
 	struct store_op *op = op_new(STORE_OP_SESSIONS_LIST, tenant, NULL);
 	op->limit = limit;
 	snprintf(op->cursor, sizeof(op->cursor), "%s", cursor);
 	cr_assert_eq(store_op_wait(st, op), SOMA_OK);
-	snprintf(next, 128, "%s", op->next_cursor);
+	snprintf(next, STORE_CURSOR_MAX + 1, "%s", op->next_cursor);
 	json_t *rows = json_incref(op->rows);
 	store_op_free(op);
 	return rows;
@@ -277,7 +277,7 @@ Test(store_ops, sessions_list_newest_first_with_cursor)
 		sleep_ms(3); /* distinct updated_ms */
 	}
 	message_ok("other", "x1");
-	char next[128], cur[128];
+	char next[STORE_CURSOR_MAX + 1], cur[STORE_CURSOR_MAX + 1];
 	assert_page(list_page("acme", "", 2, next), "s5,s4");
 	cr_assert_neq(next[0], '\0');
 	memcpy(cur, next, sizeof(cur));
