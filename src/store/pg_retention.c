@@ -9,11 +9,15 @@
  * picks them: a message that updated one first and committed moved its updated_ms, which the
  * lock re-reads (the row no longer matches and is left); one still running holds the row lock,
  * and the row is skipped. A session with a task queued, reserved or relaying (its reply is still to
- * come) is not picked: a task row appears only with a message, which locks and moves the session
- * row, and leaves only when its reply is stored (so reading those sessions once at the start of the
- * batch, RETENTION_BUSY_SESSIONS on each state's partial index, misses none: one that became busy
- * since moved, and the lock's re-read leaves it; a correlated NOT EXISTS per tenant read every dead
- * letter of the tasks table for each tenant); nor is one in op->row (the replies running on the
+ * come) is not picked: each tenant's statement asks the tasks' partial indexes about its own
+ * candidates (IDLE_OF_TENANT), so it sees every task committed before it (read committed). A list
+ * of every busy session read once per batch cost tenants x queued tasks on the writer thread (19 s
+ * a batch with 2,000 tenants and 20,000 queued tasks), and was a snapshot: a dead letter requeued
+ * meanwhile was deleted with its session. A task row appears only with a message, which locks and
+ * moves the session row (the lock's re-read then leaves it), or with a dead letter's requeue, which
+ * locks the session row FOR KEY SHARE first (pg_task_admin.c): the pick skips it, or it waits for
+ * the sweep's commit; one committed after the pick's snapshot but before its lock is caught by
+ * still_idle before the delete. Nor is a session in op->row picked (the replies running on the
  * sweeping node's workers: on queue.driver=redis they have no row). Each
  * picked session is then deleted by pg_session_delete, the path of
  * DELETE /v1/sessions/{id}. Idle sessions are found tenant by tenant in sessions_tenant_updated
@@ -29,44 +33,32 @@
 
 #include "store/pg_int.h"
 
-/* *leave = the JSON text (caller frees) of the session ids to leave: op->row's (replies running on
- * this node) and those a task still works for (RETENTION_BUSY_SESSIONS: the partial indexes of the
- * busy states, never the dead letters), read once for the batch. */
-static enum soma_err busy_sessions(struct pgconn *c, const struct store_op *op, char **leave)
-{
-	enum soma_err err;
-	PGresult *r = pg_exec(c, RETENTION_BUSY_SESSIONS, NULL, &err);
-	if (!r)
-		return err;
-	json_t *ids = op->row ? json_copy(op->row) : json_array();
-	for (int i = 0; ids && i < PQntuples(r); i++)
-		if (json_array_append_new(ids, json_string(pg_text(r, i, 0)))) {
-			json_decref(ids);
-			ids = NULL;
-		}
-	PQclear(r);
-	*leave = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
-	json_decref(ids);
-	return *leave ? SOMA_OK : SOMA_ERR_NOMEM;
-}
+/* The pick of tenant's idle sessions. A session is left while a task works for it: the queued
+ * tasks by a correlated NOT EXISTS on tasks_session (one index probe per candidate), the reserved
+ * and relaying ones by a NOT IN read once per statement (a hashed subplan on tasks_expiry and
+ * tasks_relay_expiry: the tasks running now, a few). Never a list of every busy session, nor the
+ * dead letters. $3 is op->row's JSON array. */
+#define IDLE_OF_TENANT                                                                                     \
+	"SELECT id FROM sessions WHERE tenant = $4 AND updated_ms < $1 "                                   \
+	"AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.session_id = sessions.id AND t.state = 'queued') "  \
+	"AND id NOT IN (SELECT session_id FROM tasks WHERE state = 'reserved' AND session_id IS NOT NULL " \
+	"UNION ALL SELECT session_id FROM tasks WHERE state = 'relaying' AND session_id IS NOT NULL) "     \
+	"AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "                         \
+	"ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
 
-/* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; leave is
- * the JSON array of session ids to leave (busy_sessions). */
-static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant, const char *leave,
-				    int64_t limit, json_t *found)
+/* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; running
+ * is the JSON array of the session ids of op->row. */
+static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant,
+				    const char *running, int64_t limit, json_t *found)
 {
 	struct pg_params p = {0};
 	pg_param_int(&p, op->before_ms);
 	pg_param_int(&p, limit);
-	pg_param_text(&p, leave);
+	pg_param_text(&p, running);
 	pg_param_text(&p, tenant);
 	enum soma_err err;
 	/* tenant = and updated_ms < on sessions_tenant_updated, read backwards for the oldest first */
-	PGresult *r = pg_exec(c,
-			      "SELECT id FROM sessions WHERE tenant = $4 AND updated_ms < $1 "
-			      "AND NOT (id = ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))) "
-			      "ORDER BY updated_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-			      &p, &err);
+	PGresult *r = pg_exec(c, IDLE_OF_TENANT, &p, &err);
 	if (!r)
 		return err;
 	err = SOMA_OK;
@@ -76,6 +68,23 @@ static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op,
 			err = SOMA_ERR_NOMEM;
 	PQclear(r);
 	return err;
+}
+
+/* Whether the locked session still has no queued task: *idle. A dead letter requeued (dead ->
+ * queued, STORE_OP_DEAD_REQUEUE) does not move the session row; it locks it first, so one either
+ * committed before the pick locked the row - seen here, a later statement - or waits for this
+ * transaction and finds the session gone. The pick's own snapshot may predate such a commit. */
+static enum soma_err still_idle(struct pgconn *c, const char *session_id, bool *idle)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, session_id);
+	enum soma_err err;
+	PGresult *r = pg_exec(c, "SELECT 1 FROM tasks WHERE session_id = $1 AND state = 'queued' LIMIT 1", &p, &err);
+	if (!r)
+		return err;
+	*idle = PQntuples(r) == 0;
+	PQclear(r);
+	return SOMA_OK;
 }
 
 /* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
@@ -98,42 +107,44 @@ static enum soma_err next_tenant(struct pgconn *c, const char *after, bool at, c
 
 static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
 {
-	char *leave = NULL;
-	json_t *found = json_array();
-	enum soma_err err = !found ? SOMA_ERR_NOMEM : busy_sessions(c, op, &leave);
+	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
+	json_t *found = json_array(), *deleted = json_array();
+	enum soma_err err = !found || !deleted || !running ? SOMA_ERR_NOMEM : SOMA_OK;
 	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
 	char tenant[STORE_ID_MAX + 1];
 	if (err == SOMA_OK)
 		err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
 	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
-		err = idle_of_tenant(c, op, tenant, leave, op->limit - (int64_t)json_array_size(found), found);
+		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
 		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
 			char after[STORE_ID_MAX + 1];
 			memcpy(after, tenant, sizeof(after));
 			err = next_tenant(c, after, false, tenant, sizeof(tenant));
 		}
 	}
-	free(leave);
-	if (err != SOMA_OK) {
-		json_decref(found);
-		return err;
-	}
+	free(running);
 	struct store_op one = {.kind = STORE_OP_SESSION_DELETE};
 	size_t i;
 	json_t *row;
 	json_array_foreach(found, i, row)
 	{
+		if (err != SOMA_OK)
+			break;
 		snprintf(one.tenant, sizeof(one.tenant), "%s", json_string_value(json_object_get(row, "tenant")));
 		snprintf(one.session_id, sizeof(one.session_id), "%s",
 			 json_string_value(json_object_get(row, "session_id")));
-		if ((err = pg_session_delete(c, &one, false)) != SOMA_OK)
-			break;
+		bool idle = false;
+		err = still_idle(c, one.session_id, &idle);
+		if (err == SOMA_OK && idle && (err = pg_session_delete(c, &one, false)) == SOMA_OK &&
+		    json_array_append(deleted, row))
+			err = SOMA_ERR_NOMEM;
 	}
+	json_decref(found);
 	if (err != SOMA_OK) {
-		json_decref(found);
+		json_decref(deleted);
 		return err;
 	}
-	op->rows = found;
+	op->rows = deleted;
 	return SOMA_OK;
 }
 

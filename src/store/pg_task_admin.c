@@ -8,6 +8,9 @@
  * row FAILURE; a finished task's outcome is in task_results. Every statement takes the tenant
  * (or all_tenants, for operators). Ids compare and sort with COLLATE "C": byte order, as SQLite
  * compares, whatever the database's collation (the cursor's "\x7f" sentinel relies on it).
+ * One difference: a requeue locks the dead letter's session first and answers 404 when it is gone
+ * (lock_session), because other nodes' retention sweeps delete sessions meanwhile; SQLite's one
+ * writer needs no lock.
  */
 #include <stdio.h>
 #include <string.h>
@@ -152,10 +155,50 @@ static enum soma_err dead_list(struct pgconn *c, struct store_op *op)
 	return SOMA_OK;
 }
 
+/* A requeue locks the dead letter's session first (FOR KEY SHARE: a message's update of the row
+ * does not wait for it; a delete's FOR UPDATE does): the retention sweep, which picks a session by
+ * its tasks, either skips the locked row or holds it, and then this waits and finds it gone (404:
+ * its task would run for no session). A dead letter without a session (a published or Celery
+ * task) takes no lock. */
+static enum soma_err lock_session(struct pgconn *c, struct store_op *op)
+{
+	struct pg_params p = {0};
+	pg_param_text(&p, op->task_id);
+	pg_param_bool(&p, op->all_tenants);
+	pg_param_text(&p, op->tenant);
+	enum soma_err err;
+	PGresult *r = pg_exec(c,
+			      "SELECT 1 FROM sessions WHERE id = (SELECT session_id FROM tasks WHERE id = $1 AND "
+			      "state = 'dead' AND ($2 OR tenant = $3)) FOR KEY SHARE",
+			      &p, &err);
+	if (!r)
+		return err;
+	bool locked = PQntuples(r) == 1;
+	PQclear(r);
+	if (locked)
+		return SOMA_OK;
+	r = pg_exec(c,
+		    "SELECT 1 FROM tasks WHERE id = $1 AND state = 'dead' AND ($2 OR tenant = $3) AND session_id IS "
+		    "NOT NULL",
+		    &p, &err);
+	if (!r)
+		return err;
+	bool orphan = PQntuples(r) == 1;
+	PQclear(r);
+	if (orphan)
+		snprintf(op->error_text, sizeof(op->error_text), "the session of this dead letter was deleted");
+	return orphan ? SOMA_ERR_NOT_FOUND : SOMA_OK; /* none: the UPDATE answers (no such dead letter) */
+}
+
 /* Requeue: fresh attempts, due now, and its FAILURE outcome forgotten (it is pending again). */
 static enum soma_err dead_change(struct pgconn *c, struct store_op *op, bool *enqueued)
 {
 	bool requeue = op->kind == STORE_OP_DEAD_REQUEUE;
+	if (requeue) {
+		enum soma_err err = lock_session(c, op);
+		if (err != SOMA_OK)
+			return err;
+	}
 	struct pg_params p = {0};
 	pg_param_text(&p, op->task_id);
 	pg_param_bool(&p, op->all_tenants);

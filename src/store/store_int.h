@@ -259,11 +259,12 @@ enum soma_err store_sql_attachments_owned(struct dbconn *c, struct store_op *op)
 enum soma_err store_sql_attachments_bind(struct dbconn *c, struct store_op *op);
 enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
 /* The sessions a reply is still to come for: those of a task row queued, reserved, or (on
- * queue.driver=redis) relaying in the outbox. RETENTION_SESSIONS never takes such a session; it
- * reads them once per batch with this statement (both drivers), whose every arm is a scan of the
- * state's own partial index (SQLite: tasks_ready, tasks_expiry, tasks_relaying; PostgreSQL:
- * tasks_session, tasks_expiry, tasks_relay_expiry), so it costs the busy tasks, never the dead
- * letters a tasks table keeps (state IN (...) would match none of them and scan the table). */
+ * queue.driver=redis) relaying in the outbox. RETENTION_SESSIONS never takes such a session; on
+ * SQLite it reads them once per batch with this statement (the batch is one writer transaction
+ * there: nothing changes during it), whose every arm is a scan of the state's own partial index
+ * (tasks_ready, tasks_expiry, tasks_relaying), so it costs the busy tasks, never the dead letters
+ * a tasks table keeps (state IN (...) would match none of them and scan the table). PostgreSQL
+ * asks per tenant's statement instead (pg_retention.c: other nodes commit during a batch). */
 #define RETENTION_BUSY_SESSIONS                                                                       \
 	"SELECT session_id FROM tasks WHERE state = 'queued' AND session_id IS NOT NULL UNION ALL "   \
 	"SELECT session_id FROM tasks WHERE state = 'reserved' AND session_id IS NOT NULL UNION ALL " \
