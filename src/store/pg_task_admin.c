@@ -10,7 +10,7 @@
  * compares, whatever the database's collation (the cursor's "\x7f" sentinel relies on it).
  * One difference: a requeue locks the dead letter's session first and answers 404 when it is gone
  * (lock_session), because other nodes' retention sweeps delete sessions meanwhile; SQLite's one
- * writer needs no lock.
+ * writer needs no lock, only the same check (sqlite_task_admin.c session_gone).
  */
 #include <stdio.h>
 #include <string.h>

@@ -150,10 +150,37 @@ static enum soma_err dead_list(struct dbconn *c, struct store_op *op)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
 }
 
+/* A dead letter of a session deleted since (DELETE, retention) is not requeued: its task would run
+ * for no session. SOMA_ERR_NOT_FOUND with a sentence then (as PostgreSQL's lock_session answers);
+ * a dead letter without a session (a published or Celery task) is requeued as ever. */
+static enum soma_err session_gone(struct dbconn *c, struct store_op *op)
+{
+	sqlite3_stmt *s =
+		dbconn_stmt(c, "SELECT 1 FROM tasks t WHERE id = ?1 AND state = 'dead' AND (?2 OR tenant = ?3) "
+			       "AND session_id IS NOT NULL AND session_id != '' AND NOT EXISTS "
+			       "(SELECT 1 FROM sessions WHERE id = t.session_id)");
+	if (!s)
+		return SOMA_ERR_STORE;
+	bind_text(s, 1, op->task_id);
+	sqlite3_bind_int(s, 2, op->all_tenants);
+	bind_text(s, 3, op->tenant);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SOMA_OK : SOMA_ERR_STORE;
+	snprintf(op->error_text, sizeof(op->error_text), "the session of this dead letter was deleted");
+	return SOMA_ERR_NOT_FOUND;
+}
+
 /* Requeue: fresh attempts, due now, and its FAILURE outcome forgotten (it is pending again). */
 static enum soma_err dead_change(struct dbconn *c, struct store_op *op, bool *enqueued)
 {
 	bool requeue = op->kind == STORE_OP_DEAD_REQUEUE;
+	if (requeue) {
+		enum soma_err err = session_gone(c, op);
+		if (err != SOMA_OK)
+			return err;
+	}
 	sqlite3_stmt *s =
 		requeue ? dbconn_stmt(c, "UPDATE tasks SET state = 'queued', attempts = 0, available_ms = ?1, "
 					 "reserved_until_ms = 0, worker = '', last_error = '', updated_ms = ?1 "

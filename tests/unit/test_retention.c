@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "helpers.h"
 #include "orchestrator/retention.h"
@@ -233,4 +234,34 @@ Test(retention, a_batch_reads_the_busy_tasks_not_the_dead_letters, .init = setup
 				  "state <> ?)",
 				  "dead"),
 		     40);
+}
+
+/* DEAD_REQUEUE of tenant t1's dead letter task_id: the op's error. */
+static enum soma_err requeue(const char *task_id)
+{
+	struct store_op *op = store_op_new(STORE_OP_DEAD_REQUEUE, "t1");
+	cr_assert_not_null(op);
+	snprintf(op->task_id, sizeof(op->task_id), "%s", task_id);
+	enum soma_err err = store_op_wait(st, op);
+	if (err == SOMA_ERR_NOT_FOUND && strcmp(task_id, "dl-gone") == 0)
+		cr_assert_str_eq(op->error_text, "the session of this dead letter was deleted");
+	store_op_free(op);
+	return err;
+}
+
+Test(retention, a_dead_letter_of_a_deleted_session_is_not_requeued, .init = setup, .fini = teardown)
+{
+	/* a sweep (or DELETE) took the session: its reply's task would run for no session */
+	cr_assert_eq(db_run("INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES ('kept', 't1', 1, 1);"
+			    "INSERT INTO tasks(id, queue, name, tenant, session_id, state, available_ms, created_ms, "
+			    "updated_ms) VALUES ('dl-gone', 'q', 'n', 't1', 'gone', 'dead', 1, 1, 1), "
+			    "('dl-kept', 'q', 'n', 't1', 'kept', 'dead', 1, 1, 1), "
+			    "('dl-none', 'q', 'n', 't1', NULL, 'dead', 1, 1, 1);"),
+		     SQLITE_OK);
+	cr_assert_eq(requeue("dl-gone"), SOMA_ERR_NOT_FOUND);
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id = ? AND state = 'dead'", "dl-gone"), 1,
+		     "the dead letter stays as it was");
+	cr_assert_eq(requeue("dl-kept"), SOMA_OK);
+	cr_assert_eq(requeue("dl-none"), SOMA_OK, "a task without a session (published, Celery) is requeued");
+	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE state = ?", "queued"), 2);
 }
