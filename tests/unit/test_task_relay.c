@@ -97,6 +97,17 @@ Test(task_relay, claim_takes_queued_rows_once_until_the_lease_passes)
 
 Test(task_relay, dead_letters_are_listed_and_requeued_rows_are_marked)
 {
+	/* the dead letter's session exists (a requeue of one deleted since is refused) */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
+	sqlite3 *db;
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	cr_assert_eq(
+		sqlite3_exec(db, "INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES ('s1', 'acme', 1, 1)",
+			     NULL, NULL, NULL),
+		SQLITE_OK);
+	sqlite3_close(db);
 	struct store_op *op = store_op_new(STORE_OP_TASK_DEAD_ADD, "acme");
 	op->task = json_pack("{s:s, s:s, s:s, s:s, s:{s:[], s:{}}, s:i, s:i, s:s}", "id", "d1", "queue", "celery",
 			     "name", "soma.fail", "session_id", "s1", "payload", "args", "kwargs", "max_retries", 2,
