@@ -3,7 +3,7 @@
  * shapes of Celery 5.2's worker (celery/worker/control.py): ping, stats, active, active_queues,
  * registered, revoked, conf, scheduled, reserved, report; the controls revoke (with terminate:
  * a running task here is asked to stop and ends REVOKED), terminate, enable_events,
- * disable_events, heartbeat, query_task (the running tasks). Any other method (shutdown,
+ * disable_events, heartbeat, query_task (the running and the reserved tasks). Any other method (shutdown,
  * pool_grow, rate_limit, ...) is not done: a call gets {"error": "... not supported by this
  * node ..."} (kombu's reply to a failed method), a cast is logged; this node is managed by its
  * own configuration and signals. "hello" (mingle) returns NULL: no reply, as before.
@@ -146,24 +146,44 @@ static json_t *revoke_tasks(json_t *args, bool terminate)
 	return ok(text);
 }
 
-/* Celery's query_task(ids): {id: [state, info]} of the requests this node holds with those ids;
- * ours are the running ones ("active"). */
-static json_t *query_task(json_t *args)
+/* Whether ids (Celery's variadic "ids": a list, or one id as a string) names id. */
+static bool names_id(const json_t *ids, const char *id)
 {
-	json_t *ids = json_object_get(args, "ids"), *out = json_object(), *info;
-	json_t *active = queue_active_json(sched_nodename(), false);
-	size_t i, k;
-	json_array_foreach(active, i, info)
+	if (json_is_string(ids))
+		return strcmp(id, json_string_value(ids)) == 0;
+	for (size_t k = 0; json_is_array(ids) && k < json_array_size(ids); k++)
+		if (json_is_string(json_array_get(ids, k)) &&
+		    strcmp(id, json_string_value(json_array_get(ids, k))) == 0)
+			return true;
+	return false;
+}
+
+/* Adds to out, as [state, info], each Request.info() of list (owned, released) that ids names
+ * and out does not hold yet. */
+static void query_add(json_t *out, json_t *list, const json_t *ids, const char *state)
+{
+	json_t *info;
+	size_t i;
+	json_array_foreach(list, i, info)
 	{
 		const char *id = json_string_value(json_object_get(info, "id"));
-		bool wanted = id && json_is_string(ids) && strcmp(id, json_string_value(ids)) == 0;
-		for (k = 0; id && !wanted && json_is_array(ids) && k < json_array_size(ids); k++)
-			wanted = json_is_string(json_array_get(ids, k)) &&
-				 strcmp(id, json_string_value(json_array_get(ids, k))) == 0;
-		if (wanted)
-			json_object_set_new(out, id, json_pack("[s, O]", "active", info));
+		if (id && !json_object_get(out, id) && names_id(ids, id))
+			json_object_set_new(out, id, json_pack("[s, O]", state, info));
 	}
-	json_decref(active);
+	json_decref(list);
+}
+
+/* Celery 5.2's query_task(ids): {id: [state, Request.info()]} of the requests this node holds
+ * with those ids: running ("active") or prefetched behind a running task ("reserved", as
+ * `inspect reserved` lists them); an id it does not hold is left out. Celery's "ready" (a
+ * request done but not yet forgotten) has no counterpart here: a finished task is forgotten. */
+static json_t *query_task(json_t *args)
+{
+	json_t *ids = json_object_get(args, "ids"), *out = json_object();
+	if (!out)
+		return NULL;
+	query_add(out, queue_active_json(sched_nodename(), false), ids, "active");
+	query_add(out, queue_reserved_json(sched_nodename()), ids, "reserved");
 	return out;
 }
 

@@ -6,10 +6,12 @@ task ends as Celery's worker ends a terminated request (worker/request.py _annou
 result REVOKED (TaskRevokedError('terminated')), task-revoked with terminated=True, signum, and
 expired=False; the reply of the control is Celery 5.2's ('terminate: <ids>', or 'terminate: tasks
 unknown' when none runs here). `inspect reserved` lists the messages a worker thread holds
-prefetched behind a running task. Before: the task slept on to its end (30 s) and SUCCESS.
+prefetched behind a running task, and `inspect query_task` answers them 'reserved'. Before: the
+task slept on to its end (30 s) and SUCCESS.
 A terminated chat reply (conversation.process) keeps the text so far as its `cancelled` final and
 still ends REVOKED; before, its commit of that final counted as its ack: SUCCESS, no task-revoked."""
 
+import json
 import subprocess
 import time
 
@@ -125,6 +127,37 @@ def test_inspect_reserved_lists_prefetched_messages(node, app):
     first.revoke(terminate=True)
     assert behind.get(timeout=5) == {"args": [5], "kwargs": {"k": 1}}
     assert i.reserved() == {"soma@e2e-t": []}
+
+
+def test_query_task_answers_a_reserved_message(node, app, redis_server):
+    """Celery 5.2's query_task answers {id: [state, Request.info()]} for the requests a worker
+    holds, 'active' or 'reserved', and nothing for an id it does not hold. A message prefetched
+    behind a running task was not answered (only running tasks were)."""
+    first = app.send_task("soma.sleep", args=[30])
+    behind = app.send_task("soma.echo", args=[5], kwargs={"k": 1})
+    node()
+    wait_until(lambda: running(app, first.id), 10, interval=0.2, what="the sleep to run")
+    i = app.control.inspect(timeout=2, destination=["soma@e2e-t"])
+    (listed,) = i.reserved()["soma@e2e-t"]
+    got = i.query_task(behind.id)["soma@e2e-t"]
+    assert got == {behind.id: ["reserved", listed]}, got
+    assert sorted(got[behind.id][1]) == ["acknowledged", "args", "delivery_info", "hostname", "id", "kwargs",
+                                         "name", "time_start", "type", "worker_pid"], got
+    assert i.query_task("not-held-here") == {"soma@e2e-t": {}}
+    both = i.query_task([first.id, behind.id, "not-held-here"])["soma@e2e-t"]
+    assert sorted(both) == sorted([first.id, behind.id]), both
+    assert (both[first.id][0], both[behind.id][0]) == ("active", "reserved"), both
+    cli = ["/usr/bin/python3", "-m", "celery", "-b", redis_server.url(), "inspect", "query_task"]
+    cp = subprocess.run([*cli, behind.id, "--timeout", "3", "--json"], capture_output=True, text=True, timeout=30,
+                        env=clean_env())
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert json.loads(cp.stdout) == {"soma@e2e-t": {behind.id: ["reserved", listed]}}, cp.stdout
+    cp = subprocess.run([*cli, behind.id, "--timeout", "3"], capture_output=True, text=True, timeout=30,
+                        env=clean_env())
+    assert cp.returncode == 0 and "soma@e2e-t: OK" in cp.stdout and '"reserved"' in cp.stdout, cp.stdout
+    first.revoke(terminate=True)
+    assert behind.get(timeout=5) == {"args": [5], "kwargs": {"k": 1}}
+    assert i.query_task(behind.id) == {"soma@e2e-t": {}}  # done: no longer held
 
 
 def test_revoke_terminate_of_a_chat_reply_keeps_its_text_and_ends_revoked(node, app, llm):
