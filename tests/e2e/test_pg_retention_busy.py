@@ -69,6 +69,23 @@ def check_kept(data, answer):
         assert task == [("dead",)], task
 
 
+def requeue_and_release(url, data, conn, deleted):
+    """Requeues dl-1 on url while the test's connection conn holds its locks, until the requeue has
+    answered or waits; then releases them, lets the sweep delete session `deleted` and checks dl-1."""
+    answer = {}
+    try:
+        t = requeue_in_thread(url, answer)
+        wait_until(lambda: "r" in answer or len(waiting(data, "%")) >= 2, 20, interval=0.05,
+                   what="the requeue to answer or wait")
+    finally:
+        conn.commit()
+        conn.close()
+    t.join(60)
+    wait_until(lambda: not store_query(data, "SELECT 1 FROM sessions WHERE id = ?", (deleted,)), 20,
+               what=f"the sweep to delete session {deleted}")
+    check_kept(data, answer)
+
+
 def test_a_dead_letter_requeued_while_a_sweep_batch_walks_is_kept(soma, tmp_path):
     data = tmp_path / "data"
     url = store_url(data)
@@ -84,17 +101,10 @@ def test_a_dead_letter_requeued_while_a_sweep_batch_walks_is_kept(soma, tmp_path
         cur.execute("UPDATE sessions SET updated_ms = 0 WHERE id IN ('first', 'victim')")
         wait_until(lambda: waiting(data, "%FROM sessions WHERE tenant%FOR UPDATE SKIP LOCKED%"), 20,
                    interval=0.05, what="a sweep batch to wait for the sessions table")
-        answer = {}
-        t = requeue_in_thread(other.url, answer)
-        wait_until(lambda: "r" in answer or len(waiting(data, "%")) >= 2, 20, interval=0.05,
-                   what="the requeue to answer or wait")
-    finally:
-        conn.commit()
+    except BaseException:
         conn.close()
-    t.join(60)
-    wait_until(lambda: not store_query(data, "SELECT 1 FROM sessions WHERE id = 'first'"), 20,
-               what="the batch to delete the idle session")
-    check_kept(data, answer)
+        raise
+    requeue_and_release(other.url, data, conn, deleted="first")
 
 
 def test_a_requeue_waits_for_a_sweep_that_locked_its_session(soma, tmp_path):
@@ -117,17 +127,10 @@ def test_a_requeue_waits_for_a_sweep_that_locked_its_session(soma, tmp_path):
         wait_until(lambda: waiting(data, "%FROM attachments%FOR UPDATE%"), 20, interval=0.05,
                    what="the sweep to wait for the file")
         assert store_query(data, "SELECT 1 FROM sessions WHERE id = 'victim'")
-        answer = {}
-        t = requeue_in_thread(other.url, answer)
-        wait_until(lambda: "r" in answer or len(waiting(data, "%")) >= 2, 20, interval=0.05,
-                   what="the requeue to answer or wait")
-    finally:
-        conn.commit()
+    except BaseException:
         conn.close()
-    t.join(60)
-    wait_until(lambda: not store_query(data, "SELECT 1 FROM sessions WHERE id = 'victim'"), 20,
-               what="the sweep to delete the victim's session")
-    check_kept(data, answer)
+        raise
+    requeue_and_release(other.url, data, conn, deleted="victim")
 
 
 def logged_plans(log, since):

@@ -95,19 +95,22 @@ Test(task_relay, claim_takes_queued_rows_once_until_the_lease_passes)
 	cr_assert_eq(db_query_int(dir, "SELECT count(*) FROM tasks WHERE id LIKE ?", "t%"), 0);
 }
 
-Test(task_relay, dead_letters_are_listed_and_requeued_rows_are_marked)
+/* Runs sql on the store's database from a connection of the test's own. */
+static void db_exec(const char *sql)
 {
-	/* the dead letter's session exists (a requeue of one deleted since is refused) */
 	char path[600];
 	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
 	sqlite3 *db;
 	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
 	sqlite3_busy_timeout(db, 5000);
-	cr_assert_eq(
-		sqlite3_exec(db, "INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES ('s1', 'acme', 1, 1)",
-			     NULL, NULL, NULL),
-		SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
 	sqlite3_close(db);
+}
+
+Test(task_relay, dead_letters_are_listed_and_requeued_rows_are_marked)
+{
+	/* the dead letter's session exists (a requeue of one deleted since is refused) */
+	db_exec("INSERT INTO sessions(id, tenant, created_ms, updated_ms) VALUES ('s1', 'acme', 1, 1)");
 	struct store_op *op = store_op_new(STORE_OP_TASK_DEAD_ADD, "acme");
 	op->task = json_pack("{s:s, s:s, s:s, s:s, s:{s:[], s:{}}, s:i, s:i, s:s}", "id", "d1", "queue", "celery",
 			     "name", "soma.fail", "session_id", "s1", "payload", "args", "kwargs", "max_retries", 2,
@@ -189,24 +192,15 @@ Test(task_relay, a_claim_reads_the_queued_and_relaying_rows_not_the_dead_letters
 {
 	/* dead letters are kept forever by default (retention.dead_letters_s=0); the live rows come
 	 * after them, ids out of alphabetical order: the claim goes by commit order (rowid), not by id */
-	char path[600];
-	snprintf(path, sizeof(path), "%s/somaagent.db", dir);
-	sqlite3 *db;
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	cr_assert_eq(sqlite3_exec(db,
-				  "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99999) "
-				  "INSERT INTO tasks(id, queue, name, tenant, state, available_ms, created_ms, "
-				  "updated_ms) SELECT printf('dead%06d', i), 'q', 'n', 't', 'dead', 1, 1, 1 FROM n;"
-				  "INSERT INTO tasks(id, queue, name, tenant, state, available_ms, reserved_until_ms, "
-				  "created_ms, updated_ms) VALUES ('q3', 'q', 'n', 't', 'queued', 1, 0, 1, 1), "
-				  "('r-expired', 'q', 'n', 't', 'relaying', 1, 1, 1, 1), "
-				  "('r-leased', 'q', 'n', 't', 'relaying', 1, 9000000000000, 1, 1), "
-				  "('q1', 'q', 'n', 't', 'queued', 1, 0, 1, 1), "
-				  "('q2', 'q', 'n', 't', 'queued', 9000000000000, 0, 1, 1);",
-				  NULL, NULL, NULL),
-		     SQLITE_OK);
-	sqlite3_close(db);
+	db_exec("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99999) "
+		"INSERT INTO tasks(id, queue, name, tenant, state, available_ms, created_ms, "
+		"updated_ms) SELECT printf('dead%06d', i), 'q', 'n', 't', 'dead', 1, 1, 1 FROM n;"
+		"INSERT INTO tasks(id, queue, name, tenant, state, available_ms, reserved_until_ms, "
+		"created_ms, updated_ms) VALUES ('q3', 'q', 'n', 't', 'queued', 1, 0, 1, 1), "
+		"('r-expired', 'q', 'n', 't', 'relaying', 1, 1, 1, 1), "
+		"('r-leased', 'q', 'n', 't', 'relaying', 1, 9000000000000, 1, 1), "
+		"('q1', 'q', 'n', 't', 'queued', 1, 0, 1, 1), "
+		"('q2', 'q', 'n', 't', 'queued', 9000000000000, 0, 1, 1);");
 	json_t *rows = claim(1, 60000);
 	cr_assert_eq(json_array_size(rows), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "q3");
