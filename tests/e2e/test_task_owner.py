@@ -57,7 +57,9 @@ def test_result_without_owner_is_not_shown_to_other_tenants(soma, redis, tmp_pat
     srv = soma(*redis_sets(redis, "auth.key_refresh_ms=200"))
     b = create_key(srv.data_dir, tmp_path, "globex")
     d = create_key(srv.data_dir, tmp_path, "default")
-    wait_until(lambda: httpx.get(srv.url + "/v1/tasks/x", headers=H(b), timeout=5).status_code != 401, 5)
+    # both keys: a refresh between the two creations makes b valid before d
+    wait_until(lambda: all(httpx.get(srv.url + "/v1/tasks/x", headers=H(k), timeout=5).status_code != 401
+                           for k in (b, d)), 5)
     tid = "py-produced-1"
     meta = {"status": "SUCCESS", "result": {"secret": 1}, "traceback": None, "children": [],
             "date_done": "2030-01-01T00:00:00.000000", "task_id": tid}
