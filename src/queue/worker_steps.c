@@ -8,6 +8,7 @@
 #include "queue/worker_steps.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -77,6 +78,22 @@ task_handler_fn queue_find_handler(const char *name)
 			return handlers[i].fn;
 	}
 	return NULL;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct handler *)a)->name, ((const struct handler *)b)->name);
+}
+
+json_t *queue_task_names(void)
+{
+	struct handler sorted[MAX_HANDLERS];
+	memcpy(sorted, handlers, sizeof(handlers[0]) * (size_t)nhandlers);
+	qsort(sorted, (size_t)nhandlers, sizeof(sorted[0]), by_name);
+	json_t *out = json_array();
+	for (int i = 0; i < nhandlers; i++)
+		json_array_append_new(out, json_string(sorted[i].name));
+	return out;
 }
 
 const char *queue_task_label(const char *name)

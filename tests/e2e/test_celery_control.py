@@ -109,12 +109,37 @@ def test_inspect_answers(node, app):
     stats = i.stats()["soma@e2e-a"]
     assert stats["pid"] > 0 and stats["pool"]["max-concurrency"] >= 2 and isinstance(stats["total"], dict)
     assert i.active() == {"soma@e2e-a": []}
-    assert {"soma.echo", "soma.noop", "soma.sleep", "soma.fail"} <= set(i.registered()["soma@e2e-a"])
+    registered = i.registered()["soma@e2e-a"]
+    assert {"conversation.process", "soma.echo", "soma.noop", "soma.sleep", "soma.fail", "soma.tool"} <= set(
+        registered) and registered == sorted(registered), registered
     queues = {q["name"] for q in i.active_queues()["soma@e2e-a"]}
     assert {"celery", "conversation"} <= queues
     assert i.conf()["soma@e2e-a"]["task_default_queue"] == "celery"
     assert i.revoked() == {"soma@e2e-a": []}
     assert app.control.ping(timeout=2) == [{"soma@e2e-a": {"ok": "pong"}}]
+
+
+def test_inspect_stats_names_the_broker_and_the_prefetch(node, redis_server):
+    """`celery inspect stats` reports the broker as a Python worker does (kombu's Connection.info
+    without the password): the host, port and db (virtual_host) of redis.url, and prefetch_count
+    as Celery's: the prefetch multiplier times the node's concurrency."""
+    from celery import Celery
+    url = f"redis://default:s3cret@127.0.0.1:{redis_server.port}/2"
+    node("soma@e2e-a", f"redis.url={url}", "queue.prefetch=3")
+    a = Celery("e2e", broker=url, backend=url)
+    try:
+        stats = a.control.inspect(timeout=3, destination=["soma@e2e-a"]).stats()["soma@e2e-a"]
+    finally:
+        a.close()
+    broker = stats["broker"]
+    assert (broker["hostname"], broker["port"], broker["virtual_host"], broker["transport"]) == (
+        "127.0.0.1", redis_server.port, "2", "redis"), broker
+    assert broker["userid"] == "default" and "password" not in broker and "s3cret" not in json.dumps(stats), broker
+    python_worker = {"alternates", "connect_timeout", "failover_strategy", "heartbeat", "hostname", "insist",
+                     "login_method", "port", "ssl", "transport", "transport_options", "uri_prefix", "userid",
+                     "virtual_host"}  # Celery 5.2's worker on redis (/tmp/rev43/out/mixed.txt)
+    assert set(broker) == python_worker, broker
+    assert stats["prefetch_count"] == 3 * stats["pool"]["max-concurrency"], stats
 
 
 def test_inspect_active_lists_args_and_start_time(node, app):
