@@ -173,6 +173,11 @@ static void emit_received_started(void *task)
 	queue_emit("started", task, NULL);
 }
 
+static void emit_started(void *task)
+{
+	queue_emit("started", task, NULL);
+}
+
 static void release_task(void *task)
 {
 	json_decref(task);
@@ -182,9 +187,10 @@ void queue_emit_received(json_t *task, struct commit_gate *gate)
 {
 	/* `inspect active`'s time_start (queue_active_json): set before another thread sees the task */
 	json_object_set_new_nocheck(task, "time_start", json_real((double)clock_wall_ms() / 1000.0));
+	bool sent = json_is_true(json_object_get(task, "received_sent")); /* on receipt (an eta: held) */
 	if (gate)
-		commit_gate_hold(gate, emit_received_started, release_task, json_incref(task));
-	else
+		commit_gate_hold(gate, sent ? emit_started : emit_received_started, release_task, json_incref(task));
+	else if (!sent)
 		queue_emit("received", task, NULL);
 }
 

@@ -378,3 +378,24 @@ def test_inspect_scheduled_lists_a_task_held_for_its_eta(node, app):
     assert (req["name"], req["args"], req["kwargs"], req["acknowledged"]) == ("soma.echo", [7], {"k": 1}, False), req
     assert req["hostname"] == "soma@e2e-a" and req["delivery_info"]["routing_key"] == "celery", req
     app.control.revoke(r.id)
+
+
+def test_task_received_is_sent_on_receipt_of_a_countdown_task(node, app):
+    """Celery 5.2 sends task-received when the worker takes a countdown/eta message (with its eta),
+    not when it becomes due; it was sent at dispatch. Once only: not again when it runs."""
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        sent = time.time()
+        r = app.send_task("soma.echo", args=[5], countdown=4)
+        (ev,) = wait_until(lambda: cap.of("task-received", uuid=r.id), 2.5, interval=0.1,
+                           what="task-received before the countdown ends")
+        assert ev["eta"] and ev["name"] == "soma.echo" and ev["timestamp"] < sent + 3, ev
+        (started,) = wait_until(lambda: cap.of("task-started", uuid=r.id), 10, what="task-started")
+        assert started["timestamp"] >= sent + 3.5, started
+        wait_until(lambda: cap.of("task-succeeded", uuid=r.id), 10, what="task-succeeded")
+        assert len(cap.of("task-received", uuid=r.id)) == 1, cap.of("task-received", uuid=r.id)
+        assert cap.state.tasks[r.id].state == "SUCCESS"
+    finally:
+        cap.close()
