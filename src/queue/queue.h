@@ -86,6 +86,8 @@ struct queue_def {
 bool queue_commit_retry_wait(struct task_ctx *t, enum soma_err err, int64_t started_ms, int *pause_ms);
 /* Registers a task handler by name (before queue_start). */
 enum soma_err queue_task_register(const char *name, task_handler_fn fn) SOMA_MUST_CHECK;
+/* The names of the registered task handlers, sorted (Celery's `inspect registered`). Caller owns. */
+json_t *queue_task_names(void);
 /* Starts the worker pools of the given queues over the store, with the driver named by
  * queue.driver (local: the store's tasks table; redis: Celery messages on redis.url). */
 enum soma_err queue_start(struct store *st, const struct queue_def *queues, int nqueues, int visibility_s,

@@ -12,7 +12,8 @@
  * result metas (a ready result: a duplicate publish, ack without running; for a canvas task its
  * follow-ups are written again first, see redis_settle.c) and SET NX PX of a run-lock per (task
  * id, retries) (held: the same message runs elsewhere now). A message whose eta is in the future
- * is handed to the holder and stays unacked, as Celery holds it.
+ * is handed to the holder and stays unacked, as Celery holds it; its task-received goes out then,
+ * with its eta (Celery 5.2 sends it on receipt), and not again when it becomes due.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,11 @@ static bool next_from_batch(struct rworker *w)
 				rw_unlock(w, &m->m);
 			rmsg_free(m);
 		} else if (m->m.eta_ms > clock_wall_ms() + 5) {
+			if (queue_task_events()) { /* Celery 5.2: on receipt, with its eta; not again when due */
+				json_t *t = task_json(w, &m->m);
+				queue_emit("received", t, NULL);
+				json_decref(t);
+			}
 			char lock[CELERY_ID_KEY_MAX];
 			rw_lock_key(&m->m, lock, sizeof(lock));
 			redis_hold(w->queue, m->m.delivery_tag, m->text, m->len, m->m.eta_ms, m->locked ? lock : NULL,
@@ -371,7 +377,10 @@ static json_t *rw_reserve(void *wp)
 			m->text = text, m->len = len, w->has_cur = true;
 			m->locked = owner[0] != '\0'; /* (taken by whichever worker popped it) */
 			memcpy(m->owner, owner, sizeof(m->owner));
-			return task_json(w, &m->m);
+			json_t *t = task_json(w, &m->m);
+			if (t) /* its task-received went out when it was held */
+				json_object_set_new_nocheck(t, "received_sent", json_true());
+			return t;
 		}
 		if (queue_stopping())
 			return NULL;

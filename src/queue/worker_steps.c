@@ -8,6 +8,7 @@
 #include "queue/worker_steps.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -77,6 +78,22 @@ task_handler_fn queue_find_handler(const char *name)
 			return handlers[i].fn;
 	}
 	return NULL;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct handler *)a)->name, ((const struct handler *)b)->name);
+}
+
+json_t *queue_task_names(void)
+{
+	struct handler sorted[MAX_HANDLERS];
+	memcpy(sorted, handlers, sizeof(handlers[0]) * (size_t)nhandlers);
+	qsort(sorted, (size_t)nhandlers, sizeof(sorted[0]), by_name);
+	json_t *out = json_array();
+	for (int i = 0; i < nhandlers; i++)
+		json_array_append_new(out, json_string(sorted[i].name));
+	return out;
 }
 
 const char *queue_task_label(const char *name)
@@ -156,6 +173,11 @@ static void emit_received_started(void *task)
 	queue_emit("started", task, NULL);
 }
 
+static void emit_started(void *task)
+{
+	queue_emit("started", task, NULL);
+}
+
 static void release_task(void *task)
 {
 	json_decref(task);
@@ -165,9 +187,10 @@ void queue_emit_received(json_t *task, struct commit_gate *gate)
 {
 	/* `inspect active`'s time_start (queue_active_json): set before another thread sees the task */
 	json_object_set_new_nocheck(task, "time_start", json_real((double)clock_wall_ms() / 1000.0));
+	bool sent = json_is_true(json_object_get(task, "received_sent")); /* on receipt (an eta: held) */
 	if (gate)
-		commit_gate_hold(gate, emit_received_started, release_task, json_incref(task));
-	else
+		commit_gate_hold(gate, sent ? emit_started : emit_received_started, release_task, json_incref(task));
+	else if (!sent)
 		queue_emit("received", task, NULL);
 }
 

@@ -23,7 +23,8 @@ bool queue_allowed_to_run(struct task_ctx *ctx, const char *name);
 /* The task's received event; with gate (an early start, handoff.h) its received and started
  * events wait for the message's commit and are never sent when it fails (the task then never
  * existed). task and gate are borrowed; task.time_start is set (unix s, for queue_active_json).
- * The caller sends started itself only without a gate. */
+ * The caller sends started itself only without a gate. A task marked received_sent (true: the
+ * redis driver sent its received event when it held the message for its eta) gets no second one. */
 void queue_emit_received(json_t *task, struct commit_gate *gate);
 /* True when the task's expires (expires_ms, or payload.options.expires_ms on the local queue)
  * has passed. */

@@ -19,12 +19,34 @@
 #include "core/log.h"
 #include "queue/hooks.h"
 #include "queue/queue.h"
+#include "redis/conn.h"
 #include "sched/sched_int.h"
 #include "tasks/tasks.h"
 
 static json_t *ok(const char *text)
 {
 	return json_pack("{s:s}", "ok", text);
+}
+
+/* The broker as Celery 5.2's worker reports it (kombu's Connection.info() without the
+ * password): the host, port, user and db (virtual_host) of redis.url; the rest is what this
+ * node's connections do (no heartbeat, no TLS, one URL, 2 s to connect). */
+static json_t *broker_info(void)
+{
+	struct redis_url u;
+	char why[128], db[16];
+	if (!redis_url_parse(cfg_str(CFG_REDIS_URL), &u, why, sizeof(why)))
+		memset(&u, 0, sizeof(u));
+	snprintf(db, sizeof(db), "%d", u.db);
+	json_t *out =
+		json_pack("{s:[], s:i, s:s, s:f, s:s, s:b, s:n, s:i, s:b, s:s, s:{}, s:n, s:s, s:s}", "alternates",
+			  "connect_timeout", 2, "failover_strategy", "round-robin", "heartbeat", 0.0, "hostname",
+			  u.host, "insist", 0, "login_method", "port", u.port, "ssl", 0, "transport", "redis",
+			  "transport_options", "uri_prefix", "virtual_host", db, "userid", u.user);
+	if (!u.user[0])
+		json_object_set_new(out, "userid", json_null());
+	memset(u.password, 0, sizeof(u.password));
+	return out;
 }
 
 static json_t *stats(void)
@@ -38,11 +60,14 @@ static json_t *stats(void)
 	json_decref(pools);
 	char clock[32];
 	snprintf(clock, sizeof(clock), "%llu", (unsigned long long)ctl_clock_next());
-	return json_pack("{s:{s:s, s:s}, s:s, s:i, s:I, s:{s:I, s:[i], s:s}, s:i, "
+	/* Celery's prefetch_count: the multiplier times the concurrency (a worker here pops up to
+	 * queue.prefetch messages at a time) */
+	json_int_t prefetch = (json_int_t)cfg_int(CFG_QUEUE_PREFETCH) * conc;
+	return json_pack("{s:o, s:s, s:i, s:I, s:{s:I, s:[i], s:s}, s:I, "
 			 "s:{s:f, s:f, s:I}, s:o, s:I}",
-			 "broker", "transport", "redis", "hostname", "redis", "clock", clock, "pid", (int)getpid(),
-			 "uptime", (json_int_t)ctl_uptime_s(), "pool", "max-concurrency", conc, "processes",
-			 (int)getpid(), "implementation", "somaagent:threads", "prefetch_count", 0, "rusage", "utime",
+			 "broker", broker_info(), "clock", clock, "pid", (int)getpid(), "uptime",
+			 (json_int_t)ctl_uptime_s(), "pool", "max-concurrency", conc, "processes", (int)getpid(),
+			 "implementation", "somaagent:threads", "prefetch_count", prefetch, "rusage", "utime",
 			 (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, "stime",
 			 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, "maxrss", (json_int_t)ru.ru_maxrss,
 			 "total", ctl_totals_json(), "processed", (json_int_t)ctl_processed());
@@ -66,14 +91,6 @@ static json_t *active_queues(void)
 	}
 	json_decref(pools);
 	return out;
-}
-
-/* The task names of this binary. The queue keeps its handlers private, so the list is the
- * one tasks/registry.c registers. */
-static json_t *registered(void)
-{
-	return json_pack("[s, s, s, s, s]", TASK_CONVERSATION_PROCESS, "soma.echo", "soma.fail", "soma.noop",
-			 "soma.sleep");
 }
 
 static json_t *conf(void)
@@ -198,7 +215,7 @@ json_t *pidbox_handle(const char *method, json_t *arguments)
 	if (strcmp(method, "active_queues") == 0)
 		return active_queues();
 	if (strcmp(method, "registered") == 0)
-		return registered();
+		return queue_task_names();
 	if (strcmp(method, "revoked") == 0)
 		return queue_revoked_json();
 	if (strcmp(method, "conf") == 0)

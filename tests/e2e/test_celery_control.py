@@ -109,12 +109,37 @@ def test_inspect_answers(node, app):
     stats = i.stats()["soma@e2e-a"]
     assert stats["pid"] > 0 and stats["pool"]["max-concurrency"] >= 2 and isinstance(stats["total"], dict)
     assert i.active() == {"soma@e2e-a": []}
-    assert {"soma.echo", "soma.noop", "soma.sleep", "soma.fail"} <= set(i.registered()["soma@e2e-a"])
+    registered = i.registered()["soma@e2e-a"]
+    assert {"conversation.process", "soma.echo", "soma.noop", "soma.sleep", "soma.fail", "soma.tool"} <= set(
+        registered) and registered == sorted(registered), registered
     queues = {q["name"] for q in i.active_queues()["soma@e2e-a"]}
     assert {"celery", "conversation"} <= queues
     assert i.conf()["soma@e2e-a"]["task_default_queue"] == "celery"
     assert i.revoked() == {"soma@e2e-a": []}
     assert app.control.ping(timeout=2) == [{"soma@e2e-a": {"ok": "pong"}}]
+
+
+def test_inspect_stats_names_the_broker_and_the_prefetch(node, redis_server):
+    """`celery inspect stats` reports the broker as a Python worker does (kombu's Connection.info
+    without the password): the host, port and db (virtual_host) of redis.url, and prefetch_count
+    as Celery's: the prefetch multiplier times the node's concurrency."""
+    from celery import Celery
+    url = f"redis://default:s3cret@127.0.0.1:{redis_server.port}/2"
+    node("soma@e2e-a", f"redis.url={url}", "queue.prefetch=3")
+    a = Celery("e2e", broker=url, backend=url)
+    try:
+        stats = a.control.inspect(timeout=3, destination=["soma@e2e-a"]).stats()["soma@e2e-a"]
+    finally:
+        a.close()
+    broker = stats["broker"]
+    assert (broker["hostname"], broker["port"], broker["virtual_host"], broker["transport"]) == (
+        "127.0.0.1", redis_server.port, "2", "redis"), broker
+    assert broker["userid"] == "default" and "password" not in broker and "s3cret" not in json.dumps(stats), broker
+    python_worker = {"alternates", "connect_timeout", "failover_strategy", "heartbeat", "hostname", "insist",
+                     "login_method", "port", "ssl", "transport", "transport_options", "uri_prefix", "userid",
+                     "virtual_host"}  # Celery 5.2's worker on redis (/tmp/rev43/out/mixed.txt)
+    assert set(broker) == python_worker, broker
+    assert stats["prefetch_count"] == 3 * stats["pool"]["max-concurrency"], stats
 
 
 def test_inspect_active_lists_args_and_start_time(node, app):
@@ -353,3 +378,24 @@ def test_inspect_scheduled_lists_a_task_held_for_its_eta(node, app):
     assert (req["name"], req["args"], req["kwargs"], req["acknowledged"]) == ("soma.echo", [7], {"k": 1}, False), req
     assert req["hostname"] == "soma@e2e-a" and req["delivery_info"]["routing_key"] == "celery", req
     app.control.revoke(r.id)
+
+
+def test_task_received_is_sent_on_receipt_of_a_countdown_task(node, app):
+    """Celery 5.2 sends task-received when the worker takes a countdown/eta message (with its eta),
+    not when it becomes due; it was sent at dispatch. Once only: not again when it runs."""
+    cap = Capture(app)
+    node("soma@e2e-a", "celery.events=true")
+    try:
+        wait_until(lambda: cap.of("worker-heartbeat", hostname="soma@e2e-a"), 5, what="a heartbeat")
+        sent = time.time()
+        r = app.send_task("soma.echo", args=[5], countdown=4)
+        (ev,) = wait_until(lambda: cap.of("task-received", uuid=r.id), 2.5, interval=0.1,
+                           what="task-received before the countdown ends")
+        assert ev["eta"] and ev["name"] == "soma.echo" and ev["timestamp"] < sent + 3, ev
+        (started,) = wait_until(lambda: cap.of("task-started", uuid=r.id), 10, what="task-started")
+        assert started["timestamp"] >= sent + 3.5, started
+        wait_until(lambda: cap.of("task-succeeded", uuid=r.id), 10, what="task-succeeded")
+        assert len(cap.of("task-received", uuid=r.id)) == 1, cap.of("task-received", uuid=r.id)
+        assert cap.state.tasks[r.id].state == "SUCCESS"
+    finally:
+        cap.close()

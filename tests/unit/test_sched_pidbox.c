@@ -10,14 +10,16 @@
 
 #include "core/config.h"
 #include "queue/hooks.h"
+#include "queue/worker_steps.h"
 #include "sched/sched_int.h"
+#include "tasks/tasks.h"
 
 static void setup(void)
 {
 	struct cfg_errors errs;
 	char *const no_env[] = {NULL};
-	const char *sets[] = {"celery.nodename=soma@unit"};
-	struct cfg_load_opts o = {.config_path = "/dev/null", .sets = sets, .nsets = 1, .env = no_env};
+	const char *sets[] = {"celery.nodename=soma@unit", "redis.url=redis://u:pw@h.example:6390/4"};
+	struct cfg_load_opts o = {.config_path = "/dev/null", .sets = sets, .nsets = 2, .env = no_env};
 	cr_assert_eq(cfg_load(&o, &errs), SOMA_OK);
 }
 
@@ -45,10 +47,24 @@ Test(pidbox, ping_stats_registered_conf)
 	cr_assert(json_integer_value(json_object_get(r, "pid")) > 0);
 	cr_assert(json_is_object(json_object_get(r, "total")) && json_is_object(json_object_get(r, "pool")));
 	cr_assert(json_is_string(json_object_get(r, "clock")), "Celery sends the clock as a string");
+	json_t *b = json_object_get(r, "broker");
+	cr_assert_str_eq(json_string_value(json_object_get(b, "hostname")), "h.example");
+	cr_assert_eq(json_integer_value(json_object_get(b, "port")), 6390);
+	cr_assert_str_eq(json_string_value(json_object_get(b, "virtual_host")), "4");
+	cr_assert_str_eq(json_string_value(json_object_get(b, "userid")), "u");
+	char *text = json_dumps(r, 0);
+	cr_assert(!strstr(text, "pw"), "never the password: %s", text);
+	free(text);
 	json_decref(r);
+	cr_assert_eq(tasks_register_all(), SOMA_OK);
 	r = pidbox_handle("registered", NULL);
-	cr_assert(has_string(r, "soma.echo") && has_string(r, "conversation.process"));
+	cr_assert(has_string(r, "soma.echo") && has_string(r, "conversation.process") && has_string(r, "soma.tool"));
+	for (size_t i = 1; i < json_array_size(r); i++)
+		cr_assert(strcmp(json_string_value(json_array_get(r, i - 1)), json_string_value(json_array_get(r, i))) <
+				  0,
+			  "sorted");
 	json_decref(r);
+	queue_handlers_clear();
 	r = pidbox_handle("conf", NULL);
 	cr_assert_str_eq(json_string_value(json_object_get(r, "task_default_queue")), "celery");
 	json_decref(r);
