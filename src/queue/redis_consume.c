@@ -109,6 +109,7 @@ static void rw_close(void *wp)
 		free(w->locks[i]);
 	free(w->sent);
 	redis_conn_close(w->c);
+	pthread_mutex_destroy(&w->buf_lock); /* (rw_reserved_register made it) */
 	free(w);
 }
 

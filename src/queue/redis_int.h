@@ -17,6 +17,8 @@
 #ifndef SOMA_QUEUE_REDIS_INT_H
 #define SOMA_QUEUE_REDIS_INT_H
 
+#include <pthread.h>
+
 #include "queue/celery_wire.h"
 #include "queue/queue_int.h"
 #include "redis/conn.h"
@@ -48,6 +50,7 @@ struct rworker {
 	char member[CELERY_KEY_MAX + 80];	/* "<band 0 key>\n<worker id>" in REDIS_INFLIGHT_INDEX */
 	struct rmsg buf[REDIS_PREFETCH_MAX];	/* prefetched, not run yet */
 	int head, count;			/* buf[head .. head+count); moved by rw_buf_* while registered */
+	pthread_mutex_t buf_lock;		/* guards head/count against `inspect reserved` (redis_reserved.c) */
 	struct rmsg cur;			/* the message of the task running now */
 	bool has_cur;				/* cur is set */
 	int owed;				/* replies not read yet */
@@ -156,9 +159,10 @@ void rw_prefetch_keep(struct rworker *w, int64_t now);
  * when it holds one: the next taker runs it instead of acking it as running elsewhere. what
  * names the message for the warning when Redis does not take it. m is borrowed. */
 /* `inspect reserved` (redis_reserved.c): w's buffer is registered once w is open and forgotten
- * before it is freed; the worker thread moves its bounds with rw_buf_pushed (count + 1, after the
- * new last slot is filled) and rw_buf_popped (head + 1, count - 1, before the first slot is
- * emptied or moved), so queue_reserved_json reads filled slots only. */
+ * before it is freed (its buf_lock, made by register, is destroyed with it); the worker thread
+ * moves its bounds under buf_lock with rw_buf_pushed (count + 1, after the new last slot is
+ * filled) and rw_buf_popped (head + 1, count - 1, before the first slot is emptied or moved), so
+ * queue_reserved_json reads filled slots only. */
 void rw_reserved_register(struct rworker *w);
 void rw_reserved_forget(struct rworker *w);
 void rw_buf_pushed(struct rworker *w);

@@ -4,11 +4,13 @@
  * node and not started (Celery 5.2: reserved_requests less active_requests).
  *
  * DESIGN: a worker thread owns its buffer; another thread may only read the part between head
- * and head + count, under one mutex of this file. The worker thread moves those bounds under it
+ * and head + count, under the worker's own buf_lock. The worker thread moves those bounds under it
  * (rw_buf_pushed after a slot is filled, rw_buf_popped before the slot is emptied or moved), and
  * forgets its buffer here before freeing it, so a reader sees only filled slots, whose decoded
- * message does not change while listed. The lock is taken once per message taken or popped
- * (uncontended but for a rare `inspect reserved`). Messages to skip (a duplicate, or one whose
+ * message does not change while listed. The list of buffers has a lock of this file, taken only
+ * to register, forget and list; a worker's buf_lock is taken twice per message, by that worker
+ * alone but for a rare `inspect reserved` (one lock for all workers had them contend on every
+ * message). Lock order: the list's, then a buffer's. Messages to skip (a duplicate, or one whose
  * claim lapsed) and those waiting for their eta (`inspect scheduled` lists them once held) are
  * left out.
  */
@@ -24,6 +26,7 @@ static struct rworker *listed[RESERVED_WORKERS_MAX]; /* registered buffers (lock
 
 void rw_reserved_register(struct rworker *w)
 {
+	pthread_mutex_init(&w->buf_lock, NULL);
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < RESERVED_WORKERS_MAX; i++) {
 		if (!listed[i]) {
@@ -40,22 +43,22 @@ void rw_reserved_forget(struct rworker *w)
 	for (int i = 0; i < RESERVED_WORKERS_MAX; i++)
 		if (listed[i] == w)
 			listed[i] = NULL;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&lock); /* no lister reads w after this: each reads it under the list's lock */
 }
 
 void rw_buf_pushed(struct rworker *w)
 {
-	pthread_mutex_lock(&lock);
+	pthread_mutex_lock(&w->buf_lock);
 	w->count++;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&w->buf_lock);
 }
 
 void rw_buf_popped(struct rworker *w)
 {
-	pthread_mutex_lock(&lock);
+	pthread_mutex_lock(&w->buf_lock);
 	w->head = (w->head + 1) % REDIS_PREFETCH_MAX;
 	w->count--;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&w->buf_lock);
 }
 
 /* One prefetched message as Celery 5.2's Request.info() (not started: no time_start, no pid). */
@@ -75,8 +78,11 @@ json_t *queue_reserved_json(const char *hostname)
 	int64_t now = clock_wall_ms();
 	pthread_mutex_lock(&lock);
 	for (int i = 0; out && i < RESERVED_WORKERS_MAX; i++) {
-		const struct rworker *w = listed[i];
-		for (int k = 0; w && k < w->count; k++) {
+		struct rworker *w = listed[i];
+		if (!w)
+			continue;
+		pthread_mutex_lock(&w->buf_lock);
+		for (int k = 0; k < w->count; k++) {
 			const struct rmsg *m = &w->buf[(w->head + k) % REDIS_PREFETCH_MAX];
 			if (m->skip || m->gone || m->m.eta_ms > now || !m->m.id || !m->m.task)
 				continue;
@@ -84,6 +90,7 @@ json_t *queue_reserved_json(const char *hostname)
 			if (one)
 				json_array_append_new(out, one);
 		}
+		pthread_mutex_unlock(&w->buf_lock);
 	}
 	pthread_mutex_unlock(&lock);
 	return out;
