@@ -23,7 +23,8 @@
  * DELETE /v1/sessions/{id}. Idle sessions are found tenant by tenant in sessions_tenant_updated
  * (tenant, updated_ms, id), which every session update maintains anyway, as on SQLite
  * (sqlite_retention.c): the next tenant is one seek, its idle sessions a range read oldest first,
- * and a batch resumes at op->tenant; migration 0011 drops the index 0010 added on updated_ms alone.
+ * and a batch resumes at op->tenant (the walk is retention_walk.c); migration 0011 drops the index
+ * 0010 added on updated_ms alone.
  * Audit rows may be deleted only when older than the transaction's
  * soma.audit_before_ms (a trigger, migration 0010), which this op sets to its cutoff and back to 0.
  */
@@ -48,9 +49,11 @@
 
 /* Appends to found the idle sessions of tenant, its oldest first, at most limit, locked; running
  * is the JSON array of the session ids of op->row. */
-static enum soma_err idle_of_tenant(struct pgconn *c, const struct store_op *op, const char *tenant,
-				    const char *running, int64_t limit, json_t *found)
+static enum soma_err idle_of_tenant(void *conn, const struct store_op *op, void *arg, const char *tenant, int64_t limit,
+				    json_t *found)
 {
+	struct pgconn *c = conn;
+	const char *running = arg;
 	struct pg_params p = {0};
 	pg_param_int(&p, op->before_ms);
 	pg_param_int(&p, limit);
@@ -89,8 +92,9 @@ static enum soma_err still_idle(struct pgconn *c, const char *session_id, bool *
 
 /* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
  * when none is left. min() is one seek in sessions_tenant_updated: no scan of every session. */
-static enum soma_err next_tenant(struct pgconn *c, const char *after, bool at, char *next, size_t size)
+static enum soma_err next_tenant(void *conn, const char *after, bool at, char *next, size_t size)
 {
+	struct pgconn *c = conn;
 	struct pg_params p = {0};
 	pg_param_text(&p, after);
 	enum soma_err err;
@@ -110,18 +114,9 @@ static enum soma_err op_sessions(struct pgconn *c, struct store_op *op)
 	char *running = op->row ? json_dumps(op->row, JSON_COMPACT) : strdup("[]");
 	json_t *found = json_array(), *deleted = json_array();
 	enum soma_err err = !found || !deleted || !running ? SOMA_ERR_NOMEM : SOMA_OK;
-	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
-	char tenant[STORE_ID_MAX + 1];
 	if (err == SOMA_OK)
-		err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
-	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
-		err = idle_of_tenant(c, op, tenant, running, op->limit - (int64_t)json_array_size(found), found);
-		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
-			char after[STORE_ID_MAX + 1];
-			memcpy(after, tenant, sizeof(after));
-			err = next_tenant(c, after, false, tenant, sizeof(tenant));
-		}
-	}
+		err = store_retention_walk(c, op, &(struct retention_walk){next_tenant, idle_of_tenant, running},
+					   found);
 	free(running);
 	struct store_op one = {.kind = STORE_OP_SESSION_DELETE};
 	size_t i;

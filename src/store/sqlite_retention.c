@@ -17,9 +17,9 @@
  * Idle sessions are found tenant by tenant, in the index every session update maintains anyway
  * (sessions_tenant_updated: tenant, updated_ms, id): the next tenant is one seek (min(tenant) past
  * the last one), its idle sessions a range of that index read oldest first, and a batch resumes at
- * op->tenant, where the sweep's batch before stopped, so a sweep walks the tenants once. An index
- * of its own (updated_ms alone, migration 0014) cost every session update, two per chat message, one
- * more index write; migration 0015 drops it.
+ * op->tenant, where the sweep's batch before stopped, so a sweep walks the tenants once (the walk
+ * is retention_walk.c, shared with PostgreSQL). An index of its own (updated_ms alone, migration
+ * 0014) cost every session update, two per chat message, one more index write; 0015 drops it.
  * Audit rows are append-only (a trigger, migration 0014) except those older than
  * audit_retention.before_ms, which this op alone sets, to its own cutoff, and sets back to 0
  * before it returns (a failure rolls its savepoint back).
@@ -72,9 +72,11 @@ static enum soma_err busy_sessions(struct dbconn *c, const struct store_op *op, 
 }
 
 /* Appends to found the idle sessions of tenant not in busy, its oldest first, at most limit. */
-static enum soma_err idle_of_tenant(struct dbconn *c, const struct store_op *op, const char *tenant, const json_t *busy,
-				    int64_t limit, json_t *found)
+static enum soma_err idle_of_tenant(void *conn, const struct store_op *op, void *arg, const char *tenant, int64_t limit,
+				    json_t *found)
 {
+	struct dbconn *c = conn;
+	const json_t *busy = arg;
 	/* tenant = and updated_ms < on sessions_tenant_updated, read in order (no sort): the busy ones
 	 * are stepped over here, a lookup each, and reading stops at the limit */
 	sqlite3_stmt *s =
@@ -99,8 +101,9 @@ static enum soma_err idle_of_tenant(struct dbconn *c, const struct store_op *op,
 
 /* *next = the first tenant having sessions, from after (or at, with at) after in their order; ""
  * when none is left. One seek in sessions_tenant_updated: no scan of every session. */
-static enum soma_err next_tenant(struct dbconn *c, const char *after, bool at, char *next, size_t size)
+static enum soma_err next_tenant(void *conn, const char *after, bool at, char *next, size_t size)
 {
+	struct dbconn *c = conn;
 	sqlite3_stmt *s = dbconn_stmt(c, at ? "SELECT min(tenant) FROM sessions WHERE tenant >= ?1"
 					    : "SELECT min(tenant) FROM sessions WHERE tenant > ?1");
 	if (!s)
@@ -118,18 +121,8 @@ static enum soma_err op_sessions(struct dbconn *c, struct store_op *op)
 	json_t *busy = json_object();
 	json_t *found = json_array();
 	enum soma_err err = !busy || !found ? SOMA_ERR_NOMEM : busy_sessions(c, op, busy);
-	/* tenant by tenant from op->tenant (where the sweep's batch before stopped), until limit */
-	char tenant[STORE_ID_MAX + 1];
 	if (err == SOMA_OK)
-		err = next_tenant(c, op->tenant, true, tenant, sizeof(tenant));
-	while (err == SOMA_OK && tenant[0] && (int64_t)json_array_size(found) < op->limit) {
-		err = idle_of_tenant(c, op, tenant, busy, op->limit - (int64_t)json_array_size(found), found);
-		if (err == SOMA_OK && (int64_t)json_array_size(found) < op->limit) {
-			char after[STORE_ID_MAX + 1];
-			memcpy(after, tenant, sizeof(after));
-			err = next_tenant(c, after, false, tenant, sizeof(tenant));
-		}
-	}
+		err = store_retention_walk(c, op, &(struct retention_walk){next_tenant, idle_of_tenant, busy}, found);
 	json_decref(busy);
 	if (err != SOMA_OK) {
 		json_decref(found);

@@ -272,6 +272,18 @@ enum soma_err store_sql_blobs_unused(struct dbconn *c, struct store_op *op);
 /* SESSION_DELETE (reset false) or SESSION_RESET of op->tenant's op->session_id (sqlite_chat.c);
  * the retention sweep deletes with it too. */
 enum soma_err store_sql_session_delete(struct dbconn *c, struct store_op *op, bool reset);
+/* How a driver reads for store_retention_walk: the first tenant having sessions from after (at:
+ * or at it) into next ("" when none is left), and up to limit idle sessions of tenant, oldest
+ * first, appended to found as {tenant, session_id}, arg being the driver's own (what to leave). */
+struct retention_walk {
+	enum soma_err (*next_tenant)(void *conn, const char *after, bool at, char *next, size_t size);
+	enum soma_err (*idle_of_tenant)(void *conn, const struct store_op *op, void *arg, const char *tenant,
+					int64_t limit, json_t *found);
+	void *arg;
+};
+/* The idle sessions one RETENTION_SESSIONS batch takes, into found (retention_walk.c). */
+enum soma_err store_retention_walk(void *conn, const struct store_op *op, const struct retention_walk *walk,
+				   json_t *found);
 /* The retention ops (sqlite_retention.c), at the end of the write chain (after the memory's). */
 enum soma_err store_sql_retention_write(struct dbconn *c, struct store_op *op);
 /* The redis queue relay's ops (sqlite_task_relay.c): RELAY_CLAIM, RELAY_DONE, DEAD_ADD. */
