@@ -18,16 +18,9 @@ import time
 import pytest
 
 from e2e_util import clean_env, history, http, open_stream, post_message, wait_terminal, wait_until
-from servers import RedisServer
-from test_celery_control import Capture
+from test_celery_control import Capture, app, redis_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.store_neutral
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as r:
-        yield r
 
 
 @pytest.fixture
@@ -38,14 +31,6 @@ def node(soma, redis_server, tmp_path):
         return soma("queue.driver=redis", f"redis.url={redis_server.url()}", "celery.nodename=soma@e2e-t",
                     "queue.celery.concurrency=1", *sets, data_dir=tmp_path / "soma-e2e-t")
     return start
-
-
-@pytest.fixture
-def app(redis_server):
-    from celery import Celery
-    a = Celery("e2e", broker=redis_server.url(), backend=redis_server.url())
-    yield a
-    a.close()
 
 
 def running(app, task_id):
